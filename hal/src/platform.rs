@@ -1,0 +1,1 @@
+//! The traits the monitor core needs from a platform.

@@ -1,0 +1,2 @@
+//! A TDISP device model.
+#![no_std]
