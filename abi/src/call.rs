@@ -25,7 +25,9 @@ pub enum Caller {
 
 macro_rules! calls {
     ($( $(#[$doc:meta])* $name:ident = $num:literal, $caller:ident, args $nargs:literal, results $nres:literal; )*) => {
-        /// Every call the TSM implements.
+        /// Every call the TSM implements. Variants carry the spec's names verbatim (the C header and
+        /// docs/abi.md use the same ones), hence not camel case.
+        #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
         #[repr(u32)]
         pub enum CallId {
@@ -217,8 +219,14 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_refused() {
-        for raw in [0u64, 0x8400_0000, FID_BASE as u64, (FID_BASE | 0x01FF) as u64, u64::MAX,
-                    (CallId::VERSION.fid() as u64) | (1 << 32)] {
+        for raw in [
+            0u64,
+            0x8400_0000,
+            FID_BASE as u64,
+            (FID_BASE | 0x01FF) as u64,
+            u64::MAX,
+            (CallId::VERSION.fid() as u64) | (1 << 32),
+        ] {
             assert_eq!(CallId::try_from(raw), Err(UnknownCall(raw)));
         }
     }

@@ -8,7 +8,14 @@
 //!
 //! `no_std`, no `alloc`, no `unsafe` (outside the opt-in arch transports).
 #![no_std]
-#![cfg_attr(not(any(feature = "transport-smc", feature = "transport-hvc", feature = "transport-syscall")), forbid(unsafe_code))]
+#![cfg_attr(
+    not(any(
+        feature = "transport-smc",
+        feature = "transport-hvc",
+        feature = "transport-syscall"
+    )),
+    forbid(unsafe_code)
+)]
 
 pub mod addr;
 pub mod call;

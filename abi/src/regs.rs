@@ -37,10 +37,16 @@ pub struct CallResult {
 impl CallResult {
     /// A result with no outputs.
     pub const fn status(s: Status) -> Self {
-        CallResult { status: s.to_raw(), out: [0; MAX_RESULTS] }
+        CallResult {
+            status: s.to_raw(),
+            out: [0; MAX_RESULTS],
+        }
     }
     /// A successful result with outputs.
     pub const fn ok(out: [u64; MAX_RESULTS]) -> Self {
-        CallResult { status: Status::SUCCESS.to_raw(), out }
+        CallResult {
+            status: Status::SUCCESS.to_raw(),
+            out,
+        }
     }
 }

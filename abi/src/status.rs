@@ -104,7 +104,10 @@ pub struct Status {
 
 impl Status {
     /// Success.
-    pub const SUCCESS: Status = Status { code: StatusCode::Success, index: 0 };
+    pub const SUCCESS: Status = Status {
+        code: StatusCode::Success,
+        index: 0,
+    };
 
     /// A status with index 0.
     pub const fn new(code: StatusCode) -> Self {
@@ -124,7 +127,10 @@ impl Status {
             return None;
         }
         let code = StatusCode::try_from((raw & 0xFF) as u8).ok()?;
-        Some(Status { code, index: (raw >> 8) as u8 })
+        Some(Status {
+            code,
+            index: (raw >> 8) as u8,
+        })
     }
     /// Whether this is success.
     pub const fn is_success(self) -> bool {

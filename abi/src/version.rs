@@ -20,7 +20,10 @@ impl AbiVersion {
         if raw >> 32 != 0 {
             return None;
         }
-        Some(Self { major: (raw >> 16) as u16, minor: raw as u16 })
+        Some(Self {
+            major: (raw >> 16) as u16,
+            minor: raw as u16,
+        })
     }
 }
 

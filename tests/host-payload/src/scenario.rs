@@ -1,0 +1,55 @@
+//! The scenarios the host payload can run; xtask picks one per QEMU run through the host
+//! boot-parameters page (docs/design.md).
+
+use tsm_abi::call::CallId;
+use tsm_abi::status::Status;
+use tsm_abi::version::{self, AbiVersion};
+
+use crate::tsm_call;
+
+/// Scenario numbers, shared with xtask (xtask/src/scenarios.rs keeps the same table).
+pub mod id {
+    /// Boot smoke test: negotiate the ABI version through the gate.
+    pub const BOOT: u32 = 0;
+    /// Harness self-test: the host reports failure.
+    pub const SELFTEST_FAIL: u32 = 1;
+    /// Harness self-test: the host never ends the run.
+    pub const SELFTEST_HANG: u32 = 2;
+}
+
+/// Runs scenario `id`; true when it passed.
+pub fn run(id: u32, _dram_base: u64, _dram_size: u64) -> bool {
+    match id {
+        id::BOOT => boot(),
+        id::SELFTEST_FAIL => false,
+        id::SELFTEST_HANG => loop {
+            core::hint::spin_loop();
+        },
+        other => {
+            defmt::error!("unknown scenario {=u32}", other);
+            false
+        }
+    }
+}
+
+/// VERSION through the gate: asking for 1.0 must be granted, asking for 99.0 must be refused
+/// with the supported range.
+fn boot() -> bool {
+    let want = AbiVersion { major: 1, minor: 0 };
+    let r = tsm_call(CallId::VERSION, &[want.to_raw()]);
+    let status = Status::from_raw(r.status);
+    defmt::info!(
+        "VERSION(1.0) -> status {=u64:#x}, chosen {=u64:#x}, lowest {=u64:#x}, highest {=u64:#x}",
+        r.status, r.out[0], r.out[1], r.out[2]
+    );
+    let granted = status.is_some_and(|s| s.is_success())
+        && r.out[0] == want.to_raw()
+        && r.out[1] == version::LOWEST.to_raw()
+        && r.out[2] == version::HIGHEST.to_raw();
+    let r = tsm_call(CallId::VERSION, &[AbiVersion { major: 99, minor: 0 }.to_raw()]);
+    defmt::info!("VERSION(99.0) -> status {=u64:#x}", r.status);
+    let refused = Status::from_raw(r.status)
+        .is_some_and(|s| s.code == tsm_abi::StatusCode::VersionMismatch)
+        && r.out[2] == version::HIGHEST.to_raw();
+    granted && refused
+}
