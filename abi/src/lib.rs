@@ -21,6 +21,7 @@ pub mod addr;
 pub mod call;
 pub mod regs;
 pub mod status;
+pub mod tdisp;
 pub mod version;
 
 pub use call::CallId;
