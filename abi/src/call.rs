@@ -127,8 +127,8 @@ calls! {
     /// args: PDEV granule, params PA (NS).
     PDEV_CREATE = 0x0140, Host, args 2, results 0;
     /// Start the connect operation (TDISP GET_VERSION / GET_CAPABILITIES). args: PDEV, comm buffer PA.
-    /// results: operation state.
-    PDEV_CONNECT = 0x0141, Host, args 2, results 1;
+    /// results: pending operation, PDEV state.
+    PDEV_CONNECT = 0x0141, Host, args 2, results 2;
     /// Stop a PDEV (refused while vdevices are bound). args: PDEV.
     PDEV_STOP = 0x0142, Host, args 1, results 0;
     /// Destroy a PDEV with no vdevices. args: PDEV.
@@ -140,17 +140,19 @@ calls! {
     /// Create the vPCI function: pBDF of the PDEV -> vBDF in the TVM, under the vIOMMU.
     /// args: VDEV granule, PDEV, VIOMMU, params PA (NS).
     VDEV_CREATE = 0x0160, Host, args 4, results 0;
-    /// Start bind (TDISP LOCK_INTERFACE + report fetch). args: VDEV, comm buffer PA. results: op state.
-    VDEV_BIND = 0x0161, Host, args 2, results 1;
-    /// Start unbind (T=1 DMA off, TDISP STOP_INTERFACE). args: VDEV, comm buffer PA. results: op state.
-    VDEV_UNBIND = 0x0162, Host, args 2, results 1;
+    /// Start bind (TDISP LOCK_INTERFACE + report fetch). args: VDEV, comm buffer PA.
+    /// results: pending operation, VDEV state.
+    VDEV_BIND = 0x0161, Host, args 2, results 2;
+    /// Start unbind (T=1 DMA off, TDISP STOP_INTERFACE). args: VDEV, comm buffer PA.
+    /// results: pending operation, VDEV state.
+    VDEV_UNBIND = 0x0162, Host, args 2, results 2;
     /// Read a vdevice's state. args: VDEV. results: state, pending operation.
     VDEV_GET_STATE = 0x0163, Host, args 1, results 2;
     /// Destroy an UNLOCKED or ERROR vdevice. args: VDEV.
     VDEV_DESTROY = 0x0164, Host, args 1, results 0;
     /// Continue the pending device operation of an object with the device's response in the comm
-    /// buffer. args: object (PDEV or VDEV), comm buffer PA. results: op state.
-    COMMUNICATE = 0x0170, Host, args 2, results 1;
+    /// buffer. args: object (PDEV or VDEV), comm buffer PA. results: pending operation, object state.
+    COMMUNICATE = 0x0170, Host, args 2, results 2;
     /// Cancel the pending device operation; the object goes to ERROR (VDEV) or back (PDEV).
     /// args: object.
     OP_CANCEL = 0x0171, Host, args 1, results 0;

@@ -4,7 +4,22 @@
 //! - [`call`]: call IDs, their argument/result counts and which side may issue them;
 //! - [`status`]: the status word every call returns (code + index);
 //! - [`regs`]: the register convention on each architecture;
-//! - [`addr`]: typed physical / guest-physical addresses and the granule size.
+//! - [`addr`]: typed physical / guest-physical addresses and the granule size;
+//! - [`version`]: ABI version negotiation;
+//! - [`features`]: the FEATURES registers;
+//! - [`viommu`]: secure vIOMMU types and stage-1 formats (and how they map to iommufd);
+//! - [`params`]: TVM / PDEV / VDEV creation parameters and mapping flags;
+//! - [`state`]: object states and device operations;
+//! - [`comm`]: the COMMUNICATE buffer of the resumable device operations;
+//! - [`exit`]: the VCPU_RUN exit record;
+//! - [`event`]: fault / event records and the DMA arguments;
+//! - [`guest`]: guest-side structures (vdevice info, acceptance evidence, stage-1 config);
+//! - [`layout`]: machine-readable layouts of all of the above (the C header is rendered from
+//!   them);
+//! - [`tdisp`]: the PCIe TDISP 1.0 codec;
+//! - [`api`]: caller-side wrappers, one typed function per call, over a [`api::Transport`].
+//!
+//! The specification, call by call, is `docs/abi.md`.
 //!
 //! `no_std`, no `alloc`, no `unsafe` (outside the opt-in arch transports).
 #![no_std]
@@ -16,13 +31,36 @@
     )),
     forbid(unsafe_code)
 )]
+// With a transport feature, `api::transport` alone may opt back in.
+#![cfg_attr(
+    any(
+        feature = "transport-smc",
+        feature = "transport-hvc",
+        feature = "transport-syscall"
+    ),
+    deny(unsafe_code)
+)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod layout;
 
 pub mod addr;
+pub mod api;
 pub mod call;
+pub mod comm;
+pub mod event;
+pub mod exit;
+pub mod features;
+pub mod guest;
+pub mod params;
 pub mod regs;
+pub mod state;
 pub mod status;
 pub mod tdisp;
 pub mod version;
+pub mod viommu;
 
 pub use call::CallId;
 pub use status::{Status, StatusCode};

@@ -6,7 +6,7 @@
 //! | arguments 1..6 | `x1`..`x6` | `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` |
 //! | status | `x0` | `rax` |
 //! | results 1..4 | `x1`..`x4` | `rdi`, `rsi`, `rdx`, `r10` |
-//! | preserved | `x7`..`x30`, `sp` (SMCCC: `x4`..`x17` are not clobbered by this TSM) | all but `rax`, `rcx`, `r11` and the result registers |
+//! | preserved | `x5`..`x30`, `sp` (callers may still treat `x5`..`x17` as clobbered, as SMCCC 1.2 allows) | all but `rax`, `rcx`, `r11` and the result registers |
 //!
 //! The host issues calls with `smc #0` (trapped to EL2 by `HCR_EL2.TSC`) or `hvc #0`; a guest with
 //! `hvc #0`. The TSM tells host from guest by the context that trapped. Argument registers past a

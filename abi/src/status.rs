@@ -39,10 +39,11 @@ pub enum StatusCode {
     ViommuTypeNotTsm = 11,
     /// The pBDF is outside the PDEV's requester-ID range. Index: argument.
     BdfOutOfRange = 12,
-    /// The pBDF is already used by a vdevice, or the vBDF is already used in this TVM.
-    /// Index: argument.
+    /// The pBDF is already used by a vdevice, the vBDF is already used in this TVM, or a new
+    /// PDEV's requester-ID range overlaps another PDEV's. Index: argument.
     BdfInUse = 13,
-    /// Two objects that must belong to the same TVM do not. Index: argument.
+    /// Two objects that must belong to the same TVM do not. Index: argument. No ABI 1.0 call
+    /// names two TVM-bound objects, so none returns it yet.
     TvmMismatch = 14,
     /// The operation needs device I/O: a request is in the comm buffer; carry it to the device
     /// and call COMMUNICATE with the response. Index: 0.
@@ -71,6 +72,12 @@ pub enum StatusCode {
     InvalidBuffer = 24,
     /// The queue is empty. Index: 0.
     Empty = 25,
+    /// The device operation a guest call waited for (G_VDEV_ACCEPT, G_VDEV_STOP) was cancelled
+    /// by the host with OP_CANCEL; the vdevice is in ERROR. Index: 0.
+    Cancelled = 26,
+    /// TEST_DMA_INJECT: the secure vIOMMU refused the request (an event was queued).
+    /// Index: the [`EventReason`](crate::event::EventReason).
+    DmaFault = 27,
 }
 
 /// Object kinds, used as the index of [`StatusCode::InUse`] and in granule-state reports.
@@ -138,6 +145,101 @@ impl Status {
     }
 }
 
+impl StatusCode {
+    /// Every code, in value order.
+    pub const ALL: &'static [StatusCode] = &[
+        StatusCode::Success,
+        StatusCode::NotSupported,
+        StatusCode::InvalidArgument,
+        StatusCode::Misaligned,
+        StatusCode::OutOfRange,
+        StatusCode::GranuleState,
+        StatusCode::BadHandle,
+        StatusCode::ObjectState,
+        StatusCode::InUse,
+        StatusCode::VersionMismatch,
+        StatusCode::ViommuTypeUnknown,
+        StatusCode::ViommuTypeNotTsm,
+        StatusCode::BdfOutOfRange,
+        StatusCode::BdfInUse,
+        StatusCode::TvmMismatch,
+        StatusCode::NeedsDeviceIo,
+        StatusCode::DeviceError,
+        StatusCode::NoOperation,
+        StatusCode::TableMissing,
+        StatusCode::AlreadyMapped,
+        StatusCode::NotMapped,
+        StatusCode::Denied,
+        StatusCode::EvidenceMismatch,
+        StatusCode::Capacity,
+        StatusCode::InvalidBuffer,
+        StatusCode::Empty,
+        StatusCode::Cancelled,
+        StatusCode::DmaFault,
+    ];
+
+    /// The upper-case name used in the spec and the C header (`TSM_STATUS_<NAME>`).
+    pub const fn name(self) -> &'static str {
+        use StatusCode::*;
+        match self {
+            Success => "SUCCESS",
+            NotSupported => "NOT_SUPPORTED",
+            InvalidArgument => "INVALID_ARGUMENT",
+            Misaligned => "MISALIGNED",
+            OutOfRange => "OUT_OF_RANGE",
+            GranuleState => "GRANULE_STATE",
+            BadHandle => "BAD_HANDLE",
+            ObjectState => "OBJECT_STATE",
+            InUse => "IN_USE",
+            VersionMismatch => "VERSION_MISMATCH",
+            ViommuTypeUnknown => "VIOMMU_TYPE_UNKNOWN",
+            ViommuTypeNotTsm => "VIOMMU_TYPE_NOT_TSM",
+            BdfOutOfRange => "BDF_OUT_OF_RANGE",
+            BdfInUse => "BDF_IN_USE",
+            TvmMismatch => "TVM_MISMATCH",
+            NeedsDeviceIo => "NEEDS_DEVICE_IO",
+            DeviceError => "DEVICE_ERROR",
+            NoOperation => "NO_OPERATION",
+            TableMissing => "TABLE_MISSING",
+            AlreadyMapped => "ALREADY_MAPPED",
+            NotMapped => "NOT_MAPPED",
+            Denied => "DENIED",
+            EvidenceMismatch => "EVIDENCE_MISMATCH",
+            Capacity => "CAPACITY",
+            InvalidBuffer => "INVALID_BUFFER",
+            Empty => "EMPTY",
+            Cancelled => "CANCELLED",
+            DmaFault => "DMA_FAULT",
+        }
+    }
+}
+
+impl ObjectKind {
+    /// Every kind, in value order.
+    pub const ALL: &'static [ObjectKind] = &[
+        ObjectKind::Tvm,
+        ObjectKind::Vcpu,
+        ObjectKind::Pdev,
+        ObjectKind::Viommu,
+        ObjectKind::Vdev,
+        ObjectKind::Table,
+        ObjectKind::PrivatePage,
+    ];
+
+    /// The upper-case name used in the spec and the C header (`TSM_OBJ_<NAME>`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Tvm => "TVM",
+            ObjectKind::Vcpu => "VCPU",
+            ObjectKind::Pdev => "PDEV",
+            ObjectKind::Viommu => "VIOMMU",
+            ObjectKind::Vdev => "VDEV",
+            ObjectKind::Table => "TABLE",
+            ObjectKind::PrivatePage => "PRIVATE_PAGE",
+        }
+    }
+}
+
 impl TryFrom<u8> for StatusCode {
     type Error = u8;
     fn try_from(v: u8) -> Result<Self, u8> {
@@ -169,6 +271,8 @@ impl TryFrom<u8> for StatusCode {
             23 => Capacity,
             24 => InvalidBuffer,
             25 => Empty,
+            26 => Cancelled,
+            27 => DmaFault,
             other => return Err(other),
         })
     }
@@ -208,7 +312,10 @@ mod tests {
                 n += 1;
             }
         }
-        assert_eq!(n, 26);
+        assert_eq!(n, StatusCode::ALL.len());
+        for (i, c) in StatusCode::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "ALL is in value order");
+        }
         assert_eq!(Status::from_raw(1 << 16), None);
         assert_eq!(Status::from_raw(0xFF), None);
     }

@@ -57,3 +57,52 @@ impl MemRange {
         pa.0 >= self.base.0 && end <= self_end
     }
 }
+
+/// Taking granules out of the host's reach and giving them back (invariant 3 of the
+/// architecture: the host can never read or write a secure granule).
+///
+/// aarch64: the host's stage-2 entry for the granule; x86_64: the host's ring-3 page-table
+/// entry. Both return only after the change is visible to every CPU (TLBs invalidated,
+/// broadcast where the architecture needs it), so a secure granule is unreachable by the time
+/// the call that delegated it returns.
+pub trait HostIsolation {
+    /// Removes `pa`'s granule from the host's address space. `pa` is granule-aligned DRAM.
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault>;
+    /// Maps `pa`'s granule back into the host's address space (read/write, normal memory).
+    fn map_to_host(&self, pa: Pa) -> Result<(), MemFault>;
+}
+
+/// The platform's entropy source failed or is not ready.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EntropyError;
+
+/// Random bytes for nonces (the TSM's TDISP accept nonce). aarch64: `RNDR` (FEAT_RNG);
+/// x86_64: `RDSEED`/`RDRAND`. An implementation reports failure rather than returning
+/// predictable bytes.
+pub trait Entropy {
+    /// Fills `out` with random bytes.
+    fn fill(&self, out: &mut [u8]) -> Result<(), EntropyError>;
+}
+
+/// The translation-table format of TVM address maps on this platform.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AddressMapFormat {
+    /// Arm VMSAv8-64 stage 2, 4 KiB granule, 48-bit IPA, starting at level 0 (the TVM runs at
+    /// EL1 behind it; `VTTBR_EL2.BADDR` = root).
+    ArmStage2,
+    /// x86-64 4-level paging (the TVM runs in ring 3 on it; `CR3` = root).
+    X86_64FourLevel,
+}
+
+/// What the core needs to keep TVM address maps and the CPUs' view of them in sync.
+pub trait GuestMmu {
+    /// The format the core writes TVM translation tables in.
+    fn address_map_format(&self) -> AddressMapFormat;
+    /// Invalidates every CPU's cached translations of `gpa` in the address map whose root table
+    /// is `root` (aarch64: `TLBI IPAS2E1IS` + `TLBI VMALLE1IS` for that VMID; x86_64:
+    /// `INVLPG`/`INVPCID` for that PCID, with a shootdown to other CPUs). Returns after completion.
+    fn invalidate_guest_page(&self, root: Pa, gpa: tsm_abi::addr::Gpa);
+    /// Invalidates every cached translation of the address map whose root table is `root`
+    /// (called when a TVM is destroyed, before its root granule is reused).
+    fn invalidate_guest_all(&self, root: Pa);
+}

@@ -1,1 +1,265 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point. Every command first checks its prerequisites
+//! and installs what is missing, so a fresh machine needs nothing but rustup.
+
+mod arch;
+mod decode;
+mod gdb;
+mod images;
+mod outcome;
+mod prereq;
+mod qemu;
+mod records;
+mod scenarios;
+mod test_cmd;
+mod workspace;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::arch::Arch;
+use crate::images::Images;
+use crate::outcome::Outcome;
+use crate::scenarios::{Scenario, Variant};
+use crate::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, boot and test the TSM firmware in QEMU (aarch64 and x86_64)",
+    after_help = "Exit status: 0 when every run passed, 1 when a run or check failed or hung, \
+                  2 when xtask itself could not do its job (a failed build, a missing tool)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check the prerequisites and install what is missing: rustup targets and components of
+    /// the pinned toolchain, QEMU from Debian. Every other command does this first.
+    Setup,
+    /// Build the TSM image (`tsm`) and the host payload (`tsm-host`).
+    Build(BuildArgs),
+    /// Boot the TSM with the host payload in QEMU and show the decoded log. The exit status is
+    /// the run's result.
+    Run(RunArgs),
+    /// Everything CI checks: host unit tests, clippy, rustfmt, then every QEMU scenario on both
+    /// arches (at most two at once), with a summary table.
+    Test(TestArgs),
+    /// Boot in QEMU stopped at the first instruction with a gdb server on localhost:1234, and
+    /// attach gdb-multiarch (installed on demand) with the TSM's and the host's symbols.
+    Gdb(GdbArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArchChoice {
+    #[value(name = "aarch64")]
+    Aarch64,
+    #[value(name = "x86_64")]
+    X86_64,
+    All,
+}
+
+impl ArchChoice {
+    fn arches(self) -> Vec<Arch> {
+        match self {
+            ArchChoice::Aarch64 => vec![Arch::Aarch64],
+            ArchChoice::X86_64 => vec![Arch::X86_64],
+            ArchChoice::All => Arch::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OneArch {
+    #[value(name = "aarch64")]
+    Aarch64,
+    #[value(name = "x86_64")]
+    X86_64,
+}
+
+impl From<OneArch> for Arch {
+    fn from(a: OneArch) -> Arch {
+        match a {
+            OneArch::Aarch64 => Arch::Aarch64,
+            OneArch::X86_64 => Arch::X86_64,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Which architecture to build for.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Build with the release profile (optimised, overflow checks kept).
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Which architecture to boot; `all` boots each in turn.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// The scenario the host payload runs (see xtask/src/scenarios.rs).
+    #[arg(long, default_value = "boot", value_parser = PossibleValuesParser::new(scenarios::names()))]
+    scenario: String,
+    /// Boot the release-profile images.
+    #[arg(long)]
+    release: bool,
+    /// Kill the run after this many seconds (default: the scenario's timeout).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Skip the host checks (unit tests, clippy, rustfmt): only build and run the scenarios.
+    #[arg(long)]
+    no_checks: bool,
+    /// Run the scenarios on this architecture only.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Run only these scenarios (repeatable; default: all).
+    #[arg(long, value_parser = PossibleValuesParser::new(scenarios::names()))]
+    scenario: Vec<String>,
+}
+
+#[derive(Args)]
+struct GdbArgs {
+    /// Which architecture to debug.
+    #[arg(long, value_enum)]
+    arch: OneArch,
+    /// The scenario the host payload runs.
+    #[arg(long, default_value = "boot", value_parser = PossibleValuesParser::new(scenarios::names()))]
+    scenario: String,
+    /// Debug the release-profile images.
+    #[arg(long)]
+    release: bool,
+    /// Do not start gdb: print its command line and show the decoded log here, for a gdb
+    /// started in another terminal.
+    #[arg(long)]
+    no_attach: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `Ok(passed)`, or the reason xtask could not do its job.
+fn dispatch(cmd: Cmd) -> Result<bool, String> {
+    let ws = Workspace::locate()?;
+    let needs = prereq::Needs {
+        gdb: matches!(cmd, Cmd::Gdb(_)),
+    };
+    prereq::ensure(&ws, needs, matches!(cmd, Cmd::Setup))?;
+    match cmd {
+        Cmd::Setup => Ok(true),
+        Cmd::Build(args) => {
+            for arch in args.arch.arches() {
+                let images = images::build(&ws, arch, args.release, Variant::Normal)?;
+                println!(
+                    "{}: {} and {}",
+                    arch.name(),
+                    images.tsm.display(),
+                    images.host.display()
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Run(args) => run(&ws, &args),
+        Cmd::Test(args) => {
+            let scenarios: Vec<&'static Scenario> = if args.scenario.is_empty() {
+                scenarios::SCENARIOS.iter().collect()
+            } else {
+                args.scenario
+                    .iter()
+                    .filter_map(|n| scenarios::find(n))
+                    .collect()
+            };
+            let opts = test_cmd::Options {
+                checks: !args.no_checks,
+                arches: args.arch.arches(),
+                scenarios,
+            };
+            test_cmd::test(&ws, &opts)
+        }
+        Cmd::Gdb(args) => {
+            let scenario = find_scenario(&args.scenario)?;
+            let arch = Arch::from(args.arch);
+            let images = build_for(&ws, arch, args.release, scenario.variant)?;
+            gdb::gdb(&ws, arch, scenario, &images, !args.no_attach)
+        }
+    }
+}
+
+fn find_scenario(name: &str) -> Result<&'static Scenario, String> {
+    scenarios::find(name).ok_or_else(|| format!("no scenario {name:?}"))
+}
+
+/// Builds what a scenario of `variant` needs: the normal images (the host payload comes from
+/// them), then the variant's TSM.
+fn build_for(
+    ws: &Workspace,
+    arch: Arch,
+    release: bool,
+    variant: Variant,
+) -> Result<Images, String> {
+    let normal = images::build(ws, arch, release, Variant::Normal)?;
+    if variant == Variant::Normal {
+        Ok(normal)
+    } else {
+        images::build(ws, arch, release, variant)
+    }
+}
+
+fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
+    let scenario = find_scenario(&args.scenario)?;
+    let timeout = args.timeout.map_or(scenario.timeout, Duration::from_secs);
+    let mut passed = true;
+    for arch in args.arch.arches() {
+        let images = build_for(ws, arch, args.release, scenario.variant)?;
+        println!(
+            "== {} {} (scenario id {} = host {}): {}",
+            arch.name(),
+            scenario.name,
+            scenario.id,
+            scenario.host_const,
+            scenario.about
+        );
+        let spec = qemu::RunSpec {
+            arch,
+            images: &images,
+            scenario_id: scenario.id,
+            timeout: Some(timeout),
+            gdb_server: false,
+            label: scenario.name,
+        };
+        let report = qemu::run(ws, &spec, None, &mut |line| println!("{line}"))?;
+        println!(
+            "== {} {}: {} ({}) in {:.2} s; log: {}",
+            arch.name(),
+            scenario.name,
+            report.outcome,
+            outcome::describe(arch, report.ended),
+            report.wall.as_secs_f64(),
+            report.log_path.display()
+        );
+        passed &= report.outcome == Outcome::Pass;
+    }
+    Ok(passed)
+}

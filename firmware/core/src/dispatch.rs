@@ -1,99 +1,169 @@
-//! Call dispatch: decode the call ID, check the caller and the unused argument registers, run the
-//! handler.
+//! Call dispatch: decode the call ID, check the caller and the unused argument registers, then
+//! run the handler from a static table that has exactly one entry per [`CallId`], in
+//! [`CallId::ALL`] order, each with the argument count the ABI gives (checked at compile time).
 
-use tsm_abi::addr::{GRANULE_SIZE, Pa};
-use tsm_abi::call::{CallId, Caller};
+use tsm_abi::addr::Pa;
+use tsm_abi::call::{CallId, Caller, MAX_ARGS};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::status::{Status, StatusCode};
-use tsm_abi::version::{self, AbiVersion};
-use tsm_hal::log::{MAX_PAYLOAD, STREAM_HOST};
-use tsm_hal::platform::{Console, ExitCode, MemRange, PhysMem, PowerOff};
 
-/// Everything the core needs from the platform.
-pub trait Platform: PhysMem + Console + PowerOff {}
-impl<T: PhysMem + Console + PowerOff> Platform for T {}
+use crate::calls::{device, comm, guest, memory, system, vcpu};
+use crate::granule::GranuleState;
+use crate::objects::{self, VcpuObj};
+use crate::tsm::{Origin, Tsm};
 
-/// The monitor.
-pub struct Tsm<P: Platform> {
-    platform: P,
-    /// DRAM the host owns at boot.
-    dram: MemRange,
-    /// The TSM's own memory (image + carve-out), never host-accessible.
-    tsm: MemRange,
+/// The argument registers, copied out of the trapped context once.
+pub type Args = [u64; MAX_ARGS];
+/// A handler's result: `Ok` carries what the caller gets (success, or a status that comes with
+/// results such as `NeedsDeviceIo`); `Err` is a refusal that changed nothing.
+pub type Outcome = Result<CallResult, Status>;
+
+/// The guest a guest call comes from, resolved from the trapped vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestCaller {
+    /// The vCPU that trapped.
+    pub vcpu: Pa,
+    /// Its TVM.
+    pub tvm: Pa,
 }
 
-impl<P: Platform> Tsm<P> {
-    /// A monitor over `dram`, of which `tsm` is the TSM's own.
-    pub fn new(platform: P, dram: MemRange, tsm: MemRange) -> Self {
-        Tsm {
-            platform,
-            dram,
-            tsm,
+/// What a handler knows about its caller.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ctx {
+    /// `Some` for guest calls.
+    pub guest: Option<GuestCaller>,
+}
+
+impl Ctx {
+    /// The calling guest (guest calls only run with one: the dispatcher checks the side).
+    pub fn guest(&self) -> Result<GuestCaller, Status> {
+        self.guest.ok_or(Status::new(StatusCode::Denied))
+    }
+}
+
+type Handler = for<'t, 'a> fn(&'t Tsm<'a>, Ctx, &Args) -> Outcome;
+
+/// One call: its ID, how many argument registers it reads, its handler.
+pub struct Entry {
+    /// The call.
+    pub call: CallId,
+    /// Argument registers read (the rest must be zero).
+    pub args: usize,
+    handler: Handler,
+}
+
+macro_rules! table {
+    ($( $call:ident : $args:literal => $handler:path, )*) => {
+        const TABLE: [Entry; CallId::ALL.len()] = [
+            $( Entry { call: CallId::$call, args: $args, handler: $handler }, )*
+        ];
+    };
+}
+
+table! {
+    VERSION: 1 => system::version,
+    FEATURES: 1 => system::features,
+    CONSOLE_WRITE: 2 => system::console_write,
+    SYSTEM_OFF: 1 => system::system_off,
+    GRANULE_DELEGATE: 1 => memory::granule_delegate,
+    GRANULE_UNDELEGATE: 1 => memory::granule_undelegate,
+    TVM_CREATE: 3 => memory::tvm_create,
+    TVM_ACTIVATE: 1 => memory::tvm_activate,
+    TVM_DESTROY: 1 => memory::tvm_destroy,
+    TABLE_CREATE: 4 => memory::table_create,
+    TABLE_DESTROY: 3 => memory::table_destroy,
+    MAP_PRIVATE: 5 => memory::map_private,
+    MAP_SHARED: 4 => memory::map_shared,
+    UNMAP: 2 => memory::unmap,
+    VCPU_CREATE: 4 => vcpu::vcpu_create,
+    VCPU_RUN: 2 => vcpu::vcpu_run,
+    VCPU_DESTROY: 1 => vcpu::vcpu_destroy,
+    PDEV_CREATE: 2 => device::pdev_create,
+    PDEV_CONNECT: 2 => comm::pdev_connect,
+    PDEV_STOP: 1 => device::pdev_stop,
+    PDEV_DESTROY: 1 => device::pdev_destroy,
+    VIOMMU_CREATE: 4 => device::viommu_create,
+    VIOMMU_DESTROY: 1 => device::viommu_destroy,
+    VDEV_CREATE: 4 => device::vdev_create,
+    VDEV_BIND: 2 => comm::vdev_bind,
+    VDEV_UNBIND: 2 => comm::vdev_unbind,
+    VDEV_GET_STATE: 1 => device::vdev_get_state,
+    VDEV_DESTROY: 1 => device::vdev_destroy,
+    COMMUNICATE: 2 => comm::communicate,
+    OP_CANCEL: 1 => comm::op_cancel,
+    EVENT_READ: 2 => guest::event_read,
+    TEST_DMA_INJECT: 4 => guest::test_dma_inject,
+    G_VERSION: 1 => system::version,
+    G_CONSOLE_WRITE: 2 => guest::console_write,
+    G_EXIT: 1 => guest::exit,
+    G_VDEV_INFO: 2 => guest::vdev_info,
+    G_VDEV_REPORT: 4 => guest::vdev_report,
+    G_VDEV_ACCEPT: 2 => guest::vdev_accept,
+    G_VDEV_STOP: 1 => guest::vdev_stop,
+    G_S1_ATTACH: 4 => guest::s1_attach,
+    G_S1_DETACH: 2 => guest::s1_detach,
+    G_S1_INVALIDATE: 4 => guest::s1_invalidate,
+    G_EVENT_READ: 2 => guest::event_read_guest,
+}
+
+/// The table is complete, in `CallId::ALL` order, and agrees with the ABI's argument counts.
+const fn table_is_complete(t: &[Entry]) -> bool {
+    if t.len() != CallId::ALL.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < t.len() {
+        let c = CallId::ALL[i];
+        if t[i].call as u32 != c as u32 || t[i].args != c.arg_count() {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(table_is_complete(&TABLE), "dispatch table must match CallId::ALL and arg_count");
+
+/// The dispatch table.
+pub static DISPATCH: [Entry; CallId::ALL.len()] = TABLE;
+
+impl Tsm<'_> {
+    /// Handles one call from `origin`. Every path returns a status word; no argument value can
+    /// make it panic.
+    pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
+        match self.dispatch(origin, regs) {
+            Ok(r) => r,
+            Err(s) => CallResult::status(s),
         }
     }
 
-    /// Handles one call from `caller`.
-    pub fn handle(&self, caller: Caller, regs: &CallRegs) -> CallResult {
-        let Ok(call) = CallId::try_from(regs.fid) else {
-            return CallResult::status(Status::new(StatusCode::NotSupported));
+    fn dispatch(&self, origin: Origin, regs: &CallRegs) -> Outcome {
+        let args: Args = regs.args;
+        let call = CallId::try_from(regs.fid).map_err(|_| Status::new(StatusCode::NotSupported))?;
+        let side = match origin {
+            Origin::Host => Caller::Host,
+            Origin::Guest { .. } => Caller::Guest,
         };
-        if call.caller() != caller {
-            return CallResult::status(Status::new(StatusCode::Denied));
+        if call.caller() != side {
+            return Err(Status::new(StatusCode::Denied));
         }
-        for (i, &a) in regs.args.iter().enumerate().skip(call.arg_count()) {
+        let entry = DISPATCH.iter().find(|e| e.call == call).ok_or(Status::new(StatusCode::NotSupported))?;
+        for (i, &a) in args.iter().enumerate().skip(entry.args) {
             if a != 0 {
-                return CallResult::status(Status::arg(StatusCode::InvalidArgument, i as u8 + 1));
+                return Err(Status::arg(StatusCode::InvalidArgument, i as u8 + 1));
             }
         }
-        let a = &regs.args;
-        match call {
-            CallId::VERSION | CallId::G_VERSION => version(a[0]),
-            CallId::CONSOLE_WRITE => self.console_write(Pa(a[0]), a[1]),
-            CallId::SYSTEM_OFF => self.platform.power_off(if a[0] == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Failure
-            }),
-            _ => CallResult::status(Status::new(StatusCode::NotSupported)),
-        }
+        let guest = match origin {
+            Origin::Host => None,
+            Origin::Guest { vcpu } => Some(self.guest_caller(vcpu)?),
+        };
+        (entry.handler)(self, Ctx { guest }, &args)
     }
 
-    /// CONSOLE_WRITE: the frame must lie in one granule of host memory.
-    fn console_write(&self, buf: Pa, len: u64) -> CallResult {
-        if len == 0 || len > MAX_PAYLOAD as u64 {
-            return CallResult::status(Status::arg(StatusCode::InvalidArgument, 2));
-        }
-        if buf.granule_offset() + len > GRANULE_SIZE {
-            return CallResult::status(Status::arg(StatusCode::InvalidBuffer, 1));
-        }
-        if !self.dram.contains(buf, len) || self.tsm.contains(buf.granule_base(), GRANULE_SIZE) {
-            return CallResult::status(Status::arg(StatusCode::InvalidBuffer, 1));
-        }
-        let mut frame = [0u8; MAX_PAYLOAD];
-        let frame = &mut frame[..len as usize];
-        if self.platform.read(buf, frame).is_err() {
-            return CallResult::status(Status::arg(StatusCode::InvalidBuffer, 1));
-        }
-        self.platform.relay(STREAM_HOST, frame);
-        CallResult::ok([0; 4])
+    /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
+    /// failure here is a HAL bug; the call is refused rather than trusted.
+    fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
+        let g = self.granules.lock_in(vcpu, GranuleState::Vcpu).map_err(|_| Status::new(StatusCode::Denied))?;
+        let v: VcpuObj = objects::load(self.platform, &g)?;
+        Ok(GuestCaller { vcpu, tvm: Pa(v.tvm) })
     }
-}
-
-/// VERSION: the caller names the version it wants; it gets it if it is in range, and always
-/// learns the range.
-fn version(requested: u64) -> CallResult {
-    let range = [0, version::LOWEST.to_raw(), version::HIGHEST.to_raw(), 0];
-    let Some(req) = AbiVersion::from_raw(requested) else {
-        return CallResult {
-            status: Status::arg(StatusCode::InvalidArgument, 1).to_raw(),
-            out: range,
-        };
-    };
-    if req < version::LOWEST || req > version::HIGHEST {
-        return CallResult {
-            status: Status::new(StatusCode::VersionMismatch).to_raw(),
-            out: range,
-        };
-    }
-    CallResult::ok([req.to_raw(), range[1], range[2], 0])
 }

@@ -1,6 +1,32 @@
 //! The TSM monitor core. Arch-free: it reaches hardware only through `tsm-hal`'s traits, so the
 //! whole monitor runs under `cargo test`, Miri and fuzzers on the build machine.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`tsm`] | the monitor ([`Tsm`]), the platform bundle, call origins |
+//! | [`dispatch`] | the call table and [`Tsm::handle`] |
+//! | [`granule`] | per-granule descriptors, states, locks |
+//! | [`objects`] | TSM objects stored in donated granules |
+//! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
+//! | [`calls`] | the call handlers |
+//! | [`viommu_glue`] | the stage-2 lookup and notifications for the secure vIOMMU |
+//! | `testing` | the simulated platform (tests and feature `testing`) |
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod addrmap;
+pub mod calls;
 pub mod dispatch;
+pub mod granule;
+pub mod objects;
+pub mod tsm;
+pub mod viommu;
+pub mod viommu_glue;
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use tsm::{Origin, Platform, Tsm};

@@ -1,0 +1,226 @@
+//! Structures of the guest ABI: what a TVM reads about its vdevices and what it echoes to
+//! accept one, and the stage-1 attach configuration.
+//!
+//! Acceptance is bound to fresh evidence: each VDEV_BIND draws a new random `nonce`, and the
+//! bind caches the interface report with its SHA-256 `digest` and a `report_counter` that
+//! increases on every report fetch of that vdevice. G_VDEV_ACCEPT
+//! succeeds only if the guest echoes all three as they are *now*; evidence read before an
+//! unbind/rebind or a report refetch is refused with `EvidenceMismatch`.
+
+use crate::layout::{InvalidField, boundary_struct};
+
+/// Size of the accept nonce.
+pub const NONCE_SIZE: usize = 32;
+/// Size of the report digest (SHA-256).
+pub const DIGEST_SIZE: usize = 32;
+
+boundary_struct! {
+    /// What G_VDEV_INFO writes to the guest (128 bytes).
+    pub struct VdevInfo (size 128) {
+        /// [`VdevState`](crate::state::VdevState).
+        pub state: u32 => 0,
+        /// The vdevice's vBDF (the argument the guest named it by).
+        pub vbdf: u16 => 4,
+        /// TDISP version negotiated with the device (0x10 = 1.0); 0 before the PDEV is READY.
+        pub tdisp_version: u8 => 6,
+        /// 0.
+        pub reserved0: u8 => 7,
+        /// Length of the cached interface report in bytes (0 while none is cached).
+        pub report_len: u32 => 8,
+        /// The TDISP LOCK flags the host asked for at bind
+        /// ([`LockFlags`](crate::params::LockFlags)); the guest should check them.
+        pub lock_flags: u16 => 12,
+        /// 0.
+        pub reserved1: u16 => 14,
+        /// Number of report fetches for this vdevice so far (echo in [`AcceptEvidence`]).
+        pub report_counter: u64 => 16,
+        /// [`ViommuType`](crate::viommu::ViommuType) of the vIOMMU the vdevice is under.
+        pub viommu_type: u32 => 24,
+        /// 0.
+        pub reserved2: u32 => 28,
+        /// The accept nonce drawn by the last VDEV_BIND (zero while UNLOCKED).
+        pub nonce: [u8; NONCE_SIZE] => 32,
+        /// SHA-256 of the cached interface report (zero while none is cached).
+        pub report_digest: [u8; DIGEST_SIZE] => 64,
+        /// 0.
+        pub reserved3: [u64; 4] => 96,
+    }
+}
+
+boundary_struct! {
+    /// What the guest passes to G_VDEV_ACCEPT (96 bytes): the evidence it verified, echoed.
+    pub struct AcceptEvidence (size 96) {
+        /// `VdevInfo::nonce`.
+        pub nonce: [u8; NONCE_SIZE] => 0,
+        /// `VdevInfo::report_digest`.
+        pub report_digest: [u8; DIGEST_SIZE] => 32,
+        /// `VdevInfo::report_counter`.
+        pub report_counter: u64 => 64,
+        /// Must be 0.
+        pub reserved: [u64; 3] => 72,
+    }
+}
+
+/// Which echoed field disagrees with the TSM's current evidence. The value is the index of
+/// the `EvidenceMismatch` status.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum EvidenceField {
+    /// The nonce.
+    Nonce = 1,
+    /// The report digest.
+    ReportDigest = 2,
+    /// The report counter.
+    ReportCounter = 3,
+}
+
+impl AcceptEvidence {
+    /// The evidence a guest echoes after reading `info`.
+    pub const fn from_info(info: &VdevInfo) -> Self {
+        AcceptEvidence {
+            nonce: info.nonce,
+            report_digest: info.report_digest,
+            report_counter: info.report_counter,
+            reserved: [0; 3],
+        }
+    }
+
+    /// Checks the reserved field (the TSM refuses a bad one with `InvalidArgument`).
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if self.reserved == [0; 3] {
+            Ok(())
+        } else {
+            Err(InvalidField {
+                structure: "AcceptEvidence",
+                field: "reserved",
+            })
+        }
+    }
+
+    /// Compares the echo with the TSM's `current` evidence, field by field in index order.
+    /// The nonce and digest are compared in constant time (the guest must not learn how many
+    /// leading bytes matched).
+    pub fn matches(&self, current: &AcceptEvidence) -> Result<(), EvidenceField> {
+        if !ct_eq(&self.nonce, &current.nonce) {
+            return Err(EvidenceField::Nonce);
+        }
+        if !ct_eq(&self.report_digest, &current.report_digest) {
+            return Err(EvidenceField::ReportDigest);
+        }
+        if self.report_counter != current.report_counter {
+            return Err(EvidenceField::ReportCounter);
+        }
+        Ok(())
+    }
+}
+
+/// Equality that reads every byte whatever the data.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    core::hint::black_box(diff) == 0
+}
+
+/// The stage-1 configuration word of G_S1_ATTACH (argument 4).
+///
+/// Bits 7:0 are the stage-1 input-address width in bits; 0 means the format's default
+/// (48). `ARM_VMSAV8_64_4K` accepts 25..=48 (the context descriptor's `T0SZ = 64 - bits`);
+/// `X86_64_FS_4LEVEL` accepts only 48. Bits 63:8 are reserved and must be 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct S1Config {
+    /// Input-address width in bits (25..=48).
+    pub ia_bits: u8,
+}
+
+impl S1Config {
+    /// The default width.
+    pub const DEFAULT_IA_BITS: u8 = 48;
+
+    /// Decodes the argument for a vIOMMU whose format accepts `min_bits..=48`; `None` when a
+    /// reserved bit is set or the width is out of range.
+    pub const fn from_raw(raw: u64, min_bits: u8) -> Option<Self> {
+        if raw >> 8 != 0 {
+            return None;
+        }
+        let bits = match raw as u8 {
+            0 => Self::DEFAULT_IA_BITS,
+            b => b,
+        };
+        if bits < min_bits || bits > Self::DEFAULT_IA_BITS {
+            return None;
+        }
+        Some(S1Config { ia_bits: bits })
+    }
+
+    /// The register form.
+    pub const fn to_raw(self) -> u64 {
+        self.ia_bits as u64
+    }
+}
+
+/// Decodes a vBDF argument of the guest calls (bits 63:16 must be 0).
+pub const fn vbdf_arg(raw: u64) -> Option<u16> {
+    if raw >> 16 == 0 {
+        Some(raw as u16)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+    fn info() -> VdevInfo {
+        VdevInfo {
+            state: crate::state::VdevState::Locked.raw(),
+            vbdf: 8,
+            tdisp_version: 0x10,
+            report_len: 100,
+            report_counter: 2,
+            nonce: [0xA5; 32],
+            report_digest: [0x5A; 32],
+            ..VdevInfo::new_zeroed()
+        }
+    }
+
+    #[test]
+    fn info_and_evidence_round_trip() {
+        assert_eq!(VdevInfo::read_from_bytes(info().as_bytes()), Ok(info()));
+        let e = AcceptEvidence::from_info(&info());
+        assert_eq!(AcceptEvidence::read_from_bytes(e.as_bytes()), Ok(e));
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn evidence_mismatch_names_the_field() {
+        let cur = AcceptEvidence::from_info(&info());
+        assert_eq!(cur.matches(&cur), Ok(()));
+        let mut e = cur;
+        e.nonce[31] ^= 1;
+        assert_eq!(e.matches(&cur), Err(EvidenceField::Nonce));
+        let mut e = cur;
+        e.report_digest[0] ^= 1;
+        assert_eq!(e.matches(&cur), Err(EvidenceField::ReportDigest));
+        let mut e = cur;
+        e.report_counter = 1;
+        assert_eq!(e.matches(&cur), Err(EvidenceField::ReportCounter));
+        let mut e = cur;
+        e.reserved[2] = 1;
+        assert_eq!(e.validate().unwrap_err().field, "reserved");
+    }
+
+    #[test]
+    fn s1_config_and_vbdf_arguments() {
+        assert_eq!(S1Config::from_raw(0, 25), Some(S1Config { ia_bits: 48 }));
+        assert_eq!(S1Config::from_raw(39, 25), Some(S1Config { ia_bits: 39 }));
+        assert_eq!(S1Config::from_raw(25, 25), Some(S1Config { ia_bits: 25 }));
+        assert_eq!(S1Config::from_raw(24, 25), None);
+        assert_eq!(S1Config::from_raw(49, 25), None);
+        assert_eq!(S1Config::from_raw(39, 48), None);
+        assert_eq!(S1Config::from_raw(1 << 8 | 48, 25), None);
+        assert_eq!(S1Config { ia_bits: 39 }.to_raw(), 39);
+        assert_eq!(vbdf_arg(0xFFFF), Some(0xFFFF));
+        assert_eq!(vbdf_arg(0x1_0000), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! Codec tests: round trips against hand-made bytes, every malformation, every truncation,
+//! random and mutated bytes.
+
+mod fuzz;
+mod malformed;
+mod report;
+mod roundtrip;
+mod samples;

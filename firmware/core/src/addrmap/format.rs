@@ -1,0 +1,217 @@
+//! Translation-table entry formats. A TVM address map is written in the format its platform
+//! runs guests on; the walker in [`super`] is the same for both.
+
+use tsm_abi::addr::Pa;
+use tsm_hal::platform::AddressMapFormat;
+
+use super::{Leaf, MapKind, Perms};
+
+/// Bits 47:12 of an entry: the output address (both formats; x86-64 allows up to bit 51, but
+/// no supported platform has more than 48 physical address bits).
+const ADDR_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+
+/// A decoded entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Entry {
+    /// Nothing mapped.
+    Invalid,
+    /// A pointer to the next-level table.
+    Table(Pa),
+    /// A 4 KiB page (level 3 only).
+    Page(Leaf),
+    /// A valid entry the TSM never writes (a block, or bits outside the format): the walker
+    /// treats it as a fault rather than guess.
+    Foreign,
+}
+
+/// One page-table format: how entries are encoded at each level (0 = root .. 3 = leaf).
+pub trait PteFormat: Sync {
+    /// Decodes `raw` found at `level`.
+    fn decode(&self, raw: u64, level: u8) -> Entry;
+    /// A table entry pointing at `next` (levels 0..=2).
+    fn table(&self, next: Pa) -> u64;
+    /// A level-3 page entry.
+    fn page(&self, leaf: Leaf) -> u64;
+}
+
+/// The format a platform runs TVMs on.
+pub fn for_platform(f: AddressMapFormat) -> &'static dyn PteFormat {
+    match f {
+        AddressMapFormat::ArmStage2 => &ArmStage2,
+        AddressMapFormat::X86_64FourLevel => &X86_64,
+    }
+}
+
+/// Arm VMSAv8-64 stage 2, 4 KiB granule (ARM ARM D8.3): descriptors with bits 1:0 = 0b11 are
+/// tables at levels 0..=2 and pages at level 3; S2AP (7:6) gives read/write, XN (54:53)
+/// execute-never, MemAttr (5:2) = 0b1111 normal write-back, SH (9:8) = inner shareable, AF
+/// (10) set so the TVM takes no access-flag faults. Bit 55 (software use) marks shared pages.
+pub struct ArmStage2;
+
+mod arm {
+    pub const VALID_TABLE_OR_PAGE: u64 = 0b11;
+    pub const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+    pub const S2AP_R: u64 = 1 << 6;
+    pub const S2AP_W: u64 = 1 << 7;
+    pub const SH_INNER: u64 = 0b11 << 8;
+    pub const AF: u64 = 1 << 10;
+    pub const XN: u64 = 0b10 << 53;
+    pub const XN_MASK: u64 = 0b11 << 53;
+    pub const SW_SHARED: u64 = 1 << 55;
+    pub const PAGE_FIXED: u64 = VALID_TABLE_OR_PAGE | MEMATTR_NORMAL_WB | SH_INNER | AF;
+}
+
+impl PteFormat for ArmStage2 {
+    fn decode(&self, raw: u64, level: u8) -> Entry {
+        use arm::*;
+        if raw & 1 == 0 {
+            return Entry::Invalid;
+        }
+        if raw & 0b11 != VALID_TABLE_OR_PAGE {
+            return Entry::Foreign;
+        }
+        let pa = Pa(raw & ADDR_MASK);
+        if level < 3 {
+            return if raw & !ADDR_MASK == VALID_TABLE_OR_PAGE { Entry::Table(pa) } else { Entry::Foreign };
+        }
+        let known = ADDR_MASK | PAGE_FIXED | S2AP_R | S2AP_W | XN_MASK | SW_SHARED;
+        if raw & !known != 0 || raw & PAGE_FIXED != PAGE_FIXED || raw & S2AP_R == 0 {
+            return Entry::Foreign;
+        }
+        Entry::Page(Leaf {
+            pa,
+            perms: Perms { write: raw & S2AP_W != 0, exec: raw & XN_MASK == 0 },
+            kind: if raw & SW_SHARED != 0 { MapKind::Shared } else { MapKind::Private },
+        })
+    }
+
+    fn table(&self, next: Pa) -> u64 {
+        (next.0 & ADDR_MASK) | arm::VALID_TABLE_OR_PAGE
+    }
+
+    fn page(&self, leaf: Leaf) -> u64 {
+        use arm::*;
+        let mut e = (leaf.pa.0 & ADDR_MASK) | PAGE_FIXED | S2AP_R;
+        if leaf.perms.write {
+            e |= S2AP_W;
+        }
+        if !leaf.perms.exec {
+            e |= XN;
+        }
+        if leaf.kind == MapKind::Shared {
+            e |= SW_SHARED;
+        }
+        e
+    }
+}
+
+/// x86-64 4-level paging (Intel SDM vol. 3 §4.5) for a TVM running in ring 3: every level has
+/// P (0), R/W (1) and U/S (2) set on tables (permissions are decided at the leaf), leaves add
+/// NX (63) unless executable and set A/D (5, 6) so the CPU never writes the table. Bit 9 (ignored
+/// by the CPU) marks shared pages.
+pub struct X86_64;
+
+mod x86 {
+    pub const P: u64 = 1 << 0;
+    pub const RW: u64 = 1 << 1;
+    pub const US: u64 = 1 << 2;
+    pub const A: u64 = 1 << 5;
+    pub const D: u64 = 1 << 6;
+    pub const PS: u64 = 1 << 7;
+    pub const SW_SHARED: u64 = 1 << 9;
+    pub const NX: u64 = 1 << 63;
+    pub const TABLE: u64 = P | RW | US;
+    pub const PAGE_FIXED: u64 = P | US | A | D;
+}
+
+impl PteFormat for X86_64 {
+    fn decode(&self, raw: u64, level: u8) -> Entry {
+        use x86::*;
+        if raw & P == 0 {
+            return Entry::Invalid;
+        }
+        let pa = Pa(raw & ADDR_MASK);
+        if level < 3 {
+            return if raw & !ADDR_MASK == TABLE && raw & PS == 0 { Entry::Table(pa) } else { Entry::Foreign };
+        }
+        let known = ADDR_MASK | PAGE_FIXED | RW | NX | SW_SHARED;
+        if raw & !known != 0 || raw & PAGE_FIXED != PAGE_FIXED {
+            return Entry::Foreign;
+        }
+        Entry::Page(Leaf {
+            pa,
+            perms: Perms { write: raw & RW != 0, exec: raw & NX == 0 },
+            kind: if raw & SW_SHARED != 0 { MapKind::Shared } else { MapKind::Private },
+        })
+    }
+
+    fn table(&self, next: Pa) -> u64 {
+        (next.0 & ADDR_MASK) | x86::TABLE
+    }
+
+    fn page(&self, leaf: Leaf) -> u64 {
+        use x86::*;
+        let mut e = (leaf.pa.0 & ADDR_MASK) | PAGE_FIXED;
+        if leaf.perms.write {
+            e |= RW;
+        }
+        if !leaf.perms.exec {
+            e |= NX;
+        }
+        if leaf.kind == MapKind::Shared {
+            e |= SW_SHARED;
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves() -> impl Iterator<Item = Leaf> {
+        [MapKind::Private, MapKind::Shared].into_iter().flat_map(|kind| {
+            [(false, false), (true, false), (false, true), (true, true)].into_iter().map(move |(write, exec)| Leaf {
+                pa: Pa(0x0000_8765_4321_0000),
+                perms: Perms { write, exec },
+                kind,
+            })
+        })
+    }
+
+    #[test]
+    fn both_formats_round_trip_every_leaf_and_table() {
+        for f in [AddressMapFormat::ArmStage2, AddressMapFormat::X86_64FourLevel] {
+            let fmt = for_platform(f);
+            for leaf in leaves() {
+                assert_eq!(fmt.decode(fmt.page(leaf), 3), Entry::Page(leaf), "{f:?}");
+            }
+            for level in 0..3 {
+                assert_eq!(fmt.decode(fmt.table(Pa(0x4000_3000)), level), Entry::Table(Pa(0x4000_3000)));
+            }
+            assert_eq!(fmt.decode(0, 0), Entry::Invalid);
+            assert_eq!(fmt.decode(0, 3), Entry::Invalid);
+        }
+    }
+
+    #[test]
+    fn architectural_bits_are_where_the_manuals_put_them() {
+        let leaf = Leaf { pa: Pa(0x4000_5000), perms: Perms { write: true, exec: false }, kind: MapKind::Private };
+        // Arm: valid page, MemAttr=1111, S2AP=11, SH=11, AF, XN=10.
+        assert_eq!(ArmStage2.page(leaf), 0x4000_5000 | 0b11 | 0b1111 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10 | 0b10 << 53);
+        // x86: P, RW, US, A, D, NX.
+        assert_eq!(X86_64.page(leaf), 0x4000_5000 | 0b111 | 0b11 << 5 | 1 << 63);
+        assert_eq!(ArmStage2.table(Pa(0x4000_6000)), 0x4000_6003);
+        assert_eq!(X86_64.table(Pa(0x4000_6000)), 0x4000_6007);
+    }
+
+    #[test]
+    fn blocks_and_unknown_bits_are_foreign() {
+        // Arm level-1/2 block descriptor (0b01) and an x86 2 MiB page (PS).
+        assert_eq!(ArmStage2.decode(0x4000_0000 | 0b01, 1), Entry::Foreign);
+        assert_eq!(X86_64.decode(0x4000_0000 | 0b111 | 1 << 7, 2), Entry::Foreign);
+        // A level-3 Arm entry without AF, an x86 leaf with PWT set.
+        assert_eq!(ArmStage2.decode(0x4000_0000 | 0b11 | 0b1111 << 2 | 1 << 6 | 0b11 << 8, 3), Entry::Foreign);
+        assert_eq!(X86_64.decode(0x4000_0000 | 0b101 | 0b11 << 5 | 1 << 3, 3), Entry::Foreign);
+    }
+}

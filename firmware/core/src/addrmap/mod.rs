@@ -1,0 +1,157 @@
+//! TVM address maps: four-level translation tables (level 0 = root .. level 3 = 4 KiB pages)
+//! in granules the host donated. One map per TVM is the single source of truth for the CPU (the
+//! platform walks it as the TVM's stage 2 / ring-3 page tables) and for the secure vIOMMU's
+//! stage 2 ([`crate::Tsm::stage2_lookup`]).
+//!
+//! The walker only reads and writes entries; granule states and the refcounts of table
+//! granules (one per live entry) are kept by the calls in [`crate::calls::memory`], which hold
+//! the TVM's lock for every change so a map has one writer at a time.
+
+pub mod format;
+
+use tsm_abi::addr::{GRANULE_SHIFT, Gpa, Pa};
+use tsm_hal::platform::{MemFault, PhysMem};
+
+use format::{Entry, PteFormat};
+
+/// Levels of every map: 0 (root) to [`LEAF_LEVEL`].
+pub const LEAF_LEVEL: u8 = 3;
+/// Entries per table.
+pub const ENTRIES: usize = 512;
+/// The widest GPA space any map covers (four levels of 9 bits over a 4 KiB page).
+pub const MAX_GPA_BITS: u8 = 48;
+/// The narrowest GPA space a TVM may ask for.
+pub const MIN_GPA_BITS: u8 = 32;
+
+/// Access rights of a page (read is implied: every valid page is readable).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Perms {
+    /// Writable.
+    pub write: bool,
+    /// Executable by the TVM's vCPUs (devices never execute).
+    pub exec: bool,
+}
+
+/// Whose memory a page is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MapKind {
+    /// A TVM_PRIVATE granule.
+    Private,
+    /// An NS granule the host shares with the TVM.
+    Shared,
+}
+
+/// A mapped page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Leaf {
+    /// Its physical address.
+    pub pa: Pa,
+    /// Its rights.
+    pub perms: Perms,
+    /// Private or shared.
+    pub kind: MapKind,
+}
+
+/// Why a walk stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WalkError {
+    /// No table at this level covers the GPA.
+    TableMissing(u8),
+    /// The level-3 entry is invalid.
+    NotMapped,
+    /// An entry at this level is valid but not in a form the TSM writes.
+    Foreign(u8),
+    /// A table could not be read (platform fault).
+    Mem(MemFault),
+}
+
+/// Index of `gpa`'s entry in a table at `level`.
+pub const fn index(gpa: Gpa, level: u8) -> usize {
+    ((gpa.0 >> (GRANULE_SHIFT + 9 * (LEAF_LEVEL - level) as u32)) & (ENTRIES as u64 - 1)) as usize
+}
+
+/// Bytes of GPA space one table at `level` covers (level 0: the whole 48-bit space).
+pub const fn table_span(level: u8) -> u64 {
+    1 << (GRANULE_SHIFT + 9 * (LEAF_LEVEL + 1 - level) as u32)
+}
+
+/// One TVM's map, seen through the platform's memory.
+pub struct AddressMap<'a> {
+    mem: &'a dyn PhysMem,
+    fmt: &'a dyn PteFormat,
+    root: Pa,
+}
+
+impl<'a> AddressMap<'a> {
+    /// The map whose root table is `root`.
+    pub fn new(mem: &'a dyn PhysMem, fmt: &'a dyn PteFormat, root: Pa) -> Self {
+        AddressMap { mem, fmt, root }
+    }
+
+    /// The entry format.
+    pub fn format(&self) -> &'a dyn PteFormat {
+        self.fmt
+    }
+
+    /// Reads the raw entry `idx` of `table`.
+    pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
+        let mut b = [0u8; 8];
+        self.mem.read(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
+    /// the old entry or the new one).
+    pub fn write_raw(&self, table: Pa, idx: usize, raw: u64) -> Result<(), MemFault> {
+        self.mem.write(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &raw.to_le_bytes())
+    }
+
+    /// The table at `level` that covers `gpa` (level 0 is the root).
+    pub fn table_at(&self, gpa: Gpa, level: u8) -> Result<Pa, WalkError> {
+        let mut table = self.root;
+        for l in 0..level.min(LEAF_LEVEL) {
+            let raw = self.read_raw(table, index(gpa, l)).map_err(WalkError::Mem)?;
+            table = match self.fmt.decode(raw, l) {
+                Entry::Table(next) => next,
+                Entry::Invalid => return Err(WalkError::TableMissing(l + 1)),
+                Entry::Page(_) | Entry::Foreign => return Err(WalkError::Foreign(l)),
+            };
+        }
+        Ok(table)
+    }
+
+    /// The decoded entry for `gpa` at `level`, with the table holding it.
+    pub fn entry(&self, gpa: Gpa, level: u8) -> Result<(Pa, Entry), WalkError> {
+        let table = self.table_at(gpa, level)?;
+        let raw = self.read_raw(table, index(gpa, level)).map_err(WalkError::Mem)?;
+        Ok((table, self.fmt.decode(raw, level)))
+    }
+
+    /// The page mapped at `gpa`.
+    pub fn lookup(&self, gpa: Gpa) -> Result<Leaf, WalkError> {
+        match self.entry(gpa, LEAF_LEVEL)?.1 {
+            Entry::Page(leaf) => Ok(leaf),
+            Entry::Invalid => Err(WalkError::NotMapped),
+            Entry::Table(_) | Entry::Foreign => Err(WalkError::Foreign(LEAF_LEVEL)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_and_spans_follow_the_four_level_layout() {
+        let gpa = Gpa(0x0000_8040_2010_0000 | 0xABC);
+        // 48-bit GPA: bits 47:39, 38:30, 29:21, 20:12.
+        assert_eq!(index(gpa, 0), ((gpa.0 >> 39) & 511) as usize);
+        assert_eq!(index(gpa, 1), ((gpa.0 >> 30) & 511) as usize);
+        assert_eq!(index(gpa, 2), ((gpa.0 >> 21) & 511) as usize);
+        assert_eq!(index(gpa, 3), ((gpa.0 >> 12) & 511) as usize);
+        assert_eq!(table_span(0), 1 << 48);
+        assert_eq!(table_span(1), 1 << 39);
+        assert_eq!(table_span(2), 1 << 30);
+        assert_eq!(table_span(3), 1 << 21);
+    }
+}

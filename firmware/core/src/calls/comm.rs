@@ -1,0 +1,481 @@
+//! The TDISP requester over the one resumable model: a call that needs the device writes a
+//! request into the host's COMMUNICATE buffer and returns `NeedsDeviceIo`; the host carries it to
+//! the device and calls COMMUNICATE with the response, until the operation completes
+//! (`Success`) or fails (`DeviceError`, the object goes to ERROR).
+//!
+//! | operation | started by | requests |
+//! |---|---|---|
+//! | CONNECT (PDEV) | PDEV_CONNECT | GET_VERSION, GET_CAPABILITIES |
+//! | BIND (VDEV) | VDEV_BIND | LOCK_INTERFACE, GET_DEVICE_INTERFACE_REPORT × n |
+//! | START (VDEV) | G_VDEV_ACCEPT | START_INTERFACE |
+//! | STOP (VDEV) | VDEV_UNBIND, G_VDEV_STOP | STOP_INTERFACE |
+//!
+//! A host-started operation writes its first request at once; a guest-started one writes it on
+//! the host's first COMMUNICATE (whose buffer then holds no response yet). Results of the
+//! resumable calls: 1 = the pending [`DeviceOp`] (NONE once finished), 2 = the object's state.
+//!
+//! The response is copied out of the buffer once (header, then `response_len` payload bytes)
+//! and decoded by the `tsm_abi::tdisp` codec; only a response that [`Response::answers`] the
+//! outstanding request (same interface ID, matching code) is looked at further.
+
+use sha2::{Digest, Sha256};
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus};
+use tsm_abi::regs::CallResult;
+use tsm_abi::state::{DeviceOp, PdevState, VdevState};
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::tdisp::{
+    InterfaceId, InterfaceReport, LockFlags, LockInterfaceParams, RequestCode, Request, Response, TDISP_VERSION_1_0,
+};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::calls::device::{lock_pdev, lock_vdev};
+use crate::dispatch::{Args, Ctx, Outcome};
+use crate::granule::GranuleState;
+use crate::objects::{self, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal};
+use crate::tsm::Tsm;
+use crate::viommu;
+
+/// Report bytes asked per GET_DEVICE_INTERFACE_REPORT (bounds the TSM's response buffer).
+pub const REPORT_PORTION: usize = 1024;
+/// The largest response the TSM takes: a full report portion with its headers.
+const MAX_RESPONSE: usize = REPORT_PORTION + 32;
+/// The largest request the TSM sends (START_INTERFACE: header + nonce).
+const MAX_REQUEST: usize = 64;
+
+/// Requests every device must implement for the flows above.
+const REQUIRED: [RequestCode; 4] = [
+    RequestCode::LockInterface,
+    RequestCode::GetDeviceInterfaceReport,
+    RequestCode::StartInterface,
+    RequestCode::StopInterface,
+];
+
+fn st(code: StatusCode, arg: u8) -> Status {
+    Status::arg(code, arg)
+}
+
+/// The result of a resumable call.
+fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
+    CallResult { status: Status::new(status).to_raw(), out: [u64::from(op), u64::from(state), 0, 0] }
+}
+
+/// Writes `req` into the COMMUNICATE buffer at `comm` (granule-aligned, NS).
+fn send(t: &Tsm<'_>, comm: Pa, object: Pa, sequence: u64, req: &Request<'_>) -> Result<(), Status> {
+    if !comm.is_granule_aligned() {
+        return Err(st(StatusCode::InvalidBuffer, 2));
+    }
+    let mut buf = [0u8; COMM_HEADER_SIZE + MAX_REQUEST];
+    let (head, body) = buf.split_at_mut(COMM_HEADER_SIZE);
+    let len = req.encode(body).map_err(|_| internal())?;
+    let header = CommHeader {
+        op: CommOp::Exchange.raw(),
+        protocol: CommProtocol::Tdisp.raw(),
+        request_len: len as u32,
+        response_len: 0,
+        host_status: HostIoStatus::Response.raw(),
+        reserved0: 0,
+        object: object.0,
+        sequence,
+        reserved1: [0; 3],
+    };
+    head.copy_from_slice(header.as_bytes());
+    let total = buf.get(..COMM_HEADER_SIZE + len).ok_or_else(internal)?;
+    t.write_ns(comm, total, 2)
+}
+
+/// What the host brought back.
+enum Answer {
+    /// The device's response bytes (`len` of `buf`).
+    Bytes(usize),
+    /// The host says the device did not answer, or the device sent more than was asked.
+    Failed,
+}
+
+/// Copies the host's response out of the COMMUNICATE buffer, once.
+fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer, Status> {
+    let bad = st(StatusCode::InvalidBuffer, 2);
+    if !comm.is_granule_aligned() {
+        return Err(bad);
+    }
+    let _g = t.lock_ns_buffer(comm, GRANULE_SIZE, 2)?;
+    let mut header = CommHeader::new_zeroed();
+    t.platform.read(comm, header.as_mut_bytes()).map_err(|_| bad)?;
+    if header.reserved0 != 0 || header.reserved1 != [0; 3] {
+        return Err(bad);
+    }
+    match HostIoStatus::from_raw(header.host_status.into()) {
+        Some(HostIoStatus::NoResponse) => return Ok(Answer::Failed),
+        Some(HostIoStatus::Response) => {}
+        None => return Err(bad),
+    }
+    let len = header.response_len as usize;
+    if len > COMM_PAYLOAD_SIZE {
+        return Err(bad);
+    }
+    let Some(out) = buf.get_mut(..len) else {
+        return Ok(Answer::Failed);
+    };
+    t.platform.read(Pa(comm.0 + COMM_HEADER_SIZE as u64), out).map_err(|_| bad)?;
+    Ok(Answer::Bytes(len))
+}
+
+/// The interface ID of a PDEV's DSM (its PF0).
+fn pdev_interface(p: &PdevObj) -> Result<InterfaceId, Status> {
+    InterfaceId::from_function_id(p.params.function_id(p.params.rid_base)).map_err(|_| internal())
+}
+
+/// The interface ID of a VDEV's TDI.
+fn vdev_interface(v: &VdevObj) -> Result<InterfaceId, Status> {
+    InterfaceId::from_function_id(v.params.function_id).map_err(|_| internal())
+}
+
+/// The request a PDEV's pending connect step sent.
+fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
+    let interface_id = pdev_interface(p)?;
+    Ok(match p.step {
+        1 => Request::GetVersion { interface_id },
+        _ => Request::GetCapabilities { interface_id, tsm_caps: 0 },
+    })
+}
+
+/// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
+pub fn pdev_connect(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (pdev, comm) = (Pa(a[0]), Pa(a[1]));
+    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    if p.state != PdevState::New.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    p.step = 1;
+    p.seq = 1;
+    send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
+    p.state = PdevState::Connecting.raw();
+    p.op = DeviceOp::Connect.raw();
+    objects::save(t.platform, &g, &p)?;
+    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state))
+}
+
+/// Decodes an answer to `req`: `None` when it is garbage, another message, another TDI, or
+/// a TDISP_ERROR.
+fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
+    let rsp = Response::decode(bytes).ok()?;
+    if !rsp.answers(req) || matches!(rsp, Response::Error { .. }) {
+        return None;
+    }
+    Some(rsp)
+}
+
+fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Outcome {
+    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    if p.op != DeviceOp::Connect.raw() {
+        return Err(st(StatusCode::NoOperation, 1));
+    }
+    let mut buf = [0u8; MAX_RESPONSE];
+    let answer_len = receive(t, comm, &mut buf)?;
+    let req = pdev_request(&p)?;
+    let rsp = match answer_len {
+        Answer::Bytes(n) => buf.get(..n).and_then(|b| answer(b, &req)),
+        Answer::Failed => None,
+    };
+    let next = match (p.step, rsp) {
+        (1, Some(Response::Version { versions, .. })) if versions.contains(TDISP_VERSION_1_0) => {
+            p.tdisp_version = u32::from(TDISP_VERSION_1_0);
+            Some(2)
+        }
+        (2, Some(Response::Capabilities { caps, .. }))
+            if REQUIRED.iter().all(|&r| caps.req_msgs_supported.contains(r)) =>
+        {
+            p.dsm_caps = caps.dsm_caps;
+            p.lock_flags_supported = u32::from(caps.lock_interface_flags_supported.bits());
+            p.req_msgs_supported = caps.req_msgs_supported.to_wire();
+            None
+        }
+        _ => {
+            p.state = PdevState::Error.raw();
+            p.op = DeviceOp::None.raw();
+            p.step = 0;
+            objects::save(t.platform, &g, &p)?;
+            return Ok(progress(StatusCode::DeviceError, p.op, p.state));
+        }
+    };
+    match next {
+        Some(step) => {
+            p.step = step;
+            p.seq += 1;
+            send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
+        }
+        None => {
+            p.state = PdevState::Ready.raw();
+            p.op = DeviceOp::None.raw();
+            p.step = 0;
+        }
+    }
+    objects::save(t.platform, &g, &p)?;
+    let status = if p.op == DeviceOp::None.raw() { StatusCode::Success } else { StatusCode::NeedsDeviceIo };
+    Ok(progress(status, p.op, p.state))
+}
+
+/// Steps of a VDEV operation.
+mod step {
+    /// A guest-started operation whose first request is not out yet.
+    pub const NOT_SENT: u32 = 0;
+    /// The operation's one request (LOCK, START or STOP) is out.
+    pub const SENT: u32 = 1;
+    /// BIND: a report portion is asked.
+    pub const REPORT: u32 = 2;
+}
+
+/// The request a VDEV's pending operation step sends.
+fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
+    let interface_id = vdev_interface(v)?;
+    let op = DeviceOp::from_raw(v.op.into()).ok_or_else(internal)?;
+    Ok(match (op, v.step) {
+        (DeviceOp::Bind, step::REPORT) => Request::GetDeviceInterfaceReport {
+            interface_id,
+            offset: u16::try_from(v.report_len).map_err(|_| internal())?,
+            length: u16::try_from(v.report_asked).map_err(|_| internal())?,
+        },
+        (DeviceOp::Bind, _) => Request::LockInterface {
+            interface_id,
+            params: LockInterfaceParams {
+                flags: LockFlags::from_bits_truncate(v.params.lock_flags),
+                default_stream_id: v.params.default_stream_id,
+                mmio_reporting_offset: v.params.mmio_reporting_offset,
+                bind_p2p_address_mask: v.params.bind_p2p_address_mask,
+            },
+        },
+        (DeviceOp::Start, _) => Request::StartInterface { interface_id, nonce: v.start_nonce },
+        (DeviceOp::Stop, _) => Request::StopInterface { interface_id },
+        (DeviceOp::None | DeviceOp::Connect, _) => return Err(internal()),
+    })
+}
+
+/// Puts a vdevice in ERROR: T=1 off, cached translations gone, no operation.
+pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusCode) {
+    v.state = VdevState::Error.raw();
+    v.op = DeviceOp::None.raw();
+    v.step = 0;
+    v.accepted = 0;
+    v.last_result = result as u32;
+    t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+}
+
+/// T=1 off before anything else happens to the TDI (unbind, stop).
+pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
+    v.state = VdevState::Stopping.raw();
+    v.accepted = 0;
+    t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+}
+
+/// VDEV_BIND: UNLOCKED → LOCKING under a READY PDEV; LOCK_INTERFACE goes out first. The accept
+/// nonce for this bind is drawn now, before anything changes.
+pub fn vdev_bind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
+    let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
+    let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
+    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    if v.pdev != pdev.0 {
+        return Err(st(StatusCode::BadHandle, 1));
+    }
+    if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    let supported = LockFlags::from_bits_truncate(p.lock_flags_supported as u16);
+    if !supported.contains(LockFlags::from_bits_truncate(v.params.lock_flags)) {
+        return Err(st(StatusCode::NotSupported, 1));
+    }
+    let mut nonce = [0u8; 32];
+    t.platform.fill(&mut nonce).map_err(|_| Status::new(StatusCode::NotSupported))?;
+    v.op = DeviceOp::Bind.raw();
+    v.step = step::SENT;
+    v.seq = 1;
+    send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
+    v.state = VdevState::Locking.raw();
+    v.tdisp_version = p.tdisp_version;
+    v.accept_nonce = nonce;
+    v.start_nonce = [0; 32];
+    v.report_digest = [0; 32];
+    v.report_len = 0;
+    v.report_total = 0;
+    v.report_asked = 0;
+    v.accepted = 0;
+    objects::save(t.platform, &gv, &v)?;
+    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
+}
+
+/// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
+pub fn vdev_unbind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
+    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
+    if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error) || v.op != DeviceOp::None.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    let mut next = v.clone();
+    next.op = DeviceOp::Stop.raw();
+    next.step = step::SENT;
+    next.seq = 1;
+    next.guest_waiting = 0;
+    send(t, comm, vdev, next.seq, &vdev_request(&next)?)?;
+    v = next;
+    vdev_t1_off(t, vdev, &mut v);
+    objects::save(t.platform, &gv, &v)?;
+    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
+}
+
+/// Reads the cached report of a VDEV granule into `out` (at most its length).
+pub(crate) fn read_report(t: &Tsm<'_>, vdev: Pa, offset: u64, out: &mut [u8]) -> Result<(), Status> {
+    t.platform.read(Pa(vdev.0 + REPORT_OFFSET + offset), out).map_err(|_| internal())
+}
+
+/// The report is complete: check it parses, hash it, and finish the bind.
+fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
+    let mut report = [0u8; REPORT_CAPACITY as usize];
+    let bytes = report.get_mut(..v.report_len as usize).ok_or_else(internal)?;
+    read_report(t, vdev, 0, bytes)?;
+    if InterfaceReport::parse(bytes).is_err() {
+        return Ok(false);
+    }
+    v.report_digest = Sha256::digest(&*bytes).into();
+    v.report_counter = v.report_counter.wrapping_add(1);
+    v.state = VdevState::Locked.raw();
+    v.op = DeviceOp::None.raw();
+    v.step = 0;
+    v.last_result = StatusCode::Success as u32;
+    Ok(true)
+}
+
+/// Asks for the next report portion; `false` when the report would not fit the cache.
+fn ask_portion(v: &mut VdevObj) -> bool {
+    let room = REPORT_CAPACITY.saturating_sub(u64::from(v.report_len));
+    let wanted = if v.report_total == 0 { u64::MAX } else { u64::from(v.report_total.saturating_sub(v.report_len)) };
+    let len = room.min(wanted).min(REPORT_PORTION as u64);
+    if len == 0 {
+        return false;
+    }
+    v.step = step::REPORT;
+    v.report_asked = len as u32;
+    true
+}
+
+/// Takes one report portion; `Ok(false)` when it breaks the protocol.
+fn take_portion(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, portion: &[u8], remainder: u16) -> Result<bool, Status> {
+    let received = u64::from(v.report_len);
+    let len = portion.len() as u64;
+    if len > u64::from(v.report_asked) || (len == 0 && remainder != 0) {
+        return Ok(false);
+    }
+    let total = received + len + u64::from(remainder);
+    if (v.report_total != 0 && total != u64::from(v.report_total)) || total > REPORT_CAPACITY || total == 0 {
+        return Ok(false);
+    }
+    t.platform.write(Pa(vdev.0 + REPORT_OFFSET + received), portion).map_err(|_| internal())?;
+    v.report_len = (received + len) as u32;
+    v.report_total = total as u32;
+    Ok(true)
+}
+
+fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
+    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    if v.op == DeviceOp::None.raw() {
+        return Err(st(StatusCode::NoOperation, 1));
+    }
+    let req = vdev_request(&v)?;
+    if v.step == step::NOT_SENT {
+        v.step = step::SENT;
+        v.seq = 1;
+        send(t, comm, vdev, v.seq, &req)?;
+        objects::save(t.platform, &gv, &v)?;
+        return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state));
+    }
+    let mut buf = [0u8; MAX_RESPONSE];
+    let got = receive(t, comm, &mut buf)?;
+    let rsp = match got {
+        Answer::Bytes(n) => buf.get(..n).and_then(|b| answer(b, &req)),
+        Answer::Failed => None,
+    };
+    let op = DeviceOp::from_raw(v.op.into()).ok_or_else(internal)?;
+    let ok = match (op, rsp) {
+        (DeviceOp::Bind, Some(Response::LockInterface { nonce, .. })) if v.step == step::SENT => {
+            v.start_nonce = nonce;
+            ask_portion(&mut v)
+        }
+        (DeviceOp::Bind, Some(Response::DeviceInterfaceReport { portion, remainder_length, .. }))
+            if v.step == step::REPORT =>
+        {
+            take_portion(t, vdev, &mut v, portion, remainder_length)?
+                && if v.report_len == v.report_total { finish_bind(t, vdev, &mut v)? } else { ask_portion(&mut v) }
+        }
+        (DeviceOp::Start, Some(Response::StartInterface { .. })) => {
+            v.state = VdevState::Run.raw();
+            v.accepted = 1;
+            v.op = DeviceOp::None.raw();
+            v.step = 0;
+            v.last_result = StatusCode::Success as u32;
+            true
+        }
+        (DeviceOp::Stop, Some(Response::StopInterface { .. })) => {
+            v.state = VdevState::Unlocked.raw();
+            v.op = DeviceOp::None.raw();
+            v.step = 0;
+            v.accept_nonce = [0; 32];
+            v.start_nonce = [0; 32];
+            v.report_digest = [0; 32];
+            v.report_len = 0;
+            v.report_total = 0;
+            v.last_result = StatusCode::Success as u32;
+            true
+        }
+        _ => false,
+    };
+    if !ok {
+        vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
+        objects::save(t.platform, &gv, &v)?;
+        return Ok(progress(StatusCode::DeviceError, v.op, v.state));
+    }
+    if v.op != DeviceOp::None.raw() {
+        v.seq += 1;
+        send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
+    }
+    objects::save(t.platform, &gv, &v)?;
+    let status = if v.op == DeviceOp::None.raw() { StatusCode::Success } else { StatusCode::NeedsDeviceIo };
+    Ok(progress(status, v.op, v.state))
+}
+
+/// COMMUNICATE: continue the pending operation of a PDEV or VDEV with the device's response.
+pub fn communicate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (obj, comm) = (Pa(a[0]), Pa(a[1]));
+    match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
+        GranuleState::Pdev => pdev_continue(t, obj, comm),
+        GranuleState::Vdev => vdev_continue(t, obj, comm),
+        _ => Err(st(StatusCode::BadHandle, 1)),
+    }
+}
+
+/// OP_CANCEL: a PDEV goes back to NEW; a VDEV goes to ERROR (a guest waiting on it gets
+/// `Cancelled`).
+pub fn op_cancel(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let obj = Pa(a[0]);
+    match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
+        GranuleState::Pdev => {
+            let (g, mut p) = lock_pdev(t, obj, 1)?;
+            if p.op == DeviceOp::None.raw() {
+                return Err(st(StatusCode::NoOperation, 1));
+            }
+            p.op = DeviceOp::None.raw();
+            p.state = PdevState::New.raw();
+            p.step = 0;
+            objects::save(t.platform, &g, &p)?;
+        }
+        GranuleState::Vdev => {
+            let (g, mut v) = lock_vdev(t, obj, 1)?;
+            if v.op == DeviceOp::None.raw() {
+                return Err(st(StatusCode::NoOperation, 1));
+            }
+            vdev_error(t, obj, &mut v, StatusCode::Cancelled);
+            objects::save(t.platform, &g, &v)?;
+        }
+        _ => return Err(st(StatusCode::BadHandle, 1)),
+    }
+    Ok(CallResult::ok([0; 4]))
+}

@@ -1,0 +1,401 @@
+//! Guest calls, on behalf of the calling TVM only (its vdevices are found by vBDF in its own
+//! table, so another TVM's vdevices do not exist for it), and the event queues.
+//!
+//! G_VDEV_ACCEPT and G_VDEV_STOP start a device operation the host must carry: their handler
+//! returns `NeedsDeviceIo` with results (VDEV handle, [`DeviceOp`]); the VCPU_RUN path turns
+//! that into a `DEVICE_REQUEST` exit and returns the operation's result to the guest when it
+//! completes ([`Tsm::guest_op_result`]).
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+#[cfg(feature = "dma-inject")]
+use tsm_abi::event::DmaInjectFlags;
+use tsm_abi::event::{HOST_DOMAIN_EVENTS, PasidArg};
+use tsm_abi::guest::{AcceptEvidence, S1Config, VdevInfo, vbdf_arg};
+use tsm_abi::regs::CallResult;
+use tsm_abi::state::{DeviceOp, VdevState};
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::viommu::{Stage1Format, ViommuType};
+use tsm_hal::log::{MAX_PAYLOAD, STREAM_GUEST};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::addrmap::MapKind;
+use crate::calls::comm::{read_report, vdev_t1_off};
+use crate::calls::device::lock_vdev;
+use crate::calls::memory::lock_tvm;
+use crate::dispatch::{Args, Ctx, GuestCaller, Outcome};
+use crate::granule::{GranuleState, Locked};
+use crate::objects::{self, TvmObj, VcpuObj, VdevObj, internal};
+use crate::tsm::Tsm;
+#[cfg(feature = "dma-inject")]
+use crate::viommu;
+use crate::viommu::{PasidError, PasidScope, VdevId};
+#[cfg(feature = "dma-inject")]
+use crate::viommu_glue::record_fault;
+use crate::viommu_glue::{guest_event, host_event};
+
+fn st(code: StatusCode, arg: u8) -> Status {
+    Status::arg(code, arg)
+}
+
+const OK: Outcome = Ok(CallResult::ok([0; 4]));
+
+/// The caller's TVM, locked.
+fn caller_tvm<'t, 'a>(t: &'t Tsm<'a>, g: GuestCaller) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
+    lock_tvm(t, g.tvm, 1).map_err(|_| Status::new(StatusCode::Denied))
+}
+
+/// The caller's vdevice named by a vBDF argument (index 1).
+fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
+    let vbdf = vbdf_arg(raw).ok_or(st(StatusCode::InvalidArgument, 1))?;
+    o.vbdfs
+        .iter()
+        .find(|s| s.used != 0 && s.vbdf == u32::from(vbdf))
+        .map(|s| Pa(s.vdev))
+        .ok_or(st(StatusCode::BadHandle, 1))
+}
+
+/// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
+fn lock_own<'t, 'a>(t: &'t Tsm<'a>, ctx: Ctx, raw: u64) -> Result<GuestVdev<'t, 'a>, Status> {
+    let (gt, o) = caller_tvm(t, ctx.guest()?)?;
+    let pa = own_vdev(&o, raw)?;
+    let (gv, v) = lock_vdev(t, pa, 1).map_err(|_| internal())?;
+    if v.tvm != gt.pa().0 {
+        return Err(internal());
+    }
+    Ok(GuestVdev { _tvm: gt, tvm: o, vdev: gv, v })
+}
+
+struct GuestVdev<'t, 'a> {
+    _tvm: Locked<'t, 'a>,
+    tvm: TvmObj,
+    vdev: Locked<'t, 'a>,
+    v: VdevObj,
+}
+
+/// The PA behind `[gpa, gpa + len)` of the TVM: inside one mapped page, writable if `write`.
+/// The TVM's lock is held, so the page cannot be unmapped (or a shared page delegated) while
+/// the TSM uses it.
+fn guest_buffer(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa, len: u64, write: bool, arg: u8) -> Result<Pa, Status> {
+    let bad = st(StatusCode::InvalidBuffer, arg);
+    if len == 0 || gpa.granule_offset().checked_add(len).is_none_or(|e| e > GRANULE_SIZE) {
+        return Err(bad);
+    }
+    let leaf = t.map(Pa(o.root)).lookup(gpa.granule_base()).map_err(|_| bad)?;
+    if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 || (write && !leaf.perms.write) {
+        return Err(bad);
+    }
+    let expected = match leaf.kind {
+        MapKind::Private => GranuleState::Private,
+        MapKind::Shared => GranuleState::Ns,
+    };
+    if t.granules.peek(leaf.pa).map_err(|_| bad)?.0 != expected {
+        return Err(internal());
+    }
+    Ok(Pa(leaf.pa.0 + gpa.granule_offset()))
+}
+
+/// G_CONSOLE_WRITE: one framed record from guest memory.
+pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let len = a[1];
+    if len == 0 || len > MAX_PAYLOAD as u64 {
+        return Err(st(StatusCode::InvalidArgument, 2));
+    }
+    let (_gt, o) = caller_tvm(t, ctx.guest()?)?;
+    let pa = guest_buffer(t, &o, Gpa(a[0]), len, false, 1)?;
+    let mut frame = [0u8; MAX_PAYLOAD];
+    let frame = frame.get_mut(..len as usize).ok_or(st(StatusCode::InvalidArgument, 2))?;
+    t.platform.read(pa, frame).map_err(|_| internal())?;
+    t.platform.relay(STREAM_GUEST, frame);
+    OK
+}
+
+/// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
+pub fn exit(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let g = ctx.guest()?;
+    let gv = t.granules.lock_in(g.vcpu, GranuleState::Vcpu).map_err(|_| Status::new(StatusCode::Denied))?;
+    let mut v: VcpuObj = objects::load(t.platform, &gv)?;
+    v.exited = 1;
+    objects::save(t.platform, &gv, &v)?;
+    Ok(CallResult::ok([a[0], 0, 0, 0]))
+}
+
+/// Whether the vdevice holds a cached report the guest may read.
+fn has_report(v: &VdevObj) -> bool {
+    [VdevState::Locked, VdevState::Starting, VdevState::Run].iter().any(|s| s.raw() == v.state)
+}
+
+/// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
+pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let g = lock_own(t, ctx, a[0])?;
+    let gpa = Gpa(a[1]);
+    if gpa.0 % 8 != 0 {
+        return Err(st(StatusCode::InvalidBuffer, 2));
+    }
+    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<VdevInfo>() as u64, true, 2)?;
+    let v = &g.v;
+    let evidence = has_report(v);
+    let info = VdevInfo {
+        state: v.state,
+        vbdf: v.params.vbdf,
+        tdisp_version: v.tdisp_version as u8,
+        report_len: if evidence { v.report_len } else { 0 },
+        lock_flags: v.params.lock_flags,
+        report_counter: v.report_counter,
+        viommu_type: v.viommu_type,
+        nonce: if evidence { v.accept_nonce } else { [0; 32] },
+        report_digest: if evidence { v.report_digest } else { [0; 32] },
+        ..VdevInfo::new_zeroed()
+    };
+    t.platform.write(pa, info.as_bytes()).map_err(|_| internal())?;
+    OK
+}
+
+/// G_VDEV_REPORT: a portion of the cached interface report.
+pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let g = lock_own(t, ctx, a[0])?;
+    let (offset, gpa, len) = (a[1], Gpa(a[2]), a[3]);
+    if !has_report(&g.v) {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    let total = u64::from(g.v.report_len);
+    if offset > total {
+        return Err(st(StatusCode::InvalidArgument, 2));
+    }
+    if len == 0 {
+        return Err(st(StatusCode::InvalidArgument, 4));
+    }
+    let n = len.min(total - offset);
+    if n == 0 {
+        return Ok(CallResult::ok([0, 0, 0, 0]));
+    }
+    let pa = guest_buffer(t, &g.tvm, gpa, n, true, 3)?;
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(chunk.len() as u64);
+        let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
+        read_report(t, g.vdev.pa(), offset + done, c)?;
+        t.platform.write(Pa(pa.0 + done), c).map_err(|_| internal())?;
+        done += k;
+    }
+    Ok(CallResult::ok([n, total - offset - n, 0, 0]))
+}
+
+/// G_VDEV_ACCEPT: the guest echoes the evidence of the current bind; START_INTERFACE follows.
+pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let mut g = lock_own(t, ctx, a[0])?;
+    if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    let gpa = Gpa(a[1]);
+    if gpa.0 % 8 != 0 {
+        return Err(st(StatusCode::InvalidBuffer, 2));
+    }
+    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
+    let mut echo = AcceptEvidence::new_zeroed();
+    t.platform.read(pa, echo.as_mut_bytes()).map_err(|_| internal())?;
+    echo.validate().map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+    let current = AcceptEvidence {
+        nonce: g.v.accept_nonce,
+        report_digest: g.v.report_digest,
+        report_counter: g.v.report_counter,
+        reserved: [0; 3],
+    };
+    echo.matches(&current).map_err(|f| st(StatusCode::EvidenceMismatch, f as u8))?;
+    g.v.state = VdevState::Starting.raw();
+    g.v.op = DeviceOp::Start.raw();
+    g.v.step = 0;
+    g.v.guest_waiting = 1;
+    objects::save(t.platform, &g.vdev, &g.v)?;
+    Ok(device_request(g.vdev.pa(), DeviceOp::Start))
+}
+
+fn device_request(vdev: Pa, op: DeviceOp) -> CallResult {
+    CallResult {
+        status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
+        out: [vdev.0, u64::from(op.raw()), 0, 0],
+    }
+}
+
+/// G_VDEV_STOP: T=1 off now; STOP_INTERFACE follows through the host.
+pub fn vdev_stop(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let mut g = lock_own(t, ctx, a[0])?;
+    let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
+    if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    let pa = g.vdev.pa();
+    vdev_t1_off(t, pa, &mut g.v);
+    g.v.op = DeviceOp::Stop.raw();
+    g.v.step = 0;
+    g.v.guest_waiting = 1;
+    objects::save(t.platform, &g.vdev, &g.v)?;
+    Ok(device_request(pa, DeviceOp::Stop))
+}
+
+/// The vdevice's stage-1 format (NotSupported for TSM_NO_VIOMMU, which has none).
+fn stage1_min_bits(v: &VdevObj) -> Result<u8, Status> {
+    match ViommuType::from_raw(u64::from(v.viommu_type)).map(ViommuType::stage1_format) {
+        Some(Stage1Format::ArmVmsav8_64_4k) => Ok(25),
+        Some(Stage1Format::X86_64FirstStage4Level) => Ok(48),
+        Some(Stage1Format::None) => Err(st(StatusCode::NotSupported, 1)),
+        None => Err(internal()),
+    }
+}
+
+/// A PASID argument that names one PASID or none (not ALL).
+fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
+    match PasidArg::from_raw(raw) {
+        Some(PasidArg::NoPasid) => Ok(None),
+        Some(PasidArg::Pasid(p)) => Ok(Some(p)),
+        Some(PasidArg::All) | None => Err(st(StatusCode::InvalidArgument, arg)),
+    }
+}
+
+/// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
+pub fn s1_attach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let mut g = lock_own(t, ctx, a[0])?;
+    let pasid = one_pasid(a[1], 2)?;
+    let root = Gpa(a[2]);
+    let min = stage1_min_bits(&g.v)?;
+    S1Config::from_raw(a[3], min).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    if !root.is_granule_aligned() {
+        return Err(st(StatusCode::Misaligned, 3));
+    }
+    if g.tvm.gpa_bits >= 64 || root.0 >> g.tvm.gpa_bits != 0 {
+        return Err(st(StatusCode::OutOfRange, 3));
+    }
+    g.v.pasids.attach(pasid, root).map_err(|e| match e {
+        PasidError::Full => st(StatusCode::Capacity, 2),
+        PasidError::Misaligned => st(StatusCode::Misaligned, 3),
+        PasidError::PasidOutOfRange | PasidError::NotAttached => st(StatusCode::InvalidArgument, 2),
+    })?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    objects::save(t.platform, &g.vdev, &g.v)?;
+    OK
+}
+
+/// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
+pub fn s1_detach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let mut g = lock_own(t, ctx, a[0])?;
+    let pasid = one_pasid(a[1], 2)?;
+    stage1_min_bits(&g.v)?;
+    g.v.pasids.detach(pasid).map_err(|_| st(StatusCode::NotMapped, 2))?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    objects::save(t.platform, &g.vdev, &g.v)?;
+    OK
+}
+
+/// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
+pub fn s1_invalidate(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let g = lock_own(t, ctx, a[0])?;
+    let scope = match PasidArg::from_raw(a[1]) {
+        Some(PasidArg::All) => PasidScope::All,
+        Some(PasidArg::NoPasid) => PasidScope::One(None),
+        Some(PasidArg::Pasid(p)) => PasidScope::One(Some(p)),
+        None => return Err(st(StatusCode::InvalidArgument, 2)),
+    };
+    let len = if a[3] == 0 { u64::MAX } else { a[3] };
+    t.iotlb.lock().invalidate_guest(VdevId(g.vdev.pa().0), scope, tsm_abi::addr::Iova(a[2]), len);
+    OK
+}
+
+/// G_EVENT_READ: pops one full fault record of the caller's vdevice.
+pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    let mut g = lock_own(t, ctx, a[0])?;
+    let gpa = Gpa(a[1]);
+    if gpa.0 % 8 != 0 {
+        return Err(st(StatusCode::InvalidBuffer, 2));
+    }
+    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<tsm_abi::event::GuestEvent>() as u64, true, 2)?;
+    let sequence = u64::from(g.v.events.host_summary().total) - u64::from(g.v.events.pending()) + 1;
+    let mut q = g.v.events.clone();
+    let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
+    let rec = guest_event(&f, &g.v, sequence);
+    t.platform.write(pa, rec.as_bytes()).map_err(|_| internal())?;
+    g.v.events = q;
+    objects::save(t.platform, &g.vdev, &g.v)?;
+    Ok(CallResult::ok([u64::from(g.v.events.pending()), u64::from(g.v.events.overflow()), 0, 0]))
+}
+
+/// EVENT_READ: pops one sanitized fault record of a vdevice (or of the host domain) into an NS
+/// buffer.
+pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let buf = Pa(a[1]);
+    if buf.0 % 8 != 0 {
+        return Err(st(StatusCode::InvalidBuffer, 2));
+    }
+    let size = size_of::<tsm_abi::event::HostEvent>() as u64;
+    if a[0] == HOST_DOMAIN_EVENTS {
+        let _b = t.lock_ns_buffer(buf, size, 2)?;
+        let mut q = t.host_domain_events.lock();
+        let sequence = u64::from(q.host_summary().total) - u64::from(q.pending()) + 1;
+        let mut next = q.clone();
+        let f = next.pop().ok_or(Status::new(StatusCode::Empty))?;
+        let rec = host_event(&f, 0, 0, sequence);
+        t.platform.write(buf, rec.as_bytes()).map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+        *q = next;
+        return Ok(CallResult::ok([u64::from(q.pending()), u64::from(q.overflow()), 0, 0]));
+    }
+    let (gv, mut v) = lock_vdev(t, Pa(a[0]), 1)?;
+    let _b = t.lock_ns_buffer(buf, size, 2)?;
+    let sequence = u64::from(v.host_events.host_summary().total) - u64::from(v.host_events.pending()) + 1;
+    let mut q = v.host_events.clone();
+    let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
+    let rec = host_event(&f, gv.pa().0, v.params.pbdf, sequence);
+    t.platform.write(buf, rec.as_bytes()).map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+    v.host_events = q;
+    objects::save(t.platform, &gv, &v)?;
+    Ok(CallResult::ok([u64::from(v.host_events.pending()), u64::from(v.host_events.overflow()), 0, 0]))
+}
+
+/// TEST_DMA_INJECT (feature `dma-inject`, test builds only): one DMA request through the secure
+/// vIOMMU, as if the device at `rid` issued it. Returns the PA, or `DmaFault` with the event
+/// reason (the fault is queued like a real one).
+#[cfg(feature = "dma-inject")]
+pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let rid = u16::try_from(a[0]).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
+    let pasid = one_pasid(a[1], 2)?;
+    let flags = DmaInjectFlags::from_bits(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let req = viommu::Request {
+        rid: viommu::RequesterId(rid),
+        pasid,
+        t_bit: flags.contains(DmaInjectFlags::T_BIT),
+        iova: tsm_abi::addr::Iova(a[2]),
+        access: if flags.contains(DmaInjectFlags::WRITE) { viommu::Access::Write } else { viommu::Access::Read },
+    };
+    let result = {
+        let mut iotlb = t.iotlb.lock();
+        viommu::translate(&t.translator(), &mut iotlb, &req)
+    };
+    match result {
+        Ok(pa) => Ok(CallResult::ok([pa.0, 0, 0, 0])),
+        Err(fault) => {
+            record_fault(t, &fault);
+            let (reason, _) = crate::viommu_glue::event_reason(fault.reason);
+            Ok(CallResult::status(st(StatusCode::DmaFault, reason.raw() as u8)))
+        }
+    }
+}
+
+/// TEST_DMA_INJECT does not exist in this build.
+#[cfg(not(feature = "dma-inject"))]
+pub fn test_dma_inject(_: &Tsm<'_>, _: Ctx, _: &Args) -> Outcome {
+    Err(Status::new(StatusCode::NotSupported))
+}
+
+impl Tsm<'_> {
+    /// What a guest call waiting on `vdev`'s device operation returns, once the operation is
+    /// over (`None` while it is pending). For the VCPU_RUN path: on re-entry after a
+    /// `DEVICE_REQUEST` exit it completes the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
+    pub fn guest_op_result(&self, vdev: Pa) -> Option<Status> {
+        let (g, mut v) = lock_vdev(self, vdev, 1).ok()?;
+        if v.op != DeviceOp::None.raw() || v.guest_waiting == 0 {
+            return None;
+        }
+        v.guest_waiting = 0;
+        objects::save(self.platform, &g, &v).ok()?;
+        let code = u8::try_from(v.last_result).ok().and_then(|c| StatusCode::try_from(c).ok())?;
+        Some(Status::new(code))
+    }
+}

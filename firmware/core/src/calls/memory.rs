@@ -1,0 +1,358 @@
+//! Memory calls: delegation, TVM lifecycle, translation tables, private and shared mappings.
+//!
+//! Every handler checks everything before it changes anything: locks are taken (in the order
+//! of [`crate::granule`]), arguments and states are checked, and only then are objects saved
+//! and granule transitions staged; the guards publish them on drop.
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
+use tsm_abi::regs::CallResult;
+use tsm_abi::state::TvmState;
+use tsm_abi::status::{ObjectKind, Status, StatusCode};
+
+use crate::addrmap::format::Entry;
+use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
+use crate::dispatch::{Args, Ctx, Outcome};
+use crate::granule::{GranuleState, Locked};
+use crate::objects::{self, TvmObj, internal};
+use crate::tsm::Tsm;
+
+const OK: Outcome = Ok(CallResult::ok([0; 4]));
+
+fn st(code: StatusCode, arg: u8) -> Status {
+    Status::arg(code, arg)
+}
+
+/// GRANULE_DELEGATE: NS → DELEGATED; the host loses access before the call returns.
+pub fn granule_delegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let pa = Pa(a[0]);
+    let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
+    g.state().check_transition(GranuleState::Delegated).map_err(|e| e.status(1))?;
+    if g.refcount() != 0 {
+        // Mapped shared into a TVM: delegating it would put a secure granule in a TVM's
+        // shared window.
+        return Err(st(StatusCode::GranuleState, 1));
+    }
+    t.platform.unmap_from_host(pa).map_err(|_| st(StatusCode::OutOfRange, 1))?;
+    t.viommu_pa_changed(pa);
+    g.transition(GranuleState::Delegated).map_err(|e| e.status(1))?;
+    OK
+}
+
+/// GRANULE_UNDELEGATE: DELEGATED → NS, scrubbed before the host gets it back.
+pub fn granule_undelegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let pa = Pa(a[0]);
+    let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
+    if g.state() != GranuleState::Delegated {
+        return Err(st(StatusCode::GranuleState, 1));
+    }
+    t.scrub(pa)?;
+    t.platform.map_to_host(pa).map_err(|_| st(StatusCode::OutOfRange, 1))?;
+    t.viommu_pa_changed(pa);
+    g.transition(GranuleState::Ns).map_err(|e| e.status(1))?;
+    OK
+}
+
+/// Locks a TVM by handle and copies its object out.
+pub(crate) fn lock_tvm<'t, 'a>(t: &'t Tsm<'a>, pa: Pa, arg: u8) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
+    let g = t.granules.lock_in(pa, GranuleState::Tvm).map_err(|e| e.status(arg))?;
+    let o: TvmObj = objects::load(t.platform, &g)?;
+    Ok((g, o))
+}
+
+/// TVM_CREATE: a TVM object and its root table, from two delegated granules.
+pub fn tvm_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (tvm, root) = (Pa(a[0]), Pa(a[2]));
+    let params: TvmParams = t.read_params(Pa(a[1]), 2)?;
+    params.validate().map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+    if params.gpa_bits < addrmap::MIN_GPA_BITS || params.gpa_bits > t.max_gpa_bits() {
+        return Err(st(StatusCode::InvalidArgument, 2));
+    }
+    let (mut gt, mut gr) = t.lock_pair((tvm, 1), (root, 3))?;
+    gt.state().check_transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
+    gr.state().check_transition(GranuleState::Table).map_err(|e| e.status(3))?;
+    t.scrub(root)?;
+    let mut obj: TvmObj = zerocopy::FromZeros::new_zeroed();
+    obj.state = TvmState::New.raw();
+    obj.gpa_bits = u32::from(params.gpa_bits);
+    obj.root = root.0;
+    obj.max_vcpus = u64::from(params.max_vcpus);
+    objects::save(t.platform, &gt, &obj)?;
+    gt.transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
+    gr.transition(GranuleState::Table).map_err(|e| e.status(3))?;
+    OK
+}
+
+/// TVM_ACTIVATE: NEW → ACTIVE.
+pub fn tvm_activate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (g, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    if o.state != TvmState::New.raw() {
+        return Err(st(StatusCode::ObjectState, 1));
+    }
+    o.state = TvmState::Active.raw();
+    objects::save(t.platform, &g, &o)?;
+    OK
+}
+
+/// Why a TVM cannot be destroyed yet: the first kind of child it still has.
+pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
+    if o.vcpus != 0 {
+        Some(ObjectKind::Vcpu)
+    } else if o.vdevs != 0 {
+        Some(ObjectKind::Vdev)
+    } else if o.viommus != 0 {
+        Some(ObjectKind::Viommu)
+    } else if o.private_pages != 0 {
+        Some(ObjectKind::PrivatePage)
+    } else if o.tables != 0 || o.shared_pages != 0 {
+        Some(ObjectKind::Table)
+    } else {
+        None
+    }
+}
+
+/// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
+pub fn tvm_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (mut g, o) = lock_tvm(t, Pa(a[0]), 1)?;
+    if let Some(kind) = tvm_children(&o) {
+        return Err(st(StatusCode::InUse, kind as u8));
+    }
+    let root = Pa(o.root);
+    let mut gr = t.granules.lock_in(root, GranuleState::Table).map_err(|_| internal())?;
+    if gr.refcount() != 0 || g.refcount() != 0 {
+        return Err(st(StatusCode::InUse, ObjectKind::Table as u8));
+    }
+    t.platform.invalidate_guest_all(root);
+    t.iotlb.lock().invalidate_tvm(crate::viommu::TvmId(g.pa().0));
+    gr.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    g.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    OK
+}
+
+/// Checks a GPA argument against the TVM: aligned to `align`, inside its GPA space.
+fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
+    if gpa.0 % align != 0 {
+        return Err(st(StatusCode::Misaligned, arg));
+    }
+    if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
+        return Err(st(StatusCode::OutOfRange, arg));
+    }
+    Ok(())
+}
+
+/// A table level argument: 1..=3 (the root, level 0, comes with the TVM).
+fn check_level(raw: u64, arg: u8) -> Result<u8, Status> {
+    match raw {
+        1..=3 => Ok(raw as u8),
+        _ => Err(st(StatusCode::InvalidArgument, arg)),
+    }
+}
+
+/// Maps a walk failure to a status; `unmapped` is the status for a missing entry.
+fn walk_status(e: WalkError, unmapped: Status) -> Status {
+    match e {
+        WalkError::TableMissing(l) => st(StatusCode::TableMissing, l),
+        WalkError::NotMapped => unmapped,
+        WalkError::Foreign(_) | WalkError::Mem(_) => internal(),
+    }
+}
+
+/// TABLE_CREATE: link a delegated granule as the table at `level` covering `gpa`.
+pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (gpa, new) = (Gpa(a[1]), Pa(a[3]));
+    let level = check_level(a[2], 3)?;
+    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    check_gpa(&o, gpa, table_span(level), 2)?;
+    let map = t.map(Pa(o.root));
+    let (parent, entry) = map.entry(gpa, level - 1).map_err(|e| walk_status(e, internal()))?;
+    if entry != Entry::Invalid {
+        return Err(st(StatusCode::AlreadyMapped, 2));
+    }
+    if new.granule_base() == gt.pa() || new.granule_base() == parent {
+        return Err(st(StatusCode::GranuleState, 4));
+    }
+    let mut gp = t.granules.lock_in(parent, GranuleState::Table).map_err(|_| internal())?;
+    let mut gn = t.granules.lock(new).map_err(|e| e.status(4))?;
+    gn.state().check_transition(GranuleState::Table).map_err(|e| e.status(4))?;
+    o.tables = o.tables.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    gp.get().map_err(|_| internal())?;
+    t.scrub(new)?;
+    map.write_raw(parent, addrmap::index(gpa, level - 1), map.format().table(new)).map_err(|_| internal())?;
+    objects::save(t.platform, &gt, &o)?;
+    gn.transition(GranuleState::Table).map_err(|e| e.status(4))?;
+    OK
+}
+
+/// TABLE_DESTROY: unlink an empty table; it goes back to DELEGATED and its PA is returned.
+pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let gpa = Gpa(a[1]);
+    let level = check_level(a[2], 3)?;
+    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    check_gpa(&o, gpa, table_span(level), 2)?;
+    let map = t.map(Pa(o.root));
+    let (parent, entry) = map.entry(gpa, level - 1).map_err(|e| walk_status(e, internal()))?;
+    let Entry::Table(child) = entry else {
+        return Err(st(StatusCode::TableMissing, level));
+    };
+    let mut gp = t.granules.lock_in(parent, GranuleState::Table).map_err(|_| internal())?;
+    let mut gc = t.granules.lock_in(child, GranuleState::Table).map_err(|_| internal())?;
+    if gc.refcount() != 0 {
+        let kind = if level == LEAF_LEVEL { ObjectKind::PrivatePage } else { ObjectKind::Table };
+        return Err(st(StatusCode::InUse, kind as u8));
+    }
+    o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
+    gp.put().map_err(|_| internal())?;
+    map.write_raw(parent, addrmap::index(gpa, level - 1), 0).map_err(|_| internal())?;
+    t.platform.invalidate_guest_all(Pa(o.root));
+    t.iotlb.lock().invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
+    objects::save(t.platform, &gt, &o)?;
+    gc.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    Ok(CallResult::ok([child.0, 0, 0, 0]))
+}
+
+/// The level-3 table and entry for a page mapping at `gpa`; the entry must be invalid.
+fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
+    let (table, entry) = t.map(Pa(o.root)).entry(gpa, LEAF_LEVEL).map_err(|e| walk_status(e, internal()))?;
+    if entry != Entry::Invalid {
+        return Err(st(StatusCode::AlreadyMapped, 2));
+    }
+    Ok(table)
+}
+
+fn perms(flags: MapFlags) -> Perms {
+    Perms { write: flags.contains(MapFlags::WRITE), exec: flags.contains(MapFlags::EXEC) }
+}
+
+/// Copies one granule from an NS page into a secure one, each source byte read once.
+fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
+    let mut chunk = [0u8; 512];
+    for off in (0..GRANULE_SIZE).step_by(chunk.len()) {
+        t.platform.read(Pa(src.0 + off), &mut chunk).map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
+        t.platform.write(Pa(dst.0 + off), &chunk).map_err(|_| internal())?;
+    }
+    Ok(())
+}
+
+/// MAP_PRIVATE: a delegated granule becomes the TVM's private page at `gpa`, zeroed or filled
+/// from an NS source page (only while the TVM is NEW: content is measured-in before
+/// activation).
+pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (gpa, page, src) = (Gpa(a[1]), Pa(a[2]), a[3]);
+    let flags = MapFlags::from_arg(a[4]).ok_or(st(StatusCode::InvalidArgument, 5))?;
+    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    let src = if src == NO_SOURCE {
+        None
+    } else {
+        if o.state != TvmState::New.raw() {
+            return Err(st(StatusCode::ObjectState, 1));
+        }
+        if !Pa(src).is_granule_aligned() {
+            return Err(st(StatusCode::Misaligned, 4));
+        }
+        Some(Pa(src))
+    };
+    let table = free_leaf_slot(t, &o, gpa)?;
+    if page.granule_base() == gt.pa() || page.granule_base() == table {
+        return Err(st(StatusCode::GranuleState, 3));
+    }
+    if src.is_some_and(|s| s == gt.pa() || s == table || s == page.granule_base()) {
+        return Err(st(StatusCode::InvalidBuffer, 4));
+    }
+    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    // Data granules last, in ascending order.
+    let (mut gpg, _gsrc) = match src {
+        Some(s) => {
+            let (gpg, gs) = t.lock_pair((page, 3), (s, 4))?;
+            if gs.state() != GranuleState::Ns {
+                return Err(st(StatusCode::InvalidBuffer, 4));
+            }
+            (gpg, Some(gs))
+        }
+        None => (t.granules.lock(page).map_err(|e| e.status(3))?, None),
+    };
+    gpg.state().check_transition(GranuleState::Private).map_err(|e| e.status(3))?;
+    o.private_pages = o.private_pages.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    gl.get().map_err(|_| internal())?;
+    match src {
+        Some(s) => copy_granule(t, s, page)?,
+        None => t.scrub(page)?,
+    }
+    let leaf = Leaf { pa: page, perms: perms(flags), kind: MapKind::Private };
+    let map = t.map(Pa(o.root));
+    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), map.format().page(leaf)).map_err(|_| internal())?;
+    objects::save(t.platform, &gt, &o)?;
+    gpg.transition(GranuleState::Private).map_err(|e| e.status(3))?;
+    OK
+}
+
+/// MAP_SHARED: an NS granule becomes a shared page of the TVM at `gpa`. The granule's refcount
+/// counts its shared mappings, so it cannot be delegated while mapped.
+pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (gpa, ns) = (Gpa(a[1]), Pa(a[2]));
+    let flags = MapFlags::from_arg(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    if !ns.is_granule_aligned() {
+        return Err(st(StatusCode::Misaligned, 3));
+    }
+    let table = free_leaf_slot(t, &o, gpa)?;
+    if ns == gt.pa() || ns == table {
+        return Err(st(StatusCode::GranuleState, 3));
+    }
+    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    let mut gn = t.granules.lock(ns).map_err(|e| e.status(3))?;
+    if gn.state() != GranuleState::Ns {
+        return Err(st(StatusCode::GranuleState, 3));
+    }
+    o.shared_pages = o.shared_pages.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    gn.get().map_err(|e| e.status(3))?;
+    gl.get().map_err(|_| internal())?;
+    let leaf = Leaf { pa: ns, perms: perms(flags), kind: MapKind::Shared };
+    let map = t.map(Pa(o.root));
+    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), map.format().page(leaf)).map_err(|_| internal())?;
+    objects::save(t.platform, &gt, &o)?;
+    OK
+}
+
+/// UNMAP: removes the page at `gpa`; the CPUs and the vIOMMU forget it before a private page is
+/// scrubbed and goes back to DELEGATED. Returns the page's PA.
+pub fn unmap(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let gpa = Gpa(a[1]);
+    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    let map = t.map(Pa(o.root));
+    let not_mapped = st(StatusCode::NotMapped, 2);
+    let (table, entry) = map.entry(gpa, LEAF_LEVEL).map_err(|e| match e {
+        WalkError::TableMissing(_) => not_mapped,
+        e => walk_status(e, not_mapped),
+    })?;
+    let leaf = match entry {
+        Entry::Page(leaf) => leaf,
+        Entry::Invalid => return Err(not_mapped),
+        Entry::Table(_) | Entry::Foreign => return Err(internal()),
+    };
+    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    let expected = match leaf.kind {
+        MapKind::Private => GranuleState::Private,
+        MapKind::Shared => GranuleState::Ns,
+    };
+    let mut gpg = t.granules.lock_in(leaf.pa, expected).map_err(|_| internal())?;
+    match leaf.kind {
+        MapKind::Private => o.private_pages = o.private_pages.checked_sub(1).ok_or_else(internal)?,
+        MapKind::Shared => o.shared_pages = o.shared_pages.checked_sub(1).ok_or_else(internal)?,
+    }
+    gl.put().map_err(|_| internal())?;
+    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0).map_err(|_| internal())?;
+    t.platform.invalidate_guest_page(Pa(o.root), gpa);
+    t.viommu_unmapped(gt.pa(), gpa);
+    match leaf.kind {
+        MapKind::Private => {
+            t.scrub(leaf.pa)?;
+            gpg.transition(GranuleState::Delegated).map_err(|_| internal())?;
+        }
+        MapKind::Shared => gpg.put().map_err(|_| internal())?,
+    }
+    objects::save(t.platform, &gt, &o)?;
+    Ok(CallResult::ok([leaf.pa.0, 0, 0, 0]))
+}

@@ -1,0 +1,106 @@
+//! Discovery and platform calls: VERSION / G_VERSION, FEATURES, CONSOLE_WRITE, SYSTEM_OFF.
+
+use tsm_abi::addr::Pa;
+use tsm_abi::comm::COMM_PAYLOAD_SIZE;
+use tsm_abi::features::{
+    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits, SecurityFeatures,
+    Stage1Formats, TdispFeatures, ViommuTypes,
+};
+use tsm_abi::regs::CallResult;
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::version::{self, AbiVersion};
+use tsm_hal::log::{MAX_PAYLOAD, STREAM_HOST};
+use tsm_hal::platform::ExitCode;
+
+use crate::addrmap;
+use crate::dispatch::{Args, Ctx, Outcome};
+use crate::objects::{MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, REPORT_CAPACITY};
+use crate::tsm::{MAX_PDEVS, Tsm};
+use crate::viommu_glue;
+
+/// VERSION / G_VERSION: the caller names the version it wants; it gets it if it is in range,
+/// and always learns the range.
+pub fn version(_: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let range = [0, version::LOWEST.to_raw(), version::HIGHEST.to_raw(), 0];
+    let Some(req) = AbiVersion::from_raw(a[0]) else {
+        return Ok(CallResult { status: Status::arg(StatusCode::InvalidArgument, 1).to_raw(), out: range });
+    };
+    if req < version::LOWEST || req > version::HIGHEST {
+        return Ok(CallResult { status: Status::new(StatusCode::VersionMismatch).to_raw(), out: range });
+    }
+    Ok(CallResult::ok([req.to_raw(), range[1], range[2], 0]))
+}
+
+/// TDISP LOCK flags the TSM passes to devices. BIND_P2P needs P2P support (FEATURES
+/// `SECURITY.P2P`), which this phase lacks.
+pub const ACCEPTED_LOCK_FEATURES: TdispFeatures = TdispFeatures::LOCK_NO_FW_UPDATE
+    .union(TdispFeatures::LOCK_SYSTEM_CACHE_LINE_SIZE)
+    .union(TdispFeatures::LOCK_MSIX)
+    .union(TdispFeatures::LOCK_ALL_REQUEST_REDIRECT);
+
+/// The value of one feature register.
+pub fn feature(t: &Tsm<'_>, reg: FeatureReg) -> u64 {
+    match reg {
+        FeatureReg::ViommuTypes => ViommuTypes::all().bits(),
+        FeatureReg::Stage1Formats => Stage1Formats::all().bits(),
+        FeatureReg::DeviceLimits => DeviceLimits {
+            vdevs_per_tvm: MAX_VDEVS_PER_TVM as u16,
+            vdevs_per_pdev: MAX_VDEVS_PER_PDEV as u16,
+            pdevs: MAX_PDEVS as u16,
+            viommus_per_tvm: MAX_VIOMMUS_PER_TVM as u16,
+        }
+        .to_raw(),
+        FeatureReg::QueueLimits => QueueLimits {
+            pasids_per_vdev: viommu_glue::PASIDS_PER_VDEV,
+            event_queue_depth: viommu_glue::EVENT_QUEUE_DEPTH,
+        }
+        .to_raw(),
+        FeatureReg::ReportLimits => ReportLimits {
+            max_report_len: REPORT_CAPACITY as u32,
+            max_message_len: COMM_PAYLOAD_SIZE as u32,
+        }
+        .to_raw(),
+        FeatureReg::Tdisp => (TdispFeatures::VERSION_1_0 | ACCEPTED_LOCK_FEATURES).bits(),
+        FeatureReg::Memory => MemoryFeatures {
+            granule_shift: 12,
+            min_gpa_bits: addrmap::MIN_GPA_BITS,
+            max_gpa_bits: t.max_gpa_bits(),
+        }
+        .to_raw(),
+        FeatureReg::Security => SecurityFeatures::empty().bits(),
+        FeatureReg::Build => {
+            let mut f = BuildFlags::empty();
+            if cfg!(feature = "dma-inject") {
+                f |= BuildFlags::TEST_DMA_INJECT;
+            }
+            if cfg!(debug_assertions) {
+                f |= BuildFlags::DEBUG;
+            }
+            f.bits()
+        }
+    }
+}
+
+/// FEATURES: one register per index.
+pub fn features(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let reg = FeatureReg::from_raw(a[0]).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
+    Ok(CallResult::ok([feature(t, reg), 0, 0, 0]))
+}
+
+/// CONSOLE_WRITE: one framed record from a host buffer inside one NS granule.
+pub fn console_write(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let len = a[1];
+    if len == 0 || len > MAX_PAYLOAD as u64 {
+        return Err(Status::arg(StatusCode::InvalidArgument, 2));
+    }
+    let mut frame = [0u8; MAX_PAYLOAD];
+    let frame = frame.get_mut(..len as usize).ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
+    t.read_ns(Pa(a[0]), frame, 1)?;
+    t.platform.relay(STREAM_HOST, frame);
+    Ok(CallResult::ok([0; 4]))
+}
+
+/// SYSTEM_OFF: ends the run (0 = success).
+pub fn system_off(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    t.platform.power_off(if a[0] == 0 { ExitCode::Success } else { ExitCode::Failure })
+}

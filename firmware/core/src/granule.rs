@@ -1,0 +1,450 @@
+//! Granule ownership: one compact descriptor per 4 KiB granule of DRAM.
+//!
+//! A descriptor is a `u16` (the same footprint as TF-RMM's):
+//!
+//! ```text
+//!  15    14..11   10..0
+//! LOCK   STATE    REFCOUNT
+//! ```
+//!
+//! * `STATE` is a [`GranuleState`]. Only the edges in [`GranuleState::check_transition`] exist;
+//!   every other edge is its own [`GranuleError`] (Salus `PageState` style).
+//! * `REFCOUNT` counts references *to* this granule from other TSM structures: objects that name
+//!   it as their parent (a VDEV refers to its TVM, VIOMMU and PDEV; a VCPU to its TVM) and, for a
+//!   translation-table granule, its live entries (at most 512). A granule can only leave its
+//!   state when its refcount is 0. Bulk counts that can exceed 11 bits (a TVM's private pages)
+//!   live in the object itself.
+//! * `LOCK` is a spin lock bit taken by [`GranuleTable::lock`] and released when the [`Locked`]
+//!   guard drops. The guard caches the descriptor and writes state and refcount back on drop,
+//!   so a failed call that drops its guards without changing them leaves the table as it was.
+//!
+//! # Lock order
+//!
+//! A call that holds more than one granule lock takes them in this order, and within one kind in
+//! ascending address order; nothing is ever locked while a later kind is held:
+//!
+//! ```text
+//! TVM  →  VCPU  →  VIOMMU  →  PDEV  →  VDEV  →  TABLE (root first, then by level)  →  PRIVATE/NS/DELEGATED
+//! ```
+//!
+//! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
+//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child.
+
+use core::sync::atomic::{AtomicU16, Ordering};
+
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
+use tsm_abi::status::{Status, StatusCode};
+
+const LOCK_BIT: u16 = 1 << 15;
+const STATE_SHIFT: u16 = 11;
+const STATE_MASK: u16 = 0xF << STATE_SHIFT;
+const REFCOUNT_MASK: u16 = (1 << STATE_SHIFT) - 1;
+/// Largest refcount a descriptor holds.
+pub const MAX_REFCOUNT: u16 = REFCOUNT_MASK;
+
+/// The state of one granule.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+pub enum GranuleState {
+    /// Host memory (non-secure). The host's address space maps it.
+    Ns = 0,
+    /// Secure and free: unmapped from the host, owned by nobody yet.
+    Delegated = 1,
+    /// A data page of one TVM (private memory).
+    Private = 2,
+    /// A TVM object.
+    Tvm = 3,
+    /// A vCPU object.
+    Vcpu = 4,
+    /// A PDEV object.
+    Pdev = 5,
+    /// A VIOMMU object.
+    Viommu = 6,
+    /// A VDEV object.
+    Vdev = 7,
+    /// A translation table of a TVM's address map.
+    Table = 8,
+    /// The TSM's own memory (image, stacks, this table). Never changes state.
+    Reserved = 9,
+}
+
+impl GranuleState {
+    fn from_bits(bits: u16) -> Self {
+        match bits {
+            0 => GranuleState::Ns,
+            1 => GranuleState::Delegated,
+            2 => GranuleState::Private,
+            3 => GranuleState::Tvm,
+            4 => GranuleState::Vcpu,
+            5 => GranuleState::Pdev,
+            6 => GranuleState::Viommu,
+            7 => GranuleState::Vdev,
+            8 => GranuleState::Table,
+            // Only `set_state` writes the field, and it writes only the values above.
+            _ => GranuleState::Reserved,
+        }
+    }
+
+    /// Whether the granule is secure: never reachable by the host or by a T=0 DMA.
+    pub fn is_secure(self) -> bool {
+        !matches!(self, GranuleState::Ns)
+    }
+
+    /// Whether `self → to` is an edge of the state machine. Edges: NS ⇄ DELEGATED (delegate,
+    /// undelegate) and DELEGATED ⇄ each owned state (create/destroy an object, map/unmap a private
+    /// page, donate/reclaim a table). Everything else is refused with the error naming the edge.
+    pub fn check_transition(self, to: GranuleState) -> Result<(), GranuleError> {
+        use GranuleState::*;
+        match (self, to) {
+            (Reserved, _) => Err(GranuleError::Reserved),
+            (_, Reserved) => Err(GranuleError::Reserved),
+            (Ns, Delegated) | (Delegated, Ns) => Ok(()),
+            (Ns, _) => Err(GranuleError::NotDelegated { found: self }),
+            (Delegated, Delegated) => Err(GranuleError::AlreadyDelegated),
+            (Delegated, _) => Ok(()),
+            (_, Delegated) => Ok(()),
+            (_, Ns) => Err(GranuleError::StillOwned { found: self }),
+            _ => Err(GranuleError::NotDelegated { found: self }),
+        }
+    }
+}
+
+/// Why a granule operation was refused. Each illegal edge has its own variant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GranuleError {
+    /// The address is not granule-aligned.
+    Misaligned,
+    /// The address is outside the tracked DRAM.
+    OutOfRange,
+    /// The granule is the TSM's own memory.
+    Reserved,
+    /// DELEGATED → DELEGATED: delegating a granule twice.
+    AlreadyDelegated,
+    /// The operation needs a DELEGATED granule (or an NS one, for delegate) and found another
+    /// state: e.g. NS → TVM (using undelegated memory for an object).
+    NotDelegated {
+        /// The state found.
+        found: GranuleState,
+    },
+    /// Owned → NS: undelegating memory that still holds an object, a page or a table.
+    StillOwned {
+        /// The state found.
+        found: GranuleState,
+    },
+    /// The granule is not in the state the operation expects (e.g. a handle naming a VDEV
+    /// where a TVM is needed).
+    WrongState {
+        /// The state expected.
+        expected: GranuleState,
+        /// The state found.
+        found: GranuleState,
+    },
+    /// The granule is still referenced; it cannot change state.
+    Referenced {
+        /// Live references.
+        refcount: u16,
+    },
+    /// The refcount would exceed [`MAX_REFCOUNT`] (or go below zero).
+    RefcountOverflow,
+}
+
+impl GranuleError {
+    /// The status a call returns for this error about its argument `arg` (1-based).
+    pub fn status(self, arg: u8) -> Status {
+        let code = match self {
+            GranuleError::Misaligned => StatusCode::Misaligned,
+            GranuleError::OutOfRange => StatusCode::OutOfRange,
+            GranuleError::Reserved
+            | GranuleError::AlreadyDelegated
+            | GranuleError::NotDelegated { .. }
+            | GranuleError::StillOwned { .. } => StatusCode::GranuleState,
+            // A handle that names no object of the expected kind is a bad handle; a plain
+            // granule in the wrong state is a granule-state error.
+            GranuleError::WrongState { expected, .. } if expected.is_object() => StatusCode::BadHandle,
+            GranuleError::WrongState { .. } => StatusCode::GranuleState,
+            GranuleError::Referenced { .. } => StatusCode::InUse,
+            GranuleError::RefcountOverflow => StatusCode::Capacity,
+        };
+        Status::arg(code, arg)
+    }
+}
+
+impl GranuleState {
+    /// Whether the state holds a TSM object (a handle names such a granule).
+    pub fn is_object(self) -> bool {
+        use GranuleState::*;
+        matches!(self, Tvm | Vcpu | Pdev | Viommu | Vdev)
+    }
+}
+
+/// The descriptor table over one contiguous DRAM range.
+pub struct GranuleTable<'a> {
+    base: Pa,
+    descs: &'a [AtomicU16],
+}
+
+impl<'a> GranuleTable<'a> {
+    /// A table covering `descs.len()` granules from `base`, every granule NS except those in
+    /// `reserved` (the TSM's own memory, including `descs` itself), which become RESERVED.
+    /// `base` must be granule-aligned; a misaligned base is rounded down.
+    pub fn new(base: Pa, descs: &'a [AtomicU16], reserved: core::ops::Range<Pa>) -> Self {
+        let t = GranuleTable { base: base.granule_base(), descs };
+        for (i, d) in descs.iter().enumerate() {
+            let pa = t.base.0 + ((i as u64) << GRANULE_SHIFT);
+            let state = if pa >= reserved.start.granule_base().0 && pa < reserved.end.0 {
+                GranuleState::Reserved
+            } else {
+                GranuleState::Ns
+            };
+            d.store((state as u16) << STATE_SHIFT, Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// First byte covered.
+    pub fn base(&self) -> Pa {
+        self.base
+    }
+
+    /// Number of granules covered.
+    pub fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    /// Whether the table covers nothing.
+    pub fn is_empty(&self) -> bool {
+        self.descs.is_empty()
+    }
+
+    /// Index of `pa`'s descriptor.
+    fn index(&self, pa: Pa) -> Result<usize, GranuleError> {
+        if !pa.is_granule_aligned() {
+            return Err(GranuleError::Misaligned);
+        }
+        let off = pa.0.checked_sub(self.base.0).ok_or(GranuleError::OutOfRange)?;
+        let idx = usize::try_from(off >> GRANULE_SHIFT).map_err(|_| GranuleError::OutOfRange)?;
+        if idx < self.descs.len() { Ok(idx) } else { Err(GranuleError::OutOfRange) }
+    }
+
+    /// Whether `[pa, pa + len)` lies in tracked DRAM.
+    pub fn covers(&self, pa: Pa, len: u64) -> bool {
+        let end = self.base.0 + (self.descs.len() as u64) * GRANULE_SIZE;
+        pa.0 >= self.base.0 && pa.0.checked_add(len).is_some_and(|e| e <= end)
+    }
+
+    /// The state of `pa`'s granule, read without locking (a snapshot: it may change right after;
+    /// use it for checks that a later locked step repeats, and for invariant checks).
+    pub fn peek(&self, pa: Pa) -> Result<(GranuleState, u16), GranuleError> {
+        let d = self.descs[self.index(pa)?].load(Ordering::Acquire);
+        Ok((GranuleState::from_bits((d & STATE_MASK) >> STATE_SHIFT), d & REFCOUNT_MASK))
+    }
+
+    /// Locks `pa`'s granule (spinning while another CPU holds it).
+    pub fn lock(&self, pa: Pa) -> Result<Locked<'_, 'a>, GranuleError> {
+        let idx = self.index(pa)?;
+        let d = &self.descs[idx];
+        loop {
+            let cur = d.load(Ordering::Relaxed);
+            if cur & LOCK_BIT == 0
+                && d.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                return Ok(Locked { table: self, idx, pa, desc: cur });
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Locks `pa`'s granule and checks it is in `expected`.
+    pub fn lock_in(&self, pa: Pa, expected: GranuleState) -> Result<Locked<'_, 'a>, GranuleError> {
+        let g = self.lock(pa)?;
+        let found = g.state();
+        if found == expected { Ok(g) } else { Err(GranuleError::WrongState { expected, found }) }
+    }
+
+    /// Iterates over every granule's address and (unlocked) state: for invariant checks.
+    pub fn snapshot(&self) -> impl Iterator<Item = (Pa, GranuleState, u16)> + '_ {
+        self.descs.iter().enumerate().map(move |(i, d)| {
+            let v = d.load(Ordering::Acquire);
+            (
+                Pa(self.base.0 + ((i as u64) << GRANULE_SHIFT)),
+                GranuleState::from_bits((v & STATE_MASK) >> STATE_SHIFT),
+                v & REFCOUNT_MASK,
+            )
+        })
+    }
+}
+
+/// A locked granule. State and refcount changes are staged in the guard and published, together
+/// with the unlock, when it drops.
+pub struct Locked<'t, 'a> {
+    table: &'t GranuleTable<'a>,
+    idx: usize,
+    pa: Pa,
+    desc: u16,
+}
+
+impl Locked<'_, '_> {
+    /// The granule's address.
+    pub fn pa(&self) -> Pa {
+        self.pa
+    }
+
+    /// Current (staged) state.
+    pub fn state(&self) -> GranuleState {
+        GranuleState::from_bits((self.desc & STATE_MASK) >> STATE_SHIFT)
+    }
+
+    /// Current (staged) refcount.
+    pub fn refcount(&self) -> u16 {
+        self.desc & REFCOUNT_MASK
+    }
+
+    /// Moves the granule to `to`, if that edge exists and nothing references the granule.
+    pub fn transition(&mut self, to: GranuleState) -> Result<(), GranuleError> {
+        self.state().check_transition(to)?;
+        if self.refcount() != 0 {
+            return Err(GranuleError::Referenced { refcount: self.refcount() });
+        }
+        self.desc = (self.desc & !STATE_MASK) | ((to as u16) << STATE_SHIFT);
+        Ok(())
+    }
+
+    /// Takes one more reference.
+    pub fn get(&mut self) -> Result<(), GranuleError> {
+        if self.refcount() >= MAX_REFCOUNT {
+            return Err(GranuleError::RefcountOverflow);
+        }
+        self.desc += 1;
+        Ok(())
+    }
+
+    /// Drops one reference.
+    pub fn put(&mut self) -> Result<(), GranuleError> {
+        if self.refcount() == 0 {
+            return Err(GranuleError::RefcountOverflow);
+        }
+        self.desc -= 1;
+        Ok(())
+    }
+}
+
+impl Drop for Locked<'_, '_> {
+    fn drop(&mut self) {
+        self.table.descs[self.idx].store(self.desc & !LOCK_BIT, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    const BASE: u64 = 0x4000_0000;
+
+    fn table(descs: &[AtomicU16]) -> GranuleTable<'_> {
+        GranuleTable::new(Pa(BASE), descs, Pa(BASE)..Pa(BASE + 2 * GRANULE_SIZE))
+    }
+
+    fn descs(n: usize) -> Vec<AtomicU16> {
+        (0..n).map(|_| AtomicU16::new(0)).collect()
+    }
+
+    #[test]
+    fn reserved_granules_never_move() {
+        let d = descs(8);
+        let t = table(&d);
+        let mut g = t.lock(Pa(BASE)).unwrap();
+        assert_eq!(g.state(), GranuleState::Reserved);
+        assert_eq!(g.transition(GranuleState::Delegated), Err(GranuleError::Reserved));
+        drop(g);
+        assert_eq!(t.peek(Pa(BASE + 2 * GRANULE_SIZE)).unwrap().0, GranuleState::Ns);
+    }
+
+    #[test]
+    fn address_checks() {
+        let d = descs(8);
+        let t = table(&d);
+        assert_eq!(t.lock(Pa(BASE + 1)).err(), Some(GranuleError::Misaligned));
+        assert_eq!(t.lock(Pa(BASE - GRANULE_SIZE)).err(), Some(GranuleError::OutOfRange));
+        assert_eq!(t.lock(Pa(BASE + 8 * GRANULE_SIZE)).err(), Some(GranuleError::OutOfRange));
+        assert_eq!(t.lock(Pa(!0xFFF)).err(), Some(GranuleError::OutOfRange));
+        assert!(t.covers(Pa(BASE), 8 * GRANULE_SIZE));
+        assert!(!t.covers(Pa(BASE), 8 * GRANULE_SIZE + 1));
+        assert!(!t.covers(Pa(u64::MAX), 2));
+    }
+
+    #[test]
+    fn every_edge_is_checked() {
+        use GranuleState::*;
+        let all = [Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved];
+        for from in all {
+            for to in all {
+                let r = from.check_transition(to);
+                let legal = match (from, to) {
+                    (Reserved, _) | (_, Reserved) => false,
+                    (Ns, Delegated) | (Delegated, Ns) => true,
+                    (Delegated, Delegated) => false,
+                    (Delegated, _) => !matches!(to, Ns),
+                    (Ns, _) => false,
+                    (_, Delegated) => true,
+                    _ => false,
+                };
+                assert_eq!(r.is_ok(), legal, "{from:?} -> {to:?}: {r:?}");
+            }
+        }
+        assert_eq!(Ns.check_transition(Tvm), Err(GranuleError::NotDelegated { found: Ns }));
+        assert_eq!(Tvm.check_transition(Ns), Err(GranuleError::StillOwned { found: Tvm }));
+        assert_eq!(Delegated.check_transition(Delegated), Err(GranuleError::AlreadyDelegated));
+        assert_eq!(Tvm.check_transition(Vdev), Err(GranuleError::NotDelegated { found: Tvm }));
+    }
+
+    #[test]
+    fn referenced_granules_cannot_move_and_refcounts_are_bounded() {
+        let d = descs(8);
+        let t = table(&d);
+        let pa = Pa(BASE + 4 * GRANULE_SIZE);
+        {
+            let mut g = t.lock(pa).unwrap();
+            g.transition(GranuleState::Delegated).unwrap();
+            g.transition(GranuleState::Tvm).unwrap();
+            g.get().unwrap();
+            assert_eq!(g.transition(GranuleState::Delegated), Err(GranuleError::Referenced { refcount: 1 }));
+            g.put().unwrap();
+            assert_eq!(g.put(), Err(GranuleError::RefcountOverflow));
+            for _ in 0..MAX_REFCOUNT {
+                g.get().unwrap();
+            }
+            assert_eq!(g.get(), Err(GranuleError::RefcountOverflow));
+            assert_eq!(g.state(), GranuleState::Tvm);
+        }
+        assert_eq!(t.peek(pa).unwrap(), (GranuleState::Tvm, MAX_REFCOUNT));
+        assert_eq!(
+            t.lock_in(pa, GranuleState::Vdev).err(),
+            Some(GranuleError::WrongState { expected: GranuleState::Vdev, found: GranuleState::Tvm })
+        );
+    }
+
+    #[test]
+    fn locks_exclude_other_threads() {
+        let d = descs(4);
+        let t = table(&d);
+        let pa = Pa(BASE + 3 * GRANULE_SIZE);
+        t.lock(pa).unwrap().transition(GranuleState::Delegated).unwrap();
+        t.lock(pa).unwrap().transition(GranuleState::Table).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let mut g = t.lock(pa).unwrap();
+                        let before = g.refcount();
+                        g.get().unwrap();
+                        assert_eq!(g.refcount(), before + 1);
+                    }
+                });
+            }
+        });
+        assert_eq!(t.peek(pa).unwrap(), (GranuleState::Table, 800));
+    }
+}

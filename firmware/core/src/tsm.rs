@@ -1,0 +1,212 @@
+//! The monitor: the platform, the granule table, and the few registries that cannot live in
+//! donated granules. Calls enter through [`Tsm::handle`] (see [`crate::dispatch`]).
+
+use core::sync::atomic::AtomicU16;
+
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
+use tsm_abi::status::{Status, StatusCode};
+use tsm_hal::platform::{
+    AddressMapFormat, Console, Entropy, GuestMmu, HostIsolation, MemRange, PhysMem, PowerOff,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::addrmap::format::{self, PteFormat};
+use crate::addrmap::{self, AddressMap};
+use crate::granule::{GranuleState, GranuleTable, Locked};
+use crate::objects::internal;
+use crate::viommu::{EventQueue, Iotlb};
+
+/// Everything the core needs from the platform (implemented by the arch HALs, and by
+/// [`crate::testing::SimPlatform`] in tests).
+pub trait Platform: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync {}
+impl<T: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync> Platform for T {}
+
+/// Who trapped into the TSM. The HAL fills it from the trapped context, never from a register
+/// the caller controls.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Origin {
+    /// The host.
+    Host,
+    /// A TVM vCPU (the VCPU object the TSM was running).
+    Guest {
+        /// The VCPU handle.
+        vcpu: Pa,
+    },
+}
+
+/// PDEVs the system holds (the registry that maps requester IDs to PDEVs).
+pub const MAX_PDEVS: usize = 16;
+
+/// One PDEV's requester-ID range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PdevRange {
+    /// The PDEV handle.
+    pub pdev: Pa,
+    /// PCI segment.
+    pub segment: u16,
+    /// First requester ID.
+    pub rid_base: u16,
+    /// Number of requester IDs.
+    pub rid_count: u16,
+}
+
+impl PdevRange {
+    /// Whether `rid` of `segment` is in the range.
+    pub fn contains(&self, segment: u16, rid: u16) -> bool {
+        segment == self.segment
+            && u32::from(rid) >= u32::from(self.rid_base)
+            && u32::from(rid) < u32::from(self.rid_base) + u32::from(self.rid_count)
+    }
+
+    pub(crate) fn overlaps(&self, other: &PdevRange) -> bool {
+        let (a0, a1) = (u32::from(self.rid_base), u32::from(self.rid_base) + u32::from(self.rid_count));
+        let (b0, b1) = (u32::from(other.rid_base), u32::from(other.rid_base) + u32::from(other.rid_count));
+        self.segment == other.segment && a0 < b1 && b0 < a1
+    }
+}
+
+/// Why the monitor could not start.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InitError {
+    /// Fewer descriptors than DRAM granules.
+    TooFewDescriptors {
+        /// Descriptors needed.
+        needed: u64,
+    },
+    /// DRAM base or size is not granule-aligned.
+    Misaligned,
+}
+
+/// The monitor.
+pub struct Tsm<'a> {
+    pub(crate) platform: &'a dyn Platform,
+    pub(crate) granules: GranuleTable<'a>,
+    pub(crate) fmt: &'static dyn PteFormat,
+    pub(crate) format: AddressMapFormat,
+    pub(crate) pdevs: spin::Mutex<heapless::Vec<PdevRange, MAX_PDEVS>>,
+    /// The secure vIOMMU's translation cache (taken after every granule lock).
+    pub(crate) iotlb: spin::Mutex<Iotlb>,
+    /// Faults of requesters that belong to no vdevice (EVENT_READ of `HOST_DOMAIN_EVENTS`).
+    pub(crate) host_domain_events: spin::Mutex<EventQueue>,
+}
+
+impl<'a> Tsm<'a> {
+    /// A monitor over `dram`, of which `tsm` (image and carve-out, which must hold `descs`) is
+    /// the TSM's own. `descs` needs one entry per DRAM granule (`dram.size / 4096`; 2 bytes
+    /// each: 256 KiB for 512 MiB); extra entries are unused.
+    pub fn new(
+        platform: &'a dyn Platform,
+        dram: MemRange,
+        tsm: MemRange,
+        descs: &'a [AtomicU16],
+    ) -> Result<Self, InitError> {
+        if !dram.base.is_granule_aligned() || dram.size % GRANULE_SIZE != 0 {
+            return Err(InitError::Misaligned);
+        }
+        let needed = dram.size >> GRANULE_SHIFT;
+        let descs = usize::try_from(needed)
+            .ok()
+            .and_then(|n| descs.get(..n))
+            .ok_or(InitError::TooFewDescriptors { needed })?;
+        let tsm_end = Pa(tsm.base.0.saturating_add(tsm.size));
+        let format = platform.address_map_format();
+        Ok(Tsm {
+            platform,
+            granules: GranuleTable::new(dram.base, descs, tsm.base..tsm_end),
+            fmt: format::for_platform(format),
+            format,
+            pdevs: spin::Mutex::new(heapless::Vec::new()),
+            iotlb: spin::Mutex::new(Iotlb::new()),
+            host_domain_events: spin::Mutex::new(EventQueue::new()),
+        })
+    }
+
+    /// The granule table (for invariant checks and the HAL's diagnostics).
+    pub fn granules(&self) -> &GranuleTable<'a> {
+        &self.granules
+    }
+
+    /// The PDEV requester-ID ranges.
+    pub fn pdev_ranges(&self) -> heapless::Vec<PdevRange, MAX_PDEVS> {
+        self.pdevs.lock().clone()
+    }
+
+    /// The largest GPA width a TVM may ask for on this platform. x86-64 TVMs run in ring 3 on
+    /// their map, so their addresses must stay in the lower canonical half.
+    pub(crate) fn max_gpa_bits(&self) -> u8 {
+        match self.format {
+            AddressMapFormat::ArmStage2 => addrmap::MAX_GPA_BITS,
+            AddressMapFormat::X86_64FourLevel => addrmap::MAX_GPA_BITS - 1,
+        }
+    }
+
+    /// Whether this platform offers `t` (FEATURES `VIOMMU_TYPES`). The secure vIOMMU walks
+    /// both stage-1 formats in software, so every TSM type is available on both arches.
+    pub(crate) fn supports_viommu(&self, t: tsm_abi::viommu::ViommuType) -> bool {
+        tsm_abi::features::ViommuTypes::all().contains(tsm_abi::features::ViommuTypes::of(t))
+    }
+
+    /// The address map rooted at `root`.
+    pub(crate) fn map(&self, root: Pa) -> AddressMap<'_> {
+        AddressMap::new(self.platform, self.fmt, root)
+    }
+
+    /// Locks the NS granule holding `[pa, pa + len)` (which must not cross a granule), so the
+    /// host cannot delegate it while the TSM reads or writes it. `InvalidBuffer` (index `arg`)
+    /// otherwise.
+    pub(crate) fn lock_ns_buffer(&self, pa: Pa, len: u64, arg: u8) -> Result<Locked<'_, 'a>, Status> {
+        let bad = Status::arg(StatusCode::InvalidBuffer, arg);
+        if len == 0 || pa.granule_offset().checked_add(len).is_none_or(|e| e > GRANULE_SIZE) {
+            return Err(bad);
+        }
+        self.granules.lock_in(pa.granule_base(), GranuleState::Ns).map_err(|_| bad)
+    }
+
+    /// Copies a host buffer in, once.
+    pub(crate) fn read_ns(&self, pa: Pa, out: &mut [u8], arg: u8) -> Result<(), Status> {
+        let _g = self.lock_ns_buffer(pa, out.len() as u64, arg)?;
+        self.platform.read(pa, out).map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
+    }
+
+    /// Copies data out to a host buffer.
+    pub(crate) fn write_ns(&self, pa: Pa, data: &[u8], arg: u8) -> Result<(), Status> {
+        let _g = self.lock_ns_buffer(pa, data.len() as u64, arg)?;
+        self.platform.write(pa, data).map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
+    }
+
+    /// Copies a parameter block in once (8-byte aligned, inside one NS granule).
+    pub(crate) fn read_params<T: FromBytes + IntoBytes>(&self, pa: Pa, arg: u8) -> Result<T, Status> {
+        if pa.0 % 8 != 0 {
+            return Err(Status::arg(StatusCode::InvalidBuffer, arg));
+        }
+        let mut v = T::new_zeroed();
+        self.read_ns(pa, v.as_mut_bytes(), arg)?;
+        Ok(v)
+    }
+
+    /// Zeroes a granule the TSM owns.
+    pub(crate) fn scrub(&self, pa: Pa) -> Result<(), Status> {
+        const ZERO: [u8; 512] = [0; 512];
+        for off in (0..GRANULE_SIZE).step_by(ZERO.len()) {
+            self.platform.write(Pa(pa.0 + off), &ZERO).map_err(|_| internal())?;
+        }
+        Ok(())
+    }
+
+    /// Locks two distinct granules in ascending address order (the lock order within a kind),
+    /// returning them in argument order. Equal addresses fail with `GranuleState` for `b`.
+    pub(crate) fn lock_pair(&self, a: (Pa, u8), b: (Pa, u8)) -> Result<(Locked<'_, 'a>, Locked<'_, 'a>), Status> {
+        if a.0.granule_base() == b.0.granule_base() {
+            return Err(Status::arg(StatusCode::GranuleState, b.1));
+        }
+        if a.0 < b.0 {
+            let ga = self.granules.lock(a.0).map_err(|e| e.status(a.1))?;
+            let gb = self.granules.lock(b.0).map_err(|e| e.status(b.1))?;
+            Ok((ga, gb))
+        } else {
+            let gb = self.granules.lock(b.0).map_err(|e| e.status(b.1))?;
+            let ga = self.granules.lock(a.0).map_err(|e| e.status(a.1))?;
+            Ok((ga, gb))
+        }
+    }
+}

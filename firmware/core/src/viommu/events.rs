@@ -1,0 +1,188 @@
+//! The per-vdevice fault event queue: a bounded ring embedded in the VDEV object.
+//!
+//! When the ring is full a new record is dropped and counted in `overflow` (the oldest records
+//! are kept: they explain the first failure). Every fault is also counted, in total and per
+//! reason, so nothing is ever lost silently. The host sees only counts ([`HostFaultSummary`]: no
+//! guest address, no PASID); the owning guest pops full records ([`GuestFault`]).
+
+use tsm_abi::addr::Iova;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::{Access, Fault, FaultReason};
+
+/// Records a queue holds (16 bytes each: 512 bytes, 592 with the counters).
+pub const EVENT_QUEUE_CAPACITY: usize = 32;
+
+const NO_LEVEL: u8 = 0xFF;
+const FLAG_PASID: u8 = 1 << 0;
+const FLAG_T: u8 = 1 << 1;
+
+/// One fault as stored in the ring.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct EventRecord {
+    /// The request's IOVA.
+    pub iova: u64,
+    /// The request's PASID (valid if `flags` bit 0).
+    pub pasid: u32,
+    /// [`FaultReason`] value.
+    pub reason: u8,
+    /// Stage-1 level, 0xFF if none.
+    pub level: u8,
+    /// [`Access`] value.
+    pub access: u8,
+    /// Bit 0: PASID present; bit 1: T bit.
+    pub flags: u8,
+}
+
+/// The event queue of one vdevice.
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct EventQueue {
+    /// Index of the oldest record.
+    head: u32,
+    /// Records pending.
+    len: u32,
+    /// Faults dropped because the ring was full (saturating).
+    overflow: u32,
+    /// Faults ever recorded, dropped ones included (saturating).
+    total: u32,
+    /// Faults per reason (`reason - 1`), saturating.
+    per_reason: [u32; FaultReason::COUNT],
+    records: [EventRecord; EVENT_QUEUE_CAPACITY],
+}
+
+/// The full fault record, for the owning guest only.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestFault {
+    /// The request's IOVA.
+    pub iova: Iova,
+    /// The request's PASID.
+    pub pasid: Option<u32>,
+    /// The request's access.
+    pub access: Access,
+    /// The request's T bit.
+    pub t_bit: bool,
+    /// Why it faulted.
+    pub reason: FaultReason,
+    /// Stage-1 level of the descriptor involved.
+    pub level: Option<u8>,
+}
+
+/// What the host may know about a vdevice's faults: counts only, no guest address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HostFaultSummary {
+    /// Records waiting for the guest.
+    pub pending: u32,
+    /// Faults dropped because the ring was full.
+    pub overflow: u32,
+    /// Faults ever recorded.
+    pub total: u32,
+    /// Faults per reason (index `reason - 1`).
+    pub per_reason: [u32; FaultReason::COUNT],
+}
+
+impl Default for EventQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        const EMPTY: EventRecord =
+            EventRecord { iova: 0, pasid: 0, reason: 0, level: 0, access: 0, flags: 0 };
+        EventQueue {
+            head: 0,
+            len: 0,
+            overflow: 0,
+            total: 0,
+            per_reason: [0; FaultReason::COUNT],
+            records: [EMPTY; EVENT_QUEUE_CAPACITY],
+        }
+    }
+
+    /// Records `fault` (the core calls this for a fault whose `vdev` is this queue's vdevice).
+    pub fn push(&mut self, fault: &Fault) {
+        self.total = self.total.saturating_add(1);
+        if let Some(c) = self.per_reason.get_mut(fault.reason.index()) {
+            *c = c.saturating_add(1);
+        }
+        let len = self.len as usize;
+        if len >= EVENT_QUEUE_CAPACITY {
+            self.overflow = self.overflow.saturating_add(1);
+            return;
+        }
+        let tail = (self.head as usize % EVENT_QUEUE_CAPACITY + len) % EVENT_QUEUE_CAPACITY;
+        let mut flags = 0;
+        if fault.pasid.is_some() {
+            flags |= FLAG_PASID;
+        }
+        if fault.t_bit {
+            flags |= FLAG_T;
+        }
+        if let Some(r) = self.records.get_mut(tail) {
+            *r = EventRecord {
+                iova: fault.iova.0,
+                pasid: fault.pasid.unwrap_or(0),
+                reason: fault.reason as u8,
+                level: fault.level.unwrap_or(NO_LEVEL),
+                access: fault.access as u8,
+                flags,
+            };
+            self.len += 1;
+        }
+    }
+
+    /// Takes the oldest record (the guest's G_VDEV_FAULT call). A record that does not decode
+    /// (only possible if the VDEV object was corrupted) is dropped and counted as overflow.
+    pub fn pop(&mut self) -> Option<GuestFault> {
+        while self.len != 0 {
+            let head = self.head as usize % EVENT_QUEUE_CAPACITY;
+            let rec = self.records.get(head).copied();
+            self.head = ((head + 1) % EVENT_QUEUE_CAPACITY) as u32;
+            self.len = self.len.min(EVENT_QUEUE_CAPACITY as u32) - 1;
+            match rec.and_then(decode) {
+                Some(f) => return Some(f),
+                None => self.overflow = self.overflow.saturating_add(1),
+            }
+        }
+        None
+    }
+
+    /// Records waiting for the guest.
+    pub fn pending(&self) -> u32 {
+        self.len.min(EVENT_QUEUE_CAPACITY as u32)
+    }
+
+    /// Faults dropped because the ring was full.
+    pub fn overflow(&self) -> u32 {
+        self.overflow
+    }
+
+    /// The host's sanitized view.
+    pub fn host_summary(&self) -> HostFaultSummary {
+        HostFaultSummary {
+            pending: self.pending(),
+            overflow: self.overflow,
+            total: self.total,
+            per_reason: self.per_reason,
+        }
+    }
+}
+
+fn decode(r: EventRecord) -> Option<GuestFault> {
+    Some(GuestFault {
+        iova: Iova(r.iova),
+        pasid: (r.flags & FLAG_PASID != 0).then_some(r.pasid),
+        access: match r.access {
+            0 => Access::Read,
+            1 => Access::Write,
+            _ => return None,
+        },
+        t_bit: r.flags & FLAG_T != 0,
+        reason: FaultReason::from_raw(r.reason)?,
+        level: (r.level != NO_LEVEL).then_some(r.level),
+    })
+}

@@ -1,0 +1,283 @@
+//! The IOTLB and the table-translation cache: fixed capacity, no heap.
+//!
+//! * **IOTLB**: [`IOTLB_SETS`] × [`IOTLB_WAYS`] entries, set-associative, tagged by (vdevice,
+//!   PASID, IOVA page), round-robin replacement within a set. An entry holds the result of a
+//!   complete walk (stage-1 leaf permissions and level, final GPA, stage-2 mapping) *and the
+//!   provenance of the walk*: the GPA and PA of every stage-1 table page it read. Permissions
+//!   and the final check are re-applied on every hit, so a hit behaves exactly like a walk.
+//! * **Table cache**: [`TABLE_CACHE_CAPACITY`] stage-2 translations of stage-1 *table* pages
+//!   (TVM, GPA page) → mapping, fully associative, round robin. It turns the 4 stage-2 walks a
+//!   two-stage miss needs for its table reads into cache hits when the tables were seen before.
+//!
+//! Faults are never cached. Every invalidation drops every entry that *might* depend on what
+//! changed, so a translation never outlives a mapping it came from:
+//!
+//! | event (core call) | API |
+//! |---|---|
+//! | unmap / permission change of TVM GPAs (private or shared) | [`Iotlb::invalidate_gpa`] |
+//! | delegate / undelegate of a PA | [`Iotlb::invalidate_pa`] |
+//! | vdevice unbind, stop, error, destroy | [`Iotlb::invalidate_vdev`] |
+//! | stage-1 attach / detach (PASID or default root) | [`Iotlb::invalidate_pasid`] |
+//! | guest IOTLB invalidation command | [`Iotlb::invalidate_guest`] |
+//! | TVM destroy | [`Iotlb::invalidate_tvm`] |
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
+
+use super::{Perms, S2Entry, TvmId, VdevId};
+
+/// Sets of the IOTLB.
+pub const IOTLB_SETS: usize = 64;
+/// Ways per set.
+pub const IOTLB_WAYS: usize = 4;
+/// Entries of the IOTLB (256 pages: 1 MiB of DMA working set per TSM).
+pub const IOTLB_CAPACITY: usize = IOTLB_SETS * IOTLB_WAYS;
+/// Entries of the table-translation cache (16 table pages: the four levels of four walks).
+pub const TABLE_CACHE_CAPACITY: usize = 16;
+
+const SET_BITS: u32 = IOTLB_SETS.trailing_zeros();
+/// PASID tag of requests without PASID (PASIDs are 20 bits, so it cannot collide).
+const NO_PASID: u32 = u32::MAX;
+
+/// A stage-1 table page a walk read: its GPA and the PA stage 2 gave it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(super) struct TableRef {
+    pub gpa: Gpa,
+    pub pa: Pa,
+}
+
+/// The access-independent result of a complete walk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Walked {
+    /// Stage-1 leaf permissions and level (`None`: no stage 1).
+    pub s1: Option<(Perms, u8)>,
+    /// The final GPA page (the offset is the request's).
+    pub gpa: Gpa,
+    /// Stage-2 mapping of `gpa`'s page.
+    pub s2: S2Entry,
+    /// Table pages read, in level order.
+    pub tables: [TableRef; 4],
+    /// How many of `tables` are used.
+    pub ntables: u8,
+}
+
+impl Walked {
+    fn tables(&self) -> &[TableRef] {
+        self.tables.get(..usize::from(self.ntables)).unwrap_or(&self.tables)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    vdev: VdevId,
+    tvm: TvmId,
+    pasid: u32,
+    iova_page: u64,
+    walked: Walked,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TableEntry {
+    tvm: TvmId,
+    gpa: Gpa,
+    s2: S2Entry,
+}
+
+/// Which PASIDs a guest invalidation covers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PasidScope {
+    /// Every PASID and the requests without PASID.
+    All,
+    /// One PASID (`None`: requests without PASID).
+    One(Option<u32>),
+}
+
+/// The TSM's IOTLB (one for all vdevices; the core keeps it behind a spin mutex).
+#[derive(Debug)]
+pub struct Iotlb {
+    sets: [[Option<Entry>; IOTLB_WAYS]; IOTLB_SETS],
+    victim: [u8; IOTLB_SETS],
+    tables: [Option<TableEntry>; TABLE_CACHE_CAPACITY],
+    table_victim: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl Default for Iotlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn page(a: u64) -> u64 {
+    a & !(GRANULE_SIZE - 1)
+}
+
+fn pasid_tag(pasid: Option<u32>) -> u32 {
+    pasid.unwrap_or(NO_PASID)
+}
+
+fn set_index(vdev: VdevId, pasid: u32, iova_page: u64) -> usize {
+    let h = (iova_page >> 12) ^ vdev.0.rotate_left(29) ^ (u64::from(pasid) << 40);
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SET_BITS)) as usize
+}
+
+/// Page range `[start, end)` of `[addr, addr + len)`, saturating at the top of the space.
+fn page_range(addr: u64, len: u64) -> (u64, u64) {
+    let end = addr.saturating_add(len);
+    let end = if end > u64::MAX - (GRANULE_SIZE - 1) { u64::MAX } else { (end + GRANULE_SIZE - 1) & !(GRANULE_SIZE - 1) };
+    (page(addr), end)
+}
+
+impl Iotlb {
+    /// An empty IOTLB.
+    pub const fn new() -> Self {
+        Iotlb {
+            sets: [[None; IOTLB_WAYS]; IOTLB_SETS],
+            victim: [0; IOTLB_SETS],
+            tables: [None; TABLE_CACHE_CAPACITY],
+            table_victim: 0,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// IOTLB hits since creation (wrapping).
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// IOTLB misses since creation (wrapping).
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+
+    /// Valid IOTLB entries.
+    pub fn len(&self) -> usize {
+        self.sets.iter().flatten().filter(|e| e.is_some()).count()
+    }
+
+    /// Whether no IOTLB entry is valid.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn lookup(&mut self, vdev: VdevId, pasid: Option<u32>, iova: Iova) -> Option<Walked> {
+        let (p, ip) = (pasid_tag(pasid), page(iova.0));
+        let found = self.sets.get(set_index(vdev, p, ip)).and_then(|set| {
+            set.iter().flatten().find(|e| e.vdev == vdev && e.pasid == p && e.iova_page == ip).map(|e| e.walked)
+        });
+        if found.is_some() {
+            self.hits = self.hits.wrapping_add(1);
+        } else {
+            self.misses = self.misses.wrapping_add(1);
+        }
+        found
+    }
+
+    pub(super) fn insert(&mut self, vdev: VdevId, tvm: TvmId, pasid: Option<u32>, iova: Iova, walked: Walked) {
+        let (p, ip) = (pasid_tag(pasid), page(iova.0));
+        let si = set_index(vdev, p, ip);
+        let (Some(set), Some(victim)) = (self.sets.get_mut(si), self.victim.get_mut(si)) else {
+            return;
+        };
+        let way = set
+            .iter()
+            .position(|e| e.is_some_and(|e| e.vdev == vdev && e.pasid == p && e.iova_page == ip))
+            .or_else(|| set.iter().position(Option::is_none))
+            .unwrap_or_else(|| {
+                let v = usize::from(*victim) % IOTLB_WAYS;
+                *victim = ((v + 1) % IOTLB_WAYS) as u8;
+                v
+            });
+        if let Some(slot) = set.get_mut(way) {
+            *slot = Some(Entry { vdev, tvm, pasid: p, iova_page: ip, walked });
+        }
+    }
+
+    pub(super) fn table_lookup(&self, tvm: TvmId, gpa: Gpa) -> Option<S2Entry> {
+        let g = gpa.granule_base();
+        self.tables.iter().flatten().find(|t| t.tvm == tvm && t.gpa == g).map(|t| t.s2)
+    }
+
+    pub(super) fn table_insert(&mut self, tvm: TvmId, gpa: Gpa, s2: S2Entry) {
+        let i = self.table_victim % TABLE_CACHE_CAPACITY;
+        self.table_victim = (i + 1) % TABLE_CACHE_CAPACITY;
+        if let Some(slot) = self.tables.get_mut(i) {
+            *slot = Some(TableEntry { tvm, gpa: gpa.granule_base(), s2 });
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        for slot in self.sets.iter_mut().flatten() {
+            if slot.as_ref().is_some_and(|e| !keep(e)) {
+                *slot = None;
+            }
+        }
+    }
+
+    fn retain_tables(&mut self, mut keep: impl FnMut(&TableEntry) -> bool) {
+        for slot in self.tables.iter_mut() {
+            if slot.as_ref().is_some_and(|e| !keep(e)) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// `tvm`'s map changed for `[gpa, gpa + len)` (unmap, or a permission change): drops every
+    /// translation whose final page or any stage-1 table page came through those GPAs.
+    pub fn invalidate_gpa(&mut self, tvm: TvmId, gpa: Gpa, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let (start, end) = page_range(gpa.0, len);
+        let hit = |g: Gpa| g.0 >= start && g.0 < end;
+        self.retain(|e| e.tvm != tvm || !(hit(e.walked.gpa) || e.walked.tables().iter().any(|t| hit(t.gpa))));
+        self.retain_tables(|t| t.tvm != tvm || !hit(t.gpa));
+    }
+
+    /// `pa`'s granule changed state (delegate, undelegate): drops every translation that
+    /// reached it or read a stage-1 table in it.
+    pub fn invalidate_pa(&mut self, pa: Pa) {
+        let p = pa.granule_base();
+        self.retain(|e| e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p));
+        self.retain_tables(|t| t.s2.pa.granule_base() != p);
+    }
+
+    /// Drops every translation of `vdev` (unbind, stop, error, destroy).
+    pub fn invalidate_vdev(&mut self, vdev: VdevId) {
+        self.retain(|e| e.vdev != vdev);
+    }
+
+    /// Drops every translation of `vdev` for `pasid` (`None`: requests without PASID): the
+    /// stage-1 root of that PASID was attached, replaced or detached.
+    pub fn invalidate_pasid(&mut self, vdev: VdevId, pasid: Option<u32>) {
+        let p = pasid_tag(pasid);
+        self.retain(|e| e.vdev != vdev || e.pasid != p);
+    }
+
+    /// The guest invalidated `[iova, iova + len)` of `vdev` for `scope` after changing its
+    /// stage-1 tables. `len == u64::MAX` covers everything from `iova` up.
+    pub fn invalidate_guest(&mut self, vdev: VdevId, scope: PasidScope, iova: Iova, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let (start, end) = page_range(iova.0, len);
+        let in_scope = |p: u32| match scope {
+            PasidScope::All => true,
+            PasidScope::One(one) => p == pasid_tag(one),
+        };
+        self.retain(|e| e.vdev != vdev || !in_scope(e.pasid) || e.iova_page < start || e.iova_page >= end);
+    }
+
+    /// Drops everything of `tvm` (TVM destroy).
+    pub fn invalidate_tvm(&mut self, tvm: TvmId) {
+        self.retain(|e| e.tvm != tvm);
+        self.retain_tables(|t| t.tvm != tvm);
+    }
+
+    /// Drops everything.
+    pub fn flush(&mut self) {
+        self.retain(|_| false);
+        self.retain_tables(|_| false);
+    }
+}

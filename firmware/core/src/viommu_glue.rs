@@ -1,0 +1,249 @@
+//! The core's side of the secure vIOMMU: the stage-2 lookup, the [`viommu::Context`] the
+//! translation engine runs against, the notifications it needs when mappings go away, and
+//! the conversion of its faults into the ABI's event records.
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
+use tsm_abi::event::{EventFlags, EventReason, GuestEvent, HostEvent};
+use tsm_abi::state::VdevState;
+use tsm_abi::viommu::{Stage1Format as AbiFormat, ViommuType};
+use tsm_hal::platform::{MemFault, PhysMem};
+use zerocopy::FromZeros;
+
+use crate::addrmap::{Leaf, MapKind, WalkError};
+use crate::calls::memory::lock_tvm;
+use crate::objects::{PdevObj, TvmObj, VdevObj};
+use crate::tsm::{Platform, Tsm};
+#[cfg(feature = "dma-inject")]
+use crate::viommu::Fault;
+use crate::viommu::{
+    self, Access, FaultReason, GuestFault, HostMapping, Perms, RequesterId, S2Entry, Stage1Format, TvmId,
+    VdevId, VdevView,
+};
+
+/// PASIDs per vdevice (FEATURES `QUEUE_LIMITS`).
+pub const PASIDS_PER_VDEV: u32 = viommu::PASID_CAPACITY as u32;
+/// Event-queue depth (FEATURES `QUEUE_LIMITS`).
+pub const EVENT_QUEUE_DEPTH: u16 = viommu::EVENT_QUEUE_CAPACITY as u16;
+
+/// Why a stage-2 lookup found nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum S2Miss {
+    /// The handle names no TVM.
+    NoTvm,
+    /// The GPA is outside the TVM's GPA space.
+    OutOfRange,
+    /// No table covers the GPA at this level.
+    TableMissing(u8),
+    /// The leaf entry is invalid.
+    NotMapped,
+    /// The map holds an entry the TSM never writes, or could not be read.
+    Corrupt,
+}
+
+fn miss(e: WalkError) -> S2Miss {
+    match e {
+        WalkError::TableMissing(l) => S2Miss::TableMissing(l),
+        WalkError::NotMapped => S2Miss::NotMapped,
+        WalkError::Foreign(_) | WalkError::Mem(_) => S2Miss::Corrupt,
+    }
+}
+
+impl Tsm<'_> {
+    /// Stage 2 of `tvm` at `gpa`: the page, its rights, private or shared. The same map the
+    /// CPU uses; the TVM's lock is held for the walk, so no map change interleaves.
+    pub fn stage2_lookup(&self, tvm: Pa, gpa: Gpa) -> Result<Leaf, S2Miss> {
+        let (_g, o) = lock_tvm(self, tvm, 1).map_err(|_| S2Miss::NoTvm)?;
+        self.stage2_of(&o, gpa)
+    }
+
+    fn stage2_of(&self, o: &TvmObj, gpa: Gpa) -> Result<Leaf, S2Miss> {
+        if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
+            return Err(S2Miss::OutOfRange);
+        }
+        self.map(Pa(o.root)).lookup(gpa.granule_base()).map_err(miss)
+    }
+
+    /// A page of `tvm` at `gpa` was unmapped: cached translations through it must go.
+    pub(crate) fn viommu_unmapped(&self, tvm: Pa, gpa: Gpa) {
+        self.iotlb.lock().invalidate_gpa(TvmId(tvm.0), gpa, GRANULE_SIZE);
+    }
+
+    /// `pa` changed hands (delegate / undelegate): translations that reached it must go.
+    pub(crate) fn viommu_pa_changed(&self, pa: Pa) {
+        self.iotlb.lock().invalidate_pa(pa);
+    }
+
+    /// The translation engine's view of this monitor.
+    pub fn translator(&self) -> Translator<'_, '_> {
+        Translator { tsm: self, mem: MemRef(self.platform) }
+    }
+}
+
+/// Physical memory for stage-1 table reads.
+pub struct MemRef<'a>(&'a dyn Platform);
+
+impl PhysMem for MemRef<'_> {
+    fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
+        self.0.read(pa, out)
+    }
+    fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
+        self.0.write(pa, data)
+    }
+}
+
+/// [`viommu::Context`] over the monitor. A translation runs under the IOTLB lock, which is
+/// the innermost lock everywhere else, so the callbacks take no granule lock: like an IOMMU
+/// reading its tables, they read object snapshots (each checked against the granule's state)
+/// and single 8-byte table entries.
+pub struct Translator<'t, 'a> {
+    tsm: &'t Tsm<'a>,
+    mem: MemRef<'a>,
+}
+
+impl Translator<'_, '_> {
+    fn snapshot<O: crate::objects::Object>(&self, pa: Pa) -> Option<O> {
+        if self.tsm.granules.peek(pa).ok()?.0 != O::STATE {
+            return None;
+        }
+        let mut o = O::new_zeroed();
+        self.tsm.platform.read(pa, o.as_mut_bytes()).ok()?;
+        Some(o)
+    }
+
+    /// The vdevice bound to `rid`, by the PDEV registry and that PDEV's pBDF table.
+    pub fn vdev_of(&self, rid: u16) -> Option<Pa> {
+        let pdev = self.tsm.pdevs.lock().iter().find(|r| r.contains(r.segment, rid))?.pdev;
+        let p: PdevObj = self.snapshot(pdev)?;
+        let slot = p.pbdfs.iter().find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
+        Some(Pa(slot.vdev))
+    }
+}
+
+
+fn stage1_format(raw: u32) -> Stage1Format {
+    match ViommuType::from_raw(u64::from(raw)).map(ViommuType::stage1_format) {
+        Some(AbiFormat::ArmVmsav8_64_4k) => Stage1Format::ArmVmsav8_64_4k,
+        Some(AbiFormat::X86_64FirstStage4Level) => Stage1Format::X86_64FirstStage4Level,
+        Some(AbiFormat::None) | None => Stage1Format::None,
+    }
+}
+
+impl viommu::Devices for Translator<'_, '_> {
+    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
+        let vdev = self.vdev_of(rid.0)?;
+        let v: VdevObj = self.snapshot(vdev)?;
+        Some(VdevView {
+            id: VdevId(vdev.0),
+            tvm: TvmId(v.tvm),
+            format: stage1_format(v.viommu_type),
+            tdi_run: v.state == VdevState::Run.raw(),
+            accepted: v.accepted != 0,
+            stage1: v.pasids.lookup(pasid),
+        })
+    }
+
+    /// Host devices are not translated by the TSM in this phase: the host domain is the
+    /// identity over DRAM, so only the final check (T=0 to secure faults) applies.
+    fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
+        self.tsm.granules.covers(Pa(iova.0), 1).then_some(HostMapping { pa: Pa(iova.0).granule_base(), perms: Perms::RW })
+    }
+}
+
+impl viommu::Stage2 for Translator<'_, '_> {
+    fn stage2(&self, tvm: TvmId, gpa: Gpa) -> Option<S2Entry> {
+        let o: TvmObj = self.snapshot(Pa(tvm.0))?;
+        let leaf = self.tsm.stage2_of(&o, gpa).ok()?;
+        Some(S2Entry {
+            pa: leaf.pa,
+            perms: Perms { read: true, write: leaf.perms.write },
+            private: leaf.kind == MapKind::Private,
+        })
+    }
+}
+
+impl viommu::SecureMemory for Translator<'_, '_> {
+    fn is_secure(&self, pa: Pa) -> bool {
+        match self.tsm.granules.peek(pa.granule_base()) {
+            Ok((state, _)) => state.is_secure(),
+            // Outside tracked DRAM: MMIO or nothing, never a secure granule.
+            Err(_) => false,
+        }
+    }
+}
+
+impl<'a> viommu::Context for Translator<'_, 'a> {
+    type Mem = MemRef<'a>;
+    fn mem(&self) -> &MemRef<'a> {
+        &self.mem
+    }
+}
+
+/// The ABI reason of a fault, and whether it happened on a stage-1 table read.
+pub fn event_reason(r: FaultReason) -> (EventReason, bool) {
+    use FaultReason::*;
+    match r {
+        PasidNotConfigured => (EventReason::PasidNotAttached, false),
+        S1InputRange => (EventReason::AddressSize, false),
+        S1Translation | S1Reserved | S1AddressSize | S1AccessFlag => (EventReason::Stage1Translation, false),
+        S1Permission => (EventReason::Stage1Permission, false),
+        S1TableNotMapped | S1TableShared | S1TableRead => (EventReason::Stage2Translation, true),
+        S2Translation | HostDomain => (EventReason::Stage2Translation, false),
+        S2Permission => (EventReason::Stage2Permission, false),
+        T0ToSecure => (EventReason::T0ToSecure, false),
+        T1NotAllowed | T1NotTvmMemory => (EventReason::T1NotAllowed, false),
+    }
+}
+
+fn flags(access: Access, t_bit: bool, pasid: Option<u32>, walk: bool) -> EventFlags {
+    let mut f = EventFlags::empty();
+    f.set(EventFlags::WRITE, access == Access::Write);
+    f.set(EventFlags::T_BIT, t_bit);
+    f.set(EventFlags::PASID_VALID, pasid.is_some());
+    f.set(EventFlags::S1_WALK, walk);
+    f
+}
+
+/// The full record for the owning guest.
+pub fn guest_event(f: &GuestFault, v: &VdevObj, sequence: u64) -> GuestEvent {
+    let (reason, walk) = event_reason(f.reason);
+    GuestEvent {
+        vbdf: v.params.vbdf,
+        reason: reason.raw(),
+        flags: flags(f.access, f.t_bit, f.pasid, walk).bits(),
+        pasid: f.pasid.unwrap_or(0),
+        iova: f.iova.0,
+        virt_id: v.params.virt_id,
+        sequence,
+        ..GuestEvent::new_zeroed()
+    }
+}
+
+/// The sanitized record for the host: no address, no PASID.
+pub fn host_event(f: &GuestFault, vdev: u64, rid: u16, sequence: u64) -> HostEvent {
+    let (reason, _) = event_reason(f.reason);
+    HostEvent {
+        vdev,
+        reason: reason.raw(),
+        flags: (flags(f.access, f.t_bit, None, false) & EventFlags::HOST_VISIBLE).bits(),
+        rid,
+        sequence,
+        ..HostEvent::new_zeroed()
+    }
+}
+
+/// Queues a fault for its vdevice (guest and host queues) or for the host domain.
+#[cfg(feature = "dma-inject")]
+pub(crate) fn record_fault(t: &Tsm<'_>, fault: &Fault) {
+    let Some(vdev) = fault.vdev else {
+        t.host_domain_events.lock().push(fault);
+        return;
+    };
+    let Ok(g) = t.granules.lock_in(Pa(vdev.0), crate::granule::GranuleState::Vdev) else {
+        return;
+    };
+    if let Ok(mut v) = crate::objects::load::<VdevObj>(t.platform, &g) {
+        v.events.push(fault);
+        v.host_events.push(fault);
+        let _ = crate::objects::save(t.platform, &g, &v);
+    }
+}

@@ -1,0 +1,182 @@
+//! Boot: the entry point, the machine set-up, and the hand-off to the image's main.
+//!
+//! The image names its main with [`crate::aarch64_entry!`]; it receives a [`Boot`] with the
+//! memory map, the platform, the core's granule descriptors and the host's context, once the TSM's stage-1 and the host's
+//! stage-2 are on and EL2 traps what the host must not do.
+
+use core::sync::atomic::AtomicU16;
+
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE};
+
+use super::exception;
+use super::fatal::fatal_text;
+use super::host::HostContext;
+use super::layout::{self, CarveOut};
+use super::memmap;
+use super::mmu;
+use super::platform::QemuVirt;
+use super::stage2::{self, HostStage2};
+use super::sysreg::{isb, read_sysreg, write_sysreg};
+use crate::platform::MemRange;
+
+core::arch::global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".global _start",
+    "_start:",
+    // Secondary CPUs wait (SMP comes later): only Aff0..Aff3 = 0 boots.
+    "mrs x9, mpidr_el1",
+    "mov x10, #0xffffff",
+    "movk x10, #0xff, lsl #32",
+    "tst x9, x10",
+    "b.ne 2f",
+    "mrs x9, CurrentEL",
+    "cmp x9, #(2 << 2)",
+    "b.ne 3f",
+    // FP/SIMD untrapped at EL2 and below (the compiler uses it; the world switch saves it);
+    // SVE and SME stay trapped, their state is not switched.
+    "mov x9, #0x33ff",
+    "msr cptr_el2, x9",
+    "isb",
+    "adrp x9, __boot_stack_top",
+    "add x9, x9, :lo12:__boot_stack_top",
+    "mov sp, x9",
+    "adrp x9, __bss_start",
+    "add x9, x9, :lo12:__bss_start",
+    "adrp x10, __bss_end",
+    "add x10, x10, :lo12:__bss_end",
+    "1:",
+    "cmp x9, x10",
+    "b.hs 4f",
+    "str xzr, [x9], #8",
+    "b 1b",
+    "4:",
+    "bl {boot}",
+    "2:",
+    "wfe",
+    "b 2b",
+    // Not entered at EL2: nothing here can work; end the run as a failure.
+    "3:",
+    "adr x1, 5f",
+    "mov x0, #0x18",
+    "hlt #0xf000",
+    "b 2b",
+    ".balign 8",
+    "5:",
+    ".quad 0x20026, 1",
+    boot = sym boot_primary,
+);
+
+unsafe extern "Rust" {
+    /// The image's main, defined by [`crate::aarch64_entry!`] with exactly this signature.
+    safe fn __tsm_aarch64_main(boot: Boot) -> !;
+}
+
+/// Defines the image's main: `aarch64_entry!(path)` where `path: fn(Boot) -> !`.
+#[macro_export]
+macro_rules! aarch64_entry {
+    ($main:path) => {
+        #[unsafe(export_name = "__tsm_aarch64_main")]
+        fn __tsm_aarch64_main(boot: $crate::aarch64::Boot) -> ! {
+            let main: fn($crate::aarch64::Boot) -> ! = $main;
+            main(boot)
+        }
+    };
+}
+
+/// What boot hands the image.
+pub struct Boot {
+    /// DRAM (2 MiB aligned), from the device tree.
+    pub dram: MemRange,
+    /// The TSM's own memory: image and carve-out. Never in the host's stage-2.
+    pub tsm: MemRange,
+    /// This CPU's index.
+    pub cpu: u64,
+    /// The platform the core runs on.
+    pub platform: QemuVirt,
+    /// The core's granule descriptors, one per DRAM granule, zeroed, in the carve-out.
+    pub granule_descriptors: &'static [AtomicU16],
+    /// The host, ready to enter.
+    pub host: HostContext,
+}
+
+/// HCR_EL2 while the host runs: VM (stage-2 on), SWIO, FMO/IMO/AMO (physical interrupts and
+/// SErrors come to EL2), FB and BSU = inner shareable (the host's TLB and barrier operations
+/// reach every CPU), DC (the host runs with its MMU off; DC makes its accesses Normal WB),
+/// TSC (SMC traps to EL2: the call gate), RW (EL1 is AArch64).
+const HCR_HOST: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 9)
+    | (0b01 << 10)
+    | (1 << 12)
+    | (1 << 19)
+    | (1 << 31);
+/// SCTLR_EL1 the host starts with: RES1 bits only (MMU, caches and alignment checks off).
+const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
+/// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
+const CNTHCTL_EL1_ACCESS: u64 = 0b11;
+
+extern "C" fn boot_primary() -> ! {
+    exception::install();
+    let dram = memmap::dram_from_dtb().unwrap_or_else(|e| fatal_text(e.describe()));
+    let granules = dram.size >> GRANULE_SHIFT;
+    let Some(s2_tables) = stage2::table_count(&dram) else {
+        fatal_text("DRAM too large for the host's stage-2")
+    };
+    let Some(tsm) = s2_tables
+        .checked_add(mmu::TABLES as u64)
+        .and_then(|t| t.checked_mul(GRANULE_SIZE))
+        .zip(layout::descriptor_bytes(granules))
+        .and_then(|(tables, descs)| layout::tsm_range(tables.checked_add(descs)?, &dram))
+    else {
+        fatal_text("the TSM's memory does not fit in DRAM below the host parameters page")
+    };
+    // SAFETY: boot_primary runs once, on the boot CPU (the entry parks the others).
+    let mut carve = unsafe { CarveOut::new() };
+    let Some(s1) = carve.tables(mmu::TABLES, &tsm) else {
+        fatal_text("no room for stage-1 tables")
+    };
+    if mmu::enable(&dram, s1, layout::boot_stack_guard()).is_err() {
+        fatal_text("DRAM outside what the TSM's stage-1 can map");
+    }
+    let Some(stage2) = carve
+        .tables(s2_tables as usize, &tsm)
+        .and_then(|t| HostStage2::build(dram, tsm, t))
+    else {
+        fatal_text("cannot build the host's stage-2")
+    };
+    let Some(granule_descriptors) = carve.descriptors(granules as usize, &tsm) else {
+        fatal_text("no room for the granule descriptors")
+    };
+    trap_host();
+    let host = HostContext::new(&dram, 0);
+    __tsm_aarch64_main(Boot {
+        dram,
+        tsm,
+        cpu: 0,
+        platform: QemuVirt::new(dram, tsm, stage2),
+        granule_descriptors,
+        host,
+    })
+}
+
+/// Sets the EL2 controls the host runs under (its stage-2 is already installed).
+fn trap_host() {
+    let midr = read_sysreg!("midr_el1");
+    let mpidr = read_sysreg!("mpidr_el1");
+    // SAFETY: these registers only govern EL1/EL0, where nothing runs until the first world
+    // switch; the host sees its real CPU IDs, a zero virtual counter offset, no EL2 traps of
+    // coprocessor registers, and starts with its MMU off.
+    unsafe {
+        write_sysreg!("vpidr_el2", midr);
+        write_sysreg!("vmpidr_el2", mpidr);
+        write_sysreg!("cnthctl_el2", CNTHCTL_EL1_ACCESS);
+        write_sysreg!("cntvoff_el2", 0u64);
+        write_sysreg!("hstr_el2", 0u64);
+        write_sysreg!("sctlr_el1", SCTLR_EL1_RESET);
+        write_sysreg!("hcr_el2", HCR_HOST);
+    }
+    isb();
+}

@@ -1,0 +1,309 @@
+//! The host's execution context and the world switch into it.
+//!
+//! [`HostContext::run`] saves the TSM's callee-saved registers on its stack, loads the host's
+//! registers from the frame and `eret`s to EL1; the next exception from EL1 lands in the
+//! lower-EL vectors (`exception`), which store the host's registers back into the frame and
+//! return from `run` with the vector that was taken. The same frame and switch will carry TVM
+//! vCPUs; what differs per context (EL1 system registers, stage-2) is loaded around it.
+
+use core::mem::offset_of;
+
+use tsm_abi::regs::{CallRegs, CallResult};
+
+use super::syndrome::{self, Ec};
+use crate::platform::MemRange;
+
+/// Where the host payload's image starts, and its entry point (docs/design.md).
+pub const HOST_ENTRY: u64 = 0x4100_0000;
+/// SPSR_EL2 for the first entry: EL1 with SP_EL1 (EL1h), D, A, I, F masked.
+const SPSR_EL1H_MASKED: u64 = 0b0101 | (0xF << 6);
+
+/// The registers of a lower-EL context, as saved on its last exit.
+#[repr(C, align(16))]
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// Where it resumes (ELR_EL2).
+    pub pc: u64,
+    /// Its PSTATE (SPSR_EL2).
+    pub pstate: u64,
+    /// ESR_EL2 of the last exit.
+    pub esr: u64,
+    /// FAR_EL2 of the last exit.
+    pub far: u64,
+    /// HPFAR_EL2 of the last exit.
+    pub hpfar: u64,
+    /// FP status.
+    pub fpsr: u64,
+    /// FP control.
+    pub fpcr: u64,
+    /// q0..q31.
+    pub v: [u128; 32],
+}
+
+// The switch code addresses the frame with immediate offsets; pin them here.
+const _: () = {
+    assert!(offset_of!(Frame, x) == 0);
+    assert!(offset_of!(Frame, pc) == 248);
+    assert!(offset_of!(Frame, pstate) == 256);
+    assert!(offset_of!(Frame, esr) == 264);
+    assert!(offset_of!(Frame, far) == 272);
+    assert!(offset_of!(Frame, hpfar) == 280);
+    assert!(offset_of!(Frame, fpsr) == 288);
+    assert!(offset_of!(Frame, fpcr) == 296);
+    assert!(offset_of!(Frame, v) == 304);
+};
+
+core::arch::global_asm!(
+    ".section .text.host_switch, \"ax\"",
+    // u64 __host_run(Frame *frame): runs the context until its next exception to EL2.
+    ".global __host_run",
+    "__host_run:",
+    "stp x29, x30, [sp, #-16]!",
+    "stp x27, x28, [sp, #-16]!",
+    "stp x25, x26, [sp, #-16]!",
+    "stp x23, x24, [sp, #-16]!",
+    "stp x21, x22, [sp, #-16]!",
+    "stp x19, x20, [sp, #-16]!",
+    "stp d14, d15, [sp, #-16]!",
+    "stp d12, d13, [sp, #-16]!",
+    "stp d10, d11, [sp, #-16]!",
+    "stp d8, d9, [sp, #-16]!",
+    // The exit path finds the frame here.
+    "msr tpidr_el2, x0",
+    "ldp x1, x2, [x0, #248]",
+    "msr elr_el2, x1",
+    "msr spsr_el2, x2",
+    "ldp x1, x2, [x0, #288]",
+    "msr fpsr, x1",
+    "msr fpcr, x2",
+    "add x1, x0, #304",
+    "ldp q0, q1, [x1], #32",
+    "ldp q2, q3, [x1], #32",
+    "ldp q4, q5, [x1], #32",
+    "ldp q6, q7, [x1], #32",
+    "ldp q8, q9, [x1], #32",
+    "ldp q10, q11, [x1], #32",
+    "ldp q12, q13, [x1], #32",
+    "ldp q14, q15, [x1], #32",
+    "ldp q16, q17, [x1], #32",
+    "ldp q18, q19, [x1], #32",
+    "ldp q20, q21, [x1], #32",
+    "ldp q22, q23, [x1], #32",
+    "ldp q24, q25, [x1], #32",
+    "ldp q26, q27, [x1], #32",
+    "ldp q28, q29, [x1], #32",
+    "ldp q30, q31, [x1], #32",
+    "ldp x2, x3, [x0, #16]",
+    "ldp x4, x5, [x0, #32]",
+    "ldp x6, x7, [x0, #48]",
+    "ldp x8, x9, [x0, #64]",
+    "ldp x10, x11, [x0, #80]",
+    "ldp x12, x13, [x0, #96]",
+    "ldp x14, x15, [x0, #112]",
+    "ldp x16, x17, [x0, #128]",
+    "ldp x18, x19, [x0, #144]",
+    "ldp x20, x21, [x0, #160]",
+    "ldp x22, x23, [x0, #176]",
+    "ldp x24, x25, [x0, #192]",
+    "ldp x26, x27, [x0, #208]",
+    "ldp x28, x29, [x0, #224]",
+    "ldr x30, [x0, #240]",
+    "ldp x0, x1, [x0]",
+    "eret",
+    // No speculation past the eret.
+    "dsb nsh",
+    "isb",
+    // Reached from a lower-EL vector with the context's x0/x1 pushed on the EL2 stack and the
+    // vector's kind in x1. Returns the kind from __host_run.
+    ".global __host_exit",
+    "__host_exit:",
+    "mrs x0, tpidr_el2",
+    "stp x2, x3, [x0, #16]",
+    "stp x4, x5, [x0, #32]",
+    "stp x6, x7, [x0, #48]",
+    "stp x8, x9, [x0, #64]",
+    "stp x10, x11, [x0, #80]",
+    "stp x12, x13, [x0, #96]",
+    "stp x14, x15, [x0, #112]",
+    "stp x16, x17, [x0, #128]",
+    "stp x18, x19, [x0, #144]",
+    "stp x20, x21, [x0, #160]",
+    "stp x22, x23, [x0, #176]",
+    "stp x24, x25, [x0, #192]",
+    "stp x26, x27, [x0, #208]",
+    "stp x28, x29, [x0, #224]",
+    "str x30, [x0, #240]",
+    "ldp x2, x3, [sp], #16",
+    "stp x2, x3, [x0]",
+    "mrs x2, elr_el2",
+    "mrs x3, spsr_el2",
+    "stp x2, x3, [x0, #248]",
+    "mrs x2, esr_el2",
+    "mrs x3, far_el2",
+    "stp x2, x3, [x0, #264]",
+    "mrs x2, hpfar_el2",
+    "str x2, [x0, #280]",
+    "mrs x2, fpsr",
+    "mrs x3, fpcr",
+    "stp x2, x3, [x0, #288]",
+    "add x2, x0, #304",
+    "stp q0, q1, [x2], #32",
+    "stp q2, q3, [x2], #32",
+    "stp q4, q5, [x2], #32",
+    "stp q6, q7, [x2], #32",
+    "stp q8, q9, [x2], #32",
+    "stp q10, q11, [x2], #32",
+    "stp q12, q13, [x2], #32",
+    "stp q14, q15, [x2], #32",
+    "stp q16, q17, [x2], #32",
+    "stp q18, q19, [x2], #32",
+    "stp q20, q21, [x2], #32",
+    "stp q22, q23, [x2], #32",
+    "stp q24, q25, [x2], #32",
+    "stp q26, q27, [x2], #32",
+    "stp q28, q29, [x2], #32",
+    "stp q30, q31, [x2], #32",
+    // The TSM runs with the default FP control (round to nearest, no traps).
+    "msr fpcr, xzr",
+    "mov x0, x1",
+    "ldp d8, d9, [sp], #16",
+    "ldp d10, d11, [sp], #16",
+    "ldp d12, d13, [sp], #16",
+    "ldp d14, d15, [sp], #16",
+    "ldp x19, x20, [sp], #16",
+    "ldp x21, x22, [sp], #16",
+    "ldp x23, x24, [sp], #16",
+    "ldp x25, x26, [sp], #16",
+    "ldp x27, x28, [sp], #16",
+    "ldp x29, x30, [sp], #16",
+    "ret",
+);
+
+unsafe extern "C" {
+    /// Runs the context in `frame` until its next exception to EL2; returns the vector's
+    /// [`ExitKind`] number.
+    fn __host_run(frame: *mut Frame) -> u64;
+}
+
+/// Which lower-EL vector an exit came through.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
+pub enum ExitKind {
+    /// A synchronous exception (a call, a trapped instruction, an abort).
+    Sync,
+    /// A physical IRQ (HCR_EL2.IMO routes them to EL2).
+    Irq,
+    /// A physical FIQ.
+    Fiq,
+    /// An SError.
+    SError,
+}
+
+impl ExitKind {
+    fn from_vector(v: u64) -> Self {
+        match v {
+            0 => ExitKind::Sync,
+            1 => ExitKind::Irq,
+            2 => ExitKind::Fiq,
+            _ => ExitKind::SError,
+        }
+    }
+}
+
+/// An exit that is not a call: what the TSM reports about it.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    /// The vector taken.
+    pub kind: ExitKind,
+    /// ESR_EL2.
+    pub esr: u64,
+    /// FAR_EL2 (the faulting virtual address, for aborts).
+    pub far: u64,
+    /// HPFAR_EL2 (the faulting IPA's page, for stage-2 aborts).
+    pub hpfar: u64,
+    /// ELR_EL2: the instruction that trapped.
+    pub elr: u64,
+    /// SPSR_EL2: the context's PSTATE.
+    pub spsr: u64,
+}
+
+/// Why [`HostContext::run`] returned.
+#[derive(Clone, Copy, Debug)]
+pub enum Exit {
+    /// `smc #0` or `hvc #0`: a call, copied out of the registers once. Answer it with
+    /// [`HostContext::finish_call`] before the next run.
+    Call(CallRegs),
+    /// Anything else.
+    Fault(Fault),
+}
+
+/// The host's execution context on one CPU.
+pub struct HostContext {
+    frame: Frame,
+}
+
+impl HostContext {
+    /// The host's first entry: at [`HOST_ENTRY`] in EL1h with x0 = DRAM base, x1 = DRAM size,
+    /// x2 = CPU index. Only boot makes one, once the host's stage-2 and traps are in place.
+    pub(crate) fn new(dram: &MemRange, cpu: u64) -> Self {
+        let mut x = [0; 31];
+        x[0] = dram.base.0;
+        x[1] = dram.size;
+        x[2] = cpu;
+        HostContext {
+            frame: Frame {
+                x,
+                pc: HOST_ENTRY,
+                pstate: SPSR_EL1H_MASKED,
+                esr: 0,
+                far: 0,
+                hpfar: 0,
+                fpsr: 0,
+                fpcr: 0,
+                v: [0; 32],
+            },
+        }
+    }
+
+    /// The registers as of the last exit.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// Runs the host until it traps to the TSM.
+    pub fn run(&mut self) -> Exit {
+        // SAFETY: the frame is exclusively borrowed for the whole switch; the host runs at EL1
+        // behind the stage-2 boot installed (no TSM memory, no devices) with HCR_EL2 trapping
+        // SMC, so it can only come back through the lower-EL vectors, which save its registers
+        // into this frame and restore the TSM's callee-saved state from the stack.
+        let vector = unsafe { __host_run(&mut self.frame) };
+        let f = &mut self.frame;
+        let kind = ExitKind::from_vector(vector);
+        let ec = syndrome::ec(f.esr);
+        let imm16 = f.esr & 0xFFFF;
+        if kind == ExitKind::Sync && imm16 == 0 && (ec == Ec::SMC64 || ec == Ec::HVC64) {
+            // A trapped SMC returns to itself; HVC already points past.
+            if ec == Ec::SMC64 {
+                f.pc = f.pc.wrapping_add(4);
+            }
+            let mut args = [0; 6];
+            args.copy_from_slice(&f.x[1..7]);
+            return Exit::Call(CallRegs { fid: f.x[0], args });
+        }
+        Exit::Fault(Fault {
+            kind,
+            esr: f.esr,
+            far: f.far,
+            hpfar: f.hpfar,
+            elr: f.pc,
+            spsr: f.pstate,
+        })
+    }
+
+    /// Writes a call's results into the saved x0..x4; the host sees them when it resumes.
+    pub fn finish_call(&mut self, result: &CallResult) {
+        self.frame.x[0] = result.status;
+        self.frame.x[1..5].copy_from_slice(&result.out);
+    }
+}

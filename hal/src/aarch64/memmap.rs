@@ -1,0 +1,80 @@
+//! The DRAM map, from the device tree QEMU leaves at the start of RAM.
+
+use tsm_abi::addr::Pa;
+
+use crate::platform::MemRange;
+
+/// Where QEMU `virt` puts its generated DTB for an image linked above it (docs/design.md).
+const DTB_ADDR: usize = 0x4000_0000;
+/// FDT header magic (big-endian on the wire).
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Largest DTB the TSM accepts: the space below the TSM image (QEMU pads its DTB to 1 MiB).
+const DTB_MAX: usize = 2 << 20;
+/// Granularity the TSM's stage-1 maps DRAM with; DRAM is trimmed to it.
+pub const DRAM_ALIGN: u64 = 2 << 20;
+
+/// Why there is no usable DRAM map.
+#[derive(Clone, Copy, Debug)]
+pub enum MemMapError {
+    /// No FDT magic at the DTB address.
+    NoDtb,
+    /// The header's size is out of bounds, or the parser refused the blob.
+    BadDtb,
+    /// No `device_type = "memory"` node with a `reg`.
+    NoMemory,
+    /// The memory region is empty after trimming, or it does not hold the TSM image.
+    BadMemory,
+}
+
+impl MemMapError {
+    /// For the boot failure message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            MemMapError::NoDtb => "no FDT magic at 0x40000000",
+            MemMapError::BadDtb => "malformed device tree",
+            MemMapError::NoMemory => "no /memory reg in the device tree",
+            MemMapError::BadMemory => "unusable /memory region",
+        }
+    }
+}
+
+fn read_be32(addr: usize) -> u32 {
+    // SAFETY: `addr` lies in the first 8 bytes at DTB_ADDR, the start of DRAM, which is RAM on
+    // QEMU virt; the TSM reads it before the host runs, so nothing writes it concurrently.
+    u32::from_be(unsafe { core::ptr::read_volatile(addr as *const u32) })
+}
+
+/// The first DRAM region of the device tree, trimmed to [`DRAM_ALIGN`]. The tree is read once,
+/// at boot, before the host can touch it.
+pub fn dram_from_dtb() -> Result<MemRange, MemMapError> {
+    if read_be32(DTB_ADDR) != FDT_MAGIC {
+        return Err(MemMapError::NoDtb);
+    }
+    let total = read_be32(DTB_ADDR + 4) as usize;
+    if !(8..=DTB_MAX).contains(&total) {
+        return Err(MemMapError::BadDtb);
+    }
+    // SAFETY: [DTB_ADDR, DTB_ADDR + total) lies in the 2 MiB of RAM below the TSM image, which
+    // nothing writes while this shared borrow lives (boot runs on one CPU, the host is not up).
+    let blob = unsafe { core::slice::from_raw_parts(DTB_ADDR as *const u8, total) };
+    let fdt = fdt::Fdt::new(blob).map_err(|_| MemMapError::BadDtb)?;
+    let region = fdt
+        .all_nodes()
+        .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
+        .find_map(|n| n.reg()?.next())
+        .ok_or(MemMapError::NoMemory)?;
+    let base = region.starting_address as u64;
+    let size = region.size.ok_or(MemMapError::NoMemory)? as u64;
+    let end = base.checked_add(size).ok_or(MemMapError::BadMemory)?;
+    let base = base
+        .checked_next_multiple_of(DRAM_ALIGN)
+        .ok_or(MemMapError::BadMemory)?;
+    let end = end - end % DRAM_ALIGN;
+    if end <= base {
+        return Err(MemMapError::BadMemory);
+    }
+    Ok(MemRange {
+        base: Pa(base),
+        size: end - base,
+    })
+}

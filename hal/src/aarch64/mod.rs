@@ -1,0 +1,44 @@
+//! The aarch64 QEMU `virt` platform: the TSM runs at EL2, the host at EL1 behind a TSM-owned
+//! stage-2 (docs/design.md, "Memory layout on QEMU").
+//!
+//! - [`boot`]: the entry point, the boot sequence and the [`Boot`] hand-off to the image;
+//! - [`host`]: the host's saved-register frame and the world switch ([`HostContext::run`]);
+//! - [`stage2`]: the host's stage-2 translation and the granule map/unmap the core builds on;
+//! - [`syndrome`]: decoding of ESR/HPFAR values for the fault log;
+//! - [`platform`]: the [`crate::platform`] traits over this machine.
+
+mod exception;
+mod fatal;
+mod layout;
+mod memmap;
+mod mmu;
+mod pl011;
+mod semihosting;
+mod sysreg;
+mod timer;
+
+pub mod boot;
+pub mod host;
+pub mod platform;
+pub mod stage2;
+pub mod syndrome;
+
+pub use boot::Boot;
+pub use fatal::panic_text;
+pub use host::{Exit, ExitKind, Fault, HostContext};
+pub use pl011::console_write;
+pub use platform::QemuVirt;
+pub use semihosting::exit;
+pub use stage2::{HostStage2, Stage2Error};
+pub use timer::now_us;
+
+/// Takes a data abort on purpose: reads the first address past the end of mapped DRAM, which
+/// the TSM's stage-1 leaves unmapped. For the harness self-test that proves the exception path
+/// reports its registers and fails the run.
+pub fn fault_selftest(dram: &crate::platform::MemRange) -> ! {
+    let unmapped = dram.base.0.saturating_add(dram.size);
+    // SAFETY: the read has no effect on memory; it traps to the EL2 exception vector, whose
+    // handler logs and ends the run, so control never comes back here.
+    unsafe { core::ptr::read_volatile(unmapped as *const u64) };
+    fatal::fatal_text("self-test: the read past DRAM did not fault")
+}

@@ -1,0 +1,128 @@
+//! The [`crate::platform`] traits on QEMU `virt`.
+
+use tsm_abi::addr::{Gpa, Pa};
+
+use super::stage2::{self, HostStage2};
+use super::sysreg::read_sysreg;
+use crate::platform::{
+    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
+    MemRange, PhysMem, PowerOff,
+};
+
+/// The machine as the core sees it.
+pub struct QemuVirt {
+    dram: MemRange,
+    tsm: MemRange,
+    stage2: HostStage2,
+}
+
+impl QemuVirt {
+    pub(crate) fn new(dram: MemRange, tsm: MemRange, stage2: HostStage2) -> Self {
+        QemuVirt { dram, tsm, stage2 }
+    }
+
+    /// `[pa, pa + len)` is DRAM outside the TSM's own image and carve-out (never a target of
+    /// the core's copies: its objects live in delegated granules, which lie outside it).
+    fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        let len = len as u64;
+        let end = pa.0.checked_add(len).ok_or(MemFault(pa))?;
+        let tsm_end = self.tsm.base.0 + self.tsm.size;
+        if !self.dram.contains(pa, len) || (pa.0 < tsm_end && end > self.tsm.base.0) {
+            return Err(MemFault(pa));
+        }
+        Ok(())
+    }
+}
+
+impl PhysMem for QemuVirt {
+    fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
+        self.check(pa, out.len())?;
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: [pa, pa + out.len()) is DRAM (checked above), identity-mapped as normal
+            // memory in the TSM's stage-1. Volatile: the host may write it concurrently, and the
+            // caller validates only this copy.
+            *b = unsafe { core::ptr::read_volatile((pa.0 as usize + i) as *const u8) };
+        }
+        Ok(())
+    }
+
+    fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
+        self.check(pa, data.len())?;
+        for (i, &b) in data.iter().enumerate() {
+            // SAFETY: [pa, pa + data.len()) is DRAM outside the TSM's own memory (checked
+            // above), identity-mapped in the TSM's stage-1; the core decides whose it may write.
+            unsafe { core::ptr::write_volatile((pa.0 as usize + i) as *mut u8, b) };
+        }
+        Ok(())
+    }
+}
+
+impl Console for QemuVirt {
+    fn relay(&self, stream: u8, frame: &[u8]) {
+        crate::logger::emit_relayed(stream, frame);
+    }
+}
+
+impl PowerOff for QemuVirt {
+    fn power_off(&self, code: ExitCode) -> ! {
+        super::semihosting::exit(code)
+    }
+}
+
+impl HostIsolation for QemuVirt {
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
+        self.stage2.unmap_from_host(pa).map_err(|_| MemFault(pa))
+    }
+
+    fn map_to_host(&self, pa: Pa) -> Result<(), MemFault> {
+        self.stage2.map_to_host(pa).map_err(|_| MemFault(pa))
+    }
+}
+
+/// Reads of RNDR per 64-bit word before reporting failure (it fails only transiently).
+const RNG_RETRIES: u32 = 10;
+
+/// One RNDR read (FEAT_RNG), `None` when the hardware had no entropy at hand.
+fn rndr() -> Option<u64> {
+    let (value, ok): (u64, u64);
+    // SAFETY: RNDR only reads the random number generator and sets NZCV; the caller checked
+    // that FEAT_RNG is implemented, so the encoding does not trap.
+    unsafe {
+        core::arch::asm!(
+            "mrs {v}, s3_3_c2_c4_0",
+            "cset {ok}, ne",
+            v = out(reg) value,
+            ok = out(reg) ok,
+            options(nomem, nostack)
+        )
+    };
+    (ok != 0).then_some(value)
+}
+
+impl Entropy for QemuVirt {
+    /// From RNDR; fails on CPUs without FEAT_RNG (QEMU's `cortex-a57`; `-cpu max` has it).
+    fn fill(&self, out: &mut [u8]) -> Result<(), EntropyError> {
+        if (read_sysreg!("id_aa64isar0_el1") >> 60) & 0xF == 0 {
+            return Err(EntropyError);
+        }
+        for chunk in out.chunks_mut(8) {
+            let word = (0..RNG_RETRIES).find_map(|_| rndr()).ok_or(EntropyError)?;
+            chunk.copy_from_slice(word.to_le_bytes().get(..chunk.len()).ok_or(EntropyError)?);
+        }
+        Ok(())
+    }
+}
+
+impl GuestMmu for QemuVirt {
+    fn address_map_format(&self) -> AddressMapFormat {
+        AddressMapFormat::ArmStage2
+    }
+
+    fn invalidate_guest_page(&self, root: Pa, gpa: Gpa) {
+        stage2::invalidate_tvm_ipa(root, gpa);
+    }
+
+    fn invalidate_guest_all(&self, root: Pa) {
+        stage2::invalidate_tvm_all(root);
+    }
+}

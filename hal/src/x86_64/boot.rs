@@ -1,0 +1,257 @@
+//! Boot: the PVH entry, the 32→64-bit trampoline and the Rust bring-up that ends in the
+//! firmware's main (registered with [`crate::x86_64_entry!`]).
+//!
+//! QEMU's PVH boot enters `_pvh_start` (the address in the ELF note of type 18, name "Xen") in
+//! 32-bit protected mode with paging off and `ebx` = the `hvm_start_info`. The trampoline
+//! checks the CPU has long mode and NX, zeroes BSS and the carve-out, identity-maps the first
+//! 4 GiB with 2 MiB pages (boot tables in the carve-out), sets CR4.PAE, EFER.LME|NXE and
+//! CR0.PG, and far-returns into 64-bit code through a minimal GDT. The 64-bit start applies the
+//! image's R_X86_64_RELATIVE relocations (the target links static-PIE; QEMU loads it at its
+//! link address, so each one stores its addend; those aimed outside the image, at defmt's
+//! never-loaded `.defmt` section, are skipped) and calls [`boot_main`].
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Once;
+
+use super::bootinfo::{self, BootInfo};
+use super::cpu::{self, outb};
+use super::{context, gdt, layout, paging, serial, trap, tsc};
+use crate::platform::ExitCode;
+
+core::arch::global_asm!(
+    // The PVH entry note: namesz, descsz, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), "Xen", entry.
+    ".pushsection .note.pvh, \"a\", @note",
+    ".balign 4",
+    ".long 4",
+    ".long 4",
+    ".long 18",
+    ".asciz \"Xen\"",
+    ".balign 4",
+    ".long __pvh_entry_abs",
+    ".popsection",
+    "",
+    ".pushsection .rodata.boot_gdt, \"a\"",
+    ".balign 8",
+    ".global __boot_gdt",
+    "__boot_gdt:",
+    ".quad 0",
+    ".quad 0x00AF9A000000FFFF", // 0x08: ring-0 code, 64-bit
+    ".quad 0x00CF92000000FFFF", // 0x10: ring-0 data
+    ".popsection",
+    "",
+    ".pushsection .text.boot, \"ax\"",
+    ".code32",
+    ".global _pvh_start",
+    "_pvh_start:",
+    "cli",
+    "cld",
+    "mov esi, ebx", // hvm_start_info, kept in esi (cpuid clobbers ebx)
+    "mov eax, 0x80000000",
+    "cpuid",
+    "cmp eax, 0x80000001",
+    "jb 90f",
+    "mov eax, 0x80000001",
+    "cpuid",
+    "test edx, 0x20000000", // long mode
+    "jz 90f",
+    "test edx, 0x00100000", // NX
+    "jz 90f",
+    // Zero BSS and the carve-out (boot tables, stacks, table pool).
+    "mov edi, offset __bss_start_abs",
+    "mov ecx, offset __bss_end_abs",
+    "sub ecx, edi",
+    "xor eax, eax",
+    "rep stosb",
+    "mov esp, offset __stack_top_abs",
+    // PML4[0] -> PDPT; PDPT[0..4] -> the 4 PDs; PD entries: 2 MiB pages over the first 4 GiB.
+    "mov edi, offset __boot_pml4_abs",
+    "mov eax, offset __boot_pdpt_abs",
+    "or eax, 3",
+    "mov [edi], eax",
+    "mov edi, offset __boot_pdpt_abs",
+    "mov eax, offset __boot_pd_abs",
+    "or eax, 3",
+    "mov ecx, 4",
+    "2:",
+    "mov [edi], eax",
+    "add eax, 4096",
+    "add edi, 8",
+    "loop 2b",
+    "mov edi, offset __boot_pd_abs",
+    "mov eax, 0x83", // present, writable, 2 MiB
+    "mov ecx, 2048",
+    "3:",
+    "mov [edi], eax",
+    "add eax, 0x200000",
+    "add edi, 8",
+    "loop 3b",
+    "mov eax, offset __boot_pml4_abs",
+    "mov cr3, eax",
+    "mov eax, cr4",
+    "or eax, 0x20", // PAE
+    "mov cr4, eax",
+    "mov ecx, 0xC0000080", // EFER
+    "rdmsr",
+    "or eax, 0x900", // LME | NXE
+    "wrmsr",
+    "mov eax, cr0",
+    "or eax, 0x80000001", // PG | PE
+    "mov cr0, eax",
+    // lgdt from the stack: [esp+2] limit, [esp+4] base.
+    "mov eax, offset __boot_gdt_abs",
+    "push eax",
+    "mov eax, 0x170000", // limit 3*8-1 = 0x17 in the upper half
+    "push eax",
+    "lgdt [esp + 2]",
+    "add esp, 8",
+    "mov eax, 0x08",
+    "push eax",
+    "mov eax, offset __start64_abs",
+    "push eax",
+    "retf",
+    "90:",
+    "mov al, 0x11", // isa-debug-exit: failure
+    "out 0xf4, al",
+    "91:",
+    "hlt",
+    "jmp 91b",
+    "",
+    ".code64",
+    ".global _start64",
+    "_start64:",
+    "mov eax, 0x10",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov ss, eax",
+    "lea rsp, [rip + __stack_top]",
+    "lea rcx, [rip + __rela_start]",
+    "lea rdx, [rip + __rela_end]",
+    "lea r8, [rip + __tsm_start]",
+    "lea r9, [rip + __tsm_end]",
+    "4:",
+    "cmp rcx, rdx",
+    "jae 6f",
+    "cmp dword ptr [rcx + 8], 8", // R_X86_64_RELATIVE, the only kind a static PIE has
+    "jne 92f",
+    "mov rax, [rcx + 16]",
+    "mov rdi, [rcx]",
+    // defmt's `.defmt` (INFO, never loaded, "address" 1..) gets relocations too: skip
+    // everything outside the image.
+    "cmp rdi, r8",
+    "jb 5f",
+    "cmp rdi, r9",
+    "jae 5f",
+    "mov [rdi], rax",
+    "5:",
+    "add rcx, 24",
+    "jmp 4b",
+    "6:",
+    "mov edi, esi",
+    "call {main}",
+    "92:",
+    "mov al, 0x11",
+    "out 0xf4, al",
+    "93:",
+    "hlt",
+    "jmp 93b",
+    ".popsection",
+    main = sym boot_main,
+);
+
+unsafe extern "Rust" {
+    /// The firmware's main, defined by [`crate::x86_64_entry!`].
+    fn tsm_x86_64_main(boot: &'static BootInfo) -> !;
+}
+
+/// Registers the firmware's main: `fn(&'static BootInfo) -> !`, called once boot is done.
+#[macro_export]
+macro_rules! x86_64_entry {
+    ($main:path) => {
+        #[unsafe(export_name = "tsm_x86_64_main")]
+        fn __tsm_x86_64_main(boot: &'static $crate::x86_64::BootInfo) -> ! {
+            $main(boot)
+        }
+    };
+}
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+static SMAP_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether SMAP is enabled (host-memory copies then need `stac`/`clac`).
+pub fn smap_enabled() -> bool {
+    SMAP_ON.load(Ordering::Relaxed)
+}
+
+/// RFLAGS bits `syscall` clears: TF, IF, DF, IOPL, NT, AC.
+const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
+
+extern "C" fn boot_main(start_info: u64) -> ! {
+    serial::init();
+    // SeaBIOS leaves the legacy PICs programmed; mask them so no IRQ reaches an absent vector.
+    outb(0x21, 0xFF);
+    outb(0xA1, 0xFF);
+    let l = layout::layout();
+    gdt::init(l.trap_stack_top, l.ist_stack_top);
+    trap::init();
+    let ticks = tsc::calibrate();
+    let info = match bootinfo::parse(start_info, l.tsm, ticks) {
+        Ok(info) => info,
+        Err(e) => {
+            defmt::error!(
+                "boot: no usable PVH start info at {=u64:#x}: {}",
+                start_info,
+                e
+            );
+            super::exit(ExitCode::Failure)
+        }
+    };
+    if let Err(e) = paging::init(info.dram, &l) {
+        defmt::error!(
+            "boot: page tables for DRAM {=u64:#x}+{=u64:#x} failed: {}",
+            info.dram.base.0,
+            info.dram.size,
+            e
+        );
+        super::exit(ExitCode::Failure)
+    }
+    enable_smep_smap();
+    // SAFETY: STAR holds the GDT's selectors, LSTAR this image's `syscall_entry`, SFMASK clears
+    // the flags ring 0 must not inherit; GS_BASE is this CPU's per-CPU area and
+    // KERNEL_GS_BASE the (zero) GS base ring 3 starts with.
+    unsafe {
+        cpu::wrmsr(
+            cpu::MSR_STAR,
+            (u64::from(gdt::STAR_USER_BASE) << 48) | (u64::from(gdt::KERNEL_CS) << 32),
+        );
+        cpu::wrmsr(cpu::MSR_LSTAR, context::syscall_entry_address());
+        cpu::wrmsr(cpu::MSR_SFMASK, SYSCALL_RFLAGS_MASK);
+        cpu::wrmsr(cpu::MSR_GS_BASE, context::percpu_base());
+        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, 0);
+        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_SCE);
+    }
+    let info = BOOT_INFO.call_once(|| info);
+    // SAFETY: `tsm_x86_64_main` is the firmware's `fn(&'static BootInfo) -> !` exported by
+    // `x86_64_entry!`, which fixes its signature.
+    unsafe { tsm_x86_64_main(info) }
+}
+
+/// SMEP and SMAP when the CPU has them (CPUID.7.0:EBX bits 7 and 20; `-cpu max` does).
+fn enable_smep_smap() {
+    if cpu::cpuid(0, 0)[0] < 7 {
+        return;
+    }
+    let ebx = cpu::cpuid(7, 0)[1];
+    let mut cr4 = cpu::cr4();
+    if ebx & (1 << 7) != 0 {
+        cr4 |= cpu::CR4_SMEP;
+    }
+    let smap = ebx & (1 << 20) != 0;
+    if smap {
+        cr4 |= cpu::CR4_SMAP;
+    }
+    // SAFETY: only bits CPUID reports as supported are added; the TSM runs on supervisor pages
+    // and touches host pages only in the stac/clac copies of `platform`.
+    unsafe { cpu::set_cr4(cr4) };
+    SMAP_ON.store(smap, Ordering::Relaxed);
+}

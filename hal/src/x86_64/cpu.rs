@@ -1,0 +1,172 @@
+//! Privileged CPU instructions: port I/O, MSRs, control registers, CPUID, TLB flushes.
+
+use core::arch::asm;
+
+/// `EFER`: long mode and syscall enables.
+pub const MSR_EFER: u32 = 0xC000_0080;
+/// `STAR`: the selectors `syscall`/`sysret` load.
+pub const MSR_STAR: u32 = 0xC000_0081;
+/// `LSTAR`: the 64-bit `syscall` entry point.
+pub const MSR_LSTAR: u32 = 0xC000_0082;
+/// `SFMASK`: RFLAGS bits `syscall` clears.
+pub const MSR_SFMASK: u32 = 0xC000_0084;
+/// The active GS base.
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
+/// The GS base `swapgs` exchanges with [`MSR_GS_BASE`].
+pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// `EFER.SCE`: `syscall`/`sysret` enabled.
+pub const EFER_SCE: u64 = 1 << 0;
+
+/// `CR0.WP`: ring 0 honours read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// `CR4.SMEP`: ring 0 never executes user pages.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// `CR4.SMAP`: ring 0 touches user pages only with `RFLAGS.AC` set (`stac`).
+pub const CR4_SMAP: u64 = 1 << 21;
+
+/// Writes a byte to an I/O port.
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: the ports this HAL writes (COM1, PIT, PIC masks, speaker gate, isa-debug-exit) have
+    // no memory side effects; ring 0 owns all port I/O.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: reads of the device ports this HAL owns have no memory side effects.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Reads a model-specific register.
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only called with the architectural MSRs above, which exist on every x86_64 CPU.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The value must keep the CPU in a state the TSM's code relies on (long mode, its entry points).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the value is valid for the TSM.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// Reads CR0.
+pub fn cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR2 (the faulting linear address of the last #PF).
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR4.
+pub fn cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// Paging and protected mode must stay on.
+pub unsafe fn set_cr0(v: u64) {
+    // SAFETY: the caller keeps PG/PE set.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR3 (switches page tables; flushes non-global TLB entries).
+///
+/// # Safety
+/// `pml4` must be a valid top-level table that maps the running code, stack and data.
+pub unsafe fn set_cr3(pml4: u64) {
+    // SAFETY: the caller guarantees the new tables map everything the TSM touches next.
+    unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// PAE must stay on, and features enabled must be supported (checked with [`cpuid`]).
+pub unsafe fn set_cr4(v: u64) {
+    // SAFETY: the caller keeps PAE and only enables supported bits.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Executes CPUID: returns eax, ebx, ecx, edx.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Drops the TLB entry of the page holding `va` on this CPU.
+pub fn invlpg(va: u64) {
+    // SAFETY: invalidating a TLB entry only makes the next access walk the tables again.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+}
+
+/// Drops every non-global TLB entry of this CPU (reloads CR3).
+pub fn flush_tlb() {
+    // SAFETY: writing CR3 back with its own value keeps the same tables and only flushes.
+    unsafe {
+        asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack, preserves_flags))
+    };
+}
+
+/// One RDSEED word, or `None` when the CPU had none ready (CF = 0).
+pub fn rdseed() -> Option<u64> {
+    let (value, ok): (u64, u8);
+    // SAFETY: RDSEED only writes its destination and CF; callers check CPUID first.
+    unsafe {
+        asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+    };
+    (ok != 0).then_some(value)
+}
+
+/// One RDRAND word, or `None` when the CPU had none ready (CF = 0).
+pub fn rdrand() -> Option<u64> {
+    let (value, ok): (u64, u8);
+    // SAFETY: RDRAND only writes its destination and CF; callers check CPUID first.
+    unsafe {
+        asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+    };
+    (ok != 0).then_some(value)
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stops this CPU for good (interrupts stay disabled).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` only stops this CPU.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}

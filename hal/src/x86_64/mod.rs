@@ -1,0 +1,87 @@
+//! The x86_64 QEMU `q35` platform: PVH boot, long mode, COM1, the TSC, isa-debug-exit, the
+//! TSM's page tables and the ring-3 context switch behind the `syscall` gate.
+//!
+//! What the firmware image uses (the core reaches the hardware only through [`X86Platform`]):
+//! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's `fn(&'static BootInfo) -> !`;
+//! - [`BootInfo`]: memory map, DRAM, the TSM range, TSC rate;
+//! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`];
+//! - [`granule_descriptors`]: the core's descriptor table, in the TSM's BSS;
+//! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
+//! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
+
+mod boot;
+mod bootinfo;
+mod context;
+mod cpu;
+mod gdt;
+mod layout;
+mod paging;
+mod platform;
+mod serial;
+mod text;
+mod trap;
+mod tsc;
+
+use core::fmt::Write;
+
+pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
+pub use context::{Exit, Fault, HOST_ENTRY, HostContext, Regs};
+pub use layout::{MAX_DRAM, granule_descriptors};
+pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
+pub use platform::{X86Platform, exit};
+pub use trap::vector_name;
+
+use crate::platform::ExitCode;
+
+/// Raw bytes to COM1 (the logger's sink).
+pub fn console_write(bytes: &[u8]) {
+    serial::write(bytes);
+}
+
+/// Microseconds since reset, from the calibrated TSC (0 before calibration).
+pub fn now_us() -> u64 {
+    tsc::now_us()
+}
+
+/// The host payload's initial context on CPU `cpu`: entry [`HOST_ENTRY`], with
+/// rdi = DRAM base, rsi = DRAM size, rdx = CPU index, rcx = TSC ticks per microsecond.
+pub fn host_context(boot: &BootInfo, cpu: u64) -> HostContext {
+    HostContext::new(
+        HOST_ENTRY,
+        [boot.dram.base.0, boot.dram.size, cpu, boot.tsc_ticks_per_us],
+    )
+}
+
+/// An address outside DRAM, hence never mapped: the `selftest-fault` target.
+const SELFTEST_UNMAPPED: u64 = 0x7FFF_FFFF_F000;
+
+/// Harness self-test: reads an unmapped address, so the TSM takes a #PF that the exception
+/// path reports with its registers before ending the run as a failure. Never returns.
+pub fn selftest_fault() -> ! {
+    // SAFETY: the read faults (nothing is mapped there); the #PF handler reports and exits
+    // without returning here, so no value is ever produced.
+    unsafe {
+        core::arch::asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) SELFTEST_UNMAPPED, tmp = out(reg) _,
+                         options(nostack, readonly))
+    };
+    exit(ExitCode::Failure)
+}
+
+/// Reports a TSM panic as a plain-text record (which never waits for the defmt logger, in case
+/// the panic came from inside it) and ends the run as a failure.
+pub fn report_panic(info: &core::panic::PanicInfo) -> ! {
+    let mut t = text::TextBuf::new();
+    // A TextBuf write only truncates, it never fails.
+    let _ = match info.location() {
+        Some(loc) => write!(
+            t,
+            "TSM panic at {}:{}: {}",
+            loc.file(),
+            loc.line(),
+            info.message()
+        ),
+        None => write!(t, "TSM panic: {}", info.message()),
+    };
+    crate::logger::emit_text(t.as_str());
+    exit(ExitCode::Failure)
+}

@@ -1,0 +1,203 @@
+//! The TSM's 4-level page tables, shared by the TSM (ring 0) and the host (ring 3).
+//!
+//! DRAM is identity-mapped with 4 KiB pages: host granules with U=1 (read-write-execute for
+//! ring 3), the TSM's own range with U=0 and W^X (text read-only executable, rodata read-only,
+//! data/carve-out read-write no-execute, stack guard pages absent). Nothing outside DRAM is
+//! mapped, so page 0 and everything the host might probe beyond DRAM fault.
+//!
+//! Taking a granule from the host clears its U bit instead of unmapping it: the TSM keeps
+//! using it through the same identity map (objects live in delegated granules) while ring 3
+//! faults on it. SMEP stops ring 0 from executing host pages; SMAP stops ring 0 from reading
+//! or writing them except inside [`super::platform`]'s copies, which bracket the access with
+//! `stac`/`clac`, so a stray TSM pointer into host memory faults instead of trusting it.
+//!
+//! The tables come from a pool in the carve-out (`__pt_pool_start..__pt_pool_end`, zeroed at
+//! boot): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB, 1 PT per 2 MiB of DRAM, all allocated at
+//! boot, so later edits never allocate and never fail for a DRAM granule.
+
+use spin::Mutex;
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+
+use super::cpu;
+use super::layout::Layout;
+use crate::platform::MemRange;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+const ENTRIES: u64 = 512;
+
+/// Why a page-table operation was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
+pub enum PagingError {
+    /// The address is not granule-aligned.
+    Misaligned,
+    /// The address is outside DRAM.
+    NotDram,
+    /// The address is the TSM's own memory, which the host never gets.
+    TsmMemory,
+    /// The carve-out's table pool is too small for this DRAM size.
+    PoolExhausted,
+    /// The tables are not built yet.
+    NotReady,
+}
+
+struct Tables {
+    pml4: u64,
+    pool_start: u64,
+    pool_next: u64,
+    pool_end: u64,
+    dram: MemRange,
+    tsm: MemRange,
+}
+
+static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
+
+/// Pointer to entry `index` of the table at physical address `table`.
+fn entry(table: u64, index: u64) -> *mut u64 {
+    (table + index * 8) as *mut u64
+}
+
+impl Tables {
+    fn alloc(&mut self) -> Result<u64, PagingError> {
+        if self.pool_next >= self.pool_end {
+            return Err(PagingError::PoolExhausted);
+        }
+        let t = self.pool_next;
+        self.pool_next += GRANULE_SIZE;
+        Ok(t)
+    }
+
+    /// The leaf entry for `va`, creating the intermediate tables on the way if `create`.
+    fn leaf(&mut self, va: u64, create: bool) -> Result<*mut u64, PagingError> {
+        let mut table = self.pml4;
+        for shift in [39u32, 30, 21] {
+            let e = entry(table, (va >> shift) & (ENTRIES - 1));
+            // SAFETY: `table` is a page of the pool (zeroed at boot, identity-mapped read-write
+            // for ring 0, never for ring 3) and `e` is inside it; the TABLES lock serialises
+            // all edits.
+            let value = unsafe { e.read_volatile() };
+            table = if value & PRESENT != 0 {
+                value & ADDR_MASK
+            } else if create {
+                let next = self.alloc()?;
+                // Intermediate levels allow everything; the leaf decides (U, W and NX combine
+                // as the most restrictive along the walk).
+                // SAFETY: as above.
+                unsafe { e.write_volatile(next | PRESENT | WRITABLE | USER) };
+                next
+            } else {
+                return Err(PagingError::NotReady);
+            };
+        }
+        Ok(entry(table, (va >> 12) & (ENTRIES - 1)))
+    }
+
+    fn check_host_granule(&self, pa: Pa) -> Result<(), PagingError> {
+        if !pa.is_granule_aligned() {
+            return Err(PagingError::Misaligned);
+        }
+        if !self.dram.contains(pa, GRANULE_SIZE) {
+            return Err(PagingError::NotDram);
+        }
+        if self.tsm.contains(pa, GRANULE_SIZE) {
+            return Err(PagingError::TsmMemory);
+        }
+        Ok(())
+    }
+
+    /// Sets or clears U on the 4 KiB leaf of a host granule, then drops its TLB entry.
+    fn set_user(&mut self, pa: Pa, user: bool) -> Result<(), PagingError> {
+        self.check_host_granule(pa)?;
+        let e = self.leaf(pa.0, false)?;
+        // SAFETY: `e` is a leaf entry inside a pool page (see `leaf`); we hold the lock.
+        unsafe {
+            let v = e.read_volatile();
+            e.write_volatile(if user { v | USER } else { v & !USER });
+        }
+        cpu::invlpg(pa.0);
+        Ok(())
+    }
+}
+
+/// The leaf flags of a page of the TSM's own range.
+fn tsm_flags(l: &Layout, pa: u64) -> u64 {
+    if l.guard_pages.contains(&pa) {
+        0
+    } else if pa < l.text_end {
+        PRESENT
+    } else if pa < l.rodata_end {
+        PRESENT | NO_EXECUTE
+    } else {
+        PRESENT | WRITABLE | NO_EXECUTE
+    }
+}
+
+/// Builds the tables for `dram` (the TSM's range in it supervisor-only) and switches to them.
+pub fn init(dram: MemRange, l: &Layout) -> Result<(), PagingError> {
+    let mut guard = TABLES.lock();
+    let pool = l.pt_pool.base.0;
+    let mut t = Tables {
+        pml4: 0,
+        pool_start: pool,
+        pool_next: pool,
+        pool_end: pool + l.pt_pool.size,
+        dram,
+        tsm: l.tsm,
+    };
+    t.pml4 = t.alloc()?;
+    let mut pa = dram.base.0;
+    let end = dram.base.0 + dram.size;
+    while pa < end {
+        let flags = if l.tsm.contains(Pa(pa), GRANULE_SIZE) {
+            tsm_flags(l, pa)
+        } else {
+            PRESENT | WRITABLE | USER
+        };
+        let e = t.leaf(pa, true)?;
+        // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables are
+        // not live yet.
+        unsafe { e.write_volatile(if flags == 0 { 0 } else { pa | flags }) };
+        pa += GRANULE_SIZE;
+    }
+    // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
+    // carve-out at the same addresses, so the code, stack and data in use stay reachable.
+    // CR0.WP makes ring 0 honour read-only pages.
+    unsafe {
+        cpu::set_cr3(t.pml4);
+        cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
+    }
+    *guard = Some(t);
+    Ok(())
+}
+
+/// Takes a granule away from the host: ring 3 faults on it from the moment this returns (this
+/// CPU's TLB is flushed; other CPUs' once SMP starts).
+pub fn unmap_from_host(pa: Pa) -> Result<(), PagingError> {
+    TABLES
+        .lock()
+        .as_mut()
+        .ok_or(PagingError::NotReady)?
+        .set_user(pa, false)
+}
+
+/// Gives a granule back to the host.
+pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
+    TABLES
+        .lock()
+        .as_mut()
+        .ok_or(PagingError::NotReady)?
+        .set_user(pa, true)
+}
+
+/// Table pages in use and the pool's capacity, in pages (for the banner).
+pub fn pool_usage() -> (u64, u64) {
+    TABLES.lock().as_ref().map_or((0, 0), |t| {
+        (
+            (t.pool_next - t.pool_start) / GRANULE_SIZE,
+            (t.pool_end - t.pool_start) / GRANULE_SIZE,
+        )
+    })
+}

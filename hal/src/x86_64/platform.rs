@@ -1,0 +1,162 @@
+//! The platform the core runs on: physical memory through the identity map, the console,
+//! power-off through isa-debug-exit, host isolation through the TSM's page tables, entropy from
+//! RDSEED/RDRAND, and TLB maintenance for TVM address maps.
+
+use core::arch::asm;
+
+use tsm_abi::addr::{Gpa, Pa};
+
+use super::boot::smap_enabled;
+use super::bootinfo::BootInfo;
+use super::cpu::{self, halt_forever, outb};
+use super::paging;
+use crate::platform::{
+    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
+    MemRange, PhysMem, PowerOff,
+};
+
+/// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
+const DEBUG_EXIT_PORT: u16 = 0xF4;
+
+/// Ends the run: QEMU exits with `(v << 1) | 1`, so 0x10 → 33 (success), 0x11 → 35 (failure).
+pub fn exit(code: ExitCode) -> ! {
+    outb(
+        DEBUG_EXIT_PORT,
+        match code {
+            ExitCode::Success => 0x10,
+            ExitCode::Failure => 0x11,
+        },
+    );
+    // Without the exit device there is nothing left to do but stop.
+    halt_forever()
+}
+
+/// The x86_64 QEMU platform as the core sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct X86Platform {
+    dram: MemRange,
+    tsm: MemRange,
+}
+
+impl X86Platform {
+    /// The platform over the DRAM boot found.
+    pub fn new(boot: &BootInfo) -> Self {
+        X86Platform {
+            dram: boot.dram,
+            tsm: boot.tsm,
+        }
+    }
+
+    /// `[pa, pa + len)` is DRAM and does not touch the TSM's own image and carve-out (never a
+    /// target of the core's copies; delegated granules lie outside it).
+    fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        let len = len as u64;
+        let end = pa.0.checked_add(len).ok_or(MemFault(pa))?;
+        let tsm_end = self.tsm.base.0 + self.tsm.size;
+        if !self.dram.contains(pa, len) || (pa.0 < tsm_end && end > self.tsm.base.0) {
+            return Err(MemFault(pa));
+        }
+        Ok(())
+    }
+}
+
+/// Copies with `rep movsb`, allowing ring-0 access to user pages (SMAP) for the copy only.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` bytes and identity-mapped.
+unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
+    if smap_enabled() {
+        // SAFETY: the caller guarantees both ranges; AC is set only for this copy.
+        unsafe {
+            asm!("stac", "rep movsb", "clac",
+                 inout("rcx") len => _, inout("rdi") dst => _, inout("rsi") src => _,
+                 options(nostack))
+        };
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            asm!("rep movsb",
+                 inout("rcx") len => _, inout("rdi") dst => _, inout("rsi") src => _,
+                 options(nostack, preserves_flags))
+        };
+    }
+}
+
+impl PhysMem for X86Platform {
+    fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
+        self.check(pa, out.len())?;
+        // SAFETY: `check` put the range inside DRAM, which the TSM's tables identity-map
+        // (present, writable) for ring 0; `out` is our own buffer. The host may write the
+        // source concurrently: the copy is a plain byte copy done once, callers validate it.
+        unsafe { copy(out.as_mut_ptr(), pa.0 as *const u8, out.len()) };
+        Ok(())
+    }
+
+    fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
+        self.check(pa, data.len())?;
+        // SAFETY: as in `read`; the destination is DRAM outside the TSM's own range.
+        unsafe { copy(pa.0 as *mut u8, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+}
+
+impl Console for X86Platform {
+    fn relay(&self, stream: u8, frame: &[u8]) {
+        crate::logger::emit_relayed(stream, frame);
+    }
+}
+
+impl PowerOff for X86Platform {
+    fn power_off(&self, code: ExitCode) -> ! {
+        exit(code)
+    }
+}
+
+impl HostIsolation for X86Platform {
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
+        paging::unmap_from_host(pa).map_err(|_| MemFault(pa))
+    }
+
+    fn map_to_host(&self, pa: Pa) -> Result<(), MemFault> {
+        paging::map_to_host(pa).map_err(|_| MemFault(pa))
+    }
+}
+
+/// Attempts per 64-bit word before reporting failure (Intel's DRNG guide suggests 10 for
+/// RDRAND; RDSEED may underflow more often, so it falls back to RDRAND).
+const RNG_RETRIES: u32 = 10;
+
+impl Entropy for X86Platform {
+    fn fill(&self, out: &mut [u8]) -> Result<(), EntropyError> {
+        let has_rdseed = cpu::cpuid(0, 0)[0] >= 7 && cpu::cpuid(7, 0)[1] & (1 << 18) != 0;
+        let has_rdrand = cpu::cpuid(1, 0)[2] & (1 << 30) != 0;
+        for chunk in out.chunks_mut(8) {
+            let word = (0..RNG_RETRIES)
+                .find_map(|_| if has_rdseed { cpu::rdseed() } else { None })
+                .or_else(|| {
+                    (0..RNG_RETRIES).find_map(|_| if has_rdrand { cpu::rdrand() } else { None })
+                })
+                .ok_or(EntropyError)?;
+            let bytes = word.to_le_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).ok_or(EntropyError)?);
+        }
+        Ok(())
+    }
+}
+
+impl GuestMmu for X86Platform {
+    fn address_map_format(&self) -> AddressMapFormat {
+        AddressMapFormat::X86_64FourLevel
+    }
+
+    /// The TSM uses no PCIDs and no global pages, so a CR3 reload drops every cached
+    /// translation of every address map on this CPU, including `root`'s. Secondary CPUs are
+    /// parked and hold none; the SMP phase adds the shootdown.
+    fn invalidate_guest_page(&self, _root: Pa, _gpa: Gpa) {
+        cpu::flush_tlb();
+    }
+
+    fn invalidate_guest_all(&self, _root: Pa) {
+        cpu::flush_tlb();
+    }
+}

@@ -1,0 +1,205 @@
+//! The IDT: one stub per exception vector (0..=31). A trap from ring 3 goes to the context
+//! switch (`context.rs`, `ring3_exception`); a trap from ring 0 is a TSM bug and is reported
+//! with every register, then the run ends as a failure. Vectors 32..=255 are absent from the IDT,
+//! so a stray interrupt raises #GP and is reported the same way.
+
+use core::arch::asm;
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+
+use super::cpu::cr2;
+use super::gdt::{IST_CRITICAL, KERNEL_CS};
+use super::text::TextBuf;
+use crate::platform::ExitCode;
+
+const VECTORS: usize = 32;
+/// Each stub is 16-byte aligned, so stub `v` is at `exception_stubs + 16 * v`.
+const STUB_STRIDE: u64 = 16;
+const PAGE_FAULT: u64 = 14;
+
+/// Registers of a ring-0 trap, as `exception_common` pushes them under the CPU's frame.
+#[repr(C)]
+struct KernelFrame {
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rbp: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.exceptions, \"ax\"",
+    ".balign 16",
+    ".global exception_stubs",
+    "exception_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
+    ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push \\v",
+    "jmp exception_common",
+    ".endr",
+    "",
+    "exception_common:",
+    "test byte ptr [rsp + 24], 3", // the CS the CPU saved: RPL 3 means ring 3 trapped
+    "jnz ring3_exception",
+    "push r15",
+    "push r14",
+    "push r13",
+    "push r12",
+    "push r11",
+    "push r10",
+    "push r9",
+    "push r8",
+    "push rbp",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push rcx",
+    "push rbx",
+    "push rax",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {report}",
+    "ud2",
+    ".popsection",
+    report = sym kernel_trap,
+);
+
+unsafe extern "C" {
+    static exception_stubs: u8;
+}
+
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; VECTORS]);
+
+struct IdtCell(UnsafeCell<Idt>);
+// SAFETY: written once by `init` on the boot CPU before interrupts or exceptions can use it.
+unsafe impl Sync for IdtCell {}
+
+static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([[0; 2]; VECTORS])));
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Fills and loads the IDT.
+pub fn init() {
+    let stubs = core::ptr::addr_of!(exception_stubs) as u64;
+    let idt = IDT.0.get();
+    for v in 0..VECTORS {
+        let handler = stubs + STUB_STRIDE * v as u64;
+        let ist = match v {
+            2 | 8 | 18 => u64::from(IST_CRITICAL), // NMI, #DF, #MC: on their own stack
+            _ => 0,
+        };
+        let low = (handler & 0xFFFF)
+            | (u64::from(KERNEL_CS) << 16)
+            | (ist << 32)
+            | (0x8E << 40) // present, DPL 0, 64-bit interrupt gate
+            | (((handler >> 16) & 0xFFFF) << 48);
+        // SAFETY: boot runs on one CPU and the IDT is not loaded yet (or still holds the same
+        // entries), so nothing reads it concurrently.
+        unsafe { (*idt).0[v] = [low, handler >> 32] };
+    }
+    let ptr = DescriptorPointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: idt as u64,
+    };
+    // SAFETY: every entry points at a stub of this image with the ring-0 code selector.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// The architectural name of an exception vector.
+pub fn vector_name(v: u64) -> &'static str {
+    match v {
+        0 => "#DE",
+        1 => "#DB",
+        2 => "NMI",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        8 => "#DF",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        18 => "#MC",
+        19 => "#XM",
+        20 => "#VE",
+        21 => "#CP",
+        _ => "reserved",
+    }
+}
+
+/// A trap taken by the TSM itself. The defmt logger may be the code that trapped (and hold its
+/// lock), so the report goes out as plain-text records, which never wait.
+extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
+    let cr2 = if f.vector == PAGE_FAULT { cr2() } else { 0 };
+    let mut t = TextBuf::new();
+    // A TextBuf write only truncates, it never fails.
+    let _ = write!(
+        t,
+        "TSM exception {} {}: error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
+        f.vector,
+        vector_name(f.vector),
+        f.error_code,
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        f.ss,
+        cr2
+    );
+    crate::logger::emit_text(t.as_str());
+    let mut t = TextBuf::new();
+    let _ = write!(
+        t,
+        "rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x} r8 {:#x} r9 {:#x} \
+         r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx,
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
+    );
+    crate::logger::emit_text(t.as_str());
+    super::exit(ExitCode::Failure)
+}

@@ -1,0 +1,143 @@
+//! The two machines the TSM runs on, and the QEMU line that boots each (docs/design.md).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    Aarch64,
+    X86_64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Aarch64, Arch::X86_64];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    pub fn triple(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64-unknown-none",
+            Arch::X86_64 => "x86_64-unknown-none",
+        }
+    }
+
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "qemu-system-aarch64",
+            Arch::X86_64 => "qemu-system-x86_64",
+        }
+    }
+
+    /// The host boot-parameters page, whose first word selects the host's scenario.
+    pub fn host_params_page(self) -> u64 {
+        match self {
+            Arch::Aarch64 => 0x40FF_F000,
+            Arch::X86_64 => 0x00FF_F000,
+        }
+    }
+
+    /// gdb's name for the architecture the TSM runs in once it is up.
+    pub fn gdb_architecture(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::X86_64 => "i386:x86-64",
+        }
+    }
+
+    /// QEMU's arguments for one run: the TSM as the kernel, the host payload loaded at its link
+    /// address, the scenario number written into the host-parameters page.
+    pub fn qemu_args(self, tsm: &Path, host: &Path, scenario_id: u32) -> Vec<OsString> {
+        let machine: &[&str] = match self {
+            // `-nographic` alone would multiplex the monitor onto stdio; stdout must carry only
+            // UART bytes, so the serial port gets stdio to itself and the monitor is off.
+            Arch::Aarch64 => &[
+                "-M",
+                "virt,virtualization=on",
+                "-cpu",
+                "max",
+                "-m",
+                "512M",
+                "-smp",
+                "2",
+                "-nographic",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+                "-semihosting",
+            ],
+            Arch::X86_64 => &[
+                "-M",
+                "q35",
+                "-cpu",
+                "max",
+                "-m",
+                "512M",
+                "-smp",
+                "2",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            ],
+        };
+        let mut args: Vec<OsString> = machine.iter().map(OsString::from).collect();
+        args.push("-kernel".into());
+        args.push(tsm.into());
+        let mut loader = OsString::from("loader,file=");
+        loader.push(host);
+        args.push("-device".into());
+        args.push(loader);
+        args.push("-device".into());
+        args.push(
+            format!(
+                "loader,addr={:#X},data={scenario_id},data-len=4",
+                self.host_params_page()
+            )
+            .replace("0X", "0x")
+            .into(),
+        );
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(arch: Arch) -> String {
+        let args = arch.qemu_args(Path::new("tsm"), Path::new("tsm-host"), 2);
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn aarch64_line_is_the_documented_one() {
+        assert_eq!(
+            line(Arch::Aarch64),
+            "-M virt,virtualization=on -cpu max -m 512M -smp 2 -nographic -serial stdio \
+             -monitor none -semihosting -kernel tsm -device loader,file=tsm-host \
+             -device loader,addr=0x40FFF000,data=2,data-len=4"
+        );
+    }
+
+    #[test]
+    fn x86_64_line_is_the_documented_one() {
+        assert_eq!(
+            line(Arch::X86_64),
+            "-M q35 -cpu max -m 512M -smp 2 -display none -serial stdio -no-reboot \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel tsm \
+             -device loader,file=tsm-host -device loader,addr=0xFFF000,data=2,data-len=4"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Runs one QEMU boot: streams its UART through the log decoder, enforces the timeout, and
+//! keeps the decoded log under target/xtask/logs.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::arch::Arch;
+use crate::decode::{Line, LogDecoder};
+use crate::images::Images;
+use crate::outcome::{self, Ended, Outcome};
+use crate::workspace::{Workspace, show};
+
+/// How often the loop looks at the child while no output arrives.
+const TICK: Duration = Duration::from_millis(20);
+
+pub struct RunSpec<'a> {
+    pub arch: Arch,
+    pub images: &'a Images,
+    pub scenario_id: u32,
+    /// `None`: no limit (a gdb session).
+    pub timeout: Option<Duration>,
+    /// Adds `-s -S`: gdb server on tcp::1234, CPUs stopped at the first instruction.
+    pub gdb_server: bool,
+    /// Names the log files: `<arch>-<label>.log` (decoded) and `.bin` (raw UART bytes).
+    pub label: &'a str,
+}
+
+pub struct RunReport {
+    pub ended: Ended,
+    pub outcome: Outcome,
+    pub wall: Duration,
+    pub lines: Vec<Line>,
+    pub log_path: PathBuf,
+}
+
+/// Boots `spec`; `on_line` sees each decoded line as it arrives. Setting `stop` ends the run
+/// early (as [`Ended::Stopped`]).
+pub fn run(
+    ws: &Workspace,
+    spec: &RunSpec,
+    stop: Option<&AtomicBool>,
+    on_line: &mut dyn FnMut(&Line),
+) -> Result<RunReport, String> {
+    let mut decoder = LogDecoder::load(&spec.images.tsm, &spec.images.host)?;
+    let mut cmd = Command::new(spec.arch.qemu());
+    cmd.args(
+        spec.arch
+            .qemu_args(&spec.images.tsm, &spec.images.host, spec.scenario_id),
+    );
+    if spec.gdb_server {
+        cmd.args(["-s", "-S"]);
+        // Its own process group: Ctrl-C in gdb (same terminal) must interrupt the target, not
+        // end QEMU, which would take SIGINT as a request to shut down.
+        cmd.process_group(0);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", show(&cmd)))?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or("QEMU's stdout was not captured")?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr_pipe = child
+        .stderr
+        .take()
+        .ok_or("QEMU's stderr was not captured")?;
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        // Whatever was read before an error is still worth showing.
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+
+    let mut raw = Vec::new();
+    let mut lines = Vec::new();
+    let mut take = |bytes: Vec<u8>, lines: &mut Vec<Line>| {
+        for line in decoder.push(&bytes) {
+            on_line(&line);
+            lines.push(line);
+        }
+        raw.extend(bytes);
+    };
+    let deadline = spec.timeout.map(|t| start + t);
+    let ended = loop {
+        match rx.recv_timeout(TICK) {
+            Ok(bytes) => take(bytes, &mut lines),
+            Err(RecvTimeoutError::Timeout) => {}
+            // stdout closed before QEMU exited: keep waiting for the exit without spinning.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+        }
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for QEMU: {e}"))?
+        {
+            break status.code().map_or(Ended::Signalled, Ended::Exited);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            kill(&mut child)?;
+            break Ended::TimedOut;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            kill(&mut child)?;
+            break Ended::Stopped;
+        }
+    };
+    // QEMU is gone, so its stdout reaches EOF: collect what is still in flight.
+    for bytes in rx.iter() {
+        take(bytes, &mut lines);
+    }
+    if let Some(line) = decoder.finish() {
+        on_line(&line);
+        lines.push(line);
+    }
+    let _ = reader.join();
+    let stderr = stderr.join().unwrap_or_default();
+    let wall = start.elapsed();
+    let ended = outcome::signalled_if_qemu_says_so(ended, &stderr);
+    let outcome = outcome::outcome(spec.arch, ended);
+    if !stderr.trim().is_empty() {
+        let qemu_says = Line {
+            program: None,
+            time: None,
+            level: "QEMU",
+            message: stderr.trim_end().to_string(),
+        };
+        on_line(&qemu_says);
+        lines.push(qemu_says);
+    }
+
+    let summary = format!(
+        "{outcome}: {} after {:.2} s",
+        outcome::describe(spec.arch, ended),
+        wall.as_secs_f64()
+    );
+    let base = format!("{}-{}", spec.arch.name(), spec.label);
+    let log_path = write_logs(ws, &base, &cmd, &lines, &raw, &summary)?;
+    Ok(RunReport {
+        ended,
+        outcome,
+        wall,
+        lines,
+        log_path,
+    })
+}
+
+fn kill(child: &mut Child) -> Result<(), String> {
+    // An error here means QEMU already exited between the check and the kill: fine either way.
+    let _ = child.kill();
+    child
+        .wait()
+        .map(drop)
+        .map_err(|e| format!("waiting for killed QEMU: {e}"))
+}
+
+fn write_logs(
+    ws: &Workspace,
+    base: &str,
+    cmd: &Command,
+    lines: &[Line],
+    raw: &[u8],
+    summary: &str,
+) -> Result<PathBuf, String> {
+    let dir = ws.logs_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut text = format!("# $ {}\n", show(cmd));
+    for line in lines {
+        let _ = writeln!(text, "{line}");
+    }
+    let _ = writeln!(text, "# {summary}");
+    let log = dir.join(format!("{base}.log"));
+    std::fs::write(&log, text).map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    let bin = dir.join(format!("{base}.bin"));
+    std::fs::write(&bin, raw).map_err(|e| format!("cannot write {}: {e}", bin.display()))?;
+    Ok(log)
+}

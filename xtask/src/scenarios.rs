@@ -1,0 +1,180 @@
+//! The QEMU scenarios: what each runs and what it must end with. The ids are the host payload's
+//! (tests/host-payload/src/scenario.rs, module `id`); a unit test keeps the two tables equal.
+
+use std::time::Duration;
+
+use crate::arch::Arch;
+use crate::decode::Program;
+use crate::outcome::{MustLog, Outcome};
+
+/// How the TSM image of a scenario is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Normal,
+    /// With tsm-firmware's `selftest-fault` feature: the TSM takes a deliberate exception.
+    SelftestFault,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::Normal, Variant::SelftestFault];
+
+    /// tsm-firmware features of this variant.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Variant::Normal => &[],
+            Variant::SelftestFault => &["selftest-fault"],
+        }
+    }
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Variant::Normal => "normal",
+            Variant::SelftestFault => "selftest-fault",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// Written to the first word of the host boot-parameters page.
+    pub id: u32,
+    /// The constant in the host payload's `scenario::id` that `id` stands for.
+    pub host_const: &'static str,
+    pub expect: Outcome,
+    pub timeout: Duration,
+    pub variant: Variant,
+    pub must_log: &'static [MustLog],
+    pub about: &'static str,
+}
+
+/// Generous for a boot under TCG on a loaded 2-core machine; a run that needs longer is a bug.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "boot",
+        id: 0,
+        host_const: "BOOT",
+        expect: Outcome::Pass,
+        timeout: RUN_TIMEOUT,
+        variant: Variant::Normal,
+        // The host says PASS only after its VERSION calls came back through the gate.
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "the host negotiates the ABI version through the call gate",
+    },
+    Scenario {
+        name: "selftest-fail",
+        id: 1,
+        host_const: "SELFTEST_FAIL",
+        expect: Outcome::Fail,
+        timeout: RUN_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "FAIL",
+        }],
+        about: "harness self-test: the host reports failure, the run must fail",
+    },
+    Scenario {
+        name: "selftest-hang",
+        id: 2,
+        host_const: "SELFTEST_HANG",
+        expect: Outcome::Hang,
+        // Short: this one always runs to its timeout.
+        timeout: Duration::from_secs(10),
+        variant: Variant::Normal,
+        must_log: &[],
+        about: "harness self-test: the host spins, the run must be killed and reported as a hang",
+    },
+    Scenario {
+        name: "selftest-fault",
+        id: 0,
+        host_const: "BOOT",
+        expect: Outcome::Fail,
+        timeout: RUN_TIMEOUT,
+        variant: Variant::SelftestFault,
+        must_log: &[
+            MustLog {
+                arch: Some(Arch::Aarch64),
+                program: Program::Tsm,
+                text: "ESR",
+            },
+            MustLog {
+                arch: Some(Arch::X86_64),
+                program: Program::Tsm,
+                text: "RIP",
+            },
+        ],
+        about: "harness self-test: the TSM takes an exception, the run must fail with its registers logged",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    SCENARIOS.iter().map(|s| s.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pub const NAME: u32 = N;` lines of the host payload's scenario module.
+    fn host_ids(source: &str) -> Vec<(String, u32)> {
+        source
+            .lines()
+            .filter_map(|line| {
+                let rest = line.trim().strip_prefix("pub const ")?;
+                let (name, rest) = rest.split_once(':')?;
+                let value = rest.trim().strip_prefix("u32")?.trim().strip_prefix('=')?;
+                let value = value.trim().strip_suffix(';')?.trim().replace('_', "");
+                Some((name.trim().to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_match_the_host_payload() {
+        let ids = host_ids(include_str!("../../tests/host-payload/src/scenario.rs"));
+        assert!(
+            !ids.is_empty(),
+            "no ids found in the host payload's scenario module"
+        );
+        for s in SCENARIOS {
+            let host = ids.iter().find(|(name, _)| name == s.host_const);
+            assert_eq!(host.map(|(_, id)| *id), Some(s.id), "scenario {}", s.name);
+        }
+        // Every scenario the host knows is run by `cargo xtask test`.
+        for (name, id) in &ids {
+            assert!(
+                SCENARIOS
+                    .iter()
+                    .any(|s| s.host_const == name && s.id == *id),
+                "host scenario {name} = {id} has no xtask scenario"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_findable() {
+        for s in SCENARIOS {
+            assert_eq!(find(s.name).map(|f| f.id), Some(s.id));
+            assert_eq!(SCENARIOS.iter().filter(|o| o.name == s.name).count(), 1);
+        }
+        assert!(find("no-such-scenario").is_none());
+    }
+
+    #[test]
+    fn parses_host_id_lines() {
+        let src = "pub mod id {\n    pub const BOOT: u32 = 0;\n    pub const X_Y: u32 = 1_0;\n}";
+        assert_eq!(host_ids(src), vec![("BOOT".into(), 0), ("X_Y".into(), 10)]);
+    }
+}

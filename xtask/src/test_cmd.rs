@@ -1,0 +1,305 @@
+//! `cargo xtask test`: the host checks, then every scenario on every arch, two QEMUs at a
+//! time, then one summary table.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::arch::Arch;
+use crate::images::{self, Images};
+use crate::outcome;
+use crate::qemu;
+use crate::scenarios::{Scenario, Variant};
+use crate::workspace::{Workspace, show};
+
+/// The machine has 2 cores; each QEMU runs one TCG thread per busy vCPU.
+const PARALLEL_RUNS: usize = 2;
+/// How much of a mismatched run's log is echoed to the console (the whole log is in its file).
+const ECHO_LINES: usize = 80;
+
+pub struct Options {
+    pub checks: bool,
+    pub arches: Vec<Arch>,
+    pub scenarios: Vec<&'static Scenario>,
+}
+
+struct Row {
+    what: String,
+    arch: &'static str,
+    expected: String,
+    result: String,
+    ok: bool,
+    wall: Duration,
+}
+
+struct Job {
+    arch: Arch,
+    scenario: &'static Scenario,
+    images: Images,
+}
+
+pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    if opts.checks {
+        for (what, arch, mut cmd) in checks(ws) {
+            rows.push(check(what, arch, &mut cmd)?);
+        }
+    }
+
+    let mut jobs = Vec::new();
+    for &arch in &opts.arches {
+        let t = Instant::now();
+        let mut built: Vec<(Variant, Result<Images, String>)> = Vec::new();
+        for variant in Variant::ALL {
+            if !opts.scenarios.iter().any(|s| s.variant == variant) {
+                continue;
+            }
+            // The variants reuse the normal build's host payload.
+            let normal_failed = built
+                .iter()
+                .any(|(v, r)| *v == Variant::Normal && r.is_err());
+            let result = if normal_failed {
+                Err("the normal images did not build".to_string())
+            } else {
+                images::build(ws, arch, false, variant)
+            };
+            built.push((variant, result));
+        }
+        let failed: Vec<&str> = built
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().map(String::as_str))
+            .collect();
+        for e in &failed {
+            eprintln!("xtask: {e}");
+        }
+        rows.push(Row {
+            what: "build images".into(),
+            arch: arch.name(),
+            expected: "-".into(),
+            result: if failed.is_empty() {
+                "built".into()
+            } else {
+                "FAILED".into()
+            },
+            ok: failed.is_empty(),
+            wall: t.elapsed(),
+        });
+        for &scenario in &opts.scenarios {
+            match built.iter().find(|(v, _)| *v == scenario.variant) {
+                Some((_, Ok(images))) => jobs.push(Job {
+                    arch,
+                    scenario,
+                    images: images.clone(),
+                }),
+                _ => rows.push(Row {
+                    what: scenario.name.into(),
+                    arch: arch.name(),
+                    expected: scenario.expect.to_string(),
+                    result: "NOT BUILT".into(),
+                    ok: false,
+                    wall: Duration::ZERO,
+                }),
+            }
+        }
+    }
+    // Longest first, so the two slots finish close together.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.scenario.timeout));
+    rows.extend(run_all(ws, &jobs));
+
+    print_table(&rows);
+    let passed = rows.iter().filter(|r| r.ok).count();
+    let failed = rows.len() - passed;
+    println!(
+        "cargo xtask test took {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    // The plain closing line CI reads.
+    println!("xtask: {passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+/// The host checks, each one cargo command from the workspace root.
+fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
+    let mut list = Vec::new();
+    let mut unit = ws.cargo();
+    unit.arg("test");
+    list.push(("unit tests", "host", unit));
+    let mut clippy = ws.cargo();
+    clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    list.push(("clippy", "host", clippy));
+    for arch in Arch::ALL {
+        let mut clippy = ws.cargo();
+        // tsm-hal too: its arch modules exist only on the bare-metal targets, so the host
+        // clippy run never sees them.
+        clippy.args([
+            "clippy",
+            "-p",
+            "tsm-hal",
+            "-p",
+            "tsm-firmware",
+            "-p",
+            "tsm-host-payload",
+        ]);
+        clippy.arg("--target");
+        clippy.args([arch.triple(), "--", "-D", "warnings"]);
+        list.push(("clippy", arch.name(), clippy));
+    }
+    let mut fmt = ws.cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    list.push(("rustfmt", "all", fmt));
+    list
+}
+
+fn check(what: &'static str, arch: &'static str, cmd: &mut Command) -> Result<Row, String> {
+    eprintln!("\n$ {}", show(cmd));
+    let t = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
+    Ok(Row {
+        what: what.into(),
+        arch,
+        expected: "-".into(),
+        result: if status.success() {
+            "ok".into()
+        } else {
+            format!("FAILED ({status})")
+        },
+        ok: status.success(),
+        wall: t.elapsed(),
+    })
+}
+
+/// Runs the jobs, at most [`PARALLEL_RUNS`] at once; rows come back in job order.
+fn run_all(ws: &Workspace, jobs: &[Job]) -> Vec<Row> {
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_RUNS {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let row = run_one(ws, job);
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, row));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, row)| row).collect()
+}
+
+fn run_one(ws: &Workspace, job: &Job) -> Row {
+    let s = job.scenario;
+    let spec = qemu::RunSpec {
+        arch: job.arch,
+        images: &job.images,
+        scenario_id: s.id,
+        timeout: Some(s.timeout),
+        gdb_server: false,
+        label: s.name,
+    };
+    let (result, verdict, wall) = match qemu::run(ws, &spec, None, &mut |_| {}) {
+        Ok(report) => {
+            let verdict = outcome::judge(
+                job.arch,
+                s.expect,
+                s.must_log,
+                report.outcome,
+                &report.lines,
+            );
+            let detail = outcome::describe(job.arch, report.ended);
+            let mut echo = String::new();
+            if verdict.is_err() {
+                let skip = report.lines.len().saturating_sub(ECHO_LINES);
+                echo = report
+                    .lines
+                    .iter()
+                    .skip(skip)
+                    .map(|l| format!("    {l}\n"))
+                    .collect();
+            }
+            let note = match &verdict {
+                Ok(()) => format!("{} (expected), {detail}", report.outcome),
+                Err(why) => format!(
+                    "MISMATCH: {why}; {detail}; log {}",
+                    report.log_path.display()
+                ),
+            };
+            // One print per run so the two slots' lines never interleave mid-record.
+            eprint!(
+                "[{}] {} {}: {note}, {:.2} s\n{echo}",
+                if verdict.is_ok() { " ok " } else { "FAIL" },
+                job.arch.name(),
+                s.name,
+                report.wall.as_secs_f64()
+            );
+            (report.outcome.to_string(), verdict.is_ok(), report.wall)
+        }
+        Err(e) => {
+            eprintln!("[FAIL] {} {}: cannot run: {e}", job.arch.name(), s.name);
+            ("ERROR".into(), false, Duration::ZERO)
+        }
+    };
+    Row {
+        what: s.name.into(),
+        arch: job.arch.name(),
+        expected: s.expect.to_string(),
+        result,
+        ok: verdict,
+        wall,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let header = [
+        "check / scenario",
+        "arch",
+        "expected",
+        "result",
+        "verdict",
+        "time",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.what.clone(),
+                r.arch.to_string(),
+                r.expected.clone(),
+                r.result.clone(),
+                if r.ok { "ok" } else { "FAILED" }.to_string(),
+                format!("{:.1} s", r.wall.as_secs_f64()),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let print = |row: [&str; 6]| {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(width).enumerate() {
+            // The time column is right-aligned so the decimal points line up.
+            if i == 5 {
+                line.push_str(&format!("{cell:>w$}"));
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{line}");
+    };
+    println!();
+    print(header);
+    for row in &cells {
+        print(row.each_ref().map(String::as_str));
+    }
+}
