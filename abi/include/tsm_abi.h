@@ -135,8 +135,17 @@
 #define TSM_VIOMMU_TYPE_BASE                             0x54530000U
 
 /* TSM vIOMMU types (VIOMMU_CREATE argument 3). */
+/*
+ * No guest stage 1: DMA of the TVM's vdevices is translated by the TVM's address map (stage 2)
+ * only. Works on every platform ("NOP" type).
+ */
 #define TSM_VIOMMU_TYPE_TSM_NO_VIOMMU                    0x54530000U
+/*
+ * A secure SMMUv3-like vIOMMU: the guest attaches stage-1 tables in the Arm VMSAv8-64 format with a
+ * 4 KiB granule.
+ */
 #define TSM_VIOMMU_TYPE_TSM_SMMUV3                       0x54530001U
+/* A secure VT-d-like vIOMMU: the guest attaches x86-64 4-level first-stage tables. */
 #define TSM_VIOMMU_TYPE_TSM_VTD                          0x54530002U
 
 /* iommufd types that are not TSM types: refused with TSM_STATUS_VIOMMU_TYPE_NOT_TSM. */
@@ -146,22 +155,34 @@
 #define TSM_IOMMUFD_VIOMMU_TYPE_ARM_REALM_SMMUV3         3
 
 /* Stage-1 formats. */
+/* No stage 1 (TSM_NO_VIOMMU). */
 #define TSM_S1_FORMAT_NONE                               0
+/* Arm VMSAv8-64 translation tables, 4 KiB granule, stage 1 (as an SMMUv3 CD's TTB0). */
 #define TSM_S1_FORMAT_ARM_VMSAV8_64_4K                   1
+/* x86-64 4-level paging as used by VT-d first-stage translation (48-bit input). */
 #define TSM_S1_FORMAT_X86_64_FS_4LEVEL                   2
 
 
 /* ---- FEATURES registers ---- */
 
 /* Register indices (FEATURES argument 1). */
+/* Supported TSM vIOMMU types (ViommuTypes). */
 #define TSM_FEAT_VIOMMU_TYPES                            0
+/* Supported stage-1 formats (Stage1Formats). */
 #define TSM_FEAT_STAGE1_FORMATS                          1
+/* Object limits (DeviceLimits). */
 #define TSM_FEAT_DEVICE_LIMITS                           2
+/* PASID and event-queue limits (QueueLimits). */
 #define TSM_FEAT_QUEUE_LIMITS                            3
+/* Interface-report and device-message limits (ReportLimits). */
 #define TSM_FEAT_REPORT_LIMITS                           4
+/* TDISP versions and LOCK flags (TdispFeatures). */
 #define TSM_FEAT_TDISP                                   5
+/* Granule size and GPA widths (MemoryFeatures). */
 #define TSM_FEAT_MEMORY                                  6
+/* Link security (SecurityFeatures). */
 #define TSM_FEAT_SECURITY                                7
+/* Build properties (BuildFlags). */
 #define TSM_FEAT_BUILD                                   8
 
 /* VIOMMU_TYPES bits. */
@@ -260,65 +281,147 @@
 /* ---- value sets ---- */
 
 /* PdevParams.interface_id_format. */
+/* RID only; bits 31:16 are 0. */
 #define TSM_IFID_RID                                     0
+/* RID plus segment, with the segment-valid bit set. */
 #define TSM_IFID_RID_SEGMENT                             1
 
 /* TVM states. */
+/*
+ * Created; the host may populate private memory with content (MAP_PRIVATE with a source); vCPUs may
+ * not run.
+ */
 #define TSM_TVM_STATE_NEW                                1
+/* Activated; vCPUs may run; private maps are zero-filled only. */
 #define TSM_TVM_STATE_ACTIVE                             2
 
 /* PDEV states. */
+/* Created; PDEV_CONNECT not yet called. */
 #define TSM_PDEV_STATE_NEW                               1
+/* The connect operation is in progress (device I/O through COMMUNICATE). */
 #define TSM_PDEV_STATE_CONNECTING                        2
+/* Connected: TDISP version and capabilities known; vdevices may be created. */
 #define TSM_PDEV_STATE_READY                             3
+/* Stopped by PDEV_STOP; only PDEV_DESTROY is allowed. */
 #define TSM_PDEV_STATE_STOPPED                           4
+/*
+ * The device failed the connect protocol or the host cancelled it; only PDEV_STOP / PDEV_DESTROY
+ * are allowed.
+ */
 #define TSM_PDEV_STATE_ERROR                             5
 
 /* VDEV states. */
+/* TDISP CONFIG_UNLOCKED: T=0 only, through the secure vIOMMU. */
 #define TSM_VDEV_STATE_UNLOCKED                          1
+/* VDEV_BIND in progress: LOCK_INTERFACE and the report fetch. */
 #define TSM_VDEV_STATE_LOCKING                           2
+/* TDISP CONFIG_LOCKED: report cached, accept nonce fresh; waiting for the guest. */
 #define TSM_VDEV_STATE_LOCKED                            3
+/* The guest accepted; START_INTERFACE in progress. */
 #define TSM_VDEV_STATE_STARTING                          4
+/* TDISP RUN and accepted by the TVM: T=1 DMA allowed. */
 #define TSM_VDEV_STATE_RUN                               5
+/* VDEV_UNBIND or G_VDEV_STOP in progress: T=1 already off, STOP_INTERFACE pending. */
 #define TSM_VDEV_STATE_STOPPING                          6
+/*
+ * The device or the host broke the protocol, or an operation was cancelled: T=1 off; VDEV_UNBIND
+ * (to try STOP_INTERFACE) or VDEV_DESTROY.
+ */
 #define TSM_VDEV_STATE_ERROR                             7
 
 /* Pending device operations. */
+/* No operation pending. */
 #define TSM_OP_NONE                                      0
+/* PDEV connect: TDISP GET_VERSION, GET_CAPABILITIES. */
 #define TSM_OP_CONNECT                                   1
+/* VDEV bind: TDISP LOCK_INTERFACE, GET_DEVICE_INTERFACE_REPORT (all portions). */
 #define TSM_OP_BIND                                      2
+/* Guest accept: TDISP START_INTERFACE (started by G_VDEV_ACCEPT). */
 #define TSM_OP_START                                     3
+/* VDEV unbind or guest stop: TDISP STOP_INTERFACE. */
 #define TSM_OP_STOP                                      4
 
 /* CommHeader.op. */
+/* Nothing: no request in the buffer (written on completion of an operation). */
 #define TSM_COMM_OP_NONE                                 0
+/* Send payload..request_len to the device and return its response. */
 #define TSM_COMM_OP_EXCHANGE                             1
 
 /* CommHeader.protocol. */
+/* No request. */
 #define TSM_COMM_PROTO_NONE                              0
+/*
+ * A bare TDISP message (PCIe TDISP 1.0 header first). This phase's transport: no SPDM session
+ * exists yet (FEATURES SECURITY.SPDM_SESSION = 0), so the message is in the clear; on real hardware
+ * the host wraps it in an SPDM VENDOR_DEFINED_REQUEST on the DOE CMA feature.
+ */
 #define TSM_COMM_PROTO_TDISP                             1
+/* An SPDM message for the DOE CMA feature (data object type 1). Not used in ABI 1.0. */
 #define TSM_COMM_PROTO_SPDM                              2
+/*
+ * A secured SPDM message for the DOE secured-CMA feature (data object type 2). Not used in ABI 1.0.
+ */
 #define TSM_COMM_PROTO_SECURED_SPDM                      3
 
 /* CommHeader.host_status. */
+/* The device answered; payload..response_len holds the response. */
 #define TSM_HOST_IO_RESPONSE                             0
+/*
+ * The device did not answer (DOE timeout, mailbox error, device gone). The TSM fails the operation
+ * with DeviceError and puts the object in ERROR.
+ */
 #define TSM_HOST_IO_NO_RESPONSE                          1
 
 /* VcpuExit.reason. */
+/*
+ * The guest called G_EXIT(code); the vCPU will not run again (VCPU_RUN fails with ObjectState).
+ */
 #define TSM_EXIT_GUEST_EXIT                              1
+/*
+ * The guest issued a call that needs device I/O on vdevice vdev (vdev_op: START for G_VDEV_ACCEPT,
+ * STOP for G_VDEV_STOP). The host drives the operation with COMMUNICATE on vdev until it completes,
+ * then runs the vCPU again; the guest's call then returns the operation's result. Running the vCPU
+ * earlier exits again with the same record.
+ */
 #define TSM_EXIT_DEVICE_REQUEST                          2
+/*
+ * The guest took a fault the TSM does not resolve: an access to a GPA with no mapping (gpa, with
+ * ExitFlags::GPA_VALID) or any other exception (syndrome). The host may map the page and run the
+ * vCPU again (it retries the access).
+ */
 #define TSM_EXIT_FAULT                                   3
+/*
+ * The guest issued a host call (fid); it got Denied in its status register and continues after the
+ * call when run again.
+ */
 #define TSM_EXIT_DENIED_CALL                             4
 
 /* Event reasons. */
+/* A T=0 request whose final physical address is secure memory (invariant 1). */
 #define TSM_EVENT_T0_TO_SECURE                           1
+/*
+ * A T=1 request from a requester whose vdevice is not RUN-and-accepted by this TVM, or that has no
+ * vdevice (invariant 2).
+ */
 #define TSM_EVENT_T1_NOT_ALLOWED                         2
+/* A request with a PASID for which the guest attached no stage-1 root. */
 #define TSM_EVENT_PASID_NOT_ATTACHED                     3
+/* The IOVA is outside the stage-1 input range. */
 #define TSM_EVENT_ADDRESS_SIZE                           4
+/* Stage 1 has no valid entry for the IOVA. */
 #define TSM_EVENT_S1_TRANSLATION                         5
+/* The stage-1 entry forbids the access. */
 #define TSM_EVENT_S1_PERMISSION                          6
+/*
+ * The GPA (stage-1 output, or a stage-1 table address with EventFlags::S1_WALK) is not mapped in
+ * the TVM's address map.
+ */
 #define TSM_EVENT_S2_TRANSLATION                         7
+/* The TVM's address map forbids the access. */
 #define TSM_EVENT_S2_PERMISSION                          8
+/*
+ * The device broke the TDISP protocol or reported an error: the vdevice is now ERROR (T=1 off).
+ */
 #define TSM_EVENT_DEVICE_ERROR                           9
 
 

@@ -91,16 +91,17 @@ boundary_struct! {
     }
 }
 
-/// A host response as the TSM decodes it from its private copy of the buffer.
+/// What the host reports in a COMMUNICATE buffer header, as the TSM decodes it from its private
+/// copy of the header (before it copies any payload).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum HostResponse<'a> {
-    /// The device's response bytes.
-    Response(&'a [u8]),
+pub enum HostAnswer {
+    /// The device answered with this many payload bytes (at most [`COMM_PAYLOAD_SIZE`]).
+    Response(usize),
     /// The host reports that the device did not answer.
     NoResponse,
 }
 
-/// Why the host-written part of a COMMUNICATE buffer is unusable (the TSM returns
+/// Why the host-written part of a COMMUNICATE buffer header is unusable (the TSM returns
 /// `InvalidBuffer` for argument 2 and leaves the operation pending, so the host may retry).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CommError {
@@ -112,19 +113,18 @@ pub enum CommError {
     Reserved,
 }
 
-impl CommBuffer {
-    /// The host's response, from the TSM's own copy of the buffer.
-    pub fn host_response(&self) -> Result<HostResponse<'_>, CommError> {
-        let h = &self.header;
-        if h.reserved0 != 0 || h.reserved1 != [0; 3] {
+impl CommHeader {
+    /// Decodes the host-written fields; the caller then copies `Response(n)` payload bytes.
+    pub fn host_answer(&self) -> Result<HostAnswer, CommError> {
+        if self.reserved0 != 0 || self.reserved1 != [0; 3] {
             return Err(CommError::Reserved);
         }
-        match HostIoStatus::from_raw(h.host_status.into()) {
-            Some(HostIoStatus::NoResponse) => Ok(HostResponse::NoResponse),
-            Some(HostIoStatus::Response) => usize::try_from(h.response_len)
+        match HostIoStatus::from_raw(self.host_status.into()) {
+            Some(HostIoStatus::NoResponse) => Ok(HostAnswer::NoResponse),
+            Some(HostIoStatus::Response) => usize::try_from(self.response_len)
                 .ok()
-                .and_then(|n| self.payload.get(..n))
-                .map(HostResponse::Response)
+                .filter(|&n| n <= COMM_PAYLOAD_SIZE)
+                .map(HostAnswer::Response)
                 .ok_or(CommError::ResponseTooLong),
             None => Err(CommError::BadHostStatus),
         }
@@ -151,26 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn host_response_is_bounded_and_checked() {
-        let mut b = CommBuffer::new_zeroed();
-        b.header.response_len = 5;
-        b.payload[..5].copy_from_slice(b"hello");
-        assert_eq!(b.host_response(), Ok(HostResponse::Response(b"hello")));
-        b.header.response_len = COMM_PAYLOAD_SIZE as u32;
-        assert!(
-            matches!(b.host_response(), Ok(HostResponse::Response(r)) if r.len() == COMM_PAYLOAD_SIZE)
-        );
-        b.header.response_len = COMM_PAYLOAD_SIZE as u32 + 1;
-        assert_eq!(b.host_response(), Err(CommError::ResponseTooLong));
-        b.header.response_len = u32::MAX;
-        assert_eq!(b.host_response(), Err(CommError::ResponseTooLong));
-        b.header.host_status = HostIoStatus::NoResponse.raw();
-        assert_eq!(b.host_response(), Ok(HostResponse::NoResponse));
-        b.header.host_status = 2;
-        assert_eq!(b.host_response(), Err(CommError::BadHostStatus));
-        b.header.host_status = 0;
-        b.header.response_len = 0;
-        b.header.reserved1[2] = 1;
-        assert_eq!(b.host_response(), Err(CommError::Reserved));
+    fn host_answer_is_bounded_and_checked() {
+        let mut h = CommHeader::new_zeroed();
+        h.response_len = 5;
+        assert_eq!(h.host_answer(), Ok(HostAnswer::Response(5)));
+        h.response_len = COMM_PAYLOAD_SIZE as u32;
+        assert_eq!(h.host_answer(), Ok(HostAnswer::Response(COMM_PAYLOAD_SIZE)));
+        h.response_len = COMM_PAYLOAD_SIZE as u32 + 1;
+        assert_eq!(h.host_answer(), Err(CommError::ResponseTooLong));
+        h.response_len = u32::MAX;
+        assert_eq!(h.host_answer(), Err(CommError::ResponseTooLong));
+        h.host_status = HostIoStatus::NoResponse.raw();
+        assert_eq!(h.host_answer(), Ok(HostAnswer::NoResponse));
+        h.host_status = 2;
+        assert_eq!(h.host_answer(), Err(CommError::BadHostStatus));
+        h.host_status = 0;
+        h.response_len = 0;
+        h.reserved0 = 1;
+        assert_eq!(h.host_answer(), Err(CommError::Reserved));
+        h.reserved0 = 0;
+        h.reserved1[2] = 1;
+        assert_eq!(h.host_answer(), Err(CommError::Reserved));
     }
 }

@@ -9,8 +9,8 @@
 //! | 0 | `VIOMMU_TYPES` | [`ViommuTypes`] bit per supported TSM vIOMMU type |
 //! | 1 | `STAGE1_FORMATS` | [`Stage1Formats`] bit per supported stage-1 format |
 //! | 2 | `DEVICE_LIMITS` | [`DeviceLimits`]: vdevices per TVM / per PDEV, PDEVs, vIOMMUs per TVM (16 bits each) |
-//! | 3 | `QUEUE_LIMITS` | [`QueueLimits`]: PASIDs per vdevice (32), event-queue depth (16) |
-//! | 4 | `REPORT_LIMITS` | [`ReportLimits`]: max interface report (32), max device message (32) |
+//! | 3 | `QUEUE_LIMITS` | [`QueueLimits`]: PASIDs per vdevice (bits 31:0), event-queue depth (47:32) |
+//! | 4 | `REPORT_LIMITS` | [`ReportLimits`]: max interface report (bits 31:0), max device message (63:32) |
 //! | 5 | `TDISP` | [`TdispFeatures`]: TDISP versions (bits 7:0), accepted LOCK flags (bits 31:16) |
 //! | 6 | `MEMORY` | [`MemoryFeatures`]: granule shift (7:0), min / max GPA bits (15:8, 23:16) |
 //! | 7 | `SECURITY` | [`SecurityFeatures`]: SPDM session, IDE, measurements, ATS, P2P (all 0 in this phase) |
@@ -136,8 +136,8 @@ impl DeviceLimits {
 /// FEATURES register `QUEUE_LIMITS`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct QueueLimits {
-    /// Bits 31:0: stage-1 roots (PASIDs, including the no-PASID root) one vdevice may have
-    /// attached at once.
+    /// Bits 31:0: PASIDs one vdevice may have stage-1 roots for at once (the root for requests
+    /// without PASID comes on top).
     pub pasids_per_vdev: u32,
     /// Bits 47:32: records each per-vdevice event queue holds before it counts overflows.
     pub event_queue_depth: u16,

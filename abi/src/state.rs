@@ -69,10 +69,3 @@ abi_enum! {
         Stop = 4 => "STOP",
     }
 }
-
-impl VdevState {
-    /// Whether T=1 DMA may reach the TVM's private memory in this state.
-    pub const fn allows_t1(self) -> bool {
-        matches!(self, VdevState::Run)
-    }
-}

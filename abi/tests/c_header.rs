@@ -144,6 +144,7 @@ fn section(out: &mut String, title: &str) {
 fn enum_values(out: &mut String, prefix: &str, doc: &str, values: &[NamedValue]) {
     comment(out, "", doc);
     for v in values {
+        comment(out, "", v.doc);
         define(out, &format!("TSM_{prefix}_{}", v.name), &hex(v.value));
     }
     out.push('\n');

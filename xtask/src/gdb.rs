@@ -47,6 +47,7 @@ pub fn gdb(
         scenario_id: scenario.id,
         timeout: None,
         gdb_server: true,
+        own_process_group: attach,
         label: "gdb",
     };
     let mut gdb = gdb_command(arch, images);

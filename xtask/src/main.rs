@@ -247,6 +247,7 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
             scenario_id: scenario.id,
             timeout: Some(timeout),
             gdb_server: false,
+            own_process_group: false,
             label: scenario.name,
         };
         let report = qemu::run(ws, &spec, None, &mut |line| println!("{line}"))?;

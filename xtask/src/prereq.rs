@@ -53,6 +53,11 @@ pub fn ensure(ws: &Workspace, needs: Needs, verbose: bool) -> Result<(), String>
     }
     if !packages.is_empty() {
         apt_install(&packages)?;
+        let wanted = Arch::ALL.map(Arch::qemu);
+        let wanted = wanted.iter().copied().chain(needs.gdb.then_some(GDB));
+        if let Some(gone) = wanted.into_iter().find(|p| find_in_path(p).is_none()) {
+            return Err(format!("{gone} is still not on PATH after installing it"));
+        }
     }
     if verbose {
         eprintln!(
@@ -113,7 +118,7 @@ fn rustup_add(rustup: &Path, toolchain: &str, what: &str, items: &[&str]) -> Res
     let mut cmd = Command::new(rustup);
     cmd.args([what, "add", "--toolchain", toolchain])
         .args(items);
-    eprintln!("installing missing rustup {what}s: $ {}", show(&cmd));
+    eprintln!("installing missing rustup {what}s: {}", items.join(" "));
     run_install(&mut cmd)
 }
 

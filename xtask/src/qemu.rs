@@ -27,6 +27,9 @@ pub struct RunSpec<'a> {
     pub timeout: Option<Duration>,
     /// Adds `-s -S`: gdb server on tcp::1234, CPUs stopped at the first instruction.
     pub gdb_server: bool,
+    /// Starts QEMU in its own process group, out of reach of the terminal's Ctrl-C: when gdb
+    /// shares the terminal, Ctrl-C must interrupt the target, not shut QEMU down.
+    pub own_process_group: bool,
     /// Names the log files: `<arch>-<label>.log` (decoded) and `.bin` (raw UART bytes).
     pub label: &'a str,
 }
@@ -55,9 +58,22 @@ pub fn run(
     );
     if spec.gdb_server {
         cmd.args(["-s", "-S"]);
-        // Its own process group: Ctrl-C in gdb (same terminal) must interrupt the target, not
-        // end QEMU, which would take SIGINT as a request to shut down.
+    }
+    if spec.own_process_group {
         cmd.process_group(0);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes one raw syscall
+    // (prctl is async-signal-safe); it touches no memory of the parent and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            // QEMU dies with the thread that started it: however xtask ends (CI's kill, an
+            // error), no QEMU is left running or holding the gdb port.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

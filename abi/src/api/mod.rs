@@ -6,6 +6,43 @@
 //! its register, issues the call, and decodes the status and the result registers; it never
 //! touches the buffers it passes by address (the caller owns them).
 //!
+//! A host driver's bind loop, over any transport (here a stand-in that asks for one device round
+//! trip, as a TSM would for LOCK_INTERFACE):
+//!
+//! ```
+//! use tsm_abi::addr::Pa;
+//! use tsm_abi::api::{host, OpProgress, Transport};
+//! use tsm_abi::regs::{CallRegs, CallResult};
+//! use tsm_abi::state::DeviceOp;
+//! use tsm_abi::{Status, StatusCode};
+//!
+//! struct OneRoundTrip(bool);
+//! impl Transport for OneRoundTrip {
+//!     fn call(&mut self, _: &CallRegs) -> CallResult {
+//!         let first = core::mem::replace(&mut self.0, false);
+//!         if first {
+//!             let s = Status::new(StatusCode::NeedsDeviceIo);
+//!             CallResult { status: s.to_raw(), out: [DeviceOp::Bind.raw().into(), 2, 0, 0] }
+//!         } else {
+//!             CallResult::ok([0, 3, 0, 0])
+//!         }
+//!     }
+//! }
+//!
+//! let (vdev, comm) = (Pa(0x4010_0000), Pa(0x4020_0000));
+//! let mut tsm = OneRoundTrip(true);
+//! let mut round_trips = 0;
+//! let mut step = host::vdev_bind(&mut tsm, vdev, comm)?;
+//! while let OpProgress::NeedsDeviceIo(op) = step {
+//!     assert_eq!(op, DeviceOp::Bind);
+//!     // Send the request in `comm` to the device's DOE mailbox, put the response back.
+//!     round_trips += 1;
+//!     step = host::communicate(&mut tsm, vdev, comm)?;
+//! }
+//! assert_eq!(round_trips, 1);
+//! # Ok::<(), tsm_abi::api::Error>(())
+//! ```
+//!
 //! The architectural transports (`Smc`, `Hvc` on aarch64, `Syscall` on x86_64) exist only
 //! with the matching cargo feature; they hold the crate's only `unsafe` code.
 
@@ -49,7 +86,8 @@ pub enum Error {
     Malformed {
         /// The call.
         call: CallId,
-        /// The raw status word.
+        /// The raw status word (0 when the status was SUCCESS but a result register held a
+        /// value this ABI version does not define).
         status: u64,
     },
 }

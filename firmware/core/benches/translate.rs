@@ -46,7 +46,10 @@ impl Mem {
     }
 
     fn set(&mut self, pa: u64, v: u64) {
-        let p = self.pages.entry(pa & !0xFFF).or_insert_with(|| Box::new([0; 4096]));
+        let p = self
+            .pages
+            .entry(pa & !0xFFF)
+            .or_insert_with(|| Box::new([0; 4096]));
         let o = (pa & 0xFFF) as usize;
         p[o..o + 8].copy_from_slice(&v.to_le_bytes());
     }
@@ -98,7 +101,10 @@ impl World {
                 d & ADDR
             };
         }
-        self.mem.set(table | ((gpa >> 12) & 0x1FF) << 3, pa | 0b11 | u64::from(private) << 2);
+        self.mem.set(
+            table | ((gpa >> 12) & 0x1FF) << 3,
+            pa | 0b11 | u64::from(private) << 2,
+        );
         if private {
             self.secure.insert(pa);
         }
@@ -107,7 +113,10 @@ impl World {
     fn gpa_pa(&self, gpa: u64) -> u64 {
         let mut table = self.s2_root;
         for level in 0..4 {
-            table = self.mem.get(table | ((gpa >> (39 - 9 * level)) & 0x1FF) << 3) & ADDR;
+            table = self
+                .mem
+                .get(table | ((gpa >> (39 - 9 * level)) & 0x1FF) << 3)
+                & ADDR;
         }
         table | (gpa & 0xFFF)
     }
@@ -158,7 +167,12 @@ impl World {
         for x86 in [false, true] {
             let root = w.new_table();
             for i in 0..PAGES {
-                w.s1_map(x86, root, IOVA_BASE + i * GRANULE_SIZE, DATA_GPA + i * GRANULE_SIZE);
+                w.s1_map(
+                    x86,
+                    root,
+                    IOVA_BASE + i * GRANULE_SIZE,
+                    DATA_GPA + i * GRANULE_SIZE,
+                );
             }
             let t = if x86 { &mut w.x86 } else { &mut w.arm };
             t.attach(None, Gpa(root)).unwrap();
@@ -186,7 +200,10 @@ impl Devices for World {
     }
 
     fn host_domain(&self, _: RequesterId, iova: Iova) -> Option<HostMapping> {
-        Some(HostMapping { pa: Pa(iova.0), perms: Perms::RW })
+        Some(HostMapping {
+            pa: Pa(iova.0),
+            perms: Perms::RW,
+        })
     }
 }
 
@@ -198,7 +215,12 @@ impl Stage2 for World {
         let mut table = self.s2_root;
         for level in 0..4 {
             let mut b = [0; 8];
-            self.mem.read(Pa(table | ((gpa.0 >> (39 - 9 * level)) & 0x1FF) << 3), &mut b).ok()?;
+            self.mem
+                .read(
+                    Pa(table | ((gpa.0 >> (39 - 9 * level)) & 0x1FF) << 3),
+                    &mut b,
+                )
+                .ok()?;
             let d = u64::from_le_bytes(b);
             if d & 1 == 0 {
                 return None;
@@ -207,7 +229,10 @@ impl Stage2 for World {
             if level == 3 {
                 return Some(S2Entry {
                     pa: Pa(table),
-                    perms: Perms { read: true, write: d & 2 != 0 },
+                    perms: Perms {
+                        read: true,
+                        write: d & 2 != 0,
+                    },
                     private: d & 4 != 0,
                 });
             }
@@ -230,7 +255,13 @@ impl Context for World {
 }
 
 fn req(rid: RequesterId, iova: u64) -> Request {
-    Request { rid, pasid: None, t_bit: true, iova: Iova(iova), access: Access::Write }
+    Request {
+        rid,
+        pasid: None,
+        t_bit: true,
+        iova: Iova(iova),
+        access: Access::Write,
+    }
 }
 
 /// Reads one translation costs.
@@ -244,13 +275,19 @@ fn report_reads(w: &World) {
     let mut tlb = Iotlb::new();
     let ok = |r: Result<Pa, _>| r.is_ok();
     println!("table reads per translation (stage 2 = a 4-level table, 4 reads per lookup):");
-    for (name, rid, base) in
-        [("stage-2-only", S2_RID, DATA_GPA), ("two-stage Arm", ARM_RID, IOVA_BASE), ("two-stage x86", X86_RID, IOVA_BASE)]
-    {
+    for (name, rid, base) in [
+        ("stage-2-only", S2_RID, DATA_GPA),
+        ("two-stage Arm", ARM_RID, IOVA_BASE),
+        ("two-stage x86", X86_RID, IOVA_BASE),
+    ] {
         let cold = reads(w, || ok(translate(w, &mut tlb, &req(rid, base))));
         let hit = reads(w, || ok(translate(w, &mut tlb, &req(rid, base))));
-        let warm = reads(w, || ok(translate(w, &mut tlb, &req(rid, base + 7 * GRANULE_SIZE))));
-        let uncached = reads(w, || ok(translate_uncached(w, &req(rid, base + 9 * GRANULE_SIZE))));
+        let warm = reads(w, || {
+            ok(translate(w, &mut tlb, &req(rid, base + 7 * GRANULE_SIZE)))
+        });
+        let uncached = reads(w, || {
+            ok(translate_uncached(w, &req(rid, base + 9 * GRANULE_SIZE)))
+        });
         println!(
             "  {name:14}: IOTLB hit {hit}, miss with table cache cold {cold} / warm {warm}, no cache at all {uncached}"
         );

@@ -235,14 +235,14 @@ impl<'a> GranuleTable<'a> {
     /// The state of `pa`'s granule, read without locking (a snapshot: it may change right after;
     /// use it for checks that a later locked step repeats, and for invariant checks).
     pub fn peek(&self, pa: Pa) -> Result<(GranuleState, u16), GranuleError> {
-        let d = self.descs[self.index(pa)?].load(Ordering::Acquire);
+        let d = self.descs.get(self.index(pa)?).ok_or(GranuleError::OutOfRange)?.load(Ordering::Acquire);
         Ok((GranuleState::from_bits((d & STATE_MASK) >> STATE_SHIFT), d & REFCOUNT_MASK))
     }
 
     /// Locks `pa`'s granule (spinning while another CPU holds it).
     pub fn lock(&self, pa: Pa) -> Result<Locked<'_, 'a>, GranuleError> {
         let idx = self.index(pa)?;
-        let d = &self.descs[idx];
+        let d = self.descs.get(idx).ok_or(GranuleError::OutOfRange)?;
         loop {
             let cur = d.load(Ordering::Relaxed);
             if cur & LOCK_BIT == 0
@@ -330,7 +330,10 @@ impl Locked<'_, '_> {
 
 impl Drop for Locked<'_, '_> {
     fn drop(&mut self) {
-        self.table.descs[self.idx].store(self.desc & !LOCK_BIT, Ordering::Release);
+        // `idx` was checked when the lock was taken.
+        if let Some(d) = self.table.descs.get(self.idx) {
+            d.store(self.desc & !LOCK_BIT, Ordering::Release);
+        }
     }
 }
 

@@ -13,6 +13,12 @@
 //! | `testing` | the simulated platform (tests and feature `testing`) |
 #![no_std]
 #![forbid(unsafe_code)]
+// Host and guest input must never panic the monitor: no unwrap/expect/panic/unchecked indexing
+// outside the test-only modules (which allow them, below).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
 
 pub mod addrmap;
 pub mod calls;
@@ -26,7 +32,12 @@ pub mod viommu_glue;
 #[cfg(test)]
 mod tests;
 
+// Test-only (tests, fuzzers, the model-based test): may panic on a broken simulation.
 #[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+pub mod invariants;
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 pub mod testing;
 
 pub use tsm::{Origin, Platform, Tsm};

@@ -275,6 +275,14 @@ impl Harness {
         let got = self.host(call, args);
         assert_eq!(got, Err(expected), "{} {:x?}", call.name(), args);
         assert!(self.snapshot() == before, "{} {:x?} changed state while failing", call.name(), args);
+        self.check();
+    }
+
+    /// Asserts the invariants of ARCHITECTURE.md §2 (3–6).
+    pub fn check(&self) {
+        if let Err(e) = crate::invariants::check(&self.tsm, self.sim) {
+            panic!("invariant violated: {e}");
+        }
     }
 
     /// Issues a guest call from `vcpu` that must fail with `expected` and change nothing.
@@ -283,6 +291,12 @@ impl Harness {
         let got = self.call_as(crate::Origin::Guest { vcpu }, call, args).map_err(|e| e.0);
         assert_eq!(got, Err(expected), "{} {:x?}", call.name(), args);
         assert!(self.snapshot() == before, "{} {:x?} changed state while failing", call.name(), args);
+        self.check();
+    }
+
+    /// The granule states and the host-isolation record (what teardown must restore).
+    pub fn ownership(&self) -> (Vec<(Pa, crate::granule::GranuleState, u16)>, Vec<Pa>) {
+        (self.tsm.granules().snapshot().collect(), self.sim.unmapped_granules())
     }
 
     /// Delegates granule `i`.

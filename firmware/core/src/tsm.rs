@@ -100,7 +100,7 @@ impl<'a> Tsm<'a> {
         tsm: MemRange,
         descs: &'a [AtomicU16],
     ) -> Result<Self, InitError> {
-        if !dram.base.is_granule_aligned() || dram.size % GRANULE_SIZE != 0 {
+        if !dram.base.is_granule_aligned() || !dram.size.is_multiple_of(GRANULE_SIZE) {
             return Err(InitError::Misaligned);
         }
         let needed = dram.size >> GRANULE_SHIFT;
@@ -176,7 +176,7 @@ impl<'a> Tsm<'a> {
 
     /// Copies a parameter block in once (8-byte aligned, inside one NS granule).
     pub(crate) fn read_params<T: FromBytes + IntoBytes>(&self, pa: Pa, arg: u8) -> Result<T, Status> {
-        if pa.0 % 8 != 0 {
+        if !pa.0.is_multiple_of(8) {
             return Err(Status::arg(StatusCode::InvalidBuffer, arg));
         }
         let mut v = T::new_zeroed();

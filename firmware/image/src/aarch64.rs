@@ -25,8 +25,6 @@ fn main(boot: Boot) -> ! {
         defmt::warn!("self-test: reading past the end of DRAM");
         tsm_hal::aarch64::fault_selftest(&dram);
     }
-    fn deep(n: u64) -> u64 { let a = [n; 512]; core::hint::black_box(&a); if n == 0 { 0 } else { deep(n - 1) + a[3] } }
-    defmt::info!("deep {}", deep(core::hint::black_box(100000)));
     let mut host = boot.host;
     let platform = boot.platform;
     let monitor = match Tsm::new(&platform, dram, tsm, boot.granule_descriptors) {

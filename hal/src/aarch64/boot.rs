@@ -1,8 +1,8 @@
 //! Boot: the entry point, the machine set-up, and the hand-off to the image's main.
 //!
 //! The image names its main with [`crate::aarch64_entry!`]; it receives a [`Boot`] with the
-//! memory map, the platform, the core's granule descriptors and the host's context, once the TSM's stage-1 and the host's
-//! stage-2 are on and EL2 traps what the host must not do.
+//! memory map, the platform, the core's granule descriptors and the host's context, once the
+//! TSM's stage-1 and the host's stage-2 are on and EL2 traps what the host must not do.
 
 use core::sync::atomic::AtomicU16;
 

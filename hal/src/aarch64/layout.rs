@@ -66,7 +66,7 @@ impl CarveOut {
     /// Takes `size` bytes (granule multiple), zeroed, inside `tsm` (a range [`tsm_range`]
     /// returned); their address.
     fn take_zeroed(&mut self, size: u64, tsm: &MemRange) -> Option<u64> {
-        if !tsm.contains(Pa(self.next), size) || size % GRANULE_SIZE != 0 {
+        if !tsm.contains(Pa(self.next), size) || !size.is_multiple_of(GRANULE_SIZE) {
             return None;
         }
         let base = self.next;

@@ -95,13 +95,14 @@ pub fn pdev_stop(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     OK
 }
 
-/// PDEV_DESTROY: only with no vdevice and no pending operation.
+/// PDEV_DESTROY: only with no vdevice, no pending operation, and not READY (a READY PDEV is
+/// stopped first, so teardown is explicit).
 pub fn pdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (mut g, o) = lock_pdev(t, Pa(a[0]), 1)?;
     if o.vdevs != 0 || g.refcount() != 0 {
         return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
-    if o.op != DeviceOp::None.raw() {
+    if o.op != DeviceOp::None.raw() || o.state == PdevState::Ready.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
     let mut reg = t.pdevs.lock();

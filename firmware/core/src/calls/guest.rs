@@ -128,7 +128,7 @@ fn has_report(v: &VdevObj) -> bool {
 pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let g = lock_own(t, ctx, a[0])?;
     let gpa = Gpa(a[1]);
-    if gpa.0 % 8 != 0 {
+    if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<VdevInfo>() as u64, true, 2)?;
@@ -188,7 +188,7 @@ pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::ObjectState, 1));
     }
     let gpa = Gpa(a[1]);
-    if gpa.0 % 8 != 0 {
+    if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
@@ -304,7 +304,7 @@ pub fn s1_invalidate(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let mut g = lock_own(t, ctx, a[0])?;
     let gpa = Gpa(a[1]);
-    if gpa.0 % 8 != 0 {
+    if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<tsm_abi::event::GuestEvent>() as u64, true, 2)?;
@@ -322,7 +322,7 @@ pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 /// buffer.
 pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let buf = Pa(a[1]);
-    if buf.0 % 8 != 0 {
+    if !buf.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;

@@ -131,7 +131,7 @@ pub fn tvm_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 
 /// Checks a GPA argument against the TVM: aligned to `align`, inside its GPA space.
 fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
-    if gpa.0 % align != 0 {
+    if !gpa.0.is_multiple_of(align) {
         return Err(st(StatusCode::Misaligned, arg));
     }
     if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {

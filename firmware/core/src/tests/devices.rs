@@ -245,6 +245,7 @@ fn connect_bind_accept_run_stop_unbind() {
     // Teardown in order.
     w.h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
     w.h.host(VIOMMU_DESTROY, &[w.viommu.0]).unwrap();
+    w.h.refused(PDEV_DESTROY, &[w.pdev.0], s(ObjectState, 1));
     w.h.host(PDEV_STOP, &[w.pdev.0]).unwrap();
     w.h.host(PDEV_DESTROY, &[w.pdev.0]).unwrap();
     for pa in [w.vdev, w.viommu, w.pdev] {
@@ -341,6 +342,7 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     h.host(PDEV_STOP, &[pdev.0]).unwrap();
     h.refused(PDEV_STOP, &[pdev.0], s(ObjectState, 1));
     h.host(PDEV_DESTROY, &[pdev.0]).unwrap();
+    h.refused(PDEV_DESTROY, &[pdev.0], s(BadHandle, 1));
 }
 
 #[test]

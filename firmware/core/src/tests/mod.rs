@@ -3,7 +3,10 @@
 extern crate std;
 
 mod devices;
+#[cfg(feature = "dma-inject")]
+mod dma;
 mod memory;
+mod teardown;
 
 use tsm_abi::CallId;
 use tsm_abi::addr::Pa;

@@ -91,8 +91,14 @@ impl Default for EventQueue {
 impl EventQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        const EMPTY: EventRecord =
-            EventRecord { iova: 0, pasid: 0, reason: 0, level: 0, access: 0, flags: 0 };
+        const EMPTY: EventRecord = EventRecord {
+            iova: 0,
+            pasid: 0,
+            reason: 0,
+            level: 0,
+            access: 0,
+            flags: 0,
+        };
         EventQueue {
             head: 0,
             len: 0,

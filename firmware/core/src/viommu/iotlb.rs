@@ -62,7 +62,9 @@ pub(super) struct Walked {
 
 impl Walked {
     fn tables(&self) -> &[TableRef] {
-        self.tables.get(..usize::from(self.ntables)).unwrap_or(&self.tables)
+        self.tables
+            .get(..usize::from(self.ntables))
+            .unwrap_or(&self.tables)
     }
 }
 
@@ -124,7 +126,11 @@ fn set_index(vdev: VdevId, pasid: u32, iova_page: u64) -> usize {
 /// Page range `[start, end)` of `[addr, addr + len)`, saturating at the top of the space.
 fn page_range(addr: u64, len: u64) -> (u64, u64) {
     let end = addr.saturating_add(len);
-    let end = if end > u64::MAX - (GRANULE_SIZE - 1) { u64::MAX } else { (end + GRANULE_SIZE - 1) & !(GRANULE_SIZE - 1) };
+    let end = if end > u64::MAX - (GRANULE_SIZE - 1) {
+        u64::MAX
+    } else {
+        (end + GRANULE_SIZE - 1) & !(GRANULE_SIZE - 1)
+    };
     (page(addr), end)
 }
 
@@ -161,10 +167,18 @@ impl Iotlb {
         self.len() == 0
     }
 
-    pub(super) fn lookup(&mut self, vdev: VdevId, pasid: Option<u32>, iova: Iova) -> Option<Walked> {
+    pub(super) fn lookup(
+        &mut self,
+        vdev: VdevId,
+        pasid: Option<u32>,
+        iova: Iova,
+    ) -> Option<Walked> {
         let (p, ip) = (pasid_tag(pasid), page(iova.0));
         let found = self.sets.get(set_index(vdev, p, ip)).and_then(|set| {
-            set.iter().flatten().find(|e| e.vdev == vdev && e.pasid == p && e.iova_page == ip).map(|e| e.walked)
+            set.iter()
+                .flatten()
+                .find(|e| e.vdev == vdev && e.pasid == p && e.iova_page == ip)
+                .map(|e| e.walked)
         });
         if found.is_some() {
             self.hits = self.hits.wrapping_add(1);
@@ -174,7 +188,14 @@ impl Iotlb {
         found
     }
 
-    pub(super) fn insert(&mut self, vdev: VdevId, tvm: TvmId, pasid: Option<u32>, iova: Iova, walked: Walked) {
+    pub(super) fn insert(
+        &mut self,
+        vdev: VdevId,
+        tvm: TvmId,
+        pasid: Option<u32>,
+        iova: Iova,
+        walked: Walked,
+    ) {
         let (p, ip) = (pasid_tag(pasid), page(iova.0));
         let si = set_index(vdev, p, ip);
         let (Some(set), Some(victim)) = (self.sets.get_mut(si), self.victim.get_mut(si)) else {
@@ -190,20 +211,34 @@ impl Iotlb {
                 v
             });
         if let Some(slot) = set.get_mut(way) {
-            *slot = Some(Entry { vdev, tvm, pasid: p, iova_page: ip, walked });
+            *slot = Some(Entry {
+                vdev,
+                tvm,
+                pasid: p,
+                iova_page: ip,
+                walked,
+            });
         }
     }
 
     pub(super) fn table_lookup(&self, tvm: TvmId, gpa: Gpa) -> Option<S2Entry> {
         let g = gpa.granule_base();
-        self.tables.iter().flatten().find(|t| t.tvm == tvm && t.gpa == g).map(|t| t.s2)
+        self.tables
+            .iter()
+            .flatten()
+            .find(|t| t.tvm == tvm && t.gpa == g)
+            .map(|t| t.s2)
     }
 
     pub(super) fn table_insert(&mut self, tvm: TvmId, gpa: Gpa, s2: S2Entry) {
         let i = self.table_victim % TABLE_CACHE_CAPACITY;
         self.table_victim = (i + 1) % TABLE_CACHE_CAPACITY;
         if let Some(slot) = self.tables.get_mut(i) {
-            *slot = Some(TableEntry { tvm, gpa: gpa.granule_base(), s2 });
+            *slot = Some(TableEntry {
+                tvm,
+                gpa: gpa.granule_base(),
+                s2,
+            });
         }
     }
 
@@ -231,7 +266,9 @@ impl Iotlb {
         }
         let (start, end) = page_range(gpa.0, len);
         let hit = |g: Gpa| g.0 >= start && g.0 < end;
-        self.retain(|e| e.tvm != tvm || !(hit(e.walked.gpa) || e.walked.tables().iter().any(|t| hit(t.gpa))));
+        self.retain(|e| {
+            e.tvm != tvm || !(hit(e.walked.gpa) || e.walked.tables().iter().any(|t| hit(t.gpa)))
+        });
         self.retain_tables(|t| t.tvm != tvm || !hit(t.gpa));
     }
 
@@ -239,7 +276,9 @@ impl Iotlb {
     /// reached it or read a stage-1 table in it.
     pub fn invalidate_pa(&mut self, pa: Pa) {
         let p = pa.granule_base();
-        self.retain(|e| e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p));
+        self.retain(|e| {
+            e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p)
+        });
         self.retain_tables(|t| t.s2.pa.granule_base() != p);
     }
 
@@ -266,7 +305,9 @@ impl Iotlb {
             PasidScope::All => true,
             PasidScope::One(one) => p == pasid_tag(one),
         };
-        self.retain(|e| e.vdev != vdev || !in_scope(e.pasid) || e.iova_page < start || e.iova_page >= end);
+        self.retain(|e| {
+            e.vdev != vdev || !in_scope(e.pasid) || e.iova_page < start || e.iova_page >= end
+        });
     }
 
     /// Drops everything of `tvm` (TVM destroy).

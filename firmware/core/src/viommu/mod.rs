@@ -78,11 +78,20 @@ pub struct Perms {
 
 impl Perms {
     /// No access.
-    pub const NONE: Perms = Perms { read: false, write: false };
+    pub const NONE: Perms = Perms {
+        read: false,
+        write: false,
+    };
     /// Read only.
-    pub const R: Perms = Perms { read: true, write: false };
+    pub const R: Perms = Perms {
+        read: true,
+        write: false,
+    };
     /// Read and write.
-    pub const RW: Perms = Perms { read: true, write: true };
+    pub const RW: Perms = Perms {
+        read: true,
+        write: true,
+    };
 
     /// Whether `access` is allowed.
     pub fn allows(self, access: Access) -> bool {

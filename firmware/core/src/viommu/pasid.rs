@@ -65,8 +65,15 @@ impl Default for PasidTable {
 impl PasidTable {
     /// A table with no roots.
     pub const fn new() -> Self {
-        const EMPTY: RootSlot = RootSlot { root: 0, pasid: 0, valid: 0 };
-        PasidTable { default: EMPTY, slots: [EMPTY; PASID_CAPACITY] }
+        const EMPTY: RootSlot = RootSlot {
+            root: 0,
+            pasid: 0,
+            valid: 0,
+        };
+        PasidTable {
+            default: EMPTY,
+            slots: [EMPTY; PASID_CAPACITY],
+        }
     }
 
     fn slot(&self, pasid: u32) -> Option<&RootSlot> {
@@ -92,7 +99,11 @@ impl PasidTable {
             return Err(PasidError::Misaligned);
         }
         let Some(p) = pasid else {
-            self.default = RootSlot { root: root.0, pasid: 0, valid: 1 };
+            self.default = RootSlot {
+                root: root.0,
+                pasid: 0,
+                valid: 1,
+            };
             return Ok(());
         };
         if p > PASID_MAX {
@@ -103,7 +114,11 @@ impl PasidTable {
             None => self.slots.iter_mut().find(|s| s.valid == 0),
         };
         let slot = slot.ok_or(PasidError::Full)?;
-        *slot = RootSlot { root: root.0, pasid: p, valid: 1 };
+        *slot = RootSlot {
+            root: root.0,
+            pasid: p,
+            valid: 1,
+        };
         Ok(())
     }
 

@@ -52,7 +52,10 @@ pub(super) struct Inherited {
 }
 
 impl Inherited {
-    pub const NONE: Inherited = Inherited { no_write: false, no_user: false };
+    pub const NONE: Inherited = Inherited {
+        no_write: false,
+        no_user: false,
+    };
 }
 
 /// What one descriptor says.
@@ -114,7 +117,10 @@ fn decode_arm(desc: u64, level: u8, iova: Iova, inh: &mut Inherited) -> Result<S
     }
     let user = desc & (1 << 6) != 0 && !inh.no_user;
     let write = user && desc & (1 << 7) == 0 && !inh.no_write;
-    Ok(Step::Leaf { oa: leaf_oa(desc, level, iova), perms: Perms { read: user, write } })
+    Ok(Step::Leaf {
+        oa: leaf_oa(desc, level, iova),
+        perms: Perms { read: user, write },
+    })
 }
 
 /// x86-64 4-level paging as VT-d first-stage uses it. P = bit 0, R/W = bit 1, U/S = bit 2,
@@ -150,5 +156,8 @@ fn decode_x86(desc: u64, level: u8, iova: Iova, inh: &mut Inherited) -> Result<S
     }
     let read = !inh.no_user;
     let write = read && !inh.no_write;
-    Ok(Step::Leaf { oa: leaf_oa(desc, level, iova), perms: Perms { read, write } })
+    Ok(Step::Leaf {
+        oa: leaf_oa(desc, level, iova),
+        perms: Perms { read, write },
+    })
 }

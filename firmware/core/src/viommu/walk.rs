@@ -46,7 +46,9 @@ fn run<C: Context>(ctx: &C, mut iotlb: Option<&mut Iotlb>, req: &Request) -> Res
     if req.pasid.is_some_and(|p| p > PASID_MAX) {
         return Err(fault(tag, (FaultReason::PasidNotConfigured, None)));
     }
-    let cached = iotlb.as_deref_mut().and_then(|t| t.lookup(v.id, req.pasid, req.iova));
+    let cached = iotlb
+        .as_deref_mut()
+        .and_then(|t| t.lookup(v.id, req.pasid, req.iova));
     let walked = match cached {
         Some(w) => w,
         None => {
@@ -91,7 +93,11 @@ fn walk<C: Context>(
     let mut w = Walked {
         s1: None,
         gpa: Gpa(req.iova.0),
-        s2: S2Entry { pa: Pa(0), perms: Perms::NONE, private: false },
+        s2: S2Entry {
+            pa: Pa(0),
+            perms: Perms::NONE,
+            private: false,
+        },
         tables: [TableRef::default(); 4],
         ntables: 0,
     };
@@ -105,7 +111,8 @@ fn walk<C: Context>(
             let at = |r| (r, Some(level));
             // `table` is granule-aligned and the index is below 512: the OR cannot carry.
             let desc_gpa = Gpa(table | (stage1::index(req.iova, level) << 3));
-            let (desc, tref) = read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa).map_err(at)?;
+            let (desc, tref) =
+                read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa).map_err(at)?;
             *slot = tref;
             w.ntables = level + 1;
             match stage1::decode(f, desc, level, req.iova, &mut inh).map_err(at)? {
@@ -124,8 +131,13 @@ fn walk<C: Context>(
         }
     }
     w.gpa = w.gpa.granule_base();
-    let s2 = ctx.stage2(v.tvm, w.gpa).ok_or((FaultReason::S2Translation, None))?;
-    w.s2 = S2Entry { pa: s2.pa.granule_base(), ..s2 };
+    let s2 = ctx
+        .stage2(v.tvm, w.gpa)
+        .ok_or((FaultReason::S2Translation, None))?;
+    w.s2 = S2Entry {
+        pa: s2.pa.granule_base(),
+        ..s2
+    };
     Ok(w)
 }
 
@@ -159,7 +171,13 @@ fn read_descriptor<C: Context>(
     ctx.mem()
         .read(Pa(pa_page.0 | gpa.granule_offset()), &mut buf)
         .map_err(|_| FaultReason::S1TableRead)?;
-    Ok((u64::from_le_bytes(buf), TableRef { gpa: page, pa: pa_page }))
+    Ok((
+        u64::from_le_bytes(buf),
+        TableRef {
+            gpa: page,
+            pa: pa_page,
+        },
+    ))
 }
 
 /// Permissions of both stages, then the final check.
@@ -189,7 +207,11 @@ fn final_check<C: Context>(
 ) -> Result<Pa, FaultReason> {
     let secure = ctx.is_secure(pa.granule_base());
     if !t_bit {
-        return if secure { Err(FaultReason::T0ToSecure) } else { Ok(pa) };
+        return if secure {
+            Err(FaultReason::T0ToSecure)
+        } else {
+            Ok(pa)
+        };
     }
     match v {
         Some(v) if v.tdi_run && v.accepted => {}

@@ -8,11 +8,23 @@ fn fault(i: u64, reason: FaultReason) -> Fault {
     Fault {
         vdev: Some(VDEV),
         reason,
-        level: if i % 2 == 0 { Some((i % 4) as u8) } else { None },
+        level: if i.is_multiple_of(2) {
+            Some((i % 4) as u8)
+        } else {
+            None
+        },
         iova: Iova(0x1000 * i + 0x12),
-        pasid: if i % 3 == 0 { Some(i as u32) } else { None },
-        access: if i % 2 == 0 { Access::Read } else { Access::Write },
-        t_bit: i % 5 == 0,
+        pasid: if i.is_multiple_of(3) {
+            Some(i as u32)
+        } else {
+            None
+        },
+        access: if i.is_multiple_of(2) {
+            Access::Read
+        } else {
+            Access::Write
+        },
+        t_bit: i.is_multiple_of(5),
     }
 }
 
@@ -27,7 +39,14 @@ fn faults_come_out_in_order_with_every_field() {
         let f = fault(i, FaultReason::ALL[i as usize % FaultReason::COUNT]);
         assert_eq!(
             q.pop(),
-            Some(GuestFault { iova: f.iova, pasid: f.pasid, access: f.access, t_bit: f.t_bit, reason: f.reason, level: f.level })
+            Some(GuestFault {
+                iova: f.iova,
+                pasid: f.pasid,
+                access: f.access,
+                t_bit: f.t_bit,
+                reason: f.reason,
+                level: f.level
+            })
         );
     }
     assert_eq!(q.pop(), None);
@@ -41,11 +60,17 @@ fn overflow_is_counted_never_silent_and_the_ring_wraps() {
         q.push(&fault(i, FaultReason::T0ToSecure));
     }
     let h = q.host_summary();
-    assert_eq!((h.pending, h.overflow, h.total), (EVENT_QUEUE_CAPACITY as u32, 7, n as u32));
+    assert_eq!(
+        (h.pending, h.overflow, h.total),
+        (EVENT_QUEUE_CAPACITY as u32, 7, n as u32)
+    );
     assert_eq!(h.per_reason[FaultReason::T0ToSecure as usize - 1], n as u32);
     // The oldest are kept; after draining half, new ones wrap around the ring.
     for i in 0..16 {
-        assert_eq!(q.pop().unwrap().iova, fault(i, FaultReason::T0ToSecure).iova);
+        assert_eq!(
+            q.pop().unwrap().iova,
+            fault(i, FaultReason::T0ToSecure).iova
+        );
     }
     for i in 100..116 {
         q.push(&fault(i, FaultReason::S2Translation));
@@ -56,8 +81,10 @@ fn overflow_is_counted_never_silent_and_the_ring_wraps() {
     while let Some(f) = q.pop() {
         got.push(f.iova.0);
     }
-    let want: std::vec::Vec<u64> =
-        (16..EVENT_QUEUE_CAPACITY as u64).chain(100..116).map(|i| fault(i, FaultReason::T0ToSecure).iova.0).collect();
+    let want: std::vec::Vec<u64> = (16..EVENT_QUEUE_CAPACITY as u64)
+        .chain(100..116)
+        .map(|i| fault(i, FaultReason::T0ToSecure).iova.0)
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -86,18 +113,32 @@ fn host_summary_holds_counts_only() {
     q.push(&fault(3, FaultReason::T1NotAllowed));
     let h = q.host_summary();
     // The summary type has no address, PASID or level field; its values are the counts.
-    assert_eq!(h, HostFaultSummary { pending: 1, overflow: 0, total: 1, per_reason: {
-        let mut c = [0; FaultReason::COUNT];
-        c[FaultReason::T1NotAllowed as usize - 1] = 1;
-        c
-    } });
+    assert_eq!(
+        h,
+        HostFaultSummary {
+            pending: 1,
+            overflow: 0,
+            total: 1,
+            per_reason: {
+                let mut c = [0; FaultReason::COUNT];
+                c[FaultReason::T1NotAllowed as usize - 1] = 1;
+                c
+            }
+        }
+    );
 }
 
 #[test]
 fn layouts_are_fixed_for_embedding() {
     assert_eq!(core::mem::size_of::<EventRecord>(), 16);
-    assert_eq!(core::mem::size_of::<EventQueue>(), 16 + 4 * FaultReason::COUNT + 16 * EVENT_QUEUE_CAPACITY);
-    assert_eq!(core::mem::size_of::<PasidTable>(), 16 * (PASID_CAPACITY + 1));
+    assert_eq!(
+        core::mem::size_of::<EventQueue>(),
+        16 + 4 * FaultReason::COUNT + 16 * EVENT_QUEUE_CAPACITY
+    );
+    assert_eq!(
+        core::mem::size_of::<PasidTable>(),
+        16 * (PASID_CAPACITY + 1)
+    );
     for (i, r) in FaultReason::ALL.iter().enumerate() {
         assert_eq!(*r as usize, i + 1);
         assert_eq!(FaultReason::from_raw(*r as u8), Some(*r));
@@ -111,14 +152,21 @@ fn pasid_table_bounds_and_errors() {
     assert_eq!(t.lookup(None), Stage1Root::Bypass);
     assert_eq!(t.lookup(Some(1)), Stage1Root::NotConfigured);
     assert_eq!(t.attach(None, Gpa(0x1001)), Err(PasidError::Misaligned));
-    assert_eq!(t.attach(Some(PASID_MAX + 1), Gpa(0x1000)), Err(PasidError::PasidOutOfRange));
+    assert_eq!(
+        t.attach(Some(PASID_MAX + 1), Gpa(0x1000)),
+        Err(PasidError::PasidOutOfRange)
+    );
     t.attach(None, Gpa(0x1000)).unwrap();
     assert_eq!(t.lookup(None), Stage1Root::Root(Gpa(0x1000)));
     for p in 0..PASID_CAPACITY as u32 {
-        t.attach(Some(p * 7), Gpa(0x2000 + u64::from(p) * 0x1000)).unwrap();
+        t.attach(Some(p * 7), Gpa(0x2000 + u64::from(p) * 0x1000))
+            .unwrap();
     }
     assert_eq!(t.len(), PASID_CAPACITY);
-    assert_eq!(t.attach(Some(PASID_MAX), Gpa(0x1000)), Err(PasidError::Full));
+    assert_eq!(
+        t.attach(Some(PASID_MAX), Gpa(0x1000)),
+        Err(PasidError::Full)
+    );
     // Replacing an attached PASID needs no free slot.
     t.attach(Some(7), Gpa(0x9000)).unwrap();
     assert_eq!(t.lookup(Some(7)), Stage1Root::Root(Gpa(0x9000)));

@@ -16,11 +16,14 @@ fn warm(fmt: Stage1Format) -> (Sim, Iotlb, Gpa, Pa, Pa) {
     let root = s.new_root(None);
     let a = s.map(TVM, Gpa(GPA_A), Perms::RW, true);
     let b = s.map(TVM, Gpa(GPA_B), Perms::RW, true);
-    s.s1_map(fmt, TVM, root, IOVA, GPA_A, 3, true);
-    s.s1_map(fmt, TVM, root, IOVA + 0x1000, GPA_B, 3, true);
+    s.s1_map(fmt, root, IOVA, GPA_A, 3, true);
+    s.s1_map(fmt, root, IOVA + 0x1000, GPA_B, 3, true);
     let mut tlb = Iotlb::new();
     assert_eq!(both(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a));
-    assert_eq!(both(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)), Ok(b));
+    assert_eq!(
+        both(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)),
+        Ok(b)
+    );
     assert_eq!(tlb.len(), 2);
     (s, tlb, root, a, b)
 }
@@ -37,7 +40,8 @@ fn hit(s: &Sim, tlb: &mut Iotlb, r: &Request) -> Result<Pa, Fault> {
 fn table_gpa(s: &Sim, root: Gpa, level: u8) -> Gpa {
     let mut table = root.0;
     for l in 0..level {
-        table = s.read_gpa(TVM, Gpa(table | (stage1::index(Iova(IOVA), l) << 3))) & 0x0000_FFFF_FFFF_F000;
+        table = s.read_gpa(TVM, Gpa(table | (stage1::index(Iova(IOVA), l) << 3)))
+            & 0x0000_FFFF_FFFF_F000;
     }
     Gpa(table)
 }
@@ -49,12 +53,27 @@ fn unmap_of_the_final_gpa_drops_the_translation() {
         s.s2.remove(&(TVM, GPA_A));
         // Without the invalidation the IOTLB would still serve the unmapped page.
         let mut stale = Iotlb::new();
-        assert_eq!(translate(&s, &mut stale, &req(true, IOVA, Access::Read)).unwrap_err().reason, FaultReason::S2Translation);
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a), "stale entry expected before invalidation");
+        assert_eq!(
+            translate(&s, &mut stale, &req(true, IOVA, Access::Read))
+                .unwrap_err()
+                .reason,
+            FaultReason::S2Translation
+        );
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA, Access::Read)),
+            Ok(a),
+            "stale entry expected before invalidation"
+        );
         tlb.invalidate_gpa(TVM, Gpa(GPA_A), 0x1000);
-        assert_eq!(reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))), (FaultReason::S2Translation, None));
+        assert_eq!(
+            reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))),
+            (FaultReason::S2Translation, None)
+        );
         // The other page is untouched and still cached.
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)), Ok(b));
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)),
+            Ok(b)
+        );
     }
 }
 
@@ -68,7 +87,10 @@ fn unmap_of_a_stage1_table_page_drops_every_translation_that_walked_it() {
             assert_eq!(hit(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a));
             tlb.invalidate_gpa(TVM, t, 0x1000);
             assert!(tlb.is_empty(), "both pages walked the level-{level} table");
-            assert_eq!(reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))), (FaultReason::S1TableNotMapped, Some(level)));
+            assert_eq!(
+                reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))),
+                (FaultReason::S1TableNotMapped, Some(level))
+            );
             // Mapping the table back (the table cache must not have kept the old answer either).
             s.s2.insert((TVM, t.0), entry);
             assert_eq!(both(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a));
@@ -80,8 +102,14 @@ fn unmap_of_a_stage1_table_page_drops_every_translation_that_walked_it() {
 fn a_hit_keeps_the_offset_of_its_own_request() {
     for fmt in [ARM, X86] {
         let (s, mut tlb, _, a, _) = warm(fmt);
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA | 0x123, Access::Read)), Ok(Pa(a.0 | 0x123)));
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA | 0xFFF, Access::Write)), Ok(Pa(a.0 | 0xFFF)));
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA | 0x123, Access::Read)),
+            Ok(Pa(a.0 | 0x123))
+        );
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA | 0xFFF, Access::Write)),
+            Ok(Pa(a.0 | 0xFFF))
+        );
     }
 }
 
@@ -114,21 +142,36 @@ fn delegate_and_undelegate_drop_by_pa() {
     let pa = s.map(TVM, Gpa(0x3000), Perms::RW, false);
     let other = s.map(TVM, Gpa(0x4000), Perms::RW, false);
     let mut tlb = Iotlb::new();
-    assert_eq!(both(&s, &mut tlb, &req(false, 0x3000, Access::Write)), Ok(pa));
-    assert_eq!(both(&s, &mut tlb, &req(false, 0x4000, Access::Write)), Ok(other));
+    assert_eq!(
+        both(&s, &mut tlb, &req(false, 0x3000, Access::Write)),
+        Ok(pa)
+    );
+    assert_eq!(
+        both(&s, &mut tlb, &req(false, 0x4000, Access::Write)),
+        Ok(other)
+    );
     s.secure.insert(pa.0);
     // Even the stale entry cannot carry T=0 to it: the final check runs on hits.
-    assert_eq!(reason(hit(&s, &mut tlb, &req(false, 0x3000, Access::Write))), (FaultReason::T0ToSecure, None));
+    assert_eq!(
+        reason(hit(&s, &mut tlb, &req(false, 0x3000, Access::Write))),
+        (FaultReason::T0ToSecure, None)
+    );
     tlb.invalidate_pa(pa);
     assert_eq!(tlb.len(), 1);
-    assert_eq!(reason(both(&s, &mut tlb, &req(false, 0x3000, Access::Write))), (FaultReason::T0ToSecure, None));
+    assert_eq!(
+        reason(both(&s, &mut tlb, &req(false, 0x3000, Access::Write))),
+        (FaultReason::T0ToSecure, None)
+    );
     // A stage-1 table page whose PA changes state drops the translations that read it.
     let (mut s, mut tlb, root, _, _) = warm(ARM);
     let t = s.gpa_to_pa(TVM, table_gpa(&s, root, 3));
     s.secure.remove(&t.0);
     tlb.invalidate_pa(t);
     assert!(tlb.is_empty());
-    assert_eq!(reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))), (FaultReason::S1TableShared, Some(3)));
+    assert_eq!(
+        reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))),
+        (FaultReason::S1TableShared, Some(3))
+    );
 }
 
 #[test]
@@ -136,11 +179,20 @@ fn unbind_and_stop_drop_the_whole_vdevice_and_t1_stops_at_once() {
     let (mut s, mut tlb, _, _, _) = warm(ARM);
     s.add_vdev(RequesterId(0x300), VdevId(0xB000), TVM, Stage1Format::None);
     let pa = s.map(TVM, Gpa(0x3000), Perms::RW, false);
-    let r2 = Request { rid: RequesterId(0x300), pasid: None, t_bit: false, iova: Iova(0x3000), access: Access::Read };
+    let r2 = Request {
+        rid: RequesterId(0x300),
+        pasid: None,
+        t_bit: false,
+        iova: Iova(0x3000),
+        access: Access::Read,
+    };
     assert_eq!(both(&s, &mut tlb, &r2), Ok(pa));
     // Unbind: T=1 is refused on the very next request, before any invalidation.
     s.set_run(false, false);
-    assert_eq!(reason(hit(&s, &mut tlb, &req(true, IOVA, Access::Read))), (FaultReason::T1NotAllowed, None));
+    assert_eq!(
+        reason(hit(&s, &mut tlb, &req(true, IOVA, Access::Read))),
+        (FaultReason::T1NotAllowed, None)
+    );
     tlb.invalidate_vdev(VDEV);
     assert_eq!(tlb.len(), 1);
     assert_eq!(hit(&s, &mut tlb, &r2), Ok(pa));
@@ -152,26 +204,36 @@ fn stage1_attach_and_detach_drop_that_pasid_only() {
         let (mut s, mut tlb, _, a, _) = warm(fmt);
         // PASID 3 with its own root, cached.
         let root3 = s.new_root(Some(3));
-        s.s1_map(fmt, TVM, root3, IOVA, GPA_B, 3, true);
+        s.s1_map(fmt, root3, IOVA, GPA_B, 3, true);
         let mut r3 = req(true, IOVA, Access::Read);
         r3.pasid = Some(3);
         let b = s.gpa_to_pa(TVM, Gpa(GPA_B));
         assert_eq!(both(&s, &mut tlb, &r3), Ok(b));
         // Detach the default root: requests without PASID now bypass stage 1 (IOVA is a GPA).
         s.vdev(RID).pasids.detach(None).unwrap();
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a), "stale before invalidation");
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA, Access::Read)),
+            Ok(a),
+            "stale before invalidation"
+        );
         tlb.invalidate_pasid(VDEV, None);
-        assert_eq!(reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))), (FaultReason::S2Translation, None));
+        assert_eq!(
+            reason(both(&s, &mut tlb, &req(true, IOVA, Access::Read))),
+            (FaultReason::S2Translation, None)
+        );
         assert_eq!(hit(&s, &mut tlb, &r3), Ok(b));
         // Re-attach PASID 3 to a root mapping IOVA → GPA_A.
         let root3b = s.new_root(Some(3));
-        s.s1_map(fmt, TVM, root3b, IOVA, GPA_A, 3, true);
+        s.s1_map(fmt, root3b, IOVA, GPA_A, 3, true);
         tlb.invalidate_pasid(VDEV, Some(3));
         assert_eq!(both(&s, &mut tlb, &r3), Ok(a));
         // Detach PASID 3: its requests fault.
         s.vdev(RID).pasids.detach(Some(3)).unwrap();
         tlb.invalidate_pasid(VDEV, Some(3));
-        assert_eq!(reason(both(&s, &mut tlb, &r3)), (FaultReason::PasidNotConfigured, None));
+        assert_eq!(
+            reason(both(&s, &mut tlb, &r3)),
+            (FaultReason::PasidNotConfigured, None)
+        );
     }
 }
 
@@ -180,8 +242,12 @@ fn guest_invalidation_is_precise_by_range_and_pasid() {
     for fmt in [ARM, X86] {
         let (mut s, mut tlb, root, a, b) = warm(fmt);
         // The guest repoints IOVA at GPA_B and invalidates only that page.
-        s.s1_map(fmt, TVM, root, IOVA, GPA_B, 3, true);
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(a), "stale before invalidation");
+        s.s1_map(fmt, root, IOVA, GPA_B, 3, true);
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA, Access::Read)),
+            Ok(a),
+            "stale before invalidation"
+        );
         // Wrong PASID scope or a disjoint range: no effect.
         tlb.invalidate_guest(VDEV, PasidScope::One(Some(1)), Iova(IOVA), 0x1000);
         tlb.invalidate_guest(VDEV, PasidScope::All, Iova(IOVA + 0x2000), 0x1000);
@@ -190,7 +256,10 @@ fn guest_invalidation_is_precise_by_range_and_pasid() {
         tlb.invalidate_guest(VDEV, PasidScope::One(None), Iova(IOVA + 0x800), 1);
         assert_eq!(tlb.len(), 1);
         assert_eq!(both(&s, &mut tlb, &req(true, IOVA, Access::Read)), Ok(b));
-        assert_eq!(hit(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)), Ok(b));
+        assert_eq!(
+            hit(&s, &mut tlb, &req(true, IOVA + 0x1000, Access::Read)),
+            Ok(b)
+        );
         // Everything from an address up.
         tlb.invalidate_guest(VDEV, PasidScope::All, Iova(0), u64::MAX);
         assert!(tlb.is_empty());
@@ -202,7 +271,13 @@ fn tvm_destroy_and_flush_drop_everything_of_their_scope() {
     let (mut s, mut tlb, _, _, _) = warm(ARM);
     s.add_vdev(RequesterId(0x300), VdevId(0xB000), TVM2, Stage1Format::None);
     s.map(TVM2, Gpa(0x3000), Perms::RW, false);
-    let r2 = Request { rid: RequesterId(0x300), pasid: None, t_bit: false, iova: Iova(0x3000), access: Access::Read };
+    let r2 = Request {
+        rid: RequesterId(0x300),
+        pasid: None,
+        t_bit: false,
+        iova: Iova(0x3000),
+        access: Access::Read,
+    };
     assert!(both(&s, &mut tlb, &r2).is_ok());
     tlb.invalidate_tvm(TVM);
     assert_eq!(tlb.len(), 1);
@@ -222,26 +297,42 @@ fn the_cache_is_bounded_and_keeps_working_past_capacity() {
         assert!(both(&s, &mut tlb, &req(false, i << 12, Access::Read)).is_ok());
     }
     assert!(tlb.len() <= IOTLB_CAPACITY);
-    assert!(tlb.len() > IOTLB_CAPACITY / 2, "sets should fill: {}", tlb.len());
+    assert!(
+        tlb.len() > IOTLB_CAPACITY / 2,
+        "sets should fill: {}",
+        tlb.len()
+    );
     for i in 0..n {
-        assert_eq!(both(&s, &mut tlb, &req(false, i << 12, Access::Read)), Ok(s.gpa_to_pa(TVM, Gpa(i << 12))));
+        assert_eq!(
+            both(&s, &mut tlb, &req(false, i << 12, Access::Read)),
+            Ok(s.gpa_to_pa(TVM, Gpa(i << 12)))
+        );
     }
 }
 
 #[test]
 fn table_cache_saves_the_stage2_lookups_of_table_reads() {
     let (mut s, mut tlb, root, _, _) = warm(ARM);
-    s.s1_map(ARM, TVM, root, IOVA + 0x2000, GPA_A, 3, true);
+    s.s1_map(ARM, root, IOVA + 0x2000, GPA_A, 3, true);
     let (reads, lookups) = (s.mem.reads.get(), s.s2_lookups.get());
     assert!(translate(&s, &mut tlb, &req(true, IOVA + 0x2000, Access::Read)).is_ok());
     // Four descriptor reads, and only the final GPA needs stage 2: the four table pages were
     // translated by the earlier walks.
-    assert_eq!((s.mem.reads.get() - reads, s.s2_lookups.get() - lookups), (4, 1));
+    assert_eq!(
+        (s.mem.reads.get() - reads, s.s2_lookups.get() - lookups),
+        (4, 1)
+    );
     let (reads, lookups) = (s.mem.reads.get(), s.s2_lookups.get());
     assert!(translate_uncached(&s, &req(true, IOVA + 0x2000, Access::Read)).is_ok());
-    assert_eq!((s.mem.reads.get() - reads, s.s2_lookups.get() - lookups), (4, 5));
+    assert_eq!(
+        (s.mem.reads.get() - reads, s.s2_lookups.get() - lookups),
+        (4, 5)
+    );
     // A hit reads nothing and looks nothing up.
     let (reads, lookups) = (s.mem.reads.get(), s.s2_lookups.get());
     assert!(translate(&s, &mut tlb, &req(true, IOVA + 0x2000, Access::Read)).is_ok());
-    assert_eq!((s.mem.reads.get() - reads, s.s2_lookups.get() - lookups), (0, 0));
+    assert_eq!(
+        (s.mem.reads.get() - reads, s.s2_lookups.get() - lookups),
+        (0, 0)
+    );
 }

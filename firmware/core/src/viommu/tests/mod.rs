@@ -34,7 +34,9 @@ impl SimMem {
     }
 
     pub fn add_page(&mut self, pa: Pa) {
-        self.pages.entry(pa.granule_base().0).or_insert_with(|| Box::new([0; GRANULE_SIZE as usize]));
+        self.pages
+            .entry(pa.granule_base().0)
+            .or_insert_with(|| Box::new([0; GRANULE_SIZE as usize]));
     }
 
     pub fn write_u64(&mut self, pa: Pa, v: u64) {
@@ -102,7 +104,10 @@ impl Devices for Sim {
     }
 
     fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
-        (!self.host_unmapped.contains(&(iova.0 & !0xFFF))).then_some(HostMapping { pa: Pa(iova.0), perms: Perms::RW })
+        (!self.host_unmapped.contains(&(iova.0 & !0xFFF))).then_some(HostMapping {
+            pa: Pa(iova.0),
+            perms: Perms::RW,
+        })
     }
 }
 
@@ -135,13 +140,26 @@ pub const HOST_RID: RequesterId = RequesterId(0x0200);
 impl Sim {
     /// A world with one vdevice (RID 0x100) of `format` in TVM, not yet bound.
     pub fn with_vdev(format: Stage1Format) -> Sim {
-        let mut s = Sim { next_pa: 0x8000_0000, ..Sim::default() };
+        let mut s = Sim {
+            next_pa: 0x8000_0000,
+            ..Sim::default()
+        };
         s.add_vdev(RID, VDEV, TVM, format);
         s
     }
 
     pub fn add_vdev(&mut self, rid: RequesterId, id: VdevId, tvm: TvmId, format: Stage1Format) {
-        self.vdevs.insert(rid.0, SimVdev { id, tvm, format, run: false, accepted: false, pasids: PasidTable::new() });
+        self.vdevs.insert(
+            rid.0,
+            SimVdev {
+                id,
+                tvm,
+                format,
+                run: false,
+                accepted: false,
+                pasids: PasidTable::new(),
+            },
+        );
     }
 
     pub fn vdev(&mut self, rid: RequesterId) -> &mut SimVdev {
@@ -167,7 +185,8 @@ impl Sim {
         if private {
             self.secure.insert(pa.0);
         }
-        self.s2.insert((tvm, gpa.granule_base().0), S2Entry { pa, perms, private });
+        self.s2
+            .insert((tvm, gpa.granule_base().0), S2Entry { pa, perms, private });
     }
 
     /// A fresh private, read/write page of `tvm` for a stage-1 table (GPAs from 0x4000_0000).
@@ -193,23 +212,31 @@ impl Sim {
         self.mem.read_u64(self.gpa_to_pa(tvm, gpa)).unwrap()
     }
 
-    /// Maps `iova` → `leaf` in the stage-1 table at `root`, creating tables as needed; the
+    /// Maps `iova` → `leaf` in TVM's stage-1 table at `root`, creating tables as needed; the
     /// leaf is at `leaf_level` (3: page, 2/1: block).
-    pub fn s1_map(&mut self, fmt: Stage1Format, tvm: TvmId, root: Gpa, iova: u64, leaf: u64, leaf_level: u8, writable: bool) {
+    pub fn s1_map(
+        &mut self,
+        fmt: Stage1Format,
+        root: Gpa,
+        iova: u64,
+        leaf: u64,
+        leaf_level: u8,
+        writable: bool,
+    ) {
         let mut table = root.0;
         for level in 0..leaf_level {
             let at = Gpa(table | (stage1::index(Iova(iova), level) << 3));
-            let d = self.read_gpa(tvm, at);
+            let d = self.read_gpa(TVM, at);
             if d & 1 == 0 {
-                let next = self.alloc_table(tvm);
-                self.write_gpa(tvm, at, enc::table(fmt, next.0));
+                let next = self.alloc_table(TVM);
+                self.write_gpa(TVM, at, enc::table(fmt, next.0));
                 table = next.0;
             } else {
                 table = d & 0x0000_FFFF_FFFF_F000;
             }
         }
         let at = Gpa(table | (stage1::index(Iova(iova), leaf_level) << 3));
-        self.write_gpa(tvm, at, enc::leaf(fmt, leaf_level, leaf, writable));
+        self.write_gpa(TVM, at, enc::leaf(fmt, leaf_level, leaf, writable));
     }
 
     /// Attaches a fresh stage-1 root for `pasid` of the default vdevice.
@@ -246,10 +273,17 @@ pub mod enc {
     pub fn leaf(fmt: Stage1Format, level: u8, oa: u64, writable: bool) -> u64 {
         match fmt {
             Stage1Format::X86_64FirstStage4Level => {
-                oa | X86_P | X86_US | if writable { X86_RW } else { 0 } | if level < 3 { X86_PS } else { 0 }
+                oa | X86_P
+                    | X86_US
+                    | if writable { X86_RW } else { 0 }
+                    | if level < 3 { X86_PS } else { 0 }
             }
             _ => {
-                let kind = if level == 3 { ARM_VALID | ARM_TABLE_OR_PAGE } else { ARM_VALID };
+                let kind = if level == 3 {
+                    ARM_VALID | ARM_TABLE_OR_PAGE
+                } else {
+                    ARM_VALID
+                };
                 oa | kind | ARM_AF | ARM_AP_USER | if writable { 0 } else { ARM_AP_RO }
             }
         }
@@ -257,13 +291,23 @@ pub mod enc {
 }
 
 pub fn req(t_bit: bool, iova: u64, access: Access) -> Request {
-    Request { rid: RID, pasid: None, t_bit, iova: Iova(iova), access }
+    Request {
+        rid: RID,
+        pasid: None,
+        t_bit,
+        iova: Iova(iova),
+        access,
+    }
 }
 
 /// Translates through the IOTLB and checks it agrees with the uncached walk.
 pub fn both(sim: &Sim, tlb: &mut Iotlb, r: &Request) -> Result<Pa, Fault> {
     let cached = translate(sim, tlb, r);
-    assert_eq!(cached, translate_uncached(sim, r), "IOTLB and walk disagree for {r:?}");
+    assert_eq!(
+        cached,
+        translate_uncached(sim, r),
+        "IOTLB and walk disagree for {r:?}"
+    );
     cached
 }
 

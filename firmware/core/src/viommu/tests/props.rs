@@ -33,7 +33,10 @@ fn pa(i: u64) -> Pa {
 }
 
 fn perms(p: u8) -> Perms {
-    Perms { read: p & 1 != 0, write: p & 2 != 0 }
+    Perms {
+        read: p & 1 != 0,
+        write: p & 2 != 0,
+    }
 }
 
 fn format(f: u8) -> Stage1Format {
@@ -69,15 +72,54 @@ struct World {
 #[derive(Clone, Debug)]
 enum Op {
     /// A request; `reuse` replays an earlier one (so the IOTLB hits) when there is one.
-    Translate { reuse: Option<usize>, rid: u16, pasid: Option<u32>, t_bit: bool, iova: u64, write: bool },
-    Unmap { tvm: usize, gpa: u64 },
-    Map { tvm: usize, gpa: u64, pa: u64, perms: u8, private: bool },
-    WriteDesc { pa: u64, slot: u64, desc: u64 },
-    SetState { vdev: u16, run: bool, accepted: bool },
-    Attach { vdev: u16, pasid: Option<u32>, root: u64 },
-    Detach { vdev: u16, pasid: Option<u32> },
-    SetSecure { pa: u64, secure: bool },
-    GuestInvalidate { vdev: u16, pasid: Option<Option<u32>>, iova: u64, len: u64 },
+    Translate {
+        reuse: Option<usize>,
+        rid: u16,
+        pasid: Option<u32>,
+        t_bit: bool,
+        iova: u64,
+        write: bool,
+    },
+    Unmap {
+        tvm: usize,
+        gpa: u64,
+    },
+    Map {
+        tvm: usize,
+        gpa: u64,
+        pa: u64,
+        perms: u8,
+        private: bool,
+    },
+    WriteDesc {
+        pa: u64,
+        slot: u64,
+        desc: u64,
+    },
+    SetState {
+        vdev: u16,
+        run: bool,
+        accepted: bool,
+    },
+    Attach {
+        vdev: u16,
+        pasid: Option<u32>,
+        root: u64,
+    },
+    Detach {
+        vdev: u16,
+        pasid: Option<u32>,
+    },
+    SetSecure {
+        pa: u64,
+        secure: bool,
+    },
+    GuestInvalidate {
+        vdev: u16,
+        pasid: Option<Option<u32>>,
+        iova: u64,
+        len: u64,
+    },
 }
 
 /// GPA pages 0..4 hold the Arm tables of levels 0..3, 4..8 the x86-64 ones (mapped private,
@@ -89,7 +131,8 @@ const X86_TABLES: core::ops::Range<u64> = 4..8;
 const DATA: core::ops::Range<u64> = 8..GPA_NAMES;
 
 fn junk() -> impl Strategy<Value = u64> {
-    let near = (any::<u64>(), 0..GPA_NAMES).prop_map(|(r, k)| (r & 0xFFF0_0000_0000_0FFF) | k << 12);
+    let near =
+        (any::<u64>(), 0..GPA_NAMES).prop_map(|(r, k)| (r & 0xFFF0_0000_0000_0FFF) | k << 12);
     prop_oneof![2 => near, 1 => Just(0u64), 1 => any::<u64>()]
 }
 
@@ -99,9 +142,18 @@ fn next_table(base: u64, level: u64) -> impl Strategy<Value = u64> {
 }
 
 fn arm_desc(level: u64) -> BoxedStrategy<u64> {
-    let table = (next_table(ARM_TABLES.start, level), prop::bool::weighted(0.03), prop::bool::weighted(0.03))
+    let table = (
+        next_table(ARM_TABLES.start, level),
+        prop::bool::weighted(0.03),
+        prop::bool::weighted(0.03),
+    )
         .prop_map(|(k, nw, nu)| k << 12 | 0b11 | u64::from(nw) << 62 | u64::from(nu) << 61);
-    let leaf = (DATA, prop::bool::weighted(0.2), prop::bool::weighted(0.97), prop::bool::weighted(0.97))
+    let leaf = (
+        DATA,
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.97),
+        prop::bool::weighted(0.97),
+    )
         .prop_map(move |(k, ro, af, user)| {
             let kind = if level == 3 { 0b11 } else { 0b01 };
             k << 12 | kind | u64::from(ro) << 7 | u64::from(af) << 10 | u64::from(user) << 6
@@ -114,10 +166,15 @@ fn arm_desc(level: u64) -> BoxedStrategy<u64> {
 }
 
 fn x86_desc(level: u64) -> BoxedStrategy<u64> {
-    let flags = (prop::bool::weighted(0.97), prop::bool::weighted(0.85), prop::bool::weighted(0.97))
+    let flags = (
+        prop::bool::weighted(0.97),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.97),
+    )
         .prop_map(|(p, rw, us)| u64::from(p) | u64::from(rw) << 1 | u64::from(us) << 2);
     let table = (next_table(X86_TABLES.start, level), flags.clone()).prop_map(|(k, f)| k << 12 | f);
-    let leaf = (DATA, flags).prop_map(move |(k, f)| k << 12 | f | if level == 3 { 0 } else { 1 << 7 });
+    let leaf =
+        (DATA, flags).prop_map(move |(k, f)| k << 12 | f | if level == 3 { 0 } else { 1 << 7 });
     match level {
         0 => prop_oneof![16 => table, 1 => leaf, 1 => junk()].boxed(),
         3 => prop_oneof![16 => leaf, 1 => table, 1 => junk()].boxed(),
@@ -144,7 +201,9 @@ fn mostly_data(end: u64) -> impl Strategy<Value = u64> {
 
 fn iova() -> impl Strategy<Value = u64> {
     let structured = (prop::array::uniform4(0..SLOTS), 0u64..0x1000).prop_map(|(ix, off)| {
-        ix.iter().enumerate().fold(off, |acc, (l, i)| acc | i << (39 - 9 * l as u64))
+        ix.iter()
+            .enumerate()
+            .fold(off, |acc, (l, i)| acc | i << (39 - 9 * l as u64))
     });
     // Identity (stage-2-only) and host-domain addresses in the pool, and anything at all.
     let flat = (0..GPA_NAMES, 0u64..0x1000).prop_map(|(k, off)| (k << 12) | off);
@@ -159,12 +218,27 @@ fn pasid() -> impl Strategy<Value = Option<u32>> {
 fn world() -> impl Strategy<Value = World> {
     let entry = |g: u64| {
         let table = Just(Some((g, 3u8, true)));
-        let any_entry = prop::option::weighted(0.85, (0..POOL, prop_oneof![3 => Just(3u8), 1 => 0u8..3], any::<bool>()));
-        if g < X86_TABLES.end { prop_oneof![30 => table, 1 => any_entry].boxed() } else { any_entry.boxed() }
+        let any_entry = prop::option::weighted(
+            0.85,
+            (
+                0..POOL,
+                prop_oneof![3 => Just(3u8), 1 => 0u8..3],
+                any::<bool>(),
+            ),
+        );
+        if g < X86_TABLES.end {
+            prop_oneof![30 => table, 1 => any_entry].boxed()
+        } else {
+            any_entry.boxed()
+        }
     };
     let map = (0..GPAS).map(entry).collect::<Vec<_>>();
-    let secure = (0..POOL).map(|i| prop::bool::weighted(if i < X86_TABLES.end { 0.97 } else { 0.5 })).collect::<Vec<_>>();
-    let descs = (0..POOL_WITH_MEMORY).map(|i| prop::array::uniform4(page_descs(i))).collect::<Vec<_>>();
+    let secure = (0..POOL)
+        .map(|i| prop::bool::weighted(if i < X86_TABLES.end { 0.97 } else { 0.5 }))
+        .collect::<Vec<_>>();
+    let descs = (0..POOL_WITH_MEMORY)
+        .map(|i| prop::array::uniform4(page_descs(i)))
+        .collect::<Vec<_>>();
     let root = || prop_oneof![9 => 0..X86_TABLES.end, 1 => 0..GPA_NAMES];
     let vdev = (
         0usize..2,
@@ -174,18 +248,32 @@ fn world() -> impl Strategy<Value = World> {
         prop::option::weighted(0.8, root()),
         prop::collection::vec((0u32..3, root()), 0..3),
     )
-        .prop_map(|(tvm, format, run, accepted, default_root, pasid_roots)| VdevSpec {
-            tvm,
-            format,
-            run,
-            accepted,
-            default_root,
-            pasid_roots,
-        });
+        .prop_map(
+            |(tvm, format, run, accepted, default_root, pasid_roots)| VdevSpec {
+                tvm,
+                format,
+                run,
+                accepted,
+                default_root,
+                pasid_roots,
+            },
+        );
     let host_unmapped = prop::collection::vec(0..POOL, 0..4);
-    (map.clone(), map, secure, descs, prop::collection::vec(vdev, VDEVS as usize), host_unmapped).prop_map(
-        |(m0, m1, secure, descs, vdevs, host_unmapped)| World { maps: [m0, m1], secure, descs, vdevs, host_unmapped },
+    (
+        map.clone(),
+        map,
+        secure,
+        descs,
+        prop::collection::vec(vdev, VDEVS as usize),
+        host_unmapped,
     )
+        .prop_map(|(m0, m1, secure, descs, vdevs, host_unmapped)| World {
+            maps: [m0, m1],
+            secure,
+            descs,
+            vdevs,
+            host_unmapped,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -233,7 +321,14 @@ fn build(w: &World) -> Sim {
     for (t, map) in w.maps.iter().enumerate() {
         for (g, e) in map.iter().enumerate() {
             if let Some((p, pm, private)) = *e {
-                s.s2.insert((TVMS[t], (g as u64) << 12), S2Entry { pa: pa(p), perms: perms(pm), private });
+                s.s2.insert(
+                    (TVMS[t], (g as u64) << 12),
+                    S2Entry {
+                        pa: pa(p),
+                        perms: perms(pm),
+                        private,
+                    },
+                );
             }
         }
     }
@@ -283,13 +378,19 @@ fn check_invariants(s: &Sim, r: &Request, got: Pa) -> Result<(), TestCaseError> 
         return Ok(());
     }
     let v = s.vdevs.get(&r.rid.0);
-    prop_assert!(v.is_some_and(|v| v.run && v.accepted), "invariant 2: T=1 from a non-RUN/accepted requester {r:?}");
+    prop_assert!(
+        v.is_some_and(|v| v.run && v.accepted),
+        "invariant 2: T=1 from a non-RUN/accepted requester {r:?}"
+    );
     let tvm = v.map(|v| v.tvm);
     let own = s
         .s2
         .iter()
         .any(|((t, _), e)| Some(*t) == tvm && e.pa == got.granule_base() && e.private == secure);
-    prop_assert!(own, "invariant 2: T=1 reached {got:?}, not its TVM's own memory, for {r:?}");
+    prop_assert!(
+        own,
+        "invariant 2: T=1 reached {got:?}, not its TVM's own memory, for {r:?}"
+    );
     Ok(())
 }
 
@@ -299,9 +400,22 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
     let mut seen: Vec<Request> = Vec::new();
     for op in ops {
         match *op {
-            Op::Translate { reuse, rid, pasid, t_bit, iova, write } => {
+            Op::Translate {
+                reuse,
+                rid,
+                pasid,
+                t_bit,
+                iova,
+                write,
+            } => {
                 let access = if write { Access::Write } else { Access::Read };
-                let fresh = Request { rid: RequesterId(rid), pasid, t_bit, iova: Iova(iova), access };
+                let fresh = Request {
+                    rid: RequesterId(rid),
+                    pasid,
+                    t_bit,
+                    iova: Iova(iova),
+                    access,
+                };
                 let r = match reuse {
                     Some(i) if !seen.is_empty() => seen[i % seen.len()],
                     _ => fresh,
@@ -310,7 +424,12 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 let (rid, pasid, t_bit) = (r.rid.0, r.pasid, r.t_bit);
                 let hits = tlb.hits();
                 let cached = translate(&s, &mut tlb, &r);
-                prop_assert_eq!(cached, translate_uncached(&s, &r), "IOTLB differs from the walk for {:?}", r);
+                prop_assert_eq!(
+                    cached,
+                    translate_uncached(&s, &r),
+                    "IOTLB differs from the walk for {:?}",
+                    r
+                );
                 cov.hits += tlb.hits() - hits;
                 match cached {
                     Ok(p) => {
@@ -321,7 +440,10 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                             cov.t0_ok += 1;
                         }
                         let v = s.vdevs.get(&rid);
-                        if v.is_some_and(|v| v.format != Stage1Format::None && v.pasids.lookup(pasid) != Stage1Root::Bypass) {
+                        if v.is_some_and(|v| {
+                            v.format != Stage1Format::None
+                                && v.pasids.lookup(pasid) != Stage1Root::Bypass
+                        }) {
                             cov.two_stage_ok += 1;
                         }
                     }
@@ -332,8 +454,21 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 s.s2.remove(&(TVMS[tvm], gpa << 12));
                 tlb.invalidate_gpa(TVMS[tvm], Gpa(gpa << 12), GRANULE_SIZE);
             }
-            Op::Map { tvm, gpa, pa: p, perms: pm, private } => {
-                let old = s.s2.insert((TVMS[tvm], gpa << 12), S2Entry { pa: pa(p), perms: perms(pm), private });
+            Op::Map {
+                tvm,
+                gpa,
+                pa: p,
+                perms: pm,
+                private,
+            } => {
+                let old = s.s2.insert(
+                    (TVMS[tvm], gpa << 12),
+                    S2Entry {
+                        pa: pa(p),
+                        perms: perms(pm),
+                        private,
+                    },
+                );
                 // Replacing a mapping is an unmap first, as far as the IOTLB is concerned.
                 if old.is_some() {
                     tlb.invalidate_gpa(TVMS[tvm], Gpa(gpa << 12), GRANULE_SIZE);
@@ -346,7 +481,11 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                     tlb.invalidate_guest(vdev_id(v), PasidScope::All, Iova(0), u64::MAX);
                 }
             }
-            Op::SetState { vdev, run, accepted } => {
+            Op::SetState {
+                vdev,
+                run,
+                accepted,
+            } => {
                 let v = s.vdev(RequesterId(vdev));
                 v.run = run;
                 v.accepted = accepted;
@@ -373,7 +512,12 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 }
                 tlb.invalidate_pa(pa(p));
             }
-            Op::GuestInvalidate { vdev, pasid, iova, len } => {
+            Op::GuestInvalidate {
+                vdev,
+                pasid,
+                iova,
+                len,
+            } => {
                 let scope = pasid.map_or(PasidScope::All, PasidScope::One);
                 tlb.invalidate_guest(vdev_id(vdev), scope, Iova(iova), len);
             }
@@ -408,9 +552,18 @@ fn the_random_worlds_reach_every_outcome() {
         run(&w, &ops, &mut cov).unwrap();
     }
     std::eprintln!("coverage over 256 cases: {cov:?}");
-    assert!(cov.t0_ok > 0 && cov.t1_ok > 0 && cov.two_stage_ok > 0 && cov.hits > 0, "{cov:?}");
-    let missing: Vec<FaultReason> =
-        FaultReason::ALL.iter().copied().filter(|r| cov.reasons[*r as usize - 1] == 0).collect();
+    assert!(
+        cov.t0_ok > 0 && cov.t1_ok > 0 && cov.two_stage_ok > 0 && cov.hits > 0,
+        "{cov:?}"
+    );
+    let missing: Vec<FaultReason> = FaultReason::ALL
+        .iter()
+        .copied()
+        .filter(|r| cov.reasons[*r as usize - 1] == 0)
+        .collect();
     // S1TableRead needs a table in one of the two memory-less pages, reachable but rare.
-    assert!(missing.iter().all(|r| *r == FaultReason::S1TableRead), "never produced: {missing:?}; {cov:?}");
+    assert!(
+        missing.iter().all(|r| *r == FaultReason::S1TableRead),
+        "never produced: {missing:?}; {cov:?}"
+    );
 }

@@ -15,7 +15,7 @@ fn setup(fmt: Stage1Format) -> (Sim, Gpa, Pa) {
     let mut s = Sim::with_vdev(fmt);
     let root = s.new_root(None);
     let pa = s.map(TVM, Gpa(DATA_GPA), Perms::RW, true);
-    s.s1_map(fmt, TVM, root, IOVA, DATA_GPA, 3, true);
+    s.s1_map(fmt, root, IOVA, DATA_GPA, 3, true);
     (s, root, pa)
 }
 
@@ -24,7 +24,8 @@ fn desc_gpa(s: &Sim, fmt: Stage1Format, root: Gpa, level: u8) -> Gpa {
     let _ = fmt;
     let mut table = root.0;
     for l in 0..level {
-        table = s.read_gpa(TVM, Gpa(table | (stage1::index(Iova(IOVA), l) << 3))) & 0x0000_FFFF_FFFF_F000;
+        table = s.read_gpa(TVM, Gpa(table | (stage1::index(Iova(IOVA), l) << 3)))
+            & 0x0000_FFFF_FFFF_F000;
     }
     Gpa(table | (stage1::index(Iova(IOVA), level) << 3))
 }
@@ -47,7 +48,11 @@ fn two_stage_page_translates_both_formats_and_keeps_the_offset() {
     for fmt in FORMATS {
         let (mut s, _, pa) = setup(fmt);
         s.set_run(true, true);
-        for (t, acc) in [(false, Access::Read), (true, Access::Write), (true, Access::Read)] {
+        for (t, acc) in [
+            (false, Access::Read),
+            (true, Access::Write),
+            (true, Access::Read),
+        ] {
             let r = fresh(&s, &req(t, IOVA | 0xABC, acc));
             if t {
                 assert_eq!(r, Ok(Pa(pa.0 | 0xABC)), "{fmt:?}");
@@ -67,10 +72,14 @@ fn blocks_of_2m_and_1g_translate_with_their_offsets() {
             let root = s.new_root(None);
             let block_gpa = 4 * size;
             let iova = 7 * size;
-            s.s1_map(fmt, TVM, root, iova, block_gpa, level, true);
+            s.s1_map(fmt, root, iova, block_gpa, level, true);
             let off = size - 0x1008;
             let pa = s.map(TVM, Gpa(block_gpa + off), Perms::RW, false);
-            assert_eq!(fresh(&s, &req(false, iova + off, Access::Write)), Ok(Pa(pa.0 | 0xFF8)), "{fmt:?} L{level}");
+            assert_eq!(
+                fresh(&s, &req(false, iova + off, Access::Write)),
+                Ok(Pa(pa.0 | 0xFF8)),
+                "{fmt:?} L{level}"
+            );
         }
     }
 }
@@ -80,7 +89,11 @@ fn no_viommu_and_no_root_are_stage2_only() {
     for fmt in [Stage1Format::None, ARM, X86] {
         let mut s = Sim::with_vdev(fmt);
         let pa = s.map(TVM, Gpa(0x5000), Perms::R, false);
-        assert_eq!(fresh(&s, &req(false, 0x5010, Access::Read)), Ok(Pa(pa.0 | 0x10)), "{fmt:?}");
+        assert_eq!(
+            fresh(&s, &req(false, 0x5010, Access::Read)),
+            Ok(Pa(pa.0 | 0x10)),
+            "{fmt:?}"
+        );
     }
     // TSM_NO_VIOMMU ignores any root the core might still hold.
     let mut s = Sim::with_vdev(Stage1Format::None);
@@ -94,13 +107,19 @@ fn pasid_without_root_or_above_20_bits_faults_and_pasids_use_their_own_root() {
     let (mut s, _, pa) = setup(ARM);
     let mut r = req(false, IOVA, Access::Read);
     r.pasid = Some(5);
-    assert_eq!(reason(fresh(&s, &r)), (FaultReason::PasidNotConfigured, None));
+    assert_eq!(
+        reason(fresh(&s, &r)),
+        (FaultReason::PasidNotConfigured, None)
+    );
     r.pasid = Some(PASID_MAX + 1);
-    assert_eq!(reason(fresh(&s, &r)), (FaultReason::PasidNotConfigured, None));
+    assert_eq!(
+        reason(fresh(&s, &r)),
+        (FaultReason::PasidNotConfigured, None)
+    );
     // PASID 5 gets a root mapping IOVA to a shared page; the default root still maps private.
     let root5 = s.new_root(Some(5));
     let shared = s.map(TVM, Gpa(0x20_0000), Perms::RW, false);
-    s.s1_map(ARM, TVM, root5, IOVA, 0x20_0000, 3, true);
+    s.s1_map(ARM, root5, IOVA, 0x20_0000, 3, true);
     r.pasid = Some(5);
     assert_eq!(fresh(&s, &r), Ok(shared));
     s.set_run(true, true);
@@ -109,9 +128,18 @@ fn pasid_without_root_or_above_20_bits_faults_and_pasids_use_their_own_root() {
 
 #[test]
 fn iova_outside_the_input_range_faults() {
-    for (fmt, iova) in [(ARM, 1u64 << 48), (ARM, 0xFFFF_8000_0000_0000), (X86, 1 << 47), (X86, 0x8000_0000_0000_0000)] {
+    for (fmt, iova) in [
+        (ARM, 1u64 << 48),
+        (ARM, 0xFFFF_8000_0000_0000),
+        (X86, 1 << 47),
+        (X86, 0x8000_0000_0000_0000),
+    ] {
         let (s, _, _) = setup(fmt);
-        assert_eq!(reason(fresh(&s, &req(false, iova, Access::Read))), (FaultReason::S1InputRange, None), "{fmt:?} {iova:#x}");
+        assert_eq!(
+            reason(fresh(&s, &req(false, iova, Access::Read))),
+            (FaultReason::S1InputRange, None),
+            "{fmt:?} {iova:#x}"
+        );
     }
     // A canonical upper-half address is in range for x86-64 (and simply unmapped here).
     let (s, _, _) = setup(X86);
@@ -128,7 +156,10 @@ fn invalid_descriptors_fault_at_their_level() {
             let (mut s, root, _) = setup(fmt);
             let d = get_desc(&s, fmt, root, level);
             set_desc(&mut s, fmt, root, level, d & !1);
-            assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Translation, Some(level)));
+            assert_eq!(
+                reason(fresh(&s, &req(false, IOVA, Access::Read))),
+                (FaultReason::S1Translation, Some(level))
+            );
         }
     }
 }
@@ -139,28 +170,52 @@ fn reserved_encodings_and_bits_fault() {
     let (mut s, root, _) = setup(ARM);
     let d = get_desc(&s, ARM, root, 0);
     set_desc(&mut s, ARM, root, 0, d & !ARM_TABLE_OR_PAGE);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Reserved, Some(0)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1Reserved, Some(0))
+    );
     let (mut s, root, _) = setup(ARM);
     let d = get_desc(&s, ARM, root, 3);
     set_desc(&mut s, ARM, root, 3, d & !ARM_TABLE_OR_PAGE);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Reserved, Some(3)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1Reserved, Some(3))
+    );
     // x86-64: PS in a PML4E; address bits 51:48; reserved bits of 1 GiB and 2 MiB pages.
     let (mut s, root, _) = setup(X86);
     let d = get_desc(&s, X86, root, 0);
     set_desc(&mut s, X86, root, 0, d | X86_PS);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Reserved, Some(0)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1Reserved, Some(0))
+    );
     let (mut s, root, _) = setup(X86);
     let d = get_desc(&s, X86, root, 2);
     set_desc(&mut s, X86, root, 2, d | 1 << 50);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Reserved, Some(2)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1Reserved, Some(2))
+    );
     for (level, bad) in [(1u8, 1u64 << 20), (2, 1 << 13)] {
         let (mut s, root, _) = setup(X86);
         set_desc(&mut s, X86, root, level, enc::leaf(X86, level, bad, true));
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1Reserved, Some(level)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1Reserved, Some(level))
+        );
         // The PAT bit (12) of a large page is not reserved.
         let (mut s, root, _) = setup(X86);
-        set_desc(&mut s, X86, root, level, enc::leaf(X86, level, 1 << 12, true));
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S2Translation, None));
+        set_desc(
+            &mut s,
+            X86,
+            root,
+            level,
+            enc::leaf(X86, level, 1 << 12, true),
+        );
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S2Translation, None)
+        );
     }
 }
 
@@ -170,7 +225,10 @@ fn arm_output_address_above_48_bits_faults() {
         let (mut s, root, _) = setup(ARM);
         let d = get_desc(&s, ARM, root, level);
         set_desc(&mut s, ARM, root, level, d | 1 << 48);
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1AddressSize, Some(level)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1AddressSize, Some(level))
+        );
     }
 }
 
@@ -179,7 +237,10 @@ fn arm_access_flag_clear_faults() {
     let (mut s, root, _) = setup(ARM);
     let d = get_desc(&s, ARM, root, 3);
     set_desc(&mut s, ARM, root, 3, d & !ARM_AF);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1AccessFlag, Some(3)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1AccessFlag, Some(3))
+    );
 }
 
 #[test]
@@ -191,7 +252,7 @@ fn stage1_permissions_deny() {
     for fmt in FORMATS {
         let (mut s, root, _) = setup(fmt);
         s.map_to(TVM, Gpa(DATA_GPA), Pa(0x7000_0000), Perms::RW, false);
-        s.s1_map(fmt, TVM, root, IOVA, DATA_GPA, 3, false);
+        s.s1_map(fmt, root, IOVA, DATA_GPA, 3, false);
         assert_eq!(reason(fresh(&s, &w)), s1p(3), "{fmt:?}");
         assert_eq!(fresh(&s, &r), Ok(Pa(0x7000_0000)));
     }
@@ -225,17 +286,26 @@ fn tables_outside_the_tvm_fault() {
         // Root GPA not mapped at all.
         let mut s = Sim::with_vdev(fmt);
         s.vdev(RID).pasids.attach(None, Gpa(0x9999_0000)).unwrap();
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableNotMapped, Some(0)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1TableNotMapped, Some(0))
+        );
         // A level-1 table pointer naming a GPA outside the TVM (here: another TVM's table).
         let (mut s, root, _) = setup(fmt);
         let other = s.alloc_table(TVM2);
         set_desc(&mut s, fmt, root, 0, enc::table(fmt, other.0 + 0x100_0000));
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableNotMapped, Some(1)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1TableNotMapped, Some(1))
+        );
         // A table page mapped without read permission.
         let (mut s, root, _) = setup(fmt);
         let g = desc_gpa(&s, fmt, root, 2).granule_base();
         s.s2.get_mut(&(TVM, g.0)).unwrap().perms = Perms::NONE;
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableNotMapped, Some(2)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1TableNotMapped, Some(2))
+        );
     }
 }
 
@@ -247,11 +317,17 @@ fn tables_in_shared_memory_fault() {
         let e = s.s2.get_mut(&(TVM, g.0)).unwrap();
         e.private = false;
         let pa = e.pa;
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableShared, Some(3)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1TableShared, Some(3))
+        );
         // Private in the map but not secure in the granule table: refused all the same.
         s.s2.get_mut(&(TVM, g.0)).unwrap().private = true;
         s.secure.remove(&pa.0);
-        assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableShared, Some(3)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1TableShared, Some(3))
+        );
     }
 }
 
@@ -261,35 +337,67 @@ fn unreadable_table_memory_faults() {
     let g = desc_gpa(&s, ARM, root, 1).granule_base();
     s.s2.get_mut(&(TVM, g.0)).unwrap().pa = Pa(0xDEAD_0000);
     s.secure.insert(0xDEAD_0000);
-    assert_eq!(reason(fresh(&s, &req(false, IOVA, Access::Read))), (FaultReason::S1TableRead, Some(1)));
+    assert_eq!(
+        reason(fresh(&s, &req(false, IOVA, Access::Read))),
+        (FaultReason::S1TableRead, Some(1))
+    );
 }
 
 #[test]
 fn stage2_translation_and_permission_faults() {
     for fmt in [Stage1Format::None, ARM, X86] {
-        let (mut s, _, _) = if fmt == Stage1Format::None { (Sim::with_vdev(fmt), Gpa(0), Pa(0)) } else { setup(fmt) };
-        let (iova, gpa) = if fmt == Stage1Format::None { (DATA_GPA, DATA_GPA) } else { (IOVA, DATA_GPA) };
+        let (mut s, _, _) = if fmt == Stage1Format::None {
+            (Sim::with_vdev(fmt), Gpa(0), Pa(0))
+        } else {
+            setup(fmt)
+        };
+        let (iova, gpa) = if fmt == Stage1Format::None {
+            (DATA_GPA, DATA_GPA)
+        } else {
+            (IOVA, DATA_GPA)
+        };
         s.s2.remove(&(TVM, gpa));
-        assert_eq!(reason(fresh(&s, &req(false, iova, Access::Read))), (FaultReason::S2Translation, None));
+        assert_eq!(
+            reason(fresh(&s, &req(false, iova, Access::Read))),
+            (FaultReason::S2Translation, None)
+        );
         s.map_to(TVM, Gpa(gpa), Pa(0x7000_0000), Perms::R, false);
-        assert_eq!(reason(fresh(&s, &req(false, iova, Access::Write))), (FaultReason::S2Permission, None));
-        assert_eq!(fresh(&s, &req(false, iova, Access::Read)), Ok(Pa(0x7000_0000)));
+        assert_eq!(
+            reason(fresh(&s, &req(false, iova, Access::Write))),
+            (FaultReason::S2Permission, None)
+        );
+        assert_eq!(
+            fresh(&s, &req(false, iova, Access::Read)),
+            Ok(Pa(0x7000_0000))
+        );
     }
 }
 
 #[test]
 fn host_devices_use_the_host_domain_and_the_final_check() {
     let mut s = Sim::with_vdev(ARM);
-    let host = |t, iova| Request { rid: HOST_RID, pasid: None, t_bit: t, iova: Iova(iova), access: Access::Write };
+    let host = |t, iova| Request {
+        rid: HOST_RID,
+        pasid: None,
+        t_bit: t,
+        iova: Iova(iova),
+        access: Access::Write,
+    };
     assert_eq!(fresh(&s, &host(false, 0x1234_5000)), Ok(Pa(0x1234_5000)));
     s.host_unmapped.insert(0x1234_5000);
     let f = fresh(&s, &host(false, 0x1234_5008)).unwrap_err();
     assert_eq!((f.reason, f.vdev), (FaultReason::HostDomain, None));
     // The host's own map reaching secure memory (say the TSM's carve-out) is refused.
     s.secure.insert(0x6000_0000);
-    assert_eq!(reason(fresh(&s, &host(false, 0x6000_0010))), (FaultReason::T0ToSecure, None));
+    assert_eq!(
+        reason(fresh(&s, &host(false, 0x6000_0010))),
+        (FaultReason::T0ToSecure, None)
+    );
     // A host device never gets T=1, whatever the address.
-    assert_eq!(reason(fresh(&s, &host(true, 0x5000))), (FaultReason::T1NotAllowed, None));
+    assert_eq!(
+        reason(fresh(&s, &host(true, 0x5000))),
+        (FaultReason::T1NotAllowed, None)
+    );
 }
 
 #[test]
@@ -303,12 +411,15 @@ fn t0_to_secure_memory_faults_on_every_path() {
                 DATA_GPA
             } else {
                 let root = s.new_root(None);
-                s.s1_map(fmt, TVM, root, IOVA, DATA_GPA, 3, true);
+                s.s1_map(fmt, root, IOVA, DATA_GPA, 3, true);
                 IOVA
             };
             s.map(TVM, Gpa(DATA_GPA), Perms::RW, true);
             let f = fresh(&s, &req(false, iova, Access::Read)).unwrap_err();
-            assert_eq!((f.reason, f.vdev, f.t_bit), (FaultReason::T0ToSecure, Some(VDEV), false));
+            assert_eq!(
+                (f.reason, f.vdev, f.t_bit),
+                (FaultReason::T0ToSecure, Some(VDEV), false)
+            );
         }
     }
 }
@@ -318,12 +429,18 @@ fn t1_needs_run_and_accept() {
     for (run, acc) in [(false, false), (false, true), (true, false)] {
         let (mut s, _, _) = setup(ARM);
         s.set_run(run, acc);
-        assert_eq!(reason(fresh(&s, &req(true, IOVA, Access::Read))), (FaultReason::T1NotAllowed, None));
+        assert_eq!(
+            reason(fresh(&s, &req(true, IOVA, Access::Read))),
+            (FaultReason::T1NotAllowed, None)
+        );
     }
     // Shared memory is the TVM's too: T=1 may reach it once RUN and accepted.
     let mut s = Sim::with_vdev(Stage1Format::None);
     let pa = s.map(TVM, Gpa(0x3000), Perms::RW, false);
-    assert_eq!(reason(fresh(&s, &req(true, 0x3000, Access::Write))), (FaultReason::T1NotAllowed, None));
+    assert_eq!(
+        reason(fresh(&s, &req(true, 0x3000, Access::Write))),
+        (FaultReason::T1NotAllowed, None)
+    );
     s.set_run(true, true);
     assert_eq!(fresh(&s, &req(true, 0x3000, Access::Write)), Ok(pa));
 }
@@ -335,16 +452,35 @@ fn t1_to_a_page_that_is_not_the_tvms_own_faults() {
     // Shared mapping of a secure page (say another TVM's private page).
     s.map_to(TVM, Gpa(0x3000), Pa(0x7000_0000), Perms::RW, false);
     s.secure.insert(0x7000_0000);
-    assert_eq!(reason(fresh(&s, &req(true, 0x3000, Access::Read))), (FaultReason::T1NotTvmMemory, None));
+    assert_eq!(
+        reason(fresh(&s, &req(true, 0x3000, Access::Read))),
+        (FaultReason::T1NotTvmMemory, None)
+    );
     // Private mapping of a non-secure page.
-    s.s2.insert((TVM, 0x4000), S2Entry { pa: Pa(0x7100_0000), perms: Perms::RW, private: true });
-    assert_eq!(reason(fresh(&s, &req(true, 0x4000, Access::Read))), (FaultReason::T1NotTvmMemory, None));
+    s.s2.insert(
+        (TVM, 0x4000),
+        S2Entry {
+            pa: Pa(0x7100_0000),
+            perms: Perms::RW,
+            private: true,
+        },
+    );
+    assert_eq!(
+        reason(fresh(&s, &req(true, 0x4000, Access::Read))),
+        (FaultReason::T1NotTvmMemory, None)
+    );
 }
 
 #[test]
 fn faults_carry_the_request() {
     let (s, _, _) = setup(X86);
-    let r = Request { rid: RID, pasid: Some(9), t_bit: true, iova: Iova(0xFFFF_0000), access: Access::Write };
+    let r = Request {
+        rid: RID,
+        pasid: Some(9),
+        t_bit: true,
+        iova: Iova(0xFFFF_0000),
+        access: Access::Write,
+    };
     let f = fresh(&s, &r).unwrap_err();
     assert_eq!(
         f,

@@ -1,0 +1,36 @@
+//! The fuzz targets' logic, kept in a library so the same code runs under libFuzzer
+//! (`fuzz_targets/*.rs`), in the corpus and regression replay test (`tests/replay.rs`) and
+//! under Miri.
+//!
+//! | module | target | input |
+//! |---|---|---|
+//! | [`dispatcher`] | `dispatcher` | host and guest calls against the host-built core |
+//! | [`tdisp`] | `tdisp_decode` | TDISP messages, reports and report portions |
+//! | [`walkers`] | `walkers` | vIOMMU stage-1/stage-2 tables and requests |
+//! | [`device_model`] | `device_model` | TDISP requests to the device model |
+
+pub mod device_model;
+pub mod dispatcher;
+pub mod input;
+pub mod tdisp;
+pub mod walkers;
+
+/// Every target: its name (a `fuzz_targets/` binary and a `corpus/` directory) and its entry.
+pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+    ("dispatcher", dispatcher::run),
+    ("tdisp_decode", tdisp::run),
+    ("walkers", walkers::run),
+    ("device_model", device_model::run),
+];
+
+/// The hand-made seeds of `target` (name, bytes); `examples/seeds.rs` writes them to
+/// `corpus/<target>/seed_<name>`.
+pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    match target {
+        "dispatcher" => dispatcher::seeds(),
+        "tdisp_decode" => tdisp::seeds(),
+        "walkers" => walkers::seeds(),
+        "device_model" => device_model::seeds(),
+        _ => Vec::new(),
+    }
+}
