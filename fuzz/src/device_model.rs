@@ -36,8 +36,18 @@ pub mod step {
 }
 
 const RANGES: [MmioRange; 2] = [
-    MmioRange { first_page: 0x10_0000, number_of_pages: 4, attributes: RangeAttributes::empty(), range_id: 0 },
-    MmioRange { first_page: 0x10_0010, number_of_pages: 1, attributes: RangeAttributes::MSIX_TABLE, range_id: 1 },
+    MmioRange {
+        first_page: 0x10_0000,
+        number_of_pages: 4,
+        attributes: RangeAttributes::empty(),
+        range_id: 0,
+    },
+    MmioRange {
+        first_page: 0x10_0010,
+        number_of_pages: 1,
+        attributes: RangeAttributes::MSIX_TABLE,
+        range_id: 1,
+    },
 ];
 
 fn interface(input: &mut Input<'_>) -> InterfaceId {
@@ -51,9 +61,16 @@ fn interface(input: &mut Input<'_>) -> InterfaceId {
 fn request<'n>(input: &mut Input<'_>, nonce: &'n Nonce, other: &'n Nonce) -> Request<'n> {
     let interface_id = interface(input);
     let codes = RequestCode::ALL;
-    match codes.get(usize::from(input.u8()) % codes.len()).copied().unwrap_or(RequestCode::GetVersion) {
+    match codes
+        .get(usize::from(input.u8()) % codes.len())
+        .copied()
+        .unwrap_or(RequestCode::GetVersion)
+    {
         RequestCode::GetVersion => Request::GetVersion { interface_id },
-        RequestCode::GetCapabilities => Request::GetCapabilities { interface_id, tsm_caps: 0 },
+        RequestCode::GetCapabilities => Request::GetCapabilities {
+            interface_id,
+            tsm_caps: 0,
+        },
         RequestCode::LockInterface => Request::LockInterface {
             interface_id,
             params: LockInterfaceParams {
@@ -63,22 +80,32 @@ fn request<'n>(input: &mut Input<'_>, nonce: &'n Nonce, other: &'n Nonce) -> Req
                 bind_p2p_address_mask: 0,
             },
         },
-        RequestCode::GetDeviceInterfaceReport => {
-            Request::GetDeviceInterfaceReport { interface_id, offset: input.u16() % 256, length: input.u16() }
-        }
+        RequestCode::GetDeviceInterfaceReport => Request::GetDeviceInterfaceReport {
+            interface_id,
+            offset: input.u16() % 256,
+            length: input.u16(),
+        },
         RequestCode::GetDeviceInterfaceState => Request::GetDeviceInterfaceState { interface_id },
-        RequestCode::StartInterface => {
-            Request::StartInterface { interface_id, nonce: if input.bool() { *other } else { *nonce } }
-        }
+        RequestCode::StartInterface => Request::StartInterface {
+            interface_id,
+            nonce: if input.bool() { *other } else { *nonce },
+        },
         RequestCode::StopInterface => Request::StopInterface { interface_id },
-        RequestCode::BindP2pStream => Request::BindP2pStream { interface_id, stream_id: input.u8() },
-        RequestCode::UnbindP2pStream => Request::UnbindP2pStream { interface_id, stream_id: input.u8() },
+        RequestCode::BindP2pStream => Request::BindP2pStream {
+            interface_id,
+            stream_id: input.u8(),
+        },
+        RequestCode::UnbindP2pStream => Request::UnbindP2pStream {
+            interface_id,
+            stream_id: input.u8(),
+        },
         RequestCode::SetMmioAttribute => Request::SetMmioAttribute {
             interface_id,
             range: MmioRange {
                 first_page: 0x10_0000,
                 number_of_pages: 1,
-                attributes: RangeAttributes::from_bits_truncate(input.u16()) & RangeAttributes::SETTABLE,
+                attributes: RangeAttributes::from_bits_truncate(input.u16())
+                    & RangeAttributes::SETTABLE,
                 range_id: 0,
             },
         },
@@ -147,7 +174,11 @@ pub fn run(data: &[u8]) {
             step::RAW => {
                 let len = usize::from(input.u16() % 700);
                 let bytes = input.bytes(len);
-                let room = if input.bool() { rsp.len() } else { usize::from(input.u8()) };
+                let room = if input.bool() {
+                    rsp.len()
+                } else {
+                    usize::from(input.u8())
+                };
                 exchange(&mut device, bytes, &mut rsp[..room], honest, &mut nonce);
             }
             step::REQUEST => {
@@ -168,7 +199,10 @@ pub fn run(data: &[u8]) {
                 let tdi = interface(&mut input);
                 let before = device.tdi_state(tdi);
                 let failed = device.trigger_error(tdi);
-                assert_eq!(failed, matches!(before, Some(TdiState::ConfigLocked | TdiState::Run)));
+                assert_eq!(
+                    failed,
+                    matches!(before, Some(TdiState::ConfigLocked | TdiState::Run))
+                );
                 if failed {
                     assert_eq!(device.tdi_state(tdi), Some(TdiState::Error));
                 }
@@ -177,15 +211,33 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn exchange(device: &mut Device<'_>, request: &[u8], rsp: &mut [u8], honest: bool, nonce: &mut Nonce) {
-    let Ok(n) = device.respond(request, rsp) else { return };
-    assert!(n <= rsp.len(), "answer of {n} bytes overruns a {}-byte buffer", rsp.len());
+fn exchange(
+    device: &mut Device<'_>,
+    request: &[u8],
+    rsp: &mut [u8],
+    honest: bool,
+    nonce: &mut Nonce,
+) {
+    let Ok(n) = device.respond(request, rsp) else {
+        return;
+    };
+    assert!(
+        n <= rsp.len(),
+        "answer of {n} bytes overruns a {}-byte buffer",
+        rsp.len()
+    );
     if !honest {
         return;
     }
-    let answer = Response::decode(&rsp[..n]).unwrap_or_else(|e| panic!("honest model sent undecodable bytes: {e:?}"));
-    let Ok(asked) = Request::decode(request) else { return };
-    assert!(answer.answers(&asked), "{answer:?} does not answer {asked:?}");
+    let answer = Response::decode(&rsp[..n])
+        .unwrap_or_else(|e| panic!("honest model sent undecodable bytes: {e:?}"));
+    let Ok(asked) = Request::decode(request) else {
+        return;
+    };
+    assert!(
+        answer.answers(&asked),
+        "{answer:?} does not answer {asked:?}"
+    );
     let tdi = asked.interface_id();
     match answer {
         Response::LockInterface { nonce: n, .. } => {
@@ -193,7 +245,9 @@ fn exchange(device: &mut Device<'_>, request: &[u8], rsp: &mut [u8], honest: boo
             assert_eq!(device.tdi_state(tdi), Some(TdiState::ConfigLocked));
         }
         Response::StartInterface { .. } => assert_eq!(device.tdi_state(tdi), Some(TdiState::Run)),
-        Response::StopInterface { .. } => assert_eq!(device.tdi_state(tdi), Some(TdiState::ConfigUnlocked)),
+        Response::StopInterface { .. } => {
+            assert_eq!(device.tdi_state(tdi), Some(TdiState::ConfigUnlocked))
+        }
         _ => {}
     }
 }
@@ -206,7 +260,13 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     honest.u8(step::REQUEST).u8(0).u8(0);
     honest.u8(step::REQUEST).u8(0).u8(1);
     // LOCK_INTERFACE with LOCK_MSIX, stream 0, offset 0.
-    honest.u8(step::REQUEST).u8(0).u8(2).u16(LockFlags::LOCK_MSIX.bits()).u8(0).u32(0);
+    honest
+        .u8(step::REQUEST)
+        .u8(0)
+        .u8(2)
+        .u16(LockFlags::LOCK_MSIX.bits())
+        .u8(0)
+        .u32(0);
     // GET_DEVICE_INTERFACE_REPORT offset 0 length 0xFFFF, then GET_STATE.
     honest.u8(step::REQUEST).u8(0).u8(3).u16(0).u16(0xFFFF);
     honest.u8(step::REQUEST).u8(0).u8(4);
@@ -223,5 +283,8 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     rogue.u8(step::REQUEST).u8(2).u8(5).u8(1);
     rogue.u8(step::ERROR).u8(0);
     rogue.u8(step::RAW).u16(3).raw(&[0x10, 0x81, 0]).u8(1);
-    vec![("honest_life".into(), honest.bytes), ("misbehaving".into(), rogue.bytes)]
+    vec![
+        ("honest_life".into(), honest.bytes),
+        ("misbehaving".into(), rogue.bytes),
+    ]
 }

@@ -1,3 +1,596 @@
-//! `dispatcher`: placeholder while the core's invariant checker is written.
-pub fn run(_data: &[u8]) {}
-pub fn seeds() -> Vec<(String, Vec<u8>)> { vec![("empty".into(), vec![])] }
+//! `dispatcher`: sequences of host and guest calls against the host-built core.
+//!
+//! The input is a program run on a fresh monitor over [`SimPlatform`] (64 granules, the first
+//! four the TSM's own; Arm or x86-64 address maps). Steps:
+//!
+//! * a host call: a call ID from [`CallId::ALL`] (host side) or a raw function ID, with
+//!   arguments drawn from interesting values (granules of the simulated DRAM — which after a
+//!   few steps hold objects, tables, private pages — misaligned and out-of-DRAM addresses,
+//!   buffers inside host granules, GPAs, levels, vBDFs/RIDs, vIOMMU types, raw words); the
+//!   unused argument registers are zero unless the step asks for dirt;
+//! * a guest call from a vCPU granule (or any granule), with the same argument kinds;
+//! * a host store of a parameter block (TVM, PDEV, VDEV params), of raw bytes, or of the
+//!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote);
+//! * a device round trip: the host carries the request in a COMMUNICATE buffer to the TDISP
+//!   device model and calls COMMUNICATE with its answer (or with "no response").
+//!
+//! After every call: nothing panicked; the status is a defined status word; invariant 3 (a
+//! granule is reachable by the host exactly when it is NS, and the TSM's own memory never is);
+//! the TSM's memory stays RESERVED; a refused call changed nothing (granule states and
+//! refcounts, every byte of DRAM, the host's mappings, the PDEV registry) unless its status is
+//! one that reports a state change (`NeedsDeviceIo`, `DeviceError`, `Cancelled`, `DmaFault`);
+//! a successful TEST_DMA_INJECT reached an NS page with T=0, or a private or NS page with T=1
+//! (invariants 1 and 2 as seen from the granule table).
+//!
+//! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
+//! panic by design.
+
+use core::sync::atomic::AtomicU16;
+
+use tsm_abi::CallId;
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::call::Caller;
+use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
+use tsm_abi::event::{ALL_PASIDS, DmaInjectFlags, NO_PASID};
+use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
+use tsm_abi::regs::CallRegs;
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
+use tsm_abi::viommu::ViommuType;
+use tsm_core::granule::GranuleState;
+use tsm_core::testing::SimPlatform;
+use tsm_core::{Origin, Tsm};
+use tsm_device_model::{Device, DeviceConfig, TdiConfig};
+use tsm_hal::platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::input::{Input, Writer};
+
+/// Granules of simulated DRAM.
+pub const GRANULES: u64 = 64;
+/// The TSM's own granules (the first ones).
+pub const TSM_GRANULES: u64 = 4;
+/// Base of the simulated DRAM.
+pub const DRAM_BASE: u64 = 0x4000_0000;
+const MAX_STEPS: usize = 48;
+/// Requester IDs: PF0 of the device (the PDEV's DSM), two functions, one outside the device.
+pub const RIDS: [u16; 4] = [0x0100, 0x0101, 0x0102, 0x0200];
+/// vBDFs a TVM may give its vdevices.
+pub const VBDFS: [u16; 3] = [0x0008, 0x0010, 0x0101];
+
+/// Step selectors (the first byte of a step, modulo their count).
+pub mod step {
+    /// A host call.
+    pub const HOST: u8 = 0;
+    /// A guest call.
+    pub const GUEST: u8 = 1;
+    /// A host (or guest) store.
+    pub const STORE: u8 = 2;
+    /// A device round trip and COMMUNICATE.
+    pub const DEVICE: u8 = 3;
+    /// Number of step kinds.
+    pub const COUNT: u8 = 4;
+}
+
+/// Argument kinds (a byte, modulo their count, before each argument).
+pub mod arg {
+    /// Zero.
+    pub const ZERO: u8 = 0;
+    /// A granule of DRAM (index byte).
+    pub const GRANULE: u8 = 1;
+    /// A granule plus a misaligning offset (index byte, offset byte).
+    pub const MISALIGNED: u8 = 2;
+    /// A granule plus an 8-aligned offset inside it (index byte, offset byte × 8).
+    pub const BUFFER: u8 = 3;
+    /// An address outside DRAM (selector byte).
+    pub const OUTSIDE: u8 = 4;
+    /// A small integer (byte).
+    pub const SMALL: u8 = 5;
+    /// A GPA: byte << 12, or byte << 21 (selector byte, byte).
+    pub const GPA: u8 = 6;
+    /// A requester ID or vBDF (selector byte).
+    pub const BDF: u8 = 7;
+    /// A vIOMMU type, a PASID sentinel, or NO_SOURCE (selector byte).
+    pub const SPECIAL: u8 = 8;
+    /// A raw word (8 bytes).
+    pub const RAW: u8 = 9;
+    /// Number of argument kinds.
+    pub const COUNT: u8 = 10;
+}
+
+/// Store kinds (after the granule index and offset byte).
+pub mod store {
+    /// `TvmParams` (gpa_bits byte, max_vcpus byte).
+    pub const TVM: u8 = 0;
+    /// `PdevParams` (flags byte, format byte).
+    pub const PDEV: u8 = 1;
+    /// `VdevParams` (pBDF byte, vBDF byte, lock flags u16).
+    pub const VDEV: u8 = 2;
+    /// Raw bytes (length byte, bytes).
+    pub const RAW: u8 = 3;
+    /// The accept evidence echoing the `VdevInfo` at offset 0 of the granule, at 0x800.
+    pub const EVIDENCE: u8 = 4;
+    /// Number of store kinds.
+    pub const COUNT: u8 = 5;
+}
+
+fn granule(i: u8) -> u64 {
+    DRAM_BASE + u64::from(i) % GRANULES * GRANULE_SIZE
+}
+
+fn argument(input: &mut Input<'_>) -> u64 {
+    match input.u8() % arg::COUNT {
+        arg::ZERO => 0,
+        arg::GRANULE => granule(input.u8()),
+        arg::MISALIGNED => granule(input.u8()) + 1 + u64::from(input.u8()),
+        arg::BUFFER => granule(input.u8()) + u64::from(input.u8()) * 8,
+        arg::OUTSIDE => match input.u8() % 5 {
+            0 => DRAM_BASE - GRANULE_SIZE,
+            1 => DRAM_BASE + GRANULES * GRANULE_SIZE,
+            2 => u64::MAX & !(GRANULE_SIZE - 1),
+            3 => 1 << 52,
+            _ => DRAM_BASE + GRANULES * GRANULE_SIZE - 8,
+        },
+        arg::SMALL => u64::from(input.u8()),
+        arg::GPA => {
+            let shift = if input.bool() { 21 } else { 12 };
+            u64::from(input.u8()) << shift
+        }
+        arg::BDF => {
+            let all: Vec<u16> = RIDS.iter().chain(VBDFS.iter()).copied().collect();
+            u64::from(*input.pick(&all).unwrap_or(&0))
+        }
+        arg::SPECIAL => match input.u8() % 7 {
+            0 => u64::from(ViommuType::TsmNoViommu.raw()),
+            1 => u64::from(ViommuType::TsmSmmuv3.raw()),
+            2 => u64::from(ViommuType::TsmVtd.raw()),
+            3 => 1, // iommufd's plain ARM_SMMUV3: not a TSM type.
+            4 => NO_PASID,
+            5 => ALL_PASIDS,
+            _ => NO_SOURCE,
+        },
+        _ => input.u64(),
+    }
+}
+
+/// A call of `side`: an ID from the table (selector below 0xF0) or a raw function ID.
+fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
+    let selector = input.u8();
+    let dirty = selector & 0x80 != 0;
+    let calls: Vec<CallId> = CallId::ALL
+        .iter()
+        .copied()
+        .filter(|c| c.caller() == side && *c != CallId::SYSTEM_OFF)
+        .collect();
+    let (fid, nargs) = match calls.get(usize::from(selector & 0x7F) % (calls.len() + 1)) {
+        Some(c) => (u64::from(c.fid()), c.arg_count()),
+        None => (u64::from(input.u32()), 6),
+    };
+    let mut regs = CallRegs { fid, args: [0; 6] };
+    for (i, a) in regs.args.iter_mut().enumerate() {
+        if i < nargs || (dirty && input.bool()) {
+            *a = argument(input);
+        }
+    }
+    regs
+}
+
+/// A fresh monitor over a leak-free simulated platform.
+struct Machine<'m> {
+    sim: &'m SimPlatform,
+    tsm: Tsm<'m>,
+}
+
+/// Everything a refused call must leave as it was.
+#[derive(PartialEq, Eq, Debug)]
+struct Snapshot {
+    granules: Vec<(Pa, GranuleState, u16)>,
+    mem: Vec<u8>,
+    unmapped: Vec<Pa>,
+    pdevs: Vec<tsm_core::tsm::PdevRange>,
+}
+
+impl Machine<'_> {
+    fn snapshot(&self) -> Snapshot {
+        let mut mem = vec![0u8; (GRANULES * GRANULE_SIZE) as usize];
+        self.sim
+            .read(Pa(DRAM_BASE), &mut mem)
+            .expect("the whole simulated DRAM reads");
+        Snapshot {
+            granules: self.tsm.granules().snapshot().collect(),
+            mem,
+            unmapped: self.sim.unmapped_granules(),
+            pdevs: self.tsm.pdev_ranges().into_iter().collect(),
+        }
+    }
+
+    fn granules_in(&self, state: GranuleState) -> Vec<Pa> {
+        self.tsm
+            .granules()
+            .snapshot()
+            .filter(|g| g.1 == state)
+            .map(|g| g.0)
+            .collect()
+    }
+
+    /// Issues one call and checks everything that must hold after it.
+    fn call(&self, origin: Origin, regs: &CallRegs) {
+        let before = self.snapshot();
+        let r = self.tsm.handle(origin, regs);
+        let status = Status::from_raw(r.status)
+            .unwrap_or_else(|| panic!("undefined status word {:#x} for {regs:x?}", r.status));
+        let after = self.snapshot();
+        let reports_change = matches!(
+            status.code,
+            StatusCode::NeedsDeviceIo
+                | StatusCode::DeviceError
+                | StatusCode::Cancelled
+                | StatusCode::DmaFault
+        );
+        if !status.is_success() && !reports_change {
+            assert!(
+                before == after,
+                "{regs:x?} from {origin:?} refused with {status:?} but changed state"
+            );
+        }
+        self.check_isolation(&after);
+        if status.is_success() && regs.fid == u64::from(CallId::TEST_DMA_INJECT.fid()) {
+            self.check_dma(regs, Pa(r.out[0]));
+        }
+    }
+
+    /// Invariant 3 and the TSM's own memory.
+    fn check_isolation(&self, s: &Snapshot) {
+        for &(pa, state, _) in &s.granules {
+            let own = pa.0 < DRAM_BASE + TSM_GRANULES * GRANULE_SIZE;
+            assert_eq!(
+                own,
+                state == GranuleState::Reserved,
+                "granule {pa:?} is {state:?}"
+            );
+            assert_eq!(
+                self.sim.host_can_reach(pa),
+                state == GranuleState::Ns,
+                "invariant 3: host reachability of {pa:?} disagrees with its state {state:?}"
+            );
+        }
+    }
+
+    /// Invariants 1 and 2 from the granule table: where an injected DMA was let through to.
+    fn check_dma(&self, regs: &CallRegs, pa: Pa) {
+        let flags = DmaInjectFlags::from_bits_truncate(regs.args[3]);
+        let state = self.tsm.granules().peek(pa.granule_base()).map(|s| s.0);
+        if flags.contains(DmaInjectFlags::T_BIT) {
+            assert!(
+                matches!(state, Ok(GranuleState::Private | GranuleState::Ns)),
+                "invariant 2: T=1 DMA {regs:x?} reached {pa:?} in {state:?}"
+            );
+        } else {
+            assert!(
+                !matches!(state, Ok(s) if s.is_secure()),
+                "invariant 1: T=0 DMA {regs:x?} reached secure {pa:?} ({state:?})"
+            );
+        }
+    }
+
+    fn store(&self, input: &mut Input<'_>) {
+        let pa = Pa(granule(input.u8()) + u64::from(input.u8() % 63) * 64);
+        let bytes: Vec<u8> = match input.u8() % store::COUNT {
+            store::TVM => TvmParams {
+                gpa_bits: 32 + input.u8() % 17,
+                max_vcpus: 1 + u32::from(input.u8() % 4),
+                ..TvmParams::new_zeroed()
+            }
+            .as_bytes()
+            .to_vec(),
+            store::PDEV => PdevParams {
+                flags: u64::from(input.u8() & 3),
+                segment: 0,
+                rid_base: RIDS[0],
+                rid_count: 8,
+                interface_id_format: u32::from(input.u8() & 1),
+                ..PdevParams::new_zeroed()
+            }
+            .as_bytes()
+            .to_vec(),
+            store::VDEV => {
+                let pbdf = RIDS[usize::from(input.u8()) % RIDS.len()];
+                VdevParams {
+                    pbdf,
+                    vbdf: VBDFS[usize::from(input.u8()) % VBDFS.len()],
+                    function_id: u32::from(pbdf),
+                    lock_flags: input.u16() & LockFlags::all().bits(),
+                    ..VdevParams::new_zeroed()
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            store::RAW => {
+                let len = usize::from(input.u8());
+                input.bytes(len).to_vec()
+            }
+            _ => {
+                // The guest echoes what G_VDEV_INFO wrote into its own (private) page.
+                let page = pa.granule_base();
+                let mut info = VdevInfo::new_zeroed();
+                if self.sim.read(page, info.as_mut_bytes()).is_err() {
+                    return;
+                }
+                let ev = AcceptEvidence {
+                    nonce: info.nonce,
+                    report_digest: info.report_digest,
+                    report_counter: info.report_counter,
+                    ..AcceptEvidence::new_zeroed()
+                };
+                let _ = self.sim.write(Pa(page.0 + 0x800), ev.as_bytes());
+                return;
+            }
+        };
+        // A host store faults on a granule the host cannot reach; that is the MMU at work.
+        let _ = self.sim.host_write(pa, &bytes);
+    }
+
+    /// Carries the request in the COMMUNICATE buffer to the device and continues the operation.
+    fn device_round_trip(&self, input: &mut Input<'_>, device: &mut Device<'_>) {
+        let comm = Pa(granule(input.u8()));
+        let answer = input.u8();
+        let mut head = CommHeader::new_zeroed();
+        if self.sim.host_read(comm, head.as_mut_bytes()).is_err() {
+            return;
+        }
+        let len = usize::try_from(head.request_len)
+            .unwrap_or(usize::MAX)
+            .min(COMM_PAYLOAD_SIZE);
+        let mut req = vec![0u8; len];
+        let payload = Pa(comm.0 + COMM_HEADER_SIZE as u64);
+        if self.sim.host_read(payload, &mut req).is_err() {
+            return;
+        }
+        let mut rsp = vec![0u8; COMM_PAYLOAD_SIZE];
+        let n = device.respond(&req, &mut rsp).unwrap_or(0);
+        head.response_len = u32::try_from(n).unwrap_or(u32::MAX);
+        head.host_status = if answer & 1 == 0 {
+            HostIoStatus::Response.raw()
+        } else {
+            HostIoStatus::NoResponse.raw()
+        };
+        if self.sim.host_write(comm, head.as_bytes()).is_err()
+            || self
+                .sim
+                .host_write(payload, rsp.get(..n).unwrap_or(&[]))
+                .is_err()
+        {
+            return;
+        }
+        let regs = CallRegs {
+            fid: u64::from(CallId::COMMUNICATE.fid()),
+            args: [head.object, comm.0, 0, 0, 0, 0],
+        };
+        self.call(Origin::Host, &regs);
+    }
+}
+
+const RANGES: [MmioRange; 2] = [
+    MmioRange {
+        first_page: 0x8_0000,
+        number_of_pages: 4,
+        attributes: RangeAttributes::empty(),
+        range_id: 0,
+    },
+    MmioRange {
+        first_page: 0x8_0010,
+        number_of_pages: 1,
+        attributes: RangeAttributes::IS_NON_TEE_MEM,
+        range_id: 1,
+    },
+];
+
+fn tdis() -> [TdiConfig<'static>; 3] {
+    let tdi = |rid| TdiConfig {
+        interface_id: InterfaceId::new(rid, None),
+        report: ReportFields {
+            interface_info: InterfaceInfo::DMA_WITHOUT_PASID | InterfaceInfo::DMA_WITH_PASID,
+            msi_x_message_control: 0,
+            lnr_control: 0,
+            tph_control: 0,
+        },
+        mmio_ranges: &RANGES,
+        device_specific_info: &[0xD5; 16],
+    };
+    [tdi(RIDS[0]), tdi(RIDS[1]), tdi(RIDS[2])]
+}
+
+/// Runs the program in `data`.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let format = if input.bool() {
+        AddressMapFormat::X86_64FourLevel
+    } else {
+        AddressMapFormat::ArmStage2
+    };
+    let sim = SimPlatform::new(Pa(DRAM_BASE), GRANULES as usize, format);
+    let descs: Vec<AtomicU16> = (0..GRANULES).map(|_| AtomicU16::new(0)).collect();
+    let tsm_mem = MemRange {
+        base: Pa(DRAM_BASE),
+        size: TSM_GRANULES * GRANULE_SIZE,
+    };
+    for g in 0..TSM_GRANULES {
+        sim.unmap_from_host(Pa(DRAM_BASE + g * GRANULE_SIZE))
+            .expect("TSM granules are DRAM");
+    }
+    let tsm =
+        Tsm::new(&sim, sim.dram(), tsm_mem, &descs).expect("the machine's sizes are consistent");
+    let m = Machine { sim: &sim, tsm };
+    let tdis = tdis();
+    let mut device =
+        Device::new(DeviceConfig::new(&tdis, [input.u8(); 32])).expect("valid device config");
+    for _ in 0..MAX_STEPS {
+        if input.is_empty() {
+            break;
+        }
+        match input.u8() % step::COUNT {
+            step::HOST => {
+                let regs = call_regs(&mut input, Caller::Host);
+                m.call(Origin::Host, &regs);
+            }
+            step::GUEST => {
+                let vcpus = m.granules_in(GranuleState::Vcpu);
+                let vcpu = match input.pick(&vcpus) {
+                    Some(&v) if input.u8() != 0xFF => v,
+                    _ => Pa(granule(input.u8())),
+                };
+                let regs = call_regs(&mut input, Caller::Guest);
+                m.call(Origin::Guest { vcpu }, &regs);
+            }
+            step::STORE => m.store(&mut input),
+            _ => m.device_round_trip(&mut input, &mut device),
+        }
+    }
+}
+
+/// Host-call step: `call` with `args` given as argument-kind encodings.
+fn host(w: &mut Writer, call: CallId, args: &[&[u8]]) {
+    let index = CallId::ALL
+        .iter()
+        .filter(|c| c.caller() == Caller::Host && **c != CallId::SYSTEM_OFF)
+        .position(|c| *c == call)
+        .expect("a host call");
+    w.u8(step::HOST).u8(index as u8);
+    for a in args {
+        w.raw(a);
+    }
+}
+
+fn guest(w: &mut Writer, call: CallId, args: &[&[u8]]) {
+    let index = CallId::ALL
+        .iter()
+        .filter(|c| c.caller() == Caller::Guest)
+        .position(|c| *c == call)
+        .expect("a guest call");
+    // The first vCPU granule, then the call.
+    w.u8(step::GUEST).u8(0).u8(0).u8(index as u8);
+    for a in args {
+        w.raw(a);
+    }
+}
+
+fn g(i: u8) -> [u8; 2] {
+    [arg::GRANULE, i]
+}
+
+/// Seeds: a TVM with tables, private and shared pages and a vCPU; a PDEV connected and a
+/// vdevice bound, accepted and used for DMA through the device model; and a teardown.
+pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, x86) in [("arm", 0u8), ("x86", 1)] {
+        let mut w = Writer::default();
+        w.u8(x86).u8(7);
+        // TVM params in granule 10, TVM in 11, root table in 12, tables for GPA 0 in 13..16.
+        w.u8(step::STORE).u8(10).u8(0).u8(store::TVM).u8(8).u8(1);
+        for i in 11..=16 {
+            host(&mut w, CallId::GRANULE_DELEGATE, &[&g(i)]);
+        }
+        host(&mut w, CallId::TVM_CREATE, &[&g(11), &g(10), &g(12)]);
+        for (level, table) in [(1u8, 13u8), (2, 14), (3, 15)] {
+            host(
+                &mut w,
+                CallId::TABLE_CREATE,
+                &[&g(11), &[arg::ZERO], &[arg::SMALL, level], &g(table)],
+            );
+        }
+        // Private page at GPA 0x1000 (granule 16), shared page at 0x2000 (granule 17).
+        host(
+            &mut w,
+            CallId::MAP_PRIVATE,
+            &[
+                &g(11),
+                &[arg::GPA, 0, 1],
+                &g(16),
+                &[arg::SPECIAL, 6],
+                &[arg::SMALL, 3],
+            ],
+        );
+        host(
+            &mut w,
+            CallId::MAP_SHARED,
+            &[&g(11), &[arg::GPA, 0, 2], &g(17), &[arg::SMALL, 3]],
+        );
+        // vCPU in granule 18.
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(18)]);
+        host(
+            &mut w,
+            CallId::VCPU_CREATE,
+            &[&g(11), &g(18), &[arg::GPA, 0, 1], &[arg::ZERO]],
+        );
+        // PDEV: params in 20, object in 21, comm buffer 22; connect through the device model.
+        w.u8(step::STORE).u8(20).u8(0).u8(store::PDEV).u8(0).u8(0);
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(21)]);
+        host(&mut w, CallId::PDEV_CREATE, &[&g(21), &g(20)]);
+        host(&mut w, CallId::PDEV_CONNECT, &[&g(21), &g(22)]);
+        for _ in 0..2 {
+            w.u8(step::DEVICE).u8(22).u8(0);
+        }
+        // vIOMMU (SMMUv3 type) in 23, VDEV params in 24 (pBDF 0x101 → vBDF 0x0008), VDEV in 25.
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(23)]);
+        host(
+            &mut w,
+            CallId::VIOMMU_CREATE,
+            &[&g(11), &g(23), &[arg::SPECIAL, 1], &[arg::ZERO]],
+        );
+        w.u8(step::STORE)
+            .u8(24)
+            .u8(0)
+            .u8(store::VDEV)
+            .u8(1)
+            .u8(0)
+            .u16(LockFlags::NO_FW_UPDATE.bits());
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(25)]);
+        host(
+            &mut w,
+            CallId::VDEV_CREATE,
+            &[&g(25), &g(21), &g(23), &g(24)],
+        );
+        // Bind: LOCK + report; the guest reads the info, echoes the evidence, and accepts.
+        host(&mut w, CallId::VDEV_BIND, &[&g(25), &g(22)]);
+        for _ in 0..2 {
+            w.u8(step::DEVICE).u8(22).u8(0);
+        }
+        guest(
+            &mut w,
+            CallId::G_VDEV_INFO,
+            &[&[arg::BDF, 4], &[arg::GPA, 0, 1]],
+        );
+        w.u8(step::STORE).u8(16).u8(0).u8(store::EVIDENCE);
+        let evidence_gpa = [arg::RAW, 0, 0x18, 0, 0, 0, 0, 0, 0];
+        guest(
+            &mut w,
+            CallId::G_VDEV_ACCEPT,
+            &[&[arg::BDF, 4], &evidence_gpa],
+        );
+        host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
+        w.u8(step::DEVICE).u8(22).u8(0);
+        // DMA: T=1 and T=0 to GPA 0x1000 and 0x2000 from the vdevice's RID.
+        for (gpa, flags) in [(1u8, 1u8), (1, 0), (2, 1), (2, 2)] {
+            host(
+                &mut w,
+                CallId::TEST_DMA_INJECT,
+                &[
+                    &[arg::BDF, 1],
+                    &[arg::SPECIAL, 4],
+                    &[arg::GPA, 0, gpa],
+                    &[arg::SMALL, flags],
+                ],
+            );
+        }
+        guest(&mut w, CallId::G_VDEV_STOP, &[&[arg::BDF, 4]]);
+        host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
+        w.u8(step::DEVICE).u8(22).u8(0);
+        // Teardown.
+        host(&mut w, CallId::VDEV_DESTROY, &[&g(25)]);
+        host(&mut w, CallId::UNMAP, &[&g(11), &[arg::GPA, 0, 1]]);
+        host(&mut w, CallId::VCPU_DESTROY, &[&g(18)]);
+        out.push((format!("tvm_device_{name}"), w.bytes));
+    }
+    out
+}

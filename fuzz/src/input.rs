@@ -119,9 +119,16 @@ mod tests {
     #[test]
     fn writer_and_input_agree_and_short_input_reads_zeros() {
         let mut w = Writer::default();
-        w.u8(7).u16(0x1234).u32(0xDEAD_BEEF).u64(u64::MAX - 1).raw(&[9, 9]);
+        w.u8(7)
+            .u16(0x1234)
+            .u32(0xDEAD_BEEF)
+            .u64(u64::MAX - 1)
+            .raw(&[9, 9]);
         let mut i = Input::new(&w.bytes);
-        assert_eq!((i.u8(), i.u16(), i.u32(), i.u64()), (7, 0x1234, 0xDEAD_BEEF, u64::MAX - 1));
+        assert_eq!(
+            (i.u8(), i.u16(), i.u32(), i.u64()),
+            (7, 0x1234, 0xDEAD_BEEF, u64::MAX - 1)
+        );
         assert_eq!(i.bytes(5), &[9, 9]);
         assert!(i.is_empty());
         assert_eq!((i.u64(), i.bool()), (0, false));

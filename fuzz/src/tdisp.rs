@@ -7,8 +7,8 @@
 //! what it reported as received, and only hands out a report once complete).
 
 use tsm_abi::tdisp::{
-    InterfaceId, InterfaceReport, MAX_MESSAGE_SIZE, MAX_REPORT_PORTION, MmioRange, ReportReassembly,
-    Request, Response,
+    InterfaceId, InterfaceReport, MAX_MESSAGE_SIZE, MAX_REPORT_PORTION, MmioRange,
+    ReportReassembly, Request, Response,
 };
 
 use crate::input::Input;
@@ -24,16 +24,22 @@ pub fn run(data: &[u8]) {
 fn round_trip_request(data: &[u8]) -> Option<Request<'_>> {
     let r = Request::decode(data).ok()?;
     let mut out = [0u8; MAX_MESSAGE_SIZE];
-    let n = r.encode(&mut out).unwrap_or_else(|e| panic!("decoded {r:?} does not re-encode: {e:?}"));
+    let n = r
+        .encode(&mut out)
+        .unwrap_or_else(|e| panic!("decoded {r:?} does not re-encode: {e:?}"));
     assert_eq!(&out[..n], data, "request {r:?} re-encodes differently");
     assert_eq!(Request::decode(&out[..n]), Ok(r));
     Some(r)
 }
 
 fn round_trip_response(data: &[u8], request: Option<&Request<'_>>) {
-    let Ok(r) = Response::decode(data) else { return };
+    let Ok(r) = Response::decode(data) else {
+        return;
+    };
     let mut out = [0u8; MAX_MESSAGE_SIZE];
-    let n = r.encode(&mut out).unwrap_or_else(|e| panic!("decoded {r:?} does not re-encode: {e:?}"));
+    let n = r
+        .encode(&mut out)
+        .unwrap_or_else(|e| panic!("decoded {r:?} does not re-encode: {e:?}"));
     assert_eq!(&out[..n], data, "response {r:?} re-encodes differently");
     assert_eq!(Response::decode(&out[..n]), Ok(r));
     if let Some(q) = request {
@@ -44,7 +50,9 @@ fn round_trip_response(data: &[u8], request: Option<&Request<'_>>) {
 }
 
 fn round_trip_report(data: &[u8]) {
-    let Ok(rep) = InterfaceReport::parse(data) else { return };
+    let Ok(rep) = InterfaceReport::parse(data) else {
+        return;
+    };
     let ranges: Vec<MmioRange> = rep.mmio_ranges().collect();
     assert_eq!(ranges.len(), rep.mmio_range_count());
     let mut out = vec![0u8; data.len()];
@@ -66,7 +74,11 @@ fn reassemble(input: &mut Input<'_>) {
             0 => {
                 let before = fetch;
                 match fetch.next_request(tdi, buffer.len()) {
-                    Ok(Some(Request::GetDeviceInterfaceReport { interface_id, offset, length })) => {
+                    Ok(Some(Request::GetDeviceInterfaceReport {
+                        interface_id,
+                        offset,
+                        length,
+                    })) => {
                         assert_eq!(interface_id, tdi);
                         assert_eq!(usize::from(offset), fetch.received());
                         assert!(length > 0 && usize::from(length) <= MAX_REPORT_PORTION);
@@ -91,7 +103,11 @@ fn reassemble(input: &mut Input<'_>) {
                     Err(_) => assert_eq!(fetch.received(), before),
                 }
                 assert!(fetch.received() <= buffer.len());
-                assert_eq!(&buffer[..fetch.received()], &expected[..], "reassembled bytes differ");
+                assert_eq!(
+                    &buffer[..fetch.received()],
+                    &expected[..],
+                    "reassembled bytes differ"
+                );
             }
             _ => {
                 if fetch.report(&buffer).is_ok() {
@@ -113,7 +129,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let tdi = InterfaceId::new(0x0118, Some(2));
     let requests = [
         Request::GetVersion { interface_id: tdi },
-        Request::GetCapabilities { interface_id: tdi, tsm_caps: 0 },
+        Request::GetCapabilities {
+            interface_id: tdi,
+            tsm_caps: 0,
+        },
         Request::LockInterface {
             interface_id: tdi,
             params: LockInterfaceParams {
@@ -123,11 +142,21 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 bind_p2p_address_mask: 0x0000_FFFF_FFFF_F000,
             },
         },
-        Request::GetDeviceInterfaceReport { interface_id: tdi, offset: 0, length: 0x40 },
+        Request::GetDeviceInterfaceReport {
+            interface_id: tdi,
+            offset: 0,
+            length: 0x40,
+        },
         Request::GetDeviceInterfaceState { interface_id: tdi },
-        Request::StartInterface { interface_id: tdi, nonce: [0x5A; 32] },
+        Request::StartInterface {
+            interface_id: tdi,
+            nonce: [0x5A; 32],
+        },
         Request::StopInterface { interface_id: tdi },
-        Request::BindP2pStream { interface_id: tdi, stream_id: 7 },
+        Request::BindP2pStream {
+            interface_id: tdi,
+            stream_id: 7,
+        },
         Request::SetMmioAttribute {
             interface_id: tdi,
             range: MmioRange {
@@ -139,19 +168,33 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         },
     ];
     let responses = [
-        Response::LockInterface { interface_id: tdi, nonce: [7; 32] },
-        Response::DeviceInterfaceReport { interface_id: tdi, portion: &[0xAA; 40], remainder_length: 17 },
+        Response::LockInterface {
+            interface_id: tdi,
+            nonce: [7; 32],
+        },
+        Response::DeviceInterfaceReport {
+            interface_id: tdi,
+            portion: &[0xAA; 40],
+            remainder_length: 17,
+        },
         Response::StartInterface { interface_id: tdi },
-        Response::Error { interface_id: tdi, error: ErrorResponse::new(ErrorCode::InvalidNonce) },
+        Response::Error {
+            interface_id: tdi,
+            error: ErrorResponse::new(ErrorCode::InvalidNonce),
+        },
     ];
     let mut out = Vec::new();
     let mut buf = [0u8; MAX_MESSAGE_SIZE];
     for (i, r) in requests.iter().enumerate() {
-        let n = r.encode(&mut buf).unwrap_or_else(|e| panic!("seed {r:?}: {e:?}"));
+        let n = r
+            .encode(&mut buf)
+            .unwrap_or_else(|e| panic!("seed {r:?}: {e:?}"));
         out.push((format!("request_{i}_{:?}", r.code()), buf[..n].to_vec()));
     }
     for (i, r) in responses.iter().enumerate() {
-        let n = r.encode(&mut buf).unwrap_or_else(|e| panic!("seed {r:?}: {e:?}"));
+        let n = r
+            .encode(&mut buf)
+            .unwrap_or_else(|e| panic!("seed {r:?}: {e:?}"));
         out.push((format!("response_{i}_{:?}", r.code()), buf[..n].to_vec()));
     }
     let fields = ReportFields {
@@ -161,8 +204,18 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         tph_control: 0,
     };
     let ranges = [
-        MmioRange { first_page: 0x10_0000, number_of_pages: 4, attributes: RangeAttributes::empty(), range_id: 0 },
-        MmioRange { first_page: 0x10_0010, number_of_pages: 1, attributes: RangeAttributes::MSIX_TABLE, range_id: 1 },
+        MmioRange {
+            first_page: 0x10_0000,
+            number_of_pages: 4,
+            attributes: RangeAttributes::empty(),
+            range_id: 0,
+        },
+        MmioRange {
+            first_page: 0x10_0010,
+            number_of_pages: 1,
+            attributes: RangeAttributes::MSIX_TABLE,
+            range_id: 1,
+        },
     ];
     let n = InterfaceReport::encode(&fields, &ranges, &[0xD5; 8], &mut buf)
         .unwrap_or_else(|e| panic!("seed report: {e:?}"));
@@ -175,7 +228,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     while at < report.len() {
         let len = (report.len() - at).min(20);
         let remainder = report.len() - at - len;
-        w.u8(0).u8(1).u16(len as u16).u16(remainder as u16).raw(&report[at..at + len]);
+        w.u8(0)
+            .u8(1)
+            .u16(len as u16)
+            .u16(remainder as u16)
+            .raw(&report[at..at + len]);
         at += len;
     }
     w.u8(2);

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_core::viommu::{
-    Access, Context, Devices, HostMapping, Iotlb, PASID_MAX, PasidScope, PasidTable, Perms, Request,
-    RequesterId, S2Entry, SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView, translate,
-    translate_uncached,
+    Access, Context, Devices, HostMapping, Iotlb, PASID_MAX, PasidScope, PasidTable, Perms,
+    Request, RequesterId, S2Entry, SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView,
+    translate, translate_uncached,
 };
 use tsm_hal::platform::{MemFault, PhysMem};
 
@@ -42,8 +42,11 @@ pub const GPA_PAGES: u64 = 16;
 pub const TVMS: [TvmId; 2] = [TvmId(0x1000), TvmId(0x2000)];
 /// Requester IDs of the vdevices (in creation order) and of a host device.
 pub const RIDS: [u16; 4] = [0x0100, 0x0101, 0x0108, 0x0200];
-const FORMATS: [Stage1Format; 3] =
-    [Stage1Format::ArmVmsav8_64_4k, Stage1Format::X86_64FirstStage4Level, Stage1Format::None];
+const FORMATS: [Stage1Format; 3] = [
+    Stage1Format::ArmVmsav8_64_4k,
+    Stage1Format::X86_64FirstStage4Level,
+    Stage1Format::None,
+];
 const MAX_STEPS: usize = 64;
 
 /// Step selectors (the first byte of a step, modulo their count).
@@ -78,7 +81,9 @@ impl PhysMem for Pool {
     fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
         let off = usize::try_from(pa.granule_offset()).map_err(|_| MemFault(pa))?;
         let page = self.pages.get(&pa.granule_base().0).ok_or(MemFault(pa))?;
-        let src = page.get(off..off.saturating_add(out.len())).ok_or(MemFault(pa))?;
+        let src = page
+            .get(off..off.saturating_add(out.len()))
+            .ok_or(MemFault(pa))?;
         out.copy_from_slice(src);
         Ok(())
     }
@@ -108,19 +113,25 @@ struct World {
 
 impl Devices for World {
     fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
-        self.vdevs.iter().find(|v| v.rid == rid.0).map(|v| VdevView {
-            id: v.id,
-            tvm: v.tvm,
-            format: v.format,
-            tdi_run: v.run,
-            accepted: v.accepted,
-            stage1: v.pasids.lookup(pasid),
-        })
+        self.vdevs
+            .iter()
+            .find(|v| v.rid == rid.0)
+            .map(|v| VdevView {
+                id: v.id,
+                tvm: v.tvm,
+                format: v.format,
+                tdi_run: v.run,
+                accepted: v.accepted,
+                stage1: v.pasids.lookup(pasid),
+            })
     }
 
     fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
         let pa = Pa(iova.0);
-        (!self.host_unmapped.contains(&pa.granule_base().0)).then_some(HostMapping { pa, perms: Perms::RW })
+        (!self.host_unmapped.contains(&pa.granule_base().0)).then_some(HostMapping {
+            pa,
+            perms: Perms::RW,
+        })
     }
 }
 
@@ -161,7 +172,10 @@ fn pa_target(input: &mut Input<'_>) -> u64 {
 }
 
 fn perms(bits: u8) -> Perms {
-    Perms { read: bits & 1 != 0, write: bits & 2 != 0 }
+    Perms {
+        read: bits & 1 != 0,
+        write: bits & 2 != 0,
+    }
 }
 
 /// A descriptor: raw (kind 0) or a GPA page of the fuzzer's range with low and high attribute
@@ -177,7 +191,11 @@ fn descriptor(input: &mut Input<'_>) -> u64 {
 
 /// A table index: 0..=254 as is, 255 meaning the last entry (511).
 fn index(byte: u8) -> u64 {
-    if byte == u8::MAX { 511 } else { u64::from(byte) }
+    if byte == u8::MAX {
+        511
+    } else {
+        u64::from(byte)
+    }
 }
 
 fn pasid(input: &mut Input<'_>) -> Option<u32> {
@@ -206,7 +224,11 @@ fn iova(input: &mut Input<'_>) -> u64 {
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let mut w = World {
-        pool: Pool { pages: (0..POOL_PAGES).map(|i| (POOL + i * GRANULE_SIZE, Box::new([0; 4096]))).collect() },
+        pool: Pool {
+            pages: (0..POOL_PAGES)
+                .map(|i| (POOL + i * GRANULE_SIZE, Box::new([0; 4096])))
+                .collect(),
+        },
         s2: BTreeMap::new(),
         secure: BTreeSet::new(),
         vdevs: Vec::new(),
@@ -237,7 +259,14 @@ pub fn run(data: &[u8]) {
                 let gpa = gpa_page(input.u8());
                 let pa = Pa(pa_target(&mut input));
                 let attrs = input.u8();
-                w.s2.insert((tvm, gpa), S2Entry { pa, perms: perms(attrs), private: attrs & 4 != 0 });
+                w.s2.insert(
+                    (tvm, gpa),
+                    S2Entry {
+                        pa,
+                        perms: perms(attrs),
+                        private: attrs & 4 != 0,
+                    },
+                );
                 tlb.invalidate_gpa(tvm, Gpa(gpa), GRANULE_SIZE);
             }
             step::UNMAP => {
@@ -272,7 +301,9 @@ pub fn run(data: &[u8]) {
                 tlb.invalidate_pa(Pa(page));
             }
             step::FLAGS => {
-                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else { continue };
+                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else {
+                    continue;
+                };
                 let flags = input.u8();
                 let (run, accepted) = (flags & 1 != 0, flags & 2 != 0);
                 // The core drops a vdevice's translations on unbind, stop and error only.
@@ -283,28 +314,44 @@ pub fn run(data: &[u8]) {
                 v.accepted = accepted;
             }
             step::ATTACH => {
-                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else { continue };
+                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else {
+                    continue;
+                };
                 let p = pasid(&mut input);
-                let root = if input.u8() % 8 == 0 { input.u64() } else { gpa_page(input.u8()) };
+                let root = if input.u8() % 8 == 0 {
+                    input.u64()
+                } else {
+                    gpa_page(input.u8())
+                };
                 if v.pasids.attach(p, Gpa(root)).is_ok() {
                     tlb.invalidate_pasid(v.id, p);
                 }
             }
             step::DETACH => {
-                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else { continue };
+                let Some(v) = w.vdevs.get_mut(usize::from(input.u8() % nvdevs)) else {
+                    continue;
+                };
                 let p = pasid(&mut input);
                 if v.pasids.detach(p).is_ok() {
                     tlb.invalidate_pasid(v.id, p);
                 }
             }
             step::TRANSLATE => {
-                let rid = if input.u8() % 8 == 7 { input.u16() } else { RIDS[usize::from(input.u8()) % RIDS.len()] };
+                let rid = if input.u8() % 8 == 7 {
+                    input.u16()
+                } else {
+                    RIDS[usize::from(input.u8()) % RIDS.len()]
+                };
                 let req = Request {
                     rid: RequesterId(rid),
                     pasid: pasid(&mut input),
                     t_bit: input.bool(),
                     iova: Iova(iova(&mut input)),
-                    access: if input.bool() { Access::Write } else { Access::Read },
+                    access: if input.bool() {
+                        Access::Write
+                    } else {
+                        Access::Read
+                    },
                 };
                 let cached = translate(&w, &mut tlb, &req);
                 let walked = translate_uncached(&w, &req);
@@ -315,13 +362,24 @@ pub fn run(data: &[u8]) {
                 check(&w, &req, walked);
             }
             _ => match input.u8() % 7 {
-                0 => tlb.invalidate_gpa(TVMS[usize::from(input.u8() & 1)], Gpa(input.u64()), input.u64()),
+                0 => tlb.invalidate_gpa(
+                    TVMS[usize::from(input.u8() & 1)],
+                    Gpa(input.u64()),
+                    input.u64(),
+                ),
                 1 => tlb.invalidate_pa(Pa(pa_target(&mut input))),
                 2 => tlb.invalidate_vdev(VdevId(0xA000 + u64::from(input.u8() % 3))),
-                3 => tlb.invalidate_pasid(VdevId(0xA000 + u64::from(input.u8() % 3)), pasid(&mut input)),
+                3 => tlb.invalidate_pasid(
+                    VdevId(0xA000 + u64::from(input.u8() % 3)),
+                    pasid(&mut input),
+                ),
                 4 => {
                     let vdev = VdevId(0xA000 + u64::from(input.u8() % 3));
-                    let scope = if input.bool() { PasidScope::All } else { PasidScope::One(pasid(&mut input)) };
+                    let scope = if input.bool() {
+                        PasidScope::All
+                    } else {
+                        PasidScope::One(pasid(&mut input))
+                    };
                     tlb.invalidate_guest(vdev, scope, Iova(iova(&mut input)), input.u64());
                 }
                 5 => tlb.invalidate_tvm(TVMS[usize::from(input.u8() & 1)]),
@@ -340,23 +398,41 @@ fn check(w: &World, req: &Request, result: Result<Pa, tsm_core::viommu::Fault>) 
     let got = match result {
         Ok(pa) => pa,
         Err(f) => {
-            assert_eq!(f.vdev, vdev.map(|v| v.id), "fault tagged with the wrong vdevice for {req:?}");
-            assert_eq!((f.iova, f.pasid, f.access, f.t_bit), (req.iova, req.pasid, req.access, req.t_bit));
+            assert_eq!(
+                f.vdev,
+                vdev.map(|v| v.id),
+                "fault tagged with the wrong vdevice for {req:?}"
+            );
+            assert_eq!(
+                (f.iova, f.pasid, f.access, f.t_bit),
+                (req.iova, req.pasid, req.access, req.t_bit)
+            );
             return;
         }
     };
     let secure = w.is_secure(got);
     if !req.t_bit {
-        assert!(!secure, "invariant 1: T=0 reached secure {got:?} for {req:?}");
+        assert!(
+            !secure,
+            "invariant 1: T=0 reached secure {got:?} for {req:?}"
+        );
         return;
     }
-    let v = vdev.unwrap_or_else(|| panic!("invariant 2: T=1 from a host device reached {got:?} for {req:?}"));
-    assert!(v.tdi_run && v.accepted, "invariant 2: T=1 from a vdevice not RUN+accepted for {req:?}");
+    let v = vdev.unwrap_or_else(|| {
+        panic!("invariant 2: T=1 from a host device reached {got:?} for {req:?}")
+    });
+    assert!(
+        v.tdi_run && v.accepted,
+        "invariant 2: T=1 from a vdevice not RUN+accepted for {req:?}"
+    );
     let own = w
         .s2
         .iter()
         .any(|(&(tvm, _), e)| tvm == v.tvm && e.pa == got.granule_base() && e.private == secure);
-    assert!(own, "invariant 2: T=1 reached {got:?}, not its TVM's own memory, for {req:?}");
+    assert!(
+        own,
+        "invariant 2: T=1 reached {got:?}, not its TVM's own memory, for {req:?}"
+    );
 }
 
 /// Seeds: valid two-stage chains in both formats, translated with T=0 and T=1.
@@ -369,7 +445,12 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         // Stage 2 of TVM 0: GPA pages 0..4 → pool pages 0..4 (private, RW), GPA page 4 → pool
         // page 4 (shared, RW); pool pages 0..4 secure.
         for j in 0..5u8 {
-            s.u8(step::MAP).u8(0).u8(j).u8(0).u8(j).u8(if j < 4 { 7 } else { 3 });
+            s.u8(step::MAP)
+                .u8(0)
+                .u8(j)
+                .u8(0)
+                .u8(j)
+                .u8(if j < 4 { 7 } else { 3 });
             if j < 4 {
                 s.u8(step::SECURE).u8(0).u8(j).u8(1);
             }
@@ -381,10 +462,31 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             _ => (0x3, 0x443),
         };
         for (page, next, attrs) in [(0u8, 1u8, table), (1, 2, table), (2, 3, table)] {
-            s.u8(step::WRITE).u8(page).u8(0).u8(1).u8(next).u16(attrs).u16(0).u8(0);
+            s.u8(step::WRITE)
+                .u8(page)
+                .u8(0)
+                .u8(1)
+                .u8(next)
+                .u16(attrs)
+                .u16(0)
+                .u8(0);
         }
-        s.u8(step::WRITE).u8(3).u8(0).u8(1).u8(0).u16(leaf).u16(0).u8(0);
-        s.u8(step::WRITE).u8(3).u8(1).u8(1).u8(4).u16(leaf).u16(0).u8(0);
+        s.u8(step::WRITE)
+            .u8(3)
+            .u8(0)
+            .u8(1)
+            .u8(0)
+            .u16(leaf)
+            .u16(0)
+            .u8(0);
+        s.u8(step::WRITE)
+            .u8(3)
+            .u8(1)
+            .u8(1)
+            .u8(4)
+            .u16(leaf)
+            .u16(0)
+            .u8(0);
         // Default stage-1 root: GPA page 0.
         s.u8(step::ATTACH).u8(0).u8(0).u8(1).u8(0);
         for t in [0u8, 1] {
@@ -395,9 +497,27 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             }
         }
         // A host device reaching a secure page, then an unmap and the same request again.
-        s.u8(step::TRANSLATE).u8(0).u8(3).u8(0).u8(0).u8(0).u64(POOL).u8(1);
+        s.u8(step::TRANSLATE)
+            .u8(0)
+            .u8(3)
+            .u8(0)
+            .u8(0)
+            .u8(0)
+            .u64(POOL)
+            .u8(1);
         s.u8(step::UNMAP).u8(0).u8(0);
-        s.u8(step::TRANSLATE).u8(0).u8(0).u8(0).u8(1).u8(1).u8(0).u8(0).u8(0).u8(0).u16(0).u8(1);
+        s.u8(step::TRANSLATE)
+            .u8(0)
+            .u8(0)
+            .u8(0)
+            .u8(1)
+            .u8(1)
+            .u8(0)
+            .u8(0)
+            .u8(0)
+            .u8(0)
+            .u16(0)
+            .u8(1);
         out.push((format!("chain_{name}"), s.bytes.clone()));
     }
     out

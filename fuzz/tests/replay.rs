@@ -6,11 +6,18 @@
 use std::path::Path;
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<_> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().is_file())
-        .map(|e| (e.path().display().to_string(), std::fs::read(e.path()).expect("readable input")))
+        .map(|e| {
+            (
+                e.path().display().to_string(),
+                std::fs::read(e.path()).expect("readable input"),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -18,7 +25,11 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Under Miri every input costs seconds: it replays the seeds and regressions only.
 fn corpus_dirs() -> &'static [&'static str] {
-    if cfg!(miri) { &["regressions"] } else { &["corpus", "regressions"] }
+    if cfg!(miri) {
+        &["regressions"]
+    } else {
+        &["corpus", "regressions"]
+    }
 }
 
 #[test]
@@ -47,7 +58,11 @@ fn checked_in_seeds_match_the_generator() {
         for (name, bytes) in tsm_fuzz::seeds(target) {
             let path = root.join(target).join(format!("seed_{name}"));
             let stored = std::fs::read(&path).unwrap_or_default();
-            assert!(stored == bytes, "{} is stale: rerun `cargo run --example seeds`", path.display());
+            assert!(
+                stored == bytes,
+                "{} is stale: rerun `cargo run --example seeds`",
+                path.display()
+            );
         }
     }
 }

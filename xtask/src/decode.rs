@@ -48,10 +48,9 @@ impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = self.program.map_or("uart", Program::name);
         let time = self.time.as_deref().unwrap_or("");
-        // Continuation lines of a multi-line message line up under its first line.
-        let message = self
-            .message
-            .replace('\n', "\n                           | ");
+        // Continuation lines of a multi-line message line up under its first line: the
+        // columns before the bar are 12 + 1 + 5 + 1 + 5 + 1 wide.
+        let message = self.message.replace('\n', &format!("\n{:25}| ", ""));
         write!(f, "{time:>12} {:<5} {program:<5} | {message}", self.level)
     }
 }
@@ -135,9 +134,21 @@ impl LogDecoder {
     }
 }
 
+/// The defmt table of `elf`. An unreadable table is not fatal: the run still boots and its
+/// frames are shown in hex, which beats no run at all.
 fn load_table(elf: &Path) -> Result<Option<Table>, String> {
     let bytes = std::fs::read(elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
-    Table::parse(&bytes).map_err(|e| format!("defmt table of {}: {e}", elf.display()))
+    match Table::parse(&bytes) {
+        Ok(Some(table)) => Ok(Some(table)),
+        Ok(None) => {
+            eprintln!("xtask: warning: {} has no defmt table", elf.display());
+            Ok(None)
+        }
+        Err(e) => {
+            eprintln!("xtask: warning: defmt table of {}: {e}", elf.display());
+            Ok(None)
+        }
+    }
 }
 
 /// One raw defmt frame (encoding-raw: the record holds exactly one).
@@ -223,6 +234,23 @@ mod tests {
             lines[0].to_string(),
             "             TEXT  tsm   | early boot: no DTB"
         );
+    }
+
+    #[test]
+    fn multi_line_messages_stay_in_the_message_column() {
+        let line = Line {
+            program: Some(Program::Host),
+            time: Some("1.000001".into()),
+            level: "ERROR",
+            message: "first\nsecond".into(),
+        };
+        let text = line.to_string();
+        let mut rows = text.lines();
+        let first = rows.next().unwrap_or_default();
+        let second = rows.next().unwrap_or_default();
+        assert_eq!(first, "    1.000001 ERROR host  | first");
+        assert_eq!(first.find('|'), second.find('|'));
+        assert!(second.ends_with("| second"));
     }
 
     #[test]

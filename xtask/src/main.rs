@@ -171,12 +171,16 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
         Cmd::Setup => Ok(true),
         Cmd::Build(args) => {
             for arch in args.arch.arches() {
-                let images = images::build(&ws, arch, args.release, Variant::Normal)?;
+                images::build(&ws, arch, args.release, Variant::Normal)?;
+                let out = ws
+                    .target_dir
+                    .join(arch.triple())
+                    .join(images::profile(args.release));
                 println!(
                     "{}: {} and {}",
                     arch.name(),
-                    images.tsm.display(),
-                    images.host.display()
+                    out.join("tsm").display(),
+                    out.join("tsm-host").display()
                 );
             }
             Ok(true)

@@ -18,6 +18,9 @@ use crate::workspace::{Workspace, show};
 
 /// How often the loop looks at the child while no output arrives.
 const TICK: Duration = Duration::from_millis(20);
+/// UART output kept per run. A healthy run logs a few KiB; an image stuck printing in a loop
+/// could otherwise fill the machine's memory before its timeout.
+const MAX_LOG_BYTES: usize = 4 << 20;
 
 pub struct RunSpec<'a> {
     pub arch: Arch,
@@ -109,7 +112,12 @@ pub fn run(
 
     let mut raw = Vec::new();
     let mut lines = Vec::new();
+    let mut dropped = 0usize;
     let mut take = |bytes: Vec<u8>, lines: &mut Vec<Line>| {
+        if raw.len() >= MAX_LOG_BYTES {
+            dropped = dropped.saturating_add(bytes.len());
+            return;
+        }
         for line in decoder.push(&bytes) {
             on_line(&line);
             lines.push(line);
@@ -146,6 +154,16 @@ pub fn run(
     if let Some(line) = decoder.finish() {
         on_line(&line);
         lines.push(line);
+    }
+    if dropped > 0 {
+        let cut = Line {
+            program: None,
+            time: None,
+            level: "??",
+            message: format!("log cut at {MAX_LOG_BYTES} bytes: {dropped} more bytes not kept"),
+        };
+        on_line(&cut);
+        lines.push(cut);
     }
     let _ = reader.join();
     let stderr = stderr.join().unwrap_or_default();

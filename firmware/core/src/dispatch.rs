@@ -5,9 +5,10 @@
 use tsm_abi::addr::Pa;
 use tsm_abi::call::{CallId, Caller, MAX_ARGS};
 use tsm_abi::regs::{CallRegs, CallResult};
+use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
 
-use crate::calls::{device, comm, guest, memory, system, vcpu};
+use crate::calls::{comm, device, guest, memory, system, vcpu};
 use crate::granule::GranuleState;
 use crate::objects::{self, VcpuObj};
 use crate::tsm::{Origin, Tsm};
@@ -123,18 +124,76 @@ const fn table_is_complete(t: &[Entry]) -> bool {
     }
     true
 }
-const _: () = assert!(table_is_complete(&TABLE), "dispatch table must match CallId::ALL and arg_count");
+const _: () = assert!(
+    table_is_complete(&TABLE),
+    "dispatch table must match CallId::ALL and arg_count"
+);
 
 /// The dispatch table.
 pub static DISPATCH: [Entry; CallId::ALL.len()] = TABLE;
 
+/// How a call ended, as the HAL glue needs to know it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Completion {
+    /// Write this back to the caller's registers.
+    Done(CallResult),
+    /// A guest call (G_VDEV_ACCEPT, G_VDEV_STOP) started a device operation the host must
+    /// carry: the vCPU exits to the host with `DEVICE_REQUEST {vdev, op}`; when it is run
+    /// again after the operation finished, the guest's call returns
+    /// [`Tsm::guest_op_result`]`(vdev)`.
+    DeviceRequest {
+        /// The VDEV handle.
+        vdev: Pa,
+        /// START or STOP.
+        op: DeviceOp,
+    },
+    /// The guest called G_EXIT: the vCPU exits with `GUEST_EXIT(code)` and never runs again.
+    GuestExit {
+        /// G_EXIT's argument.
+        code: u64,
+    },
+}
+
 impl Tsm<'_> {
-    /// Handles one call from `origin`. Every path returns a status word; no argument value can
-    /// make it panic.
-    pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
-        match self.dispatch(origin, regs) {
+    /// Handles one call from `origin`: the entry point of the HAL's trap handlers. Every path
+    /// returns a status word; no argument value can make it panic; result registers past the
+    /// call's result count are zero.
+    pub fn handle_call(&self, origin: Origin, regs: &CallRegs) -> Completion {
+        let call = CallId::try_from(regs.fid).ok();
+        let r = match self.dispatch(origin, regs) {
             Ok(r) => r,
             Err(s) => CallResult::status(s),
+        };
+        let needs_io = Status::new(StatusCode::NeedsDeviceIo).to_raw();
+        if call == Some(CallId::G_EXIT) && r.status == Status::SUCCESS.to_raw() {
+            return Completion::GuestExit { code: r.out[0] };
+        }
+        if matches!(origin, Origin::Guest { .. }) && r.status == needs_io {
+            if let Some(op) = u32::try_from(r.out[1]).ok().and_then(|o| DeviceOp::from_raw(o.into())) {
+                return Completion::DeviceRequest { vdev: Pa(r.out[0]), op };
+            }
+        }
+        let keep = call.map_or(0, CallId::result_count);
+        let mut out = [0; 4];
+        for (o, v) in out.iter_mut().zip(r.out).take(keep) {
+            *o = v;
+        }
+        Completion::Done(CallResult { status: r.status, out })
+    }
+
+    /// [`Self::handle_call`] flattened into registers. For the two guest completions that
+    /// never return to the guest (they end its run instead), the results carry what the run
+    /// loop needs: a device request is `NeedsDeviceIo` with results (VDEV, `DeviceOp`), G_EXIT
+    /// is `SUCCESS` with result 1 = the code. Every other result past the call's result count
+    /// is zero.
+    pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
+        match self.handle_call(origin, regs) {
+            Completion::Done(r) => r,
+            Completion::DeviceRequest { vdev, op } => CallResult {
+                status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
+                out: [vdev.0, u64::from(op.raw()), 0, 0],
+            },
+            Completion::GuestExit { code } => CallResult::ok([code, 0, 0, 0]),
         }
     }
 
@@ -148,7 +207,10 @@ impl Tsm<'_> {
         if call.caller() != side {
             return Err(Status::new(StatusCode::Denied));
         }
-        let entry = DISPATCH.iter().find(|e| e.call == call).ok_or(Status::new(StatusCode::NotSupported))?;
+        let entry = DISPATCH
+            .iter()
+            .find(|e| e.call == call)
+            .ok_or(Status::new(StatusCode::NotSupported))?;
         for (i, &a) in args.iter().enumerate().skip(entry.args) {
             if a != 0 {
                 return Err(Status::arg(StatusCode::InvalidArgument, i as u8 + 1));
@@ -164,8 +226,14 @@ impl Tsm<'_> {
     /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
     /// failure here is a HAL bug; the call is refused rather than trusted.
     fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
-        let g = self.granules.lock_in(vcpu, GranuleState::Vcpu).map_err(|_| Status::new(StatusCode::Denied))?;
+        let g = self
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|_| Status::new(StatusCode::Denied))?;
         let v: VcpuObj = objects::load(self.platform, &g)?;
-        Ok(GuestCaller { vcpu, tvm: Pa(v.tvm) })
+        Ok(GuestCaller {
+            vcpu,
+            tvm: Pa(v.tvm),
+        })
     }
 }

@@ -39,15 +39,22 @@ macro_rules! ensure {
 /// Checks invariants 3–6; `Err` names the first violation.
 pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     let granules: Vec<(Pa, GranuleState, u16)> = tsm.granules().snapshot().collect();
-    let state_of: BTreeMap<u64, (GranuleState, u16)> = granules.iter().map(|&(p, s, r)| (p.0, (s, r))).collect();
+    let state_of: BTreeMap<u64, (GranuleState, u16)> =
+        granules.iter().map(|&(p, s, r)| (p.0, (s, r))).collect();
     let state = |pa: u64| state_of.get(&pa).copied();
 
     // Invariant 3: secure granules are unreachable for the host; NS ones stay reachable.
     for &(pa, s, _) in &granules {
         match s {
             GranuleState::Reserved => {}
-            GranuleState::Ns => ensure!(sim.host_can_reach(pa), "NS granule {pa:x?} unmapped from the host"),
-            _ => ensure!(!sim.host_can_reach(pa), "secure granule {pa:x?} ({s:?}) reachable by the host"),
+            GranuleState::Ns => ensure!(
+                sim.host_can_reach(pa),
+                "NS granule {pa:x?} unmapped from the host"
+            ),
+            _ => ensure!(
+                !sim.host_can_reach(pa),
+                "secure granule {pa:x?} ({s:?}) reachable by the host"
+            ),
         }
     }
 
@@ -66,13 +73,23 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
         match s {
             GranuleState::Tvm => {
                 let o: TvmObj = read(sim, pa);
-                ensure!(TvmState::from_raw(o.state.into()).is_some(), "TVM {pa:x?} state {}", o.state);
-                ensure!(state(o.root) == Some((GranuleState::Table, state(o.root).map_or(0, |x| x.1))), "TVM {pa:x?} root not a table");
+                ensure!(
+                    TvmState::from_raw(o.state.into()).is_some(),
+                    "TVM {pa:x?} state {}",
+                    o.state
+                );
+                ensure!(
+                    state(o.root) == Some((GranuleState::Table, state(o.root).map_or(0, |x| x.1))),
+                    "TVM {pa:x?} root not a table"
+                );
                 let (mut private, mut shared, mut tables) = (0u64, 0u64, 0u64);
                 let mut stack = std::vec![(o.root, 0u8)];
                 while let Some((table, level)) = stack.pop() {
                     own(table, format!("TVM {:#x} table L{level}", pa.0))?;
-                    ensure!(state(table).map(|x| x.0) == Some(GranuleState::Table), "table {table:#x} not TABLE");
+                    ensure!(
+                        state(table).map(|x| x.0) == Some(GranuleState::Table),
+                        "table {table:#x} not TABLE"
+                    );
                     let mut live = 0u16;
                     for i in 0..ENTRIES {
                         let mut b = [0u8; 8];
@@ -86,20 +103,36 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                             Entry::Page(leaf) if level == LEAF_LEVEL => match leaf.kind {
                                 crate::addrmap::MapKind::Private => {
                                     private += 1;
-                                    ensure!(state(leaf.pa.0).map(|x| x.0) == Some(GranuleState::Private), "private leaf {:x?} not PRIVATE", leaf.pa);
+                                    ensure!(
+                                        state(leaf.pa.0).map(|x| x.0)
+                                            == Some(GranuleState::Private),
+                                        "private leaf {:x?} not PRIVATE",
+                                        leaf.pa
+                                    );
                                     own(leaf.pa.0, format!("TVM {:#x} page", pa.0))?;
                                 }
                                 crate::addrmap::MapKind::Shared => {
                                     shared += 1;
-                                    ensure!(state(leaf.pa.0).map(|x| x.0) == Some(GranuleState::Ns), "shared leaf {:x?} not NS", leaf.pa);
+                                    ensure!(
+                                        state(leaf.pa.0).map(|x| x.0) == Some(GranuleState::Ns),
+                                        "shared leaf {:x?} not NS",
+                                        leaf.pa
+                                    );
                                     *shared_refs.entry(leaf.pa.0).or_default() += 1;
                                 }
                             },
-                            e => return Err(format!("foreign entry {e:?} in table {table:#x} L{level}")),
+                            e => {
+                                return Err(format!(
+                                    "foreign entry {e:?} in table {table:#x} L{level}"
+                                ));
+                            }
                         }
                         live += 1;
                     }
-                    ensure!(state(table).map(|x| x.1) == Some(live), "table {table:#x}: refcount != {live} live entries");
+                    ensure!(
+                        state(table).map(|x| x.1) == Some(live),
+                        "table {table:#x}: refcount != {live} live entries"
+                    );
                 }
                 ensure!(
                     (o.private_pages, o.shared_pages, o.tables) == (private, shared, tables),
@@ -107,70 +140,142 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     (o.private_pages, o.shared_pages, o.tables),
                     (private, shared, tables)
                 );
-                ensure!(u64::from(rc) == o.vcpus + o.viommus + o.vdevs, "TVM {pa:x?} refcount {rc} != children");
+                ensure!(
+                    u64::from(rc) == o.vcpus + o.viommus + o.vdevs,
+                    "TVM {pa:x?} refcount {rc} != children"
+                );
             }
             GranuleState::Vcpu => {
                 let v: VcpuObj = read(sim, pa);
-                ensure!(state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm), "vCPU {pa:x?} of no TVM");
+                ensure!(
+                    state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
+                    "vCPU {pa:x?} of no TVM"
+                );
                 *refs.entry(v.tvm).or_default() += 1;
                 ensure!(rc == 0, "vCPU {pa:x?} referenced");
             }
             GranuleState::Viommu => {
                 let v: ViommuObj = read(sim, pa);
-                ensure!(state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm), "vIOMMU {pa:x?} of no TVM");
-                ensure!(ViommuType::from_raw(v.vtype.into()).is_some(), "vIOMMU {pa:x?} of non-TSM type");
+                ensure!(
+                    state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
+                    "vIOMMU {pa:x?} of no TVM"
+                );
+                ensure!(
+                    ViommuType::from_raw(v.vtype.into()).is_some(),
+                    "vIOMMU {pa:x?} of non-TSM type"
+                );
                 *refs.entry(v.tvm).or_default() += 1;
-                ensure!(u64::from(rc) == v.vdevs, "vIOMMU {pa:x?} refcount {rc} != {} vdevs", v.vdevs);
+                ensure!(
+                    u64::from(rc) == v.vdevs,
+                    "vIOMMU {pa:x?} refcount {rc} != {} vdevs",
+                    v.vdevs
+                );
             }
             GranuleState::Pdev => {
                 let p: PdevObj = read(sim, pa);
-                ensure!(PdevState::from_raw(p.state.into()).is_some(), "PDEV {pa:x?} state");
+                ensure!(
+                    PdevState::from_raw(p.state.into()).is_some(),
+                    "PDEV {pa:x?} state"
+                );
                 let used = p.pbdfs.iter().filter(|s| s.used != 0).count() as u64;
-                ensure!(u64::from(rc) == p.vdevs && used == p.vdevs, "PDEV {pa:x?} refcount {rc} / slots {used} / {}", p.vdevs);
-                ensure!(tsm.pdev_ranges().iter().filter(|r| r.pdev == pa).count() == 1, "PDEV {pa:x?} not registered once");
+                ensure!(
+                    u64::from(rc) == p.vdevs && used == p.vdevs,
+                    "PDEV {pa:x?} refcount {rc} / slots {used} / {}",
+                    p.vdevs
+                );
+                ensure!(
+                    tsm.pdev_ranges().iter().filter(|r| r.pdev == pa).count() == 1,
+                    "PDEV {pa:x?} not registered once"
+                );
             }
             GranuleState::Vdev => {
                 let v: VdevObj = read(sim, pa);
                 ensure!(rc == 0, "VDEV {pa:x?} referenced");
-                let vs = VdevState::from_raw(v.state.into()).ok_or(format!("VDEV {pa:x?} state {}", v.state))?;
+                let vs = VdevState::from_raw(v.state.into())
+                    .ok_or(format!("VDEV {pa:x?} state {}", v.state))?;
                 ensure!(DeviceOp::from_raw(v.op.into()).is_some(), "VDEV {pa:x?} op");
-                ensure!(state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm), "VDEV {pa:x?} of no TVM");
-                ensure!(state(v.pdev).map(|x| x.0) == Some(GranuleState::Pdev), "VDEV {pa:x?} of no PDEV");
-                ensure!(state(v.viommu).map(|x| x.0) == Some(GranuleState::Viommu), "VDEV {pa:x?} of no vIOMMU");
+                ensure!(
+                    state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
+                    "VDEV {pa:x?} of no TVM"
+                );
+                ensure!(
+                    state(v.pdev).map(|x| x.0) == Some(GranuleState::Pdev),
+                    "VDEV {pa:x?} of no PDEV"
+                );
+                ensure!(
+                    state(v.viommu).map(|x| x.0) == Some(GranuleState::Viommu),
+                    "VDEV {pa:x?} of no vIOMMU"
+                );
                 let io: ViommuObj = read(sim, Pa(v.viommu));
-                ensure!(io.tvm == v.tvm, "VDEV {pa:x?} under a vIOMMU of another TVM");
+                ensure!(
+                    io.tvm == v.tvm,
+                    "VDEV {pa:x?} under a vIOMMU of another TVM"
+                );
                 // Invariant 6: only TSM vIOMMU types carry vdevices.
-                ensure!(ViommuType::from_raw(io.vtype.into()).is_some(), "VDEV {pa:x?} under a non-TSM vIOMMU");
-                ensure!((vs == VdevState::Run) == (v.accepted != 0), "VDEV {pa:x?}: RUN iff accepted");
+                ensure!(
+                    ViommuType::from_raw(io.vtype.into()).is_some(),
+                    "VDEV {pa:x?} under a non-TSM vIOMMU"
+                );
+                ensure!(
+                    (vs == VdevState::Run) == (v.accepted != 0),
+                    "VDEV {pa:x?}: RUN iff accepted"
+                );
                 let t: TvmObj = read(sim, Pa(v.tvm));
                 ensure!(
-                    t.vbdfs.iter().filter(|s| s.used != 0 && s.vdev == pa.0 && s.vbdf == u32::from(v.params.vbdf)).count() == 1,
+                    t.vbdfs
+                        .iter()
+                        .filter(|s| s.used != 0
+                            && s.vdev == pa.0
+                            && s.vbdf == u32::from(v.params.vbdf))
+                        .count()
+                        == 1,
                     "VDEV {pa:x?} not in its TVM's vBDF table"
                 );
                 let p: PdevObj = read(sim, Pa(v.pdev));
                 ensure!(
-                    p.pbdfs.iter().filter(|s| s.used != 0 && s.vdev == pa.0 && s.pbdf == u32::from(v.params.pbdf)).count() == 1,
+                    p.pbdfs
+                        .iter()
+                        .filter(|s| s.used != 0
+                            && s.vdev == pa.0
+                            && s.pbdf == u32::from(v.params.pbdf))
+                        .count()
+                        == 1,
                     "VDEV {pa:x?} not in its PDEV's pBDF table"
                 );
-                ensure!(p.params.contains_rid(v.params.pbdf), "VDEV {pa:x?} pBDF outside its PDEV");
+                ensure!(
+                    p.params.contains_rid(v.params.pbdf),
+                    "VDEV {pa:x?} pBDF outside its PDEV"
+                );
                 *refs.entry(v.tvm).or_default() += 1;
             }
             GranuleState::Delegated => ensure!(rc == 0, "free granule {pa:x?} referenced"),
-            GranuleState::Ns | GranuleState::Private | GranuleState::Table | GranuleState::Reserved => {}
+            GranuleState::Ns
+            | GranuleState::Private
+            | GranuleState::Table
+            | GranuleState::Reserved => {}
         }
     }
     for &(pa, s, rc) in &granules {
         match s {
             GranuleState::Tvm => {
                 let n = refs.get(&pa.0).copied().unwrap_or(0);
-                ensure!(u64::from(rc) == n, "TVM {pa:x?} refcount {rc} != {n} children found");
+                ensure!(
+                    u64::from(rc) == n,
+                    "TVM {pa:x?} refcount {rc} != {n} children found"
+                );
             }
             GranuleState::Table | GranuleState::Private => {
-                ensure!(owner.contains_key(&pa.0), "{s:?} granule {pa:x?} has no owner (leaked)");
+                ensure!(
+                    owner.contains_key(&pa.0),
+                    "{s:?} granule {pa:x?} has no owner (leaked)"
+                );
             }
             GranuleState::Ns => {
                 let n = shared_refs.get(&pa.0).copied().unwrap_or(0);
-                ensure!(rc == n, "NS granule {pa:x?} refcount {rc} != {n} shared mappings");
+                ensure!(
+                    rc == n,
+                    "NS granule {pa:x?} refcount {rc} != {n} shared mappings"
+                );
             }
             _ => {}
         }
@@ -178,7 +283,11 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     // Registered PDEVs are PDEV granules, and ranges do not overlap.
     let ranges = tsm.pdev_ranges();
     for (i, r) in ranges.iter().enumerate() {
-        ensure!(state(r.pdev.0).map(|x| x.0) == Some(GranuleState::Pdev), "registry names {:x?}, not a PDEV", r.pdev);
+        ensure!(
+            state(r.pdev.0).map(|x| x.0) == Some(GranuleState::Pdev),
+            "registry names {:x?}, not a PDEV",
+            r.pdev
+        );
         for o in ranges.iter().skip(i + 1) {
             ensure!(!r.overlaps(o), "PDEV ranges {r:?} and {o:?} overlap");
         }

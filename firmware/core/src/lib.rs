@@ -7,6 +7,7 @@
 //! | [`dispatch`] | the call table and [`Tsm::handle`] |
 //! | [`granule`] | per-granule descriptors, states, locks |
 //! | [`objects`] | TSM objects stored in donated granules |
+//! | [`run`] | the VCPU_RUN protocol between the HAL run loops and the core |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
 //! | [`calls`] | the call handlers |
 //! | [`viommu_glue`] | the stage-2 lookup and notifications for the secure vIOMMU |
@@ -17,7 +18,12 @@
 // outside the test-only modules (which allow them, below).
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod addrmap;
@@ -25,6 +31,7 @@ pub mod calls;
 pub mod dispatch;
 pub mod granule;
 pub mod objects;
+pub mod run;
 pub mod tsm;
 pub mod viommu;
 pub mod viommu_glue;
@@ -34,10 +41,20 @@ mod tests;
 
 // Test-only (tests, fuzzers, the model-based test): may panic on a broken simulation.
 #[cfg(any(test, feature = "testing"))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod invariants;
 #[cfg(any(test, feature = "testing"))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod testing;
 
 pub use tsm::{Origin, Platform, Tsm};

@@ -32,7 +32,8 @@ pub trait Object: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
 pub fn load<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>) -> Result<O, Status> {
     debug_assert_eq!(g.state(), O::STATE);
     let mut obj = O::new_zeroed();
-    mem.read(g.pa(), obj.as_mut_bytes()).map_err(|_| internal())?;
+    mem.read(g.pa(), obj.as_mut_bytes())
+        .map_err(|_| internal())?;
     Ok(obj)
 }
 
@@ -107,6 +108,8 @@ pub struct VcpuObj {
     pub index: u64,
     /// Non-zero once the guest called G_EXIT.
     pub exited: u64,
+    /// G_EXIT's code.
+    pub exit_code: u64,
 }
 
 impl Object for VcpuObj {

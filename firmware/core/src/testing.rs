@@ -11,8 +11,8 @@ use std::vec::Vec;
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_hal::platform::{
-    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault, MemRange,
-    PhysMem, PowerOff,
+    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
+    MemRange, PhysMem, PowerOff,
 };
 
 /// A TLB invalidation the core asked for.
@@ -73,7 +73,12 @@ impl SimPlatform {
 
     /// Granules the host cannot reach (sorted).
     pub fn unmapped_granules(&self) -> Vec<Pa> {
-        self.unmapped.lock().unwrap().iter().map(|&p| Pa(p)).collect()
+        self.unmapped
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|&p| Pa(p))
+            .collect()
     }
 
     /// A host load: fails like an MMU fault when the granule is not mapped for the host.
@@ -90,7 +95,9 @@ impl SimPlatform {
 
     fn host_check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         let first = pa.granule_base().0;
-        let last = pa.0.checked_add(len.max(1) as u64 - 1).ok_or(MemFault(pa))?;
+        let last =
+            pa.0.checked_add(len.max(1) as u64 - 1)
+                .ok_or(MemFault(pa))?;
         let unmapped = self.unmapped.lock().unwrap();
         let mut g = first;
         while g <= last {
@@ -218,18 +225,24 @@ impl Harness {
     /// A machine with `granules` granules of DRAM whose first 4 granules are the TSM's.
     pub fn new(granules: usize, format: AddressMapFormat) -> Self {
         use core::sync::atomic::AtomicU16;
-        let sim: &'static SimPlatform = std::boxed::Box::leak(std::boxed::Box::new(SimPlatform::new(
-            Pa(SIM_BASE),
-            granules,
-            format,
-        )));
-        let descs: &'static [AtomicU16] =
-            std::boxed::Box::leak((0..granules).map(|_| AtomicU16::new(0)).collect::<Vec<_>>().into_boxed_slice());
-        let tsm_mem = MemRange { base: Pa(SIM_BASE), size: 4 * GRANULE_SIZE };
+        let sim: &'static SimPlatform = std::boxed::Box::leak(std::boxed::Box::new(
+            SimPlatform::new(Pa(SIM_BASE), granules, format),
+        ));
+        let descs: &'static [AtomicU16] = std::boxed::Box::leak(
+            (0..granules)
+                .map(|_| AtomicU16::new(0))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        );
+        let tsm_mem = MemRange {
+            base: Pa(SIM_BASE),
+            size: 4 * GRANULE_SIZE,
+        };
         for g in 0..4 {
             let _ = sim.unmap_from_host(Pa(SIM_BASE + g * GRANULE_SIZE));
         }
-        let tsm = crate::Tsm::new(sim, sim.dram(), tsm_mem, descs).expect("harness sizes are consistent");
+        let tsm =
+            crate::Tsm::new(sim, sim.dram(), tsm_mem, descs).expect("harness sizes are consistent");
         Harness { sim, tsm, tsm_mem }
     }
 
@@ -245,18 +258,27 @@ impl Harness {
         call: tsm_abi::CallId,
         args: &[u64],
     ) -> Result<[u64; 4], (tsm_abi::Status, [u64; 4])> {
-        let mut regs = tsm_abi::regs::CallRegs { fid: u64::from(call.fid()), args: [0; 6] };
+        let mut regs = tsm_abi::regs::CallRegs {
+            fid: u64::from(call.fid()),
+            args: [0; 6],
+        };
         for (r, a) in regs.args.iter_mut().zip(args) {
             *r = *a;
         }
         let r = self.tsm.handle(origin, &regs);
-        let status = tsm_abi::Status::from_raw(r.status).expect("the TSM returns only defined status words");
-        if status.is_success() { Ok(r.out) } else { Err((status, r.out)) }
+        let status =
+            tsm_abi::Status::from_raw(r.status).expect("the TSM returns only defined status words");
+        if status.is_success() {
+            Ok(r.out)
+        } else {
+            Err((status, r.out))
+        }
     }
 
     /// A host call.
     pub fn host(&self, call: tsm_abi::CallId, args: &[u64]) -> Result<[u64; 4], tsm_abi::Status> {
-        self.call_as(crate::Origin::Host, call, args).map_err(|e| e.0)
+        self.call_as(crate::Origin::Host, call, args)
+            .map_err(|e| e.0)
     }
 
     /// Everything a failed call must leave as it was.
@@ -274,7 +296,12 @@ impl Harness {
         let before = self.snapshot();
         let got = self.host(call, args);
         assert_eq!(got, Err(expected), "{} {:x?}", call.name(), args);
-        assert!(self.snapshot() == before, "{} {:x?} changed state while failing", call.name(), args);
+        assert!(
+            self.snapshot() == before,
+            "{} {:x?} changed state while failing",
+            call.name(),
+            args
+        );
         self.check();
     }
 
@@ -286,23 +313,40 @@ impl Harness {
     }
 
     /// Issues a guest call from `vcpu` that must fail with `expected` and change nothing.
-    pub fn guest_refused(&self, vcpu: Pa, call: tsm_abi::CallId, args: &[u64], expected: tsm_abi::Status) {
+    pub fn guest_refused(
+        &self,
+        vcpu: Pa,
+        call: tsm_abi::CallId,
+        args: &[u64],
+        expected: tsm_abi::Status,
+    ) {
         let before = self.snapshot();
-        let got = self.call_as(crate::Origin::Guest { vcpu }, call, args).map_err(|e| e.0);
+        let got = self
+            .call_as(crate::Origin::Guest { vcpu }, call, args)
+            .map_err(|e| e.0);
         assert_eq!(got, Err(expected), "{} {:x?}", call.name(), args);
-        assert!(self.snapshot() == before, "{} {:x?} changed state while failing", call.name(), args);
+        assert!(
+            self.snapshot() == before,
+            "{} {:x?} changed state while failing",
+            call.name(),
+            args
+        );
         self.check();
     }
 
     /// The granule states and the host-isolation record (what teardown must restore).
     pub fn ownership(&self) -> (Vec<(Pa, crate::granule::GranuleState, u16)>, Vec<Pa>) {
-        (self.tsm.granules().snapshot().collect(), self.sim.unmapped_granules())
+        (
+            self.tsm.granules().snapshot().collect(),
+            self.sim.unmapped_granules(),
+        )
     }
 
     /// Delegates granule `i`.
     pub fn delegate(&self, i: u64) -> Pa {
         let pa = self.granule(i);
-        self.host(tsm_abi::CallId::GRANULE_DELEGATE, &[pa.0]).expect("delegate");
+        self.host(tsm_abi::CallId::GRANULE_DELEGATE, &[pa.0])
+            .expect("delegate");
         pa
     }
 

@@ -18,7 +18,10 @@ use crate::viommu::{EventQueue, Iotlb};
 
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
 /// [`crate::testing::SimPlatform`] in tests).
-pub trait Platform: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync {}
+pub trait Platform:
+    PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync
+{
+}
 impl<T: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync> Platform for T {}
 
 /// Who trapped into the TSM. The HAL fills it from the trapped context, never from a register
@@ -59,8 +62,14 @@ impl PdevRange {
     }
 
     pub(crate) fn overlaps(&self, other: &PdevRange) -> bool {
-        let (a0, a1) = (u32::from(self.rid_base), u32::from(self.rid_base) + u32::from(self.rid_count));
-        let (b0, b1) = (u32::from(other.rid_base), u32::from(other.rid_base) + u32::from(other.rid_count));
+        let (a0, a1) = (
+            u32::from(self.rid_base),
+            u32::from(self.rid_base) + u32::from(self.rid_count),
+        );
+        let (b0, b1) = (
+            u32::from(other.rid_base),
+            u32::from(other.rid_base) + u32::from(other.rid_count),
+        );
         self.segment == other.segment && a0 < b1 && b0 < a1
     }
 }
@@ -154,28 +163,48 @@ impl<'a> Tsm<'a> {
     /// Locks the NS granule holding `[pa, pa + len)` (which must not cross a granule), so the
     /// host cannot delegate it while the TSM reads or writes it. `InvalidBuffer` (index `arg`)
     /// otherwise.
-    pub(crate) fn lock_ns_buffer(&self, pa: Pa, len: u64, arg: u8) -> Result<Locked<'_, 'a>, Status> {
+    pub(crate) fn lock_ns_buffer(
+        &self,
+        pa: Pa,
+        len: u64,
+        arg: u8,
+    ) -> Result<Locked<'_, 'a>, Status> {
         let bad = Status::arg(StatusCode::InvalidBuffer, arg);
-        if len == 0 || pa.granule_offset().checked_add(len).is_none_or(|e| e > GRANULE_SIZE) {
+        if len == 0
+            || pa
+                .granule_offset()
+                .checked_add(len)
+                .is_none_or(|e| e > GRANULE_SIZE)
+        {
             return Err(bad);
         }
-        self.granules.lock_in(pa.granule_base(), GranuleState::Ns).map_err(|_| bad)
+        self.granules
+            .lock_in(pa.granule_base(), GranuleState::Ns)
+            .map_err(|_| bad)
     }
 
     /// Copies a host buffer in, once.
     pub(crate) fn read_ns(&self, pa: Pa, out: &mut [u8], arg: u8) -> Result<(), Status> {
         let _g = self.lock_ns_buffer(pa, out.len() as u64, arg)?;
-        self.platform.read(pa, out).map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
+        self.platform
+            .read(pa, out)
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
     }
 
     /// Copies data out to a host buffer.
     pub(crate) fn write_ns(&self, pa: Pa, data: &[u8], arg: u8) -> Result<(), Status> {
         let _g = self.lock_ns_buffer(pa, data.len() as u64, arg)?;
-        self.platform.write(pa, data).map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
+        self.platform
+            .write(pa, data)
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
     }
 
     /// Copies a parameter block in once (8-byte aligned, inside one NS granule).
-    pub(crate) fn read_params<T: FromBytes + IntoBytes>(&self, pa: Pa, arg: u8) -> Result<T, Status> {
+    pub(crate) fn read_params<T: FromBytes + IntoBytes>(
+        &self,
+        pa: Pa,
+        arg: u8,
+    ) -> Result<T, Status> {
         if !pa.0.is_multiple_of(8) {
             return Err(Status::arg(StatusCode::InvalidBuffer, arg));
         }
@@ -188,14 +217,20 @@ impl<'a> Tsm<'a> {
     pub(crate) fn scrub(&self, pa: Pa) -> Result<(), Status> {
         const ZERO: [u8; 512] = [0; 512];
         for off in (0..GRANULE_SIZE).step_by(ZERO.len()) {
-            self.platform.write(Pa(pa.0 + off), &ZERO).map_err(|_| internal())?;
+            self.platform
+                .write(Pa(pa.0 + off), &ZERO)
+                .map_err(|_| internal())?;
         }
         Ok(())
     }
 
     /// Locks two distinct granules in ascending address order (the lock order within a kind),
     /// returning them in argument order. Equal addresses fail with `GranuleState` for `b`.
-    pub(crate) fn lock_pair(&self, a: (Pa, u8), b: (Pa, u8)) -> Result<(Locked<'_, 'a>, Locked<'_, 'a>), Status> {
+    pub(crate) fn lock_pair(
+        &self,
+        a: (Pa, u8),
+        b: (Pa, u8),
+    ) -> Result<(Locked<'_, 'a>, Locked<'_, 'a>), Status> {
         if a.0.granule_base() == b.0.granule_base() {
             return Err(Status::arg(StatusCode::GranuleState, b.1));
         }

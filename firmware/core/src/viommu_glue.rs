@@ -16,8 +16,8 @@ use crate::tsm::{Platform, Tsm};
 #[cfg(feature = "dma-inject")]
 use crate::viommu::Fault;
 use crate::viommu::{
-    self, Access, FaultReason, GuestFault, HostMapping, Perms, RequesterId, S2Entry, Stage1Format, TvmId,
-    VdevId, VdevView,
+    self, Access, FaultReason, GuestFault, HostMapping, Perms, RequesterId, S2Entry, Stage1Format,
+    TvmId, VdevId, VdevView,
 };
 
 /// PASIDs per vdevice (FEATURES `QUEUE_LIMITS`).
@@ -60,12 +60,16 @@ impl Tsm<'_> {
         if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
             return Err(S2Miss::OutOfRange);
         }
-        self.map(Pa(o.root)).lookup(gpa.granule_base()).map_err(miss)
+        self.map(Pa(o.root))
+            .lookup(gpa.granule_base())
+            .map_err(miss)
     }
 
     /// A page of `tvm` at `gpa` was unmapped: cached translations through it must go.
     pub(crate) fn viommu_unmapped(&self, tvm: Pa, gpa: Gpa) {
-        self.iotlb.lock().invalidate_gpa(TvmId(tvm.0), gpa, GRANULE_SIZE);
+        self.iotlb
+            .lock()
+            .invalidate_gpa(TvmId(tvm.0), gpa, GRANULE_SIZE);
     }
 
     /// `pa` changed hands (delegate / undelegate): translations that reached it must go.
@@ -75,7 +79,10 @@ impl Tsm<'_> {
 
     /// The translation engine's view of this monitor.
     pub fn translator(&self) -> Translator<'_, '_> {
-        Translator { tsm: self, mem: MemRef(self.platform) }
+        Translator {
+            tsm: self,
+            mem: MemRef(self.platform),
+        }
     }
 }
 
@@ -112,13 +119,21 @@ impl Translator<'_, '_> {
 
     /// The vdevice bound to `rid`, by the PDEV registry and that PDEV's pBDF table.
     pub fn vdev_of(&self, rid: u16) -> Option<Pa> {
-        let pdev = self.tsm.pdevs.lock().iter().find(|r| r.contains(r.segment, rid))?.pdev;
+        let pdev = self
+            .tsm
+            .pdevs
+            .lock()
+            .iter()
+            .find(|r| r.contains(r.segment, rid))?
+            .pdev;
         let p: PdevObj = self.snapshot(pdev)?;
-        let slot = p.pbdfs.iter().find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
+        let slot = p
+            .pbdfs
+            .iter()
+            .find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
         Some(Pa(slot.vdev))
     }
 }
-
 
 fn stage1_format(raw: u32) -> Stage1Format {
     match ViommuType::from_raw(u64::from(raw)).map(ViommuType::stage1_format) {
@@ -145,7 +160,13 @@ impl viommu::Devices for Translator<'_, '_> {
     /// Host devices are not translated by the TSM in this phase: the host domain is the
     /// identity over DRAM, so only the final check (T=0 to secure faults) applies.
     fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
-        self.tsm.granules.covers(Pa(iova.0), 1).then_some(HostMapping { pa: Pa(iova.0).granule_base(), perms: Perms::RW })
+        self.tsm
+            .granules
+            .covers(Pa(iova.0), 1)
+            .then_some(HostMapping {
+                pa: Pa(iova.0).granule_base(),
+                perms: Perms::RW,
+            })
     }
 }
 
@@ -155,7 +176,10 @@ impl viommu::Stage2 for Translator<'_, '_> {
         let leaf = self.tsm.stage2_of(&o, gpa).ok()?;
         Some(S2Entry {
             pa: leaf.pa,
-            perms: Perms { read: true, write: leaf.perms.write },
+            perms: Perms {
+                read: true,
+                write: leaf.perms.write,
+            },
             private: leaf.kind == MapKind::Private,
         })
     }
@@ -184,9 +208,12 @@ pub fn event_reason(r: FaultReason) -> (EventReason, bool) {
     match r {
         PasidNotConfigured => (EventReason::PasidNotAttached, false),
         S1InputRange => (EventReason::AddressSize, false),
-        S1Translation | S1Reserved | S1AddressSize | S1AccessFlag => (EventReason::Stage1Translation, false),
+        S1Translation | S1Reserved | S1AddressSize | S1AccessFlag => {
+            (EventReason::Stage1Translation, false)
+        }
         S1Permission => (EventReason::Stage1Permission, false),
-        S1TableNotMapped | S1TableShared | S1TableRead => (EventReason::Stage2Translation, true),
+        S1TableNotMapped | S1TableRead => (EventReason::Stage2Translation, true),
+        S1TableShared => (EventReason::Stage2Permission, true),
         S2Translation | HostDomain => (EventReason::Stage2Translation, false),
         S2Permission => (EventReason::Stage2Permission, false),
         T0ToSecure => (EventReason::T0ToSecure, false),
@@ -238,7 +265,10 @@ pub(crate) fn record_fault(t: &Tsm<'_>, fault: &Fault) {
         t.host_domain_events.lock().push(fault);
         return;
     };
-    let Ok(g) = t.granules.lock_in(Pa(vdev.0), crate::granule::GranuleState::Vdev) else {
+    let Ok(g) = t
+        .granules
+        .lock_in(Pa(vdev.0), crate::granule::GranuleState::Vdev)
+    else {
         return;
     };
     if let Ok(mut v) = crate::objects::load::<VdevObj>(t.platform, &g) {

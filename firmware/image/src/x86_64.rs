@@ -1,13 +1,32 @@
 //! The TSM on x86_64 QEMU `q35`: after the HAL's boot, log the machine, then run the host in
-//! ring 3 and hand each of its calls to the core until it powers off.
+//! ring 3 and hand each of its calls to the core until it powers off. A host VCPU_RUN runs
+//! the vCPU in ring 3 on its TVM's map (`run_vcpu`) until the core sends the result back to
+//! the host.
 
-use tsm_core::{Origin, Tsm};
+use spin::Once;
+use tsm_abi::addr::Gpa;
+use tsm_abi::regs::CallResult;
+use tsm_core::Tsm;
+use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_hal::platform::ExitCode;
-use tsm_hal::x86_64::{self as hal, BootInfo, Exit, Fault, X86Platform};
+use tsm_hal::x86_64::{self as hal, BootInfo, Exit, Fault, GuestResume, X86Platform};
 
 tsm_hal::x86_64_entry!(main);
 
-fn main(boot: &'static BootInfo) -> ! {
+/// The platform and the monitor, shared by every CPU (set up once by CPU 0).
+static PLATFORM: Once<X86Platform> = Once::new();
+static TSM: Once<Tsm<'static>> = Once::new();
+
+fn main(boot: &'static BootInfo, cpu: usize) -> ! {
+    if cpu == 0 {
+        boot_cpu(boot);
+    }
+    let tsm = TSM.wait();
+    run_host(boot, tsm, cpu)
+}
+
+/// The boot CPU: the banner, then the monitor.
+fn boot_cpu(boot: &'static BootInfo) {
     defmt::info!(
         "TSM {=str} on x86_64 q35 (PVH), TSC {=u64} ticks/us",
         env!("CARGO_PKG_VERSION"),
@@ -42,26 +61,39 @@ fn main(boot: &'static BootInfo) -> ! {
         hal::selftest_fault();
     }
 
-    let platform = X86Platform::new(boot);
-    let tsm = match Tsm::new(
-        &platform,
+    let platform = PLATFORM.call_once(|| X86Platform::new(boot));
+    match Tsm::new(
+        platform,
         boot.dram,
         boot.tsm,
         hal::granule_descriptors(boot.dram.size),
     ) {
-        Ok(tsm) => tsm,
+        Ok(tsm) => {
+            TSM.call_once(|| tsm);
+        }
         Err(e) => {
             defmt::error!("core: cannot start: {}", defmt::Debug2Format(&e));
             hal::exit(ExitCode::Failure)
         }
-    };
-    let mut host = hal::host_context(boot, 0);
-    defmt::info!("entering the host at {=u64:#x}", hal::HOST_ENTRY);
+    }
+}
+
+/// Runs the host on this CPU, handing each of its calls to the core.
+fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
+    let mut host = hal::host_context(boot, cpu as u64);
+    defmt::info!(
+        "CPU {=usize}: entering the host at {=u64:#x}",
+        cpu,
+        hal::HOST_ENTRY
+    );
     loop {
         match host.run() {
             Exit::Call(regs) => {
                 defmt::trace!("host call {=u64:#x} args {:#x}", regs.fid, regs.args);
-                let r = tsm.handle(Origin::Host, &regs);
+                let r = match tsm.host_call(&regs) {
+                    HostStep::Reply(r) => r,
+                    HostStep::Enter(e) => run_vcpu(boot, tsm, &e),
+                };
                 defmt::trace!("  -> status {=u64:#x} out {:#x}", r.status, r.out);
                 host.set_result(&r);
             }
@@ -69,6 +101,60 @@ fn main(boot: &'static BootInfo) -> ! {
                 report_host_fault(&f);
                 hal::exit(ExitCode::Failure)
             }
+        }
+    }
+}
+
+/// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns its result.
+fn run_vcpu(boot: &BootInfo, tsm: &Tsm<'_>, e: &GuestEntry) -> CallResult {
+    let mut resume = e.resume;
+    loop {
+        let hal_resume = match resume {
+            Resume::Start { entry, arg0 } => GuestResume::Start {
+                entry: entry.0,
+                arg0,
+            },
+            Resume::Continue => GuestResume::Continue,
+            Resume::Return(r) => GuestResume::Return(r),
+        };
+        let exit = match hal::run_guest(boot, e.context, e.root, hal_resume) {
+            Ok(exit) => exit,
+            Err(err) => {
+                // The core handed over a context or root the HAL cannot use: a TSM bug.
+                defmt::error!(
+                    "vCPU {=u64:#x}: cannot enter (context {=u64:#x}, root {=u64:#x}): {}",
+                    e.vcpu.0,
+                    e.context.0,
+                    e.root.0,
+                    err
+                );
+                hal::exit(ExitCode::Failure)
+            }
+        };
+        let trap = match exit {
+            Exit::Call(regs) => {
+                defmt::trace!("guest call {=u64:#x} args {:#x}", regs.fid, regs.args);
+                GuestExit::Call(regs)
+            }
+            Exit::Fault(f) => {
+                defmt::debug!(
+                    "vCPU {=u64:#x}: {=str} error {=u64:#x} at rip {=u64:#x}, cr2 {=u64:#x}",
+                    e.vcpu.0,
+                    hal::vector_name(u64::from(f.vector)),
+                    f.error_code,
+                    f.regs.rip,
+                    f.cr2
+                );
+                GuestExit::Fault {
+                    syndrome: f.syndrome(),
+                    gpa: f.page_fault_address().map(Gpa),
+                    write: f.is_write(),
+                }
+            }
+        };
+        match tsm.guest_exit(e.vcpu, trap) {
+            GuestStep::Resume(r) => resume = r,
+            GuestStep::ToHost(r) => return r,
         }
     }
 }

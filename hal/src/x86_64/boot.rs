@@ -16,7 +16,8 @@ use spin::Once;
 
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
-use super::{context, gdt, layout, paging, serial, trap, tsc};
+use super::percpu::{self, View};
+use super::{alias, context, gdt, layout, paging, serial, tsc};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -161,18 +162,31 @@ core::arch::global_asm!(
 
 unsafe extern "Rust" {
     /// The firmware's main, defined by [`crate::x86_64_entry!`].
-    fn tsm_x86_64_main(boot: &'static BootInfo) -> !;
+    fn tsm_x86_64_main(boot: &'static BootInfo, cpu: usize) -> !;
 }
 
-/// Registers the firmware's main: `fn(&'static BootInfo) -> !`, called once boot is done.
+/// Registers the firmware's main: `fn(&'static BootInfo, cpu: usize) -> !`, called on the
+/// boot CPU (0) once boot is done, and on each secondary CPU (1..) once it is up.
 #[macro_export]
 macro_rules! x86_64_entry {
     ($main:path) => {
         #[unsafe(export_name = "tsm_x86_64_main")]
-        fn __tsm_x86_64_main(boot: &'static $crate::x86_64::BootInfo) -> ! {
-            $main(boot)
+        fn __tsm_x86_64_main(boot: &'static $crate::x86_64::BootInfo, cpu: usize) -> ! {
+            $main(boot, cpu)
         }
     };
+}
+
+/// Enters the firmware's main on this CPU.
+pub(super) fn enter_main(info: &'static BootInfo, cpu: usize) -> ! {
+    // SAFETY: `tsm_x86_64_main` is the firmware's `fn(&'static BootInfo, usize) -> !`
+    // exported by `x86_64_entry!`, which fixes its signature.
+    unsafe { tsm_x86_64_main(info, cpu) }
+}
+
+/// The boot info, once the boot CPU parsed it.
+pub(super) fn boot_info() -> Option<&'static BootInfo> {
+    BOOT_INFO.get()
 }
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
@@ -192,8 +206,9 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
-    gdt::init(l.trap_stack_top, l.ist_stack_top);
-    trap::init();
+    // Until the TSM's tables exist, this CPU's tables are used through their identity
+    // addresses (the boot tables map the image), so a fault during boot is still reported.
+    percpu::load(0, View::Identity, cpu::cr3(), context::exception_stubs_address(), &l);
     let ticks = tsc::calibrate();
     let info = match bootinfo::parse(start_info, l.tsm, ticks) {
         Ok(info) => info,
@@ -215,25 +230,42 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         );
         super::exit(ExitCode::Failure)
     }
+    cpu_setup(0, &l);
+    let info = BOOT_INFO.call_once(|| info);
+    enter_main(info, 0)
+}
+
+/// What every CPU sets up once the TSM's tables are live: its descriptor tables and stacks
+/// through the alias region, SMEP/SMAP, no FPU for ring 3, the `syscall` gate.
+pub(super) fn cpu_setup(cpu: usize, l: &layout::Layout) {
+    percpu::load(
+        cpu,
+        View::Alias,
+        paging::tsm_pml4(),
+        context::exception_stubs_address(),
+        l,
+    );
     enable_smep_smap();
-    // SAFETY: STAR holds the GDT's selectors, LSTAR this image's `syscall_entry`, SFMASK clears
-    // the flags ring 0 must not inherit; GS_BASE is this CPU's per-CPU area and
-    // KERNEL_GS_BASE the (zero) GS base ring 3 starts with.
+    // No x87/MMX/SSE for anyone: the TSM is soft-float, and ring 3 then has no FPU state that
+    // could carry a guest's data to the host (x87/MMX raise #NM, SSE #UD).
+    // SAFETY: PE, PG and WP stay set; only the FPU bits change, and nothing in the TSM uses the
+    // FPU.
+    unsafe {
+        cpu::set_cr0((cpu::cr0() | cpu::CR0_EM) & !(cpu::CR0_MP | cpu::CR0_TS));
+        cpu::set_cr4(cpu::cr4() & !(cpu::CR4_OSFXSR | cpu::CR4_OSXMMEXCPT | cpu::CR4_OSXSAVE));
+    }
+    // SAFETY: STAR holds the GDT's selectors, LSTAR the alias address of the trampoline's
+    // `syscall_entry` (mapped in the TSM's tables and in every TVM's), SFMASK clears the flags
+    // ring 0 must not inherit. GS_BASE was set by `percpu::load`.
     unsafe {
         cpu::wrmsr(
             cpu::MSR_STAR,
             (u64::from(gdt::STAR_USER_BASE) << 48) | (u64::from(gdt::KERNEL_CS) << 32),
         );
-        cpu::wrmsr(cpu::MSR_LSTAR, context::syscall_entry_address());
+        cpu::wrmsr(cpu::MSR_LSTAR, alias::text(l, context::syscall_entry_address()));
         cpu::wrmsr(cpu::MSR_SFMASK, SYSCALL_RFLAGS_MASK);
-        cpu::wrmsr(cpu::MSR_GS_BASE, context::percpu_base());
-        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, 0);
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_SCE);
     }
-    let info = BOOT_INFO.call_once(|| info);
-    // SAFETY: `tsm_x86_64_main` is the firmware's `fn(&'static BootInfo) -> !` exported by
-    // `x86_64_entry!`, which fixes its signature.
-    unsafe { tsm_x86_64_main(info) }
 }
 
 /// SMEP and SMAP when the CPU has them (CPUID.7.0:EBX bits 7 and 20; `-cpu max` does).

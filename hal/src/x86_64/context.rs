@@ -1,26 +1,39 @@
-//! Running the host (later: TVM vCPUs) in ring 3 as a context switch.
+//! Running ring-3 contexts (the host, TVM vCPUs) as a context switch, through the trampoline.
 //!
-//! [`HostContext::run`] saves the TSM's callee-saved registers on its own stack, loads the
-//! context's registers and `iretq`s to ring 3. The context comes back to Rust when it traps:
+//! [`HostContext::run`] and [`run_guest`] call `ring3_enter` (trampoline, alias address), which
+//! saves the TSM's callee-saved registers on its own stack, records the context's register
+//! frame and CR3 in the per-CPU data (GS), builds the `iretq` frame on the CPU's alias trap
+//! stack, loads the registers, switches CR3 (only if it differs: the host runs on the TSM's
+//! own tables, a vCPU on its TVM's root) and `iretq`s to ring 3. The context comes back when
+//! it traps:
 //!
-//! - `syscall` enters at `LSTAR` (`syscall_entry`) with the host's `rsp` still loaded: `swapgs`
-//!   reaches the per-CPU area, which points at the running context's register frame; every
-//!   register is stored there, then the TSM stack saved by `run` is restored → [`Exit::Call`].
-//! - an exception from ring 3 lands on `TSS.RSP0` (`exception_common`), same saving plus the
-//!   vector, error code and CR2 → [`Exit::Fault`]. An exception from ring 0 is a TSM bug: it is
-//!   reported with all registers and ends the run (see `trap`).
+//! - `syscall` enters at `LSTAR` (`syscall_entry`, alias address) with ring 3's `rsp` and CR3
+//!   still loaded: `swapgs` reaches the per-CPU data (alias, mapped in every TVM's map too),
+//!   CR3 goes back to the TSM's tables (if it was a TVM's), every register is stored in the
+//!   context's frame (identity address, reachable now), then the TSM stack saved by
+//!   `ring3_enter` is restored → [`Exit::Call`].
+//! - an exception from ring 3 lands on `TSS.RSP0` (the alias trap stack), same path plus the
+//!   vector, error code and CR2 → [`Exit::Fault`]. An exception from ring 0 is a TSM bug: the
+//!   stub switches to the TSM's tables and hands over to `trap::kernel_trap_entry`.
 //!
-//! GS: while the TSM runs, `GS_BASE` is the per-CPU area and `KERNEL_GS_BASE` the context's own
+//! Without PCIDs every CR3 write flushes the CPU's non-global TLB entries (the TSM uses no
+//! global pages), so no translation of one address space survives a switch to another: a
+//! guest's entries are gone when the host or another TVM runs on that CPU.
+//!
+//! GS: while the TSM runs, `GS_BASE` is the per-CPU data and `KERNEL_GS_BASE` the context's own
 //! value; `swapgs` exchanges them on every ring change. CR4.FSGSBASE stays off, so ring 3 cannot
 //! point GS at memory of its choosing. Interrupts stay disabled throughout (RFLAGS.IF = 0 in
-//! both rings; ring 3 cannot set it with IOPL 0).
+//! both rings; ring 3 cannot set it with IOPL 0). CR0.EM is set and CR4.OSFXSR clear, so ring 3
+//! has no x87/SSE state that could carry data from a guest to the host (`boot`).
 
-use core::cell::UnsafeCell;
 use core::mem::offset_of;
 
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use super::gdt::{USER_CS, USER_DS};
+use super::percpu::PerCpu;
+use super::{alias, layout, paging};
 
 /// General-purpose registers and the interrupted instruction state of a ring-3 context.
 #[repr(C)]
@@ -56,13 +69,19 @@ struct TrapFrame {
     cr2: u64,
 }
 
-/// A ring-3 execution context: what the host (or a vCPU) had in its registers when it last
-/// trapped, and what it gets when it runs next.
+/// A ring-3 register frame: what a context had in its registers when it last trapped, and
+/// what it gets when it runs next. The trampoline reads and writes it by the offsets below.
 #[repr(C)]
-#[derive(Clone, Debug)]
-pub struct HostContext {
+#[derive(Clone, Debug, Default)]
+struct Frame {
     regs: Regs,
     trap: TrapFrame,
+}
+
+/// The host's ring-3 context.
+#[derive(Clone, Debug)]
+pub struct HostContext {
+    frame: Frame,
 }
 
 /// A ring-3 exception.
@@ -83,7 +102,8 @@ pub struct Fault {
 /// Why the context stopped running.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Exit {
-    /// `syscall`: a call per `abi/src/regs.rs`; answer with [`HostContext::set_result`].
+    /// `syscall`: a call per `abi/src/regs.rs` (answer with [`HostContext::set_result`], or for
+    /// a guest with [`GuestResume::Return`]).
     Call(CallRegs),
     /// Any exception raised in ring 3.
     Fault(Fault),
@@ -98,32 +118,8 @@ const RFLAGS_FIXED: u64 = 1 << 1;
 /// The host payload's entry: the first byte of its image (docs/design.md).
 pub const HOST_ENTRY: u64 = 0x100_0000;
 
-impl HostContext {
-    /// A context that starts at `rip` with `args` in `rdi, rsi, rdx, rcx` (SysV argument order)
-    /// and everything else zero; it sets up its own stack.
-    pub fn new(rip: u64, args: [u64; 4]) -> Self {
-        let regs = Regs {
-            rip,
-            rdi: args[0],
-            rsi: args[1],
-            rdx: args[2],
-            rcx: args[3],
-            rflags: RFLAGS_FIXED,
-            ..Regs::default()
-        };
-        HostContext {
-            regs,
-            trap: TrapFrame::default(),
-        }
-    }
-
-    /// The registers as of the last exit.
-    pub fn regs(&self) -> &Regs {
-        &self.regs
-    }
-
-    /// Writes a call's results into the registers the context sees when it runs next.
-    pub fn set_result(&mut self, r: &CallResult) {
+impl Frame {
+    fn set_result(&mut self, r: &CallResult) {
         self.regs.rax = r.status;
         self.regs.rdi = r.out[0];
         self.regs.rsi = r.out[1];
@@ -131,14 +127,7 @@ impl HostContext {
         self.regs.r10 = r.out[3];
     }
 
-    /// Runs the context in ring 3 until it traps.
-    pub fn run(&mut self) -> Exit {
-        self.regs.rflags = (self.regs.rflags & USER_RFLAGS) | RFLAGS_FIXED;
-        // SAFETY: `host_enter` saves the callee-saved registers, records `self` in the per-CPU
-        // area and returns only through `host_return`, with the same stack and those registers
-        // restored, after the trap path filled `self` (which we hold exclusively). The per-CPU
-        // area was set up by boot (`percpu_init`) before any context runs.
-        let kind = unsafe { host_enter(self) };
+    fn exit(&self, kind: u64) -> Exit {
         let r = &self.regs;
         if kind == EXIT_SYSCALL {
             Exit::Call(CallRegs {
@@ -157,130 +146,217 @@ impl HostContext {
     }
 }
 
+/// Runs `frame` in ring 3 on the address space `cr3` until it traps; returns the exit kind.
+///
+/// # Safety
+/// `frame` must be valid for writes, reachable at the same address under the TSM's tables and
+/// used by nothing else until this returns; `cr3` must be the TSM's tables or a TVM root that
+/// carries the alias region ([`paging::install_alias`]).
+unsafe fn run_frame(frame: *mut Frame, cr3: u64) -> u64 {
+    // SAFETY: the caller's guarantee; only the flags ring 3 may hold are kept.
+    unsafe {
+        let rflags = (*frame).regs.rflags;
+        (*frame).regs.rflags = (rflags & USER_RFLAGS) | RFLAGS_FIXED;
+    }
+    let enter = alias::text(&layout::layout(), ring3_enter as *const () as u64);
+    // SAFETY: `enter` is `ring3_enter` at its alias address, mapped executable for ring 0 in
+    // the TSM's tables (the trampoline is position-independent); it is an `extern "C"
+    // fn(*mut Frame, u64) -> u64`.
+    let enter: unsafe extern "C" fn(*mut Frame, u64) -> u64 =
+        unsafe { core::mem::transmute::<u64, _>(enter) };
+    // SAFETY: `ring3_enter` saves the callee-saved registers, records `frame` and `cr3` in
+    // the per-CPU data and returns only through `ring3_return`, with the same stack and those
+    // registers restored and the TSM's tables loaded, after the trap path filled `frame`. The
+    // per-CPU data was set up by boot (`percpu::load`) before any context runs.
+    unsafe { enter(frame, cr3) }
+}
+
+impl HostContext {
+    /// A context that starts at `rip` with `args` in `rdi, rsi, rdx, rcx` (SysV argument order)
+    /// and everything else zero; it sets up its own stack.
+    pub fn new(rip: u64, args: [u64; 4]) -> Self {
+        let regs = Regs {
+            rip,
+            rdi: args[0],
+            rsi: args[1],
+            rdx: args[2],
+            rcx: args[3],
+            rflags: RFLAGS_FIXED,
+            ..Regs::default()
+        };
+        HostContext {
+            frame: Frame {
+                regs,
+                trap: TrapFrame::default(),
+            },
+        }
+    }
+
+    /// The registers as of the last exit.
+    pub fn regs(&self) -> &Regs {
+        &self.frame.regs
+    }
+
+    /// Writes a call's results into the registers the context sees when it runs next.
+    pub fn set_result(&mut self, r: &CallResult) {
+        self.frame.set_result(r);
+    }
+
+    /// Runs the context in ring 3 (on the TSM's tables) until it traps.
+    pub fn run(&mut self) -> Exit {
+        // SAFETY: we hold the frame exclusively; it lives in the TSM's memory (identity); the
+        // host runs on the TSM's own tables.
+        let kind = unsafe { run_frame(&raw mut self.frame, paging::tsm_pml4()) };
+        self.frame.exit(kind)
+    }
+}
+
+/// How [`run_guest`] (re)starts a vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestResume {
+    /// First entry: a fresh frame, every register 0 but `rip` = `entry` and `rdi` = `arg0`.
+    Start {
+        /// Entry GPA (= VA).
+        entry: u64,
+        /// First argument register.
+        arg0: u64,
+    },
+    /// Continue at the saved `rip` (after a fault: the instruction is retried).
+    Continue,
+    /// Complete the `syscall` the guest trapped on with this result.
+    Return(CallResult),
+}
+
+/// Why a guest could not be run (the core handed the HAL something it cannot use: a bug).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
+pub enum GuestError {
+    /// The context area is not a suitably aligned DRAM range inside one granule.
+    BadContext,
+    /// The root is not a DRAM granule the alias region can be installed in.
+    BadRoot,
+}
+
+/// Bytes of a guest context area [`run_guest`] uses.
+pub const GUEST_FRAME_SIZE: u64 = core::mem::size_of::<Frame>() as u64;
+
+/// Runs a TVM vCPU in ring 3 on its TVM's map `root` until it traps. `context` is the
+/// vCPU's saved-register area (TSM-owned memory the core reserves for the HAL, zero when the
+/// vCPU is created), `resume` what to do with it first.
+pub fn run_guest(
+    boot: &super::BootInfo,
+    context: Pa,
+    root: Pa,
+    resume: GuestResume,
+) -> Result<Exit, GuestError> {
+    let tsm_end = boot.tsm.base.0.saturating_add(boot.tsm.size);
+    let fits = context.0 % 16 == 0
+        && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
+        && boot.dram.contains(context, GUEST_FRAME_SIZE)
+        && !(context.0 < tsm_end && context.0 + GUEST_FRAME_SIZE > boot.tsm.base.0);
+    if !fits {
+        return Err(GuestError::BadContext);
+    }
+    paging::install_alias(root.0).map_err(|_| GuestError::BadRoot)?;
+    let frame = context.0 as *mut Frame;
+    // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped read-write
+    // for ring 0 (a VCPU granule is delegated: U clear, no SMAP bracket needed), 16-aligned and
+    // inside one granule; the core gives this CPU the vCPU's area exclusively between its
+    // claim (VCPU_RUN) and the exit to the host.
+    unsafe {
+        match resume {
+            GuestResume::Start { entry, arg0 } => frame.write(Frame {
+                regs: Regs {
+                    rip: entry,
+                    rdi: arg0,
+                    rflags: RFLAGS_FIXED,
+                    ..Regs::default()
+                },
+                trap: TrapFrame::default(),
+            }),
+            GuestResume::Continue => {}
+            GuestResume::Return(r) => (*frame).set_result(&r),
+        }
+        let kind = run_frame(frame, root.0);
+        Ok((*frame).exit(kind))
+    }
+}
+
+impl Fault {
+    /// The `VcpuExit` syndrome: vector in bits 7:0, error code in bits 63:32 (docs/abi.md).
+    pub fn syndrome(&self) -> u64 {
+        u64::from(self.vector) | (self.error_code << 32)
+    }
+
+    /// For a #PF in the lower canonical half (where TVM addresses live; VA = GPA): the
+    /// faulting address.
+    pub fn page_fault_address(&self) -> Option<u64> {
+        (u64::from(self.vector) == PAGE_FAULT && self.cr2 < LOWER_HALF_END).then_some(self.cr2)
+    }
+
+    /// The #PF was a write (error code bit 1).
+    pub fn is_write(&self) -> bool {
+        u64::from(self.vector) == PAGE_FAULT && self.error_code & PF_WRITE != 0
+    }
+}
+
+const PAGE_FAULT: u64 = 14;
+const PF_WRITE: u64 = 1 << 1;
+const LOWER_HALF_END: u64 = 1 << 47;
+
 const EXIT_SYSCALL: u64 = 0;
 const EXIT_FAULT: u64 = 1;
 
-/// The per-CPU area `GS_BASE` points at in ring 0.
-#[repr(C)]
-struct PerCpu {
-    /// The ring-3 `rsp` during `syscall_entry`.
-    scratch: u64,
-    /// The running context.
-    context: u64,
-    /// The TSM's `rsp` inside `host_enter`.
-    tsm_rsp: u64,
-}
-
-struct PerCpuCell(UnsafeCell<PerCpu>);
-// SAFETY: one CPU runs for now and it is the only user of its own area (through GS); the SMP
-// phase gives each CPU its own instance.
-unsafe impl Sync for PerCpuCell {}
-
-static PERCPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
-    scratch: 0,
-    context: 0,
-    tsm_rsp: 0,
-}));
-
-/// The address `GS_BASE` must hold on this CPU while the TSM runs.
-pub fn percpu_base() -> u64 {
-    PERCPU.0.get() as u64
-}
-
-/// The `syscall` entry point, for `LSTAR`.
+/// The identity address of the `syscall` entry (`LSTAR` gets its alias address).
 pub fn syscall_entry_address() -> u64 {
     syscall_entry as *const () as u64
 }
 
-unsafe extern "C" {
-    fn host_enter(ctx: *mut HostContext) -> u64;
-    fn syscall_entry();
+/// The identity address of the exception stubs (the IDT gets their alias addresses).
+pub fn exception_stubs_address() -> u64 {
+    exception_stubs as *const () as u64
 }
 
+unsafe extern "C" {
+    fn ring3_enter(frame: *mut Frame, cr3: u64) -> u64;
+    fn syscall_entry();
+    fn exception_stubs();
+}
+
+// The trampoline: position-independent (only RIP-relative references inside the section, GS
+// for everything else), run at its alias address (`alias::TEXT`), which the TSM's tables and
+// every TVM's map carry.
 core::arch::global_asm!(
-    ".pushsection .text.host_switch, \"ax\"",
+    ".pushsection .text.trampoline, \"ax\"",
     ".balign 16",
-    ".global host_enter",
-    "host_enter:",
-    "push rbx",
-    "push rbp",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov gs:[{pc_tsm_rsp}], rsp",
-    "mov gs:[{pc_context}], rdi",
-    "push {user_ds}",
-    "push qword ptr [rdi + {r_rsp}]",
-    "push qword ptr [rdi + {r_rflags}]",
-    "push {user_cs}",
-    "push qword ptr [rdi + {r_rip}]",
-    "mov rax, [rdi + {r_rax}]",
-    "mov rbx, [rdi + {r_rbx}]",
-    "mov rcx, [rdi + {r_rcx}]",
-    "mov rdx, [rdi + {r_rdx}]",
-    "mov rsi, [rdi + {r_rsi}]",
-    "mov rbp, [rdi + {r_rbp}]",
-    "mov r8, [rdi + {r_r8}]",
-    "mov r9, [rdi + {r_r9}]",
-    "mov r10, [rdi + {r_r10}]",
-    "mov r11, [rdi + {r_r11}]",
-    "mov r12, [rdi + {r_r12}]",
-    "mov r13, [rdi + {r_r13}]",
-    "mov r14, [rdi + {r_r14}]",
-    "mov r15, [rdi + {r_r15}]",
-    "mov rdi, [rdi + {r_rdi}]",
-    "swapgs",
-    "iretq",
-    "",
-    // Back to the TSM: rsp is the one host_enter saved, rax the exit kind.
-    "host_return:",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbp",
-    "pop rbx",
-    "ret",
-    "",
-    // syscall from ring 3: rcx = return rip, r11 = rflags; SFMASK cleared IF, TF, DF, AC, NT.
+    "exception_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     ".balign 16",
-    ".global syscall_entry",
-    "syscall_entry:",
-    "swapgs",
-    "mov gs:[{pc_scratch}], rsp",
-    "mov rsp, gs:[{pc_context}]",
-    "mov [rsp + {r_rax}], rax",
-    "mov [rsp + {r_rbx}], rbx",
-    "mov [rsp + {r_rcx}], rcx",
-    "mov [rsp + {r_rdx}], rdx",
-    "mov [rsp + {r_rsi}], rsi",
-    "mov [rsp + {r_rdi}], rdi",
-    "mov [rsp + {r_rbp}], rbp",
-    "mov [rsp + {r_r8}], r8",
-    "mov [rsp + {r_r9}], r9",
-    "mov [rsp + {r_r10}], r10",
-    "mov [rsp + {r_r11}], r11",
-    "mov [rsp + {r_r12}], r12",
-    "mov [rsp + {r_r13}], r13",
-    "mov [rsp + {r_r14}], r14",
-    "mov [rsp + {r_r15}], r15",
-    "mov [rsp + {r_rip}], rcx",
-    "mov [rsp + {r_rflags}], r11",
-    "mov rax, gs:[{pc_scratch}]",
-    "mov [rsp + {r_rsp}], rax",
-    "mov rsp, gs:[{pc_tsm_rsp}]",
-    "mov eax, {exit_syscall}",
-    "jmp host_return",
+    // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
+    ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push \\v",
+    "jmp exception_common",
+    ".endr",
     "",
-    // Exception from ring 3, reached from `exception_common` on the TSS.RSP0 stack:
     // [rsp] vector, +8 error code, +16 rip, +24 cs, +32 rflags, +40 rsp, +48 ss.
-    ".global ring3_exception",
-    "ring3_exception:",
+    "exception_common:",
+    "test byte ptr [rsp + 24], 3", // the CS the CPU saved: RPL 3 means ring 3 trapped
+    "jnz 1f",
+    // Ring 0: a TSM bug. GS is the per-CPU data already; report on the TSM's tables.
+    "push rax",
+    "mov rax, gs:[{pc_tsm_cr3}]",
+    "mov cr3, rax",
+    "pop rax",
+    "jmp qword ptr gs:[{pc_kernel_trap}]",
+    "1:",
     "swapgs",
-    "push 2", // RFLAGS.AC (SMAP) and DF: a trap gate leaves ring 3's values
+    "push 2", // RFLAGS.AC (SMAP) and DF: an interrupt gate leaves ring 3's values
     "popfq",
     "push rax",
+    "mov rax, gs:[{pc_tsm_cr3}]",
+    "mov cr3, rax",
     "mov rax, gs:[{pc_context}]",
     "pop qword ptr [rax + {r_rax}]",
     "mov [rax + {r_rbx}], rbx",
@@ -313,35 +389,128 @@ core::arch::global_asm!(
     "mov [rax + {t_cr2}], rbx",
     "mov rsp, gs:[{pc_tsm_rsp}]",
     "mov eax, {exit_fault}",
-    "jmp host_return",
+    "jmp 3f",
+    "",
+    // syscall from ring 3: rcx = return rip, r11 = rflags; SFMASK cleared IF, TF, DF, AC, NT.
+    // rsp is ring 3's and CR3 possibly a TVM's: only GS (alias) is usable until CR3 is ours.
+    ".balign 16",
+    "syscall_entry:",
+    "swapgs",
+    "mov gs:[{pc_scratch}], rsp",
+    "mov rsp, cr3",
+    "cmp rsp, gs:[{pc_tsm_cr3}]",
+    "je 2f",
+    "mov rsp, gs:[{pc_tsm_cr3}]",
+    "mov cr3, rsp",
+    "2:",
+    "mov rsp, gs:[{pc_context}]",
+    "mov [rsp + {r_rax}], rax",
+    "mov [rsp + {r_rbx}], rbx",
+    "mov [rsp + {r_rcx}], rcx",
+    "mov [rsp + {r_rdx}], rdx",
+    "mov [rsp + {r_rsi}], rsi",
+    "mov [rsp + {r_rdi}], rdi",
+    "mov [rsp + {r_rbp}], rbp",
+    "mov [rsp + {r_r8}], r8",
+    "mov [rsp + {r_r9}], r9",
+    "mov [rsp + {r_r10}], r10",
+    "mov [rsp + {r_r11}], r11",
+    "mov [rsp + {r_r12}], r12",
+    "mov [rsp + {r_r13}], r13",
+    "mov [rsp + {r_r14}], r14",
+    "mov [rsp + {r_r15}], r15",
+    "mov [rsp + {r_rip}], rcx",
+    "mov [rsp + {r_rflags}], r11",
+    "mov rax, gs:[{pc_scratch}]",
+    "mov [rsp + {r_rsp}], rax",
+    "mov rsp, gs:[{pc_tsm_rsp}]",
+    "mov eax, {exit_syscall}",
+    // Back to the TSM: rsp is the one ring3_enter saved, rax the exit kind.
+    "3:",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "ret",
+    "",
+    // ring3_enter(frame = rdi, cr3 = rsi), called at its alias address on the TSM's tables.
+    ".balign 16",
+    "ring3_enter:",
+    "push rbx",
+    "push rbp",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov gs:[{pc_tsm_rsp}], rsp",
+    "mov gs:[{pc_context}], rdi",
+    "mov gs:[{pc_run_cr3}], rsi",
+    // The iretq frame goes on the alias trap stack: the TSM's stack is not in a TVM's map.
+    "mov rsp, gs:[{pc_entry_stack}]",
+    "push {user_ds}",
+    "push qword ptr [rdi + {r_rsp}]",
+    "push qword ptr [rdi + {r_rflags}]",
+    "push {user_cs}",
+    "push qword ptr [rdi + {r_rip}]",
+    "mov rax, [rdi + {r_rax}]",
+    "mov rbx, [rdi + {r_rbx}]",
+    "mov rcx, [rdi + {r_rcx}]",
+    "mov rdx, [rdi + {r_rdx}]",
+    "mov rsi, [rdi + {r_rsi}]",
+    "mov rbp, [rdi + {r_rbp}]",
+    "mov r8, [rdi + {r_r8}]",
+    "mov r9, [rdi + {r_r9}]",
+    "mov r10, [rdi + {r_r10}]",
+    "mov r11, [rdi + {r_r11}]",
+    "mov r12, [rdi + {r_r12}]",
+    "mov r13, [rdi + {r_r13}]",
+    "mov r14, [rdi + {r_r14}]",
+    "mov r15, [rdi + {r_r15}]",
+    "mov rdi, [rdi + {r_rdi}]",
+    "push rax",
+    "mov rax, cr3",
+    "cmp rax, gs:[{pc_run_cr3}]",
+    "je 4f",
+    "mov rax, gs:[{pc_run_cr3}]",
+    "mov cr3, rax",
+    "4:",
+    "pop rax",
+    "swapgs",
+    "iretq",
     ".popsection",
     pc_scratch = const offset_of!(PerCpu, scratch),
     pc_context = const offset_of!(PerCpu, context),
     pc_tsm_rsp = const offset_of!(PerCpu, tsm_rsp),
+    pc_tsm_cr3 = const offset_of!(PerCpu, tsm_cr3),
+    pc_run_cr3 = const offset_of!(PerCpu, run_cr3),
+    pc_entry_stack = const offset_of!(PerCpu, entry_stack),
+    pc_kernel_trap = const offset_of!(PerCpu, kernel_trap),
     user_ds = const USER_DS as u64,
     user_cs = const USER_CS as u64,
-    r_rax = const offset_of!(HostContext, regs) + offset_of!(Regs, rax),
-    r_rbx = const offset_of!(HostContext, regs) + offset_of!(Regs, rbx),
-    r_rcx = const offset_of!(HostContext, regs) + offset_of!(Regs, rcx),
-    r_rdx = const offset_of!(HostContext, regs) + offset_of!(Regs, rdx),
-    r_rsi = const offset_of!(HostContext, regs) + offset_of!(Regs, rsi),
-    r_rdi = const offset_of!(HostContext, regs) + offset_of!(Regs, rdi),
-    r_rbp = const offset_of!(HostContext, regs) + offset_of!(Regs, rbp),
-    r_r8 = const offset_of!(HostContext, regs) + offset_of!(Regs, r8),
-    r_r9 = const offset_of!(HostContext, regs) + offset_of!(Regs, r9),
-    r_r10 = const offset_of!(HostContext, regs) + offset_of!(Regs, r10),
-    r_r11 = const offset_of!(HostContext, regs) + offset_of!(Regs, r11),
-    r_r12 = const offset_of!(HostContext, regs) + offset_of!(Regs, r12),
-    r_r13 = const offset_of!(HostContext, regs) + offset_of!(Regs, r13),
-    r_r14 = const offset_of!(HostContext, regs) + offset_of!(Regs, r14),
-    r_r15 = const offset_of!(HostContext, regs) + offset_of!(Regs, r15),
-    r_rsp = const offset_of!(HostContext, regs) + offset_of!(Regs, rsp),
-    r_rip = const offset_of!(HostContext, regs) + offset_of!(Regs, rip),
-    r_rflags = const offset_of!(HostContext, regs) + offset_of!(Regs, rflags),
-    t_vector = const offset_of!(HostContext, trap) + offset_of!(TrapFrame, vector),
-    t_error = const offset_of!(HostContext, trap) + offset_of!(TrapFrame, error_code),
-    t_cs = const offset_of!(HostContext, trap) + offset_of!(TrapFrame, cs),
-    t_cr2 = const offset_of!(HostContext, trap) + offset_of!(TrapFrame, cr2),
+    r_rax = const offset_of!(Frame, regs) + offset_of!(Regs, rax),
+    r_rbx = const offset_of!(Frame, regs) + offset_of!(Regs, rbx),
+    r_rcx = const offset_of!(Frame, regs) + offset_of!(Regs, rcx),
+    r_rdx = const offset_of!(Frame, regs) + offset_of!(Regs, rdx),
+    r_rsi = const offset_of!(Frame, regs) + offset_of!(Regs, rsi),
+    r_rdi = const offset_of!(Frame, regs) + offset_of!(Regs, rdi),
+    r_rbp = const offset_of!(Frame, regs) + offset_of!(Regs, rbp),
+    r_r8 = const offset_of!(Frame, regs) + offset_of!(Regs, r8),
+    r_r9 = const offset_of!(Frame, regs) + offset_of!(Regs, r9),
+    r_r10 = const offset_of!(Frame, regs) + offset_of!(Regs, r10),
+    r_r11 = const offset_of!(Frame, regs) + offset_of!(Regs, r11),
+    r_r12 = const offset_of!(Frame, regs) + offset_of!(Regs, r12),
+    r_r13 = const offset_of!(Frame, regs) + offset_of!(Regs, r13),
+    r_r14 = const offset_of!(Frame, regs) + offset_of!(Regs, r14),
+    r_r15 = const offset_of!(Frame, regs) + offset_of!(Regs, r15),
+    r_rsp = const offset_of!(Frame, regs) + offset_of!(Regs, rsp),
+    r_rip = const offset_of!(Frame, regs) + offset_of!(Regs, rip),
+    r_rflags = const offset_of!(Frame, regs) + offset_of!(Regs, rflags),
+    t_vector = const offset_of!(Frame, trap) + offset_of!(TrapFrame, vector),
+    t_error = const offset_of!(Frame, trap) + offset_of!(TrapFrame, error_code),
+    t_cs = const offset_of!(Frame, trap) + offset_of!(TrapFrame, cs),
+    t_cr2 = const offset_of!(Frame, trap) + offset_of!(TrapFrame, cr2),
     exit_syscall = const EXIT_SYSCALL,
     exit_fault = const EXIT_FAULT,
 );

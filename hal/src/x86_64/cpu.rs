@@ -18,8 +18,20 @@ pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 /// `EFER.SCE`: `syscall`/`sysret` enabled.
 pub const EFER_SCE: u64 = 1 << 0;
 
+/// `CR0.MP`: WAIT/FWAIT honour TS.
+pub const CR0_MP: u64 = 1 << 1;
+/// `CR0.EM`: x87/MMX instructions raise #NM (and SSE ones #UD).
+pub const CR0_EM: u64 = 1 << 2;
+/// `CR0.TS`: task switched (lazy FPU switching; unused).
+pub const CR0_TS: u64 = 1 << 3;
 /// `CR0.WP`: ring 0 honours read-only pages.
 pub const CR0_WP: u64 = 1 << 16;
+/// `CR4.OSFXSR`: SSE enabled.
+pub const CR4_OSFXSR: u64 = 1 << 9;
+/// `CR4.OSXMMEXCPT`: SIMD floating-point exceptions enabled.
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// `CR4.OSXSAVE`: XSAVE and XCR0 enabled.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
 /// `CR4.SMEP`: ring 0 never executes user pages.
 pub const CR4_SMEP: u64 = 1 << 20;
 /// `CR4.SMAP`: ring 0 touches user pages only with `RFLAGS.AC` set (`stac`).
@@ -79,6 +91,14 @@ pub fn cr2() -> u64 {
     let v: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3.
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
 

@@ -1,9 +1,8 @@
 //! The GDT (kernel and user segments in the order `syscall`/`sysret` need) and the TSS (the
 //! ring-0 stacks a trap from ring 3, NMI, #DF and #MC switch to; no I/O permission bitmap, so
-//! with IOPL 0 every port is closed to ring 3).
+//! with IOPL 0 every port is closed to ring 3). One of each per CPU, in its block (`percpu`).
 
 use core::arch::asm;
-use core::cell::UnsafeCell;
 
 /// Ring-0 code.
 pub const KERNEL_CS: u16 = 0x08;
@@ -21,8 +20,9 @@ pub const STAR_USER_BASE: u16 = 0x10;
 /// IST slot (1-based) used by NMI, #DF and #MC.
 pub const IST_CRITICAL: u8 = 1;
 
+/// A 64-bit TSS.
 #[repr(C, packed(4))]
-struct Tss {
+pub struct Tss {
     _reserved0: u32,
     rsp: [u64; 3],
     _reserved1: u64,
@@ -34,38 +34,18 @@ struct Tss {
 
 const TSS_SIZE: usize = core::mem::size_of::<Tss>();
 
-#[repr(C, align(16))]
-struct Tables {
-    gdt: [u64; 7],
-    tss: Tss,
-}
+/// A GDT: null, kernel code/data, user data/code, TSS (two slots).
+pub type Gdt = [u64; 7];
 
-struct TablesCell(UnsafeCell<Tables>);
-// SAFETY: written only by `init` on the boot CPU before anything else runs; afterwards the CPU
-// alone touches it (the busy bit of the TSS descriptor).
-unsafe impl Sync for TablesCell {}
-
-static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
-    gdt: [
-        0,
-        0x00AF_9A00_0000_FFFF, // ring-0 code, 64-bit
-        0x00CF_9200_0000_FFFF, // ring-0 data
-        0x00CF_F200_0000_FFFF, // ring-3 data
-        0x00AF_FA00_0000_FFFF, // ring-3 code, 64-bit
-        0,                     // TSS, filled by init
-        0,
-    ],
-    tss: Tss {
-        _reserved0: 0,
-        rsp: [0; 3],
-        _reserved1: 0,
-        ist: [0; 7],
-        _reserved2: 0,
-        _reserved3: 0,
-        // Past the TSS limit: no I/O permission bitmap.
-        iomap_base: TSS_SIZE as u16,
-    },
-}));
+const GDT_TEMPLATE: Gdt = [
+    0,
+    0x00AF_9A00_0000_FFFF, // ring-0 code, 64-bit
+    0x00CF_9200_0000_FFFF, // ring-0 data
+    0x00CF_F200_0000_FFFF, // ring-3 data
+    0x00AF_FA00_0000_FFFF, // ring-3 code, 64-bit
+    0,                     // TSS, filled by load
+    0,
+];
 
 #[repr(C, packed)]
 struct DescriptorPointer {
@@ -73,32 +53,54 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Loads the GDT and TSS. `ring0_stack` is where traps from ring 3 land; `critical_stack` the
-/// IST stack for NMI, #DF and #MC (so a TSM stack overflow still gets reported).
-pub fn init(ring0_stack: u64, critical_stack: u64) {
-    let tables = TABLES.0.get();
-    // SAFETY: boot runs on one CPU before any trap can use these tables, so nothing else
-    // reads or writes them while we fill them.
+/// Fills and loads a GDT and TSS. `gdt`/`tss` are where this code writes them, `gdt_va`/`tss_va`
+/// where the CPU finds them (identity or alias addresses of the same memory). `ring0_stack` is
+/// where traps from ring 3 land; `critical_stack` the IST stack for NMI, #DF and #MC (so a TSM
+/// stack overflow still gets reported).
+///
+/// # Safety
+/// `gdt` and `tss` must be writable, this CPU's own, and mapped at `gdt_va`/`tss_va` for as
+/// long as they stay loaded; both stacks must be mapped and this CPU's own.
+pub unsafe fn load(
+    gdt: *mut Gdt,
+    gdt_va: u64,
+    tss: *mut Tss,
+    tss_va: u64,
+    ring0_stack: u64,
+    critical_stack: u64,
+) {
+    let limit = (TSS_SIZE - 1) as u64;
+    let mut table = GDT_TEMPLATE;
+    // A fresh descriptor (type 9, "available") each time: `ltr` refuses a busy one, and a
+    // reload of the same TSS through another address would find it busy.
+    table[5] = (limit & 0xFFFF)
+        | ((tss_va & 0xFF_FFFF) << 16)
+        | (0x89 << 40) // present, 64-bit available TSS
+        | (((limit >> 16) & 0xF) << 48)
+        | (((tss_va >> 24) & 0xFF) << 56);
+    table[6] = tss_va >> 32;
+    // SAFETY: the caller gives this CPU's own tables; nothing else reads them meanwhile.
     unsafe {
-        (*tables).tss.rsp[0] = ring0_stack;
-        (*tables).tss.ist[usize::from(IST_CRITICAL - 1)] = critical_stack;
-        let base = core::ptr::addr_of!((*tables).tss) as u64;
-        let limit = (TSS_SIZE - 1) as u64;
-        (*tables).gdt[5] = (limit & 0xFFFF)
-            | ((base & 0xFF_FFFF) << 16)
-            | (0x89 << 40) // present, 64-bit available TSS
-            | (((limit >> 16) & 0xF) << 48)
-            | (((base >> 24) & 0xFF) << 56);
-        (*tables).gdt[6] = base >> 32;
+        tss.write(Tss {
+            _reserved0: 0,
+            rsp: [ring0_stack, 0, 0],
+            _reserved1: 0,
+            ist: [critical_stack, 0, 0, 0, 0, 0, 0],
+            _reserved2: 0,
+            _reserved3: 0,
+            // Past the TSS limit: no I/O permission bitmap.
+            iomap_base: TSS_SIZE as u16,
+        });
+        gdt.write(table);
     }
     let ptr = DescriptorPointer {
-        limit: (core::mem::size_of::<[u64; 7]>() - 1) as u16,
-        // SAFETY: only the address is taken.
-        base: unsafe { core::ptr::addr_of!((*tables).gdt) } as u64,
+        limit: (core::mem::size_of::<Gdt>() - 1) as u16,
+        base: gdt_va,
     };
-    // SAFETY: the new GDT has the same ring-0 code/data selectors the boot GDT had, so
-    // reloading CS (far return) and the data segments keeps the running code valid; the TSS
-    // descriptor was just written.
+    // SAFETY: the new GDT has the same ring-0 code/data selectors as the one loaded before
+    // (boot's, or this same table through the other address), so reloading CS (far return) and
+    // the data segments keeps the running code valid; the TSS descriptor was just written.
+    // GS is loaded with the null selector *before* the caller writes GS_BASE.
     unsafe {
         asm!(
             "lgdt [{ptr}]",

@@ -13,10 +13,10 @@ unsafe extern "C" {
     static __rodata_end: u8;
     static __tsm_end: u8;
     static __stack_guard: u8;
-    static __trap_stack_guard: u8;
-    static __trap_stack_top: u8;
-    static __ist_stack_guard: u8;
-    static __ist_stack_top: u8;
+    static __ap_stacks_start: u8;
+    static __ap_stacks_end: u8;
+    static __trampoline_start: u8;
+    static __trampoline_end: u8;
     static __pt_pool_start: u8;
     static __pt_pool_end: u8;
 }
@@ -29,12 +29,16 @@ pub struct Layout {
     pub text_end: u64,
     /// End of the read-only data.
     pub rodata_end: u64,
-    /// Unmapped pages below each stack.
-    pub guard_pages: [u64; 3],
-    /// Top of the stack traps from ring 3 land on (TSS.RSP0).
-    pub trap_stack_top: u64,
-    /// Top of the stack of NMI, #DF and #MC (IST1).
-    pub ist_stack_top: u64,
+    /// The unmapped page below the boot CPU's stack.
+    pub stack_guard: u64,
+    /// The secondary CPUs' TSM stacks: each `ap_stack_stride` bytes, a guard page first.
+    pub ap_stacks: MemRange,
+    /// Bytes per secondary CPU stack, guard page included.
+    pub ap_stack_stride: u64,
+    /// The trampoline text (`.text.trampoline`, page-aligned), aliased at `alias::TEXT`.
+    pub trampoline_start: u64,
+    /// Its end (page-aligned).
+    pub trampoline_end: u64,
     /// The page-table pool.
     pub pt_pool: MemRange,
 }
@@ -44,6 +48,10 @@ macro_rules! addr {
         core::ptr::addr_of!($sym) as u64
     };
 }
+
+/// Bytes per secondary CPU stack slot, guard page included (`__ap_stack_stride` in
+/// `link/x86_64-tsm.ld` reserves the same).
+const AP_STACK_STRIDE: u64 = 0x41000;
 
 /// Reads the layout.
 pub fn layout() -> Layout {
@@ -56,17 +64,33 @@ pub fn layout() -> Layout {
         },
         text_end: addr!(__text_end),
         rodata_end: addr!(__rodata_end),
-        guard_pages: [
-            addr!(__stack_guard),
-            addr!(__trap_stack_guard),
-            addr!(__ist_stack_guard),
-        ],
-        trap_stack_top: addr!(__trap_stack_top),
-        ist_stack_top: addr!(__ist_stack_top),
+        stack_guard: addr!(__stack_guard),
+        ap_stacks: MemRange {
+            base: Pa(addr!(__ap_stacks_start)),
+            size: addr!(__ap_stacks_end) - addr!(__ap_stacks_start),
+        },
+        ap_stack_stride: AP_STACK_STRIDE,
+        trampoline_start: addr!(__trampoline_start),
+        trampoline_end: addr!(__trampoline_end),
         pt_pool: MemRange {
             base: Pa(pool),
             size: addr!(__pt_pool_end) - pool,
         },
+    }
+}
+
+impl Layout {
+    /// Whether `pa` is a stack guard page (left unmapped).
+    pub fn is_guard_page(&self, pa: u64) -> bool {
+        pa == self.stack_guard
+            || (self.ap_stacks.contains(Pa(pa), 1)
+                && (pa - self.ap_stacks.base.0).is_multiple_of(self.ap_stack_stride))
+    }
+
+    /// The top of secondary CPU `n`'s TSM stack (`n` ≥ 1), if the carve-out has one.
+    pub fn ap_stack_top(&self, n: usize) -> Option<u64> {
+        let top = self.ap_stacks.base.0 + self.ap_stack_stride * n as u64;
+        (n >= 1 && top <= self.ap_stacks.base.0 + self.ap_stacks.size).then_some(top)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
 //! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
 
+mod alias;
 mod boot;
 mod bootinfo;
 mod context;
@@ -16,6 +17,7 @@ mod cpu;
 mod gdt;
 mod layout;
 mod paging;
+mod percpu;
 mod platform;
 mod serial;
 mod text;
@@ -25,7 +27,7 @@ mod tsc;
 use core::fmt::Write;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
-pub use context::{Exit, Fault, HOST_ENTRY, HostContext, Regs};
+pub use context::{Exit, Fault, GuestError, GuestResume, HOST_ENTRY, HostContext, Regs, run_guest};
 pub use layout::{MAX_DRAM, granule_descriptors};
 pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
 pub use platform::{X86Platform, exit};

@@ -14,10 +14,19 @@
 //! The tables come from a pool in the carve-out (`__pt_pool_start..__pt_pool_end`, zeroed at
 //! boot): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB, 1 PT per 2 MiB of DRAM, all allocated at
 //! boot, so later edits never allocate and never fail for a DRAM granule.
+//!
+//! The top 1 GiB (PML4 entry 511) is the supervisor-only *alias region* (see `alias`): the
+//! trap trampoline and every CPU's descriptor tables and trap stacks, at the same virtual
+//! addresses in these tables and in every TVM's (whose root gets the same PML4 entry 511, see
+//! [`install_alias`]). Besides DRAM and the alias, only the local APIC's MMIO page is mapped
+//! (supervisor, uncached), for starting the secondary CPUs.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
+use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
 use crate::platform::MemRange;
@@ -25,6 +34,8 @@ use crate::platform::MemRange;
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
+/// Uncached: page-level write-through and cache-disable (MMIO).
+const UNCACHED: u64 = (1 << 3) | (1 << 4);
 const NO_EXECUTE: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const ENTRIES: u64 = 512;
@@ -42,10 +53,14 @@ pub enum PagingError {
     PoolExhausted,
     /// The tables are not built yet.
     NotReady,
+    /// The address is not in a region this module maps that way.
+    Refused,
 }
 
 struct Tables {
     pml4: u64,
+    /// PML4 entry 511 (the alias region), as TVM roots get it.
+    alias_entry: u64,
     pool_start: u64,
     pool_next: u64,
     pool_end: u64,
@@ -54,6 +69,10 @@ struct Tables {
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
+static TSM_PML4: AtomicU64 = AtomicU64::new(0);
+
+/// The local APIC's MMIO page (xAPIC mode), mapped supervisor-only at its physical address.
+pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 
 /// Pointer to entry `index` of the table at physical address `table`.
 fn entry(table: u64, index: u64) -> *mut u64 {
@@ -70,8 +89,9 @@ impl Tables {
         Ok(t)
     }
 
-    /// The leaf entry for `va`, creating the intermediate tables on the way if `create`.
-    fn leaf(&mut self, va: u64, create: bool) -> Result<*mut u64, PagingError> {
+    /// The leaf entry for `va`, creating the intermediate tables on the way if `create`
+    /// (reachable from ring 3 if `user`, otherwise supervisor-only).
+    fn leaf(&mut self, va: u64, create: bool, user: bool) -> Result<*mut u64, PagingError> {
         let mut table = self.pml4;
         for shift in [39u32, 30, 21] {
             let e = entry(table, (va >> shift) & (ENTRIES - 1));
@@ -86,7 +106,8 @@ impl Tables {
                 // Intermediate levels allow everything; the leaf decides (U, W and NX combine
                 // as the most restrictive along the walk).
                 // SAFETY: as above.
-                unsafe { e.write_volatile(next | PRESENT | WRITABLE | USER) };
+                let u = if user { USER } else { 0 };
+                unsafe { e.write_volatile(next | PRESENT | WRITABLE | u) };
                 next
             } else {
                 return Err(PagingError::NotReady);
@@ -111,7 +132,7 @@ impl Tables {
     /// Sets or clears U on the 4 KiB leaf of a host granule, then drops its TLB entry.
     fn set_user(&mut self, pa: Pa, user: bool) -> Result<(), PagingError> {
         self.check_host_granule(pa)?;
-        let e = self.leaf(pa.0, false)?;
+        let e = self.leaf(pa.0, false, true)?;
         // SAFETY: `e` is a leaf entry inside a pool page (see `leaf`); we hold the lock.
         unsafe {
             let v = e.read_volatile();
@@ -124,7 +145,7 @@ impl Tables {
 
 /// The leaf flags of a page of the TSM's own range.
 fn tsm_flags(l: &Layout, pa: u64) -> u64 {
-    if l.guard_pages.contains(&pa) {
+    if l.is_guard_page(pa) {
         0
     } else if pa < l.text_end {
         PRESENT
@@ -141,6 +162,7 @@ pub fn init(dram: MemRange, l: &Layout) -> Result<(), PagingError> {
     let pool = l.pt_pool.base.0;
     let mut t = Tables {
         pml4: 0,
+        alias_entry: 0,
         pool_start: pool,
         pool_next: pool,
         pool_end: pool + l.pt_pool.size,
@@ -156,12 +178,26 @@ pub fn init(dram: MemRange, l: &Layout) -> Result<(), PagingError> {
         } else {
             PRESENT | WRITABLE | USER
         };
-        let e = t.leaf(pa, true)?;
+        let e = t.leaf(pa, true, true)?;
         // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables are
         // not live yet.
         unsafe { e.write_volatile(if flags == 0 { 0 } else { pa | flags }) };
         pa += GRANULE_SIZE;
     }
+    for page in alias::pages(l) {
+        let e = t.leaf(page.va, true, false)?;
+        let flags = match page.kind {
+            alias::Kind::Text => PRESENT,
+            alias::Kind::Data => PRESENT | WRITABLE | NO_EXECUTE,
+        };
+        // SAFETY: as above; the alias pages are supervisor-only (no U at any level).
+        unsafe { e.write_volatile(page.pa | flags) };
+    }
+    let lapic = t.leaf(LAPIC_BASE, true, false)?;
+    // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
+    unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
+    // SAFETY: entry 511 of the PML4 (a pool page) was created by the alias loop above.
+    t.alias_entry = unsafe { entry(t.pml4, ALIAS_PML4_INDEX).read_volatile() };
     // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
     // carve-out at the same addresses, so the code, stack and data in use stay reachable.
     // CR0.WP makes ring 0 honour read-only pages.
@@ -169,7 +205,55 @@ pub fn init(dram: MemRange, l: &Layout) -> Result<(), PagingError> {
         cpu::set_cr3(t.pml4);
         cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
     }
+    TSM_PML4.store(t.pml4, Ordering::Release);
     *guard = Some(t);
+    Ok(())
+}
+
+/// The TSM's PML4 (0 before [`init`]): what every CPU's CR3 holds while the TSM or the host
+/// runs.
+pub fn tsm_pml4() -> u64 {
+    TSM_PML4.load(Ordering::Acquire)
+}
+
+/// Switches a secondary CPU from the boot tables to the TSM's (built by the boot CPU).
+pub fn activate() -> Result<(), PagingError> {
+    let pml4 = tsm_pml4();
+    if pml4 == 0 {
+        return Err(PagingError::NotReady);
+    }
+    // SAFETY: the TSM's tables map the TSM image, its stacks and carve-out at the same
+    // (identity) addresses as the boot tables this CPU runs on, so the running code, stack and
+    // data stay reachable; CR0.WP as on the boot CPU.
+    unsafe {
+        cpu::set_cr3(pml4);
+        cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
+    }
+    Ok(())
+}
+
+/// Gives a TVM's root table the alias region (PML4 entry 511, supervisor-only), so that a
+/// trap from the TVM reaches the trampoline. The core writes only entries below 256 (TVM
+/// addresses stay in the lower canonical half); the root is a TSM-owned TABLE granule in
+/// DRAM, `root` granule-aligned (the caller passes the core's root).
+pub fn install_alias(root: u64) -> Result<(), PagingError> {
+    let guard = TABLES.lock();
+    let t = guard.as_ref().ok_or(PagingError::NotReady)?;
+    if root % GRANULE_SIZE != 0 {
+        return Err(PagingError::Misaligned);
+    }
+    if !t.dram.contains(Pa(root), GRANULE_SIZE) || t.tsm.contains(Pa(root), GRANULE_SIZE) {
+        return Err(PagingError::Refused);
+    }
+    let e = entry(root, ALIAS_PML4_INDEX);
+    // SAFETY: `root` is a DRAM granule outside the TSM's range, identity-mapped read-write for
+    // ring 0 (a TABLE granule is delegated: U clear, so no SMAP bracket is needed); one
+    // aligned 8-byte store, so a concurrent walker sees the old or the new entry.
+    unsafe {
+        if e.read_volatile() != t.alias_entry {
+            e.write_volatile(t.alias_entry);
+        }
+    }
     Ok(())
 }
 

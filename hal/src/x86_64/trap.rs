@@ -1,10 +1,10 @@
-//! The IDT: one stub per exception vector (0..=31). A trap from ring 3 goes to the context
-//! switch (`context.rs`, `ring3_exception`); a trap from ring 0 is a TSM bug and is reported
-//! with every register, then the run ends as a failure. Vectors 32..=255 are absent from the IDT,
-//! so a stray interrupt raises #GP and is reported the same way.
+//! The IDT: one stub per exception vector (0..=31), in the trampoline (`context`). A trap from
+//! ring 3 goes to the context switch; a trap from ring 0 is a TSM bug and comes here
+//! (`kernel_trap_entry`) to be reported with every register, then the run ends as a failure.
+//! Vectors 32..=255 are absent from the IDT, so a stray interrupt raises #GP and is reported
+//! the same way.
 
 use core::arch::asm;
-use core::cell::UnsafeCell;
 use core::fmt::Write;
 
 use super::cpu::cr2;
@@ -17,7 +17,7 @@ const VECTORS: usize = 32;
 const STUB_STRIDE: u64 = 16;
 const PAGE_FAULT: u64 = 14;
 
-/// Registers of a ring-0 trap, as `exception_common` pushes them under the CPU's frame.
+/// Registers of a ring-0 trap, as `kernel_trap_entry` pushes them under the CPU's frame.
 #[repr(C)]
 struct KernelFrame {
     rax: u64,
@@ -45,24 +45,12 @@ struct KernelFrame {
 }
 
 core::arch::global_asm!(
-    ".pushsection .text.exceptions, \"ax\"",
+    // Reached from the trampoline's `exception_common` (TSM tables loaded, the CPU's frame,
+    // vector and error code on the stack) for a trap taken in ring 0.
+    ".pushsection .text.kernel_trap, \"ax\"",
     ".balign 16",
-    ".global exception_stubs",
-    "exception_stubs:",
-    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
-    ".balign 16",
-    // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
-    ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
-    ".else",
-    "push 0",
-    ".endif",
-    "push \\v",
-    "jmp exception_common",
-    ".endr",
-    "",
-    "exception_common:",
-    "test byte ptr [rsp + 24], 3", // the CS the CPU saved: RPL 3 means ring 3 trapped
-    "jnz ring3_exception",
+    ".global kernel_trap_entry",
+    "kernel_trap_entry:",
     "push r15",
     "push r14",
     "push r13",
@@ -87,17 +75,17 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    static exception_stubs: u8;
+    fn kernel_trap_entry();
 }
 
+/// The identity address of the ring-0 trap reporter (for the per-CPU data).
+pub fn kernel_trap_entry_address() -> u64 {
+    kernel_trap_entry as *const () as u64
+}
+
+/// An IDT for vectors 0..=31.
 #[repr(C, align(16))]
-struct Idt([[u64; 2]; VECTORS]);
-
-struct IdtCell(UnsafeCell<Idt>);
-// SAFETY: written once by `init` on the boot CPU before interrupts or exceptions can use it.
-unsafe impl Sync for IdtCell {}
-
-static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([[0; 2]; VECTORS])));
+pub struct Idt([[u64; 2]; VECTORS]);
 
 #[repr(C, packed)]
 struct DescriptorPointer {
@@ -105,11 +93,15 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Fills and loads the IDT.
-pub fn init() {
-    let stubs = core::ptr::addr_of!(exception_stubs) as u64;
-    let idt = IDT.0.get();
-    for v in 0..VECTORS {
+/// Fills the IDT at `idt` (one interrupt gate per vector, to stub `v` at `stubs + 16 v`) and
+/// loads it from `idt_va`.
+///
+/// # Safety
+/// `idt` must be this CPU's own, writable, and mapped at `idt_va` for as long as it stays
+/// loaded; `stubs` must be the address of the exception stubs as mapped while it is loaded.
+pub unsafe fn load_idt(idt: *mut Idt, idt_va: u64, stubs: u64) {
+    let mut table = [[0u64; 2]; VECTORS];
+    for (v, gate) in table.iter_mut().enumerate() {
         let handler = stubs + STUB_STRIDE * v as u64;
         let ist = match v {
             2 | 8 | 18 => u64::from(IST_CRITICAL), // NMI, #DF, #MC: on their own stack
@@ -120,16 +112,18 @@ pub fn init() {
             | (ist << 32)
             | (0x8E << 40) // present, DPL 0, 64-bit interrupt gate
             | (((handler >> 16) & 0xFFFF) << 48);
-        // SAFETY: boot runs on one CPU and the IDT is not loaded yet (or still holds the same
-        // entries), so nothing reads it concurrently.
-        unsafe { (*idt).0[v] = [low, handler >> 32] };
+        *gate = [low, handler >> 32];
     }
     let ptr = DescriptorPointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: idt as u64,
+        base: idt_va,
     };
-    // SAFETY: every entry points at a stub of this image with the ring-0 code selector.
-    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+    // SAFETY: the caller gives this CPU's own IDT, mapped at `idt_va`; every entry points at a
+    // stub of this image with the ring-0 code selector.
+    unsafe {
+        idt.write(Idt(table));
+        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+    }
 }
 
 /// The architectural name of an exception vector.

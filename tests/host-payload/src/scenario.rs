@@ -15,6 +15,8 @@ pub mod id {
     pub const SELFTEST_FAIL: u32 = 1;
     /// Harness self-test: the host never ends the run.
     pub const SELFTEST_HANG: u32 = 2;
+    /// One TVM vCPU end to end: a guest call, G_EXIT, faults on memory the TVM does not map.
+    pub const VCPU_SMOKE: u32 = 3;
 }
 
 /// Runs scenario `id`; true when it passed.
@@ -25,6 +27,8 @@ pub fn run(id: u32, _dram_base: u64, _dram_size: u64) -> bool {
         id::SELFTEST_HANG => loop {
             core::hint::spin_loop();
         },
+        #[cfg(target_arch = "x86_64")]
+        id::VCPU_SMOKE => crate::arch::vcpu_smoke(),
         other => {
             defmt::error!("unknown scenario {=u32}", other);
             false

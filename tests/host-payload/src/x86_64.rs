@@ -8,8 +8,14 @@
 //! zeroes BSS and calls `host_main`.
 
 use core::arch::asm;
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use tsm_abi::StatusCode;
+use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::api::{Error, Transport, host};
+use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
+use tsm_abi::params::{MapFlags, TvmParams};
 use tsm_abi::regs::{CallRegs, CallResult};
 
 /// The host boot parameters page; its first word is the scenario number (docs/design.md).
@@ -113,4 +119,220 @@ pub fn now_us() -> u64 {
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     tsc.checked_div(TSC_TICKS_PER_US.load(Ordering::Relaxed))
         .unwrap_or(0)
+}
+
+/// The host's gate as the ABI wrappers' transport.
+struct Gate;
+
+impl Transport for Gate {
+    fn call(&mut self, regs: &CallRegs) -> CallResult {
+        call(regs)
+    }
+}
+
+const PAGE: usize = 4096;
+
+/// A page of host memory the TSM reads or writes by physical address (the host's memory is
+/// identity-mapped, so an address is a PA).
+#[repr(C, align(4096))]
+struct Page<T>(T);
+
+struct Shared<T>(UnsafeCell<T>);
+// SAFETY: only CPU 0's scenario touches these, and the TSM only while a call runs.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn pa(&self) -> Pa {
+        Pa(self.0.get() as u64)
+    }
+}
+
+/// The guest program, raw x86-64 machine code run in ring 3 at [`GUEST_CODE_GPA`] with
+/// rdi = VCPU_CREATE's arg0: G_VERSION(1.0), then G_EXIT((error << 32) | arg0), where error is
+/// 0 only if G_VERSION succeeded and granted 1.0. A vCPU started at [`GUEST_TOUCH_OFFSET`]
+/// instead reads the address in rdi.
+const GUEST_PROGRAM: [u8; 48] = [
+    0x48, 0x89, 0xFB, // mov rbx, rdi            ; keep arg0
+    0xB8, 0x00, 0x02, 0x00, 0xC6, // mov eax, 0xC600_0200 ; G_VERSION
+    0xBF, 0x00, 0x00, 0x01, 0x00, // mov edi, 0x1_0000    ; ABI 1.0
+    0x0F, 0x05, // syscall
+    0x48, 0x81, 0xF7, 0x00, 0x00, 0x01, 0x00, // xor rdi, 0x1_0000 ; 0 if 1.0 was chosen
+    0x48, 0x09, 0xC7, // or rdi, rax            ; | the status (0 = success)
+    0x48, 0xC1, 0xE7, 0x20, // shl rdi, 32
+    0x48, 0x09, 0xDF, // or rdi, rbx            ; code = (error << 32) | arg0
+    0x31, 0xF6, // xor esi, esi              ; G_EXIT's unused argument registers must be 0
+    0x31, 0xD2, // xor edx, edx
+    0x45, 0x31, 0xD2, // xor r10d, r10d
+    0xB8, 0x02, 0x02, 0x00, 0xC6, // mov eax, 0xC600_0202 ; G_EXIT
+    0x0F, 0x05, // syscall
+    0x0F, 0x0B, // ud2 (never reached: G_EXIT does not return)
+];
+/// Where the "touch" program starts in the code page: `mov rax, [rdi]; ud2`.
+const GUEST_TOUCH_OFFSET: u64 = 0x100;
+const GUEST_TOUCH: [u8; 5] = [0x48, 0x8B, 0x07, 0x0F, 0x0B];
+
+const fn code_page() -> [u8; PAGE] {
+    let mut page = [0u8; PAGE];
+    let mut i = 0;
+    while i < GUEST_PROGRAM.len() {
+        page[i] = GUEST_PROGRAM[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < GUEST_TOUCH.len() {
+        page[GUEST_TOUCH_OFFSET as usize + i] = GUEST_TOUCH[i];
+        i += 1;
+    }
+    page
+}
+
+/// The source page MAP_PRIVATE copies the guest program from.
+static GUEST_SOURCE: Page<[u8; PAGE]> = Page(code_page());
+/// TVM_CREATE's parameters: 36-bit GPAs, three vCPUs.
+static TVM_PARAMS: Page<TvmParams> = Page(TvmParams {
+    flags: 0,
+    gpa_bits: 36,
+    reserved0: [0; 3],
+    max_vcpus: 3,
+    reserved1: [0; 6],
+});
+/// VCPU_RUN's exit record.
+static EXIT_RECORD: Shared<Page<[u8; PAGE]>> = Shared(UnsafeCell::new(Page([0; PAGE])));
+
+/// Granules the scenario delegates: TVM, root, level-1..3 tables, the code page, three vCPUs.
+const SECURE: usize = 9;
+static SECURE_POOL: Shared<Page<[[u8; PAGE]; SECURE]>> =
+    Shared(UnsafeCell::new(Page([[0; PAGE]; SECURE])));
+
+/// Where the guest program is mapped (and where the guest payload is linked, docs/design.md).
+const GUEST_CODE_GPA: u64 = 0x20_0000;
+/// What the smoke vCPU gets in rdi and must hand back as its exit code.
+const SMOKE_ARG0: u64 = 0x5EED;
+/// Host memory the TVM never mapped: the host payload's own first page.
+const HOST_PAGE: u64 = 0x100_0000;
+/// The TSM's trap trampoline alias (supervisor-only, in every TVM's map).
+const TSM_ALIAS: u64 = 0xFFFF_FFFF_C000_0000;
+const PF: u64 = 14;
+
+fn granule(i: usize) -> Pa {
+    Pa(SECURE_POOL.pa().0 + (i * PAGE) as u64)
+}
+
+fn read_exit() -> VcpuExit {
+    // SAFETY: the record page is ours, page-aligned and only written by the TSM during
+    // VCPU_RUN, which has returned; a volatile read because the compiler never saw the write.
+    unsafe { core::ptr::read_volatile(EXIT_RECORD.0.get().cast::<VcpuExit>()) }
+}
+
+/// Checks `r`, logging `what` and the error on failure.
+fn ok<T>(what: &str, r: Result<T, Error>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            defmt::error!("{=str} failed: {}", what, defmt::Debug2Format(&e));
+            None
+        }
+    }
+}
+
+/// Scenario `vcpu-smoke`: delegate granules, build a TVM with the guest program in a private
+/// page and three vCPUs, run them: the first must exit GUEST_EXIT with its arg0 (it made a
+/// guest call on the way), the second touches host memory the TVM does not map and the third
+/// the TSM's supervisor-only trampoline alias: both must come back as FAULT exits. Then
+/// tear everything down and undelegate; every granule must come back zeroed.
+pub fn vcpu_smoke() -> bool {
+    vcpu_smoke_steps().is_some()
+}
+
+fn vcpu_smoke_steps() -> Option<()> {
+    let t = &mut Gate;
+    let [tvm, root, l1, l2, l3, code, vcpus @ ..] = core::array::from_fn::<_, SECURE, _>(granule);
+    for i in 0..SECURE {
+        ok("GRANULE_DELEGATE", host::granule_delegate(t, granule(i)))?;
+    }
+    let params = Pa(core::ptr::addr_of!(TVM_PARAMS) as u64);
+    ok("TVM_CREATE", host::tvm_create(t, tvm, params, root))?;
+    ok("TABLE_CREATE 1", host::table_create(t, tvm, Gpa(0), 1, l1))?;
+    ok("TABLE_CREATE 2", host::table_create(t, tvm, Gpa(0), 2, l2))?;
+    ok("TABLE_CREATE 3", host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3))?;
+    let source = Pa(core::ptr::addr_of!(GUEST_SOURCE) as u64);
+    ok(
+        "MAP_PRIVATE",
+        host::map_private(t, tvm, Gpa(GUEST_CODE_GPA), code, Some(source), MapFlags::READ | MapFlags::EXEC),
+    )?;
+    let touch = Gpa(GUEST_CODE_GPA + GUEST_TOUCH_OFFSET);
+    ok("VCPU_CREATE 0", host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0))?;
+    ok("VCPU_CREATE 1", host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE))?;
+    ok("VCPU_CREATE 2", host::vcpu_create(t, tvm, vcpus[2], touch, TSM_ALIAS))?;
+    ok("TVM_ACTIVATE", host::tvm_activate(t, tvm))?;
+    let record = EXIT_RECORD.pa();
+
+    let reason = ok("VCPU_RUN 0", host::vcpu_run(t, vcpus[0], record))?;
+    let e = read_exit();
+    defmt::info!("vCPU 0: exit {=u32} code {=u64:#x}", e.reason, e.code);
+    if reason != ExitReason::GuestExit || e.reason != ExitReason::GuestExit.raw() || e.code != SMOKE_ARG0 {
+        defmt::error!("vCPU 0: expected GUEST_EXIT with code {=u64:#x}", SMOKE_ARG0);
+        return None;
+    }
+    let again = host::vcpu_run(t, vcpus[0], record);
+    if again.err().and_then(|e| e.status()).map(|s| s.code) != Some(StatusCode::ObjectState) {
+        defmt::error!("vCPU 0 ran again after G_EXIT");
+        return None;
+    }
+
+    for (i, (vcpu, target, gpa)) in [(vcpus[1], HOST_PAGE, Some(HOST_PAGE)), (vcpus[2], TSM_ALIAS, None)]
+        .into_iter()
+        .enumerate()
+    {
+        // Twice: the faulting access is retried when the vCPU runs again.
+        for _ in 0..2 {
+            let reason = ok("VCPU_RUN", host::vcpu_run(t, vcpu, record))?;
+            let e = read_exit();
+            defmt::info!(
+                "vCPU {=usize} touching {=u64:#x}: exit {=u32} syndrome {=u64:#x} flags {=u32:#x} gpa {=u64:#x}",
+                i + 1,
+                target,
+                e.reason,
+                e.syndrome,
+                e.flags,
+                e.gpa
+            );
+            let gpa_ok = match gpa {
+                Some(g) => e.flags & ExitFlags::GPA_VALID.bits() != 0 && e.gpa == g,
+                None => e.flags & ExitFlags::GPA_VALID.bits() == 0 && e.gpa == 0,
+            };
+            if reason != ExitReason::Fault || e.syndrome & 0xFF != PF || !gpa_ok || e.code != 0 {
+                defmt::error!("vCPU {=usize}: expected a #PF FAULT exit", i + 1);
+                return None;
+            }
+        }
+    }
+
+    for (i, v) in vcpus.iter().enumerate() {
+        ok("VCPU_DESTROY", host::vcpu_destroy(t, *v))?;
+        defmt::debug!("vCPU {=usize} destroyed", i);
+    }
+    let unmapped = ok("UNMAP", host::unmap(t, tvm, Gpa(GUEST_CODE_GPA)))?;
+    if unmapped != code {
+        defmt::error!("UNMAP returned {=u64:#x}, not the code page", unmapped.0);
+        return None;
+    }
+    ok("TABLE_DESTROY 3", host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3))?;
+    ok("TABLE_DESTROY 2", host::table_destroy(t, tvm, Gpa(0), 2))?;
+    ok("TABLE_DESTROY 1", host::table_destroy(t, tvm, Gpa(0), 1))?;
+    ok("TVM_DESTROY", host::tvm_destroy(t, tvm))?;
+    for i in 0..SECURE {
+        ok("GRANULE_UNDELEGATE", host::granule_undelegate(t, granule(i)))?;
+        // SAFETY: the granule is host memory again (undelegated); a volatile read because
+        // the TSM, not this program, last wrote it.
+        let dirty = (0..PAGE / 8).any(|w| unsafe {
+            core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0
+        });
+        if dirty {
+            defmt::error!("granule {=u64:#x} came back from the TSM not zeroed", granule(i).0);
+            return None;
+        }
+    }
+    defmt::info!("vcpu-smoke: {=usize} granules delegated, used and returned zeroed", SECURE);
+    Some(())
 }

@@ -72,7 +72,11 @@ impl PteFormat for ArmStage2 {
         }
         let pa = Pa(raw & ADDR_MASK);
         if level < 3 {
-            return if raw & !ADDR_MASK == VALID_TABLE_OR_PAGE { Entry::Table(pa) } else { Entry::Foreign };
+            return if raw & !ADDR_MASK == VALID_TABLE_OR_PAGE {
+                Entry::Table(pa)
+            } else {
+                Entry::Foreign
+            };
         }
         let known = ADDR_MASK | PAGE_FIXED | S2AP_R | S2AP_W | XN_MASK | SW_SHARED;
         if raw & !known != 0 || raw & PAGE_FIXED != PAGE_FIXED || raw & S2AP_R == 0 {
@@ -80,8 +84,15 @@ impl PteFormat for ArmStage2 {
         }
         Entry::Page(Leaf {
             pa,
-            perms: Perms { write: raw & S2AP_W != 0, exec: raw & XN_MASK == 0 },
-            kind: if raw & SW_SHARED != 0 { MapKind::Shared } else { MapKind::Private },
+            perms: Perms {
+                write: raw & S2AP_W != 0,
+                exec: raw & XN_MASK == 0,
+            },
+            kind: if raw & SW_SHARED != 0 {
+                MapKind::Shared
+            } else {
+                MapKind::Private
+            },
         })
     }
 
@@ -132,7 +143,11 @@ impl PteFormat for X86_64 {
         }
         let pa = Pa(raw & ADDR_MASK);
         if level < 3 {
-            return if raw & !ADDR_MASK == TABLE && raw & PS == 0 { Entry::Table(pa) } else { Entry::Foreign };
+            return if raw & !ADDR_MASK == TABLE && raw & PS == 0 {
+                Entry::Table(pa)
+            } else {
+                Entry::Foreign
+            };
         }
         let known = ADDR_MASK | PAGE_FIXED | RW | NX | SW_SHARED;
         if raw & !known != 0 || raw & PAGE_FIXED != PAGE_FIXED {
@@ -140,8 +155,15 @@ impl PteFormat for X86_64 {
         }
         Entry::Page(Leaf {
             pa,
-            perms: Perms { write: raw & RW != 0, exec: raw & NX == 0 },
-            kind: if raw & SW_SHARED != 0 { MapKind::Shared } else { MapKind::Private },
+            perms: Perms {
+                write: raw & RW != 0,
+                exec: raw & NX == 0,
+            },
+            kind: if raw & SW_SHARED != 0 {
+                MapKind::Shared
+            } else {
+                MapKind::Private
+            },
         })
     }
 
@@ -170,24 +192,34 @@ mod tests {
     use super::*;
 
     fn leaves() -> impl Iterator<Item = Leaf> {
-        [MapKind::Private, MapKind::Shared].into_iter().flat_map(|kind| {
-            [(false, false), (true, false), (false, true), (true, true)].into_iter().map(move |(write, exec)| Leaf {
-                pa: Pa(0x0000_8765_4321_0000),
-                perms: Perms { write, exec },
-                kind,
+        [MapKind::Private, MapKind::Shared]
+            .into_iter()
+            .flat_map(|kind| {
+                [(false, false), (true, false), (false, true), (true, true)]
+                    .into_iter()
+                    .map(move |(write, exec)| Leaf {
+                        pa: Pa(0x0000_8765_4321_0000),
+                        perms: Perms { write, exec },
+                        kind,
+                    })
             })
-        })
     }
 
     #[test]
     fn both_formats_round_trip_every_leaf_and_table() {
-        for f in [AddressMapFormat::ArmStage2, AddressMapFormat::X86_64FourLevel] {
+        for f in [
+            AddressMapFormat::ArmStage2,
+            AddressMapFormat::X86_64FourLevel,
+        ] {
             let fmt = for_platform(f);
             for leaf in leaves() {
                 assert_eq!(fmt.decode(fmt.page(leaf), 3), Entry::Page(leaf), "{f:?}");
             }
             for level in 0..3 {
-                assert_eq!(fmt.decode(fmt.table(Pa(0x4000_3000)), level), Entry::Table(Pa(0x4000_3000)));
+                assert_eq!(
+                    fmt.decode(fmt.table(Pa(0x4000_3000)), level),
+                    Entry::Table(Pa(0x4000_3000))
+                );
             }
             assert_eq!(fmt.decode(0, 0), Entry::Invalid);
             assert_eq!(fmt.decode(0, 3), Entry::Invalid);
@@ -196,9 +228,19 @@ mod tests {
 
     #[test]
     fn architectural_bits_are_where_the_manuals_put_them() {
-        let leaf = Leaf { pa: Pa(0x4000_5000), perms: Perms { write: true, exec: false }, kind: MapKind::Private };
+        let leaf = Leaf {
+            pa: Pa(0x4000_5000),
+            perms: Perms {
+                write: true,
+                exec: false,
+            },
+            kind: MapKind::Private,
+        };
         // Arm: valid page, MemAttr=1111, S2AP=11, SH=11, AF, XN=10.
-        assert_eq!(ArmStage2.page(leaf), 0x4000_5000 | 0b11 | 0b1111 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10 | 0b10 << 53);
+        assert_eq!(
+            ArmStage2.page(leaf),
+            0x4000_5000 | 0b11 | 0b1111 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10 | 0b10 << 53
+        );
         // x86: P, RW, US, A, D, NX.
         assert_eq!(X86_64.page(leaf), 0x4000_5000 | 0b111 | 0b11 << 5 | 1 << 63);
         assert_eq!(ArmStage2.table(Pa(0x4000_6000)), 0x4000_6003);
@@ -209,9 +251,18 @@ mod tests {
     fn blocks_and_unknown_bits_are_foreign() {
         // Arm level-1/2 block descriptor (0b01) and an x86 2 MiB page (PS).
         assert_eq!(ArmStage2.decode(0x4000_0000 | 0b01, 1), Entry::Foreign);
-        assert_eq!(X86_64.decode(0x4000_0000 | 0b111 | 1 << 7, 2), Entry::Foreign);
+        assert_eq!(
+            X86_64.decode(0x4000_0000 | 0b111 | 1 << 7, 2),
+            Entry::Foreign
+        );
         // A level-3 Arm entry without AF, an x86 leaf with PWT set.
-        assert_eq!(ArmStage2.decode(0x4000_0000 | 0b11 | 0b1111 << 2 | 1 << 6 | 0b11 << 8, 3), Entry::Foreign);
-        assert_eq!(X86_64.decode(0x4000_0000 | 0b101 | 0b11 << 5 | 1 << 3, 3), Entry::Foreign);
+        assert_eq!(
+            ArmStage2.decode(0x4000_0000 | 0b11 | 0b1111 << 2 | 1 << 6 | 0b11 << 8, 3),
+            Entry::Foreign
+        );
+        assert_eq!(
+            X86_64.decode(0x4000_0000 | 0b101 | 0b11 << 5 | 1 << 3, 3),
+            Entry::Foreign
+        );
     }
 }

@@ -96,21 +96,27 @@ impl<'a> AddressMap<'a> {
     /// Reads the raw entry `idx` of `table`.
     pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
         let mut b = [0u8; 8];
-        self.mem.read(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &mut b)?;
+        self.mem
+            .read(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
     /// the old entry or the new one).
     pub fn write_raw(&self, table: Pa, idx: usize, raw: u64) -> Result<(), MemFault> {
-        self.mem.write(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &raw.to_le_bytes())
+        self.mem.write(
+            Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8),
+            &raw.to_le_bytes(),
+        )
     }
 
     /// The table at `level` that covers `gpa` (level 0 is the root).
     pub fn table_at(&self, gpa: Gpa, level: u8) -> Result<Pa, WalkError> {
         let mut table = self.root;
         for l in 0..level.min(LEAF_LEVEL) {
-            let raw = self.read_raw(table, index(gpa, l)).map_err(WalkError::Mem)?;
+            let raw = self
+                .read_raw(table, index(gpa, l))
+                .map_err(WalkError::Mem)?;
             table = match self.fmt.decode(raw, l) {
                 Entry::Table(next) => next,
                 Entry::Invalid => return Err(WalkError::TableMissing(l + 1)),
@@ -123,7 +129,9 @@ impl<'a> AddressMap<'a> {
     /// The decoded entry for `gpa` at `level`, with the table holding it.
     pub fn entry(&self, gpa: Gpa, level: u8) -> Result<(Pa, Entry), WalkError> {
         let table = self.table_at(gpa, level)?;
-        let raw = self.read_raw(table, index(gpa, level)).map_err(WalkError::Mem)?;
+        let raw = self
+            .read_raw(table, index(gpa, level))
+            .map_err(WalkError::Mem)?;
         Ok((table, self.fmt.decode(raw, level)))
     }
 

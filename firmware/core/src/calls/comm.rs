@@ -20,12 +20,15 @@
 
 use sha2::{Digest, Sha256};
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
-use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus};
+use tsm_abi::comm::{
+    COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus,
+};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{
-    InterfaceId, InterfaceReport, LockFlags, LockInterfaceParams, RequestCode, Request, Response, TDISP_VERSION_1_0,
+    InterfaceId, InterfaceReport, LockFlags, LockInterfaceParams, Request, RequestCode, Response,
+    TDISP_VERSION_1_0,
 };
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -57,7 +60,10 @@ fn st(code: StatusCode, arg: u8) -> Status {
 
 /// The result of a resumable call.
 fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
-    CallResult { status: Status::new(status).to_raw(), out: [u64::from(op), u64::from(state), 0, 0] }
+    CallResult {
+        status: Status::new(status).to_raw(),
+        out: [u64::from(op), u64::from(state), 0, 0],
+    }
 }
 
 /// Writes `req` into the COMMUNICATE buffer at `comm` (granule-aligned, NS).
@@ -100,7 +106,9 @@ fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer
     }
     let _g = t.lock_ns_buffer(comm, GRANULE_SIZE, 2)?;
     let mut header = CommHeader::new_zeroed();
-    t.platform.read(comm, header.as_mut_bytes()).map_err(|_| bad)?;
+    t.platform
+        .read(comm, header.as_mut_bytes())
+        .map_err(|_| bad)?;
     if header.reserved0 != 0 || header.reserved1 != [0; 3] {
         return Err(bad);
     }
@@ -116,7 +124,9 @@ fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer
     let Some(out) = buf.get_mut(..len) else {
         return Ok(Answer::Failed);
     };
-    t.platform.read(Pa(comm.0 + COMM_HEADER_SIZE as u64), out).map_err(|_| bad)?;
+    t.platform
+        .read(Pa(comm.0 + COMM_HEADER_SIZE as u64), out)
+        .map_err(|_| bad)?;
     Ok(Answer::Bytes(len))
 }
 
@@ -135,7 +145,10 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
     let interface_id = pdev_interface(p)?;
     Ok(match p.step {
         1 => Request::GetVersion { interface_id },
-        _ => Request::GetCapabilities { interface_id, tsm_caps: 0 },
+        _ => Request::GetCapabilities {
+            interface_id,
+            tsm_caps: 0,
+        },
     })
 }
 
@@ -183,7 +196,9 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Outcome {
             Some(2)
         }
         (2, Some(Response::Capabilities { caps, .. }))
-            if REQUIRED.iter().all(|&r| caps.req_msgs_supported.contains(r)) =>
+            if REQUIRED
+                .iter()
+                .all(|&r| caps.req_msgs_supported.contains(r)) =>
         {
             p.dsm_caps = caps.dsm_caps;
             p.lock_flags_supported = u32::from(caps.lock_interface_flags_supported.bits());
@@ -211,7 +226,11 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Outcome {
         }
     }
     objects::save(t.platform, &g, &p)?;
-    let status = if p.op == DeviceOp::None.raw() { StatusCode::Success } else { StatusCode::NeedsDeviceIo };
+    let status = if p.op == DeviceOp::None.raw() {
+        StatusCode::Success
+    } else {
+        StatusCode::NeedsDeviceIo
+    };
     Ok(progress(status, p.op, p.state))
 }
 
@@ -244,7 +263,10 @@ fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
                 bind_p2p_address_mask: v.params.bind_p2p_address_mask,
             },
         },
-        (DeviceOp::Start, _) => Request::StartInterface { interface_id, nonce: v.start_nonce },
+        (DeviceOp::Start, _) => Request::StartInterface {
+            interface_id,
+            nonce: v.start_nonce,
+        },
         (DeviceOp::Stop, _) => Request::StopInterface { interface_id },
         (DeviceOp::None | DeviceOp::Connect, _) => return Err(internal()),
     })
@@ -285,7 +307,9 @@ pub fn vdev_bind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::NotSupported, 1));
     }
     let mut nonce = [0u8; 32];
-    t.platform.fill(&mut nonce).map_err(|_| Status::new(StatusCode::NotSupported))?;
+    t.platform
+        .fill(&mut nonce)
+        .map_err(|_| Status::new(StatusCode::NotSupported))?;
     v.op = DeviceOp::Bind.raw();
     v.step = step::SENT;
     v.seq = 1;
@@ -308,7 +332,9 @@ pub fn vdev_unbind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
     let (gv, mut v) = lock_vdev(t, vdev, 1)?;
     let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
-    if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error) || v.op != DeviceOp::None.raw() {
+    if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
+        || v.op != DeviceOp::None.raw()
+    {
         return Err(st(StatusCode::ObjectState, 1));
     }
     let mut next = v.clone();
@@ -324,14 +350,23 @@ pub fn vdev_unbind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// Reads the cached report of a VDEV granule into `out` (at most its length).
-pub(crate) fn read_report(t: &Tsm<'_>, vdev: Pa, offset: u64, out: &mut [u8]) -> Result<(), Status> {
-    t.platform.read(Pa(vdev.0 + REPORT_OFFSET + offset), out).map_err(|_| internal())
+pub(crate) fn read_report(
+    t: &Tsm<'_>,
+    vdev: Pa,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), Status> {
+    t.platform
+        .read(Pa(vdev.0 + REPORT_OFFSET + offset), out)
+        .map_err(|_| internal())
 }
 
 /// The report is complete: check it parses, hash it, and finish the bind.
 fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
     let mut report = [0u8; REPORT_CAPACITY as usize];
-    let bytes = report.get_mut(..v.report_len as usize).ok_or_else(internal)?;
+    let bytes = report
+        .get_mut(..v.report_len as usize)
+        .ok_or_else(internal)?;
     read_report(t, vdev, 0, bytes)?;
     if InterfaceReport::parse(bytes).is_err() {
         return Ok(false);
@@ -348,7 +383,11 @@ fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
 /// Asks for the next report portion; `false` when the report would not fit the cache.
 fn ask_portion(v: &mut VdevObj) -> bool {
     let room = REPORT_CAPACITY.saturating_sub(u64::from(v.report_len));
-    let wanted = if v.report_total == 0 { u64::MAX } else { u64::from(v.report_total.saturating_sub(v.report_len)) };
+    let wanted = if v.report_total == 0 {
+        u64::MAX
+    } else {
+        u64::from(v.report_total.saturating_sub(v.report_len))
+    };
     let len = room.min(wanted).min(REPORT_PORTION as u64);
     if len == 0 {
         return false;
@@ -359,17 +398,28 @@ fn ask_portion(v: &mut VdevObj) -> bool {
 }
 
 /// Takes one report portion; `Ok(false)` when it breaks the protocol.
-fn take_portion(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, portion: &[u8], remainder: u16) -> Result<bool, Status> {
+fn take_portion(
+    t: &Tsm<'_>,
+    vdev: Pa,
+    v: &mut VdevObj,
+    portion: &[u8],
+    remainder: u16,
+) -> Result<bool, Status> {
     let received = u64::from(v.report_len);
     let len = portion.len() as u64;
     if len > u64::from(v.report_asked) || (len == 0 && remainder != 0) {
         return Ok(false);
     }
     let total = received + len + u64::from(remainder);
-    if (v.report_total != 0 && total != u64::from(v.report_total)) || total > REPORT_CAPACITY || total == 0 {
+    if (v.report_total != 0 && total != u64::from(v.report_total))
+        || total > REPORT_CAPACITY
+        || total == 0
+    {
         return Ok(false);
     }
-    t.platform.write(Pa(vdev.0 + REPORT_OFFSET + received), portion).map_err(|_| internal())?;
+    t.platform
+        .write(Pa(vdev.0 + REPORT_OFFSET + received), portion)
+        .map_err(|_| internal())?;
     v.report_len = (received + len) as u32;
     v.report_total = total as u32;
     Ok(true)
@@ -400,11 +450,20 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
             v.start_nonce = nonce;
             ask_portion(&mut v)
         }
-        (DeviceOp::Bind, Some(Response::DeviceInterfaceReport { portion, remainder_length, .. }))
-            if v.step == step::REPORT =>
-        {
+        (
+            DeviceOp::Bind,
+            Some(Response::DeviceInterfaceReport {
+                portion,
+                remainder_length,
+                ..
+            }),
+        ) if v.step == step::REPORT => {
             take_portion(t, vdev, &mut v, portion, remainder_length)?
-                && if v.report_len == v.report_total { finish_bind(t, vdev, &mut v)? } else { ask_portion(&mut v) }
+                && if v.report_len == v.report_total {
+                    finish_bind(t, vdev, &mut v)?
+                } else {
+                    ask_portion(&mut v)
+                }
         }
         (DeviceOp::Start, Some(Response::StartInterface { .. })) => {
             v.state = VdevState::Run.raw();
@@ -438,7 +497,11 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
     objects::save(t.platform, &gv, &v)?;
-    let status = if v.op == DeviceOp::None.raw() { StatusCode::Success } else { StatusCode::NeedsDeviceIo };
+    let status = if v.op == DeviceOp::None.raw() {
+        StatusCode::Success
+    } else {
+        StatusCode::NeedsDeviceIo
+    };
     Ok(progress(status, v.op, v.state))
 }
 

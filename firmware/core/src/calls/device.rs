@@ -17,8 +17,8 @@ use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::{Args, Ctx, Outcome};
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{
-    self, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevObj, TvmObj, VbdfSlot, VdevObj,
-    ViommuObj, internal,
+    self, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevObj, TvmObj,
+    VbdfSlot, VdevObj, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, EventQueue, PasidTable};
@@ -33,14 +33,26 @@ fn st(code: StatusCode, arg: u8) -> Status {
 pub fn pdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let pdev = Pa(a[0]);
     let params: PdevParams = t.read_params(Pa(a[1]), 2)?;
-    params.validate().map_err(|_| st(StatusCode::InvalidArgument, 2))?;
-    if params.pdev_flags().intersects(PdevFlags::SPDM | PdevFlags::IDE) {
+    params
+        .validate()
+        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+    if params
+        .pdev_flags()
+        .intersects(PdevFlags::SPDM | PdevFlags::IDE)
+    {
         // SPDM sessions and IDE streams are a later phase (FEATURES SECURITY = 0).
         return Err(st(StatusCode::NotSupported, 2));
     }
     let mut g = t.granules.lock(pdev).map_err(|e| e.status(1))?;
-    g.state().check_transition(GranuleState::Pdev).map_err(|e| e.status(1))?;
-    let range = PdevRange { pdev, segment: params.segment, rid_base: params.rid_base, rid_count: params.rid_count };
+    g.state()
+        .check_transition(GranuleState::Pdev)
+        .map_err(|e| e.status(1))?;
+    let range = PdevRange {
+        pdev,
+        segment: params.segment,
+        rid_base: params.rid_base,
+        rid_count: params.rid_count,
+    };
     let mut reg = t.pdevs.lock();
     if reg.iter().any(|r| r.overlaps(&range)) {
         return Err(st(StatusCode::BdfInUse, 2));
@@ -59,15 +71,29 @@ pub fn pdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// Locks a PDEV by handle and copies it out.
-pub(crate) fn lock_pdev<'t, 'a>(t: &'t Tsm<'a>, pa: Pa, arg: u8) -> Result<(Locked<'t, 'a>, PdevObj), Status> {
-    let g = t.granules.lock_in(pa, GranuleState::Pdev).map_err(|e| e.status(arg))?;
+pub(crate) fn lock_pdev<'t, 'a>(
+    t: &'t Tsm<'a>,
+    pa: Pa,
+    arg: u8,
+) -> Result<(Locked<'t, 'a>, PdevObj), Status> {
+    let g = t
+        .granules
+        .lock_in(pa, GranuleState::Pdev)
+        .map_err(|e| e.status(arg))?;
     let o: PdevObj = objects::load(t.platform, &g)?;
     Ok((g, o))
 }
 
 /// Locks a VDEV by handle and copies it out.
-pub(crate) fn lock_vdev<'t, 'a>(t: &'t Tsm<'a>, pa: Pa, arg: u8) -> Result<(Locked<'t, 'a>, VdevObj), Status> {
-    let g = t.granules.lock_in(pa, GranuleState::Vdev).map_err(|e| e.status(arg))?;
+pub(crate) fn lock_vdev<'t, 'a>(
+    t: &'t Tsm<'a>,
+    pa: Pa,
+    arg: u8,
+) -> Result<(Locked<'t, 'a>, VdevObj), Status> {
+    let g = t
+        .granules
+        .lock_in(pa, GranuleState::Vdev)
+        .map_err(|e| e.status(arg))?;
     let o: VdevObj = objects::load(t.platform, &g)?;
     Ok((g, o))
 }
@@ -95,19 +121,20 @@ pub fn pdev_stop(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     OK
 }
 
-/// PDEV_DESTROY: only with no vdevice, no pending operation, and not READY (a READY PDEV is
-/// stopped first, so teardown is explicit).
+/// PDEV_DESTROY: only with no vdevice and no pending operation.
 pub fn pdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (mut g, o) = lock_pdev(t, Pa(a[0]), 1)?;
     if o.vdevs != 0 || g.refcount() != 0 {
         return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
-    if o.op != DeviceOp::None.raw() || o.state == PdevState::Ready.raw() {
+    if o.op != DeviceOp::None.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
     let mut reg = t.pdevs.lock();
     reg.retain(|r| r.pdev != g.pa());
-    g.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    t.scrub(g.pa())?;
+    g.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     OK
 }
 
@@ -132,13 +159,21 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::GranuleState, 2));
     }
     let mut gv = t.granules.lock(viommu).map_err(|e| e.status(2))?;
-    gv.state().check_transition(GranuleState::Viommu).map_err(|e| e.status(2))?;
+    gv.state()
+        .check_transition(GranuleState::Viommu)
+        .map_err(|e| e.status(2))?;
     gt.get().map_err(|_| st(StatusCode::Capacity, 1))?;
     o.viommus += 1;
-    let obj = ViommuObj { tvm: gt.pa().0, vtype: vtype.raw(), flags: 0, vdevs: 0 };
+    let obj = ViommuObj {
+        tvm: gt.pa().0,
+        vtype: vtype.raw(),
+        flags: 0,
+        vdevs: 0,
+    };
     objects::save(t.platform, &gv, &obj)?;
     objects::save(t.platform, &gt, &o)?;
-    gv.transition(GranuleState::Viommu).map_err(|e| e.status(2))?;
+    gv.transition(GranuleState::Viommu)
+        .map_err(|e| e.status(2))?;
     OK
 }
 
@@ -146,11 +181,17 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let viommu = Pa(a[0]);
     let tvm = {
-        let g = t.granules.lock_in(viommu, GranuleState::Viommu).map_err(|e| e.status(1))?;
+        let g = t
+            .granules
+            .lock_in(viommu, GranuleState::Viommu)
+            .map_err(|e| e.status(1))?;
         objects::load::<ViommuObj>(t.platform, &g)?.tvm
     };
     let (mut gt, mut o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
-    let mut gv = t.granules.lock_in(viommu, GranuleState::Viommu).map_err(|e| e.status(1))?;
+    let mut gv = t
+        .granules
+        .lock_in(viommu, GranuleState::Viommu)
+        .map_err(|e| e.status(1))?;
     let v: ViommuObj = objects::load(t.platform, &gv)?;
     if v.tvm != tvm {
         return Err(st(StatusCode::BadHandle, 1));
@@ -161,7 +202,8 @@ pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     o.viommus = o.viommus.checked_sub(1).ok_or_else(internal)?;
     gt.put().map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
-    gv.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    gv.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     OK
 }
 
@@ -169,12 +211,17 @@ pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (vdev, pdev, viommu) = (Pa(a[0]), Pa(a[1]), Pa(a[2]));
     let params: VdevParams = t.read_params(Pa(a[3]), 4)?;
-    params.validate().map_err(|_| st(StatusCode::InvalidArgument, 4))?;
+    params
+        .validate()
+        .map_err(|_| st(StatusCode::InvalidArgument, 4))?;
     if !ACCEPTED_LOCK_FEATURES.lock_flags().contains(params.lock()) {
         return Err(st(StatusCode::InvalidArgument, 4));
     }
     let tvm = {
-        let g = t.granules.lock_in(viommu, GranuleState::Viommu).map_err(|e| e.status(3))?;
+        let g = t
+            .granules
+            .lock_in(viommu, GranuleState::Viommu)
+            .map_err(|e| e.status(3))?;
         objects::load::<ViommuObj>(t.platform, &g)?.tvm
     };
     if pdev == Pa(tvm) || pdev == viommu {
@@ -184,7 +231,10 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::GranuleState, 1));
     }
     let (mut gt, mut to) = lock_tvm(t, Pa(tvm), 3).map_err(|_| st(StatusCode::BadHandle, 3))?;
-    let mut gi = t.granules.lock_in(viommu, GranuleState::Viommu).map_err(|e| e.status(3))?;
+    let mut gi = t
+        .granules
+        .lock_in(viommu, GranuleState::Viommu)
+        .map_err(|e| e.status(3))?;
     let mut io: ViommuObj = objects::load(t.platform, &gi)?;
     if io.tvm != tvm {
         return Err(st(StatusCode::BadHandle, 3));
@@ -194,7 +244,9 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::ObjectState, 2));
     }
     let mut gv = t.granules.lock(vdev).map_err(|e| e.status(1))?;
-    gv.state().check_transition(GranuleState::Vdev).map_err(|e| e.status(1))?;
+    gv.state()
+        .check_transition(GranuleState::Vdev)
+        .map_err(|e| e.status(1))?;
     if !po.params.contains_rid(params.pbdf) {
         return Err(st(StatusCode::BdfOutOfRange, 4));
     }
@@ -205,22 +257,46 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
         return Err(st(StatusCode::InvalidArgument, 4));
     }
-    if po.pbdfs.iter().any(|s| s.used != 0 && s.pbdf == u32::from(params.pbdf)) {
+    if po
+        .pbdfs
+        .iter()
+        .any(|s| s.used != 0 && s.pbdf == u32::from(params.pbdf))
+    {
         return Err(st(StatusCode::BdfInUse, 4));
     }
-    if to.vbdfs.iter().any(|s| s.used != 0 && s.vbdf == u32::from(params.vbdf)) {
+    if to
+        .vbdfs
+        .iter()
+        .any(|s| s.used != 0 && s.vbdf == u32::from(params.vbdf))
+    {
         return Err(st(StatusCode::BdfInUse, 4));
     }
-    let pslot = po.pbdfs.iter().position(|s| s.used == 0).ok_or(st(StatusCode::Capacity, 2))?;
-    let tslot = to.vbdfs.iter().position(|s| s.used == 0).ok_or(st(StatusCode::Capacity, 3))?;
+    let pslot = po
+        .pbdfs
+        .iter()
+        .position(|s| s.used == 0)
+        .ok_or(st(StatusCode::Capacity, 2))?;
+    let tslot = to
+        .vbdfs
+        .iter()
+        .position(|s| s.used == 0)
+        .ok_or(st(StatusCode::Capacity, 3))?;
     gt.get().map_err(|_| st(StatusCode::Capacity, 3))?;
     gi.get().map_err(|_| st(StatusCode::Capacity, 3))?;
     gp.get().map_err(|_| st(StatusCode::Capacity, 2))?;
     if let Some(s) = po.pbdfs.get_mut(pslot) {
-        *s = PbdfSlot { vdev: vdev.0, pbdf: u32::from(params.pbdf), used: 1 };
+        *s = PbdfSlot {
+            vdev: vdev.0,
+            pbdf: u32::from(params.pbdf),
+            used: 1,
+        };
     }
     if let Some(s) = to.vbdfs.get_mut(tslot) {
-        *s = VbdfSlot { vdev: vdev.0, vbdf: u32::from(params.vbdf), used: 1 };
+        *s = VbdfSlot {
+            vdev: vdev.0,
+            vbdf: u32::from(params.vbdf),
+            used: 1,
+        };
     }
     po.vdevs += 1;
     to.vdevs += 1;
@@ -259,36 +335,68 @@ pub(crate) struct Family<'t, 'a> {
     pub vdev: (Locked<'t, 'a>, VdevObj),
 }
 
-pub(crate) fn lock_family<'t, 'a>(t: &'t Tsm<'a>, vdev: Pa, arg: u8) -> Result<Family<'t, 'a>, Status> {
+pub(crate) fn lock_family<'t, 'a>(
+    t: &'t Tsm<'a>,
+    vdev: Pa,
+    arg: u8,
+) -> Result<Family<'t, 'a>, Status> {
     let (tvm, viommu, pdev) = {
         let (_g, v) = lock_vdev(t, vdev, arg)?;
         (Pa(v.tvm), Pa(v.viommu), Pa(v.pdev))
     };
     let gone = st(StatusCode::BadHandle, arg);
     let tvm_l = lock_tvm(t, tvm, arg).map_err(|_| gone)?;
-    let vi = t.granules.lock_in(viommu, GranuleState::Viommu).map_err(|_| gone)?;
+    let vi = t
+        .granules
+        .lock_in(viommu, GranuleState::Viommu)
+        .map_err(|_| gone)?;
     let vio: ViommuObj = objects::load(t.platform, &vi)?;
     let pdev_l = lock_pdev(t, pdev, arg).map_err(|_| gone)?;
     let vdev_l = lock_vdev(t, vdev, arg)?;
     if vdev_l.1.tvm != tvm.0 || vdev_l.1.viommu != viommu.0 || vdev_l.1.pdev != pdev.0 {
         return Err(gone);
     }
-    Ok(Family { tvm: tvm_l, viommu: (vi, vio), pdev: pdev_l, vdev: vdev_l })
+    Ok(Family {
+        tvm: tvm_l,
+        viommu: (vi, vio),
+        pdev: pdev_l,
+        vdev: vdev_l,
+    })
 }
 
 /// VDEV_DESTROY: only an UNLOCKED or ERROR vdevice with no pending operation.
 pub fn vdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let vdev = Pa(a[0]);
-    let Family { tvm: (mut gt, mut to), viommu: (mut gi, mut io), pdev: (mut gp, mut po), vdev: (mut gv, v) } =
-        lock_family(t, vdev, 1)?;
+    let Family {
+        tvm: (mut gt, mut to),
+        viommu: (mut gi, mut io),
+        pdev: (mut gp, mut po),
+        vdev: (mut gv, v),
+    } = lock_family(t, vdev, 1)?;
     if is_bound(v.state) || v.op != DeviceOp::None.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
-    for s in po.pbdfs.iter_mut().filter(|s| s.used != 0 && s.vdev == vdev.0) {
-        *s = PbdfSlot { vdev: 0, pbdf: 0, used: 0 };
+    for s in po
+        .pbdfs
+        .iter_mut()
+        .filter(|s| s.used != 0 && s.vdev == vdev.0)
+    {
+        *s = PbdfSlot {
+            vdev: 0,
+            pbdf: 0,
+            used: 0,
+        };
     }
-    for s in to.vbdfs.iter_mut().filter(|s| s.used != 0 && s.vdev == vdev.0) {
-        *s = VbdfSlot { vdev: 0, vbdf: 0, used: 0 };
+    for s in to
+        .vbdfs
+        .iter_mut()
+        .filter(|s| s.used != 0 && s.vdev == vdev.0)
+    {
+        *s = VbdfSlot {
+            vdev: 0,
+            vbdf: 0,
+            used: 0,
+        };
     }
     po.vdevs = po.vdevs.checked_sub(1).ok_or_else(internal)?;
     to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
@@ -300,8 +408,10 @@ pub fn vdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     objects::save(t.platform, &gp, &po)?;
     objects::save(t.platform, &gi, &io)?;
     objects::save(t.platform, &gt, &to)?;
-    gv.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    gv.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     OK
 }
 
-const _: () = assert!(MAX_VDEVS_PER_PDEV <= u16::MAX as usize && MAX_VDEVS_PER_TVM <= u16::MAX as usize);
+const _: () =
+    assert!(MAX_VDEVS_PER_PDEV <= u16::MAX as usize && MAX_VDEVS_PER_TVM <= u16::MAX as usize);

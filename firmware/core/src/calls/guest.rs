@@ -62,7 +62,12 @@ fn lock_own<'t, 'a>(t: &'t Tsm<'a>, ctx: Ctx, raw: u64) -> Result<GuestVdev<'t, 
     if v.tvm != gt.pa().0 {
         return Err(internal());
     }
-    Ok(GuestVdev { _tvm: gt, tvm: o, vdev: gv, v })
+    Ok(GuestVdev {
+        _tvm: gt,
+        tvm: o,
+        vdev: gv,
+        v,
+    })
 }
 
 struct GuestVdev<'t, 'a> {
@@ -75,13 +80,45 @@ struct GuestVdev<'t, 'a> {
 /// The PA behind `[gpa, gpa + len)` of the TVM: inside one mapped page, writable if `write`.
 /// The TVM's lock is held, so the page cannot be unmapped (or a shared page delegated) while
 /// the TSM uses it.
-fn guest_buffer(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa, len: u64, write: bool, arg: u8) -> Result<Pa, Status> {
+fn guest_buffer(
+    t: &Tsm<'_>,
+    o: &TvmObj,
+    gpa: Gpa,
+    len: u64,
+    write: bool,
+    arg: u8,
+) -> Result<Pa, Status> {
+    guest_buffer_in(t, o, gpa, len, write, false, arg)
+}
+
+/// [`guest_buffer`], optionally refusing shared pages.
+fn guest_buffer_in(
+    t: &Tsm<'_>,
+    o: &TvmObj,
+    gpa: Gpa,
+    len: u64,
+    write: bool,
+    private_only: bool,
+    arg: u8,
+) -> Result<Pa, Status> {
     let bad = st(StatusCode::InvalidBuffer, arg);
-    if len == 0 || gpa.granule_offset().checked_add(len).is_none_or(|e| e > GRANULE_SIZE) {
+    if len == 0
+        || gpa
+            .granule_offset()
+            .checked_add(len)
+            .is_none_or(|e| e > GRANULE_SIZE)
+    {
         return Err(bad);
     }
-    let leaf = t.map(Pa(o.root)).lookup(gpa.granule_base()).map_err(|_| bad)?;
-    if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 || (write && !leaf.perms.write) {
+    let leaf = t
+        .map(Pa(o.root))
+        .lookup(gpa.granule_base())
+        .map_err(|_| bad)?;
+    if o.gpa_bits >= 64
+        || gpa.0 >> o.gpa_bits != 0
+        || (write && !leaf.perms.write)
+        || (private_only && leaf.kind != MapKind::Private)
+    {
         return Err(bad);
     }
     let expected = match leaf.kind {
@@ -103,7 +140,9 @@ pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let (_gt, o) = caller_tvm(t, ctx.guest()?)?;
     let pa = guest_buffer(t, &o, Gpa(a[0]), len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
-    let frame = frame.get_mut(..len as usize).ok_or(st(StatusCode::InvalidArgument, 2))?;
+    let frame = frame
+        .get_mut(..len as usize)
+        .ok_or(st(StatusCode::InvalidArgument, 2))?;
     t.platform.read(pa, frame).map_err(|_| internal())?;
     t.platform.relay(STREAM_GUEST, frame);
     OK
@@ -112,16 +151,23 @@ pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
 pub fn exit(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let g = ctx.guest()?;
-    let gv = t.granules.lock_in(g.vcpu, GranuleState::Vcpu).map_err(|_| Status::new(StatusCode::Denied))?;
+    let gv = t
+        .granules
+        .lock_in(g.vcpu, GranuleState::Vcpu)
+        .map_err(|_| Status::new(StatusCode::Denied))?;
     let mut v: VcpuObj = objects::load(t.platform, &gv)?;
     v.exited = 1;
+    v.exit_code = a[0];
     objects::save(t.platform, &gv, &v)?;
+    // Result 1 is for the run loop (`Completion::GuestExit`); the guest never sees it.
     Ok(CallResult::ok([a[0], 0, 0, 0]))
 }
 
 /// Whether the vdevice holds a cached report the guest may read.
 fn has_report(v: &VdevObj) -> bool {
-    [VdevState::Locked, VdevState::Starting, VdevState::Run].iter().any(|s| s.raw() == v.state)
+    [VdevState::Locked, VdevState::Starting, VdevState::Run]
+        .iter()
+        .any(|s| s.raw() == v.state)
 }
 
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
@@ -146,7 +192,9 @@ pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         report_digest: if evidence { v.report_digest } else { [0; 32] },
         ..VdevInfo::new_zeroed()
     };
-    t.platform.write(pa, info.as_bytes()).map_err(|_| internal())?;
+    t.platform
+        .write(pa, info.as_bytes())
+        .map_err(|_| internal())?;
     OK
 }
 
@@ -168,14 +216,18 @@ pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     if n == 0 {
         return Ok(CallResult::ok([0, 0, 0, 0]));
     }
-    let pa = guest_buffer(t, &g.tvm, gpa, n, true, 3)?;
+    // The report goes to private memory only: the host must not see or rewrite it on its
+    // way to the guest's check.
+    let pa = guest_buffer_in(t, &g.tvm, gpa, n, true, true, 3)?;
     let mut chunk = [0u8; 256];
     let mut done = 0;
     while done < n {
         let k = (n - done).min(chunk.len() as u64);
         let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
         read_report(t, g.vdev.pa(), offset + done, c)?;
-        t.platform.write(Pa(pa.0 + done), c).map_err(|_| internal())?;
+        t.platform
+            .write(Pa(pa.0 + done), c)
+            .map_err(|_| internal())?;
         done += k;
     }
     Ok(CallResult::ok([n, total - offset - n, 0, 0]))
@@ -193,15 +245,19 @@ pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
     let mut echo = AcceptEvidence::new_zeroed();
-    t.platform.read(pa, echo.as_mut_bytes()).map_err(|_| internal())?;
-    echo.validate().map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+    t.platform
+        .read(pa, echo.as_mut_bytes())
+        .map_err(|_| internal())?;
+    echo.validate()
+        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
     let current = AcceptEvidence {
         nonce: g.v.accept_nonce,
         report_digest: g.v.report_digest,
         report_counter: g.v.report_counter,
         reserved: [0; 3],
     };
-    echo.matches(&current).map_err(|f| st(StatusCode::EvidenceMismatch, f as u8))?;
+    echo.matches(&current)
+        .map_err(|f| st(StatusCode::EvidenceMismatch, f as u8))?;
     g.v.state = VdevState::Starting.raw();
     g.v.op = DeviceOp::Start.raw();
     g.v.step = 0;
@@ -270,7 +326,9 @@ pub fn s1_attach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         PasidError::Misaligned => st(StatusCode::Misaligned, 3),
         PasidError::PasidOutOfRange | PasidError::NotAttached => st(StatusCode::InvalidArgument, 2),
     })?;
-    t.iotlb.lock().invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    t.iotlb
+        .lock()
+        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
     objects::save(t.platform, &g.vdev, &g.v)?;
     OK
 }
@@ -280,8 +338,12 @@ pub fn s1_detach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let mut g = lock_own(t, ctx, a[0])?;
     let pasid = one_pasid(a[1], 2)?;
     stage1_min_bits(&g.v)?;
-    g.v.pasids.detach(pasid).map_err(|_| st(StatusCode::NotMapped, 2))?;
-    t.iotlb.lock().invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    g.v.pasids
+        .detach(pasid)
+        .map_err(|_| st(StatusCode::NotMapped, 2))?;
+    t.iotlb
+        .lock()
+        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
     objects::save(t.platform, &g.vdev, &g.v)?;
     OK
 }
@@ -296,7 +358,9 @@ pub fn s1_invalidate(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         None => return Err(st(StatusCode::InvalidArgument, 2)),
     };
     let len = if a[3] == 0 { u64::MAX } else { a[3] };
-    t.iotlb.lock().invalidate_guest(VdevId(g.vdev.pa().0), scope, tsm_abi::addr::Iova(a[2]), len);
+    t.iotlb
+        .lock()
+        .invalidate_guest(VdevId(g.vdev.pa().0), scope, tsm_abi::addr::Iova(a[2]), len);
     OK
 }
 
@@ -307,15 +371,29 @@ pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
-    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<tsm_abi::event::GuestEvent>() as u64, true, 2)?;
+    let pa = guest_buffer(
+        t,
+        &g.tvm,
+        gpa,
+        size_of::<tsm_abi::event::GuestEvent>() as u64,
+        true,
+        2,
+    )?;
     let sequence = u64::from(g.v.events.host_summary().total) - u64::from(g.v.events.pending()) + 1;
     let mut q = g.v.events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
     let rec = guest_event(&f, &g.v, sequence);
-    t.platform.write(pa, rec.as_bytes()).map_err(|_| internal())?;
+    t.platform
+        .write(pa, rec.as_bytes())
+        .map_err(|_| internal())?;
     g.v.events = q;
     objects::save(t.platform, &g.vdev, &g.v)?;
-    Ok(CallResult::ok([u64::from(g.v.events.pending()), u64::from(g.v.events.overflow()), 0, 0]))
+    Ok(CallResult::ok([
+        u64::from(g.v.events.pending()),
+        u64::from(g.v.events.overflow()),
+        0,
+        0,
+    ]))
 }
 
 /// EVENT_READ: pops one sanitized fault record of a vdevice (or of the host domain) into an NS
@@ -333,20 +411,35 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         let mut next = q.clone();
         let f = next.pop().ok_or(Status::new(StatusCode::Empty))?;
         let rec = host_event(&f, 0, 0, sequence);
-        t.platform.write(buf, rec.as_bytes()).map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+        t.platform
+            .write(buf, rec.as_bytes())
+            .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
         *q = next;
-        return Ok(CallResult::ok([u64::from(q.pending()), u64::from(q.overflow()), 0, 0]));
+        return Ok(CallResult::ok([
+            u64::from(q.pending()),
+            u64::from(q.overflow()),
+            0,
+            0,
+        ]));
     }
     let (gv, mut v) = lock_vdev(t, Pa(a[0]), 1)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
-    let sequence = u64::from(v.host_events.host_summary().total) - u64::from(v.host_events.pending()) + 1;
+    let sequence =
+        u64::from(v.host_events.host_summary().total) - u64::from(v.host_events.pending()) + 1;
     let mut q = v.host_events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
     let rec = host_event(&f, gv.pa().0, v.params.pbdf, sequence);
-    t.platform.write(buf, rec.as_bytes()).map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+    t.platform
+        .write(buf, rec.as_bytes())
+        .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
     v.host_events = q;
     objects::save(t.platform, &gv, &v)?;
-    Ok(CallResult::ok([u64::from(v.host_events.pending()), u64::from(v.host_events.overflow()), 0, 0]))
+    Ok(CallResult::ok([
+        u64::from(v.host_events.pending()),
+        u64::from(v.host_events.overflow()),
+        0,
+        0,
+    ]))
 }
 
 /// TEST_DMA_INJECT (feature `dma-inject`, test builds only): one DMA request through the secure
@@ -362,7 +455,11 @@ pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         pasid,
         t_bit: flags.contains(DmaInjectFlags::T_BIT),
         iova: tsm_abi::addr::Iova(a[2]),
-        access: if flags.contains(DmaInjectFlags::WRITE) { viommu::Access::Write } else { viommu::Access::Read },
+        access: if flags.contains(DmaInjectFlags::WRITE) {
+            viommu::Access::Write
+        } else {
+            viommu::Access::Read
+        },
     };
     let result = {
         let mut iotlb = t.iotlb.lock();
@@ -373,7 +470,10 @@ pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         Err(fault) => {
             record_fault(t, &fault);
             let (reason, _) = crate::viommu_glue::event_reason(fault.reason);
-            Ok(CallResult::status(st(StatusCode::DmaFault, reason.raw() as u8)))
+            Ok(CallResult::status(st(
+                StatusCode::DmaFault,
+                reason.raw() as u8,
+            )))
         }
     }
 }
@@ -395,7 +495,9 @@ impl Tsm<'_> {
         }
         v.guest_waiting = 0;
         objects::save(self.platform, &g, &v).ok()?;
-        let code = u8::try_from(v.last_result).ok().and_then(|c| StatusCode::try_from(c).ok())?;
+        let code = u8::try_from(v.last_result)
+            .ok()
+            .and_then(|c| StatusCode::try_from(c).ok())?;
         Some(Status::new(code))
     }
 }

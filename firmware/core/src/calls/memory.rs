@@ -27,15 +27,20 @@ fn st(code: StatusCode, arg: u8) -> Status {
 pub fn granule_delegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let pa = Pa(a[0]);
     let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
-    g.state().check_transition(GranuleState::Delegated).map_err(|e| e.status(1))?;
+    g.state()
+        .check_transition(GranuleState::Delegated)
+        .map_err(|e| e.status(1))?;
     if g.refcount() != 0 {
         // Mapped shared into a TVM: delegating it would put a secure granule in a TVM's
         // shared window.
         return Err(st(StatusCode::GranuleState, 1));
     }
-    t.platform.unmap_from_host(pa).map_err(|_| st(StatusCode::OutOfRange, 1))?;
+    t.platform
+        .unmap_from_host(pa)
+        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
-    g.transition(GranuleState::Delegated).map_err(|e| e.status(1))?;
+    g.transition(GranuleState::Delegated)
+        .map_err(|e| e.status(1))?;
     OK
 }
 
@@ -47,15 +52,24 @@ pub fn granule_undelegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::GranuleState, 1));
     }
     t.scrub(pa)?;
-    t.platform.map_to_host(pa).map_err(|_| st(StatusCode::OutOfRange, 1))?;
+    t.platform
+        .map_to_host(pa)
+        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Ns).map_err(|e| e.status(1))?;
     OK
 }
 
 /// Locks a TVM by handle and copies its object out.
-pub(crate) fn lock_tvm<'t, 'a>(t: &'t Tsm<'a>, pa: Pa, arg: u8) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
-    let g = t.granules.lock_in(pa, GranuleState::Tvm).map_err(|e| e.status(arg))?;
+pub(crate) fn lock_tvm<'t, 'a>(
+    t: &'t Tsm<'a>,
+    pa: Pa,
+    arg: u8,
+) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
+    let g = t
+        .granules
+        .lock_in(pa, GranuleState::Tvm)
+        .map_err(|e| e.status(arg))?;
     let o: TvmObj = objects::load(t.platform, &g)?;
     Ok((g, o))
 }
@@ -64,13 +78,19 @@ pub(crate) fn lock_tvm<'t, 'a>(t: &'t Tsm<'a>, pa: Pa, arg: u8) -> Result<(Locke
 pub fn tvm_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (tvm, root) = (Pa(a[0]), Pa(a[2]));
     let params: TvmParams = t.read_params(Pa(a[1]), 2)?;
-    params.validate().map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+    params
+        .validate()
+        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
     if params.gpa_bits < addrmap::MIN_GPA_BITS || params.gpa_bits > t.max_gpa_bits() {
         return Err(st(StatusCode::InvalidArgument, 2));
     }
     let (mut gt, mut gr) = t.lock_pair((tvm, 1), (root, 3))?;
-    gt.state().check_transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
-    gr.state().check_transition(GranuleState::Table).map_err(|e| e.status(3))?;
+    gt.state()
+        .check_transition(GranuleState::Tvm)
+        .map_err(|e| e.status(1))?;
+    gr.state()
+        .check_transition(GranuleState::Table)
+        .map_err(|e| e.status(3))?;
     t.scrub(root)?;
     let mut obj: TvmObj = zerocopy::FromZeros::new_zeroed();
     obj.state = TvmState::New.raw();
@@ -79,7 +99,8 @@ pub fn tvm_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     obj.max_vcpus = u64::from(params.max_vcpus);
     objects::save(t.platform, &gt, &obj)?;
     gt.transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
-    gr.transition(GranuleState::Table).map_err(|e| e.status(3))?;
+    gr.transition(GranuleState::Table)
+        .map_err(|e| e.status(3))?;
     OK
 }
 
@@ -118,14 +139,21 @@ pub fn tvm_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::InUse, kind as u8));
     }
     let root = Pa(o.root);
-    let mut gr = t.granules.lock_in(root, GranuleState::Table).map_err(|_| internal())?;
+    let mut gr = t
+        .granules
+        .lock_in(root, GranuleState::Table)
+        .map_err(|_| internal())?;
     if gr.refcount() != 0 || g.refcount() != 0 {
         return Err(st(StatusCode::InUse, ObjectKind::Table as u8));
     }
     t.platform.invalidate_guest_all(root);
-    t.iotlb.lock().invalidate_tvm(crate::viommu::TvmId(g.pa().0));
-    gr.transition(GranuleState::Delegated).map_err(|_| internal())?;
-    g.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    t.iotlb
+        .lock()
+        .invalidate_tvm(crate::viommu::TvmId(g.pa().0));
+    gr.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
+    g.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     OK
 }
 
@@ -164,22 +192,35 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
-    let (parent, entry) = map.entry(gpa, level - 1).map_err(|e| walk_status(e, internal()))?;
+    let (parent, entry) = map
+        .entry(gpa, level - 1)
+        .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
         return Err(st(StatusCode::AlreadyMapped, 2));
     }
     if new.granule_base() == gt.pa() || new.granule_base() == parent {
         return Err(st(StatusCode::GranuleState, 4));
     }
-    let mut gp = t.granules.lock_in(parent, GranuleState::Table).map_err(|_| internal())?;
+    let mut gp = t
+        .granules
+        .lock_in(parent, GranuleState::Table)
+        .map_err(|_| internal())?;
     let mut gn = t.granules.lock(new).map_err(|e| e.status(4))?;
-    gn.state().check_transition(GranuleState::Table).map_err(|e| e.status(4))?;
+    gn.state()
+        .check_transition(GranuleState::Table)
+        .map_err(|e| e.status(4))?;
     o.tables = o.tables.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
     gp.get().map_err(|_| internal())?;
     t.scrub(new)?;
-    map.write_raw(parent, addrmap::index(gpa, level - 1), map.format().table(new)).map_err(|_| internal())?;
+    map.write_raw(
+        parent,
+        addrmap::index(gpa, level - 1),
+        map.format().table(new),
+    )
+    .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
-    gn.transition(GranuleState::Table).map_err(|e| e.status(4))?;
+    gn.transition(GranuleState::Table)
+        .map_err(|e| e.status(4))?;
     OK
 }
 
@@ -190,29 +231,48 @@ pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
-    let (parent, entry) = map.entry(gpa, level - 1).map_err(|e| walk_status(e, internal()))?;
+    let (parent, entry) = map
+        .entry(gpa, level - 1)
+        .map_err(|e| walk_status(e, internal()))?;
     let Entry::Table(child) = entry else {
         return Err(st(StatusCode::TableMissing, level));
     };
-    let mut gp = t.granules.lock_in(parent, GranuleState::Table).map_err(|_| internal())?;
-    let mut gc = t.granules.lock_in(child, GranuleState::Table).map_err(|_| internal())?;
+    let mut gp = t
+        .granules
+        .lock_in(parent, GranuleState::Table)
+        .map_err(|_| internal())?;
+    let mut gc = t
+        .granules
+        .lock_in(child, GranuleState::Table)
+        .map_err(|_| internal())?;
     if gc.refcount() != 0 {
-        let kind = if level == LEAF_LEVEL { ObjectKind::PrivatePage } else { ObjectKind::Table };
+        let kind = if level == LEAF_LEVEL {
+            ObjectKind::PrivatePage
+        } else {
+            ObjectKind::Table
+        };
         return Err(st(StatusCode::InUse, kind as u8));
     }
     o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
     gp.put().map_err(|_| internal())?;
-    map.write_raw(parent, addrmap::index(gpa, level - 1), 0).map_err(|_| internal())?;
+    map.write_raw(parent, addrmap::index(gpa, level - 1), 0)
+        .map_err(|_| internal())?;
     t.platform.invalidate_guest_all(Pa(o.root));
-    t.iotlb.lock().invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
+    t.iotlb
+        .lock()
+        .invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
     objects::save(t.platform, &gt, &o)?;
-    gc.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    gc.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     Ok(CallResult::ok([child.0, 0, 0, 0]))
 }
 
 /// The level-3 table and entry for a page mapping at `gpa`; the entry must be invalid.
 fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
-    let (table, entry) = t.map(Pa(o.root)).entry(gpa, LEAF_LEVEL).map_err(|e| walk_status(e, internal()))?;
+    let (table, entry) = t
+        .map(Pa(o.root))
+        .entry(gpa, LEAF_LEVEL)
+        .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
         return Err(st(StatusCode::AlreadyMapped, 2));
     }
@@ -220,15 +280,22 @@ fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
 }
 
 fn perms(flags: MapFlags) -> Perms {
-    Perms { write: flags.contains(MapFlags::WRITE), exec: flags.contains(MapFlags::EXEC) }
+    Perms {
+        write: flags.contains(MapFlags::WRITE),
+        exec: flags.contains(MapFlags::EXEC),
+    }
 }
 
 /// Copies one granule from an NS page into a secure one, each source byte read once.
 fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
     let mut chunk = [0u8; 512];
     for off in (0..GRANULE_SIZE).step_by(chunk.len()) {
-        t.platform.read(Pa(src.0 + off), &mut chunk).map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
-        t.platform.write(Pa(dst.0 + off), &chunk).map_err(|_| internal())?;
+        t.platform
+            .read(Pa(src.0 + off), &mut chunk)
+            .map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
+        t.platform
+            .write(Pa(dst.0 + off), &chunk)
+            .map_err(|_| internal())?;
     }
     Ok(())
 }
@@ -259,7 +326,10 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if src.is_some_and(|s| s == gt.pa() || s == table || s == page.granule_base()) {
         return Err(st(StatusCode::InvalidBuffer, 4));
     }
-    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    let mut gl = t
+        .granules
+        .lock_in(table, GranuleState::Table)
+        .map_err(|_| internal())?;
     // Data granules last, in ascending order.
     let (mut gpg, _gsrc) = match src {
         Some(s) => {
@@ -271,18 +341,33 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         }
         None => (t.granules.lock(page).map_err(|e| e.status(3))?, None),
     };
-    gpg.state().check_transition(GranuleState::Private).map_err(|e| e.status(3))?;
-    o.private_pages = o.private_pages.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    gpg.state()
+        .check_transition(GranuleState::Private)
+        .map_err(|e| e.status(3))?;
+    o.private_pages = o
+        .private_pages
+        .checked_add(1)
+        .ok_or(st(StatusCode::Capacity, 1))?;
     gl.get().map_err(|_| internal())?;
     match src {
         Some(s) => copy_granule(t, s, page)?,
         None => t.scrub(page)?,
     }
-    let leaf = Leaf { pa: page, perms: perms(flags), kind: MapKind::Private };
+    let leaf = Leaf {
+        pa: page,
+        perms: perms(flags),
+        kind: MapKind::Private,
+    };
     let map = t.map(Pa(o.root));
-    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), map.format().page(leaf)).map_err(|_| internal())?;
+    map.write_raw(
+        table,
+        addrmap::index(gpa, LEAF_LEVEL),
+        map.format().page(leaf),
+    )
+    .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
-    gpg.transition(GranuleState::Private).map_err(|e| e.status(3))?;
+    gpg.transition(GranuleState::Private)
+        .map_err(|e| e.status(3))?;
     OK
 }
 
@@ -300,17 +385,32 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if ns == gt.pa() || ns == table {
         return Err(st(StatusCode::GranuleState, 3));
     }
-    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    let mut gl = t
+        .granules
+        .lock_in(table, GranuleState::Table)
+        .map_err(|_| internal())?;
     let mut gn = t.granules.lock(ns).map_err(|e| e.status(3))?;
     if gn.state() != GranuleState::Ns {
         return Err(st(StatusCode::GranuleState, 3));
     }
-    o.shared_pages = o.shared_pages.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    o.shared_pages = o
+        .shared_pages
+        .checked_add(1)
+        .ok_or(st(StatusCode::Capacity, 1))?;
     gn.get().map_err(|e| e.status(3))?;
     gl.get().map_err(|_| internal())?;
-    let leaf = Leaf { pa: ns, perms: perms(flags), kind: MapKind::Shared };
+    let leaf = Leaf {
+        pa: ns,
+        perms: perms(flags),
+        kind: MapKind::Shared,
+    };
     let map = t.map(Pa(o.root));
-    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), map.format().page(leaf)).map_err(|_| internal())?;
+    map.write_raw(
+        table,
+        addrmap::index(gpa, LEAF_LEVEL),
+        map.format().page(leaf),
+    )
+    .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
     OK
 }
@@ -332,24 +432,34 @@ pub fn unmap(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         Entry::Invalid => return Err(not_mapped),
         Entry::Table(_) | Entry::Foreign => return Err(internal()),
     };
-    let mut gl = t.granules.lock_in(table, GranuleState::Table).map_err(|_| internal())?;
+    let mut gl = t
+        .granules
+        .lock_in(table, GranuleState::Table)
+        .map_err(|_| internal())?;
     let expected = match leaf.kind {
         MapKind::Private => GranuleState::Private,
         MapKind::Shared => GranuleState::Ns,
     };
-    let mut gpg = t.granules.lock_in(leaf.pa, expected).map_err(|_| internal())?;
+    let mut gpg = t
+        .granules
+        .lock_in(leaf.pa, expected)
+        .map_err(|_| internal())?;
     match leaf.kind {
-        MapKind::Private => o.private_pages = o.private_pages.checked_sub(1).ok_or_else(internal)?,
+        MapKind::Private => {
+            o.private_pages = o.private_pages.checked_sub(1).ok_or_else(internal)?
+        }
         MapKind::Shared => o.shared_pages = o.shared_pages.checked_sub(1).ok_or_else(internal)?,
     }
     gl.put().map_err(|_| internal())?;
-    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0).map_err(|_| internal())?;
+    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0)
+        .map_err(|_| internal())?;
     t.platform.invalidate_guest_page(Pa(o.root), gpa);
     t.viommu_unmapped(gt.pa(), gpa);
     match leaf.kind {
         MapKind::Private => {
             t.scrub(leaf.pa)?;
-            gpg.transition(GranuleState::Delegated).map_err(|_| internal())?;
+            gpg.transition(GranuleState::Delegated)
+                .map_err(|_| internal())?;
         }
         MapKind::Shared => gpg.put().map_err(|_| internal())?,
     }

@@ -3,8 +3,8 @@
 use tsm_abi::addr::Pa;
 use tsm_abi::comm::COMM_PAYLOAD_SIZE;
 use tsm_abi::features::{
-    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits, SecurityFeatures,
-    Stage1Formats, TdispFeatures, ViommuTypes,
+    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
+    SecurityFeatures, Stage1Formats, TdispFeatures, ViommuTypes,
 };
 use tsm_abi::regs::CallResult;
 use tsm_abi::status::{Status, StatusCode};
@@ -23,10 +23,16 @@ use crate::viommu_glue;
 pub fn version(_: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let range = [0, version::LOWEST.to_raw(), version::HIGHEST.to_raw(), 0];
     let Some(req) = AbiVersion::from_raw(a[0]) else {
-        return Ok(CallResult { status: Status::arg(StatusCode::InvalidArgument, 1).to_raw(), out: range });
+        return Ok(CallResult {
+            status: Status::arg(StatusCode::InvalidArgument, 1).to_raw(),
+            out: range,
+        });
     };
     if req < version::LOWEST || req > version::HIGHEST {
-        return Ok(CallResult { status: Status::new(StatusCode::VersionMismatch).to_raw(), out: range });
+        return Ok(CallResult {
+            status: Status::new(StatusCode::VersionMismatch).to_raw(),
+            out: range,
+        });
     }
     Ok(CallResult::ok([req.to_raw(), range[1], range[2], 0]))
 }
@@ -94,7 +100,9 @@ pub fn console_write(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
     let mut frame = [0u8; MAX_PAYLOAD];
-    let frame = frame.get_mut(..len as usize).ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
+    let frame = frame
+        .get_mut(..len as usize)
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     t.read_ns(Pa(a[0]), frame, 1)?;
     t.platform.relay(STREAM_HOST, frame);
     Ok(CallResult::ok([0; 4]))
@@ -102,5 +110,9 @@ pub fn console_write(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 
 /// SYSTEM_OFF: ends the run (0 = success).
 pub fn system_off(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    t.platform.power_off(if a[0] == 0 { ExitCode::Success } else { ExitCode::Failure })
+    t.platform.power_off(if a[0] == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }

@@ -1,5 +1,4 @@
-//! vCPU calls. VCPU_RUN needs the HAL's guest entry (world switch), which the HAL issue wires;
-//! until then it returns `NotSupported` after checking its arguments.
+//! vCPU calls. VCPU_RUN's protocol (claim, entry, exits) is in [`crate::run`].
 
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::regs::CallResult;
@@ -29,9 +28,21 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(Status::arg(StatusCode::GranuleState, 2));
     }
     let mut gv = t.granules.lock(vcpu).map_err(|e| e.status(2))?;
-    gv.state().check_transition(GranuleState::Vcpu).map_err(|e| e.status(2))?;
+    gv.state()
+        .check_transition(GranuleState::Vcpu)
+        .map_err(|e| e.status(2))?;
     gt.get().map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
-    let obj = VcpuObj { tvm: gt.pa().0, entry: entry.0, arg0: a[3], index: o.vcpus_created, exited: 0 };
+    // The run state and the HAL's context area (crate::run) must start zeroed, not with what
+    // the host left in the granule before delegating it.
+    t.scrub(vcpu)?;
+    let obj = VcpuObj {
+        tvm: gt.pa().0,
+        entry: entry.0,
+        arg0: a[3],
+        index: o.vcpus_created,
+        exited: 0,
+        exit_code: 0,
+    };
     o.vcpus_created += 1;
     o.vcpus += 1;
     objects::save(t.platform, &gv, &obj)?;
@@ -40,13 +51,9 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     Ok(CallResult::ok([0; 4]))
 }
 
-/// VCPU_RUN: `NotSupported` until the HAL provides the world switch (the arguments are still
-/// checked, so a host sees the same refusals it will see later).
-pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let gv = t.granules.lock_in(Pa(a[0]), GranuleState::Vcpu).map_err(|e| e.status(1))?;
-    drop(gv);
-    let _buf = t.lock_ns_buffer(Pa(a[1]), 64, 2)?;
-    Err(Status::new(StatusCode::NotSupported))
+/// VCPU_RUN: validates and claims the vCPU; the run loop enters it (see [`crate::run`]).
+pub fn vcpu_run(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
+    crate::run::vcpu_run(t, ctx, a)
 }
 
 /// VCPU_DESTROY: the vCPU's granule goes back to DELEGATED.
@@ -55,17 +62,29 @@ pub fn vcpu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     // Lock order is TVM before VCPU: learn the TVM, drop the vCPU, lock both in order and
     // check the vCPU is still the same one.
     let tvm = {
-        let gv = t.granules.lock_in(vcpu, GranuleState::Vcpu).map_err(|e| e.status(1))?;
+        let gv = t
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|e| e.status(1))?;
         objects::load::<VcpuObj>(t.platform, &gv)?.tvm
     };
-    let (mut gt, mut o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
-    let mut gv = t.granules.lock_in(vcpu, GranuleState::Vcpu).map_err(|e| e.status(1))?;
+    let (mut gt, mut o) =
+        lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
+    let mut gv = t
+        .granules
+        .lock_in(vcpu, GranuleState::Vcpu)
+        .map_err(|e| e.status(1))?;
     if objects::load::<VcpuObj>(t.platform, &gv)?.tvm != tvm {
         return Err(Status::arg(StatusCode::BadHandle, 1));
+    }
+    // A running vCPU's context area belongs to the CPU running it until its VCPU_RUN ends.
+    if crate::run::is_running(t, &gv)? {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     o.vcpus = o.vcpus.checked_sub(1).ok_or_else(internal)?;
     gt.put().map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
-    gv.transition(GranuleState::Delegated).map_err(|_| internal())?;
+    gv.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
     Ok(CallResult::ok([0; 4]))
 }

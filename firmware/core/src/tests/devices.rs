@@ -30,7 +30,12 @@ pub(crate) const VBDF: u16 = 0x0008;
 
 /// 32 ranges and 500 info bytes: a 1032-byte report, fetched in two portions.
 const RANGES: [MmioRange; 32] = {
-    let mut r = [MmioRange { first_page: 0, number_of_pages: 1, attributes: RangeAttributes::empty(), range_id: 0 }; 32];
+    let mut r = [MmioRange {
+        first_page: 0,
+        number_of_pages: 1,
+        attributes: RangeAttributes::empty(),
+        range_id: 0,
+    }; 32];
     let mut i = 0;
     while i < 32 {
         r[i].first_page = 0x8_0000 + 0x10 * i as u64;
@@ -72,7 +77,11 @@ pub(crate) struct World {
 pub(crate) const COMM: u64 = 22;
 
 pub(crate) fn pdev_params() -> PdevParams {
-    PdevParams { rid_base: RID_BASE, rid_count: 8, ..PdevParams::new_zeroed() }
+    PdevParams {
+        rid_base: RID_BASE,
+        rid_count: 8,
+        ..PdevParams::new_zeroed()
+    }
 }
 
 pub(crate) fn vdev_params(pbdf: u16, vbdf: u16) -> VdevParams {
@@ -86,7 +95,13 @@ pub(crate) fn vdev_params(pbdf: u16, vbdf: u16) -> VdevParams {
 }
 
 /// Carries requests to `dev` until the operation ends; returns the final status.
-pub(crate) fn drive(h: &Harness, dev: &mut Device<'_>, comm: Pa, obj: Pa, mut r: Result<[u64; 4], Status>) -> Result<[u64; 4], Status> {
+pub(crate) fn drive(
+    h: &Harness,
+    dev: &mut Device<'_>,
+    comm: Pa,
+    obj: Pa,
+    mut r: Result<[u64; 4], Status>,
+) -> Result<[u64; 4], Status> {
     for _ in 0..64 {
         match r {
             Err(s) if s.code == NeedsDeviceIo => {}
@@ -95,14 +110,21 @@ pub(crate) fn drive(h: &Harness, dev: &mut Device<'_>, comm: Pa, obj: Pa, mut r:
         let mut head = CommHeader::new_zeroed();
         h.sim.host_read(comm, head.as_mut_bytes()).unwrap();
         let mut req = std::vec![0u8; head.request_len as usize];
-        h.sim.host_read(Pa(comm.0 + COMM_HEADER_SIZE as u64), &mut req).unwrap();
+        h.sim
+            .host_read(Pa(comm.0 + COMM_HEADER_SIZE as u64), &mut req)
+            .unwrap();
         let mut rsp = std::vec![0u8; 4096];
         // A host carries at most a payload's worth.
-        let n = dev.respond(&req, &mut rsp).unwrap_or(0).min(tsm_abi::comm::COMM_PAYLOAD_SIZE);
+        let n = dev
+            .respond(&req, &mut rsp)
+            .unwrap_or(0)
+            .min(tsm_abi::comm::COMM_PAYLOAD_SIZE);
         head.response_len = n as u32;
         head.host_status = HostIoStatus::Response.raw();
         h.sim.host_write(comm, head.as_bytes()).unwrap();
-        h.sim.host_write(Pa(comm.0 + COMM_HEADER_SIZE as u64), &rsp[..n.min(4032)]).unwrap();
+        h.sim
+            .host_write(Pa(comm.0 + COMM_HEADER_SIZE as u64), &rsp[..n.min(4032)])
+            .unwrap();
         r = h.host(COMMUNICATE, &[obj.0, comm.0]);
     }
     panic!("operation did not finish");
@@ -116,17 +138,35 @@ pub(crate) fn world(dev: &mut Device<'_>) -> World {
     h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
     let comm = h.granule(COMM);
     let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
-    assert_eq!(drive(&h, dev, comm, pdev, r), Ok([0, u64::from(PdevState::Ready.raw()), 0, 0]));
+    assert_eq!(
+        drive(&h, dev, comm, pdev, r),
+        Ok([0, u64::from(PdevState::Ready.raw()), 0, 0])
+    );
     let viommu = h.delegate(23);
-    h.host(VIOMMU_CREATE, &[t.tvm.0, viommu.0, u64::from(ViommuType::TsmSmmuv3.raw()), 0]).unwrap();
+    h.host(
+        VIOMMU_CREATE,
+        &[t.tvm.0, viommu.0, u64::from(ViommuType::TsmSmmuv3.raw()), 0],
+    )
+    .unwrap();
     let vp = h.host_put(24, vdev_params(PBDF, VBDF).as_bytes());
     let vdev = h.delegate(25);
-    h.host(VDEV_CREATE, &[vdev.0, pdev.0, viommu.0, vp.0]).unwrap();
+    h.host(VDEV_CREATE, &[vdev.0, pdev.0, viommu.0, vp.0])
+        .unwrap();
     let vcpu = h.delegate(26);
     h.host(VCPU_CREATE, &[t.tvm.0, vcpu.0, 0x1000, 0]).unwrap();
     let page = h.delegate(27);
-    h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, u64::MAX, 3]).unwrap();
-    World { h, tvm: t.tvm, pdev, comm, viommu, vdev, vcpu, page }
+    h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, u64::MAX, 3])
+        .unwrap();
+    World {
+        h,
+        tvm: t.tvm,
+        pdev,
+        comm,
+        viommu,
+        vdev,
+        vcpu,
+        page,
+    }
 }
 
 pub(crate) fn device(tdis: &'static [TdiConfig<'static>]) -> Device<'static> {
@@ -139,7 +179,8 @@ fn leak_tdis() -> &'static [TdiConfig<'static>] {
 
 impl World {
     pub(crate) fn guest(&self, call: CallId, args: &[u64]) -> Result<[u64; 4], (Status, [u64; 4])> {
-        self.h.call_as(Origin::Guest { vcpu: self.vcpu }, call, args)
+        self.h
+            .call_as(Origin::Guest { vcpu: self.vcpu }, call, args)
     }
 
     pub(crate) fn state(&self) -> (u64, u64) {
@@ -160,8 +201,15 @@ impl World {
     }
 
     /// The guest echoes `ev` (at GPA 0x1800) and the host carries START.
-    pub(crate) fn accept(&self, dev: &mut Device<'_>, ev: &AcceptEvidence) -> Result<[u64; 4], Status> {
-        self.h.sim.write(Pa(self.page.0 + 0x800), ev.as_bytes()).unwrap();
+    pub(crate) fn accept(
+        &self,
+        dev: &mut Device<'_>,
+        ev: &AcceptEvidence,
+    ) -> Result<[u64; 4], Status> {
+        self.h
+            .sim
+            .write(Pa(self.page.0 + 0x800), ev.as_bytes())
+            .unwrap();
         match self.guest(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800]) {
             Err((s, out)) if s.code == NeedsDeviceIo => {
                 assert_eq!(out[..2], [self.vdev.0, u64::from(DeviceOp::Start.raw())]);
@@ -181,7 +229,10 @@ fn connect_bind_accept_run_stop_unbind() {
     assert_eq!(w.state(), (u64::from(VdevState::Unlocked.raw()), 0));
     let r = w.bind(&mut dev).unwrap();
     assert_eq!(r[..2], [0, u64::from(VdevState::Locked.raw())]);
-    assert_eq!(dev.tdi_state(InterfaceId::new(PBDF, None)), Some(tsm_abi::tdisp::TdiState::ConfigLocked));
+    assert_eq!(
+        dev.tdi_state(InterfaceId::new(PBDF, None)),
+        Some(tsm_abi::tdisp::TdiState::ConfigLocked)
+    );
     let info = w.info();
     assert_eq!(info.state, VdevState::Locked.raw());
     assert_eq!(info.report_counter, 1);
@@ -191,7 +242,9 @@ fn connect_bind_accept_run_stop_unbind() {
     let mut report = Vec::new();
     let mut off = 0u64;
     loop {
-        let r = w.guest(G_VDEV_REPORT, &[u64::from(VBDF), off, 0x1000, 512]).unwrap();
+        let r = w
+            .guest(G_VDEV_REPORT, &[u64::from(VBDF), off, 0x1000, 512])
+            .unwrap();
         let mut b = std::vec![0u8; r[0] as usize];
         w.h.sim.read(w.page, &mut b).unwrap();
         report.extend_from_slice(&b);
@@ -202,23 +255,43 @@ fn connect_bind_accept_run_stop_unbind() {
     }
     assert_eq!(report.len() as u32, info.report_len);
     use sha2::Digest;
-    assert_eq!(<[u8; 32]>::from(sha2::Sha256::digest(&report)), info.report_digest);
+    assert_eq!(
+        <[u8; 32]>::from(sha2::Sha256::digest(&report)),
+        info.report_digest
+    );
     assert!(tsm_abi::tdisp::InterfaceReport::parse(&report).is_ok());
     // Accept with the right evidence: START, RUN.
-    w.accept(&mut dev, &AcceptEvidence::from_info(&info)).unwrap();
+    w.accept(&mut dev, &AcceptEvidence::from_info(&info))
+        .unwrap();
     assert_eq!(w.state(), (u64::from(VdevState::Run.raw()), 0));
-    assert_eq!(dev.tdi_state(InterfaceId::new(PBDF, None)), Some(tsm_abi::tdisp::TdiState::Run));
+    assert_eq!(
+        dev.tdi_state(InterfaceId::new(PBDF, None)),
+        Some(tsm_abi::tdisp::TdiState::Run)
+    );
     assert_eq!(w.h.tsm.guest_op_result(w.vdev), Some(Status::new(Success)));
     assert_eq!(w.h.tsm.guest_op_result(w.vdev), None);
     // Host cannot tear down what is bound.
     w.h.refused(VDEV_DESTROY, &[w.vdev.0], s(ObjectState, 1));
     w.h.refused(PDEV_STOP, &[w.pdev.0], s(InUse, ObjectKind::Vdev as u8));
-    w.h.refused(VIOMMU_DESTROY, &[w.viommu.0], s(InUse, ObjectKind::Vdev as u8));
+    w.h.refused(
+        VIOMMU_DESTROY,
+        &[w.viommu.0],
+        s(InUse, ObjectKind::Vdev as u8),
+    );
     w.h.refused(TVM_DESTROY, &[w.tvm.0], s(InUse, ObjectKind::Vcpu as u8));
     // Guest stop: T=1 off at once, STOP through the host, UNLOCKED.
     let (st, out) = w.guest(G_VDEV_STOP, &[u64::from(VBDF)]).unwrap_err();
-    assert_eq!((st.code, out[1]), (NeedsDeviceIo, u64::from(DeviceOp::Stop.raw())));
-    assert_eq!(w.state(), (u64::from(VdevState::Stopping.raw()), u64::from(DeviceOp::Stop.raw())));
+    assert_eq!(
+        (st.code, out[1]),
+        (NeedsDeviceIo, u64::from(DeviceOp::Stop.raw()))
+    );
+    assert_eq!(
+        w.state(),
+        (
+            u64::from(VdevState::Stopping.raw()),
+            u64::from(DeviceOp::Stop.raw())
+        )
+    );
     let r = w.h.host(COMMUNICATE, &[w.vdev.0, w.comm.0]);
     drive(&w.h, &mut dev, w.comm, w.vdev, r).unwrap();
     assert_eq!(w.state(), (u64::from(VdevState::Unlocked.raw()), 0));
@@ -245,19 +318,27 @@ fn connect_bind_accept_run_stop_unbind() {
     // Teardown in order.
     w.h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
     w.h.host(VIOMMU_DESTROY, &[w.viommu.0]).unwrap();
-    w.h.refused(PDEV_DESTROY, &[w.pdev.0], s(ObjectState, 1));
     w.h.host(PDEV_STOP, &[w.pdev.0]).unwrap();
     w.h.host(PDEV_DESTROY, &[w.pdev.0]).unwrap();
     for pa in [w.vdev, w.viommu, w.pdev] {
-        assert_eq!(w.h.tsm.granules().peek(pa).unwrap(), (GranuleState::Delegated, 0));
+        assert_eq!(
+            w.h.tsm.granules().peek(pa).unwrap(),
+            (GranuleState::Delegated, 0)
+        );
     }
 }
 
 #[test]
 fn misbehaving_devices_put_the_vdevice_in_error_and_never_reach_run() {
     let cases = [
-        Misbehaviour::ErrorFor { request: RequestCode::LockInterface, code: ErrorCode::InvalidInterfaceState },
-        Misbehaviour::ErrorFor { request: RequestCode::GetDeviceInterfaceReport, code: ErrorCode::Unspecified },
+        Misbehaviour::ErrorFor {
+            request: RequestCode::LockInterface,
+            code: ErrorCode::InvalidInterfaceState,
+        },
+        Misbehaviour::ErrorFor {
+            request: RequestCode::GetDeviceInterfaceReport,
+            code: ErrorCode::Unspecified,
+        },
         Misbehaviour::WrongResponseType,
         Misbehaviour::TruncatedResponse,
         Misbehaviour::OversizedResponse,
@@ -274,8 +355,13 @@ fn misbehaving_devices_put_the_vdevice_in_error_and_never_reach_run() {
         assert_eq!(w.bind(&mut dev), Err(Status::new(DeviceError)), "{m:?}");
         assert_eq!(w.state(), (u64::from(VdevState::Error.raw()), 0), "{m:?}");
         let info = w.info();
-        assert_eq!((info.nonce, info.report_len), ([0; 32], 0), "{m:?}: no evidence in ERROR");
-        w.guest(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800]).unwrap_err();
+        assert_eq!(
+            (info.nonce, info.report_len),
+            ([0; 32], 0),
+            "{m:?}: no evidence in ERROR"
+        );
+        w.guest(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800])
+            .unwrap_err();
         assert_ne!(w.state().0, u64::from(VdevState::Run.raw()));
         // ERROR can be destroyed, or unbound to try STOP.
         dev.clear_misbehaviour();
@@ -289,17 +375,30 @@ fn misbehaving_devices_put_the_vdevice_in_error_and_never_reach_run() {
     let w = world(&mut dev);
     w.bind(&mut dev).unwrap();
     let info = w.info();
-    dev.enable(Misbehaviour::ErrorFor { request: RequestCode::StartInterface, code: ErrorCode::InvalidNonce });
-    assert_eq!(w.accept(&mut dev, &AcceptEvidence::from_info(&info)), Err(Status::new(DeviceError)));
+    dev.enable(Misbehaviour::ErrorFor {
+        request: RequestCode::StartInterface,
+        code: ErrorCode::InvalidNonce,
+    });
+    assert_eq!(
+        w.accept(&mut dev, &AcceptEvidence::from_info(&info)),
+        Err(Status::new(DeviceError))
+    );
     assert_eq!(w.state().0, u64::from(VdevState::Error.raw()));
-    assert_eq!(w.h.tsm.guest_op_result(w.vdev), Some(Status::new(DeviceError)));
+    assert_eq!(
+        w.h.tsm.guest_op_result(w.vdev),
+        Some(Status::new(DeviceError))
+    );
     w.h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
 }
 
 #[test]
 fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     let tdis = leak_tdis();
-    for m in [Misbehaviour::Garbage, Misbehaviour::WrongVersion, Misbehaviour::WrongInterfaceId] {
+    for m in [
+        Misbehaviour::Garbage,
+        Misbehaviour::WrongVersion,
+        Misbehaviour::WrongInterfaceId,
+    ] {
         let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
         let mut dev = device(tdis);
         dev.enable(m);
@@ -308,7 +407,11 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
         h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
         let comm = h.granule(COMM);
         let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
-        assert_eq!(drive(&h, &mut dev, comm, pdev, r), Err(Status::new(DeviceError)), "{m:?}");
+        assert_eq!(
+            drive(&h, &mut dev, comm, pdev, r),
+            Err(Status::new(DeviceError)),
+            "{m:?}"
+        );
         h.refused(PDEV_CONNECT, &[pdev.0, comm.0], s(ObjectState, 1));
         h.host(PDEV_DESTROY, &[pdev.0]).unwrap();
     }
@@ -321,7 +424,10 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     h.refused(OP_CANCEL, &[pdev.0], s(NoOperation, 1));
     h.refused(PDEV_CONNECT, &[pdev.0, comm.0 + 8], s(InvalidBuffer, 2));
     h.refused(PDEV_CONNECT, &[pdev.0, h.granule(1).0], s(InvalidBuffer, 2));
-    assert_eq!(h.host(PDEV_CONNECT, &[pdev.0, comm.0]), Err(Status::new(NeedsDeviceIo)));
+    assert_eq!(
+        h.host(PDEV_CONNECT, &[pdev.0, comm.0]),
+        Err(Status::new(NeedsDeviceIo))
+    );
     h.refused(PDEV_DESTROY, &[pdev.0], s(ObjectState, 1));
     // A host response that is not one.
     let mut head = CommHeader::new_zeroed();
@@ -334,11 +440,17 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     h.refused(COMMUNICATE, &[pdev.0, comm.0], s(InvalidBuffer, 2));
     h.host(OP_CANCEL, &[pdev.0]).unwrap();
     // The device did not answer: ERROR.
-    assert_eq!(h.host(PDEV_CONNECT, &[pdev.0, comm.0]), Err(Status::new(NeedsDeviceIo)));
+    assert_eq!(
+        h.host(PDEV_CONNECT, &[pdev.0, comm.0]),
+        Err(Status::new(NeedsDeviceIo))
+    );
     head.response_len = 0;
     head.host_status = HostIoStatus::NoResponse.raw();
     h.sim.host_write(comm, head.as_bytes()).unwrap();
-    assert_eq!(h.host(COMMUNICATE, &[pdev.0, comm.0]), Err(Status::new(DeviceError)));
+    assert_eq!(
+        h.host(COMMUNICATE, &[pdev.0, comm.0]),
+        Err(Status::new(DeviceError))
+    );
     h.host(PDEV_STOP, &[pdev.0]).unwrap();
     h.refused(PDEV_STOP, &[pdev.0], s(ObjectState, 1));
     h.host(PDEV_DESTROY, &[pdev.0]).unwrap();
@@ -350,18 +462,32 @@ fn pdev_create_refusals() {
     let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
     let pdev = h.delegate(21);
     let put = |p: PdevParams| h.host_put(20, p.as_bytes());
-    let spdm = put(PdevParams { flags: PdevFlags::SPDM.bits(), ..pdev_params() });
+    let spdm = put(PdevParams {
+        flags: PdevFlags::SPDM.bits(),
+        ..pdev_params()
+    });
     h.refused(PDEV_CREATE, &[pdev.0, spdm.0], s(NotSupported, 2));
-    let bad = put(PdevParams { rid_count: 0, ..pdev_params() });
+    let bad = put(PdevParams {
+        rid_count: 0,
+        ..pdev_params()
+    });
     h.refused(PDEV_CREATE, &[pdev.0, bad.0], s(InvalidArgument, 2));
     let p = put(pdev_params());
     h.refused(PDEV_CREATE, &[pdev.0, p.0 + 4], s(InvalidBuffer, 2));
     h.refused(PDEV_CREATE, &[h.granule(30).0, p.0], s(GranuleState, 1));
     h.host(PDEV_CREATE, &[pdev.0, p.0]).unwrap();
-    let overlap = put(PdevParams { rid_base: RID_BASE + 7, rid_count: 2, ..pdev_params() });
+    let overlap = put(PdevParams {
+        rid_base: RID_BASE + 7,
+        rid_count: 2,
+        ..pdev_params()
+    });
     h.refused(PDEV_CREATE, &[h.delegate(31).0, overlap.0], s(BdfInUse, 2));
-    let other_segment = put(PdevParams { segment: 1, ..pdev_params() });
-    h.host(PDEV_CREATE, &[h.granule(31).0, other_segment.0]).unwrap();
+    let other_segment = put(PdevParams {
+        segment: 1,
+        ..pdev_params()
+    });
+    h.host(PDEV_CREATE, &[h.granule(31).0, other_segment.0])
+        .unwrap();
 }
 
 #[test]
@@ -370,17 +496,41 @@ fn viommu_create_is_typed_and_destroy_waits_for_vdevices() {
     let t = build_tvm(&h, 10);
     let v = h.delegate(30);
     for raw in iommufd::NON_TSM_TYPES {
-        h.refused(VIOMMU_CREATE, &[t.tvm.0, v.0, raw, 0], s(ViommuTypeNotTsm, 3));
+        h.refused(
+            VIOMMU_CREATE,
+            &[t.tvm.0, v.0, raw, 0],
+            s(ViommuTypeNotTsm, 3),
+        );
     }
-    h.refused(VIOMMU_CREATE, &[t.tvm.0, v.0, 0x5453_0003, 0], s(ViommuTypeUnknown, 3));
-    h.refused(VIOMMU_CREATE, &[t.tvm.0, v.0, u64::MAX, 0], s(ViommuTypeUnknown, 3));
+    h.refused(
+        VIOMMU_CREATE,
+        &[t.tvm.0, v.0, 0x5453_0003, 0],
+        s(ViommuTypeUnknown, 3),
+    );
+    h.refused(
+        VIOMMU_CREATE,
+        &[t.tvm.0, v.0, u64::MAX, 0],
+        s(ViommuTypeUnknown, 3),
+    );
     let ty = u64::from(ViommuType::TsmNoViommu.raw());
     h.refused(VIOMMU_CREATE, &[t.tvm.0, v.0, ty, 1], s(InvalidArgument, 4));
     h.refused(VIOMMU_CREATE, &[t.root.0, v.0, ty, 0], s(BadHandle, 1));
-    h.refused(VIOMMU_CREATE, &[t.tvm.0, t.tvm.0, ty, 0], s(GranuleState, 2));
-    h.refused(VIOMMU_CREATE, &[t.tvm.0, h.granule(31).0, ty, 0], s(GranuleState, 2));
+    h.refused(
+        VIOMMU_CREATE,
+        &[t.tvm.0, t.tvm.0, ty, 0],
+        s(GranuleState, 2),
+    );
+    h.refused(
+        VIOMMU_CREATE,
+        &[t.tvm.0, h.granule(31).0, ty, 0],
+        s(GranuleState, 2),
+    );
     for (i, &vt) in ViommuType::ALL.iter().enumerate() {
-        h.host(VIOMMU_CREATE, &[t.tvm.0, h.delegate(40 + i as u64).0, u64::from(vt.raw()), 0]).unwrap();
+        h.host(
+            VIOMMU_CREATE,
+            &[t.tvm.0, h.delegate(40 + i as u64).0, u64::from(vt.raw()), 0],
+        )
+        .unwrap();
     }
     h.refused(TVM_DESTROY, &[t.tvm.0], s(InUse, ObjectKind::Viommu as u8));
     h.refused(VIOMMU_DESTROY, &[t.tvm.0], s(BadHandle, 1));
@@ -398,41 +548,121 @@ fn vdev_create_checks_bdfs_tvm_and_viommu() {
     let put = |p: VdevParams| h.host_put(24, p.as_bytes());
     let nv = h.delegate(50);
     let out_of_range = put(vdev_params(RID_BASE + 8, 9));
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, out_of_range.0], s(BdfOutOfRange, 4));
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, out_of_range.0],
+        s(BdfOutOfRange, 4),
+    );
     let used_pbdf = put(vdev_params(PBDF, 9));
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, used_pbdf.0], s(BdfInUse, 4));
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, used_pbdf.0],
+        s(BdfInUse, 4),
+    );
     let used_vbdf = put(vdev_params(PBDF + 1, VBDF));
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, used_vbdf.0], s(BdfInUse, 4));
-    let bad_fid = put(VdevParams { function_id: 0x0102 | 1 << 24, ..vdev_params(PBDF + 1, 9) });
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, bad_fid.0], s(InvalidArgument, 4));
-    let p2p = put(VdevParams { lock_flags: LockFlags::BIND_P2P.bits(), ..vdev_params(PBDF + 1, 9) });
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, p2p.0], s(InvalidArgument, 4));
-    let virt = put(VdevParams { virt_id: 3, ..vdev_params(PBDF + 1, 9) });
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, used_vbdf.0],
+        s(BdfInUse, 4),
+    );
+    let bad_fid = put(VdevParams {
+        function_id: 0x0102 | 1 << 24,
+        ..vdev_params(PBDF + 1, 9)
+    });
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, bad_fid.0],
+        s(InvalidArgument, 4),
+    );
+    let p2p = put(VdevParams {
+        lock_flags: LockFlags::BIND_P2P.bits(),
+        ..vdev_params(PBDF + 1, 9)
+    });
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, p2p.0],
+        s(InvalidArgument, 4),
+    );
+    let virt = put(VdevParams {
+        virt_id: 3,
+        ..vdev_params(PBDF + 1, 9)
+    });
     let nop = h.delegate(51);
-    h.host(VIOMMU_CREATE, &[w.tvm.0, nop.0, u64::from(ViommuType::TsmNoViommu.raw()), 0]).unwrap();
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, nop.0, virt.0], s(InvalidArgument, 4));
+    h.host(
+        VIOMMU_CREATE,
+        &[w.tvm.0, nop.0, u64::from(ViommuType::TsmNoViommu.raw()), 0],
+    )
+    .unwrap();
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, nop.0, virt.0],
+        s(InvalidArgument, 4),
+    );
     let good = put(vdev_params(PBDF + 1, 9));
-    h.refused(VDEV_CREATE, &[nv.0, w.tvm.0, w.viommu.0, good.0], s(BadHandle, 2));
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.pdev.0, good.0], s(BadHandle, 3));
-    h.refused(VDEV_CREATE, &[w.viommu.0, w.pdev.0, w.viommu.0, good.0], s(GranuleState, 1));
-    h.refused(VDEV_CREATE, &[h.granule(52).0, w.pdev.0, w.viommu.0, good.0], s(GranuleState, 1));
-    h.refused(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, good.0 + 1], s(InvalidBuffer, 4));
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.tvm.0, w.viommu.0, good.0],
+        s(BadHandle, 2),
+    );
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.pdev.0, good.0],
+        s(BadHandle, 3),
+    );
+    h.refused(
+        VDEV_CREATE,
+        &[w.viommu.0, w.pdev.0, w.viommu.0, good.0],
+        s(GranuleState, 1),
+    );
+    h.refused(
+        VDEV_CREATE,
+        &[h.granule(52).0, w.pdev.0, w.viommu.0, good.0],
+        s(GranuleState, 1),
+    );
+    h.refused(
+        VDEV_CREATE,
+        &[nv.0, w.pdev.0, w.viommu.0, good.0 + 1],
+        s(InvalidBuffer, 4),
+    );
     // A vIOMMU of another TVM puts the vdevice in that TVM, where its vBDF is free.
     let t2 = build_tvm(h, 60);
     let v2 = h.delegate(70);
-    h.host(VIOMMU_CREATE, &[t2.tvm.0, v2.0, u64::from(ViommuType::TsmVtd.raw()), 0]).unwrap();
+    h.host(
+        VIOMMU_CREATE,
+        &[t2.tvm.0, v2.0, u64::from(ViommuType::TsmVtd.raw()), 0],
+    )
+    .unwrap();
     let same_vbdf = put(vdev_params(PBDF + 1, VBDF));
-    h.host(VDEV_CREATE, &[nv.0, w.pdev.0, v2.0, same_vbdf.0]).unwrap();
+    h.host(VDEV_CREATE, &[nv.0, w.pdev.0, v2.0, same_vbdf.0])
+        .unwrap();
     // ... and the first TVM cannot see it.
     assert!(w.guest(G_VDEV_INFO, &[u64::from(VBDF), 0x1000]).is_ok());
     let info = w.info();
-    assert_eq!(info.viommu_type, ViommuType::TsmSmmuv3.raw(), "its own vdevice, not the other TVM's");
+    assert_eq!(
+        info.viommu_type,
+        ViommuType::TsmSmmuv3.raw(),
+        "its own vdevice, not the other TVM's"
+    );
     // A PDEV that is not READY takes no vdevice.
-    let pp = h.host_put(80, PdevParams { rid_base: 0x200, ..pdev_params() }.as_bytes());
+    let pp = h.host_put(
+        80,
+        PdevParams {
+            rid_base: 0x200,
+            ..pdev_params()
+        }
+        .as_bytes(),
+    );
     let p2 = h.delegate(81);
     h.host(PDEV_CREATE, &[p2.0, pp.0]).unwrap();
-    let on_new = put(VdevParams { function_id: 0x200, ..vdev_params(0x200, 20) });
-    h.refused(VDEV_CREATE, &[h.delegate(82).0, p2.0, w.viommu.0, on_new.0], s(ObjectState, 2));
+    let on_new = put(VdevParams {
+        function_id: 0x200,
+        ..vdev_params(0x200, 20)
+    });
+    h.refused(
+        VDEV_CREATE,
+        &[h.delegate(82).0, p2.0, w.viommu.0, on_new.0],
+        s(ObjectState, 2),
+    );
 }
 
 #[test]
@@ -451,7 +681,10 @@ fn vdev_calls_refuse_wrong_states_and_handles() {
     h.sim.set_entropy_failing(true);
     h.refused(VDEV_BIND, &[w.vdev.0, w.comm.0], Status::new(NotSupported));
     h.sim.set_entropy_failing(false);
-    assert_eq!(h.host(VDEV_BIND, &[w.vdev.0, w.comm.0]), Err(Status::new(NeedsDeviceIo)));
+    assert_eq!(
+        h.host(VDEV_BIND, &[w.vdev.0, w.comm.0]),
+        Err(Status::new(NeedsDeviceIo))
+    );
     h.refused(VDEV_BIND, &[w.vdev.0, w.comm.0], s(ObjectState, 1));
     h.refused(VDEV_DESTROY, &[w.vdev.0], s(ObjectState, 1));
     // Cancel: ERROR, destroyable.
@@ -461,7 +694,11 @@ fn vdev_calls_refuse_wrong_states_and_handles() {
     let g = |call, args: &[u64], st| h.guest_refused(w.vcpu, call, args, st);
     g(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800], s(ObjectState, 1));
     g(G_VDEV_STOP, &[u64::from(VBDF)], s(ObjectState, 1));
-    g(G_VDEV_REPORT, &[u64::from(VBDF), 0, 0x1000, 16], s(ObjectState, 1));
+    g(
+        G_VDEV_REPORT,
+        &[u64::from(VBDF), 0, 0x1000, 16],
+        s(ObjectState, 1),
+    );
     g(G_VDEV_INFO, &[u64::from(VBDF) + 1, 0x1000], s(BadHandle, 1));
     g(G_VDEV_INFO, &[1 << 16, 0x1000], s(InvalidArgument, 1));
     g(G_VDEV_INFO, &[u64::from(VBDF), 0x1004], s(InvalidBuffer, 2));
@@ -484,7 +721,8 @@ fn guest_and_host_sides_are_kept_apart() {
         }
     }
     // A guest origin that is not a vCPU is refused.
-    let r = w.h.call_as(Origin::Guest { vcpu: w.tvm }, G_VERSION, &[0x1_0000]);
+    let r =
+        w.h.call_as(Origin::Guest { vcpu: w.tvm }, G_VERSION, &[0x1_0000]);
     assert_eq!(r.map_err(|e| e.0), Err(Status::new(Denied)));
     assert!(w.guest(G_VERSION, &[0x1_0000]).is_ok());
 }
@@ -496,12 +734,24 @@ fn stage1_attach_detach_invalidate() {
     let w = world(&mut dev);
     let v = u64::from(VBDF);
     let g = |call, args: &[u64], st| w.h.guest_refused(w.vcpu, call, args, st);
-    g(G_S1_ATTACH, &[v, ALL_PASIDS, 0x2000, 0], s(InvalidArgument, 2));
+    g(
+        G_S1_ATTACH,
+        &[v, ALL_PASIDS, 0x2000, 0],
+        s(InvalidArgument, 2),
+    );
     g(G_S1_ATTACH, &[v, 1 << 20, 0x2000, 0], s(InvalidArgument, 2));
     g(G_S1_ATTACH, &[v, NO_PASID, 0x2008, 0], s(Misaligned, 3));
     g(G_S1_ATTACH, &[v, NO_PASID, 1 << 41, 0], s(OutOfRange, 3));
-    g(G_S1_ATTACH, &[v, NO_PASID, 0x2000, 24], s(InvalidArgument, 4));
-    g(G_S1_ATTACH, &[v, NO_PASID, 0x2000, 1 << 8], s(InvalidArgument, 4));
+    g(
+        G_S1_ATTACH,
+        &[v, NO_PASID, 0x2000, 24],
+        s(InvalidArgument, 4),
+    );
+    g(
+        G_S1_ATTACH,
+        &[v, NO_PASID, 0x2000, 1 << 8],
+        s(InvalidArgument, 4),
+    );
     g(G_S1_DETACH, &[v, 5], s(NotMapped, 2));
     w.guest(G_S1_ATTACH, &[v, NO_PASID, 0x2000, 0]).unwrap();
     for p in 0..crate::viommu::PASID_CAPACITY as u64 {
@@ -516,7 +766,11 @@ fn stage1_attach_detach_invalidate() {
     g(G_S1_DETACH, &[v, ALL_PASIDS], s(InvalidArgument, 2));
     g(G_EVENT_READ, &[v, 0x1000], Status::new(Empty));
     w.h.refused(EVENT_READ, &[w.vdev.0, w.comm.0], Status::new(Empty));
-    w.h.refused(EVENT_READ, &[tsm_abi::event::HOST_DOMAIN_EVENTS, w.comm.0], Status::new(Empty));
+    w.h.refused(
+        EVENT_READ,
+        &[tsm_abi::event::HOST_DOMAIN_EVENTS, w.comm.0],
+        Status::new(Empty),
+    );
     w.h.refused(EVENT_READ, &[w.vdev.0, w.page.0], s(InvalidBuffer, 2));
     w.h.refused(EVENT_READ, &[w.tvm.0, w.comm.0], s(BadHandle, 1));
 }
@@ -528,10 +782,20 @@ fn stage1_calls_need_a_stage1_format() {
     let w = world(&mut dev);
     let h = &w.h;
     let nop = h.delegate(51);
-    h.host(VIOMMU_CREATE, &[w.tvm.0, nop.0, u64::from(ViommuType::TsmNoViommu.raw()), 0]).unwrap();
+    h.host(
+        VIOMMU_CREATE,
+        &[w.tvm.0, nop.0, u64::from(ViommuType::TsmNoViommu.raw()), 0],
+    )
+    .unwrap();
     let p = h.host_put(24, vdev_params(PBDF + 1, 9).as_bytes());
-    h.host(VDEV_CREATE, &[h.delegate(52).0, w.pdev.0, nop.0, p.0]).unwrap();
-    h.guest_refused(w.vcpu, G_S1_ATTACH, &[9, NO_PASID, 0x2000, 0], s(NotSupported, 1));
+    h.host(VDEV_CREATE, &[h.delegate(52).0, w.pdev.0, nop.0, p.0])
+        .unwrap();
+    h.guest_refused(
+        w.vcpu,
+        G_S1_ATTACH,
+        &[9, NO_PASID, 0x2000, 0],
+        s(NotSupported, 1),
+    );
 }
 
 #[test]
@@ -541,12 +805,25 @@ fn guest_console_exit_and_version() {
     let w = world(&mut dev);
     w.h.sim.write(w.page, b"guest frame").unwrap();
     w.guest(G_CONSOLE_WRITE, &[0x1000, 11]).unwrap();
-    assert_eq!(w.h.sim.console().last().unwrap(), &(tsm_hal::log::STREAM_GUEST, b"guest frame".to_vec()));
+    assert_eq!(
+        w.h.sim.console().last().unwrap(),
+        &(tsm_hal::log::STREAM_GUEST, b"guest frame".to_vec())
+    );
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x1000, 0], s(InvalidArgument, 2));
-    w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x1000, 513], s(InvalidArgument, 2));
+    w.h.guest_refused(
+        w.vcpu,
+        G_CONSOLE_WRITE,
+        &[0x1000, 513],
+        s(InvalidArgument, 2),
+    );
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x1FFF, 2], s(InvalidBuffer, 1));
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x5000, 2], s(InvalidBuffer, 1));
     assert_eq!(w.guest(G_EXIT, &[3]), Ok([3, 0, 0, 0]));
+    let regs = tsm_abi::regs::CallRegs { fid: u64::from(G_EXIT.fid()), args: [4, 0, 0, 0, 0, 0] };
+    assert_eq!(
+        w.h.tsm.handle_call(Origin::Guest { vcpu: w.vcpu }, &regs),
+        crate::dispatch::Completion::GuestExit { code: 4 }
+    );
     assert_eq!(w.guest(G_VERSION, &[0x1_0000]).unwrap()[0], 0x1_0000);
     let _ = GRANULE_SIZE;
 }

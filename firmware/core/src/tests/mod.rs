@@ -17,7 +17,10 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::testing::Harness;
 
-pub(crate) const FORMATS: [AddressMapFormat; 2] = [AddressMapFormat::ArmStage2, AddressMapFormat::X86_64FourLevel];
+pub(crate) const FORMATS: [AddressMapFormat; 2] = [
+    AddressMapFormat::ArmStage2,
+    AddressMapFormat::X86_64FourLevel,
+];
 
 pub(crate) fn s(code: StatusCode, index: u8) -> Status {
     Status::arg(code, index)
@@ -29,7 +32,11 @@ pub(crate) fn harness(format: AddressMapFormat) -> Harness {
 }
 
 pub(crate) fn tvm_params(gpa_bits: u8, max_vcpus: u32) -> TvmParams {
-    TvmParams { gpa_bits, max_vcpus, ..TvmParams::new_zeroed() }
+    TvmParams {
+        gpa_bits,
+        max_vcpus,
+        ..TvmParams::new_zeroed()
+    }
 }
 
 /// Granule numbers a TVM built by [`build_tvm`] uses.
@@ -45,11 +52,13 @@ pub(crate) fn build_tvm(h: &Harness, first: u64) -> TvmSetup {
     let params = h.host_put(first, tvm_params(40, 2).as_bytes());
     let tvm = h.delegate(first + 1);
     let root = h.delegate(first + 2);
-    h.host(CallId::TVM_CREATE, &[tvm.0, params.0, root.0]).unwrap();
+    h.host(CallId::TVM_CREATE, &[tvm.0, params.0, root.0])
+        .unwrap();
     let mut tables = [Pa(0); 3];
     for (i, level) in (1..=3u64).enumerate() {
         tables[i] = h.delegate(first + 3 + i as u64);
-        h.host(CallId::TABLE_CREATE, &[tvm.0, 0, level, tables[i].0]).unwrap();
+        h.host(CallId::TABLE_CREATE, &[tvm.0, 0, level, tables[i].0])
+            .unwrap();
     }
     TvmSetup { tvm, root, tables }
 }

@@ -161,7 +161,7 @@ pub struct S2Entry {
 /// A host device's view of memory (the host's own IOMMU domain, or identity).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct HostMapping {
-    /// Physical address the IOVA reaches.
+    /// Physical address the IOVA itself reaches (not its page: the offset is kept).
     pub pa: Pa,
     /// Permissions of the host mapping.
     pub perms: Perms,
@@ -171,7 +171,8 @@ pub struct HostMapping {
 pub trait Devices {
     /// The vdevice bound to `rid`, with the stage-1 root of `pasid`; `None` for a host device.
     fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView>;
-    /// Where a host device's `iova` goes (identity, or the host's own map). `None`: unmapped.
+    /// Where a host device's `iova` goes (identity, or the host's own map): the PA of `iova`
+    /// itself, offset included. `None`: unmapped. Host-domain results are never cached.
     fn host_domain(&self, rid: RequesterId, iova: Iova) -> Option<HostMapping>;
 }
 

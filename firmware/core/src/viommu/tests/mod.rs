@@ -3,6 +3,7 @@
 
 extern crate std;
 
+mod core_map;
 mod events_pasid;
 mod invalidation;
 mod props;

@@ -1,0 +1,501 @@
+//! The VCPU_RUN protocol: how a host call becomes a guest run and how a guest trap becomes either
+//! a resumed guest or the end of the host's VCPU_RUN. Arch-neutral: the HAL run loops of both
+//! architectures drive it the same way.
+//!
+//! # Who calls what
+//!
+//! ```text
+//! loop {
+//!     host traps with a call `regs`
+//!     match tsm.host_call(&regs) {
+//!         HostStep::Reply(r)   => write r into the host's result registers; run the host again
+//!         HostStep::Enter(e)   => loop {                        // the host's VCPU_RUN is pending
+//!             HAL: switch to the guest e.vcpu (stage-2 root e.root, tag for that root),
+//!                  loading/saving its registers in the context area at e.context;
+//!                  e.resume says how to (re)start it
+//!             guest traps: `exit: GuestExit`
+//!             match tsm.guest_exit(e.vcpu, exit) {
+//!                 GuestStep::Resume(r)  => e.resume = r; continue with the same guest
+//!                 GuestStep::ToHost(r)  => write r into the host's result registers
+//!                                          (it completes VCPU_RUN); run the host again
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! The run loop calls [`Tsm::host_call`] for *every* host call (not [`Tsm::handle`]): the
+//! VCPU_RUN handler only validates and claims the vCPU, and `host_call` turns a claim into
+//! [`HostStep::Enter`]. Guest traps go to [`Tsm::guest_exit`] with the vCPU the HAL was running,
+//! never a register value the guest controls; that is how guest calls are told from host calls.
+//!
+//! # State, and where it lives
+//!
+//! Everything is in the VCPU's own granule (secure memory, no hidden heap):
+//!
+//! | bytes | holder | what |
+//! |---|---|---|
+//! | `0..` | core (`objects::VcpuObj`) | TVM, entry, arg0, index, exited |
+//! | [`RUN_STATE_OFFSET`]`..` | core (this module) | running flag, started flag, the current VCPU_RUN's exit-record PA, what the next entry must deliver |
+//! | [`CONTEXT_OFFSET`]`..+`[`CONTEXT_SIZE`] | HAL | the saved guest register frame (general, FP/SIMD and the EL1 / ring-3 state the guest may change); the core never interprets it |
+//!
+//! The core only touches its part under the VCPU granule's lock. The HAL touches the context
+//! area without that lock, but only between a claim and the matching exit to the host: while a
+//! vCPU runs, a second VCPU_RUN is refused (`ObjectState(1)`) and so is VCPU_DESTROY, so the
+//! claiming CPU owns the area exclusively and the granule cannot change hands under it. The
+//! context area is zero when the vCPU is created ([`Resume::Start`] then tells the HAL to build
+//! the first frame).
+//!
+//! # Address-space tags (VMID / PCID)
+//!
+//! The core names a TVM's address space by its root table ([`GuestEntry::root`]); the tag the
+//! CPU's TLB uses for it is the HAL's (it depends on the hardware's tag width and on TLB
+//! maintenance): a bounded table root → tag, a tag given to a new root only after a broadcast
+//! invalidation of everything tagged with it and only when no CPU runs the old one. The core's
+//! `GuestMmu::invalidate_guest_*(root, ..)` calls reach the right tag that way; after
+//! `invalidate_guest_all` on TVM destroy, a root granule reused by a later TVM carries nothing
+//! cached.
+//!
+//! # Exits
+//!
+//! | guest trap | result |
+//! |---|---|
+//! | guest call, not G_EXIT, not needing device I/O | dispatched with `Origin::Guest`; the guest resumes with its result |
+//! | G_EXIT(code) | `GUEST_EXIT(code)`; the vCPU never runs again |
+//! | a call returning `NeedsDeviceIo` (G_VDEV_ACCEPT, G_VDEV_STOP) | `DEVICE_REQUEST(vdev, op)`; the next VCPU_RUN exits again at once while the operation is pending, else resumes the guest with the operation's result |
+//! | a host call ID | `DENIED_CALL(fid)`; the guest gets `Denied` when it next runs |
+//! | stage-2 / page fault, other exception, interrupt | `FAULT(syndrome, gpa)`; the guest retries the instruction when it next runs |
+//!
+//! VCPU_RUN itself returns `SUCCESS` with result 1 = the [`ExitReason`] once the record is
+//! written; if the host made the record's granule unusable meanwhile (delegated it), it returns
+//! `InvalidBuffer(2)` and the exit is lost (a fault or request simply recurs; GUEST_EXIT is
+//! visible as `ObjectState(1)` on the next VCPU_RUN).
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::call::{CallId, Caller};
+use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
+use tsm_abi::regs::{CallRegs, CallResult};
+use tsm_abi::state::TvmState;
+use tsm_abi::status::{Status, StatusCode};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+
+use crate::calls::device::lock_vdev;
+use crate::calls::memory::lock_tvm;
+use crate::dispatch::{Args, Ctx, Outcome};
+use crate::granule::{GranuleState, Locked};
+use crate::objects::{self, VcpuObj, internal};
+use crate::tsm::{Origin, Tsm};
+
+/// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
+pub const RUN_STATE_OFFSET: u64 = 1024;
+/// Where the HAL's saved guest context starts in a VCPU granule.
+pub const CONTEXT_OFFSET: u64 = 2048;
+/// Bytes of the HAL's saved guest context.
+pub const CONTEXT_SIZE: u64 = GRANULE_SIZE - CONTEXT_OFFSET;
+
+const _: () = assert!(size_of::<VcpuObj>() as u64 <= RUN_STATE_OFFSET);
+const _: () = assert!(RUN_STATE_OFFSET + size_of::<RunState>() as u64 <= CONTEXT_OFFSET);
+
+/// `RunState::next`: what the next entry delivers.
+const NEXT_CONTINUE: u32 = 0;
+/// Complete the trapped call with `RunState::result`.
+const NEXT_RETURN: u32 = 1;
+/// The guest waits for the device operation on `RunState::vdev`.
+const NEXT_DEVICE_WAIT: u32 = 2;
+
+/// The core's per-vCPU run state (at [`RUN_STATE_OFFSET`] of the VCPU granule; zero at create).
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct RunState {
+    /// Non-zero between a VCPU_RUN's claim and its exit to the host.
+    running: u32,
+    /// Non-zero once the HAL built the first frame.
+    started: u32,
+    /// The host PA the current VCPU_RUN's exit record goes to.
+    exit_record: u64,
+    /// `NEXT_*`.
+    next: u32,
+    /// NEXT_DEVICE_WAIT: the `DeviceOp`.
+    op: u32,
+    /// NEXT_DEVICE_WAIT: the VDEV handle.
+    vdev: u64,
+    /// NEXT_RETURN: status word.
+    status: u64,
+    /// NEXT_RETURN: result registers.
+    out: [u64; 4],
+}
+
+fn load_run(t: &Tsm<'_>, g: &Locked<'_, '_>) -> Result<RunState, Status> {
+    let mut r = RunState::new_zeroed();
+    t.platform
+        .read(Pa(g.pa().0 + RUN_STATE_OFFSET), r.as_mut_bytes())
+        .map_err(|_| internal())?;
+    Ok(r)
+}
+
+fn save_run(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &RunState) -> Result<(), Status> {
+    t.platform
+        .write(Pa(g.pa().0 + RUN_STATE_OFFSET), r.as_bytes())
+        .map_err(|_| internal())
+}
+
+/// How the HAL (re)starts the guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Resume {
+    /// First entry: the HAL builds a fresh frame in the (zeroed) context area: every register
+    /// 0 but the PC = `entry` and the first argument register = `arg0`, in the guest's initial
+    /// mode (docs/design.md, "Guests").
+    Start {
+        /// Entry GPA (VCPU_CREATE argument 3).
+        entry: Gpa,
+        /// First argument register (VCPU_CREATE argument 4).
+        arg0: u64,
+    },
+    /// Continue at the saved PC (after a fault: the faulting instruction is retried).
+    Continue,
+    /// Complete the call the guest trapped on: the status and result registers get these
+    /// values, then continue after the call instruction.
+    Return(CallResult),
+}
+
+/// Switch from the host to a guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestEntry {
+    /// The VCPU handle (what the HAL passes back to [`Tsm::guest_exit`]).
+    pub vcpu: Pa,
+    /// Its TVM.
+    pub tvm: Pa,
+    /// The TVM's address-map root (aarch64: VTTBR_EL2.BADDR; x86_64: CR3).
+    pub root: Pa,
+    /// The HAL's saved-context area: [`CONTEXT_SIZE`] bytes of the VCPU granule.
+    pub context: Pa,
+    /// How to (re)start it.
+    pub resume: Resume,
+}
+
+/// What to do after a host call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostStep {
+    /// Complete the call with this result and run the host.
+    Reply(CallResult),
+    /// The host's VCPU_RUN stays pending: run this guest.
+    Enter(GuestEntry),
+}
+
+/// Why a guest stopped running (filled by the HAL from the trapped context).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestExit {
+    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `syscall`), registers copied once.
+    Call(CallRegs),
+    /// Anything else: a stage-2 / page fault, another exception, an interrupt.
+    Fault {
+        /// aarch64: ESR_EL2 (0 for an interrupt); x86_64: vector in 7:0, error code in 63:32.
+        syndrome: u64,
+        /// The faulting GPA when the fault is on a guest-physical address the TVM's map does
+        /// not (or not so) map. Reported granule-aligned.
+        gpa: Option<Gpa>,
+        /// The access was a write.
+        write: bool,
+    },
+}
+
+/// What to do after a guest trap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestStep {
+    /// Run the same guest again.
+    Resume(Resume),
+    /// Complete the host's VCPU_RUN with this result and run the host.
+    ToHost(CallResult),
+}
+
+/// The VCPU_RUN handler (dispatch table entry): validates and claims the vCPU. It returns
+/// `SUCCESS` with no results, which [`Tsm::host_call`] turns into [`HostStep::Enter`].
+pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    let (vcpu, record) = (Pa(a[0]), Pa(a[1]));
+    // Lock order is TVM before VCPU: learn the TVM, then lock both and re-check.
+    let tvm = {
+        let gv = t
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|e| e.status(1))?;
+        objects::load::<VcpuObj>(t.platform, &gv)?.tvm
+    };
+    let (_gt, o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
+    let gv = t
+        .granules
+        .lock_in(vcpu, GranuleState::Vcpu)
+        .map_err(|e| e.status(1))?;
+    let v: VcpuObj = objects::load(t.platform, &gv)?;
+    if v.tvm != tvm {
+        return Err(Status::arg(StatusCode::BadHandle, 1));
+    }
+    let mut run = load_run(t, &gv)?;
+    if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    if !record.0.is_multiple_of(8) {
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
+    }
+    drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
+    run.running = 1;
+    run.exit_record = record.0;
+    save_run(t, &gv, &run)?;
+    Ok(CallResult::ok([0; 4]))
+}
+
+/// Whether the vCPU in the locked granule is running (VCPU_DESTROY refuses it then: the HAL
+/// owns its context area until the run ends).
+pub fn is_running(t: &Tsm<'_>, gv: &Locked<'_, '_>) -> Result<bool, Status> {
+    Ok(load_run(t, gv)?.running != 0)
+}
+
+/// How a pending guest device operation stands.
+enum Wait {
+    Pending,
+    Done(Status),
+}
+
+impl Tsm<'_> {
+    /// Handles one host call for the run loop: every call goes through [`Tsm::handle`]; a
+    /// successful VCPU_RUN becomes [`HostStep::Enter`] (or an immediate exit when the guest
+    /// still waits for the host to carry a device operation).
+    pub fn host_call(&self, regs: &CallRegs) -> HostStep {
+        let r = self.handle(Origin::Host, regs);
+        if regs.fid != u64::from(CallId::VCPU_RUN.fid()) || r.status != Status::SUCCESS.to_raw() {
+            return HostStep::Reply(r);
+        }
+        let vcpu = Pa(regs.args[0]);
+        match self.enter(vcpu) {
+            Ok(Entered::Guest(e)) => HostStep::Enter(e),
+            Ok(Entered::Exit(exit)) => HostStep::Reply(self.to_host(vcpu, &exit)),
+            Err(s) => {
+                self.release(vcpu);
+                HostStep::Reply(CallResult::status(s))
+            }
+        }
+    }
+
+    /// Handles one trap of the running vCPU `vcpu` (the HAL's, never a guest register).
+    pub fn guest_exit(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
+        match self.running(vcpu) {
+            Ok(true) => {}
+            // The HAL runs only vCPUs it claimed: anything else is a HAL bug; the host's call
+            // fails rather than the TSM trusting the vCPU.
+            Ok(false) | Err(_) => return GuestStep::ToHost(CallResult::status(internal())),
+        }
+        match exit {
+            GuestExit::Fault {
+                syndrome,
+                gpa,
+                write,
+            } => {
+                let mut flags = ExitFlags::empty();
+                flags.set(ExitFlags::WRITE, write);
+                flags.set(ExitFlags::GPA_VALID, gpa.is_some());
+                let rec = VcpuExit {
+                    reason: ExitReason::Fault.raw(),
+                    flags: flags.bits(),
+                    syndrome,
+                    gpa: gpa.map_or(0, |g| g.granule_base().0),
+                    ..VcpuExit::new_zeroed()
+                };
+                self.exit_with(vcpu, &rec, NEXT_CONTINUE, None)
+            }
+            GuestExit::Call(regs) => self.guest_call(vcpu, &regs),
+        }
+    }
+
+    fn guest_call(&self, vcpu: Pa, regs: &CallRegs) -> GuestStep {
+        let call = CallId::try_from(regs.fid).ok();
+        if call.is_some_and(|c| c.caller() == Caller::Host) {
+            let rec = VcpuExit {
+                reason: ExitReason::DeniedCall.raw(),
+                fid: regs.fid,
+                ..VcpuExit::new_zeroed()
+            };
+            let denied = CallResult::status(Status::new(StatusCode::Denied));
+            return self.exit_with(vcpu, &rec, NEXT_RETURN, Some(denied));
+        }
+        let r = self.handle(Origin::Guest { vcpu }, regs);
+        if call == Some(CallId::G_EXIT) && r.status == Status::SUCCESS.to_raw() {
+            let rec = VcpuExit {
+                reason: ExitReason::GuestExit.raw(),
+                code: r.out[0],
+                ..VcpuExit::new_zeroed()
+            };
+            return self.exit_with(vcpu, &rec, NEXT_CONTINUE, None);
+        }
+        if r.status == Status::new(StatusCode::NeedsDeviceIo).to_raw() {
+            let (vdev, op) = (r.out[0], r.out[1]);
+            let Ok(op) = u32::try_from(op) else {
+                return GuestStep::ToHost(self.to_host_failed(vcpu, internal()));
+            };
+            let rec = device_request(vdev, op);
+            return self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, None);
+        }
+        GuestStep::Resume(Resume::Return(r))
+    }
+
+    /// Ends the host's VCPU_RUN with `rec`, leaving `next` for the next entry.
+    fn exit_with(
+        &self,
+        vcpu: Pa,
+        rec: &VcpuExit,
+        next: u32,
+        result: Option<CallResult>,
+    ) -> GuestStep {
+        let saved = self.with_run(vcpu, |run| {
+            run.next = next;
+            run.op = rec.vdev_op;
+            run.vdev = rec.vdev;
+            let r = result.unwrap_or(CallResult::ok([0; 4]));
+            run.status = r.status;
+            run.out = r.out;
+            Ok(())
+        });
+        match saved {
+            Ok(()) => GuestStep::ToHost(self.to_host(vcpu, rec)),
+            Err(s) => GuestStep::ToHost(self.to_host_failed(vcpu, s)),
+        }
+    }
+
+    /// Writes the exit record of the current VCPU_RUN, ends the run, and returns the
+    /// VCPU_RUN result.
+    fn to_host(&self, vcpu: Pa, rec: &VcpuExit) -> CallResult {
+        let result = self
+            .with_run(vcpu, |run| {
+                self.write_ns(Pa(run.exit_record), rec.as_bytes(), 2)?;
+                Ok(CallResult::ok([u64::from(rec.reason), 0, 0, 0]))
+            })
+            .unwrap_or_else(CallResult::status);
+        self.release(vcpu);
+        result
+    }
+
+    fn to_host_failed(&self, vcpu: Pa, s: Status) -> CallResult {
+        self.release(vcpu);
+        CallResult::status(s)
+    }
+
+    /// Ends the run (clears `running`); a no-op on a vCPU that is not running.
+    fn release(&self, vcpu: Pa) {
+        let _ = self.with_run(vcpu, |run| {
+            run.running = 0;
+            Ok(())
+        });
+    }
+
+    fn running(&self, vcpu: Pa) -> Result<bool, Status> {
+        self.with_run(vcpu, |run| Ok(run.running != 0))
+    }
+
+    /// Runs `f` on the vCPU's run state under its lock and saves it back.
+    fn with_run<R>(
+        &self,
+        vcpu: Pa,
+        f: impl FnOnce(&mut RunState) -> Result<R, Status>,
+    ) -> Result<R, Status> {
+        let gv = self
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|_| internal())?;
+        let mut run = load_run(self, &gv)?;
+        let r = f(&mut run)?;
+        save_run(self, &gv, &run)?;
+        Ok(r)
+    }
+
+    /// The entry for a claimed vCPU, or the exit it takes at once.
+    fn enter(&self, vcpu: Pa) -> Result<Entered, Status> {
+        let (tvm, root) = {
+            let gv = self
+                .granules
+                .lock_in(vcpu, GranuleState::Vcpu)
+                .map_err(|_| internal())?;
+            let tvm = objects::load::<VcpuObj>(self.platform, &gv)?.tvm;
+            drop(gv);
+            let (_gt, o) = lock_tvm(self, Pa(tvm), 1).map_err(|_| internal())?;
+            (Pa(tvm), Pa(o.root))
+        };
+        // The TVM is locked only to read its root; the vCPU's claim keeps both alive.
+        let wait = {
+            let gv = self
+                .granules
+                .lock_in(vcpu, GranuleState::Vcpu)
+                .map_err(|_| internal())?;
+            let run = load_run(self, &gv)?;
+            (run.next == NEXT_DEVICE_WAIT).then_some((Pa(run.vdev), run.op))
+        };
+        // Checked without the vCPU's lock: the vdevice comes later in the lock order.
+        let done = match wait {
+            Some((vdev, op)) => match self.device_wait(vdev, tvm) {
+                Wait::Pending => return Ok(Entered::Exit(device_request(vdev.0, op))),
+                Wait::Done(s) => Some(CallResult::status(s)),
+            },
+            None => None,
+        };
+        let gv = self
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|_| internal())?;
+        let v: VcpuObj = objects::load(self.platform, &gv)?;
+        let mut run = load_run(self, &gv)?;
+        let resume = if run.started == 0 {
+            run.started = 1;
+            Resume::Start {
+                entry: Gpa(v.entry),
+                arg0: v.arg0,
+            }
+        } else if let Some(r) = done {
+            Resume::Return(r)
+        } else if run.next == NEXT_RETURN {
+            Resume::Return(CallResult {
+                status: run.status,
+                out: run.out,
+            })
+        } else {
+            Resume::Continue
+        };
+        run.next = NEXT_CONTINUE;
+        run.vdev = 0;
+        run.op = 0;
+        save_run(self, &gv, &run)?;
+        Ok(Entered::Guest(GuestEntry {
+            vcpu,
+            tvm,
+            root,
+            context: Pa(vcpu.0 + CONTEXT_OFFSET),
+            resume,
+        }))
+    }
+
+    /// Whether the guest's device operation on `vdev` is still pending. A vdevice that is gone
+    /// or no longer waits for this TVM (cancelled and destroyed) completes the call with
+    /// `Cancelled`, so a vCPU can never wait forever.
+    fn device_wait(&self, vdev: Pa, tvm: Pa) -> Wait {
+        if let Some(s) = self.guest_op_result(vdev) {
+            return Wait::Done(s);
+        }
+        match lock_vdev(self, vdev, 1) {
+            Ok((_, v)) if v.tvm == tvm.0 && v.guest_waiting != 0 => Wait::Pending,
+            _ => Wait::Done(Status::new(StatusCode::Cancelled)),
+        }
+    }
+}
+
+enum Entered {
+    Guest(GuestEntry),
+    Exit(VcpuExit),
+}
+
+fn device_request(vdev: u64, op: u32) -> VcpuExit {
+    VcpuExit {
+        reason: ExitReason::DeviceRequest.raw(),
+        vdev,
+        vdev_op: op,
+        ..VcpuExit::new_zeroed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+//! The host driver: what a VMM and its TSM driver do, as reusable steps. A [`World`] records
+//! every object it created so teardown can undo all of it in the order the ABI enforces.
+
+use heapless::Vec;
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::api::{self, Transport, host};
+use tsm_abi::exit::{ExitReason, VcpuExit};
+use tsm_abi::params::{LockFlags, MapFlags, PdevParams, TvmParams, VdevParams};
+use tsm_abi::state::VdevState;
+use tsm_abi::status::StatusCode;
+use tsm_abi::version::AbiVersion;
+use tsm_abi::viommu::ViommuType;
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::layout::{
+    GPA_BITS, ID_FORMAT, IMAGE_GPA, IMAGE_PAGES, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA,
+    VBDF_BASE,
+};
+use crate::link::Link;
+use crate::pool::Pool;
+use crate::{Fail, HostEnv, Outcome};
+
+/// The raw form of a wrapper error, for [`Fail::got`]: the status word, or the malformed word
+/// with bit 63 set.
+pub fn raw_error(e: api::Error) -> u64 {
+    match e {
+        api::Error::Tsm(s) => s.to_raw(),
+        api::Error::Malformed { status, .. } => status | 1 << 63,
+    }
+}
+
+/// Most vCPUs of one TVM in the scenarios.
+pub const MAX_VCPUS: usize = 12;
+/// Most pages a TVM of the scenarios maps.
+const MAX_MAPPED: usize = IMAGE_PAGES as usize + 8;
+/// Most exits one VCPU_RUN loop handles before the scenario gives up (a guest that never ends).
+const MAX_EXITS: usize = 64;
+
+/// One TVM and what it holds.
+#[derive(Debug)]
+pub struct Tvm {
+    /// The handle.
+    pub tvm: Pa,
+    /// Level 1..3 tables covering [`L3_GPA`].
+    pub tables: [Pa; 3],
+    /// vCPUs, in creation order.
+    pub vcpus: Vec<Pa, MAX_VCPUS>,
+    /// Pages mapped (private and shared), with the granule behind each.
+    pub mapped: Vec<(Gpa, Pa), MAX_MAPPED>,
+}
+
+impl Tvm {
+    /// The granule mapped at `gpa` (as the host mapped it).
+    pub fn page(&self, gpa: Gpa) -> Option<Pa> {
+        self.mapped
+            .iter()
+            .find(|(g, _)| *g == gpa.granule_base())
+            .map(|(_, p)| Pa(p.0 + gpa.granule_offset()))
+    }
+}
+
+/// One vdevice.
+#[derive(Clone, Copy, Debug)]
+pub struct Vdev {
+    /// The handle.
+    pub pa: Pa,
+    /// Physical requester ID.
+    pub pbdf: u16,
+    /// The guest's name for it.
+    pub vbdf: u16,
+    /// Its TVM (index in [`World::tvms`]).
+    pub tvm: usize,
+}
+
+/// How a vCPU came back to the host.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Exit {
+    /// G_EXIT with this code.
+    Exited(u64),
+    /// The guest issued a host call (its way to hand the host a step of the scenario).
+    Yielded,
+    /// The guest touched a GPA its TVM does not map.
+    Fault {
+        /// The GPA (granule-aligned), 0 when not valid.
+        gpa: u64,
+    },
+}
+
+/// Everything a scenario built.
+#[derive(Debug)]
+pub struct World {
+    /// Host memory.
+    pub pool: Pool,
+    /// The TSM's FEATURES.
+    pub features: host::Features,
+    /// The device and its COMMUNICATE buffer.
+    pub link: Link,
+    /// The exit-record buffer.
+    pub exit: Pa,
+    /// A host event-record buffer.
+    pub event: Pa,
+    /// TVMs.
+    pub tvms: Vec<Tvm, 2>,
+    /// The PDEV, once created.
+    pub pdev: Option<Pa>,
+    /// vIOMMUs.
+    pub viommus: Vec<Pa, 6>,
+    /// vdevices.
+    pub vdevs: Vec<Vdev, 8>,
+}
+
+impl World {
+    /// Negotiates ABI 1.0, reads FEATURES, sets up the host buffers and the device.
+    pub fn new<E: HostEnv>(env: &mut E) -> Outcome<World> {
+        let want = AbiVersion { major: 1, minor: 0 };
+        let v = must!(host::version(env, want), "VERSION");
+        ensure!(v.chosen == Some(want), "VERSION 1.0 not granted");
+        let features = must!(host::read_features(env), "FEATURES");
+        let mut pool = Pool::new(env);
+        let comm = pool.ns(env)?;
+        let exit = pool.ns(env)?;
+        let event = pool.ns(env)?;
+        Ok(World {
+            pool,
+            features,
+            link: Link::new(comm)?,
+            exit,
+            event,
+            tvms: Vec::new(),
+            pdev: None,
+            viommus: Vec::new(),
+            vdevs: Vec::new(),
+        })
+    }
+
+    /// The TVM at `t`.
+    pub fn tvm(&self, t: usize) -> Outcome<&Tvm> {
+        self.tvms.get(t).ok_or(Fail::new("no such TVM", line!()))
+    }
+
+    /// The vdevice at `v`.
+    pub fn vdev(&self, v: usize) -> Outcome<Vdev> {
+        self.vdevs
+            .get(v)
+            .copied()
+            .ok_or(Fail::new("no such vdevice", line!()))
+    }
+
+    /// A new TVM (still NEW) with its tables, the guest image, two private scratch pages, and
+    /// one vCPU per entry of `vcpu_args` (entered at [`IMAGE_GPA`]); returns its index.
+    pub fn add_tvm<E: HostEnv>(&mut self, env: &mut E, vcpu_args: &[u64]) -> Outcome<usize> {
+        let params = TvmParams {
+            gpa_bits: GPA_BITS,
+            max_vcpus: vcpu_args.len() as u32,
+            ..TvmParams::new_zeroed()
+        };
+        let p = self.pool.ns(env)?;
+        ensure!(env.write(p, params.as_bytes()), "write TvmParams");
+        let tvm = self.pool.secure(env)?;
+        let root = self.pool.secure(env)?;
+        must!(host::tvm_create(env, tvm, p, root), "TVM_CREATE");
+        let mut tables = [Pa(0); 3];
+        for (level, slot) in (1u8..=3).zip(tables.iter_mut()) {
+            *slot = self.pool.secure(env)?;
+            must!(host::table_create(env, tvm, L3_GPA, level, *slot), "TABLE_CREATE");
+        }
+        let t = Tvm {
+            tvm,
+            tables,
+            vcpus: Vec::new(),
+            mapped: Vec::new(),
+        };
+        self.tvms
+            .push(t)
+            .map_err(|_| Fail::new("too many TVMs", line!()))?;
+        let index = self.tvms.len() - 1;
+        self.load_image(env, index)?;
+        for i in 0..2 {
+            self.map_private(env, index, Gpa(SCRATCH_GPA.0 + i * GRANULE_SIZE), None)?;
+        }
+        for &arg in vcpu_args {
+            let vcpu = self.pool.secure(env)?;
+            must!(host::vcpu_create(env, tvm, vcpu, IMAGE_GPA, arg), "VCPU_CREATE");
+            let t = self.tvms.get_mut(index).ok_or(Fail::new("TVM", line!()))?;
+            t.vcpus
+                .push(vcpu)
+                .map_err(|_| Fail::new("too many vCPUs", line!()))?;
+        }
+        Ok(index)
+    }
+
+    /// Copies the guest image into private memory, page by page, from NS source pages (as a
+    /// VMM loads a guest); the rest of [`IMAGE_PAGES`] (BSS, stack) is zero-filled.
+    fn load_image<E: HostEnv>(&mut self, env: &mut E, t: usize) -> Outcome {
+        let mut page = [0u8; GRANULE_SIZE as usize];
+        let len = match env.guest_image() {
+            Some(image) => image.len() as u64,
+            None => {
+                return Err(Fail::new(
+                    "no guest image in this host payload (xtask builds it with TSM_GUEST_BIN)",
+                    line!(),
+                ));
+            }
+        };
+        ensure!(len <= IMAGE_PAGES * GRANULE_SIZE, "guest image too large", len);
+        for i in 0..IMAGE_PAGES {
+            let gpa = Gpa(IMAGE_GPA.0 + i * GRANULE_SIZE);
+            let start = i * GRANULE_SIZE;
+            if start >= len {
+                self.map_private(env, t, gpa, None)?;
+                continue;
+            }
+            page.fill(0);
+            let end = (start + GRANULE_SIZE).min(len);
+            let src = env
+                .guest_image()
+                .and_then(|img| img.get(start as usize..end as usize))
+                .ok_or(Fail::new("guest image slice", line!()))?;
+            let dst = page
+                .get_mut(..src.len())
+                .ok_or(Fail::new("guest image page", line!()))?;
+            dst.copy_from_slice(src);
+            self.map_private(env, t, gpa, Some(&page))?;
+        }
+        Ok(())
+    }
+
+    /// Maps a private page at `gpa` of TVM `t`, filled from `source` (through an NS source
+    /// page, only while the TVM is NEW) or zeroed; returns its granule.
+    pub fn map_private<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        gpa: Gpa,
+        source: Option<&[u8; GRANULE_SIZE as usize]>,
+    ) -> Outcome<Pa> {
+        let src = match source {
+            Some(data) => {
+                let s = self.pool.ns(env)?;
+                ensure!(env.write(s, data), "write source page");
+                Some(s)
+            }
+            None => None,
+        };
+        let g = self.pool.secure(env)?;
+        let tvm = self.tvm(t)?.tvm;
+        let rwx = MapFlags::READ | MapFlags::WRITE | MapFlags::EXEC;
+        must!(host::map_private(env, tvm, gpa, g, src, rwx), "MAP_PRIVATE");
+        self.record_map(t, gpa, g)?;
+        Ok(g)
+    }
+
+    /// Maps a fresh NS page shared at `gpa` of TVM `t`; returns it.
+    pub fn map_shared<E: HostEnv>(&mut self, env: &mut E, t: usize, gpa: Gpa) -> Outcome<Pa> {
+        let ns = self.pool.ns(env)?;
+        let tvm = self.tvm(t)?.tvm;
+        must!(
+            host::map_shared(env, tvm, gpa, ns, MapFlags::READ | MapFlags::WRITE),
+            "MAP_SHARED"
+        );
+        self.record_map(t, gpa, ns)?;
+        Ok(ns)
+    }
+
+    fn record_map(&mut self, t: usize, gpa: Gpa, pa: Pa) -> Outcome {
+        let tvm = self.tvms.get_mut(t).ok_or(Fail::new("TVM", line!()))?;
+        tvm.mapped
+            .push((gpa, pa))
+            .map_err(|_| Fail::new("too many mappings", line!()))
+    }
+
+    /// TVM_ACTIVATE.
+    pub fn activate<E: HostEnv>(&mut self, env: &mut E, t: usize) -> Outcome {
+        let tvm = self.tvm(t)?.tvm;
+        must!(host::tvm_activate(env, tvm), "TVM_ACTIVATE");
+        Ok(())
+    }
+
+    /// Creates the PDEV for the device's requester-ID range and connects it.
+    pub fn connect_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome<Pa> {
+        let params = PdevParams {
+            rid_base: RID_BASE,
+            rid_count: RID_COUNT,
+            interface_id_format: ID_FORMAT.raw(),
+            ..PdevParams::new_zeroed()
+        };
+        let p = self.pool.ns(env)?;
+        ensure!(env.write(p, params.as_bytes()), "write PdevParams");
+        let pdev = self.pool.secure(env)?;
+        must!(host::pdev_create(env, pdev, p), "PDEV_CREATE");
+        self.pdev = Some(pdev);
+        let first = host::pdev_connect(env, pdev, self.link.comm);
+        must!(self.link.drive(env, pdev, first)?, "PDEV_CONNECT");
+        Ok(pdev)
+    }
+
+    /// A vIOMMU of type `ty` for TVM `t`.
+    pub fn add_viommu<E: HostEnv>(&mut self, env: &mut E, t: usize, ty: ViommuType) -> Outcome<Pa> {
+        let g = self.pool.secure(env)?;
+        let tvm = self.tvm(t)?.tvm;
+        must!(host::viommu_create(env, tvm, g, ty), "VIOMMU_CREATE");
+        self.viommus
+            .push(g)
+            .map_err(|_| Fail::new("too many vIOMMUs", line!()))?;
+        Ok(g)
+    }
+
+    /// The parameters of function `f` (pBDF `RID_BASE + 1 + f`) as vBDF `VBDF_BASE + f`.
+    pub fn vdev_params(f: u16) -> VdevParams {
+        let pbdf = RID_BASE + 1 + f;
+        VdevParams {
+            pbdf,
+            vbdf: VBDF_BASE + f,
+            function_id: u32::from(pbdf),
+            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
+            ..VdevParams::new_zeroed()
+        }
+    }
+
+    /// A vdevice of TVM `t` for function `f` under `viommu`; returns its index.
+    pub fn add_vdev<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        viommu: Pa,
+        f: u16,
+    ) -> Outcome<usize> {
+        let params = Self::vdev_params(f);
+        let p = self.pool.ns(env)?;
+        ensure!(env.write(p, params.as_bytes()), "write VdevParams");
+        let g = self.pool.secure(env)?;
+        let pdev = self.pdev.ok_or(Fail::new("no PDEV", line!()))?;
+        must!(host::vdev_create(env, g, pdev, viommu, p), "VDEV_CREATE");
+        self.vdevs
+            .push(Vdev {
+                pa: g,
+                pbdf: params.pbdf,
+                vbdf: params.vbdf,
+                tvm: t,
+            })
+            .map_err(|_| Fail::new("too many vdevices", line!()))?;
+        Ok(self.vdevs.len() - 1)
+    }
+
+    /// VDEV_BIND carried to the end; the TSM's verdict.
+    pub fn bind<E: HostEnv>(&mut self, env: &mut E, v: usize) -> Outcome<api::Result<()>> {
+        let vdev = self.vdev(v)?.pa;
+        let first = host::vdev_bind(env, vdev, self.link.comm);
+        self.link.drive(env, vdev, first)
+    }
+
+    /// VDEV_UNBIND carried to the end; the TSM's verdict.
+    pub fn unbind<E: HostEnv>(&mut self, env: &mut E, v: usize) -> Outcome<api::Result<()>> {
+        let vdev = self.vdev(v)?.pa;
+        let first = host::vdev_unbind(env, vdev, self.link.comm);
+        self.link.drive(env, vdev, first)
+    }
+
+    /// VDEV_GET_STATE (must succeed).
+    pub fn state<E: HostEnv>(&self, env: &mut E, v: usize) -> Outcome<VdevState> {
+        let vdev = self.vdev(v)?.pa;
+        Ok(must!(host::vdev_get_state(env, vdev), "VDEV_GET_STATE").0)
+    }
+
+    /// Runs vCPU `i` of TVM `t` until it exits, yields or faults, carrying the device
+    /// operations its calls need on the way.
+    pub fn run<E: HostEnv>(&mut self, env: &mut E, t: usize, i: usize) -> Outcome<Exit> {
+        let vcpu = *self
+            .tvm(t)?
+            .vcpus
+            .get(i)
+            .ok_or(Fail::new("no such vCPU", line!()))?;
+        for _ in 0..MAX_EXITS {
+            let reason = match host::vcpu_run(env, vcpu, self.exit) {
+                Ok(r) => r,
+                Err(e) if e.code() == Some(StatusCode::NotSupported) => {
+                    return Err(Fail {
+                        what: "VCPU_RUN is NotSupported: this TSM has no world switch yet",
+                        line: line!(),
+                        got: raw_error(e),
+                    });
+                }
+                Err(e) => {
+                    return Err(Fail {
+                        what: "VCPU_RUN",
+                        line: line!(),
+                        got: raw_error(e),
+                    });
+                }
+            };
+            let mut rec = VcpuExit::new_zeroed();
+            ensure!(env.read(self.exit, rec.as_mut_bytes()), "read exit record");
+            ensure!(rec.reason == reason.raw(), "exit record disagrees with VCPU_RUN", rec.reason);
+            match reason {
+                ExitReason::DeviceRequest => {
+                    let vdev = Pa(rec.vdev);
+                    // The first COMMUNICATE of a guest-started operation carries no response.
+                    let first = host::communicate(env, vdev, self.link.comm);
+                    // The verdict goes to the guest's call; the guest script checks it.
+                    let _verdict = self.link.drive(env, vdev, first)?;
+                }
+                ExitReason::GuestExit => return Ok(Exit::Exited(rec.code)),
+                ExitReason::DeniedCall => return Ok(Exit::Yielded),
+                ExitReason::Fault => return Ok(Exit::Fault { gpa: rec.gpa }),
+            }
+        }
+        Err(Fail::new("vCPU kept exiting", line!()))
+    }
+
+    /// Runs vCPU `i` of TVM `t` and requires `want`.
+    pub fn run_expect<E: HostEnv>(&mut self, env: &mut E, t: usize, i: usize, want: Exit) -> Outcome {
+        let got = self.run(env, t, i)?;
+        let code = match got {
+            Exit::Exited(c) => c,
+            Exit::Yielded => 0xE1,
+            Exit::Fault { gpa } => gpa | 0xFA,
+        };
+        ensure!(got == want, "vCPU exit (guest exit code = failed guest check line)", code);
+        Ok(())
+    }
+
+    /// A TEST_DMA_INJECT the scenario needs: fails loudly if this TSM build lacks the call.
+    pub fn require_dma_inject(&self) -> Outcome {
+        ensure!(
+            self.features
+                .build
+                .contains(tsm_abi::features::BuildFlags::TEST_DMA_INJECT),
+            "this TSM build has no TEST_DMA_INJECT (build tsm-core with feature dma-inject)"
+        );
+        Ok(())
+    }
+
+    /// Tears everything down in the order the ABI enforces (vdevices after unbind, vIOMMUs,
+    /// vCPUs, pages, tables level 3 up, TVMs, the PDEV), gives every granule back, and checks
+    /// that every granule the scenario touched is NS, scrubbed and reusable.
+    pub fn finish<E: HostEnv>(mut self, env: &mut E) -> Outcome {
+        self.link.dev.clear_misbehaviour();
+        for v in 0..self.vdevs.len() {
+            let vdev = self.vdev(v)?.pa;
+            let state = self.state(env, v)?;
+            if matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error) {
+                // From ERROR the device may still refuse STOP; destroy works either way.
+                let _ = self.unbind(env, v)?;
+            }
+            must!(host::vdev_destroy(env, vdev), "VDEV_DESTROY");
+        }
+        for &viommu in &self.viommus {
+            must!(host::viommu_destroy(env, viommu), "VIOMMU_DESTROY");
+        }
+        for t in &self.tvms {
+            for &vcpu in &t.vcpus {
+                must!(host::vcpu_destroy(env, vcpu), "VCPU_DESTROY");
+            }
+            for &(gpa, pa) in &t.mapped {
+                let back = must!(host::unmap(env, t.tvm, gpa), "UNMAP");
+                ensure!(back == pa, "UNMAP returned another granule", back.0);
+            }
+            for (level, &table) in (1u8..=3).zip(t.tables.iter()).rev() {
+                let back = must!(host::table_destroy(env, t.tvm, L3_GPA, level), "TABLE_DESTROY");
+                ensure!(back == table, "TABLE_DESTROY returned another granule", back.0);
+            }
+            must!(host::tvm_destroy(env, t.tvm), "TVM_DESTROY");
+        }
+        if let Some(pdev) = self.pdev {
+            must!(host::pdev_stop(env, pdev), "PDEV_STOP");
+            must!(host::pdev_destroy(env, pdev), "PDEV_DESTROY");
+        }
+        self.pool.undelegate_all(env)?;
+        self.pool.check_all_ns(env)?;
+        say!(
+            "teardown: {=u64} granules back to NS, {=u64} device round trips",
+            self.pool.used(),
+            self.link.round_trips
+        );
+        Ok(())
+    }
+}
+
+/// Issues a call with raw arguments (for values the typed wrappers cannot express) and returns
+/// its status as a wrapper would.
+pub fn raw_call<T: Transport + ?Sized>(
+    t: &mut T,
+    call: tsm_abi::CallId,
+    args: &[u64],
+) -> api::Result<[u64; 4]> {
+    let mut regs = tsm_abi::regs::CallRegs {
+        fid: u64::from(call.fid()),
+        args: [0; 6],
+    };
+    for (slot, a) in regs.args.iter_mut().zip(args) {
+        *slot = *a;
+    }
+    let r = t.call(&regs);
+    match tsm_abi::Status::from_raw(r.status) {
+        Some(s) if s.is_success() => Ok(r.out),
+        Some(s) => Err(api::Error::Tsm(s)),
+        None => Err(api::Error::Malformed {
+            call,
+            status: r.status,
+        }),
+    }
+}

@@ -1,0 +1,60 @@
+//! What a scenario needs from the place it runs. The host side is the host payload on QEMU or
+//! the simulated host on the build machine; the guest side is the guest payload in a TVM or the
+//! simulated vCPU. Both reach the TSM through a [`Transport`].
+
+use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::api::Transport;
+
+/// What an access the host expects to be blocked did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Probe {
+    /// The access trapped and no data moved (what isolation requires).
+    Blocked,
+    /// The access reached the memory: an isolation failure.
+    Reached,
+    /// This environment cannot survive a blocked access yet (the TSM ends the run on a host
+    /// fault until the HAL turns expected faults into skipped accesses): the scenario fails,
+    /// saying so.
+    Unsupported,
+}
+
+/// The host side: the call gate plus the host's own (NS) memory, by physical address.
+pub trait HostEnv: Transport {
+    /// Copies host memory at `pa` into `out`. Used only on memory the host owns (NS); `false`
+    /// when the access was blocked (a bug the scenario reports).
+    fn read(&mut self, pa: Pa, out: &mut [u8]) -> bool;
+    /// Copies `data` to host memory at `pa` (as [`HostEnv::read`]).
+    fn write(&mut self, pa: Pa, data: &[u8]) -> bool;
+    /// Reads (or, with `write`, overwrites with a marker) the first 8 bytes at `pa`, an address
+    /// the host must not reach.
+    fn probe(&mut self, pa: Pa, write: bool) -> Probe;
+    /// The NS memory the scenarios may donate and use for buffers: (base, granules). Nothing
+    /// else of the host lives there.
+    fn pool(&self) -> (Pa, u64);
+    /// A granule of the TSM's own memory (image or carve-out).
+    fn tsm_memory(&self) -> Pa;
+    /// The guest payload as a flat binary to load at [`crate::layout::IMAGE_GPA`], if this
+    /// environment has one. The simulated vCPU runs the guest script in-process and needs
+    /// none; its environment returns a stand-in image so loading is still exercised.
+    fn guest_image(&self) -> Option<&[u8]>;
+}
+
+/// A guest access to a GPA its TVM does not map (or maps without the needed permission). On
+/// QEMU the vCPU exits to the host instead; on the build machine the simulated vCPU turns this
+/// into the same `FAULT` exit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestFault {
+    /// The GPA accessed.
+    pub gpa: Gpa,
+    /// Whether it was a write.
+    pub write: bool,
+}
+
+/// The guest side: the call gate plus the TVM's memory, by GPA (the guest runs with GPA = its
+/// addresses: MMU off behind stage 2 on aarch64, VA = GPA on x86_64).
+pub trait GuestEnv: Transport {
+    /// Copies `out.len()` bytes at `gpa` into `out`.
+    fn read(&mut self, gpa: Gpa, out: &mut [u8]) -> Result<(), GuestFault>;
+    /// Copies `data` to `gpa`.
+    fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), GuestFault>;
+}

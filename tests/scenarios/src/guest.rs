@@ -1,0 +1,273 @@
+//! The guest scripts: what the guest does in each scenario, over the guest ABI. The guest
+//! payload calls [`main`] with its `arg0`; the simulated vCPU does the same in-process.
+//!
+//! A script returns its G_EXIT code: 0 when every check passed, else the source line of the
+//! first failed check. It hands a step to the host by issuing a host call (VERSION): the TSM
+//! refuses it with `Denied` and the vCPU exits with `DENIED_CALL`, after which the host does
+//! its part and runs the vCPU again.
+
+use sha2::{Digest, Sha256};
+use tsm_abi::addr::Gpa;
+use tsm_abi::api::{Error, guest, host};
+use tsm_abi::event::{EventReason, GuestEvent};
+use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+use tsm_abi::state::VdevState;
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::version::AbiVersion;
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::layout::{
+    GPA_BITS, GuestArg, L3_GPA, OTHER_GPA, SAVED_EVIDENCE, SCRATCH_GPA, Script, exit_code,
+};
+use crate::{GuestEnv, GuestFault};
+
+/// A guest script's result: the exit code, or the fault that stopped it.
+pub type Verdict = Result<u64, GuestFault>;
+
+/// Fails the script with the current line unless `$cond`.
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Ok(u64::from(line!()));
+        }
+    };
+}
+
+/// Checks a guest call's result against `Ok` or one exact refusal.
+fn is(r: tsm_abi::api::Result<()>, want: Option<Status>) -> bool {
+    match (r, want) {
+        (Ok(()), None) => true,
+        (Err(Error::Tsm(s)), Some(w)) => s == w,
+        _ => false,
+    }
+}
+
+fn st(code: StatusCode, index: u8) -> Option<Status> {
+    Some(Status::arg(code, index))
+}
+
+/// Where G_VDEV_INFO writes.
+const INFO_GPA: Gpa = SCRATCH_GPA;
+/// Where evidence to echo is written.
+const EVIDENCE_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0x800);
+/// Report chunks and event records.
+const CHUNK_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0xC00);
+const CHUNK: u64 = 0x400;
+
+/// Runs the script `arg0` selects.
+pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
+    let want = AbiVersion { major: 1, minor: 0 };
+    let granted = guest::g_version(g, want).ok().and_then(|v| v.chosen);
+    check!(granted == Some(want));
+    let Some(arg) = GuestArg::decode(arg0) else {
+        return Ok(exit_code::BAD_ARG);
+    };
+    say!("guest script {=u8} on vBDF {=u16:#x}", arg.script as u8, arg.vbdf);
+    match arg.script {
+        Script::Lifecycle => lifecycle(g, arg),
+        Script::IsoBuffers => iso_buffers(g, arg),
+        Script::Touch => touch(g, GuestArg::touch_gpa(arg0)),
+        Script::AcceptProbe => accept_probe(g, arg.vbdf),
+        Script::OtherTvm => other_tvm(g, arg.vbdf),
+        Script::HostileRounds => hostile_rounds(g, arg),
+        Script::StartFails => start_fails(g, arg.vbdf),
+        Script::DmaAccept => dma_accept(g, arg.vbdf),
+    }
+}
+
+/// Hands a step to the host (see the module documentation); false if the TSM did not refuse
+/// the host call as it must.
+fn yield_to_host<G: GuestEnv>(g: &mut G) -> bool {
+    let r = host::version(g, AbiVersion { major: 1, minor: 0 });
+    matches!(r, Err(Error::Tsm(s)) if s == Status::new(StatusCode::Denied))
+}
+
+/// G_VDEV_INFO of `vbdf`.
+fn info<G: GuestEnv>(g: &mut G, vbdf: u16) -> Result<Option<VdevInfo>, GuestFault> {
+    if guest::g_vdev_info(g, vbdf, INFO_GPA).is_err() {
+        return Ok(None);
+    }
+    let mut info = VdevInfo::new_zeroed();
+    g.read(INFO_GPA, info.as_mut_bytes())?;
+    Ok(Some(info))
+}
+
+/// Writes `ev` where G_VDEV_ACCEPT reads it and accepts `vbdf` with it.
+fn accept<G: GuestEnv>(
+    g: &mut G,
+    vbdf: u16,
+    ev: &AcceptEvidence,
+) -> Result<tsm_abi::api::Result<()>, GuestFault> {
+    g.write(EVIDENCE_GPA, ev.as_bytes())?;
+    Ok(guest::g_vdev_accept(g, vbdf, EVIDENCE_GPA))
+}
+
+/// Reads the whole cached report through the scratch page and hashes it; `None` if a call
+/// failed or the report did not end where G_VDEV_INFO said.
+fn report_digest<G: GuestEnv>(g: &mut G, vbdf: u16, len: u32) -> Result<Option<[u8; 32]>, GuestFault> {
+    let mut hash = Sha256::new();
+    let mut offset = 0u64;
+    let mut chunk = [0u8; CHUNK as usize];
+    // Each chunk moves at least one byte forward, so the report length bounds the loop.
+    for _ in 0..=u64::from(len) / CHUNK + 1 {
+        let Ok(r) = guest::g_vdev_report(g, vbdf, offset, CHUNK_GPA, CHUNK) else {
+            return Ok(None);
+        };
+        let Some(part) = chunk.get_mut(..r.copied as usize) else {
+            return Ok(None);
+        };
+        g.read(CHUNK_GPA, part)?;
+        hash.update(&*part);
+        offset += r.copied;
+        if r.remaining == 0 {
+            return Ok((offset == u64::from(len)).then(|| hash.finalize().into()));
+        }
+    }
+    Ok(None)
+}
+
+fn lifecycle<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
+    for i in 0..u16::from(arg.count) {
+        let vbdf = arg.vbdf + i;
+        let Some(before) = info(g, vbdf)? else {
+            return Ok(u64::from(line!()));
+        };
+        check!(before.state == VdevState::Locked.raw());
+        check!(before.vbdf == vbdf && before.report_counter >= 1);
+        check!(before.nonce != [0; 32] && before.report_len > 0);
+        let digest = report_digest(g, vbdf, before.report_len)?;
+        check!(digest == Some(before.report_digest));
+        say!("guest: vBDF {=u16:#x} report of {=u32} bytes matches its digest", vbdf, before.report_len);
+        check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&before))?, None));
+        let after = info(g, vbdf)?;
+        check!(after.is_some_and(|a| a.state == VdevState::Run.raw()));
+        say!("guest: accepted vBDF {=u16:#x}, it is RUN", vbdf);
+    }
+    Ok(0)
+}
+
+fn iso_buffers<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
+    let bad = st(StatusCode::InvalidBuffer, 1);
+    // Another TVM's page, the GPA space past this TVM's width, a hole in its map.
+    for gpa in [OTHER_GPA, Gpa(1 << GPA_BITS), Gpa(L3_GPA.0 + 0x1F_F000)] {
+        check!(is(guest::g_console_write(g, gpa, 8), bad));
+    }
+    // A vdevice of another TVM does not exist here, whatever buffer is named.
+    let none = st(StatusCode::BadHandle, 1);
+    check!(is(guest::g_vdev_info(g, arg.vbdf, INFO_GPA), none));
+    Ok(0)
+}
+
+fn touch<G: GuestEnv>(g: &mut G, gpa: Gpa) -> Verdict {
+    let mut b = [0u8; 8];
+    g.read(gpa, &mut b)?;
+    Ok(exit_code::TOUCH_REACHED)
+}
+
+fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let Some(old) = info(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(old.state == VdevState::Locked.raw());
+    let good = AcceptEvidence::from_info(&old);
+    g.write(Gpa(SCRATCH_GPA.0 + SAVED_EVIDENCE), good.as_bytes())?;
+    let mismatch = |field| st(StatusCode::EvidenceMismatch, field);
+    let mut ev = good;
+    ev.nonce[31] ^= 0x80;
+    check!(is(accept(g, vbdf, &ev)?, mismatch(1)));
+    let mut ev = good;
+    ev.report_digest[0] ^= 1;
+    check!(is(accept(g, vbdf, &ev)?, mismatch(2)));
+    let mut ev = good;
+    ev.report_counter += 1;
+    check!(is(accept(g, vbdf, &ev)?, mismatch(3)));
+    let mut ev = good;
+    ev.reserved[0] = 1;
+    check!(is(accept(g, vbdf, &ev)?, st(StatusCode::InvalidArgument, 2)));
+    // Evidence the TSM cannot read: misaligned, or outside this TVM.
+    let bad = st(StatusCode::InvalidBuffer, 2);
+    check!(is(guest::g_vdev_accept(g, vbdf, Gpa(EVIDENCE_GPA.0 + 4)), bad));
+    check!(is(guest::g_vdev_accept(g, vbdf, OTHER_GPA), bad));
+    // Still LOCKED after all that.
+    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Locked.raw()));
+    // The host unbinds and binds again.
+    check!(yield_to_host(g));
+    let mut stale = AcceptEvidence::new_zeroed();
+    g.read(Gpa(SCRATCH_GPA.0 + SAVED_EVIDENCE), stale.as_mut_bytes())?;
+    g.write(EVIDENCE_GPA, stale.as_bytes())?;
+    check!(is(guest::g_vdev_accept(g, vbdf, EVIDENCE_GPA), mismatch(1)));
+    let Some(fresh) = info(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(fresh.nonce != old.nonce && fresh.report_counter == old.report_counter + 1);
+    check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&fresh))?, None));
+    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Run.raw()));
+    say!("guest: stale and forged evidence refused, fresh evidence accepted");
+    Ok(0)
+}
+
+fn other_tvm<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let none = st(StatusCode::BadHandle, 1);
+    check!(is(guest::g_vdev_info(g, vbdf, INFO_GPA), none));
+    check!(is(accept(g, vbdf, &AcceptEvidence::new_zeroed())?, none));
+    check!(is(guest::g_vdev_stop(g, vbdf), none));
+    check!(matches!(guest::g_event_read(g, vbdf, CHUNK_GPA), Err(Error::Tsm(s)) if Some(s) == none));
+    Ok(0)
+}
+
+fn hostile_rounds<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
+    for _ in 0..arg.count {
+        let Some(i) = info(g, arg.vbdf)? else {
+            return Ok(u64::from(line!()));
+        };
+        check!(i.state == VdevState::Error.raw());
+        check!(i.nonce == [0; 32] && i.report_len == 0 && i.report_digest == [0; 32]);
+        check!(is(accept(g, arg.vbdf, &AcceptEvidence::new_zeroed())?, st(StatusCode::ObjectState, 1)));
+        let r = guest::g_vdev_report(g, arg.vbdf, 0, CHUNK_GPA, 16);
+        check!(matches!(r, Err(Error::Tsm(s)) if s == Status::arg(StatusCode::ObjectState, 1)));
+        check!(yield_to_host(g));
+    }
+    Ok(0)
+}
+
+fn start_fails<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let Some(i) = info(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(i.state == VdevState::Locked.raw());
+    check!(is(
+        accept(g, vbdf, &AcceptEvidence::from_info(&i))?,
+        Some(Status::new(StatusCode::DeviceError))
+    ));
+    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Error.raw()));
+    Ok(0)
+}
+
+fn dma_accept<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let Some(i) = info(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&i))?, None));
+    // The host checks T=1 in RUN.
+    check!(yield_to_host(g));
+    check!(is(guest::g_vdev_stop(g, vbdf), None));
+    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Unlocked.raw()));
+    // The full record of the host's refused T=0 request to private memory (the host's own
+    // record leaves out the IOVA).
+    let mut seen = false;
+    for _ in 0..16 {
+        match guest::g_event_read(g, vbdf, CHUNK_GPA) {
+            Ok(Some(_)) => {
+                let mut ev = GuestEvent::new_zeroed();
+                g.read(CHUNK_GPA, ev.as_mut_bytes())?;
+                let t0 = EventReason::T0ToSecure.raw();
+                seen |= ev.reason == t0 && ev.iova == crate::scenarios::dma::T0_PRIVATE_IOVA.0;
+                check!(ev.vbdf == vbdf);
+            }
+            Ok(None) => break,
+            Err(_) => return Ok(u64::from(line!())),
+        }
+    }
+    check!(seen);
+    Ok(0)
+}

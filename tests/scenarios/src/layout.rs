@@ -1,0 +1,165 @@
+//! Conventions shared by the host routines and the guest scripts: the guest's address map, the
+//! modelled device's functions, and how a vCPU's `arg0` selects its script.
+
+use tsm_abi::addr::Gpa;
+use tsm_abi::params::InterfaceIdFormat;
+use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
+use tsm_device_model::TdiConfig;
+
+/// Where the guest payload is linked and entered (docs/design.md "Guests").
+pub const IMAGE_GPA: Gpa = Gpa(0x20_0000);
+/// Pages the host maps for the guest image, its BSS and its stack (the guest's linker scripts
+/// assert that the image fits).
+pub const IMAGE_PAGES: u64 = 64;
+/// Two private zero-filled pages for the guest's buffers (info, report, evidence, events).
+pub const SCRATCH_GPA: Gpa = Gpa(0x30_0000);
+/// Offset in the scratch area where a guest keeps evidence across host steps.
+pub const SAVED_EVIDENCE: u64 = 0x1000;
+/// A page of host (NS) memory mapped shared.
+pub const SHARED_GPA: Gpa = Gpa(0x31_0000);
+/// Where the isolation scenario maps a private page in one TVM only.
+pub const OTHER_GPA: Gpa = Gpa(0x32_0000);
+/// The 2 MiB the level-3 table covers: everything above lies in it.
+pub const L3_GPA: Gpa = Gpa(0x20_0000);
+/// The TVMs' guest-physical width (within every platform's FEATURES `MEMORY` range).
+pub const GPA_BITS: u8 = 39;
+
+/// The modelled device's requester-ID range; PF0 (its DSM) is the first.
+pub const RID_BASE: u16 = 0x0100;
+/// Requester IDs of the PDEV.
+pub const RID_COUNT: u16 = 8;
+/// Functions with a TDI after PF0 (pBDF `RID_BASE + 1 ..`).
+pub const FUNCTIONS: u16 = 4;
+/// The vBDF the first vdevice of a TVM gets; the next ones follow.
+pub const VBDF_BASE: u16 = 0x0008;
+/// A requester that belongs to no PDEV (a host device).
+pub const HOST_RID: u16 = 0x0300;
+/// The interface-ID format of the PDEV.
+pub const ID_FORMAT: InterfaceIdFormat = InterfaceIdFormat::Rid;
+
+/// 32 ranges and 500 info bytes: a report over 1 KiB, which the TSM fetches in two portions
+/// when the device's portions are small.
+const RANGES: [MmioRange; 32] = {
+    let mut r = [MmioRange {
+        first_page: 0,
+        number_of_pages: 1,
+        attributes: RangeAttributes::empty(),
+        range_id: 0,
+    }; 32];
+    let mut i = 0;
+    while i < 32 {
+        r[i].first_page = 0x8_0000 + 0x10 * i as u64;
+        i += 1;
+    }
+    r
+};
+static INFO: [u8; 500] = [0xD5; 500];
+
+const fn tdi(rid: u16) -> TdiConfig<'static> {
+    TdiConfig {
+        interface_id: InterfaceId::new(rid, None),
+        report: ReportFields {
+            interface_info: InterfaceInfo::DMA_WITHOUT_PASID,
+            msi_x_message_control: 0,
+            lnr_control: 0,
+            tph_control: 0,
+        },
+        mmio_ranges: &RANGES,
+        device_specific_info: &INFO,
+    }
+}
+
+/// PF0 and the functions.
+pub static TDIS: [TdiConfig<'static>; 1 + FUNCTIONS as usize] = [
+    tdi(RID_BASE),
+    tdi(RID_BASE + 1),
+    tdi(RID_BASE + 2),
+    tdi(RID_BASE + 3),
+    tdi(RID_BASE + 4),
+];
+
+/// The device's report portion size: small, so every bind fetches the report in portions.
+pub const REPORT_PORTION: u16 = 600;
+
+/// The guest scripts (`arg0` bits 7:0).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Script {
+    /// For `count` vdevices from `vbdf`: check info, read the report and its digest, accept,
+    /// see RUN.
+    Lifecycle = 1,
+    /// Name memory outside the TVM's map in guest calls: refused.
+    IsoBuffers = 2,
+    /// Read the GPA in `arg0` bits 63:12: must fault (never returns on QEMU).
+    Touch = 3,
+    /// Wrong evidence refused field by field; yield; stale evidence refused; fresh accepted.
+    AcceptProbe = 4,
+    /// Name another TVM's vdevice (`vbdf`): it does not exist for this TVM.
+    OtherTvm = 5,
+    /// `count` rounds: the vdevice is in ERROR with no evidence and cannot be accepted; yield.
+    HostileRounds = 6,
+    /// Accept with right evidence; the device fails START: `DeviceError`, vdevice ERROR.
+    StartFails = 7,
+    /// Accept; yield (host checks T=1 in RUN); stop; yield (host checks T=1 is off).
+    DmaAccept = 8,
+}
+
+impl Script {
+    const ALL: [Script; 8] = [
+        Script::Lifecycle,
+        Script::IsoBuffers,
+        Script::Touch,
+        Script::AcceptProbe,
+        Script::OtherTvm,
+        Script::HostileRounds,
+        Script::StartFails,
+        Script::DmaAccept,
+    ];
+}
+
+/// A vCPU's `arg0`: which script, on which vdevices (or which GPA).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestArg {
+    /// The script.
+    pub script: Script,
+    /// First vBDF (scripts about vdevices).
+    pub vbdf: u16,
+    /// How many vdevices or rounds.
+    pub count: u8,
+}
+
+impl GuestArg {
+    /// The `arg0` value.
+    pub const fn encode(self) -> u64 {
+        self.script as u64 | (self.vbdf as u64) << 8 | (self.count as u64) << 24
+    }
+
+    /// `arg0` of a [`Script::Touch`] of `gpa` (granule-aligned).
+    pub const fn touch(gpa: Gpa) -> u64 {
+        (gpa.0 & !0xFFF) | Script::Touch as u64
+    }
+
+    /// Decodes `arg0`; `None` for an unknown script.
+    pub fn decode(raw: u64) -> Option<Self> {
+        let script = *Script::ALL.iter().find(|s| **s as u64 == raw & 0xFF)?;
+        Some(GuestArg {
+            script,
+            vbdf: (raw >> 8) as u16,
+            count: (raw >> 24) as u8,
+        })
+    }
+
+    /// The GPA a [`Script::Touch`] reads.
+    pub const fn touch_gpa(raw: u64) -> Gpa {
+        Gpa(raw & !0xFFF)
+    }
+}
+
+/// Guest exit codes: 0 passed; otherwise the line of the failed check (guest scripts report
+/// `line!()`), or one of these.
+pub mod exit_code {
+    /// `arg0` named no script.
+    pub const BAD_ARG: u64 = 0xBAD0;
+    /// A [`super::Script::Touch`] read returned data.
+    pub const TOUCH_REACHED: u64 = 0xBAD1;
+}

@@ -1,0 +1,90 @@
+//! The seven scenarios on the build machine, against the monitor core over its simulated
+//! platform, for both address-map formats. After each: the invariant checker, and every
+//! granule of the pool back in NS.
+
+mod sim;
+
+use std::time::Instant;
+
+use tsm_hal::platform::AddressMapFormat;
+use tsm_scenarios::id;
+
+const FORMATS: [AddressMapFormat; 2] = [AddressMapFormat::ArmStage2, AddressMapFormat::X86_64FourLevel];
+
+fn scenario(n: u32) {
+    for format in FORMATS {
+        let sim = sim::Sim::new(format);
+        let mut host = sim.host();
+        let t = Instant::now();
+        let r = tsm_scenarios::run(&mut host, n);
+        assert_eq!(r, Ok(()), "scenario {n} on {format:?}");
+        sim.check_clean();
+        eprintln!("scenario {n} on {format:?}: {:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn s1_lifecycle() {
+    scenario(id::LIFECYCLE);
+}
+
+#[test]
+fn s2_isolation() {
+    scenario(id::ISOLATION);
+}
+
+#[test]
+fn s3_bad_input() {
+    scenario(id::BAD_INPUT);
+}
+
+#[test]
+fn s4_acceptance() {
+    scenario(id::ACCEPTANCE);
+}
+
+#[test]
+fn s5_hostile_device() {
+    scenario(id::HOSTILE_DEVICE);
+}
+
+#[test]
+fn s6_dma_rules() {
+    scenario(id::DMA_RULES);
+}
+
+/// Two host CPUs (threads) on the same objects.
+#[test]
+fn s7_smp() {
+    use tsm_scenarios::scenarios::smp;
+    const ITERATIONS: u32 = 400;
+    for format in FORMATS {
+        let sim = sim::Sim::new(format);
+        let mut h0 = sim.host();
+        let mut h1 = sim.host();
+        let t = Instant::now();
+        let (mut world, shared) = smp::setup(&mut h0).expect("setup");
+        let (a, b) = std::thread::scope(|s| {
+            let link = &mut world.link;
+            let shared = &shared;
+            let cpu0 = s.spawn(move || smp::worker(&mut h0, 0, shared, Some(link), ITERATIONS));
+            let cpu1 = s.spawn(move || smp::worker(&mut h1, 1, shared, None, ITERATIONS));
+            (cpu0.join().unwrap(), cpu1.join().unwrap())
+        });
+        let (a, b) = (a.expect("CPU 0"), b.expect("CPU 1"));
+        assert!(a.succeeded > 0 && b.succeeded > 0, "both CPUs got work done: {a:?} {b:?}");
+        sim.h.check();
+        let mut h = sim.host();
+        assert_eq!(smp::finish(&mut h, world, &shared), Ok(()));
+        sim.check_clean();
+        eprintln!("scenario 7 on {format:?}: {:?}, {a:?} {b:?}", t.elapsed());
+    }
+}
+
+/// The single-CPU entry (what the host payload runs) fails loudly instead of passing.
+#[test]
+fn smp_on_one_cpu_fails_with_a_reason() {
+    let sim = sim::Sim::new(AddressMapFormat::ArmStage2);
+    let r = tsm_scenarios::run(&mut sim.host(), id::SMP);
+    assert!(r.is_err_and(|f| f.what.contains("second CPU")));
+}
