@@ -14,9 +14,10 @@
 //! * a device round trip: the host carries the request in a COMMUNICATE buffer to the TDISP
 //!   device model and calls COMMUNICATE with its answer (or with "no response").
 //!
-//! After every call: nothing panicked; the status is a defined status word; invariant 3 (a
-//! granule is reachable by the host exactly when it is NS, and the TSM's own memory never is);
-//! the TSM's memory stays RESERVED; a refused call changed nothing (granule states and
+//! After every call: nothing panicked; the status is a defined status word; the core's
+//! invariant checker ([`tsm_core::invariants::check`]: invariants 3–6 over the granule table,
+//! the objects, the address maps and the host's mappings) passes; the TSM's own memory stays
+//! RESERVED and unreachable for the host; a refused call changed nothing (granule states and
 //! refcounts, every byte of DRAM, the host's mappings, the PDEV registry) unless its status is
 //! one that reports a state change (`NeedsDeviceIo`, `DeviceError`, `Cancelled`, `DmaFault`);
 //! a successful TEST_DMA_INJECT reached an NS page with T=0, or a private or NS page with T=1
@@ -25,6 +26,7 @@
 //! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
 //! panic by design.
 
+use core::cell::RefCell;
 use core::sync::atomic::AtomicU16;
 
 use tsm_abi::CallId;
@@ -39,6 +41,7 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
 use tsm_abi::viommu::ViommuType;
 use tsm_core::granule::GranuleState;
+use tsm_core::invariants;
 use tsm_core::testing::SimPlatform;
 use tsm_core::{Origin, Tsm};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
@@ -180,29 +183,48 @@ fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
 struct Machine<'m> {
     sim: &'m SimPlatform,
     tsm: Tsm<'m>,
+    /// `TSM_FUZZ_TRACE` is set: print every call and its result (for triaging a crash input).
+    trace: bool,
+    /// `TSM_FUZZ_SKIP_KNOWN` is set: do not issue calls that hit a reported, unfixed bug (see
+    /// [`known_bug`]), so a fuzzing session can look past it. Never set in CI or replays.
+    skip_known: bool,
+    /// DRAM as it was before the current call.
+    image: RefCell<Vec<u8>>,
 }
 
-/// Everything a refused call must leave as it was.
+/// Everything but memory contents a refused call must leave as it was.
 #[derive(PartialEq, Eq, Debug)]
 struct Snapshot {
     granules: Vec<(Pa, GranuleState, u16)>,
-    mem: Vec<u8>,
     unmapped: Vec<Pa>,
     pdevs: Vec<tsm_core::tsm::PdevRange>,
 }
 
 impl Machine<'_> {
     fn snapshot(&self) -> Snapshot {
-        let mut mem = vec![0u8; (GRANULES * GRANULE_SIZE) as usize];
-        self.sim
-            .read(Pa(DRAM_BASE), &mut mem)
-            .expect("the whole simulated DRAM reads");
         Snapshot {
             granules: self.tsm.granules().snapshot().collect(),
-            mem,
             unmapped: self.sim.unmapped_granules(),
             pdevs: self.tsm.pdev_ranges().into_iter().collect(),
         }
+    }
+
+    /// Copies all of DRAM into `image` (allocated once per run: a fresh 256 KiB buffer per
+    /// call would cost a page fault per page).
+    fn save_memory(&self, image: &mut [u8]) {
+        self.sim
+            .read(Pa(DRAM_BASE), image)
+            .expect("the whole simulated DRAM reads");
+    }
+
+    /// The first granule whose contents differ from `image`.
+    fn changed_granule(&self, image: &[u8]) -> Option<Pa> {
+        let mut page = [0u8; GRANULE_SIZE as usize];
+        image.chunks(page.len()).enumerate().find_map(|(i, old)| {
+            let pa = Pa(DRAM_BASE + i as u64 * GRANULE_SIZE);
+            self.sim.read(pa, &mut page).expect("DRAM reads");
+            (page[..] != *old).then_some(pa)
+        })
     }
 
     fn granules_in(&self, state: GranuleState) -> Vec<Pa> {
@@ -216,10 +238,18 @@ impl Machine<'_> {
 
     /// Issues one call and checks everything that must hold after it.
     fn call(&self, origin: Origin, regs: &CallRegs) {
+        if self.skip_known && known_bug(self, origin, regs) {
+            return;
+        }
         let before = self.snapshot();
+        self.save_memory(&mut self.image.borrow_mut());
         let r = self.tsm.handle(origin, regs);
         let status = Status::from_raw(r.status)
             .unwrap_or_else(|| panic!("undefined status word {:#x} for {regs:x?}", r.status));
+        if self.trace {
+            let name = CallId::try_from(regs.fid).map_or("(raw)", |c| c.name());
+            eprintln!("{origin:x?} {name} {:x?} -> {status:?} {:x?}", regs.args, r.out);
+        }
         let after = self.snapshot();
         let reports_change = matches!(
             status.code,
@@ -233,8 +263,16 @@ impl Machine<'_> {
                 before == after,
                 "{regs:x?} from {origin:?} refused with {status:?} but changed state"
             );
+            let changed = self.changed_granule(&self.image.borrow());
+            assert!(
+                changed.is_none(),
+                "{regs:x?} from {origin:?} refused with {status:?} but wrote {changed:x?}"
+            );
         }
         self.check_isolation(&after);
+        if let Err(violation) = invariants::check(&self.tsm, self.sim) {
+            panic!("after {regs:x?} from {origin:?} ({status:?}): {violation}");
+        }
         if status.is_success() && regs.fid == u64::from(CallId::TEST_DMA_INJECT.fid()) {
             self.check_dma(regs, Pa(r.out[0]));
         }
@@ -371,6 +409,17 @@ impl Machine<'_> {
     }
 }
 
+/// Calls that hit a bug found by this target, reported and not yet fixed in the core. Each
+/// entry names its regression input in `fuzz/regressions/dispatcher/`; remove it with the fix.
+fn known_bug(m: &Machine<'_>, origin: Origin, regs: &CallRegs) -> bool {
+    let state = |pa: u64| m.tsm.granules().peek(Pa(pa)).map(|s| s.0).ok();
+    // delegate_owned_granule: GRANULE_DELEGATE accepts any granule with refcount 0 (private
+    // pages, vCPU and VDEV objects, empty tables), not only NS ones.
+    origin == Origin::Host
+        && regs.fid == u64::from(CallId::GRANULE_DELEGATE.fid())
+        && !matches!(state(regs.args[0]), Some(GranuleState::Ns) | None)
+}
+
 const RANGES: [MmioRange; 2] = [
     MmioRange {
         first_page: 0x8_0000,
@@ -421,7 +470,13 @@ pub fn run(data: &[u8]) {
     }
     let tsm =
         Tsm::new(&sim, sim.dram(), tsm_mem, &descs).expect("the machine's sizes are consistent");
-    let m = Machine { sim: &sim, tsm };
+    let m = Machine {
+        sim: &sim,
+        tsm,
+        trace: std::env::var_os("TSM_FUZZ_TRACE").is_some(),
+        skip_known: std::env::var_os("TSM_FUZZ_SKIP_KNOWN").is_some(),
+        image: RefCell::new(vec![0; (GRANULES * GRANULE_SIZE) as usize]),
+    };
     let tdis = tdis();
     let mut device =
         Device::new(DeviceConfig::new(&tdis, [input.u8(); 32])).expect("valid device config");

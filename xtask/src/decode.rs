@@ -64,9 +64,21 @@ pub struct LogDecoder {
 }
 
 impl LogDecoder {
-    /// Reads the defmt tables of the TSM and host payload ELFs.
+    /// Reads the defmt tables of the TSM and host payload ELFs, and of the guest payload the
+    /// host embeds when its ELF (`tsm-guest`) sits next to the host's, as the image build
+    /// leaves it.
     pub fn load(tsm_elf: &Path, host_elf: &Path) -> Result<Self, String> {
-        Ok(Self::new(load_table(tsm_elf)?, load_table(host_elf)?, None))
+        let guest_elf = host_elf.with_file_name("tsm-guest");
+        let guest = if guest_elf.exists() {
+            load_table(&guest_elf)?
+        } else {
+            None
+        };
+        Ok(Self::new(
+            load_table(tsm_elf)?,
+            load_table(host_elf)?,
+            guest,
+        ))
     }
 
     pub fn new(tsm: Option<Table>, host: Option<Table>, guest: Option<Table>) -> Self {

@@ -27,9 +27,14 @@ pub fn build(
 ) -> Result<Images, String> {
     let mut cmd = ws.cargo();
     cmd.args(["build", "-p", "tsm-firmware"]);
-    // The host payload does not depend on the variant: built with the normal image only.
+    // The host payload does not depend on the variant: built with the normal image only. It
+    // embeds the guest payload, built first (docs/design.md "Guests").
+    let mut guest_elf = None;
     if variant == Variant::Normal {
         cmd.args(["-p", "tsm-host-payload"]);
+        let (bin, elf) = build_guest(ws, arch)?;
+        cmd.env("TSM_GUEST_BIN", bin);
+        guest_elf = Some(elf);
     }
     for feature in variant.features() {
         cmd.args(["--features", &format!("tsm-firmware/{feature}")]);
@@ -60,6 +65,10 @@ pub fn build(
     let host = keep.join("tsm-host");
     if variant == Variant::Normal {
         copy(&out.join("tsm-host"), &host)?;
+    }
+    // Next to the host payload, for the guest's defmt table (log stream 2).
+    if let Some(elf) = guest_elf {
+        copy(&elf, &keep.join("tsm-guest"))?;
     } else if !host.exists() {
         return Err(format!(
             "{} missing: build the normal variant first",
@@ -67,6 +76,86 @@ pub fn build(
         ));
     }
     Ok(Images { tsm, host })
+}
+
+/// Builds the guest payload for `arch` (release: it must fit the pages the host maps for it)
+/// and turns it into the flat binary the host payload embeds; returns (binary, ELF).
+fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String> {
+    let mut cmd = ws.cargo();
+    cmd.args([
+        "build",
+        "-p",
+        "tsm-guest-payload",
+        "--release",
+        "--target",
+        arch.triple(),
+    ]);
+    eprintln!("$ {}", show(&cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+    if !status.success() {
+        return Err(format!(
+            "building the {} guest payload failed ({status})",
+            arch.name()
+        ));
+    }
+    let elf = ws
+        .target_dir
+        .join(arch.triple())
+        .join("release")
+        .join("tsm-guest");
+    let bin = ws
+        .xtask_dir()
+        .join("images")
+        .join(arch.triple())
+        .join("tsm-guest.bin");
+    if let Some(dir) = bin.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut objcopy = std::process::Command::new(llvm_objcopy(ws)?);
+    objcopy.arg("-O").arg("binary").arg(&elf).arg(&bin);
+    eprintln!("$ {}", show(&objcopy));
+    let status = objcopy
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&objcopy)))?;
+    if !status.success() {
+        return Err(format!(
+            "llvm-objcopy of {} failed ({status})",
+            elf.display()
+        ));
+    }
+    Ok((bin, elf))
+}
+
+/// rustup's llvm-objcopy (component llvm-tools) of the pinned toolchain.
+fn llvm_objcopy(ws: &Workspace) -> Result<PathBuf, String> {
+    let rustc = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new("rustc")
+            .args(args)
+            .current_dir(&ws.root)
+            .output()
+            .map_err(|e| format!("cannot run rustc: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let sysroot = rustc(&["--print", "sysroot"])?;
+    let host = rustc(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV names no host")?;
+    let path = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} missing: `rustup component add llvm-tools` (cargo xtask setup)",
+            path.display()
+        ))
+    }
 }
 
 fn copy(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {

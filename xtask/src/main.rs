@@ -7,6 +7,7 @@ mod gdb;
 mod images;
 mod outcome;
 mod prereq;
+mod procs;
 mod qemu;
 mod records;
 mod scenarios;

@@ -51,6 +51,10 @@ pub struct Scenario {
 /// Generous for a boot under TCG on a loaded 2-core machine; a run that needs longer is a bug.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The end-to-end scenarios (tests/scenarios) make hundreds of calls and device round trips
+/// under TCG.
+const E2E_TIMEOUT: Duration = Duration::from_secs(90);
+
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "boot",
@@ -112,6 +116,104 @@ pub const SCENARIOS: &[Scenario] = &[
             },
         ],
         about: "harness self-test: the TSM takes an exception, the run must fail with its registers logged",
+    },
+    Scenario {
+        name: "lifecycle",
+        id: 10,
+        host_const: "LIFECYCLE",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "delegate, TVM, a vIOMMU of each type, PDEV connect, vdevices bound, the guest checks each report and accepts, T=1 DMA, unbind, ordered teardown, every granule back to NS",
+    },
+    Scenario {
+        name: "isolation",
+        id: 11,
+        host_const: "ISOLATION",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "host loads/stores to secure memory are blocked; a TVM cannot touch or name another TVM's or the host's memory",
+    },
+    Scenario {
+        name: "bad-input",
+        id: 12,
+        host_const: "BAD_INPUT",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "every host call with stale/forged handles, wrong states, bad addresses and buffers, wrong vIOMMU types and BDFs gets its documented status",
+    },
+    Scenario {
+        name: "acceptance",
+        id: 13,
+        host_const: "ACCEPTANCE",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "forged and stale evidence refused, the host and another TVM cannot accept, fresh evidence from the guest reaches RUN",
+    },
+    Scenario {
+        name: "hostile-device",
+        id: 14,
+        host_const: "HOSTILE_DEVICE",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "each device misbehaviour puts the vdevice in ERROR, never RUN, no T=1",
+    },
+    Scenario {
+        name: "dma-rules",
+        id: 15,
+        host_const: "DMA_RULES",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "TEST_DMA_INJECT: T=0 never reaches private memory, T=0 shared works, T=1 only in RUN",
+    },
+    Scenario {
+        name: "smp",
+        id: 16,
+        host_const: "SMP",
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "two CPUs issue racing calls on the same objects; invariants hold afterwards",
     },
 ];
 

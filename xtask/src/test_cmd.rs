@@ -9,12 +9,17 @@ use std::time::{Duration, Instant};
 use crate::arch::Arch;
 use crate::images::{self, Images};
 use crate::outcome::{self, Outcome};
-use crate::qemu;
 use crate::scenarios::{Scenario, Variant};
 use crate::workspace::{Workspace, show};
+use crate::{procs, qemu};
 
 /// The machine has 2 cores; each QEMU runs one TCG thread per busy vCPU.
 const PARALLEL_RUNS: usize = 2;
+/// A check running longer is stuck (a deadlocked unit test, say): it is killed with everything
+/// it started, so the rest still runs and CI reports it instead of timing out. Generous: a
+/// cold `cargo test` compiles every dependency first.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const CHECK_POLL: Duration = Duration::from_millis(100);
 /// How much of a mismatched run's log is echoed to the console (the whole log is in its file).
 const ECHO_LINES: usize = 80;
 
@@ -122,7 +127,8 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
 fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
     let mut list = Vec::new();
     let mut unit = ws.cargo();
-    unit.arg("test");
+    // Every crate's tests run even when one crate's fail, so one report shows them all.
+    unit.args(["test", "--no-fail-fast"]);
     list.push(("unit tests", "host", unit));
     let mut clippy = ws.cargo();
     clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
@@ -153,19 +159,40 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
 fn check(what: &'static str, arch: &'static str, cmd: &mut Command) -> Result<Row, String> {
     eprintln!("\n$ {}", show(cmd));
     let t = Instant::now();
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for `{}`: {e}", show(cmd)))?
+        {
+            break Some(status);
+        }
+        if t.elapsed() >= CHECK_TIMEOUT {
+            procs::kill_tree(child.id());
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(CHECK_POLL);
+    };
+    let (result, ok) = match status {
+        Some(s) if s.success() => ("ok".to_string(), true),
+        Some(s) => (format!("FAILED ({s})"), false),
+        None => (
+            format!("HUNG (killed after {} s)", CHECK_TIMEOUT.as_secs()),
+            false,
+        ),
+    };
+    if !ok {
+        eprintln!("xtask: {what} ({arch}): {result}");
+    }
     Ok(Row {
         what: what.into(),
         arch,
         expected: "-".into(),
-        result: if status.success() {
-            "ok".into()
-        } else {
-            format!("FAILED ({status})")
-        },
-        ok: status.success(),
+        result,
+        ok,
         wall: t.elapsed(),
     })
 }

@@ -168,17 +168,24 @@ impl Tsm<'_> {
         if call == Some(CallId::G_EXIT) && r.status == Status::SUCCESS.to_raw() {
             return Completion::GuestExit { code: r.out[0] };
         }
-        if matches!(origin, Origin::Guest { .. }) && r.status == needs_io {
-            if let Some(op) = u32::try_from(r.out[1]).ok().and_then(|o| DeviceOp::from_raw(o.into())) {
-                return Completion::DeviceRequest { vdev: Pa(r.out[0]), op };
-            }
+        if matches!(origin, Origin::Guest { .. })
+            && r.status == needs_io
+            && let Some(op) = DeviceOp::from_raw(r.out[1])
+        {
+            return Completion::DeviceRequest {
+                vdev: Pa(r.out[0]),
+                op,
+            };
         }
         let keep = call.map_or(0, CallId::result_count);
         let mut out = [0; 4];
         for (o, v) in out.iter_mut().zip(r.out).take(keep) {
             *o = v;
         }
-        Completion::Done(CallResult { status: r.status, out })
+        Completion::Done(CallResult {
+            status: r.status,
+            out,
+        })
     }
 
     /// [`Self::handle_call`] flattened into registers. For the two guest completions that

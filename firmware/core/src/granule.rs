@@ -29,6 +29,16 @@
 //!
 //! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
 //! VDEV) drops the child, locks the parent, then re-locks and re-checks the child.
+//!
+//! Two spin locks outside the table come after every granule lock, in this order, and no
+//! granule lock is ever taken while holding them:
+//!
+//! ```text
+//! granule locks  →  IOTLB (`Tsm::iotlb`)  →  PDEV registry (`Tsm::pdevs`)
+//! ```
+//!
+//! A translation (TEST_DMA_INJECT) holds the IOTLB lock for the walk, so it reads objects and
+//! tables as unlocked snapshots (`viommu_glue::Translator`) instead of locking granules.
 
 use core::sync::atomic::{AtomicU16, Ordering};
 

@@ -10,8 +10,11 @@
 //! | [`run`] | the VCPU_RUN protocol between the HAL run loops and the core |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
 //! | [`calls`] | the call handlers |
-//! | [`viommu_glue`] | the stage-2 lookup and notifications for the secure vIOMMU |
-//! | `testing` | the simulated platform (tests and feature `testing`) |
+//! | [`run`] | the VCPU_RUN protocol between the HAL run loop and the core |
+//! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
+//! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
+//! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
+//! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
 #![no_std]
 #![forbid(unsafe_code)]
 // Host and guest input must never panic the monitor: no unwrap/expect/panic/unchecked indexing

@@ -212,6 +212,12 @@ pub enum GuestStep {
 /// `SUCCESS` with no results, which [`Tsm::host_call`] turns into [`HostStep::Enter`].
 pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (vcpu, record) = (Pa(a[0]), Pa(a[1]));
+    // The record must be NS now (checked again when it is written). Checked before the other
+    // locks: a record naming the TVM's or vCPU's own granule must fail, not wait for itself.
+    if !record.0.is_multiple_of(8) {
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
+    }
+    drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
     // Lock order is TVM before VCPU: learn the TVM, then lock both and re-check.
     let tvm = {
         let gv = t
@@ -233,10 +239,6 @@ pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    if !record.0.is_multiple_of(8) {
-        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
-    }
-    drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
     run.running = 1;
     run.exit_record = record.0;
     save_run(t, &gv, &run)?;
@@ -362,12 +364,13 @@ impl Tsm<'_> {
     /// Writes the exit record of the current VCPU_RUN, ends the run, and returns the
     /// VCPU_RUN result.
     fn to_host(&self, vcpu: Pa, rec: &VcpuExit) -> CallResult {
+        // Written without the vCPU's lock: NS buffers come last in the lock order.
         let result = self
-            .with_run(vcpu, |run| {
-                self.write_ns(Pa(run.exit_record), rec.as_bytes(), 2)?;
-                Ok(CallResult::ok([u64::from(rec.reason), 0, 0, 0]))
-            })
-            .unwrap_or_else(CallResult::status);
+            .with_run(vcpu, |run| Ok(Pa(run.exit_record)))
+            .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
+            .map_or_else(CallResult::status, |()| {
+                CallResult::ok([u64::from(rec.reason), 0, 0, 0])
+            });
         self.release(vcpu);
         result
     }

@@ -1,12 +1,28 @@
 //! The TSM on aarch64: boot banner, then the host run loop. Every host call goes to
-//! `tsm_core`; any other host exit is reported with its decoded syndrome and fails the run.
+//! `tsm_core` ([`Tsm::host_call`]); a VCPU_RUN runs the vCPU ([`run_vcpu`]) until the core
+//! completes the call; any other host exit is reported with its decoded syndrome and fails the
+//! run.
 
-use tsm_core::{Origin, Tsm};
+use tsm_abi::addr::Gpa;
+use tsm_abi::regs::CallResult;
+use tsm_core::Tsm;
+use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_hal::aarch64::syndrome::{self, AbortIss, Ec};
-use tsm_hal::aarch64::{Boot, Exit, Fault, exit};
+use spin::Once;
+use tsm_hal::aarch64::{
+    Boot, Exit, Fault, GUEST_CONTEXT_BYTES, GuestTrap, HostContext, QemuVirt, Start, exit,
+};
 use tsm_hal::platform::ExitCode;
 
-tsm_hal::aarch64_entry!(main);
+// The HAL's vCPU context fits the area the core reserves for it in the VCPU granule.
+const _: () = assert!(GUEST_CONTEXT_BYTES as u64 <= tsm_core::run::CONTEXT_SIZE);
+
+tsm_hal::aarch64_entry!(main, secondary);
+
+/// The platform and the monitor, shared by every CPU (set up once by CPU 0 before it starts
+/// the others).
+static PLATFORM: Once<QemuVirt> = Once::new();
+static MONITOR: Once<Tsm<'static>> = Once::new();
 
 fn main(boot: Boot) -> ! {
     let (dram, tsm) = (boot.dram, boot.tsm);
@@ -25,21 +41,41 @@ fn main(boot: Boot) -> ! {
         defmt::warn!("self-test: reading past the end of DRAM");
         tsm_hal::aarch64::fault_selftest(&dram);
     }
-    let mut host = boot.host;
-    let platform = boot.platform;
-    let monitor = match Tsm::new(&platform, dram, tsm, boot.granule_descriptors) {
-        Ok(m) => m,
+    let platform = PLATFORM.call_once(|| boot.platform);
+    let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors) {
+        Ok(m) => MONITOR.call_once(|| m),
         Err(e) => {
             defmt::error!("the monitor cannot start: {}", defmt::Debug2Format(&e));
             exit(ExitCode::Failure)
         }
     };
+    let cpus = tsm_hal::aarch64::start_secondary_cpus();
+    defmt::info!("{=usize} CPUs up (PSCI CPU_ON)", cpus);
+    run_host(platform, monitor, boot.host, boot.cpu)
+}
+
+/// A secondary CPU (started by CPU 0 once the monitor is shared): runs the host on it.
+fn secondary(cpu: u64, host: HostContext) -> ! {
+    let (Some(platform), Some(monitor)) = (PLATFORM.get(), MONITOR.get()) else {
+        defmt::error!("CPU {=u64} started before the monitor", cpu);
+        exit(ExitCode::Failure)
+    };
+    run_host(platform, monitor, host, cpu)
+}
+
+/// Runs the host on this CPU, handing each of its calls to the core.
+fn run_host(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: u64) -> ! {
+    defmt::debug!("CPU {=u64}: entering the host", cpu);
     loop {
         match host.run() {
             Exit::Call(regs) => {
-                let result = monitor.handle(Origin::Host, &regs);
+                let result = match monitor.host_call(&regs) {
+                    HostStep::Reply(r) => r,
+                    HostStep::Enter(e) => run_vcpu(platform, monitor, &e),
+                };
                 defmt::debug!(
-                    "host call {=u64:#x}({=u64:#x}, {=u64:#x}, {=u64:#x}) -> {=u64:#x} [{=u64:#x}, {=u64:#x}, {=u64:#x}, {=u64:#x}]",
+                    "CPU {=u64} host call {=u64:#x}({=u64:#x}, {=u64:#x}, {=u64:#x}) -> {=u64:#x} [{=u64:#x}, {=u64:#x}, {=u64:#x}, {=u64:#x}]",
+                    cpu,
                     regs.fid,
                     regs.args[0],
                     regs.args[1],
@@ -56,6 +92,69 @@ fn main(boot: Boot) -> ! {
                 report_fault(&fault, host.frame().x);
                 exit(ExitCode::Failure)
             }
+        }
+    }
+}
+
+/// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
+fn run_vcpu(platform: &QemuVirt, tsm: &Tsm<'_>, e: &GuestEntry) -> CallResult {
+    let mut resume = e.resume;
+    loop {
+        let start = match resume {
+            Resume::Start { entry, arg0 } => Start::Fresh {
+                entry: entry.0,
+                arg0,
+            },
+            Resume::Continue => Start::Continue,
+            Resume::Return(r) => Start::Return(r),
+        };
+        let exit = match platform.run_guest(e.context, e.root, start) {
+            Ok(GuestTrap::Call(regs)) => {
+                defmt::debug!(
+                    "vCPU {=u64:#x} call {=u64:#x}({=u64:#x}, {=u64:#x})",
+                    e.vcpu.0,
+                    regs.fid,
+                    regs.args[0],
+                    regs.args[1]
+                );
+                GuestExit::Call(regs)
+            }
+            Ok(GuestTrap::Fault {
+                syndrome,
+                ipa,
+                write,
+            }) => {
+                defmt::debug!(
+                    "vCPU {=u64:#x} fault: ESR {=u64:#x}, IPA valid {=bool} {=u64:#x}",
+                    e.vcpu.0,
+                    syndrome,
+                    ipa.is_some(),
+                    ipa.unwrap_or(0)
+                );
+                GuestExit::Fault {
+                    syndrome,
+                    gpa: ipa.map(Gpa),
+                    write,
+                }
+            }
+            // The core's claim and the HAL's checks disagree: a TSM bug. The vCPU does not
+            // run; the host gets a FAULT exit without an address and may tear it down.
+            Err(err) => {
+                defmt::error!(
+                    "vCPU {=u64:#x} cannot be entered: {}",
+                    e.vcpu.0,
+                    defmt::Debug2Format(&err)
+                );
+                GuestExit::Fault {
+                    syndrome: 0,
+                    gpa: None,
+                    write: false,
+                }
+            }
+        };
+        match tsm.guest_exit(e.vcpu, exit) {
+            GuestStep::Resume(r) => resume = r,
+            GuestStep::ToHost(r) => return r,
         }
     }
 }

@@ -79,7 +79,14 @@ fn boot_cpu(boot: &'static BootInfo) {
 }
 
 /// Runs the host on this CPU, handing each of its calls to the core.
+///
+/// On CPU 0, first starts the other CPUs: each comes back here through `main` with its index
+/// and runs its own instance of the host payload (which tells them apart by that index).
 fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
+    if cpu == 0 {
+        let cpus = hal::start_secondary_cpus();
+        defmt::info!("{=usize} CPUs up (INIT-SIPI-SIPI)", cpus);
+    }
     let mut host = hal::host_context(boot, cpu as u64);
     defmt::info!(
         "CPU {=usize}: entering the host at {=u64:#x}",

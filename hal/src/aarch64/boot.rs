@@ -15,6 +15,7 @@ use super::layout::{self, CarveOut};
 use super::memmap;
 use super::mmu;
 use super::platform::QemuVirt;
+use super::smp::{self, MAX_CPUS, SECONDARY_STACK};
 use super::stage2::{self, HostStage2};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
 use crate::platform::MemRange;
@@ -71,14 +72,21 @@ unsafe extern "Rust" {
     safe fn __tsm_aarch64_main(boot: Boot) -> !;
 }
 
-/// Defines the image's main: `aarch64_entry!(path)` where `path: fn(Boot) -> !`.
+/// Defines the image's mains: `aarch64_entry!(main, secondary)` where `main: fn(Boot) -> !`
+/// runs on the boot CPU and `secondary: fn(u64, HostContext) -> !` on every CPU
+/// [`crate::aarch64::start_secondary_cpus`] starts (its index, its host context).
 #[macro_export]
 macro_rules! aarch64_entry {
-    ($main:path) => {
+    ($main:path, $secondary:path) => {
         #[unsafe(export_name = "__tsm_aarch64_main")]
         fn __tsm_aarch64_main(boot: $crate::aarch64::Boot) -> ! {
             let main: fn($crate::aarch64::Boot) -> ! = $main;
             main(boot)
+        }
+        #[unsafe(export_name = "__tsm_aarch64_secondary")]
+        fn __tsm_aarch64_secondary(cpu: u64, host: $crate::aarch64::HostContext) -> ! {
+            let secondary: fn(u64, $crate::aarch64::HostContext) -> ! = $secondary;
+            secondary(cpu, host)
         }
     };
 }
@@ -125,11 +133,14 @@ extern "C" fn boot_primary() -> ! {
     let Some(s2_tables) = stage2::table_count(&dram) else {
         fatal_text("DRAM too large for the host's stage-2")
     };
+    let stacks = SECONDARY_STACK * (MAX_CPUS as u64 - 1);
     let Some(tsm) = s2_tables
         .checked_add(mmu::TABLES as u64)
         .and_then(|t| t.checked_mul(GRANULE_SIZE))
         .zip(layout::descriptor_bytes(granules))
-        .and_then(|(tables, descs)| layout::tsm_range(tables.checked_add(descs)?, &dram))
+        .and_then(|(tables, descs)| {
+            layout::tsm_range(tables.checked_add(descs)?.checked_add(stacks)?, &dram)
+        })
     else {
         fatal_text("the TSM's memory does not fit in DRAM below the host parameters page")
     };
@@ -150,7 +161,28 @@ extern "C" fn boot_primary() -> ! {
     let Some(granule_descriptors) = carve.descriptors(granules as usize, &tsm) else {
         fatal_text("no room for the granule descriptors")
     };
+    // Secondary CPUs (PSCI from the device tree, read before the host can touch it).
+    let (mpidr, cpus) = memmap::cpus_from_dtb::<MAX_CPUS>().unwrap_or(([0; MAX_CPUS], 1));
+    let mut stack_top = [0; MAX_CPUS];
+    for top in stack_top.iter_mut().take(cpus).skip(1) {
+        let Some(t) = carve.stack(SECONDARY_STACK, &tsm) else {
+            fatal_text("no room for the secondary CPUs' stacks")
+        };
+        *top = t;
+    }
     trap_host();
+    smp::publish(smp::Shared {
+        mair: read_sysreg!("mair_el2"),
+        tcr: read_sysreg!("tcr_el2"),
+        ttbr0: read_sysreg!("ttbr0_el2"),
+        sctlr: read_sysreg!("sctlr_el2"),
+        vtcr: read_sysreg!("vtcr_el2"),
+        vttbr: read_sysreg!("vttbr_el2"),
+        dram,
+        mpidr,
+        stack_top,
+        cpus,
+    });
     let host = HostContext::new(&dram, 0);
     __tsm_aarch64_main(Boot {
         dram,
@@ -162,8 +194,8 @@ extern "C" fn boot_primary() -> ! {
     })
 }
 
-/// Sets the EL2 controls the host runs under (its stage-2 is already installed).
-fn trap_host() {
+/// Sets the EL2 controls the host runs under on this CPU (its stage-2 is already installed).
+pub(crate) fn trap_host() {
     let midr = read_sysreg!("midr_el1");
     let mpidr = read_sysreg!("mpidr_el1");
     // SAFETY: these registers only govern EL1/EL0, where nothing runs until the first world

@@ -201,7 +201,7 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
-    fn from_vector(v: u64) -> Self {
+    pub(crate) fn from_vector(v: u64) -> Self {
         match v {
             0 => ExitKind::Sync,
             1 => ExitKind::Irq,
@@ -238,6 +238,61 @@ pub enum Exit {
     Fault(Fault),
 }
 
+impl Frame {
+    /// A context's first frame: at `pc` in EL1h with D, A, I, F masked, x0..x2 = `args`,
+    /// everything else zero.
+    pub(crate) fn entry(pc: u64, args: [u64; 3]) -> Self {
+        let mut x = [0; 31];
+        x[..3].copy_from_slice(&args);
+        Frame {
+            x,
+            pc,
+            pstate: SPSR_EL1H_MASKED,
+            esr: 0,
+            far: 0,
+            hpfar: 0,
+            fpsr: 0,
+            fpcr: 0,
+            v: [0; 32],
+        }
+    }
+
+    /// The call the last exit made (`smc #0` or `hvc #0`), copied out once; the saved PC then
+    /// points past the call instruction. `None` for any other exit.
+    pub(crate) fn take_call(&mut self) -> Option<CallRegs> {
+        let ec = syndrome::ec(self.esr);
+        if self.esr & 0xFFFF != 0 || (ec != Ec::SMC64 && ec != Ec::HVC64) {
+            return None;
+        }
+        // A trapped SMC returns to itself; HVC already points past.
+        if ec == Ec::SMC64 {
+            self.pc = self.pc.wrapping_add(4);
+        }
+        let mut args = [0; 6];
+        args.copy_from_slice(&self.x[1..7]);
+        Some(CallRegs {
+            fid: self.x[0],
+            args,
+        })
+    }
+
+    /// Writes a call's results into x0..x4; the context sees them when it resumes.
+    pub(crate) fn set_result(&mut self, result: &CallResult) {
+        self.x[0] = result.status;
+        self.x[1..5].copy_from_slice(&result.out);
+    }
+}
+
+/// Runs the lower-EL context in `frame` until its next exception to EL2. The caller has
+/// installed the context's EL1 state and stage 2.
+pub(crate) fn switch_to(frame: &mut Frame) -> ExitKind {
+    // SAFETY: the frame is exclusively borrowed for the whole switch; the context runs at EL1
+    // behind the stage 2 the caller installed, with HCR_EL2 trapping SMC and routing
+    // interrupts to EL2, so it can only come back through the lower-EL vectors, which save its
+    // registers into this frame and restore the TSM's callee-saved state from the stack.
+    ExitKind::from_vector(unsafe { __host_run(frame) })
+}
+
 /// The host's execution context on one CPU.
 pub struct HostContext {
     frame: Frame,
@@ -247,22 +302,8 @@ impl HostContext {
     /// The host's first entry: at [`HOST_ENTRY`] in EL1h with x0 = DRAM base, x1 = DRAM size,
     /// x2 = CPU index. Only boot makes one, once the host's stage-2 and traps are in place.
     pub(crate) fn new(dram: &MemRange, cpu: u64) -> Self {
-        let mut x = [0; 31];
-        x[0] = dram.base.0;
-        x[1] = dram.size;
-        x[2] = cpu;
         HostContext {
-            frame: Frame {
-                x,
-                pc: HOST_ENTRY,
-                pstate: SPSR_EL1H_MASKED,
-                esr: 0,
-                far: 0,
-                hpfar: 0,
-                fpsr: 0,
-                fpcr: 0,
-                v: [0; 32],
-            },
+            frame: Frame::entry(HOST_ENTRY, [dram.base.0, dram.size, cpu]),
         }
     }
 
@@ -273,23 +314,12 @@ impl HostContext {
 
     /// Runs the host until it traps to the TSM.
     pub fn run(&mut self) -> Exit {
-        // SAFETY: the frame is exclusively borrowed for the whole switch; the host runs at EL1
-        // behind the stage-2 boot installed (no TSM memory, no devices) with HCR_EL2 trapping
-        // SMC, so it can only come back through the lower-EL vectors, which save its registers
-        // into this frame and restore the TSM's callee-saved state from the stack.
-        let vector = unsafe { __host_run(&mut self.frame) };
+        let kind = switch_to(&mut self.frame);
         let f = &mut self.frame;
-        let kind = ExitKind::from_vector(vector);
-        let ec = syndrome::ec(f.esr);
-        let imm16 = f.esr & 0xFFFF;
-        if kind == ExitKind::Sync && imm16 == 0 && (ec == Ec::SMC64 || ec == Ec::HVC64) {
-            // A trapped SMC returns to itself; HVC already points past.
-            if ec == Ec::SMC64 {
-                f.pc = f.pc.wrapping_add(4);
-            }
-            let mut args = [0; 6];
-            args.copy_from_slice(&f.x[1..7]);
-            return Exit::Call(CallRegs { fid: f.x[0], args });
+        if kind == ExitKind::Sync
+            && let Some(regs) = f.take_call()
+        {
+            return Exit::Call(regs);
         }
         Exit::Fault(Fault {
             kind,
@@ -303,7 +333,6 @@ impl HostContext {
 
     /// Writes a call's results into the saved x0..x4; the host sees them when it resumes.
     pub fn finish_call(&mut self, result: &CallResult) {
-        self.frame.x[0] = result.status;
-        self.frame.x[1..5].copy_from_slice(&result.out);
+        self.frame.set_result(result);
     }
 }

@@ -85,6 +85,11 @@ impl CarveOut {
         Some(unsafe { core::slice::from_raw_parts(base as *const Table, n) })
     }
 
+    /// A zeroed stack of `size` bytes (granule multiple); its top.
+    pub fn stack(&mut self, size: u64, tsm: &MemRange) -> Option<u64> {
+        self.take_zeroed(size, tsm)?.checked_add(size)
+    }
+
     /// `n` zeroed granule descriptors for the core.
     pub fn descriptors(&mut self, n: usize, tsm: &MemRange) -> Option<&'static [AtomicU16]> {
         let base = self.take_zeroed(descriptor_bytes(n as u64)?, tsm)?;

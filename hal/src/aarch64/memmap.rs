@@ -44,9 +44,9 @@ fn read_be32(addr: usize) -> u32 {
     u32::from_be(unsafe { core::ptr::read_volatile(addr as *const u32) })
 }
 
-/// The first DRAM region of the device tree, trimmed to [`DRAM_ALIGN`]. The tree is read once,
-/// at boot, before the host can touch it.
-pub fn dram_from_dtb() -> Result<MemRange, MemMapError> {
+/// The device tree. Only the boot CPU calls this, before the host runs, and drops the result
+/// before it does (the host's stage-2 maps the DTB's memory).
+fn dtb() -> Result<fdt::Fdt<'static>, MemMapError> {
     if read_be32(DTB_ADDR) != FDT_MAGIC {
         return Err(MemMapError::NoDtb);
     }
@@ -55,9 +55,34 @@ pub fn dram_from_dtb() -> Result<MemRange, MemMapError> {
         return Err(MemMapError::BadDtb);
     }
     // SAFETY: [DTB_ADDR, DTB_ADDR + total) lies in the 2 MiB of RAM below the TSM image, which
-    // nothing writes while this shared borrow lives (boot runs on one CPU, the host is not up).
+    // nothing writes while the borrow lives (boot runs on one CPU, the host is not up; see the
+    // function's doc).
     let blob = unsafe { core::slice::from_raw_parts(DTB_ADDR as *const u8, total) };
-    let fdt = fdt::Fdt::new(blob).map_err(|_| MemMapError::BadDtb)?;
+    fdt::Fdt::new(blob).map_err(|_| MemMapError::BadDtb)
+}
+
+/// The CPUs PSCI can start: their MPIDR affinity values (the boot CPU's included), up to
+/// `N`, and whether PSCI's conduit is SMC (QEMU `virt` with virtualization and no EL3
+/// implements PSCI on SMC from EL2). `None` when the tree has no PSCI node with that method.
+pub fn cpus_from_dtb<const N: usize>() -> Option<([u64; N], usize)> {
+    let fdt = dtb().ok()?;
+    let psci = fdt.find_node("/psci")?;
+    if psci.property("method").and_then(|p| p.as_str()) != Some("smc") {
+        return None;
+    }
+    let mut ids = [0; N];
+    let mut n = 0;
+    for (slot, cpu) in ids.iter_mut().zip(fdt.cpus()) {
+        *slot = cpu.ids().first() as u64;
+        n += 1;
+    }
+    Some((ids, n))
+}
+
+/// The first DRAM region of the device tree, trimmed to [`DRAM_ALIGN`]. The tree is read once,
+/// at boot, before the host can touch it.
+pub fn dram_from_dtb() -> Result<MemRange, MemMapError> {
+    let fdt = dtb()?;
     let region = fdt
         .all_nodes()
         .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))

@@ -3,10 +3,14 @@
 //!
 //! - [`boot`]: the entry point, the boot sequence and the [`Boot`] hand-off to the image;
 //! - [`host`]: the host's saved-register frame and the world switch ([`HostContext::run`]);
+//! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
+//!   ([`QemuVirt::run_guest`]), under per-TVM VMIDs;
 //! - [`stage2`]: the host's stage-2 translation and the granule map/unmap the core builds on;
 //! - [`syndrome`]: decoding of ESR/HPFAR values for the fault log;
-//! - [`platform`]: the [`crate::platform`] traits over this machine.
+//! - [`platform`]: the [`crate::platform`] traits over this machine;
+//! - `smp`: secondary CPUs (PSCI CPU_ON), each with its own stack and host context.
 
+mod el1;
 mod exception;
 mod fatal;
 mod layout;
@@ -14,21 +18,26 @@ mod memmap;
 mod mmu;
 mod pl011;
 mod semihosting;
+mod smp;
 mod sysreg;
 mod timer;
+mod vmid;
 
 pub mod boot;
+pub mod guest;
 pub mod host;
 pub mod platform;
 pub mod stage2;
 pub mod syndrome;
 
 pub use boot::Boot;
+pub use guest::{GUEST_CONTEXT_BYTES, GuestError, GuestTrap, Start};
 pub use fatal::panic_text;
 pub use host::{Exit, ExitKind, Fault, HostContext};
 pub use pl011::console_write;
 pub use platform::QemuVirt;
 pub use semihosting::exit;
+pub use smp::start_secondary_cpus;
 pub use stage2::{HostStage2, Stage2Error};
 pub use timer::now_us;
 

@@ -3,6 +3,7 @@
 use tsm_abi::addr::{Gpa, Pa};
 
 use super::stage2::{self, HostStage2};
+use super::vmid::Vmids;
 use super::sysreg::read_sysreg;
 use crate::platform::{
     AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
@@ -14,16 +15,23 @@ pub struct QemuVirt {
     dram: MemRange,
     tsm: MemRange,
     stage2: HostStage2,
+    /// TVM roots → VMIDs (taken around TLB maintenance and vCPU entry/exit only).
+    pub(super) vmids: spin::Mutex<Vmids>,
 }
 
 impl QemuVirt {
     pub(crate) fn new(dram: MemRange, tsm: MemRange, stage2: HostStage2) -> Self {
-        QemuVirt { dram, tsm, stage2 }
+        QemuVirt {
+            dram,
+            tsm,
+            stage2,
+            vmids: spin::Mutex::new(Vmids::new()),
+        }
     }
 
     /// `[pa, pa + len)` is DRAM outside the TSM's own image and carve-out (never a target of
     /// the core's copies: its objects live in delegated granules, which lie outside it).
-    fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+    pub(super) fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         let len = len as u64;
         let end = pa.0.checked_add(len).ok_or(MemFault(pa))?;
         let tsm_end = self.tsm.base.0 + self.tsm.size;
@@ -118,11 +126,19 @@ impl GuestMmu for QemuVirt {
         AddressMapFormat::ArmStage2
     }
 
+    /// A root without a VMID has nothing cached (its VMID, if it had one, was flushed when it
+    /// changed hands); the lock keeps the VMID from changing hands during the flush.
     fn invalidate_guest_page(&self, root: Pa, gpa: Gpa) {
-        stage2::invalidate_tvm_ipa(root, gpa);
+        let vmids = self.vmids.lock();
+        if let Some(vmid) = vmids.of(root) {
+            stage2::invalidate_tvm_ipa(vmid, gpa);
+        }
     }
 
     fn invalidate_guest_all(&self, root: Pa) {
-        stage2::invalidate_tvm_all(root);
+        let vmids = self.vmids.lock();
+        if let Some(vmid) = vmids.of(root) {
+            stage2::invalidate_tvm_all(vmid);
+        }
     }
 }

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Gpa, Pa};
 
 use super::mmu::{Table, pa_size_field};
+use super::vmid::Vmid;
 use super::sysreg::{isb, read_sysreg, write_sysreg};
 use crate::platform::MemRange;
 
@@ -23,12 +24,12 @@ const IPA_BITS: u64 = 39;
 /// RES1 bit 31. PS is added from the CPU's PA size.
 const VTCR_BASE: u64 =
     (64 - IPA_BITS) | (0b01 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 31);
-/// The host's VMID.
+/// The host's VMID (TVMs get 1..=255, see `vmid`).
 const HOST_VMID: u64 = 0;
-/// The VMID every TVM address map is tagged with until the vCPU-run phase assigns one per
-/// TVM: invalidating it drops every TVM's cached translations of an address, which is more
-/// than needed and never less.
-const TVM_VMID: u64 = 1;
+/// VTCR_EL2 for TVM address maps (`AddressMapFormat::ArmStage2`): 48-bit IPA (T0SZ = 16),
+/// walk starting at level 0 (SL0 = 2), otherwise as the host's.
+const VTCR_TVM_BASE: u64 =
+    16 | (0b10 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 31);
 
 const VALID_TABLE: u64 = 0b11;
 /// A level-3 page: valid, MemAttr = Normal inner/outer write-back (with HCR_EL2.DC the host's
@@ -147,15 +148,14 @@ impl HostStage2 {
     }
 }
 
-/// Drops every CPU's cached translations of `gpa` in TVM address maps (`root` is one, a valid
-/// table, loaded only to name the VMID).
-pub fn invalidate_tvm_ipa(root: Pa, gpa: Gpa) {
-    with_tvm_vmid(root, || flush_ipa(Pa(gpa.0)));
+/// Drops every CPU's cached translations of `gpa` tagged with `vmid`.
+pub fn invalidate_tvm_ipa(vmid: Vmid, gpa: Gpa) {
+    with_vmid(vmid, || flush_ipa(Pa(gpa.0)));
 }
 
-/// Drops every CPU's cached translations of TVM address maps (`root` as above).
-pub fn invalidate_tvm_all(root: Pa) {
-    with_tvm_vmid(root, || {
+/// Drops every CPU's cached translations tagged with `vmid`.
+pub fn invalidate_tvm_all(vmid: Vmid) {
+    with_vmid(vmid, || {
         // SAFETY: TLB maintenance and barriers only drop cached translations.
         unsafe {
             core::arch::asm!(
@@ -169,28 +169,67 @@ pub fn invalidate_tvm_all(root: Pa) {
     });
 }
 
-/// Runs `f` with VTTBR_EL2 naming the TVMs' VMID (TLB maintenance by IPA or VMID uses the VMID
-/// in VTTBR_EL2), then puts the host's back.
-fn with_tvm_vmid(root: Pa, f: impl FnOnce()) {
-    let host = read_sysreg!("vttbr_el2");
+/// Runs `f` with VTTBR_EL2 naming `vmid` (TLB maintenance by IPA or VMID uses the VMID in
+/// VTTBR_EL2), then puts the previous value back. Only the VMID matters for maintenance, so
+/// the table address stays 0.
+fn with_vmid(vmid: Vmid, f: impl FnOnce()) {
+    let before = read_sysreg!("vttbr_el2");
     // SAFETY: VTTBR_EL2 only governs EL1/EL0 translation; no EL1 code runs on this CPU until
-    // the host's value is restored below, before returning.
-    unsafe {
-        write_sysreg!(
-            "vttbr_el2",
-            (TVM_VMID << 48) | (root.0 & 0x0000_FFFF_FFFF_F000)
-        )
-    };
+    // the previous value is restored below, before returning.
+    unsafe { write_sysreg!("vttbr_el2", u64::from(vmid.0) << 48) };
     isb();
     f();
-    // SAFETY: restores the host's value read above.
-    unsafe { write_sysreg!("vttbr_el2", host) };
+    // SAFETY: restores the value read above.
+    unsafe { write_sysreg!("vttbr_el2", before) };
+    isb();
+}
+
+/// The host's stage-2 registers, saved while a TVM's are installed.
+pub struct HostStage2Regs {
+    vttbr: u64,
+    vtcr: u64,
+}
+
+/// Installs the TVM address map rooted at `root` (tagged `vmid`) as this CPU's stage 2.
+///
+/// # Safety
+/// Until [`leave_tvm`], only the vCPU of that TVM runs at EL1/EL0 on this CPU; `root` is the
+/// TVM's root table (a TABLE granule the core keeps alive while the vCPU runs).
+pub unsafe fn enter_tvm(vmid: Vmid, root: Pa) -> HostStage2Regs {
+    let host = HostStage2Regs {
+        vttbr: read_sysreg!("vttbr_el2"),
+        vtcr: read_sysreg!("vtcr_el2"),
+    };
+    let vtcr = VTCR_TVM_BASE | (pa_size_field() << 16);
+    // SAFETY: per the contract, only the TVM's vCPU runs under these values; its VMID keeps
+    // its cached translations apart from the host's and other TVMs'.
+    unsafe {
+        write_sysreg!("vtcr_el2", vtcr);
+        write_sysreg!(
+            "vttbr_el2",
+            (u64::from(vmid.0) << 48) | (root.0 & 0x0000_FFFF_FFFF_F000)
+        );
+    }
+    isb();
+    host
+}
+
+/// Puts the host's stage 2 back.
+///
+/// # Safety
+/// The vCPU entered with [`enter_tvm`] no longer runs; the host runs next on this CPU.
+pub unsafe fn leave_tvm(host: HostStage2Regs) {
+    // SAFETY: the host's own values, read by `enter_tvm`.
+    unsafe {
+        write_sysreg!("vtcr_el2", host.vtcr);
+        write_sysreg!("vttbr_el2", host.vttbr);
+    }
     isb();
 }
 
 /// Drops every cached translation of `ipa` on every CPU of the inner-shareable domain: stage-2
 /// entries by IPA, then the combined stage-1+2 entries (which are tagged by VA, so all of the
-/// VMID's). Uses the VMID in VTTBR_EL2 (the host's, but in `with_tvm_vmid`).
+/// VMID's). Uses the VMID in VTTBR_EL2 (the host's, but in `with_vmid`).
 fn flush_ipa(ipa: Pa) {
     // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor store
     // before it is made visible to the walkers first (dsb ishst).

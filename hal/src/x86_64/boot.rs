@@ -17,7 +17,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu::{self, View};
-use super::{alias, context, gdt, layout, paging, serial, tsc};
+use super::{alias, context, gdt, layout, paging, serial, smp, tsc};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -208,8 +208,15 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     let l = layout::layout();
     // Until the TSM's tables exist, this CPU's tables are used through their identity
     // addresses (the boot tables map the image), so a fault during boot is still reported.
-    percpu::load(0, View::Identity, cpu::cr3(), context::exception_stubs_address(), &l);
+    percpu::load(
+        0,
+        View::Identity,
+        cpu::cr3(),
+        context::exception_stubs_address(),
+        &l,
+    );
     let ticks = tsc::calibrate();
+    smp::install_realmode_code();
     let info = match bootinfo::parse(start_info, l.tsm, ticks) {
         Ok(info) => info,
         Err(e) => {
@@ -262,10 +269,14 @@ pub(super) fn cpu_setup(cpu: usize, l: &layout::Layout) {
             cpu::MSR_STAR,
             (u64::from(gdt::STAR_USER_BASE) << 48) | (u64::from(gdt::KERNEL_CS) << 32),
         );
-        cpu::wrmsr(cpu::MSR_LSTAR, alias::text(l, context::syscall_entry_address()));
+        cpu::wrmsr(
+            cpu::MSR_LSTAR,
+            alias::text(l, context::syscall_entry_address()),
+        );
         cpu::wrmsr(cpu::MSR_SFMASK, SYSCALL_RFLAGS_MASK);
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_SCE);
     }
+    smp::cpu_online(cpu);
 }
 
 /// SMEP and SMAP when the CPU has them (CPUID.7.0:EBX bits 7 and 20; `-cpu max` does).

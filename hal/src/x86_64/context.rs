@@ -18,7 +18,8 @@
 //!
 //! Without PCIDs every CR3 write flushes the CPU's non-global TLB entries (the TSM uses no
 //! global pages), so no translation of one address space survives a switch to another: a
-//! guest's entries are gone when the host or another TVM runs on that CPU.
+//! guest's entries are gone when the host or another TVM runs on that CPU. While a CPU runs a
+//! guest, a change to that guest's map on another CPU reaches it by an NMI (`smp::shootdown`).
 //!
 //! GS: while the TSM runs, `GS_BASE` is the per-CPU data and `KERNEL_GS_BASE` the context's own
 //! value; `swapgs` exchanges them on every ring change. CR4.FSGSBASE stays off, so ring 3 cannot
@@ -32,8 +33,8 @@ use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use super::gdt::{USER_CS, USER_DS};
-use super::percpu::PerCpu;
-use super::{alias, layout, paging};
+use super::percpu::{NMI_ACKS_BELOW_IST_SP, PerCpu};
+use super::{alias, layout, paging, smp};
 
 /// General-purpose registers and the interrupted instruction state of a ring-3 context.
 #[repr(C)]
@@ -249,7 +250,7 @@ pub fn run_guest(
     resume: GuestResume,
 ) -> Result<Exit, GuestError> {
     let tsm_end = boot.tsm.base.0.saturating_add(boot.tsm.size);
-    let fits = context.0 % 16 == 0
+    let fits = context.0.is_multiple_of(16)
         && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
         && boot.dram.contains(context, GUEST_FRAME_SIZE)
         && !(context.0 < tsm_end && context.0 + GUEST_FRAME_SIZE > boot.tsm.base.0);
@@ -276,7 +277,9 @@ pub fn run_guest(
             GuestResume::Continue => {}
             GuestResume::Return(r) => (*frame).set_result(&r),
         }
+        smp::set_running_root(Some(root.0));
         let kind = run_frame(frame, root.0);
+        smp::set_running_root(None);
         Ok((*frame).exit(kind))
     }
 }
@@ -331,6 +334,9 @@ core::arch::global_asm!(
     "exception_stubs:",
     ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     ".balign 16",
+    ".if \\v == 2",
+    "jmp nmi_entry",
+    ".else",
     // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
     ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
     ".else",
@@ -338,7 +344,20 @@ core::arch::global_asm!(
     ".endif",
     "push \\v",
     "jmp exception_common",
+    ".endif",
     ".endr",
+    "",
+    // NMI, on this CPU's IST stack, in any ring and any state: a TLB shootdown (`smp`). Reload
+    // CR3 (drops every non-global TLB entry of whatever tables are live), count it in this
+    // CPU's per-CPU data (found from the IST stack, not GS, which may be ring 3's here), and
+    // return to whatever was interrupted.
+    "nmi_entry:",
+    "push rax",
+    "mov rax, cr3",
+    "mov cr3, rax",
+    "lock inc qword ptr [rsp - {nmi_acks_below}]",
+    "pop rax",
+    "iretq",
     "",
     // [rsp] vector, +8 error code, +16 rip, +24 cs, +32 rflags, +40 rsp, +48 ss.
     "exception_common:",
@@ -447,6 +466,12 @@ core::arch::global_asm!(
     "mov gs:[{pc_tsm_rsp}], rsp",
     "mov gs:[{pc_context}], rdi",
     "mov gs:[{pc_run_cr3}], rsi",
+    // Null data selectors: what the last ring-3 context loaded there is not handed to the next
+    // one (GS cannot be reloaded here: that would reset GS_BASE, which is the per-CPU data).
+    "xor eax, eax",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov fs, eax",
     // The iretq frame goes on the alias trap stack: the TSM's stack is not in a TVM's map.
     "mov rsp, gs:[{pc_entry_stack}]",
     "push {user_ds}",
@@ -480,6 +505,7 @@ core::arch::global_asm!(
     "swapgs",
     "iretq",
     ".popsection",
+    nmi_acks_below = const NMI_ACKS_BELOW_IST_SP,
     pc_scratch = const offset_of!(PerCpu, scratch),
     pc_context = const offset_of!(PerCpu, context),
     pc_tsm_rsp = const offset_of!(PerCpu, tsm_rsp),

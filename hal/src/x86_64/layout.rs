@@ -51,7 +51,7 @@ macro_rules! addr {
 
 /// Bytes per secondary CPU stack slot, guard page included (`__ap_stack_stride` in
 /// `link/x86_64-tsm.ld` reserves the same).
-const AP_STACK_STRIDE: u64 = 0x41000;
+pub const AP_STACK_STRIDE: u64 = 0x41000;
 
 /// Reads the layout.
 pub fn layout() -> Layout {
@@ -85,12 +85,6 @@ impl Layout {
         pa == self.stack_guard
             || (self.ap_stacks.contains(Pa(pa), 1)
                 && (pa - self.ap_stacks.base.0).is_multiple_of(self.ap_stack_stride))
-    }
-
-    /// The top of secondary CPU `n`'s TSM stack (`n` ≥ 1), if the carve-out has one.
-    pub fn ap_stack_top(&self, n: usize) -> Option<u64> {
-        let top = self.ap_stacks.base.0 + self.ap_stack_stride * n as u64;
-        (n >= 1 && top <= self.ap_stacks.base.0 + self.ap_stacks.size).then_some(top)
     }
 }
 

@@ -1,12 +1,18 @@
 //! The x86_64 QEMU `q35` platform: PVH boot, long mode, COM1, the TSC, isa-debug-exit, the
-//! TSM's page tables and the ring-3 context switch behind the `syscall` gate.
+//! TSM's page tables, the ring-3 context switch behind the `syscall` gate (for the host and for
+//! TVM vCPUs, through a KPTI-style trampoline aliased into every TVM's map: `alias`,
+//! `context`), per-CPU descriptor tables and stacks (`percpu`), and the secondary CPUs with
+//! their TLB shootdown (`smp`).
 //!
 //! What the firmware image uses (the core reaches the hardware only through [`X86Platform`]):
-//! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's `fn(&'static BootInfo) -> !`;
+//! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's
+//!   `fn(&'static BootInfo, cpu: usize) -> !`;
 //! - [`BootInfo`]: memory map, DRAM, the TSM range, TSC rate;
 //! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`];
 //! - [`granule_descriptors`]: the core's descriptor table, in the TSM's BSS;
 //! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
+//! - [`run_guest`] / [`GuestResume`]: run a TVM vCPU on its TVM's map until it traps;
+//! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
 //! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
 
 mod alias;
@@ -20,6 +26,7 @@ mod paging;
 mod percpu;
 mod platform;
 mod serial;
+mod smp;
 mod text;
 mod trap;
 mod tsc;
@@ -31,6 +38,7 @@ pub use context::{Exit, Fault, GuestError, GuestResume, HOST_ENTRY, HostContext,
 pub use layout::{MAX_DRAM, granule_descriptors};
 pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
 pub use platform::{X86Platform, exit};
+pub use smp::start_secondary_cpus;
 pub use trap::vector_name;
 
 use crate::platform::ExitCode;

@@ -2,8 +2,8 @@
 //!
 //! DRAM is identity-mapped with 4 KiB pages: host granules with U=1 (read-write-execute for
 //! ring 3), the TSM's own range with U=0 and W^X (text read-only executable, rodata read-only,
-//! data/carve-out read-write no-execute, stack guard pages absent). Nothing outside DRAM is
-//! mapped, so page 0 and everything the host might probe beyond DRAM fault.
+//! data/carve-out read-write no-execute, stack guard pages absent). Nothing else is mapped for
+//! ring 3, so page 0 and everything the host might probe beyond DRAM fault.
 //!
 //! Taking a granule from the host clears its U bit instead of unmapping it: the TSM keeps
 //! using it through the same identity map (objects live in delegated granules) while ring 3
@@ -29,6 +29,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
+use super::smp;
 use crate::platform::MemRange;
 
 const PRESENT: u64 = 1 << 0;
@@ -103,10 +104,11 @@ impl Tables {
                 value & ADDR_MASK
             } else if create {
                 let next = self.alloc()?;
-                // Intermediate levels allow everything; the leaf decides (U, W and NX combine
-                // as the most restrictive along the walk).
-                // SAFETY: as above.
+                // Intermediate levels allow everything but U where the region is
+                // supervisor-only; the leaf decides the rest (U, W and NX combine as the most
+                // restrictive along the walk).
                 let u = if user { USER } else { 0 };
+                // SAFETY: as above.
                 unsafe { e.write_volatile(next | PRESENT | WRITABLE | u) };
                 next
             } else {
@@ -139,6 +141,9 @@ impl Tables {
             e.write_volatile(if user { v | USER } else { v & !USER });
         }
         cpu::invlpg(pa.0);
+        // The host runs on these tables on every CPU: a stale entry elsewhere would keep a
+        // delegated granule reachable (or fault on one just given back).
+        smp::shootdown(None);
         Ok(())
     }
 }
@@ -239,7 +244,7 @@ pub fn activate() -> Result<(), PagingError> {
 pub fn install_alias(root: u64) -> Result<(), PagingError> {
     let guard = TABLES.lock();
     let t = guard.as_ref().ok_or(PagingError::NotReady)?;
-    if root % GRANULE_SIZE != 0 {
+    if !root.is_multiple_of(GRANULE_SIZE) {
         return Err(PagingError::Misaligned);
     }
     if !t.dram.contains(Pa(root), GRANULE_SIZE) || t.tsm.contains(Pa(root), GRANULE_SIZE) {
@@ -258,7 +263,7 @@ pub fn install_alias(root: u64) -> Result<(), PagingError> {
 }
 
 /// Takes a granule away from the host: ring 3 faults on it from the moment this returns (this
-/// CPU's TLB is flushed; other CPUs' once SMP starts).
+/// CPU's TLB entry is dropped, every other CPU's through a shootdown).
 pub fn unmap_from_host(pa: Pa) -> Result<(), PagingError> {
     TABLES
         .lock()

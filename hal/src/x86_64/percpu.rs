@@ -8,6 +8,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::alias;
 use super::cpu;
@@ -43,7 +44,15 @@ pub struct PerCpu {
     pub kernel_trap: u64,
     /// This CPU's index.
     pub index: u64,
+    /// TLB shootdown NMIs this CPU has handled (`smp::shootdown` waits for it to move).
+    pub nmi_acks: u64,
 }
+
+/// How far below the IST stack top the NMI handler finds `nmi_acks`, with its one push on top
+/// of the CPU's five-word frame (the data page is the block's first page, the IST stack its
+/// last).
+pub const NMI_ACKS_BELOW_IST_SP: usize =
+    BLOCK_PAGES * PAGE - 6 * 8 - offset_of!(DataPage, percpu) - offset_of!(PerCpu, nmi_acks);
 
 #[repr(C, align(4096))]
 struct DataPage {
@@ -74,6 +83,26 @@ pub fn is_guard_page(p: u64) -> bool {
 /// The identity address of CPU `cpu`'s block (`cpu < MAX_CPUS`).
 pub fn block_pa(cpu: usize) -> u64 {
     BLOCKS.0.get() as u64 + (cpu * BLOCK_PAGES * PAGE) as u64
+}
+
+/// The NMIs CPU `cpu` has acknowledged (`cpu < MAX_CPUS`).
+pub fn nmi_acks(cpu: usize) -> u64 {
+    let data = block_pa(cpu) as *mut DataPage;
+    // SAFETY: the field is in CPU `cpu`'s data page (identity-mapped in the TSM's tables),
+    // aligned, and only ever changed by that CPU's atomic `lock inc`.
+    unsafe { AtomicU64::from_ptr(&raw mut (*data).percpu.nmi_acks).load(Ordering::Acquire) }
+}
+
+/// The index of the CPU running this (from its per-CPU data, through GS).
+pub fn this_cpu() -> usize {
+    let index: u64;
+    // SAFETY: in ring 0 GS_BASE is this CPU's per-CPU data (set by `load` before anything
+    // else runs); the read has no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) index, off = const offset_of!(PerCpu, index),
+                         options(nostack, readonly, preserves_flags))
+    };
+    index as usize
 }
 
 /// Which addresses the CPU tables are loaded with.
@@ -114,6 +143,7 @@ pub fn load(cpu: usize, view: View, tsm_cr3: u64, stubs: u64, l: &super::layout:
             entry_stack: trap_top,
             kernel_trap: trap::kernel_trap_entry_address(),
             index: cpu as u64,
+            nmi_acks: 0,
         };
         let va = |off: usize| base + off as u64;
         gdt::load(

@@ -9,7 +9,7 @@ use tsm_abi::addr::{Gpa, Pa};
 use super::boot::smap_enabled;
 use super::bootinfo::BootInfo;
 use super::cpu::{self, halt_forever, outb};
-use super::paging;
+use super::{paging, smp};
 use crate::platform::{
     AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
     MemRange, PhysMem, PowerOff,
@@ -150,13 +150,16 @@ impl GuestMmu for X86Platform {
     }
 
     /// The TSM uses no PCIDs and no global pages, so a CR3 reload drops every cached
-    /// translation of every address map on this CPU, including `root`'s. Secondary CPUs are
-    /// parked and hold none; the SMP phase adds the shootdown.
-    fn invalidate_guest_page(&self, _root: Pa, _gpa: Gpa) {
+    /// translation of every address map on this CPU, including `root`'s; CPUs running `root`
+    /// right now get the same through a shootdown NMI. (Other CPUs hold nothing of `root`:
+    /// leaving a guest switches CR3, which flushes.)
+    fn invalidate_guest_page(&self, root: Pa, _gpa: Gpa) {
         cpu::flush_tlb();
+        smp::shootdown(Some(root.0));
     }
 
-    fn invalidate_guest_all(&self, _root: Pa) {
+    fn invalidate_guest_all(&self, root: Pa) {
         cpu::flush_tlb();
+        smp::shootdown(Some(root.0));
     }
 }

@@ -13,6 +13,7 @@ mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as arch;
 
+mod env;
 mod logger;
 mod scenario;
 

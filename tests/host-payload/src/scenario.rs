@@ -17,17 +17,42 @@ pub mod id {
     pub const SELFTEST_HANG: u32 = 2;
     /// One TVM vCPU end to end: a guest call, G_EXIT, faults on memory the TVM does not map.
     pub const VCPU_SMOKE: u32 = 3;
+    /// The seven end-to-end scenarios (`tsm_scenarios::id`; checked equal below).
+    pub const LIFECYCLE: u32 = 10;
+    /// Scenario 2.
+    pub const ISOLATION: u32 = 11;
+    /// Scenario 3.
+    pub const BAD_INPUT: u32 = 12;
+    /// Scenario 4.
+    pub const ACCEPTANCE: u32 = 13;
+    /// Scenario 5.
+    pub const HOSTILE_DEVICE: u32 = 14;
+    /// Scenario 6.
+    pub const DMA_RULES: u32 = 15;
+    /// Scenario 7.
+    pub const SMP: u32 = 16;
 }
 
+const _: () = {
+    use tsm_scenarios::id as s;
+    assert!(id::LIFECYCLE == s::LIFECYCLE && id::ISOLATION == s::ISOLATION);
+    assert!(id::BAD_INPUT == s::BAD_INPUT && id::ACCEPTANCE == s::ACCEPTANCE);
+    assert!(id::HOSTILE_DEVICE == s::HOSTILE_DEVICE && id::DMA_RULES == s::DMA_RULES);
+    assert!(id::SMP == s::SMP);
+};
+
 /// Runs scenario `id`; true when it passed.
-pub fn run(id: u32, _dram_base: u64, _dram_size: u64) -> bool {
+pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
     match id {
+        id::LIFECYCLE..=id::SMP => end_to_end(id, dram_base, dram_size),
         id::BOOT => boot(),
         id::SELFTEST_FAIL => false,
         id::SELFTEST_HANG => loop {
             core::hint::spin_loop();
         },
         #[cfg(target_arch = "x86_64")]
+        id::VCPU_SMOKE => crate::arch::vcpu_smoke(),
+        #[cfg(target_arch = "aarch64")]
         id::VCPU_SMOKE => crate::arch::vcpu_smoke(),
         other => {
             defmt::error!("unknown scenario {=u32}", other);
@@ -44,16 +69,44 @@ fn boot() -> bool {
     let status = Status::from_raw(r.status);
     defmt::info!(
         "VERSION(1.0) -> status {=u64:#x}, chosen {=u64:#x}, lowest {=u64:#x}, highest {=u64:#x}",
-        r.status, r.out[0], r.out[1], r.out[2]
+        r.status,
+        r.out[0],
+        r.out[1],
+        r.out[2]
     );
     let granted = status.is_some_and(|s| s.is_success())
         && r.out[0] == want.to_raw()
         && r.out[1] == version::LOWEST.to_raw()
         && r.out[2] == version::HIGHEST.to_raw();
-    let r = tsm_call(CallId::VERSION, &[AbiVersion { major: 99, minor: 0 }.to_raw()]);
+    let r = tsm_call(
+        CallId::VERSION,
+        &[AbiVersion {
+            major: 99,
+            minor: 0,
+        }
+        .to_raw()],
+    );
     defmt::info!("VERSION(99.0) -> status {=u64:#x}", r.status);
     let refused = Status::from_raw(r.status)
         .is_some_and(|s| s.code == tsm_abi::StatusCode::VersionMismatch)
         && r.out[2] == version::HIGHEST.to_raw();
     granted && refused
+}
+
+/// One of the seven scenarios, as host driver with the guest payload and the device model.
+fn end_to_end(id: u32, dram_base: u64, dram_size: u64) -> bool {
+    let mut host = crate::env::Host::new(dram_base, dram_size);
+    match tsm_scenarios::run(&mut host, id) {
+        Ok(()) => true,
+        Err(f) => {
+            defmt::error!(
+                "scenario {=u32} failed: {=str} (scenarios line {=u32}, value {=u64:#x})",
+                id,
+                f.what,
+                f.line,
+                f.got
+            );
+            false
+        }
+    }
 }

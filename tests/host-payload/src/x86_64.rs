@@ -9,7 +9,7 @@
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use tsm_abi::StatusCode;
 use tsm_abi::addr::{Gpa, Pa};
@@ -24,10 +24,37 @@ const HOST_PARAMS: usize = 0xFF_F000;
 /// TSC ticks per microsecond, as the TSM passed them in rcx.
 static TSC_TICKS_PER_US: AtomicU64 = AtomicU64::new(0);
 
+/// Set by CPU 0 once relocations and BSS are done (in `.data`: its initial value is in the
+/// image, BSS is not zeroed yet when other CPUs arrive).
+static HOST_READY: AtomicU32 = AtomicU32::new(NOT_READY);
+const NOT_READY: u32 = 0x5EED_0000;
+const READY: u32 = 1;
+/// CPUs with a stack of their own (`link/x86_64-host.ld` reserves one per CPU).
+const MAX_CPUS: u64 = 4;
+const STACK_SIZE: u64 = 0x40000;
+
 core::arch::global_asm!(
     ".pushsection .text.entry, \"ax\"",
     ".global _start",
     "_start:",
+    // CPUs other than 0: wait for CPU 0's set-up, then take stack `cpu` below the top.
+    "test rdx, rdx",
+    "jz 7f",
+    "cmp rdx, {max_cpus}",
+    "jae 8f",
+    "6:",
+    "pause",
+    "cmp dword ptr [rip + {ready}], {ready_value}",
+    "jne 6b",
+    "mov rax, rdx",
+    "imul rax, rax, {stack_size}",
+    "lea rsp, [rip + __host_stack_top]",
+    "sub rsp, rax",
+    "call {main}",
+    "8:",
+    "pause", // no stack for this CPU: it stays out of the way
+    "jmp 8b",
+    "7:",
     "lea rsp, [rip + __host_stack_top]",
     "mov r12, rdi",
     "mov r13, rsi",
@@ -60,6 +87,7 @@ core::arch::global_asm!(
     "xor eax, eax",
     "rep stosb",
     "mov [rip + {ticks}], r15",
+    "mov dword ptr [rip + {ready}], {ready_value}",
     "mov rdi, r12",
     "mov rsi, r13",
     "mov rdx, r14",
@@ -69,10 +97,73 @@ core::arch::global_asm!(
     ".popsection",
     ticks = sym TSC_TICKS_PER_US,
     main = sym host_entry,
+    ready = sym HOST_READY,
+    ready_value = const READY,
+    max_cpus = const MAX_CPUS,
+    stack_size = const STACK_SIZE,
 );
 
 extern "C" fn host_entry(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
-    crate::host_main(dram_base, dram_size, cpu)
+    if cpu == 0 {
+        crate::host_main(dram_base, dram_size, cpu)
+    }
+    secondary(cpu)
+}
+
+/// Work CPU 0 hands a secondary CPU: `post` = job + 1 (0: none); the CPU answers in `done`
+/// (1 = the job passed, 2 = it failed) and clears `post`.
+struct Mailbox {
+    post: AtomicU64,
+    done: AtomicU64,
+}
+
+static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
+    Mailbox {
+        post: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    }
+}; MAX_CPUS as usize];
+static ONLINE: [AtomicBool; MAX_CPUS as usize] =
+    [const { AtomicBool::new(false) }; MAX_CPUS as usize];
+
+/// A secondary CPU in the host: announces itself, then runs the jobs CPU 0 posts, forever.
+fn secondary(cpu: u64) -> ! {
+    defmt::info!(
+        "host payload up on CPU {=u64}: waiting for work from CPU 0",
+        cpu
+    );
+    let Some(mailbox) = MAILBOXES.get(cpu as usize) else {
+        loop {
+            core::hint::spin_loop();
+        }
+    };
+    if let Some(online) = ONLINE.get(cpu as usize) {
+        online.store(true, Ordering::Release);
+    }
+    loop {
+        let post = mailbox.post.load(Ordering::Acquire);
+        if post == 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let passed = fault_job(cpu, post - 1).is_some();
+        mailbox
+            .done
+            .store(if passed { 1 } else { 2 }, Ordering::Release);
+        mailbox.post.store(0, Ordering::Release);
+    }
+}
+
+/// Waits (up to a second) for CPU `cpu` to be up in the host.
+fn wait_online(cpu: usize) -> bool {
+    let deadline = now_us().saturating_add(1_000_000);
+    while now_us() < deadline {
+        if ONLINE.get(cpu).is_some_and(|o| o.load(Ordering::Acquire)) {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
 }
 
 /// Issues one call through `syscall` (abi/src/regs.rs): rax = function ID, arguments in rdi,
@@ -196,8 +287,12 @@ static TVM_PARAMS: Page<TvmParams> = Page(TvmParams {
     max_vcpus: 3,
     reserved1: [0; 6],
 });
-/// VCPU_RUN's exit record.
-static EXIT_RECORD: Shared<Page<[u8; PAGE]>> = Shared(UnsafeCell::new(Page([0; PAGE])));
+/// VCPU_RUN's exit records, one per CPU that runs vCPUs at the same time.
+static EXIT_RECORDS: Shared<Page<[[u8; PAGE]; 2]>> = Shared(UnsafeCell::new(Page([[0; PAGE]; 2])));
+
+fn exit_record(cpu: u64) -> Pa {
+    Pa(EXIT_RECORDS.pa().0 + (cpu.min(1) as usize * PAGE) as u64)
+}
 
 /// Granules the scenario delegates: TVM, root, level-1..3 tables, the code page, three vCPUs.
 const SECURE: usize = 9;
@@ -218,10 +313,46 @@ fn granule(i: usize) -> Pa {
     Pa(SECURE_POOL.pa().0 + (i * PAGE) as u64)
 }
 
-fn read_exit() -> VcpuExit {
-    // SAFETY: the record page is ours, page-aligned and only written by the TSM during
-    // VCPU_RUN, which has returned; a volatile read because the compiler never saw the write.
-    unsafe { core::ptr::read_volatile(EXIT_RECORD.0.get().cast::<VcpuExit>()) }
+fn read_exit(cpu: u64) -> VcpuExit {
+    // SAFETY: the record page is ours, page-aligned, used by CPU `cpu` only and written by the
+    // TSM only during that CPU's VCPU_RUN, which has returned; a volatile read because the
+    // compiler never saw the write.
+    unsafe { core::ptr::read_volatile(exit_record(cpu).0 as *const VcpuExit) }
+}
+
+/// The fault jobs: (vCPU index, address it touches, the GPA its FAULT exit must name).
+const FAULT_JOBS: [(usize, u64, Option<u64>); 2] =
+    [(1, HOST_PAGE, Some(HOST_PAGE)), (2, TSM_ALIAS, None)];
+
+/// Runs fault job `job` on this CPU: the vCPU must come back twice with a #PF FAULT exit (the
+/// access is retried when it runs again).
+fn fault_job(cpu: u64, job: u64) -> Option<()> {
+    let t = &mut Gate;
+    let &(index, target, gpa) = FAULT_JOBS.get(job as usize)?;
+    let vcpu = granule(6 + index);
+    for _ in 0..2 {
+        let reason = ok("VCPU_RUN", host::vcpu_run(t, vcpu, exit_record(cpu)))?;
+        let e = read_exit(cpu);
+        defmt::info!(
+            "CPU {=u64}: vCPU {=usize} touching {=u64:#x}: exit {=u32} syndrome {=u64:#x} flags {=u32:#x} gpa {=u64:#x}",
+            cpu,
+            index,
+            target,
+            e.reason,
+            e.syndrome,
+            e.flags,
+            e.gpa
+        );
+        let gpa_ok = match gpa {
+            Some(g) => e.flags & ExitFlags::GPA_VALID.bits() != 0 && e.gpa == g,
+            None => e.flags & ExitFlags::GPA_VALID.bits() == 0 && e.gpa == 0,
+        };
+        if reason != ExitReason::Fault || e.syndrome & 0xFF != PF || !gpa_ok || e.code != 0 {
+            defmt::error!("vCPU {=usize}: expected a #PF FAULT exit", index);
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Checks `r`, logging `what` and the error on failure.
@@ -238,8 +369,9 @@ fn ok<T>(what: &str, r: Result<T, Error>) -> Option<T> {
 /// Scenario `vcpu-smoke`: delegate granules, build a TVM with the guest program in a private
 /// page and three vCPUs, run them: the first must exit GUEST_EXIT with its arg0 (it made a
 /// guest call on the way), the second touches host memory the TVM does not map and the third
-/// the TSM's supervisor-only trampoline alias: both must come back as FAULT exits. Then
-/// tear everything down and undelegate; every granule must come back zeroed.
+/// the TSM's supervisor-only trampoline alias: both must come back as FAULT exits; those two
+/// run at the same time on CPU 1 and CPU 0. Then tear everything down and undelegate; every
+/// granule must come back zeroed.
 pub fn vcpu_smoke() -> bool {
     vcpu_smoke_steps().is_some()
 }
@@ -254,24 +386,49 @@ fn vcpu_smoke_steps() -> Option<()> {
     ok("TVM_CREATE", host::tvm_create(t, tvm, params, root))?;
     ok("TABLE_CREATE 1", host::table_create(t, tvm, Gpa(0), 1, l1))?;
     ok("TABLE_CREATE 2", host::table_create(t, tvm, Gpa(0), 2, l2))?;
-    ok("TABLE_CREATE 3", host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3))?;
+    ok(
+        "TABLE_CREATE 3",
+        host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3),
+    )?;
     let source = Pa(core::ptr::addr_of!(GUEST_SOURCE) as u64);
     ok(
         "MAP_PRIVATE",
-        host::map_private(t, tvm, Gpa(GUEST_CODE_GPA), code, Some(source), MapFlags::READ | MapFlags::EXEC),
+        host::map_private(
+            t,
+            tvm,
+            Gpa(GUEST_CODE_GPA),
+            code,
+            Some(source),
+            MapFlags::READ | MapFlags::EXEC,
+        ),
     )?;
     let touch = Gpa(GUEST_CODE_GPA + GUEST_TOUCH_OFFSET);
-    ok("VCPU_CREATE 0", host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0))?;
-    ok("VCPU_CREATE 1", host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE))?;
-    ok("VCPU_CREATE 2", host::vcpu_create(t, tvm, vcpus[2], touch, TSM_ALIAS))?;
+    ok(
+        "VCPU_CREATE 0",
+        host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0),
+    )?;
+    ok(
+        "VCPU_CREATE 1",
+        host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE),
+    )?;
+    ok(
+        "VCPU_CREATE 2",
+        host::vcpu_create(t, tvm, vcpus[2], touch, TSM_ALIAS),
+    )?;
     ok("TVM_ACTIVATE", host::tvm_activate(t, tvm))?;
-    let record = EXIT_RECORD.pa();
+    let record = exit_record(0);
 
     let reason = ok("VCPU_RUN 0", host::vcpu_run(t, vcpus[0], record))?;
-    let e = read_exit();
+    let e = read_exit(0);
     defmt::info!("vCPU 0: exit {=u32} code {=u64:#x}", e.reason, e.code);
-    if reason != ExitReason::GuestExit || e.reason != ExitReason::GuestExit.raw() || e.code != SMOKE_ARG0 {
-        defmt::error!("vCPU 0: expected GUEST_EXIT with code {=u64:#x}", SMOKE_ARG0);
+    if reason != ExitReason::GuestExit
+        || e.reason != ExitReason::GuestExit.raw()
+        || e.code != SMOKE_ARG0
+    {
+        defmt::error!(
+            "vCPU 0: expected GUEST_EXIT with code {=u64:#x}",
+            SMOKE_ARG0
+        );
         return None;
     }
     let again = host::vcpu_run(t, vcpus[0], record);
@@ -280,33 +437,27 @@ fn vcpu_smoke_steps() -> Option<()> {
         return None;
     }
 
-    for (i, (vcpu, target, gpa)) in [(vcpus[1], HOST_PAGE, Some(HOST_PAGE)), (vcpus[2], TSM_ALIAS, None)]
-        .into_iter()
-        .enumerate()
-    {
-        // Twice: the faulting access is retried when the vCPU runs again.
-        for _ in 0..2 {
-            let reason = ok("VCPU_RUN", host::vcpu_run(t, vcpu, record))?;
-            let e = read_exit();
-            defmt::info!(
-                "vCPU {=usize} touching {=u64:#x}: exit {=u32} syndrome {=u64:#x} flags {=u32:#x} gpa {=u64:#x}",
-                i + 1,
-                target,
-                e.reason,
-                e.syndrome,
-                e.flags,
-                e.gpa
-            );
-            let gpa_ok = match gpa {
-                Some(g) => e.flags & ExitFlags::GPA_VALID.bits() != 0 && e.gpa == g,
-                None => e.flags & ExitFlags::GPA_VALID.bits() == 0 && e.gpa == 0,
-            };
-            if reason != ExitReason::Fault || e.syndrome & 0xFF != PF || !gpa_ok || e.code != 0 {
-                defmt::error!("vCPU {=usize}: expected a #PF FAULT exit", i + 1);
-                return None;
-            }
+    // The two fault vCPUs at the same time: job 0 on CPU 1 (if it is up), job 1 here.
+    let mailbox = MAILBOXES.get(1)?;
+    let remote = wait_online(1);
+    if remote {
+        mailbox.done.store(0, Ordering::Release);
+        mailbox.post.store(1, Ordering::Release);
+    } else {
+        defmt::warn!("CPU 1 is not up: both fault vCPUs run on CPU 0");
+        fault_job(0, 0)?;
+    }
+    let here = fault_job(0, 1);
+    if remote {
+        while mailbox.done.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        if mailbox.done.load(Ordering::Acquire) != 1 {
+            defmt::error!("the fault job on CPU 1 failed");
+            return None;
         }
     }
+    here?;
 
     for (i, v) in vcpus.iter().enumerate() {
         ok("VCPU_DESTROY", host::vcpu_destroy(t, *v))?;
@@ -317,22 +468,33 @@ fn vcpu_smoke_steps() -> Option<()> {
         defmt::error!("UNMAP returned {=u64:#x}, not the code page", unmapped.0);
         return None;
     }
-    ok("TABLE_DESTROY 3", host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3))?;
+    ok(
+        "TABLE_DESTROY 3",
+        host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3),
+    )?;
     ok("TABLE_DESTROY 2", host::table_destroy(t, tvm, Gpa(0), 2))?;
     ok("TABLE_DESTROY 1", host::table_destroy(t, tvm, Gpa(0), 1))?;
     ok("TVM_DESTROY", host::tvm_destroy(t, tvm))?;
     for i in 0..SECURE {
-        ok("GRANULE_UNDELEGATE", host::granule_undelegate(t, granule(i)))?;
+        ok(
+            "GRANULE_UNDELEGATE",
+            host::granule_undelegate(t, granule(i)),
+        )?;
         // SAFETY: the granule is host memory again (undelegated); a volatile read because
         // the TSM, not this program, last wrote it.
-        let dirty = (0..PAGE / 8).any(|w| unsafe {
-            core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0
-        });
+        let dirty = (0..PAGE / 8)
+            .any(|w| unsafe { core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0 });
         if dirty {
-            defmt::error!("granule {=u64:#x} came back from the TSM not zeroed", granule(i).0);
+            defmt::error!(
+                "granule {=u64:#x} came back from the TSM not zeroed",
+                granule(i).0
+            );
             return None;
         }
     }
-    defmt::info!("vcpu-smoke: {=usize} granules delegated, used and returned zeroed", SECURE);
+    defmt::info!(
+        "vcpu-smoke: {=usize} granules delegated, used and returned zeroed",
+        SECURE
+    );
     Some(())
 }

@@ -29,6 +29,13 @@ pub fn raw_error(e: api::Error) -> u64 {
     }
 }
 
+/// The GPA a level-`level` table on the way to [`L3_GPA`] covers from: aligned to the
+/// 2^(12 + 9·(4 − level)) bytes it spans (docs/abi.md §5.2).
+pub const fn table_gpa(level: u8) -> Gpa {
+    let span = 1u64 << (12 + 9 * (4 - level as u32));
+    Gpa(L3_GPA.0 & !(span - 1))
+}
+
 /// Most vCPUs of one TVM in the scenarios.
 pub const MAX_VCPUS: usize = 12;
 /// Most pages a TVM of the scenarios maps.
@@ -151,7 +158,8 @@ impl World {
     pub fn add_tvm<E: HostEnv>(&mut self, env: &mut E, vcpu_args: &[u64]) -> Outcome<usize> {
         let params = TvmParams {
             gpa_bits: GPA_BITS,
-            max_vcpus: vcpu_args.len() as u32,
+            // One slot spare, for scenarios that add a vCPU later.
+            max_vcpus: vcpu_args.len() as u32 + 1,
             ..TvmParams::new_zeroed()
         };
         let p = self.pool.ns(env)?;
@@ -162,7 +170,10 @@ impl World {
         let mut tables = [Pa(0); 3];
         for (level, slot) in (1u8..=3).zip(tables.iter_mut()) {
             *slot = self.pool.secure(env)?;
-            must!(host::table_create(env, tvm, L3_GPA, level, *slot), "TABLE_CREATE");
+            must!(
+                host::table_create(env, tvm, table_gpa(level), level, *slot),
+                "TABLE_CREATE"
+            );
         }
         let t = Tvm {
             tvm,
@@ -179,14 +190,24 @@ impl World {
             self.map_private(env, index, Gpa(SCRATCH_GPA.0 + i * GRANULE_SIZE), None)?;
         }
         for &arg in vcpu_args {
-            let vcpu = self.pool.secure(env)?;
-            must!(host::vcpu_create(env, tvm, vcpu, IMAGE_GPA, arg), "VCPU_CREATE");
-            let t = self.tvms.get_mut(index).ok_or(Fail::new("TVM", line!()))?;
-            t.vcpus
-                .push(vcpu)
-                .map_err(|_| Fail::new("too many vCPUs", line!()))?;
+            self.add_vcpu(env, index, arg)?;
         }
         Ok(index)
+    }
+
+    /// A vCPU of TVM `t` (still NEW) entered at [`IMAGE_GPA`] with `arg0`.
+    pub fn add_vcpu<E: HostEnv>(&mut self, env: &mut E, t: usize, arg0: u64) -> Outcome<Pa> {
+        let vcpu = self.pool.secure(env)?;
+        let tvm = self.tvm(t)?.tvm;
+        must!(
+            host::vcpu_create(env, tvm, vcpu, IMAGE_GPA, arg0),
+            "VCPU_CREATE"
+        );
+        let t = self.tvms.get_mut(t).ok_or(Fail::new("TVM", line!()))?;
+        t.vcpus
+            .push(vcpu)
+            .map_err(|_| Fail::new("too many vCPUs", line!()))?;
+        Ok(vcpu)
     }
 
     /// Copies the guest image into private memory, page by page, from NS source pages (as a
@@ -202,7 +223,11 @@ impl World {
                 ));
             }
         };
-        ensure!(len <= IMAGE_PAGES * GRANULE_SIZE, "guest image too large", len);
+        ensure!(
+            len <= IMAGE_PAGES * GRANULE_SIZE,
+            "guest image too large",
+            len
+        );
         for i in 0..IMAGE_PAGES {
             let gpa = Gpa(IMAGE_GPA.0 + i * GRANULE_SIZE);
             let start = i * GRANULE_SIZE;
@@ -390,7 +415,11 @@ impl World {
             };
             let mut rec = VcpuExit::new_zeroed();
             ensure!(env.read(self.exit, rec.as_mut_bytes()), "read exit record");
-            ensure!(rec.reason == reason.raw(), "exit record disagrees with VCPU_RUN", rec.reason);
+            ensure!(
+                rec.reason == reason.raw(),
+                "exit record disagrees with VCPU_RUN",
+                rec.reason
+            );
             match reason {
                 ExitReason::DeviceRequest => {
                     let vdev = Pa(rec.vdev);
@@ -408,14 +437,24 @@ impl World {
     }
 
     /// Runs vCPU `i` of TVM `t` and requires `want`.
-    pub fn run_expect<E: HostEnv>(&mut self, env: &mut E, t: usize, i: usize, want: Exit) -> Outcome {
+    pub fn run_expect<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        i: usize,
+        want: Exit,
+    ) -> Outcome {
         let got = self.run(env, t, i)?;
         let code = match got {
             Exit::Exited(c) => c,
             Exit::Yielded => 0xE1,
             Exit::Fault { gpa } => gpa | 0xFA,
         };
-        ensure!(got == want, "vCPU exit (guest exit code = failed guest check line)", code);
+        ensure!(
+            got == want,
+            "vCPU exit (guest exit code = failed guest check line)",
+            code
+        );
         Ok(())
     }
 
@@ -456,8 +495,15 @@ impl World {
                 ensure!(back == pa, "UNMAP returned another granule", back.0);
             }
             for (level, &table) in (1u8..=3).zip(t.tables.iter()).rev() {
-                let back = must!(host::table_destroy(env, t.tvm, L3_GPA, level), "TABLE_DESTROY");
-                ensure!(back == table, "TABLE_DESTROY returned another granule", back.0);
+                let back = must!(
+                    host::table_destroy(env, t.tvm, table_gpa(level), level),
+                    "TABLE_DESTROY"
+                );
+                ensure!(
+                    back == table,
+                    "TABLE_DESTROY returned another granule",
+                    back.0
+                );
             }
             must!(host::tvm_destroy(env, t.tvm), "TVM_DESTROY");
         }

@@ -62,7 +62,11 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
     let Some(arg) = GuestArg::decode(arg0) else {
         return Ok(exit_code::BAD_ARG);
     };
-    say!("guest script {=u8} on vBDF {=u16:#x}", arg.script as u8, arg.vbdf);
+    say!(
+        "guest script {=u8} on vBDF {=u16:#x}",
+        arg.script as u8,
+        arg.vbdf
+    );
     match arg.script {
         Script::Lifecycle => lifecycle(g, arg),
         Script::IsoBuffers => iso_buffers(g, arg),
@@ -104,7 +108,11 @@ fn accept<G: GuestEnv>(
 
 /// Reads the whole cached report through the scratch page and hashes it; `None` if a call
 /// failed or the report did not end where G_VDEV_INFO said.
-fn report_digest<G: GuestEnv>(g: &mut G, vbdf: u16, len: u32) -> Result<Option<[u8; 32]>, GuestFault> {
+fn report_digest<G: GuestEnv>(
+    g: &mut G,
+    vbdf: u16,
+    len: u32,
+) -> Result<Option<[u8; 32]>, GuestFault> {
     let mut hash = Sha256::new();
     let mut offset = 0u64;
     let mut chunk = [0u8; CHUNK as usize];
@@ -137,8 +145,15 @@ fn lifecycle<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
         check!(before.nonce != [0; 32] && before.report_len > 0);
         let digest = report_digest(g, vbdf, before.report_len)?;
         check!(digest == Some(before.report_digest));
-        say!("guest: vBDF {=u16:#x} report of {=u32} bytes matches its digest", vbdf, before.report_len);
-        check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&before))?, None));
+        say!(
+            "guest: vBDF {=u16:#x} report of {=u32} bytes matches its digest",
+            vbdf,
+            before.report_len
+        );
+        check!(is(
+            accept(g, vbdf, &AcceptEvidence::from_info(&before))?,
+            None
+        ));
         let after = info(g, vbdf)?;
         check!(after.is_some_and(|a| a.state == VdevState::Run.raw()));
         say!("guest: accepted vBDF {=u16:#x}, it is RUN", vbdf);
@@ -183,10 +198,16 @@ fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     check!(is(accept(g, vbdf, &ev)?, mismatch(3)));
     let mut ev = good;
     ev.reserved[0] = 1;
-    check!(is(accept(g, vbdf, &ev)?, st(StatusCode::InvalidArgument, 2)));
+    check!(is(
+        accept(g, vbdf, &ev)?,
+        st(StatusCode::InvalidArgument, 2)
+    ));
     // Evidence the TSM cannot read: misaligned, or outside this TVM.
     let bad = st(StatusCode::InvalidBuffer, 2);
-    check!(is(guest::g_vdev_accept(g, vbdf, Gpa(EVIDENCE_GPA.0 + 4)), bad));
+    check!(is(
+        guest::g_vdev_accept(g, vbdf, Gpa(EVIDENCE_GPA.0 + 4)),
+        bad
+    ));
     check!(is(guest::g_vdev_accept(g, vbdf, OTHER_GPA), bad));
     // Still LOCKED after all that.
     check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Locked.raw()));
@@ -200,7 +221,10 @@ fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
         return Ok(u64::from(line!()));
     };
     check!(fresh.nonce != old.nonce && fresh.report_counter == old.report_counter + 1);
-    check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&fresh))?, None));
+    check!(is(
+        accept(g, vbdf, &AcceptEvidence::from_info(&fresh))?,
+        None
+    ));
     check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Run.raw()));
     say!("guest: stale and forged evidence refused, fresh evidence accepted");
     Ok(0)
@@ -211,7 +235,9 @@ fn other_tvm<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     check!(is(guest::g_vdev_info(g, vbdf, INFO_GPA), none));
     check!(is(accept(g, vbdf, &AcceptEvidence::new_zeroed())?, none));
     check!(is(guest::g_vdev_stop(g, vbdf), none));
-    check!(matches!(guest::g_event_read(g, vbdf, CHUNK_GPA), Err(Error::Tsm(s)) if Some(s) == none));
+    check!(
+        matches!(guest::g_event_read(g, vbdf, CHUNK_GPA), Err(Error::Tsm(s)) if Some(s) == none)
+    );
     Ok(0)
 }
 
@@ -222,7 +248,10 @@ fn hostile_rounds<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
         };
         check!(i.state == VdevState::Error.raw());
         check!(i.nonce == [0; 32] && i.report_len == 0 && i.report_digest == [0; 32]);
-        check!(is(accept(g, arg.vbdf, &AcceptEvidence::new_zeroed())?, st(StatusCode::ObjectState, 1)));
+        check!(is(
+            accept(g, arg.vbdf, &AcceptEvidence::new_zeroed())?,
+            st(StatusCode::ObjectState, 1)
+        ));
         let r = guest::g_vdev_report(g, arg.vbdf, 0, CHUNK_GPA, 16);
         check!(matches!(r, Err(Error::Tsm(s)) if s == Status::arg(StatusCode::ObjectState, 1)));
         check!(yield_to_host(g));

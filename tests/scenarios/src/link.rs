@@ -43,12 +43,21 @@ impl Link {
     /// Carries the request in the buffer to the device and writes its answer back.
     pub fn carry<E: HostEnv>(&mut self, env: &mut E) -> Outcome {
         let mut head = CommHeader::new_zeroed();
-        ensure!(env.read(self.comm, head.as_mut_bytes()), "read COMMUNICATE header");
+        ensure!(
+            env.read(self.comm, head.as_mut_bytes()),
+            "read COMMUNICATE header"
+        );
         let len = head.request_len as usize;
-        ensure!(len <= COMM_PAYLOAD_SIZE, "request longer than the payload", len);
+        ensure!(
+            len <= COMM_PAYLOAD_SIZE,
+            "request longer than the payload",
+            len
+        );
         let payload = Pa(self.comm.0 + COMM_HEADER_SIZE as u64);
         let mut req = [0u8; COMM_PAYLOAD_SIZE];
-        let req = req.get_mut(..len).ok_or(Fail::new("request length", line!()))?;
+        let req = req
+            .get_mut(..len)
+            .ok_or(Fail::new("request length", line!()))?;
         ensure!(env.read(payload, req), "read COMMUNICATE payload");
         // Room for the oversized-response knob (one byte past the message cap).
         let mut rsp = [0u8; MAX_MESSAGE_SIZE + 64];
@@ -67,7 +76,10 @@ impl Link {
         answer.host_status = status.raw();
         let body = rsp.get(..n).ok_or(Fail::new("response length", line!()))?;
         ensure!(env.write(payload, body), "write COMMUNICATE payload");
-        ensure!(env.write(self.comm, answer.as_bytes()), "write COMMUNICATE header");
+        ensure!(
+            env.write(self.comm, answer.as_bytes()),
+            "write COMMUNICATE header"
+        );
         self.round_trips += 1;
         Ok(())
     }

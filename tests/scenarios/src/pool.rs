@@ -72,7 +72,10 @@ impl Pool {
     /// A fresh granule, delegated.
     pub fn secure<E: HostEnv>(&mut self, env: &mut E) -> Outcome<Pa> {
         let pa = self.ns(env)?;
-        must!(host::granule_delegate(env, pa), "GRANULE_DELEGATE of a pool granule");
+        must!(
+            host::granule_delegate(env, pa),
+            "GRANULE_DELEGATE of a pool granule"
+        );
         self.delegated(pa);
         Ok(pa)
     }
@@ -97,7 +100,10 @@ impl Pool {
         for i in 0..self.next as usize {
             if Self::get(&self.secure, i) {
                 let pa = Pa(self.base.0 + i as u64 * GRANULE_SIZE);
-                must!(host::granule_undelegate(env, pa), "GRANULE_UNDELEGATE after teardown");
+                must!(
+                    host::granule_undelegate(env, pa),
+                    "GRANULE_UNDELEGATE after teardown"
+                );
                 Self::set(&mut self.secure, i, false);
             }
         }
@@ -111,11 +117,18 @@ impl Pool {
         for i in 0..self.next as usize {
             let pa = Pa(self.base.0 + i as u64 * GRANULE_SIZE);
             ensure!(!Self::get(&self.secure, i), "granule left delegated", pa.0);
-            ensure!(env.read(pa, &mut page), "host cannot read a granule back", pa.0);
+            ensure!(
+                env.read(pa, &mut page),
+                "host cannot read a granule back",
+                pa.0
+            );
             if Self::get(&self.ever, i) {
                 ensure!(page.iter().all(|&b| b == 0), "granule not scrubbed", pa.0);
             }
-            must!(host::granule_delegate(env, pa), "re-delegate probe (granule not NS)");
+            must!(
+                host::granule_delegate(env, pa),
+                "re-delegate probe (granule not NS)"
+            );
             must!(host::granule_undelegate(env, pa), "undelegate probe");
         }
         Ok(())

@@ -9,7 +9,10 @@ use std::time::Instant;
 use tsm_hal::platform::AddressMapFormat;
 use tsm_scenarios::id;
 
-const FORMATS: [AddressMapFormat; 2] = [AddressMapFormat::ArmStage2, AddressMapFormat::X86_64FourLevel];
+const FORMATS: [AddressMapFormat; 2] = [
+    AddressMapFormat::ArmStage2,
+    AddressMapFormat::X86_64FourLevel,
+];
 
 fn scenario(n: u32) {
     for format in FORMATS {
@@ -57,22 +60,32 @@ fn s6_dma_rules() {
 #[test]
 fn s7_smp() {
     use tsm_scenarios::scenarios::smp;
-    const ITERATIONS: u32 = 400;
+    const ITERATIONS: u32 = 2000;
     for format in FORMATS {
         let sim = sim::Sim::new(format);
         let mut h0 = sim.host();
         let mut h1 = sim.host();
         let t = Instant::now();
         let (mut world, shared) = smp::setup(&mut h0).expect("setup");
+        let start = std::sync::Barrier::new(2);
         let (a, b) = std::thread::scope(|s| {
             let link = &mut world.link;
-            let shared = &shared;
-            let cpu0 = s.spawn(move || smp::worker(&mut h0, 0, shared, Some(link), ITERATIONS));
-            let cpu1 = s.spawn(move || smp::worker(&mut h1, 1, shared, None, ITERATIONS));
+            let (shared, start) = (&shared, &start);
+            let cpu0 = s.spawn(move || {
+                start.wait();
+                smp::worker(&mut h0, 0, shared, Some(link), ITERATIONS)
+            });
+            let cpu1 = s.spawn(move || {
+                start.wait();
+                smp::worker(&mut h1, 1, shared, None, ITERATIONS)
+            });
             (cpu0.join().unwrap(), cpu1.join().unwrap())
         });
         let (a, b) = (a.expect("CPU 0"), b.expect("CPU 1"));
-        assert!(a.succeeded > 0 && b.succeeded > 0, "both CPUs got work done: {a:?} {b:?}");
+        assert!(
+            a.succeeded > 0 && b.succeeded > 0,
+            "both CPUs got work done: {a:?} {b:?}"
+        );
         sim.h.check();
         let mut h = sim.host();
         assert_eq!(smp::finish(&mut h, world, &shared), Ok(()));

@@ -162,7 +162,9 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     gv.state()
         .check_transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 1))?;
+    if gt.refcount() >= crate::granule::MAX_REFCOUNT {
+        return Err(st(StatusCode::Capacity, 1));
+    }
     o.viommus += 1;
     let obj = ViommuObj {
         tvm: gt.pa().0,
@@ -172,6 +174,7 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     };
     objects::save(t.platform, &gv, &obj)?;
     objects::save(t.platform, &gt, &o)?;
+    gt.get().map_err(|_| st(StatusCode::Capacity, 1))?;
     gv.transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
     OK
@@ -200,8 +203,9 @@ pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     o.viommus = o.viommus.checked_sub(1).ok_or_else(internal)?;
-    gt.put().map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
+    t.scrub(viommu)?;
+    gt.put().map_err(|_| internal())?;
     gv.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     OK
@@ -281,9 +285,13 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         .iter()
         .position(|s| s.used == 0)
         .ok_or(st(StatusCode::Capacity, 3))?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gi.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gp.get().map_err(|_| st(StatusCode::Capacity, 2))?;
+    let full = crate::granule::MAX_REFCOUNT;
+    if gt.refcount() >= full || gi.refcount() >= full {
+        return Err(st(StatusCode::Capacity, 3));
+    }
+    if gp.refcount() >= full {
+        return Err(st(StatusCode::Capacity, 2));
+    }
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
             vdev: vdev.0,
@@ -317,6 +325,9 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     objects::save(t.platform, &gp, &po)?;
     objects::save(t.platform, &gi, &io)?;
     objects::save(t.platform, &gt, &to)?;
+    gt.get().map_err(|_| st(StatusCode::Capacity, 3))?;
+    gi.get().map_err(|_| st(StatusCode::Capacity, 3))?;
+    gp.get().map_err(|_| st(StatusCode::Capacity, 2))?;
     gv.transition(GranuleState::Vdev).map_err(|e| e.status(1))?;
     OK
 }
@@ -401,13 +412,14 @@ pub fn vdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     po.vdevs = po.vdevs.checked_sub(1).ok_or_else(internal)?;
     to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
     io.vdevs = io.vdevs.checked_sub(1).ok_or_else(internal)?;
-    gt.put().map_err(|_| internal())?;
-    gi.put().map_err(|_| internal())?;
-    gp.put().map_err(|_| internal())?;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
     objects::save(t.platform, &gp, &po)?;
     objects::save(t.platform, &gi, &io)?;
     objects::save(t.platform, &gt, &to)?;
+    t.scrub(vdev)?;
+    gt.put().map_err(|_| internal())?;
+    gi.put().map_err(|_| internal())?;
+    gp.put().map_err(|_| internal())?;
     gv.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     OK

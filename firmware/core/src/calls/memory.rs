@@ -150,6 +150,8 @@ pub fn tvm_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     t.iotlb
         .lock()
         .invalidate_tvm(crate::viommu::TvmId(g.pa().0));
+    t.scrub(root)?;
+    t.scrub(g.pa())?;
     gr.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     g.transition(GranuleState::Delegated)
@@ -210,7 +212,7 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
     o.tables = o.tables.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
-    gp.get().map_err(|_| internal())?;
+    // Guard changes (published when the guards drop) come after every fallible write.
     t.scrub(new)?;
     map.write_raw(
         parent,
@@ -219,6 +221,7 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     )
     .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
+    gp.get().map_err(|_| internal())?;
     gn.transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
     OK
@@ -254,14 +257,15 @@ pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::InUse, kind as u8));
     }
     o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
-    gp.put().map_err(|_| internal())?;
     map.write_raw(parent, addrmap::index(gpa, level - 1), 0)
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_all(Pa(o.root));
     t.iotlb
         .lock()
         .invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
+    t.scrub(child)?;
     objects::save(t.platform, &gt, &o)?;
+    gp.put().map_err(|_| internal())?;
     gc.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     Ok(CallResult::ok([child.0, 0, 0, 0]))
@@ -348,7 +352,6 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         .private_pages
         .checked_add(1)
         .ok_or(st(StatusCode::Capacity, 1))?;
-    gl.get().map_err(|_| internal())?;
     match src {
         Some(s) => copy_granule(t, s, page)?,
         None => t.scrub(page)?,
@@ -366,6 +369,7 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     )
     .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
+    gl.get().map_err(|_| internal())?;
     gpg.transition(GranuleState::Private)
         .map_err(|e| e.status(3))?;
     OK
@@ -397,8 +401,9 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         .shared_pages
         .checked_add(1)
         .ok_or(st(StatusCode::Capacity, 1))?;
-    gn.get().map_err(|e| e.status(3))?;
-    gl.get().map_err(|_| internal())?;
+    if gn.refcount() >= crate::granule::MAX_REFCOUNT {
+        return Err(st(StatusCode::Capacity, 3));
+    }
     let leaf = Leaf {
         pa: ns,
         perms: perms(flags),
@@ -412,6 +417,8 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     )
     .map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;
+    gn.get().map_err(|e| e.status(3))?;
+    gl.get().map_err(|_| internal())?;
     OK
 }
 
@@ -450,19 +457,20 @@ pub fn unmap(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         }
         MapKind::Shared => o.shared_pages = o.shared_pages.checked_sub(1).ok_or_else(internal)?,
     }
-    gl.put().map_err(|_| internal())?;
     map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0)
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_page(Pa(o.root), gpa);
     t.viommu_unmapped(gt.pa(), gpa);
-    match leaf.kind {
-        MapKind::Private => {
-            t.scrub(leaf.pa)?;
-            gpg.transition(GranuleState::Delegated)
-                .map_err(|_| internal())?;
-        }
-        MapKind::Shared => gpg.put().map_err(|_| internal())?,
+    if leaf.kind == MapKind::Private {
+        t.scrub(leaf.pa)?;
     }
     objects::save(t.platform, &gt, &o)?;
+    gl.put().map_err(|_| internal())?;
+    match leaf.kind {
+        MapKind::Private => gpg
+            .transition(GranuleState::Delegated)
+            .map_err(|_| internal())?,
+        MapKind::Shared => gpg.put().map_err(|_| internal())?,
+    }
     Ok(CallResult::ok([leaf.pa.0, 0, 0, 0]))
 }

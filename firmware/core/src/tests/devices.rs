@@ -819,7 +819,10 @@ fn guest_console_exit_and_version() {
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x1FFF, 2], s(InvalidBuffer, 1));
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x5000, 2], s(InvalidBuffer, 1));
     assert_eq!(w.guest(G_EXIT, &[3]), Ok([3, 0, 0, 0]));
-    let regs = tsm_abi::regs::CallRegs { fid: u64::from(G_EXIT.fid()), args: [4, 0, 0, 0, 0, 0] };
+    let regs = tsm_abi::regs::CallRegs {
+        fid: u64::from(G_EXIT.fid()),
+        args: [4, 0, 0, 0, 0, 0],
+    };
     assert_eq!(
         w.h.tsm.handle_call(Origin::Guest { vcpu: w.vcpu }, &regs),
         crate::dispatch::Completion::GuestExit { code: 4 }

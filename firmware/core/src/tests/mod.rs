@@ -6,6 +6,7 @@ mod devices;
 #[cfg(feature = "dma-inject")]
 mod dma;
 mod memory;
+mod system;
 mod teardown;
 
 use tsm_abi::CallId;

@@ -8,6 +8,9 @@
 //! * **Table cache**: [`TABLE_CACHE_CAPACITY`] stage-2 translations of stage-1 *table* pages
 //!   (TVM, GPA page) → mapping, fully associative, round robin. It turns the 4 stage-2 walks a
 //!   two-stage miss needs for its table reads into cache hits when the tables were seen before.
+//! * **Walk cache**: [`WALK_CACHE_CAPACITY`] stage-1 walk prefixes, tagged by (vdevice, PASID,
+//!   2 MiB IOVA region): the level-3 table the upper three levels led to, with the restrictions
+//!   and table pages collected on the way. A miss in a known region reads one descriptor.
 //!
 //! Faults are never cached. Every invalidation drops every entry that *might* depend on what
 //! changed, so a translation never outlives a mapping it came from:
@@ -18,11 +21,12 @@
 //! | delegate / undelegate of a PA | [`Iotlb::invalidate_pa`] |
 //! | vdevice unbind, stop, error, destroy | [`Iotlb::invalidate_vdev`] |
 //! | stage-1 attach / detach (PASID or default root) | [`Iotlb::invalidate_pasid`] |
-//! | guest IOTLB invalidation command | [`Iotlb::invalidate_guest`] |
+//! | guest IOTLB invalidation command (also drops walk prefixes of the regions it touches) | [`Iotlb::invalidate_guest`] |
 //! | TVM destroy | [`Iotlb::invalidate_tvm`] |
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 
+use super::stage1::Inherited;
 use super::{Perms, S2Entry, TvmId, VdevId};
 
 /// Sets of the IOTLB.
@@ -33,6 +37,10 @@ pub const IOTLB_WAYS: usize = 4;
 pub const IOTLB_CAPACITY: usize = IOTLB_SETS * IOTLB_WAYS;
 /// Entries of the table-translation cache (16 table pages: the four levels of four walks).
 pub const TABLE_CACHE_CAPACITY: usize = 16;
+/// Entries of the stage-1 walk cache (16 level-3 tables: 32 MiB of IOVA space).
+pub const WALK_CACHE_CAPACITY: usize = 16;
+/// log2 of the IOVA region one level-3 table covers.
+const REGION_SHIFT: u32 = 21;
 
 const SET_BITS: u32 = IOTLB_SETS.trailing_zeros();
 /// PASID tag of requests without PASID (PASIDs are 20 bits, so it cannot collide).
@@ -77,6 +85,26 @@ struct Entry {
     walked: Walked,
 }
 
+/// Where the upper three levels of a stage-1 walk lead.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct WalkPrefix {
+    /// GPA of the level-3 table.
+    pub table: u64,
+    /// Restrictions of the three table descriptors above it.
+    pub inh: Inherited,
+    /// The table pages of levels 0..=2.
+    pub tables: [TableRef; 3],
+}
+
+#[derive(Clone, Copy, Debug)]
+struct WalkEntry {
+    vdev: VdevId,
+    tvm: TvmId,
+    pasid: u32,
+    region: u64,
+    prefix: WalkPrefix,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct TableEntry {
     tvm: TvmId,
@@ -100,6 +128,8 @@ pub struct Iotlb {
     victim: [u8; IOTLB_SETS],
     tables: [Option<TableEntry>; TABLE_CACHE_CAPACITY],
     table_victim: usize,
+    walks: [Option<WalkEntry>; WALK_CACHE_CAPACITY],
+    walk_victim: usize,
     hits: u64,
     misses: u64,
 }
@@ -142,6 +172,8 @@ impl Iotlb {
             victim: [0; IOTLB_SETS],
             tables: [None; TABLE_CACHE_CAPACITY],
             table_victim: 0,
+            walks: [None; WALK_CACHE_CAPACITY],
+            walk_victim: 0,
             hits: 0,
             misses: 0,
         }
@@ -242,6 +274,49 @@ impl Iotlb {
         }
     }
 
+    pub(super) fn walk_lookup(
+        &self,
+        vdev: VdevId,
+        pasid: Option<u32>,
+        iova: Iova,
+    ) -> Option<WalkPrefix> {
+        let (p, region) = (pasid_tag(pasid), iova.0 >> REGION_SHIFT);
+        self.walks
+            .iter()
+            .flatten()
+            .find(|w| w.vdev == vdev && w.pasid == p && w.region == region)
+            .map(|w| w.prefix)
+    }
+
+    pub(super) fn walk_insert(
+        &mut self,
+        vdev: VdevId,
+        tvm: TvmId,
+        pasid: Option<u32>,
+        iova: Iova,
+        prefix: WalkPrefix,
+    ) {
+        let i = self.walk_victim % WALK_CACHE_CAPACITY;
+        self.walk_victim = (i + 1) % WALK_CACHE_CAPACITY;
+        if let Some(slot) = self.walks.get_mut(i) {
+            *slot = Some(WalkEntry {
+                vdev,
+                tvm,
+                pasid: pasid_tag(pasid),
+                region: iova.0 >> REGION_SHIFT,
+                prefix,
+            });
+        }
+    }
+
+    fn retain_walks(&mut self, mut keep: impl FnMut(&WalkEntry) -> bool) {
+        for slot in self.walks.iter_mut() {
+            if slot.as_ref().is_some_and(|e| !keep(e)) {
+                *slot = None;
+            }
+        }
+    }
+
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         for slot in self.sets.iter_mut().flatten() {
             if slot.as_ref().is_some_and(|e| !keep(e)) {
@@ -270,6 +345,10 @@ impl Iotlb {
             e.tvm != tvm || !(hit(e.walked.gpa) || e.walked.tables().iter().any(|t| hit(t.gpa)))
         });
         self.retain_tables(|t| t.tvm != tvm || !hit(t.gpa));
+        self.retain_walks(|w| {
+            w.tvm != tvm
+                || !(hit(Gpa(w.prefix.table)) || w.prefix.tables.iter().any(|t| hit(t.gpa)))
+        });
     }
 
     /// `pa`'s granule changed state (delegate, undelegate): drops every translation that
@@ -280,11 +359,13 @@ impl Iotlb {
             e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p)
         });
         self.retain_tables(|t| t.s2.pa.granule_base() != p);
+        self.retain_walks(|w| w.prefix.tables.iter().all(|t| t.pa != p));
     }
 
     /// Drops every translation of `vdev` (unbind, stop, error, destroy).
     pub fn invalidate_vdev(&mut self, vdev: VdevId) {
         self.retain(|e| e.vdev != vdev);
+        self.retain_walks(|w| w.vdev != vdev);
     }
 
     /// Drops every translation of `vdev` for `pasid` (`None`: requests without PASID): the
@@ -292,6 +373,7 @@ impl Iotlb {
     pub fn invalidate_pasid(&mut self, vdev: VdevId, pasid: Option<u32>) {
         let p = pasid_tag(pasid);
         self.retain(|e| e.vdev != vdev || e.pasid != p);
+        self.retain_walks(|w| w.vdev != vdev || w.pasid != p);
     }
 
     /// The guest invalidated `[iova, iova + len)` of `vdev` for `scope` after changing its
@@ -308,17 +390,26 @@ impl Iotlb {
         self.retain(|e| {
             e.vdev != vdev || !in_scope(e.pasid) || e.iova_page < start || e.iova_page >= end
         });
+        // A prefix goes if its region overlaps the range: the guest may have changed a table
+        // descriptor above the pages it names.
+        self.retain_walks(|w| {
+            let first = w.region << REGION_SHIFT;
+            let last = first | ((1 << REGION_SHIFT) - 1);
+            w.vdev != vdev || !in_scope(w.pasid) || last < start || first >= end
+        });
     }
 
     /// Drops everything of `tvm` (TVM destroy).
     pub fn invalidate_tvm(&mut self, tvm: TvmId) {
         self.retain(|e| e.tvm != tvm);
         self.retain_tables(|t| t.tvm != tvm);
+        self.retain_walks(|w| w.tvm != tvm);
     }
 
     /// Drops everything.
     pub fn flush(&mut self) {
         self.retain(|_| false);
         self.retain_tables(|_| false);
+        self.retain_walks(|_| false);
     }
 }

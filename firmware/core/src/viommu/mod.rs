@@ -35,7 +35,10 @@ mod tests;
 
 pub use events::{EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostFaultSummary};
 pub use fault::{Fault, FaultReason};
-pub use iotlb::{IOTLB_CAPACITY, IOTLB_SETS, IOTLB_WAYS, Iotlb, PasidScope, TABLE_CACHE_CAPACITY};
+pub use iotlb::{
+    IOTLB_CAPACITY, IOTLB_SETS, IOTLB_WAYS, Iotlb, PasidScope, TABLE_CACHE_CAPACITY,
+    WALK_CACHE_CAPACITY,
+};
 pub use pasid::{PASID_CAPACITY, PasidError, PasidTable, Stage1Root};
 pub use walk::{translate, translate_uncached};
 

@@ -8,7 +8,7 @@
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_hal::platform::PhysMem;
 
-use super::iotlb::{TableRef, Walked};
+use super::iotlb::{TableRef, WalkPrefix, Walked};
 use super::stage1::{self, Format, Inherited, Step};
 use super::{
     Context, Fault, FaultReason, Iotlb, PASID_MAX, Perms, Request, S2Entry, Stage1Format,
@@ -107,15 +107,42 @@ fn walk<C: Context>(
         }
         let mut table = root.granule_base().0;
         let mut inh = Inherited::NONE;
-        for (level, slot) in (0u8..4).zip(w.tables.iter_mut()) {
+        let mut first = 0u8;
+        // A known prefix (same vdevice, PASID and 2 MiB region) skips levels 0..=2.
+        let prefix = cache
+            .as_deref()
+            .and_then(|c| c.walk_lookup(v.id, req.pasid, req.iova));
+        if let Some(p) = prefix {
+            table = p.table;
+            inh = p.inh;
+            for (slot, t) in w.tables.iter_mut().zip(p.tables) {
+                *slot = t;
+            }
+            first = 3;
+        }
+        for level in first..4 {
             let at = |r| (r, Some(level));
             // `table` is granule-aligned and the index is below 512: the OR cannot carry.
             let desc_gpa = Gpa(table | (stage1::index(req.iova, level) << 3));
             let (desc, tref) =
                 read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa).map_err(at)?;
-            *slot = tref;
+            if let Some(slot) = w.tables.get_mut(usize::from(level)) {
+                *slot = tref;
+            }
             w.ntables = level + 1;
             match stage1::decode(f, desc, level, req.iova, &mut inh).map_err(at)? {
+                Step::Table(next) if level == 2 => {
+                    table = next;
+                    if let Some(c) = cache.as_deref_mut() {
+                        let [t0, t1, t2, _] = w.tables;
+                        let p = WalkPrefix {
+                            table,
+                            inh,
+                            tables: [t0, t1, t2],
+                        };
+                        c.walk_insert(v.id, v.tvm, req.pasid, req.iova, p);
+                    }
+                }
                 Step::Table(next) => table = next,
                 Step::Leaf { oa, perms } => {
                     w.s1 = Some((perms, level));

@@ -14,8 +14,16 @@ use crate::{HostEnv, Outcome};
 /// Runs the scenario.
 pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let mut w = World::new(env)?;
-    let probe = GuestArg { script: Script::AcceptProbe, vbdf: VBDF_BASE, count: 1 };
-    let other = GuestArg { script: Script::OtherTvm, vbdf: VBDF_BASE, count: 1 };
+    let probe = GuestArg {
+        script: Script::AcceptProbe,
+        vbdf: VBDF_BASE,
+        count: 1,
+    };
+    let other = GuestArg {
+        script: Script::OtherTvm,
+        vbdf: VBDF_BASE,
+        count: 1,
+    };
     let a = w.add_tvm(env, &[probe.encode()])?;
     let b = w.add_tvm(env, &[other.encode()])?;
     w.connect_pdev(env)?;
@@ -34,24 +42,40 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         "G_VDEV_ACCEPT from the host"
     );
     refused!(
-        raw_call(env, CallId::G_VDEV_ACCEPT, &[u64::from(VBDF_BASE), SCRATCH_GPA.0]),
+        raw_call(
+            env,
+            CallId::G_VDEV_ACCEPT,
+            &[u64::from(VBDF_BASE), SCRATCH_GPA.0]
+        ),
         Status::new(StatusCode::Denied),
         "G_VDEV_ACCEPT from the host with the guest's GPA"
     );
-    ensure!(w.state(env, v)? == VdevState::Locked, "host accept changed the vdevice");
+    ensure!(
+        w.state(env, v)? == VdevState::Locked,
+        "host accept changed the vdevice"
+    );
 
     // Another TVM names the vdevice by its vBDF: it does not exist there.
     w.run_expect(env, b, 0, Exit::Exited(0))?;
-    ensure!(w.state(env, v)? == VdevState::Locked, "another TVM changed the vdevice");
+    ensure!(
+        w.state(env, v)? == VdevState::Locked,
+        "another TVM changed the vdevice"
+    );
 
     // The guest: forged evidence refused field by field, then yields.
     w.run_expect(env, a, 0, Exit::Yielded)?;
-    ensure!(w.state(env, v)? == VdevState::Locked, "refused evidence changed the vdevice");
+    ensure!(
+        w.state(env, v)? == VdevState::Locked,
+        "refused evidence changed the vdevice"
+    );
     // Unbind and bind again: new nonce, new counter; the guest's saved evidence is stale.
     must!(w.unbind(env, v)?, "VDEV_UNBIND");
     must!(w.bind(env, v)?, "VDEV_BIND again");
     w.run_expect(env, a, 0, Exit::Exited(0))?;
-    ensure!(w.state(env, v)? == VdevState::Run, "fresh evidence did not reach RUN");
+    ensure!(
+        w.state(env, v)? == VdevState::Run,
+        "fresh evidence did not reach RUN"
+    );
     say!("acceptance: host and other TVM refused, stale evidence refused, fresh accepted");
     w.finish(env)
 }

@@ -37,14 +37,34 @@ impl Dma {
             "T=0 DMA to private memory"
         );
         let pa = must!(
-            host::test_dma_inject(env, self.rid, none, Iova(SHARED_GPA.0 + 0x20), DmaInjectFlags::WRITE),
+            host::test_dma_inject(
+                env,
+                self.rid,
+                none,
+                Iova(SHARED_GPA.0 + 0x20),
+                DmaInjectFlags::WRITE
+            ),
             "T=0 DMA to shared memory"
         );
-        ensure!(pa.0 == self.shared.0 + 0x20, "T=0 DMA reached the wrong page", pa.0);
-        let t1 = host::test_dma_inject(env, self.rid, none, Iova(SCRATCH_GPA.0 + 0x30), DmaInjectFlags::T_BIT);
+        ensure!(
+            pa.0 == self.shared.0 + 0x20,
+            "T=0 DMA reached the wrong page",
+            pa.0
+        );
+        let t1 = host::test_dma_inject(
+            env,
+            self.rid,
+            none,
+            Iova(SCRATCH_GPA.0 + 0x30),
+            DmaInjectFlags::T_BIT,
+        );
         if t1_allowed {
             let pa = must!(t1, "T=1 DMA to private memory in RUN");
-            ensure!(pa.0 == self.private.0 + 0x30, "T=1 DMA reached the wrong page", pa.0);
+            ensure!(
+                pa.0 == self.private.0 + 0x30,
+                "T=1 DMA reached the wrong page",
+                pa.0
+            );
         } else {
             refused!(t1, fault(EventReason::T1NotAllowed), "T=1 DMA outside RUN");
         }
@@ -56,7 +76,11 @@ impl Dma {
 pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let mut w = World::new(env)?;
     w.require_dma_inject()?;
-    let arg = GuestArg { script: Script::DmaAccept, vbdf: VBDF_BASE, count: 1 };
+    let arg = GuestArg {
+        script: Script::DmaAccept,
+        vbdf: VBDF_BASE,
+        count: 1,
+    };
     let t = w.add_tvm(env, &[arg.encode()])?;
     let shared = w.map_shared(env, t, SHARED_GPA)?;
     w.connect_pdev(env)?;
@@ -64,8 +88,15 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let viommu = w.add_viommu(env, t, ty)?;
     let v = w.add_vdev(env, t, viommu, 0)?;
     w.activate(env, t)?;
-    let private = w.tvm(t)?.page(SCRATCH_GPA).ok_or(Fail::new("scratch", line!()))?;
-    let d = Dma { rid: w.vdev(v)?.pbdf, private, shared };
+    let private = w
+        .tvm(t)?
+        .page(SCRATCH_GPA)
+        .ok_or(Fail::new("scratch", line!()))?;
+    let d = Dma {
+        rid: w.vdev(v)?.pbdf,
+        private,
+        shared,
+    };
 
     d.check(env, false)?;
     say!("UNLOCKED: T=0 private faults, T=0 shared works, T=1 faults");
@@ -79,7 +110,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     say!("RUN: T=1 reaches private memory, T=0 private still faults");
     // The guest stops the vdevice (STOP carried by the host) and checks its fault records.
     w.run_expect(env, t, 0, Exit::Exited(0))?;
-    ensure!(w.state(env, v)? == VdevState::Unlocked, "not UNLOCKED after the guest's stop");
+    ensure!(
+        w.state(env, v)? == VdevState::Unlocked,
+        "not UNLOCKED after the guest's stop"
+    );
     d.check(env, false)?;
     // Bind and unbind by the host: T=1 still off.
     must!(w.bind(env, v)?, "VDEV_BIND again");
@@ -90,12 +124,19 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     // The host's records: sanitized (vdevice, reason, RID; no IOVA field exists to leak).
     let mut seen = 0u32;
     for _ in 0..64 {
-        match must!(host::event_read(env, EventQueue::Vdev(w.vdev(v)?.pa), w.event), "EVENT_READ") {
+        match must!(
+            host::event_read(env, EventQueue::Vdev(w.vdev(v)?.pa), w.event),
+            "EVENT_READ"
+        ) {
             None => break,
             Some(_) => {
                 let mut ev = HostEvent::new_zeroed();
                 ensure!(env.read(w.event, ev.as_mut_bytes()), "read event");
-                ensure!(ev.vdev == w.vdev(v)?.pa.0 && ev.rid == d.rid, "event names another device", ev.vdev);
+                ensure!(
+                    ev.vdev == w.vdev(v)?.pa.0 && ev.rid == d.rid,
+                    "event names another device",
+                    ev.vdev
+                );
                 seen += 1;
             }
         }
@@ -103,16 +144,31 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     ensure!(seen >= 4, "host saw too few fault records", seen);
     // A host device (no vdevice) aiming at a secure PA, and at its own memory.
     refused!(
-        host::test_dma_inject(env, HOST_RID, PasidArg::NoPasid, Iova(private.0), DmaInjectFlags::empty()),
+        host::test_dma_inject(
+            env,
+            HOST_RID,
+            PasidArg::NoPasid,
+            Iova(private.0),
+            DmaInjectFlags::empty()
+        ),
         fault(EventReason::T0ToSecure),
         "host-device DMA to a secure PA"
     );
     let pa = must!(
-        host::test_dma_inject(env, HOST_RID, PasidArg::NoPasid, Iova(shared.0), DmaInjectFlags::empty()),
+        host::test_dma_inject(
+            env,
+            HOST_RID,
+            PasidArg::NoPasid,
+            Iova(shared.0),
+            DmaInjectFlags::empty()
+        ),
         "host-device DMA to host memory"
     );
     ensure!(pa == shared, "host-device DMA translated", pa.0);
-    let host_domain = must!(host::event_read(env, EventQueue::HostDomain, w.event), "EVENT_READ host domain");
+    let host_domain = must!(
+        host::event_read(env, EventQueue::HostDomain, w.event),
+        "EVENT_READ host domain"
+    );
     ensure!(host_domain.is_some(), "host-domain fault not queued");
     w.finish(env)
 }

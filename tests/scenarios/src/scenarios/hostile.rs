@@ -18,8 +18,14 @@ use crate::layout::{GuestArg, SCRATCH_GPA, Script, VBDF_BASE};
 use crate::{HostEnv, Outcome};
 
 const KNOBS: [Misbehaviour; 9] = [
-    Misbehaviour::ErrorFor { request: RequestCode::LockInterface, code: ErrorCode::InvalidInterfaceState },
-    Misbehaviour::ErrorFor { request: RequestCode::GetDeviceInterfaceReport, code: ErrorCode::Unspecified },
+    Misbehaviour::ErrorFor {
+        request: RequestCode::LockInterface,
+        code: ErrorCode::InvalidInterfaceState,
+    },
+    Misbehaviour::ErrorFor {
+        request: RequestCode::GetDeviceInterfaceReport,
+        code: ErrorCode::Unspecified,
+    },
     Misbehaviour::WrongResponseType,
     Misbehaviour::TruncatedResponse,
     Misbehaviour::OversizedResponse,
@@ -33,7 +39,13 @@ const KNOBS: [Misbehaviour; 9] = [
 fn no_t1<E: HostEnv>(w: &World, env: &mut E, v: usize) -> Outcome {
     let d = w.vdev(v)?;
     refused!(
-        host::test_dma_inject(env, d.pbdf, PasidArg::NoPasid, Iova(SCRATCH_GPA.0), DmaInjectFlags::T_BIT),
+        host::test_dma_inject(
+            env,
+            d.pbdf,
+            PasidArg::NoPasid,
+            Iova(SCRATCH_GPA.0),
+            DmaInjectFlags::T_BIT
+        ),
         Status::arg(StatusCode::DmaFault, EventReason::T1NotAllowed.raw() as u8),
         "T=1 DMA of a vdevice that is not RUN"
     );
@@ -44,8 +56,16 @@ fn no_t1<E: HostEnv>(w: &World, env: &mut E, v: usize) -> Outcome {
 pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let mut w = World::new(env)?;
     w.require_dma_inject()?;
-    let rounds = GuestArg { script: Script::HostileRounds, vbdf: VBDF_BASE, count: KNOBS.len() as u8 };
-    let start = GuestArg { script: Script::StartFails, vbdf: VBDF_BASE + 1, count: 1 };
+    let rounds = GuestArg {
+        script: Script::HostileRounds,
+        vbdf: VBDF_BASE,
+        count: KNOBS.len() as u8,
+    };
+    let start = GuestArg {
+        script: Script::StartFails,
+        vbdf: VBDF_BASE + 1,
+        count: 1,
+    };
     let t = w.add_tvm(env, &[rounds.encode(), start.encode()])?;
     w.connect_pdev(env)?;
     let ty = super::first_viommu_type(&w)?;
@@ -61,24 +81,45 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
             "bind with a hostile device did not end in DeviceError",
             i
         );
-        ensure!(w.state(env, v)? == VdevState::Error, "hostile device: vdevice not in ERROR", i);
+        ensure!(
+            w.state(env, v)? == VdevState::Error,
+            "hostile device: vdevice not in ERROR",
+            i
+        );
         no_t1(&w, env, v)?;
         // The guest sees ERROR with no evidence and cannot accept.
         w.run_expect(env, t, 0, Exit::Yielded)?;
-        ensure!(w.state(env, v)? == VdevState::Error, "guest moved a vdevice out of ERROR", i);
+        ensure!(
+            w.state(env, v)? == VdevState::Error,
+            "guest moved a vdevice out of ERROR",
+            i
+        );
         // Recover for the next knob: an honest device stops the interface.
         w.link.dev.clear_misbehaviour();
         must!(w.unbind(env, v)?, "VDEV_UNBIND from ERROR");
-        ensure!(w.state(env, v)? == VdevState::Unlocked, "unbind from ERROR", i);
+        ensure!(
+            w.state(env, v)? == VdevState::Unlocked,
+            "unbind from ERROR",
+            i
+        );
     }
     w.run_expect(env, t, 0, Exit::Exited(0))?;
-    say!("{=usize} hostile device behaviours: ERROR every time, never RUN, no T=1", KNOBS.len());
+    say!(
+        "{=usize} hostile device behaviours: ERROR every time, never RUN, no T=1",
+        KNOBS.len()
+    );
 
     // A device that refuses START.
     must!(w.bind(env, v2)?, "VDEV_BIND");
-    w.link.dev.enable(Misbehaviour::ErrorFor { request: RequestCode::StartInterface, code: ErrorCode::InvalidNonce });
+    w.link.dev.enable(Misbehaviour::ErrorFor {
+        request: RequestCode::StartInterface,
+        code: ErrorCode::InvalidNonce,
+    });
     w.run_expect(env, t, 1, Exit::Exited(0))?;
-    ensure!(w.state(env, v2)? == VdevState::Error, "failed START: vdevice not in ERROR");
+    ensure!(
+        w.state(env, v2)? == VdevState::Error,
+        "failed START: vdevice not in ERROR"
+    );
     no_t1(&w, env, v2)?;
     say!("a device that refused START left the vdevice in ERROR");
     w.finish(env)

@@ -20,7 +20,13 @@ fn blocked<E: HostEnv>(env: &mut E, pa: Pa) -> Outcome {
     for write in [false, true] {
         match env.probe(pa, write) {
             Probe::Blocked => {}
-            Probe::Reached => return Err(Fail { what: "host reached secure memory", line: line!(), got: pa.0 }),
+            Probe::Reached => {
+                return Err(Fail {
+                    what: "host reached secure memory",
+                    line: line!(),
+                    got: pa.0,
+                });
+            }
             Probe::Unsupported => {
                 return Err(Fail {
                     what: "this environment cannot resume after an expected host fault (HAL: turn isolation probes into logged, skipped accesses)",
@@ -41,13 +47,18 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let a = w.add_tvm(
         env,
         &[
-            GuestArg { script: Script::IsoBuffers, vbdf: VBDF_BASE, count: 0 }.encode(),
+            GuestArg {
+                script: Script::IsoBuffers,
+                vbdf: VBDF_BASE,
+                count: 0,
+            }
+            .encode(),
             GuestArg::touch(OTHER_GPA),
             GuestArg::touch(host_gpa),
         ],
     )?;
     // TVM B holds a secret page at the GPA A will touch.
-    let b = w.add_tvm(env, &[])?;
+    let b = w.add_tvm(env, &[0])?;
     let secret = w.map_private(env, b, OTHER_GPA, Some(&[SECRET; GRANULE_SIZE as usize]))?;
     // The host cannot map B's private page into A, neither as shared nor as private.
     let tvm_a = w.tvm(a)?.tvm;
@@ -65,7 +76,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
 
     // The host's own accesses.
     let free = w.pool.secure(env)?;
-    let private = w.tvm(a)?.page(SCRATCH_GPA).ok_or(Fail::new("scratch", line!()))?;
+    let private = w
+        .tvm(a)?
+        .page(SCRATCH_GPA)
+        .ok_or(Fail::new("scratch", line!()))?;
     let tvm_b = w.tvm(b)?.tvm;
     for pa in [free, private, secret, tvm_b, env.tsm_memory()] {
         blocked(env, pa)?;

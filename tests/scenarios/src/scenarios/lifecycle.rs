@@ -32,17 +32,29 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     for (f, &ty) in types.iter().enumerate() {
         let viommu = w.add_viommu(env, t, ty)?;
         let v = w.add_vdev(env, t, viommu, f as u16)?;
-        ensure!(w.state(env, v)? == VdevState::Unlocked, "new vdevice not UNLOCKED");
+        ensure!(
+            w.state(env, v)? == VdevState::Unlocked,
+            "new vdevice not UNLOCKED"
+        );
         must!(w.bind(env, v)?, "VDEV_BIND");
-        ensure!(w.state(env, v)? == VdevState::Locked, "bound vdevice not LOCKED");
+        ensure!(
+            w.state(env, v)? == VdevState::Locked,
+            "bound vdevice not LOCKED"
+        );
         say!("vIOMMU {=u32:#x}: vdevice bound, LOCKED", ty.raw());
     }
     w.activate(env, t)?;
     w.run_expect(env, t, 0, Exit::Exited(0))?;
-    let private = w.tvm(t)?.page(SCRATCH_GPA).ok_or(crate::Fail::new("scratch", line!()))?;
+    let private = w
+        .tvm(t)?
+        .page(SCRATCH_GPA)
+        .ok_or(crate::Fail::new("scratch", line!()))?;
     for v in 0..w.vdevs.len() {
         let d = w.vdev(v)?;
-        ensure!(w.state(env, v)? == VdevState::Run, "accepted vdevice not RUN");
+        ensure!(
+            w.state(env, v)? == VdevState::Run,
+            "accepted vdevice not RUN"
+        );
         let pa = must!(
             host::test_dma_inject(
                 env,
@@ -53,10 +65,20 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
             ),
             "T=1 DMA to private memory in RUN"
         );
-        ensure!(pa.0 == private.0 + 0x40, "T=1 DMA reached the wrong page", pa.0);
+        ensure!(
+            pa.0 == private.0 + 0x40,
+            "T=1 DMA reached the wrong page",
+            pa.0
+        );
         must!(w.unbind(env, v)?, "VDEV_UNBIND");
-        ensure!(w.state(env, v)? == VdevState::Unlocked, "unbound vdevice not UNLOCKED");
+        ensure!(
+            w.state(env, v)? == VdevState::Unlocked,
+            "unbound vdevice not UNLOCKED"
+        );
     }
-    say!("{=usize} vdevices accepted, T=1 DMA reached private memory, unbound", w.vdevs.len());
+    say!(
+        "{=usize} vdevices accepted, T=1 DMA reached private memory, unbound",
+        w.vdevs.len()
+    );
     w.finish(env)
 }

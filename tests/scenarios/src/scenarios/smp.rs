@@ -104,10 +104,20 @@ pub fn worker<E: HostEnv>(
     };
     for i in 0..iterations as usize {
         let k = (i * 3 + cpu) % RACE_GRANULES;
-        let g = s.granules.get(k).copied().ok_or(Fail::new("granule", line!()))?;
+        let g = s
+            .granules
+            .get(k)
+            .copied()
+            .ok_or(Fail::new("granule", line!()))?;
         let gpa = Gpa(RACE_GPA + k as u64 * GRANULE_SIZE);
-        let won = match (i + cpu) % 4 {
-            0 => allowed(host::granule_delegate(env, g), &[st(GranuleState, 1)], "racing DELEGATE")?,
+        // Each granule goes through delegate, map, unmap, undelegate on successive visits, with
+        // the two CPUs a step apart.
+        let won = match (i / RACE_GRANULES + cpu) % 4 {
+            0 => allowed(
+                host::granule_delegate(env, g),
+                &[st(GranuleState, 1)],
+                "racing DELEGATE",
+            )?,
             1 => allowed(
                 host::map_private(env, s.tvm, gpa, g, None, MapFlags::READ | MapFlags::WRITE),
                 &[st(GranuleState, 3), st(AlreadyMapped, 2)],
@@ -120,11 +130,19 @@ pub fn worker<E: HostEnv>(
                 }
                 Err(e) => allowed::<()>(Err(e), &[st(NotMapped, 2)], "racing UNMAP")?,
             },
-            _ => allowed(host::granule_undelegate(env, g), &[st(GranuleState, 1)], "racing UNDELEGATE")?,
+            _ => allowed(
+                host::granule_undelegate(env, g),
+                &[st(GranuleState, 1)],
+                "racing UNDELEGATE",
+            )?,
         };
         count(won);
         let (state, _) = must!(host::vdev_get_state(env, s.vdev), "racing VDEV_GET_STATE");
-        ensure!(state != VdevState::Error && state != VdevState::Run, "vdevice state under the race", state.raw());
+        ensure!(
+            state != VdevState::Error && state != VdevState::Run,
+            "vdevice state under the race",
+            state.raw()
+        );
         match link.as_deref_mut() {
             Some(link) if i % 8 == 0 => {
                 let first = host::vdev_bind(env, s.vdev, link.comm);
@@ -148,8 +166,16 @@ pub fn worker<E: HostEnv>(
 pub fn finish<E: HostEnv>(env: &mut E, w: World, s: &Shared) -> Outcome {
     for (k, &g) in s.granules.iter().enumerate() {
         let gpa = Gpa(RACE_GPA + k as u64 * GRANULE_SIZE);
-        allowed(host::unmap(env, s.tvm, gpa), &[Status::arg(NotMapped, 2)], "UNMAP after the race")?;
-        allowed(host::granule_undelegate(env, g), &[Status::arg(GranuleState, 1)], "UNDELEGATE after the race")?;
+        allowed(
+            host::unmap(env, s.tvm, gpa),
+            &[Status::arg(NotMapped, 2)],
+            "UNMAP after the race",
+        )?;
+        allowed(
+            host::granule_undelegate(env, g),
+            &[Status::arg(GranuleState, 1)],
+            "UNDELEGATE after the race",
+        )?;
     }
     w.finish(env)
 }

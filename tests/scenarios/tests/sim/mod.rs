@@ -1,15 +1,10 @@
-//! The build machine's stand-in for QEMU: the host's calls go to the monitor core over its
-//! simulated platform, and a simulated vCPU runs the guest script in-process.
-//!
-//! The core's VCPU_RUN has no world switch yet (it checks its arguments and returns
-//! `NotSupported`; the HAL's run path is being written). Where it does, this harness does what
-//! the HAL will: it enters the vCPU (a thread running the guest script, one step at a time),
-//! sends each guest call to the core as `Origin::Guest`, and turns the guest's exits into the
-//! exit record of docs/abi.md §10.4: G_EXIT → GUEST_EXIT; a guest call that starts a device
-//! operation → DEVICE_REQUEST until the core reports the operation's result
-//! (`Tsm::guest_op_result`), which the guest's call then returns; a host call → DENIED_CALL
-//! (the guest got `Denied`); an access outside the TVM's map, found by walking the core's own
-//! address map → FAULT.
+//! The build machine's stand-in for QEMU: host calls go to the monitor core over its simulated
+//! platform through the core's run protocol (`Tsm::host_call` / `Tsm::guest_exit`,
+//! firmware/core/src/run.rs), and this harness plays the HAL's part of it: on
+//! `HostStep::Enter` it runs the vCPU, which is a thread executing the guest script in-process,
+//! until the vCPU's next trap (a guest call, or an access the TVM's map does not allow, found by
+//! walking the core's own address map), and hands each trap to `Tsm::guest_exit` until the core
+//! sends the result back to the host.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -18,43 +13,32 @@ use std::time::Duration;
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::Transport;
-use tsm_abi::call::{CallId, Caller};
-use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_abi::status::{Status, StatusCode};
 use tsm_core::addrmap::{AddressMap, format};
 use tsm_core::granule::GranuleState;
+use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_core::testing::Harness;
-use tsm_core::Origin;
 use tsm_hal::platform::{AddressMapFormat, PhysMem};
 use tsm_scenarios::{GuestEnv, GuestFault, HostEnv, Probe};
-use zerocopy::{FromZeros, IntoBytes};
 
 /// Granules of simulated DRAM: the TSM's 4, then room for one scenario's pool.
 const DRAM_GRANULES: usize = 64 + tsm_scenarios::pool::MAX_GRANULES as usize;
 /// Where the pool starts.
 const POOL_FIRST: u64 = 64;
-/// A guest that does not exit within this is hung.
+/// A guest that does not trap within this is hung.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Vcpu {
-    tvm: Pa,
-    arg0: u64,
-    running: Option<Running>,
-    finished: bool,
-}
-
-struct Running {
-    resume: Sender<()>,
-    exits: Receiver<VcpuExit>,
+/// The HAL's handle on a vCPU thread: how to resume it, where its traps arrive.
+struct VcpuThread {
+    resume: Sender<Resume>,
+    traps: Receiver<GuestExit>,
 }
 
 /// The simulated machine, shared by the host CPUs and the vCPU threads.
 pub struct Sim {
     pub h: &'static Harness,
     format: AddressMapFormat,
-    roots: Mutex<HashMap<u64, u64>>,
-    vcpus: Mutex<HashMap<u64, Vcpu>>,
+    vcpus: Mutex<HashMap<u64, VcpuThread>>,
     image: Vec<u8>,
 }
 
@@ -63,11 +47,12 @@ impl Sim {
         let h: &'static Harness = Box::leak(Box::new(Harness::new(DRAM_GRANULES, format)));
         // A stand-in image (the guest script runs in-process): 3 pages and a bit, so loading
         // covers full pages, a partial one and the zero-filled rest.
-        let image = (0..3 * GRANULE_SIZE as usize + 100).map(|i| (i % 251) as u8).collect();
+        let image = (0..3 * GRANULE_SIZE as usize + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
         Arc::new(Sim {
             h,
             format,
-            roots: Mutex::new(HashMap::new()),
             vcpus: Mutex::new(HashMap::new()),
             image,
         })
@@ -83,70 +68,74 @@ impl Sim {
         self.h.check();
         for (pa, state, refs) in self.h.tsm.granules().snapshot() {
             if pa.0 >= self.h.granule(POOL_FIRST).0 {
-                assert_eq!((state, refs), (GranuleState::Ns, 0), "granule {pa:x?} after the scenario");
+                assert_eq!(
+                    (state, refs),
+                    (GranuleState::Ns, 0),
+                    "granule {pa:x?} after the scenario"
+                );
             }
         }
     }
 
-    fn track(&self, regs: &CallRegs, r: &CallResult) {
-        if r.status != 0 {
-            return;
-        }
-        let a = regs.args;
-        match CallId::try_from(regs.fid) {
-            Ok(CallId::TVM_CREATE) => {
-                self.roots.lock().unwrap().insert(a[0], a[2]);
+    /// The HAL's run loop for one pending VCPU_RUN: enter the guest, hand each trap to the
+    /// core, until the core completes the host's call.
+    fn enter(self: &Arc<Self>, mut e: GuestEntry) -> CallResult {
+        loop {
+            let trap = {
+                let mut vcpus = self.vcpus.lock().unwrap();
+                if let Resume::Start { arg0, .. } = e.resume {
+                    vcpus.insert(e.vcpu.0, self.spawn(e.vcpu, e.root, arg0));
+                }
+                let t = vcpus
+                    .get(&e.vcpu.0)
+                    .expect("the core resumes only started vCPUs");
+                t.resume.send(e.resume).expect("vCPU thread alive");
+                t.traps.recv_timeout(STEP_TIMEOUT).expect("the guest traps")
+            };
+            match self.h.tsm.guest_exit(e.vcpu, trap) {
+                GuestStep::Resume(r) => e.resume = r,
+                GuestStep::ToHost(r) => return r,
             }
-            Ok(CallId::VCPU_CREATE) => {
-                let v = Vcpu { tvm: Pa(a[0]), arg0: a[3], running: None, finished: false };
-                self.vcpus.lock().unwrap().insert(a[1], v);
-            }
-            _ => {}
         }
     }
 
-    /// VCPU_RUN as the HAL will do it: enter the vCPU, wait for its next exit, write the
-    /// record.
-    fn run(self: &Arc<Self>, vcpu: Pa, exit: Pa) -> CallResult {
-        let mut vcpus = self.vcpus.lock().unwrap();
-        let v = vcpus.get_mut(&vcpu.0).expect("VCPU_RUN of a vCPU the core accepted");
-        assert!(!v.finished, "VCPU_RUN of a vCPU that already exited (the core must refuse it)");
-        if v.running.is_none() {
-            let (resume, resume_rx) = channel();
-            let (exit_tx, exits) = channel();
-            let root = Pa(*self.roots.lock().unwrap().get(&v.tvm.0).expect("TVM of the vCPU"));
-            let mut guest = SimGuest { sim: self.clone(), vcpu, root, resume: resume_rx, exits: exit_tx };
-            let arg0 = v.arg0;
-            std::thread::spawn(move || {
-                if guest.resume.recv().is_err() {
+    /// A vCPU: a thread that runs the guest script, one trap at a time.
+    fn spawn(self: &Arc<Self>, vcpu: Pa, root: Pa, arg0: u64) -> VcpuThread {
+        let (resume, resume_rx) = channel();
+        let (trap_tx, traps) = channel();
+        let mut guest = SimGuest {
+            sim: self.clone(),
+            root,
+            resume: resume_rx,
+            traps: trap_tx,
+        };
+        let _ = vcpu;
+        std::thread::spawn(move || {
+            // The first resume is the Start itself.
+            if guest.resume.recv().is_err() {
+                return;
+            }
+            let fault = match tsm_scenarios::guest::main(&mut guest, arg0) {
+                Ok(code) => {
+                    // G_EXIT: the core never resumes this vCPU.
+                    let _ = tsm_abi::api::guest::g_exit(&mut guest, code);
                     return;
                 }
-                match tsm_scenarios::guest::main(&mut guest, arg0) {
-                    Ok(code) => {
-                        let _ = tsm_abi::api::guest::g_exit(&mut guest, code);
-                    }
-                    Err(fault) => {
-                        let mut rec = VcpuExit::new_zeroed();
-                        rec.reason = ExitReason::Fault.raw();
-                        rec.flags = (ExitFlags::GPA_VALID
-                            | if fault.write { ExitFlags::WRITE } else { ExitFlags::empty() })
-                        .bits();
-                        rec.gpa = fault.gpa.granule_base().0;
-                        let _ = guest.exits.send(rec);
-                    }
+                Err(fault) => fault,
+            };
+            // The faulting access is retried whenever the vCPU is resumed.
+            loop {
+                let trap = GuestExit::Fault {
+                    syndrome: 0,
+                    gpa: Some(fault.gpa),
+                    write: fault.write,
+                };
+                if guest.traps.send(trap).is_err() || guest.resume.recv().is_err() {
+                    return;
                 }
-            });
-            v.running = Some(Running { resume, exits });
-        }
-        let running = v.running.as_ref().unwrap();
-        running.resume.send(()).expect("vCPU thread alive");
-        let rec = running.exits.recv_timeout(STEP_TIMEOUT).expect("the guest exits");
-        if rec.reason == ExitReason::GuestExit.raw() || rec.reason == ExitReason::Fault.raw() {
-            v.finished = true;
-        }
-        drop(vcpus);
-        self.h.sim.host_write(exit, rec.as_bytes()).expect("exit record in host memory");
-        CallResult::ok([u64::from(rec.reason), 0, 0, 0])
+            }
+        });
+        VcpuThread { resume, traps }
     }
 }
 
@@ -157,14 +146,10 @@ pub struct SimHost {
 
 impl Transport for SimHost {
     fn call(&mut self, regs: &CallRegs) -> CallResult {
-        let r = self.sim.h.tsm.handle(Origin::Host, regs);
-        if regs.fid == u64::from(CallId::VCPU_RUN.fid())
-            && r.status == Status::new(StatusCode::NotSupported).to_raw()
-        {
-            return self.sim.run(Pa(regs.args[0]), Pa(regs.args[1]));
+        match self.sim.h.tsm.host_call(regs) {
+            HostStep::Reply(r) => r,
+            HostStep::Enter(e) => self.sim.enter(e),
         }
-        self.sim.track(regs, &r);
-        r
     }
 }
 
@@ -183,11 +168,18 @@ impl HostEnv for SimHost {
         } else {
             self.sim.h.sim.host_read(pa, &mut [0; 8])
         };
-        if r.is_ok() { Probe::Reached } else { Probe::Blocked }
+        if r.is_ok() {
+            Probe::Reached
+        } else {
+            Probe::Blocked
+        }
     }
 
     fn pool(&self) -> (Pa, u64) {
-        (self.sim.h.granule(POOL_FIRST), tsm_scenarios::pool::MAX_GRANULES)
+        (
+            self.sim.h.granule(POOL_FIRST),
+            tsm_scenarios::pool::MAX_GRANULES,
+        )
     }
 
     fn tsm_memory(&self) -> Pa {
@@ -202,23 +194,20 @@ impl HostEnv for SimHost {
 /// A vCPU: the guest script's transport and memory.
 struct SimGuest {
     sim: Arc<Sim>,
-    vcpu: Pa,
     root: Pa,
-    resume: Receiver<()>,
-    exits: Sender<VcpuExit>,
+    resume: Receiver<Resume>,
+    traps: Sender<GuestExit>,
 }
 
 impl SimGuest {
-    /// Exits to the host with `rec` and waits to be run again.
-    fn exit(&mut self, rec: VcpuExit) {
-        self.exits.send(rec).expect("host waits in VCPU_RUN");
-        self.resume.recv().expect("host runs the vCPU again");
-    }
-
     /// The PA behind `gpa` through the core's own address map of the TVM.
     fn translate(&self, gpa: Gpa, write: bool) -> Result<Pa, GuestFault> {
         let fault = GuestFault { gpa, write };
-        let map = AddressMap::new(self.sim.h.sim, format::for_platform(self.sim.format), self.root);
+        let map = AddressMap::new(
+            self.sim.h.sim,
+            format::for_platform(self.sim.format),
+            self.root,
+        );
         let leaf = map.lookup(gpa.granule_base()).map_err(|_| fault)?;
         if write && !leaf.perms.write {
             return Err(fault);
@@ -228,37 +217,23 @@ impl SimGuest {
 }
 
 impl Transport for SimGuest {
+    /// A trap to the HAL; the call completes with what the core returns when it resumes us.
     fn call(&mut self, regs: &CallRegs) -> CallResult {
-        let r = self.sim.h.tsm.handle(Origin::Guest { vcpu: self.vcpu }, regs);
-        let status = Status::from_raw(r.status).expect("defined status");
-        let call = CallId::try_from(regs.fid).ok();
-        let mut rec = VcpuExit::new_zeroed();
-        if status == Status::new(StatusCode::Denied) && call.is_some_and(|c| c.caller() == Caller::Host) {
-            rec.reason = ExitReason::DeniedCall.raw();
-            rec.fid = regs.fid;
-            self.exit(rec);
-            return r;
-        }
-        if call == Some(CallId::G_EXIT) && status.is_success() {
-            rec.reason = ExitReason::GuestExit.raw();
-            rec.code = regs.args[0];
-            // The vCPU never runs again: no wait.
-            let _ = self.exits.send(rec);
-            return r;
-        }
-        if status.code == StatusCode::NeedsDeviceIo {
-            let vdev = Pa(r.out[0]);
-            rec.reason = ExitReason::DeviceRequest.raw();
-            rec.vdev = vdev.0;
-            rec.vdev_op = r.out[1] as u32;
-            loop {
-                self.exit(rec);
-                if let Some(s) = self.sim.h.tsm.guest_op_result(vdev) {
-                    return if s.is_success() { CallResult::ok([0; 4]) } else { CallResult::status(s) };
-                }
+        self.traps
+            .send(GuestExit::Call(*regs))
+            .expect("HAL waits for the trap");
+        loop {
+            match self.resume.recv() {
+                Ok(Resume::Return(r)) => return r,
+                // Resumed without a result (after an interrupt-like exit): still in the call.
+                Ok(Resume::Continue) => self.traps.send(GuestExit::Call(*regs)).expect("HAL"),
+                Ok(Resume::Start { .. }) => panic!("a started vCPU restarted"),
+                // The machine is gone (the test ended, or the vCPU exited): never return.
+                Err(_) => loop {
+                    std::thread::park();
+                },
             }
         }
-        r
     }
 }
 
@@ -267,7 +242,11 @@ impl GuestEnv for SimGuest {
         for (i, b) in out.iter_mut().enumerate() {
             let pa = self.translate(Gpa(gpa.0 + i as u64), false)?;
             let mut one = [0u8];
-            self.sim.h.sim.read(pa, &mut one).expect("mapped page in DRAM");
+            self.sim
+                .h
+                .sim
+                .read(pa, &mut one)
+                .expect("mapped page in DRAM");
             *b = one[0];
         }
         Ok(())
@@ -276,7 +255,11 @@ impl GuestEnv for SimGuest {
     fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), GuestFault> {
         for (i, b) in data.iter().enumerate() {
             let pa = self.translate(Gpa(gpa.0 + i as u64), true)?;
-            self.sim.h.sim.write(pa, &[*b]).expect("mapped page in DRAM");
+            self.sim
+                .h
+                .sim
+                .write(pa, &[*b])
+                .expect("mapped page in DRAM");
         }
         Ok(())
     }

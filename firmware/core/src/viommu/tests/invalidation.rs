@@ -311,16 +311,16 @@ fn the_cache_is_bounded_and_keeps_working_past_capacity() {
 }
 
 #[test]
-fn table_cache_saves_the_stage2_lookups_of_table_reads() {
+fn walk_and_table_caches_cut_a_miss_to_one_read_and_one_stage2_lookup() {
     let (mut s, mut tlb, root, _, _) = warm(ARM);
     s.s1_map(ARM, root, IOVA + 0x2000, GPA_A, 3, true);
     let (reads, lookups) = (s.mem.reads.get(), s.s2_lookups.get());
     assert!(translate(&s, &mut tlb, &req(true, IOVA + 0x2000, Access::Read)).is_ok());
-    // Four descriptor reads, and only the final GPA needs stage 2: the four table pages were
-    // translated by the earlier walks.
+    // The walk prefix of this 2 MiB region is known: one level-3 descriptor read (its table
+    // page's stage-2 translation is cached too), and only the final GPA needs stage 2.
     assert_eq!(
         (s.mem.reads.get() - reads, s.s2_lookups.get() - lookups),
-        (4, 1)
+        (1, 1)
     );
     let (reads, lookups) = (s.mem.reads.get(), s.s2_lookups.get());
     assert!(translate_uncached(&s, &req(true, IOVA + 0x2000, Access::Read)).is_ok());
@@ -335,4 +335,44 @@ fn table_cache_saves_the_stage2_lookups_of_table_reads() {
         (s.mem.reads.get() - reads, s.s2_lookups.get() - lookups),
         (0, 0)
     );
+}
+
+#[test]
+fn a_guest_invalidation_drops_the_walk_prefix_of_its_region() {
+    for fmt in [ARM, X86] {
+        let (mut s, mut tlb, root, _, b) = warm(fmt);
+        // The guest repoints the level-2 entry at a new level-3 table that maps IOVA + 8K.
+        let new_l3 = s.alloc_table(TVM);
+        let l2 = table_gpa(&s, root, 2);
+        s.write_gpa(
+            TVM,
+            Gpa(l2.0 | (stage1::index(Iova(IOVA), 2) << 3)),
+            enc::table(fmt, new_l3.0),
+        );
+        s.write_gpa(
+            TVM,
+            Gpa(new_l3.0 | (stage1::index(Iova(IOVA + 0x2000), 3) << 3)),
+            enc::leaf(fmt, 3, GPA_B, true),
+        );
+        let r = req(true, IOVA + 0x2000, Access::Read);
+        // Never translated, so not in the IOTLB; the stale prefix still leads to the old table.
+        assert_eq!(
+            reason(translate(&s, &mut tlb, &r)),
+            (FaultReason::S1Translation, Some(3))
+        );
+        assert_eq!(translate_uncached(&s, &r), Ok(b));
+        // Invalidating another region keeps the prefix; any page of its own region drops it.
+        tlb.invalidate_guest(
+            VDEV,
+            PasidScope::One(None),
+            Iova((IOVA | 0x1F_FFFF) + 1),
+            0x1000,
+        );
+        assert_eq!(
+            reason(translate(&s, &mut tlb, &r)),
+            (FaultReason::S1Translation, Some(3))
+        );
+        tlb.invalidate_guest(VDEV, PasidScope::One(None), Iova(IOVA | 0x1F_F000), 0x1000);
+        assert_eq!(both(&s, &mut tlb, &r), Ok(b));
+    }
 }

@@ -1,0 +1,162 @@
+//! The dispatcher rules, VERSION / FEATURES / CONSOLE_WRITE / SYSTEM_OFF, and the vCPU calls.
+
+extern crate std;
+
+use tsm_abi::CallId::{self, *};
+use tsm_abi::call::MAX_ARGS;
+use tsm_abi::features::{
+    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, ReportLimits, SecurityFeatures,
+    ViommuTypes,
+};
+use tsm_abi::regs::CallRegs;
+use tsm_abi::status::{Status, StatusCode::*};
+use tsm_hal::platform::{AddressMapFormat, ExitCode};
+
+use super::*;
+
+#[test]
+fn unknown_ids_and_non_zero_unused_registers_are_refused() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    for fid in [0u64, 0xC600_01FF, 0xC600_0300, u64::MAX, 0x1_C600_0100] {
+        let r = h.tsm.handle(
+            crate::Origin::Host,
+            &CallRegs {
+                fid,
+                args: [0; MAX_ARGS],
+            },
+        );
+        assert_eq!(
+            Status::from_raw(r.status),
+            Some(Status::new(NotSupported)),
+            "{fid:#x}"
+        );
+        assert_eq!(r.out, [0; 4]);
+    }
+    for &c in CallId::ALL
+        .iter()
+        .filter(|c| c.caller() == tsm_abi::call::Caller::Host)
+    {
+        for i in c.arg_count()..MAX_ARGS {
+            let mut args = [0u64; MAX_ARGS];
+            args[i] = 1;
+            h.refused(c, &args, s(InvalidArgument, i as u8 + 1));
+        }
+    }
+}
+
+#[test]
+fn results_past_the_result_count_are_zero() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let r = h.host(VERSION, &[0x1_0000]).unwrap();
+    assert_eq!(r, [0x1_0000, 0x1_0000, 0x1_0000, 0]);
+    assert_eq!(
+        h.host(VERSION, &[0x2_0000]),
+        Err(Status::new(VersionMismatch))
+    );
+    let (st, out) = h
+        .call_as(crate::Origin::Host, VERSION, &[1 << 32])
+        .unwrap_err();
+    assert_eq!(
+        (st, out),
+        (s(InvalidArgument, 1), [0, 0x1_0000, 0x1_0000, 0])
+    );
+    assert_eq!(h.host(GRANULE_DELEGATE, &[h.granule(9).0]), Ok([0; 4]));
+}
+
+#[test]
+fn features_match_the_implementation() {
+    let h = harness(AddressMapFormat::X86_64FourLevel);
+    let f = |r: FeatureReg| h.host(FEATURES, &[u64::from(r.raw())]).unwrap()[0];
+    assert_eq!(f(FeatureReg::ViommuTypes), ViommuTypes::all().bits());
+    assert_eq!(f(FeatureReg::Security), SecurityFeatures::empty().bits());
+    let d = DeviceLimits::from_raw(f(FeatureReg::DeviceLimits));
+    assert_eq!(
+        usize::from(d.vdevs_per_tvm),
+        crate::objects::MAX_VDEVS_PER_TVM
+    );
+    let m = MemoryFeatures::from_raw(f(FeatureReg::Memory));
+    assert_eq!(
+        (m.granule_shift, m.min_gpa_bits, m.max_gpa_bits),
+        (12, 32, 47)
+    );
+    let r = ReportLimits::from_raw(f(FeatureReg::ReportLimits));
+    assert_eq!(u64::from(r.max_report_len), crate::objects::REPORT_CAPACITY);
+    assert_eq!(r.max_message_len, 4032);
+    let b = BuildFlags::from_bits_truncate(f(FeatureReg::Build));
+    assert_eq!(
+        b.contains(BuildFlags::TEST_DMA_INJECT),
+        cfg!(feature = "dma-inject")
+    );
+    h.refused(FEATURES, &[9], s(InvalidArgument, 1));
+    if !cfg!(feature = "dma-inject") {
+        h.refused(TEST_DMA_INJECT, &[0, 0, 0, 0], Status::new(NotSupported));
+    }
+}
+
+#[test]
+fn console_write_relays_ns_buffers_only() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let pa = h.host_put(10, b"\x01\x02frame");
+    h.host(CONSOLE_WRITE, &[pa.0, 7]).unwrap();
+    assert_eq!(
+        h.sim.console(),
+        std::vec![(tsm_hal::log::STREAM_HOST, b"\x01\x02frame".to_vec())]
+    );
+    h.refused(CONSOLE_WRITE, &[pa.0, 0], s(InvalidArgument, 2));
+    h.refused(CONSOLE_WRITE, &[pa.0, 513], s(InvalidArgument, 2));
+    h.refused(CONSOLE_WRITE, &[pa.0 + 4090, 8], s(InvalidBuffer, 1));
+    h.refused(CONSOLE_WRITE, &[h.granule(1).0, 8], s(InvalidBuffer, 1));
+    h.refused(CONSOLE_WRITE, &[h.delegate(11).0, 8], s(InvalidBuffer, 1));
+    h.refused(CONSOLE_WRITE, &[u64::MAX - 3, 8], s(InvalidBuffer, 1));
+}
+
+#[test]
+fn system_off_powers_off_with_the_code() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    for (arg, code) in [(0, ExitCode::Success), (7, ExitCode::Failure)] {
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.host(SYSTEM_OFF, &[arg])));
+        let payload = r.expect_err("SYSTEM_OFF does not return");
+        assert_eq!(payload.downcast_ref::<ExitCode>(), Some(&code));
+    }
+}
+
+#[test]
+fn vcpu_create_and_destroy_refusals() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let t = build_tvm(&h, 10);
+    let v = h.delegate(20);
+    h.refused(VCPU_CREATE, &[t.root.0, v.0, 0, 0], s(BadHandle, 1));
+    h.refused(VCPU_CREATE, &[t.tvm.0, v.0, 1 << 40, 0], s(OutOfRange, 3));
+    h.refused(VCPU_CREATE, &[t.tvm.0, t.tvm.0, 0, 0], s(GranuleState, 2));
+    h.refused(
+        VCPU_CREATE,
+        &[t.tvm.0, h.granule(21).0, 0, 0],
+        s(GranuleState, 2),
+    );
+    h.refused(VCPU_CREATE, &[t.tvm.0, v.0 + 1, 0, 0], s(Misaligned, 2));
+    h.host(VCPU_CREATE, &[t.tvm.0, v.0, 0x1000, 9]).unwrap();
+    h.host(VCPU_CREATE, &[t.tvm.0, h.delegate(21).0, 0x1000, 9])
+        .unwrap();
+    h.refused(
+        VCPU_CREATE,
+        &[t.tvm.0, h.delegate(22).0, 0, 0],
+        s(Capacity, 1),
+    );
+    h.refused(VCPU_DESTROY, &[t.tvm.0], s(BadHandle, 1));
+    h.host(VCPU_DESTROY, &[h.granule(21).0]).unwrap();
+    // Indices are not reused: max_vcpus counts over the TVM's life.
+    h.refused(
+        VCPU_CREATE,
+        &[t.tvm.0, h.granule(21).0, 0, 0],
+        s(Capacity, 1),
+    );
+    h.host(TVM_ACTIVATE, &[t.tvm.0]).unwrap();
+    h.refused(
+        VCPU_CREATE,
+        &[t.tvm.0, h.granule(22).0, 0, 0],
+        s(ObjectState, 1),
+    );
+    h.host(VCPU_DESTROY, &[v.0]).unwrap();
+    h.refused(VCPU_DESTROY, &[v.0], s(BadHandle, 1));
+}

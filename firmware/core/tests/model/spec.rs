@@ -1,0 +1,1585 @@
+//! The reference model: what docs/abi.md requires of every call, as plain data structures.
+//!
+//! It says, for a call and the current state, which status (and index) the TSM must return,
+//! which results, and how the state changes. It knows nothing of the core's code; where the
+//! spec leaves a choice open (which of several failing checks wins, §1 "Which error wins"), it
+//! follows the order the core chose, and says so next to the check (`// core order`).
+//!
+//! Device I/O is the environment: the driver tells the model whether the device's answer to
+//! the outstanding request was a valid one ([`Env::Comm`]); the model decides what the TSM
+//! must do with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tsm_abi::CallId;
+use tsm_abi::addr::GRANULE_SIZE;
+use tsm_abi::call::Caller;
+use tsm_abi::event::{ALL_PASIDS, MAX_PASID, NO_PASID};
+use tsm_abi::params::{MapFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams};
+use tsm_abi::state::{DeviceOp, PdevState, VdevState};
+use tsm_abi::status::{ObjectKind, Status, StatusCode};
+use tsm_abi::version;
+use tsm_abi::viommu::{Stage1Format, ViommuType, iommufd};
+use tsm_core::granule::GranuleState;
+
+use StatusCode::*;
+
+/// Granule size.
+pub const G: u64 = GRANULE_SIZE;
+/// Largest framed console record (tsm_hal::log::MAX_PAYLOAD).
+const MAX_CONSOLE: u64 = 512;
+/// Event ring depth (FEATURES QUEUE_LIMITS).
+const QUEUE_DEPTH: u32 = 32;
+/// PASIDs with a stage-1 root per vdevice, the NO_PASID root aside.
+const PASIDS_PER_VDEV: usize = 32;
+/// Report bytes the TSM asks per GET_DEVICE_INTERFACE_REPORT (the core's choice; the spec says
+/// "× n").
+pub const REPORT_PORTION: u32 = 1024;
+/// LOCK flags the TSM accepts (FEATURES TDISP bits 31:16): every defined flag but BIND_P2P.
+const ACCEPTED_LOCK_FLAGS: u16 = 0b1111;
+/// Bounds from FEATURES DEVICE_LIMITS.
+const MAX_PDEVS: usize = 16;
+const MAX_VDEVS_PER_PDEV: u64 = 32;
+const MAX_VDEVS_PER_TVM: u64 = 32;
+const MAX_VIOMMUS_PER_TVM: u64 = 8;
+
+fn st(code: StatusCode, index: u8) -> Status {
+    Status::arg(code, index)
+}
+
+/// What the model expects of one call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Expect {
+    /// This status word and these results (results past the call's count are 0).
+    Exactly(Status, [u64; 4]),
+    /// TEST_DMA_INJECT after its argument checks: the outcome is judged by the rule of
+    /// invariants 1–2 ([`Model::dma_allowed`]) by the driver.
+    Dma,
+    /// Only this status (the results are checked elsewhere).
+    StatusOnly(Status),
+    /// A VCPU_RUN the TSM must accept: the driver runs the guest (see `Run` in the driver).
+    Run,
+}
+
+fn fail(s: Status) -> Expect {
+    Expect::Exactly(s, [0; 4])
+}
+
+fn ok(out: [u64; 4]) -> Expect {
+    Expect::Exactly(Status::SUCCESS, out)
+}
+
+/// What the caller put where the TSM will read it (the model is told; the driver wrote it).
+#[derive(Clone, Copy, Debug)]
+pub enum Env {
+    /// Nothing to read.
+    None,
+    /// A parameter block at the buffer argument (if its granule is NS and it fits).
+    TvmParams(TvmParams),
+    /// As above.
+    PdevParams(PdevParams),
+    /// As above.
+    VdevParams(VdevParams),
+    /// COMMUNICATE: what the host wrote in the buffer header, and how the device answered.
+    Comm(CommEnv),
+    /// G_VDEV_ACCEPT: the evidence the guest echoes.
+    Accept(Evidence),
+}
+
+/// The header the host wrote before COMMUNICATE.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CommEnv {
+    /// A well-formed response; `valid`: the device's answer answers the outstanding request.
+    Response { valid: bool },
+    /// `host_status = NO_RESPONSE`.
+    NoResponse,
+    /// A reserved header field set, `response_len` > 4032 or an unknown `host_status`.
+    Malformed,
+}
+
+/// The evidence a guest echoes: read from G_VDEV_INFO at `epoch` (or made up), maybe altered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Evidence {
+    /// (vdevice uid, bind epoch) the info was read at (`None`: invented bytes).
+    pub from: Option<(u64, u64)>,
+    /// 1 nonce, 2 digest, 3 counter: that field was altered.
+    pub altered: Option<u8>,
+    /// A reserved field set.
+    pub reserved: bool,
+}
+
+/// A model granule.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Gs {
+    Ns,
+    Delegated,
+    Private,
+    Tvm,
+    Vcpu,
+    Pdev,
+    Viommu,
+    Vdev,
+    Table,
+    Reserved,
+}
+
+impl Gs {
+    pub fn core(self) -> GranuleState {
+        match self {
+            Gs::Ns => GranuleState::Ns,
+            Gs::Delegated => GranuleState::Delegated,
+            Gs::Private => GranuleState::Private,
+            Gs::Tvm => GranuleState::Tvm,
+            Gs::Vcpu => GranuleState::Vcpu,
+            Gs::Pdev => GranuleState::Pdev,
+            Gs::Viommu => GranuleState::Viommu,
+            Gs::Vdev => GranuleState::Vdev,
+            Gs::Table => GranuleState::Table,
+            Gs::Reserved => GranuleState::Reserved,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub pa: u64,
+    pub private: bool,
+    pub write: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tvm {
+    pub active: bool,
+    pub gpa_bits: u8,
+    pub root: u64,
+    pub max_vcpus: u64,
+    pub vcpus_created: u64,
+    /// (level, GPA base) → table granule (levels 1..=3; the root is `root`).
+    pub tables: BTreeMap<(u8, u64), u64>,
+    /// GPA → page.
+    pub pages: BTreeMap<u64, Page>,
+    pub vcpus: u64,
+    pub viommus: u64,
+    pub vdevs: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    pub tvm: u64,
+    pub entry: u64,
+    pub arg0: u64,
+    pub exited: bool,
+    pub started: bool,
+    /// The next entry completes a denied host call with `Denied`.
+    pub return_denied: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pdev {
+    pub state: PdevState,
+    pub rid_base: u16,
+    pub rid_count: u16,
+    /// CONNECT: responses still to take (0: no operation).
+    pub connect_left: u8,
+    pub vdevs: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Viommu {
+    pub tvm: u64,
+    pub vtype: ViommuType,
+    pub vdevs: u64,
+}
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub pending: u32,
+    pub overflow: u32,
+}
+
+impl Queue {
+    fn push(&mut self) {
+        if self.pending < QUEUE_DEPTH {
+            self.pending += 1;
+        } else {
+            self.overflow += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Vdev {
+    /// Unique over the model's life (evidence of a destroyed vdevice never matches).
+    pub uid: u64,
+    pub tvm: u64,
+    pub pdev: u64,
+    pub viommu: u64,
+    pub pbdf: u16,
+    pub vbdf: u16,
+    pub lock_flags: u16,
+    pub state: VdevState,
+    pub op: DeviceOp,
+    /// The operation's first request is out (guest-started ones wait for the host).
+    pub sent: bool,
+    /// BIND: report portions still to take after the LOCK response.
+    pub portions_left: u32,
+    /// BIND: the LOCK response was taken.
+    pub locked_rsp: bool,
+    pub accepted: bool,
+    /// Completed binds (the report counter).
+    pub binds: u64,
+    /// Report length of this TDI (from the device's configuration).
+    pub report_len: u32,
+    pub s1: BTreeSet<Option<u32>>,
+    pub events: Queue,
+    pub host_events: Queue,
+}
+
+impl Vdev {
+    fn has_report(&self) -> bool {
+        matches!(
+            self.state,
+            VdevState::Locked | VdevState::Starting | VdevState::Run
+        )
+    }
+}
+
+/// One call as the driver issues it.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// `None`: from the host; `Some(vcpu)`: from that vCPU.
+    pub guest: Option<u64>,
+    pub fid: u64,
+    pub args: [u64; 6],
+    pub env: Env,
+}
+
+/// Spec deviations of the core the model tolerates unless strict (each is reported).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Tolerate {
+    /// §8.3: a device error that puts a vdevice in ERROR queues DEVICE_ERROR on both queues.
+    pub no_device_error_event: bool,
+}
+
+/// The whole model.
+pub struct Model {
+    pub base: u64,
+    pub gs: Vec<Gs>,
+    pub max_gpa_bits: u8,
+    pub dma_inject: bool,
+    pub tvms: BTreeMap<u64, Tvm>,
+    pub vcpus: BTreeMap<u64, Vcpu>,
+    pub pdevs: BTreeMap<u64, Pdev>,
+    pub viommus: BTreeMap<u64, Viommu>,
+    pub vdevs: BTreeMap<u64, Vdev>,
+    pub host_domain: Queue,
+    pub tolerate: Tolerate,
+    /// How often a tolerated deviation was met.
+    pub tolerated: u64,
+    /// TDI report lengths by pBDF (the device's configuration; the driver fills it).
+    pub report_len: BTreeMap<u16, u32>,
+    next_uid: u64,
+}
+
+/// Why a granule lookup failed (the order the core's granule table checks).
+fn granule_err(m: &Model, pa: u64, arg: u8) -> Result<usize, Status> {
+    if pa % G != 0 {
+        return Err(st(Misaligned, arg));
+    }
+    let idx = pa
+        .checked_sub(m.base)
+        .map(|o| o / G)
+        .filter(|&i| i < m.gs.len() as u64)
+        .ok_or(st(OutOfRange, arg))?;
+    Ok(idx as usize)
+}
+
+/// The table span of a level (level 1: 512 GiB .. level 3: 2 MiB).
+pub fn span(level: u8) -> u64 {
+    1u64 << (12 + 9 * (4 - u32::from(level)))
+}
+
+impl Model {
+    pub fn new(
+        base: u64,
+        granules: usize,
+        reserved: usize,
+        max_gpa_bits: u8,
+        dma_inject: bool,
+    ) -> Self {
+        let mut gs = vec![Gs::Ns; granules];
+        for g in gs.iter_mut().take(reserved) {
+            *g = Gs::Reserved;
+        }
+        Model {
+            base,
+            gs,
+            max_gpa_bits,
+            dma_inject,
+            tvms: BTreeMap::new(),
+            vcpus: BTreeMap::new(),
+            pdevs: BTreeMap::new(),
+            viommus: BTreeMap::new(),
+            vdevs: BTreeMap::new(),
+            host_domain: Queue::default(),
+            tolerate: Tolerate::default(),
+            tolerated: 0,
+            report_len: BTreeMap::new(),
+            next_uid: 1,
+        }
+    }
+
+    /// The state of the granule holding `pa`, if tracked.
+    pub fn state(&self, pa: u64) -> Option<Gs> {
+        let idx = pa.checked_sub(self.base)? / G;
+        self.gs.get(usize::try_from(idx).ok()?).copied()
+    }
+
+    fn set(&mut self, pa: u64, s: Gs) {
+        let idx = ((pa - self.base) / G) as usize;
+        self.gs[idx] = s;
+    }
+
+    /// Refcount the core must keep for the granule at `pa` (granule.rs: references to it).
+    pub fn refcount(&self, pa: u64) -> u16 {
+        let n: u64 = match self.state(pa) {
+            Some(Gs::Ns) => self
+                .tvms
+                .values()
+                .flat_map(|t| t.pages.values())
+                .filter(|p| !p.private && p.pa == pa)
+                .count() as u64,
+            Some(Gs::Tvm) => {
+                let t = &self.tvms[&pa];
+                t.vcpus + t.viommus + t.vdevs
+            }
+            Some(Gs::Viommu) => self.viommus[&pa].vdevs,
+            Some(Gs::Pdev) => self.pdevs[&pa].vdevs,
+            Some(Gs::Table) => self.table_entries(pa),
+            _ => 0,
+        };
+        n as u16
+    }
+
+    /// Live entries of the table granule `pa`.
+    fn table_entries(&self, pa: u64) -> u64 {
+        for t in self.tvms.values() {
+            let (level, base) = if t.root == pa {
+                (0u8, 0u64)
+            } else if let Some((&(l, b), _)) = t.tables.iter().find(|(_, v)| **v == pa) {
+                (l, b)
+            } else {
+                continue;
+            };
+            let within = |gpa: u64| gpa >= base && gpa - base < span(level);
+            return if level == 3 {
+                t.pages.keys().filter(|&&g| within(g)).count() as u64
+            } else {
+                t.tables
+                    .keys()
+                    .filter(|&&(l, b)| l == level + 1 && within(b))
+                    .count() as u64
+            };
+        }
+        0
+    }
+
+    /// Whether the model holds nothing (every granule NS or reserved).
+    pub fn is_empty(&self) -> bool {
+        self.tvms.is_empty()
+            && self.vcpus.is_empty()
+            && self.pdevs.is_empty()
+            && self.viommus.is_empty()
+            && self.vdevs.is_empty()
+            && self.gs.iter().all(|g| matches!(g, Gs::Ns | Gs::Reserved))
+    }
+
+    // ---- shorthands of §1 ----
+
+    /// *handle(n)*: a live object of kind `kind`.
+    fn handle(&self, pa: u64, kind: Gs, arg: u8) -> Result<(), Status> {
+        let idx = granule_err(self, pa, arg)?;
+        if self.gs[idx] == kind {
+            Ok(())
+        } else {
+            Err(st(BadHandle, arg))
+        }
+    }
+
+    /// The lock step of *granule(n)* (address checks only).
+    fn lockable(&self, pa: u64, arg: u8) -> Result<Gs, Status> {
+        granule_err(self, pa, arg).map(|i| self.gs[i])
+    }
+
+    /// *granule(n)* for an object or table: DELEGATED.
+    fn delegated(&self, pa: u64, arg: u8) -> Result<(), Status> {
+        match self.lockable(pa, arg)? {
+            Gs::Delegated => Ok(()),
+            _ => Err(st(GranuleState, arg)),
+        }
+    }
+
+    /// A host structure of `size` bytes at `pa` (8-aligned, in one NS granule).
+    fn host_buffer(&self, pa: u64, size: u64, arg: u8) -> Result<(), Status> {
+        let bad = st(InvalidBuffer, arg);
+        if size == 0 || (pa % G).checked_add(size).is_none_or(|e| e > G) {
+            return Err(bad);
+        }
+        match self.state(pa & !(G - 1)) {
+            Some(Gs::Ns) if pa >= self.base => Ok(()),
+            _ => Err(bad),
+        }
+    }
+
+    fn params(&self, pa: u64, size: u64, arg: u8) -> Result<(), Status> {
+        if pa % 8 != 0 {
+            return Err(st(InvalidBuffer, arg));
+        }
+        self.host_buffer(pa, size, arg)
+    }
+
+    /// Two granules locked in address order (Tsm::lock_pair): the lower one's lock error wins.
+    fn pair(&self, a: (u64, u8), b: (u64, u8)) -> Result<(Gs, Gs), Status> {
+        if a.0 & !(G - 1) == b.0 & !(G - 1) {
+            return Err(st(GranuleState, b.1));
+        }
+        let (ra, rb) = (self.lockable(a.0, a.1), self.lockable(b.0, b.1));
+        if a.0 < b.0 {
+            Ok((ra?, rb?))
+        } else {
+            let sb = rb?;
+            Ok((ra?, sb))
+        }
+    }
+
+    /// A GPA argument of a TVM: aligned to `align`, inside its space.
+    fn gpa(t: &Tvm, gpa: u64, align: u64, arg: u8) -> Result<(), Status> {
+        if gpa % align != 0 {
+            return Err(st(Misaligned, arg));
+        }
+        if gpa >> t.gpa_bits != 0 {
+            return Err(st(OutOfRange, arg));
+        }
+        Ok(())
+    }
+
+    /// The first missing table on the way to `level` (levels 1..level).
+    fn missing(t: &Tvm, gpa: u64, level: u8) -> Option<u8> {
+        (1..=level).find(|&l| !t.tables.contains_key(&(l, gpa & !(span(l) - 1))))
+    }
+
+    /// Where a guest buffer `[gpa, gpa + len)` lands: its page, if usable.
+    pub fn guest_page(
+        t: &Tvm,
+        gpa: u64,
+        len: u64,
+        write: bool,
+        private_only: bool,
+    ) -> Option<&Page> {
+        if len == 0 || (gpa % G) + len > G || gpa >> t.gpa_bits != 0 {
+            return None;
+        }
+        let p = t.pages.get(&(gpa & !(G - 1)))?;
+        if (write && !p.write) || (private_only && !p.private) {
+            return None;
+        }
+        Some(p)
+    }
+
+    fn caller_tvm(&self, vcpu: u64) -> u64 {
+        self.vcpus[&vcpu].tvm
+    }
+
+    /// The caller's vdevice named by a vBDF argument.
+    fn own_vdev(&self, tvm: u64, raw: u64) -> Result<u64, Status> {
+        if raw >> 16 != 0 {
+            return Err(st(InvalidArgument, 1));
+        }
+        self.vdevs
+            .iter()
+            .find(|(_, v)| v.tvm == tvm && u64::from(v.vbdf) == raw)
+            .map(|(&pa, _)| pa)
+            .ok_or(st(BadHandle, 1))
+    }
+
+    // ---- the calls ----
+
+    /// What `call` must do; the model's state moves as the spec says when the call completes.
+    pub fn step(&mut self, c: &Call) -> Expect {
+        let Ok(call) = CallId::try_from(c.fid) else {
+            return fail(Status::new(NotSupported));
+        };
+        if call == CallId::TEST_DMA_INJECT && !self.dma_inject {
+            return fail(Status::new(NotSupported));
+        }
+        let side = if c.guest.is_some() {
+            Caller::Guest
+        } else {
+            Caller::Host
+        };
+        if call.caller() != side {
+            return fail(Status::new(Denied));
+        }
+        if let Some(i) = (call.arg_count()..6).find(|&i| c.args[i] != 0) {
+            return fail(st(InvalidArgument, i as u8 + 1));
+        }
+        if let Some(v) = c.guest
+            && !self.vcpus.contains_key(&v)
+        {
+            return fail(Status::new(Denied));
+        }
+        let r = match c.guest {
+            None => self.host(call, &c.args, &c.env),
+            Some(vcpu) => self.guest(call, vcpu, &c.args, &c.env),
+        };
+        match r {
+            Ok(e) => e,
+            Err(s) => fail(s),
+        }
+    }
+
+    fn host(&mut self, call: CallId, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+        use CallId::*;
+        Ok(match call {
+            VERSION => return Ok(version_call(a[0])),
+            FEATURES => {
+                if a[0] > 8 {
+                    return Err(st(InvalidArgument, 1));
+                }
+                // The values are checked against the implementation by the unit tests; here
+                // only that it answers.
+                Expect::StatusOnly(Status::SUCCESS)
+            }
+            CONSOLE_WRITE => {
+                if a[1] == 0 || a[1] > MAX_CONSOLE {
+                    return Err(st(InvalidArgument, 2));
+                }
+                self.host_buffer(a[0], a[1], 1)?;
+                ok([0; 4])
+            }
+            SYSTEM_OFF => unreachable!("the generator never powers off"),
+            GRANULE_DELEGATE => {
+                let s = self.lockable(a[0], 1)?;
+                if s != Gs::Ns || self.refcount(a[0]) != 0 {
+                    return Err(st(GranuleState, 1));
+                }
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            GRANULE_UNDELEGATE => {
+                if self.lockable(a[0], 1)? != Gs::Delegated {
+                    return Err(st(GranuleState, 1));
+                }
+                self.set(a[0], Gs::Ns);
+                ok([0; 4])
+            }
+            TVM_CREATE => self.tvm_create(a, env)?,
+            TVM_ACTIVATE => {
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = self.tvms.get_mut(&a[0]).unwrap();
+                if t.active {
+                    return Err(st(ObjectState, 1));
+                }
+                t.active = true;
+                ok([0; 4])
+            }
+            TVM_DESTROY => {
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                // core order: the first kind of child, in this order.
+                let kind = if t.vcpus != 0 {
+                    Some(ObjectKind::Vcpu)
+                } else if t.vdevs != 0 {
+                    Some(ObjectKind::Vdev)
+                } else if t.viommus != 0 {
+                    Some(ObjectKind::Viommu)
+                } else if t.pages.values().any(|p| p.private) {
+                    Some(ObjectKind::PrivatePage)
+                } else if !t.tables.is_empty() || !t.pages.is_empty() {
+                    Some(ObjectKind::Table)
+                } else {
+                    None
+                };
+                if let Some(k) = kind {
+                    return Err(st(InUse, k as u8));
+                }
+                let t = self.tvms.remove(&a[0]).unwrap();
+                self.set(t.root, Gs::Delegated);
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            TABLE_CREATE => {
+                let level = level_arg(a[2])?;
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                Self::gpa(t, a[1], span(level), 2)?;
+                if let Some(l) = Self::missing(t, a[1], level - 1) {
+                    return Err(st(TableMissing, l));
+                }
+                if t.tables.contains_key(&(level, a[1])) {
+                    return Err(st(AlreadyMapped, 2));
+                }
+                self.delegated(a[3], 4)?;
+                self.tvms
+                    .get_mut(&a[0])
+                    .unwrap()
+                    .tables
+                    .insert((level, a[1]), a[3]);
+                self.set(a[3], Gs::Table);
+                ok([0; 4])
+            }
+            TABLE_DESTROY => {
+                let level = level_arg(a[2])?;
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                Self::gpa(t, a[1], span(level), 2)?;
+                if let Some(l) = Self::missing(t, a[1], level) {
+                    return Err(st(TableMissing, l));
+                }
+                let pa = t.tables[&(level, a[1])];
+                if self.table_entries(pa) != 0 {
+                    // core: a level-3 table reports PRIVATE_PAGE even when it maps only
+                    // shared pages (the spec: "InUse(TABLE) / InUse(PRIVATE_PAGE)").
+                    let k = if level == 3 {
+                        ObjectKind::PrivatePage
+                    } else {
+                        ObjectKind::Table
+                    };
+                    return Err(st(InUse, k as u8));
+                }
+                self.tvms
+                    .get_mut(&a[0])
+                    .unwrap()
+                    .tables
+                    .remove(&(level, a[1]));
+                self.set(pa, Gs::Delegated);
+                ok([pa, 0, 0, 0])
+            }
+            MAP_PRIVATE => self.map_private(a)?,
+            MAP_SHARED => {
+                let flags = MapFlags::from_arg(a[3]).ok_or(st(InvalidArgument, 4))?;
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                Self::gpa(t, a[1], G, 2)?;
+                if a[2] % G != 0 {
+                    return Err(st(Misaligned, 3));
+                }
+                self.leaf_slot(t, a[1])?;
+                if self.lockable(a[2], 3)? != Gs::Ns {
+                    return Err(st(GranuleState, 3));
+                }
+                self.tvms.get_mut(&a[0]).unwrap().pages.insert(
+                    a[1],
+                    Page {
+                        pa: a[2],
+                        private: false,
+                        write: flags.contains(MapFlags::WRITE),
+                    },
+                );
+                ok([0; 4])
+            }
+            UNMAP => {
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                Self::gpa(t, a[1], G, 2)?;
+                let p = t.pages.get(&a[1]).ok_or(st(NotMapped, 2))?.clone();
+                self.tvms.get_mut(&a[0]).unwrap().pages.remove(&a[1]);
+                if p.private {
+                    self.set(p.pa, Gs::Delegated);
+                }
+                ok([p.pa, 0, 0, 0])
+            }
+            VCPU_CREATE => {
+                self.handle(a[0], Gs::Tvm, 1)?;
+                let t = &self.tvms[&a[0]];
+                if t.active {
+                    return Err(st(ObjectState, 1));
+                }
+                if t.vcpus_created >= t.max_vcpus {
+                    return Err(st(Capacity, 1));
+                }
+                if a[2] >> t.gpa_bits != 0 {
+                    return Err(st(OutOfRange, 3));
+                }
+                self.delegated(a[1], 2)?;
+                let t = self.tvms.get_mut(&a[0]).unwrap();
+                t.vcpus_created += 1;
+                t.vcpus += 1;
+                self.vcpus.insert(
+                    a[1],
+                    Vcpu {
+                        tvm: a[0],
+                        entry: a[2],
+                        arg0: a[3],
+                        exited: false,
+                        started: false,
+                        return_denied: false,
+                    },
+                );
+                self.set(a[1], Gs::Vcpu);
+                ok([0; 4])
+            }
+            VCPU_RUN => {
+                // core order: the exit record is checked before the vCPU.
+                if a[1] % 8 != 0 {
+                    return Err(st(InvalidBuffer, 2));
+                }
+                self.host_buffer(a[1], 64, 2)?;
+                self.handle(a[0], Gs::Vcpu, 1)?;
+                let v = &self.vcpus[&a[0]];
+                if !self.tvms[&v.tvm].active || v.exited {
+                    return Err(st(ObjectState, 1));
+                }
+                Expect::Run
+            }
+            VCPU_DESTROY => {
+                self.handle(a[0], Gs::Vcpu, 1)?;
+                let v = self.vcpus.remove(&a[0]).unwrap();
+                self.tvms.get_mut(&v.tvm).unwrap().vcpus -= 1;
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            PDEV_CREATE => {
+                self.params(a[1], 64, 2)?;
+                let Env::PdevParams(p) = *env else {
+                    panic!("PDEV_CREATE without params")
+                };
+                if !pdev_params_valid(&p) {
+                    return Err(st(InvalidArgument, 2));
+                }
+                if p.pdev_flags().intersects(PdevFlags::SPDM | PdevFlags::IDE) {
+                    return Err(st(NotSupported, 2));
+                }
+                self.delegated(a[0], 1)?;
+                let overlaps = self.pdevs.values().any(|o| {
+                    let (a0, a1) = (
+                        u32::from(p.rid_base),
+                        u32::from(p.rid_base) + u32::from(p.rid_count),
+                    );
+                    let (b0, b1) = (
+                        u32::from(o.rid_base),
+                        u32::from(o.rid_base) + u32::from(o.rid_count),
+                    );
+                    // Every PDEV of the model is in segment 0 (pdev_params_valid).
+                    a0 < b1 && b0 < a1
+                });
+                if overlaps {
+                    return Err(st(BdfInUse, 2));
+                }
+                if self.pdevs.len() >= MAX_PDEVS {
+                    return Err(st(Capacity, 1));
+                }
+                self.pdevs.insert(
+                    a[0],
+                    Pdev {
+                        state: PdevState::New,
+                        rid_base: p.rid_base,
+                        rid_count: p.rid_count,
+                        connect_left: 0,
+                        vdevs: 0,
+                    },
+                );
+                self.set(a[0], Gs::Pdev);
+                ok([0; 4])
+            }
+            PDEV_CONNECT => {
+                self.handle(a[0], Gs::Pdev, 1)?;
+                if self.pdevs[&a[0]].state != PdevState::New {
+                    return Err(st(ObjectState, 1));
+                }
+                self.comm_out(a[1])?;
+                let p = self.pdevs.get_mut(&a[0]).unwrap();
+                p.state = PdevState::Connecting;
+                p.connect_left = 2;
+                progress(NeedsDeviceIo, DeviceOp::Connect.raw(), p.state.raw())
+            }
+            PDEV_STOP => {
+                self.handle(a[0], Gs::Pdev, 1)?;
+                let p = &self.pdevs[&a[0]];
+                if p.connect_left != 0 || p.state == PdevState::Stopped {
+                    return Err(st(ObjectState, 1));
+                }
+                if self.vdevs.values().any(|v| {
+                    v.pdev == a[0] && !matches!(v.state, VdevState::Unlocked | VdevState::Error)
+                }) {
+                    return Err(st(InUse, ObjectKind::Vdev as u8));
+                }
+                self.pdevs.get_mut(&a[0]).unwrap().state = PdevState::Stopped;
+                ok([0; 4])
+            }
+            PDEV_DESTROY => {
+                self.handle(a[0], Gs::Pdev, 1)?;
+                let p = &self.pdevs[&a[0]];
+                if p.vdevs != 0 {
+                    return Err(st(InUse, ObjectKind::Vdev as u8));
+                }
+                if p.connect_left != 0 {
+                    return Err(st(ObjectState, 1));
+                }
+                self.pdevs.remove(&a[0]);
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            VIOMMU_CREATE => {
+                let vtype = match ViommuType::from_raw(a[2]) {
+                    Some(t) => t,
+                    None if iommufd::NON_TSM_TYPES.contains(&a[2]) => {
+                        return Err(st(ViommuTypeNotTsm, 3));
+                    }
+                    None => return Err(st(ViommuTypeUnknown, 3)),
+                };
+                if a[3] != 0 {
+                    return Err(st(InvalidArgument, 4));
+                }
+                self.handle(a[0], Gs::Tvm, 1)?;
+                if self.tvms[&a[0]].viommus >= MAX_VIOMMUS_PER_TVM {
+                    return Err(st(Capacity, 1));
+                }
+                self.delegated(a[1], 2)?;
+                self.tvms.get_mut(&a[0]).unwrap().viommus += 1;
+                self.viommus.insert(
+                    a[1],
+                    Viommu {
+                        tvm: a[0],
+                        vtype,
+                        vdevs: 0,
+                    },
+                );
+                self.set(a[1], Gs::Viommu);
+                ok([0; 4])
+            }
+            VIOMMU_DESTROY => {
+                self.handle(a[0], Gs::Viommu, 1)?;
+                if self.viommus[&a[0]].vdevs != 0 {
+                    return Err(st(InUse, ObjectKind::Vdev as u8));
+                }
+                let v = self.viommus.remove(&a[0]).unwrap();
+                self.tvms.get_mut(&v.tvm).unwrap().viommus -= 1;
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            VDEV_CREATE => self.vdev_create(a, env)?,
+            VDEV_BIND => {
+                self.handle(a[0], Gs::Vdev, 1)?;
+                let v = &self.vdevs[&a[0]];
+                if v.state != VdevState::Unlocked || self.pdevs[&v.pdev].state != PdevState::Ready {
+                    return Err(st(ObjectState, 1));
+                }
+                self.comm_out(a[1])?;
+                let v = self.vdevs.get_mut(&a[0]).unwrap();
+                v.state = VdevState::Locking;
+                v.op = DeviceOp::Bind;
+                v.sent = true;
+                v.locked_rsp = false;
+                v.accepted = false;
+                progress(NeedsDeviceIo, v.op.raw(), v.state.raw())
+            }
+            VDEV_UNBIND => {
+                self.handle(a[0], Gs::Vdev, 1)?;
+                let v = &self.vdevs[&a[0]];
+                if !matches!(
+                    v.state,
+                    VdevState::Locked | VdevState::Run | VdevState::Error
+                ) || v.op != DeviceOp::None
+                {
+                    return Err(st(ObjectState, 1));
+                }
+                self.comm_out(a[1])?;
+                let v = self.vdevs.get_mut(&a[0]).unwrap();
+                v.state = VdevState::Stopping;
+                v.op = DeviceOp::Stop;
+                v.sent = true;
+                v.accepted = false;
+                progress(NeedsDeviceIo, v.op.raw(), v.state.raw())
+            }
+            VDEV_GET_STATE => {
+                self.handle(a[0], Gs::Vdev, 1)?;
+                let v = &self.vdevs[&a[0]];
+                ok([u64::from(v.state.raw()), u64::from(v.op.raw()), 0, 0])
+            }
+            VDEV_DESTROY => {
+                self.handle(a[0], Gs::Vdev, 1)?;
+                let v = &self.vdevs[&a[0]];
+                if !matches!(v.state, VdevState::Unlocked | VdevState::Error)
+                    || v.op != DeviceOp::None
+                {
+                    return Err(st(ObjectState, 1));
+                }
+                let v = self.vdevs.remove(&a[0]).unwrap();
+                self.tvms.get_mut(&v.tvm).unwrap().vdevs -= 1;
+                self.viommus.get_mut(&v.viommu).unwrap().vdevs -= 1;
+                self.pdevs.get_mut(&v.pdev).unwrap().vdevs -= 1;
+                self.set(a[0], Gs::Delegated);
+                ok([0; 4])
+            }
+            COMMUNICATE => self.communicate(a, env)?,
+            OP_CANCEL => {
+                match self.lockable(a[0], 1)? {
+                    Gs::Pdev => {
+                        let p = self.pdevs.get_mut(&a[0]).unwrap();
+                        if p.connect_left == 0 {
+                            return Err(st(NoOperation, 1));
+                        }
+                        p.connect_left = 0;
+                        p.state = PdevState::New;
+                    }
+                    Gs::Vdev => {
+                        if self.vdevs[&a[0]].op == DeviceOp::None {
+                            return Err(st(NoOperation, 1));
+                        }
+                        self.vdev_error(a[0]);
+                    }
+                    _ => return Err(st(BadHandle, 1)),
+                }
+                ok([0; 4])
+            }
+            EVENT_READ => {
+                if a[1] % 8 != 0 {
+                    return Err(st(InvalidBuffer, 2));
+                }
+                let q = if a[0] == tsm_abi::event::HOST_DOMAIN_EVENTS {
+                    self.host_buffer(a[1], 32, 2)?;
+                    &mut self.host_domain
+                } else {
+                    self.handle(a[0], Gs::Vdev, 1)?;
+                    self.host_buffer(a[1], 32, 2)?;
+                    &mut self.vdevs.get_mut(&a[0]).unwrap().host_events
+                };
+                if q.pending == 0 {
+                    return Err(Status::new(Empty));
+                }
+                q.pending -= 1;
+                ok([u64::from(q.pending), u64::from(q.overflow), 0, 0])
+            }
+            TEST_DMA_INJECT => {
+                if a[0] > 0xFFFF {
+                    return Err(st(InvalidArgument, 1));
+                }
+                if a[1] != NO_PASID && a[1] > MAX_PASID {
+                    return Err(st(InvalidArgument, 2));
+                }
+                if a[3] & !0b11 != 0 {
+                    return Err(st(InvalidArgument, 4));
+                }
+                Expect::Dma
+            }
+            _ => unreachable!("guest call {call:?} reached the host table"),
+        })
+    }
+
+    fn tvm_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+        self.params(a[1], 64, 2)?;
+        let Env::TvmParams(p) = *env else {
+            panic!("TVM_CREATE without params")
+        };
+        let valid = p.flags == 0
+            && p.gpa_bits != 0
+            && p.reserved0 == [0; 3]
+            && p.max_vcpus != 0
+            && p.reserved1 == [0; 6];
+        if !valid || p.gpa_bits < 32 || p.gpa_bits > self.max_gpa_bits {
+            return Err(st(InvalidArgument, 2));
+        }
+        let (t, r) = self.pair((a[0], 1), (a[2], 3))?;
+        if t != Gs::Delegated {
+            return Err(st(GranuleState, 1));
+        }
+        if r != Gs::Delegated {
+            return Err(st(GranuleState, 3));
+        }
+        self.tvms.insert(
+            a[0],
+            Tvm {
+                active: false,
+                gpa_bits: p.gpa_bits,
+                root: a[2],
+                max_vcpus: u64::from(p.max_vcpus),
+                vcpus_created: 0,
+                tables: BTreeMap::new(),
+                pages: BTreeMap::new(),
+                vcpus: 0,
+                viommus: 0,
+                vdevs: 0,
+            },
+        );
+        self.set(a[0], Gs::Tvm);
+        self.set(a[2], Gs::Table);
+        Ok(ok([0; 4]))
+    }
+
+    /// The level-3 slot for a page at `gpa`: its table exists, the slot is empty.
+    fn leaf_slot(&self, t: &Tvm, gpa: u64) -> Result<u64, Status> {
+        if let Some(l) = Self::missing(t, gpa, 3) {
+            return Err(st(TableMissing, l));
+        }
+        if t.pages.contains_key(&gpa) {
+            return Err(st(AlreadyMapped, 2));
+        }
+        Ok(t.tables[&(3, gpa & !(span(3) - 1))])
+    }
+
+    fn map_private(&mut self, a: &[u64; 6]) -> Result<Expect, Status> {
+        let flags = MapFlags::from_arg(a[4]).ok_or(st(InvalidArgument, 5))?;
+        self.handle(a[0], Gs::Tvm, 1)?;
+        let t = &self.tvms[&a[0]];
+        Self::gpa(t, a[1], G, 2)?;
+        let src = (a[3] != NO_SOURCE).then_some(a[3]);
+        if let Some(s) = src {
+            if t.active {
+                return Err(st(ObjectState, 1));
+            }
+            if s % G != 0 {
+                return Err(st(Misaligned, 4));
+            }
+        }
+        let table = self.leaf_slot(t, a[1])?;
+        let page = a[2];
+        if let Some(s) = src
+            && (s == a[0] || s == table || s == page & !(G - 1))
+        {
+            return Err(st(InvalidBuffer, 4));
+        }
+        let ps = match src {
+            Some(s) => {
+                let (ps, ss) = self.pair((page, 3), (s, 4)).map_err(|e| {
+                    // §10.2: a source outside DRAM is "not usable": InvalidBuffer(4).
+                    if e == st(OutOfRange, 4) {
+                        st(InvalidBuffer, 4)
+                    } else {
+                        e
+                    }
+                })?;
+                if ss != Gs::Ns {
+                    return Err(st(InvalidBuffer, 4));
+                }
+                ps
+            }
+            None => self.lockable(page, 3)?,
+        };
+        if ps != Gs::Delegated {
+            return Err(st(GranuleState, 3));
+        }
+        self.tvms.get_mut(&a[0]).unwrap().pages.insert(
+            a[1],
+            Page {
+                pa: page,
+                private: true,
+                write: flags.contains(MapFlags::WRITE),
+            },
+        );
+        self.set(page, Gs::Private);
+        Ok(ok([0; 4]))
+    }
+
+    fn vdev_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+        self.params(a[3], 64, 4)?;
+        let Env::VdevParams(p) = *env else {
+            panic!("VDEV_CREATE without params")
+        };
+        let lock_ok = tsm_abi::params::LockFlags::from_bits(p.lock_flags).is_some();
+        let valid = p.flags == 0
+            && p.function_id >> 25 == 0
+            && lock_ok
+            && p.reserved0 == 0
+            && p.reserved1 == 0
+            && p.reserved2 == [0; 2]
+            && p.bind_p2p_address_mask == 0;
+        if !valid || p.lock_flags & !ACCEPTED_LOCK_FLAGS != 0 {
+            return Err(st(InvalidArgument, 4));
+        }
+        let (vdev, pdev, viommu) = (a[0], a[1], a[2]);
+        self.handle(viommu, Gs::Viommu, 3)?;
+        let tvm = self.viommus[&viommu].tvm;
+        // core order: naming the vIOMMU's own objects is caught before the locks.
+        if pdev == tvm || pdev == viommu {
+            return Err(st(BadHandle, 2));
+        }
+        if vdev == tvm || vdev == viommu || vdev == pdev {
+            return Err(st(GranuleState, 1));
+        }
+        self.handle(pdev, Gs::Pdev, 2)?;
+        let pd = &self.pdevs[&pdev];
+        if pd.state != PdevState::Ready {
+            return Err(st(ObjectState, 2));
+        }
+        self.delegated(vdev, 1)?;
+        let in_range = u32::from(p.pbdf) >= u32::from(pd.rid_base)
+            && u32::from(p.pbdf) < u32::from(pd.rid_base) + u32::from(pd.rid_count);
+        if !in_range {
+            return Err(st(BdfOutOfRange, 4));
+        }
+        if p.function_id != u32::from(p.pbdf) {
+            return Err(st(InvalidArgument, 4));
+        }
+        let vt = self.viommus[&viommu].vtype;
+        if vt == ViommuType::TsmNoViommu && p.virt_id != 0 {
+            return Err(st(InvalidArgument, 4));
+        }
+        if self
+            .vdevs
+            .values()
+            .any(|v| v.pdev == pdev && v.pbdf == p.pbdf)
+        {
+            return Err(st(BdfInUse, 4));
+        }
+        if self
+            .vdevs
+            .values()
+            .any(|v| v.tvm == tvm && v.vbdf == p.vbdf)
+        {
+            return Err(st(BdfInUse, 4));
+        }
+        if pd.vdevs >= MAX_VDEVS_PER_PDEV {
+            return Err(st(Capacity, 2));
+        }
+        if self.tvms[&tvm].vdevs >= MAX_VDEVS_PER_TVM {
+            return Err(st(Capacity, 3));
+        }
+        self.tvms.get_mut(&tvm).unwrap().vdevs += 1;
+        self.viommus.get_mut(&viommu).unwrap().vdevs += 1;
+        self.pdevs.get_mut(&pdev).unwrap().vdevs += 1;
+        let report_len = self.report_len.get(&p.pbdf).copied().unwrap_or(0);
+        self.next_uid += 1;
+        self.vdevs.insert(
+            vdev,
+            Vdev {
+                uid: self.next_uid,
+                tvm,
+                pdev,
+                viommu,
+                pbdf: p.pbdf,
+                vbdf: p.vbdf,
+                lock_flags: p.lock_flags,
+                state: VdevState::Unlocked,
+                op: DeviceOp::None,
+                sent: false,
+                portions_left: 0,
+                locked_rsp: false,
+                accepted: false,
+                binds: 0,
+                report_len,
+                s1: BTreeSet::new(),
+                events: Queue::default(),
+                host_events: Queue::default(),
+            },
+        );
+        self.set(vdev, Gs::Vdev);
+        Ok(ok([0; 4]))
+    }
+
+    /// A COMMUNICATE buffer the TSM writes a request into.
+    fn comm_out(&self, pa: u64) -> Result<(), Status> {
+        if pa % G != 0 {
+            return Err(st(InvalidBuffer, 2));
+        }
+        self.host_buffer(pa, 64, 2)
+    }
+
+    /// Puts a vdevice in ERROR (device error or cancel).
+    fn vdev_error(&mut self, pa: u64) {
+        let v = self.vdevs.get_mut(&pa).unwrap();
+        v.state = VdevState::Error;
+        v.op = DeviceOp::None;
+        v.accepted = false;
+        v.sent = false;
+    }
+
+    fn communicate(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+        let Env::Comm(comm) = *env else {
+            panic!("COMMUNICATE without a header")
+        };
+        let obj = a[0];
+        let kind = self.lockable(obj, 1)?;
+        match kind {
+            Gs::Pdev => {
+                if self.pdevs[&obj].connect_left == 0 {
+                    return Err(st(NoOperation, 1));
+                }
+                self.comm_in(a[1], comm)?;
+                let p = self.pdevs.get_mut(&obj).unwrap();
+                if comm != (CommEnv::Response { valid: true }) {
+                    p.state = PdevState::Error;
+                    p.connect_left = 0;
+                    return Ok(progress(DeviceError, 0, p.state.raw()));
+                }
+                p.connect_left -= 1;
+                if p.connect_left == 0 {
+                    p.state = PdevState::Ready;
+                    Ok(progress(Success, 0, p.state.raw()))
+                } else {
+                    Ok(progress(
+                        NeedsDeviceIo,
+                        DeviceOp::Connect.raw(),
+                        p.state.raw(),
+                    ))
+                }
+            }
+            Gs::Vdev => {
+                let v = &self.vdevs[&obj];
+                if v.op == DeviceOp::None {
+                    return Err(st(NoOperation, 1));
+                }
+                if !v.sent {
+                    self.comm_out(a[1])?;
+                    let v = self.vdevs.get_mut(&obj).unwrap();
+                    v.sent = true;
+                    return Ok(progress(NeedsDeviceIo, v.op.raw(), v.state.raw()));
+                }
+                self.comm_in(a[1], comm)?;
+                if comm != (CommEnv::Response { valid: true }) {
+                    self.vdev_error(obj);
+                    if !self.tolerate.no_device_error_event {
+                        let v = self.vdevs.get_mut(&obj).unwrap();
+                        v.events.push();
+                        v.host_events.push();
+                    } else {
+                        self.tolerated += 1;
+                    }
+                    return Ok(progress(DeviceError, 0, VdevState::Error.raw()));
+                }
+                let v = self.vdevs.get_mut(&obj).unwrap();
+                let done = match v.op {
+                    DeviceOp::Bind if !v.locked_rsp => {
+                        v.locked_rsp = true;
+                        v.portions_left = v.report_len.div_ceil(REPORT_PORTION);
+                        false
+                    }
+                    DeviceOp::Bind => {
+                        v.portions_left -= 1;
+                        if v.portions_left == 0 {
+                            v.state = VdevState::Locked;
+                            v.binds += 1;
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    DeviceOp::Start => {
+                        v.state = VdevState::Run;
+                        v.accepted = true;
+                        true
+                    }
+                    DeviceOp::Stop => {
+                        v.state = VdevState::Unlocked;
+                        true
+                    }
+                    DeviceOp::None | DeviceOp::Connect => unreachable!(),
+                };
+                if done {
+                    v.op = DeviceOp::None;
+                    v.sent = false;
+                    Ok(progress(Success, 0, v.state.raw()))
+                } else {
+                    Ok(progress(NeedsDeviceIo, v.op.raw(), v.state.raw()))
+                }
+            }
+            _ => Err(st(BadHandle, 1)),
+        }
+    }
+
+    /// The buffer a response is read from: a whole NS granule with a well-formed header.
+    fn comm_in(&self, pa: u64, comm: CommEnv) -> Result<(), Status> {
+        if pa % G != 0 {
+            return Err(st(InvalidBuffer, 2));
+        }
+        self.host_buffer(pa, G, 2)?;
+        if comm == CommEnv::Malformed {
+            return Err(st(InvalidBuffer, 2));
+        }
+        Ok(())
+    }
+
+    fn guest(
+        &mut self,
+        call: CallId,
+        vcpu: u64,
+        a: &[u64; 6],
+        env: &Env,
+    ) -> Result<Expect, Status> {
+        use CallId::*;
+        let tvm = self.caller_tvm(vcpu);
+        Ok(match call {
+            G_VERSION => version_call(a[0]),
+            G_CONSOLE_WRITE => {
+                if a[1] == 0 || a[1] > MAX_CONSOLE {
+                    return Err(st(InvalidArgument, 2));
+                }
+                Self::guest_page(&self.tvms[&tvm], a[0], a[1], false, false)
+                    .ok_or(st(InvalidBuffer, 1))?;
+                ok([0; 4])
+            }
+            G_EXIT => unreachable!("G_EXIT goes through VCPU_RUN"),
+            G_VDEV_INFO => {
+                self.own_vdev(tvm, a[0])?;
+                if a[1] % 8 != 0 {
+                    return Err(st(InvalidBuffer, 2));
+                }
+                Self::guest_page(&self.tvms[&tvm], a[1], 128, true, false)
+                    .ok_or(st(InvalidBuffer, 2))?;
+                ok([0; 4])
+            }
+            G_VDEV_REPORT => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let v = &self.vdevs[&pa];
+                if !v.has_report() {
+                    return Err(st(ObjectState, 1));
+                }
+                let total = u64::from(v.report_len);
+                if a[1] > total {
+                    return Err(st(InvalidArgument, 2));
+                }
+                if a[3] == 0 {
+                    return Err(st(InvalidArgument, 4));
+                }
+                let n = a[3].min(total - a[1]);
+                if n == 0 {
+                    return Ok(ok([0; 4]));
+                }
+                Self::guest_page(&self.tvms[&tvm], a[2], n, true, true)
+                    .ok_or(st(InvalidBuffer, 3))?;
+                ok([n, total - a[1] - n, 0, 0])
+            }
+            G_VDEV_ACCEPT => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let v = &self.vdevs[&pa];
+                if v.state != VdevState::Locked || v.op != DeviceOp::None {
+                    return Err(st(ObjectState, 1));
+                }
+                if a[1] % 8 != 0 {
+                    return Err(st(InvalidBuffer, 2));
+                }
+                Self::guest_page(&self.tvms[&tvm], a[1], 96, false, false)
+                    .ok_or(st(InvalidBuffer, 2))?;
+                let Env::Accept(e) = *env else {
+                    panic!("G_VDEV_ACCEPT without evidence")
+                };
+                if e.reserved {
+                    return Err(st(InvalidArgument, 2));
+                }
+                let current = e.from == Some((v.uid, v.binds));
+                match (current, e.altered) {
+                    (false, _) => return Err(st(EvidenceMismatch, 1)),
+                    (true, Some(f)) => return Err(st(EvidenceMismatch, f)),
+                    (true, None) => {}
+                }
+                let v = self.vdevs.get_mut(&pa).unwrap();
+                v.state = VdevState::Starting;
+                v.op = DeviceOp::Start;
+                v.sent = false;
+                Expect::Exactly(
+                    Status::new(NeedsDeviceIo),
+                    [pa, u64::from(DeviceOp::Start.raw()), 0, 0],
+                )
+            }
+            G_VDEV_STOP => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let v = &self.vdevs[&pa];
+                if !matches!(v.state, VdevState::Run | VdevState::Locked) || v.op != DeviceOp::None
+                {
+                    return Err(st(ObjectState, 1));
+                }
+                let v = self.vdevs.get_mut(&pa).unwrap();
+                v.state = VdevState::Stopping;
+                v.accepted = false;
+                v.op = DeviceOp::Stop;
+                v.sent = false;
+                Expect::Exactly(
+                    Status::new(NeedsDeviceIo),
+                    [pa, u64::from(DeviceOp::Stop.raw()), 0, 0],
+                )
+            }
+            G_S1_ATTACH => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let pasid = one_pasid(a[1])?;
+                let min = self.stage1_min(pa)?;
+                let bits = match a[3] {
+                    0 => 48,
+                    b if b >> 8 == 0 => b,
+                    _ => return Err(st(InvalidArgument, 4)),
+                };
+                if bits < min || bits > 48 {
+                    return Err(st(InvalidArgument, 4));
+                }
+                if a[2] % G != 0 {
+                    return Err(st(Misaligned, 3));
+                }
+                if a[2] >> self.tvms[&tvm].gpa_bits != 0 {
+                    return Err(st(OutOfRange, 3));
+                }
+                let v = self.vdevs.get_mut(&pa).unwrap();
+                if pasid.is_some()
+                    && !v.s1.contains(&pasid)
+                    && v.s1.iter().filter(|p| p.is_some()).count() >= PASIDS_PER_VDEV
+                {
+                    return Err(st(Capacity, 2));
+                }
+                v.s1.insert(pasid);
+                ok([0; 4])
+            }
+            G_S1_DETACH => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let pasid = one_pasid(a[1])?;
+                self.stage1_min(pa)?;
+                if !self.vdevs.get_mut(&pa).unwrap().s1.remove(&pasid) {
+                    return Err(st(NotMapped, 2));
+                }
+                ok([0; 4])
+            }
+            G_S1_INVALIDATE => {
+                self.own_vdev(tvm, a[0])?;
+                if a[1] != NO_PASID && a[1] != ALL_PASIDS && a[1] > MAX_PASID {
+                    return Err(st(InvalidArgument, 2));
+                }
+                ok([0; 4])
+            }
+            G_EVENT_READ => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                if a[1] % 8 != 0 {
+                    return Err(st(InvalidBuffer, 2));
+                }
+                Self::guest_page(&self.tvms[&tvm], a[1], 64, true, false)
+                    .ok_or(st(InvalidBuffer, 2))?;
+                let q = &mut self.vdevs.get_mut(&pa).unwrap().events;
+                if q.pending == 0 {
+                    return Err(Status::new(Empty));
+                }
+                q.pending -= 1;
+                ok([u64::from(q.pending), u64::from(q.overflow), 0, 0])
+            }
+            _ => unreachable!("host call {call:?} reached the guest table"),
+        })
+    }
+
+    fn stage1_min(&self, vdev: u64) -> Result<u64, Status> {
+        match self.viommus[&self.vdevs[&vdev].viommu]
+            .vtype
+            .stage1_format()
+        {
+            Stage1Format::ArmVmsav8_64_4k => Ok(25),
+            Stage1Format::X86_64FirstStage4Level => Ok(48),
+            Stage1Format::None => Err(st(NotSupported, 1)),
+        }
+    }
+
+    // ---- the run path ----
+
+    /// A VCPU_RUN the model accepted ran the guest until `exit`; the model's view of the vCPU
+    /// moves on.
+    pub fn ran(&mut self, vcpu: u64, exit: RunExit) {
+        let v = self.vcpus.get_mut(&vcpu).unwrap();
+        v.started = true;
+        v.return_denied = false;
+        match exit {
+            RunExit::Fault => {}
+            RunExit::GuestExit => v.exited = true,
+            RunExit::DeniedCall => v.return_denied = true,
+        }
+    }
+
+    // ---- DMA ----
+
+    /// The vdevice a requester ID names (by pBDF), if any.
+    pub fn vdev_of_rid(&self, rid: u16) -> Option<u64> {
+        self.vdevs
+            .iter()
+            .find(|(_, v)| {
+                v.pbdf == rid && {
+                    let p = &self.pdevs[&v.pdev];
+                    rid >= p.rid_base
+                        && u32::from(rid) < u32::from(p.rid_base) + u32::from(p.rid_count)
+                }
+            })
+            .map(|(&pa, _)| pa)
+    }
+
+    /// Invariants 1–2: may a request of `rid` with T bit `t` end at `pa`?
+    pub fn dma_allowed(&self, rid: u16, t: bool, pa: u64) -> Result<(), String> {
+        let g = pa & !(G - 1);
+        let secure = !matches!(self.state(g), Some(Gs::Ns) | None);
+        if !t {
+            return if secure {
+                Err(format!("T=0 DMA of rid {rid:#x} reached secure {pa:#x}"))
+            } else {
+                Ok(())
+            };
+        }
+        let Some(vdev) = self.vdev_of_rid(rid) else {
+            return Err(format!("T=1 DMA of host device {rid:#x} succeeded"));
+        };
+        let v = &self.vdevs[&vdev];
+        if v.state != VdevState::Run || !v.accepted {
+            return Err(format!(
+                "T=1 DMA of vdev {vdev:#x} in {:?} succeeded",
+                v.state
+            ));
+        }
+        let mine = self.tvms[&v.tvm].pages.values().any(|p| p.pa == g);
+        if secure && !mine {
+            return Err(format!(
+                "T=1 DMA of vdev {vdev:#x} reached {pa:#x}, not its TVM's"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A DMA fault was reported: queue it where §8.3 says.
+    pub fn dma_fault(&mut self, rid: u16) {
+        match self.vdev_of_rid(rid) {
+            Some(v) => {
+                let v = self.vdevs.get_mut(&v).unwrap();
+                v.events.push();
+                v.host_events.push();
+            }
+            None => self.host_domain.push(),
+        }
+    }
+}
+
+/// How a guest run ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RunExit {
+    Fault,
+    GuestExit,
+    DeniedCall,
+}
+
+fn progress(code: StatusCode, op: u32, state: u32) -> Expect {
+    Expect::Exactly(Status::new(code), [u64::from(op), u64::from(state), 0, 0])
+}
+
+fn level_arg(raw: u64) -> Result<u8, Status> {
+    match raw {
+        1..=3 => Ok(raw as u8),
+        _ => Err(st(InvalidArgument, 3)),
+    }
+}
+
+fn one_pasid(raw: u64) -> Result<Option<u32>, Status> {
+    match raw {
+        NO_PASID => Ok(None),
+        p if p <= MAX_PASID => Ok(Some(p as u32)),
+        _ => Err(st(InvalidArgument, 2)),
+    }
+}
+
+fn version_call(raw: u64) -> Expect {
+    let (lo, hi) = (version::LOWEST.to_raw(), version::HIGHEST.to_raw());
+    if raw >> 32 != 0 {
+        return Expect::Exactly(Status::arg(InvalidArgument, 1), [0, lo, hi, 0]);
+    }
+    if raw < lo || raw > hi {
+        return Expect::Exactly(Status::new(VersionMismatch), [0, lo, hi, 0]);
+    }
+    ok([raw, lo, hi, 0])
+}
+
+/// §9 PdevParams rules, for segment 0 (the model's devices all live there).
+fn pdev_params_valid(p: &PdevParams) -> bool {
+    PdevFlags::from_bits(p.flags).is_some()
+        && p.rid_count != 0
+        && u32::from(p.rid_base) + u32::from(p.rid_count) <= 0x1_0000
+        && p.reserved0 == 0
+        && p.interface_id_format <= 1
+        && p.reserved1 == 0
+        && p.reserved2 == [0; 5]
+}

@@ -1,0 +1,172 @@
+//! Secondary CPUs: started with PSCI CPU_ON (SMC conduit, from the device tree), each enters
+//! the TSM at EL2 on its own stack from the carve-out, turns on the boot CPU's stage-1 and the
+//! host's stage-2, installs the vectors and the host traps, and runs the image's secondary
+//! main, which enters the host payload on that CPU (x2 = CPU index).
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::exception;
+use super::host::HostContext;
+use super::sysreg::{isb, read_sysreg, write_sysreg};
+use crate::platform::MemRange;
+
+/// CPUs the TSM runs on at most (stacks are carved out for all of them).
+pub const MAX_CPUS: usize = 4;
+/// Stack of each secondary CPU (the core keeps large structures in its frames, as on CPU 0).
+pub const SECONDARY_STACK: u64 = 1 << 20;
+
+/// PSCI 0.2+ CPU_ON, SMC64.
+const PSCI_CPU_ON: u64 = 0xC400_0003;
+/// MPIDR affinity fields (Aff3 in 39:32, Aff2..Aff0 in 23:0).
+const MPIDR_AFF: u64 = 0xFF_00FF_FFFF;
+
+/// What a secondary CPU needs from the boot CPU: its registers' values and the CPUs' stacks.
+/// Written once by the boot CPU before any CPU_ON and cleaned to the point of coherency, since
+/// a secondary reads it with its MMU (and caches) still off.
+#[repr(C, align(64))]
+pub(crate) struct Shared {
+    pub mair: u64,
+    pub tcr: u64,
+    pub ttbr0: u64,
+    pub sctlr: u64,
+    pub vtcr: u64,
+    pub vttbr: u64,
+    pub dram: MemRange,
+    /// MPIDR affinity of each CPU index (index 0 = the boot CPU).
+    pub mpidr: [u64; MAX_CPUS],
+    /// Stack top of each CPU index (0 for the boot CPU, which has the boot stack).
+    pub stack_top: [u64; MAX_CPUS],
+    /// CPUs in `mpidr`.
+    pub cpus: usize,
+}
+
+/// Set once by the boot CPU (`publish`), read by secondaries and `start_secondary_cpus`.
+static SHARED: spin::Once<Shared> = spin::Once::new();
+/// Secondary CPUs that reached the image's secondary main.
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+core::arch::global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".global __secondary_entry",
+    // PSCI enters here at EL2, MMU off, with x0 = the context ID: this CPU's stack top.
+    "__secondary_entry:",
+    "mov x9, #0x33ff",
+    "msr cptr_el2, x9",
+    "isb",
+    "mov sp, x0",
+    "bl {secondary}",
+    "1:",
+    "wfe",
+    "b 1b",
+    secondary = sym boot_secondary,
+);
+
+unsafe extern "Rust" {
+    /// The image's secondary main, defined by [`crate::aarch64_entry!`].
+    safe fn __tsm_aarch64_secondary(cpu: u64, host: HostContext) -> !;
+}
+
+/// Records what secondaries need (boot CPU, after its MMU and the host's stage-2 are on) and
+/// writes it back to the point of coherency, with the stacks.
+pub(crate) fn publish(shared: Shared) {
+    let s = SHARED.call_once(|| shared);
+    // The whole `Once`: its state word and the data, both read with caches off.
+    clean_to_poc(
+        core::ptr::addr_of!(SHARED) as u64,
+        size_of::<spin::Once<Shared>>() as u64,
+    );
+    for &top in s.stack_top.iter().filter(|&&t| t != 0) {
+        clean_to_poc(top - SECONDARY_STACK, SECONDARY_STACK);
+    }
+}
+
+/// Cleans and invalidates `[base, base + len)` to the point of coherency, so a CPU reading it
+/// with caches off sees what this one wrote, and no dirty line of it is written back later.
+fn clean_to_poc(base: u64, len: u64) {
+    let mut line = base & !63;
+    while line < base + len {
+        // SAFETY: cache maintenance by VA on memory the TSM's stage-1 maps changes no data.
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) line, options(nostack, preserves_flags)) };
+        line += 64;
+    }
+    // SAFETY: a barrier has no effect on memory or registers.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// Starts every other CPU the device tree lists (up to [`MAX_CPUS`]) with PSCI CPU_ON and
+/// waits (bounded) until each reached the image's secondary main. Returns the number of CPUs
+/// running the TSM, this one included. Called once, by the boot CPU, once the monitor is
+/// shared.
+pub fn start_secondary_cpus() -> usize {
+    let Some(s) = SHARED.get() else { return 1 };
+    unsafe extern "C" {
+        static __secondary_entry: u8;
+    }
+    let entry = core::ptr::addr_of!(__secondary_entry) as u64;
+    let mut started = 0;
+    for i in 1..s.cpus.min(MAX_CPUS) {
+        let (Some(&mpidr), Some(&top)) = (s.mpidr.get(i), s.stack_top.get(i)) else {
+            break;
+        };
+        let r = psci_cpu_on(mpidr, entry, top);
+        if r == 0 {
+            started += 1;
+        } else {
+            defmt::warn!("PSCI CPU_ON of CPU {=usize} (MPIDR {=u64:#x}) failed: {=i64}", i, mpidr, r as i64);
+        }
+    }
+    // QEMU starts a CPU at once; a bound keeps a broken CPU from hanging the boot CPU.
+    let deadline = super::timer::now_us().saturating_add(1_000_000);
+    while ONLINE.load(Ordering::Acquire) < started && super::timer::now_us() < deadline {
+        core::hint::spin_loop();
+    }
+    1 + ONLINE.load(Ordering::Acquire)
+}
+
+fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> u64 {
+    let r: u64;
+    // SAFETY: with no EL3, QEMU implements PSCI for `smc` from EL2 (the DTB's /psci method);
+    // CPU_ON only starts the named CPU at `entry` (the secondary entry above) with x0 =
+    // `context`, its own stack, and returns a status in x0.
+    unsafe {
+        core::arch::asm!(
+            "smc #0",
+            inout("x0") PSCI_CPU_ON => r,
+            inout("x1") mpidr => _,
+            inout("x2") entry => _,
+            inout("x3") context => _,
+            options(nostack)
+        )
+    };
+    r
+}
+
+extern "C" fn boot_secondary() -> ! {
+    let Some(s) = SHARED.get() else {
+        super::fatal::fatal_text("secondary CPU started before the boot CPU published its state")
+    };
+    let mpidr = read_sysreg!("mpidr_el1") & MPIDR_AFF;
+    let Some(cpu) = s.mpidr.iter().take(s.cpus).position(|&m| m == mpidr) else {
+        super::fatal::fatal_text("secondary CPU with an MPIDR the device tree does not list")
+    };
+    exception::install();
+    // SAFETY: the boot CPU's stage-1 (same tables, already live there) maps this CPU's code,
+    // data and stack to themselves, so execution continues once M is set; stale TLB entries
+    // are dropped first. The host's stage-2 registers only govern EL1, which runs later.
+    unsafe {
+        write_sysreg!("mair_el2", s.mair);
+        write_sysreg!("tcr_el2", s.tcr);
+        write_sysreg!("ttbr0_el2", s.ttbr0);
+        isb();
+        core::arch::asm!("tlbi alle2", "dsb ish", options(nostack, preserves_flags));
+        isb();
+        write_sysreg!("sctlr_el2", s.sctlr);
+        isb();
+        write_sysreg!("vtcr_el2", s.vtcr);
+        write_sysreg!("vttbr_el2", s.vttbr);
+    }
+    isb();
+    super::boot::trap_host();
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, cpu as u64))
+}
