@@ -248,7 +248,10 @@ impl Machine<'_> {
             .unwrap_or_else(|| panic!("undefined status word {:#x} for {regs:x?}", r.status));
         if self.trace {
             let name = CallId::try_from(regs.fid).map_or("(raw)", |c| c.name());
-            eprintln!("{origin:x?} {name} {:x?} -> {status:?} {:x?}", regs.args, r.out);
+            eprintln!(
+                "{origin:x?} {name} {:x?} -> {status:?} {:x?}",
+                regs.args, r.out
+            );
         }
         let after = self.snapshot();
         let reports_change = matches!(

@@ -118,6 +118,20 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "harness self-test: the TSM takes an exception, the run must fail with its registers logged",
     },
     Scenario {
+        name: "vcpu-smoke",
+        id: 3,
+        host_const: "VCPU_SMOKE",
+        expect: Outcome::Pass,
+        timeout: RUN_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "one TVM vCPU end to end: a guest call, G_EXIT, faults on memory the TVM does not map",
+    },
+    Scenario {
         name: "lifecycle",
         id: 10,
         host_const: "LIFECYCLE",

@@ -3,12 +3,12 @@
 //! completes the call; any other host exit is reported with its decoded syndrome and fails the
 //! run.
 
+use spin::Once;
 use tsm_abi::addr::Gpa;
 use tsm_abi::regs::CallResult;
 use tsm_core::Tsm;
 use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_hal::aarch64::syndrome::{self, AbortIss, Ec};
-use spin::Once;
 use tsm_hal::aarch64::{
     Boot, Exit, Fault, GUEST_CONTEXT_BYTES, GuestTrap, HostContext, QemuVirt, Start, exit,
 };

@@ -84,8 +84,12 @@ fn boot_cpu(boot: &'static BootInfo) {
 /// and runs its own instance of the host payload (which tells them apart by that index).
 fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
     if cpu == 0 {
-        let cpus = hal::start_secondary_cpus();
-        defmt::info!("{=usize} CPUs up (INIT-SIPI-SIPI)", cpus);
+        let cpus = hal::start_secondary_cpus(boot.madt_cpus);
+        defmt::info!(
+            "{=usize} CPUs up (INIT-SIPI-SIPI; the MADT lists {=?})",
+            cpus,
+            boot.madt_cpus
+        );
     }
     let mut host = hal::host_context(boot, cpu as u64);
     defmt::info!(

@@ -31,8 +31,8 @@ pub mod stage2;
 pub mod syndrome;
 
 pub use boot::Boot;
-pub use guest::{GUEST_CONTEXT_BYTES, GuestError, GuestTrap, Start};
 pub use fatal::panic_text;
+pub use guest::{GUEST_CONTEXT_BYTES, GuestError, GuestTrap, Start};
 pub use host::{Exit, ExitKind, Fault, HostContext};
 pub use pl011::console_write;
 pub use platform::QemuVirt;

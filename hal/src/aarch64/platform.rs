@@ -3,8 +3,8 @@
 use tsm_abi::addr::{Gpa, Pa};
 
 use super::stage2::{self, HostStage2};
-use super::vmid::Vmids;
 use super::sysreg::read_sysreg;
+use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
     MemRange, PhysMem, PowerOff,

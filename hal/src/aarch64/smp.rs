@@ -86,7 +86,9 @@ fn clean_to_poc(base: u64, len: u64) {
     let mut line = base & !63;
     while line < base + len {
         // SAFETY: cache maintenance by VA on memory the TSM's stage-1 maps changes no data.
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) line, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dc civac, {}", in(reg) line, options(nostack, preserves_flags))
+        };
         line += 64;
     }
     // SAFETY: a barrier has no effect on memory or registers.
@@ -112,7 +114,12 @@ pub fn start_secondary_cpus() -> usize {
         if r == 0 {
             started += 1;
         } else {
-            defmt::warn!("PSCI CPU_ON of CPU {=usize} (MPIDR {=u64:#x}) failed: {=i64}", i, mpidr, r as i64);
+            defmt::warn!(
+                "PSCI CPU_ON of CPU {=usize} (MPIDR {=u64:#x}) failed: {=i64}",
+                i,
+                mpidr,
+                r as i64
+            );
         }
     }
     // QEMU starts a CPU at once; a bound keeps a broken CPU from hanging the boot CPU.

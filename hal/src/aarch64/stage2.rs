@@ -11,8 +11,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Gpa, Pa};
 
 use super::mmu::{Table, pa_size_field};
-use super::vmid::Vmid;
 use super::sysreg::{isb, read_sysreg, write_sysreg};
+use super::vmid::Vmid;
 use crate::platform::MemRange;
 
 const ENTRIES: u64 = 512;
@@ -28,8 +28,7 @@ const VTCR_BASE: u64 =
 const HOST_VMID: u64 = 0;
 /// VTCR_EL2 for TVM address maps (`AddressMapFormat::ArmStage2`): 48-bit IPA (T0SZ = 16),
 /// walk starting at level 0 (SL0 = 2), otherwise as the host's.
-const VTCR_TVM_BASE: u64 =
-    16 | (0b10 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 31);
+const VTCR_TVM_BASE: u64 = 16 | (0b10 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 31);
 
 const VALID_TABLE: u64 = 0b11;
 /// A level-3 page: valid, MemAttr = Normal inner/outer write-back (with HCR_EL2.DC the host's

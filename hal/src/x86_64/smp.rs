@@ -14,8 +14,9 @@
 //! then the same per-CPU setup as the boot CPU.
 //!
 //! CPU count: the IPIs go to "all excluding self", so every CPU the firmware brought up
-//! answers; the boot CPU counts the check-ins for [`CHECK_IN_US`]. (The ACPI MADT would give
-//! the count up front; it is not parsed.)
+//! answers; the boot CPU waits until as many have checked in as the ACPI MADT lists (enabled
+//! processors, capped at [`MAX_CPUS`]), or for [`CHECK_IN_US`] when there is no MADT or some
+//! never come.
 //!
 //! TLB shootdown ([`shootdown`]): ring 3 runs with interrupts off, so the TSM reaches another
 //! CPU with an NMI, which every ring and state takes. Its handler (`context`, `nmi_entry`)
@@ -248,8 +249,10 @@ fn send_ipi(icr: u32) {
 }
 
 /// Starts every other CPU (INIT, then two SIPIs, per the MP specification's timing) and waits
-/// for them to check in. Returns how many CPUs run the TSM, this one included.
-pub fn start_secondary_cpus() -> usize {
+/// for them to check in (as many as `expected` counts, this one included, or until the
+/// timeout). Returns how many CPUs run the TSM, this one included.
+pub fn start_secondary_cpus(expected: Option<u32>) -> usize {
+    let want = expected.map_or(MAX_CPUS, |n| (n as usize).clamp(1, MAX_CPUS)) - 1;
     lapic_write(SVR, lapic_read(SVR) | SVR_ENABLE);
     send_ipi(ICR_ALL_BUT_SELF | ICR_INIT);
     delay_us(10_000);
@@ -259,7 +262,7 @@ pub fn start_secondary_cpus() -> usize {
     }
     let start = rdtsc();
     let limit = CHECK_IN_US.saturating_mul(tsc::ticks_per_us().max(1));
-    while ONLINE.load(Ordering::Acquire) < MAX_CPUS - 1 && rdtsc().wrapping_sub(start) < limit {
+    while ONLINE.load(Ordering::Acquire) < want && rdtsc().wrapping_sub(start) < limit {
         core::hint::spin_loop();
     }
     1 + ONLINE.load(Ordering::Acquire)

@@ -111,8 +111,12 @@ static ONLINE: [AtomicBool; MAX_CPUS as usize] =
 
 /// A secondary CPU in the host: announces itself, then runs the jobs CPU 0 posts, forever.
 fn secondary(cpu: u64) -> ! {
-    defmt::info!("host payload up on CPU {=u64}: waiting for work from CPU 0", cpu);
-    let (Some(mailbox), Some(online)) = (MAILBOXES.get(cpu as usize), ONLINE.get(cpu as usize)) else {
+    defmt::info!(
+        "host payload up on CPU {=u64}: waiting for work from CPU 0",
+        cpu
+    );
+    let (Some(mailbox), Some(online)) = (MAILBOXES.get(cpu as usize), ONLINE.get(cpu as usize))
+    else {
         loop {
             core::hint::spin_loop();
         }
@@ -126,7 +130,9 @@ fn secondary(cpu: u64) -> ! {
         }
         let target = mailbox.target.load(Ordering::Acquire);
         let passed = fault_job(cpu, Pa(post), target).is_some();
-        mailbox.done.store(if passed { 1 } else { 2 }, Ordering::Release);
+        mailbox
+            .done
+            .store(if passed { 1 } else { 2 }, Ordering::Release);
         mailbox.post.store(0, Ordering::Release);
     }
 }
@@ -346,8 +352,15 @@ fn fault_job(cpu: u64, vcpu: Pa, target: u64) -> Option<()> {
             e.gpa
         );
         let gpa_ok = e.flags == ExitFlags::GPA_VALID.bits() && e.gpa == target;
-        if reason != ExitReason::Fault || e.syndrome >> 26 != EC_DABT_LOWER || !gpa_ok || e.code != 0 {
-            defmt::error!("vCPU {=u64:#x}: expected a stage-2 data abort FAULT exit", vcpu.0);
+        if reason != ExitReason::Fault
+            || e.syndrome >> 26 != EC_DABT_LOWER
+            || !gpa_ok
+            || e.code != 0
+        {
+            defmt::error!(
+                "vCPU {=u64:#x}: expected a stage-2 data abort FAULT exit",
+                vcpu.0
+            );
             return None;
         }
     }
@@ -374,17 +387,36 @@ fn vcpu_smoke_steps() -> Option<()> {
     ok("TVM_CREATE", host::tvm_create(t, tvm, params, root))?;
     ok("TABLE_CREATE 1", host::table_create(t, tvm, Gpa(0), 1, l1))?;
     ok("TABLE_CREATE 2", host::table_create(t, tvm, Gpa(0), 2, l2))?;
-    ok("TABLE_CREATE 3", host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3))?;
+    ok(
+        "TABLE_CREATE 3",
+        host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3),
+    )?;
     let source = Pa(core::ptr::addr_of!(__guest_program) as u64);
     ok(
         "MAP_PRIVATE",
-        host::map_private(t, tvm, Gpa(GUEST_CODE_GPA), code, Some(source), MapFlags::READ | MapFlags::EXEC),
+        host::map_private(
+            t,
+            tvm,
+            Gpa(GUEST_CODE_GPA),
+            code,
+            Some(source),
+            MapFlags::READ | MapFlags::EXEC,
+        ),
     )?;
     let touch_offset = core::ptr::addr_of!(__guest_touch) as u64 - source.0;
     let touch = Gpa(GUEST_CODE_GPA + touch_offset);
-    ok("VCPU_CREATE 0", host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0))?;
-    ok("VCPU_CREATE 1", host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE))?;
-    ok("VCPU_CREATE 2", host::vcpu_create(t, tvm, vcpus[2], touch, TSM_IMAGE))?;
+    ok(
+        "VCPU_CREATE 0",
+        host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0),
+    )?;
+    ok(
+        "VCPU_CREATE 1",
+        host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE),
+    )?;
+    ok(
+        "VCPU_CREATE 2",
+        host::vcpu_create(t, tvm, vcpus[2], touch, TSM_IMAGE),
+    )?;
     ok("TVM_ACTIVATE", host::tvm_activate(t, tvm))?;
     let record = exit_record(0);
 
@@ -445,22 +477,33 @@ fn vcpu_smoke_steps() -> Option<()> {
         defmt::error!("UNMAP returned {=u64:#x}, not the code page", unmapped.0);
         return None;
     }
-    ok("TABLE_DESTROY 3", host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3))?;
+    ok(
+        "TABLE_DESTROY 3",
+        host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3),
+    )?;
     ok("TABLE_DESTROY 2", host::table_destroy(t, tvm, Gpa(0), 2))?;
     ok("TABLE_DESTROY 1", host::table_destroy(t, tvm, Gpa(0), 1))?;
     ok("TVM_DESTROY", host::tvm_destroy(t, tvm))?;
     for i in 0..SECURE {
-        ok("GRANULE_UNDELEGATE", host::granule_undelegate(t, granule(i)))?;
+        ok(
+            "GRANULE_UNDELEGATE",
+            host::granule_undelegate(t, granule(i)),
+        )?;
         // SAFETY: the granule is host memory again (undelegated); a volatile read because
         // the TSM, not this program, last wrote it.
-        let dirty = (0..PAGE / 8).any(|w| unsafe {
-            core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0
-        });
+        let dirty = (0..PAGE / 8)
+            .any(|w| unsafe { core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0 });
         if dirty {
-            defmt::error!("granule {=u64:#x} came back from the TSM not zeroed", granule(i).0);
+            defmt::error!(
+                "granule {=u64:#x} came back from the TSM not zeroed",
+                granule(i).0
+            );
             return None;
         }
     }
-    defmt::info!("vcpu-smoke: {=usize} granules delegated, used and returned zeroed", SECURE);
+    defmt::info!(
+        "vcpu-smoke: {=usize} granules delegated, used and returned zeroed",
+        SECURE
+    );
     Some(())
 }

@@ -114,6 +114,8 @@ pub struct World {
     pub viommus: Vec<Pa, 6>,
     /// vdevices.
     pub vdevs: Vec<Vdev, 8>,
+    /// DMA checks were left out (see [`World::dma_checks`]).
+    dma_skipped: bool,
 }
 
 impl World {
@@ -137,6 +139,7 @@ impl World {
             pdev: None,
             viommus: Vec::new(),
             vdevs: Vec::new(),
+            dma_skipped: false,
         })
     }
 
@@ -461,12 +464,25 @@ impl World {
     /// A TEST_DMA_INJECT the scenario needs: fails loudly if this TSM build lacks the call.
     pub fn require_dma_inject(&self) -> Outcome {
         ensure!(
-            self.features
-                .build
-                .contains(tsm_abi::features::BuildFlags::TEST_DMA_INJECT),
+            self.has_dma_inject(),
             "this TSM build has no TEST_DMA_INJECT (build tsm-core with feature dma-inject)"
         );
         Ok(())
+    }
+
+    /// Whether this TSM build has TEST_DMA_INJECT. When it has not, the DMA checks of a
+    /// scenario that also checks other things are left out, the rest runs, and
+    /// [`World::finish`] fails the scenario saying so: it never passes without them.
+    pub fn dma_checks(&mut self) -> bool {
+        let has = self.has_dma_inject();
+        self.dma_skipped |= !has;
+        has
+    }
+
+    fn has_dma_inject(&self) -> bool {
+        self.features
+            .build
+            .contains(tsm_abi::features::BuildFlags::TEST_DMA_INJECT)
     }
 
     /// Tears everything down in the order the ABI enforces (vdevices after unbind, vIOMMUs,
@@ -517,6 +533,10 @@ impl World {
             "teardown: {=u64} granules back to NS, {=u64} device round trips",
             self.pool.used(),
             self.link.round_trips
+        );
+        ensure!(
+            !self.dma_skipped,
+            "everything else passed, but the DMA checks did not run: this TSM build has no TEST_DMA_INJECT (build tsm-core with feature dma-inject)"
         );
         Ok(())
     }

@@ -86,14 +86,25 @@ fn yield_to_host<G: GuestEnv>(g: &mut G) -> bool {
     matches!(r, Err(Error::Tsm(s)) if s == Status::new(StatusCode::Denied))
 }
 
-/// G_VDEV_INFO of `vbdf`.
-fn info<G: GuestEnv>(g: &mut G, vbdf: u16) -> Result<Option<VdevInfo>, GuestFault> {
-    if guest::g_vdev_info(g, vbdf, INFO_GPA).is_err() {
-        return Ok(None);
+/// G_VDEV_INFO of `vbdf`; a refusal as its raw status word.
+fn info<G: GuestEnv>(g: &mut G, vbdf: u16) -> Result<Result<VdevInfo, u64>, GuestFault> {
+    if let Err(e) = guest::g_vdev_info(g, vbdf, INFO_GPA) {
+        return Ok(Err(crate::driver::raw_error(e)));
     }
     let mut info = VdevInfo::new_zeroed();
     g.read(INFO_GPA, info.as_mut_bytes())?;
-    Ok(Some(info))
+    Ok(Ok(info))
+}
+
+/// G_VDEV_INFO that must succeed; otherwise the script ends with the line and, in bits 63:32,
+/// the status the TSM returned.
+macro_rules! must_info {
+    ($g:expr, $vbdf:expr) => {
+        match info($g, $vbdf)? {
+            Ok(i) => i,
+            Err(status) => return Ok(u64::from(line!()) | status << 32),
+        }
+    };
 }
 
 /// Writes `ev` where G_VDEV_ACCEPT reads it and accepts `vbdf` with it.
@@ -137,9 +148,7 @@ fn report_digest<G: GuestEnv>(
 fn lifecycle<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
     for i in 0..u16::from(arg.count) {
         let vbdf = arg.vbdf + i;
-        let Some(before) = info(g, vbdf)? else {
-            return Ok(u64::from(line!()));
-        };
+        let before = must_info!(g, vbdf);
         check!(before.state == VdevState::Locked.raw());
         check!(before.vbdf == vbdf && before.report_counter >= 1);
         check!(before.nonce != [0; 32] && before.report_len > 0);
@@ -155,7 +164,7 @@ fn lifecycle<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
             None
         ));
         let after = info(g, vbdf)?;
-        check!(after.is_some_and(|a| a.state == VdevState::Run.raw()));
+        check!(after.is_ok_and(|a| a.state == VdevState::Run.raw()));
         say!("guest: accepted vBDF {=u16:#x}, it is RUN", vbdf);
     }
     Ok(0)
@@ -180,9 +189,7 @@ fn touch<G: GuestEnv>(g: &mut G, gpa: Gpa) -> Verdict {
 }
 
 fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
-    let Some(old) = info(g, vbdf)? else {
-        return Ok(u64::from(line!()));
-    };
+    let old = must_info!(g, vbdf);
     check!(old.state == VdevState::Locked.raw());
     let good = AcceptEvidence::from_info(&old);
     g.write(Gpa(SCRATCH_GPA.0 + SAVED_EVIDENCE), good.as_bytes())?;
@@ -210,22 +217,20 @@ fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     ));
     check!(is(guest::g_vdev_accept(g, vbdf, OTHER_GPA), bad));
     // Still LOCKED after all that.
-    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Locked.raw()));
+    check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Locked.raw()));
     // The host unbinds and binds again.
     check!(yield_to_host(g));
     let mut stale = AcceptEvidence::new_zeroed();
     g.read(Gpa(SCRATCH_GPA.0 + SAVED_EVIDENCE), stale.as_mut_bytes())?;
     g.write(EVIDENCE_GPA, stale.as_bytes())?;
     check!(is(guest::g_vdev_accept(g, vbdf, EVIDENCE_GPA), mismatch(1)));
-    let Some(fresh) = info(g, vbdf)? else {
-        return Ok(u64::from(line!()));
-    };
+    let fresh = must_info!(g, vbdf);
     check!(fresh.nonce != old.nonce && fresh.report_counter == old.report_counter + 1);
     check!(is(
         accept(g, vbdf, &AcceptEvidence::from_info(&fresh))?,
         None
     ));
-    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Run.raw()));
+    check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Run.raw()));
     say!("guest: stale and forged evidence refused, fresh evidence accepted");
     Ok(0)
 }
@@ -243,9 +248,7 @@ fn other_tvm<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
 
 fn hostile_rounds<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
     for _ in 0..arg.count {
-        let Some(i) = info(g, arg.vbdf)? else {
-            return Ok(u64::from(line!()));
-        };
+        let i = must_info!(g, arg.vbdf);
         check!(i.state == VdevState::Error.raw());
         check!(i.nonce == [0; 32] && i.report_len == 0 && i.report_digest == [0; 32]);
         check!(is(
@@ -260,27 +263,23 @@ fn hostile_rounds<G: GuestEnv>(g: &mut G, arg: GuestArg) -> Verdict {
 }
 
 fn start_fails<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
-    let Some(i) = info(g, vbdf)? else {
-        return Ok(u64::from(line!()));
-    };
+    let i = must_info!(g, vbdf);
     check!(i.state == VdevState::Locked.raw());
     check!(is(
         accept(g, vbdf, &AcceptEvidence::from_info(&i))?,
         Some(Status::new(StatusCode::DeviceError))
     ));
-    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Error.raw()));
+    check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Error.raw()));
     Ok(0)
 }
 
 fn dma_accept<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
-    let Some(i) = info(g, vbdf)? else {
-        return Ok(u64::from(line!()));
-    };
+    let i = must_info!(g, vbdf);
     check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&i))?, None));
     // The host checks T=1 in RUN.
     check!(yield_to_host(g));
     check!(is(guest::g_vdev_stop(g, vbdf), None));
-    check!(info(g, vbdf)?.is_some_and(|i| i.state == VdevState::Unlocked.raw()));
+    check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Unlocked.raw()));
     // The full record of the host's refused T=0 request to private memory (the host's own
     // record leaves out the IOVA).
     let mut seen = false;

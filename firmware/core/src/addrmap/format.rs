@@ -117,9 +117,10 @@ impl PteFormat for ArmStage2 {
 }
 
 /// x86-64 4-level paging (Intel SDM vol. 3 §4.5) for a TVM running in ring 3: every level has
-/// P (0), R/W (1) and U/S (2) set on tables (permissions are decided at the leaf), leaves add
-/// NX (63) unless executable and set A/D (5, 6) so the CPU never writes the table. Bit 9 (ignored
-/// by the CPU) marks shared pages.
+/// P (0), R/W (1), U/S (2) and A (5) set on tables (permissions are decided at the leaf; A is
+/// preset because the CPU sets it on every entry it walks, and an entry the CPU changed must still
+/// decode as ours), leaves add NX (63) unless executable and set A/D (5, 6) so the CPU never
+/// writes the table. Bit 9 (ignored by the CPU) marks shared pages.
 pub struct X86_64;
 
 mod x86 {
@@ -131,7 +132,7 @@ mod x86 {
     pub const PS: u64 = 1 << 7;
     pub const SW_SHARED: u64 = 1 << 9;
     pub const NX: u64 = 1 << 63;
-    pub const TABLE: u64 = P | RW | US;
+    pub const TABLE: u64 = P | RW | US | A;
     pub const PAGE_FIXED: u64 = P | US | A | D;
 }
 
@@ -143,7 +144,7 @@ impl PteFormat for X86_64 {
         }
         let pa = Pa(raw & ADDR_MASK);
         if level < 3 {
-            return if raw & !ADDR_MASK == TABLE && raw & PS == 0 {
+            return if raw & !ADDR_MASK & !(A | D) == TABLE & !(A | D) && raw & PS == 0 {
                 Entry::Table(pa)
             } else {
                 Entry::Foreign
@@ -244,7 +245,7 @@ mod tests {
         // x86: P, RW, US, A, D, NX.
         assert_eq!(X86_64.page(leaf), 0x4000_5000 | 0b111 | 0b11 << 5 | 1 << 63);
         assert_eq!(ArmStage2.table(Pa(0x4000_6000)), 0x4000_6003);
-        assert_eq!(X86_64.table(Pa(0x4000_6000)), 0x4000_6007);
+        assert_eq!(X86_64.table(Pa(0x4000_6000)), 0x4000_6027);
     }
 
     #[test]

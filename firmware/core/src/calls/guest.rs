@@ -379,7 +379,9 @@ pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         true,
         2,
     )?;
-    let sequence = u64::from(g.v.events.host_summary().total) - u64::from(g.v.events.pending()) + 1;
+    let sequence = u64::from(g.v.events.host_summary().total)
+        .saturating_sub(u64::from(g.v.events.pending()))
+        .saturating_add(1);
     let mut q = g.v.events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
     let rec = guest_event(&f, &g.v, sequence);
@@ -407,7 +409,9 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if a[0] == HOST_DOMAIN_EVENTS {
         let _b = t.lock_ns_buffer(buf, size, 2)?;
         let mut q = t.host_domain_events.lock();
-        let sequence = u64::from(q.host_summary().total) - u64::from(q.pending()) + 1;
+        let sequence = u64::from(q.host_summary().total)
+            .saturating_sub(u64::from(q.pending()))
+            .saturating_add(1);
         let mut next = q.clone();
         let f = next.pop().ok_or(Status::new(StatusCode::Empty))?;
         let rec = host_event(&f, 0, 0, sequence);
@@ -424,8 +428,9 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     }
     let (gv, mut v) = lock_vdev(t, Pa(a[0]), 1)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
-    let sequence =
-        u64::from(v.host_events.host_summary().total) - u64::from(v.host_events.pending()) + 1;
+    let sequence = u64::from(v.host_events.host_summary().total)
+        .saturating_sub(u64::from(v.host_events.pending()))
+        .saturating_add(1);
     let mut q = v.host_events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
     let rec = host_event(&f, gv.pa().0, v.params.pbdf, sequence);

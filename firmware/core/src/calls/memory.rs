@@ -312,6 +312,10 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let flags = MapFlags::from_arg(a[4]).ok_or(st(StatusCode::InvalidArgument, 5))?;
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    // Address arguments are checked first, the source's usability when it is locked.
+    if !page.is_granule_aligned() {
+        return Err(st(StatusCode::Misaligned, 3));
+    }
     let src = if src == NO_SOURCE {
         None
     } else {
@@ -337,7 +341,15 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     // Data granules last, in ascending order.
     let (mut gpg, _gsrc) = match src {
         Some(s) => {
-            let (gpg, gs) = t.lock_pair((page, 3), (s, 4))?;
+            // Whatever makes the source unusable (outside DRAM, the TSM's own memory) is
+            // InvalidBuffer(4), the one status MAP_PRIVATE documents for it.
+            let (gpg, gs) = t.lock_pair((page, 3), (s, 4)).map_err(|e| {
+                if e.index == 4 {
+                    st(StatusCode::InvalidBuffer, 4)
+                } else {
+                    e
+                }
+            })?;
             if gs.state() != GranuleState::Ns {
                 return Err(st(StatusCode::InvalidBuffer, 4));
             }

@@ -81,6 +81,8 @@ pub fn vcpu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if crate::run::is_running(t, &gv)? {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
+    // The granule holds the guest's saved registers: zero it before it can be reused.
+    t.scrub(vcpu)?;
     o.vcpus = o.vcpus.checked_sub(1).ok_or_else(internal)?;
     gt.put().map_err(|_| internal())?;
     objects::save(t.platform, &gt, &o)?;

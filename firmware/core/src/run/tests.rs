@@ -83,7 +83,12 @@ impl Vm {
             HostStep::Enter(e) => {
                 assert_eq!(
                     (e.vcpu, e.tvm, e.root, e.context),
-                    (self.vcpu, self.tvm, self.root, Pa(self.vcpu.0 + CONTEXT_OFFSET))
+                    (
+                        self.vcpu,
+                        self.tvm,
+                        self.root,
+                        Pa(self.vcpu.0 + CONTEXT_OFFSET)
+                    )
                 );
                 e.resume
             }
@@ -196,10 +201,7 @@ fn faults_report_the_page_not_the_offset() {
     assert_eq!(step, exited(ExitReason::Fault));
     let rec = m.record();
     assert_eq!(rec.reason, ExitReason::Fault.raw());
-    assert_eq!(
-        rec.flags,
-        (ExitFlags::GPA_VALID | ExitFlags::WRITE).bits()
-    );
+    assert_eq!(rec.flags, (ExitFlags::GPA_VALID | ExitFlags::WRITE).bits());
     assert_eq!((rec.gpa, rec.syndrome), (0x1234_5000, 0x9200_0047));
     // An exception with no address (an undefined instruction, an interrupt).
     assert_eq!(m.enter(), Resume::Continue);
@@ -287,10 +289,9 @@ fn host_garbage_in_the_vcpu_granule_does_not_survive_create() {
     h.host(CallId::VCPU_CREATE, &[t.tvm.0, g.0, ENTRY, 0])
         .unwrap();
     h.host(CallId::TVM_ACTIVATE, &[t.tvm.0]).unwrap();
-    let step = h.tsm.host_call(&regs(
-        CallId::VCPU_RUN,
-        &[g.0, h.granule(RECORD).0],
-    ));
+    let step = h
+        .tsm
+        .host_call(&regs(CallId::VCPU_RUN, &[g.0, h.granule(RECORD).0]));
     assert!(
         matches!(step, HostStep::Enter(e) if matches!(e.resume, Resume::Start { .. })),
         "{step:?}"
@@ -298,4 +299,166 @@ fn host_garbage_in_the_vcpu_granule_does_not_survive_create() {
     let mut ctx = std::vec![0u8; super::CONTEXT_SIZE as usize];
     h.sim.read(Pa(g.0 + CONTEXT_OFFSET), &mut ctx).unwrap();
     assert!(ctx.iter().all(|&b| b == 0));
+}
+
+/// A guest call that needs the device: DEVICE_REQUEST, again while the host has not carried
+/// the operation, then the guest gets the operation's result.
+mod device_request {
+    use std::vec::Vec;
+
+    use tsm_abi::CallId::*;
+    use tsm_abi::comm::{COMM_HEADER_SIZE, CommHeader, HostIoStatus};
+    use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+    use tsm_abi::params::{LockFlags, PdevParams, VdevParams};
+    use tsm_abi::state::DeviceOp;
+    use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
+    use tsm_abi::viommu::ViommuType;
+    use tsm_device_model::{Device, DeviceConfig, TdiConfig};
+    use zerocopy::{FromZeros, IntoBytes};
+
+    use super::*;
+
+    const RID_BASE: u16 = 0x0100;
+    const PBDF: u16 = 0x0101;
+    const VBDF: u16 = 0x0008;
+    const COMM: u64 = 22;
+    static RANGES: [MmioRange; 1] = [MmioRange {
+        first_page: 0x8_0000,
+        number_of_pages: 1,
+        attributes: RangeAttributes::empty(),
+        range_id: 0,
+    }];
+
+    fn device() -> Device<'static> {
+        let tdi = |rid| TdiConfig {
+            interface_id: InterfaceId::new(rid, None),
+            report: ReportFields {
+                interface_info: InterfaceInfo::DMA_WITHOUT_PASID,
+                msi_x_message_control: 0,
+                lnr_control: 0,
+                tph_control: 0,
+            },
+            mmio_ranges: &RANGES,
+            device_specific_info: &[],
+        };
+        let tdis: &'static [TdiConfig<'static>] =
+            std::boxed::Box::leak(std::boxed::Box::new([tdi(RID_BASE), tdi(PBDF)]));
+        Device::new(DeviceConfig::new(tdis, [7; 32])).unwrap()
+    }
+
+    /// Carries requests to `dev` until the operation on `obj` ends.
+    fn drive(h: &Harness, dev: &mut Device<'_>, obj: Pa, mut r: Result<[u64; 4], Status>) {
+        let comm = h.granule(COMM);
+        for _ in 0..64 {
+            match r {
+                Err(s) if s.code == StatusCode::NeedsDeviceIo => {}
+                other => {
+                    other.unwrap();
+                    return;
+                }
+            }
+            let mut head = CommHeader::new_zeroed();
+            h.sim.host_read(comm, head.as_mut_bytes()).unwrap();
+            let mut req = std::vec![0u8; head.request_len as usize];
+            h.sim
+                .host_read(Pa(comm.0 + COMM_HEADER_SIZE as u64), &mut req)
+                .unwrap();
+            let mut rsp: Vec<u8> = std::vec![0u8; 4032];
+            let n = dev.respond(&req, &mut rsp).unwrap_or(0).min(4032);
+            head.response_len = n as u32;
+            head.host_status = HostIoStatus::Response.raw();
+            h.sim.host_write(comm, head.as_bytes()).unwrap();
+            h.sim
+                .host_write(Pa(comm.0 + COMM_HEADER_SIZE as u64), &rsp[..n])
+                .unwrap();
+            r = h.host(COMMUNICATE, &[obj.0, comm.0]);
+        }
+        panic!("operation did not finish");
+    }
+
+    #[test]
+    fn accept_exits_for_device_io_and_returns_its_result() {
+        let mut dev = device();
+        let h = harness(AddressMapFormat::ArmStage2);
+        let t = build_tvm(&h, 10);
+        let pp = PdevParams {
+            rid_base: RID_BASE,
+            rid_count: 8,
+            ..PdevParams::new_zeroed()
+        };
+        let pp = h.host_put(20, pp.as_bytes());
+        let pdev = h.delegate(21);
+        h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
+        let comm = h.granule(COMM);
+        let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
+        drive(&h, &mut dev, pdev, r);
+        let viommu = h.delegate(23);
+        let vtype = u64::from(ViommuType::TsmSmmuv3.raw());
+        h.host(VIOMMU_CREATE, &[t.tvm.0, viommu.0, vtype, 0])
+            .unwrap();
+        let vp = VdevParams {
+            pbdf: PBDF,
+            vbdf: VBDF,
+            function_id: u32::from(PBDF),
+            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
+            ..VdevParams::new_zeroed()
+        };
+        let vp = h.host_put(24, vp.as_bytes());
+        let vdev = h.delegate(25);
+        h.host(VDEV_CREATE, &[vdev.0, pdev.0, viommu.0, vp.0])
+            .unwrap();
+        let vcpu = h.delegate(26);
+        h.host(VCPU_CREATE, &[t.tvm.0, vcpu.0, 0x1000, 0]).unwrap();
+        let page = h.delegate(27);
+        h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, u64::MAX, 3])
+            .unwrap();
+        h.host(TVM_ACTIVATE, &[t.tvm.0]).unwrap();
+        let r = h.host(VDEV_BIND, &[vdev.0, comm.0]);
+        drive(&h, &mut dev, vdev, r);
+
+        let record = h.granule(RECORD);
+        let m = Vm {
+            h,
+            tvm: t.tvm,
+            root: t.root,
+            vcpu,
+            record,
+        };
+        assert!(matches!(m.enter(), Resume::Start { .. }));
+        // The guest reads the evidence and echoes it.
+        let vbdf = u64::from(VBDF);
+        match m.call(G_VDEV_INFO, &[vbdf, 0x1000]) {
+            GuestStep::Resume(Resume::Return(r)) => assert_eq!(r.status, 0),
+            other => panic!("G_VDEV_INFO: {other:?}"),
+        }
+        let mut b = [0u8; 128];
+        m.h.sim.read(page, &mut b).unwrap();
+        let info = <VdevInfo as zerocopy::FromBytes>::read_from_bytes(&b).unwrap();
+        let ev = AcceptEvidence::from_info(&info);
+        m.h.sim.write(Pa(page.0 + 0x800), ev.as_bytes()).unwrap();
+        let request = |rec: VcpuExit| {
+            assert_eq!(
+                (rec.reason, rec.vdev, rec.vdev_op),
+                (
+                    ExitReason::DeviceRequest.raw(),
+                    vdev.0,
+                    DeviceOp::Start.raw()
+                )
+            );
+        };
+        assert_eq!(
+            m.call(G_VDEV_ACCEPT, &[vbdf, 0x1800]),
+            exited(ExitReason::DeviceRequest)
+        );
+        request(m.record());
+        // Run again before the host carried START: the same exit, the guest does not run.
+        let again = CallResult::ok([u64::from(ExitReason::DeviceRequest.raw()), 0, 0, 0]);
+        assert_eq!(m.run(), HostStep::Reply(again));
+        request(m.record());
+        // The host carries START; the guest's accept returns SUCCESS.
+        let r = m.h.host(COMMUNICATE, &[vdev.0, comm.0]);
+        drive(&m.h, &mut dev, vdev, r);
+        assert_eq!(m.enter(), Resume::Return(CallResult::ok([0; 4])));
+        m.h.check();
+    }
 }

@@ -315,7 +315,21 @@ fn map_private_refusals() {
         &m(0x1000, page, t.root.0, 1),
         s(InvalidBuffer, 4),
     );
-    h.refused(MAP_PRIVATE, &m(0x1000, page, 1 << 44, 1), s(OutOfRange, 4));
+    h.refused(
+        MAP_PRIVATE,
+        &m(0x1000, page, 1 << 44, 1),
+        s(InvalidBuffer, 4),
+    );
+    h.refused(
+        MAP_PRIVATE,
+        &m(0x1000, page, h.granule(0).0, 1),
+        s(InvalidBuffer, 4),
+    );
+    h.refused(
+        MAP_PRIVATE,
+        &m(0x1000, Pa(page.0 + 8), h.granule(40).0, 1),
+        s(Misaligned, 3),
+    );
     h.refused(
         MAP_PRIVATE,
         &[t.root.0, 0x1000, page.0, NO_SOURCE, 1],

@@ -35,8 +35,8 @@ const PASIDS_PER_VDEV: usize = 32;
 /// Report bytes the TSM asks per GET_DEVICE_INTERFACE_REPORT (the core's choice; the spec says
 /// "× n").
 pub const REPORT_PORTION: u32 = 1024;
-/// LOCK flags the TSM accepts (FEATURES TDISP bits 31:16): every defined flag but BIND_P2P.
-const ACCEPTED_LOCK_FLAGS: u16 = 0b1111;
+/// LOCK flags the TSM accepts (FEATURES TDISP bits 31:16): every defined flag but BIND_P2P (0x8).
+const ACCEPTED_LOCK_FLAGS: u16 = 0x17;
 /// Bounds from FEATURES DEVICE_LIMITS.
 const MAX_PDEVS: usize = 16;
 const MAX_VDEVS_PER_PDEV: u64 = 32;
@@ -47,9 +47,45 @@ fn st(code: StatusCode, index: u8) -> Status {
     Status::arg(code, index)
 }
 
+/// The checks of a call that failed. §1: "When several checks fail, which status is returned
+/// is not specified, except that the dispatcher checks come first": any of them is right.
+#[derive(Default, Debug)]
+pub struct Fails(pub Vec<Status>);
+
+impl From<Status> for Fails {
+    fn from(s: Status) -> Self {
+        Fails(vec![s])
+    }
+}
+
+impl Fails {
+    /// Records `r`'s failure; its value if it passed.
+    fn of<T>(&mut self, r: Result<T, Status>) -> Option<T> {
+        r.map_err(|s| self.0.push(s)).ok()
+    }
+
+    /// Records `s` if `failed`.
+    fn fail(&mut self, failed: bool, s: Status) {
+        if failed {
+            self.0.push(s);
+        }
+    }
+
+    /// Stops here if a check failed (the rest needs what it checked).
+    fn gate(&mut self) -> Result<(), Fails> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(self))
+        }
+    }
+}
+
 /// What the model expects of one call.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Expect {
+    /// A refusal with any of these statuses (several checks fail; results 0).
+    OneOf(Vec<Status>),
     /// This status word and these results (results past the call's count are 0).
     Exactly(Status, [u64; 4]),
     /// TEST_DMA_INJECT after its argument checks: the outcome is judged by the rule of
@@ -438,20 +474,6 @@ impl Model {
         self.host_buffer(pa, size, arg)
     }
 
-    /// Two granules locked in address order (Tsm::lock_pair): the lower one's lock error wins.
-    fn pair(&self, a: (u64, u8), b: (u64, u8)) -> Result<(Gs, Gs), Status> {
-        if a.0 & !(G - 1) == b.0 & !(G - 1) {
-            return Err(st(GranuleState, b.1));
-        }
-        let (ra, rb) = (self.lockable(a.0, a.1), self.lockable(b.0, b.1));
-        if a.0 < b.0 {
-            Ok((ra?, rb?))
-        } else {
-            let sb = rb?;
-            Ok((ra?, sb))
-        }
-    }
-
     /// A GPA argument of a TVM: aligned to `align`, inside its space.
     fn gpa(t: &Tvm, gpa: u64, align: u64, arg: u8) -> Result<(), Status> {
         if gpa % align != 0 {
@@ -534,17 +556,26 @@ impl Model {
         };
         match r {
             Ok(e) => e,
-            Err(s) => fail(s),
+            Err(Fails(mut v)) => {
+                v.sort_by_key(|s| s.to_raw());
+                v.dedup();
+                if v.len() == 1 {
+                    fail(v[0])
+                } else {
+                    Expect::OneOf(v)
+                }
+            }
         }
     }
 
-    fn host(&mut self, call: CallId, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+    fn host(&mut self, call: CallId, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
         use CallId::*;
+        let mut f = Fails::default();
         Ok(match call {
             VERSION => return Ok(version_call(a[0])),
             FEATURES => {
                 if a[0] > 8 {
-                    return Err(st(InvalidArgument, 1));
+                    return Err(st(InvalidArgument, 1).into());
                 }
                 // The values are checked against the implementation by the unit tests; here
                 // only that it answers.
@@ -552,7 +583,7 @@ impl Model {
             }
             CONSOLE_WRITE => {
                 if a[1] == 0 || a[1] > MAX_CONSOLE {
-                    return Err(st(InvalidArgument, 2));
+                    return Err(st(InvalidArgument, 2).into());
                 }
                 self.host_buffer(a[0], a[1], 1)?;
                 ok([0; 4])
@@ -561,14 +592,14 @@ impl Model {
             GRANULE_DELEGATE => {
                 let s = self.lockable(a[0], 1)?;
                 if s != Gs::Ns || self.refcount(a[0]) != 0 {
-                    return Err(st(GranuleState, 1));
+                    return Err(st(GranuleState, 1).into());
                 }
                 self.set(a[0], Gs::Delegated);
                 ok([0; 4])
             }
             GRANULE_UNDELEGATE => {
                 if self.lockable(a[0], 1)? != Gs::Delegated {
-                    return Err(st(GranuleState, 1));
+                    return Err(st(GranuleState, 1).into());
                 }
                 self.set(a[0], Gs::Ns);
                 ok([0; 4])
@@ -578,7 +609,7 @@ impl Model {
                 self.handle(a[0], Gs::Tvm, 1)?;
                 let t = self.tvms.get_mut(&a[0]).unwrap();
                 if t.active {
-                    return Err(st(ObjectState, 1));
+                    return Err(st(ObjectState, 1).into());
                 }
                 t.active = true;
                 ok([0; 4])
@@ -586,40 +617,45 @@ impl Model {
             TVM_DESTROY => {
                 self.handle(a[0], Gs::Tvm, 1)?;
                 let t = &self.tvms[&a[0]];
-                // core order: the first kind of child, in this order.
-                let kind = if t.vcpus != 0 {
-                    Some(ObjectKind::Vcpu)
-                } else if t.vdevs != 0 {
-                    Some(ObjectKind::Vdev)
-                } else if t.viommus != 0 {
-                    Some(ObjectKind::Viommu)
-                } else if t.pages.values().any(|p| p.private) {
-                    Some(ObjectKind::PrivatePage)
-                } else if !t.tables.is_empty() || !t.pages.is_empty() {
-                    Some(ObjectKind::Table)
-                } else {
-                    None
-                };
-                if let Some(k) = kind {
-                    return Err(st(InUse, k as u8));
-                }
+                // Every kind of child the TVM still has is a valid answer.
+                f.fail(t.vcpus != 0, st(InUse, ObjectKind::Vcpu as u8));
+                f.fail(t.vdevs != 0, st(InUse, ObjectKind::Vdev as u8));
+                f.fail(t.viommus != 0, st(InUse, ObjectKind::Viommu as u8));
+                f.fail(
+                    t.pages.values().any(|p| p.private),
+                    st(InUse, ObjectKind::PrivatePage as u8),
+                );
+                f.fail(
+                    !t.tables.is_empty() || t.pages.values().any(|p| !p.private),
+                    st(InUse, ObjectKind::Table as u8),
+                );
+                f.gate()?;
                 let t = self.tvms.remove(&a[0]).unwrap();
                 self.set(t.root, Gs::Delegated);
                 self.set(a[0], Gs::Delegated);
                 ok([0; 4])
             }
             TABLE_CREATE => {
-                let level = level_arg(a[2])?;
-                self.handle(a[0], Gs::Tvm, 1)?;
-                let t = &self.tvms[&a[0]];
-                Self::gpa(t, a[1], span(level), 2)?;
-                if let Some(l) = Self::missing(t, a[1], level - 1) {
-                    return Err(st(TableMissing, l));
+                let level = f.of(level_arg(a[2]));
+                f.of(self.handle(a[0], Gs::Tvm, 1));
+                f.of(self.delegated(a[3], 4));
+                let (Some(level), true) = (level, f.0.is_empty() || self.tvms.contains_key(&a[0]))
+                else {
+                    return Err(f);
+                };
+                if let Some(t) = self.tvms.get(&a[0])
+                    && f.of(Self::gpa(t, a[1], span(level), 2)).is_some()
+                {
+                    if let Some(l) = Self::missing(t, a[1], level - 1) {
+                        f.0.push(st(TableMissing, l));
+                    } else if t.tables.contains_key(&(level, a[1])) {
+                        f.0.push(st(AlreadyMapped, 2));
+                    }
                 }
-                if t.tables.contains_key(&(level, a[1])) {
-                    return Err(st(AlreadyMapped, 2));
-                }
-                self.delegated(a[3], 4)?;
+                // The core refuses a granule that is the TVM's own before looking at its
+                // address: GranuleState(4) even when it is misaligned.
+                f.fail(a[3] & !(G - 1) == a[0], st(GranuleState, 4));
+                f.gate()?;
                 self.tvms
                     .get_mut(&a[0])
                     .unwrap()
@@ -629,12 +665,14 @@ impl Model {
                 ok([0; 4])
             }
             TABLE_DESTROY => {
-                let level = level_arg(a[2])?;
-                self.handle(a[0], Gs::Tvm, 1)?;
+                let level = f.of(level_arg(a[2]));
+                f.of(self.handle(a[0], Gs::Tvm, 1));
+                f.gate()?;
+                let level = level.unwrap();
                 let t = &self.tvms[&a[0]];
                 Self::gpa(t, a[1], span(level), 2)?;
                 if let Some(l) = Self::missing(t, a[1], level) {
-                    return Err(st(TableMissing, l));
+                    return Err(st(TableMissing, l).into());
                 }
                 let pa = t.tables[&(level, a[1])];
                 if self.table_entries(pa) != 0 {
@@ -645,7 +683,7 @@ impl Model {
                     } else {
                         ObjectKind::Table
                     };
-                    return Err(st(InUse, k as u8));
+                    return Err(st(InUse, k as u8).into());
                 }
                 self.tvms
                     .get_mut(&a[0])
@@ -657,23 +695,25 @@ impl Model {
             }
             MAP_PRIVATE => self.map_private(a)?,
             MAP_SHARED => {
-                let flags = MapFlags::from_arg(a[3]).ok_or(st(InvalidArgument, 4))?;
-                self.handle(a[0], Gs::Tvm, 1)?;
-                let t = &self.tvms[&a[0]];
-                Self::gpa(t, a[1], G, 2)?;
+                let flags = f.of(MapFlags::from_arg(a[3]).ok_or(st(InvalidArgument, 4)));
+                f.of(self.handle(a[0], Gs::Tvm, 1));
                 if a[2] % G != 0 {
-                    return Err(st(Misaligned, 3));
+                    f.0.push(st(Misaligned, 3));
+                } else if let Some(s) = f.of(self.lockable(a[2], 3)) {
+                    f.fail(s != Gs::Ns, st(GranuleState, 3));
                 }
-                self.leaf_slot(t, a[1])?;
-                if self.lockable(a[2], 3)? != Gs::Ns {
-                    return Err(st(GranuleState, 3));
+                if let Some(t) = self.tvms.get(&a[0])
+                    && f.of(Self::gpa(t, a[1], G, 2)).is_some()
+                {
+                    f.of(self.leaf_slot(t, a[1]));
                 }
+                f.gate()?;
                 self.tvms.get_mut(&a[0]).unwrap().pages.insert(
                     a[1],
                     Page {
                         pa: a[2],
                         private: false,
-                        write: flags.contains(MapFlags::WRITE),
+                        write: flags.unwrap().contains(MapFlags::WRITE),
                     },
                 );
                 ok([0; 4])
@@ -692,16 +732,11 @@ impl Model {
             VCPU_CREATE => {
                 self.handle(a[0], Gs::Tvm, 1)?;
                 let t = &self.tvms[&a[0]];
-                if t.active {
-                    return Err(st(ObjectState, 1));
-                }
-                if t.vcpus_created >= t.max_vcpus {
-                    return Err(st(Capacity, 1));
-                }
-                if a[2] >> t.gpa_bits != 0 {
-                    return Err(st(OutOfRange, 3));
-                }
-                self.delegated(a[1], 2)?;
+                f.fail(t.active, st(ObjectState, 1));
+                f.fail(t.vcpus_created >= t.max_vcpus, st(Capacity, 1));
+                f.fail(a[2] >> t.gpa_bits != 0, st(OutOfRange, 3));
+                f.of(self.delegated(a[1], 2));
+                f.gate()?;
                 let t = self.tvms.get_mut(&a[0]).unwrap();
                 t.vcpus_created += 1;
                 t.vcpus += 1;
@@ -720,16 +755,16 @@ impl Model {
                 ok([0; 4])
             }
             VCPU_RUN => {
-                // core order: the exit record is checked before the vCPU.
                 if a[1] % 8 != 0 {
-                    return Err(st(InvalidBuffer, 2));
+                    f.0.push(st(InvalidBuffer, 2));
+                } else {
+                    f.of(self.host_buffer(a[1], 64, 2));
                 }
-                self.host_buffer(a[1], 64, 2)?;
-                self.handle(a[0], Gs::Vcpu, 1)?;
-                let v = &self.vcpus[&a[0]];
-                if !self.tvms[&v.tvm].active || v.exited {
-                    return Err(st(ObjectState, 1));
+                if f.of(self.handle(a[0], Gs::Vcpu, 1)).is_some() {
+                    let v = &self.vcpus[&a[0]];
+                    f.fail(!self.tvms[&v.tvm].active || v.exited, st(ObjectState, 1));
                 }
+                f.gate()?;
                 Expect::Run
             }
             VCPU_DESTROY => {
@@ -740,35 +775,29 @@ impl Model {
                 ok([0; 4])
             }
             PDEV_CREATE => {
-                self.params(a[1], 64, 2)?;
                 let Env::PdevParams(p) = *env else {
                     panic!("PDEV_CREATE without params")
                 };
-                if !pdev_params_valid(&p) {
-                    return Err(st(InvalidArgument, 2));
-                }
-                if p.pdev_flags().intersects(PdevFlags::SPDM | PdevFlags::IDE) {
-                    return Err(st(NotSupported, 2));
-                }
-                self.delegated(a[0], 1)?;
-                let overlaps = self.pdevs.values().any(|o| {
-                    let (a0, a1) = (
-                        u32::from(p.rid_base),
-                        u32::from(p.rid_base) + u32::from(p.rid_count),
+                let readable = f.of(self.params(a[1], 64, 2)).is_some();
+                if readable {
+                    f.fail(!pdev_params_valid(&p), st(InvalidArgument, 2));
+                    f.fail(
+                        p.pdev_flags().intersects(PdevFlags::SPDM | PdevFlags::IDE),
+                        st(NotSupported, 2),
                     );
-                    let (b0, b1) = (
-                        u32::from(o.rid_base),
-                        u32::from(o.rid_base) + u32::from(o.rid_count),
-                    );
-                    // Every PDEV of the model is in segment 0 (pdev_params_valid).
-                    a0 < b1 && b0 < a1
-                });
-                if overlaps {
-                    return Err(st(BdfInUse, 2));
+                    let overlaps = self.pdevs.values().any(|o| {
+                        let a0 = u32::from(p.rid_base);
+                        let a1 = a0 + u32::from(p.rid_count);
+                        let b0 = u32::from(o.rid_base);
+                        let b1 = b0 + u32::from(o.rid_count);
+                        // Every PDEV of the model is in segment 0.
+                        a0 < b1 && b0 < a1
+                    });
+                    f.fail(overlaps, st(BdfInUse, 2));
                 }
-                if self.pdevs.len() >= MAX_PDEVS {
-                    return Err(st(Capacity, 1));
-                }
+                f.of(self.delegated(a[0], 1));
+                f.fail(self.pdevs.len() >= MAX_PDEVS, st(Capacity, 1));
+                f.gate()?;
                 self.pdevs.insert(
                     a[0],
                     Pdev {
@@ -784,10 +813,12 @@ impl Model {
             }
             PDEV_CONNECT => {
                 self.handle(a[0], Gs::Pdev, 1)?;
-                if self.pdevs[&a[0]].state != PdevState::New {
-                    return Err(st(ObjectState, 1));
-                }
-                self.comm_out(a[1])?;
+                f.fail(
+                    self.pdevs[&a[0]].state != PdevState::New,
+                    st(ObjectState, 1),
+                );
+                f.of(self.comm_out(a[1]));
+                f.gate()?;
                 let p = self.pdevs.get_mut(&a[0]).unwrap();
                 p.state = PdevState::Connecting;
                 p.connect_left = 2;
@@ -796,52 +827,55 @@ impl Model {
             PDEV_STOP => {
                 self.handle(a[0], Gs::Pdev, 1)?;
                 let p = &self.pdevs[&a[0]];
-                if p.connect_left != 0 || p.state == PdevState::Stopped {
-                    return Err(st(ObjectState, 1));
-                }
-                if self.vdevs.values().any(|v| {
+                f.fail(
+                    p.connect_left != 0 || p.state == PdevState::Stopped,
+                    st(ObjectState, 1),
+                );
+                let bound = self.vdevs.values().any(|v| {
                     v.pdev == a[0] && !matches!(v.state, VdevState::Unlocked | VdevState::Error)
-                }) {
-                    return Err(st(InUse, ObjectKind::Vdev as u8));
-                }
+                });
+                f.fail(bound, st(InUse, ObjectKind::Vdev as u8));
+                f.gate()?;
                 self.pdevs.get_mut(&a[0]).unwrap().state = PdevState::Stopped;
                 ok([0; 4])
             }
             PDEV_DESTROY => {
                 self.handle(a[0], Gs::Pdev, 1)?;
                 let p = &self.pdevs[&a[0]];
-                if p.vdevs != 0 {
-                    return Err(st(InUse, ObjectKind::Vdev as u8));
-                }
-                if p.connect_left != 0 {
-                    return Err(st(ObjectState, 1));
-                }
+                f.fail(p.vdevs != 0, st(InUse, ObjectKind::Vdev as u8));
+                f.fail(p.connect_left != 0, st(ObjectState, 1));
+                f.gate()?;
                 self.pdevs.remove(&a[0]);
                 self.set(a[0], Gs::Delegated);
                 ok([0; 4])
             }
             VIOMMU_CREATE => {
                 let vtype = match ViommuType::from_raw(a[2]) {
-                    Some(t) => t,
+                    Some(t) => Some(t),
                     None if iommufd::NON_TSM_TYPES.contains(&a[2]) => {
-                        return Err(st(ViommuTypeNotTsm, 3));
+                        f.0.push(st(ViommuTypeNotTsm, 3));
+                        None
                     }
-                    None => return Err(st(ViommuTypeUnknown, 3)),
+                    None => {
+                        f.0.push(st(ViommuTypeUnknown, 3));
+                        None
+                    }
                 };
-                if a[3] != 0 {
-                    return Err(st(InvalidArgument, 4));
+                f.fail(a[3] != 0, st(InvalidArgument, 4));
+                if f.of(self.handle(a[0], Gs::Tvm, 1)).is_some() {
+                    f.fail(
+                        self.tvms[&a[0]].viommus >= MAX_VIOMMUS_PER_TVM,
+                        st(Capacity, 1),
+                    );
                 }
-                self.handle(a[0], Gs::Tvm, 1)?;
-                if self.tvms[&a[0]].viommus >= MAX_VIOMMUS_PER_TVM {
-                    return Err(st(Capacity, 1));
-                }
-                self.delegated(a[1], 2)?;
+                f.of(self.delegated(a[1], 2));
+                f.gate()?;
                 self.tvms.get_mut(&a[0]).unwrap().viommus += 1;
                 self.viommus.insert(
                     a[1],
                     Viommu {
                         tvm: a[0],
-                        vtype,
+                        vtype: vtype.unwrap(),
                         vdevs: 0,
                     },
                 );
@@ -851,7 +885,7 @@ impl Model {
             VIOMMU_DESTROY => {
                 self.handle(a[0], Gs::Viommu, 1)?;
                 if self.viommus[&a[0]].vdevs != 0 {
-                    return Err(st(InUse, ObjectKind::Vdev as u8));
+                    return Err(st(InUse, ObjectKind::Vdev as u8).into());
                 }
                 let v = self.viommus.remove(&a[0]).unwrap();
                 self.tvms.get_mut(&v.tvm).unwrap().viommus -= 1;
@@ -862,10 +896,12 @@ impl Model {
             VDEV_BIND => {
                 self.handle(a[0], Gs::Vdev, 1)?;
                 let v = &self.vdevs[&a[0]];
-                if v.state != VdevState::Unlocked || self.pdevs[&v.pdev].state != PdevState::Ready {
-                    return Err(st(ObjectState, 1));
-                }
-                self.comm_out(a[1])?;
+                f.fail(
+                    v.state != VdevState::Unlocked || self.pdevs[&v.pdev].state != PdevState::Ready,
+                    st(ObjectState, 1),
+                );
+                f.of(self.comm_out(a[1]));
+                f.gate()?;
                 let v = self.vdevs.get_mut(&a[0]).unwrap();
                 v.state = VdevState::Locking;
                 v.op = DeviceOp::Bind;
@@ -877,14 +913,15 @@ impl Model {
             VDEV_UNBIND => {
                 self.handle(a[0], Gs::Vdev, 1)?;
                 let v = &self.vdevs[&a[0]];
-                if !matches!(
-                    v.state,
-                    VdevState::Locked | VdevState::Run | VdevState::Error
-                ) || v.op != DeviceOp::None
-                {
-                    return Err(st(ObjectState, 1));
-                }
-                self.comm_out(a[1])?;
+                f.fail(
+                    !matches!(
+                        v.state,
+                        VdevState::Locked | VdevState::Run | VdevState::Error
+                    ) || v.op != DeviceOp::None,
+                    st(ObjectState, 1),
+                );
+                f.of(self.comm_out(a[1]));
+                f.gate()?;
                 let v = self.vdevs.get_mut(&a[0]).unwrap();
                 v.state = VdevState::Stopping;
                 v.op = DeviceOp::Stop;
@@ -903,7 +940,7 @@ impl Model {
                 if !matches!(v.state, VdevState::Unlocked | VdevState::Error)
                     || v.op != DeviceOp::None
                 {
-                    return Err(st(ObjectState, 1));
+                    return Err(st(ObjectState, 1).into());
                 }
                 let v = self.vdevs.remove(&a[0]).unwrap();
                 self.tvms.get_mut(&v.tvm).unwrap().vdevs -= 1;
@@ -918,75 +955,76 @@ impl Model {
                     Gs::Pdev => {
                         let p = self.pdevs.get_mut(&a[0]).unwrap();
                         if p.connect_left == 0 {
-                            return Err(st(NoOperation, 1));
+                            return Err(st(NoOperation, 1).into());
                         }
                         p.connect_left = 0;
                         p.state = PdevState::New;
                     }
                     Gs::Vdev => {
                         if self.vdevs[&a[0]].op == DeviceOp::None {
-                            return Err(st(NoOperation, 1));
+                            return Err(st(NoOperation, 1).into());
                         }
                         self.vdev_error(a[0]);
                     }
-                    _ => return Err(st(BadHandle, 1)),
+                    _ => return Err(st(BadHandle, 1).into()),
                 }
                 ok([0; 4])
             }
             EVENT_READ => {
                 if a[1] % 8 != 0 {
-                    return Err(st(InvalidBuffer, 2));
+                    f.0.push(st(InvalidBuffer, 2));
+                } else {
+                    f.of(self.host_buffer(a[1], 32, 2));
                 }
-                let q = if a[0] == tsm_abi::event::HOST_DOMAIN_EVENTS {
-                    self.host_buffer(a[1], 32, 2)?;
+                let domain = a[0] == tsm_abi::event::HOST_DOMAIN_EVENTS;
+                if !domain {
+                    f.of(self.handle(a[0], Gs::Vdev, 1));
+                }
+                f.gate()?;
+                let q = if domain {
                     &mut self.host_domain
                 } else {
-                    self.handle(a[0], Gs::Vdev, 1)?;
-                    self.host_buffer(a[1], 32, 2)?;
                     &mut self.vdevs.get_mut(&a[0]).unwrap().host_events
                 };
                 if q.pending == 0 {
-                    return Err(Status::new(Empty));
+                    return Err(Status::new(Empty).into());
                 }
                 q.pending -= 1;
                 ok([u64::from(q.pending), u64::from(q.overflow), 0, 0])
             }
             TEST_DMA_INJECT => {
-                if a[0] > 0xFFFF {
-                    return Err(st(InvalidArgument, 1));
-                }
-                if a[1] != NO_PASID && a[1] > MAX_PASID {
-                    return Err(st(InvalidArgument, 2));
-                }
-                if a[3] & !0b11 != 0 {
-                    return Err(st(InvalidArgument, 4));
-                }
+                f.fail(a[0] > 0xFFFF, st(InvalidArgument, 1));
+                f.fail(a[1] != NO_PASID && a[1] > MAX_PASID, st(InvalidArgument, 2));
+                f.fail(a[3] & !0b11 != 0, st(InvalidArgument, 4));
+                f.gate()?;
                 Expect::Dma
             }
             _ => unreachable!("guest call {call:?} reached the host table"),
         })
     }
 
-    fn tvm_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
-        self.params(a[1], 64, 2)?;
+    fn tvm_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
+        let mut f = Fails::default();
         let Env::TvmParams(p) = *env else {
             panic!("TVM_CREATE without params")
         };
-        let valid = p.flags == 0
-            && p.gpa_bits != 0
-            && p.reserved0 == [0; 3]
-            && p.max_vcpus != 0
-            && p.reserved1 == [0; 6];
-        if !valid || p.gpa_bits < 32 || p.gpa_bits > self.max_gpa_bits {
-            return Err(st(InvalidArgument, 2));
+        if f.of(self.params(a[1], 64, 2)).is_some() {
+            let valid = p.flags == 0
+                && p.gpa_bits != 0
+                && p.reserved0 == [0; 3]
+                && p.max_vcpus != 0
+                && p.reserved1 == [0; 6];
+            f.fail(
+                !valid || p.gpa_bits < 32 || p.gpa_bits > self.max_gpa_bits,
+                st(InvalidArgument, 2),
+            );
         }
-        let (t, r) = self.pair((a[0], 1), (a[2], 3))?;
-        if t != Gs::Delegated {
-            return Err(st(GranuleState, 1));
+        if a[0] & !(G - 1) == a[2] & !(G - 1) {
+            f.0.push(st(GranuleState, 3));
         }
-        if r != Gs::Delegated {
-            return Err(st(GranuleState, 3));
-        }
+        f.of(self.delegated(a[0], 1));
+        f.of(self.delegated(a[2], 3));
+        f.gate()?;
         self.tvms.insert(
             a[0],
             Tvm {
@@ -1018,123 +1056,116 @@ impl Model {
         Ok(t.tables[&(3, gpa & !(span(3) - 1))])
     }
 
-    fn map_private(&mut self, a: &[u64; 6]) -> Result<Expect, Status> {
-        let flags = MapFlags::from_arg(a[4]).ok_or(st(InvalidArgument, 5))?;
-        self.handle(a[0], Gs::Tvm, 1)?;
-        let t = &self.tvms[&a[0]];
-        Self::gpa(t, a[1], G, 2)?;
+    fn map_private(&mut self, a: &[u64; 6]) -> Result<Expect, Fails> {
+        let mut f = Fails::default();
+        let flags = f.of(MapFlags::from_arg(a[4]).ok_or(st(InvalidArgument, 5)));
+        f.of(self.handle(a[0], Gs::Tvm, 1));
+        let page = a[2];
+        if page % G != 0 {
+            f.0.push(st(Misaligned, 3));
+        } else if let Some(s) = f.of(self.lockable(page, 3)) {
+            f.fail(s != Gs::Delegated, st(GranuleState, 3));
+        }
         let src = (a[3] != NO_SOURCE).then_some(a[3]);
         if let Some(s) = src {
-            if t.active {
-                return Err(st(ObjectState, 1));
-            }
             if s % G != 0 {
-                return Err(st(Misaligned, 4));
+                f.0.push(st(Misaligned, 4));
+            } else {
+                // §10.2: a source that is not NS host memory (outside DRAM, the TSM's, secure,
+                // the page itself) is "not usable": InvalidBuffer(4).
+                let ns = self.state(s) == Some(Gs::Ns) && s >= self.base;
+                f.fail(!ns || s == page & !(G - 1), st(InvalidBuffer, 4));
             }
         }
-        let table = self.leaf_slot(t, a[1])?;
-        let page = a[2];
-        if let Some(s) = src
-            && (s == a[0] || s == table || s == page & !(G - 1))
-        {
-            return Err(st(InvalidBuffer, 4));
-        }
-        let ps = match src {
-            Some(s) => {
-                let (ps, ss) = self.pair((page, 3), (s, 4)).map_err(|e| {
-                    // §10.2: a source outside DRAM is "not usable": InvalidBuffer(4).
-                    if e == st(OutOfRange, 4) {
-                        st(InvalidBuffer, 4)
-                    } else {
-                        e
-                    }
-                })?;
-                if ss != Gs::Ns {
-                    return Err(st(InvalidBuffer, 4));
-                }
-                ps
+        // As TABLE_CREATE: a page inside the TVM's granule is GranuleState(3) first.
+        f.fail(page & !(G - 1) == a[0], st(GranuleState, 3));
+        if let Some(t) = self.tvms.get(&a[0]) {
+            f.fail(src.is_some() && t.active, st(ObjectState, 1));
+            if f.of(Self::gpa(t, a[1], G, 2)).is_some() {
+                f.of(self.leaf_slot(t, a[1]));
             }
-            None => self.lockable(page, 3)?,
-        };
-        if ps != Gs::Delegated {
-            return Err(st(GranuleState, 3));
         }
+        f.gate()?;
         self.tvms.get_mut(&a[0]).unwrap().pages.insert(
             a[1],
             Page {
                 pa: page,
                 private: true,
-                write: flags.contains(MapFlags::WRITE),
+                write: flags.unwrap().contains(MapFlags::WRITE),
             },
         );
         self.set(page, Gs::Private);
         Ok(ok([0; 4]))
     }
 
-    fn vdev_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
-        self.params(a[3], 64, 4)?;
+    fn vdev_create(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
+        let mut f = Fails::default();
         let Env::VdevParams(p) = *env else {
             panic!("VDEV_CREATE without params")
         };
-        let lock_ok = tsm_abi::params::LockFlags::from_bits(p.lock_flags).is_some();
-        let valid = p.flags == 0
-            && p.function_id >> 25 == 0
-            && lock_ok
-            && p.reserved0 == 0
-            && p.reserved1 == 0
-            && p.reserved2 == [0; 2]
-            && p.bind_p2p_address_mask == 0;
-        if !valid || p.lock_flags & !ACCEPTED_LOCK_FLAGS != 0 {
-            return Err(st(InvalidArgument, 4));
-        }
         let (vdev, pdev, viommu) = (a[0], a[1], a[2]);
-        self.handle(viommu, Gs::Viommu, 3)?;
+        let readable = f.of(self.params(a[3], 64, 4)).is_some();
+        if readable {
+            let lock_ok = tsm_abi::params::LockFlags::from_bits(p.lock_flags).is_some();
+            let valid = p.flags == 0
+                && p.function_id >> 25 == 0
+                && lock_ok
+                && p.reserved0 == 0
+                && p.reserved1 == 0
+                && p.reserved2 == [0; 2]
+                && p.bind_p2p_address_mask == 0
+                && p.lock_flags & !ACCEPTED_LOCK_FLAGS == 0;
+            f.fail(!valid, st(InvalidArgument, 4));
+            f.fail(p.function_id != u32::from(p.pbdf), st(InvalidArgument, 4));
+        }
+        let vi = f
+            .of(self.handle(viommu, Gs::Viommu, 3))
+            .map(|()| &self.viommus[&viommu]);
+        let pd = f
+            .of(self.handle(pdev, Gs::Pdev, 2))
+            .map(|()| &self.pdevs[&pdev]);
+        f.of(self.delegated(vdev, 1));
+        // The core compares the handles before any lock: naming one object twice is
+        // GranuleState(1) / BadHandle(2) whatever the addresses.
+        let tvm_of = self.viommus.get(&viommu).map(|v| v.tvm);
+        f.fail(
+            Some(vdev) == tvm_of || vdev == viommu || vdev == pdev,
+            st(GranuleState, 1),
+        );
+        f.fail(Some(pdev) == tvm_of || pdev == viommu, st(BadHandle, 2));
+        if let Some(pd) = pd {
+            f.fail(pd.state != PdevState::Ready, st(ObjectState, 2));
+            f.fail(pd.vdevs >= MAX_VDEVS_PER_PDEV, st(Capacity, 2));
+            if readable {
+                let in_range = u32::from(p.pbdf) >= u32::from(pd.rid_base)
+                    && u32::from(p.pbdf) < u32::from(pd.rid_base) + u32::from(pd.rid_count);
+                f.fail(!in_range, st(BdfOutOfRange, 4));
+                let used = self
+                    .vdevs
+                    .values()
+                    .any(|v| v.pdev == pdev && v.pbdf == p.pbdf);
+                f.fail(used, st(BdfInUse, 4));
+            }
+        }
+        if let Some(vi) = vi {
+            f.fail(
+                self.tvms[&vi.tvm].vdevs >= MAX_VDEVS_PER_TVM,
+                st(Capacity, 3),
+            );
+            if readable {
+                f.fail(
+                    vi.vtype == ViommuType::TsmNoViommu && p.virt_id != 0,
+                    st(InvalidArgument, 4),
+                );
+                let used = self
+                    .vdevs
+                    .values()
+                    .any(|v| v.tvm == vi.tvm && v.vbdf == p.vbdf);
+                f.fail(used, st(BdfInUse, 4));
+            }
+        }
+        f.gate()?;
         let tvm = self.viommus[&viommu].tvm;
-        // core order: naming the vIOMMU's own objects is caught before the locks.
-        if pdev == tvm || pdev == viommu {
-            return Err(st(BadHandle, 2));
-        }
-        if vdev == tvm || vdev == viommu || vdev == pdev {
-            return Err(st(GranuleState, 1));
-        }
-        self.handle(pdev, Gs::Pdev, 2)?;
-        let pd = &self.pdevs[&pdev];
-        if pd.state != PdevState::Ready {
-            return Err(st(ObjectState, 2));
-        }
-        self.delegated(vdev, 1)?;
-        let in_range = u32::from(p.pbdf) >= u32::from(pd.rid_base)
-            && u32::from(p.pbdf) < u32::from(pd.rid_base) + u32::from(pd.rid_count);
-        if !in_range {
-            return Err(st(BdfOutOfRange, 4));
-        }
-        if p.function_id != u32::from(p.pbdf) {
-            return Err(st(InvalidArgument, 4));
-        }
-        let vt = self.viommus[&viommu].vtype;
-        if vt == ViommuType::TsmNoViommu && p.virt_id != 0 {
-            return Err(st(InvalidArgument, 4));
-        }
-        if self
-            .vdevs
-            .values()
-            .any(|v| v.pdev == pdev && v.pbdf == p.pbdf)
-        {
-            return Err(st(BdfInUse, 4));
-        }
-        if self
-            .vdevs
-            .values()
-            .any(|v| v.tvm == tvm && v.vbdf == p.vbdf)
-        {
-            return Err(st(BdfInUse, 4));
-        }
-        if pd.vdevs >= MAX_VDEVS_PER_PDEV {
-            return Err(st(Capacity, 2));
-        }
-        if self.tvms[&tvm].vdevs >= MAX_VDEVS_PER_TVM {
-            return Err(st(Capacity, 3));
-        }
         self.tvms.get_mut(&tvm).unwrap().vdevs += 1;
         self.viommus.get_mut(&viommu).unwrap().vdevs += 1;
         self.pdevs.get_mut(&pdev).unwrap().vdevs += 1;
@@ -1184,7 +1215,8 @@ impl Model {
         v.sent = false;
     }
 
-    fn communicate(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Status> {
+    fn communicate(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
+        let mut f = Fails::default();
         let Env::Comm(comm) = *env else {
             panic!("COMMUNICATE without a header")
         };
@@ -1192,10 +1224,9 @@ impl Model {
         let kind = self.lockable(obj, 1)?;
         match kind {
             Gs::Pdev => {
-                if self.pdevs[&obj].connect_left == 0 {
-                    return Err(st(NoOperation, 1));
-                }
-                self.comm_in(a[1], comm)?;
+                f.fail(self.pdevs[&obj].connect_left == 0, st(NoOperation, 1));
+                f.of(self.comm_in(a[1], comm));
+                f.gate()?;
                 let p = self.pdevs.get_mut(&obj).unwrap();
                 if comm != (CommEnv::Response { valid: true }) {
                     p.state = PdevState::Error;
@@ -1217,7 +1248,9 @@ impl Model {
             Gs::Vdev => {
                 let v = &self.vdevs[&obj];
                 if v.op == DeviceOp::None {
-                    return Err(st(NoOperation, 1));
+                    f.0.push(st(NoOperation, 1));
+                    f.of(self.comm_in(a[1], comm));
+                    return Err(f);
                 }
                 if !v.sent {
                     self.comm_out(a[1])?;
@@ -1273,7 +1306,7 @@ impl Model {
                     Ok(progress(NeedsDeviceIo, v.op.raw(), v.state.raw()))
                 }
             }
-            _ => Err(st(BadHandle, 1)),
+            _ => Err(st(BadHandle, 1).into()),
         }
     }
 
@@ -1289,79 +1322,78 @@ impl Model {
         Ok(())
     }
 
-    fn guest(
-        &mut self,
-        call: CallId,
-        vcpu: u64,
-        a: &[u64; 6],
-        env: &Env,
-    ) -> Result<Expect, Status> {
+    fn guest(&mut self, call: CallId, vcpu: u64, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
         use CallId::*;
+        let mut f = Fails::default();
         let tvm = self.caller_tvm(vcpu);
+        let page = |m: &Self, gpa: u64, len: u64, write: bool, private: bool, arg: u8| {
+            Self::guest_page(&m.tvms[&tvm], gpa, len, write, private)
+                .map(|_| ())
+                .ok_or(st(InvalidBuffer, arg))
+        };
         Ok(match call {
             G_VERSION => version_call(a[0]),
             G_CONSOLE_WRITE => {
                 if a[1] == 0 || a[1] > MAX_CONSOLE {
-                    return Err(st(InvalidArgument, 2));
+                    return Err(st(InvalidArgument, 2).into());
                 }
-                Self::guest_page(&self.tvms[&tvm], a[0], a[1], false, false)
-                    .ok_or(st(InvalidBuffer, 1))?;
+                page(self, a[0], a[1], false, false, 1)?;
                 ok([0; 4])
             }
             G_EXIT => unreachable!("G_EXIT goes through VCPU_RUN"),
             G_VDEV_INFO => {
-                self.own_vdev(tvm, a[0])?;
+                f.of(self.own_vdev(tvm, a[0]));
                 if a[1] % 8 != 0 {
-                    return Err(st(InvalidBuffer, 2));
+                    f.0.push(st(InvalidBuffer, 2));
+                } else {
+                    f.of(page(self, a[1], 128, true, false, 2));
                 }
-                Self::guest_page(&self.tvms[&tvm], a[1], 128, true, false)
-                    .ok_or(st(InvalidBuffer, 2))?;
+                f.gate()?;
                 ok([0; 4])
             }
             G_VDEV_REPORT => {
                 let pa = self.own_vdev(tvm, a[0])?;
                 let v = &self.vdevs[&pa];
-                if !v.has_report() {
-                    return Err(st(ObjectState, 1));
-                }
+                f.fail(!v.has_report(), st(ObjectState, 1));
+                f.fail(a[3] == 0, st(InvalidArgument, 4));
                 let total = u64::from(v.report_len);
-                if a[1] > total {
-                    return Err(st(InvalidArgument, 2));
+                if v.has_report() {
+                    f.fail(a[1] > total, st(InvalidArgument, 2));
                 }
-                if a[3] == 0 {
-                    return Err(st(InvalidArgument, 4));
-                }
+                f.gate()?;
                 let n = a[3].min(total - a[1]);
                 if n == 0 {
                     return Ok(ok([0; 4]));
                 }
-                Self::guest_page(&self.tvms[&tvm], a[2], n, true, true)
-                    .ok_or(st(InvalidBuffer, 3))?;
+                page(self, a[2], n, true, true, 3)?;
                 ok([n, total - a[1] - n, 0, 0])
             }
             G_VDEV_ACCEPT => {
                 let pa = self.own_vdev(tvm, a[0])?;
                 let v = &self.vdevs[&pa];
-                if v.state != VdevState::Locked || v.op != DeviceOp::None {
-                    return Err(st(ObjectState, 1));
-                }
-                if a[1] % 8 != 0 {
-                    return Err(st(InvalidBuffer, 2));
-                }
-                Self::guest_page(&self.tvms[&tvm], a[1], 96, false, false)
-                    .ok_or(st(InvalidBuffer, 2))?;
+                f.fail(
+                    v.state != VdevState::Locked || v.op != DeviceOp::None,
+                    st(ObjectState, 1),
+                );
+                let readable = if a[1] % 8 != 0 {
+                    f.0.push(st(InvalidBuffer, 2));
+                    false
+                } else {
+                    f.of(page(self, a[1], 96, false, false, 2)).is_some()
+                };
                 let Env::Accept(e) = *env else {
                     panic!("G_VDEV_ACCEPT without evidence")
                 };
-                if e.reserved {
-                    return Err(st(InvalidArgument, 2));
+                if readable {
+                    if e.reserved {
+                        f.0.push(st(InvalidArgument, 2));
+                    } else if e.from != Some((v.uid, v.binds)) {
+                        f.0.push(st(EvidenceMismatch, 1));
+                    } else if let Some(i) = e.altered {
+                        f.0.push(st(EvidenceMismatch, i));
+                    }
                 }
-                let current = e.from == Some((v.uid, v.binds));
-                match (current, e.altered) {
-                    (false, _) => return Err(st(EvidenceMismatch, 1)),
-                    (true, Some(f)) => return Err(st(EvidenceMismatch, f)),
-                    (true, None) => {}
-                }
+                f.gate()?;
                 let v = self.vdevs.get_mut(&pa).unwrap();
                 v.state = VdevState::Starting;
                 v.op = DeviceOp::Start;
@@ -1376,7 +1408,7 @@ impl Model {
                 let v = &self.vdevs[&pa];
                 if !matches!(v.state, VdevState::Run | VdevState::Locked) || v.op != DeviceOp::None
                 {
-                    return Err(st(ObjectState, 1));
+                    return Err(st(ObjectState, 1).into());
                 }
                 let v = self.vdevs.get_mut(&pa).unwrap();
                 v.state = VdevState::Stopping;
@@ -1390,58 +1422,53 @@ impl Model {
             }
             G_S1_ATTACH => {
                 let pa = self.own_vdev(tvm, a[0])?;
-                let pasid = one_pasid(a[1])?;
-                let min = self.stage1_min(pa)?;
-                let bits = match a[3] {
-                    0 => 48,
-                    b if b >> 8 == 0 => b,
-                    _ => return Err(st(InvalidArgument, 4)),
-                };
-                if bits < min || bits > 48 {
-                    return Err(st(InvalidArgument, 4));
+                let pasid = f.of(one_pasid(a[1]));
+                if let Some(min) = f.of(self.stage1_min(pa)) {
+                    let bits = if a[3] == 0 { 48 } else { a[3] };
+                    f.fail(bits < min || bits > 48, st(InvalidArgument, 4));
                 }
-                if a[2] % G != 0 {
-                    return Err(st(Misaligned, 3));
+                f.fail(a[2] % G != 0, st(Misaligned, 3));
+                f.fail(a[2] >> self.tvms[&tvm].gpa_bits != 0, st(OutOfRange, 3));
+                if let Some(pasid) = pasid {
+                    let v = &self.vdevs[&pa];
+                    let full = pasid.is_some()
+                        && !v.s1.contains(&pasid)
+                        && v.s1.iter().filter(|p| p.is_some()).count() >= PASIDS_PER_VDEV;
+                    f.fail(full, st(Capacity, 2));
                 }
-                if a[2] >> self.tvms[&tvm].gpa_bits != 0 {
-                    return Err(st(OutOfRange, 3));
-                }
-                let v = self.vdevs.get_mut(&pa).unwrap();
-                if pasid.is_some()
-                    && !v.s1.contains(&pasid)
-                    && v.s1.iter().filter(|p| p.is_some()).count() >= PASIDS_PER_VDEV
-                {
-                    return Err(st(Capacity, 2));
-                }
-                v.s1.insert(pasid);
+                f.gate()?;
+                self.vdevs.get_mut(&pa).unwrap().s1.insert(pasid.unwrap());
                 ok([0; 4])
             }
             G_S1_DETACH => {
                 let pa = self.own_vdev(tvm, a[0])?;
-                let pasid = one_pasid(a[1])?;
-                self.stage1_min(pa)?;
-                if !self.vdevs.get_mut(&pa).unwrap().s1.remove(&pasid) {
-                    return Err(st(NotMapped, 2));
+                let pasid = f.of(one_pasid(a[1]));
+                f.of(self.stage1_min(pa));
+                if let Some(p) = pasid {
+                    f.fail(!self.vdevs[&pa].s1.contains(&p), st(NotMapped, 2));
                 }
+                f.gate()?;
+                self.vdevs.get_mut(&pa).unwrap().s1.remove(&pasid.unwrap());
                 ok([0; 4])
             }
             G_S1_INVALIDATE => {
                 self.own_vdev(tvm, a[0])?;
                 if a[1] != NO_PASID && a[1] != ALL_PASIDS && a[1] > MAX_PASID {
-                    return Err(st(InvalidArgument, 2));
+                    return Err(st(InvalidArgument, 2).into());
                 }
                 ok([0; 4])
             }
             G_EVENT_READ => {
-                let pa = self.own_vdev(tvm, a[0])?;
+                let pa = f.of(self.own_vdev(tvm, a[0]));
                 if a[1] % 8 != 0 {
-                    return Err(st(InvalidBuffer, 2));
+                    f.0.push(st(InvalidBuffer, 2));
+                } else {
+                    f.of(page(self, a[1], 64, true, false, 2));
                 }
-                Self::guest_page(&self.tvms[&tvm], a[1], 64, true, false)
-                    .ok_or(st(InvalidBuffer, 2))?;
-                let q = &mut self.vdevs.get_mut(&pa).unwrap().events;
+                f.gate()?;
+                let q = &mut self.vdevs.get_mut(&pa.unwrap()).unwrap().events;
                 if q.pending == 0 {
-                    return Err(Status::new(Empty));
+                    return Err(Status::new(Empty).into());
                 }
                 q.pending -= 1;
                 ok([u64::from(q.pending), u64::from(q.overflow), 0, 0])

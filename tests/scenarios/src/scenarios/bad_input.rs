@@ -272,9 +272,21 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     );
     // Granules that belong to the TVM are not the host's to delegate again.
     let private = w.tvm(t)?.page(SCRATCH_GPA).unwrap_or(Pa(0));
-    bad!(host::granule_delegate(env, private), s(GranuleState, 1), "DELEGATE a private page");
-    bad!(host::granule_delegate(env, tv), s(GranuleState, 1), "DELEGATE a TVM object");
-    bad!(host::granule_delegate(env, w.tvm(t)?.tables[2]), s(GranuleState, 1), "DELEGATE a table");
+    bad!(
+        host::granule_delegate(env, private),
+        s(GranuleState, 1),
+        "DELEGATE a private page"
+    );
+    bad!(
+        host::granule_delegate(env, tv),
+        s(GranuleState, 1),
+        "DELEGATE a TVM object"
+    );
+    bad!(
+        host::granule_delegate(env, w.tvm(t)?.tables[2]),
+        s(GranuleState, 1),
+        "DELEGATE a table"
+    );
     // A shared page blocks its delegation.
     let shared = w.map_shared(env, t, Gpa(SCRATCH_GPA.0 + 0x2000))?;
     bad!(

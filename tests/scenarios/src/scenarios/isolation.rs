@@ -74,6 +74,11 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     );
     w.activate(env, a)?;
 
+    // The guest's.
+    w.run_expect(env, a, 0, Exit::Exited(0))?;
+    w.run_expect(env, a, 1, Exit::Fault { gpa: OTHER_GPA.0 })?;
+    w.run_expect(env, a, 2, Exit::Fault { gpa: host_gpa.0 })?;
+    say!("guest accesses to another TVM's page and to host memory faulted");
     // The host's own accesses.
     let free = w.pool.secure(env)?;
     let private = w
@@ -86,10 +91,5 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     }
     say!("host loads and stores to 5 kinds of secure memory were blocked");
 
-    // The guest's.
-    w.run_expect(env, a, 0, Exit::Exited(0))?;
-    w.run_expect(env, a, 1, Exit::Fault { gpa: OTHER_GPA.0 })?;
-    w.run_expect(env, a, 2, Exit::Fault { gpa: host_gpa.0 })?;
-    say!("guest accesses to another TVM's page and to host memory faulted");
     w.finish(env)
 }

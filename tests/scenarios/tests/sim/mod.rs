@@ -200,7 +200,31 @@ struct SimGuest {
 }
 
 impl SimGuest {
-    /// The PA behind `gpa` through the core's own address map of the TVM.
+    /// An x86-64 CPU's walk of the TVM's tables for one access: it ignores the Accessed and
+    /// Dirty bits when it reads an entry and sets Accessed on every entry it uses (the TVM runs
+    /// on these very tables in ring 3), Dirty on the page for a write.
+    fn x86_walk(&self, map: &AddressMap<'_>, gpa: Gpa, write: bool) -> Option<Pa> {
+        const PRESENT: u64 = 1;
+        const RW: u64 = 1 << 1;
+        const ACCESSED: u64 = 1 << 5;
+        const DIRTY: u64 = 1 << 6;
+        const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+        let mut table = self.root;
+        for level in 0..=3u32 {
+            let idx = ((gpa.0 >> (12 + 9 * (3 - level))) & 511) as usize;
+            let raw = map.read_raw(table, idx).ok()?;
+            if raw & PRESENT == 0 || (write && raw & RW == 0) {
+                return None;
+            }
+            let dirty = if level == 3 && write { DIRTY } else { 0 };
+            map.write_raw(table, idx, raw | ACCESSED | dirty).ok()?;
+            table = Pa(raw & ADDR);
+        }
+        Some(Pa(table.0 + gpa.granule_offset()))
+    }
+
+    /// The PA behind `gpa`: the x86-64 walk above, or (Arm stage 2, whose Access flag the core
+    /// sets and the CPU leaves alone) the core's own lookup of the TVM's map.
     fn translate(&self, gpa: Gpa, write: bool) -> Result<Pa, GuestFault> {
         let fault = GuestFault { gpa, write };
         let map = AddressMap::new(
@@ -208,6 +232,9 @@ impl SimGuest {
             format::for_platform(self.sim.format),
             self.root,
         );
+        if self.sim.format == AddressMapFormat::X86_64FourLevel {
+            return self.x86_walk(&map, gpa, write).ok_or(fault);
+        }
         let leaf = map.lookup(gpa.granule_base()).map_err(|_| fault)?;
         if write && !leaf.perms.write {
             return Err(fault);
