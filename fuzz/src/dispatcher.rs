@@ -131,7 +131,7 @@ fn argument(input: &mut Input<'_>) -> u64 {
         arg::OUTSIDE => match input.u8() % 5 {
             0 => DRAM_BASE - GRANULE_SIZE,
             1 => DRAM_BASE + GRANULES * GRANULE_SIZE,
-            2 => u64::MAX & !(GRANULE_SIZE - 1),
+            2 => !(GRANULE_SIZE - 1),
             3 => 1 << 52,
             _ => DRAM_BASE + GRANULES * GRANULE_SIZE - 8,
         },

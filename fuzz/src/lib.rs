@@ -15,8 +15,11 @@ pub mod input;
 pub mod tdisp;
 pub mod walkers;
 
+/// A target's entry: runs one input, panics on a failed check.
+pub type Entry = fn(&[u8]);
+
 /// Every target: its name (a `fuzz_targets/` binary and a `corpus/` directory) and its entry.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Entry); 4] = [
     ("dispatcher", dispatcher::run),
     ("tdisp_decode", tdisp::run),
     ("walkers", walkers::run),

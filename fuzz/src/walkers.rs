@@ -181,7 +181,7 @@ fn perms(bits: u8) -> Perms {
 /// A descriptor: raw (kind 0) or a GPA page of the fuzzer's range with low and high attribute
 /// bits (kind 1), so table and leaf descriptors chain into mapped memory.
 fn descriptor(input: &mut Input<'_>) -> u64 {
-    if input.u8() % 2 == 0 {
+    if input.u8().is_multiple_of(2) {
         input.u64()
     } else {
         let page = gpa_page(input.u8());
@@ -210,7 +210,7 @@ fn pasid(input: &mut Input<'_>) -> Option<u32> {
 
 /// An IOVA: raw, or four table indices and a page offset (level 0 first).
 fn iova(input: &mut Input<'_>) -> u64 {
-    if input.u8() % 4 == 0 {
+    if input.u8().is_multiple_of(4) {
         return input.u64();
     }
     let mut v = 0u64;
@@ -318,7 +318,7 @@ pub fn run(data: &[u8]) {
                     continue;
                 };
                 let p = pasid(&mut input);
-                let root = if input.u8() % 8 == 0 {
+                let root = if input.u8().is_multiple_of(8) {
                     input.u64()
                 } else {
                     gpa_page(input.u8())

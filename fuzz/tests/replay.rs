@@ -35,20 +35,29 @@ fn corpus_dirs() -> &'static [&'static str] {
 #[test]
 fn seeds_corpus_and_regressions_pass_every_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut failed = Vec::new();
     for (target, run) in tsm_fuzz::TARGETS {
         let seeds = tsm_fuzz::seeds(target);
         assert!(!seeds.is_empty(), "{target} has seeds");
-        for (name, bytes) in &seeds {
-            eprintln!("{target}: seed {name}");
-            run(bytes);
-        }
+        let mut all: Vec<(String, Vec<u8>)> = seeds
+            .into_iter()
+            .map(|(n, b)| (format!("seed {n}"), b))
+            .collect();
         for dir in corpus_dirs() {
-            for (path, bytes) in inputs(&root.join(dir).join(target)) {
-                eprintln!("{target}: {path}");
-                run(&bytes);
+            all.extend(inputs(&root.join(dir).join(target)));
+        }
+        // Every input runs even after one fails, so the report lists them all.
+        for (name, bytes) in all {
+            if std::panic::catch_unwind(|| run(&bytes)).is_err() {
+                failed.push(format!("{target}: {name}"));
             }
         }
     }
+    assert!(
+        failed.is_empty(),
+        "inputs failing their checks:\n{}",
+        failed.join("\n")
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod prereq;
 mod procs;
 mod qemu;
 mod records;
+mod release_check;
 mod scenarios;
 mod test_cmd;
 mod workspace;

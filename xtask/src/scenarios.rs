@@ -13,16 +13,19 @@ pub enum Variant {
     Normal,
     /// With tsm-firmware's `selftest-fault` feature: the TSM takes a deliberate exception.
     SelftestFault,
+    /// With tsm-firmware's `dma-inject` feature: the test-only TEST_DMA_INJECT call exists.
+    DmaInject,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Normal, Variant::SelftestFault];
+    pub const ALL: [Variant; 3] = [Variant::Normal, Variant::SelftestFault, Variant::DmaInject];
 
     /// tsm-firmware features of this variant.
     pub fn features(self) -> &'static [&'static str] {
         match self {
             Variant::Normal => &[],
             Variant::SelftestFault => &["selftest-fault"],
+            Variant::DmaInject => &["dma-inject"],
         }
     }
 
@@ -30,6 +33,7 @@ impl Variant {
         match self {
             Variant::Normal => "normal",
             Variant::SelftestFault => "selftest-fault",
+            Variant::DmaInject => "dma-inject",
         }
     }
 }
@@ -137,7 +141,7 @@ pub const SCENARIOS: &[Scenario] = &[
         host_const: "LIFECYCLE",
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
-        variant: Variant::Normal,
+        variant: Variant::DmaInject,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -193,7 +197,7 @@ pub const SCENARIOS: &[Scenario] = &[
         host_const: "HOSTILE_DEVICE",
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
-        variant: Variant::Normal,
+        variant: Variant::DmaInject,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -207,7 +211,7 @@ pub const SCENARIOS: &[Scenario] = &[
         host_const: "DMA_RULES",
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
-        variant: Variant::Normal,
+        variant: Variant::DmaInject,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,

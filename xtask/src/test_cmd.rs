@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::arch::Arch;
 use crate::images::{self, Images};
 use crate::outcome::{self, Outcome};
+use crate::release_check;
 use crate::scenarios::{Scenario, Variant};
 use crate::workspace::{Workspace, show};
 use crate::{procs, qemu};
@@ -91,6 +92,23 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
             ok: failed.is_empty(),
             wall: t.elapsed(),
         });
+        if opts.checks
+            && let Some((_, Ok(test_build))) = built.iter().find(|(v, _)| *v == Variant::DmaInject)
+        {
+            let t = Instant::now();
+            let result = release_check::check(ws, arch, test_build);
+            if let Err(e) = &result {
+                eprintln!("xtask: {e}");
+            }
+            rows.push(Row {
+                what: "no TEST_DMA_INJECT in release image".into(),
+                arch: arch.name(),
+                expected: "absent".into(),
+                result: result.clone().unwrap_or_else(|_| "FAILED".into()),
+                ok: result.is_ok(),
+                wall: t.elapsed(),
+            });
+        }
         for &scenario in &opts.scenarios {
             match built.iter().find(|(v, _)| *v == scenario.variant) {
                 Some((_, Ok(images))) => jobs.push(Job {

@@ -18,11 +18,17 @@ use super::host::{ExitKind, Frame, switch_to};
 use super::platform::QemuVirt;
 use super::stage2;
 use super::syndrome::{self, AbortIss, Ec};
+use super::sysreg::{read_sysreg, write_sysreg};
 
 /// SCTLR_EL1 a vCPU starts with: RES1 bits only (MMU, caches, alignment checks off).
 const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// CPACR_EL1 a vCPU starts with: FP/SIMD usable at EL1/EL0 (compiled guest code uses it).
 const CPACR_FP: u64 = 0b11 << 20;
+/// MDCR_EL2 bits set while a vCPU runs: TPMCR, TPM (PMU registers), TDA, TDOSA, TDRA (debug
+/// registers) trap to EL2. The PMU and the breakpoints are shared with the host and not
+/// switched: a guest could otherwise raise PMU interrupts while the host runs or plant
+/// breakpoints in the host.
+const MDCR_GUEST_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
 
 /// A vCPU's saved registers, as stored in its granule's context area.
 #[repr(C, align(16))]
@@ -115,11 +121,13 @@ impl QemuVirt {
             return Err(GuestError::NoVmid);
         };
         let host_el1 = El1State::save();
+        let host_mdcr = read_sysreg!("mdcr_el2");
         // SAFETY: from here to `leave_tvm` only the vCPU runs at EL1 on this CPU, under its
         // own EL1 state and its TVM's stage 2 (root is that TVM's root table, alive while the
-        // core keeps the vCPU claimed).
+        // core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
         let host_s2 = unsafe {
             ctx.el1.load();
+            write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
             stage2::enter_tvm(vmid, root)
         };
         let kind = switch_to(&mut ctx.frame);
@@ -128,6 +136,7 @@ impl QemuVirt {
         // host runs on this CPU again.
         unsafe {
             stage2::leave_tvm(host_s2);
+            write_sysreg!("mdcr_el2", host_mdcr);
             host_el1.load();
         }
         super::sysreg::isb();

@@ -2,7 +2,7 @@
 //! accesses cacheable), reaches the TSM with `smc #0` (abi/src/regs.rs).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::api::{Error, Transport, host};
@@ -45,7 +45,7 @@ core::arch::global_asm!(
     "5:",
     "adrp x9, __stack_top",
     "add x9, x9, :lo12:__stack_top",
-    "sub x9, x9, x2, lsl #16",
+    "sub x9, x9, x2, lsl #18",
     "mov sp, x9",
     "bl {main}",
     // No stack for this CPU: it stays out of the way.
@@ -90,19 +90,21 @@ extern "C" fn entry(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
     secondary(cpu)
 }
 
-/// Work CPU 0 hands a secondary CPU: `post` = the handle of a vCPU to run (0: none) that must
-/// fault at GPA `target`; the CPU answers in `done` (1 = the job passed, 2 = it failed) and
-/// clears `post`.
+/// A job CPU 0 runs on a secondary CPU: its argument in, whether it passed out.
+pub type Job = fn(u64) -> bool;
+
+/// Work CPU 0 hands a secondary CPU: `job` = a [`Job`] as an address (0: none) and its `arg`;
+/// the CPU answers in `done` (1 = the job passed, 2 = it failed) and clears `job`.
 struct Mailbox {
-    post: AtomicU64,
-    target: AtomicU64,
+    job: AtomicUsize,
+    arg: AtomicU64,
     done: AtomicU64,
 }
 
 static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
     Mailbox {
-        post: AtomicU64::new(0),
-        target: AtomicU64::new(0),
+        job: AtomicUsize::new(0),
+        arg: AtomicU64::new(0),
         done: AtomicU64::new(0),
     }
 }; MAX_CPUS as usize];
@@ -123,22 +125,24 @@ fn secondary(cpu: u64) -> ! {
     };
     online.store(true, Ordering::Release);
     loop {
-        let post = mailbox.post.load(Ordering::Acquire);
-        if post == 0 {
+        let job = mailbox.job.load(Ordering::Acquire);
+        if job == 0 {
             core::hint::spin_loop();
             continue;
         }
-        let target = mailbox.target.load(Ordering::Acquire);
-        let passed = fault_job(cpu, Pa(post), target).is_some();
+        // SAFETY: `post` stored a `Job` function pointer's address here (never anything
+        // else, never 0), so turning it back gives the same function pointer.
+        let job = unsafe { core::mem::transmute::<usize, Job>(job) };
+        let passed = job(mailbox.arg.load(Ordering::Acquire));
         mailbox
             .done
             .store(if passed { 1 } else { 2 }, Ordering::Release);
-        mailbox.post.store(0, Ordering::Release);
+        mailbox.job.store(0, Ordering::Release);
     }
 }
 
 /// Waits (up to a second) for CPU `cpu` to be up in the host.
-fn wait_online(cpu: usize) -> bool {
+pub fn wait_online(cpu: usize) -> bool {
     let deadline = now_us().saturating_add(1_000_000);
     while now_us() < deadline {
         if ONLINE.get(cpu).is_some_and(|o| o.load(Ordering::Acquire)) {
@@ -147,6 +151,36 @@ fn wait_online(cpu: usize) -> bool {
         core::hint::spin_loop();
     }
     false
+}
+
+/// Starts `job(arg)` on CPU `cpu` (1..4) once it is up in the host and idle; false if it is
+/// not up or still busy. CPU 0 runs the scenario meanwhile; [`wait_job`] collects the result.
+pub fn post_job(cpu: usize, job: Job, arg: u64) -> bool {
+    let Some(mailbox) = MAILBOXES.get(cpu).filter(|_| cpu != 0 && wait_online(cpu)) else {
+        return false;
+    };
+    if mailbox.job.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    mailbox.done.store(0, Ordering::Release);
+    mailbox.arg.store(arg, Ordering::Release);
+    mailbox.job.store(job as usize, Ordering::Release);
+    true
+}
+
+/// Waits up to `timeout_us` for the job posted to CPU `cpu`: `Some(passed)`, or `None` if it
+/// did not finish in time.
+pub fn wait_job(cpu: usize, timeout_us: u64) -> Option<bool> {
+    let mailbox = MAILBOXES.get(cpu)?;
+    let deadline = now_us().saturating_add(timeout_us);
+    loop {
+        match mailbox.done.load(Ordering::Acquire) {
+            1 => return Some(true),
+            2 => return Some(false),
+            _ if now_us() >= deadline => return None,
+            _ => core::hint::spin_loop(),
+        }
+    }
 }
 
 /// Issues one call through the gate. x5..x17 are preserved by the TSM (abi/src/regs.rs) but
@@ -367,6 +401,11 @@ fn fault_job(cpu: u64, vcpu: Pa, target: u64) -> Option<()> {
     Some(())
 }
 
+/// CPU 1's part of `vcpu-smoke`: vCPU 1 (handle `vcpu`) must fault on [`HOST_PAGE`].
+fn vcpu1_fault_job(vcpu: u64) -> bool {
+    fault_job(1, Pa(vcpu), HOST_PAGE).is_some()
+}
+
 /// Scenario `vcpu-smoke`: delegate granules, build a TVM with the guest program in a private
 /// page and three vCPUs, run them: the first must exit DENIED_CALL (it tried a host call),
 /// then GUEST_EXIT with a code proving G_VERSION worked and the host call got `Denied`; the
@@ -444,24 +483,14 @@ fn vcpu_smoke_steps() -> Option<()> {
 
     // vCPU 1 on CPU 1 (when it is up) while CPU 0 runs vCPU 2: two VCPU_RUNs of one TVM at
     // once, on two CPUs.
-    let parallel = wait_online(1);
-    if parallel {
-        let mailbox = MAILBOXES.get(1)?;
-        mailbox.done.store(0, Ordering::Release);
-        mailbox.target.store(HOST_PAGE, Ordering::Release);
-        mailbox.post.store(vcpus[1].0, Ordering::Release);
-    } else {
+    let parallel = post_job(1, vcpu1_fault_job, vcpus[1].0);
+    if !parallel {
         defmt::warn!("CPU 1 is not up in the host: CPU 0 runs both fault vCPUs");
         fault_job(0, vcpus[1], HOST_PAGE)?;
     }
     fault_job(0, vcpus[2], TSM_IMAGE)?;
     if parallel {
-        let mailbox = MAILBOXES.get(1)?;
-        let deadline = now_us().saturating_add(5_000_000);
-        while mailbox.done.load(Ordering::Acquire) == 0 && now_us() < deadline {
-            core::hint::spin_loop();
-        }
-        if mailbox.done.load(Ordering::Acquire) != 1 {
+        if wait_job(1, 5_000_000) != Some(true) {
             defmt::error!("CPU 1's vCPU job failed or did not finish");
             return None;
         }

@@ -452,6 +452,9 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 /// reason (the fault is queued like a real one).
 #[cfg(feature = "dma-inject")]
 pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+    // Keeps the marker in every image that has this handler, so xtask can prove a release
+    // image does not (`cargo xtask test`, check "no DMA injection in release images").
+    core::hint::black_box(&DMA_INJECT_MARKER);
     let rid = u16::try_from(a[0]).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
     let pasid = one_pasid(a[1], 2)?;
     let flags = DmaInjectFlags::from_bits(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
@@ -482,6 +485,10 @@ pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         }
     }
 }
+
+/// Bytes that exist in an image exactly when TEST_DMA_INJECT is compiled in.
+#[cfg(feature = "dma-inject")]
+pub static DMA_INJECT_MARKER: [u8; 32] = *b"TSM: TEST_DMA_INJECT compiled in";
 
 /// TEST_DMA_INJECT does not exist in this build.
 #[cfg(not(feature = "dma-inject"))]

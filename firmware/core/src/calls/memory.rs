@@ -26,9 +26,12 @@ fn st(code: StatusCode, arg: u8) -> Status {
 /// GRANULE_DELEGATE: NS → DELEGATED; the host loses access before the call returns.
 pub fn granule_delegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let pa = Pa(a[0]);
-    let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
-    g.state()
-        .check_transition(GranuleState::Delegated)
+    // Only host memory can be delegated. The state machine also has owned → DELEGATED edges
+    // (object destroy, unmap), so checking the edge alone would let the host "delegate" a
+    // mapped private page or a live object and then undelegate it back into its own hands.
+    let mut g = t
+        .granules
+        .lock_in(pa, GranuleState::Ns)
         .map_err(|e| e.status(1))?;
     if g.refcount() != 0 {
         // Mapped shared into a TVM: delegating it would put a secure granule in a TVM's

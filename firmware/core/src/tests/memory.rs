@@ -54,6 +54,22 @@ fn delegate_and_undelegate_refusals() {
     h.refused(GRANULE_UNDELEGATE, &[t.root.0], s(GranuleState, 1));
 }
 
+/// Regression (found by the end-to-end bad-input scenario): DELEGATE accepted any granule with
+/// an edge to DELEGATED, so the host could "delegate" a mapped private page or a live object,
+/// undelegate it and read it while the TVM still used it.
+#[test]
+fn only_host_memory_can_be_delegated() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let t = build_tvm(&h, 20);
+    let page = h.delegate(30);
+    h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, NO_SOURCE, 3])
+        .unwrap();
+    for owned in [page, t.tvm, t.root, t.tables[0]] {
+        h.refused(GRANULE_DELEGATE, &[owned.0], s(GranuleState, 1));
+        h.refused(GRANULE_UNDELEGATE, &[owned.0], s(GranuleState, 1));
+    }
+}
+
 #[test]
 fn tvm_create_checks_params_and_granules() {
     let h = harness(AddressMapFormat::ArmStage2);

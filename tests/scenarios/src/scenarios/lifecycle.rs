@@ -78,7 +78,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         );
     }
     say!(
-        "{=usize} vdevices accepted, T=1 DMA reached private memory, unbound",
+        "{=usize} vdevices accepted and unbound (T=1 DMA checked when the TSM has TEST_DMA_INJECT)",
         w.vdevs.len()
     );
     w.finish(env)
