@@ -10,7 +10,6 @@
 //! | [`run`] | the VCPU_RUN protocol between the HAL run loops and the core |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
 //! | [`calls`] | the call handlers |
-//! | [`run`] | the VCPU_RUN protocol between the HAL run loop and the core |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |

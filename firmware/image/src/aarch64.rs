@@ -1,7 +1,8 @@
 //! The TSM on aarch64: boot banner, then the host run loop. Every host call goes to
 //! `tsm_core` ([`Tsm::host_call`]); a VCPU_RUN runs the vCPU ([`run_vcpu`]) until the core
-//! completes the call; any other host exit is reported with its decoded syndrome and fails the
-//! run.
+//! completes the call; a host load or store to memory it does not own is logged and skipped
+//! (the isolation probes); any other host exit is reported with its decoded syndrome and fails
+//! the run.
 
 use spin::Once;
 use tsm_abi::addr::Gpa;
@@ -12,7 +13,7 @@ use tsm_hal::aarch64::syndrome::{self, AbortIss, Ec};
 use tsm_hal::aarch64::{
     Boot, Exit, Fault, GUEST_CONTEXT_BYTES, GuestTrap, HostContext, QemuVirt, Start, exit,
 };
-use tsm_hal::platform::ExitCode;
+use tsm_hal::platform::{ExitCode, MemRange};
 
 // The HAL's vCPU context fits the area the core reserves for it in the VCPU granule.
 const _: () = assert!(GUEST_CONTEXT_BYTES as u64 <= tsm_core::run::CONTEXT_SIZE);
@@ -51,20 +52,26 @@ fn main(boot: Boot) -> ! {
     };
     let cpus = tsm_hal::aarch64::start_secondary_cpus();
     defmt::info!("{=usize} CPUs up (PSCI CPU_ON)", cpus);
-    run_host(platform, monitor, boot.host, boot.cpu)
+    run_host(platform, monitor, boot.host, dram, boot.cpu)
 }
 
 /// A secondary CPU (started by CPU 0 once the monitor is shared): runs the host on it.
-fn secondary(cpu: u64, host: HostContext) -> ! {
+fn secondary(cpu: u64, host: HostContext, dram: MemRange) -> ! {
     let (Some(platform), Some(monitor)) = (PLATFORM.get(), MONITOR.get()) else {
         defmt::error!("CPU {=u64} started before the monitor", cpu);
         exit(ExitCode::Failure)
     };
-    run_host(platform, monitor, host, cpu)
+    run_host(platform, monitor, host, dram, cpu)
 }
 
 /// Runs the host on this CPU, handing each of its calls to the core.
-fn run_host(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: u64) -> ! {
+fn run_host(
+    platform: &QemuVirt,
+    monitor: &Tsm<'_>,
+    mut host: HostContext,
+    dram: MemRange,
+    cpu: u64,
+) -> ! {
     defmt::debug!("CPU {=u64}: entering the host", cpu);
     loop {
         match host.run() {
@@ -89,6 +96,20 @@ fn run_host(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: 
                 host.finish_call(&result);
             }
             Exit::Fault(fault) => {
+                if let Some(ipa) = host.skip_blocked_access(&dram) {
+                    defmt::warn!(
+                        "CPU {=u64}: host {=str} of IPA {=u64:#x} (not host memory) blocked and skipped, ELR {=u64:#x}",
+                        cpu,
+                        if AbortIss::decode(fault.esr).write {
+                            "write"
+                        } else {
+                            "read"
+                        },
+                        ipa,
+                        fault.elr
+                    );
+                    continue;
+                }
                 report_fault(&fault, host.frame().x);
                 exit(ExitCode::Failure)
             }

@@ -10,7 +10,7 @@ use core::mem::offset_of;
 
 use tsm_abi::regs::{CallRegs, CallResult};
 
-use super::syndrome::{self, Ec};
+use super::syndrome::{self, AbortIss, Ec};
 use crate::platform::MemRange;
 
 /// Where the host payload's image starts, and its entry point (docs/design.md).
@@ -335,4 +335,31 @@ impl HostContext {
     pub fn finish_call(&mut self, result: &CallResult) {
         self.frame.set_result(result);
     }
+
+    /// Turns the last exit into a blocked access if it was one: a data abort on a stage-2
+    /// translation fault at an IPA inside `dram` (a granule the host's stage-2 does not map:
+    /// the TSM's memory or a secure granule). The load or store did not happen; the host
+    /// resumes after it with [`BLOCKED_FLAG_REG`] set to 1, which is how a host that probes on
+    /// purpose learns it was blocked (docs/design.md, "aarch64 TVM contexts and SMP"). Returns
+    /// the faulting IPA, or `None` (and changes nothing) for any other exit.
+    pub fn skip_blocked_access(&mut self, dram: &MemRange) -> Option<u64> {
+        let f = &mut self.frame;
+        let iss = AbortIss::decode(f.esr);
+        let ipa = syndrome::fault_ipa(f.hpfar, f.far);
+        let translation = (0x04..=0x07).contains(&iss.fsc);
+        if syndrome::ec(f.esr) != Ec::DABT_LOWER
+            || !translation
+            || iss.s1ptw
+            || !dram.contains(tsm_abi::addr::Pa(ipa), 1)
+        {
+            return None;
+        }
+        f.pc = f.pc.wrapping_add(4);
+        f.x[BLOCKED_FLAG_REG] = 1;
+        Some(ipa)
+    }
 }
+
+/// The host register a blocked access sets to 1 (x17, IP1: a scratch register the probing
+/// code declares clobbered).
+pub const BLOCKED_FLAG_REG: usize = 17;

@@ -209,6 +209,44 @@ pub fn call(regs: &CallRegs) -> CallResult {
     }
 }
 
+/// Touches 8 bytes at `pa`, memory the host must not reach, in one instruction: a load, or
+/// with `write` a store of `marker`. The TSM blocks such an access, logs it and resumes after
+/// it with x17 = 1 (docs/design.md, "aarch64 TVM contexts and SMP"). Returns whether it was
+/// blocked and what the load returned (0 when blocked: nothing moved).
+pub fn probe(pa: u64, write: bool, marker: u64) -> (bool, u64) {
+    let (blocked, value): (u64, u64);
+    if write {
+        // SAFETY: a single store to an address no Rust object of this program lives at: it
+        // either reaches NS memory (an isolation failure the caller reports) or traps to the
+        // TSM, which skips it and sets x17 (declared clobbered).
+        unsafe {
+            core::arch::asm!(
+                "mov x17, xzr",
+                "str {m}, [{a}]",
+                a = in(reg) pa,
+                m = in(reg) marker,
+                out("x17") blocked,
+                options(nostack)
+            )
+        };
+        value = 0;
+    } else {
+        // SAFETY: as above, with a single load; its destination stays 0 when blocked.
+        unsafe {
+            core::arch::asm!(
+                "mov x17, xzr",
+                "mov {v}, xzr",
+                "ldr {v}, [{a}]",
+                a = in(reg) pa,
+                v = out(reg) value,
+                out("x17") blocked,
+                options(nostack)
+            )
+        };
+    }
+    (blocked == 1, value)
+}
+
 /// The scenario xtask chose for this run.
 pub fn scenario_id() -> u32 {
     // SAFETY: the parameters page is host DRAM (mapped in the host's stage-2) that QEMU's loader
@@ -406,7 +444,8 @@ fn vcpu1_fault_job(vcpu: u64) -> bool {
     fault_job(1, Pa(vcpu), HOST_PAGE).is_some()
 }
 
-/// Scenario `vcpu-smoke`: delegate granules, build a TVM with the guest program in a private
+/// Scenario `vcpu-smoke`: delegate granules (the host's loads and stores to one are blocked),
+/// build a TVM with the guest program in a private
 /// page and three vCPUs, run them: the first must exit DENIED_CALL (it tried a host call),
 /// then GUEST_EXIT with a code proving G_VERSION worked and the host call got `Denied`; the
 /// second (on CPU 1, in parallel) touches host memory the TVM does not map and the third the
@@ -421,6 +460,13 @@ fn vcpu_smoke_steps() -> Option<()> {
     let [tvm, root, l1, l2, l3, code, vcpus @ ..] = core::array::from_fn::<_, SECURE, _>(granule);
     for i in 0..SECURE {
         ok("GRANULE_DELEGATE", host::granule_delegate(t, granule(i)))?;
+    }
+    // A delegated granule is out of the host's reach: both probes are blocked.
+    let (read_blocked, value) = probe(granule(0).0, false, 0);
+    let (write_blocked, _) = probe(granule(0).0, true, 0xBAD0_BAD0);
+    if !read_blocked || value != 0 || !write_blocked {
+        defmt::error!("a host access to a delegated granule was not blocked");
+        return None;
     }
     let params = Pa(core::ptr::addr_of!(TVM_PARAMS) as u64);
     ok("TVM_CREATE", host::tvm_create(t, tvm, params, root))?;

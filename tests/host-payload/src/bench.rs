@@ -1,0 +1,274 @@
+//! The `bench` scenario: instructions per host call, read from the guest-visible counter
+//! around each call. xtask runs it under QEMU `-icount shift=0` (one instruction per virtual
+//! ns), so the counter measures instructions, and parses one line per figure
+//! (xtask/src/bench.rs, docs/benchmarks.md):
+//!
+//! - `bench calib loop_insns=<n> ticks=<t>`: a loop of a known instruction count, for the scale
+//!   from counter ticks to instructions;
+//! - `bench overhead samples=<n> ticks=<t>`: two back-to-back counter reads, the cost a sample
+//!   adds to what it measures;
+//! - `bench call <name> samples=<n> ticks=<t>`: the sum over `n` samples of one call each;
+//! - `bench na <name>: <reason>`: a figure this run cannot measure, and why.
+//!
+//! Every measured call must return the status it is meant to, or the scenario fails: a refused
+//! DELEGATE costs less than a real one and would pass for a fast one.
+
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::api::{OpProgress, host};
+use tsm_abi::call::CallId;
+use tsm_abi::regs::CallRegs;
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::version::AbiVersion;
+use tsm_scenarios::driver::World;
+use tsm_scenarios::pool::Pool;
+use tsm_scenarios::{Fail, HostEnv, Outcome};
+use zerocopy::IntoBytes;
+
+use crate::env::Host;
+
+/// The scenario number (docs/benchmarks.md); not in `cargo xtask test`'s list.
+pub const ID: u32 = 30;
+
+/// Samples of each cheap call.
+const CALLS: u32 = 256;
+/// Granules delegated per round of the DELEGATE/UNDELEGATE figures.
+const GRANULES: u32 = 64;
+/// Rounds of [`GRANULES`] delegations.
+const ROUNDS: u32 = 4;
+/// VDEV_CREATE/VDEV_BIND samples: each carries a full bind and unbind through the device.
+const VDEV_SAMPLES: u32 = 8;
+/// Iterations of the calibration loop (two instructions each).
+const CALIB_ITERS: u64 = 1_000_000;
+/// A function ID in the host range that names no call: the dispatcher refuses it before any
+/// handler runs, so its round trip is the gate's floor.
+const UNKNOWN_FID: u64 = 0xC600_01FF;
+
+/// Runs the benchmark; false if a measured call did not do what it should.
+pub fn run(dram_base: u64, dram_size: u64) -> bool {
+    let mut env = Host::new(dram_base, dram_size);
+    match measure(&mut env) {
+        Ok(()) => true,
+        Err(f) => {
+            defmt::error!(
+                "bench failed: {=str} (bench.rs line {=u32}, value {=u64:#x})",
+                f.what,
+                f.line,
+                f.got
+            );
+            false
+        }
+    }
+}
+
+fn measure(env: &mut Host) -> Outcome {
+    defmt::info!("bench start counter={=u64}", counter());
+    calibrate();
+    let overhead = sum(CALLS, || Ok(()))?;
+    defmt::info!("bench overhead samples={=u32} ticks={=u64}", CALLS, overhead);
+    gate_calls(env)?;
+    granule_calls(env)?;
+    vdev_calls(env)?;
+    defmt::info!(
+        "bench na guest_call: the guest payload has no script that times G_VERSION from inside the TVM (tests/scenarios/src/guest.rs); the host cannot separate one guest call from VCPU_RUN's world switch"
+    );
+    Ok(())
+}
+
+/// The floor and VERSION: no state, so every sample is the same work.
+fn gate_calls(env: &mut Host) -> Outcome {
+    let floor = sum(CALLS, || {
+        let regs = CallRegs {
+            fid: UNKNOWN_FID,
+            args: [0; 6],
+        };
+        let r = crate::arch::call(&regs);
+        check(
+            r.status == Status::new(StatusCode::NotSupported).to_raw(),
+            "unknown FID not refused with NotSupported",
+            r.status,
+        )
+    })?;
+    report("floor_unknown_fid", CALLS, floor);
+    let want = AbiVersion { major: 1, minor: 0 };
+    let version = sum(CALLS, || {
+        let r = crate::tsm_call(CallId::VERSION, &[want.to_raw()]);
+        check(
+            r.status == Status::SUCCESS.to_raw(),
+            "VERSION 1.0 refused",
+            r.status,
+        )
+    })?;
+    report("version", CALLS, version);
+    Ok(())
+}
+
+/// DELEGATE and UNDELEGATE of fresh host granules, each timed alone.
+fn granule_calls(env: &mut Host) -> Outcome {
+    let mut pool = Pool::new(env);
+    let mut granules = [Pa(0); GRANULES as usize];
+    for g in granules.iter_mut() {
+        *g = pool.ns(env)?;
+    }
+    let (mut delegate, mut undelegate) = (0u64, 0u64);
+    for _ in 0..ROUNDS {
+        for &g in &granules {
+            delegate += time(|| {
+                let r = host::granule_delegate(env, g);
+                check(r.is_ok(), "GRANULE_DELEGATE", g.0)
+            })?;
+        }
+        for &g in &granules {
+            undelegate += time(|| {
+                let r = host::granule_undelegate(env, g);
+                check(r.is_ok(), "GRANULE_UNDELEGATE", g.0)
+            })?;
+        }
+    }
+    report("granule_delegate", GRANULES * ROUNDS, delegate);
+    report("granule_undelegate", GRANULES * ROUNDS, undelegate);
+    Ok(())
+}
+
+/// VDEV_CREATE, and VDEV_BIND up to its first `NeedsDeviceIo` (the TSM's own work: checks,
+/// state change, the first TDISP request written): the device round trips that follow are
+/// the device's cost, not the TSM's, and are carried untimed. Each sample then unbinds and
+/// destroys the vdevice so the next one starts from the same state.
+fn vdev_calls(env: &mut Host) -> Outcome {
+    let mut w = World::new(env)?;
+    let t = w.add_tvm(env, &[])?;
+    let ty = tsm_scenarios::scenarios::first_viommu_type(&w)?;
+    let viommu = w.add_viommu(env, t, ty)?;
+    let pdev = w.connect_pdev(env)?;
+    let params = w.pool.ns(env)?;
+    check(
+        env.write(params, World::vdev_params(0).as_bytes()),
+        "write VdevParams",
+        params.0,
+    )?;
+    let vdev = w.pool.secure(env)?;
+    let comm = w.link.comm;
+    let (mut create, mut bind) = (0u64, 0u64);
+    for _ in 0..VDEV_SAMPLES {
+        create += time(|| {
+            let r = host::vdev_create(env, vdev, pdev, viommu, params);
+            check(r.is_ok(), "VDEV_CREATE", vdev.0)
+        })?;
+        let mut first = Ok(OpProgress::Done);
+        bind += time(|| {
+            first = host::vdev_bind(env, vdev, comm);
+            check(
+                matches!(first, Ok(OpProgress::NeedsDeviceIo(_))),
+                "VDEV_BIND did not ask for device I/O",
+                0,
+            )
+        })?;
+        let bound = w.link.drive(env, vdev, first)?;
+        check(bound.is_ok(), "VDEV_BIND carried to its end", vdev.0)?;
+        let first = host::vdev_unbind(env, vdev, comm);
+        let unbound = w.link.drive(env, vdev, first)?;
+        check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
+        check(
+            host::vdev_destroy(env, vdev).is_ok(),
+            "VDEV_DESTROY",
+            vdev.0,
+        )?;
+    }
+    report("vdev_create", VDEV_SAMPLES, create);
+    report("vdev_bind_tsm_part", VDEV_SAMPLES, bind);
+    w.finish(env)
+}
+
+fn report(name: &str, samples: u32, ticks: u64) {
+    defmt::info!(
+        "bench call {=str} samples={=u32} ticks={=u64}",
+        name,
+        samples,
+        ticks
+    );
+}
+
+/// Counter ticks across `f`.
+fn time(f: impl FnOnce() -> Outcome) -> Outcome<u64> {
+    let start = counter();
+    f()?;
+    let end = counter();
+    Ok(end.wrapping_sub(start))
+}
+
+/// Ticks summed over `n` samples of `f`.
+fn sum(n: u32, mut f: impl FnMut() -> Outcome) -> Outcome<u64> {
+    let mut total = 0u64;
+    for _ in 0..n {
+        total = total.wrapping_add(time(&mut f)?);
+    }
+    Ok(total)
+}
+
+fn check(ok: bool, what: &'static str, got: u64) -> Outcome {
+    if ok {
+        Ok(())
+    } else {
+        Err(Fail {
+            what,
+            line: line!(),
+            got,
+        })
+    }
+}
+
+/// Times a loop of exactly `2 × CALIB_ITERS` instructions: the scale xtask checks the
+/// counter's rate against.
+fn calibrate() {
+    let start = counter();
+    spin(CALIB_ITERS);
+    let ticks = counter().wrapping_sub(start);
+    defmt::info!(
+        "bench calib loop_insns={=u64} ticks={=u64}",
+        2 * CALIB_ITERS,
+        ticks
+    );
+}
+
+/// The architected counter the host can read: CNTVCT_EL0 (after an ISB, so it is not read
+/// early) on aarch64.
+#[cfg(target_arch = "aarch64")]
+fn counter() -> u64 {
+    let count: u64;
+    // SAFETY: ISB and a read of the virtual counter touch no memory and have no side effects.
+    unsafe {
+        core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) count, options(nomem, nostack, preserves_flags));
+    }
+    count
+}
+
+/// The TSC (ring 3 may read it: CR4.TSD is clear), fenced so it is not read early.
+#[cfg(target_arch = "x86_64")]
+fn counter() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: LFENCE and RDTSC touch no memory; RDTSC only writes edx:eax.
+    unsafe {
+        core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
+    }
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// `n` iterations of a two-instruction loop (`n` ≥ 1).
+#[cfg(target_arch = "aarch64")]
+fn spin(n: u64) {
+    // SAFETY: only counts a register down; no memory, no stack.
+    unsafe {
+        core::arch::asm!("2:", "subs {n}, {n}, #1", "b.ne 2b", n = inout(reg) n => _, options(nomem, nostack));
+    }
+}
+
+/// `n` iterations of a two-instruction loop (`n` ≥ 1).
+#[cfg(target_arch = "x86_64")]
+fn spin(n: u64) {
+    // SAFETY: only counts a register down; no memory, no stack.
+    unsafe {
+        core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) n => _, options(nomem, nostack));
+    }
+}
+
+const _: () = assert!(GRANULES as u64 <= tsm_scenarios::pool::MAX_GRANULES / 2);
+const _: () = assert!(GRANULE_SIZE == 4096);
