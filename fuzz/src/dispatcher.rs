@@ -185,9 +185,6 @@ struct Machine<'m> {
     tsm: Tsm<'m>,
     /// `TSM_FUZZ_TRACE` is set: print every call and its result (for triaging a crash input).
     trace: bool,
-    /// `TSM_FUZZ_SKIP_KNOWN` is set: do not issue calls that hit a reported, unfixed bug (see
-    /// [`known_bug`]), so a fuzzing session can look past it. Never set in CI or replays.
-    skip_known: bool,
     /// DRAM as it was before the current call.
     image: RefCell<Vec<u8>>,
 }
@@ -238,9 +235,6 @@ impl Machine<'_> {
 
     /// Issues one call and checks everything that must hold after it.
     fn call(&self, origin: Origin, regs: &CallRegs) {
-        if self.skip_known && known_bug(self, origin, regs) {
-            return;
-        }
         let before = self.snapshot();
         self.save_memory(&mut self.image.borrow_mut());
         let r = self.tsm.handle(origin, regs);
@@ -412,17 +406,6 @@ impl Machine<'_> {
     }
 }
 
-/// Calls that hit a bug found by this target, reported and not yet fixed in the core. Each
-/// entry names its regression input in `fuzz/regressions/dispatcher/`; remove it with the fix.
-fn known_bug(m: &Machine<'_>, origin: Origin, regs: &CallRegs) -> bool {
-    let state = |pa: u64| m.tsm.granules().peek(Pa(pa)).map(|s| s.0).ok();
-    // delegate_owned_granule: GRANULE_DELEGATE accepts any granule with refcount 0 (private
-    // pages, vCPU and VDEV objects, empty tables), not only NS ones.
-    origin == Origin::Host
-        && regs.fid == u64::from(CallId::GRANULE_DELEGATE.fid())
-        && !matches!(state(regs.args[0]), Some(GranuleState::Ns) | None)
-}
-
 const RANGES: [MmioRange; 2] = [
     MmioRange {
         first_page: 0x8_0000,
@@ -477,7 +460,6 @@ pub fn run(data: &[u8]) {
         sim: &sim,
         tsm,
         trace: std::env::var_os("TSM_FUZZ_TRACE").is_some(),
-        skip_known: std::env::var_os("TSM_FUZZ_SKIP_KNOWN").is_some(),
         image: RefCell::new(vec![0; (GRANULES * GRANULE_SIZE) as usize]),
     };
     let tdis = tdis();

@@ -2,6 +2,7 @@
 //! and installs what is missing, so a fresh machine needs nothing but rustup.
 
 mod arch;
+mod bench;
 mod decode;
 mod gdb;
 mod images;
@@ -56,6 +57,23 @@ enum Cmd {
     /// Boot in QEMU stopped at the first instruction with a gdb server on localhost:1234, and
     /// attach gdb-multiarch (installed on demand) with the TSM's and the host's symbols.
     Gdb(GdbArgs),
+    /// Measure what the TSM costs (instructions per host call under QEMU icount, vIOMMU
+    /// translation, image size and static RAM, boot) against bench/budgets.toml; prints one
+    /// table and writes target/xtask/bench.json (docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Which architectures to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Exit with status 1 when a figure is over its budget (default: only mark it).
+    #[arg(long)]
+    strict: bool,
+    /// Pass `--quick` to criterion (shorter, noisier translation figures).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -204,6 +222,14 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
             };
             test_cmd::test(&ws, &opts)
         }
+        Cmd::Bench(args) => bench::bench(
+            &ws,
+            &bench::Options {
+                arches: args.arch.arches(),
+                strict: args.strict,
+                quick: args.quick,
+            },
+        ),
         Cmd::Gdb(args) => {
             let scenario = find_scenario(&args.scenario)?;
             let arch = Arch::from(args.arch);

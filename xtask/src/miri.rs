@@ -55,7 +55,7 @@ pub fn miri(ws: &Workspace) -> Result<bool, String> {
     for t in SKIPPED_UNDER_MIRI {
         test.args(["--skip", t]);
     }
-    let workspace_ok = run(&mut test, "cargo miri test").is_ok();
+    let workspace_ok = passed(&mut test, "cargo miri test")?;
     // The fuzz targets' checks over their seeds and regression inputs (fuzz/tests/replay.rs).
     // The replay reads the inputs from disk, which Miri's isolation would refuse.
     let mut replay = nightly_cargo(ws, &target_dir);
@@ -63,7 +63,7 @@ pub fn miri(ws: &Workspace) -> Result<bool, String> {
         .args(["miri", "test", "--manifest-path"])
         .arg(ws.root.join("fuzz").join("Cargo.toml"))
         .env("MIRIFLAGS", miriflags("-Zmiri-disable-isolation"));
-    let replay_ok = run(&mut replay, "cargo miri test (fuzz replay)").is_ok();
+    let replay_ok = passed(&mut replay, "cargo miri test (fuzz replay)")?;
     eprintln!("miri finished in {:.0} s", start.elapsed().as_secs_f64());
     Ok(workspace_ok && replay_ok)
 }
@@ -92,15 +92,21 @@ fn nightly_cargo(ws: &Workspace, target_dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Runs a step xtask needs; its failure is xtask's failure.
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    if passed(cmd, what)? {
+        Ok(())
+    } else {
+        Err(format!("{what} failed"))
+    }
+}
+
+/// Whether `cmd` succeeded; `Err` only when it could not be started.
+fn passed(cmd: &mut Command, what: &str) -> Result<bool, String> {
     let status = cmd
         .status()
         .map_err(|e| format!("cannot start {what}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
+    Ok(status.success())
 }
 
 /// Adds nightly's `miri` and `rust-src` if they are not installed.

@@ -53,6 +53,18 @@ pub fn run(
     stop: Option<&AtomicBool>,
     on_line: &mut dyn FnMut(&Line),
 ) -> Result<RunReport, String> {
+    run_with(ws, spec, &[], stop, on_line)
+}
+
+/// [`run`] with `extra` QEMU arguments after the arch's line (later options override earlier
+/// ones: `cargo xtask bench` adds `-icount` and `-smp 1`).
+pub fn run_with(
+    ws: &Workspace,
+    spec: &RunSpec,
+    extra: &[&str],
+    stop: Option<&AtomicBool>,
+    on_line: &mut dyn FnMut(&Line),
+) -> Result<RunReport, String> {
     let mut decoder = LogDecoder::load(&spec.images.tsm, &spec.images.host)?;
     let mut cmd = Command::new(spec.arch.qemu());
     cmd.args(
@@ -62,6 +74,7 @@ pub fn run(
     if spec.gdb_server {
         cmd.args(["-s", "-S"]);
     }
+    cmd.args(extra);
     if spec.own_process_group {
         cmd.process_group(0);
     }

@@ -61,9 +61,8 @@ impl HostEnv for Host {
         }
         for (i, b) in out.iter_mut().enumerate() {
             // SAFETY: `pa..pa + len` is DRAM, which the host maps identity; the scenarios read
-            // only NS memory here (secure memory is touched only through `probe`, which this
-            // environment does not do). Volatile: the TSM and guests write it behind the
-            // compiler's back.
+            // only NS memory here (secure memory is touched only through `probe`). Volatile:
+            // the TSM and guests write it behind the compiler's back.
             *b = unsafe { core::ptr::read_volatile((pa.0 as usize + i) as *const u8) };
         }
         true
@@ -80,10 +79,11 @@ impl HostEnv for Host {
         true
     }
 
-    /// A host access to secure memory ends the run in the TSM today (docs/design.md "Traps
-    /// from the host"), so the probe is not attempted.
-    fn probe(&mut self, _pa: Pa, _write: bool) -> Probe {
-        Probe::Unsupported
+    /// One real load or store at `pa`. On aarch64 the TSM blocks it, logs it and resumes after
+    /// it with x17 = 1 (`arch::probe`); on x86_64 it logs the fault and ends the run, so this
+    /// returns only if the access went through (docs/design.md "Traps from the host").
+    fn probe(&mut self, pa: Pa, write: bool) -> Probe {
+        probe(pa, write)
     }
 
     fn pool(&self) -> (Pa, u64) {
@@ -103,4 +103,31 @@ impl HostEnv for Host {
     fn guest_image(&self) -> Option<&[u8]> {
         GUEST_IMAGE
     }
+}
+
+/// What the host stores when it probes with a write.
+const MARKER: u64 = 0xBAD0_BAD0_BAD0_BAD0;
+
+#[cfg(target_arch = "aarch64")]
+fn probe(pa: Pa, write: bool) -> Probe {
+    match crate::arch::probe(pa.0, write, MARKER) {
+        // Blocked, and the load's destination kept its 0: nothing moved.
+        (true, 0) => Probe::Blocked,
+        _ => Probe::Reached,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn probe(pa: Pa, write: bool) -> Probe {
+    let at = pa.0 as usize as *mut u64;
+    if write {
+        // SAFETY: one store to memory no Rust object of this program lives at (secure memory
+        // the host must not reach): the TSM ends the run at the fault, or it reaches NS memory
+        // and the scenario reports the isolation failure.
+        unsafe { core::ptr::write_volatile(at, MARKER) };
+    } else {
+        // SAFETY: one load, as above; its value is never used.
+        let _ = unsafe { core::ptr::read_volatile(at) };
+    }
+    Probe::Reached
 }

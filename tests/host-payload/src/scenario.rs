@@ -7,6 +7,11 @@ use tsm_abi::version::{self, AbiVersion};
 
 use crate::tsm_call;
 
+#[path = "bench.rs"]
+mod bench;
+#[path = "smp.rs"]
+mod smp;
+
 /// Scenario numbers, shared with xtask (xtask/src/scenarios.rs keeps the same table).
 pub mod id {
     /// Boot smoke test: negotiate the ABI version through the gate.
@@ -31,6 +36,14 @@ pub mod id {
     pub const DMA_RULES: u32 = 15;
     /// Scenario 7.
     pub const SMP: u32 = 16;
+    /// Scenario 2, host part: a load from a delegated granule.
+    pub const ISOLATION_DELEGATED: u32 = 17;
+    /// Scenario 2, host part: a store to a TVM's private page.
+    pub const ISOLATION_PRIVATE: u32 = 18;
+    /// Scenario 2, host part: a load from the TSM's memory.
+    pub const ISOLATION_TSM: u32 = 19;
+    /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md); not in `cargo xtask test`.
+    pub const BENCH: u32 = super::bench::ID;
 }
 
 const _: () = {
@@ -38,14 +51,17 @@ const _: () = {
     assert!(id::LIFECYCLE == s::LIFECYCLE && id::ISOLATION == s::ISOLATION);
     assert!(id::BAD_INPUT == s::BAD_INPUT && id::ACCEPTANCE == s::ACCEPTANCE);
     assert!(id::HOSTILE_DEVICE == s::HOSTILE_DEVICE && id::DMA_RULES == s::DMA_RULES);
-    assert!(id::SMP == s::SMP);
+    assert!(id::SMP == s::SMP && id::ISOLATION_DELEGATED == s::ISOLATION_DELEGATED);
+    assert!(id::ISOLATION_PRIVATE == s::ISOLATION_PRIVATE && id::ISOLATION_TSM == s::ISOLATION_TSM);
 };
 
 /// Runs scenario `id`; true when it passed.
 pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
     match id {
-        id::LIFECYCLE..=id::SMP => end_to_end(id, dram_base, dram_size),
+        id::SMP => report(id, smp::run(dram_base, dram_size)),
+        id::LIFECYCLE..=id::ISOLATION_TSM => end_to_end(id, dram_base, dram_size),
         id::BOOT => boot(),
+        id::BENCH => bench::run(dram_base, dram_size),
         id::SELFTEST_FAIL => false,
         id::SELFTEST_HANG => loop {
             core::hint::spin_loop();
@@ -96,7 +112,12 @@ fn boot() -> bool {
 /// One of the seven scenarios, as host driver with the guest payload and the device model.
 fn end_to_end(id: u32, dram_base: u64, dram_size: u64) -> bool {
     let mut host = crate::env::Host::new(dram_base, dram_size);
-    match tsm_scenarios::run(&mut host, id) {
+    report(id, tsm_scenarios::run(&mut host, id))
+}
+
+/// Logs why scenario `id` failed; true when it passed.
+fn report(id: u32, outcome: tsm_scenarios::Outcome) -> bool {
+    match outcome {
         Ok(()) => true,
         Err(f) => {
             defmt::error!(

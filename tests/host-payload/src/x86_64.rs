@@ -9,7 +9,7 @@
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use tsm_abi::StatusCode;
 use tsm_abi::addr::{Gpa, Pa};
@@ -110,16 +110,21 @@ extern "C" fn host_entry(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
     secondary(cpu)
 }
 
-/// Work CPU 0 hands a secondary CPU: `post` = job + 1 (0: none); the CPU answers in `done`
-/// (1 = the job passed, 2 = it failed) and clears `post`.
+/// A job CPU 0 runs on a secondary CPU: its argument in, whether it passed out.
+pub type Job = fn(u64) -> bool;
+
+/// Work CPU 0 hands a secondary CPU: `job` = a [`Job`] as an address (0: none) and its `arg`;
+/// the CPU answers in `done` (1 = the job passed, 2 = it failed) and clears `job`.
 struct Mailbox {
-    post: AtomicU64,
+    job: AtomicUsize,
+    arg: AtomicU64,
     done: AtomicU64,
 }
 
 static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
     Mailbox {
-        post: AtomicU64::new(0),
+        job: AtomicUsize::new(0),
+        arg: AtomicU64::new(0),
         done: AtomicU64::new(0),
     }
 }; MAX_CPUS as usize];
@@ -132,25 +137,57 @@ fn secondary(cpu: u64) -> ! {
         "host payload up on CPU {=u64}: waiting for work from CPU 0",
         cpu
     );
-    let Some(mailbox) = MAILBOXES.get(cpu as usize) else {
+    let (Some(mailbox), Some(online)) = (MAILBOXES.get(cpu as usize), ONLINE.get(cpu as usize))
+    else {
         loop {
             core::hint::spin_loop();
         }
     };
-    if let Some(online) = ONLINE.get(cpu as usize) {
-        online.store(true, Ordering::Release);
-    }
+    online.store(true, Ordering::Release);
     loop {
-        let post = mailbox.post.load(Ordering::Acquire);
-        if post == 0 {
+        let job = mailbox.job.load(Ordering::Acquire);
+        if job == 0 {
             core::hint::spin_loop();
             continue;
         }
-        let passed = fault_job(cpu, post - 1).is_some();
+        // SAFETY: `post_job` stored a `Job` function pointer's address here (never anything
+        // else, never 0), so turning it back gives the same function pointer.
+        let job = unsafe { core::mem::transmute::<usize, Job>(job) };
+        let passed = job(mailbox.arg.load(Ordering::Acquire));
         mailbox
             .done
             .store(if passed { 1 } else { 2 }, Ordering::Release);
-        mailbox.post.store(0, Ordering::Release);
+        mailbox.job.store(0, Ordering::Release);
+    }
+}
+
+/// Starts `job(arg)` on CPU `cpu` (1..4) once it is up in the host and idle; false if it is
+/// not up or still busy. CPU 0 runs the scenario meanwhile; [`wait_job`] collects the result.
+pub fn post_job(cpu: usize, job: Job, arg: u64) -> bool {
+    let Some(mailbox) = MAILBOXES.get(cpu).filter(|_| cpu != 0 && wait_online(cpu)) else {
+        return false;
+    };
+    if mailbox.job.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    mailbox.done.store(0, Ordering::Release);
+    mailbox.arg.store(arg, Ordering::Release);
+    mailbox.job.store(job as usize, Ordering::Release);
+    true
+}
+
+/// Waits up to `timeout_us` for the job posted to CPU `cpu`: `Some(passed)`, or `None` if it
+/// did not finish in time.
+pub fn wait_job(cpu: usize, timeout_us: u64) -> Option<bool> {
+    let mailbox = MAILBOXES.get(cpu)?;
+    let deadline = now_us().saturating_add(timeout_us);
+    loop {
+        match mailbox.done.load(Ordering::Acquire) {
+            1 => return Some(true),
+            2 => return Some(false),
+            _ if now_us() >= deadline => return None,
+            _ => core::hint::spin_loop(),
+        }
     }
 }
 
@@ -355,6 +392,11 @@ fn fault_job(cpu: u64, job: u64) -> Option<()> {
     Some(())
 }
 
+/// Fault job `job` as CPU 1 runs it.
+fn fault_job_on_cpu1(job: u64) -> bool {
+    fault_job(1, job).is_some()
+}
+
 /// Checks `r`, logging `what` and the error on failure.
 fn ok<T>(what: &str, r: Result<T, Error>) -> Option<T> {
     match r {
@@ -438,24 +480,15 @@ fn vcpu_smoke_steps() -> Option<()> {
     }
 
     // The two fault vCPUs at the same time: job 0 on CPU 1 (if it is up), job 1 here.
-    let mailbox = MAILBOXES.get(1)?;
-    let remote = wait_online(1);
-    if remote {
-        mailbox.done.store(0, Ordering::Release);
-        mailbox.post.store(1, Ordering::Release);
-    } else {
+    let remote = post_job(1, fault_job_on_cpu1, 0);
+    if !remote {
         defmt::warn!("CPU 1 is not up: both fault vCPUs run on CPU 0");
         fault_job(0, 0)?;
     }
     let here = fault_job(0, 1);
-    if remote {
-        while mailbox.done.load(Ordering::Acquire) == 0 {
-            core::hint::spin_loop();
-        }
-        if mailbox.done.load(Ordering::Acquire) != 1 {
-            defmt::error!("the fault job on CPU 1 failed");
-            return None;
-        }
+    if remote && wait_job(1, u64::MAX) != Some(true) {
+        defmt::error!("the fault job on CPU 1 failed");
+        return None;
     }
     here?;
 

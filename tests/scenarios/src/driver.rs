@@ -262,20 +262,52 @@ impl World {
         gpa: Gpa,
         source: Option<&[u8; GRANULE_SIZE as usize]>,
     ) -> Outcome<Pa> {
-        let src = match source {
-            Some(data) => {
-                let s = self.pool.ns(env)?;
-                ensure!(env.write(s, data), "write source page");
-                Some(s)
-            }
-            None => None,
-        };
+        let src = self.source_page(env, source)?;
         let g = self.pool.secure(env)?;
+        self.map_private_granule_from(env, t, gpa, g, src)?;
+        Ok(g)
+    }
+
+    /// Maps delegated granule `g` (of the pool) as a private page at `gpa` of TVM `t`, filled
+    /// as [`World::map_private`] does.
+    pub fn map_private_granule<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        gpa: Gpa,
+        g: Pa,
+        source: Option<&[u8; GRANULE_SIZE as usize]>,
+    ) -> Outcome {
+        let src = self.source_page(env, source)?;
+        self.map_private_granule_from(env, t, gpa, g, src)
+    }
+
+    /// An NS source page holding `source`, if any.
+    fn source_page<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        source: Option<&[u8; GRANULE_SIZE as usize]>,
+    ) -> Outcome<Option<Pa>> {
+        let Some(data) = source else {
+            return Ok(None);
+        };
+        let s = self.pool.ns(env)?;
+        ensure!(env.write(s, data), "write source page");
+        Ok(Some(s))
+    }
+
+    fn map_private_granule_from<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        gpa: Gpa,
+        g: Pa,
+        src: Option<Pa>,
+    ) -> Outcome {
         let tvm = self.tvm(t)?.tvm;
         let rwx = MapFlags::READ | MapFlags::WRITE | MapFlags::EXEC;
         must!(host::map_private(env, tvm, gpa, g, src, rwx), "MAP_PRIVATE");
-        self.record_map(t, gpa, g)?;
-        Ok(g)
+        self.record_map(t, gpa, g)
     }
 
     /// Maps a fresh NS page shared at `gpa` of TVM `t`; returns it.

@@ -12,10 +12,6 @@ pub enum Probe {
     Blocked,
     /// The access reached the memory: an isolation failure.
     Reached,
-    /// This environment cannot survive a blocked access yet (the TSM ends the run on a host
-    /// fault until the HAL turns expected faults into skipped accesses): the scenario fails,
-    /// saying so.
-    Unsupported,
 }
 
 /// The host side: the call gate plus the host's own (NS) memory, by physical address.
@@ -26,7 +22,8 @@ pub trait HostEnv: Transport {
     /// Copies `data` to host memory at `pa` (as [`HostEnv::read`]).
     fn write(&mut self, pa: Pa, data: &[u8]) -> bool;
     /// Reads (or, with `write`, overwrites with a marker) the first 8 bytes at `pa`, an address
-    /// the host must not reach.
+    /// the host must not reach. Where the TSM ends the run at a blocked host access (x86_64,
+    /// docs/design.md "Traps from the host") this returns only if the access went through.
     fn probe(&mut self, pa: Pa, write: bool) -> Probe;
     /// The NS memory the scenarios may donate and use for buffers: (base, granules). Nothing
     /// else of the host lives there.

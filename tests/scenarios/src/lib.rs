@@ -61,7 +61,15 @@ pub mod id {
     pub const DMA_RULES: u32 = 15;
     /// SMP: calls from two CPUs at once on the same objects.
     pub const SMP: u32 = 16;
+    /// Isolation, host part: the host loads from a delegated granule.
+    pub const ISOLATION_DELEGATED: u32 = 17;
+    /// Isolation, host part: the host stores to a TVM's private page.
+    pub const ISOLATION_PRIVATE: u32 = 18;
+    /// Isolation, host part: the host loads from the TSM's memory.
+    pub const ISOLATION_TSM: u32 = 19;
 }
+
+use scenarios::isolation::{self, HostTarget};
 
 /// Runs host scenario `id` (one CPU; the SMP scenario needs [`scenarios::smp`] on each CPU).
 pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
@@ -73,6 +81,9 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::HOSTILE_DEVICE => scenarios::hostile::run(env),
         id::DMA_RULES => scenarios::dma::run(env),
         id::SMP => scenarios::smp::run_single_cpu(env),
+        id::ISOLATION_DELEGATED => isolation::host_access(env, HostTarget::Delegated),
+        id::ISOLATION_PRIVATE => isolation::host_access(env, HostTarget::Private),
+        id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

@@ -134,6 +134,11 @@ impl Pool {
         Ok(())
     }
 
+    /// The `i`-th granule of the pool (taken or not).
+    pub fn granule(&self, i: u64) -> Pa {
+        Pa(self.base.0 + i * GRANULE_SIZE)
+    }
+
     /// Granules used so far.
     pub fn used(&self) -> u64 {
         self.next

@@ -36,6 +36,26 @@ fn s2_isolation() {
     scenario(id::ISOLATION);
 }
 
+/// The host's own accesses, one run each as on QEMU: here the simulated platform blocks them
+/// and the run goes on to the teardown.
+#[test]
+fn s2_isolation_host_accesses() {
+    scenario(id::ISOLATION_DELEGATED);
+    scenario(id::ISOLATION_PRIVATE);
+    scenario(id::ISOLATION_TSM);
+}
+
+/// An access that reaches the memory fails the run: the host-access runs cannot pass when the
+/// platform lets the host through (here: the target is an NS granule the host may touch).
+#[test]
+fn a_host_access_that_goes_through_fails() {
+    let sim = sim::Sim::new(AddressMapFormat::ArmStage2);
+    let mut host = sim.host();
+    host.let_through = true;
+    let r = tsm_scenarios::run(&mut host, id::ISOLATION_DELEGATED);
+    assert!(r.is_err_and(|f| f.what == "host reached secure memory"));
+}
+
 #[test]
 fn s3_bad_input() {
     scenario(id::BAD_INPUT);

@@ -319,7 +319,7 @@ pub struct Model {
 
 /// Why a granule lookup failed (the order the core's granule table checks).
 fn granule_err(m: &Model, pa: u64, arg: u8) -> Result<usize, Status> {
-    if pa % G != 0 {
+    if !pa.is_multiple_of(G) {
         return Err(st(Misaligned, arg));
     }
     let idx = pa
@@ -468,7 +468,7 @@ impl Model {
     }
 
     fn params(&self, pa: u64, size: u64, arg: u8) -> Result<(), Status> {
-        if pa % 8 != 0 {
+        if !pa.is_multiple_of(8) {
             return Err(st(InvalidBuffer, arg));
         }
         self.host_buffer(pa, size, arg)
@@ -476,7 +476,7 @@ impl Model {
 
     /// A GPA argument of a TVM: aligned to `align`, inside its space.
     fn gpa(t: &Tvm, gpa: u64, align: u64, arg: u8) -> Result<(), Status> {
-        if gpa % align != 0 {
+        if !gpa.is_multiple_of(align) {
             return Err(st(Misaligned, arg));
         }
         if gpa >> t.gpa_bits != 0 {
@@ -697,7 +697,7 @@ impl Model {
             MAP_SHARED => {
                 let flags = f.of(MapFlags::from_arg(a[3]).ok_or(st(InvalidArgument, 4)));
                 f.of(self.handle(a[0], Gs::Tvm, 1));
-                if a[2] % G != 0 {
+                if !a[2].is_multiple_of(G) {
                     f.0.push(st(Misaligned, 3));
                 } else if let Some(s) = f.of(self.lockable(a[2], 3)) {
                     f.fail(s != Gs::Ns, st(GranuleState, 3));
@@ -755,7 +755,7 @@ impl Model {
                 ok([0; 4])
             }
             VCPU_RUN => {
-                if a[1] % 8 != 0 {
+                if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
                     f.of(self.host_buffer(a[1], 64, 2));
@@ -971,7 +971,7 @@ impl Model {
                 ok([0; 4])
             }
             EVENT_READ => {
-                if a[1] % 8 != 0 {
+                if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
                     f.of(self.host_buffer(a[1], 32, 2));
@@ -1061,14 +1061,14 @@ impl Model {
         let flags = f.of(MapFlags::from_arg(a[4]).ok_or(st(InvalidArgument, 5)));
         f.of(self.handle(a[0], Gs::Tvm, 1));
         let page = a[2];
-        if page % G != 0 {
+        if !page.is_multiple_of(G) {
             f.0.push(st(Misaligned, 3));
         } else if let Some(s) = f.of(self.lockable(page, 3)) {
             f.fail(s != Gs::Delegated, st(GranuleState, 3));
         }
         let src = (a[3] != NO_SOURCE).then_some(a[3]);
         if let Some(s) = src {
-            if s % G != 0 {
+            if !s.is_multiple_of(G) {
                 f.0.push(st(Misaligned, 4));
             } else {
                 // §10.2: a source that is not NS host memory (outside DRAM, the TSM's, secure,
@@ -1200,7 +1200,7 @@ impl Model {
 
     /// A COMMUNICATE buffer the TSM writes a request into.
     fn comm_out(&self, pa: u64) -> Result<(), Status> {
-        if pa % G != 0 {
+        if !pa.is_multiple_of(G) {
             return Err(st(InvalidBuffer, 2));
         }
         self.host_buffer(pa, 64, 2)
@@ -1312,7 +1312,7 @@ impl Model {
 
     /// The buffer a response is read from: a whole NS granule with a well-formed header.
     fn comm_in(&self, pa: u64, comm: CommEnv) -> Result<(), Status> {
-        if pa % G != 0 {
+        if !pa.is_multiple_of(G) {
             return Err(st(InvalidBuffer, 2));
         }
         self.host_buffer(pa, G, 2)?;
@@ -1343,7 +1343,7 @@ impl Model {
             G_EXIT => unreachable!("G_EXIT goes through VCPU_RUN"),
             G_VDEV_INFO => {
                 f.of(self.own_vdev(tvm, a[0]));
-                if a[1] % 8 != 0 {
+                if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
                     f.of(page(self, a[1], 128, true, false, 2));
@@ -1375,7 +1375,7 @@ impl Model {
                     v.state != VdevState::Locked || v.op != DeviceOp::None,
                     st(ObjectState, 1),
                 );
-                let readable = if a[1] % 8 != 0 {
+                let readable = if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                     false
                 } else {
@@ -1427,7 +1427,7 @@ impl Model {
                     let bits = if a[3] == 0 { 48 } else { a[3] };
                     f.fail(bits < min || bits > 48, st(InvalidArgument, 4));
                 }
-                f.fail(a[2] % G != 0, st(Misaligned, 3));
+                f.fail(!a[2].is_multiple_of(G), st(Misaligned, 3));
                 f.fail(a[2] >> self.tvms[&tvm].gpa_bits != 0, st(OutOfRange, 3));
                 if let Some(pasid) = pasid {
                     let v = &self.vdevs[&pa];
@@ -1460,7 +1460,7 @@ impl Model {
             }
             G_EVENT_READ => {
                 let pa = f.of(self.own_vdev(tvm, a[0]));
-                if a[1] % 8 != 0 {
+                if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
                     f.of(page(self, a[1], 64, true, false, 2));

@@ -180,10 +180,12 @@ pub fn finish<E: HostEnv>(env: &mut E, w: World, s: &Shared) -> Outcome {
     w.finish(env)
 }
 
-/// On one CPU the scenario cannot run: it needs a second CPU issuing calls at the same time.
+/// On one CPU the scenario cannot run: it needs a second CPU issuing calls at the same time
+/// ([`setup`], then [`worker`] on each CPU, then [`finish`]: the host payload's `smp.rs` and
+/// the build machine's `s7_smp` do that).
 pub fn run_single_cpu<E: HostEnv>(_env: &mut E) -> Outcome {
     Err(Fail::new(
-        "SMP needs a second CPU in the host payload: secondary CPUs are not brought up yet (HAL issue item 4)",
+        "SMP needs a second CPU issuing calls at the same time: run setup, worker on each CPU, finish",
         line!(),
     ))
 }

@@ -60,7 +60,10 @@ impl Sim {
 
     /// A host CPU.
     pub fn host(self: &Arc<Self>) -> SimHost {
-        SimHost { sim: self.clone() }
+        SimHost {
+            sim: self.clone(),
+            let_through: false,
+        }
     }
 
     /// The invariant checker, and every granule of the scenario's pool back in NS.
@@ -142,6 +145,9 @@ impl Sim {
 /// One host CPU.
 pub struct SimHost {
     pub sim: Arc<Sim>,
+    /// A broken platform that lets the host's probes through to secure memory (to show the
+    /// isolation runs fail then).
+    pub let_through: bool,
 }
 
 impl Transport for SimHost {
@@ -163,6 +169,9 @@ impl HostEnv for SimHost {
     }
 
     fn probe(&mut self, pa: Pa, write: bool) -> Probe {
+        if self.let_through {
+            return Probe::Reached;
+        }
         let r = if write {
             self.sim.h.sim.host_write(pa, &[0xAA; 8])
         } else {

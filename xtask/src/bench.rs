@@ -1,0 +1,880 @@
+//! `cargo xtask bench`: what the TSM costs, in one table checked against the budgets in
+//! bench/budgets.toml (docs/benchmarks.md).
+//!
+//! - Instructions per host call: the host payload's `bench` scenario
+//!   (tests/host-payload/src/bench.rs) times each call with the guest-visible counter while
+//!   QEMU runs with `-icount shift=0` (one instruction per virtual ns) on one CPU, so counter
+//!   ticks are instructions up to a scale the scenario calibrates with a loop of known length.
+//! - Translation costs: the tsm-core criterion bench `translate` (host ns and table reads).
+//! - Image size and static RAM of the release TSM: llvm-size and llvm-nm of the ELF, the TSM
+//!   memory its boot banner reports; DRAM-proportional memory from two boots with different
+//!   DRAM sizes.
+//! - Instructions from reset to the host's first call: the host's first log timestamp.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::arch::Arch;
+use crate::decode::{Line, Program};
+use crate::images::{self, Images};
+use crate::outcome::Outcome;
+use crate::qemu::{self, RunSpec};
+use crate::scenarios::Variant;
+use crate::workspace::{Workspace, show};
+
+/// The host payload's `bench::ID` (checked against its source by a test below).
+const BENCH_ID: u32 = 30;
+/// The host payload's boot smoke test, used for the second-DRAM-size boot.
+const BOOT_ID: u32 = 0;
+/// Generous: the bench carries 8 full binds and unbinds under icount on a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// Instructions per virtual µs at `-icount shift=0`.
+const INSNS_PER_US: f64 = 1000.0;
+/// DRAM of the normal QEMU line (xtask/src/arch.rs) and of the second boot, in MiB.
+const DRAM_MIB: u64 = 512;
+const DRAM2_MIB: u64 = 1024;
+/// The QEMU options the call figures are taken with: icount makes the counter count
+/// instructions; one CPU, because with icount all CPUs share one instruction clock and a second
+/// CPU spinning in its idle loop would be counted too.
+const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-smp", "1"];
+/// The host calls, in table order: (scenario name, figure key, label).
+const CALLS: [(&str, &str, &str); 6] = [
+    (
+        "floor_unknown_fid",
+        "floor",
+        "empty gate round trip (unknown FID, refused NotSupported)",
+    ),
+    ("version", "version", "VERSION"),
+    ("granule_delegate", "delegate", "GRANULE_DELEGATE"),
+    ("granule_undelegate", "undelegate", "GRANULE_UNDELEGATE"),
+    ("vdev_create", "vdev_create", "VDEV_CREATE"),
+    (
+        "vdev_bind_tsm_part",
+        "vdev_bind",
+        "VDEV_BIND to its first NeedsDeviceIo (no device I/O)",
+    ),
+];
+
+pub struct Options {
+    pub arches: Vec<Arch>,
+    /// Exit non-zero when a figure is over budget.
+    pub strict: bool,
+    /// Criterion's `--quick`.
+    pub quick: bool,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+struct Figure {
+    arch: Option<Arch>,
+    /// Budget key (bench/budgets.toml) and JSON name.
+    key: String,
+    label: String,
+    /// The value, or why there is none.
+    value: Result<f64, String>,
+    unit: &'static str,
+    /// Calls only: the value over the floor's.
+    ratio: Option<f64>,
+}
+
+/// A budget verdict for one figure.
+struct Verdict {
+    budget: Option<String>,
+    over: bool,
+}
+
+/// Runs everything; `Ok(false)` only with `--strict` and a figure over budget, or when a
+/// measurement run failed.
+pub fn bench(ws: &Workspace, opts: &Options) -> Result<bool, String> {
+    let budgets_path = ws.root.join("bench/budgets.toml");
+    let budgets = parse_budgets(
+        &std::fs::read_to_string(&budgets_path)
+            .map_err(|e| format!("cannot read {}: {e}", budgets_path.display()))?,
+    )?;
+    let mut figures = Vec::new();
+    let mut runs_ok = true;
+    for &arch in &opts.arches {
+        let images = images::build(ws, arch, true, Variant::Normal)?;
+        let lines = boot(ws, arch, &images, BENCH_ID, &ICOUNT, "bench")?;
+        runs_ok &= lines.is_some();
+        let lines = lines.unwrap_or_default();
+        figures.extend(call_figures(arch, &lines));
+        figures.extend(size_figures(ws, arch, &images.tsm)?);
+        let second = [
+            "-m".to_string(),
+            format!("{DRAM2_MIB}M"),
+            "-icount".into(),
+            "shift=0,sleep=off".into(),
+        ];
+        let second: Vec<&str> = second.iter().map(String::as_str).collect();
+        let lines2 = boot(ws, arch, &images, BOOT_ID, &second, "bench-dram2")?;
+        runs_ok &= lines2.is_some();
+        figures.extend(memory_figures(arch, &lines, &lines2.unwrap_or_default()));
+    }
+    figures.extend(translate_figures(ws, opts.quick)?);
+
+    let verdicts: Vec<Verdict> = figures.iter().map(|f| judge(f, &budgets)).collect();
+    print!("{}", table(&figures, &verdicts));
+    let json_path = ws.xtask_dir().join("bench.json");
+    std::fs::create_dir_all(ws.xtask_dir())
+        .map_err(|e| format!("cannot create {}: {e}", ws.xtask_dir().display()))?;
+    std::fs::write(&json_path, json(&figures, &verdicts))
+        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    let over: Vec<&str> = figures
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.over)
+        .map(|(f, _)| f.key.as_str())
+        .collect();
+    println!(
+        "{} figures, {} over budget; JSON: {}",
+        figures.len(),
+        over.len(),
+        json_path.display()
+    );
+    if !runs_ok {
+        eprintln!("xtask: a measurement run failed (see its log under target/xtask/logs)");
+    }
+    Ok(runs_ok && (!opts.strict || over.is_empty()))
+}
+
+/// Boots `scenario` with `extra` QEMU options; the decoded lines, or `None` if the run did not
+/// pass (the figures it should have given are then reported as missing, never made up).
+fn boot(
+    ws: &Workspace,
+    arch: Arch,
+    images: &Images,
+    scenario: u32,
+    extra: &[&str],
+    label: &str,
+) -> Result<Option<Vec<Line>>, String> {
+    let spec = RunSpec {
+        arch,
+        images,
+        scenario_id: scenario,
+        timeout: Some(TIMEOUT),
+        gdb_server: false,
+        own_process_group: false,
+        label,
+    };
+    eprintln!("== {} {label}: QEMU with {}", arch.name(), extra.join(" "));
+    let report = qemu::run_with(ws, &spec, extra, None, &mut |_| {})?;
+    eprintln!(
+        "== {} {label}: {} in {:.1} s; log: {}",
+        arch.name(),
+        report.outcome,
+        report.wall.as_secs_f64(),
+        report.log_path.display()
+    );
+    Ok((report.outcome == Outcome::Pass).then_some(report.lines))
+}
+
+/// Messages of one program's lines.
+fn messages(lines: &[Line], program: Program) -> impl Iterator<Item = &str> {
+    lines
+        .iter()
+        .filter(move |l| l.program == Some(program))
+        .map(|l| l.message.as_str())
+}
+
+/// `key=<u64>` out of a `bench ...` message.
+fn field(message: &str, key: &str) -> Option<u64> {
+    message.split_whitespace().find_map(|w| {
+        w.strip_prefix(key)?
+            .strip_prefix('=')?
+            .trim_end_matches(',')
+            .parse()
+            .ok()
+    })
+}
+
+/// What the `bench` scenario's lines say: the tick scale, the per-sample overhead, each
+/// call's ticks, the figures it could not take and the first host timestamp.
+#[derive(Debug, Default, PartialEq)]
+struct BenchLog {
+    insns_per_tick: Option<f64>,
+    overhead_ticks: Option<f64>,
+    /// name → (samples, ticks)
+    calls: BTreeMap<String, (u64, u64)>,
+    /// name → reason
+    na: BTreeMap<String, String>,
+}
+
+fn parse_bench_log<'a>(host: impl Iterator<Item = &'a str>) -> BenchLog {
+    let mut log = BenchLog::default();
+    for m in host {
+        if let Some(rest) = m.strip_prefix("bench calib ") {
+            if let (Some(insns), Some(ticks)) = (field(rest, "loop_insns"), field(rest, "ticks"))
+                && ticks > 0
+            {
+                log.insns_per_tick = Some(insns as f64 / ticks as f64);
+            }
+        } else if let Some(rest) = m.strip_prefix("bench overhead ") {
+            if let (Some(n), Some(ticks)) = (field(rest, "samples"), field(rest, "ticks"))
+                && n > 0
+            {
+                log.overhead_ticks = Some(ticks as f64 / n as f64);
+            }
+        } else if let Some(rest) = m.strip_prefix("bench call ") {
+            if let (Some(name), Some(n), Some(ticks)) = (
+                rest.split_whitespace().next(),
+                field(rest, "samples"),
+                field(rest, "ticks"),
+            ) {
+                log.calls.insert(name.to_string(), (n, ticks));
+            }
+        } else if let Some(rest) = m.strip_prefix("bench na ")
+            && let Some((name, reason)) = rest.split_once(": ")
+        {
+            log.na.insert(name.to_string(), reason.to_string());
+        }
+    }
+    log
+}
+
+/// Seconds (the decoder's rendering of a `{=u64:us}` timestamp) as µs.
+fn time_us(time: &str) -> Option<f64> {
+    time.trim().parse::<f64>().ok().map(|s| s * 1e6)
+}
+
+fn call_figures(arch: Arch, lines: &[Line]) -> Vec<Figure> {
+    let log = parse_bench_log(messages(lines, Program::Host));
+    let per_call = |name: &str| -> Result<f64, String> {
+        let scale = log
+            .insns_per_tick
+            .ok_or("no calibration line (bench run failed?)")?;
+        let overhead = log.overhead_ticks.ok_or("no overhead line")?;
+        let &(n, ticks) = log
+            .calls
+            .get(name)
+            .ok_or_else(|| format!("no `bench call {name}` line (bench run failed?)"))?;
+        if n == 0 {
+            return Err("0 samples".into());
+        }
+        Ok((ticks as f64 / n as f64 - overhead).max(0.0) * scale)
+    };
+    let floor = per_call(CALLS[0].0).ok();
+    let mut out = Vec::new();
+    for (name, key, label) in CALLS {
+        let value = per_call(name);
+        let ratio = match (&value, floor) {
+            (Ok(v), Some(f)) if f > 0.0 => Some(v / f),
+            _ => None,
+        };
+        out.push(Figure {
+            arch: Some(arch),
+            key: key.to_string(),
+            label: label.to_string(),
+            value,
+            unit: "insns",
+            ratio,
+        });
+    }
+    out.push(Figure {
+        arch: Some(arch),
+        key: "guest_call".into(),
+        label: "guest call (G_VERSION from a TVM vCPU)".into(),
+        value: Err(log
+            .na
+            .get("guest_call")
+            .cloned()
+            .unwrap_or_else(|| "not measured (bench run failed?)".into())),
+        unit: "insns",
+        ratio: None,
+    });
+    out.push(Figure {
+        arch: Some(arch),
+        key: "counter_scale".into(),
+        label: "counter scale (calibrated: loop of known length)".into(),
+        value: log
+            .insns_per_tick
+            .ok_or_else(|| "no calibration line".to_string()),
+        unit: "insns/tick",
+        ratio: None,
+    });
+    let first_host = lines
+        .iter()
+        .find(|l| l.program == Some(Program::Host))
+        .and_then(|l| l.time.as_deref())
+        .and_then(time_us);
+    out.push(Figure {
+        arch: Some(arch),
+        key: "reset_to_host".into(),
+        label: "reset to the host's first call (its first log timestamp)".into(),
+        value: first_host
+            .map(|us| us * INSNS_PER_US)
+            .ok_or_else(|| "no timestamped host line".into()),
+        unit: "insns",
+        ratio: None,
+    });
+    out
+}
+
+/// `0x<a>..0x<b>` right after `marker` in `message`.
+fn range_after(message: &str, marker: &str) -> Option<(u64, u64)> {
+    let rest = &message[message.find(marker)? + marker.len()..];
+    let word = rest.split([' ', ',', '(']).next()?;
+    let (a, b) = word.split_once("..")?;
+    let hex = |s: &str| u64::from_str_radix(s.trim().strip_prefix("0x")?, 16).ok();
+    Some((hex(a)?, hex(b)?))
+}
+
+/// The TSM memory (image + carve-out) its boot banner reports, in bytes.
+fn tsm_memory(lines: &[Line]) -> Option<u64> {
+    messages(lines, Program::Tsm).find_map(|m| {
+        let (a, b) = range_after(m, "TSM memory ").or_else(|| range_after(m, ", TSM "))?;
+        b.checked_sub(a)
+    })
+}
+
+fn memory_figures(arch: Arch, lines: &[Line], lines2: &[Line]) -> Vec<Figure> {
+    let total = tsm_memory(lines);
+    let total2 = tsm_memory(lines2);
+    let per_gib = match (total, total2) {
+        (Some(a), Some(b)) => {
+            Ok(b.saturating_sub(a) as f64 * 1024.0 / (DRAM2_MIB - DRAM_MIB) as f64)
+        }
+        _ => Err("a boot banner with the TSM memory range is missing".to_string()),
+    };
+    let granules_per_gib = (1u64 << 30) as f64 / 4096.0;
+    vec![
+        Figure {
+            arch: Some(arch),
+            key: "tsm_memory".into(),
+            label: format!("TSM memory: image + carve-out ({DRAM_MIB} MiB DRAM)"),
+            value: total
+                .map(|t| t as f64 / 1024.0)
+                .ok_or_else(|| "no banner".into()),
+            unit: "KiB",
+            ratio: None,
+        },
+        Figure {
+            arch: Some(arch),
+            key: "dram_tracking_per_gib".into(),
+            label: format!(
+                "DRAM-proportional TSM memory per GiB (boots at {DRAM_MIB} and {DRAM2_MIB} MiB)"
+            ),
+            value: per_gib.clone().map(|b| b / 1024.0),
+            unit: "KiB/GiB",
+            ratio: None,
+        },
+        Figure {
+            arch: Some(arch),
+            key: "bytes_per_granule".into(),
+            label: "  the same per 4 KiB granule".into(),
+            value: per_gib.map(|b| b / granules_per_gib),
+            unit: "B/granule",
+            ratio: None,
+        },
+    ]
+}
+
+/// rustup's `llvm-<tool>` (component llvm-tools) of the pinned toolchain.
+fn llvm_tool(ws: &Workspace, tool: &str) -> Result<PathBuf, String> {
+    let rustc = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new("rustc")
+            .args(args)
+            .current_dir(&ws.root)
+            .output()
+            .map_err(|e| format!("cannot run rustc: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let sysroot = rustc(&["--print", "sysroot"])?;
+    let host = rustc(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV names no host")?;
+    let path = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin")
+        .join(format!("llvm-{tool}"));
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} missing: `rustup component add llvm-tools` (cargo xtask setup)",
+            path.display()
+        ))
+    }
+}
+
+fn output(mut cmd: Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed ({})", show(&cmd), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `llvm-size -A` rows: section → bytes.
+fn parse_sections(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let name = w.next()?;
+            let size = w.next()?.parse().ok()?;
+            name.starts_with('.').then(|| (name.to_string(), size))
+        })
+        .collect()
+}
+
+/// `llvm-nm` rows: symbol → address.
+fn parse_symbols(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let addr = u64::from_str_radix(w.next()?, 16).ok()?;
+            let _kind = w.next()?;
+            Some((w.next()?.to_string(), addr))
+        })
+        .collect()
+}
+
+fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, String> {
+    let mut size = Command::new(llvm_tool(ws, "size")?);
+    size.args(["-A", "-d"]).arg(elf);
+    let sections = parse_sections(&output(size)?);
+    let mut nm = Command::new(llvm_tool(ws, "nm")?);
+    nm.arg(elf);
+    let symbols = parse_symbols(&output(nm)?);
+    let sum = |prefixes: &[&str]| -> u64 {
+        sections
+            .iter()
+            .filter(|(n, _)| prefixes.contains(&n.as_str()))
+            .map(|(_, s)| *s)
+            .sum()
+    };
+    // The TSM's own .bss, without the carve-out that x86_64's link script places inside the
+    // section from `__boot_pml4` on (aarch64 has its own .carveout section).
+    let bss = match (
+        symbols.get("__bss_start"),
+        symbols.get("__boot_pml4"),
+        symbols.get("__bss_end"),
+    ) {
+        (Some(start), Some(carve), _) => Ok(carve.saturating_sub(*start)),
+        (Some(start), None, Some(end)) => Ok(end.saturating_sub(*start)),
+        _ => Err("no __bss_start/__bss_end symbols".to_string()),
+    };
+    let kib = |b: u64| b as f64 / 1024.0;
+    let fig = |key: &str, label: &str, value: Result<f64, String>| Figure {
+        arch: Some(arch),
+        key: key.into(),
+        label: label.into(),
+        value,
+        unit: "KiB",
+        ratio: None,
+    };
+    Ok(vec![
+        // x86_64 keeps its trampoline text in its own output section.
+        fig(
+            "text",
+            "image .text",
+            Ok(kib(sum(&[".text", ".trampoline", ".text.boot"]))),
+        ),
+        fig(
+            "rodata",
+            "image .rodata",
+            Ok(kib(sum(&[".rodata", ".rela.dyn"]))),
+        ),
+        fig("data", "image .data", Ok(kib(sum(&[".data"])))),
+        fig("bss", "image .bss (without the carve-out)", bss.map(kib)),
+    ])
+}
+
+/// Table reads of one translation path: (path, [IOTLB hit, miss cold, miss warm, no cache]).
+type Reads = (String, [u64; 4]);
+
+/// Criterion's results: (benchmark name, median ns), and the bench's table-read counts.
+fn parse_criterion(stdout: &str) -> (Vec<(String, f64)>, Vec<Reads>) {
+    let mut times = Vec::new();
+    let mut reads = Vec::new();
+    let mut name: Option<String> = None;
+    for line in stdout.lines() {
+        if let Some((who, counts)) = line.split_once(": IOTLB hit") {
+            // "  two-stage Arm : IOTLB hit 0, miss ... cold 24 / warm 5, no cache at all 24"
+            let n: Vec<u64> = counts
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if let [hit, cold, warm, uncached] = n[..] {
+                reads.push((who.trim().to_string(), [hit, cold, warm, uncached]));
+            }
+            continue;
+        }
+        if let Some((before, after)) = line.split_once("time:") {
+            let before = before.trim();
+            let bench = if before.is_empty() {
+                name.take()
+            } else {
+                Some(before.to_string())
+            };
+            let mid = after
+                .trim()
+                .trim_start_matches('[')
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            // [low unit mid unit high unit]
+            if let (Some(bench), Some(v), Some(unit)) = (bench, mid.get(2), mid.get(3)) {
+                let scale = match *unit {
+                    "ps" => 1e-3,
+                    "ns" => 1.0,
+                    "µs" | "us" => 1e3,
+                    "ms" => 1e6,
+                    _ => f64::NAN,
+                };
+                if let Ok(v) = v.parse::<f64>() {
+                    times.push((bench, v * scale));
+                }
+            }
+            continue;
+        }
+        let t = line.trim_end();
+        if !t.is_empty()
+            && !t.starts_with(char::is_whitespace)
+            && !t.starts_with("Benchmarking")
+            && !t.starts_with("Found")
+            && !t.starts_with("table reads")
+        {
+            name = Some(t.to_string());
+        }
+    }
+    (times, reads)
+}
+
+/// Lower-case words joined by `_`: a budget key from a benchmark name.
+fn slug(name: &str) -> String {
+    let mut s = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('_') && !s.is_empty() {
+            s.push('_');
+        }
+    }
+    s.trim_end_matches('_').to_string()
+}
+
+fn translate_figures(ws: &Workspace, quick: bool) -> Result<Vec<Figure>, String> {
+    let mut cmd = ws.cargo();
+    cmd.args(["bench", "-p", "tsm-core", "--bench", "translate"]);
+    if quick {
+        cmd.args(["--", "--quick"]);
+    }
+    eprintln!("$ {}", show(&cmd));
+    let stdout = output(cmd)?;
+    let (times, reads) = parse_criterion(&stdout);
+    if times.is_empty() {
+        return Err("criterion printed no `time:` line for the translate bench".into());
+    }
+    let mut out = Vec::new();
+    for (name, ns) in times {
+        out.push(Figure {
+            arch: None,
+            key: format!("{}_ns", slug(&name)),
+            label: format!("translate: {name}"),
+            value: Ok(ns),
+            unit: "ns (host)",
+            ratio: None,
+        });
+    }
+    for (who, [hit, cold, warm, uncached]) in reads {
+        for (what, n) in [
+            ("IOTLB hit", hit),
+            ("miss, caches cold", cold),
+            ("miss, caches warm", warm),
+            ("no cache", uncached),
+        ] {
+            out.push(Figure {
+                arch: None,
+                key: format!("reads_{}_{}", slug(&who), slug(what)),
+                label: format!("table reads: {who}, {what}"),
+                value: Ok(n as f64),
+                unit: "reads",
+                ratio: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `key = number` lines (TOML subset; `#` comments and `[section]` headers ignored).
+fn parse_budgets(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with('[') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("bench/budgets.toml line {}: not `key = number`", i + 1))?;
+        let v: f64 = v.trim().replace('_', "").parse().map_err(|_| {
+            format!(
+                "bench/budgets.toml line {}: {:?} is not a number",
+                i + 1,
+                v.trim()
+            )
+        })?;
+        out.insert(k.trim().trim_matches('"').to_string(), v);
+    }
+    Ok(out)
+}
+
+/// Checks a figure against `<arch>.<key>` (or `<key>`) and, for calls, `<key>_ratio`.
+fn judge(f: &Figure, budgets: &BTreeMap<String, f64>) -> Verdict {
+    let find = |key: &str| {
+        f.arch
+            .and_then(|a| budgets.get(&format!("{}.{key}", a.name())))
+            .or_else(|| budgets.get(key))
+            .copied()
+    };
+    let mut parts = Vec::new();
+    let mut over = false;
+    if let Some(b) = find(&f.key) {
+        parts.push(format!("≤ {}", num(b)));
+        over |= f.value.as_ref().is_ok_and(|v| *v > b);
+    }
+    if let Some(b) = find(&format!("{}_ratio", f.key)) {
+        parts.push(format!("≤ {b}×"));
+        over |= f.ratio.is_some_and(|r| r > b);
+    }
+    Verdict {
+        budget: (!parts.is_empty()).then(|| parts.join(", ")),
+        over,
+    }
+}
+
+fn num(v: f64) -> String {
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn table(figures: &[Figure], verdicts: &[Verdict]) -> String {
+    let mut rows = vec![[
+        "arch".to_string(),
+        "figure".into(),
+        "key".into(),
+        "value".into(),
+        "unit".into(),
+        "× floor".into(),
+        "budget".into(),
+        "".into(),
+    ]];
+    for (f, v) in figures.iter().zip(verdicts) {
+        rows.push([
+            f.arch.map_or("host", Arch::name).to_string(),
+            f.label.clone(),
+            f.key.clone(),
+            match &f.value {
+                Ok(x) => num(*x),
+                Err(why) => format!("n/a ({why})"),
+            },
+            f.unit.to_string(),
+            f.ratio.map_or(String::new(), |r| format!("{r:.2}")),
+            v.budget.clone().unwrap_or_default(),
+            if v.over { "OVER".into() } else { String::new() },
+        ]);
+    }
+    // Markdown, so the table pastes into docs/benchmarks.md as it is.
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        s.push('|');
+        for (c, cell) in r.iter().enumerate() {
+            let _ = write!(s, " {cell:<w$} |", w = widths[c]);
+        }
+        s.push('\n');
+        if i == 0 {
+            s.push('|');
+            for w in &widths {
+                let _ = write!(s, "{}|", "-".repeat(w + 2));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json(figures: &[Figure], verdicts: &[Verdict]) -> String {
+    let mut s = String::from("{\n  \"figures\": [\n");
+    for (i, (f, v)) in figures.iter().zip(verdicts).enumerate() {
+        let _ = writeln!(
+            s,
+            "    {{\"arch\": {}, \"key\": {}, \"label\": {}, \"value\": {}, \"unit\": {}, \"ratio_to_floor\": {}, \"na\": {}, \"budget\": {}, \"over_budget\": {}}}{}",
+            f.arch.map_or("null".into(), |a| json_str(a.name())),
+            json_str(&f.key),
+            json_str(&f.label),
+            f.value.as_ref().map_or("null".into(), |x| json_num(*x)),
+            json_str(f.unit),
+            f.ratio.map_or("null".into(), json_num),
+            f.value
+                .as_ref()
+                .err()
+                .map_or("null".into(), |w| json_str(w)),
+            v.budget.as_deref().map_or("null".into(), json_str),
+            v.over,
+            if i + 1 < figures.len() { "," } else { "" }
+        );
+    }
+    s.push_str("  ]\n}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_matches_the_host_payload() {
+        let src = include_str!("../../tests/host-payload/src/bench.rs");
+        assert!(src.contains(&format!("pub const ID: u32 = {BENCH_ID};")));
+    }
+
+    #[test]
+    fn parses_the_bench_lines() {
+        let log = parse_bench_log(
+            [
+                "bench start counter=5",
+                "bench calib loop_insns=2000000 ticks=125000",
+                "bench overhead samples=4 ticks=8",
+                "bench call version samples=256 ticks=5120",
+                "bench na guest_call: no script",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(log.insns_per_tick, Some(16.0));
+        assert_eq!(log.overhead_ticks, Some(2.0));
+        assert_eq!(log.calls.get("version"), Some(&(256, 5120)));
+        assert_eq!(
+            log.na.get("guest_call").map(String::as_str),
+            Some("no script")
+        );
+    }
+
+    #[test]
+    fn per_call_subtracts_overhead_and_scales() {
+        let line = |m: &str| Line {
+            program: Some(Program::Host),
+            time: Some("0.001500".into()),
+            level: "INFO",
+            message: m.into(),
+        };
+        let lines = [
+            line("bench calib loop_insns=200 ticks=100"),
+            line("bench overhead samples=10 ticks=20"),
+            line("bench call floor_unknown_fid samples=10 ticks=1020"),
+            line("bench call version samples=10 ticks=1520"),
+        ];
+        let f = call_figures(Arch::Aarch64, &lines);
+        // (1020/10 - 2) × 2 = 200; (1520/10 - 2) × 2 = 300.
+        assert_eq!(f[0].value, Ok(200.0));
+        assert_eq!(f[1].value, Ok(300.0));
+        assert_eq!(f[1].ratio, Some(1.5));
+        assert!(f[2].value.is_err(), "a missing call is n/a, not zero");
+        let reset = f
+            .iter()
+            .find(|f| f.key == "reset_to_host")
+            .map(|f| f.value.clone());
+        assert_eq!(reset, Some(Ok(1_500_000.0)));
+    }
+
+    #[test]
+    fn reads_the_tsm_memory_of_both_banners() {
+        assert_eq!(
+            range_after(
+                "TSM memory 0x40200000..0x40600000 (4096 KiB)",
+                "TSM memory "
+            ),
+            Some((0x4020_0000, 0x4060_0000))
+        );
+        assert_eq!(
+            range_after(
+                "DRAM 0x0..0x20000000, TSM 0x200000..0x900000 (page tables 3/64 pages)",
+                ", TSM "
+            ),
+            Some((0x20_0000, 0x90_0000))
+        );
+    }
+
+    #[test]
+    fn parses_criterion_output() {
+        let out = "table reads per translation (stage 2 = a 4-level table, 4 reads per lookup):\n  two-stage Arm : IOTLB hit 0, miss with walk and table caches cold 24 / warm 5, no cache at all 24\niotlb hit (two-stage Arm entry)\n                        time:   [49.856 ns 50.065 ns 50.898 ns]\n\nmiss, stage 2 only      time:   [174.04 ns 174.58 ns 176.78 ns]\n";
+        let (times, reads) = parse_criterion(out);
+        assert_eq!(
+            times,
+            vec![
+                ("iotlb hit (two-stage Arm entry)".to_string(), 50.065),
+                ("miss, stage 2 only".to_string(), 174.58)
+            ]
+        );
+        assert_eq!(reads, vec![("two-stage Arm".to_string(), [0, 24, 5, 24])]);
+        assert_eq!(
+            slug("miss, two-stage Arm, no cache (24-read floor)"),
+            "miss_two_stage_arm_no_cache_24_read_floor"
+        );
+    }
+
+    #[test]
+    fn budgets_mark_what_is_over() {
+        let b = parse_budgets(
+            "# c\n[calls]\nfloor = 400 # why\nversion_ratio = 1.5\naarch64.text = 10\n",
+        )
+        .unwrap_or_default();
+        let fig = |key: &str, value: f64, ratio: Option<f64>| Figure {
+            arch: Some(Arch::Aarch64),
+            key: key.into(),
+            label: String::new(),
+            value: Ok(value),
+            unit: "",
+            ratio,
+        };
+        assert!(!judge(&fig("floor", 400.0, None), &b).over);
+        assert!(judge(&fig("floor", 401.0, None), &b).over);
+        assert!(judge(&fig("version", 1.0, Some(1.6)), &b).over);
+        assert!(judge(&fig("text", 11.0, None), &b).over);
+        assert!(judge(&fig("other", 1e9, None), &b).budget.is_none());
+        assert!(parse_budgets("x = y").is_err());
+    }
+
+    #[test]
+    fn the_budgets_file_parses() {
+        let text = include_str!("../../bench/budgets.toml");
+        let b = parse_budgets(text);
+        assert!(b.as_ref().is_ok_and(|b| b.contains_key("floor")), "{b:?}");
+    }
+}
