@@ -237,15 +237,16 @@ impl Machine<'_> {
     fn call(&self, origin: Origin, regs: &CallRegs) {
         let before = self.snapshot();
         self.save_memory(&mut self.image.borrow_mut());
+        if self.trace {
+            // Printed before the call, so a call that hangs is the last line.
+            let name = CallId::try_from(regs.fid).map_or("(raw)", |c| c.name());
+            eprintln!("{origin:x?} {name} {:x?}", regs.args);
+        }
         let r = self.tsm.handle(origin, regs);
         let status = Status::from_raw(r.status)
             .unwrap_or_else(|| panic!("undefined status word {:#x} for {regs:x?}", r.status));
         if self.trace {
-            let name = CallId::try_from(regs.fid).map_or("(raw)", |c| c.name());
-            eprintln!(
-                "{origin:x?} {name} {:x?} -> {status:?} {:x?}",
-                regs.args, r.out
-            );
+            eprintln!("  -> {status:?} {:x?}", r.out);
         }
         let after = self.snapshot();
         let reports_change = matches!(
