@@ -4,6 +4,27 @@
 //! `regressions/<target>/` and runs here.
 
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long one input may run before it counts as a hang (xtask gives libFuzzer 10 s too;
+/// Miri interprets, so it gets longer).
+const HANG_SECONDS: u64 = if cfg!(miri) { 600 } else { 10 };
+
+/// Runs one input on its own thread: `Err` says how it failed. A hung thread is left spinning
+/// until the test process exits.
+fn outcome(run: tsm_fuzz::Entry, bytes: Vec<u8>) -> Result<(), &'static str> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = std::panic::catch_unwind(|| run(&bytes)).is_ok();
+        let _ = tx.send(ok);
+    });
+    match rx.recv_timeout(Duration::from_secs(HANG_SECONDS)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("fails its checks"),
+        Err(_) => Err("hangs"),
+    }
+}
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -48,16 +69,12 @@ fn seeds_corpus_and_regressions_pass_every_check() {
         }
         // Every input runs even after one fails, so the report lists them all.
         for (name, bytes) in all {
-            if std::panic::catch_unwind(|| run(&bytes)).is_err() {
-                failed.push(format!("{target}: {name}"));
+            if let Err(how) = outcome(run, bytes) {
+                failed.push(format!("{target}: {name} {how}"));
             }
         }
     }
-    assert!(
-        failed.is_empty(),
-        "inputs failing their checks:\n{}",
-        failed.join("\n")
-    );
+    assert!(failed.is_empty(), "failing inputs:\n{}", failed.join("\n"));
 }
 
 #[test]

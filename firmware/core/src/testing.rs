@@ -104,7 +104,9 @@ impl SimPlatform {
             if unmapped.contains(&g) {
                 return Err(MemFault(Pa(g)));
             }
-            g += GRANULE_SIZE;
+            // The last granule of the address space has no successor.
+            let Some(next) = g.checked_add(GRANULE_SIZE) else { break };
+            g = next;
         }
         Ok(())
     }

@@ -178,6 +178,16 @@ impl<'a> Tsm<'a> {
         {
             return Err(bad);
         }
+        // The caller may already hold an object's granule lock (PDEV_CONNECT holds its PDEV) and
+        // the host may name a buffer inside that same granule: locking it would spin on our own
+        // lock forever. An object granule is never NS, so refuse on the published state before
+        // locking; `lock_in` repeats the check under the lock, race-free.
+        if !matches!(
+            self.granules.peek(pa.granule_base()),
+            Ok((GranuleState::Ns, _))
+        ) {
+            return Err(bad);
+        }
         self.granules
             .lock_in(pa.granule_base(), GranuleState::Ns)
             .map_err(|_| bad)

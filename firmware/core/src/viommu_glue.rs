@@ -218,6 +218,7 @@ pub fn event_reason(r: FaultReason) -> (EventReason, bool) {
         S2Permission => (EventReason::Stage2Permission, false),
         T0ToSecure => (EventReason::T0ToSecure, false),
         T1NotAllowed | T1NotTvmMemory => (EventReason::T1NotAllowed, false),
+        DeviceError => (EventReason::DeviceError, false),
     }
 }
 

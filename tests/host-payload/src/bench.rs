@@ -16,10 +16,12 @@
 use tsm_abi::addr::Pa;
 use tsm_abi::api::{OpProgress, Transport, host};
 use tsm_abi::call::CallId;
+use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::regs::CallRegs;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::AbiVersion;
 use tsm_scenarios::driver::World;
+use tsm_scenarios::layout::{GuestArg, Script, VBDF_BASE, exit_code};
 use tsm_scenarios::pool::Pool;
 use tsm_scenarios::{Fail, HostEnv, Outcome};
 
@@ -36,6 +38,12 @@ const GRANULES: u32 = 64;
 const ROUNDS: u32 = 4;
 /// VDEV_CREATE/VDEV_BIND samples: each carries a full bind and unbind through the device.
 const VDEV_SAMPLES: u32 = 8;
+/// vCPUs of the VCPU_RUN figures, half of each kind (the scenarios' driver keeps at most this
+/// many per TVM).
+const VCPU_SAMPLES: usize = tsm_scenarios::driver::MAX_VCPUS;
+/// Guest calls the TSM refuses in the isolation buffer script (`tsm_scenarios::guest`,
+/// `iso_buffers`).
+const REFUSED_GUEST_CALLS: u32 = 4;
 /// Iterations of the calibration loop (two instructions each).
 const CALIB_ITERS: u64 = 1_000_000;
 /// A function ID in the host range that names no call: the dispatcher refuses it before any
@@ -71,8 +79,9 @@ fn measure(env: &mut Host) -> Outcome {
     gate_calls(env)?;
     granule_calls(env)?;
     vdev_calls(env)?;
+    vcpu_calls(env)?;
     defmt::info!(
-        "bench na guest_call: the guest payload has no script that times G_VERSION from inside the TVM (tests/scenarios/src/guest.rs); the host cannot separate one guest call from VCPU_RUN's world switch"
+        "bench na guest_call: no guest script times G_VERSION inside the TVM; the host sees only whole VCPU_RUNs (vcpu_run)"
     );
     Ok(())
 }
@@ -193,6 +202,72 @@ fn vdev_params_bytes() -> [u8; core::mem::size_of::<tsm_abi::params::VdevParams>
     // `IntoBytes` (abi/src/layout.rs), so it has no padding and every byte is initialised; the
     // array has its exact size. (The host payload has no zerocopy dependency of its own.)
     unsafe { core::mem::transmute(params) }
+}
+
+/// VCPU_RUN of vCPUs of two kinds, alternating, one sample per vCPU (G_EXIT ends a vCPU for
+/// good); xtask builds the guest without log output for this:
+///
+/// - the least the guest payload can do: start-up, one G_VERSION, G_EXIT (`arg0` 0 names no
+///   script, so the guest exits with `BAD_ARG` right after its version check);
+/// - the same plus the isolation buffer script: [`REFUSED_GUEST_CALLS`] guest calls the TSM
+///   refuses after checking their arguments (three G_CONSOLE_WRITEs of memory the TVM does
+///   not map, a G_VDEV_INFO of a vdevice it does not have), then G_EXIT(0).
+///
+/// xtask takes the difference per refused call as the cost of a guest call.
+fn vcpu_calls(env: &mut Host) -> Outcome {
+    let mut w = World::new(env)?;
+    let iso = GuestArg {
+        script: Script::IsoBuffers,
+        vbdf: VBDF_BASE,
+        count: 0,
+    }
+    .encode();
+    let mut args = [0u64; VCPU_SAMPLES];
+    for a in args.iter_mut().skip(1).step_by(2) {
+        *a = iso;
+    }
+    let t = w.add_tvm(env, &args)?;
+    w.activate(env, t)?;
+    let vcpus = w.tvm(t)?.vcpus.clone();
+    let exit = w.exit;
+    let (mut minimal, mut refusing) = (0u64, 0u64);
+    for (&vcpu, &arg) in vcpus.iter().zip(&args) {
+        let ticks = time(|| {
+            let r = host::vcpu_run(env, vcpu, exit);
+            check(
+                matches!(r, Ok(ExitReason::GuestExit)),
+                "VCPU_RUN did not end with G_EXIT",
+                vcpu.0,
+            )
+        })?;
+        let mut rec = [0u8; core::mem::size_of::<VcpuExit>()];
+        check(env.read(exit, &mut rec), "read the exit record", exit.0)?;
+        // SAFETY: `VcpuExit` is a boundary struct (`repr(C)`, zerocopy `FromBytes`:
+        // abi/src/layout.rs), so any bytes of its exact size are a valid value.
+        let rec: VcpuExit = unsafe { core::mem::transmute(rec) };
+        // Any other code is the line of a failed guest check (a refused G_VERSION, or a call
+        // the TSM did not refuse as the script expects).
+        if arg == iso {
+            check(
+                rec.code == 0,
+                "guest exit code of the buffer script",
+                rec.code,
+            )?;
+            refusing += ticks;
+        } else {
+            check(
+                rec.code == exit_code::BAD_ARG,
+                "guest exit code (G_VERSION failed?)",
+                rec.code,
+            )?;
+            minimal += ticks;
+        }
+    }
+    let half = (VCPU_SAMPLES / 2) as u32;
+    report("vcpu_run_minimal_guest", half, minimal);
+    report("vcpu_run_refused_guest_calls", half, refusing);
+    defmt::info!("bench refused_guest_calls={=u32}", REFUSED_GUEST_CALLS);
+    w.finish(env)
 }
 
 fn report(name: &str, samples: u32, ticks: u64) {

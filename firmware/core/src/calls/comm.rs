@@ -280,6 +280,20 @@ pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusC
     v.accepted = 0;
     v.last_result = result as u32;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+    if result == StatusCode::DeviceError {
+        // docs/abi.md §8.3: both sides learn of a device error from their event queues.
+        let event = viommu::Fault {
+            vdev: Some(viommu::VdevId(vdev.0)),
+            reason: viommu::FaultReason::DeviceError,
+            level: None,
+            iova: tsm_abi::addr::Iova(0),
+            pasid: None,
+            access: viommu::Access::Read,
+            t_bit: false,
+        };
+        v.events.push(&event);
+        v.host_events.push(&event);
+    }
 }
 
 /// T=1 off before anything else happens to the TDI (unbind, stop).

@@ -363,6 +363,16 @@ fn misbehaving_devices_put_the_vdevice_in_error_and_never_reach_run() {
         w.guest(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800])
             .unwrap_err();
         assert_ne!(w.state().0, u64::from(VdevState::Run.raw()));
+        // §8.3: the device error is queued for the host (sanitized) and the guest (full).
+        let device_error = tsm_abi::event::EventReason::DeviceError.raw();
+        w.h.host(EVENT_READ, &[w.vdev.0, w.comm.0]).unwrap();
+        let mut host = tsm_abi::event::HostEvent::new_zeroed();
+        w.h.sim.read(w.comm, host.as_mut_bytes()).unwrap();
+        assert_eq!(host.reason, device_error, "{m:?}: host event");
+        w.guest(G_EVENT_READ, &[u64::from(VBDF), 0x1000]).unwrap();
+        let mut guest = tsm_abi::event::GuestEvent::new_zeroed();
+        w.h.sim.read(w.page, guest.as_mut_bytes()).unwrap();
+        assert_eq!(guest.reason, device_error, "{m:?}: guest event");
         // ERROR can be destroyed, or unbound to try STOP.
         dev.clear_misbehaviour();
         let r = w.h.host(VDEV_UNBIND, &[w.vdev.0, w.comm.0]);
@@ -706,6 +716,24 @@ fn vdev_calls_refuse_wrong_states_and_handles() {
     g(G_VDEV_INFO, &[u64::from(VBDF), 0x9000], s(InvalidBuffer, 2));
     h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
     g(G_VDEV_INFO, &[u64::from(VBDF), 0x1000], s(BadHandle, 1));
+}
+
+/// Regression (found by the model-based test): a buffer inside the granule of the object the
+/// call holds locked made the TSM spin on its own lock forever, a host-triggerable hang.
+#[test]
+fn buffers_inside_the_objects_own_granule_are_refused_not_deadlocked() {
+    let tdis = leak_tdis();
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    h.refused(VDEV_BIND, &[w.vdev.0, w.vdev.0], s(InvalidBuffer, 2));
+    h.refused(EVENT_READ, &[w.vdev.0, w.vdev.0 + 32], s(InvalidBuffer, 2));
+    assert_eq!(
+        h.host(VDEV_BIND, &[w.vdev.0, w.comm.0]),
+        Err(Status::new(NeedsDeviceIo))
+    );
+    h.refused(COMMUNICATE, &[w.vdev.0, w.vdev.0], s(InvalidBuffer, 2));
+    h.refused(COMMUNICATE, &[w.vdev.0, w.pdev.0], s(InvalidBuffer, 2));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::{Access, Fault, FaultReason};
 
-/// Records a queue holds (16 bytes each: 512 bytes, 592 with the counters).
+/// Records a queue holds (16 bytes each: 512 bytes, 600 with the counters).
 pub const EVENT_QUEUE_CAPACITY: usize = 32;
 
 const NO_LEVEL: u8 = 0xFF;
@@ -49,6 +49,8 @@ pub struct EventQueue {
     total: u32,
     /// Faults per reason (`reason - 1`), saturating.
     per_reason: [u32; FaultReason::COUNT],
+    /// Keeps `records` 8-byte aligned without implicit padding (zero).
+    reserved: u32,
     records: [EventRecord; EVENT_QUEUE_CAPACITY],
 }
 
@@ -105,6 +107,7 @@ impl EventQueue {
             overflow: 0,
             total: 0,
             per_reason: [0; FaultReason::COUNT],
+            reserved: 0,
             records: [EMPTY; EVENT_QUEUE_CAPACITY],
         }
     }

@@ -43,11 +43,14 @@ pub enum FaultReason {
     /// T=1 request whose final page is not the TVM's own (a private mapping of a non-secure
     /// page or a shared mapping of a secure one).
     T1NotTvmMemory = 16,
+    /// Not a translation fault: the device broke the TDISP protocol and the vdevice went to
+    /// ERROR (docs/abi.md §8.3). Queued so host and guest learn it from the same queues.
+    DeviceError = 17,
 }
 
 impl FaultReason {
     /// Number of reasons (the host's per-reason counters).
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// Every reason, in value order.
     pub const ALL: [FaultReason; Self::COUNT] = [
@@ -67,6 +70,7 @@ impl FaultReason {
         FaultReason::T0ToSecure,
         FaultReason::T1NotAllowed,
         FaultReason::T1NotTvmMemory,
+        FaultReason::DeviceError,
     ];
 
     /// The reason with value `raw`.

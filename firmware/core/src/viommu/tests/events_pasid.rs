@@ -133,7 +133,7 @@ fn layouts_are_fixed_for_embedding() {
     assert_eq!(core::mem::size_of::<EventRecord>(), 16);
     assert_eq!(
         core::mem::size_of::<EventQueue>(),
-        16 + 4 * FaultReason::COUNT + 16 * EVENT_QUEUE_CAPACITY
+        (16 + 4 * FaultReason::COUNT).next_multiple_of(8) + 16 * EVENT_QUEUE_CAPACITY
     );
     assert_eq!(
         core::mem::size_of::<PasidTable>(),

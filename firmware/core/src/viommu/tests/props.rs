@@ -562,8 +562,11 @@ fn the_random_worlds_reach_every_outcome() {
         .filter(|r| cov.reasons[*r as usize - 1] == 0)
         .collect();
     // S1TableRead needs a table in one of the two memory-less pages, reachable but rare.
+    // DeviceError is not a translation outcome (the core queues it when a TDI breaks).
     assert!(
-        missing.iter().all(|r| *r == FaultReason::S1TableRead),
+        missing
+            .iter()
+            .all(|r| matches!(r, FaultReason::S1TableRead | FaultReason::DeviceError)),
         "never produced: {missing:?}; {cov:?}"
     );
 }
