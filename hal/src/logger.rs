@@ -25,14 +25,20 @@ struct FrameCell(UnsafeCell<Frame>);
 unsafe impl Sync for FrameCell {}
 
 static LOCKED: AtomicBool = AtomicBool::new(false);
-static FRAME: FrameCell =
-    FrameCell(UnsafeCell::new(Frame { len: 0, buf: [0; MAX_PAYLOAD], record: [0; MAX_RECORD] }));
+static FRAME: FrameCell = FrameCell(UnsafeCell::new(Frame {
+    len: 0,
+    buf: [0; MAX_PAYLOAD],
+    record: [0; MAX_RECORD],
+}));
 
 // SAFETY: `acquire` takes a spin lock that `release` frees, so `write`/`flush`/`release` run with
 // exclusive use of `FRAME`, as the trait requires.
 unsafe impl defmt::Logger for TsmLogger {
     fn acquire() {
-        while LOCKED.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         // SAFETY: we hold LOCKED.
@@ -78,7 +84,10 @@ pub fn emit_text(text: &str) {
 pub fn emit_relayed(stream: u8, frame: &[u8]) {
     let mut record = [0u8; MAX_RECORD];
     let n = encode_record(stream, frame, &mut record);
-    while LOCKED.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while LOCKED
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         core::hint::spin_loop();
     }
     arch::console_write(&record[..n]);

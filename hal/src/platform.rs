@@ -51,7 +51,9 @@ pub struct MemRange {
 impl MemRange {
     /// Whether `[pa, pa + len)` lies inside the range (false on overflow).
     pub fn contains(&self, pa: Pa, len: u64) -> bool {
-        let (Some(end), Some(self_end)) = (pa.0.checked_add(len), self.base.0.checked_add(self.size)) else {
+        let (Some(end), Some(self_end)) =
+            (pa.0.checked_add(len), self.base.0.checked_add(self.size))
+        else {
             return false;
         };
         pa.0 >= self.base.0 && end <= self_end

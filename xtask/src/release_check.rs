@@ -22,7 +22,10 @@ fn contains_marker(elf: &Path) -> Result<bool, String> {
 pub fn check(ws: &Workspace, arch: Arch, test_build: &Images) -> Result<String, String> {
     let release = images::build(ws, arch, true, Variant::Normal)?;
     if contains_marker(&release.tsm)? {
-        return Err(format!("{} contains TEST_DMA_INJECT", release.tsm.display()));
+        return Err(format!(
+            "{} contains TEST_DMA_INJECT",
+            release.tsm.display()
+        ));
     }
     if !contains_marker(&test_build.tsm)? {
         return Err(format!(

@@ -170,7 +170,9 @@ impl GranuleError {
             | GranuleError::StillOwned { .. } => StatusCode::GranuleState,
             // A handle that names no object of the expected kind is a bad handle; a plain
             // granule in the wrong state is a granule-state error.
-            GranuleError::WrongState { expected, .. } if expected.is_object() => StatusCode::BadHandle,
+            GranuleError::WrongState { expected, .. } if expected.is_object() => {
+                StatusCode::BadHandle
+            }
             GranuleError::WrongState { .. } => StatusCode::GranuleState,
             GranuleError::Referenced { .. } => StatusCode::InUse,
             GranuleError::RefcountOverflow => StatusCode::Capacity,
@@ -198,7 +200,10 @@ impl<'a> GranuleTable<'a> {
     /// `reserved` (the TSM's own memory, including `descs` itself), which become RESERVED.
     /// `base` must be granule-aligned; a misaligned base is rounded down.
     pub fn new(base: Pa, descs: &'a [AtomicU16], reserved: core::ops::Range<Pa>) -> Self {
-        let t = GranuleTable { base: base.granule_base(), descs };
+        let t = GranuleTable {
+            base: base.granule_base(),
+            descs,
+        };
         for (i, d) in descs.iter().enumerate() {
             let pa = t.base.0 + ((i as u64) << GRANULE_SHIFT);
             let state = if pa >= reserved.start.granule_base().0 && pa < reserved.end.0 {
@@ -231,9 +236,15 @@ impl<'a> GranuleTable<'a> {
         if !pa.is_granule_aligned() {
             return Err(GranuleError::Misaligned);
         }
-        let off = pa.0.checked_sub(self.base.0).ok_or(GranuleError::OutOfRange)?;
+        let off =
+            pa.0.checked_sub(self.base.0)
+                .ok_or(GranuleError::OutOfRange)?;
         let idx = usize::try_from(off >> GRANULE_SHIFT).map_err(|_| GranuleError::OutOfRange)?;
-        if idx < self.descs.len() { Ok(idx) } else { Err(GranuleError::OutOfRange) }
+        if idx < self.descs.len() {
+            Ok(idx)
+        } else {
+            Err(GranuleError::OutOfRange)
+        }
     }
 
     /// Whether `[pa, pa + len)` lies in tracked DRAM.
@@ -245,8 +256,15 @@ impl<'a> GranuleTable<'a> {
     /// The state of `pa`'s granule, read without locking (a snapshot: it may change right after;
     /// use it for checks that a later locked step repeats, and for invariant checks).
     pub fn peek(&self, pa: Pa) -> Result<(GranuleState, u16), GranuleError> {
-        let d = self.descs.get(self.index(pa)?).ok_or(GranuleError::OutOfRange)?.load(Ordering::Acquire);
-        Ok((GranuleState::from_bits((d & STATE_MASK) >> STATE_SHIFT), d & REFCOUNT_MASK))
+        let d = self
+            .descs
+            .get(self.index(pa)?)
+            .ok_or(GranuleError::OutOfRange)?
+            .load(Ordering::Acquire);
+        Ok((
+            GranuleState::from_bits((d & STATE_MASK) >> STATE_SHIFT),
+            d & REFCOUNT_MASK,
+        ))
     }
 
     /// Locks `pa`'s granule (spinning while another CPU holds it).
@@ -256,9 +274,20 @@ impl<'a> GranuleTable<'a> {
         loop {
             let cur = d.load(Ordering::Relaxed);
             if cur & LOCK_BIT == 0
-                && d.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && d.compare_exchange_weak(
+                    cur,
+                    cur | LOCK_BIT,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
             {
-                return Ok(Locked { table: self, idx, pa, desc: cur });
+                return Ok(Locked {
+                    table: self,
+                    idx,
+                    pa,
+                    desc: cur,
+                });
             }
             core::hint::spin_loop();
         }
@@ -268,7 +297,11 @@ impl<'a> GranuleTable<'a> {
     pub fn lock_in(&self, pa: Pa, expected: GranuleState) -> Result<Locked<'_, 'a>, GranuleError> {
         let g = self.lock(pa)?;
         let found = g.state();
-        if found == expected { Ok(g) } else { Err(GranuleError::WrongState { expected, found }) }
+        if found == expected {
+            Ok(g)
+        } else {
+            Err(GranuleError::WrongState { expected, found })
+        }
     }
 
     /// Iterates over every granule's address and (unlocked) state: for invariant checks.
@@ -313,7 +346,9 @@ impl Locked<'_, '_> {
     pub fn transition(&mut self, to: GranuleState) -> Result<(), GranuleError> {
         self.state().check_transition(to)?;
         if self.refcount() != 0 {
-            return Err(GranuleError::Referenced { refcount: self.refcount() });
+            return Err(GranuleError::Referenced {
+                refcount: self.refcount(),
+            });
         }
         self.desc = (self.desc & !STATE_MASK) | ((to as u16) << STATE_SHIFT);
         Ok(())
@@ -370,9 +405,15 @@ mod tests {
         let t = table(&d);
         let mut g = t.lock(Pa(BASE)).unwrap();
         assert_eq!(g.state(), GranuleState::Reserved);
-        assert_eq!(g.transition(GranuleState::Delegated), Err(GranuleError::Reserved));
+        assert_eq!(
+            g.transition(GranuleState::Delegated),
+            Err(GranuleError::Reserved)
+        );
         drop(g);
-        assert_eq!(t.peek(Pa(BASE + 2 * GRANULE_SIZE)).unwrap().0, GranuleState::Ns);
+        assert_eq!(
+            t.peek(Pa(BASE + 2 * GRANULE_SIZE)).unwrap().0,
+            GranuleState::Ns
+        );
     }
 
     #[test]
@@ -380,8 +421,14 @@ mod tests {
         let d = descs(8);
         let t = table(&d);
         assert_eq!(t.lock(Pa(BASE + 1)).err(), Some(GranuleError::Misaligned));
-        assert_eq!(t.lock(Pa(BASE - GRANULE_SIZE)).err(), Some(GranuleError::OutOfRange));
-        assert_eq!(t.lock(Pa(BASE + 8 * GRANULE_SIZE)).err(), Some(GranuleError::OutOfRange));
+        assert_eq!(
+            t.lock(Pa(BASE - GRANULE_SIZE)).err(),
+            Some(GranuleError::OutOfRange)
+        );
+        assert_eq!(
+            t.lock(Pa(BASE + 8 * GRANULE_SIZE)).err(),
+            Some(GranuleError::OutOfRange)
+        );
         assert_eq!(t.lock(Pa(!0xFFF)).err(), Some(GranuleError::OutOfRange));
         assert!(t.covers(Pa(BASE), 8 * GRANULE_SIZE));
         assert!(!t.covers(Pa(BASE), 8 * GRANULE_SIZE + 1));
@@ -391,7 +438,9 @@ mod tests {
     #[test]
     fn every_edge_is_checked() {
         use GranuleState::*;
-        let all = [Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved];
+        let all = [
+            Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved,
+        ];
         for from in all {
             for to in all {
                 let r = from.check_transition(to);
@@ -407,10 +456,22 @@ mod tests {
                 assert_eq!(r.is_ok(), legal, "{from:?} -> {to:?}: {r:?}");
             }
         }
-        assert_eq!(Ns.check_transition(Tvm), Err(GranuleError::NotDelegated { found: Ns }));
-        assert_eq!(Tvm.check_transition(Ns), Err(GranuleError::StillOwned { found: Tvm }));
-        assert_eq!(Delegated.check_transition(Delegated), Err(GranuleError::AlreadyDelegated));
-        assert_eq!(Tvm.check_transition(Vdev), Err(GranuleError::NotDelegated { found: Tvm }));
+        assert_eq!(
+            Ns.check_transition(Tvm),
+            Err(GranuleError::NotDelegated { found: Ns })
+        );
+        assert_eq!(
+            Tvm.check_transition(Ns),
+            Err(GranuleError::StillOwned { found: Tvm })
+        );
+        assert_eq!(
+            Delegated.check_transition(Delegated),
+            Err(GranuleError::AlreadyDelegated)
+        );
+        assert_eq!(
+            Tvm.check_transition(Vdev),
+            Err(GranuleError::NotDelegated { found: Tvm })
+        );
     }
 
     #[test]
@@ -423,7 +484,10 @@ mod tests {
             g.transition(GranuleState::Delegated).unwrap();
             g.transition(GranuleState::Tvm).unwrap();
             g.get().unwrap();
-            assert_eq!(g.transition(GranuleState::Delegated), Err(GranuleError::Referenced { refcount: 1 }));
+            assert_eq!(
+                g.transition(GranuleState::Delegated),
+                Err(GranuleError::Referenced { refcount: 1 })
+            );
             g.put().unwrap();
             assert_eq!(g.put(), Err(GranuleError::RefcountOverflow));
             for _ in 0..MAX_REFCOUNT {
@@ -435,7 +499,10 @@ mod tests {
         assert_eq!(t.peek(pa).unwrap(), (GranuleState::Tvm, MAX_REFCOUNT));
         assert_eq!(
             t.lock_in(pa, GranuleState::Vdev).err(),
-            Some(GranuleError::WrongState { expected: GranuleState::Vdev, found: GranuleState::Tvm })
+            Some(GranuleError::WrongState {
+                expected: GranuleState::Vdev,
+                found: GranuleState::Tvm
+            })
         );
     }
 
@@ -444,7 +511,10 @@ mod tests {
         let d = descs(4);
         let t = table(&d);
         let pa = Pa(BASE + 3 * GRANULE_SIZE);
-        t.lock(pa).unwrap().transition(GranuleState::Delegated).unwrap();
+        t.lock(pa)
+            .unwrap()
+            .transition(GranuleState::Delegated)
+            .unwrap();
         t.lock(pa).unwrap().transition(GranuleState::Table).unwrap();
         std::thread::scope(|s| {
             for _ in 0..4 {

@@ -105,7 +105,9 @@ impl SimPlatform {
                 return Err(MemFault(Pa(g)));
             }
             // The last granule of the address space has no successor.
-            let Some(next) = g.checked_add(GRANULE_SIZE) else { break };
+            let Some(next) = g.checked_add(GRANULE_SIZE) else {
+                break;
+            };
             g = next;
         }
         Ok(())

@@ -26,12 +26,18 @@ struct FrameCell(UnsafeCell<Frame>);
 unsafe impl Sync for FrameCell {}
 
 static LOCKED: AtomicBool = AtomicBool::new(false);
-static FRAME: FrameCell = FrameCell(UnsafeCell::new(Frame { buf: [0; MAX_FRAME], len: 0 }));
+static FRAME: FrameCell = FrameCell(UnsafeCell::new(Frame {
+    buf: [0; MAX_FRAME],
+    len: 0,
+}));
 
 // SAFETY: acquire/release bracket every write with the LOCKED spin lock.
 unsafe impl defmt::Logger for HostLogger {
     fn acquire() {
-        while LOCKED.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         // SAFETY: we hold LOCKED.
@@ -45,7 +51,10 @@ unsafe impl defmt::Logger for HostLogger {
         let f = unsafe { &*FRAME.0.get() };
         if f.len > 0 {
             // The host's memory is identity-mapped, so the buffer's address is its physical address.
-            crate::tsm_call(CallId::CONSOLE_WRITE, &[f.buf.as_ptr() as u64, f.len as u64]);
+            crate::tsm_call(
+                CallId::CONSOLE_WRITE,
+                &[f.buf.as_ptr() as u64, f.len as u64],
+            );
         }
         LOCKED.store(false, Ordering::Release);
     }

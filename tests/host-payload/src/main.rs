@@ -22,7 +22,10 @@ use tsm_abi::regs::{CallRegs, CallResult};
 
 /// Issues one TSM call through the architectural gate.
 pub fn tsm_call(call: CallId, args: &[u64]) -> CallResult {
-    let mut regs = CallRegs { fid: call.fid() as u64, args: [0; 6] };
+    let mut regs = CallRegs {
+        fid: call.fid() as u64,
+        args: [0; 6],
+    };
     for (slot, a) in regs.args.iter_mut().zip(args) {
         *slot = *a;
     }
@@ -41,7 +44,13 @@ pub fn system_off(code: u64) -> ! {
 /// Called by the arch entry with the boot arguments the TSM passed (docs/design.md).
 pub fn host_main(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
     let id = arch::scenario_id();
-    defmt::info!("host payload up on CPU {=u64}: DRAM {=u64:#x}+{=u64:#x}, scenario {=u32}", cpu, dram_base, dram_size, id);
+    defmt::info!(
+        "host payload up on CPU {=u64}: DRAM {=u64:#x}+{=u64:#x}, scenario {=u32}",
+        cpu,
+        dram_base,
+        dram_size,
+        id
+    );
     let passed = scenario::run(id, dram_base, dram_size);
     if passed {
         defmt::info!("scenario {=u32}: PASS", id);
