@@ -4,8 +4,10 @@
 mod arch;
 mod bench;
 mod decode;
+mod fuzz;
 mod gdb;
 mod images;
+mod miri;
 mod outcome;
 mod prereq;
 mod procs;
@@ -61,6 +63,21 @@ enum Cmd {
     /// translation, image size and static RAM, boot) against bench/budgets.toml; prints one
     /// table and writes target/xtask/bench.json (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Run the libFuzzer targets (fuzz/, nightly + cargo-fuzz, installed when missing), each
+    /// bounded in time, one at a time (docs/assurance.md).
+    Fuzz(FuzzArgs),
+    /// Run the host-buildable crates' tests under Miri (nightly, installed when missing).
+    Miri,
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// One target (dispatcher, tdisp_decode, walkers, device_model); default: all.
+    #[arg(long)]
+    target: Option<String>,
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    time: u64,
 }
 
 #[derive(Args)]
@@ -230,6 +247,8 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                 quick: args.quick,
             },
         ),
+        Cmd::Fuzz(args) => fuzz::fuzz(&ws, args.target.as_deref(), args.time),
+        Cmd::Miri => miri::miri(&ws),
         Cmd::Gdb(args) => {
             let scenario = find_scenario(&args.scenario)?;
             let arch = Arch::from(args.arch);

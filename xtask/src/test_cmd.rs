@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use crate::arch::Arch;
 use crate::images::{self, Images};
 use crate::outcome::{self, Outcome};
-use crate::release_check;
 use crate::scenarios::{Scenario, Variant};
 use crate::workspace::{Workspace, show};
-use crate::{procs, qemu};
+use crate::{fuzz, procs, qemu, release_check};
 
 /// The machine has 2 cores; each QEMU runs one TCG thread per busy vCPU.
 const PARALLEL_RUNS: usize = 2;
@@ -52,6 +51,22 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
         for (what, arch, mut cmd) in checks(ws) {
             rows.push(check(what, arch, &mut cmd)?);
         }
+        // A few seconds per fuzz target, after replaying the checked-in seeds and every saved
+        // crash input (docs/assurance.md); the long runs are `cargo xtask fuzz`.
+        let t = Instant::now();
+        let result = fuzz::smoke(ws);
+        if let Err(e) = &result {
+            eprintln!("xtask: {e}");
+        }
+        let ok = matches!(result, Ok(true));
+        rows.push(Row {
+            what: "fuzz smoke (4 targets)".into(),
+            arch: "host",
+            expected: "-".into(),
+            result: if ok { "ok".into() } else { "FAILED".into() },
+            ok,
+            wall: t.elapsed(),
+        });
     }
 
     let mut jobs = Vec::new();
