@@ -371,23 +371,28 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         Some(s) => copy_granule(t, s, page)?,
         None => t.scrub(page)?,
     }
-    let leaf = Leaf {
-        pa: page,
-        perms: perms(flags),
-        kind: MapKind::Private,
-    };
-    let map = t.map(Pa(o.root));
-    map.write_raw(
-        table,
-        addrmap::index(gpa, LEAF_LEVEL),
-        map.format().page(leaf),
-    )
-    .map_err(|_| internal())?;
+    write_leaf(t, &o, table, gpa, page, perms(flags), MapKind::Private)?;
     objects::save(t.platform, &gt, &o)?;
     gl.get().map_err(|_| internal())?;
     gpg.transition(GranuleState::Private)
         .map_err(|e| e.status(3))?;
     OK
+}
+
+/// Writes the leaf entry for `gpa` (in the level-3 `table` its map walk found) pointing at `pa`.
+fn write_leaf(
+    t: &Tsm<'_>,
+    o: &TvmObj,
+    table: Pa,
+    gpa: Gpa,
+    pa: Pa,
+    perms: Perms,
+    kind: MapKind,
+) -> Result<(), Status> {
+    let map = t.map(Pa(o.root));
+    let entry = map.format().page(Leaf { pa, perms, kind });
+    map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), entry)
+        .map_err(|_| internal())
 }
 
 /// MAP_SHARED: an NS granule becomes a shared page of the TVM at `gpa`. The granule's refcount
@@ -419,18 +424,7 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if gn.refcount() >= crate::granule::MAX_REFCOUNT {
         return Err(st(StatusCode::Capacity, 3));
     }
-    let leaf = Leaf {
-        pa: ns,
-        perms: perms(flags),
-        kind: MapKind::Shared,
-    };
-    let map = t.map(Pa(o.root));
-    map.write_raw(
-        table,
-        addrmap::index(gpa, LEAF_LEVEL),
-        map.format().page(leaf),
-    )
-    .map_err(|_| internal())?;
+    write_leaf(t, &o, table, gpa, ns, perms(flags), MapKind::Shared)?;
     objects::save(t.platform, &gt, &o)?;
     gn.get().map_err(|e| e.status(3))?;
     gl.get().map_err(|_| internal())?;
