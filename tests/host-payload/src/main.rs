@@ -14,6 +14,7 @@ mod x86_64;
 use x86_64 as arch;
 
 mod env;
+mod jobs;
 mod logger;
 mod scenario;
 

@@ -77,7 +77,7 @@ pub fn run(dram_base: u64, dram_size: u64) -> Outcome {
     let mut host = Host::new(dram_base, dram_size);
     let (mut w, s) = smp::setup(&mut host)?;
     publish(dram_base, dram_size, &s);
-    if !crate::arch::post_job(1, cpu1_worker, 0) {
+    if !crate::jobs::post_job(1, cpu1_worker, 0) {
         return Err(Fail::new(
             "smp: CPU 1 is not up in the host payload",
             line!(),
@@ -85,7 +85,7 @@ pub fn run(dram_base: u64, dram_size: u64) -> Outcome {
     }
     let here = smp::worker(&mut host, 0, &s, Some(&mut w.link), ITERATIONS);
     // CPU 1 must be done before teardown either way: it still calls on these objects.
-    let there = crate::arch::wait_job(1, CPU1_TIMEOUT_US);
+    let there = crate::jobs::wait_job(1, CPU1_TIMEOUT_US);
     let a = here?;
     match there {
         Some(true) => {}

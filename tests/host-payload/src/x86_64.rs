@@ -9,7 +9,7 @@
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tsm_abi::StatusCode;
 use tsm_abi::addr::{Gpa, Pa};
@@ -30,7 +30,7 @@ static HOST_READY: AtomicU32 = AtomicU32::new(NOT_READY);
 const NOT_READY: u32 = 0x5EED_0000;
 const READY: u32 = 1;
 /// CPUs with a stack of their own (`link/x86_64-host.ld` reserves one per CPU).
-const MAX_CPUS: u64 = 4;
+pub const MAX_CPUS: u64 = 4;
 const STACK_SIZE: u64 = 0x40000;
 
 core::arch::global_asm!(
@@ -107,100 +107,7 @@ extern "C" fn host_entry(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
     if cpu == 0 {
         crate::host_main(dram_base, dram_size, cpu)
     }
-    secondary(cpu)
-}
-
-/// A job CPU 0 runs on a secondary CPU: its argument in, whether it passed out.
-pub type Job = fn(u64) -> bool;
-
-/// Work CPU 0 hands a secondary CPU: `job` = a [`Job`] as an address (0: none) and its `arg`;
-/// the CPU answers in `done` (1 = the job passed, 2 = it failed) and clears `job`.
-struct Mailbox {
-    job: AtomicUsize,
-    arg: AtomicU64,
-    done: AtomicU64,
-}
-
-static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
-    Mailbox {
-        job: AtomicUsize::new(0),
-        arg: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-    }
-}; MAX_CPUS as usize];
-static ONLINE: [AtomicBool; MAX_CPUS as usize] =
-    [const { AtomicBool::new(false) }; MAX_CPUS as usize];
-
-/// A secondary CPU in the host: announces itself, then runs the jobs CPU 0 posts, forever.
-fn secondary(cpu: u64) -> ! {
-    defmt::info!(
-        "host payload up on CPU {=u64}: waiting for work from CPU 0",
-        cpu
-    );
-    let (Some(mailbox), Some(online)) = (MAILBOXES.get(cpu as usize), ONLINE.get(cpu as usize))
-    else {
-        loop {
-            core::hint::spin_loop();
-        }
-    };
-    online.store(true, Ordering::Release);
-    loop {
-        let job = mailbox.job.load(Ordering::Acquire);
-        if job == 0 {
-            core::hint::spin_loop();
-            continue;
-        }
-        // SAFETY: `post_job` stored a `Job` function pointer's address here (never anything
-        // else, never 0), so turning it back gives the same function pointer.
-        let job = unsafe { core::mem::transmute::<usize, Job>(job) };
-        let passed = job(mailbox.arg.load(Ordering::Acquire));
-        mailbox
-            .done
-            .store(if passed { 1 } else { 2 }, Ordering::Release);
-        mailbox.job.store(0, Ordering::Release);
-    }
-}
-
-/// Starts `job(arg)` on CPU `cpu` (1..4) once it is up in the host and idle; false if it is
-/// not up or still busy. CPU 0 runs the scenario meanwhile; [`wait_job`] collects the result.
-pub fn post_job(cpu: usize, job: Job, arg: u64) -> bool {
-    let Some(mailbox) = MAILBOXES.get(cpu).filter(|_| cpu != 0 && wait_online(cpu)) else {
-        return false;
-    };
-    if mailbox.job.load(Ordering::Acquire) != 0 {
-        return false;
-    }
-    mailbox.done.store(0, Ordering::Release);
-    mailbox.arg.store(arg, Ordering::Release);
-    mailbox.job.store(job as usize, Ordering::Release);
-    true
-}
-
-/// Waits up to `timeout_us` for the job posted to CPU `cpu`: `Some(passed)`, or `None` if it
-/// did not finish in time.
-pub fn wait_job(cpu: usize, timeout_us: u64) -> Option<bool> {
-    let mailbox = MAILBOXES.get(cpu)?;
-    let deadline = now_us().saturating_add(timeout_us);
-    loop {
-        match mailbox.done.load(Ordering::Acquire) {
-            1 => return Some(true),
-            2 => return Some(false),
-            _ if now_us() >= deadline => return None,
-            _ => core::hint::spin_loop(),
-        }
-    }
-}
-
-/// Waits (up to a second) for CPU `cpu` to be up in the host.
-fn wait_online(cpu: usize) -> bool {
-    let deadline = now_us().saturating_add(1_000_000);
-    while now_us() < deadline {
-        if ONLINE.get(cpu).is_some_and(|o| o.load(Ordering::Acquire)) {
-            return true;
-        }
-        core::hint::spin_loop();
-    }
-    false
+    crate::jobs::secondary(cpu)
 }
 
 /// Issues one call through `syscall` (abi/src/regs.rs): rax = function ID, arguments in rdi,
@@ -480,13 +387,13 @@ fn vcpu_smoke_steps() -> Option<()> {
     }
 
     // The two fault vCPUs at the same time: job 0 on CPU 1 (if it is up), job 1 here.
-    let remote = post_job(1, fault_job_on_cpu1, 0);
+    let remote = crate::jobs::post_job(1, fault_job_on_cpu1, 0);
     if !remote {
         defmt::warn!("CPU 1 is not up: both fault vCPUs run on CPU 0");
         fault_job(0, 0)?;
     }
     let here = fault_job(0, 1);
-    if remote && wait_job(1, u64::MAX) != Some(true) {
+    if remote && crate::jobs::wait_job(1, u64::MAX) != Some(true) {
         defmt::error!("the fault job on CPU 1 failed");
         return None;
     }
