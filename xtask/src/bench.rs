@@ -221,8 +221,8 @@ struct BenchLog {
     overhead_ticks: Option<f64>,
     /// name → (samples, ticks)
     calls: BTreeMap<String, (u64, u64)>,
-    /// name → reason
-    na: BTreeMap<String, String>,
+    /// Guest calls timed by the guest: name → (samples, ticks, ticks of as many empty samples).
+    guest_calls: BTreeMap<String, (u64, u64, u64)>,
     /// Refused guest calls the second kind of VCPU_RUN sample makes on top of the first.
     refused_guest_calls: Option<u64>,
 }
@@ -250,15 +250,20 @@ fn parse_bench_log<'a>(host: impl Iterator<Item = &'a str>) -> BenchLog {
             ) {
                 log.calls.insert(name.to_string(), (n, ticks));
             }
+        } else if let Some(rest) = m.strip_prefix("bench guest ") {
+            if let (Some(name), Some(n), Some(ticks), Some(empty)) = (
+                rest.split_whitespace().next(),
+                field(rest, "samples"),
+                field(rest, "ticks"),
+                field(rest, "overhead_ticks"),
+            ) {
+                log.guest_calls.insert(name.to_string(), (n, ticks, empty));
+            }
         } else if let Some(n) = m
             .strip_prefix("bench ")
             .and_then(|rest| field(rest, "refused_guest_calls"))
         {
             log.refused_guest_calls = Some(n);
-        } else if let Some(rest) = m.strip_prefix("bench na ")
-            && let Some((name, reason)) = rest.split_once(": ")
-        {
-            log.na.insert(name.to_string(), reason.to_string());
         }
     }
     log
@@ -324,17 +329,26 @@ fn call_figures(arch: Arch, lines: &[Line]) -> Vec<Figure> {
         unit: "insns",
         ratio,
     });
+    // Timed inside the guest, with the guest's own empty samples as the overhead.
+    let guest = match (log.insns_per_tick, log.guest_calls.get("g_version")) {
+        (Some(scale), Some(&(n, ticks, empty))) if n > 0 => {
+            Ok(((ticks as f64 - empty as f64) / n as f64).max(0.0) * scale)
+        }
+        (None, _) => Err("no calibration line (bench run failed?)".into()),
+        (Some(_), Some(_)) => Err("0 samples".into()),
+        (Some(_), None) => Err("no `bench guest g_version` line (bench run failed?)".into()),
+    };
+    let ratio = match (&guest, floor) {
+        (Ok(v), Some(f)) if f > 0.0 => Some(v / f),
+        _ => None,
+    };
     out.push(Figure {
         arch: Some(arch),
         key: "guest_call".into(),
-        label: "guest call (G_VERSION from a TVM vCPU)".into(),
-        value: Err(log
-            .na
-            .get("guest_call")
-            .cloned()
-            .unwrap_or_else(|| "not measured (bench run failed?)".into())),
+        label: "guest call (G_VERSION from a TVM vCPU, timed in the guest)".into(),
+        value: guest,
         unit: "insns",
-        ratio: None,
+        ratio,
     });
     out.push(Figure {
         arch: Some(arch),
@@ -875,7 +889,7 @@ mod tests {
                 "bench overhead samples=4 ticks=8",
                 "bench call version samples=256 ticks=5120",
                 "bench refused_guest_calls=4",
-                "bench na guest_call: no script",
+                "bench guest g_version samples=256 ticks=9000 overhead_ticks=512",
             ]
             .into_iter(),
         );
@@ -883,10 +897,7 @@ mod tests {
         assert_eq!(log.overhead_ticks, Some(2.0));
         assert_eq!(log.calls.get("version"), Some(&(256, 5120)));
         assert_eq!(log.refused_guest_calls, Some(4));
-        assert_eq!(
-            log.na.get("guest_call").map(String::as_str),
-            Some("no script")
-        );
+        assert_eq!(log.guest_calls.get("g_version"), Some(&(256, 9000, 512)));
     }
 
     #[test]
@@ -905,6 +916,7 @@ mod tests {
             line("bench call vcpu_run_minimal_guest samples=2 ticks=1004"),
             line("bench call vcpu_run_refused_guest_calls samples=2 ticks=1804"),
             line("bench refused_guest_calls=4"),
+            line("bench guest g_version samples=4 ticks=1208 overhead_ticks=8"),
         ];
         let f = call_figures(Arch::Aarch64, &lines);
         // (1020/10 - 2) × 2 = 200; (1520/10 - 2) × 2 = 300.
@@ -917,6 +929,12 @@ mod tests {
         assert_eq!(
             refused.map(|f| (f.value.clone(), f.ratio)),
             Some((Ok(200.0), Some(1.0)))
+        );
+        // (1208 - 8) / 4 × 2 = 600, with the guest's own overhead: three floors.
+        let guest = f.iter().find(|f| f.key == "guest_call");
+        assert_eq!(
+            guest.map(|f| (f.value.clone(), f.ratio)),
+            Some((Ok(600.0), Some(3.0)))
         );
         let reset = f
             .iter()

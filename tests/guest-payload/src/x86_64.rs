@@ -34,3 +34,14 @@ extern "C" fn entry(arg0: u64) -> ! {
 pub fn now_us() -> u64 {
     0
 }
+
+/// The TSC, as the host's `bench` scenario reads it (ring 3 may: the TSM leaves CR4.TSD clear),
+/// after an LFENCE so it is not read early.
+pub fn counter() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: LFENCE and RDTSC touch no memory; RDTSC only writes edx:eax.
+    unsafe {
+        core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
+    }
+    u64::from(hi) << 32 | u64::from(lo)
+}

@@ -8,7 +8,8 @@
 //! - `bench overhead samples=<n> ticks=<t>`: two back-to-back counter reads, the cost a sample
 //!   adds to what it measures;
 //! - `bench call <name> samples=<n> ticks=<t>`: the sum over `n` samples of one call each;
-//! - `bench na <name>: <reason>`: a figure this run cannot measure, and why.
+//! - `bench guest <name> samples=<n> ticks=<t> overhead_ticks=<o>`: the same for a guest call,
+//!   timed by the guest itself, with the sum of as many empty samples the guest took.
 //!
 //! Every measured call must return the status it is meant to, or the scenario fails: a refused
 //! DELEGATE costs less than a real one and would pass for a fast one.
@@ -20,8 +21,10 @@ use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::regs::CallRegs;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::AbiVersion;
-use tsm_scenarios::driver::World;
-use tsm_scenarios::layout::{GuestArg, Script, VBDF_BASE, exit_code};
+use tsm_scenarios::driver::{Exit, World};
+use tsm_scenarios::layout::{
+    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, Script, VBDF_BASE, exit_code,
+};
 use tsm_scenarios::pool::Pool;
 use tsm_scenarios::{Fail, HostEnv, Outcome};
 
@@ -80,10 +83,7 @@ fn measure(env: &mut Host) -> Outcome {
     granule_calls(env)?;
     vdev_calls(env)?;
     vcpu_calls(env)?;
-    defmt::info!(
-        "bench na guest_call: no guest script times G_VERSION inside the TVM; the host sees only whole VCPU_RUNs (vcpu_run)"
-    );
-    Ok(())
+    guest_calls(env)
 }
 
 /// The floor and VERSION: no state, so every sample is the same work. Both go through the
@@ -267,6 +267,39 @@ fn vcpu_calls(env: &mut Host) -> Outcome {
     report("vcpu_run_minimal_guest", half, minimal);
     report("vcpu_run_refused_guest_calls", half, refusing);
     defmt::info!("bench refused_guest_calls={=u32}", REFUSED_GUEST_CALLS);
+    w.finish(env)
+}
+
+/// G_VERSION from a TVM's vCPU, timed inside the guest: the host sees only whole VCPU_RUNs,
+/// so a guest running [`Script::Bench`] reads its counter (the same one as the host's) around
+/// each call and leaves the sums in a page the host maps shared. The guest checks that every
+/// call succeeded: its exit code is 0, else the line of the failed check.
+fn guest_calls(env: &mut Host) -> Outcome {
+    let mut w = World::new(env)?;
+    let arg = GuestArg {
+        script: Script::Bench,
+        vbdf: 0,
+        count: 0,
+    }
+    .encode();
+    let t = w.add_tvm(env, &[arg])?;
+    let page = w.map_shared(env, t, BENCH_SUMS_GPA)?;
+    w.activate(env, t)?;
+    w.run_expect(env, t, 0, Exit::Exited(0))?;
+    let mut raw = [0u8; BenchSums::SIZE];
+    check(env.read(page, &mut raw), "read the guest's sums", page.0)?;
+    let sums = BenchSums::decode(&raw);
+    check(
+        sums.samples == u64::from(BENCH_CALLS),
+        "samples in the guest's sums",
+        sums.samples,
+    )?;
+    defmt::info!(
+        "bench guest g_version samples={=u64} ticks={=u64} overhead_ticks={=u64}",
+        sums.samples,
+        sums.calls,
+        sums.empty
+    );
     w.finish(env)
 }
 

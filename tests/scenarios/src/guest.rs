@@ -9,15 +9,18 @@
 use sha2::{Digest, Sha256};
 use tsm_abi::addr::Gpa;
 use tsm_abi::api::{Error, guest, host};
+use tsm_abi::call::CallId;
 use tsm_abi::event::{EventReason, GuestEvent};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+use tsm_abi::regs::CallRegs;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::AbiVersion;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
-    GPA_BITS, GuestArg, L3_GPA, OTHER_GPA, SAVED_EVIDENCE, SCRATCH_GPA, Script, exit_code,
+    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GPA_BITS, GuestArg, L3_GPA, OTHER_GPA, SAVED_EVIDENCE,
+    SCRATCH_GPA, Script, exit_code,
 };
 use crate::{GuestEnv, GuestFault};
 
@@ -54,8 +57,21 @@ const EVIDENCE_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0x800);
 const CHUNK_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0xC00);
 const CHUNK: u64 = 0x400;
 
-/// Runs the script `arg0` selects.
+/// Reads the guest-visible counter (CNTVCT_EL0, the TSC), ordered after what precedes it.
+pub type Counter = fn() -> u64;
+
+/// Runs the script `arg0` selects, where the guest cannot read a counter (the simulated
+/// vCPU): [`Script::Bench`] then exits with [`exit_code::NO_COUNTER`].
 pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
+    run(g, arg0, None)
+}
+
+/// As [`main`], in a guest that reads its counter with `counter` (the guest payload).
+pub fn main_with_counter<G: GuestEnv>(g: &mut G, arg0: u64, counter: Counter) -> Verdict {
+    run(g, arg0, Some(counter))
+}
+
+fn run<G: GuestEnv>(g: &mut G, arg0: u64, counter: Option<Counter>) -> Verdict {
     let want = AbiVersion { major: 1, minor: 0 };
     let granted = guest::g_version(g, want).ok().and_then(|v| v.chosen);
     check!(granted == Some(want));
@@ -76,6 +92,10 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::HostileRounds => hostile_rounds(g, arg),
         Script::StartFails => start_fails(g, arg.vbdf),
         Script::DmaAccept => dma_accept(g, arg.vbdf),
+        Script::Bench => match counter {
+            Some(counter) => bench(g, counter),
+            None => Ok(exit_code::NO_COUNTER),
+        },
     }
 }
 
@@ -298,4 +318,175 @@ fn dma_accept<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     }
     check!(seen);
     Ok(0)
+}
+
+/// Times [`BENCH_CALLS`] G_VERSIONs, each between two counter reads, and as many empty samples
+/// (two back-to-back reads: what a sample adds to the call it times), and leaves the sums at
+/// [`BENCH_SUMS_GPA`]. The host sees only whole VCPU_RUNs; only the guest can time one of its
+/// calls. G_VERSION goes through the bare transport, as the host's VERSION figure does, so the
+/// two differ by the TSM's work only. Every call must succeed: a refused one is cheaper and
+/// would pass for a fast one.
+fn bench<G: GuestEnv>(g: &mut G, counter: Counter) -> Verdict {
+    let mut empty = 0u64;
+    for _ in 0..BENCH_CALLS {
+        let start = counter();
+        empty = empty.wrapping_add(counter().wrapping_sub(start));
+    }
+    let regs = CallRegs {
+        fid: u64::from(CallId::G_VERSION.fid()),
+        args: [AbiVersion { major: 1, minor: 0 }.to_raw(), 0, 0, 0, 0, 0],
+    };
+    let mut calls = 0u64;
+    for _ in 0..BENCH_CALLS {
+        let start = counter();
+        let r = g.call(&regs);
+        let end = counter();
+        check!(r.status == Status::SUCCESS.to_raw());
+        calls = calls.wrapping_add(end.wrapping_sub(start));
+    }
+    let sums = BenchSums {
+        samples: u64::from(BENCH_CALLS),
+        calls,
+        empty,
+    };
+    g.write(BENCH_SUMS_GPA, &sums.encode())?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use core::cell::Cell;
+
+    use tsm_abi::api::Transport;
+    use tsm_abi::call::MAX_RESULTS;
+    use tsm_abi::regs::CallResult;
+
+    use super::*;
+
+    /// Ticks one G_VERSION of [`FakeGuest`] takes.
+    const CALL_TICKS: u64 = 10;
+
+    std::thread_local! {
+        /// The fake counter: one tick per read, [`CALL_TICKS`] more per call.
+        static NOW: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn counter() -> u64 {
+        NOW.with(|n| {
+            let v = n.get();
+            n.set(v + 1);
+            v
+        })
+    }
+
+    /// A guest whose calls take [`CALL_TICKS`]: G_VERSION 1.0 succeeds up to its
+    /// `refuse_after`-th call, then is refused; its only memory is the sums page.
+    struct FakeGuest {
+        calls: u64,
+        refuse_after: u64,
+        sums: Option<[u8; BenchSums::SIZE]>,
+    }
+
+    impl FakeGuest {
+        fn new(refuse_after: u64) -> Self {
+            FakeGuest {
+                calls: 0,
+                refuse_after,
+                sums: None,
+            }
+        }
+    }
+
+    impl Transport for FakeGuest {
+        fn call(&mut self, regs: &CallRegs) -> CallResult {
+            NOW.with(|n| n.set(n.get() + CALL_TICKS));
+            self.calls += 1;
+            let v = AbiVersion { major: 1, minor: 0 }.to_raw();
+            if regs.fid != u64::from(CallId::G_VERSION.fid()) || self.calls > self.refuse_after {
+                return CallResult {
+                    status: Status::new(StatusCode::NotSupported).to_raw(),
+                    out: [0; MAX_RESULTS],
+                };
+            }
+            CallResult {
+                status: Status::SUCCESS.to_raw(),
+                out: [v, v, v, 0],
+            }
+        }
+    }
+
+    impl GuestEnv for FakeGuest {
+        fn read(&mut self, gpa: Gpa, _out: &mut [u8]) -> Result<(), GuestFault> {
+            Err(GuestFault { gpa, write: false })
+        }
+
+        fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), GuestFault> {
+            match <[u8; BenchSums::SIZE]>::try_from(data) {
+                Ok(bytes) if gpa == BENCH_SUMS_GPA => {
+                    self.sums = Some(bytes);
+                    Ok(())
+                }
+                _ => Err(GuestFault { gpa, write: true }),
+            }
+        }
+    }
+
+    fn bench_arg() -> u64 {
+        GuestArg {
+            script: Script::Bench,
+            vbdf: 0,
+            count: 0,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn bench_leaves_the_sums_of_calls_and_of_empty_samples() {
+        let mut g = FakeGuest::new(u64::MAX);
+        assert_eq!(main_with_counter(&mut g, bench_arg(), counter), Ok(0));
+        let sums = g.sums.map(|raw| BenchSums::decode(&raw));
+        let n = u64::from(BENCH_CALLS);
+        assert_eq!(
+            sums,
+            Some(BenchSums {
+                samples: n,
+                calls: n * (1 + CALL_TICKS),
+                empty: n,
+            })
+        );
+        // The start-up G_VERSION and the timed ones.
+        assert_eq!(g.calls, 1 + n);
+    }
+
+    #[test]
+    fn a_refused_g_version_fails_the_bench() {
+        // The start-up G_VERSION and 99 timed ones succeed.
+        let mut g = FakeGuest::new(100);
+        let code = main_with_counter(&mut g, bench_arg(), counter);
+        assert!(code.is_ok_and(|c| c != 0), "{code:?}");
+        assert_eq!(g.sums, None, "no sums from a failed bench");
+    }
+
+    #[test]
+    fn bench_without_a_counter_is_not_supported() {
+        let mut g = FakeGuest::new(u64::MAX);
+        assert_eq!(main(&mut g, bench_arg()), Ok(exit_code::NO_COUNTER));
+        assert_eq!(g.sums, None);
+    }
+
+    #[test]
+    fn bench_sums_round_trip() {
+        let s = BenchSums {
+            samples: 256,
+            calls: 0x0123_4567_89AB_CDEF,
+            empty: u64::MAX,
+        };
+        assert_eq!(BenchSums::decode(&s.encode()), s);
+        assert_eq!(
+            GuestArg::decode(bench_arg()).map(|a| a.script),
+            Some(Script::Bench)
+        );
+    }
 }

@@ -102,10 +102,13 @@ pub enum Script {
     StartFails = 7,
     /// Accept; yield (host checks T=1 in RUN); stop; yield (host checks T=1 is off).
     DmaAccept = 8,
+    /// Time [`BENCH_CALLS`] G_VERSIONs with the guest's counter and leave the sums at
+    /// [`BENCH_SUMS_GPA`] (the host's `bench` scenario, docs/benchmarks.md).
+    Bench = 9,
 }
 
 impl Script {
-    const ALL: [Script; 8] = [
+    const ALL: [Script; 9] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -114,6 +117,7 @@ impl Script {
         Script::HostileRounds,
         Script::StartFails,
         Script::DmaAccept,
+        Script::Bench,
     ];
 }
 
@@ -155,6 +159,58 @@ impl GuestArg {
     }
 }
 
+/// G_VERSIONs a [`Script::Bench`] guest times, and empty samples it takes to measure what a
+/// sample adds: as many as the host's `bench` scenario times of each host call.
+pub const BENCH_CALLS: u32 = 256;
+/// Where a [`Script::Bench`] guest leaves its [`BenchSums`]: a page the host maps shared, so
+/// the host can read them after the guest's G_EXIT (its private memory it cannot).
+pub const BENCH_SUMS_GPA: Gpa = SHARED_GPA;
+
+/// What a [`Script::Bench`] guest measured, in counter ticks; three little-endian `u64`s in
+/// field order at [`BENCH_SUMS_GPA`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BenchSums {
+    /// Samples of each kind.
+    pub samples: u64,
+    /// Sum over the samples of one G_VERSION between two counter reads.
+    pub calls: u64,
+    /// Sum over the samples of two back-to-back counter reads.
+    pub empty: u64,
+}
+
+impl BenchSums {
+    /// Bytes at [`BENCH_SUMS_GPA`].
+    pub const SIZE: usize = 24;
+
+    /// The bytes the guest writes.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        for (chunk, v) in out
+            .chunks_exact_mut(8)
+            .zip([self.samples, self.calls, self.empty])
+        {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// The sums in the bytes the host read.
+    pub fn decode(raw: &[u8; Self::SIZE]) -> Self {
+        let mut v = [0u64; 3];
+        for (chunk, x) in raw.chunks_exact(8).zip(v.iter_mut()) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *x = u64::from_le_bytes(word);
+        }
+        let [samples, calls, empty] = v;
+        BenchSums {
+            samples,
+            calls,
+            empty,
+        }
+    }
+}
+
 /// Guest exit codes: 0 passed; otherwise the line of the failed check (guest scripts report
 /// `line!()`), or one of these.
 pub mod exit_code {
@@ -162,4 +218,7 @@ pub mod exit_code {
     pub const BAD_ARG: u64 = 0xBAD0;
     /// A [`super::Script::Touch`] read returned data.
     pub const TOUCH_REACHED: u64 = 0xBAD1;
+    /// A [`super::Script::Bench`] in an environment that cannot read the guest's counter (the
+    /// simulated vCPU): not supported there.
+    pub const NO_COUNTER: u64 = 0xBAD2;
 }
