@@ -3,6 +3,9 @@
 
 use tsm_abi::addr::Pa;
 
+#[cfg(test)]
+mod zero_tests;
+
 /// A physical address the platform cannot reach (not RAM, or outside what the TSM maps).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MemFault(pub Pa);
@@ -16,6 +19,19 @@ pub trait PhysMem {
     fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault>;
     /// Copies `data` to `pa`.
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault>;
+    /// Zeroes `len` bytes at `pa` (a granule scrub). Platforms override it with their fastest
+    /// zeroing (`DC ZVA`, `rep stosq`); the default writes zeros in 512-byte chunks.
+    fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        const ZERO: [u8; 512] = [0; 512];
+        let mut done = 0;
+        while done < len {
+            let n = ZERO.len().min(len - done);
+            let at = pa.0.checked_add(done as u64).ok_or(MemFault(pa))?;
+            self.write(Pa(at), ZERO.get(..n).ok_or(MemFault(pa))?)?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 /// The console: relays a debug-console frame of the host or a guest (see `crate::log`).

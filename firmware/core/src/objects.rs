@@ -29,12 +29,26 @@ pub trait Object: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
 }
 
 /// Copies the object out of its locked granule.
+///
+/// Always inlined, like the `lock_*` helpers that call it: as calls, the object (up to 2 KiB)
+/// went through three temporaries on its way out (`Ok(obj)`, the caller's `?`, its tuple), a
+/// whole-object copy each; inlined, LLVM drops some of them. Hot paths use [`load_into`],
+/// which copies nothing but the read (docs/profile-aarch64.md).
+#[inline(always)]
 pub fn load<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>) -> Result<O, Status> {
-    debug_assert_eq!(g.state(), O::STATE);
     let mut obj = O::new_zeroed();
-    mem.read(g.pa(), obj.as_mut_bytes())
-        .map_err(|_| internal())?;
+    load_into(mem, g, &mut obj)?;
     Ok(obj)
+}
+
+/// Copies the object out of its locked granule into `obj`, read straight into place.
+pub fn load_into<O: Object>(
+    mem: &dyn PhysMem,
+    g: &Locked<'_, '_>,
+    obj: &mut O,
+) -> Result<(), Status> {
+    debug_assert_eq!(g.state(), O::STATE);
+    mem.read(g.pa(), obj.as_mut_bytes()).map_err(|_| internal())
 }
 
 /// Copies the object back into its locked granule.

@@ -127,10 +127,16 @@ struct RunState {
 
 fn load_run(t: &Tsm<'_>, g: &Locked<'_, '_>) -> Result<RunState, Status> {
     let mut r = RunState::new_zeroed();
+    load_run_into(t, g, &mut r)?;
+    Ok(r)
+}
+
+/// [`load_run`] into the caller's copy: every guest exit goes through [`Tsm::with_run`], and
+/// returning the state by value cost three whole copies of it on aarch64.
+fn load_run_into(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &mut RunState) -> Result<(), Status> {
     t.platform
         .read(Pa(g.pa().0 + RUN_STATE_OFFSET), r.as_mut_bytes())
-        .map_err(|_| internal())?;
-    Ok(r)
+        .map_err(|_| internal())
 }
 
 fn save_run(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &RunState) -> Result<(), Status> {
@@ -402,7 +408,8 @@ impl Tsm<'_> {
             .granules
             .lock_in(vcpu, GranuleState::Vcpu)
             .map_err(|_| internal())?;
-        let mut run = load_run(self, &gv)?;
+        let mut run = RunState::new_zeroed();
+        load_run_into(self, &gv, &mut run)?;
         let r = f(&mut run)?;
         save_run(self, &gv, &run)?;
         Ok(r)

@@ -13,7 +13,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::addrmap::format::{self, PteFormat};
 use crate::addrmap::{self, AddressMap};
 use crate::granule::{GranuleState, GranuleTable, Locked};
-use crate::objects::internal;
+use crate::objects::{self, Object, internal};
 use crate::viommu::{EventQueue, Iotlb};
 
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
@@ -223,15 +223,28 @@ impl<'a> Tsm<'a> {
         Ok(v)
     }
 
+    /// Locks the object granule `pa` (in `O`'s state) and copies its object into `obj`; errors
+    /// name argument `arg`. For hot paths: returning the object by value moves it through
+    /// temporaries, a whole-object copy each (see [`objects::load`]).
+    pub(crate) fn lock_object<O: Object>(
+        &self,
+        pa: Pa,
+        arg: u8,
+        obj: &mut O,
+    ) -> Result<Locked<'_, 'a>, Status> {
+        let g = self
+            .granules
+            .lock_in(pa, O::STATE)
+            .map_err(|e| e.status(arg))?;
+        objects::load_into(self.platform, &g, obj)?;
+        Ok(g)
+    }
+
     /// Zeroes a granule the TSM owns.
     pub(crate) fn scrub(&self, pa: Pa) -> Result<(), Status> {
-        const ZERO: [u8; 512] = [0; 512];
-        for off in (0..GRANULE_SIZE).step_by(ZERO.len()) {
-            self.platform
-                .write(Pa(pa.0 + off), &ZERO)
-                .map_err(|_| internal())?;
-        }
-        Ok(())
+        self.platform
+            .zero(pa.granule_base(), GRANULE_SIZE as usize)
+            .map_err(|_| internal())
     }
 
     /// Locks two distinct granules in ascending address order (the lock order within a kind),

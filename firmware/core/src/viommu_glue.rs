@@ -96,6 +96,9 @@ impl PhysMem for MemRef<'_> {
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
         self.0.write(pa, data)
     }
+    fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        self.0.zero(pa, len)
+    }
 }
 
 /// [`viommu::Context`] over the monitor. A translation runs under the IOTLB lock, which is

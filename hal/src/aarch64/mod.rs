@@ -10,6 +10,7 @@
 //! - [`platform`]: the [`crate::platform`] traits over this machine;
 //! - `smp`: secondary CPUs (PSCI CPU_ON), each with its own stack and host context.
 
+mod copy;
 mod el1;
 mod exception;
 mod fatal;

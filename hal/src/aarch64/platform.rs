@@ -2,6 +2,7 @@
 
 use tsm_abi::addr::{Gpa, Pa};
 
+use super::copy;
 use super::stage2::{self, HostStage2};
 use super::sysreg::read_sysreg;
 use super::vmid::Vmids;
@@ -45,22 +46,27 @@ impl QemuVirt {
 impl PhysMem for QemuVirt {
     fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
         self.check(pa, out.len())?;
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: [pa, pa + out.len()) is DRAM (checked above), identity-mapped as normal
-            // memory in the TSM's stage-1. Volatile: the host may write it concurrently, and the
-            // caller validates only this copy.
-            *b = unsafe { core::ptr::read_volatile((pa.0 as usize + i) as *const u8) };
-        }
+        // SAFETY: [pa, pa + out.len()) is DRAM (checked above), identity-mapped as Normal
+        // memory in the TSM's stage-1; `out` is our own buffer. The host may write the source
+        // concurrently: `copy` reads each byte once, and the caller validates only this copy.
+        unsafe { copy::copy(out.as_mut_ptr(), pa.0 as *const u8, out.len()) };
         Ok(())
     }
 
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
         self.check(pa, data.len())?;
-        for (i, &b) in data.iter().enumerate() {
-            // SAFETY: [pa, pa + data.len()) is DRAM outside the TSM's own memory (checked
-            // above), identity-mapped in the TSM's stage-1; the core decides whose it may write.
-            unsafe { core::ptr::write_volatile((pa.0 as usize + i) as *mut u8, b) };
-        }
+        // SAFETY: [pa, pa + data.len()) is DRAM outside the TSM's own memory (checked
+        // above), identity-mapped as Normal memory in the TSM's stage-1; the core decides whose
+        // it may write.
+        unsafe { copy::copy(pa.0 as *mut u8, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        self.check(pa, len)?;
+        // SAFETY: as in `write`; DRAM is Normal write-back memory in the TSM's stage-1, which
+        // `DC ZVA` needs.
+        unsafe { copy::zero(pa.0 as *mut u8, len) };
         Ok(())
     }
 }

@@ -82,6 +82,33 @@ unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
+/// Zeroes with `rep stosq` (then `rep stosb` for a tail under 8 bytes), allowing ring-0 access
+/// to user pages (SMAP) for the stores only.
+///
+/// # Safety
+/// `dst` must be valid for `len` bytes and identity-mapped.
+unsafe fn zero(dst: *mut u8, len: usize) {
+    let (words, tail) = (len / 8, len % 8);
+    if smap_enabled() {
+        // SAFETY: the caller guarantees the range; `words * 8 + tail = len`; AC is set only
+        // for the stores.
+        unsafe {
+            asm!("stac", "rep stosq", "mov rcx, {tail}", "rep stosb", "clac",
+                 tail = in(reg) tail,
+                 inout("rcx") words => _, inout("rdi") dst => _, in("rax") 0u64,
+                 options(nostack))
+        };
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            asm!("rep stosq", "mov rcx, {tail}", "rep stosb",
+                 tail = in(reg) tail,
+                 inout("rcx") words => _, inout("rdi") dst => _, in("rax") 0u64,
+                 options(nostack, preserves_flags))
+        };
+    }
+}
+
 impl PhysMem for X86Platform {
     fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
         self.check(pa, out.len())?;
@@ -96,6 +123,13 @@ impl PhysMem for X86Platform {
         self.check(pa, data.len())?;
         // SAFETY: as in `read`; the destination is DRAM outside the TSM's own range.
         unsafe { copy(pa.0 as *mut u8, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        self.check(pa, len)?;
+        // SAFETY: as in `write`.
+        unsafe { zero(pa.0 as *mut u8, len) };
         Ok(())
     }
 }

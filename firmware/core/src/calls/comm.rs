@@ -309,7 +309,8 @@ pub fn vdev_bind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
     let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
     let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
-    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let mut v = VdevObj::new_zeroed();
+    let gv = t.lock_object(vdev, 1, &mut v)?;
     if v.pdev != pdev.0 {
         return Err(st(StatusCode::BadHandle, 1));
     }

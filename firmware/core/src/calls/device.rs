@@ -71,6 +71,8 @@ pub fn pdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// Locks a PDEV by handle and copies it out.
+/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
+#[inline(always)]
 pub(crate) fn lock_pdev<'t, 'a>(
     t: &'t Tsm<'a>,
     pa: Pa,
@@ -85,6 +87,8 @@ pub(crate) fn lock_pdev<'t, 'a>(
 }
 
 /// Locks a VDEV by handle and copies it out.
+/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
+#[inline(always)]
 pub(crate) fn lock_vdev<'t, 'a>(
     t: &'t Tsm<'a>,
     pa: Pa,
@@ -234,7 +238,10 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if vdev == Pa(tvm) || vdev == viommu || vdev == pdev {
         return Err(st(StatusCode::GranuleState, 1));
     }
-    let (mut gt, mut to) = lock_tvm(t, Pa(tvm), 3).map_err(|_| st(StatusCode::BadHandle, 3))?;
+    let mut to = TvmObj::new_zeroed();
+    let mut gt = t
+        .lock_object(Pa(tvm), 3, &mut to)
+        .map_err(|_| st(StatusCode::BadHandle, 3))?;
     let mut gi = t
         .granules
         .lock_in(viommu, GranuleState::Viommu)
@@ -243,7 +250,8 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if io.tvm != tvm {
         return Err(st(StatusCode::BadHandle, 3));
     }
-    let (mut gp, mut po) = lock_pdev(t, pdev, 2)?;
+    let mut po = PdevObj::new_zeroed();
+    let mut gp = t.lock_object(pdev, 2, &mut po)?;
     if po.state != PdevState::Ready.raw() {
         return Err(st(StatusCode::ObjectState, 2));
     }

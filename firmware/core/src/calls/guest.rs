@@ -21,7 +21,6 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::calls::device::lock_vdev;
-use crate::calls::memory::lock_tvm;
 use crate::dispatch::{Args, Ctx, GuestCaller, Outcome};
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{self, TvmObj, VcpuObj, VdevObj, internal};
@@ -39,9 +38,14 @@ fn st(code: StatusCode, arg: u8) -> Status {
 
 const OK: Outcome = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked.
-fn caller_tvm<'t, 'a>(t: &'t Tsm<'a>, g: GuestCaller) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
-    lock_tvm(t, g.tvm, 1).map_err(|_| Status::new(StatusCode::Denied))
+/// The caller's TVM, locked, its object copied into `o`.
+fn caller_tvm<'t, 'a>(
+    t: &'t Tsm<'a>,
+    g: GuestCaller,
+    o: &mut TvmObj,
+) -> Result<Locked<'t, 'a>, Status> {
+    t.lock_object(g.tvm, 1, o)
+        .map_err(|_| Status::new(StatusCode::Denied))
 }
 
 /// The caller's vdevice named by a vBDF argument (index 1).
@@ -56,7 +60,8 @@ fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
 fn lock_own<'t, 'a>(t: &'t Tsm<'a>, ctx: Ctx, raw: u64) -> Result<GuestVdev<'t, 'a>, Status> {
-    let (gt, o) = caller_tvm(t, ctx.guest()?)?;
+    let mut o = TvmObj::new_zeroed();
+    let gt = caller_tvm(t, ctx.guest()?, &mut o)?;
     let pa = own_vdev(&o, raw)?;
     let (gv, v) = lock_vdev(t, pa, 1).map_err(|_| internal())?;
     if v.tvm != gt.pa().0 {
@@ -137,7 +142,8 @@ pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(st(StatusCode::InvalidArgument, 2));
     }
-    let (_gt, o) = caller_tvm(t, ctx.guest()?)?;
+    let mut o = TvmObj::new_zeroed();
+    let _gt = caller_tvm(t, ctx.guest()?, &mut o)?;
     let pa = guest_buffer(t, &o, Gpa(a[0]), len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame

@@ -64,6 +64,8 @@ pub fn granule_undelegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// Locks a TVM by handle and copies its object out.
+/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
+#[inline(always)]
 pub(crate) fn lock_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     pa: Pa,

@@ -29,6 +29,9 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use super::stage1::Inherited;
 use super::{Perms, S2Entry, TvmId, VdevId};
 
+#[cfg(test)]
+mod pa_filter_tests;
+
 /// Sets of the IOTLB.
 pub const IOTLB_SETS: usize = 64;
 /// Ways per set.
@@ -43,6 +46,9 @@ pub const WALK_CACHE_CAPACITY: usize = 16;
 const REGION_SHIFT: u32 = 21;
 
 const SET_BITS: u32 = IOTLB_SETS.trailing_zeros();
+/// Bits of the PA filter: a few times the PAs a full IOTLB can name, so that a delegate or
+/// undelegate of a granule no cached translation touched rarely has to look further.
+const PA_FILTER_BITS: usize = 1024;
 /// PASID tag of requests without PASID (PASIDs are 20 bits, so it cannot collide).
 const NO_PASID: u32 = u32::MAX;
 
@@ -112,6 +118,42 @@ struct TableEntry {
     s2: S2Entry,
 }
 
+/// A may-hold summary of the granules cached translations depend on (final pages and stage-1
+/// table pages), so that [`Iotlb::invalidate_pa`] — on every delegate and undelegate — scans
+/// the caches only when an entry may name the granule. Every insert sets the bit of each PA
+/// the new entry names, and bits are cleared only by recomputing them from the entries that
+/// remain, so a clear bit proves no entry names the PA; a set bit may be stale (a replaced or
+/// dropped entry, or another PA with the same bit) and only costs a scan.
+#[derive(Clone, Copy, Debug)]
+struct PaFilter([u64; PA_FILTER_BITS / 64]);
+
+impl PaFilter {
+    const fn new() -> Self {
+        PaFilter([0; PA_FILTER_BITS / 64])
+    }
+
+    /// Word index and mask of `pa`'s granule.
+    fn bit(pa: Pa) -> (usize, u64) {
+        let h = ((pa.0 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> (64 - PA_FILTER_BITS.trailing_zeros())) as usize;
+        (h / 64, 1 << (h % 64))
+    }
+
+    fn add(&mut self, pa: Pa) {
+        let (w, m) = Self::bit(pa);
+        if let Some(word) = self.0.get_mut(w) {
+            *word |= m;
+        }
+    }
+
+    fn may_hold(&self, pa: Pa) -> bool {
+        let (w, m) = Self::bit(pa);
+        // A word out of range cannot happen (`bit` stays below PA_FILTER_BITS); answering
+        // "may hold" keeps even that case exact.
+        self.0.get(w).is_none_or(|word| word & m != 0)
+    }
+}
+
 /// Which PASIDs a guest invalidation covers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PasidScope {
@@ -130,6 +172,8 @@ pub struct Iotlb {
     table_victim: usize,
     walks: [Option<WalkEntry>; WALK_CACHE_CAPACITY],
     walk_victim: usize,
+    /// The granules the entries above may name (see [`PaFilter`]).
+    pa_filter: PaFilter,
     hits: u64,
     misses: u64,
 }
@@ -156,11 +200,10 @@ fn set_index(vdev: VdevId, pasid: u32, iova_page: u64) -> usize {
 /// Page range `[start, end)` of `[addr, addr + len)`, saturating at the top of the space.
 fn page_range(addr: u64, len: u64) -> (u64, u64) {
     let end = addr.saturating_add(len);
-    let end = if end > u64::MAX - (GRANULE_SIZE - 1) {
-        u64::MAX
-    } else {
-        (end + GRANULE_SIZE - 1) & !(GRANULE_SIZE - 1)
-    };
+    // Rounded up to a page; the last page of the space has no end below 2^64.
+    let end = end
+        .checked_add(GRANULE_SIZE - 1)
+        .map_or(u64::MAX, |e| e & !(GRANULE_SIZE - 1));
     (page(addr), end)
 }
 
@@ -174,6 +217,7 @@ impl Iotlb {
             table_victim: 0,
             walks: [None; WALK_CACHE_CAPACITY],
             walk_victim: 0,
+            pa_filter: PaFilter::new(),
             hits: 0,
             misses: 0,
         }
@@ -242,6 +286,10 @@ impl Iotlb {
                 *victim = ((v + 1) % IOTLB_WAYS) as u8;
                 v
             });
+        self.pa_filter.add(walked.s2.pa.granule_base());
+        for t in walked.tables() {
+            self.pa_filter.add(t.pa);
+        }
         if let Some(slot) = set.get_mut(way) {
             *slot = Some(Entry {
                 vdev,
@@ -265,6 +313,7 @@ impl Iotlb {
     pub(super) fn table_insert(&mut self, tvm: TvmId, gpa: Gpa, s2: S2Entry) {
         let i = self.table_victim % TABLE_CACHE_CAPACITY;
         self.table_victim = (i + 1) % TABLE_CACHE_CAPACITY;
+        self.pa_filter.add(s2.pa.granule_base());
         if let Some(slot) = self.tables.get_mut(i) {
             *slot = Some(TableEntry {
                 tvm,
@@ -298,6 +347,9 @@ impl Iotlb {
     ) {
         let i = self.walk_victim % WALK_CACHE_CAPACITY;
         self.walk_victim = (i + 1) % WALK_CACHE_CAPACITY;
+        for t in &prefix.tables {
+            self.pa_filter.add(t.pa);
+        }
         if let Some(slot) = self.walks.get_mut(i) {
             *slot = Some(WalkEntry {
                 vdev,
@@ -355,11 +407,35 @@ impl Iotlb {
     /// reached it or read a stage-1 table in it.
     pub fn invalidate_pa(&mut self, pa: Pa) {
         let p = pa.granule_base();
+        if !self.pa_filter.may_hold(p) {
+            return;
+        }
         self.retain(|e| {
             e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p)
         });
         self.retain_tables(|t| t.s2.pa.granule_base() != p);
         self.retain_walks(|w| w.prefix.tables.iter().all(|t| t.pa != p));
+        self.rebuild_pa_filter();
+    }
+
+    /// Recomputes the PA filter from the entries left, dropping the bits of entries gone.
+    fn rebuild_pa_filter(&mut self) {
+        let mut f = PaFilter::new();
+        for e in self.sets.iter().flatten().flatten() {
+            f.add(e.walked.s2.pa.granule_base());
+            for t in e.walked.tables() {
+                f.add(t.pa);
+            }
+        }
+        for t in self.tables.iter().flatten() {
+            f.add(t.s2.pa.granule_base());
+        }
+        for w in self.walks.iter().flatten() {
+            for t in &w.prefix.tables {
+                f.add(t.pa);
+            }
+        }
+        self.pa_filter = f;
     }
 
     /// Drops every translation of `vdev` (unbind, stop, error, destroy).
@@ -411,5 +487,6 @@ impl Iotlb {
         self.retain(|_| false);
         self.retain_tables(|_| false);
         self.retain_walks(|_| false);
+        self.pa_filter = PaFilter::new();
     }
 }

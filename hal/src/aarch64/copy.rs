@@ -1,0 +1,360 @@
+//! Memory copies and fills on aarch64: [`crate::platform::PhysMem`]'s copies and granule
+//! zeroing, and the image's `memcpy` and `memset`.
+//!
+//! Written in assembly rather than Rust loops. Host memory may change under a copy, so every
+//! access must happen as written (what volatile accesses give); volatile byte loops compile to
+//! ~7 instructions per byte at `opt-level = "s"`, and a word loop in Rust keeps its iterator
+//! and overflow checks (measured no better: docs/profile-aarch64.md). compiler_builtins'
+//! generic `memcpy` costs half an instruction per byte when source and destination agree
+//! modulo 8 and over two and a half when they do not. Here a 64-byte block is four `ldp` and
+//! four `stp`, and zeroing a granule is one `DC ZVA` per cache block.
+//!
+//! Only aligned accesses are made (the TSM's stage-1 maps DRAM as Normal memory with
+//! SCTLR_EL2.A clear, but `memcpy` also runs before the MMU is on, when memory is Device and
+//! unaligned accesses fault); `DC ZVA` only in [`zero`], never before the MMU is on.
+
+use core::arch::asm;
+
+/// The TSM's `memcpy` (in place of compiler_builtins' generic one, which moves a word in four
+/// instructions at best and assembles words from single bytes when source and destination
+/// differ modulo 8, as the compiler's temporaries often do): every move of an object, a
+/// register frame or a call's arguments goes through it.
+///
+/// # Safety
+/// C's `memcpy` contract: `src` readable and `dst` writable for `n` bytes, not overlapping.
+/// Only aligned accesses are made, so it also works before the MMU is on (Device memory).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract, which is `copy`'s.
+    unsafe { copy(dst, src, n) }
+}
+
+/// The TSM's `memset` (the compiler's zero-initialisations): 64 bytes per four `stp`.
+///
+/// # Safety
+/// C's `memset` contract: `dst` writable for `n` bytes. Only aligned accesses are made.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // C converts the value to `unsigned char`: the truncation is the contract.
+    let byte = c as u8;
+    // SAFETY: the caller's contract, which is `fill`'s.
+    unsafe { fill(dst, u64::from_ne_bytes([byte; 8]), n) };
+    dst
+}
+
+/// Copies `len` bytes from `src` to `dst` (the ranges do not overlap) with aligned accesses
+/// only: 64-byte blocks of `ldp`/`stp` when source and destination agree modulo 8, aligned
+/// words shifted together when they do not. Each destination byte is written once from one
+/// read of its source byte; the shifted path also reads the unused bytes of the aligned words
+/// that hold the first and last source bytes (never another word, so never another page).
+/// Returns `dst` (so that `memcpy` can tail-call the unaligned path).
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `len` bytes, both as memory mapped in the
+/// TSM's stage-1 (or, before the MMU is on, as DRAM).
+#[inline(always)]
+pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> *mut u8 {
+    if (dst as usize | src as usize) & 7 == 0 {
+        // SAFETY: the caller's contract; both pointers are 8-byte aligned.
+        unsafe { copy_aligned(dst, src, len) };
+        dst
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { copy_unaligned(dst, src, len) }
+    }
+}
+
+/// [`copy`] when both pointers are 8-byte aligned (objects, frames, most of the compiler's
+/// moves): blocks, pairs, a word and bytes in one go, with no set-up.
+///
+/// # Safety
+/// As [`copy`], with `dst` and `src` 8-byte aligned.
+#[inline(always)]
+unsafe fn copy_aligned(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: reads `[src, src + len)` and writes `[dst, dst + len)` (the caller's ranges),
+    // words with aligned accesses. `n` is what is left minus 64 in the block loop and minus 16
+    // after it; each loop runs only while a full block or pair is left. After the pair loop
+    // `n` is `left - 16` with `left` in 0..16, so bit 3 of `n` is bit 3 of `left` (a word
+    // left) and `n & 7` the bytes left.
+    unsafe {
+        asm!(
+            "subs {n}, {n}, #64",
+            "b.lo 3f",
+            "2:",
+            "ldp {a}, {b}, [{s}], #16",
+            "ldp {c}, {e}, [{s}], #16",
+            "ldp {f}, {g}, [{s}], #16",
+            "ldp {h}, {i}, [{s}], #16",
+            "stp {a}, {b}, [{d}], #16",
+            "stp {c}, {e}, [{d}], #16",
+            "stp {f}, {g}, [{d}], #16",
+            "stp {h}, {i}, [{d}], #16",
+            "subs {n}, {n}, #64",
+            "b.hs 2b",
+            "3:",
+            "adds {n}, {n}, #48",
+            "b.lo 5f",
+            "4:",
+            "ldp {a}, {b}, [{s}], #16",
+            "stp {a}, {b}, [{d}], #16",
+            "subs {n}, {n}, #16",
+            "b.hs 4b",
+            "5:",
+            "tbz {n}, #3, 6f",
+            "ldr {a}, [{s}], #8",
+            "str {a}, [{d}], #8",
+            "6:",
+            "ands {n}, {n}, #7",
+            "b.eq 8f",
+            "7:",
+            "ldrb {a:w}, [{s}], #1",
+            "strb {a:w}, [{d}], #1",
+            "subs {n}, {n}, #1",
+            "b.ne 7b",
+            "8:",
+            s = inout(reg) src => _,
+            d = inout(reg) dst => _,
+            n = inout(reg) len => _,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            e = out(reg) _,
+            f = out(reg) _,
+            g = out(reg) _,
+            h = out(reg) _,
+            i = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
+/// [`copy`] when a pointer is not 8-byte aligned: bytes up to `dst`'s alignment, then aligned
+/// words (shifted together when `src` is still unaligned), then bytes.
+///
+/// # Safety
+/// As [`copy`].
+#[inline(never)]
+unsafe fn copy_unaligned(dst: *mut u8, src: *const u8, len: usize) -> *mut u8 {
+    let head = ((dst as usize).wrapping_neg() & 7).min(len);
+    let words = (len - head) & !7;
+    // SAFETY: head, words and tail partition the caller's ranges; after the head `dst` is
+    // 8-byte aligned, and `copy_aligned` gets an aligned `src` too, `copy_shifted` the other.
+    unsafe {
+        copy_bytes(dst, src, head);
+        let (d, s) = (dst.add(head), src.add(head));
+        if words != 0 {
+            if (s as usize) & 7 == 0 {
+                copy_aligned(d, s, words);
+            } else {
+                copy_shifted(d, s, words);
+            }
+        }
+        copy_bytes(d.add(words), s.add(words), len - head - words);
+    }
+    dst
+}
+
+/// Byte copy, one `ldrb`/`strb` pair per byte.
+///
+/// # Safety
+/// As [`copy`].
+unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: reads `[src, src + len)` and writes `[dst, dst + len)`, which the caller
+    // guarantees; `len > 0`, so the loop runs at least once and ends at zero.
+    unsafe {
+        asm!(
+            "2:",
+            "ldrb {t:w}, [{s}], #1",
+            "strb {t:w}, [{d}], #1",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            s = inout(reg) src => _,
+            d = inout(reg) dst => _,
+            n = inout(reg) len => _,
+            t = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
+/// Word copy from a source that is not 8-byte aligned: each destination word is two aligned
+/// source words shifted together.
+///
+/// # Safety
+/// As [`copy`], with `dst` 8-byte aligned, `src` not, and `len` a non-zero multiple of 8.
+unsafe fn copy_shifted(dst: *mut u8, src: *const u8, len: usize) {
+    let aligned = (src as usize) & !7;
+    // 8..=56: the source's offset in its word, in bits (`src` is not aligned).
+    let shift = ((src as usize) & 7) * 8;
+    // SAFETY: reads the aligned words from the one holding `src` to the one holding
+    // `src + len - 1` (each holds a byte of the caller's source range, so each is mapped) and
+    // writes `[dst, dst + len)` with aligned stores. `lslv` takes its amount modulo 64, so
+    // `neg` gives 64 - shift. The loop body is unrolled twice to alternate the two words'
+    // registers; `n` reaches zero after `len / 8` stores.
+    unsafe {
+        asm!(
+            "ldr {w0}, [{s}], #8",
+            "neg {rsh}, {sh}",
+            "2:",
+            "ldr {w1}, [{s}], #8",
+            "lsr {t}, {w0}, {sh}",
+            "lsl {u}, {w1}, {rsh}",
+            "orr {t}, {t}, {u}",
+            "str {t}, [{d}], #8",
+            "subs {n}, {n}, #8",
+            "b.eq 3f",
+            "ldr {w0}, [{s}], #8",
+            "lsr {t}, {w1}, {sh}",
+            "lsl {u}, {w0}, {rsh}",
+            "orr {t}, {t}, {u}",
+            "str {t}, [{d}], #8",
+            "subs {n}, {n}, #8",
+            "b.ne 2b",
+            "3:",
+            s = inout(reg) aligned => _,
+            d = inout(reg) dst => _,
+            n = inout(reg) len => _,
+            sh = in(reg) shift,
+            rsh = out(reg) _,
+            w0 = out(reg) _,
+            w1 = out(reg) _,
+            t = out(reg) _,
+            u = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
+/// Zeroes `len` bytes at `dst`: whole `DC ZVA` blocks where the range allows, stores elsewhere.
+///
+/// # Safety
+/// `dst` must be writable for `len` bytes as Normal cacheable memory mapped in the TSM's
+/// stage-1 (`DC ZVA` faults on Device memory).
+pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
+    let start = dst as usize;
+    // The block-aligned middle `[first, last)` of the range, if any can be had.
+    let middle = zva_block().and_then(|block| {
+        let end = start.checked_add(len)?;
+        let first = start.checked_next_multiple_of(block)?.min(end);
+        let last = (end & !(block - 1)).max(first);
+        Some((first, last, end, block))
+    });
+    let Some((first, last, end, block)) = middle else {
+        // SAFETY: the caller's contract.
+        unsafe { fill(dst, 0, len) };
+        return;
+    };
+    // SAFETY: `start <= first <= last <= end = start + len`, so the three parts cover exactly the
+    // caller's range; `[first, last)` is a whole number of `block`-aligned blocks.
+    unsafe {
+        fill(dst, 0, first - start);
+        zva(first, last - first, block);
+        fill(last as *mut u8, 0, end - last);
+    }
+}
+
+/// The `DC ZVA` block size in bytes, `None` when `DC ZVA` is prohibited (DCZID_EL0.DZP).
+fn zva_block() -> Option<usize> {
+    let dczid = super::sysreg::read_sysreg!("dczid_el0");
+    // BS (bits 3:0) is log2 of the block size in 4-byte words; the architecture caps it at 9
+    // (2 KiB).
+    (dczid & (1 << 4) == 0).then(|| 4usize << (dczid & 0xF))
+}
+
+/// `DC ZVA` over `[start, start + len)`.
+///
+/// # Safety
+/// As [`zero`], with `start` and `len` multiples of `block`, the `DC ZVA` block size.
+unsafe fn zva(start: usize, len: usize, block: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: zeroes exactly the blocks of `[start, start + len)`, which the caller owns and
+    // which are block-aligned; `DC ZVA` is ordered like a store, so the barriers of whoever
+    // publishes the memory afterwards (the stage-2 change's DSB) order it too.
+    unsafe {
+        asm!(
+            "2:",
+            "dc zva, {p}",
+            "add {p}, {p}, {bs}",
+            "subs {n}, {n}, {bs}",
+            "b.ne 2b",
+            p = inout(reg) start => _,
+            n = inout(reg) len => _,
+            bs = in(reg) block,
+            options(nostack),
+        )
+    };
+}
+
+/// Stores `pattern` (a byte repeated eight times) over `[dst, dst + len)`: bytes up to an
+/// 8-byte boundary, 64-byte blocks of four `stp`, then pairs, a word and bytes.
+///
+/// # Safety
+/// `dst` must be writable for `len` bytes.
+unsafe fn fill(dst: *mut u8, pattern: u64, len: usize) {
+    let head = ((dst as usize).wrapping_neg() & 7).min(len);
+    let words = (len - head) & !7;
+    // SAFETY: head, words and tail partition `[dst, dst + len)`; the word part starts 8-byte
+    // aligned and is a multiple of 8 long. `n` counts down as in `copy_aligned`: each loop runs
+    // only while a full block or pair remains, and bit 3 of `n + 16` tells a last word.
+    unsafe {
+        fill_bytes(dst, pattern as u8, head);
+        let w = dst.add(head);
+        if words != 0 {
+            asm!(
+                "subs {n}, {n}, #64",
+                "b.lo 3f",
+                "2:",
+                "stp {p}, {p}, [{d}], #16",
+                "stp {p}, {p}, [{d}], #16",
+                "stp {p}, {p}, [{d}], #16",
+                "stp {p}, {p}, [{d}], #16",
+                "subs {n}, {n}, #64",
+                "b.hs 2b",
+                "3:",
+                "adds {n}, {n}, #48",
+                "b.lo 5f",
+                "4:",
+                "stp {p}, {p}, [{d}], #16",
+                "subs {n}, {n}, #16",
+                "b.hs 4b",
+                "5:",
+                "tbz {n}, #3, 6f",
+                "str {p}, [{d}]",
+                "6:",
+                d = inout(reg) w => _,
+                n = inout(reg) words => _,
+                p = in(reg) pattern,
+                options(nostack),
+            );
+        }
+        fill_bytes(w.add(words), pattern as u8, len - head - words);
+    }
+}
+
+/// Byte stores of `byte`.
+///
+/// # Safety
+/// As [`fill`].
+unsafe fn fill_bytes(dst: *mut u8, byte: u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: writes `[dst, dst + len)` (the caller's range); `len > 0`, the loop ends at zero.
+    unsafe {
+        asm!(
+            "2:",
+            "strb {b:w}, [{d}], #1",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            d = inout(reg) dst => _,
+            n = inout(reg) len => _,
+            b = in(reg) u32::from(byte),
+            options(nostack),
+        )
+    };
+}
