@@ -266,6 +266,23 @@ fn guest_invalidation_is_precise_by_range_and_pasid() {
     }
 }
 
+/// Found by the walkers fuzzer: a guest range ending inside the last page of the IOVA space
+/// overflowed while its end was rounded up, which panics the TSM (release builds check
+/// overflow). Ranges touching the top must cover it and leave the rest alone.
+#[test]
+fn guest_ranges_ending_in_the_last_page_do_not_overflow() {
+    let (_, mut tlb, _, _, _) = warm(ARM);
+    for (iova, len) in [
+        (u64::MAX - 0x1FFF, 0x1000),
+        (u64::MAX - 0xFFF, 1),
+        (u64::MAX - 0xFFF, u64::MAX),
+        (u64::MAX, u64::MAX),
+    ] {
+        tlb.invalidate_guest(VDEV, PasidScope::All, Iova(iova), len);
+        assert_eq!(tlb.len(), 2, "{iova:#x}+{len:#x} reached the low pages");
+    }
+}
+
 #[test]
 fn tvm_destroy_and_flush_drop_everything_of_their_scope() {
     let (mut s, mut tlb, _, _, _) = warm(ARM);
