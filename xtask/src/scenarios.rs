@@ -182,7 +182,7 @@ pub const SCENARIOS: &[Scenario] = &[
             program: Program::Host,
             text: "PASS",
         }],
-        about: "one TVM vCPU end to end: a guest call, G_EXIT, faults on memory the TVM does not map",
+        about: "one TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit, G_EXIT, faults on memory the TVM does not map",
     },
     Scenario {
         name: "lifecycle",

@@ -169,7 +169,7 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
     for arch in Arch::ALL {
         let mut clippy = ws.cargo();
         // tsm-hal too: its arch modules exist only on the bare-metal targets, so the host
-        // clippy run never sees them.
+        // clippy run never sees them; the payloads are bare-metal only.
         clippy.args([
             "clippy",
             "-p",
@@ -178,6 +178,8 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
             "tsm-firmware",
             "-p",
             "tsm-host-payload",
+            "-p",
+            "tsm-guest-payload",
         ]);
         clippy.arg("--target");
         clippy.args([arch.triple(), "--", "-D", "warnings"]);

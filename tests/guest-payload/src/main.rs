@@ -24,7 +24,7 @@ const PANICKED: u64 = 0xDEAD;
 /// Called by the arch entry with the vCPU's first argument register.
 pub fn guest_main(arg0: u64) -> ! {
     let mut env = memory::Guest;
-    let code = match tsm_scenarios::guest::main_with_counter(&mut env, arg0, arch::counter) {
+    let code = match tsm_scenarios::guest::main(&mut env, arg0) {
         Ok(code) => code,
         // Unreachable on hardware (a bad access exits to the host); kept total.
         Err(fault) => fault.gpa.0 | 0xFA,

@@ -1,6 +1,6 @@
-//! The guest's view of its TVM: the call gate, and memory by GPA. The guest runs with
-//! addresses equal to GPAs (MMU off behind stage 2 on aarch64; VA = GPA on x86_64), so a GPA
-//! is a pointer.
+//! The guest's view of its TVM: the call gate, memory by GPA and the counter. The guest runs
+//! with addresses equal to GPAs (MMU off behind stage 2 on aarch64; VA = GPA on x86_64), so a
+//! GPA is a pointer.
 
 use tsm_abi::addr::Gpa;
 use tsm_abi::api::Transport;
@@ -35,5 +35,9 @@ impl GuestEnv for Guest {
             unsafe { core::ptr::write_volatile((gpa.0 as usize + i) as *mut u8, *b) };
         }
         Ok(())
+    }
+
+    fn counter(&mut self) -> u64 {
+        crate::arch::counter()
     }
 }

@@ -17,6 +17,7 @@ mod env;
 mod jobs;
 mod logger;
 mod scenario;
+mod vcpu_smoke;
 
 use tsm_abi::call::CallId;
 use tsm_abi::regs::{CallRegs, CallResult};

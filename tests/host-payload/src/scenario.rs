@@ -20,7 +20,8 @@ pub mod id {
     pub const SELFTEST_FAIL: u32 = 1;
     /// Harness self-test: the host never ends the run.
     pub const SELFTEST_HANG: u32 = 2;
-    /// One TVM vCPU end to end: a guest call, G_EXIT, faults on memory the TVM does not map.
+    /// One TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit, G_EXIT,
+    /// faults on memory the TVM does not map (`crate::vcpu_smoke`).
     pub const VCPU_SMOKE: u32 = 3;
     /// The seven end-to-end scenarios (`tsm_scenarios::id`; checked equal below).
     pub const LIFECYCLE: u32 = 10;
@@ -66,10 +67,7 @@ pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
         id::SELFTEST_HANG => loop {
             core::hint::spin_loop();
         },
-        #[cfg(target_arch = "x86_64")]
-        id::VCPU_SMOKE => crate::arch::vcpu_smoke(),
-        #[cfg(target_arch = "aarch64")]
-        id::VCPU_SMOKE => crate::arch::vcpu_smoke(),
+        id::VCPU_SMOKE => crate::vcpu_smoke::run(),
         other => {
             defmt::error!("unknown scenario {=u32}", other);
             false

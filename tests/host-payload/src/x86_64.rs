@@ -1,5 +1,5 @@
-//! The x86_64 side of the host payload: entry, the `syscall` gate, the boot parameters page and
-//! the clock.
+//! The x86_64 side of the host payload: entry, the `syscall` gate, the boot parameters page, the
+//! clock and `vcpu-smoke`'s guest program.
 //!
 //! The TSM enters `_start` (the first byte of the image, linked at 0x100_0000) in ring 3 with
 //! rdi = DRAM base, rsi = DRAM size, rdx = CPU index and rcx = TSC ticks per microsecond (the
@@ -8,15 +8,11 @@
 //! zeroes BSS and calls `host_main`.
 
 use core::arch::asm;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use tsm_abi::StatusCode;
-use tsm_abi::addr::{Gpa, Pa};
-use tsm_abi::api::{Error, Transport, host};
-use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
-use tsm_abi::params::{MapFlags, TvmParams};
 use tsm_abi::regs::{CallRegs, CallResult};
+
+use crate::vcpu_smoke::FaultProbe;
 
 /// The host boot parameters page; its first word is the scenario number (docs/design.md).
 const HOST_PARAMS: usize = 0xFF_F000;
@@ -156,285 +152,81 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// The host's gate as the ABI wrappers' transport.
-struct Gate;
+// The `vcpu-smoke` guest program (crate::vcpu_smoke), run in ring 3 at GPA 0x20_0000 with
+// rdi = VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM must
+// refuse: a DENIED_CALL exit, then `Denied` in rax), then G_EXIT((version failed << 48) |
+// (VERSION's status << 16) | (arg0 & 0xFFFF)), where "version failed" is 0 only if G_VERSION
+// succeeded and granted 1.0. The TSM preserves rbx and r12..r15 across a call; unused argument
+// registers are 0. At `__smoke_touch` (offset 0x100) a second program loads from the address
+// in rdi and stops.
+core::arch::global_asm!(
+    ".pushsection .rodata.smoke_guest, \"a\"",
+    ".balign 4096",
+    ".global __smoke_guest",
+    "__smoke_guest:",
+    "mov rbx, rdi",
+    "mov eax, 0xC6000200", // G_VERSION
+    "mov edi, 0x10000",
+    "xor esi, esi",
+    "xor edx, edx",
+    "xor r10d, r10d",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "syscall",
+    "xor rdi, 0x10000", // 0 if 1.0 was chosen
+    "or rdi, rax",      // | the status (0 = success)
+    "xor r12d, r12d",
+    "test rdi, rdi",
+    "setnz r12b",
+    "mov eax, 0xC6000100", // VERSION, a host call
+    "mov edi, 0x10000",
+    "xor esi, esi",
+    "xor edx, edx",
+    "xor r10d, r10d",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "syscall",
+    "mov r13, rax",
+    "shl r12, 48",
+    "shl r13, 16",
+    "or r12, r13",
+    "movzx ebx, bx",
+    "or r12, rbx",
+    "mov rdi, r12",
+    "xor esi, esi",
+    "xor edx, edx",
+    "xor r10d, r10d",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "mov eax, 0xC6000202", // G_EXIT
+    "syscall",
+    // G_EXIT never returns; a #UD would be a FAULT exit.
+    "ud2",
+    ".balign 256",
+    ".global __smoke_touch",
+    "__smoke_touch:",
+    "mov rax, [rdi]",
+    "ud2",
+    ".balign 4096",
+    ".popsection",
+);
 
-impl Transport for Gate {
-    fn call(&mut self, regs: &CallRegs) -> CallResult {
-        call(regs)
-    }
-}
-
-const PAGE: usize = 4096;
-
-/// A page of host memory the TSM reads or writes by physical address (the host's memory is
-/// identity-mapped, so an address is a PA).
-#[repr(C, align(4096))]
-struct Page<T>(T);
-
-struct Shared<T>(UnsafeCell<T>);
-// SAFETY: only CPU 0's scenario touches these, and the TSM only while a call runs.
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    fn pa(&self) -> Pa {
-        Pa(self.0.get() as u64)
-    }
-}
-
-/// The guest program, raw x86-64 machine code run in ring 3 at [`GUEST_CODE_GPA`] with
-/// rdi = VCPU_CREATE's arg0: G_VERSION(1.0), then G_EXIT((error << 32) | arg0), where error is
-/// 0 only if G_VERSION succeeded and granted 1.0. A vCPU started at [`GUEST_TOUCH_OFFSET`]
-/// instead reads the address in rdi.
-const GUEST_PROGRAM: [u8; 48] = [
-    0x48, 0x89, 0xFB, // mov rbx, rdi            ; keep arg0
-    0xB8, 0x00, 0x02, 0x00, 0xC6, // mov eax, 0xC600_0200 ; G_VERSION
-    0xBF, 0x00, 0x00, 0x01, 0x00, // mov edi, 0x1_0000    ; ABI 1.0
-    0x0F, 0x05, // syscall
-    0x48, 0x81, 0xF7, 0x00, 0x00, 0x01, 0x00, // xor rdi, 0x1_0000 ; 0 if 1.0 was chosen
-    0x48, 0x09, 0xC7, // or rdi, rax            ; | the status (0 = success)
-    0x48, 0xC1, 0xE7, 0x20, // shl rdi, 32
-    0x48, 0x09, 0xDF, // or rdi, rbx            ; code = (error << 32) | arg0
-    0x31, 0xF6, // xor esi, esi              ; G_EXIT's unused argument registers must be 0
-    0x31, 0xD2, // xor edx, edx
-    0x45, 0x31, 0xD2, // xor r10d, r10d
-    0xB8, 0x02, 0x02, 0x00, 0xC6, // mov eax, 0xC600_0202 ; G_EXIT
-    0x0F, 0x05, // syscall
-    0x0F, 0x0B, // ud2 (never reached: G_EXIT does not return)
+/// `vcpu-smoke`'s fault vCPUs: one loads from host memory the TVM never mapped (the host
+/// payload's own first page), one from the TSM's trap trampoline alias, which every TVM's
+/// tables map supervisor-only (a #PF on a present page: no GPA).
+pub const SMOKE_FAULTS: [FaultProbe; 2] = [
+    FaultProbe {
+        touches: 0x100_0000,
+        gpa: Some(0x100_0000),
+    },
+    FaultProbe {
+        touches: 0xFFFF_FFFF_C000_0000,
+        gpa: None,
+    },
 ];
-/// Where the "touch" program starts in the code page: `mov rax, [rdi]; ud2`.
-const GUEST_TOUCH_OFFSET: u64 = 0x100;
-const GUEST_TOUCH: [u8; 5] = [0x48, 0x8B, 0x07, 0x0F, 0x0B];
 
-const fn code_page() -> [u8; PAGE] {
-    let mut page = [0u8; PAGE];
-    let mut i = 0;
-    while i < GUEST_PROGRAM.len() {
-        page[i] = GUEST_PROGRAM[i];
-        i += 1;
-    }
-    let mut i = 0;
-    while i < GUEST_TOUCH.len() {
-        page[GUEST_TOUCH_OFFSET as usize + i] = GUEST_TOUCH[i];
-        i += 1;
-    }
-    page
-}
-
-/// The source page MAP_PRIVATE copies the guest program from.
-static GUEST_SOURCE: Page<[u8; PAGE]> = Page(code_page());
-/// TVM_CREATE's parameters: 36-bit GPAs, three vCPUs.
-static TVM_PARAMS: Page<TvmParams> = Page(TvmParams {
-    flags: 0,
-    gpa_bits: 36,
-    reserved0: [0; 3],
-    max_vcpus: 3,
-    reserved1: [0; 6],
-});
-/// VCPU_RUN's exit records, one per CPU that runs vCPUs at the same time.
-static EXIT_RECORDS: Shared<Page<[[u8; PAGE]; 2]>> = Shared(UnsafeCell::new(Page([[0; PAGE]; 2])));
-
-fn exit_record(cpu: u64) -> Pa {
-    Pa(EXIT_RECORDS.pa().0 + (cpu.min(1) as usize * PAGE) as u64)
-}
-
-/// Granules the scenario delegates: TVM, root, level-1..3 tables, the code page, three vCPUs.
-const SECURE: usize = 9;
-static SECURE_POOL: Shared<Page<[[u8; PAGE]; SECURE]>> =
-    Shared(UnsafeCell::new(Page([[0; PAGE]; SECURE])));
-
-/// Where the guest program is mapped (and where the guest payload is linked, docs/design.md).
-const GUEST_CODE_GPA: u64 = 0x20_0000;
-/// What the smoke vCPU gets in rdi and must hand back as its exit code.
-const SMOKE_ARG0: u64 = 0x5EED;
-/// Host memory the TVM never mapped: the host payload's own first page.
-const HOST_PAGE: u64 = 0x100_0000;
-/// The TSM's trap trampoline alias (supervisor-only, in every TVM's map).
-const TSM_ALIAS: u64 = 0xFFFF_FFFF_C000_0000;
-const PF: u64 = 14;
-
-fn granule(i: usize) -> Pa {
-    Pa(SECURE_POOL.pa().0 + (i * PAGE) as u64)
-}
-
-fn read_exit(cpu: u64) -> VcpuExit {
-    // SAFETY: the record page is ours, page-aligned, used by CPU `cpu` only and written by the
-    // TSM only during that CPU's VCPU_RUN, which has returned; a volatile read because the
-    // compiler never saw the write.
-    unsafe { core::ptr::read_volatile(exit_record(cpu).0 as *const VcpuExit) }
-}
-
-/// The fault jobs: (vCPU index, address it touches, the GPA its FAULT exit must name).
-const FAULT_JOBS: [(usize, u64, Option<u64>); 2] =
-    [(1, HOST_PAGE, Some(HOST_PAGE)), (2, TSM_ALIAS, None)];
-
-/// Runs fault job `job` on this CPU: the vCPU must come back twice with a #PF FAULT exit (the
-/// access is retried when it runs again).
-fn fault_job(cpu: u64, job: u64) -> Option<()> {
-    let t = &mut Gate;
-    let &(index, target, gpa) = FAULT_JOBS.get(job as usize)?;
-    let vcpu = granule(6 + index);
-    for _ in 0..2 {
-        let reason = ok("VCPU_RUN", host::vcpu_run(t, vcpu, exit_record(cpu)))?;
-        let e = read_exit(cpu);
-        defmt::info!(
-            "CPU {=u64}: vCPU {=usize} touching {=u64:#x}: exit {=u32} syndrome {=u64:#x} flags {=u32:#x} gpa {=u64:#x}",
-            cpu,
-            index,
-            target,
-            e.reason,
-            e.syndrome,
-            e.flags,
-            e.gpa
-        );
-        let gpa_ok = match gpa {
-            Some(g) => e.flags & ExitFlags::GPA_VALID.bits() != 0 && e.gpa == g,
-            None => e.flags & ExitFlags::GPA_VALID.bits() == 0 && e.gpa == 0,
-        };
-        if reason != ExitReason::Fault || e.syndrome & 0xFF != PF || !gpa_ok || e.code != 0 {
-            defmt::error!("vCPU {=usize}: expected a #PF FAULT exit", index);
-            return None;
-        }
-    }
-    Some(())
-}
-
-/// Fault job `job` as CPU 1 runs it.
-fn fault_job_on_cpu1(job: u64) -> bool {
-    fault_job(1, job).is_some()
-}
-
-/// Checks `r`, logging `what` and the error on failure.
-fn ok<T>(what: &str, r: Result<T, Error>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            defmt::error!("{=str} failed: {}", what, defmt::Debug2Format(&e));
-            None
-        }
-    }
-}
-
-/// Scenario `vcpu-smoke`: delegate granules, build a TVM with the guest program in a private
-/// page and three vCPUs, run them: the first must exit GUEST_EXIT with its arg0 (it made a
-/// guest call on the way), the second touches host memory the TVM does not map and the third
-/// the TSM's supervisor-only trampoline alias: both must come back as FAULT exits; those two
-/// run at the same time on CPU 1 and CPU 0. Then tear everything down and undelegate; every
-/// granule must come back zeroed.
-pub fn vcpu_smoke() -> bool {
-    vcpu_smoke_steps().is_some()
-}
-
-fn vcpu_smoke_steps() -> Option<()> {
-    let t = &mut Gate;
-    let [tvm, root, l1, l2, l3, code, vcpus @ ..] = core::array::from_fn::<_, SECURE, _>(granule);
-    for i in 0..SECURE {
-        ok("GRANULE_DELEGATE", host::granule_delegate(t, granule(i)))?;
-    }
-    let params = Pa(core::ptr::addr_of!(TVM_PARAMS) as u64);
-    ok("TVM_CREATE", host::tvm_create(t, tvm, params, root))?;
-    ok("TABLE_CREATE 1", host::table_create(t, tvm, Gpa(0), 1, l1))?;
-    ok("TABLE_CREATE 2", host::table_create(t, tvm, Gpa(0), 2, l2))?;
-    ok(
-        "TABLE_CREATE 3",
-        host::table_create(t, tvm, Gpa(GUEST_CODE_GPA), 3, l3),
-    )?;
-    let source = Pa(core::ptr::addr_of!(GUEST_SOURCE) as u64);
-    ok(
-        "MAP_PRIVATE",
-        host::map_private(
-            t,
-            tvm,
-            Gpa(GUEST_CODE_GPA),
-            code,
-            Some(source),
-            MapFlags::READ | MapFlags::EXEC,
-        ),
-    )?;
-    let touch = Gpa(GUEST_CODE_GPA + GUEST_TOUCH_OFFSET);
-    ok(
-        "VCPU_CREATE 0",
-        host::vcpu_create(t, tvm, vcpus[0], Gpa(GUEST_CODE_GPA), SMOKE_ARG0),
-    )?;
-    ok(
-        "VCPU_CREATE 1",
-        host::vcpu_create(t, tvm, vcpus[1], touch, HOST_PAGE),
-    )?;
-    ok(
-        "VCPU_CREATE 2",
-        host::vcpu_create(t, tvm, vcpus[2], touch, TSM_ALIAS),
-    )?;
-    ok("TVM_ACTIVATE", host::tvm_activate(t, tvm))?;
-    let record = exit_record(0);
-
-    let reason = ok("VCPU_RUN 0", host::vcpu_run(t, vcpus[0], record))?;
-    let e = read_exit(0);
-    defmt::info!("vCPU 0: exit {=u32} code {=u64:#x}", e.reason, e.code);
-    if reason != ExitReason::GuestExit
-        || e.reason != ExitReason::GuestExit.raw()
-        || e.code != SMOKE_ARG0
-    {
-        defmt::error!(
-            "vCPU 0: expected GUEST_EXIT with code {=u64:#x}",
-            SMOKE_ARG0
-        );
-        return None;
-    }
-    let again = host::vcpu_run(t, vcpus[0], record);
-    if again.err().and_then(|e| e.status()).map(|s| s.code) != Some(StatusCode::ObjectState) {
-        defmt::error!("vCPU 0 ran again after G_EXIT");
-        return None;
-    }
-
-    // The two fault vCPUs at the same time: job 0 on CPU 1 (if it is up), job 1 here.
-    let remote = crate::jobs::post_job(1, fault_job_on_cpu1, 0);
-    if !remote {
-        defmt::warn!("CPU 1 is not up: both fault vCPUs run on CPU 0");
-        fault_job(0, 0)?;
-    }
-    let here = fault_job(0, 1);
-    if remote && crate::jobs::wait_job(1, u64::MAX) != Some(true) {
-        defmt::error!("the fault job on CPU 1 failed");
-        return None;
-    }
-    here?;
-
-    for (i, v) in vcpus.iter().enumerate() {
-        ok("VCPU_DESTROY", host::vcpu_destroy(t, *v))?;
-        defmt::debug!("vCPU {=usize} destroyed", i);
-    }
-    let unmapped = ok("UNMAP", host::unmap(t, tvm, Gpa(GUEST_CODE_GPA)))?;
-    if unmapped != code {
-        defmt::error!("UNMAP returned {=u64:#x}, not the code page", unmapped.0);
-        return None;
-    }
-    ok(
-        "TABLE_DESTROY 3",
-        host::table_destroy(t, tvm, Gpa(GUEST_CODE_GPA), 3),
-    )?;
-    ok("TABLE_DESTROY 2", host::table_destroy(t, tvm, Gpa(0), 2))?;
-    ok("TABLE_DESTROY 1", host::table_destroy(t, tvm, Gpa(0), 1))?;
-    ok("TVM_DESTROY", host::tvm_destroy(t, tvm))?;
-    for i in 0..SECURE {
-        ok(
-            "GRANULE_UNDELEGATE",
-            host::granule_undelegate(t, granule(i)),
-        )?;
-        // SAFETY: the granule is host memory again (undelegated); a volatile read because
-        // the TSM, not this program, last wrote it.
-        let dirty = (0..PAGE / 8)
-            .any(|w| unsafe { core::ptr::read_volatile((granule(i).0 as *const u64).add(w)) != 0 });
-        if dirty {
-            defmt::error!(
-                "granule {=u64:#x} came back from the TSM not zeroed",
-                granule(i).0
-            );
-            return None;
-        }
-    }
-    defmt::info!(
-        "vcpu-smoke: {=usize} granules delegated, used and returned zeroed",
-        SECURE
-    );
-    Some(())
+/// Whether a FAULT exit's syndrome is a data access fault: vector 14 (#PF) in its low byte.
+pub fn is_data_fault(syndrome: u64) -> bool {
+    const PF: u64 = 14;
+    syndrome & 0xFF == PF
 }

@@ -54,4 +54,8 @@ pub trait GuestEnv: Transport {
     fn read(&mut self, gpa: Gpa, out: &mut [u8]) -> Result<(), GuestFault>;
     /// Copies `data` to `gpa`.
     fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), GuestFault>;
+    /// The guest-visible counter, read after everything before it (an ISB or LFENCE first):
+    /// CNTVCT_EL0 or the TSC in a TVM, the same counter the host reads; a deterministic fake
+    /// clock for the simulated vCPU. [`crate::layout::Script::Bench`] times calls with it.
+    fn counter(&mut self) -> u64;
 }

@@ -57,21 +57,8 @@ const EVIDENCE_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0x800);
 const CHUNK_GPA: Gpa = Gpa(SCRATCH_GPA.0 + 0xC00);
 const CHUNK: u64 = 0x400;
 
-/// Reads the guest-visible counter (CNTVCT_EL0, the TSC), ordered after what precedes it.
-pub type Counter = fn() -> u64;
-
-/// Runs the script `arg0` selects, where the guest cannot read a counter (the simulated
-/// vCPU): [`Script::Bench`] then exits with [`exit_code::NO_COUNTER`].
+/// Runs the script `arg0` selects.
 pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
-    run(g, arg0, None)
-}
-
-/// As [`main`], in a guest that reads its counter with `counter` (the guest payload).
-pub fn main_with_counter<G: GuestEnv>(g: &mut G, arg0: u64, counter: Counter) -> Verdict {
-    run(g, arg0, Some(counter))
-}
-
-fn run<G: GuestEnv>(g: &mut G, arg0: u64, counter: Option<Counter>) -> Verdict {
     let want = AbiVersion { major: 1, minor: 0 };
     let granted = guest::g_version(g, want).ok().and_then(|v| v.chosen);
     check!(granted == Some(want));
@@ -92,10 +79,7 @@ fn run<G: GuestEnv>(g: &mut G, arg0: u64, counter: Option<Counter>) -> Verdict {
         Script::HostileRounds => hostile_rounds(g, arg),
         Script::StartFails => start_fails(g, arg.vbdf),
         Script::DmaAccept => dma_accept(g, arg.vbdf),
-        Script::Bench => match counter {
-            Some(counter) => bench(g, counter),
-            None => Ok(exit_code::NO_COUNTER),
-        },
+        Script::Bench => bench(g),
     }
 }
 
@@ -326,11 +310,11 @@ fn dma_accept<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
 /// calls. G_VERSION goes through the bare transport, as the host's VERSION figure does, so the
 /// two differ by the TSM's work only. Every call must succeed: a refused one is cheaper and
 /// would pass for a fast one.
-fn bench<G: GuestEnv>(g: &mut G, counter: Counter) -> Verdict {
+fn bench<G: GuestEnv>(g: &mut G) -> Verdict {
     let mut empty = 0u64;
     for _ in 0..BENCH_CALLS {
-        let start = counter();
-        empty = empty.wrapping_add(counter().wrapping_sub(start));
+        let start = g.counter();
+        empty = empty.wrapping_add(g.counter().wrapping_sub(start));
     }
     let regs = CallRegs {
         fid: u64::from(CallId::G_VERSION.fid()),
@@ -338,9 +322,9 @@ fn bench<G: GuestEnv>(g: &mut G, counter: Counter) -> Verdict {
     };
     let mut calls = 0u64;
     for _ in 0..BENCH_CALLS {
-        let start = counter();
+        let start = g.counter();
         let r = g.call(&regs);
-        let end = counter();
+        let end = g.counter();
         check!(r.status == Status::SUCCESS.to_raw());
         calls = calls.wrapping_add(end.wrapping_sub(start));
     }
@@ -357,8 +341,6 @@ fn bench<G: GuestEnv>(g: &mut G, counter: Counter) -> Verdict {
 mod tests {
     extern crate std;
 
-    use core::cell::Cell;
-
     use tsm_abi::api::Transport;
     use tsm_abi::call::MAX_RESULTS;
     use tsm_abi::regs::CallResult;
@@ -368,22 +350,11 @@ mod tests {
     /// Ticks one G_VERSION of [`FakeGuest`] takes.
     const CALL_TICKS: u64 = 10;
 
-    std::thread_local! {
-        /// The fake counter: one tick per read, [`CALL_TICKS`] more per call.
-        static NOW: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn counter() -> u64 {
-        NOW.with(|n| {
-            let v = n.get();
-            n.set(v + 1);
-            v
-        })
-    }
-
-    /// A guest whose calls take [`CALL_TICKS`]: G_VERSION 1.0 succeeds up to its
-    /// `refuse_after`-th call, then is refused; its only memory is the sums page.
+    /// A guest whose counter ticks once per read and [`CALL_TICKS`] more per call: G_VERSION
+    /// 1.0 succeeds up to its `refuse_after`-th call, then is refused; its only memory is the
+    /// sums page.
     struct FakeGuest {
+        now: u64,
         calls: u64,
         refuse_after: u64,
         sums: Option<[u8; BenchSums::SIZE]>,
@@ -392,6 +363,7 @@ mod tests {
     impl FakeGuest {
         fn new(refuse_after: u64) -> Self {
             FakeGuest {
+                now: 0,
                 calls: 0,
                 refuse_after,
                 sums: None,
@@ -401,7 +373,7 @@ mod tests {
 
     impl Transport for FakeGuest {
         fn call(&mut self, regs: &CallRegs) -> CallResult {
-            NOW.with(|n| n.set(n.get() + CALL_TICKS));
+            self.now += CALL_TICKS;
             self.calls += 1;
             let v = AbiVersion { major: 1, minor: 0 }.to_raw();
             if regs.fid != u64::from(CallId::G_VERSION.fid()) || self.calls > self.refuse_after {
@@ -431,6 +403,11 @@ mod tests {
                 _ => Err(GuestFault { gpa, write: true }),
             }
         }
+
+        fn counter(&mut self) -> u64 {
+            self.now += 1;
+            self.now
+        }
     }
 
     fn bench_arg() -> u64 {
@@ -445,7 +422,7 @@ mod tests {
     #[test]
     fn bench_leaves_the_sums_of_calls_and_of_empty_samples() {
         let mut g = FakeGuest::new(u64::MAX);
-        assert_eq!(main_with_counter(&mut g, bench_arg(), counter), Ok(0));
+        assert_eq!(main(&mut g, bench_arg()), Ok(0));
         let sums = g.sums.map(|raw| BenchSums::decode(&raw));
         let n = u64::from(BENCH_CALLS);
         assert_eq!(
@@ -464,16 +441,9 @@ mod tests {
     fn a_refused_g_version_fails_the_bench() {
         // The start-up G_VERSION and 99 timed ones succeed.
         let mut g = FakeGuest::new(100);
-        let code = main_with_counter(&mut g, bench_arg(), counter);
+        let code = main(&mut g, bench_arg());
         assert!(code.is_ok_and(|c| c != 0), "{code:?}");
         assert_eq!(g.sums, None, "no sums from a failed bench");
-    }
-
-    #[test]
-    fn bench_without_a_counter_is_not_supported() {
-        let mut g = FakeGuest::new(u64::MAX);
-        assert_eq!(main(&mut g, bench_arg()), Ok(exit_code::NO_COUNTER));
-        assert_eq!(g.sums, None);
     }
 
     #[test]

@@ -218,7 +218,4 @@ pub mod exit_code {
     pub const BAD_ARG: u64 = 0xBAD0;
     /// A [`super::Script::Touch`] read returned data.
     pub const TOUCH_REACHED: u64 = 0xBAD1;
-    /// A [`super::Script::Bench`] in an environment that cannot read the guest's counter (the
-    /// simulated vCPU): not supported there.
-    pub const NO_COUNTER: u64 = 0xBAD2;
 }

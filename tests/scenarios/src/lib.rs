@@ -15,11 +15,13 @@
 //! | [`driver`] | the host driver: build a TVM with devices, run vCPUs, tear down, check |
 //! | [`guest`] | the guest scripts, selected by the vCPU's `arg0` |
 //! | [`scenarios`] | the seven scenarios |
+//! | [`console_log`] | the payloads' defmt logger, which hands each frame to the TSM's debug console |
 #![no_std]
 
 #[macro_use]
 mod macros;
 
+pub mod console_log;
 pub mod driver;
 pub mod env;
 pub mod guest;

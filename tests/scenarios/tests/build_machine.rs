@@ -114,6 +114,49 @@ fn s7_smp() {
     }
 }
 
+/// The guest half of `cargo xtask bench`'s guest-call figure (tests/host-payload/src/bench.rs):
+/// a [`Script::Bench`] guest times its G_VERSIONs with the simulated vCPU's fake clock and
+/// leaves the sums in a page the host maps shared. The clock makes the sums exact.
+#[test]
+fn bench_guest_times_its_calls() {
+    use tsm_scenarios::HostEnv;
+    use tsm_scenarios::driver::{Exit, World};
+    use tsm_scenarios::layout::{BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, Script};
+
+    for format in FORMATS {
+        let sim = sim::Sim::new(format);
+        let mut host = sim.host();
+        let mut w = World::new(&mut host).expect("world");
+        let arg = GuestArg {
+            script: Script::Bench,
+            vbdf: 0,
+            count: 0,
+        }
+        .encode();
+        let t = w.add_tvm(&mut host, &[arg]).expect("TVM");
+        let page = w
+            .map_shared(&mut host, t, BENCH_SUMS_GPA)
+            .expect("sums page");
+        w.activate(&mut host, t).expect("TVM_ACTIVATE");
+        w.run_expect(&mut host, t, 0, Exit::Exited(0))
+            .expect("the guest's checks pass");
+        let mut raw = [0u8; BenchSums::SIZE];
+        assert!(host.read(page, &mut raw));
+        let n = u64::from(BENCH_CALLS);
+        assert_eq!(
+            BenchSums::decode(&raw),
+            BenchSums {
+                samples: n,
+                calls: n * (sim::CLOCK_READ_TICKS + sim::CLOCK_CALL_TICKS),
+                empty: n * sim::CLOCK_READ_TICKS,
+            },
+            "on {format:?}"
+        );
+        assert_eq!(w.finish(&mut host), Ok(()));
+        sim.check_clean();
+    }
+}
+
 /// The single-CPU entry (what the host payload runs) fails loudly instead of passing.
 #[test]
 fn smp_on_one_cpu_fails_with_a_reason() {

@@ -111,6 +111,7 @@ impl Sim {
             root,
             resume: resume_rx,
             traps: trap_tx,
+            clock: 0,
         };
         let _ = vcpu;
         std::thread::spawn(move || {
@@ -200,13 +201,21 @@ impl HostEnv for SimHost {
     }
 }
 
-/// A vCPU: the guest script's transport and memory.
+/// A vCPU: the guest script's transport, memory and counter.
 struct SimGuest {
     sim: Arc<Sim>,
     root: Pa,
     resume: Receiver<Resume>,
     traps: Sender<GuestExit>,
+    /// The fake counter: [`CLOCK_READ_TICKS`] per read, [`CLOCK_CALL_TICKS`] per call, so what
+    /// a guest times is the same on every run.
+    clock: u64,
 }
+
+/// Ticks a read of [`SimGuest`]'s counter takes.
+pub const CLOCK_READ_TICKS: u64 = 1;
+/// Ticks a call of [`SimGuest`] takes.
+pub const CLOCK_CALL_TICKS: u64 = 100;
 
 impl SimGuest {
     /// An x86-64 CPU's walk of the TVM's tables for one access: it ignores the Accessed and
@@ -255,6 +264,7 @@ impl SimGuest {
 impl Transport for SimGuest {
     /// A trap to the HAL; the call completes with what the core returns when it resumes us.
     fn call(&mut self, regs: &CallRegs) -> CallResult {
+        self.clock = self.clock.wrapping_add(CLOCK_CALL_TICKS);
         self.traps
             .send(GuestExit::Call(*regs))
             .expect("HAL waits for the trap");
@@ -298,5 +308,9 @@ impl GuestEnv for SimGuest {
                 .expect("mapped page in DRAM");
         }
         Ok(())
+    }
+    fn counter(&mut self) -> u64 {
+        self.clock = self.clock.wrapping_add(CLOCK_READ_TICKS);
+        self.clock
     }
 }
