@@ -95,9 +95,9 @@ impl Stage1Formats {
     }
 }
 
-/// Reads bits `lo..lo+width` of `raw`.
+/// Reads bits `lo..lo+width` of `raw` (`width < 64`).
 const fn field(raw: u64, lo: u32, width: u32) -> u64 {
-    (raw >> lo) & ((1 << width) - 1)
+    (raw >> lo) & !(u64::MAX << width)
 }
 
 /// FEATURES register `DEVICE_LIMITS`. Each count is the most objects of that kind the TSM's

@@ -40,6 +40,19 @@
     ),
     deny(unsafe_code)
 )]
+// The firmware decodes host structs and device messages with this crate: no
+// unwrap/expect/panic, unchecked indexing or unchecked arithmetic outside test code, so no
+// input can crash the TSM (release builds keep overflow checks and abort on panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 #[cfg(test)]
 extern crate std;

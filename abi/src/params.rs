@@ -131,7 +131,9 @@ impl PdevParams {
         check(PdevFlags::from_bits(self.flags).is_some(), S, "flags")?;
         check(self.rid_count != 0, S, "rid_count")?;
         check(
-            u32::from(self.rid_base) + u32::from(self.rid_count) <= 0x1_0000,
+            u32::from(self.rid_base)
+                .checked_add(u32::from(self.rid_count))
+                .is_some_and(|end| end <= 0x1_0000),
             S,
             "rid_count",
         )?;
@@ -157,8 +159,10 @@ impl PdevParams {
 
     /// Whether `rid` is one of the DSM's functions.
     pub const fn contains_rid(&self, rid: u16) -> bool {
-        (rid as u32) >= self.rid_base as u32
-            && (rid as u32) < self.rid_base as u32 + self.rid_count as u32
+        match rid.checked_sub(self.rid_base) {
+            Some(d) => d < self.rid_count,
+            None => false,
+        }
     }
 
     /// The TDISP `function_id` of the function at `rid` under this PDEV's format (the value

@@ -167,11 +167,20 @@ impl RequestCode {
         }
     }
 
-    /// Bit index in `REQ_MSGS_SUPPORTED` (code − 0x80).
+    /// Bit index in `REQ_MSGS_SUPPORTED` (code − 0x80: every request code has bit 7 set, see
+    /// the assertion below, so clearing it is the subtraction).
     pub const fn supported_bit(self) -> u8 {
-        self.to_wire() - 0x80
+        self.to_wire() & 0x7F
     }
 }
+
+const _: () = {
+    let mut codes = RequestCode::ALL;
+    while let [code, rest @ ..] = codes {
+        assert!(code.to_wire() & 0x80 != 0, "request codes have bit 7 set");
+        codes = rest;
+    }
+};
 
 wire_enum! {
     /// `TDI_STATE` of `DEVICE_INTERFACE_STATE`.

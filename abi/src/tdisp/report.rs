@@ -51,13 +51,16 @@ impl<'a> InterfaceReport<'a> {
         }
         let body = r.rest();
         // The count must leave room for exactly the ranges plus the info length field.
-        let ranges_len = usize::try_from(h.mmio_range_count.get())
+        let range_count = usize::try_from(h.mmio_range_count.get())
             .ok()
-            .and_then(|n| n.checked_mul(size_of::<wire::MmioRange>()))
-            .filter(|&n| n.checked_add(4).is_some_and(|m| m <= body.len()))
+            .filter(|&n| {
+                n.checked_mul(size_of::<wire::MmioRange>())
+                    .and_then(|len| len.checked_add(4))
+                    .is_some_and(|m| m <= body.len())
+            })
             .ok_or(TdispError::Inconsistent(Field::MmioRangeCount))?;
         let mut r = Reader::new(body);
-        let ranges: &[wire::MmioRange] = r.view_slice(ranges_len / size_of::<wire::MmioRange>())?;
+        let ranges: &[wire::MmioRange] = r.view_slice(range_count)?;
         let info_len: &U32 = r.view()?;
         let device_specific_info = r.rest();
         if usize::try_from(info_len.get()).ok() != Some(device_specific_info.len()) {

@@ -110,6 +110,10 @@ table! {
 /// The table is complete, in `CallId::ALL` order, and agrees with the ABI's argument counts.
 // Compile-time only (`slice::get` is not const): `i` stays below both lengths, checked equal.
 #[allow(clippy::indexing_slicing)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "evaluated only in a const item: `i < t.len()` bounds `i + 1`, and an overflow would fail the build"
+)]
 const fn table_is_complete(t: &[Entry]) -> bool {
     if t.len() != CallId::ALL.len() {
         return false;
@@ -147,6 +151,10 @@ static CALL_INDEX: [u8; CALL_NUMBERS] = call_index();
 // Compile-time only (`slice::get` is not const): an index out of range, a call number that
 // does not fit or a table of more than 255 entries fails the build, not the TSM.
 #[allow(clippy::indexing_slicing)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "evaluated only in a static's initializer: `i < TABLE.len() < 255` bounds `i + 1`, and an overflow would fail the build"
+)]
 const fn call_index() -> [u8; CALL_NUMBERS] {
     assert!(TABLE.len() < u8::MAX as usize);
     let mut index = [0u8; CALL_NUMBERS];
@@ -249,9 +257,10 @@ impl Tsm<'_> {
             .and_then(|&i| usize::from(i).checked_sub(1))
             .and_then(|i| DISPATCH.get(i))
             .ok_or(Status::new(StatusCode::NotSupported))?;
-        for (i, &a) in args.iter().enumerate().skip(entry.args) {
+        // Argument indices are 1-based; zip ends with the (six) argument registers.
+        for (number, &a) in (1..=u8::MAX).zip(args.iter()).skip(entry.args) {
             if a != 0 {
-                return Err(Status::arg(StatusCode::InvalidArgument, i as u8 + 1));
+                return Err(Status::arg(StatusCode::InvalidArgument, number));
             }
         }
         let guest = match origin {

@@ -42,7 +42,7 @@
 
 use core::sync::atomic::{AtomicU16, Ordering};
 
-use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
+use tsm_abi::addr::{GRANULE_SHIFT, Pa};
 use tsm_abi::status::{Status, StatusCode};
 
 const LOCK_BIT: u16 = 1 << 15;
@@ -199,13 +199,17 @@ impl<'a> GranuleTable<'a> {
     /// A table covering `descs.len()` granules from `base`, every granule NS except those in
     /// `reserved` (the TSM's own memory, including `descs` itself), which become RESERVED.
     /// `base` must be granule-aligned; a misaligned base is rounded down.
+    /// Granules that would end past the top of the 64-bit physical space are left out, so
+    /// [`Self::granule_pa`] and [`Self::covers`] never overflow.
     pub fn new(base: Pa, descs: &'a [AtomicU16], reserved: core::ops::Range<Pa>) -> Self {
-        let t = GranuleTable {
-            base: base.granule_base(),
-            descs,
-        };
+        let base = base.granule_base();
+        // `!base` is `u64::MAX - base`: the whole granules from `base` up, less the last one,
+        // so that the end of the table is representable.
+        let fit = usize::try_from(!base.0 >> GRANULE_SHIFT).unwrap_or(usize::MAX);
+        let descs = descs.get(..fit).unwrap_or(descs);
+        let t = GranuleTable { base, descs };
         for (i, d) in descs.iter().enumerate() {
-            let pa = t.base.0 + ((i as u64) << GRANULE_SHIFT);
+            let pa = t.granule_pa(i).0;
             let state = if pa >= reserved.start.granule_base().0 && pa < reserved.end.0 {
                 GranuleState::Reserved
             } else {
@@ -247,9 +251,18 @@ impl<'a> GranuleTable<'a> {
         }
     }
 
+    /// The address of granule `i`, for `i <= self.len()` (`self.len()`: the end of the table).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "new() keeps len <= (u64::MAX - base) / GRANULE_SIZE, so base + i * GRANULE_SIZE fits for every i <= len"
+    )]
+    fn granule_pa(&self, i: usize) -> Pa {
+        Pa(self.base.0 + ((i as u64) << GRANULE_SHIFT))
+    }
+
     /// Whether `[pa, pa + len)` lies in tracked DRAM.
     pub fn covers(&self, pa: Pa, len: u64) -> bool {
-        let end = self.base.0 + (self.descs.len() as u64) * GRANULE_SIZE;
+        let end = self.granule_pa(self.descs.len()).0;
         pa.0 >= self.base.0 && pa.0.checked_add(len).is_some_and(|e| e <= end)
     }
 
@@ -309,7 +322,7 @@ impl<'a> GranuleTable<'a> {
         self.descs.iter().enumerate().map(move |(i, d)| {
             let v = d.load(Ordering::Acquire);
             (
-                Pa(self.base.0 + ((i as u64) << GRANULE_SHIFT)),
+                self.granule_pa(i),
                 GranuleState::from_bits((v & STATE_MASK) >> STATE_SHIFT),
                 v & REFCOUNT_MASK,
             )
@@ -359,7 +372,10 @@ impl Locked<'_, '_> {
         if self.refcount() >= MAX_REFCOUNT {
             return Err(GranuleError::RefcountOverflow);
         }
-        self.desc += 1;
+        self.desc = self
+            .desc
+            .checked_add(1)
+            .ok_or(GranuleError::RefcountOverflow)?;
         Ok(())
     }
 
@@ -368,7 +384,10 @@ impl Locked<'_, '_> {
         if self.refcount() == 0 {
             return Err(GranuleError::RefcountOverflow);
         }
-        self.desc -= 1;
+        self.desc = self
+            .desc
+            .checked_sub(1)
+            .ok_or(GranuleError::RefcountOverflow)?;
         Ok(())
     }
 }
@@ -388,6 +407,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use tsm_abi::addr::GRANULE_SIZE;
 
     const BASE: u64 = 0x4000_0000;
 

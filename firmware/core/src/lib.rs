@@ -17,14 +17,16 @@
 #![no_std]
 #![forbid(unsafe_code)]
 // Host and guest input must never panic the monitor: no unwrap/expect/panic/unchecked indexing
-// outside the test-only modules (which allow them, below).
+// or unchecked arithmetic (release builds keep overflow checks, and a panic aborts) outside the
+// test-only modules (which allow them, below). Each exception is an `#[allow]` with its bound.
 #![cfg_attr(
     not(test),
     deny(
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::panic,
-        clippy::indexing_slicing
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
     )
 )]
 
@@ -47,7 +49,8 @@ mod tests;
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
 )]
 pub mod invariants;
 #[cfg(any(test, feature = "testing"))]
@@ -55,7 +58,8 @@ pub mod invariants;
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
 )]
 pub mod testing;
 

@@ -135,13 +135,18 @@ fn load_run(t: &Tsm<'_>, g: &Locked<'_, '_>) -> Result<RunState, Status> {
 /// returning the state by value cost three whole copies of it on aarch64.
 fn load_run_into(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &mut RunState) -> Result<(), Status> {
     t.platform
-        .read(Pa(g.pa().0 + RUN_STATE_OFFSET), r.as_mut_bytes())
+        .read(run_state_pa(g)?, r.as_mut_bytes())
         .map_err(|_| internal())
+}
+
+/// Where a VCPU granule (granule-aligned, so the offset stays inside it) keeps its run state.
+fn run_state_pa(g: &Locked<'_, '_>) -> Result<Pa, Status> {
+    g.pa().checked_add(RUN_STATE_OFFSET).ok_or_else(internal)
 }
 
 fn save_run(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &RunState) -> Result<(), Status> {
     t.platform
-        .write(Pa(g.pa().0 + RUN_STATE_OFFSET), r.as_bytes())
+        .write(run_state_pa(g)?, r.as_bytes())
         .map_err(|_| internal())
 }
 
@@ -469,12 +474,13 @@ impl Tsm<'_> {
         run.next = NEXT_CONTINUE;
         run.vdev = 0;
         run.op = 0;
+        let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
         save_run(self, &gv, &run)?;
         Ok(Entered::Guest(GuestEntry {
             vcpu,
             tvm,
             root,
-            context: Pa(vcpu.0 + CONTEXT_OFFSET),
+            context,
             resume,
         }))
     }

@@ -57,20 +57,20 @@ impl PdevRange {
     /// Whether `rid` of `segment` is in the range.
     pub fn contains(&self, segment: u16, rid: u16) -> bool {
         segment == self.segment
-            && u32::from(rid) >= u32::from(self.rid_base)
-            && u32::from(rid) < u32::from(self.rid_base) + u32::from(self.rid_count)
+            && rid
+                .checked_sub(self.rid_base)
+                .is_some_and(|d| d < self.rid_count)
+    }
+
+    /// One past the last requester ID (a u16 base plus a u16 count always fits a u32).
+    fn end(&self) -> u32 {
+        u32::from(self.rid_base).saturating_add(u32::from(self.rid_count))
     }
 
     pub(crate) fn overlaps(&self, other: &PdevRange) -> bool {
-        let (a0, a1) = (
-            u32::from(self.rid_base),
-            u32::from(self.rid_base) + u32::from(self.rid_count),
-        );
-        let (b0, b1) = (
-            u32::from(other.rid_base),
-            u32::from(other.rid_base) + u32::from(other.rid_count),
-        );
-        self.segment == other.segment && a0 < b1 && b0 < a1
+        self.segment == other.segment
+            && u32::from(self.rid_base) < other.end()
+            && u32::from(other.rid_base) < self.end()
     }
 }
 

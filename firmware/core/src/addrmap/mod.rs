@@ -65,14 +65,36 @@ pub enum WalkError {
     Mem(MemFault),
 }
 
-/// Index of `gpa`'s entry in a table at `level`.
-pub const fn index(gpa: Gpa, level: u8) -> usize {
-    ((gpa.0 >> (GRANULE_SHIFT + 9 * (LEAF_LEVEL - level) as u32)) & (ENTRIES as u64 - 1)) as usize
+/// Mask of a table index.
+const INDEX_MASK: u64 = ENTRIES as u64 - 1;
+
+/// Lowest GPA bit a table at `level` indexes: `GRANULE_SHIFT + 9 * (LEAF_LEVEL - level)`,
+/// spelled out so no level can underflow it (levels past the leaf count as the leaf).
+const fn level_shift(level: u8) -> u32 {
+    const _: () = assert!(GRANULE_SHIFT == 12 && LEAF_LEVEL == 3 && ENTRIES == 512);
+    match level {
+        0 => 39,
+        1 => 30,
+        2 => 21,
+        _ => 12,
+    }
 }
 
-/// Bytes of GPA space one table at `level` covers (level 0: the whole 48-bit space).
+/// Index of `gpa`'s entry in a table at `level`.
+pub const fn index(gpa: Gpa, level: u8) -> usize {
+    ((gpa.0 >> level_shift(level)) & INDEX_MASK) as usize
+}
+
+/// Bytes of GPA space one table at `level` covers (level 0: the whole 48-bit space): what
+/// its 512 entries, each covering `1 << level_shift(level)`, add up to.
 pub const fn table_span(level: u8) -> u64 {
-    1 << (GRANULE_SHIFT + 9 * (LEAF_LEVEL + 1 - level) as u32)
+    (ENTRIES as u64) << level_shift(level)
+}
+
+/// Where entry `idx` (taken modulo [`ENTRIES`]) of `table` lies.
+fn entry_pa(table: Pa, idx: usize) -> Result<Pa, MemFault> {
+    let offset = ((idx % ENTRIES) as u64) << 3;
+    table.checked_add(offset).ok_or(MemFault(table))
 }
 
 /// One TVM's map, seen through the platform's memory.
@@ -96,18 +118,14 @@ impl<'a> AddressMap<'a> {
     /// Reads the raw entry `idx` of `table`.
     pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
         let mut b = [0u8; 8];
-        self.mem
-            .read(Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8), &mut b)?;
+        self.mem.read(entry_pa(table, idx)?, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
     /// the old entry or the new one).
     pub fn write_raw(&self, table: Pa, idx: usize, raw: u64) -> Result<(), MemFault> {
-        self.mem.write(
-            Pa(table.0 + (idx as u64 % ENTRIES as u64) * 8),
-            &raw.to_le_bytes(),
-        )
+        self.mem.write(entry_pa(table, idx)?, &raw.to_le_bytes())
     }
 
     /// The table at `level` that covers `gpa` (level 0 is the root).
@@ -119,7 +137,8 @@ impl<'a> AddressMap<'a> {
                 .map_err(WalkError::Mem)?;
             table = match self.fmt.decode(raw, l) {
                 Entry::Table(next) => next,
-                Entry::Invalid => return Err(WalkError::TableMissing(l + 1)),
+                // l < LEAF_LEVEL: the next level exists and the sum is exact.
+                Entry::Invalid => return Err(WalkError::TableMissing(l.saturating_add(1))),
                 Entry::Page(_) | Entry::Foreign => return Err(WalkError::Foreign(l)),
             };
         }

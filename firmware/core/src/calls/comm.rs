@@ -86,7 +86,10 @@ fn send(t: &Tsm<'_>, comm: Pa, object: Pa, sequence: u64, req: &Request<'_>) -> 
         reserved1: [0; 3],
     };
     head.copy_from_slice(header.as_bytes());
-    let total = buf.get(..COMM_HEADER_SIZE + len).ok_or_else(internal)?;
+    let total = COMM_HEADER_SIZE
+        .checked_add(len)
+        .and_then(|n| buf.get(..n))
+        .ok_or_else(internal)?;
     t.write_ns(comm, total, 2)
 }
 
@@ -125,7 +128,7 @@ fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer
         return Ok(Answer::Failed);
     };
     t.platform
-        .read(Pa(comm.0 + COMM_HEADER_SIZE as u64), out)
+        .read(comm.checked_add(COMM_HEADER_SIZE as u64).ok_or(bad)?, out)
         .map_err(|_| bad)?;
     Ok(Answer::Bytes(len))
 }
@@ -216,7 +219,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Outcome {
     match next {
         Some(step) => {
             p.step = step;
-            p.seq += 1;
+            p.seq = p.seq.checked_add(1).ok_or_else(internal)?;
             send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
         }
         None => {
@@ -371,9 +374,11 @@ pub(crate) fn read_report(
     offset: u64,
     out: &mut [u8],
 ) -> Result<(), Status> {
-    t.platform
-        .read(Pa(vdev.0 + REPORT_OFFSET + offset), out)
-        .map_err(|_| internal())
+    let at = REPORT_OFFSET
+        .checked_add(offset)
+        .and_then(|o| vdev.checked_add(o))
+        .ok_or_else(internal)?;
+    t.platform.read(at, out).map_err(|_| internal())
 }
 
 /// The report is complete: check it parses, hash it, and finish the bind.
@@ -425,17 +430,25 @@ fn take_portion(
     if len > u64::from(v.report_asked) || (len == 0 && remainder != 0) {
         return Ok(false);
     }
-    let total = received + len + u64::from(remainder);
+    // The device picks `remainder`; a sum that overflows is as wrong as one over capacity.
+    let Some(filled) = received.checked_add(len) else {
+        return Ok(false);
+    };
+    let Some(total) = filled.checked_add(u64::from(remainder)) else {
+        return Ok(false);
+    };
     if (v.report_total != 0 && total != u64::from(v.report_total))
         || total > REPORT_CAPACITY
         || total == 0
     {
         return Ok(false);
     }
-    t.platform
-        .write(Pa(vdev.0 + REPORT_OFFSET + received), portion)
-        .map_err(|_| internal())?;
-    v.report_len = (received + len) as u32;
+    let at = REPORT_OFFSET
+        .checked_add(received)
+        .and_then(|o| vdev.checked_add(o))
+        .ok_or_else(internal)?;
+    t.platform.write(at, portion).map_err(|_| internal())?;
+    v.report_len = filled as u32;
     v.report_total = total as u32;
     Ok(true)
 }
@@ -508,7 +521,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
         return Ok(progress(StatusCode::DeviceError, v.op, v.state));
     }
     if v.op != DeviceOp::None.raw() {
-        v.seq += 1;
+        v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
     objects::save(t.platform, &gv, &v)?;

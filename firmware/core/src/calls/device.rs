@@ -169,7 +169,10 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if gt.refcount() >= crate::granule::MAX_REFCOUNT {
         return Err(st(StatusCode::Capacity, 1));
     }
-    o.viommus += 1;
+    o.viommus = o
+        .viommus
+        .checked_add(1)
+        .ok_or(st(StatusCode::Capacity, 1))?;
     let obj = ViommuObj {
         tvm: gt.pa().0,
         vtype: vtype.raw(),
@@ -314,9 +317,11 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
             used: 1,
         };
     }
-    po.vdevs += 1;
-    to.vdevs += 1;
-    io.vdevs += 1;
+    // Each count is bounded by its object's granule refcount (checked above); a full count is
+    // refused like a full refcount.
+    po.vdevs = po.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 2))?;
+    to.vdevs = to.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
+    io.vdevs = io.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
     let mut v = VdevObj::new_zeroed();
     v.tvm = tvm;
     v.pdev = pdev.0;

@@ -133,7 +133,9 @@ fn guest_buffer_in(
     if t.granules.peek(leaf.pa).map_err(|_| bad)?.0 != expected {
         return Err(internal());
     }
-    Ok(Pa(leaf.pa.0 + gpa.granule_offset()))
+    leaf.pa
+        .checked_add(gpa.granule_offset())
+        .ok_or_else(internal)
 }
 
 /// G_CONSOLE_WRITE: one framed record from guest memory.
@@ -212,13 +214,13 @@ pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::ObjectState, 1));
     }
     let total = u64::from(g.v.report_len);
-    if offset > total {
-        return Err(st(StatusCode::InvalidArgument, 2));
-    }
+    let left = total
+        .checked_sub(offset)
+        .ok_or(st(StatusCode::InvalidArgument, 2))?;
     if len == 0 {
         return Err(st(StatusCode::InvalidArgument, 4));
     }
-    let n = len.min(total - offset);
+    let n = len.min(left);
     if n == 0 {
         return Ok(CallResult::ok([0, 0, 0, 0]));
     }
@@ -226,17 +228,20 @@ pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     // way to the guest's check.
     let pa = guest_buffer_in(t, &g.tvm, gpa, n, true, true, 3)?;
     let mut chunk = [0u8; 256];
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(chunk.len() as u64);
+    // n <= left <= REPORT_CAPACITY and guest_buffer_in checked [pa, pa + n) lies in one
+    // granule, so none of these can fail; they are checked rather than trusted.
+    let mut done = 0u64;
+    while let Some(rest) = n.checked_sub(done).filter(|&r| r != 0) {
+        let k = rest.min(chunk.len() as u64);
         let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
-        read_report(t, g.vdev.pa(), offset + done, c)?;
-        t.platform
-            .write(Pa(pa.0 + done), c)
-            .map_err(|_| internal())?;
-        done += k;
+        let from = offset.checked_add(done).ok_or_else(internal)?;
+        read_report(t, g.vdev.pa(), from, c)?;
+        let to = pa.checked_add(done).ok_or_else(internal)?;
+        t.platform.write(to, c).map_err(|_| internal())?;
+        done = done.checked_add(k).ok_or_else(internal)?;
     }
-    Ok(CallResult::ok([n, total - offset - n, 0, 0]))
+    let after = left.checked_sub(n).ok_or_else(internal)?;
+    Ok(CallResult::ok([n, after, 0, 0]))
 }
 
 /// G_VDEV_ACCEPT: the guest echoes the evidence of the current bind; START_INTERFACE follows.

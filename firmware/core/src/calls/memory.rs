@@ -196,11 +196,14 @@ fn walk_status(e: WalkError, unmapped: Status) -> Status {
 pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (gpa, new) = (Gpa(a[1]), Pa(a[3]));
     let level = check_level(a[2], 3)?;
+    let parent_level = level
+        .checked_sub(1)
+        .ok_or(st(StatusCode::InvalidArgument, 3))?;
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
-        .entry(gpa, level - 1)
+        .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
         return Err(st(StatusCode::AlreadyMapped, 2));
@@ -221,7 +224,7 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     t.scrub(new)?;
     map.write_raw(
         parent,
-        addrmap::index(gpa, level - 1),
+        addrmap::index(gpa, parent_level),
         map.format().table(new),
     )
     .map_err(|_| internal())?;
@@ -236,11 +239,14 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let gpa = Gpa(a[1]);
     let level = check_level(a[2], 3)?;
+    let parent_level = level
+        .checked_sub(1)
+        .ok_or(st(StatusCode::InvalidArgument, 3))?;
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
-        .entry(gpa, level - 1)
+        .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     let Entry::Table(child) = entry else {
         return Err(st(StatusCode::TableMissing, level));
@@ -262,7 +268,7 @@ pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         return Err(st(StatusCode::InUse, kind as u8));
     }
     o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
-    map.write_raw(parent, addrmap::index(gpa, level - 1), 0)
+    map.write_raw(parent, addrmap::index(gpa, parent_level), 0)
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_all(Pa(o.root));
     t.iotlb
@@ -299,12 +305,14 @@ fn perms(flags: MapFlags) -> Perms {
 fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
     let mut chunk = [0u8; 512];
     for off in (0..GRANULE_SIZE).step_by(chunk.len()) {
+        let from = src
+            .checked_add(off)
+            .ok_or(st(StatusCode::InvalidBuffer, 4))?;
         t.platform
-            .read(Pa(src.0 + off), &mut chunk)
+            .read(from, &mut chunk)
             .map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
-        t.platform
-            .write(Pa(dst.0 + off), &chunk)
-            .map_err(|_| internal())?;
+        let to = dst.checked_add(off).ok_or_else(internal)?;
+        t.platform.write(to, &chunk).map_err(|_| internal())?;
     }
     Ok(())
 }

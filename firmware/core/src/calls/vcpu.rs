@@ -31,7 +31,11 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     gv.state()
         .check_transition(GranuleState::Vcpu)
         .map_err(|e| e.status(2))?;
-    gt.get().map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
+    let cap = Status::arg(StatusCode::Capacity, 1);
+    let index = o.vcpus_created;
+    o.vcpus_created = index.checked_add(1).ok_or(cap)?;
+    o.vcpus = o.vcpus.checked_add(1).ok_or(cap)?;
+    gt.get().map_err(|_| cap)?;
     // The run state and the HAL's context area (crate::run) must start zeroed, not with what
     // the host left in the granule before delegating it.
     t.scrub(vcpu)?;
@@ -39,12 +43,10 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
         tvm: gt.pa().0,
         entry: entry.0,
         arg0: a[3],
-        index: o.vcpus_created,
+        index,
         exited: 0,
         exit_code: 0,
     };
-    o.vcpus_created += 1;
-    o.vcpus += 1;
     objects::save(t.platform, &gv, &obj)?;
     objects::save(t.platform, &gt, &o)?;
     gv.transition(GranuleState::Vcpu).map_err(|e| e.status(2))?;

@@ -6,6 +6,7 @@ mod devices;
 #[cfg(feature = "dma-inject")]
 mod dma;
 mod memory;
+mod overflow;
 mod system;
 mod teardown;
 

@@ -115,7 +115,11 @@ impl EventQueue {
     /// Records `fault` (the core calls this for a fault whose `vdev` is this queue's vdevice).
     pub fn push(&mut self, fault: &Fault) {
         self.total = self.total.saturating_add(1);
-        if let Some(c) = self.per_reason.get_mut(fault.reason.index()) {
+        if let Some(c) = fault
+            .reason
+            .index()
+            .and_then(|i| self.per_reason.get_mut(i))
+        {
             *c = c.saturating_add(1);
         }
         let len = self.len as usize;
@@ -123,7 +127,9 @@ impl EventQueue {
             self.overflow = self.overflow.saturating_add(1);
             return;
         }
-        let tail = (self.head as usize % EVENT_QUEUE_CAPACITY + len) % EVENT_QUEUE_CAPACITY;
+        // head % CAPACITY and len are both below CAPACITY (checked above): the sum is exact.
+        let tail =
+            (self.head as usize % EVENT_QUEUE_CAPACITY).saturating_add(len) % EVENT_QUEUE_CAPACITY;
         let mut flags = 0;
         if fault.pasid.is_some() {
             flags |= FLAG_PASID;
@@ -140,7 +146,8 @@ impl EventQueue {
                 access: fault.access as u8,
                 flags,
             };
-            self.len += 1;
+            // len < CAPACITY (checked above).
+            self.len = self.len.saturating_add(1);
         }
     }
 
@@ -150,8 +157,9 @@ impl EventQueue {
         while self.len != 0 {
             let head = self.head as usize % EVENT_QUEUE_CAPACITY;
             let rec = self.records.get(head).copied();
-            self.head = ((head + 1) % EVENT_QUEUE_CAPACITY) as u32;
-            self.len = self.len.min(EVENT_QUEUE_CAPACITY as u32) - 1;
+            // head < CAPACITY and len != 0 (loop condition): both are exact.
+            self.head = (head.saturating_add(1) % EVENT_QUEUE_CAPACITY) as u32;
+            self.len = self.len.min(EVENT_QUEUE_CAPACITY as u32).saturating_sub(1);
             match rec.and_then(decode) {
                 Some(f) => return Some(f),
                 None => self.overflow = self.overflow.saturating_add(1),

@@ -78,9 +78,9 @@ impl FaultReason {
         Self::ALL.iter().copied().find(|r| *r as u8 == raw)
     }
 
-    /// Index into per-reason counters (`value - 1`).
-    pub(crate) fn index(self) -> usize {
-        usize::from(self as u8 - 1)
+    /// Index into per-reason counters (`value - 1`; values start at 1).
+    pub(crate) fn index(self) -> Option<usize> {
+        usize::from(self as u8).checked_sub(1)
     }
 }
 

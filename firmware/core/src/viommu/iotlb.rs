@@ -134,8 +134,8 @@ impl PaFilter {
 
     /// Word index and mask of `pa`'s granule.
     fn bit(pa: Pa) -> (usize, u64) {
-        let h = ((pa.0 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            >> (64 - PA_FILTER_BITS.trailing_zeros())) as usize;
+        const DROP: u32 = 64 - PA_FILTER_BITS.trailing_zeros();
+        let h = ((pa.0 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> DROP) as usize;
         (h / 64, 1 << (h % 64))
     }
 
@@ -283,7 +283,8 @@ impl Iotlb {
             .or_else(|| set.iter().position(Option::is_none))
             .unwrap_or_else(|| {
                 let v = usize::from(*victim) % IOTLB_WAYS;
-                *victim = ((v + 1) % IOTLB_WAYS) as u8;
+                // A round-robin cursor, meant to wrap (v < IOTLB_WAYS, so it never does).
+                *victim = (v.wrapping_add(1) % IOTLB_WAYS) as u8;
                 v
             });
         self.pa_filter.add(walked.s2.pa.granule_base());
@@ -312,7 +313,8 @@ impl Iotlb {
 
     pub(super) fn table_insert(&mut self, tvm: TvmId, gpa: Gpa, s2: S2Entry) {
         let i = self.table_victim % TABLE_CACHE_CAPACITY;
-        self.table_victim = (i + 1) % TABLE_CACHE_CAPACITY;
+        // A round-robin cursor, meant to wrap.
+        self.table_victim = i.wrapping_add(1) % TABLE_CACHE_CAPACITY;
         self.pa_filter.add(s2.pa.granule_base());
         if let Some(slot) = self.tables.get_mut(i) {
             *slot = Some(TableEntry {
@@ -346,7 +348,8 @@ impl Iotlb {
         prefix: WalkPrefix,
     ) {
         let i = self.walk_victim % WALK_CACHE_CAPACITY;
-        self.walk_victim = (i + 1) % WALK_CACHE_CAPACITY;
+        // A round-robin cursor, meant to wrap.
+        self.walk_victim = i.wrapping_add(1) % WALK_CACHE_CAPACITY;
         for t in &prefix.tables {
             self.pa_filter.add(t.pa);
         }

@@ -19,7 +19,19 @@ const OA_HIGH: u64 = 0x000F_0000_0000_0000;
 
 /// Index of `iova`'s descriptor in a level-`level` table.
 pub(super) fn index(iova: Iova, level: u8) -> u64 {
-    (iova.0 >> (39 - 9 * u32::from(level))) & 0x1FF
+    (iova.0 >> level_shift(level)) & 0x1FF
+}
+
+/// Lowest IOVA bit a level-`level` table indexes, which is also the size shift of a leaf at
+/// that level (3: 4 KiB, 2: 2 MiB, 1: 1 GiB): `12 + 9 * (3 - level)`, spelled out so no level can underflow it (levels past 3
+/// count as 3).
+fn level_shift(level: u8) -> u32 {
+    match level {
+        0 => 39,
+        1 => 30,
+        2 => 21,
+        _ => 12,
+    }
 }
 
 /// Whether `iova` is in the format's input range.
@@ -82,13 +94,13 @@ pub(super) fn decode(
     }
 }
 
-/// Size shift of a leaf at `level` (level 3: 4 KiB, 2: 2 MiB, 1: 1 GiB).
-fn leaf_shift(level: u8) -> u32 {
-    12 + 9 * (3 - u32::from(level.min(3)))
+/// The low `shift` bits set (`(1 << shift) - 1`, for `shift < 64`).
+fn low_mask(shift: u32) -> u64 {
+    !(u64::MAX << shift)
 }
 
 fn leaf_oa(desc: u64, level: u8, iova: Iova) -> u64 {
-    let low = (1u64 << leaf_shift(level)) - 1;
+    let low = low_mask(level_shift(level));
     (desc & OA_MASK & !low) | (iova.0 & low)
 }
 
@@ -142,7 +154,7 @@ fn decode_x86(desc: u64, level: u8, iova: Iova, inh: &mut Inherited) -> Result<S
         0 if ps => return Err(FaultReason::S1Reserved),
         1 | 2 if ps => {
             // Address bits 29:13 (1 GiB) or 20:13 (2 MiB) are reserved; bit 12 is PAT.
-            let reserved = ((1u64 << leaf_shift(level)) - 1) & !0x1FFF;
+            let reserved = low_mask(level_shift(level)) & !0x1FFF;
             if desc & reserved != 0 {
                 return Err(FaultReason::S1Reserved);
             }

@@ -129,7 +129,8 @@ fn walk<C: Context>(
             if let Some(slot) = w.tables.get_mut(usize::from(level)) {
                 *slot = tref;
             }
-            w.ntables = level + 1;
+            // level < 4 (the loop's range): the sum is exact.
+            w.ntables = level.saturating_add(1);
             match stage1::decode(f, desc, level, req.iova, &mut inh).map_err(at)? {
                 Step::Table(next) if level == 2 => {
                     table = next;
