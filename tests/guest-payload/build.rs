@@ -6,7 +6,10 @@ fn main() {
     if os != "none" {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../link");
+    // The manifest directory of this run, not of the build script's compilation (`env!`): a
+    // target directory shared by two checkouts would otherwise link with the other's script.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let dir = std::path::Path::new(&manifest).join("../../link");
     let script = dir.join(format!("{arch}-guest.ld"));
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rustc-link-arg=-T{}", script.display());

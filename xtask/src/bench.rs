@@ -41,7 +41,8 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 const INSNS_PER_US: f64 = 1000.0;
 /// DRAM of the normal QEMU line (xtask/src/arch.rs) and of the second boot, in MiB.
 const DRAM_MIB: u64 = 512;
-/// Smaller, not larger: x86_64's boot page-table pool does not cover 1 GiB of DRAM today.
+/// The second boot's DRAM: smaller than the first, so that the difference is what the TSM takes
+/// in proportion to DRAM.
 const DRAM2_MIB: u64 = 256;
 /// The QEMU options the call figures are taken with: icount makes the counter count
 /// instructions; one CPU, because with icount all CPUs share one instruction clock and a second

@@ -71,6 +71,11 @@ pub fn run_with(
         spec.arch
             .qemu_args(&spec.images.tsm, &spec.images.host, spec.scenario_id),
     );
+    // `TSM_QEMU_MEM=2G cargo xtask run|test ...` boots with that much RAM (QEMU's `-m` syntax)
+    // instead of the arch's default; QEMU takes the last `-m`, so `extra` still overrides it.
+    if let Some(mem) = std::env::var_os("TSM_QEMU_MEM").filter(|m| !m.is_empty()) {
+        cmd.arg("-m").arg(mem);
+    }
     if spec.gdb_server {
         cmd.args(["-s", "-S"]);
     }

@@ -46,6 +46,17 @@ fn boot_cpu(boot: &'static BootInfo) {
             boot.memmap_dropped
         );
     }
+    // RAM below DRAM is the legacy area under 1 MiB (the real-mode start page lives there);
+    // RAM above it is what q35 moved above 4 GiB, lost to the host: say so.
+    let dram_end = boot.dram.base.0 + boot.dram.size;
+    for e in boot.untracked_ram().filter(|e| e.base >= dram_end) {
+        defmt::warn!(
+            "RAM {=u64:#x}..{=u64:#x} ({=u64} MiB) not tracked: the core manages one DRAM range, so the host does not get it",
+            e.base,
+            e.base.saturating_add(e.size),
+            e.size >> 20
+        );
+    }
     let (used, pool) = hal::pool_usage();
     defmt::info!(
         "DRAM {=u64:#x}..{=u64:#x}, TSM {=u64:#x}..{=u64:#x} (page tables {=u64}/{=u64} pages)",
@@ -62,12 +73,7 @@ fn boot_cpu(boot: &'static BootInfo) {
     }
 
     let platform = PLATFORM.call_once(|| X86Platform::new(boot));
-    match Tsm::new(
-        platform,
-        boot.dram,
-        boot.tsm,
-        hal::granule_descriptors(boot.dram.size),
-    ) {
+    match Tsm::new(platform, boot.dram, boot.tsm, boot.granule_descriptors) {
         Ok(tsm) => {
             TSM.call_once(|| tsm);
         }

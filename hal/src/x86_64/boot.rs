@@ -3,7 +3,7 @@
 //!
 //! QEMU's PVH boot enters `_pvh_start` (the address in the ELF note of type 18, name "Xen") in
 //! 32-bit protected mode with paging off and `ebx` = the `hvm_start_info`. The trampoline
-//! checks the CPU has long mode and NX, zeroes BSS and the carve-out, identity-maps the first
+//! checks the CPU has long mode and NX, zeroes BSS and the static carve-out, identity-maps the first
 //! 4 GiB with 2 MiB pages (boot tables in the carve-out), sets CR4.PAE, EFER.LME|NXE and
 //! CR0.PG, and far-returns into 64-bit code through a minimal GDT. The 64-bit start applies the
 //! image's R_X86_64_RELATIVE relocations (the target links static-PIE; QEMU loads it at its
@@ -58,12 +58,14 @@ core::arch::global_asm!(
     "jz 90f",
     "test edx, 0x00100000", // NX
     "jz 90f",
-    // Zero BSS and the carve-out (boot tables, stacks, table pool).
+    // Zero BSS and the static carve-out (boot tables, stacks), 4 bytes a store (both ends
+    // are page-aligned in the link script).
     "mov edi, offset __bss_start_abs",
     "mov ecx, offset __bss_end_abs",
     "sub ecx, edi",
+    "shr ecx, 2",
     "xor eax, eax",
-    "rep stosb",
+    "rep stosd",
     "mov esp, offset __stack_top_abs",
     // PML4[0] -> PDPT; PDPT[0..4] -> the 4 PDs; PD entries: 2 MiB pages over the first 4 GiB.
     "mov edi, offset __boot_pml4_abs",
@@ -129,7 +131,7 @@ core::arch::global_asm!(
     "lea rcx, [rip + __rela_start]",
     "lea rdx, [rip + __rela_end]",
     "lea r8, [rip + __tsm_start]",
-    "lea r9, [rip + __tsm_end]",
+    "lea r9, [rip + __carveout_static_end]",
     "4:",
     "cmp rcx, rdx",
     "jae 6f",
@@ -206,6 +208,10 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
+    if !percpu::blocks_reserved() {
+        defmt::error!("boot: the link script's per-CPU blocks do not match percpu's");
+        super::exit(ExitCode::Failure)
+    }
     // Until the TSM's tables exist, this CPU's tables are used through their identity
     // addresses (the boot tables map the image), so a fault during boot is still reported.
     percpu::load(
@@ -217,7 +223,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     );
     let ticks = tsc::calibrate();
     smp::install_realmode_code();
-    let info = match bootinfo::parse(start_info, l.tsm, ticks) {
+    let mut info = match bootinfo::parse(start_info, l.image, ticks) {
         Ok(info) => info,
         Err(e) => {
             defmt::error!(
@@ -228,7 +234,34 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             super::exit(ExitCode::Failure)
         }
     };
-    if let Err(e) = paging::init(info.dram, &l) {
+    let Some(pool_pages) = paging::pool_pages(&info.dram) else {
+        defmt::error!(
+            "boot: DRAM {=u64:#x}+{=u64:#x} cannot be mapped",
+            info.dram.base.0,
+            info.dram.size
+        );
+        super::exit(ExitCode::Failure)
+    };
+    // SAFETY: once, on the boot CPU, before anything uses the memory after the static
+    // carve-out (the secondary CPUs are not started yet).
+    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages) } {
+        Ok(c) => c,
+        Err(e) => {
+            defmt::error!(
+                "boot: the carve-out cannot hold the granule descriptors and {=u64} page tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
+                pool_pages,
+                info.dram.base.0,
+                info.dram.size,
+                e.needed,
+                e.available,
+                l.limit
+            );
+            super::exit(ExitCode::Failure)
+        }
+    };
+    info.tsm = carved.tsm;
+    info.granule_descriptors = carved.descriptors;
+    if let Err(e) = paging::init(info.dram, info.tsm, carved.pt_pool, &l) {
         defmt::error!(
             "boot: page tables for DRAM {=u64:#x}+{=u64:#x} failed: {}",
             info.dram.base.0,

@@ -2,8 +2,12 @@
 //!
 //! QEMU's PVH boot hands over `struct hvm_start_info` (Xen's `arch-x86/hvm/start_info.h`) in
 //! `ebx`; from version 1 it carries an E820-style memory map. "DRAM" for the core is the RAM
-//! entry that holds the TSM image (the main RAM above 1 MiB on q35); other RAM entries (below
-//! 1 MiB, above 4 GiB) are listed in the banner but neither mapped nor given to the host.
+//! entry that holds the TSM image (the main RAM above 1 MiB on q35); the core tracks one
+//! contiguous range, so other RAM entries (below 1 MiB; above 4 GiB, where q35 puts what does
+//! not fit below its PCI hole once `-m` reaches 2.75 GiB) are reported ([`BootInfo::untracked_ram`])
+//! but neither mapped nor given to the host.
+
+use core::sync::atomic::AtomicU16;
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
@@ -75,6 +79,8 @@ pub struct BootInfo {
     pub dram: MemRange,
     /// The TSM's own memory: image and carve-out.
     pub tsm: MemRange,
+    /// The core's granule descriptors, one per granule of [`Self::dram`], in the carve-out.
+    pub granule_descriptors: &'static [AtomicU16],
     /// TSC ticks per microsecond (0 if calibration failed).
     pub tsc_ticks_per_us: u64,
     /// Enabled processors the ACPI MADT lists (`None`: no usable MADT).
@@ -85,6 +91,15 @@ impl BootInfo {
     /// The memory map as reported (up to [`MAX_MEMMAP`] entries).
     pub fn memmap(&self) -> &[MemMapEntry] {
         self.memmap.get(..self.memmap_len).unwrap_or(&[])
+    }
+
+    /// The RAM entries outside [`Self::dram`]: no granule of them is tracked, mapped or given
+    /// to the host.
+    pub fn untracked_ram(&self) -> impl Iterator<Item = &MemMapEntry> {
+        let dram = self.dram;
+        self.memmap().iter().filter(move |e| {
+            e.kind == E820_RAM && granule_range(e).is_none_or(|r| !dram.contains(r.base, r.size))
+        })
     }
 }
 
@@ -136,6 +151,7 @@ pub fn parse(
             size: 0,
         },
         tsm,
+        granule_descriptors: &[],
         tsc_ticks_per_us,
         madt_cpus: madt_cpu_count(read_u64(start_info + OFF_RSDP_PADDR)),
     };

@@ -1,9 +1,14 @@
-//! The TSM image's layout, from the symbols `link/x86_64-tsm.ld` defines, and the core's
-//! granule descriptors, which live in the TSM's BSS (inside its range, never host-mapped).
+//! The TSM image's layout, from the symbols `link/x86_64-tsm.ld` defines, and the part of the
+//! carve-out boot sizes from DRAM: the core's granule descriptors and the page-table pool.
+//!
+//! The linker lays out the image and the static carve-out (boot tables, stacks); boot carves
+//! the rest right after it, up to `__tsm_limit` (the host boot-parameters page), so the TSM's
+//! memory stays one range that the core marks RESERVED and the host's tables never map for
+//! ring 3.
 
 use core::sync::atomic::AtomicU16;
 
-use tsm_abi::addr::{GRANULE_SHIFT, Pa};
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 
 use crate::platform::MemRange;
 
@@ -11,20 +16,21 @@ unsafe extern "C" {
     static __tsm_start: u8;
     static __text_end: u8;
     static __rodata_end: u8;
-    static __tsm_end: u8;
+    static __carveout_static_end: u8;
+    static __tsm_limit: u8;
     static __stack_guard: u8;
     static __ap_stacks_start: u8;
     static __ap_stacks_end: u8;
     static __trampoline_start: u8;
     static __trampoline_end: u8;
-    static __pt_pool_start: u8;
-    static __pt_pool_end: u8;
 }
 
 /// Where the pieces of the TSM image are.
 pub struct Layout {
-    /// Image and carve-out.
-    pub tsm: MemRange,
+    /// Image and static carve-out; boot extends it with [`carve`].
+    pub image: MemRange,
+    /// First byte the TSM's memory may not reach.
+    pub limit: u64,
     /// End of the executable text.
     pub text_end: u64,
     /// End of the read-only data.
@@ -39,8 +45,6 @@ pub struct Layout {
     pub trampoline_start: u64,
     /// Its end (page-aligned).
     pub trampoline_end: u64,
-    /// The page-table pool.
-    pub pt_pool: MemRange,
 }
 
 macro_rules! addr {
@@ -56,12 +60,12 @@ pub const AP_STACK_STRIDE: u64 = 0x41000;
 /// Reads the layout.
 pub fn layout() -> Layout {
     let start = addr!(__tsm_start);
-    let pool = addr!(__pt_pool_start);
     Layout {
-        tsm: MemRange {
+        image: MemRange {
             base: Pa(start),
-            size: addr!(__tsm_end) - start,
+            size: addr!(__carveout_static_end) - start,
         },
+        limit: addr!(__tsm_limit),
         text_end: addr!(__text_end),
         rodata_end: addr!(__rodata_end),
         stack_guard: addr!(__stack_guard),
@@ -72,10 +76,6 @@ pub fn layout() -> Layout {
         ap_stack_stride: AP_STACK_STRIDE,
         trampoline_start: addr!(__trampoline_start),
         trampoline_end: addr!(__trampoline_end),
-        pt_pool: MemRange {
-            base: Pa(pool),
-            size: addr!(__pt_pool_end) - pool,
-        },
     }
 }
 
@@ -88,16 +88,65 @@ impl Layout {
     }
 }
 
-/// The DRAM the carve-out is sized for: the page-table pool (`__pt_pool_pages`) and the
-/// granule descriptors below both cover this much.
-pub const MAX_DRAM: u64 = 1 << 30;
+/// What boot carved for a DRAM size.
+pub struct CarveOut {
+    /// The TSM's whole memory: image, static carve-out and what follows.
+    pub tsm: MemRange,
+    /// The core's granule descriptors, one per DRAM granule. Not zeroed: the core's granule
+    /// table stores every entry before use, and any bit pattern is a valid `AtomicU16`.
+    pub descriptors: &'static [AtomicU16],
+    /// The page-table pool (granule-aligned, not zeroed: `paging` zeroes each table it takes).
+    pub pt_pool: MemRange,
+}
 
-static GRANULE_DESCRIPTORS: [AtomicU16; (MAX_DRAM >> GRANULE_SHIFT) as usize] =
-    [const { AtomicU16::new(0) }; (MAX_DRAM >> GRANULE_SHIFT) as usize];
+/// Why the carve-out cannot hold what `dram` needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
+pub struct CarveOutTooSmall {
+    /// Bytes needed after the static carve-out.
+    pub needed: u64,
+    /// Bytes there are before the limit (or the end of DRAM).
+    pub available: u64,
+}
 
-/// The core's per-granule descriptors, one per granule of `dram_size` (all of them if DRAM is
-/// larger than [`MAX_DRAM`]; the core then refuses to start).
-pub fn granule_descriptors(dram_size: u64) -> &'static [AtomicU16] {
-    let n = usize::try_from(dram_size >> GRANULE_SHIFT).unwrap_or(usize::MAX);
-    GRANULE_DESCRIPTORS.get(..n).unwrap_or(&GRANULE_DESCRIPTORS)
+/// Carves `pool_pages` page tables and one descriptor per granule of `dram` after the static
+/// carve-out.
+///
+/// # Safety
+/// Called once, on the boot CPU, before anything else uses the memory after the static
+/// carve-out: the descriptors are handed out as `'static` shared memory for good.
+pub unsafe fn carve(
+    l: &Layout,
+    dram: &MemRange,
+    pool_pages: u64,
+) -> Result<CarveOut, CarveOutTooSmall> {
+    let start = l.image.base.0 + l.image.size;
+    let end = l.limit.min(dram.base.0.saturating_add(dram.size));
+    let available = end.saturating_sub(start);
+    let granules = dram.size >> GRANULE_SHIFT;
+    let sizes = granules
+        .checked_mul(core::mem::size_of::<AtomicU16>() as u64)
+        .and_then(|d| d.checked_next_multiple_of(GRANULE_SIZE))
+        .zip(pool_pages.checked_mul(GRANULE_SIZE));
+    let too_small = |needed| CarveOutTooSmall { needed, available };
+    let (desc_bytes, pool_bytes) = sizes.ok_or(too_small(u64::MAX))?;
+    let needed = desc_bytes.saturating_add(pool_bytes);
+    let n = usize::try_from(granules).map_err(|_| too_small(needed))?;
+    if needed > available || !dram.contains(l.image.base, l.image.size) {
+        return Err(too_small(needed));
+    }
+    // SAFETY: [start, start + desc_bytes) lies between the static carve-out and the limit,
+    // inside DRAM (checked above), identity-mapped, and used by nothing else (the caller's
+    // contract); it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
+    let descriptors = unsafe { core::slice::from_raw_parts(start as *const AtomicU16, n) };
+    Ok(CarveOut {
+        tsm: MemRange {
+            base: l.image.base,
+            size: start + needed - l.image.base.0,
+        },
+        descriptors,
+        pt_pool: MemRange {
+            base: Pa(start + desc_bytes),
+            size: pool_bytes,
+        },
+    })
 }

@@ -7,9 +7,9 @@
 //! What the firmware image uses (the core reaches the hardware only through [`X86Platform`]):
 //! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's
 //!   `fn(&'static BootInfo, cpu: usize) -> !`;
-//! - [`BootInfo`]: memory map, DRAM, the TSM range, TSC rate;
+//! - [`BootInfo`]: memory map, DRAM, the TSM range, the core's granule descriptors (carved
+//!   after the image, sized from DRAM), TSC rate;
 //! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`];
-//! - [`granule_descriptors`]: the core's descriptor table, in the TSM's BSS;
 //! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
 //! - [`run_guest`] / [`GuestResume`]: run a TVM vCPU on its TVM's map until it traps;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
@@ -35,7 +35,6 @@ use core::fmt::Write;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
 pub use context::{Exit, Fault, GuestError, GuestResume, HOST_ENTRY, HostContext, Regs, run_guest};
-pub use layout::{MAX_DRAM, granule_descriptors};
 pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
 pub use platform::{X86Platform, exit};
 pub use smp::start_secondary_cpus;

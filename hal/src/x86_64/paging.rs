@@ -1,19 +1,24 @@
 //! The TSM's 4-level page tables, shared by the TSM (ring 0) and the host (ring 3).
 //!
-//! DRAM is identity-mapped with 4 KiB pages: host granules with U=1 (read-write-execute for
-//! ring 3), the TSM's own range with U=0 and W^X (text read-only executable, rodata read-only,
+//! DRAM is identity-mapped: the host's memory with U=1 (read-write-execute for ring 3), in
+//! 2 MiB pages where a whole 2 MiB of host memory allows, else 4 KiB pages; the TSM's own range
+//! with U=0 and W^X in 4 KiB pages (text read-only executable, rodata read-only,
 //! data/carve-out read-write no-execute, stack guard pages absent). Nothing else is mapped for
 //! ring 3, so page 0 and everything the host might probe beyond DRAM fault.
 //!
 //! Taking a granule from the host clears its U bit instead of unmapping it: the TSM keeps
 //! using it through the same identity map (objects live in delegated granules) while ring 3
-//! faults on it. SMEP stops ring 0 from executing host pages; SMAP stops ring 0 from reading
-//! or writing them except inside [`super::platform`]'s copies, which bracket the access with
-//! `stac`/`clac`, so a stray TSM pointer into host memory faults instead of trusting it.
+//! faults on it. A granule inside a 2 MiB page first gets that page split into a 4 KiB table
+//! with the same translations. SMEP stops ring 0 from executing host pages; SMAP stops ring 0
+//! from reading or writing them except inside [`super::platform`]'s copies, which bracket the
+//! access with `stac`/`clac`, so a stray TSM pointer into host memory faults instead of
+//! trusting it.
 //!
-//! The tables come from a pool in the carve-out (`__pt_pool_start..__pt_pool_end`, zeroed at
-//! boot): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB, 1 PT per 2 MiB of DRAM, all allocated at
-//! boot, so later edits never allocate and never fail for a DRAM granule.
+//! The tables come from a pool in the carve-out that boot sizes from DRAM ([`pool_pages`]):
+//! 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus the alias
+//! region's and the local APIC's. Boot takes what the initial map needs; the rest stays
+//! reserved for splits, so a split never runs out and later edits never fail for a DRAM
+//! granule. Each table is zeroed when taken.
 //!
 //! The top 1 GiB (PML4 entry 511) is the supervisor-only *alias region* (see `alias`): the
 //! trap trampoline and every CPU's descriptor tables and trap stacks, at the same virtual
@@ -29,6 +34,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
+use super::percpu::MAX_CPUS;
 use super::smp;
 use crate::platform::MemRange;
 
@@ -37,9 +43,15 @@ const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
 /// Uncached: page-level write-through and cache-disable (MMIO).
 const UNCACHED: u64 = (1 << 3) | (1 << 4);
+/// In a PD entry: maps a 2 MiB page.
+const LARGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+/// The flags a 2 MiB page hands down to the 4 KiB entries of its split.
+const SPLIT_FLAGS: u64 = PRESENT | WRITABLE | USER | UNCACHED | NO_EXECUTE;
 const ENTRIES: u64 = 512;
+/// Bytes one PD entry maps.
+const LARGE_SIZE: u64 = 1 << 21;
 
 /// Why a page-table operation was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
@@ -81,29 +93,48 @@ fn entry(table: u64, index: u64) -> *mut u64 {
 }
 
 impl Tables {
-    fn alloc(&mut self) -> Result<u64, PagingError> {
+    /// A pool page no table uses yet, zeroed unless the caller writes all of it.
+    fn alloc(&mut self, zero: bool) -> Result<u64, PagingError> {
         if self.pool_next >= self.pool_end {
             return Err(PagingError::PoolExhausted);
         }
         let t = self.pool_next;
         self.pool_next += GRANULE_SIZE;
+        if zero {
+            // SAFETY: `t` is a page of the pool (carve-out, identity-mapped read-write for
+            // ring 0, never for ring 3) that no table uses yet: the cursor only moves forward.
+            unsafe { core::ptr::write_bytes(t as *mut u8, 0, GRANULE_SIZE as usize) };
+        }
         Ok(t)
     }
 
-    /// The leaf entry for `va`, creating the intermediate tables on the way if `create`
-    /// (reachable from ring 3 if `user`, otherwise supervisor-only).
-    fn leaf(&mut self, va: u64, create: bool, user: bool) -> Result<*mut u64, PagingError> {
+    /// The entry for `va` in the table of level `shift` (21: its PD entry, 12: its PT entry),
+    /// creating the tables above it on the way if `create` (reachable from ring 3 if `user`,
+    /// otherwise supervisor-only). A 2 MiB page on the way to a PT entry is `Refused`.
+    fn entry_at(
+        &mut self,
+        va: u64,
+        shift: u32,
+        create: bool,
+        user: bool,
+    ) -> Result<*mut u64, PagingError> {
         let mut table = self.pml4;
-        for shift in [39u32, 30, 21] {
-            let e = entry(table, (va >> shift) & (ENTRIES - 1));
-            // SAFETY: `table` is a page of the pool (zeroed at boot, identity-mapped read-write
-            // for ring 0, never for ring 3) and `e` is inside it; the TABLES lock serialises
-            // all edits.
+        for level in [39u32, 30, 21] {
+            if level == shift {
+                break;
+            }
+            let e = entry(table, (va >> level) & (ENTRIES - 1));
+            // SAFETY: `table` is a page of the pool (zeroed when taken, identity-mapped
+            // read-write for ring 0, never for ring 3) and `e` is inside it; the TABLES lock
+            // serialises all edits.
             let value = unsafe { e.read_volatile() };
             table = if value & PRESENT != 0 {
+                if level == 21 && value & LARGE != 0 {
+                    return Err(PagingError::Refused);
+                }
                 value & ADDR_MASK
             } else if create {
-                let next = self.alloc()?;
+                let next = self.alloc(true)?;
                 // Intermediate levels allow everything but U where the region is
                 // supervisor-only; the leaf decides the rest (U, W and NX combine as the most
                 // restrictive along the walk).
@@ -115,7 +146,28 @@ impl Tables {
                 return Err(PagingError::NotReady);
             };
         }
-        Ok(entry(table, (va >> 12) & (ENTRIES - 1)))
+        Ok(entry(table, (va >> shift) & (ENTRIES - 1)))
+    }
+
+    /// The PD entry for `va`, without creating anything (the per-call path of [`Self::set_user`]:
+    /// a straight walk, no level bookkeeping).
+    fn pd_entry(&self, va: u64) -> Result<*mut u64, PagingError> {
+        let mut table = self.pml4;
+        for shift in [39u32, 30] {
+            // SAFETY: `table` is a page of the pool (see `entry_at`) and the entry is inside it;
+            // we hold the lock.
+            let value = unsafe { entry(table, (va >> shift) & (ENTRIES - 1)).read_volatile() };
+            if value & PRESENT == 0 {
+                return Err(PagingError::NotReady);
+            }
+            table = value & ADDR_MASK;
+        }
+        Ok(entry(table, (va >> 21) & (ENTRIES - 1)))
+    }
+
+    /// The 4 KiB leaf entry for `va` (see [`Self::entry_at`]).
+    fn leaf(&mut self, va: u64, create: bool, user: bool) -> Result<*mut u64, PagingError> {
+        self.entry_at(va, 12, create, user)
     }
 
     fn check_host_granule(&self, pa: Pa) -> Result<(), PagingError> {
@@ -131,19 +183,78 @@ impl Tables {
         Ok(())
     }
 
-    /// Sets or clears U on the 4 KiB leaf of a host granule, then drops its TLB entry.
+    /// Replaces the 2 MiB page at PD entry `pde` (value `large`) by a table of 4 KiB pages
+    /// with the same translations and rights; the PD entry's new value.
+    fn split(&mut self, pde: *mut u64, large: u64) -> Result<u64, PagingError> {
+        // Not zeroed: the loop below writes all 512 entries before the table is live.
+        let pt = self.alloc(false)?;
+        let base = large & ADDR_MASK & !(LARGE_SIZE - 1);
+        for i in 0..ENTRIES {
+            // SAFETY: `pt` is a pool page no table uses (see `alloc`), `i` < 512.
+            unsafe {
+                entry(pt, i).write_volatile((base + i * GRANULE_SIZE) | (large & SPLIT_FLAGS))
+            };
+        }
+        let table = pt | PRESENT | WRITABLE | USER;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `entry_at`); we hold the lock.
+        // One aligned 8-byte store: a concurrent walk sees the 2 MiB page or the table, which
+        // translate every address the same.
+        unsafe { pde.write_volatile(table) };
+        Ok(table)
+    }
+
+    /// Sets or clears U on the 4 KiB page of a host granule (splitting its 2 MiB page first if
+    /// it has one), then drops its TLB entries.
     fn set_user(&mut self, pa: Pa, user: bool) -> Result<(), PagingError> {
         self.check_host_granule(pa)?;
-        let e = self.leaf(pa.0, false, true)?;
-        // SAFETY: `e` is a leaf entry inside a pool page (see `leaf`); we hold the lock.
+        let pde = self.pd_entry(pa.0)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        let mut table = unsafe { pde.read_volatile() };
+        if table & PRESENT == 0 {
+            return Err(PagingError::NotReady);
+        }
+        let split = table & LARGE != 0;
+        if split {
+            if (table & USER != 0) == user {
+                return Ok(());
+            }
+            table = self.split(pde, table)?;
+        }
+        let e = entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1));
+        // SAFETY: `e` is an entry of the PT that the present, non-large PD entry points at (a
+        // pool page); we hold the lock.
         unsafe {
             let v = e.read_volatile();
             e.write_volatile(if user { v | USER } else { v & !USER });
         }
-        cpu::invlpg(pa.0);
+        if split {
+            // The 2 MiB entry may be cached as such: drop everything.
+            cpu::flush_tlb();
+        } else {
+            cpu::invlpg(pa.0);
+        }
         // The host runs on these tables on every CPU: a stale entry elsewhere would keep a
         // delegated granule reachable (or fault on one just given back).
         smp::shootdown(None);
+        Ok(())
+    }
+
+    /// Maps `[start, end)` of DRAM with 4 KiB pages: the TSM's own with its rights, the rest
+    /// for the host.
+    fn map_small(&mut self, start: u64, end: u64, l: &Layout) -> Result<(), PagingError> {
+        let mut pa = start;
+        while pa < end {
+            let flags = if self.tsm.contains(Pa(pa), GRANULE_SIZE) {
+                tsm_flags(l, pa)
+            } else {
+                PRESENT | WRITABLE | USER
+            };
+            let e = self.leaf(pa, true, true)?;
+            // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables
+            // are not live yet.
+            unsafe { e.write_volatile(if flags == 0 { 0 } else { pa | flags }) };
+            pa += GRANULE_SIZE;
+        }
         Ok(())
     }
 }
@@ -161,33 +272,61 @@ fn tsm_flags(l: &Layout, pa: u64) -> u64 {
     }
 }
 
-/// Builds the tables for `dram` (the TSM's range in it supervisor-only) and switches to them.
-pub fn init(dram: MemRange, l: &Layout) -> Result<(), PagingError> {
+/// How many naturally aligned `1 << shift`-byte blocks `[start, end)` touches (`end > start`):
+/// the tables of the level below a table whose entries map blocks of that size.
+fn spans(start: u64, end: u64, shift: u32) -> u64 {
+    ((end - 1) >> shift) - (start >> shift) + 1
+}
+
+/// Tables below the PML4 for `[start, end)`: PDPTs, PDs, PTs.
+fn tables_for(start: u64, end: u64) -> u64 {
+    spans(start, end, 39) + spans(start, end, 30) + spans(start, end, 21)
+}
+
+/// The pool, in pages, that maps `dram` with 4 KiB pages everywhere (what boot and every later
+/// split can take), plus the PML4, the alias region and the local APIC (a table shared by two
+/// of them is counted twice); `None` if `dram` is empty or wraps.
+pub fn pool_pages(dram: &MemRange) -> Option<u64> {
+    let end = dram.base.0.checked_add(dram.size)?;
+    if end <= dram.base.0 {
+        return None;
+    }
+    Some(
+        1 + tables_for(dram.base.0, end)
+            + tables_for(alias::TEXT, alias::cpu_block(MAX_CPUS))
+            + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE),
+    )
+}
+
+/// Builds the tables for `dram` from `pool` (pages [`pool_pages`] counted), the TSM's range
+/// `tsm` in it supervisor-only, and switches to them.
+pub fn init(dram: MemRange, tsm: MemRange, pool: MemRange, l: &Layout) -> Result<(), PagingError> {
     let mut guard = TABLES.lock();
-    let pool = l.pt_pool.base.0;
     let mut t = Tables {
         pml4: 0,
         alias_entry: 0,
-        pool_start: pool,
-        pool_next: pool,
-        pool_end: pool + l.pt_pool.size,
+        pool_start: pool.base.0,
+        pool_next: pool.base.0,
+        pool_end: pool.base.0 + pool.size,
         dram,
-        tsm: l.tsm,
+        tsm,
     };
-    t.pml4 = t.alloc()?;
-    let mut pa = dram.base.0;
+    t.pml4 = t.alloc(true)?;
     let end = dram.base.0 + dram.size;
+    let tsm_end = tsm.base.0 + tsm.size;
+    let mut pa = dram.base.0;
     while pa < end {
-        let flags = if l.tsm.contains(Pa(pa), GRANULE_SIZE) {
-            tsm_flags(l, pa)
+        let next = (pa | (LARGE_SIZE - 1)).saturating_add(1).min(end);
+        let whole = pa.is_multiple_of(LARGE_SIZE) && next - pa == LARGE_SIZE;
+        if whole && (next <= tsm.base.0 || pa >= tsm_end) {
+            let pde = t.entry_at(pa, 21, true, true)?;
+            // SAFETY: `pde` is a PD entry inside a pool page; the lock is held and the tables
+            // are not live yet.
+            unsafe { pde.write_volatile(pa | PRESENT | WRITABLE | USER | LARGE) };
         } else {
-            PRESENT | WRITABLE | USER
-        };
-        let e = t.leaf(pa, true, true)?;
-        // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables are
-        // not live yet.
-        unsafe { e.write_volatile(if flags == 0 { 0 } else { pa | flags }) };
-        pa += GRANULE_SIZE;
+            t.map_small(pa, next, l)?;
+        }
+        pa = next;
     }
     for page in alias::pages(l) {
         let e = t.leaf(page.va, true, false)?;

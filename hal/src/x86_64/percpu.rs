@@ -1,12 +1,11 @@
 //! Per-CPU state: each CPU's block holds its per-CPU data (what `GS_BASE` points at in ring 0),
 //! GDT, TSS and IDT, and the two stacks a trap from ring 3 (TSS.RSP0) and NMI/#DF/#MC (IST1)
-//! switch to, each above a guard page. The blocks live in the TSM's BSS and are used through
+//! switch to, each above a guard page. The blocks live in the static carve-out and are used through
 //! their alias addresses (`alias`), which every TVM's map carries too.
 //!
 //! A CPU's block is written only by that CPU ([`load`]) and by the trampoline running on it;
 //! nothing else touches it once the CPU is up.
 
-use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,16 +63,23 @@ struct DataPage {
 
 const _: () = assert!(size_of::<DataPage>() == PAGE);
 
-#[repr(C, align(4096))]
-struct Block([[u8; PAGE]; BLOCK_PAGES]);
+unsafe extern "C" {
+    /// The blocks, in the static carve-out (`link/x86_64-tsm.ld` reserves
+    /// `__percpu_block_pages` pages for each of `__percpu_cpus` CPUs, zeroed with BSS at boot).
+    static __percpu_blocks: u8;
+    static __percpu_blocks_end: u8;
+}
 
-struct Blocks(UnsafeCell<[Block; MAX_CPUS]>);
-// SAFETY: CPU n touches only block n (module doc); the boot CPU reads block addresses only.
-unsafe impl Sync for Blocks {}
+/// Bytes of the blocks of every CPU.
+pub const BLOCKS_BYTES: u64 = (MAX_CPUS * BLOCK_PAGES * PAGE) as u64;
 
-static BLOCKS: Blocks = Blocks(UnsafeCell::new(
-    [const { Block([[0; PAGE]; BLOCK_PAGES]) }; MAX_CPUS],
-));
+/// Whether the link script reserved [`BLOCKS_BYTES`] for the blocks (boot refuses to go on
+/// otherwise).
+pub fn blocks_reserved() -> bool {
+    let start = core::ptr::addr_of!(__percpu_blocks) as u64;
+    let end = core::ptr::addr_of!(__percpu_blocks_end) as u64;
+    start.is_multiple_of(PAGE as u64) && end.checked_sub(start) == Some(BLOCKS_BYTES)
+}
 
 /// Whether page `p` of a block is a guard page (never mapped in the alias).
 pub fn is_guard_page(p: u64) -> bool {
@@ -82,7 +88,7 @@ pub fn is_guard_page(p: u64) -> bool {
 
 /// The identity address of CPU `cpu`'s block (`cpu < MAX_CPUS`).
 pub fn block_pa(cpu: usize) -> u64 {
-    BLOCKS.0.get() as u64 + (cpu * BLOCK_PAGES * PAGE) as u64
+    core::ptr::addr_of!(__percpu_blocks) as u64 + (cpu * BLOCK_PAGES * PAGE) as u64
 }
 
 /// The NMIs CPU `cpu` has acknowledged (`cpu < MAX_CPUS`).

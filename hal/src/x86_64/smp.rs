@@ -253,6 +253,10 @@ fn send_ipi(icr: u32) {
 /// timeout). Returns how many CPUs run the TSM, this one included.
 pub fn start_secondary_cpus(expected: Option<u32>) -> usize {
     let want = expected.map_or(MAX_CPUS, |n| (n as usize).clamp(1, MAX_CPUS)) - 1;
+    if want == 0 {
+        // The MADT lists this CPU alone: no INIT-SIPI-SIPI, and no 10 ms INIT wait.
+        return 1;
+    }
     lapic_write(SVR, lapic_read(SVR) | SVR_ENABLE);
     send_ipi(ICR_ALL_BUT_SELF | ICR_INIT);
     delay_us(10_000);
