@@ -257,8 +257,9 @@ impl Tsm<'_> {
             .and_then(|&i| usize::from(i).checked_sub(1))
             .and_then(|i| DISPATCH.get(i))
             .ok_or(Status::new(StatusCode::NotSupported))?;
-        // Argument indices are 1-based; zip ends with the (six) argument registers.
-        for (number, &a) in (1..=u8::MAX).zip(args.iter()).skip(entry.args) {
+        // Argument indices are 1-based, one per argument register.
+        const NUMBERS: [u8; tsm_abi::call::MAX_ARGS] = [1, 2, 3, 4, 5, 6];
+        for (&number, &a) in NUMBERS.iter().zip(args.iter()).skip(entry.args) {
             if a != 0 {
                 return Err(Status::arg(StatusCode::InvalidArgument, number));
             }
