@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -460,36 +460,6 @@ fn memory_figures(arch: Arch, lines: &[Line], lines2: &[Line]) -> Vec<Figure> {
     ]
 }
 
-/// rustup's `llvm-<tool>` (component llvm-tools) of the pinned toolchain.
-fn llvm_tool(ws: &Workspace, tool: &str) -> Result<PathBuf, String> {
-    let rustc = |args: &[&str]| -> Result<String, String> {
-        let out = Command::new("rustc")
-            .args(args)
-            .current_dir(&ws.root)
-            .output()
-            .map_err(|e| format!("cannot run rustc: {e}"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let sysroot = rustc(&["--print", "sysroot"])?;
-    let host = rustc(&["-vV"])?
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        .ok_or("rustc -vV names no host")?;
-    let path = PathBuf::from(sysroot)
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin")
-        .join(format!("llvm-{tool}"));
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} missing: `rustup component add llvm-tools` (cargo xtask setup)",
-            path.display()
-        ))
-    }
-}
-
 fn output(mut cmd: Command) -> Result<String, String> {
     let out = cmd
         .output()
@@ -525,10 +495,10 @@ fn parse_symbols(text: &str) -> BTreeMap<String, u64> {
 }
 
 fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, String> {
-    let mut size = Command::new(llvm_tool(ws, "size")?);
+    let mut size = Command::new(images::llvm_tool(ws, "size")?);
     size.args(["-A", "-d"]).arg(elf);
     let sections = parse_sections(&output(size)?);
-    let mut nm = Command::new(llvm_tool(ws, "nm")?);
+    let mut nm = Command::new(images::llvm_tool(ws, "nm")?);
     nm.arg(elf);
     let symbols = parse_symbols(&output(nm)?);
     let sum = |prefixes: &[&str]| -> u64 {
@@ -550,7 +520,7 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
         _ => Err("no __bss_start/__bss_end symbols".to_string()),
     };
     let kib = |b: u64| b as f64 / 1024.0;
-    let mut sized = Command::new(llvm_tool(ws, "nm")?);
+    let mut sized = Command::new(images::llvm_tool(ws, "nm")?);
     sized.args(["-S", "-C"]).arg(elf);
     let descriptors = static_descriptors(&output(sized)?);
     let fig = |key: &str, label: &str, value: Result<f64, String>| Figure {

@@ -114,7 +114,7 @@ fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String>
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut objcopy = std::process::Command::new(llvm_objcopy(ws)?);
+    let mut objcopy = std::process::Command::new(llvm_tool(ws, "objcopy")?);
     objcopy.arg("-O").arg("binary").arg(&elf).arg(&bin);
     eprintln!("$ {}", show(&objcopy));
     let status = objcopy
@@ -129,8 +129,8 @@ fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String>
     Ok((bin, elf))
 }
 
-/// rustup's llvm-objcopy (component llvm-tools) of the pinned toolchain.
-fn llvm_objcopy(ws: &Workspace) -> Result<PathBuf, String> {
+/// rustup's `llvm-<tool>` (component llvm-tools) of the pinned toolchain.
+pub fn llvm_tool(ws: &Workspace, tool: &str) -> Result<PathBuf, String> {
     let rustc = |args: &[&str]| -> Result<String, String> {
         let out = std::process::Command::new("rustc")
             .args(args)
@@ -147,7 +147,8 @@ fn llvm_objcopy(ws: &Workspace) -> Result<PathBuf, String> {
     let path = PathBuf::from(sysroot)
         .join("lib/rustlib")
         .join(host)
-        .join("bin/llvm-objcopy");
+        .join("bin")
+        .join(format!("llvm-{tool}"));
     if path.exists() {
         Ok(path)
     } else {
