@@ -43,16 +43,7 @@ pub fn build(
     if release {
         cmd.arg("--release");
     }
-    eprintln!("$ {}", show(&cmd));
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
-    if !status.success() {
-        return Err(format!(
-            "building the {} images failed ({status})",
-            arch.name()
-        ));
-    }
+    run_shown(&mut cmd, &format!("building the {} images", arch.name()))?;
 
     let out = ws.target_dir.join(arch.triple()).join(profile(release));
     let keep = ws
@@ -90,16 +81,10 @@ fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String>
         "--target",
         arch.triple(),
     ]);
-    eprintln!("$ {}", show(&cmd));
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
-    if !status.success() {
-        return Err(format!(
-            "building the {} guest payload failed ({status})",
-            arch.name()
-        ));
-    }
+    run_shown(
+        &mut cmd,
+        &format!("building the {} guest payload", arch.name()),
+    )?;
     let elf = ws
         .target_dir
         .join(arch.triple())
@@ -156,6 +141,19 @@ pub fn llvm_tool(ws: &Workspace, tool: &str) -> Result<PathBuf, String> {
             "{} missing: `rustup component add llvm-tools` (cargo xtask setup)",
             path.display()
         ))
+    }
+}
+
+/// Runs `cmd`, echoing it first; `what` names it in the error.
+fn run_shown(cmd: &mut std::process::Command, what: &str) -> Result<(), String> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
     }
 }
 
