@@ -526,12 +526,8 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Operations per generated case. Miri interprets every walk the checks repeat after each
-/// operation, so its cases are shorter (the same operations, fewer of them in a row).
-const MAX_OPS: usize = if cfg!(miri) { 24 } else { 120 };
-
 fn case() -> impl Strategy<Value = (World, Vec<Op>)> {
-    (world(), prop::collection::vec(op(), 1..MAX_OPS))
+    (world(), prop::collection::vec(op(), 1..120))
 }
 
 proptest! {
