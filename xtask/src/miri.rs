@@ -18,23 +18,20 @@ const PROPTEST_CASES_UNDER_MIRI: &str = "8";
 /// Tests Miri does not run. Loops over generated inputs scale themselves down under Miri
 /// (`cfg!(miri)` constants next to them); these cannot, and what they add beyond the rest of
 /// the suite is not about memory: the same code runs under Miri in the smaller tests named.
-const SKIPPED_UNDER_MIRI: [&str; 3] = [
+const SKIPPED_UNDER_MIRI: [&str; 2] = [
     // A 4094-range report, the largest that fits, whose overlap check is quadratic (8 M pair
     // checks, hours interpreted); the other `report::*` tests parse small reports under Miri.
     "tdisp::tests::report::largest_report_parses",
     // A coverage assertion over 256 generated vIOMMU worlds (a property of the generator); the
     // `props::*` properties run the same worlds through the same code, fewer cases each.
     "viommu::tests::props::the_random_worlds_reach_every_outcome",
-    // One generated world with up to 24 operations did not finish in 8 minutes interpreted
-    // (`PROPTEST_CASES=1`, 2026-11-25; natively a case takes ~10 ms). The walkers, the IOTLB and
-    // every invalidation it exercises run under Miri in the deterministic `viommu::tests::*`
-    // unit tests; natively it runs 256 cases on every `cargo xtask test`.
-    "viommu::tests::props::invariants_hold_and_the_iotlb_equals_the_walk",
 ];
 /// Miri's own checks beyond its defaults. Leaks are not reported: the crates under test have no
 /// allocator (no_std, no `alloc`), and the test harness leaks the simulated machine on purpose
-/// (`tsm_core::testing::Harness` hands the monitor `'static` borrows of it).
-const MIRIFLAGS: &str = "-Zmiri-ignore-leaks";
+/// (`tsm_core::testing::Harness` hands the monitor `'static` borrows of it). Isolation hides the
+/// host's environment from the program, so `PROPTEST_CASES` is forwarded by name: without it
+/// every property ran proptest's default 256 cases interpreted (hours).
+const MIRIFLAGS: &str = "-Zmiri-ignore-leaks -Zmiri-env-forward=PROPTEST_CASES";
 const NIGHTLY: &str = "nightly";
 
 /// Runs the tests of [`PACKAGES`] and the fuzz corpus replay under Miri. `Ok(true)` when Miri
