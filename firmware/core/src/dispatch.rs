@@ -176,12 +176,14 @@ pub enum Completion {
     /// A guest call (G_VDEV_ACCEPT, G_VDEV_STOP) started a device operation the host must
     /// carry: the vCPU exits to the host with `DEVICE_REQUEST {vdev, op}`; when it is run
     /// again after the operation finished, the guest's call returns
-    /// [`Tsm::guest_op_result`]`(vdev)`.
+    /// [`Tsm::guest_op_result`]`(vdev, ticket)`.
     DeviceRequest {
         /// The VDEV handle.
         vdev: Pa,
         /// START or STOP.
         op: DeviceOp,
+        /// The operation's ticket (never shown to the host).
+        ticket: u64,
     },
     /// The guest called G_EXIT: the vCPU exits with `GUEST_EXIT(code)` and never runs again.
     GuestExit {
@@ -211,6 +213,7 @@ impl Tsm<'_> {
             return Completion::DeviceRequest {
                 vdev: Pa(r.out[0]),
                 op,
+                ticket: r.out[2],
             };
         }
         let keep = call.map_or(0, CallId::result_count);
@@ -226,15 +229,15 @@ impl Tsm<'_> {
 
     /// [`Self::handle_call`] flattened into registers. For the two guest completions that
     /// never return to the guest (they end its run instead), the results carry what the run
-    /// loop needs: a device request is `NeedsDeviceIo` with results (VDEV, `DeviceOp`), G_EXIT
+    /// loop needs: a device request is `NeedsDeviceIo` with results (VDEV, `DeviceOp`, ticket), G_EXIT
     /// is `SUCCESS` with result 1 = the code. Every other result past the call's result count
     /// is zero.
     pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
         match self.handle_call(origin, regs) {
             Completion::Done(r) => r,
-            Completion::DeviceRequest { vdev, op } => CallResult {
+            Completion::DeviceRequest { vdev, op, ticket } => CallResult {
                 status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
-                out: [vdev.0, u64::from(op.raw()), 0, 0],
+                out: [vdev.0, u64::from(op.raw()), ticket, 0],
             },
             Completion::GuestExit { code } => CallResult::ok([code, 0, 0, 0]),
         }

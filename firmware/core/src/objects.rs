@@ -233,12 +233,13 @@ pub struct VdevObj {
     pub report_total: u32,
     /// Length asked in the outstanding GET_DEVICE_INTERFACE_REPORT.
     pub report_asked: u32,
-    /// Padding (zero).
-    pub reserved: u32,
-    /// Non-zero: a guest call (accept/stop) waits for the pending operation.
-    pub guest_waiting: u32,
-    /// Status code the last operation ended with (what a waiting guest call returns).
-    pub last_result: u32,
+    /// The status code the guest's operation ended with, [`GUEST_OP_PENDING`] while it runs
+    /// (then the pending operation is the guest's: one operation at a time).
+    pub guest_result: u32,
+    /// The ticket of the guest call (accept/stop) whose result `guest_result` holds, 0 if none.
+    /// Tickets are never reused ([`Tsm::guest_ticket`](crate::tsm::Tsm)), so the result reaches
+    /// only the vCPU that started the operation on this incarnation of the vdevice.
+    pub guest_ticket: u64,
     /// Stage-1 roots per PASID.
     pub pasids: PasidTable,
     /// Faults of this vdevice, full records for the guest.
@@ -250,6 +251,9 @@ pub struct VdevObj {
 impl Object for VdevObj {
     const STATE: GranuleState = GranuleState::Vdev;
 }
+
+/// `VdevObj::guest_result` while the guest's operation runs.
+pub const GUEST_OP_PENDING: u32 = u32::MAX;
 
 /// Where the cached interface report starts in a VDEV granule.
 pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;

@@ -79,7 +79,6 @@ use tsm_abi::state::TvmState;
 use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use crate::calls::device::lock_vdev;
 use crate::calls::memory::lock_tvm;
 use crate::dispatch::{Args, Ctx, Outcome};
 use crate::granule::{GranuleState, Locked};
@@ -119,6 +118,8 @@ struct RunState {
     op: u32,
     /// NEXT_DEVICE_WAIT: the VDEV handle.
     vdev: u64,
+    /// NEXT_DEVICE_WAIT: the ticket the vdevice gave this vCPU's operation.
+    ticket: u64,
     /// NEXT_RETURN: status word.
     status: u64,
     /// NEXT_RETURN: result registers.
@@ -262,12 +263,6 @@ pub fn is_running(t: &Tsm<'_>, gv: &Locked<'_, '_>) -> Result<bool, Status> {
     Ok(load_run(t, gv)?.running != 0)
 }
 
-/// How a pending guest device operation stands.
-enum Wait {
-    Pending,
-    Done(Status),
-}
-
 impl Tsm<'_> {
     /// Handles one host call for the run loop: every call goes through [`Tsm::handle`]; a
     /// successful VCPU_RUN becomes [`HostStep::Enter`] (or an immediate exit when the guest
@@ -344,7 +339,8 @@ impl Tsm<'_> {
                 return GuestStep::ToHost(self.to_host_failed(vcpu, internal()));
             };
             let rec = device_request(vdev, op);
-            return self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, None);
+            let wait = CallResult::ok([0, 0, r.out[2], 0]);
+            return self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, Some(wait));
         }
         GuestStep::Resume(Resume::Return(r))
     }
@@ -364,6 +360,11 @@ impl Tsm<'_> {
             let r = result.unwrap_or(CallResult::ok([0; 4]));
             run.status = r.status;
             run.out = r.out;
+            run.ticket = if next == NEXT_DEVICE_WAIT {
+                r.out[2]
+            } else {
+                0
+            };
             Ok(())
         });
         match saved {
@@ -439,13 +440,13 @@ impl Tsm<'_> {
                 .lock_in(vcpu, GranuleState::Vcpu)
                 .map_err(|_| internal())?;
             let run = load_run(self, &gv)?;
-            (run.next == NEXT_DEVICE_WAIT).then_some((Pa(run.vdev), run.op))
+            (run.next == NEXT_DEVICE_WAIT).then_some((Pa(run.vdev), run.op, run.ticket))
         };
         // Checked without the vCPU's lock: the vdevice comes later in the lock order.
         let done = match wait {
-            Some((vdev, op)) => match self.device_wait(vdev, tvm) {
-                Wait::Pending => return Ok(Entered::Exit(device_request(vdev.0, op))),
-                Wait::Done(s) => Some(CallResult::status(s)),
+            Some((vdev, op, ticket)) => match self.guest_op_result(vdev, ticket) {
+                None => return Ok(Entered::Exit(device_request(vdev.0, op))),
+                Some(s) => Some(CallResult::status(s)),
             },
             None => None,
         };
@@ -474,6 +475,7 @@ impl Tsm<'_> {
         run.next = NEXT_CONTINUE;
         run.vdev = 0;
         run.op = 0;
+        run.ticket = 0;
         let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
         save_run(self, &gv, &run)?;
         Ok(Entered::Guest(GuestEntry {
@@ -483,19 +485,6 @@ impl Tsm<'_> {
             context,
             resume,
         }))
-    }
-
-    /// Whether the guest's device operation on `vdev` is still pending. A vdevice that is gone
-    /// or no longer waits for this TVM (cancelled and destroyed) completes the call with
-    /// `Cancelled`, so a vCPU can never wait forever.
-    fn device_wait(&self, vdev: Pa, tvm: Pa) -> Wait {
-        if let Some(s) = self.guest_op_result(vdev) {
-            return Wait::Done(s);
-        }
-        match lock_vdev(self, vdev, 1) {
-            Ok((_, v)) if v.tvm == tvm.0 && v.guest_waiting != 0 => Wait::Pending,
-            _ => Wait::Done(Status::new(StatusCode::Cancelled)),
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The monitor: the platform, the granule table, and the few registries that cannot live in
 //! donated granules. Calls enter through [`Tsm::handle`] (see [`crate::dispatch`]).
 
-use core::sync::atomic::AtomicU16;
+use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
@@ -97,6 +97,8 @@ pub struct Tsm<'a> {
     pub(crate) iotlb: spin::Mutex<Iotlb>,
     /// Faults of requesters that belong to no vdevice (EVENT_READ of `HOST_DOMAIN_EVENTS`).
     pub(crate) host_domain_events: spin::Mutex<EventQueue>,
+    /// The last guest-operation ticket handed out ([`Tsm::guest_ticket`]).
+    guest_tickets: AtomicU64,
 }
 
 impl<'a> Tsm<'a> {
@@ -127,7 +129,18 @@ impl<'a> Tsm<'a> {
             pdevs: spin::Mutex::new(heapless::Vec::new()),
             iotlb: spin::Mutex::new(Iotlb::new()),
             host_domain_events: spin::Mutex::new(EventQueue::new()),
+            guest_tickets: AtomicU64::new(0),
         })
+    }
+
+    /// A ticket for a guest call that waits on a device operation: never 0 and never handed
+    /// out twice (2^64 operations are out of reach), so it names one operation of one vCPU on
+    /// one incarnation of a vdevice. The vdevice and the waiting vCPU both keep it; the result
+    /// goes only where they match.
+    pub(crate) fn guest_ticket(&self) -> u64 {
+        self.guest_tickets
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
     }
 
     /// The granule table (for invariant checks and the HAL's diagnostics).

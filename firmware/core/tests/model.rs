@@ -33,7 +33,7 @@ use tsm_abi::CallId::{self, *};
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::event::{ALL_PASIDS, HOST_DOMAIN_EVENTS, NO_PASID};
-use tsm_abi::exit::VcpuExit;
+use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::{CallRegs, CallResult};
@@ -208,6 +208,9 @@ struct Stats {
     /// DMA requests that went through, by T bit.
     dma_through: [u64; 2],
     runs: u64,
+    /// Guest calls that waited for a device operation: started, re-run while pending, got
+    /// their operation's result, got `Cancelled`.
+    waits: [u64; 4],
 }
 
 impl Stats {
@@ -225,6 +228,9 @@ impl Stats {
         self.dma_through[0] += o.dma_through[0];
         self.dma_through[1] += o.dma_through[1];
         self.runs += o.runs;
+        for (a, b) in self.waits.iter_mut().zip(o.waits) {
+            *a += b;
+        }
     }
 }
 
@@ -248,6 +254,8 @@ struct World<'h> {
     unchanged: bool,
     /// The evidence the guest prepared for its next G_VDEV_ACCEPT.
     accept_buffer: Option<AcceptEvidence>,
+    /// The guest call the next run makes first.
+    forced_in_run: Option<Call>,
     /// The COMMUNICATE buffer the host prepared for the next call.
     comm_buffer: Option<(CommHeader, Vec<u8>)>,
 }
@@ -280,6 +288,7 @@ impl<'h> World<'h> {
             stats: Stats::default(),
             comm_buffer: None,
             accept_buffer: None,
+            forced_in_run: None,
             unchanged: false,
         }
     }
@@ -396,7 +405,13 @@ impl<'h> World<'h> {
         }
         match expect {
             Expect::Exactly(s, out) => {
-                if got.status != s.to_raw() || got.out != out {
+                // A guest call that starts a device operation hands the run loop its ticket
+                // (result 3): the core's own number, never 0, never shown to anyone.
+                let mut got_out = got.out;
+                if c.guest.is_some() && s.code == StatusCode::NeedsDeviceIo && got_out[2] != 0 {
+                    got_out[2] = 0;
+                }
+                if got.status != s.to_raw() || got_out != out {
                     self.fail(format!(
                         "model and core disagree:\n  expected {s:?} {out:x?}\n  core     {status:?} {:x?}",
                         got.out
@@ -456,6 +471,18 @@ impl<'h> World<'h> {
         self.stats.runs += 1;
         let vcpu = c.args[0];
         let v = self.m.vcpus[&vcpu].clone();
+        let mut done = None;
+        if let Some(w) = v.wait {
+            match self.m.resume_wait(w) {
+                spec::WaitOutcome::Pending => return self.run_still_waiting(&c, w),
+                spec::WaitOutcome::Done(s) => {
+                    let cancelled = s.code == StatusCode::Cancelled;
+                    self.stats.waits[if cancelled { 3 } else { 2 }] += 1;
+                    self.m.wait_over(vcpu);
+                    done = Some(s);
+                }
+            }
+        }
         let entry = match self.h.tsm.host_call(&regs(c.fid, c.args)) {
             HostStep::Enter(e) => e,
             HostStep::Reply(r) => self.fail(format!(
@@ -469,6 +496,8 @@ impl<'h> World<'h> {
                 entry: Gpa(v.entry),
                 arg0: v.arg0,
             }
+        } else if let Some(s) = done {
+            Resume::Return(CallResult::status(s))
         } else if v.return_denied {
             Resume::Return(CallResult::status(Status::new(StatusCode::Denied)))
         } else {
@@ -485,8 +514,9 @@ impl<'h> World<'h> {
         }
         self.m.ran(vcpu, RunExit::Fault);
         // Guest calls from inside the run.
-        for _ in 0..self.rng.below(3) {
-            let Some(mut gc) = self.guest_call_in_run(vcpu) else {
+        let mut forced = self.forced_in_run.take();
+        for _ in 0..self.rng.below(3) + u64::from(forced.is_some()) {
+            let Some(mut gc) = forced.take().or_else(|| self.guest_call_in_run(vcpu)) else {
                 break;
             };
             gc.guest = Some(vcpu);
@@ -498,6 +528,24 @@ impl<'h> World<'h> {
                 .h
                 .tsm
                 .guest_exit(Pa(vcpu), GuestExit::Call(regs(gc.fid, gc.args)));
+            if let Expect::Exactly(s, out) = expect
+                && s.code == StatusCode::NeedsDeviceIo
+            {
+                // G_VDEV_ACCEPT / G_VDEV_STOP: the vCPU exits for the host to carry the
+                // operation and waits in its call (§6).
+                let exit = CallResult::ok([2, 0, 0, 0]);
+                if step != GuestStep::ToHost(exit) {
+                    self.fail(format!("guest device request: {step:x?}"));
+                }
+                self.stats.calls += 1;
+                self.check_request_record(Pa(c.args[1]), out[0], out[1]);
+                self.m.waits(vcpu, out[0]);
+                self.stats.waits[0] += 1;
+                self.m.ran(vcpu, RunExit::Fault);
+                self.log.last_mut().unwrap().push_str(" -> ran, waits");
+                self.stats.successes += 1;
+                return exit;
+            }
             let GuestStep::Resume(Resume::Return(r)) = step else {
                 self.fail(format!("guest call inside a run: {step:x?}"));
             };
@@ -574,6 +622,32 @@ impl<'h> World<'h> {
             .push_str(&format!(" -> ran, exit {kind:?}"));
         self.stats.successes += 1;
         expect
+    }
+
+    /// VCPU_RUN of a vCPU whose device operation is still pending: the same DEVICE_REQUEST
+    /// exit at once, the guest does not run.
+    fn run_still_waiting(&mut self, c: &Call, w: spec::Wait) -> CallResult {
+        self.stats.waits[1] += 1;
+        let exit = CallResult::ok([2, 0, 0, 0]);
+        let step = self.h.tsm.host_call(&regs(c.fid, c.args));
+        if step != HostStep::Reply(exit) {
+            self.fail(format!("VCPU_RUN of a waiting vCPU: {step:x?}"));
+        }
+        self.check_request_record(Pa(c.args[1]), w.vdev, u64::from(w.op.raw()));
+        self.log.last_mut().unwrap().push_str(" -> still waits");
+        self.stats.successes += 1;
+        exit
+    }
+
+    fn check_request_record(&mut self, record: Pa, vdev: u64, op: u64) {
+        let mut rec = VcpuExit::new_zeroed();
+        self.h.sim.host_read(record, rec.as_mut_bytes()).unwrap();
+        let expected = (ExitReason::DeviceRequest.raw(), vdev, op);
+        if (rec.reason, rec.vdev, u64::from(rec.vdev_op)) != expected {
+            self.fail(format!(
+                "DEVICE_REQUEST record {rec:x?}, expected {expected:x?}"
+            ));
+        }
     }
 
     /// What the host learns after a call (requests to carry, evidence the guest read).
@@ -878,6 +952,9 @@ impl<'h> World<'h> {
 
     /// One random step (a call, or a VCPU_RUN with its guest run).
     fn random_step(&mut self) {
+        if self.rng.chance(25) && self.reincarnate() {
+            return;
+        }
         for _ in 0..20 {
             if let Some(c) = self.gen_call() {
                 let c = self.hostile(c);
@@ -886,6 +963,67 @@ impl<'h> World<'h> {
                 return;
             }
         }
+    }
+
+    /// Issue 11.2's sequence as one step: the vdevice a guest waits on is cancelled, destroyed,
+    /// re-created in the same granule under a vIOMMU of any TVM and bound again; the random
+    /// steps then let that TVM's guest accept while the first vCPU still waits. Each call is
+    /// checked as usual. `false` when no vCPU waits on a live vdevice.
+    fn reincarnate(&mut self) -> bool {
+        let waits: Vec<spec::Wait> = self.m.vcpus.values().filter_map(|v| v.wait).collect();
+        let Some(w) = self.rng.pick(&waits) else {
+            return false;
+        };
+        let Some(v) = self
+            .m
+            .vdevs
+            .get(&w.vdev)
+            .filter(|v| v.uid == w.uid)
+            .cloned()
+        else {
+            return false;
+        };
+        if v.op != DeviceOp::None {
+            self.host_step(OP_CANCEL, &[w.vdev], Env::None);
+        }
+        self.host_step(VDEV_DESTROY, &[w.vdev], Env::None);
+        if self.m.vdevs.contains_key(&w.vdev) {
+            return true;
+        }
+        let viommu = self.keys(&self.m.viommus.clone()).unwrap_or(v.viommu);
+        let params = VdevParams {
+            pbdf: v.pbdf,
+            vbdf: v.vbdf,
+            function_id: u32::from(v.pbdf),
+            lock_flags: v.lock_flags,
+            ..VdevParams::new_zeroed()
+        };
+        let pp = self.scratch();
+        self.host_step(
+            VDEV_CREATE,
+            &[w.vdev, v.pdev, viommu, pp],
+            Env::VdevParams(params),
+        );
+        if !self.m.vdevs.contains_key(&w.vdev) {
+            return true;
+        }
+        let comm = self.scratch();
+        self.host_step(VDEV_BIND, &[w.vdev, comm], Env::None);
+        for _ in 0..8 {
+            if self
+                .m
+                .vdevs
+                .get(&w.vdev)
+                .is_none_or(|v| v.op == DeviceOp::None)
+            {
+                break;
+            }
+            let c = self.comm_step(w.vdev, true);
+            let r = self.exec(c);
+            self.after_call(&c, r);
+            self.check();
+        }
+        true
     }
 
     fn gen_call(&mut self) -> Option<Call> {
@@ -910,6 +1048,13 @@ impl<'h> World<'h> {
         }
         if self.m.vdevs.values().any(|v| v.state == VdevState::Run) {
             w[27] = 20;
+        }
+        // A guest waits in its device call: run it, cancel its operation, destroy and re-create
+        // the vdevice under it (issue 11.2: its result must never reach another vCPU).
+        if self.m.vcpus.values().any(|v| v.wait.is_some()) {
+            w[10] = 15;
+            w[22] = 6;
+            w[25] = 6;
         }
         let weights = w;
         let total: u64 = weights.iter().sum();
@@ -1052,7 +1197,17 @@ impl<'h> World<'h> {
                     .filter(|(_, v)| !v.exited && self.m.tvms[&v.tvm].active)
                     .map(|(&k, _)| k)
                     .collect();
-                let v = self.prefer(good, self.m.vcpus.keys().copied().collect())?;
+                let waiting: Vec<u64> = self
+                    .m
+                    .vcpus
+                    .iter()
+                    .filter(|(_, v)| v.wait.is_some())
+                    .map(|(&k, _)| k)
+                    .collect();
+                let v = match self.rng.pick(&waiting) {
+                    Some(v) if self.rng.chance(50) => v,
+                    _ => self.prefer(good, self.m.vcpus.keys().copied().collect())?,
+                };
                 let rec = self.scratch() + 64 * self.rng.below(8);
                 let rec = if self.rng.chance(8) {
                     self.bad_addr()
@@ -1243,7 +1398,17 @@ impl<'h> World<'h> {
                 Some(self.comm_step(obj, false))
             }
             25 => {
-                let obj = if self.rng.chance(50) {
+                let guest_ops: Vec<u64> = self
+                    .m
+                    .vdevs
+                    .iter()
+                    .filter(|(_, v)| v.op != DeviceOp::None && v.guest_ticket != 0)
+                    .map(|(&k, _)| k)
+                    .collect();
+                let obj = if let Some(v) = self.rng.pick(&guest_ops).filter(|_| self.rng.chance(60))
+                {
+                    v
+                } else if self.rng.chance(50) {
                     self.keys(&self.m.vdevs.clone())?
                 } else {
                     self.keys(&self.m.pdevs.clone())?
@@ -1440,9 +1605,20 @@ impl<'h> World<'h> {
             .filter(|(_, v)| v.tvm == tvm)
             .map(|(&k, _)| k)
             .collect();
-        let vdev = self.rng.pick(&mine);
+        let bound: Vec<u64> = mine
+            .iter()
+            .copied()
+            .filter(|v| matches!(self.m.vdevs[v].state, VdevState::Locked | VdevState::Run))
+            .collect();
+        let (vdev, which) = match self.rng.pick(&bound) {
+            // Accept or stop from inside the run: the vCPU then waits (§6).
+            Some(v) if self.rng.chance(50) => (Some(v), 29),
+            _ => (
+                self.rng.pick(&mine),
+                self.rng.pick(&[28usize, 29, 30, 31, 32])?,
+            ),
+        };
         let vbdf = vdev.map_or(8, |v| u64::from(self.m.vdevs[&v].vbdf));
-        let which = self.rng.pick(&[28usize, 30, 31, 32])?;
         let mut c = self.guest_args(which, vcpu, vbdf, vdev.unwrap_or(0));
         c.guest = Some(vcpu);
         Some(c)
@@ -1472,7 +1648,10 @@ impl<'h> World<'h> {
                         .rng
                         .pick(&[0, 1, 500, 1024, 1032, 1033, 100_000])
                         .unwrap();
-                    let len = self.rng.pick(&[0, 1, 64, 512, 4096]).unwrap();
+                    let len = self
+                        .rng
+                        .pick(&[0, 1, 64, 512, 4096, 4097, u64::MAX])
+                        .unwrap();
                     call(G_VDEV_REPORT, &[vbdf, off, gpa, len], Env::None)
                 }
                 _ => {
@@ -1788,9 +1967,29 @@ impl<'h> World<'h> {
                 reserved: false,
             }),
         };
-        let r = self.exec(c);
-        self.after_call(&c, r);
-        self.check();
+        if self.m.tvms[&tvm].active && self.rng.chance(60) {
+            // From inside a run: the vCPU exits and waits in its call (§6) while the random
+            // steps cancel, destroy, re-create and run.
+            self.forced_in_run = Some(c);
+            let rec = self.scratch();
+            let run = Call {
+                guest: None,
+                fid: u64::from(VCPU_RUN.fid()),
+                args: [vcpu, rec, 0, 0, 0, 0],
+                env: Env::None,
+            };
+            let r = self.exec(run);
+            self.after_call(&run, r);
+            self.check();
+            self.forced_in_run = None;
+            if self.rng.chance(50) {
+                return;
+            }
+        } else {
+            let r = self.exec(c);
+            self.after_call(&c, r);
+            self.check();
+        }
         for _ in 0..4 {
             if self.m.vdevs[&vdev].op == DeviceOp::None {
                 break;
@@ -1978,7 +2177,8 @@ fn run_format(format: AddressMapFormat, salt: u64) {
     }
     println!(
         "model {format:?}: {} sequences, {} calls ({} succeeded, {} refused, {} DMA of which \
-         {} T=0 and {} T=1 went through, {} guest runs) in {secs:.1} s: {:.0} sequences/s, \
+         {} T=0 and {} T=1 went through, {} guest runs; guest device waits: {} started, {} re-run \
+         while pending, {} results, {} cancelled) in {secs:.1} s: {:.0} sequences/s, \
          {:.0} calls/s",
         total.sequences,
         total.calls,
@@ -1988,6 +2188,10 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         total.dma_through[0],
         total.dma_through[1],
         total.runs,
+        total.waits[0],
+        total.waits[1],
+        total.waits[2],
+        total.waits[3],
         total.sequences as f64 / secs,
         total.calls as f64 / secs,
     );

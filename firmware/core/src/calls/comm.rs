@@ -35,7 +35,9 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::calls::device::{lock_pdev, lock_vdev};
 use crate::dispatch::{Args, Ctx, Outcome};
 use crate::granule::GranuleState;
-use crate::objects::{self, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal};
+use crate::objects::{
+    self, GUEST_OP_PENDING, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal,
+};
 use crate::tsm::Tsm;
 use crate::viommu;
 
@@ -275,13 +277,20 @@ fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
     })
 }
 
+/// The operation ended with `result`: if it was a guest's, its waiting call gets `result`.
+fn guest_op_done(v: &mut VdevObj, result: StatusCode) {
+    if v.guest_result == GUEST_OP_PENDING {
+        v.guest_result = result as u32;
+    }
+}
+
 /// Puts a vdevice in ERROR: T=1 off, cached translations gone, no operation.
 pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusCode) {
     v.state = VdevState::Error.raw();
     v.op = DeviceOp::None.raw();
     v.step = 0;
     v.accepted = 0;
-    v.last_result = result as u32;
+    guest_op_done(v, result);
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
     if result == StatusCode::DeviceError {
         // docs/abi.md §8.3: both sides learn of a device error from their event queues.
@@ -359,7 +368,6 @@ pub fn vdev_unbind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     next.op = DeviceOp::Stop.raw();
     next.step = step::SENT;
     next.seq = 1;
-    next.guest_waiting = 0;
     send(t, comm, vdev, next.seq, &vdev_request(&next)?)?;
     v = next;
     vdev_t1_off(t, vdev, &mut v);
@@ -396,7 +404,6 @@ fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
     v.state = VdevState::Locked.raw();
     v.op = DeviceOp::None.raw();
     v.step = 0;
-    v.last_result = StatusCode::Success as u32;
     Ok(true)
 }
 
@@ -498,7 +505,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
             v.accepted = 1;
             v.op = DeviceOp::None.raw();
             v.step = 0;
-            v.last_result = StatusCode::Success as u32;
+            guest_op_done(&mut v, StatusCode::Success);
             true
         }
         (DeviceOp::Stop, Some(Response::StopInterface { .. })) => {
@@ -510,7 +517,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
             v.report_digest = [0; 32];
             v.report_len = 0;
             v.report_total = 0;
-            v.last_result = StatusCode::Success as u32;
+            guest_op_done(&mut v, StatusCode::Success);
             true
         }
         _ => false,

@@ -23,7 +23,7 @@ use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::calls::device::lock_vdev;
 use crate::dispatch::{Args, Ctx, GuestCaller, Outcome};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, TvmObj, VcpuObj, VdevObj, internal};
+use crate::objects::{self, GUEST_OP_PENDING, TvmObj, VcpuObj, VdevObj, internal};
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;
@@ -220,13 +220,14 @@ pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     if len == 0 {
         return Err(st(StatusCode::InvalidArgument, 4));
     }
+    // The whole buffer the guest named, not only the bytes this call copies (§11), and to
+    // private memory only: the host must not see or rewrite the report on its way to the
+    // guest's check.
+    let pa = guest_buffer_in(t, &g.tvm, gpa, len, true, true, 3)?;
     let n = len.min(left);
     if n == 0 {
         return Ok(CallResult::ok([0, 0, 0, 0]));
     }
-    // The report goes to private memory only: the host must not see or rewrite it on its
-    // way to the guest's check.
-    let pa = guest_buffer_in(t, &g.tvm, gpa, n, true, true, 3)?;
     let mut chunk = [0u8; 256];
     // n <= left <= REPORT_CAPACITY and guest_buffer_in checked [pa, pa + n) lies in one
     // granule, so none of these can fail; they are checked rather than trusted.
@@ -272,15 +273,22 @@ pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     g.v.state = VdevState::Starting.raw();
     g.v.op = DeviceOp::Start.raw();
     g.v.step = 0;
-    g.v.guest_waiting = 1;
+    g.v.guest_ticket = t.guest_ticket();
+    g.v.guest_result = GUEST_OP_PENDING;
     objects::save(t.platform, &g.vdev, &g.v)?;
-    Ok(device_request(g.vdev.pa(), DeviceOp::Start))
+    Ok(device_request(
+        g.vdev.pa(),
+        DeviceOp::Start,
+        g.v.guest_ticket,
+    ))
 }
 
-fn device_request(vdev: Pa, op: DeviceOp) -> CallResult {
+/// The vCPU exits with `DEVICE_REQUEST(vdev, op)` and waits under `ticket` (result 3, which the
+/// run loop keeps and never shows the host).
+fn device_request(vdev: Pa, op: DeviceOp, ticket: u64) -> CallResult {
     CallResult {
         status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
-        out: [vdev.0, u64::from(op.raw()), 0, 0],
+        out: [vdev.0, u64::from(op.raw()), ticket, 0],
     }
 }
 
@@ -295,9 +303,10 @@ pub fn vdev_stop(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     vdev_t1_off(t, pa, &mut g.v);
     g.v.op = DeviceOp::Stop.raw();
     g.v.step = 0;
-    g.v.guest_waiting = 1;
+    g.v.guest_ticket = t.guest_ticket();
+    g.v.guest_result = GUEST_OP_PENDING;
     objects::save(t.platform, &g.vdev, &g.v)?;
-    Ok(device_request(pa, DeviceOp::Stop))
+    Ok(device_request(pa, DeviceOp::Stop, g.v.guest_ticket))
 }
 
 /// The vdevice's stage-1 format (NotSupported for TSM_NO_VIOMMU, which has none).
@@ -508,19 +517,30 @@ pub fn test_dma_inject(_: &Tsm<'_>, _: Ctx, _: &Args) -> Outcome {
 }
 
 impl Tsm<'_> {
-    /// What a guest call waiting on `vdev`'s device operation returns, once the operation is
-    /// over (`None` while it is pending). For the VCPU_RUN path: on re-entry after a
-    /// `DEVICE_REQUEST` exit it completes the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
-    pub fn guest_op_result(&self, vdev: Pa) -> Option<Status> {
-        let (g, mut v) = lock_vdev(self, vdev, 1).ok()?;
-        if v.op != DeviceOp::None.raw() || v.guest_waiting == 0 {
+    /// What the guest call waiting on `vdev`'s device operation under `ticket` returns: `None`
+    /// while the operation is pending; `Cancelled` when the vdevice no longer holds that
+    /// ticket (it was destroyed, re-created, or another operation replaced this one), so a
+    /// result never reaches a vCPU that did not start the operation, and a vCPU never waits
+    /// forever. For the VCPU_RUN path: on re-entry after a `DEVICE_REQUEST` exit it completes
+    /// the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
+    pub fn guest_op_result(&self, vdev: Pa, ticket: u64) -> Option<Status> {
+        let cancelled = Some(Status::new(StatusCode::Cancelled));
+        let Ok((g, mut v)) = lock_vdev(self, vdev, 1) else {
+            return cancelled;
+        };
+        if ticket == 0 || v.guest_ticket != ticket {
+            return cancelled;
+        }
+        if v.guest_result == GUEST_OP_PENDING {
             return None;
         }
-        v.guest_waiting = 0;
-        objects::save(self.platform, &g, &v).ok()?;
-        let code = u8::try_from(v.last_result)
+        v.guest_ticket = 0;
+        if objects::save(self.platform, &g, &v).is_err() {
+            return cancelled;
+        }
+        let code = u8::try_from(v.guest_result)
             .ok()
-            .and_then(|c| StatusCode::try_from(c).ok())?;
-        Some(Status::new(code))
+            .and_then(|c| StatusCode::try_from(c).ok());
+        Some(code.map_or(Status::new(StatusCode::DeviceError), Status::new))
     }
 }

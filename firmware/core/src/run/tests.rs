@@ -318,10 +318,10 @@ mod device_request {
 
     use super::*;
 
-    const RID_BASE: u16 = 0x0100;
-    const PBDF: u16 = 0x0101;
-    const VBDF: u16 = 0x0008;
-    const COMM: u64 = 22;
+    pub(super) const RID_BASE: u16 = 0x0100;
+    pub(super) const PBDF: u16 = 0x0101;
+    pub(super) const VBDF: u16 = 0x0008;
+    pub(super) const COMM: u64 = 22;
     static RANGES: [MmioRange; 1] = [MmioRange {
         first_page: 0x8_0000,
         number_of_pages: 1,
@@ -329,7 +329,7 @@ mod device_request {
         range_id: 0,
     }];
 
-    fn device() -> Device<'static> {
+    pub(super) fn device() -> Device<'static> {
         let tdi = |rid| TdiConfig {
             interface_id: InterfaceId::new(rid, None),
             report: ReportFields {
@@ -347,7 +347,12 @@ mod device_request {
     }
 
     /// Carries requests to `dev` until the operation on `obj` ends.
-    fn drive(h: &Harness, dev: &mut Device<'_>, obj: Pa, mut r: Result<[u64; 4], Status>) {
+    pub(super) fn drive(
+        h: &Harness,
+        dev: &mut Device<'_>,
+        obj: Pa,
+        mut r: Result<[u64; 4], Status>,
+    ) {
         let comm = h.granule(COMM);
         for _ in 0..64 {
             match r {
@@ -460,5 +465,157 @@ mod device_request {
         drive(&m.h, &mut dev, vdev, r);
         assert_eq!(m.enter(), Resume::Return(CallResult::ok([0; 4])));
         m.h.check();
+    }
+}
+
+/// Issue 11.2: a guest operation's result reaches only the vCPU that started it, on the
+/// incarnation of the vdevice it started it on.
+mod guest_op_tickets {
+    use tsm_abi::CallId::*;
+    use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+    use tsm_abi::params::{LockFlags, PdevParams, VdevParams};
+    use tsm_abi::viommu::ViommuType;
+    use zerocopy::{FromZeros, IntoBytes};
+
+    use super::device_request::{COMM, PBDF, RID_BASE, VBDF, device, drive};
+    use super::*;
+
+    /// One TVM's side: its vIOMMU, vCPU and private page at GPA 0x1000.
+    struct Side {
+        viommu: Pa,
+        vcpu: Pa,
+        page: Pa,
+        params: Pa,
+        record: Pa,
+    }
+
+    /// A TVM built from granules `first..first + 10`, active, with one vCPU at its entry.
+    fn side(h: &Harness, first: u64) -> Side {
+        let t = build_tvm(h, first);
+        let viommu = h.delegate(first + 6);
+        let vtype = u64::from(ViommuType::TsmSmmuv3.raw());
+        h.host(VIOMMU_CREATE, &[t.tvm.0, viommu.0, vtype, 0])
+            .unwrap();
+        let vcpu = h.delegate(first + 7);
+        h.host(VCPU_CREATE, &[t.tvm.0, vcpu.0, 0x1000, 0]).unwrap();
+        let page = h.delegate(first + 8);
+        h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, u64::MAX, 3])
+            .unwrap();
+        h.host(TVM_ACTIVATE, &[t.tvm.0]).unwrap();
+        let vp = VdevParams {
+            pbdf: PBDF,
+            vbdf: VBDF,
+            function_id: u32::from(PBDF),
+            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
+            ..VdevParams::new_zeroed()
+        };
+        Side {
+            viommu,
+            vcpu,
+            page,
+            params: h.host_put(first + 9, vp.as_bytes()),
+            record: h.granule(first + 10),
+        }
+    }
+
+    fn run(h: &Harness, s: &Side) -> HostStep {
+        h.tsm
+            .host_call(&regs(CallId::VCPU_RUN, &[s.vcpu.0, s.record.0]))
+    }
+
+    fn call(h: &Harness, s: &Side, call: CallId, args: &[u64]) -> GuestStep {
+        h.tsm.guest_exit(s.vcpu, GuestExit::Call(regs(call, args)))
+    }
+
+    /// The vCPU of `s` starts, reads the evidence and calls G_VDEV_ACCEPT: it exits to the
+    /// host with DEVICE_REQUEST and waits.
+    fn accept_and_wait(h: &Harness, s: &Side) {
+        assert!(matches!(run(h, s), HostStep::Enter(_)));
+        let vbdf = u64::from(VBDF);
+        assert!(matches!(
+            call(h, s, G_VDEV_INFO, &[vbdf, 0x1000]),
+            GuestStep::Resume(Resume::Return(r)) if r.status == 0
+        ));
+        let mut b = [0u8; 128];
+        h.sim.read(s.page, &mut b).unwrap();
+        let info = <VdevInfo as zerocopy::FromBytes>::read_from_bytes(&b).unwrap();
+        let ev = AcceptEvidence::from_info(&info);
+        h.sim.write(Pa(s.page.0 + 0x800), ev.as_bytes()).unwrap();
+        assert_eq!(
+            call(h, s, G_VDEV_ACCEPT, &[vbdf, 0x1800]),
+            exited(ExitReason::DeviceRequest)
+        );
+    }
+
+    /// What the waiting guest call of `s` returns when its vCPU runs again.
+    fn result(h: &Harness, s: &Side) -> Resume {
+        match run(h, s) {
+            HostStep::Enter(e) => e.resume,
+            other => panic!("the vCPU did not run: {other:?}"),
+        }
+    }
+
+    /// TVM A waits in G_VDEV_ACCEPT; the host cancels, destroys the vdevice and re-creates
+    /// its granule as TVM B's vdevice; B accepts. `b_first`: B's operation completes (and B
+    /// collects its result) before A runs again.
+    fn cancel_destroy_recreate(b_first: bool) {
+        let mut dev = device();
+        let h = harness(AddressMapFormat::ArmStage2);
+        let a = side(&h, 40);
+        let b = side(&h, 60);
+        let pp = PdevParams {
+            rid_base: RID_BASE,
+            rid_count: 8,
+            ..PdevParams::new_zeroed()
+        };
+        let pp = h.host_put(20, pp.as_bytes());
+        let pdev = h.delegate(21);
+        h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
+        let comm = h.granule(COMM);
+        let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
+        drive(&h, &mut dev, pdev, r);
+        let vdev = h.delegate(25);
+        for (s, next) in [(&a, Some(&b)), (&b, None)] {
+            h.host(VDEV_CREATE, &[vdev.0, pdev.0, s.viommu.0, s.params.0])
+                .unwrap();
+            let r = h.host(VDEV_BIND, &[vdev.0, comm.0]);
+            drive(&h, &mut dev, vdev, r);
+            accept_and_wait(&h, s);
+            if next.is_some() {
+                // The host abandons A's START and reuses the granule.
+                h.host(OP_CANCEL, &[vdev.0]).unwrap();
+                let r = h.host(VDEV_UNBIND, &[vdev.0, comm.0]);
+                drive(&h, &mut dev, vdev, r);
+                h.host(VDEV_DESTROY, &[vdev.0]).unwrap();
+            }
+        }
+        let r = h.host(COMMUNICATE, &[vdev.0, comm.0]);
+        drive(&h, &mut dev, vdev, r);
+        let cancelled = Resume::Return(CallResult::status(Status::new(StatusCode::Cancelled)));
+        let success = Resume::Return(CallResult::ok([0; 4]));
+        if b_first {
+            assert_eq!(
+                result(&h, &b),
+                success,
+                "B started the START that succeeded"
+            );
+            assert_eq!(result(&h, &a), cancelled, "A's operation was cancelled");
+        } else {
+            assert_eq!(result(&h, &a), cancelled, "A's operation was cancelled");
+            assert_eq!(
+                result(&h, &b),
+                success,
+                "B started the START that succeeded"
+            );
+        }
+        let state = h.host(VDEV_GET_STATE, &[vdev.0]).unwrap()[0];
+        assert_eq!(state, u64::from(tsm_abi::state::VdevState::Run.raw()));
+        h.check();
+    }
+
+    #[test]
+    fn a_cancelled_accept_never_takes_the_next_incarnations_result() {
+        cancel_destroy_recreate(false);
+        cancel_destroy_recreate(true);
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct World {
     pub vdev: Pa,
     pub vcpu: Pa,
     pub page: Pa,
+    /// The ticket of the last guest call that started a device operation.
+    pub ticket: core::cell::Cell<u64>,
 }
 
 pub(crate) const COMM: u64 = 22;
@@ -166,6 +168,7 @@ pub(crate) fn world(dev: &mut Device<'_>) -> World {
         vdev,
         vcpu,
         page,
+        ticket: core::cell::Cell::new(0),
     }
 }
 
@@ -213,6 +216,7 @@ impl World {
         match self.guest(G_VDEV_ACCEPT, &[u64::from(VBDF), 0x1800]) {
             Err((s, out)) if s.code == NeedsDeviceIo => {
                 assert_eq!(out[..2], [self.vdev.0, u64::from(DeviceOp::Start.raw())]);
+                self.ticket.set(out[2]);
                 let r = self.h.host(COMMUNICATE, &[self.vdev.0, self.comm.0]);
                 drive(&self.h, dev, self.comm, self.vdev, r)
             }
@@ -268,8 +272,15 @@ fn connect_bind_accept_run_stop_unbind() {
         dev.tdi_state(InterfaceId::new(PBDF, None)),
         Some(tsm_abi::tdisp::TdiState::Run)
     );
-    assert_eq!(w.h.tsm.guest_op_result(w.vdev), Some(Status::new(Success)));
-    assert_eq!(w.h.tsm.guest_op_result(w.vdev), None);
+    assert_eq!(
+        w.h.tsm.guest_op_result(w.vdev, w.ticket.get()),
+        Some(Status::new(Success))
+    );
+    // Delivered once: the ticket is spent.
+    assert_eq!(
+        w.h.tsm.guest_op_result(w.vdev, w.ticket.get()),
+        Some(Status::new(Cancelled))
+    );
     // Host cannot tear down what is bound.
     w.h.refused(VDEV_DESTROY, &[w.vdev.0], s(ObjectState, 1));
     w.h.refused(PDEV_STOP, &[w.pdev.0], s(InUse, ObjectKind::Vdev as u8));
@@ -395,7 +406,7 @@ fn misbehaving_devices_put_the_vdevice_in_error_and_never_reach_run() {
     );
     assert_eq!(w.state().0, u64::from(VdevState::Error.raw()));
     assert_eq!(
-        w.h.tsm.guest_op_result(w.vdev),
+        w.h.tsm.guest_op_result(w.vdev, w.ticket.get()),
         Some(Status::new(DeviceError))
     );
     w.h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();

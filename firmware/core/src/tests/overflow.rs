@@ -90,18 +90,37 @@ fn vdev_report_offsets_and_lengths_at_the_u64_limits() {
             "offset {offset:#x}"
         );
     }
+    // Lengths past the guest's page are refused whatever the report has left (§11: the
+    // buffer is `[buffer, buffer + length)`), at the u64 limit too.
+    for (offset, buffer, len) in [
+        (total, 0x1000, u64::MAX),
+        (0, 0x1000, u64::MAX),
+        (0, 0x1000, GRANULE_SIZE + 1),
+        (total - 1, 0x1FFF, u64::MAX),
+        // Regression (issue 11.5): only one byte is left to copy, but the buffer named runs
+        // past the page; the old code checked the copied byte alone.
+        (total - 1, 0x1FFF, 2),
+        (total, 0x1FFF, 2),
+    ] {
+        assert_eq!(
+            w.guest(G_VDEV_REPORT, &[vbdf, offset, buffer, len])
+                .map_err(|e| e.0),
+            Err(s(InvalidBuffer, 3)),
+            "offset {offset:#x} buffer {buffer:#x} length {len:#x}"
+        );
+    }
     assert_eq!(
-        w.guest(G_VDEV_REPORT, &[vbdf, total, 0x1000, u64::MAX]),
+        w.guest(G_VDEV_REPORT, &[vbdf, total, 0x1000, GRANULE_SIZE]),
         Ok([0, 0, 0, 0])
     );
-    // The last byte, with the largest length, into the last byte of the page.
+    // The last byte into the last byte of the page.
     assert_eq!(
-        w.guest(G_VDEV_REPORT, &[vbdf, total - 1, 0x1FFF, u64::MAX]),
+        w.guest(G_VDEV_REPORT, &[vbdf, total - 1, 0x1FFF, 1]),
         Ok([1, 0, 0, 0])
     );
-    // The whole report with the largest length; its first byte is the interface info's.
+    // The whole report with the largest length the page allows.
     assert_eq!(
-        w.guest(G_VDEV_REPORT, &[vbdf, 0, 0x1000, u64::MAX]),
+        w.guest(G_VDEV_REPORT, &[vbdf, 0, 0x1000, GRANULE_SIZE]),
         Ok([total, 0, 0, 0])
     );
     assert_eq!(

@@ -210,6 +210,27 @@ pub struct Vcpu {
     pub started: bool,
     /// The next entry completes a denied host call with `Denied`.
     pub return_denied: bool,
+    /// The guest waits in G_VDEV_ACCEPT / G_VDEV_STOP for this operation (§6).
+    pub wait: Option<Wait>,
+}
+
+/// A guest call waiting for its device operation: on which incarnation of which vdevice, and
+/// which of its operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub vdev: u64,
+    pub uid: u64,
+    pub ticket: u64,
+    pub op: DeviceOp,
+}
+
+/// What the next VCPU_RUN of a waiting vCPU does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The operation is still pending: the same DEVICE_REQUEST exit, the guest does not run.
+    Pending,
+    /// The guest's call returns this.
+    Done(Status),
 }
 
 #[derive(Clone, Debug)]
@@ -269,11 +290,22 @@ pub struct Vdev {
     /// Report length of this TDI (from the device's configuration).
     pub report_len: u32,
     pub s1: BTreeSet<Option<u32>>,
+    /// The guest operation whose result the vdevice keeps (0: none), and the result (`None`
+    /// while that operation runs).
+    pub guest_ticket: u64,
+    pub guest_result: Option<StatusCode>,
     pub events: Queue,
     pub host_events: Queue,
 }
 
 impl Vdev {
+    /// The pending operation ended; a guest waiting on it gets `result`.
+    fn guest_op_done(&mut self, result: StatusCode) {
+        if self.guest_ticket != 0 && self.guest_result.is_none() {
+            self.guest_result = Some(result);
+        }
+    }
+
     fn has_report(&self) -> bool {
         matches!(
             self.state,
@@ -307,6 +339,7 @@ pub struct Model {
     /// TDI report lengths by pBDF (the device's configuration; the driver fills it).
     pub report_len: BTreeMap<u16, u32>,
     next_uid: u64,
+    next_ticket: u64,
 }
 
 /// Why a granule lookup failed (the order the core's granule table checks).
@@ -352,6 +385,7 @@ impl Model {
             host_domain: Queue::default(),
             report_len: BTreeMap::new(),
             next_uid: 1,
+            next_ticket: 1,
         }
     }
 
@@ -488,7 +522,7 @@ impl Model {
         write: bool,
         private_only: bool,
     ) -> Option<&Page> {
-        if len == 0 || (gpa % G) + len > G || gpa >> t.gpa_bits != 0 {
+        if len == 0 || (gpa % G).checked_add(len).is_none_or(|e| e > G) || gpa >> t.gpa_bits != 0 {
             return None;
         }
         let p = t.pages.get(&(gpa & !(G - 1)))?;
@@ -744,6 +778,7 @@ impl Model {
                         exited: false,
                         started: false,
                         return_denied: false,
+                        wait: None,
                     },
                 );
                 self.set(a[1], Gs::Vcpu);
@@ -959,7 +994,7 @@ impl Model {
                         if self.vdevs[&a[0]].op == DeviceOp::None {
                             return Err(st(NoOperation, 1).into());
                         }
-                        self.vdev_error(a[0]);
+                        self.vdev_error(a[0], Cancelled);
                     }
                     _ => return Err(st(BadHandle, 1).into()),
                 }
@@ -1193,6 +1228,8 @@ impl Model {
                 binds: 0,
                 report_len,
                 s1: BTreeSet::new(),
+                guest_ticket: 0,
+                guest_result: None,
                 events: Queue::default(),
                 host_events: Queue::default(),
             },
@@ -1210,12 +1247,13 @@ impl Model {
     }
 
     /// Puts a vdevice in ERROR (device error or cancel).
-    fn vdev_error(&mut self, pa: u64) {
+    fn vdev_error(&mut self, pa: u64, result: StatusCode) {
         let v = self.vdevs.get_mut(&pa).unwrap();
         v.state = VdevState::Error;
         v.op = DeviceOp::None;
         v.accepted = false;
         v.sent = false;
+        v.guest_op_done(result);
     }
 
     fn communicate(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
@@ -1263,7 +1301,7 @@ impl Model {
                 }
                 self.comm_in(a[1], comm)?;
                 if comm != (CommEnv::Response { valid: true }) {
-                    self.vdev_error(obj);
+                    self.vdev_error(obj, DeviceError);
                     // §8.3: a device error is queued on both event queues.
                     let v = self.vdevs.get_mut(&obj).unwrap();
                     v.events.push();
@@ -1299,6 +1337,9 @@ impl Model {
                     DeviceOp::None | DeviceOp::Connect => unreachable!(),
                 };
                 if done {
+                    if v.op != DeviceOp::Bind {
+                        v.guest_op_done(Success);
+                    }
                     v.op = DeviceOp::None;
                     v.sent = false;
                     Ok(progress(Success, 0, v.state.raw()))
@@ -1360,12 +1401,12 @@ impl Model {
                 if v.has_report() {
                     f.fail(a[1] > total, st(InvalidArgument, 2));
                 }
+                // §11: the whole buffer `[buffer, buffer + length)`, whatever is copied.
+                if a[3] != 0 {
+                    f.of(page(self, a[2], a[3], true, true, 3));
+                }
                 f.gate()?;
                 let n = a[3].min(total - a[1]);
-                if n == 0 {
-                    return Ok(ok([0; 4]));
-                }
-                page(self, a[2], n, true, true, 3)?;
                 ok([n, total - a[1] - n, 0, 0])
             }
             G_VDEV_ACCEPT => {
@@ -1394,10 +1435,13 @@ impl Model {
                     }
                 }
                 f.gate()?;
+                self.next_ticket += 1;
                 let v = self.vdevs.get_mut(&pa).unwrap();
                 v.state = VdevState::Starting;
                 v.op = DeviceOp::Start;
                 v.sent = false;
+                v.guest_ticket = self.next_ticket;
+                v.guest_result = None;
                 Expect::Exactly(
                     Status::new(NeedsDeviceIo),
                     [pa, u64::from(DeviceOp::Start.raw()), 0, 0],
@@ -1410,11 +1454,14 @@ impl Model {
                 {
                     return Err(st(ObjectState, 1).into());
                 }
+                self.next_ticket += 1;
                 let v = self.vdevs.get_mut(&pa).unwrap();
                 v.state = VdevState::Stopping;
                 v.accepted = false;
                 v.op = DeviceOp::Stop;
                 v.sent = false;
+                v.guest_ticket = self.next_ticket;
+                v.guest_result = None;
                 Expect::Exactly(
                     Status::new(NeedsDeviceIo),
                     [pa, u64::from(DeviceOp::Stop.raw()), 0, 0],
@@ -1501,6 +1548,45 @@ impl Model {
             RunExit::GuestExit => v.exited = true,
             RunExit::DeniedCall => v.return_denied = true,
         }
+    }
+
+    /// The guest of `vcpu` called G_VDEV_ACCEPT / G_VDEV_STOP inside a run and the vCPU exited
+    /// with DEVICE_REQUEST for `vdev`'s operation: it waits for it.
+    pub fn waits(&mut self, vcpu: u64, vdev: u64) {
+        let v = &self.vdevs[&vdev];
+        let wait = Wait {
+            vdev,
+            uid: v.uid,
+            ticket: v.guest_ticket,
+            op: v.op,
+        };
+        self.vcpus.get_mut(&vcpu).unwrap().wait = Some(wait);
+    }
+
+    /// The next VCPU_RUN of a waiting vCPU (§6): the same exit while its operation is pending,
+    /// else its call returns the operation's result — only if the vdevice is the incarnation
+    /// it started the operation on and still keeps that operation's result; `Cancelled`
+    /// otherwise (destroyed, re-created, or superseded by another guest's operation).
+    pub fn resume_wait(&mut self, w: Wait) -> WaitOutcome {
+        let Some(v) = self
+            .vdevs
+            .get_mut(&w.vdev)
+            .filter(|v| v.uid == w.uid && v.guest_ticket == w.ticket)
+        else {
+            return WaitOutcome::Done(Status::new(Cancelled));
+        };
+        match v.guest_result {
+            None => WaitOutcome::Pending,
+            Some(r) => {
+                v.guest_ticket = 0;
+                WaitOutcome::Done(Status::new(r))
+            }
+        }
+    }
+
+    /// The waiting vCPU's call completed.
+    pub fn wait_over(&mut self, vcpu: u64) {
+        self.vcpus.get_mut(&vcpu).unwrap().wait = None;
     }
 
     // ---- DMA ----
