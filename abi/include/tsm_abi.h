@@ -64,6 +64,7 @@
 #define TSM_CALL_G_VERSION                               0xC6000200U /* guest, 1 args, 3 results */
 #define TSM_CALL_G_CONSOLE_WRITE                         0xC6000201U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_EXIT                                  0xC6000202U /* guest, 1 args, 0 results */
+#define TSM_CALL_G_TVM_INFO                              0xC6000203U /* guest, 0 args, 2 results */
 #define TSM_CALL_G_VDEV_INFO                             0xC6000210U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_VDEV_REPORT                           0xC6000211U /* guest, 4 args, 2 results */
 #define TSM_CALL_G_VDEV_ACCEPT                           0xC6000212U /* guest, 2 args, 0 results */
@@ -266,6 +267,9 @@
 /* VcpuExit.flags. */
 #define TSM_EXIT_F_GPA_VALID                             0x1ULL
 #define TSM_EXIT_F_WRITE                                 0x2ULL
+
+/* VdevInfo.evidence_flags. */
+#define TSM_EVIDENCE_F_DEVICE_AUTHENTICATED              0x1ULL
 
 /* Event record flags. */
 #define TSM_EVENT_F_WRITE                                0x1ULL
@@ -652,8 +656,8 @@ struct tsm_vdev_info {
 	uint64_t report_counter; /* offset 16 */
 	/* ViommuType of the vIOMMU the vdevice is under. */
 	uint32_t viommu_type; /* offset 24 */
-	/* 0. */
-	uint32_t reserved2; /* offset 28 */
+	/* EvidenceFlags: what stands behind nonce, report_digest and the report. */
+	uint32_t evidence_flags; /* offset 28 */
 	/* The accept nonce drawn by the last VDEV_BIND (zero while UNLOCKED). */
 	uint8_t nonce[32]; /* offset 32 */
 	/* SHA-256 of the cached interface report (zero while none is cached). */

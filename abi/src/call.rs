@@ -170,6 +170,9 @@ calls! {
     G_CONSOLE_WRITE = 0x0201, Guest, args 2, results 0;
     /// The guest is done; the vCPU exits to the host with this code. args: code.
     G_EXIT = 0x0202, Guest, args 1, results 0;
+    /// The calling TVM's address space: results: GPA width in bits, first GPA of the shared
+    /// half (GPAs below it are private). A guest learns its split here, never from the host.
+    G_TVM_INFO = 0x0203, Guest, args 0, results 2;
     /// Read a vdevice's info (state, nonce, report digest) into a guest buffer. args: vBDF, buffer GPA.
     G_VDEV_INFO = 0x0210, Guest, args 2, results 0;
     /// Read a portion of the cached interface report. args: vBDF, offset, buffer GPA, length.

@@ -7,6 +7,8 @@
 //! succeeds only if the guest echoes all three as they are *now*; evidence read before an
 //! unbind/rebind or a report refetch is refused with `EvidenceMismatch`.
 
+use bitflags::bitflags;
+
 use crate::layout::{InvalidField, boundary_struct};
 
 /// Size of the accept nonce.
@@ -36,14 +38,28 @@ boundary_struct! {
         pub report_counter: u64 => 16,
         /// [`ViommuType`](crate::viommu::ViommuType) of the vIOMMU the vdevice is under.
         pub viommu_type: u32 => 24,
-        /// 0.
-        pub reserved2: u32 => 28,
+        /// [`EvidenceFlags`]: what stands behind `nonce`, `report_digest` and the report.
+        pub evidence_flags: u32 => 28,
         /// The accept nonce drawn by the last VDEV_BIND (zero while UNLOCKED).
         pub nonce: [u8; NONCE_SIZE] => 32,
         /// SHA-256 of the cached interface report (zero while none is cached).
         pub report_digest: [u8; DIGEST_SIZE] => 64,
         /// 0.
         pub reserved3: [u64; 4] => 96,
+    }
+}
+
+bitflags! {
+    /// `VdevInfo::evidence_flags`: how far the guest may trust what G_VDEV_INFO and
+    /// G_VDEV_REPORT show it (docs/abi.md §7).
+    #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+    pub struct EvidenceFlags: u32 {
+        /// The device's TDISP messages (the LOCK response, the interface report, the START
+        /// response) reached the TSM through an SPDM secure session the TSM terminates, with a
+        /// device whose identity it verified. **0 in ABI 1.0**: without SPDM the host relays
+        /// TDISP in the clear and could have written the report itself (§15); a guest that
+        /// needs a real device must not accept while this bit is clear.
+        const DEVICE_AUTHENTICATED = 1 << 0;
     }
 }
 

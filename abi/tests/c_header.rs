@@ -26,7 +26,7 @@ use tsm_abi::features::{
     BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
     SecurityFeatures, Stage1Formats, TdispFeatures, ViommuTypes,
 };
-use tsm_abi::guest::{AcceptEvidence, DIGEST_SIZE, NONCE_SIZE, VdevInfo};
+use tsm_abi::guest::{AcceptEvidence, DIGEST_SIZE, EvidenceFlags, NONCE_SIZE, VdevInfo};
 use tsm_abi::layout::{Described, NamedValue, StructLayout};
 use tsm_abi::params::{
     InterfaceIdFormat, LockFlags, MapFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams,
@@ -473,6 +473,7 @@ fn render_header() -> String {
         "TDISP LOCK_INTERFACE flags (VdevParams.lock_flags).",
     );
     flag_bits::<ExitFlags>(&mut o, "EXIT_F", "VcpuExit.flags.");
+    flag_bits::<EvidenceFlags>(&mut o, "EVIDENCE_F", "VdevInfo.evidence_flags.");
     flag_bits::<EventFlags>(&mut o, "EVENT_F", "Event record flags.");
     flag_bits::<DmaInjectFlags>(&mut o, "DMA", "TEST_DMA_INJECT flags.");
 

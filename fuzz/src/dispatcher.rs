@@ -90,7 +90,8 @@ pub mod arg {
     pub const OUTSIDE: u8 = 4;
     /// A small integer (byte).
     pub const SMALL: u8 = 5;
-    /// A GPA: byte << 12, or byte << 21 (selector byte, byte).
+    /// A GPA: byte << 12, or byte << 21 (selector bit 0), in the shared half of a TVM of
+    /// `32 + (selector >> 2) % 17` GPA bits when selector bit 1 is set (selector byte, byte).
     pub const GPA: u8 = 6;
     /// A requester ID or vBDF (selector byte).
     pub const BDF: u8 = 7;
@@ -137,8 +138,14 @@ fn argument(input: &mut Input<'_>) -> u64 {
         },
         arg::SMALL => u64::from(input.u8()),
         arg::GPA => {
-            let shift = if input.bool() { 21 } else { 12 };
-            u64::from(input.u8()) << shift
+            let selector = input.u8();
+            let shift = if selector & 1 != 0 { 21 } else { 12 };
+            let shared = if selector & 2 != 0 {
+                1u64 << (31 + (selector >> 2) % 17)
+            } else {
+                0
+            };
+            shared | u64::from(input.u8()) << shift
         }
         arg::BDF => {
             let all: Vec<u16> = RIDS.iter().chain(VBDFS.iter()).copied().collect();
@@ -516,6 +523,10 @@ fn guest(w: &mut Writer, call: CallId, args: &[&[u8]]) {
     }
 }
 
+/// GPA arguments in the shared half of a 40-bit TVM: its first page and its third.
+const SHARED_GPA_0: [u8; 3] = [arg::GPA, 2 | (8 << 2), 0];
+const SHARED_GPA_2: [u8; 3] = [arg::GPA, 2 | (8 << 2), 2];
+
 fn g(i: u8) -> [u8; 2] {
     [arg::GRANULE, i]
 }
@@ -540,7 +551,17 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 &[&g(11), &[arg::ZERO], &[arg::SMALL, level], &g(table)],
             );
         }
-        // Private page at GPA 0x1000 (granule 16), shared page at 0x2000 (granule 17).
+        // Tables for the first 2 MiB of the shared half (the TVM has 40 GPA bits: 1 << 39)
+        // in granules 40..43.
+        for (level, table) in [(1u8, 40u8), (2, 41), (3, 42)] {
+            host(&mut w, CallId::GRANULE_DELEGATE, &[&g(table)]);
+            host(
+                &mut w,
+                CallId::TABLE_CREATE,
+                &[&g(11), &SHARED_GPA_0, &[arg::SMALL, level], &g(table)],
+            );
+        }
+        // Private page at GPA 0x1000 (granule 16), shared page at (1 << 39) + 0x2000 (granule 17).
         host(
             &mut w,
             CallId::MAP_PRIVATE,
@@ -555,7 +576,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         host(
             &mut w,
             CallId::MAP_SHARED,
-            &[&g(11), &[arg::GPA, 0, 2], &g(17), &[arg::SMALL, 3]],
+            &[&g(11), &SHARED_GPA_2, &g(17), &[arg::SMALL, 3]],
         );
         // vCPU in granule 18.
         host(&mut w, CallId::GRANULE_DELEGATE, &[&g(18)]);
@@ -611,15 +632,15 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         );
         host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
         w.u8(step::DEVICE).u8(22).u8(0);
-        // DMA: T=1 and T=0 to GPA 0x1000 and 0x2000 from the vdevice's RID.
-        for (gpa, flags) in [(1u8, 1u8), (1, 0), (2, 1), (2, 2)] {
+        // DMA: T=1 and T=0 to the private page and the shared page from the vdevice's RID.
+        for (gpa, flags) in [([arg::GPA, 0, 1], 1u8), ([arg::GPA, 0, 1], 0), (SHARED_GPA_2, 1), (SHARED_GPA_2, 2)] {
             host(
                 &mut w,
                 CallId::TEST_DMA_INJECT,
                 &[
                     &[arg::BDF, 1],
                     &[arg::SPECIAL, 4],
-                    &[arg::GPA, 0, gpa],
+                    &gpa,
                     &[arg::SMALL, flags],
                 ],
             );

@@ -23,6 +23,28 @@ pub fn g_exit<T: Transport + ?Sized>(t: &mut T, code: u64) -> Result<()> {
     invoke0(t, CallId::G_EXIT, &[code])
 }
 
+/// The calling TVM's address space, from G_TVM_INFO (docs/abi.md §5.2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TvmInfo {
+    /// Width of the GPA space in bits.
+    pub gpa_bits: u8,
+    /// First GPA of the shared half: GPAs below it are private, from it up shared.
+    pub shared_base: Gpa,
+}
+
+/// G_TVM_INFO: the caller's GPA width and its private/shared split. A guest takes the split
+/// from here, never from the host.
+pub fn g_tvm_info<T: Transport + ?Sized>(t: &mut T) -> Result<TvmInfo> {
+    let o = invoke(t, CallId::G_TVM_INFO, &[])?;
+    Ok(TvmInfo {
+        gpa_bits: u8::try_from(o[0]).map_err(|_| super::Error::Malformed {
+            call: CallId::G_TVM_INFO,
+            status: 0,
+        })?,
+        shared_base: Gpa(o[1]),
+    })
+}
+
 /// G_VDEV_INFO: writes the [`VdevInfo`](crate::guest::VdevInfo) of vdevice `vbdf` to `buf`.
 pub fn g_vdev_info<T: Transport + ?Sized>(t: &mut T, vbdf: u16, buf: Gpa) -> Result<()> {
     invoke0(t, CallId::G_VDEV_INFO, &[u64::from(vbdf), buf.raw()])

@@ -297,6 +297,16 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
     })
     .unwrap();
     check(c, CallId::G_EXIT, &[7], [0; 4], |m| g_exit(m, 7)).unwrap();
+    let r = check(c, CallId::G_TVM_INFO, &[], [39, 1 << 38, 0, 0], |m| {
+        g_tvm_info(m)
+    });
+    assert_eq!(
+        r,
+        Ok(TvmInfo {
+            gpa_bits: 39,
+            shared_base: Gpa(1 << 38)
+        })
+    );
     check(c, CallId::G_VDEV_INFO, &[8, B], [0; 4], |m| {
         g_vdev_info(m, 8, Gpa(B))
     })

@@ -96,7 +96,7 @@ _Static_assert(offsetof(struct tsm_vdev_info, lock_flags) == 12, "struct tsm_vde
 _Static_assert(offsetof(struct tsm_vdev_info, reserved1) == 14, "struct tsm_vdev_info.reserved1 at 14");
 _Static_assert(offsetof(struct tsm_vdev_info, report_counter) == 16, "struct tsm_vdev_info.report_counter at 16");
 _Static_assert(offsetof(struct tsm_vdev_info, viommu_type) == 24, "struct tsm_vdev_info.viommu_type at 24");
-_Static_assert(offsetof(struct tsm_vdev_info, reserved2) == 28, "struct tsm_vdev_info.reserved2 at 28");
+_Static_assert(offsetof(struct tsm_vdev_info, evidence_flags) == 28, "struct tsm_vdev_info.evidence_flags at 28");
 _Static_assert(offsetof(struct tsm_vdev_info, nonce) == 32, "struct tsm_vdev_info.nonce at 32");
 _Static_assert(offsetof(struct tsm_vdev_info, report_digest) == 64, "struct tsm_vdev_info.report_digest at 64");
 _Static_assert(offsetof(struct tsm_vdev_info, reserved3) == 96, "struct tsm_vdev_info.reserved3 at 96");
@@ -142,6 +142,7 @@ _Static_assert(TSM_CALL_TEST_DMA_INJECT == 0xC60001F0U, "call ID");
 _Static_assert(TSM_CALL_G_VERSION == 0xC6000200U, "call ID");
 _Static_assert(TSM_CALL_G_CONSOLE_WRITE == 0xC6000201U, "call ID");
 _Static_assert(TSM_CALL_G_EXIT == 0xC6000202U, "call ID");
+_Static_assert(TSM_CALL_G_TVM_INFO == 0xC6000203U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_INFO == 0xC6000210U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_REPORT == 0xC6000211U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_ACCEPT == 0xC6000212U, "call ID");

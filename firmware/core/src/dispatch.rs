@@ -97,6 +97,7 @@ table! {
     G_VERSION: 1 => system::version,
     G_CONSOLE_WRITE: 2 => guest::console_write,
     G_EXIT: 1 => guest::exit,
+    G_TVM_INFO: 0 => guest::tvm_info,
     G_VDEV_INFO: 2 => guest::vdev_info,
     G_VDEV_REPORT: 4 => guest::vdev_report,
     G_VDEV_ACCEPT: 2 => guest::vdev_accept,

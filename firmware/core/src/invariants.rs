@@ -1,4 +1,4 @@
-//! The invariant checker of ARCHITECTURE.md §2 (3–6) over the granule table, the objects and the
+//! The invariant checker of ARCHITECTURE.md §2 (3–7) over the granule table, the objects and the
 //! simulated platform's host-isolation record. The unit tests, the model-based test and fuzzers
 //! call [`check`] after every step.
 
@@ -9,7 +9,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use tsm_abi::addr::Pa;
+use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::viommu::ViommuType;
 use tsm_hal::platform::PhysMem;
@@ -38,7 +38,8 @@ macro_rules! ensure {
     };
 }
 
-/// Checks invariants 3–6; `Err` names the first violation.
+/// Checks invariants 3–7 (7: every private page of a TVM lies in its private half, every
+/// shared page in its shared half); `Err` names the first violation.
 pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     let granules: Vec<(Pa, GranuleState, u16)> = tsm.granules().snapshot().collect();
     let state_of: BTreeMap<u64, (GranuleState, u16)> =
@@ -92,8 +93,10 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     "TVM {pa:x?} root not a table"
                 );
                 let (mut private, mut shared, mut tables) = (0u64, 0u64, 0u64);
-                let mut stack = std::vec![(o.root, 0u8)];
-                while let Some((table, level)) = stack.pop() {
+                let shared_base = Gpa::shared_base(o.gpa_bits as u8).map_or(u64::MAX, |g| g.0);
+                // (table, its level, the first GPA it maps)
+                let mut stack = std::vec![(o.root, 0u8, 0u64)];
+                while let Some((table, level, base)) = stack.pop() {
                     own(table, ("a table", pa.0))?;
                     ensure!(
                         state(table).map(|x| x.0) == Some(GranuleState::Table),
@@ -104,15 +107,22 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     // model test and under Miri, where 512 separate reads dominate.
                     let mut entries = [U64::<LittleEndian>::ZERO; ENTRIES];
                     let _ = sim.read(Pa(table), entries.as_mut_bytes());
-                    for raw in entries {
+                    let entry_shift = 12 + 9 * (u32::from(LEAF_LEVEL) - u32::from(level));
+                    for (i, raw) in entries.into_iter().enumerate() {
+                        let gpa = base + ((i as u64) << entry_shift);
                         match fmt.decode(raw.get(), level) {
                             Entry::Invalid => continue,
                             Entry::Table(next) if level < LEAF_LEVEL => {
                                 tables += 1;
-                                stack.push((next.0, level + 1));
+                                stack.push((next.0, level + 1, gpa));
                             }
                             Entry::Page(leaf) if level == LEAF_LEVEL => match leaf.kind {
                                 crate::addrmap::MapKind::Private => {
+                                    ensure!(
+                                        gpa < shared_base,
+                                        "invariant 7: TVM {pa:x?} maps private page {:x?} at shared GPA {gpa:#x}",
+                                        leaf.pa
+                                    );
                                     private += 1;
                                     ensure!(
                                         state(leaf.pa.0).map(|x| x.0)
@@ -123,6 +133,11 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                                     own(leaf.pa.0, ("a private page", pa.0))?;
                                 }
                                 crate::addrmap::MapKind::Shared => {
+                                    ensure!(
+                                        gpa >= shared_base,
+                                        "invariant 7: TVM {pa:x?} maps host page {:x?} at private GPA {gpa:#x}",
+                                        leaf.pa
+                                    );
                                     shared += 1;
                                     ensure!(
                                         state(leaf.pa.0).map(|x| x.0) == Some(GranuleState::Ns),

@@ -185,12 +185,32 @@ const TABLE_SLOTS: [(u8, u64); 7] = [
     (3, 0x4000_0000),
 ];
 
-fn page_gpas() -> Vec<u64> {
-    TABLE_SLOTS
+/// [`TABLE_SLOTS`] and the slots of the first 2 MiB of the shared half of a TVM with
+/// `gpa_bits` (docs/abi.md §5.2), where its shared pages go.
+fn table_slots(gpa_bits: u8) -> Vec<(u8, u64)> {
+    let shared = 1u64 << (gpa_bits - 1);
+    let mut slots = TABLE_SLOTS.to_vec();
+    for l in 1..=3 {
+        let slot = (l, shared & !(span(l) - 1));
+        if !slots.contains(&slot) {
+            slots.push(slot);
+        }
+    }
+    slots
+}
+
+/// Page GPAs: three in each level-3 slot.
+fn page_gpas_in(slots: &[(u8, u64)]) -> Vec<u64> {
+    slots
         .iter()
         .filter(|s| s.0 == 3)
         .flat_map(|s| [s.1, s.1 + G, s.1 + 2 * G])
         .collect()
+}
+
+/// Page GPAs of no TVM in particular (a 39-bit shared half included).
+fn page_gpas() -> Vec<u64> {
+    page_gpas_in(&table_slots(40))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +727,8 @@ impl<'h> World<'h> {
                 && info.viommu_type == vtype.raw()
                 && info.lock_flags == v.lock_flags
                 && info.report_len == if evidence { v.report_len } else { 0 }
+                // §7: nothing is authenticated without an SPDM session (ABI 1.0).
+                && info.evidence_flags == 0
                 && (info.nonce == [0; 32]) != evidence;
             if !good {
                 self.fail(format!("G_VDEV_INFO of {pa:#x}: {info:x?}, model {v:x?}"));
@@ -860,15 +882,23 @@ impl<'h> World<'h> {
     }
 
     /// A page GPA of `tvm`: free with its level-3 table present (`free`), or mapped.
-    fn page_gpa(&mut self, tvm: u64, free: bool) -> Option<u64> {
+    /// A page GPA of `tvm` (free or mapped; `shared`: in the half shared pages go to, or, now
+    /// and then, in the wrong half, which MAP_* must refuse).
+    fn page_gpa(&mut self, tvm: u64, free: bool, shared: Option<bool>) -> Option<u64> {
         let t = &self.m.tvms[&tvm];
-        let good = page_gpas()
-            .into_iter()
-            .filter(|g| {
-                t.tables.contains_key(&(3, g & !(span(3) - 1))) && t.pages.contains_key(g) != free
+        let all = page_gpas_in(&table_slots(t.gpa_bits));
+        let base = 1u64 << (t.gpa_bits - 1);
+        let half = shared.map(|s| s != self.rng.chance(5));
+        let good = all
+            .iter()
+            .copied()
+            .filter(|&g| {
+                t.tables.contains_key(&(3, g & !(span(3) - 1)))
+                    && t.pages.contains_key(&g) != free
+                    && half.is_none_or(|s| (g >= base) == s)
             })
             .collect();
-        self.prefer(good, page_gpas())
+        self.prefer(good, all)
     }
 
     fn keys<V>(&mut self, m: &BTreeMap<u64, V>) -> Option<u64> {
@@ -926,7 +956,7 @@ impl<'h> World<'h> {
         let mapped: Vec<u64> = t.pages.keys().copied().collect();
         let bits = t.gpa_bits;
         match self.rng.below(10) {
-            0 => self.rng.pick(&page_gpas()).unwrap(),
+            0 => self.rng.pick(&page_gpas_in(&table_slots(bits))).unwrap(),
             1 => 1u64 << bits,
             2 => self.rng.next() & !7,
             _ => self
@@ -1113,18 +1143,19 @@ impl<'h> World<'h> {
             4 => {
                 let t = self.keys(&self.m.tvms.clone())?;
                 let tv = &self.m.tvms[&t];
-                let want: Vec<usize> = (0..TABLE_SLOTS.len())
+                let slots = table_slots(tv.gpa_bits);
+                let want: Vec<usize> = (0..slots.len())
                     .filter(|&i| {
-                        let (l, g) = TABLE_SLOTS[i];
+                        let (l, g) = slots[i];
                         !tv.tables.contains_key(&(l, g))
                             && (l == 1 || tv.tables.contains_key(&(l - 1, g & !(span(l - 1) - 1))))
                     })
                     .collect();
                 let i = self.prefer(
                     want.iter().map(|&i| i as u64).collect(),
-                    (0..TABLE_SLOTS.len() as u64).collect(),
+                    (0..slots.len() as u64).collect(),
                 )?;
-                let (l, gpa) = TABLE_SLOTS[i as usize];
+                let (l, gpa) = slots[i as usize];
                 let level = if self.rng.chance(5) {
                     self.rng.below(6)
                 } else {
@@ -1138,13 +1169,13 @@ impl<'h> World<'h> {
                 let have: Vec<(u8, u64)> = self.m.tvms[&t].tables.keys().copied().collect();
                 let (l, gpa) = match self.rng.pick(&have) {
                     Some(x) if self.rng.chance(80) => x,
-                    _ => self.rng.pick(&TABLE_SLOTS)?,
+                    _ => self.rng.pick(&table_slots(self.m.tvms[&t].gpa_bits))?,
                 };
                 host(TABLE_DESTROY, &[t, gpa, u64::from(l)])
             }
             6 => {
                 let t = self.keys(&self.m.tvms.clone())?;
-                let gpa = self.page_gpa(t, true)?;
+                let gpa = self.page_gpa(t, true, Some(false))?;
                 let page = self.delegated();
                 let src = if self.rng.chance(30) {
                     let s = self.rng.pick(&self.free_ns()).unwrap_or(self.g(4));
@@ -1165,7 +1196,7 @@ impl<'h> World<'h> {
             }
             7 => {
                 let t = self.keys(&self.m.tvms.clone())?;
-                let gpa = self.page_gpa(t, true)?;
+                let gpa = self.page_gpa(t, true, Some(true))?;
                 let ns = self.rng.pick(&self.in_state(Gs::Ns))?;
                 let flags = if self.rng.chance(5) {
                     self.rng.below(16)
@@ -1176,7 +1207,7 @@ impl<'h> World<'h> {
             }
             8 => {
                 let t = self.keys(&self.m.tvms.clone())?;
-                let gpa = self.page_gpa(t, false)?;
+                let gpa = self.page_gpa(t, false, None)?;
                 host(UNMAP, &[t, gpa])
             }
             9 => {
@@ -1637,11 +1668,12 @@ impl<'h> World<'h> {
             }
         };
         match which {
-            28 => match self.rng.below(3) {
+            28 => match self.rng.below(4) {
                 0 => {
                     let gpa = self.gpa_in(tvm);
                     call(G_VDEV_INFO, &[vbdf, gpa], Env::None)
                 }
+                3 => call(G_TVM_INFO, &[], Env::None),
                 1 => {
                     let gpa = self.gpa_in(tvm);
                     let off = self
@@ -1870,6 +1902,18 @@ impl<'h> World<'h> {
         for gpa in [0, G] {
             let page = self.delegated();
             self.host_step(MAP_PRIVATE, &[tvm, gpa, page, NO_SOURCE, 3], Env::None);
+        }
+        // The shared half (§5.2): its first 2 MiB and one host page there.
+        let shared = 1u64 << (params.gpa_bits - 1);
+        for (level, gpa) in table_slots(params.gpa_bits)
+            .into_iter()
+            .skip(TABLE_SLOTS.len())
+        {
+            let t = self.delegated();
+            self.host_step(TABLE_CREATE, &[tvm, gpa, u64::from(level), t], Env::None);
+        }
+        if let Some(ns) = self.rng.pick(&self.free_ns()) {
+            self.host_step(MAP_SHARED, &[tvm, shared, ns, 3], Env::None);
         }
         let vcpu = self.delegated();
         self.host_step(VCPU_CREATE, &[tvm, vcpu, 0x1000, 0], Env::None);

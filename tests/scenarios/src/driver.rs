@@ -14,7 +14,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
     GPA_BITS, ID_FORMAT, IMAGE_GPA, IMAGE_PAGES, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA,
-    VBDF_BASE,
+    SHARED_L3_GPA, VBDF_BASE,
 };
 use crate::link::Link;
 use crate::pool::Pool;
@@ -32,8 +32,21 @@ pub fn raw_error(e: api::Error) -> u64 {
 /// The GPA a level-`level` table on the way to [`L3_GPA`] covers from: aligned to the
 /// 2^(12 + 9·(4 − level)) bytes it spans (docs/abi.md §5.2).
 pub const fn table_gpa(level: u8) -> Gpa {
+    covering(L3_GPA, level)
+}
+
+/// The GPA a level-`level` table covering `gpa` starts at.
+const fn covering(gpa: Gpa, level: u8) -> Gpa {
     let span = 1u64 << (12 + 9 * (4 - level as u32));
-    Gpa(L3_GPA.0 & !(span - 1))
+    Gpa(gpa.0 & !(span - 1))
+}
+
+/// The tables the shared half needs beyond the private ones: (level, GPA) of those on the
+/// way to [`SHARED_L3_GPA`] that the way to [`L3_GPA`] does not share.
+fn shared_tables() -> impl Iterator<Item = (u8, Gpa)> {
+    (1u8..=3)
+        .map(|l| (l, covering(SHARED_L3_GPA, l)))
+        .filter(|&(l, g)| g.0 != table_gpa(l).0)
 }
 
 /// Most vCPUs of one TVM in the scenarios.
@@ -50,6 +63,8 @@ pub struct Tvm {
     pub tvm: Pa,
     /// Level 1..3 tables covering [`L3_GPA`].
     pub tables: [Pa; 3],
+    /// The tables of the shared half ([`shared_tables`]): level, GPA, granule.
+    pub shared_tables: Vec<(u8, Gpa, Pa), 3>,
     /// vCPUs, in creation order.
     pub vcpus: Vec<Pa, MAX_VCPUS>,
     /// Pages mapped (private and shared), with the granule behind each.
@@ -178,9 +193,21 @@ impl World {
                 "TABLE_CREATE"
             );
         }
+        let mut shared = Vec::new();
+        for (level, gpa) in shared_tables() {
+            let g = self.pool.secure(env)?;
+            must!(
+                host::table_create(env, tvm, gpa, level, g),
+                "TABLE_CREATE (shared half)"
+            );
+            shared
+                .push((level, gpa, g))
+                .map_err(|_| Fail::new("shared tables", line!()))?;
+        }
         let t = Tvm {
             tvm,
             tables,
+            shared_tables: shared,
             vcpus: Vec::new(),
             mapped: Vec::new(),
         };
@@ -541,6 +568,17 @@ impl World {
             for &(gpa, pa) in &t.mapped {
                 let back = must!(host::unmap(env, t.tvm, gpa), "UNMAP");
                 ensure!(back == pa, "UNMAP returned another granule", back.0);
+            }
+            for &(level, gpa, table) in t.shared_tables.iter().rev() {
+                let back = must!(
+                    host::table_destroy(env, t.tvm, gpa, level),
+                    "TABLE_DESTROY (shared half)"
+                );
+                ensure!(
+                    back == table,
+                    "TABLE_DESTROY returned another granule",
+                    back.0
+                );
             }
             for (level, &table) in (1u8..=3).zip(t.tables.iter()).rev() {
                 let back = must!(

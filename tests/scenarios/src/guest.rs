@@ -20,7 +20,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
     BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GPA_BITS, GuestArg, L3_GPA, OTHER_GPA, SAVED_EVIDENCE,
-    SCRATCH_GPA, Script, exit_code,
+    SCRATCH_GPA, SHARED_BASE, Script, exit_code,
 };
 use crate::{GuestEnv, GuestFault};
 
@@ -62,6 +62,10 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
     let want = AbiVersion { major: 1, minor: 0 };
     let granted = guest::g_version(g, want).ok().and_then(|v| v.chosen);
     check!(granted == Some(want));
+    // The shared half is the TSM's to say (§5.2): a guest that took the host's word for it
+    // could keep private data where the host maps its own pages.
+    let split = guest::g_tvm_info(g);
+    check!(split.is_ok_and(|i| i.gpa_bits == GPA_BITS && i.shared_base == SHARED_BASE));
     let Some(arg) = GuestArg::decode(arg0) else {
         return Ok(exit_code::BAD_ARG);
     };
@@ -376,6 +380,12 @@ mod tests {
             self.now += CALL_TICKS;
             self.calls += 1;
             let v = AbiVersion { major: 1, minor: 0 }.to_raw();
+            if regs.fid == u64::from(CallId::G_TVM_INFO.fid()) {
+                return CallResult {
+                    status: Status::SUCCESS.to_raw(),
+                    out: [u64::from(GPA_BITS), SHARED_BASE.0, 0, 0],
+                };
+            }
             if regs.fid != u64::from(CallId::G_VERSION.fid()) || self.calls > self.refuse_after {
                 return CallResult {
                     status: Status::new(StatusCode::NotSupported).to_raw(),
@@ -433,13 +443,13 @@ mod tests {
                 empty: n,
             })
         );
-        // The start-up G_VERSION and the timed ones.
-        assert_eq!(g.calls, 1 + n);
+        // The start-up G_VERSION and G_TVM_INFO, and the timed ones.
+        assert_eq!(g.calls, 2 + n);
     }
 
     #[test]
     fn a_refused_g_version_fails_the_bench() {
-        // The start-up G_VERSION and 99 timed ones succeed.
+        // The start-up G_VERSION, G_TVM_INFO and 98 timed ones succeed.
         let mut g = FakeGuest::new(100);
         let code = main(&mut g, bench_arg());
         assert!(code.is_ok_and(|c| c != 0), "{code:?}");

@@ -15,8 +15,13 @@ pub const IMAGE_PAGES: u64 = 64;
 pub const SCRATCH_GPA: Gpa = Gpa(0x30_0000);
 /// Offset in the scratch area where a guest keeps evidence across host steps.
 pub const SAVED_EVIDENCE: u64 = 0x1000;
+/// The first GPA of the TVMs' shared half (docs/abi.md §5.2); the guest checks it against
+/// G_TVM_INFO before it trusts any of these addresses.
+pub const SHARED_BASE: Gpa = Gpa(1 << (GPA_BITS - 1));
+/// The 2 MiB of the shared half the host gives tables (the private [`L3_GPA`], moved up).
+pub const SHARED_L3_GPA: Gpa = Gpa(SHARED_BASE.0 + L3_GPA.0);
 /// A page of host (NS) memory mapped shared.
-pub const SHARED_GPA: Gpa = Gpa(0x31_0000);
+pub const SHARED_GPA: Gpa = Gpa(SHARED_BASE.0 + 0x31_0000);
 /// Where the isolation scenario maps a private page in one TVM only.
 pub const OTHER_GPA: Gpa = Gpa(0x32_0000);
 /// The 2 MiB the level-3 table covers: everything above lies in it.

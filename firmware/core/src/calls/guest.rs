@@ -10,7 +10,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 #[cfg(feature = "dma-inject")]
 use tsm_abi::event::DmaInjectFlags;
 use tsm_abi::event::{HOST_DOMAIN_EVENTS, PasidArg};
-use tsm_abi::guest::{AcceptEvidence, S1Config, VdevInfo, vbdf_arg};
+use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, S1Config, VdevInfo, vbdf_arg};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, VdevState};
 use tsm_abi::status::{Status, StatusCode};
@@ -171,6 +171,16 @@ pub fn exit(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     Ok(CallResult::ok([a[0], 0, 0, 0]))
 }
 
+/// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
+/// not the host: a guest told a wrong split would keep private data where the host can map it.
+pub fn tvm_info(t: &Tsm<'_>, ctx: Ctx, _: &Args) -> Outcome {
+    let mut o = TvmObj::new_zeroed();
+    let _gt = caller_tvm(t, ctx.guest()?, &mut o)?;
+    let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
+    let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
+    Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
+}
+
 /// Whether the vdevice holds a cached report the guest may read.
 fn has_report(v: &VdevObj) -> bool {
     [VdevState::Locked, VdevState::Starting, VdevState::Run]
@@ -198,6 +208,9 @@ pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
         viommu_type: v.viommu_type,
         nonce: if evidence { v.accept_nonce } else { [0; 32] },
         report_digest: if evidence { v.report_digest } else { [0; 32] },
+        // No SPDM session yet (§15): the host relayed the TDISP messages in the clear and
+        // could have written them; the guest is told so.
+        evidence_flags: EvidenceFlags::empty().bits(),
         ..VdevInfo::new_zeroed()
     };
     t.platform

@@ -175,6 +175,19 @@ fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
     Ok(())
 }
 
+/// [`check_gpa`] for a page mapping, which must also lie in the half of the GPA space its kind
+/// owns (§5.2): a private page below the shared base, a shared one at or above it. This is
+/// what keeps a GPA the guest uses as private from ever resolving to host memory, whatever the
+/// host unmaps and maps (invariant 7).
+fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), Status> {
+    check_gpa(o, gpa, GRANULE_SIZE, arg)?;
+    let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
+    if gpa.is_shared(bits) != (kind == MapKind::Shared) {
+        return Err(st(StatusCode::OutOfRange, arg));
+    }
+    Ok(())
+}
+
 /// A table level argument: 1..=3 (the root, level 0, comes with the TVM).
 fn check_level(raw: u64, arg: u8) -> Result<u8, Status> {
     match raw {
@@ -324,7 +337,7 @@ pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (gpa, page, src) = (Gpa(a[1]), Pa(a[2]), a[3]);
     let flags = MapFlags::from_arg(a[4]).ok_or(st(StatusCode::InvalidArgument, 5))?;
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
-    check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
         return Err(st(StatusCode::Misaligned, 3));
@@ -411,7 +424,7 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let (gpa, ns) = (Gpa(a[1]), Pa(a[2]));
     let flags = MapFlags::from_arg(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
     let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
-    check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
+    check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
         return Err(st(StatusCode::Misaligned, 3));
     }

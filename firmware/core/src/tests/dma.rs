@@ -11,7 +11,7 @@ use tsm_hal::platform::PhysMem;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::devices::{PBDF, VBDF, device, tdis, world};
-use super::s;
+use super::{SHARED_GPA, s};
 
 const T1: u64 = DmaInjectFlags::T_BIT.bits();
 const W: u64 = DmaInjectFlags::WRITE.bits();
@@ -23,11 +23,13 @@ fn t0_never_reaches_secure_memory_and_t1_needs_run() {
     let w = world(&mut dev);
     let h = &w.h;
     let shared = h.granule(30);
-    h.host(MAP_SHARED, &[w.tvm.0, 0x2000, shared.0, 3]).unwrap();
+    super::shared_tables(h, w.tvm);
+    h.host(MAP_SHARED, &[w.tvm.0, SHARED_GPA + 0x2000, shared.0, 3])
+        .unwrap();
     let rid = u64::from(PBDF);
     // UNLOCKED: T=0 to shared memory works, to private memory faults, T=1 faults.
     assert_eq!(
-        h.host(TEST_DMA_INJECT, &[rid, NO_PASID, 0x2010, W]),
+        h.host(TEST_DMA_INJECT, &[rid, NO_PASID, SHARED_GPA + 0x2010, W]),
         Ok([shared.0 + 0x10, 0, 0, 0])
     );
     let t0 = s(DmaFault, EventReason::T0ToSecure.raw() as u8);
@@ -64,10 +66,10 @@ fn t0_never_reaches_secure_memory_and_t1_needs_run() {
         Ok([shared.0, 0, 0, 0])
     );
     // After UNMAP the translation is gone (IOTLB invalidated).
-    h.host(UNMAP, &[w.tvm.0, 0x2000]).unwrap();
+    h.host(UNMAP, &[w.tvm.0, SHARED_GPA + 0x2000]).unwrap();
     let s2 = s(DmaFault, EventReason::Stage2Translation.raw() as u8);
     assert_eq!(
-        h.host(TEST_DMA_INJECT, &[rid, NO_PASID, 0x2010, W]),
+        h.host(TEST_DMA_INJECT, &[rid, NO_PASID, SHARED_GPA + 0x2010, W]),
         Err(s2)
     );
     h.refused(

@@ -377,54 +377,40 @@ fn shared_pages_cannot_be_delegated_while_mapped() {
     for f in FORMATS {
         let h = harness(f);
         let t = build_tvm(&h, 10);
+        shared_tables(&h, t.tvm);
+        let (at, next) = (SHARED_GPA + 0x5000, SHARED_GPA + 0x6000);
         let ns = h.granule(30);
+        h.refused(MAP_SHARED, &[t.tvm.0, at, ns.0, 0], s(InvalidArgument, 4));
+        h.refused(MAP_SHARED, &[t.tvm.0, at, ns.0 + 1, 1], s(Misaligned, 3));
+        h.refused(MAP_SHARED, &[t.tvm.0, at, t.root.0, 1], s(GranuleState, 3));
+        h.refused(MAP_SHARED, &[t.tvm.0, at, t.tvm.0, 1], s(GranuleState, 3));
         h.refused(
             MAP_SHARED,
-            &[t.tvm.0, 0x5000, ns.0, 0],
-            s(InvalidArgument, 4),
-        );
-        h.refused(
-            MAP_SHARED,
-            &[t.tvm.0, 0x5000, ns.0 + 1, 1],
-            s(Misaligned, 3),
-        );
-        h.refused(
-            MAP_SHARED,
-            &[t.tvm.0, 0x5000, t.root.0, 1],
+            &[t.tvm.0, at, h.delegate(31).0, 1],
             s(GranuleState, 3),
         );
         h.refused(
             MAP_SHARED,
-            &[t.tvm.0, 0x5000, t.tvm.0, 1],
-            s(GranuleState, 3),
-        );
-        h.refused(
-            MAP_SHARED,
-            &[t.tvm.0, 0x5000, h.delegate(31).0, 1],
-            s(GranuleState, 3),
-        );
-        h.refused(
-            MAP_SHARED,
-            &[t.tvm.0, 0x5000, h.granule(4096).0, 1],
+            &[t.tvm.0, at, h.granule(4096).0, 1],
             s(OutOfRange, 3),
         );
-        h.host(MAP_SHARED, &[t.tvm.0, 0x5000, ns.0, 3]).unwrap();
-        h.host(MAP_SHARED, &[t.tvm.0, 0x6000, ns.0, 1]).unwrap();
-        h.refused(MAP_SHARED, &[t.tvm.0, 0x6000, ns.0, 1], s(AlreadyMapped, 2));
+        h.host(MAP_SHARED, &[t.tvm.0, at, ns.0, 3]).unwrap();
+        h.host(MAP_SHARED, &[t.tvm.0, next, ns.0, 1]).unwrap();
+        h.refused(MAP_SHARED, &[t.tvm.0, next, ns.0, 1], s(AlreadyMapped, 2));
         assert_eq!(h.tsm.granules().peek(ns).unwrap(), (GranuleState::Ns, 2));
         assert_eq!(
-            h.tsm.stage2_lookup(t.tvm, Gpa(0x5000)).unwrap().kind,
+            h.tsm.stage2_lookup(t.tvm, Gpa(at)).unwrap().kind,
             MapKind::Shared
         );
         h.refused(GRANULE_DELEGATE, &[ns.0], s(GranuleState, 1));
-        assert_eq!(h.host(UNMAP, &[t.tvm.0, 0x5000]).unwrap()[0], ns.0);
+        assert_eq!(h.host(UNMAP, &[t.tvm.0, at]).unwrap()[0], ns.0);
         h.refused(GRANULE_DELEGATE, &[ns.0], s(GranuleState, 1));
-        h.host(UNMAP, &[t.tvm.0, 0x6000]).unwrap();
+        h.host(UNMAP, &[t.tvm.0, next]).unwrap();
         h.host(GRANULE_DELEGATE, &[ns.0]).unwrap();
         assert!(
             h.sim
                 .take_tlb_ops()
-                .contains(&TlbOp::Page(t.root, Gpa(0x6000)))
+                .contains(&TlbOp::Page(t.root, Gpa(next)))
         );
     }
 }

@@ -5,6 +5,8 @@ extern crate std;
 mod devices;
 #[cfg(feature = "dma-inject")]
 mod dma;
+#[cfg(feature = "dma-inject")]
+mod gpa_split;
 mod memory;
 mod overflow;
 mod system;
@@ -50,6 +52,24 @@ pub(crate) struct TvmSetup {
 
 /// Creates a TVM in granules `first..first+5` (params in `first`, TVM, root, and the level
 /// 1..3 tables covering GPA 0) .
+/// The first GPA of the shared half of a [`build_tvm`] TVM (40 GPA bits, docs/abi.md §5.2).
+pub(crate) const SHARED_GPA: u64 = 1 << 39;
+
+/// Tables for the first 2 MiB of the shared half of a [`build_tvm`] TVM, from granules 240..243
+/// (which no test uses otherwise).
+pub(crate) fn shared_tables(h: &Harness, tvm: Pa) -> [Pa; 3] {
+    let mut tables = [Pa(0); 3];
+    for (i, level) in (1..=3u64).enumerate() {
+        tables[i] = h.delegate(240 + i as u64);
+        h.host(
+            CallId::TABLE_CREATE,
+            &[tvm.0, SHARED_GPA, level, tables[i].0],
+        )
+        .unwrap();
+    }
+    tables
+}
+
 pub(crate) fn build_tvm(h: &Harness, first: u64) -> TvmSetup {
     let params = h.host_put(first, tvm_params(40, 2).as_bytes());
     let tvm = h.delegate(first + 1);

@@ -13,6 +13,7 @@ use tsm_abi::viommu::ViommuType;
 use tsm_device_model::Device;
 use zerocopy::IntoBytes;
 
+use super::SHARED_GPA;
 use super::devices::{PBDF, World, device, drive, tdis, vdev_params, world};
 
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +35,9 @@ fn populated(dev: &mut Device<'_>) -> (World, Vec<Step>, Vec<u64>) {
     let h = &w.h;
     // Before any of the world's granules were delegated: the starting point to return to.
     let shared = h.granule(30);
-    h.host(MAP_SHARED, &[w.tvm.0, 0x2000, shared.0, 1]).unwrap();
+    super::shared_tables(h, w.tvm);
+    h.host(MAP_SHARED, &[w.tvm.0, SHARED_GPA + 0x2000, shared.0, 1])
+        .unwrap();
     let src = h.host_put(31, &[0x42; 64]);
     let content = h.delegate(32);
     h.host(MAP_PRIVATE, &[w.tvm.0, 0x3000, content.0, src.0, 1])
@@ -65,11 +68,14 @@ fn populated(dev: &mut Device<'_>) -> (World, Vec<Step>, Vec<u64>) {
         Step::Call(PDEV_DESTROY, [w.pdev.0, 0, 0]),
         Step::Call(VCPU_DESTROY, [w.vcpu.0, 0, 0]),
         Step::Call(UNMAP, [w.tvm.0, 0x1000, 0]),
-        Step::Call(UNMAP, [w.tvm.0, 0x2000, 0]),
+        Step::Call(UNMAP, [w.tvm.0, SHARED_GPA + 0x2000, 0]),
         Step::Call(UNMAP, [w.tvm.0, 0x3000, 0]),
         Step::Call(TABLE_DESTROY, [w.tvm.0, 0, 3]),
         Step::Call(TABLE_DESTROY, [w.tvm.0, 0, 2]),
         Step::Call(TABLE_DESTROY, [w.tvm.0, 0, 1]),
+        Step::Call(TABLE_DESTROY, [w.tvm.0, SHARED_GPA, 3]),
+        Step::Call(TABLE_DESTROY, [w.tvm.0, SHARED_GPA, 2]),
+        Step::Call(TABLE_DESTROY, [w.tvm.0, SHARED_GPA, 1]),
         Step::Call(TVM_DESTROY, [w.tvm.0, 0, 0]),
     ];
     // Every granule the world delegated goes back with GRANULE_UNDELEGATE.

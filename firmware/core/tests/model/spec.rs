@@ -509,6 +509,11 @@ impl Model {
         Ok(())
     }
 
+    /// §5.2: whether `gpa` is in the TVM's shared half (bit `gpa_bits - 1` set).
+    fn shared_half(t: &Tvm, gpa: u64) -> bool {
+        gpa >> (t.gpa_bits - 1) != 0
+    }
+
     /// The first missing table on the way to `level` (levels 1..level).
     fn missing(t: &Tvm, gpa: u64, level: u8) -> Option<u8> {
         (1..=level).find(|&l| !t.tables.contains_key(&(l, gpa & !(span(l) - 1))))
@@ -734,7 +739,11 @@ impl Model {
                 if let Some(t) = self.tvms.get(&a[0])
                     && f.of(Self::gpa(t, a[1], G, 2)).is_some()
                 {
-                    f.of(self.leaf_slot(t, a[1]));
+                    if Self::shared_half(t, a[1]) {
+                        f.of(self.leaf_slot(t, a[1]));
+                    } else {
+                        f.0.push(st(OutOfRange, 2));
+                    }
                 }
                 f.gate()?;
                 self.tvms.get_mut(&a[0]).unwrap().pages.insert(
@@ -1120,7 +1129,11 @@ impl Model {
         if let Some(t) = self.tvms.get(&a[0]) {
             f.fail(src.is_some() && t.active, st(ObjectState, 1));
             if f.of(Self::gpa(t, a[1], G, 2)).is_some() {
-                f.of(self.leaf_slot(t, a[1]));
+                if Self::shared_half(t, a[1]) {
+                    f.0.push(st(OutOfRange, 2));
+                } else {
+                    f.of(self.leaf_slot(t, a[1]));
+                }
             }
         }
         f.gate()?;
@@ -1382,6 +1395,10 @@ impl Model {
                 ok([0; 4])
             }
             G_EXIT => unreachable!("G_EXIT goes through VCPU_RUN"),
+            G_TVM_INFO => {
+                let bits = self.tvms[&tvm].gpa_bits;
+                ok([u64::from(bits), 1 << (bits - 1), 0, 0])
+            }
             G_VDEV_INFO => {
                 f.of(self.own_vdev(tvm, a[0]));
                 if !a[1].is_multiple_of(8) {

@@ -14,7 +14,7 @@ use tsm_abi::version::AbiVersion;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::driver::{World, raw_call};
-use crate::layout::{GPA_BITS, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA, VBDF_BASE};
+use crate::layout::{GPA_BITS, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA, SHARED_GPA, VBDF_BASE};
 use crate::{HostEnv, Outcome};
 
 fn s(code: tsm_abi::StatusCode, index: u8) -> Status {
@@ -251,9 +251,20 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         "MAP_PRIVATE without a table"
     );
     bad!(
-        host::map_shared(env, tv, free_gpa, sec, rw),
+        host::map_shared(env, tv, SHARED_GPA, sec, rw),
         s(GranuleState, 3),
         "MAP_SHARED a secure granule"
+    );
+    // §5.2: a host page never goes to a private GPA, a secure one never to a shared GPA.
+    bad!(
+        host::map_shared(env, tv, free_gpa, ns, rw),
+        s(OutOfRange, 2),
+        "MAP_SHARED at a private GPA"
+    );
+    bad!(
+        host::map_private(env, tv, SHARED_GPA, g, None, rw),
+        s(OutOfRange, 2),
+        "MAP_PRIVATE at a shared GPA"
     );
     bad!(
         host::unmap(env, tv, free_gpa),
@@ -288,7 +299,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         "DELEGATE a table"
     );
     // A shared page blocks its delegation.
-    let shared = w.map_shared(env, t, Gpa(SCRATCH_GPA.0 + 0x2000))?;
+    let shared = w.map_shared(env, t, SHARED_GPA)?;
     bad!(
         host::granule_delegate(env, shared),
         s(GranuleState, 1),

@@ -16,7 +16,7 @@ use tsm_abi::params::MapFlags;
 use tsm_abi::status::{Status, StatusCode};
 
 use crate::driver::{Exit, World};
-use crate::layout::{GuestArg, OTHER_GPA, Script, VBDF_BASE};
+use crate::layout::{GuestArg, OTHER_GPA, SHARED_GPA, Script, VBDF_BASE};
 use crate::{Fail, HostEnv, Outcome, Probe};
 
 /// What the host writes into the other TVM's page through MAP_PRIVATE; it must never read it
@@ -44,12 +44,19 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     // TVM B holds a secret page at the GPA A will touch.
     let b = w.add_tvm(env, &[0])?;
     let secret = w.map_private(env, b, OTHER_GPA, Some(&[SECRET; GRANULE_SIZE as usize]))?;
-    // The host cannot map B's private page into A, neither as shared nor as private.
+    // The host cannot map B's private page into A, neither as shared nor as private; and
+    // nothing but a private page goes to a private GPA (§5.2).
     let tvm_a = w.tvm(a)?.tvm;
     refused!(
-        host::map_shared(env, tvm_a, OTHER_GPA, secret, MapFlags::READ),
+        host::map_shared(env, tvm_a, SHARED_GPA, secret, MapFlags::READ),
         Status::arg(StatusCode::GranuleState, 3),
         "MAP_SHARED of another TVM's private page"
+    );
+    let host_page = w.pool.ns(env)?;
+    refused!(
+        host::map_shared(env, tvm_a, OTHER_GPA, host_page, MapFlags::READ),
+        Status::arg(StatusCode::OutOfRange, 2),
+        "MAP_SHARED of a host page at a private GPA"
     );
     refused!(
         host::map_private(env, tvm_a, OTHER_GPA, secret, None, MapFlags::READ),

@@ -50,7 +50,7 @@ const IOVA: u64 = (1 << 30) | (1 << 21) | (3 << 12);
 /// Stage-1 tables of levels 0..3 at these GPAs, the private data page, the shared page.
 const TABLES: [u64; 4] = [0x2000, 0x3000, 0x4000, 0x5000];
 const PRIVATE: u64 = 0x8000;
-const SHARED: u64 = 0x9000;
+const SHARED: u64 = crate::tests::SHARED_GPA + 0x9000;
 
 #[test]
 fn two_stage_translation_through_the_core_map_and_its_unmap_invalidation() {
@@ -63,6 +63,7 @@ fn two_stage_translation_through_the_core_map_and_its_unmap_invalidation() {
             h.host(MAP_PRIVATE, &[t.tvm.0, *gpa, pages[i].0, u64::MAX, 3])
                 .unwrap();
         }
+        crate::tests::shared_tables(&h, t.tvm);
         let shared = h.granule(50);
         h.host(MAP_SHARED, &[t.tvm.0, SHARED, shared.0, 3]).unwrap();
         // The guest writes its Arm stage-1 tables (stores to its private pages).
