@@ -158,7 +158,10 @@
 /* Stage-1 formats. */
 /* No stage 1 (TSM_NO_VIOMMU). */
 #define TSM_S1_FORMAT_NONE                               0
-/* Arm VMSAv8-64 translation tables, 4 KiB granule, stage 1 (as an SMMUv3 CD's TTB0). */
+/*
+ * Arm VMSAv8-64 translation tables, 4 KiB granule, stage 1 (as an SMMUv3 CD's TTB0), 25..=48-bit
+ * input: the walk starts at level 0, 1 or 2 as the input size requires.
+ */
 #define TSM_S1_FORMAT_ARM_VMSAV8_64_4K                   1
 /* x86-64 4-level paging as used by VT-d first-stage translation (48-bit input). */
 #define TSM_S1_FORMAT_X86_64_FS_4LEVEL                   2

@@ -139,8 +139,11 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// The stage-1 configuration word of G_S1_ATTACH (argument 4).
 ///
 /// Bits 7:0 are the stage-1 input-address width in bits; 0 means the format's default
-/// (48). `ARM_VMSAV8_64_4K` accepts 25..=48 (the context descriptor's `T0SZ = 64 - bits`);
-/// `X86_64_FS_4LEVEL` accepts only 48. Bits 63:8 are reserved and must be 0.
+/// (48). `ARM_VMSAV8_64_4K` accepts 25..=48 (the context descriptor's `T0SZ = 64 - bits`),
+/// and the width sets the level of the root table: 0 for 40..=48 bits, 1 for 31..=39, 2 for
+/// 25..=30 (the Arm 4 KiB-granule walk). `X86_64_FS_4LEVEL` accepts only 48 (the root is the
+/// PML4). An IOVA at or above 2^width faults `ADDRESS_SIZE`. Bits 63:8 are reserved and must
+/// be 0.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct S1Config {
     /// Input-address width in bits (25..=48).

@@ -13,7 +13,7 @@
 //! | TSM type | value | proposed iommufd name | stage 1 the guest programs |
 //! |---|---|---|---|
 //! | `TSM_NO_VIOMMU` | `0x5453_0000` | `IOMMU_VIOMMU_TYPE_TSM_NO_VIOMMU` | none ("NOP" type: stage 2 only) |
-//! | `TSM_SMMUV3` | `0x5453_0001` | `IOMMU_VIOMMU_TYPE_TSM_SMMUV3` | Arm VMSAv8-64, 4 KiB granule |
+//! | `TSM_SMMUV3` | `0x5453_0001` | `IOMMU_VIOMMU_TYPE_TSM_SMMUV3` | Arm VMSAv8-64, 4 KiB granule, 25..=48-bit input |
 //! | `TSM_VTD` | `0x5453_0002` | `IOMMU_VIOMMU_TYPE_TSM_VTD` | x86-64 4-level first-stage |
 //!
 //! | iommufd type (not TSM) | value | result of VIOMMU_CREATE |
@@ -48,7 +48,8 @@ abi_enum! {
     pub enum Stage1Format ("S1_FORMAT") {
         /// No stage 1 (TSM_NO_VIOMMU).
         None = 0 => "NONE",
-        /// Arm VMSAv8-64 translation tables, 4 KiB granule, stage 1 (as an SMMUv3 CD's TTB0).
+        /// Arm VMSAv8-64 translation tables, 4 KiB granule, stage 1 (as an SMMUv3 CD's TTB0),
+        /// 25..=48-bit input: the walk starts at level 0, 1 or 2 as the input size requires.
         ArmVmsav8_64_4k = 1 => "ARM_VMSAV8_64_4K",
         /// x86-64 4-level paging as used by VT-d first-stage translation (48-bit input).
         X86_64FirstStage4Level = 2 => "X86_64_FS_4LEVEL",

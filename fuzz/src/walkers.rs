@@ -323,7 +323,7 @@ pub fn run(data: &[u8]) {
                 } else {
                     gpa_page(input.u8())
                 };
-                if v.pasids.attach(p, Gpa(root)).is_ok() {
+                if v.pasids.attach(p, Gpa(root), 48).is_ok() {
                     tlb.invalidate_pasid(v.id, p);
                 }
             }

@@ -177,7 +177,7 @@ impl World {
                 );
             }
             let t = if x86 { &mut w.x86 } else { &mut w.arm };
-            t.attach(None, Gpa(root)).unwrap();
+            t.attach(None, Gpa(root), 48).unwrap();
         }
         w
     }

@@ -138,11 +138,12 @@ impl Translator<'_, '_> {
     }
 }
 
-fn stage1_format(raw: u32) -> Stage1Format {
-    match ViommuType::from_raw(u64::from(raw)).map(ViommuType::stage1_format) {
-        Some(AbiFormat::ArmVmsav8_64_4k) => Stage1Format::ArmVmsav8_64_4k,
-        Some(AbiFormat::X86_64FirstStage4Level) => Stage1Format::X86_64FirstStage4Level,
-        Some(AbiFormat::None) | None => Stage1Format::None,
+/// The translation engine's name for an ABI stage-1 format.
+pub(crate) fn stage1_format(f: AbiFormat) -> Stage1Format {
+    match f {
+        AbiFormat::ArmVmsav8_64_4k => Stage1Format::ArmVmsav8_64_4k,
+        AbiFormat::X86_64FirstStage4Level => Stage1Format::X86_64FirstStage4Level,
+        AbiFormat::None => Stage1Format::None,
     }
 }
 
@@ -153,7 +154,8 @@ impl viommu::Devices for Translator<'_, '_> {
         Some(VdevView {
             id: VdevId(vdev.0),
             tvm: TvmId(v.tvm),
-            format: stage1_format(v.viommu_type),
+            format: ViommuType::from_raw(u64::from(v.viommu_type))
+                .map_or(Stage1Format::None, |t| stage1_format(t.stage1_format())),
             tdi_run: v.state == VdevState::Run.raw(),
             accepted: v.accepted != 0,
             stage1: v.pasids.lookup(pasid),

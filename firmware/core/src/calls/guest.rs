@@ -14,7 +14,7 @@ use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, S1Config, VdevInfo, vbdf_arg
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, VdevState};
 use tsm_abi::status::{Status, StatusCode};
-use tsm_abi::viommu::{Stage1Format, ViommuType};
+use tsm_abi::viommu::ViommuType;
 use tsm_hal::log::{MAX_PAYLOAD, STREAM_GUEST};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -30,7 +30,7 @@ use crate::viommu;
 use crate::viommu::{PasidError, PasidScope, VdevId};
 #[cfg(feature = "dma-inject")]
 use crate::viommu_glue::record_fault;
-use crate::viommu_glue::{guest_event, host_event};
+use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 fn st(code: StatusCode, arg: u8) -> Status {
     Status::arg(code, arg)
@@ -322,14 +322,14 @@ pub fn vdev_stop(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     Ok(device_request(pa, DeviceOp::Stop, g.v.guest_ticket))
 }
 
-/// The vdevice's stage-1 format (NotSupported for TSM_NO_VIOMMU, which has none).
+/// The smallest stage-1 input size the vdevice's format walks (NotSupported for
+/// TSM_NO_VIOMMU, which has no stage 1). The walk's own bound, so that every size an attach
+/// accepts is one the walk honours.
 fn stage1_min_bits(v: &VdevObj) -> Result<u8, Status> {
-    match ViommuType::from_raw(u64::from(v.viommu_type)).map(ViommuType::stage1_format) {
-        Some(Stage1Format::ArmVmsav8_64_4k) => Ok(25),
-        Some(Stage1Format::X86_64FirstStage4Level) => Ok(48),
-        Some(Stage1Format::None) => Err(st(StatusCode::NotSupported, 1)),
-        None => Err(internal()),
-    }
+    let t = ViommuType::from_raw(u64::from(v.viommu_type)).ok_or_else(internal)?;
+    stage1_format(t.stage1_format())
+        .min_ia_bits()
+        .ok_or(st(StatusCode::NotSupported, 1))
 }
 
 /// A PASID argument that names one PASID or none (not ALL).
@@ -347,22 +347,28 @@ pub fn s1_attach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     let pasid = one_pasid(a[1], 2)?;
     let root = Gpa(a[2]);
     let min = stage1_min_bits(&g.v)?;
-    S1Config::from_raw(a[3], min).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let config = S1Config::from_raw(a[3], min).ok_or(st(StatusCode::InvalidArgument, 4))?;
     if !root.is_granule_aligned() {
         return Err(st(StatusCode::Misaligned, 3));
     }
     if g.tvm.gpa_bits >= 64 || root.0 >> g.tvm.gpa_bits != 0 {
         return Err(st(StatusCode::OutOfRange, 3));
     }
-    g.v.pasids.attach(pasid, root).map_err(|e| match e {
-        PasidError::Full => st(StatusCode::Capacity, 2),
-        PasidError::Misaligned => st(StatusCode::Misaligned, 3),
-        PasidError::PasidOutOfRange | PasidError::NotAttached => st(StatusCode::InvalidArgument, 2),
-    })?;
+    g.v.pasids
+        .attach(pasid, root, config.ia_bits)
+        .map_err(|e| match e {
+            PasidError::Full => st(StatusCode::Capacity, 2),
+            PasidError::Misaligned => st(StatusCode::Misaligned, 3),
+            PasidError::PasidOutOfRange | PasidError::NotAttached => {
+                st(StatusCode::InvalidArgument, 2)
+            }
+        })?;
+    // Translations read the VDEV object without its lock: the new root must be in place
+    // before the old one's walks go, or one could be cached again in between.
+    objects::save(t.platform, &g.vdev, &g.v)?;
     t.iotlb
         .lock()
         .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
-    objects::save(t.platform, &g.vdev, &g.v)?;
     OK
 }
 
@@ -374,10 +380,11 @@ pub fn s1_detach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     g.v.pasids
         .detach(pasid)
         .map_err(|_| st(StatusCode::NotMapped, 2))?;
+    // As in G_S1_ATTACH: the object first, then the cached walks of the old root.
+    objects::save(t.platform, &g.vdev, &g.v)?;
     t.iotlb
         .lock()
         .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
-    objects::save(t.platform, &g.vdev, &g.v)?;
     OK
 }
 

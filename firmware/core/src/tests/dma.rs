@@ -3,14 +3,16 @@
 extern crate std;
 
 use tsm_abi::CallId::*;
+use tsm_abi::addr::Pa;
 use tsm_abi::event::{
     DmaInjectFlags, EventReason, GuestEvent, HOST_DOMAIN_EVENTS, HostEvent, NO_PASID,
 };
 use tsm_abi::status::{Status, StatusCode::*};
+use tsm_abi::viommu::ViommuType;
 use tsm_hal::platform::PhysMem;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::devices::{PBDF, VBDF, device, tdis, world};
+use super::devices::{PBDF, VBDF, device, tdis, vdev_params, world};
 use super::{SHARED_GPA, s};
 
 const T1: u64 = DmaInjectFlags::T_BIT.bits();
@@ -115,4 +117,101 @@ fn t0_never_reaches_secure_memory_and_t1_needs_run() {
         Status::new(Empty),
     );
     h.check();
+}
+
+/// Arm stage-1 descriptors: a table, and a read/write page for unprivileged (DMA) access.
+fn arm_table(next: u64) -> u64 {
+    next | 0b11
+}
+
+fn arm_page(oa: u64) -> u64 {
+    oa | 0b11 | 1 << 10 | 1 << 6
+}
+
+#[test]
+fn the_stage1_input_size_of_the_attach_is_the_one_the_walk_uses() {
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    // Stage-1 tables in private pages at GPA 0x2000.. (the guest writes them), the data page
+    // 1 MiB into the shared half (T=0 reaches it before any bind).
+    let table = |i: u64| {
+        let pa = h.delegate(60 + i);
+        h.host(MAP_PRIVATE, &[w.tvm.0, 0x2000 * (i + 1), pa.0, u64::MAX, 3])
+            .unwrap();
+        pa
+    };
+    let put = |pa: Pa, index: u64, desc: u64| {
+        h.sim
+            .write(Pa(pa.0 + 8 * index), &desc.to_le_bytes())
+            .unwrap();
+    };
+    let [l1, l2, l3, l0] = [table(0), table(1), table(2), table(3)];
+    let [gl1, gl2, gl3, gl0] = [0x2000u64, 0x4000, 0x6000, 0x8000];
+    let shared = h.granule(70);
+    let data = SHARED_GPA + 0x10_0000;
+    super::shared_tables(h, w.tvm);
+    h.host(MAP_SHARED, &[w.tvm.0, data, shared.0, 3]).unwrap();
+    // IOVA (i << 30) | 7 << 21 | 9 << 12 → the shared page, for level-1 index 3 and 5.
+    put(l1, 3, arm_table(gl2));
+    put(l1, 5, arm_table(gl2));
+    put(l2, 7, arm_table(gl3));
+    put(l3, 9, arm_page(data));
+    put(l0, 0, arm_table(gl1));
+    let iova = |i: u64| i << 30 | 7 << 21 | 9 << 12 | 0x10;
+    let rid = u64::from(PBDF);
+    let v = u64::from(VBDF);
+    let dma = |iova| h.host(TEST_DMA_INJECT, &[rid, NO_PASID, iova, 0]);
+    let ok = Ok([shared.0 + 0x10, 0, 0, 0]);
+    let too_big = Err(s(DmaFault, EventReason::AddressSize.raw() as u8));
+    // 39 bits: the root is a level-1 table.
+    w.guest(G_S1_ATTACH, &[v, NO_PASID, gl1, 39]).unwrap();
+    assert_eq!(dma(iova(5)), ok);
+    assert_eq!(dma(iova(3)), ok);
+    assert_eq!(dma(1 << 39), too_big);
+    // 32 bits, same root: level 1 resolves two bits; the cached 39-bit walk of index 5 went
+    // with the attach.
+    w.guest(G_S1_ATTACH, &[v, NO_PASID, gl1, 32]).unwrap();
+    assert_eq!(dma(iova(3)), ok);
+    for bad in [iova(5), 1 << 40, 1 << 32] {
+        assert_eq!(dma(bad), too_big, "{bad:#x}");
+    }
+    // 25 bits: the root is a level-2 table.
+    w.guest(G_S1_ATTACH, &[v, NO_PASID, gl2, 25]).unwrap();
+    assert_eq!(dma(iova(0)), ok);
+    assert_eq!(dma(1 << 25), too_big);
+    // 0 is 48 bits: a level-0 root.
+    w.guest(G_S1_ATTACH, &[v, NO_PASID, gl0, 0]).unwrap();
+    assert_eq!(dma(iova(5)), ok);
+    assert_eq!(dma(1 << 48), too_big);
+    h.check();
+}
+
+#[test]
+fn every_input_size_the_format_lacks_is_refused_and_changes_nothing() {
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    // A second vdevice, under a VT-d vIOMMU (x86-64 stage 1), vBDF 9.
+    let vtd = h.delegate(51);
+    h.host(
+        VIOMMU_CREATE,
+        &[w.tvm.0, vtd.0, u64::from(ViommuType::TsmVtd.raw()), 0],
+    )
+    .unwrap();
+    let p = h.host_put(24, vdev_params(PBDF + 1, 9).as_bytes());
+    h.host(VDEV_CREATE, &[h.delegate(52).0, w.pdev.0, vtd.0, p.0])
+        .unwrap();
+    for (vbdf, sizes) in [(u64::from(VBDF), 25..=48u64), (9, 48..=48)] {
+        for raw in (0..=0x1FFu64).chain([1 << 8 | 39, 1 << 63 | 48, u64::MAX]) {
+            let args = [vbdf, NO_PASID, 0x2000, raw];
+            if raw == 0 || sizes.contains(&raw) {
+                w.guest(G_S1_ATTACH, &args).unwrap();
+            } else {
+                h.guest_refused(w.vcpu, G_S1_ATTACH, &args, s(InvalidArgument, 4));
+            }
+        }
+    }
 }

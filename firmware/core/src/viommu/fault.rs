@@ -8,10 +8,12 @@ use super::{Access, VdevId};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum FaultReason {
-    /// The request's PASID is above 20 bits or has no stage-1 root attached.
+    /// The request's PASID is above 20 bits or has no stage-1 root attached, or the root's
+    /// input size is not one its format has (only in a corrupted VDEV object: G_S1_ATTACH
+    /// refuses those).
     PasidNotConfigured = 1,
-    /// The IOVA is outside the stage-1 input range (Arm: bits 63:48 not zero, TTB1 is not
-    /// supported; x86-64: not canonical).
+    /// The IOVA is outside the stage-1 input range (Arm: a bit at or above the root's input
+    /// size is set, TTB1 is not supported; x86-64: not canonical).
     S1InputRange = 2,
     /// An invalid (not present) stage-1 descriptor.
     S1Translation = 3,

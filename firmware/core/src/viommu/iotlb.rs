@@ -9,8 +9,14 @@
 //!   (TVM, GPA page) → mapping, fully associative, round robin. It turns the 4 stage-2 walks a
 //!   two-stage miss needs for its table reads into cache hits when the tables were seen before.
 //! * **Walk cache**: [`WALK_CACHE_CAPACITY`] stage-1 walk prefixes, tagged by (vdevice, PASID,
-//!   2 MiB IOVA region): the level-3 table the upper three levels led to, with the restrictions
-//!   and table pages collected on the way. A miss in a known region reads one descriptor.
+//!   2 MiB IOVA region): the level-3 table the levels above it led to (three, two or one, as
+//!   the root's input size sets the start level), with the restrictions and table pages
+//!   collected on the way. A miss in a known region reads one descriptor.
+//!
+//! Entries of every cache but the table cache are tagged by (vdevice, PASID), not by the root
+//! they were walked from: a root and its input size change only by G_S1_ATTACH / G_S1_DETACH,
+//! which drop that tag's entries after the new root is in place, so no walk made under one
+//! configuration answers a request under another.
 //!
 //! Faults are never cached. Every invalidation drops every entry that *might* depend on what
 //! changed, so a translation never outlives a mapping it came from:
@@ -68,7 +74,7 @@ pub(super) struct Walked {
     pub gpa: Gpa,
     /// Stage-2 mapping of `gpa`'s page.
     pub s2: S2Entry,
-    /// Table pages read, in level order.
+    /// Table pages read, in the order read (from the start level down).
     pub tables: [TableRef; 4],
     /// How many of `tables` are used.
     pub ntables: u8,
@@ -91,15 +97,25 @@ struct Entry {
     walked: Walked,
 }
 
-/// Where the upper three levels of a stage-1 walk lead.
+/// Where the levels above level 3 of a stage-1 walk lead.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) struct WalkPrefix {
     /// GPA of the level-3 table.
     pub table: u64,
-    /// Restrictions of the three table descriptors above it.
+    /// Restrictions of the table descriptors above it.
     pub inh: Inherited,
-    /// The table pages of levels 0..=2.
+    /// The table pages read above level 3, from the start level down.
     pub tables: [TableRef; 3],
+    /// How many of `tables` are used (3 - the start level).
+    pub ntables: u8,
+}
+
+impl WalkPrefix {
+    pub(super) fn tables(&self) -> &[TableRef] {
+        self.tables
+            .get(..usize::from(self.ntables))
+            .unwrap_or(&self.tables)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -350,7 +366,7 @@ impl Iotlb {
         let i = self.walk_victim % WALK_CACHE_CAPACITY;
         // A round-robin cursor, meant to wrap.
         self.walk_victim = i.wrapping_add(1) % WALK_CACHE_CAPACITY;
-        for t in &prefix.tables {
+        for t in prefix.tables() {
             self.pa_filter.add(t.pa);
         }
         if let Some(slot) = self.walks.get_mut(i) {
@@ -402,7 +418,7 @@ impl Iotlb {
         self.retain_tables(|t| t.tvm != tvm || !hit(t.gpa));
         self.retain_walks(|w| {
             w.tvm != tvm
-                || !(hit(Gpa(w.prefix.table)) || w.prefix.tables.iter().any(|t| hit(t.gpa)))
+                || !(hit(Gpa(w.prefix.table)) || w.prefix.tables().iter().any(|t| hit(t.gpa)))
         });
     }
 
@@ -417,7 +433,7 @@ impl Iotlb {
             e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p)
         });
         self.retain_tables(|t| t.s2.pa.granule_base() != p);
-        self.retain_walks(|w| w.prefix.tables.iter().all(|t| t.pa != p));
+        self.retain_walks(|w| w.prefix.tables().iter().all(|t| t.pa != p));
         self.rebuild_pa_filter();
     }
 
@@ -434,7 +450,7 @@ impl Iotlb {
             f.add(t.s2.pa.granule_base());
         }
         for w in self.walks.iter().flatten() {
-            for t in &w.prefix.tables {
+            for t in w.prefix.tables() {
                 f.add(t.pa);
             }
         }

@@ -111,10 +111,23 @@ impl Perms {
 pub enum Stage1Format {
     /// `TSM_NO_VIOMMU`: stage 2 only.
     None,
-    /// `TSM_SMMUV3`: Arm VMSAv8-64, 4 KiB granule, 48-bit input, levels 0–3, TTB0 only.
+    /// `TSM_SMMUV3`: Arm VMSAv8-64, 4 KiB granule, TTB0 only, 25..=48-bit input; the walk
+    /// starts at level 0, 1 or 2 as the input size requires.
     ArmVmsav8_64_4k,
     /// `TSM_VTD`: x86-64 4-level first-stage paging, 48-bit canonical input.
     X86_64FirstStage4Level,
+}
+
+impl Stage1Format {
+    /// The smallest stage-1 input size (bits) the walk of this format implements; every size
+    /// from it to 48 works. `None`: the format has no stage 1. G_S1_ATTACH refuses the others.
+    pub const fn min_ia_bits(self) -> Option<u8> {
+        match self {
+            Stage1Format::None => None,
+            Stage1Format::ArmVmsav8_64_4k => Some(25),
+            Stage1Format::X86_64FirstStage4Level => Some(48),
+        }
+    }
 }
 
 /// One DMA request as a device issues it.

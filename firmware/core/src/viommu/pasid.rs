@@ -1,6 +1,8 @@
 //! Per-vdevice stage-1 roots: one default root (requests without PASID) and up to
-//! [`PASID_CAPACITY`] PASIDs. Embedded in the core's VDEV object, so it is a plain zerocopy
-//! struct: any byte pattern is a valid table (a non-zero `valid` word means valid).
+//! [`PASID_CAPACITY`] PASIDs, each with the input size the guest configured for it. Embedded
+//! in the core's VDEV object, so it is a plain zerocopy struct: any byte pattern is a valid
+//! table (a non-zero `valid` byte means valid; the walk faults on an input size its format does
+//! not have, which only a corrupted object can hold).
 
 use tsm_abi::addr::Gpa;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -16,12 +18,16 @@ pub const PASID_CAPACITY: usize = 32;
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct RootSlot {
-    /// GPA of the level-0 table (4 KiB aligned).
+    /// GPA of the top-level table (4 KiB aligned).
     root: u64,
     /// The PASID (ignored for the default root).
     pasid: u32,
     /// Non-zero: the slot is in use.
-    valid: u32,
+    valid: u8,
+    /// Stage-1 input size in bits.
+    ia_bits: u8,
+    /// Zero.
+    reserved: u16,
 }
 
 /// The stage-1 roots of one vdevice.
@@ -37,8 +43,14 @@ pub struct PasidTable {
 pub enum Stage1Root {
     /// No PASID and no default root: stage 2 only.
     Bypass,
-    /// Walk the stage-1 table rooted at this GPA.
-    Root(Gpa),
+    /// Walk the stage-1 table rooted at `table`, for an `ia_bits`-bit input (the size also
+    /// sets the level `table` is at).
+    Root {
+        /// GPA of the top-level table.
+        table: Gpa,
+        /// Input size in bits, as attached.
+        ia_bits: u8,
+    },
     /// A PASID above 20 bits or without an attached root: the request faults.
     NotConfigured,
 }
@@ -69,6 +81,8 @@ impl PasidTable {
             root: 0,
             pasid: 0,
             valid: 0,
+            ia_bits: 0,
+            reserved: 0,
         };
         PasidTable {
             default: EMPTY,
@@ -82,19 +96,25 @@ impl PasidTable {
 
     /// The stage-1 configuration of a request with `pasid`.
     pub fn lookup(&self, pasid: Option<u32>) -> Stage1Root {
+        let root = |s: &RootSlot| Stage1Root::Root {
+            table: Gpa(s.root),
+            ia_bits: s.ia_bits,
+        };
         match pasid {
-            None if self.default.valid != 0 => Stage1Root::Root(Gpa(self.default.root)),
+            None if self.default.valid != 0 => root(&self.default),
             None => Stage1Root::Bypass,
             Some(p) => match self.slot(p) {
-                Some(s) if p <= PASID_MAX => Stage1Root::Root(Gpa(s.root)),
+                Some(s) if p <= PASID_MAX => root(s),
                 _ => Stage1Root::NotConfigured,
             },
         }
     }
 
-    /// Attaches (or replaces) the stage-1 root of `pasid` (`None`: the default root).
-    /// The core then calls [`Iotlb::invalidate_pasid`](super::Iotlb::invalidate_pasid).
-    pub fn attach(&mut self, pasid: Option<u32>, root: Gpa) -> Result<(), PasidError> {
+    /// Attaches (or replaces) the stage-1 root of `pasid` (`None`: the default root), a walk
+    /// of `ia_bits` input bits (the caller checked the vIOMMU's format has that size). The
+    /// core then calls [`Iotlb::invalidate_pasid`](super::Iotlb::invalidate_pasid), which also
+    /// drops what was cached under the old size.
+    pub fn attach(&mut self, pasid: Option<u32>, root: Gpa, ia_bits: u8) -> Result<(), PasidError> {
         if !root.is_granule_aligned() {
             return Err(PasidError::Misaligned);
         }
@@ -103,6 +123,8 @@ impl PasidTable {
                 root: root.0,
                 pasid: 0,
                 valid: 1,
+                ia_bits,
+                reserved: 0,
             };
             return Ok(());
         };
@@ -118,6 +140,8 @@ impl PasidTable {
             root: root.0,
             pasid: p,
             valid: 1,
+            ia_bits,
+            reserved: 0,
         };
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! Stage-1 descriptor decoding for the two guest formats. The walk loop (and the stage-2
 //! translation of every table read) is in `walk`; this file only says what one descriptor means.
 //!
-//! Both formats here: 4 levels (0 = top), 9 index bits per level, 4 KiB tables of 8-byte
-//! little-endian descriptors, 48-bit input and output addresses.
+//! Both formats here: levels 0 (top) to 3, 9 index bits per level, 4 KiB tables of 8-byte
+//! little-endian descriptors, 48-bit output addresses. The input size is the guest's
+//! (G_S1_ATTACH): 25..=48 bits for Arm, where it also sets the level the walk starts at; 48 for
+//! x86-64.
 //!
 //! DMA requests are treated as *unprivileged* (as SMMUv3 treats PCIe traffic by default and as
 //! VT-d treats first-stage user requests); Linux's io-pgtable-arm and intel-iommu set the
@@ -17,7 +19,10 @@ const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
 /// Output address bits 51:48: above the 48 bits both formats support here.
 const OA_HIGH: u64 = 0x000F_0000_0000_0000;
 
-/// Index of `iova`'s descriptor in a level-`level` table.
+/// Index of `iova`'s descriptor in a level-`level` table. For an IOVA that passed
+/// [`input_ok`] the bits above the input size are zero (Arm) or copies of bit 47 above bit 47
+/// (x86-64), so at the start level the index holds only input bits, as the architectures'
+/// shorter top-level tables require.
 pub(super) fn index(iova: Iova, level: u8) -> u64 {
     (iova.0 >> level_shift(level)) & 0x1FF
 }
@@ -34,11 +39,29 @@ fn level_shift(level: u8) -> u32 {
     }
 }
 
-/// Whether `iova` is in the format's input range.
-pub(super) fn input_ok(format: Format, iova: Iova) -> bool {
+/// The level a walk of an `ia_bits`-bit input starts at; `None` for an input size the format
+/// does not have here.
+///
+/// Arm: the initial lookup level of the VMSAv8-64 4 KiB-granule walk (Arm ARM, "Translation
+/// table walk", as an SMMUv3 CD's T0SZ = 64 - `ia_bits` selects it): the top level resolves the
+/// input bits that remain above the levels below it, 1 to 9 of them. 25 bits is the smallest
+/// input without FEAT_TTST (SMMU_IDR3.STT), which would add level-3 starts. x86-64: 4-level
+/// paging always starts at the PML4 and translates 48 bits.
+pub(super) fn start_level(format: Format, ia_bits: u8) -> Option<u8> {
+    match (format, ia_bits) {
+        (Format::Arm, 40..=48) | (Format::X86, 48) => Some(0),
+        (Format::Arm, 31..=39) => Some(1),
+        (Format::Arm, 25..=30) => Some(2),
+        _ => None,
+    }
+}
+
+/// Whether `iova` is in the input range of an `ia_bits`-bit walk (`ia_bits` one that
+/// [`start_level`] accepts).
+pub(super) fn input_ok(format: Format, ia_bits: u8, iova: Iova) -> bool {
     match format {
-        // TTB0 only: bits 63:48 zero (T0SZ = 16).
-        Format::Arm => iova.0 >> 48 == 0,
+        // TTB0 only: every bit at or above the input size is zero.
+        Format::Arm => iova.0.checked_shr(u32::from(ia_bits)) == Some(0),
         // Canonical: bits 63:47 all equal.
         Format::X86 => {
             let top = iova.0 >> 47;

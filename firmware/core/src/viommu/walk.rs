@@ -85,7 +85,13 @@ fn walk<C: Context>(
     };
     let root = match (format, v.stage1) {
         (None, _) | (_, Stage1Root::Bypass) => None,
-        (Some(f), Stage1Root::Root(g)) => Some((f, g)),
+        (Some(f), Stage1Root::Root { table, ia_bits }) => {
+            // G_S1_ATTACH stores only sizes the format has: another one is a corrupted
+            // object, and a root without a usable configuration.
+            let start =
+                stage1::start_level(f, ia_bits).ok_or((FaultReason::PasidNotConfigured, None))?;
+            Some((f, table, ia_bits, start))
+        }
         (Some(_), Stage1Root::NotConfigured) => {
             return Err((FaultReason::PasidNotConfigured, None));
         }
@@ -101,23 +107,24 @@ fn walk<C: Context>(
         tables: [TableRef::default(); 4],
         ntables: 0,
     };
-    if let Some((f, root)) = root {
-        if !stage1::input_ok(f, req.iova) {
+    if let Some((f, root, ia_bits, start)) = root {
+        if !stage1::input_ok(f, ia_bits, req.iova) {
             return Err((FaultReason::S1InputRange, None));
         }
         let mut table = root.granule_base().0;
         let mut inh = Inherited::NONE;
-        let mut first = 0u8;
-        // A known prefix (same vdevice, PASID and 2 MiB region) skips levels 0..=2.
+        let mut first = start;
+        // A known prefix (same vdevice, PASID and 2 MiB region) skips the levels above 3.
         let prefix = cache
             .as_deref()
             .and_then(|c| c.walk_lookup(v.id, req.pasid, req.iova));
         if let Some(p) = prefix {
             table = p.table;
             inh = p.inh;
-            for (slot, t) in w.tables.iter_mut().zip(p.tables) {
-                *slot = t;
+            for (slot, t) in w.tables.iter_mut().zip(p.tables()) {
+                *slot = *t;
             }
+            w.ntables = p.ntables;
             first = 3;
         }
         for level in first..4 {
@@ -126,11 +133,11 @@ fn walk<C: Context>(
             let desc_gpa = Gpa(table | (stage1::index(req.iova, level) << 3));
             let (desc, tref) =
                 read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa).map_err(at)?;
-            if let Some(slot) = w.tables.get_mut(usize::from(level)) {
+            if let Some(slot) = w.tables.get_mut(usize::from(w.ntables)) {
                 *slot = tref;
             }
-            // level < 4 (the loop's range): the sum is exact.
-            w.ntables = level.saturating_add(1);
+            // At most one table per level, four levels: the count stays below 5.
+            w.ntables = w.ntables.saturating_add(1);
             match stage1::decode(f, desc, level, req.iova, &mut inh).map_err(at)? {
                 Step::Table(next) if level == 2 => {
                     table = next;
@@ -140,6 +147,7 @@ fn walk<C: Context>(
                             table,
                             inh,
                             tables: [t0, t1, t2],
+                            ntables: w.ntables,
                         };
                         c.walk_insert(v.id, v.tvm, req.pasid, req.iova, p);
                     }

@@ -79,6 +79,7 @@ fn every_pa_an_entry_names_is_in_the_filter() {
             TableRef::default(),
             TableRef::default(),
         ],
+        ntables: 1,
     };
     tlb.walk_insert(VDEV, TVM, None, Iova(0x1000), prefix);
     // Offsets inside a granule name the granule.

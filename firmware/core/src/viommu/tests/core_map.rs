@@ -87,7 +87,7 @@ fn two_stage_translation_through_the_core_map_and_its_unmap_invalidation() {
         );
 
         let mut table = PasidTable::new();
-        table.attach(None, Gpa(TABLES[0])).unwrap();
+        table.attach(None, Gpa(TABLES[0]), 48).unwrap();
         let mut ctx = WithVdev {
             core: h.tsm.translator(),
             vdev: VdevView {
@@ -135,7 +135,7 @@ fn two_stage_translation_through_the_core_map_and_its_unmap_invalidation() {
             (FaultReason::S1TableNotMapped, Some(2))
         );
         // A table outside the TVM's GPA space faults the same way.
-        table.attach(None, Gpa(1 << 45)).unwrap();
+        table.attach(None, Gpa(1 << 45), 48).unwrap();
         ctx.vdev.stage1 = table.lookup(None);
         h.tsm.iotlb.lock().invalidate_pasid(VDEV, None);
         assert_eq!(

@@ -151,29 +151,49 @@ fn pasid_table_bounds_and_errors() {
     let mut t = PasidTable::new();
     assert_eq!(t.lookup(None), Stage1Root::Bypass);
     assert_eq!(t.lookup(Some(1)), Stage1Root::NotConfigured);
-    assert_eq!(t.attach(None, Gpa(0x1001)), Err(PasidError::Misaligned));
+    assert_eq!(t.attach(None, Gpa(0x1001), 48), Err(PasidError::Misaligned));
     assert_eq!(
-        t.attach(Some(PASID_MAX + 1), Gpa(0x1000)),
+        t.attach(Some(PASID_MAX + 1), Gpa(0x1000), 48),
         Err(PasidError::PasidOutOfRange)
     );
-    t.attach(None, Gpa(0x1000)).unwrap();
-    assert_eq!(t.lookup(None), Stage1Root::Root(Gpa(0x1000)));
+    t.attach(None, Gpa(0x1000), 48).unwrap();
+    assert_eq!(
+        t.lookup(None),
+        Stage1Root::Root {
+            table: Gpa(0x1000),
+            ia_bits: 48
+        }
+    );
     for p in 0..PASID_CAPACITY as u32 {
-        t.attach(Some(p * 7), Gpa(0x2000 + u64::from(p) * 0x1000))
+        t.attach(Some(p * 7), Gpa(0x2000 + u64::from(p) * 0x1000), 39)
             .unwrap();
     }
     assert_eq!(t.len(), PASID_CAPACITY);
     assert_eq!(
-        t.attach(Some(PASID_MAX), Gpa(0x1000)),
+        t.attach(Some(PASID_MAX), Gpa(0x1000), 48),
         Err(PasidError::Full)
     );
     // Replacing an attached PASID needs no free slot.
-    t.attach(Some(7), Gpa(0x9000)).unwrap();
-    assert_eq!(t.lookup(Some(7)), Stage1Root::Root(Gpa(0x9000)));
+    t.attach(Some(7), Gpa(0x9000), 25).unwrap();
+    // With its own input size, kept beside the root.
+    assert_eq!(
+        t.lookup(Some(7)),
+        Stage1Root::Root {
+            table: Gpa(0x9000),
+            ia_bits: 25
+        }
+    );
+    assert_eq!(
+        t.lookup(Some(14)),
+        Stage1Root::Root {
+            table: Gpa(0x4000),
+            ia_bits: 39
+        }
+    );
     assert_eq!(t.detach(Some(7)), Ok(Gpa(0x9000)));
     assert_eq!(t.detach(Some(7)), Err(PasidError::NotAttached));
     assert_eq!(t.lookup(Some(7)), Stage1Root::NotConfigured);
-    t.attach(Some(PASID_MAX), Gpa(0x1000)).unwrap();
+    t.attach(Some(PASID_MAX), Gpa(0x1000), 48).unwrap();
     assert_eq!(t.detach(None), Ok(Gpa(0x1000)));
     assert_eq!(t.detach(None), Err(PasidError::NotAttached));
     assert_eq!(t.lookup(None), Stage1Root::Bypass);
@@ -181,5 +201,11 @@ fn pasid_table_bounds_and_errors() {
     let junk = [0xA5u8; core::mem::size_of::<PasidTable>()];
     let t = PasidTable::read_from_bytes(&junk).unwrap();
     assert_eq!(t.lookup(Some(0xA5A5_A5A5)), Stage1Root::NotConfigured);
-    assert_eq!(t.lookup(None), Stage1Root::Root(Gpa(0xA5A5_A5A5_A5A5_A5A5)));
+    assert_eq!(
+        t.lookup(None),
+        Stage1Root::Root {
+            table: Gpa(0xA5A5_A5A5_A5A5_A5A5),
+            ia_bits: 0xA5
+        }
+    );
 }

@@ -5,6 +5,7 @@ extern crate std;
 
 mod core_map;
 mod events_pasid;
+mod input_size;
 mod invalidation;
 mod props;
 mod reasons;
@@ -224,8 +225,23 @@ impl Sim {
         leaf_level: u8,
         writable: bool,
     ) {
+        self.s1_map_from(fmt, root, 0, iova, leaf, leaf_level, writable);
+    }
+
+    /// [`Sim::s1_map`] in a table tree whose root is a level-`start` table (a shorter input).
+    #[allow(clippy::too_many_arguments)]
+    pub fn s1_map_from(
+        &mut self,
+        fmt: Stage1Format,
+        root: Gpa,
+        start: u8,
+        iova: u64,
+        leaf: u64,
+        leaf_level: u8,
+        writable: bool,
+    ) {
         let mut table = root.0;
-        for level in 0..leaf_level {
+        for level in start..leaf_level {
             let at = Gpa(table | (stage1::index(Iova(iova), level) << 3));
             let d = self.read_gpa(TVM, at);
             if d & 1 == 0 {
@@ -240,10 +256,15 @@ impl Sim {
         self.write_gpa(TVM, at, enc::leaf(fmt, leaf_level, leaf, writable));
     }
 
-    /// Attaches a fresh stage-1 root for `pasid` of the default vdevice.
+    /// Attaches a fresh stage-1 root for `pasid` of the default vdevice (48-bit input).
     pub fn new_root(&mut self, pasid: Option<u32>) -> Gpa {
+        self.new_sized_root(pasid, 48)
+    }
+
+    /// Attaches a fresh stage-1 root for `pasid` of the default vdevice, for `ia_bits` of input.
+    pub fn new_sized_root(&mut self, pasid: Option<u32>, ia_bits: u8) -> Gpa {
         let root = self.alloc_table(TVM);
-        self.vdev(RID).pasids.attach(pasid, root).unwrap();
+        self.vdev(RID).pasids.attach(pasid, root, ia_bits).unwrap();
         root
     }
 }

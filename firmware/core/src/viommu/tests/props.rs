@@ -351,10 +351,12 @@ fn build(w: &World) -> Sim {
         sv.run = v.run;
         sv.accepted = v.accepted;
         if let Some(r) = v.default_root {
-            sv.pasids.attach(None, root_for(sv.format, r)).unwrap();
+            sv.pasids.attach(None, root_for(sv.format, r), 48).unwrap();
         }
         for &(p, r) in &v.pasid_roots {
-            sv.pasids.attach(Some(p), root_for(sv.format, r)).unwrap();
+            sv.pasids
+                .attach(Some(p), root_for(sv.format, r), 48)
+                .unwrap();
         }
     }
     s
@@ -495,7 +497,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
             }
             Op::Attach { vdev, pasid, root } => {
                 let v = s.vdev(RequesterId(vdev));
-                if v.pasids.attach(pasid, root_for(v.format, root)).is_ok() {
+                if v.pasids.attach(pasid, root_for(v.format, root), 48).is_ok() {
                     tlb.invalidate_pasid(vdev_id(vdev), pasid);
                 }
             }

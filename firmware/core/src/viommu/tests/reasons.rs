@@ -285,7 +285,10 @@ fn tables_outside_the_tvm_fault() {
     for fmt in FORMATS {
         // Root GPA not mapped at all.
         let mut s = Sim::with_vdev(fmt);
-        s.vdev(RID).pasids.attach(None, Gpa(0x9999_0000)).unwrap();
+        s.vdev(RID)
+            .pasids
+            .attach(None, Gpa(0x9999_0000), 48)
+            .unwrap();
         assert_eq!(
             reason(fresh(&s, &req(false, IOVA, Access::Read))),
             (FaultReason::S1TableNotMapped, Some(0))
