@@ -279,6 +279,7 @@
 #define TSM_EVENT_F_T_BIT                                0x2ULL
 #define TSM_EVENT_F_PASID_VALID                          0x4ULL
 #define TSM_EVENT_F_S1_WALK                              0x8ULL
+#define TSM_EVENT_F_GPA_VALID                            0x10ULL
 
 /* TEST_DMA_INJECT flags. */
 #define TSM_DMA_T_BIT                                    0x1ULL
@@ -598,7 +599,7 @@ struct tsm_host_event {
 	uint64_t vdev; /* offset 0 */
 	/* EventReason. */
 	uint32_t reason; /* offset 8 */
-	/* EventFlags without PASID_VALID and S1_WALK. */
+	/* EventFlags: only WRITE and T_BIT (EventFlags::HOST_VISIBLE). */
 	uint32_t flags; /* offset 12 */
 	/* Physical requester ID of the request. */
 	uint16_t rid; /* offset 16 */
@@ -629,8 +630,11 @@ struct tsm_guest_event {
 	/* Per-queue sequence number from 1. */
 	uint64_t sequence; /* offset 32 */
 	/*
-	 * The GPA where translation stopped (stage-1 output or stage-1 table address); 0 for
-	 * stage-1 faults before a GPA exists.
+	 * With EventFlags::GPA_VALID, the GPA where translation stopped, the last one stage 2 was
+	 * given: with EventFlags::S1_WALK the stage-1 descriptor whose read failed; otherwise the
+	 * final GPA, offset included (the stage-1 output, or the IOVA when no stage 1 applies), for
+	 * S2_TRANSLATION, S2_PERMISSION, S1_PERMISSION, T0_TO_SECURE and T1_NOT_ALLOWED. 0 without
+	 * the flag.
 	 */
 	uint64_t gpa; /* offset 40 */
 	/* 0. */

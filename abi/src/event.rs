@@ -61,9 +61,13 @@ bitflags! {
         const T_BIT = 1 << 1;
         /// The request carried a PASID (guest record: in `pasid`).
         const PASID_VALID = 1 << 2;
-        /// The fault happened while reading a stage-1 table (guest record: `gpa` is the table
-        /// address).
+        /// The fault happened while reading a stage-1 table (guest record: `gpa` is the
+        /// address of the descriptor being read).
         const S1_WALK = 1 << 3;
+        /// Guest record: `gpa` holds where translation stopped. Clear when the fault came
+        /// before stage 2 was given any address (`gpa` is then 0): PASID_NOT_ATTACHED,
+        /// ADDRESS_SIZE, S1_TRANSLATION, DEVICE_ERROR.
+        const GPA_VALID = 1 << 4;
     }
 }
 
@@ -85,7 +89,7 @@ boundary_struct! {
         pub vdev: u64 => 0,
         /// [`EventReason`].
         pub reason: u32 => 8,
-        /// [`EventFlags`] without `PASID_VALID` and `S1_WALK`.
+        /// [`EventFlags`]: only `WRITE` and `T_BIT` ([`EventFlags::HOST_VISIBLE`]).
         pub flags: u32 => 12,
         /// Physical requester ID of the request.
         pub rid: u16 => 16,
@@ -117,8 +121,11 @@ boundary_struct! {
         pub virt_id: u64 => 24,
         /// Per-queue sequence number from 1.
         pub sequence: u64 => 32,
-        /// The GPA where translation stopped (stage-1 output or stage-1 table address);
-        /// 0 for stage-1 faults before a GPA exists.
+        /// With [`EventFlags::GPA_VALID`], the GPA where translation stopped, the last one
+        /// stage 2 was given: with [`EventFlags::S1_WALK`] the stage-1 descriptor whose read
+        /// failed; otherwise the final GPA, offset included (the stage-1 output, or the IOVA
+        /// when no stage 1 applies), for S2_TRANSLATION, S2_PERMISSION, S1_PERMISSION,
+        /// T0_TO_SECURE and T1_NOT_ALLOWED. 0 without the flag.
         pub gpa: u64 => 40,
         /// 0.
         pub reserved1: [u64; 2] => 48,

@@ -227,13 +227,15 @@ pub fn event_reason(r: FaultReason) -> (EventReason, bool) {
     }
 }
 
-fn flags(access: Access, t_bit: bool, pasid: Option<u32>, walk: bool) -> EventFlags {
-    let mut f = EventFlags::empty();
-    f.set(EventFlags::WRITE, access == Access::Write);
-    f.set(EventFlags::T_BIT, t_bit);
-    f.set(EventFlags::PASID_VALID, pasid.is_some());
-    f.set(EventFlags::S1_WALK, walk);
-    f
+/// The flags of `f`'s full record.
+fn flags(f: &GuestFault, walk: bool) -> EventFlags {
+    let mut flags = EventFlags::empty();
+    flags.set(EventFlags::WRITE, f.access == Access::Write);
+    flags.set(EventFlags::T_BIT, f.t_bit);
+    flags.set(EventFlags::PASID_VALID, f.pasid.is_some());
+    flags.set(EventFlags::S1_WALK, walk);
+    flags.set(EventFlags::GPA_VALID, f.gpa.is_some());
+    flags
 }
 
 /// The full record for the owning guest.
@@ -242,11 +244,12 @@ pub fn guest_event(f: &GuestFault, v: &VdevObj, sequence: u64) -> GuestEvent {
     GuestEvent {
         vbdf: v.params.vbdf,
         reason: reason.raw(),
-        flags: flags(f.access, f.t_bit, f.pasid, walk).bits(),
+        flags: flags(f, walk).bits(),
         pasid: f.pasid.unwrap_or(0),
         iova: f.iova.0,
         virt_id: v.params.virt_id,
         sequence,
+        gpa: f.gpa.map_or(0, |g| g.0),
         ..GuestEvent::new_zeroed()
     }
 }
@@ -257,7 +260,7 @@ pub fn host_event(f: &GuestFault, vdev: u64, rid: u16, sequence: u64) -> HostEve
     HostEvent {
         vdev,
         reason: reason.raw(),
-        flags: (flags(f.access, f.t_bit, None, false) & EventFlags::HOST_VISIBLE).bits(),
+        flags: (flags(f, false) & EventFlags::HOST_VISIBLE).bits(),
         rid,
         sequence,
         ..HostEvent::new_zeroed()

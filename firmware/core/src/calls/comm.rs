@@ -298,6 +298,7 @@ pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusC
             vdev: Some(viommu::VdevId(vdev.0)),
             reason: viommu::FaultReason::DeviceError,
             level: None,
+            gpa: None,
             iova: tsm_abi::addr::Iova(0),
             pasid: None,
             access: viommu::Access::Read,

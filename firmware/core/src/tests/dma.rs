@@ -5,12 +5,12 @@ extern crate std;
 use tsm_abi::CallId::*;
 use tsm_abi::addr::Pa;
 use tsm_abi::event::{
-    DmaInjectFlags, EventReason, GuestEvent, HOST_DOMAIN_EVENTS, HostEvent, NO_PASID,
+    DmaInjectFlags, EventFlags, EventReason, GuestEvent, HOST_DOMAIN_EVENTS, HostEvent, NO_PASID,
 };
 use tsm_abi::status::{Status, StatusCode::*};
 use tsm_abi::viommu::ViommuType;
 use tsm_hal::platform::PhysMem;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::devices::{PBDF, VBDF, device, tdis, vdev_params, world};
 use super::{SHARED_GPA, s};
@@ -214,4 +214,106 @@ fn every_input_size_the_format_lacks_is_refused_and_changes_nothing() {
             }
         }
     }
+}
+
+#[test]
+fn the_guest_event_says_where_translation_stopped_and_the_host_event_does_not() {
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    let rid = u64::from(PBDF);
+    let v = u64::from(VBDF);
+    let dma = |iova| h.host(TEST_DMA_INJECT, &[rid, NO_PASID, iova, 0]);
+    let s2 = Err(s(DmaFault, EventReason::Stage2Translation.raw() as u8));
+    let s1 = Err(s(DmaFault, EventReason::Stage1Translation.raw() as u8));
+    let next_event = || {
+        w.guest(G_EVENT_READ, &[v, 0x1000]).unwrap();
+        let mut b = [0u8; 64];
+        h.sim.read(w.page, &mut b).unwrap();
+        let e = GuestEvent::read_from_bytes(&b).unwrap();
+        (e.reason, EventFlags::from_bits(e.flags).unwrap(), e.gpa)
+    };
+    let reason = |r: EventReason| r.raw();
+    // No stage 1 yet: the IOVA is the GPA stage 2 did not map.
+    assert_eq!(dma(0x18_0123), s2);
+    assert_eq!(
+        next_event(),
+        (
+            reason(EventReason::Stage2Translation),
+            EventFlags::GPA_VALID,
+            0x18_0123
+        )
+    );
+    // A 39-bit Arm root (level 1) at GPA 0x2000: index 1 leads to a level-2 table at an
+    // unmapped GPA, index 2 through mapped tables to an unmapped output GPA, index 3 is invalid.
+    let table = |gpa: u64, granule: u64| {
+        let pa = h.delegate(granule);
+        h.host(MAP_PRIVATE, &[w.tvm.0, gpa, pa.0, u64::MAX, 3])
+            .unwrap();
+        pa
+    };
+    let put = |pa: Pa, index: u64, desc: u64| {
+        h.sim
+            .write(Pa(pa.0 + 8 * index), &desc.to_le_bytes())
+            .unwrap();
+    };
+    let [l1, l2, l3] = [table(0x2000, 60), table(0x3000, 61), table(0x4000, 62)];
+    put(l1, 1, arm_table(0x15_0000));
+    put(l1, 2, arm_table(0x3000));
+    put(l2, 0, arm_table(0x4000));
+    put(l3, 4, arm_page(0x16_0000));
+    w.guest(G_S1_ATTACH, &[v, NO_PASID, 0x2000, 39]).unwrap();
+    // The level-2 table read: its descriptor's GPA, with S1_WALK.
+    assert_eq!(dma(1 << 30 | 5 << 21), s2);
+    assert_eq!(
+        next_event(),
+        (
+            reason(EventReason::Stage2Translation),
+            EventFlags::GPA_VALID | EventFlags::S1_WALK,
+            0x15_0000 + 8 * 5
+        )
+    );
+    // The stage-1 output: GPA 0x16_0000 with the IOVA's offset.
+    assert_eq!(dma(2 << 30 | 4 << 12 | 0x88), s2);
+    assert_eq!(
+        next_event(),
+        (
+            reason(EventReason::Stage2Translation),
+            EventFlags::GPA_VALID,
+            0x16_0088
+        )
+    );
+    // Stage 1 stopped before stage 2 saw an address: no GPA.
+    assert_eq!(dma(3 << 30), s1);
+    assert_eq!(
+        next_event(),
+        (
+            reason(EventReason::Stage1Translation),
+            EventFlags::empty(),
+            0
+        )
+    );
+    // The host's records of the same faults carry neither the GPA nor its flag: every byte
+    // is the vdevice, reason, RID or sequence.
+    let reasons = [
+        EventReason::Stage2Translation,
+        EventReason::Stage2Translation,
+        EventReason::Stage2Translation,
+        EventReason::Stage1Translation,
+    ];
+    for (seq, r) in (1..).zip(reasons) {
+        h.host(EVENT_READ, &[w.vdev.0, w.comm.0]).unwrap();
+        let mut hb = [0u8; 32];
+        h.sim.host_read(w.comm, &mut hb).unwrap();
+        let want = HostEvent {
+            vdev: w.vdev.0,
+            reason: r.raw(),
+            rid: PBDF,
+            sequence: seq,
+            ..HostEvent::new_zeroed()
+        };
+        assert_eq!(HostEvent::read_from_bytes(&hb).unwrap(), want);
+    }
+    h.check();
 }

@@ -5,17 +5,18 @@
 //! reason, so nothing is ever lost silently. The host sees only counts ([`HostFaultSummary`]: no
 //! guest address, no PASID); the owning guest pops full records ([`GuestFault`]).
 
-use tsm_abi::addr::Iova;
+use tsm_abi::addr::{Gpa, Iova};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::{Access, Fault, FaultReason};
 
-/// Records a queue holds (16 bytes each: 512 bytes, 600 with the counters).
+/// Records a queue holds (24 bytes each: 768 bytes, 856 with the counters).
 pub const EVENT_QUEUE_CAPACITY: usize = 32;
 
 const NO_LEVEL: u8 = 0xFF;
 const FLAG_PASID: u8 = 1 << 0;
 const FLAG_T: u8 = 1 << 1;
+const FLAG_GPA: u8 = 1 << 2;
 
 /// One fault as stored in the ring.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -23,6 +24,8 @@ const FLAG_T: u8 = 1 << 1;
 pub struct EventRecord {
     /// The request's IOVA.
     pub iova: u64,
+    /// Where translation stopped (valid if `flags` bit 2).
+    pub gpa: u64,
     /// The request's PASID (valid if `flags` bit 0).
     pub pasid: u32,
     /// [`FaultReason`] value.
@@ -31,7 +34,7 @@ pub struct EventRecord {
     pub level: u8,
     /// [`Access`] value.
     pub access: u8,
-    /// Bit 0: PASID present; bit 1: T bit.
+    /// Bit 0: PASID present; bit 1: T bit; bit 2: GPA present.
     pub flags: u8,
 }
 
@@ -69,6 +72,8 @@ pub struct GuestFault {
     pub reason: FaultReason,
     /// Stage-1 level of the descriptor involved.
     pub level: Option<u8>,
+    /// Where translation stopped ([`Fault::gpa`]).
+    pub gpa: Option<Gpa>,
 }
 
 /// What the host may know about a vdevice's faults: counts only, no guest address.
@@ -95,6 +100,7 @@ impl EventQueue {
     pub const fn new() -> Self {
         const EMPTY: EventRecord = EventRecord {
             iova: 0,
+            gpa: 0,
             pasid: 0,
             reason: 0,
             level: 0,
@@ -137,9 +143,13 @@ impl EventQueue {
         if fault.t_bit {
             flags |= FLAG_T;
         }
+        if fault.gpa.is_some() {
+            flags |= FLAG_GPA;
+        }
         if let Some(r) = self.records.get_mut(tail) {
             *r = EventRecord {
                 iova: fault.iova.0,
+                gpa: fault.gpa.map_or(0, |g| g.0),
                 pasid: fault.pasid.unwrap_or(0),
                 reason: fault.reason as u8,
                 level: fault.level.unwrap_or(NO_LEVEL),
@@ -201,5 +211,6 @@ fn decode(r: EventRecord) -> Option<GuestFault> {
         t_bit: r.flags & FLAG_T != 0,
         reason: FaultReason::from_raw(r.reason)?,
         level: (r.level != NO_LEVEL).then_some(r.level),
+        gpa: (r.flags & FLAG_GPA != 0).then_some(Gpa(r.gpa)),
     })
 }

@@ -1,6 +1,6 @@
 //! Why a translation failed.
 
-use tsm_abi::addr::Iova;
+use tsm_abi::addr::{Gpa, Iova};
 
 use super::{Access, VdevId};
 
@@ -96,6 +96,12 @@ pub struct Fault {
     pub reason: FaultReason,
     /// Stage-1 level of the descriptor involved (0–3), if the fault is about one.
     pub level: Option<u8>,
+    /// The GPA stage 2 was given last, where translation stopped: the stage-1 descriptor whose
+    /// table read failed, or, for a fault after the final stage-2 lookup (stage-2 faults,
+    /// stage-1 permission, the final check), the final GPA with the IOVA's page offset (the
+    /// IOVA itself without a stage 1). `None` before any stage-2 lookup: PASID, input-range
+    /// and stage-1 descriptor faults, host devices, device errors.
+    pub gpa: Option<Gpa>,
     /// The request's IOVA.
     pub iova: Iova,
     /// The request's PASID.

@@ -15,8 +15,14 @@ use super::{
     Stage1Root, TvmId, VdevView,
 };
 
-/// A fault before it is tagged with the request: reason and stage-1 level.
-type Why = (FaultReason, Option<u8>);
+/// A fault before it is tagged with the request: reason, stage-1 level, and the GPA stage 2
+/// was given last (a stage-1 descriptor's, or the final one).
+type Why = (FaultReason, Option<u8>, Option<Gpa>);
+
+/// A fault before any stage-2 translation (no GPA to report).
+const fn early(reason: FaultReason) -> Why {
+    (reason, None, None)
+}
 
 /// Translates `req`, using and filling `iotlb`. A fault is returned, not recorded: the core
 /// pushes it into the event queue of `fault.vdev` (or logs it, for a host device).
@@ -30,21 +36,22 @@ pub fn translate_uncached<C: Context>(ctx: &C, req: &Request) -> Result<Pa, Faul
 }
 
 fn run<C: Context>(ctx: &C, mut iotlb: Option<&mut Iotlb>, req: &Request) -> Result<Pa, Fault> {
-    let fault = |vdev, (reason, level): Why| Fault {
+    let fault = |vdev, (reason, level, gpa): Why| Fault {
         vdev,
         reason,
         level,
+        gpa,
         iova: req.iova,
         pasid: req.pasid,
         access: req.access,
         t_bit: req.t_bit,
     };
     let Some(v) = ctx.vdevice(req.rid, req.pasid) else {
-        return host_device(ctx, req).map_err(|r| fault(None, (r, None)));
+        return host_device(ctx, req).map_err(|r| fault(None, early(r)));
     };
     let tag = Some(v.id);
     if req.pasid.is_some_and(|p| p > PASID_MAX) {
-        return Err(fault(tag, (FaultReason::PasidNotConfigured, None)));
+        return Err(fault(tag, early(FaultReason::PasidNotConfigured)));
     }
     let cached = iotlb
         .as_deref_mut()
@@ -89,11 +96,11 @@ fn walk<C: Context>(
             // G_S1_ATTACH stores only sizes the format has: another one is a corrupted
             // object, and a root without a usable configuration.
             let start =
-                stage1::start_level(f, ia_bits).ok_or((FaultReason::PasidNotConfigured, None))?;
+                stage1::start_level(f, ia_bits).ok_or(early(FaultReason::PasidNotConfigured))?;
             Some((f, table, ia_bits, start))
         }
         (Some(_), Stage1Root::NotConfigured) => {
-            return Err((FaultReason::PasidNotConfigured, None));
+            return Err(early(FaultReason::PasidNotConfigured));
         }
     };
     let mut w = Walked {
@@ -109,7 +116,7 @@ fn walk<C: Context>(
     };
     if let Some((f, root, ia_bits, start)) = root {
         if !stage1::input_ok(f, ia_bits, req.iova) {
-            return Err((FaultReason::S1InputRange, None));
+            return Err(early(FaultReason::S1InputRange));
         }
         let mut table = root.granule_base().0;
         let mut inh = Inherited::NONE;
@@ -128,17 +135,18 @@ fn walk<C: Context>(
             first = 3;
         }
         for level in first..4 {
-            let at = |r| (r, Some(level));
             // `table` is granule-aligned and the index is below 512: the OR cannot carry.
             let desc_gpa = Gpa(table | (stage1::index(req.iova, level) << 3));
-            let (desc, tref) =
-                read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa).map_err(at)?;
+            let (desc, tref) = read_descriptor(ctx, cache.as_deref_mut(), v.tvm, desc_gpa)
+                .map_err(|r| (r, Some(level), Some(desc_gpa)))?;
             if let Some(slot) = w.tables.get_mut(usize::from(w.ntables)) {
                 *slot = tref;
             }
             // At most one table per level, four levels: the count stays below 5.
             w.ntables = w.ntables.saturating_add(1);
-            match stage1::decode(f, desc, level, req.iova, &mut inh).map_err(at)? {
+            match stage1::decode(f, desc, level, req.iova, &mut inh)
+                .map_err(|r| (r, Some(level), None))?
+            {
                 Step::Table(next) if level == 2 => {
                     table = next;
                     if let Some(c) = cache.as_deref_mut() {
@@ -163,13 +171,14 @@ fn walk<C: Context>(
         // Both decoders end every level-3 descriptor in a leaf or a fault; this only guards
         // against a future decoder that does not.
         if w.s1.is_none() {
-            return Err((FaultReason::S1Translation, Some(3)));
+            return Err((FaultReason::S1Translation, Some(3), None));
         }
     }
-    w.gpa = w.gpa.granule_base();
+    let gpa = w.gpa;
+    w.gpa = gpa.granule_base();
     let s2 = ctx
         .stage2(v.tvm, w.gpa)
-        .ok_or((FaultReason::S2Translation, None))?;
+        .ok_or((FaultReason::S2Translation, None, Some(gpa)))?;
     w.s2 = S2Entry {
         pa: s2.pa.granule_base(),
         ..s2
@@ -218,18 +227,20 @@ fn read_descriptor<C: Context>(
 
 /// Permissions of both stages, then the final check.
 fn check<C: Context>(ctx: &C, v: &VdevView, req: &Request, w: &Walked) -> Result<Pa, Why> {
+    // The walk is cached per page: the offset comes from this request, not the one that
+    // filled the entry (both formats keep the IOVA's low 12 bits in the output).
+    let offset = req.iova.granule_offset();
+    let gpa = Some(Gpa(w.gpa.0 | offset));
     if let Some((perms, level)) = w.s1
         && !perms.allows(req.access)
     {
-        return Err((FaultReason::S1Permission, Some(level)));
+        return Err((FaultReason::S1Permission, Some(level), gpa));
     }
     if !w.s2.perms.allows(req.access) {
-        return Err((FaultReason::S2Permission, None));
+        return Err((FaultReason::S2Permission, None, gpa));
     }
-    // The walk is cached per page: the offset comes from this request, not the one that
-    // filled the entry (both formats keep the IOVA's low 12 bits in the output).
-    let pa = Pa(w.s2.pa.0 | req.iova.granule_offset());
-    final_check(ctx, Some(v), req.t_bit, pa, Some(w.s2.private)).map_err(|r| (r, None))
+    let pa = Pa(w.s2.pa.0 | offset);
+    final_check(ctx, Some(v), req.t_bit, pa, Some(w.s2.private)).map_err(|r| (r, None, gpa))
 }
 
 /// Invariants 1 and 2, applied to every request whatever the path: T=0 never reaches secure

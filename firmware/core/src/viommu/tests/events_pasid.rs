@@ -14,6 +14,11 @@ fn fault(i: u64, reason: FaultReason) -> Fault {
             None
         },
         iova: Iova(0x1000 * i + 0x12),
+        gpa: if i.is_multiple_of(4) {
+            None
+        } else {
+            Some(Gpa(0x4000_0000 + 8 * i))
+        },
         pasid: if i.is_multiple_of(3) {
             Some(i as u32)
         } else {
@@ -45,7 +50,8 @@ fn faults_come_out_in_order_with_every_field() {
                 access: f.access,
                 t_bit: f.t_bit,
                 reason: f.reason,
-                level: f.level
+                level: f.level,
+                gpa: f.gpa,
             })
         );
     }
@@ -130,10 +136,10 @@ fn host_summary_holds_counts_only() {
 
 #[test]
 fn layouts_are_fixed_for_embedding() {
-    assert_eq!(core::mem::size_of::<EventRecord>(), 16);
+    assert_eq!(core::mem::size_of::<EventRecord>(), 24);
     assert_eq!(
         core::mem::size_of::<EventQueue>(),
-        (16 + 4 * FaultReason::COUNT).next_multiple_of(8) + 16 * EVENT_QUEUE_CAPACITY
+        (16 + 4 * FaultReason::COUNT).next_multiple_of(8) + 24 * EVENT_QUEUE_CAPACITY
     );
     assert_eq!(
         core::mem::size_of::<PasidTable>(),

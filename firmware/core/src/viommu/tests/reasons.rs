@@ -491,6 +491,7 @@ fn faults_carry_the_request() {
             vdev: Some(VDEV),
             reason: FaultReason::PasidNotConfigured,
             level: None,
+            gpa: None,
             iova: Iova(0xFFFF_0000),
             pasid: Some(9),
             access: Access::Write,
@@ -518,4 +519,71 @@ fn cyclic_tables_terminate() {
         };
         assert_eq!(got, want, "{fmt:?}");
     }
+}
+
+#[test]
+fn faults_say_where_translation_stopped() {
+    let stopped = |r: Result<Pa, Fault>| {
+        let f = r.expect_err("expected a fault");
+        (f.reason, f.gpa)
+    };
+    for fmt in FORMATS {
+        // A table read: the descriptor's GPA, at any level.
+        for level in 0..4u8 {
+            let (mut s, root, _) = setup(fmt);
+            let at = desc_gpa(&s, fmt, root, level);
+            s.s2.remove(&(TVM, at.granule_base().0));
+            assert_eq!(
+                stopped(fresh(&s, &req(false, IOVA | 0x18, Access::Read))),
+                (FaultReason::S1TableNotMapped, Some(at)),
+                "{fmt:?} L{level}"
+            );
+        }
+        // The final GPA, with the IOVA's offset: unmapped, read-only, or stage 1 read-only.
+        let (mut s, root, _) = setup(fmt);
+        let data = Some(Gpa(DATA_GPA | 0x18));
+        s.s2.remove(&(TVM, DATA_GPA));
+        let w = req(false, IOVA | 0x18, Access::Write);
+        assert_eq!(stopped(fresh(&s, &w)), (FaultReason::S2Translation, data));
+        s.map_to(TVM, Gpa(DATA_GPA), Pa(0x7000_0000), Perms::R, false);
+        assert_eq!(stopped(fresh(&s, &w)), (FaultReason::S2Permission, data));
+        s.s1_map(fmt, root, IOVA, DATA_GPA, 3, false);
+        assert_eq!(stopped(fresh(&s, &w)), (FaultReason::S1Permission, data));
+        // The final check: the GPA of the page T=0 may not reach.
+        let (s, _, _) = setup(fmt);
+        assert_eq!(
+            stopped(fresh(&s, &req(false, IOVA | 0x18, Access::Read))),
+            (FaultReason::T0ToSecure, data)
+        );
+        // Nothing reached stage 2: no GPA.
+        let (mut s, root, _) = setup(fmt);
+        let d = get_desc(&s, fmt, root, 2);
+        set_desc(&mut s, fmt, root, 2, d & !1);
+        assert_eq!(
+            stopped(fresh(&s, &req(false, IOVA, Access::Read))),
+            (FaultReason::S1Translation, None)
+        );
+        assert_eq!(
+            stopped(fresh(&s, &req(false, 1 << 63, Access::Read))),
+            (FaultReason::S1InputRange, None)
+        );
+    }
+    // Without a stage 1 the GPA is the IOVA.
+    let s = Sim::with_vdev(Stage1Format::None);
+    assert_eq!(
+        stopped(fresh(&s, &req(false, 0x5018, Access::Read))),
+        (FaultReason::S2Translation, Some(Gpa(0x5018)))
+    );
+    let mut r = req(false, 0x5018, Access::Read);
+    r.pasid = Some(PASID_MAX + 1);
+    assert_eq!(
+        stopped(fresh(&s, &r)),
+        (FaultReason::PasidNotConfigured, None)
+    );
+    // A host device's fault has no GPA: the host's domain is not a TVM's.
+    let mut s = Sim::with_vdev(ARM);
+    s.host_unmapped.insert(0x5000);
+    let mut r = req(false, 0x5018, Access::Read);
+    r.rid = HOST_RID;
+    assert_eq!(stopped(fresh(&s, &r)), (FaultReason::HostDomain, None));
 }
