@@ -14,6 +14,7 @@
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
 //! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
+//! | `viommu_reference` | a reference model of the vIOMMU's translation, from the architecture documents (tests and `testing`) |
 #![no_std]
 #![forbid(unsafe_code)]
 // Host and guest input must never panic the monitor: no unwrap/expect/panic/unchecked indexing
@@ -62,5 +63,8 @@ pub mod invariants;
     clippy::arithmetic_side_effects
 )]
 pub mod testing;
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::arithmetic_side_effects)]
+pub mod viommu_reference;
 
 pub use tsm::{Origin, Platform, Tsm};

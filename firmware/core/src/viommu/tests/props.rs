@@ -1,19 +1,26 @@
 //! Property tests: random worlds (two TVMs' maps, stage-1 tables of both formats in a small
 //! pool of pages, including cyclic, out-of-TVM and malformed entries, random secure sets and
-//! vdevice states) and random operation sequences (translations, map/unmap, table writes,
-//! attach/detach, state changes, delegate/undelegate, guest invalidations).
+//! vdevice states, stage-1 roots of every input size) and random operation sequences
+//! (translations, map/unmap, table writes, attach/detach with any configuration word, state
+//! changes, delegate/undelegate, guest invalidations).
 //!
-//! After every translation: the IOTLB path equals the uncached walk, and invariants 1 and 2 of
-//! ARCHITECTURE.md §2 hold, checked against the simulated world, not against the engine.
-//! `PROPTEST_CASES` raises the case count (default 256, a fraction of a second).
+//! After every translation: the IOTLB path equals the uncached walk, the uncached walk equals
+//! what the reference model ([`crate::viommu_reference`], written from the architecture
+//! documents, with the roots as this test attached them) says the guest must see, and
+//! invariants 1 and 2 of ARCHITECTURE.md §2 hold, checked against the simulated world, not
+//! against the engine. `PROPTEST_CASES` raises the case count (default 256, a few seconds).
 
+use std::collections::BTreeMap;
 use std::vec::Vec;
+
+use tsm_abi::guest::S1Config;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 use super::*;
+use crate::viommu_reference::{Attached, expected, observed};
 
 /// Physical pages of the world: `PA_BASE + i * 4K`; the last two have no memory behind them.
 const POOL: u64 = 24;
@@ -47,14 +54,24 @@ fn format(f: u8) -> Stage1Format {
     }
 }
 
+/// An attach: the root's page and the configuration word's low byte (as G_S1_ATTACH gets
+/// it); `forced` stores the size even where the core would refuse it, as only a corrupted
+/// VDEV object could hold it.
+#[derive(Clone, Copy, Debug)]
+struct RootSpec {
+    root: u64,
+    config: u8,
+    forced: bool,
+}
+
 #[derive(Clone, Debug)]
 struct VdevSpec {
     tvm: usize,
     format: u8,
     run: bool,
     accepted: bool,
-    default_root: Option<u64>,
-    pasid_roots: Vec<(u32, u64)>,
+    default_root: Option<RootSpec>,
+    pasid_roots: Vec<(u32, RootSpec)>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,7 +121,7 @@ enum Op {
     Attach {
         vdev: u16,
         pasid: Option<u32>,
-        root: u64,
+        root: RootSpec,
     },
     Detach {
         vdev: u16,
@@ -200,15 +217,44 @@ fn mostly_data(end: u64) -> impl Strategy<Value = u64> {
 }
 
 fn iova() -> impl Strategy<Value = u64> {
-    let structured = (prop::array::uniform4(0..SLOTS), 0u64..0x1000).prop_map(|(ix, off)| {
-        ix.iter()
-            .enumerate()
-            .fold(off, |acc, (l, i)| acc | i << (39 - 9 * l as u64))
-    });
+    // Level indices, the upper two often 0 so that roots with a short input (levels 1..3 or
+    // 2..3) find their entries too.
+    let upper = || prop_oneof![1 => Just(0u64), 1 => 0..SLOTS];
+    let structured = ((upper(), upper(), 0..SLOTS, 0..SLOTS), 0u64..0x1000)
+        .prop_map(|((l0, l1, l2, l3), off)| l0 << 39 | l1 << 30 | l2 << 21 | l3 << 12 | off);
     // Identity (stage-2-only) and host-domain addresses in the pool, and anything at all.
     let flat = (0..GPA_NAMES, 0u64..0x1000).prop_map(|(k, off)| (k << 12) | off);
     let host = (0..POOL, 0u64..0x1000).prop_map(|(i, off)| pa(i).0 | off);
-    prop_oneof![6 => structured, 3 => flat, 1 => host, 1 => any::<u64>()]
+    // Either side of the end of an input size: its last page and the first IOVA past it.
+    let edge = (24u32..=49, any::<bool>(), 0u64..0x1000).prop_map(|(b, past, off)| {
+        if past {
+            1 << b
+        } else {
+            (1 << b) - 0x1000 + off
+        }
+    });
+    prop_oneof![6 => structured, 3 => flat, 1 => host, 1 => edge, 1 => any::<u64>()]
+}
+
+/// The low byte of a G_S1_ATTACH configuration word: mostly a size some format has (48, the
+/// only x86-64 one, or 0 for it), and sometimes anything.
+fn config() -> impl Strategy<Value = u8> {
+    prop_oneof![6 => 25u8..=48, 3 => Just(48u8), 2 => Just(0u8), 1 => any::<u8>()]
+}
+
+/// A root: a table page (made the right level of its format's tree by `root_for`, mostly) or
+/// any GPA page.
+fn root_spec() -> impl Strategy<Value = RootSpec> {
+    (
+        prop_oneof![9 => 0..X86_TABLES.end, 1 => 0..GPA_NAMES],
+        config(),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(root, config, forced)| RootSpec {
+            root,
+            config,
+            forced,
+        })
 }
 
 fn pasid() -> impl Strategy<Value = Option<u32>> {
@@ -239,14 +285,13 @@ fn world() -> impl Strategy<Value = World> {
     let descs = (0..POOL_WITH_MEMORY)
         .map(|i| prop::array::uniform4(page_descs(i)))
         .collect::<Vec<_>>();
-    let root = || prop_oneof![9 => 0..X86_TABLES.end, 1 => 0..GPA_NAMES];
     let vdev = (
         0usize..2,
         0u8..3,
         prop::bool::weighted(0.7),
         prop::bool::weighted(0.7),
-        prop::option::weighted(0.8, root()),
-        prop::collection::vec((0u32..3, root()), 0..3),
+        prop::option::weighted(0.8, root_spec()),
+        prop::collection::vec((0u32..3, root_spec()), 0..3),
     )
         .prop_map(
             |(tvm, format, run, accepted, default_root, pasid_roots)| VdevSpec {
@@ -290,7 +335,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pa, slot, desc)| Op::WriteDesc { pa, slot, desc }),
         1 => (0..VDEVS, any::<bool>(), any::<bool>())
             .prop_map(|(vdev, run, accepted)| Op::SetState { vdev, run, accepted }),
-        1 => (0..VDEVS, pasid(), 0..GPA_NAMES).prop_map(|(vdev, pasid, root)| Op::Attach { vdev, pasid, root }),
+        1 => (0..VDEVS, pasid(), root_spec()).prop_map(|(vdev, pasid, root)| Op::Attach { vdev, pasid, root }),
         1 => (0..VDEVS, pasid()).prop_map(|(vdev, pasid)| Op::Detach { vdev, pasid }),
         1 => (mostly_data(POOL), any::<bool>()).prop_map(|(pa, secure)| Op::SetSecure { pa, secure }),
         1 => (0..VDEVS, prop::option::of(pasid()), iova(), prop_oneof![Just(0x1000u64), Just(1 << 21), Just(u64::MAX)])
@@ -302,19 +347,64 @@ fn vdev_id(i: u16) -> VdevId {
     VdevId(0xA000 + u64::from(i))
 }
 
-/// A root GPA: a table page becomes the level-0 table of the vdevice's format, so most walks start
-/// at the top of a table tree of the right format (the others still start anywhere).
-fn root_for(fmt: Stage1Format, k: u64) -> Gpa {
+/// A root GPA: a table page becomes the table of the vdevice's format at the level an
+/// `ia_bits` walk starts at, so most walks go down a table tree of the right format (the
+/// others still start anywhere).
+fn root_for(fmt: Stage1Format, k: u64, ia_bits: u8) -> Gpa {
     let k = match fmt {
         Stage1Format::X86_64FirstStage4Level if k < X86_TABLES.end => X86_TABLES.start,
-        Stage1Format::ArmVmsav8_64_4k if k < X86_TABLES.end => ARM_TABLES.start,
+        Stage1Format::ArmVmsav8_64_4k if k < X86_TABLES.end => {
+            ARM_TABLES.start + arm_start(ia_bits).unwrap_or(0)
+        }
         _ => k,
     };
     Gpa(k << 12)
 }
 
-fn build(w: &World) -> Sim {
+/// The level an Arm walk of `ia_bits` starts at (9 bits a level above the page offset).
+fn arm_start(ia_bits: u8) -> Option<u64> {
+    (25..=48)
+        .contains(&ia_bits)
+        .then(|| 4 - u64::from(ia_bits - 12).div_ceil(9))
+}
+
+/// The stage-1 roots as attached (the reference model's view, kept apart from the engine's
+/// PASID tables).
+type Roots = BTreeMap<(VdevId, Option<u32>), Attached>;
+
+/// G_S1_ATTACH as the core does it: the configuration is checked against the format (a
+/// refused attach changes nothing), the root replaces the old one, that PASID's cached
+/// translations go. `forced` skips the check.
+fn attach(
+    s: &mut Sim,
+    roots: &mut Roots,
+    tlb: Option<&mut Iotlb>,
+    vdev: u16,
+    pasid: Option<u32>,
+    spec: RootSpec,
+) {
+    let v = s.vdev(RequesterId(vdev));
+    let ia_bits = match v
+        .format
+        .min_ia_bits()
+        .and_then(|min| S1Config::from_raw(u64::from(spec.config), min))
+    {
+        Some(c) => c.ia_bits,
+        None if spec.forced => spec.config,
+        None => return,
+    };
+    let table = root_for(v.format, spec.root, ia_bits);
+    if v.pasids.attach(pasid, table, ia_bits).is_ok() {
+        roots.insert((v.id, pasid), Attached { table, ia_bits });
+        if let Some(tlb) = tlb {
+            tlb.invalidate_pasid(v.id, pasid);
+        }
+    }
+}
+
+fn build(w: &World) -> (Sim, Roots) {
     let mut s = Sim::default();
+    let mut roots = Roots::new();
     for p in &w.host_unmapped {
         s.host_unmapped.insert(pa(*p).0);
     }
@@ -351,15 +441,13 @@ fn build(w: &World) -> Sim {
         sv.run = v.run;
         sv.accepted = v.accepted;
         if let Some(r) = v.default_root {
-            sv.pasids.attach(None, root_for(sv.format, r), 48).unwrap();
+            attach(&mut s, &mut roots, None, i, None, r);
         }
         for &(p, r) in &v.pasid_roots {
-            sv.pasids
-                .attach(Some(p), root_for(sv.format, r), 48)
-                .unwrap();
+            attach(&mut s, &mut roots, None, i, Some(p), r);
         }
     }
-    s
+    (s, roots)
 }
 
 /// What the runs covered, to show the generator reaches the interesting cases.
@@ -370,6 +458,8 @@ struct Coverage {
     two_stage_ok: u64,
     reasons: [u64; FaultReason::COUNT],
     hits: u64,
+    /// Successful two-stage Arm translations by the level the walk started at.
+    arm_ok_from_level: [u64; 3],
 }
 
 /// Invariants 1 and 2 for one successful translation, from the world's point of view.
@@ -397,7 +487,7 @@ fn check_invariants(s: &Sim, r: &Request, got: Pa) -> Result<(), TestCaseError> 
 }
 
 fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
-    let mut s = build(w);
+    let (mut s, mut roots) = build(w);
     let mut tlb = Iotlb::new();
     let mut seen: Vec<Request> = Vec::new();
     for op in ops {
@@ -426,11 +516,15 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 let (rid, pasid, t_bit) = (r.rid.0, r.pasid, r.t_bit);
                 let hits = tlb.hits();
                 let cached = translate(&s, &mut tlb, &r);
+                let walked = translate_uncached(&s, &r);
+                prop_assert_eq!(cached, walked, "IOTLB differs from the walk for {:?}", r);
+                let model = expected(&s, |v, p| roots.get(&(v, p)).copied(), &r);
                 prop_assert_eq!(
-                    cached,
-                    translate_uncached(&s, &r),
-                    "IOTLB differs from the walk for {:?}",
-                    r
+                    observed(&walked),
+                    model,
+                    "the walk differs from the reference for {:?} (engine: {:?})",
+                    r,
+                    walked
                 );
                 cov.hits += tlb.hits() - hits;
                 match cached {
@@ -447,6 +541,12 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                                 && v.pasids.lookup(pasid) != Stage1Root::Bypass
                         }) {
                             cov.two_stage_ok += 1;
+                        }
+                        if let Some(v) = v.filter(|v| v.format == Stage1Format::ArmVmsav8_64_4k)
+                            && let Some(start) =
+                                roots.get(&(v.id, pasid)).and_then(|a| arm_start(a.ia_bits))
+                        {
+                            cov.arm_ok_from_level[start as usize] += 1;
                         }
                     }
                     Err(f) => cov.reasons[f.reason as usize - 1] += 1,
@@ -496,13 +596,11 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 }
             }
             Op::Attach { vdev, pasid, root } => {
-                let v = s.vdev(RequesterId(vdev));
-                if v.pasids.attach(pasid, root_for(v.format, root), 48).is_ok() {
-                    tlb.invalidate_pasid(vdev_id(vdev), pasid);
-                }
+                attach(&mut s, &mut roots, Some(&mut tlb), vdev, pasid, root);
             }
             Op::Detach { vdev, pasid } => {
                 if s.vdev(RequesterId(vdev)).pasids.detach(pasid).is_ok() {
+                    roots.remove(&(vdev_id(vdev), pasid));
                     tlb.invalidate_pasid(vdev_id(vdev), pasid);
                 }
             }
@@ -543,7 +641,8 @@ proptest! {
 }
 
 /// The generator is not vacuous: over a fixed-seed sample, successful T=0 and T=1 and
-/// two-stage translations happen, the IOTLB hits, and (almost) every fault reason is produced.
+/// two-stage translations happen (Arm ones from every start level), the IOTLB hits, and
+/// (almost) every fault reason is produced.
 #[test]
 fn the_random_worlds_reach_every_outcome() {
     let mut runner = TestRunner::deterministic();
@@ -558,6 +657,7 @@ fn the_random_worlds_reach_every_outcome() {
         cov.t0_ok > 0 && cov.t1_ok > 0 && cov.two_stage_ok > 0 && cov.hits > 0,
         "{cov:?}"
     );
+    assert!(cov.arm_ok_from_level.iter().all(|&n| n > 0), "{cov:?}");
     let missing: Vec<FaultReason> = FaultReason::ALL
         .iter()
         .copied()
