@@ -2,7 +2,8 @@
 //!
 //! The input is a program over a small world: two TVMs with stage-2 maps, a pool of physical
 //! pages whose contents (the stage-1 tables) the fuzzer writes descriptor by descriptor, a set
-//! of secure pages, up to three vdevices (format, RUN/accepted, PASID roots) and a host domain.
+//! of secure pages, up to three vdevices (format, RUN/accepted, PASID roots, each attached with
+//! a configuration byte as G_S1_ATTACH takes it) and a host domain.
 //! Steps change the world, invalidate, or translate a request through
 //! [`tsm_core::viommu::translate`] (with the IOTLB) and
 //! [`tsm_core::viommu::translate_uncached`].
@@ -12,19 +13,30 @@
 //! * invariant 1: a T=0 request never reaches a secure page;
 //! * invariant 2: a T=1 request succeeds only for a vdevice in RUN and accepted, and reaches a
 //!   page its TVM maps (private and secure, or shared and non-secure);
+//! * the uncached walk returns what the reference model
+//!   ([`tsm_core::viommu_reference`], written from the Arm and x86 architecture documents and
+//!   docs/abi.md §8) says the guest must see: the PA, or the fault's event reason, `S1_WALK`
+//!   flag and GPA. The model walks the roots as this target attached them (root and input
+//!   size), not the engine's PASID table;
 //! * the IOTLB path returns exactly what the uncached walk returns, as long as every world
 //!   change was followed by the invalidation the IOTLB documents for it. A step may skip the
 //!   guest's invalidation after a stage-1 write (a hostile guest does that): from then on until
 //!   the next full flush only the invariants are checked, on the cached results too.
+//!
+//! An attach decodes its configuration byte as the core does for the vdevice's format
+//! (`S1Config::from_raw` with the engine's smallest size): a refused one changes nothing,
+//! unless the step forces it, storing a size only a corrupted VDEV object could hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
+use tsm_abi::guest::S1Config;
 use tsm_core::viommu::{
     Access, Context, Devices, HostMapping, Iotlb, PASID_MAX, PasidScope, PasidTable, Perms,
     Request, RequesterId, S2Entry, SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView,
     translate, translate_uncached,
 };
+use tsm_core::viommu_reference::{Attached, expected, observed};
 use tsm_hal::platform::{MemFault, PhysMem};
 
 use crate::input::{Input, Writer};
@@ -61,7 +73,7 @@ pub mod step {
     pub const SECURE: u8 = 3;
     /// Set a vdevice's RUN and accepted flags.
     pub const FLAGS: u8 = 4;
-    /// Attach a stage-1 root for a PASID.
+    /// Attach a stage-1 root for a PASID, with a configuration byte.
     pub const ATTACH: u8 = 5;
     /// Detach a stage-1 root.
     pub const DETACH: u8 = 6;
@@ -109,6 +121,8 @@ struct World {
     secure: BTreeSet<u64>,
     vdevs: Vec<Vdev>,
     host_unmapped: BTreeSet<u64>,
+    /// The stage-1 roots as attached: what the reference model walks.
+    roots: BTreeMap<(VdevId, Option<u32>), Attached>,
 }
 
 impl Devices for World {
@@ -233,6 +247,7 @@ pub fn run(data: &[u8]) {
         secure: BTreeSet::new(),
         vdevs: Vec::new(),
         host_unmapped: BTreeSet::new(),
+        roots: BTreeMap::new(),
     };
     let nvdevs = 1 + input.u8() % 3;
     for i in 0..nvdevs {
@@ -323,7 +338,20 @@ pub fn run(data: &[u8]) {
                 } else {
                     gpa_page(input.u8())
                 };
-                if v.pasids.attach(p, Gpa(root), 48).is_ok() {
+                let config = input.u8();
+                let forced = input.u8() == 0xC5;
+                let checked = v
+                    .format
+                    .min_ia_bits()
+                    .and_then(|min| S1Config::from_raw(u64::from(config), min));
+                let ia_bits = match checked {
+                    Some(c) => c.ia_bits,
+                    None if forced => config,
+                    None => continue,
+                };
+                if v.pasids.attach(p, Gpa(root), ia_bits).is_ok() {
+                    let table = Gpa(root);
+                    w.roots.insert((v.id, p), Attached { table, ia_bits });
                     tlb.invalidate_pasid(v.id, p);
                 }
             }
@@ -333,6 +361,7 @@ pub fn run(data: &[u8]) {
                 };
                 let p = pasid(&mut input);
                 if v.pasids.detach(p).is_ok() {
+                    w.roots.remove(&(v.id, p));
                     tlb.invalidate_pasid(v.id, p);
                 }
             }
@@ -355,6 +384,12 @@ pub fn run(data: &[u8]) {
                 };
                 let cached = translate(&w, &mut tlb, &req);
                 let walked = translate_uncached(&w, &req);
+                let model = expected(&w, |v, p| w.roots.get(&(v, p)).copied(), &req);
+                assert_eq!(
+                    observed(&walked),
+                    model,
+                    "walk and reference disagree for {req:?} (engine: {walked:?})"
+                );
                 if coherent {
                     assert_eq!(cached, walked, "IOTLB and walk disagree for {req:?}");
                 }
@@ -435,10 +470,17 @@ fn check(w: &World, req: &Request, result: Result<Pa, tsm_core::viommu::Fault>) 
     );
 }
 
-/// Seeds: valid two-stage chains in both formats, translated with T=0 and T=1.
+/// Seeds: valid two-stage chains in both formats, translated with T=0 and T=1; the Arm chain
+/// also with 39- and 25-bit roots (the chain's level-1 and level-2 tables).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for (name, format_bits) in [("arm", 0u8), ("x86", 1), ("nop", 2)] {
+    for (name, format_bits, config, root_page) in [
+        ("arm", 0u8, 0u8, 0u8),
+        ("x86", 1, 0, 0),
+        ("nop", 2, 0, 0),
+        ("arm39", 0, 39, 1),
+        ("arm25", 0, 25, 2),
+    ] {
         let mut s = Writer::default();
         // One vdevice of TVM 0, RUN and accepted.
         s.u8(0).u8(format_bits << 1 | 0x30);
@@ -487,8 +529,15 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             .u16(leaf)
             .u16(0)
             .u8(0);
-        // Default stage-1 root: GPA page 0.
-        s.u8(step::ATTACH).u8(0).u8(0).u8(1).u8(0);
+        // Default stage-1 root: the GPA page of the table its input size starts at (page 0
+        // for 48 bits); not forced.
+        s.u8(step::ATTACH)
+            .u8(0)
+            .u8(0)
+            .u8(1)
+            .u8(root_page)
+            .u8(config)
+            .u8(0);
         for t in [0u8, 1] {
             for leaf_index in [0u8, 1] {
                 // RID 0x100, no PASID, T bit, structured IOVA, read.
