@@ -91,7 +91,8 @@ pub fn g_vdev_stop<T: Transport + ?Sized>(t: &mut T, vbdf: u16) -> Result<()> {
     invoke0(t, CallId::G_VDEV_STOP, &[u64::from(vbdf)])
 }
 
-/// G_S1_ATTACH: attaches the stage-1 table at `root` for (`vbdf`, `pasid`).
+/// G_S1_ATTACH: attaches the stage-1 table at `root` for (`vbdf`, `pasid`), walked for the
+/// input size in `config` (which also sets the level `root` is a table of, see [`S1Config`]).
 pub fn g_s1_attach<T: Transport + ?Sized>(
     t: &mut T,
     vbdf: u16,
