@@ -240,7 +240,10 @@ fn connect_bind_accept_run_stop_unbind() {
     let info = w.info();
     assert_eq!(info.state, VdevState::Locked.raw());
     assert_eq!(info.report_counter, 1);
-    assert_eq!(info.evidence_flags, 0, "no SPDM session: nothing authenticated");
+    assert_eq!(
+        info.evidence_flags, 0,
+        "no SPDM session: nothing authenticated"
+    );
     assert!(info.report_len > 1024, "fetched in more than one portion");
     assert_ne!(info.nonce, [0; 32]);
     // The guest reads the report back and checks the digest.
