@@ -169,7 +169,7 @@ impl viommu::Devices for Translator<'_, '_> {
             .granules
             .covers(Pa(iova.0), 1)
             .then_some(HostMapping {
-                pa: Pa(iova.0).granule_base(),
+                pa: Pa(iova.0),
                 perms: Perms::RW,
             })
     }

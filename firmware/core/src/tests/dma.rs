@@ -64,8 +64,8 @@ fn t0_never_reaches_secure_memory_and_t1_needs_run() {
         Err(t0)
     );
     assert_eq!(
-        h.host(TEST_DMA_INJECT, &[0x0300, NO_PASID, shared.0, 0]),
-        Ok([shared.0, 0, 0, 0])
+        h.host(TEST_DMA_INJECT, &[0x0300, NO_PASID, shared.0 + 0x18, 0]),
+        Ok([shared.0 + 0x18, 0, 0, 0])
     );
     // After UNMAP the translation is gone (IOTLB invalidated).
     h.host(UNMAP, &[w.tvm.0, SHARED_GPA + 0x2000]).unwrap();
