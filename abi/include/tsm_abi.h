@@ -60,7 +60,7 @@
 #define TSM_CALL_COMMUNICATE                             0xC6000170U /* host, 2 args, 2 results */
 #define TSM_CALL_OP_CANCEL                               0xC6000171U /* host, 1 args, 0 results */
 #define TSM_CALL_EVENT_READ                              0xC6000180U /* host, 2 args, 2 results */
-#define TSM_CALL_TEST_DMA_INJECT                         0xC60001F0U /* host, 4 args, 1 results */
+#define TSM_CALL_TEST_DMA_INJECT                         0xC60001F0U /* host, 5 args, 1 results */
 #define TSM_CALL_G_VERSION                               0xC6000200U /* guest, 1 args, 3 results */
 #define TSM_CALL_G_CONSOLE_WRITE                         0xC6000201U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_EXIT                                  0xC6000202U /* guest, 1 args, 0 results */
@@ -603,8 +603,8 @@ struct tsm_host_event {
 	uint32_t flags; /* offset 12 */
 	/* Physical requester ID of the request. */
 	uint16_t rid; /* offset 16 */
-	/* 0. */
-	uint16_t reserved0; /* offset 18 */
+	/* PCI segment of the request (with rid, the requester: RIDs repeat across segments). */
+	uint16_t segment; /* offset 18 */
 	/* 0. */
 	uint32_t reserved1; /* offset 20 */
 	/* Per-queue sequence number from 1; a gap shows dropped records. */

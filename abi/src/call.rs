@@ -160,8 +160,9 @@ calls! {
     /// results: events left, overflow count.
     EVENT_READ = 0x0180, Host, args 2, results 2;
     /// Test builds only: inject a DMA request as if the device issued it.
-    /// args: requester ID, PASID (or NO_PASID), IOVA, flags (T bit, write). results: PA on success.
-    TEST_DMA_INJECT = 0x01F0, Host, args 4, results 1;
+    /// args: requester ID, PASID (or NO_PASID), IOVA, flags (T bit, write), PCI segment.
+    /// results: PA on success.
+    TEST_DMA_INJECT = 0x01F0, Host, args 5, results 1;
 
     // ---- guest ----
     /// Negotiate the ABI version (guest side). args: requested. results: chosen, lowest, highest.

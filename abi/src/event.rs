@@ -93,8 +93,8 @@ boundary_struct! {
         pub flags: u32 => 12,
         /// Physical requester ID of the request.
         pub rid: u16 => 16,
-        /// 0.
-        pub reserved0: u16 => 18,
+        /// PCI segment of the request (with `rid`, the requester: RIDs repeat across segments).
+        pub segment: u16 => 18,
         /// 0.
         pub reserved1: u32 => 20,
         /// Per-queue sequence number from 1; a gap shows dropped records.
@@ -180,6 +180,7 @@ mod tests {
             reason: EventReason::T0ToSecure.raw(),
             flags: EventFlags::WRITE.bits(),
             rid: 0x0101,
+            segment: 3,
             sequence: 7,
             ..HostEvent::new_zeroed()
         };

@@ -642,6 +642,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                     &[arg::SPECIAL, 4],
                     &gpa,
                     &[arg::SMALL, flags],
+                    &[arg::ZERO],
                 ],
             );
         }

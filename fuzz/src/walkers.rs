@@ -33,7 +33,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_abi::guest::S1Config;
 use tsm_core::viommu::{
     Access, Context, Devices, HostMapping, Iotlb, PASID_MAX, PasidScope, PasidTable, Perms,
-    Request, RequesterId, S2Entry, SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView,
+    Request, Requester, S2Entry, SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView,
     translate, translate_uncached,
 };
 use tsm_core::viommu_reference::{Attached, expected, observed};
@@ -106,7 +106,7 @@ impl PhysMem for Pool {
 }
 
 struct Vdev {
-    rid: u16,
+    requester: Requester,
     id: VdevId,
     tvm: TvmId,
     format: Stage1Format,
@@ -126,10 +126,10 @@ struct World {
 }
 
 impl Devices for World {
-    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
+    fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
         self.vdevs
             .iter()
-            .find(|v| v.rid == rid.0)
+            .find(|v| v.requester == requester)
             .map(|v| VdevView {
                 id: v.id,
                 tvm: v.tvm,
@@ -140,7 +140,7 @@ impl Devices for World {
             })
     }
 
-    fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
+    fn host_domain(&self, _requester: Requester, iova: Iova) -> Option<HostMapping> {
         let pa = Pa(iova.0);
         (!self.host_unmapped.contains(&pa.granule_base().0)).then_some(HostMapping {
             pa,
@@ -253,7 +253,10 @@ pub fn run(data: &[u8]) {
     for i in 0..nvdevs {
         let flags = input.u8();
         w.vdevs.push(Vdev {
-            rid: RIDS[usize::from(i)],
+            requester: Requester {
+                segment: 0,
+                rid: RIDS[usize::from(i)],
+            },
             id: VdevId(0xA000 + u64::from(i)),
             tvm: TVMS[usize::from(flags & 1)],
             format: FORMATS[usize::from((flags >> 1) & 3) % FORMATS.len()],
@@ -372,7 +375,7 @@ pub fn run(data: &[u8]) {
                     RIDS[usize::from(input.u8()) % RIDS.len()]
                 };
                 let req = Request {
-                    rid: RequesterId(rid),
+                    requester: Requester { segment: 0, rid },
                     pasid: pasid(&mut input),
                     t_bit: input.bool(),
                     iova: Iova(iova(&mut input)),
@@ -429,7 +432,7 @@ pub fn run(data: &[u8]) {
 
 /// Invariants 1 and 2 for one result, against the world as it is now.
 fn check(w: &World, req: &Request, result: Result<Pa, tsm_core::viommu::Fault>) {
-    let vdev = w.vdevice(req.rid, req.pasid);
+    let vdev = w.vdevice(req.requester, req.pasid);
     let got = match result {
         Ok(pa) => pa,
         Err(f) => {

@@ -318,10 +318,12 @@ pub fn event_read<T: Transport + ?Sized>(
     queue_pop(t, CallId::EVENT_READ, &[q, buf.raw()])
 }
 
-/// TEST_DMA_INJECT (test builds only): translates a DMA request of requester `rid` as the
-/// secure vIOMMU would; returns the final PA, or `DmaFault` with the reason as index.
+/// TEST_DMA_INJECT (test builds only): translates a DMA request of requester `rid` on PCI
+/// segment `segment` as the secure vIOMMU would; returns the final PA, or `DmaFault` with the
+/// reason as index.
 pub fn test_dma_inject<T: Transport + ?Sized>(
     t: &mut T,
+    segment: u16,
     rid: u16,
     pasid: PasidArg,
     iova: Iova,
@@ -330,7 +332,13 @@ pub fn test_dma_inject<T: Transport + ?Sized>(
     invoke(
         t,
         CallId::TEST_DMA_INJECT,
-        &[u64::from(rid), pasid.to_raw(), iova.raw(), flags.bits()],
+        &[
+            u64::from(rid),
+            pasid.to_raw(),
+            iova.raw(),
+            flags.bits(),
+            u64::from(segment),
+        ],
     )
     .map(|o| Pa(o[0]))
 }

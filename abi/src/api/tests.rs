@@ -253,11 +253,12 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
     let r = check(
         c,
         CallId::TEST_DMA_INJECT,
-        &[0x0101, 5, C, t1w],
+        &[0x0101, 5, C, t1w, 0x0203],
         [D, 0, 0, 0],
         |m| {
             test_dma_inject(
                 m,
+                0x0203,
                 0x0101,
                 PasidArg::Pasid(5),
                 Iova(C),
@@ -269,11 +270,12 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
     check(
         c,
         CallId::TEST_DMA_INJECT,
-        &[0x0101, NO_PASID, C, 0],
+        &[0x0101, NO_PASID, C, 0, 0],
         [D, 0, 0, 0],
         |m| {
             test_dma_inject(
                 m,
+                0,
                 0x0101,
                 PasidArg::NoPasid,
                 Iova(C),
@@ -409,6 +411,7 @@ fn failures_and_progress_decode() {
     );
     let e = test_dma_inject(
         &mut m,
+        0,
         1,
         PasidArg::NoPasid,
         Iova(0),

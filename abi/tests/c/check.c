@@ -70,7 +70,7 @@ _Static_assert(offsetof(struct tsm_host_event, vdev) == 0, "struct tsm_host_even
 _Static_assert(offsetof(struct tsm_host_event, reason) == 8, "struct tsm_host_event.reason at 8");
 _Static_assert(offsetof(struct tsm_host_event, flags) == 12, "struct tsm_host_event.flags at 12");
 _Static_assert(offsetof(struct tsm_host_event, rid) == 16, "struct tsm_host_event.rid at 16");
-_Static_assert(offsetof(struct tsm_host_event, reserved0) == 18, "struct tsm_host_event.reserved0 at 18");
+_Static_assert(offsetof(struct tsm_host_event, segment) == 18, "struct tsm_host_event.segment at 18");
 _Static_assert(offsetof(struct tsm_host_event, reserved1) == 20, "struct tsm_host_event.reserved1 at 20");
 _Static_assert(offsetof(struct tsm_host_event, sequence) == 24, "struct tsm_host_event.sequence at 24");
 

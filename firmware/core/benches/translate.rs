@@ -18,15 +18,15 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_core::viommu::{
-    Access, Context, Devices, HostMapping, Iotlb, PasidTable, Perms, Request, RequesterId, S2Entry,
+    Access, Context, Devices, HostMapping, Iotlb, PasidTable, Perms, Request, Requester, S2Entry,
     SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView, translate, translate_uncached,
 };
 use tsm_hal::platform::{MemFault, PhysMem};
 
 const TVM: TvmId = TvmId(1);
-const ARM_RID: RequesterId = RequesterId(1);
-const X86_RID: RequesterId = RequesterId(2);
-const S2_RID: RequesterId = RequesterId(3);
+const ARM_RID: Requester = Requester { segment: 0, rid: 1 };
+const X86_RID: Requester = Requester { segment: 0, rid: 2 };
+const S2_RID: Requester = Requester { segment: 0, rid: 3 };
 /// Pages each miss benchmark cycles through: far more than the IOTLB holds, so every
 /// translation misses.
 const PAGES: u64 = 4096;
@@ -184,15 +184,15 @@ impl World {
 }
 
 impl Devices for World {
-    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
-        let (format, table) = match rid {
+    fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
+        let (format, table) = match requester {
             ARM_RID => (Stage1Format::ArmVmsav8_64_4k, &self.arm),
             X86_RID => (Stage1Format::X86_64FirstStage4Level, &self.x86),
             S2_RID => (Stage1Format::None, &self.arm),
             _ => return None,
         };
         Some(VdevView {
-            id: VdevId(u64::from(rid.0)),
+            id: VdevId(u64::from(requester.rid)),
             tvm: TVM,
             format,
             tdi_run: true,
@@ -201,7 +201,7 @@ impl Devices for World {
         })
     }
 
-    fn host_domain(&self, _: RequesterId, iova: Iova) -> Option<HostMapping> {
+    fn host_domain(&self, _: Requester, iova: Iova) -> Option<HostMapping> {
         Some(HostMapping {
             pa: Pa(iova.0),
             perms: Perms::RW,
@@ -256,9 +256,9 @@ impl Context for World {
     }
 }
 
-fn req(rid: RequesterId, iova: u64) -> Request {
+fn req(requester: Requester, iova: u64) -> Request {
     Request {
-        rid,
+        requester,
         pasid: None,
         t_bit: true,
         iova: Iova(iova),

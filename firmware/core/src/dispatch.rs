@@ -93,7 +93,7 @@ table! {
     COMMUNICATE: 2 => comm::communicate,
     OP_CANCEL: 1 => comm::op_cancel,
     EVENT_READ: 2 => guest::event_read,
-    TEST_DMA_INJECT: 4 => guest::test_dma_inject,
+    TEST_DMA_INJECT: 5 => guest::test_dma_inject,
     G_VERSION: 1 => system::version,
     G_CONSOLE_WRITE: 2 => guest::console_write,
     G_EXIT: 1 => guest::exit,

@@ -14,7 +14,7 @@ use crate::addrmap::format::{self, PteFormat};
 use crate::addrmap::{self, AddressMap};
 use crate::granule::{GranuleState, GranuleTable, Locked};
 use crate::objects::{self, Object, internal};
-use crate::viommu::{EventQueue, Iotlb};
+use crate::viommu::{HostDomainQueue, Iotlb, Requester};
 
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
 /// [`crate::testing::SimPlatform`] in tests).
@@ -37,10 +37,10 @@ pub enum Origin {
     },
 }
 
-/// PDEVs the system holds (the registry that maps requester IDs to PDEVs).
+/// PDEVs the system holds (the registry that maps requesters to PDEVs).
 pub const MAX_PDEVS: usize = 16;
 
-/// One PDEV's requester-ID range.
+/// One PDEV's requester-ID range, on its segment.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PdevRange {
     /// The PDEV handle.
@@ -54,10 +54,11 @@ pub struct PdevRange {
 }
 
 impl PdevRange {
-    /// Whether `rid` of `segment` is in the range.
-    pub fn contains(&self, segment: u16, rid: u16) -> bool {
-        segment == self.segment
-            && rid
+    /// Whether `requester` is in the range: on its segment, with its RID in range.
+    pub fn contains(&self, requester: Requester) -> bool {
+        requester.segment == self.segment
+            && requester
+                .rid
                 .checked_sub(self.rid_base)
                 .is_some_and(|d| d < self.rid_count)
     }
@@ -96,7 +97,7 @@ pub struct Tsm<'a> {
     /// The secure vIOMMU's translation cache (taken after every granule lock).
     pub(crate) iotlb: spin::Mutex<Iotlb>,
     /// Faults of requesters that belong to no vdevice (EVENT_READ of `HOST_DOMAIN_EVENTS`).
-    pub(crate) host_domain_events: spin::Mutex<EventQueue>,
+    pub(crate) host_domain_events: spin::Mutex<HostDomainQueue>,
     /// The last guest-operation ticket handed out ([`Tsm::guest_ticket`]).
     guest_tickets: AtomicU64,
 }
@@ -128,7 +129,7 @@ impl<'a> Tsm<'a> {
             format,
             pdevs: spin::Mutex::new(heapless::Vec::new()),
             iotlb: spin::Mutex::new(Iotlb::new()),
-            host_domain_events: spin::Mutex::new(EventQueue::new()),
+            host_domain_events: spin::Mutex::new(HostDomainQueue::new()),
             guest_tickets: AtomicU64::new(0),
         })
     }

@@ -16,7 +16,7 @@ use crate::tsm::{Platform, Tsm};
 #[cfg(feature = "dma-inject")]
 use crate::viommu::Fault;
 use crate::viommu::{
-    self, Access, FaultReason, GuestFault, HostMapping, Perms, RequesterId, S2Entry, Stage1Format,
+    self, Access, FaultReason, GuestFault, HostMapping, Perms, Requester, S2Entry, Stage1Format,
     TvmId, VdevId, VdevView,
 };
 
@@ -72,6 +72,17 @@ impl Tsm<'_> {
             .invalidate_gpa(TvmId(tvm.0), gpa, GRANULE_SIZE);
     }
 
+    /// The requester of vdevice `v`: its PDEV's segment and its pBDF. `None` only if the PDEV
+    /// registry lost the PDEV, which outlives its vdevices (PDEV_DESTROY waits for them).
+    pub(crate) fn requester_of(&self, v: &VdevObj) -> Option<Requester> {
+        let reg = self.pdevs.lock();
+        let range = reg.iter().find(|r| r.pdev == Pa(v.pdev))?;
+        Some(Requester {
+            segment: range.segment,
+            rid: v.params.pbdf,
+        })
+    }
+
     /// `pa` changed hands (delegate / undelegate): translations that reached it must go.
     pub(crate) fn viommu_pa_changed(&self, pa: Pa) {
         self.iotlb.lock().invalidate_pa(pa);
@@ -120,20 +131,20 @@ impl Translator<'_, '_> {
         Some(o)
     }
 
-    /// The vdevice bound to `rid`, by the PDEV registry and that PDEV's pBDF table.
-    pub fn vdev_of(&self, rid: u16) -> Option<Pa> {
+    /// The vdevice bound to `requester`, by the PDEV registry and that PDEV's pBDF table.
+    pub fn vdev_of(&self, requester: Requester) -> Option<Pa> {
         let pdev = self
             .tsm
             .pdevs
             .lock()
             .iter()
-            .find(|r| r.contains(r.segment, rid))?
+            .find(|r| r.contains(requester))?
             .pdev;
         let p: PdevObj = self.snapshot(pdev)?;
         let slot = p
             .pbdfs
             .iter()
-            .find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
+            .find(|s| s.used != 0 && s.pbdf == u32::from(requester.rid))?;
         Some(Pa(slot.vdev))
     }
 }
@@ -148,8 +159,8 @@ pub(crate) fn stage1_format(f: AbiFormat) -> Stage1Format {
 }
 
 impl viommu::Devices for Translator<'_, '_> {
-    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
-        let vdev = self.vdev_of(rid.0)?;
+    fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
+        let vdev = self.vdev_of(requester)?;
         let v: VdevObj = self.snapshot(vdev)?;
         Some(VdevView {
             id: VdevId(vdev.0),
@@ -164,7 +175,7 @@ impl viommu::Devices for Translator<'_, '_> {
 
     /// Host devices are not translated by the TSM in this phase: the host domain is the
     /// identity over DRAM, so only the final check (T=0 to secure faults) applies.
-    fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
+    fn host_domain(&self, _requester: Requester, iova: Iova) -> Option<HostMapping> {
         self.tsm
             .granules
             .covers(Pa(iova.0), 1)
@@ -255,23 +266,25 @@ pub fn guest_event(f: &GuestFault, v: &VdevObj, sequence: u64) -> GuestEvent {
 }
 
 /// The sanitized record for the host: no address, no PASID.
-pub fn host_event(f: &GuestFault, vdev: u64, rid: u16, sequence: u64) -> HostEvent {
+pub fn host_event(f: &GuestFault, vdev: u64, requester: Requester, sequence: u64) -> HostEvent {
     let (reason, _) = event_reason(f.reason);
     HostEvent {
         vdev,
         reason: reason.raw(),
         flags: (flags(f, false) & EventFlags::HOST_VISIBLE).bits(),
-        rid,
+        rid: requester.rid,
+        segment: requester.segment,
         sequence,
         ..HostEvent::new_zeroed()
     }
 }
 
-/// Queues a fault for its vdevice (guest and host queues) or for the host domain.
+/// Queues a fault of `requester` for its vdevice (guest and host queues) or for the host
+/// domain.
 #[cfg(feature = "dma-inject")]
-pub(crate) fn record_fault(t: &Tsm<'_>, fault: &Fault) {
+pub(crate) fn record_fault(t: &Tsm<'_>, requester: Requester, fault: &Fault) {
     let Some(vdev) = fault.vdev else {
-        t.host_domain_events.lock().push(fault);
+        t.host_domain_events.lock().push(requester, fault);
         return;
     };
     let Ok(g) = t

@@ -85,10 +85,10 @@ pub fn expected<C: Context>(
     req: &Request,
 ) -> Result<Pa, Event> {
     let iova = req.iova.0;
-    let Some(v) = ctx.vdevice(req.rid, req.pasid) else {
+    let Some(v) = ctx.vdevice(req.requester, req.pasid) else {
         // A host device: its domain, then only T=0 to non-secure memory.
         let m = ctx
-            .host_domain(req.rid, req.iova)
+            .host_domain(req.requester, req.iova)
             .filter(|m| m.perms.allows(req.access))
             .ok_or(fault(EventReason::Stage2Translation, None))?;
         return if req.t_bit {

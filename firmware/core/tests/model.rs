@@ -462,21 +462,22 @@ impl<'h> World<'h> {
 
     fn judge_dma(&mut self, c: &Call, status: Status, got: CallResult) {
         self.stats.dma += 1;
-        let rid = c.args[0] as u16;
+        // The model refused anything wider before this point.
+        let requester = (c.args[4] as u16, c.args[0] as u16);
         let t = c.args[3] & 1 != 0;
         match status.code {
             StatusCode::Success => {
                 self.stats.dma_through[usize::from(t)] += 1;
-                if let Err(e) = self.m.dma_allowed(rid, t, got.out[0]) {
+                if let Err(e) = self.m.dma_allowed(requester, t, got.out[0]) {
                     self.fail(format!("invariant 1/2: {e}"));
                 }
             }
-            StatusCode::DmaFault if (1..=9).contains(&status.index) => self.m.dma_fault(rid),
+            StatusCode::DmaFault if (1..=9).contains(&status.index) => self.m.dma_fault(requester),
             _ => self.fail(format!("TEST_DMA_INJECT returned {status:?}")),
         }
         // Host devices reach DRAM by identity: exactly NS granules, for T=0.
         let iova = c.args[2];
-        if self.m.vdev_of_rid(rid).is_none() && !t && iova >= SIM_BASE && iova < self.dram_end() {
+        if self.m.vdev_of(requester).is_none() && !t && iova >= SIM_BASE && iova < self.dram_end() {
             let ns = self.m.state(iova & !(G - 1)) == Some(Gs::Ns);
             if ns != status.is_success() {
                 self.fail(format!("host-domain T=0 DMA to {iova:#x}: {status:?}"));

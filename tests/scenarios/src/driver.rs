@@ -13,7 +13,7 @@ use tsm_abi::viommu::ViommuType;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
-    GPA_BITS, ID_FORMAT, IMAGE_GPA, IMAGE_PAGES, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA,
+    GPA_BITS, ID_FORMAT, IMAGE_GPA, IMAGE_PAGES, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA, SEGMENT,
     SHARED_L3_GPA, VBDF_BASE,
 };
 use crate::link::Link;
@@ -363,9 +363,10 @@ impl World {
         Ok(())
     }
 
-    /// Creates the PDEV for the device's requester-ID range and connects it.
+    /// Creates the PDEV for the device's requester-ID range on [`SEGMENT`] and connects it.
     pub fn connect_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome<Pa> {
         let params = PdevParams {
+            segment: SEGMENT,
             rid_base: RID_BASE,
             rid_count: RID_COUNT,
             interface_id_format: ID_FORMAT.raw(),

@@ -29,6 +29,11 @@ pub const L3_GPA: Gpa = Gpa(0x20_0000);
 /// The TVMs' guest-physical width (within every platform's FEATURES `MEMORY` range).
 pub const GPA_BITS: u8 = 39;
 
+/// The modelled device's PCI segment. Not 0, so that every DMA request the scenarios inject names
+/// its segment, and the same RIDs on segment [`OTHER_SEGMENT`] are other devices.
+pub const SEGMENT: u16 = 1;
+/// A segment with no PDEV: any requester on it is a host device.
+pub const OTHER_SEGMENT: u16 = 0;
 /// The modelled device's requester-ID range; PF0 (its DSM) is the first.
 pub const RID_BASE: u16 = 0x0100;
 /// Requester IDs of the PDEV.
@@ -37,7 +42,7 @@ pub const RID_COUNT: u16 = 8;
 pub const FUNCTIONS: u16 = 4;
 /// The vBDF the first vdevice of a TVM gets; the next ones follow.
 pub const VBDF_BASE: u16 = 0x0008;
-/// A requester that belongs to no PDEV (a host device).
+/// A requester on [`SEGMENT`] that belongs to no PDEV (a host device).
 pub const HOST_RID: u16 = 0x0300;
 /// The interface-ID format of the PDEV.
 pub const ID_FORMAT: InterfaceIdFormat = InterfaceIdFormat::Rid;

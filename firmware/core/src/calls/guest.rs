@@ -449,19 +449,21 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     if a[0] == HOST_DOMAIN_EVENTS {
         let _b = t.lock_ns_buffer(buf, size, 2)?;
         let mut q = t.host_domain_events.lock();
-        let sequence = u64::from(q.host_summary().total)
-            .saturating_sub(u64::from(q.pending()))
+        let summary = q.host_summary();
+        let sequence = u64::from(summary.total)
+            .saturating_sub(u64::from(summary.pending))
             .saturating_add(1);
         let mut next = q.clone();
-        let f = next.pop().ok_or(Status::new(StatusCode::Empty))?;
-        let rec = host_event(&f, 0, 0, sequence);
+        let (f, requester) = next.pop().ok_or(Status::new(StatusCode::Empty))?;
+        let rec = host_event(&f, 0, requester, sequence);
         t.platform
             .write(buf, rec.as_bytes())
             .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
         *q = next;
+        let left = q.host_summary();
         return Ok(CallResult::ok([
-            u64::from(q.pending()),
-            u64::from(q.overflow()),
+            u64::from(left.pending),
+            u64::from(left.overflow),
             0,
             0,
         ]));
@@ -471,9 +473,10 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
         .saturating_add(1);
+    let requester = t.requester_of(&v).ok_or_else(internal)?;
     let mut q = v.host_events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
-    let rec = host_event(&f, gv.pa().0, v.params.pbdf, sequence);
+    let rec = host_event(&f, gv.pa().0, requester, sequence);
     t.platform
         .write(buf, rec.as_bytes())
         .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
@@ -488,8 +491,8 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// TEST_DMA_INJECT (feature `dma-inject`, test builds only): one DMA request through the secure
-/// vIOMMU, as if the device at `rid` issued it. Returns the PA, or `DmaFault` with the event
-/// reason (the fault is queued like a real one).
+/// vIOMMU, as if the device at (segment, RID) issued it. Returns the PA, or `DmaFault` with the
+/// event reason (the fault is queued like a real one).
 #[cfg(feature = "dma-inject")]
 pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     // Keeps the marker in every image that has this handler, so xtask can prove a release
@@ -498,8 +501,9 @@ pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let rid = u16::try_from(a[0]).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
     let pasid = one_pasid(a[1], 2)?;
     let flags = DmaInjectFlags::from_bits(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let segment = u16::try_from(a[4]).map_err(|_| st(StatusCode::InvalidArgument, 5))?;
     let req = viommu::Request {
-        rid: viommu::RequesterId(rid),
+        requester: viommu::Requester { segment, rid },
         pasid,
         t_bit: flags.contains(DmaInjectFlags::T_BIT),
         iova: tsm_abi::addr::Iova(a[2]),
@@ -516,7 +520,7 @@ pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     match result {
         Ok(pa) => Ok(CallResult::ok([pa.0, 0, 0, 0])),
         Err(fault) => {
-            record_fault(t, &fault);
+            record_fault(t, req.requester, &fault);
             let (reason, _) = crate::viommu_glue::event_reason(fault.reason);
             Ok(CallResult::status(st(
                 StatusCode::DmaFault,

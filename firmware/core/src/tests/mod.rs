@@ -9,6 +9,8 @@ mod dma;
 mod gpa_split;
 mod memory;
 mod overflow;
+#[cfg(feature = "dma-inject")]
+mod requesters;
 mod system;
 mod teardown;
 

@@ -16,6 +16,7 @@ use super::devices::{VBDF, device, tdis, world};
 use super::*;
 use crate::granule::{GranuleState, GranuleTable};
 use crate::tsm::PdevRange;
+use crate::viommu::Requester;
 
 /// A granule table whose DRAM would run past the top of the 64-bit physical space: it is cut
 /// at the last whole granule below 2^64, so `covers` (which computes the end of the table) and
@@ -53,15 +54,16 @@ fn pdev_ranges_at_the_top_of_the_rid_space() {
         rid_base,
         rid_count,
     };
+    let rq = |segment, rid| Requester { segment, rid };
     let top = r(0xFFFF, 1);
-    assert!(top.contains(0, 0xFFFF));
-    assert!(!top.contains(0, 0xFFFE));
-    assert!(!top.contains(1, 0xFFFF));
-    assert!(!r(0xFFFF, 0).contains(0, 0xFFFF));
+    assert!(top.contains(rq(0, 0xFFFF)));
+    assert!(!top.contains(rq(0, 0xFFFE)));
+    assert!(!top.contains(rq(1, 0xFFFF)));
+    assert!(!r(0xFFFF, 0).contains(rq(0, 0xFFFF)));
     let all = r(0, 0xFFFF);
-    assert!(all.contains(0, 0));
-    assert!(all.contains(0, 0xFFFE));
-    assert!(!all.contains(0, 0xFFFF));
+    assert!(all.contains(rq(0, 0)));
+    assert!(all.contains(rq(0, 0xFFFE)));
+    assert!(!all.contains(rq(0, 0xFFFF)));
     assert!(!all.overlaps(&top));
     assert!(!top.overlaps(&all));
     assert!(r(0xFFF0, 0x10).overlaps(&top));

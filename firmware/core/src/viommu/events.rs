@@ -8,7 +8,7 @@
 use tsm_abi::addr::{Gpa, Iova};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::{Access, Fault, FaultReason};
+use super::{Access, Fault, FaultReason, Requester};
 
 /// Records a queue holds (24 bytes each: 768 bytes, 856 with the counters).
 pub const EVENT_QUEUE_CAPACITY: usize = 32;
@@ -120,6 +120,11 @@ impl EventQueue {
 
     /// Records `fault` (the core calls this for a fault whose `vdev` is this queue's vdevice).
     pub fn push(&mut self, fault: &Fault) {
+        self.push_slot(fault);
+    }
+
+    /// [`Self::push`], returning the ring slot the record went to (`None`: dropped).
+    fn push_slot(&mut self, fault: &Fault) -> Option<usize> {
         self.total = self.total.saturating_add(1);
         if let Some(c) = fault
             .reason
@@ -131,7 +136,7 @@ impl EventQueue {
         let len = self.len as usize;
         if len >= EVENT_QUEUE_CAPACITY {
             self.overflow = self.overflow.saturating_add(1);
-            return;
+            return None;
         }
         // head % CAPACITY and len are both below CAPACITY (checked above): the sum is exact.
         let tail =
@@ -146,24 +151,29 @@ impl EventQueue {
         if fault.gpa.is_some() {
             flags |= FLAG_GPA;
         }
-        if let Some(r) = self.records.get_mut(tail) {
-            *r = EventRecord {
-                iova: fault.iova.0,
-                gpa: fault.gpa.map_or(0, |g| g.0),
-                pasid: fault.pasid.unwrap_or(0),
-                reason: fault.reason as u8,
-                level: fault.level.unwrap_or(NO_LEVEL),
-                access: fault.access as u8,
-                flags,
-            };
-            // len < CAPACITY (checked above).
-            self.len = self.len.saturating_add(1);
-        }
+        let r = self.records.get_mut(tail)?;
+        *r = EventRecord {
+            iova: fault.iova.0,
+            gpa: fault.gpa.map_or(0, |g| g.0),
+            pasid: fault.pasid.unwrap_or(0),
+            reason: fault.reason as u8,
+            level: fault.level.unwrap_or(NO_LEVEL),
+            access: fault.access as u8,
+            flags,
+        };
+        // len < CAPACITY (checked above).
+        self.len = self.len.saturating_add(1);
+        Some(tail)
     }
 
     /// Takes the oldest record (the guest's G_VDEV_FAULT call). A record that does not decode
     /// (only possible if the VDEV object was corrupted) is dropped and counted as overflow.
     pub fn pop(&mut self) -> Option<GuestFault> {
+        self.pop_slot().map(|(_, f)| f)
+    }
+
+    /// [`Self::pop`], with the ring slot the record came from.
+    fn pop_slot(&mut self) -> Option<(usize, GuestFault)> {
         while self.len != 0 {
             let head = self.head as usize % EVENT_QUEUE_CAPACITY;
             let rec = self.records.get(head).copied();
@@ -171,7 +181,7 @@ impl EventQueue {
             self.head = (head.saturating_add(1) % EVENT_QUEUE_CAPACITY) as u32;
             self.len = self.len.min(EVENT_QUEUE_CAPACITY as u32).saturating_sub(1);
             match rec.and_then(decode) {
-                Some(f) => return Some(f),
+                Some(f) => return Some((head, f)),
                 None => self.overflow = self.overflow.saturating_add(1),
             }
         }
@@ -196,6 +206,53 @@ impl EventQueue {
             total: self.total,
             per_reason: self.per_reason,
         }
+    }
+}
+
+/// The host-domain queue: faults of requesters that name no vdevice. A host device has no
+/// vdevice to name it, so each record keeps its requester (a slot beside each ring slot of the
+/// queue), for the host's sanitized record.
+#[derive(Clone, Debug)]
+pub struct HostDomainQueue {
+    queue: EventQueue,
+    requesters: [Requester; EVENT_QUEUE_CAPACITY],
+}
+
+impl Default for HostDomainQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostDomainQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        HostDomainQueue {
+            queue: EventQueue::new(),
+            requesters: [Requester { segment: 0, rid: 0 }; EVENT_QUEUE_CAPACITY],
+        }
+    }
+
+    /// Records `fault` of a host device, issued by `requester`.
+    pub fn push(&mut self, requester: Requester, fault: &Fault) {
+        if let Some(r) = self
+            .queue
+            .push_slot(fault)
+            .and_then(|slot| self.requesters.get_mut(slot))
+        {
+            *r = requester;
+        }
+    }
+
+    /// Takes the oldest record and its requester.
+    pub fn pop(&mut self) -> Option<(GuestFault, Requester)> {
+        let (slot, f) = self.queue.pop_slot()?;
+        Some((f, *self.requesters.get(slot)?))
+    }
+
+    /// The counts the host may see.
+    pub fn host_summary(&self) -> HostFaultSummary {
+        self.queue.host_summary()
     }
 }
 

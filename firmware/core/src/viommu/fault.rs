@@ -89,8 +89,8 @@ impl FaultReason {
 /// A failed translation, as recorded for the owning guest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Fault {
-    /// The vdevice that issued the request (`None`: a host device; the core logs it, there
-    /// is no queue to put it in).
+    /// The vdevice that issued the request (`None`: a host device; the core queues the fault
+    /// for the host domain, with the request's requester).
     pub vdev: Option<VdevId>,
     /// Why.
     pub reason: FaultReason,

@@ -1,10 +1,11 @@
 //! The secure vIOMMU: one translation engine for **both** T=0 and T=1 DMA of every requester.
 //!
-//! [`translate`] takes a DMA request (requester ID, optional PASID, T bit, IOVA, access) and
+//! [`translate`] takes a DMA request ([`Requester`], optional PASID, T bit, IOVA, access) and
 //! returns the physical address it may reach, or a [`Fault`]:
 //!
-//! 1. the requester ID names a vdevice ([`Devices::vdevice`]) or, if none, a host device, which
-//!    goes through the host's own domain ([`Devices::host_domain`]) and then step 4;
+//! 1. the requester (segment and requester ID) names a vdevice ([`Devices::vdevice`]) or, if
+//!    none, a host device, which goes through the host's own domain ([`Devices::host_domain`])
+//!    and then step 4;
 //! 2. stage 1 in the format of the vdevice's vIOMMU type ([`Stage1Format`]): Arm VMSAv8-64 with a
 //!    4 KiB granule, or x86-64 4-level first-stage paging; skipped for `TSM_NO_VIOMMU` and for
 //!    requests without PASID when the guest attached no default root. Stage-1 tables are TVM
@@ -33,7 +34,9 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use events::{EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostFaultSummary};
+pub use events::{
+    EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostDomainQueue, HostFaultSummary,
+};
 pub use fault::{Fault, FaultReason};
 pub use iotlb::{
     IOTLB_CAPACITY, IOTLB_SETS, IOTLB_WAYS, Iotlb, PasidScope, TABLE_CACHE_CAPACITY,
@@ -48,9 +51,16 @@ use tsm_hal::platform::PhysMem;
 /// Largest PASID (PCIe PASIDs are 20 bits).
 pub const PASID_MAX: u32 = (1 << 20) - 1;
 
-/// A PCIe requester ID (bus/device/function) as the device puts it on the bus.
+/// Who issued a DMA request: the PCI segment the request arrived on and the PCIe requester ID
+/// (bus/device/function) the device put on the bus. Requester IDs repeat across segments, so
+/// only the pair names a device.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct RequesterId(pub u16);
+pub struct Requester {
+    /// PCI segment (domain).
+    pub segment: u16,
+    /// Requester ID within the segment.
+    pub rid: u16,
+}
 
 /// The core's name for a vdevice (its handle). Tags IOTLB entries.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -134,7 +144,7 @@ impl Stage1Format {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Request {
     /// Who issued it.
-    pub rid: RequesterId,
+    pub requester: Requester,
     /// The PASID prefix, if any (must be `<= PASID_MAX`).
     pub pasid: Option<u32>,
     /// The TDISP T bit: the request claims to come from a TDI in RUN.
@@ -183,13 +193,14 @@ pub struct HostMapping {
     pub perms: Perms,
 }
 
-/// Requester-ID lookup: the core's vdevice registry and the host's domain.
+/// Requester lookup: the core's vdevice registry and the host's domain.
 pub trait Devices {
-    /// The vdevice bound to `rid`, with the stage-1 root of `pasid`; `None` for a host device.
-    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView>;
+    /// The vdevice bound to `requester`, with the stage-1 root of `pasid`; `None` for a host
+    /// device.
+    fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView>;
     /// Where a host device's `iova` goes (identity, or the host's own map): the PA of `iova`
     /// itself, offset included. `None`: unmapped. Host-domain results are never cached.
-    fn host_domain(&self, rid: RequesterId, iova: Iova) -> Option<HostMapping>;
+    fn host_domain(&self, requester: Requester, iova: Iova) -> Option<HostMapping>;
 }
 
 /// The TVM address map (one source of truth for the CPU and the vIOMMU).

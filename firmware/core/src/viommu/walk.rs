@@ -46,7 +46,7 @@ fn run<C: Context>(ctx: &C, mut iotlb: Option<&mut Iotlb>, req: &Request) -> Res
         access: req.access,
         t_bit: req.t_bit,
     };
-    let Some(v) = ctx.vdevice(req.rid, req.pasid) else {
+    let Some(v) = ctx.vdevice(req.requester, req.pasid) else {
         return host_device(ctx, req).map_err(|r| fault(None, early(r)));
     };
     let tag = Some(v.id);
@@ -72,7 +72,7 @@ fn run<C: Context>(ctx: &C, mut iotlb: Option<&mut Iotlb>, req: &Request) -> Res
 /// A host device: the host's domain, then the final check (T=0 only, never secure).
 fn host_device<C: Context>(ctx: &C, req: &Request) -> Result<Pa, FaultReason> {
     let m = ctx
-        .host_domain(req.rid, req.iova)
+        .host_domain(req.requester, req.iova)
         .filter(|m| m.perms.allows(req.access))
         .ok_or(FaultReason::HostDomain)?;
     final_check(ctx, None, req.t_bit, m.pa, None)

@@ -236,6 +236,9 @@ pub enum WaitOutcome {
 #[derive(Clone, Debug)]
 pub struct Pdev {
     pub state: PdevState,
+    pub segment: u16,
+    /// Interface IDs carry the segment (`InterfaceIdFormat::RidSegment`).
+    pub id_segment: bool,
     pub rid_base: u16,
     pub rid_count: u16,
     /// CONNECT: responses still to take (0: no operation).
@@ -829,8 +832,8 @@ impl Model {
                         let a1 = a0 + u32::from(p.rid_count);
                         let b0 = u32::from(o.rid_base);
                         let b1 = b0 + u32::from(o.rid_count);
-                        // Every PDEV of the model is in segment 0.
-                        a0 < b1 && b0 < a1
+                        // The same RIDs on another segment are other devices.
+                        o.segment == p.segment && a0 < b1 && b0 < a1
                     });
                     f.fail(overlaps, st(BdfInUse, 2));
                 }
@@ -841,6 +844,8 @@ impl Model {
                     a[0],
                     Pdev {
                         state: PdevState::New,
+                        segment: p.segment,
+                        id_segment: p.interface_id_format == 1,
                         rid_base: p.rid_base,
                         rid_count: p.rid_count,
                         connect_left: 0,
@@ -1035,6 +1040,7 @@ impl Model {
                 f.fail(a[0] > 0xFFFF, st(InvalidArgument, 1));
                 f.fail(a[1] != NO_PASID && a[1] > MAX_PASID, st(InvalidArgument, 2));
                 f.fail(a[3] & !0b11 != 0, st(InvalidArgument, 4));
+                f.fail(a[4] > 0xFFFF, st(InvalidArgument, 5));
                 f.gate()?;
                 Expect::Dma
             }
@@ -1167,7 +1173,6 @@ impl Model {
                 && p.bind_p2p_address_mask == 0
                 && p.lock_flags & !ACCEPTED_LOCK_FLAGS == 0;
             f.fail(!valid, st(InvalidArgument, 4));
-            f.fail(p.function_id != u32::from(p.pbdf), st(InvalidArgument, 4));
         }
         let vi = f
             .of(self.handle(viommu, Gs::Viommu, 3))
@@ -1188,6 +1193,13 @@ impl Model {
             f.fail(pd.state != PdevState::Ready, st(ObjectState, 2));
             f.fail(pd.vdevs >= MAX_VDEVS_PER_PDEV, st(Capacity, 2));
             if readable {
+                // §10.5: the function ID is the PDEV's interface ID of the pBDF.
+                let interface_id = if pd.id_segment {
+                    u32::from(p.pbdf) | u32::from(pd.segment & 0xFF) << 16 | 1 << 24
+                } else {
+                    u32::from(p.pbdf)
+                };
+                f.fail(p.function_id != interface_id, st(InvalidArgument, 4));
                 let in_range = u32::from(p.pbdf) >= u32::from(pd.rid_base)
                     && u32::from(p.pbdf) < u32::from(pd.rid_base) + u32::from(pd.rid_count);
                 f.fail(!in_range, st(BdfOutOfRange, 4));
@@ -1608,33 +1620,35 @@ impl Model {
 
     // ---- DMA ----
 
-    /// The vdevice a requester ID names (by pBDF), if any.
-    pub fn vdev_of_rid(&self, rid: u16) -> Option<u64> {
+    /// The vdevice a requester (segment, RID) names, if any: the one at that pBDF of the PDEV
+    /// on that segment (§8.2).
+    pub fn vdev_of(&self, (segment, rid): (u16, u16)) -> Option<u64> {
         self.vdevs
             .iter()
             .find(|(_, v)| {
                 v.pbdf == rid && {
                     let p = &self.pdevs[&v.pdev];
-                    rid >= p.rid_base
+                    p.segment == segment
+                        && rid >= p.rid_base
                         && u32::from(rid) < u32::from(p.rid_base) + u32::from(p.rid_count)
                 }
             })
             .map(|(&pa, _)| pa)
     }
 
-    /// Invariants 1–2: may a request of `rid` with T bit `t` end at `pa`?
-    pub fn dma_allowed(&self, rid: u16, t: bool, pa: u64) -> Result<(), String> {
+    /// Invariants 1–2: may a request of `requester` with T bit `t` end at `pa`?
+    pub fn dma_allowed(&self, requester: (u16, u16), t: bool, pa: u64) -> Result<(), String> {
         let g = pa & !(G - 1);
         let secure = !matches!(self.state(g), Some(Gs::Ns) | None);
         if !t {
             return if secure {
-                Err(format!("T=0 DMA of rid {rid:#x} reached secure {pa:#x}"))
+                Err(format!("T=0 DMA of {requester:x?} reached secure {pa:#x}"))
             } else {
                 Ok(())
             };
         }
-        let Some(vdev) = self.vdev_of_rid(rid) else {
-            return Err(format!("T=1 DMA of host device {rid:#x} succeeded"));
+        let Some(vdev) = self.vdev_of(requester) else {
+            return Err(format!("T=1 DMA of host device {requester:x?} succeeded"));
         };
         let v = &self.vdevs[&vdev];
         if v.state != VdevState::Run || !v.accepted {
@@ -1653,8 +1667,8 @@ impl Model {
     }
 
     /// A DMA fault was reported: queue it where §8.3 says.
-    pub fn dma_fault(&mut self, rid: u16) {
-        match self.vdev_of_rid(rid) {
+    pub fn dma_fault(&mut self, requester: (u16, u16)) {
+        match self.vdev_of(requester) {
             Some(v) => {
                 let v = self.vdevs.get_mut(&v).unwrap();
                 v.events.push();
@@ -1703,13 +1717,14 @@ fn version_call(raw: u64) -> Expect {
     ok([raw, lo, hi, 0])
 }
 
-/// §9 PdevParams rules, for segment 0 (the model's devices all live there).
+/// §9 PdevParams rules.
 fn pdev_params_valid(p: &PdevParams) -> bool {
     PdevFlags::from_bits(p.flags).is_some()
         && p.rid_count != 0
         && u32::from(p.rid_base) + u32::from(p.rid_count) <= 0x1_0000
         && p.reserved0 == 0
         && p.interface_id_format <= 1
+        && (p.interface_id_format == 0 || p.segment <= 0xFF)
         && p.reserved1 == 0
         && p.reserved2 == [0; 5]
 }

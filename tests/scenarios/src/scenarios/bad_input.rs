@@ -14,7 +14,9 @@ use tsm_abi::version::AbiVersion;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::driver::{World, raw_call};
-use crate::layout::{GPA_BITS, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA, SHARED_GPA, VBDF_BASE};
+use crate::layout::{
+    GPA_BITS, L3_GPA, RID_BASE, RID_COUNT, SCRATCH_GPA, SEGMENT, SHARED_GPA, VBDF_BASE,
+};
 use crate::{HostEnv, Outcome};
 
 fn s(code: tsm_abi::StatusCode, index: u8) -> Status {
@@ -351,6 +353,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     // PDEV parameters, then a real PDEV and wrong device calls.
     let pp = w.pool.ns(env)?;
     let good = PdevParams {
+        segment: SEGMENT,
         rid_base: RID_BASE,
         rid_count: RID_COUNT,
         ..PdevParams::new_zeroed()

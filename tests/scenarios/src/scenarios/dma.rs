@@ -1,7 +1,8 @@
 //! Scenario 6, DMA rules (through TEST_DMA_INJECT): T=0 to private memory faults before bind,
 //! while LOCKED, in RUN and after unbind; T=0 to shared memory works throughout; T=1 works only
 //! in RUN and faults again once the guest stopped the vdevice; the host's fault records carry
-//! no IOVA while the guest's carry it; a host device's DMA to a secure PA faults too.
+//! no IOVA while the guest's carry it; a host device's DMA to a secure PA faults too, and so does
+//! T=1 DMA of the vdevice's RID on another segment (another device: a host device).
 
 use tsm_abi::addr::{Iova, Pa};
 use tsm_abi::api::host::{self, EventQueue};
@@ -11,7 +12,9 @@ use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::driver::{Exit, World};
-use crate::layout::{GuestArg, HOST_RID, SCRATCH_GPA, SHARED_GPA, Script, VBDF_BASE};
+use crate::layout::{
+    GuestArg, HOST_RID, OTHER_SEGMENT, SCRATCH_GPA, SEGMENT, SHARED_GPA, Script, VBDF_BASE,
+};
 use crate::{Fail, HostEnv, Outcome};
 
 /// The IOVA of the refused T=0 request to private memory (the guest looks for its record).
@@ -32,13 +35,21 @@ impl Dma {
     fn check<E: HostEnv>(&self, env: &mut E, t1_allowed: bool) -> Outcome {
         let none = PasidArg::NoPasid;
         refused!(
-            host::test_dma_inject(env, self.rid, none, T0_PRIVATE_IOVA, DmaInjectFlags::WRITE),
+            host::test_dma_inject(
+                env,
+                SEGMENT,
+                self.rid,
+                none,
+                T0_PRIVATE_IOVA,
+                DmaInjectFlags::WRITE
+            ),
             fault(EventReason::T0ToSecure),
             "T=0 DMA to private memory"
         );
         let pa = must!(
             host::test_dma_inject(
                 env,
+                SEGMENT,
                 self.rid,
                 none,
                 Iova(SHARED_GPA.0 + 0x20),
@@ -53,6 +64,7 @@ impl Dma {
         );
         let t1 = host::test_dma_inject(
             env,
+            SEGMENT,
             self.rid,
             none,
             Iova(SCRATCH_GPA.0 + 0x30),
@@ -68,6 +80,53 @@ impl Dma {
         } else {
             refused!(t1, fault(EventReason::T1NotAllowed), "T=1 DMA outside RUN");
         }
+        Ok(())
+    }
+
+    /// The vdevice's RID on [`OTHER_SEGMENT`] is a host device: T=1 faults into the host-domain
+    /// queue, whose record names that requester, and T=0 is the identity, not the vdevice's
+    /// vIOMMU. Both aim at host memory by PA (the host domain refuses what is not DRAM before
+    /// the T bit is looked at, and DRAM starts at 0 only on x86_64).
+    fn other_segment<E: HostEnv>(&self, env: &mut E, event: Pa) -> Outcome {
+        refused!(
+            host::test_dma_inject(
+                env,
+                OTHER_SEGMENT,
+                self.rid,
+                PasidArg::NoPasid,
+                Iova(self.shared.0 + 0x30),
+                DmaInjectFlags::T_BIT | DmaInjectFlags::WRITE
+            ),
+            fault(EventReason::T1NotAllowed),
+            "T=1 DMA of the vdevice's RID on another segment"
+        );
+        let pa = must!(
+            host::test_dma_inject(
+                env,
+                OTHER_SEGMENT,
+                self.rid,
+                PasidArg::NoPasid,
+                Iova(self.shared.0 + 0x28),
+                DmaInjectFlags::WRITE
+            ),
+            "T=0 DMA of a host device on another segment"
+        );
+        ensure!(pa.0 == self.shared.0 + 0x28, "host device translated", pa.0);
+        let left = must!(
+            host::event_read(env, EventQueue::HostDomain, event),
+            "EVENT_READ host domain"
+        );
+        let mut ev = HostEvent::new_zeroed();
+        ensure!(env.read(event, ev.as_mut_bytes()), "read event");
+        ensure!(
+            left.is_some()
+                && ev.vdev == 0
+                && ev.segment == OTHER_SEGMENT
+                && ev.rid == self.rid
+                && ev.reason == EventReason::T1NotAllowed.raw(),
+            "host-domain record names another requester",
+            ev.segment
+        );
         Ok(())
     }
 }
@@ -107,7 +166,8 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     w.run_expect(env, t, 0, Exit::Yielded)?;
     ensure!(w.state(env, v)? == VdevState::Run, "not RUN after accept");
     d.check(env, true)?;
-    say!("RUN: T=1 reaches private memory, T=0 private still faults");
+    d.other_segment(env, w.event)?;
+    say!("RUN: T=1 reaches private memory, T=0 private still faults; not from another segment");
     // The guest stops the vdevice (STOP carried by the host) and checks its fault records.
     w.run_expect(env, t, 0, Exit::Exited(0))?;
     ensure!(
@@ -133,7 +193,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
                 let mut ev = HostEvent::new_zeroed();
                 ensure!(env.read(w.event, ev.as_mut_bytes()), "read event");
                 ensure!(
-                    ev.vdev == w.vdev(v)?.pa.0 && ev.rid == d.rid,
+                    ev.vdev == w.vdev(v)?.pa.0 && ev.segment == SEGMENT && ev.rid == d.rid,
                     "event names another device",
                     ev.vdev
                 );
@@ -146,6 +206,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     refused!(
         host::test_dma_inject(
             env,
+            SEGMENT,
             HOST_RID,
             PasidArg::NoPasid,
             Iova(private.0),
@@ -157,6 +218,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let pa = must!(
         host::test_dma_inject(
             env,
+            SEGMENT,
             HOST_RID,
             PasidArg::NoPasid,
             Iova(shared.0),

@@ -14,7 +14,7 @@ use tsm_abi::tdisp::{ErrorCode, RequestCode};
 use tsm_device_model::Misbehaviour;
 
 use crate::driver::{Exit, World};
-use crate::layout::{GuestArg, SCRATCH_GPA, Script, VBDF_BASE};
+use crate::layout::{GuestArg, SCRATCH_GPA, SEGMENT, Script, VBDF_BASE};
 use crate::{HostEnv, Outcome};
 
 const KNOBS: [Misbehaviour; 9] = [
@@ -44,6 +44,7 @@ fn no_t1<E: HostEnv>(w: &mut World, env: &mut E, v: usize) -> Outcome {
     refused!(
         host::test_dma_inject(
             env,
+            SEGMENT,
             d.pbdf,
             PasidArg::NoPasid,
             Iova(SCRATCH_GPA.0),

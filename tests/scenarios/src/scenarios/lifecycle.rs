@@ -9,7 +9,7 @@ use tsm_abi::event::{DmaInjectFlags, PasidArg};
 use tsm_abi::state::VdevState;
 
 use crate::driver::{Exit, World};
-use crate::layout::{GuestArg, SCRATCH_GPA, Script, VBDF_BASE};
+use crate::layout::{GuestArg, SCRATCH_GPA, SEGMENT, Script, VBDF_BASE};
 use crate::{HostEnv, Outcome};
 
 /// Runs the scenario.
@@ -58,6 +58,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
             let pa = must!(
                 host::test_dma_inject(
                     env,
+                    SEGMENT,
                     d.pbdf,
                     PasidArg::NoPasid,
                     Iova(SCRATCH_GPA.0 + 0x40),

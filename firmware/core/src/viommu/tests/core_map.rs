@@ -18,11 +18,11 @@ struct WithVdev<'t, 'a> {
 }
 
 impl Devices for WithVdev<'_, '_> {
-    fn vdevice(&self, rid: RequesterId, _: Option<u32>) -> Option<VdevView> {
-        (rid == RID).then_some(self.vdev)
+    fn vdevice(&self, requester: Requester, _: Option<u32>) -> Option<VdevView> {
+        (requester == RID).then_some(self.vdev)
     }
-    fn host_domain(&self, rid: RequesterId, iova: Iova) -> Option<HostMapping> {
-        self.core.host_domain(rid, iova)
+    fn host_domain(&self, requester: Requester, iova: Iova) -> Option<HostMapping> {
+        self.core.host_domain(requester, iova)
     }
 }
 

@@ -59,6 +59,42 @@ fn faults_come_out_in_order_with_every_field() {
 }
 
 #[test]
+fn host_domain_records_keep_their_requester_through_overflow_and_wrap() {
+    let mut q = HostDomainQueue::new();
+    let who = |i: u64| Requester {
+        segment: (i % 3) as u16,
+        rid: 0x100 + i as u16,
+    };
+    let host_fault = |i| Fault {
+        vdev: None,
+        ..fault(i, FaultReason::HostDomain)
+    };
+    // Fill, overflow (dropped records keep no requester), drain half, refill past the ring's end.
+    let n = EVENT_QUEUE_CAPACITY as u64;
+    for i in 0..n + 5 {
+        q.push(who(i), &host_fault(i));
+    }
+    for i in 0..n / 2 {
+        let (f, r) = q.pop().unwrap();
+        assert_eq!((f.iova, r), (host_fault(i).iova, who(i)));
+    }
+    for i in 100..100 + n / 2 {
+        q.push(who(i), &host_fault(i));
+    }
+    let expected = (n / 2..n).chain(100..100 + n / 2);
+    for i in expected {
+        let (f, r) = q.pop().unwrap();
+        assert_eq!((f.iova, r), (host_fault(i).iova, who(i)));
+    }
+    assert_eq!(q.pop(), None);
+    let s = q.host_summary();
+    assert_eq!(
+        (u64::from(s.total), s.overflow, s.pending),
+        (n + 5 + n / 2, 5, 0)
+    );
+}
+
+#[test]
 fn overflow_is_counted_never_silent_and_the_ring_wraps() {
     let mut q = EventQueue::new();
     let n = EVENT_QUEUE_CAPACITY as u64 + 7;

@@ -8,6 +8,11 @@ const X86: Stage1Format = Stage1Format::X86_64FirstStage4Level;
 const IOVA: u64 = 0x0000_0040_0020_3000;
 const GPA_A: u64 = 0x10_0000;
 const GPA_B: u64 = 0x20_0000;
+/// A second vdevice.
+const OTHER: Requester = Requester {
+    segment: 0,
+    rid: 0x300,
+};
 
 /// Two IOVA pages in `fmt` (IOVA → GPA_A, IOVA+4K → GPA_B), both translated once (cached).
 fn warm(fmt: Stage1Format) -> (Sim, Iotlb, Gpa, Pa, Pa) {
@@ -177,10 +182,10 @@ fn delegate_and_undelegate_drop_by_pa() {
 #[test]
 fn unbind_and_stop_drop_the_whole_vdevice_and_t1_stops_at_once() {
     let (mut s, mut tlb, _, _, _) = warm(ARM);
-    s.add_vdev(RequesterId(0x300), VdevId(0xB000), TVM, Stage1Format::None);
+    s.add_vdev(OTHER, VdevId(0xB000), TVM, Stage1Format::None);
     let pa = s.map(TVM, Gpa(0x3000), Perms::RW, false);
     let r2 = Request {
-        rid: RequesterId(0x300),
+        requester: OTHER,
         pasid: None,
         t_bit: false,
         iova: Iova(0x3000),
@@ -286,10 +291,10 @@ fn guest_ranges_ending_in_the_last_page_do_not_overflow() {
 #[test]
 fn tvm_destroy_and_flush_drop_everything_of_their_scope() {
     let (mut s, mut tlb, _, _, _) = warm(ARM);
-    s.add_vdev(RequesterId(0x300), VdevId(0xB000), TVM2, Stage1Format::None);
+    s.add_vdev(OTHER, VdevId(0xB000), TVM2, Stage1Format::None);
     s.map(TVM2, Gpa(0x3000), Perms::RW, false);
     let r2 = Request {
-        rid: RequesterId(0x300),
+        requester: OTHER,
         pasid: None,
         t_bit: false,
         iova: Iova(0x3000),

@@ -84,7 +84,7 @@ pub struct Sim {
     pub mem: SimMem,
     pub s2: BTreeMap<(TvmId, u64), S2Entry>,
     pub secure: BTreeSet<u64>,
-    pub vdevs: BTreeMap<u16, SimVdev>,
+    pub vdevs: BTreeMap<Requester, SimVdev>,
     /// Host domain: identity, read/write, except these pages.
     pub host_unmapped: BTreeSet<u64>,
     /// Stage-2 lookups made by the vIOMMU.
@@ -94,8 +94,8 @@ pub struct Sim {
 }
 
 impl Devices for Sim {
-    fn vdevice(&self, rid: RequesterId, pasid: Option<u32>) -> Option<VdevView> {
-        self.vdevs.get(&rid.0).map(|v| VdevView {
+    fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
+        self.vdevs.get(&requester).map(|v| VdevView {
             id: v.id,
             tvm: v.tvm,
             format: v.format,
@@ -105,7 +105,7 @@ impl Devices for Sim {
         })
     }
 
-    fn host_domain(&self, _rid: RequesterId, iova: Iova) -> Option<HostMapping> {
+    fn host_domain(&self, _requester: Requester, iova: Iova) -> Option<HostMapping> {
         (!self.host_unmapped.contains(&(iova.0 & !0xFFF))).then_some(HostMapping {
             pa: Pa(iova.0),
             perms: Perms::RW,
@@ -136,8 +136,15 @@ impl Context for Sim {
 pub const TVM: TvmId = TvmId(0x1000);
 pub const TVM2: TvmId = TvmId(0x2000);
 pub const VDEV: VdevId = VdevId(0xA000);
-pub const RID: RequesterId = RequesterId(0x0100);
-pub const HOST_RID: RequesterId = RequesterId(0x0200);
+pub const RID: Requester = Requester {
+    segment: 0,
+    rid: 0x0100,
+};
+/// The vdevice's RID on another segment: a host device.
+pub const HOST_RID: Requester = Requester {
+    segment: 1,
+    rid: 0x0100,
+};
 
 impl Sim {
     /// A world with one vdevice (RID 0x100) of `format` in TVM, not yet bound.
@@ -150,9 +157,9 @@ impl Sim {
         s
     }
 
-    pub fn add_vdev(&mut self, rid: RequesterId, id: VdevId, tvm: TvmId, format: Stage1Format) {
+    pub fn add_vdev(&mut self, requester: Requester, id: VdevId, tvm: TvmId, format: Stage1Format) {
         self.vdevs.insert(
-            rid.0,
+            requester,
             SimVdev {
                 id,
                 tvm,
@@ -164,8 +171,8 @@ impl Sim {
         );
     }
 
-    pub fn vdev(&mut self, rid: RequesterId) -> &mut SimVdev {
-        self.vdevs.get_mut(&rid.0).unwrap()
+    pub fn vdev(&mut self, requester: Requester) -> &mut SimVdev {
+        self.vdevs.get_mut(&requester).unwrap()
     }
 
     pub fn set_run(&mut self, run: bool, accepted: bool) {
@@ -314,7 +321,7 @@ pub mod enc {
 
 pub fn req(t_bit: bool, iova: u64, access: Access) -> Request {
     Request {
-        rid: RID,
+        requester: RID,
         pasid: None,
         t_bit,
         iova: Iova(iova),

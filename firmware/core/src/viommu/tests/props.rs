@@ -343,6 +343,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Vdevice `i`'s requester (and [`HOST`]'s, a host device): one RID on several segments, so
+/// the engine must tell requesters apart by segment.
+fn requester(i: u16) -> Requester {
+    Requester {
+        segment: i,
+        rid: 0x0100,
+    }
+}
+
 fn vdev_id(i: u16) -> VdevId {
     VdevId(0xA000 + u64::from(i))
 }
@@ -383,7 +392,7 @@ fn attach(
     pasid: Option<u32>,
     spec: RootSpec,
 ) {
-    let v = s.vdev(RequesterId(vdev));
+    let v = s.vdev(requester(vdev));
     let ia_bits = match v
         .format
         .min_ia_bits()
@@ -436,8 +445,8 @@ fn build(w: &World) -> (Sim, Roots) {
     }
     for (i, v) in w.vdevs.iter().enumerate() {
         let i = i as u16;
-        s.add_vdev(RequesterId(i), vdev_id(i), TVMS[v.tvm], format(v.format));
-        let sv = s.vdev(RequesterId(i));
+        s.add_vdev(requester(i), vdev_id(i), TVMS[v.tvm], format(v.format));
+        let sv = s.vdev(requester(i));
         sv.run = v.run;
         sv.accepted = v.accepted;
         if let Some(r) = v.default_root {
@@ -469,7 +478,7 @@ fn check_invariants(s: &Sim, r: &Request, got: Pa) -> Result<(), TestCaseError> 
         prop_assert!(!secure, "invariant 1: T=0 reached secure {got:?} for {r:?}");
         return Ok(());
     }
-    let v = s.vdevs.get(&r.rid.0);
+    let v = s.vdevs.get(&r.requester);
     prop_assert!(
         v.is_some_and(|v| v.run && v.accepted),
         "invariant 2: T=1 from a non-RUN/accepted requester {r:?}"
@@ -502,7 +511,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
             } => {
                 let access = if write { Access::Write } else { Access::Read };
                 let fresh = Request {
-                    rid: RequesterId(rid),
+                    requester: requester(rid),
                     pasid,
                     t_bit,
                     iova: Iova(iova),
@@ -513,7 +522,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                     _ => fresh,
                 };
                 seen.push(r);
-                let (rid, pasid, t_bit) = (r.rid.0, r.pasid, r.t_bit);
+                let (requester, pasid, t_bit) = (r.requester, r.pasid, r.t_bit);
                 let hits = tlb.hits();
                 let cached = translate(&s, &mut tlb, &r);
                 let walked = translate_uncached(&s, &r);
@@ -535,7 +544,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                         } else {
                             cov.t0_ok += 1;
                         }
-                        let v = s.vdevs.get(&rid);
+                        let v = s.vdevs.get(&requester);
                         if v.is_some_and(|v| {
                             v.format != Stage1Format::None
                                 && v.pasids.lookup(pasid) != Stage1Root::Bypass
@@ -588,7 +597,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 run,
                 accepted,
             } => {
-                let v = s.vdev(RequesterId(vdev));
+                let v = s.vdev(requester(vdev));
                 v.run = run;
                 v.accepted = accepted;
                 if !run {
@@ -599,7 +608,7 @@ fn run(w: &World, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCaseError> {
                 attach(&mut s, &mut roots, Some(&mut tlb), vdev, pasid, root);
             }
             Op::Detach { vdev, pasid } => {
-                if s.vdev(RequesterId(vdev)).pasids.detach(pasid).is_ok() {
+                if s.vdev(requester(vdev)).pasids.detach(pasid).is_ok() {
                     roots.remove(&(vdev_id(vdev), pasid));
                     tlb.invalidate_pasid(vdev_id(vdev), pasid);
                 }

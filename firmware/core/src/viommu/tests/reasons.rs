@@ -380,7 +380,7 @@ fn stage2_translation_and_permission_faults() {
 fn host_devices_use_the_host_domain_and_the_final_check() {
     let mut s = Sim::with_vdev(ARM);
     let host = |t, iova| Request {
-        rid: HOST_RID,
+        requester: HOST_RID,
         pasid: None,
         t_bit: t,
         iova: Iova(iova),
@@ -478,7 +478,7 @@ fn t1_to_a_page_that_is_not_the_tvms_own_faults() {
 fn faults_carry_the_request() {
     let (s, _, _) = setup(X86);
     let r = Request {
-        rid: RID,
+        requester: RID,
         pasid: Some(9),
         t_bit: true,
         iova: Iova(0xFFFF_0000),
@@ -584,6 +584,6 @@ fn faults_say_where_translation_stopped() {
     let mut s = Sim::with_vdev(ARM);
     s.host_unmapped.insert(0x5000);
     let mut r = req(false, 0x5018, Access::Read);
-    r.rid = HOST_RID;
+    r.requester = HOST_RID;
     assert_eq!(stopped(fresh(&s, &r)), (FaultReason::HostDomain, None));
 }
