@@ -5,6 +5,10 @@
 //! table, object states, results) equals the model's. Each sequence ends with a teardown in a
 //! random order, after which every granule is NS again.
 //!
+//! The devices repeat on several PCI segments with the same RIDs, so a requester is named only by
+//! (segment, RID): DMA comes from every such pair, and what a request reaches must be its own
+//! vdevice's TVM's memory (or, for a host device, exactly its IOVA).
+//!
 //! Knobs (environment variables):
 //! - `TSM_MODEL_SEQUENCES=N` sequences per address-map format (default 5000, so 10,000 in all);
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
@@ -87,10 +91,15 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // The devices (the environment)
 
-/// Two DSMs: PF0 at 0x100 / 0x200 and three functions each; function 1 has a report of two
-/// portions (1032 bytes), the others one.
+/// Two DSMs on every segment: PF0 at 0x100 / 0x200 and three functions each; function 1 has a
+/// report of two portions (1032 bytes), the others one.
 const DEVICE_BASES: [u16; 2] = [0x100, 0x200];
 const DEVICE_RIDS: u16 = 4;
+/// The PCI segments. The same RIDs on each: only (segment, RID) names a device. 0x1FF is too
+/// wide for RID_SEGMENT interface IDs (8 segment bits).
+const SEGMENTS: [u16; 3] = [0, 1, 0x1FF];
+/// A RID no device has on any segment: a host device.
+const HOST_RID: u16 = 0x300;
 static BIG_RANGES: [MmioRange; 32] = {
     let mut r = [MmioRange {
         first_page: 0,
@@ -122,10 +131,12 @@ static SMALL_RANGES: [MmioRange; 2] = [
 static BIG_INFO: [u8; 500] = [0xD5; 500];
 static SMALL_INFO: [u8; 24] = [0x3C; 24];
 
-fn tdi(rid: u16) -> TdiConfig<'static> {
+/// The TDI of function `rid`, named with or without its segment (a PDEV's interface-ID format
+/// decides which the TSM uses).
+fn tdi(rid: u16, segment: Option<u8>) -> TdiConfig<'static> {
     let big = rid & 0xFF == 1;
     TdiConfig {
-        interface_id: InterfaceId::new(rid, None),
+        interface_id: InterfaceId::new(rid, segment),
         report: ReportFields {
             interface_info: InterfaceInfo::DMA_WITHOUT_PASID,
             msi_x_message_control: 0,
@@ -137,28 +148,49 @@ fn tdi(rid: u16) -> TdiConfig<'static> {
     }
 }
 
+/// What VDEV_CREATE must name as the function ID: `p`'s interface ID of `pbdf`.
+fn function_id(p: &spec::Pdev, pbdf: u16) -> u32 {
+    PdevParams {
+        segment: p.segment,
+        interface_id_format: u32::from(p.id_segment),
+        ..PdevParams::new_zeroed()
+    }
+    .function_id(pbdf)
+}
+
 /// The report length of a TDI: header 16, 16 per range, 4-byte info length, info.
 fn report_len(rid: u16) -> u32 {
-    let t = tdi(rid);
+    let t = tdi(rid, None);
     (16 + 16 * t.mmio_ranges.len() + 4 + t.device_specific_info.len()) as u32
 }
 
-fn devices() -> Vec<(u16, Device<'static>)> {
-    DEVICE_BASES
-        .iter()
-        .map(|&base| {
+/// Every device: (segment, PF0, device). Its TDIs answer to RID interface IDs, and to
+/// RID_SEGMENT ones where the segment fits.
+fn devices() -> Vec<(u16, u16, Device<'static>)> {
+    let mut out = Vec::new();
+    for segment in SEGMENTS {
+        for base in DEVICE_BASES {
+            let with_segment = u8::try_from(segment).ok();
             let tdis: &'static [TdiConfig<'static>] = Box::leak(
                 (0..DEVICE_RIDS)
-                    .map(|i| tdi(base + i))
+                    .map(|i| tdi(base + i, None))
+                    .chain(
+                        with_segment
+                            .into_iter()
+                            .flat_map(|s| (0..DEVICE_RIDS).map(move |i| tdi(base + i, Some(s)))),
+                    )
                     .collect::<Vec<_>>()
                     .into_boxed_slice(),
             );
-            (
+            let seed = [base as u8 ^ segment as u8; 32];
+            out.push((
+                segment,
                 base,
-                Device::new(DeviceConfig::new(tdis, [base as u8; 32])).unwrap(),
-            )
-        })
-        .collect()
+                Device::new(DeviceConfig::new(tdis, seed)).unwrap(),
+            ));
+        }
+    }
+    out
 }
 
 /// Misbehaviours that break exactly the response they touch.
@@ -227,6 +259,9 @@ struct Stats {
     dma: u64,
     /// DMA requests that went through, by T bit.
     dma_through: [u64; 2],
+    /// DMA requests from a RID that is a vdevice's pBDF on another segment: [the requester is a
+    /// host device, the requester is itself a vdevice].
+    dma_twins: [u64; 2],
     runs: u64,
     /// Guest calls that waited for a device operation: started, re-run while pending, got
     /// their operation's result, got `Cancelled`.
@@ -247,6 +282,8 @@ impl Stats {
         self.dma += o.dma;
         self.dma_through[0] += o.dma_through[0];
         self.dma_through[1] += o.dma_through[1];
+        self.dma_twins[0] += o.dma_twins[0];
+        self.dma_twins[1] += o.dma_twins[1];
         self.runs += o.runs;
         for (a, b) in self.waits.iter_mut().zip(o.waits) {
             *a += b;
@@ -261,7 +298,7 @@ struct World<'h> {
     h: &'h Harness,
     m: Model,
     rng: Rng,
-    devs: Vec<(u16, Device<'static>)>,
+    devs: Vec<(u16, u16, Device<'static>)>,
     /// The request the TSM last put out for an object (read by the host at once).
     requests: BTreeMap<u64, Vec<u8>>,
     /// The device's answer to an object's outstanding request, until the TSM takes it.
@@ -465,6 +502,15 @@ impl<'h> World<'h> {
         // The model refused anything wider before this point.
         let requester = (c.args[4] as u16, c.args[0] as u16);
         let t = c.args[3] & 1 != 0;
+        let vdev = self.m.vdev_of(requester);
+        let twin = self
+            .m
+            .vdevs
+            .values()
+            .any(|v| v.pbdf == requester.1 && self.m.pdevs[&v.pdev].segment != requester.0);
+        if twin {
+            self.stats.dma_twins[usize::from(vdev.is_some())] += 1;
+        }
         match status.code {
             StatusCode::Success => {
                 self.stats.dma_through[usize::from(t)] += 1;
@@ -475,12 +521,16 @@ impl<'h> World<'h> {
             StatusCode::DmaFault if (1..=9).contains(&status.index) => self.m.dma_fault(requester),
             _ => self.fail(format!("TEST_DMA_INJECT returned {status:?}")),
         }
-        // Host devices reach DRAM by identity: exactly NS granules, for T=0.
+        // A host device reaches DRAM by identity, exactly its NS granules, and only with T=0.
         let iova = c.args[2];
-        if self.m.vdev_of(requester).is_none() && !t && iova >= SIM_BASE && iova < self.dram_end() {
-            let ns = self.m.state(iova & !(G - 1)) == Some(Gs::Ns);
-            if ns != status.is_success() {
-                self.fail(format!("host-domain T=0 DMA to {iova:#x}: {status:?}"));
+        if vdev.is_none() {
+            let dram = iova >= SIM_BASE && iova < self.dram_end();
+            let ns = dram && self.m.state(iova & !(G - 1)) == Some(Gs::Ns);
+            if (!t && ns) != status.is_success() || status.is_success() && got.out[0] != iova {
+                self.fail(format!(
+                    "host device {requester:x?}: DMA to {iova:#x}: {status:?} {:#x}",
+                    got.out[0]
+                ));
             }
         }
     }
@@ -1258,8 +1308,10 @@ impl<'h> World<'h> {
                     self.rng
                         .pick(&[(0x100u16, 4u16), (0x200, 4), (0x102, 2), (0x300, 2)])?;
                 let mut p = PdevParams {
+                    segment: self.rng.pick(&SEGMENTS)?,
                     rid_base: base,
                     rid_count: count,
+                    interface_id_format: u32::from(self.rng.chance(25)),
                     ..PdevParams::new_zeroed()
                 };
                 if self.rng.chance(10) {
@@ -1325,8 +1377,15 @@ impl<'h> World<'h> {
                 let pdev = self.prefer(good, self.m.pdevs.keys().copied().collect())?;
                 let viommu = self.keys(&self.m.viommus.clone())?;
                 let vdev = self.delegated();
-                let base = self.m.pdevs[&pdev].rid_base;
-                let used: Vec<u16> = self.m.vdevs.values().map(|v| v.pbdf).collect();
+                let pd = self.m.pdevs[&pdev].clone();
+                let base = pd.rid_base;
+                let used: Vec<u16> = self
+                    .m
+                    .vdevs
+                    .values()
+                    .filter(|v| v.pdev == pdev)
+                    .map(|v| v.pbdf)
+                    .collect();
                 let free: Vec<u64> = (1..4u16)
                     .map(|i| base + i)
                     .filter(|b| !used.contains(b))
@@ -1353,7 +1412,7 @@ impl<'h> World<'h> {
                 let mut p = VdevParams {
                     pbdf,
                     vbdf,
-                    function_id: u32::from(pbdf),
+                    function_id: function_id(&pd, pbdf),
                     lock_flags: LockFlags::NO_FW_UPDATE.bits(),
                     virt_id: if vt == ViommuType::TsmNoViommu {
                         0
@@ -1460,19 +1519,20 @@ impl<'h> World<'h> {
                 host(EVENT_READ, &[q, buf])
             }
             27 => {
-                // Mostly a vdevice (a RUN one when there is one) at one of its TVM's pages.
+                // Mostly a vdevice (a RUN one when there is one) at one of its TVM's pages;
+                // often its RID on another segment.
                 let run = self
                     .m
                     .vdevs
                     .values()
                     .filter(|v| v.state == VdevState::Run)
-                    .map(|v| (v.pbdf, v.tvm))
+                    .map(|v| (self.m.pdevs[&v.pdev].segment, v.pbdf, v.tvm))
                     .collect::<Vec<_>>();
                 let any = self
                     .m
                     .vdevs
                     .values()
-                    .map(|v| (v.pbdf, v.tvm))
+                    .map(|v| (self.m.pdevs[&v.pdev].segment, v.pbdf, v.tvm))
                     .collect::<Vec<_>>();
                 let target = match self.rng.pick(&run) {
                     Some(t) if self.rng.chance(70) => Some(t),
@@ -1481,11 +1541,17 @@ impl<'h> World<'h> {
                 let rid = match (self.rng.below(4), target) {
                     (0, _) => self.rng.below(0x400),
                     (1, _) => self.rng.next() & 0x1_FFFF,
-                    (_, Some((pbdf, _))) => u64::from(pbdf),
+                    (_, Some((_, pbdf, _))) => u64::from(pbdf),
                     (_, None) => 0x101,
                 };
+                let segment = match (self.rng.below(8), target) {
+                    (0..=2, _) | (_, None) => u64::from(self.rng.pick(&SEGMENTS).unwrap()),
+                    (3, _) if self.rng.chance(20) => self.rng.next() >> self.rng.below(64),
+                    (3, _) => self.rng.below(0x1_0000),
+                    (_, Some((s, _, _))) => u64::from(s),
+                };
                 let mapped: Vec<u64> = target
-                    .map(|(_, tvm)| self.m.tvms[&tvm].pages.keys().copied().collect())
+                    .map(|(_, _, tvm)| self.m.tvms[&tvm].pages.keys().copied().collect())
                     .unwrap_or_default();
                 let iova = match self.rng.below(8) {
                     0 => SIM_BASE + self.rng.below(GRANULES as u64 * G),
@@ -1503,7 +1569,7 @@ impl<'h> World<'h> {
                 } else {
                     self.rng.below(4)
                 };
-                host(TEST_DMA_INJECT, &[rid, pasid, iova, flags])
+                host(TEST_DMA_INJECT, &[rid, pasid, iova, flags, segment])
             }
             28..=32 => self.guest_call(which),
             _ => None,
@@ -1530,7 +1596,7 @@ impl<'h> World<'h> {
                 Some(a) => a.clone(),
                 None => {
                     let req = self.requests[&obj].clone();
-                    let a = self.device_answer(&req);
+                    let a = self.device_answer(obj, &req);
                     self.answers.insert(obj, a.clone());
                     a
                 }
@@ -1570,23 +1636,26 @@ impl<'h> World<'h> {
         }
     }
 
-    /// The device's answer to `req`, and whether it answers it (the TDI's state allows the
-    /// request and the device was not told to misbehave).
-    fn device_answer(&mut self, req: &[u8]) -> (bool, Vec<u8>) {
+    /// The device's answer to `req`, a request for object `obj`, and whether it answers it (the
+    /// TDI's state allows the request and the device was not told to misbehave). The request
+    /// goes to the device at its RID on the segment of `obj`'s PDEV.
+    fn device_answer(&mut self, obj: u64, req: &[u8]) -> (bool, Vec<u8>) {
         let Ok(r) = Request::decode(req) else {
             self.fail(format!("the TSM sent an undecodable request {req:x?}"));
         };
         let iid = r.interface_id();
         let rid = iid.requester_id();
+        let pdev = self.m.vdevs.get(&obj).map_or(obj, |v| v.pdev);
+        let segment = self.m.pdevs.get(&pdev).map(|p| p.segment);
         let Some(i) = self
             .devs
             .iter()
-            .position(|(b, _)| rid >= *b && rid < b + DEVICE_RIDS)
+            .position(|(s, b, _)| Some(*s) == segment && rid >= *b && rid < b + DEVICE_RIDS)
         else {
             // Nobody answers at that requester ID: an empty response.
             return (false, Vec::new());
         };
-        let dev = &mut self.devs[i].1;
+        let dev = &mut self.devs[i].2;
         let state = dev.tdi_state(iid);
         let mut valid = match r {
             Request::GetVersion { .. } | Request::GetCapabilities { .. } => state.is_some(),
@@ -1884,10 +1953,55 @@ impl<'h> World<'h> {
         r
     }
 
-    /// Builds a world the random calls can go deep in: a TVM with a full walk to GPA 0, two
-    /// private pages, a vCPU; a connected PDEV, a vIOMMU and a vdevice. Every call is checked
-    /// like any other; whatever fails (a device told to misbehave) just leaves less built.
+    /// Builds a world the random calls can go deep in: a tenant (below), often a second one
+    /// in another TVM whose device has the same RIDs on another segment, then DMA from every
+    /// requester of those RIDs on every segment. Every call is checked like any other; whatever
+    /// fails (a device told to misbehave) just leaves less built.
     fn prelude(&mut self) {
+        let base = self.rng.pick(&DEVICE_BASES).unwrap();
+        let first = self.rng.below(SEGMENTS.len() as u64) as usize;
+        let pbdf = base + 1 + self.rng.below(2) as u16;
+        self.tenant(SEGMENTS[first], base, pbdf);
+        if self.rng.chance(50) {
+            let other = (first + 1 + self.rng.below(2) as usize) % SEGMENTS.len();
+            let pbdf = if self.rng.chance(60) {
+                pbdf
+            } else {
+                base + 1 + self.rng.below(2) as u16
+            };
+            self.tenant(SEGMENTS[other], base, pbdf);
+        }
+        self.dma_sweep(base);
+    }
+
+    /// One DMA request from every RID of the device at `base` and a host device's, on every
+    /// segment, at a GPA some TVM maps or at a PA (a host device's view).
+    fn dma_sweep(&mut self, base: u16) {
+        let gpas: Vec<u64> = self
+            .m
+            .tvms
+            .values()
+            .flat_map(|t| t.pages.keys().copied())
+            .chain([0x20_0000])
+            .collect();
+        for segment in SEGMENTS {
+            for rid in (base..base + DEVICE_RIDS).chain([HOST_RID]) {
+                let iova = if self.rng.chance(25) {
+                    SIM_BASE + self.rng.below(GRANULES as u64 * G)
+                } else {
+                    self.rng.pick(&gpas).unwrap() + self.rng.below(G)
+                };
+                let flags = self.rng.below(4);
+                let args = [u64::from(rid), NO_PASID, iova, flags, u64::from(segment)];
+                self.host_step(TEST_DMA_INJECT, &args, Env::None);
+            }
+        }
+    }
+
+    /// A tenant: a TVM with a full walk to GPA 0, two private pages, a vCPU; a connected PDEV
+    /// on `segment` for the device at `base`, a vIOMMU and a vdevice at `pbdf`, mostly bound
+    /// and accepted, whose device then DMAs into the TVM's pages.
+    fn tenant(&mut self, segment: u16, base: u16, pbdf: u16) {
         let (tvm, root) = (self.delegated(), self.delegated());
         let params = TvmParams {
             gpa_bits: 36 + self.rng.below(u64::from(self.m.max_gpa_bits) - 35) as u8,
@@ -1919,14 +2033,15 @@ impl<'h> World<'h> {
         let vcpu = self.delegated();
         self.host_step(VCPU_CREATE, &[tvm, vcpu, 0x1000, 0], Env::None);
         let pdev = self.delegated();
-        let base = self.rng.pick(&DEVICE_BASES).unwrap();
-        let params = PdevParams {
+        let pdev_params = PdevParams {
+            segment,
             rid_base: base,
             rid_count: DEVICE_RIDS,
+            interface_id_format: u32::from(segment <= 0xFF && self.rng.chance(25)),
             ..PdevParams::new_zeroed()
         };
         let pp = self.scratch();
-        self.host_step(PDEV_CREATE, &[pdev, pp], Env::PdevParams(params));
+        self.host_step(PDEV_CREATE, &[pdev, pp], Env::PdevParams(pdev_params));
         let comm = self.scratch();
         self.host_step(PDEV_CONNECT, &[pdev, comm], Env::None);
         for _ in 0..2 {
@@ -1945,11 +2060,10 @@ impl<'h> World<'h> {
             Env::None,
         );
         let vdev = self.delegated();
-        let pbdf = base + 1 + self.rng.below(2) as u16;
         let params = VdevParams {
             pbdf,
             vbdf: 8,
-            function_id: u32::from(pbdf),
+            function_id: pdev_params.function_id(pbdf),
             lock_flags: LockFlags::NO_FW_UPDATE.bits(),
             ..VdevParams::new_zeroed()
         };
@@ -2050,7 +2164,7 @@ impl<'h> World<'h> {
             let flags = self.rng.below(4);
             self.host_step(
                 TEST_DMA_INJECT,
-                &[u64::from(pbdf), NO_PASID, gpa, flags],
+                &[u64::from(pbdf), NO_PASID, gpa, flags, u64::from(segment)],
                 Env::None,
             );
         }
@@ -2222,9 +2336,9 @@ fn run_format(format: AddressMapFormat, salt: u64) {
     }
     println!(
         "model {format:?}: {} sequences, {} calls ({} succeeded, {} refused, {} DMA of which \
-         {} T=0 and {} T=1 went through, {} guest runs; guest device waits: {} started, {} re-run \
-         while pending, {} results, {} cancelled) in {secs:.1} s: {:.0} sequences/s, \
-         {:.0} calls/s",
+         {} T=0 and {} T=1 went through, {} from a vdevice's RID on another segment ({} of \
+         them a vdevice too), {} guest runs; guest device waits: {} started, {} re-run while \
+         pending, {} results, {} cancelled) in {secs:.1} s: {:.0} sequences/s, {:.0} calls/s",
         total.sequences,
         total.calls,
         total.successes,
@@ -2232,6 +2346,8 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         total.dma,
         total.dma_through[0],
         total.dma_through[1],
+        total.dma_twins[0] + total.dma_twins[1],
+        total.dma_twins[1],
         total.runs,
         total.waits[0],
         total.waits[1],

@@ -1636,31 +1636,33 @@ impl Model {
             .map(|(&pa, _)| pa)
     }
 
-    /// Invariants 1–2: may a request of `requester` with T bit `t` end at `pa`?
+    /// Invariants 1–2 and §8.2: may a request of `requester` with T bit `t` end at `pa`?
     pub fn dma_allowed(&self, requester: (u16, u16), t: bool, pa: u64) -> Result<(), String> {
         let g = pa & !(G - 1);
         let secure = !matches!(self.state(g), Some(Gs::Ns) | None);
-        if !t {
-            return if secure {
-                Err(format!("T=0 DMA of {requester:x?} reached secure {pa:#x}"))
+        if !t && secure {
+            return Err(format!("T=0 DMA of {requester:x?} reached secure {pa:#x}"));
+        }
+        let Some(vdev) = self.vdev_of(requester) else {
+            return if t {
+                Err(format!("T=1 DMA of host device {requester:x?} succeeded"))
             } else {
                 Ok(())
             };
-        }
-        let Some(vdev) = self.vdev_of(requester) else {
-            return Err(format!("T=1 DMA of host device {requester:x?} succeeded"));
         };
         let v = &self.vdevs[&vdev];
-        if v.state != VdevState::Run || !v.accepted {
+        if t && (v.state != VdevState::Run || !v.accepted) {
             return Err(format!(
                 "T=1 DMA of vdev {vdev:#x} in {:?} succeeded",
                 v.state
             ));
         }
-        let mine = self.tvms[&v.tvm].pages.values().any(|p| p.pa == g);
-        if secure && !mine {
+        // Stage 2 is the vdevice's TVM's map, after stage 1 or without it: whatever a request
+        // reaches, T=0 or T=1, is a page that TVM maps.
+        if !self.tvms[&v.tvm].pages.values().any(|p| p.pa == g) {
             return Err(format!(
-                "T=1 DMA of vdev {vdev:#x} reached {pa:#x}, not its TVM's"
+                "DMA of vdev {vdev:#x} ({requester:x?}, T={}) reached {pa:#x}, not its TVM's",
+                u8::from(t)
             ));
         }
         Ok(())
