@@ -6,8 +6,8 @@
 //! * a host call: a call ID from [`CallId::ALL`] (host side) or a raw function ID, with
 //!   arguments drawn from interesting values (granules of the simulated DRAM — which after a
 //!   few steps hold objects, tables, private pages — misaligned and out-of-DRAM addresses,
-//!   buffers inside host granules, GPAs, levels, vBDFs/RIDs, vIOMMU types, raw words); the
-//!   unused argument registers are zero unless the step asks for dirt;
+//!   buffers inside host granules, GPAs, levels, vBDFs/RIDs, PCI segments, vIOMMU types, raw
+//!   words); the unused argument registers are zero unless the step asks for dirt;
 //! * a guest call from a vCPU granule (or any granule), with the same argument kinds;
 //! * a host store of a parameter block (TVM, PDEV, VDEV params), of raw bytes, or of the
 //!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote);
@@ -21,7 +21,14 @@
 //! refcounts, every byte of DRAM, the host's mappings, the PDEV registry) unless its status is
 //! one that reports a state change (`NeedsDeviceIo`, `DeviceError`, `Cancelled`, `DmaFault`);
 //! a successful TEST_DMA_INJECT reached an NS page with T=0, or a private or NS page with T=1
-//! (invariants 1 and 2 as seen from the granule table).
+//! (invariants 1 and 2 as seen from the granule table), and went where its requester — found
+//! by (segment, RID) in the PDEV registry and the PDEV's pBDF table, the way docs/abi.md §8.2
+//! says, not by the core's lookup — sends it: a host device's request reaches its IOVA; a
+//! vdevice's T=1 request needs it RUN and accepted; without stage 1 a vdevice's request
+//! reaches what its TVM maps at the IOVA.
+//!
+//! PDEVs are created on several segments with the same RID range ([`SEGMENTS`]), so the same
+//! RID names different devices, or a vdevice and a host device.
 //!
 //! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
 //! panic by design.
@@ -30,19 +37,22 @@ use core::cell::RefCell;
 use core::sync::atomic::AtomicU16;
 
 use tsm_abi::CallId;
-use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::call::Caller;
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::event::{ALL_PASIDS, DmaInjectFlags, NO_PASID};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::CallRegs;
+use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
-use tsm_abi::viommu::ViommuType;
+use tsm_abi::viommu::{Stage1Format, ViommuType};
 use tsm_core::granule::GranuleState;
 use tsm_core::invariants;
+use tsm_core::objects::{PdevObj, VdevObj};
 use tsm_core::testing::SimPlatform;
+use tsm_core::viommu::Stage1Root;
 use tsm_core::{Origin, Tsm};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use tsm_hal::platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
@@ -61,6 +71,8 @@ const MAX_STEPS: usize = 48;
 pub const RIDS: [u16; 4] = [0x0100, 0x0101, 0x0102, 0x0200];
 /// vBDFs a TVM may give its vdevices.
 pub const VBDFS: [u16; 3] = [0x0008, 0x0010, 0x0101];
+/// PCI segments of PDEVs and requesters (0x100 is too wide for RID_SEGMENT interface IDs).
+pub const SEGMENTS: [u16; 4] = [0, 1, 0x100, 0xFFFF];
 
 /// Step selectors (the first byte of a step, modulo their count).
 pub mod step {
@@ -99,15 +111,18 @@ pub mod arg {
     pub const SPECIAL: u8 = 8;
     /// A raw word (8 bytes).
     pub const RAW: u8 = 9;
+    /// A PCI segment from [`super::SEGMENTS`], or 0x1_0000, one too wide (selector byte).
+    pub const SEGMENT: u8 = 10;
     /// Number of argument kinds.
-    pub const COUNT: u8 = 10;
+    pub const COUNT: u8 = 11;
 }
 
 /// Store kinds (after the granule index and offset byte).
 pub mod store {
     /// `TvmParams` (gpa_bits byte, max_vcpus byte).
     pub const TVM: u8 = 0;
-    /// `PdevParams` (flags byte, format byte).
+    /// `PdevParams` (flags byte, format byte: bit 0 the interface-ID format, the rest picks
+    /// the segment from [`super::SEGMENTS`]).
     pub const PDEV: u8 = 1;
     /// `VdevParams` (pBDF byte, vBDF byte, lock flags u16).
     pub const VDEV: u8 = 2;
@@ -151,6 +166,9 @@ fn argument(input: &mut Input<'_>) -> u64 {
             let all: Vec<u16> = RIDS.iter().chain(VBDFS.iter()).copied().collect();
             u64::from(*input.pick(&all).unwrap_or(&0))
         }
+        arg::SEGMENT => SEGMENTS
+            .get(usize::from(input.u8()) % (SEGMENTS.len() + 1))
+            .map_or(0x1_0000, |&s| u64::from(s)),
         arg::SPECIAL => match input.u8() % 7 {
             0 => u64::from(ViommuType::TsmNoViommu.raw()),
             1 => u64::from(ViommuType::TsmSmmuv3.raw()),
@@ -300,11 +318,13 @@ impl Machine<'_> {
         }
     }
 
-    /// Invariants 1 and 2 from the granule table: where an injected DMA was let through to.
+    /// Invariants 1 and 2 from the granule table: where an injected DMA was let through to;
+    /// and that it went the way its requester sends it.
     fn check_dma(&self, regs: &CallRegs, pa: Pa) {
         let flags = DmaInjectFlags::from_bits_truncate(regs.args[3]);
+        let t1 = flags.contains(DmaInjectFlags::T_BIT);
         let state = self.tsm.granules().peek(pa.granule_base()).map(|s| s.0);
-        if flags.contains(DmaInjectFlags::T_BIT) {
+        if t1 {
             assert!(
                 matches!(state, Ok(GranuleState::Private | GranuleState::Ns)),
                 "invariant 2: T=1 DMA {regs:x?} reached {pa:?} in {state:?}"
@@ -315,6 +335,61 @@ impl Machine<'_> {
                 "invariant 1: T=0 DMA {regs:x?} reached secure {pa:?} ({state:?})"
             );
         }
+        // The call succeeded, so requester ID and segment are 16 bits each.
+        let (segment, rid) = (regs.args[4] as u16, regs.args[0] as u16);
+        let iova = regs.args[2];
+        let Some(v) = self.vdevice_of(segment, rid) else {
+            assert_eq!(
+                pa.0, iova,
+                "a host device's DMA {regs:x?} is the identity, but reached {pa:?}"
+            );
+            return;
+        };
+        if t1 {
+            assert!(
+                v.state == VdevState::Run.raw() && v.accepted != 0,
+                "invariant 2: T=1 DMA {regs:x?} of a vdevice in state {} (accepted {})",
+                v.state,
+                v.accepted
+            );
+        }
+        // Without stage 1 the IOVA is the GPA: the request reaches what the vdevice's TVM maps
+        // there, nothing else.
+        let pasid = match regs.args[1] {
+            NO_PASID => None,
+            p => u32::try_from(p).ok(),
+        };
+        let stage1 = ViommuType::from_raw(u64::from(v.viommu_type))
+            .is_some_and(|t| t.stage1_format() != Stage1Format::None);
+        if !stage1 || v.pasids.lookup(pasid) == Stage1Root::Bypass {
+            let leaf = self.tsm.stage2_lookup(Pa(v.tvm), Gpa(iova));
+            assert!(
+                leaf.is_ok_and(|l| l.pa == pa.granule_base()),
+                "DMA {regs:x?} of a vdevice of TVM {:#x} reached {pa:?}, not what it maps at \
+                 {iova:#x}",
+                v.tvm
+            );
+        }
+    }
+
+    /// The vdevice requester (`segment`, `rid`) names, found from the PDEV registry and the
+    /// PDEV's pBDF table as docs/abi.md §8.2 says (not with the core's lookup).
+    fn vdevice_of(&self, segment: u16, rid: u16) -> Option<VdevObj> {
+        let range = self.tsm.pdev_ranges().into_iter().find(|r| {
+            let rid = u32::from(rid);
+            r.segment == segment
+                && rid >= u32::from(r.rid_base)
+                && rid < u32::from(r.rid_base) + u32::from(r.rid_count)
+        })?;
+        let mut p = PdevObj::new_zeroed();
+        self.sim.read(range.pdev, p.as_mut_bytes()).ok()?;
+        let slot = p
+            .pbdfs
+            .iter()
+            .find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
+        let mut v = VdevObj::new_zeroed();
+        self.sim.read(Pa(slot.vdev), v.as_mut_bytes()).ok()?;
+        Some(v)
     }
 
     fn store(&self, input: &mut Input<'_>) {
@@ -327,16 +402,20 @@ impl Machine<'_> {
             }
             .as_bytes()
             .to_vec(),
-            store::PDEV => PdevParams {
-                flags: u64::from(input.u8() & 3),
-                segment: 0,
-                rid_base: RIDS[0],
-                rid_count: 8,
-                interface_id_format: u32::from(input.u8() & 1),
-                ..PdevParams::new_zeroed()
+            store::PDEV => {
+                let flags = u64::from(input.u8() & 3);
+                let format = input.u8();
+                PdevParams {
+                    flags,
+                    segment: SEGMENTS[usize::from(format >> 1) % SEGMENTS.len()],
+                    rid_base: RIDS[0],
+                    rid_count: 8,
+                    interface_id_format: u32::from(format & 1),
+                    ..PdevParams::new_zeroed()
+                }
+                .as_bytes()
+                .to_vec()
             }
-            .as_bytes()
-            .to_vec(),
             store::VDEV => {
                 let pbdf = RIDS[usize::from(input.u8()) % RIDS.len()];
                 VdevParams {
@@ -532,7 +611,8 @@ fn g(i: u8) -> [u8; 2] {
 }
 
 /// Seeds: a TVM with tables, private and shared pages and a vCPU; a PDEV connected and a
-/// vdevice bound, accepted and used for DMA through the device model; and a teardown.
+/// vdevice bound, accepted and used for DMA through the device model; a PDEV with the same RIDs
+/// on another segment, whose RID is a host device; and a teardown.
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, x86) in [("arm", 0u8), ("x86", 1)] {
@@ -646,10 +726,37 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 ],
             );
         }
+        // A second PDEV with the same RIDs on segment 1 (params in 26, object in 27): RID 0x101
+        // there is another device, with no vdevice: a host device. The vdevice's GPAs are not
+        // its memory (T=1 to 0x1000, T=0 to the shared page's GPA fault); host memory by its
+        // PA is.
+        w.u8(step::STORE)
+            .u8(26)
+            .u8(0)
+            .u8(store::PDEV)
+            .u8(0)
+            .u8(1 << 1);
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(27)]);
+        host(&mut w, CallId::PDEV_CREATE, &[&g(27), &g(26)]);
+        let targets: [(&[u8], u8); 3] = [(&[arg::GPA, 0, 1], 1), (&SHARED_GPA_2, 2), (&g(17), 2)];
+        for (target, flags) in targets {
+            host(
+                &mut w,
+                CallId::TEST_DMA_INJECT,
+                &[
+                    &[arg::BDF, 1],
+                    &[arg::SPECIAL, 4],
+                    target,
+                    &[arg::SMALL, flags],
+                    &[arg::SEGMENT, 1],
+                ],
+            );
+        }
         guest(&mut w, CallId::G_VDEV_STOP, &[&[arg::BDF, 4]]);
         host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
         w.u8(step::DEVICE).u8(22).u8(0);
         // Teardown.
+        host(&mut w, CallId::PDEV_DESTROY, &[&g(27)]);
         host(&mut w, CallId::VDEV_DESTROY, &[&g(25)]);
         host(&mut w, CallId::UNMAP, &[&g(11), &[arg::GPA, 0, 1]]);
         host(&mut w, CallId::VCPU_DESTROY, &[&g(18)]);
