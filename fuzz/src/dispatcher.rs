@@ -713,7 +713,12 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
         w.u8(step::DEVICE).u8(22).u8(0);
         // DMA: T=1 and T=0 to the private page and the shared page from the vdevice's RID.
-        for (gpa, flags) in [([arg::GPA, 0, 1], 1u8), ([arg::GPA, 0, 1], 0), (SHARED_GPA_2, 1), (SHARED_GPA_2, 2)] {
+        for (gpa, flags) in [
+            ([arg::GPA, 0, 1], 1u8),
+            ([arg::GPA, 0, 1], 0),
+            (SHARED_GPA_2, 1),
+            (SHARED_GPA_2, 2),
+        ] {
             host(
                 &mut w,
                 CallId::TEST_DMA_INJECT,
