@@ -6,6 +6,9 @@
 //! SMCCC gives it; host calls use function numbers `0x01xx`, guest calls `0x02xx`. On x86_64 the
 //! same 32-bit value goes in `rax` (see [`crate::regs`]).
 
+use crate::addr::{Gpa, Iova, Pa};
+use crate::regs::CallRegs;
+
 /// Bits of the function ID that are fixed for every TSM call (fast, SMC64, owner 6).
 pub const FID_BASE: u32 = 0xC600_0000;
 /// Function numbers of host calls start here.
@@ -23,36 +26,98 @@ pub enum Caller {
     Guest,
 }
 
+/// An argument register as a typed value: the typed addresses and plain words. Decoding is
+/// total (every register value is some value of the type); what a value means, and whether it is
+/// valid, is the handler's to check, with the argument's index in the status.
+pub trait ArgWord: Copy {
+    /// The value a register holds.
+    fn from_word(raw: u64) -> Self;
+    /// The register a value goes in.
+    fn to_word(self) -> u64;
+}
+
+impl ArgWord for u64 {
+    fn from_word(raw: u64) -> Self {
+        raw
+    }
+    fn to_word(self) -> u64 {
+        self
+    }
+}
+
+macro_rules! arg_word_for_address {
+    ($($t:ty),*) => {$(
+        impl ArgWord for $t {
+            fn from_word(raw: u64) -> Self {
+                Self(raw)
+            }
+            fn to_word(self) -> u64 {
+                self.0
+            }
+        }
+    )*};
+}
+arg_word_for_address!(Pa, Gpa, Iova);
+
+/// 1 per argument, for counting them in a macro.
+macro_rules! one {
+    ($x:ident) => {
+        1
+    };
+}
+
 macro_rules! calls {
-    ($( $(#[$doc:meta])* $name:ident = $num:literal, $caller:ident, args $nargs:literal, results $nres:literal; )*) => {
+    (
+        host {$(
+            $(#[$hdoc:meta])*
+            $hname:ident = $hnum:literal, $hty:ident { $( $harg:ident : $hargty:ty ),* $(,)? }, results $hres:literal;
+        )*}
+        guest {$(
+            $(#[$gdoc:meta])*
+            $gname:ident = $gnum:literal, $gty:ident { $( $garg:ident : $gargty:ty ),* $(,)? }, results $gres:literal;
+        )*}
+    ) => {
         /// Every call the TSM implements. Variants carry the spec's names verbatim (the C header and
         /// docs/abi.md use the same ones), hence not camel case.
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
         #[repr(u32)]
         pub enum CallId {
-            $( $(#[$doc])* $name = FID_BASE | $num, )*
+            $( $(#[$hdoc])* $hname = FID_BASE | $hnum, )*
+            $( $(#[$gdoc])* $gname = FID_BASE | $gnum, )*
         }
 
         impl CallId {
             /// Every call, in ID order.
-            pub const ALL: &'static [CallId] = &[ $( CallId::$name, )* ];
+            pub const ALL: &'static [CallId] = &[ $( CallId::$hname, )* $( CallId::$gname, )* ];
 
             /// Number of argument registers the call reads (the rest must be zero).
             pub const fn arg_count(self) -> usize {
-                match self { $( CallId::$name => $nargs, )* }
+                match self {
+                    $( CallId::$hname => 0 $( + one!($harg) )*, )*
+                    $( CallId::$gname => 0 $( + one!($garg) )*, )*
+                }
             }
             /// Number of result registers the call writes after the status.
             pub const fn result_count(self) -> usize {
-                match self { $( CallId::$name => $nres, )* }
+                match self {
+                    $( CallId::$hname => $hres, )*
+                    $( CallId::$gname => $gres, )*
+                }
             }
             /// Which side may issue the call.
             pub const fn caller(self) -> Caller {
-                match self { $( CallId::$name => Caller::$caller, )* }
+                match self {
+                    $( CallId::$hname => Caller::Host, )*
+                    $( CallId::$gname => Caller::Guest, )*
+                }
             }
             /// The upper-case name used in logs and the spec.
             pub const fn name(self) -> &'static str {
-                match self { $( CallId::$name => stringify!($name), )* }
+                match self {
+                    $( CallId::$hname => stringify!($hname), )*
+                    $( CallId::$gname => stringify!($gname), )*
+                }
             }
             /// The full 32-bit function ID.
             pub const fn fid(self) -> u32 {
@@ -60,14 +125,89 @@ macro_rules! calls {
             }
         }
 
-        impl TryFrom<u64> for CallId {
-            type Error = UnknownCall;
-            fn try_from(raw: u64) -> Result<Self, UnknownCall> {
-                $( if raw == (FID_BASE | $num) as u64 { return Ok(CallId::$name); } )*
-                Err(UnknownCall(raw))
+        /// The typed arguments of each call, one struct per call, named after it. Field names
+        /// are the argument names of docs/abi.md §10–§11, in register order.
+        pub mod args {
+            #[allow(unused_imports, reason = "each type is used by some calls only")]
+            use crate::addr::{Gpa, Iova, Pa};
+            $(
+                $(#[$hdoc])*
+                #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+                #[allow(missing_docs, reason = "the fields are the call's arguments, documented on the call")]
+                pub struct $hty { $( pub $harg: $hargty, )* }
+            )*
+            $(
+                $(#[$gdoc])*
+                #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+                #[allow(missing_docs, reason = "the fields are the call's arguments, documented on the call")]
+                pub struct $gty { $( pub $garg: $gargty, )* }
+            )*
+        }
+
+        /// A host call with its typed arguments.
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        pub enum HostCall {
+            $( $(#[$hdoc])* $hty(args::$hty), )*
+        }
+
+        /// A guest call with its typed arguments.
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        pub enum GuestCall {
+            $( $(#[$gdoc])* $gty(args::$gty), )*
+        }
+
+        impl Call {
+            /// The typed form of `id` with argument registers `a` (registers past the call's
+            /// arguments are ignored here; the dispatcher refuses them when non-zero).
+            pub fn decode(id: CallId, a: &[u64; MAX_ARGS]) -> Call {
+                #[allow(unused_variables, unused_mut, reason = "calls without arguments read none")]
+                let mut words = a.iter().copied();
+                match id {
+                    $( CallId::$hname => Call::Host(HostCall::$hty(args::$hty {
+                        $( $harg: ArgWord::from_word(words.next().unwrap_or(0)), )*
+                    })), )*
+                    $( CallId::$gname => Call::Guest(GuestCall::$gty(args::$gty {
+                        $( $garg: ArgWord::from_word(words.next().unwrap_or(0)), )*
+                    })), )*
+                }
+            }
+
+            /// Which call it is.
+            pub const fn id(&self) -> CallId {
+                match self {
+                    $( Call::Host(HostCall::$hty(_)) => CallId::$hname, )*
+                    $( Call::Guest(GuestCall::$gty(_)) => CallId::$gname, )*
+                }
+            }
+
+            /// The registers that issue it (unused argument registers 0).
+            #[allow(unused_variables, reason = "calls without arguments read no field")]
+            pub fn encode(&self) -> CallRegs {
+                let mut regs = CallRegs { fid: u64::from(self.id().fid()), args: [0; MAX_ARGS] };
+                #[allow(unused_mut, reason = "calls without arguments fill none")]
+                let mut slots = regs.args.iter_mut();
+                match self {
+                    $( Call::Host(HostCall::$hty(a)) => {
+                        $( if let Some(slot) = slots.next() { *slot = a.$harg.to_word(); } )*
+                    } )*
+                    $( Call::Guest(GuestCall::$gty(a)) => {
+                        $( if let Some(slot) = slots.next() { *slot = a.$garg.to_word(); } )*
+                    } )*
+                }
+                regs
             }
         }
     };
+}
+
+/// A call decoded once from its registers: which side may issue it, the call, and its typed
+/// arguments.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Call {
+    /// A host call.
+    Host(HostCall),
+    /// A guest call.
+    Guest(GuestCall),
 }
 
 /// A function ID that names no call.
@@ -79,120 +219,166 @@ pub const MAX_ARGS: usize = 6;
 /// Maximum result registers (after the status) of any call.
 pub const MAX_RESULTS: usize = 4;
 
+/// Call numbers (the low 16 bits of a function ID) are below this: host calls are 0x01xx,
+/// guest calls 0x02xx.
+const CALL_NUMBERS: usize = 0x300;
+
+/// [`CallId::ALL`]'s index of each call number, plus one (0: no call has the number): the
+/// decode is one indexed load, not a comparison per call.
+static CALL_INDEX: [u8; CALL_NUMBERS] = call_index();
+
+// Compile-time only (`slice::get` is not const): an index out of range, a call number that
+// does not fit or a table of more than 255 entries fails the build, not the TSM.
+#[allow(clippy::indexing_slicing)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "evaluated only in a static's initializer: `i < ALL.len() < 255` bounds `i + 1`, and an overflow would fail the build"
+)]
+const fn call_index() -> [u8; CALL_NUMBERS] {
+    assert!(CallId::ALL.len() < u8::MAX as usize);
+    let mut index = [0u8; CALL_NUMBERS];
+    let mut i = 0;
+    while i < CallId::ALL.len() {
+        let number = (CallId::ALL[i] as u32 & 0xFFFF) as usize;
+        assert!(index[number] == 0, "two calls with one number");
+        index[number] = (i + 1) as u8;
+        i += 1;
+    }
+    index
+}
+
+impl TryFrom<u64> for CallId {
+    type Error = UnknownCall;
+    fn try_from(raw: u64) -> Result<Self, UnknownCall> {
+        if raw & !0xFFFF != u64::from(FID_BASE) {
+            return Err(UnknownCall(raw));
+        }
+        CALL_INDEX
+            .get((raw & 0xFFFF) as usize)
+            .and_then(|&i| usize::from(i).checked_sub(1))
+            .and_then(|i| CallId::ALL.get(i))
+            .copied()
+            .ok_or(UnknownCall(raw))
+    }
+}
+
 calls! {
+    host {
     // ---- host: discovery and platform ----
     /// Negotiate the ABI version. args: requested version. results: status, chosen, lowest, highest.
-    VERSION = 0x0100, Host, args 1, results 3;
+    VERSION = 0x0100, Version { requested: u64 }, results 3;
     /// Read one feature register. args: register index. results: value.
-    FEATURES = 0x0101, Host, args 1, results 1;
+    FEATURES = 0x0101, Features { index: u64 }, results 1;
     /// Debug console: write a framed log record from an NS buffer. args: buffer PA, length.
-    CONSOLE_WRITE = 0x0102, Host, args 2, results 0;
+    CONSOLE_WRITE = 0x0102, ConsoleWrite { buffer: Pa, len: u64 }, results 0;
     /// Power the platform off, reporting a result code (0 = success). args: code.
-    SYSTEM_OFF = 0x0103, Host, args 1, results 0;
+    SYSTEM_OFF = 0x0103, SystemOff { code: u64 }, results 0;
 
     // ---- host: memory ----
     /// Make an NS granule secure and free. args: PA.
-    GRANULE_DELEGATE = 0x0110, Host, args 1, results 0;
+    GRANULE_DELEGATE = 0x0110, GranuleDelegate { pa: Pa }, results 0;
     /// Scrub a free secure granule and give it back to the host. args: PA.
-    GRANULE_UNDELEGATE = 0x0111, Host, args 1, results 0;
+    GRANULE_UNDELEGATE = 0x0111, GranuleUndelegate { pa: Pa }, results 0;
     /// Create a TVM in a delegated granule. args: TVM granule, params PA (NS), root table granule.
-    TVM_CREATE = 0x0120, Host, args 3, results 0;
+    TVM_CREATE = 0x0120, TvmCreate { tvm: Pa, params: Pa, root: Pa }, results 0;
     /// NEW -> ACTIVE: no more private maps with content; vCPUs may run. args: TVM.
-    TVM_ACTIVATE = 0x0121, Host, args 1, results 0;
+    TVM_ACTIVATE = 0x0121, TvmActivate { tvm: Pa }, results 0;
     /// Destroy an empty TVM; returns its granules to DELEGATED. args: TVM.
-    TVM_DESTROY = 0x0122, Host, args 1, results 0;
+    TVM_DESTROY = 0x0122, TvmDestroy { tvm: Pa }, results 0;
     /// Donate a delegated granule as a translation table at (GPA, level). args: TVM, GPA, level, granule.
-    TABLE_CREATE = 0x0123, Host, args 4, results 0;
+    TABLE_CREATE = 0x0123, TableCreate { tvm: Pa, gpa: Gpa, level: u64, table: Pa }, results 0;
     /// Take back an empty translation table at (GPA, level). args: TVM, GPA, level. results: granule.
-    TABLE_DESTROY = 0x0124, Host, args 3, results 1;
+    TABLE_DESTROY = 0x0124, TableDestroy { tvm: Pa, gpa: Gpa, level: u64 }, results 1;
     /// Map a delegated granule as private memory at GPA, optionally filled from an NS page.
     /// args: TVM, GPA, granule, source PA (or NO_SOURCE), flags.
-    MAP_PRIVATE = 0x0125, Host, args 5, results 0;
+    MAP_PRIVATE = 0x0125, MapPrivate { tvm: Pa, gpa: Gpa, page: Pa, source: u64, flags: u64 }, results 0;
     /// Map an NS granule as shared memory at GPA. args: TVM, GPA, NS PA, flags.
-    MAP_SHARED = 0x0126, Host, args 4, results 0;
+    MAP_SHARED = 0x0126, MapShared { tvm: Pa, gpa: Gpa, page: Pa, flags: u64 }, results 0;
     /// Unmap a GPA; a private page goes back to DELEGATED (scrubbed). args: TVM, GPA. results: PA.
-    UNMAP = 0x0127, Host, args 2, results 1;
+    UNMAP = 0x0127, Unmap { tvm: Pa, gpa: Gpa }, results 1;
 
     // ---- host: vCPUs ----
     /// Create a vCPU in a delegated granule. args: TVM, vCPU granule, entry GPA, arg0.
-    VCPU_CREATE = 0x0130, Host, args 4, results 0;
+    VCPU_CREATE = 0x0130, VcpuCreate { tvm: Pa, vcpu: Pa, entry: Gpa, arg0: u64 }, results 0;
     /// Run a vCPU until it exits; the exit record is written to an NS buffer. args: vCPU, exit PA.
     /// results: exit reason.
-    VCPU_RUN = 0x0131, Host, args 2, results 1;
+    VCPU_RUN = 0x0131, VcpuRun { vcpu: Pa, exit_record: Pa }, results 1;
     /// Destroy a vCPU. args: vCPU.
-    VCPU_DESTROY = 0x0132, Host, args 1, results 0;
+    VCPU_DESTROY = 0x0132, VcpuDestroy { vcpu: Pa }, results 0;
 
     // ---- host: devices ----
     /// Create a PDEV (device security manager behind PF0) in a delegated granule.
     /// args: PDEV granule, params PA (NS).
-    PDEV_CREATE = 0x0140, Host, args 2, results 0;
+    PDEV_CREATE = 0x0140, PdevCreate { pdev: Pa, params: Pa }, results 0;
     /// Start the connect operation (TDISP GET_VERSION / GET_CAPABILITIES). args: PDEV, comm buffer PA.
     /// results: pending operation, PDEV state.
-    PDEV_CONNECT = 0x0141, Host, args 2, results 2;
+    PDEV_CONNECT = 0x0141, PdevConnect { pdev: Pa, comm: Pa }, results 2;
     /// Stop a PDEV (refused while vdevices are bound). args: PDEV.
-    PDEV_STOP = 0x0142, Host, args 1, results 0;
+    PDEV_STOP = 0x0142, PdevStop { pdev: Pa }, results 0;
     /// Destroy a PDEV with no vdevices. args: PDEV.
-    PDEV_DESTROY = 0x0143, Host, args 1, results 0;
+    PDEV_DESTROY = 0x0143, PdevDestroy { pdev: Pa }, results 0;
     /// Create a secure vIOMMU of a TSM type for a TVM. args: TVM, VIOMMU granule, type, flags.
-    VIOMMU_CREATE = 0x0150, Host, args 4, results 0;
+    VIOMMU_CREATE = 0x0150, ViommuCreate { tvm: Pa, viommu: Pa, vtype: u64, flags: u64 }, results 0;
     /// Destroy a vIOMMU with no vdevices. args: VIOMMU.
-    VIOMMU_DESTROY = 0x0151, Host, args 1, results 0;
+    VIOMMU_DESTROY = 0x0151, ViommuDestroy { viommu: Pa }, results 0;
     /// Create the vPCI function: pBDF of the PDEV -> vBDF in the TVM, under the vIOMMU.
     /// args: VDEV granule, PDEV, VIOMMU, params PA (NS).
-    VDEV_CREATE = 0x0160, Host, args 4, results 0;
+    VDEV_CREATE = 0x0160, VdevCreate { vdev: Pa, pdev: Pa, viommu: Pa, params: Pa }, results 0;
     /// Start bind (TDISP LOCK_INTERFACE + report fetch). args: VDEV, comm buffer PA.
     /// results: pending operation, VDEV state.
-    VDEV_BIND = 0x0161, Host, args 2, results 2;
+    VDEV_BIND = 0x0161, VdevBind { vdev: Pa, comm: Pa }, results 2;
     /// Start unbind (T=1 DMA off, TDISP STOP_INTERFACE). args: VDEV, comm buffer PA.
     /// results: pending operation, VDEV state.
-    VDEV_UNBIND = 0x0162, Host, args 2, results 2;
+    VDEV_UNBIND = 0x0162, VdevUnbind { vdev: Pa, comm: Pa }, results 2;
     /// Read a vdevice's state. args: VDEV. results: state, pending operation.
-    VDEV_GET_STATE = 0x0163, Host, args 1, results 2;
+    VDEV_GET_STATE = 0x0163, VdevGetState { vdev: Pa }, results 2;
     /// Destroy an UNLOCKED or ERROR vdevice. args: VDEV.
-    VDEV_DESTROY = 0x0164, Host, args 1, results 0;
+    VDEV_DESTROY = 0x0164, VdevDestroy { vdev: Pa }, results 0;
     /// Continue the pending device operation of an object with the device's response in the comm
     /// buffer. args: object (PDEV or VDEV), comm buffer PA. results: pending operation, object state.
-    COMMUNICATE = 0x0170, Host, args 2, results 2;
+    COMMUNICATE = 0x0170, Communicate { object: Pa, comm: Pa }, results 2;
     /// Cancel the pending device operation; the object goes to ERROR (VDEV) or back (PDEV).
     /// args: object.
-    OP_CANCEL = 0x0171, Host, args 1, results 0;
-    /// Pop one sanitized event of a vdevice into an NS buffer. args: VDEV, buffer PA.
-    /// results: events left, overflow count.
-    EVENT_READ = 0x0180, Host, args 2, results 2;
+    OP_CANCEL = 0x0171, OpCancel { object: Pa }, results 0;
+    /// Pop one sanitized event of a vdevice into an NS buffer. args: VDEV (or
+    /// HOST_DOMAIN_EVENTS), buffer PA. results: events left, overflow count.
+    EVENT_READ = 0x0180, EventRead { queue: u64, buffer: Pa }, results 2;
     /// Test builds only: inject a DMA request as if the device issued it.
     /// args: requester ID, PASID (or NO_PASID), IOVA, flags (T bit, write), PCI segment.
     /// results: PA on success.
-    TEST_DMA_INJECT = 0x01F0, Host, args 5, results 1;
+    TEST_DMA_INJECT = 0x01F0, TestDmaInject { rid: u64, pasid: u64, iova: Iova, flags: u64, segment: u64 }, results 1;
 
-    // ---- guest ----
+    }
+    guest {
     /// Negotiate the ABI version (guest side). args: requested. results: chosen, lowest, highest.
-    G_VERSION = 0x0200, Guest, args 1, results 3;
+    G_VERSION = 0x0200, GVersion { requested: u64 }, results 3;
     /// Debug console from the guest. args: buffer GPA, length.
-    G_CONSOLE_WRITE = 0x0201, Guest, args 2, results 0;
+    G_CONSOLE_WRITE = 0x0201, GConsoleWrite { buffer: Gpa, len: u64 }, results 0;
     /// The guest is done; the vCPU exits to the host with this code. args: code.
-    G_EXIT = 0x0202, Guest, args 1, results 0;
+    G_EXIT = 0x0202, GExit { code: u64 }, results 0;
     /// The calling TVM's address space: results: GPA width in bits, first GPA of the shared
     /// half (GPAs below it are private). A guest learns its split here, never from the host.
-    G_TVM_INFO = 0x0203, Guest, args 0, results 2;
+    G_TVM_INFO = 0x0203, GTvmInfo {}, results 2;
     /// Read a vdevice's info (state, nonce, report digest) into a guest buffer. args: vBDF, buffer GPA.
-    G_VDEV_INFO = 0x0210, Guest, args 2, results 0;
+    G_VDEV_INFO = 0x0210, GVdevInfo { vbdf: u64, buffer: Gpa }, results 0;
     /// Read a portion of the cached interface report. args: vBDF, offset, buffer GPA, length.
     /// results: bytes copied, bytes remaining.
-    G_VDEV_REPORT = 0x0211, Guest, args 4, results 2;
+    G_VDEV_REPORT = 0x0211, GVdevReport { vbdf: u64, offset: u64, buffer: Gpa, len: u64 }, results 2;
     /// Accept the device: echo the nonce and report digest read from G_VDEV_INFO.
     /// args: vBDF, buffer GPA holding the echoed evidence.
-    G_VDEV_ACCEPT = 0x0212, Guest, args 2, results 0;
+    G_VDEV_ACCEPT = 0x0212, GVdevAccept { vbdf: u64, evidence: Gpa }, results 0;
     /// Stop the device (T=1 off, back to UNLOCKED via the host). args: vBDF.
-    G_VDEV_STOP = 0x0213, Guest, args 1, results 0;
+    G_VDEV_STOP = 0x0213, GVdevStop { vbdf: u64 }, results 0;
     /// Attach a stage-1 root for (vdevice, PASID). args: vBDF, PASID, root GPA, flags.
-    G_S1_ATTACH = 0x0220, Guest, args 4, results 0;
+    G_S1_ATTACH = 0x0220, GS1Attach { vbdf: u64, pasid: u64, root: Gpa, config: u64 }, results 0;
     /// Detach the stage-1 root for (vdevice, PASID). args: vBDF, PASID.
-    G_S1_DETACH = 0x0221, Guest, args 2, results 0;
+    G_S1_DETACH = 0x0221, GS1Detach { vbdf: u64, pasid: u64 }, results 0;
     /// Invalidate cached translations. args: vBDF, PASID (or ALL_PASIDS), IOVA, size (0 = all).
-    G_S1_INVALIDATE = 0x0222, Guest, args 4, results 0;
+    G_S1_INVALIDATE = 0x0222, GS1Invalidate { vbdf: u64, pasid: u64, iova: Iova, size: u64 }, results 0;
     /// Pop one full event record of an own vdevice into a guest buffer. args: vBDF, buffer GPA.
     /// results: events left, overflow count.
-    G_EVENT_READ = 0x0230, Guest, args 2, results 2;
+    G_EVENT_READ = 0x0230, GEventRead { vbdf: u64, buffer: Gpa }, results 2;
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +397,30 @@ mod tests {
                 Caller::Guest => assert!(num >= GUEST_BASE),
             }
         }
+    }
+
+    #[test]
+    fn typed_calls_round_trip_through_their_registers() {
+        for &c in CallId::ALL {
+            let mut args = [0u64; MAX_ARGS];
+            for (i, a) in args.iter_mut().enumerate().take(c.arg_count()) {
+                *a = 0x1111_0000_0000_0000 * (i as u64 + 1) + c.fid() as u64;
+            }
+            let call = Call::decode(c, &args);
+            assert_eq!(call.id(), c);
+            let regs = call.encode();
+            assert_eq!(regs.fid, c.fid() as u64, "{}", c.name());
+            assert_eq!(regs.args, args, "{}: argument order", c.name());
+        }
+        let t = Call::decode(CallId::TVM_CREATE, &[0x1000, 0x2000, 0x3000, 9, 9, 9]);
+        assert_eq!(
+            t,
+            Call::Host(HostCall::TvmCreate(args::TvmCreate {
+                tvm: Pa(0x1000),
+                params: Pa(0x2000),
+                root: Pa(0x3000)
+            }))
+        );
     }
 
     #[test]

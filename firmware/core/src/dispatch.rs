@@ -1,9 +1,15 @@
-//! Call dispatch: decode the call ID, check the caller and the unused argument registers, then
-//! run the handler from a static table that has exactly one entry per [`CallId`], in
-//! [`CallId::ALL`] order, each with the argument count the ABI gives (checked at compile time).
+//! Call dispatch: the call ID is decoded once (an indexed table in `tsm-abi`), the caller's side
+//! and the unused argument registers are checked, the registers become the call's typed
+//! arguments ([`tsm_abi::call::Call`]), and one `match` per side hands them to the handler. The
+//! matches are exhaustive over [`HostCall`] and [`GuestCall`], so a call without a handler, or a
+//! handler given another call's arguments, does not build.
+//!
+//! Handlers say what happens next: most reply ([`Reply`]); VCPU_RUN runs a guest
+//! ([`HostNext::Run`]); G_EXIT, G_VDEV_ACCEPT and G_VDEV_STOP end the guest's run
+//! ([`GuestNext`]). The run loop ([`crate::run`]) acts on that and never looks at call IDs.
 
 use tsm_abi::addr::Pa;
-use tsm_abi::call::{CallId, Caller, MAX_ARGS};
+use tsm_abi::call::{Call, CallId, Caller, GuestCall, HostCall, MAX_ARGS};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
@@ -11,13 +17,53 @@ use tsm_abi::status::{Status, StatusCode};
 use crate::calls::{comm, device, guest, memory, system, vcpu};
 use crate::granule::GranuleState;
 use crate::objects::{self, VcpuObj};
+use crate::run;
 use crate::tsm::{Origin, Tsm};
 
-/// The argument registers, copied out of the trapped context once.
-pub type Args = [u64; MAX_ARGS];
-/// A handler's result: `Ok` carries what the caller gets (success, or a status that comes with
-/// results such as `NeedsDeviceIo`); `Err` is a refusal that changed nothing.
-pub type Outcome = Result<CallResult, Status>;
+/// What an ordinary handler returns: the caller's result (success, or a status that comes with
+/// results such as `NeedsDeviceIo`), or a refusal that changed nothing.
+pub type Reply = Result<CallResult, Status>;
+
+/// What happens after a host call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostNext {
+    /// Complete the call with this result and run the host.
+    Reply(CallResult),
+    /// VCPU_RUN claimed `vcpu`: run it; the call completes when the guest exits to the host.
+    Run {
+        /// The claimed vCPU.
+        vcpu: Pa,
+    },
+}
+
+/// What happens after a guest call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestNext {
+    /// Complete the call with this result and run the guest on.
+    Reply(CallResult),
+    /// G_EXIT: the vCPU exits with `GUEST_EXIT(code)` and never runs again.
+    Exit {
+        /// G_EXIT's argument.
+        code: u64,
+    },
+    /// G_VDEV_ACCEPT / G_VDEV_STOP started a device operation the host must carry: the vCPU
+    /// exits with `DEVICE_REQUEST {vdev, op}` and its call completes, once the operation is
+    /// over, with [`Tsm::guest_op_result`]`(vdev, ticket)`.
+    DeviceRequest {
+        /// The VDEV handle.
+        vdev: Pa,
+        /// START or STOP.
+        op: DeviceOp,
+        /// The operation's ticket (never shown to the host).
+        ticket: u64,
+    },
+    /// The guest issued a host call: it gets `Denied` when it next runs, and its vCPU exits
+    /// with `DENIED_CALL(fid)`.
+    DeniedCall {
+        /// The function ID it used.
+        fid: u64,
+    },
+}
 
 /// The guest a guest call comes from, resolved from the trapped vCPU.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -28,251 +74,160 @@ pub struct GuestCaller {
     pub tvm: Pa,
 }
 
-/// What a handler knows about its caller.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Ctx {
-    /// `Some` for guest calls.
-    pub guest: Option<GuestCaller>,
-}
-
-impl Ctx {
-    /// The calling guest (guest calls only run with one: the dispatcher checks the side).
-    pub fn guest(&self) -> Result<GuestCaller, Status> {
-        self.guest.ok_or(Status::new(StatusCode::Denied))
+/// What the dispatcher checks before any handler, in this order (docs/abi.md §2): a call ID
+/// that names a call, a call of the caller's `side`, zero in every argument register past the
+/// call's arguments.
+fn decode(regs: &CallRegs, side: Caller) -> Result<Call, Refused> {
+    let id = CallId::try_from(regs.fid)
+        .map_err(|_| Refused::Status(Status::new(StatusCode::NotSupported)))?;
+    if id.caller() != side {
+        return Err(Refused::OtherSide);
     }
-}
-
-type Handler = for<'t, 'a> fn(&'t Tsm<'a>, Ctx, &Args) -> Outcome;
-
-/// One call: its ID, how many argument registers it reads, its handler.
-pub struct Entry {
-    /// The call.
-    pub call: CallId,
-    /// Argument registers read (the rest must be zero).
-    pub args: usize,
-    handler: Handler,
-}
-
-macro_rules! table {
-    ($( $call:ident : $args:literal => $handler:path, )*) => {
-        const TABLE: [Entry; CallId::ALL.len()] = [
-            $( Entry { call: CallId::$call, args: $args, handler: $handler }, )*
-        ];
-    };
-}
-
-table! {
-    VERSION: 1 => system::version,
-    FEATURES: 1 => system::features,
-    CONSOLE_WRITE: 2 => system::console_write,
-    SYSTEM_OFF: 1 => system::system_off,
-    GRANULE_DELEGATE: 1 => memory::granule_delegate,
-    GRANULE_UNDELEGATE: 1 => memory::granule_undelegate,
-    TVM_CREATE: 3 => memory::tvm_create,
-    TVM_ACTIVATE: 1 => memory::tvm_activate,
-    TVM_DESTROY: 1 => memory::tvm_destroy,
-    TABLE_CREATE: 4 => memory::table_create,
-    TABLE_DESTROY: 3 => memory::table_destroy,
-    MAP_PRIVATE: 5 => memory::map_private,
-    MAP_SHARED: 4 => memory::map_shared,
-    UNMAP: 2 => memory::unmap,
-    VCPU_CREATE: 4 => vcpu::vcpu_create,
-    VCPU_RUN: 2 => vcpu::vcpu_run,
-    VCPU_DESTROY: 1 => vcpu::vcpu_destroy,
-    PDEV_CREATE: 2 => device::pdev_create,
-    PDEV_CONNECT: 2 => comm::pdev_connect,
-    PDEV_STOP: 1 => device::pdev_stop,
-    PDEV_DESTROY: 1 => device::pdev_destroy,
-    VIOMMU_CREATE: 4 => device::viommu_create,
-    VIOMMU_DESTROY: 1 => device::viommu_destroy,
-    VDEV_CREATE: 4 => device::vdev_create,
-    VDEV_BIND: 2 => comm::vdev_bind,
-    VDEV_UNBIND: 2 => comm::vdev_unbind,
-    VDEV_GET_STATE: 1 => device::vdev_get_state,
-    VDEV_DESTROY: 1 => device::vdev_destroy,
-    COMMUNICATE: 2 => comm::communicate,
-    OP_CANCEL: 1 => comm::op_cancel,
-    EVENT_READ: 2 => guest::event_read,
-    TEST_DMA_INJECT: 5 => guest::test_dma_inject,
-    G_VERSION: 1 => system::version,
-    G_CONSOLE_WRITE: 2 => guest::console_write,
-    G_EXIT: 1 => guest::exit,
-    G_TVM_INFO: 0 => guest::tvm_info,
-    G_VDEV_INFO: 2 => guest::vdev_info,
-    G_VDEV_REPORT: 4 => guest::vdev_report,
-    G_VDEV_ACCEPT: 2 => guest::vdev_accept,
-    G_VDEV_STOP: 1 => guest::vdev_stop,
-    G_S1_ATTACH: 4 => guest::s1_attach,
-    G_S1_DETACH: 2 => guest::s1_detach,
-    G_S1_INVALIDATE: 4 => guest::s1_invalidate,
-    G_EVENT_READ: 2 => guest::event_read_guest,
-}
-
-/// The table is complete, in `CallId::ALL` order, and agrees with the ABI's argument counts.
-// Compile-time only (`slice::get` is not const): `i` stays below both lengths, checked equal.
-#[allow(clippy::indexing_slicing)]
-#[allow(
-    clippy::arithmetic_side_effects,
-    reason = "evaluated only in a const item: `i < t.len()` bounds `i + 1`, and an overflow would fail the build"
-)]
-const fn table_is_complete(t: &[Entry]) -> bool {
-    if t.len() != CallId::ALL.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < t.len() {
-        let c = CallId::ALL[i];
-        if t[i].call as u32 != c as u32 || t[i].args != c.arg_count() {
-            return false;
+    // Argument indices are 1-based, one per argument register.
+    const NUMBERS: [u8; MAX_ARGS] = [1, 2, 3, 4, 5, 6];
+    for (&number, &a) in NUMBERS.iter().zip(regs.args.iter()).skip(id.arg_count()) {
+        if a != 0 {
+            return Err(Refused::Status(Status::arg(
+                StatusCode::InvalidArgument,
+                number,
+            )));
         }
-        i += 1;
     }
-    true
-}
-const _: () = assert!(
-    table_is_complete(&TABLE),
-    "dispatch table must match CallId::ALL and arg_count"
-);
-
-/// The dispatch table.
-pub static DISPATCH: [Entry; CallId::ALL.len()] = TABLE;
-
-/// Call numbers (the low 16 bits of the function ID) are below this: host calls are
-/// 0x01xx, guest calls 0x02xx.
-const CALL_NUMBERS: usize = 0x300;
-
-/// The call's number: its index into [`CALL_INDEX`].
-fn call_number(call: CallId) -> usize {
-    (call.fid() & 0xFFFF) as usize
+    Ok(Call::decode(id, &regs.args))
 }
 
-/// [`DISPATCH`]'s entry of each call number, plus one (0: no call has the number).
-static CALL_INDEX: [u8; CALL_NUMBERS] = call_index();
+/// Why [`decode`] refused a call.
+enum Refused {
+    /// A call of the other side.
+    OtherSide,
+    /// Anything else, with its status.
+    Status(Status),
+}
 
-// Compile-time only (`slice::get` is not const): an index out of range, a call number that
-// does not fit or a table of more than 255 entries fails the build, not the TSM.
-#[allow(clippy::indexing_slicing)]
-#[allow(
-    clippy::arithmetic_side_effects,
-    reason = "evaluated only in a static's initializer: `i < TABLE.len() < 255` bounds `i + 1`, and an overflow would fail the build"
-)]
-const fn call_index() -> [u8; CALL_NUMBERS] {
-    assert!(TABLE.len() < u8::MAX as usize);
-    let mut index = [0u8; CALL_NUMBERS];
-    let mut i = 0;
-    while i < TABLE.len() {
-        let number = (TABLE[i].call as u32 & 0xFFFF) as usize;
-        assert!(index[number] == 0, "two calls with one number");
-        index[number] = (i + 1) as u8;
-        i += 1;
+/// `r` with the result registers past `id`'s result count zeroed (docs/abi.md §2).
+fn keep_results(r: CallResult, id: CallId) -> CallResult {
+    let mut out = [0; 4];
+    for (o, v) in out.iter_mut().zip(r.out).take(id.result_count()) {
+        *o = v;
     }
-    index
-}
-
-/// How a call ended, as the HAL glue needs to know it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Completion {
-    /// Write this back to the caller's registers.
-    Done(CallResult),
-    /// A guest call (G_VDEV_ACCEPT, G_VDEV_STOP) started a device operation the host must
-    /// carry: the vCPU exits to the host with `DEVICE_REQUEST {vdev, op}`; when it is run
-    /// again after the operation finished, the guest's call returns
-    /// [`Tsm::guest_op_result`]`(vdev, ticket)`.
-    DeviceRequest {
-        /// The VDEV handle.
-        vdev: Pa,
-        /// START or STOP.
-        op: DeviceOp,
-        /// The operation's ticket (never shown to the host).
-        ticket: u64,
-    },
-    /// The guest called G_EXIT: the vCPU exits with `GUEST_EXIT(code)` and never runs again.
-    GuestExit {
-        /// G_EXIT's argument.
-        code: u64,
-    },
+    CallResult {
+        status: r.status,
+        out,
+    }
 }
 
 impl Tsm<'_> {
-    /// Handles one call from `origin`: the entry point of the HAL's trap handlers. Every path
-    /// returns a status word; no argument value can make it panic; result registers past the
-    /// call's result count are zero.
-    pub fn handle_call(&self, origin: Origin, regs: &CallRegs) -> Completion {
-        let call = CallId::try_from(regs.fid).ok();
-        let r = match self.dispatch(origin, regs) {
-            Ok(r) => r,
-            Err(s) => CallResult::status(s),
-        };
-        let needs_io = Status::new(StatusCode::NeedsDeviceIo).to_raw();
-        if call == Some(CallId::G_EXIT) && r.status == Status::SUCCESS.to_raw() {
-            return Completion::GuestExit { code: r.out[0] };
-        }
-        if matches!(origin, Origin::Guest { .. })
-            && r.status == needs_io
-            && let Some(op) = DeviceOp::from_raw(r.out[1])
-        {
-            return Completion::DeviceRequest {
-                vdev: Pa(r.out[0]),
-                op,
-                ticket: r.out[2],
-            };
-        }
-        let keep = call.map_or(0, CallId::result_count);
-        let mut out = [0; 4];
-        for (o, v) in out.iter_mut().zip(r.out).take(keep) {
-            *o = v;
-        }
-        Completion::Done(CallResult {
-            status: r.status,
-            out,
-        })
-    }
-
-    /// [`Self::handle_call`] flattened into registers. For the two guest completions that
-    /// never return to the guest (they end its run instead), the results carry what the run
-    /// loop needs: a device request is `NeedsDeviceIo` with results (VDEV, `DeviceOp`, ticket), G_EXIT
-    /// is `SUCCESS` with result 1 = the code. Every other result past the call's result count
-    /// is zero.
-    pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
-        match self.handle_call(origin, regs) {
-            Completion::Done(r) => r,
-            Completion::DeviceRequest { vdev, op, ticket } => CallResult {
-                status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
-                out: [vdev.0, u64::from(op.raw()), ticket, 0],
-            },
-            Completion::GuestExit { code } => CallResult::ok([code, 0, 0, 0]),
-        }
-    }
-
-    fn dispatch(&self, origin: Origin, regs: &CallRegs) -> Outcome {
-        let args: Args = regs.args;
-        let call = CallId::try_from(regs.fid).map_err(|_| Status::new(StatusCode::NotSupported))?;
-        let side = match origin {
-            Origin::Host => Caller::Host,
-            Origin::Guest { .. } => Caller::Guest,
-        };
-        if call.caller() != side {
-            return Err(Status::new(StatusCode::Denied));
-        }
-        // Indexed, not searched: guest calls sit at the end of the table, where a linear scan
-        // cost ~200 instructions per guest call on aarch64.
-        let entry = CALL_INDEX
-            .get(call_number(call))
-            .and_then(|&i| usize::from(i).checked_sub(1))
-            .and_then(|i| DISPATCH.get(i))
-            .ok_or(Status::new(StatusCode::NotSupported))?;
-        // Argument indices are 1-based, one per argument register.
-        const NUMBERS: [u8; tsm_abi::call::MAX_ARGS] = [1, 2, 3, 4, 5, 6];
-        for (&number, &a) in NUMBERS.iter().zip(args.iter()).skip(entry.args) {
-            if a != 0 {
-                return Err(Status::arg(StatusCode::InvalidArgument, number));
+    /// One host call: what the HAL's run loop does next. No argument value can make it panic.
+    pub fn host_dispatch(&self, regs: &CallRegs) -> HostNext {
+        let call = match decode(regs, Caller::Host) {
+            Ok(Call::Host(c)) => c,
+            Ok(Call::Guest(_)) | Err(Refused::OtherSide) => {
+                return HostNext::Reply(CallResult::status(denied()));
             }
-        }
-        let guest = match origin {
-            Origin::Host => None,
-            Origin::Guest { vcpu } => Some(self.guest_caller(vcpu)?),
+            Err(Refused::Status(s)) => return HostNext::Reply(CallResult::status(s)),
         };
-        (entry.handler)(self, Ctx { guest }, &args)
+        match self.host(call) {
+            Ok(HostNext::Reply(r)) => HostNext::Reply(keep_results(r, Call::Host(call).id())),
+            Ok(run) => run,
+            Err(s) => HostNext::Reply(CallResult::status(s)),
+        }
+    }
+
+    /// One guest call of the running vCPU `vcpu` (the HAL's, never a guest register).
+    pub fn guest_dispatch(&self, vcpu: Pa, regs: &CallRegs) -> GuestNext {
+        let call = match decode(regs, Caller::Guest) {
+            Ok(Call::Guest(c)) => c,
+            Ok(Call::Host(_)) | Err(Refused::OtherSide) => {
+                return GuestNext::DeniedCall { fid: regs.fid };
+            }
+            Err(Refused::Status(s)) => return GuestNext::Reply(CallResult::status(s)),
+        };
+        let outcome = self.guest_caller(vcpu).and_then(|g| self.guest(g, call));
+        match outcome {
+            Ok(GuestNext::Reply(r)) => GuestNext::Reply(keep_results(r, Call::Guest(call).id())),
+            Ok(next) => next,
+            Err(s) => GuestNext::Reply(CallResult::status(s)),
+        }
+    }
+
+    /// A call from `origin` flattened into the registers the caller would see, for the tests
+    /// and fuzzers that drive the core without a run loop: VCPU_RUN's claim is `SUCCESS`;
+    /// G_EXIT is `SUCCESS` with result 1 = the code; a device request is `NeedsDeviceIo` with
+    /// results (VDEV, `DeviceOp`, ticket); a host call from a guest is `Denied`.
+    pub fn handle(&self, origin: Origin, regs: &CallRegs) -> CallResult {
+        match origin {
+            Origin::Host => match self.host_dispatch(regs) {
+                HostNext::Reply(r) => r,
+                HostNext::Run { .. } => CallResult::ok([0; 4]),
+            },
+            Origin::Guest { vcpu } => match self.guest_dispatch(vcpu, regs) {
+                GuestNext::Reply(r) => r,
+                GuestNext::Exit { code } => CallResult::ok([code, 0, 0, 0]),
+                GuestNext::DeviceRequest { vdev, op, ticket } => CallResult {
+                    status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
+                    out: [vdev.0, u64::from(op.raw()), ticket, 0],
+                },
+                GuestNext::DeniedCall { .. } => CallResult::status(denied()),
+            },
+        }
+    }
+
+    fn host(&self, call: HostCall) -> Result<HostNext, Status> {
+        use HostCall::*;
+        let reply = match call {
+            Version(a) => system::version(a.requested),
+            Features(a) => system::features(self, a),
+            ConsoleWrite(a) => system::console_write(self, a),
+            SystemOff(a) => system::system_off(self, a),
+            GranuleDelegate(a) => memory::granule_delegate(self, a),
+            GranuleUndelegate(a) => memory::granule_undelegate(self, a),
+            TvmCreate(a) => memory::tvm_create(self, a),
+            TvmActivate(a) => memory::tvm_activate(self, a),
+            TvmDestroy(a) => memory::tvm_destroy(self, a),
+            TableCreate(a) => memory::table_create(self, a),
+            TableDestroy(a) => memory::table_destroy(self, a),
+            MapPrivate(a) => memory::map_private(self, a),
+            MapShared(a) => memory::map_shared(self, a),
+            Unmap(a) => memory::unmap(self, a),
+            VcpuCreate(a) => vcpu::vcpu_create(self, a),
+            VcpuRun(a) => return run::vcpu_run(self, a),
+            VcpuDestroy(a) => vcpu::vcpu_destroy(self, a),
+            PdevCreate(a) => device::pdev_create(self, a),
+            PdevConnect(a) => comm::pdev_connect(self, a),
+            PdevStop(a) => device::pdev_stop(self, a),
+            PdevDestroy(a) => device::pdev_destroy(self, a),
+            ViommuCreate(a) => device::viommu_create(self, a),
+            ViommuDestroy(a) => device::viommu_destroy(self, a),
+            VdevCreate(a) => device::vdev_create(self, a),
+            VdevBind(a) => comm::vdev_bind(self, a),
+            VdevUnbind(a) => comm::vdev_unbind(self, a),
+            VdevGetState(a) => device::vdev_get_state(self, a),
+            VdevDestroy(a) => device::vdev_destroy(self, a),
+            Communicate(a) => comm::communicate(self, a),
+            OpCancel(a) => comm::op_cancel(self, a),
+            EventRead(a) => guest::event_read(self, a),
+            TestDmaInject(a) => guest::test_dma_inject(self, a),
+        };
+        reply.map(HostNext::Reply)
+    }
+
+    fn guest(&self, g: GuestCaller, call: GuestCall) -> Result<GuestNext, Status> {
+        use GuestCall::*;
+        let reply = match call {
+            GVersion(a) => system::version(a.requested),
+            GConsoleWrite(a) => guest::console_write(self, g, a),
+            GExit(a) => return guest::exit(self, g, a),
+            GTvmInfo(_) => guest::tvm_info(self, g),
+            GVdevInfo(a) => guest::vdev_info(self, g, a),
+            GVdevReport(a) => guest::vdev_report(self, g, a),
+            GVdevAccept(a) => return guest::vdev_accept(self, g, a),
+            GVdevStop(a) => return guest::vdev_stop(self, g, a),
+            GS1Attach(a) => guest::s1_attach(self, g, a),
+            GS1Detach(a) => guest::s1_detach(self, g, a),
+            GS1Invalidate(a) => guest::s1_invalidate(self, g, a),
+            GEventRead(a) => guest::event_read_guest(self, g, a),
+        };
+        reply.map(GuestNext::Reply)
     }
 
     /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
@@ -281,11 +236,15 @@ impl Tsm<'_> {
         let g = self
             .granules
             .lock_in(vcpu, GranuleState::Vcpu)
-            .map_err(|_| Status::new(StatusCode::Denied))?;
+            .map_err(|_| denied())?;
         let v: VcpuObj = objects::load(self.platform, &g)?;
         Ok(GuestCaller {
             vcpu,
             tvm: Pa(v.tvm),
         })
     }
+}
+
+fn denied() -> Status {
+    Status::new(StatusCode::Denied)
 }

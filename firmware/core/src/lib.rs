@@ -4,7 +4,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`tsm`] | the monitor ([`Tsm`]), the platform bundle, call origins |
-//! | [`dispatch`] | the call table and [`Tsm::handle`] |
+//! | [`dispatch`] | decoding a call into its typed form and handing it to its handler; what runs next |
 //! | [`granule`] | per-granule descriptors, states, locks |
 //! | [`objects`] | TSM objects stored in donated granules |
 //! | [`run`] | the VCPU_RUN protocol between the HAL run loops and the core |

@@ -24,8 +24,9 @@
 //! }
 //! ```
 //!
-//! The run loop calls [`Tsm::host_call`] for *every* host call (not [`Tsm::handle`]): the
-//! VCPU_RUN handler only validates and claims the vCPU, and `host_call` turns a claim into
+//! The run loop calls [`Tsm::host_call`] for *every* host call ([`Tsm::handle`] is the
+//! flattened form for tests): the VCPU_RUN handler validates and claims the vCPU and says so
+//! ([`HostNext::Run`](crate::dispatch::HostNext)), and `host_call` turns the claim into
 //! [`HostStep::Enter`]. Guest traps go to [`Tsm::guest_exit`] with the vCPU the HAL was running,
 //! never a register value the guest controls; that is how guest calls are told from host calls.
 //!
@@ -72,7 +73,7 @@
 //! visible as `ObjectState(1)` on the next VCPU_RUN).
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
-use tsm_abi::call::{CallId, Caller};
+use tsm_abi::call::args;
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::TvmState;
@@ -80,10 +81,10 @@ use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::calls::memory::lock_tvm;
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::{GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{self, VcpuObj, internal};
-use crate::tsm::{Origin, Tsm};
+use crate::tsm::Tsm;
 
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
 pub const RUN_STATE_OFFSET: u64 = 1024;
@@ -220,10 +221,10 @@ pub enum GuestStep {
     ToHost(CallResult),
 }
 
-/// The VCPU_RUN handler (dispatch table entry): validates and claims the vCPU. It returns
-/// `SUCCESS` with no results, which [`Tsm::host_call`] turns into [`HostStep::Enter`].
-pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (vcpu, record) = (Pa(a[0]), Pa(a[1]));
+/// VCPU_RUN: validates and claims the vCPU; [`Tsm::host_call`] then enters it
+/// ([`HostStep::Enter`]).
+pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
+    let (vcpu, record) = (a.vcpu, a.exit_record);
     // The record must be NS now (checked again when it is written). Checked before the other
     // locks: a record naming the TVM's or vCPU's own granule must fail, not wait for itself.
     if !record.0.is_multiple_of(8) {
@@ -254,7 +255,7 @@ pub fn vcpu_run(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     run.running = 1;
     run.exit_record = record.0;
     save_run(t, &gv, &run)?;
-    Ok(CallResult::ok([0; 4]))
+    Ok(HostNext::Run { vcpu })
 }
 
 /// Whether the vCPU in the locked granule is running (VCPU_DESTROY refuses it then: the HAL
@@ -264,15 +265,14 @@ pub fn is_running(t: &Tsm<'_>, gv: &Locked<'_, '_>) -> Result<bool, Status> {
 }
 
 impl Tsm<'_> {
-    /// Handles one host call for the run loop: every call goes through [`Tsm::handle`]; a
+    /// Handles one host call for the run loop: every call goes through [`Tsm::host_dispatch`]; a
     /// successful VCPU_RUN becomes [`HostStep::Enter`] (or an immediate exit when the guest
     /// still waits for the host to carry a device operation).
     pub fn host_call(&self, regs: &CallRegs) -> HostStep {
-        let r = self.handle(Origin::Host, regs);
-        if regs.fid != u64::from(CallId::VCPU_RUN.fid()) || r.status != Status::SUCCESS.to_raw() {
-            return HostStep::Reply(r);
-        }
-        let vcpu = Pa(regs.args[0]);
+        let vcpu = match self.host_dispatch(regs) {
+            HostNext::Reply(r) => return HostStep::Reply(r),
+            HostNext::Run { vcpu } => vcpu,
+        };
         match self.enter(vcpu) {
             Ok(Entered::Guest(e)) => HostStep::Enter(e),
             Ok(Entered::Exit(exit)) => HostStep::Reply(self.to_host(vcpu, &exit)),
@@ -314,35 +314,31 @@ impl Tsm<'_> {
     }
 
     fn guest_call(&self, vcpu: Pa, regs: &CallRegs) -> GuestStep {
-        let call = CallId::try_from(regs.fid).ok();
-        if call.is_some_and(|c| c.caller() == Caller::Host) {
-            let rec = VcpuExit {
-                reason: ExitReason::DeniedCall.raw(),
-                fid: regs.fid,
-                ..VcpuExit::new_zeroed()
-            };
-            let denied = CallResult::status(Status::new(StatusCode::Denied));
-            return self.exit_with(vcpu, &rec, NEXT_RETURN, Some(denied));
+        match self.guest_dispatch(vcpu, regs) {
+            GuestNext::Reply(r) => GuestStep::Resume(Resume::Return(r)),
+            GuestNext::DeniedCall { fid } => {
+                let rec = VcpuExit {
+                    reason: ExitReason::DeniedCall.raw(),
+                    fid,
+                    ..VcpuExit::new_zeroed()
+                };
+                let denied = CallResult::status(Status::new(StatusCode::Denied));
+                self.exit_with(vcpu, &rec, NEXT_RETURN, Some(denied))
+            }
+            GuestNext::Exit { code } => {
+                let rec = VcpuExit {
+                    reason: ExitReason::GuestExit.raw(),
+                    code,
+                    ..VcpuExit::new_zeroed()
+                };
+                self.exit_with(vcpu, &rec, NEXT_CONTINUE, None)
+            }
+            GuestNext::DeviceRequest { vdev, op, ticket } => {
+                let rec = device_request(vdev.0, op.raw());
+                let wait = CallResult::ok([0, 0, ticket, 0]);
+                self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, Some(wait))
+            }
         }
-        let r = self.handle(Origin::Guest { vcpu }, regs);
-        if call == Some(CallId::G_EXIT) && r.status == Status::SUCCESS.to_raw() {
-            let rec = VcpuExit {
-                reason: ExitReason::GuestExit.raw(),
-                code: r.out[0],
-                ..VcpuExit::new_zeroed()
-            };
-            return self.exit_with(vcpu, &rec, NEXT_CONTINUE, None);
-        }
-        if r.status == Status::new(StatusCode::NeedsDeviceIo).to_raw() {
-            let (vdev, op) = (r.out[0], r.out[1]);
-            let Ok(op) = u32::try_from(op) else {
-                return GuestStep::ToHost(self.to_host_failed(vcpu, internal()));
-            };
-            let rec = device_request(vdev, op);
-            let wait = CallResult::ok([0, 0, r.out[2], 0]);
-            return self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, Some(wait));
-        }
-        GuestStep::Resume(Resume::Return(r))
     }
 
     /// Ends the host's VCPU_RUN with `rec`, leaving `next` for the next entry.

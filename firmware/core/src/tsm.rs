@@ -1,5 +1,6 @@
 //! The monitor: the platform, the granule table, and the few registries that cannot live in
-//! donated granules. Calls enter through [`Tsm::handle`] (see [`crate::dispatch`]).
+//! donated granules. Calls enter through [`Tsm::host_call`] and [`Tsm::guest_exit`] (see [`crate::run`] and
+//! [`crate::dispatch`]).
 
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 

@@ -20,6 +20,7 @@
 
 use sha2::{Digest, Sha256};
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::call::args;
 use tsm_abi::comm::{
     COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus,
 };
@@ -33,7 +34,7 @@ use tsm_abi::tdisp::{
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::calls::device::{lock_pdev, lock_vdev};
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, GUEST_OP_PENDING, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal,
@@ -158,8 +159,8 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 }
 
 /// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
-pub fn pdev_connect(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (pdev, comm) = (Pa(a[0]), Pa(a[1]));
+pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
+    let (pdev, comm) = (a.pdev, a.comm);
     let (g, mut p) = lock_pdev(t, pdev, 1)?;
     if p.state != PdevState::New.raw() {
         return Err(st(StatusCode::ObjectState, 1));
@@ -183,7 +184,7 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
     Some(rsp)
 }
 
-fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Outcome {
+fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
     let (g, mut p) = lock_pdev(t, pdev, 1)?;
     if p.op != DeviceOp::Connect.raw() {
         return Err(st(StatusCode::NoOperation, 1));
@@ -318,8 +319,8 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 
 /// VDEV_BIND: UNLOCKED → LOCKING under a READY PDEV; LOCK_INTERFACE goes out first. The accept
 /// nonce for this bind is drawn now, before anything changes.
-pub fn vdev_bind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
+pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
+    let (vdev, comm) = (a.vdev, a.comm);
     let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
     let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
     let mut v = VdevObj::new_zeroed();
@@ -356,8 +357,8 @@ pub fn vdev_bind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
-pub fn vdev_unbind(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (vdev, comm) = (Pa(a[0]), Pa(a[1]));
+pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
+    let (vdev, comm) = (a.vdev, a.comm);
     let (gv, mut v) = lock_vdev(t, vdev, 1)?;
     let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
@@ -461,7 +462,7 @@ fn take_portion(
     Ok(true)
 }
 
-fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
+fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     let (gv, mut v) = lock_vdev(t, vdev, 1)?;
     if v.op == DeviceOp::None.raw() {
         return Err(st(StatusCode::NoOperation, 1));
@@ -542,8 +543,8 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Outcome {
 }
 
 /// COMMUNICATE: continue the pending operation of a PDEV or VDEV with the device's response.
-pub fn communicate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (obj, comm) = (Pa(a[0]), Pa(a[1]));
+pub fn communicate(t: &Tsm<'_>, a: args::Communicate) -> Reply {
+    let (obj, comm) = (a.object, a.comm);
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => pdev_continue(t, obj, comm),
         GranuleState::Vdev => vdev_continue(t, obj, comm),
@@ -553,8 +554,8 @@ pub fn communicate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 
 /// OP_CANCEL: a PDEV goes back to NEW; a VDEV goes to ERROR (a guest waiting on it gets
 /// `Cancelled`).
-pub fn op_cancel(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let obj = Pa(a[0]);
+pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
+    let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
             let (g, mut p) = lock_pdev(t, obj, 1)?;

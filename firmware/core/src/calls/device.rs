@@ -5,6 +5,7 @@
 //! child learns its parents, drops the child, locks the family in order and re-checks it.
 
 use tsm_abi::addr::Pa;
+use tsm_abi::call::args;
 use tsm_abi::params::{PdevFlags, PdevParams, VdevParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
@@ -14,7 +15,7 @@ use zerocopy::FromZeros;
 
 use crate::calls::memory::lock_tvm;
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::Reply;
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{
     self, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevObj, TvmObj,
@@ -23,16 +24,16 @@ use crate::objects::{
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, EventQueue, PasidTable};
 
-const OK: Outcome = Ok(CallResult::ok([0; 4]));
+const OK: Reply = Ok(CallResult::ok([0; 4]));
 
 fn st(code: StatusCode, arg: u8) -> Status {
     Status::arg(code, arg)
 }
 
 /// PDEV_CREATE: a PDEV for a DSM and its requester-ID range (which no other PDEV may overlap).
-pub fn pdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let pdev = Pa(a[0]);
-    let params: PdevParams = t.read_params(Pa(a[1]), 2)?;
+pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
+    let pdev = a.pdev;
+    let params: PdevParams = t.read_params(a.params, 2)?;
     params
         .validate()
         .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
@@ -109,8 +110,8 @@ pub(crate) fn is_bound(state: u32) -> bool {
 
 /// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
 /// is pending.
-pub fn pdev_stop(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (g, mut o) = lock_pdev(t, Pa(a[0]), 1)?;
+pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
+    let (g, mut o) = lock_pdev(t, a.pdev, 1)?;
     if o.op != DeviceOp::None.raw() || o.state == PdevState::Stopped.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
@@ -126,8 +127,8 @@ pub fn pdev_stop(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// PDEV_DESTROY: only with no vdevice and no pending operation.
-pub fn pdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (mut g, o) = lock_pdev(t, Pa(a[0]), 1)?;
+pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
+    let (mut g, o) = lock_pdev(t, a.pdev, 1)?;
     if o.vdevs != 0 || g.refcount() != 0 {
         return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
@@ -143,19 +144,19 @@ pub fn pdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// VIOMMU_CREATE: a typed secure vIOMMU for a TVM. Only TSM types are accepted (invariant 6).
-pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let viommu = Pa(a[1]);
-    let vtype = ViommuType::try_from(a[2]).map_err(|e| match e {
+pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
+    let viommu = a.viommu;
+    let vtype = ViommuType::try_from(a.vtype).map_err(|e| match e {
         ViommuTypeError::NotTsm(_) => st(StatusCode::ViommuTypeNotTsm, 3),
         ViommuTypeError::Unknown(_) => st(StatusCode::ViommuTypeUnknown, 3),
     })?;
     if !t.supports_viommu(vtype) {
         return Err(st(StatusCode::ViommuTypeNotTsm, 3));
     }
-    if a[3] != 0 {
+    if a.flags != 0 {
         return Err(st(StatusCode::InvalidArgument, 4));
     }
-    let (mut gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    let (mut gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     if o.viommus >= MAX_VIOMMUS_PER_TVM {
         return Err(st(StatusCode::Capacity, 1));
     }
@@ -188,8 +189,8 @@ pub fn viommu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// VIOMMU_DESTROY: refused while vdevices use it.
-pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let viommu = Pa(a[0]);
+pub fn viommu_destroy(t: &Tsm<'_>, a: args::ViommuDestroy) -> Reply {
+    let viommu = a.viommu;
     let tvm = {
         let g = t
             .granules
@@ -219,9 +220,9 @@ pub fn viommu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// VDEV_CREATE: the vPCI function `pBDF → vBDF` of the vIOMMU's TVM, in UNLOCKED.
-pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (vdev, pdev, viommu) = (Pa(a[0]), Pa(a[1]), Pa(a[2]));
-    let params: VdevParams = t.read_params(Pa(a[3]), 4)?;
+pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
+    let (vdev, pdev, viommu) = (a.vdev, a.pdev, a.viommu);
+    let params: VdevParams = t.read_params(a.params, 4)?;
     params
         .validate()
         .map_err(|_| st(StatusCode::InvalidArgument, 4))?;
@@ -346,8 +347,8 @@ pub fn vdev_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// VDEV_GET_STATE: state and pending operation.
-pub fn vdev_get_state(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (_g, v) = lock_vdev(t, Pa(a[0]), 1)?;
+pub fn vdev_get_state(t: &Tsm<'_>, a: args::VdevGetState) -> Reply {
+    let (_g, v) = lock_vdev(t, a.vdev, 1)?;
     Ok(CallResult::ok([u64::from(v.state), u64::from(v.op), 0, 0]))
 }
 
@@ -389,8 +390,8 @@ pub(crate) fn lock_family<'t, 'a>(
 }
 
 /// VDEV_DESTROY: only an UNLOCKED or ERROR vdevice with no pending operation.
-pub fn vdev_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let vdev = Pa(a[0]);
+pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
+    let vdev = a.vdev;
     let Family {
         tvm: (mut gt, mut to),
         viommu: (mut gi, mut io),

@@ -7,6 +7,7 @@
 //! completes ([`Tsm::guest_op_result`]).
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::call::args;
 #[cfg(feature = "dma-inject")]
 use tsm_abi::event::DmaInjectFlags;
 use tsm_abi::event::{HOST_DOMAIN_EVENTS, PasidArg};
@@ -21,7 +22,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::calls::device::lock_vdev;
-use crate::dispatch::{Args, Ctx, GuestCaller, Outcome};
+use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{self, GUEST_OP_PENDING, TvmObj, VcpuObj, VdevObj, internal};
 use crate::tsm::Tsm;
@@ -36,7 +37,7 @@ fn st(code: StatusCode, arg: u8) -> Status {
     Status::arg(code, arg)
 }
 
-const OK: Outcome = Ok(CallResult::ok([0; 4]));
+const OK: Reply = Ok(CallResult::ok([0; 4]));
 
 /// The caller's TVM, locked, its object copied into `o`.
 fn caller_tvm<'t, 'a>(
@@ -59,9 +60,13 @@ fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
 }
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
-fn lock_own<'t, 'a>(t: &'t Tsm<'a>, ctx: Ctx, raw: u64) -> Result<GuestVdev<'t, 'a>, Status> {
+fn lock_own<'t, 'a>(
+    t: &'t Tsm<'a>,
+    caller: GuestCaller,
+    raw: u64,
+) -> Result<GuestVdev<'t, 'a>, Status> {
     let mut o = TvmObj::new_zeroed();
-    let gt = caller_tvm(t, ctx.guest()?, &mut o)?;
+    let gt = caller_tvm(t, caller, &mut o)?;
     let pa = own_vdev(&o, raw)?;
     let (gv, v) = lock_vdev(t, pa, 1).map_err(|_| internal())?;
     if v.tvm != gt.pa().0 {
@@ -139,14 +144,14 @@ fn guest_buffer_in(
 }
 
 /// G_CONSOLE_WRITE: one framed record from guest memory.
-pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let len = a[1];
+pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -> Reply {
+    let len = a.len;
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(st(StatusCode::InvalidArgument, 2));
     }
     let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, ctx.guest()?, &mut o)?;
-    let pa = guest_buffer(t, &o, Gpa(a[0]), len, false, 1)?;
+    let _gt = caller_tvm(t, caller, &mut o)?;
+    let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
         .get_mut(..len as usize)
@@ -157,25 +162,23 @@ pub fn console_write(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 }
 
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
-pub fn exit(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let g = ctx.guest()?;
+pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNext, Status> {
     let gv = t
         .granules
-        .lock_in(g.vcpu, GranuleState::Vcpu)
+        .lock_in(caller.vcpu, GranuleState::Vcpu)
         .map_err(|_| Status::new(StatusCode::Denied))?;
     let mut v: VcpuObj = objects::load(t.platform, &gv)?;
     v.exited = 1;
-    v.exit_code = a[0];
+    v.exit_code = a.code;
     objects::save(t.platform, &gv, &v)?;
-    // Result 1 is for the run loop (`Completion::GuestExit`); the guest never sees it.
-    Ok(CallResult::ok([a[0], 0, 0, 0]))
+    Ok(GuestNext::Exit { code: a.code })
 }
 
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
-pub fn tvm_info(t: &Tsm<'_>, ctx: Ctx, _: &Args) -> Outcome {
+pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
     let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, ctx.guest()?, &mut o)?;
+    let _gt = caller_tvm(t, caller, &mut o)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
@@ -189,9 +192,9 @@ fn has_report(v: &VdevObj) -> bool {
 }
 
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
-pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let g = lock_own(t, ctx, a[0])?;
-    let gpa = Gpa(a[1]);
+pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply {
+    let g = lock_own(t, caller, a.vbdf)?;
+    let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
@@ -220,9 +223,9 @@ pub fn vdev_info(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 }
 
 /// G_VDEV_REPORT: a portion of the cached interface report.
-pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let g = lock_own(t, ctx, a[0])?;
-    let (offset, gpa, len) = (a[1], Gpa(a[2]), a[3]);
+pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Reply {
+    let g = lock_own(t, caller, a.vbdf)?;
+    let (offset, gpa, len) = (a.offset, a.buffer, a.len);
     if !has_report(&g.v) {
         return Err(st(StatusCode::ObjectState, 1));
     }
@@ -259,12 +262,16 @@ pub fn vdev_report(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 }
 
 /// G_VDEV_ACCEPT: the guest echoes the evidence of the current bind; START_INTERFACE follows.
-pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let mut g = lock_own(t, ctx, a[0])?;
+pub fn vdev_accept(
+    t: &Tsm<'_>,
+    caller: GuestCaller,
+    a: args::GVdevAccept,
+) -> Result<GuestNext, Status> {
+    let mut g = lock_own(t, caller, a.vbdf)?;
     if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
-    let gpa = Gpa(a[1]);
+    let gpa = a.evidence;
     if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
@@ -289,25 +296,20 @@ pub fn vdev_accept(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
     objects::save(t.platform, &g.vdev, &g.v)?;
-    Ok(device_request(
-        g.vdev.pa(),
-        DeviceOp::Start,
-        g.v.guest_ticket,
-    ))
-}
-
-/// The vCPU exits with `DEVICE_REQUEST(vdev, op)` and waits under `ticket` (result 3, which the
-/// run loop keeps and never shows the host).
-fn device_request(vdev: Pa, op: DeviceOp, ticket: u64) -> CallResult {
-    CallResult {
-        status: Status::new(StatusCode::NeedsDeviceIo).to_raw(),
-        out: [vdev.0, u64::from(op.raw()), ticket, 0],
-    }
+    Ok(GuestNext::DeviceRequest {
+        vdev: g.vdev.pa(),
+        op: DeviceOp::Start,
+        ticket: g.v.guest_ticket,
+    })
 }
 
 /// G_VDEV_STOP: T=1 off now; STOP_INTERFACE follows through the host.
-pub fn vdev_stop(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let mut g = lock_own(t, ctx, a[0])?;
+pub fn vdev_stop(
+    t: &Tsm<'_>,
+    caller: GuestCaller,
+    a: args::GVdevStop,
+) -> Result<GuestNext, Status> {
+    let mut g = lock_own(t, caller, a.vbdf)?;
     let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
         return Err(st(StatusCode::ObjectState, 1));
@@ -319,7 +321,11 @@ pub fn vdev_stop(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
     objects::save(t.platform, &g.vdev, &g.v)?;
-    Ok(device_request(pa, DeviceOp::Stop, g.v.guest_ticket))
+    Ok(GuestNext::DeviceRequest {
+        vdev: pa,
+        op: DeviceOp::Stop,
+        ticket: g.v.guest_ticket,
+    })
 }
 
 /// The smallest stage-1 input size the vdevice's format walks (NotSupported for
@@ -342,12 +348,12 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
 }
 
 /// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
-pub fn s1_attach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let mut g = lock_own(t, ctx, a[0])?;
-    let pasid = one_pasid(a[1], 2)?;
-    let root = Gpa(a[2]);
+pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply {
+    let mut g = lock_own(t, caller, a.vbdf)?;
+    let pasid = one_pasid(a.pasid, 2)?;
+    let root = a.root;
     let min = stage1_min_bits(&g.v)?;
-    let config = S1Config::from_raw(a[3], min).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let config = S1Config::from_raw(a.config, min).ok_or(st(StatusCode::InvalidArgument, 4))?;
     if !root.is_granule_aligned() {
         return Err(st(StatusCode::Misaligned, 3));
     }
@@ -373,9 +379,9 @@ pub fn s1_attach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 }
 
 /// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
-pub fn s1_detach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let mut g = lock_own(t, ctx, a[0])?;
-    let pasid = one_pasid(a[1], 2)?;
+pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply {
+    let mut g = lock_own(t, caller, a.vbdf)?;
+    let pasid = one_pasid(a.pasid, 2)?;
     stage1_min_bits(&g.v)?;
     g.v.pasids
         .detach(pasid)
@@ -389,25 +395,25 @@ pub fn s1_detach(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 }
 
 /// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
-pub fn s1_invalidate(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let g = lock_own(t, ctx, a[0])?;
-    let scope = match PasidArg::from_raw(a[1]) {
+pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -> Reply {
+    let g = lock_own(t, caller, a.vbdf)?;
+    let scope = match PasidArg::from_raw(a.pasid) {
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
         Some(PasidArg::Pasid(p)) => PasidScope::One(Some(p)),
         None => return Err(st(StatusCode::InvalidArgument, 2)),
     };
-    let len = if a[3] == 0 { u64::MAX } else { a[3] };
+    let len = if a.size == 0 { u64::MAX } else { a.size };
     t.iotlb
         .lock()
-        .invalidate_guest(VdevId(g.vdev.pa().0), scope, tsm_abi::addr::Iova(a[2]), len);
+        .invalidate_guest(VdevId(g.vdev.pa().0), scope, a.iova, len);
     OK
 }
 
 /// G_EVENT_READ: pops one full fault record of the caller's vdevice.
-pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    let mut g = lock_own(t, ctx, a[0])?;
-    let gpa = Gpa(a[1]);
+pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -> Reply {
+    let mut g = lock_own(t, caller, a.vbdf)?;
+    let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
@@ -440,13 +446,13 @@ pub fn event_read_guest(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
 
 /// EVENT_READ: pops one sanitized fault record of a vdevice (or of the host domain) into an NS
 /// buffer.
-pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let buf = Pa(a[1]);
+pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
+    let buf = a.buffer;
     if !buf.0.is_multiple_of(8) {
         return Err(st(StatusCode::InvalidBuffer, 2));
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;
-    if a[0] == HOST_DOMAIN_EVENTS {
+    if a.queue == HOST_DOMAIN_EVENTS {
         let _b = t.lock_ns_buffer(buf, size, 2)?;
         let mut q = t.host_domain_events.lock();
         let summary = q.host_summary();
@@ -468,7 +474,7 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
             0,
         ]));
     }
-    let (gv, mut v) = lock_vdev(t, Pa(a[0]), 1)?;
+    let (gv, mut v) = lock_vdev(t, Pa(a.queue), 1)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
@@ -494,19 +500,19 @@ pub fn event_read(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 /// vIOMMU, as if the device at (segment, RID) issued it. Returns the PA, or `DmaFault` with the
 /// event reason (the fault is queued like a real one).
 #[cfg(feature = "dma-inject")]
-pub fn test_dma_inject(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+pub fn test_dma_inject(t: &Tsm<'_>, a: args::TestDmaInject) -> Reply {
     // Keeps the marker in every image that has this handler, so xtask can prove a release
     // image does not (`cargo xtask test`, check "no DMA injection in release images").
     core::hint::black_box(&DMA_INJECT_MARKER);
-    let rid = u16::try_from(a[0]).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
-    let pasid = one_pasid(a[1], 2)?;
-    let flags = DmaInjectFlags::from_bits(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
-    let segment = u16::try_from(a[4]).map_err(|_| st(StatusCode::InvalidArgument, 5))?;
+    let rid = u16::try_from(a.rid).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
+    let pasid = one_pasid(a.pasid, 2)?;
+    let flags = DmaInjectFlags::from_bits(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let segment = u16::try_from(a.segment).map_err(|_| st(StatusCode::InvalidArgument, 5))?;
     let req = viommu::Request {
         requester: viommu::Requester { segment, rid },
         pasid,
         t_bit: flags.contains(DmaInjectFlags::T_BIT),
-        iova: tsm_abi::addr::Iova(a[2]),
+        iova: a.iova,
         access: if flags.contains(DmaInjectFlags::WRITE) {
             viommu::Access::Write
         } else {
@@ -536,7 +542,7 @@ pub static DMA_INJECT_MARKER: [u8; 32] = *b"TSM: TEST_DMA_INJECT compiled in";
 
 /// TEST_DMA_INJECT does not exist in this build.
 #[cfg(not(feature = "dma-inject"))]
-pub fn test_dma_inject(_: &Tsm<'_>, _: Ctx, _: &Args) -> Outcome {
+pub fn test_dma_inject(_: &Tsm<'_>, _: args::TestDmaInject) -> Reply {
     Err(Status::new(StatusCode::NotSupported))
 }
 

@@ -5,6 +5,7 @@
 //! and granule transitions staged; the guards publish them on drop.
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::call::args;
 use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
@@ -12,20 +13,20 @@ use tsm_abi::status::{ObjectKind, Status, StatusCode};
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::Reply;
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{self, TvmObj, internal};
 use crate::tsm::Tsm;
 
-const OK: Outcome = Ok(CallResult::ok([0; 4]));
+const OK: Reply = Ok(CallResult::ok([0; 4]));
 
 fn st(code: StatusCode, arg: u8) -> Status {
     Status::arg(code, arg)
 }
 
 /// GRANULE_DELEGATE: NS → DELEGATED; the host loses access before the call returns.
-pub fn granule_delegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let pa = Pa(a[0]);
+pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
+    let pa = a.pa;
     // Only host memory can be delegated. The state machine also has owned → DELEGATED edges
     // (object destroy, unmap), so checking the edge alone would let the host "delegate" a
     // mapped private page or a live object and then undelegate it back into its own hands.
@@ -48,8 +49,8 @@ pub fn granule_delegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// GRANULE_UNDELEGATE: DELEGATED → NS, scrubbed before the host gets it back.
-pub fn granule_undelegate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let pa = Pa(a[0]);
+pub fn granule_undelegate(t: &Tsm<'_>, a: args::GranuleUndelegate) -> Reply {
+    let pa = a.pa;
     let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
     if g.state() != GranuleState::Delegated {
         return Err(st(StatusCode::GranuleState, 1));
@@ -80,9 +81,9 @@ pub(crate) fn lock_tvm<'t, 'a>(
 }
 
 /// TVM_CREATE: a TVM object and its root table, from two delegated granules.
-pub fn tvm_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (tvm, root) = (Pa(a[0]), Pa(a[2]));
-    let params: TvmParams = t.read_params(Pa(a[1]), 2)?;
+pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
+    let (tvm, root) = (a.tvm, a.root);
+    let params: TvmParams = t.read_params(a.params, 2)?;
     params
         .validate()
         .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
@@ -110,8 +111,8 @@ pub fn tvm_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// TVM_ACTIVATE: NEW → ACTIVE.
-pub fn tvm_activate(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (g, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
+    let (g, mut o) = lock_tvm(t, a.tvm, 1)?;
     if o.state != TvmState::New.raw() {
         return Err(st(StatusCode::ObjectState, 1));
     }
@@ -138,8 +139,8 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 }
 
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
-pub fn tvm_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (mut g, o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
+    let (mut g, o) = lock_tvm(t, a.tvm, 1)?;
     if let Some(kind) = tvm_children(&o) {
         return Err(st(StatusCode::InUse, kind as u8));
     }
@@ -206,13 +207,13 @@ fn walk_status(e: WalkError, unmapped: Status) -> Status {
 }
 
 /// TABLE_CREATE: link a delegated granule as the table at `level` covering `gpa`.
-pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (gpa, new) = (Gpa(a[1]), Pa(a[3]));
-    let level = check_level(a[2], 3)?;
+pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
+    let (gpa, new) = (a.gpa, a.table);
+    let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
         .ok_or(st(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -249,13 +250,13 @@ pub fn table_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 }
 
 /// TABLE_DESTROY: unlink an empty table; it goes back to DELEGATED and its PA is returned.
-pub fn table_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let gpa = Gpa(a[1]);
-    let level = check_level(a[2], 3)?;
+pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
+    let gpa = a.gpa;
+    let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
         .ok_or(st(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -333,10 +334,10 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 /// MAP_PRIVATE: a delegated granule becomes the TVM's private page at `gpa`, zeroed or filled
 /// from an NS source page (only while the TVM is NEW: content is measured-in before
 /// activation).
-pub fn map_private(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (gpa, page, src) = (Gpa(a[1]), Pa(a[2]), a[3]);
-    let flags = MapFlags::from_arg(a[4]).ok_or(st(StatusCode::InvalidArgument, 5))?;
-    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
+    let (gpa, page, src) = (a.gpa, a.page, a.source);
+    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 5))?;
+    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
@@ -420,10 +421,10 @@ fn write_leaf(
 
 /// MAP_SHARED: an NS granule becomes a shared page of the TVM at `gpa`. The granule's refcount
 /// counts its shared mappings, so it cannot be delegated while mapped.
-pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (gpa, ns) = (Gpa(a[1]), Pa(a[2]));
-    let flags = MapFlags::from_arg(a[3]).ok_or(st(StatusCode::InvalidArgument, 4))?;
-    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
+    let (gpa, ns) = (a.gpa, a.page);
+    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
         return Err(st(StatusCode::Misaligned, 3));
@@ -456,9 +457,9 @@ pub fn map_shared(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
 
 /// UNMAP: removes the page at `gpa`; the CPUs and the vIOMMU forget it before a private page is
 /// scrubbed and goes back to DELEGATED. Returns the page's PA.
-pub fn unmap(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let gpa = Gpa(a[1]);
-    let (gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
+    let gpa = a.gpa;
+    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
     let not_mapped = st(StatusCode::NotMapped, 2);

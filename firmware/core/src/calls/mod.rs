@@ -1,5 +1,12 @@
-//! Call handlers, one module per group of calls. Each handler has the dispatcher's signature
-//! (`fn(&Tsm, Ctx, &Args) -> Outcome`) and is listed in the table in [`crate::dispatch`].
+//! Call handlers, one module per group of calls. A host handler takes the call's typed
+//! arguments (`tsm_abi::call::args::*`), a guest handler also the [`GuestCaller`]; both reply
+//! ([`Reply`]) unless the call changes what runs next ([`HostNext`], [`GuestNext`]). The
+//! dispatcher's `match` in [`crate::dispatch`] names each handler once.
+//!
+//! [`GuestCaller`]: crate::dispatch::GuestCaller
+//! [`Reply`]: crate::dispatch::Reply
+//! [`HostNext`]: crate::dispatch::HostNext
+//! [`GuestNext`]: crate::dispatch::GuestNext
 
 pub mod comm;
 pub mod device;

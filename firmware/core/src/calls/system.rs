@@ -1,6 +1,6 @@
 //! Discovery and platform calls: VERSION / G_VERSION, FEATURES, CONSOLE_WRITE, SYSTEM_OFF.
 
-use tsm_abi::addr::Pa;
+use tsm_abi::call::args;
 use tsm_abi::comm::COMM_PAYLOAD_SIZE;
 use tsm_abi::features::{
     BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
@@ -13,16 +13,16 @@ use tsm_hal::log::{MAX_PAYLOAD, STREAM_HOST};
 use tsm_hal::platform::ExitCode;
 
 use crate::addrmap;
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::Reply;
 use crate::objects::{MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, REPORT_CAPACITY};
 use crate::tsm::{MAX_PDEVS, Tsm};
 use crate::viommu_glue;
 
 /// VERSION / G_VERSION: the caller names the version it wants; it gets it if it is in range,
 /// and always learns the range.
-pub fn version(_: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
+pub fn version(requested: u64) -> Reply {
     let range = [0, version::LOWEST.to_raw(), version::HIGHEST.to_raw(), 0];
-    let Some(req) = AbiVersion::from_raw(a[0]) else {
+    let Some(req) = AbiVersion::from_raw(requested) else {
         return Ok(CallResult {
             status: Status::arg(StatusCode::InvalidArgument, 1).to_raw(),
             out: range,
@@ -88,14 +88,14 @@ pub fn feature(t: &Tsm<'_>, reg: FeatureReg) -> u64 {
 }
 
 /// FEATURES: one register per index.
-pub fn features(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let reg = FeatureReg::from_raw(a[0]).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
+pub fn features(t: &Tsm<'_>, a: args::Features) -> Reply {
+    let reg = FeatureReg::from_raw(a.index).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
     Ok(CallResult::ok([feature(t, reg), 0, 0, 0]))
 }
 
 /// CONSOLE_WRITE: one framed record from a host buffer inside one NS granule.
-pub fn console_write(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let len = a[1];
+pub fn console_write(t: &Tsm<'_>, a: args::ConsoleWrite) -> Reply {
+    let len = a.len;
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
@@ -103,14 +103,14 @@ pub fn console_write(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let frame = frame
         .get_mut(..len as usize)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
-    t.read_ns(Pa(a[0]), frame, 1)?;
+    t.read_ns(a.buffer, frame, 1)?;
     t.platform.relay(STREAM_HOST, frame);
     Ok(CallResult::ok([0; 4]))
 }
 
 /// SYSTEM_OFF: ends the run (0 = success).
-pub fn system_off(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    t.platform.power_off(if a[0] == 0 {
+pub fn system_off(t: &Tsm<'_>, a: args::SystemOff) -> Reply {
+    t.platform.power_off(if a.code == 0 {
         ExitCode::Success
     } else {
         ExitCode::Failure

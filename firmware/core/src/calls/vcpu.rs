@@ -1,20 +1,21 @@
 //! vCPU calls. VCPU_RUN's protocol (claim, entry, exits) is in [`crate::run`].
 
-use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::addr::Pa;
+use tsm_abi::call::args;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{Status, StatusCode};
 
 use crate::calls::memory::lock_tvm;
-use crate::dispatch::{Args, Ctx, Outcome};
+use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{self, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// VCPU_CREATE: a vCPU of a NEW TVM, in a delegated granule.
-pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let (vcpu, entry) = (Pa(a[1]), Gpa(a[2]));
-    let (mut gt, mut o) = lock_tvm(t, Pa(a[0]), 1)?;
+pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
+    let (vcpu, entry) = (a.vcpu, a.entry);
+    let (mut gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     if o.state != TvmState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -42,7 +43,7 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     let obj = VcpuObj {
         tvm: gt.pa().0,
         entry: entry.0,
-        arg0: a[3],
+        arg0: a.arg0,
         index,
         exited: 0,
         exit_code: 0,
@@ -53,14 +54,9 @@ pub fn vcpu_create(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
     Ok(CallResult::ok([0; 4]))
 }
 
-/// VCPU_RUN: validates and claims the vCPU; the run loop enters it (see [`crate::run`]).
-pub fn vcpu_run(t: &Tsm<'_>, ctx: Ctx, a: &Args) -> Outcome {
-    crate::run::vcpu_run(t, ctx, a)
-}
-
 /// VCPU_DESTROY: the vCPU's granule goes back to DELEGATED.
-pub fn vcpu_destroy(t: &Tsm<'_>, _: Ctx, a: &Args) -> Outcome {
-    let vcpu = Pa(a[0]);
+pub fn vcpu_destroy(t: &Tsm<'_>, a: args::VcpuDestroy) -> Reply {
+    let vcpu = a.vcpu;
     // Lock order is TVM before VCPU: learn the TVM, drop the vCPU, lock both in order and
     // check the vCPU is still the same one.
     let tvm = {

@@ -867,8 +867,8 @@ fn guest_console_exit_and_version() {
         args: [4, 0, 0, 0, 0, 0],
     };
     assert_eq!(
-        w.h.tsm.handle_call(Origin::Guest { vcpu: w.vcpu }, &regs),
-        crate::dispatch::Completion::GuestExit { code: 4 }
+        w.h.tsm.guest_dispatch(w.vcpu, &regs),
+        crate::dispatch::GuestNext::Exit { code: 4 }
     );
     assert_eq!(w.guest(G_VERSION, &[0x1_0000]).unwrap()[0], 0x1_0000);
     let _ = GRANULE_SIZE;
