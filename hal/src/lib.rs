@@ -1,12 +1,13 @@
 //! The TSM's hardware abstraction layer.
 //!
-//! `platform` holds the traits the monitor core is written against (host-buildable, no unsafe);
-//! the arch modules implement them on the real machines and hold every `unsafe` block, inline
-//! assembly and raw address of the TSM.
+//! The arch modules implement `tsm-platform`'s traits (re-exported as [`platform`], so the image
+//! names the platform through its HAL) on the real machines and hold every `unsafe` block,
+//! inline assembly and raw address of the TSM.
 #![no_std]
 
+pub use tsm_platform as platform;
+
 pub mod log;
-pub mod platform;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod aarch64;
