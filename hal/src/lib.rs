@@ -2,12 +2,16 @@
 //!
 //! The arch modules implement `tsm-platform`'s traits (re-exported as [`platform`], so the image
 //! names the platform through its HAL) on the real machines and hold every `unsafe` block,
-//! inline assembly and raw address of the TSM.
+//! inline assembly and raw address of the TSM. Both give the image the same functions for the
+//! same roles: `console_write`, `now_us`, `exit`, `report_panic` (its panic handler) and
+//! `selftest_fault` (the harness self-test's deliberate exception).
 #![no_std]
 
 pub use tsm_platform as platform;
 
 pub mod log;
+#[cfg(any(test, target_os = "none"))]
+mod text;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod aarch64;
@@ -18,5 +22,7 @@ pub mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 use x86_64 as arch;
 
+#[cfg(target_os = "none")]
+mod fatal;
 #[cfg(target_os = "none")]
 pub mod logger;
