@@ -2,10 +2,10 @@
 //! against and the stream numbers of the console records it relays. `tsm-hal` implements the
 //! traits on the real machines, `tsm-core`'s tests over ordinary memory. Keeping them out of
 //! `tsm-hal` keeps the core's build free of the HAL's dependencies (defmt, COBS, the device-tree
-//! parser, spin locks) and lets xtask read the stream numbers from here.
+//! parser) and lets xtask read the stream numbers from here.
 #![no_std]
-// The core runs the default `PhysMem::zero` on host input (a scrub of any granule): the same
-// rules as tsm-core and tsm-abi, no unchecked arithmetic or indexing outside tests.
+// The default `PhysMem::zero` scrubs granules the host names, on any platform that keeps it: the
+// same rules as tsm-core and tsm-abi, no unchecked arithmetic or indexing outside tests.
 #![cfg_attr(
     not(test),
     deny(
