@@ -55,7 +55,7 @@ use tsm_core::testing::SimPlatform;
 use tsm_core::viommu::Stage1Root;
 use tsm_core::{Origin, Tsm};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
-use tsm_hal::platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
+use tsm_platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::input::{Input, Writer};

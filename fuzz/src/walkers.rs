@@ -37,7 +37,7 @@ use tsm_core::viommu::{
     translate, translate_uncached,
 };
 use tsm_core::viommu_reference::{Attached, expected, observed};
-use tsm_hal::platform::{MemFault, PhysMem};
+use tsm_platform::{MemFault, PhysMem};
 
 use crate::input::{Input, Writer};
 

@@ -1,12 +1,17 @@
 //! The TSM's hardware abstraction layer.
 //!
-//! `platform` holds the traits the monitor core is written against (host-buildable, no unsafe);
-//! the arch modules implement them on the real machines and hold every `unsafe` block, inline
-//! assembly and raw address of the TSM.
+//! The arch modules implement `tsm-platform`'s traits (re-exported as [`platform`], so the image
+//! names the platform through its HAL) on the real machines and hold every `unsafe` block,
+//! inline assembly and raw address of the TSM. Both give the image the same functions for the
+//! same roles: `console_write`, `now_us`, `exit`, `report_panic` (its panic handler) and
+//! `selftest_fault` (the harness self-test's deliberate exception).
 #![no_std]
 
+pub use tsm_platform as platform;
+
 pub mod log;
-pub mod platform;
+#[cfg(any(test, target_os = "none"))]
+mod text;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod aarch64;
@@ -17,5 +22,7 @@ pub mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 use x86_64 as arch;
 
+#[cfg(target_os = "none")]
+mod fatal;
 #[cfg(target_os = "none")]
 pub mod logger;

@@ -3,18 +3,10 @@
 //! The UART carries records `COBS(stream ‖ payload) ‖ 0x00` (docs/design.md, "Logging"). The TSM
 //! frames its own defmt frames (stream [`STREAM_TSM`]) and the frames the host and guests hand
 //! it through the debug-console calls; nobody else touches the UART, so records never interleave.
+//! The stream numbers and the payload limit are `tsm-platform`'s, which the core and xtask share.
 
-/// The TSM's own defmt frames.
-pub const STREAM_TSM: u8 = 0;
-/// defmt frames of the host payload, relayed by `CONSOLE_WRITE`.
-pub const STREAM_HOST: u8 = 1;
-/// defmt frames of a guest, relayed by `G_CONSOLE_WRITE`.
-pub const STREAM_GUEST: u8 = 2;
-/// Plain UTF-8 text: early boot and the last-resort panic path.
-pub const STREAM_TEXT: u8 = 0x7F;
+pub use tsm_platform::log::{MAX_PAYLOAD, STREAM_GUEST, STREAM_HOST, STREAM_TEXT, STREAM_TSM};
 
-/// Longest payload of one record; longer payloads are cut (a defmt frame is far shorter).
-pub const MAX_PAYLOAD: usize = 512;
 /// Longest encoded record, delimiter included.
 pub const MAX_RECORD: usize = 1 + MAX_PAYLOAD + MAX_PAYLOAD.div_ceil(254) + 1 + 1;
 

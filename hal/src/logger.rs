@@ -65,13 +65,6 @@ unsafe impl defmt::Logger for TsmLogger {
     }
 }
 
-/// Whether some CPU is inside a defmt log call. A fatal-trap handler checks it: if the logger is
-/// held (possibly by the trapped code itself) it must not log through defmt, which would spin
-/// forever, and falls back to [`emit_text`].
-pub fn is_held() -> bool {
-    LOCKED.load(Ordering::Relaxed)
-}
-
 /// Writes a plain-text record without taking the logger lock: for early boot and for fatal paths
 /// that may run while the logger is held (an exception inside a log call).
 pub fn emit_text(text: &str) {

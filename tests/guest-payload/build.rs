@@ -1,20 +1,6 @@
-//! Links the guest payload with its arch's linker script (and defmt's), and relinks when it
-//! changes.
+//! Links the guest payload with its arch's linker script (and defmt's).
 fn main() {
-    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if os != "none" {
-        return;
-    }
-    // The manifest directory of this run, not of the build script's compilation (`env!`): a
-    // target directory shared by two checkouts would otherwise link with the other's script.
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let dir = std::path::Path::new(&manifest).join("../../link");
-    let script = dir.join(format!("{arch}-guest.ld"));
-    println!("cargo:rerun-if-changed={}", script.display());
-    println!("cargo:rustc-link-arg=-T{}", script.display());
-    println!("cargo:rustc-link-arg=-Tdefmt.x");
-    if arch == "x86_64" {
+    if tsm_link::link_image("guest").as_deref() == Some("x86_64") {
         // The target links a static PIE; the guest runs where it is linked (GPA 0x20_0000) and
         // has no loader, so the relocated values are written into the image itself.
         println!("cargo:rustc-link-arg=--apply-dynamic-relocs");

@@ -17,6 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use tsm_scenarios::id;
+
 use crate::arch::Arch;
 use crate::decode::{Line, Program};
 use crate::images::{self, Images};
@@ -25,16 +27,12 @@ use crate::qemu::{self, RunSpec};
 use crate::scenarios::Variant;
 use crate::workspace::{Workspace, show};
 
-/// The host payload's `bench::ID` (checked against its source by a test below).
-const BENCH_ID: u32 = 30;
 /// The images' defmt filter for the bench (unless DEFMT_LOG is set): without `debug`, whose
 /// per-call log line (a UART write of the TSM's, thousands of instructions) would otherwise be
 /// most of what each call costs, and without the guest's lines (its payload, `tsm_guest`, and
 /// the guest scripts, `tsm_scenarios::guest`), so the VCPU_RUN figures' guests make no
 /// G_CONSOLE_WRITE besides the refused ones they are timed for.
 const BENCH_DEFMT_LOG: &str = "info,tsm_guest=off,tsm_scenarios::guest=off";
-/// The host payload's boot smoke test, used for the second-DRAM-size boot.
-const BOOT_ID: u32 = 0;
 /// Generous: the bench carries 8 full binds and unbinds under icount on a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Instructions per virtual µs at `-icount shift=0`.
@@ -120,7 +118,7 @@ pub fn bench(ws: &Workspace, opts: &Options) -> Result<bool, String> {
     let mut runs_ok = true;
     for &arch in &opts.arches {
         let images = images::build(ws, arch, true, Variant::Normal)?;
-        let lines = boot(ws, arch, &images, BENCH_ID, &ICOUNT, "bench")?;
+        let lines = boot(ws, arch, &images, id::BENCH, &ICOUNT, "bench")?;
         runs_ok &= lines.is_some();
         let lines = lines.unwrap_or_default();
         figures.extend(call_figures(arch, &lines));
@@ -133,7 +131,7 @@ pub fn bench(ws: &Workspace, opts: &Options) -> Result<bool, String> {
             "1".into(),
         ];
         let second: Vec<&str> = second.iter().map(String::as_str).collect();
-        let lines2 = boot(ws, arch, &images, BOOT_ID, &second, "bench-dram2")?;
+        let lines2 = boot(ws, arch, &images, id::BOOT, &second, "bench-dram2")?;
         runs_ok &= lines2.is_some();
         figures.extend(memory_figures(arch, &lines, &lines2.unwrap_or_default()));
     }
@@ -844,12 +842,6 @@ fn json(figures: &[Figure], verdicts: &[Verdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn id_matches_the_host_payload() {
-        let src = include_str!("../../tests/host-payload/src/bench.rs");
-        assert!(src.contains(&format!("pub const ID: u32 = {BENCH_ID};")));
-    }
 
     #[test]
     fn parses_the_bench_lines() {

@@ -6,14 +6,9 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use defmt_decoder::Table;
+use tsm_platform::log::{STREAM_GUEST, STREAM_HOST, STREAM_TEXT, STREAM_TSM};
 
 use crate::records::{Chunk, RecordSplitter};
-
-/// Stream bytes of the record format (tsm-hal `log.rs`).
-const STREAM_TSM: u8 = 0;
-const STREAM_HOST: u8 = 1;
-const STREAM_GUEST: u8 = 2;
-const STREAM_TEXT: u8 = 0x7F;
 
 /// Who wrote a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

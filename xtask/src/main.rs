@@ -285,11 +285,10 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
     for arch in args.arch.arches() {
         let images = build_for(ws, arch, args.release, scenario.variant)?;
         println!(
-            "== {} {} (scenario id {} = host {}): {}",
+            "== {} {} (scenario id {}): {}",
             arch.name(),
             scenario.name,
             scenario.id,
-            scenario.host_const,
             scenario.about
         );
         let spec = qemu::RunSpec {

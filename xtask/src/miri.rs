@@ -12,7 +12,13 @@ use crate::fuzz::ensure_nightly;
 use crate::workspace::Workspace;
 
 /// The crates Miri runs: everything that builds for the host.
-pub const PACKAGES: [&str; 4] = ["tsm-abi", "tsm-hal", "tsm-core", "tsm-device-model"];
+pub const PACKAGES: [&str; 5] = [
+    "tsm-abi",
+    "tsm-platform",
+    "tsm-hal",
+    "tsm-core",
+    "tsm-device-model",
+];
 /// Cases per proptest property under Miri (proptest's default is 256).
 const PROPTEST_CASES_UNDER_MIRI: &str = "8";
 /// Tests Miri does not run. Loops over generated inputs scale themselves down under Miri

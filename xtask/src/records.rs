@@ -2,8 +2,9 @@
 //! "Logging"). Bytes that do not form a record are kept as garbage so they can be shown.
 
 /// Longest run of bytes without a delimiter kept before it is given up as garbage: far more
-/// than the longest record the TSM writes (`tsm_hal::log::MAX_RECORD`, about 520 bytes), so a
-/// runaway image cannot make xtask buffer without bound.
+/// than the longest record the TSM writes (`tsm_hal::log::MAX_RECORD`, a COBS-encoded
+/// `tsm_platform::log::MAX_PAYLOAD` plus its stream byte), so a runaway image cannot make xtask
+/// buffer without bound.
 const MAX_PENDING: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,8 @@ fn decode_piece(piece: Vec<u8>) -> Chunk {
 
 #[cfg(test)]
 mod tests {
+    use tsm_platform::log::STREAM_TEXT;
+
     use super::*;
 
     fn record(stream: u8, payload: &[u8]) -> Vec<u8> {
@@ -85,7 +88,7 @@ mod tests {
     #[test]
     fn splits_records_and_keeps_payload_zeros() {
         let mut bytes = record(0, &[1, 0, 2, 0]);
-        bytes.extend(record(0x7F, b"hello"));
+        bytes.extend(record(STREAM_TEXT, b"hello"));
         let chunks = RecordSplitter::default().push(&bytes);
         assert_eq!(
             chunks,
@@ -95,7 +98,7 @@ mod tests {
                     payload: vec![1, 0, 2, 0]
                 },
                 Chunk::Record {
-                    stream: 0x7F,
+                    stream: STREAM_TEXT,
                     payload: b"hello".to_vec()
                 },
             ]

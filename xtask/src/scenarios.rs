@@ -1,7 +1,10 @@
-//! The QEMU scenarios: what each runs and what it must end with. The ids are the host payload's
-//! (tests/host-payload/src/scenario.rs, module `id`); a unit test keeps the two tables equal.
+//! The QEMU scenarios: what each runs and what it must end with. The numbers are
+//! `tsm_scenarios::id`'s, which the host payload runs; a unit test checks that every one of them
+//! but the bench's is run here.
 
 use std::time::Duration;
+
+use tsm_scenarios::id;
 
 use crate::arch::Arch;
 use crate::decode::Program;
@@ -43,8 +46,6 @@ pub struct Scenario {
     pub name: &'static str,
     /// Written to the first word of the host boot-parameters page.
     pub id: u32,
-    /// The constant in the host payload's `scenario::id` that `id` stands for.
-    pub host_const: &'static str,
     /// What the run must end with (on aarch64 too, unless `expect_on_aarch64` says otherwise).
     pub expect: Outcome,
     /// Where aarch64 differs: its HAL skips a blocked host access where x86_64's ends the run
@@ -106,8 +107,7 @@ macro_rules! host_access_blocked {
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "boot",
-        id: 0,
-        host_const: "BOOT",
+        id: id::BOOT,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: RUN_TIMEOUT,
@@ -122,8 +122,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "selftest-fail",
-        id: 1,
-        host_const: "SELFTEST_FAIL",
+        id: id::SELFTEST_FAIL,
         expect: Outcome::Fail,
         expect_on_aarch64: None,
         timeout: RUN_TIMEOUT,
@@ -137,8 +136,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "selftest-hang",
-        id: 2,
-        host_const: "SELFTEST_HANG",
+        id: id::SELFTEST_HANG,
         expect: Outcome::Hang,
         expect_on_aarch64: None,
         // Short: this one always runs to its timeout.
@@ -149,8 +147,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "selftest-fault",
-        id: 0,
-        host_const: "BOOT",
+        id: id::BOOT,
         expect: Outcome::Fail,
         expect_on_aarch64: None,
         timeout: RUN_TIMEOUT,
@@ -171,8 +168,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "vcpu-smoke",
-        id: 3,
-        host_const: "VCPU_SMOKE",
+        id: id::VCPU_SMOKE,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: RUN_TIMEOUT,
@@ -186,8 +182,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "lifecycle",
-        id: 10,
-        host_const: "LIFECYCLE",
+        id: id::LIFECYCLE,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -201,8 +196,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "isolation",
-        id: 11,
-        host_const: "ISOLATION",
+        id: id::ISOLATION,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -216,8 +210,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "isolation-delegated",
-        id: 17,
-        host_const: "ISOLATION_DELEGATED",
+        id: id::ISOLATION_DELEGATED,
         expect: Outcome::Fail,
         expect_on_aarch64: Some(Outcome::Pass),
         timeout: E2E_TIMEOUT,
@@ -232,8 +225,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "isolation-private",
-        id: 18,
-        host_const: "ISOLATION_PRIVATE",
+        id: id::ISOLATION_PRIVATE,
         expect: Outcome::Fail,
         expect_on_aarch64: Some(Outcome::Pass),
         timeout: E2E_TIMEOUT,
@@ -248,8 +240,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "isolation-tsm",
-        id: 19,
-        host_const: "ISOLATION_TSM",
+        id: id::ISOLATION_TSM,
         expect: Outcome::Fail,
         expect_on_aarch64: Some(Outcome::Pass),
         timeout: E2E_TIMEOUT,
@@ -264,8 +255,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "bad-input",
-        id: 12,
-        host_const: "BAD_INPUT",
+        id: id::BAD_INPUT,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -279,8 +269,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "acceptance",
-        id: 13,
-        host_const: "ACCEPTANCE",
+        id: id::ACCEPTANCE,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -294,8 +283,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "hostile-device",
-        id: 14,
-        host_const: "HOSTILE_DEVICE",
+        id: id::HOSTILE_DEVICE,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -309,8 +297,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "dma-rules",
-        id: 15,
-        host_const: "DMA_RULES",
+        id: id::DMA_RULES,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -324,8 +311,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "smp",
-        id: 16,
-        host_const: "SMP",
+        id: id::SMP,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
@@ -361,38 +347,18 @@ pub fn names() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    /// `pub const NAME: u32 = N;` lines of the host payload's scenario module.
-    fn host_ids(source: &str) -> Vec<(String, u32)> {
-        source
-            .lines()
-            .filter_map(|line| {
-                let rest = line.trim().strip_prefix("pub const ")?;
-                let (name, rest) = rest.split_once(':')?;
-                let value = rest.trim().strip_prefix("u32")?.trim().strip_prefix('=')?;
-                let value = value.trim().strip_suffix(';')?.trim().replace('_', "");
-                Some((name.trim().to_string(), value.parse().ok()?))
-            })
-            .collect()
-    }
-
     #[test]
-    fn ids_match_the_host_payload() {
-        let ids = host_ids(include_str!("../../tests/host-payload/src/scenario.rs"));
-        assert!(
-            !ids.is_empty(),
-            "no ids found in the host payload's scenario module"
-        );
-        for s in SCENARIOS {
-            let host = ids.iter().find(|(name, _)| name == s.host_const);
-            assert_eq!(host.map(|(_, id)| *id), Some(s.id), "scenario {}", s.name);
-        }
-        // Every scenario the host knows is run by `cargo xtask test`.
-        for (name, id) in &ids {
+    fn every_scenario_number_is_run_once_named() {
+        for (name, n) in id::ALL {
+            assert_eq!(
+                id::ALL.iter().filter(|(_, m)| m == n).count(),
+                1,
+                "{name} = {n} is not the only scenario with its number"
+            );
+            // The bench runs under `cargo xtask bench` (docs/benchmarks.md), not here.
             assert!(
-                SCENARIOS
-                    .iter()
-                    .any(|s| s.host_const == name && s.id == *id),
-                "host scenario {name} = {id} has no xtask scenario"
+                *n == id::BENCH || SCENARIOS.iter().any(|s| s.id == *n),
+                "host scenario {name} = {n} has no xtask scenario"
             );
         }
     }
@@ -404,11 +370,5 @@ mod tests {
             assert_eq!(SCENARIOS.iter().filter(|o| o.name == s.name).count(), 1);
         }
         assert!(find("no-such-scenario").is_none());
-    }
-
-    #[test]
-    fn parses_host_id_lines() {
-        let src = "pub mod id {\n    pub const BOOT: u32 = 0;\n    pub const X_Y: u32 = 1_0;\n}";
-        assert_eq!(host_ids(src), vec![("BOOT".into(), 0), ("X_Y".into(), 10)]);
     }
 }

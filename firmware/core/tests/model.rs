@@ -51,6 +51,7 @@ use tsm_core::objects::{PdevObj, TvmObj, VcpuObj, VdevObj};
 use tsm_core::run::{GuestExit, GuestStep, HostStep, Resume};
 use tsm_core::testing::{Harness, SIM_BASE};
 use tsm_core::{Origin, invariants};
+use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
 use tsm_hal::platform::{AddressMapFormat, PhysMem};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -100,20 +101,6 @@ const DEVICE_RIDS: u16 = 4;
 const SEGMENTS: [u16; 3] = [0, 1, 0x1FF];
 /// A RID no device has on any segment: a host device.
 const HOST_RID: u16 = 0x300;
-static BIG_RANGES: [MmioRange; 32] = {
-    let mut r = [MmioRange {
-        first_page: 0,
-        number_of_pages: 1,
-        attributes: RangeAttributes::empty(),
-        range_id: 0,
-    }; 32];
-    let mut i = 0;
-    while i < 32 {
-        r[i].first_page = 0x8_0000 + 0x10 * i as u64;
-        i += 1;
-    }
-    r
-};
 static SMALL_RANGES: [MmioRange; 2] = [
     MmioRange {
         first_page: 0x9_0000,
@@ -128,7 +115,6 @@ static SMALL_RANGES: [MmioRange; 2] = [
         range_id: 1,
     },
 ];
-static BIG_INFO: [u8; 500] = [0xD5; 500];
 static SMALL_INFO: [u8; 24] = [0x3C; 24];
 
 /// The TDI of function `rid`, named with or without its segment (a PDEV's interface-ID format
@@ -143,8 +129,12 @@ fn tdi(rid: u16, segment: Option<u8>) -> TdiConfig<'static> {
             lnr_control: 0,
             tph_control: 0,
         },
-        mmio_ranges: if big { &BIG_RANGES } else { &SMALL_RANGES },
-        device_specific_info: if big { &BIG_INFO } else { &SMALL_INFO },
+        mmio_ranges: if big {
+            &LARGE_REPORT_RANGES
+        } else {
+            &SMALL_RANGES
+        },
+        device_specific_info: if big { &LARGE_REPORT_INFO } else { &SMALL_INFO },
     }
 }
 

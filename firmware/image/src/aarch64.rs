@@ -39,8 +39,8 @@ fn main(boot: Boot) -> ! {
         tsm.size >> 10
     );
     if cfg!(feature = "selftest-fault") {
-        defmt::warn!("self-test: reading past the end of DRAM");
-        tsm_hal::aarch64::fault_selftest(&dram);
+        defmt::warn!("selftest-fault: touching an unmapped address");
+        tsm_hal::aarch64::selftest_fault();
     }
     let platform = PLATFORM.call_once(|| boot.platform);
     let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors) {
@@ -224,7 +224,5 @@ fn first<const N: usize>(x: &[u64; 31], start: usize) -> [u64; N] {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    // Plain text only: the panic may have struck inside a defmt log call, with its lock held.
-    tsm_hal::aarch64::panic_text(info);
-    exit(ExitCode::Failure)
+    tsm_hal::aarch64::report_panic(info)
 }

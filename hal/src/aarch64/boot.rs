@@ -9,7 +9,6 @@ use core::sync::atomic::AtomicU16;
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE};
 
 use super::exception;
-use super::fatal::fatal_text;
 use super::host::HostContext;
 use super::layout::{self, CarveOut};
 use super::memmap;
@@ -18,6 +17,7 @@ use super::platform::QemuVirt;
 use super::smp::{self, MAX_CPUS, SECONDARY_STACK};
 use super::stage2::{self, HostStage2};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
+use crate::fatal::fatal_text;
 use crate::platform::MemRange;
 
 core::arch::global_asm!(

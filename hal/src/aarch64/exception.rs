@@ -4,11 +4,12 @@
 
 use core::fmt::Write;
 
-use super::fatal::{Line, begin_dying};
 use super::semihosting::exit;
 use super::syndrome::{self, AbortIss};
 use super::sysreg::read_sysreg;
+use crate::fatal::{begin_dying, emit};
 use crate::platform::ExitCode;
+use crate::text::TextBuf;
 
 /// Bytes the fatal path saves x0..x30 in (plus padding to keep SP 16-byte aligned).
 const FATAL_FRAME: usize = 32 * 8;
@@ -105,8 +106,8 @@ fn vector_name(kind: u64) -> &'static str {
     }
 }
 
-/// An exception taken at EL2: report it in text (no lock needed), then through defmt, and end
-/// the run as a failure. `regs` holds x0..x30 at the exception, `sp` the stack pointer.
+/// An exception taken at EL2: report it in plain text (no lock needed) and end the run as a
+/// failure. `regs` holds x0..x30 at the exception, `sp` the stack pointer.
 extern "C" fn el2_exception(kind: u64, regs: &[u64; 31], sp: u64) -> ! {
     begin_dying();
     let esr = read_sysreg!("esr_el2");
@@ -114,7 +115,7 @@ extern "C" fn el2_exception(kind: u64, regs: &[u64; 31], sp: u64) -> ! {
     let elr = read_sysreg!("elr_el2");
     let spsr = read_sysreg!("spsr_el2");
     let ec = syndrome::ec(esr);
-    let mut line = Line::new();
+    let mut line = TextBuf::new();
     let _ = write!(
         line,
         "tsm: fatal {} exception at {}: EC {:#04x} ({}) ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x} SP {:#x}",
@@ -128,38 +129,24 @@ extern "C" fn el2_exception(kind: u64, regs: &[u64; 31], sp: u64) -> ! {
         spsr,
         sp
     );
-    line.emit();
-    let mut line = Line::new();
-    for (i, r) in regs.iter().enumerate() {
-        let _ = write!(line, "x{i}={r:#x} ");
-    }
-    line.emit();
     if ec.is_abort() {
         let iss = AbortIss::decode(esr);
-        defmt::error!(
-            "EL2 {=str} exception: EC {=u8:#x} ({=str}) ESR {=u64:#x} FAR {=u64:#x} ELR {=u64:#x} SPSR {=u64:#x}; {=str} level {=u8}, write {=bool}",
-            vector_name(kind),
-            ec.0,
-            ec.name(),
-            esr,
-            far,
-            elr,
-            spsr,
+        let _ = write!(
+            line,
+            "; {} level {}, write {}",
             iss.fsc_name(),
             iss.level(),
             iss.write
         );
-    } else {
-        defmt::error!(
-            "EL2 {=str} exception: EC {=u8:#x} ({=str}) ESR {=u64:#x} FAR {=u64:#x} ELR {=u64:#x} SPSR {=u64:#x}",
-            vector_name(kind),
-            ec.0,
-            ec.name(),
-            esr,
-            far,
-            elr,
-            spsr
-        );
+    }
+    emit(&line);
+    // Two lines: 31 registers at their widest do not fit one record.
+    for (half, regs) in regs.chunks(16).enumerate() {
+        let mut line = TextBuf::new();
+        for (i, r) in regs.iter().enumerate() {
+            let _ = write!(line, "x{}={r:#x} ", half * 16 + i);
+        }
+        emit(&line);
     }
     exit(ExitCode::Failure)
 }

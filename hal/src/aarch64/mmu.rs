@@ -19,6 +19,9 @@ const PAGE_SHIFT: u32 = 12;
 const PAGE: u64 = 1 << PAGE_SHIFT;
 /// Virtual address bits: 39 (T0SZ = 25) makes the walk start at level 1 with one table.
 const VA_BITS: u64 = 39;
+/// The first address past the translated range: [`enable`] refuses DRAM beyond it, so nothing
+/// is ever mapped there (the harness self-test's fault target).
+pub const UNTRANSLATED: u64 = 1 << VA_BITS;
 
 /// A translation table, as the walker reads it; edited with single atomic stores.
 #[repr(C, align(4096))]
@@ -83,7 +86,7 @@ pub fn enable(dram: &MemRange, tables: &'static [Table], guard: u64) -> Result<(
         dram.base.0,
         dram.base.0.checked_add(dram.size).ok_or(MapError)?,
     );
-    if start < GIB || end > 1 << VA_BITS || !dram.contains(Pa(guard), PAGE) {
+    if start < GIB || end > UNTRANSLATED || !dram.contains(Pa(guard), PAGE) {
         return Err(MapError);
     }
     let mut gib = start - start % GIB;

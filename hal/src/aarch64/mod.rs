@@ -8,12 +8,12 @@
 //! - [`stage2`]: the host's stage-2 translation and the granule map/unmap the core builds on;
 //! - [`syndrome`]: decoding of ESR/HPFAR values for the fault log;
 //! - [`platform`]: the [`crate::platform`] traits over this machine;
-//! - `smp`: secondary CPUs (PSCI CPU_ON), each with its own stack and host context.
+//! - `smp`: secondary CPUs (PSCI CPU_ON), each with its own stack and host context;
+//! - [`exit`], [`report_panic`] (the panic handler), [`selftest_fault`]: as on x86_64.
 
 mod copy;
 mod el1;
 mod exception;
-mod fatal;
 mod layout;
 mod memmap;
 mod mmu;
@@ -32,23 +32,24 @@ pub mod stage2;
 pub mod syndrome;
 
 pub use boot::Boot;
-pub use fatal::panic_text;
 pub use guest::{GUEST_CONTEXT_BYTES, GuestError, GuestTrap, Start};
 pub use host::{Exit, ExitKind, Fault, HostContext};
 pub use pl011::console_write;
 pub use platform::QemuVirt;
 pub use semihosting::exit;
+pub(crate) use semihosting::halt;
 pub use smp::start_secondary_cpus;
 pub use stage2::{HostStage2, Stage2Error};
 pub use timer::now_us;
 
-/// Takes a data abort on purpose: reads the first address past the end of mapped DRAM, which
-/// the TSM's stage-1 leaves unmapped. For the harness self-test that proves the exception path
-/// reports its registers and fails the run.
-pub fn fault_selftest(dram: &crate::platform::MemRange) -> ! {
-    let unmapped = dram.base.0.saturating_add(dram.size);
+pub use crate::fatal::report_panic;
+
+/// Harness self-test: reads the first address the TSM's stage 1 cannot translate, so the TSM
+/// takes a data abort that the exception path reports with its registers before ending the run
+/// as a failure. Never returns.
+pub fn selftest_fault() -> ! {
     // SAFETY: the read has no effect on memory; it traps to the EL2 exception vector, whose
     // handler logs and ends the run, so control never comes back here.
-    unsafe { core::ptr::read_volatile(unmapped as *const u64) };
-    fatal::fatal_text("self-test: the read past DRAM did not fault")
+    unsafe { core::ptr::read_volatile(mmu::UNTRANSLATED as *const u64) };
+    crate::fatal::fatal_text("self-test: the read did not fault")
 }

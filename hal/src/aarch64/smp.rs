@@ -150,11 +150,11 @@ fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> u64 {
 
 extern "C" fn boot_secondary() -> ! {
     let Some(s) = SHARED.get() else {
-        super::fatal::fatal_text("secondary CPU started before the boot CPU published its state")
+        crate::fatal::fatal_text("secondary CPU started before the boot CPU published its state")
     };
     let mpidr = read_sysreg!("mpidr_el1") & MPIDR_AFF;
     let Some(cpu) = s.mpidr.iter().take(s.cpus).position(|&m| m == mpidr) else {
-        super::fatal::fatal_text("secondary CPU with an MPIDR the device tree does not list")
+        crate::fatal::fatal_text("secondary CPU with an MPIDR the device tree does not list")
     };
     exception::install();
     // SAFETY: the boot CPU's stage-1 (same tables, already live there) maps this CPU's code,

@@ -9,7 +9,8 @@
 //!   `fn(&'static BootInfo, cpu: usize) -> !`;
 //! - [`BootInfo`]: memory map, DRAM, the TSM range, the core's granule descriptors (carved
 //!   after the image, sized from DRAM), TSC rate;
-//! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`];
+//! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`],
+//!   [`report_panic`] (the panic handler), [`selftest_fault`];
 //! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
 //! - [`run_guest`] / [`GuestResume`]: run a TVM vCPU on its TVM's map until it traps;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
@@ -27,11 +28,8 @@ mod percpu;
 mod platform;
 mod serial;
 mod smp;
-mod text;
 mod trap;
 mod tsc;
-
-use core::fmt::Write;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
 pub use context::{Exit, Fault, GuestError, GuestResume, HOST_ENTRY, HostContext, Regs, run_guest};
@@ -40,7 +38,8 @@ pub use platform::{X86Platform, exit};
 pub use smp::start_secondary_cpus;
 pub use trap::vector_name;
 
-use crate::platform::ExitCode;
+pub use crate::fatal::report_panic;
+pub(crate) use cpu::halt_forever as halt;
 
 /// Raw bytes to COM1 (the logger's sink).
 pub fn console_write(bytes: &[u8]) {
@@ -73,24 +72,5 @@ pub fn selftest_fault() -> ! {
         core::arch::asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) SELFTEST_UNMAPPED, tmp = out(reg) _,
                          options(nostack, readonly))
     };
-    exit(ExitCode::Failure)
-}
-
-/// Reports a TSM panic as a plain-text record (which never waits for the defmt logger, in case
-/// the panic came from inside it) and ends the run as a failure.
-pub fn report_panic(info: &core::panic::PanicInfo) -> ! {
-    let mut t = text::TextBuf::new();
-    // A TextBuf write only truncates, it never fails.
-    let _ = match info.location() {
-        Some(loc) => write!(
-            t,
-            "TSM panic at {}:{}: {}",
-            loc.file(),
-            loc.line(),
-            info.message()
-        ),
-        None => write!(t, "TSM panic: {}", info.message()),
-    };
-    crate::logger::emit_text(t.as_str());
-    exit(ExitCode::Failure)
+    crate::fatal::fatal_text("self-test: the read did not fault")
 }

@@ -9,8 +9,9 @@ use core::fmt::Write;
 
 use super::cpu::cr2;
 use super::gdt::{IST_CRITICAL, KERNEL_CS};
-use super::text::TextBuf;
+use crate::fatal::{begin_dying, emit};
 use crate::platform::ExitCode;
+use crate::text::TextBuf;
 
 const VECTORS: usize = 32;
 /// Each stub is 16-byte aligned, so stub `v` is at `exception_stubs + 16 * v`.
@@ -156,12 +157,13 @@ pub fn vector_name(v: u64) -> &'static str {
 /// A trap taken by the TSM itself. The defmt logger may be the code that trapped (and hold its
 /// lock), so the report goes out as plain-text records, which never wait.
 extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
+    begin_dying();
     let cr2 = if f.vector == PAGE_FAULT { cr2() } else { 0 };
     let mut t = TextBuf::new();
     // A TextBuf write only truncates, it never fails.
     let _ = write!(
         t,
-        "TSM exception {} {}: error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
+        "tsm: fatal exception {} {}: error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
         f.vector,
         vector_name(f.vector),
         f.error_code,
@@ -172,7 +174,7 @@ extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
         f.ss,
         cr2
     );
-    crate::logger::emit_text(t.as_str());
+    emit(&t);
     let mut t = TextBuf::new();
     let _ = write!(
         t,
@@ -194,6 +196,6 @@ extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
         f.r14,
         f.r15
     );
-    crate::logger::emit_text(t.as_str());
+    emit(&t);
     super::exit(ExitCode::Failure)
 }

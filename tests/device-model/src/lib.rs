@@ -38,6 +38,7 @@
 
 mod config;
 mod device;
+pub mod fixtures;
 mod misbehaviour;
 mod tdi;
 

@@ -30,9 +30,6 @@ use tsm_scenarios::{Fail, HostEnv, Outcome};
 
 use crate::env::Host;
 
-/// The scenario number (docs/benchmarks.md); not in `cargo xtask test`'s list.
-pub const ID: u32 = 30;
-
 /// Samples of each cheap call.
 const CALLS: u32 = 256;
 /// Granules delegated per round of the DELEGATE/UNDELEGATE figures.

@@ -1,9 +1,10 @@
 //! The scenarios the host payload can run; xtask picks one per QEMU run through the host
-//! boot-parameters page (docs/design.md).
+//! boot-parameters page (docs/design.md), by its number in `tsm_scenarios::id`.
 
 use tsm_abi::call::CallId;
 use tsm_abi::status::Status;
 use tsm_abi::version::{self, AbiVersion};
+use tsm_scenarios::id;
 
 use crate::tsm_call;
 
@@ -11,50 +12,6 @@ use crate::tsm_call;
 mod bench;
 #[path = "smp.rs"]
 mod smp;
-
-/// Scenario numbers, shared with xtask (xtask/src/scenarios.rs keeps the same table).
-pub mod id {
-    /// Boot smoke test: negotiate the ABI version through the gate.
-    pub const BOOT: u32 = 0;
-    /// Harness self-test: the host reports failure.
-    pub const SELFTEST_FAIL: u32 = 1;
-    /// Harness self-test: the host never ends the run.
-    pub const SELFTEST_HANG: u32 = 2;
-    /// One TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit, G_EXIT,
-    /// faults on memory the TVM does not map (`crate::vcpu_smoke`).
-    pub const VCPU_SMOKE: u32 = 3;
-    /// The seven end-to-end scenarios (`tsm_scenarios::id`; checked equal below).
-    pub const LIFECYCLE: u32 = 10;
-    /// Scenario 2.
-    pub const ISOLATION: u32 = 11;
-    /// Scenario 3.
-    pub const BAD_INPUT: u32 = 12;
-    /// Scenario 4.
-    pub const ACCEPTANCE: u32 = 13;
-    /// Scenario 5.
-    pub const HOSTILE_DEVICE: u32 = 14;
-    /// Scenario 6.
-    pub const DMA_RULES: u32 = 15;
-    /// Scenario 7.
-    pub const SMP: u32 = 16;
-    /// Scenario 2, host part: a load from a delegated granule.
-    pub const ISOLATION_DELEGATED: u32 = 17;
-    /// Scenario 2, host part: a store to a TVM's private page.
-    pub const ISOLATION_PRIVATE: u32 = 18;
-    /// Scenario 2, host part: a load from the TSM's memory.
-    pub const ISOLATION_TSM: u32 = 19;
-    /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md); not in `cargo xtask test`.
-    pub const BENCH: u32 = super::bench::ID;
-}
-
-const _: () = {
-    use tsm_scenarios::id as s;
-    assert!(id::LIFECYCLE == s::LIFECYCLE && id::ISOLATION == s::ISOLATION);
-    assert!(id::BAD_INPUT == s::BAD_INPUT && id::ACCEPTANCE == s::ACCEPTANCE);
-    assert!(id::HOSTILE_DEVICE == s::HOSTILE_DEVICE && id::DMA_RULES == s::DMA_RULES);
-    assert!(id::SMP == s::SMP && id::ISOLATION_DELEGATED == s::ISOLATION_DELEGATED);
-    assert!(id::ISOLATION_PRIVATE == s::ISOLATION_PRIVATE && id::ISOLATION_TSM == s::ISOLATION_TSM);
-};
 
 /// Runs scenario `id`; true when it passed.
 pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {

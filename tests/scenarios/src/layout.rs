@@ -3,8 +3,9 @@
 
 use tsm_abi::addr::Gpa;
 use tsm_abi::params::InterfaceIdFormat;
-use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
+use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, ReportFields};
 use tsm_device_model::TdiConfig;
+use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 
 /// Where the guest payload is linked and entered (docs/design.md "Guests").
 pub const IMAGE_GPA: Gpa = Gpa(0x20_0000);
@@ -47,24 +48,6 @@ pub const HOST_RID: u16 = 0x0300;
 /// The interface-ID format of the PDEV.
 pub const ID_FORMAT: InterfaceIdFormat = InterfaceIdFormat::Rid;
 
-/// 32 ranges and 500 info bytes: a report over 1 KiB, which the TSM fetches in two portions
-/// when the device's portions are small.
-const RANGES: [MmioRange; 32] = {
-    let mut r = [MmioRange {
-        first_page: 0,
-        number_of_pages: 1,
-        attributes: RangeAttributes::empty(),
-        range_id: 0,
-    }; 32];
-    let mut i = 0;
-    while i < 32 {
-        r[i].first_page = 0x8_0000 + 0x10 * i as u64;
-        i += 1;
-    }
-    r
-};
-static INFO: [u8; 500] = [0xD5; 500];
-
 const fn tdi(rid: u16) -> TdiConfig<'static> {
     TdiConfig {
         interface_id: InterfaceId::new(rid, None),
@@ -74,8 +57,9 @@ const fn tdi(rid: u16) -> TdiConfig<'static> {
             lnr_control: 0,
             tph_control: 0,
         },
-        mmio_ranges: &RANGES,
-        device_specific_info: &INFO,
+        // Over 1 KiB: the TSM fetches it in two portions when the device's portions are small.
+        mmio_ranges: &LARGE_REPORT_RANGES,
+        device_specific_info: &LARGE_REPORT_INFO,
     }
 }
 

@@ -47,28 +47,54 @@ pub struct Fail {
 /// A scenario step's result.
 pub type Outcome<T = ()> = Result<T, Fail>;
 
-/// Scenario numbers (the host payload's ids for xtask; docs/design.md "Host boot parameters").
+/// Scenario numbers: what xtask writes into the host's boot-parameters page (docs/design.md
+/// "Host boot parameters") and the host payload runs. The one table of them: the host payload
+/// and xtask both take theirs from here. [`run`] runs the end-to-end ones (10 and up but
+/// [`id::BENCH`]); the host payload runs the others itself.
 pub mod id {
-    /// Lifecycle: every object through its life and back, every granule back to NS.
-    pub const LIFECYCLE: u32 = 10;
-    /// Isolation: the host cannot reach secure memory, a TVM cannot reach another's.
-    pub const ISOLATION: u32 = 11;
-    /// Bad input: every host call refuses hostile arguments with its documented status.
-    pub const BAD_INPUT: u32 = 12;
-    /// Acceptance: only the guest, with fresh evidence, can accept its device.
-    pub const ACCEPTANCE: u32 = 13;
-    /// Hostile device: every protocol violation ends in ERROR, never in RUN.
-    pub const HOSTILE_DEVICE: u32 = 14;
-    /// DMA rules through TEST_DMA_INJECT.
-    pub const DMA_RULES: u32 = 15;
-    /// SMP: calls from two CPUs at once on the same objects.
-    pub const SMP: u32 = 16;
-    /// Isolation, host part: the host loads from a delegated granule.
-    pub const ISOLATION_DELEGATED: u32 = 17;
-    /// Isolation, host part: the host stores to a TVM's private page.
-    pub const ISOLATION_PRIVATE: u32 = 18;
-    /// Isolation, host part: the host loads from the TSM's memory.
-    pub const ISOLATION_TSM: u32 = 19;
+    /// Declares each number and [`ALL`], so the list cannot miss one.
+    macro_rules! ids {
+        ($($(#[$doc:meta])* $name:ident = $value:literal;)*) => {
+            $($(#[$doc])* pub const $name: u32 = $value;)*
+            /// Every scenario number, with its name.
+            pub const ALL: &[(&str, u32)] = &[$((stringify!($name), $name)),*];
+        };
+    }
+
+    ids! {
+        /// Boot smoke test: the host negotiates the ABI version through the gate.
+        BOOT = 0;
+        /// Harness self-test: the host reports failure.
+        SELFTEST_FAIL = 1;
+        /// Harness self-test: the host never ends the run.
+        SELFTEST_HANG = 2;
+        /// One TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit,
+        /// G_EXIT, faults on memory the TVM does not map.
+        VCPU_SMOKE = 3;
+        /// Lifecycle: every object through its life and back, every granule back to NS.
+        LIFECYCLE = 10;
+        /// Isolation: the host cannot reach secure memory, a TVM cannot reach another's.
+        ISOLATION = 11;
+        /// Bad input: every host call refuses hostile arguments with its documented status.
+        BAD_INPUT = 12;
+        /// Acceptance: only the guest, with fresh evidence, can accept its device.
+        ACCEPTANCE = 13;
+        /// Hostile device: every protocol violation ends in ERROR, never in RUN.
+        HOSTILE_DEVICE = 14;
+        /// DMA rules through TEST_DMA_INJECT.
+        DMA_RULES = 15;
+        /// SMP: calls from two CPUs at once on the same objects.
+        SMP = 16;
+        /// Isolation, host part: the host loads from a delegated granule.
+        ISOLATION_DELEGATED = 17;
+        /// Isolation, host part: the host stores to a TVM's private page.
+        ISOLATION_PRIVATE = 18;
+        /// Isolation, host part: the host loads from the TSM's memory.
+        ISOLATION_TSM = 19;
+        /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
+        /// test`.
+        BENCH = 30;
+    }
 }
 
 use scenarios::isolation::{self, HostTarget};

@@ -6,7 +6,7 @@ mod sim;
 
 use std::time::Instant;
 
-use tsm_hal::platform::AddressMapFormat;
+use tsm_platform::AddressMapFormat;
 use tsm_scenarios::id;
 
 const FORMATS: [AddressMapFormat; 2] = [

@@ -18,7 +18,7 @@ use tsm_core::addrmap::{AddressMap, format};
 use tsm_core::granule::GranuleState;
 use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_core::testing::Harness;
-use tsm_hal::platform::{AddressMapFormat, PhysMem};
+use tsm_platform::{AddressMapFormat, PhysMem};
 use tsm_scenarios::{GuestEnv, GuestFault, HostEnv, Probe};
 
 /// Granules of simulated DRAM: the TSM's 4, then room for one scenario's pool.

@@ -1,8 +1,25 @@
-//! The traits the monitor core is written against. The arch modules implement them on the real
-//! machines; `tsm-core`'s tests implement them over ordinary memory.
+//! What the monitor core needs from a platform, and nothing else: the traits it is written
+//! against and the stream numbers of the console records it relays. `tsm-hal` implements the
+//! traits on the real machines, `tsm-core`'s tests over ordinary memory. Keeping them out of
+//! `tsm-hal` keeps the core's build free of the HAL's dependencies (defmt, COBS, the device-tree
+//! parser) and lets xtask read the stream numbers from here.
+#![no_std]
+// The default `PhysMem::zero` scrubs granules the host names, on any platform that keeps it: the
+// same rules as tsm-core and tsm-abi, no unchecked arithmetic or indexing outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
-use tsm_abi::addr::Pa;
+use tsm_abi::addr::{Gpa, Pa};
 
+pub mod log;
 #[cfg(test)]
 mod zero_tests;
 
@@ -23,18 +40,22 @@ pub trait PhysMem {
     /// zeroing (`DC ZVA`, `rep stosq`); the default writes zeros in 512-byte chunks.
     fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         const ZERO: [u8; 512] = [0; 512];
-        let mut done = 0;
-        while done < len {
-            let n = ZERO.len().min(len - done);
-            let at = pa.0.checked_add(done as u64).ok_or(MemFault(pa))?;
-            self.write(Pa(at), ZERO.get(..n).ok_or(MemFault(pa))?)?;
-            done += n;
+        let (mut at, mut left) = (pa, len);
+        while left > 0 {
+            let n = ZERO.len().min(left);
+            self.write(at, ZERO.get(..n).ok_or(MemFault(pa))?)?;
+            left = left.saturating_sub(n);
+            // Only a chunk still to come needs an address: a range that ends at the top of the
+            // address space is not an overflow.
+            if left > 0 {
+                at = at.checked_add(n as u64).ok_or(MemFault(pa))?;
+            }
         }
         Ok(())
     }
 }
 
-/// The console: relays a debug-console frame of the host or a guest (see `crate::log`).
+/// The console: relays a debug-console frame of the host or a guest (stream numbers in [`log`]).
 pub trait Console {
     /// Writes one record of `stream` carrying `frame`.
     fn relay(&self, stream: u8, frame: &[u8]);
@@ -119,7 +140,7 @@ pub trait GuestMmu {
     /// Invalidates every CPU's cached translations of `gpa` in the address map whose root table
     /// is `root` (aarch64: `TLBI IPAS2E1IS` + `TLBI VMALLE1IS` for that VMID; x86_64:
     /// `INVLPG`/`INVPCID` for that PCID, with a shootdown to other CPUs). Returns after completion.
-    fn invalidate_guest_page(&self, root: Pa, gpa: tsm_abi::addr::Gpa);
+    fn invalidate_guest_page(&self, root: Pa, gpa: Gpa);
     /// Invalidates every cached translation of the address map whose root table is `root`
     /// (called when a TVM is destroyed, before its root granule is reused).
     fn invalidate_guest_all(&self, root: Pa);

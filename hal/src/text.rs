@@ -32,6 +32,7 @@ impl TextBuf {
 }
 
 impl core::fmt::Write for TextBuf {
+    /// Never fails: what does not fit is dropped, so a report is cut, never lost.
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         let room = self.buf.len().saturating_sub(self.len);
         let n = s.len().min(room);
@@ -43,5 +44,37 @@ impl core::fmt::Write for TextBuf {
             self.len += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::fmt::Write;
+
+    use super::*;
+
+    #[test]
+    fn keeps_what_fits_and_drops_the_rest() {
+        let mut t = TextBuf::new();
+        write!(t, "x{}={:#x} ", 3, 0xAB).unwrap();
+        assert_eq!(t.as_str(), "x3=0xab ");
+        for _ in 0..MAX_PAYLOAD {
+            write!(t, "0123456789").unwrap();
+        }
+        assert_eq!(t.as_str().len(), MAX_PAYLOAD);
+        assert!(t.as_str().starts_with("x3=0xab 0123456789"));
+        assert!(t.as_str().ends_with("0123"));
+    }
+
+    #[test]
+    fn a_character_cut_at_the_end_is_left_out() {
+        let mut t = TextBuf::new();
+        for _ in 0..MAX_PAYLOAD - 1 {
+            t.write_str("a").unwrap();
+        }
+        // 'é' is two bytes: only the first fits.
+        t.write_str("é").unwrap();
+        assert_eq!(t.as_str().len(), MAX_PAYLOAD - 1);
+        assert!(t.as_str().bytes().all(|b| b == b'a'));
     }
 }

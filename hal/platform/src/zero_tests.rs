@@ -76,3 +76,30 @@ fn a_fault_is_reported() {
     // Overflowing the address space faults instead of wrapping.
     assert!(m.zero(Pa(u64::MAX - 10), 4096).is_err());
 }
+
+/// Records the chunks written; every address is writable.
+struct Chunks(RefCell<[(u64, usize); 4]>, core::cell::Cell<usize>);
+
+impl PhysMem for Chunks {
+    fn read(&self, _: Pa, _: &mut [u8]) -> Result<(), MemFault> {
+        Ok(())
+    }
+
+    fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
+        let i = self.1.get();
+        self.0.borrow_mut()[i] = (pa.0, data.len());
+        self.1.set(i + 1);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_range_ending_at_the_top_of_the_address_space() {
+    let m = Chunks(RefCell::new([(0, 0); 4]), core::cell::Cell::new(0));
+    m.zero(Pa(u64::MAX - 1023), 1024).unwrap();
+    assert_eq!(m.1.get(), 2);
+    assert_eq!(
+        m.0.borrow()[..2],
+        [(u64::MAX - 1023, 512), (u64::MAX - 511, 512)]
+    );
+}
