@@ -57,10 +57,6 @@ const REQUIRED: [RequestCode; 4] = [
     RequestCode::StopInterface,
 ];
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 /// The result of a resumable call.
 fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
     CallResult {
@@ -72,7 +68,7 @@ fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
 /// Writes `req` into the COMMUNICATE buffer at `comm` (granule-aligned, NS).
 fn send(t: &Tsm<'_>, comm: Pa, object: Pa, sequence: u64, req: &Request<'_>) -> Result<(), Status> {
     if !comm.is_granule_aligned() {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let mut buf = [0u8; COMM_HEADER_SIZE + MAX_REQUEST];
     let (head, body) = buf.split_at_mut(COMM_HEADER_SIZE);
@@ -106,7 +102,7 @@ enum Answer {
 
 /// Copies the host's response out of the COMMUNICATE buffer, once.
 fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer, Status> {
-    let bad = st(StatusCode::InvalidBuffer, 2);
+    let bad = Status::arg(StatusCode::InvalidBuffer, 2);
     if !comm.is_granule_aligned() {
         return Err(bad);
     }
@@ -163,7 +159,7 @@ pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm) = (a.pdev, a.comm);
     let (g, mut p) = lock_pdev(t, pdev, 1)?;
     if p.state != PdevState::New.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     p.step = 1;
     p.seq = 1;
@@ -187,7 +183,7 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
     let (g, mut p) = lock_pdev(t, pdev, 1)?;
     if p.op != DeviceOp::Connect.raw() {
-        return Err(st(StatusCode::NoOperation, 1));
+        return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let mut buf = [0u8; MAX_RESPONSE];
     let answer_len = receive(t, comm, &mut buf)?;
@@ -322,18 +318,18 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
-    let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
+    let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
     let mut v = VdevObj::new_zeroed();
     let gv = t.lock_object(vdev, 1, &mut v)?;
     if v.pdev != pdev.0 {
-        return Err(st(StatusCode::BadHandle, 1));
+        return Err(Status::arg(StatusCode::BadHandle, 1));
     }
     if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let supported = LockFlags::from_bits_truncate(p.lock_flags_supported as u16);
     if !supported.contains(LockFlags::from_bits_truncate(v.params.lock_flags)) {
-        return Err(st(StatusCode::NotSupported, 1));
+        return Err(Status::arg(StatusCode::NotSupported, 1));
     }
     let mut nonce = [0u8; 32];
     t.platform
@@ -364,7 +360,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
         || v.op != DeviceOp::None.raw()
     {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let mut next = v.clone();
     next.op = DeviceOp::Stop.raw();
@@ -465,7 +461,7 @@ fn take_portion(
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     let (gv, mut v) = lock_vdev(t, vdev, 1)?;
     if v.op == DeviceOp::None.raw() {
-        return Err(st(StatusCode::NoOperation, 1));
+        return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
@@ -548,7 +544,7 @@ pub fn communicate(t: &Tsm<'_>, a: args::Communicate) -> Reply {
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => pdev_continue(t, obj, comm),
         GranuleState::Vdev => vdev_continue(t, obj, comm),
-        _ => Err(st(StatusCode::BadHandle, 1)),
+        _ => Err(Status::arg(StatusCode::BadHandle, 1)),
     }
 }
 
@@ -560,7 +556,7 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
         GranuleState::Pdev => {
             let (g, mut p) = lock_pdev(t, obj, 1)?;
             if p.op == DeviceOp::None.raw() {
-                return Err(st(StatusCode::NoOperation, 1));
+                return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             p.op = DeviceOp::None.raw();
             p.state = PdevState::New.raw();
@@ -570,12 +566,12 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
         GranuleState::Vdev => {
             let (g, mut v) = lock_vdev(t, obj, 1)?;
             if v.op == DeviceOp::None.raw() {
-                return Err(st(StatusCode::NoOperation, 1));
+                return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);
             objects::save(t.platform, &g, &v)?;
         }
-        _ => return Err(st(StatusCode::BadHandle, 1)),
+        _ => return Err(Status::arg(StatusCode::BadHandle, 1)),
     }
     Ok(CallResult::ok([0; 4]))
 }

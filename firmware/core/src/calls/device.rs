@@ -26,23 +26,19 @@ use crate::viommu::{self, EventQueue, PasidTable};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 /// PDEV_CREATE: a PDEV for a DSM and its requester-ID range (which no other PDEV may overlap).
 pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     let pdev = a.pdev;
     let params: PdevParams = t.read_params(a.params, 2)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     if params
         .pdev_flags()
         .intersects(PdevFlags::SPDM | PdevFlags::IDE)
     {
         // SPDM sessions and IDE streams are a later phase (FEATURES SECURITY = 0).
-        return Err(st(StatusCode::NotSupported, 2));
+        return Err(Status::arg(StatusCode::NotSupported, 2));
     }
     let mut g = t.granules.lock(pdev).map_err(|e| e.status(1))?;
     g.state()
@@ -56,17 +52,18 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     };
     let mut reg = t.pdevs.lock();
     if reg.iter().any(|r| r.overlaps(&range)) {
-        return Err(st(StatusCode::BdfInUse, 2));
+        return Err(Status::arg(StatusCode::BdfInUse, 2));
     }
     if reg.is_full() {
-        return Err(st(StatusCode::Capacity, 1));
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
     let mut obj = PdevObj::new_zeroed();
     obj.params = params;
     obj.state = PdevState::New.raw();
     obj.op = DeviceOp::None.raw();
     objects::save(t.platform, &g, &obj)?;
-    reg.push(range).map_err(|_| st(StatusCode::Capacity, 1))?;
+    reg.push(range)
+        .map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
     g.transition(GranuleState::Pdev).map_err(|e| e.status(1))?;
     OK
 }
@@ -113,12 +110,12 @@ pub(crate) fn is_bound(state: u32) -> bool {
 pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
     let (g, mut o) = lock_pdev(t, a.pdev, 1)?;
     if o.op != DeviceOp::None.raw() || o.state == PdevState::Stopped.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for slot in o.pbdfs.iter().filter(|s| s.used != 0) {
         let (_gv, v) = lock_vdev(t, Pa(slot.vdev), 1).map_err(|_| internal())?;
         if is_bound(v.state) {
-            return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+            return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
         }
     }
     o.state = PdevState::Stopped.raw();
@@ -130,10 +127,10 @@ pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
 pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
     let (mut g, o) = lock_pdev(t, a.pdev, 1)?;
     if o.vdevs != 0 || g.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     if o.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let mut reg = t.pdevs.lock();
     reg.retain(|r| r.pdev != g.pa());
@@ -147,33 +144,33 @@ pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
 pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
     let viommu = a.viommu;
     let vtype = ViommuType::try_from(a.vtype).map_err(|e| match e {
-        ViommuTypeError::NotTsm(_) => st(StatusCode::ViommuTypeNotTsm, 3),
-        ViommuTypeError::Unknown(_) => st(StatusCode::ViommuTypeUnknown, 3),
+        ViommuTypeError::NotTsm(_) => Status::arg(StatusCode::ViommuTypeNotTsm, 3),
+        ViommuTypeError::Unknown(_) => Status::arg(StatusCode::ViommuTypeUnknown, 3),
     })?;
     if !t.supports_viommu(vtype) {
-        return Err(st(StatusCode::ViommuTypeNotTsm, 3));
+        return Err(Status::arg(StatusCode::ViommuTypeNotTsm, 3));
     }
     if a.flags != 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     let (mut gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     if o.viommus >= MAX_VIOMMUS_PER_TVM {
-        return Err(st(StatusCode::Capacity, 1));
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
     if viommu == gt.pa() {
-        return Err(st(StatusCode::GranuleState, 2));
+        return Err(Status::arg(StatusCode::GranuleState, 2));
     }
     let mut gv = t.granules.lock(viommu).map_err(|e| e.status(2))?;
     gv.state()
         .check_transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
     if gt.refcount() >= crate::granule::MAX_REFCOUNT {
-        return Err(st(StatusCode::Capacity, 1));
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
     o.viommus = o
         .viommus
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     let obj = ViommuObj {
         tvm: gt.pa().0,
         vtype: vtype.raw(),
@@ -182,7 +179,7 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
     };
     objects::save(t.platform, &gv, &obj)?;
     objects::save(t.platform, &gt, &o)?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 1))?;
+    gt.get().map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
     gv.transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
     OK
@@ -198,17 +195,18 @@ pub fn viommu_destroy(t: &Tsm<'_>, a: args::ViommuDestroy) -> Reply {
             .map_err(|e| e.status(1))?;
         objects::load::<ViommuObj>(t.platform, &g)?.tvm
     };
-    let (mut gt, mut o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
+    let (mut gt, mut o) =
+        lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
     let mut gv = t
         .granules
         .lock_in(viommu, GranuleState::Viommu)
         .map_err(|e| e.status(1))?;
     let v: ViommuObj = objects::load(t.platform, &gv)?;
     if v.tvm != tvm {
-        return Err(st(StatusCode::BadHandle, 1));
+        return Err(Status::arg(StatusCode::BadHandle, 1));
     }
     if v.vdevs != 0 || gv.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     o.viommus = o.viommus.checked_sub(1).ok_or_else(internal)?;
     objects::save(t.platform, &gt, &o)?;
@@ -225,9 +223,9 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     let params: VdevParams = t.read_params(a.params, 4)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 4))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 4))?;
     if !ACCEPTED_LOCK_FEATURES.lock_flags().contains(params.lock()) {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     let tvm = {
         let g = t
@@ -237,72 +235,72 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         objects::load::<ViommuObj>(t.platform, &g)?.tvm
     };
     if pdev == Pa(tvm) || pdev == viommu {
-        return Err(st(StatusCode::BadHandle, 2));
+        return Err(Status::arg(StatusCode::BadHandle, 2));
     }
     if vdev == Pa(tvm) || vdev == viommu || vdev == pdev {
-        return Err(st(StatusCode::GranuleState, 1));
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     let mut to = TvmObj::new_zeroed();
     let mut gt = t
         .lock_object(Pa(tvm), 3, &mut to)
-        .map_err(|_| st(StatusCode::BadHandle, 3))?;
+        .map_err(|_| Status::arg(StatusCode::BadHandle, 3))?;
     let mut gi = t
         .granules
         .lock_in(viommu, GranuleState::Viommu)
         .map_err(|e| e.status(3))?;
     let mut io: ViommuObj = objects::load(t.platform, &gi)?;
     if io.tvm != tvm {
-        return Err(st(StatusCode::BadHandle, 3));
+        return Err(Status::arg(StatusCode::BadHandle, 3));
     }
     let mut po = PdevObj::new_zeroed();
     let mut gp = t.lock_object(pdev, 2, &mut po)?;
     if po.state != PdevState::Ready.raw() {
-        return Err(st(StatusCode::ObjectState, 2));
+        return Err(Status::arg(StatusCode::ObjectState, 2));
     }
     let mut gv = t.granules.lock(vdev).map_err(|e| e.status(1))?;
     gv.state()
         .check_transition(GranuleState::Vdev)
         .map_err(|e| e.status(1))?;
     if !po.params.contains_rid(params.pbdf) {
-        return Err(st(StatusCode::BdfOutOfRange, 4));
+        return Err(Status::arg(StatusCode::BdfOutOfRange, 4));
     }
     if params.function_id != po.params.function_id(params.pbdf) {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     let vtype = ViommuType::from_raw(u64::from(io.vtype)).ok_or_else(internal)?;
     if vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     if po
         .pbdfs
         .iter()
         .any(|s| s.used != 0 && s.pbdf == u32::from(params.pbdf))
     {
-        return Err(st(StatusCode::BdfInUse, 4));
+        return Err(Status::arg(StatusCode::BdfInUse, 4));
     }
     if to
         .vbdfs
         .iter()
         .any(|s| s.used != 0 && s.vbdf == u32::from(params.vbdf))
     {
-        return Err(st(StatusCode::BdfInUse, 4));
+        return Err(Status::arg(StatusCode::BdfInUse, 4));
     }
     let pslot = po
         .pbdfs
         .iter()
         .position(|s| s.used == 0)
-        .ok_or(st(StatusCode::Capacity, 2))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 2))?;
     let tslot = to
         .vbdfs
         .iter()
         .position(|s| s.used == 0)
-        .ok_or(st(StatusCode::Capacity, 3))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let full = crate::granule::MAX_REFCOUNT;
     if gt.refcount() >= full || gi.refcount() >= full {
-        return Err(st(StatusCode::Capacity, 3));
+        return Err(Status::arg(StatusCode::Capacity, 3));
     }
     if gp.refcount() >= full {
-        return Err(st(StatusCode::Capacity, 2));
+        return Err(Status::arg(StatusCode::Capacity, 2));
     }
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
@@ -320,9 +318,18 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     }
     // Each count is bounded by its object's granule refcount (checked above); a full count is
     // refused like a full refcount.
-    po.vdevs = po.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 2))?;
-    to.vdevs = to.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
-    io.vdevs = io.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
+    po.vdevs = po
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 2))?;
+    to.vdevs = to
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
+    io.vdevs = io
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let mut v = VdevObj::new_zeroed();
     v.tvm = tvm;
     v.pdev = pdev.0;
@@ -339,9 +346,9 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     objects::save(t.platform, &gp, &po)?;
     objects::save(t.platform, &gi, &io)?;
     objects::save(t.platform, &gt, &to)?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gi.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gp.get().map_err(|_| st(StatusCode::Capacity, 2))?;
+    gt.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
+    gi.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
+    gp.get().map_err(|_| Status::arg(StatusCode::Capacity, 2))?;
     gv.transition(GranuleState::Vdev).map_err(|e| e.status(1))?;
     OK
 }
@@ -369,7 +376,7 @@ pub(crate) fn lock_family<'t, 'a>(
         let (_g, v) = lock_vdev(t, vdev, arg)?;
         (Pa(v.tvm), Pa(v.viommu), Pa(v.pdev))
     };
-    let gone = st(StatusCode::BadHandle, arg);
+    let gone = Status::arg(StatusCode::BadHandle, arg);
     let tvm_l = lock_tvm(t, tvm, arg).map_err(|_| gone)?;
     let vi = t
         .granules
@@ -399,7 +406,7 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
         vdev: (mut gv, v),
     } = lock_family(t, vdev, 1)?;
     if is_bound(v.state) || v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for s in po
         .pbdfs

@@ -33,10 +33,6 @@ use crate::viommu::{PasidError, PasidScope, VdevId};
 use crate::viommu_glue::record_fault;
 use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
 /// The caller's TVM, locked, its object copied into `o`.
@@ -51,12 +47,12 @@ fn caller_tvm<'t, 'a>(
 
 /// The caller's vdevice named by a vBDF argument (index 1).
 fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
-    let vbdf = vbdf_arg(raw).ok_or(st(StatusCode::InvalidArgument, 1))?;
+    let vbdf = vbdf_arg(raw).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
     o.vbdfs
         .iter()
         .find(|s| s.used != 0 && s.vbdf == u32::from(vbdf))
         .map(|s| Pa(s.vdev))
-        .ok_or(st(StatusCode::BadHandle, 1))
+        .ok_or(Status::arg(StatusCode::BadHandle, 1))
 }
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
@@ -111,7 +107,7 @@ fn guest_buffer_in(
     private_only: bool,
     arg: u8,
 ) -> Result<Pa, Status> {
-    let bad = st(StatusCode::InvalidBuffer, arg);
+    let bad = Status::arg(StatusCode::InvalidBuffer, arg);
     if len == 0
         || gpa
             .granule_offset()
@@ -147,7 +143,7 @@ fn guest_buffer_in(
 pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -> Reply {
     let len = a.len;
     if len == 0 || len > MAX_PAYLOAD as u64 {
-        return Err(st(StatusCode::InvalidArgument, 2));
+        return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
     let mut o = TvmObj::new_zeroed();
     let _gt = caller_tvm(t, caller, &mut o)?;
@@ -155,7 +151,7 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
         .get_mut(..len as usize)
-        .ok_or(st(StatusCode::InvalidArgument, 2))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     t.platform.read(pa, frame).map_err(|_| internal())?;
     t.platform.relay(STREAM_GUEST, frame);
     OK
@@ -196,7 +192,7 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
     let g = lock_own(t, caller, a.vbdf)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<VdevInfo>() as u64, true, 2)?;
     let v = &g.v;
@@ -227,14 +223,14 @@ pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Re
     let g = lock_own(t, caller, a.vbdf)?;
     let (offset, gpa, len) = (a.offset, a.buffer, a.len);
     if !has_report(&g.v) {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let total = u64::from(g.v.report_len);
     let left = total
         .checked_sub(offset)
-        .ok_or(st(StatusCode::InvalidArgument, 2))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     if len == 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     // The whole buffer the guest named, not only the bytes this call copies (§11), and to
     // private memory only: the host must not see or rewrite the report on its way to the
@@ -269,11 +265,11 @@ pub fn vdev_accept(
 ) -> Result<GuestNext, Status> {
     let mut g = lock_own(t, caller, a.vbdf)?;
     if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let gpa = a.evidence;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
     let mut echo = AcceptEvidence::new_zeroed();
@@ -281,7 +277,7 @@ pub fn vdev_accept(
         .read(pa, echo.as_mut_bytes())
         .map_err(|_| internal())?;
     echo.validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     let current = AcceptEvidence {
         nonce: g.v.accept_nonce,
         report_digest: g.v.report_digest,
@@ -289,7 +285,7 @@ pub fn vdev_accept(
         reserved: [0; 3],
     };
     echo.matches(&current)
-        .map_err(|f| st(StatusCode::EvidenceMismatch, f as u8))?;
+        .map_err(|f| Status::arg(StatusCode::EvidenceMismatch, f as u8))?;
     g.v.state = VdevState::Starting.raw();
     g.v.op = DeviceOp::Start.raw();
     g.v.step = 0;
@@ -312,7 +308,7 @@ pub fn vdev_stop(
     let mut g = lock_own(t, caller, a.vbdf)?;
     let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let pa = g.vdev.pa();
     vdev_t1_off(t, pa, &mut g.v);
@@ -335,7 +331,7 @@ fn stage1_min_bits(v: &VdevObj) -> Result<u8, Status> {
     let t = ViommuType::from_raw(u64::from(v.viommu_type)).ok_or_else(internal)?;
     stage1_format(t.stage1_format())
         .min_ia_bits()
-        .ok_or(st(StatusCode::NotSupported, 1))
+        .ok_or(Status::arg(StatusCode::NotSupported, 1))
 }
 
 /// A PASID argument that names one PASID or none (not ALL).
@@ -343,7 +339,7 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
     match PasidArg::from_raw(raw) {
         Some(PasidArg::NoPasid) => Ok(None),
         Some(PasidArg::Pasid(p)) => Ok(Some(p)),
-        Some(PasidArg::All) | None => Err(st(StatusCode::InvalidArgument, arg)),
+        Some(PasidArg::All) | None => Err(Status::arg(StatusCode::InvalidArgument, arg)),
     }
 }
 
@@ -353,20 +349,21 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
     let pasid = one_pasid(a.pasid, 2)?;
     let root = a.root;
     let min = stage1_min_bits(&g.v)?;
-    let config = S1Config::from_raw(a.config, min).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let config =
+        S1Config::from_raw(a.config, min).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
     if !root.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     if g.tvm.gpa_bits >= 64 || root.0 >> g.tvm.gpa_bits != 0 {
-        return Err(st(StatusCode::OutOfRange, 3));
+        return Err(Status::arg(StatusCode::OutOfRange, 3));
     }
     g.v.pasids
         .attach(pasid, root, config.ia_bits)
         .map_err(|e| match e {
-            PasidError::Full => st(StatusCode::Capacity, 2),
-            PasidError::Misaligned => st(StatusCode::Misaligned, 3),
+            PasidError::Full => Status::arg(StatusCode::Capacity, 2),
+            PasidError::Misaligned => Status::arg(StatusCode::Misaligned, 3),
             PasidError::PasidOutOfRange | PasidError::NotAttached => {
-                st(StatusCode::InvalidArgument, 2)
+                Status::arg(StatusCode::InvalidArgument, 2)
             }
         })?;
     // Translations read the VDEV object without its lock: the new root must be in place
@@ -385,7 +382,7 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
     stage1_min_bits(&g.v)?;
     g.v.pasids
         .detach(pasid)
-        .map_err(|_| st(StatusCode::NotMapped, 2))?;
+        .map_err(|_| Status::arg(StatusCode::NotMapped, 2))?;
     // As in G_S1_ATTACH: the object first, then the cached walks of the old root.
     objects::save(t.platform, &g.vdev, &g.v)?;
     t.iotlb
@@ -401,7 +398,7 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
         Some(PasidArg::Pasid(p)) => PasidScope::One(Some(p)),
-        None => return Err(st(StatusCode::InvalidArgument, 2)),
+        None => return Err(Status::arg(StatusCode::InvalidArgument, 2)),
     };
     let len = if a.size == 0 { u64::MAX } else { a.size };
     t.iotlb
@@ -415,7 +412,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
     let mut g = lock_own(t, caller, a.vbdf)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(
         t,
@@ -449,7 +446,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
 pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     let buf = a.buffer;
     if !buf.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;
     if a.queue == HOST_DOMAIN_EVENTS {
@@ -464,7 +461,7 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
         let rec = host_event(&f, 0, requester, sequence);
         t.platform
             .write(buf, rec.as_bytes())
-            .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 2))?;
         *q = next;
         let left = q.host_summary();
         return Ok(CallResult::ok([
@@ -485,7 +482,7 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     let rec = host_event(&f, gv.pa().0, requester, sequence);
     t.platform
         .write(buf, rec.as_bytes())
-        .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 2))?;
     v.host_events = q;
     objects::save(t.platform, &gv, &v)?;
     Ok(CallResult::ok([
@@ -504,10 +501,12 @@ pub fn test_dma_inject(t: &Tsm<'_>, a: args::TestDmaInject) -> Reply {
     // Keeps the marker in every image that has this handler, so xtask can prove a release
     // image does not (`cargo xtask test`, check "no DMA injection in release images").
     core::hint::black_box(&DMA_INJECT_MARKER);
-    let rid = u16::try_from(a.rid).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
+    let rid = u16::try_from(a.rid).map_err(|_| Status::arg(StatusCode::InvalidArgument, 1))?;
     let pasid = one_pasid(a.pasid, 2)?;
-    let flags = DmaInjectFlags::from_bits(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
-    let segment = u16::try_from(a.segment).map_err(|_| st(StatusCode::InvalidArgument, 5))?;
+    let flags =
+        DmaInjectFlags::from_bits(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
+    let segment =
+        u16::try_from(a.segment).map_err(|_| Status::arg(StatusCode::InvalidArgument, 5))?;
     let req = viommu::Request {
         requester: viommu::Requester { segment, rid },
         pasid,
@@ -528,7 +527,7 @@ pub fn test_dma_inject(t: &Tsm<'_>, a: args::TestDmaInject) -> Reply {
         Err(fault) => {
             record_fault(t, req.requester, &fault);
             let (reason, _) = crate::viommu_glue::event_reason(fault.reason);
-            Ok(CallResult::status(st(
+            Ok(CallResult::status(Status::arg(
                 StatusCode::DmaFault,
                 reason.raw() as u8,
             )))

@@ -20,10 +20,6 @@ use crate::tsm::Tsm;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 /// GRANULE_DELEGATE: NS → DELEGATED; the host loses access before the call returns.
 pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
     let pa = a.pa;
@@ -37,11 +33,11 @@ pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
     if g.refcount() != 0 {
         // Mapped shared into a TVM: delegating it would put a secure granule in a TVM's
         // shared window.
-        return Err(st(StatusCode::GranuleState, 1));
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     t.platform
         .unmap_from_host(pa)
-        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
+        .map_err(|_| Status::arg(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Delegated)
         .map_err(|e| e.status(1))?;
@@ -53,12 +49,12 @@ pub fn granule_undelegate(t: &Tsm<'_>, a: args::GranuleUndelegate) -> Reply {
     let pa = a.pa;
     let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
     if g.state() != GranuleState::Delegated {
-        return Err(st(StatusCode::GranuleState, 1));
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     t.scrub(pa)?;
     t.platform
         .map_to_host(pa)
-        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
+        .map_err(|_| Status::arg(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Ns).map_err(|e| e.status(1))?;
     OK
@@ -86,9 +82,9 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
     let params: TvmParams = t.read_params(a.params, 2)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     if params.gpa_bits < addrmap::MIN_GPA_BITS || params.gpa_bits > t.max_gpa_bits() {
-        return Err(st(StatusCode::InvalidArgument, 2));
+        return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
     let (mut gt, mut gr) = t.lock_pair((tvm, 1), (root, 3))?;
     gt.state()
@@ -114,7 +110,7 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
 pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
     let (g, mut o) = lock_tvm(t, a.tvm, 1)?;
     if o.state != TvmState::New.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     o.state = TvmState::Active.raw();
     objects::save(t.platform, &g, &o)?;
@@ -142,7 +138,7 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
     let (mut g, o) = lock_tvm(t, a.tvm, 1)?;
     if let Some(kind) = tvm_children(&o) {
-        return Err(st(StatusCode::InUse, kind as u8));
+        return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
     let root = Pa(o.root);
     let mut gr = t
@@ -150,7 +146,7 @@ pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
         .lock_in(root, GranuleState::Table)
         .map_err(|_| internal())?;
     if gr.refcount() != 0 || g.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Table as u8));
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Table as u8));
     }
     t.platform.invalidate_guest_all(root);
     t.iotlb
@@ -168,10 +164,10 @@ pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
 /// Checks a GPA argument against the TVM: aligned to `align`, inside its GPA space.
 fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
     if !gpa.0.is_multiple_of(align) {
-        return Err(st(StatusCode::Misaligned, arg));
+        return Err(Status::arg(StatusCode::Misaligned, arg));
     }
     if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
-        return Err(st(StatusCode::OutOfRange, arg));
+        return Err(Status::arg(StatusCode::OutOfRange, arg));
     }
     Ok(())
 }
@@ -184,7 +180,7 @@ fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), St
     check_gpa(o, gpa, GRANULE_SIZE, arg)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     if gpa.is_shared(bits) != (kind == MapKind::Shared) {
-        return Err(st(StatusCode::OutOfRange, arg));
+        return Err(Status::arg(StatusCode::OutOfRange, arg));
     }
     Ok(())
 }
@@ -193,14 +189,14 @@ fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), St
 fn check_level(raw: u64, arg: u8) -> Result<u8, Status> {
     match raw {
         1..=3 => Ok(raw as u8),
-        _ => Err(st(StatusCode::InvalidArgument, arg)),
+        _ => Err(Status::arg(StatusCode::InvalidArgument, arg)),
     }
 }
 
 /// Maps a walk failure to a status; `unmapped` is the status for a missing entry.
 fn walk_status(e: WalkError, unmapped: Status) -> Status {
     match e {
-        WalkError::TableMissing(l) => st(StatusCode::TableMissing, l),
+        WalkError::TableMissing(l) => Status::arg(StatusCode::TableMissing, l),
         WalkError::NotMapped => unmapped,
         WalkError::Foreign(_) | WalkError::Mem(_) => internal(),
     }
@@ -212,7 +208,7 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
-        .ok_or(st(StatusCode::InvalidArgument, 3))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
     let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
@@ -220,10 +216,10 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
         .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
-        return Err(st(StatusCode::AlreadyMapped, 2));
+        return Err(Status::arg(StatusCode::AlreadyMapped, 2));
     }
     if new.granule_base() == gt.pa() || new.granule_base() == parent {
-        return Err(st(StatusCode::GranuleState, 4));
+        return Err(Status::arg(StatusCode::GranuleState, 4));
     }
     let mut gp = t
         .granules
@@ -233,7 +229,10 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     gn.state()
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
-    o.tables = o.tables.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    o.tables = o
+        .tables
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     // Guard changes (published when the guards drop) come after every fallible write.
     t.scrub(new)?;
     map.write_raw(
@@ -255,7 +254,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
-        .ok_or(st(StatusCode::InvalidArgument, 3))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
     let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
@@ -263,7 +262,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
         .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     let Entry::Table(child) = entry else {
-        return Err(st(StatusCode::TableMissing, level));
+        return Err(Status::arg(StatusCode::TableMissing, level));
     };
     let mut gp = t
         .granules
@@ -279,7 +278,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
         } else {
             ObjectKind::Table
         };
-        return Err(st(StatusCode::InUse, kind as u8));
+        return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
     o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
     map.write_raw(parent, addrmap::index(gpa, parent_level), 0)
@@ -303,7 +302,7 @@ fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
         .entry(gpa, LEAF_LEVEL)
         .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
-        return Err(st(StatusCode::AlreadyMapped, 2));
+        return Err(Status::arg(StatusCode::AlreadyMapped, 2));
     }
     Ok(table)
 }
@@ -321,10 +320,10 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
     for off in (0..GRANULE_SIZE).step_by(chunk.len()) {
         let from = src
             .checked_add(off)
-            .ok_or(st(StatusCode::InvalidBuffer, 4))?;
+            .ok_or(Status::arg(StatusCode::InvalidBuffer, 4))?;
         t.platform
             .read(from, &mut chunk)
-            .map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 4))?;
         let to = dst.checked_add(off).ok_or_else(internal)?;
         t.platform.write(to, &chunk).map_err(|_| internal())?;
     }
@@ -336,30 +335,30 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 /// activation).
 pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let (gpa, page, src) = (a.gpa, a.page, a.source);
-    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 5))?;
+    let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 5))?;
     let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     let src = if src == NO_SOURCE {
         None
     } else {
         if o.state != TvmState::New.raw() {
-            return Err(st(StatusCode::ObjectState, 1));
+            return Err(Status::arg(StatusCode::ObjectState, 1));
         }
         if !Pa(src).is_granule_aligned() {
-            return Err(st(StatusCode::Misaligned, 4));
+            return Err(Status::arg(StatusCode::Misaligned, 4));
         }
         Some(Pa(src))
     };
     let table = free_leaf_slot(t, &o, gpa)?;
     if page.granule_base() == gt.pa() || page.granule_base() == table {
-        return Err(st(StatusCode::GranuleState, 3));
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     if src.is_some_and(|s| s == gt.pa() || s == table || s == page.granule_base()) {
-        return Err(st(StatusCode::InvalidBuffer, 4));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 4));
     }
     let mut gl = t
         .granules
@@ -372,13 +371,13 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
             // InvalidBuffer(4), the one status MAP_PRIVATE documents for it.
             let (gpg, gs) = t.lock_pair((page, 3), (s, 4)).map_err(|e| {
                 if e.index == 4 {
-                    st(StatusCode::InvalidBuffer, 4)
+                    Status::arg(StatusCode::InvalidBuffer, 4)
                 } else {
                     e
                 }
             })?;
             if gs.state() != GranuleState::Ns {
-                return Err(st(StatusCode::InvalidBuffer, 4));
+                return Err(Status::arg(StatusCode::InvalidBuffer, 4));
             }
             (gpg, Some(gs))
         }
@@ -390,7 +389,7 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     o.private_pages = o
         .private_pages
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     match src {
         Some(s) => copy_granule(t, s, page)?,
         None => t.scrub(page)?,
@@ -423,15 +422,15 @@ fn write_leaf(
 /// counts its shared mappings, so it cannot be delegated while mapped.
 pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     let (gpa, ns) = (a.gpa, a.page);
-    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
     let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     let table = free_leaf_slot(t, &o, gpa)?;
     if ns == gt.pa() || ns == table {
-        return Err(st(StatusCode::GranuleState, 3));
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     let mut gl = t
         .granules
@@ -439,14 +438,14 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
         .map_err(|_| internal())?;
     let mut gn = t.granules.lock(ns).map_err(|e| e.status(3))?;
     if gn.state() != GranuleState::Ns {
-        return Err(st(StatusCode::GranuleState, 3));
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     o.shared_pages = o
         .shared_pages
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     if gn.refcount() >= crate::granule::MAX_REFCOUNT {
-        return Err(st(StatusCode::Capacity, 3));
+        return Err(Status::arg(StatusCode::Capacity, 3));
     }
     write_leaf(t, &o, table, gpa, ns, perms(flags), MapKind::Shared)?;
     objects::save(t.platform, &gt, &o)?;
@@ -462,7 +461,7 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
-    let not_mapped = st(StatusCode::NotMapped, 2);
+    let not_mapped = Status::arg(StatusCode::NotMapped, 2);
     let (table, entry) = map.entry(gpa, LEAF_LEVEL).map_err(|e| match e {
         WalkError::TableMissing(_) => not_mapped,
         e => walk_status(e, not_mapped),
