@@ -33,11 +33,11 @@ use tsm_abi::tdisp::{
 };
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::calls::device::{lock_pdev, lock_vdev};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
-    self, GUEST_OP_PENDING, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal,
+    GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevHandle, VdevLinks,
+    VdevObj, internal,
 };
 use crate::tsm::Tsm;
 use crate::viommu;
@@ -157,7 +157,7 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 /// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm) = (a.pdev, a.comm);
-    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    let mut p = t.lock(PdevHandle::new(pdev), 1)?;
     if p.state != PdevState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -166,7 +166,7 @@ pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
     p.state = PdevState::Connecting.raw();
     p.op = DeviceOp::Connect.raw();
-    objects::save(t.platform, &g, &p)?;
+    p.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state))
 }
 
@@ -181,7 +181,7 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
 }
 
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
-    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    let mut p = t.lock(PdevHandle::new(pdev), 1)?;
     if p.op != DeviceOp::Connect.raw() {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
@@ -211,7 +211,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             p.state = PdevState::Error.raw();
             p.op = DeviceOp::None.raw();
             p.step = 0;
-            objects::save(t.platform, &g, &p)?;
+            p.save()?;
             return Ok(progress(StatusCode::DeviceError, p.op, p.state));
         }
     };
@@ -227,7 +227,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             p.step = 0;
         }
     }
-    objects::save(t.platform, &g, &p)?;
+    p.save()?;
     let status = if p.op == DeviceOp::None.raw() {
         StatusCode::Success
     } else {
@@ -317,13 +317,7 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 /// nonce for this bind is drawn now, before anything changes.
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
-    let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
-    let mut v = VdevObj::new_zeroed();
-    let gv = t.lock_object(vdev, 1, &mut v)?;
-    if v.pdev != pdev.0 {
-        return Err(Status::arg(StatusCode::BadHandle, 1));
-    }
+    let (p, mut v) = t.lock_with_parent(VdevHandle::new(vdev), 1, VdevLinks::pdev)?;
     if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -348,14 +342,14 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.report_total = 0;
     v.report_asked = 0;
     v.accepted = 0;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
 }
 
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let mut v = t.lock(VdevHandle::new(vdev), 1)?;
     let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
         || v.op != DeviceOp::None.raw()
@@ -367,9 +361,9 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     next.step = step::SENT;
     next.seq = 1;
     send(t, comm, vdev, next.seq, &vdev_request(&next)?)?;
-    v = next;
+    *v = next;
     vdev_t1_off(t, vdev, &mut v);
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
 }
 
@@ -459,7 +453,7 @@ fn take_portion(
 }
 
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
-    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let mut v = t.lock(VdevHandle::new(vdev), 1)?;
     if v.op == DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
@@ -468,7 +462,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         v.step = step::SENT;
         v.seq = 1;
         send(t, comm, vdev, v.seq, &req)?;
-        objects::save(t.platform, &gv, &v)?;
+        v.save()?;
         return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state));
     }
     let mut buf = [0u8; MAX_RESPONSE];
@@ -522,14 +516,14 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     };
     if !ok {
         vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
-        objects::save(t.platform, &gv, &v)?;
+        v.save()?;
         return Ok(progress(StatusCode::DeviceError, v.op, v.state));
     }
     if v.op != DeviceOp::None.raw() {
         v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     let status = if v.op == DeviceOp::None.raw() {
         StatusCode::Success
     } else {
@@ -554,22 +548,22 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
-            let (g, mut p) = lock_pdev(t, obj, 1)?;
+            let mut p = t.lock(PdevHandle::new(obj), 1)?;
             if p.op == DeviceOp::None.raw() {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             p.op = DeviceOp::None.raw();
             p.state = PdevState::New.raw();
             p.step = 0;
-            objects::save(t.platform, &g, &p)?;
+            p.save()?;
         }
         GranuleState::Vdev => {
-            let (g, mut v) = lock_vdev(t, obj, 1)?;
+            let mut v = t.lock(VdevHandle::new(obj), 1)?;
             if v.op == DeviceOp::None.raw() {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);
-            objects::save(t.platform, &g, &v)?;
+            v.save()?;
         }
         _ => return Err(Status::arg(StatusCode::BadHandle, 1)),
     }

@@ -21,10 +21,11 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
-use crate::calls::device::lock_vdev;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
-use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, GUEST_OP_PENDING, TvmObj, VcpuObj, VdevObj, internal};
+use crate::granule::GranuleState;
+use crate::objects::{
+    Child, GUEST_OP_PENDING, Guard, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj, internal,
+};
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;
@@ -35,13 +36,9 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its object copied into `o`.
-fn caller_tvm<'t, 'a>(
-    t: &'t Tsm<'a>,
-    g: GuestCaller,
-    o: &mut TvmObj,
-) -> Result<Locked<'t, 'a>, Status> {
-    t.lock_object(g.tvm, 1, o)
+/// The caller's TVM, locked.
+fn caller_tvm<'t, 'a>(t: &'t Tsm<'a>, g: GuestCaller) -> Result<Guard<'t, 'a, TvmObj>, Status> {
+    t.lock(TvmHandle::new(g.tvm), 1)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
@@ -61,26 +58,18 @@ fn lock_own<'t, 'a>(
     caller: GuestCaller,
     raw: u64,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
-    let mut o = TvmObj::new_zeroed();
-    let gt = caller_tvm(t, caller, &mut o)?;
-    let pa = own_vdev(&o, raw)?;
-    let (gv, v) = lock_vdev(t, pa, 1).map_err(|_| internal())?;
-    if v.tvm != gt.pa().0 {
+    let tvm = caller_tvm(t, caller)?;
+    let pa = own_vdev(&tvm, raw)?;
+    let v = t.lock(VdevHandle::new(pa), 1).map_err(|_| internal())?;
+    if v.links().tvm() != tvm.handle() {
         return Err(internal());
     }
-    Ok(GuestVdev {
-        _tvm: gt,
-        tvm: o,
-        vdev: gv,
-        v,
-    })
+    Ok(GuestVdev { tvm, v })
 }
 
 struct GuestVdev<'t, 'a> {
-    _tvm: Locked<'t, 'a>,
-    tvm: TvmObj,
-    vdev: Locked<'t, 'a>,
-    v: VdevObj,
+    tvm: Guard<'t, 'a, TvmObj>,
+    v: Guard<'t, 'a, VdevObj>,
 }
 
 /// The PA behind `[gpa, gpa + len)` of the TVM: inside one mapped page, writable if `write`.
@@ -145,8 +134,7 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, caller, &mut o)?;
+    let o = caller_tvm(t, caller)?;
     let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
@@ -159,22 +147,19 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
 
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
 pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNext, Status> {
-    let gv = t
-        .granules
-        .lock_in(caller.vcpu, GranuleState::Vcpu)
+    let mut v = t
+        .lock(VcpuHandle::new(caller.vcpu), 1)
         .map_err(|_| Status::new(StatusCode::Denied))?;
-    let mut v: VcpuObj = objects::load(t.platform, &gv)?;
     v.exited = 1;
     v.exit_code = a.code;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(GuestNext::Exit { code: a.code })
 }
 
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
 pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, caller, &mut o)?;
+    let o = caller_tvm(t, caller)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
@@ -248,7 +233,7 @@ pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Re
         let k = rest.min(chunk.len() as u64);
         let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
         let from = offset.checked_add(done).ok_or_else(internal)?;
-        read_report(t, g.vdev.pa(), from, c)?;
+        read_report(t, g.v.pa(), from, c)?;
         let to = pa.checked_add(done).ok_or_else(internal)?;
         t.platform.write(to, c).map_err(|_| internal())?;
         done = done.checked_add(k).ok_or_else(internal)?;
@@ -291,9 +276,9 @@ pub fn vdev_accept(
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(GuestNext::DeviceRequest {
-        vdev: g.vdev.pa(),
+        vdev: g.v.pa(),
         op: DeviceOp::Start,
         ticket: g.v.guest_ticket,
     })
@@ -310,13 +295,13 @@ pub fn vdev_stop(
     if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    let pa = g.vdev.pa();
+    let pa = g.v.pa();
     vdev_t1_off(t, pa, &mut g.v);
     g.v.op = DeviceOp::Stop.raw();
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(GuestNext::DeviceRequest {
         vdev: pa,
         op: DeviceOp::Stop,
@@ -368,10 +353,8 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
         })?;
     // Translations read the VDEV object without its lock: the new root must be in place
     // before the old one's walks go, or one could be cached again in between.
-    objects::save(t.platform, &g.vdev, &g.v)?;
-    t.iotlb
-        .lock()
-        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    g.v.save()?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
     OK
 }
 
@@ -384,10 +367,8 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
         .detach(pasid)
         .map_err(|_| Status::arg(StatusCode::NotMapped, 2))?;
     // As in G_S1_ATTACH: the object first, then the cached walks of the old root.
-    objects::save(t.platform, &g.vdev, &g.v)?;
-    t.iotlb
-        .lock()
-        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    g.v.save()?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
     OK
 }
 
@@ -403,7 +384,7 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
     let len = if a.size == 0 { u64::MAX } else { a.size };
     t.iotlb
         .lock()
-        .invalidate_guest(VdevId(g.vdev.pa().0), scope, a.iova, len);
+        .invalidate_guest(VdevId(g.v.pa().0), scope, a.iova, len);
     OK
 }
 
@@ -432,7 +413,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
         .write(pa, rec.as_bytes())
         .map_err(|_| internal())?;
     g.v.events = q;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(CallResult::ok([
         u64::from(g.v.events.pending()),
         u64::from(g.v.events.overflow()),
@@ -471,7 +452,7 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
             0,
         ]));
     }
-    let (gv, mut v) = lock_vdev(t, Pa(a.queue), 1)?;
+    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
@@ -479,12 +460,12 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     let requester = t.requester_of(&v).ok_or_else(internal)?;
     let mut q = v.host_events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
-    let rec = host_event(&f, gv.pa().0, requester, sequence);
+    let rec = host_event(&f, v.pa().0, requester, sequence);
     t.platform
         .write(buf, rec.as_bytes())
         .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 2))?;
     v.host_events = q;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(CallResult::ok([
         u64::from(v.host_events.pending()),
         u64::from(v.host_events.overflow()),
@@ -554,7 +535,7 @@ impl Tsm<'_> {
     /// the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
     pub fn guest_op_result(&self, vdev: Pa, ticket: u64) -> Option<Status> {
         let cancelled = Some(Status::new(StatusCode::Cancelled));
-        let Ok((g, mut v)) = lock_vdev(self, vdev, 1) else {
+        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1) else {
             return cancelled;
         };
         if ticket == 0 || v.guest_ticket != ticket {
@@ -564,7 +545,7 @@ impl Tsm<'_> {
             return None;
         }
         v.guest_ticket = 0;
-        if objects::save(self.platform, &g, &v).is_err() {
+        if v.save().is_err() {
             return cancelled;
         }
         let code = u8::try_from(v.guest_result)

@@ -14,8 +14,8 @@ use tsm_abi::status::{ObjectKind, Status, StatusCode};
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
 use crate::dispatch::Reply;
-use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, TvmObj, internal};
+use crate::granule::GranuleState;
+use crate::objects::{self, TvmHandle, TvmObj, internal};
 use crate::tsm::Tsm;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
@@ -60,22 +60,6 @@ pub fn granule_undelegate(t: &Tsm<'_>, a: args::GranuleUndelegate) -> Reply {
     OK
 }
 
-/// Locks a TVM by handle and copies its object out.
-/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
-#[inline(always)]
-pub(crate) fn lock_tvm<'t, 'a>(
-    t: &'t Tsm<'a>,
-    pa: Pa,
-    arg: u8,
-) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
-    let g = t
-        .granules
-        .lock_in(pa, GranuleState::Tvm)
-        .map_err(|e| e.status(arg))?;
-    let o: TvmObj = objects::load(t.platform, &g)?;
-    Ok((g, o))
-}
-
 /// TVM_CREATE: a TVM object and its root table, from two delegated granules.
 pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
     let (tvm, root) = (a.tvm, a.root);
@@ -99,7 +83,7 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
     obj.gpa_bits = u32::from(params.gpa_bits);
     obj.root = root.0;
     obj.max_vcpus = u64::from(params.max_vcpus);
-    objects::save(t.platform, &gt, &obj)?;
+    objects::save_new(t, &gt, &obj)?;
     gt.transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
     gr.transition(GranuleState::Table)
         .map_err(|e| e.status(3))?;
@@ -108,12 +92,12 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
 
 /// TVM_ACTIVATE: NEW → ACTIVE.
 pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
-    let (g, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     if o.state != TvmState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     o.state = TvmState::Active.raw();
-    objects::save(t.platform, &g, &o)?;
+    o.save()?;
     OK
 }
 
@@ -136,7 +120,7 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
-    let (mut g, o) = lock_tvm(t, a.tvm, 1)?;
+    let o = t.lock(TvmHandle::new(a.tvm), 1)?;
     if let Some(kind) = tvm_children(&o) {
         return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
@@ -145,19 +129,17 @@ pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
         .granules
         .lock_in(root, GranuleState::Table)
         .map_err(|_| internal())?;
-    if gr.refcount() != 0 || g.refcount() != 0 {
+    if gr.refcount() != 0 || o.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Table as u8));
     }
     t.platform.invalidate_guest_all(root);
     t.iotlb
         .lock()
-        .invalidate_tvm(crate::viommu::TvmId(g.pa().0));
+        .invalidate_tvm(crate::viommu::TvmId(o.pa().0));
     t.scrub(root)?;
-    t.scrub(g.pa())?;
     gr.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
-    g.transition(GranuleState::Delegated)
-        .map_err(|_| internal())?;
+    o.destroy()?;
     OK
 }
 
@@ -209,7 +191,7 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -218,7 +200,7 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     if entry != Entry::Invalid {
         return Err(Status::arg(StatusCode::AlreadyMapped, 2));
     }
-    if new.granule_base() == gt.pa() || new.granule_base() == parent {
+    if new.granule_base() == o.pa() || new.granule_base() == parent {
         return Err(Status::arg(StatusCode::GranuleState, 4));
     }
     let mut gp = t
@@ -241,7 +223,7 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
         map.format().table(new),
     )
     .map_err(|_| internal())?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gp.get().map_err(|_| internal())?;
     gn.transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
@@ -255,7 +237,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -286,9 +268,9 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     t.platform.invalidate_guest_all(Pa(o.root));
     t.iotlb
         .lock()
-        .invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
+        .invalidate_gpa(crate::viommu::TvmId(o.pa().0), gpa, table_span(level));
     t.scrub(child)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gp.put().map_err(|_| internal())?;
     gc.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
@@ -336,7 +318,7 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let (gpa, page, src) = (a.gpa, a.page, a.source);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 5))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
@@ -354,10 +336,10 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
         Some(Pa(src))
     };
     let table = free_leaf_slot(t, &o, gpa)?;
-    if page.granule_base() == gt.pa() || page.granule_base() == table {
+    if page.granule_base() == o.pa() || page.granule_base() == table {
         return Err(Status::arg(StatusCode::GranuleState, 3));
     }
-    if src.is_some_and(|s| s == gt.pa() || s == table || s == page.granule_base()) {
+    if src.is_some_and(|s| s == o.pa() || s == table || s == page.granule_base()) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 4));
     }
     let mut gl = t
@@ -395,7 +377,7 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
         None => t.scrub(page)?,
     }
     write_leaf(t, &o, table, gpa, page, perms(flags), MapKind::Private)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gl.get().map_err(|_| internal())?;
     gpg.transition(GranuleState::Private)
         .map_err(|e| e.status(3))?;
@@ -423,13 +405,13 @@ fn write_leaf(
 pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     let (gpa, ns) = (a.gpa, a.page);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
         return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     let table = free_leaf_slot(t, &o, gpa)?;
-    if ns == gt.pa() || ns == table {
+    if ns == o.pa() || ns == table {
         return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     let mut gl = t
@@ -448,7 +430,7 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
         return Err(Status::arg(StatusCode::Capacity, 3));
     }
     write_leaf(t, &o, table, gpa, ns, perms(flags), MapKind::Shared)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gn.get().map_err(|e| e.status(3))?;
     gl.get().map_err(|_| internal())?;
     OK
@@ -458,7 +440,7 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
 /// scrubbed and goes back to DELEGATED. Returns the page's PA.
 pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let gpa = a.gpa;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
     let not_mapped = Status::arg(StatusCode::NotMapped, 2);
@@ -492,11 +474,11 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0)
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_page(Pa(o.root), gpa);
-    t.viommu_unmapped(gt.pa(), gpa);
+    t.viommu_unmapped(o.pa(), gpa);
     if leaf.kind == MapKind::Private {
         t.scrub(leaf.pa)?;
     }
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gl.put().map_err(|_| internal())?;
     match leaf.kind {
         MapKind::Private => gpg

@@ -1,14 +1,19 @@
 //! TSM objects: plain zerocopy structs stored at the start of their host-donated granule.
 //!
-//! An object is only ever touched under its granule's lock: [`load`] copies it out, the call
-//! changes the copy, [`save`] copies it back. Nothing points into object memory, so a failed
-//! call that never saves leaves the object exactly as it was. A handle is the granule's
-//! physical address.
+//! An object is only ever touched under its granule's lock, through a [`Guard`]: locking copies
+//! it out, the call changes the copy, [`Guard::save`] checks the object's invariants and copies
+//! it back. Nothing points into object memory, so a failed call that never saves leaves the
+//! object exactly as it was. A [`Handle`] is the granule's physical address, typed by the kind
+//! of object it names.
 
+use core::mem::offset_of;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use tsm_abi::guest::{DIGEST_SIZE, NONCE_SIZE};
 use tsm_abi::params::{PdevParams, VdevParams};
+
+use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::viommu::ViommuType;
 use tsm_hal::platform::PhysMem;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -22,38 +27,96 @@ pub const MAX_VDEVS_PER_PDEV: usize = 32;
 /// vIOMMUs one TVM holds.
 pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
 
+mod guard;
+
+pub use guard::{Guard, Handle};
+pub(crate) use guard::{VdevFamily, save_new};
+
+/// A TVM handle.
+pub type TvmHandle = Handle<TvmObj>;
+/// A VCPU handle.
+pub type VcpuHandle = Handle<VcpuObj>;
+/// A PDEV handle.
+pub type PdevHandle = Handle<PdevObj>;
+/// A VIOMMU handle.
+pub type ViommuHandle = Handle<ViommuObj>;
+/// A VDEV handle.
+pub type VdevHandle = Handle<VdevObj>;
+
 /// A struct that lives at the start of a granule in state [`Object::STATE`].
 pub trait Object: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
     /// The granule state that holds this kind of object.
     const STATE: GranuleState;
+
+    /// What holds for the object between calls, checked whenever it is written back (TF-RMM
+    /// asserts its granule invariants at every unlock). A violation is a TSM bug, never a
+    /// consequence of host or guest input: the write is refused (a debug build panics first).
+    fn invariants(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
 
-/// Copies the object out of its locked granule.
-///
-/// Always inlined, like the `lock_*` helpers that call it: as calls, the object (up to 2 KiB)
-/// went through three temporaries on its way out (`Ok(obj)`, the caller's `?`, its tuple), a
-/// whole-object copy each; inlined, LLVM drops some of them. Hot paths use [`load_into`],
-/// which copies nothing but the read (docs/profile-aarch64.md).
-#[inline(always)]
-pub fn load<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>) -> Result<O, Status> {
-    let mut obj = O::new_zeroed();
-    load_into(mem, g, &mut obj)?;
-    Ok(obj)
+/// An object that names parent objects. The links lead the object's layout, so a call that
+/// starts from the child can read them alone ([`Tsm::links`](crate::tsm::Tsm)) to learn which
+/// parents to lock first.
+pub trait Child: Object {
+    /// The parent handles, as laid out at the start of the object.
+    type Links: FromBytes + IntoBytes + Immutable + KnownLayout + PartialEq;
+    /// The object's links.
+    fn links(&self) -> Self::Links;
+}
+
+/// The TVM link leading a VCPU or VIOMMU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmLink {
+    tvm: u64,
+}
+
+impl TvmLink {
+    /// The TVM.
+    pub fn tvm(&self) -> TvmHandle {
+        Handle::new(Pa(self.tvm))
+    }
+}
+
+/// The links leading a VDEV.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VdevLinks {
+    tvm: u64,
+    pdev: u64,
+    viommu: u64,
+}
+
+impl VdevLinks {
+    /// The TVM.
+    pub fn tvm(&self) -> TvmHandle {
+        Handle::new(Pa(self.tvm))
+    }
+    /// The PDEV.
+    pub fn pdev(&self) -> PdevHandle {
+        Handle::new(Pa(self.pdev))
+    }
+    /// The vIOMMU.
+    pub fn viommu(&self) -> ViommuHandle {
+        Handle::new(Pa(self.viommu))
+    }
 }
 
 /// Copies the object out of its locked granule into `obj`, read straight into place.
-pub fn load_into<O: Object>(
-    mem: &dyn PhysMem,
-    g: &Locked<'_, '_>,
-    obj: &mut O,
-) -> Result<(), Status> {
+fn load_into<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>, obj: &mut O) -> Result<(), Status> {
     debug_assert_eq!(g.state(), O::STATE);
     mem.read(g.pa(), obj.as_mut_bytes()).map_err(|_| internal())
 }
 
-/// Copies the object back into its locked granule.
-pub fn save<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>, obj: &O) -> Result<(), Status> {
-    mem.write(g.pa(), obj.as_bytes()).map_err(|_| internal())
+/// Writes an object to its granule at `pa`, if its invariants hold.
+fn write<O: Object>(mem: &dyn PhysMem, pa: Pa, obj: &O) -> Result<(), Status> {
+    if let Err(broken) = obj.invariants() {
+        debug_assert!(false, "{}: {broken}", core::any::type_name::<O>());
+        return Err(internal());
+    }
+    mem.write(pa, obj.as_bytes()).map_err(|_| internal())
 }
 
 /// A platform memory fault on TSM-owned memory. The granule table covers only DRAM the
@@ -106,6 +169,19 @@ pub struct TvmObj {
 
 impl Object for TvmObj {
     const STATE: GranuleState = GranuleState::Tvm;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        if TvmState::from_raw(self.state.into()).is_none() {
+            return Err("state");
+        }
+        if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
+            return Err("vcpus <= vcpus_created <= max_vcpus");
+        }
+        if self.vbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
+            return Err("one vBDF slot per vdevice");
+        }
+        Ok(())
+    }
 }
 
 /// A vCPU. Its register context is added when the HAL wires VCPU_RUN.
@@ -128,6 +204,13 @@ pub struct VcpuObj {
 
 impl Object for VcpuObj {
     const STATE: GranuleState = GranuleState::Vcpu;
+}
+
+impl Child for VcpuObj {
+    type Links = TvmLink;
+    fn links(&self) -> TvmLink {
+        TvmLink { tvm: self.tvm }
+    }
 }
 
 /// One pBDF → vdevice binding of a PDEV.
@@ -172,6 +255,22 @@ pub struct PdevObj {
 
 impl Object for PdevObj {
     const STATE: GranuleState = GranuleState::Pdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        let state = PdevState::from_raw(self.state.into()).ok_or("state")?;
+        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
+        let expected = match state {
+            PdevState::Connecting => DeviceOp::Connect,
+            _ => DeviceOp::None,
+        };
+        if op != expected {
+            return Err("CONNECT pending exactly while CONNECTING");
+        }
+        if self.pbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
+            return Err("one pBDF slot per vdevice");
+        }
+        Ok(())
+    }
 }
 
 /// A secure vIOMMU.
@@ -190,6 +289,18 @@ pub struct ViommuObj {
 
 impl Object for ViommuObj {
     const STATE: GranuleState = GranuleState::Viommu;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        ViommuType::from_raw(self.vtype.into()).ok_or("vtype")?;
+        Ok(())
+    }
+}
+
+impl Child for ViommuObj {
+    type Links = TvmLink;
+    fn links(&self) -> TvmLink {
+        TvmLink { tvm: self.tvm }
+    }
 }
 
 /// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
@@ -250,6 +361,39 @@ pub struct VdevObj {
 
 impl Object for VdevObj {
     const STATE: GranuleState = GranuleState::Vdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        let state = VdevState::from_raw(self.state.into()).ok_or("state")?;
+        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
+        let expected = match state {
+            VdevState::Locking => DeviceOp::Bind,
+            VdevState::Starting => DeviceOp::Start,
+            VdevState::Stopping => DeviceOp::Stop,
+            _ => DeviceOp::None,
+        };
+        if op != expected {
+            return Err("an operation pending exactly in LOCKING, STARTING, STOPPING");
+        }
+        if self.accepted != 0 && state != VdevState::Run {
+            return Err("accepted only in RUN");
+        }
+        if self.guest_result == GUEST_OP_PENDING && !matches!(op, DeviceOp::Start | DeviceOp::Stop)
+        {
+            return Err("a guest waits only on START or STOP");
+        }
+        Ok(())
+    }
+}
+
+impl Child for VdevObj {
+    type Links = VdevLinks;
+    fn links(&self) -> VdevLinks {
+        VdevLinks {
+            tvm: self.tvm,
+            pdev: self.pdev,
+            viommu: self.viommu,
+        }
+    }
 }
 
 /// `VdevObj::guest_result` while the guest's operation runs.
@@ -261,17 +405,15 @@ pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
 pub const REPORT_CAPACITY: u64 = GRANULE_SIZE - REPORT_OFFSET;
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
+// The links lead their objects (`Child`).
+const _: () = assert!(offset_of!(VcpuObj, tvm) == offset_of!(TvmLink, tvm));
+const _: () = assert!(offset_of!(ViommuObj, tvm) == offset_of!(TvmLink, tvm));
+const _: () = assert!(
+    offset_of!(VdevObj, tvm) == offset_of!(VdevLinks, tvm)
+        && offset_of!(VdevObj, pdev) == offset_of!(VdevLinks, pdev)
+        && offset_of!(VdevObj, viommu) == offset_of!(VdevLinks, viommu)
+);
 const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
-
-/// The handle of a locked object granule.
-pub fn handle(g: &Locked<'_, '_>) -> u64 {
-    g.pa().0
-}
-
-/// The PA an object field names.
-pub fn pa(raw: u64) -> Pa {
-    Pa(raw)
-}
