@@ -147,13 +147,9 @@ impl<'a> Tsm<'a> {
             .granules
             .lock_in(h.pa(), O::STATE)
             .map_err(|e| e.status(arg))?;
-        let mut guard = Guard {
-            t: self,
-            g,
-            obj: O::new_zeroed(),
-        };
-        load_into(self.platform, &guard.g, &mut guard.obj)?;
-        Ok(guard)
+        let mut obj = O::new_zeroed();
+        load_into(self.platform, &g, &mut obj)?;
+        Ok(Guard { t: self, g, obj })
     }
 
     /// The parent links of the child `h` names, read under its lock and nothing else of it:
