@@ -82,7 +82,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::dispatch::{GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{TvmLink, VcpuHandle, VcpuObj, internal};
+use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
@@ -230,7 +230,13 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
-    let (o, v) = t.lock_with_parent(VcpuHandle::new(vcpu), 1, TvmLink::tvm)?;
+    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (o, v) = t.lock_with_parent(
+        VcpuHandle::new(vcpu),
+        1,
+        TvmLink::tvm,
+        (&mut tvm_obj, &mut vcpu_obj),
+    )?;
     let mut run = load_run(t, v.granule())?;
     if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -407,7 +413,8 @@ impl Tsm<'_> {
                 .links(VcpuHandle::new(vcpu), 1)
                 .map_err(|_| internal())?
                 .tvm();
-            let o = self.lock(tvm, 1).map_err(|_| internal())?;
+            let mut tvm_obj = TvmObj::new_zeroed();
+            let o = self.lock(tvm, 1, &mut tvm_obj).map_err(|_| internal())?;
             (tvm.pa(), Pa(o.root))
         };
         // The TVM is locked only to read its root; the vCPU's claim keeps both alive.
@@ -427,8 +434,9 @@ impl Tsm<'_> {
             },
             None => None,
         };
+        let mut vcpu_obj = VcpuObj::new_zeroed();
         let v = self
-            .lock(VcpuHandle::new(vcpu), 1)
+            .lock(VcpuHandle::new(vcpu), 1, &mut vcpu_obj)
             .map_err(|_| internal())?;
         let mut run = load_run(self, v.granule())?;
         let resume = if run.started == 0 {

@@ -51,8 +51,9 @@ impl Tsm<'_> {
     /// Stage 2 of `tvm` at `gpa`: the page, its rights, private or shared. The same map the
     /// CPU uses; the TVM's lock is held for the walk, so no map change interleaves.
     pub fn stage2_lookup(&self, tvm: Pa, gpa: Gpa) -> Result<Leaf, S2Miss> {
+        let mut tvm_obj = TvmObj::new_zeroed();
         let o = self
-            .lock(TvmHandle::new(tvm), 1)
+            .lock(TvmHandle::new(tvm), 1, &mut tvm_obj)
             .map_err(|_| S2Miss::NoTvm)?;
         self.stage2_of(&o, gpa)
     }
@@ -288,7 +289,12 @@ pub(crate) fn record_fault(t: &Tsm<'_>, requester: Requester, fault: &Fault) {
         t.host_domain_events.lock().push(requester, fault);
         return;
     };
-    if let Ok(mut v) = t.lock(crate::objects::VdevHandle::new(Pa(vdev.0)), 1) {
+    let mut vdev_obj = VdevObj::new_zeroed();
+    if let Ok(mut v) = t.lock(
+        crate::objects::VdevHandle::new(Pa(vdev.0)),
+        1,
+        &mut vdev_obj,
+    ) {
         v.events.push(fault);
         v.host_events.push(fault);
         let _ = v.save();

@@ -157,7 +157,8 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 /// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm) = (a.pdev, a.comm);
-    let mut p = t.lock(PdevHandle::new(pdev), 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
     if p.state != PdevState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -181,7 +182,8 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
 }
 
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
-    let mut p = t.lock(PdevHandle::new(pdev), 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
     if p.op != DeviceOp::Connect.raw() {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
@@ -317,7 +319,13 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 /// nonce for this bind is drawn now, before anything changes.
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let (p, mut v) = t.lock_with_parent(VdevHandle::new(vdev), 1, VdevLinks::pdev)?;
+    let (mut pdev_obj, mut vdev_obj) = (PdevObj::new_zeroed(), VdevObj::new_zeroed());
+    let (p, mut v) = t.lock_with_parent(
+        VdevHandle::new(vdev),
+        1,
+        VdevLinks::pdev,
+        (&mut pdev_obj, &mut vdev_obj),
+    )?;
     if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -349,7 +357,8 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let mut v = t.lock(VdevHandle::new(vdev), 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
     let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
         || v.op != DeviceOp::None.raw()
@@ -453,7 +462,8 @@ fn take_portion(
 }
 
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
-    let mut v = t.lock(VdevHandle::new(vdev), 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
     if v.op == DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
@@ -548,7 +558,8 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
-            let mut p = t.lock(PdevHandle::new(obj), 1)?;
+            let mut pdev_obj = PdevObj::new_zeroed();
+            let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_obj)?;
             if p.op == DeviceOp::None.raw() {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
@@ -558,7 +569,8 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
             p.save()?;
         }
         GranuleState::Vdev => {
-            let mut v = t.lock(VdevHandle::new(obj), 1)?;
+            let mut vdev_obj = VdevObj::new_zeroed();
+            let mut v = t.lock(VdevHandle::new(obj), 1, &mut vdev_obj)?;
             if v.op == DeviceOp::None.raw() {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }

@@ -19,8 +19,8 @@ use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
-    PdevObj, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevHandle, VdevObj, ViommuHandle,
-    ViommuObj, internal,
+    PdevObj, TvmHandle, TvmLink, TvmObj, VbdfSlot, VdevFamily, VdevFamilyObjs, VdevHandle, VdevObj,
+    ViommuHandle, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, EventQueue, PasidTable};
@@ -77,13 +77,15 @@ pub(crate) fn is_bound(state: u32) -> bool {
 /// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
 /// is pending.
 pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
-    let mut o = t.lock(PdevHandle::new(a.pdev), 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
     if o.op != DeviceOp::None.raw() || o.state == PdevState::Stopped.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for slot in o.pbdfs.iter().filter(|s| s.used != 0) {
+        let mut vdev_obj = VdevObj::new_zeroed();
         let v = t
-            .lock(VdevHandle::new(Pa(slot.vdev)), 1)
+            .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_obj)
             .map_err(|_| internal())?;
         if is_bound(v.state) {
             return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
@@ -96,7 +98,8 @@ pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
 
 /// PDEV_DESTROY: only with no vdevice and no pending operation.
 pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
-    let o = t.lock(PdevHandle::new(a.pdev), 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
     if o.vdevs != 0 || o.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
@@ -122,7 +125,8 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
     if a.flags != 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if o.viommus >= MAX_VIOMMUS_PER_TVM {
         return Err(Status::arg(StatusCode::Capacity, 1));
     }
@@ -157,7 +161,13 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
 /// VIOMMU_DESTROY: refused while vdevices use it.
 pub fn viommu_destroy(t: &Tsm<'_>, a: args::ViommuDestroy) -> Reply {
     let viommu = a.viommu;
-    let (mut o, mut v) = t.lock_with_parent(ViommuHandle::new(viommu), 1, TvmLink::tvm)?;
+    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
+    let (mut o, mut v) = t.lock_with_parent(
+        ViommuHandle::new(viommu),
+        1,
+        TvmLink::tvm,
+        (&mut tvm_obj, &mut viommu_obj),
+    )?;
     if v.vdevs != 0 || v.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
@@ -192,12 +202,14 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     let gone = Status::arg(StatusCode::BadHandle, 3);
-    let mut to = t.lock(tvm, 3).map_err(|_| gone)?;
-    let mut io = t.lock(viommu, 3)?;
+    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
+    let mut to = t.lock(tvm, 3, &mut tvm_obj).map_err(|_| gone)?;
+    let mut io = t.lock(viommu, 3, &mut viommu_obj)?;
     if io.links().tvm() != tvm {
         return Err(gone);
     }
-    let mut po = t.lock(PdevHandle::new(pdev), 2)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut po = t.lock(PdevHandle::new(pdev), 2, &mut pdev_obj)?;
     if po.state != PdevState::Ready.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 2));
     }
@@ -299,19 +311,21 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
 
 /// VDEV_GET_STATE: state and pending operation.
 pub fn vdev_get_state(t: &Tsm<'_>, a: args::VdevGetState) -> Reply {
-    let v = t.lock(VdevHandle::new(a.vdev), 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_obj)?;
     Ok(CallResult::ok([u64::from(v.state), u64::from(v.op), 0, 0]))
 }
 
 /// VDEV_DESTROY: only an UNLOCKED or ERROR vdevice with no pending operation.
 pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     let vdev = a.vdev;
+    let mut objs = VdevFamilyObjs::new_zeroed();
     let VdevFamily {
         tvm: mut to,
         viommu: mut io,
         pdev: mut po,
         vdev: mut v,
-    } = t.lock_family(VdevHandle::new(vdev), 1)?;
+    } = t.lock_family(VdevHandle::new(vdev), 1, &mut objs)?;
     if is_bound(v.state) || v.op != DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }

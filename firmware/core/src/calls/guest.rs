@@ -24,7 +24,8 @@ use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::granule::GranuleState;
 use crate::objects::{
-    Child, GUEST_OP_PENDING, Guard, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj, internal,
+    Child, GUEST_OP_PENDING, Guard, TvmHandle, TvmObj, VcpuHandle, VcpuObj, VdevHandle, VdevObj,
+    internal,
 };
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
@@ -36,9 +37,13 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked.
-fn caller_tvm<'t, 'a>(t: &'t Tsm<'a>, g: GuestCaller) -> Result<Guard<'t, 'a, TvmObj>, Status> {
-    t.lock(TvmHandle::new(g.tvm), 1)
+/// The caller's TVM, locked, its object copied into `o`.
+fn caller_tvm<'t, 'a>(
+    t: &'t Tsm<'a>,
+    g: GuestCaller,
+    o: &'t mut TvmObj,
+) -> Result<Guard<'t, 'a, TvmObj>, Status> {
+    t.lock(TvmHandle::new(g.tvm), 1, o)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
@@ -57,14 +62,24 @@ fn lock_own<'t, 'a>(
     t: &'t Tsm<'a>,
     caller: GuestCaller,
     raw: u64,
+    objs: &'t mut GuestVdevObjs,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
-    let tvm = caller_tvm(t, caller)?;
+    let tvm = caller_tvm(t, caller, &mut objs.tvm)?;
     let pa = own_vdev(&tvm, raw)?;
-    let v = t.lock(VdevHandle::new(pa), 1).map_err(|_| internal())?;
+    let v = t
+        .lock(VdevHandle::new(pa), 1, &mut objs.v)
+        .map_err(|_| internal())?;
     if v.links().tvm() != tvm.handle() {
         return Err(internal());
     }
     Ok(GuestVdev { tvm, v })
+}
+
+/// Room for the objects of [`GuestVdev`].
+#[derive(FromZeros)]
+struct GuestVdevObjs {
+    tvm: TvmObj,
+    v: VdevObj,
 }
 
 struct GuestVdev<'t, 'a> {
@@ -134,7 +149,8 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let o = caller_tvm(t, caller)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = caller_tvm(t, caller, &mut tvm_obj)?;
     let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
@@ -147,8 +163,9 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
 
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
 pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNext, Status> {
+    let mut vcpu_obj = VcpuObj::new_zeroed();
     let mut v = t
-        .lock(VcpuHandle::new(caller.vcpu), 1)
+        .lock(VcpuHandle::new(caller.vcpu), 1, &mut vcpu_obj)
         .map_err(|_| Status::new(StatusCode::Denied))?;
     v.exited = 1;
     v.exit_code = a.code;
@@ -159,7 +176,8 @@ pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNex
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
 pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let o = caller_tvm(t, caller)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = caller_tvm(t, caller, &mut tvm_obj)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
@@ -174,7 +192,8 @@ fn has_report(v: &VdevObj) -> bool {
 
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
 pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
@@ -205,7 +224,8 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
 
 /// G_VDEV_REPORT: a portion of the cached interface report.
 pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let (offset, gpa, len) = (a.offset, a.buffer, a.len);
     if !has_report(&g.v) {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -248,7 +268,8 @@ pub fn vdev_accept(
     caller: GuestCaller,
     a: args::GVdevAccept,
 ) -> Result<GuestNext, Status> {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -290,7 +311,8 @@ pub fn vdev_stop(
     caller: GuestCaller,
     a: args::GVdevStop,
 ) -> Result<GuestNext, Status> {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -330,7 +352,8 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
 
 /// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
 pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let pasid = one_pasid(a.pasid, 2)?;
     let root = a.root;
     let min = stage1_min_bits(&g.v)?;
@@ -360,7 +383,8 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
 
 /// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
 pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let pasid = one_pasid(a.pasid, 2)?;
     stage1_min_bits(&g.v)?;
     g.v.pasids
@@ -374,7 +398,8 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
 
 /// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
 pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let scope = match PasidArg::from_raw(a.pasid) {
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
@@ -390,7 +415,8 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
 
 /// G_EVENT_READ: pops one full fault record of the caller's vdevice.
 pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
@@ -452,7 +478,8 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
             0,
         ]));
     }
-    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1, &mut vdev_obj)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
@@ -535,7 +562,8 @@ impl Tsm<'_> {
     /// the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
     pub fn guest_op_result(&self, vdev: Pa, ticket: u64) -> Option<Status> {
         let cancelled = Some(Status::new(StatusCode::Cancelled));
-        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1) else {
+        let mut vdev_obj = VdevObj::new_zeroed();
+        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1, &mut vdev_obj) else {
             return cancelled;
         };
         if ticket == 0 || v.guest_ticket != ticket {

@@ -10,6 +10,7 @@ use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
+use zerocopy::FromZeros;
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
@@ -78,7 +79,7 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(3))?;
     t.scrub(root)?;
-    let mut obj: TvmObj = zerocopy::FromZeros::new_zeroed();
+    let mut obj = TvmObj::new_zeroed();
     obj.state = TvmState::New.raw();
     obj.gpa_bits = u32::from(params.gpa_bits);
     obj.root = root.0;
@@ -92,7 +93,8 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
 
 /// TVM_ACTIVATE: NEW → ACTIVE.
 pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if o.state != TvmState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -120,7 +122,8 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
-    let o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if let Some(kind) = tvm_children(&o) {
         return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
@@ -191,7 +194,8 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -237,7 +241,8 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -318,7 +323,8 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let (gpa, page, src) = (a.gpa, a.page, a.source);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 5))?;
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
@@ -405,7 +411,8 @@ fn write_leaf(
 pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     let (gpa, ns) = (a.gpa, a.page);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
         return Err(Status::arg(StatusCode::Misaligned, 3));
@@ -440,7 +447,8 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
 /// scrubbed and goes back to DELEGATED. Returns the page's PA.
 pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let gpa = a.gpa;
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
     let not_mapped = Status::arg(StatusCode::NotMapped, 2);

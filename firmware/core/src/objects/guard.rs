@@ -51,10 +51,14 @@ impl<O> core::fmt::Debug for Handle<O> {
 
 /// A locked object and its copy. Changes go to the copy until [`Guard::save`]; granule state
 /// and refcount changes are staged in the granule lock and published when the guard drops.
+///
+/// The copy lives in the caller's frame and the guard borrows it: a guard that owned it would
+/// be moved out of the constructor, a whole-object copy per lock (up to 2.5 KiB, on every call;
+/// docs/profile-aarch64.md), which LLVM does not elide into a struct field.
 pub struct Guard<'t, 'a, O: Object> {
     t: &'t Tsm<'a>,
     g: Locked<'t, 'a>,
-    obj: O,
+    obj: &'t mut O,
 }
 
 impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
@@ -105,21 +109,30 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
 
     /// Writes the copy back, after checking its invariants ([`Object::invariants`]).
     pub fn save(&self) -> Result<(), Status> {
-        write(self.t.platform, self.g.pa(), &self.obj)
+        write(self.t.platform, self.g.pa(), self.obj)
     }
 }
 
 impl<O: Object> Deref for Guard<'_, '_, O> {
     type Target = O;
     fn deref(&self) -> &O {
-        &self.obj
+        self.obj
     }
 }
 
 impl<O: Object> DerefMut for Guard<'_, '_, O> {
     fn deref_mut(&mut self) -> &mut O {
-        &mut self.obj
+        self.obj
     }
+}
+
+/// Room for a VDEV and the objects it hangs off ([`Tsm::lock_family`]).
+#[derive(FromZeros)]
+pub(crate) struct VdevFamilyObjs {
+    tvm: TvmObj,
+    viommu: ViommuObj,
+    pdev: PdevObj,
+    vdev: VdevObj,
 }
 
 /// The objects a VDEV hangs off, locked in order (TVM → VIOMMU → PDEV → VDEV), the VDEV
@@ -132,23 +145,18 @@ pub(crate) struct VdevFamily<'t, 'a> {
 }
 
 impl<'a> Tsm<'a> {
-    /// Locks the object `h` names and copies it out; errors name argument `arg`.
-    ///
-    /// Always inlined so the guard is built in the caller's frame: as a call, the object (up
-    /// to 2.5 KiB) went through a temporary per `Result` and `?` on its way out
-    /// (docs/profile-aarch64.md).
-    #[inline(always)]
-    pub(crate) fn lock<O: Object>(
-        &self,
+    /// Locks the object `h` names and copies it into `obj`; errors name argument `arg`.
+    pub(crate) fn lock<'t, O: Object>(
+        &'t self,
         h: Handle<O>,
         arg: u8,
-    ) -> Result<Guard<'_, 'a, O>, Status> {
+        obj: &'t mut O,
+    ) -> Result<Guard<'t, 'a, O>, Status> {
         let g = self
             .granules
             .lock_in(h.pa(), O::STATE)
             .map_err(|e| e.status(arg))?;
-        let mut obj = O::new_zeroed();
-        load_into(self.platform, &g, &mut obj)?;
+        load_into(self.platform, &g, obj)?;
         Ok(Guard { t: self, g, obj })
     }
 
@@ -170,17 +178,17 @@ impl<'a> Tsm<'a> {
     /// locked alone to learn the parent, dropped, and locked again after the parent, then
     /// checked to still name it (it may have been destroyed and re-created in between). A
     /// parent that is gone, or a child that no longer names it, is `BadHandle` (`arg`).
-    #[inline(always)]
-    pub(crate) fn lock_with_parent<P: Object, C: Child>(
-        &self,
+    pub(crate) fn lock_with_parent<'t, P: Object, C: Child>(
+        &'t self,
         child: Handle<C>,
         arg: u8,
         parent: impl Fn(&C::Links) -> Handle<P>,
-    ) -> Result<(Guard<'_, 'a, P>, Guard<'_, 'a, C>), Status> {
+        objs: (&'t mut P, &'t mut C),
+    ) -> Result<(Guard<'t, 'a, P>, Guard<'t, 'a, C>), Status> {
         let gone = Status::arg(StatusCode::BadHandle, arg);
         let p = parent(&self.links(child, arg)?);
-        let gp = self.lock(p, arg).map_err(|_| gone)?;
-        let gc = self.lock(child, arg)?;
+        let gp = self.lock(p, arg, objs.0).map_err(|_| gone)?;
+        let gc = self.lock(child, arg, objs.1)?;
         if parent(&gc.links()) != p {
             return Err(gone);
         }
@@ -189,17 +197,24 @@ impl<'a> Tsm<'a> {
 
     /// Locks a VDEV and every object it hangs off, in lock order. A parent that is gone, or a
     /// VDEV re-created under other parents meanwhile, is `BadHandle` (`arg`).
-    pub(crate) fn lock_family(
-        &self,
+    pub(crate) fn lock_family<'t>(
+        &'t self,
         vdev: Handle<VdevObj>,
         arg: u8,
-    ) -> Result<VdevFamily<'_, 'a>, Status> {
+        objs: &'t mut VdevFamilyObjs,
+    ) -> Result<VdevFamily<'t, 'a>, Status> {
         let gone = Status::arg(StatusCode::BadHandle, arg);
         let links = self.links(vdev, arg)?;
-        let tvm = self.lock(links.tvm(), arg).map_err(|_| gone)?;
-        let viommu = self.lock(links.viommu(), arg).map_err(|_| gone)?;
-        let pdev = self.lock(links.pdev(), arg).map_err(|_| gone)?;
-        let vdev = self.lock(vdev, arg)?;
+        let tvm = self
+            .lock(links.tvm(), arg, &mut objs.tvm)
+            .map_err(|_| gone)?;
+        let viommu = self
+            .lock(links.viommu(), arg, &mut objs.viommu)
+            .map_err(|_| gone)?;
+        let pdev = self
+            .lock(links.pdev(), arg, &mut objs.pdev)
+            .map_err(|_| gone)?;
+        let vdev = self.lock(vdev, arg, &mut objs.vdev)?;
         if vdev.links() != links {
             return Err(gone);
         }

@@ -30,7 +30,7 @@ pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
 mod guard;
 
 pub use guard::{Guard, Handle};
-pub(crate) use guard::{VdevFamily, save_new};
+pub(crate) use guard::{VdevFamily, VdevFamilyObjs, save_new};
 
 /// A TVM handle.
 pub type TvmHandle = Handle<TvmObj>;
