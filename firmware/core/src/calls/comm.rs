@@ -365,12 +365,12 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    let mut next = v.clone();
-    next.op = DeviceOp::Stop.raw();
-    next.step = step::SENT;
-    next.seq = 1;
-    send(t, comm, vdev, next.seq, &vdev_request(&next)?)?;
-    *v = next;
+    // The guard's copy is written back only by `save`: if the request cannot be sent, the
+    // VDEV stays as it was.
+    v.op = DeviceOp::Stop.raw();
+    v.step = step::SENT;
+    v.seq = 1;
+    send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     vdev_t1_off(t, vdev, &mut v);
     v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
