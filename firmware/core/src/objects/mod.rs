@@ -417,3 +417,76 @@ const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
+
+#[cfg(test)]
+mod tests {
+    use zerocopy::FromZeros;
+
+    use super::*;
+
+    fn vdev(state: VdevState, op: DeviceOp) -> VdevObj {
+        let mut v = VdevObj::new_zeroed();
+        v.state = state.raw();
+        v.op = op.raw();
+        v
+    }
+
+    #[test]
+    fn vdev_invariants() {
+        use DeviceOp as Op;
+        use VdevState as S;
+        for (s, op) in [
+            (S::Unlocked, Op::None),
+            (S::Locking, Op::Bind),
+            (S::Locked, Op::None),
+            (S::Starting, Op::Start),
+            (S::Run, Op::None),
+            (S::Stopping, Op::Stop),
+            (S::Error, Op::None),
+        ] {
+            assert_eq!(vdev(s, op).invariants(), Ok(()), "{s:?} {op:?}");
+        }
+        assert!(vdev(S::Locked, Op::Bind).invariants().is_err());
+        assert!(vdev(S::Stopping, Op::None).invariants().is_err());
+        let mut v = vdev(S::Locked, Op::None);
+        v.accepted = 1;
+        assert!(v.invariants().is_err());
+        v.state = S::Run.raw();
+        assert_eq!(v.invariants(), Ok(()));
+        v.guest_result = GUEST_OP_PENDING;
+        assert!(v.invariants().is_err());
+        let mut v = vdev(S::Starting, Op::Start);
+        v.guest_result = GUEST_OP_PENDING;
+        assert_eq!(v.invariants(), Ok(()));
+        v.state = 0;
+        assert!(v.invariants().is_err());
+    }
+
+    #[test]
+    fn tvm_and_pdev_invariants() {
+        let mut t = TvmObj::new_zeroed();
+        t.state = TvmState::New.raw();
+        t.max_vcpus = 2;
+        t.vcpus_created = 2;
+        t.vcpus = 1;
+        assert_eq!(t.invariants(), Ok(()));
+        t.vcpus_created = 3;
+        assert!(t.invariants().is_err());
+        t.vcpus_created = 2;
+        t.vdevs = 1;
+        assert!(t.invariants().is_err());
+        t.vbdfs[0].used = 1;
+        assert_eq!(t.invariants(), Ok(()));
+
+        let mut p = PdevObj::new_zeroed();
+        p.state = PdevState::Connecting.raw();
+        p.op = DeviceOp::Connect.raw();
+        assert_eq!(p.invariants(), Ok(()));
+        p.state = PdevState::Ready.raw();
+        assert!(p.invariants().is_err());
+        p.op = DeviceOp::None.raw();
+        assert_eq!(p.invariants(), Ok(()));
+        p.pbdfs[3].used = 1;
+        assert!(p.invariants().is_err());
+    }
+}
