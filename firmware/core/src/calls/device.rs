@@ -3,7 +3,7 @@
 //!
 //! Parents are locked before children (TVM → VIOMMU → PDEV → VDEV); a call that starts from a
 //! child reads its links, locks the family in order and re-checks them
-//! ([`Tsm::lock_family`], [`Tsm::lock_with_parent`]).
+//! (`Tsm::lock_family`, `Tsm::lock_with_parent`).
 
 use tsm_abi::addr::Pa;
 use tsm_abi::call::args;

@@ -15,7 +15,7 @@ use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
 
 /// The handle of an object of kind `O`: its granule's address. A handle the host passes is
-/// only a claim; [`Tsm::lock`] checks the granule holds an `O`.
+/// only a claim; `Tsm::lock` checks the granule holds an `O`.
 pub struct Handle<O>(Pa, PhantomData<fn() -> O>);
 
 impl<O> Handle<O> {
