@@ -15,8 +15,7 @@ use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
 
 use crate::calls::{comm, device, guest, memory, system, vcpu};
-use crate::granule::GranuleState;
-use crate::objects::{self, VcpuObj};
+use crate::objects::VcpuHandle;
 use crate::run;
 use crate::tsm::{Origin, Tsm};
 
@@ -233,14 +232,10 @@ impl Tsm<'_> {
     /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
     /// failure here is a HAL bug; the call is refused rather than trusted.
     fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
-        let g = self
-            .granules
-            .lock_in(vcpu, GranuleState::Vcpu)
-            .map_err(|_| denied())?;
-        let v: VcpuObj = objects::load(self.platform, &g)?;
+        let links = self.links(VcpuHandle::new(vcpu), 1).map_err(|_| denied())?;
         Ok(GuestCaller {
             vcpu,
-            tvm: Pa(v.tvm),
+            tvm: links.tvm().pa(),
         })
     }
 }

@@ -30,6 +30,14 @@ fn read<O: Object>(sim: &SimPlatform, pa: Pa) -> O {
     o
 }
 
+/// The object at `pa`, its own invariants checked ([`Object::invariants`]).
+fn read_object<O: Object>(sim: &SimPlatform, pa: Pa) -> Result<O, String> {
+    let o: O = read(sim, pa);
+    o.invariants()
+        .map_err(|e| format!("{} at {pa:x?}: {e}", core::any::type_name::<O>()))?;
+    Ok(o)
+}
+
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
         if !$cond {
@@ -82,7 +90,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     for &(pa, s, rc) in &granules {
         match s {
             GranuleState::Tvm => {
-                let o: TvmObj = read(sim, pa);
+                let o: TvmObj = read_object(sim, pa)?;
                 ensure!(
                     TvmState::from_raw(o.state.into()).is_some(),
                     "TVM {pa:x?} state {}",
@@ -172,7 +180,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
             }
             GranuleState::Vcpu => {
-                let v: VcpuObj = read(sim, pa);
+                let v: VcpuObj = read_object(sim, pa)?;
                 ensure!(
                     state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
                     "vCPU {pa:x?} of no TVM"
@@ -181,7 +189,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 ensure!(rc == 0, "vCPU {pa:x?} referenced");
             }
             GranuleState::Viommu => {
-                let v: ViommuObj = read(sim, pa);
+                let v: ViommuObj = read_object(sim, pa)?;
                 ensure!(
                     state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
                     "vIOMMU {pa:x?} of no TVM"
@@ -198,7 +206,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
             }
             GranuleState::Pdev => {
-                let p: PdevObj = read(sim, pa);
+                let p: PdevObj = read_object(sim, pa)?;
                 ensure!(
                     PdevState::from_raw(p.state.into()).is_some(),
                     "PDEV {pa:x?} state"
@@ -215,7 +223,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
             }
             GranuleState::Vdev => {
-                let v: VdevObj = read(sim, pa);
+                let v: VdevObj = read_object(sim, pa)?;
                 ensure!(rc == 0, "VDEV {pa:x?} referenced");
                 let vs = VdevState::from_raw(v.state.into())
                     .ok_or(format!("VDEV {pa:x?} state {}", v.state))?;

@@ -80,10 +80,9 @@ use tsm_abi::state::TvmState;
 use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use crate::calls::memory::lock_tvm;
 use crate::dispatch::{GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, VcpuObj, internal};
+use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
@@ -231,30 +230,20 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
-    // Lock order is TVM before VCPU: learn the TVM, then lock both and re-check.
-    let tvm = {
-        let gv = t
-            .granules
-            .lock_in(vcpu, GranuleState::Vcpu)
-            .map_err(|e| e.status(1))?;
-        objects::load::<VcpuObj>(t.platform, &gv)?.tvm
-    };
-    let (_gt, o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
-    let gv = t
-        .granules
-        .lock_in(vcpu, GranuleState::Vcpu)
-        .map_err(|e| e.status(1))?;
-    let v: VcpuObj = objects::load(t.platform, &gv)?;
-    if v.tvm != tvm {
-        return Err(Status::arg(StatusCode::BadHandle, 1));
-    }
-    let mut run = load_run(t, &gv)?;
+    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (o, v) = t.lock_with_parent(
+        VcpuHandle::new(vcpu),
+        1,
+        TvmLink::tvm,
+        (&mut tvm_obj, &mut vcpu_obj),
+    )?;
+    let mut run = load_run(t, v.granule())?;
     if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     run.running = 1;
     run.exit_record = record.0;
-    save_run(t, &gv, &run)?;
+    save_run(t, v.granule(), &run)?;
     Ok(HostNext::Run { vcpu })
 }
 
@@ -420,14 +409,13 @@ impl Tsm<'_> {
     /// The entry for a claimed vCPU, or the exit it takes at once.
     fn enter(&self, vcpu: Pa) -> Result<Entered, Status> {
         let (tvm, root) = {
-            let gv = self
-                .granules
-                .lock_in(vcpu, GranuleState::Vcpu)
-                .map_err(|_| internal())?;
-            let tvm = objects::load::<VcpuObj>(self.platform, &gv)?.tvm;
-            drop(gv);
-            let (_gt, o) = lock_tvm(self, Pa(tvm), 1).map_err(|_| internal())?;
-            (Pa(tvm), Pa(o.root))
+            let tvm = self
+                .links(VcpuHandle::new(vcpu), 1)
+                .map_err(|_| internal())?
+                .tvm();
+            let mut tvm_obj = TvmObj::new_zeroed();
+            let o = self.lock(tvm, 1, &mut tvm_obj).map_err(|_| internal())?;
+            (tvm.pa(), Pa(o.root))
         };
         // The TVM is locked only to read its root; the vCPU's claim keeps both alive.
         let wait = {
@@ -446,12 +434,11 @@ impl Tsm<'_> {
             },
             None => None,
         };
-        let gv = self
-            .granules
-            .lock_in(vcpu, GranuleState::Vcpu)
+        let mut vcpu_obj = VcpuObj::new_zeroed();
+        let v = self
+            .lock(VcpuHandle::new(vcpu), 1, &mut vcpu_obj)
             .map_err(|_| internal())?;
-        let v: VcpuObj = objects::load(self.platform, &gv)?;
-        let mut run = load_run(self, &gv)?;
+        let mut run = load_run(self, v.granule())?;
         let resume = if run.started == 0 {
             run.started = 1;
             Resume::Start {
@@ -473,7 +460,7 @@ impl Tsm<'_> {
         run.op = 0;
         run.ticket = 0;
         let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
-        save_run(self, &gv, &run)?;
+        save_run(self, v.granule(), &run)?;
         Ok(Entered::Guest(GuestEntry {
             vcpu,
             tvm,

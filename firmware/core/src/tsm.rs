@@ -14,7 +14,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::addrmap::format::{self, PteFormat};
 use crate::addrmap::{self, AddressMap};
 use crate::granule::{GranuleState, GranuleTable, Locked};
-use crate::objects::{self, Object, internal};
+use crate::objects::internal;
 use crate::viommu::{HostDomainQueue, Iotlb, Requester};
 
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
@@ -236,23 +236,6 @@ impl<'a> Tsm<'a> {
         let mut v = T::new_zeroed();
         self.read_ns(pa, v.as_mut_bytes(), arg)?;
         Ok(v)
-    }
-
-    /// Locks the object granule `pa` (in `O`'s state) and copies its object into `obj`; errors
-    /// name argument `arg`. For hot paths: returning the object by value moves it through
-    /// temporaries, a whole-object copy each (see [`objects::load`]).
-    pub(crate) fn lock_object<O: Object>(
-        &self,
-        pa: Pa,
-        arg: u8,
-        obj: &mut O,
-    ) -> Result<Locked<'_, 'a>, Status> {
-        let g = self
-            .granules
-            .lock_in(pa, O::STATE)
-            .map_err(|e| e.status(arg))?;
-        objects::load_into(self.platform, &g, obj)?;
-        Ok(g)
     }
 
     /// Zeroes a granule the TSM owns.

@@ -10,8 +10,7 @@ use tsm_hal::platform::{MemFault, PhysMem};
 use zerocopy::FromZeros;
 
 use crate::addrmap::{Leaf, MapKind, WalkError};
-use crate::calls::memory::lock_tvm;
-use crate::objects::{PdevObj, TvmObj, VdevObj};
+use crate::objects::{PdevObj, TvmHandle, TvmObj, VdevObj};
 use crate::tsm::{Platform, Tsm};
 #[cfg(feature = "dma-inject")]
 use crate::viommu::Fault;
@@ -52,7 +51,10 @@ impl Tsm<'_> {
     /// Stage 2 of `tvm` at `gpa`: the page, its rights, private or shared. The same map the
     /// CPU uses; the TVM's lock is held for the walk, so no map change interleaves.
     pub fn stage2_lookup(&self, tvm: Pa, gpa: Gpa) -> Result<Leaf, S2Miss> {
-        let (_g, o) = lock_tvm(self, tvm, 1).map_err(|_| S2Miss::NoTvm)?;
+        let mut tvm_obj = TvmObj::new_zeroed();
+        let o = self
+            .lock(TvmHandle::new(tvm), 1, &mut tvm_obj)
+            .map_err(|_| S2Miss::NoTvm)?;
         self.stage2_of(&o, gpa)
     }
 
@@ -287,15 +289,14 @@ pub(crate) fn record_fault(t: &Tsm<'_>, requester: Requester, fault: &Fault) {
         t.host_domain_events.lock().push(requester, fault);
         return;
     };
-    let Ok(g) = t
-        .granules
-        .lock_in(Pa(vdev.0), crate::granule::GranuleState::Vdev)
-    else {
-        return;
-    };
-    if let Ok(mut v) = crate::objects::load::<VdevObj>(t.platform, &g) {
+    let mut vdev_obj = VdevObj::new_zeroed();
+    if let Ok(mut v) = t.lock(
+        crate::objects::VdevHandle::new(Pa(vdev.0)),
+        1,
+        &mut vdev_obj,
+    ) {
         v.events.push(fault);
         v.host_events.push(fault);
-        let _ = crate::objects::save(t.platform, &g, &v);
+        let _ = v.save();
     }
 }

@@ -33,11 +33,11 @@ use tsm_abi::tdisp::{
 };
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::calls::device::{lock_pdev, lock_vdev};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
-    self, GUEST_OP_PENDING, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevObj, internal,
+    GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevHandle, VdevLinks,
+    VdevObj, internal,
 };
 use crate::tsm::Tsm;
 use crate::viommu;
@@ -57,10 +57,6 @@ const REQUIRED: [RequestCode; 4] = [
     RequestCode::StopInterface,
 ];
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 /// The result of a resumable call.
 fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
     CallResult {
@@ -72,7 +68,7 @@ fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
 /// Writes `req` into the COMMUNICATE buffer at `comm` (granule-aligned, NS).
 fn send(t: &Tsm<'_>, comm: Pa, object: Pa, sequence: u64, req: &Request<'_>) -> Result<(), Status> {
     if !comm.is_granule_aligned() {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let mut buf = [0u8; COMM_HEADER_SIZE + MAX_REQUEST];
     let (head, body) = buf.split_at_mut(COMM_HEADER_SIZE);
@@ -106,7 +102,7 @@ enum Answer {
 
 /// Copies the host's response out of the COMMUNICATE buffer, once.
 fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer, Status> {
-    let bad = st(StatusCode::InvalidBuffer, 2);
+    let bad = Status::arg(StatusCode::InvalidBuffer, 2);
     if !comm.is_granule_aligned() {
         return Err(bad);
     }
@@ -161,16 +157,17 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 /// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm) = (a.pdev, a.comm);
-    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
     if p.state != PdevState::New.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     p.step = 1;
     p.seq = 1;
     send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
     p.state = PdevState::Connecting.raw();
     p.op = DeviceOp::Connect.raw();
-    objects::save(t.platform, &g, &p)?;
+    p.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state))
 }
 
@@ -185,9 +182,10 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
 }
 
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
-    let (g, mut p) = lock_pdev(t, pdev, 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
     if p.op != DeviceOp::Connect.raw() {
-        return Err(st(StatusCode::NoOperation, 1));
+        return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let mut buf = [0u8; MAX_RESPONSE];
     let answer_len = receive(t, comm, &mut buf)?;
@@ -215,7 +213,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             p.state = PdevState::Error.raw();
             p.op = DeviceOp::None.raw();
             p.step = 0;
-            objects::save(t.platform, &g, &p)?;
+            p.save()?;
             return Ok(progress(StatusCode::DeviceError, p.op, p.state));
         }
     };
@@ -231,7 +229,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             p.step = 0;
         }
     }
-    objects::save(t.platform, &g, &p)?;
+    p.save()?;
     let status = if p.op == DeviceOp::None.raw() {
         StatusCode::Success
     } else {
@@ -321,19 +319,19 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 /// nonce for this bind is drawn now, before anything changes.
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let pdev = Pa(lock_vdev(t, vdev, 1)?.1.pdev);
-    let (_gp, p) = lock_pdev(t, pdev, 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
-    let mut v = VdevObj::new_zeroed();
-    let gv = t.lock_object(vdev, 1, &mut v)?;
-    if v.pdev != pdev.0 {
-        return Err(st(StatusCode::BadHandle, 1));
-    }
+    let (mut pdev_obj, mut vdev_obj) = (PdevObj::new_zeroed(), VdevObj::new_zeroed());
+    let (p, mut v) = t.lock_with_parent(
+        VdevHandle::new(vdev),
+        1,
+        VdevLinks::pdev,
+        (&mut pdev_obj, &mut vdev_obj),
+    )?;
     if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let supported = LockFlags::from_bits_truncate(p.lock_flags_supported as u16);
     if !supported.contains(LockFlags::from_bits_truncate(v.params.lock_flags)) {
-        return Err(st(StatusCode::NotSupported, 1));
+        return Err(Status::arg(StatusCode::NotSupported, 1));
     }
     let mut nonce = [0u8; 32];
     t.platform
@@ -352,28 +350,29 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.report_total = 0;
     v.report_asked = 0;
     v.accepted = 0;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
 }
 
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
     let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
         || v.op != DeviceOp::None.raw()
     {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    let mut next = v.clone();
-    next.op = DeviceOp::Stop.raw();
-    next.step = step::SENT;
-    next.seq = 1;
-    send(t, comm, vdev, next.seq, &vdev_request(&next)?)?;
-    v = next;
+    // The guard's copy is written back only by `save`: if the request cannot be sent, the
+    // VDEV stays as it was.
+    v.op = DeviceOp::Stop.raw();
+    v.step = step::SENT;
+    v.seq = 1;
+    send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     vdev_t1_off(t, vdev, &mut v);
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
 }
 
@@ -463,16 +462,17 @@ fn take_portion(
 }
 
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
-    let (gv, mut v) = lock_vdev(t, vdev, 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
     if v.op == DeviceOp::None.raw() {
-        return Err(st(StatusCode::NoOperation, 1));
+        return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
         v.step = step::SENT;
         v.seq = 1;
         send(t, comm, vdev, v.seq, &req)?;
-        objects::save(t.platform, &gv, &v)?;
+        v.save()?;
         return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state));
     }
     let mut buf = [0u8; MAX_RESPONSE];
@@ -526,14 +526,14 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     };
     if !ok {
         vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
-        objects::save(t.platform, &gv, &v)?;
+        v.save()?;
         return Ok(progress(StatusCode::DeviceError, v.op, v.state));
     }
     if v.op != DeviceOp::None.raw() {
         v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     let status = if v.op == DeviceOp::None.raw() {
         StatusCode::Success
     } else {
@@ -548,7 +548,7 @@ pub fn communicate(t: &Tsm<'_>, a: args::Communicate) -> Reply {
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => pdev_continue(t, obj, comm),
         GranuleState::Vdev => vdev_continue(t, obj, comm),
-        _ => Err(st(StatusCode::BadHandle, 1)),
+        _ => Err(Status::arg(StatusCode::BadHandle, 1)),
     }
 }
 
@@ -558,24 +558,26 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
-            let (g, mut p) = lock_pdev(t, obj, 1)?;
+            let mut pdev_obj = PdevObj::new_zeroed();
+            let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_obj)?;
             if p.op == DeviceOp::None.raw() {
-                return Err(st(StatusCode::NoOperation, 1));
+                return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             p.op = DeviceOp::None.raw();
             p.state = PdevState::New.raw();
             p.step = 0;
-            objects::save(t.platform, &g, &p)?;
+            p.save()?;
         }
         GranuleState::Vdev => {
-            let (g, mut v) = lock_vdev(t, obj, 1)?;
+            let mut vdev_obj = VdevObj::new_zeroed();
+            let mut v = t.lock(VdevHandle::new(obj), 1, &mut vdev_obj)?;
             if v.op == DeviceOp::None.raw() {
-                return Err(st(StatusCode::NoOperation, 1));
+                return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);
-            objects::save(t.platform, &g, &v)?;
+            v.save()?;
         }
-        _ => return Err(st(StatusCode::BadHandle, 1)),
+        _ => return Err(Status::arg(StatusCode::BadHandle, 1)),
     }
     Ok(CallResult::ok([0; 4]))
 }

@@ -2,7 +2,8 @@
 //! GET_STATE / DESTROY. The device-I/O calls are in [`super::comm`].
 //!
 //! Parents are locked before children (TVM → VIOMMU → PDEV → VDEV); a call that starts from a
-//! child learns its parents, drops the child, locks the family in order and re-checks it.
+//! child reads its links, locks the family in order and re-checks them
+//! (`Tsm::lock_family`, `Tsm::lock_with_parent`).
 
 use tsm_abi::addr::Pa;
 use tsm_abi::call::args;
@@ -13,22 +14,18 @@ use tsm_abi::status::{ObjectKind, Status, StatusCode};
 use tsm_abi::viommu::{ViommuType, ViommuTypeError};
 use zerocopy::FromZeros;
 
-use crate::calls::memory::lock_tvm;
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
-use crate::granule::{GranuleState, Locked};
+use crate::granule::GranuleState;
 use crate::objects::{
-    self, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevObj, TvmObj,
-    VbdfSlot, VdevObj, ViommuObj, internal,
+    self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
+    PdevObj, TvmHandle, TvmLink, TvmObj, VbdfSlot, VdevFamily, VdevFamilyObjs, VdevHandle, VdevObj,
+    ViommuHandle, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, EventQueue, PasidTable};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
-
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
 
 /// PDEV_CREATE: a PDEV for a DSM and its requester-ID range (which no other PDEV may overlap).
 pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
@@ -36,13 +33,13 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     let params: PdevParams = t.read_params(a.params, 2)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     if params
         .pdev_flags()
         .intersects(PdevFlags::SPDM | PdevFlags::IDE)
     {
         // SPDM sessions and IDE streams are a later phase (FEATURES SECURITY = 0).
-        return Err(st(StatusCode::NotSupported, 2));
+        return Err(Status::arg(StatusCode::NotSupported, 2));
     }
     let mut g = t.granules.lock(pdev).map_err(|e| e.status(1))?;
     g.state()
@@ -56,51 +53,20 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     };
     let mut reg = t.pdevs.lock();
     if reg.iter().any(|r| r.overlaps(&range)) {
-        return Err(st(StatusCode::BdfInUse, 2));
+        return Err(Status::arg(StatusCode::BdfInUse, 2));
     }
     if reg.is_full() {
-        return Err(st(StatusCode::Capacity, 1));
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
     let mut obj = PdevObj::new_zeroed();
     obj.params = params;
     obj.state = PdevState::New.raw();
     obj.op = DeviceOp::None.raw();
-    objects::save(t.platform, &g, &obj)?;
-    reg.push(range).map_err(|_| st(StatusCode::Capacity, 1))?;
+    objects::save_new(t, &g, &obj)?;
+    reg.push(range)
+        .map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
     g.transition(GranuleState::Pdev).map_err(|e| e.status(1))?;
     OK
-}
-
-/// Locks a PDEV by handle and copies it out.
-/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
-#[inline(always)]
-pub(crate) fn lock_pdev<'t, 'a>(
-    t: &'t Tsm<'a>,
-    pa: Pa,
-    arg: u8,
-) -> Result<(Locked<'t, 'a>, PdevObj), Status> {
-    let g = t
-        .granules
-        .lock_in(pa, GranuleState::Pdev)
-        .map_err(|e| e.status(arg))?;
-    let o: PdevObj = objects::load(t.platform, &g)?;
-    Ok((g, o))
-}
-
-/// Locks a VDEV by handle and copies it out.
-/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
-#[inline(always)]
-pub(crate) fn lock_vdev<'t, 'a>(
-    t: &'t Tsm<'a>,
-    pa: Pa,
-    arg: u8,
-) -> Result<(Locked<'t, 'a>, VdevObj), Status> {
-    let g = t
-        .granules
-        .lock_in(pa, GranuleState::Vdev)
-        .map_err(|e| e.status(arg))?;
-    let o: VdevObj = objects::load(t.platform, &g)?;
-    Ok((g, o))
 }
 
 /// Whether a vdevice in `state` holds its TDI bound (a PDEV stop would silently unbind it).
@@ -111,35 +77,38 @@ pub(crate) fn is_bound(state: u32) -> bool {
 /// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
 /// is pending.
 pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
-    let (g, mut o) = lock_pdev(t, a.pdev, 1)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
     if o.op != DeviceOp::None.raw() || o.state == PdevState::Stopped.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for slot in o.pbdfs.iter().filter(|s| s.used != 0) {
-        let (_gv, v) = lock_vdev(t, Pa(slot.vdev), 1).map_err(|_| internal())?;
+        let mut vdev_obj = VdevObj::new_zeroed();
+        let v = t
+            .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_obj)
+            .map_err(|_| internal())?;
         if is_bound(v.state) {
-            return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+            return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
         }
     }
     o.state = PdevState::Stopped.raw();
-    objects::save(t.platform, &g, &o)?;
+    o.save()?;
     OK
 }
 
 /// PDEV_DESTROY: only with no vdevice and no pending operation.
 pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
-    let (mut g, o) = lock_pdev(t, a.pdev, 1)?;
-    if o.vdevs != 0 || g.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
+    if o.vdevs != 0 || o.refcount() != 0 {
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     if o.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let mut reg = t.pdevs.lock();
-    reg.retain(|r| r.pdev != g.pa());
-    t.scrub(g.pa())?;
-    g.transition(GranuleState::Delegated)
-        .map_err(|_| internal())?;
+    reg.retain(|r| r.pdev != o.pa());
+    o.destroy()?;
     OK
 }
 
@@ -147,42 +116,43 @@ pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
 pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
     let viommu = a.viommu;
     let vtype = ViommuType::try_from(a.vtype).map_err(|e| match e {
-        ViommuTypeError::NotTsm(_) => st(StatusCode::ViommuTypeNotTsm, 3),
-        ViommuTypeError::Unknown(_) => st(StatusCode::ViommuTypeUnknown, 3),
+        ViommuTypeError::NotTsm(_) => Status::arg(StatusCode::ViommuTypeNotTsm, 3),
+        ViommuTypeError::Unknown(_) => Status::arg(StatusCode::ViommuTypeUnknown, 3),
     })?;
     if !t.supports_viommu(vtype) {
-        return Err(st(StatusCode::ViommuTypeNotTsm, 3));
+        return Err(Status::arg(StatusCode::ViommuTypeNotTsm, 3));
     }
     if a.flags != 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    let (mut gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if o.viommus >= MAX_VIOMMUS_PER_TVM {
-        return Err(st(StatusCode::Capacity, 1));
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
-    if viommu == gt.pa() {
-        return Err(st(StatusCode::GranuleState, 2));
+    if viommu == o.pa() {
+        return Err(Status::arg(StatusCode::GranuleState, 2));
     }
     let mut gv = t.granules.lock(viommu).map_err(|e| e.status(2))?;
     gv.state()
         .check_transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
-    if gt.refcount() >= crate::granule::MAX_REFCOUNT {
-        return Err(st(StatusCode::Capacity, 1));
+    if o.refcount() >= crate::granule::MAX_REFCOUNT {
+        return Err(Status::arg(StatusCode::Capacity, 1));
     }
     o.viommus = o
         .viommus
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     let obj = ViommuObj {
-        tvm: gt.pa().0,
+        tvm: o.pa().0,
         vtype: vtype.raw(),
         flags: 0,
         vdevs: 0,
     };
-    objects::save(t.platform, &gv, &obj)?;
-    objects::save(t.platform, &gt, &o)?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 1))?;
+    objects::save_new(t, &gv, &obj)?;
+    o.save()?;
+    o.get().map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
     gv.transition(GranuleState::Viommu)
         .map_err(|e| e.status(2))?;
     OK
@@ -191,30 +161,21 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
 /// VIOMMU_DESTROY: refused while vdevices use it.
 pub fn viommu_destroy(t: &Tsm<'_>, a: args::ViommuDestroy) -> Reply {
     let viommu = a.viommu;
-    let tvm = {
-        let g = t
-            .granules
-            .lock_in(viommu, GranuleState::Viommu)
-            .map_err(|e| e.status(1))?;
-        objects::load::<ViommuObj>(t.platform, &g)?.tvm
-    };
-    let (mut gt, mut o) = lock_tvm(t, Pa(tvm), 1).map_err(|_| st(StatusCode::BadHandle, 1))?;
-    let mut gv = t
-        .granules
-        .lock_in(viommu, GranuleState::Viommu)
-        .map_err(|e| e.status(1))?;
-    let v: ViommuObj = objects::load(t.platform, &gv)?;
-    if v.tvm != tvm {
-        return Err(st(StatusCode::BadHandle, 1));
-    }
-    if v.vdevs != 0 || gv.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Vdev as u8));
+    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
+    let (mut o, mut v) = t.lock_with_parent(
+        ViommuHandle::new(viommu),
+        1,
+        TvmLink::tvm,
+        (&mut tvm_obj, &mut viommu_obj),
+    )?;
+    if v.vdevs != 0 || v.refcount() != 0 {
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     o.viommus = o.viommus.checked_sub(1).ok_or_else(internal)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     t.scrub(viommu)?;
-    gt.put().map_err(|_| internal())?;
-    gv.transition(GranuleState::Delegated)
+    o.put().map_err(|_| internal())?;
+    v.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     OK
 }
@@ -225,84 +186,77 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     let params: VdevParams = t.read_params(a.params, 4)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 4))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 4))?;
     if !ACCEPTED_LOCK_FEATURES.lock_flags().contains(params.lock()) {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    let tvm = {
-        let g = t
-            .granules
-            .lock_in(viommu, GranuleState::Viommu)
-            .map_err(|e| e.status(3))?;
-        objects::load::<ViommuObj>(t.platform, &g)?.tvm
-    };
-    if pdev == Pa(tvm) || pdev == viommu {
-        return Err(st(StatusCode::BadHandle, 2));
+    // The vIOMMU names the TVM, which comes first in the lock order: learn it, then lock both.
+    let viommu = ViommuHandle::new(viommu);
+    let tvm = t.links(viommu, 3)?.tvm();
+    // Before locking the PDEV and VDEV: one naming a granule this call holds would wait for
+    // itself.
+    if pdev == tvm.pa() || pdev == viommu.pa() {
+        return Err(Status::arg(StatusCode::BadHandle, 2));
     }
-    if vdev == Pa(tvm) || vdev == viommu || vdev == pdev {
-        return Err(st(StatusCode::GranuleState, 1));
+    if vdev == tvm.pa() || vdev == viommu.pa() || vdev == pdev {
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
-    let mut to = TvmObj::new_zeroed();
-    let mut gt = t
-        .lock_object(Pa(tvm), 3, &mut to)
-        .map_err(|_| st(StatusCode::BadHandle, 3))?;
-    let mut gi = t
-        .granules
-        .lock_in(viommu, GranuleState::Viommu)
-        .map_err(|e| e.status(3))?;
-    let mut io: ViommuObj = objects::load(t.platform, &gi)?;
-    if io.tvm != tvm {
-        return Err(st(StatusCode::BadHandle, 3));
+    let gone = Status::arg(StatusCode::BadHandle, 3);
+    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
+    let mut to = t.lock(tvm, 3, &mut tvm_obj).map_err(|_| gone)?;
+    let mut io = t.lock(viommu, 3, &mut viommu_obj)?;
+    if io.links().tvm() != tvm {
+        return Err(gone);
     }
-    let mut po = PdevObj::new_zeroed();
-    let mut gp = t.lock_object(pdev, 2, &mut po)?;
+    let mut pdev_obj = PdevObj::new_zeroed();
+    let mut po = t.lock(PdevHandle::new(pdev), 2, &mut pdev_obj)?;
     if po.state != PdevState::Ready.raw() {
-        return Err(st(StatusCode::ObjectState, 2));
+        return Err(Status::arg(StatusCode::ObjectState, 2));
     }
     let mut gv = t.granules.lock(vdev).map_err(|e| e.status(1))?;
     gv.state()
         .check_transition(GranuleState::Vdev)
         .map_err(|e| e.status(1))?;
     if !po.params.contains_rid(params.pbdf) {
-        return Err(st(StatusCode::BdfOutOfRange, 4));
+        return Err(Status::arg(StatusCode::BdfOutOfRange, 4));
     }
     if params.function_id != po.params.function_id(params.pbdf) {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     let vtype = ViommuType::from_raw(u64::from(io.vtype)).ok_or_else(internal)?;
     if vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     if po
         .pbdfs
         .iter()
         .any(|s| s.used != 0 && s.pbdf == u32::from(params.pbdf))
     {
-        return Err(st(StatusCode::BdfInUse, 4));
+        return Err(Status::arg(StatusCode::BdfInUse, 4));
     }
     if to
         .vbdfs
         .iter()
         .any(|s| s.used != 0 && s.vbdf == u32::from(params.vbdf))
     {
-        return Err(st(StatusCode::BdfInUse, 4));
+        return Err(Status::arg(StatusCode::BdfInUse, 4));
     }
     let pslot = po
         .pbdfs
         .iter()
         .position(|s| s.used == 0)
-        .ok_or(st(StatusCode::Capacity, 2))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 2))?;
     let tslot = to
         .vbdfs
         .iter()
         .position(|s| s.used == 0)
-        .ok_or(st(StatusCode::Capacity, 3))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let full = crate::granule::MAX_REFCOUNT;
-    if gt.refcount() >= full || gi.refcount() >= full {
-        return Err(st(StatusCode::Capacity, 3));
+    if to.refcount() >= full || io.refcount() >= full {
+        return Err(Status::arg(StatusCode::Capacity, 3));
     }
-    if gp.refcount() >= full {
-        return Err(st(StatusCode::Capacity, 2));
+    if po.refcount() >= full {
+        return Err(Status::arg(StatusCode::Capacity, 2));
     }
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
@@ -320,13 +274,22 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     }
     // Each count is bounded by its object's granule refcount (checked above); a full count is
     // refused like a full refcount.
-    po.vdevs = po.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 2))?;
-    to.vdevs = to.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
-    io.vdevs = io.vdevs.checked_add(1).ok_or(st(StatusCode::Capacity, 3))?;
+    po.vdevs = po
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 2))?;
+    to.vdevs = to
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
+    io.vdevs = io
+        .vdevs
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let mut v = VdevObj::new_zeroed();
-    v.tvm = tvm;
+    v.tvm = tvm.pa().0;
     v.pdev = pdev.0;
-    v.viommu = viommu.0;
+    v.viommu = viommu.pa().0;
     v.params = params;
     v.state = VdevState::Unlocked.raw();
     v.op = DeviceOp::None.raw();
@@ -335,71 +298,36 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     v.pasids = PasidTable::new();
     v.events = EventQueue::new();
     v.host_events = EventQueue::new();
-    objects::save(t.platform, &gv, &v)?;
-    objects::save(t.platform, &gp, &po)?;
-    objects::save(t.platform, &gi, &io)?;
-    objects::save(t.platform, &gt, &to)?;
-    gt.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gi.get().map_err(|_| st(StatusCode::Capacity, 3))?;
-    gp.get().map_err(|_| st(StatusCode::Capacity, 2))?;
+    objects::save_new(t, &gv, &v)?;
+    po.save()?;
+    io.save()?;
+    to.save()?;
+    to.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
+    io.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
+    po.get().map_err(|_| Status::arg(StatusCode::Capacity, 2))?;
     gv.transition(GranuleState::Vdev).map_err(|e| e.status(1))?;
     OK
 }
 
 /// VDEV_GET_STATE: state and pending operation.
 pub fn vdev_get_state(t: &Tsm<'_>, a: args::VdevGetState) -> Reply {
-    let (_g, v) = lock_vdev(t, a.vdev, 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_obj)?;
     Ok(CallResult::ok([u64::from(v.state), u64::from(v.op), 0, 0]))
-}
-
-/// The objects a VDEV hangs off, locked in order, with the VDEV re-checked.
-pub(crate) struct Family<'t, 'a> {
-    pub tvm: (Locked<'t, 'a>, TvmObj),
-    pub viommu: (Locked<'t, 'a>, ViommuObj),
-    pub pdev: (Locked<'t, 'a>, PdevObj),
-    pub vdev: (Locked<'t, 'a>, VdevObj),
-}
-
-pub(crate) fn lock_family<'t, 'a>(
-    t: &'t Tsm<'a>,
-    vdev: Pa,
-    arg: u8,
-) -> Result<Family<'t, 'a>, Status> {
-    let (tvm, viommu, pdev) = {
-        let (_g, v) = lock_vdev(t, vdev, arg)?;
-        (Pa(v.tvm), Pa(v.viommu), Pa(v.pdev))
-    };
-    let gone = st(StatusCode::BadHandle, arg);
-    let tvm_l = lock_tvm(t, tvm, arg).map_err(|_| gone)?;
-    let vi = t
-        .granules
-        .lock_in(viommu, GranuleState::Viommu)
-        .map_err(|_| gone)?;
-    let vio: ViommuObj = objects::load(t.platform, &vi)?;
-    let pdev_l = lock_pdev(t, pdev, arg).map_err(|_| gone)?;
-    let vdev_l = lock_vdev(t, vdev, arg)?;
-    if vdev_l.1.tvm != tvm.0 || vdev_l.1.viommu != viommu.0 || vdev_l.1.pdev != pdev.0 {
-        return Err(gone);
-    }
-    Ok(Family {
-        tvm: tvm_l,
-        viommu: (vi, vio),
-        pdev: pdev_l,
-        vdev: vdev_l,
-    })
 }
 
 /// VDEV_DESTROY: only an UNLOCKED or ERROR vdevice with no pending operation.
 pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     let vdev = a.vdev;
-    let Family {
-        tvm: (mut gt, mut to),
-        viommu: (mut gi, mut io),
-        pdev: (mut gp, mut po),
-        vdev: (mut gv, v),
-    } = lock_family(t, vdev, 1)?;
+    let mut objs = VdevFamilyObjs::new_zeroed();
+    let VdevFamily {
+        tvm: mut to,
+        viommu: mut io,
+        pdev: mut po,
+        vdev: mut v,
+    } = t.lock_family(VdevHandle::new(vdev), 1, &mut objs)?;
     if is_bound(v.state) || v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for s in po
         .pbdfs
@@ -427,14 +355,14 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
     io.vdevs = io.vdevs.checked_sub(1).ok_or_else(internal)?;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
-    objects::save(t.platform, &gp, &po)?;
-    objects::save(t.platform, &gi, &io)?;
-    objects::save(t.platform, &gt, &to)?;
+    po.save()?;
+    io.save()?;
+    to.save()?;
     t.scrub(vdev)?;
-    gt.put().map_err(|_| internal())?;
-    gi.put().map_err(|_| internal())?;
-    gp.put().map_err(|_| internal())?;
-    gv.transition(GranuleState::Delegated)
+    to.put().map_err(|_| internal())?;
+    io.put().map_err(|_| internal())?;
+    po.put().map_err(|_| internal())?;
+    v.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     OK
 }

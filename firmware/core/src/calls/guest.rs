@@ -21,10 +21,12 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
-use crate::calls::device::lock_vdev;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
-use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, GUEST_OP_PENDING, TvmObj, VcpuObj, VdevObj, internal};
+use crate::granule::GranuleState;
+use crate::objects::{
+    Child, GUEST_OP_PENDING, Guard, TvmHandle, TvmObj, VcpuHandle, VcpuObj, VdevHandle, VdevObj,
+    internal,
+};
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;
@@ -33,30 +35,26 @@ use crate::viommu::{PasidError, PasidScope, VdevId};
 use crate::viommu_glue::record_fault;
 use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
-
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
 /// The caller's TVM, locked, its object copied into `o`.
 fn caller_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     g: GuestCaller,
-    o: &mut TvmObj,
-) -> Result<Locked<'t, 'a>, Status> {
-    t.lock_object(g.tvm, 1, o)
+    o: &'t mut TvmObj,
+) -> Result<Guard<'t, 'a, TvmObj>, Status> {
+    t.lock(TvmHandle::new(g.tvm), 1, o)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
 /// The caller's vdevice named by a vBDF argument (index 1).
 fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
-    let vbdf = vbdf_arg(raw).ok_or(st(StatusCode::InvalidArgument, 1))?;
+    let vbdf = vbdf_arg(raw).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
     o.vbdfs
         .iter()
         .find(|s| s.used != 0 && s.vbdf == u32::from(vbdf))
         .map(|s| Pa(s.vdev))
-        .ok_or(st(StatusCode::BadHandle, 1))
+        .ok_or(Status::arg(StatusCode::BadHandle, 1))
 }
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
@@ -64,27 +62,29 @@ fn lock_own<'t, 'a>(
     t: &'t Tsm<'a>,
     caller: GuestCaller,
     raw: u64,
+    objs: &'t mut GuestVdevObjs,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
-    let mut o = TvmObj::new_zeroed();
-    let gt = caller_tvm(t, caller, &mut o)?;
-    let pa = own_vdev(&o, raw)?;
-    let (gv, v) = lock_vdev(t, pa, 1).map_err(|_| internal())?;
-    if v.tvm != gt.pa().0 {
+    let tvm = caller_tvm(t, caller, &mut objs.tvm)?;
+    let pa = own_vdev(&tvm, raw)?;
+    let v = t
+        .lock(VdevHandle::new(pa), 1, &mut objs.v)
+        .map_err(|_| internal())?;
+    if v.links().tvm() != tvm.handle() {
         return Err(internal());
     }
-    Ok(GuestVdev {
-        _tvm: gt,
-        tvm: o,
-        vdev: gv,
-        v,
-    })
+    Ok(GuestVdev { tvm, v })
+}
+
+/// Room for the objects of [`GuestVdev`].
+#[derive(FromZeros)]
+struct GuestVdevObjs {
+    tvm: TvmObj,
+    v: VdevObj,
 }
 
 struct GuestVdev<'t, 'a> {
-    _tvm: Locked<'t, 'a>,
-    tvm: TvmObj,
-    vdev: Locked<'t, 'a>,
-    v: VdevObj,
+    tvm: Guard<'t, 'a, TvmObj>,
+    v: Guard<'t, 'a, VdevObj>,
 }
 
 /// The PA behind `[gpa, gpa + len)` of the TVM: inside one mapped page, writable if `write`.
@@ -111,7 +111,7 @@ fn guest_buffer_in(
     private_only: bool,
     arg: u8,
 ) -> Result<Pa, Status> {
-    let bad = st(StatusCode::InvalidBuffer, arg);
+    let bad = Status::arg(StatusCode::InvalidBuffer, arg);
     if len == 0
         || gpa
             .granule_offset()
@@ -147,15 +147,15 @@ fn guest_buffer_in(
 pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -> Reply {
     let len = a.len;
     if len == 0 || len > MAX_PAYLOAD as u64 {
-        return Err(st(StatusCode::InvalidArgument, 2));
+        return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, caller, &mut o)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = caller_tvm(t, caller, &mut tvm_obj)?;
     let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
         .get_mut(..len as usize)
-        .ok_or(st(StatusCode::InvalidArgument, 2))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     t.platform.read(pa, frame).map_err(|_| internal())?;
     t.platform.relay(STREAM_GUEST, frame);
     OK
@@ -163,22 +163,21 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
 
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
 pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNext, Status> {
-    let gv = t
-        .granules
-        .lock_in(caller.vcpu, GranuleState::Vcpu)
+    let mut vcpu_obj = VcpuObj::new_zeroed();
+    let mut v = t
+        .lock(VcpuHandle::new(caller.vcpu), 1, &mut vcpu_obj)
         .map_err(|_| Status::new(StatusCode::Denied))?;
-    let mut v: VcpuObj = objects::load(t.platform, &gv)?;
     v.exited = 1;
     v.exit_code = a.code;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(GuestNext::Exit { code: a.code })
 }
 
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
 pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let mut o = TvmObj::new_zeroed();
-    let _gt = caller_tvm(t, caller, &mut o)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = caller_tvm(t, caller, &mut tvm_obj)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
@@ -193,10 +192,11 @@ fn has_report(v: &VdevObj) -> bool {
 
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
 pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<VdevInfo>() as u64, true, 2)?;
     let v = &g.v;
@@ -224,17 +224,18 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
 
 /// G_VDEV_REPORT: a portion of the cached interface report.
 pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let (offset, gpa, len) = (a.offset, a.buffer, a.len);
     if !has_report(&g.v) {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let total = u64::from(g.v.report_len);
     let left = total
         .checked_sub(offset)
-        .ok_or(st(StatusCode::InvalidArgument, 2))?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     if len == 0 {
-        return Err(st(StatusCode::InvalidArgument, 4));
+        return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     // The whole buffer the guest named, not only the bytes this call copies (§11), and to
     // private memory only: the host must not see or rewrite the report on its way to the
@@ -252,7 +253,7 @@ pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Re
         let k = rest.min(chunk.len() as u64);
         let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
         let from = offset.checked_add(done).ok_or_else(internal)?;
-        read_report(t, g.vdev.pa(), from, c)?;
+        read_report(t, g.v.pa(), from, c)?;
         let to = pa.checked_add(done).ok_or_else(internal)?;
         t.platform.write(to, c).map_err(|_| internal())?;
         done = done.checked_add(k).ok_or_else(internal)?;
@@ -267,13 +268,14 @@ pub fn vdev_accept(
     caller: GuestCaller,
     a: args::GVdevAccept,
 ) -> Result<GuestNext, Status> {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let gpa = a.evidence;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
     let mut echo = AcceptEvidence::new_zeroed();
@@ -281,7 +283,7 @@ pub fn vdev_accept(
         .read(pa, echo.as_mut_bytes())
         .map_err(|_| internal())?;
     echo.validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     let current = AcceptEvidence {
         nonce: g.v.accept_nonce,
         report_digest: g.v.report_digest,
@@ -289,15 +291,15 @@ pub fn vdev_accept(
         reserved: [0; 3],
     };
     echo.matches(&current)
-        .map_err(|f| st(StatusCode::EvidenceMismatch, f as u8))?;
+        .map_err(|f| Status::arg(StatusCode::EvidenceMismatch, f as u8))?;
     g.v.state = VdevState::Starting.raw();
     g.v.op = DeviceOp::Start.raw();
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(GuestNext::DeviceRequest {
-        vdev: g.vdev.pa(),
+        vdev: g.v.pa(),
         op: DeviceOp::Start,
         ticket: g.v.guest_ticket,
     })
@@ -309,18 +311,19 @@ pub fn vdev_stop(
     caller: GuestCaller,
     a: args::GVdevStop,
 ) -> Result<GuestNext, Status> {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
     if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    let pa = g.vdev.pa();
+    let pa = g.v.pa();
     vdev_t1_off(t, pa, &mut g.v);
     g.v.op = DeviceOp::Stop.raw();
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(GuestNext::DeviceRequest {
         vdev: pa,
         op: DeviceOp::Stop,
@@ -335,7 +338,7 @@ fn stage1_min_bits(v: &VdevObj) -> Result<u8, Status> {
     let t = ViommuType::from_raw(u64::from(v.viommu_type)).ok_or_else(internal)?;
     stage1_format(t.stage1_format())
         .min_ia_bits()
-        .ok_or(st(StatusCode::NotSupported, 1))
+        .ok_or(Status::arg(StatusCode::NotSupported, 1))
 }
 
 /// A PASID argument that names one PASID or none (not ALL).
@@ -343,79 +346,80 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
     match PasidArg::from_raw(raw) {
         Some(PasidArg::NoPasid) => Ok(None),
         Some(PasidArg::Pasid(p)) => Ok(Some(p)),
-        Some(PasidArg::All) | None => Err(st(StatusCode::InvalidArgument, arg)),
+        Some(PasidArg::All) | None => Err(Status::arg(StatusCode::InvalidArgument, arg)),
     }
 }
 
 /// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
 pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let pasid = one_pasid(a.pasid, 2)?;
     let root = a.root;
     let min = stage1_min_bits(&g.v)?;
-    let config = S1Config::from_raw(a.config, min).ok_or(st(StatusCode::InvalidArgument, 4))?;
+    let config =
+        S1Config::from_raw(a.config, min).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
     if !root.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     if g.tvm.gpa_bits >= 64 || root.0 >> g.tvm.gpa_bits != 0 {
-        return Err(st(StatusCode::OutOfRange, 3));
+        return Err(Status::arg(StatusCode::OutOfRange, 3));
     }
     g.v.pasids
         .attach(pasid, root, config.ia_bits)
         .map_err(|e| match e {
-            PasidError::Full => st(StatusCode::Capacity, 2),
-            PasidError::Misaligned => st(StatusCode::Misaligned, 3),
+            PasidError::Full => Status::arg(StatusCode::Capacity, 2),
+            PasidError::Misaligned => Status::arg(StatusCode::Misaligned, 3),
             PasidError::PasidOutOfRange | PasidError::NotAttached => {
-                st(StatusCode::InvalidArgument, 2)
+                Status::arg(StatusCode::InvalidArgument, 2)
             }
         })?;
     // Translations read the VDEV object without its lock: the new root must be in place
     // before the old one's walks go, or one could be cached again in between.
-    objects::save(t.platform, &g.vdev, &g.v)?;
-    t.iotlb
-        .lock()
-        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    g.v.save()?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
     OK
 }
 
 /// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
 pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let pasid = one_pasid(a.pasid, 2)?;
     stage1_min_bits(&g.v)?;
     g.v.pasids
         .detach(pasid)
-        .map_err(|_| st(StatusCode::NotMapped, 2))?;
+        .map_err(|_| Status::arg(StatusCode::NotMapped, 2))?;
     // As in G_S1_ATTACH: the object first, then the cached walks of the old root.
-    objects::save(t.platform, &g.vdev, &g.v)?;
-    t.iotlb
-        .lock()
-        .invalidate_pasid(VdevId(g.vdev.pa().0), pasid);
+    g.v.save()?;
+    t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
     OK
 }
 
 /// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
 pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -> Reply {
-    let g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let scope = match PasidArg::from_raw(a.pasid) {
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
         Some(PasidArg::Pasid(p)) => PasidScope::One(Some(p)),
-        None => return Err(st(StatusCode::InvalidArgument, 2)),
+        None => return Err(Status::arg(StatusCode::InvalidArgument, 2)),
     };
     let len = if a.size == 0 { u64::MAX } else { a.size };
     t.iotlb
         .lock()
-        .invalidate_guest(VdevId(g.vdev.pa().0), scope, a.iova, len);
+        .invalidate_guest(VdevId(g.v.pa().0), scope, a.iova, len);
     OK
 }
 
 /// G_EVENT_READ: pops one full fault record of the caller's vdevice.
 pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -> Reply {
-    let mut g = lock_own(t, caller, a.vbdf)?;
+    let mut objs = GuestVdevObjs::new_zeroed();
+    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let pa = guest_buffer(
         t,
@@ -435,7 +439,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
         .write(pa, rec.as_bytes())
         .map_err(|_| internal())?;
     g.v.events = q;
-    objects::save(t.platform, &g.vdev, &g.v)?;
+    g.v.save()?;
     Ok(CallResult::ok([
         u64::from(g.v.events.pending()),
         u64::from(g.v.events.overflow()),
@@ -449,7 +453,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
 pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     let buf = a.buffer;
     if !buf.0.is_multiple_of(8) {
-        return Err(st(StatusCode::InvalidBuffer, 2));
+        return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;
     if a.queue == HOST_DOMAIN_EVENTS {
@@ -464,7 +468,7 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
         let rec = host_event(&f, 0, requester, sequence);
         t.platform
             .write(buf, rec.as_bytes())
-            .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 2))?;
         *q = next;
         let left = q.host_summary();
         return Ok(CallResult::ok([
@@ -474,7 +478,8 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
             0,
         ]));
     }
-    let (gv, mut v) = lock_vdev(t, Pa(a.queue), 1)?;
+    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1, &mut vdev_obj)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
@@ -482,12 +487,12 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     let requester = t.requester_of(&v).ok_or_else(internal)?;
     let mut q = v.host_events.clone();
     let f = q.pop().ok_or(Status::new(StatusCode::Empty))?;
-    let rec = host_event(&f, gv.pa().0, requester, sequence);
+    let rec = host_event(&f, v.pa().0, requester, sequence);
     t.platform
         .write(buf, rec.as_bytes())
-        .map_err(|_| st(StatusCode::InvalidBuffer, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 2))?;
     v.host_events = q;
-    objects::save(t.platform, &gv, &v)?;
+    v.save()?;
     Ok(CallResult::ok([
         u64::from(v.host_events.pending()),
         u64::from(v.host_events.overflow()),
@@ -504,10 +509,12 @@ pub fn test_dma_inject(t: &Tsm<'_>, a: args::TestDmaInject) -> Reply {
     // Keeps the marker in every image that has this handler, so xtask can prove a release
     // image does not (`cargo xtask test`, check "no DMA injection in release images").
     core::hint::black_box(&DMA_INJECT_MARKER);
-    let rid = u16::try_from(a.rid).map_err(|_| st(StatusCode::InvalidArgument, 1))?;
+    let rid = u16::try_from(a.rid).map_err(|_| Status::arg(StatusCode::InvalidArgument, 1))?;
     let pasid = one_pasid(a.pasid, 2)?;
-    let flags = DmaInjectFlags::from_bits(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
-    let segment = u16::try_from(a.segment).map_err(|_| st(StatusCode::InvalidArgument, 5))?;
+    let flags =
+        DmaInjectFlags::from_bits(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
+    let segment =
+        u16::try_from(a.segment).map_err(|_| Status::arg(StatusCode::InvalidArgument, 5))?;
     let req = viommu::Request {
         requester: viommu::Requester { segment, rid },
         pasid,
@@ -528,7 +535,7 @@ pub fn test_dma_inject(t: &Tsm<'_>, a: args::TestDmaInject) -> Reply {
         Err(fault) => {
             record_fault(t, req.requester, &fault);
             let (reason, _) = crate::viommu_glue::event_reason(fault.reason);
-            Ok(CallResult::status(st(
+            Ok(CallResult::status(Status::arg(
                 StatusCode::DmaFault,
                 reason.raw() as u8,
             )))
@@ -555,7 +562,8 @@ impl Tsm<'_> {
     /// the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
     pub fn guest_op_result(&self, vdev: Pa, ticket: u64) -> Option<Status> {
         let cancelled = Some(Status::new(StatusCode::Cancelled));
-        let Ok((g, mut v)) = lock_vdev(self, vdev, 1) else {
+        let mut vdev_obj = VdevObj::new_zeroed();
+        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1, &mut vdev_obj) else {
             return cancelled;
         };
         if ticket == 0 || v.guest_ticket != ticket {
@@ -565,7 +573,7 @@ impl Tsm<'_> {
             return None;
         }
         v.guest_ticket = 0;
-        if objects::save(self.platform, &g, &v).is_err() {
+        if v.save().is_err() {
             return cancelled;
         }
         let code = u8::try_from(v.guest_result)

@@ -10,19 +10,16 @@ use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
+use zerocopy::FromZeros;
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
 use crate::dispatch::Reply;
-use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, TvmObj, internal};
+use crate::granule::GranuleState;
+use crate::objects::{self, TvmHandle, TvmObj, internal};
 use crate::tsm::Tsm;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
-
-fn st(code: StatusCode, arg: u8) -> Status {
-    Status::arg(code, arg)
-}
 
 /// GRANULE_DELEGATE: NS → DELEGATED; the host loses access before the call returns.
 pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
@@ -37,11 +34,11 @@ pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
     if g.refcount() != 0 {
         // Mapped shared into a TVM: delegating it would put a secure granule in a TVM's
         // shared window.
-        return Err(st(StatusCode::GranuleState, 1));
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     t.platform
         .unmap_from_host(pa)
-        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
+        .map_err(|_| Status::arg(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Delegated)
         .map_err(|e| e.status(1))?;
@@ -53,31 +50,15 @@ pub fn granule_undelegate(t: &Tsm<'_>, a: args::GranuleUndelegate) -> Reply {
     let pa = a.pa;
     let mut g = t.granules.lock(pa).map_err(|e| e.status(1))?;
     if g.state() != GranuleState::Delegated {
-        return Err(st(StatusCode::GranuleState, 1));
+        return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     t.scrub(pa)?;
     t.platform
         .map_to_host(pa)
-        .map_err(|_| st(StatusCode::OutOfRange, 1))?;
+        .map_err(|_| Status::arg(StatusCode::OutOfRange, 1))?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Ns).map_err(|e| e.status(1))?;
     OK
-}
-
-/// Locks a TVM by handle and copies its object out.
-/// Always inlined so the object is not copied through temporaries (see [`objects::load`]).
-#[inline(always)]
-pub(crate) fn lock_tvm<'t, 'a>(
-    t: &'t Tsm<'a>,
-    pa: Pa,
-    arg: u8,
-) -> Result<(Locked<'t, 'a>, TvmObj), Status> {
-    let g = t
-        .granules
-        .lock_in(pa, GranuleState::Tvm)
-        .map_err(|e| e.status(arg))?;
-    let o: TvmObj = objects::load(t.platform, &g)?;
-    Ok((g, o))
 }
 
 /// TVM_CREATE: a TVM object and its root table, from two delegated granules.
@@ -86,9 +67,9 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
     let params: TvmParams = t.read_params(a.params, 2)?;
     params
         .validate()
-        .map_err(|_| st(StatusCode::InvalidArgument, 2))?;
+        .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
     if params.gpa_bits < addrmap::MIN_GPA_BITS || params.gpa_bits > t.max_gpa_bits() {
-        return Err(st(StatusCode::InvalidArgument, 2));
+        return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
     let (mut gt, mut gr) = t.lock_pair((tvm, 1), (root, 3))?;
     gt.state()
@@ -98,12 +79,12 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(3))?;
     t.scrub(root)?;
-    let mut obj: TvmObj = zerocopy::FromZeros::new_zeroed();
+    let mut obj = TvmObj::new_zeroed();
     obj.state = TvmState::New.raw();
     obj.gpa_bits = u32::from(params.gpa_bits);
     obj.root = root.0;
     obj.max_vcpus = u64::from(params.max_vcpus);
-    objects::save(t.platform, &gt, &obj)?;
+    objects::save_new(t, &gt, &obj)?;
     gt.transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
     gr.transition(GranuleState::Table)
         .map_err(|e| e.status(3))?;
@@ -112,12 +93,13 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
 
 /// TVM_ACTIVATE: NEW → ACTIVE.
 pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
-    let (g, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if o.state != TvmState::New.raw() {
-        return Err(st(StatusCode::ObjectState, 1));
+        return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     o.state = TvmState::Active.raw();
-    objects::save(t.platform, &g, &o)?;
+    o.save()?;
     OK
 }
 
@@ -140,38 +122,37 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
-    let (mut g, o) = lock_tvm(t, a.tvm, 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if let Some(kind) = tvm_children(&o) {
-        return Err(st(StatusCode::InUse, kind as u8));
+        return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
     let root = Pa(o.root);
     let mut gr = t
         .granules
         .lock_in(root, GranuleState::Table)
         .map_err(|_| internal())?;
-    if gr.refcount() != 0 || g.refcount() != 0 {
-        return Err(st(StatusCode::InUse, ObjectKind::Table as u8));
+    if gr.refcount() != 0 || o.refcount() != 0 {
+        return Err(Status::arg(StatusCode::InUse, ObjectKind::Table as u8));
     }
     t.platform.invalidate_guest_all(root);
     t.iotlb
         .lock()
-        .invalidate_tvm(crate::viommu::TvmId(g.pa().0));
+        .invalidate_tvm(crate::viommu::TvmId(o.pa().0));
     t.scrub(root)?;
-    t.scrub(g.pa())?;
     gr.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
-    g.transition(GranuleState::Delegated)
-        .map_err(|_| internal())?;
+    o.destroy()?;
     OK
 }
 
 /// Checks a GPA argument against the TVM: aligned to `align`, inside its GPA space.
 fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
     if !gpa.0.is_multiple_of(align) {
-        return Err(st(StatusCode::Misaligned, arg));
+        return Err(Status::arg(StatusCode::Misaligned, arg));
     }
     if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
-        return Err(st(StatusCode::OutOfRange, arg));
+        return Err(Status::arg(StatusCode::OutOfRange, arg));
     }
     Ok(())
 }
@@ -184,7 +165,7 @@ fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), St
     check_gpa(o, gpa, GRANULE_SIZE, arg)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     if gpa.is_shared(bits) != (kind == MapKind::Shared) {
-        return Err(st(StatusCode::OutOfRange, arg));
+        return Err(Status::arg(StatusCode::OutOfRange, arg));
     }
     Ok(())
 }
@@ -193,14 +174,14 @@ fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), St
 fn check_level(raw: u64, arg: u8) -> Result<u8, Status> {
     match raw {
         1..=3 => Ok(raw as u8),
-        _ => Err(st(StatusCode::InvalidArgument, arg)),
+        _ => Err(Status::arg(StatusCode::InvalidArgument, arg)),
     }
 }
 
 /// Maps a walk failure to a status; `unmapped` is the status for a missing entry.
 fn walk_status(e: WalkError, unmapped: Status) -> Status {
     match e {
-        WalkError::TableMissing(l) => st(StatusCode::TableMissing, l),
+        WalkError::TableMissing(l) => Status::arg(StatusCode::TableMissing, l),
         WalkError::NotMapped => unmapped,
         WalkError::Foreign(_) | WalkError::Mem(_) => internal(),
     }
@@ -212,18 +193,19 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
-        .ok_or(st(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
         .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
-        return Err(st(StatusCode::AlreadyMapped, 2));
+        return Err(Status::arg(StatusCode::AlreadyMapped, 2));
     }
-    if new.granule_base() == gt.pa() || new.granule_base() == parent {
-        return Err(st(StatusCode::GranuleState, 4));
+    if new.granule_base() == o.pa() || new.granule_base() == parent {
+        return Err(Status::arg(StatusCode::GranuleState, 4));
     }
     let mut gp = t
         .granules
@@ -233,7 +215,10 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     gn.state()
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
-    o.tables = o.tables.checked_add(1).ok_or(st(StatusCode::Capacity, 1))?;
+    o.tables = o
+        .tables
+        .checked_add(1)
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     // Guard changes (published when the guards drop) come after every fallible write.
     t.scrub(new)?;
     map.write_raw(
@@ -242,7 +227,7 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
         map.format().table(new),
     )
     .map_err(|_| internal())?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gp.get().map_err(|_| internal())?;
     gn.transition(GranuleState::Table)
         .map_err(|e| e.status(4))?;
@@ -255,15 +240,16 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     let level = check_level(a.level, 3)?;
     let parent_level = level
         .checked_sub(1)
-        .ok_or(st(StatusCode::InvalidArgument, 3))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+        .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
         .entry(gpa, parent_level)
         .map_err(|e| walk_status(e, internal()))?;
     let Entry::Table(child) = entry else {
-        return Err(st(StatusCode::TableMissing, level));
+        return Err(Status::arg(StatusCode::TableMissing, level));
     };
     let mut gp = t
         .granules
@@ -279,7 +265,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
         } else {
             ObjectKind::Table
         };
-        return Err(st(StatusCode::InUse, kind as u8));
+        return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
     o.tables = o.tables.checked_sub(1).ok_or_else(internal)?;
     map.write_raw(parent, addrmap::index(gpa, parent_level), 0)
@@ -287,9 +273,9 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     t.platform.invalidate_guest_all(Pa(o.root));
     t.iotlb
         .lock()
-        .invalidate_gpa(crate::viommu::TvmId(gt.pa().0), gpa, table_span(level));
+        .invalidate_gpa(crate::viommu::TvmId(o.pa().0), gpa, table_span(level));
     t.scrub(child)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gp.put().map_err(|_| internal())?;
     gc.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
@@ -303,7 +289,7 @@ fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
         .entry(gpa, LEAF_LEVEL)
         .map_err(|e| walk_status(e, internal()))?;
     if entry != Entry::Invalid {
-        return Err(st(StatusCode::AlreadyMapped, 2));
+        return Err(Status::arg(StatusCode::AlreadyMapped, 2));
     }
     Ok(table)
 }
@@ -321,10 +307,10 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
     for off in (0..GRANULE_SIZE).step_by(chunk.len()) {
         let from = src
             .checked_add(off)
-            .ok_or(st(StatusCode::InvalidBuffer, 4))?;
+            .ok_or(Status::arg(StatusCode::InvalidBuffer, 4))?;
         t.platform
             .read(from, &mut chunk)
-            .map_err(|_| st(StatusCode::InvalidBuffer, 4))?;
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, 4))?;
         let to = dst.checked_add(off).ok_or_else(internal)?;
         t.platform.write(to, &chunk).map_err(|_| internal())?;
     }
@@ -336,30 +322,31 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 /// activation).
 pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let (gpa, page, src) = (a.gpa, a.page, a.source);
-    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 5))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 5))?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     let src = if src == NO_SOURCE {
         None
     } else {
         if o.state != TvmState::New.raw() {
-            return Err(st(StatusCode::ObjectState, 1));
+            return Err(Status::arg(StatusCode::ObjectState, 1));
         }
         if !Pa(src).is_granule_aligned() {
-            return Err(st(StatusCode::Misaligned, 4));
+            return Err(Status::arg(StatusCode::Misaligned, 4));
         }
         Some(Pa(src))
     };
     let table = free_leaf_slot(t, &o, gpa)?;
-    if page.granule_base() == gt.pa() || page.granule_base() == table {
-        return Err(st(StatusCode::GranuleState, 3));
+    if page.granule_base() == o.pa() || page.granule_base() == table {
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
-    if src.is_some_and(|s| s == gt.pa() || s == table || s == page.granule_base()) {
-        return Err(st(StatusCode::InvalidBuffer, 4));
+    if src.is_some_and(|s| s == o.pa() || s == table || s == page.granule_base()) {
+        return Err(Status::arg(StatusCode::InvalidBuffer, 4));
     }
     let mut gl = t
         .granules
@@ -372,13 +359,13 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
             // InvalidBuffer(4), the one status MAP_PRIVATE documents for it.
             let (gpg, gs) = t.lock_pair((page, 3), (s, 4)).map_err(|e| {
                 if e.index == 4 {
-                    st(StatusCode::InvalidBuffer, 4)
+                    Status::arg(StatusCode::InvalidBuffer, 4)
                 } else {
                     e
                 }
             })?;
             if gs.state() != GranuleState::Ns {
-                return Err(st(StatusCode::InvalidBuffer, 4));
+                return Err(Status::arg(StatusCode::InvalidBuffer, 4));
             }
             (gpg, Some(gs))
         }
@@ -390,13 +377,13 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     o.private_pages = o
         .private_pages
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     match src {
         Some(s) => copy_granule(t, s, page)?,
         None => t.scrub(page)?,
     }
     write_leaf(t, &o, table, gpa, page, perms(flags), MapKind::Private)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gl.get().map_err(|_| internal())?;
     gpg.transition(GranuleState::Private)
         .map_err(|e| e.status(3))?;
@@ -423,15 +410,16 @@ fn write_leaf(
 /// counts its shared mappings, so it cannot be delegated while mapped.
 pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     let (gpa, ns) = (a.gpa, a.page);
-    let flags = MapFlags::from_arg(a.flags).ok_or(st(StatusCode::InvalidArgument, 4))?;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
-        return Err(st(StatusCode::Misaligned, 3));
+        return Err(Status::arg(StatusCode::Misaligned, 3));
     }
     let table = free_leaf_slot(t, &o, gpa)?;
-    if ns == gt.pa() || ns == table {
-        return Err(st(StatusCode::GranuleState, 3));
+    if ns == o.pa() || ns == table {
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     let mut gl = t
         .granules
@@ -439,17 +427,17 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
         .map_err(|_| internal())?;
     let mut gn = t.granules.lock(ns).map_err(|e| e.status(3))?;
     if gn.state() != GranuleState::Ns {
-        return Err(st(StatusCode::GranuleState, 3));
+        return Err(Status::arg(StatusCode::GranuleState, 3));
     }
     o.shared_pages = o
         .shared_pages
         .checked_add(1)
-        .ok_or(st(StatusCode::Capacity, 1))?;
+        .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     if gn.refcount() >= crate::granule::MAX_REFCOUNT {
-        return Err(st(StatusCode::Capacity, 3));
+        return Err(Status::arg(StatusCode::Capacity, 3));
     }
     write_leaf(t, &o, table, gpa, ns, perms(flags), MapKind::Shared)?;
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gn.get().map_err(|e| e.status(3))?;
     gl.get().map_err(|_| internal())?;
     OK
@@ -459,10 +447,11 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
 /// scrubbed and goes back to DELEGATED. Returns the page's PA.
 pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let gpa = a.gpa;
-    let (gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
-    let not_mapped = st(StatusCode::NotMapped, 2);
+    let not_mapped = Status::arg(StatusCode::NotMapped, 2);
     let (table, entry) = map.entry(gpa, LEAF_LEVEL).map_err(|e| match e {
         WalkError::TableMissing(_) => not_mapped,
         e => walk_status(e, not_mapped),
@@ -493,11 +482,11 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0)
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_page(Pa(o.root), gpa);
-    t.viommu_unmapped(gt.pa(), gpa);
+    t.viommu_unmapped(o.pa(), gpa);
     if leaf.kind == MapKind::Private {
         t.scrub(leaf.pa)?;
     }
-    objects::save(t.platform, &gt, &o)?;
+    o.save()?;
     gl.put().map_err(|_| internal())?;
     match leaf.kind {
         MapKind::Private => gpg

@@ -1,21 +1,21 @@
 //! vCPU calls. VCPU_RUN's protocol (claim, entry, exits) is in [`crate::run`].
 
-use tsm_abi::addr::Pa;
 use tsm_abi::call::args;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{Status, StatusCode};
+use zerocopy::FromZeros;
 
-use crate::calls::memory::lock_tvm;
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{self, VcpuObj, internal};
+use crate::objects::{self, TvmHandle, TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// VCPU_CREATE: a vCPU of a NEW TVM, in a delegated granule.
 pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
     let (vcpu, entry) = (a.vcpu, a.entry);
-    let (mut gt, mut o) = lock_tvm(t, a.tvm, 1)?;
+    let mut tvm_obj = TvmObj::new_zeroed();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
     if o.state != TvmState::New.raw() {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -25,7 +25,7 @@ pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
     if o.gpa_bits >= 64 || entry.0 >> o.gpa_bits != 0 {
         return Err(Status::arg(StatusCode::OutOfRange, 3));
     }
-    if vcpu == gt.pa() {
+    if vcpu == o.pa() {
         return Err(Status::arg(StatusCode::GranuleState, 2));
     }
     let mut gv = t.granules.lock(vcpu).map_err(|e| e.status(2))?;
@@ -36,20 +36,20 @@ pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
     let index = o.vcpus_created;
     o.vcpus_created = index.checked_add(1).ok_or(cap)?;
     o.vcpus = o.vcpus.checked_add(1).ok_or(cap)?;
-    gt.get().map_err(|_| cap)?;
+    o.get().map_err(|_| cap)?;
     // The run state and the HAL's context area (crate::run) must start zeroed, not with what
     // the host left in the granule before delegating it.
     t.scrub(vcpu)?;
     let obj = VcpuObj {
-        tvm: gt.pa().0,
+        tvm: o.pa().0,
         entry: entry.0,
         arg0: a.arg0,
         index,
         exited: 0,
         exit_code: 0,
     };
-    objects::save(t.platform, &gv, &obj)?;
-    objects::save(t.platform, &gt, &o)?;
+    objects::save_new(t, &gv, &obj)?;
+    o.save()?;
     gv.transition(GranuleState::Vcpu).map_err(|e| e.status(2))?;
     Ok(CallResult::ok([0; 4]))
 }
@@ -57,33 +57,22 @@ pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
 /// VCPU_DESTROY: the vCPU's granule goes back to DELEGATED.
 pub fn vcpu_destroy(t: &Tsm<'_>, a: args::VcpuDestroy) -> Reply {
     let vcpu = a.vcpu;
-    // Lock order is TVM before VCPU: learn the TVM, drop the vCPU, lock both in order and
-    // check the vCPU is still the same one.
-    let tvm = {
-        let gv = t
-            .granules
-            .lock_in(vcpu, GranuleState::Vcpu)
-            .map_err(|e| e.status(1))?;
-        objects::load::<VcpuObj>(t.platform, &gv)?.tvm
-    };
-    let (mut gt, mut o) =
-        lock_tvm(t, Pa(tvm), 1).map_err(|_| Status::arg(StatusCode::BadHandle, 1))?;
-    let mut gv = t
-        .granules
-        .lock_in(vcpu, GranuleState::Vcpu)
-        .map_err(|e| e.status(1))?;
-    if objects::load::<VcpuObj>(t.platform, &gv)?.tvm != tvm {
-        return Err(Status::arg(StatusCode::BadHandle, 1));
-    }
+    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (mut o, mut gv) = t.lock_with_parent(
+        VcpuHandle::new(vcpu),
+        1,
+        TvmLink::tvm,
+        (&mut tvm_obj, &mut vcpu_obj),
+    )?;
     // A running vCPU's context area belongs to the CPU running it until its VCPU_RUN ends.
-    if crate::run::is_running(t, &gv)? {
+    if crate::run::is_running(t, gv.granule())? {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     // The granule holds the guest's saved registers: zero it before it can be reused.
     t.scrub(vcpu)?;
     o.vcpus = o.vcpus.checked_sub(1).ok_or_else(internal)?;
-    gt.put().map_err(|_| internal())?;
-    objects::save(t.platform, &gt, &o)?;
+    o.put().map_err(|_| internal())?;
+    o.save()?;
     gv.transition(GranuleState::Delegated)
         .map_err(|_| internal())?;
     Ok(CallResult::ok([0; 4]))

@@ -1,0 +1,234 @@
+//! Locked objects: a [`Guard`] holds an object's granule lock and its copy, so a handler cannot
+//! read an object it has not locked, or write one back to a granule it does not hold. Handlers
+//! get guards only from [`Tsm::lock`] and the constructors below, which take locks in the order
+//! of [`crate::granule`].
+
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+
+use tsm_abi::addr::Pa;
+use tsm_abi::status::{Status, StatusCode};
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::{Child, Object, PdevObj, TvmObj, VdevObj, ViommuObj, internal, load_into, write};
+use crate::granule::{GranuleError, GranuleState, Locked};
+use crate::tsm::Tsm;
+
+/// The handle of an object of kind `O`: its granule's address. A handle the host passes is
+/// only a claim; `Tsm::lock` checks the granule holds an `O`.
+pub struct Handle<O>(Pa, PhantomData<fn() -> O>);
+
+impl<O> Handle<O> {
+    /// The handle naming `pa`.
+    pub const fn new(pa: Pa) -> Self {
+        Handle(pa, PhantomData)
+    }
+
+    /// The granule's address.
+    pub const fn pa(self) -> Pa {
+        self.0
+    }
+}
+
+// By hand: derives would bound them on `O`, which never needs them.
+impl<O> Clone for Handle<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for Handle<O> {}
+impl<O> PartialEq for Handle<O> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<O> Eq for Handle<O> {}
+impl<O> core::fmt::Debug for Handle<O> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Handle({:#x})", self.0.0)
+    }
+}
+
+/// A locked object and its copy. Changes go to the copy until [`Guard::save`]; granule state
+/// and refcount changes are staged in the granule lock and published when the guard drops.
+///
+/// The copy lives in the caller's frame and the guard borrows it: a guard that owned it would
+/// be moved out of the constructor, a whole-object copy per lock (up to 2.5 KiB, on every call;
+/// docs/profile-aarch64.md), which LLVM does not elide into a struct field.
+pub struct Guard<'t, 'a, O: Object> {
+    t: &'t Tsm<'a>,
+    g: Locked<'t, 'a>,
+    obj: &'t mut O,
+}
+
+impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
+    /// The object's handle.
+    pub fn handle(&self) -> Handle<O> {
+        Handle::new(self.g.pa())
+    }
+
+    /// The object's granule address.
+    pub fn pa(&self) -> Pa {
+        self.g.pa()
+    }
+
+    /// The locked granule, for what it holds beside the object (a VCPU's run state, a VDEV's
+    /// interface report).
+    pub(crate) fn granule(&self) -> &Locked<'t, 'a> {
+        &self.g
+    }
+
+    /// References to the object's granule.
+    pub fn refcount(&self) -> u16 {
+        self.g.refcount()
+    }
+
+    /// Takes one more reference to the object's granule.
+    pub fn get(&mut self) -> Result<(), GranuleError> {
+        self.g.get()
+    }
+
+    /// Drops one reference to the object's granule.
+    pub fn put(&mut self) -> Result<(), GranuleError> {
+        self.g.put()
+    }
+
+    /// Stages a state change of the object's granule (published when the guard drops).
+    pub fn transition(&mut self, to: GranuleState) -> Result<(), GranuleError> {
+        self.g.transition(to)
+    }
+
+    /// Destroys the object: scrubs its granule and stages DELEGATED (checked against the
+    /// refcount, published when the guard drops).
+    pub fn destroy(mut self) -> Result<(), Status> {
+        self.t.scrub(self.g.pa())?;
+        self.g
+            .transition(GranuleState::Delegated)
+            .map_err(|_| internal())
+    }
+
+    /// Writes the copy back, after checking its invariants ([`Object::invariants`]).
+    pub fn save(&self) -> Result<(), Status> {
+        write(self.t.platform, self.g.pa(), self.obj)
+    }
+}
+
+impl<O: Object> Deref for Guard<'_, '_, O> {
+    type Target = O;
+    fn deref(&self) -> &O {
+        self.obj
+    }
+}
+
+impl<O: Object> DerefMut for Guard<'_, '_, O> {
+    fn deref_mut(&mut self) -> &mut O {
+        self.obj
+    }
+}
+
+/// Room for a VDEV and the objects it hangs off ([`Tsm::lock_family`]).
+#[derive(FromZeros)]
+pub(crate) struct VdevFamilyObjs {
+    tvm: TvmObj,
+    viommu: ViommuObj,
+    pdev: PdevObj,
+    vdev: VdevObj,
+}
+
+/// The objects a VDEV hangs off, locked in order (TVM → VIOMMU → PDEV → VDEV), the VDEV
+/// checked to still name them.
+pub(crate) struct VdevFamily<'t, 'a> {
+    pub tvm: Guard<'t, 'a, TvmObj>,
+    pub viommu: Guard<'t, 'a, ViommuObj>,
+    pub pdev: Guard<'t, 'a, PdevObj>,
+    pub vdev: Guard<'t, 'a, VdevObj>,
+}
+
+impl<'a> Tsm<'a> {
+    /// Locks the object `h` names and copies it into `obj`; errors name argument `arg`.
+    pub(crate) fn lock<'t, O: Object>(
+        &'t self,
+        h: Handle<O>,
+        arg: u8,
+        obj: &'t mut O,
+    ) -> Result<Guard<'t, 'a, O>, Status> {
+        let g = self
+            .granules
+            .lock_in(h.pa(), O::STATE)
+            .map_err(|e| e.status(arg))?;
+        load_into(self.platform, &g, obj)?;
+        Ok(Guard { t: self, g, obj })
+    }
+
+    /// The parent links of the child `h` names, read under its lock and nothing else of it:
+    /// for a call that starts from a child and must lock its parents first.
+    pub(crate) fn links<O: Child>(&self, h: Handle<O>, arg: u8) -> Result<O::Links, Status> {
+        let g = self
+            .granules
+            .lock_in(h.pa(), O::STATE)
+            .map_err(|e| e.status(arg))?;
+        let mut links = O::Links::new_zeroed();
+        self.platform
+            .read(g.pa(), links.as_mut_bytes())
+            .map_err(|_| internal())?;
+        Ok(links)
+    }
+
+    /// Locks a child and the parent `parent` picks from its links, parent first: the child is
+    /// locked alone to learn the parent, dropped, and locked again after the parent, then
+    /// checked to still name it (it may have been destroyed and re-created in between). A
+    /// parent that is gone, or a child that no longer names it, is `BadHandle` (`arg`).
+    pub(crate) fn lock_with_parent<'t, P: Object, C: Child>(
+        &'t self,
+        child: Handle<C>,
+        arg: u8,
+        parent: impl Fn(&C::Links) -> Handle<P>,
+        objs: (&'t mut P, &'t mut C),
+    ) -> Result<(Guard<'t, 'a, P>, Guard<'t, 'a, C>), Status> {
+        let gone = Status::arg(StatusCode::BadHandle, arg);
+        let p = parent(&self.links(child, arg)?);
+        let gp = self.lock(p, arg, objs.0).map_err(|_| gone)?;
+        let gc = self.lock(child, arg, objs.1)?;
+        if parent(&gc.links()) != p {
+            return Err(gone);
+        }
+        Ok((gp, gc))
+    }
+
+    /// Locks a VDEV and every object it hangs off, in lock order. A parent that is gone, or a
+    /// VDEV re-created under other parents meanwhile, is `BadHandle` (`arg`).
+    pub(crate) fn lock_family<'t>(
+        &'t self,
+        vdev: Handle<VdevObj>,
+        arg: u8,
+        objs: &'t mut VdevFamilyObjs,
+    ) -> Result<VdevFamily<'t, 'a>, Status> {
+        let gone = Status::arg(StatusCode::BadHandle, arg);
+        let links = self.links(vdev, arg)?;
+        let tvm = self
+            .lock(links.tvm(), arg, &mut objs.tvm)
+            .map_err(|_| gone)?;
+        let viommu = self
+            .lock(links.viommu(), arg, &mut objs.viommu)
+            .map_err(|_| gone)?;
+        let pdev = self
+            .lock(links.pdev(), arg, &mut objs.pdev)
+            .map_err(|_| gone)?;
+        let vdev = self.lock(vdev, arg, &mut objs.vdev)?;
+        if vdev.links() != links {
+            return Err(gone);
+        }
+        Ok(VdevFamily {
+            tvm,
+            viommu,
+            pdev,
+            vdev,
+        })
+    }
+}
+
+/// Writes a new object into a granule the caller holds and is about to move to `O::STATE`,
+/// after checking its invariants ([`Object::invariants`]).
+pub(crate) fn save_new<O: Object>(t: &Tsm<'_>, g: &Locked<'_, '_>, obj: &O) -> Result<(), Status> {
+    write(t.platform, g.pa(), obj)
+}

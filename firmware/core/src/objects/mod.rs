@@ -1,0 +1,492 @@
+//! TSM objects: plain zerocopy structs stored at the start of their host-donated granule.
+//!
+//! An object is only ever touched under its granule's lock, through a [`Guard`]: locking copies
+//! it out, the call changes the copy, [`Guard::save`] checks the object's invariants and copies
+//! it back. Nothing points into object memory, so a failed call that never saves leaves the
+//! object exactly as it was. A [`Handle`] is the granule's physical address, typed by the kind
+//! of object it names.
+
+use core::mem::offset_of;
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::guest::{DIGEST_SIZE, NONCE_SIZE};
+use tsm_abi::params::{PdevParams, VdevParams};
+
+use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
+use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::viommu::ViommuType;
+use tsm_hal::platform::PhysMem;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::granule::{GranuleState, Locked};
+use crate::viommu::{EventQueue, PasidTable};
+
+/// vdevices one TVM holds (its vBDF table lives in the TVM object).
+pub const MAX_VDEVS_PER_TVM: usize = 32;
+/// vdevices one PDEV holds (its pBDF table lives in the PDEV object).
+pub const MAX_VDEVS_PER_PDEV: usize = 32;
+/// vIOMMUs one TVM holds.
+pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
+
+mod guard;
+
+pub use guard::{Guard, Handle};
+pub(crate) use guard::{VdevFamily, VdevFamilyObjs, save_new};
+
+/// A TVM handle.
+pub type TvmHandle = Handle<TvmObj>;
+/// A VCPU handle.
+pub type VcpuHandle = Handle<VcpuObj>;
+/// A PDEV handle.
+pub type PdevHandle = Handle<PdevObj>;
+/// A VIOMMU handle.
+pub type ViommuHandle = Handle<ViommuObj>;
+/// A VDEV handle.
+pub type VdevHandle = Handle<VdevObj>;
+
+/// A struct that lives at the start of a granule in state [`Object::STATE`].
+pub trait Object: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+    /// The granule state that holds this kind of object.
+    const STATE: GranuleState;
+
+    /// What holds for the object between calls, checked whenever it is written back (TF-RMM
+    /// asserts its granule invariants at every unlock). A violation is a TSM bug, never a
+    /// consequence of host or guest input: the write is refused (a debug build panics first).
+    fn invariants(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+}
+
+/// An object that names parent objects. The links lead the object's layout, so a call that
+/// starts from the child can read them alone ([`Tsm::links`](crate::tsm::Tsm)) to learn which
+/// parents to lock first.
+pub trait Child: Object {
+    /// The parent handles, as laid out at the start of the object.
+    type Links: FromBytes + IntoBytes + Immutable + KnownLayout + PartialEq;
+    /// The object's links.
+    fn links(&self) -> Self::Links;
+}
+
+/// The TVM link leading a VCPU or VIOMMU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmLink {
+    tvm: u64,
+}
+
+impl TvmLink {
+    /// The TVM.
+    pub fn tvm(&self) -> TvmHandle {
+        Handle::new(Pa(self.tvm))
+    }
+}
+
+/// The links leading a VDEV.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VdevLinks {
+    tvm: u64,
+    pdev: u64,
+    viommu: u64,
+}
+
+impl VdevLinks {
+    /// The TVM.
+    pub fn tvm(&self) -> TvmHandle {
+        Handle::new(Pa(self.tvm))
+    }
+    /// The PDEV.
+    pub fn pdev(&self) -> PdevHandle {
+        Handle::new(Pa(self.pdev))
+    }
+    /// The vIOMMU.
+    pub fn viommu(&self) -> ViommuHandle {
+        Handle::new(Pa(self.viommu))
+    }
+}
+
+/// Copies the object out of its locked granule into `obj`, read straight into place.
+fn load_into<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>, obj: &mut O) -> Result<(), Status> {
+    debug_assert_eq!(g.state(), O::STATE);
+    mem.read(g.pa(), obj.as_mut_bytes()).map_err(|_| internal())
+}
+
+/// Writes an object to its granule at `pa`, if its invariants hold.
+fn write<O: Object>(mem: &dyn PhysMem, pa: Pa, obj: &O) -> Result<(), Status> {
+    if let Err(broken) = obj.invariants() {
+        debug_assert!(false, "{}: {broken}", core::any::type_name::<O>());
+        return Err(internal());
+    }
+    mem.write(pa, obj.as_bytes()).map_err(|_| internal())
+}
+
+/// A platform memory fault on TSM-owned memory. The granule table covers only DRAM the
+/// platform maps, so this means a broken platform; the call fails without changing state.
+pub fn internal() -> Status {
+    Status::new(StatusCode::NotSupported)
+}
+
+/// One vBDF → vdevice binding of a TVM.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VbdfSlot {
+    /// The VDEV handle.
+    pub vdev: u64,
+    /// The vBDF.
+    pub vbdf: u32,
+    /// Non-zero: in use.
+    pub used: u32,
+}
+
+/// A TVM.
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmObj {
+    /// `TvmState`.
+    pub state: u32,
+    /// Width of the GPA space.
+    pub gpa_bits: u32,
+    /// Root table granule.
+    pub root: u64,
+    /// Most vCPUs.
+    pub max_vcpus: u64,
+    /// vCPUs created so far (indices are never reused).
+    pub vcpus_created: u64,
+    /// Live vCPUs.
+    pub vcpus: u64,
+    /// Live vIOMMUs.
+    pub viommus: u64,
+    /// Live vdevices.
+    pub vdevs: u64,
+    /// Private pages mapped.
+    pub private_pages: u64,
+    /// Shared pages mapped.
+    pub shared_pages: u64,
+    /// Non-root tables.
+    pub tables: u64,
+    /// vBDF table.
+    pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
+}
+
+impl Object for TvmObj {
+    const STATE: GranuleState = GranuleState::Tvm;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        if TvmState::from_raw(self.state.into()).is_none() {
+            return Err("state");
+        }
+        if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
+            return Err("vcpus <= vcpus_created <= max_vcpus");
+        }
+        if self.vbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
+            return Err("one vBDF slot per vdevice");
+        }
+        Ok(())
+    }
+}
+
+/// A vCPU. Its register context is added when the HAL wires VCPU_RUN.
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuObj {
+    /// Owning TVM.
+    pub tvm: u64,
+    /// Entry GPA.
+    pub entry: u64,
+    /// First argument register at entry.
+    pub arg0: u64,
+    /// Index within the TVM.
+    pub index: u64,
+    /// Non-zero once the guest called G_EXIT.
+    pub exited: u64,
+    /// G_EXIT's code.
+    pub exit_code: u64,
+}
+
+impl Object for VcpuObj {
+    const STATE: GranuleState = GranuleState::Vcpu;
+}
+
+impl Child for VcpuObj {
+    type Links = TvmLink;
+    fn links(&self) -> TvmLink {
+        TvmLink { tvm: self.tvm }
+    }
+}
+
+/// One pBDF → vdevice binding of a PDEV.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PbdfSlot {
+    /// The VDEV handle.
+    pub vdev: u64,
+    /// The pBDF.
+    pub pbdf: u32,
+    /// Non-zero: in use.
+    pub used: u32,
+}
+
+/// A PDEV: one device security manager and the requester IDs it manages.
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PdevObj {
+    /// The validated creation parameters.
+    pub params: PdevParams,
+    /// `PdevState`.
+    pub state: u32,
+    /// Pending `DeviceOp`.
+    pub op: u32,
+    /// Requests sent in the pending operation.
+    pub seq: u64,
+    /// Connect step (see `requester`).
+    pub step: u32,
+    /// Negotiated TDISP version byte (0 before READY).
+    pub tdisp_version: u32,
+    /// DSM capabilities the device reported.
+    pub dsm_caps: u32,
+    /// LOCK flags the device supports.
+    pub lock_flags_supported: u32,
+    /// Requests the device supports (bitmap from CAPABILITIES).
+    pub req_msgs_supported: [u8; 16],
+    /// Live vdevices.
+    pub vdevs: u64,
+    /// pBDF table.
+    pub pbdfs: [PbdfSlot; MAX_VDEVS_PER_PDEV],
+}
+
+impl Object for PdevObj {
+    const STATE: GranuleState = GranuleState::Pdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        let state = PdevState::from_raw(self.state.into()).ok_or("state")?;
+        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
+        let expected = match state {
+            PdevState::Connecting => DeviceOp::Connect,
+            _ => DeviceOp::None,
+        };
+        if op != expected {
+            return Err("CONNECT pending exactly while CONNECTING");
+        }
+        if self.pbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
+            return Err("one pBDF slot per vdevice");
+        }
+        Ok(())
+    }
+}
+
+/// A secure vIOMMU.
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ViommuObj {
+    /// Owning TVM.
+    pub tvm: u64,
+    /// `ViommuType`.
+    pub vtype: u32,
+    /// Creation flags (none defined).
+    pub flags: u32,
+    /// Live vdevices under it.
+    pub vdevs: u64,
+}
+
+impl Object for ViommuObj {
+    const STATE: GranuleState = GranuleState::Viommu;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        ViommuType::from_raw(self.vtype.into()).ok_or("vtype")?;
+        Ok(())
+    }
+}
+
+impl Child for ViommuObj {
+    type Links = TvmLink;
+    fn links(&self) -> TvmLink {
+        TvmLink { tvm: self.tvm }
+    }
+}
+
+/// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
+/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]).
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VdevObj {
+    /// Owning TVM.
+    pub tvm: u64,
+    /// Its PDEV.
+    pub pdev: u64,
+    /// Its vIOMMU.
+    pub viommu: u64,
+    /// The validated creation parameters.
+    pub params: VdevParams,
+    /// `VdevState`.
+    pub state: u32,
+    /// Pending `DeviceOp`.
+    pub op: u32,
+    /// Requests sent in the pending operation.
+    pub seq: u64,
+    /// Operation step (see `requester`).
+    pub step: u32,
+    /// `ViommuType` of its vIOMMU (copied at create: the vIOMMU outlives the vdevice).
+    pub viommu_type: u32,
+    /// TDISP version negotiated by the PDEV.
+    pub tdisp_version: u32,
+    /// Non-zero: the TVM accepted the current bind.
+    pub accepted: u32,
+    /// The device's START_INTERFACE nonce (from LOCK_INTERFACE_RESPONSE).
+    pub start_nonce: [u8; 32],
+    /// The TSM's accept nonce for the guest (fresh at every LOCKED).
+    pub accept_nonce: [u8; NONCE_SIZE],
+    /// SHA-256 of the cached report.
+    pub report_digest: [u8; DIGEST_SIZE],
+    /// Report fetches so far.
+    pub report_counter: u64,
+    /// Bytes of report cached (received so far while fetching).
+    pub report_len: u32,
+    /// Total report length the device announced (0 before the first portion).
+    pub report_total: u32,
+    /// Length asked in the outstanding GET_DEVICE_INTERFACE_REPORT.
+    pub report_asked: u32,
+    /// The status code the guest's operation ended with, [`GUEST_OP_PENDING`] while it runs
+    /// (then the pending operation is the guest's: one operation at a time).
+    pub guest_result: u32,
+    /// The ticket of the guest call (accept/stop) whose result `guest_result` holds, 0 if none.
+    /// Tickets are never reused ([`Tsm::guest_ticket`](crate::tsm::Tsm)), so the result reaches
+    /// only the vCPU that started the operation on this incarnation of the vdevice.
+    pub guest_ticket: u64,
+    /// Stage-1 roots per PASID.
+    pub pasids: PasidTable,
+    /// Faults of this vdevice, full records for the guest.
+    pub events: EventQueue,
+    /// The same faults, popped by the host as sanitized records.
+    pub host_events: EventQueue,
+}
+
+impl Object for VdevObj {
+    const STATE: GranuleState = GranuleState::Vdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        let state = VdevState::from_raw(self.state.into()).ok_or("state")?;
+        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
+        let expected = match state {
+            VdevState::Locking => DeviceOp::Bind,
+            VdevState::Starting => DeviceOp::Start,
+            VdevState::Stopping => DeviceOp::Stop,
+            _ => DeviceOp::None,
+        };
+        if op != expected {
+            return Err("an operation pending exactly in LOCKING, STARTING, STOPPING");
+        }
+        if self.accepted != 0 && state != VdevState::Run {
+            return Err("accepted only in RUN");
+        }
+        if self.guest_result == GUEST_OP_PENDING && !matches!(op, DeviceOp::Start | DeviceOp::Stop)
+        {
+            return Err("a guest waits only on START or STOP");
+        }
+        Ok(())
+    }
+}
+
+impl Child for VdevObj {
+    type Links = VdevLinks;
+    fn links(&self) -> VdevLinks {
+        VdevLinks {
+            tvm: self.tvm,
+            pdev: self.pdev,
+            viommu: self.viommu,
+        }
+    }
+}
+
+/// `VdevObj::guest_result` while the guest's operation runs.
+pub const GUEST_OP_PENDING: u32 = u32::MAX;
+
+/// Where the cached interface report starts in a VDEV granule.
+pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
+/// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
+pub const REPORT_CAPACITY: u64 = GRANULE_SIZE - REPORT_OFFSET;
+
+const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
+// The links lead their objects (`Child`).
+const _: () = assert!(offset_of!(VcpuObj, tvm) == offset_of!(TvmLink, tvm));
+const _: () = assert!(offset_of!(ViommuObj, tvm) == offset_of!(TvmLink, tvm));
+const _: () = assert!(
+    offset_of!(VdevObj, tvm) == offset_of!(VdevLinks, tvm)
+        && offset_of!(VdevObj, pdev) == offset_of!(VdevLinks, pdev)
+        && offset_of!(VdevObj, viommu) == offset_of!(VdevLinks, viommu)
+);
+const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
+
+#[cfg(test)]
+mod tests {
+    use zerocopy::FromZeros;
+
+    use super::*;
+
+    fn vdev(state: VdevState, op: DeviceOp) -> VdevObj {
+        let mut v = VdevObj::new_zeroed();
+        v.state = state.raw();
+        v.op = op.raw();
+        v
+    }
+
+    #[test]
+    fn vdev_invariants() {
+        use DeviceOp as Op;
+        use VdevState as S;
+        for (s, op) in [
+            (S::Unlocked, Op::None),
+            (S::Locking, Op::Bind),
+            (S::Locked, Op::None),
+            (S::Starting, Op::Start),
+            (S::Run, Op::None),
+            (S::Stopping, Op::Stop),
+            (S::Error, Op::None),
+        ] {
+            assert_eq!(vdev(s, op).invariants(), Ok(()), "{s:?} {op:?}");
+        }
+        assert!(vdev(S::Locked, Op::Bind).invariants().is_err());
+        assert!(vdev(S::Stopping, Op::None).invariants().is_err());
+        let mut v = vdev(S::Locked, Op::None);
+        v.accepted = 1;
+        assert!(v.invariants().is_err());
+        v.state = S::Run.raw();
+        assert_eq!(v.invariants(), Ok(()));
+        v.guest_result = GUEST_OP_PENDING;
+        assert!(v.invariants().is_err());
+        let mut v = vdev(S::Starting, Op::Start);
+        v.guest_result = GUEST_OP_PENDING;
+        assert_eq!(v.invariants(), Ok(()));
+        v.state = 0;
+        assert!(v.invariants().is_err());
+    }
+
+    #[test]
+    fn tvm_and_pdev_invariants() {
+        let mut t = TvmObj::new_zeroed();
+        t.state = TvmState::New.raw();
+        t.max_vcpus = 2;
+        t.vcpus_created = 2;
+        t.vcpus = 1;
+        assert_eq!(t.invariants(), Ok(()));
+        t.vcpus_created = 3;
+        assert!(t.invariants().is_err());
+        t.vcpus_created = 2;
+        t.vdevs = 1;
+        assert!(t.invariants().is_err());
+        t.vbdfs[0].used = 1;
+        assert_eq!(t.invariants(), Ok(()));
+
+        let mut p = PdevObj::new_zeroed();
+        p.state = PdevState::Connecting.raw();
+        p.op = DeviceOp::Connect.raw();
+        assert_eq!(p.invariants(), Ok(()));
+        p.state = PdevState::Ready.raw();
+        assert!(p.invariants().is_err());
+        p.op = DeviceOp::None.raw();
+        assert_eq!(p.invariants(), Ok(()));
+        p.pbdfs[3].used = 1;
+        assert!(p.invariants().is_err());
+    }
+}
