@@ -11,10 +11,9 @@ use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, PdevFlags, PdevParams, VdevParams};
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{ObjectKind, Status, StatusCode::*};
-use tsm_abi::tdisp::{
-    ErrorCode, InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields, RequestCode,
-};
+use tsm_abi::tdisp::{ErrorCode, InterfaceId, InterfaceInfo, ReportFields, RequestCode};
 use tsm_abi::viommu::{ViommuType, iommufd};
+use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -28,23 +27,6 @@ pub(crate) const RID_BASE: u16 = 0x0100;
 pub(crate) const PBDF: u16 = 0x0101;
 pub(crate) const VBDF: u16 = 0x0008;
 
-/// 32 ranges and 500 info bytes: a 1032-byte report, fetched in two portions.
-const RANGES: [MmioRange; 32] = {
-    let mut r = [MmioRange {
-        first_page: 0,
-        number_of_pages: 1,
-        attributes: RangeAttributes::empty(),
-        range_id: 0,
-    }; 32];
-    let mut i = 0;
-    while i < 32 {
-        r[i].first_page = 0x8_0000 + 0x10 * i as u64;
-        i += 1;
-    }
-    r
-};
-static INFO: [u8; 500] = [0xD5; 500];
-
 /// PF0 (the DSM, which PDEV connect addresses) and two functions.
 pub(crate) fn tdis() -> [TdiConfig<'static>; 3] {
     let tdi = |rid| TdiConfig {
@@ -55,8 +37,9 @@ pub(crate) fn tdis() -> [TdiConfig<'static>; 3] {
             lnr_control: 0,
             tph_control: 0,
         },
-        mmio_ranges: &RANGES,
-        device_specific_info: &INFO,
+        // 32 ranges and 500 info bytes: a 1032-byte report, fetched in two portions.
+        mmio_ranges: &LARGE_REPORT_RANGES,
+        device_specific_info: &LARGE_REPORT_INFO,
     };
     [tdi(RID_BASE), tdi(PBDF), tdi(PBDF + 1)]
 }
