@@ -7,7 +7,8 @@
 //! | [`dispatch`] | decoding a call into its typed form and handing it to its handler; what runs next |
 //! | [`granule`] | per-granule descriptors, states, locks |
 //! | [`objects`] | TSM objects stored in donated granules |
-//! | [`run`] | the VCPU_RUN protocol between the HAL run loops and the core |
+//! | [`run`] | the VCPU_RUN protocol between the run loop and the core |
+//! | [`run_loop`] | the run loop every CPU runs, over the HAL's `tsm_platform::run` traits |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
 //! | [`calls`] | the call handlers |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
@@ -37,6 +38,7 @@ pub mod dispatch;
 pub mod granule;
 pub mod objects;
 pub mod run;
+pub mod run_loop;
 pub mod tsm;
 pub mod viommu;
 pub mod viommu_glue;

@@ -1,23 +1,25 @@
 //! The VCPU_RUN protocol: how a host call becomes a guest run and how a guest trap becomes either
-//! a resumed guest or the end of the host's VCPU_RUN. Arch-neutral: the HAL run loops of both
-//! architectures drive it the same way.
+//! a resumed guest or the end of the host's VCPU_RUN. Arch-neutral: the run loop
+//! ([`crate::run_loop`]) drives it the same way on both architectures, over the HAL's
+//! `HostCpu` (`host`) and `GuestCpu` (`guest`) of `tsm_platform::run`.
 //!
 //! # Who calls what
 //!
 //! ```text
 //! loop {
-//!     host traps with a call `regs`
+//!     host.run() traps with a call `regs`
 //!     match tsm.host_call(&regs) {
-//!         HostStep::Reply(r)   => write r into the host's result registers; run the host again
-//!         HostStep::Enter(e)   => loop {                        // the host's VCPU_RUN is pending
-//!             HAL: switch to the guest e.vcpu (stage-2 root e.root, tag for that root),
-//!                  loading/saving its registers in the context area at e.context;
-//!                  e.resume says how to (re)start it
-//!             guest traps: `exit: GuestExit`
+//!         HostStep::Reply(r)   => host.complete_call(r); run the host again
+//!         HostStep::Enter(e)   => resume = e.resume; loop {   // the host's VCPU_RUN is pending
+//!             exit = guest.run_guest(e.context, e.root, resume):
+//!                  the HAL switches to the guest (stage-2 root e.root, tag for that root),
+//!                  loading/saving its registers in the context area at e.context; `resume`
+//!                  says how to (re)start it; it returns when the guest traps (a HAL entry
+//!                  error becomes a FAULT exit without an address)
 //!             match tsm.guest_exit(e.vcpu, exit) {
-//!                 GuestStep::Resume(r)  => e.resume = r; continue with the same guest
-//!                 GuestStep::ToHost(r)  => write r into the host's result registers
-//!                                          (it completes VCPU_RUN); run the host again
+//!                 GuestStep::Resume(r)  => resume = r; continue with the same guest
+//!                 GuestStep::ToHost(r)  => host.complete_call(r) (it completes VCPU_RUN);
+//!                                          run the host again
 //!             }
 //!         }
 //!     }
@@ -85,6 +87,9 @@ use crate::granule::{GranuleState, Locked};
 use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
+// The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
+pub use tsm_hal::platform::run::{GuestExit, Resume};
+
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
 pub const RUN_STATE_OFFSET: u64 = 1024;
 /// Where the HAL's saved guest context starts in a VCPU granule.
@@ -151,25 +156,6 @@ fn save_run(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &RunState) -> Result<(), Status>
         .map_err(|_| internal())
 }
 
-/// How the HAL (re)starts the guest.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Resume {
-    /// First entry: the HAL builds a fresh frame in the (zeroed) context area: every register
-    /// 0 but the PC = `entry` and the first argument register = `arg0`, in the guest's initial
-    /// mode (docs/design.md, "Guests").
-    Start {
-        /// Entry GPA (VCPU_CREATE argument 3).
-        entry: Gpa,
-        /// First argument register (VCPU_CREATE argument 4).
-        arg0: u64,
-    },
-    /// Continue at the saved PC (after a fault: the faulting instruction is retried).
-    Continue,
-    /// Complete the call the guest trapped on: the status and result registers get these
-    /// values, then continue after the call instruction.
-    Return(CallResult),
-}
-
 /// Switch from the host to a guest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct GuestEntry {
@@ -192,23 +178,6 @@ pub enum HostStep {
     Reply(CallResult),
     /// The host's VCPU_RUN stays pending: run this guest.
     Enter(GuestEntry),
-}
-
-/// Why a guest stopped running (filled by the HAL from the trapped context).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum GuestExit {
-    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `syscall`), registers copied once.
-    Call(CallRegs),
-    /// Anything else: a stage-2 / page fault, another exception, an interrupt.
-    Fault {
-        /// aarch64: ESR_EL2 (0 for an interrupt); x86_64: vector in 7:0, error code in 63:32.
-        syndrome: u64,
-        /// The faulting GPA when the fault is on a guest-physical address the TVM's map does
-        /// not (or not so) map. Reported granule-aligned.
-        gpa: Option<Gpa>,
-        /// The access was a write.
-        write: bool,
-    },
 }
 
 /// What to do after a guest trap.

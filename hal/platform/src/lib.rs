@@ -1,5 +1,5 @@
 //! What the monitor core needs from a platform, and nothing else: the traits it is written
-//! against and the stream numbers of the console records it relays. `tsm-hal` implements the
+//! against (its run loop's in [`run`]) and the stream numbers of the console records it relays. `tsm-hal` implements the
 //! traits on the real machines, `tsm-core`'s tests over ordinary memory. Keeping them out of
 //! `tsm-hal` keeps the core's build free of the HAL's dependencies (defmt, COBS, the device-tree
 //! parser) and lets xtask read the stream numbers from here.
@@ -20,6 +20,7 @@
 use tsm_abi::addr::{Gpa, Pa};
 
 pub mod log;
+pub mod run;
 #[cfg(test)]
 mod zero_tests;
 

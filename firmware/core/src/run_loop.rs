@@ -1,0 +1,159 @@
+//! The run loop: what every CPU of the TSM does once boot hands it the host, the same on both
+//! arches. The HAL supplies the machine ([`HostCpu`]: run the host until it traps, complete its
+//! call, judge a trap that is not a call; [`GuestCpu`]: run a vCPU until it traps); the loop
+//! hands every call to the core's VCPU_RUN protocol and never sees a register frame. The calls
+//! it makes are those of [`crate::run`] ("Who calls what"); besides them:
+//!
+//! - a host trap that is not a call goes to [`HostCpu::handle_trap`]: which traps a host
+//!   survives is the HAL's decision (docs/design.md, "Traps from the host"). After
+//!   [`HostTrap::Skipped`] the host runs again; after [`HostTrap::Fatal`] the run ends as a
+//!   failure (the platform's power-off);
+//! - a vCPU the HAL cannot enter ([`GuestCpu::run_guest`] fails: a TSM bug) is logged and
+//!   becomes a FAULT exit without an address, so the host's VCPU_RUN ends and the host may tear
+//!   the vCPU down; on every arch.
+
+use tsm_abi::addr::Pa;
+use tsm_abi::regs::{CallRegs, CallResult};
+use tsm_hal::platform::ExitCode;
+use tsm_hal::platform::run::{GuestCpu, GuestExit, HostCpu, HostExit, HostTrap};
+
+use crate::run::{GuestEntry, GuestStep, HostStep};
+use crate::tsm::Tsm;
+
+/// A defmt log line in the firmware image (feature `defmt`); nothing on the build machine,
+/// which has no defmt logger.
+macro_rules! log {
+    ($level:ident, $fmt:literal $(, $arg:expr)* $(,)?) => {{
+        #[cfg(feature = "defmt")]
+        defmt::$level!($fmt $(, $arg)*);
+        #[cfg(not(feature = "defmt"))]
+        {
+            $( let _ = &$arg; )*
+        }
+    }};
+}
+
+/// Runs the host on CPU `cpu` for good, handing each of its calls to the core.
+pub fn run<H: HostCpu, G: GuestCpu>(tsm: &Tsm<'_>, cpu: u64, host: &mut H, guest: &G) -> ! {
+    loop {
+        match host.run() {
+            // By reference, here and for the result: moving them out would copy the registers
+            // and the result on every host call.
+            HostExit::Call(ref regs) => {
+                host_call(tsm, cpu, guest, regs, |result| host.complete_call(result));
+            }
+            HostExit::Trap(trap) => match host.handle_trap(trap) {
+                HostTrap::Skipped => {}
+                HostTrap::Fatal => tsm.platform.power_off(ExitCode::Failure),
+            },
+        }
+    }
+}
+
+/// One host call, with the guest run a VCPU_RUN starts; `complete` gets what completes the
+/// call.
+pub fn host_call<G: GuestCpu>(
+    tsm: &Tsm<'_>,
+    cpu: u64,
+    guest: &G,
+    regs: &CallRegs,
+    complete: impl FnOnce(&CallResult),
+) {
+    match tsm.host_call(regs) {
+        HostStep::Reply(ref result) => {
+            log_call(cpu, regs, result);
+            complete(result);
+        }
+        HostStep::Enter(ref e) => {
+            let result = run_vcpu(tsm, guest, e);
+            log_call(cpu, regs, &result);
+            complete(&result);
+        }
+    }
+}
+
+// Inline: the loop is instantiated in the image, and an out-of-line call (compiled in tsm-core)
+// would keep its arguments in memory for nothing where the log level leaves it empty.
+#[inline]
+fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
+    log!(
+        debug,
+        "CPU {=u64} host call {=u64:#x}({=u64:#x}, {=u64:#x}, {=u64:#x}) -> {=u64:#x} [{=u64:#x}, {=u64:#x}, {=u64:#x}, {=u64:#x}]",
+        cpu,
+        regs.fid,
+        regs.args[0],
+        regs.args[1],
+        regs.args[2],
+        result.status,
+        result.out[0],
+        result.out[1],
+        result.out[2],
+        result.out[3]
+    );
+}
+
+/// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
+fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
+    let mut resume = e.resume;
+    loop {
+        // Each arm hands its exit to the core itself: a GuestExit merged from both would be
+        // copied once more on every guest exit.
+        let step = match guest.run_guest(e.context, e.root, resume) {
+            Ok(exit) => {
+                log_exit(e.vcpu, &exit);
+                tsm.guest_exit(e.vcpu, exit)
+            }
+            Err(err) => {
+                log!(
+                    error,
+                    "vCPU {=u64:#x} cannot be entered (context {=u64:#x}, root {=u64:#x}): {=str}",
+                    e.vcpu.0,
+                    e.context.0,
+                    e.root.0,
+                    err.name()
+                );
+                let fault = GuestExit::Fault {
+                    syndrome: 0,
+                    gpa: None,
+                    write: false,
+                };
+                tsm.guest_exit(e.vcpu, fault)
+            }
+        };
+        match step {
+            GuestStep::Resume(r) => resume = r,
+            GuestStep::ToHost(r) => return r,
+        }
+    }
+}
+
+// Inline, as `log_call`.
+#[inline]
+fn log_exit(vcpu: Pa, exit: &GuestExit) {
+    match *exit {
+        GuestExit::Call(regs) => log!(
+            debug,
+            "vCPU {=u64:#x} call {=u64:#x}({=u64:#x}, {=u64:#x})",
+            vcpu.0,
+            regs.fid,
+            regs.args[0],
+            regs.args[1]
+        ),
+        GuestExit::Fault {
+            syndrome,
+            gpa,
+            write,
+        } => log!(
+            debug,
+            "vCPU {=u64:#x} fault: syndrome {=u64:#x}, GPA valid {=bool} {=u64:#x}, write {=bool}",
+            vcpu.0,
+            syndrome,
+            gpa.is_some(),
+            gpa.map_or(0, |g| g.0),
+            write
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The run loop over a scripted HAL: the host's traps and the guest's exits come from lists,
+//! and the test checks what the loop handed back to each.
+
+extern crate std;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::vec::Vec;
+
+use tsm_abi::CallId;
+use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
+use tsm_abi::regs::{CallRegs, CallResult};
+use tsm_hal::platform::run::{
+    EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume,
+};
+use tsm_hal::platform::{AddressMapFormat, ExitCode};
+use zerocopy::FromBytes;
+
+use crate::run::CONTEXT_OFFSET;
+use crate::testing::Harness;
+use crate::tests::{build_tvm, harness};
+
+const ENTRY: u64 = 0x20_0000;
+const ARG0: u64 = 0xA5A5;
+const CPU: u64 = 1;
+
+fn regs(call: CallId, args: &[u64]) -> CallRegs {
+    let mut r = CallRegs {
+        fid: u64::from(call.fid()),
+        args: [0; 6],
+    };
+    r.args[..args.len()].copy_from_slice(args);
+    r
+}
+
+/// The host: its traps in order (a non-call trap carries the HAL's verdict on it); the results
+/// its calls were completed with and the traps it was asked about, in order.
+#[derive(Default)]
+struct Host {
+    traps: VecDeque<HostExit<HostTrap>>,
+    results: Vec<CallResult>,
+    judged: Vec<HostTrap>,
+    /// A call is outstanding until it is completed: the loop must not run the host meanwhile.
+    pending: bool,
+}
+
+impl HostCpu for Host {
+    type Trap = HostTrap;
+
+    fn run(&mut self) -> HostExit<HostTrap> {
+        assert!(
+            !self.pending,
+            "the host ran again before its call completed"
+        );
+        let exit = self.traps.pop_front().expect("the host's script ended");
+        self.pending = matches!(exit, HostExit::Call(_));
+        exit
+    }
+
+    fn complete_call(&mut self, result: &CallResult) {
+        assert!(self.pending, "a call completed that the host did not make");
+        self.pending = false;
+        self.results.push(*result);
+    }
+
+    fn handle_trap(&mut self, trap: HostTrap) -> HostTrap {
+        self.judged.push(trap);
+        trap
+    }
+}
+
+/// The vCPUs: each entry takes the next exit from the list and records how it was entered.
+#[derive(Default)]
+struct Guest {
+    exits: RefCell<VecDeque<Result<GuestExit, EntryError>>>,
+    entries: RefCell<Vec<(Pa, Pa, Resume)>>,
+}
+
+impl GuestCpu for Guest {
+    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+        self.entries.borrow_mut().push((context, root, resume));
+        self.exits
+            .borrow_mut()
+            .pop_front()
+            .expect("the guest's script ended")
+    }
+}
+
+/// Runs the loop until the run ends; returns how it ended.
+fn run(h: &Harness, host: &mut Host, guest: &Guest) -> ExitCode {
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::run(&h.tsm, CPU, host, guest)
+    }))
+    .expect_err("the loop returns only by powering off");
+    *ended
+        .downcast_ref::<ExitCode>()
+        .expect("the run ended by powering off")
+}
+
+fn ok(out: [u64; 4]) -> CallResult {
+    CallResult::ok(out)
+}
+
+fn exited(reason: ExitReason) -> CallResult {
+    ok([u64::from(reason.raw()), 0, 0, 0])
+}
+
+#[test]
+fn calls_guest_runs_and_entry_errors_go_through_the_core() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let t = build_tvm(&h, 10);
+    let vcpu = h.delegate(20);
+    h.host(CallId::VCPU_CREATE, &[t.tvm.0, vcpu.0, ENTRY, ARG0])
+        .unwrap();
+    h.host(CallId::TVM_ACTIVATE, &[t.tvm.0]).unwrap();
+    let record = h.granule(40);
+    let vcpu_run = HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0]));
+    let fault_gpa = Gpa(0x1234_5000);
+
+    let mut host = Host {
+        traps: VecDeque::from([
+            HostExit::Call(regs(CallId::VERSION, &[0x1_0000])),
+            // A guest call is answered in the guest; the fault ends the host's VCPU_RUN.
+            vcpu_run,
+            // A trap the HAL lets the host survive.
+            HostExit::Trap(HostTrap::Skipped),
+            // The HAL cannot enter the vCPU.
+            vcpu_run,
+            // The faulting access is retried, then the guest ends.
+            vcpu_run,
+            HostExit::Call(regs(CallId::SYSTEM_OFF, &[0])),
+        ]),
+        ..Host::default()
+    };
+    let guest = Guest {
+        exits: RefCell::new(VecDeque::from([
+            Ok(GuestExit::Call(regs(CallId::G_VERSION, &[0x1_0000]))),
+            Ok(GuestExit::Fault {
+                syndrome: 0x9200_0047,
+                gpa: Some(fault_gpa),
+                write: true,
+            }),
+            Err(EntryError::BadContext),
+            Ok(GuestExit::Call(regs(CallId::G_EXIT, &[7]))),
+        ])),
+        ..Guest::default()
+    };
+
+    assert_eq!(run(&h, &mut host, &guest), ExitCode::Success);
+
+    let version = h.host(CallId::VERSION, &[0x1_0000]).unwrap();
+    let fault = exited(ExitReason::Fault);
+    assert_eq!(
+        host.results,
+        [ok(version), fault, fault, exited(ExitReason::GuestExit)]
+    );
+    assert_eq!(host.judged, [HostTrap::Skipped]);
+    let g_version = h
+        .call_as(
+            crate::Origin::Guest { vcpu },
+            CallId::G_VERSION,
+            &[0x1_0000],
+        )
+        .unwrap();
+    let (context, root) = (Pa(vcpu.0 + CONTEXT_OFFSET), t.root);
+    assert_eq!(
+        *guest.entries.borrow(),
+        [
+            (
+                context,
+                root,
+                Resume::Start {
+                    entry: Gpa(ENTRY),
+                    arg0: ARG0
+                }
+            ),
+            (context, root, Resume::Return(ok(g_version))),
+            (context, root, Resume::Continue),
+            (context, root, Resume::Continue),
+        ]
+    );
+    // The last VCPU_RUN's record: GUEST_EXIT with the guest's code.
+    let rec = read_record(&h, record);
+    assert_eq!((rec.reason, rec.code), (ExitReason::GuestExit.raw(), 7));
+}
+
+#[test]
+fn an_entry_error_is_a_fault_exit_without_an_address() {
+    let h = harness(AddressMapFormat::X86_64FourLevel);
+    let t = build_tvm(&h, 10);
+    let vcpu = h.delegate(20);
+    h.host(CallId::VCPU_CREATE, &[t.tvm.0, vcpu.0, ENTRY, ARG0])
+        .unwrap();
+    h.host(CallId::TVM_ACTIVATE, &[t.tvm.0]).unwrap();
+    let record = h.granule(40);
+    let mut host = Host {
+        traps: VecDeque::from([
+            HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0])),
+            HostExit::Call(regs(CallId::SYSTEM_OFF, &[0])),
+        ]),
+        ..Host::default()
+    };
+    let guest = Guest {
+        exits: RefCell::new(VecDeque::from([Err(EntryError::NoTag)])),
+        ..Guest::default()
+    };
+    assert_eq!(run(&h, &mut host, &guest), ExitCode::Success);
+    assert_eq!(host.results, [exited(ExitReason::Fault)]);
+    let rec = read_record(&h, record);
+    assert_eq!(
+        (rec.reason, rec.flags, rec.syndrome, rec.gpa),
+        (ExitReason::Fault.raw(), ExitFlags::empty().bits(), 0, 0)
+    );
+    // The run ended: the vCPU can be run (and destroyed) again.
+    h.host(CallId::VCPU_DESTROY, &[vcpu.0]).unwrap();
+}
+
+#[test]
+fn a_fatal_host_trap_ends_the_run_as_a_failure() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let mut host = Host {
+        traps: VecDeque::from([
+            HostExit::Call(regs(CallId::VERSION, &[0x1_0000])),
+            HostExit::Trap(HostTrap::Skipped),
+            HostExit::Trap(HostTrap::Fatal),
+        ]),
+        ..Host::default()
+    };
+    assert_eq!(run(&h, &mut host, &Guest::default()), ExitCode::Failure);
+    let version = h.host(CallId::VERSION, &[0x1_0000]).unwrap();
+    assert_eq!(host.results, [ok(version)]);
+    assert_eq!(host.judged, [HostTrap::Skipped, HostTrap::Fatal]);
+}
+
+fn read_record(h: &Harness, record: Pa) -> VcpuExit {
+    let mut b = [0u8; size_of::<VcpuExit>()];
+    h.sim.host_read(record, &mut b).unwrap();
+    VcpuExit::read_from_bytes(&b).unwrap()
+}

@@ -1,0 +1,119 @@
+//! What a CPU's run loop (`tsm_core::run_loop`) needs from the HAL: run the host until it
+//! traps, run a TVM vCPU until it traps, and the values that cross between the loop, the core's
+//! VCPU_RUN protocol (`tsm_core::run`) and the HAL. `tsm-hal`'s arch modules implement the
+//! traits; the loop itself is written once, over these, and never sees a register frame.
+//!
+//! [`Resume`] and [`GuestExit`] are the core's VCPU_RUN types (`tsm_core::run` re-exports
+//! them). They live here because the HALs take and return them as they are: the HALs depend on
+//! this crate, not on the core.
+
+use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::regs::{CallRegs, CallResult};
+
+/// How the HAL (re)starts a guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Resume {
+    /// First entry: the HAL builds a fresh frame in the (zeroed) context area: every register
+    /// 0 but the PC = `entry` and the first argument register = `arg0`, in the guest's initial
+    /// mode (docs/design.md, "Guests").
+    Start {
+        /// Entry GPA (VCPU_CREATE argument 3).
+        entry: Gpa,
+        /// First argument register (VCPU_CREATE argument 4).
+        arg0: u64,
+    },
+    /// Continue at the saved PC (after a fault: the faulting instruction is retried).
+    Continue,
+    /// Complete the call the guest trapped on: the status and result registers get these
+    /// values, then continue after the call instruction.
+    Return(CallResult),
+}
+
+/// Why a guest stopped running (filled by the HAL from the trapped context).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestExit {
+    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `syscall`), registers copied once.
+    Call(CallRegs),
+    /// Anything else: a stage-2 / page fault, another exception, an interrupt.
+    Fault {
+        /// aarch64: ESR_EL2 (0 for an interrupt); x86_64: vector in 7:0, error code in 63:32.
+        syndrome: u64,
+        /// The faulting GPA when the fault is on a guest-physical address the TVM's map does
+        /// not (or not so) map. Reported granule-aligned.
+        gpa: Option<Gpa>,
+        /// The access was a write.
+        write: bool,
+    },
+}
+
+/// Why a vCPU could not be entered. Never guest or host input: the core handed the HAL a
+/// context or root it cannot use, which is a TSM bug; the loop turns it into a FAULT exit
+/// without an address, so the host may tear the vCPU down.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EntryError {
+    /// The context area is not a suitably aligned DRAM range outside the TSM, inside one
+    /// granule.
+    BadContext,
+    /// The root is not a DRAM granule the HAL can run a TVM's map from.
+    BadRoot,
+    /// Every address-space tag is held by a running CPU (aarch64: VMIDs).
+    NoTag,
+}
+
+impl EntryError {
+    /// The variant's name, for the log (this crate has no defmt).
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryError::BadContext => "BadContext",
+            EntryError::BadRoot => "BadRoot",
+            EntryError::NoTag => "NoTag",
+        }
+    }
+}
+
+/// Why the host stopped running.
+#[derive(Clone, Copy, Debug)]
+pub enum HostExit<T> {
+    /// A call (aarch64: `smc #0` or `hvc #0`; x86_64: `syscall`), registers copied once.
+    /// Complete it with [`HostCpu::complete_call`] before the host runs again.
+    Call(CallRegs),
+    /// Anything else, for [`HostCpu::handle_trap`].
+    Trap(T),
+}
+
+/// What a host trap that is not a call means for the run, as the HAL decides it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostTrap {
+    /// A blocked access the host survives: it resumes after the instruction, which did not
+    /// happen (aarch64's isolation probes; docs/design.md, "Traps from the host").
+    Skipped,
+    /// The host cannot go on: the run ends as a failure.
+    Fatal,
+}
+
+/// The host's context on one CPU.
+pub trait HostCpu {
+    /// A trap that is not a call, as the HAL recorded it.
+    type Trap;
+
+    /// Runs the host until it traps to the TSM.
+    fn run(&mut self) -> HostExit<Self::Trap>;
+
+    /// Writes a call's result into the host's result registers; it sees them when it runs
+    /// next.
+    fn complete_call(&mut self, result: &CallResult);
+
+    /// Logs a trap that is not a call, with what the HAL knows of it, and decides whether the
+    /// host survives it (then the HAL has already moved the host past it).
+    fn handle_trap(&mut self, trap: Self::Trap) -> HostTrap;
+}
+
+/// Running TVM vCPUs on the calling CPU.
+pub trait GuestCpu {
+    /// Runs the vCPU whose saved context is the area at `context` (`CONTEXT_SIZE` bytes of its
+    /// VCPU granule, zero when the vCPU was created) on the TVM map rooted at `root`, until it
+    /// traps. `resume` says what to do with the context first. The core gives the calling CPU
+    /// the context area for the whole run: it refuses a second VCPU_RUN and VCPU_DESTROY of a
+    /// running vCPU.
+    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError>;
+}
