@@ -1,5 +1,5 @@
-//! The TSM image. The arch module owns boot and the host run loop; both hand every call to
-//! `tsm_core`.
+//! The TSM image. The arch module owns boot; then every CPU runs `tsm_core`'s run loop over the
+//! HAL's host context and platform.
 #![no_std]
 #![no_main]
 

@@ -1,15 +1,14 @@
-//! The TSM on x86_64 QEMU `q35`: after the HAL's boot, log the machine, then run the host in
-//! ring 3 and hand each of its calls to the core until it powers off. A host VCPU_RUN runs
-//! the vCPU in ring 3 on its TVM's map (`run_vcpu`) until the core sends the result back to
-//! the host.
+//! The TSM on x86_64 QEMU `q35`: after the HAL's boot, log the machine and start the monitor,
+//! then the run loop ([`tsm_core::run_loop`]) on every CPU over the HAL's ring-3 host context
+//! and [`X86Platform`].
 
 use spin::Once;
-use tsm_abi::addr::Gpa;
-use tsm_abi::regs::CallResult;
 use tsm_core::Tsm;
-use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_hal::platform::ExitCode;
-use tsm_hal::x86_64::{self as hal, BootInfo, Exit, Fault, GuestResume, X86Platform};
+use tsm_hal::x86_64::{self as hal, BootInfo, X86Platform};
+
+// The HAL's vCPU context fits the area the core reserves for it in the VCPU granule.
+const _: () = assert!(hal::GUEST_FRAME_SIZE <= tsm_core::run::CONTEXT_SIZE);
 
 tsm_hal::x86_64_entry!(main);
 
@@ -84,7 +83,7 @@ fn boot_cpu(boot: &'static BootInfo) {
     }
 }
 
-/// Runs the host on this CPU, handing each of its calls to the core.
+/// Runs the host on this CPU for good.
 ///
 /// On CPU 0, first starts the other CPUs: each comes back here through `main` with its index
 /// and runs its own instance of the host payload (which tells them apart by that index).
@@ -103,113 +102,7 @@ fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
         cpu,
         hal::HOST_ENTRY
     );
-    loop {
-        match host.run() {
-            Exit::Call(regs) => {
-                defmt::trace!("host call {=u64:#x} args {:#x}", regs.fid, regs.args);
-                let r = match tsm.host_call(&regs) {
-                    HostStep::Reply(r) => r,
-                    HostStep::Enter(e) => run_vcpu(boot, tsm, &e),
-                };
-                defmt::trace!("  -> status {=u64:#x} out {:#x}", r.status, r.out);
-                host.set_result(&r);
-            }
-            Exit::Fault(f) => {
-                report_host_fault(&f);
-                hal::exit(ExitCode::Failure)
-            }
-        }
-    }
-}
-
-/// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns its result.
-fn run_vcpu(boot: &BootInfo, tsm: &Tsm<'_>, e: &GuestEntry) -> CallResult {
-    let mut resume = e.resume;
-    loop {
-        let hal_resume = match resume {
-            Resume::Start { entry, arg0 } => GuestResume::Start {
-                entry: entry.0,
-                arg0,
-            },
-            Resume::Continue => GuestResume::Continue,
-            Resume::Return(r) => GuestResume::Return(r),
-        };
-        let exit = match hal::run_guest(boot, e.context, e.root, hal_resume) {
-            Ok(exit) => exit,
-            Err(err) => {
-                // The core handed over a context or root the HAL cannot use: a TSM bug.
-                defmt::error!(
-                    "vCPU {=u64:#x}: cannot enter (context {=u64:#x}, root {=u64:#x}): {}",
-                    e.vcpu.0,
-                    e.context.0,
-                    e.root.0,
-                    err
-                );
-                hal::exit(ExitCode::Failure)
-            }
-        };
-        let trap = match exit {
-            Exit::Call(regs) => {
-                defmt::trace!("guest call {=u64:#x} args {:#x}", regs.fid, regs.args);
-                GuestExit::Call(regs)
-            }
-            Exit::Fault(f) => {
-                defmt::debug!(
-                    "vCPU {=u64:#x}: {=str} error {=u64:#x} at rip {=u64:#x}, cr2 {=u64:#x}",
-                    e.vcpu.0,
-                    hal::vector_name(u64::from(f.vector)),
-                    f.error_code,
-                    f.regs.rip,
-                    f.cr2
-                );
-                GuestExit::Fault {
-                    syndrome: f.syndrome(),
-                    gpa: f.page_fault_address().map(Gpa),
-                    write: f.is_write(),
-                }
-            }
-        };
-        match tsm.guest_exit(e.vcpu, trap) {
-            GuestStep::Resume(r) => resume = r,
-            GuestStep::ToHost(r) => return r,
-        }
-    }
-}
-
-fn report_host_fault(f: &Fault) {
-    let r = &f.regs;
-    defmt::error!(
-        "host fault: vector {=u8} {=str}, error code {=u64:#x}, rip {=u64:#x}, cs {=u64:#x}, rflags {=u64:#x}, rsp {=u64:#x}, cr2 {=u64:#x}",
-        f.vector,
-        hal::vector_name(u64::from(f.vector)),
-        f.error_code,
-        r.rip,
-        f.cs,
-        r.rflags,
-        r.rsp,
-        f.cr2
-    );
-    defmt::error!(
-        "host regs: rax {=u64:#x} rbx {=u64:#x} rcx {=u64:#x} rdx {=u64:#x} rsi {=u64:#x} rdi {=u64:#x} rbp {=u64:#x} r8 {=u64:#x}",
-        r.rax,
-        r.rbx,
-        r.rcx,
-        r.rdx,
-        r.rsi,
-        r.rdi,
-        r.rbp,
-        r.r8
-    );
-    defmt::error!(
-        "host regs: r9 {=u64:#x} r10 {=u64:#x} r11 {=u64:#x} r12 {=u64:#x} r13 {=u64:#x} r14 {=u64:#x} r15 {=u64:#x}",
-        r.r9,
-        r.r10,
-        r.r11,
-        r.r12,
-        r.r13,
-        r.r14,
-        r.r15
-    );
+    tsm_core::run_loop::run(tsm, cpu as u64, &mut host, PLATFORM.wait())
 }
 
 #[panic_handler]

@@ -73,8 +73,8 @@ unsafe extern "Rust" {
 }
 
 /// Defines the image's mains: `aarch64_entry!(main, secondary)` where `main: fn(Boot) -> !`
-/// runs on the boot CPU and `secondary: fn(u64, HostContext, MemRange) -> !` on every CPU
-/// [`crate::aarch64::start_secondary_cpus`] starts (its index, its host context, DRAM).
+/// runs on the boot CPU and `secondary: fn(u64, HostContext) -> !` on every CPU
+/// [`crate::aarch64::start_secondary_cpus`] starts (its index and its host context).
 #[macro_export]
 macro_rules! aarch64_entry {
     ($main:path, $secondary:path) => {
@@ -84,14 +84,9 @@ macro_rules! aarch64_entry {
             main(boot)
         }
         #[unsafe(export_name = "__tsm_aarch64_secondary")]
-        fn __tsm_aarch64_secondary(
-            cpu: u64,
-            host: $crate::aarch64::HostContext,
-            dram: $crate::platform::MemRange,
-        ) -> ! {
-            let secondary: fn(u64, $crate::aarch64::HostContext, $crate::platform::MemRange) -> ! =
-                $secondary;
-            secondary(cpu, host, dram)
+        fn __tsm_aarch64_secondary(cpu: u64, host: $crate::aarch64::HostContext) -> ! {
+            let secondary: fn(u64, $crate::aarch64::HostContext) -> ! = $secondary;
+            secondary(cpu, host)
         }
     };
 }

@@ -1,8 +1,8 @@
 //! The host's execution context and the world switch into it.
 //!
-//! [`HostContext::run`] saves the TSM's callee-saved registers on its stack, loads the host's
-//! registers from the frame and `eret`s to EL1; the next exception from EL1 lands in the
-//! lower-EL vectors (`exception`), which store the host's registers back into the frame and
+//! [`HostContext`]'s [`HostCpu::run`] saves the TSM's callee-saved registers on its stack, loads
+//! the host's registers from the frame and `eret`s to EL1; the next exception from EL1 lands in
+//! the lower-EL vectors (`exception`), which store the host's registers back into the frame and
 //! return from `run` with the vector that was taken. The same frame and switch will carry TVM
 //! vCPUs; what differs per context (EL1 system registers, stage-2) is loaded around it.
 
@@ -12,6 +12,7 @@ use tsm_abi::regs::{CallRegs, CallResult};
 
 use super::syndrome::{self, AbortIss, Ec};
 use crate::platform::MemRange;
+use crate::platform::run::{HostCpu, HostExit, HostTrap};
 
 /// Where the host payload's image starts, and its entry point (docs/design.md).
 pub const HOST_ENTRY: u64 = 0x4100_0000;
@@ -228,16 +229,6 @@ pub struct Fault {
     pub spsr: u64,
 }
 
-/// Why [`HostContext::run`] returned.
-#[derive(Clone, Copy, Debug)]
-pub enum Exit {
-    /// `smc #0` or `hvc #0`: a call, copied out of the registers once. Answer it with
-    /// [`HostContext::finish_call`] before the next run.
-    Call(CallRegs),
-    /// Anything else.
-    Fault(Fault),
-}
-
 impl Frame {
     /// A context's first frame: at `pc` in EL1h with D, A, I, F masked, x0..x2 = `args`,
     /// everything else zero.
@@ -296,6 +287,9 @@ pub(crate) fn switch_to(frame: &mut Frame) -> ExitKind {
 /// The host's execution context on one CPU.
 pub struct HostContext {
     frame: Frame,
+    /// The DRAM the host's stage-2 covers, but for what the TSM keeps from it.
+    dram: MemRange,
+    cpu: u64,
 }
 
 impl HostContext {
@@ -304,45 +298,18 @@ impl HostContext {
     pub(crate) fn new(dram: &MemRange, cpu: u64) -> Self {
         HostContext {
             frame: Frame::entry(HOST_ENTRY, [dram.base.0, dram.size, cpu]),
+            dram: *dram,
+            cpu,
         }
-    }
-
-    /// The registers as of the last exit.
-    pub fn frame(&self) -> &Frame {
-        &self.frame
-    }
-
-    /// Runs the host until it traps to the TSM.
-    pub fn run(&mut self) -> Exit {
-        let kind = switch_to(&mut self.frame);
-        let f = &mut self.frame;
-        if kind == ExitKind::Sync
-            && let Some(regs) = f.take_call()
-        {
-            return Exit::Call(regs);
-        }
-        Exit::Fault(Fault {
-            kind,
-            esr: f.esr,
-            far: f.far,
-            hpfar: f.hpfar,
-            elr: f.pc,
-            spsr: f.pstate,
-        })
-    }
-
-    /// Writes a call's results into the saved x0..x4; the host sees them when it resumes.
-    pub fn finish_call(&mut self, result: &CallResult) {
-        self.frame.set_result(result);
     }
 
     /// Turns the last exit into a blocked access if it was one: a data abort on a stage-2
-    /// translation fault at an IPA inside `dram` (a granule the host's stage-2 does not map:
+    /// translation fault at an IPA inside DRAM (a granule the host's stage-2 does not map:
     /// the TSM's memory or a secure granule). The load or store did not happen; the host
     /// resumes after it with [`BLOCKED_FLAG_REG`] set to 1, which is how a host that probes on
     /// purpose learns it was blocked (docs/design.md, "aarch64 TVM contexts and SMP"). Returns
     /// the faulting IPA, or `None` (and changes nothing) for any other exit.
-    pub fn skip_blocked_access(&mut self, dram: &MemRange) -> Option<u64> {
+    fn skip_blocked_access(&mut self) -> Option<u64> {
         let f = &mut self.frame;
         let iss = AbortIss::decode(f.esr);
         let ipa = syndrome::fault_ipa(f.hpfar, f.far);
@@ -350,7 +317,7 @@ impl HostContext {
         if syndrome::ec(f.esr) != Ec::DABT_LOWER
             || !translation
             || iss.s1ptw
-            || !dram.contains(tsm_abi::addr::Pa(ipa), 1)
+            || !self.dram.contains(tsm_abi::addr::Pa(ipa), 1)
         {
             return None;
         }
@@ -360,6 +327,95 @@ impl HostContext {
     }
 }
 
+impl HostCpu for HostContext {
+    type Trap = Fault;
+
+    fn run(&mut self) -> HostExit<Fault> {
+        let kind = switch_to(&mut self.frame);
+        let f = &mut self.frame;
+        if kind == ExitKind::Sync
+            && let Some(regs) = f.take_call()
+        {
+            return HostExit::Call(regs);
+        }
+        HostExit::Trap(Fault {
+            kind,
+            esr: f.esr,
+            far: f.far,
+            hpfar: f.hpfar,
+            elr: f.pc,
+            spsr: f.pstate,
+        })
+    }
+
+    fn complete_call(&mut self, result: &CallResult) {
+        self.frame.set_result(result);
+    }
+
+    /// A blocked host load or store is logged and skipped; anything else is reported with its
+    /// decoded syndrome and the host's registers, and ends the run.
+    fn handle_trap(&mut self, fault: Fault) -> HostTrap {
+        if let Some(ipa) = self.skip_blocked_access() {
+            defmt::warn!(
+                "CPU {=u64}: host {=str} of IPA {=u64:#x} (not host memory) blocked and skipped, ELR {=u64:#x}",
+                self.cpu,
+                if AbortIss::decode(fault.esr).write {
+                    "write"
+                } else {
+                    "read"
+                },
+                ipa,
+                fault.elr
+            );
+            return HostTrap::Skipped;
+        }
+        report_fault(&fault, &self.frame.x);
+        HostTrap::Fatal
+    }
+}
+
 /// The host register a blocked access sets to 1 (x17, IP1: a scratch register the probing
 /// code declares clobbered).
 pub const BLOCKED_FLAG_REG: usize = 17;
+
+/// Logs a host exit that is not a call: the syndrome decoded, then the host's registers.
+fn report_fault(f: &Fault, x: &[u64; 31]) {
+    let ec = syndrome::ec(f.esr);
+    defmt::error!(
+        "host fault ({=?}): EC {=u8:#x} ({=str}), ESR {=u64:#x}, FAR {=u64:#x}, HPFAR {=u64:#x}, ELR {=u64:#x}, SPSR {=u64:#x}",
+        f.kind,
+        ec.0,
+        ec.name(),
+        f.esr,
+        f.far,
+        f.hpfar,
+        f.elr,
+        f.spsr
+    );
+    if ec.is_abort() {
+        let iss = AbortIss::decode(f.esr);
+        defmt::error!(
+            "  {=str} at level {=u8} (FSC {=u8:#x}), {=str}, IPA {=u64:#x}, on stage-1 walk {=bool}, ISV {=bool} (size {=u8}, register x{=u8})",
+            iss.fsc_name(),
+            iss.level(),
+            iss.fsc,
+            if iss.write { "write" } else { "read" },
+            syndrome::fault_ipa(f.hpfar, f.far),
+            iss.s1ptw,
+            iss.isv,
+            1u8 << iss.sas,
+            iss.srt
+        );
+    } else if ec == Ec::SMC64 || ec == Ec::HVC64 {
+        defmt::error!("  call with a non-zero immediate {=u64:#x}", f.esr & 0xFFFF);
+    }
+    defmt::error!("  x0..x7   {:#x}", first::<8>(x, 0));
+    defmt::error!("  x8..x15  {:#x}", first::<8>(x, 8));
+    defmt::error!("  x16..x23 {:#x}", first::<8>(x, 16));
+    defmt::error!("  x24..x30 {:#x}", first::<7>(x, 24));
+}
+
+/// `N` registers from `start`.
+fn first<const N: usize>(x: &[u64; 31], start: usize) -> [u64; N] {
+    core::array::from_fn(|i| x.get(start + i).copied().unwrap_or(0))
+}

@@ -2,9 +2,10 @@
 //! stage-2 (docs/design.md, "Memory layout on QEMU").
 //!
 //! - [`boot`]: the entry point, the boot sequence and the [`Boot`] hand-off to the image;
-//! - [`host`]: the host's saved-register frame and the world switch ([`HostContext::run`]);
+//! - [`host`]: the host's saved-register frame and the world switch ([`HostContext`], the
+//!   [`crate::platform::run::HostCpu`] of each CPU);
 //! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
-//!   ([`QemuVirt::run_guest`]), under per-TVM VMIDs;
+//!   ([`QemuVirt`] as the [`crate::platform::run::GuestCpu`]), under per-TVM VMIDs;
 //! - [`stage2`]: the host's stage-2 translation and the granule map/unmap the core builds on;
 //! - [`syndrome`]: decoding of ESR/HPFAR values for the fault log;
 //! - [`platform`]: the [`crate::platform`] traits over this machine;
@@ -32,8 +33,8 @@ pub mod stage2;
 pub mod syndrome;
 
 pub use boot::Boot;
-pub use guest::{GUEST_CONTEXT_BYTES, GuestError, GuestTrap, Start};
-pub use host::{Exit, ExitKind, Fault, HostContext};
+pub use guest::GUEST_CONTEXT_BYTES;
+pub use host::{ExitKind, Fault, HostContext};
 pub use pl011::console_write;
 pub use platform::QemuVirt;
 pub use semihosting::exit;

@@ -63,7 +63,7 @@ core::arch::global_asm!(
 
 unsafe extern "Rust" {
     /// The image's secondary main, defined by [`crate::aarch64_entry!`].
-    safe fn __tsm_aarch64_secondary(cpu: u64, host: HostContext, dram: MemRange) -> !;
+    safe fn __tsm_aarch64_secondary(cpu: u64, host: HostContext) -> !;
 }
 
 /// Records what secondaries need (boot CPU, after its MMU and the host's stage-2 are on) and
@@ -175,5 +175,5 @@ extern "C" fn boot_secondary() -> ! {
     isb();
     super::boot::trap_host();
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, cpu as u64), s.dram)
+    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, cpu as u64))
 }

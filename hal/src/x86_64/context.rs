@@ -1,19 +1,19 @@
 //! Running ring-3 contexts (the host, TVM vCPUs) as a context switch, through the trampoline.
 //!
-//! [`HostContext::run`] and [`run_guest`] call `ring3_enter` (trampoline, alias address), which
-//! saves the TSM's callee-saved registers on its own stack, records the context's register
-//! frame and CR3 in the per-CPU data (GS), builds the `iretq` frame on the CPU's alias trap
-//! stack, loads the registers, switches CR3 (only if it differs: the host runs on the TSM's
-//! own tables, a vCPU on its TVM's root) and `iretq`s to ring 3. The context comes back when
-//! it traps:
+//! [`HostContext`] and [`X86Platform`] (the HAL's [`HostCpu`] and [`GuestCpu`]) call
+//! `ring3_enter` (trampoline, alias address), which saves the TSM's callee-saved registers on
+//! its own stack, records the context's register frame and CR3 in the per-CPU data (GS), builds
+//! the `iretq` frame on the CPU's alias trap stack, loads the registers, switches CR3 (only if
+//! it differs: the host runs on the TSM's own tables, a vCPU on its TVM's root) and `iretq`s to
+//! ring 3. The context comes back when it traps:
 //!
 //! - `syscall` enters at `LSTAR` (`syscall_entry`, alias address) with ring 3's `rsp` and CR3
 //!   still loaded: `swapgs` reaches the per-CPU data (alias, mapped in every TVM's map too),
 //!   CR3 goes back to the TSM's tables (if it was a TVM's), every register is stored in the
 //!   context's frame (identity address, reachable now), then the TSM stack saved by
-//!   `ring3_enter` is restored → [`Exit::Call`].
+//!   `ring3_enter` is restored → a call.
 //! - an exception from ring 3 lands on `TSS.RSP0` (the alias trap stack), same path plus the
-//!   vector, error code and CR2 → [`Exit::Fault`]. An exception from ring 0 is a TSM bug: the
+//!   vector, error code and CR2 → a [`Fault`]. An exception from ring 0 is a TSM bug: the
 //!   stub switches to the TSM's tables and hands over to `trap::kernel_trap_entry`.
 //!
 //! Without PCIDs every CR3 write flushes the CPU's non-global TLB entries (the TSM uses no
@@ -29,12 +29,15 @@
 
 use core::mem::offset_of;
 
-use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use super::gdt::{USER_CS, USER_DS};
 use super::percpu::{NMI_ACKS_BELOW_IST_SP, PerCpu};
+use super::platform::X86Platform;
+use super::trap::vector_name;
 use super::{alias, layout, paging, smp};
+use crate::platform::run::{EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume};
 
 /// General-purpose registers and the interrupted instruction state of a ring-3 context.
 #[repr(C)]
@@ -60,7 +63,7 @@ pub struct Regs {
     pub rflags: u64,
 }
 
-/// What the last exception recorded (valid after an [`Exit::Fault`]).
+/// What the last exception recorded (valid after an exception exit).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct TrapFrame {
@@ -100,16 +103,6 @@ pub struct Fault {
     pub regs: Regs,
 }
 
-/// Why the context stopped running.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Exit {
-    /// `syscall`: a call per `abi/src/regs.rs` (answer with [`HostContext::set_result`], or for
-    /// a guest with [`GuestResume::Return`]).
-    Call(CallRegs),
-    /// Any exception raised in ring 3.
-    Fault(Fault),
-}
-
 /// RFLAGS bits a ring-3 context may hold: arithmetic flags, TF, DF, AC, ID. IF, IOPL, NT, RF
 /// and VM are never given to ring 3.
 const USER_RFLAGS: u64 = 0x0024_0DD5;
@@ -128,21 +121,23 @@ impl Frame {
         self.regs.r10 = r.out[3];
     }
 
-    fn exit(&self, kind: u64) -> Exit {
+    /// The call a `syscall` exit (`kind`) made, copied out once; `None` for an exception.
+    fn call(&self, kind: u64) -> Option<CallRegs> {
         let r = &self.regs;
-        if kind == EXIT_SYSCALL {
-            Exit::Call(CallRegs {
-                fid: r.rax,
-                args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
-            })
-        } else {
-            Exit::Fault(Fault {
-                vector: self.trap.vector as u8,
-                error_code: self.trap.error_code,
-                cr2: self.trap.cr2,
-                cs: self.trap.cs,
-                regs: *r,
-            })
+        (kind == EXIT_SYSCALL).then_some(CallRegs {
+            fid: r.rax,
+            args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+        })
+    }
+
+    /// The exception the last exit recorded.
+    fn fault(&self) -> Fault {
+        Fault {
+            vector: self.trap.vector as u8,
+            error_code: self.trap.error_code,
+            cr2: self.trap.cr2,
+            cs: self.trap.cs,
+            regs: self.regs,
         }
     }
 }
@@ -197,108 +192,126 @@ impl HostContext {
     pub fn regs(&self) -> &Regs {
         &self.frame.regs
     }
+}
 
-    /// Writes a call's results into the registers the context sees when it runs next.
-    pub fn set_result(&mut self, r: &CallResult) {
-        self.frame.set_result(r);
-    }
+impl HostCpu for HostContext {
+    type Trap = Fault;
 
     /// Runs the context in ring 3 (on the TSM's tables) until it traps.
-    pub fn run(&mut self) -> Exit {
+    fn run(&mut self) -> HostExit<Fault> {
         // SAFETY: we hold the frame exclusively; it lives in the TSM's memory (identity); the
         // host runs on the TSM's own tables.
         let kind = unsafe { run_frame(&raw mut self.frame, paging::tsm_pml4()) };
-        self.frame.exit(kind)
+        match self.frame.call(kind) {
+            Some(regs) => HostExit::Call(regs),
+            None => HostExit::Trap(self.frame.fault()),
+        }
+    }
+
+    fn complete_call(&mut self, result: &CallResult) {
+        self.frame.set_result(result);
+    }
+
+    /// Every host exception is reported and ends the run: skipping the instruction would need
+    /// decoding it, which the TSM does not do (docs/design.md, "Traps from the host").
+    fn handle_trap(&mut self, fault: Fault) -> HostTrap {
+        report_host_fault(&fault);
+        HostTrap::Fatal
     }
 }
 
-/// How [`run_guest`] (re)starts a vCPU.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum GuestResume {
-    /// First entry: a fresh frame, every register 0 but `rip` = `entry` and `rdi` = `arg0`.
-    Start {
-        /// Entry GPA (= VA).
-        entry: u64,
-        /// First argument register.
-        arg0: u64,
-    },
-    /// Continue at the saved `rip` (after a fault: the instruction is retried).
-    Continue,
-    /// Complete the `syscall` the guest trapped on with this result.
-    Return(CallResult),
+fn report_host_fault(f: &Fault) {
+    let r = &f.regs;
+    defmt::error!(
+        "host fault: vector {=u8} {=str}, error code {=u64:#x}, rip {=u64:#x}, cs {=u64:#x}, rflags {=u64:#x}, rsp {=u64:#x}, cr2 {=u64:#x}",
+        f.vector,
+        vector_name(u64::from(f.vector)),
+        f.error_code,
+        r.rip,
+        f.cs,
+        r.rflags,
+        r.rsp,
+        f.cr2
+    );
+    defmt::error!(
+        "host regs: rax {=u64:#x} rbx {=u64:#x} rcx {=u64:#x} rdx {=u64:#x} rsi {=u64:#x} rdi {=u64:#x} rbp {=u64:#x} r8 {=u64:#x}",
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rbp,
+        r.r8
+    );
+    defmt::error!(
+        "host regs: r9 {=u64:#x} r10 {=u64:#x} r11 {=u64:#x} r12 {=u64:#x} r13 {=u64:#x} r14 {=u64:#x} r15 {=u64:#x}",
+        r.r9,
+        r.r10,
+        r.r11,
+        r.r12,
+        r.r13,
+        r.r14,
+        r.r15
+    );
 }
 
-/// Why a guest could not be run (the core handed the HAL something it cannot use: a bug).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
-pub enum GuestError {
-    /// The context area is not a suitably aligned DRAM range inside one granule.
-    BadContext,
-    /// The root is not a DRAM granule the alias region can be installed in.
-    BadRoot,
-}
-
-/// Bytes of a guest context area [`run_guest`] uses.
+/// Bytes of a guest context area [`GuestCpu::run_guest`] uses.
 pub const GUEST_FRAME_SIZE: u64 = core::mem::size_of::<Frame>() as u64;
 
-/// Runs a TVM vCPU in ring 3 on its TVM's map `root` until it traps. `context` is the
-/// vCPU's saved-register area (TSM-owned memory the core reserves for the HAL, zero when the
-/// vCPU is created), `resume` what to do with it first.
-pub fn run_guest(
-    boot: &super::BootInfo,
-    context: Pa,
-    root: Pa,
-    resume: GuestResume,
-) -> Result<Exit, GuestError> {
-    let tsm_end = boot.tsm.base.0.saturating_add(boot.tsm.size);
-    let fits = context.0.is_multiple_of(16)
-        && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
-        && boot.dram.contains(context, GUEST_FRAME_SIZE)
-        && !(context.0 < tsm_end && context.0 + GUEST_FRAME_SIZE > boot.tsm.base.0);
-    if !fits {
-        return Err(GuestError::BadContext);
-    }
-    paging::install_alias(root.0).map_err(|_| GuestError::BadRoot)?;
-    let frame = context.0 as *mut Frame;
-    // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped read-write
-    // for ring 0 (a VCPU granule is delegated: U clear, no SMAP bracket needed), 16-aligned and
-    // inside one granule; the core gives this CPU the vCPU's area exclusively between its
-    // claim (VCPU_RUN) and the exit to the host.
-    unsafe {
-        match resume {
-            GuestResume::Start { entry, arg0 } => frame.write(Frame {
-                regs: Regs {
-                    rip: entry,
-                    rdi: arg0,
-                    rflags: RFLAGS_FIXED,
-                    ..Regs::default()
-                },
-                trap: TrapFrame::default(),
-            }),
-            GuestResume::Continue => {}
-            GuestResume::Return(r) => (*frame).set_result(&r),
+impl GuestCpu for X86Platform {
+    /// Runs the vCPU in ring 3 on its TVM's map `root`. The context area is TSM-owned memory
+    /// (a delegated VCPU granule) that the core gives this CPU for the run.
+    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+        let fits = context.0.is_multiple_of(16)
+            && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
+            && self.check(context, GUEST_FRAME_SIZE as usize).is_ok();
+        if !fits {
+            return Err(EntryError::BadContext);
         }
-        smp::set_running_root(Some(root.0));
-        let kind = run_frame(frame, root.0);
-        smp::set_running_root(None);
-        Ok((*frame).exit(kind))
+        paging::install_alias(root.0).map_err(|_| EntryError::BadRoot)?;
+        let frame = context.0 as *mut Frame;
+        // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped
+        // read-write for ring 0 (a VCPU granule is delegated: U clear, no SMAP bracket needed),
+        // 16-aligned and inside one granule; the core gives this CPU the vCPU's area
+        // exclusively between its claim (VCPU_RUN) and the exit to the host.
+        unsafe {
+            match resume {
+                Resume::Start { entry, arg0 } => frame.write(Frame {
+                    regs: Regs {
+                        rip: entry.0,
+                        rdi: arg0,
+                        rflags: RFLAGS_FIXED,
+                        ..Regs::default()
+                    },
+                    trap: TrapFrame::default(),
+                }),
+                Resume::Continue => {}
+                Resume::Return(r) => (*frame).set_result(&r),
+            }
+            smp::set_running_root(Some(root.0));
+            let kind = run_frame(frame, root.0);
+            smp::set_running_root(None);
+            Ok(match (*frame).call(kind) {
+                Some(regs) => GuestExit::Call(regs),
+                None => (*frame).fault().guest_exit(),
+            })
+        }
     }
 }
 
 impl Fault {
-    /// The `VcpuExit` syndrome: vector in bits 7:0, error code in bits 63:32 (docs/abi.md).
-    pub fn syndrome(&self) -> u64 {
-        u64::from(self.vector) | (self.error_code << 32)
-    }
-
-    /// For a #PF in the lower canonical half (where TVM addresses live; VA = GPA): the
-    /// faulting address.
-    pub fn page_fault_address(&self) -> Option<u64> {
-        (u64::from(self.vector) == PAGE_FAULT && self.cr2 < LOWER_HALF_END).then_some(self.cr2)
-    }
-
-    /// The #PF was a write (error code bit 1).
-    pub fn is_write(&self) -> bool {
-        u64::from(self.vector) == PAGE_FAULT && self.error_code & PF_WRITE != 0
+    /// A guest's exception as the core sees it: the `VcpuExit` syndrome (vector in bits 7:0,
+    /// error code in bits 63:32, docs/abi.md); for a #PF in the lower canonical half (where TVM
+    /// addresses live; VA = GPA) the faulting address, and whether it was a write (error code
+    /// bit 1).
+    fn guest_exit(&self) -> GuestExit {
+        let page_fault = u64::from(self.vector) == PAGE_FAULT;
+        GuestExit::Fault {
+            syndrome: u64::from(self.vector) | (self.error_code << 32),
+            gpa: (page_fault && self.cr2 < LOWER_HALF_END).then_some(Gpa(self.cr2)),
+            write: page_fault && self.error_code & PF_WRITE != 0,
+        }
     }
 }
 

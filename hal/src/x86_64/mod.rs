@@ -9,10 +9,11 @@
 //!   `fn(&'static BootInfo, cpu: usize) -> !`;
 //! - [`BootInfo`]: memory map, DRAM, the TSM range, the core's granule descriptors (carved
 //!   after the image, sized from DRAM), TSC rate;
-//! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs), [`exit`],
-//!   [`report_panic`] (the panic handler), [`selftest_fault`];
-//! - [`HostContext`] / [`Exit`]: run the host until its next call or fault;
-//! - [`run_guest`] / [`GuestResume`]: run a TVM vCPU on its TVM's map until it traps;
+//! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs, and the
+//!   [`crate::platform::run::GuestCpu`] that runs a TVM vCPU on its TVM's map until it traps),
+//!   [`exit`], [`report_panic`] (the panic handler), [`selftest_fault`];
+//! - [`HostContext`]: the [`crate::platform::run::HostCpu`] that runs the host until its next
+//!   call or fault;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
 //! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
 
@@ -32,11 +33,10 @@ mod trap;
 mod tsc;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
-pub use context::{Exit, Fault, GuestError, GuestResume, HOST_ENTRY, HostContext, Regs, run_guest};
+pub use context::{Fault, GUEST_FRAME_SIZE, HOST_ENTRY, HostContext, Regs};
 pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
 pub use platform::{X86Platform, exit};
 pub use smp::start_secondary_cpus;
-pub use trap::vector_name;
 
 pub use crate::fatal::report_panic;
 pub(crate) use cpu::halt_forever as halt;

@@ -49,7 +49,7 @@ impl X86Platform {
 
     /// `[pa, pa + len)` is DRAM and does not touch the TSM's own image and carve-out (never a
     /// target of the core's copies; delegated granules lie outside it).
-    fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+    pub(super) fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         let len = len as u64;
         let end = pa.0.checked_add(len).ok_or(MemFault(pa))?;
         let tsm_end = self.tsm.base.0 + self.tsm.size;
