@@ -1,10 +1,9 @@
 //! The build machine's stand-in for QEMU: host calls go to the monitor core over its simulated
-//! platform through the core's run protocol (`Tsm::host_call` / `Tsm::guest_exit`,
-//! firmware/core/src/run.rs), and this harness plays the HAL's part of it: on
-//! `HostStep::Enter` it runs the vCPU, which is a thread executing the guest script in-process,
+//! platform through the firmware's own run loop (`tsm_core::run_loop::host_call`, the step the
+//! images' loop takes for each host call), and this harness plays the HAL's part of it as the
+//! loop's `GuestCpu`: it runs a vCPU, which is a thread executing the guest script in-process,
 //! until the vCPU's next trap (a guest call, or an access the TVM's map does not allow, found by
-//! walking the core's own address map), and hands each trap to `Tsm::guest_exit` until the core
-//! sends the result back to the host.
+//! walking the core's own address map).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -16,8 +15,8 @@ use tsm_abi::api::Transport;
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_core::addrmap::{AddressMap, format};
 use tsm_core::granule::GranuleState;
-use tsm_core::run::{GuestEntry, GuestExit, GuestStep, HostStep, Resume};
 use tsm_core::testing::Harness;
+use tsm_platform::run::{EntryError, GuestCpu, GuestExit, Resume};
 use tsm_platform::{AddressMapFormat, PhysMem};
 use tsm_scenarios::{GuestEnv, GuestFault, HostEnv, Probe};
 
@@ -80,30 +79,22 @@ impl Sim {
         }
     }
 
-    /// The HAL's run loop for one pending VCPU_RUN: enter the guest, hand each trap to the
-    /// core, until the core completes the host's call.
-    fn enter(self: &Arc<Self>, mut e: GuestEntry) -> CallResult {
-        loop {
-            let trap = {
-                let mut vcpus = self.vcpus.lock().unwrap();
-                if let Resume::Start { arg0, .. } = e.resume {
-                    vcpus.insert(e.vcpu.0, self.spawn(e.vcpu, e.root, arg0));
-                }
-                let t = vcpus
-                    .get(&e.vcpu.0)
-                    .expect("the core resumes only started vCPUs");
-                t.resume.send(e.resume).expect("vCPU thread alive");
-                t.traps.recv_timeout(STEP_TIMEOUT).expect("the guest traps")
-            };
-            match self.h.tsm.guest_exit(e.vcpu, trap) {
-                GuestStep::Resume(r) => e.resume = r,
-                GuestStep::ToHost(r) => return r,
-            }
+    /// Runs the vCPU whose context area is at `context` until its next trap (a vCPU is
+    /// known by its context area, as the HAL knows it).
+    fn run_vcpu(self: &Arc<Self>, context: Pa, root: Pa, resume: Resume) -> GuestExit {
+        let mut vcpus = self.vcpus.lock().unwrap();
+        if let Resume::Start { arg0, .. } = resume {
+            vcpus.insert(context.0, self.spawn(root, arg0));
         }
+        let t = vcpus
+            .get(&context.0)
+            .expect("the core resumes only started vCPUs");
+        t.resume.send(resume).expect("vCPU thread alive");
+        t.traps.recv_timeout(STEP_TIMEOUT).expect("the guest traps")
     }
 
     /// A vCPU: a thread that runs the guest script, one trap at a time.
-    fn spawn(self: &Arc<Self>, vcpu: Pa, root: Pa, arg0: u64) -> VcpuThread {
+    fn spawn(self: &Arc<Self>, root: Pa, arg0: u64) -> VcpuThread {
         let (resume, resume_rx) = channel();
         let (trap_tx, traps) = channel();
         let mut guest = SimGuest {
@@ -113,7 +104,6 @@ impl Sim {
             traps: trap_tx,
             clock: 0,
         };
-        let _ = vcpu;
         std::thread::spawn(move || {
             // The first resume is the Start itself.
             if guest.resume.recv().is_err() {
@@ -153,10 +143,16 @@ pub struct SimHost {
 
 impl Transport for SimHost {
     fn call(&mut self, regs: &CallRegs) -> CallResult {
-        match self.sim.h.tsm.host_call(regs) {
-            HostStep::Reply(r) => r,
-            HostStep::Enter(e) => self.sim.enter(e),
-        }
+        // The CPU index only names the CPU in the loop's log lines, which are off here.
+        let mut result = None;
+        tsm_core::run_loop::host_call(&self.sim.h.tsm, 0, self, regs, |r| result = Some(*r));
+        result.expect("the loop completes every host call")
+    }
+}
+
+impl GuestCpu for SimHost {
+    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+        Ok(self.sim.run_vcpu(context, root, resume))
     }
 }
 
