@@ -21,7 +21,7 @@ use tsm_core::viommu::{
     Access, Context, Devices, HostMapping, Iotlb, PasidTable, Perms, Request, Requester, S2Entry,
     SecureMemory, Stage1Format, Stage2, TvmId, VdevId, VdevView, translate, translate_uncached,
 };
-use tsm_hal::platform::{MemFault, PhysMem};
+use tsm_platform::{MemFault, PhysMem};
 
 const TVM: TvmId = TvmId(1);
 const ARM_RID: Requester = Requester { segment: 0, rid: 1 };

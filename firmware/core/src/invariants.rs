@@ -12,7 +12,7 @@ use std::vec::Vec;
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::viommu::ViommuType;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 use zerocopy::IntoBytes;
 use zerocopy::byteorder::{LittleEndian, U64};
 

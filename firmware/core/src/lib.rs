@@ -1,4 +1,4 @@
-//! The TSM monitor core. Arch-free: it reaches hardware only through `tsm-hal`'s traits, so the
+//! The TSM monitor core. Arch-free: it reaches hardware only through `tsm-platform`, so the
 //! whole monitor runs under `cargo test`, Miri and fuzzers on the build machine.
 //!
 //! | module | holds |

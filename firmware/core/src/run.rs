@@ -88,7 +88,7 @@ use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
-pub use tsm_hal::platform::run::{GuestExit, Resume};
+pub use tsm_platform::run::{GuestExit, Resume};
 
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
 pub const RUN_STATE_OFFSET: u64 = 1024;

@@ -14,8 +14,8 @@
 
 use tsm_abi::addr::Pa;
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_hal::platform::ExitCode;
-use tsm_hal::platform::run::{GuestCpu, GuestExit, HostCpu, HostExit, HostTrap};
+use tsm_platform::ExitCode;
+use tsm_platform::run::{GuestCpu, GuestExit, HostCpu, HostExit, HostTrap};
 
 use crate::run::{GuestEntry, GuestStep, HostStep};
 use crate::tsm::Tsm;

@@ -10,7 +10,7 @@ use std::vec;
 use std::vec::Vec;
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
-use tsm_hal::platform::{
+use tsm_platform::{
     AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
     MemRange, PhysMem, PowerOff,
 };

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
-use tsm_hal::platform::{
+use tsm_platform::{
     AddressMapFormat, Console, Entropy, GuestMmu, HostIsolation, MemRange, PhysMem, PowerOff,
 };
 use zerocopy::{FromBytes, IntoBytes};

@@ -6,7 +6,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_abi::event::{EventFlags, EventReason, GuestEvent, HostEvent};
 use tsm_abi::state::VdevState;
 use tsm_abi::viommu::{Stage1Format as AbiFormat, ViommuType};
-use tsm_hal::platform::{MemFault, PhysMem};
+use tsm_platform::{MemFault, PhysMem};
 use zerocopy::FromZeros;
 
 use crate::addrmap::{Leaf, MapKind, WalkError};

@@ -20,7 +20,7 @@
 
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::event::EventReason;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 use crate::viommu::{Context, Fault, PASID_MAX, Perms, Request, Stage1Format, TvmId, VdevId};
 use crate::viommu_glue::event_reason;

@@ -53,7 +53,7 @@ use tsm_core::testing::{Harness, SIM_BASE};
 use tsm_core::{Origin, invariants};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
-use tsm_hal::platform::{AddressMapFormat, PhysMem};
+use tsm_platform::{AddressMapFormat, PhysMem};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Granules of simulated DRAM: 4 reserved, 4 host scratch pages, the rest for the sequence.

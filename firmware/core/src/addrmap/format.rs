@@ -2,7 +2,7 @@
 //! runs guests on; the walker in [`super`] is the same for both.
 
 use tsm_abi::addr::Pa;
-use tsm_hal::platform::AddressMapFormat;
+use tsm_platform::AddressMapFormat;
 
 use super::{Leaf, MapKind, Perms};
 

@@ -10,7 +10,7 @@
 pub mod format;
 
 use tsm_abi::addr::{GRANULE_SHIFT, Gpa, Pa};
-use tsm_hal::platform::{MemFault, PhysMem};
+use tsm_platform::{MemFault, PhysMem};
 
 use format::{Entry, PteFormat};
 

@@ -16,7 +16,7 @@ use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::viommu::ViommuType;
-use tsm_hal::log::{MAX_PAYLOAD, STREAM_GUEST};
+use tsm_platform::log::{MAX_PAYLOAD, STREAM_GUEST};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::MapKind;

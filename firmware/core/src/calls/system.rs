@@ -9,8 +9,8 @@ use tsm_abi::features::{
 use tsm_abi::regs::CallResult;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::{self, AbiVersion};
-use tsm_hal::log::{MAX_PAYLOAD, STREAM_HOST};
-use tsm_hal::platform::ExitCode;
+use tsm_platform::ExitCode;
+use tsm_platform::log::{MAX_PAYLOAD, STREAM_HOST};
 
 use crate::addrmap;
 use crate::dispatch::Reply;

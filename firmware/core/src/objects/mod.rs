@@ -14,7 +14,7 @@ use tsm_abi::params::{PdevParams, VdevParams};
 use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::viommu::ViommuType;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::granule::{GranuleState, Locked};

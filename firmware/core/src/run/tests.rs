@@ -8,7 +8,7 @@ use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::status::{Status, StatusCode};
-use tsm_hal::platform::{AddressMapFormat, PhysMem};
+use tsm_platform::{AddressMapFormat, PhysMem};
 use zerocopy::FromBytes;
 
 use super::{CONTEXT_OFFSET, GuestExit, GuestStep, HostStep, Resume};

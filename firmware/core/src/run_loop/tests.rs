@@ -11,10 +11,8 @@ use tsm_abi::CallId;
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_hal::platform::run::{
-    EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume,
-};
-use tsm_hal::platform::{AddressMapFormat, ExitCode};
+use tsm_platform::run::{EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume};
+use tsm_platform::{AddressMapFormat, ExitCode};
 use zerocopy::FromBytes;
 
 use crate::run::CONTEXT_OFFSET;

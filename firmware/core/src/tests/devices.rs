@@ -21,7 +21,7 @@ use super::*;
 use crate::Origin;
 use crate::granule::GranuleState;
 use crate::testing::Harness;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 pub(crate) const RID_BASE: u16 = 0x0100;
 pub(crate) const PBDF: u16 = 0x0101;
@@ -116,7 +116,7 @@ pub(crate) fn drive(
 }
 
 pub(crate) fn world(dev: &mut Device<'_>) -> World {
-    let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
+    let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
     let t = build_tvm(&h, 10);
     let pp = h.host_put(20, pdev_params().as_bytes());
     let pdev = h.delegate(21);
@@ -407,7 +407,7 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
         Misbehaviour::WrongVersion,
         Misbehaviour::WrongInterfaceId,
     ] {
-        let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
+        let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
         let mut dev = device(tdis);
         dev.enable(m);
         let pp = h.host_put(20, pdev_params().as_bytes());
@@ -423,7 +423,7 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
         h.refused(PDEV_CONNECT, &[pdev.0, comm.0], s(ObjectState, 1));
         h.host(PDEV_DESTROY, &[pdev.0]).unwrap();
     }
-    let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
+    let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
     let pp = h.host_put(20, pdev_params().as_bytes());
     let pdev = h.delegate(21);
     h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
@@ -467,7 +467,7 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
 
 #[test]
 fn pdev_create_refusals() {
-    let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
+    let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
     let pdev = h.delegate(21);
     let put = |p: PdevParams| h.host_put(20, p.as_bytes());
     let spdm = put(PdevParams {
@@ -500,7 +500,7 @@ fn pdev_create_refusals() {
 
 #[test]
 fn viommu_create_is_typed_and_destroy_waits_for_vdevices() {
-    let h = harness(tsm_hal::platform::AddressMapFormat::ArmStage2);
+    let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
     let t = build_tvm(&h, 10);
     let v = h.delegate(30);
     for raw in iommufd::NON_TSM_TYPES {
@@ -833,7 +833,7 @@ fn guest_console_exit_and_version() {
     w.guest(G_CONSOLE_WRITE, &[0x1000, 11]).unwrap();
     assert_eq!(
         w.h.sim.console().last().unwrap(),
-        &(tsm_hal::log::STREAM_GUEST, b"guest frame".to_vec())
+        &(tsm_platform::log::STREAM_GUEST, b"guest frame".to_vec())
     );
     w.h.guest_refused(w.vcpu, G_CONSOLE_WRITE, &[0x1000, 0], s(InvalidArgument, 2));
     w.h.guest_refused(

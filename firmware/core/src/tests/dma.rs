@@ -9,7 +9,7 @@ use tsm_abi::event::{
 };
 use tsm_abi::status::{Status, StatusCode::*};
 use tsm_abi::viommu::ViommuType;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::devices::{PBDF, VBDF, device, tdis, vdev_params, world};

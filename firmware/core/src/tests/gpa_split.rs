@@ -13,7 +13,7 @@ use tsm_abi::status::StatusCode::*;
 
 use super::devices::{PBDF, VBDF, device, tdis, world};
 use super::{FORMATS, SHARED_GPA, build_tvm, harness, s, shared_tables};
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 use crate::addrmap::MapKind;
 

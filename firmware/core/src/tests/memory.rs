@@ -10,7 +10,7 @@ use super::*;
 use crate::addrmap::{Leaf, MapKind, Perms};
 use crate::granule::GranuleState;
 use crate::testing::TlbOp;
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 #[test]
 fn delegate_unmaps_from_host_and_undelegate_scrubs_and_gives_back() {

@@ -18,7 +18,7 @@ use tsm_abi::CallId;
 use tsm_abi::addr::Pa;
 use tsm_abi::params::TvmParams;
 use tsm_abi::status::{Status, StatusCode};
-use tsm_hal::platform::AddressMapFormat;
+use tsm_platform::AddressMapFormat;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::testing::Harness;

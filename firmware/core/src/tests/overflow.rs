@@ -10,7 +10,7 @@ use tsm_abi::CallId::*;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use tsm_abi::state::VdevState;
 use tsm_abi::status::StatusCode::*;
-use tsm_hal::platform::AddressMapFormat;
+use tsm_platform::AddressMapFormat;
 
 use super::devices::{VBDF, device, tdis, world};
 use super::*;

@@ -20,7 +20,7 @@ use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode::*};
 use tsm_abi::viommu::ViommuType;
 use tsm_device_model::Device;
-use tsm_hal::platform::{AddressMapFormat, PhysMem};
+use tsm_platform::{AddressMapFormat, PhysMem};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::devices::{PBDF, VBDF, device, drive, pdev_params, tdis, vdev_params};

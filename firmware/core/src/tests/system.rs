@@ -10,7 +10,7 @@ use tsm_abi::features::{
 };
 use tsm_abi::regs::CallRegs;
 use tsm_abi::status::{Status, StatusCode::*};
-use tsm_hal::platform::{AddressMapFormat, ExitCode};
+use tsm_platform::{AddressMapFormat, ExitCode};
 
 use super::*;
 
@@ -100,7 +100,7 @@ fn console_write_relays_ns_buffers_only() {
     h.host(CONSOLE_WRITE, &[pa.0, 7]).unwrap();
     assert_eq!(
         h.sim.console(),
-        std::vec![(tsm_hal::log::STREAM_HOST, b"\x01\x02frame".to_vec())]
+        std::vec![(tsm_platform::log::STREAM_HOST, b"\x01\x02frame".to_vec())]
     );
     h.refused(CONSOLE_WRITE, &[pa.0, 0], s(InvalidArgument, 2));
     h.refused(CONSOLE_WRITE, &[pa.0, 513], s(InvalidArgument, 2));

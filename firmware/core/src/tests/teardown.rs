@@ -99,7 +99,7 @@ const TEARDOWN_SEEDS: u64 = if cfg!(miri) { 2 } else { 24 };
 fn random_teardown_returns_every_granule() {
     for seed in 1..=TEARDOWN_SEEDS {
         let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
-        let start = super::harness(tsm_hal::platform::AddressMapFormat::ArmStage2).ownership();
+        let start = super::harness(tsm_platform::AddressMapFormat::ArmStage2).ownership();
         let mut dev = device(tdis);
         let (w, steps, delegated) = populated(&mut dev);
         let mut todo: Vec<Step> = steps;

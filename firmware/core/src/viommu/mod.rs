@@ -46,7 +46,7 @@ pub use pasid::{PASID_CAPACITY, PasidError, PasidTable, Stage1Root};
 pub use walk::{translate, translate_uncached};
 
 use tsm_abi::addr::{Gpa, Iova, Pa};
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 /// Largest PASID (PCIe PASIDs are 20 bits).
 pub const PASID_MAX: u32 = (1 << 20) - 1;

@@ -6,7 +6,7 @@
 //! The cached path applies the same order to the cached walk, so it reports the same fault.
 
 use tsm_abi::addr::{Gpa, Pa};
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 use super::iotlb::{TableRef, WalkPrefix, Walked};
 use super::stage1::{self, Format, Inherited, Step};

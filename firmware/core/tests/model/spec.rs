@@ -28,7 +28,7 @@ use StatusCode::*;
 
 /// Granule size.
 pub const G: u64 = GRANULE_SIZE;
-/// Largest framed console record (tsm_hal::log::MAX_PAYLOAD).
+/// Largest framed console record (tsm_platform::log::MAX_PAYLOAD).
 const MAX_CONSOLE: u64 = 512;
 /// Event ring depth (FEATURES QUEUE_LIMITS).
 const QUEUE_DEPTH: u32 = 32;

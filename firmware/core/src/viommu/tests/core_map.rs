@@ -4,7 +4,7 @@
 //! core's DMA-injection tests cover that path).
 
 use tsm_abi::CallId::{MAP_PRIVATE, MAP_SHARED, UNMAP};
-use tsm_hal::platform::PhysMem;
+use tsm_platform::PhysMem;
 
 use super::enc::*;
 use super::*;

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
-use tsm_hal::platform::{MemFault, PhysMem};
+use tsm_platform::{MemFault, PhysMem};
 
 use super::*;
 
