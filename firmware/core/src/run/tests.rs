@@ -381,11 +381,8 @@ mod device_request {
         panic!("operation did not finish");
     }
 
-    #[test]
-    fn accept_exits_for_device_io_and_returns_its_result() {
-        let mut dev = device();
-        let h = harness(AddressMapFormat::ArmStage2);
-        let t = build_tvm(&h, 10);
+    /// A PDEV over `dev` (granules 20, 21; COMMUNICATE buffer [`COMM`]), connected.
+    pub(super) fn connected_pdev(h: &Harness, dev: &mut Device<'_>) -> (Pa, Pa) {
         let pp = PdevParams {
             rid_base: RID_BASE,
             rid_count: 8,
@@ -396,7 +393,16 @@ mod device_request {
         h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
         let comm = h.granule(COMM);
         let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
-        drive(&h, &mut dev, pdev, r);
+        drive(h, dev, pdev, r);
+        (pdev, comm)
+    }
+
+    #[test]
+    fn accept_exits_for_device_io_and_returns_its_result() {
+        let mut dev = device();
+        let h = harness(AddressMapFormat::ArmStage2);
+        let t = build_tvm(&h, 10);
+        let (pdev, comm) = connected_pdev(&h, &mut dev);
         let viommu = h.delegate(23);
         let vtype = u64::from(ViommuType::TsmSmmuv3.raw());
         h.host(VIOMMU_CREATE, &[t.tvm.0, viommu.0, vtype, 0])
@@ -473,11 +479,11 @@ mod device_request {
 mod guest_op_tickets {
     use tsm_abi::CallId::*;
     use tsm_abi::guest::{AcceptEvidence, VdevInfo};
-    use tsm_abi::params::{LockFlags, PdevParams, VdevParams};
+    use tsm_abi::params::{LockFlags, VdevParams};
     use tsm_abi::viommu::ViommuType;
     use zerocopy::{FromZeros, IntoBytes};
 
-    use super::device_request::{COMM, PBDF, RID_BASE, VBDF, device, drive};
+    use super::device_request::{PBDF, VBDF, connected_pdev, device, drive};
     use super::*;
 
     /// One TVM's side: its vIOMMU, vCPU and private page at GPA 0x1000.
@@ -563,17 +569,7 @@ mod guest_op_tickets {
         let h = harness(AddressMapFormat::ArmStage2);
         let a = side(&h, 40);
         let b = side(&h, 60);
-        let pp = PdevParams {
-            rid_base: RID_BASE,
-            rid_count: 8,
-            ..PdevParams::new_zeroed()
-        };
-        let pp = h.host_put(20, pp.as_bytes());
-        let pdev = h.delegate(21);
-        h.host(PDEV_CREATE, &[pdev.0, pp.0]).unwrap();
-        let comm = h.granule(COMM);
-        let r = h.host(PDEV_CONNECT, &[pdev.0, comm.0]);
-        drive(&h, &mut dev, pdev, r);
+        let (pdev, comm) = connected_pdev(&h, &mut dev);
         let vdev = h.delegate(25);
         for (s, next) in [(&a, Some(&b)), (&b, None)] {
             h.host(VDEV_CREATE, &[vdev.0, pdev.0, s.viommu.0, s.params.0])
