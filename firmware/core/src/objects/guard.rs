@@ -107,7 +107,8 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
             .map_err(|_| internal())
     }
 
-    /// Writes the copy back, after checking its invariants ([`Object::invariants`]).
+    /// Writes the copy back, after checking its invariants ([`Object::invariants`]) in debug
+    /// builds.
     pub fn save(&self) -> Result<(), Status> {
         write(self.t.platform, self.g.pa(), self.obj)
     }

@@ -112,10 +112,16 @@ fn load_into<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>, obj: &mut O) -> R
 
 /// Writes an object to its granule at `pa`, if its invariants hold.
 fn write<O: Object>(mem: &dyn PhysMem, pa: Pa, obj: &O) -> Result<(), Status> {
-    if let Err(broken) = obj.invariants() {
-        debug_assert!(false, "{}: {broken}", core::any::type_name::<O>());
-        return Err(internal());
-    }
+    // A violation is a TSM bug, never the result of host or guest input: every debug build
+    // (unit, model and fuzz tests, the QEMU scenarios) checks at every save and stops on one,
+    // as TF-RMM asserts its granule invariants at unlock in debug builds. Release images skip
+    // the check: its slot scans cost ~900 instructions on VDEV_CREATE's four saves.
+    debug_assert!(
+        obj.invariants().is_ok(),
+        "{}: {:?}",
+        core::any::type_name::<O>(),
+        obj.invariants()
+    );
     mem.write(pa, obj.as_bytes()).map_err(|_| internal())
 }
 
