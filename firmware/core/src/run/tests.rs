@@ -397,6 +397,17 @@ mod device_request {
         (pdev, comm)
     }
 
+    /// The vdevice of the tests: [`PBDF`] seen as [`VBDF`], locked without firmware updates.
+    pub(super) fn vdev_params() -> VdevParams {
+        VdevParams {
+            pbdf: PBDF,
+            vbdf: VBDF,
+            function_id: u32::from(PBDF),
+            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
+            ..VdevParams::new_zeroed()
+        }
+    }
+
     #[test]
     fn accept_exits_for_device_io_and_returns_its_result() {
         let mut dev = device();
@@ -407,13 +418,7 @@ mod device_request {
         let vtype = u64::from(ViommuType::TsmSmmuv3.raw());
         h.host(VIOMMU_CREATE, &[t.tvm.0, viommu.0, vtype, 0])
             .unwrap();
-        let vp = VdevParams {
-            pbdf: PBDF,
-            vbdf: VBDF,
-            function_id: u32::from(PBDF),
-            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
-            ..VdevParams::new_zeroed()
-        };
+        let vp = vdev_params();
         let vp = h.host_put(24, vp.as_bytes());
         let vdev = h.delegate(25);
         h.host(VDEV_CREATE, &[vdev.0, pdev.0, viommu.0, vp.0])
@@ -479,11 +484,10 @@ mod device_request {
 mod guest_op_tickets {
     use tsm_abi::CallId::*;
     use tsm_abi::guest::{AcceptEvidence, VdevInfo};
-    use tsm_abi::params::{LockFlags, VdevParams};
     use tsm_abi::viommu::ViommuType;
-    use zerocopy::{FromZeros, IntoBytes};
+    use zerocopy::IntoBytes;
 
-    use super::device_request::{PBDF, VBDF, connected_pdev, device, drive};
+    use super::device_request::{VBDF, connected_pdev, device, drive, vdev_params};
     use super::*;
 
     /// One TVM's side: its vIOMMU, vCPU and private page at GPA 0x1000.
@@ -508,13 +512,7 @@ mod guest_op_tickets {
         h.host(MAP_PRIVATE, &[t.tvm.0, 0x1000, page.0, u64::MAX, 3])
             .unwrap();
         h.host(TVM_ACTIVATE, &[t.tvm.0]).unwrap();
-        let vp = VdevParams {
-            pbdf: PBDF,
-            vbdf: VBDF,
-            function_id: u32::from(PBDF),
-            lock_flags: LockFlags::NO_FW_UPDATE.bits(),
-            ..VdevParams::new_zeroed()
-        };
+        let vp = vdev_params();
         Side {
             viommu,
             vcpu,

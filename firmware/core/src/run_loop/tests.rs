@@ -104,15 +104,20 @@ fn exited(reason: ExitReason) -> CallResult {
     ok([u64::from(reason.raw()), 0, 0, 0])
 }
 
-#[test]
-fn calls_guest_runs_and_entry_errors_go_through_the_core() {
-    let h = harness(AddressMapFormat::ArmStage2);
-    let t = build_tvm(&h, 10);
+/// An active TVM with one vCPU at [`ENTRY`]: its root table, the vCPU, an exit-record granule.
+fn active_vcpu(h: &Harness) -> (Pa, Pa, Pa) {
+    let t = build_tvm(h, 10);
     let vcpu = h.delegate(20);
     h.host(CallId::VCPU_CREATE, &[t.tvm.0, vcpu.0, ENTRY, ARG0])
         .unwrap();
     h.host(CallId::TVM_ACTIVATE, &[t.tvm.0]).unwrap();
-    let record = h.granule(40);
+    (t.root, vcpu, h.granule(40))
+}
+
+#[test]
+fn calls_guest_runs_and_entry_errors_go_through_the_core() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let (root, vcpu, record) = active_vcpu(&h);
     let vcpu_run = HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0]));
     let fault_gpa = Gpa(0x1234_5000);
 
@@ -161,7 +166,7 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
             &[0x1_0000],
         )
         .unwrap();
-    let (context, root) = (Pa(vcpu.0 + CONTEXT_OFFSET), t.root);
+    let (context, root) = (Pa(vcpu.0 + CONTEXT_OFFSET), root);
     assert_eq!(
         *guest.entries.borrow(),
         [
@@ -186,12 +191,7 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
 #[test]
 fn an_entry_error_is_a_fault_exit_without_an_address() {
     let h = harness(AddressMapFormat::X86_64FourLevel);
-    let t = build_tvm(&h, 10);
-    let vcpu = h.delegate(20);
-    h.host(CallId::VCPU_CREATE, &[t.tvm.0, vcpu.0, ENTRY, ARG0])
-        .unwrap();
-    h.host(CallId::TVM_ACTIVATE, &[t.tvm.0]).unwrap();
-    let record = h.granule(40);
+    let (_, vcpu, record) = active_vcpu(&h);
     let mut host = Host {
         traps: VecDeque::from([
             HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0])),
