@@ -376,3 +376,22 @@ impl Harness {
         pa
     }
 }
+
+/// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
+impl tsm_platform::Iommu for SimPlatform {
+    fn present(&self) -> bool {
+        false
+    }
+    fn table_format(&self) -> Option<tsm_platform::DmaTableFormat> {
+        None
+    }
+    fn attach(
+        &self,
+        _stream: tsm_platform::DmaStream,
+        _domain: tsm_platform::DmaDomain,
+    ) -> Result<(), tsm_platform::IommuError> {
+        Err(tsm_platform::IommuError::Absent)
+    }
+    fn invalidate(&self, _tag: u16) {}
+    fn drain_faults(&self, _sink: &mut dyn FnMut(tsm_platform::DmaFault)) {}
+}

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::{
-    AddressMapFormat, Console, Entropy, GuestMmu, HostIsolation, MemRange, PhysMem, PowerOff,
+    AddressMapFormat, Console, Entropy, GuestMmu, HostIsolation, Iommu, MemRange, PhysMem, PowerOff,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -20,10 +20,13 @@ use crate::viommu::{HostDomainQueue, Iotlb, Requester};
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
 /// [`crate::testing::SimPlatform`] in tests).
 pub trait Platform:
-    PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync
+    PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Iommu + Sync
 {
 }
-impl<T: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Sync> Platform for T {}
+impl<T: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Iommu + Sync> Platform
+    for T
+{
+}
 
 /// Who trapped into the TSM. The HAL fills it from the trapped context, never from a register
 /// the caller controls.

@@ -146,3 +146,106 @@ pub trait GuestMmu {
     /// (called when a TVM is destroyed, before its root granule is reused).
     fn invalidate_guest_all(&self, root: Pa);
 }
+
+/// Who issued a DMA request, as the platform IOMMU identifies it: the PCI segment and the
+/// requester ID (bus/device/function). On both QEMU machines the SMMU StreamID / VT-d source-id
+/// is the requester ID on segment 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DmaStream {
+    /// PCI segment.
+    pub segment: u16,
+    /// Requester ID.
+    pub rid: u16,
+}
+
+/// Why the platform IOMMU stopped a DMA request, in the terms the core's events use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DmaFaultKind {
+    /// No valid translation (SMMU F_TRANSLATION / C_BAD_STE, VT-d "not present" reasons).
+    Translation,
+    /// The mapping forbids the access (SMMU F_PERMISSION, VT-d read/write not allowed).
+    Permission,
+    /// The address is beyond the domain's input size (SMMU F_ADDR_SIZE, VT-d address above AW).
+    AddressSize,
+    /// Anything else the IOMMU reported (a configuration or walk error): logged by the HAL.
+    Other,
+}
+
+/// One DMA fault the platform IOMMU recorded (SMMU event record, VT-d fault record), decoded
+/// by the HAL. `iova` is the address the device used.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DmaFault {
+    /// The requester.
+    pub stream: DmaStream,
+    /// The address the device used.
+    pub iova: u64,
+    /// A write (else a read).
+    pub write: bool,
+    /// Why it was stopped.
+    pub kind: DmaFaultKind,
+}
+
+/// What the platform IOMMU does with one stream's DMA.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DmaDomain {
+    /// The host domain: identity over the host's DRAM minus the TSM's memory and every secure
+    /// granule (the same granules [`HostIsolation`] takes from and gives back to the host).
+    Host,
+    /// Every request faults.
+    Blocked,
+    /// A single-stage table the core built, in [`Iommu::table_format`], rooted at `root`
+    /// (TSM-owned, never host-writable memory). `tag` names its cached translations
+    /// (SMMU VMID, VT-d domain ID) for [`Iommu::invalidate`]; `1..=DMA_MAX_TAG`.
+    Table {
+        /// Root table (level 0 of a 48-bit, 4-level walk).
+        root: Pa,
+        /// Cache tag.
+        tag: u16,
+    },
+}
+
+/// The largest tag a [`DmaDomain::Table`] may use (SMMU VMIDs and VT-d domain IDs both have at
+/// least 8 bits; tag 0 is the host domain's).
+pub const DMA_MAX_TAG: u16 = 255;
+
+/// Why the IOMMU refused a stream configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IommuError {
+    /// The platform has no IOMMU the TSM drives.
+    Absent,
+    /// The stream is outside what the IOMMU's tables cover (segment, requester ID).
+    NoSuchStream,
+    /// The tag is 0 or above [`DMA_MAX_TAG`], or the root is not a granule-aligned address.
+    BadDomain,
+}
+
+/// The platform IOMMU, owned by the TSM (docs/design.md "The platform IOMMU"). Every method
+/// returns only after the hardware no longer uses what it replaced: configuration and TLB
+/// invalidations are completed with the hardware's own sync (SMMU CMD_SYNC, VT-d wait
+/// descriptor / register-based invalidation done).
+///
+/// The host domain is kept by the HAL itself, in step with [`HostIsolation`]: a granule the host
+/// loses goes out of the host domain, TLBs invalidated, before `unmap_from_host` returns.
+pub trait Iommu {
+    /// Whether a hardware IOMMU gates DMA on this platform.
+    fn present(&self) -> bool;
+    /// The format [`DmaDomain::Table`] tables are written in, `None` without an IOMMU.
+    fn table_format(&self) -> Option<DmaTableFormat>;
+    /// Points `stream` at `domain`.
+    fn attach(&self, stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError>;
+    /// Drops every cached translation under `tag` (after the core changed its table).
+    fn invalidate(&self, tag: u16);
+    /// Hands every fault the IOMMU recorded since the last drain to `sink`, oldest first.
+    fn drain_faults(&self, sink: &mut dyn FnMut(DmaFault));
+}
+
+/// Formats of [`DmaDomain::Table`] tables.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DmaTableFormat {
+    /// Arm VMSAv8-64 stage 2, 4 KiB granule, 48-bit input, walk from level 0 (an SMMUv3 STE
+    /// with stage 2 only): the same descriptors as [`AddressMapFormat::ArmStage2`].
+    ArmStage2,
+    /// Intel VT-d second-level paging, 4-level (48-bit AGAW): R = bit 0, W = bit 1, the
+    /// address in bits 12..52, no present bit.
+    VtdSecondLevel,
+}

@@ -148,3 +148,22 @@ impl GuestMmu for QemuVirt {
         }
     }
 }
+
+/// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
+impl crate::platform::Iommu for QemuVirt {
+    fn present(&self) -> bool {
+        false
+    }
+    fn table_format(&self) -> Option<crate::platform::DmaTableFormat> {
+        None
+    }
+    fn attach(
+        &self,
+        _stream: crate::platform::DmaStream,
+        _domain: crate::platform::DmaDomain,
+    ) -> Result<(), crate::platform::IommuError> {
+        Err(crate::platform::IommuError::Absent)
+    }
+    fn invalidate(&self, _tag: u16) {}
+    fn drain_faults(&self, _sink: &mut dyn FnMut(crate::platform::DmaFault)) {}
+}
