@@ -12,6 +12,7 @@ mod outcome;
 mod prereq;
 mod procs;
 mod qemu;
+mod qemu_install;
 mod records;
 mod release_check;
 mod scenarios;

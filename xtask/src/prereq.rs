@@ -1,17 +1,18 @@
 //! Checks what the commands need and installs what is missing. The check alone runs two
-//! `rustup ... list --installed` queries (in parallel) and a PATH lookup: tens of milliseconds.
+//! `rustup ... list --installed` queries (in parallel), a PATH lookup and looks at the pinned
+//! QEMU's folder (`qemu_install`): tens of milliseconds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::arch::Arch;
+use crate::qemu_install;
 use crate::workspace::{Workspace, show};
 
 /// rustup components the commands use: rustfmt and clippy for `test`, llvm-tools for image
 /// inspection (objdump, size).
 const COMPONENTS: &[&str] = &["rustfmt", "clippy", "llvm-tools"];
-const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
 const GDB: &str = "gdb-multiarch";
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,28 +45,21 @@ pub fn ensure(ws: &Workspace, needs: Needs, verbose: bool) -> Result<(), String>
         rustup_add(&rustup, &ws.toolchain, "component", &missing)?;
     }
 
-    let mut packages: Vec<&[&str]> = Vec::new();
-    if Arch::ALL.iter().any(|a| find_in_path(a.qemu()).is_none()) {
-        packages.push(QEMU_PACKAGES);
-    }
+    let (qemu, qemu_version) = qemu_install::ensure()?;
     if needs.gdb && find_in_path(GDB).is_none() {
-        packages.push(&[GDB]);
-    }
-    if !packages.is_empty() {
-        apt_install(&packages)?;
-        let wanted = Arch::ALL.map(Arch::qemu);
-        let wanted = wanted.iter().copied().chain(needs.gdb.then_some(GDB));
-        if let Some(gone) = wanted.into_iter().find(|p| find_in_path(p).is_none()) {
-            return Err(format!("{gone} is still not on PATH after installing it"));
+        apt_install(&[&[GDB]])?;
+        if find_in_path(GDB).is_none() {
+            return Err(format!("{GDB} is still not on PATH after installing it"));
         }
     }
     if verbose {
         eprintln!(
-            "prerequisites present: toolchain {} with {} and {}, {}{} (checked in {} ms)",
+            "prerequisites present: toolchain {} with {} and {}, QEMU {qemu_version} ({}){} \
+             (checked in {} ms)",
             ws.toolchain,
             wanted_targets.join(", "),
             COMPONENTS.join(", "),
-            Arch::ALL.map(Arch::qemu).join(", "),
+            qemu.command(Arch::Aarch64).get_program().to_string_lossy(),
             if needs.gdb { ", gdb-multiarch" } else { "" },
             start.elapsed().as_millis()
         );
@@ -122,8 +116,8 @@ fn rustup_add(rustup: &Path, toolchain: &str, what: &str, items: &[&str]) -> Res
     run_install(&mut cmd)
 }
 
-/// Debian packages: `apt-get update` once, then each group in its own `apt-get install`
-/// (mixed with other packages, apt may refuse QEMU next to the image's newer qemu-utils).
+/// Debian packages (gdb-multiarch): `apt-get update` once, then each group in its own
+/// `apt-get install`.
 fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
     let install_line = |sudo: &str| {
         let mut line = format!("{sudo}apt-get update");
@@ -144,8 +138,7 @@ fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
     if find_in_path("apt-get").is_none() {
         return Err(format!(
             "missing Debian packages {missing}, and this machine has no apt-get. On Debian/Ubuntu \
-             run: {}\nElsewhere install QEMU (qemu-system-aarch64, qemu-system-x86_64) and \
-             gdb-multiarch from your distribution.",
+             run: {}\nElsewhere install gdb-multiarch from your distribution.",
             install_line("sudo ")
         ));
     }
@@ -170,7 +163,7 @@ fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
     Ok(())
 }
 
-fn run_install(cmd: &mut Command) -> Result<(), String> {
+pub(crate) fn run_install(cmd: &mut Command) -> Result<(), String> {
     eprintln!("$ {}", show(cmd));
     let status = cmd
         .stdin(Stdio::null())
@@ -187,7 +180,7 @@ fn run_install(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Effective uid 0, from /proc (no libc binding needed on the Linux machines this runs on).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))

@@ -14,6 +14,7 @@ use crate::arch::Arch;
 use crate::decode::{Line, LogDecoder};
 use crate::images::Images;
 use crate::outcome::{self, Ended, Outcome};
+use crate::qemu_install::{PIN, Qemu};
 use crate::workspace::{Workspace, show};
 
 /// How often the loop looks at the child while no output arrives.
@@ -66,7 +67,12 @@ pub fn run_with(
     on_line: &mut dyn FnMut(&Line),
 ) -> Result<RunReport, String> {
     let mut decoder = LogDecoder::load(&spec.images.tsm, &spec.images.host)?;
-    let mut cmd = Command::new(spec.arch.qemu());
+    // The pinned QEMU `prereq::ensure` installed (every command checks it first).
+    let qemu = Qemu::locate()?;
+    let version = qemu
+        .version()
+        .ok_or_else(|| format!("QEMU {PIN} is not installed: run `cargo xtask setup`"))?;
+    let mut cmd = qemu.command(spec.arch);
     cmd.args(
         spec.arch
             .qemu_args(&spec.images.tsm, &spec.images.host, spec.scenario_id),
@@ -205,7 +211,7 @@ pub fn run_with(
         wall.as_secs_f64()
     );
     let base = format!("{}-{}", spec.arch.name(), spec.label);
-    let log_path = write_logs(ws, &base, &cmd, &lines, &raw, &summary)?;
+    let log_path = write_logs(ws, &base, &cmd, &version, &lines, &raw, &summary)?;
     Ok(RunReport {
         ended,
         outcome,
@@ -228,13 +234,19 @@ fn write_logs(
     ws: &Workspace,
     base: &str,
     cmd: &Command,
+    version: &str,
     lines: &[Line],
     raw: &[u8],
     summary: &str,
 ) -> Result<PathBuf, String> {
     let dir = ws.logs_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut text = format!("# $ {}\n", show(cmd));
+    // The environment too: the unpacked QEMU needs its module and library folders to start.
+    let env: String = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={} ", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    let mut text = format!("# $ {env}{}\n# QEMU {version}\n", show(cmd));
     for line in lines {
         let _ = writeln!(text, "{line}");
     }
