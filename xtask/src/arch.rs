@@ -55,9 +55,17 @@ impl Arch {
         let machine: &[&str] = match self {
             // `-nographic` alone would multiplex the monitor onto stdio; stdout must carry only
             // UART bytes, so the serial port gets stdio to itself and the monitor is off.
+            // The SMMUv3 (QEMU 10: stage 2 and nesting) in front of the PCIe root bus, ECAM
+            // below 4 GiB (`highmem=off`: the host's stage 2 covers 39 bits), and the `edu`
+            // device the scenarios drive, with a DMA mask that reaches DRAM at 1 GiB (docs/
+            // design.md "The platform IOMMU"). `-nodefaults`: no default NIC on the bus (the
+            // edu device is the only one), no display (whose module probe prints noise).
             Arch::Aarch64 => &[
                 "-M",
-                "virt,virtualization=on",
+                "virt,virtualization=on,iommu=smmuv3,highmem=off",
+                "-nodefaults",
+                "-device",
+                "edu,dma_mask=0xffffffffffffffff",
                 "-cpu",
                 "max",
                 "-m",
@@ -125,8 +133,9 @@ mod tests {
     fn aarch64_line_is_the_documented_one() {
         assert_eq!(
             line(Arch::Aarch64),
-            "-M virt,virtualization=on -cpu max -m 512M -smp 2 -nographic -serial stdio \
-             -monitor none -semihosting -kernel tsm -device loader,file=tsm-host \
+            "-M virt,virtualization=on,iommu=smmuv3,highmem=off -nodefaults \
+             -device edu,dma_mask=0xffffffffffffffff -cpu max -m 512M -smp 2 -nographic \
+             -serial stdio -monitor none -semihosting -kernel tsm -device loader,file=tsm-host \
              -device loader,addr=0x40FFF000,data=2,data-len=4"
         );
     }

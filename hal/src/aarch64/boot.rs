@@ -14,6 +14,7 @@ use super::layout::{self, CarveOut};
 use super::memmap;
 use super::mmu;
 use super::platform::QemuVirt;
+use super::smmu::{self, Smmu};
 use super::smp::{self, MAX_CPUS, SECONDARY_STACK};
 use super::stage2::{self, HostStage2};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
@@ -133,9 +134,28 @@ extern "C" fn boot_primary() -> ! {
     let Some(s2_tables) = stage2::table_count(&dram) else {
         fatal_text("DRAM too large for the host's stage-2")
     };
+    // The devices the TSM places: the SMMU it keeps, the PCIe windows the host gets (read
+    // before the host can touch the tree).
+    let devices = memmap::devices_from_dtb();
+    let pcie = devices.pcie.map(|p| [p.ecam, p.mmio]);
+    let windows = pcie.as_ref().map_or(&[][..], |w| &w[..]);
+    if let Some(smmu) = devices.smmu
+        && windows.iter().any(|w| overlaps(w, &smmu))
+    {
+        fatal_text("a PCIe window of the device tree overlaps the SMMU's registers");
+    }
+    let Some(device_tables) = stage2::device_table_count(windows) else {
+        fatal_text("malformed PCIe windows in the device tree")
+    };
+    // The SMMU's stream table and queues, and the granules skipped to align them.
+    let smmu_tables = if devices.smmu.is_some() {
+        smmu::MEMORY_TABLES as u64 + (smmu::MEMORY_ALIGN >> GRANULE_SHIFT) - 1
+    } else {
+        0
+    };
     let stacks = SECONDARY_STACK * (MAX_CPUS as u64 - 1);
     let Some(tsm) = s2_tables
-        .checked_add(mmu::TABLES as u64)
+        .checked_add(mmu::TABLES as u64 + device_tables + smmu_tables)
         .and_then(|t| t.checked_mul(GRANULE_SIZE))
         .zip(layout::descriptor_bytes(granules))
         .and_then(|(tables, descs)| {
@@ -158,6 +178,39 @@ extern "C" fn boot_primary() -> ! {
     else {
         fatal_text("cannot build the host's stage-2")
     };
+    let Some(pool) = carve.tables(device_tables as usize, &tsm) else {
+        fatal_text("no room for the host's device mappings")
+    };
+    if stage2.map_devices(windows, pool).is_err() {
+        fatal_text("cannot map the PCIe windows for the host (inside DRAM's GiBs or overlapping)");
+    }
+    let smmu = devices.smmu.map(|frame| {
+        let Some(memory) = carve.aligned_tables(smmu::MEMORY_TABLES, smmu::MEMORY_ALIGN, &tsm)
+        else {
+            fatal_text("no room for the SMMU's tables and queues")
+        };
+        match Smmu::init(frame, memory, stage2.dma_root()) {
+            Ok(s) => s,
+            Err(e) => fatal_text(e.describe()),
+        }
+    });
+    match (devices.smmu, smmu.is_some()) {
+        (Some(frame), true) => defmt::info!(
+            "SMMUv3 at {=u64:#x} is the TSM's: stream table and queues in TSM memory, the streams of bus 0 in the host domain (DMA root {=u64:#x})",
+            frame.base.0,
+            stage2.dma_root().0
+        ),
+        _ => defmt::warn!("no SMMUv3 in the device tree: device DMA is not gated"),
+    }
+    if let Some(p) = devices.pcie {
+        defmt::info!(
+            "host devices: PCIe ECAM {=u64:#x}+{=u64:#x}, MMIO window {=u64:#x}+{=u64:#x}",
+            p.ecam.base.0,
+            p.ecam.size,
+            p.mmio.base.0,
+            p.mmio.size
+        );
+    }
     let Some(granule_descriptors) = carve.descriptors(granules as usize, &tsm) else {
         fatal_text("no room for the granule descriptors")
     };
@@ -179,19 +232,25 @@ extern "C" fn boot_primary() -> ! {
         vtcr: read_sysreg!("vtcr_el2"),
         vttbr: read_sysreg!("vttbr_el2"),
         dram,
+        smmu: devices.smmu,
         mpidr,
         stack_top,
         cpus,
     });
-    let host = HostContext::new(&dram, 0);
+    let host = HostContext::new(&dram, devices.smmu, 0);
     __tsm_aarch64_main(Boot {
         dram,
         tsm,
         cpu: 0,
-        platform: QemuVirt::new(dram, tsm, stage2),
+        platform: QemuVirt::new(dram, tsm, stage2, smmu),
         granule_descriptors,
         host,
     })
+}
+
+/// Whether two ranges share a byte.
+fn overlaps(a: &MemRange, b: &MemRange) -> bool {
+    a.base.0 < b.base.0.saturating_add(b.size) && b.base.0 < a.base.0.saturating_add(a.size)
 }
 
 /// Sets the EL2 controls the host runs under on this CPU (its stage-2 is already installed).

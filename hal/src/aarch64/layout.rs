@@ -85,6 +85,19 @@ impl CarveOut {
         Some(unsafe { core::slice::from_raw_parts(base as *const Table, n) })
     }
 
+    /// `n` zeroed translation tables (or queue pages) starting at a multiple of `align` bytes
+    /// (a power of two, at least a granule): SMMU tables and queues must be aligned to their
+    /// size. The granules skipped to get there stay in the TSM's memory, unused.
+    pub fn aligned_tables(
+        &mut self,
+        n: usize,
+        align: u64,
+        tsm: &MemRange,
+    ) -> Option<&'static [Table]> {
+        self.next = self.next.checked_next_multiple_of(align)?;
+        self.tables(n, tsm)
+    }
+
     /// A zeroed stack of `size` bytes (granule multiple); its top.
     pub fn stack(&mut self, size: u64, tsm: &MemRange) -> Option<u64> {
         self.take_zeroed(size, tsm)?.checked_add(size)

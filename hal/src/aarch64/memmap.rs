@@ -103,3 +103,78 @@ pub fn dram_from_dtb() -> Result<MemRange, MemMapError> {
         size: end - base,
     })
 }
+
+/// The devices the TSM places at boot: the SMMU it keeps for itself and the PCIe windows it
+/// gives the host. Read once from the device tree, before the host can touch it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Devices {
+    /// The SMMUv3's registers (`compatible = "arm,smmu-v3"`), if the machine has one.
+    pub smmu: Option<MemRange>,
+    /// The PCIe host bridge (`compatible = "pci-host-ecam-generic"`), if any.
+    pub pcie: Option<Pcie>,
+}
+
+/// The host's PCIe windows: where its devices' configuration space and BARs are.
+#[derive(Clone, Copy, Debug)]
+pub struct Pcie {
+    /// Configuration space (ECAM), from `reg`.
+    pub ecam: MemRange,
+    /// The 32-bit memory window BARs are placed in, from `ranges`.
+    pub mmio: MemRange,
+}
+
+/// PCI address space code (bits 25:24 of a `ranges` entry's first cell) of 32-bit memory.
+const PCI_SPACE_MEM32: u32 = 0b10;
+
+/// The first `reg` region of `node` as a range.
+fn first_reg(node: fdt::node::FdtNode<'_, '_>) -> Option<MemRange> {
+    let r = node.reg()?.next()?;
+    Some(MemRange {
+        base: Pa(r.starting_address as u64),
+        size: r.size? as u64,
+    })
+}
+
+/// A big-endian number of `cells` 32-bit cells from the front of `bytes`.
+fn cells(bytes: &[u8], cells: usize) -> Option<u64> {
+    (0..cells).try_fold(0u64, |acc, i| {
+        let c = bytes.get(i * 4..i * 4 + 4)?;
+        Some((acc << 32) | u64::from(u32::from_be_bytes(c.try_into().ok()?)))
+    })
+}
+
+/// The 32-bit memory window of a PCIe host bridge's `ranges` (child address: 3 cells, the
+/// first holding the space code; parent address and size as the tree's cells say).
+fn pcie_mmio(fdt: &fdt::Fdt<'_>, node: fdt::node::FdtNode<'_, '_>) -> Option<MemRange> {
+    let child = node.cell_sizes().address_cells;
+    let size = node.cell_sizes().size_cells;
+    let parent = fdt.root().cell_sizes().address_cells;
+    let entry = (child + parent + size) * 4;
+    let ranges = node.property("ranges")?.value;
+    ranges.chunks_exact(entry).find_map(|e| {
+        let space = (cells(e, 1)? >> 24) as u32 & 0b11;
+        let base = cells(e.get(child * 4..)?, parent)?;
+        let len = cells(e.get((child + parent) * 4..)?, size)?;
+        (space == PCI_SPACE_MEM32 && len > 0).then_some(MemRange {
+            base: Pa(base),
+            size: len,
+        })
+    })
+}
+
+/// The SMMU and the PCIe windows of the device tree (each `None` when absent or malformed).
+pub fn devices_from_dtb() -> Devices {
+    let Ok(fdt) = dtb() else {
+        return Devices::default();
+    };
+    let smmu = fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg);
+    let pcie = fdt
+        .find_compatible(&["pci-host-ecam-generic"])
+        .and_then(|n| {
+            Some(Pcie {
+                ecam: first_reg(n)?,
+                mmio: pcie_mmio(&fdt, n)?,
+            })
+        });
+    Devices { smmu, pcie }
+}

@@ -6,7 +6,10 @@
 //!   [`crate::platform::run::HostCpu`] of each CPU);
 //! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
 //!   ([`QemuVirt`] as the [`crate::platform::run::GuestCpu`]), under per-TVM VMIDs;
-//! - [`stage2`]: the host's stage-2 translation and the granule map/unmap the core builds on;
+//! - [`stage2`]: the host's stage-2 translation (its DMA domain's root too) and the granule
+//!   map/unmap the core builds on;
+//! - `smmu`: the SMMUv3 the TSM owns: the host domain, [`crate::platform::Iommu`]'s streams,
+//!   invalidations and faults;
 //! - [`syndrome`]: decoding of ESR/HPFAR values for the fault log;
 //! - [`platform`]: the [`crate::platform`] traits over this machine;
 //! - `smp`: secondary CPUs (PSCI CPU_ON), each with its own stack and host context;
@@ -20,6 +23,7 @@ mod memmap;
 mod mmu;
 mod pl011;
 mod semihosting;
+mod smmu;
 mod smp;
 mod sysreg;
 mod timer;

@@ -3,12 +3,14 @@
 use tsm_abi::addr::{Gpa, Pa};
 
 use super::copy;
+use super::smmu::Smmu;
 use super::stage2::{self, HostStage2};
 use super::sysreg::read_sysreg;
 use super::vmid::Vmids;
 use crate::platform::{
-    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
-    MemRange, PhysMem, PowerOff,
+    AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
+    EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
+    PhysMem, PowerOff,
 };
 
 /// The machine as the core sees it.
@@ -16,16 +18,24 @@ pub struct QemuVirt {
     dram: MemRange,
     tsm: MemRange,
     stage2: HostStage2,
+    /// The SMMU, if the machine has one (`iommu=smmuv3`): device DMA is gated only then.
+    smmu: Option<Smmu>,
     /// TVM roots → VMIDs (taken around TLB maintenance and vCPU entry/exit only).
     pub(super) vmids: spin::Mutex<Vmids>,
 }
 
 impl QemuVirt {
-    pub(crate) fn new(dram: MemRange, tsm: MemRange, stage2: HostStage2) -> Self {
+    pub(crate) fn new(
+        dram: MemRange,
+        tsm: MemRange,
+        stage2: HostStage2,
+        smmu: Option<Smmu>,
+    ) -> Self {
         QemuVirt {
             dram,
             tsm,
             stage2,
+            smmu,
             vmids: spin::Mutex::new(Vmids::new()),
         }
     }
@@ -83,11 +93,20 @@ impl PowerOff for QemuVirt {
     }
 }
 
+/// The host's CPU stage 2 and its DMA domain share their level-3 tables
+/// (`stage2::HostStage2`), so one descriptor store changes both; the CPUs' TLBs are invalidated
+/// by the stage-2 code, the SMMU's here.
 impl HostIsolation for QemuVirt {
     fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        self.stage2.unmap_from_host(pa).map_err(|_| MemFault(pa))
+        self.stage2.unmap_from_host(pa).map_err(|_| MemFault(pa))?;
+        if let Some(smmu) = &self.smmu {
+            smmu.invalidate_host(pa);
+        }
+        Ok(())
     }
 
+    /// Nothing to invalidate in the SMMU: a walk that found no descriptor left nothing in its
+    /// TLB, so the next DMA walks the tables again and finds the new one.
     fn map_to_host(&self, pa: Pa) -> Result<(), MemFault> {
         self.stage2.map_to_host(pa).map_err(|_| MemFault(pa))
     }
@@ -149,21 +168,32 @@ impl GuestMmu for QemuVirt {
     }
 }
 
-/// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
-impl crate::platform::Iommu for QemuVirt {
+/// The SMMUv3 (`super::smmu`), when the machine has one.
+impl Iommu for QemuVirt {
     fn present(&self) -> bool {
-        false
+        self.smmu.is_some()
     }
-    fn table_format(&self) -> Option<crate::platform::DmaTableFormat> {
-        None
+
+    fn table_format(&self) -> Option<DmaTableFormat> {
+        self.smmu.as_ref().map(|_| DmaTableFormat::ArmStage2)
     }
-    fn attach(
-        &self,
-        _stream: crate::platform::DmaStream,
-        _domain: crate::platform::DmaDomain,
-    ) -> Result<(), crate::platform::IommuError> {
-        Err(crate::platform::IommuError::Absent)
+
+    fn attach(&self, stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError> {
+        self.smmu
+            .as_ref()
+            .ok_or(IommuError::Absent)?
+            .attach(stream, domain)
     }
-    fn invalidate(&self, _tag: u16) {}
-    fn drain_faults(&self, _sink: &mut dyn FnMut(crate::platform::DmaFault)) {}
+
+    fn invalidate(&self, tag: u16) {
+        if let Some(smmu) = &self.smmu {
+            smmu.invalidate(tag);
+        }
+    }
+
+    fn drain_faults(&self, sink: &mut dyn FnMut(DmaFault)) {
+        if let Some(smmu) = &self.smmu {
+            smmu.drain(sink);
+        }
+    }
 }

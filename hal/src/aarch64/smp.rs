@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub vtcr: u64,
     pub vttbr: u64,
     pub dram: MemRange,
+    /// The SMMU's registers, which the host's accesses are checked against.
+    pub smmu: Option<MemRange>,
     /// MPIDR affinity of each CPU index (index 0 = the boot CPU).
     pub mpidr: [u64; MAX_CPUS],
     /// Stack top of each CPU index (0 for the boot CPU, which has the boot stack).
@@ -175,5 +177,5 @@ extern "C" fn boot_secondary() -> ! {
     isb();
     super::boot::trap_host();
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, cpu as u64))
+    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, s.smmu, cpu as u64))
 }

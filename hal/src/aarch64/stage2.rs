@@ -1,10 +1,18 @@
 //! The host's stage-2 translation: an identity map of DRAM minus the TSM's memory, at 4 KiB
-//! granularity so that single granules can be taken from the host and given back.
+//! granularity so that single granules can be taken from the host and given back, plus the
+//! PCIe windows of the host's devices as device memory.
 //!
 //! Every DRAM granule has its own level-3 descriptor from boot on, so taking a granule away
 //! is one descriptor store plus TLB maintenance (no block splitting, no allocation). The tables
-//! live in the TSM's carve-out, sized from the DRAM size at boot. MMIO is not mapped: the host
-//! reaches no device (it logs through `CONSOLE_WRITE`).
+//! live in the TSM's carve-out, sized from the DRAM size at boot. The only MMIO mapped is what
+//! [`HostStage2::map_devices`] adds at boot (PCIe configuration space and the BAR window); the
+//! TSM's own devices (the UART, the SMMU) never are.
+//!
+//! **The host's DMA domain** (docs/design.md "The platform IOMMU") is a second level-1 root
+//! over the same level-2 and level-3 tables, with the DRAM entries only: the SMMU's host-domain
+//! streams walk it, so the devices' view of memory is the CPU's view of DRAM by construction
+//! (a granule taken from the host is gone for both with one descriptor store), and can never
+//! include MMIO, which only the CPU root maps.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,6 +43,13 @@ const VALID_TABLE: u64 = 0b11;
 /// own accesses are Normal WB too), S2AP = read/write, inner shareable, access flag set;
 /// executable.
 const HOST_PAGE: u64 = 0b11 | (0b1111 << 2) | (0b11 << 6) | (0b11 << 8) | (1 << 10);
+/// Device memory for the host: MemAttr = Device-nGnRE (stronger than any attribute the host's
+/// stage 1 gives, so its accesses stay uncached and unmerged), S2AP = read/write, access flag,
+/// XN (no instruction fetch from a device). Add `0b01` for a level-2 block, `0b11` for a page.
+const HOST_DEVICE: u64 = (0b0001 << 2) | (0b11 << 6) | (1 << 10) | (0b10 << 53);
+const BLOCK: u64 = 0b01;
+const PAGE: u64 = 0b11;
+const TABLE_ADDR: u64 = 0x0000_FFFF_FFFF_F000;
 
 /// Why a granule's host mapping was not changed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,24 +64,43 @@ pub enum Stage2Error {
     NotMapped,
     /// Map of a granule the host already has.
     AlreadyMapped,
+    /// A device window that is not page-aligned, lies above the IPA range, shares a GiB with
+    /// DRAM (whose level-2 tables the DMA root shares) or overlaps a mapping already made.
+    BadDeviceWindow,
+    /// More tables needed than [`device_table_count`] reserved.
+    NoTables,
 }
 
 /// The host's stage-2 tables.
 pub struct HostStage2 {
     dram: MemRange,
     tsm: MemRange,
+    /// The CPU's level-1 table: DRAM and the devices [`HostStage2::map_devices`] added.
+    l1: &'static Table,
+    /// The host DMA domain's level-1 table: the DRAM entries of `l1`, nothing else.
+    dma_l1: &'static Table,
     /// One level-3 table per 2 MiB of DRAM, in address order.
     l3: &'static [Table],
 }
 
-/// Tables needed to map `dram`: the level-1 table, one level-2 table per GiB DRAM touches,
-/// one level-3 table per 2 MiB.
+/// Tables needed to map `dram`: the CPU's and the DMA domain's level-1 tables, one level-2
+/// table per GiB DRAM touches, one level-3 table per 2 MiB.
 pub fn table_count(dram: &MemRange) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let first_gib = dram.base.0 >> L1_SHIFT;
     let l2 = end.div_ceil(1 << L1_SHIFT).checked_sub(first_gib)?;
-    1u64.checked_add(l2)?
+    2u64.checked_add(l2)?
         .checked_add(dram.size.div_ceil(1 << L2_SHIFT))
+}
+
+/// Tables [`HostStage2::map_devices`] may need for `windows`, at most: a level-2 table per GiB
+/// each touches, and a level-3 table for each end that is not 2 MiB aligned.
+pub fn device_table_count(windows: &[MemRange]) -> Option<u64> {
+    windows.iter().try_fold(0u64, |n, w| {
+        let last = w.base.0.checked_add(w.size)?.checked_sub(1)?;
+        let gibs = (last >> L1_SHIFT) - (w.base.0 >> L1_SHIFT) + 1;
+        n.checked_add(gibs)?.checked_add(2)
+    })
 }
 
 impl HostStage2 {
@@ -76,7 +110,8 @@ impl HostStage2 {
     pub(crate) fn build(dram: MemRange, tsm: MemRange, tables: &'static [Table]) -> Option<Self> {
         let count = tables.len();
         let (l1, rest) = tables.split_first()?;
-        let n_l2 = count.checked_sub(1 + (dram.size >> L2_SHIFT) as usize)?;
+        let (dma_l1, rest) = rest.split_first()?;
+        let n_l2 = count.checked_sub(2 + (dram.size >> L2_SHIFT) as usize)?;
         let (l2, l3) = rest.split_at(n_l2);
         let first_gib = dram.base.0 >> L1_SHIFT;
         for (i, l3t) in l3.iter().enumerate() {
@@ -94,8 +129,11 @@ impl HostStage2 {
                 .store(l3t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
         }
         for (i, l2t) in l2.iter().enumerate() {
-            l1.0.get(first_gib as usize + i)?
-                .store(l2t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
+            for root in [l1, dma_l1] {
+                root.0
+                    .get(first_gib as usize + i)?
+                    .store(l2t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
+            }
         }
         let vtcr = VTCR_BASE | (pa_size_field() << 16);
         // SAFETY: the tables above are complete; VTTBR/VTCR only take effect for EL1/EL0
@@ -106,7 +144,79 @@ impl HostStage2 {
             write_sysreg!("vttbr_el2", (HOST_VMID << 48) | l1.0.as_ptr() as u64);
         }
         isb();
-        Some(HostStage2 { dram, tsm, l3 })
+        Some(HostStage2 {
+            dram,
+            tsm,
+            l1,
+            dma_l1,
+            l3,
+        })
+    }
+
+    /// The host DMA domain's root: a level-1 table for a 39-bit input, walked from level 1
+    /// (the SMMU's host-domain STEs point at it).
+    pub(crate) fn dma_root(&self) -> Pa {
+        Pa(self.dma_l1.addr())
+    }
+
+    /// Maps `windows` (devices' MMIO, outside every GiB DRAM touches) for the host as device
+    /// memory, identity, with 2 MiB blocks where they fit and pages elsewhere; level-2 and
+    /// level-3 tables come from `tables` ([`device_table_count`] of them, zeroed). Boot only,
+    /// before any host code runs; the DMA root never sees them.
+    pub(crate) fn map_devices(
+        &self,
+        windows: &[MemRange],
+        tables: &'static [Table],
+    ) -> Result<(), Stage2Error> {
+        let mut pool = Pool { tables, used: 0 };
+        for w in windows {
+            self.map_device(*w, &mut pool)?;
+        }
+        // SAFETY: a barrier: the descriptors are visible to the walkers before the host runs.
+        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
+    fn map_device(&self, window: MemRange, pool: &mut Pool) -> Result<(), Stage2Error> {
+        const MIB2: u64 = 1 << L2_SHIFT;
+        let (base, size) = (window.base.0, window.size);
+        let end = base.checked_add(size).ok_or(Stage2Error::BadDeviceWindow)?;
+        let dram_end = self.dram.base.0 + self.dram.size;
+        let dram_gibs = (self.dram.base.0 >> L1_SHIFT)..dram_end.div_ceil(1 << L1_SHIFT);
+        if !base.is_multiple_of(GRANULE_SIZE) || !size.is_multiple_of(GRANULE_SIZE) || size == 0 {
+            return Err(Stage2Error::BadDeviceWindow);
+        }
+        if end > 1 << IPA_BITS
+            || ((base >> L1_SHIFT)..=((end - 1) >> L1_SHIFT)).any(|g| dram_gibs.contains(&g))
+        {
+            return Err(Stage2Error::BadDeviceWindow);
+        }
+        let mut at = base;
+        while at < end {
+            let gib = self
+                .l1
+                .0
+                .get((at >> L1_SHIFT) as usize)
+                .ok_or(Stage2Error::BadDeviceWindow)?;
+            let l2 = pool.table_in(gib)?;
+            let chunk = at - at % MIB2;
+            let slot = &l2.0[((at >> L2_SHIFT) % ENTRIES) as usize];
+            if at == chunk && end - at >= MIB2 {
+                place(slot, at | HOST_DEVICE | BLOCK)?;
+                at += MIB2;
+                continue;
+            }
+            let l3 = pool.table_in(slot)?;
+            let stop = end.min(chunk + MIB2);
+            while at < stop {
+                place(
+                    &l3.0[((at >> GRANULE_SHIFT) % ENTRIES) as usize],
+                    at | HOST_DEVICE | PAGE,
+                )?;
+                at += GRANULE_SIZE;
+            }
+        }
+        Ok(())
     }
 
     fn entry(&self, pa: Pa) -> Result<&AtomicU64, Stage2Error> {
@@ -224,6 +334,42 @@ pub unsafe fn leave_tvm(host: HostStage2Regs) {
         write_sysreg!("vttbr_el2", host.vttbr);
     }
     isb();
+}
+
+/// Writes a device descriptor into an empty slot (a used one is an overlap).
+fn place(slot: &AtomicU64, descriptor: u64) -> Result<(), Stage2Error> {
+    slot.compare_exchange(0, descriptor, Ordering::Relaxed, Ordering::Relaxed)
+        .map(drop)
+        .map_err(|_| Stage2Error::BadDeviceWindow)
+}
+
+/// The tables [`HostStage2::map_devices`] hands out.
+struct Pool {
+    tables: &'static [Table],
+    used: usize,
+}
+
+impl Pool {
+    /// The table `slot` points to, or a new one that it then points to. The tables a device
+    /// window shares with an earlier one are this pool's (DRAM's are refused before), so the
+    /// pointer is looked up here rather than trusted; a block in `slot` is an overlap.
+    fn table_in(&mut self, slot: &AtomicU64) -> Result<&'static Table, Stage2Error> {
+        let entry = slot.load(Ordering::Relaxed);
+        if entry & 0b11 == VALID_TABLE {
+            let placed = self.tables.get(..self.used).unwrap_or(&[]);
+            return placed
+                .iter()
+                .find(|t| t.addr() == entry & TABLE_ADDR)
+                .ok_or(Stage2Error::BadDeviceWindow);
+        }
+        if entry != 0 {
+            return Err(Stage2Error::BadDeviceWindow);
+        }
+        let t = self.tables.get(self.used).ok_or(Stage2Error::NoTables)?;
+        self.used += 1;
+        slot.store(t.addr() | VALID_TABLE, Ordering::Relaxed);
+        Ok(t)
+    }
 }
 
 /// Drops every cached translation of `ipa` on every CPU of the inner-shareable domain: stage-2
