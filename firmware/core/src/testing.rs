@@ -35,6 +35,8 @@ pub struct SimPlatform {
     console: Mutex<Vec<(u8, Vec<u8>)>>,
     tlb: Mutex<Vec<TlbOp>>,
     format: AddressMapFormat,
+    /// Faults a test says the (absent) IOMMU recorded, handed out by `drain_faults`.
+    dma_faults: Mutex<Vec<tsm_platform::DmaFault>>,
 }
 
 impl SimPlatform {
@@ -51,7 +53,13 @@ impl SimPlatform {
             console: Mutex::new(Vec::new()),
             tlb: Mutex::new(Vec::new()),
             format,
+            dma_faults: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records `fault` as if an IOMMU had: the next `drain_faults` hands it out.
+    pub fn record_dma_fault(&self, fault: tsm_platform::DmaFault) {
+        self.dma_faults.lock().unwrap().push(fault);
     }
 
     /// The simulated DRAM.
@@ -378,6 +386,7 @@ impl Harness {
 }
 
 /// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
+/// The faults a test records with `record_dma_fault` are drained as a real IOMMU's would be.
 impl tsm_platform::Iommu for SimPlatform {
     fn present(&self) -> bool {
         false
@@ -393,5 +402,8 @@ impl tsm_platform::Iommu for SimPlatform {
         Err(tsm_platform::IommuError::Absent)
     }
     fn invalidate(&self, _tag: u16) {}
-    fn drain_faults(&self, _sink: &mut dyn FnMut(tsm_platform::DmaFault)) {}
+    fn drain_faults(&self, sink: &mut dyn FnMut(tsm_platform::DmaFault)) {
+        let faults = core::mem::take(&mut *self.dma_faults.lock().unwrap());
+        faults.into_iter().for_each(sink);
+    }
 }

@@ -6,17 +6,15 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_abi::event::{EventFlags, EventReason, GuestEvent, HostEvent};
 use tsm_abi::state::VdevState;
 use tsm_abi::viommu::{Stage1Format as AbiFormat, ViommuType};
-use tsm_platform::{MemFault, PhysMem};
+use tsm_platform::{DmaFault, DmaFaultKind, MemFault, PhysMem};
 use zerocopy::FromZeros;
 
 use crate::addrmap::{Leaf, MapKind, WalkError};
 use crate::objects::{PdevObj, TvmHandle, TvmObj, VdevObj};
 use crate::tsm::{Platform, Tsm};
-#[cfg(feature = "dma-inject")]
-use crate::viommu::Fault;
 use crate::viommu::{
-    self, Access, FaultReason, GuestFault, HostMapping, Perms, Requester, S2Entry, Stage1Format,
-    TvmId, VdevId, VdevView,
+    self, Access, Fault, FaultReason, GuestFault, HostMapping, Perms, Requester, S2Entry,
+    Stage1Format, TvmId, VdevId, VdevView,
 };
 
 /// PASIDs per vdevice (FEATURES `QUEUE_LIMITS`).
@@ -88,6 +86,51 @@ impl Tsm<'_> {
     /// `pa` changed hands (delegate / undelegate): translations that reached it must go.
     pub(crate) fn viommu_pa_changed(&self, pa: Pa) {
         self.iotlb.lock().invalidate_pa(pa);
+    }
+
+    /// Moves the DMA faults the platform IOMMU recorded into the host-domain event queue, where
+    /// EVENT_READ finds them (it calls this first). Every stream the IOMMU reports on is in the
+    /// host domain (vdevices' streams are not attached to their own tables yet), so each fault is
+    /// a host device's, queued with its requester like the software engine's host-domain faults
+    /// (docs/design.md "The platform IOMMU", faults).
+    pub(crate) fn drain_platform_faults(&self) {
+        self.platform.drain_faults(&mut |f| {
+            let fault = self.host_domain_fault(&f);
+            let requester = Requester {
+                segment: f.stream.segment,
+                rid: f.stream.rid,
+            };
+            self.host_domain_events.lock().push(requester, &fault);
+        });
+    }
+
+    /// A platform IOMMU fault in the host domain, as the core's fault. The host domain maps all
+    /// of the host's DRAM, so a request that found no translation aimed at memory the host does
+    /// not own: a secure granule (T0_TO_SECURE, what the software engine says of a host
+    /// device's DMA there) or no DRAM at all (S2_TRANSLATION through [`FaultReason::HostDomain`],
+    /// as is anything else the IOMMU refused).
+    fn host_domain_fault(&self, f: &DmaFault) -> Fault {
+        let secure = || match self.granules.peek(Pa(f.iova).granule_base()) {
+            Ok((state, _)) => state.is_secure(),
+            Err(_) => false,
+        };
+        let reason = match f.kind {
+            DmaFaultKind::Translation if secure() => FaultReason::T0ToSecure,
+            DmaFaultKind::Translation
+            | DmaFaultKind::Permission
+            | DmaFaultKind::AddressSize
+            | DmaFaultKind::Other => FaultReason::HostDomain,
+        };
+        Fault {
+            vdev: None,
+            reason,
+            level: None,
+            gpa: None,
+            iova: Iova(f.iova),
+            pasid: None,
+            access: if f.write { Access::Write } else { Access::Read },
+            t_bit: false,
+        }
     }
 
     /// The translation engine's view of this monitor.

@@ -457,6 +457,8 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;
     if a.queue == HOST_DOMAIN_EVENTS {
+        // The hardware's faults join the queue before it is read.
+        t.drain_platform_faults();
         let _b = t.lock_ns_buffer(buf, size, 2)?;
         let mut q = t.host_domain_events.lock();
         let summary = q.host_summary();

@@ -9,6 +9,7 @@ mod dma;
 mod gpa_split;
 mod memory;
 mod overflow;
+mod platform_faults;
 #[cfg(feature = "dma-inject")]
 mod requesters;
 mod system;
