@@ -3,7 +3,9 @@
 
 use core::sync::atomic::AtomicU32;
 
+use tsm_abi::addr::Pa;
 use tsm_abi::regs::{CallRegs, CallResult};
+use tsm_scenarios::HostDevices;
 
 use crate::vcpu_smoke::FaultProbe;
 
@@ -248,3 +250,12 @@ pub fn is_data_fault(syndrome: u64) -> bool {
     const EC_DABT_LOWER: u64 = 0x24;
     syndrome >> 26 == EC_DABT_LOWER
 }
+
+/// The host's devices on QEMU `virt` (`iommu=smmuv3,highmem=off`), as its device tree says:
+/// the PCIe host bridge's ECAM and 32-bit memory window (no firmware assigns BARs there), and
+/// the SMMUv3, which the TSM owns.
+pub const DEVICES: HostDevices = HostDevices {
+    ecam: Pa(0x3f00_0000),
+    bar_window: Some((Pa(0x1000_0000), 0x2eff_0000)),
+    iommu: Pa(0x0905_0000),
+};

@@ -1,11 +1,12 @@
 //! The host payload as a scenario environment (`tsm_scenarios::HostEnv`): the architectural
-//! call gate, the host's identity-mapped memory, the pool the scenarios donate from, and the
-//! embedded guest image.
+//! call gate, the host's identity-mapped memory, the pool the scenarios donate from, the
+//! embedded guest image, and the devices (PCI configuration space and BARs, by the arch's
+//! `DEVICES`).
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use tsm_abi::api::Transport;
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_scenarios::{HostEnv, Probe};
+use tsm_scenarios::{HostDevices, HostEnv, Probe};
 
 /// Where the scenarios' pool starts above the DRAM base: clear of the TSM image and carve-out,
 /// the host boot-parameters page and the host payload (docs/design.md "Memory layout").
@@ -102,6 +103,60 @@ impl HostEnv for Host {
 
     fn guest_image(&self) -> Option<&[u8]> {
         GUEST_IMAGE
+    }
+
+    fn devices(&self) -> Option<HostDevices> {
+        Some(crate::arch::DEVICES)
+    }
+
+    fn mmio_read32(&mut self, pa: Pa) -> Option<u32> {
+        if !self.device_access(pa, 4) {
+            return None;
+        }
+        // SAFETY: an aligned 4-byte load from device memory outside DRAM (checked above), one
+        // instruction; a register read has no effect on this program's memory.
+        Some(unsafe { core::ptr::read_volatile(pa.0 as usize as *const u32) })
+    }
+
+    fn mmio_write32(&mut self, pa: Pa, value: u32) -> bool {
+        if !self.device_access(pa, 4) {
+            return false;
+        }
+        // SAFETY: an aligned 4-byte store to device memory outside DRAM (checked above); no
+        // Rust object of this program lives there.
+        unsafe { core::ptr::write_volatile(pa.0 as usize as *mut u32, value) };
+        true
+    }
+
+    fn mmio_read64(&mut self, pa: Pa) -> Option<u64> {
+        if !self.device_access(pa, 8) {
+            return None;
+        }
+        // SAFETY: as in `mmio_read32`, 8 bytes.
+        Some(unsafe { core::ptr::read_volatile(pa.0 as usize as *const u64) })
+    }
+
+    fn mmio_write64(&mut self, pa: Pa, value: u64) -> bool {
+        if !self.device_access(pa, 8) {
+            return false;
+        }
+        // SAFETY: as in `mmio_write32`, 8 bytes.
+        unsafe { core::ptr::write_volatile(pa.0 as usize as *mut u64, value) };
+        true
+    }
+
+    fn now_us(&mut self) -> Option<u64> {
+        Some(crate::arch::now_us())
+    }
+}
+
+impl Host {
+    /// Whether `pa` may take a device access of `size` bytes: aligned, and not DRAM (memory
+    /// goes through `read`/`write`, secure memory through `probe`).
+    fn device_access(&self, pa: Pa, size: usize) -> bool {
+        pa.0.is_multiple_of(size as u64)
+            && !self.in_dram(pa, size)
+            && !self.in_dram(Pa(pa.0.saturating_add(size as u64).saturating_sub(1)), 1)
     }
 }
 

@@ -17,7 +17,7 @@ mod smp;
 pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
     match id {
         id::SMP => report(id, smp::run(dram_base, dram_size)),
-        id::LIFECYCLE..=id::ISOLATION_TSM => end_to_end(id, dram_base, dram_size),
+        id::LIFECYCLE..=id::ISOLATION_IOMMU => end_to_end(id, dram_base, dram_size),
         id::BOOT => boot(),
         id::BENCH => bench::run(dram_base, dram_size),
         id::SELFTEST_FAIL => false,
@@ -64,7 +64,8 @@ fn boot() -> bool {
     granted && refused
 }
 
-/// One of the seven scenarios, as host driver with the guest payload and the device model.
+/// One of the end-to-end scenarios, as host driver with the guest payload, the device model
+/// and the devices.
 fn end_to_end(id: u32, dram_base: u64, dram_size: u64) -> bool {
     let mut host = crate::env::Host::new(dram_base, dram_size);
     report(id, tsm_scenarios::run(&mut host, id))

@@ -230,3 +230,13 @@ pub fn is_data_fault(syndrome: u64) -> bool {
     const PF: u64 = 14;
     syndrome & 0xFF == PF
 }
+
+/// The host's devices on QEMU `q35`, as its ACPI tables say: ECAM (MCFG) at 0xB000_0000 with
+/// every BAR assigned by SeaBIOS, and the VT-d unit (DMAR), which the TSM owns. Used by
+/// `dma-hw` and `isolation-iommu` (env.rs); until the host's tables map the PCI windows, the
+/// first ECAM access faults (xtask's `dma-hw` row expects that on x86_64).
+pub const DEVICES: tsm_scenarios::HostDevices = tsm_scenarios::HostDevices {
+    ecam: tsm_abi::addr::Pa(0xB000_0000),
+    bar_window: None,
+    iommu: tsm_abi::addr::Pa(0xFED9_0000),
+};

@@ -14,6 +14,20 @@ pub enum Probe {
     Reached,
 }
 
+/// Where the host's devices are, as a real host learns it from its device tree (aarch64) or
+/// ACPI tables (x86_64): PCI segment 0's configuration space and the platform IOMMU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HostDevices {
+    /// Configuration space of segment 0 (ECAM): bus `b`, device `d`, function `f` at
+    /// `ecam + (b << 20 | d << 15 | f << 12)`.
+    pub ecam: Pa,
+    /// Where the host places a memory BAR the firmware left unassigned (base, size); `None`
+    /// where the firmware assigns them all (SeaBIOS on x86_64 `q35`).
+    pub bar_window: Option<(Pa, u64)>,
+    /// The platform IOMMU's registers: the TSM's, never the host's to touch.
+    pub iommu: Pa,
+}
+
 /// The host side: the call gate plus the host's own (NS) memory, by physical address.
 pub trait HostEnv: Transport {
     /// Copies host memory at `pa` into `out`. Used only on memory the host owns (NS); `false`
@@ -34,6 +48,33 @@ pub trait HostEnv: Transport {
     /// environment has one. The simulated vCPU runs the guest script in-process and needs
     /// none; its environment returns a stand-in image so loading is still exercised.
     fn guest_image(&self) -> Option<&[u8]>;
+    /// The host's devices; `None` where there are none (the build machine has no PCI bus).
+    fn devices(&self) -> Option<HostDevices> {
+        None
+    }
+    /// One 32-bit load from device memory (configuration space, a BAR) at `pa`, 4-byte
+    /// aligned; `None` where the environment has no devices.
+    fn mmio_read32(&mut self, _pa: Pa) -> Option<u32> {
+        None
+    }
+    /// One 32-bit store to device memory at `pa`, 4-byte aligned; `false` where the
+    /// environment has no devices.
+    fn mmio_write32(&mut self, _pa: Pa, _value: u32) -> bool {
+        false
+    }
+    /// One 64-bit load from device memory at `pa`, 8-byte aligned (as `mmio_read32`).
+    fn mmio_read64(&mut self, _pa: Pa) -> Option<u64> {
+        None
+    }
+    /// One 64-bit store to device memory at `pa`, 8-byte aligned (as `mmio_write32`).
+    fn mmio_write64(&mut self, _pa: Pa, _value: u64) -> bool {
+        false
+    }
+    /// Microseconds on the clock device timers run on, to bound waits for a device; `None`
+    /// where there is no such clock (and no device to wait for).
+    fn now_us(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// A guest access to a GPA its TVM does not map (or maps without the needed permission). On

@@ -6,15 +6,19 @@
 //! - on QEMU: the host payload runs a scenario with the architectural call gate, and the guest
 //!   payload runs the guest script inside a TVM.
 //!
+//! `dma-hw` and `isolation-iommu` need real devices (QEMU's `edu` and the platform IOMMU) and
+//! run on QEMU only.
+//!
 //! | module | holds |
 //! |---|---|
 //! | [`env`] | what a scenario needs from where it runs: the call gate and memory, host and guest side |
 //! | [`layout`] | the guest's address map, the device's functions, guest-script arguments |
 //! | [`pool`] | the host memory a scenario donates and gets back |
 //! | [`link`] | the device link: TDISP messages between the COMMUNICATE buffer and the device model |
+//! | [`pci`] | the host's driver of QEMU's `edu` device: PCI configuration, BAR0, DMA |
 //! | [`driver`] | the host driver: build a TVM with devices, run vCPUs, tear down, check |
 //! | [`guest`] | the guest scripts, selected by the vCPU's `arg0` |
-//! | [`scenarios`] | the seven scenarios |
+//! | [`scenarios`] | the scenarios |
 //! | [`console_log`] | the payloads' defmt logger, which hands each frame to the TSM's debug console |
 #![no_std]
 
@@ -27,10 +31,11 @@ pub mod env;
 pub mod guest;
 pub mod layout;
 pub mod link;
+pub mod pci;
 pub mod pool;
 pub mod scenarios;
 
-pub use env::{GuestEnv, GuestFault, HostEnv, Probe};
+pub use env::{GuestEnv, GuestFault, HostDevices, HostEnv, Probe};
 
 /// Why a scenario failed: the check, where it is, and the value that broke it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,6 +96,10 @@ pub mod id {
         ISOLATION_PRIVATE = 18;
         /// Isolation, host part: the host loads from the TSM's memory.
         ISOLATION_TSM = 19;
+        /// A real device's DMA through the platform IOMMU the TSM owns (QEMU's `edu`).
+        DMA_HW = 20;
+        /// Isolation, host part: the host loads from the platform IOMMU's registers.
+        ISOLATION_IOMMU = 21;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -112,6 +121,8 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::ISOLATION_DELEGATED => isolation::host_access(env, HostTarget::Delegated),
         id::ISOLATION_PRIVATE => isolation::host_access(env, HostTarget::Private),
         id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),
+        id::DMA_HW => scenarios::dma_hw::run(env),
+        id::ISOLATION_IOMMU => isolation::host_access(env, HostTarget::Iommu),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

@@ -3,8 +3,8 @@
 //! - [`run`]: a TVM cannot touch another TVM's memory or the host's unshared memory (each access
 //!   faults and exits to the host, which carries on), nor name them in a call; the host cannot
 //!   map one TVM's private page into another.
-//! - [`host_access`]: the host loads from a delegated granule, stores to a TVM's private page or
-//!   loads from the TSM's own memory, one access per run. Each is a run of its own because what
+//! - [`host_access`]: the host loads from a delegated granule, stores to a TVM's private page,
+//!   loads from the TSM's own memory or from the platform IOMMU's registers, one access per run. Each is a run of its own because what
 //!   the TSM does with a blocked host access is the HAL's (docs/design.md "Traps from the host"):
 //!   on x86_64 it logs the fault and ends the run; on aarch64 it logs it and skips the access.
 //!   Either way the data never reaches the host; xtask's rows check the TSM's log line with the
@@ -81,6 +81,8 @@ pub enum HostTarget {
     Private,
     /// A load from the TSM's own memory.
     Tsm,
+    /// A load from the platform IOMMU's registers (the TSM's device: SMMU, VT-d).
+    Iommu,
 }
 
 /// The pool granule the `Delegated` and `Private` runs touch: the first one the scenario takes
@@ -107,8 +109,14 @@ pub fn host_access<E: HostEnv>(env: &mut E, target: HostTarget) -> Outcome {
             (page, true, "a TVM's private page")
         }
         HostTarget::Tsm => (env.tsm_memory(), false, "the TSM's memory"),
+        HostTarget::Iommu => {
+            let devices = env
+                .devices()
+                .ok_or(Fail::new("this environment has no IOMMU", line!()))?;
+            (devices.iommu, false, "the IOMMU's registers")
+        }
     };
-    if target != HostTarget::Tsm {
+    if matches!(target, HostTarget::Delegated | HostTarget::Private) {
         ensure!(
             pa == w.pool.granule(TARGET_INDEX),
             "the touched granule is not the one xtask's row names",
