@@ -194,11 +194,12 @@ extern "C" fn boot_primary() -> ! {
             Err(e) => fatal_text(e.describe()),
         }
     });
-    match (devices.smmu, smmu.is_some()) {
-        (Some(frame), true) => defmt::info!(
-            "SMMUv3 at {=u64:#x} is the TSM's: stream table and queues in TSM memory, the streams of bus 0 in the host domain (DMA root {=u64:#x})",
+    match (devices.smmu, &smmu) {
+        (Some(frame), Some(s)) => defmt::info!(
+            "SMMUv3 at {=u64:#x} is the TSM's: stream table and queues in TSM memory, the streams of bus 0 in the host domain (DMA root {=u64:#x}), {=u64}-bit inputs for the core's tables",
             frame.base.0,
-            stage2.dma_root().0
+            stage2.dma_root().0,
+            s.table_input_bits()
         ),
         _ => defmt::warn!("no SMMUv3 in the device tree: device DMA is not gated"),
     }

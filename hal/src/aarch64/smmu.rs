@@ -468,6 +468,11 @@ impl Smmu {
         self.write(GERRORN, self.read(GERRORN) ^ GERROR_EVTQ_ABT);
     }
 
+    /// The input size of [`DmaDomain::Table`] streams, in bits.
+    pub(crate) fn table_input_bits(&self) -> u64 {
+        64 - self.table_t0sz
+    }
+
     /// Drops the host domain's cached translations of the granule at `pa` (after the host's
     /// stage 2 lost it) and waits until the SMMU no longer uses them.
     pub(crate) fn invalidate_host(&self, pa: Pa) {
