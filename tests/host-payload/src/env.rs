@@ -47,6 +47,13 @@ impl Host {
         let end = self.dram_base.saturating_add(self.dram_size);
         pa.0 >= self.dram_base && pa.0.checked_add(len as u64).is_some_and(|e| e <= end)
     }
+
+    /// Whether `pa` may take a device access of `size` bytes: aligned, and not DRAM (memory
+    /// goes through `read`/`write`, secure memory through `probe`). Aligned to its size, the
+    /// access lies wholly in DRAM or wholly outside (DRAM is granule-aligned).
+    fn device_access(&self, pa: Pa, size: usize) -> bool {
+        pa.0.is_multiple_of(size as u64) && !self.in_dram(pa, 1)
+    }
 }
 
 impl Transport for Host {
@@ -147,16 +154,6 @@ impl HostEnv for Host {
 
     fn now_us(&mut self) -> Option<u64> {
         Some(crate::arch::now_us())
-    }
-}
-
-impl Host {
-    /// Whether `pa` may take a device access of `size` bytes: aligned, and not DRAM (memory
-    /// goes through `read`/`write`, secure memory through `probe`).
-    fn device_access(&self, pa: Pa, size: usize) -> bool {
-        pa.0.is_multiple_of(size as u64)
-            && !self.in_dram(pa, size)
-            && !self.in_dram(Pa(pa.0.saturating_add(size as u64).saturating_sub(1)), 1)
     }
 }
 
