@@ -84,7 +84,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::dispatch::{GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
+use crate::objects::{Room, TvmLink, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
@@ -199,15 +199,15 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
-    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (mut tvm_room, mut vcpu_room) = (Room::new(), Room::new());
     let (o, v) = t.lock_with_parent(
         VcpuHandle::new(vcpu),
         1,
         TvmLink::tvm,
-        (&mut tvm_obj, &mut vcpu_obj),
+        (&mut tvm_room, &mut vcpu_room),
     )?;
     let mut run = load_run(t, v.granule())?;
-    if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
+    if o.state != TvmState::Active || v.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     run.running = 1;
@@ -382,8 +382,8 @@ impl Tsm<'_> {
                 .links(VcpuHandle::new(vcpu), 1)
                 .map_err(|_| internal())?
                 .tvm();
-            let mut tvm_obj = TvmObj::new_zeroed();
-            let o = self.lock(tvm, 1, &mut tvm_obj).map_err(|_| internal())?;
+            let mut tvm_room = Room::new();
+            let o = self.lock(tvm, 1, &mut tvm_room).map_err(|_| internal())?;
             (tvm.pa(), Pa(o.root))
         };
         // The TVM is locked only to read its root; the vCPU's claim keeps both alive.
@@ -403,9 +403,9 @@ impl Tsm<'_> {
             },
             None => None,
         };
-        let mut vcpu_obj = VcpuObj::new_zeroed();
+        let mut vcpu_room = Room::new();
         let v = self
-            .lock(VcpuHandle::new(vcpu), 1, &mut vcpu_obj)
+            .lock(VcpuHandle::new(vcpu), 1, &mut vcpu_room)
             .map_err(|_| internal())?;
         let mut run = load_run(self, v.granule())?;
         let resume = if run.started == 0 {
