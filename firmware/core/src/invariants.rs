@@ -26,7 +26,7 @@ use crate::tsm::Tsm;
 /// vIOMMU type that is not one of its enum's values is a violation.
 fn read<O: Object + Clone>(sim: &SimPlatform, pa: Pa) -> Result<O, String> {
     let mut room = Room::<O>::new();
-    objects::read_object(sim, pa, &mut room)
+    objects::read_decoded(sim, pa, &mut room)
         .map(|o| o.clone())
         .map_err(|_| format!("{} at {pa:x?} does not decode", core::any::type_name::<O>()))
 }

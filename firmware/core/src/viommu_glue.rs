@@ -129,7 +129,7 @@ impl Translator<'_, '_> {
         if self.tsm.granules.peek(pa).ok()?.0 != O::STATE {
             return None;
         }
-        objects::read_object(self.tsm.platform, pa, room)
+        objects::read_decoded(self.tsm.platform, pa, room)
             .ok()
             .map(|o| &*o)
     }

@@ -10,7 +10,9 @@ use tsm_abi::addr::Pa;
 use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, IntoBytes};
 
-use super::{Child, Object, PdevObj, TvmObj, VdevObj, ViommuObj, internal, load_into, write};
+use super::{
+    Child, Object, PdevObj, Stored, TvmObj, VdevObj, ViommuObj, internal, load_into, write,
+};
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
 
@@ -49,15 +51,15 @@ impl<O> core::fmt::Debug for Handle<O> {
     }
 }
 
-/// Room in a handler's frame for the copy of one object: its bytes, read from the granule and
-/// decoded in place ([`Tsm::lock`]), which the [`Guard`] then borrows as the object. Made zeroed:
-/// safe Rust has no uninitialised bytes to read into.
-pub struct Room<O: Object>(O::Words);
+/// Room in a handler's frame for the copy of one object (or run state): its bytes, read from
+/// TSM memory and decoded in place ([`Tsm::lock`]), which the [`Guard`] then borrows as the
+/// object. Made zeroed: safe Rust has no uninitialised bytes to read into.
+pub struct Room<T: Stored>(T::Words);
 
-impl<O: Object> Room<O> {
+impl<T: Stored> Room<T> {
     /// Zeroed room.
     pub fn new() -> Self {
-        Room(O::Words::new_zeroed())
+        Room(T::Words::new_zeroed())
     }
 
     /// The bytes the object is read into.
@@ -66,7 +68,7 @@ impl<O: Object> Room<O> {
     }
 }
 
-impl<O: Object> Default for Room<O> {
+impl<T: Stored> Default for Room<T> {
     fn default() -> Self {
         Self::new()
     }

@@ -49,13 +49,18 @@ pub type ViommuHandle = Handle<ViommuObj>;
 /// A VDEV handle.
 pub type VdevHandle = Handle<VdevObj>;
 
+/// A struct the TSM keeps in its own memory and decodes whenever it reads it
+/// ([`read_decoded`]): an object, or a vCPU's run state.
+pub trait Stored: TryFromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+    /// Its bytes as 8-byte words (`[u64; size_of::<Self>() / 8]`): what a [`Room`] holds until
+    /// it is decoded, aligned like it.
+    type Words: FromBytes + IntoBytes + Immutable + KnownLayout;
+}
+
 /// A struct that lives at the start of a granule in state [`Object::STATE`].
-pub trait Object: TryFromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+pub trait Object: Stored {
     /// The granule state that holds this kind of object.
     const STATE: GranuleState;
-    /// The object's bytes as 8-byte words (`[u64; size_of::<Self>() / 8]`): what a [`Room`]
-    /// holds until the object is decoded, aligned like the object.
-    type Words: FromBytes + IntoBytes + Immutable + KnownLayout;
 
     /// What holds for the object between calls, checked whenever it is written back (TF-RMM
     /// asserts its granule invariants at every unlock). A violation is a TSM bug, never a
@@ -128,22 +133,22 @@ fn load_into<'r, O: Object>(
     room: &'r mut Room<O>,
 ) -> Result<&'r mut O, Status> {
     debug_assert_eq!(g.state(), O::STATE);
-    read_object(mem, g.pa(), room)
+    read_decoded(mem, g.pa(), room)
 }
 
-/// Copies the object at `pa` into `room` and decodes it there, in place: the read is the only
+/// Copies the `T` at `pa` into `room` and decodes it there, in place: the read is the only
 /// copy. A state or other typed field that does not decode fails like a memory fault
-/// ([`internal`]): object granules are TSM memory, so it is a TSM bug. Under the granule's lock
-/// for handlers ([`Tsm::lock`](crate::tsm::Tsm)); without it for the translation engine's
-/// snapshots and the invariant checker.
-pub(crate) fn read_object<'r, O: Object>(
+/// ([`internal`]): it is TSM memory, so that is a TSM bug. Under the granule's lock for
+/// handlers ([`Tsm::lock`](crate::tsm::Tsm), the run state); without it for the translation
+/// engine's snapshots and the invariant checker.
+pub(crate) fn read_decoded<'r, T: Stored>(
     mem: &dyn PhysMem,
     pa: Pa,
-    room: &'r mut Room<O>,
-) -> Result<&'r mut O, Status> {
+    room: &'r mut Room<T>,
+) -> Result<&'r mut T, Status> {
     let bytes = room.bytes();
     mem.read(pa, bytes).map_err(|_| internal())?;
-    O::try_mut_from_bytes(bytes).map_err(|_| internal())
+    T::try_mut_from_bytes(bytes).map_err(|_| internal())
 }
 
 /// Writes an object to its granule at `pa`, if its invariants hold.
@@ -236,9 +241,12 @@ impl TvmObj {
     }
 }
 
+impl Stored for TvmObj {
+    type Words = [u64; size_of::<TvmObj>() / 8];
+}
+
 impl Object for TvmObj {
     const STATE: GranuleState = GranuleState::Tvm;
-    type Words = [u64; size_of::<TvmObj>() / 8];
 
     fn invariants(&self) -> Result<(), &'static str> {
         if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
@@ -269,9 +277,12 @@ pub struct VcpuObj {
     pub exit_code: u64,
 }
 
+impl Stored for VcpuObj {
+    type Words = [u64; size_of::<VcpuObj>() / 8];
+}
+
 impl Object for VcpuObj {
     const STATE: GranuleState = GranuleState::Vcpu;
-    type Words = [u64; size_of::<VcpuObj>() / 8];
 }
 
 impl Child for VcpuObj {
@@ -347,9 +358,12 @@ impl PdevObj {
     }
 }
 
+impl Stored for PdevObj {
+    type Words = [u64; size_of::<PdevObj>() / 8];
+}
+
 impl Object for PdevObj {
     const STATE: GranuleState = GranuleState::Pdev;
-    type Words = [u64; size_of::<PdevObj>() / 8];
 
     fn invariants(&self) -> Result<(), &'static str> {
         let expected = match self.state {
@@ -380,9 +394,12 @@ pub struct ViommuObj {
     pub vdevs: u64,
 }
 
+impl Stored for ViommuObj {
+    type Words = [u64; size_of::<ViommuObj>() / 8];
+}
+
 impl Object for ViommuObj {
     const STATE: GranuleState = GranuleState::Viommu;
-    type Words = [u64; size_of::<ViommuObj>() / 8];
 }
 
 impl Child for ViommuObj {
@@ -485,9 +502,12 @@ impl VdevObj {
     }
 }
 
+impl Stored for VdevObj {
+    type Words = [u64; size_of::<VdevObj>() / 8];
+}
+
 impl Object for VdevObj {
     const STATE: GranuleState = GranuleState::Vdev;
-    type Words = [u64; size_of::<VdevObj>() / 8];
 
     fn invariants(&self) -> Result<(), &'static str> {
         let (state, op) = (self.state, self.op);
@@ -543,7 +563,7 @@ const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
-// `Object::Words` holds the whole object: no object ends in a partial word.
+// `Stored::Words` holds the whole object: no object ends in a partial word.
 const _: () = assert!(
     size_of::<TvmObj>().is_multiple_of(8)
         && size_of::<VcpuObj>().is_multiple_of(8)
