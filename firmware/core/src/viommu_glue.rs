@@ -15,8 +15,8 @@ use crate::tsm::{Platform, Tsm};
 #[cfg(feature = "dma-inject")]
 use crate::viommu::Fault;
 use crate::viommu::{
-    self, Access, FaultReason, GuestFault, HostMapping, Perms, Requester, S2Entry, Stage1Format,
-    TvmId, VdevId, VdevView,
+    self, Access, FaultReason, GuestFault, HostFault, HostMapping, Perms, Requester, S2Entry,
+    Stage1Format, TvmId, VdevId, VdevView,
 };
 
 /// PASIDs per vdevice (FEATURES `QUEUE_LIMITS`).
@@ -271,12 +271,15 @@ pub fn guest_event(f: &GuestFault, v: &VdevObj, sequence: u64) -> GuestEvent {
 }
 
 /// The sanitized record for the host: no address, no PASID.
-pub fn host_event(f: &GuestFault, vdev: u64, requester: Requester, sequence: u64) -> HostEvent {
+pub fn host_event(f: &HostFault, vdev: u64, requester: Requester, sequence: u64) -> HostEvent {
     let (reason, _) = event_reason(f.reason);
+    let mut flags = EventFlags::empty();
+    flags.set(EventFlags::WRITE, f.access == Access::Write);
+    flags.set(EventFlags::T_BIT, f.t_bit);
     HostEvent {
         vdev,
         reason: reason.raw(),
-        flags: (flags(f, false) & EventFlags::HOST_VISIBLE).bits(),
+        flags: (flags & EventFlags::HOST_VISIBLE).bits(),
         rid: requester.rid,
         segment: requester.segment,
         sequence,

@@ -24,7 +24,7 @@ use tsm_platform::PhysMem;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::granule::{GranuleState, Locked};
-use crate::viommu::{EventQueue, PasidTable};
+use crate::viommu::{EventQueue, HostEventQueue, PasidTable};
 
 /// vdevices one TVM holds (its vBDF table lives in the TVM object).
 pub const MAX_VDEVS_PER_TVM: usize = 32;
@@ -461,8 +461,8 @@ pub struct VdevObj {
     pub pasids: PasidTable,
     /// Faults of this vdevice, full records for the guest.
     pub events: EventQueue,
-    /// The same faults, popped by the host as sanitized records.
-    pub host_events: EventQueue,
+    /// The same faults as the host may know them, popped by the host as sanitized records.
+    pub host_events: HostEventQueue,
 }
 
 impl VdevObj {
@@ -497,7 +497,7 @@ impl VdevObj {
             guest_ticket: 0,
             pasids: PasidTable::new(),
             events: EventQueue::new(),
-            host_events: EventQueue::new(),
+            host_events: HostEventQueue::new(),
         }
     }
 }
