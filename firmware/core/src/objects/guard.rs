@@ -78,7 +78,7 @@ impl<T: Stored> Default for Room<T> {
 /// and refcount changes are staged in the granule lock and published when the guard drops.
 ///
 /// The copy lives in the caller's frame (a [`Room`]) and the guard borrows it: a guard that owned
-/// it would be moved out of the constructor, a whole-object copy per lock (up to 2.5 KiB, on
+/// it would be moved out of the constructor, a whole-object copy per lock (up to 1.8 KiB, on
 /// every call; docs/profile-aarch64.md), which LLVM does not elide into a struct field.
 pub struct Guard<'t, 'a, O: Object> {
     t: &'t Tsm<'a>,
