@@ -153,8 +153,13 @@ macro_rules! abi_enum {
             $( $(#[doc = $vdoc:literal])* $variant:ident = $value:literal => $cname:literal, )*
         }
     ) => {
+        // Laid out as its wire value (`repr(u32)`), so a TSM object can hold one: the object is
+        // decoded once when it is loaded (`TryFromBytes`) and its holder `match`es on the enum.
         $(#[doc = $doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Debug, Hash,
+            zerocopy::TryFromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout,
+        )]
         #[repr(u32)]
         pub enum $name {
             $( $(#[doc = $vdoc])* $variant = $value, )*

@@ -56,7 +56,7 @@ use tsm_core::viommu::Stage1Root;
 use tsm_core::{Origin, Tsm};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use tsm_platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::input::{Input, Writer};
 
@@ -347,8 +347,8 @@ impl Machine<'_> {
         };
         if t1 {
             assert!(
-                v.state == VdevState::Run.raw() && v.accepted != 0,
-                "invariant 2: T=1 DMA {regs:x?} of a vdevice in state {} (accepted {})",
+                v.state == VdevState::Run && v.accepted != 0,
+                "invariant 2: T=1 DMA {regs:x?} of a vdevice in state {:?} (accepted {})",
                 v.state,
                 v.accepted
             );
@@ -359,8 +359,7 @@ impl Machine<'_> {
             NO_PASID => None,
             p => u32::try_from(p).ok(),
         };
-        let stage1 = ViommuType::from_raw(u64::from(v.viommu_type))
-            .is_some_and(|t| t.stage1_format() != Stage1Format::None);
+        let stage1 = v.viommu_type.stage1_format() != Stage1Format::None;
         if !stage1 || v.pasids.lookup(pasid) == Stage1Root::Bypass {
             let leaf = self.tsm.stage2_lookup(Pa(v.tvm), Gpa(iova));
             assert!(
@@ -381,15 +380,22 @@ impl Machine<'_> {
                 && rid >= u32::from(r.rid_base)
                 && rid < u32::from(r.rid_base) + u32::from(r.rid_count)
         })?;
-        let mut p = PdevObj::new_zeroed();
-        self.sim.read(range.pdev, p.as_mut_bytes()).ok()?;
+        let p: PdevObj = self.object(range.pdev);
         let slot = p
             .pbdfs
             .iter()
             .find(|s| s.used != 0 && s.pbdf == u32::from(rid))?;
-        let mut v = VdevObj::new_zeroed();
-        self.sim.read(Pa(slot.vdev), v.as_mut_bytes()).ok()?;
-        Some(v)
+        Some(self.object(Pa(slot.vdev)))
+    }
+
+    /// The core's object at `pa`, decoded as the core decodes it: one that does not decode is
+    /// a TSM bug, so a finding.
+    fn object<O: TryFromBytes + KnownLayout + Immutable>(&self, pa: Pa) -> O {
+        let mut bytes = vec![0u8; size_of::<O>()];
+        self.sim
+            .read(pa, &mut bytes)
+            .expect("objects lie in simulated DRAM");
+        O::try_read_from_bytes(&bytes).expect("the core's objects decode")
     }
 
     fn store(&self, input: &mut Input<'_>) {

@@ -28,11 +28,8 @@ pub type Reply = Result<CallResult, Status>;
 pub enum HostNext {
     /// Complete the call with this result and run the host.
     Reply(CallResult),
-    /// VCPU_RUN claimed `vcpu`: run it; the call completes when the guest exits to the host.
-    Run {
-        /// The claimed vCPU.
-        vcpu: Pa,
-    },
+    /// VCPU_RUN claimed a vCPU: run it; the call completes when the guest exits to the host.
+    Run(run::Claim),
 }
 
 /// What happens after a guest call.
@@ -157,7 +154,7 @@ impl Tsm<'_> {
         match origin {
             Origin::Host => match self.host_dispatch(regs) {
                 HostNext::Reply(r) => r,
-                HostNext::Run { .. } => CallResult::ok([0; 4]),
+                HostNext::Run(_) => CallResult::ok([0; 4]),
             },
             Origin::Guest { vcpu } => match self.guest_dispatch(vcpu, regs) {
                 GuestNext::Reply(r) => r,

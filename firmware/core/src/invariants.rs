@@ -10,8 +10,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use tsm_abi::addr::{Gpa, Pa};
-use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
-use tsm_abi::viommu::ViommuType;
+use tsm_abi::state::VdevState;
 use tsm_platform::PhysMem;
 use zerocopy::IntoBytes;
 use zerocopy::byteorder::{LittleEndian, U64};
@@ -19,20 +18,22 @@ use zerocopy::byteorder::{LittleEndian, U64};
 use crate::addrmap::format::Entry;
 use crate::addrmap::{ENTRIES, LEAF_LEVEL};
 use crate::granule::GranuleState;
-use crate::objects::{Object, PdevObj, TvmObj, VcpuObj, VdevObj, ViommuObj};
+use crate::objects::{self, Object, PdevObj, Room, TvmObj, VcpuObj, VdevObj, ViommuObj};
 use crate::testing::SimPlatform;
 use crate::tsm::Tsm;
 
-fn read<O: Object>(sim: &SimPlatform, pa: Pa) -> O {
-    let mut o = O::new_zeroed();
-    // Object granules lie in simulated DRAM (the granule table covers only it).
-    let _ = sim.read(pa, o.as_mut_bytes());
-    o
+/// The object at `pa`, decoded as the core decodes it when it locks it: a state, operation or
+/// vIOMMU type that is not one of its enum's values is a violation.
+fn read<O: Object + Clone>(sim: &SimPlatform, pa: Pa) -> Result<O, String> {
+    let mut room = Room::<O>::new();
+    objects::read_decoded(sim, pa, &mut room)
+        .map(|o| o.clone())
+        .map_err(|_| format!("{} at {pa:x?} does not decode", core::any::type_name::<O>()))
 }
 
-/// The object at `pa`, its own invariants checked ([`Object::invariants`]).
-fn read_object<O: Object>(sim: &SimPlatform, pa: Pa) -> Result<O, String> {
-    let o: O = read(sim, pa);
+/// The object at `pa`, decoded and its own invariants checked ([`Object::invariants`]).
+fn read_object<O: Object + Clone>(sim: &SimPlatform, pa: Pa) -> Result<O, String> {
+    let o: O = read(sim, pa)?;
     o.invariants()
         .map_err(|e| format!("{} at {pa:x?}: {e}", core::any::type_name::<O>()))?;
     Ok(o)
@@ -91,11 +92,6 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
         match s {
             GranuleState::Tvm => {
                 let o: TvmObj = read_object(sim, pa)?;
-                ensure!(
-                    TvmState::from_raw(o.state.into()).is_some(),
-                    "TVM {pa:x?} state {}",
-                    o.state
-                );
                 ensure!(
                     state(o.root) == Some((GranuleState::Table, state(o.root).map_or(0, |x| x.1))),
                     "TVM {pa:x?} root not a table"
@@ -194,10 +190,6 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
                     "vIOMMU {pa:x?} of no TVM"
                 );
-                ensure!(
-                    ViommuType::from_raw(v.vtype.into()).is_some(),
-                    "vIOMMU {pa:x?} of non-TSM type"
-                );
                 *refs.entry(v.tvm).or_default() += 1;
                 ensure!(
                     u64::from(rc) == v.vdevs,
@@ -207,10 +199,6 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
             }
             GranuleState::Pdev => {
                 let p: PdevObj = read_object(sim, pa)?;
-                ensure!(
-                    PdevState::from_raw(p.state.into()).is_some(),
-                    "PDEV {pa:x?} state"
-                );
                 let used = p.pbdfs.iter().filter(|s| s.used != 0).count() as u64;
                 ensure!(
                     u64::from(rc) == p.vdevs && used == p.vdevs,
@@ -225,9 +213,6 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
             GranuleState::Vdev => {
                 let v: VdevObj = read_object(sim, pa)?;
                 ensure!(rc == 0, "VDEV {pa:x?} referenced");
-                let vs = VdevState::from_raw(v.state.into())
-                    .ok_or(format!("VDEV {pa:x?} state {}", v.state))?;
-                ensure!(DeviceOp::from_raw(v.op.into()).is_some(), "VDEV {pa:x?} op");
                 ensure!(
                     state(v.tvm).map(|x| x.0) == Some(GranuleState::Tvm),
                     "VDEV {pa:x?} of no TVM"
@@ -240,21 +225,18 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     state(v.viommu).map(|x| x.0) == Some(GranuleState::Viommu),
                     "VDEV {pa:x?} of no vIOMMU"
                 );
-                let io: ViommuObj = read(sim, Pa(v.viommu));
+                // Invariant 6 (only TSM vIOMMU types carry vdevices) is the decode's: a
+                // `ViommuType` is a TSM type.
+                let io: ViommuObj = read(sim, Pa(v.viommu))?;
                 ensure!(
                     io.tvm == v.tvm,
                     "VDEV {pa:x?} under a vIOMMU of another TVM"
                 );
-                // Invariant 6: only TSM vIOMMU types carry vdevices.
                 ensure!(
-                    ViommuType::from_raw(io.vtype.into()).is_some(),
-                    "VDEV {pa:x?} under a non-TSM vIOMMU"
-                );
-                ensure!(
-                    (vs == VdevState::Run) == (v.accepted != 0),
+                    (v.state == VdevState::Run) == (v.accepted != 0),
                     "VDEV {pa:x?}: RUN iff accepted"
                 );
-                let t: TvmObj = read(sim, Pa(v.tvm));
+                let t: TvmObj = read(sim, Pa(v.tvm))?;
                 ensure!(
                     t.vbdfs
                         .iter()
@@ -265,7 +247,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                         == 1,
                     "VDEV {pa:x?} not in its TVM's vBDF table"
                 );
-                let p: PdevObj = read(sim, Pa(v.pdev));
+                let p: PdevObj = read(sim, Pa(v.pdev))?;
                 ensure!(
                     p.pbdfs
                         .iter()

@@ -27,9 +27,12 @@
 //! ```
 //!
 //! The run loop calls [`Tsm::host_call`] for *every* host call ([`Tsm::handle`] is the
-//! flattened form for tests): the VCPU_RUN handler validates and claims the vCPU and says so
-//! ([`HostNext::Run`](crate::dispatch::HostNext)), and `host_call` turns the claim into
-//! [`HostStep::Enter`]. Guest traps go to [`Tsm::guest_exit`] with the vCPU the HAL was running,
+//! flattened form for tests): the VCPU_RUN handler validates and claims the vCPU and works out
+//! its entry under the locks it checked it under ([`Claim`], in
+//! [`HostNext::Run`](crate::dispatch::HostNext)), and `host_call` turns the claim into
+//! [`HostStep::Enter`] (after fetching the result of a device operation the guest waits on).
+//! An exit to the host updates the run state once: what the next entry delivers, and the
+//! release of the claim. Guest traps go to [`Tsm::guest_exit`] with the vCPU the HAL was running,
 //! never a register value the guest controls; that is how guest calls are told from host calls.
 //!
 //! # State, and where it lives
@@ -78,13 +81,13 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::call::args;
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_abi::state::TvmState;
+use tsm_abi::state::{DeviceOp, TvmState};
 use tsm_abi::status::{Status, StatusCode};
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::dispatch::{GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
+use crate::objects::{self, Room, Stored, TvmLink, VcpuHandle, internal};
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
@@ -97,18 +100,24 @@ pub const CONTEXT_OFFSET: u64 = 2048;
 /// Bytes of the HAL's saved guest context.
 pub const CONTEXT_SIZE: u64 = GRANULE_SIZE - CONTEXT_OFFSET;
 
-const _: () = assert!(size_of::<VcpuObj>() as u64 <= RUN_STATE_OFFSET);
+const _: () = assert!(size_of::<crate::objects::VcpuObj>() as u64 <= RUN_STATE_OFFSET);
 const _: () = assert!(RUN_STATE_OFFSET + size_of::<RunState>() as u64 <= CONTEXT_OFFSET);
 
 /// `RunState::next`: what the next entry delivers.
-const NEXT_CONTINUE: u32 = 0;
-/// Complete the trapped call with `RunState::result`.
-const NEXT_RETURN: u32 = 1;
-/// The guest waits for the device operation on `RunState::vdev`.
-const NEXT_DEVICE_WAIT: u32 = 2;
+#[derive(Clone, Copy, PartialEq, Eq, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(u32)]
+enum Next {
+    /// Run the guest on. Zero: a new vCPU's run state is its scrubbed granule.
+    Continue = 0,
+    /// Complete the trapped call with `RunState::status` and `out`.
+    Return = 1,
+    /// The guest waits for the device operation on `RunState::vdev`.
+    DeviceWait = 2,
+}
 
-/// The core's per-vCPU run state (at [`RUN_STATE_OFFSET`] of the VCPU granule; zero at create).
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+/// The core's per-vCPU run state (at [`RUN_STATE_OFFSET`] of the VCPU granule; zero at create),
+/// decoded like an object whenever it is read.
+#[derive(Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 struct RunState {
     /// Non-zero between a VCPU_RUN's claim and its exit to the host.
@@ -117,32 +126,72 @@ struct RunState {
     started: u32,
     /// The host PA the current VCPU_RUN's exit record goes to.
     exit_record: u64,
-    /// `NEXT_*`.
-    next: u32,
-    /// NEXT_DEVICE_WAIT: the `DeviceOp`.
-    op: u32,
-    /// NEXT_DEVICE_WAIT: the VDEV handle.
+    /// What the next entry delivers.
+    next: Next,
+    /// `Next::DeviceWait`: the operation.
+    op: DeviceOp,
+    /// `Next::DeviceWait`: the VDEV handle.
     vdev: u64,
-    /// NEXT_DEVICE_WAIT: the ticket the vdevice gave this vCPU's operation.
+    /// `Next::DeviceWait`: the ticket the vdevice gave this vCPU's operation.
     ticket: u64,
-    /// NEXT_RETURN: status word.
+    /// `Next::Return`: status word.
     status: u64,
-    /// NEXT_RETURN: result registers.
+    /// `Next::Return`: result registers.
     out: [u64; 4],
 }
 
-fn load_run(t: &Tsm<'_>, g: &Locked<'_, '_>) -> Result<RunState, Status> {
-    let mut r = RunState::new_zeroed();
-    load_run_into(t, g, &mut r)?;
-    Ok(r)
+impl Stored for RunState {
+    type Words = [u64; size_of::<RunState>() / 8];
 }
 
-/// [`load_run`] into the caller's copy: every guest exit goes through [`Tsm::with_run`], and
-/// returning the state by value cost three whole copies of it on aarch64.
-fn load_run_into(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &mut RunState) -> Result<(), Status> {
-    t.platform
-        .read(run_state_pa(g)?, r.as_mut_bytes())
-        .map_err(|_| internal())
+const _: () = assert!(size_of::<RunState>().is_multiple_of(8));
+
+/// A device operation a guest's call waits on (G_VDEV_ACCEPT, G_VDEV_STOP): its result
+/// completes the call ([`Tsm::guest_op_result`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DeviceWait {
+    /// The VDEV handle.
+    pub vdev: Pa,
+    /// START or STOP.
+    pub op: DeviceOp,
+    /// The ticket the vdevice gave the operation.
+    pub ticket: u64,
+}
+
+/// What a vCPU's next entry delivers, as an exit to the host leaves it.
+enum After {
+    /// Run the guest on.
+    Continue,
+    /// Complete the trapped call with this result.
+    Return(CallResult),
+    /// Complete the trapped call with the operation's result, once it is over.
+    DeviceWait(DeviceWait),
+}
+
+impl RunState {
+    /// Leaves `after` for the next entry.
+    fn set_next(&mut self, after: After) {
+        let (next, r, wait) = match after {
+            After::Continue => (Next::Continue, CallResult::ok([0; 4]), None),
+            After::Return(r) => (Next::Return, r, None),
+            After::DeviceWait(w) => (Next::DeviceWait, CallResult::ok([0; 4]), Some(w)),
+        };
+        self.next = next;
+        self.status = r.status;
+        self.out = r.out;
+        self.op = wait.map_or(DeviceOp::None, |w| w.op);
+        self.vdev = wait.map_or(0, |w| w.vdev.0);
+        self.ticket = wait.map_or(0, |w| w.ticket);
+    }
+}
+
+/// The vCPU's run state, read under the locked VCPU granule `g` into `room` and decoded.
+fn load_run<'r>(
+    t: &Tsm<'_>,
+    g: &Locked<'_, '_>,
+    room: &'r mut Room<RunState>,
+) -> Result<&'r mut RunState, Status> {
+    objects::read_decoded(t.platform, run_state_pa(g)?, room)
 }
 
 /// Where a VCPU granule (granule-aligned, so the offset stays inside it) keeps its run state.
@@ -171,6 +220,16 @@ pub struct GuestEntry {
     pub resume: Resume,
 }
 
+/// A vCPU VCPU_RUN claimed, with its entry worked out under the locks the claim took.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Claim {
+    /// The guest to run.
+    pub entry: GuestEntry,
+    /// The device operation the guest's last call still waits on: its result, once there,
+    /// replaces `entry.resume`; while it is pending, the vCPU exits again at once.
+    pub wait: Option<DeviceWait>,
+}
+
 /// What to do after a host call.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum HostStep {
@@ -189,7 +248,8 @@ pub enum GuestStep {
     ToHost(CallResult),
 }
 
-/// VCPU_RUN: validates and claims the vCPU; [`Tsm::host_call`] then enters it
+/// VCPU_RUN: validates and claims the vCPU and works out its entry under the TVM's and the
+/// vCPU's locks, which it needs for the checks anyway; [`Tsm::host_call`] then enters it
 /// ([`HostStep::Enter`]).
 pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     let (vcpu, record) = (a.vcpu, a.exit_record);
@@ -199,27 +259,61 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
-    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (mut tvm_room, mut vcpu_room, mut run_room) = (Room::new(), Room::new(), Room::new());
     let (o, v) = t.lock_with_parent(
         VcpuHandle::new(vcpu),
         1,
         TvmLink::tvm,
-        (&mut tvm_obj, &mut vcpu_obj),
+        (&mut tvm_room, &mut vcpu_room),
     )?;
-    let mut run = load_run(t, v.granule())?;
-    if o.state != TvmState::Active.raw() || v.exited != 0 || run.running != 0 {
+    let run = load_run(t, v.granule(), &mut run_room)?;
+    if o.state != TvmState::Active || v.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
+    let wait = (run.next == Next::DeviceWait).then_some(DeviceWait {
+        vdev: Pa(run.vdev),
+        op: run.op,
+        ticket: run.ticket,
+    });
+    // A waiting guest has started (its call is waiting): its resume is the operation's
+    // result, which `host_call` fetches without the vCPU's lock.
+    let resume = if run.started == 0 {
+        run.started = 1;
+        Resume::Start {
+            entry: Gpa(v.entry),
+            arg0: v.arg0,
+        }
+    } else if run.next == Next::Return {
+        Resume::Return(CallResult {
+            status: run.status,
+            out: run.out,
+        })
+    } else {
+        Resume::Continue
+    };
+    if wait.is_none() {
+        run.set_next(After::Continue);
     }
     run.running = 1;
     run.exit_record = record.0;
-    save_run(t, v.granule(), &run)?;
-    Ok(HostNext::Run { vcpu })
+    save_run(t, v.granule(), run)?;
+    Ok(HostNext::Run(Claim {
+        entry: GuestEntry {
+            vcpu,
+            tvm: o.pa(),
+            root: Pa(o.root),
+            context,
+            resume,
+        },
+        wait,
+    }))
 }
 
 /// Whether the vCPU in the locked granule is running (VCPU_DESTROY refuses it then: the HAL
 /// owns its context area until the run ends).
 pub fn is_running(t: &Tsm<'_>, gv: &Locked<'_, '_>) -> Result<bool, Status> {
-    Ok(load_run(t, gv)?.running != 0)
+    Ok(load_run(t, gv, &mut Room::new())?.running != 0)
 }
 
 impl Tsm<'_> {
@@ -227,13 +321,27 @@ impl Tsm<'_> {
     /// successful VCPU_RUN becomes [`HostStep::Enter`] (or an immediate exit when the guest
     /// still waits for the host to carry a device operation).
     pub fn host_call(&self, regs: &CallRegs) -> HostStep {
-        let vcpu = match self.host_dispatch(regs) {
+        let claim = match self.host_dispatch(regs) {
             HostNext::Reply(r) => return HostStep::Reply(r),
-            HostNext::Run { vcpu } => vcpu,
+            HostNext::Run(claim) => claim,
         };
-        match self.enter(vcpu) {
-            Ok(Entered::Guest(e)) => HostStep::Enter(e),
-            Ok(Entered::Exit(exit)) => HostStep::Reply(self.to_host(vcpu, &exit)),
+        let Some(wait) = claim.wait else {
+            return HostStep::Enter(claim.entry);
+        };
+        let vcpu = claim.entry.vcpu;
+        // Checked without the vCPU's lock: the vdevice comes later in the lock order.
+        let Some(result) = self.guest_op_result(wait.vdev, wait.ticket) else {
+            let rec = device_request(wait.vdev.0, wait.op);
+            return HostStep::Reply(self.exit_to_host(vcpu, &rec, After::DeviceWait(wait)));
+        };
+        match self.with_run(vcpu, |run| {
+            run.set_next(After::Continue);
+            Ok(())
+        }) {
+            Ok(()) => HostStep::Enter(GuestEntry {
+                resume: Resume::Return(CallResult::status(result)),
+                ..claim.entry
+            }),
             Err(s) => {
                 self.release(vcpu);
                 HostStep::Reply(CallResult::status(s))
@@ -265,15 +373,15 @@ impl Tsm<'_> {
                     gpa: gpa.map_or(0, |g| g.granule_base().0),
                     ..VcpuExit::new_zeroed()
                 };
-                self.exit_with(vcpu, &rec, NEXT_CONTINUE, None)
+                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue))
             }
             GuestExit::Call(regs) => self.guest_call(vcpu, &regs),
         }
     }
 
     fn guest_call(&self, vcpu: Pa, regs: &CallRegs) -> GuestStep {
-        match self.guest_dispatch(vcpu, regs) {
-            GuestNext::Reply(r) => GuestStep::Resume(Resume::Return(r)),
+        let (rec, after) = match self.guest_dispatch(vcpu, regs) {
+            GuestNext::Reply(r) => return GuestStep::Resume(Resume::Return(r)),
             GuestNext::DeniedCall { fid } => {
                 let rec = VcpuExit {
                     reason: ExitReason::DeniedCall.raw(),
@@ -281,7 +389,7 @@ impl Tsm<'_> {
                     ..VcpuExit::new_zeroed()
                 };
                 let denied = CallResult::status(Status::new(StatusCode::Denied));
-                self.exit_with(vcpu, &rec, NEXT_RETURN, Some(denied))
+                (rec, After::Return(denied))
             }
             GuestNext::Exit { code } => {
                 let rec = VcpuExit {
@@ -289,61 +397,30 @@ impl Tsm<'_> {
                     code,
                     ..VcpuExit::new_zeroed()
                 };
-                self.exit_with(vcpu, &rec, NEXT_CONTINUE, None)
+                (rec, After::Continue)
             }
-            GuestNext::DeviceRequest { vdev, op, ticket } => {
-                let rec = device_request(vdev.0, op.raw());
-                let wait = CallResult::ok([0, 0, ticket, 0]);
-                self.exit_with(vcpu, &rec, NEXT_DEVICE_WAIT, Some(wait))
-            }
-        }
+            GuestNext::DeviceRequest { vdev, op, ticket } => (
+                device_request(vdev.0, op),
+                After::DeviceWait(DeviceWait { vdev, op, ticket }),
+            ),
+        };
+        GuestStep::ToHost(self.exit_to_host(vcpu, &rec, after))
     }
 
-    /// Ends the host's VCPU_RUN with `rec`, leaving `next` for the next entry.
-    fn exit_with(
-        &self,
-        vcpu: Pa,
-        rec: &VcpuExit,
-        next: u32,
-        result: Option<CallResult>,
-    ) -> GuestStep {
-        let saved = self.with_run(vcpu, |run| {
-            run.next = next;
-            run.op = rec.vdev_op;
-            run.vdev = rec.vdev;
-            let r = result.unwrap_or(CallResult::ok([0; 4]));
-            run.status = r.status;
-            run.out = r.out;
-            run.ticket = if next == NEXT_DEVICE_WAIT {
-                r.out[2]
-            } else {
-                0
-            };
-            Ok(())
-        });
-        match saved {
-            Ok(()) => GuestStep::ToHost(self.to_host(vcpu, rec)),
-            Err(s) => GuestStep::ToHost(self.to_host_failed(vcpu, s)),
-        }
-    }
-
-    /// Writes the exit record of the current VCPU_RUN, ends the run, and returns the
-    /// VCPU_RUN result.
-    fn to_host(&self, vcpu: Pa, rec: &VcpuExit) -> CallResult {
-        // Written without the vCPU's lock: NS buffers come last in the lock order.
-        let result = self
-            .with_run(vcpu, |run| Ok(Pa(run.exit_record)))
-            .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
-            .map_or_else(CallResult::status, |()| {
-                CallResult::ok([u64::from(rec.reason), 0, 0, 0])
-            });
-        self.release(vcpu);
-        result
-    }
-
-    fn to_host_failed(&self, vcpu: Pa, s: Status) -> CallResult {
-        self.release(vcpu);
-        CallResult::status(s)
+    /// Ends the host's VCPU_RUN: leaves `after` for the next entry and releases the claim (one
+    /// update of the run state), then writes `rec` to the run's exit record. Returns the
+    /// VCPU_RUN result. The record is written after the release, without the vCPU's lock (NS
+    /// buffers come last in the lock order): it is the host's buffer, not the vCPU's state.
+    fn exit_to_host(&self, vcpu: Pa, rec: &VcpuExit, after: After) -> CallResult {
+        self.with_run(vcpu, |run| {
+            run.set_next(after);
+            run.running = 0;
+            Ok(Pa(run.exit_record))
+        })
+        .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
+        .map_or_else(CallResult::status, |()| {
+            CallResult::ok([u64::from(rec.reason), 0, 0, 0])
+        })
     }
 
     /// Ends the run (clears `running`); a no-op on a vCPU that is not running.
@@ -354,8 +431,13 @@ impl Tsm<'_> {
         });
     }
 
+    /// Whether the vCPU is running: its run state read under its lock, and not written back.
     fn running(&self, vcpu: Pa) -> Result<bool, Status> {
-        self.with_run(vcpu, |run| Ok(run.running != 0))
+        let gv = self
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
+            .map_err(|_| internal())?;
+        Ok(load_run(self, &gv, &mut Room::new())?.running != 0)
     }
 
     /// Runs `f` on the vCPU's run state under its lock and saves it back.
@@ -368,88 +450,19 @@ impl Tsm<'_> {
             .granules
             .lock_in(vcpu, GranuleState::Vcpu)
             .map_err(|_| internal())?;
-        let mut run = RunState::new_zeroed();
-        load_run_into(self, &gv, &mut run)?;
-        let r = f(&mut run)?;
-        save_run(self, &gv, &run)?;
+        let mut room = Room::new();
+        let run = load_run(self, &gv, &mut room)?;
+        let r = f(run)?;
+        save_run(self, &gv, run)?;
         Ok(r)
     }
-
-    /// The entry for a claimed vCPU, or the exit it takes at once.
-    fn enter(&self, vcpu: Pa) -> Result<Entered, Status> {
-        let (tvm, root) = {
-            let tvm = self
-                .links(VcpuHandle::new(vcpu), 1)
-                .map_err(|_| internal())?
-                .tvm();
-            let mut tvm_obj = TvmObj::new_zeroed();
-            let o = self.lock(tvm, 1, &mut tvm_obj).map_err(|_| internal())?;
-            (tvm.pa(), Pa(o.root))
-        };
-        // The TVM is locked only to read its root; the vCPU's claim keeps both alive.
-        let wait = {
-            let gv = self
-                .granules
-                .lock_in(vcpu, GranuleState::Vcpu)
-                .map_err(|_| internal())?;
-            let run = load_run(self, &gv)?;
-            (run.next == NEXT_DEVICE_WAIT).then_some((Pa(run.vdev), run.op, run.ticket))
-        };
-        // Checked without the vCPU's lock: the vdevice comes later in the lock order.
-        let done = match wait {
-            Some((vdev, op, ticket)) => match self.guest_op_result(vdev, ticket) {
-                None => return Ok(Entered::Exit(device_request(vdev.0, op))),
-                Some(s) => Some(CallResult::status(s)),
-            },
-            None => None,
-        };
-        let mut vcpu_obj = VcpuObj::new_zeroed();
-        let v = self
-            .lock(VcpuHandle::new(vcpu), 1, &mut vcpu_obj)
-            .map_err(|_| internal())?;
-        let mut run = load_run(self, v.granule())?;
-        let resume = if run.started == 0 {
-            run.started = 1;
-            Resume::Start {
-                entry: Gpa(v.entry),
-                arg0: v.arg0,
-            }
-        } else if let Some(r) = done {
-            Resume::Return(r)
-        } else if run.next == NEXT_RETURN {
-            Resume::Return(CallResult {
-                status: run.status,
-                out: run.out,
-            })
-        } else {
-            Resume::Continue
-        };
-        run.next = NEXT_CONTINUE;
-        run.vdev = 0;
-        run.op = 0;
-        run.ticket = 0;
-        let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
-        save_run(self, v.granule(), &run)?;
-        Ok(Entered::Guest(GuestEntry {
-            vcpu,
-            tvm,
-            root,
-            context,
-            resume,
-        }))
-    }
 }
 
-enum Entered {
-    Guest(GuestEntry),
-    Exit(VcpuExit),
-}
-
-fn device_request(vdev: u64, op: u32) -> VcpuExit {
+fn device_request(vdev: u64, op: DeviceOp) -> VcpuExit {
     VcpuExit {
         reason: ExitReason::DeviceRequest.raw(),
         vdev,
-        vdev_op: op,
+        vdev_op: op.raw(),
         ..VcpuExit::new_zeroed()
     }
 }

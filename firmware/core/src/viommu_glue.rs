@@ -5,16 +5,16 @@
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_abi::event::{EventFlags, EventReason, GuestEvent, HostEvent};
 use tsm_abi::state::VdevState;
-use tsm_abi::viommu::{Stage1Format as AbiFormat, ViommuType};
+use tsm_abi::viommu::Stage1Format as AbiFormat;
 use tsm_platform::{DmaFault, DmaFaultKind, MemFault, PhysMem};
 use zerocopy::FromZeros;
 
 use crate::addrmap::{Leaf, MapKind, WalkError};
-use crate::objects::{PdevObj, TvmHandle, TvmObj, VdevObj};
+use crate::objects::{self, Object, PdevObj, Room, TvmHandle, TvmObj, VdevObj};
 use crate::tsm::{Platform, Tsm};
 use crate::viommu::{
-    self, Access, Fault, FaultReason, GuestFault, HostMapping, Perms, Requester, S2Entry,
-    Stage1Format, TvmId, VdevId, VdevView,
+    self, Access, Fault, FaultReason, GuestFault, HostFault, HostMapping, Perms, Requester,
+    S2Entry, Stage1Format, TvmId, VdevId, VdevView,
 };
 
 /// PASIDs per vdevice (FEATURES `QUEUE_LIMITS`).
@@ -49,9 +49,9 @@ impl Tsm<'_> {
     /// Stage 2 of `tvm` at `gpa`: the page, its rights, private or shared. The same map the
     /// CPU uses; the TVM's lock is held for the walk, so no map change interleaves.
     pub fn stage2_lookup(&self, tvm: Pa, gpa: Gpa) -> Result<Leaf, S2Miss> {
-        let mut tvm_obj = TvmObj::new_zeroed();
+        let mut tvm_room = Room::new();
         let o = self
-            .lock(TvmHandle::new(tvm), 1, &mut tvm_obj)
+            .lock(TvmHandle::new(tvm), 1, &mut tvm_room)
             .map_err(|_| S2Miss::NoTvm)?;
         self.stage2_of(&o, gpa)
     }
@@ -167,13 +167,14 @@ pub struct Translator<'t, 'a> {
 }
 
 impl Translator<'_, '_> {
-    fn snapshot<O: crate::objects::Object>(&self, pa: Pa) -> Option<O> {
+    /// The object at `pa` read into `room`, if its granule holds an `O` and it decodes.
+    fn snapshot<'r, O: Object>(&self, pa: Pa, room: &'r mut Room<O>) -> Option<&'r O> {
         if self.tsm.granules.peek(pa).ok()?.0 != O::STATE {
             return None;
         }
-        let mut o = O::new_zeroed();
-        self.tsm.platform.read(pa, o.as_mut_bytes()).ok()?;
-        Some(o)
+        objects::read_decoded(self.tsm.platform, pa, room)
+            .ok()
+            .map(|o| &*o)
     }
 
     /// The vdevice bound to `requester`, by the PDEV registry and that PDEV's pBDF table.
@@ -185,7 +186,8 @@ impl Translator<'_, '_> {
             .iter()
             .find(|r| r.contains(requester))?
             .pdev;
-        let p: PdevObj = self.snapshot(pdev)?;
+        let mut room = Room::new();
+        let p: &PdevObj = self.snapshot(pdev, &mut room)?;
         let slot = p
             .pbdfs
             .iter()
@@ -206,13 +208,13 @@ pub(crate) fn stage1_format(f: AbiFormat) -> Stage1Format {
 impl viommu::Devices for Translator<'_, '_> {
     fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
         let vdev = self.vdev_of(requester)?;
-        let v: VdevObj = self.snapshot(vdev)?;
+        let mut room = Room::new();
+        let v: &VdevObj = self.snapshot(vdev, &mut room)?;
         Some(VdevView {
             id: VdevId(vdev.0),
             tvm: TvmId(v.tvm),
-            format: ViommuType::from_raw(u64::from(v.viommu_type))
-                .map_or(Stage1Format::None, |t| stage1_format(t.stage1_format())),
-            tdi_run: v.state == VdevState::Run.raw(),
+            format: stage1_format(v.viommu_type.stage1_format()),
+            tdi_run: v.state == VdevState::Run,
             accepted: v.accepted != 0,
             stage1: v.pasids.lookup(pasid),
         })
@@ -233,8 +235,9 @@ impl viommu::Devices for Translator<'_, '_> {
 
 impl viommu::Stage2 for Translator<'_, '_> {
     fn stage2(&self, tvm: TvmId, gpa: Gpa) -> Option<S2Entry> {
-        let o: TvmObj = self.snapshot(Pa(tvm.0))?;
-        let leaf = self.tsm.stage2_of(&o, gpa).ok()?;
+        let mut room = Room::new();
+        let o: &TvmObj = self.snapshot(Pa(tvm.0), &mut room)?;
+        let leaf = self.tsm.stage2_of(o, gpa).ok()?;
         Some(S2Entry {
             pa: leaf.pa,
             perms: Perms {
@@ -311,12 +314,15 @@ pub fn guest_event(f: &GuestFault, v: &VdevObj, sequence: u64) -> GuestEvent {
 }
 
 /// The sanitized record for the host: no address, no PASID.
-pub fn host_event(f: &GuestFault, vdev: u64, requester: Requester, sequence: u64) -> HostEvent {
+pub fn host_event(f: &HostFault, vdev: u64, requester: Requester, sequence: u64) -> HostEvent {
     let (reason, _) = event_reason(f.reason);
+    let mut flags = EventFlags::empty();
+    flags.set(EventFlags::WRITE, f.access == Access::Write);
+    flags.set(EventFlags::T_BIT, f.t_bit);
     HostEvent {
         vdev,
         reason: reason.raw(),
-        flags: (flags(f, false) & EventFlags::HOST_VISIBLE).bits(),
+        flags: (flags & EventFlags::HOST_VISIBLE).bits(),
         rid: requester.rid,
         segment: requester.segment,
         sequence,
@@ -332,11 +338,11 @@ pub(crate) fn record_fault(t: &Tsm<'_>, requester: Requester, fault: &Fault) {
         t.host_domain_events.lock().push(requester, fault);
         return;
     };
-    let mut vdev_obj = VdevObj::new_zeroed();
+    let mut vdev_room = Room::new();
     if let Ok(mut v) = t.lock(
         crate::objects::VdevHandle::new(Pa(vdev.0)),
         1,
-        &mut vdev_obj,
+        &mut vdev_room,
     ) {
         v.events.push(fault);
         v.host_events.push(fault);

@@ -41,7 +41,7 @@ use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_abi::state::{DeviceOp, VdevState};
+use tsm_abi::state::{DeviceOp, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{
     InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields, Request, TdiState,
@@ -54,7 +54,7 @@ use tsm_core::{Origin, invariants};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
 use tsm_platform::{AddressMapFormat, PhysMem};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 /// Granules of simulated DRAM: 4 reserved, 4 host scratch pages, the rest for the sequence.
 const GRANULES: usize = 48;
@@ -801,8 +801,14 @@ impl<'h> World<'h> {
         }
         for (&pa, t) in &self.m.tvms {
             let o: TvmObj = self.obj(pa);
-            if o.state != if t.active { 2 } else { 1 } {
-                self.fail(format!("TVM {pa:#x} state {}", o.state));
+            if o.state
+                != if t.active {
+                    TvmState::Active
+                } else {
+                    TvmState::New
+                }
+            {
+                self.fail(format!("TVM {pa:#x} state {:?}", o.state));
             }
         }
         for (&pa, p) in &self.m.pdevs {
@@ -812,18 +818,18 @@ impl<'h> World<'h> {
             } else {
                 DeviceOp::None
             };
-            if o.state != p.state.raw() || o.op != op.raw() {
+            if o.state != p.state || o.op != op {
                 self.fail(format!(
-                    "PDEV {pa:#x} state {} op {}, model {p:?}",
+                    "PDEV {pa:#x} state {:?} op {:?}, model {p:?}",
                     o.state, o.op
                 ));
             }
         }
         for (&pa, v) in &self.m.vdevs {
             let o: VdevObj = self.obj(pa);
-            if o.state != v.state.raw() || o.op != v.op.raw() || (o.accepted != 0) != v.accepted {
+            if o.state != v.state || o.op != v.op || (o.accepted != 0) != v.accepted {
                 self.fail(format!(
-                    "VDEV {pa:#x} state {} op {} accepted {}, model {v:?}",
+                    "VDEV {pa:#x} state {:?} op {:?} accepted {}, model {v:?}",
                     o.state, o.op, o.accepted
                 ));
             }
@@ -839,10 +845,12 @@ impl<'h> World<'h> {
         }
     }
 
-    fn obj<O: FromBytes + IntoBytes>(&self, pa: u64) -> O {
-        let mut o = O::new_zeroed();
-        self.h.sim.read(Pa(pa), o.as_mut_bytes()).unwrap();
-        o
+    /// The core's object at `pa`, decoded as the core decodes it (the invariant checker has
+    /// already failed the step if it does not decode).
+    fn obj<O: TryFromBytes + KnownLayout + Immutable>(&self, pa: u64) -> O {
+        let mut bytes = vec![0u8; size_of::<O>()];
+        self.h.sim.read(Pa(pa), &mut bytes).unwrap();
+        O::try_read_from_bytes(&bytes).unwrap()
     }
 
     // ---- picking things ----

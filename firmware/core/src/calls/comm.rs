@@ -36,8 +36,8 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, VdevHandle, VdevLinks,
-    VdevObj, internal,
+    GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
+    VdevLinks, VdevObj, internal,
 };
 use crate::tsm::Tsm;
 use crate::viommu;
@@ -57,11 +57,12 @@ const REQUIRED: [RequestCode; 4] = [
     RequestCode::StopInterface,
 ];
 
-/// The result of a resumable call.
-fn progress(status: StatusCode, op: u32, state: u32) -> CallResult {
+/// The result of a resumable call: the pending operation and the object's state (its wire
+/// value).
+fn progress(status: StatusCode, op: DeviceOp, state: u32) -> CallResult {
     CallResult {
         status: Status::new(status).to_raw(),
-        out: [u64::from(op), u64::from(state), 0, 0],
+        out: [u64::from(op.raw()), u64::from(state), 0, 0],
     }
 }
 
@@ -157,18 +158,18 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 /// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm) = (a.pdev, a.comm);
-    let mut pdev_obj = PdevObj::new_zeroed();
-    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
-    if p.state != PdevState::New.raw() {
+    let mut pdev_room = Room::new();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
+    if p.state != PdevState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     p.step = 1;
     p.seq = 1;
     send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
-    p.state = PdevState::Connecting.raw();
-    p.op = DeviceOp::Connect.raw();
+    p.state = PdevState::Connecting;
+    p.op = DeviceOp::Connect;
     p.save()?;
-    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state))
+    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
 }
 
 /// Decodes an answer to `req`: `None` when it is garbage, another message, another TDI, or
@@ -182,9 +183,9 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
 }
 
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
-    let mut pdev_obj = PdevObj::new_zeroed();
-    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_obj)?;
-    if p.op != DeviceOp::Connect.raw() {
+    let mut pdev_room = Room::new();
+    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
+    if p.op != DeviceOp::Connect {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let mut buf = [0u8; MAX_RESPONSE];
@@ -210,11 +211,11 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             None
         }
         _ => {
-            p.state = PdevState::Error.raw();
-            p.op = DeviceOp::None.raw();
+            p.state = PdevState::Error;
+            p.op = DeviceOp::None;
             p.step = 0;
             p.save()?;
-            return Ok(progress(StatusCode::DeviceError, p.op, p.state));
+            return Ok(progress(StatusCode::DeviceError, p.op, p.state.raw()));
         }
     };
     match next {
@@ -224,18 +225,18 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
         }
         None => {
-            p.state = PdevState::Ready.raw();
-            p.op = DeviceOp::None.raw();
+            p.state = PdevState::Ready;
+            p.op = DeviceOp::None;
             p.step = 0;
         }
     }
     p.save()?;
-    let status = if p.op == DeviceOp::None.raw() {
+    let status = if p.op == DeviceOp::None {
         StatusCode::Success
     } else {
         StatusCode::NeedsDeviceIo
     };
-    Ok(progress(status, p.op, p.state))
+    Ok(progress(status, p.op, p.state.raw()))
 }
 
 /// Steps of a VDEV operation.
@@ -251,8 +252,7 @@ mod step {
 /// The request a VDEV's pending operation step sends.
 fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
     let interface_id = vdev_interface(v)?;
-    let op = DeviceOp::from_raw(v.op.into()).ok_or_else(internal)?;
-    Ok(match (op, v.step) {
+    Ok(match (v.op, v.step) {
         (DeviceOp::Bind, step::REPORT) => Request::GetDeviceInterfaceReport {
             interface_id,
             offset: u16::try_from(v.report_len).map_err(|_| internal())?,
@@ -285,8 +285,8 @@ fn guest_op_done(v: &mut VdevObj, result: StatusCode) {
 
 /// Puts a vdevice in ERROR: T=1 off, cached translations gone, no operation.
 pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusCode) {
-    v.state = VdevState::Error.raw();
-    v.op = DeviceOp::None.raw();
+    v.state = VdevState::Error;
+    v.op = DeviceOp::None;
     v.step = 0;
     v.accepted = 0;
     guest_op_done(v, result);
@@ -310,7 +310,7 @@ pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusC
 
 /// T=1 off before anything else happens to the TDI (unbind, stop).
 pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
-    v.state = VdevState::Stopping.raw();
+    v.state = VdevState::Stopping;
     v.accepted = 0;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
 }
@@ -319,14 +319,14 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 /// nonce for this bind is drawn now, before anything changes.
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let (mut pdev_obj, mut vdev_obj) = (PdevObj::new_zeroed(), VdevObj::new_zeroed());
+    let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
     let (p, mut v) = t.lock_with_parent(
         VdevHandle::new(vdev),
         1,
         VdevLinks::pdev,
-        (&mut pdev_obj, &mut vdev_obj),
+        (&mut pdev_room, &mut vdev_room),
     )?;
-    if v.state != VdevState::Unlocked.raw() || p.state != PdevState::Ready.raw() {
+    if v.state != VdevState::Unlocked || p.state != PdevState::Ready {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let supported = LockFlags::from_bits_truncate(p.lock_flags_supported as u16);
@@ -337,11 +337,11 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     t.platform
         .fill(&mut nonce)
         .map_err(|_| Status::new(StatusCode::NotSupported))?;
-    v.op = DeviceOp::Bind.raw();
+    v.op = DeviceOp::Bind;
     v.step = step::SENT;
     v.seq = 1;
     send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
-    v.state = VdevState::Locking.raw();
+    v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
     v.accept_nonce = nonce;
     v.start_nonce = [0; 32];
@@ -351,29 +351,30 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.report_asked = 0;
     v.accepted = 0;
     v.save()?;
-    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
+    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
 }
 
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let mut vdev_obj = VdevObj::new_zeroed();
-    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
-    let state = VdevState::from_raw(v.state.into()).ok_or_else(internal)?;
-    if !matches!(state, VdevState::Locked | VdevState::Run | VdevState::Error)
-        || v.op != DeviceOp::None.raw()
+    let mut vdev_room = Room::new();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_room)?;
+    if !matches!(
+        v.state,
+        VdevState::Locked | VdevState::Run | VdevState::Error
+    ) || v.op != DeviceOp::None
     {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     // The guard's copy is written back only by `save`: if the request cannot be sent, the
     // VDEV stays as it was.
-    v.op = DeviceOp::Stop.raw();
+    v.op = DeviceOp::Stop;
     v.step = step::SENT;
     v.seq = 1;
     send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     vdev_t1_off(t, vdev, &mut v);
     v.save()?;
-    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state))
+    Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
 }
 
 /// Reads the cached report of a VDEV granule into `out` (at most its length).
@@ -402,8 +403,8 @@ fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
     }
     v.report_digest = Sha256::digest(&*bytes).into();
     v.report_counter = v.report_counter.wrapping_add(1);
-    v.state = VdevState::Locked.raw();
-    v.op = DeviceOp::None.raw();
+    v.state = VdevState::Locked;
+    v.op = DeviceOp::None;
     v.step = 0;
     Ok(true)
 }
@@ -462,9 +463,9 @@ fn take_portion(
 }
 
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
-    let mut vdev_obj = VdevObj::new_zeroed();
-    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_obj)?;
-    if v.op == DeviceOp::None.raw() {
+    let mut vdev_room = Room::new();
+    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_room)?;
+    if v.op == DeviceOp::None {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let req = vdev_request(&v)?;
@@ -473,7 +474,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         v.seq = 1;
         send(t, comm, vdev, v.seq, &req)?;
         v.save()?;
-        return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state));
+        return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()));
     }
     let mut buf = [0u8; MAX_RESPONSE];
     let got = receive(t, comm, &mut buf)?;
@@ -481,8 +482,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         Answer::Bytes(n) => buf.get(..n).and_then(|b| answer(b, &req)),
         Answer::Failed => None,
     };
-    let op = DeviceOp::from_raw(v.op.into()).ok_or_else(internal)?;
-    let ok = match (op, rsp) {
+    let ok = match (v.op, rsp) {
         (DeviceOp::Bind, Some(Response::LockInterface { nonce, .. })) if v.step == step::SENT => {
             v.start_nonce = nonce;
             ask_portion(&mut v)
@@ -503,16 +503,16 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
                 }
         }
         (DeviceOp::Start, Some(Response::StartInterface { .. })) => {
-            v.state = VdevState::Run.raw();
+            v.state = VdevState::Run;
             v.accepted = 1;
-            v.op = DeviceOp::None.raw();
+            v.op = DeviceOp::None;
             v.step = 0;
             guest_op_done(&mut v, StatusCode::Success);
             true
         }
         (DeviceOp::Stop, Some(Response::StopInterface { .. })) => {
-            v.state = VdevState::Unlocked.raw();
-            v.op = DeviceOp::None.raw();
+            v.state = VdevState::Unlocked;
+            v.op = DeviceOp::None;
             v.step = 0;
             v.accept_nonce = [0; 32];
             v.start_nonce = [0; 32];
@@ -527,19 +527,19 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     if !ok {
         vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
         v.save()?;
-        return Ok(progress(StatusCode::DeviceError, v.op, v.state));
+        return Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()));
     }
-    if v.op != DeviceOp::None.raw() {
+    if v.op != DeviceOp::None {
         v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
     v.save()?;
-    let status = if v.op == DeviceOp::None.raw() {
+    let status = if v.op == DeviceOp::None {
         StatusCode::Success
     } else {
         StatusCode::NeedsDeviceIo
     };
-    Ok(progress(status, v.op, v.state))
+    Ok(progress(status, v.op, v.state.raw()))
 }
 
 /// COMMUNICATE: continue the pending operation of a PDEV or VDEV with the device's response.
@@ -558,20 +558,20 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
-            let mut pdev_obj = PdevObj::new_zeroed();
-            let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_obj)?;
-            if p.op == DeviceOp::None.raw() {
+            let mut pdev_room = Room::new();
+            let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_room)?;
+            if p.op == DeviceOp::None {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
-            p.op = DeviceOp::None.raw();
-            p.state = PdevState::New.raw();
+            p.op = DeviceOp::None;
+            p.state = PdevState::New;
             p.step = 0;
             p.save()?;
         }
         GranuleState::Vdev => {
-            let mut vdev_obj = VdevObj::new_zeroed();
-            let mut v = t.lock(VdevHandle::new(obj), 1, &mut vdev_obj)?;
-            if v.op == DeviceOp::None.raw() {
+            let mut vdev_room = Room::new();
+            let mut v = t.lock(VdevHandle::new(obj), 1, &mut vdev_room)?;
+            if v.op == DeviceOp::None {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);

@@ -12,18 +12,17 @@ use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
 use tsm_abi::viommu::{ViommuType, ViommuTypeError};
-use zerocopy::FromZeros;
 
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
-    PdevObj, TvmHandle, TvmLink, TvmObj, VbdfSlot, VdevFamily, VdevFamilyObjs, VdevHandle, VdevObj,
-    ViommuHandle, ViommuObj, internal,
+    PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle,
+    VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
-use crate::viommu::{self, EventQueue, PasidTable};
+use crate::viommu;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
@@ -58,11 +57,7 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     if reg.is_full() {
         return Err(Status::arg(StatusCode::Capacity, 1));
     }
-    let mut obj = PdevObj::new_zeroed();
-    obj.params = params;
-    obj.state = PdevState::New.raw();
-    obj.op = DeviceOp::None.raw();
-    objects::save_new(t, &g, &obj)?;
+    objects::save_new(t, &g, &PdevObj::new(params))?;
     reg.push(range)
         .map_err(|_| Status::arg(StatusCode::Capacity, 1))?;
     g.transition(GranuleState::Pdev).map_err(|e| e.status(1))?;
@@ -70,40 +65,40 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
 }
 
 /// Whether a vdevice in `state` holds its TDI bound (a PDEV stop would silently unbind it).
-pub(crate) fn is_bound(state: u32) -> bool {
-    state != VdevState::Unlocked.raw() && state != VdevState::Error.raw()
+pub(crate) fn is_bound(state: VdevState) -> bool {
+    !matches!(state, VdevState::Unlocked | VdevState::Error)
 }
 
 /// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
 /// is pending.
 pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
-    let mut pdev_obj = PdevObj::new_zeroed();
-    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
-    if o.op != DeviceOp::None.raw() || o.state == PdevState::Stopped.raw() {
+    let mut pdev_room = Room::new();
+    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
+    if o.op != DeviceOp::None || o.state == PdevState::Stopped {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for slot in o.pbdfs.iter().filter(|s| s.used != 0) {
-        let mut vdev_obj = VdevObj::new_zeroed();
+        let mut vdev_room = Room::new();
         let v = t
-            .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_obj)
+            .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_room)
             .map_err(|_| internal())?;
         if is_bound(v.state) {
             return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
         }
     }
-    o.state = PdevState::Stopped.raw();
+    o.state = PdevState::Stopped;
     o.save()?;
     OK
 }
 
 /// PDEV_DESTROY: only with no vdevice and no pending operation.
 pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
-    let mut pdev_obj = PdevObj::new_zeroed();
-    let o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_obj)?;
+    let mut pdev_room = Room::new();
+    let o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
     if o.vdevs != 0 || o.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
-    if o.op != DeviceOp::None.raw() {
+    if o.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let mut reg = t.pdevs.lock();
@@ -125,8 +120,8 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
     if a.flags != 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     if o.viommus >= MAX_VIOMMUS_PER_TVM {
         return Err(Status::arg(StatusCode::Capacity, 1));
     }
@@ -146,7 +141,7 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
         .ok_or(Status::arg(StatusCode::Capacity, 1))?;
     let obj = ViommuObj {
         tvm: o.pa().0,
-        vtype: vtype.raw(),
+        vtype,
         flags: 0,
         vdevs: 0,
     };
@@ -161,12 +156,12 @@ pub fn viommu_create(t: &Tsm<'_>, a: args::ViommuCreate) -> Reply {
 /// VIOMMU_DESTROY: refused while vdevices use it.
 pub fn viommu_destroy(t: &Tsm<'_>, a: args::ViommuDestroy) -> Reply {
     let viommu = a.viommu;
-    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
+    let (mut tvm_room, mut viommu_room) = (Room::new(), Room::new());
     let (mut o, mut v) = t.lock_with_parent(
         ViommuHandle::new(viommu),
         1,
         TvmLink::tvm,
-        (&mut tvm_obj, &mut viommu_obj),
+        (&mut tvm_room, &mut viommu_room),
     )?;
     if v.vdevs != 0 || v.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
@@ -202,15 +197,15 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     let gone = Status::arg(StatusCode::BadHandle, 3);
-    let (mut tvm_obj, mut viommu_obj) = (TvmObj::new_zeroed(), ViommuObj::new_zeroed());
-    let mut to = t.lock(tvm, 3, &mut tvm_obj).map_err(|_| gone)?;
-    let mut io = t.lock(viommu, 3, &mut viommu_obj)?;
+    let (mut tvm_room, mut viommu_room) = (Room::new(), Room::new());
+    let mut to = t.lock(tvm, 3, &mut tvm_room).map_err(|_| gone)?;
+    let mut io = t.lock(viommu, 3, &mut viommu_room)?;
     if io.links().tvm() != tvm {
         return Err(gone);
     }
-    let mut pdev_obj = PdevObj::new_zeroed();
-    let mut po = t.lock(PdevHandle::new(pdev), 2, &mut pdev_obj)?;
-    if po.state != PdevState::Ready.raw() {
+    let mut pdev_room = Room::new();
+    let mut po = t.lock(PdevHandle::new(pdev), 2, &mut pdev_room)?;
+    if po.state != PdevState::Ready {
         return Err(Status::arg(StatusCode::ObjectState, 2));
     }
     let mut gv = t.granules.lock(vdev).map_err(|e| e.status(1))?;
@@ -223,8 +218,7 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if params.function_id != po.params.function_id(params.pbdf) {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    let vtype = ViommuType::from_raw(u64::from(io.vtype)).ok_or_else(internal)?;
-    if vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
+    if io.vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     if po
@@ -286,18 +280,8 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         .vdevs
         .checked_add(1)
         .ok_or(Status::arg(StatusCode::Capacity, 3))?;
-    let mut v = VdevObj::new_zeroed();
-    v.tvm = tvm.pa().0;
-    v.pdev = pdev.0;
-    v.viommu = viommu.pa().0;
-    v.params = params;
-    v.state = VdevState::Unlocked.raw();
-    v.op = DeviceOp::None.raw();
-    v.viommu_type = io.vtype;
-    v.tdisp_version = po.tdisp_version;
-    v.pasids = PasidTable::new();
-    v.events = EventQueue::new();
-    v.host_events = EventQueue::new();
+    let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
+    let v = VdevObj::new(links, params, io.vtype, po.tdisp_version);
     objects::save_new(t, &gv, &v)?;
     po.save()?;
     io.save()?;
@@ -311,22 +295,27 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
 
 /// VDEV_GET_STATE: state and pending operation.
 pub fn vdev_get_state(t: &Tsm<'_>, a: args::VdevGetState) -> Reply {
-    let mut vdev_obj = VdevObj::new_zeroed();
-    let v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_obj)?;
-    Ok(CallResult::ok([u64::from(v.state), u64::from(v.op), 0, 0]))
+    let mut vdev_room = Room::new();
+    let v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_room)?;
+    Ok(CallResult::ok([
+        u64::from(v.state.raw()),
+        u64::from(v.op.raw()),
+        0,
+        0,
+    ]))
 }
 
 /// VDEV_DESTROY: only an UNLOCKED or ERROR vdevice with no pending operation.
 pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     let vdev = a.vdev;
-    let mut objs = VdevFamilyObjs::new_zeroed();
+    let mut rooms = VdevFamilyRooms::default();
     let VdevFamily {
         tvm: mut to,
         viommu: mut io,
         pdev: mut po,
         vdev: mut v,
-    } = t.lock_family(VdevHandle::new(vdev), 1, &mut objs)?;
-    if is_bound(v.state) || v.op != DeviceOp::None.raw() {
+    } = t.lock_family(VdevHandle::new(vdev), 1, &mut rooms)?;
+    if is_bound(v.state) || v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     for s in po

@@ -15,7 +15,6 @@ use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, S1Config, VdevInfo, vbdf_arg
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, VdevState};
 use tsm_abi::status::{Status, StatusCode};
-use tsm_abi::viommu::ViommuType;
 use tsm_platform::log::{MAX_PAYLOAD, STREAM_GUEST};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -24,7 +23,7 @@ use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::granule::GranuleState;
 use crate::objects::{
-    Child, GUEST_OP_PENDING, Guard, TvmHandle, TvmObj, VcpuHandle, VcpuObj, VdevHandle, VdevObj,
+    Child, GUEST_OP_PENDING, Guard, Room, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj,
     internal,
 };
 use crate::tsm::Tsm;
@@ -37,13 +36,13 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its object copied into `o`.
+/// The caller's TVM, locked, its object copied into `room`.
 fn caller_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     g: GuestCaller,
-    o: &'t mut TvmObj,
+    room: &'t mut Room<TvmObj>,
 ) -> Result<Guard<'t, 'a, TvmObj>, Status> {
-    t.lock(TvmHandle::new(g.tvm), 1, o)
+    t.lock(TvmHandle::new(g.tvm), 1, room)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
@@ -62,12 +61,12 @@ fn lock_own<'t, 'a>(
     t: &'t Tsm<'a>,
     caller: GuestCaller,
     raw: u64,
-    objs: &'t mut GuestVdevObjs,
+    rooms: &'t mut GuestVdevRooms,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
-    let tvm = caller_tvm(t, caller, &mut objs.tvm)?;
+    let tvm = caller_tvm(t, caller, &mut rooms.tvm)?;
     let pa = own_vdev(&tvm, raw)?;
     let v = t
-        .lock(VdevHandle::new(pa), 1, &mut objs.v)
+        .lock(VdevHandle::new(pa), 1, &mut rooms.v)
         .map_err(|_| internal())?;
     if v.links().tvm() != tvm.handle() {
         return Err(internal());
@@ -76,10 +75,10 @@ fn lock_own<'t, 'a>(
 }
 
 /// Room for the objects of [`GuestVdev`].
-#[derive(FromZeros)]
-struct GuestVdevObjs {
-    tvm: TvmObj,
-    v: VdevObj,
+#[derive(Default)]
+struct GuestVdevRooms {
+    tvm: Room<TvmObj>,
+    v: Room<VdevObj>,
 }
 
 struct GuestVdev<'t, 'a> {
@@ -149,8 +148,8 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let o = caller_tvm(t, caller, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let o = caller_tvm(t, caller, &mut tvm_room)?;
     let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
@@ -163,9 +162,9 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
 
 /// G_EXIT: the vCPU is done; VCPU_RUN reports the code to the host and never runs it again.
 pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNext, Status> {
-    let mut vcpu_obj = VcpuObj::new_zeroed();
+    let mut vcpu_room = Room::new();
     let mut v = t
-        .lock(VcpuHandle::new(caller.vcpu), 1, &mut vcpu_obj)
+        .lock(VcpuHandle::new(caller.vcpu), 1, &mut vcpu_room)
         .map_err(|_| Status::new(StatusCode::Denied))?;
     v.exited = 1;
     v.exit_code = a.code;
@@ -176,8 +175,8 @@ pub fn exit(t: &Tsm<'_>, caller: GuestCaller, a: args::GExit) -> Result<GuestNex
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
 pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let o = caller_tvm(t, caller, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let o = caller_tvm(t, caller, &mut tvm_room)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
@@ -185,15 +184,16 @@ pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
 
 /// Whether the vdevice holds a cached report the guest may read.
 fn has_report(v: &VdevObj) -> bool {
-    [VdevState::Locked, VdevState::Starting, VdevState::Run]
-        .iter()
-        .any(|s| s.raw() == v.state)
+    matches!(
+        v.state,
+        VdevState::Locked | VdevState::Starting | VdevState::Run
+    )
 }
 
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
 pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
@@ -202,13 +202,13 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
     let v = &g.v;
     let evidence = has_report(v);
     let info = VdevInfo {
-        state: v.state,
+        state: v.state.raw(),
         vbdf: v.params.vbdf,
         tdisp_version: v.tdisp_version as u8,
         report_len: if evidence { v.report_len } else { 0 },
         lock_flags: v.params.lock_flags,
         report_counter: v.report_counter,
-        viommu_type: v.viommu_type,
+        viommu_type: v.viommu_type.raw(),
         nonce: if evidence { v.accept_nonce } else { [0; 32] },
         report_digest: if evidence { v.report_digest } else { [0; 32] },
         // No SPDM session yet (§15): the host relayed the TDISP messages in the clear and
@@ -224,8 +224,8 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
 
 /// G_VDEV_REPORT: a portion of the cached interface report.
 pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let (offset, gpa, len) = (a.offset, a.buffer, a.len);
     if !has_report(&g.v) {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -268,9 +268,9 @@ pub fn vdev_accept(
     caller: GuestCaller,
     a: args::GVdevAccept,
 ) -> Result<GuestNext, Status> {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
-    if g.v.state != VdevState::Locked.raw() || g.v.op != DeviceOp::None.raw() {
+    let mut rooms = GuestVdevRooms::default();
+    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    if g.v.state != VdevState::Locked || g.v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let gpa = a.evidence;
@@ -292,8 +292,8 @@ pub fn vdev_accept(
     };
     echo.matches(&current)
         .map_err(|f| Status::arg(StatusCode::EvidenceMismatch, f as u8))?;
-    g.v.state = VdevState::Starting.raw();
-    g.v.op = DeviceOp::Start.raw();
+    g.v.state = VdevState::Starting;
+    g.v.op = DeviceOp::Start;
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
@@ -311,15 +311,14 @@ pub fn vdev_stop(
     caller: GuestCaller,
     a: args::GVdevStop,
 ) -> Result<GuestNext, Status> {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
-    let state = VdevState::from_raw(g.v.state.into()).ok_or_else(internal)?;
-    if !matches!(state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None.raw() {
+    let mut rooms = GuestVdevRooms::default();
+    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    if !matches!(g.v.state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let pa = g.v.pa();
     vdev_t1_off(t, pa, &mut g.v);
-    g.v.op = DeviceOp::Stop.raw();
+    g.v.op = DeviceOp::Stop;
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
@@ -335,8 +334,7 @@ pub fn vdev_stop(
 /// TSM_NO_VIOMMU, which has no stage 1). The walk's own bound, so that every size an attach
 /// accepts is one the walk honours.
 fn stage1_min_bits(v: &VdevObj) -> Result<u8, Status> {
-    let t = ViommuType::from_raw(u64::from(v.viommu_type)).ok_or_else(internal)?;
-    stage1_format(t.stage1_format())
+    stage1_format(v.viommu_type.stage1_format())
         .min_ia_bits()
         .ok_or(Status::arg(StatusCode::NotSupported, 1))
 }
@@ -352,8 +350,8 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
 
 /// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
 pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let pasid = one_pasid(a.pasid, 2)?;
     let root = a.root;
     let min = stage1_min_bits(&g.v)?;
@@ -383,8 +381,8 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
 
 /// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
 pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let pasid = one_pasid(a.pasid, 2)?;
     stage1_min_bits(&g.v)?;
     g.v.pasids
@@ -398,8 +396,8 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
 
 /// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
 pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let scope = match PasidArg::from_raw(a.pasid) {
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
@@ -415,8 +413,8 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
 
 /// G_EVENT_READ: pops one full fault record of the caller's vdevice.
 pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -> Reply {
-    let mut objs = GuestVdevObjs::new_zeroed();
-    let mut g = lock_own(t, caller, a.vbdf, &mut objs)?;
+    let mut rooms = GuestVdevRooms::default();
+    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
@@ -480,8 +478,8 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
             0,
         ]));
     }
-    let mut vdev_obj = VdevObj::new_zeroed();
-    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1, &mut vdev_obj)?;
+    let mut vdev_room = Room::new();
+    let mut v = t.lock(VdevHandle::new(Pa(a.queue)), 1, &mut vdev_room)?;
     let _b = t.lock_ns_buffer(buf, size, 2)?;
     let sequence = u64::from(v.host_events.host_summary().total)
         .saturating_sub(u64::from(v.host_events.pending()))
@@ -564,8 +562,8 @@ impl Tsm<'_> {
     /// the guest's G_VDEV_ACCEPT / G_VDEV_STOP with this.
     pub fn guest_op_result(&self, vdev: Pa, ticket: u64) -> Option<Status> {
         let cancelled = Some(Status::new(StatusCode::Cancelled));
-        let mut vdev_obj = VdevObj::new_zeroed();
-        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1, &mut vdev_obj) else {
+        let mut vdev_room = Room::new();
+        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1, &mut vdev_room) else {
             return cancelled;
         };
         if ticket == 0 || v.guest_ticket != ticket {

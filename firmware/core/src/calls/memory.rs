@@ -10,13 +10,12 @@ use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
-use zerocopy::FromZeros;
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{self, TvmHandle, TvmObj, internal};
+use crate::objects::{self, Room, TvmHandle, TvmObj, internal};
 use crate::tsm::Tsm;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
@@ -79,11 +78,7 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
         .check_transition(GranuleState::Table)
         .map_err(|e| e.status(3))?;
     t.scrub(root)?;
-    let mut obj = TvmObj::new_zeroed();
-    obj.state = TvmState::New.raw();
-    obj.gpa_bits = u32::from(params.gpa_bits);
-    obj.root = root.0;
-    obj.max_vcpus = u64::from(params.max_vcpus);
+    let obj = TvmObj::new(root, params.gpa_bits, u64::from(params.max_vcpus));
     objects::save_new(t, &gt, &obj)?;
     gt.transition(GranuleState::Tvm).map_err(|e| e.status(1))?;
     gr.transition(GranuleState::Table)
@@ -93,12 +88,12 @@ pub fn tvm_create(t: &Tsm<'_>, a: args::TvmCreate) -> Reply {
 
 /// TVM_ACTIVATE: NEW → ACTIVE.
 pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
-    if o.state != TvmState::New.raw() {
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
+    if o.state != TvmState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    o.state = TvmState::Active.raw();
+    o.state = TvmState::Active;
     o.save()?;
     OK
 }
@@ -122,8 +117,8 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     if let Some(kind) = tvm_children(&o) {
         return Err(Status::arg(StatusCode::InUse, kind as u8));
     }
@@ -194,8 +189,8 @@ pub fn table_create(t: &Tsm<'_>, a: args::TableCreate) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -241,8 +236,8 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
     let parent_level = level
         .checked_sub(1)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 3))?;
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     check_gpa(&o, gpa, table_span(level), 2)?;
     let map = t.map(Pa(o.root));
     let (parent, entry) = map
@@ -323,8 +318,8 @@ fn copy_granule(t: &Tsm<'_>, src: Pa, dst: Pa) -> Result<(), Status> {
 pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let (gpa, page, src) = (a.gpa, a.page, a.source);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 5))?;
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     check_page_gpa(&o, gpa, MapKind::Private, 2)?;
     // Address arguments are checked first, the source's usability when it is locked.
     if !page.is_granule_aligned() {
@@ -333,7 +328,7 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     let src = if src == NO_SOURCE {
         None
     } else {
-        if o.state != TvmState::New.raw() {
+        if o.state != TvmState::New {
             return Err(Status::arg(StatusCode::ObjectState, 1));
         }
         if !Pa(src).is_granule_aligned() {
@@ -411,8 +406,8 @@ fn write_leaf(
 pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     let (gpa, ns) = (a.gpa, a.page);
     let flags = MapFlags::from_arg(a.flags).ok_or(Status::arg(StatusCode::InvalidArgument, 4))?;
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     check_page_gpa(&o, gpa, MapKind::Shared, 2)?;
     if !ns.is_granule_aligned() {
         return Err(Status::arg(StatusCode::Misaligned, 3));
@@ -447,8 +442,8 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
 /// scrubbed and goes back to DELEGATED. Returns the page's PA.
 pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let gpa = a.gpa;
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
     check_gpa(&o, gpa, GRANULE_SIZE, 2)?;
     let map = t.map(Pa(o.root));
     let not_mapped = Status::arg(StatusCode::NotMapped, 2);

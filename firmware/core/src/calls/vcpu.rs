@@ -4,19 +4,18 @@ use tsm_abi::call::args;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{Status, StatusCode};
-use zerocopy::FromZeros;
 
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{self, TvmHandle, TvmLink, TvmObj, VcpuHandle, VcpuObj, internal};
+use crate::objects::{self, Room, TvmHandle, TvmLink, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// VCPU_CREATE: a vCPU of a NEW TVM, in a delegated granule.
 pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
     let (vcpu, entry) = (a.vcpu, a.entry);
-    let mut tvm_obj = TvmObj::new_zeroed();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_obj)?;
-    if o.state != TvmState::New.raw() {
+    let mut tvm_room = Room::new();
+    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
+    if o.state != TvmState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     if o.vcpus_created >= o.max_vcpus {
@@ -57,12 +56,12 @@ pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
 /// VCPU_DESTROY: the vCPU's granule goes back to DELEGATED.
 pub fn vcpu_destroy(t: &Tsm<'_>, a: args::VcpuDestroy) -> Reply {
     let vcpu = a.vcpu;
-    let (mut tvm_obj, mut vcpu_obj) = (TvmObj::new_zeroed(), VcpuObj::new_zeroed());
+    let (mut tvm_room, mut vcpu_room) = (Room::new(), Room::new());
     let (mut o, mut gv) = t.lock_with_parent(
         VcpuHandle::new(vcpu),
         1,
         TvmLink::tvm,
-        (&mut tvm_obj, &mut vcpu_obj),
+        (&mut tvm_room, &mut vcpu_room),
     )?;
     // A running vCPU's context area belongs to the CPU running it until its VCPU_RUN ends.
     if crate::run::is_running(t, gv.granule())? {

@@ -10,7 +10,9 @@ use tsm_abi::addr::Pa;
 use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, IntoBytes};
 
-use super::{Child, Object, PdevObj, TvmObj, VdevObj, ViommuObj, internal, load_into, write};
+use super::{
+    Child, Object, PdevObj, Stored, TvmObj, VdevObj, ViommuObj, internal, load_into, write,
+};
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
 
@@ -49,12 +51,35 @@ impl<O> core::fmt::Debug for Handle<O> {
     }
 }
 
+/// Room in a handler's frame for the copy of one object (or run state): its bytes, read from
+/// TSM memory and decoded in place ([`Tsm::lock`]), which the [`Guard`] then borrows as the
+/// object. Made zeroed: safe Rust has no uninitialised bytes to read into.
+pub struct Room<T: Stored>(T::Words);
+
+impl<T: Stored> Room<T> {
+    /// Zeroed room.
+    pub fn new() -> Self {
+        Room(T::Words::new_zeroed())
+    }
+
+    /// The bytes the object is read into.
+    pub(super) fn bytes(&mut self) -> &mut [u8] {
+        self.0.as_mut_bytes()
+    }
+}
+
+impl<T: Stored> Default for Room<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A locked object and its copy. Changes go to the copy until [`Guard::save`]; granule state
 /// and refcount changes are staged in the granule lock and published when the guard drops.
 ///
-/// The copy lives in the caller's frame and the guard borrows it: a guard that owned it would
-/// be moved out of the constructor, a whole-object copy per lock (up to 2.5 KiB, on every call;
-/// docs/profile-aarch64.md), which LLVM does not elide into a struct field.
+/// The copy lives in the caller's frame (a [`Room`]) and the guard borrows it: a guard that owned
+/// it would be moved out of the constructor, a whole-object copy per lock (up to 1.8 KiB, on
+/// every call; docs/profile-aarch64.md), which LLVM does not elide into a struct field.
 pub struct Guard<'t, 'a, O: Object> {
     t: &'t Tsm<'a>,
     g: Locked<'t, 'a>,
@@ -128,12 +153,12 @@ impl<O: Object> DerefMut for Guard<'_, '_, O> {
 }
 
 /// Room for a VDEV and the objects it hangs off ([`Tsm::lock_family`]).
-#[derive(FromZeros)]
-pub(crate) struct VdevFamilyObjs {
-    tvm: TvmObj,
-    viommu: ViommuObj,
-    pdev: PdevObj,
-    vdev: VdevObj,
+#[derive(Default)]
+pub(crate) struct VdevFamilyRooms {
+    tvm: Room<TvmObj>,
+    viommu: Room<ViommuObj>,
+    pdev: Room<PdevObj>,
+    vdev: Room<VdevObj>,
 }
 
 /// The objects a VDEV hangs off, locked in order (TVM → VIOMMU → PDEV → VDEV), the VDEV
@@ -146,18 +171,19 @@ pub(crate) struct VdevFamily<'t, 'a> {
 }
 
 impl<'a> Tsm<'a> {
-    /// Locks the object `h` names and copies it into `obj`; errors name argument `arg`.
+    /// Locks the object `h` names, copies it into `room` and decodes it there; errors name
+    /// argument `arg`.
     pub(crate) fn lock<'t, O: Object>(
         &'t self,
         h: Handle<O>,
         arg: u8,
-        obj: &'t mut O,
+        room: &'t mut Room<O>,
     ) -> Result<Guard<'t, 'a, O>, Status> {
         let g = self
             .granules
             .lock_in(h.pa(), O::STATE)
             .map_err(|e| e.status(arg))?;
-        load_into(self.platform, &g, obj)?;
+        let obj = load_into(self.platform, &g, room)?;
         Ok(Guard { t: self, g, obj })
     }
 
@@ -184,12 +210,12 @@ impl<'a> Tsm<'a> {
         child: Handle<C>,
         arg: u8,
         parent: impl Fn(&C::Links) -> Handle<P>,
-        objs: (&'t mut P, &'t mut C),
+        rooms: (&'t mut Room<P>, &'t mut Room<C>),
     ) -> Result<(Guard<'t, 'a, P>, Guard<'t, 'a, C>), Status> {
         let gone = Status::arg(StatusCode::BadHandle, arg);
         let p = parent(&self.links(child, arg)?);
-        let gp = self.lock(p, arg, objs.0).map_err(|_| gone)?;
-        let gc = self.lock(child, arg, objs.1)?;
+        let gp = self.lock(p, arg, rooms.0).map_err(|_| gone)?;
+        let gc = self.lock(child, arg, rooms.1)?;
         if parent(&gc.links()) != p {
             return Err(gone);
         }
@@ -202,20 +228,20 @@ impl<'a> Tsm<'a> {
         &'t self,
         vdev: Handle<VdevObj>,
         arg: u8,
-        objs: &'t mut VdevFamilyObjs,
+        rooms: &'t mut VdevFamilyRooms,
     ) -> Result<VdevFamily<'t, 'a>, Status> {
         let gone = Status::arg(StatusCode::BadHandle, arg);
         let links = self.links(vdev, arg)?;
         let tvm = self
-            .lock(links.tvm(), arg, &mut objs.tvm)
+            .lock(links.tvm(), arg, &mut rooms.tvm)
             .map_err(|_| gone)?;
         let viommu = self
-            .lock(links.viommu(), arg, &mut objs.viommu)
+            .lock(links.viommu(), arg, &mut rooms.viommu)
             .map_err(|_| gone)?;
         let pdev = self
-            .lock(links.pdev(), arg, &mut objs.pdev)
+            .lock(links.pdev(), arg, &mut rooms.pdev)
             .map_err(|_| gone)?;
-        let vdev = self.lock(vdev, arg, &mut objs.vdev)?;
+        let vdev = self.lock(vdev, arg, &mut rooms.vdev)?;
         if vdev.links() != links {
             return Err(gone);
         }

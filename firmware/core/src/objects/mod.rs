@@ -1,10 +1,16 @@
 //! TSM objects: plain zerocopy structs stored at the start of their host-donated granule.
 //!
 //! An object is only ever touched under its granule's lock, through a [`Guard`]: locking copies
-//! it out, the call changes the copy, [`Guard::save`] checks the object's invariants and copies
-//! it back. Nothing points into object memory, so a failed call that never saves leaves the
-//! object exactly as it was. A [`Handle`] is the granule's physical address, typed by the kind
-//! of object it names.
+//! it out into a [`Room`] in the handler's frame and decodes it there, the call changes the
+//! copy, [`Guard::save`] checks the object's invariants and copies it back. Nothing points into
+//! object memory, so a failed call that never saves leaves the object exactly as it was. A
+//! [`Handle`] is the granule's physical address, typed by the kind of object it names.
+//!
+//! States, pending operations and vIOMMU types are fields of their ABI enum types
+//! (`#[repr(u32)]`, the wire value): an object is decoded once, when it is loaded
+//! (`TryFromBytes`), and handlers `match` on and store enums. Object granules are TSM memory,
+//! so a value that does not decode is a TSM bug: the load fails with [`internal`], never a
+//! panic.
 
 use core::mem::offset_of;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
@@ -15,10 +21,10 @@ use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::viommu::ViommuType;
 use tsm_platform::PhysMem;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::granule::{GranuleState, Locked};
-use crate::viommu::{EventQueue, PasidTable};
+use crate::viommu::{EventQueue, HostEventQueue, PasidTable};
 
 /// vdevices one TVM holds (its vBDF table lives in the TVM object).
 pub const MAX_VDEVS_PER_TVM: usize = 32;
@@ -29,8 +35,8 @@ pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
 
 mod guard;
 
-pub use guard::{Guard, Handle};
-pub(crate) use guard::{VdevFamily, VdevFamilyObjs, save_new};
+pub use guard::{Guard, Handle, Room};
+pub(crate) use guard::{VdevFamily, VdevFamilyRooms, save_new};
 
 /// A TVM handle.
 pub type TvmHandle = Handle<TvmObj>;
@@ -43,8 +49,16 @@ pub type ViommuHandle = Handle<ViommuObj>;
 /// A VDEV handle.
 pub type VdevHandle = Handle<VdevObj>;
 
+/// A struct the TSM keeps in its own memory and decodes whenever it reads it
+/// ([`read_decoded`]): an object, or a vCPU's run state.
+pub trait Stored: TryFromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+    /// Its bytes as 8-byte words (`[u64; size_of::<Self>() / 8]`): what a [`Room`] holds until
+    /// it is decoded, aligned like it.
+    type Words: FromBytes + IntoBytes + Immutable + KnownLayout;
+}
+
 /// A struct that lives at the start of a granule in state [`Object::STATE`].
-pub trait Object: FromBytes + IntoBytes + Immutable + KnownLayout + Sized {
+pub trait Object: Stored {
     /// The granule state that holds this kind of object.
     const STATE: GranuleState;
 
@@ -90,6 +104,14 @@ pub struct VdevLinks {
 }
 
 impl VdevLinks {
+    /// The links of a vdevice of `tvm`, on `pdev`, under `viommu`.
+    pub fn new(tvm: TvmHandle, pdev: PdevHandle, viommu: ViommuHandle) -> Self {
+        VdevLinks {
+            tvm: tvm.pa().0,
+            pdev: pdev.pa().0,
+            viommu: viommu.pa().0,
+        }
+    }
     /// The TVM.
     pub fn tvm(&self) -> TvmHandle {
         Handle::new(Pa(self.tvm))
@@ -104,10 +126,29 @@ impl VdevLinks {
     }
 }
 
-/// Copies the object out of its locked granule into `obj`, read straight into place.
-fn load_into<O: Object>(mem: &dyn PhysMem, g: &Locked<'_, '_>, obj: &mut O) -> Result<(), Status> {
+/// Copies the object out of its locked granule into `room` and decodes it there.
+fn load_into<'r, O: Object>(
+    mem: &dyn PhysMem,
+    g: &Locked<'_, '_>,
+    room: &'r mut Room<O>,
+) -> Result<&'r mut O, Status> {
     debug_assert_eq!(g.state(), O::STATE);
-    mem.read(g.pa(), obj.as_mut_bytes()).map_err(|_| internal())
+    read_decoded(mem, g.pa(), room)
+}
+
+/// Copies the `T` at `pa` into `room` and decodes it there, in place: the read is the only
+/// copy. A state or other typed field that does not decode fails like a memory fault
+/// ([`internal`]): it is TSM memory, so that is a TSM bug. Under the granule's lock for
+/// handlers ([`Tsm::lock`](crate::tsm::Tsm), the run state); without it for the translation
+/// engine's snapshots and the invariant checker.
+pub(crate) fn read_decoded<'r, T: Stored>(
+    mem: &dyn PhysMem,
+    pa: Pa,
+    room: &'r mut Room<T>,
+) -> Result<&'r mut T, Status> {
+    let bytes = room.bytes();
+    mem.read(pa, bytes).map_err(|_| internal())?;
+    T::try_mut_from_bytes(bytes).map_err(|_| internal())
 }
 
 /// Writes an object to its granule at `pa`, if its invariants hold.
@@ -144,11 +185,11 @@ pub struct VbdfSlot {
 }
 
 /// A TVM.
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TvmObj {
-    /// `TvmState`.
-    pub state: u32,
+    /// Its state.
+    pub state: TvmState,
     /// Width of the GPA space.
     pub gpa_bits: u32,
     /// Root table granule.
@@ -173,13 +214,41 @@ pub struct TvmObj {
     pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
 }
 
+/// A free vBDF slot.
+const FREE_VBDF: VbdfSlot = VbdfSlot {
+    vdev: 0,
+    vbdf: 0,
+    used: 0,
+};
+
+impl TvmObj {
+    /// A NEW TVM with no children and nothing mapped.
+    pub fn new(root: Pa, gpa_bits: u8, max_vcpus: u64) -> Self {
+        TvmObj {
+            state: TvmState::New,
+            gpa_bits: u32::from(gpa_bits),
+            root: root.0,
+            max_vcpus,
+            vcpus_created: 0,
+            vcpus: 0,
+            viommus: 0,
+            vdevs: 0,
+            private_pages: 0,
+            shared_pages: 0,
+            tables: 0,
+            vbdfs: [FREE_VBDF; MAX_VDEVS_PER_TVM],
+        }
+    }
+}
+
+impl Stored for TvmObj {
+    type Words = [u64; size_of::<TvmObj>() / 8];
+}
+
 impl Object for TvmObj {
     const STATE: GranuleState = GranuleState::Tvm;
 
     fn invariants(&self) -> Result<(), &'static str> {
-        if TvmState::from_raw(self.state.into()).is_none() {
-            return Err("state");
-        }
         if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
             return Err("vcpus <= vcpus_created <= max_vcpus");
         }
@@ -191,7 +260,7 @@ impl Object for TvmObj {
 }
 
 /// A vCPU. Its register context is added when the HAL wires VCPU_RUN.
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VcpuObj {
     /// Owning TVM.
@@ -206,6 +275,10 @@ pub struct VcpuObj {
     pub exited: u64,
     /// G_EXIT's code.
     pub exit_code: u64,
+}
+
+impl Stored for VcpuObj {
+    type Words = [u64; size_of::<VcpuObj>() / 8];
 }
 
 impl Object for VcpuObj {
@@ -232,15 +305,15 @@ pub struct PbdfSlot {
 }
 
 /// A PDEV: one device security manager and the requester IDs it manages.
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct PdevObj {
     /// The validated creation parameters.
     pub params: PdevParams,
-    /// `PdevState`.
-    pub state: u32,
-    /// Pending `DeviceOp`.
-    pub op: u32,
+    /// Its state.
+    pub state: PdevState,
+    /// The pending operation.
+    pub op: DeviceOp,
     /// Requests sent in the pending operation.
     pub seq: u64,
     /// Connect step (see `requester`).
@@ -259,17 +332,45 @@ pub struct PdevObj {
     pub pbdfs: [PbdfSlot; MAX_VDEVS_PER_PDEV],
 }
 
+/// A free pBDF slot.
+const FREE_PBDF: PbdfSlot = PbdfSlot {
+    vdev: 0,
+    pbdf: 0,
+    used: 0,
+};
+
+impl PdevObj {
+    /// A NEW PDEV with no vdevices, for validated `params`.
+    pub fn new(params: PdevParams) -> Self {
+        PdevObj {
+            params,
+            state: PdevState::New,
+            op: DeviceOp::None,
+            seq: 0,
+            step: 0,
+            tdisp_version: 0,
+            dsm_caps: 0,
+            lock_flags_supported: 0,
+            req_msgs_supported: [0; 16],
+            vdevs: 0,
+            pbdfs: [FREE_PBDF; MAX_VDEVS_PER_PDEV],
+        }
+    }
+}
+
+impl Stored for PdevObj {
+    type Words = [u64; size_of::<PdevObj>() / 8];
+}
+
 impl Object for PdevObj {
     const STATE: GranuleState = GranuleState::Pdev;
 
     fn invariants(&self) -> Result<(), &'static str> {
-        let state = PdevState::from_raw(self.state.into()).ok_or("state")?;
-        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
-        let expected = match state {
+        let expected = match self.state {
             PdevState::Connecting => DeviceOp::Connect,
             _ => DeviceOp::None,
         };
-        if op != expected {
+        if self.op != expected {
             return Err("CONNECT pending exactly while CONNECTING");
         }
         if self.pbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
@@ -280,26 +381,25 @@ impl Object for PdevObj {
 }
 
 /// A secure vIOMMU.
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ViommuObj {
     /// Owning TVM.
     pub tvm: u64,
-    /// `ViommuType`.
-    pub vtype: u32,
+    /// Its type (a TSM type: invariant 6).
+    pub vtype: ViommuType,
     /// Creation flags (none defined).
     pub flags: u32,
     /// Live vdevices under it.
     pub vdevs: u64,
 }
 
+impl Stored for ViommuObj {
+    type Words = [u64; size_of::<ViommuObj>() / 8];
+}
+
 impl Object for ViommuObj {
     const STATE: GranuleState = GranuleState::Viommu;
-
-    fn invariants(&self) -> Result<(), &'static str> {
-        ViommuType::from_raw(self.vtype.into()).ok_or("vtype")?;
-        Ok(())
-    }
 }
 
 impl Child for ViommuObj {
@@ -311,7 +411,7 @@ impl Child for ViommuObj {
 
 /// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
 /// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]).
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VdevObj {
     /// Owning TVM.
@@ -322,16 +422,16 @@ pub struct VdevObj {
     pub viommu: u64,
     /// The validated creation parameters.
     pub params: VdevParams,
-    /// `VdevState`.
-    pub state: u32,
-    /// Pending `DeviceOp`.
-    pub op: u32,
+    /// Its state.
+    pub state: VdevState,
+    /// The pending operation.
+    pub op: DeviceOp,
     /// Requests sent in the pending operation.
     pub seq: u64,
     /// Operation step (see `requester`).
     pub step: u32,
-    /// `ViommuType` of its vIOMMU (copied at create: the vIOMMU outlives the vdevice).
-    pub viommu_type: u32,
+    /// The type of its vIOMMU (copied at create: the vIOMMU outlives the vdevice).
+    pub viommu_type: ViommuType,
     /// TDISP version negotiated by the PDEV.
     pub tdisp_version: u32,
     /// Non-zero: the TVM accepted the current bind.
@@ -361,16 +461,56 @@ pub struct VdevObj {
     pub pasids: PasidTable,
     /// Faults of this vdevice, full records for the guest.
     pub events: EventQueue,
-    /// The same faults, popped by the host as sanitized records.
-    pub host_events: EventQueue,
+    /// The same faults as the host may know them, popped by the host as sanitized records.
+    pub host_events: HostEventQueue,
+}
+
+impl VdevObj {
+    /// An UNLOCKED vdevice under `links`, for validated `params`: no operation, no report, no
+    /// stage-1 root, no events.
+    pub fn new(
+        links: VdevLinks,
+        params: VdevParams,
+        viommu_type: ViommuType,
+        tdisp_version: u32,
+    ) -> Self {
+        VdevObj {
+            tvm: links.tvm,
+            pdev: links.pdev,
+            viommu: links.viommu,
+            params,
+            state: VdevState::Unlocked,
+            op: DeviceOp::None,
+            seq: 0,
+            step: 0,
+            viommu_type,
+            tdisp_version,
+            accepted: 0,
+            start_nonce: [0; 32],
+            accept_nonce: [0; NONCE_SIZE],
+            report_digest: [0; DIGEST_SIZE],
+            report_counter: 0,
+            report_len: 0,
+            report_total: 0,
+            report_asked: 0,
+            guest_result: 0,
+            guest_ticket: 0,
+            pasids: PasidTable::new(),
+            events: EventQueue::new(),
+            host_events: HostEventQueue::new(),
+        }
+    }
+}
+
+impl Stored for VdevObj {
+    type Words = [u64; size_of::<VdevObj>() / 8];
 }
 
 impl Object for VdevObj {
     const STATE: GranuleState = GranuleState::Vdev;
 
     fn invariants(&self) -> Result<(), &'static str> {
-        let state = VdevState::from_raw(self.state.into()).ok_or("state")?;
-        let op = DeviceOp::from_raw(self.op.into()).ok_or("op")?;
+        let (state, op) = (self.state, self.op);
         let expected = match state {
             VdevState::Locking => DeviceOp::Bind,
             VdevState::Starting => DeviceOp::Start,
@@ -423,17 +563,28 @@ const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
+// `Stored::Words` holds the whole object: no object ends in a partial word.
+const _: () = assert!(
+    size_of::<TvmObj>().is_multiple_of(8)
+        && size_of::<VcpuObj>().is_multiple_of(8)
+        && size_of::<PdevObj>().is_multiple_of(8)
+        && size_of::<ViommuObj>().is_multiple_of(8)
+        && size_of::<VdevObj>().is_multiple_of(8)
+);
 
 #[cfg(test)]
 mod tests {
+    use tsm_abi::CallId;
     use zerocopy::FromZeros;
 
     use super::*;
+    use crate::tests::{FORMATS, build_tvm, harness};
 
     fn vdev(state: VdevState, op: DeviceOp) -> VdevObj {
-        let mut v = VdevObj::new_zeroed();
-        v.state = state.raw();
-        v.op = op.raw();
+        let links = VdevLinks::new(Handle::new(Pa(0)), Handle::new(Pa(0)), Handle::new(Pa(0)));
+        let mut v = VdevObj::new(links, VdevParams::new_zeroed(), ViommuType::TsmSmmuv3, 0);
+        v.state = state;
+        v.op = op;
         v
     }
 
@@ -457,22 +608,18 @@ mod tests {
         let mut v = vdev(S::Locked, Op::None);
         v.accepted = 1;
         assert!(v.invariants().is_err());
-        v.state = S::Run.raw();
+        v.state = S::Run;
         assert_eq!(v.invariants(), Ok(()));
         v.guest_result = GUEST_OP_PENDING;
         assert!(v.invariants().is_err());
         let mut v = vdev(S::Starting, Op::Start);
         v.guest_result = GUEST_OP_PENDING;
         assert_eq!(v.invariants(), Ok(()));
-        v.state = 0;
-        assert!(v.invariants().is_err());
     }
 
     #[test]
     fn tvm_and_pdev_invariants() {
-        let mut t = TvmObj::new_zeroed();
-        t.state = TvmState::New.raw();
-        t.max_vcpus = 2;
+        let mut t = TvmObj::new(Pa(0), 40, 2);
         t.vcpus_created = 2;
         t.vcpus = 1;
         assert_eq!(t.invariants(), Ok(()));
@@ -484,15 +631,34 @@ mod tests {
         t.vbdfs[0].used = 1;
         assert_eq!(t.invariants(), Ok(()));
 
-        let mut p = PdevObj::new_zeroed();
-        p.state = PdevState::Connecting.raw();
-        p.op = DeviceOp::Connect.raw();
+        let mut p = PdevObj::new(PdevParams::new_zeroed());
         assert_eq!(p.invariants(), Ok(()));
-        p.state = PdevState::Ready.raw();
+        p.state = PdevState::Connecting;
+        p.op = DeviceOp::Connect;
+        assert_eq!(p.invariants(), Ok(()));
+        p.state = PdevState::Ready;
         assert!(p.invariants().is_err());
-        p.op = DeviceOp::None.raw();
+        p.op = DeviceOp::None;
         assert_eq!(p.invariants(), Ok(()));
         p.pbdfs[3].used = 1;
         assert!(p.invariants().is_err());
+    }
+
+    /// A state word that is no `TvmState` (only a TSM bug can write one) fails the call that
+    /// loads the object with the internal status, changes nothing, and is what the invariant
+    /// checker reports.
+    #[test]
+    fn an_object_that_does_not_decode_fails_its_load() {
+        for format in FORMATS {
+            let h = harness(format);
+            let tvm = build_tvm(&h, 10).tvm;
+            let at = tvm.checked_add(offset_of!(TvmObj, state) as u64).unwrap();
+            h.sim.write(at, &7u32.to_le_bytes()).unwrap();
+            let before = h.snapshot();
+            assert_eq!(h.host(CallId::TVM_ACTIVATE, &[tvm.0]), Err(internal()));
+            assert!(h.snapshot() == before);
+            let e = crate::invariants::check(&h.tsm, h.sim).unwrap_err();
+            assert!(e.contains("does not decode"), "{e}");
+        }
     }
 }

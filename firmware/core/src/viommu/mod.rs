@@ -21,8 +21,9 @@
 //! outlives a mapping it came from), see [`Iotlb`].
 //!
 //! The module does not know how the core stores TVMs, vdevices or address maps: the core
-//! implements the small traits below over its objects. It embeds [`PasidTable`] and
-//! [`EventQueue`] in its VDEV object and keeps one [`Iotlb`] behind a spin mutex.
+//! implements the small traits below over its objects. It embeds [`PasidTable`],
+//! [`EventQueue`] and [`HostEventQueue`] in its VDEV object and keeps one [`Iotlb`] behind a
+//! spin mutex.
 
 mod events;
 mod fault;
@@ -35,7 +36,8 @@ mod walk;
 mod tests;
 
 pub use events::{
-    EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostDomainQueue, HostFaultSummary,
+    EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostDomainQueue, HostEventQueue,
+    HostFault, HostFaultSummary, HostRecord,
 };
 pub use fault::{Fault, FaultReason};
 pub use iotlb::{

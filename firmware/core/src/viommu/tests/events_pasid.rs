@@ -74,17 +74,23 @@ fn host_domain_records_keep_their_requester_through_overflow_and_wrap() {
     for i in 0..n + 5 {
         q.push(who(i), &host_fault(i));
     }
+    let host = |i| {
+        let f = host_fault(i);
+        HostFault {
+            reason: f.reason,
+            access: f.access,
+            t_bit: f.t_bit,
+        }
+    };
     for i in 0..n / 2 {
-        let (f, r) = q.pop().unwrap();
-        assert_eq!((f.iova, r), (host_fault(i).iova, who(i)));
+        assert_eq!(q.pop(), Some((host(i), who(i))));
     }
     for i in 100..100 + n / 2 {
         q.push(who(i), &host_fault(i));
     }
     let expected = (n / 2..n).chain(100..100 + n / 2);
     for i in expected {
-        let (f, r) = q.pop().unwrap();
-        assert_eq!((f.iova, r), (host_fault(i).iova, who(i)));
+        assert_eq!(q.pop(), Some((host(i), who(i))));
     }
     assert_eq!(q.pop(), None);
     let s = q.host_summary();
@@ -149,6 +155,47 @@ fn a_corrupted_queue_never_panics_and_counts_what_it_drops() {
     assert_eq!(q.pop().map(|f| f.reason), Some(FaultReason::S2Permission));
 }
 
+/// The host's queue keeps what its sanitized record says, in order, counted like the guest's.
+#[test]
+fn host_queue_keeps_reason_access_and_t_bit_only() {
+    let mut q = HostEventQueue::new();
+    let n = EVENT_QUEUE_CAPACITY as u64 + 3;
+    for i in 0..n {
+        q.push(&fault(i, FaultReason::ALL[i as usize % FaultReason::COUNT]));
+    }
+    assert_eq!(
+        (q.pending(), q.overflow()),
+        (EVENT_QUEUE_CAPACITY as u32, 3)
+    );
+    for i in 0..EVENT_QUEUE_CAPACITY as u64 {
+        let f = fault(i, FaultReason::ALL[i as usize % FaultReason::COUNT]);
+        let want = HostFault {
+            reason: f.reason,
+            access: f.access,
+            t_bit: f.t_bit,
+        };
+        assert_eq!(q.pop(), Some(want));
+    }
+    assert_eq!(q.pop(), None);
+    assert_eq!(q.host_summary().total, n as u32);
+}
+
+/// A host record with a flag the TSM never sets, or an unknown reason, is dropped and counted.
+#[test]
+fn a_corrupted_host_record_is_dropped_and_counted() {
+    let mut q = HostEventQueue::new();
+    q.push(&fault(1, FaultReason::S2Permission));
+    q.push(&fault(2, FaultReason::S2Permission));
+    q.push(&fault(3, FaultReason::T0ToSecure));
+    let mut bytes = std::vec::Vec::from(q.as_bytes());
+    let records = core::mem::size_of::<HostEventQueue>() - 2 * EVENT_QUEUE_CAPACITY;
+    bytes[records + 1] = 0x80;
+    bytes[records + 2] = 0;
+    let mut q = HostEventQueue::read_from_bytes(&bytes).unwrap();
+    assert_eq!(q.pop().map(|f| f.reason), Some(FaultReason::T0ToSecure));
+    assert_eq!(q.overflow(), 2);
+}
+
 #[test]
 fn host_summary_holds_counts_only() {
     let mut q = EventQueue::new();
@@ -176,6 +223,11 @@ fn layouts_are_fixed_for_embedding() {
     assert_eq!(
         core::mem::size_of::<EventQueue>(),
         (16 + 4 * FaultReason::COUNT).next_multiple_of(8) + 24 * EVENT_QUEUE_CAPACITY
+    );
+    assert_eq!(core::mem::size_of::<HostRecord>(), 2);
+    assert_eq!(
+        core::mem::size_of::<HostEventQueue>(),
+        (16 + 4 * FaultReason::COUNT).next_multiple_of(8) + 2 * EVENT_QUEUE_CAPACITY
     );
     assert_eq!(
         core::mem::size_of::<PasidTable>(),
