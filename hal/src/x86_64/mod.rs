@@ -17,6 +17,7 @@
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
 //! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
 
+mod acpi;
 mod alias;
 mod boot;
 mod bootinfo;
