@@ -26,6 +26,7 @@ mod cpu;
 mod gdt;
 mod layout;
 mod paging;
+mod pci;
 mod percpu;
 mod platform;
 mod serial;
