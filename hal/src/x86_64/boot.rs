@@ -17,7 +17,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu::{self, View};
-use super::{alias, context, gdt, layout, paging, pci, serial, smp, tsc};
+use super::{alias, context, gdt, layout, paging, pci, serial, smp, tsc, vtd};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -262,14 +262,39 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             super::exit(ExitCode::Failure)
         }
     };
-    let mmio = pci::discover(&info, paging::LAPIC_BASE, None);
+    let iommu = match vtd::unit(&info) {
+        Ok(unit) => unit,
+        Err(e) => {
+            defmt::error!(
+                "boot: the ACPI DMAR describes DMA remapping the TSM cannot own ({}), so device DMA could not be gated",
+                e
+            );
+            super::exit(ExitCode::Failure)
+        }
+    };
+    let mmio = pci::discover(
+        &info,
+        paging::LAPIC_BASE,
+        iommu.as_ref().map(vtd::registers),
+    );
+    if let Some(Err(e)) = iommu.as_ref().map(|u| vtd::check_scope(u, &mmio.functions)) {
+        defmt::error!(
+            "boot: a PCI function is not behind VT-d ({}), so its DMA could not be gated",
+            e
+        );
+        super::exit(ExitCode::Failure)
+    }
     if mmio.dropped > 0 {
         defmt::warn!(
             "PCI: {=u32} BARs beyond the table are not mapped for the host",
             mmio.dropped
         );
     }
-    let Some(pool_pages) = paging::pool_pages(&info.dram, mmio.entries()) else {
+    let pages = paging::pool_pages(&info.dram, mmio.entries()).zip(match iommu {
+        Some(_) => vtd::pool_pages(&info.dram),
+        None => Some(0),
+    });
+    let Some((pool_pages, iommu_pages)) = pages else {
         defmt::error!(
             "boot: DRAM {=u64:#x}+{=u64:#x} cannot be mapped",
             info.dram.base.0,
@@ -279,12 +304,13 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     };
     // SAFETY: once, on the boot CPU, before anything uses the memory after the static
     // carve-out (the secondary CPUs are not started yet).
-    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages) } {
+    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages, iommu_pages) } {
         Ok(c) => c,
         Err(e) => {
             defmt::error!(
-                "boot: the carve-out cannot hold the granule descriptors and {=u64} page tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
+                "boot: the carve-out cannot hold the granule descriptors, {=u64} page tables and {=u64} VT-d tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
                 pool_pages,
+                iommu_pages,
                 info.dram.base.0,
                 info.dram.size,
                 e.needed,
@@ -304,6 +330,26 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             e
         );
         super::exit(ExitCode::Failure)
+    }
+    match iommu {
+        Some(unit) => match vtd::init(&unit, carved.iommu_pool, info.dram, info.tsm) {
+            Ok(s) => defmt::info!(
+                "VT-d {=u32}.{=u32} at {=u64:#x} is the TSM's: CAP {=u64:#x}, ECAP {=u64:#x}, translation on; host domain and context tables {=u64} pages",
+                (s.version >> 4) & 0xF,
+                s.version & 0xF,
+                unit.base,
+                s.cap,
+                s.ecap,
+                s.pages
+            ),
+            Err(e) => {
+                defmt::error!("boot: VT-d at {=u64:#x} failed: {}", unit.base, e);
+                super::exit(ExitCode::Failure)
+            }
+        },
+        None => defmt::warn!(
+            "no ACPI DMAR: device DMA is not gated (QEMU needs -device intel-iommu,aw-bits=48)"
+        ),
     }
     cpu_setup(0, &l);
     let info = BOOT_INFO.call_once(|| info);
