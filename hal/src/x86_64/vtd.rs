@@ -120,6 +120,8 @@ const SL_PS: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const ENTRIES: u64 = 512;
 const PAGE: u64 = 4096;
+/// Bytes one level-1 table maps.
+const LEAF_TABLE_SPAN: u64 = 1 << 21;
 
 /// Polls of a busy bit before the unit counts as hung: microseconds on hardware, a few
 /// seconds of TCG at worst.
@@ -172,6 +174,9 @@ struct Vtd {
     context: u64,
     /// The host domain's top-level table.
     host_root: u64,
+    /// Its level-1 tables, one page per 2 MiB from `leaves_base` (DRAM's base rounded down).
+    leaves: u64,
+    leaves_base: u64,
     /// Bytes `clflush` writes back (CPUID.1:EBX[15:8] × 8).
     line: u64,
     dram: MemRange,
@@ -306,6 +311,8 @@ pub fn init(
         root: 0,
         context: 0,
         host_root: 0,
+        leaves: 0,
+        leaves_base: 0,
         line: u64::from((cpu::cpuid(1, 0)[1] >> 8) & 0xFF).max(1) * 8,
         dram,
         tsm,
@@ -314,7 +321,8 @@ pub fn init(
     };
     v.build_tables()?;
     v.enable()?;
-    let pages = (v.pool_next - pool.base.0) / PAGE;
+    // The tables from the pool's start, and the level-1 block at its end.
+    let pages = (v.pool_next - pool.base.0 + (pool.base.0 + pool.size - v.leaves)) / PAGE;
     *VTD.lock() = Some(v);
     PRESENT.store(true, Ordering::Release);
     Ok(Summary {
@@ -455,33 +463,33 @@ impl Vtd {
         Ok(page)
     }
 
-    /// The host domain's level-1 table (4 KiB leaves) for `pa`, created with the tables above
-    /// it if `create` (boot only: the host domain's tables never change shape afterwards).
-    fn host_table(&mut self, pa: u64, create: bool) -> Result<u64, VtdError> {
+    /// The host domain's PD entry for `pa`, with the tables above it created (boot only).
+    fn host_pd_entry(&mut self, pa: u64) -> Result<u64, VtdError> {
         let mut table = self.host_root;
-        for shift in [39u32, 30, 21] {
+        for shift in [39u32, 30] {
             let e = table + ((pa >> shift) & (ENTRIES - 1)) * 8;
-            // SAFETY: `table` is a page of the VT-d pool (TSM memory, identity-mapped
-            // read-write for ring 0), `e` an entry in it; the VTD lock (or boot, before the
-            // state is published) serialises every access.
+            // SAFETY: `table` is a zeroed page of the VT-d pool (TSM memory, identity-mapped
+            // read-write for ring 0), `e` an entry in it; boot builds the tables before the
+            // state is published.
             let value = unsafe { (e as *const u64).read_volatile() };
             table = if value & (SL_R | SL_W) != 0 {
                 value & ADDR_MASK
-            } else if create {
+            } else {
                 let next = self.alloc()?;
                 // SAFETY: as above.
                 unsafe { (e as *mut u64).write_volatile(next | SL_R | SL_W) };
                 next
-            } else {
-                return Err(VtdError::NotHostDram);
             };
         }
-        Ok(table)
+        Ok(table + ((pa >> 21) & (ENTRIES - 1)) * 8)
     }
 
     /// The root table with bus 0's context table, every context entry in the host domain, and
-    /// the host domain's identity map of host DRAM; then the lines back to memory.
+    /// the host domain's identity map of host DRAM; then the lines back to memory. The level-1
+    /// tables are one block at the end of the pool, one per 2 MiB from DRAM's first, so a
+    /// granule's leaf is found by arithmetic, without a walk, on every delegate.
     fn build_tables(&mut self) -> Result<(), VtdError> {
+        let first = self.pool_next;
         self.root = self.alloc()?;
         self.context = self.alloc()?;
         self.host_root = self.alloc()?;
@@ -498,21 +506,45 @@ impl Vtd {
         }
         let (start, end) = (self.dram.base.0, self.dram.base.0 + self.dram.size);
         let (tsm_start, tsm_end) = (self.tsm.base.0, self.tsm.base.0 + self.tsm.size);
-        let mut pa = start;
-        while pa < end {
-            let table = self.host_table(pa, true)?;
-            let stop = ((pa | ((1 << 21) - 1)) + 1).min(end);
-            while pa < stop {
-                if pa < tsm_start || pa >= tsm_end {
-                    let e = table + ((pa >> 12) & (ENTRIES - 1)) * 8;
-                    // SAFETY: `table` is a level-1 table of the pool, `e` one of its entries.
-                    unsafe { (e as *mut u64).write_volatile(pa | SL_R | SL_W) };
+        self.leaves_base = start & !(LEAF_TABLE_SPAN - 1);
+        let leaf_tables = (end - 1 - self.leaves_base) / LEAF_TABLE_SPAN + 1;
+        self.leaves = self
+            .pool_end
+            .checked_sub(leaf_tables * PAGE)
+            .filter(|&l| l >= self.pool_next)
+            .ok_or(VtdError::PoolExhausted)?;
+        self.pool_end = self.leaves;
+        for k in 0..leaf_tables {
+            let region = self.leaves_base + k * LEAF_TABLE_SPAN;
+            let table = self.leaves + k * PAGE;
+            let pde = self.host_pd_entry(region)?;
+            // SAFETY: `pde` is an entry of a PD in the pool (see `host_pd_entry`).
+            unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
+            let region_end = region + LEAF_TABLE_SPAN;
+            let all_host = region >= start
+                && region_end <= end
+                && (region_end <= tsm_start || region >= tsm_end);
+            if all_host {
+                // The common case, kept to a store and two adds an entry (it runs for every
+                // 4 KiB of DRAM at boot).
+                let mut leaf = region | SL_R | SL_W;
+                for e in (table..table + PAGE).step_by(8) {
+                    // SAFETY: `table` is a level-1 table of the pool's last block and `e` one
+                    // of its entries; every entry is written, so the page needs no zeroing.
+                    unsafe { (e as *mut u64).write_volatile(leaf) };
+                    leaf += PAGE;
                 }
-                pa += PAGE;
+                continue;
+            }
+            for i in 0..ENTRIES {
+                let pa = region + i * PAGE;
+                let host = pa >= start && pa < end && (pa < tsm_start || pa >= tsm_end);
+                let leaf = if host { pa | SL_R | SL_W } else { 0 };
+                // SAFETY: as above, `i` < 512.
+                unsafe { ((table + i * 8) as *mut u64).write_volatile(leaf) };
             }
         }
-        let first = self.root;
-        self.flush(first, self.pool_next - first);
+        self.flush(first, self.leaves + leaf_tables * PAGE - first);
         Ok(())
     }
 
@@ -566,8 +598,8 @@ impl Vtd {
         {
             return Err(VtdError::NotHostDram);
         }
-        let table = self.host_table(pa.0, false)?;
-        let e = (table + ((pa.0 >> 12) & (ENTRIES - 1)) * 8) as *mut u64;
+        // `pa` is in DRAM, so at or above `leaves_base`, and its table is in the block.
+        let e = (self.leaves + ((pa.0 - self.leaves_base) >> 12) * 8) as *mut u64;
         let new = if present { pa.0 | SL_R | SL_W } else { 0 };
         // SAFETY: `e` is an entry of a level-1 table of the host domain (VT-d pool, TSM
         // memory); the VTD lock is held.
