@@ -368,11 +368,20 @@ pub fn init(
             Access::HostReadWrite => (true, USER | WRITABLE),
             Access::HostReadOnly => (true, USER),
         };
-        for pa in (m.base..m.base + m.size).step_by(GRANULE_SIZE as usize) {
-            let e = t.leaf(pa, true, user)?;
+        let end = m.base + m.size;
+        let mut pa = m.base;
+        while pa < end {
+            // A whole aligned 2 MiB of the range (a large BAR) takes one PD entry.
+            let large = pa.is_multiple_of(LARGE_SIZE) && end - pa >= LARGE_SIZE;
+            let (e, size, page) = if large {
+                (t.entry_at(pa, 21, true, user)?, LARGE_SIZE, LARGE)
+            } else {
+                (t.leaf(pa, true, user)?, GRANULE_SIZE, 0)
+            };
             // SAFETY: as above; `pci` keeps every range outside DRAM, the local APIC page and
             // (for the host's) the VT-d registers, so no page the TSM keeps gets a user leaf.
-            unsafe { e.write_volatile(pa | PRESENT | UNCACHED | NO_EXECUTE | flags) };
+            unsafe { e.write_volatile(pa | PRESENT | UNCACHED | NO_EXECUTE | flags | page) };
+            pa += size;
         }
     }
     // SAFETY: entry 511 of the PML4 (a pool page) was created by the alias loop above.
