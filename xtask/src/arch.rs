@@ -79,9 +79,12 @@ impl Arch {
                 "none",
                 "-semihosting",
             ],
+            // `-nodefaults` as on aarch64: no default NIC or VGA, so bus 0 holds the chipset and
+            // `edu`, and the host gets no BARs it has no use for.
             Arch::X86_64 => &[
                 "-M",
                 "q35",
+                "-nodefaults",
                 "-cpu",
                 "max",
                 "-m",
@@ -152,7 +155,7 @@ mod tests {
     fn x86_64_line_is_the_documented_one() {
         assert_eq!(
             line(Arch::X86_64),
-            "-M q35 -cpu max -m 512M -smp 2 -display none -serial stdio -no-reboot \
+            "-M q35 -nodefaults -cpu max -m 512M -smp 2 -display none -serial stdio -no-reboot \
              -device intel-iommu,aw-bits=48 -device edu,dma_mask=0xffffffffffffffff \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel tsm \
              -device loader,file=tsm-host -device loader,addr=0xFFF000,data=2,data-len=4"
