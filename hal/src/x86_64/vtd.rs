@@ -1,8 +1,8 @@
 //! The platform IOMMU on q35: Intel VT-d (VT-d 4.1), in legacy mode, driven by the TSM alone.
 //!
-//! Boot finds the remapping unit in the ACPI DMAR ([`unit`]; one unit with INCLUDE_PCI_ALL on
-//! segment 0, as QEMU's `intel-iommu` has), maps its registers for the TSM only (supervisor,
-//! uncached: `pci`, `paging`), and [`init`] keeps everything the unit reads in TSM memory, carved
+//! Boot finds the remapping unit in the ACPI DMAR ([`unit`]: exactly one, on segment 0, whose
+//! scope holds every function on bus 0, [`check_scope`]), maps its registers for the TSM only
+//! (supervisor, uncached: `pci`, `paging`), and [`init`] keeps everything the unit reads in TSM memory, carved
 //! at boot ([`pool_pages`]): the root table, bus 0's context table, and the **host domain**'s
 //! second-level tables. It then points the unit at the root table, invalidates its caches and
 //! turns translation on. From then on every requester on bus 0 has a context entry: the host
@@ -132,10 +132,11 @@ const MAX_REGISTER_PAGES: u64 = 16;
 /// Why the VT-d unit cannot be used, or an operation on it failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
 pub enum VtdError {
-    /// The DMAR lists more than one unit: devices behind the others would not be gated.
-    SeveralUnits(u32),
+    /// The DMAR lists this many units, not one: with several, devices behind the others would
+    /// not be gated.
+    UnitCount(u32),
     /// The unit serves another PCI segment than 0.
-    PartialScope,
+    OtherSegment,
     /// A function on bus 0 (device << 3 | function) is outside the unit's scope: its DMA would
     /// not be translated.
     OutOfScope(u16),
@@ -196,10 +197,10 @@ pub fn unit(info: &BootInfo) -> Result<Option<Drhd>, VtdError> {
         return Ok(None);
     };
     let Some(unit) = dmar.first.filter(|_| dmar.units == 1) else {
-        return Err(VtdError::SeveralUnits(dmar.units));
+        return Err(VtdError::UnitCount(dmar.units));
     };
     if unit.segment != 0 {
-        return Err(VtdError::PartialScope);
+        return Err(VtdError::OtherSegment);
     }
     let size = unit.register_pages * PAGE;
     let ram = info.memmap().iter().any(|e| {
