@@ -79,9 +79,12 @@ impl Arch {
                 "none",
                 "-semihosting",
             ],
+            // `-nodefaults` as on aarch64: no default NIC or VGA, so bus 0 holds the chipset and
+            // `edu`, and the host gets no BARs it has no use for.
             Arch::X86_64 => &[
                 "-M",
                 "q35",
+                "-nodefaults",
                 "-cpu",
                 "max",
                 "-m",
@@ -93,6 +96,14 @@ impl Arch {
                 "-serial",
                 "stdio",
                 "-no-reboot",
+                // VT-d, which the TSM owns; 48-bit (4-level) second-level tables, which QEMU
+                // 7.2 offers only with aw-bits=48. It must come before the devices behind it.
+                "-device",
+                "intel-iommu,aw-bits=48",
+                // A DMA-capable device the host drives; the default 28-bit DMA mask would cut
+                // its addresses.
+                "-device",
+                "edu,dma_mask=0xffffffffffffffff",
                 "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x04",
             ],
@@ -144,7 +155,8 @@ mod tests {
     fn x86_64_line_is_the_documented_one() {
         assert_eq!(
             line(Arch::X86_64),
-            "-M q35 -cpu max -m 512M -smp 2 -display none -serial stdio -no-reboot \
+            "-M q35 -nodefaults -cpu max -m 512M -smp 2 -display none -serial stdio -no-reboot \
+             -device intel-iommu,aw-bits=48 -device edu,dma_mask=0xffffffffffffffff \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel tsm \
              -device loader,file=tsm-host -device loader,addr=0xFFF000,data=2,data-len=4"
         );

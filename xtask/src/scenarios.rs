@@ -49,8 +49,7 @@ pub struct Scenario {
     /// What the run must end with (on aarch64 too, unless `expect_on_aarch64` says otherwise).
     pub expect: Outcome,
     /// Where aarch64 differs: its HAL skips a blocked host access where x86_64's ends the run
-    /// (docs/design.md "Traps from the host"), and `dma-hw` passes only where the TSM drives
-    /// the platform IOMMU (aarch64 so far).
+    /// (docs/design.md "Traps from the host").
     pub expect_on_aarch64: Option<Outcome>,
     pub timeout: Duration,
     pub variant: Variant,
@@ -261,11 +260,10 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_on_aarch64: Some(Outcome::Pass),
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
-        // x86_64: the VT-d registers are in no host mapping (a not-present #PF, error code 0x4,
-        // or 0x5 once mapped supervisor-only: the prefix matches both).
+        // x86_64: the VT-d registers are mapped supervisor-only, as secure memory is.
         must_log: &host_access_blocked!(
             "loads from the IOMMU's registers at",
-            "host fault: vector 14 #PF",
+            "host fault: vector 14 #PF, error code 0x5",
             "cr2 0xfed90000",
             "host read of IPA 0x9050000"
         ),
@@ -344,30 +342,23 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "dma-hw",
         id: id::DMA_HW,
-        // x86_64 (until the TSM drives VT-d and the host's tables map its PCI windows): expected
-        // to FAIL at the host's first ECAM read, a #PF at 0xB0000000 the TSM reports.
-        expect: Outcome::Fail,
-        expect_on_aarch64: Some(Outcome::Pass),
+        expect: Outcome::Pass,
+        expect_on_aarch64: None,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
         must_log: &[
             MustLog {
-                arch: Some(Arch::Aarch64),
+                arch: None,
                 program: Program::Host,
                 text: "was refused by the IOMMU",
             },
             MustLog {
-                arch: Some(Arch::Aarch64),
+                arch: None,
                 program: Program::Host,
                 text: "PASS",
             },
-            MustLog {
-                arch: Some(Arch::X86_64),
-                program: Program::Tsm,
-                text: "cr2 0xb0000000",
-            },
         ],
-        about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue (x86_64: expected FAIL until VT-d)",
+        about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue",
     },
 ];
 

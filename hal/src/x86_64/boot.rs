@@ -17,7 +17,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu::{self, View};
-use super::{alias, context, gdt, layout, paging, serial, smp, tsc};
+use super::{alias, context, gdt, layout, paging, pci, serial, smp, tsc, vtd};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -199,6 +199,34 @@ pub fn smap_enabled() -> bool {
     SMAP_ON.load(Ordering::Relaxed)
 }
 
+unsafe extern "C" {
+    /// The boot tables' four PDs (2 MiB pages over the first 4 GiB), in the static carve-out.
+    static __boot_pd: u8;
+}
+
+/// PD entry bits: page-level write-through and cache-disable (uncached, for MMIO).
+const BOOT_PD_UNCACHED: u64 = (1 << 3) | (1 << 4);
+
+/// Makes `[pa, pa + len)` (below 4 GiB) uncached in the boot identity map, for MMIO read during
+/// boot before the TSM's tables exist (PCI configuration space): the boot trampoline maps the
+/// first 4 GiB write-back, and firmware's MTRRs need not cover every MMIO window. Whole 2 MiB
+/// pages change; nothing else the boot CPU touches shares them (the ranges are outside RAM).
+pub(super) fn boot_map_uncached(pa: u64, len: u64) {
+    let pd = core::ptr::addr_of!(__boot_pd) as u64;
+    let first = pa >> 21;
+    let last = pa.saturating_add(len.max(1) - 1) >> 21;
+    for index in first..=last.min(2047) {
+        // SAFETY: the four boot PDs are 2048 contiguous entries in the static carve-out
+        // (identity-mapped, read-write); `index` < 2048. Only the memory type of a 2 MiB page
+        // outside RAM changes (the caller's MMIO), and the TLB flush below makes it effective.
+        unsafe {
+            let e = (pd + index * 8) as *mut u64;
+            e.write_volatile(e.read_volatile() | BOOT_PD_UNCACHED);
+        }
+    }
+    cpu::flush_tlb();
+}
+
 /// RFLAGS bits `syscall` clears: TF, IF, DF, IOPL, NT, AC.
 const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
 
@@ -234,7 +262,39 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             super::exit(ExitCode::Failure)
         }
     };
-    let Some(pool_pages) = paging::pool_pages(&info.dram) else {
+    let iommu = match vtd::unit(&info) {
+        Ok(unit) => unit,
+        Err(e) => {
+            defmt::error!(
+                "boot: the ACPI DMAR describes DMA remapping the TSM cannot own ({}), so device DMA could not be gated",
+                e
+            );
+            super::exit(ExitCode::Failure)
+        }
+    };
+    let mmio = pci::discover(
+        &info,
+        paging::LAPIC_BASE,
+        iommu.as_ref().map(vtd::registers),
+    );
+    if let Some(Err(e)) = iommu.as_ref().map(|u| vtd::check_scope(u, &mmio.functions)) {
+        defmt::error!(
+            "boot: a PCI function is not behind VT-d ({}), so its DMA could not be gated",
+            e
+        );
+        super::exit(ExitCode::Failure)
+    }
+    if mmio.dropped > 0 {
+        defmt::warn!(
+            "PCI: {=u32} BARs beyond the table are not mapped for the host",
+            mmio.dropped
+        );
+    }
+    let pages = paging::pool_pages(&info.dram, mmio.entries()).zip(match iommu {
+        Some(_) => vtd::pool_pages(&info.dram),
+        None => Some(0),
+    });
+    let Some((pool_pages, iommu_pages)) = pages else {
         defmt::error!(
             "boot: DRAM {=u64:#x}+{=u64:#x} cannot be mapped",
             info.dram.base.0,
@@ -244,12 +304,13 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     };
     // SAFETY: once, on the boot CPU, before anything uses the memory after the static
     // carve-out (the secondary CPUs are not started yet).
-    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages) } {
+    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages, iommu_pages) } {
         Ok(c) => c,
         Err(e) => {
             defmt::error!(
-                "boot: the carve-out cannot hold the granule descriptors and {=u64} page tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
+                "boot: the carve-out cannot hold the granule descriptors, {=u64} page tables and {=u64} VT-d tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
                 pool_pages,
+                iommu_pages,
                 info.dram.base.0,
                 info.dram.size,
                 e.needed,
@@ -261,7 +322,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     };
     info.tsm = carved.tsm;
     info.granule_descriptors = carved.descriptors;
-    if let Err(e) = paging::init(info.dram, info.tsm, carved.pt_pool, &l) {
+    if let Err(e) = paging::init(info.dram, info.tsm, carved.pt_pool, &l, mmio.entries()) {
         defmt::error!(
             "boot: page tables for DRAM {=u64:#x}+{=u64:#x} failed: {}",
             info.dram.base.0,
@@ -269,6 +330,26 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             e
         );
         super::exit(ExitCode::Failure)
+    }
+    match iommu {
+        Some(unit) => match vtd::init(&unit, carved.iommu_pool, info.dram, info.tsm) {
+            Ok(s) => defmt::info!(
+                "VT-d {=u32}.{=u32} at {=u64:#x} is the TSM's: CAP {=u64:#x}, ECAP {=u64:#x}, translation on; host domain and context tables {=u64} pages",
+                (s.version >> 4) & 0xF,
+                s.version & 0xF,
+                unit.base,
+                s.cap,
+                s.ecap,
+                s.pages
+            ),
+            Err(e) => {
+                defmt::error!("boot: VT-d at {=u64:#x} failed: {}", unit.base, e);
+                super::exit(ExitCode::Failure)
+            }
+        },
+        None => defmt::warn!(
+            "no ACPI DMAR: device DMA is not gated (QEMU needs -device intel-iommu,aw-bits=48)"
+        ),
     }
     cpu_setup(0, &l);
     let info = BOOT_INFO.call_once(|| info);

@@ -1,4 +1,5 @@
-//! What boot learned about the machine: the PVH memory map, DRAM and the TSM's own range.
+//! What boot learned about the machine: the PVH memory map, DRAM and the TSM's own range, and
+//! what the ACPI tables say (`acpi`: the CPUs, the VT-d unit, PCI configuration space).
 //!
 //! QEMU's PVH boot hands over `struct hvm_start_info` (Xen's `arch-x86/hvm/start_info.h`) in
 //! `ebx`; from version 1 it carries an E820-style memory map. "DRAM" for the core is the RAM
@@ -11,6 +12,7 @@ use core::sync::atomic::AtomicU16;
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
+use super::acpi::{Acpi, BOOT_MAPPED_END, Dmar, Ecam};
 use crate::platform::MemRange;
 
 /// `hvm_start_info.magic`.
@@ -25,8 +27,6 @@ const OFF_MEMMAP_ENTRIES: u64 = 48;
 const MEMMAP_ENTRY_SIZE: u64 = 24;
 /// Entries kept; q35 reports fewer than ten.
 pub const MAX_MEMMAP: usize = 32;
-/// The boot identity map covers the first 4 GiB: the start info and its map must lie there.
-const BOOT_MAPPED_END: u64 = 1 << 32;
 
 /// One memory map entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -85,6 +85,10 @@ pub struct BootInfo {
     pub tsc_ticks_per_us: u64,
     /// Enabled processors the ACPI MADT lists (`None`: no usable MADT).
     pub madt_cpus: Option<u32>,
+    /// The ACPI DMAR (`None`: no usable DMAR, so no VT-d).
+    pub dmar: Option<Dmar>,
+    /// PCI segment 0's ECAM window from the ACPI MCFG (`None`: none usable).
+    pub ecam: Option<Ecam>,
 }
 
 impl BootInfo {
@@ -142,6 +146,7 @@ pub fn parse(
     if map == 0 || map_end > BOOT_MAPPED_END || !map.is_multiple_of(8) {
         return Err(BootInfoError::MemoryMapMissing);
     }
+    let acpi = Acpi::find(read_u64(start_info + OFF_RSDP_PADDR));
     let mut info = BootInfo {
         memmap: [MemMapEntry::default(); MAX_MEMMAP],
         memmap_len: 0,
@@ -153,7 +158,9 @@ pub fn parse(
         tsm,
         granule_descriptors: &[],
         tsc_ticks_per_us,
-        madt_cpus: madt_cpu_count(read_u64(start_info + OFF_RSDP_PADDR)),
+        madt_cpus: acpi.and_then(|a| a.cpu_count()),
+        dmar: acpi.and_then(|a| a.dmar()),
+        ecam: acpi.and_then(|a| a.ecam()),
     };
     let mut dram = None;
     for i in 0..count {
@@ -186,99 +193,4 @@ fn granule_range(e: &MemMapEntry) -> Option<MemRange> {
         base: Pa(base),
         size: end - base,
     })
-}
-
-/// The longest ACPI table read (QEMU's are a few hundred bytes).
-const MAX_TABLE: u64 = 64 * 1024;
-/// ACPI header length (signature, length, revision, checksum, OEM fields).
-const SDT_HEADER: u64 = 36;
-
-fn read_u8(pa: u64) -> u8 {
-    // SAFETY: as in `read_u32` (callers keep `pa` below BOOT_MAPPED_END); bytes need no
-    // alignment.
-    unsafe { core::ptr::read_volatile(pa as *const u8) }
-}
-
-/// Little-endian values at any alignment (ACPI fields often are not aligned).
-fn acpi_u32(pa: u64) -> u32 {
-    u32::from_le_bytes([
-        read_u8(pa),
-        read_u8(pa + 1),
-        read_u8(pa + 2),
-        read_u8(pa + 3),
-    ])
-}
-
-fn acpi_u64(pa: u64) -> u64 {
-    u64::from(acpi_u32(pa)) | (u64::from(acpi_u32(pa + 4)) << 32)
-}
-
-/// Whether `[pa, pa + len)` lies in the boot map and its bytes sum to 0 (ACPI checksums).
-fn checksum_ok(pa: u64, len: u64) -> bool {
-    len <= MAX_TABLE
-        && pa
-            .checked_add(len)
-            .is_some_and(|end| end <= BOOT_MAPPED_END)
-        && (0..len).fold(0u8, |sum, i| sum.wrapping_add(read_u8(pa + i))) == 0
-}
-
-/// A checksummed ACPI table at `pa`: its length, if it is whole and valid.
-fn table(pa: u64, signature: &[u8; 4]) -> Option<u64> {
-    if pa == 0 || pa.checked_add(SDT_HEADER)? > BOOT_MAPPED_END {
-        return None;
-    }
-    let sig = acpi_u32(pa).to_le_bytes();
-    let len = u64::from(acpi_u32(pa + 4));
-    (sig == *signature && len >= SDT_HEADER && checksum_ok(pa, len)).then_some(len)
-}
-
-/// Counts the enabled processors (local APIC and x2APIC entries) of the MADT that the RSDP
-/// at `rsdp` leads to (ACPI 6.5 §5.2.5, §5.2.12). Firmware tables, still read defensively:
-/// every read is bounded by the checksummed lengths.
-fn madt_cpu_count(rsdp: u64) -> Option<u32> {
-    if rsdp == 0 || rsdp.checked_add(36)? > BOOT_MAPPED_END {
-        return None;
-    }
-    if acpi_u64(rsdp) != u64::from_le_bytes(*b"RSD PTR ") || !checksum_ok(rsdp, 20) {
-        return None;
-    }
-    // Revision 2+: the XSDT (64-bit entries); else the RSDT (32-bit entries).
-    let (root, entry_size, signature) = if read_u8(rsdp + 15) >= 2 && checksum_ok(rsdp, 36) {
-        (acpi_u64(rsdp + 24), 8, b"XSDT")
-    } else {
-        (u64::from(acpi_u32(rsdp + 16)), 4, b"RSDT")
-    };
-    let len = table(root, signature)?;
-    let madt = (0..(len - SDT_HEADER) / entry_size)
-        .map(|i| {
-            let at = root + SDT_HEADER + i * entry_size;
-            if entry_size == 8 {
-                acpi_u64(at)
-            } else {
-                u64::from(acpi_u32(at))
-            }
-        })
-        .find(|&t| table(t, b"APIC").is_some())?;
-    let len = table(madt, b"APIC")?;
-    // After the header: local APIC address (4), flags (4), then the entries.
-    let mut at = madt + SDT_HEADER + 8;
-    let end = madt + len;
-    let mut cpus = 0u32;
-    while at + 2 <= end {
-        let (kind, entry_len) = (read_u8(at), u64::from(read_u8(at + 1)));
-        if entry_len < 2 || at + entry_len > end {
-            break;
-        }
-        // Type 0 (local APIC): flags at 4; type 9 (local x2APIC): flags at 8. Bit 0: enabled.
-        let flags_at = match kind {
-            0 if entry_len >= 8 => Some(at + 4),
-            9 if entry_len >= 16 => Some(at + 8),
-            _ => None,
-        };
-        if flags_at.is_some_and(|f| acpi_u32(f) & 1 != 0) {
-            cpus = cpus.saturating_add(1);
-        }
-        at += entry_len;
-    }
-    Some(cpus)
 }

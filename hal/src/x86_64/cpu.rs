@@ -157,6 +157,28 @@ pub fn flush_tlb() {
     };
 }
 
+/// Writes the cache line holding `addr` back to memory and drops it from every cache, for a
+/// device that reads memory without snooping the CPU's caches (a VT-d unit without
+/// ECAP.C). `addr` must be mapped, as for a load; the caller orders it with [`mfence`].
+pub fn clflush(addr: u64) {
+    // SAFETY: CLFLUSH changes no memory contents, only where they are cached; the caller
+    // passes a mapped address (an unmapped one faults like a load and is reported).
+    unsafe { asm!("clflush [{}]", in(reg) addr, options(nostack, preserves_flags)) };
+}
+
+/// Orders every earlier load, store and CLFLUSH before every later one.
+pub fn mfence() {
+    // SAFETY: a fence only orders memory accesses.
+    unsafe { asm!("mfence", options(nostack, preserves_flags)) };
+}
+
+/// Writes back and invalidates every cache of this CPU (for tables written by code that does
+/// not flush line by line, before a non-snooping VT-d unit reads them).
+pub fn wbinvd() {
+    // SAFETY: write-back then invalidate keeps memory contents; ring 0 may execute it.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
 /// One RDSEED word, or `None` when the CPU had none ready (CF = 0).
 pub fn rdseed() -> Option<u64> {
     let (value, ok): (u64, u8);

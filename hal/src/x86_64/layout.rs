@@ -1,5 +1,6 @@
 //! The TSM image's layout, from the symbols `link/x86_64-tsm.ld` defines, and the part of the
-//! carve-out boot sizes from DRAM: the core's granule descriptors and the page-table pool.
+//! carve-out boot sizes from DRAM: the core's granule descriptors, the page-table pool and the
+//! VT-d tables.
 //!
 //! The linker lays out the image and the static carve-out (boot tables, stacks); boot carves
 //! the rest right after it, up to `__tsm_limit` (the host boot-parameters page), so the TSM's
@@ -97,6 +98,8 @@ pub struct CarveOut {
     pub descriptors: &'static [AtomicU16],
     /// The page-table pool (granule-aligned, not zeroed: `paging` zeroes each table it takes).
     pub pt_pool: MemRange,
+    /// The VT-d tables' pool (granule-aligned, not zeroed; empty without VT-d).
+    pub iommu_pool: MemRange,
 }
 
 /// Why the carve-out cannot hold what `dram` needs.
@@ -108,8 +111,8 @@ pub struct CarveOutTooSmall {
     pub available: u64,
 }
 
-/// Carves `pool_pages` page tables and one descriptor per granule of `dram` after the static
-/// carve-out.
+/// Carves one descriptor per granule of `dram`, `pool_pages` page tables and `iommu_pages` VT-d
+/// tables after the static carve-out.
 ///
 /// # Safety
 /// Called once, on the boot CPU, before anything else uses the memory after the static
@@ -118,6 +121,7 @@ pub unsafe fn carve(
     l: &Layout,
     dram: &MemRange,
     pool_pages: u64,
+    iommu_pages: u64,
 ) -> Result<CarveOut, CarveOutTooSmall> {
     let start = l.image.base.0 + l.image.size;
     let end = l.limit.min(dram.base.0.saturating_add(dram.size));
@@ -126,10 +130,13 @@ pub unsafe fn carve(
     let sizes = granules
         .checked_mul(core::mem::size_of::<AtomicU16>() as u64)
         .and_then(|d| d.checked_next_multiple_of(GRANULE_SIZE))
-        .zip(pool_pages.checked_mul(GRANULE_SIZE));
+        .zip(pool_pages.checked_mul(GRANULE_SIZE))
+        .zip(iommu_pages.checked_mul(GRANULE_SIZE));
     let too_small = |needed| CarveOutTooSmall { needed, available };
-    let (desc_bytes, pool_bytes) = sizes.ok_or(too_small(u64::MAX))?;
-    let needed = desc_bytes.saturating_add(pool_bytes);
+    let ((desc_bytes, pool_bytes), iommu_bytes) = sizes.ok_or(too_small(u64::MAX))?;
+    let needed = desc_bytes
+        .saturating_add(pool_bytes)
+        .saturating_add(iommu_bytes);
     let n = usize::try_from(granules).map_err(|_| too_small(needed))?;
     if needed > available || !dram.contains(l.image.base, l.image.size) {
         return Err(too_small(needed));
@@ -147,6 +154,10 @@ pub unsafe fn carve(
         pt_pool: MemRange {
             base: Pa(start + desc_bytes),
             size: pool_bytes,
+        },
+        iommu_pool: MemRange {
+            base: Pa(start + desc_bytes + pool_bytes),
+            size: iommu_bytes,
         },
     })
 }

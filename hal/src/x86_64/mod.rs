@@ -14,9 +14,14 @@
 //!   [`exit`], [`report_panic`] (the panic handler), [`selftest_fault`];
 //! - [`HostContext`]: the [`crate::platform::run::HostCpu`] that runs the host until its next
 //!   call or fault;
-//! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main;
-//! - [`unmap_from_host`] / [`map_to_host`]: move a granule out of / into the host's reach.
+//! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main.
+//!
+//! Boot also reads the ACPI tables (`acpi`: CPUs, the VT-d unit, PCI configuration space),
+//! maps the host's PCI devices (`pci`) and takes over VT-d (`vtd`); a granule leaves and
+//! re-enters the host's reach, CPU and DMA views together, only through [`X86Platform`]'s
+//! `HostIsolation`.
 
+mod acpi;
 mod alias;
 mod boot;
 mod bootinfo;
@@ -25,16 +30,18 @@ mod cpu;
 mod gdt;
 mod layout;
 mod paging;
+mod pci;
 mod percpu;
 mod platform;
 mod serial;
 mod smp;
 mod trap;
 mod tsc;
+mod vtd;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
 pub use context::{Fault, GUEST_FRAME_SIZE, HOST_ENTRY, HostContext, Regs};
-pub use paging::{PagingError, map_to_host, pool_usage, unmap_from_host};
+pub use paging::pool_usage;
 pub use platform::{X86Platform, exit};
 pub use smp::start_secondary_cpus;
 

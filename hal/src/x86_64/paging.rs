@@ -4,7 +4,8 @@
 //! 2 MiB pages where a whole 2 MiB of host memory allows, else 4 KiB pages; the TSM's own range
 //! with U=0 and W^X in 4 KiB pages (text read-only executable, rodata read-only,
 //! data/carve-out read-write no-execute, stack guard pages absent). Nothing else is mapped for
-//! ring 3, so page 0 and everything the host might probe beyond DRAM fault.
+//! ring 3 but its devices' MMIO (below), so page 0 and everything else the host might probe
+//! beyond DRAM, the VT-d registers included, fault.
 //!
 //! Taking a granule from the host clears its U bit instead of unmapping it: the TSM keeps
 //! using it through the same identity map (objects live in delegated granules) while ring 3
@@ -16,15 +17,17 @@
 //!
 //! The tables come from a pool in the carve-out that boot sizes from DRAM ([`pool_pages`]):
 //! 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus the alias
-//! region's and the local APIC's. Boot takes what the initial map needs; the rest stays
+//! region's and the MMIO's. Boot takes what the initial map needs; the rest stays
 //! reserved for splits, so a split never runs out and later edits never fail for a DRAM
 //! granule. Each table is zeroed when taken.
 //!
 //! The top 1 GiB (PML4 entry 511) is the supervisor-only *alias region* (see `alias`): the
 //! trap trampoline and every CPU's descriptor tables and trap stacks, at the same virtual
 //! addresses in these tables and in every TVM's (whose root gets the same PML4 entry 511, see
-//! [`install_alias`]). Besides DRAM and the alias, only the local APIC's MMIO page is mapped
-//! (supervisor, uncached), for starting the secondary CPUs.
+//! [`install_alias`]). Besides DRAM and the alias, only MMIO is mapped, uncached and never
+//! executable: the local APIC's page (supervisor, for starting the secondary CPUs), the VT-d
+//! registers (supervisor), and for the host bus 0's PCI configuration space and the memory
+//! BARs firmware assigned there (`pci` decides which, and which are read-only).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +37,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Pa};
 use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
+use super::pci::{Access, Mmio};
 use super::percpu::MAX_CPUS;
 use super::smp;
 use crate::platform::MemRange;
@@ -131,6 +135,13 @@ impl Tables {
             table = if value & PRESENT != 0 {
                 if level == 21 && value & LARGE != 0 {
                     return Err(PagingError::Refused);
+                }
+                if user && value & USER == 0 {
+                    // A table first made for supervisor pages (the local APIC's, the VT-d
+                    // registers') now also leads to user ones: U at this level lets the
+                    // leaves decide.
+                    // SAFETY: as above.
+                    unsafe { e.write_volatile(value | USER) };
                 }
                 value & ADDR_MASK
             } else if create {
@@ -279,28 +290,39 @@ fn spans(start: u64, end: u64, shift: u32) -> u64 {
 }
 
 /// Tables below the PML4 for `[start, end)`: PDPTs, PDs, PTs.
-fn tables_for(start: u64, end: u64) -> u64 {
+pub(super) fn tables_for(start: u64, end: u64) -> u64 {
     spans(start, end, 39) + spans(start, end, 30) + spans(start, end, 21)
 }
 
 /// The pool, in pages, that maps `dram` with 4 KiB pages everywhere (what boot and every later
-/// split can take), plus the PML4, the alias region and the local APIC (a table shared by two
-/// of them is counted twice); `None` if `dram` is empty or wraps.
-pub fn pool_pages(dram: &MemRange) -> Option<u64> {
+/// split can take), plus the PML4, the alias region, the local APIC and `mmio` (a table shared
+/// by two of them is counted twice); `None` if `dram` is empty or wraps.
+pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     if end <= dram.base.0 {
         return None;
     }
+    let mmio_tables = mmio
+        .iter()
+        .map(|m| tables_for(m.base, m.base + m.size))
+        .sum::<u64>();
     Some(
         1 + tables_for(dram.base.0, end)
             + tables_for(alias::TEXT, alias::cpu_block(MAX_CPUS))
-            + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE),
+            + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE)
+            + mmio_tables,
     )
 }
 
 /// Builds the tables for `dram` from `pool` (pages [`pool_pages`] counted), the TSM's range
-/// `tsm` in it supervisor-only, and switches to them.
-pub fn init(dram: MemRange, tsm: MemRange, pool: MemRange, l: &Layout) -> Result<(), PagingError> {
+/// `tsm` in it supervisor-only, and `mmio` (uncached, never executable), and switches to them.
+pub fn init(
+    dram: MemRange,
+    tsm: MemRange,
+    pool: MemRange,
+    l: &Layout,
+    mmio: &[Mmio],
+) -> Result<(), PagingError> {
     let mut guard = TABLES.lock();
     let mut t = Tables {
         pml4: 0,
@@ -340,6 +362,28 @@ pub fn init(dram: MemRange, tsm: MemRange, pool: MemRange, l: &Layout) -> Result
     let lapic = t.leaf(LAPIC_BASE, true, false)?;
     // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
     unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
+    for m in mmio {
+        let (user, flags) = match m.access {
+            Access::Tsm => (false, WRITABLE),
+            Access::HostReadWrite => (true, USER | WRITABLE),
+            Access::HostReadOnly => (true, USER),
+        };
+        let end = m.base + m.size;
+        let mut pa = m.base;
+        while pa < end {
+            // A whole aligned 2 MiB of the range (a large BAR) takes one PD entry.
+            let large = pa.is_multiple_of(LARGE_SIZE) && end - pa >= LARGE_SIZE;
+            let (e, size, page) = if large {
+                (t.entry_at(pa, 21, true, user)?, LARGE_SIZE, LARGE)
+            } else {
+                (t.leaf(pa, true, user)?, GRANULE_SIZE, 0)
+            };
+            // SAFETY: as above; `pci` keeps every range outside DRAM, the local APIC page and
+            // (for the host's) the VT-d registers, so no page the TSM keeps gets a user leaf.
+            unsafe { e.write_volatile(pa | PRESENT | UNCACHED | NO_EXECUTE | flags | page) };
+            pa += size;
+        }
+    }
     // SAFETY: entry 511 of the PML4 (a pool page) was created by the alias loop above.
     t.alias_entry = unsafe { entry(t.pml4, ALIAS_PML4_INDEX).read_volatile() };
     // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and

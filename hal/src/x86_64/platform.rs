@@ -1,6 +1,6 @@
 //! The platform the core runs on: physical memory through the identity map, the console,
-//! power-off through isa-debug-exit, host isolation through the TSM's page tables, entropy from
-//! RDSEED/RDRAND, and TLB maintenance for TVM address maps.
+//! power-off through isa-debug-exit, host isolation through the TSM's page tables and the VT-d
+//! host domain, entropy from RDSEED/RDRAND, TLB maintenance for TVM address maps, and VT-d.
 
 use core::arch::asm;
 
@@ -9,10 +9,11 @@ use tsm_abi::addr::{Gpa, Pa};
 use super::boot::smap_enabled;
 use super::bootinfo::BootInfo;
 use super::cpu::{self, halt_forever, outb};
-use super::{paging, smp};
+use super::{paging, smp, vtd};
 use crate::platform::{
-    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
-    MemRange, PhysMem, PowerOff,
+    AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
+    EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
+    PhysMem, PowerOff,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -64,7 +65,7 @@ impl X86Platform {
 ///
 /// # Safety
 /// `src` and `dst` must be valid for `len` bytes and identity-mapped.
-unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
+pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     if smap_enabled() {
         // SAFETY: the caller guarantees both ranges; AC is set only for this copy.
         unsafe {
@@ -146,12 +147,40 @@ impl PowerOff for X86Platform {
     }
 }
 
+/// The host's CPU view (its page tables) and its devices' view (the VT-d host domain) change
+/// together: both have dropped the granule, on every CPU and in the IOTLB, before
+/// `unmap_from_host` returns. If VT-d fails, the CPU side is put back and the call fails, so
+/// the granule stays the host's in both views.
 impl HostIsolation for X86Platform {
     fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        paging::unmap_from_host(pa).map_err(|_| MemFault(pa))
+        paging::unmap_from_host(pa).map_err(|_| MemFault(pa))?;
+        if let Err(e) = vtd::host_unmap(pa) {
+            defmt::error!(
+                "VT-d: taking {=u64:#x} out of the host domain failed: {}",
+                pa.0,
+                e
+            );
+            if let Err(e) = paging::map_to_host(pa) {
+                defmt::error!(
+                    "giving {=u64:#x} back to the host's tables failed too: {}",
+                    pa.0,
+                    e
+                );
+            }
+            return Err(MemFault(pa));
+        }
+        Ok(())
     }
 
     fn map_to_host(&self, pa: Pa) -> Result<(), MemFault> {
+        if let Err(e) = vtd::host_map(pa) {
+            defmt::error!(
+                "VT-d: putting {=u64:#x} back into the host domain failed: {}",
+                pa.0,
+                e
+            );
+            return Err(MemFault(pa));
+        }
         paging::map_to_host(pa).map_err(|_| MemFault(pa))
     }
 }
@@ -198,21 +227,25 @@ impl GuestMmu for X86Platform {
     }
 }
 
-/// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
-impl crate::platform::Iommu for X86Platform {
+/// VT-d, owned by the TSM (`vtd`); absent when boot found no ACPI DMAR.
+impl Iommu for X86Platform {
     fn present(&self) -> bool {
-        false
+        vtd::present()
     }
-    fn table_format(&self) -> Option<crate::platform::DmaTableFormat> {
-        None
+
+    fn table_format(&self) -> Option<DmaTableFormat> {
+        vtd::present().then_some(DmaTableFormat::VtdSecondLevel)
     }
-    fn attach(
-        &self,
-        _stream: crate::platform::DmaStream,
-        _domain: crate::platform::DmaDomain,
-    ) -> Result<(), crate::platform::IommuError> {
-        Err(crate::platform::IommuError::Absent)
+
+    fn attach(&self, stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError> {
+        vtd::attach(stream, domain)
     }
-    fn invalidate(&self, _tag: u16) {}
-    fn drain_faults(&self, _sink: &mut dyn FnMut(crate::platform::DmaFault)) {}
+
+    fn invalidate(&self, tag: u16) {
+        vtd::invalidate(tag);
+    }
+
+    fn drain_faults(&self, sink: &mut dyn FnMut(DmaFault)) {
+        vtd::drain_faults(sink);
+    }
 }

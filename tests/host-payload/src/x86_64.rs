@@ -1,5 +1,5 @@
 //! The x86_64 side of the host payload: entry, the `syscall` gate, the boot parameters page, the
-//! clock and `vcpu-smoke`'s guest program.
+//! clock, `vcpu-smoke`'s guest program and where the devices are.
 //!
 //! The TSM enters `_start` (the first byte of the image, linked at 0x100_0000) in ring 3 with
 //! rdi = DRAM base, rsi = DRAM size, rdx = CPU index and rcx = TSC ticks per microsecond (the
@@ -231,10 +231,10 @@ pub fn is_data_fault(syndrome: u64) -> bool {
     syndrome & 0xFF == PF
 }
 
-/// The host's devices on QEMU `q35`, as its ACPI tables say: ECAM (MCFG) at 0xB000_0000 with
-/// every BAR assigned by SeaBIOS, and the VT-d unit (DMAR), which the TSM owns. Used by
-/// `dma-hw` and `isolation-iommu` (env.rs); until the host's tables map the PCI windows, the
-/// first ECAM access faults (xtask's `dma-hw` row expects that on x86_64).
+/// The host's devices on QEMU `q35`, as its ACPI tables say: bus 0's ECAM (MCFG) at
+/// 0xB000_0000, with every BAR assigned by SeaBIOS (the TSM maps both for ring 3, the chipset's
+/// functions read-only), and the VT-d unit (DMAR), which the TSM owns and never maps for the
+/// host. Used by `dma-hw` and `isolation-iommu` (env.rs).
 pub const DEVICES: tsm_scenarios::HostDevices = tsm_scenarios::HostDevices {
     ecam: tsm_abi::addr::Pa(0xB000_0000),
     bar_window: None,
