@@ -8,7 +8,9 @@
 //! | [`tdisp`] | `tdisp_decode` | TDISP messages, reports and report portions |
 //! | [`walkers`] | `walkers` | vIOMMU stage-1/stage-2 tables and requests |
 //! | [`device_model`] | `device_model` | TDISP requests to the device model |
+//! | [`cert_chain`] | `cert_chain` | SPDM certificate chains (X.509 DER) to the core's verifier |
 
+pub mod cert_chain;
 pub mod device_model;
 pub mod dispatcher;
 pub mod input;
@@ -19,11 +21,12 @@ pub mod walkers;
 pub type Entry = fn(&[u8]);
 
 /// Every target: its name (a `fuzz_targets/` binary and a `corpus/` directory) and its entry.
-pub const TARGETS: [(&str, Entry); 4] = [
+pub const TARGETS: [(&str, Entry); 5] = [
     ("dispatcher", dispatcher::run),
     ("tdisp_decode", tdisp::run),
     ("walkers", walkers::run),
     ("device_model", device_model::run),
+    ("cert_chain", cert_chain::run),
 ];
 
 /// The hand-made seeds of `target` (name, bytes); `examples/seeds.rs` writes them to
@@ -34,6 +37,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "tdisp_decode" => tdisp::seeds(),
         "walkers" => walkers::seeds(),
         "device_model" => device_model::seeds(),
+        "cert_chain" => cert_chain::seeds(),
         _ => Vec::new(),
     }
 }

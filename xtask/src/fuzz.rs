@@ -18,7 +18,13 @@ use std::time::{Duration, Instant};
 use crate::workspace::Workspace;
 
 /// Every fuzz target (binaries of `fuzz/Cargo.toml`).
-pub const TARGETS: [&str; 4] = ["dispatcher", "tdisp_decode", "walkers", "device_model"];
+pub const TARGETS: [&str; 5] = [
+    "dispatcher",
+    "tdisp_decode",
+    "walkers",
+    "device_model",
+    "cert_chain",
+];
 /// Seconds per target in the smoke run of `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 5;
 /// libFuzzer's per-input timeout: every target's input is bounded (at most 64 steps), so an

@@ -11,6 +11,7 @@
 //! | [`run_loop`] | the run loop every CPU runs, over the HAL's `tsm_platform::run` traits |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
 //! | [`calls`] | the call handlers |
+//! | [`spdm`] | SPDM: certificate chain verification (`spdm::cert`) |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
@@ -39,6 +40,7 @@ pub mod granule;
 pub mod objects;
 pub mod run;
 pub mod run_loop;
+pub mod spdm;
 pub mod tsm;
 pub mod viommu;
 pub mod viommu_glue;

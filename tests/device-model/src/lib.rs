@@ -39,6 +39,7 @@
 mod config;
 mod device;
 pub mod fixtures;
+pub mod identity;
 mod misbehaviour;
 mod tdi;
 
