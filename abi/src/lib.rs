@@ -17,6 +17,8 @@
 //! - [`layout`]: machine-readable layouts of all of the above (the C header is rendered from
 //!   them);
 //! - [`tdisp`]: the PCIe TDISP 1.0 codec;
+//! - [`spdm`]: the SPDM 1.2 codec and DSP0277 secured-message framing (with the key schedule
+//!   and record protection under feature `spdm-crypto`);
 //! - [`api`]: caller-side wrappers, one typed function per call, over a [`api::Transport`].
 //!
 //! The specification, call by call, is `docs/abi.md`.
@@ -69,6 +71,7 @@ pub mod features;
 pub mod guest;
 pub mod params;
 pub mod regs;
+pub mod spdm;
 pub mod state;
 pub mod status;
 pub mod tdisp;

@@ -1,0 +1,259 @@
+//! The DSP0274 1.2 key schedule and the DSP0277 record protection, for the one cipher suite
+//! this project negotiates: SHA-384 and AES-256-GCM (the hash also fixes HMAC and HKDF).
+//!
+//! ```text
+//! handshake_secret  = HKDF-Extract(salt = 0^H, DHE secret)
+//!   req/rsp handshake secret = HKDF-Expand(handshake_secret, bin_str1/2(TH1), H)
+//! salt_1            = HKDF-Expand(handshake_secret, bin_str0, H)
+//! master_secret     = HKDF-Extract(salt_1, 0^H)
+//!   req/rsp data secret      = HKDF-Expand(master_secret, bin_str3/4(TH2), H)
+//! per secret:  key = HKDF-Expand(secret, bin_str5, 32), IV = HKDF-Expand(secret, bin_str6, 12)
+//!              finished_key = HKDF-Expand(handshake secret, bin_str7, H)
+//! key update:  secret' = HKDF-Expand(secret, bin_str9, H)
+//! ```
+//!
+//! Both the TSM's requester and the device model's responder use this module, so a mistake
+//! here would be symmetric: the byte strings it feeds HKDF are built by [`super::signing`]
+//! and checked against DSP0274's layout by the tests.
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest as _, Sha384};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::SpdmError;
+use super::secured::{self, IV_SIZE, MAC_SIZE, RECORD_HEADER_SIZE, RecordLayout};
+use super::signing::{self, Label};
+
+/// SHA-384's digest size (`H`).
+pub const HASH_SIZE: usize = 48;
+/// AES-256's key size.
+pub const KEY_SIZE: usize = 32;
+
+/// A SHA-384 digest, a secret or a finished key (all `H` bytes).
+pub type Digest = [u8; HASH_SIZE];
+
+/// Why sealing or opening a record failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum RecordError {
+    /// The record's framing is wrong (lengths).
+    Framing(SpdmError),
+    /// The record belongs to another session.
+    WrongSession(u32),
+    /// The MAC does not verify: tampered, replayed, reordered, or under another key.
+    Authentication,
+    /// The direction's sequence numbers are used up (2^64 records); the session must end.
+    SequenceExhausted,
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+/// SHA-384 over the concatenation of `parts` (a transcript kept in pieces).
+pub fn hash(parts: &[&[u8]]) -> Digest {
+    let mut h = Sha384::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// HMAC-SHA-384's block size: a shorter key is zero-padded to it (RFC 2104 §2).
+const HMAC_BLOCK: usize = 128;
+
+fn hmac_of(key: &Digest, data: &Digest) -> Hmac<Sha384> {
+    // Padding the 48-byte key to the block size ourselves is what HMAC does with it anyway,
+    // and makes the fixed-size (infallible) constructor usable.
+    let mut block = [0u8; HMAC_BLOCK];
+    for (b, k) in block.iter_mut().zip(key) {
+        *b = *k;
+    }
+    let mut mac = <Hmac<Sha384> as KeyInit>::new(&block.into());
+    mac.update(data);
+    mac
+}
+
+/// HMAC-SHA-384 of `data` under `key` (verify data).
+pub fn hmac(key: &Digest, data: &Digest) -> Digest {
+    hmac_of(key, data).finalize().into_bytes().into()
+}
+
+/// Whether `tag` is HMAC-SHA-384 of `data` under `key`, compared in constant time.
+pub fn hmac_verify(key: &Digest, data: &Digest, tag: &[u8]) -> bool {
+    hmac_of(key, data).verify_slice(tag).is_ok()
+}
+
+/// HKDF-Expand(`prk`, bin_str(`label`, `context`), `out.len()`).
+fn expand(prk: &Digest, label: Label, context: &[u8], out: &mut [u8]) {
+    let mut info = [0u8; signing::MAX_BIN_STR];
+    let length = u16::try_from(out.len()).unwrap_or(u16::MAX);
+    let expanded = signing::bin_str(&mut info, length, label, context)
+        .ok()
+        .and_then(|n| info.get(..n))
+        .zip(Hkdf::<Sha384>::from_prk(prk).ok())
+        .is_some_and(|(info, hk)| hk.expand(info, out).is_ok());
+    // Every caller asks at most H bytes with a context of at most H bytes from an H-byte PRK:
+    // the info string fits and HKDF-SHA-384 can expand that much.
+    debug_assert!(expanded, "HKDF-Expand of {label:?}");
+}
+
+fn expand_digest(prk: &Digest, label: Label, context: &[u8]) -> Digest {
+    let mut out = [0u8; HASH_SIZE];
+    expand(prk, label, context, &mut out);
+    out
+}
+
+/// The handshake phase's secrets, from the ECDHE shared secret and TH1.
+#[derive(Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HandshakeSecrets {
+    /// `handshake_secret` (kept for the master secret).
+    pub handshake: Digest,
+    /// The requester's handshake secret.
+    pub request: Digest,
+    /// The responder's handshake secret.
+    pub response: Digest,
+}
+
+impl HandshakeSecrets {
+    /// From the DHE shared secret (for ECDHE, the X coordinate) and TH1 (the transcript hash
+    /// through `KEY_EXCHANGE_RSP`'s signature).
+    pub fn derive(dhe_secret: &[u8], th1: &Digest) -> Self {
+        let (prk, _) = Hkdf::<Sha384>::extract(Some(&[0u8; HASH_SIZE]), dhe_secret);
+        let handshake: Digest = prk.into();
+        Self {
+            request: expand_digest(&handshake, Label::ReqHandshake, th1),
+            response: expand_digest(&handshake, Label::RspHandshake, th1),
+            handshake,
+        }
+    }
+
+    /// The requester's and the responder's data secrets, from TH2 (the transcript through
+    /// `FINISH_RSP`).
+    pub fn data_secrets(&self, th2: &Digest) -> (Digest, Digest) {
+        let salt = expand_digest(&self.handshake, Label::Derived, &[]);
+        let (prk, _) = Hkdf::<Sha384>::extract(Some(&salt), &[0u8; HASH_SIZE]);
+        let master: Digest = prk.into();
+        (
+            expand_digest(&master, Label::ReqData, th2),
+            expand_digest(&master, Label::RspData, th2),
+        )
+    }
+}
+
+/// The finished key of a handshake secret (for verify data).
+pub fn finished_key(handshake_secret: &Digest) -> Digest {
+    expand_digest(handshake_secret, Label::Finished, &[])
+}
+
+/// One direction of a session: its secret, the AEAD key and IV derived from it, and the next
+/// sequence number. Plain bytes, so it can live in the TSM's object memory.
+#[derive(Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Direction {
+    secret: Digest,
+    key: [u8; KEY_SIZE],
+    iv: [u8; IV_SIZE],
+    reserved: [u8; 4],
+    sequence: u64,
+}
+
+impl Direction {
+    /// Keys of `secret` (a handshake or data secret), sequence number 0.
+    pub fn new(secret: &Digest) -> Self {
+        let mut d = Self {
+            secret: *secret,
+            key: [0; KEY_SIZE],
+            iv: [0; IV_SIZE],
+            reserved: [0; 4],
+            sequence: 0,
+        };
+        expand(secret, Label::Key, &[], &mut d.key);
+        expand(secret, Label::Iv, &[], &mut d.iv);
+        d
+    }
+
+    /// The secret the keys come from (a finished key is derived from a handshake secret).
+    pub fn secret(&self) -> &Digest {
+        &self.secret
+    }
+
+    /// The next sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// `KEY_UPDATE`: the next secret (`bin_str9`), its keys, sequence number 0.
+    pub fn update(&mut self) {
+        *self = Self::new(&expand_digest(&self.secret, Label::TrafficUpdate, &[]));
+    }
+
+    /// Takes the sequence number of the next record and advances it.
+    fn take_sequence(&mut self) -> Result<u64, RecordError> {
+        let seq = self.sequence;
+        self.sequence = seq.checked_add(1).ok_or(RecordError::SequenceExhausted)?;
+        Ok(seq)
+    }
+
+    /// Seals `app` (an SPDM message) into a record of session `session_id` in `out`; returns
+    /// the record's length.
+    pub fn seal(
+        &mut self,
+        session_id: u32,
+        app: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, RecordError> {
+        let (header, rest) = out
+            .split_at_mut_checked(RECORD_HEADER_SIZE)
+            .ok_or(RecordError::BufferTooSmall)?;
+        let plain_len =
+            secured::encode_plaintext(rest, app).map_err(|_| RecordError::BufferTooSmall)?;
+        secured::encode_header(header, session_id, plain_len).map_err(RecordError::Framing)?;
+        let (body, tail) = rest
+            .split_at_mut_checked(plain_len)
+            .ok_or(RecordError::BufferTooSmall)?;
+        let mac = tail
+            .get_mut(..MAC_SIZE)
+            .ok_or(RecordError::BufferTooSmall)?;
+        let seq = self.take_sequence()?;
+        let nonce = secured::nonce(&self.iv, seq);
+        let tag = Aes256Gcm::new(&self.key.into())
+            .encrypt_inout_detached(&Nonce::from(nonce), header, body.into())
+            .map_err(|_| RecordError::BufferTooSmall)?;
+        mac.copy_from_slice(&tag);
+        RECORD_HEADER_SIZE
+            .checked_add(plain_len)
+            .and_then(|n| n.checked_add(MAC_SIZE))
+            .ok_or(RecordError::BufferTooSmall)
+    }
+
+    /// Opens the record in `record` (decrypting in place) and returns its application data.
+    /// The sequence number advances only when the record verifies: a forged record changes
+    /// nothing.
+    pub fn open<'b>(
+        &mut self,
+        session_id: u32,
+        record: &'b mut [u8],
+    ) -> Result<&'b [u8], RecordError> {
+        let layout = RecordLayout::parse(record).map_err(RecordError::Framing)?;
+        if layout.session_id != session_id {
+            return Err(RecordError::WrongSession(layout.session_id));
+        }
+        let (header, ciphertext, mac) = layout
+            .split_mut(record)
+            .ok_or(RecordError::Framing(SpdmError::Truncated))?;
+        let tag = Tag::try_from(mac).map_err(|_| RecordError::Framing(SpdmError::Truncated))?;
+        let next = self
+            .sequence
+            .checked_add(1)
+            .ok_or(RecordError::SequenceExhausted)?;
+        let nonce = secured::nonce(&self.iv, self.sequence);
+        Aes256Gcm::new(&self.key.into())
+            .decrypt_inout_detached(&Nonce::from(nonce), header, ciphertext.into(), &tag)
+            .map_err(|_| RecordError::Authentication)?;
+        self.sequence = next;
+        let ciphertext: &'b [u8] = ciphertext;
+        secured::app_data(ciphertext).map_err(RecordError::Framing)
+    }
+}
