@@ -156,6 +156,8 @@ impl ErrorCode {
     pub const SESSION_REQUIRED: Self = Self(0x0B);
     /// `ResponseTooLarge`.
     pub const RESPONSE_TOO_LARGE: Self = Self(0x0D);
+    /// `RequestTooLarge`.
+    pub const REQUEST_TOO_LARGE: Self = Self(0x0E);
     /// `VersionMismatch`.
     pub const VERSION_MISMATCH: Self = Self(0x41);
     /// `ResponseNotReady`.

@@ -128,18 +128,18 @@ impl HandshakeSecrets {
             handshake,
         }
     }
+}
 
-    /// The requester's and the responder's data secrets, from TH2 (the transcript through
-    /// `FINISH_RSP`).
-    pub fn data_secrets(&self, th2: &Digest) -> (Digest, Digest) {
-        let salt = expand_digest(&self.handshake, Label::Derived, &[]);
-        let (prk, _) = Hkdf::<Sha384>::extract(Some(&salt), &[0u8; HASH_SIZE]);
-        let master: Digest = prk.into();
-        (
-            expand_digest(&master, Label::ReqData, th2),
-            expand_digest(&master, Label::RspData, th2),
-        )
-    }
+/// The requester's and the responder's data secrets, from `handshake_secret` and TH2 (the
+/// transcript through `FINISH_RSP`).
+pub fn data_secrets(handshake_secret: &Digest, th2: &Digest) -> (Digest, Digest) {
+    let salt = expand_digest(handshake_secret, Label::Derived, &[]);
+    let (prk, _) = Hkdf::<Sha384>::extract(Some(&salt), &[0u8; HASH_SIZE]);
+    let master: Digest = prk.into();
+    (
+        expand_digest(&master, Label::ReqData, th2),
+        expand_digest(&master, Label::RspData, th2),
+    )
 }
 
 /// The finished key of a handshake secret (for verify data).
@@ -157,6 +157,15 @@ pub struct Direction {
     iv: [u8; IV_SIZE],
     reserved: [u8; 4],
     sequence: u64,
+}
+
+impl core::fmt::Debug for Direction {
+    // Keys stay out of logs: only where the sequence is.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Direction")
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Direction {

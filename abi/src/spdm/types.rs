@@ -164,6 +164,15 @@ pub struct DigestList<'a> {
 }
 
 impl<'a> DigestList<'a> {
+    /// The digests of the slots in `slot_mask`, `hash` bytes each, in slot order.
+    pub fn new(slot_mask: u8, bytes: &'a [u8], hash: usize) -> Self {
+        Self {
+            slot_mask,
+            bytes,
+            hash,
+        }
+    }
+
     /// The chain digest of `slot`, if the slot has a chain.
     pub fn digest(&self, slot: u8) -> Option<&'a [u8]> {
         if slot >= SLOT_COUNT || self.slot_mask & (1 << slot) == 0 {

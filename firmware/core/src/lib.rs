@@ -14,6 +14,7 @@
 //! | [`spdm`] | SPDM: certificate chain verification (`spdm::cert`) |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
+//! | [`spdm`] | the SPDM requester (device authentication, measurements, secure session) |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
 //! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
 //! | `viommu_reference` | a reference model of the vIOMMU's translation, from the architecture documents (tests and `testing`) |

@@ -157,7 +157,7 @@ fn key_schedule_separates_everything() {
     let th1 = crypto::hash(&[b"TH1"]);
     let th2 = crypto::hash(&[b"TH2"]);
     let hs = HandshakeSecrets::derive(&[7; 48], &th1);
-    let (req_data, rsp_data) = hs.data_secrets(&th2);
+    let (req_data, rsp_data) = crypto::data_secrets(&hs.handshake, &th2);
     let all = [
         hs.handshake,
         hs.request,
