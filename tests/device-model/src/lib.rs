@@ -41,6 +41,7 @@ mod device;
 pub mod fixtures;
 pub mod identity;
 mod misbehaviour;
+pub mod spdm;
 mod tdi;
 
 #[cfg(test)]
