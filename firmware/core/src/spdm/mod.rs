@@ -10,3 +10,6 @@
 
 pub mod cert;
 pub mod requester;
+
+#[cfg(test)]
+mod tests;
