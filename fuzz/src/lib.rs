@@ -9,11 +9,16 @@
 //! | [`walkers`] | `walkers` | vIOMMU stage-1/stage-2 tables and requests |
 //! | [`device_model`] | `device_model` | TDISP requests to the device model |
 //! | [`cert_chain`] | `cert_chain` | SPDM certificate chains (X.509 DER) to the core's verifier |
+//! | [`spdm`] | `spdm_decode` | SPDM messages, measurement records, opaque data, chain framing |
+//! | [`spdm_secured`] | `spdm_secured` | DSP0277 records; the SPDM requester's response at every step of a session |
 
 pub mod cert_chain;
 pub mod device_model;
 pub mod dispatcher;
 pub mod input;
+pub mod spdm;
+pub mod spdm_secured;
+pub mod spdm_session;
 pub mod tdisp;
 pub mod walkers;
 
@@ -21,12 +26,14 @@ pub mod walkers;
 pub type Entry = fn(&[u8]);
 
 /// Every target: its name (a `fuzz_targets/` binary and a `corpus/` directory) and its entry.
-pub const TARGETS: [(&str, Entry); 5] = [
+pub const TARGETS: [(&str, Entry); 7] = [
     ("dispatcher", dispatcher::run),
     ("tdisp_decode", tdisp::run),
     ("walkers", walkers::run),
     ("device_model", device_model::run),
     ("cert_chain", cert_chain::run),
+    ("spdm_decode", spdm::run),
+    ("spdm_secured", spdm_secured::run),
 ];
 
 /// The hand-made seeds of `target` (name, bytes); `examples/seeds.rs` writes them to
@@ -38,6 +45,8 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "walkers" => walkers::seeds(),
         "device_model" => device_model::seeds(),
         "cert_chain" => cert_chain::seeds(),
+        "spdm_decode" => spdm::seeds(),
+        "spdm_secured" => spdm_secured::seeds(),
         _ => Vec::new(),
     }
 }

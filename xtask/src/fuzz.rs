@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use crate::workspace::Workspace;
 
 /// Every fuzz target (binaries of `fuzz/Cargo.toml`).
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 7] = [
     "dispatcher",
     "tdisp_decode",
     "walkers",
     "device_model",
     "cert_chain",
+    "spdm_decode",
+    "spdm_secured",
 ];
 /// Seconds per target in the smoke run of `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 5;

@@ -73,7 +73,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct FuzzArgs {
-    /// One target (dispatcher, tdisp_decode, walkers, device_model); default: all.
+    /// One target (dispatcher, tdisp_decode, walkers, device_model, spdm_decode, spdm_secured);
+    /// default: all.
     #[arg(long)]
     target: Option<String>,
     /// Seconds per target.
