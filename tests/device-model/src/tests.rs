@@ -3,3 +3,4 @@
 mod harness;
 mod honest;
 mod knobs;
+mod spdm;
