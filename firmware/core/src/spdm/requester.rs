@@ -582,17 +582,20 @@ impl Requester {
         }
     }
 
-    /// Opens a secured response under `keys` and decodes it.
+    /// Opens a secured response under `keys` and decodes it; returns the response and the
+    /// message's bytes (for a transcript).
     fn open<'b>(
         &self,
         keys: &mut Direction,
         record: &'b mut [u8],
         expect: Expect,
-    ) -> Result<(Response<'b>, usize), Failure> {
+    ) -> Result<(Response<'b>, &'b [u8]), Failure> {
         let message = keys
             .open(self.session_id, record)
             .map_err(Failure::Record)?;
-        Self::decode(message, expect, &negotiated(self.measurement_hash_len))
+        let (response, len) =
+            Self::decode(message, expect, &negotiated(self.measurement_hash_len))?;
+        Ok((response, prefix(message, len)?))
     }
 
     fn on_version(&mut self, rsp: &[u8], out: &mut [u8]) -> Result<Step<'static>, Failure> {
@@ -939,6 +942,7 @@ impl Requester {
                 .copy_from_slice(k.exchange);
         }
         let peer = PublicKey::from_sec1_bytes(&sec1).map_err(|_| Failure::InvalidExchangeData)?;
+        // The TSM's own secret, stored by `send_key_exchange`: it always decodes.
         let secret = SecretKey::from_slice(&self.ephemeral).map_err(|_| Failure::Entropy)?;
         let shared = secret.diffie_hellman(&peer);
         let th1 = self.th_hash(prefix(rsp, len.saturating_sub(verify_data.len()))?)?;
@@ -971,17 +975,12 @@ impl Requester {
 
     fn on_finish(&mut self, record: &mut [u8]) -> Result<Step<'static>, Failure> {
         let mut keys = self.rsp.clone();
-        let (r, len) = self.open(&mut keys, record, Expect::Plain(ResponseCode::FinishRsp))?;
+        let (r, message) = self.open(&mut keys, record, Expect::Plain(ResponseCode::FinishRsp))?;
         let Response::FinishRsp { .. } = r else {
             return Err(Failure::Malformed(
                 SpdmError::UnexpectedCode(r.code() as u8),
             ));
         };
-        // The message is at the start of the plaintext, after ApplicationDataLength.
-        let message = record
-            .get(tsm_abi::spdm::secured::RECORD_HEADER_SIZE + 2..)
-            .and_then(|m| m.get(..len))
-            .ok_or(Failure::Malformed(SpdmError::Truncated))?;
         let th2 = self.th_hash(message)?;
         let (req_data, rsp_data) = crypto::data_secrets(&self.handshake, &th2);
         self.req = Direction::new(&req_data);
