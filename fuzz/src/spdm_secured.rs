@@ -16,14 +16,17 @@ use tsm_core::spdm::requester::{Evidence, MAX_RECORD, Phase, Step};
 use crate::input::Input;
 use crate::spdm_session::{Rng, snapshots};
 
-/// Runs every check on `data`.
+/// Runs every check on `data` (under Miri, the record layer only: the requester's snapshots
+/// come from a session whose P-384 work would take hours interpreted).
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let selector = input.u8();
     let flip = input.u16();
     let rest = input.rest();
     records(rest, usize::from(flip));
-    requester(usize::from(selector), rest);
+    if !cfg!(miri) {
+        requester(usize::from(selector), rest);
+    }
 }
 
 fn records(bytes: &[u8], flip: usize) {
@@ -85,11 +88,14 @@ fn requester(selector: usize, response: &[u8]) {
     }
 }
 
-/// Seeds: every response of the recorded session at its own step (the honest path), and a
-/// record with one flipped byte.
+/// Seeds: a short record-layer input, and (not under Miri) every response of the recorded
+/// session at its own step (the honest path).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![("records".to_string(), b"\x00\x05\x00hello".to_vec())];
+    if cfg!(miri) {
+        return out;
+    }
     let (_, received) = crate::spdm_session::transcript();
-    let mut out = Vec::new();
     for (i, (_, bytes)) in received.iter().enumerate() {
         let mut seed = vec![i as u8, 0, 0];
         seed.extend(bytes);

@@ -43,6 +43,10 @@ fn error_code(bytes: &[u8]) -> Option<ErrorCode> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the responder derives its P-384 key at creation: minutes under Miri"
+)]
 fn negotiation_comes_in_order() {
     let mut dev = device();
     // Before VERSION, capabilities are an unexpected request.
@@ -70,6 +74,10 @@ fn negotiation_comes_in_order() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the responder derives its P-384 key at creation: minutes under Miri"
+)]
 fn tdisp_needs_a_session() {
     let mut dev = device();
     ask(&mut dev, &Request::GetVersion);
@@ -82,6 +90,10 @@ fn tdisp_needs_a_session() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the responder derives its P-384 key at creation: minutes under Miri"
+)]
 fn records_without_a_session_or_garbage_get_plain_errors() {
     let mut dev = device();
     let mut rsp = [0u8; 4096];

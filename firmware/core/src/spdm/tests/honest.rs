@@ -12,6 +12,7 @@ use crate::objects::PdevObj;
 use crate::spdm::requester::{Failure, Phase, STATE_SIZE};
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn connect_certificate_measurements_session_tdisp_key_update_end() {
     let mut link = Link::device();
     assert_eq!(link.connect(), Ok(Done::Connected));
@@ -87,6 +88,7 @@ fn connect_certificate_measurements_session_tdisp_key_update_end() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn a_second_connect_makes_a_new_session() {
     let mut link = Link::device();
     link.connect().unwrap();
@@ -101,6 +103,7 @@ fn a_second_connect_makes_a_new_session() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn another_device_shows_as_another_chain_digest() {
     // The same vendor root, another leaf: it connects, and the evidence tells it apart.
     let mut a = Link::new(DEVICE);
@@ -111,6 +114,7 @@ fn another_device_shows_as_another_chain_digest() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn messages_follow_dsp0274_and_dsp0277() {
     let mut link = Link::device();
     link.connect().unwrap();

@@ -25,6 +25,7 @@ fn connected() -> Link {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn bad_measurement_signature() {
     let mut link = Link::device();
     link.dev.enable(M::BadMeasurementSignature);
@@ -37,6 +38,7 @@ fn bad_measurement_signature() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn bad_key_exchange_signature() {
     let mut link = Link::device();
     link.dev.enable(M::BadKeyExchangeSignature);
@@ -49,6 +51,7 @@ fn bad_key_exchange_signature() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn a_chain_that_does_not_verify() {
     let mut link = Link::new(malformed::BAD_ROOT_HASH);
     let r = link.connect();
@@ -60,6 +63,7 @@ fn a_chain_that_does_not_verify() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn tampered_ciphertext() {
     // During the handshake: FINISH_RSP does not verify.
     let mut link = Link::device();
@@ -82,6 +86,7 @@ fn tampered_ciphertext() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn replayed_record() {
     let mut link = connected();
     link.tdisp(&tdisp_get_version()).unwrap();
@@ -95,6 +100,7 @@ fn replayed_record() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn reordered_record() {
     let mut link = connected();
     link.dev.enable(M::SkipSequenceNumber);
@@ -107,6 +113,7 @@ fn reordered_record() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn session_that_stops_half_way() {
     for code in [
         RequestCode::GetMeasurements,
@@ -140,6 +147,7 @@ fn session_that_stops_half_way() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn a_failed_connection_can_start_over() {
     let mut link = Link::device();
     link.dev.enable(M::StopAt(RequestCode::Finish));
@@ -153,6 +161,7 @@ fn a_failed_connection_can_start_over() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn host_flipping_any_response_byte_is_caught() {
     // Flip one bit of one byte of one response of a connect, for every response and a spread
     // of bytes: the connect fails, except where the flipped byte is a reserved field that
@@ -197,6 +206,7 @@ fn host_flipping_any_response_byte_is_caught() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn host_replaying_a_record_of_an_earlier_session() {
     let mut link = connected();
     link.tdisp(&tdisp_get_version()).unwrap();
@@ -228,6 +238,7 @@ fn host_replaying_a_record_of_an_earlier_session() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
 fn host_dropping_a_response_or_sending_garbage() {
     // The plain answer to GET_VERSION replaced by garbage, truncated, or padded past DOE's 3.
     for bad in [&[0xFFu8; 7][..], &[0x10, 0x04, 0, 0, 0][..]] {
