@@ -1,4 +1,4 @@
-//! Algorithm negotiation (DSP0274 1.2 §10.4 "NEGOTIATE_ALGORITHMS" and "ALGORITHMS"): the bit
+//! Algorithm negotiation (DSP0274 1.2, `NEGOTIATE_ALGORITHMS` and `ALGORITHMS`): the bit
 //! fields, their sizes, and the body both messages share after their first 4 bytes.
 //!
 //! Every bit field keeps bits DSP0274 1.2 reserves (`const _ = !0`): a requester offers, and a
@@ -140,7 +140,7 @@ bitflags! {
     /// `MeasurementSpecification`).
     #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
     pub struct MeasurementSpec: u8 {
-        /// DMTF's measurement block format (DSP0274 §10.11.1.1).
+        /// DMTF's measurement block format (DSP0274, "DMTF measurement specification format").
         const DMTF = 1 << 0;
         const _ = !0;
     }

@@ -1,4 +1,4 @@
-//! The certificate chain a responder serves with `CERTIFICATE` (DSP0274 1.2 §10.6.1
+//! The certificate chain a responder serves with `CERTIFICATE` (DSP0274 1.2,
 //! "Certificate chain format"):
 //!
 //! ```text

@@ -1,9 +1,9 @@
-//! Identifiers of SPDM 1.2 (DSP0274 1.2, §10 "SPDM messages"): versions, request and response
+//! Identifiers of SPDM 1.2 (DSP0274 1.2, "SPDM messages"): versions, request and response
 //! codes, error codes, capability flags.
 
 use bitflags::bitflags;
 
-/// `SPDMVersion` of `GET_VERSION` and `VERSION`, which always travel as 1.0 (DSP0274 §10.3).
+/// `SPDMVersion` of `GET_VERSION` and `VERSION`, which always travel as 1.0 (DSP0274, `GET_VERSION`).
 pub const VERSION_1_0: u8 = 0x10;
 /// `SPDMVersion` of every other message this codec handles: SPDM 1.2.
 pub const VERSION_1_2: u8 = 0x12;

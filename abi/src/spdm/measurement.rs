@@ -1,5 +1,5 @@
-//! The measurement record of `MEASUREMENTS` (DSP0274 1.2 §10.11.1 "Measurement block" and
-//! §10.11.1.1 "DMTF measurement specification format").
+//! The measurement record of `MEASUREMENTS` (DSP0274 1.2, "Measurement block" and
+//! "DMTF measurement specification format").
 //!
 //! ```text
 //! block:  Index (1) | MeasurementSpecification (1) | MeasurementSize (2) | Measurement

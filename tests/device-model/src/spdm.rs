@@ -242,7 +242,7 @@ impl<'c> SpdmDevice<'c> {
         let req_bytes = request.get(..req_len).unwrap_or_default();
         let len = match req {
             Request::GetVersion => {
-                // GET_VERSION resets the connection, sessions included (DSP0274 §10.3).
+                // GET_VERSION resets the connection, sessions included (DSP0274, `GET_VERSION`).
                 self.stage = Stage::Start;
                 self.session = None;
                 self.vca_len = 0;

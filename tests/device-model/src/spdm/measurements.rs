@@ -1,4 +1,4 @@
-//! The device's measurement blocks (DSP0274 1.2 §10.11.1, DMTF format): digests (SHA-512) of
+//! The device's measurement blocks (DSP0274 1.2, DMTF format): digests (SHA-512) of
 //! its ROM, firmware and hardware configuration, then its manifest and device mode as raw bit
 //! streams (indices 0xFD and 0xFE, as 1.2 reserves them).
 
