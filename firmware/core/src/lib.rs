@@ -9,7 +9,7 @@
 //! | [`objects`] | TSM objects stored in donated granules |
 //! | [`run`] | the VCPU_RUN protocol between the run loop and the core |
 //! | [`run_loop`] | the run loop every CPU runs, over the HAL's `tsm_platform::run` traits |
-//! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
+//! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level), and the entry formats of DMA tables |
 //! | [`calls`] | the call handlers |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
