@@ -24,6 +24,7 @@
 //! implements the small traits below over its objects. It embeds [`PasidTable`] and
 //! [`EventQueue`] in its VDEV object and keeps one [`Iotlb`] behind a spin mutex.
 
+mod enumerate;
 mod events;
 mod fault;
 mod iotlb;
@@ -34,6 +35,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+pub use enumerate::stage1_pages;
 pub use events::{
     EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostDomainQueue, HostFaultSummary,
 };
