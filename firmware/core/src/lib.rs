@@ -13,6 +13,7 @@
 //! | [`calls`] | the call handlers |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
+//! | [`dma_tables`] | the single-stage tables the platform IOMMU walks for vdevices, composed from the vIOMMU |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
 //! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
 //! | `viommu_reference` | a reference model of the vIOMMU's translation, from the architecture documents (tests and `testing`) |
@@ -35,6 +36,7 @@
 pub mod addrmap;
 pub mod calls;
 pub mod dispatch;
+pub mod dma_tables;
 pub mod granule;
 pub mod objects;
 pub mod run;

@@ -317,7 +317,7 @@ impl<'h> World<'h> {
             AddressMapFormat::ArmStage2 => 48,
             AddressMapFormat::X86_64FourLevel => 47,
         };
-        let mut m = Model::new(SIM_BASE, GRANULES, RESERVED, max_gpa_bits, true);
+        let mut m = Model::new(SIM_BASE, GRANULES, RESERVED, max_gpa_bits, true, false);
         for base in DEVICE_BASES {
             for i in 0..DEVICE_RIDS {
                 m.report_len.insert(base + i, report_len(base + i));

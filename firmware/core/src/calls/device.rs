@@ -16,6 +16,7 @@ use zerocopy::FromZeros;
 
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
+use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
@@ -23,7 +24,7 @@ use crate::objects::{
     ViommuHandle, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
-use crate::viommu::{self, EventQueue, PasidTable};
+use crate::viommu::{self, EventQueue, PasidTable, Requester};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
@@ -258,6 +259,11 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if po.refcount() >= full {
         return Err(Status::arg(StatusCode::Capacity, 2));
     }
+    // From now on the engine treats the pBDF as the vdevice's: so does the platform IOMMU.
+    let tag = t.dma_stream_create(stream(Requester {
+        segment: po.params.segment,
+        rid: params.pbdf,
+    }))?;
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
             vdev: vdev.0,
@@ -298,6 +304,7 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     v.pasids = PasidTable::new();
     v.events = EventQueue::new();
     v.host_events = EventQueue::new();
+    v.dma.tag = tag;
     objects::save_new(t, &gv, &v)?;
     po.save()?;
     io.save()?;
@@ -355,6 +362,11 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
     io.vdevs = io.vdevs.checked_sub(1).ok_or_else(internal)?;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+    let requester = Requester {
+        segment: po.params.segment,
+        rid: v.params.pbdf,
+    };
+    t.dma_stream_destroy(stream(requester), &v.dma)?;
     po.save()?;
     io.save()?;
     to.save()?;

@@ -17,6 +17,7 @@ use tsm_abi::viommu::ViommuType;
 use tsm_platform::PhysMem;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::dma_tables::DmaTables;
 use crate::granule::{GranuleState, Locked};
 use crate::viommu::{EventQueue, PasidTable};
 
@@ -363,6 +364,8 @@ pub struct VdevObj {
     pub events: EventQueue,
     /// The same faults, popped by the host as sanitized records.
     pub host_events: EventQueue,
+    /// Its IOMMU tag and the granules of its DMA table.
+    pub dma: DmaTables,
 }
 
 impl Object for VdevObj {
@@ -387,7 +390,7 @@ impl Object for VdevObj {
         {
             return Err("a guest waits only on START or STOP");
         }
-        Ok(())
+        self.dma.invariants()
     }
 }
 
