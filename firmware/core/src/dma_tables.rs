@@ -235,23 +235,39 @@ impl Tsm<'_> {
             return;
         };
         let tag = v.dma.tag;
-        let mut layout = Layout::new(self, format::for_dma(format), &v.dma);
-        if tag == 0 || !layout.root_usable() {
+        let fmt = format::for_dma(format);
+        if tag == 0 || !Layout::new(self, fmt, &v.dma).root_usable() {
             return;
         }
+        let composer = Composer {
+            tr: self.translator(),
+            tsm: self,
+            requester,
+            view: view_of(vdev, &v, None),
+            tvm,
+        };
+        // A table that goes away keeps its granule until the invalidation, so a composition
+        // that ran out of tables while some went away is run once more: then it has every
+        // granule the new tree does not use, and maps all that fits in them.
+        for _ in 0..2 {
+            let mut layout = Layout::new(self, fmt, &v.dma);
+            self.compose(&composer, &mut layout, tag);
+            let released = layout.release();
+            if !(layout.short && released) {
+                break;
+            }
+        }
+    }
+
+    /// One composition into `layout`: the tree read back, every candidate page translated and
+    /// mapped, stale entries cleared, the tag invalidated.
+    fn compose(&self, c: &Composer<'_, '_>, layout: &mut Layout<'_>, tag: u16) {
         if !layout.recover() {
             // Only a TSM bug leaves a tree it cannot read back: start again from nothing,
             // the root emptied and the hardware's copy dropped before anything is reused.
             layout.clear(self, tag);
         }
-        let view = view_of(vdev, &v, None);
-        let composer = Composer {
-            tr: self.translator(),
-            tsm: self,
-            requester,
-            view,
-            tvm,
-        };
+        let (requester, view) = (c.requester, c.view);
         let t_bit = view.tdi_run && view.accepted;
         let mut pages = DMA_MAX_PAGES;
         let mut entries = DMA_MAX_ENTRIES;
@@ -267,21 +283,22 @@ impl Tsm<'_> {
                 iova,
                 access,
             };
-            if let Ok(pa) = viommu::translate_uncached(&composer, &req(Access::Read)) {
-                let write = viommu::translate_uncached(&composer, &req(Access::Write)).is_ok();
+            // The engine never lets a write through where it refuses a read (both stages'
+            // write rights imply read), so a page is readable or not mapped.
+            if let Ok(pa) = viommu::translate_uncached(c, &req(Access::Read)) {
+                let write = viommu::translate_uncached(c, &req(Access::Write)).is_ok();
                 layout.map_page(iova, pa, write);
             }
             true
         };
         match (view.format, view.stage1) {
             (Stage1Format::None, _) | (_, Stage1Root::Bypass) => {
-                self.map_pages(Pa(composer.tvm.root), &mut entries, &mut visit);
+                self.map_pages(Pa(c.tvm.root), &mut entries, &mut visit);
             }
-            _ => viommu::stage1_pages(&composer, &view, &mut entries, &mut visit),
+            _ => viommu::stage1_pages(c, &view, &mut entries, &mut visit),
         }
         layout.finish();
         self.platform.invalidate(tag);
-        layout.release();
     }
 
     /// Calls `visit` with the GPA of every page the TVM map rooted at `root` maps, ascending,
@@ -417,6 +434,8 @@ struct Layout<'m> {
     used: [[u64; ENTRIES / 64]; MAX_DMA_TABLES],
     /// The last level-3 table used: (its IOVA base, its index), for runs of pages.
     last: Option<(u64, usize)>,
+    /// A page was left out for want of a table.
+    short: bool,
 }
 
 impl<'m> Layout<'m> {
@@ -443,6 +462,7 @@ impl<'m> Layout<'m> {
             new,
             used: [[0; ENTRIES / 64]; MAX_DMA_TABLES],
             last: None,
+            short: false,
         }
     }
 
@@ -604,6 +624,7 @@ impl<'m> Layout<'m> {
     /// finds no table left is not mapped (its DMA faults).
     fn map_page(&mut self, iova: Iova, pa: Pa, write: bool) {
         let Some(j) = self.leaf_table(iova) else {
+            self.short = true;
             return;
         };
         let idx = addrmap::index(Gpa(iova.0), LEAF_LEVEL);
@@ -650,12 +671,16 @@ impl<'m> Layout<'m> {
     }
 
     /// Zeroes the tables the new tree does not use (unlinked by [`Layout::finish`] and out of
-    /// the hardware's TLB since the invalidation), so they are free for the next refresh.
-    fn release(&self) {
+    /// the hardware's TLB since the invalidation), so they are free for the next composition.
+    /// Whether there were any.
+    fn release(&self) -> bool {
+        let mut any = false;
         for ((p, o), n) in self.pa.iter().zip(self.old.iter()).zip(self.new.iter()) {
             if o.is_some() && n.is_none() {
                 let _ = self.mem.zero(*p, GRANULE_SIZE as usize);
+                any = true;
             }
         }
+        any
     }
 }

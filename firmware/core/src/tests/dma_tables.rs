@@ -584,3 +584,31 @@ fn tags_are_handed_out_once_and_run_out() {
     tags.set(7, false);
     assert_eq!(tags.free(), Some(7));
 }
+
+#[test]
+fn tables_freed_by_a_refresh_serve_the_pages_it_could_not_place() {
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    for (map, dma) in PAIRS {
+        let mut dev = device(tdis);
+        let d = setup(map, dma, &mut dev);
+        let w = &d.w;
+        d.donate(d.vdev2, 90, 10);
+        // Four tables: exactly the T=0 view's tree (root, level 1 of the shared half, its
+        // level 2 and level 3).
+        d.donate(w.vdev, 40, 4);
+        d.agree("four tables, no stage 1", true);
+        // A stage 1 that moves the shared page to IOVAs under another level-1 entry: none of
+        // the three lower tables keeps its role, and all three are needed elsewhere.
+        d.stage1(false, S1_ARM, 60);
+        w.guest(G_S1_ATTACH, &[u64::from(VBDF), NO_PASID, S1_ARM[0], 0])
+            .unwrap();
+        d.agree("four tables, stage 1", true);
+        assert!(
+            d.h()
+                .sim
+                .dma(stream(V1), S1_IOVA + GRANULE_SIZE, true)
+                .is_some()
+        );
+        d.h().check();
+    }
+}
