@@ -318,13 +318,14 @@ impl Tsm<'_> {
         visit: &mut dyn FnMut(Iova) -> bool,
         stop: &mut bool,
     ) {
+        // A table is read whole: the budget is charged all its entries at once.
+        let Some(left) = budget.checked_sub(ENTRIES as u32) else {
+            *stop = true;
+            return;
+        };
+        *budget = left;
         let span = entry_span(level);
         for_entries(self.platform, table, |idx, raw| {
-            let Some(left) = budget.checked_sub(1) else {
-                *stop = true;
-                return false;
-            };
-            *budget = left;
             // idx < 512 and the spans below level 0 fit in 48 bits.
             let gpa = base | (idx as u64).saturating_mul(span);
             match self.fmt.decode(raw, level) {
@@ -345,8 +346,10 @@ fn entry_span(level: u8) -> u64 {
     table_span(level) >> 9
 }
 
-/// Reads the 512 entries of `table` in chunks and hands each to `f` (index, raw) until it
-/// returns `false`. `false` if it stopped early or the table could not be read.
+/// Reads the 512 entries of `table` in chunks and hands each non-zero one to `f` (index, raw)
+/// until it returns `false` (an entry of 0 is invalid in every format here; tables are mostly
+/// empty, and a chunk of zeros costs one comparison). `false` if it stopped early or the table
+/// could not be read.
 fn for_entries(mem: &dyn PhysMem, table: Pa, mut f: impl FnMut(usize, u64) -> bool) -> bool {
     const CHUNK: usize = 64;
     let mut buf = [0u8; CHUNK * 8];
@@ -356,9 +359,12 @@ fn for_entries(mem: &dyn PhysMem, table: Pa, mut f: impl FnMut(usize, u64) -> bo
         if mem.read(at, &mut buf).is_err() {
             return false;
         }
+        if buf == [0u8; CHUNK * 8] {
+            continue;
+        }
         for (k, d) in buf.chunks_exact(8).enumerate() {
             let raw = u64::from_le_bytes(d.try_into().unwrap_or([0; 8]));
-            if !f(first.saturating_add(k), raw) {
+            if raw != 0 && !f(first.saturating_add(k), raw) {
                 return false;
             }
         }
@@ -495,6 +501,7 @@ impl<'m> Layout<'m> {
                 let mut ok = true;
                 let read = for_entries(mem, table, |idx, raw| {
                     ok = match fmt.decode(raw, level) {
+                        // (Not handed out: 0 is invalid in both formats.)
                         Entry::Invalid => true,
                         Entry::Table(next) => {
                             let base = parent.base | (idx as u64).saturating_mul(span);

@@ -377,7 +377,7 @@ fn dma_tree(
         );
         let mut entries = [U64::<LittleEndian>::ZERO; ENTRIES];
         let _ = sim.read(table, entries.as_mut_bytes());
-        for raw in entries {
+        for raw in entries.into_iter().filter(|r| r.get() != 0) {
             match fmt.decode(raw.get(), level) {
                 Entry::Invalid => {}
                 Entry::Table(next) if level < LEAF_LEVEL => {
