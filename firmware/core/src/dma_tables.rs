@@ -40,10 +40,12 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::{DMA_MAX_TAG, DmaDomain, DmaStream, IommuError, PhysMem};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+const _: () = assert!(size_of::<DmaTables>() == 136);
+
 use crate::addrmap::format::{self, Entry, PteFormat};
 use crate::addrmap::{self, AddressMap, ENTRIES, LEAF_LEVEL, Leaf, MapKind, table_span};
 use crate::granule::GranuleState;
-use crate::objects::{TvmObj, VdevObj, internal};
+use crate::objects::{DMA_TABLES_OFFSET, TvmObj, VdevObj, internal};
 use crate::tsm::Tsm;
 use crate::viommu::{
     self, Access, Context, Devices, HostMapping, Request, Requester, S2Entry, SecureMemory,
@@ -60,9 +62,10 @@ pub const DMA_MAX_PAGES: u32 = 4096;
 /// share subtrees, so what they reach is not bounded by their size).
 pub const DMA_MAX_ENTRIES: u32 = 16384;
 
-/// A vdevice's DMA table, kept in its VDEV object. Written only under the VDEV's lock
-/// (VDEV_CREATE sets the tag, VDEV_DMA_TABLE appends granules, VDEV_DESTROY returns them); the
-/// refreshes read it.
+/// A vdevice's DMA table, recorded at the end of its VDEV granule
+/// ([`DMA_TABLES_OFFSET`](crate::objects::DMA_TABLES_OFFSET)) rather than in [`VdevObj`], so the
+/// calls that lock the VDEV do not copy it. Written only under the VDEV's lock (VDEV_CREATE sets
+/// the tag, VDEV_DMA_TABLE appends granules, VDEV_DESTROY returns them); refreshes read it.
 #[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DmaTables {
@@ -83,6 +86,16 @@ impl DmaTables {
             .iter()
             .take(usize::from(self.count))
             .map(|&p| Pa(p))
+    }
+
+    /// An empty record with `tag`.
+    pub(crate) fn new(tag: u16) -> Self {
+        DmaTables {
+            tag,
+            count: 0,
+            reserved: 0,
+            tables: [0; MAX_DMA_TABLES],
+        }
     }
 
     /// What holds between calls.
@@ -146,6 +159,26 @@ pub(crate) fn stream(r: Requester) -> DmaStream {
 }
 
 impl Tsm<'_> {
+    /// The DMA-table record of the VDEV granule at `vdev` (the caller holds it, or reads a
+    /// snapshot for a refresh).
+    pub(crate) fn dma_record(&self, vdev: Pa) -> Result<DmaTables, Status> {
+        let mut d = DmaTables::new(0);
+        let at = vdev.checked_add(DMA_TABLES_OFFSET).ok_or_else(internal)?;
+        self.platform
+            .read(at, d.as_mut_bytes())
+            .map_err(|_| internal())?;
+        Ok(d)
+    }
+
+    /// Writes the DMA-table record of the VDEV granule at `vdev`, which the caller holds.
+    pub(crate) fn set_dma_record(&self, vdev: Pa, d: &DmaTables) -> Result<(), Status> {
+        d.invariants().map_err(|_| internal())?;
+        let at = vdev.checked_add(DMA_TABLES_OFFSET).ok_or_else(internal)?;
+        self.platform
+            .write(at, d.as_bytes())
+            .map_err(|_| internal())
+    }
+
     /// VDEV_CREATE: a tag for the new vdevice, and its stream out of the host domain (blocked
     /// until a table is donated), as the engine treats the requester as the vdevice's from now
     /// on. 0 without a platform IOMMU. `Capacity(1)`: no tag left; `NotSupported(4)`: the
@@ -234,9 +267,12 @@ impl Tsm<'_> {
         else {
             return;
         };
-        let tag = v.dma.tag;
+        let Ok(d) = self.dma_record(vdev) else {
+            return;
+        };
+        let tag = d.tag;
         let fmt = format::for_dma(format);
-        if tag == 0 || !Layout::new(self, fmt, &v.dma).root_usable() {
+        if tag == 0 || !Layout::new(self, fmt, &d).root_usable() {
             return;
         }
         let composer = Composer {
@@ -250,7 +286,7 @@ impl Tsm<'_> {
         // that ran out of tables while some went away is run once more: then it has every
         // granule the new tree does not use, and maps all that fits in them.
         for _ in 0..2 {
-            let mut layout = Layout::new(self, fmt, &v.dma);
+            let mut layout = Layout::new(self, fmt, &d);
             self.compose(&composer, &mut layout, tag);
             let released = layout.release();
             if !(layout.short && released) {

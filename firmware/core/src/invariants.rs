@@ -283,25 +283,29 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
                 // A tag per vdevice exactly when a platform IOMMU gates DMA, never two alike;
                 // its DMA-table granules are its own.
+                let dma = tsm
+                    .dma_record(pa)
+                    .map_err(|_| format!("VDEV {pa:x?}: DMA record unreadable"))?;
+                dma.invariants().map_err(|e| format!("VDEV {pa:x?}: {e}"))?;
                 ensure!(
-                    (v.dma.tag != 0) == tsm.iommu.is_some(),
+                    (dma.tag != 0) == tsm.iommu.is_some(),
                     "VDEV {pa:x?} tag {} with IOMMU {:?}",
-                    v.dma.tag,
+                    dma.tag,
                     tsm.iommu
                 );
                 ensure!(
-                    v.dma.tag == 0 || tags.insert(v.dma.tag),
+                    dma.tag == 0 || tags.insert(dma.tag),
                     "VDEV {pa:x?} shares tag {}",
-                    v.dma.tag
+                    dma.tag
                 );
-                for table in v.dma.granules() {
+                for table in dma.granules() {
                     ensure!(
                         state(table.0).map(|x| x.0) == Some(GranuleState::DmaTable),
                         "VDEV {pa:x?} DMA table {table:x?} not DMA_TABLE"
                     );
                     own(table.0, ("a DMA table", v.tvm))?;
                 }
-                dma_tree(tsm, sim, pa, &v.dma)?;
+                dma_tree(tsm, sim, pa, &dma)?;
                 *refs.entry(v.tvm).or_default() += 1;
             }
             GranuleState::Delegated | GranuleState::DmaTable => {

@@ -16,7 +16,7 @@ use zerocopy::FromZeros;
 
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
-use crate::dma_tables::stream;
+use crate::dma_tables::{DmaTables, stream};
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
@@ -304,8 +304,8 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     v.pasids = PasidTable::new();
     v.events = EventQueue::new();
     v.host_events = EventQueue::new();
-    v.dma.tag = tag;
     objects::save_new(t, &gv, &v)?;
+    t.set_dma_record(vdev, &DmaTables::new(tag))?;
     po.save()?;
     io.save()?;
     to.save()?;
@@ -366,7 +366,7 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
         segment: po.params.segment,
         rid: v.params.pbdf,
     };
-    t.dma_stream_destroy(stream(requester), &v.dma)?;
+    t.dma_stream_destroy(stream(requester), &t.dma_record(vdev)?)?;
     po.save()?;
     io.save()?;
     to.save()?;

@@ -26,8 +26,9 @@ pub fn vdev_dma_table(t: &Tsm<'_>, a: args::VdevDmaTable) -> Reply {
         return Err(Status::arg(StatusCode::GranuleState, 2));
     }
     let mut vdev_obj = VdevObj::new_zeroed();
-    let mut v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_obj)?;
-    let n = usize::from(v.dma.count);
+    let v = t.lock(VdevHandle::new(a.vdev), 1, &mut vdev_obj)?;
+    let mut d = t.dma_record(a.vdev)?;
+    let n = usize::from(d.count);
     if n >= MAX_DMA_TABLES {
         return Err(Status::arg(StatusCode::Capacity, 1));
     }
@@ -35,7 +36,7 @@ pub fn vdev_dma_table(t: &Tsm<'_>, a: args::VdevDmaTable) -> Reply {
     if g.state() != GranuleState::Delegated {
         return Err(Status::arg(StatusCode::GranuleState, 2));
     }
-    if v.dma.tag == 0 {
+    if d.tag == 0 {
         return Err(internal());
     }
     let requester = t.requester_of(&v).ok_or_else(internal)?;
@@ -45,16 +46,16 @@ pub fn vdev_dma_table(t: &Tsm<'_>, a: args::VdevDmaTable) -> Reply {
         // An empty root maps nothing, as the blocked domain did; the refresh below fills it.
         let root = DmaDomain::Table {
             root: a.table,
-            tag: v.dma.tag,
+            tag: d.tag,
         };
         t.platform
             .attach(stream(requester), root)
             .map_err(|_| internal())?;
     }
-    let slot = v.dma.tables.get_mut(n).ok_or_else(internal)?;
+    let slot = d.tables.get_mut(n).ok_or_else(internal)?;
     *slot = a.table.0;
-    v.dma.count = v.dma.count.checked_add(1).ok_or_else(internal)?;
-    v.save()?;
+    d.count = d.count.checked_add(1).ok_or_else(internal)?;
+    t.set_dma_record(a.vdev, &d)?;
     g.transition(GranuleState::DmaTable)
         .map_err(|e| e.status(2))?;
     // Published before the refresh, which writes only granules already in DMA_TABLE.
