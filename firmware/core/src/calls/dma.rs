@@ -32,6 +32,14 @@ pub fn vdev_dma_table(t: &Tsm<'_>, a: args::VdevDmaTable) -> Reply {
     if n >= MAX_DMA_TABLES {
         return Err(Status::arg(StatusCode::Capacity, 1));
     }
+    // Refused on the published state before locking: a granule of another kind may be held by
+    // a call that waits for this VDEV (a host naming a TVM's table here and this VDEV as the
+    // page of a MAP_PRIVATE would otherwise make two CPUs wait for each other). A DELEGATED
+    // granule's holder waits for nothing; the state is checked again under the lock.
+    let state = t.granules.peek(a.table).map_err(|e| e.status(2))?.0;
+    if state != GranuleState::Delegated {
+        return Err(Status::arg(StatusCode::GranuleState, 2));
+    }
     let mut g = t.granules.lock(a.table).map_err(|e| e.status(2))?;
     if g.state() != GranuleState::Delegated {
         return Err(Status::arg(StatusCode::GranuleState, 2));
