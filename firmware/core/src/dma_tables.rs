@@ -179,13 +179,15 @@ impl Tsm<'_> {
             .map_err(|_| internal())
     }
 
-    /// VDEV_CREATE: a tag for the new vdevice, and its stream out of the host domain (blocked
-    /// until a table is donated), as the engine treats the requester as the vdevice's from now
-    /// on. 0 without a platform IOMMU. `Capacity(1)`: no tag left; `NotSupported(4)`: the
-    /// IOMMU does not cover the pBDF's stream.
-    pub(crate) fn dma_stream_create(&self, s: DmaStream) -> Result<u16, Status> {
+    /// VDEV_CREATE (the caller holds the new VDEV's granule `vdev`): a tag for the vdevice,
+    /// its record, and its stream out of the host domain (blocked until a table is donated),
+    /// as the engine treats the requester as the vdevice's from now on. Nothing without a
+    /// platform IOMMU: no record either, so the calls that create and destroy vdevices pay
+    /// nothing. `Capacity(1)`: no tag left; `NotSupported(4)`: the IOMMU does not cover the
+    /// pBDF's stream.
+    pub(crate) fn dma_stream_create(&self, vdev: Pa, s: DmaStream) -> Result<(), Status> {
         if self.iommu.is_none() {
-            return Ok(0);
+            return Ok(());
         }
         let mut tags = self.dma.lock();
         let tag = tags.free().ok_or(Status::arg(StatusCode::Capacity, 1))?;
@@ -195,17 +197,24 @@ impl Tsm<'_> {
                 IommuError::NoSuchStream => Status::arg(StatusCode::NotSupported, 4),
                 IommuError::Absent | IommuError::BadDomain => internal(),
             })?;
+        // Written after the attach, so a refused attach leaves the granule as it was; a write
+        // that fails (a broken platform) gives the stream back.
+        if let Err(e) = self.set_dma_record(vdev, &DmaTables::new(tag)) {
+            let _ = self.platform.attach(s, DmaDomain::Host);
+            return Err(e);
+        }
         tags.set(tag, true);
-        Ok(tag)
+        Ok(())
     }
 
-    /// VDEV_DESTROY: the stream back to the host domain, the tag's cached translations dropped
-    /// and the tag free, then every table scrubbed and DELEGATED. The caller holds the
-    /// vdevice's TVM and VDEV, so no refresh of it runs.
-    pub(crate) fn dma_stream_destroy(&self, s: DmaStream, d: &DmaTables) -> Result<(), Status> {
+    /// VDEV_DESTROY of the VDEV at `vdev`: the stream back to the host domain, the tag's
+    /// cached translations dropped and the tag free, then every table scrubbed and DELEGATED.
+    /// The caller holds the vdevice's TVM and VDEV, so no refresh of it runs.
+    pub(crate) fn dma_stream_destroy(&self, vdev: Pa, s: DmaStream) -> Result<(), Status> {
         if self.iommu.is_none() {
             return Ok(());
         }
+        let d = &self.dma_record(vdev)?;
         // Every table is the vdevice's before anything changes.
         for pa in d.granules() {
             if !matches!(self.granules.peek(pa), Ok((GranuleState::DmaTable, _))) {

@@ -281,31 +281,27 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     p.params.contains_rid(v.params.pbdf),
                     "VDEV {pa:x?} pBDF outside its PDEV"
                 );
-                // A tag per vdevice exactly when a platform IOMMU gates DMA, never two alike;
-                // its DMA-table granules are its own.
-                let dma = tsm
-                    .dma_record(pa)
-                    .map_err(|_| format!("VDEV {pa:x?}: DMA record unreadable"))?;
-                dma.invariants().map_err(|e| format!("VDEV {pa:x?}: {e}"))?;
-                ensure!(
-                    (dma.tag != 0) == tsm.iommu.is_some(),
-                    "VDEV {pa:x?} tag {} with IOMMU {:?}",
-                    dma.tag,
-                    tsm.iommu
-                );
-                ensure!(
-                    dma.tag == 0 || tags.insert(dma.tag),
-                    "VDEV {pa:x?} shares tag {}",
-                    dma.tag
-                );
-                for table in dma.granules() {
+                // With a platform IOMMU: a tag per vdevice, never two alike; its DMA-table
+                // granules are its own. (Without one a VDEV granule has no DMA record.)
+                if tsm.iommu.is_some() {
+                    let dma = tsm
+                        .dma_record(pa)
+                        .map_err(|_| format!("VDEV {pa:x?}: DMA record unreadable"))?;
+                    dma.invariants().map_err(|e| format!("VDEV {pa:x?}: {e}"))?;
                     ensure!(
-                        state(table.0).map(|x| x.0) == Some(GranuleState::DmaTable),
-                        "VDEV {pa:x?} DMA table {table:x?} not DMA_TABLE"
+                        dma.tag != 0 && tags.insert(dma.tag),
+                        "VDEV {pa:x?} tag {} missing or shared",
+                        dma.tag
                     );
-                    own(table.0, ("a DMA table", v.tvm))?;
+                    for table in dma.granules() {
+                        ensure!(
+                            state(table.0).map(|x| x.0) == Some(GranuleState::DmaTable),
+                            "VDEV {pa:x?} DMA table {table:x?} not DMA_TABLE"
+                        );
+                        own(table.0, ("a DMA table", v.tvm))?;
+                    }
+                    dma_tree(tsm, sim, pa, &dma)?;
                 }
-                dma_tree(tsm, sim, pa, &dma)?;
                 *refs.entry(v.tvm).or_default() += 1;
             }
             GranuleState::Delegated | GranuleState::DmaTable => {

@@ -16,7 +16,7 @@ use zerocopy::FromZeros;
 
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
-use crate::dma_tables::{DmaTables, stream};
+use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
@@ -260,10 +260,11 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         return Err(Status::arg(StatusCode::Capacity, 2));
     }
     // From now on the engine treats the pBDF as the vdevice's: so does the platform IOMMU.
-    let tag = t.dma_stream_create(stream(Requester {
+    let requester = Requester {
         segment: po.params.segment,
         rid: params.pbdf,
-    }))?;
+    };
+    t.dma_stream_create(vdev, stream(requester))?;
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
             vdev: vdev.0,
@@ -305,7 +306,6 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     v.events = EventQueue::new();
     v.host_events = EventQueue::new();
     objects::save_new(t, &gv, &v)?;
-    t.set_dma_record(vdev, &DmaTables::new(tag))?;
     po.save()?;
     io.save()?;
     to.save()?;
@@ -366,7 +366,7 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
         segment: po.params.segment,
         rid: v.params.pbdf,
     };
-    t.dma_stream_destroy(stream(requester), &t.dma_record(vdev)?)?;
+    t.dma_stream_destroy(vdev, stream(requester))?;
     po.save()?;
     io.save()?;
     to.save()?;
