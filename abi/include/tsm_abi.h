@@ -57,6 +57,7 @@
 #define TSM_CALL_VDEV_UNBIND                             0xC6000162U /* host, 2 args, 2 results */
 #define TSM_CALL_VDEV_GET_STATE                          0xC6000163U /* host, 1 args, 2 results */
 #define TSM_CALL_VDEV_DESTROY                            0xC6000164U /* host, 1 args, 0 results */
+#define TSM_CALL_VDEV_DMA_TABLE                          0xC6000165U /* host, 2 args, 0 results */
 #define TSM_CALL_COMMUNICATE                             0xC6000170U /* host, 2 args, 2 results */
 #define TSM_CALL_OP_CANCEL                               0xC6000171U /* host, 1 args, 0 results */
 #define TSM_CALL_EVENT_READ                              0xC6000180U /* host, 2 args, 2 results */
@@ -188,6 +189,8 @@
 #define TSM_FEAT_SECURITY                                7
 /* Build properties (BuildFlags). */
 #define TSM_FEAT_BUILD                                   8
+/* The platform IOMMU and vdevice DMA tables (DmaFeatures). */
+#define TSM_FEAT_DMA                                     9
 
 /* VIOMMU_TYPES bits. */
 #define TSM_FEAT_VIOMMU_TSM_NO_VIOMMU                    0x1ULL
@@ -247,6 +250,14 @@
 /* BUILD bits. */
 #define TSM_FEAT_BUILD_TEST_DMA_INJECT                   0x1ULL
 #define TSM_FEAT_BUILD_DEBUG                             0x2ULL
+
+/* DMA fields. */
+#define TSM_DMA_TABLES_PER_VDEV_SHIFT                    0
+#define TSM_DMA_TABLES_PER_VDEV_WIDTH                    16
+#define TSM_DMA_PAGES_PER_VDEV_SHIFT                     16
+#define TSM_DMA_PAGES_PER_VDEV_WIDTH                     32
+#define TSM_DMA_VDEVS_SHIFT                              48
+#define TSM_DMA_VDEVS_WIDTH                              16
 
 
 /* ---- flag words ---- */

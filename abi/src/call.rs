@@ -334,6 +334,9 @@ calls! {
     VDEV_GET_STATE = 0x0163, VdevGetState { vdev: Pa }, results 2;
     /// Destroy an UNLOCKED or ERROR vdevice. args: VDEV.
     VDEV_DESTROY = 0x0164, VdevDestroy { vdev: Pa }, results 0;
+    /// Donate a delegated granule to a vdevice's DMA table (the single-stage table the platform
+    /// IOMMU walks for its stream). args: VDEV, table granule.
+    VDEV_DMA_TABLE = 0x0165, VdevDmaTable { vdev: Pa, table: Pa }, results 0;
     /// Continue the pending device operation of an object with the device's response in the comm
     /// buffer. args: object (PDEV or VDEV), comm buffer PA. results: pending operation, object state.
     COMMUNICATE = 0x0170, Communicate { object: Pa, comm: Pa }, results 2;

@@ -15,6 +15,7 @@
 //! | 6 | `MEMORY` | [`MemoryFeatures`]: granule shift (7:0), min / max GPA bits (15:8, 23:16) |
 //! | 7 | `SECURITY` | [`SecurityFeatures`]: SPDM session, IDE, measurements, ATS, P2P (all 0 in this phase) |
 //! | 8 | `BUILD` | [`BuildFlags`]: TEST_DMA_INJECT present |
+//! | 9 | `DMA` | [`DmaFeatures`]: DMA-table granules per vdevice (15:0; 0 = no platform IOMMU), IOVA pages a DMA table maps (47:16), vdevices while an IOMMU gates DMA (63:48) |
 
 use bitflags::bitflags;
 
@@ -42,6 +43,8 @@ abi_enum! {
         Security = 7 => "SECURITY",
         /// Build properties ([`BuildFlags`]).
         Build = 8 => "BUILD",
+        /// The platform IOMMU and vdevice DMA tables ([`DmaFeatures`]).
+        Dma = 9 => "DMA",
     }
 }
 
@@ -239,6 +242,39 @@ impl MemoryFeatures {
     }
 }
 
+/// FEATURES register `DMA`: whether a platform IOMMU gates device DMA, and the bounds of the
+/// single-stage DMA tables the TSM composes for vdevices in granules the host donates
+/// (VDEV_DMA_TABLE).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct DmaFeatures {
+    /// Bits 15:0: granules one vdevice's DMA table may hold. 0: no platform IOMMU gates DMA on
+    /// this platform, and VDEV_DMA_TABLE is refused with `NotSupported`.
+    pub tables_per_vdev: u16,
+    /// Bits 47:16: IOVA pages one vdevice's DMA table maps at most; DMA to the pages past it
+    /// faults.
+    pub pages_per_vdev: u32,
+    /// Bits 63:48: vdevices the system holds while a platform IOMMU gates DMA (each needs an
+    /// IOMMU tag); one more is refused with `Capacity`.
+    pub vdevs: u16,
+}
+
+impl DmaFeatures {
+    /// The register form.
+    pub const fn to_raw(self) -> u64 {
+        (self.tables_per_vdev as u64)
+            | (self.pages_per_vdev as u64) << 16
+            | (self.vdevs as u64) << 48
+    }
+    /// Decodes the register form (every bit is defined).
+    pub const fn from_raw(raw: u64) -> Self {
+        DmaFeatures {
+            tables_per_vdev: field(raw, 0, 16) as u16,
+            pages_per_vdev: field(raw, 16, 32) as u32,
+            vdevs: field(raw, 48, 16) as u16,
+        }
+    }
+}
+
 bitflags! {
     /// FEATURES register `SECURITY`: link-security functions. None is implemented in this
     /// phase; the bits exist so a host can see that, and every one reads 0 until the matching
@@ -305,6 +341,13 @@ mod tests {
         };
         assert_eq!(m.to_raw(), 0x30_20_0c);
         assert_eq!(MemoryFeatures::from_raw(m.to_raw() | 1 << 40), m);
+        let d = DmaFeatures {
+            tables_per_vdev: 16,
+            pages_per_vdev: 0x1_2345,
+            vdevs: 255,
+        };
+        assert_eq!(d.to_raw(), 0x00ff_0001_2345_0010);
+        assert_eq!(DmaFeatures::from_raw(d.to_raw()), d);
     }
 
     #[test]

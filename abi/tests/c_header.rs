@@ -23,7 +23,7 @@ use tsm_abi::event::{
 };
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::features::{
-    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
+    BuildFlags, DeviceLimits, DmaFeatures, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
     SecurityFeatures, Stage1Formats, TdispFeatures, ViommuTypes,
 };
 use tsm_abi::guest::{AcceptEvidence, DIGEST_SIZE, EvidenceFlags, NONCE_SIZE, VdevInfo};
@@ -463,6 +463,39 @@ fn render_header() -> String {
         "SECURITY bits (all 0 until the function is implemented).",
     );
     flag_bits::<BuildFlags>(&mut o, "FEAT_BUILD", "BUILD bits.");
+    comment(&mut o, "", "DMA fields.");
+    let d = DmaFeatures::default();
+    packed(
+        &mut o,
+        "DMA",
+        "tables_per_vdev",
+        DmaFeatures {
+            tables_per_vdev: u16::MAX,
+            ..d
+        }
+        .to_raw(),
+    );
+    packed(
+        &mut o,
+        "DMA",
+        "pages_per_vdev",
+        DmaFeatures {
+            pages_per_vdev: u32::MAX,
+            ..d
+        }
+        .to_raw(),
+    );
+    packed(
+        &mut o,
+        "DMA",
+        "vdevs",
+        DmaFeatures {
+            vdevs: u16::MAX,
+            ..d
+        }
+        .to_raw(),
+    );
+    o.push('\n');
 
     section(&mut o, "flag words");
     flag_bits::<MapFlags>(&mut o, "MAP", "MAP_PRIVATE / MAP_SHARED flags.");

@@ -1,7 +1,8 @@
 //! `dispatcher`: sequences of host and guest calls against the host-built core.
 //!
 //! The input is a program run on a fresh monitor over [`SimPlatform`] (64 granules, the first
-//! four the TSM's own; Arm or x86-64 address maps). Steps:
+//! four the TSM's own; Arm or x86-64 address maps, bit 0 of the first byte; no platform IOMMU,
+//! or one walking Arm stage-2 or VT-d second-level DMA tables, bits 2:1 modulo 3). Steps:
 //!
 //! * a host call: a call ID from [`CallId::ALL`] (host side) or a raw function ID, with
 //!   arguments drawn from interesting values (granules of the simulated DRAM — which after a
@@ -25,7 +26,11 @@
 //! by (segment, RID) in the PDEV registry and the PDEV's pBDF table, the way docs/abi.md §8.2
 //! says, not by the core's lookup — sends it: a host device's request reaches its IOVA; a
 //! vdevice's T=1 request needs it RUN and accepted; without stage 1 a vdevice's request
-//! reaches what its TVM maps at the IOVA.
+//! reaches what its TVM maps at the IOVA. With a platform IOMMU, every vdevice's stream is
+//! probed through it after every call: what the IOMMU lets through, the engine
+//! (`translate_uncached`, with the T bit of the vdevice's view) lets through to the same page,
+//! for a vdevice without stage 1; with one (whose tables a store may have changed since they
+//! were last composed), invariants 1 and 2 hold for it.
 //!
 //! PDEVs are created on several segments with the same RID range ([`SEGMENTS`]), so the same
 //! RID names different devices, or a vdevice and a host device.
@@ -52,10 +57,10 @@ use tsm_core::granule::GranuleState;
 use tsm_core::invariants;
 use tsm_core::objects::{PdevObj, VdevObj};
 use tsm_core::testing::SimPlatform;
-use tsm_core::viommu::Stage1Root;
+use tsm_core::viommu::{self, Access, Request, Requester, Stage1Root};
 use tsm_core::{Origin, Tsm};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
-use tsm_platform::{AddressMapFormat, HostIsolation, MemRange, PhysMem};
+use tsm_platform::{AddressMapFormat, DmaStream, DmaTableFormat, HostIsolation, MemRange, PhysMem};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::input::{Input, Writer};
@@ -299,6 +304,76 @@ impl Machine<'_> {
         if status.is_success() && regs.fid == u64::from(CallId::TEST_DMA_INJECT.fid()) {
             self.check_dma(regs, Pa(r.out[0]));
         }
+        if status.is_success() || reports_change {
+            self.check_iommu();
+        }
+    }
+
+    /// Each vdevice's stream through the platform IOMMU (see the module's documentation), at
+    /// the GPAs the seeds map and at DRAM pages by their PA.
+    fn check_iommu(&self) {
+        if self.sim.iommu().is_none() {
+            return;
+        }
+        let tr = self.tsm.translator();
+        let iovas = [0x1000, 0x2000, (1 << 39) + 0x2000, 0x20_0000, 1 << 30]
+            .into_iter()
+            .chain([16, 17, 40].map(|i| granule(i)));
+        for pa in self.granules_in(GranuleState::Vdev) {
+            let v: VdevObj = self.object(pa);
+            let Some(range) = self
+                .tsm
+                .pdev_ranges()
+                .into_iter()
+                .find(|r| r.pdev == Pa(v.pdev))
+            else {
+                panic!("vdevice {pa:?} of no registered PDEV");
+            };
+            let requester = Requester {
+                segment: range.segment,
+                rid: v.params.pbdf,
+            };
+            let stream = DmaStream {
+                segment: requester.segment,
+                rid: requester.rid,
+            };
+            let t_bit = v.state == VdevState::Run && v.accepted != 0;
+            let stage1 = v.viommu_type.stage1_format() != Stage1Format::None
+                && v.pasids.lookup(None) != Stage1Root::Bypass;
+            for iova in iovas.clone() {
+                for write in [false, true] {
+                    let Some(hw) = self.sim.dma(stream, iova + 8, write) else {
+                        continue;
+                    };
+                    let state = self.tsm.granules().peek(hw.granule_base()).map(|s| s.0);
+                    if stage1 {
+                        let ok = if t_bit {
+                            matches!(state, Ok(GranuleState::Private | GranuleState::Ns))
+                        } else {
+                            state == Ok(GranuleState::Ns)
+                        };
+                        assert!(
+                            ok,
+                            "the IOMMU let {stream:x?} (T view {t_bit}) reach {hw:?} in {state:?}"
+                        );
+                        continue;
+                    }
+                    let req = Request {
+                        requester,
+                        pasid: None,
+                        t_bit,
+                        iova: tsm_abi::addr::Iova(iova + 8),
+                        access: if write { Access::Write } else { Access::Read },
+                    };
+                    let sw = viommu::translate_uncached(&tr, &req);
+                    assert_eq!(
+                        sw,
+                        Ok(hw),
+                        "the IOMMU let {stream:x?} {iova:#x} (write {write}) through where the engine does not"
+                    );
+                }
+            }
+        }
     }
 
     /// Invariant 3 and the TSM's own memory.
@@ -532,12 +607,23 @@ fn tdis() -> [TdiConfig<'static>; 3] {
 /// Runs the program in `data`.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
-    let format = if input.bool() {
+    let machine = input.u8();
+    let format = if machine & 1 != 0 {
         AddressMapFormat::X86_64FourLevel
     } else {
         AddressMapFormat::ArmStage2
     };
-    let sim = SimPlatform::new(Pa(DRAM_BASE), GRANULES as usize, format);
+    let base = Pa(DRAM_BASE);
+    let sim = match (machine >> 1) % 3 {
+        0 => SimPlatform::new(base, GRANULES as usize, format),
+        1 => SimPlatform::with_iommu(base, GRANULES as usize, format, DmaTableFormat::ArmStage2),
+        _ => SimPlatform::with_iommu(
+            base,
+            GRANULES as usize,
+            format,
+            DmaTableFormat::VtdSecondLevel,
+        ),
+    };
     let descs: Vec<AtomicU16> = (0..GRANULES).map(|_| AtomicU16::new(0)).collect();
     let tsm_mem = MemRange {
         base: Pa(DRAM_BASE),
@@ -772,6 +858,83 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         host(&mut w, CallId::UNMAP, &[&g(11), &[arg::GPA, 0, 1]]);
         host(&mut w, CallId::VCPU_DESTROY, &[&g(18)]);
         out.push((format!("tvm_device_{name}"), w.bytes));
+    }
+    // On a machine with a platform IOMMU (Arm stage-2 tables under Arm maps, VT-d under x86-64):
+    // a vdevice gets a four-granule DMA table, is bound and accepted (its private page then
+    // in its table), and the page is unmapped again.
+    for (name, machine) in [("arm", 1u8 << 1), ("x86", 1 | 2 << 1)] {
+        let mut w = Writer::default();
+        w.u8(machine).u8(7);
+        w.u8(step::STORE).u8(10).u8(0).u8(store::TVM).u8(8).u8(1);
+        for i in 11..=16 {
+            host(&mut w, CallId::GRANULE_DELEGATE, &[&g(i)]);
+        }
+        host(&mut w, CallId::TVM_CREATE, &[&g(11), &g(10), &g(12)]);
+        for (level, table) in [(1u8, 13u8), (2, 14), (3, 15)] {
+            host(
+                &mut w,
+                CallId::TABLE_CREATE,
+                &[&g(11), &[arg::ZERO], &[arg::SMALL, level], &g(table)],
+            );
+        }
+        let page = [arg::GPA, 0, 1];
+        host(
+            &mut w,
+            CallId::MAP_PRIVATE,
+            &[&g(11), &page, &g(16), &[arg::SPECIAL, 6], &[arg::SMALL, 3]],
+        );
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(18)]);
+        host(
+            &mut w,
+            CallId::VCPU_CREATE,
+            &[&g(11), &g(18), &page, &[arg::ZERO]],
+        );
+        w.u8(step::STORE).u8(20).u8(0).u8(store::PDEV).u8(0).u8(0);
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(21)]);
+        host(&mut w, CallId::PDEV_CREATE, &[&g(21), &g(20)]);
+        host(&mut w, CallId::PDEV_CONNECT, &[&g(21), &g(22)]);
+        for _ in 0..2 {
+            w.u8(step::DEVICE).u8(22).u8(0);
+        }
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(23)]);
+        host(
+            &mut w,
+            CallId::VIOMMU_CREATE,
+            &[&g(11), &g(23), &[arg::SPECIAL, 1], &[arg::ZERO]],
+        );
+        w.u8(step::STORE)
+            .u8(24)
+            .u8(0)
+            .u8(store::VDEV)
+            .u8(1)
+            .u8(0)
+            .u16(LockFlags::NO_FW_UPDATE.bits());
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(25)]);
+        host(
+            &mut w,
+            CallId::VDEV_CREATE,
+            &[&g(25), &g(21), &g(23), &g(24)],
+        );
+        for table in 30..34 {
+            host(&mut w, CallId::GRANULE_DELEGATE, &[&g(table)]);
+            host(&mut w, CallId::VDEV_DMA_TABLE, &[&g(25), &g(table)]);
+        }
+        host(&mut w, CallId::VDEV_BIND, &[&g(25), &g(22)]);
+        for _ in 0..2 {
+            w.u8(step::DEVICE).u8(22).u8(0);
+        }
+        guest(&mut w, CallId::G_VDEV_INFO, &[&[arg::BDF, 4], &page]);
+        w.u8(step::STORE).u8(16).u8(0).u8(store::EVIDENCE);
+        let evidence_gpa = [arg::RAW, 0, 0x18, 0, 0, 0, 0, 0, 0];
+        guest(
+            &mut w,
+            CallId::G_VDEV_ACCEPT,
+            &[&[arg::BDF, 4], &evidence_gpa],
+        );
+        host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
+        w.u8(step::DEVICE).u8(22).u8(0);
+        host(&mut w, CallId::UNMAP, &[&g(11), &page]);
+        out.push((format!("dma_tables_{name}"), w.bytes));
     }
     out
 }

@@ -9,7 +9,7 @@ use crate::addr::{Gpa, Iova, Pa};
 use crate::call::CallId;
 use crate::event::{DmaInjectFlags, HOST_DOMAIN_EVENTS, PasidArg};
 use crate::features::{
-    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
+    BuildFlags, DeviceLimits, DmaFeatures, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
     SecurityFeatures, Stage1Formats, TdispFeatures, ViommuTypes,
 };
 use crate::params::{MapFlags, NO_SOURCE};
@@ -49,6 +49,8 @@ pub struct Features {
     pub security: SecurityFeatures,
     /// `BUILD`.
     pub build: BuildFlags,
+    /// `DMA`.
+    pub dma: DmaFeatures,
 }
 
 /// Reads and decodes every feature register (bits this version does not define are dropped).
@@ -64,6 +66,7 @@ pub fn read_features<T: Transport + ?Sized>(t: &mut T) -> Result<Features> {
         memory: MemoryFeatures::from_raw(f(FeatureReg::Memory)?),
         security: SecurityFeatures::from_bits_truncate(f(FeatureReg::Security)?),
         build: BuildFlags::from_bits_truncate(f(FeatureReg::Build)?),
+        dma: DmaFeatures::from_raw(f(FeatureReg::Dma)?),
     })
 }
 
@@ -282,6 +285,11 @@ pub fn vdev_get_state<T: Transport + ?Sized>(t: &mut T, vdev: Pa) -> Result<(Vde
 /// VDEV_DESTROY.
 pub fn vdev_destroy<T: Transport + ?Sized>(t: &mut T, vdev: Pa) -> Result<()> {
     invoke0(t, CallId::VDEV_DESTROY, &[vdev.raw()])
+}
+
+/// VDEV_DMA_TABLE: donates the delegated granule `table` to the DMA table of `vdev`.
+pub fn vdev_dma_table<T: Transport + ?Sized>(t: &mut T, vdev: Pa, table: Pa) -> Result<()> {
+    invoke0(t, CallId::VDEV_DMA_TABLE, &[vdev.raw(), table.raw()])
 }
 
 /// COMMUNICATE: continues the operation pending on `object` (a PDEV or VDEV) with the

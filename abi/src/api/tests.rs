@@ -226,6 +226,10 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
         vdev_destroy(m, Pa(A))
     })
     .unwrap();
+    check(c, CallId::VDEV_DMA_TABLE, &[A, B], [0; 4], |m| {
+        vdev_dma_table(m, Pa(A), Pa(B))
+    })
+    .unwrap();
     check(c, CallId::COMMUNICATE, &[A, B], [0; 4], |m| {
         communicate(m, Pa(A), Pa(B))
     })

@@ -135,6 +135,7 @@ _Static_assert(TSM_CALL_VDEV_BIND == 0xC6000161U, "call ID");
 _Static_assert(TSM_CALL_VDEV_UNBIND == 0xC6000162U, "call ID");
 _Static_assert(TSM_CALL_VDEV_GET_STATE == 0xC6000163U, "call ID");
 _Static_assert(TSM_CALL_VDEV_DESTROY == 0xC6000164U, "call ID");
+_Static_assert(TSM_CALL_VDEV_DMA_TABLE == 0xC6000165U, "call ID");
 _Static_assert(TSM_CALL_COMMUNICATE == 0xC6000170U, "call ID");
 _Static_assert(TSM_CALL_OP_CANCEL == 0xC6000171U, "call ID");
 _Static_assert(TSM_CALL_EVENT_READ == 0xC6000180U, "call ID");

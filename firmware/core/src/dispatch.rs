@@ -14,7 +14,7 @@ use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
 
-use crate::calls::{comm, device, guest, memory, system, vcpu};
+use crate::calls::{comm, device, dma, guest, memory, system, vcpu};
 use crate::objects::VcpuHandle;
 use crate::run;
 use crate::tsm::{Origin, Tsm};
@@ -199,6 +199,7 @@ impl Tsm<'_> {
             VdevUnbind(a) => comm::vdev_unbind(self, a),
             VdevGetState(a) => device::vdev_get_state(self, a),
             VdevDestroy(a) => device::vdev_destroy(self, a),
+            VdevDmaTable(a) => dma::vdev_dma_table(self, a),
             Communicate(a) => comm::communicate(self, a),
             OpCancel(a) => comm::op_cancel(self, a),
             EventRead(a) => guest::event_read(self, a),

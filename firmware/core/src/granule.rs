@@ -24,21 +24,24 @@
 //! ascending address order; nothing is ever locked while a later kind is held:
 //!
 //! ```text
-//! TVM  →  VCPU  →  VIOMMU  →  PDEV  →  VDEV  →  TABLE (root first, then by level)  →  PRIVATE/NS/DELEGATED
+//! TVM  →  VCPU  →  VIOMMU  →  PDEV  →  VDEV  →  TABLE (root first, then by level)  →  PRIVATE/NS/DELEGATED/DMA_TABLE
 //! ```
 //!
 //! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
 //! VDEV) drops the child, locks the parent, then re-locks and re-checks the child.
 //!
-//! Two spin locks outside the table come after every granule lock, in this order, and no
+//! Three spin locks outside the table come after every granule lock, in this order, and no
 //! granule lock is ever taken while holding them:
 //!
 //! ```text
-//! granule locks  →  IOTLB (`Tsm::iotlb`)  →  PDEV registry (`Tsm::pdevs`)
+//! granule locks  →  DMA tables (`Tsm::dma`)  →  IOTLB (`Tsm::iotlb`)  →  PDEV registry (`Tsm::pdevs`)
 //! ```
 //!
 //! A translation (TEST_DMA_INJECT) holds the IOTLB lock for the walk, so it reads objects and
-//! tables as unlocked snapshots (`viommu_glue::Translator`) instead of locking granules.
+//! tables as unlocked snapshots (`viommu_glue::Translator`) instead of locking granules. A DMA
+//! table refresh (`crate::dma_tables`) holds `Tsm::dma` for the whole composition and reads the
+//! same way; its caller holds the lock of the vdevice's TVM or of its VDEV, the two locks
+//! VDEV_DESTROY takes, so the vdevice and its DMA-table granules outlive the refresh.
 
 use core::sync::atomic::{AtomicU16, Ordering};
 
@@ -76,6 +79,8 @@ pub enum GranuleState {
     Table = 8,
     /// The TSM's own memory (image, stacks, this table). Never changes state.
     Reserved = 9,
+    /// A table of one vdevice's DMA table (the platform IOMMU walks it).
+    DmaTable = 10,
 }
 
 impl GranuleState {
@@ -90,6 +95,7 @@ impl GranuleState {
             6 => GranuleState::Viommu,
             7 => GranuleState::Vdev,
             8 => GranuleState::Table,
+            10 => GranuleState::DmaTable,
             // Only `set_state` writes the field, and it writes only the values above.
             _ => GranuleState::Reserved,
         }
@@ -459,7 +465,7 @@ mod tests {
     fn every_edge_is_checked() {
         use GranuleState::*;
         let all = [
-            Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved,
+            Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved, DmaTable,
         ];
         for from in all {
             for to in all {

@@ -86,6 +86,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
         Ok(())
     };
     let mut shared_refs: BTreeMap<u64, u16> = BTreeMap::new();
+    let mut tags: BTreeSet<u16> = BTreeSet::new();
     let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
     let fmt = tsm.fmt;
     for &(pa, s, rc) in &granules {
@@ -262,9 +263,32 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     p.params.contains_rid(v.params.pbdf),
                     "VDEV {pa:x?} pBDF outside its PDEV"
                 );
+                // With a platform IOMMU: a tag per vdevice, never two alike; its DMA-table
+                // granules are its own. (Without one a VDEV granule has no DMA record.)
+                if tsm.iommu.is_some() {
+                    let dma = tsm
+                        .dma_record(pa)
+                        .map_err(|_| format!("VDEV {pa:x?}: DMA record unreadable"))?;
+                    dma.invariants().map_err(|e| format!("VDEV {pa:x?}: {e}"))?;
+                    ensure!(
+                        dma.tag != 0 && tags.insert(dma.tag),
+                        "VDEV {pa:x?} tag {} missing or shared",
+                        dma.tag
+                    );
+                    for table in dma.granules() {
+                        ensure!(
+                            state(table.0).map(|x| x.0) == Some(GranuleState::DmaTable),
+                            "VDEV {pa:x?} DMA table {table:x?} not DMA_TABLE"
+                        );
+                        own(table.0, ("a DMA table", v.tvm))?;
+                    }
+                    dma_tree(tsm, sim, pa, &dma)?;
+                }
                 *refs.entry(v.tvm).or_default() += 1;
             }
-            GranuleState::Delegated => ensure!(rc == 0, "free granule {pa:x?} referenced"),
+            GranuleState::Delegated | GranuleState::DmaTable => {
+                ensure!(rc == 0, "{s:?} granule {pa:x?} referenced")
+            }
             GranuleState::Ns
             | GranuleState::Private
             | GranuleState::Table
@@ -280,7 +304,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     "TVM {pa:x?} refcount {rc} != {n} children found"
                 );
             }
-            GranuleState::Table | GranuleState::Private => {
+            GranuleState::Table | GranuleState::Private | GranuleState::DmaTable => {
                 ensure!(
                     owner.contains_key(&pa.0),
                     "{s:?} granule {pa:x?} has no owner (leaked)"
@@ -307,6 +331,60 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
         for o in ranges.iter().skip(i + 1) {
             ensure!(!r.overlaps(o), "PDEV ranges {r:?} and {o:?} overlap");
         }
+    }
+    Ok(())
+}
+
+/// A vdevice's DMA table is a tree from its first granule, each table of it one of its granules
+/// reached once, tables above level 3 and pages at level 3 only; every granule the tree does
+/// not reach is all zero (a refresh gives a table a granule only while the hardware cannot
+/// reach it, and relies on it being empty).
+fn dma_tree(
+    tsm: &Tsm<'_>,
+    sim: &SimPlatform,
+    vdev: Pa,
+    d: &crate::dma_tables::DmaTables,
+) -> Result<(), String> {
+    let Some(format) = tsm.iommu else {
+        return Ok(());
+    };
+    let fmt = crate::addrmap::format::for_dma(format);
+    let tables: Vec<Pa> = d.granules().collect();
+    let mut reached = BTreeSet::new();
+    let mut stack: Vec<(Pa, u8)> = tables.first().map(|&r| (r, 0)).into_iter().collect();
+    while let Some((table, level)) = stack.pop() {
+        ensure!(
+            reached.insert(table),
+            "VDEV {vdev:x?}: DMA table {table:x?} reached twice"
+        );
+        let mut entries = [U64::<LittleEndian>::ZERO; ENTRIES];
+        let _ = sim.read(table, entries.as_mut_bytes());
+        for raw in entries.into_iter().filter(|r| r.get() != 0) {
+            match fmt.decode(raw.get(), level) {
+                Entry::Invalid => {}
+                Entry::Table(next) if level < LEAF_LEVEL => {
+                    ensure!(
+                        tables.contains(&next),
+                        "VDEV {vdev:x?}: DMA table {table:x?} points at {next:x?}, not its own"
+                    );
+                    stack.push((next, level + 1));
+                }
+                Entry::Page(_) if level == LEAF_LEVEL => {}
+                e => {
+                    return Err(format!(
+                        "VDEV {vdev:x?}: {e:?} at level {level} of {table:x?}"
+                    ));
+                }
+            }
+        }
+    }
+    for t in tables.iter().filter(|t| !reached.contains(*t)) {
+        let mut b = std::vec![0u8; 4096];
+        let _ = sim.read(*t, &mut b);
+        ensure!(
+            b.iter().all(|&x| x == 0),
+            "VDEV {vdev:x?}: unused DMA table {t:x?} not empty"
+        );
     }
     Ok(())
 }

@@ -9,12 +9,13 @@
 //! | [`objects`] | TSM objects stored in donated granules |
 //! | [`run`] | the VCPU_RUN protocol between the run loop and the core |
 //! | [`run_loop`] | the run loop every CPU runs, over the HAL's `tsm_platform::run` traits |
-//! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level) |
+//! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level), and the entry formats of DMA tables |
 //! | [`calls`] | the call handlers |
 //! | [`spdm`] | SPDM: certificate chain verification (`spdm::cert`) |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
 //! | [`spdm`] | the SPDM requester (device authentication, measurements, secure session) |
+//! | [`dma_tables`] | the single-stage tables the platform IOMMU walks for vdevices, composed from the vIOMMU |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
 //! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
 //! | `viommu_reference` | a reference model of the vIOMMU's translation, from the architecture documents (tests and `testing`) |
@@ -37,6 +38,7 @@
 pub mod addrmap;
 pub mod calls;
 pub mod dispatch;
+pub mod dma_tables;
 pub mod granule;
 pub mod objects;
 pub mod run;

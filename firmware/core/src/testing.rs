@@ -1,17 +1,19 @@
 //! A simulated platform: ordinary memory for DRAM, a record of what the host may reach, a
-//! deterministic entropy source and a captured console. Used by the core's tests, the
+//! deterministic entropy source, a captured console and, optionally, a platform IOMMU
+//! ([`SimIommu`]) that walks the DMA tables the core composes. Used by the core's tests, the
 //! model-based test and fuzzers (feature `testing`); never part of a firmware image.
 
 extern crate std;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::vec;
 use std::vec::Vec;
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_platform::{
-    AddressMapFormat, Console, Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, MemFault,
+    AddressMapFormat, Console, DMA_MAX_TAG, DmaDomain, DmaFault, DmaStream, DmaTableFormat,
+    Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault,
     MemRange, PhysMem, PowerOff,
 };
 
@@ -35,13 +37,14 @@ pub struct SimPlatform {
     console: Mutex<Vec<(u8, Vec<u8>)>>,
     tlb: Mutex<Vec<TlbOp>>,
     format: AddressMapFormat,
-    /// Faults a test says the (absent) IOMMU recorded, handed out by `drain_faults`.
-    dma_faults: Mutex<Vec<tsm_platform::DmaFault>>,
+    /// Faults a test says the IOMMU recorded, handed out by `drain_faults`.
+    dma_faults: Mutex<Vec<DmaFault>>,
+    iommu: Option<SimIommu>,
 }
 
 impl SimPlatform {
     /// A machine with `granules` granules of DRAM from `base`, whose TVM address maps use
-    /// `format`.
+    /// `format`, and no IOMMU (DMA is not gated by hardware).
     pub fn new(base: Pa, granules: usize, format: AddressMapFormat) -> Self {
         let size = granules as u64 * GRANULE_SIZE;
         SimPlatform {
@@ -54,11 +57,46 @@ impl SimPlatform {
             tlb: Mutex::new(Vec::new()),
             format,
             dma_faults: Mutex::new(Vec::new()),
+            iommu: None,
+        }
+    }
+
+    /// [`SimPlatform::new`] with a platform IOMMU whose DMA tables are in `dma`.
+    pub fn with_iommu(
+        base: Pa,
+        granules: usize,
+        format: AddressMapFormat,
+        dma: DmaTableFormat,
+    ) -> Self {
+        SimPlatform {
+            iommu: Some(SimIommu::new(dma)),
+            ..Self::new(base, granules, format)
+        }
+    }
+
+    /// The IOMMU, if the machine has one.
+    pub fn iommu(&self) -> Option<&SimIommu> {
+        self.iommu.as_ref()
+    }
+
+    /// Where a DMA request of `stream` to `iova` goes through the IOMMU (a machine without one
+    /// lets every request through: `Some(iova)`), or `None` when the IOMMU faults it. The TSM's
+    /// tables are walked as the hardware would: from the IOMMU's TLB if it holds the page,
+    /// else from the stream's domain.
+    pub fn dma(&self, stream: DmaStream, iova: u64, write: bool) -> Option<Pa> {
+        let Some(iommu) = &self.iommu else {
+            return Some(Pa(iova));
+        };
+        match iommu.domain(stream) {
+            DmaDomain::Host => (self.dram.contains(Pa(iova), 1) && self.host_can_reach(Pa(iova)))
+                .then_some(Pa(iova)),
+            DmaDomain::Blocked => None,
+            DmaDomain::Table { root, tag } => iommu.translate(self, root, tag, iova, write),
         }
     }
 
     /// Records `fault` as if an IOMMU had: the next `drain_faults` hands it out.
-    pub fn record_dma_fault(&self, fault: tsm_platform::DmaFault) {
+    pub fn record_dma_fault(&self, fault: DmaFault) {
         self.dma_faults.lock().unwrap().push(fault);
     }
 
@@ -238,12 +276,21 @@ pub struct Snapshot {
 pub const SIM_BASE: u64 = 0x4000_0000;
 
 impl Harness {
-    /// A machine with `granules` granules of DRAM whose first 4 granules are the TSM's.
+    /// A machine with `granules` granules of DRAM whose first 4 granules are the TSM's, and no
+    /// IOMMU.
     pub fn new(granules: usize, format: AddressMapFormat) -> Self {
+        Self::on(SimPlatform::new(Pa(SIM_BASE), granules, format))
+    }
+
+    /// [`Harness::new`] on a machine whose IOMMU walks DMA tables in `dma`.
+    pub fn with_iommu(granules: usize, format: AddressMapFormat, dma: DmaTableFormat) -> Self {
+        Self::on(SimPlatform::with_iommu(Pa(SIM_BASE), granules, format, dma))
+    }
+
+    fn on(sim: SimPlatform) -> Self {
         use core::sync::atomic::AtomicU16;
-        let sim: &'static SimPlatform = std::boxed::Box::leak(std::boxed::Box::new(
-            SimPlatform::new(Pa(SIM_BASE), granules, format),
-        ));
+        let granules = (sim.dram().size / GRANULE_SIZE) as usize;
+        let sim: &'static SimPlatform = std::boxed::Box::leak(std::boxed::Box::new(sim));
         let descs: &'static [AtomicU16] = std::boxed::Box::leak(
             (0..granules)
                 .map(|_| AtomicU16::new(0))
@@ -385,24 +432,179 @@ impl Harness {
     }
 }
 
-/// No IOMMU is driven here yet: DMA is not gated by hardware (FEATURES and docs/design.md say so).
-/// The faults a test records with `record_dma_fault` are drained as a real IOMMU's would be.
-impl tsm_platform::Iommu for SimPlatform {
-    fn present(&self) -> bool {
-        false
+/// What the core asked of the simulated IOMMU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IommuOp {
+    /// A stream was pointed at a domain.
+    Attach(DmaStream, DmaDomain),
+    /// Every cached translation under a tag was dropped.
+    Invalidate(u16),
+}
+
+/// A platform IOMMU as [`Iommu`] describes it: a domain per stream (the host domain until the
+/// core attaches another), single-stage tables walked from their root in the format the
+/// platform has, and a TLB per tag that keeps every translation it walked until
+/// [`Iommu::invalidate`] of that tag, so a missing invalidation shows as a stale translation.
+/// Its walker decodes entries from the architecture documents, not with the core's
+/// [`PteFormat`](crate::addrmap::format::PteFormat), so an encoding error in the core is not
+/// reproduced here.
+pub struct SimIommu {
+    format: DmaTableFormat,
+    streams: Mutex<BTreeMap<(u16, u16), DmaDomain>>,
+    /// (tag, IOVA page) → (PA page, writable).
+    tlb: Mutex<BTreeMap<(u16, u64), (u64, bool)>>,
+    ops: Mutex<Vec<IommuOp>>,
+    /// Streams on segments above this are outside the IOMMU's tables.
+    max_segment: Mutex<u16>,
+}
+
+impl SimIommu {
+    fn new(format: DmaTableFormat) -> Self {
+        SimIommu {
+            format,
+            streams: Mutex::new(BTreeMap::new()),
+            tlb: Mutex::new(BTreeMap::new()),
+            ops: Mutex::new(Vec::new()),
+            max_segment: Mutex::new(u16::MAX),
+        }
     }
-    fn table_format(&self) -> Option<tsm_platform::DmaTableFormat> {
+
+    /// The domain `stream` is attached to.
+    pub fn domain(&self, stream: DmaStream) -> DmaDomain {
+        self.streams
+            .lock()
+            .unwrap()
+            .get(&(stream.segment, stream.rid))
+            .copied()
+            .unwrap_or(DmaDomain::Host)
+    }
+
+    /// The requests the core made so far (drained).
+    pub fn take_ops(&self) -> Vec<IommuOp> {
+        core::mem::take(&mut *self.ops.lock().unwrap())
+    }
+
+    /// Makes streams on segments above `max` unknown to the IOMMU (attach: `NoSuchStream`).
+    pub fn set_max_segment(&self, max: u16) {
+        *self.max_segment.lock().unwrap() = max;
+    }
+
+    fn translate(
+        &self,
+        mem: &SimPlatform,
+        root: Pa,
+        tag: u16,
+        iova: u64,
+        write: bool,
+    ) -> Option<Pa> {
+        let page = iova & !(GRANULE_SIZE - 1);
+        let offset = iova & (GRANULE_SIZE - 1);
+        let cached = self.tlb.lock().unwrap().get(&(tag, page)).copied();
+        let (pa, writable) = match cached {
+            Some(c) => c,
+            None => {
+                let walked = self.walk(mem, root, iova)?;
+                self.tlb.lock().unwrap().insert((tag, page), walked);
+                walked
+            }
+        };
+        (!write || writable).then_some(Pa(pa | offset))
+    }
+
+    /// A 4-level walk of a 48-bit IOVA: the page and whether it is writable.
+    fn walk(&self, mem: &SimPlatform, root: Pa, iova: u64) -> Option<(u64, bool)> {
+        if iova >> 48 != 0 {
+            return None;
+        }
+        let mut table = root.0;
+        let (mut read, mut write) = (true, true);
+        for level in 0..4u32 {
+            let shift = 39 - 9 * level;
+            let mut b = [0u8; 8];
+            mem.read(Pa(table + ((iova >> shift) & 0x1FF) * 8), &mut b)
+                .ok()?;
+            let d = u64::from_le_bytes(b);
+            let low = (1u64 << shift) - 1;
+            match self.format {
+                // VMSAv8-64 stage 2 (ARM ARM D8.3): bits 1:0 = 11 a table (levels 0-2) or a
+                // page (level 3), 01 a block (levels 1-2); AF (10) must be set in a leaf (no
+                // hardware AF update); S2AP (7:6): bit 6 read, bit 7 write.
+                DmaTableFormat::ArmStage2 => match (d & 0b11, level) {
+                    (0b11, 0..=2) => table = d & 0x0000_FFFF_FFFF_F000,
+                    (0b11, 3) | (0b01, 1..=2) => {
+                        if d & (1 << 10) == 0 {
+                            return None;
+                        }
+                        let pa = (d & 0x0000_FFFF_FFFF_F000 & !low) | (iova & low);
+                        return (d & (1 << 6) != 0)
+                            .then_some((pa & !(GRANULE_SIZE - 1), d & (1 << 7) != 0));
+                    }
+                    _ => return None,
+                },
+                // VT-d second level (VT-d spec 9.8): R (0) and W (1) at every level, ANDed;
+                // neither set: not present; PS (7) a 1 GiB / 2 MiB page at levels 1 / 2; the
+                // address in bits 51:12.
+                DmaTableFormat::VtdSecondLevel => {
+                    if d & 0b11 == 0 {
+                        return None;
+                    }
+                    read &= d & 1 != 0;
+                    write &= d & 2 != 0;
+                    let addr = d & 0x000F_FFFF_FFFF_F000;
+                    if level == 3 || (matches!(level, 1 | 2) && d & (1 << 7) != 0) {
+                        let pa = (addr & !low) | (iova & low);
+                        return read.then_some((pa & !(GRANULE_SIZE - 1), write));
+                    }
+                    table = addr;
+                }
+            }
+        }
         None
     }
-    fn attach(
-        &self,
-        _stream: tsm_platform::DmaStream,
-        _domain: tsm_platform::DmaDomain,
-    ) -> Result<(), tsm_platform::IommuError> {
-        Err(tsm_platform::IommuError::Absent)
+}
+
+impl Iommu for SimPlatform {
+    fn present(&self) -> bool {
+        self.iommu.is_some()
     }
-    fn invalidate(&self, _tag: u16) {}
-    fn drain_faults(&self, sink: &mut dyn FnMut(tsm_platform::DmaFault)) {
+
+    fn table_format(&self) -> Option<DmaTableFormat> {
+        self.iommu.as_ref().map(|i| i.format)
+    }
+
+    fn attach(&self, stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError> {
+        let iommu = self.iommu.as_ref().ok_or(IommuError::Absent)?;
+        if stream.segment > *iommu.max_segment.lock().unwrap() {
+            return Err(IommuError::NoSuchStream);
+        }
+        if let DmaDomain::Table { root, tag } = domain
+            && (tag == 0 || tag > DMA_MAX_TAG || !root.is_granule_aligned())
+        {
+            return Err(IommuError::BadDomain);
+        }
+        iommu
+            .ops
+            .lock()
+            .unwrap()
+            .push(IommuOp::Attach(stream, domain));
+        iommu
+            .streams
+            .lock()
+            .unwrap()
+            .insert((stream.segment, stream.rid), domain);
+        Ok(())
+    }
+
+    fn invalidate(&self, tag: u16) {
+        if let Some(iommu) = &self.iommu {
+            iommu.ops.lock().unwrap().push(IommuOp::Invalidate(tag));
+            iommu.tlb.lock().unwrap().retain(|k, _| k.0 != tag);
+        }
+    }
+
+    /// The faults [`SimPlatform::record_dma_fault`] recorded ([`SimPlatform::dma`] answers each
+    /// request and records none).
+    fn drain_faults(&self, sink: &mut dyn FnMut(DmaFault)) {
         let faults = core::mem::take(&mut *self.dma_faults.lock().unwrap());
         faults.into_iter().for_each(sink);
     }

@@ -7,12 +7,14 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::{
-    AddressMapFormat, Console, Entropy, GuestMmu, HostIsolation, Iommu, MemRange, PhysMem, PowerOff,
+    AddressMapFormat, Console, DmaTableFormat, Entropy, GuestMmu, HostIsolation, Iommu, MemRange,
+    PhysMem, PowerOff,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::addrmap::format::{self, PteFormat};
 use crate::addrmap::{self, AddressMap};
+use crate::dma_tables::DmaTags;
 use crate::granule::{GranuleState, GranuleTable, Locked};
 use crate::objects::internal;
 use crate::viommu::{HostDomainQueue, Iotlb, Requester};
@@ -98,6 +100,12 @@ pub struct Tsm<'a> {
     pub(crate) fmt: &'static dyn PteFormat,
     pub(crate) format: AddressMapFormat,
     pub(crate) pdevs: spin::Mutex<heapless::Vec<PdevRange, MAX_PDEVS>>,
+    /// The format of vdevice DMA tables, `None` when no platform IOMMU gates DMA (read once:
+    /// the hooks on every map change test only this).
+    pub(crate) iommu: Option<DmaTableFormat>,
+    /// The IOMMU tags in use; held by every DMA-table refresh (`crate::dma_tables`), after
+    /// every granule lock and before the IOTLB.
+    pub(crate) dma: spin::Mutex<DmaTags>,
     /// The secure vIOMMU's translation cache (taken after every granule lock).
     pub(crate) iotlb: spin::Mutex<Iotlb>,
     /// Faults of requesters that belong to no vdevice (EVENT_READ of `HOST_DOMAIN_EVENTS`).
@@ -132,6 +140,12 @@ impl<'a> Tsm<'a> {
             fmt: format::for_platform(format),
             format,
             pdevs: spin::Mutex::new(heapless::Vec::new()),
+            iommu: if platform.present() {
+                platform.table_format()
+            } else {
+                None
+            },
+            dma: spin::Mutex::new(DmaTags::new()),
             iotlb: spin::Mutex::new(Iotlb::new()),
             host_domain_events: spin::Mutex::new(HostDomainQueue::new()),
             guest_tickets: AtomicU64::new(0),

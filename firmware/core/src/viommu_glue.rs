@@ -56,7 +56,8 @@ impl Tsm<'_> {
         self.stage2_of(&o, gpa)
     }
 
-    fn stage2_of(&self, o: &TvmObj, gpa: Gpa) -> Result<Leaf, S2Miss> {
+    /// [`Tsm::stage2_lookup`] in a TVM object the caller holds (a guard's, or a snapshot).
+    pub(crate) fn stage2_of(&self, o: &TvmObj, gpa: Gpa) -> Result<Leaf, S2Miss> {
         if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
             return Err(S2Miss::OutOfRange);
         }
@@ -166,15 +167,23 @@ pub struct Translator<'t, 'a> {
     mem: MemRef<'a>,
 }
 
-impl Translator<'_, '_> {
-    /// The object at `pa` read into `room`, if its granule holds an `O` and it decodes.
-    fn snapshot<'r, O: Object>(&self, pa: Pa, room: &'r mut Room<O>) -> Option<&'r O> {
-        if self.tsm.granules.peek(pa).ok()?.0 != O::STATE {
+impl Tsm<'_> {
+    /// The object at `pa` as it is in memory now, read into `room`, if its granule holds an `O`
+    /// and it decodes: a read without the granule's lock, for walks that must not take granule
+    /// locks (a translation, a DMA table refresh), as an IOMMU reads its tables.
+    pub(crate) fn snapshot<'r, O: Object>(&self, pa: Pa, room: &'r mut Room<O>) -> Option<&'r O> {
+        if self.granules.peek(pa).ok()?.0 != O::STATE {
             return None;
         }
-        objects::read_decoded(self.tsm.platform, pa, room)
+        objects::read_decoded(self.platform, pa, room)
             .ok()
             .map(|o| &*o)
+    }
+}
+
+impl Translator<'_, '_> {
+    fn snapshot<'r, O: Object>(&self, pa: Pa, room: &'r mut Room<O>) -> Option<&'r O> {
+        self.tsm.snapshot(pa, room)
     }
 
     /// The vdevice bound to `requester`, by the PDEV registry and that PDEV's pBDF table.
@@ -205,19 +214,36 @@ pub(crate) fn stage1_format(f: AbiFormat) -> Stage1Format {
     }
 }
 
+/// What the engine knows of vdevice `vdev` (its object `v`) for a request with `pasid`.
+pub(crate) fn view_of(vdev: Pa, v: &VdevObj, pasid: Option<u32>) -> VdevView {
+    VdevView {
+        id: VdevId(vdev.0),
+        tvm: TvmId(v.tvm),
+        format: stage1_format(v.viommu_type.stage1_format()),
+        tdi_run: v.state == VdevState::Run,
+        accepted: v.accepted != 0,
+        stage1: v.pasids.lookup(pasid),
+    }
+}
+
+/// Stage 2's answer for one mapped page: every page is readable by DMA.
+pub(crate) fn s2_entry(leaf: Leaf) -> S2Entry {
+    S2Entry {
+        pa: leaf.pa,
+        perms: Perms {
+            read: true,
+            write: leaf.perms.write,
+        },
+        private: leaf.kind == MapKind::Private,
+    }
+}
+
 impl viommu::Devices for Translator<'_, '_> {
     fn vdevice(&self, requester: Requester, pasid: Option<u32>) -> Option<VdevView> {
         let vdev = self.vdev_of(requester)?;
         let mut room = Room::new();
         let v: &VdevObj = self.snapshot(vdev, &mut room)?;
-        Some(VdevView {
-            id: VdevId(vdev.0),
-            tvm: TvmId(v.tvm),
-            format: stage1_format(v.viommu_type.stage1_format()),
-            tdi_run: v.state == VdevState::Run,
-            accepted: v.accepted != 0,
-            stage1: v.pasids.lookup(pasid),
-        })
+        Some(view_of(vdev, v, pasid))
     }
 
     /// Host devices are not translated by the TSM in this phase: the host domain is the
@@ -237,15 +263,7 @@ impl viommu::Stage2 for Translator<'_, '_> {
     fn stage2(&self, tvm: TvmId, gpa: Gpa) -> Option<S2Entry> {
         let mut room = Room::new();
         let o: &TvmObj = self.snapshot(Pa(tvm.0), &mut room)?;
-        let leaf = self.tsm.stage2_of(o, gpa).ok()?;
-        Some(S2Entry {
-            pa: leaf.pa,
-            perms: Perms {
-                read: true,
-                write: leaf.perms.write,
-            },
-            private: leaf.kind == MapKind::Private,
-        })
+        self.tsm.stage2_of(o, gpa).ok().map(s2_entry)
     }
 }
 

@@ -9,6 +9,15 @@
 //! (segment, RID): DMA comes from every such pair, and what a request reaches must be its own
 //! vdevice's TVM's memory (or, for a host device, exactly its IOVA).
 //!
+//! Every other sequence runs on a machine with a platform IOMMU (Arm stage-2 DMA tables under
+//! Arm address maps, VT-d second-level ones under x86-64 maps); the host donates DMA-table
+//! granules to vdevices (VDEV_DMA_TABLE), and after every step each vdevice's stream is probed
+//! at every page its TVM maps: the IOMMU allows nothing the engine (`translate_uncached`, with
+//! the T bit of the vdevice's view) refuses, and does all the engine does when the vdevice has
+//! enough tables and no stage 1. A vdevice with a stage 1 whose tables the guest (or the TSM on
+//! its behalf) may have written since its last refresh is only held to invariants 1 and 2: its
+//! table may lag the guest's until the guest invalidates, as an IOTLB may.
+//!
 //! Knobs (environment variables):
 //! - `TSM_MODEL_SEQUENCES=N` sequences per address-map format (default 5000, so 10,000 in all);
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
@@ -34,6 +43,7 @@ use std::time::Instant;
 
 use model::spec::{self, Call, CommEnv, Env, Evidence, Expect, G, Gs, Model, RunExit, span};
 use tsm_abi::CallId::{self, *};
+use tsm_abi::addr::Iova;
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::event::{ALL_PASIDS, HOST_DOMAIN_EVENTS, NO_PASID};
@@ -50,10 +60,11 @@ use tsm_abi::viommu::ViommuType;
 use tsm_core::objects::{PdevObj, TvmObj, VcpuObj, VdevObj};
 use tsm_core::run::{GuestExit, GuestStep, HostStep, Resume};
 use tsm_core::testing::{Harness, SIM_BASE};
+use tsm_core::viommu::{self, Access, Requester, translate_uncached};
 use tsm_core::{Origin, invariants};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
-use tsm_platform::{AddressMapFormat, PhysMem};
+use tsm_platform::{AddressMapFormat, DmaStream, DmaTableFormat, PhysMem};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 /// Granules of simulated DRAM: 4 reserved, 4 host scratch pages, the rest for the sequence.
@@ -256,6 +267,9 @@ struct Stats {
     /// Guest calls that waited for a device operation: started, re-run while pending, got
     /// their operation's result, got `Cancelled`.
     waits: [u64; 4],
+    /// Platform-IOMMU probes: made, let through by the IOMMU, made on a vdevice held to
+    /// doing all the engine does.
+    iommu: [u64; 3],
 }
 
 impl Stats {
@@ -276,6 +290,9 @@ impl Stats {
         self.dma_twins[1] += o.dma_twins[1];
         self.runs += o.runs;
         for (a, b) in self.waits.iter_mut().zip(o.waits) {
+            *a += b;
+        }
+        for (a, b) in self.iommu.iter_mut().zip(o.iommu) {
             *a += b;
         }
     }
@@ -305,6 +322,9 @@ struct World<'h> {
     forced_in_run: Option<Call>,
     /// The COMMUNICATE buffer the host prepared for the next call.
     comm_buffer: Option<(CommHeader, Vec<u8>)>,
+    /// Vdevices whose TVM's private memory was written since their DMA table was last
+    /// composed (a stage-1 table may have changed under it).
+    s1_dirty: std::collections::BTreeSet<u64>,
 }
 
 fn regs(fid: u64, args: [u64; 6]) -> CallRegs {
@@ -317,7 +337,8 @@ impl<'h> World<'h> {
             AddressMapFormat::ArmStage2 => 48,
             AddressMapFormat::X86_64FourLevel => 47,
         };
-        let mut m = Model::new(SIM_BASE, GRANULES, RESERVED, max_gpa_bits, true);
+        let iommu = h.sim.iommu().is_some();
+        let mut m = Model::new(SIM_BASE, GRANULES, RESERVED, max_gpa_bits, true, iommu);
         for base in DEVICE_BASES {
             for i in 0..DEVICE_RIDS {
                 m.report_len.insert(base + i, report_len(base + i));
@@ -337,6 +358,7 @@ impl<'h> World<'h> {
             accept_buffer: None,
             forced_in_run: None,
             unchanged: false,
+            s1_dirty: Default::default(),
         }
     }
 
@@ -394,6 +416,8 @@ impl<'h> World<'h> {
                 if let Some(p) = page {
                     let pa = p.pa + c.args[1] % G;
                     self.h.sim.write(Pa(pa), ev.as_bytes()).unwrap();
+                    let tvm = tvm.unwrap();
+                    self.stage1_written(tvm);
                 }
             }
             Env::None => {}
@@ -711,11 +735,65 @@ impl<'h> World<'h> {
         }
     }
 
+    /// The guest's private memory in `tvm` changed: its vdevices' stage-1 tables may have.
+    fn stage1_written(&mut self, tvm: u64) {
+        let of: Vec<u64> = self
+            .m
+            .vdevs
+            .iter()
+            .filter(|(_, v)| v.tvm == tvm)
+            .map(|(&k, _)| k)
+            .collect();
+        self.s1_dirty.extend(of);
+    }
+
+    /// Which DMA tables `c` (which returned `r`) composed again, or left behind the guest's
+    /// memory.
+    fn track_stage1(&mut self, call: CallId, c: &Call, r: CallResult) {
+        if r.status != Status::SUCCESS.to_raw() {
+            return;
+        }
+        let caller_tvm = c.guest.and_then(|v| self.m.vcpus.get(&v)).map(|v| v.tvm);
+        let own = |m: &Model, vbdf: u64| {
+            m.vdevs
+                .iter()
+                .find(|(_, v)| Some(v.tvm) == caller_tvm && u64::from(v.vbdf) == vbdf)
+                .map(|(&k, _)| k)
+        };
+        match call {
+            G_VDEV_INFO | G_EVENT_READ | G_VDEV_REPORT => {
+                if let Some(t) = caller_tvm {
+                    self.stage1_written(t);
+                }
+            }
+            MAP_PRIVATE | MAP_SHARED | UNMAP => {
+                let tvm = c.args[0];
+                self.s1_dirty
+                    .retain(|k| self.m.vdevs.get(k).is_some_and(|v| v.tvm != tvm));
+            }
+            G_S1_ATTACH | G_S1_DETACH if c.args[1] == NO_PASID => {
+                if let Some(v) = own(&self.m, c.args[0]) {
+                    self.s1_dirty.remove(&v);
+                }
+            }
+            G_S1_INVALIDATE if c.args[1] == NO_PASID || c.args[1] == ALL_PASIDS => {
+                if let Some(v) = own(&self.m, c.args[0]) {
+                    self.s1_dirty.remove(&v);
+                }
+            }
+            VDEV_DMA_TABLE | VDEV_CREATE | VDEV_DESTROY => {
+                self.s1_dirty.remove(&c.args[0]);
+            }
+            _ => {}
+        }
+    }
+
     /// What the host learns after a call (requests to carry, evidence the guest read).
     fn after_call(&mut self, c: &Call, r: CallResult) {
         let Ok(call) = CallId::try_from(c.fid) else {
             return;
         };
+        self.track_stage1(call, c, r);
         let code = Status::from_raw(r.status).map(|s| s.code);
         let progressed = matches!(
             code,
@@ -784,9 +862,8 @@ impl<'h> World<'h> {
 
     fn check(&mut self) {
         let _ = self.h.sim.take_tlb_ops();
-        if !std::mem::take(&mut self.unchanged)
-            && let Err(e) = invariants::check(&self.h.tsm, self.h.sim)
-        {
+        let unchanged = std::mem::take(&mut self.unchanged);
+        if !unchanged && let Err(e) = invariants::check(&self.h.tsm, self.h.sim) {
             self.fail(format!("invariant violated: {e}"));
         }
         for (pa, s, rc) in self.h.tsm.granules().snapshot() {
@@ -840,6 +917,101 @@ impl<'h> World<'h> {
                 self.fail(format!(
                     "vCPU {pa:#x}: exited {} tvm {:#x}",
                     o.exited, o.tvm
+                ));
+            }
+        }
+        // A refusal changed nothing, the DMA tables and the IOMMU's caches included.
+        if !unchanged {
+            self.check_dma_tables();
+        }
+    }
+
+    /// Every vdevice's stream through the platform IOMMU, at every page its TVM maps (and
+    /// three addresses nothing maps), against the engine (see the module's documentation).
+    fn check_dma_tables(&mut self) {
+        if self.h.sim.iommu().is_none() {
+            return;
+        }
+        let tr = self.h.tsm.translator();
+        for (&pa, v) in &self.m.vdevs {
+            let segment = self.m.pdevs[&v.pdev].segment;
+            let requester = Requester {
+                segment,
+                rid: v.pbdf,
+            };
+            let stream = DmaStream {
+                segment,
+                rid: v.pbdf,
+            };
+            let t_bit = v.state == VdevState::Run && v.accepted;
+            let stage1 =
+                v.s1.contains(&None) && self.m.viommus[&v.viommu].vtype != ViommuType::TsmNoViommu;
+            let dirty = stage1 && self.s1_dirty.contains(&pa);
+            let probes = self.m.tvms[&v.tvm].pages.keys().map(|g| g + 0x18).chain([
+                0x20_0000 + 8,
+                SIM_BASE + 9 * G,
+                1 << 47,
+            ]);
+            let mut allowed = Vec::new();
+            let mut differ = None;
+            for iova in probes {
+                for write in [false, true] {
+                    let req = viommu::Request {
+                        requester,
+                        pasid: None,
+                        t_bit,
+                        iova: Iova(iova),
+                        access: if write { Access::Write } else { Access::Read },
+                    };
+                    let sw = translate_uncached(&tr, &req).ok();
+                    let hw = self.h.sim.dma(stream, iova, write);
+                    self.stats.iommu[0] += 1;
+                    self.stats.iommu[1] += u64::from(hw.is_some());
+                    if sw.is_some() && !write {
+                        allowed.push(iova);
+                    }
+                    if dirty {
+                        if let Some(p) = hw
+                            && let Err(e) = self.m.dma_allowed((segment, v.pbdf), t_bit, p.0)
+                        {
+                            self.fail(format!("the IOMMU broke invariant 1/2: {e}"));
+                        }
+                    } else if hw.is_some() && hw != sw {
+                        self.fail(format!(
+                            "vdev {pa:#x}: the IOMMU lets {iova:#x} (write {write}) through to \
+                             {hw:x?}, the engine says {sw:x?}"
+                        ));
+                    }
+                    if hw != sw {
+                        differ = Some((iova, write, hw, sw));
+                    }
+                }
+            }
+            // Without stage 1 the probes are every page the engine translates: with the tables
+            // their tree needs, the IOMMU does all of it.
+            let mut roles = std::collections::BTreeSet::new();
+            for iova in &allowed {
+                for l in 1..=3u8 {
+                    roles.insert((l, iova & !(span(l) - 1)));
+                }
+            }
+            let needed = if allowed.is_empty() {
+                0
+            } else {
+                1 + roles.len()
+            };
+            let exact = !stage1 && needed <= v.dma_tables.len();
+            if exact {
+                self.stats.iommu[2] += 2 * (self.m.tvms[&v.tvm].pages.len() as u64 + 3);
+            }
+            if let Some(d) = differ
+                && !stage1
+                && needed <= v.dma_tables.len()
+            {
+                self.fail(format!(
+                    "vdev {pa:#x} ({} tables, {needed} needed): the IOMMU and the engine differ \
+                     at {d:x?}",
+                    v.dma_tables.len()
                 ));
             }
         }
@@ -1108,9 +1280,9 @@ impl<'h> World<'h> {
     fn gen_call(&mut self) -> Option<Call> {
         // Weights per action (index = the match arm below); the device flows and the guest's
         // accept get more weight while they have something to do.
-        let mut w: [u64; 33] = [
+        let mut w: [u64; 34] = [
             6, 2, 4, 2, 6, 2, 6, 3, 3, 3, 6, 1, 3, 3, 1, 1, 3, 1, 5, 5, 2, 1, 2, 0, 2, 1, 2, 4, 6,
-            2, 3, 2, 2,
+            2, 3, 2, 2, 3,
         ];
         let pending = self.m.pdevs.values().any(|p| p.connect_left != 0)
             || self.m.vdevs.values().any(|v| v.op != DeviceOp::None);
@@ -1570,6 +1742,11 @@ impl<'h> World<'h> {
                 host(TEST_DMA_INJECT, &[rid, pasid, iova, flags, segment])
             }
             28..=32 => self.guest_call(which),
+            33 => {
+                let v = self.keys(&self.m.vdevs.clone())?;
+                let table = self.delegated();
+                host(VDEV_DMA_TABLE, &[v, table])
+            }
             _ => None,
         }
     }
@@ -2071,6 +2248,14 @@ impl<'h> World<'h> {
             &[vdev, pdev, viommu, pp],
             Env::VdevParams(params),
         );
+        // DMA tables: often none or too few for every view (its pages then fault), often
+        // enough for the T=0 view (4) or both (7).
+        if self.m.iommu && self.m.vdevs.contains_key(&vdev) {
+            for _ in 0..self.rng.pick(&[0, 2, 4, 5, 7]).unwrap() {
+                let table = self.delegated();
+                self.host_step(VDEV_DMA_TABLE, &[vdev, table], Env::None);
+            }
+        }
         if self.rng.chance(50) {
             self.host_step(TVM_ACTIVATE, &[tvm], Env::None);
         }
@@ -2302,7 +2487,15 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         let v = v.trim_start_matches("0x");
         u64::from_str_radix(v, 16).ok()
     });
-    let h = Harness::new(GRANULES, format);
+    // Without and with a platform IOMMU (its DMA tables in the format QEMU pairs with the map's).
+    let dma = match format {
+        AddressMapFormat::ArmStage2 => DmaTableFormat::ArmStage2,
+        AddressMapFormat::X86_64FourLevel => DmaTableFormat::VtdSecondLevel,
+    };
+    let machines = [
+        Harness::new(GRANULES, format),
+        Harness::with_iommu(GRANULES, format, dma),
+    ];
     let start = Instant::now();
     let mut total = Stats::default();
     let seeds: Vec<u64> = match one {
@@ -2312,8 +2505,9 @@ fn run_format(format: AddressMapFormat, salt: u64) {
             .collect(),
     };
     for seed in seeds {
+        let h = &machines[((seed >> 8) & 1) as usize];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sequence(&h, format, seed, steps)
+            sequence(h, format, seed, steps)
         }));
         match r {
             Ok(s) => total.add(&s),
@@ -2336,7 +2530,9 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         "model {format:?}: {} sequences, {} calls ({} succeeded, {} refused, {} DMA of which \
          {} T=0 and {} T=1 went through, {} from a vdevice's RID on another segment ({} of \
          them a vdevice too), {} guest runs; guest device waits: {} started, {} re-run while \
-         pending, {} results, {} cancelled) in {secs:.1} s: {:.0} sequences/s, {:.0} calls/s",
+         pending, {} results, {} cancelled; platform-IOMMU probes: {}, {} let through, {} \
+         on vdevices held to the engine's every translation) in {secs:.1} s: {:.0} \
+         sequences/s, {:.0} calls/s",
         total.sequences,
         total.calls,
         total.successes,
@@ -2351,6 +2547,9 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         total.waits[1],
         total.waits[2],
         total.waits[3],
+        total.iommu[0],
+        total.iommu[1],
+        total.iommu[2],
         total.sequences as f64 / secs,
         total.calls as f64 / secs,
     );

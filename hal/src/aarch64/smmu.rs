@@ -485,11 +485,20 @@ impl Smmu {
         ]);
     }
 
-    /// Points `stream` at `domain`.
+    /// Points `stream` at `domain`. A stream outside the stream table (segment ≠ 0, or a
+    /// StreamID past [`STREAMS`]: bus 1 up) has no hardware behind it that the SMMU would let
+    /// through: the SMMU aborts its requests as C_BAD_STREAMID whatever the domain, which
+    /// is what [`DmaDomain::Blocked`] does and never more than the others allow, so it is
+    /// accepted and nothing is written (docs/design.md "The platform IOMMU", streams).
     pub(crate) fn attach(&self, stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError> {
+        if let DmaDomain::Table { root, tag } = domain
+            && (tag == 0 || tag > DMA_MAX_TAG || !root.is_granule_aligned())
+        {
+            return Err(IommuError::BadDomain);
+        }
         let sid = usize::from(stream.rid);
         if stream.segment != 0 || sid >= STREAMS {
-            return Err(IommuError::NoSuchStream);
+            return Ok(());
         }
         let ste = match domain {
             DmaDomain::Host => self.host_ste(),
@@ -498,12 +507,7 @@ impl Smmu {
                 ste[0] = STE0_V | STE0_CFG_ABORT;
                 ste
             }
-            DmaDomain::Table { root, tag } => {
-                if tag == 0 || tag > DMA_MAX_TAG || !root.is_granule_aligned() {
-                    return Err(IommuError::BadDomain);
-                }
-                self.s2_ste(tag, self.table_t0sz, SL0_LEVEL0, root)
-            }
+            DmaDomain::Table { root, tag } => self.s2_ste(tag, self.table_t0sz, SL0_LEVEL0, root),
         };
         let cfgi = Cmd::CfgiSte(u32::from(stream.rid));
         // Abort first, so no fetch between the word writes sees a mix of configurations.

@@ -818,24 +818,28 @@ pub fn host_map(pa: Pa) -> Result<(), VtdError> {
         .map_or(Ok(()), |v| v.set_host_leaf(pa, true))
 }
 
-/// Points `stream` at `domain` (`Iommu::attach`).
+/// Points `stream` at `domain` (`Iommu::attach`). Only bus 0 of segment 0 has a context table
+/// (q35's root bus: where `edu` and every default device sit); a requester elsewhere has no
+/// root entry, so the unit faults all its DMA whatever the domain — what
+/// [`DmaDomain::Blocked`] does and never more than the others allow — and its attach is
+/// accepted with nothing written (docs/design.md "The platform IOMMU", streams).
 pub fn attach(stream: DmaStream, domain: DmaDomain) -> Result<(), IommuError> {
     let guard = VTD.lock();
     let v = guard.as_ref().ok_or(IommuError::Absent)?;
+    if let DmaDomain::Table { root, tag } = domain {
+        let in_dram = v.dram.contains(root, GRANULE_SIZE) && !v.tsm.contains(root, 1);
+        if tag == 0 || tag > DMA_MAX_TAG || !root.is_granule_aligned() || !in_dram {
+            return Err(IommuError::BadDomain);
+        }
+    }
     if stream.segment != 0 || stream.rid >> 8 != 0 {
-        // Only bus 0 has a context table (q35's root bus: where `edu` and every default
-        // device sit).
-        return Err(IommuError::NoSuchStream);
+        return Ok(());
     }
     let devfn = stream.rid;
     let new = match domain {
         DmaDomain::Host => Some((v.host_root, 0)),
         DmaDomain::Blocked => None,
         DmaDomain::Table { root, tag } => {
-            let in_dram = v.dram.contains(root, GRANULE_SIZE) && !v.tsm.contains(root, 1);
-            if tag == 0 || tag > DMA_MAX_TAG || !root.is_granule_aligned() || !in_dram {
-                return Err(IommuError::BadDomain);
-            }
             if v.tag_taken(devfn, root.0, tag) {
                 return Err(IommuError::BadDomain);
             }

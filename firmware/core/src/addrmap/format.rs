@@ -1,8 +1,10 @@
 //! Translation-table entry formats. A TVM address map is written in the format its platform
-//! runs guests on; the walker in [`super`] is the same for both.
+//! runs guests on; the walker in [`super`] is the same for both. A vdevice's DMA table is
+//! written in the format of the platform IOMMU: Arm stage 2 again
+//! (an SMMUv3 stream with stage 2 only), or Intel VT-d second-level paging.
 
 use tsm_abi::addr::Pa;
-use tsm_platform::AddressMapFormat;
+use tsm_platform::{AddressMapFormat, DmaTableFormat};
 
 use super::{Leaf, MapKind, Perms};
 
@@ -39,6 +41,14 @@ pub fn for_platform(f: AddressMapFormat) -> &'static dyn PteFormat {
     match f {
         AddressMapFormat::ArmStage2 => &ArmStage2,
         AddressMapFormat::X86_64FourLevel => &X86_64,
+    }
+}
+
+/// The format a platform IOMMU walks DMA tables in.
+pub fn for_dma(f: DmaTableFormat) -> &'static dyn PteFormat {
+    match f {
+        DmaTableFormat::ArmStage2 => &ArmStage2,
+        DmaTableFormat::VtdSecondLevel => &VtdSecondLevel,
     }
 }
 
@@ -188,6 +198,62 @@ impl PteFormat for X86_64 {
     }
 }
 
+/// Intel VT-d second-level paging, 4 levels (VT-d spec §9.8, "Second-Level Paging Entries"),
+/// for DMA tables only: R (0), W (1), the address in bits 51:12, PS (7) for large pages. There is
+/// no present bit: an entry with R and W clear maps nothing. A table entry sets R and W (the
+/// rights of every level are ANDed, so the leaf decides); a leaf sets R, and W when writable.
+/// Execute, memory type and snoop bits stay 0 (devices do not execute; coherency is the
+/// platform's default), and there is no software bit, so every page decodes as private: the
+/// kind of a DMA mapping is decided when it is composed, never read back.
+pub struct VtdSecondLevel;
+
+mod vtd {
+    pub const R: u64 = 1 << 0;
+    pub const W: u64 = 1 << 1;
+    pub const TABLE: u64 = R | W;
+}
+
+impl PteFormat for VtdSecondLevel {
+    fn decode(&self, raw: u64, level: u8) -> Entry {
+        use vtd::*;
+        if raw == 0 {
+            return Entry::Invalid;
+        }
+        let pa = Pa(raw & ADDR_MASK);
+        if level < 3 {
+            return if raw & !ADDR_MASK == TABLE {
+                Entry::Table(pa)
+            } else {
+                Entry::Foreign
+            };
+        }
+        // Only R or R|W: a write-only page, or any other bit, is not one the TSM writes.
+        if raw & !(ADDR_MASK | W) != R {
+            return Entry::Foreign;
+        }
+        Entry::Page(Leaf {
+            pa,
+            perms: Perms {
+                write: raw & W != 0,
+                exec: false,
+            },
+            kind: MapKind::Private,
+        })
+    }
+
+    fn table(&self, next: Pa) -> u64 {
+        (next.0 & ADDR_MASK) | vtd::TABLE
+    }
+
+    fn page(&self, leaf: Leaf) -> u64 {
+        let mut e = (leaf.pa.0 & ADDR_MASK) | vtd::R;
+        if leaf.perms.write {
+            e |= vtd::W;
+        }
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +312,53 @@ mod tests {
         assert_eq!(X86_64.page(leaf), 0x4000_5000 | 0b111 | 0b11 << 5 | 1 << 63);
         assert_eq!(ArmStage2.table(Pa(0x4000_6000)), 0x4000_6003);
         assert_eq!(X86_64.table(Pa(0x4000_6000)), 0x4000_6027);
+    }
+
+    #[test]
+    fn vtd_second_level_entries_round_trip_and_sit_where_the_spec_puts_them() {
+        let fmt = for_dma(DmaTableFormat::VtdSecondLevel);
+        for write in [false, true] {
+            // Devices never execute and the format has no kind bit: a DMA leaf is always
+            // decoded as a private, non-executable page.
+            let leaf = Leaf {
+                pa: Pa(0x0000_8765_4321_0000),
+                perms: Perms { write, exec: false },
+                kind: MapKind::Private,
+            };
+            assert_eq!(fmt.decode(fmt.page(leaf), 3), Entry::Page(leaf));
+        }
+        for level in 0..3 {
+            assert_eq!(
+                fmt.decode(fmt.table(Pa(0x4000_3000)), level),
+                Entry::Table(Pa(0x4000_3000))
+            );
+        }
+        let rw = Leaf {
+            pa: Pa(0x4000_5000),
+            perms: Perms {
+                write: true,
+                exec: false,
+            },
+            kind: MapKind::Private,
+        };
+        assert_eq!(VtdSecondLevel.page(rw), 0x4000_5000 | 0b11);
+        assert_eq!(
+            VtdSecondLevel.page(Leaf {
+                perms: Perms::default(),
+                ..rw
+            }),
+            0x4000_5001
+        );
+        assert_eq!(VtdSecondLevel.table(Pa(0x4000_6000)), 0x4000_6003);
+        assert_eq!(fmt.decode(0, 0), Entry::Invalid);
+        // A 2 MiB page (PS), a write-only page, a snoop bit, a table without W: not ours.
+        assert_eq!(fmt.decode(0x4000_0000 | 0b11 | 1 << 7, 2), Entry::Foreign);
+        assert_eq!(fmt.decode(0x4000_0000 | 0b10, 3), Entry::Foreign);
+        assert_eq!(fmt.decode(0x4000_0000 | 0b11 | 1 << 11, 3), Entry::Foreign);
+        assert_eq!(fmt.decode(0x4000_0000 | 0b01, 1), Entry::Foreign);
+        // The Arm stage-2 DMA format is the address maps' own.
+        let arm = for_dma(DmaTableFormat::ArmStage2);
+        assert_eq!(arm.page(rw), ArmStage2.page(rw));
     }
 
     #[test]

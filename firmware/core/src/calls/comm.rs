@@ -34,6 +34,7 @@ use tsm_abi::tdisp::{
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::dispatch::Reply;
+use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
     GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
@@ -366,6 +367,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
+    let t1 = t1_view(&v);
     // The guard's copy is written back only by `save`: if the request cannot be sent, the
     // VDEV stays as it was.
     v.op = DeviceOp::Stop;
@@ -374,6 +376,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     vdev_t1_off(t, vdev, &mut v);
     v.save()?;
+    t.dma_view_changed(vdev, t1, &v);
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
 }
 
@@ -468,6 +471,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     if v.op == DeviceOp::None {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
+    let t1 = t1_view(&v);
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
         v.step = step::SENT;
@@ -527,6 +531,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     if !ok {
         vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
         v.save()?;
+        t.dma_view_changed(vdev, t1, &v);
         return Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()));
     }
     if v.op != DeviceOp::None {
@@ -534,6 +539,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
     }
     v.save()?;
+    t.dma_view_changed(vdev, t1, &v);
     let status = if v.op == DeviceOp::None {
         StatusCode::Success
     } else {
@@ -574,8 +580,10 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
             if v.op == DeviceOp::None {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
+            let t1 = t1_view(&v);
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);
             v.save()?;
+            t.dma_view_changed(obj, t1, &v);
         }
         _ => return Err(Status::arg(StatusCode::BadHandle, 1)),
     }

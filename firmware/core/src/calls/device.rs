@@ -15,6 +15,7 @@ use tsm_abi::viommu::{ViommuType, ViommuTypeError};
 
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
+use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
@@ -22,7 +23,7 @@ use crate::objects::{
     VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
 use crate::tsm::{PdevRange, Tsm};
-use crate::viommu;
+use crate::viommu::{self, Requester};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
@@ -252,6 +253,12 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if po.refcount() >= full {
         return Err(Status::arg(StatusCode::Capacity, 2));
     }
+    // From now on the engine treats the pBDF as the vdevice's: so does the platform IOMMU.
+    let requester = Requester {
+        segment: po.params.segment,
+        rid: params.pbdf,
+    };
+    t.dma_stream_create(vdev, stream(requester))?;
     if let Some(s) = po.pbdfs.get_mut(pslot) {
         *s = PbdfSlot {
             vdev: vdev.0,
@@ -344,6 +351,11 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
     io.vdevs = io.vdevs.checked_sub(1).ok_or_else(internal)?;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+    let requester = Requester {
+        segment: po.params.segment,
+        rid: v.params.pbdf,
+    };
+    t.dma_stream_destroy(vdev, stream(requester))?;
     po.save()?;
     io.save()?;
     to.save()?;

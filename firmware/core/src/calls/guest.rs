@@ -21,6 +21,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
+use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
     Child, GUEST_OP_PENDING, Guard, Room, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj,
@@ -317,12 +318,14 @@ pub fn vdev_stop(
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let pa = g.v.pa();
+    let t1 = t1_view(&g.v);
     vdev_t1_off(t, pa, &mut g.v);
     g.v.op = DeviceOp::Stop;
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
     g.v.guest_result = GUEST_OP_PENDING;
     g.v.save()?;
+    t.dma_view_changed(pa, t1, &g.v);
     Ok(GuestNext::DeviceRequest {
         vdev: pa,
         op: DeviceOp::Stop,
@@ -376,6 +379,10 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
     // before the old one's walks go, or one could be cached again in between.
     g.v.save()?;
     t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
+    // The DMA table serves requests without PASID only.
+    if pasid.is_none() {
+        t.dma_refresh(g.v.pa());
+    }
     OK
 }
 
@@ -391,6 +398,9 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
     // As in G_S1_ATTACH: the object first, then the cached walks of the old root.
     g.v.save()?;
     t.iotlb.lock().invalidate_pasid(VdevId(g.v.pa().0), pasid);
+    if pasid.is_none() {
+        t.dma_refresh(g.v.pa());
+    }
     OK
 }
 
@@ -408,6 +418,10 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
     t.iotlb
         .lock()
         .invalidate_guest(VdevId(g.v.pa().0), scope, a.iova, len);
+    // The whole table is composed again (the range only narrows what the IOTLB drops).
+    if matches!(scope, PasidScope::All | PasidScope::One(None)) {
+        t.dma_refresh(g.v.pa());
+    }
     OK
 }
 

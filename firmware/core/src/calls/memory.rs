@@ -379,6 +379,7 @@ pub fn map_private(t: &Tsm<'_>, a: args::MapPrivate) -> Reply {
     }
     write_leaf(t, &o, table, gpa, page, perms(flags), MapKind::Private)?;
     o.save()?;
+    t.dma_tvm_changed(&o);
     gl.get().map_err(|_| internal())?;
     gpg.transition(GranuleState::Private)
         .map_err(|e| e.status(3))?;
@@ -433,6 +434,7 @@ pub fn map_shared(t: &Tsm<'_>, a: args::MapShared) -> Reply {
     }
     write_leaf(t, &o, table, gpa, ns, perms(flags), MapKind::Shared)?;
     o.save()?;
+    t.dma_tvm_changed(&o);
     gn.get().map_err(|e| e.status(3))?;
     gl.get().map_err(|_| internal())?;
     OK
@@ -478,6 +480,8 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
         .map_err(|_| internal())?;
     t.platform.invalidate_guest_page(Pa(o.root), gpa);
     t.viommu_unmapped(o.pa(), gpa);
+    // The DMA tables forget the page too before it is scrubbed and reused.
+    t.dma_tvm_changed(&o);
     if leaf.kind == MapKind::Private {
         t.scrub(leaf.pa)?;
     }

@@ -10,6 +10,7 @@
 
 pub mod comm;
 pub mod device;
+pub mod dma;
 pub mod guest;
 pub mod memory;
 pub mod system;

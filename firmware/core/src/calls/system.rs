@@ -3,17 +3,18 @@
 use tsm_abi::call::args;
 use tsm_abi::comm::COMM_PAYLOAD_SIZE;
 use tsm_abi::features::{
-    BuildFlags, DeviceLimits, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
+    BuildFlags, DeviceLimits, DmaFeatures, FeatureReg, MemoryFeatures, QueueLimits, ReportLimits,
     SecurityFeatures, Stage1Formats, TdispFeatures, ViommuTypes,
 };
 use tsm_abi::regs::CallResult;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::{self, AbiVersion};
-use tsm_platform::ExitCode;
 use tsm_platform::log::{MAX_PAYLOAD, STREAM_HOST};
+use tsm_platform::{DMA_MAX_TAG, ExitCode};
 
 use crate::addrmap;
 use crate::dispatch::Reply;
+use crate::dma_tables::{DMA_MAX_PAGES, MAX_DMA_TABLES};
 use crate::objects::{MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, REPORT_CAPACITY};
 use crate::tsm::{MAX_PDEVS, Tsm};
 use crate::viommu_glue;
@@ -84,6 +85,16 @@ pub fn feature(t: &Tsm<'_>, reg: FeatureReg) -> u64 {
             }
             f.bits()
         }
+        // All zero without a platform IOMMU: no DMA tables, nothing bounded by tags.
+        FeatureReg::Dma => match t.iommu {
+            Some(_) => DmaFeatures {
+                tables_per_vdev: MAX_DMA_TABLES as u16,
+                pages_per_vdev: DMA_MAX_PAGES,
+                vdevs: DMA_MAX_TAG,
+            },
+            None => DmaFeatures::default(),
+        }
+        .to_raw(),
     }
 }
 

@@ -410,7 +410,9 @@ impl Child for ViommuObj {
 }
 
 /// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
-/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]).
+/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]), and its DMA tables end it
+/// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]): neither is copied when the
+/// VDEV is locked.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VdevObj {
@@ -547,8 +549,10 @@ pub const GUEST_OP_PENDING: u32 = u32::MAX;
 
 /// Where the cached interface report starts in a VDEV granule.
 pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
+/// Where a vdevice's DMA tables are recorded in its granule: its last bytes.
+pub const DMA_TABLES_OFFSET: u64 = GRANULE_SIZE - size_of::<crate::dma_tables::DmaTables>() as u64;
 /// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
-pub const REPORT_CAPACITY: u64 = GRANULE_SIZE - REPORT_OFFSET;
+pub const REPORT_CAPACITY: u64 = DMA_TABLES_OFFSET - REPORT_OFFSET;
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 // The links lead their objects (`Child`).

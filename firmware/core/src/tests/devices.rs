@@ -116,7 +116,11 @@ pub(crate) fn drive(
 }
 
 pub(crate) fn world(dev: &mut Device<'_>) -> World {
-    let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
+    world_on(harness(tsm_platform::AddressMapFormat::ArmStage2), dev)
+}
+
+/// [`world`] on the machine of `h`.
+pub(crate) fn world_on(h: Harness, dev: &mut Device<'_>) -> World {
     let t = build_tvm(&h, 10);
     let pp = h.host_put(20, pdev_params().as_bytes());
     let pdev = h.delegate(21);

@@ -5,6 +5,7 @@ extern crate std;
 mod devices;
 #[cfg(feature = "dma-inject")]
 mod dma;
+mod dma_tables;
 #[cfg(feature = "dma-inject")]
 mod gpa_split;
 mod memory;

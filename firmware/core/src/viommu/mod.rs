@@ -25,6 +25,7 @@
 //! [`EventQueue`] and [`HostEventQueue`] in its VDEV object and keeps one [`Iotlb`] behind a
 //! spin mutex.
 
+mod enumerate;
 mod events;
 mod fault;
 mod iotlb;
@@ -35,6 +36,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+pub use enumerate::stage1_pages;
 pub use events::{
     EVENT_QUEUE_CAPACITY, EventQueue, EventRecord, GuestFault, HostDomainQueue, HostEventQueue,
     HostFault, HostFaultSummary, HostRecord,

@@ -30,7 +30,7 @@ pub(super) fn index(iova: Iova, level: u8) -> u64 {
 /// Lowest IOVA bit a level-`level` table indexes, which is also the size shift of a leaf at
 /// that level (3: 4 KiB, 2: 2 MiB, 1: 1 GiB): `12 + 9 * (3 - level)`, spelled out so no level can underflow it (levels past 3
 /// count as 3).
-fn level_shift(level: u8) -> u32 {
+pub(super) fn level_shift(level: u8) -> u32 {
     match level {
         0 => 39,
         1 => 30,

@@ -44,6 +44,8 @@ const MAX_PDEVS: usize = 16;
 const MAX_VDEVS_PER_PDEV: u64 = 32;
 const MAX_VDEVS_PER_TVM: u64 = 32;
 const MAX_VIOMMUS_PER_TVM: u64 = 8;
+/// Granules of one vdevice's DMA table (FEATURES DMA).
+pub const MAX_DMA_TABLES: usize = 16;
 
 fn st(code: StatusCode, index: u8) -> Status {
     Status::arg(code, index)
@@ -159,6 +161,7 @@ pub enum Gs {
     Vdev,
     Table,
     Reserved,
+    DmaTable,
 }
 
 impl Gs {
@@ -174,6 +177,7 @@ impl Gs {
             Gs::Vdev => GranuleState::Vdev,
             Gs::Table => GranuleState::Table,
             Gs::Reserved => GranuleState::Reserved,
+            Gs::DmaTable => GranuleState::DmaTable,
         }
     }
 }
@@ -299,6 +303,8 @@ pub struct Vdev {
     pub guest_result: Option<StatusCode>,
     pub events: Queue,
     pub host_events: Queue,
+    /// The granules of its DMA table (VDEV_DMA_TABLE), the root first.
+    pub dma_tables: Vec<u64>,
 }
 
 impl Vdev {
@@ -333,6 +339,8 @@ pub struct Model {
     pub gs: Vec<Gs>,
     pub max_gpa_bits: u8,
     pub dma_inject: bool,
+    /// A platform IOMMU gates DMA: vdevices have DMA tables.
+    pub iommu: bool,
     pub tvms: BTreeMap<u64, Tvm>,
     pub vcpus: BTreeMap<u64, Vcpu>,
     pub pdevs: BTreeMap<u64, Pdev>,
@@ -370,6 +378,7 @@ impl Model {
         reserved: usize,
         max_gpa_bits: u8,
         dma_inject: bool,
+        iommu: bool,
     ) -> Self {
         let mut gs = vec![Gs::Ns; granules];
         for g in gs.iter_mut().take(reserved) {
@@ -380,6 +389,7 @@ impl Model {
             gs,
             max_gpa_bits,
             dma_inject,
+            iommu,
             tvms: BTreeMap::new(),
             vcpus: BTreeMap::new(),
             pdevs: BTreeMap::new(),
@@ -606,7 +616,7 @@ impl Model {
         Ok(match call {
             VERSION => return Ok(version_call(a[0])),
             FEATURES => {
-                if a[0] > 8 {
+                if a[0] > 9 {
                     return Err(st(InvalidArgument, 1).into());
                 }
                 // The values are checked against the implementation by the unit tests; here
@@ -991,6 +1001,26 @@ impl Model {
                 self.viommus.get_mut(&v.viommu).unwrap().vdevs -= 1;
                 self.pdevs.get_mut(&v.pdev).unwrap().vdevs -= 1;
                 self.set(a[0], Gs::Delegated);
+                for t in v.dma_tables {
+                    self.set(t, Gs::Delegated);
+                }
+                ok([0; 4])
+            }
+            VDEV_DMA_TABLE => {
+                if !self.iommu {
+                    return Err(Status::new(NotSupported).into());
+                }
+                // core: the table is compared with the VDEV before either is locked.
+                if a[1] & !(G - 1) == a[0] & !(G - 1) {
+                    return Err(st(GranuleState, 2).into());
+                }
+                self.handle(a[0], Gs::Vdev, 1)?;
+                if self.vdevs[&a[0]].dma_tables.len() >= MAX_DMA_TABLES {
+                    return Err(st(Capacity, 1).into());
+                }
+                self.delegated(a[1], 2)?;
+                self.vdevs.get_mut(&a[0]).unwrap().dma_tables.push(a[1]);
+                self.set(a[1], Gs::DmaTable);
                 ok([0; 4])
             }
             COMMUNICATE => self.communicate(a, env)?,
@@ -1257,6 +1287,7 @@ impl Model {
                 guest_result: None,
                 events: Queue::default(),
                 host_events: Queue::default(),
+                dma_tables: Vec::new(),
             },
         );
         self.set(vdev, Gs::Vdev);

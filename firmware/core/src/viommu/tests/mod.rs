@@ -4,6 +4,7 @@
 extern crate std;
 
 mod core_map;
+mod enumerate;
 mod events_pasid;
 mod input_size;
 mod invalidation;
