@@ -95,6 +95,21 @@ impl SimPlatform {
         }
     }
 
+    /// [`SimPlatform::dma`] by a device: a request the IOMMU refuses is recorded as a
+    /// translation fault, as the hardware records it, for the next `drain_faults`.
+    pub fn device_dma(&self, stream: DmaStream, iova: u64, write: bool) -> Option<Pa> {
+        let out = self.dma(stream, iova, write);
+        if out.is_none() && self.iommu.is_some() {
+            self.record_dma_fault(DmaFault {
+                stream,
+                iova,
+                write,
+                kind: tsm_platform::DmaFaultKind::Translation,
+            });
+        }
+        out
+    }
+
     /// Records `fault` as if an IOMMU had: the next `drain_faults` hands it out.
     pub fn record_dma_fault(&self, fault: DmaFault) {
         self.dma_faults.lock().unwrap().push(fault);

@@ -10,7 +10,7 @@ use tsm_platform::{DmaFault, DmaFaultKind, MemFault, PhysMem};
 use zerocopy::FromZeros;
 
 use crate::addrmap::{Leaf, MapKind, WalkError};
-use crate::objects::{self, Object, PdevObj, Room, TvmHandle, TvmObj, VdevObj};
+use crate::objects::{self, Object, PdevObj, Room, TvmHandle, TvmObj, VdevHandle, VdevObj};
 use crate::tsm::{Platform, Tsm};
 use crate::viommu::{
     self, Access, Fault, FaultReason, GuestFault, HostFault, HostMapping, Perms, Requester,
@@ -89,20 +89,75 @@ impl Tsm<'_> {
         self.iotlb.lock().invalidate_pa(pa);
     }
 
-    /// Moves the DMA faults the platform IOMMU recorded into the host-domain event queue, where
-    /// EVENT_READ finds them (it calls this first). Every stream the IOMMU reports on is in the
-    /// host domain (vdevices' streams are not attached to their own tables yet), so each fault is
-    /// a host device's, queued with its requester like the software engine's host-domain faults
-    /// (docs/design.md "The platform IOMMU", faults).
+    /// Moves the DMA faults the platform IOMMU recorded into the event queues, where EVENT_READ
+    /// and G_EVENT_READ find them (each calls this first, before taking any granule lock). A
+    /// fault of a vdevice's stream (blocked or attached to its DMA table from VDEV_CREATE on)
+    /// goes to that vdevice's queues, full for the guest and sanitized for the host, as the
+    /// software engine's do ([`Tsm::vdevice_fault`]); any other stream is in the host domain and
+    /// its fault goes to the host-domain queue with its requester (docs/design.md "The platform
+    /// IOMMU", faults).
     pub(crate) fn drain_platform_faults(&self) {
         self.platform.drain_faults(&mut |f| {
-            let fault = self.host_domain_fault(&f);
             let requester = Requester {
                 segment: f.stream.segment,
                 rid: f.stream.rid,
             };
+            if let Some(vdev) = self.translator().vdev_of(requester)
+                && self.vdevice_fault(vdev, requester, &f)
+            {
+                return;
+            }
+            let fault = self.host_domain_fault(&f);
             self.host_domain_events.lock().push(requester, &fault);
         });
+    }
+
+    /// Queues the IOMMU's fault `f` of `requester` for the vdevice at `vdev`, under its lock.
+    /// The record says what the engine says of the same request (no PASID, the T bit of the
+    /// view the table holds) when the fault is read: its reason, level and GPA. The engine
+    /// translating it means the table lacked the page (past its bounds, no table donated yet,
+    /// or a change since the request): reported as the table's own refusal, stage 2 of the
+    /// vdevice as the hardware walks it, with no GPA. False if `requester` is no longer that
+    /// vdevice's (destroyed in between: its stream is back in the host domain).
+    fn vdevice_fault(&self, vdev: Pa, requester: Requester, f: &DmaFault) -> bool {
+        let mut room = Room::new();
+        let Ok(mut v) = self.lock(VdevHandle::new(vdev), 1, &mut room) else {
+            return false;
+        };
+        if self.requester_of(&v) != Some(requester) {
+            return false;
+        }
+        let access = if f.write { Access::Write } else { Access::Read };
+        let req = viommu::Request {
+            requester,
+            pasid: None,
+            t_bit: crate::dma_tables::t1_view(&v),
+            iova: Iova(f.iova),
+            access,
+        };
+        let fault = match viommu::translate_uncached(&self.translator(), &req) {
+            Err(fault) => fault,
+            Ok(_) => Fault {
+                vdev: Some(VdevId(vdev.0)),
+                reason: match f.kind {
+                    DmaFaultKind::Permission => FaultReason::S2Permission,
+                    DmaFaultKind::AddressSize => FaultReason::S1InputRange,
+                    DmaFaultKind::Translation | DmaFaultKind::Other => FaultReason::S2Translation,
+                },
+                level: None,
+                gpa: None,
+                iova: req.iova,
+                pasid: None,
+                access,
+                t_bit: req.t_bit,
+            },
+        };
+        v.events.push(&fault);
+        v.host_events.push(&fault);
+        // A save fails only on a platform memory fault (TSM memory): the fault is lost, as
+        // with a full queue.
+        let _ = v.save();
+        true
     }
 
     /// A platform IOMMU fault in the host domain, as the core's fault. The host domain maps all

@@ -427,6 +427,8 @@ pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -
 
 /// G_EVENT_READ: pops one full fault record of the caller's vdevice.
 pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -> Reply {
+    // The hardware's faults join the queues before any is read (and before any lock).
+    t.drain_platform_faults();
     let mut rooms = GuestVdevRooms::default();
     let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
     let gpa = a.buffer;
@@ -468,9 +470,9 @@ pub fn event_read(t: &Tsm<'_>, a: args::EventRead) -> Reply {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
     let size = size_of::<tsm_abi::event::HostEvent>() as u64;
+    // The hardware's faults join the queues before any is read (and before any lock).
+    t.drain_platform_faults();
     if a.queue == HOST_DOMAIN_EVENTS {
-        // The hardware's faults join the queue before it is read.
-        t.drain_platform_faults();
         let _b = t.lock_ns_buffer(buf, size, 2)?;
         let mut q = t.host_domain_events.lock();
         let summary = q.host_summary();

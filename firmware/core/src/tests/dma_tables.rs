@@ -612,3 +612,94 @@ fn tables_freed_by_a_refresh_serve_the_pages_it_could_not_place() {
         d.h().check();
     }
 }
+
+/// What the hardware refused of a vdevice's stream reaches that vdevice's queues, full for the
+/// guest and sanitized for the host, with the reason the engine gives the same request; a host
+/// device's fault stays on the host-domain queue; a page the table lacks while the engine
+/// would translate it (no table donated yet) is the table's refusal, with no GPA.
+#[test]
+fn faults_of_a_vdevice_stream_reach_its_queues() {
+    use tsm_abi::event::{EventFlags, EventReason, GuestEvent, HOST_DOMAIN_EVENTS, HostEvent};
+    use zerocopy::FromBytes;
+
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    for (map, dma) in PAIRS {
+        let mut dev = device(tdis);
+        let d = setup(map, dma, &mut dev);
+        let (h, w) = (&d.w.h, &d.w);
+        d.donate(w.vdev, 40, 10);
+        let secure = h.delegate(70);
+        let buf = h.granule(71);
+        // T=0 view: a private page is secure memory, UNMAPPED is not in the TVM's map; the
+        // second vdevice has no table yet (blocked); the host device writes a delegated page.
+        assert_eq!(h.sim.device_dma(stream(V1), PRIV + 0x18, true), None);
+        assert_eq!(h.sim.device_dma(stream(V1), UNMAPPED, false), None);
+        assert_eq!(h.sim.device_dma(stream(V2), SHARED + 8, false), None);
+        assert_eq!(h.sim.device_dma(stream(HOST), secure.0, true), None);
+        assert!(h.sim.device_dma(stream(V1), SHARED + 8, true).is_some());
+
+        let host = |queue: u64| -> Option<HostEvent> {
+            h.host(EVENT_READ, &[queue, buf.0]).ok()?;
+            let mut b = [0u8; 32];
+            h.sim.host_read(buf, &mut b).unwrap();
+            Some(HostEvent::read_from_bytes(&b).unwrap())
+        };
+        let e = host(HOST_DOMAIN_EVENTS).unwrap();
+        assert_eq!(
+            (e.vdev, e.rid, e.reason, e.flags),
+            (
+                0,
+                HOST.rid,
+                EventReason::T0ToSecure.raw(),
+                EventFlags::WRITE.bits()
+            )
+        );
+        assert!(host(HOST_DOMAIN_EVENTS).is_none(), "only the host device's");
+        for (reason, flags) in [
+            (EventReason::T0ToSecure, EventFlags::WRITE.bits()),
+            (EventReason::Stage2Translation, 0),
+        ] {
+            let e = host(w.vdev.0).unwrap();
+            assert_eq!(
+                (e.vdev, e.segment, e.rid, e.reason, e.flags),
+                (w.vdev.0, 0, PBDF, reason.raw(), flags)
+            );
+        }
+        assert!(host(w.vdev.0).is_none());
+        let e = host(d.vdev2.0).unwrap();
+        assert_eq!(
+            (e.rid, e.reason),
+            (PBDF2, EventReason::Stage2Translation.raw())
+        );
+        // The guest's records carry what the host's may not: the IOVA and the GPA.
+        let guest = || -> GuestEvent {
+            w.guest(G_EVENT_READ, &[u64::from(VBDF), 0x1000]).unwrap();
+            let mut b = [0u8; 64];
+            h.sim.read(w.page, &mut b).unwrap();
+            GuestEvent::read_from_bytes(&b).unwrap()
+        };
+        let g = guest();
+        assert_eq!(
+            (g.vbdf, g.reason, g.iova, g.gpa),
+            (
+                VBDF,
+                EventReason::T0ToSecure.raw(),
+                PRIV + 0x18,
+                PRIV + 0x18
+            )
+        );
+        assert_ne!(g.flags & EventFlags::GPA_VALID.bits(), 0);
+        let g = guest();
+        assert_eq!(
+            (g.reason, g.iova, g.gpa),
+            (EventReason::Stage2Translation.raw(), UNMAPPED, UNMAPPED)
+        );
+        h.guest_refused(
+            w.vcpu,
+            G_EVENT_READ,
+            &[u64::from(VBDF), 0x1000],
+            Status::new(Empty),
+        );
+        h.check();
+    }
+}
