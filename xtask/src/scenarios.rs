@@ -360,6 +360,27 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue",
     },
+    Scenario {
+        name: "dma-diff",
+        id: id::DMA_DIFF,
+        expect: Outcome::Pass,
+        expect_on_aarch64: None,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::DmaInject,
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "rows, 0 different",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "PASS",
+            },
+        ],
+        about: "the differential test: edu through the TSM's IOMMU and the software engine give the same outcome for every row (host device and vdevice; shared, private, delegated, TSM and unmapped targets; before bind, LOCKED, RUN, after unmap and remap, after unbind, destroyed)",
+    },
 ];
 
 impl Scenario {

@@ -365,10 +365,22 @@ impl World {
 
     /// Creates the PDEV for the device's requester-ID range on [`SEGMENT`] and connects it.
     pub fn connect_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome<Pa> {
+        self.connect_pdev_at(env, SEGMENT, RID_BASE, RID_COUNT)
+    }
+
+    /// Creates a PDEV for `rid_count` requester IDs from `rid_base` on `segment` (the first is
+    /// the DSM the link's device answers for) and connects it.
+    pub fn connect_pdev_at<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        segment: u16,
+        rid_base: u16,
+        rid_count: u16,
+    ) -> Outcome<Pa> {
         let params = PdevParams {
-            segment: SEGMENT,
-            rid_base: RID_BASE,
-            rid_count: RID_COUNT,
+            segment,
+            rid_base,
+            rid_count,
             interface_id_format: ID_FORMAT.raw(),
             ..PdevParams::new_zeroed()
         };
@@ -413,7 +425,17 @@ impl World {
         viommu: Pa,
         f: u16,
     ) -> Outcome<usize> {
-        let params = Self::vdev_params(f);
+        self.add_vdev_with(env, t, viommu, Self::vdev_params(f))
+    }
+
+    /// A vdevice of TVM `t` with `params` under `viommu`; returns its index.
+    pub fn add_vdev_with<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        t: usize,
+        viommu: Pa,
+        params: VdevParams,
+    ) -> Outcome<usize> {
         let p = self.pool.ns(env)?;
         ensure!(env.write(p, params.as_bytes()), "write VdevParams");
         let g = self.pool.secure(env)?;

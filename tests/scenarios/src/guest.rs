@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tsm_abi::addr::Gpa;
 use tsm_abi::api::{Error, guest, host};
 use tsm_abi::call::CallId;
-use tsm_abi::event::{EventReason, GuestEvent};
+use tsm_abi::event::{EventFlags, EventReason, GuestEvent};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::regs::CallRegs;
 use tsm_abi::state::VdevState;
@@ -80,6 +80,7 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::StartFails => start_fails(g, arg.vbdf),
         Script::DmaAccept => dma_accept(g, arg.vbdf),
         Script::Bench => bench(g),
+        Script::DmaDiff => dma_diff(g, arg.vbdf),
     }
 }
 
@@ -310,6 +311,35 @@ fn dma_accept<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
         }
     }
     check!(seen);
+    Ok(0)
+}
+
+/// The guest's part of `dma-diff`: accept, hand the host its RUN rows, then check the first
+/// full record of its queue (the IOMMU's refusal of edu's first T=0 write to its private page,
+/// which the host's record told without the IOVA and the GPA) and that edu's T=1 write in RUN
+/// landed in that page.
+fn dma_diff<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    check!(split_is_the_layouts(g));
+    let i = must_info!(g, vbdf);
+    check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&i))?, None));
+    check!(yield_to_host(g));
+    check!(matches!(
+        guest::g_event_read(g, vbdf, CHUNK_GPA),
+        Ok(Some(_))
+    ));
+    let mut ev = GuestEvent::new_zeroed();
+    g.read(CHUNK_GPA, ev.as_mut_bytes())?;
+    let iova = crate::scenarios::dma_diff::PRIVATE_IOVA;
+    check!(ev.vbdf == vbdf && ev.reason == EventReason::T0ToSecure.raw());
+    // VT-d records the page of the refused address, the SMMU the address itself.
+    let page = |a: u64| a & !0xFFF;
+    check!(page(ev.iova) == page(iova) && page(ev.gpa) == page(iova));
+    check!(ev.flags & EventFlags::GPA_VALID.bits() != 0);
+    check!(ev.flags & EventFlags::WRITE.bits() != 0);
+    // edu's T=1 write in RUN landed in this private page (the host cannot look).
+    let mut got = [0u8; 64];
+    g.read(Gpa(iova), &mut got)?;
+    check!(got == crate::scenarios::dma_diff::pattern());
     Ok(0)
 }
 

@@ -72,6 +72,19 @@ pub static TDIS: [TdiConfig<'static>; 1 + FUNCTIONS as usize] = [
     tdi(RID_BASE + 4),
 ];
 
+/// A TDI for each function of PCI bus 0 (interface ID = its requester ID), for a device model
+/// that answers TDISP for a real function ([`crate::scenarios::dma_diff`]: QEMU's `edu`, which
+/// has no DOE mailbox of its own). `&BUS0_TDIS[rid..][..1]` is the TDI of function `rid`.
+pub static BUS0_TDIS: [TdiConfig<'static>; 256] = {
+    let mut tdis = [tdi(0); 256];
+    let mut rid = 1;
+    while rid < 256 {
+        tdis[rid] = tdi(rid as u16);
+        rid += 1;
+    }
+    tdis
+};
+
 /// The device's report portion size: small, so every bind fetches the report in portions.
 pub const REPORT_PORTION: u16 = 600;
 
@@ -99,10 +112,13 @@ pub enum Script {
     /// Time [`BENCH_CALLS`] G_VERSIONs with the guest's counter and leave the sums at
     /// [`BENCH_SUMS_GPA`] (the host's `bench` scenario, docs/benchmarks.md).
     Bench = 9,
+    /// Accept `vbdf`; yield (the host runs its RUN rows, then unbinds); the first full fault
+    /// record must be the hardware's refusal of the host's first T=0 write to private memory.
+    DmaDiff = 10,
 }
 
 impl Script {
-    const ALL: [Script; 9] = [
+    const ALL: [Script; 10] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -112,6 +128,7 @@ impl Script {
         Script::StartFails,
         Script::DmaAccept,
         Script::Bench,
+        Script::DmaDiff,
     ];
 }
 

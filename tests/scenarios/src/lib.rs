@@ -6,7 +6,7 @@
 //! - on QEMU: the host payload runs a scenario with the architectural call gate, and the guest
 //!   payload runs the guest script inside a TVM.
 //!
-//! `dma-hw` and `isolation-iommu` need real devices (QEMU's `edu` and the platform IOMMU) and
+//! `dma-hw`, `dma-diff` and `isolation-iommu` need real devices (QEMU's `edu` and the platform IOMMU) and
 //! run on QEMU only.
 //!
 //! | module | holds |
@@ -100,6 +100,9 @@ pub mod id {
         DMA_HW = 20;
         /// Isolation, host part: the host loads from the platform IOMMU's registers.
         ISOLATION_IOMMU = 21;
+        /// The differential test: `edu` through the platform IOMMU against the engine, row by
+        /// row, as a host device and as a vdevice.
+        DMA_DIFF = 22;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -123,6 +126,7 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),
         id::DMA_HW => scenarios::dma_hw::run(env),
         id::ISOLATION_IOMMU => isolation::host_access(env, HostTarget::Iommu),
+        id::DMA_DIFF => scenarios::dma_diff::run(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

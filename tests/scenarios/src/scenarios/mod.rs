@@ -1,10 +1,11 @@
-//! The scenarios: the seven of the HAL issue and `dma-hw` (issue 13). Each builds what it
+//! The scenarios: the seven of the HAL issue, `dma-hw` and `dma-diff` (issue 13). Each builds what it
 //! needs with [`crate::driver`], checks its rules, tears down and proves every granule is back
 //! in NS.
 
 pub mod acceptance;
 pub mod bad_input;
 pub mod dma;
+pub mod dma_diff;
 pub mod dma_hw;
 pub mod hostile;
 pub mod isolation;
