@@ -703,3 +703,33 @@ fn faults_of_a_vdevice_stream_reach_its_queues() {
         h.check();
     }
 }
+
+/// A fault the IOMMU recorded for a vdevice's stream but drained after VDEV_DESTROY gave the
+/// stream back to the host domain is the host domain's: the vdevice's queues went with it.
+#[test]
+fn a_fault_drained_after_its_vdevice_went_away_is_the_host_domains() {
+    use tsm_abi::event::{EventReason, HOST_DOMAIN_EVENTS, HostEvent};
+    use zerocopy::FromBytes;
+
+    let tdis = std::boxed::Box::leak(std::boxed::Box::new(tdis()));
+    let mut dev = device(tdis);
+    let (map, dma) = PAIRS[0];
+    let d = setup(map, dma, &mut dev);
+    let (h, w) = (&d.w.h, &d.w);
+    d.donate(w.vdev, 40, 10);
+    let buf = h.granule(71);
+    assert_eq!(h.sim.device_dma(stream(V1), PRIV + 0x18, true), None);
+    h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
+    h.host(EVENT_READ, &[HOST_DOMAIN_EVENTS, buf.0]).unwrap();
+    let mut b = [0u8; 32];
+    h.sim.host_read(buf, &mut b).unwrap();
+    let e = HostEvent::read_from_bytes(&b).unwrap();
+    // The host domain's word for the IOVA: a host device's request to that address, which
+    // (as a PA) is not DRAM here.
+    assert_eq!(
+        (e.vdev, e.rid, e.reason),
+        (0, PBDF, EventReason::Stage2Translation.raw())
+    );
+    h.refused(EVENT_READ, &[HOST_DOMAIN_EVENTS, buf.0], Status::new(Empty));
+    h.check();
+}
