@@ -76,6 +76,9 @@ pub enum GranuleState {
     Table = 8,
     /// The TSM's own memory (image, stacks, this table). Never changes state.
     Reserved = 9,
+    /// A PDEV's SPDM evidence: the device's certificate chain and measurement record, kept
+    /// from PDEV_CONNECT until the PDEV goes back to NEW or is destroyed.
+    Evidence = 10,
 }
 
 impl GranuleState {
@@ -90,6 +93,7 @@ impl GranuleState {
             6 => GranuleState::Viommu,
             7 => GranuleState::Vdev,
             8 => GranuleState::Table,
+            10 => GranuleState::Evidence,
             // Only `set_state` writes the field, and it writes only the values above.
             _ => GranuleState::Reserved,
         }
@@ -459,7 +463,7 @@ mod tests {
     fn every_edge_is_checked() {
         use GranuleState::*;
         let all = [
-            Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved,
+            Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved, Evidence,
         ];
         for from in all {
             for to in all {

@@ -12,5 +12,6 @@ pub mod comm;
 pub mod device;
 pub mod guest;
 pub mod memory;
+pub mod session;
 pub mod system;
 pub mod vcpu;

@@ -421,7 +421,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     );
     let comm = w.link.comm;
     bad!(
-        host::pdev_connect(env, pdev, comm),
+        host::pdev_connect(env, pdev, comm, Pa(0)),
         s(ObjectState, 1),
         "PDEV_CONNECT on a READY PDEV"
     );
