@@ -5,7 +5,8 @@ use heapless::Vec;
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::{self, Transport, host};
 use tsm_abi::exit::{ExitReason, VcpuExit};
-use tsm_abi::params::{LockFlags, MapFlags, PdevParams, TvmParams, VdevParams};
+use tsm_abi::params::{LockFlags, MapFlags, PdevFlags, PdevParams, TvmParams, VdevParams};
+use tsm_device_model::identity::DeviceIdentity;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::StatusCode;
 use tsm_abi::version::AbiVersion;
@@ -365,7 +366,45 @@ impl World {
 
     /// Creates the PDEV for the device's requester-ID range on [`SEGMENT`] and connects it.
     pub fn connect_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome<Pa> {
+        let pdev = self.create_pdev(env, PdevFlags::empty())?;
+        let first = host::pdev_connect(env, pdev, self.link.comm, Pa(0));
+        must!(self.link.drive(env, pdev, first)?, "PDEV_CONNECT");
+        Ok(pdev)
+    }
+
+    /// Creates the PDEV with `PdevFlags::SPDM` (slot 0), puts an SPDM responder with
+    /// `identity` on the link and connects; the TSM's verdict.
+    pub fn connect_pdev_spdm<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        identity: DeviceIdentity,
+    ) -> Outcome<api::Result<()>> {
+        self.link.use_spdm(identity)?;
+        self.connect_pdev_spdm_on_link(env)
+    }
+
+    /// [`World::connect_pdev_spdm`] to the responder already on the link.
+    pub fn connect_pdev_spdm_on_link<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+    ) -> Outcome<api::Result<()>> {
+        let pdev = self.create_pdev(env, PdevFlags::SPDM)?;
+        let evidence = self.pool.secure(env)?;
+        let first = host::pdev_connect(env, pdev, self.link.comm, evidence);
+        self.link.drive(env, pdev, first)
+    }
+
+    /// Destroys the PDEV (stopping it first), so another can be created over the same range.
+    pub fn drop_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome {
+        let pdev = self.pdev.take().ok_or(Fail::new("no PDEV", line!()))?;
+        must!(host::pdev_stop(env, pdev), "PDEV_STOP");
+        must!(host::pdev_destroy(env, pdev), "PDEV_DESTROY");
+        Ok(())
+    }
+
+    fn create_pdev<E: HostEnv>(&mut self, env: &mut E, flags: PdevFlags) -> Outcome<Pa> {
         let params = PdevParams {
+            flags: flags.bits(),
             segment: SEGMENT,
             rid_base: RID_BASE,
             rid_count: RID_COUNT,
@@ -377,8 +416,6 @@ impl World {
         let pdev = self.pool.secure(env)?;
         must!(host::pdev_create(env, pdev, p), "PDEV_CREATE");
         self.pdev = Some(pdev);
-        let first = host::pdev_connect(env, pdev, self.link.comm);
-        must!(self.link.drive(env, pdev, first)?, "PDEV_CONNECT");
         Ok(pdev)
     }
 
@@ -550,6 +587,7 @@ impl World {
     /// that every granule the scenario touched is NS, scrubbed and reusable.
     pub fn finish<E: HostEnv>(mut self, env: &mut E) -> Outcome {
         self.link.dev.clear_misbehaviour();
+        self.link.mitm = crate::link::Mitm::Honest;
         for v in 0..self.vdevs.len() {
             let vdev = self.vdev(v)?.pa;
             let state = self.state(env, v)?;

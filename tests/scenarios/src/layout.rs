@@ -99,10 +99,14 @@ pub enum Script {
     /// Time [`BENCH_CALLS`] G_VERSIONs with the guest's counter and leave the sums at
     /// [`BENCH_SUMS_GPA`] (the host's `bench` scenario, docs/benchmarks.md).
     Bench = 9,
+    /// The device is authenticated: read the chain and measurements, check their digests and
+    /// that the chain is the expected device's (else exit [`exit_code::UNTRUSTED_DEVICE`]
+    /// without accepting); changed digests refused; accept; see RUN.
+    Authenticated = 10,
 }
 
 impl Script {
-    const ALL: [Script; 9] = [
+    const ALL: [Script; 10] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -112,6 +116,7 @@ impl Script {
         Script::StartFails,
         Script::DmaAccept,
         Script::Bench,
+        Script::Authenticated,
     ];
 }
 
@@ -212,4 +217,6 @@ pub mod exit_code {
     pub const BAD_ARG: u64 = 0xBAD0;
     /// A [`super::Script::Touch`] read returned data.
     pub const TOUCH_REACHED: u64 = 0xBAD1;
+    /// [`super::Script::Authenticated`]: the chain is not the one the guest's policy trusts.
+    pub const UNTRUSTED_DEVICE: u64 = 0xBAD2;
 }

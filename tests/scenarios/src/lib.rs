@@ -100,6 +100,12 @@ pub mod id {
         DMA_HW = 20;
         /// Isolation, host part: the host loads from the platform IOMMU's registers.
         ISOLATION_IOMMU = 21;
+        /// An authenticated device: SPDM connect, TDISP in the session, the guest checks the
+        /// chain and measurements and accepts; key update; end session.
+        SPDM = 22;
+        /// A host in the middle of the SPDM session: tampered, replayed, reordered records,
+        /// another device, a bad chain, a bad signature.
+        SPDM_MITM = 23;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -123,6 +129,8 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),
         id::DMA_HW => scenarios::dma_hw::run(env),
         id::ISOLATION_IOMMU => isolation::host_access(env, HostTarget::Iommu),
+        id::SPDM => scenarios::spdm::run(env),
+        id::SPDM_MITM => scenarios::spdm::run_mitm(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),
