@@ -72,9 +72,23 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     w.finish(env)
 }
 
-/// The hostile host in the middle.
+/// The hostile host in the middle. Each case builds and tears down its own world in a
+/// function of its own: a debug build gives every local its own stack slot, and the host
+/// payload's stack does not hold six worlds at once.
 pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
-    // A flipped bit in a secured TDISP record during the bind.
+    flipped_record(env)?;
+    replayed_record(env)?;
+    reordered_record(env)?;
+    another_device(env)?;
+    for case in [BadConnect::Chain, BadConnect::Flipped, BadConnect::Signature] {
+        bad_connect(env, case)?;
+    }
+    Ok(())
+}
+
+/// A flipped bit in a secured TDISP record during the bind.
+#[inline(never)]
+fn flipped_record<E: HostEnv>(env: &mut E) -> Outcome {
     let (mut w, connected) = world(env, DEVICE)?;
     must!(connected, "PDEV_CONNECT (SPDM)");
     let v = add_vdev(&mut w, env)?;
@@ -89,9 +103,12 @@ pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
         "a bind went through after the session failed"
     );
     say!("spdm-mitm: a flipped record byte ends the session: DEVICE_ERROR");
-    w.finish(env)?;
+    w.finish(env)
+}
 
-    // A replayed record: the second bind message answered with the first answer again.
+/// A replayed record: the second bind message answered with the first answer again.
+#[inline(never)]
+fn replayed_record<E: HostEnv>(env: &mut E) -> Outcome {
     let (mut w, connected) = world(env, DEVICE)?;
     must!(connected, "PDEV_CONNECT (SPDM)");
     let v = add_vdev(&mut w, env)?;
@@ -101,9 +118,12 @@ pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
     ensure!(w.bind(env, v)? == device_error(), "replayed record not refused");
     ensure!(w.state(env, v)? == VdevState::Error, "vdevice not in ERROR");
     say!("spdm-mitm: a replayed record: DEVICE_ERROR");
-    w.finish(env)?;
+    w.finish(env)
+}
 
-    // The device's answers reordered (one sequence number skipped).
+/// The device's answers reordered (one sequence number skipped).
+#[inline(never)]
+fn reordered_record<E: HostEnv>(env: &mut E) -> Outcome {
     let (mut w, connected) = world(env, DEVICE)?;
     must!(connected, "PDEV_CONNECT (SPDM)");
     let v = add_vdev(&mut w, env)?;
@@ -112,10 +132,13 @@ pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
     }
     ensure!(w.bind(env, v)? == device_error(), "out-of-order record not refused");
     say!("spdm-mitm: an out-of-order record: DEVICE_ERROR");
-    w.finish(env)?;
+    w.finish(env)
+}
 
-    // Another device in place of the expected one: the connect verifies (it is a real
-    // device), the guest sees another chain digest and does not accept.
+/// Another device in place of the expected one: the connect verifies (it is a real device),
+/// the guest sees another chain digest and does not accept.
+#[inline(never)]
+fn another_device<E: HostEnv>(env: &mut E) -> Outcome {
     let (mut w, connected) = world(env, OTHER_DEVICE)?;
     must!(connected, "PDEV_CONNECT (SPDM) to another device");
     let v = add_vdev(&mut w, env)?;
@@ -124,39 +147,52 @@ pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
     w.run_expect(env, 0, 0, Exit::Exited(exit_code::UNTRUSTED_DEVICE))?;
     ensure!(w.state(env, v)? == VdevState::Locked, "another device reached RUN");
     say!("spdm-mitm: another device: the guest sees its chain and does not accept");
-    w.finish(env)?;
-
-    // A chain that does not verify, a flipped byte in the plain connect, a bad signature.
-    for (identity, what) in [
-        (malformed::BROKEN_CHAINING, "a chain that does not verify"),
-        (DEVICE, "a flipped byte in MEASUREMENTS"),
-        (DEVICE, "a bad MEASUREMENTS signature"),
-    ] {
-        let mut w = World::new(env)?;
-        w.link.use_spdm(identity)?;
-        if what.contains("flipped") {
-            // GET_VERSION, CAPABILITIES, ALGORITHMS, DIGESTS, CERTIFICATE × 2, MEASUREMENTS.
-            w.link.mitm = Mitm::Flip {
-                at: w.link.round_trips + 6,
-            };
-        }
-        if what.contains("signature")
-            && let Some(s) = w.link.spdm.as_mut()
-        {
-            s.enable(SpdmMisbehaviour::BadMeasurementSignature);
-        }
-        let connected = w.connect_pdev_spdm_on_link(env)?;
-        ensure!(connected == device_error(), "bad connect not refused");
-        let pdev = w.pdev.ok_or(Fail::new("no PDEV", line!()))?;
-        // ERROR: no second connect.
-        refused!(
-            host::pdev_connect(env, pdev, w.link.comm, tsm_abi::addr::Pa(0)).map(|_| ()),
-            Status::arg(StatusCode::ObjectState, 1),
-            "PDEV_CONNECT after a failed connect"
-        );
-        say!("spdm-mitm: {=str}: DEVICE_ERROR, PDEV in ERROR", what);
-        w.finish(env)?;
-    }
-    Ok(())
+    w.finish(env)
 }
 
+/// A connect that must fail.
+#[derive(Clone, Copy)]
+enum BadConnect {
+    /// A chain that does not verify.
+    Chain,
+    /// A flipped byte in MEASUREMENTS (inside the signed transcript).
+    Flipped,
+    /// A bad MEASUREMENTS signature.
+    Signature,
+}
+
+#[inline(never)]
+fn bad_connect<E: HostEnv>(env: &mut E, case: BadConnect) -> Outcome {
+    let mut w = World::new(env)?;
+    let (identity, what) = match case {
+        BadConnect::Chain => (malformed::BROKEN_CHAINING, "a chain that does not verify"),
+        BadConnect::Flipped => (DEVICE, "a flipped byte in MEASUREMENTS"),
+        BadConnect::Signature => (DEVICE, "a bad MEASUREMENTS signature"),
+    };
+    w.link.use_spdm(identity)?;
+    match case {
+        // GET_VERSION, CAPABILITIES, ALGORITHMS, DIGESTS, CERTIFICATE × 2, MEASUREMENTS.
+        BadConnect::Flipped => {
+            w.link.mitm = Mitm::Flip {
+                at: w.link.round_trips + 6,
+            }
+        }
+        BadConnect::Signature => {
+            if let Some(s) = w.link.spdm.as_mut() {
+                s.enable(SpdmMisbehaviour::BadMeasurementSignature);
+            }
+        }
+        BadConnect::Chain => {}
+    }
+    let connected = w.connect_pdev_spdm_on_link(env)?;
+    ensure!(connected == device_error(), "bad connect not refused");
+    let pdev = w.pdev.ok_or(Fail::new("no PDEV", line!()))?;
+    // ERROR: no second connect.
+    refused!(
+        host::pdev_connect(env, pdev, w.link.comm, tsm_abi::addr::Pa(0)).map(|_| ()),
+        Status::arg(StatusCode::ObjectState, 1),
+        "PDEV_CONNECT after a failed connect"
+    );
+    say!("spdm-mitm: {=str}: DEVICE_ERROR, PDEV in ERROR", what);
+    w.finish(env)
+}
