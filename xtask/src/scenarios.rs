@@ -63,6 +63,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The end-to-end scenarios (tests/scenarios) make hundreds of calls and device round trips
 /// under TCG.
 const E2E_TIMEOUT: Duration = Duration::from_secs(90);
+/// `spdm-mitm` connects seven times.
+const SPDM_MITM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What an isolation host-access run must log: the host's announcement of the access; on x86_64
 /// the TSM's fault report (#PF with error code P|U = 0x5 for a load, P|W|U = 0x7 for a store:
@@ -288,7 +290,8 @@ pub const SCENARIOS: &[Scenario] = &[
         id: id::SPDM_MITM,
         expect: Outcome::Pass,
         expect_on_aarch64: None,
-        timeout: E2E_TIMEOUT,
+        // Seven worlds, each with a P-384 connect under TCG.
+        timeout: SPDM_MITM_TIMEOUT,
         variant: Variant::Normal,
         must_log: &[MustLog {
             arch: None,

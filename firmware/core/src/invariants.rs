@@ -269,7 +269,9 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
                 ensure!(
                     p.params.contains_rid(v.params.pbdf),
-                    "VDEV {pa:x?} pBDF outside its PDEV {:x?} {:x?}", v.params, p.params
+                    "VDEV {pa:x?} pBDF outside its PDEV {:x?} {:x?}",
+                    v.params,
+                    p.params
                 );
                 *refs.entry(v.tvm).or_default() += 1;
             }

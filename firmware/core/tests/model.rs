@@ -389,8 +389,10 @@ impl<'h> World<'h> {
             Env::Accept(_) => {
                 let ev = self.accept_buffer.take().expect("staged evidence");
                 let tvm = c.guest.map(|v| self.m.vcpus[&v].tvm);
-                let page = tvm
-                    .and_then(|t| Model::guest_page(&self.m.tvms[&t], c.args[1], 96, false, false));
+                let page = tvm.and_then(|t| {
+                    let len = size_of::<AcceptEvidence>() as u64;
+                    Model::guest_page(&self.m.tvms[&t], c.args[1], len, false, false)
+                });
                 if let Some(p) = page {
                     let pa = p.pa + c.args[1] % G;
                     self.h.sim.write(Pa(pa), ev.as_bytes()).unwrap();
@@ -1793,10 +1795,7 @@ impl<'h> World<'h> {
                             self.rng.pick(&mine).unwrap()
                         };
                         let (u, e, info) = self.evidence[i];
-                        (
-                            AcceptEvidence::from_info(&info),
-                            Some((u, e)),
-                        )
+                        (AcceptEvidence::from_info(&info), Some((u, e)))
                     }
                     _ => (AcceptEvidence::new_zeroed(), None),
                 };

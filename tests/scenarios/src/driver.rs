@@ -6,11 +6,11 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::{self, Transport, host};
 use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::params::{LockFlags, MapFlags, PdevFlags, PdevParams, TvmParams, VdevParams};
-use tsm_device_model::identity::DeviceIdentity;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::StatusCode;
 use tsm_abi::version::AbiVersion;
 use tsm_abi::viommu::ViommuType;
+use tsm_device_model::identity::DeviceIdentity;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{

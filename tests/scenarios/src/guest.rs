@@ -522,7 +522,10 @@ fn evidence_digest<G: GuestEnv>(
 fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     let i = must_info!(g, vbdf);
     check!(i.state == VdevState::Locked.raw());
-    check!(EvidenceFlags::from_bits_truncate(i.evidence_flags).contains(EvidenceFlags::DEVICE_AUTHENTICATED));
+    check!(
+        EvidenceFlags::from_bits_truncate(i.evidence_flags)
+            .contains(EvidenceFlags::DEVICE_AUTHENTICATED)
+    );
     check!(i.chain_len > 0 && i.measurements_len > 0);
     let chain = evidence_digest(g, vbdf, DeviceEvidence::Chain, i.chain_len)?;
     check!(chain == Some(i.chain_digest));
@@ -533,7 +536,10 @@ fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     // The guest's own policy: it trusts one device, by its chain.
     let trusted: [u8; 48] = Sha384::digest(tsm_device_model::identity::DEVICE.chain).into();
     if i.chain_digest != trusted {
-        say!("guest: vBDF {=u16:#x} presents another device's chain: not accepted", vbdf);
+        say!(
+            "guest: vBDF {=u16:#x} presents another device's chain: not accepted",
+            vbdf
+        );
         return Ok(exit_code::UNTRUSTED_DEVICE);
     }
     say!(
@@ -545,13 +551,22 @@ fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     let good = AcceptEvidence::from_info(&i);
     let mut ev = good;
     ev.chain_digest[0] ^= 1;
-    check!(is(accept(g, vbdf, &ev)?, st(StatusCode::EvidenceMismatch, 4)));
+    check!(is(
+        accept(g, vbdf, &ev)?,
+        st(StatusCode::EvidenceMismatch, 4)
+    ));
     let mut ev = good;
     ev.measurements_digest[47] ^= 0x80;
-    check!(is(accept(g, vbdf, &ev)?, st(StatusCode::EvidenceMismatch, 5)));
+    check!(is(
+        accept(g, vbdf, &ev)?,
+        st(StatusCode::EvidenceMismatch, 5)
+    ));
     check!(is(accept(g, vbdf, &good)?, None));
     let after = info(g, vbdf)?;
     check!(after.is_ok_and(|a| a.state == VdevState::Run.raw()));
-    say!("guest: accepted authenticated vBDF {=u16:#x}, it is RUN", vbdf);
+    say!(
+        "guest: accepted authenticated vBDF {=u16:#x}, it is RUN",
+        vbdf
+    );
     Ok(0)
 }

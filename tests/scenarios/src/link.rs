@@ -6,9 +6,9 @@
 
 use tsm_abi::addr::Pa;
 use tsm_abi::api::{OpProgress, host};
+use tsm_abi::comm::CommProtocol;
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::tdisp::MAX_MESSAGE_SIZE;
-use tsm_abi::comm::CommProtocol;
 use tsm_device_model::identity::DeviceIdentity;
 use tsm_device_model::spdm::{Reply, SpdmDevice};
 use tsm_device_model::{Device, DeviceConfig};

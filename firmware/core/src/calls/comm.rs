@@ -26,11 +26,11 @@
 
 use sha2::{Digest, Sha256};
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
-use tsm_abi::guest::SPDM_DIGEST_SIZE;
 use tsm_abi::call::args;
 use tsm_abi::comm::{
     COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus,
 };
+use tsm_abi::guest::SPDM_DIGEST_SIZE;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
@@ -44,8 +44,8 @@ use crate::calls::session;
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, Guard, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room,
-    VdevHandle, VdevLinks, VdevObj, internal,
+    GUEST_OP_PENDING, Guard, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
+    VdevLinks, VdevObj, internal,
 };
 use crate::spdm::requester::{Evidence, MAX_RECORD, Outcome, Requester, Step};
 use crate::tsm::Tsm;
@@ -277,8 +277,9 @@ fn tdisp_answer<'b>(
             dest.copy_from_slice(bytes);
             Ok(Some(dest))
         }
-        Some(r) => Ok(session::open_tdisp(r, bytes, tdisp, t.platform)?
-            .and_then(|len| tdisp.get(..len))),
+        Some(r) => {
+            Ok(session::open_tdisp(r, bytes, tdisp, t.platform)?.and_then(|len| tdisp.get(..len)))
+        }
     }
 }
 
@@ -567,10 +568,9 @@ fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
             nonce: v.start_nonce,
         },
         (DeviceOp::Stop, _) => Request::StopInterface { interface_id },
-        (
-            DeviceOp::None | DeviceOp::Connect | DeviceOp::KeyUpdate | DeviceOp::Disconnect,
-            _,
-        ) => return Err(internal()),
+        (DeviceOp::None | DeviceOp::Connect | DeviceOp::KeyUpdate | DeviceOp::Disconnect, _) => {
+            return Err(internal());
+        }
     })
 }
 
@@ -639,7 +639,15 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.step = step::SENT;
     v.seq = 1;
     let mut session = load_session(t, &p)?;
-    send_via(t, &mut p, session.as_mut(), comm, vdev, v.seq, &vdev_request(&v)?)?;
+    send_via(
+        t,
+        &mut p,
+        session.as_mut(),
+        comm,
+        vdev,
+        v.seq,
+        &vdev_request(&v)?,
+    )?;
     save_session(t, &p, session.as_ref())?;
     v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
@@ -657,10 +665,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
 }
 
 /// The PDEV's requester when it talks through a session.
-fn load_session(
-    t: &Tsm<'_>,
-    p: &Guard<'_, '_, PdevObj>,
-) -> Result<Option<Requester>, Status> {
+fn load_session(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Option<Requester>, Status> {
     if session::uses_spdm(p) {
         Ok(Some(session::load(t, p)?))
     } else {
@@ -715,7 +720,15 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     v.step = step::SENT;
     v.seq = 1;
     let mut session = load_session(t, &p)?;
-    send_via(t, &mut p, session.as_mut(), comm, vdev, v.seq, &vdev_request(&v)?)?;
+    send_via(
+        t,
+        &mut p,
+        session.as_mut(),
+        comm,
+        vdev,
+        v.seq,
+        &vdev_request(&v)?,
+    )?;
     save_session(t, &p, session.as_ref())?;
     vdev_t1_off(t, vdev, &mut v);
     p.save()?;
@@ -918,7 +931,15 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     if v.op != DeviceOp::None {
         v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
         let seq = v.seq;
-        send_via(t, &mut p, session.as_mut(), comm, vdev, seq, &vdev_request(&v)?)?;
+        send_via(
+            t,
+            &mut p,
+            session.as_mut(),
+            comm,
+            vdev,
+            seq,
+            &vdev_request(&v)?,
+        )?;
     } else if session.is_some() {
         p.session_owner = 0;
     }

@@ -17,13 +17,13 @@ use crate::calls::comm::release_evidence;
 use crate::calls::session;
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
-use crate::spdm::requester::Requester;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
     PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle,
     VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
+use crate::spdm::requester::Requester;
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu;
 

@@ -20,6 +20,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
+use crate::calls::session;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::granule::GranuleState;
 use crate::objects::{
@@ -29,7 +30,6 @@ use crate::objects::{
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;
-use crate::calls::session;
 use crate::viommu::{PasidError, PasidScope, VdevId};
 #[cfg(feature = "dma-inject")]
 use crate::viommu_glue::record_fault;

@@ -104,9 +104,7 @@ pub fn write_comm(
     // Header and payload under one lock of the buffer granule.
     let _g = t.lock_ns_buffer(comm, GRANULE_SIZE, 2)?;
     let bad = Status::arg(StatusCode::InvalidBuffer, 2);
-    t.platform
-        .write(comm, header.as_bytes())
-        .map_err(|_| bad)?;
+    t.platform.write(comm, header.as_bytes()).map_err(|_| bad)?;
     let payload = comm.checked_add(COMM_HEADER_SIZE as u64).ok_or(bad)?;
     t.platform.write(payload, message).map_err(|_| bad)
 }
@@ -175,13 +173,21 @@ pub fn open_tdisp(
 }
 
 /// The evidence granule's chain and record, read into `buf` for a connect step.
-pub fn read_evidence(t: &Tsm<'_>, evidence: Pa, buf: &mut [u8; GRANULE_SIZE as usize]) -> Result<(), Status> {
+pub fn read_evidence(
+    t: &Tsm<'_>,
+    evidence: Pa,
+    buf: &mut [u8; GRANULE_SIZE as usize],
+) -> Result<(), Status> {
     check_evidence(t, evidence)?;
     t.platform.read(evidence, buf).map_err(|_| internal())
 }
 
 /// Writes a connect step's evidence back.
-pub fn write_evidence(t: &Tsm<'_>, evidence: Pa, buf: &[u8; GRANULE_SIZE as usize]) -> Result<(), Status> {
+pub fn write_evidence(
+    t: &Tsm<'_>,
+    evidence: Pa,
+    buf: &[u8; GRANULE_SIZE as usize],
+) -> Result<(), Status> {
     check_evidence(t, evidence)?;
     t.platform.write(evidence, buf).map_err(|_| internal())
 }
@@ -213,7 +219,11 @@ pub fn read_evidence_part(
     out: &mut [u8],
 ) -> Result<(), Status> {
     check_evidence(t, evidence)?;
-    let base = if measurements { CHAIN_CAPACITY as u64 } else { 0 };
+    let base = if measurements {
+        CHAIN_CAPACITY as u64
+    } else {
+        0
+    };
     let at = base
         .checked_add(offset)
         .and_then(|o| evidence.checked_add(o))

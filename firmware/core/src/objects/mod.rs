@@ -595,9 +595,7 @@ const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
 /// Where the PDEV's SPDM requester state lives in its granule, after the object.
 pub const SESSION_OFFSET: u64 = size_of::<PdevObj>().next_multiple_of(8) as u64;
-const _: () = assert!(
-    SESSION_OFFSET + crate::spdm::requester::STATE_SIZE as u64 <= GRANULE_SIZE
-);
+const _: () = assert!(SESSION_OFFSET + crate::spdm::requester::STATE_SIZE as u64 <= GRANULE_SIZE);
 /// Bytes of an evidence granule for the certificate chain (from offset 0); the measurement
 /// record takes the rest.
 pub const CHAIN_CAPACITY: usize = 3072;

@@ -230,7 +230,8 @@ fn connect_bind_accept_run_stop_unbind() {
     assert_eq!((info.chain_len, info.chain_digest), (0, [0; 48]));
     // Without a session there is no device evidence to read.
     assert_eq!(
-        w.guest(G_VDEV_CERT_CHAIN, &[u64::from(VBDF), 0, 0x1000, 64]).map_err(|e| e.0),
+        w.guest(G_VDEV_CERT_CHAIN, &[u64::from(VBDF), 0, 0x1000, 64])
+            .map_err(|e| e.0),
         Err(s(ObjectState, 1))
     );
     assert!(info.report_len > 1024, "fetched in more than one portion");

@@ -17,6 +17,7 @@ use tsm_abi::CallId;
 use tsm_abi::addr::GRANULE_SIZE;
 use tsm_abi::call::Caller;
 use tsm_abi::event::{ALL_PASIDS, MAX_PASID, NO_PASID};
+use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{MapFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams};
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
@@ -823,10 +824,7 @@ impl Model {
                 let readable = f.of(self.params(a[1], 64, 2)).is_some();
                 if readable {
                     f.fail(!pdev_params_valid(&p), st(InvalidArgument, 2));
-                    f.fail(
-                        p.pdev_flags().contains(PdevFlags::IDE),
-                        st(NotSupported, 2),
-                    );
+                    f.fail(p.pdev_flags().contains(PdevFlags::IDE), st(NotSupported, 2));
                     let overlaps = self.pdevs.values().any(|o| {
                         let a0 = u32::from(p.rid_base);
                         let a1 = a0 + u32::from(p.rid_count);
@@ -1366,7 +1364,10 @@ impl Model {
                         v.state = VdevState::Unlocked;
                         true
                     }
-                    DeviceOp::None | DeviceOp::Connect | DeviceOp::KeyUpdate | DeviceOp::Disconnect => {
+                    DeviceOp::None
+                    | DeviceOp::Connect
+                    | DeviceOp::KeyUpdate
+                    | DeviceOp::Disconnect => {
                         unreachable!()
                     }
                 };
@@ -1425,7 +1426,14 @@ impl Model {
                 if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
-                    f.of(page(self, a[1], 256, true, false, 2));
+                    f.of(page(
+                        self,
+                        a[1],
+                        size_of::<VdevInfo>() as u64,
+                        true,
+                        false,
+                        2,
+                    ));
                 }
                 f.gate()?;
                 ok([0; 4])
@@ -1463,7 +1471,15 @@ impl Model {
                     f.0.push(st(InvalidBuffer, 2));
                     false
                 } else {
-                    f.of(page(self, a[1], 192, false, false, 2)).is_some()
+                    f.of(page(
+                        self,
+                        a[1],
+                        size_of::<AcceptEvidence>() as u64,
+                        false,
+                        false,
+                        2,
+                    ))
+                    .is_some()
                 };
                 let Env::Accept(e) = *env else {
                     panic!("G_VDEV_ACCEPT without evidence")

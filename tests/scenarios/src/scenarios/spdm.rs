@@ -53,7 +53,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     must!(w.bind(env, v)?, "VDEV_BIND in the session");
     w.activate(env, 0)?;
     w.run_expect(env, 0, 0, Exit::Exited(0))?;
-    ensure!(w.state(env, v)? == VdevState::Run, "accepted vdevice not RUN");
+    ensure!(
+        w.state(env, v)? == VdevState::Run,
+        "accepted vdevice not RUN"
+    );
     let first = host::pdev_key_update(env, pdev, w.link.comm);
     must!(w.link.drive(env, pdev, first)?, "PDEV_KEY_UPDATE");
     refused!(
@@ -67,7 +70,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     let first = host::pdev_disconnect(env, pdev, w.link.comm);
     must!(w.link.drive(env, pdev, first)?, "PDEV_DISCONNECT");
     let in_session = w.link.spdm.as_ref().is_some_and(|s| s.in_session());
-    ensure!(!in_session, "the device still has a session after END_SESSION");
+    ensure!(
+        !in_session,
+        "the device still has a session after END_SESSION"
+    );
     say!("spdm: authenticated connect, bind and accept in the session, key update, end session");
     w.finish(env)
 }
@@ -80,7 +86,11 @@ pub fn run_mitm<E: HostEnv>(env: &mut E) -> Outcome {
     replayed_record(env)?;
     reordered_record(env)?;
     another_device(env)?;
-    for case in [BadConnect::Chain, BadConnect::Flipped, BadConnect::Signature] {
+    for case in [
+        BadConnect::Chain,
+        BadConnect::Flipped,
+        BadConnect::Signature,
+    ] {
         bad_connect(env, case)?;
     }
     Ok(())
@@ -95,7 +105,10 @@ fn flipped_record<E: HostEnv>(env: &mut E) -> Outcome {
     w.link.mitm = Mitm::Flip {
         at: w.link.round_trips,
     };
-    ensure!(w.bind(env, v)? == device_error(), "tampered record not refused");
+    ensure!(
+        w.bind(env, v)? == device_error(),
+        "tampered record not refused"
+    );
     ensure!(w.state(env, v)? == VdevState::Error, "vdevice not in ERROR");
     w.link.mitm = Mitm::Honest;
     ensure!(
@@ -115,7 +128,10 @@ fn replayed_record<E: HostEnv>(env: &mut E) -> Outcome {
     w.link.mitm = Mitm::Replay {
         at: w.link.round_trips + 1,
     };
-    ensure!(w.bind(env, v)? == device_error(), "replayed record not refused");
+    ensure!(
+        w.bind(env, v)? == device_error(),
+        "replayed record not refused"
+    );
     ensure!(w.state(env, v)? == VdevState::Error, "vdevice not in ERROR");
     say!("spdm-mitm: a replayed record: DEVICE_ERROR");
     w.finish(env)
@@ -130,7 +146,10 @@ fn reordered_record<E: HostEnv>(env: &mut E) -> Outcome {
     if let Some(s) = w.link.spdm.as_mut() {
         s.enable(SpdmMisbehaviour::SkipSequenceNumber);
     }
-    ensure!(w.bind(env, v)? == device_error(), "out-of-order record not refused");
+    ensure!(
+        w.bind(env, v)? == device_error(),
+        "out-of-order record not refused"
+    );
     say!("spdm-mitm: an out-of-order record: DEVICE_ERROR");
     w.finish(env)
 }
@@ -145,7 +164,10 @@ fn another_device<E: HostEnv>(env: &mut E) -> Outcome {
     must!(w.bind(env, v)?, "VDEV_BIND");
     w.activate(env, 0)?;
     w.run_expect(env, 0, 0, Exit::Exited(exit_code::UNTRUSTED_DEVICE))?;
-    ensure!(w.state(env, v)? == VdevState::Locked, "another device reached RUN");
+    ensure!(
+        w.state(env, v)? == VdevState::Locked,
+        "another device reached RUN"
+    );
     say!("spdm-mitm: another device: the guest sees its chain and does not accept");
     w.finish(env)
 }
