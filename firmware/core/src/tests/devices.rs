@@ -439,6 +439,15 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     h.refused(OP_CANCEL, &[pdev.0], s(NoOperation, 1));
     h.refused(PDEV_CONNECT, &[pdev.0, comm.0 + 8], s(InvalidBuffer, 2));
     h.refused(PDEV_CONNECT, &[pdev.0, h.granule(1).0], s(InvalidBuffer, 2));
+    // Without PdevFlags::SPDM there is no evidence to keep, and the session calls refuse.
+    let spare = h.delegate(27);
+    h.refused(
+        PDEV_CONNECT,
+        &[pdev.0, comm.0, spare.0],
+        s(InvalidArgument, 3),
+    );
+    h.refused(PDEV_KEY_UPDATE, &[pdev.0, comm.0], s(NotSupported, 1));
+    h.refused(PDEV_DISCONNECT, &[pdev.0, comm.0], s(NotSupported, 1));
     assert_eq!(
         h.host(PDEV_CONNECT, &[pdev.0, comm.0]),
         Err(Status::new(NeedsDeviceIo))

@@ -362,9 +362,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         (
             PdevParams {
                 flags: PdevFlags::SPDM.bits(),
+                spdm_slot: 8,
                 ..good
             },
-            s(NotSupported, 2),
+            s(InvalidArgument, 2),
         ),
         (
             PdevParams {
