@@ -47,9 +47,11 @@
 #define TSM_CALL_VCPU_RUN                                0xC6000131U /* host, 2 args, 1 results */
 #define TSM_CALL_VCPU_DESTROY                            0xC6000132U /* host, 1 args, 0 results */
 #define TSM_CALL_PDEV_CREATE                             0xC6000140U /* host, 2 args, 0 results */
-#define TSM_CALL_PDEV_CONNECT                            0xC6000141U /* host, 2 args, 2 results */
+#define TSM_CALL_PDEV_CONNECT                            0xC6000141U /* host, 3 args, 2 results */
 #define TSM_CALL_PDEV_STOP                               0xC6000142U /* host, 1 args, 0 results */
 #define TSM_CALL_PDEV_DESTROY                            0xC6000143U /* host, 1 args, 0 results */
+#define TSM_CALL_PDEV_DISCONNECT                         0xC6000144U /* host, 2 args, 2 results */
+#define TSM_CALL_PDEV_KEY_UPDATE                         0xC6000145U /* host, 2 args, 2 results */
 #define TSM_CALL_VIOMMU_CREATE                           0xC6000150U /* host, 4 args, 0 results */
 #define TSM_CALL_VIOMMU_DESTROY                          0xC6000151U /* host, 1 args, 0 results */
 #define TSM_CALL_VDEV_CREATE                             0xC6000160U /* host, 4 args, 0 results */
@@ -70,6 +72,8 @@
 #define TSM_CALL_G_VDEV_REPORT                           0xC6000211U /* guest, 4 args, 2 results */
 #define TSM_CALL_G_VDEV_ACCEPT                           0xC6000212U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_VDEV_STOP                             0xC6000213U /* guest, 1 args, 0 results */
+#define TSM_CALL_G_VDEV_CERT_CHAIN                       0xC6000214U /* guest, 4 args, 2 results */
+#define TSM_CALL_G_VDEV_MEASUREMENTS                     0xC6000215U /* guest, 4 args, 2 results */
 #define TSM_CALL_G_S1_ATTACH                             0xC6000220U /* guest, 4 args, 0 results */
 #define TSM_CALL_G_S1_DETACH                             0xC6000221U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_S1_INVALIDATE                         0xC6000222U /* guest, 4 args, 0 results */
@@ -351,7 +355,10 @@
 /* Pending device operations. */
 /* No operation pending. */
 #define TSM_OP_NONE                                      0
-/* PDEV connect: TDISP GET_VERSION, GET_CAPABILITIES. */
+/*
+ * PDEV connect: with SPDM the SPDM connect and session (GET_VERSION … FINISH), then TDISP
+ * GET_VERSION, GET_CAPABILITIES.
+ */
 #define TSM_OP_CONNECT                                   1
 /* VDEV bind: TDISP LOCK_INTERFACE, GET_DEVICE_INTERFACE_REPORT (all portions). */
 #define TSM_OP_BIND                                      2
@@ -359,6 +366,16 @@
 #define TSM_OP_START                                     3
 /* VDEV unbind or guest stop: TDISP STOP_INTERFACE. */
 #define TSM_OP_STOP                                      4
+/*
+ * PDEV key update: SPDM KEY_UPDATE (UpdateAllKeys, then VerifyNewKey) in the session; the PDEV
+ * stays READY.
+ */
+#define TSM_OP_KEY_UPDATE                                5
+/*
+ * PDEV disconnect: SPDM END_SESSION in the session; the PDEV stays READY until the device
+ * acknowledges, then goes back to NEW.
+ */
+#define TSM_OP_DISCONNECT                                6
 
 /* CommHeader.op. */
 /* Nothing: no request in the buffer (written on completion of an operation). */
@@ -370,15 +387,19 @@
 /* No request. */
 #define TSM_COMM_PROTO_NONE                              0
 /*
- * A bare TDISP message (PCIe TDISP 1.0 header first). This phase's transport: no SPDM session
- * exists yet (FEATURES SECURITY.SPDM_SESSION = 0), so the message is in the clear; on real hardware
- * the host wraps it in an SPDM VENDOR_DEFINED_REQUEST on the DOE CMA feature.
+ * A bare TDISP message (PCIe TDISP 1.0 header first), in the clear: a PDEV created without
+ * PdevFlags::SPDM. The guest is told (no DEVICE_AUTHENTICATED).
  */
 #define TSM_COMM_PROTO_TDISP                             1
-/* An SPDM message for the DOE CMA feature (data object type 1). Not used in ABI 1.0. */
+/*
+ * A plain SPDM message for the DOE CMA feature (data object type 1): the SPDM connect before the
+ * session exists.
+ */
 #define TSM_COMM_PROTO_SPDM                              2
 /*
- * A secured SPDM message for the DOE secured-CMA feature (data object type 2). Not used in ABI 1.0.
+ * A DSP0277 secured SPDM message (session ID, length, AES-256-GCM ciphertext, tag) for the DOE
+ * secured-CMA feature (data object type 2): everything once the session exists, TDISP included. The
+ * host cannot read or change it undetected.
  */
 #define TSM_COMM_PROTO_SECURED_SPDM                      3
 
@@ -486,8 +507,11 @@ struct tsm_pdev_params {
 	uint16_t reserved0; /* offset 14 */
 	/* InterfaceIdFormat of the device's TDISP interface IDs. */
 	uint32_t interface_id_format; /* offset 16 */
-	/* Must be 0. */
-	uint32_t reserved1; /* offset 20 */
+	/*
+	 * With PdevFlags::SPDM: the certificate slot (0..=7) whose chain authenticates the device
+	 * (the host's choice; the guest sees the chain it names). 0 otherwise.
+	 */
+	uint32_t spdm_slot; /* offset 20 */
 	/* Must be 0. */
 	uint64_t reserved2[5]; /* offset 24 */
 }; /* 64 bytes */
@@ -652,7 +676,7 @@ struct tsm_guest_event {
 	uint64_t reserved1[2]; /* offset 48 */
 }; /* 64 bytes */
 
-/* What G_VDEV_INFO writes to the guest (128 bytes). */
+/* What G_VDEV_INFO writes to the guest (256 bytes). */
 struct tsm_vdev_info {
 	/* VdevState. */
 	uint32_t state; /* offset 0 */
@@ -680,11 +704,28 @@ struct tsm_vdev_info {
 	uint8_t nonce[32]; /* offset 32 */
 	/* SHA-256 of the cached interface report (zero while none is cached). */
 	uint8_t report_digest[32]; /* offset 64 */
+	/*
+	 * Bytes of the device's SPDM certificate chain (G_VDEV_CERT_CHAIN); 0 without
+	 * DEVICE_AUTHENTICATED or while no report is cached.
+	 */
+	uint32_t chain_len; /* offset 96 */
+	/*
+	 * Bytes of the device's signed measurement record (G_VDEV_MEASUREMENTS); 0 as chain_len.
+	 */
+	uint32_t measurements_len; /* offset 100 */
 	/* 0. */
-	uint64_t reserved3[4]; /* offset 96 */
-}; /* 128 bytes */
+	uint64_t reserved3[3]; /* offset 104 */
+	/*
+	 * SHA-384 of the certificate chain buffer (echo in AcceptEvidence); zero as chain_len.
+	 */
+	uint8_t chain_digest[48]; /* offset 128 */
+	/* SHA-384 of the measurement record (echo in AcceptEvidence); zero as chain_len. */
+	uint8_t measurements_digest[48]; /* offset 176 */
+	/* 0. */
+	uint64_t reserved4[4]; /* offset 224 */
+}; /* 256 bytes */
 
-/* What the guest passes to G_VDEV_ACCEPT (96 bytes): the evidence it verified, echoed. */
+/* What the guest passes to G_VDEV_ACCEPT (192 bytes): the evidence it verified, echoed. */
 struct tsm_accept_evidence {
 	/* VdevInfo::nonce. */
 	uint8_t nonce[32]; /* offset 0 */
@@ -694,6 +735,10 @@ struct tsm_accept_evidence {
 	uint64_t report_counter; /* offset 64 */
 	/* Must be 0. */
 	uint64_t reserved[3]; /* offset 72 */
-}; /* 96 bytes */
+	/* VdevInfo::chain_digest. */
+	uint8_t chain_digest[48]; /* offset 96 */
+	/* VdevInfo::measurements_digest. */
+	uint8_t measurements_digest[48]; /* offset 144 */
+}; /* 192 bytes */
 
 #endif /* TSM_ABI_H */

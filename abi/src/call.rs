@@ -310,13 +310,21 @@ calls! {
     /// Create a PDEV (device security manager behind PF0) in a delegated granule.
     /// args: PDEV granule, params PA (NS).
     PDEV_CREATE = 0x0140, PdevCreate { pdev: Pa, params: Pa }, results 0;
-    /// Start the connect operation (TDISP GET_VERSION / GET_CAPABILITIES). args: PDEV, comm buffer PA.
-    /// results: pending operation, PDEV state.
-    PDEV_CONNECT = 0x0141, PdevConnect { pdev: Pa, comm: Pa }, results 2;
+    /// Start the connect operation (with `PdevFlags::SPDM`: the SPDM connect and session first;
+    /// then TDISP GET_VERSION / GET_CAPABILITIES). args: PDEV, comm buffer PA, evidence granule
+    /// (a DELEGATED granule the PDEV keeps for the device's chain and measurements with SPDM;
+    /// 0 without). results: pending operation, PDEV state.
+    PDEV_CONNECT = 0x0141, PdevConnect { pdev: Pa, comm: Pa, evidence: Pa }, results 2;
     /// Stop a PDEV (refused while vdevices are bound). args: PDEV.
     PDEV_STOP = 0x0142, PdevStop { pdev: Pa }, results 0;
     /// Destroy a PDEV with no vdevices. args: PDEV.
     PDEV_DESTROY = 0x0143, PdevDestroy { pdev: Pa }, results 0;
+    /// End the SPDM session of a READY PDEV with no bound vdevice (END_SESSION, in the session)
+    /// and go back to NEW. args: PDEV, comm buffer PA. results: pending operation, PDEV state.
+    PDEV_DISCONNECT = 0x0144, PdevDisconnect { pdev: Pa, comm: Pa }, results 2;
+    /// Update both directions' session keys of a READY PDEV (SPDM KEY_UPDATE, then
+    /// VerifyNewKey). args: PDEV, comm buffer PA. results: pending operation, PDEV state.
+    PDEV_KEY_UPDATE = 0x0145, PdevKeyUpdate { pdev: Pa, comm: Pa }, results 2;
     /// Create a secure vIOMMU of a TSM type for a TVM. args: TVM, VIOMMU granule, type, flags.
     VIOMMU_CREATE = 0x0150, ViommuCreate { tvm: Pa, viommu: Pa, vtype: u64, flags: u64 }, results 0;
     /// Destroy a vIOMMU with no vdevices. args: VIOMMU.
@@ -372,6 +380,13 @@ calls! {
     G_VDEV_ACCEPT = 0x0212, GVdevAccept { vbdf: u64, evidence: Gpa }, results 0;
     /// Stop the device (T=1 off, back to UNLOCKED via the host). args: vBDF.
     G_VDEV_STOP = 0x0213, GVdevStop { vbdf: u64 }, results 0;
+    /// Read a portion of the device's SPDM certificate chain (the chain buffer of the PDEV's
+    /// slot, as the device served it and the TSM verified it). args: vBDF, offset, buffer GPA,
+    /// length. results: bytes copied, bytes remaining.
+    G_VDEV_CERT_CHAIN = 0x0214, GVdevCertChain { vbdf: u64, offset: u64, buffer: Gpa, len: u64 }, results 2;
+    /// Read a portion of the device's signed SPDM measurement record (DMTF measurement blocks).
+    /// args: vBDF, offset, buffer GPA, length. results: bytes copied, bytes remaining.
+    G_VDEV_MEASUREMENTS = 0x0215, GVdevMeasurements { vbdf: u64, offset: u64, buffer: Gpa, len: u64 }, results 2;
     /// Attach a stage-1 root for (vdevice, PASID). args: vBDF, PASID, root GPA, flags.
     G_S1_ATTACH = 0x0220, GS1Attach { vbdf: u64, pasid: u64, root: Gpa, config: u64 }, results 0;
     /// Detach the stage-1 root for (vdevice, PASID). args: vBDF, PASID.

@@ -31,15 +31,15 @@ abi_enum! {
     pub enum CommProtocol ("COMM_PROTO") {
         /// No request.
         None = 0 => "NONE",
-        /// A bare TDISP message (PCIe TDISP 1.0 header first). This phase's transport: no SPDM
-        /// session exists yet (FEATURES `SECURITY.SPDM_SESSION` = 0), so the message is in the
-        /// clear; on real hardware the host wraps it in an SPDM VENDOR_DEFINED_REQUEST on the
-        /// DOE CMA feature.
+        /// A bare TDISP message (PCIe TDISP 1.0 header first), in the clear: a PDEV created
+        /// without `PdevFlags::SPDM`. The guest is told (no `DEVICE_AUTHENTICATED`).
         Tdisp = 1 => "TDISP",
-        /// An SPDM message for the DOE CMA feature (data object type 1). Not used in ABI 1.0.
+        /// A plain SPDM message for the DOE CMA feature (data object type 1): the SPDM
+        /// connect before the session exists.
         Spdm = 2 => "SPDM",
-        /// A secured SPDM message for the DOE secured-CMA feature (data object type 2). Not
-        /// used in ABI 1.0.
+        /// A DSP0277 secured SPDM message (session ID, length, AES-256-GCM ciphertext, tag)
+        /// for the DOE secured-CMA feature (data object type 2): everything once the session
+        /// exists, TDISP included. The host cannot read or change it undetected.
         SecuredSpdm = 3 => "SECURED_SPDM",
     }
 }

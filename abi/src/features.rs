@@ -13,7 +13,7 @@
 //! | 4 | `REPORT_LIMITS` | [`ReportLimits`]: max interface report (bits 31:0), max device message (63:32) |
 //! | 5 | `TDISP` | [`TdispFeatures`]: TDISP versions (bits 7:0), accepted LOCK flags (bits 31:16) |
 //! | 6 | `MEMORY` | [`MemoryFeatures`]: granule shift (7:0), min / max GPA bits (15:8, 23:16) |
-//! | 7 | `SECURITY` | [`SecurityFeatures`]: SPDM session, IDE, measurements, ATS, P2P (all 0 in this phase) |
+//! | 7 | `SECURITY` | [`SecurityFeatures`]: SPDM session, IDE, measurements, ATS, P2P (SPDM session and measurements 1) |
 //! | 8 | `BUILD` | [`BuildFlags`]: TEST_DMA_INJECT present |
 //! | 9 | `DMA` | [`DmaFeatures`]: DMA-table granules per vdevice (15:0; 0 = no platform IOMMU), IOVA pages a DMA table maps (47:16), vdevices while an IOMMU gates DMA (63:48) |
 
@@ -276,19 +276,20 @@ impl DmaFeatures {
 }
 
 bitflags! {
-    /// FEATURES register `SECURITY`: link-security functions. None is implemented in this
-    /// phase; the bits exist so a host can see that, and every one reads 0 until the matching
-    /// function is real (a set bit is a promise the TSM keeps, never a placeholder).
+    /// FEATURES register `SECURITY`: link-security functions. A bit reads 1 only once the
+    /// matching function is real (a set bit is a promise the TSM keeps, never a placeholder):
+    /// this TSM sets `SPDM_SESSION` and `DEVICE_MEASUREMENTS`; IDE, ATS and P2P read 0.
     #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
     pub struct SecurityFeatures: u64 {
-        /// The TSM establishes an SPDM secure session with the DSM and sends TDISP inside it.
-        /// While clear, TDISP messages travel in the clear (`CommProtocol::Tdisp`) and
-        /// `PdevFlags::SPDM` is refused with `NotSupported`.
+        /// The TSM establishes an SPDM secure session with the DSM and sends TDISP inside it
+        /// (`PdevFlags::SPDM`). While clear, TDISP messages travel in the clear
+        /// (`CommProtocol::Tdisp`) and `PdevFlags::SPDM` is refused with `NotSupported`.
         const SPDM_SESSION = 1 << 0;
         /// The TSM programs selective IDE streams (keys via IDE_KM). While clear,
         /// `PdevFlags::IDE` is refused with `NotSupported`.
         const IDE_STREAM = 1 << 1;
-        /// The TSM fetches signed device measurements for the guest.
+        /// The TSM fetches signed device measurements for the guest (G_VDEV_MEASUREMENTS) and
+        /// the certificate chain that signs them (G_VDEV_CERT_CHAIN).
         const DEVICE_MEASUREMENTS = 1 << 2;
         /// Translated (ATS) requests from vdevices are accepted and checked.
         const ATS = 1 << 3;

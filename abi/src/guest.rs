@@ -5,7 +5,9 @@
 //! bind caches the interface report with its SHA-256 `digest` and a `report_counter` that
 //! increases on every report fetch of that vdevice. G_VDEV_ACCEPT
 //! succeeds only if the guest echoes all three as they are *now*; evidence read before an
-//! unbind/rebind or a report refetch is refused with `EvidenceMismatch`.
+//! unbind/rebind or a report refetch is refused with `EvidenceMismatch`. Under an SPDM session
+//! the SHA-384 digests of the device's certificate chain and of its signed measurement record
+//! are echoed too, so a swapped device or a stale measurement is never accepted by mistake.
 
 use bitflags::bitflags;
 
@@ -15,10 +17,12 @@ use crate::layout::{InvalidField, boundary_struct};
 pub const NONCE_SIZE: usize = 32;
 /// Size of the report digest (SHA-256).
 pub const DIGEST_SIZE: usize = 32;
+/// Size of the SPDM digests (SHA-384) of the certificate chain and the measurement record.
+pub const SPDM_DIGEST_SIZE: usize = 48;
 
 boundary_struct! {
-    /// What G_VDEV_INFO writes to the guest (128 bytes).
-    pub struct VdevInfo (size 128) {
+    /// What G_VDEV_INFO writes to the guest (256 bytes).
+    pub struct VdevInfo (size 256) {
         /// [`VdevState`](crate::state::VdevState).
         pub state: u32 => 0,
         /// The vdevice's vBDF (the argument the guest named it by).
@@ -44,8 +48,22 @@ boundary_struct! {
         pub nonce: [u8; NONCE_SIZE] => 32,
         /// SHA-256 of the cached interface report (zero while none is cached).
         pub report_digest: [u8; DIGEST_SIZE] => 64,
+        /// Bytes of the device's SPDM certificate chain (G_VDEV_CERT_CHAIN); 0 without
+        /// `DEVICE_AUTHENTICATED` or while no report is cached.
+        pub chain_len: u32 => 96,
+        /// Bytes of the device's signed measurement record (G_VDEV_MEASUREMENTS); 0 as
+        /// `chain_len`.
+        pub measurements_len: u32 => 100,
         /// 0.
-        pub reserved3: [u64; 4] => 96,
+        pub reserved3: [u64; 3] => 104,
+        /// SHA-384 of the certificate chain buffer (echo in [`AcceptEvidence`]); zero as
+        /// `chain_len`.
+        pub chain_digest: [u8; SPDM_DIGEST_SIZE] => 128,
+        /// SHA-384 of the measurement record (echo in [`AcceptEvidence`]); zero as
+        /// `chain_len`.
+        pub measurements_digest: [u8; SPDM_DIGEST_SIZE] => 176,
+        /// 0.
+        pub reserved4: [u64; 4] => 224,
     }
 }
 
@@ -56,16 +74,19 @@ bitflags! {
     pub struct EvidenceFlags: u32 {
         /// The device's TDISP messages (the LOCK response, the interface report, the START
         /// response) reached the TSM through an SPDM secure session the TSM terminates, with a
-        /// device whose identity it verified. **0 in ABI 1.0**: without SPDM the host relays
-        /// TDISP in the clear and could have written the report itself (§15); a guest that
-        /// needs a real device must not accept while this bit is clear.
+        /// device whose certificate chain (`chain_digest`) verified up to its root and whose
+        /// signed measurements (`measurements_digest`) verified with the chain's leaf key. The
+        /// TSM does not judge the root or the measurements: the guest does, by its own policy.
+        /// Clear for a PDEV without `PdevFlags::SPDM`: the host relayed TDISP in the clear and
+        /// could have written the report itself (§15); a guest that needs a real device must
+        /// not accept while this bit is clear.
         const DEVICE_AUTHENTICATED = 1 << 0;
     }
 }
 
 boundary_struct! {
-    /// What the guest passes to G_VDEV_ACCEPT (96 bytes): the evidence it verified, echoed.
-    pub struct AcceptEvidence (size 96) {
+    /// What the guest passes to G_VDEV_ACCEPT (192 bytes): the evidence it verified, echoed.
+    pub struct AcceptEvidence (size 192) {
         /// `VdevInfo::nonce`.
         pub nonce: [u8; NONCE_SIZE] => 0,
         /// `VdevInfo::report_digest`.
@@ -74,6 +95,10 @@ boundary_struct! {
         pub report_counter: u64 => 64,
         /// Must be 0.
         pub reserved: [u64; 3] => 72,
+        /// `VdevInfo::chain_digest`.
+        pub chain_digest: [u8; SPDM_DIGEST_SIZE] => 96,
+        /// `VdevInfo::measurements_digest`.
+        pub measurements_digest: [u8; SPDM_DIGEST_SIZE] => 144,
     }
 }
 
@@ -88,6 +113,10 @@ pub enum EvidenceField {
     ReportDigest = 2,
     /// The report counter.
     ReportCounter = 3,
+    /// The certificate chain digest (another device, or another chain of it).
+    ChainDigest = 4,
+    /// The measurements digest (the device was measured again since the guest looked).
+    MeasurementsDigest = 5,
 }
 
 impl AcceptEvidence {
@@ -98,6 +127,8 @@ impl AcceptEvidence {
             report_digest: info.report_digest,
             report_counter: info.report_counter,
             reserved: [0; 3],
+            chain_digest: info.chain_digest,
+            measurements_digest: info.measurements_digest,
         }
     }
 
@@ -126,12 +157,18 @@ impl AcceptEvidence {
         if self.report_counter != current.report_counter {
             return Err(EvidenceField::ReportCounter);
         }
+        if !ct_eq(&self.chain_digest, &current.chain_digest) {
+            return Err(EvidenceField::ChainDigest);
+        }
+        if !ct_eq(&self.measurements_digest, &current.measurements_digest) {
+            return Err(EvidenceField::MeasurementsDigest);
+        }
         Ok(())
     }
 }
 
 /// Equality that reads every byte whatever the data.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+fn ct_eq<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     core::hint::black_box(diff) == 0
 }
@@ -199,6 +236,8 @@ mod tests {
             report_counter: 2,
             nonce: [0xA5; 32],
             report_digest: [0x5A; 32],
+            chain_digest: [0x3C; 48],
+            measurements_digest: [0xC3; 48],
             ..VdevInfo::new_zeroed()
         }
     }
@@ -224,6 +263,12 @@ mod tests {
         let mut e = cur;
         e.report_counter = 1;
         assert_eq!(e.matches(&cur), Err(EvidenceField::ReportCounter));
+        let mut e = cur;
+        e.chain_digest[47] ^= 1;
+        assert_eq!(e.matches(&cur), Err(EvidenceField::ChainDigest));
+        let mut e = cur;
+        e.measurements_digest[0] ^= 0x80;
+        assert_eq!(e.matches(&cur), Err(EvidenceField::MeasurementsDigest));
         let mut e = cur;
         e.reserved[2] = 1;
         assert_eq!(e.validate().unwrap_err().field, "reserved");

@@ -79,8 +79,10 @@ bitflags! {
     /// `PdevParams::flags`.
     #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
     pub struct PdevFlags: u64 {
-        /// Establish an SPDM secure session at connect and send TDISP inside it.
-        /// `NotSupported` while FEATURES `SECURITY.SPDM_SESSION` is clear.
+        /// Authenticate the device with SPDM at connect (certificate chain of `spdm_slot`,
+        /// signed measurements), establish a secure session and send every TDISP message
+        /// inside it (docs/abi.md §7.4). Without it TDISP travels in the clear and the guest
+        /// is told so (`EvidenceFlags::DEVICE_AUTHENTICATED` clear).
         const SPDM = 1 << 0;
         /// Set up selective IDE streams at connect.
         /// `NotSupported` while FEATURES `SECURITY.IDE_STREAM` is clear.
@@ -117,8 +119,9 @@ boundary_struct! {
         pub reserved0: u16 => 14,
         /// [`InterfaceIdFormat`] of the device's TDISP interface IDs.
         pub interface_id_format: u32 => 16,
-        /// Must be 0.
-        pub reserved1: u32 => 20,
+        /// With [`PdevFlags::SPDM`]: the certificate slot (0..=7) whose chain authenticates
+        /// the device (the host's choice; the guest sees the chain it names). 0 otherwise.
+        pub spdm_slot: u32 => 20,
         /// Must be 0.
         pub reserved2: [u64; 5] => 24,
     }
@@ -148,7 +151,12 @@ impl PdevParams {
             S,
             "segment",
         )?;
-        check(self.reserved1 == 0, S, "reserved1")?;
+        check(
+            self.spdm_slot < 8
+                && (self.spdm_slot == 0 || self.pdev_flags().contains(PdevFlags::SPDM)),
+            S,
+            "spdm_slot",
+        )?;
         check(self.reserved2 == [0; 5], S, "reserved2")
     }
 
@@ -331,7 +339,18 @@ mod tests {
             }),
             "segment"
         );
-        assert_eq!(f(|p| p.reserved1 = 1), "reserved1");
+        assert_eq!(f(|p| p.spdm_slot = 1), "spdm_slot");
+        assert_eq!(
+            f(|p| {
+                p.flags = PdevFlags::SPDM.bits();
+                p.spdm_slot = 8
+            }),
+            "spdm_slot"
+        );
+        let mut slot7 = pdev();
+        slot7.flags = PdevFlags::SPDM.bits();
+        slot7.spdm_slot = 7;
+        slot7.validate().unwrap();
         assert_eq!(f(|p| p.reserved2[0] = 1), "reserved2");
         let mut edge = pdev();
         edge.rid_base = 0xFFFF;

@@ -59,7 +59,8 @@ abi_enum! {
     pub enum DeviceOp ("OP") {
         /// No operation pending.
         None = 0 => "NONE",
-        /// PDEV connect: TDISP GET_VERSION, GET_CAPABILITIES.
+        /// PDEV connect: with SPDM the SPDM connect and session (GET_VERSION … FINISH), then
+        /// TDISP GET_VERSION, GET_CAPABILITIES.
         Connect = 1 => "CONNECT",
         /// VDEV bind: TDISP LOCK_INTERFACE, GET_DEVICE_INTERFACE_REPORT (all portions).
         Bind = 2 => "BIND",
@@ -67,5 +68,11 @@ abi_enum! {
         Start = 3 => "START",
         /// VDEV unbind or guest stop: TDISP STOP_INTERFACE.
         Stop = 4 => "STOP",
+        /// PDEV key update: SPDM KEY_UPDATE (UpdateAllKeys, then VerifyNewKey) in the session;
+        /// the PDEV stays READY.
+        KeyUpdate = 5 => "KEY_UPDATE",
+        /// PDEV disconnect: SPDM END_SESSION in the session; the PDEV stays READY until the
+        /// device acknowledges, then goes back to NEW.
+        Disconnect = 6 => "DISCONNECT",
     }
 }

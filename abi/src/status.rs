@@ -63,7 +63,8 @@ pub enum StatusCode {
     /// guest naming a vdevice of another TVM). Index: 0.
     Denied = 21,
     /// The evidence echoed by the guest (nonce, report digest) is stale or wrong. Index: which
-    /// field (1 = nonce, 2 = report digest, 3 = report counter).
+    /// field (1 = nonce, 2 = report digest, 3 = report counter, 4 = certificate chain digest,
+    /// 5 = measurements digest).
     EvidenceMismatch = 22,
     /// A bounded table of the TSM is full (documented limits in FEATURES). Index: argument.
     Capacity = 23,

@@ -63,6 +63,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The end-to-end scenarios (tests/scenarios) make hundreds of calls and device round trips
 /// under TCG.
 const E2E_TIMEOUT: Duration = Duration::from_secs(90);
+/// `spdm-mitm` connects seven times.
+const SPDM_MITM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What an isolation host-access run must log: the host's announcement of the access; on x86_64
 /// the TSM's fault report (#PF with error code P|U = 0x5 for a load, P|W|U = 0x7 for a store:
@@ -268,6 +270,35 @@ pub const SCENARIOS: &[Scenario] = &[
             "host read of IPA 0x9050000"
         ),
         about: "the host loads from the platform IOMMU's registers (SMMU, VT-d): the TSM blocks and logs it (x86_64: and ends the run)",
+    },
+    Scenario {
+        name: "spdm",
+        id: id::SPDM,
+        expect: Outcome::Pass,
+        expect_on_aarch64: None,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "an authenticated device: SPDM connect (chain, signed measurements, session) through the host relay, TDISP sealed in the session, the guest checks chain and measurements and accepts to RUN, key update, END_SESSION",
+    },
+    Scenario {
+        name: "spdm-mitm",
+        id: id::SPDM_MITM,
+        expect: Outcome::Pass,
+        expect_on_aarch64: None,
+        // Seven worlds, each with a P-384 connect under TCG.
+        timeout: SPDM_MITM_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[MustLog {
+            arch: None,
+            program: Program::Host,
+            text: "PASS",
+        }],
+        about: "a host in the middle: a flipped, replayed or out-of-order record, a chain that does not verify, a bad signature end in DEVICE_ERROR; another device is evidence the guest tells apart and does not accept",
     },
     Scenario {
         name: "bad-input",

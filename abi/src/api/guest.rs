@@ -79,6 +79,46 @@ pub fn g_vdev_report<T: Transport + ?Sized>(
     })
 }
 
+/// G_VDEV_CERT_CHAIN: copies up to `len` bytes of the device's SPDM certificate chain from
+/// `offset` to `buf`.
+pub fn g_vdev_cert_chain<T: Transport + ?Sized>(
+    t: &mut T,
+    vbdf: u16,
+    offset: u64,
+    buf: Gpa,
+    len: u64,
+) -> Result<ReportChunk> {
+    invoke(
+        t,
+        CallId::G_VDEV_CERT_CHAIN,
+        &[u64::from(vbdf), offset, buf.raw(), len],
+    )
+    .map(|o| ReportChunk {
+        copied: o[0],
+        remaining: o[1],
+    })
+}
+
+/// G_VDEV_MEASUREMENTS: copies up to `len` bytes of the device's signed measurement record
+/// from `offset` to `buf`.
+pub fn g_vdev_measurements<T: Transport + ?Sized>(
+    t: &mut T,
+    vbdf: u16,
+    offset: u64,
+    buf: Gpa,
+    len: u64,
+) -> Result<ReportChunk> {
+    invoke(
+        t,
+        CallId::G_VDEV_MEASUREMENTS,
+        &[u64::from(vbdf), offset, buf.raw(), len],
+    )
+    .map(|o| ReportChunk {
+        copied: o[0],
+        remaining: o[1],
+    })
+}
+
 /// G_VDEV_ACCEPT: accepts vdevice `vbdf` with the [`AcceptEvidence`](crate::guest::AcceptEvidence)
 /// at `evidence`. Returns once the device is RUN (the host carries START_INTERFACE meanwhile).
 pub fn g_vdev_accept<T: Transport + ?Sized>(t: &mut T, vbdf: u16, evidence: Gpa) -> Result<()> {

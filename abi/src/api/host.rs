@@ -210,8 +210,27 @@ pub fn pdev_create<T: Transport + ?Sized>(t: &mut T, pdev: Pa, params: Pa) -> Re
 }
 
 /// PDEV_CONNECT: starts the connect operation with COMMUNICATE buffer `comm`.
-pub fn pdev_connect<T: Transport + ?Sized>(t: &mut T, pdev: Pa, comm: Pa) -> Result<OpProgress> {
-    device_op(t, CallId::PDEV_CONNECT, &[pdev.raw(), comm.raw()])
+pub fn pdev_connect<T: Transport + ?Sized>(
+    t: &mut T,
+    pdev: Pa,
+    comm: Pa,
+    evidence: Pa,
+) -> Result<OpProgress> {
+    device_op(
+        t,
+        CallId::PDEV_CONNECT,
+        &[pdev.raw(), comm.raw(), evidence.raw()],
+    )
+}
+
+/// PDEV_DISCONNECT: ends the SPDM session (END_SESSION) of a READY PDEV.
+pub fn pdev_disconnect<T: Transport + ?Sized>(t: &mut T, pdev: Pa, comm: Pa) -> Result<OpProgress> {
+    device_op(t, CallId::PDEV_DISCONNECT, &[pdev.raw(), comm.raw()])
+}
+
+/// PDEV_KEY_UPDATE: updates the SPDM session's keys of a READY PDEV.
+pub fn pdev_key_update<T: Transport + ?Sized>(t: &mut T, pdev: Pa, comm: Pa) -> Result<OpProgress> {
+    device_op(t, CallId::PDEV_KEY_UPDATE, &[pdev.raw(), comm.raw()])
 }
 
 /// PDEV_STOP.

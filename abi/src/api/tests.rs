@@ -185,8 +185,16 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
         pdev_create(m, Pa(A), Pa(B))
     })
     .unwrap();
-    let r = check(c, CallId::PDEV_CONNECT, &[A, B], [0; 4], |m| {
-        pdev_connect(m, Pa(A), Pa(B))
+    let r = check(c, CallId::PDEV_CONNECT, &[A, B, C], [0; 4], |m| {
+        pdev_connect(m, Pa(A), Pa(B), Pa(C))
+    });
+    assert_eq!(r, Ok(OpProgress::Done));
+    let r = check(c, CallId::PDEV_DISCONNECT, &[A, B], [0; 4], |m| {
+        pdev_disconnect(m, Pa(A), Pa(B))
+    });
+    assert_eq!(r, Ok(OpProgress::Done));
+    let r = check(c, CallId::PDEV_KEY_UPDATE, &[A, B], [0; 4], |m| {
+        pdev_key_update(m, Pa(A), Pa(B))
     });
     assert_eq!(r, Ok(OpProgress::Done));
     check(c, CallId::PDEV_STOP, &[A], [0; 4], |m| pdev_stop(m, Pa(A))).unwrap();
@@ -331,6 +339,24 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
             remaining: 32
         })
     );
+    for (id, f) in [
+        (
+            CallId::G_VDEV_CERT_CHAIN,
+            g_vdev_cert_chain::<Mock> as fn(&mut Mock, u16, u64, Gpa, u64) -> _,
+        ),
+        (CallId::G_VDEV_MEASUREMENTS, g_vdev_measurements::<Mock>),
+    ] {
+        let r = check(c, id, &[8, 64, C, 128], [128, 32, 0, 0], |m| {
+            f(m, 8, 64, Gpa(C), 128)
+        });
+        assert_eq!(
+            r,
+            Ok(ReportChunk {
+                copied: 128,
+                remaining: 32
+            })
+        );
+    }
     check(c, CallId::G_VDEV_ACCEPT, &[8, B], [0; 4], |m| {
         g_vdev_accept(m, 8, Gpa(B))
     })

@@ -21,7 +21,7 @@ _Static_assert(offsetof(struct tsm_pdev_params, rid_base) == 10, "struct tsm_pde
 _Static_assert(offsetof(struct tsm_pdev_params, rid_count) == 12, "struct tsm_pdev_params.rid_count at 12");
 _Static_assert(offsetof(struct tsm_pdev_params, reserved0) == 14, "struct tsm_pdev_params.reserved0 at 14");
 _Static_assert(offsetof(struct tsm_pdev_params, interface_id_format) == 16, "struct tsm_pdev_params.interface_id_format at 16");
-_Static_assert(offsetof(struct tsm_pdev_params, reserved1) == 20, "struct tsm_pdev_params.reserved1 at 20");
+_Static_assert(offsetof(struct tsm_pdev_params, spdm_slot) == 20, "struct tsm_pdev_params.spdm_slot at 20");
 _Static_assert(offsetof(struct tsm_pdev_params, reserved2) == 24, "struct tsm_pdev_params.reserved2 at 24");
 
 _Static_assert(sizeof(struct tsm_vdev_params) == 64, "struct tsm_vdev_params: 64 bytes");
@@ -86,7 +86,7 @@ _Static_assert(offsetof(struct tsm_guest_event, sequence) == 32, "struct tsm_gue
 _Static_assert(offsetof(struct tsm_guest_event, gpa) == 40, "struct tsm_guest_event.gpa at 40");
 _Static_assert(offsetof(struct tsm_guest_event, reserved1) == 48, "struct tsm_guest_event.reserved1 at 48");
 
-_Static_assert(sizeof(struct tsm_vdev_info) == 128, "struct tsm_vdev_info: 128 bytes");
+_Static_assert(sizeof(struct tsm_vdev_info) == 256, "struct tsm_vdev_info: 256 bytes");
 _Static_assert(offsetof(struct tsm_vdev_info, state) == 0, "struct tsm_vdev_info.state at 0");
 _Static_assert(offsetof(struct tsm_vdev_info, vbdf) == 4, "struct tsm_vdev_info.vbdf at 4");
 _Static_assert(offsetof(struct tsm_vdev_info, tdisp_version) == 6, "struct tsm_vdev_info.tdisp_version at 6");
@@ -99,13 +99,20 @@ _Static_assert(offsetof(struct tsm_vdev_info, viommu_type) == 24, "struct tsm_vd
 _Static_assert(offsetof(struct tsm_vdev_info, evidence_flags) == 28, "struct tsm_vdev_info.evidence_flags at 28");
 _Static_assert(offsetof(struct tsm_vdev_info, nonce) == 32, "struct tsm_vdev_info.nonce at 32");
 _Static_assert(offsetof(struct tsm_vdev_info, report_digest) == 64, "struct tsm_vdev_info.report_digest at 64");
-_Static_assert(offsetof(struct tsm_vdev_info, reserved3) == 96, "struct tsm_vdev_info.reserved3 at 96");
+_Static_assert(offsetof(struct tsm_vdev_info, chain_len) == 96, "struct tsm_vdev_info.chain_len at 96");
+_Static_assert(offsetof(struct tsm_vdev_info, measurements_len) == 100, "struct tsm_vdev_info.measurements_len at 100");
+_Static_assert(offsetof(struct tsm_vdev_info, reserved3) == 104, "struct tsm_vdev_info.reserved3 at 104");
+_Static_assert(offsetof(struct tsm_vdev_info, chain_digest) == 128, "struct tsm_vdev_info.chain_digest at 128");
+_Static_assert(offsetof(struct tsm_vdev_info, measurements_digest) == 176, "struct tsm_vdev_info.measurements_digest at 176");
+_Static_assert(offsetof(struct tsm_vdev_info, reserved4) == 224, "struct tsm_vdev_info.reserved4 at 224");
 
-_Static_assert(sizeof(struct tsm_accept_evidence) == 96, "struct tsm_accept_evidence: 96 bytes");
+_Static_assert(sizeof(struct tsm_accept_evidence) == 192, "struct tsm_accept_evidence: 192 bytes");
 _Static_assert(offsetof(struct tsm_accept_evidence, nonce) == 0, "struct tsm_accept_evidence.nonce at 0");
 _Static_assert(offsetof(struct tsm_accept_evidence, report_digest) == 32, "struct tsm_accept_evidence.report_digest at 32");
 _Static_assert(offsetof(struct tsm_accept_evidence, report_counter) == 64, "struct tsm_accept_evidence.report_counter at 64");
 _Static_assert(offsetof(struct tsm_accept_evidence, reserved) == 72, "struct tsm_accept_evidence.reserved at 72");
+_Static_assert(offsetof(struct tsm_accept_evidence, chain_digest) == 96, "struct tsm_accept_evidence.chain_digest at 96");
+_Static_assert(offsetof(struct tsm_accept_evidence, measurements_digest) == 144, "struct tsm_accept_evidence.measurements_digest at 144");
 
 _Static_assert(TSM_CALL_VERSION == 0xC6000100U, "call ID");
 _Static_assert(TSM_CALL_FEATURES == 0xC6000101U, "call ID");
@@ -128,6 +135,8 @@ _Static_assert(TSM_CALL_PDEV_CREATE == 0xC6000140U, "call ID");
 _Static_assert(TSM_CALL_PDEV_CONNECT == 0xC6000141U, "call ID");
 _Static_assert(TSM_CALL_PDEV_STOP == 0xC6000142U, "call ID");
 _Static_assert(TSM_CALL_PDEV_DESTROY == 0xC6000143U, "call ID");
+_Static_assert(TSM_CALL_PDEV_DISCONNECT == 0xC6000144U, "call ID");
+_Static_assert(TSM_CALL_PDEV_KEY_UPDATE == 0xC6000145U, "call ID");
 _Static_assert(TSM_CALL_VIOMMU_CREATE == 0xC6000150U, "call ID");
 _Static_assert(TSM_CALL_VIOMMU_DESTROY == 0xC6000151U, "call ID");
 _Static_assert(TSM_CALL_VDEV_CREATE == 0xC6000160U, "call ID");
@@ -148,6 +157,8 @@ _Static_assert(TSM_CALL_G_VDEV_INFO == 0xC6000210U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_REPORT == 0xC6000211U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_ACCEPT == 0xC6000212U, "call ID");
 _Static_assert(TSM_CALL_G_VDEV_STOP == 0xC6000213U, "call ID");
+_Static_assert(TSM_CALL_G_VDEV_CERT_CHAIN == 0xC6000214U, "call ID");
+_Static_assert(TSM_CALL_G_VDEV_MEASUREMENTS == 0xC6000215U, "call ID");
 _Static_assert(TSM_CALL_G_S1_ATTACH == 0xC6000220U, "call ID");
 _Static_assert(TSM_CALL_G_S1_DETACH == 0xC6000221U, "call ID");
 _Static_assert(TSM_CALL_G_S1_INVALIDATE == 0xC6000222U, "call ID");

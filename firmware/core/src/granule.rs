@@ -81,6 +81,9 @@ pub enum GranuleState {
     Reserved = 9,
     /// A table of one vdevice's DMA table (the platform IOMMU walks it).
     DmaTable = 10,
+    /// A PDEV's SPDM evidence: the device's certificate chain and measurement record, kept
+    /// from PDEV_CONNECT until the PDEV goes back to NEW or is destroyed.
+    Evidence = 11,
 }
 
 impl GranuleState {
@@ -96,6 +99,7 @@ impl GranuleState {
             7 => GranuleState::Vdev,
             8 => GranuleState::Table,
             10 => GranuleState::DmaTable,
+            11 => GranuleState::Evidence,
             // Only `set_state` writes the field, and it writes only the values above.
             _ => GranuleState::Reserved,
         }
@@ -466,6 +470,7 @@ mod tests {
         use GranuleState::*;
         let all = [
             Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved, DmaTable,
+            Evidence,
         ];
         for from in all {
             for to in all {

@@ -88,6 +88,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     let mut shared_refs: BTreeMap<u64, u16> = BTreeMap::new();
     let mut tags: BTreeSet<u16> = BTreeSet::new();
     let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut evidence_owner: BTreeMap<u64, u32> = BTreeMap::new();
     let fmt = tsm.fmt;
     for &(pa, s, rc) in &granules {
         match s {
@@ -210,6 +211,14 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     tsm.pdev_ranges().iter().filter(|r| r.pdev == pa).count() == 1,
                     "PDEV {pa:x?} not registered once"
                 );
+                if p.evidence != 0 {
+                    ensure!(
+                        state(p.evidence).map(|x| x.0) == Some(GranuleState::Evidence),
+                        "PDEV {pa:x?} names evidence {:x} that is not an evidence granule",
+                        p.evidence
+                    );
+                    *evidence_owner.entry(p.evidence).or_default() += 1;
+                }
             }
             GranuleState::Vdev => {
                 let v: VdevObj = read_object(sim, pa)?;
@@ -261,7 +270,9 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
                 ensure!(
                     p.params.contains_rid(v.params.pbdf),
-                    "VDEV {pa:x?} pBDF outside its PDEV"
+                    "VDEV {pa:x?} pBDF outside its PDEV {:x?} {:x?}",
+                    v.params,
+                    p.params
                 );
                 // With a platform IOMMU: a tag per vdevice, never two alike; its DMA-table
                 // granules are its own. (Without one a VDEV granule has no DMA record.)
@@ -292,6 +303,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
             GranuleState::Ns
             | GranuleState::Private
             | GranuleState::Table
+            | GranuleState::Evidence
             | GranuleState::Reserved => {}
         }
     }
@@ -308,6 +320,12 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 ensure!(
                     owner.contains_key(&pa.0),
                     "{s:?} granule {pa:x?} has no owner (leaked)"
+                );
+            }
+            GranuleState::Evidence => {
+                ensure!(
+                    evidence_owner.get(&pa.0).copied() == Some(1),
+                    "evidence granule {pa:x?} not held by exactly one PDEV"
                 );
             }
             GranuleState::Ns => {

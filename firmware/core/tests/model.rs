@@ -411,8 +411,10 @@ impl<'h> World<'h> {
             Env::Accept(_) => {
                 let ev = self.accept_buffer.take().expect("staged evidence");
                 let tvm = c.guest.map(|v| self.m.vcpus[&v].tvm);
-                let page = tvm
-                    .and_then(|t| Model::guest_page(&self.m.tvms[&t], c.args[1], 96, false, false));
+                let page = tvm.and_then(|t| {
+                    let len = size_of::<AcceptEvidence>() as u64;
+                    Model::guest_page(&self.m.tvms[&t], c.args[1], len, false, false)
+                });
                 if let Some(p) = page {
                     let pa = p.pa + c.args[1] % G;
                     self.h.sim.write(Pa(pa), ev.as_bytes()).unwrap();
@@ -1486,10 +1488,13 @@ impl<'h> World<'h> {
                 };
                 if self.rng.chance(10) {
                     match self.rng.below(5) {
-                        0 => p.flags = self.rng.pick(&[1, 2, 4, 1 << 63]).unwrap(),
+                        // SPDM PDEVs (flag 1) need a responder and an evidence granule,
+                        // which this model does not drive: only refused flags and slots.
+                        0 => p.flags = self.rng.pick(&[2, 4, 1 << 63]).unwrap(),
                         1 => p.rid_count = 0,
                         2 => p.rid_base = 0xFFFF,
                         3 => p.interface_id_format = 2,
+                        _ if self.rng.chance(50) => p.spdm_slot = 1,
                         _ => p.reserved2[0] = 1,
                     }
                 }
@@ -1512,7 +1517,11 @@ impl<'h> World<'h> {
             }
             14 => {
                 let p = self.keys(&self.m.pdevs.clone())?;
-                host(PDEV_STOP, &[p])
+                match self.rng.below(8) {
+                    0 => host(PDEV_DISCONNECT, &[p, self.comm_addr()]),
+                    1 => host(PDEV_KEY_UPDATE, &[p, self.comm_addr()]),
+                    _ => host(PDEV_STOP, &[p]),
+                }
             }
             15 => {
                 let p = self.keys(&self.m.pdevs.clone())?;
@@ -1929,7 +1938,11 @@ impl<'h> World<'h> {
                         .rng
                         .pick(&[0, 1, 64, 512, 4096, 4097, u64::MAX])
                         .unwrap();
-                    call(G_VDEV_REPORT, &[vbdf, off, gpa, len], Env::None)
+                    let id = self
+                        .rng
+                        .pick(&[G_VDEV_REPORT, G_VDEV_CERT_CHAIN, G_VDEV_MEASUREMENTS])
+                        .unwrap();
+                    call(id, &[vbdf, off, gpa, len], Env::None)
                 }
                 _ => {
                     let gpa = self.gpa_in(tvm);
@@ -1959,15 +1972,7 @@ impl<'h> World<'h> {
                             self.rng.pick(&mine).unwrap()
                         };
                         let (u, e, info) = self.evidence[i];
-                        (
-                            AcceptEvidence {
-                                nonce: info.nonce,
-                                report_digest: info.report_digest,
-                                report_counter: info.report_counter,
-                                reserved: [0; 3],
-                            },
-                            Some((u, e)),
-                        )
+                        (AcceptEvidence::from_info(&info), Some((u, e)))
                     }
                     _ => (AcceptEvidence::new_zeroed(), None),
                 };
@@ -2293,12 +2298,7 @@ impl<'h> World<'h> {
         if self.rng.chance(30) || self.m.vdevs[&vdev].state != VdevState::Locked {
             return;
         }
-        self.accept_buffer = Some(AcceptEvidence {
-            nonce: info.nonce,
-            report_digest: info.report_digest,
-            report_counter: info.report_counter,
-            reserved: [0; 3],
-        });
+        self.accept_buffer = Some(AcceptEvidence::from_info(&info));
         let c = Call {
             guest: Some(vcpu),
             fid: u64::from(G_VDEV_ACCEPT.fid()),

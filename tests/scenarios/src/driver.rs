@@ -5,11 +5,12 @@ use heapless::Vec;
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::{self, Transport, host};
 use tsm_abi::exit::{ExitReason, VcpuExit};
-use tsm_abi::params::{LockFlags, MapFlags, PdevParams, TvmParams, VdevParams};
+use tsm_abi::params::{LockFlags, MapFlags, PdevFlags, PdevParams, TvmParams, VdevParams};
 use tsm_abi::state::VdevState;
 use tsm_abi::status::StatusCode;
 use tsm_abi::version::AbiVersion;
 use tsm_abi::viommu::ViommuType;
+use tsm_device_model::identity::DeviceIdentity;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
@@ -377,7 +378,52 @@ impl World {
         rid_base: u16,
         rid_count: u16,
     ) -> Outcome<Pa> {
+        let pdev = self.create_pdev(env, PdevFlags::empty(), segment, rid_base, rid_count)?;
+        let first = host::pdev_connect(env, pdev, self.link.comm, Pa(0));
+        must!(self.link.drive(env, pdev, first)?, "PDEV_CONNECT");
+        Ok(pdev)
+    }
+
+    /// Creates the PDEV with `PdevFlags::SPDM` (slot 0), puts an SPDM responder with
+    /// `identity` on the link and connects; the TSM's verdict.
+    pub fn connect_pdev_spdm<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        identity: DeviceIdentity,
+    ) -> Outcome<api::Result<()>> {
+        self.link.use_spdm(identity)?;
+        self.connect_pdev_spdm_on_link(env)
+    }
+
+    /// [`World::connect_pdev_spdm`] to the responder already on the link.
+    pub fn connect_pdev_spdm_on_link<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+    ) -> Outcome<api::Result<()>> {
+        let pdev = self.create_pdev(env, PdevFlags::SPDM, SEGMENT, RID_BASE, RID_COUNT)?;
+        let evidence = self.pool.secure(env)?;
+        let first = host::pdev_connect(env, pdev, self.link.comm, evidence);
+        self.link.drive(env, pdev, first)
+    }
+
+    /// Destroys the PDEV (stopping it first), so another can be created over the same range.
+    pub fn drop_pdev<E: HostEnv>(&mut self, env: &mut E) -> Outcome {
+        let pdev = self.pdev.take().ok_or(Fail::new("no PDEV", line!()))?;
+        must!(host::pdev_stop(env, pdev), "PDEV_STOP");
+        must!(host::pdev_destroy(env, pdev), "PDEV_DESTROY");
+        Ok(())
+    }
+
+    fn create_pdev<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        flags: PdevFlags,
+        segment: u16,
+        rid_base: u16,
+        rid_count: u16,
+    ) -> Outcome<Pa> {
         let params = PdevParams {
+            flags: flags.bits(),
             segment,
             rid_base,
             rid_count,
@@ -389,8 +435,6 @@ impl World {
         let pdev = self.pool.secure(env)?;
         must!(host::pdev_create(env, pdev, p), "PDEV_CREATE");
         self.pdev = Some(pdev);
-        let first = host::pdev_connect(env, pdev, self.link.comm);
-        must!(self.link.drive(env, pdev, first)?, "PDEV_CONNECT");
         Ok(pdev)
     }
 
@@ -572,6 +616,7 @@ impl World {
     /// that every granule the scenario touched is NS, scrubbed and reusable.
     pub fn finish<E: HostEnv>(mut self, env: &mut E) -> Outcome {
         self.link.dev.clear_misbehaviour();
+        self.link.mitm = crate::link::Mitm::Honest;
         for v in 0..self.vdevs.len() {
             let vdev = self.vdev(v)?.pa;
             let state = self.state(env, v)?;

@@ -6,12 +6,12 @@
 //! refuses it with `Denied` and the vCPU exits with `DENIED_CALL`, after which the host does
 //! its part and runs the vCPU again.
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 use tsm_abi::addr::Gpa;
 use tsm_abi::api::{Error, guest, host};
 use tsm_abi::call::CallId;
 use tsm_abi::event::{EventFlags, EventReason, GuestEvent};
-use tsm_abi::guest::{AcceptEvidence, VdevInfo};
+use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, VdevInfo};
 use tsm_abi::regs::CallRegs;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode};
@@ -81,6 +81,7 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::DmaAccept => dma_accept(g, arg.vbdf),
         Script::Bench => bench(g),
         Script::DmaDiff => dma_diff(g, arg.vbdf),
+        Script::Authenticated => authenticated(g, arg.vbdf),
     }
 }
 
@@ -505,4 +506,97 @@ mod tests {
             Some(Script::Bench)
         );
     }
+}
+
+/// Which device evidence a guest reads.
+#[derive(Clone, Copy)]
+enum DeviceEvidence {
+    Chain,
+    Measurements,
+}
+
+/// Reads the whole chain or measurement record in chunks and hashes it (SHA-384); `None` if a
+/// call failed or it did not end at `len`.
+fn evidence_digest<G: GuestEnv>(
+    g: &mut G,
+    vbdf: u16,
+    which: DeviceEvidence,
+    len: u32,
+) -> Result<Option<[u8; 48]>, GuestFault> {
+    let mut hash = Sha384::new();
+    let mut offset = 0u64;
+    let mut chunk = [0u8; CHUNK as usize];
+    for _ in 0..=u64::from(len) / CHUNK + 1 {
+        let r = match which {
+            DeviceEvidence::Chain => guest::g_vdev_cert_chain(g, vbdf, offset, CHUNK_GPA, CHUNK),
+            DeviceEvidence::Measurements => {
+                guest::g_vdev_measurements(g, vbdf, offset, CHUNK_GPA, CHUNK)
+            }
+        };
+        let Ok(r) = r else {
+            return Ok(None);
+        };
+        let Some(part) = chunk.get_mut(..r.copied as usize) else {
+            return Ok(None);
+        };
+        g.read(CHUNK_GPA, part)?;
+        hash.update(&*part);
+        offset += r.copied;
+        if r.remaining == 0 {
+            return Ok((offset == u64::from(len)).then(|| hash.finalize().into()));
+        }
+    }
+    Ok(None)
+}
+
+fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let i = must_info!(g, vbdf);
+    check!(i.state == VdevState::Locked.raw());
+    check!(
+        EvidenceFlags::from_bits_truncate(i.evidence_flags)
+            .contains(EvidenceFlags::DEVICE_AUTHENTICATED)
+    );
+    check!(i.chain_len > 0 && i.measurements_len > 0);
+    let chain = evidence_digest(g, vbdf, DeviceEvidence::Chain, i.chain_len)?;
+    check!(chain == Some(i.chain_digest));
+    let measurements = evidence_digest(g, vbdf, DeviceEvidence::Measurements, i.measurements_len)?;
+    check!(measurements == Some(i.measurements_digest));
+    let report = report_digest(g, vbdf, i.report_len)?;
+    check!(report == Some(i.report_digest));
+    // The guest's own policy: it trusts one device, by its chain.
+    let trusted: [u8; 48] = Sha384::digest(tsm_device_model::identity::DEVICE.chain).into();
+    if i.chain_digest != trusted {
+        say!(
+            "guest: vBDF {=u16:#x} presents another device's chain: not accepted",
+            vbdf
+        );
+        return Ok(exit_code::UNTRUSTED_DEVICE);
+    }
+    say!(
+        "guest: vBDF {=u16:#x} chain ({=u32} bytes) and measurements ({=u32} bytes) match their digests",
+        vbdf,
+        i.chain_len,
+        i.measurements_len
+    );
+    let good = AcceptEvidence::from_info(&i);
+    let mut ev = good;
+    ev.chain_digest[0] ^= 1;
+    check!(is(
+        accept(g, vbdf, &ev)?,
+        st(StatusCode::EvidenceMismatch, 4)
+    ));
+    let mut ev = good;
+    ev.measurements_digest[47] ^= 0x80;
+    check!(is(
+        accept(g, vbdf, &ev)?,
+        st(StatusCode::EvidenceMismatch, 5)
+    ));
+    check!(is(accept(g, vbdf, &good)?, None));
+    let after = info(g, vbdf)?;
+    check!(after.is_ok_and(|a| a.state == VdevState::Run.raw()));
+    say!(
+        "guest: accepted authenticated vBDF {=u16:#x}, it is RUN",
+        vbdf
+    );
+    Ok(0)
 }

@@ -115,10 +115,14 @@ pub enum Script {
     /// Accept `vbdf`; yield (the host runs its RUN rows, then unbinds); the first full fault
     /// record must be the hardware's refusal of the host's first T=0 write to private memory.
     DmaDiff = 10,
+    /// The device is authenticated: read the chain and measurements, check their digests and
+    /// that the chain is the expected device's (else exit [`exit_code::UNTRUSTED_DEVICE`]
+    /// without accepting); changed digests refused; accept; see RUN.
+    Authenticated = 11,
 }
 
 impl Script {
-    const ALL: [Script; 10] = [
+    const ALL: [Script; 11] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -129,6 +133,7 @@ impl Script {
         Script::DmaAccept,
         Script::Bench,
         Script::DmaDiff,
+        Script::Authenticated,
     ];
 }
 
@@ -229,4 +234,6 @@ pub mod exit_code {
     pub const BAD_ARG: u64 = 0xBAD0;
     /// A [`super::Script::Touch`] read returned data.
     pub const TOUCH_REACHED: u64 = 0xBAD1;
+    /// [`super::Script::Authenticated`]: the chain is not the one the guest's policy trusts.
+    pub const UNTRUSTED_DEVICE: u64 = 0xBAD2;
 }

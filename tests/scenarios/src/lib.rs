@@ -103,6 +103,12 @@ pub mod id {
         /// The differential test: `edu` through the platform IOMMU against the engine, row by
         /// row, as a host device and as a vdevice.
         DMA_DIFF = 22;
+        /// An authenticated device: SPDM connect, TDISP in the session, the guest checks the
+        /// chain and measurements and accepts; key update; end session.
+        SPDM = 23;
+        /// A host in the middle of the SPDM session: tampered, replayed, reordered records,
+        /// another device, a bad chain, a bad signature.
+        SPDM_MITM = 24;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -127,6 +133,8 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::DMA_HW => scenarios::dma_hw::run(env),
         id::ISOLATION_IOMMU => isolation::host_access(env, HostTarget::Iommu),
         id::DMA_DIFF => scenarios::dma_diff::run(env),
+        id::SPDM => scenarios::spdm::run(env),
+        id::SPDM_MITM => scenarios::spdm::run_mitm(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

@@ -32,6 +32,16 @@ fn s1_lifecycle() {
 }
 
 #[test]
+fn s22_spdm() {
+    scenario(id::SPDM);
+}
+
+#[test]
+fn s23_spdm_mitm() {
+    scenario(id::SPDM_MITM);
+}
+
+#[test]
 fn s2_isolation() {
     scenario(id::ISOLATION);
 }

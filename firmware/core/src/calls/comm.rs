@@ -5,10 +5,16 @@
 //!
 //! | operation | started by | requests |
 //! |---|---|---|
-//! | CONNECT (PDEV) | PDEV_CONNECT | GET_VERSION, GET_CAPABILITIES |
+//! | CONNECT (PDEV) | PDEV_CONNECT | with SPDM: the SPDM connect and session ([`crate::spdm::requester`]); then GET_VERSION, GET_CAPABILITIES |
+//! | KEY_UPDATE (PDEV) | PDEV_KEY_UPDATE | SPDM KEY_UPDATE × 2 |
+//! | DISCONNECT (PDEV) | PDEV_DISCONNECT | SPDM END_SESSION |
 //! | BIND (VDEV) | VDEV_BIND | LOCK_INTERFACE, GET_DEVICE_INTERFACE_REPORT × n |
 //! | START (VDEV) | G_VDEV_ACCEPT | START_INTERFACE |
 //! | STOP (VDEV) | VDEV_UNBIND, G_VDEV_STOP | STOP_INTERFACE |
+//!
+//! With `PdevFlags::SPDM` every TDISP message travels sealed in the PDEV's session
+//! ([`super::session`]), and only a record that opens under the session's keys is taken as
+//! the device's answer: a plaintext or altered answer ends the session and fails the operation.
 //!
 //! A host-started operation writes its first request at once; a guest-started one writes it on
 //! the host's first COMMUNICATE (whose buffer then holds no response yet). Results of the
@@ -24,6 +30,7 @@ use tsm_abi::call::args;
 use tsm_abi::comm::{
     COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus,
 };
+use tsm_abi::guest::SPDM_DIGEST_SIZE;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
@@ -33,13 +40,15 @@ use tsm_abi::tdisp::{
 };
 use zerocopy::{FromZeros, IntoBytes};
 
+use crate::calls::session;
 use crate::dispatch::Reply;
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
+    GUEST_OP_PENDING, Guard, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
     VdevLinks, VdevObj, internal,
 };
+use crate::spdm::requester::{Evidence, MAX_RECORD, Outcome, Requester, Step};
 use crate::tsm::Tsm;
 use crate::viommu;
 
@@ -103,7 +112,7 @@ enum Answer {
 }
 
 /// Copies the host's response out of the COMMUNICATE buffer, once.
-fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8; MAX_RESPONSE]) -> Result<Answer, Status> {
+fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8]) -> Result<Answer, Status> {
     let bad = Status::arg(StatusCode::InvalidBuffer, 2);
     if !comm.is_granule_aligned() {
         return Err(bad);
@@ -144,11 +153,21 @@ fn vdev_interface(v: &VdevObj) -> Result<InterfaceId, Status> {
     InterfaceId::from_function_id(v.params.function_id).map_err(|_| internal())
 }
 
+/// Steps of a PDEV connect.
+mod pdev_step {
+    /// TDISP GET_VERSION is out.
+    pub const VERSION: u32 = 1;
+    /// TDISP GET_CAPABILITIES is out.
+    pub const CAPABILITIES: u32 = 2;
+    /// The SPDM connect (GET_VERSION … FINISH) is under way.
+    pub const SPDM: u32 = 3;
+}
+
 /// The request a PDEV's pending connect step sent.
 fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
     let interface_id = pdev_interface(p)?;
     Ok(match p.step {
-        1 => Request::GetVersion { interface_id },
+        pdev_step::VERSION => Request::GetVersion { interface_id },
         _ => Request::GetCapabilities {
             interface_id,
             tsm_caps: 0,
@@ -156,20 +175,71 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
     })
 }
 
-/// PDEV_CONNECT: NEW → CONNECTING; GET_VERSION goes out first.
+/// Sends a TDISP request for `object` of PDEV `p`: sealed in the session with SPDM (the
+/// requester is stored and the session claimed only once the request is out), else in the
+/// clear.
+fn send_via(
+    t: &Tsm<'_>,
+    p: &mut PdevObj,
+    session: Option<&mut Requester>,
+    comm: Pa,
+    object: Pa,
+    sequence: u64,
+    req: &Request<'_>,
+) -> Result<(), Status> {
+    match session {
+        Some(r) => {
+            session::claim(p, object)?;
+            session::send_tdisp(t, r, comm, object, sequence, req)
+        }
+        None => send(t, comm, object, sequence, req),
+    }
+}
+
+/// PDEV_CONNECT: NEW → CONNECTING. With SPDM, SPDM GET_VERSION goes out first and the PDEV
+/// takes the evidence granule; without, TDISP GET_VERSION.
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
-    let (pdev, comm) = (a.pdev, a.comm);
+    let (pdev, comm, evidence) = (a.pdev, a.comm, a.evidence);
     let mut pdev_room = Room::new();
     let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
     if p.state != PdevState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    p.step = 1;
+    if !session::uses_spdm(&p) {
+        if evidence.0 != 0 {
+            return Err(Status::arg(StatusCode::InvalidArgument, 3));
+        }
+        p.step = pdev_step::VERSION;
+        p.seq = 1;
+        send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
+        p.state = PdevState::Connecting;
+        p.op = DeviceOp::Connect;
+        p.save()?;
+        return Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()));
+    }
+    if evidence == pdev || evidence == comm {
+        return Err(Status::arg(StatusCode::GranuleState, 3));
+    }
+    let mut ge = t.granules.lock(evidence).map_err(|e| e.status(3))?;
+    ge.state()
+        .check_transition(GranuleState::Evidence)
+        .map_err(|e| e.status(3))?;
+    let mut r = Requester::new();
+    let mut out = [0u8; MAX_RECORD];
+    let slot = u8::try_from(p.params.spdm_slot).map_err(|_| internal())?;
+    let sent = r.start_connect(slot, &mut out).map_err(|_| internal())?;
     p.seq = 1;
-    send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
+    let first = out.get(..sent.len).ok_or_else(internal)?;
+    session::write_comm(t, comm, pdev, p.seq, session::protocol(sent), first)?;
+    session::store(t, &p, &r)?;
+    p.evidence = evidence.0;
+    p.session_owner = pdev.0;
+    p.step = pdev_step::SPDM;
     p.state = PdevState::Connecting;
     p.op = DeviceOp::Connect;
     p.save()?;
+    ge.transition(GranuleState::Evidence)
+        .map_err(|_| internal())?;
     Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
 }
 
@@ -183,25 +253,69 @@ fn answer<'b>(bytes: &'b [u8], req: &Request<'_>) -> Option<Response<'b>> {
     Some(rsp)
 }
 
+/// The TDISP response the host brought back: the payload as it is in the clear, or opened
+/// from a secured record in the session (`None`: the session failed, or no answer came).
+fn tdisp_answer<'b>(
+    t: &Tsm<'_>,
+    got: Answer,
+    payload: &mut [u8],
+    session: Option<&mut Requester>,
+    tdisp: &'b mut [u8; MAX_RESPONSE],
+) -> Result<Option<&'b [u8]>, Status> {
+    let Answer::Bytes(n) = got else {
+        if let Some(r) = session {
+            // The request is out and its answer will never come: the session cannot go on.
+            r.abort();
+        }
+        return Ok(None);
+    };
+    let bytes = payload.get_mut(..n).ok_or_else(internal)?;
+    match session {
+        None => {
+            let Some(dest) = tdisp.get_mut(..n) else {
+                return Ok(None);
+            };
+            dest.copy_from_slice(bytes);
+            Ok(Some(dest))
+        }
+        Some(r) => {
+            Ok(session::open_tdisp(r, bytes, tdisp, t.platform)?.and_then(|len| tdisp.get(..len)))
+        }
+    }
+}
+
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
     let mut pdev_room = Room::new();
     let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
-    if p.op != DeviceOp::Connect {
-        return Err(Status::arg(StatusCode::NoOperation, 1));
-    }
-    let mut buf = [0u8; MAX_RESPONSE];
-    let answer_len = receive(t, comm, &mut buf)?;
-    let req = pdev_request(&p)?;
-    let rsp = match answer_len {
-        Answer::Bytes(n) => buf.get(..n).and_then(|b| answer(b, &req)),
-        Answer::Failed => None,
-    };
-    let next = match (p.step, rsp) {
-        (1, Some(Response::Version { versions, .. })) if versions.contains(TDISP_VERSION_1_0) => {
-            p.tdisp_version = u32::from(TDISP_VERSION_1_0);
-            Some(2)
+    match p.op {
+        DeviceOp::Connect => {}
+        DeviceOp::KeyUpdate | DeviceOp::Disconnect => {
+            return session_op_continue(t, &mut p, comm);
         }
-        (2, Some(Response::Capabilities { caps, .. }))
+        _ => return Err(Status::arg(StatusCode::NoOperation, 1)),
+    }
+    let mut payload = [0u8; COMM_PAYLOAD_SIZE];
+    let got = receive(t, comm, &mut payload)?;
+    if p.step == pdev_step::SPDM {
+        return spdm_connect_continue(t, &mut p, comm, got, &mut payload);
+    }
+    let mut session = if session::uses_spdm(&p) {
+        Some(session::load(t, &p)?)
+    } else {
+        None
+    };
+    let req = pdev_request(&p)?;
+    let mut tdisp = [0u8; MAX_RESPONSE];
+    let bytes = tdisp_answer(t, got, &mut payload, session.as_mut(), &mut tdisp)?;
+    let rsp = bytes.and_then(|b| answer(b, &req));
+    let next = match (p.step, rsp) {
+        (pdev_step::VERSION, Some(Response::Version { versions, .. }))
+            if versions.contains(TDISP_VERSION_1_0) =>
+        {
+            p.tdisp_version = u32::from(TDISP_VERSION_1_0);
+            Some(pdev_step::CAPABILITIES)
+        }
+        (pdev_step::CAPABILITIES, Some(Response::Capabilities { caps, .. }))
             if REQUIRED
                 .iter()
                 .all(|&r| caps.req_msgs_supported.contains(r)) =>
@@ -212,9 +326,14 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
             None
         }
         _ => {
-            p.state = PdevState::Error;
-            p.op = DeviceOp::None;
-            p.step = 0;
+            match session.as_mut() {
+                Some(r) => session::fail(t, &mut p, r)?,
+                None => {
+                    p.state = PdevState::Error;
+                    p.op = DeviceOp::None;
+                    p.step = 0;
+                }
+            }
             p.save()?;
             return Ok(progress(StatusCode::DeviceError, p.op, p.state.raw()));
         }
@@ -223,13 +342,19 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
         Some(step) => {
             p.step = step;
             p.seq = p.seq.checked_add(1).ok_or_else(internal)?;
-            send(t, comm, pdev, p.seq, &pdev_request(&p)?)?;
+            let req = pdev_request(&p)?;
+            let seq = p.seq;
+            send_via(t, &mut p, session.as_mut(), comm, pdev, seq, &req)?;
         }
         None => {
             p.state = PdevState::Ready;
             p.op = DeviceOp::None;
             p.step = 0;
+            p.session_owner = 0;
         }
+    }
+    if let Some(r) = &session {
+        session::store(t, &p, r)?;
     }
     p.save()?;
     let status = if p.op == DeviceOp::None {
@@ -238,6 +363,177 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
         StatusCode::NeedsDeviceIo
     };
     Ok(progress(status, p.op, p.state.raw()))
+}
+
+/// One step of the SPDM connect: the device's answer goes to the requester, whose next
+/// message goes out; once the session is up, TDISP GET_VERSION goes out inside it.
+fn spdm_connect_continue(
+    t: &Tsm<'_>,
+    p: &mut Guard<'_, '_, PdevObj>,
+    comm: Pa,
+    got: Answer,
+    payload: &mut [u8; COMM_PAYLOAD_SIZE],
+) -> Reply {
+    let pdev = p.pa();
+    let mut r = session::load(t, p)?;
+    let evidence = Pa(p.evidence);
+    let mut ev = [0u8; GRANULE_SIZE as usize];
+    session::read_evidence(t, evidence, &mut ev)?;
+    let mut out = [0u8; MAX_RECORD];
+    let step = match got {
+        Answer::Bytes(n) => {
+            let response = payload.get_mut(..n).ok_or_else(internal)?;
+            let mut parts = session::evidence_parts(&mut ev);
+            r.respond(response, &mut out, &mut parts, t.platform).ok()
+        }
+        Answer::Failed => None,
+    };
+    let seq = p.seq.checked_add(1).ok_or_else(internal)?;
+    match step {
+        Some(Step::Send(sent)) => {
+            let message = out.get(..sent.len).ok_or_else(internal)?;
+            session::write_comm(t, comm, pdev, seq, session::protocol(sent), message)?;
+        }
+        Some(Step::Done(Outcome::Connected)) => {
+            p.step = pdev_step::VERSION;
+            let req = pdev_request(p)?;
+            session::send_tdisp(t, &mut r, comm, pdev, seq, &req)?;
+        }
+        Some(Step::Done(_)) => return Err(internal()),
+        None => {
+            session::fail(t, p, &mut r)?;
+            p.save()?;
+            return Ok(progress(StatusCode::DeviceError, p.op, p.state.raw()));
+        }
+    }
+    session::write_evidence(t, evidence, &ev)?;
+    session::store(t, p, &r)?;
+    p.seq = seq;
+    p.save()?;
+    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
+}
+
+/// The rest of a key update or disconnect.
+fn session_op_continue(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevObj>, comm: Pa) -> Reply {
+    let pdev = p.pa();
+    let mut payload = [0u8; COMM_PAYLOAD_SIZE];
+    let got = receive(t, comm, &mut payload)?;
+    let mut r = session::load(t, p)?;
+    let mut out = [0u8; MAX_RECORD];
+    let mut none = Evidence {
+        chain: &mut [],
+        measurements: &mut [],
+    };
+    let step = match got {
+        Answer::Bytes(n) => {
+            let response = payload.get_mut(..n).ok_or_else(internal)?;
+            r.respond(response, &mut out, &mut none, t.platform).ok()
+        }
+        Answer::Failed => None,
+    };
+    let seq = p.seq.checked_add(1).ok_or_else(internal)?;
+    match (p.op, step) {
+        (DeviceOp::KeyUpdate, Some(Step::Send(sent))) => {
+            let message = out.get(..sent.len).ok_or_else(internal)?;
+            session::write_comm(t, comm, pdev, seq, session::protocol(sent), message)?;
+            p.seq = seq;
+        }
+        (DeviceOp::KeyUpdate, Some(Step::Done(Outcome::KeysUpdated))) => {
+            p.op = DeviceOp::None;
+            p.session_owner = 0;
+        }
+        (DeviceOp::Disconnect, Some(Step::Done(Outcome::Ended))) => {
+            release_evidence(t, p)?;
+            p.op = DeviceOp::None;
+            p.state = PdevState::New;
+            p.session_owner = 0;
+        }
+        (_, Some(_)) => return Err(internal()),
+        (_, None) => {
+            session::fail(t, p, &mut r)?;
+            p.save()?;
+            return Ok(progress(StatusCode::DeviceError, p.op, p.state.raw()));
+        }
+    }
+    session::store(t, p, &r)?;
+    p.save()?;
+    let status = if p.op == DeviceOp::None {
+        StatusCode::Success
+    } else {
+        StatusCode::NeedsDeviceIo
+    };
+    Ok(progress(status, p.op, p.state.raw()))
+}
+
+/// Scrubs the PDEV's evidence granule and gives it back (DELEGATED).
+pub(crate) fn release_evidence(t: &Tsm<'_>, p: &mut PdevObj) -> Result<(), Status> {
+    if p.evidence == 0 {
+        return Ok(());
+    }
+    let mut g = t
+        .granules
+        .lock_in(Pa(p.evidence), GranuleState::Evidence)
+        .map_err(|_| internal())?;
+    t.scrub(g.pa())?;
+    g.transition(GranuleState::Delegated)
+        .map_err(|_| internal())?;
+    p.evidence = 0;
+    Ok(())
+}
+
+/// A READY SPDM PDEV whose session is free, for a session operation.
+fn lock_session_pdev<'t, 'a>(
+    t: &'t Tsm<'a>,
+    pdev: Pa,
+    room: &'t mut Room<PdevObj>,
+) -> Result<Guard<'t, 'a, PdevObj>, Status> {
+    let p = t.lock(PdevHandle::new(pdev), 1, room)?;
+    if !session::uses_spdm(&p) {
+        return Err(Status::arg(StatusCode::NotSupported, 1));
+    }
+    if p.state != PdevState::Ready || p.op != DeviceOp::None || p.session_owner != 0 {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    Ok(p)
+}
+
+/// PDEV_KEY_UPDATE: both directions' keys are replaced (KEY_UPDATE UpdateAllKeys, then
+/// VerifyNewKey under the new keys).
+pub fn pdev_key_update(t: &Tsm<'_>, a: args::PdevKeyUpdate) -> Reply {
+    let mut pdev_room = Room::new();
+    let mut p = lock_session_pdev(t, a.pdev, &mut pdev_room)?;
+    let mut r = session::load(t, &p)?;
+    let mut out = [0u8; MAX_RECORD];
+    let sent = r
+        .start_key_update(t.platform, &mut out)
+        .map_err(|_| internal())?;
+    let message = out.get(..sent.len).ok_or_else(internal)?;
+    session::write_comm(t, a.comm, a.pdev, 1, session::protocol(sent), message)?;
+    session::store(t, &p, &r)?;
+    p.seq = 1;
+    p.op = DeviceOp::KeyUpdate;
+    p.session_owner = a.pdev.0;
+    p.save()?;
+    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
+}
+
+/// PDEV_DISCONNECT: END_SESSION, refused while a vdevice is bound; READY → NEW once the
+/// device acknowledged.
+pub fn pdev_disconnect(t: &Tsm<'_>, a: args::PdevDisconnect) -> Reply {
+    let mut pdev_room = Room::new();
+    let mut p = lock_session_pdev(t, a.pdev, &mut pdev_room)?;
+    crate::calls::device::refuse_bound(t, &p)?;
+    let mut r = session::load(t, &p)?;
+    let mut out = [0u8; MAX_RECORD];
+    let sent = r.start_end_session(&mut out).map_err(|_| internal())?;
+    let message = out.get(..sent.len).ok_or_else(internal)?;
+    session::write_comm(t, a.comm, a.pdev, 1, session::protocol(sent), message)?;
+    session::store(t, &p, &r)?;
+    p.seq = 1;
+    p.op = DeviceOp::Disconnect;
+    p.session_owner = a.pdev.0;
+    p.save()?;
+    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
 }
 
 /// Steps of a VDEV operation.
@@ -273,7 +569,9 @@ fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
             nonce: v.start_nonce,
         },
         (DeviceOp::Stop, _) => Request::StopInterface { interface_id },
-        (DeviceOp::None | DeviceOp::Connect, _) => return Err(internal()),
+        (DeviceOp::None | DeviceOp::Connect | DeviceOp::KeyUpdate | DeviceOp::Disconnect, _) => {
+            return Err(internal());
+        }
     })
 }
 
@@ -321,13 +619,13 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
-    let (p, mut v) = t.lock_with_parent(
+    let (mut p, mut v) = t.lock_with_parent(
         VdevHandle::new(vdev),
         1,
         VdevLinks::pdev,
         (&mut pdev_room, &mut vdev_room),
     )?;
-    if v.state != VdevState::Unlocked || p.state != PdevState::Ready {
+    if v.state != VdevState::Unlocked || p.state != PdevState::Ready || p.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let supported = LockFlags::from_bits_truncate(p.lock_flags_supported as u16);
@@ -341,7 +639,17 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.op = DeviceOp::Bind;
     v.step = step::SENT;
     v.seq = 1;
-    send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
+    let mut session = load_session(t, &p)?;
+    send_via(
+        t,
+        &mut p,
+        session.as_mut(),
+        comm,
+        vdev,
+        v.seq,
+        &vdev_request(&v)?,
+    )?;
+    save_session(t, &p, session.as_ref())?;
     v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
     v.accept_nonce = nonce;
@@ -351,15 +659,51 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.report_total = 0;
     v.report_asked = 0;
     v.accepted = 0;
+    clear_device_evidence(&mut v);
+    p.save()?;
     v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
+}
+
+/// The PDEV's requester when it talks through a session.
+fn load_session(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Option<Requester>, Status> {
+    if session::uses_spdm(p) {
+        Ok(Some(session::load(t, p)?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn save_session(
+    t: &Tsm<'_>,
+    p: &Guard<'_, '_, PdevObj>,
+    r: Option<&Requester>,
+) -> Result<(), Status> {
+    match r {
+        Some(r) => session::store(t, p, r),
+        None => Ok(()),
+    }
+}
+
+/// Forgets the device evidence a bind took from the PDEV.
+fn clear_device_evidence(v: &mut VdevObj) {
+    v.chain_len = 0;
+    v.measurements_len = 0;
+    v.evidence = 0;
+    v.chain_digest = [0; SPDM_DIGEST_SIZE];
+    v.measurements_digest = [0; SPDM_DIGEST_SIZE];
 }
 
 /// VDEV_UNBIND: LOCKED / RUN / ERROR → STOPPING (T=1 off first); STOP_INTERFACE goes out.
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
-    let mut vdev_room = Room::new();
-    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_room)?;
+    let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
+    let (mut p, mut v) = t.lock_with_parent(
+        VdevHandle::new(vdev),
+        1,
+        VdevLinks::pdev,
+        (&mut pdev_room, &mut vdev_room),
+    )?;
     if !matches!(
         v.state,
         VdevState::Locked | VdevState::Run | VdevState::Error
@@ -367,14 +711,29 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
+    // A session that failed cannot carry STOP_INTERFACE: the vdevice can only be destroyed.
+    if session::uses_spdm(&p) && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
     let t1 = t1_view(&v);
-    // The guard's copy is written back only by `save`: if the request cannot be sent, the
-    // VDEV stays as it was.
+    // The guards' copies are written back only by `save`: if the request cannot be sent,
+    // both objects stay as they were.
     v.op = DeviceOp::Stop;
     v.step = step::SENT;
     v.seq = 1;
-    send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
+    let mut session = load_session(t, &p)?;
+    send_via(
+        t,
+        &mut p,
+        session.as_mut(),
+        comm,
+        vdev,
+        v.seq,
+        &vdev_request(&v)?,
+    )?;
+    save_session(t, &p, session.as_ref())?;
     vdev_t1_off(t, vdev, &mut v);
+    p.save()?;
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
@@ -394,8 +753,15 @@ pub(crate) fn read_report(
     t.platform.read(at, out).map_err(|_| internal())
 }
 
-/// The report is complete: check it parses, hash it, and finish the bind.
-fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
+/// The report is complete: check it parses, hash it, take the device evidence of the session
+/// it came through, and finish the bind.
+fn finish_bind(
+    t: &Tsm<'_>,
+    vdev: Pa,
+    v: &mut VdevObj,
+    p: &PdevObj,
+    session: Option<&Requester>,
+) -> Result<bool, Status> {
     let mut report = [0u8; REPORT_CAPACITY as usize];
     let bytes = report
         .get_mut(..v.report_len as usize)
@@ -406,6 +772,13 @@ fn finish_bind(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<bool, Status> {
     }
     v.report_digest = Sha256::digest(&*bytes).into();
     v.report_counter = v.report_counter.wrapping_add(1);
+    if let Some(r) = session {
+        v.evidence = p.evidence;
+        v.chain_len = u32::try_from(r.chain_len()).map_err(|_| internal())?;
+        v.measurements_len = u32::try_from(r.measurements_len()).map_err(|_| internal())?;
+        v.chain_digest = *r.chain_digest();
+        v.measurements_digest = *r.measurements_digest();
+    }
     v.state = VdevState::Locked;
     v.op = DeviceOp::None;
     v.step = 0;
@@ -466,26 +839,45 @@ fn take_portion(
 }
 
 fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
-    let mut vdev_room = Room::new();
-    let mut v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_room)?;
+    let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
+    let (mut p, mut v) = t.lock_with_parent(
+        VdevHandle::new(vdev),
+        1,
+        VdevLinks::pdev,
+        (&mut pdev_room, &mut vdev_room),
+    )?;
     if v.op == DeviceOp::None {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let t1 = t1_view(&v);
+    let mut session = load_session(t, &p)?;
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
+        if session.is_some() && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
+            // The session failed (or is being ended) before the guest's request went out.
+            vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
+            v.save()?;
+            return Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()));
+        }
         v.step = step::SENT;
         v.seq = 1;
-        send(t, comm, vdev, v.seq, &req)?;
+        send_via(t, &mut p, session.as_mut(), comm, vdev, v.seq, &req)?;
+        save_session(t, &p, session.as_ref())?;
+        p.save()?;
         v.save()?;
         return Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()));
     }
-    let mut buf = [0u8; MAX_RESPONSE];
-    let got = receive(t, comm, &mut buf)?;
-    let rsp = match got {
-        Answer::Bytes(n) => buf.get(..n).and_then(|b| answer(b, &req)),
-        Answer::Failed => None,
+    let mut payload = [0u8; COMM_PAYLOAD_SIZE];
+    let got = receive(t, comm, &mut payload)?;
+    // In a session, this vdevice's request is out only while it owns the session; anything
+    // else means the session failed meanwhile and the answer can never be opened.
+    let owns = p.session_owner == vdev.0;
+    let mut tdisp = [0u8; MAX_RESPONSE];
+    let bytes = match session.as_mut() {
+        Some(_) if !owns => None,
+        s => tdisp_answer(t, got, &mut payload, s, &mut tdisp)?,
     };
+    let rsp = bytes.and_then(|b| answer(b, &req));
     let ok = match (v.op, rsp) {
         (DeviceOp::Bind, Some(Response::LockInterface { nonce, .. })) if v.step == step::SENT => {
             v.start_nonce = nonce;
@@ -501,7 +893,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         ) if v.step == step::REPORT => {
             take_portion(t, vdev, &mut v, portion, remainder_length)?
                 && if v.report_len == v.report_total {
-                    finish_bind(t, vdev, &mut v)?
+                    finish_bind(t, vdev, &mut v, &p, session.as_ref())?
                 } else {
                     ask_portion(&mut v)
                 }
@@ -523,12 +915,19 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
             v.report_digest = [0; 32];
             v.report_len = 0;
             v.report_total = 0;
+            clear_device_evidence(&mut v);
             guest_op_done(&mut v, StatusCode::Success);
             true
         }
         _ => false,
     };
     if !ok {
+        if let Some(r) = session.as_mut().filter(|_| owns) {
+            // A TDISP answer that opened but breaks the protocol ends the session too: the
+            // TSM no longer trusts where the device is.
+            session::fail(t, &mut p, r)?;
+            p.save()?;
+        }
         vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
         v.save()?;
         t.dma_view_changed(vdev, t1, &v);
@@ -536,8 +935,21 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     }
     if v.op != DeviceOp::None {
         v.seq = v.seq.checked_add(1).ok_or_else(internal)?;
-        send(t, comm, vdev, v.seq, &vdev_request(&v)?)?;
+        let seq = v.seq;
+        send_via(
+            t,
+            &mut p,
+            session.as_mut(),
+            comm,
+            vdev,
+            seq,
+            &vdev_request(&v)?,
+        )?;
+    } else if session.is_some() {
+        p.session_owner = 0;
     }
+    save_session(t, &p, session.as_ref())?;
+    p.save()?;
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
     let status = if v.op == DeviceOp::None {
@@ -558,29 +970,52 @@ pub fn communicate(t: &Tsm<'_>, a: args::Communicate) -> Reply {
     }
 }
 
-/// OP_CANCEL: a PDEV goes back to NEW; a VDEV goes to ERROR (a guest waiting on it gets
-/// `Cancelled`).
+/// OP_CANCEL: a PDEV's connect goes back to NEW (its session and evidence gone), a PDEV's
+/// key update or disconnect ends the session (ERROR); a VDEV goes to ERROR (a guest waiting on
+/// it gets `Cancelled`), and if its request was out in the session, the session ends too (its
+/// answer is lost, so the sequence numbers can no longer agree).
 pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     let obj = a.object;
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
             let mut pdev_room = Room::new();
             let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_room)?;
-            if p.op == DeviceOp::None {
-                return Err(Status::arg(StatusCode::NoOperation, 1));
+            match p.op {
+                DeviceOp::None => return Err(Status::arg(StatusCode::NoOperation, 1)),
+                DeviceOp::Connect => {
+                    if session::uses_spdm(&p) {
+                        session::store(t, &p, &Requester::new())?;
+                        release_evidence(t, &mut p)?;
+                        p.session_owner = 0;
+                    }
+                    p.op = DeviceOp::None;
+                    p.state = PdevState::New;
+                    p.step = 0;
+                }
+                _ => {
+                    let mut r = session::load(t, &p)?;
+                    session::fail(t, &mut p, &mut r)?;
+                }
             }
-            p.op = DeviceOp::None;
-            p.state = PdevState::New;
-            p.step = 0;
             p.save()?;
         }
         GranuleState::Vdev => {
-            let mut vdev_room = Room::new();
-            let mut v = t.lock(VdevHandle::new(obj), 1, &mut vdev_room)?;
+            let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
+            let (mut p, mut v) = t.lock_with_parent(
+                VdevHandle::new(obj),
+                1,
+                VdevLinks::pdev,
+                (&mut pdev_room, &mut vdev_room),
+            )?;
             if v.op == DeviceOp::None {
                 return Err(Status::arg(StatusCode::NoOperation, 1));
             }
             let t1 = t1_view(&v);
+            if p.session_owner == obj.0 {
+                let mut r = session::load(t, &p)?;
+                session::fail(t, &mut p, &mut r)?;
+                p.save()?;
+            }
             vdev_error(t, obj, &mut v, StatusCode::Cancelled);
             v.save()?;
             t.dma_view_changed(obj, t1, &v);

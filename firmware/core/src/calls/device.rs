@@ -13,6 +13,8 @@ use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
 use tsm_abi::viommu::{ViommuType, ViommuTypeError};
 
+use crate::calls::comm::release_evidence;
+use crate::calls::session;
 use crate::calls::system::ACCEPTED_LOCK_FEATURES;
 use crate::dispatch::Reply;
 use crate::dma_tables::stream;
@@ -22,6 +24,7 @@ use crate::objects::{
     PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle,
     VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
+use crate::spdm::requester::Requester as SpdmRequester;
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, Requester};
 
@@ -34,11 +37,8 @@ pub fn pdev_create(t: &Tsm<'_>, a: args::PdevCreate) -> Reply {
     params
         .validate()
         .map_err(|_| Status::arg(StatusCode::InvalidArgument, 2))?;
-    if params
-        .pdev_flags()
-        .intersects(PdevFlags::SPDM | PdevFlags::IDE)
-    {
-        // SPDM sessions and IDE streams are a later phase (FEATURES SECURITY = 0).
+    if params.pdev_flags().contains(PdevFlags::IDE) {
+        // IDE streams are not programmed yet (FEATURES SECURITY.IDE_STREAM = 0).
         return Err(Status::arg(StatusCode::NotSupported, 2));
     }
     let mut g = t.granules.lock(pdev).map_err(|e| e.status(1))?;
@@ -70,15 +70,9 @@ pub(crate) fn is_bound(state: VdevState) -> bool {
     !matches!(state, VdevState::Unlocked | VdevState::Error)
 }
 
-/// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
-/// is pending.
-pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
-    let mut pdev_room = Room::new();
-    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
-    if o.op != DeviceOp::None || o.state == PdevState::Stopped {
-        return Err(Status::arg(StatusCode::ObjectState, 1));
-    }
-    for slot in o.pbdfs.iter().filter(|s| s.used != 0) {
+/// Refuses (`InUse`, a VDEV) while a vdevice of the PDEV holds its TDI bound.
+pub(crate) fn refuse_bound(t: &Tsm<'_>, p: &PdevObj) -> Result<(), Status> {
+    for slot in p.pbdfs.iter().filter(|s| s.used != 0) {
         let mut vdev_room = Room::new();
         let v = t
             .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_room)
@@ -87,21 +81,39 @@ pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
             return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
         }
     }
+    Ok(())
+}
+
+/// PDEV_STOP: READY / ERROR / NEW → STOPPED, refused while a vdevice is bound or an operation
+/// is pending. An SPDM session is abandoned, its keys erased (PDEV_DISCONNECT ends it with the
+/// device first).
+pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
+    let mut pdev_room = Room::new();
+    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
+    if o.op != DeviceOp::None || o.state == PdevState::Stopped {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    refuse_bound(t, &o)?;
+    if session::uses_spdm(&o) {
+        session::store(t, &o, &SpdmRequester::new())?;
+    }
     o.state = PdevState::Stopped;
     o.save()?;
     OK
 }
 
-/// PDEV_DESTROY: only with no vdevice and no pending operation.
+/// PDEV_DESTROY: only with no vdevice and no pending operation; the evidence granule goes back
+/// to DELEGATED, scrubbed, with the PDEV's.
 pub fn pdev_destroy(t: &Tsm<'_>, a: args::PdevDestroy) -> Reply {
     let mut pdev_room = Room::new();
-    let o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
+    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
     if o.vdevs != 0 || o.refcount() != 0 {
         return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8));
     }
     if o.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
+    release_evidence(t, &mut o)?;
     let mut reg = t.pdevs.lock();
     reg.retain(|r| r.pdev != o.pa());
     o.destroy()?;

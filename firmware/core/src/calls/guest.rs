@@ -20,6 +20,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::MapKind;
 use crate::calls::comm::{read_report, vdev_t1_off};
+use crate::calls::session;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
@@ -212,10 +213,21 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
         viommu_type: v.viommu_type.raw(),
         nonce: if evidence { v.accept_nonce } else { [0; 32] },
         report_digest: if evidence { v.report_digest } else { [0; 32] },
-        // No SPDM session yet (§15): the host relayed the TDISP messages in the clear and
-        // could have written them; the guest is told so.
-        evidence_flags: EvidenceFlags::empty().bits(),
         ..VdevInfo::new_zeroed()
+    };
+    // Without a session (§15) the host relayed the TDISP messages in the clear and could have
+    // written them; the guest is told so by the flag staying clear.
+    let info = if evidence && v.evidence != 0 {
+        VdevInfo {
+            evidence_flags: EvidenceFlags::DEVICE_AUTHENTICATED.bits(),
+            chain_len: v.chain_len,
+            measurements_len: v.measurements_len,
+            chain_digest: v.chain_digest,
+            measurements_digest: v.measurements_digest,
+            ..info
+        }
+    } else {
+        info
     };
     t.platform
         .write(pa, info.as_bytes())
@@ -223,23 +235,72 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
     OK
 }
 
+/// What a portion read copies from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The cached interface report (VDEV granule).
+    Report,
+    /// The device's certificate chain (the PDEV's evidence granule).
+    Chain,
+    /// The device's measurement record (the PDEV's evidence granule).
+    Measurements,
+}
+
 /// G_VDEV_REPORT: a portion of the cached interface report.
 pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Reply {
+    read_portion(t, caller, a.vbdf, a.offset, a.buffer, a.len, Source::Report)
+}
+
+/// G_VDEV_CERT_CHAIN: a portion of the certificate chain the bind's session verified.
+pub fn vdev_cert_chain(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevCertChain) -> Reply {
+    read_portion(t, caller, a.vbdf, a.offset, a.buffer, a.len, Source::Chain)
+}
+
+/// G_VDEV_MEASUREMENTS: a portion of the signed measurement record the session verified.
+pub fn vdev_measurements(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevMeasurements) -> Reply {
+    read_portion(
+        t,
+        caller,
+        a.vbdf,
+        a.offset,
+        a.buffer,
+        a.len,
+        Source::Measurements,
+    )
+}
+
+/// Copies up to `len` bytes from `offset` of `source` into the guest's private buffer.
+/// The chain and record are read from the PDEV's evidence granule under the VDEV's lock
+/// alone: the evidence changes only in a connect, and a PDEV with a bound vdevice (which
+/// `has_report` requires) is READY and cannot connect, disconnect or be destroyed.
+fn read_portion(
+    t: &Tsm<'_>,
+    caller: GuestCaller,
+    vbdf: u64,
+    offset: u64,
+    gpa: Gpa,
+    len: u64,
+    source: Source,
+) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
-    let (offset, gpa, len) = (a.offset, a.buffer, a.len);
+    let g = lock_own(t, caller, vbdf, &mut rooms)?;
     if !has_report(&g.v) {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    let total = u64::from(g.v.report_len);
-    let left = total
+    let total = match source {
+        Source::Report => g.v.report_len,
+        _ if g.v.evidence == 0 => return Err(Status::arg(StatusCode::ObjectState, 1)),
+        Source::Chain => g.v.chain_len,
+        Source::Measurements => g.v.measurements_len,
+    };
+    let left = u64::from(total)
         .checked_sub(offset)
         .ok_or(Status::arg(StatusCode::InvalidArgument, 2))?;
     if len == 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
     // The whole buffer the guest named, not only the bytes this call copies (§11), and to
-    // private memory only: the host must not see or rewrite the report on its way to the
+    // private memory only: the host must not see or rewrite the evidence on its way to the
     // guest's check.
     let pa = guest_buffer_in(t, &g.tvm, gpa, len, true, true, 3)?;
     let n = len.min(left);
@@ -247,14 +308,20 @@ pub fn vdev_report(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevReport) -> Re
         return Ok(CallResult::ok([0, 0, 0, 0]));
     }
     let mut chunk = [0u8; 256];
-    // n <= left <= REPORT_CAPACITY and guest_buffer_in checked [pa, pa + n) lies in one
+    // n <= left <= the source's capacity and guest_buffer_in checked [pa, pa + n) lies in one
     // granule, so none of these can fail; they are checked rather than trusted.
     let mut done = 0u64;
     while let Some(rest) = n.checked_sub(done).filter(|&r| r != 0) {
         let k = rest.min(chunk.len() as u64);
         let c = chunk.get_mut(..k as usize).ok_or_else(internal)?;
         let from = offset.checked_add(done).ok_or_else(internal)?;
-        read_report(t, g.v.pa(), from, c)?;
+        match source {
+            Source::Report => read_report(t, g.v.pa(), from, c)?,
+            Source::Chain => session::read_evidence_part(t, Pa(g.v.evidence), false, from, c)?,
+            Source::Measurements => {
+                session::read_evidence_part(t, Pa(g.v.evidence), true, from, c)?
+            }
+        }
         let to = pa.checked_add(done).ok_or_else(internal)?;
         t.platform.write(to, c).map_err(|_| internal())?;
         done = done.checked_add(k).ok_or_else(internal)?;
@@ -290,6 +357,8 @@ pub fn vdev_accept(
         report_digest: g.v.report_digest,
         report_counter: g.v.report_counter,
         reserved: [0; 3],
+        chain_digest: g.v.chain_digest,
+        measurements_digest: g.v.measurements_digest,
     };
     echo.matches(&current)
         .map_err(|f| Status::arg(StatusCode::EvidenceMismatch, f as u8))?;

@@ -74,7 +74,9 @@ pub fn feature(t: &Tsm<'_>, reg: FeatureReg) -> u64 {
             max_gpa_bits: t.max_gpa_bits(),
         }
         .to_raw(),
-        FeatureReg::Security => SecurityFeatures::empty().bits(),
+        FeatureReg::Security => {
+            (SecurityFeatures::SPDM_SESSION | SecurityFeatures::DEVICE_MEASUREMENTS).bits()
+        }
         FeatureReg::Build => {
             let mut f = BuildFlags::empty();
             if cfg!(feature = "dma-inject") {

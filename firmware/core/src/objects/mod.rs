@@ -14,7 +14,7 @@
 
 use core::mem::offset_of;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
-use tsm_abi::guest::{DIGEST_SIZE, NONCE_SIZE};
+use tsm_abi::guest::{DIGEST_SIZE, NONCE_SIZE, SPDM_DIGEST_SIZE};
 use tsm_abi::params::{PdevParams, VdevParams};
 
 use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
@@ -328,6 +328,13 @@ pub struct PdevObj {
     pub req_msgs_supported: [u8; 16],
     /// Live vdevices.
     pub vdevs: u64,
+    /// With `PdevFlags::SPDM`, the EVIDENCE granule holding the device's certificate chain and
+    /// measurement record (from PDEV_CONNECT until the PDEV goes back to NEW or is
+    /// destroyed); 0 otherwise.
+    pub evidence: u64,
+    /// The object (this PDEV or one of its VDEVs) whose request is out in the SPDM session,
+    /// 0 while none is: the session carries one request at a time, so a second object waits.
+    pub session_owner: u64,
     /// pBDF table.
     pub pbdfs: [PbdfSlot; MAX_VDEVS_PER_PDEV],
 }
@@ -353,6 +360,8 @@ impl PdevObj {
             lock_flags_supported: 0,
             req_msgs_supported: [0; 16],
             vdevs: 0,
+            evidence: 0,
+            session_owner: 0,
             pbdfs: [FREE_PBDF; MAX_VDEVS_PER_PDEV],
         }
     }
@@ -366,12 +375,19 @@ impl Object for PdevObj {
     const STATE: GranuleState = GranuleState::Pdev;
 
     fn invariants(&self) -> Result<(), &'static str> {
-        let expected = match self.state {
-            PdevState::Connecting => DeviceOp::Connect,
-            _ => DeviceOp::None,
+        let allowed = match self.state {
+            PdevState::Connecting => self.op == DeviceOp::Connect,
+            PdevState::Ready => matches!(
+                self.op,
+                DeviceOp::None | DeviceOp::KeyUpdate | DeviceOp::Disconnect
+            ),
+            _ => self.op == DeviceOp::None,
         };
-        if self.op != expected {
-            return Err("CONNECT pending exactly while CONNECTING");
+        if !allowed {
+            return Err("CONNECT pending exactly while CONNECTING, session operations only READY");
+        }
+        if self.session_owner != 0 && self.params.pdev_flags().is_empty() {
+            return Err("a session owner only with SPDM");
         }
         if self.pbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
             return Err("one pBDF slot per vdevice");
@@ -434,6 +450,17 @@ pub struct VdevObj {
     pub step: u32,
     /// The type of its vIOMMU (copied at create: the vIOMMU outlives the vdevice).
     pub viommu_type: ViommuType,
+    /// The PDEV's evidence granule when the bind took its digests; non-zero exactly when the
+    /// current bind ran in the PDEV's SPDM session (`DEVICE_AUTHENTICATED`).
+    pub evidence: u64,
+    /// Bytes of certificate chain in the PDEV's evidence granule (0 unless authenticated).
+    pub chain_len: u32,
+    /// Bytes of measurement record in the PDEV's evidence granule (0 unless authenticated).
+    pub measurements_len: u32,
+    /// SHA-384 of the certificate chain, taken at bind.
+    pub chain_digest: [u8; SPDM_DIGEST_SIZE],
+    /// SHA-384 of the measurement record, taken at bind.
+    pub measurements_digest: [u8; SPDM_DIGEST_SIZE],
     /// TDISP version negotiated by the PDEV.
     pub tdisp_version: u32,
     /// Non-zero: the TVM accepted the current bind.
@@ -486,6 +513,11 @@ impl VdevObj {
             seq: 0,
             step: 0,
             viommu_type,
+            chain_len: 0,
+            measurements_len: 0,
+            evidence: 0,
+            chain_digest: [0; SPDM_DIGEST_SIZE],
+            measurements_digest: [0; SPDM_DIGEST_SIZE],
             tdisp_version,
             accepted: 0,
             start_nonce: [0; 32],
@@ -565,6 +597,14 @@ const _: () = assert!(
 );
 const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
+/// Where the PDEV's SPDM requester state lives in its granule, after the object.
+pub const SESSION_OFFSET: u64 = size_of::<PdevObj>().next_multiple_of(8) as u64;
+const _: () = assert!(SESSION_OFFSET + crate::spdm::requester::STATE_SIZE as u64 <= GRANULE_SIZE);
+/// Bytes of an evidence granule for the certificate chain (from offset 0); the measurement
+/// record takes the rest.
+pub const CHAIN_CAPACITY: usize = 3072;
+/// Bytes of an evidence granule for the measurement record (from [`CHAIN_CAPACITY`]).
+pub const MEASUREMENTS_CAPACITY: usize = GRANULE_SIZE as usize - CHAIN_CAPACITY;
 const _: () = assert!(size_of::<ViommuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(REPORT_OFFSET < GRANULE_SIZE && REPORT_CAPACITY >= 1024);
 // `Stored::Words` holds the whole object: no object ends in a partial word.

@@ -447,7 +447,7 @@ mod device_request {
             GuestStep::Resume(Resume::Return(r)) => assert_eq!(r.status, 0),
             other => panic!("G_VDEV_INFO: {other:?}"),
         }
-        let mut b = [0u8; 128];
+        let mut b = [0u8; 256];
         m.h.sim.read(page, &mut b).unwrap();
         let info = <VdevInfo as zerocopy::FromBytes>::read_from_bytes(&b).unwrap();
         let ev = AcceptEvidence::from_info(&info);
@@ -540,7 +540,7 @@ mod guest_op_tickets {
             call(h, s, G_VDEV_INFO, &[vbdf, 0x1000]),
             GuestStep::Resume(Resume::Return(r)) if r.status == 0
         ));
-        let mut b = [0u8; 128];
+        let mut b = [0u8; 256];
         h.sim.read(s.page, &mut b).unwrap();
         let info = <VdevInfo as zerocopy::FromBytes>::read_from_bytes(&b).unwrap();
         let ev = AcceptEvidence::from_info(&info);

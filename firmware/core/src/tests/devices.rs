@@ -185,7 +185,7 @@ impl World {
 
     pub(crate) fn info(&self) -> VdevInfo {
         self.guest(G_VDEV_INFO, &[u64::from(VBDF), 0x1000]).unwrap();
-        let mut b = [0u8; 128];
+        let mut b = [0u8; 256];
         self.h.sim.read(self.page, &mut b).unwrap();
         VdevInfo::read_from_bytes(&b).unwrap()
     }
@@ -230,6 +230,13 @@ fn connect_bind_accept_run_stop_unbind() {
     assert_eq!(
         info.evidence_flags, 0,
         "no SPDM session: nothing authenticated"
+    );
+    assert_eq!((info.chain_len, info.chain_digest), (0, [0; 48]));
+    // Without a session there is no device evidence to read.
+    assert_eq!(
+        w.guest(G_VDEV_CERT_CHAIN, &[u64::from(VBDF), 0, 0x1000, 64])
+            .map_err(|e| e.0),
+        Err(s(ObjectState, 1))
     );
     assert!(info.report_len > 1024, "fetched in more than one portion");
     assert_ne!(info.nonce, [0; 32]);
@@ -436,6 +443,15 @@ fn pdev_connect_refuses_devices_without_tdisp_1_0_and_cancel_goes_back() {
     h.refused(OP_CANCEL, &[pdev.0], s(NoOperation, 1));
     h.refused(PDEV_CONNECT, &[pdev.0, comm.0 + 8], s(InvalidBuffer, 2));
     h.refused(PDEV_CONNECT, &[pdev.0, h.granule(1).0], s(InvalidBuffer, 2));
+    // Without PdevFlags::SPDM there is no evidence to keep, and the session calls refuse.
+    let spare = h.delegate(27);
+    h.refused(
+        PDEV_CONNECT,
+        &[pdev.0, comm.0, spare.0],
+        s(InvalidArgument, 3),
+    );
+    h.refused(PDEV_KEY_UPDATE, &[pdev.0, comm.0], s(NotSupported, 1));
+    h.refused(PDEV_DISCONNECT, &[pdev.0, comm.0], s(NotSupported, 1));
     assert_eq!(
         h.host(PDEV_CONNECT, &[pdev.0, comm.0]),
         Err(Status::new(NeedsDeviceIo))
@@ -474,11 +490,17 @@ fn pdev_create_refusals() {
     let h = harness(tsm_platform::AddressMapFormat::ArmStage2);
     let pdev = h.delegate(21);
     let put = |p: PdevParams| h.host_put(20, p.as_bytes());
-    let spdm = put(PdevParams {
-        flags: PdevFlags::SPDM.bits(),
+    let ide = put(PdevParams {
+        flags: PdevFlags::IDE.bits(),
         ..pdev_params()
     });
-    h.refused(PDEV_CREATE, &[pdev.0, spdm.0], s(NotSupported, 2));
+    h.refused(PDEV_CREATE, &[pdev.0, ide.0], s(NotSupported, 2));
+    let slot = put(PdevParams {
+        flags: PdevFlags::SPDM.bits(),
+        spdm_slot: 8,
+        ..pdev_params()
+    });
+    h.refused(PDEV_CREATE, &[pdev.0, slot.0], s(InvalidArgument, 2));
     let bad = put(PdevParams {
         rid_count: 0,
         ..pdev_params()

@@ -68,7 +68,10 @@ fn features_match_the_implementation() {
     let h = harness(AddressMapFormat::X86_64FourLevel);
     let f = |r: FeatureReg| h.host(FEATURES, &[u64::from(r.raw())]).unwrap()[0];
     assert_eq!(f(FeatureReg::ViommuTypes), ViommuTypes::all().bits());
-    assert_eq!(f(FeatureReg::Security), SecurityFeatures::empty().bits());
+    assert_eq!(
+        f(FeatureReg::Security),
+        (SecurityFeatures::SPDM_SESSION | SecurityFeatures::DEVICE_MEASUREMENTS).bits()
+    );
     let d = DeviceLimits::from_raw(f(FeatureReg::DeviceLimits));
     assert_eq!(
         usize::from(d.vdevs_per_tvm),

@@ -17,6 +17,7 @@ use tsm_abi::CallId;
 use tsm_abi::addr::GRANULE_SIZE;
 use tsm_abi::call::Caller;
 use tsm_abi::event::{ALL_PASIDS, MAX_PASID, NO_PASID};
+use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{MapFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams};
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
@@ -833,10 +834,7 @@ impl Model {
                 let readable = f.of(self.params(a[1], 64, 2)).is_some();
                 if readable {
                     f.fail(!pdev_params_valid(&p), st(InvalidArgument, 2));
-                    f.fail(
-                        p.pdev_flags().intersects(PdevFlags::SPDM | PdevFlags::IDE),
-                        st(NotSupported, 2),
-                    );
+                    f.fail(p.pdev_flags().contains(PdevFlags::IDE), st(NotSupported, 2));
                     let overlaps = self.pdevs.values().any(|o| {
                         let a0 = u32::from(p.rid_base);
                         let a1 = a0 + u32::from(p.rid_count);
@@ -871,12 +869,19 @@ impl Model {
                     self.pdevs[&a[0]].state != PdevState::New,
                     st(ObjectState, 1),
                 );
+                // No model PDEV has SPDM: an evidence granule is refused.
+                f.fail(a[2] != 0, st(InvalidArgument, 3));
                 f.of(self.comm_out(a[1]));
                 f.gate()?;
                 let p = self.pdevs.get_mut(&a[0]).unwrap();
                 p.state = PdevState::Connecting;
                 p.connect_left = 2;
                 progress(NeedsDeviceIo, DeviceOp::Connect.raw(), p.state.raw())
+            }
+            // The model's PDEVs never have PdevFlags::SPDM: the session calls are refused.
+            PDEV_DISCONNECT | PDEV_KEY_UPDATE => {
+                self.handle(a[0], Gs::Pdev, 1)?;
+                return Err(st(NotSupported, 1).into());
             }
             PDEV_STOP => {
                 self.handle(a[0], Gs::Pdev, 1)?;
@@ -1390,7 +1395,12 @@ impl Model {
                         v.state = VdevState::Unlocked;
                         true
                     }
-                    DeviceOp::None | DeviceOp::Connect => unreachable!(),
+                    DeviceOp::None
+                    | DeviceOp::Connect
+                    | DeviceOp::KeyUpdate
+                    | DeviceOp::Disconnect => {
+                        unreachable!()
+                    }
                 };
                 if done {
                     if v.op != DeviceOp::Bind {
@@ -1447,7 +1457,14 @@ impl Model {
                 if !a[1].is_multiple_of(8) {
                     f.0.push(st(InvalidBuffer, 2));
                 } else {
-                    f.of(page(self, a[1], 128, true, false, 2));
+                    f.of(page(
+                        self,
+                        a[1],
+                        size_of::<VdevInfo>() as u64,
+                        true,
+                        false,
+                        2,
+                    ));
                 }
                 f.gate()?;
                 ok([0; 4])
@@ -1469,6 +1486,11 @@ impl Model {
                 let n = a[3].min(total - a[1]);
                 ok([n, total - a[1] - n, 0, 0])
             }
+            // No model vdevice is bound in an SPDM session: no device evidence to read.
+            G_VDEV_CERT_CHAIN | G_VDEV_MEASUREMENTS => {
+                self.own_vdev(tvm, a[0])?;
+                return Err(st(ObjectState, 1).into());
+            }
             G_VDEV_ACCEPT => {
                 let pa = self.own_vdev(tvm, a[0])?;
                 let v = &self.vdevs[&pa];
@@ -1480,7 +1502,15 @@ impl Model {
                     f.0.push(st(InvalidBuffer, 2));
                     false
                 } else {
-                    f.of(page(self, a[1], 96, false, false, 2)).is_some()
+                    f.of(page(
+                        self,
+                        a[1],
+                        size_of::<AcceptEvidence>() as u64,
+                        false,
+                        false,
+                        2,
+                    ))
+                    .is_some()
                 };
                 let Env::Accept(e) = *env else {
                     panic!("G_VDEV_ACCEPT without evidence")
@@ -1758,6 +1788,7 @@ fn pdev_params_valid(p: &PdevParams) -> bool {
         && p.reserved0 == 0
         && p.interface_id_format <= 1
         && (p.interface_id_format == 0 || p.segment <= 0xFF)
-        && p.reserved1 == 0
+        && p.spdm_slot < 8
+        && (p.spdm_slot == 0 || p.pdev_flags().contains(PdevFlags::SPDM))
         && p.reserved2 == [0; 5]
 }

@@ -362,9 +362,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
         (
             PdevParams {
                 flags: PdevFlags::SPDM.bits(),
+                spdm_slot: 8,
                 ..good
             },
-            s(NotSupported, 2),
+            s(InvalidArgument, 2),
         ),
         (
             PdevParams {
@@ -421,7 +422,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     );
     let comm = w.link.comm;
     bad!(
-        host::pdev_connect(env, pdev, comm),
+        host::pdev_connect(env, pdev, comm, Pa(0)),
         s(ObjectState, 1),
         "PDEV_CONNECT on a READY PDEV"
     );

@@ -11,6 +11,7 @@ pub mod hostile;
 pub mod isolation;
 pub mod lifecycle;
 pub mod smp;
+pub mod spdm;
 
 use tsm_abi::viommu::ViommuType;
 
