@@ -17,7 +17,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu::{self, View};
-use super::{alias, context, gdt, layout, paging, pci, serial, smp, tsc, vtd};
+use super::{alias, context, gdt, layout, paging, pci, serial, smp, svm, tsc, vtd};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -249,6 +249,14 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         context::exception_stubs_address(),
         &l,
     );
+    if let Err(e) = svm::check() {
+        defmt::error!(
+            "boot: the CPU cannot run the host as an SVM guest with nested paging ({}); QEMU needs -cpu max",
+            e
+        );
+        super::exit(ExitCode::Failure)
+    }
+    svm::init_maps();
     let ticks = tsc::calibrate();
     smp::install_realmode_code();
     let mut info = match bootinfo::parse(start_info, l.image, ticks) {
@@ -357,7 +365,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
 }
 
 /// What every CPU sets up once the TSM's tables are live: its descriptor tables and stacks
-/// through the alias region, SMEP/SMAP, no FPU for ring 3, the `syscall` gate.
+/// through the alias region, SMEP/SMAP, no FPU for ring 3, the `syscall` gate, SVM.
 pub(super) fn cpu_setup(cpu: usize, l: &layout::Layout) {
     percpu::load(
         cpu,
@@ -390,6 +398,7 @@ pub(super) fn cpu_setup(cpu: usize, l: &layout::Layout) {
         cpu::wrmsr(cpu::MSR_SFMASK, SYSCALL_RFLAGS_MASK);
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_SCE);
     }
+    svm::enable(cpu);
     smp::cpu_online(cpu);
 }
 

@@ -1,11 +1,9 @@
-//! Running ring-3 contexts (the host, TVM vCPUs) as a context switch, through the trampoline.
+//! Running TVM vCPUs in ring 3 as a context switch, through the trampoline (the host is an SVM
+//! guest: `host`).
 //!
-//! [`HostContext`] and [`X86Platform`] (the HAL's [`HostCpu`] and [`GuestCpu`]) call
-//! `ring3_enter` (trampoline, alias address), which saves the TSM's callee-saved registers on
+//! [`X86Platform`] (the HAL's [`GuestCpu`]) calls `ring3_enter` (trampoline, alias address), which saves the TSM's callee-saved registers on
 //! its own stack, records the context's register frame and CR3 in the per-CPU data (GS), builds
-//! the `iretq` frame on the CPU's alias trap stack, loads the registers, switches CR3 (only if
-//! it differs: the host runs on the TSM's own tables, a vCPU on its TVM's root) and `iretq`s to
-//! ring 3. The context comes back when it traps:
+//! the `iretq` frame on the CPU's alias trap stack, loads the registers, switches CR3 to the vCPU's TVM root and `iretq`s to ring 3. The context comes back when it traps:
 //!
 //! - `syscall` enters at `LSTAR` (`syscall_entry`, alias address) with ring 3's `rsp` and CR3
 //!   still loaded: `swapgs` reaches the per-CPU data (alias, mapped in every TVM's map too),
@@ -35,9 +33,8 @@ use tsm_abi::regs::{CallRegs, CallResult};
 use super::gdt::{USER_CS, USER_DS};
 use super::percpu::{NMI_ACKS_BELOW_IST_SP, PerCpu};
 use super::platform::X86Platform;
-use super::trap::vector_name;
 use super::{alias, layout, paging, smp};
-use crate::platform::run::{EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume};
+use crate::platform::run::{EntryError, GuestCpu, GuestExit, Resume};
 
 /// General-purpose registers and the interrupted instruction state of a ring-3 context.
 #[repr(C)]
@@ -82,12 +79,6 @@ struct Frame {
     trap: TrapFrame,
 }
 
-/// The host's ring-3 context.
-#[derive(Clone, Debug)]
-pub struct HostContext {
-    frame: Frame,
-}
-
 /// A ring-3 exception.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Fault {
@@ -108,9 +99,6 @@ pub struct Fault {
 const USER_RFLAGS: u64 = 0x0024_0DD5;
 /// RFLAGS bit 1 is always set.
 const RFLAGS_FIXED: u64 = 1 << 1;
-
-/// The host payload's entry: the first byte of its image (docs/design.md).
-pub const HOST_ENTRY: u64 = 0x100_0000;
 
 impl Frame {
     fn set_result(&mut self, r: &CallResult) {
@@ -165,95 +153,6 @@ unsafe fn run_frame(frame: *mut Frame, cr3: u64) -> u64 {
     // registers restored and the TSM's tables loaded, after the trap path filled `frame`. The
     // per-CPU data was set up by boot (`percpu::load`) before any context runs.
     unsafe { enter(frame, cr3) }
-}
-
-impl HostContext {
-    /// A context that starts at `rip` with `args` in `rdi, rsi, rdx, rcx` (SysV argument order)
-    /// and everything else zero; it sets up its own stack.
-    pub fn new(rip: u64, args: [u64; 4]) -> Self {
-        let regs = Regs {
-            rip,
-            rdi: args[0],
-            rsi: args[1],
-            rdx: args[2],
-            rcx: args[3],
-            rflags: RFLAGS_FIXED,
-            ..Regs::default()
-        };
-        HostContext {
-            frame: Frame {
-                regs,
-                trap: TrapFrame::default(),
-            },
-        }
-    }
-
-    /// The registers as of the last exit.
-    pub fn regs(&self) -> &Regs {
-        &self.frame.regs
-    }
-}
-
-impl HostCpu for HostContext {
-    type Trap = Fault;
-
-    /// Runs the context in ring 3 (on the TSM's tables) until it traps.
-    fn run(&mut self) -> HostExit<Fault> {
-        // SAFETY: we hold the frame exclusively; it lives in the TSM's memory (identity); the
-        // host runs on the TSM's own tables.
-        let kind = unsafe { run_frame(&raw mut self.frame, paging::tsm_pml4()) };
-        match self.frame.call(kind) {
-            Some(regs) => HostExit::Call(regs),
-            None => HostExit::Trap(self.frame.fault()),
-        }
-    }
-
-    fn complete_call(&mut self, result: &CallResult) {
-        self.frame.set_result(result);
-    }
-
-    /// Every host exception is reported and ends the run: skipping the instruction would need
-    /// decoding it, which the TSM does not do (docs/design.md, "Traps from the host").
-    fn handle_trap(&mut self, fault: Fault) -> HostTrap {
-        report_host_fault(&fault);
-        HostTrap::Fatal
-    }
-}
-
-fn report_host_fault(f: &Fault) {
-    let r = &f.regs;
-    defmt::error!(
-        "host fault: vector {=u8} {=str}, error code {=u64:#x}, rip {=u64:#x}, cs {=u64:#x}, rflags {=u64:#x}, rsp {=u64:#x}, cr2 {=u64:#x}",
-        f.vector,
-        vector_name(u64::from(f.vector)),
-        f.error_code,
-        r.rip,
-        f.cs,
-        r.rflags,
-        r.rsp,
-        f.cr2
-    );
-    defmt::error!(
-        "host regs: rax {=u64:#x} rbx {=u64:#x} rcx {=u64:#x} rdx {=u64:#x} rsi {=u64:#x} rdi {=u64:#x} rbp {=u64:#x} r8 {=u64:#x}",
-        r.rax,
-        r.rbx,
-        r.rcx,
-        r.rdx,
-        r.rsi,
-        r.rdi,
-        r.rbp,
-        r.r8
-    );
-    defmt::error!(
-        "host regs: r9 {=u64:#x} r10 {=u64:#x} r11 {=u64:#x} r12 {=u64:#x} r13 {=u64:#x} r14 {=u64:#x} r15 {=u64:#x}",
-        r.r9,
-        r.r10,
-        r.r11,
-        r.r12,
-        r.r13,
-        r.r14,
-        r.r15
-    );
 }
 
 /// Bytes of a guest context area [`GuestCpu::run_guest`] uses.
