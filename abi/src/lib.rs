@@ -27,7 +27,7 @@
     not(any(
         feature = "transport-smc",
         feature = "transport-hvc",
-        feature = "transport-syscall"
+        feature = "transport-vmmcall"
     )),
     forbid(unsafe_code)
 )]
@@ -36,7 +36,7 @@
     any(
         feature = "transport-smc",
         feature = "transport-hvc",
-        feature = "transport-syscall"
+        feature = "transport-vmmcall"
     ),
     deny(unsafe_code)
 )]

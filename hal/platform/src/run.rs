@@ -32,7 +32,7 @@ pub enum Resume {
 /// Why a guest stopped running (filled by the HAL from the trapped context).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum GuestExit {
-    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `syscall`), registers copied once.
+    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `vmmcall`), registers copied once.
     Call(CallRegs),
     /// Anything else: a stage-2 / page fault, another exception, an interrupt.
     Fault {

@@ -1,9 +1,8 @@
 //! The x86_64 QEMU `q35` platform: PVH boot, long mode, COM1, the TSC, isa-debug-exit, the
-//! TSM's page tables and the host's nested page table (`paging`), the host as an SVM guest
-//! behind the `vmmcall` gate (`svm`, `host`), the ring-3 context switch behind the `syscall`
-//! gate for TVM vCPUs (through a KPTI-style trampoline aliased into every TVM's map: `alias`,
-//! `context`), per-CPU descriptor tables and stacks (`percpu`), and the secondary CPUs with
-//! their TLB shootdown (`smp`).
+//! TSM's page tables and the host's nested page table (`paging`), SVM (`svm`): the host and
+//! TVM vCPUs as SVM guests behind the `vmmcall` gate (`intercept`, `host`, `guest`), per-CPU
+//! descriptor tables and stacks (`percpu`), and the secondary CPUs with their TLB shootdown
+//! (`smp`).
 //!
 //! What the firmware image uses (the core reaches the hardware only through [`X86Platform`]):
 //! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's
@@ -11,7 +10,8 @@
 //! - [`BootInfo`]: memory map, DRAM, the TSM range, the core's granule descriptors (carved
 //!   after the image, sized from DRAM), TSC rate;
 //! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs, and the
-//!   [`crate::platform::run::GuestCpu`] that runs a TVM vCPU on its TVM's map until it traps),
+//!   [`crate::platform::run::GuestCpu`] that runs a TVM vCPU, an SVM guest with its TVM's map as
+//!   nested page table, until it traps),
 //!   [`exit`], [`report_panic`] (the panic handler), [`selftest_fault`];
 //! - [`HostContext`]: the [`crate::platform::run::HostCpu`] that runs the host (an SVM guest)
 //!   until its next call or an exit the TSM does not complete itself;
@@ -23,13 +23,13 @@
 //! `HostIsolation`.
 
 mod acpi;
-mod alias;
 mod boot;
 mod bootinfo;
-mod context;
 mod cpu;
 mod gdt;
+mod guest;
 mod host;
+mod intercept;
 mod layout;
 mod paging;
 mod pci;
@@ -43,7 +43,7 @@ mod tsc;
 mod vtd;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
-pub use context::{Fault, GUEST_FRAME_SIZE, Regs};
+pub use guest::GUEST_FRAME_SIZE;
 pub use host::{HOST_ENTRY, HostContext, HostFault};
 pub use paging::pool_usage;
 pub use platform::{X86Platform, exit};

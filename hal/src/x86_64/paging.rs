@@ -9,8 +9,8 @@
 //! inside [`super::platform`]'s copies, which bracket the access with `stac`/`clac`, so a stray
 //! TSM pointer into host memory faults instead of trusting it. The nested table maps the host's
 //! memory present, writable and executable (U set at every level: nested paging treats the
-//! walk as a user access) and nothing of the TSM's: no TSM page, no alias region, no local APIC,
-//! no VT-d registers; of MMIO only what `pci` gives the host. A host access to anything else is
+//! walk as a user access) and nothing of the TSM's: no TSM page, no local APIC, no VT-d
+//! registers; of MMIO only what `pci` gives the host. A host access to anything else is
 //! a nested page fault (`host`).
 //!
 //! Taking a granule from the host removes it from the nested table and clears its U bit in the
@@ -19,29 +19,24 @@
 //! split into a 4 KiB table with the same translations.
 //!
 //! Each table set comes from its half of a pool in the carve-out that boot sizes from DRAM
-//! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus the alias
-//! region's and the MMIO's. Boot takes what the initial map needs; the rest stays
+//! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus
+//! the MMIO's. Boot takes what the initial map needs; the rest stays
 //! reserved for splits, so a split never runs out and later edits never fail for a DRAM
 //! granule. Each table is zeroed when taken.
 //!
-//! The top 1 GiB (PML4 entry 511) of the TSM's tables is the supervisor-only *alias region* (see
-//! `alias`): the trap trampoline and every CPU's descriptor tables and trap stacks, at the same
-//! virtual addresses in these tables and in every TVM's (whose root gets the same PML4 entry 511, see
-//! [`install_alias`]). Besides DRAM and the alias, only MMIO is mapped, uncached and never
-//! executable: the local APIC's page (supervisor, for starting the secondary CPUs and the
-//! shootdown NMIs), the VT-d registers (supervisor), and for the host bus 0's PCI configuration space and the memory
-//! BARs firmware assigned there (`pci` decides which, and which are read-only).
+//! Besides DRAM only MMIO is mapped, uncached and never executable: in the TSM's tables the
+//! local APIC's page (supervisor, for starting the secondary CPUs and the shootdown NMIs), the
+//! VT-d registers (supervisor), and in both the host's bus 0 PCI configuration space and the
+//! memory BARs firmware assigned there (`pci` decides which, and which are read-only).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
-use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
 use super::pci::{Access, Mmio};
-use super::percpu::MAX_CPUS;
 use super::smp;
 use crate::platform::MemRange;
 
@@ -81,12 +76,10 @@ pub enum PagingError {
 }
 
 struct Tables {
-    /// The host's nested table (no TSM page, no alias region, no local APIC; the host's pages
-    /// present or absent) rather than the TSM's own.
+    /// The host's nested table (no TSM page, no local APIC; the host's pages present or
+    /// absent) rather than the TSM's own.
     nested: bool,
     pml4: u64,
-    /// PML4 entry 511 (the alias region), as TVM roots get it.
-    alias_entry: u64,
     pool_start: u64,
     pool_next: u64,
     pool_end: u64,
@@ -331,7 +324,7 @@ pub(super) fn tables_for(start: u64, end: u64) -> u64 {
 
 /// The pool, in pages, for two table sets (the TSM's and the host's nested table), each able to
 /// map `dram` with 4 KiB pages everywhere (what boot and every later split can take), plus the
-/// PML4, the alias region, the local APIC and `mmio` (a table shared by two of them is counted
+/// PML4, the local APIC and `mmio` (a table shared by two of them is counted
 /// twice); `None` if `dram` is empty or wraps.
 pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
@@ -345,7 +338,6 @@ pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     Some(
         2 * (1
             + tables_for(dram.base.0, end)
-            + tables_for(alias::TEXT, alias::cpu_block(MAX_CPUS))
             + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE)
             + mmio_tables),
     )
@@ -368,10 +360,8 @@ pub fn init(
         size: half,
     };
     let mut guard = TABLES.lock();
-    let mut t = build(false, dram, tsm, MemRange { size: half, ..pool }, l, mmio)?;
+    let t = build(false, dram, tsm, MemRange { size: half, ..pool }, l, mmio)?;
     let n = build(true, dram, tsm, nested_pool, l, mmio)?;
-    // SAFETY: entry 511 of the PML4 (a pool page) was created by the alias loop of `build`.
-    t.alias_entry = unsafe { entry(t.pml4, ALIAS_PML4_INDEX).read_volatile() };
     // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
     // carve-out at the same addresses, so the code, stack and data in use stay reachable.
     // CR0.WP makes ring 0 honour read-only pages.
@@ -398,7 +388,6 @@ fn build(
     let mut t = Tables {
         nested,
         pml4: 0,
-        alias_entry: 0,
         pool_start: pool.base.0,
         pool_next: pool.base.0,
         pool_end: pool.base.0 + pool.size,
@@ -422,15 +411,6 @@ fn build(
         pa = next;
     }
     if !nested {
-        for page in alias::pages(l) {
-            let e = t.leaf(page.va, true, false)?;
-            let flags = match page.kind {
-                alias::Kind::Text => PRESENT,
-                alias::Kind::Data => PRESENT | WRITABLE | NO_EXECUTE,
-            };
-            // SAFETY: as above; the alias pages are supervisor-only (no U at any level).
-            unsafe { e.write_volatile(page.pa | flags) };
-        }
         let lapic = t.leaf(LAPIC_BASE, true, false)?;
         // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
         unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
@@ -484,31 +464,6 @@ pub fn activate() -> Result<(), PagingError> {
     unsafe {
         cpu::set_cr3(pml4);
         cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
-    }
-    Ok(())
-}
-
-/// Gives a TVM's root table the alias region (PML4 entry 511, supervisor-only), so that a
-/// trap from the TVM reaches the trampoline. The core writes only entries below 256 (TVM
-/// addresses stay in the lower canonical half); the root is a TSM-owned TABLE granule in
-/// DRAM, `root` granule-aligned (the caller passes the core's root).
-pub fn install_alias(root: u64) -> Result<(), PagingError> {
-    let guard = TABLES.lock();
-    let t = guard.as_ref().ok_or(PagingError::NotReady)?;
-    if !root.is_multiple_of(GRANULE_SIZE) {
-        return Err(PagingError::Misaligned);
-    }
-    if !t.dram.contains(Pa(root), GRANULE_SIZE) || t.tsm.contains(Pa(root), GRANULE_SIZE) {
-        return Err(PagingError::Refused);
-    }
-    let e = entry(root, ALIAS_PML4_INDEX);
-    // SAFETY: `root` is a DRAM granule outside the TSM's range, identity-mapped read-write for
-    // ring 0 (a TABLE granule is delegated: U clear, so no SMAP bracket is needed); one
-    // aligned 8-byte store, so a concurrent walker sees the old or the new entry.
-    unsafe {
-        if e.read_volatile() != t.alias_entry {
-            e.write_volatile(t.alias_entry);
-        }
     }
     Ok(())
 }

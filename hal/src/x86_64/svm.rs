@@ -63,6 +63,7 @@ pub mod vmcb {
     #[derive(Clone, Copy)]
     pub struct Seg(pub(super) usize);
 
+    pub const INTERCEPT_EXCEPTIONS: F32 = F32(0x008);
     pub const INTERCEPT_MISC1: F32 = F32(0x00C);
     pub const INTERCEPT_MISC2: F32 = F32(0x010);
     pub const IOPM_BASE: F64 = F64(0x040);
@@ -97,7 +98,13 @@ pub mod vmcb {
     pub const RIP: F64 = F64(0x578);
     pub const RSP: F64 = F64(0x5D8);
     pub const RAX: F64 = F64(0x5F8);
+    pub const CR2: F64 = F64(0x640);
     pub const G_PAT: F64 = F64(0x668);
+
+    /// The part of the state-save area a guest's context keeps between runs: ES through
+    /// G_PAT (segments, descriptor tables, CPL, EFER, control and debug registers, RFLAGS,
+    /// RIP, RSP, RAX, the `vmload` MSRs, CR2, PAT).
+    pub const SAVED_STATE: core::ops::Range<usize> = 0x400..0x670;
 }
 
 /// Intercept bits of `INTERCEPT_MISC1`.
@@ -114,6 +121,7 @@ pub mod misc1 {
 
 /// Intercept bits of `INTERCEPT_MISC2`.
 pub mod misc2 {
+    pub const XSETBV: u32 = 1 << 13;
     pub const VMRUN: u32 = 1 << 0;
     pub const VMMCALL: u32 = 1 << 1;
     pub const VMLOAD: u32 = 1 << 2;
@@ -140,6 +148,7 @@ pub mod exit {
     pub const STGI: u64 = 0x84;
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
+    pub const XSETBV: u64 = 0x8D;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
 }
@@ -176,11 +185,19 @@ pub struct Gprs {
 struct CpuPages {
     /// The host's VMCB on this CPU.
     host_vmcb: [u8; PAGE],
+    /// The VMCB this CPU runs TVM vCPUs with (their state is copied in and out: `guest`).
+    guest_vmcb: [u8; PAGE],
     /// The TSM's FS/GS/TR/LDTR/`syscall` MSRs while a guest runs (`vmsave`/`vmload`).
     tsm_state: [u8; PAGE],
     /// `VM_HSAVE_PA`.
     hsave: [u8; PAGE],
+    /// The host's x87/SSE state while a TVM vCPU runs on this CPU (FXSAVE format).
+    pub host_fpu: FxState,
 }
+
+/// An x87/SSE register image in the FXSAVE format.
+#[repr(C, align(16))]
+pub struct FxState(pub [u8; 512]);
 
 #[repr(C, align(4096))]
 struct Maps {
@@ -202,8 +219,10 @@ unsafe impl<T> Sync for Shared<T> {}
 static CPU_PAGES: [Shared<CpuPages>; MAX_CPUS] = [const {
     Shared(UnsafeCell::new(CpuPages {
         host_vmcb: [0; PAGE],
+        guest_vmcb: [0; PAGE],
         tsm_state: [0; PAGE],
         hsave: [0; PAGE],
+        host_fpu: FxState([0; 512]),
     }))
 }; MAX_CPUS];
 
@@ -211,6 +230,12 @@ static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
     iopm: [0; 3 * PAGE],
     msrpm: [0; 2 * PAGE],
 }));
+
+/// CPU `cpu`'s save area for the host's x87/SSE state (`cpu < MAX_CPUS`).
+pub fn host_fpu(cpu: usize) -> Option<*mut FxState> {
+    let pages = CPU_PAGES.get(cpu)?;
+    Some((pages.0.get() as u64 + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState)
+}
 
 /// Bumped after every change to the host's nested table, before the shootdown that follows
 /// it: a CPU whose host VMCB last ran an older generation flushes its TLB on the next VMRUN.
@@ -311,8 +336,8 @@ pub fn init_maps() {
 /// A VMCB, by its (identity) physical address.
 pub struct Vmcb {
     pa: u64,
-    /// The nested-table generation this VMCB last ran with.
-    generation: u64,
+    /// The nested-table generation this VMCB last ran with; `None`: flush on every VMRUN.
+    generation: Option<u64>,
 }
 
 /// A segment register as the VMCB holds it.
@@ -331,8 +356,48 @@ impl Vmcb {
         let pages = CPU_PAGES.get(cpu)?;
         Some(Vmcb {
             pa: pages.0.get() as u64 + offset_of!(CpuPages, host_vmcb) as u64,
-            generation: u64::MAX,
+            generation: Some(u64::MAX),
         })
+    }
+
+    /// CPU `cpu`'s VMCB for TVM vCPUs (`cpu < MAX_CPUS`). Every VMRUN with it flushes the TLB:
+    /// the vCPUs of every TVM share it, and TCG has no flush-by-ASID to be finer with.
+    pub fn guest(cpu: usize) -> Option<Vmcb> {
+        let pages = CPU_PAGES.get(cpu)?;
+        Some(Vmcb {
+            pa: pages.0.get() as u64 + offset_of!(CpuPages, guest_vmcb) as u64,
+            generation: None,
+        })
+    }
+
+    /// Zeroes [`vmcb::SAVED_STATE`]: nothing of the last guest that ran with this VMCB is left
+    /// for the next.
+    pub fn clear_state(&mut self) {
+        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
+        // SAFETY: the range is inside this VMCB's page (identity-mapped, read-write for ring 0),
+        // which only this CPU touches.
+        unsafe { core::ptr::write_bytes(dst, 0, vmcb::SAVED_STATE.len()) };
+    }
+
+    /// Copies [`vmcb::SAVED_STATE`] out to `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
+    pub unsafe fn save_state(&self, dst: *mut u8) {
+        let src = (self.pa + vmcb::SAVED_STATE.start as u64) as *const u8;
+        // SAFETY: the source is inside this VMCB's page (identity-mapped, read-write for ring
+        // 0); the caller guarantees the destination.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, vmcb::SAVED_STATE.len()) };
+    }
+
+    /// Copies [`vmcb::SAVED_STATE`] in from `src`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
+    pub unsafe fn load_state(&mut self, src: *const u8) {
+        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
+        // SAFETY: as in `save_state`, the other way round.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, vmcb::SAVED_STATE.len()) };
     }
 
     fn at<T>(&self, offset: usize) -> *mut T {
@@ -368,11 +433,20 @@ impl Vmcb {
         self.write64(vmcb::F64(f.0 + 8), s.base);
     }
 
-    /// The intercepts, the permission maps, the ASID and nested paging on `n_cr3`.
-    pub fn set_controls(&mut self, misc1_bits: u32, misc2_bits: u32, asid: u32, n_cr3: u64) {
+    /// The intercepts (`exceptions`: one bit per vector), the permission maps, the ASID and
+    /// nested paging on `n_cr3`.
+    pub fn set_controls(
+        &mut self,
+        misc1_bits: u32,
+        misc2_bits: u32,
+        exceptions: u32,
+        asid: u32,
+        n_cr3: u64,
+    ) {
         let maps = MAPS.0.get() as u64;
         let iopm = maps + offset_of!(Maps, iopm) as u64;
         let msrpm = maps + offset_of!(Maps, msrpm) as u64;
+        self.write32(vmcb::INTERCEPT_EXCEPTIONS, exceptions);
         self.write32(vmcb::INTERCEPT_MISC1, misc1_bits);
         self.write32(vmcb::INTERCEPT_MISC2, misc2_bits);
         self.write64(vmcb::IOPM_BASE, iopm);
@@ -404,9 +478,15 @@ impl Vmcb {
     /// a shootdown NMI for a change after this read stays pending and forces a #VMEXIT the
     /// moment the guest starts, so the flush it asks for happens on the following VMRUN.
     fn prepare_tlb(&mut self) {
-        let now = NESTED_GENERATION.load(Ordering::SeqCst);
-        let flush = now != self.generation;
-        self.generation = now;
+        let flush = match self.generation.as_mut() {
+            Some(last) => {
+                let now = NESTED_GENERATION.load(Ordering::SeqCst);
+                let changed = now != *last;
+                *last = now;
+                changed
+            }
+            None => true,
+        };
         self.write8(vmcb::TLB_CONTROL, if flush { TLB_FLUSH_ALL } else { 0 });
     }
 

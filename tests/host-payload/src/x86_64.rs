@@ -21,6 +21,7 @@ use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use tsm_abi::api::Transport;
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use crate::vcpu_smoke::FaultProbe;
@@ -384,32 +385,9 @@ pub fn probe(pa: u64, write: bool, marker: u64) -> (bool, u64) {
     (PROBE_FAULT.load(Ordering::SeqCst) == GP + 1, value)
 }
 
-/// Issues one call through `vmmcall` (abi/src/regs.rs): rax = function ID, arguments in rdi,
-/// rsi, rdx, r10, r8, r9; results in rax (status), rdi, rsi, rdx, r10. The TSM preserves every
-/// other register and moves RIP past the `vmmcall`.
+/// Issues one call through `vmmcall` (abi/src/regs.rs): the ABI crate's transport.
 pub fn call(regs: &CallRegs) -> CallResult {
-    let [a1, a2, a3, a4, a5, a6] = regs.args;
-    let (status, o1, o2, o3, o4): (u64, u64, u64, u64, u64);
-    // SAFETY: the TSM writes only the result registers (all declared as outputs). It may read
-    // and write the buffers a call names: the block is not `nomem`/`readonly`, so the compiler
-    // assumes memory changed. `vmmcall` does not use the stack.
-    unsafe {
-        asm!(
-            "vmmcall",
-            inlateout("rax") regs.fid => status,
-            inlateout("rdi") a1 => o1,
-            inlateout("rsi") a2 => o2,
-            inlateout("rdx") a3 => o3,
-            inlateout("r10") a4 => o4,
-            in("r8") a5,
-            in("r9") a6,
-            options(nostack),
-        )
-    };
-    CallResult {
-        status,
-        out: [o1, o2, o3, o4],
-    }
+    tsm_abi::api::Vmmcall.call(regs)
 }
 
 /// The scenario xtask chose, from the first word of the boot parameters page.
@@ -428,87 +406,82 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-// The `vcpu-smoke` guest program (crate::vcpu_smoke), run in ring 3 at GPA 0x20_0000 with
-// rdi = VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM must
-// refuse: a DENIED_CALL exit, then `Denied` in rax), then G_EXIT((version failed << 48) |
+// The `vcpu-smoke` guest program (crate::vcpu_smoke), entered like every TVM vCPU (docs/
+// design.md "Guests"): in 32-bit protected mode, paging off, at GPA 0x20_0000, with edi = the
+// low half of VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM
+// must refuse: a DENIED_CALL exit, then `Denied` in rax), then G_EXIT((version failed << 31) |
 // (VERSION's status << 16) | (arg0 & 0xFFFF)), where "version failed" is 0 only if G_VERSION
-// succeeded and granted 1.0. The TSM preserves rbx and r12..r15 across a call; unused argument
-// registers are 0. At `__smoke_touch` (offset 0x100) a second program loads from the address
-// in rdi and stops.
+// succeeded and granted 1.0. The TSM preserves ebx and ebp across a call; the argument
+// registers 32-bit code cannot reach (r8..r10) are 0 from the start and only ever get a call's
+// zero fourth result. At `__smoke_touch` (offset 0x100) a second program loads from the
+// address in edi and stops.
 core::arch::global_asm!(
     ".pushsection .rodata.smoke_guest, \"a\"",
     ".balign 4096",
+    ".code32",
     ".global __smoke_guest",
     "__smoke_guest:",
-    "mov rbx, rdi",
+    "mov ebx, edi",
     "mov eax, 0xC6000200", // G_VERSION
     "mov edi, 0x10000",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "syscall",
-    "xor rdi, 0x10000", // 0 if 1.0 was chosen
-    "or rdi, rax",      // | the status (0 = success)
-    "xor r12d, r12d",
-    "test rdi, rdi",
-    "setnz r12b",
+    "vmmcall",
+    "xor edi, 0x10000", // 0 if 1.0 was chosen
+    "or edi, eax",      // | the status (0 = success)
+    "test edi, edi",
+    "setnz cl",
+    "movzx ebp, cl",
     "mov eax, 0xC6000100", // VERSION, a host call
     "mov edi, 0x10000",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "syscall",
-    "mov r13, rax",
-    "shl r12, 48",
-    "shl r13, 16",
-    "or r12, r13",
+    "vmmcall",
+    "shl eax, 16",
+    "shl ebp, 31",
+    "or ebp, eax",
     "movzx ebx, bx",
-    "or r12, rbx",
-    "mov rdi, r12",
+    "or ebp, ebx",
+    "mov edi, ebp",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
     "mov eax, 0xC6000202", // G_EXIT
-    "syscall",
+    "vmmcall",
     // G_EXIT never returns; a #UD would be a FAULT exit.
     "ud2",
     ".balign 256",
     ".global __smoke_touch",
     "__smoke_touch:",
-    "mov rax, [rdi]",
+    "mov eax, [edi]",
     "ud2",
     ".balign 4096",
+    ".code64",
     ".popsection",
 );
 
 /// `vcpu-smoke`'s fault vCPUs: one loads from host memory the TVM never mapped (the host
-/// payload's own first page), one from the TSM's trap trampoline alias, which every TVM's
-/// tables map supervisor-only (a #PF on a present page: no GPA).
+/// payload's own first page), one from the TSM's image by its physical address (no TVM's map
+/// has it, and no GPA the TVM maps is there). Both are nested page faults that name the GPA.
 pub const SMOKE_FAULTS: [FaultProbe; 2] = [
     FaultProbe {
         touches: 0x100_0000,
-        gpa: Some(0x100_0000),
+        gpa: 0x100_0000,
     },
     FaultProbe {
-        touches: 0xFFFF_FFFF_C000_0000,
-        gpa: None,
+        touches: 0x80_0000,
+        gpa: 0x80_0000,
     },
 ];
 
-/// Whether a FAULT exit's syndrome is a data access fault: vector 14 (#PF) in its low byte.
+/// Whether a FAULT exit's syndrome is a data access fault: vector 14 (#PF, which a nested page
+/// fault is reported as) in its low byte.
 pub fn is_data_fault(syndrome: u64) -> bool {
     const PF: u64 = 14;
     syndrome & 0xFF == PF
 }
 
 /// The host's devices on QEMU `q35`, as its ACPI tables say: bus 0's ECAM (MCFG) at
-/// 0xB000_0000, with every BAR assigned by SeaBIOS (the TSM maps both for ring 3, the chipset's
+/// 0xB000_0000, with every BAR assigned by SeaBIOS (the TSM maps both in the host's nested table, the chipset's
 /// functions read-only), and the VT-d unit (DMAR), which the TSM owns and never maps for the
 /// host. Used by `dma-hw` and `isolation-iommu` (env.rs).
 pub const DEVICES: tsm_scenarios::HostDevices = tsm_scenarios::HostDevices {
