@@ -18,6 +18,8 @@ mod env;
 mod jobs;
 mod logger;
 mod scenario;
+#[cfg(target_arch = "x86_64")]
+mod svm_escape;
 mod vcpu_smoke;
 
 use tsm_abi::call::CallId;

@@ -13,9 +13,10 @@
 //! static-PIE relocations, builds the IDT and lets the other CPUs go; each loads the IDT, takes
 //! its stack and calls `host_main` or the secondary loop.
 //!
-//! Its IDT catches every exception: a #GP at the probe instruction (the TSM injects #GP(0) for
-//! an access the host may not make, docs/design.md "Traps from the host") resumes after it with
-//! the vector recorded for [`probe`]; anything else is logged and ends the run as a failure.
+//! Its IDT catches every exception: one at an instruction of its exception table ([`probe`]'s
+//! access, which the TSM answers with #GP(0) when the host may not make it, docs/design.md
+//! "Traps from the host"; `svm_escape`'s attempts) resumes at the instruction's fixup with the
+//! vector recorded; anything else is logged and ends the run as a failure.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -256,8 +257,20 @@ extern "C" fn load_idt() {
     unsafe { asm!("lidt [{}]", in(reg) &raw const p, options(readonly, nostack, preserves_flags)) };
 }
 
-/// The vector + 1 of the exception the last [`probe`] took (0: none).
+/// The vector + 1 of the exception the last instruction of the exception table took (0:
+/// none): the table (`.data.rel.ro.host_extable`, pairs of the instruction's address and where to
+/// resume) lists the instructions the payload runs expecting the TSM may refuse them
+/// ([`probe`], `svm_escape`). Only CPU 0 runs them.
 static PROBE_FAULT: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f`, which executes one instruction of the exception table, and returns the vector it
+/// took (`None`: it went through) with `f`'s value.
+pub fn attempt(f: impl FnOnce() -> u64) -> (Option<u8>, u64) {
+    PROBE_FAULT.store(0, Ordering::SeqCst);
+    let value = f();
+    let fault = PROBE_FAULT.load(Ordering::SeqCst);
+    (fault.checked_sub(1).map(|v| v as u8), value)
+}
 
 /// What `exception_common` pushes under the CPU's frame for an unexpected exception.
 #[repr(C)]
@@ -296,6 +309,7 @@ unsafe extern "C" {
 core::arch::global_asm!(
     ".pushsection .text.host_exceptions, \"ax\"",
     ".balign 16",
+    ".global exception_stubs",
     "exception_stubs:",
     ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     ".balign 16",
@@ -312,13 +326,32 @@ core::arch::global_asm!(
     "exception_common:",
     "push rax",
     "push rcx",
-    "mov rax, [rsp + 32]",
-    "lea rcx, [rip + 50f]",
-    "cmp rax, rcx",
-    "je 1f",
-    "lea rcx, [rip + 51f]",
-    "cmp rax, rcx",
-    "je 1f",
+    "push rdx",
+    // [rsp + 24] vector, +32 error code, +40 rip: look the rip up in the exception table.
+    "mov rax, [rsp + 40]",
+    "lea rcx, [rip + __host_extable_start]",
+    "lea rdx, [rip + __host_extable_end]",
+    "1:",
+    "cmp rcx, rdx",
+    "jae 3f",
+    "cmp rax, [rcx]",
+    "je 2f",
+    "add rcx, 16",
+    "jmp 1b",
+    // An instruction that may fault on purpose: resume at its fixup with the vector recorded.
+    "2:",
+    "mov rax, [rcx + 8]",
+    "mov [rsp + 40], rax",
+    "mov rax, [rsp + 24]",
+    "inc rax",
+    "mov [rip + {fault}], rax",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    "3:",
+    "pop rdx",
     "pop rcx",
     "pop rax",
     "push r15",
@@ -340,32 +373,26 @@ core::arch::global_asm!(
     "and rsp, -16",
     "call {report}",
     "ud2",
-    // The probe's access was refused: resume after it, with the vector recorded.
-    "1:",
-    "lea rcx, [rip + 52f]",
-    "mov [rsp + 32], rcx",
-    "mov rax, [rsp + 16]",
-    "inc rax",
-    "mov [rip + {fault}], rax",
-    "pop rcx",
-    "pop rax",
-    "add rsp, 16",
-    "iretq",
     "",
     // host_probe(pa = rdi, write = rsi, marker = rdx) -> the loaded value (0 for a store or a
-    // refused load): one access, at a label the exception handler knows.
+    // refused load): one access, listed in the exception table.
+    ".global host_probe",
     "host_probe:",
     "xor eax, eax",
     "test rsi, rsi",
-    "jnz 2f",
+    "jnz 4f",
     "50:",
     "mov rax, [rdi]",
     "jmp 52f",
-    "2:",
+    "4:",
     "51:",
     "mov [rdi], rdx",
     "52:",
     "ret",
+    ".pushsection .data.rel.ro.host_extable, \"aw\"",
+    ".quad 50b, 52b",
+    ".quad 51b, 52b",
+    ".popsection",
     ".popsection",
     report = sym unexpected_exception,
     fault = sym PROBE_FAULT,
@@ -376,13 +403,12 @@ core::arch::global_asm!(
 /// which the IDT turns into a resume after the instruction. Returns whether it was blocked
 /// (by a #GP) and what the load returned (0 when blocked: nothing moved).
 pub fn probe(pa: u64, write: bool, marker: u64) -> (bool, u64) {
-    const GP: u64 = 13;
-    PROBE_FAULT.store(0, Ordering::SeqCst);
+    const GP: u8 = 13;
     // SAFETY: one access to an address no Rust object of this program lives at: it either
     // reaches memory the caller reports as an isolation failure, or raises an exception the
     // handler resumes from at `host_probe`'s end. `host_probe` follows the C ABI.
-    let value = unsafe { host_probe(pa, u64::from(write), marker) };
-    (PROBE_FAULT.load(Ordering::SeqCst) == GP + 1, value)
+    let (fault, value) = attempt(|| unsafe { host_probe(pa, u64::from(write), marker) });
+    (fault == Some(GP), value)
 }
 
 /// Issues one call through `vmmcall` (abi/src/regs.rs): the ABI crate's transport.
