@@ -1,10 +1,10 @@
 //! The guest on x86_64: entered like every TVM vCPU (docs/design.md "Guests") in 32-bit
 //! protected mode with paging off at its first byte, edi = the low half of `arg0` and esi = the
 //! high half; calls with `vmmcall`. The image is linked where it runs and its relocations are
-//! applied at link time (build.rs). `_start` zeroes BSS (which holds its page tables and stack),
-//! identity-maps the TVM's whole GPA space (512 GiB: one PML4 entry, 1 GiB pages), turns on PAE
-//! paging and long mode, loads its GDT and jumps to 64-bit code, which sets the stack and calls
-//! `guest_main`. It has no IDT: the TSM intercepts every exception of a TVM vCPU and reports it
+//! applied at link time (build.rs). `_start` zeroes BSS (which holds its page tables),
+//! identity-maps the first GiB with a 1 GiB page, turns on PAE paging and long mode, loads its
+//! GDT and jumps to 64-bit code, which sets the stack, maps the rest of the TVM's GPA space
+//! (512 GiB: one PML4 entry, 1 GiB pages) and calls `guest_main`. It has no IDT: the TSM intercepts every exception of a TVM vCPU and reports it
 //! to the host as a FAULT exit.
 
 /// The guest's call gate.
@@ -38,25 +38,13 @@ core::arch::global_asm!(
     "shr ecx, 2",
     "xor eax, eax",
     "rep stosd",
-    // PML4[0] -> PDPT; PDPT[i] -> i GiB as a 1 GiB page (present, writable).
+    // PML4[0] -> PDPT; PDPT[0] -> the first GiB as a 1 GiB page (present, writable): where
+    // this code runs; 64-bit code maps the other 511.
     "mov edi, offset __guest_pml4_abs",
     "mov eax, offset __guest_pdpt_abs",
     "or eax, 3",
     "mov [edi], eax",
-    "mov edi, offset __guest_pdpt_abs",
-    "xor ecx, ecx",
-    "2:",
-    "mov eax, ecx",
-    "and eax, 3",
-    "shl eax, 30",
-    "or eax, 0x83", // present, writable, 1 GiB
-    "mov [edi + ecx * 8], eax",
-    "mov eax, ecx",
-    "shr eax, 2",
-    "mov [edi + ecx * 8 + 4], eax",
-    "inc ecx",
-    "cmp ecx, 512",
-    "jb 2b",
+    "mov dword ptr [__guest_pdpt_abs], 0x83",
     "mov eax, cr4",
     "or eax, 0x20", // PAE
     "mov cr4, eax",
@@ -82,6 +70,16 @@ core::arch::global_asm!(
     "mov es, eax",
     "mov ss, eax",
     "lea rsp, [rip + __stack_top]",
+    // PDPT[i] -> i GiB for i in 1..512 (the entries were not present: nothing to flush).
+    "lea rdi, [rip + __guest_pdpt]",
+    "mov rax, 0x40000083",
+    "mov ecx, 1",
+    "2:",
+    "mov [rdi + rcx * 8], rax",
+    "add rax, 0x40000000",
+    "inc ecx",
+    "cmp ecx, 512",
+    "jb 2b",
     "mov edi, ebp",
     "mov ebx, ebx",
     "shl rbx, 32",
