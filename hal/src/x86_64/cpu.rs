@@ -49,6 +49,31 @@ pub unsafe fn fxrstor(area: *const u8) {
     unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(readonly, nostack, preserves_flags)) };
 }
 
+/// DR0..DR3, the debug address registers.
+pub fn debug_addresses() -> [u64; 4] {
+    let (a, b, c, d): (u64, u64, u64, u64);
+    // SAFETY: reading debug registers in ring 0 has no side effects.
+    unsafe {
+        asm!("mov {}, dr0", "mov {}, dr1", "mov {}, dr2", "mov {}, dr3",
+             out(reg) a, out(reg) b, out(reg) c, out(reg) d, options(nomem, nostack, preserves_flags))
+    };
+    [a, b, c, d]
+}
+
+/// Loads DR0..DR3.
+///
+/// # Safety
+/// Breakpoints the TSM's DR7 enables would fire in the TSM: the caller loads addresses for a
+/// guest (whose own DR7 is in its VMCB) or the host's back, with the TSM's DR7 all clear.
+pub unsafe fn set_debug_addresses(dr: [u64; 4]) {
+    let [a, b, c, d] = dr;
+    // SAFETY: the caller's guarantee; the writes touch no memory.
+    unsafe {
+        asm!("mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
+             in(reg) a, in(reg) b, in(reg) c, in(reg) d, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
     // SAFETY: the ports this HAL writes (COM1, PIT, PIC masks, speaker gate, isa-debug-exit) have

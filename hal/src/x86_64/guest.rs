@@ -15,7 +15,8 @@
 //! registers before VMRUN and back after. VMRUN does not switch the x87/SSE registers, so the
 //! host's are saved in this CPU's area first and restored after: no TVM register reaches the
 //! host, and the host's survive its VCPU_RUN. (Nothing beyond x87/SSE is guest state: XSAVE
-//! and AVX are hidden and XSETBV refused, `intercept`.)
+//! and AVX are hidden and XSETBV refused, `intercept`.) The debug address registers DR0..DR3,
+//! which VMRUN does not switch either, go the same way.
 //!
 //! A vCPU starts like every guest of the TSM (`intercept::enter_flat32`): 32-bit protected
 //! mode, paging off, at its entry GPA, with edi = arg0's low half and esi = its high half (a
@@ -50,6 +51,8 @@ const _: () = assert!(offset_of!(Context, fpu).is_multiple_of(16));
 struct Context {
     gprs: Gprs,
     state: [u8; SAVED],
+    /// DR0..DR3 (DR6 and DR7 are in the state-save area).
+    debug: [u64; 4],
     fpu: FxState,
 }
 
@@ -104,12 +107,17 @@ impl GuestCpu for X86Platform {
         // SAFETY: this CPU's host area is 16-aligned and 512 bytes (`svm`), the TSM runs with
         // CR0.EM/TS clear and CR4.OSFXSR set (`boot`).
         unsafe { cpu::fxsave(host_fpu) };
+        let host_debug = cpu::debug_addresses();
         let mut gprs = match resume {
             Resume::Start { entry, arg0 } => {
                 v.clear_state();
                 intercept::enter_flat32(&mut v, entry.0);
-                // SAFETY: a valid, 16-aligned image; the CPU state as above.
-                unsafe { cpu::fxrstor(INITIAL_FPU.0.as_ptr()) };
+                // SAFETY: a valid, 16-aligned image; the CPU state as above. The TSM's DR7 is
+                // clear (VMRUN's exit restores it so), so no address loaded here breaks in it.
+                unsafe {
+                    cpu::fxrstor(INITIAL_FPU.0.as_ptr());
+                    cpu::set_debug_addresses([0; 4]);
+                }
                 Gprs {
                     rdi: arg0 & 0xFFFF_FFFF,
                     rsi: arg0 >> 32,
@@ -124,9 +132,11 @@ impl GuestCpu for X86Platform {
                 // host. It does not overlap the VMCB (TSM memory).
                 // The x87/SSE image is one FXSAVE wrote there on the last exit (the area is zero
                 // only before the first run, which is a `Start`).
+                // DR0..DR3 as above.
                 unsafe {
                     v.load_state(state);
                     cpu::fxrstor(fpu);
+                    cpu::set_debug_addresses((*ctx).debug);
                     (*ctx).gprs
                 }
             }
@@ -146,6 +156,8 @@ impl GuestCpu for X86Platform {
         unsafe {
             v.save_state(state);
             (*ctx).gprs = gprs;
+            (*ctx).debug = cpu::debug_addresses();
+            cpu::set_debug_addresses(host_debug);
             cpu::fxsave(fpu);
             cpu::fxrstor(host_fpu);
         }

@@ -21,7 +21,8 @@
 //!   emulated: reads hide SVME (which VMRUN requires set), writes may change SCE, LME (not with
 //!   paging on) and NXE, anything else is #GP. Every other intercepted MSR raises #GP(0), as an
 //!   absent MSR does: among them VM_CR and VM_HSAVE_PA, the APIC base and the x2APIC registers
-//!   (so no ICR write, hence no INIT or SIPI, leaves a guest), MTRRs and the SMM ranges;
+//!   (so no ICR write, hence no INIT or SIPI, leaves a guest), MTRRs, the SMM ranges and
+//!   TSC_AUX (which VMRUN does not switch);
 //! - port I/O: every port; IN reads all-ones, OUT is dropped, string forms raise #GP(0). The
 //!   TSM's own ports (COM1, the exit port, fw_cfg with its DMA interface, PCI's CF8/CFC) are
 //!   among them; the host reaches its devices through MMIO (ECAM, BARs);

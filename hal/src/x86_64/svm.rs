@@ -300,10 +300,11 @@ fn msrpm_slot(msr: u32) -> Option<(usize, u32)> {
     Some((offset + bit / 8, (bit % 8) as u32))
 }
 
-/// The MSRs the host reads and writes without a #VMEXIT: those VMRUN or `vmload`/`vmsave`
-/// switch (so the TSM never runs on the host's values) and the TSC's auxiliary word, which the
-/// TSM does not use. Every other MSR is intercepted (`host` emulates or refuses it).
-const PASSTHROUGH_MSRS: [u32; 11] = [
+/// The MSRs a guest reads and writes without a #VMEXIT: those VMRUN or `vmload`/`vmsave`
+/// switch, so the TSM never runs on a guest's values and no guest sees another's. Every other
+/// MSR is intercepted (`intercept` emulates or refuses it); TSC_AUX among them, which nothing
+/// switches.
+const PASSTHROUGH_MSRS: [u32; 10] = [
     0x174,       // SYSENTER_CS
     0x175,       // SYSENTER_ESP
     0x176,       // SYSENTER_EIP
@@ -314,7 +315,6 @@ const PASSTHROUGH_MSRS: [u32; 11] = [
     0xC000_0100, // FS_BASE
     0xC000_0101, // GS_BASE
     0xC000_0102, // KERNEL_GS_BASE
-    0xC000_0103, // TSC_AUX
 ];
 
 /// Fills the I/O and MSR permission maps: every port and every MSR but
