@@ -29,7 +29,7 @@
     not(any(
         feature = "transport-smc",
         feature = "transport-hvc",
-        feature = "transport-syscall"
+        feature = "transport-vmmcall"
     )),
     forbid(unsafe_code)
 )]
@@ -38,7 +38,7 @@
     any(
         feature = "transport-smc",
         feature = "transport-hvc",
-        feature = "transport-syscall"
+        feature = "transport-vmmcall"
     ),
     deny(unsafe_code)
 )]

@@ -1,15 +1,16 @@
 //! The register convention.
 //!
-//! | | aarch64 (SMCCC 1.2, SMC64) | x86_64 (`syscall`) |
+//! | | aarch64 (SMCCC 1.2, SMC64) | x86_64 (`vmmcall`) |
 //! |---|---|---|
 //! | function ID | `x0` | `rax` |
 //! | arguments 1..6 | `x1`..`x6` | `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` |
 //! | status | `x0` | `rax` |
 //! | results 1..4 | `x1`..`x4` | `rdi`, `rsi`, `rdx`, `r10` |
-//! | preserved | `x5`..`x30`, `sp` (callers may still treat `x5`..`x17` as clobbered, as SMCCC 1.2 allows) | all but `rax`, `rcx`, `r11` and the result registers |
+//! | preserved | `x5`..`x30`, `sp` (callers may still treat `x5`..`x17` as clobbered, as SMCCC 1.2 allows) | all but `rax` and the result registers |
 //!
-//! The host issues calls with `smc #0` (trapped to EL2 by `HCR_EL2.TSC`) or `hvc #0`; a guest with
-//! `hvc #0`. The TSM tells host from guest by the context that trapped. Argument registers past a
+//! On aarch64 the host issues calls with `smc #0` (trapped to EL2 by `HCR_EL2.TSC`) or `hvc #0`, a
+//! guest with `hvc #0`; on x86_64 both, SVM guests of the TSM, with `vmmcall` (the TSM moves RIP
+//! past it). The TSM tells host from guest by the context that trapped. Argument registers past a
 //! call's [`crate::CallId::arg_count`] must be zero (reserved for extension); a non-zero one
 //! fails with `InvalidArgument` and its index.
 

@@ -540,11 +540,10 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
         ratio: None,
     };
     Ok(vec![
-        // x86_64 keeps its trampoline text in its own output section.
         fig(
             "text",
             "image .text",
-            Ok(kib(sum(&[".text", ".trampoline", ".text.boot"]))),
+            Ok(kib(sum(&[".text", ".text.boot"]))),
         ),
         fig(
             "rodata",

@@ -134,7 +134,7 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
                 _ => rows.push(Row {
                     what: scenario.name.into(),
                     arch: arch.name(),
-                    expected: scenario.expected(arch).to_string(),
+                    expected: scenario.expect.to_string(),
                     result: "NOT BUILT".into(),
                     ok: false,
                     wall: Duration::ZERO,
@@ -239,7 +239,7 @@ fn run_all(ws: &Workspace, jobs: &[Job]) -> Vec<Row> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| {
         jobs.get(i)
-            .is_some_and(|j| j.scenario.expected(j.arch) == Outcome::Hang)
+            .is_some_and(|j| j.scenario.expect == Outcome::Hang)
     });
     let next = AtomicUsize::new(0);
     let done = Mutex::new(Vec::new());
@@ -279,7 +279,7 @@ fn run_one(ws: &Workspace, job: &Job) -> Row {
         Ok(report) => {
             let verdict = outcome::judge(
                 job.arch,
-                s.expected(job.arch),
+                s.expect,
                 s.must_log,
                 report.outcome,
                 &report.lines,
@@ -320,7 +320,7 @@ fn run_one(ws: &Workspace, job: &Job) -> Row {
     Row {
         what: s.name.into(),
         arch: job.arch.name(),
-        expected: s.expected(job.arch).to_string(),
+        expected: s.expect.to_string(),
         result,
         ok: verdict,
         wall,

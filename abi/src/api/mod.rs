@@ -43,7 +43,7 @@
 //! # Ok::<(), tsm_abi::api::Error>(())
 //! ```
 //!
-//! The architectural transports (`Smc`, `Hvc` on aarch64, `Syscall` on x86_64) exist only
+//! The architectural transports (`Smc`, `Hvc` on aarch64, `Vmmcall` on x86_64) exist only
 //! with the matching cargo feature; they hold the crate's only `unsafe` code.
 
 pub mod guest;
@@ -54,8 +54,8 @@ mod transport;
 pub use transport::Hvc;
 #[cfg(all(target_arch = "aarch64", feature = "transport-smc"))]
 pub use transport::Smc;
-#[cfg(all(target_arch = "x86_64", feature = "transport-syscall"))]
-pub use transport::Syscall;
+#[cfg(all(target_arch = "x86_64", feature = "transport-vmmcall"))]
+pub use transport::Vmmcall;
 
 use crate::call::{CallId, MAX_ARGS, MAX_RESULTS};
 use crate::regs::{CallRegs, CallResult};

@@ -4,7 +4,7 @@
     any(
         feature = "transport-smc",
         feature = "transport-hvc",
-        feature = "transport-syscall"
+        feature = "transport-vmmcall"
     ),
     allow(unsafe_code)
 )]
@@ -86,29 +86,28 @@ pub use aarch64::Hvc;
 #[cfg(all(target_arch = "aarch64", feature = "transport-smc"))]
 pub use aarch64::Smc;
 
-#[cfg(all(target_arch = "x86_64", feature = "transport-syscall"))]
+#[cfg(all(target_arch = "x86_64", feature = "transport-vmmcall"))]
 mod x86_64 {
     use super::super::Transport;
     use crate::regs::{CallRegs, CallResult};
 
-    /// The gate from ring 3 (host payload and guests): `syscall`, with the function ID in
-    /// `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the status back in `rax` and results
-    /// in `rdi, rsi, rdx, r10`.
+    /// The gate from an SVM guest of the TSM (the host, and TVM vCPUs): `vmmcall`, with the
+    /// function ID in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the status back in
+    /// `rax` and results in `rdi, rsi, rdx, r10`.
     #[derive(Clone, Copy, Debug, Default)]
-    pub struct Syscall;
+    pub struct Vmmcall;
 
-    impl Transport for Syscall {
+    impl Transport for Vmmcall {
         fn call(&mut self, regs: &CallRegs) -> CallResult {
             let (status, r1, r2, r3, r4);
-            // SAFETY: `syscall` enters the TSM, which returns with `sysret` after writing rax
-            // and the four result registers; `syscall`/`sysret` themselves overwrite rcx
-            // (return rip) and r11 (rflags), declared clobbered. The TSM preserves every other
-            // register (`crate::regs`) and switches to its own stack, so ours is untouched
-            // (`nostack`). It may read or write memory the call's arguments name (buffers the
-            // caller owns for the call's duration), so the block is not `nomem`/`readonly`.
+            // SAFETY: `vmmcall` exits to the TSM, which writes rax and the four result
+            // registers, preserves every other register (`crate::regs`) and resumes after the
+            // instruction; it never touches the caller's stack (`nostack`). It may read or write
+            // memory the call's arguments name (buffers the caller owns for the call's
+            // duration), so the block is not `nomem`/`readonly`.
             unsafe {
                 core::arch::asm!(
-                    "syscall",
+                    "vmmcall",
                     inout("rax") regs.fid => status,
                     inout("rdi") regs.args[0] => r1,
                     inout("rsi") regs.args[1] => r2,
@@ -116,8 +115,6 @@ mod x86_64 {
                     inout("r10") regs.args[3] => r4,
                     in("r8") regs.args[4],
                     in("r9") regs.args[5],
-                    lateout("rcx") _,
-                    lateout("r11") _,
                     options(nostack)
                 );
             }
@@ -129,33 +126,5 @@ mod x86_64 {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", feature = "transport-syscall"))]
-pub use x86_64::Syscall;
-
-/// On a Linux build machine the `syscall` gate reaches the Linux kernel instead of the TSM:
-/// an unknown system call number returns `-ENOSYS` in `rax` and preserves every other
-/// register, which checks the asm block's register assignment end to end.
-#[cfg(all(
-    test,
-    target_arch = "x86_64",
-    target_os = "linux",
-    feature = "transport-syscall"
-))]
-mod tests {
-    use super::super::Transport;
-    use super::Syscall;
-    use crate::regs::CallRegs;
-
-    #[test]
-    fn syscall_gate_assigns_the_documented_registers() {
-        const ENOSYS: u64 = 38;
-        let regs = CallRegs {
-            fid: 0xC600_0100,
-            args: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
-        };
-        let r = Syscall.call(&regs);
-        assert_eq!(r.status, ENOSYS.wrapping_neg());
-        // Linux preserved rdi, rsi, rdx, r10: they come back as the result registers.
-        assert_eq!(r.out, [0x11, 0x22, 0x33, 0x44]);
-    }
-}
+#[cfg(all(target_arch = "x86_64", feature = "transport-vmmcall"))]
+pub use x86_64::Vmmcall;

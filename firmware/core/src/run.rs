@@ -43,7 +43,7 @@
 //! |---|---|---|
 //! | `0..` | core (`objects::VcpuObj`) | TVM, entry, arg0, index, exited |
 //! | [`RUN_STATE_OFFSET`]`..` | core (this module) | running flag, started flag, the current VCPU_RUN's exit-record PA, what the next entry must deliver |
-//! | [`CONTEXT_OFFSET`]`..+`[`CONTEXT_SIZE`] | HAL | the saved guest register frame (general, FP/SIMD and the EL1 / ring-3 state the guest may change); the core never interprets it |
+//! | [`CONTEXT_OFFSET`]`..+`[`CONTEXT_SIZE`] | HAL | the saved guest register frame (general, FP/SIMD and the EL1 / SVM-guest state the guest may change); the core never interprets it |
 //!
 //! The core only touches its part under the VCPU granule's lock. The HAL touches the context
 //! area without that lock, but only between a claim and the matching exit to the host: while a

@@ -6,7 +6,7 @@
 //!
 //! - a host trap that is not a call goes to [`HostCpu::handle_trap`]: which traps a host
 //!   survives is the HAL's decision (docs/design.md, "Traps from the host"). After
-//!   [`HostTrap::Skipped`] the host runs again; after [`HostTrap::Fatal`] the run ends as a
+//!   [`HostTrap::Survived`] the host runs again; after [`HostTrap::Fatal`] the run ends as a
 //!   failure (the platform's power-off);
 //! - a vCPU the HAL cannot enter ([`GuestCpu::run_guest`] fails: a TSM bug) is logged and
 //!   becomes a FAULT exit without an address, so the host's VCPU_RUN ends and the host may tear
@@ -43,7 +43,7 @@ pub fn run<H: HostCpu, G: GuestCpu>(tsm: &Tsm<'_>, cpu: u64, host: &mut H, guest
                 host_call(tsm, cpu, guest, regs, |result| host.complete_call(result));
             }
             HostExit::Trap(trap) => match host.handle_trap(trap) {
-                HostTrap::Skipped => {}
+                HostTrap::Survived => {}
                 HostTrap::Fatal => tsm.platform.power_off(ExitCode::Failure),
             },
         }

@@ -172,8 +172,9 @@ impl<'a> Tsm<'a> {
         self.pdevs.lock().clone()
     }
 
-    /// The largest GPA width a TVM may ask for on this platform. x86-64 TVMs run in ring 3 on
-    /// their map, so their addresses must stay in the lower canonical half.
+    /// The largest GPA width a TVM may ask for on this platform. x86-64 TVM maps stay at 47
+    /// bits, what 4-level tables translate in the lower canonical half, a width every x86-64
+    /// CPU's guest page tables can also reach (the nested walk itself would take 48).
     pub(crate) fn max_gpa_bits(&self) -> u8 {
         match self.format {
             AddressMapFormat::ArmStage2 => addrmap::MAX_GPA_BITS,

@@ -1,5 +1,5 @@
 //! The TSM on x86_64 QEMU `q35`: after the HAL's boot, log the machine and start the monitor,
-//! then the run loop ([`tsm_core::run_loop`]) on every CPU over the HAL's ring-3 host context
+//! then the run loop ([`tsm_core::run_loop`]) on every CPU over the HAL's SVM host context
 //! and [`X86Platform`].
 
 use spin::Once;
@@ -96,7 +96,13 @@ fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
             boot.madt_cpus
         );
     }
-    let mut host = hal::host_context(boot, cpu as u64);
+    let Some(mut host) = hal::host_context(boot, cpu) else {
+        defmt::error!(
+            "CPU {=usize}: the host cannot be entered (DRAM above 4 GiB, or no VMCB for this CPU)",
+            cpu
+        );
+        hal::exit(ExitCode::Failure)
+    };
     defmt::info!(
         "CPU {=usize}: entering the host at {=u64:#x}",
         cpu,

@@ -101,8 +101,8 @@ impl MemRange {
 /// Taking granules out of the host's reach and giving them back (invariant 3 of the
 /// architecture: the host can never read or write a secure granule).
 ///
-/// aarch64: the host's stage-2 entry for the granule; x86_64: the host's ring-3 page-table
-/// entry. Both return only after the change is visible to every CPU (TLBs invalidated,
+/// aarch64: the host's stage-2 entry for the granule; x86_64: the host's nested page-table
+/// entry (and the U bit of the TSM's own page-table entry). Both return only after the change is visible to every CPU (TLBs invalidated,
 /// broadcast where the architecture needs it), so a secure granule is unreachable by the time
 /// the call that delegated it returns.
 pub trait HostIsolation {
@@ -130,7 +130,8 @@ pub enum AddressMapFormat {
     /// Arm VMSAv8-64 stage 2, 4 KiB granule, 48-bit IPA, starting at level 0 (the TVM runs at
     /// EL1 behind it; `VTTBR_EL2.BADDR` = root).
     ArmStage2,
-    /// x86-64 4-level paging (the TVM runs in ring 3 on it; `CR3` = root).
+    /// x86-64 4-level paging as AMD nested paging walks it (the TVM runs as an SVM guest
+    /// behind it; `N_CR3` = root).
     X86_64FourLevel,
 }
 

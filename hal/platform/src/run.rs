@@ -32,7 +32,7 @@ pub enum Resume {
 /// Why a guest stopped running (filled by the HAL from the trapped context).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum GuestExit {
-    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `syscall`), registers copied once.
+    /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `vmmcall`), registers copied once.
     Call(CallRegs),
     /// Anything else: a stage-2 / page fault, another exception, an interrupt.
     Fault {
@@ -74,7 +74,7 @@ impl EntryError {
 /// Why the host stopped running.
 #[derive(Clone, Copy, Debug)]
 pub enum HostExit<T> {
-    /// A call (aarch64: `smc #0` or `hvc #0`; x86_64: `syscall`), registers copied once.
+    /// A call (aarch64: `smc #0` or `hvc #0`; x86_64: `vmmcall`), registers copied once.
     /// Complete it with [`HostCpu::complete_call`] before the host runs again.
     Call(CallRegs),
     /// Anything else, for [`HostCpu::handle_trap`].
@@ -84,9 +84,10 @@ pub enum HostExit<T> {
 /// What a host trap that is not a call means for the run, as the HAL decides it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum HostTrap {
-    /// A blocked access the host survives: it resumes after the instruction, which did not
-    /// happen (aarch64's isolation probes; docs/design.md, "Traps from the host").
-    Skipped,
+    /// A blocked access the host survives: the instruction did not happen, and the host
+    /// resumes after it (aarch64) or in its handler of the exception the HAL injected (x86_64:
+    /// #GP); docs/design.md, "Traps from the host".
+    Survived,
     /// The host cannot go on: the run ends as a failure.
     Fatal,
 }

@@ -371,7 +371,7 @@ impl HostCpu for HostContext {
                 ipa,
                 fault.elr
             );
-            return HostTrap::Skipped;
+            return HostTrap::Survived;
         }
         report_fault(&fault, &self.frame.x);
         HostTrap::Fatal

@@ -16,8 +16,8 @@ use spin::Once;
 
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
-use super::percpu::{self, View};
-use super::{alias, context, gdt, layout, paging, pci, serial, smp, tsc, vtd};
+use super::percpu;
+use super::{layout, paging, pci, serial, smp, svm, tsc, vtd};
 use crate::platform::ExitCode;
 
 core::arch::global_asm!(
@@ -227,9 +227,6 @@ pub(super) fn boot_map_uncached(pa: u64, len: u64) {
     cpu::flush_tlb();
 }
 
-/// RFLAGS bits `syscall` clears: TF, IF, DF, IOPL, NT, AC.
-const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
-
 extern "C" fn boot_main(start_info: u64) -> ! {
     serial::init();
     // SeaBIOS leaves the legacy PICs programmed; mask them so no IRQ reaches an absent vector.
@@ -240,15 +237,17 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         defmt::error!("boot: the link script's per-CPU blocks do not match percpu's");
         super::exit(ExitCode::Failure)
     }
-    // Until the TSM's tables exist, this CPU's tables are used through their identity
-    // addresses (the boot tables map the image), so a fault during boot is still reported.
-    percpu::load(
-        0,
-        View::Identity,
-        cpu::cr3(),
-        context::exception_stubs_address(),
-        &l,
-    );
+    // The per-CPU tables first, so a fault during boot is reported (they are identity-mapped
+    // under the boot tables and the TSM's alike).
+    percpu::load(0);
+    if let Err(e) = svm::check() {
+        defmt::error!(
+            "boot: the CPU cannot run the host as an SVM guest with nested paging ({}); QEMU needs -cpu max",
+            e
+        );
+        super::exit(ExitCode::Failure)
+    }
+    svm::init_maps();
     let ticks = tsc::calibrate();
     smp::install_realmode_code();
     let mut info = match bootinfo::parse(start_info, l.image, ticks) {
@@ -351,45 +350,26 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             "no ACPI DMAR: device DMA is not gated (QEMU needs -device intel-iommu,aw-bits=48)"
         ),
     }
-    cpu_setup(0, &l);
+    cpu_setup(0);
     let info = BOOT_INFO.call_once(|| info);
     enter_main(info, 0)
 }
 
-/// What every CPU sets up once the TSM's tables are live: its descriptor tables and stacks
-/// through the alias region, SMEP/SMAP, no FPU for ring 3, the `syscall` gate.
-pub(super) fn cpu_setup(cpu: usize, l: &layout::Layout) {
-    percpu::load(
-        cpu,
-        View::Alias,
-        paging::tsm_pml4(),
-        context::exception_stubs_address(),
-        l,
-    );
+/// What every CPU sets up once the TSM's tables are live: its descriptor tables and stacks,
+/// SMEP/SMAP, x87/SSE register access for moving guests' register images (the TSM itself is
+/// soft-float), SVM.
+pub(super) fn cpu_setup(cpu: usize) {
+    percpu::load(cpu);
     enable_smep_smap();
-    // No x87/MMX/SSE for anyone: the TSM is soft-float, and ring 3 then has no FPU state that
-    // could carry a guest's data to the host (x87/MMX raise #NM, SSE #UD).
-    // SAFETY: PE, PG and WP stay set; only the FPU bits change, and nothing in the TSM uses the
-    // FPU.
+    // FXSAVE/FXRSTOR of the guests' x87/SSE state (`guest`) need EM and TS clear and OSFXSR
+    // set; no XSAVE state is enabled (guests get none: `intercept`).
+    // SAFETY: PE, PG and WP stay set; only the FPU bits change, and nothing in the TSM computes
+    // with the FPU.
     unsafe {
-        cpu::set_cr0((cpu::cr0() | cpu::CR0_EM) & !(cpu::CR0_MP | cpu::CR0_TS));
-        cpu::set_cr4(cpu::cr4() & !(cpu::CR4_OSFXSR | cpu::CR4_OSXMMEXCPT | cpu::CR4_OSXSAVE));
+        cpu::set_cr0((cpu::cr0() | cpu::CR0_MP) & !(cpu::CR0_EM | cpu::CR0_TS));
+        cpu::set_cr4((cpu::cr4() | cpu::CR4_OSFXSR | cpu::CR4_OSXMMEXCPT) & !cpu::CR4_OSXSAVE);
     }
-    // SAFETY: STAR holds the GDT's selectors, LSTAR the alias address of the trampoline's
-    // `syscall_entry` (mapped in the TSM's tables and in every TVM's), SFMASK clears the flags
-    // ring 0 must not inherit. GS_BASE was set by `percpu::load`.
-    unsafe {
-        cpu::wrmsr(
-            cpu::MSR_STAR,
-            (u64::from(gdt::STAR_USER_BASE) << 48) | (u64::from(gdt::KERNEL_CS) << 32),
-        );
-        cpu::wrmsr(
-            cpu::MSR_LSTAR,
-            alias::text(l, context::syscall_entry_address()),
-        );
-        cpu::wrmsr(cpu::MSR_SFMASK, SYSCALL_RFLAGS_MASK);
-        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_SCE);
-    }
+    svm::enable(cpu);
     smp::cpu_online(cpu);
 }
 

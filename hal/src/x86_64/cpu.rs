@@ -4,18 +4,10 @@ use core::arch::asm;
 
 /// `EFER`: long mode and syscall enables.
 pub const MSR_EFER: u32 = 0xC000_0080;
-/// `STAR`: the selectors `syscall`/`sysret` load.
-pub const MSR_STAR: u32 = 0xC000_0081;
-/// `LSTAR`: the 64-bit `syscall` entry point.
-pub const MSR_LSTAR: u32 = 0xC000_0082;
-/// `SFMASK`: RFLAGS bits `syscall` clears.
-pub const MSR_SFMASK: u32 = 0xC000_0084;
 /// The active GS base.
 pub const MSR_GS_BASE: u32 = 0xC000_0101;
-/// The GS base `swapgs` exchanges with [`MSR_GS_BASE`].
-pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
-/// `EFER.SCE`: `syscall`/`sysret` enabled.
+/// `EFER.SCE`: `syscall`/`sysret` enabled (a guest may set it).
 pub const EFER_SCE: u64 = 1 << 0;
 
 /// `CR0.MP`: WAIT/FWAIT honour TS.
@@ -36,6 +28,51 @@ pub const CR4_OSXSAVE: u64 = 1 << 18;
 pub const CR4_SMEP: u64 = 1 << 20;
 /// `CR4.SMAP`: ring 0 touches user pages only with `RFLAGS.AC` set (`stac`).
 pub const CR4_SMAP: u64 = 1 << 21;
+
+/// Saves the x87/SSE registers to `area` (FXSAVE format).
+///
+/// # Safety
+/// `area` must be 16-aligned and valid for writes of 512 bytes; CR0.EM and CR0.TS clear,
+/// CR4.OSFXSR set (`boot::cpu_setup`).
+pub unsafe fn fxsave(area: *mut u8) {
+    // SAFETY: the caller's guarantee.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags)) };
+}
+
+/// Loads the x87/SSE registers from `area` (FXSAVE format).
+///
+/// # Safety
+/// `area` must be 16-aligned and valid for reads of 512 bytes, with MXCSR's reserved bits clear
+/// (an image FXSAVE wrote, or one built so); the CPU state as for [`fxsave`].
+pub unsafe fn fxrstor(area: *const u8) {
+    // SAFETY: the caller's guarantee.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(readonly, nostack, preserves_flags)) };
+}
+
+/// DR0..DR3, the debug address registers.
+pub fn debug_addresses() -> [u64; 4] {
+    let (a, b, c, d): (u64, u64, u64, u64);
+    // SAFETY: reading debug registers in ring 0 has no side effects.
+    unsafe {
+        asm!("mov {}, dr0", "mov {}, dr1", "mov {}, dr2", "mov {}, dr3",
+             out(reg) a, out(reg) b, out(reg) c, out(reg) d, options(nomem, nostack, preserves_flags))
+    };
+    [a, b, c, d]
+}
+
+/// Loads DR0..DR3.
+///
+/// # Safety
+/// Breakpoints the TSM's DR7 enables would fire in the TSM: the caller loads addresses for a
+/// guest (whose own DR7 is in its VMCB) or the host's back, with the TSM's DR7 all clear.
+pub unsafe fn set_debug_addresses(dr: [u64; 4]) {
+    let [a, b, c, d] = dr;
+    // SAFETY: the caller's guarantee; the writes touch no memory.
+    unsafe {
+        asm!("mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
+             in(reg) a, in(reg) b, in(reg) c, in(reg) d, options(nomem, nostack, preserves_flags))
+    };
+}
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
@@ -91,14 +128,6 @@ pub fn cr2() -> u64 {
     let v: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Reads CR3.
-pub fn cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
 

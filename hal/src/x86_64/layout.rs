@@ -4,8 +4,7 @@
 //!
 //! The linker lays out the image and the static carve-out (boot tables, stacks); boot carves
 //! the rest right after it, up to `__tsm_limit` (the host boot-parameters page), so the TSM's
-//! memory stays one range that the core marks RESERVED and the host's tables never map for
-//! ring 3.
+//! memory stays one range that the core marks RESERVED and the host's nested table never maps.
 
 use core::sync::atomic::AtomicU16;
 
@@ -22,8 +21,6 @@ unsafe extern "C" {
     static __stack_guard: u8;
     static __ap_stacks_start: u8;
     static __ap_stacks_end: u8;
-    static __trampoline_start: u8;
-    static __trampoline_end: u8;
 }
 
 /// Where the pieces of the TSM image are.
@@ -42,10 +39,6 @@ pub struct Layout {
     pub ap_stacks: MemRange,
     /// Bytes per secondary CPU stack, guard page included.
     pub ap_stack_stride: u64,
-    /// The trampoline text (`.text.trampoline`, page-aligned), aliased at `alias::TEXT`.
-    pub trampoline_start: u64,
-    /// Its end (page-aligned).
-    pub trampoline_end: u64,
 }
 
 macro_rules! addr {
@@ -75,8 +68,6 @@ pub fn layout() -> Layout {
             size: addr!(__ap_stacks_end) - addr!(__ap_stacks_start),
         },
         ap_stack_stride: AP_STACK_STRIDE,
-        trampoline_start: addr!(__trampoline_start),
-        trampoline_end: addr!(__trampoline_end),
     }
 }
 
@@ -84,6 +75,7 @@ impl Layout {
     /// Whether `pa` is a stack guard page (left unmapped).
     pub fn is_guard_page(&self, pa: u64) -> bool {
         pa == self.stack_guard
+            || super::percpu::is_guard_page(pa)
             || (self.ap_stacks.contains(Pa(pa), 1)
                 && (pa - self.ap_stacks.base.0).is_multiple_of(self.ap_stack_stride))
     }

@@ -1,8 +1,8 @@
 //! The x86_64 QEMU `q35` platform: PVH boot, long mode, COM1, the TSC, isa-debug-exit, the
-//! TSM's page tables, the ring-3 context switch behind the `syscall` gate (for the host and for
-//! TVM vCPUs, through a KPTI-style trampoline aliased into every TVM's map: `alias`,
-//! `context`), per-CPU descriptor tables and stacks (`percpu`), and the secondary CPUs with
-//! their TLB shootdown (`smp`).
+//! TSM's page tables and the host's nested page table (`paging`), SVM (`svm`): the host and
+//! TVM vCPUs as SVM guests behind the `vmmcall` gate (`intercept`, `host`, `guest`), per-CPU
+//! descriptor tables and stacks (`percpu`), and the secondary CPUs with their TLB shootdown
+//! (`smp`).
 //!
 //! What the firmware image uses (the core reaches the hardware only through [`X86Platform`]):
 //! - [`x86_64_entry!`](crate::x86_64_entry) registers the firmware's
@@ -10,10 +10,11 @@
 //! - [`BootInfo`]: memory map, DRAM, the TSM range, the core's granule descriptors (carved
 //!   after the image, sized from DRAM), TSC rate;
 //! - [`X86Platform`] (every `crate::platform` trait the core's `Platform` needs, and the
-//!   [`crate::platform::run::GuestCpu`] that runs a TVM vCPU on its TVM's map until it traps),
+//!   [`crate::platform::run::GuestCpu`] that runs a TVM vCPU, an SVM guest with its TVM's map as
+//!   nested page table, until it traps),
 //!   [`exit`], [`report_panic`] (the panic handler), [`selftest_fault`];
-//! - [`HostContext`]: the [`crate::platform::run::HostCpu`] that runs the host until its next
-//!   call or fault;
+//! - [`HostContext`]: the [`crate::platform::run::HostCpu`] that runs the host (an SVM guest)
+//!   until its next call or an exit the TSM does not complete itself;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main.
 //!
 //! Boot also reads the ACPI tables (`acpi`: CPUs, the VT-d unit, PCI configuration space),
@@ -22,12 +23,13 @@
 //! `HostIsolation`.
 
 mod acpi;
-mod alias;
 mod boot;
 mod bootinfo;
-mod context;
 mod cpu;
 mod gdt;
+mod guest;
+mod host;
+mod intercept;
 mod layout;
 mod paging;
 mod pci;
@@ -35,12 +37,14 @@ mod percpu;
 mod platform;
 mod serial;
 mod smp;
+mod svm;
 mod trap;
 mod tsc;
 mod vtd;
 
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
-pub use context::{Fault, GUEST_FRAME_SIZE, HOST_ENTRY, HostContext, Regs};
+pub use guest::GUEST_FRAME_SIZE;
+pub use host::{HOST_ENTRY, HostContext, HostFault};
 pub use paging::pool_usage;
 pub use platform::{X86Platform, exit};
 pub use smp::start_secondary_cpus;
@@ -58,13 +62,21 @@ pub fn now_us() -> u64 {
     tsc::now_us()
 }
 
-/// The host payload's initial context on CPU `cpu`: entry [`HOST_ENTRY`], with
-/// rdi = DRAM base, rsi = DRAM size, rdx = CPU index, rcx = TSC ticks per microsecond.
-pub fn host_context(boot: &BootInfo, cpu: u64) -> HostContext {
-    HostContext::new(
-        HOST_ENTRY,
-        [boot.dram.base.0, boot.dram.size, cpu, boot.tsc_ticks_per_us],
-    )
+/// The host payload's initial context on CPU `cpu`: entry [`HOST_ENTRY`] in 32-bit protected
+/// mode, with edi = DRAM base, esi = DRAM size, edx = CPU index, ecx = TSC ticks per
+/// microsecond (`host`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
+/// the CPU has no VMCB.
+pub fn host_context(boot: &BootInfo, cpu: usize) -> Option<HostContext> {
+    let word = |v: u64| u32::try_from(v).ok();
+    let end = boot.dram.base.0.checked_add(boot.dram.size)?;
+    word(end)?;
+    let args = [
+        word(boot.dram.base.0)?,
+        word(boot.dram.size)?,
+        word(cpu as u64)?,
+        word(boot.tsc_ticks_per_us)?,
+    ];
+    HostContext::new(cpu, word(HOST_ENTRY)?, args)
 }
 
 /// An address outside DRAM, hence never mapped: the `selftest-fault` target.

@@ -1,44 +1,42 @@
-//! The TSM's 4-level page tables, shared by the TSM (ring 0) and the host (ring 3).
+//! The TSM's 4-level page tables (ring 0; TVM vCPUs run on their own maps) and the host's
+//! nested page table (what the host, an SVM guest, reaches: `svm`), built alike.
 //!
-//! DRAM is identity-mapped: the host's memory with U=1 (read-write-execute for ring 3), in
-//! 2 MiB pages where a whole 2 MiB of host memory allows, else 4 KiB pages; the TSM's own range
-//! with U=0 and W^X in 4 KiB pages (text read-only executable, rodata read-only,
-//! data/carve-out read-write no-execute, stack guard pages absent). Nothing else is mapped for
-//! ring 3 but its devices' MMIO (below), so page 0 and everything else the host might probe
-//! beyond DRAM, the VT-d registers included, fault.
+//! DRAM is identity-mapped in both: the host's memory in 2 MiB pages where a whole 2 MiB of host
+//! memory allows, else 4 KiB pages. In the TSM's tables host memory has U=1 and the TSM's own
+//! range U=0 with W^X in 4 KiB pages (text read-only executable, rodata read-only,
+//! data/carve-out read-write no-execute, stack guard pages absent); U=1 is only there for SMAP:
+//! SMEP stops ring 0 from executing host pages and SMAP from reading or writing them except
+//! inside [`super::platform`]'s copies, which bracket the access with `stac`/`clac`, so a stray
+//! TSM pointer into host memory faults instead of trusting it. The nested table maps the host's
+//! memory present, writable and executable (U set at every level: nested paging treats the
+//! walk as a user access) and nothing of the TSM's: no TSM page, no local APIC, no VT-d
+//! registers; of MMIO only what `pci` gives the host. A host access to anything else is
+//! a nested page fault (`host`).
 //!
-//! Taking a granule from the host clears its U bit instead of unmapping it: the TSM keeps
-//! using it through the same identity map (objects live in delegated granules) while ring 3
-//! faults on it. A granule inside a 2 MiB page first gets that page split into a 4 KiB table
-//! with the same translations. SMEP stops ring 0 from executing host pages; SMAP stops ring 0
-//! from reading or writing them except inside [`super::platform`]'s copies, which bracket the
-//! access with `stac`/`clac`, so a stray TSM pointer into host memory faults instead of
-//! trusting it.
+//! Taking a granule from the host removes it from the nested table and clears its U bit in the
+//! TSM's tables, so the TSM keeps using it through the same identity map (objects live in
+//! delegated granules) without a `stac`. A granule inside a 2 MiB page first gets that page
+//! split into a 4 KiB table with the same translations.
 //!
-//! The tables come from a pool in the carve-out that boot sizes from DRAM ([`pool_pages`]):
-//! 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus the alias
-//! region's and the MMIO's. Boot takes what the initial map needs; the rest stays
+//! Each table set comes from its half of a pool in the carve-out that boot sizes from DRAM
+//! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus
+//! the MMIO's. Boot takes what the initial map needs; the rest stays
 //! reserved for splits, so a split never runs out and later edits never fail for a DRAM
 //! granule. Each table is zeroed when taken.
 //!
-//! The top 1 GiB (PML4 entry 511) is the supervisor-only *alias region* (see `alias`): the
-//! trap trampoline and every CPU's descriptor tables and trap stacks, at the same virtual
-//! addresses in these tables and in every TVM's (whose root gets the same PML4 entry 511, see
-//! [`install_alias`]). Besides DRAM and the alias, only MMIO is mapped, uncached and never
-//! executable: the local APIC's page (supervisor, for starting the secondary CPUs), the VT-d
-//! registers (supervisor), and for the host bus 0's PCI configuration space and the memory
-//! BARs firmware assigned there (`pci` decides which, and which are read-only).
+//! Besides DRAM only MMIO is mapped, uncached and never executable: in the TSM's tables the
+//! local APIC's page (supervisor, for starting the secondary CPUs and the shootdown NMIs), the
+//! VT-d registers (supervisor), and in both the host's bus 0 PCI configuration space and the
+//! memory BARs firmware assigned there (`pci` decides which, and which are read-only).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
-use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
 use super::pci::{Access, Mmio};
-use super::percpu::MAX_CPUS;
 use super::smp;
 use crate::platform::MemRange;
 
@@ -54,6 +52,9 @@ const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 /// The flags a 2 MiB page hands down to the 4 KiB entries of its split.
 const SPLIT_FLAGS: u64 = PRESENT | WRITABLE | USER | UNCACHED | NO_EXECUTE;
 const ENTRIES: u64 = 512;
+/// A host page: in the TSM's tables user-accessible (so SMAP keeps the TSM's stray pointers
+/// off it); in the nested table present, writable and executable (nested entries need U).
+const HOST_NESTED: u64 = PRESENT | WRITABLE | USER;
 /// Bytes one PD entry maps.
 const LARGE_SIZE: u64 = 1 << 21;
 
@@ -75,9 +76,10 @@ pub enum PagingError {
 }
 
 struct Tables {
+    /// The host's nested table (no TSM page, no local APIC; the host's pages present or
+    /// absent) rather than the TSM's own.
+    nested: bool,
     pml4: u64,
-    /// PML4 entry 511 (the alias region), as TVM roots get it.
-    alias_entry: u64,
     pool_start: u64,
     pool_next: u64,
     pool_end: u64,
@@ -87,6 +89,9 @@ struct Tables {
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
 static TSM_PML4: AtomicU64 = AtomicU64::new(0);
+/// The host's nested table. Lock order: `NESTED`, then `TABLES`.
+static NESTED: Mutex<Option<Tables>> = Mutex::new(None);
+static NESTED_PML4: AtomicU64 = AtomicU64::new(0);
 
 /// The local APIC's MMIO page (xAPIC mode), mapped supervisor-only at its physical address.
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
@@ -244,9 +249,30 @@ impl Tables {
         } else {
             cpu::invlpg(pa.0);
         }
-        // The host runs on these tables on every CPU: a stale entry elsewhere would keep a
-        // delegated granule reachable (or fault on one just given back).
-        smp::shootdown(None);
+        Ok(())
+    }
+
+    /// Maps or unmaps the 4 KiB page of a host granule in the nested table (splitting its
+    /// 2 MiB page first if it has one). The TLB work is the caller's: the guest's translations
+    /// go on the next VMRUN of each CPU (`svm::nested_changed`).
+    fn set_nested(&mut self, pa: Pa, mapped: bool) -> Result<(), PagingError> {
+        self.check_host_granule(pa)?;
+        let pde = self.pd_entry(pa.0)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        let mut table = unsafe { pde.read_volatile() };
+        if table & PRESENT == 0 {
+            return Err(PagingError::NotReady);
+        }
+        if table & LARGE != 0 {
+            if mapped {
+                return Ok(());
+            }
+            table = self.split(pde, table)?;
+        }
+        let e = entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1));
+        // SAFETY: `e` is an entry of the PT that the present, non-large PD entry points at (a
+        // pool page); we hold the lock.
+        unsafe { e.write_volatile(if mapped { pa.0 | HOST_NESTED } else { 0 }) };
         Ok(())
     }
 
@@ -255,10 +281,12 @@ impl Tables {
     fn map_small(&mut self, start: u64, end: u64, l: &Layout) -> Result<(), PagingError> {
         let mut pa = start;
         while pa < end {
-            let flags = if self.tsm.contains(Pa(pa), GRANULE_SIZE) {
-                tsm_flags(l, pa)
+            let flags = if !self.tsm.contains(Pa(pa), GRANULE_SIZE) {
+                HOST_NESTED
+            } else if self.nested {
+                0
             } else {
-                PRESENT | WRITABLE | USER
+                tsm_flags(l, pa)
             };
             let e = self.leaf(pa, true, true)?;
             // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables
@@ -294,9 +322,10 @@ pub(super) fn tables_for(start: u64, end: u64) -> u64 {
     spans(start, end, 39) + spans(start, end, 30) + spans(start, end, 21)
 }
 
-/// The pool, in pages, that maps `dram` with 4 KiB pages everywhere (what boot and every later
-/// split can take), plus the PML4, the alias region, the local APIC and `mmio` (a table shared
-/// by two of them is counted twice); `None` if `dram` is empty or wraps.
+/// The pool, in pages, for two table sets (the TSM's and the host's nested table), each able to
+/// map `dram` with 4 KiB pages everywhere (what boot and every later split can take), plus the
+/// PML4, the local APIC and `mmio` (a table shared by two of them is counted
+/// twice); `None` if `dram` is empty or wraps.
 pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     if end <= dram.base.0 {
@@ -307,15 +336,17 @@ pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
         .map(|m| tables_for(m.base, m.base + m.size))
         .sum::<u64>();
     Some(
-        1 + tables_for(dram.base.0, end)
-            + tables_for(alias::TEXT, alias::cpu_block(MAX_CPUS))
+        2 * (1
+            + tables_for(dram.base.0, end)
             + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE)
-            + mmio_tables,
+            + mmio_tables),
     )
 }
 
-/// Builds the tables for `dram` from `pool` (pages [`pool_pages`] counted), the TSM's range
-/// `tsm` in it supervisor-only, and `mmio` (uncached, never executable), and switches to them.
+/// Builds the TSM's tables and the host's nested table for `dram`, each from its half of `pool`
+/// (pages: twice [`pool_pages`]), with the TSM's range `tsm` supervisor-only in the first and
+/// absent from the second, and `mmio` (uncached, never executable; in the nested table only
+/// what `pci` gives the host), and switches to the TSM's tables.
 pub fn init(
     dram: MemRange,
     tsm: MemRange,
@@ -323,10 +354,40 @@ pub fn init(
     l: &Layout,
     mmio: &[Mmio],
 ) -> Result<(), PagingError> {
+    let half = (pool.size / 2) & !(GRANULE_SIZE - 1);
+    let nested_pool = MemRange {
+        base: Pa(pool.base.0 + half),
+        size: half,
+    };
     let mut guard = TABLES.lock();
+    let t = build(false, dram, tsm, MemRange { size: half, ..pool }, l, mmio)?;
+    let n = build(true, dram, tsm, nested_pool, l, mmio)?;
+    // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
+    // carve-out at the same addresses, so the code, stack and data in use stay reachable.
+    // CR0.WP makes ring 0 honour read-only pages.
+    unsafe {
+        cpu::set_cr3(t.pml4);
+        cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
+    }
+    TSM_PML4.store(t.pml4, Ordering::Release);
+    NESTED_PML4.store(n.pml4, Ordering::Release);
+    *guard = Some(t);
+    *NESTED.lock() = Some(n);
+    Ok(())
+}
+
+/// One table set (see [`init`]): the TSM's (`nested` false) or the host's nested table.
+fn build(
+    nested: bool,
+    dram: MemRange,
+    tsm: MemRange,
+    pool: MemRange,
+    l: &Layout,
+    mmio: &[Mmio],
+) -> Result<Tables, PagingError> {
     let mut t = Tables {
+        nested,
         pml4: 0,
-        alias_entry: 0,
         pool_start: pool.base.0,
         pool_next: pool.base.0,
         pool_end: pool.base.0 + pool.size,
@@ -342,28 +403,21 @@ pub fn init(
         let whole = pa.is_multiple_of(LARGE_SIZE) && next - pa == LARGE_SIZE;
         if whole && (next <= tsm.base.0 || pa >= tsm_end) {
             let pde = t.entry_at(pa, 21, true, true)?;
-            // SAFETY: `pde` is a PD entry inside a pool page; the lock is held and the tables
-            // are not live yet.
-            unsafe { pde.write_volatile(pa | PRESENT | WRITABLE | USER | LARGE) };
+            // SAFETY: `pde` is a PD entry inside a pool page; the tables are not live yet.
+            unsafe { pde.write_volatile(pa | HOST_NESTED | LARGE) };
         } else {
             t.map_small(pa, next, l)?;
         }
         pa = next;
     }
-    for page in alias::pages(l) {
-        let e = t.leaf(page.va, true, false)?;
-        let flags = match page.kind {
-            alias::Kind::Text => PRESENT,
-            alias::Kind::Data => PRESENT | WRITABLE | NO_EXECUTE,
-        };
-        // SAFETY: as above; the alias pages are supervisor-only (no U at any level).
-        unsafe { e.write_volatile(page.pa | flags) };
+    if !nested {
+        let lapic = t.leaf(LAPIC_BASE, true, false)?;
+        // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
+        unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
     }
-    let lapic = t.leaf(LAPIC_BASE, true, false)?;
-    // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
-    unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
     for m in mmio {
         let (user, flags) = match m.access {
+            Access::Tsm if nested => continue,
             Access::Tsm => (false, WRITABLE),
             Access::HostReadWrite => (true, USER | WRITABLE),
             Access::HostReadOnly => (true, USER),
@@ -384,18 +438,12 @@ pub fn init(
             pa += size;
         }
     }
-    // SAFETY: entry 511 of the PML4 (a pool page) was created by the alias loop above.
-    t.alias_entry = unsafe { entry(t.pml4, ALIAS_PML4_INDEX).read_volatile() };
-    // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
-    // carve-out at the same addresses, so the code, stack and data in use stay reachable.
-    // CR0.WP makes ring 0 honour read-only pages.
-    unsafe {
-        cpu::set_cr3(t.pml4);
-        cpu::set_cr0(cpu::cr0() | cpu::CR0_WP);
-    }
-    TSM_PML4.store(t.pml4, Ordering::Release);
-    *guard = Some(t);
-    Ok(())
+    Ok(t)
+}
+
+/// The host's nested table root (0 before [`init`]).
+pub fn nested_root() -> u64 {
+    NESTED_PML4.load(Ordering::Acquire)
 }
 
 /// The TSM's PML4 (0 before [`init`]): what every CPU's CR3 holds while the TSM or the host
@@ -420,56 +468,49 @@ pub fn activate() -> Result<(), PagingError> {
     Ok(())
 }
 
-/// Gives a TVM's root table the alias region (PML4 entry 511, supervisor-only), so that a
-/// trap from the TVM reaches the trampoline. The core writes only entries below 256 (TVM
-/// addresses stay in the lower canonical half); the root is a TSM-owned TABLE granule in
-/// DRAM, `root` granule-aligned (the caller passes the core's root).
-pub fn install_alias(root: u64) -> Result<(), PagingError> {
-    let guard = TABLES.lock();
-    let t = guard.as_ref().ok_or(PagingError::NotReady)?;
-    if !root.is_multiple_of(GRANULE_SIZE) {
-        return Err(PagingError::Misaligned);
-    }
-    if !t.dram.contains(Pa(root), GRANULE_SIZE) || t.tsm.contains(Pa(root), GRANULE_SIZE) {
-        return Err(PagingError::Refused);
-    }
-    let e = entry(root, ALIAS_PML4_INDEX);
-    // SAFETY: `root` is a DRAM granule outside the TSM's range, identity-mapped read-write for
-    // ring 0 (a TABLE granule is delegated: U clear, so no SMAP bracket is needed); one
-    // aligned 8-byte store, so a concurrent walker sees the old or the new entry.
-    unsafe {
-        if e.read_volatile() != t.alias_entry {
-            e.write_volatile(t.alias_entry);
-        }
-    }
-    Ok(())
-}
-
-/// Takes a granule away from the host: ring 3 faults on it from the moment this returns (this
-/// CPU's TLB entry is dropped, every other CPU's through a shootdown).
+/// Takes a granule away from the host: out of its nested table, and supervisor-only in the
+/// TSM's (SMAP then lets the TSM's own accesses to it through). From the moment this returns no
+/// CPU reaches it from the host: each CPU flushes its TLB before its next VMRUN
+/// (`svm::nested_changed`), and one running the host now leaves it for the shootdown NMI.
 pub fn unmap_from_host(pa: Pa) -> Result<(), PagingError> {
-    TABLES
-        .lock()
-        .as_mut()
-        .ok_or(PagingError::NotReady)?
-        .set_user(pa, false)
+    set_host(pa, false)
 }
 
 /// Gives a granule back to the host.
 pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
-    TABLES
-        .lock()
-        .as_mut()
-        .ok_or(PagingError::NotReady)?
-        .set_user(pa, true)
+    set_host(pa, true)
 }
 
-/// Table pages in use and the pool's capacity, in pages (for the banner).
+fn set_host(pa: Pa, host: bool) -> Result<(), PagingError> {
+    let mut nested = NESTED.lock();
+    let mut tables = TABLES.lock();
+    let (Some(n), Some(t)) = (nested.as_mut(), tables.as_mut()) else {
+        return Err(PagingError::NotReady);
+    };
+    n.set_nested(pa, host)?;
+    if let Err(e) = t.set_user(pa, host) {
+        // Both edits check the same things and the pools are sized for every split, so this
+        // is not expected; if it happens the granule goes back to where it was.
+        let _ = n.set_nested(pa, !host);
+        return Err(e);
+    }
+    super::svm::nested_changed();
+    // Every CPU may run the host: a stale translation elsewhere would keep a delegated granule
+    // reachable (or fault on one just given back).
+    smp::shootdown(None);
+    Ok(())
+}
+
+/// Table pages in use and the pool's capacity, in pages, both table sets together (for the
+/// banner).
 pub fn pool_usage() -> (u64, u64) {
-    TABLES.lock().as_ref().map_or((0, 0), |t| {
+    let usage = |t: &Tables| {
         (
             (t.pool_next - t.pool_start) / GRANULE_SIZE,
             (t.pool_end - t.pool_start) / GRANULE_SIZE,
         )
-    })
+    };
+    let (a, b) = TABLES.lock().as_ref().map_or((0, 0), usage);
+    let (c, d) = NESTED.lock().as_ref().map_or((0, 0), usage);
+    (a + c, b + d)
 }

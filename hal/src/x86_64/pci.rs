@@ -1,5 +1,5 @@
 //! The MMIO the TSM's tables map beyond DRAM and the local APIC: the VT-d registers for the TSM
-//! alone, and for the host (ring 3, uncached) PCI configuration space of bus 0 and the memory
+//! alone, and for the host (uncached, in its nested table too) PCI configuration space of bus 0 and the memory
 //! BARs firmware assigned there, so the host drives its devices (QEMU's `edu`) itself.
 //!
 //! Boot reads this before the TSM's tables exist, under the boot identity map, whose 2 MiB
@@ -308,7 +308,7 @@ fn add_bar(map: &mut MmioMap, keep: &Keep<'_>, f: Function, bar: Bar) {
             bar.base != 0
                 && bar.size.is_power_of_two()
                 && bar.base.is_multiple_of(bar.size)
-                // The lower canonical half, clear of the TSM's alias region at the top.
+                // The lower canonical half: the TSM's tables map BARs at their addresses.
                 && end <= 1 << 47
                 && !keep.touches(base, end - base)
         });

@@ -1,46 +1,30 @@
-//! Per-CPU state: each CPU's block holds its per-CPU data (what `GS_BASE` points at in ring 0),
-//! GDT, TSS and IDT, and the two stacks a trap from ring 3 (TSS.RSP0) and NMI/#DF/#MC (IST1)
-//! switch to, each above a guard page. The blocks live in the static carve-out and are used through
-//! their alias addresses (`alias`), which every TVM's map carries too.
+//! Per-CPU state: each CPU's block holds its per-CPU data (what `GS_BASE` points at while the
+//! TSM runs; a guest's GS is switched by `vmload`/`vmsave`), GDT, TSS and IDT, and the stack
+//! NMI, #DF and #MC switch to (IST1), above a guard page. The blocks live in the static
+//! carve-out, used through their identity addresses.
 //!
-//! A CPU's block is written only by that CPU ([`load`]) and by the trampoline running on it;
-//! nothing else touches it once the CPU is up.
+//! A CPU's block is written only by that CPU ([`load`]) and by its NMI handler; nothing else
+//! touches it once the CPU is up.
 
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::alias;
 use super::cpu;
 use super::gdt::{self, Gdt, Tss};
 use super::trap::{self, Idt};
 
 /// CPUs the TSM runs on; further CPUs stay parked (see `smp`).
 pub const MAX_CPUS: usize = 4;
-/// Pages of each trap stack.
+/// Pages of the IST stack.
 const STACK_PAGES: usize = 4;
-/// Pages per CPU block: data, guard, trap stack, guard, IST stack.
-pub const BLOCK_PAGES: usize = 3 + 2 * STACK_PAGES;
+/// Pages per CPU block: data, guard, IST stack.
+pub const BLOCK_PAGES: usize = 2 + STACK_PAGES;
 const PAGE: usize = 4096;
-const TRAP_GUARD: usize = 1;
-const IST_GUARD: usize = TRAP_GUARD + 1 + STACK_PAGES;
+const IST_GUARD: usize = 1;
 
-/// The part of the data page the trampoline reaches through GS (offsets fixed by `repr(C)`).
+/// The part of the data page the TSM reaches through GS (offsets fixed by `repr(C)`).
 #[repr(C)]
 pub struct PerCpu {
-    /// The ring-3 `rsp` during `syscall_entry`.
-    pub scratch: u64,
-    /// The running context's register frame (identity address, reached after the CR3 switch).
-    pub context: u64,
-    /// The TSM's `rsp` inside `ring3_enter`.
-    pub tsm_rsp: u64,
-    /// The TSM's CR3.
-    pub tsm_cr3: u64,
-    /// The CR3 of the context being entered (the TSM's for the host, the TVM root for a guest).
-    pub run_cr3: u64,
-    /// Top of this CPU's trap stack (alias address): where `ring3_enter` builds its `iretq` frame.
-    pub entry_stack: u64,
-    /// The ring-0 trap reporter (`trap::kernel_trap_entry`, identity address).
-    pub kernel_trap: u64,
     /// This CPU's index.
     pub index: u64,
     /// TLB shootdown NMIs this CPU has handled (`smp::shootdown` waits for it to move).
@@ -81,9 +65,13 @@ pub fn blocks_reserved() -> bool {
     start.is_multiple_of(PAGE as u64) && end.checked_sub(start) == Some(BLOCKS_BYTES)
 }
 
-/// Whether page `p` of a block is a guard page (never mapped in the alias).
-pub fn is_guard_page(p: u64) -> bool {
-    p == TRAP_GUARD as u64 || p == IST_GUARD as u64
+/// Whether `pa` is the guard page below a CPU's IST stack (left unmapped, so an overflow
+/// faults instead of running into the data page).
+pub fn is_guard_page(pa: u64) -> bool {
+    let start = core::ptr::addr_of!(__percpu_blocks) as u64;
+    pa.checked_sub(start)
+        .filter(|&off| off < BLOCKS_BYTES)
+        .is_some_and(|off| (off / PAGE as u64) % BLOCK_PAGES as u64 == IST_GUARD as u64)
 }
 
 /// The identity address of CPU `cpu`'s block (`cpu < MAX_CPUS`).
@@ -111,57 +99,22 @@ pub fn this_cpu() -> usize {
     index as usize
 }
 
-/// Which addresses the CPU tables are loaded with.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum View {
-    /// The identity addresses (boot, before the TSM's tables exist).
-    Identity,
-    /// The alias addresses (once the TSM's tables are live).
-    Alias,
-}
-
-/// Fills CPU `cpu`'s GDT, TSS and IDT and loads them, its TSS's stacks and `GS_BASE`, as seen
-/// through `view`. `tsm_cr3` is what traps switch back to; `stubs` the identity address of the
-/// exception stubs. `cpu < MAX_CPUS`.
-pub fn load(cpu: usize, view: View, tsm_cr3: u64, stubs: u64, l: &super::layout::Layout) {
+/// Fills CPU `cpu`'s GDT, TSS and IDT and loads them, its IST stack and `GS_BASE`
+/// (`cpu < MAX_CPUS`).
+pub fn load(cpu: usize) {
     let pa = block_pa(cpu);
-    let base = match view {
-        View::Identity => pa,
-        View::Alias => alias::cpu_block(cpu),
-    };
-    let stubs = match view {
-        View::Identity => stubs,
-        View::Alias => alias::text(l, stubs),
-    };
     let data = pa as *mut DataPage;
-    let trap_top = base + ((IST_GUARD) * PAGE) as u64;
-    let ist_top = base + (BLOCK_PAGES * PAGE) as u64;
+    let ist_top = pa + (BLOCK_PAGES * PAGE) as u64;
     // SAFETY: block `cpu` is this CPU's alone (module doc) and identity-mapped read-write for
     // ring 0 under both the boot tables and the TSM's; nothing reads it concurrently (the CPU
     // uses it only through the tables loaded below, after the writes).
     unsafe {
         (*data).percpu = PerCpu {
-            scratch: 0,
-            context: 0,
-            tsm_rsp: 0,
-            tsm_cr3,
-            run_cr3: tsm_cr3,
-            entry_stack: trap_top,
-            kernel_trap: trap::kernel_trap_entry_address(),
             index: cpu as u64,
             nmi_acks: 0,
         };
-        let va = |off: usize| base + off as u64;
-        gdt::load(
-            &raw mut (*data).gdt,
-            va(offset_of!(DataPage, gdt)),
-            &raw mut (*data).tss,
-            va(offset_of!(DataPage, tss)),
-            trap_top,
-            ist_top,
-        );
-        trap::load_idt(&raw mut (*data).idt, va(offset_of!(DataPage, idt)), stubs);
-        cpu::wrmsr(cpu::MSR_GS_BASE, va(offset_of!(DataPage, percpu)));
-        cpu::wrmsr(cpu::MSR_KERNEL_GS_BASE, 0);
+        gdt::load(&raw mut (*data).gdt, &raw mut (*data).tss, ist_top);
+        trap::load_idt(&raw mut (*data).idt);
+        cpu::wrmsr(cpu::MSR_GS_BASE, &raw mut (*data).percpu as u64);
     }
 }

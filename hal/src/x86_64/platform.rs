@@ -212,17 +212,15 @@ impl GuestMmu for X86Platform {
         AddressMapFormat::X86_64FourLevel
     }
 
-    /// The TSM uses no PCIDs and no global pages, so a CR3 reload drops every cached
-    /// translation of every address map on this CPU, including `root`'s; CPUs running `root`
-    /// right now get the same through a shootdown NMI. (Other CPUs hold nothing of `root`:
-    /// leaving a guest switches CR3, which flushes.)
+    /// TVM vCPUs run with the TLB flushed on every VMRUN (`guest`), and the TSM never walks a
+    /// TVM's map through its own TLB (it edits the tables through the identity map): only CPUs
+    /// running `root` right now hold its translations, and the shootdown NMI makes them leave
+    /// the guest, whose next VMRUN flushes.
     fn invalidate_guest_page(&self, root: Pa, _gpa: Gpa) {
-        cpu::flush_tlb();
         smp::shootdown(Some(root.0));
     }
 
     fn invalidate_guest_all(&self, root: Pa) {
-        cpu::flush_tlb();
         smp::shootdown(Some(root.0));
     }
 }

@@ -18,12 +18,14 @@
 //! processors, capped at [`MAX_CPUS`]), or for [`CHECK_IN_US`] when there is no MADT or some
 //! never come.
 //!
-//! TLB shootdown ([`shootdown`]): ring 3 runs with interrupts off, so the TSM reaches another
-//! CPU with an NMI, which every ring and state takes. Its handler (`context`, `nmi_entry`)
-//! reloads CR3 and counts the NMI in the CPU's per-CPU data; the sender waits for the count to
-//! move. A CPU's TLB then holds nothing from before the sender's table change. Guest maps are
-//! shot down only on the CPUs running that map ([`set_running_root`]); the host's view (the
-//! TSM's tables) on every other CPU.
+//! TLB shootdown ([`shootdown`]): the TSM runs with interrupts off, so it reaches another CPU
+//! with an NMI. A CPU running a guest (the host or a TVM vCPU) leaves it for the NMI (every
+//! guest intercepts NMIs) and takes it in the TSM once the #VMEXIT has set GIF again; its
+//! handler (`trap`, `nmi_entry`) reloads CR3 and counts the NMI in the CPU's per-CPU data; the
+//! sender waits for the count to move. The CPU's TLB then holds nothing of the TSM's tables
+//! from before the sender's change, and its next VMRUN flushes the guest's translations
+//! (`svm`). TVM maps are shot down only on the CPUs running that map ([`set_running_root`]);
+//! the host's views (its nested table, the TSM's tables) on every other CPU.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
@@ -279,7 +281,7 @@ extern "C" fn ap_main(index: u32) -> ! {
         // The boot CPU starts APs only after building the tables; nothing sensible is left.
         cpu::halt_forever()
     }
-    boot::cpu_setup(cpu, &layout::layout());
+    boot::cpu_setup(cpu);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     match boot::boot_info() {
         Some(info) => boot::enter_main(info, cpu),

@@ -1,14 +1,15 @@
-//! The IDT: one stub per exception vector (0..=31), in the trampoline (`context`). A trap from
-//! ring 3 goes to the context switch; a trap from ring 0 is a TSM bug and comes here
-//! (`kernel_trap_entry`) to be reported with every register, then the run ends as a failure.
-//! Vectors 32..=255 are absent from the IDT, so a stray interrupt raises #GP and is reported
-//! the same way.
+//! The TSM's IDT: one stub per exception vector (0..=31). Nothing but the TSM runs under this
+//! IDT (the host and TVM vCPUs are SVM guests with their own), so an exception is a TSM bug and
+//! comes to `kernel_trap_entry`, to be reported with every register before the run ends as a
+//! failure; except the NMI, which is a TLB shootdown (`smp`). Vectors 32..=255 are absent from
+//! the IDT, so a stray interrupt raises #GP and is reported the same way.
 
 use core::arch::asm;
 use core::fmt::Write;
 
 use super::cpu::cr2;
 use super::gdt::{IST_CRITICAL, KERNEL_CS};
+use super::percpu::NMI_ACKS_BELOW_IST_SP;
 use crate::fatal::{begin_dying, emit};
 use crate::platform::ExitCode;
 use crate::text::TextBuf;
@@ -46,9 +47,37 @@ struct KernelFrame {
 }
 
 core::arch::global_asm!(
-    // Reached from the trampoline's `exception_common` (TSM tables loaded, the CPU's frame,
-    // vector and error code on the stack) for a trap taken in ring 0.
     ".pushsection .text.kernel_trap, \"ax\"",
+    ".balign 16",
+    "exception_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    ".if \\v == 2",
+    "jmp nmi_entry",
+    ".else",
+    // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
+    ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push \\v",
+    "jmp kernel_trap_entry",
+    ".endif",
+    ".endr",
+    "",
+    // NMI, on this CPU's IST stack: a TLB shootdown (`smp`), taken in the TSM (a guest's NMI
+    // is intercepted and reaches here once the #VMEXIT has set GIF again). Reload CR3 (drops
+    // every non-global TLB entry of the TSM's tables; guests' translations go on their next
+    // VMRUN), count it in this CPU's per-CPU data (found from the IST stack), and return.
+    "nmi_entry:",
+    "push rax",
+    "mov rax, cr3",
+    "mov cr3, rax",
+    "lock inc qword ptr [rsp - {nmi_acks_below}]",
+    "pop rax",
+    "iretq",
+    "",
+    // The CPU's frame, vector and error code on the stack.
     ".balign 16",
     ".global kernel_trap_entry",
     "kernel_trap_entry:",
@@ -73,15 +102,16 @@ core::arch::global_asm!(
     "ud2",
     ".popsection",
     report = sym kernel_trap,
+    nmi_acks_below = const NMI_ACKS_BELOW_IST_SP,
 );
 
 unsafe extern "C" {
-    fn kernel_trap_entry();
+    fn exception_stubs();
 }
 
-/// The identity address of the ring-0 trap reporter (for the per-CPU data).
-pub fn kernel_trap_entry_address() -> u64 {
-    kernel_trap_entry as *const () as u64
+/// The address of the exception stubs (stub `v` at `+ 16 v`).
+pub fn exception_stubs_address() -> u64 {
+    exception_stubs as *const () as u64
 }
 
 /// An IDT for vectors 0..=31.
@@ -94,13 +124,13 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Fills the IDT at `idt` (one interrupt gate per vector, to stub `v` at `stubs + 16 v`) and
-/// loads it from `idt_va`.
+/// Fills the IDT at `idt` (one interrupt gate per vector, to stub `v` at
+/// [`exception_stubs_address`] `+ 16 v`) and loads it.
 ///
 /// # Safety
-/// `idt` must be this CPU's own, writable, and mapped at `idt_va` for as long as it stays
-/// loaded; `stubs` must be the address of the exception stubs as mapped while it is loaded.
-pub unsafe fn load_idt(idt: *mut Idt, idt_va: u64, stubs: u64) {
+/// `idt` must be this CPU's own, writable, and stay mapped (identity) while it is loaded.
+pub unsafe fn load_idt(idt: *mut Idt) {
+    let stubs = exception_stubs_address();
     let mut table = [[0u64; 2]; VECTORS];
     for (v, gate) in table.iter_mut().enumerate() {
         let handler = stubs + STUB_STRIDE * v as u64;
@@ -117,10 +147,10 @@ pub unsafe fn load_idt(idt: *mut Idt, idt_va: u64, stubs: u64) {
     }
     let ptr = DescriptorPointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: idt_va,
+        base: idt as u64,
     };
-    // SAFETY: the caller gives this CPU's own IDT, mapped at `idt_va`; every entry points at a
-    // stub of this image with the ring-0 code selector.
+    // SAFETY: the caller gives this CPU's own IDT; every entry points at a stub of this image
+    // with the ring-0 code selector.
     unsafe {
         idt.write(Idt(table));
         asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));

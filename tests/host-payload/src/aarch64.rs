@@ -174,7 +174,7 @@ pub fn now_us() -> u64 {
 
 // The `vcpu-smoke` guest program (crate::vcpu_smoke), run at EL1 (MMU off) at GPA 0x20_0000
 // with x0 = VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM must
-// refuse: a DENIED_CALL exit, then `Denied` in x0), then G_EXIT((version failed << 48) |
+// refuse: a DENIED_CALL exit, then `Denied` in x0), then G_EXIT((version failed << 31) |
 // (VERSION's status << 16) | (arg0 & 0xFFFF)), where "version failed" is 0 only if G_VERSION
 // succeeded and granted 1.0. The TSM preserves x19..x21 across a call; unused argument
 // registers are 0. At `__smoke_touch` (offset 0x100) a second program loads from the address
@@ -208,7 +208,7 @@ core::arch::global_asm!(
     "mov x6, xzr",
     "hvc #0",
     "mov x21, x0",
-    "lsl x1, x20, #48",
+    "lsl x1, x20, #31",
     "orr x1, x1, x21, lsl #16",
     "and x19, x19, #0xFFFF",
     "orr x1, x1, x19",
@@ -237,11 +237,11 @@ core::arch::global_asm!(
 pub const SMOKE_FAULTS: [FaultProbe; 2] = [
     FaultProbe {
         touches: 0x4100_0000,
-        gpa: Some(0x4100_0000),
+        gpa: 0x4100_0000,
     },
     FaultProbe {
         touches: 0x4020_0000,
-        gpa: Some(0x4020_0000),
+        gpa: 0x4020_0000,
     },
 ];
 

@@ -380,7 +380,7 @@ fn counter() -> u64 {
     count
 }
 
-/// The TSC (ring 3 may read it: CR4.TSD is clear), fenced so it is not read early.
+/// The TSC (the TSM does not intercept RDTSC), fenced so it is not read early.
 #[cfg(target_arch = "x86_64")]
 fn counter() -> u64 {
     let (lo, hi): (u32, u32);

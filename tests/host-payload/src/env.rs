@@ -87,9 +87,8 @@ impl HostEnv for Host {
         true
     }
 
-    /// One real load or store at `pa`. On aarch64 the TSM blocks it, logs it and resumes after
-    /// it with x17 = 1 (`arch::probe`); on x86_64 it logs the fault and ends the run, so this
-    /// returns only if the access went through (docs/design.md "Traps from the host").
+    /// One real load or store at `pa`. The TSM blocks it and logs it; the host resumes after it
+    /// knowing it was blocked (`arch::probe`; docs/design.md "Traps from the host").
     fn probe(&mut self, pa: Pa, write: bool) -> Probe {
         probe(pa, write)
     }
@@ -160,26 +159,12 @@ impl HostEnv for Host {
 /// What the host stores when it probes with a write.
 const MARKER: u64 = 0xBAD0_BAD0_BAD0_BAD0;
 
-#[cfg(target_arch = "aarch64")]
+/// One access through the arch's probe: the TSM blocks it (aarch64: skips it and sets x17;
+/// x86_64: injects #GP(0), which the payload's IDT resumes from), or it went through.
 fn probe(pa: Pa, write: bool) -> Probe {
     match crate::arch::probe(pa.0, write, MARKER) {
         // Blocked, and the load's destination kept its 0: nothing moved.
         (true, 0) => Probe::Blocked,
         _ => Probe::Reached,
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn probe(pa: Pa, write: bool) -> Probe {
-    let at = pa.0 as usize as *mut u64;
-    if write {
-        // SAFETY: one store to memory no Rust object of this program lives at (secure memory
-        // the host must not reach): the TSM ends the run at the fault, or it reaches NS memory
-        // and the scenario reports the isolation failure.
-        unsafe { core::ptr::write_volatile(at, MARKER) };
-    } else {
-        // SAFETY: one load, as above; its value is never used.
-        let _ = unsafe { core::ptr::read_volatile(at) };
-    }
-    Probe::Reached
 }

@@ -1,5 +1,6 @@
 //! The host payload: a small bare-metal program that plays the host OS's TSM driver. The TSM
-//! enters it deprivileged (EL1 behind a stage-2 / ring 3) after boot; it reaches the TSM only
+//! enters it deprivileged (EL1 behind a stage 2 / an SVM guest behind a nested page table)
+//! after boot; it reaches the TSM only
 //! through the call gate, and its log goes out through the TSM's debug console.
 #![no_std]
 #![no_main]
@@ -17,6 +18,8 @@ mod env;
 mod jobs;
 mod logger;
 mod scenario;
+#[cfg(target_arch = "x86_64")]
+mod svm_escape;
 mod vcpu_smoke;
 
 use tsm_abi::call::CallId;

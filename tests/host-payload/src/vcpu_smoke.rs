@@ -7,7 +7,7 @@
 //!   VERSION, then, run again, G_EXIT with a code proving G_VERSION granted 1.0, VERSION was
 //!   refused with `Denied`, and it got its `arg0`; it must not run again after that;
 //! - vCPUs 1 and 2 load from memory the TVM does not map (the host's own page, and the TSM's
-//!   memory): each must come back twice (the access is retried) as the FAULT exit the arch's
+//!   memory by its physical address): each must come back twice (the access is retried) as the FAULT exit the arch's
 //!   [`crate::arch::SMOKE_FAULTS`] says. They run at the same time on CPUs 1 and 0.
 //!
 //! Then tear everything down and undelegate: every granule must come back zeroed.
@@ -32,9 +32,8 @@ use crate::arch::{SMOKE_FAULTS, is_data_fault};
 pub struct FaultProbe {
     /// The address the vCPU loads from (its `arg0`).
     pub touches: u64,
-    /// The GPA the exit must name; `None`: it must name none (an address the TVM's map refuses
-    /// by permission, which is no GPA of the TVM).
-    pub gpa: Option<u64>,
+    /// The GPA the exit must name.
+    pub gpa: u64,
 }
 
 // The guest program, in the arch file: a page whose first byte is `__smoke_guest`, entered
@@ -51,10 +50,11 @@ unsafe extern "C" {
 /// Where the touch program starts in the guest program's page.
 const TOUCH_OFFSET: u64 = 0x100;
 
-/// The G_EXIT code of vCPU 0: bit 48 set if G_VERSION failed or did not grant 1.0, VERSION's
-/// status in bits 47:16, `arg0`'s low 16 bits below.
+/// The G_EXIT code of vCPU 0: bit 31 set if G_VERSION failed or did not grant 1.0, VERSION's
+/// status in bits 30:16, `arg0`'s low 16 bits below (32 bits: the x86_64 program runs in
+/// 32-bit mode).
 const fn smoke_code(version_failed: bool, host_call_status: u64, arg0: u64) -> u64 {
-    (version_failed as u64) << 48 | host_call_status << 16 | (arg0 & 0xFFFF)
+    (version_failed as u64) << 31 | (host_call_status & 0x7FFF) << 16 | (arg0 & 0xFFFF)
 }
 
 /// What vCPU 0 gets in its first argument register and must hand back in its exit code.
@@ -160,10 +160,7 @@ fn fault_job(cpu: u64, job: u64) -> Option<()> {
             e.flags,
             e.gpa
         );
-        let gpa_ok = match probe.gpa {
-            Some(g) => e.flags == ExitFlags::GPA_VALID.bits() && e.gpa == g,
-            None => e.flags & ExitFlags::GPA_VALID.bits() == 0 && e.gpa == 0,
-        };
+        let gpa_ok = e.flags == ExitFlags::GPA_VALID.bits() && e.gpa == probe.gpa;
         if reason != ExitReason::Fault || !is_data_fault(e.syndrome) || !gpa_ok || e.code != 0 {
             defmt::error!("vCPU {=usize}: expected a data-access FAULT exit", index);
             return None;

@@ -1,15 +1,28 @@
-//! The x86_64 side of the host payload: entry, the `syscall` gate, the boot parameters page, the
-//! clock, `vcpu-smoke`'s guest program and where the devices are.
+//! The x86_64 side of the host payload: entry, the `vmmcall` gate, its own descriptor tables
+//! and page tables, the boot parameters page, the clock, `vcpu-smoke`'s guest program and
+//! where the devices are.
 //!
-//! The TSM enters `_start` (the first byte of the image, linked at 0x100_0000) in ring 3 with
-//! rdi = DRAM base, rsi = DRAM size, rdx = CPU index and rcx = TSC ticks per microsecond (the
-//! TSM calibrated the TSC; ring 3 may read it with `rdtsc` but has no timer to calibrate
-//! against). `_start` sets up the stack in BSS, applies the image's static-PIE relocations,
-//! zeroes BSS and calls `host_main`.
+//! The TSM runs the host as an SVM guest and enters `_start` (the first byte of the image,
+//! linked at 0x100_0000) like a PVH boot loader: 32-bit protected mode, paging off, flat
+//! segments, with edi = DRAM base, esi = DRAM size, edx = CPU index and ecx = TSC ticks per
+//! microsecond (the TSM calibrated the TSC; the host may read it with `rdtsc`). The payload is
+//! its own small kernel in ring 0: CPU 0 keeps the arguments, zeroes BSS (which holds its page
+//! tables, stacks and IDT), identity-maps the first 4 GiB with 2 MiB pages (uncached above
+//! DRAM: the device windows), and every CPU turns on PAE paging and long mode on those tables,
+//! loads the payload's GDT and far-jumps to 64-bit code. There CPU 0 applies the image's
+//! static-PIE relocations, builds the IDT and lets the other CPUs go; each loads the IDT, takes
+//! its stack and calls `host_main` or the secondary loop.
+//!
+//! Its IDT catches every exception: one at an instruction of its exception table ([`probe`]'s
+//! access, which the TSM answers with #GP(0) when the host may not make it, docs/design.md
+//! "Traps from the host"; `svm_escape`'s attempts) resumes at the instruction's fixup with the
+//! vector recorded; anything else is logged and ends the run as a failure.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
+use tsm_abi::api::Transport;
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use crate::vcpu_smoke::FaultProbe;
@@ -17,12 +30,9 @@ use crate::vcpu_smoke::FaultProbe;
 /// The host boot parameters page; its first word is the scenario number (docs/design.md).
 const HOST_PARAMS: usize = 0xFF_F000;
 
-/// TSC ticks per microsecond, as the TSM passed them in rcx.
+/// TSC ticks per microsecond, as the TSM passed them in ecx.
 static TSC_TICKS_PER_US: AtomicU64 = AtomicU64::new(0);
 
-/// Set by CPU 0 once relocations and BSS are done (in `.data`: its initial value is in the
-/// image, BSS is not zeroed yet when other CPUs arrive).
-static HOST_READY: AtomicU32 = AtomicU32::new(NOT_READY);
 const NOT_READY: u32 = 0x5EED_0000;
 const READY: u32 = 1;
 /// CPUs with a stack of their own (`link/x86_64-host.ld` reserves one per CPU).
@@ -30,70 +40,168 @@ pub const MAX_CPUS: u64 = 4;
 const STACK_SIZE: u64 = 0x40000;
 
 core::arch::global_asm!(
+    // The entry arguments CPU 0 keeps for 64-bit code, and the flag the other CPUs wait on (in
+    // `.data`: its initial value is in the image, BSS is not zeroed yet when they arrive).
+    ".pushsection .data.host_boot, \"aw\"",
+    ".balign 8",
+    ".global __host_args",
+    "__host_args:",
+    ".long 0, 0, 0, 0",
+    ".global __host_ready",
+    "__host_ready:",
+    ".long {not_ready}",
+    ".popsection",
+    "",
+    ".pushsection .rodata.host_gdt, \"a\"",
+    ".balign 16",
+    ".global __host_gdt",
+    "__host_gdt:",
+    ".quad 0",
+    ".quad 0x00AF9A000000FFFF", // 0x08: ring-0 code, 64-bit
+    ".quad 0x00CF92000000FFFF", // 0x10: ring-0 data
+    ".global __host_gdt_ptr",
+    "__host_gdt_ptr:",
+    ".word 23",
+    ".long __host_gdt_abs",
+    ".popsection",
+    "",
     ".pushsection .text.entry, \"ax\"",
+    ".code32",
     ".global _start",
     "_start:",
-    // CPUs other than 0: wait for CPU 0's set-up, then take stack `cpu` below the top.
-    "test rdx, rdx",
-    "jz 7f",
-    "cmp rdx, {max_cpus}",
-    "jae 8f",
-    "6:",
+    "cli",
+    "cld",
+    "mov ebp, edx", // the CPU index, kept through the mode switch
+    "test ebp, ebp",
+    "jnz 20f",
+    "mov [__host_args_abs], edi",
+    "mov [__host_args_abs + 4], esi",
+    "mov [__host_args_abs + 12], ecx",
+    "mov edi, offset __bss_start_abs",
+    "mov ecx, offset __bss_end_abs",
+    "sub ecx, edi",
+    "shr ecx, 2",
+    "xor eax, eax",
+    "rep stosd",
+    // PML4[0] -> PDPT; PDPT[0..4] -> the 4 PDs; 2048 PD entries of 2 MiB over 4 GiB, uncached
+    // from the end of DRAM on.
+    "mov edi, offset __host_pml4_abs",
+    "mov eax, offset __host_pdpt_abs",
+    "or eax, 3",
+    "mov [edi], eax",
+    "mov edi, offset __host_pdpt_abs",
+    "mov eax, offset __host_pd_abs",
+    "or eax, 3",
+    "mov ecx, 4",
+    "2:",
+    "mov [edi], eax",
+    "add eax, 4096",
+    "add edi, 8",
+    "loop 2b",
+    "mov ebx, [__host_args_abs]",
+    "add ebx, [__host_args_abs + 4]",
+    "mov edi, offset __host_pd_abs",
+    "mov eax, 0x83", // present, writable, 2 MiB
+    "mov ecx, 2048",
+    "3:",
+    "mov edx, eax",
+    "cmp eax, ebx",
+    "jb 4f",
+    "or edx, 0x18", // PWT | PCD
+    "4:",
+    "mov [edi], edx",
+    "add eax, 0x200000",
+    "add edi, 8",
+    "loop 3b",
+    "10:",
+    "mov eax, cr4",
+    "or eax, 0x20", // PAE
+    "mov cr4, eax",
+    "mov eax, offset __host_pml4_abs",
+    "mov cr3, eax",
+    "mov ecx, 0xC0000080", // EFER
+    "rdmsr",
+    "or eax, 0x100", // LME
+    "wrmsr",
+    "mov eax, cr0",
+    "or eax, 0x80000000", // PG
+    "mov cr0, eax",
+    "lgdt [__host_gdt_ptr_abs]",
+    // ljmp 0x08:_start64
+    ".byte 0xEA",
+    ".long __start64_abs",
+    ".word 0x08",
+    // CPUs other than 0: wait for CPU 0's tables, relocations and IDT.
+    "20:",
     "pause",
-    "cmp dword ptr [rip + {ready}], {ready_value}",
-    "jne 6b",
-    "mov rax, rdx",
-    "imul rax, rax, {stack_size}",
+    "cmp dword ptr [__host_ready_abs], {ready_value}",
+    "jne 20b",
+    "jmp 10b",
+    "",
+    ".code64",
+    ".global _start64",
+    "_start64:",
+    "mov eax, 0x10",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov ss, eax",
+    "mov fs, eax",
+    "mov gs, eax",
+    "test ebp, ebp",
+    "jnz 30f",
     "lea rsp, [rip + __host_stack_top]",
-    "sub rsp, rax",
-    "call {main}",
-    "8:",
-    "pause", // no stack for this CPU: it stays out of the way
-    "jmp 8b",
-    "7:",
-    "lea rsp, [rip + __host_stack_top]",
-    "mov r12, rdi",
-    "mov r13, rsi",
-    "mov r14, rdx",
-    "mov r15, rcx",
     "lea rcx, [rip + __rela_start]",
     "lea rdx, [rip + __rela_end]",
     "lea r8, [rip + __host_start]",
     "lea r9, [rip + __bss_end]",
-    "2:",
+    "5:",
     "cmp rcx, rdx",
-    "jae 3f",
+    "jae 7f",
     "cmp dword ptr [rcx + 8], 8", // R_X86_64_RELATIVE, the only kind a static PIE has
-    "jne 4f",
+    "jne 9f",
     "mov rax, [rcx + 16]",
     "mov rdi, [rcx]",
     // defmt's `.defmt` (INFO, never loaded) gets relocations too: skip those outside the image.
     "cmp rdi, r8",
-    "jb 5f",
+    "jb 6f",
     "cmp rdi, r9",
-    "jae 5f",
+    "jae 6f",
     "mov [rdi], rax",
-    "5:",
+    "6:",
     "add rcx, 24",
-    "jmp 2b",
-    "3:",
-    "lea rdi, [rip + __bss_start]",
-    "lea rcx, [rip + __bss_end]",
-    "sub rcx, rdi",
-    "xor eax, eax",
-    "rep stosb",
-    "mov [rip + {ticks}], r15",
-    "mov dword ptr [rip + {ready}], {ready_value}",
-    "mov rdi, r12",
-    "mov rsi, r13",
-    "mov rdx, r14",
+    "jmp 5b",
+    "7:",
+    "mov eax, [rip + __host_args + 12]",
+    "mov [rip + {ticks}], rax",
+    "call {setup}",
+    "mov dword ptr [rip + __host_ready], {ready_value}",
+    "mov edi, [rip + __host_args]",
+    "mov esi, [rip + __host_args + 4]",
+    "xor edx, edx",
     "call {main}",
-    "4:",
-    "ud2", // the TSM reports the #UD and ends the run
+    "9:",
+    "ud2", // a relocation of another kind: the IDT is not loaded yet, the triple fault ends the run
+    "30:",
+    "cmp ebp, {max_cpus}",
+    "jae 31f",
+    "mov eax, ebp",
+    "imul rax, rax, {stack_size}",
+    "lea rsp, [rip + __host_stack_top]",
+    "sub rsp, rax",
+    "call {load_idt}",
+    "xor edi, edi",
+    "xor esi, esi",
+    "mov edx, ebp",
+    "call {main}",
+    "31:",
+    "pause", // no stack for this CPU: it stays out of the way
+    "jmp 31b",
     ".popsection",
     ticks = sym TSC_TICKS_PER_US,
+    setup = sym setup_idt,
+    load_idt = sym load_idt,
     main = sym host_entry,
-    ready = sym HOST_READY,
+    not_ready = const NOT_READY,
     ready_value = const READY,
     max_cpus = const MAX_CPUS,
     stack_size = const STACK_SIZE,
@@ -106,34 +214,206 @@ extern "C" fn host_entry(dram_base: u64, dram_size: u64, cpu: u64) -> ! {
     crate::jobs::secondary(cpu)
 }
 
-/// Issues one call through `syscall` (abi/src/regs.rs): rax = function ID, arguments in rdi,
-/// rsi, rdx, r10, r8, r9; results in rax (status), rdi, rsi, rdx, r10. `syscall` itself
-/// clobbers rcx and r11.
-pub fn call(regs: &CallRegs) -> CallResult {
-    let [a1, a2, a3, a4, a5, a6] = regs.args;
-    let (status, o1, o2, o3, o4): (u64, u64, u64, u64, u64);
-    // SAFETY: the TSM preserves every register but rax, rcx, r11 and the result registers (all
-    // declared as outputs). It may read and write the buffers a call names: the block is not
-    // `nomem`/`readonly`, so the compiler assumes memory changed. `syscall` does not use the stack.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") regs.fid => status,
-            inlateout("rdi") a1 => o1,
-            inlateout("rsi") a2 => o2,
-            inlateout("rdx") a3 => o3,
-            inlateout("r10") a4 => o4,
-            in("r8") a5,
-            in("r9") a6,
-            out("rcx") _,
-            out("r11") _,
-            options(nostack),
-        )
-    };
-    CallResult {
-        status,
-        out: [o1, o2, o3, o4],
+/// Exception vectors the IDT covers (all the architecture defines).
+const VECTORS: usize = 32;
+
+/// The IDT, shared by every CPU: filled by CPU 0 before the others are let go, read-only after.
+struct Idt(UnsafeCell<[u64; 2 * VECTORS]>);
+// SAFETY: written once by CPU 0 (`setup_idt`) before `__host_ready` releases the other CPUs,
+// only read (by the CPUs' `lidt`) afterwards.
+unsafe impl Sync for Idt {}
+static IDT: Idt = Idt(UnsafeCell::new([0; 2 * VECTORS]));
+
+/// Fills the IDT with interrupt gates to the exception stubs and loads it (CPU 0).
+extern "C" fn setup_idt() {
+    let stubs = exception_stubs as *const () as u64;
+    // SAFETY: CPU 0 alone runs now (the others wait for `__host_ready`); nothing else
+    // references the table.
+    let idt = unsafe { &mut *IDT.0.get() };
+    for (v, gate) in idt.chunks_exact_mut(2).enumerate() {
+        let handler = stubs + 16 * v as u64;
+        // Offset 15:0, selector 0x08, IST 0, type 0xE (64-bit interrupt gate), DPL 0, present,
+        // offset 31:16; then offset 63:32.
+        gate[0] =
+            (handler & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((handler >> 16) & 0xFFFF) << 48);
+        gate[1] = handler >> 32;
     }
+    load_idt();
+}
+
+/// Loads the IDT on this CPU.
+extern "C" fn load_idt() {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let p = Pointer {
+        limit: (16 * VECTORS - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
+    // SAFETY: the IDT is filled (CPU 0 does it before any CPU loads it) and lives for good;
+    // `lidt` only reads the 10-byte pointer.
+    unsafe { asm!("lidt [{}]", in(reg) &raw const p, options(readonly, nostack, preserves_flags)) };
+}
+
+/// The vector + 1 of the exception the last instruction of the exception table took (0:
+/// none): the table (`.data.rel.ro.host_extable`, pairs of the instruction's address and where to
+/// resume) lists the instructions the payload runs expecting the TSM may refuse them
+/// ([`probe`], `svm_escape`). Only CPU 0 runs them.
+static PROBE_FAULT: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f`, which executes one instruction of the exception table, and returns the vector it
+/// took (`None`: it went through) with `f`'s value.
+pub fn attempt(f: impl FnOnce() -> u64) -> (Option<u8>, u64) {
+    PROBE_FAULT.store(0, Ordering::SeqCst);
+    let value = f();
+    let fault = PROBE_FAULT.load(Ordering::SeqCst);
+    (fault.checked_sub(1).map(|v| v as u8), value)
+}
+
+/// What `exception_common` pushes under the CPU's frame for an unexpected exception.
+#[repr(C)]
+struct ExceptionFrame {
+    gprs: [u64; 15],
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+}
+
+extern "C" fn unexpected_exception(f: &ExceptionFrame) -> ! {
+    let cr2: u64;
+    // SAFETY: reading CR2 in ring 0 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    defmt::error!(
+        "host exception: vector {=u64}, error code {=u64:#x}, rip {=u64:#x}, rsp {=u64:#x}, rflags {=u64:#x}, cr2 {=u64:#x}, rax {=u64:#x}",
+        f.vector,
+        f.error_code,
+        f.rip,
+        f.rsp,
+        f.rflags,
+        cr2,
+        f.gprs[0]
+    );
+    crate::system_off(1)
+}
+
+unsafe extern "C" {
+    fn exception_stubs();
+    fn host_probe(pa: u64, write: u64, marker: u64) -> u64;
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.host_exceptions, \"ax\"",
+    ".balign 16",
+    ".global exception_stubs",
+    "exception_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    // Vectors 8, 10-14, 17, 21, 29, 30 push an error code; the others get a 0.
+    ".if (\\v == 8) || ((\\v >= 10) && (\\v <= 14)) || (\\v == 17) || (\\v == 21) || (\\v == 29) || (\\v == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push \\v",
+    "jmp exception_common",
+    ".endr",
+    "",
+    // [rsp] vector, +8 error code, +16 rip, +24 cs, +32 rflags, +40 rsp, +48 ss.
+    "exception_common:",
+    "push rax",
+    "push rcx",
+    "push rdx",
+    // [rsp + 24] vector, +32 error code, +40 rip: look the rip up in the exception table.
+    "mov rax, [rsp + 40]",
+    "lea rcx, [rip + __host_extable_start]",
+    "lea rdx, [rip + __host_extable_end]",
+    "1:",
+    "cmp rcx, rdx",
+    "jae 3f",
+    "cmp rax, [rcx]",
+    "je 2f",
+    "add rcx, 16",
+    "jmp 1b",
+    // An instruction that may fault on purpose: resume at its fixup with the vector recorded.
+    "2:",
+    "mov rax, [rcx + 8]",
+    "mov [rsp + 40], rax",
+    "mov rax, [rsp + 24]",
+    "inc rax",
+    "mov [rip + {fault}], rax",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    "3:",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "push r15",
+    "push r14",
+    "push r13",
+    "push r12",
+    "push r11",
+    "push r10",
+    "push r9",
+    "push r8",
+    "push rbp",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push rcx",
+    "push rbx",
+    "push rax",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {report}",
+    "ud2",
+    "",
+    // host_probe(pa = rdi, write = rsi, marker = rdx) -> the loaded value (0 for a store or a
+    // refused load): one access, listed in the exception table.
+    ".global host_probe",
+    "host_probe:",
+    "xor eax, eax",
+    "test rsi, rsi",
+    "jnz 4f",
+    "50:",
+    "mov rax, [rdi]",
+    "jmp 52f",
+    "4:",
+    "51:",
+    "mov [rdi], rdx",
+    "52:",
+    "ret",
+    ".pushsection .data.rel.ro.host_extable, \"aw\"",
+    ".quad 50b, 52b",
+    ".quad 51b, 52b",
+    ".popsection",
+    ".popsection",
+    report = sym unexpected_exception,
+    fault = sym PROBE_FAULT,
+);
+
+/// Touches 8 bytes at `pa`, memory the host must not reach, in one instruction: a load, or
+/// with `write` a store of `marker`. The TSM blocks such an access, logs it and injects #GP(0),
+/// which the IDT turns into a resume after the instruction. Returns whether it was blocked
+/// (by a #GP) and what the load returned (0 when blocked: nothing moved).
+pub fn probe(pa: u64, write: bool, marker: u64) -> (bool, u64) {
+    const GP: u8 = 13;
+    // SAFETY: one access to an address no Rust object of this program lives at: it either
+    // reaches memory the caller reports as an isolation failure, or raises an exception the
+    // handler resumes from at `host_probe`'s end. `host_probe` follows the C ABI.
+    let (fault, value) = attempt(|| unsafe { host_probe(pa, u64::from(write), marker) });
+    (fault == Some(GP), value)
+}
+
+/// Issues one call through `vmmcall` (abi/src/regs.rs): the ABI crate's transport.
+pub fn call(regs: &CallRegs) -> CallResult {
+    tsm_abi::api::Vmmcall.call(regs)
 }
 
 /// The scenario xtask chose, from the first word of the boot parameters page.
@@ -146,93 +426,88 @@ pub fn scenario_id() -> u32 {
 /// Microseconds since reset: the TSC divided by the rate the TSM passed at entry (0 if the TSM
 /// could not calibrate).
 pub fn now_us() -> u64 {
-    // SAFETY: RDTSC is allowed in ring 3 (CR4.TSD is clear) and has no side effects.
+    // SAFETY: RDTSC (not intercepted by the TSM) has no side effects.
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     tsc.checked_div(TSC_TICKS_PER_US.load(Ordering::Relaxed))
         .unwrap_or(0)
 }
 
-// The `vcpu-smoke` guest program (crate::vcpu_smoke), run in ring 3 at GPA 0x20_0000 with
-// rdi = VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM must
-// refuse: a DENIED_CALL exit, then `Denied` in rax), then G_EXIT((version failed << 48) |
+// The `vcpu-smoke` guest program (crate::vcpu_smoke), entered like every TVM vCPU (docs/
+// design.md "Guests"): in 32-bit protected mode, paging off, at GPA 0x20_0000, with edi = the
+// low half of VCPU_CREATE's arg0: G_VERSION(1.0), then the host call VERSION (which the TSM
+// must refuse: a DENIED_CALL exit, then `Denied` in rax), then G_EXIT((version failed << 31) |
 // (VERSION's status << 16) | (arg0 & 0xFFFF)), where "version failed" is 0 only if G_VERSION
-// succeeded and granted 1.0. The TSM preserves rbx and r12..r15 across a call; unused argument
-// registers are 0. At `__smoke_touch` (offset 0x100) a second program loads from the address
-// in rdi and stops.
+// succeeded and granted 1.0. The TSM preserves ebx and ebp across a call; the argument
+// registers 32-bit code cannot reach (r8..r10) are 0 from the start and only ever get a call's
+// zero fourth result. At `__smoke_touch` (offset 0x100) a second program loads from the
+// address in edi and stops.
 core::arch::global_asm!(
     ".pushsection .rodata.smoke_guest, \"a\"",
     ".balign 4096",
+    ".code32",
     ".global __smoke_guest",
     "__smoke_guest:",
-    "mov rbx, rdi",
+    "mov ebx, edi",
     "mov eax, 0xC6000200", // G_VERSION
     "mov edi, 0x10000",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "syscall",
-    "xor rdi, 0x10000", // 0 if 1.0 was chosen
-    "or rdi, rax",      // | the status (0 = success)
-    "xor r12d, r12d",
-    "test rdi, rdi",
-    "setnz r12b",
+    "vmmcall",
+    "xor edi, 0x10000", // 0 if 1.0 was chosen
+    "or edi, eax",      // | the status (0 = success)
+    "test edi, edi",
+    "setnz cl",
+    "movzx ebp, cl",
     "mov eax, 0xC6000100", // VERSION, a host call
     "mov edi, 0x10000",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "syscall",
-    "mov r13, rax",
-    "shl r12, 48",
-    "shl r13, 16",
-    "or r12, r13",
+    "vmmcall",
+    "shl eax, 16",
+    "shl ebp, 31",
+    "or ebp, eax",
     "movzx ebx, bx",
-    "or r12, rbx",
-    "mov rdi, r12",
+    "or ebp, ebx",
+    "mov edi, ebp",
     "xor esi, esi",
     "xor edx, edx",
-    "xor r10d, r10d",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
     "mov eax, 0xC6000202", // G_EXIT
-    "syscall",
+    "vmmcall",
     // G_EXIT never returns; a #UD would be a FAULT exit.
     "ud2",
     ".balign 256",
     ".global __smoke_touch",
     "__smoke_touch:",
-    "mov rax, [rdi]",
+    "mov eax, [edi]",
     "ud2",
     ".balign 4096",
+    ".code64",
     ".popsection",
 );
 
 /// `vcpu-smoke`'s fault vCPUs: one loads from host memory the TVM never mapped (the host
-/// payload's own first page), one from the TSM's trap trampoline alias, which every TVM's
-/// tables map supervisor-only (a #PF on a present page: no GPA).
+/// payload's own first page), one from the TSM's image by its physical address (no TVM's map
+/// has it, and no GPA the TVM maps is there). Both are nested page faults that name the GPA.
 pub const SMOKE_FAULTS: [FaultProbe; 2] = [
     FaultProbe {
         touches: 0x100_0000,
-        gpa: Some(0x100_0000),
+        gpa: 0x100_0000,
     },
     FaultProbe {
-        touches: 0xFFFF_FFFF_C000_0000,
-        gpa: None,
+        touches: 0x80_0000,
+        gpa: 0x80_0000,
     },
 ];
 
-/// Whether a FAULT exit's syndrome is a data access fault: vector 14 (#PF) in its low byte.
+/// Whether a FAULT exit's syndrome is a data access fault: vector 14 (#PF, which a nested page
+/// fault is reported as) in its low byte.
 pub fn is_data_fault(syndrome: u64) -> bool {
     const PF: u64 = 14;
     syndrome & 0xFF == PF
 }
 
 /// The host's devices on QEMU `q35`, as its ACPI tables say: bus 0's ECAM (MCFG) at
-/// 0xB000_0000, with every BAR assigned by SeaBIOS (the TSM maps both for ring 3, the chipset's
+/// 0xB000_0000, with every BAR assigned by SeaBIOS (the TSM maps both in the host's nested table, the chipset's
 /// functions read-only), and the VT-d unit (DMAR), which the TSM owns and never maps for the
 /// host. Used by `dma-hw` and `isolation-iommu` (env.rs).
 pub const DEVICES: tsm_scenarios::HostDevices = tsm_scenarios::HostDevices {

@@ -36,8 +36,8 @@ pub trait HostEnv: Transport {
     /// Copies `data` to host memory at `pa` (as [`HostEnv::read`]).
     fn write(&mut self, pa: Pa, data: &[u8]) -> bool;
     /// Reads (or, with `write`, overwrites with a marker) the first 8 bytes at `pa`, an address
-    /// the host must not reach. Where the TSM ends the run at a blocked host access (x86_64,
-    /// docs/design.md "Traps from the host") this returns only if the access went through.
+    /// the host must not reach, and says whether the TSM blocked it (docs/design.md "Traps from
+    /// the host").
     fn probe(&mut self, pa: Pa, write: bool) -> Probe;
     /// The NS memory the scenarios may donate and use for buffers: (base, granules). Nothing
     /// else of the host lives there.

@@ -126,9 +126,10 @@ impl PteFormat for ArmStage2 {
     }
 }
 
-/// x86-64 4-level paging (Intel SDM vol. 3 §4.5) for a TVM running in ring 3: every level has
-/// P (0), R/W (1), U/S (2) and A (5) set on tables (permissions are decided at the leaf; A is
-/// preset because the CPU sets it on every entry it walks, and an entry the CPU changed must still
+/// x86-64 4-level paging (Intel SDM vol. 3 §4.5) as AMD nested paging walks it for a TVM (an
+/// SVM guest; the nested walk counts as a user access, so U/S is needed at every level): every
+/// level has P (0), R/W (1), U/S (2) and A (5) set on tables (permissions are decided at the
+/// leaf; A is preset because the CPU sets it on every entry it walks, and an entry the CPU changed must still
 /// decode as ours), leaves add NX (63) unless executable and set A/D (5, 6) so the CPU never
 /// writes the table. Bit 9 (ignored by the CPU) marks shared pages.
 pub struct X86_64;

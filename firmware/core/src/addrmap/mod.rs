@@ -1,6 +1,6 @@
 //! TVM address maps: four-level translation tables (level 0 = root .. level 3 = 4 KiB pages)
 //! in granules the host donated. One map per TVM is the single source of truth for the CPU (the
-//! platform walks it as the TVM's stage 2 / ring-3 page tables) and for the secure vIOMMU's
+//! platform walks it as the TVM's stage 2 / nested page table) and for the secure vIOMMU's
 //! stage 2 ([`crate::Tsm::stage2_lookup`]).
 //!
 //! The walker only reads and writes entries; granule states and the refcounts of table

@@ -127,7 +127,7 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
             // A guest call is answered in the guest; the fault ends the host's VCPU_RUN.
             vcpu_run,
             // A trap the HAL lets the host survive.
-            HostExit::Trap(HostTrap::Skipped),
+            HostExit::Trap(HostTrap::Survived),
             // The HAL cannot enter the vCPU.
             vcpu_run,
             // The faulting access is retried, then the guest ends.
@@ -158,7 +158,7 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
         host.results,
         [ok(version), fault, fault, exited(ExitReason::GuestExit)]
     );
-    assert_eq!(host.judged, [HostTrap::Skipped]);
+    assert_eq!(host.judged, [HostTrap::Survived]);
     let g_version = h
         .call_as(
             crate::Origin::Guest { vcpu },
@@ -220,7 +220,7 @@ fn a_fatal_host_trap_ends_the_run_as_a_failure() {
     let mut host = Host {
         traps: VecDeque::from([
             HostExit::Call(regs(CallId::VERSION, &[0x1_0000])),
-            HostExit::Trap(HostTrap::Skipped),
+            HostExit::Trap(HostTrap::Survived),
             HostExit::Trap(HostTrap::Fatal),
         ]),
         ..Host::default()
@@ -228,7 +228,7 @@ fn a_fatal_host_trap_ends_the_run_as_a_failure() {
     assert_eq!(run(&h, &mut host, &Guest::default()), ExitCode::Failure);
     let version = h.host(CallId::VERSION, &[0x1_0000]).unwrap();
     assert_eq!(host.results, [ok(version)]);
-    assert_eq!(host.judged, [HostTrap::Skipped, HostTrap::Fatal]);
+    assert_eq!(host.judged, [HostTrap::Survived, HostTrap::Fatal]);
 }
 
 fn read_record(h: &Harness, record: Pa) -> VcpuExit {

@@ -4,11 +4,11 @@
 //!   faults and exits to the host, which carries on), nor name them in a call; the host cannot
 //!   map one TVM's private page into another.
 //! - [`host_access`]: the host loads from a delegated granule, stores to a TVM's private page,
-//!   loads from the TSM's own memory or from the platform IOMMU's registers, one access per run. Each is a run of its own because what
-//!   the TSM does with a blocked host access is the HAL's (docs/design.md "Traps from the host"):
-//!   on x86_64 it logs the fault and ends the run; on aarch64 it logs it and skips the access.
-//!   Either way the data never reaches the host; xtask's rows check the TSM's log line with the
-//!   address.
+//!   loads from the TSM's own memory or from the platform IOMMU's registers, one access per run,
+//!   so that each run's log shows the TSM blocking that access (docs/design.md "Traps from the
+//!   host"): on aarch64 it skips the access, on x86_64 it injects #GP(0), and the host goes on
+//!   to its teardown either way. The data never reaches the host; xtask's rows check the TSM's
+//!   log line with the address.
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::host;
@@ -90,8 +90,7 @@ pub enum HostTarget {
 /// docs/design.md "Traps from the host"); the run fails if the granule is another.
 pub const TARGET_INDEX: u64 = 3;
 
-/// One host access to secure memory: it must be blocked. Where the TSM ends the run at the
-/// fault this returns only if the access went through (and then fails).
+/// One host access to secure memory: it must be blocked, and the host goes on.
 pub fn host_access<E: HostEnv>(env: &mut E, target: HostTarget) -> Outcome {
     let mut w = World::new(env)?;
     let (pa, write, what) = match target {

@@ -215,8 +215,8 @@ pub const CLOCK_CALL_TICKS: u64 = 100;
 
 impl SimGuest {
     /// An x86-64 CPU's walk of the TVM's tables for one access: it ignores the Accessed and
-    /// Dirty bits when it reads an entry and sets Accessed on every entry it uses (the TVM runs
-    /// on these very tables in ring 3), Dirty on the page for a write.
+    /// Dirty bits when it reads an entry and sets Accessed on every entry it uses (the TVM's
+    /// nested walk of these very tables does), Dirty on the page for a write.
     fn x86_walk(&self, map: &AddressMap<'_>, gpa: Gpa, write: bool) -> Option<Pa> {
         const PRESENT: u64 = 1;
         const RW: u64 = 1 << 1;

@@ -1,0 +1,195 @@
+//! TVM vCPUs as SVM guests (the HAL's [`GuestCpu`]): the TVM's map is the nested page table,
+//! the vCPU's state lives in its context area between runs.
+//!
+//! The core's x86-64 map format is what AMD nested paging walks (every level has U, which the
+//! nested walk requires; A and D preset), so the TVM's root goes into `N_CR3` as it is. Each CPU
+//! runs vCPUs with one VMCB of its own (`svm::Vmcb::guest`), ASID [`TVM_ASID`], the TLB flushed
+//! on every VMRUN (ASIDs do not tag TCG's TLB and it has no flush-by-ASID, so per-TVM ASIDs
+//! would buy nothing here): a vCPU never sees another TVM's, or its own stale, translations. A
+//! change to a TVM's map reaches a CPU running it by the shootdown NMI, which the guest's NMI
+//! intercept turns into a #VMEXIT; the next VMRUN flushes.
+//!
+//! Between runs the vCPU's general-purpose registers, the VMCB's state-save area
+//! (`vmcb::SAVED_STATE`: segments, control registers, EFER, RIP, RSP, RAX, the `vmload` MSRs,
+//! PAT) and its x87/SSE registers are kept in its context area, copied into this CPU's VMCB and
+//! registers before VMRUN and back after. VMRUN does not switch the x87/SSE registers, so the
+//! host's are saved in this CPU's area first and restored after: no TVM register reaches the
+//! host, and the host's survive its VCPU_RUN. (Nothing beyond x87/SSE is guest state: XSAVE
+//! and AVX are hidden and XSETBV refused, `intercept`.) The debug address registers DR0..DR3,
+//! which VMRUN does not switch either, go the same way.
+//!
+//! A vCPU starts like every guest of the TSM (`intercept::enter_flat32`): 32-bit protected
+//! mode, paging off, at its entry GPA, with edi = arg0's low half and esi = its high half (a
+//! 32-bit entry cannot see the upper halves of the registers). Its exits are those of
+//! `intercept`, and every exception is intercepted too: the core reports it as a FAULT exit
+//! (vector in bits 7:0 of the syndrome, error code in 63:32) and the vCPU retries the
+//! instruction when it next runs. A nested page fault is reported as vector 14 (#PF) with the
+//! nested fault's error code and the GPA.
+
+use core::mem::offset_of;
+
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+
+use super::cpu;
+use super::intercept::{self, Stop};
+use super::percpu;
+use super::platform::X86Platform;
+use super::smp;
+use super::svm::{self, FxState, Gprs, Vmcb, exit, vmcb};
+use crate::platform::run::{EntryError, GuestCpu, GuestExit, Resume};
+
+/// The address-space tag of every TVM vCPU (the host's is 1).
+const TVM_ASID: u32 = 2;
+/// Every exception vector is intercepted.
+const ALL_EXCEPTIONS: u32 = u32::MAX;
+
+const SAVED: usize = vmcb::SAVED_STATE.end - vmcb::SAVED_STATE.start;
+const _: () = assert!(offset_of!(Context, fpu).is_multiple_of(16));
+
+/// A vCPU's context area between runs.
+#[repr(C)]
+struct Context {
+    gprs: Gprs,
+    state: [u8; SAVED],
+    /// DR0..DR3 (DR6 and DR7 are in the state-save area).
+    debug: [u64; 4],
+    fpu: FxState,
+}
+
+/// The x87/SSE state a vCPU starts with: FNINIT's control word, MXCSR's reset value, every
+/// register zero.
+static INITIAL_FPU: FxState = {
+    let mut image = [0u8; 512];
+    image[0] = 0x7F;
+    image[1] = 0x03;
+    image[24] = 0x80;
+    image[25] = 0x1F;
+    FxState(image)
+};
+
+/// Bytes of a vCPU context area [`GuestCpu::run_guest`] uses.
+pub const GUEST_FRAME_SIZE: u64 = core::mem::size_of::<Context>() as u64;
+
+const PAGE_FAULT: u64 = 14;
+const PF_WRITE: u64 = 1 << 1;
+/// The first exception #VMEXIT code (vector 0); vector v is this + v.
+const EXIT_EXCEPTION_0: u64 = 0x40;
+/// The syndrome's vector of an exit that is no exception (a triple fault); the exit code is in
+/// bits 63:32.
+const NO_VECTOR: u64 = 0xFF;
+
+impl GuestCpu for X86Platform {
+    /// Runs the vCPU on its TVM's map `root` as an SVM guest. The context area is TSM-owned
+    /// memory (a delegated VCPU granule) that the core gives this CPU for the run.
+    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+        let fits = context.0.is_multiple_of(16)
+            && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
+            && self.check(context, GUEST_FRAME_SIZE as usize).is_ok();
+        if !fits {
+            return Err(EntryError::BadContext);
+        }
+        if !root.is_granule_aligned() || self.check(root, GRANULE_SIZE as usize).is_err() {
+            return Err(EntryError::BadRoot);
+        }
+        let cpu = percpu::this_cpu();
+        let mut v = Vmcb::guest(cpu).ok_or(EntryError::BadContext)?;
+        v.set_controls(
+            intercept::INTERCEPTS_MISC1,
+            intercept::INTERCEPTS_MISC2,
+            ALL_EXCEPTIONS,
+            TVM_ASID,
+            root.0,
+        );
+        let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
+        let ctx = context.0 as *mut Context;
+        let state = (context.0 + offset_of!(Context, state) as u64) as *mut u8;
+        let fpu = (context.0 + offset_of!(Context, fpu) as u64) as *mut u8;
+        // SAFETY: this CPU's host area is 16-aligned and 512 bytes (`svm`), the TSM runs with
+        // CR0.EM/TS clear and CR4.OSFXSR set (`boot`).
+        unsafe { cpu::fxsave(host_fpu) };
+        let host_debug = cpu::debug_addresses();
+        let mut gprs = match resume {
+            Resume::Start { entry, arg0 } => {
+                v.clear_state();
+                intercept::enter_flat32(&mut v, entry.0);
+                // SAFETY: a valid, 16-aligned image; the CPU state as above. The TSM's DR7 is
+                // clear (VMRUN's exit restores it so), so no address loaded here breaks in it.
+                unsafe {
+                    cpu::fxrstor(INITIAL_FPU.0.as_ptr());
+                    cpu::set_debug_addresses([0; 4]);
+                }
+                Gprs {
+                    rdi: arg0 & 0xFFFF_FFFF,
+                    rsi: arg0 >> 32,
+                    ..Gprs::default()
+                }
+            }
+            Resume::Continue | Resume::Return(_) => {
+                // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped
+                // read-write for ring 0 (a VCPU granule is delegated: U clear, no SMAP bracket
+                // needed), 16-aligned and inside one granule; the core gives this CPU the
+                // vCPU's area exclusively between its claim (VCPU_RUN) and the exit to the
+                // host. It does not overlap the VMCB (TSM memory).
+                // The x87/SSE image is one FXSAVE wrote there on the last exit (the area is zero
+                // only before the first run, which is a `Start`).
+                // DR0..DR3 as above.
+                unsafe {
+                    v.load_state(state);
+                    cpu::fxrstor(fpu);
+                    cpu::set_debug_addresses((*ctx).debug);
+                    (*ctx).gprs
+                }
+            }
+        };
+        if let Resume::Return(r) = resume {
+            v.write64(vmcb::RAX, r.status);
+            gprs.rdi = r.out[0];
+            gprs.rsi = r.out[1];
+            gprs.rdx = r.out[2];
+            gprs.r10 = r.out[3];
+        }
+        smp::set_running_root(Some(root.0));
+        let stop = intercept::run(&mut v, &mut gprs, cpu);
+        smp::set_running_root(None);
+        // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
+        // layout keeps `fpu` at a multiple of 16).
+        unsafe {
+            v.save_state(state);
+            (*ctx).gprs = gprs;
+            (*ctx).debug = cpu::debug_addresses();
+            cpu::set_debug_addresses(host_debug);
+            cpu::fxsave(fpu);
+            cpu::fxrstor(host_fpu);
+        }
+        Ok(match stop {
+            Stop::Call(regs) => GuestExit::Call(regs),
+            Stop::Exit(code) => fault(&v, code),
+        })
+    }
+}
+
+/// A vCPU exit that is no call, as the core sees it (module doc).
+fn fault(v: &Vmcb, code: u64) -> GuestExit {
+    let info1 = v.read64(vmcb::EXIT_INFO1);
+    let error = (info1 & 0xFFFF_FFFF) << 32;
+    match code {
+        exit::NPF => GuestExit::Fault {
+            syndrome: PAGE_FAULT | error,
+            gpa: Some(Gpa(v.read64(vmcb::EXIT_INFO2) & !(GRANULE_SIZE - 1))),
+            write: info1 & PF_WRITE != 0,
+        },
+        EXIT_EXCEPTION_0..0x60 => {
+            let vector = code - EXIT_EXCEPTION_0;
+            GuestExit::Fault {
+                syndrome: vector | error,
+                gpa: None,
+                write: vector == PAGE_FAULT && info1 & PF_WRITE != 0,
+            }
+        }
+        _ => GuestExit::Fault {
+            syndrome: NO_VECTOR | ((code & 0xFFFF_FFFF) << 32),
+            gpa: None,
+            write: false,
+        },
+    }
+}

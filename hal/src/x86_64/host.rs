@@ -1,0 +1,194 @@
+//! The host as an SVM guest: its VMCB on each CPU, how it starts, and what each #VMEXIT means
+//! (the HAL's [`HostCpu`]).
+//!
+//! **Entry and exits** are those of every SVM guest of the TSM (`intercept`): at [`HOST_ENTRY`]
+//! in 32-bit protected mode, paging off, with edi = DRAM base, esi = DRAM size (DRAM lies
+//! below 4 GiB on q35), edx = CPU index, ecx = TSC ticks per microsecond; the call gate is
+//! `vmmcall`. The host's address-space tag is [`HOST_ASID`]; its nested table is `paging`'s.
+//!
+//! The host has no local APIC: its page is outside the nested table, and the x2APIC MSRs are
+//! refused. The TSM starts every CPU itself at boot and enters the host on each (`smp`);
+//! interrupts are not intercepted, and the host enables none. A triple fault ends the run.
+//!
+//! **Blocked accesses.** A host access to anything its nested table does not map (delegated
+//! and TVM-private granules, the TSM's memory, the VT-d registers, the local APIC, unassigned
+//! addresses) is a nested page fault. The TSM logs it with the guest-physical address and
+//! injects #GP(0) at the faulting instruction, which did not happen: the x86 exception a kernel
+//! gets for an access it may not make (Linux fixes up or kills the task); a #PF would send a
+//! kernel to its own page tables, which map the address. A fault while the CPU delivers an
+//! event, or on the host's own page-table walk, ends the run: injecting into a half-delivered
+//! event could not leave the host's state consistent (a triple fault would end it too).
+
+use tsm_abi::regs::CallResult;
+
+use super::intercept::{self, Stop, VECTOR_GP};
+use super::paging;
+use super::svm::{Gprs, Vmcb, exit, vmcb};
+use crate::platform::run::{HostCpu, HostExit, HostTrap};
+
+/// The host payload's entry: the first byte of its image (docs/design.md).
+pub const HOST_ENTRY: u64 = 0x100_0000;
+/// The host's address-space tag.
+const HOST_ASID: u32 = 1;
+
+/// EXITINFO1 of a nested page fault: bit 1 write, bit 4 instruction fetch, bit 33 during the
+/// guest's own page-table walk.
+const NPF_WRITE: u64 = 1 << 1;
+const NPF_FETCH: u64 = 1 << 4;
+const NPF_WALK: u64 = 1 << 33;
+/// EXITINTINFO: an event was being delivered.
+const INT_INFO_VALID: u64 = 1 << 31;
+
+/// The host's context on one CPU: its VMCB and the registers VMRUN does not switch.
+pub struct HostContext {
+    cpu: usize,
+    vmcb: Vmcb,
+    gprs: Gprs,
+}
+
+/// A host exit that is not a call, as the VMCB recorded it.
+#[derive(Clone, Copy, Debug)]
+pub struct HostFault {
+    code: u64,
+    info1: u64,
+    info2: u64,
+    int_info: u64,
+    rip: u64,
+}
+
+impl HostContext {
+    /// CPU `cpu`'s host, about to start at `entry` with `args` in edi, esi, edx, ecx (module
+    /// doc); `None` if the CPU has no VMCB (`cpu` ≥ `percpu::MAX_CPUS`).
+    pub fn new(cpu: usize, entry: u32, args: [u32; 4]) -> Option<Self> {
+        let mut v = Vmcb::host(cpu)?;
+        v.set_controls(
+            intercept::INTERCEPTS_MISC1,
+            intercept::INTERCEPTS_MISC2,
+            0,
+            HOST_ASID,
+            paging::nested_root(),
+        );
+        intercept::enter_flat32(&mut v, u64::from(entry));
+        let gprs = Gprs {
+            rdi: u64::from(args[0]),
+            rsi: u64::from(args[1]),
+            rdx: u64::from(args[2]),
+            rcx: u64::from(args[3]),
+            ..Gprs::default()
+        };
+        Some(HostContext { cpu, vmcb: v, gprs })
+    }
+
+    fn fault(&self, code: u64) -> HostFault {
+        HostFault {
+            code,
+            info1: self.vmcb.read64(vmcb::EXIT_INFO1),
+            info2: self.vmcb.read64(vmcb::EXIT_INFO2),
+            int_info: self.vmcb.read64(vmcb::EXIT_INT_INFO),
+            rip: self.vmcb.read64(vmcb::RIP),
+        }
+    }
+
+    fn report(&self, f: &HostFault, what: &str) {
+        let g = &self.gprs;
+        defmt::error!(
+            "CPU {=usize}: host {=str}: exit code {=u64:#x}, EXITINFO1 {=u64:#x}, EXITINFO2 {=u64:#x}, EXITINTINFO {=u64:#x}, rip {=u64:#x}, rsp {=u64:#x}, rflags {=u64:#x}, cr0 {=u64:#x}, cr3 {=u64:#x}, efer {=u64:#x}",
+            self.cpu,
+            what,
+            f.code,
+            f.info1,
+            f.info2,
+            f.int_info,
+            f.rip,
+            self.vmcb.read64(vmcb::RSP),
+            self.vmcb.read64(vmcb::RFLAGS),
+            self.vmcb.read64(vmcb::CR0),
+            self.vmcb.read64(vmcb::CR3),
+            self.vmcb.read64(vmcb::EFER)
+        );
+        defmt::error!(
+            "host regs: rax {=u64:#x} rbx {=u64:#x} rcx {=u64:#x} rdx {=u64:#x} rsi {=u64:#x} rdi {=u64:#x} rbp {=u64:#x} r8 {=u64:#x} r9 {=u64:#x} r10 {=u64:#x} r11 {=u64:#x} r12 {=u64:#x} r13 {=u64:#x} r14 {=u64:#x} r15 {=u64:#x}",
+            self.vmcb.read64(vmcb::RAX),
+            g.rbx,
+            g.rcx,
+            g.rdx,
+            g.rsi,
+            g.rdi,
+            g.rbp,
+            g.r8,
+            g.r9,
+            g.r10,
+            g.r11,
+            g.r12,
+            g.r13,
+            g.r14,
+            g.r15
+        );
+    }
+}
+
+impl HostCpu for HostContext {
+    type Trap = HostFault;
+
+    /// Runs the host until it makes a call or an exit the TSM does not complete itself.
+    fn run(&mut self) -> HostExit<HostFault> {
+        match intercept::run(&mut self.vmcb, &mut self.gprs, self.cpu) {
+            Stop::Call(regs) => HostExit::Call(regs),
+            Stop::Exit(code) => HostExit::Trap(self.fault(code)),
+        }
+    }
+
+    fn complete_call(&mut self, result: &CallResult) {
+        self.vmcb.write64(vmcb::RAX, result.status);
+        let g = &mut self.gprs;
+        g.rdi = result.out[0];
+        g.rsi = result.out[1];
+        g.rdx = result.out[2];
+        g.r10 = result.out[3];
+    }
+
+    /// A nested page fault on an address the host may not reach is logged and becomes a #GP(0)
+    /// at the faulting instruction (module doc); everything else is reported and ends the run.
+    fn handle_trap(&mut self, f: HostFault) -> HostTrap {
+        match f.code {
+            exit::NPF if f.info1 & NPF_WALK == 0 && f.int_info & INT_INFO_VALID == 0 => {
+                let access = if f.info1 & NPF_FETCH != 0 {
+                    "fetch"
+                } else if f.info1 & NPF_WRITE != 0 {
+                    "write"
+                } else {
+                    "read"
+                };
+                defmt::warn!(
+                    "CPU {=usize}: host {=str} of GPA {=u64:#x} (not the host's) blocked: nested page fault (error code {=u64:#x}), #GP(0) injected at rip {=u64:#x}",
+                    self.cpu,
+                    access,
+                    f.info2,
+                    f.info1,
+                    f.rip
+                );
+                self.vmcb.inject_exception(VECTOR_GP, Some(0));
+                HostTrap::Survived
+            }
+            exit::NPF => {
+                self.report(
+                    &f,
+                    "nested page fault while delivering an event or walking its own tables",
+                );
+                HostTrap::Fatal
+            }
+            exit::SHUTDOWN => {
+                self.report(&f, "shut down (triple fault)");
+                HostTrap::Fatal
+            }
+            exit::INVALID => {
+                self.report(&f, "state refused by VMRUN");
+                HostTrap::Fatal
+            }
+            _ => {
+                self.report(&f, "exit the TSM does not handle");
+                HostTrap::Fatal
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! What every SVM guest of the TSM (the host, TVM vCPUs) gets at entry and what its #VMEXITs
+//! mean, up to the call gate: the one run loop of `host` and `guest`.
+//!
+//! **Entry** ([`enter_flat32`]): like a PVH boot loader, 32-bit protected mode with paging off:
+//! flat 4 GiB code (selector 0x08) and data (0x10) segments, CPL 0, `CR0 = PE|ET`, interrupts
+//! off, no GDT or IDT of its own yet. The guest owns its rings, page tables, GDT and IDT; the
+//! TSM owns the nested page table under them.
+//!
+//! **Exits** ([`run`]). The call gate is `vmmcall` (rax = function ID, arguments and results in
+//! the registers of docs/abi.md); the TSM moves RIP past it. Besides it, everything that would
+//! let a guest escape or reach the TSM's hardware is intercepted ([`INTERCEPTS_MISC1`],
+//! [`INTERCEPTS_MISC2`]) and completed here:
+//! - VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA: #UD, as on a CPU without SVM (a
+//!   guest VMSAVE would write host-physical memory: PLATFORM-FACTS.md);
+//! - XSETBV: #UD. XCR0 is not switched by VMRUN, and the register state beyond x87/SSE is not
+//!   kept per guest (`guest` switches the FXSAVE image only), so no guest gets XSAVE or AVX;
+//! - CPUID: answered from the CPU's own, with SVM hidden (`8000_0001h ECX.SVM` clear, leaf
+//!   `8000_000Ah` zero) and so is XSAVE (leaf 1's XSAVE, OSXSAVE and AVX, leaf 7's AVX2 and
+//!   AVX-512 bits, leaf 0Dh zero);
+//! - MSRs: every one but those VMRUN/`vmload` switch (`svm::PASSTHROUGH_MSRS`). EFER is
+//!   emulated: reads hide SVME (which VMRUN requires set), writes may change SCE, LME (not with
+//!   paging on) and NXE, anything else is #GP. Every other intercepted MSR raises #GP(0), as an
+//!   absent MSR does: among them VM_CR and VM_HSAVE_PA, the APIC base and the x2APIC registers
+//!   (so no ICR write, hence no INIT or SIPI, leaves a guest), MTRRs, the SMM ranges and
+//!   TSC_AUX (which VMRUN does not switch);
+//! - port I/O: every port; IN reads all-ones, OUT is dropped, string forms raise #GP(0). The
+//!   TSM's own ports (COM1, the exit port, fw_cfg with its DMA interface, PCI's CF8/CFC) are
+//!   among them; the host reaches its devices through MMIO (ECAM, BARs);
+//! - INVD (it would drop the TSM's dirty cache lines): done as a no-op, the caches kept;
+//! - NMIs (the TSM's shootdown, taken by its handler once the exit has set GIF again) and
+//!   INIT (which TCG never raises: PLATFORM-FACTS.md): the guest just goes on.
+//!
+//! Every other exit (a nested page fault, a triple fault, an intercepted exception) is the
+//! caller's.
+
+use tsm_abi::regs::CallRegs;
+
+use super::cpu;
+use super::svm::{self, Gprs, Segment, Vmcb, exit, misc1, misc2, vmcb};
+
+/// The intercepts every guest gets (module doc).
+pub const INTERCEPTS_MISC1: u32 = misc1::NMI
+    | misc1::INIT
+    | misc1::CPUID
+    | misc1::INVD
+    | misc1::INVLPGA
+    | misc1::IOIO
+    | misc1::MSR
+    | misc1::SHUTDOWN;
+pub const INTERCEPTS_MISC2: u32 = misc2::XSETBV
+    | misc2::VMRUN
+    | misc2::VMMCALL
+    | misc2::VMLOAD
+    | misc2::VMSAVE
+    | misc2::STGI
+    | misc2::CLGI
+    | misc2::SKINIT;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_PG: u64 = 1 << 31;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+/// The EFER bits a guest may write.
+const EFER_GUEST_WRITABLE: u64 = cpu::EFER_SCE | EFER_LME | EFER_NXE;
+/// The power-on PAT.
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+pub const VECTOR_UD: u8 = 6;
+pub const VECTOR_GP: u8 = 13;
+
+/// Instruction lengths of the intercepted instructions the TSM completes (no next-RIP in TCG;
+/// every one has a single encoding, and a guest that prefixes one only misleads itself).
+const LEN_VMMCALL: u64 = 3;
+const LEN_TWO_BYTE: u64 = 2;
+
+/// EXITINFO1 of an IOIO exit: IN (else OUT), string, operand size bits.
+const IO_IN: u64 = 1 << 0;
+const IO_STRING: u64 = 1 << 2;
+const IO_SIZE_8: u64 = 1 << 4;
+const IO_SIZE_16: u64 = 1 << 5;
+
+/// A 32-bit flat segment: base 0, limit 4 GiB, D/B and G set, `access` its access byte.
+fn flat32(selector: u16, access: u16) -> Segment {
+    Segment {
+        selector,
+        attributes: access | (1 << 10) | (1 << 11),
+        limit: u32::MAX,
+        base: 0,
+    }
+}
+
+/// Writes the entry state of the module doc into `v`'s state-save area, RIP = `entry`.
+pub fn enter_flat32(v: &mut Vmcb, entry: u64) {
+    v.set_segment(vmcb::CS, flat32(0x08, 0x9B));
+    for s in [vmcb::DS, vmcb::ES, vmcb::SS, vmcb::FS, vmcb::GS] {
+        v.set_segment(s, flat32(0x10, 0x93));
+    }
+    let empty = Segment {
+        selector: 0,
+        attributes: 0,
+        limit: 0,
+        base: 0,
+    };
+    for s in [vmcb::GDTR, vmcb::IDTR, vmcb::LDTR] {
+        v.set_segment(s, empty);
+    }
+    // A present, busy 32-bit TSS: what a task register holds after boot firmware.
+    v.set_segment(
+        vmcb::TR,
+        Segment {
+            selector: 0,
+            attributes: 0x8B,
+            limit: 0xFFFF,
+            base: 0,
+        },
+    );
+    v.write8(vmcb::CPL, 0);
+    v.write64(vmcb::EFER, svm::EFER_SVME);
+    v.write64(vmcb::CR0, CR0_PE | CR0_ET);
+    v.write64(vmcb::CR2, 0);
+    v.write64(vmcb::CR3, 0);
+    v.write64(vmcb::CR4, 0);
+    v.write64(vmcb::DR7, 0x400);
+    v.write64(vmcb::DR6, 0xFFFF_0FF0);
+    v.write64(vmcb::RFLAGS, 1 << 1);
+    v.write64(vmcb::RIP, entry);
+    v.write64(vmcb::RSP, 0);
+    v.write64(vmcb::RAX, 0);
+    v.write64(vmcb::G_PAT, PAT_DEFAULT);
+}
+
+/// Why [`run`] stopped.
+pub enum Stop {
+    /// A `vmmcall`, RIP already past it; registers copied once.
+    Call(CallRegs),
+    /// An exit this module does not complete: its #VMEXIT code.
+    Exit(u64),
+}
+
+/// Runs the guest of `v` on CPU `cpu` until it makes a call or an exit the caller handles.
+pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
+    loop {
+        match v.run(g, cpu) {
+            exit::VMMCALL => {
+                v.skip(LEN_VMMCALL);
+                return Stop::Call(CallRegs {
+                    fid: v.read64(vmcb::RAX),
+                    args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
+                });
+            }
+            exit::CPUID => cpuid(v, g),
+            exit::MSR => msr(v, g, cpu),
+            exit::IOIO => io(v),
+            exit::INVD => v.skip(LEN_TWO_BYTE),
+            exit::NMI | exit::INIT => {}
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA
+            | exit::XSETBV => v.inject_exception(VECTOR_UD, None),
+            code => return Stop::Exit(code),
+        }
+    }
+}
+
+/// `CPUID 1 ECX`: XSAVE, OSXSAVE, AVX.
+const CPUID1_XSAVE: u32 = 1 << 26;
+const CPUID1_OSXSAVE: u32 = 1 << 27;
+const CPUID1_AVX: u32 = 1 << 28;
+/// `CPUID 7.0 EBX`: the features whose state only XSAVE manages (AVX2, AVX-512 F/DQ/IFMA/PF/
+/// ER/CD/BW/VL).
+const CPUID7_EXTENDED_STATE: u32 = (1 << 5)
+    | (1 << 16)
+    | (1 << 17)
+    | (1 << 21)
+    | (1 << 26)
+    | (1 << 27)
+    | (1 << 28)
+    | (1 << 30)
+    | (1 << 31);
+
+/// CPUID from the CPU's own answer, SVM and XSAVE hidden.
+fn cpuid(v: &mut Vmcb, g: &mut Gprs) {
+    let leaf = v.read64(vmcb::RAX) as u32;
+    let mut r = cpu::cpuid(leaf, g.rcx as u32);
+    match leaf {
+        1 => r[2] &= !(CPUID1_XSAVE | CPUID1_OSXSAVE | CPUID1_AVX),
+        7 => r[1] &= !CPUID7_EXTENDED_STATE,
+        0xD | 0x8000_000A => r = [0; 4],
+        0x8000_0001 => r[2] &= !svm::CPUID_SVM,
+        _ => {}
+    }
+    v.write64(vmcb::RAX, u64::from(r[0]));
+    g.rbx = u64::from(r[1]);
+    g.rcx = u64::from(r[2]);
+    g.rdx = u64::from(r[3]);
+    v.skip(LEN_TWO_BYTE);
+}
+
+const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8FF;
+
+/// RDMSR/WRMSR: EFER emulated, everything else #GP(0) (module doc).
+fn msr(v: &mut Vmcb, g: &mut Gprs, cpu: usize) {
+    let msr = g.rcx as u32;
+    let write = v.read64(vmcb::EXIT_INFO1) & 1 != 0;
+    let efer = v.read64(vmcb::EFER);
+    let done = match (msr, write) {
+        (cpu::MSR_EFER, false) => {
+            let value = efer & !svm::EFER_SVME;
+            v.write64(vmcb::RAX, value & 0xFFFF_FFFF);
+            g.rdx = value >> 32;
+            true
+        }
+        (cpu::MSR_EFER, true) => {
+            let value = (g.rdx << 32) | (v.read64(vmcb::RAX) & 0xFFFF_FFFF);
+            let paging = v.read64(vmcb::CR0) & CR0_PG != 0;
+            let allowed = value & !(EFER_GUEST_WRITABLE | EFER_LMA) == 0
+                && !(paging && (value ^ efer) & EFER_LME != 0);
+            if allowed {
+                let new = (value & EFER_GUEST_WRITABLE) | (efer & EFER_LMA) | svm::EFER_SVME;
+                v.write64(vmcb::EFER, new);
+            }
+            allowed
+        }
+        _ => false,
+    };
+    if done {
+        v.skip(LEN_TWO_BYTE);
+        return;
+    }
+    if X2APIC_MSRS.contains(&msr) || msr == svm::MSR_VM_CR || msr == svm::MSR_VM_HSAVE_PA {
+        defmt::debug!(
+            "CPU {=usize}: guest {=str} of MSR {=u32:#x} refused",
+            cpu,
+            if write { "write" } else { "read" },
+            msr
+        );
+    }
+    v.inject_exception(VECTOR_GP, Some(0));
+}
+
+/// Port I/O: IN reads all-ones, OUT is dropped, string forms #GP(0).
+fn io(v: &mut Vmcb) {
+    let info = v.read64(vmcb::EXIT_INFO1);
+    if info & IO_STRING != 0 {
+        v.inject_exception(VECTOR_GP, Some(0));
+        return;
+    }
+    if info & IO_IN != 0 {
+        let ones = if info & IO_SIZE_8 != 0 {
+            0xFF
+        } else if info & IO_SIZE_16 != 0 {
+            0xFFFF
+        } else {
+            0xFFFF_FFFF
+        };
+        let rax = v.read64(vmcb::RAX);
+        // A 32-bit IN zero-extends into rax; narrower ones keep the upper bits.
+        let kept = if ones == 0xFFFF_FFFF { 0 } else { rax & !ones };
+        v.write64(vmcb::RAX, kept | ones);
+    }
+    // EXITINFO2 of an IOIO exit is the next instruction's RIP, even without next-RIP saving.
+    let next = v.read64(vmcb::EXIT_INFO2);
+    v.write64(vmcb::RIP, next);
+}

@@ -1,0 +1,595 @@
+//! AMD SVM: the TSM (ring 0, `EFER.SVME`) runs the host as an SVM guest behind the host's
+//! nested page table (`paging`'s nested tables), one VMCB per CPU.
+//!
+//! What the CPU needs besides each VMCB: a host-save area per CPU (`VM_HSAVE_PA`, where VMRUN
+//! keeps the TSM's state the exit restores), a second area per CPU for the state VMRUN does not
+//! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave` before the guest's
+//! `vmload`, `vmload` after its `vmsave`), the I/O permission map and the MSR permission map
+//! (shared by every CPU, set once by the boot CPU: every port and every MSR intercepted but the
+//! guest-owned MSRs VMRUN/`vmload` switch, see [`init_maps`]). All of it lives in the TSM's BSS,
+//! which no nested table maps.
+//!
+//! [`run`] is the world switch: `clgi`, the TSM's `vmsave`, the guest's `vmload`, its
+//! general-purpose registers, `vmrun`; on the #VMEXIT the reverse, then `stgi`. The TSM runs
+//! with the global interrupt flag set and `RFLAGS.IF` clear, so the NMIs of a TLB shootdown
+//! (`smp`) reach it: an NMI that arrives while a guest runs is intercepted (a #VMEXIT), stays
+//! pending through the exit, and is taken by the TSM's handler at the `stgi`.
+//!
+//! QEMU's TCG (PLATFORM-FACTS.md) saves no next RIP, has no decode assists, no flush-by-ASID
+//! and does not tag its TLB with ASIDs; the code relies on none of them: intercepted
+//! instructions are skipped by their fixed encoding's length ([`Vmcb::skip`]), and a nested
+//! table change is made effective by a full TLB flush on the next VMRUN of every CPU
+//! ([`Vmcb::prepare_tlb`]).
+
+use core::cell::UnsafeCell;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::cpu;
+use super::percpu::MAX_CPUS;
+
+const PAGE: usize = 4096;
+
+/// `CPUID 8000_0001h ECX.SVM`.
+pub const CPUID_SVM: u32 = 1 << 2;
+/// `CPUID 8000_000Ah EDX.NP`: nested paging.
+const CPUID_NP: u32 = 1 << 0;
+
+/// `EFER.SVME`.
+pub const EFER_SVME: u64 = 1 << 12;
+/// `VM_CR`: SVM lock and disable bits.
+pub const MSR_VM_CR: u32 = 0xC001_0114;
+/// `VM_CR.SVMDIS`: the firmware disabled SVM.
+const VM_CR_SVMDIS: u64 = 1 << 4;
+/// `VM_HSAVE_PA`: where VMRUN saves the TSM's state.
+pub const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+
+/// VMCB fields (AMD64 Architecture Programmer's Manual vol. 2, appendix B): the control area,
+/// then the state-save area at 0x400. Segment registers there are 16 bytes: selector (u16),
+/// attributes (u16), limit (u32), base (u64), written as two 8-byte fields. Each field type
+/// can only be made here, so every offset [`Vmcb`] accesses is one of these: inside the page and
+/// aligned to its width.
+pub mod vmcb {
+    /// An 8-byte field.
+    #[derive(Clone, Copy)]
+    pub struct F64(pub(super) usize);
+    /// A 4-byte field.
+    #[derive(Clone, Copy)]
+    pub struct F32(pub(super) usize);
+    /// A 1-byte field.
+    #[derive(Clone, Copy)]
+    pub struct F8(pub(super) usize);
+    /// A segment register (two 8-byte words).
+    #[derive(Clone, Copy)]
+    pub struct Seg(pub(super) usize);
+
+    pub const INTERCEPT_EXCEPTIONS: F32 = F32(0x008);
+    pub const INTERCEPT_MISC1: F32 = F32(0x00C);
+    pub const INTERCEPT_MISC2: F32 = F32(0x010);
+    pub const IOPM_BASE: F64 = F64(0x040);
+    pub const MSRPM_BASE: F64 = F64(0x048);
+    pub const ASID: F32 = F32(0x058);
+    pub const TLB_CONTROL: F8 = F8(0x05C);
+    pub const EXIT_CODE: F64 = F64(0x070);
+    pub const EXIT_INFO1: F64 = F64(0x078);
+    pub const EXIT_INFO2: F64 = F64(0x080);
+    pub const EXIT_INT_INFO: F64 = F64(0x088);
+    pub const NP_ENABLE: F64 = F64(0x090);
+    pub const EVENT_INJ: F64 = F64(0x0A8);
+    pub const N_CR3: F64 = F64(0x0B0);
+    pub const ES: Seg = Seg(0x400);
+    pub const CS: Seg = Seg(0x410);
+    pub const SS: Seg = Seg(0x420);
+    pub const DS: Seg = Seg(0x430);
+    pub const FS: Seg = Seg(0x440);
+    pub const GS: Seg = Seg(0x450);
+    pub const GDTR: Seg = Seg(0x460);
+    pub const LDTR: Seg = Seg(0x470);
+    pub const IDTR: Seg = Seg(0x480);
+    pub const TR: Seg = Seg(0x490);
+    pub const CPL: F8 = F8(0x4CB);
+    pub const EFER: F64 = F64(0x4D0);
+    pub const CR4: F64 = F64(0x548);
+    pub const CR3: F64 = F64(0x550);
+    pub const CR0: F64 = F64(0x558);
+    pub const DR7: F64 = F64(0x560);
+    pub const DR6: F64 = F64(0x568);
+    pub const RFLAGS: F64 = F64(0x570);
+    pub const RIP: F64 = F64(0x578);
+    pub const RSP: F64 = F64(0x5D8);
+    pub const RAX: F64 = F64(0x5F8);
+    pub const CR2: F64 = F64(0x640);
+    pub const G_PAT: F64 = F64(0x668);
+
+    /// The part of the state-save area a guest's context keeps between runs: ES through
+    /// G_PAT (segments, descriptor tables, CPL, EFER, control and debug registers, RFLAGS,
+    /// RIP, RSP, RAX, the `vmload` MSRs, CR2, PAT).
+    pub const SAVED_STATE: core::ops::Range<usize> = 0x400..0x670;
+}
+
+/// Intercept bits of `INTERCEPT_MISC1`.
+pub mod misc1 {
+    pub const NMI: u32 = 1 << 1;
+    pub const INIT: u32 = 1 << 3;
+    pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
+    pub const INVLPGA: u32 = 1 << 26;
+    pub const IOIO: u32 = 1 << 27;
+    pub const MSR: u32 = 1 << 28;
+    pub const SHUTDOWN: u32 = 1 << 31;
+}
+
+/// Intercept bits of `INTERCEPT_MISC2`.
+pub mod misc2 {
+    pub const XSETBV: u32 = 1 << 13;
+    pub const VMRUN: u32 = 1 << 0;
+    pub const VMMCALL: u32 = 1 << 1;
+    pub const VMLOAD: u32 = 1 << 2;
+    pub const VMSAVE: u32 = 1 << 3;
+    pub const STGI: u32 = 1 << 4;
+    pub const CLGI: u32 = 1 << 5;
+    pub const SKINIT: u32 = 1 << 6;
+}
+
+/// #VMEXIT codes.
+pub mod exit {
+    pub const NMI: u64 = 0x61;
+    pub const INIT: u64 = 0x63;
+    pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
+    pub const INVLPGA: u64 = 0x7A;
+    pub const IOIO: u64 = 0x7B;
+    pub const MSR: u64 = 0x7C;
+    pub const SHUTDOWN: u64 = 0x7F;
+    pub const VMRUN: u64 = 0x80;
+    pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
+    pub const XSETBV: u64 = 0x8D;
+    pub const NPF: u64 = 0x400;
+    pub const INVALID: u64 = u64::MAX;
+}
+
+/// `EVENT_INJ`: valid, error code valid, type "exception".
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_ERROR_VALID: u64 = 1 << 11;
+const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
+/// `TLB_CONTROL`: flush the whole TLB on this VMRUN (TCG has no flush-by-ASID).
+const TLB_FLUSH_ALL: u8 = 1;
+
+/// The guest's general-purpose registers VMRUN does not switch (rax and rsp are in the VMCB).
+/// `run` reads and writes them by the offsets below.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Gprs {
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+#[repr(C, align(4096))]
+struct CpuPages {
+    /// The host's VMCB on this CPU.
+    host_vmcb: [u8; PAGE],
+    /// The VMCB this CPU runs TVM vCPUs with (their state is copied in and out: `guest`).
+    guest_vmcb: [u8; PAGE],
+    /// The TSM's FS/GS/TR/LDTR/`syscall` MSRs while a guest runs (`vmsave`/`vmload`).
+    tsm_state: [u8; PAGE],
+    /// `VM_HSAVE_PA`.
+    hsave: [u8; PAGE],
+    /// The host's x87/SSE state while a TVM vCPU runs on this CPU (FXSAVE format).
+    pub host_fpu: FxState,
+}
+
+/// An x87/SSE register image in the FXSAVE format.
+#[repr(C, align(16))]
+pub struct FxState(pub [u8; 512]);
+
+#[repr(C, align(4096))]
+struct Maps {
+    /// The I/O permission map: 64 Ki ports, one bit each, plus the page the last port's
+    /// multi-byte accesses reach.
+    iopm: [u8; 3 * PAGE],
+    /// The MSR permission map: three ranges of 8 Ki MSRs, two bits each (read, write).
+    msrpm: [u8; 2 * PAGE],
+}
+
+/// Memory only the CPU and this module touch: the pages are handed to the CPU by physical
+/// (identity) address, and Rust code reaches them only through [`Vmcb`] on the owning CPU or
+/// in [`init_maps`] before any CPU runs a guest.
+struct Shared<T>(UnsafeCell<T>);
+// SAFETY: see the type's doc: each CPU's pages are touched by that CPU only, the maps are
+// written once before any reader exists.
+unsafe impl<T> Sync for Shared<T> {}
+
+static CPU_PAGES: [Shared<CpuPages>; MAX_CPUS] = [const {
+    Shared(UnsafeCell::new(CpuPages {
+        host_vmcb: [0; PAGE],
+        guest_vmcb: [0; PAGE],
+        tsm_state: [0; PAGE],
+        hsave: [0; PAGE],
+        host_fpu: FxState([0; 512]),
+    }))
+}; MAX_CPUS];
+
+static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
+    iopm: [0; 3 * PAGE],
+    msrpm: [0; 2 * PAGE],
+}));
+
+/// CPU `cpu`'s save area for the host's x87/SSE state (`cpu < MAX_CPUS`).
+pub fn host_fpu(cpu: usize) -> Option<*mut FxState> {
+    let pages = CPU_PAGES.get(cpu)?;
+    Some((pages.0.get() as u64 + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState)
+}
+
+/// Bumped after every change to the host's nested table, before the shootdown that follows
+/// it: a CPU whose host VMCB last ran an older generation flushes its TLB on the next VMRUN.
+static NESTED_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Records a change to a nested table (call it after the change, before the shootdown).
+pub fn nested_changed() {
+    NESTED_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Why SVM cannot run the host on this CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, defmt::Format)]
+pub enum SvmError {
+    /// CPUID reports no SVM.
+    NoSvm,
+    /// CPUID reports no nested paging.
+    NoNestedPaging,
+    /// `VM_CR.SVMDIS`: firmware turned SVM off.
+    Disabled,
+}
+
+/// Whether this CPU can run the host: SVM with nested paging, not disabled.
+pub fn check() -> Result<(), SvmError> {
+    if cpu::cpuid(0x8000_0000, 0)[0] < 0x8000_000A || cpu::cpuid(0x8000_0001, 0)[2] & CPUID_SVM == 0
+    {
+        return Err(SvmError::NoSvm);
+    }
+    if cpu::cpuid(0x8000_000A, 0)[3] & CPUID_NP == 0 {
+        return Err(SvmError::NoNestedPaging);
+    }
+    if cpu::rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
+        return Err(SvmError::Disabled);
+    }
+    Ok(())
+}
+
+/// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area.
+pub fn enable(cpu: usize) {
+    let Some(pages) = CPU_PAGES.get(cpu) else {
+        return;
+    };
+    let hsave = pages.0.get() as u64 + offset_of!(CpuPages, hsave) as u64;
+    // SAFETY: `check` found SVM enabled; SVME changes nothing the TSM's code relies on, and
+    // the host-save area is this CPU's own 4 KiB-aligned page in the TSM's BSS, which no
+    // nested table maps.
+    unsafe {
+        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
+        cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
+    }
+}
+
+/// An MSR's bit pair in the permission map: (byte, bit of the read intercept), `None` for an
+/// MSR outside the three ranges the map covers (always intercepted).
+fn msrpm_slot(msr: u32) -> Option<(usize, u32)> {
+    let (base, offset) = match msr {
+        0..=0x1FFF => (0, 0),
+        0xC000_0000..=0xC000_1FFF => (0xC000_0000, 0x800),
+        0xC001_0000..=0xC001_1FFF => (0xC001_0000, 0x1000),
+        _ => return None,
+    };
+    let bit = (msr - base) as usize * 2;
+    Some((offset + bit / 8, (bit % 8) as u32))
+}
+
+/// The MSRs a guest reads and writes without a #VMEXIT: those VMRUN or `vmload`/`vmsave`
+/// switch, so the TSM never runs on a guest's values and no guest sees another's. Every other
+/// MSR is intercepted (`intercept` emulates or refuses it); TSC_AUX among them, which nothing
+/// switches.
+const PASSTHROUGH_MSRS: [u32; 10] = [
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0xC000_0100, // FS_BASE
+    0xC000_0101, // GS_BASE
+    0xC000_0102, // KERNEL_GS_BASE
+];
+
+/// Fills the I/O and MSR permission maps: every port and every MSR but
+/// [`PASSTHROUGH_MSRS`] intercepted. The boot CPU calls it once, before any guest runs.
+pub fn init_maps() {
+    // SAFETY: no CPU runs a guest yet (the module doc), so nothing else reads the maps.
+    let maps = unsafe { &mut *MAPS.0.get() };
+    maps.iopm.fill(0xFF);
+    maps.msrpm.fill(0xFF);
+    for msr in PASSTHROUGH_MSRS {
+        if let Some((byte, bit)) = msrpm_slot(msr)
+            && let Some(b) = maps.msrpm.get_mut(byte)
+        {
+            *b &= !(0b11 << bit);
+        }
+    }
+}
+
+/// A VMCB, by its (identity) physical address.
+pub struct Vmcb {
+    pa: u64,
+    /// The nested-table generation this VMCB last ran with; `None`: flush on every VMRUN.
+    generation: Option<u64>,
+}
+
+/// A segment register as the VMCB holds it.
+#[derive(Clone, Copy)]
+pub struct Segment {
+    pub selector: u16,
+    /// Attributes: the descriptor's access byte in 7:0, AVL, L, D/B, G in 11:8.
+    pub attributes: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+impl Vmcb {
+    /// CPU `cpu`'s host VMCB (`cpu < MAX_CPUS`), zeroed by boot with BSS.
+    pub fn host(cpu: usize) -> Option<Vmcb> {
+        let pages = CPU_PAGES.get(cpu)?;
+        Some(Vmcb {
+            pa: pages.0.get() as u64 + offset_of!(CpuPages, host_vmcb) as u64,
+            generation: Some(u64::MAX),
+        })
+    }
+
+    /// CPU `cpu`'s VMCB for TVM vCPUs (`cpu < MAX_CPUS`). Every VMRUN with it flushes the TLB:
+    /// the vCPUs of every TVM share it, and TCG has no flush-by-ASID to be finer with.
+    pub fn guest(cpu: usize) -> Option<Vmcb> {
+        let pages = CPU_PAGES.get(cpu)?;
+        Some(Vmcb {
+            pa: pages.0.get() as u64 + offset_of!(CpuPages, guest_vmcb) as u64,
+            generation: None,
+        })
+    }
+
+    /// Zeroes [`vmcb::SAVED_STATE`]: nothing of the last guest that ran with this VMCB is left
+    /// for the next.
+    pub fn clear_state(&mut self) {
+        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
+        // SAFETY: the range is inside this VMCB's page (identity-mapped, read-write for ring 0),
+        // which only this CPU touches.
+        unsafe { core::ptr::write_bytes(dst, 0, vmcb::SAVED_STATE.len()) };
+    }
+
+    /// Copies [`vmcb::SAVED_STATE`] out to `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
+    pub unsafe fn save_state(&self, dst: *mut u8) {
+        let src = (self.pa + vmcb::SAVED_STATE.start as u64) as *const u8;
+        // SAFETY: the source is inside this VMCB's page (identity-mapped, read-write for ring
+        // 0); the caller guarantees the destination.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, vmcb::SAVED_STATE.len()) };
+    }
+
+    /// Copies [`vmcb::SAVED_STATE`] in from `src`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
+    pub unsafe fn load_state(&mut self, src: *const u8) {
+        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
+        // SAFETY: as in `save_state`, the other way round.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, vmcb::SAVED_STATE.len()) };
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        (self.pa + offset as u64) as *mut T
+    }
+
+    pub fn read64(&self, f: vmcb::F64) -> u64 {
+        // SAFETY: `f` is a field of `vmcb` (inside the page, 8-aligned) of this VMCB, one of
+        // this module's pages (identity-mapped read-write for ring 0); the CPU writes it only
+        // inside `run`, on this CPU.
+        unsafe { self.at::<u64>(f.0).read_volatile() }
+    }
+
+    pub fn write64(&mut self, f: vmcb::F64, value: u64) {
+        // SAFETY: as in `read64`.
+        unsafe { self.at::<u64>(f.0).write_volatile(value) }
+    }
+
+    pub fn write32(&mut self, f: vmcb::F32, value: u32) {
+        // SAFETY: as in `read64`, a 4-aligned field.
+        unsafe { self.at::<u32>(f.0).write_volatile(value) }
+    }
+
+    pub fn write8(&mut self, f: vmcb::F8, value: u8) {
+        // SAFETY: as in `read64`, a byte field.
+        unsafe { self.at::<u8>(f.0).write_volatile(value) }
+    }
+
+    pub fn set_segment(&mut self, f: vmcb::Seg, s: Segment) {
+        let packed =
+            u64::from(s.selector) | (u64::from(s.attributes) << 16) | (u64::from(s.limit) << 32);
+        self.write64(vmcb::F64(f.0), packed);
+        self.write64(vmcb::F64(f.0 + 8), s.base);
+    }
+
+    /// The intercepts (`exceptions`: one bit per vector), the permission maps, the ASID and
+    /// nested paging on `n_cr3`.
+    pub fn set_controls(
+        &mut self,
+        misc1_bits: u32,
+        misc2_bits: u32,
+        exceptions: u32,
+        asid: u32,
+        n_cr3: u64,
+    ) {
+        let maps = MAPS.0.get() as u64;
+        let iopm = maps + offset_of!(Maps, iopm) as u64;
+        let msrpm = maps + offset_of!(Maps, msrpm) as u64;
+        self.write32(vmcb::INTERCEPT_EXCEPTIONS, exceptions);
+        self.write32(vmcb::INTERCEPT_MISC1, misc1_bits);
+        self.write32(vmcb::INTERCEPT_MISC2, misc2_bits);
+        self.write64(vmcb::IOPM_BASE, iopm);
+        self.write64(vmcb::MSRPM_BASE, msrpm);
+        self.write32(vmcb::ASID, asid);
+        self.write64(vmcb::NP_ENABLE, 1);
+        self.write64(vmcb::N_CR3, n_cr3);
+    }
+
+    /// Moves the guest's RIP past an intercepted instruction of `len` bytes (TCG saves no
+    /// next RIP; every instruction the TSM skips has one fixed encoding, and a guest that
+    /// prefixes it only misleads itself).
+    pub fn skip(&mut self, len: u64) {
+        let rip = self.read64(vmcb::RIP);
+        self.write64(vmcb::RIP, rip.wrapping_add(len));
+    }
+
+    /// Injects exception `vector` with `error_code` (if `Some`) on the next VMRUN.
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let mut event = u64::from(vector) | EVENT_TYPE_EXCEPTION | EVENT_VALID;
+        if let Some(e) = error_code {
+            event |= EVENT_ERROR_VALID | (u64::from(e) << 32);
+        }
+        self.write64(vmcb::EVENT_INJ, event);
+    }
+
+    /// Requests a full TLB flush on the next VMRUN if a nested table changed since this VMCB
+    /// last ran. Called with the global interrupt flag clear, right before VMRUN (`run`):
+    /// a shootdown NMI for a change after this read stays pending and forces a #VMEXIT the
+    /// moment the guest starts, so the flush it asks for happens on the following VMRUN.
+    fn prepare_tlb(&mut self) {
+        let flush = match self.generation.as_mut() {
+            Some(last) => {
+                let now = NESTED_GENERATION.load(Ordering::SeqCst);
+                let changed = now != *last;
+                *last = now;
+                changed
+            }
+            None => true,
+        };
+        self.write8(vmcb::TLB_CONTROL, if flush { TLB_FLUSH_ALL } else { 0 });
+    }
+
+    /// Runs the guest until its next #VMEXIT; returns the exit code.
+    pub fn run(&mut self, gprs: &mut Gprs, cpu: usize) -> u64 {
+        let Some(pages) = CPU_PAGES.get(cpu) else {
+            return exit::INVALID;
+        };
+        let tsm_state = pages.0.get() as u64 + offset_of!(CpuPages, tsm_state) as u64;
+        // SAFETY: `clgi` holds off NMIs until VMRUN (the shootdown protocol, `prepare_tlb`).
+        unsafe { core::arch::asm!("clgi", options(nomem, nostack, preserves_flags)) };
+        self.prepare_tlb();
+        // SAFETY: `svm_run` takes this VMCB (a page of this module, set up by the caller with
+        // the intercepts that keep the guest off the TSM: nested paging on the host's table,
+        // which maps no TSM memory), `gprs` (ours, exclusively borrowed) and this CPU's
+        // state-save page; it returns on the #VMEXIT with the TSM's registers, stack and
+        // `vmsave` state restored and GIF set again.
+        unsafe { svm_run(self.pa, gprs, tsm_state) };
+        self.write64(vmcb::EVENT_INJ, 0);
+        self.read64(vmcb::EXIT_CODE)
+    }
+}
+
+unsafe extern "C" {
+    fn svm_run(vmcb: u64, gprs: *mut Gprs, tsm_state: u64);
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.svm_run, \"ax\"",
+    ".balign 16",
+    // svm_run(vmcb = rdi, gprs = rsi, tsm_state = rdx), GIF clear.
+    "svm_run:",
+    "push rbx",
+    "push rbp",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "mov rax, rdx",
+    "vmsave rax",
+    "mov rax, rdi",
+    "vmload rax",
+    "mov rbx, [rsi + {rbx}]",
+    "mov rcx, [rsi + {rcx}]",
+    "mov rdx, [rsi + {rdx}]",
+    "mov rdi, [rsi + {rdi}]",
+    "mov rbp, [rsi + {rbp}]",
+    "mov r8, [rsi + {r8}]",
+    "mov r9, [rsi + {r9}]",
+    "mov r10, [rsi + {r10}]",
+    "mov r11, [rsi + {r11}]",
+    "mov r12, [rsi + {r12}]",
+    "mov r13, [rsi + {r13}]",
+    "mov r14, [rsi + {r14}]",
+    "mov r15, [rsi + {r15}]",
+    "mov rsi, [rsi + {rsi}]",
+    "vmrun rax",
+    // #VMEXIT: rax (the VMCB) and rsp are the TSM's again; [rsp] vmcb, +8 gprs, +16 state.
+    "push rsi",
+    "mov rsi, [rsp + 16]",
+    "mov [rsi + {rbx}], rbx",
+    "mov [rsi + {rcx}], rcx",
+    "mov [rsi + {rdx}], rdx",
+    "mov [rsi + {rdi}], rdi",
+    "mov [rsi + {rbp}], rbp",
+    "mov [rsi + {r8}], r8",
+    "mov [rsi + {r9}], r9",
+    "mov [rsi + {r10}], r10",
+    "mov [rsi + {r11}], r11",
+    "mov [rsi + {r12}], r12",
+    "mov [rsi + {r13}], r13",
+    "mov [rsi + {r14}], r14",
+    "mov [rsi + {r15}], r15",
+    "pop qword ptr [rsi + {rsi}]",
+    "mov rax, [rsp]",
+    "vmsave rax",
+    "mov rax, [rsp + 16]",
+    "vmload rax",
+    "stgi",
+    "add rsp, 24",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "ret",
+    ".popsection",
+    rbx = const offset_of!(Gprs, rbx),
+    rcx = const offset_of!(Gprs, rcx),
+    rdx = const offset_of!(Gprs, rdx),
+    rsi = const offset_of!(Gprs, rsi),
+    rdi = const offset_of!(Gprs, rdi),
+    rbp = const offset_of!(Gprs, rbp),
+    r8 = const offset_of!(Gprs, r8),
+    r9 = const offset_of!(Gprs, r9),
+    r10 = const offset_of!(Gprs, r10),
+    r11 = const offset_of!(Gprs, r11),
+    r12 = const offset_of!(Gprs, r12),
+    r13 = const offset_of!(Gprs, r13),
+    r14 = const offset_of!(Gprs, r14),
+    r15 = const offset_of!(Gprs, r15),
+);
