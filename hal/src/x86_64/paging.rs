@@ -33,11 +33,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_platform::MmioRefused;
 
 use super::alias::{self, ALIAS_PML4_INDEX};
 use super::cpu;
 use super::layout::Layout;
-use super::pci::{Access, Mmio};
+use super::pci::{Access, MAX_MMIO, Mmio};
 use super::percpu::MAX_CPUS;
 use super::smp;
 use crate::platform::MemRange;
@@ -83,6 +84,9 @@ struct Tables {
     pool_end: u64,
     dram: MemRange,
     tsm: MemRange,
+    /// The host's memory BARs ([`Access::HostBar`]): the only MMIO a TVM may get.
+    bars: [MemRange; MAX_MMIO],
+    bar_count: usize,
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
@@ -250,6 +254,56 @@ impl Tables {
         Ok(())
     }
 
+    /// The 4 KiB entry of the host BAR page at `pa`, its 2 MiB page split first if it has one
+    /// (the pool counts a table for every 2 MiB of every MMIO range, see [`pool_pages`]).
+    fn bar_leaf(&mut self, pa: Pa) -> Result<*mut u64, MmioRefused> {
+        let in_bar = self
+            .bars
+            .get(..self.bar_count)
+            .unwrap_or(&[])
+            .iter()
+            .any(|b| b.contains(pa, GRANULE_SIZE));
+        if !pa.is_granule_aligned() || !in_bar {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        let pde = self
+            .pd_entry(pa.0)
+            .map_err(|_| MmioRefused::NotDeviceMemory)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        let mut table = unsafe { pde.read_volatile() };
+        if table & PRESENT == 0 {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        if table & LARGE != 0 {
+            table = self.split(pde, table).map_err(|_| MmioRefused::NoTables)?;
+            // The 2 MiB entry may be cached as such.
+            cpu::flush_tlb();
+        }
+        Ok(entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1)))
+    }
+
+    /// Clears (`user` false) or sets U on the host BAR page at `pa`, then drops its TLB entries
+    /// on every CPU. The TSM keeps its supervisor mapping and never uses it.
+    fn set_bar_user(&mut self, pa: Pa, user: bool) -> Result<(), MmioRefused> {
+        let e = self.bar_leaf(pa)?;
+        // SAFETY: `e` is an entry of the PT the present, non-large PD entry points at (a pool
+        // page); we hold the lock.
+        let v = unsafe { e.read_volatile() };
+        if v & PRESENT == 0 {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        match (v & USER != 0, user) {
+            (false, false) => return Err(MmioRefused::Taken),
+            (true, true) => return Err(MmioRefused::NotTaken),
+            _ => {}
+        }
+        // SAFETY: as above.
+        unsafe { e.write_volatile(if user { v | USER } else { v & !USER }) };
+        cpu::invlpg(pa.0);
+        smp::shootdown(None);
+        Ok(())
+    }
+
     /// Maps `[start, end)` of DRAM with 4 KiB pages: the TSM's own with its rights, the rest
     /// for the host.
     fn map_small(&mut self, start: u64, end: u64, l: &Layout) -> Result<(), PagingError> {
@@ -332,7 +386,21 @@ pub fn init(
         pool_end: pool.base.0 + pool.size,
         dram,
         tsm,
+        bars: [MemRange {
+            base: Pa(0),
+            size: 0,
+        }; MAX_MMIO],
+        bar_count: 0,
     };
+    for m in mmio.iter().filter(|m| m.access == Access::HostBar) {
+        if let Some(slot) = t.bars.get_mut(t.bar_count) {
+            *slot = MemRange {
+                base: Pa(m.base),
+                size: m.size,
+            };
+            t.bar_count += 1;
+        }
+    }
     t.pml4 = t.alloc(true)?;
     let end = dram.base.0 + dram.size;
     let tsm_end = tsm.base.0 + tsm.size;
@@ -365,7 +433,7 @@ pub fn init(
     for m in mmio {
         let (user, flags) = match m.access {
             Access::Tsm => (false, WRITABLE),
-            Access::HostReadWrite => (true, USER | WRITABLE),
+            Access::HostReadWrite | Access::HostBar => (true, USER | WRITABLE),
             Access::HostReadOnly => (true, USER),
         };
         let end = m.base + m.size;
@@ -462,6 +530,25 @@ pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
         .as_mut()
         .ok_or(PagingError::NotReady)?
         .set_user(pa, true)
+}
+
+/// Takes a page of a host BAR away from the host (ring 3 faults on it from the moment this
+/// returns, on every CPU), for a TVM's private MMIO.
+pub fn take_mmio(pa: Pa) -> Result<(), MmioRefused> {
+    TABLES
+        .lock()
+        .as_mut()
+        .ok_or(MmioRefused::NotDeviceMemory)?
+        .set_bar_user(pa, false)
+}
+
+/// Gives a BAR page [`take_mmio`] took back to the host.
+pub fn give_mmio(pa: Pa) -> Result<(), MmioRefused> {
+    TABLES
+        .lock()
+        .as_mut()
+        .ok_or(MmioRefused::NotDeviceMemory)?
+        .set_bar_user(pa, true)
 }
 
 /// Table pages in use and the pool's capacity, in pages (for the banner).

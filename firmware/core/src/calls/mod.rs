@@ -13,5 +13,6 @@ pub mod device;
 pub mod dma;
 pub mod guest;
 pub mod memory;
+pub mod mmio;
 pub mod system;
 pub mod vcpu;
