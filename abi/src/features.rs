@@ -331,9 +331,10 @@ mod tests {
         let q = QueueLimits {
             pasids_per_vdev: 0x1_0000,
             event_queue_depth: 64,
+            mmio_pages_per_vdev: 16,
         };
-        assert_eq!(q.to_raw(), 0x0040_0001_0000);
-        assert_eq!(QueueLimits::from_raw(q.to_raw() | 1 << 63), q);
+        assert_eq!(q.to_raw(), 0x0010_0040_0001_0000);
+        assert_eq!(QueueLimits::from_raw(q.to_raw()), q);
         let r = ReportLimits {
             max_report_len: 4096,
             max_message_len: 4032,

@@ -360,6 +360,53 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue",
     },
+    Scenario {
+        name: "mmio-private",
+        id: id::MMIO_PRIVATE,
+        // x86_64 ends the run at the host's blocked load of BAR0, the last step.
+        expect: Outcome::Fail,
+        expect_on_aarch64: Some(Outcome::Pass),
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "the guest's access before validation faulted",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "drove edu through its private mapping",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "after unbind the host reaches edu's BAR0 again",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "while a TVM holds it",
+            },
+            MustLog {
+                arch: Some(Arch::X86_64),
+                program: Program::Tsm,
+                text: "host fault: vector 14 #PF, error code 0x5",
+            },
+            MustLog {
+                arch: Some(Arch::Aarch64),
+                program: Program::Tsm,
+                text: "host read of IPA 0x10000000",
+            },
+            MustLog {
+                arch: Some(Arch::Aarch64),
+                program: Program::Host,
+                text: "PASS",
+            },
+        ],
+        about: "the host maps edu's BAR0 pages (named by the TDI's report) into a TVM: a touch before validation faults, the guest validates them against the report and drives edu itself (id, liveness, factorial); the host reaches BAR0 again after unbind, and its load while bound is blocked (x86_64: and ends the run)",
+    },
 ];
 
 impl Scenario {

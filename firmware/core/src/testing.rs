@@ -18,9 +18,11 @@ use tsm_platform::{
 };
 
 /// Where the simulated machine's device BARs live: the only MMIO the host may lose to a
-/// TVM's private mapping (above every DRAM the tests simulate).
+/// TVM's private mapping. Above every DRAM the tests simulate, and holding the ranges of the
+/// device model's large report (`tsm_device_model::fixtures`), so fuzzers reach a successful
+/// VDEV_MMIO_MAP with the device they already use.
 pub const BAR_WINDOW: MemRange = MemRange {
-    base: Pa(0x80_0000_0000),
+    base: Pa(0x8000_0000),
     size: 0x100_0000,
 };
 

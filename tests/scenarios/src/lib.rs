@@ -100,6 +100,9 @@ pub mod id {
         DMA_HW = 20;
         /// Isolation, host part: the host loads from the platform IOMMU's registers.
         ISOLATION_IOMMU = 21;
+        /// Private MMIO: the guest validates edu's BAR0 pages against the report and drives
+        /// edu itself; the host loses BAR0 while the vdevice is bound (QEMU only).
+        MMIO_PRIVATE = 22;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -123,6 +126,7 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),
         id::DMA_HW => scenarios::dma_hw::run(env),
         id::ISOLATION_IOMMU => isolation::host_access(env, HostTarget::Iommu),
+        id::MMIO_PRIVATE => scenarios::mmio::run(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

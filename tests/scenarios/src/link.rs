@@ -6,7 +6,7 @@ use tsm_abi::addr::Pa;
 use tsm_abi::api::{OpProgress, host};
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::tdisp::MAX_MESSAGE_SIZE;
-use tsm_device_model::{Device, DeviceConfig};
+use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{REPORT_PORTION, TDIS};
@@ -30,7 +30,12 @@ pub struct Link {
 impl Link {
     /// A device with the functions of [`crate::layout::TDIS`], linked through `comm`.
     pub fn new(comm: Pa) -> Outcome<Self> {
-        let mut config = DeviceConfig::new(&TDIS, [0x5C; 32]);
+        Self::with_tdis(comm, &TDIS)
+    }
+
+    /// A device with the functions `tdis` (PF0 first), linked through `comm`.
+    pub fn with_tdis(comm: Pa, tdis: &'static [TdiConfig<'static>]) -> Outcome<Self> {
+        let mut config = DeviceConfig::new(tdis, [0x5C; 32]);
         config.max_report_portion = REPORT_PORTION;
         let dev = Device::new(config).map_err(|_| Fail::new("device model config", line!()))?;
         Ok(Link {

@@ -18,8 +18,8 @@ use crate::addrmap::{LEAF_LEVEL, MapKind};
 use crate::private_mmio::{MAX_MMIO_PAGES, locate};
 use crate::testing::{BAR_WINDOW, SIM_BASE, TlbOp};
 
-/// The device's BAR: 20 pages at the start of the simulated BAR window.
-const BAR: u64 = BAR_WINDOW.base.0;
+/// The device's BAR: 20 pages, 4 MiB into the simulated BAR window.
+const BAR: u64 = BAR_WINDOW.base.0 + 0x40_0000;
 const BAR_PAGES: u32 = 20;
 /// A second range, two pages, 64 KiB above the first.
 const BAR2: u64 = BAR + 0x10_0000;

@@ -9,6 +9,7 @@ pub mod dma_hw;
 pub mod hostile;
 pub mod isolation;
 pub mod lifecycle;
+pub mod mmio;
 pub mod smp;
 
 use tsm_abi::viommu::ViommuType;
