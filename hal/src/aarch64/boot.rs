@@ -242,11 +242,12 @@ extern "C" fn boot_primary() -> ! {
         vttbr: read_sysreg!("vttbr_el2"),
         dram,
         smmu: devices.smmu,
+        bars: devices.pcie.map(|p| p.mmio),
         mpidr,
         stack_top,
         cpus,
     });
-    let host = HostContext::new(&dram, devices.smmu, 0);
+    let host = HostContext::new(&dram, devices.smmu, devices.pcie.map(|p| p.mmio), 0);
     __tsm_aarch64_main(Boot {
         dram,
         tsm,
