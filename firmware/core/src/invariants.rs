@@ -317,9 +317,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
                 for page in m.mapped() {
                     ensure!(
-                        mmio_recorded
-                            .insert((v.tvm, page.gpa), page.pa)
-                            .is_none(),
+                        mmio_recorded.insert((v.tvm, page.gpa), page.pa).is_none(),
                         "GPA {:#x} of TVM {:#x} recorded by two vdevices",
                         page.gpa,
                         v.tvm

@@ -411,7 +411,14 @@ impl Harness {
             granules: self.tsm.granules().snapshot().collect(),
             mem: self.sim.mem.lock().unwrap().clone(),
             unmapped: self.sim.unmapped_granules(),
-            mmio_taken: self.sim.mmio_taken.lock().unwrap().iter().copied().collect(),
+            mmio_taken: self
+                .sim
+                .mmio_taken
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect(),
             pdevs: self.tsm.pdev_ranges().into_iter().collect(),
         }
     }

@@ -10,8 +10,7 @@ use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    MmioRefused,
-    PhysMem, PowerOff,
+    MmioRefused, PhysMem, PowerOff,
 };
 
 /// The machine as the core sees it.

@@ -179,5 +179,8 @@ extern "C" fn boot_secondary() -> ! {
     isb();
     super::boot::trap_host();
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, s.smmu, s.bars, cpu as u64))
+    __tsm_aarch64_secondary(
+        cpu as u64,
+        HostContext::new(&s.dram, s.smmu, s.bars, cpu as u64),
+    )
 }

@@ -242,7 +242,10 @@ impl HostStage2 {
             let t = d.split.get(d.split_used).ok_or(MmioRefused::NoTables)?;
             let base = block & TABLE_ADDR & !((1 << L2_SHIFT) - 1);
             for (i, e) in t.0.iter().enumerate() {
-                e.store(base + ((i as u64) << GRANULE_SHIFT) | HOST_DEVICE | PAGE, Ordering::Relaxed);
+                e.store(
+                    base + ((i as u64) << GRANULE_SHIFT) | HOST_DEVICE | PAGE,
+                    Ordering::Relaxed,
+                );
             }
             // Break before make (ARM ARM D8.16): the block goes, every TLB forgets it, then the
             // table with the same translations comes. A host access in between takes a stage-2
@@ -261,8 +264,13 @@ impl HostStage2 {
     pub fn take_mmio(&self, pa: Pa) -> Result<(), MmioRefused> {
         let mut d = self.devices.lock();
         let e = self.bar_page(&mut d, pa)?;
-        e.compare_exchange(pa.0 | HOST_DEVICE | PAGE, 0, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| MmioRefused::Taken)?;
+        e.compare_exchange(
+            pa.0 | HOST_DEVICE | PAGE,
+            0,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map_err(|_| MmioRefused::Taken)?;
         flush_ipa(pa);
         Ok(())
     }
@@ -271,8 +279,13 @@ impl HostStage2 {
     pub fn give_mmio(&self, pa: Pa) -> Result<(), MmioRefused> {
         let mut d = self.devices.lock();
         let e = self.bar_page(&mut d, pa)?;
-        e.compare_exchange(0, pa.0 | HOST_DEVICE | PAGE, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| MmioRefused::NotTaken)?;
+        e.compare_exchange(
+            0,
+            pa.0 | HOST_DEVICE | PAGE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map_err(|_| MmioRefused::NotTaken)?;
         flush_ipa(pa);
         Ok(())
     }

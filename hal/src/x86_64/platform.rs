@@ -13,8 +13,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    MmioRefused,
-    PhysMem, PowerOff,
+    MmioRefused, PhysMem, PowerOff,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).

@@ -289,7 +289,10 @@ fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
         st(StatusCode::MmioMismatch, 4)
     ));
     for i in 0..MMIO_PAGES {
-        check!(is(guest::g_vdev_mmio_validate(g, vbdf, page(i), 0, i), None));
+        check!(is(
+            guest::g_vdev_mmio_validate(g, vbdf, page(i), 0, i),
+            None
+        ));
     }
     say!(
         "guest: {=u64} pages at {=u64:#x} validated as range 0 of the report (first page {=u64:#x})",
@@ -297,7 +300,10 @@ fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
         MMIO_GPA.0,
         range.first_page
     );
-    check!(is(accept(g, vbdf, &AcceptEvidence::from_info(&before))?, None));
+    check!(is(
+        accept(g, vbdf, &AcceptEvidence::from_info(&before))?,
+        None
+    ));
     check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Run.raw()));
     // The guest drives the device itself.
     let reg = |r: u64| Gpa(MMIO_GPA.0 + r);

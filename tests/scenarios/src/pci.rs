@@ -123,7 +123,12 @@ impl Edu {
         let mut base = bar & BAR_ADDR;
         // Sizing with decoding off, as the PCI specification asks; the address is put back.
         let command = cfg_read(env, function, CFG_COMMAND)?;
-        cfg_write(env, function, CFG_COMMAND, command & 0xFFFF & !COMMAND_MEMORY)?;
+        cfg_write(
+            env,
+            function,
+            CFG_COMMAND,
+            command & 0xFFFF & !COMMAND_MEMORY,
+        )?;
         cfg_write(env, function, CFG_BAR0, u32::MAX)?;
         let size = (!(cfg_read(env, function, CFG_BAR0)? & BAR_ADDR)).wrapping_add(1);
         cfg_write(env, function, CFG_BAR0, base)?;

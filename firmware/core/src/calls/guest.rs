@@ -20,7 +20,6 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{Leaf, MapKind};
-use crate::private_mmio::locate;
 use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
@@ -29,6 +28,7 @@ use crate::objects::{
     Child, GUEST_OP_PENDING, Guard, Room, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj,
     internal,
 };
+use crate::private_mmio::locate;
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;

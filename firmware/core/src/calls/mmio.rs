@@ -38,7 +38,9 @@ pub fn vdev_mmio_map(t: &Tsm<'_>, a: args::VdevMmioMap) -> Reply {
         return Err(Status::arg(StatusCode::AlreadyMapped, 3));
     }
     let offset = v.params.mmio_reporting_offset;
-    if t.with_report(vdev, &v, |r| locate(r, offset, pa))?.is_none() {
+    if t.with_report(vdev, &v, |r| locate(r, offset, pa))?
+        .is_none()
+    {
         return Err(Status::arg(StatusCode::OutOfRange, 3));
     }
     let n = m.mapped().len();

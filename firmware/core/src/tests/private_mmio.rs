@@ -6,7 +6,9 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::guest::AcceptEvidence;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::{ObjectKind, StatusCode::*};
-use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, InterfaceReport, MmioRange, RangeAttributes, ReportFields};
+use tsm_abi::tdisp::{
+    InterfaceId, InterfaceInfo, InterfaceReport, MmioRange, RangeAttributes, ReportFields,
+};
 use tsm_device_model::{Device, TdiConfig};
 use tsm_platform::PhysMem;
 use zerocopy::IntoBytes;
@@ -86,7 +88,11 @@ fn validate(w: &World, gpa: u64, range: u64, page: u64) -> Result<[u64; 4], Stat
 fn entry(w: &World, gpa: u64) -> Entry {
     let mut room = crate::objects::Room::new();
     let o: &crate::objects::TvmObj = w.h.tsm.snapshot(w.tvm, &mut room).unwrap();
-    w.h.tsm.map(Pa(o.root)).entry(Gpa(gpa), LEAF_LEVEL).unwrap().1
+    w.h.tsm
+        .map(Pa(o.root))
+        .entry(Gpa(gpa), LEAF_LEVEL)
+        .unwrap()
+        .1
 }
 
 fn mmio_at(w: &World, gpa: u64) -> Option<(u64, bool)> {
@@ -107,7 +113,11 @@ fn map_validate_unmap_and_every_refusal() {
         // Host-side refusals, each changing nothing.
         h.refused(VDEV_MMIO_MAP, &[w.tvm.0, GPA, BAR], s(BadHandle, 1));
         h.refused(VDEV_MMIO_MAP, &[w.vdev.0, GPA + 8, BAR], s(Misaligned, 2));
-        h.refused(VDEV_MMIO_MAP, &[w.vdev.0, SHARED_GPA, BAR], s(OutOfRange, 2));
+        h.refused(
+            VDEV_MMIO_MAP,
+            &[w.vdev.0, SHARED_GPA, BAR],
+            s(OutOfRange, 2),
+        );
         h.refused(VDEV_MMIO_MAP, &[w.vdev.0, 1 << 40, BAR], s(OutOfRange, 2));
         h.refused(VDEV_MMIO_MAP, &[w.vdev.0, 0x1000, BAR], s(AlreadyMapped, 2));
         h.refused(VDEV_MMIO_MAP, &[w.vdev.0, 1 << 30, BAR], s(TableMissing, 2));
@@ -118,7 +128,11 @@ fn map_validate_unmap_and_every_refusal() {
             &[w.vdev.0, GPA, BAR + u64::from(BAR_PAGES) * GRANULE_SIZE],
             s(OutOfRange, 3),
         );
-        h.refused(VDEV_MMIO_MAP, &[w.vdev.0, GPA, BAR - GRANULE_SIZE], s(OutOfRange, 3));
+        h.refused(
+            VDEV_MMIO_MAP,
+            &[w.vdev.0, GPA, BAR - GRANULE_SIZE],
+            s(OutOfRange, 3),
+        );
         h.refused(
             VDEV_MMIO_MAP,
             &[w.vdev.0, GPA, SIM_BASE + 200 * GRANULE_SIZE],
@@ -133,7 +147,11 @@ fn map_validate_unmap_and_every_refusal() {
         assert_eq!(mmio_at(&w, GPA), Some((pa, false)));
         // Unvalidated: not a DMA target, nor is it once validated.
         assert!(h.tsm.stage2_lookup(w.tvm, Gpa(GPA)).is_err());
-        h.refused(VDEV_MMIO_MAP, &[w.vdev.0, GPA + GRANULE_SIZE, pa], s(AlreadyMapped, 3));
+        h.refused(
+            VDEV_MMIO_MAP,
+            &[w.vdev.0, GPA + GRANULE_SIZE, pa],
+            s(AlreadyMapped, 3),
+        );
         h.refused(VDEV_MMIO_MAP, &[w.vdev.0, GPA, BAR], s(AlreadyMapped, 2));
         // The host's memory calls leave it alone.
         h.refused(UNMAP, &[w.tvm.0, GPA], s(InUse, ObjectKind::Vdev as u8));
@@ -168,12 +186,7 @@ fn map_validate_unmap_and_every_refusal() {
             s(AlreadyMapped, 2),
         );
         // A guest buffer is never device memory.
-        h.guest_refused(
-            w.vcpu,
-            G_VDEV_INFO,
-            &[vbdf, GPA],
-            s(InvalidBuffer, 2),
-        );
+        h.guest_refused(w.vcpu, G_VDEV_INFO, &[vbdf, GPA], s(InvalidBuffer, 2));
         // The second range, page 1.
         map(&w, GPA + GRANULE_SIZE, BAR2 + GRANULE_SIZE).unwrap();
         h.guest_refused(
@@ -188,16 +201,17 @@ fn map_validate_unmap_and_every_refusal() {
         h.refused(VDEV_MMIO_UNMAP, &[w.vdev.0, 0x1000], s(NotMapped, 2));
         h.refused(VDEV_MMIO_UNMAP, &[w.tvm.0, GPA], s(BadHandle, 1));
         h.sim.take_tlb_ops();
-        assert_eq!(
-            h.host(VDEV_MMIO_UNMAP, &[w.vdev.0, GPA]).unwrap()[0],
-            pa
-        );
+        assert_eq!(h.host(VDEV_MMIO_UNMAP, &[w.vdev.0, GPA]).unwrap()[0], pa);
         h.check();
         assert!(h.sim.host_has_mmio(Pa(pa)));
         assert_eq!(entry(&w, GPA), Entry::Invalid);
         let mut room = crate::objects::Room::new();
         let o: &crate::objects::TvmObj = h.tsm.snapshot(w.tvm, &mut room).unwrap();
-        assert!(h.sim.take_tlb_ops().contains(&TlbOp::Page(Pa(o.root), Gpa(GPA))));
+        assert!(
+            h.sim
+                .take_tlb_ops()
+                .contains(&TlbOp::Page(Pa(o.root), Gpa(GPA)))
+        );
         // The GPA is free for anything again.
         map(&w, GPA, BAR).unwrap();
         validate(&w, GPA, 0, 0).unwrap();
@@ -215,7 +229,11 @@ fn the_record_is_bounded() {
     let next = MAX_MMIO_PAGES as u64;
     w.h.refused(
         VDEV_MMIO_MAP,
-        &[w.vdev.0, GPA + next * GRANULE_SIZE, BAR + next * GRANULE_SIZE],
+        &[
+            w.vdev.0,
+            GPA + next * GRANULE_SIZE,
+            BAR + next * GRANULE_SIZE,
+        ],
         s(Capacity, 1),
     );
     // The host unbinds: every page comes back at once, before the device answered STOP.
@@ -237,7 +255,8 @@ fn every_exit_from_locked_and_run_takes_the_pages_back() {
         validate(&w, GPA, 0, 0).unwrap();
         // Accept: STARTING, then RUN; the mapping stays.
         let info = w.info();
-        w.accept(&mut dev, &AcceptEvidence::from_info(&info)).unwrap();
+        w.accept(&mut dev, &AcceptEvidence::from_info(&info))
+            .unwrap();
         assert_eq!(w.state().0, u64::from(VdevState::Run.raw()));
         assert_eq!(mmio_at(&w, GPA), Some((BAR, true)));
         // RUN allows more.

@@ -119,7 +119,10 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
 /// Maps BAR0's first [`MMIO_PAGES`] pages at [`MMIO_GPA`].
 fn map<E: HostEnv>(env: &mut E, vdev: Pa, bar0: Pa) -> Outcome {
     for i in 0..MMIO_PAGES {
-        let (gpa, pa) = (Gpa(MMIO_GPA.0 + i * GRANULE_SIZE), Pa(bar0.0 + i * GRANULE_SIZE));
+        let (gpa, pa) = (
+            Gpa(MMIO_GPA.0 + i * GRANULE_SIZE),
+            Pa(bar0.0 + i * GRANULE_SIZE),
+        );
         must!(host::vdev_mmio_map(env, vdev, gpa, pa), "VDEV_MMIO_MAP");
     }
     Ok(())
