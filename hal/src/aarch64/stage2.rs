@@ -243,7 +243,7 @@ impl HostStage2 {
             let base = block & TABLE_ADDR & !((1 << L2_SHIFT) - 1);
             for (i, e) in t.0.iter().enumerate() {
                 e.store(
-                    base + ((i as u64) << GRANULE_SHIFT) | HOST_DEVICE | PAGE,
+                    (base + ((i as u64) << GRANULE_SHIFT)) | HOST_DEVICE | PAGE,
                     Ordering::Relaxed,
                 );
             }
