@@ -60,6 +60,8 @@
 #define TSM_CALL_VDEV_GET_STATE                          0xC6000163U /* host, 1 args, 2 results */
 #define TSM_CALL_VDEV_DESTROY                            0xC6000164U /* host, 1 args, 0 results */
 #define TSM_CALL_VDEV_DMA_TABLE                          0xC6000165U /* host, 2 args, 0 results */
+#define TSM_CALL_VDEV_MMIO_MAP                           0xC6000166U /* host, 3 args, 0 results */
+#define TSM_CALL_VDEV_MMIO_UNMAP                         0xC6000167U /* host, 2 args, 1 results */
 #define TSM_CALL_COMMUNICATE                             0xC6000170U /* host, 2 args, 2 results */
 #define TSM_CALL_OP_CANCEL                               0xC6000171U /* host, 1 args, 0 results */
 #define TSM_CALL_EVENT_READ                              0xC6000180U /* host, 2 args, 2 results */
@@ -74,6 +76,7 @@
 #define TSM_CALL_G_VDEV_STOP                             0xC6000213U /* guest, 1 args, 0 results */
 #define TSM_CALL_G_VDEV_CERT_CHAIN                       0xC6000214U /* guest, 4 args, 2 results */
 #define TSM_CALL_G_VDEV_MEASUREMENTS                     0xC6000215U /* guest, 4 args, 2 results */
+#define TSM_CALL_G_VDEV_MMIO_VALIDATE                    0xC6000216U /* guest, 4 args, 0 results */
 #define TSM_CALL_G_S1_ATTACH                             0xC6000220U /* guest, 4 args, 0 results */
 #define TSM_CALL_G_S1_DETACH                             0xC6000221U /* guest, 2 args, 0 results */
 #define TSM_CALL_G_S1_INVALIDATE                         0xC6000222U /* guest, 4 args, 0 results */
@@ -112,6 +115,7 @@
 #define TSM_STATUS_EMPTY                                 25
 #define TSM_STATUS_CANCELLED                             26
 #define TSM_STATUS_DMA_FAULT                             27
+#define TSM_STATUS_MMIO_MISMATCH                         28
 
 /* Object kinds (index of TSM_STATUS_IN_USE). */
 #define TSM_OBJ_TVM                                      1
@@ -221,6 +225,8 @@
 #define TSM_QUEUE_LIMITS_PASIDS_PER_VDEV_WIDTH           32
 #define TSM_QUEUE_LIMITS_EVENT_QUEUE_DEPTH_SHIFT         32
 #define TSM_QUEUE_LIMITS_EVENT_QUEUE_DEPTH_WIDTH         16
+#define TSM_QUEUE_LIMITS_MMIO_PAGES_PER_VDEV_SHIFT       48
+#define TSM_QUEUE_LIMITS_MMIO_PAGES_PER_VDEV_WIDTH       16
 
 /* REPORT_LIMITS fields. */
 #define TSM_REPORT_LIMITS_MAX_REPORT_LEN_SHIFT           0

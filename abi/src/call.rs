@@ -345,6 +345,13 @@ calls! {
     /// Donate a delegated granule to a vdevice's DMA table (the single-stage table the platform
     /// IOMMU walks for its stream). args: VDEV, table granule.
     VDEV_DMA_TABLE = 0x0165, VdevDmaTable { vdev: Pa, table: Pa }, results 0;
+    /// Map one 4 KiB page of a LOCKED or RUN vdevice's MMIO, inside its interface report's
+    /// ranges, at a private GPA of its TVM, unvalidated; the host loses the page until it is
+    /// unmapped. args: VDEV, GPA, host PA of the page.
+    VDEV_MMIO_MAP = 0x0166, VdevMmioMap { vdev: Pa, gpa: Gpa, pa: Pa }, results 0;
+    /// Remove one private MMIO page of a vdevice from its TVM and give it back to the host.
+    /// args: VDEV, GPA. results: the page's PA.
+    VDEV_MMIO_UNMAP = 0x0167, VdevMmioUnmap { vdev: Pa, gpa: Gpa }, results 1;
     /// Continue the pending device operation of an object with the device's response in the comm
     /// buffer. args: object (PDEV or VDEV), comm buffer PA. results: pending operation, object state.
     COMMUNICATE = 0x0170, Communicate { object: Pa, comm: Pa }, results 2;
@@ -387,6 +394,10 @@ calls! {
     /// Read a portion of the device's signed SPDM measurement record (DMTF measurement blocks).
     /// args: vBDF, offset, buffer GPA, length. results: bytes copied, bytes remaining.
     G_VDEV_MEASUREMENTS = 0x0215, GVdevMeasurements { vbdf: u64, offset: u64, buffer: Gpa, len: u64 }, results 2;
+    /// Validate the unvalidated MMIO mapping at a GPA as page `page_index` of MMIO range
+    /// `range_index` (0-based, in report order) of the vdevice's interface report; the page
+    /// becomes accessible (device memory). args: vBDF, GPA, range index, page index.
+    G_VDEV_MMIO_VALIDATE = 0x0216, GVdevMmioValidate { vbdf: u64, gpa: Gpa, range_index: u64, page_index: u64 }, results 0;
     /// Attach a stage-1 root for (vdevice, PASID). args: vBDF, PASID, root GPA, flags.
     G_S1_ATTACH = 0x0220, GS1Attach { vbdf: u64, pasid: u64, root: Gpa, config: u64 }, results 0;
     /// Detach the stage-1 root for (vdevice, PASID). args: vBDF, PASID.

@@ -9,7 +9,7 @@
 //! | 0 | `VIOMMU_TYPES` | [`ViommuTypes`] bit per supported TSM vIOMMU type |
 //! | 1 | `STAGE1_FORMATS` | [`Stage1Formats`] bit per supported stage-1 format |
 //! | 2 | `DEVICE_LIMITS` | [`DeviceLimits`]: vdevices per TVM / per PDEV, PDEVs, vIOMMUs per TVM (16 bits each) |
-//! | 3 | `QUEUE_LIMITS` | [`QueueLimits`]: PASIDs per vdevice (bits 31:0), event-queue depth (47:32) |
+//! | 3 | `QUEUE_LIMITS` | [`QueueLimits`]: PASIDs per vdevice (bits 31:0), event-queue depth (47:32), private MMIO pages per vdevice (63:48) |
 //! | 4 | `REPORT_LIMITS` | [`ReportLimits`]: max interface report (bits 31:0), max device message (63:32) |
 //! | 5 | `TDISP` | [`TdispFeatures`]: TDISP versions (bits 7:0), accepted LOCK flags (bits 31:16) |
 //! | 6 | `MEMORY` | [`MemoryFeatures`]: granule shift (7:0), min / max GPA bits (15:8, 23:16) |
@@ -144,18 +144,23 @@ pub struct QueueLimits {
     pub pasids_per_vdev: u32,
     /// Bits 47:32: records each per-vdevice event queue holds before it counts overflows.
     pub event_queue_depth: u16,
+    /// Bits 63:48: private MMIO pages one vdevice may have mapped at once (VDEV_MMIO_MAP).
+    pub mmio_pages_per_vdev: u16,
 }
 
 impl QueueLimits {
     /// The register form.
     pub const fn to_raw(self) -> u64 {
-        (self.pasids_per_vdev as u64) | (self.event_queue_depth as u64) << 32
+        (self.pasids_per_vdev as u64)
+            | (self.event_queue_depth as u64) << 32
+            | (self.mmio_pages_per_vdev as u64) << 48
     }
     /// Decodes the register form, ignoring undefined bits.
     pub const fn from_raw(raw: u64) -> Self {
         QueueLimits {
             pasids_per_vdev: field(raw, 0, 32) as u32,
             event_queue_depth: field(raw, 32, 16) as u16,
+            mmio_pages_per_vdev: field(raw, 48, 16) as u16,
         }
     }
 }
@@ -327,9 +332,10 @@ mod tests {
         let q = QueueLimits {
             pasids_per_vdev: 0x1_0000,
             event_queue_depth: 64,
+            mmio_pages_per_vdev: 16,
         };
-        assert_eq!(q.to_raw(), 0x0040_0001_0000);
-        assert_eq!(QueueLimits::from_raw(q.to_raw() | 1 << 63), q);
+        assert_eq!(q.to_raw(), 0x0010_0040_0001_0000);
+        assert_eq!(QueueLimits::from_raw(q.to_raw()), q);
         let r = ReportLimits {
             max_report_len: 4096,
             max_message_len: 4032,

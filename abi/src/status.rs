@@ -79,6 +79,10 @@ pub enum StatusCode {
     /// TEST_DMA_INJECT: the secure vIOMMU refused the request (an event was queued).
     /// Index: the [`EventReason`](crate::event::EventReason).
     DmaFault = 27,
+    /// G_VDEV_MMIO_VALIDATE: the mapping at the GPA is not the page the guest named. Index:
+    /// the argument that does not match (2: no unvalidated MMIO page of this vdevice at the
+    /// GPA; 3: another range; 4: another page of the range).
+    MmioMismatch = 28,
 }
 
 /// Object kinds, used as the index of [`StatusCode::InUse`] and in granule-state reports.
@@ -177,6 +181,7 @@ impl StatusCode {
         StatusCode::Empty,
         StatusCode::Cancelled,
         StatusCode::DmaFault,
+        StatusCode::MmioMismatch,
     ];
 
     /// The upper-case name used in the spec and the C header (`TSM_STATUS_<NAME>`).
@@ -211,6 +216,7 @@ impl StatusCode {
             Empty => "EMPTY",
             Cancelled => "CANCELLED",
             DmaFault => "DMA_FAULT",
+            MmioMismatch => "MMIO_MISMATCH",
         }
     }
 }
@@ -274,6 +280,7 @@ impl TryFrom<u8> for StatusCode {
             25 => Empty,
             26 => Cancelled,
             27 => DmaFault,
+            28 => MmioMismatch,
             other => return Err(other),
         })
     }

@@ -395,6 +395,16 @@ fn render_header() -> String {
         }
         .to_raw(),
     );
+    packed(
+        &mut o,
+        "QUEUE_LIMITS",
+        "mmio_pages_per_vdev",
+        QueueLimits {
+            mmio_pages_per_vdev: u16::MAX,
+            ..q
+        }
+        .to_raw(),
+    );
     o.push('\n');
     comment(&mut o, "", "REPORT_LIMITS fields.");
     let r = ReportLimits::default();

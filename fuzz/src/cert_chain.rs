@@ -38,7 +38,10 @@ pub fn run(data: &[u8]) {
     let Ok(info) = result else {
         return;
     };
-    assert_eq!(usize::from(u16::from_le_bytes([chain[0], chain[1]])), chain.len());
+    assert_eq!(
+        usize::from(u16::from_le_bytes([chain[0], chain[1]])),
+        chain.len()
+    );
     assert_eq!(&chain[4..HEADER_LEN], &info.root_hash[..]);
     assert_eq!(info.digest.as_slice(), Sha384::digest(&chain).as_slice());
     assert!((2..=MAX_CERTS).contains(&usize::from(info.certificates)));

@@ -149,11 +149,13 @@ fn argument(input: &mut Input<'_>) -> u64 {
         arg::GRANULE => granule(input.u8()),
         arg::MISALIGNED => granule(input.u8()) + 1 + u64::from(input.u8()),
         arg::BUFFER => granule(input.u8()) + u64::from(input.u8()) * 8,
-        arg::OUTSIDE => match input.u8() % 5 {
+        arg::OUTSIDE => match input.u8() % 6 {
             0 => DRAM_BASE - GRANULE_SIZE,
             1 => DRAM_BASE + GRANULES * GRANULE_SIZE,
             2 => !(GRANULE_SIZE - 1),
             3 => 1 << 52,
+            // A device page: one of the large report's ranges, in the simulated BAR window.
+            4 => tsm_core::testing::BAR_WINDOW.base.0 + u64::from(input.u8() % 32) * 0x1_0000,
             _ => DRAM_BASE + GRANULES * GRANULE_SIZE - 8,
         },
         arg::SMALL => u64::from(input.u8()),
@@ -933,6 +935,21 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         );
         host(&mut w, CallId::COMMUNICATE, &[&g(25), &g(22)]);
         w.u8(step::DEVICE).u8(22).u8(0);
+        // Private MMIO: a page of the report's range 1 at GPA 0x2000, validated, then unmapped
+        // by the host (RUN keeps it until then).
+        let mmio_gpa = [arg::GPA, 0, 2];
+        let device_page = [arg::OUTSIDE, 4, 1];
+        host(
+            &mut w,
+            CallId::VDEV_MMIO_MAP,
+            &[&g(25), &mmio_gpa, &device_page],
+        );
+        guest(
+            &mut w,
+            CallId::G_VDEV_MMIO_VALIDATE,
+            &[&[arg::BDF, 4], &mmio_gpa, &[arg::SMALL, 1], &[arg::ZERO]],
+        );
+        host(&mut w, CallId::VDEV_MMIO_UNMAP, &[&g(25), &mmio_gpa]);
         host(&mut w, CallId::UNMAP, &[&g(11), &page]);
         out.push((format!("dma_tables_{name}"), w.bytes));
     }

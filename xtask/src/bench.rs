@@ -47,7 +47,7 @@ const DRAM2_MIB: u64 = 256;
 /// CPU spinning in its idle loop would be counted too.
 const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-smp", "1"];
 /// The host calls, in table order: (scenario name, figure key, label).
-const CALLS: [(&str, &str, &str); 9] = [
+const CALLS: [(&str, &str, &str); 11] = [
     (
         "floor_unknown_fid",
         "floor",
@@ -71,6 +71,16 @@ const CALLS: [(&str, &str, &str); 9] = [
         "vdev_dma_table",
         "vdev_dma_table",
         "VDEV_DMA_TABLE, a second table (refresh of 66 private pages, T=0 view)",
+    ),
+    (
+        "vdev_mmio_map",
+        "vdev_mmio_map",
+        "VDEV_MMIO_MAP of one edu BAR0 page (report check, host TLB invalidation)",
+    ),
+    (
+        "vdev_mmio_unmap",
+        "vdev_mmio_unmap",
+        "VDEV_MMIO_UNMAP (TVM TLB invalidation, page back to the host)",
     ),
     (
         "vcpu_run_minimal_guest",

@@ -389,6 +389,53 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "the differential test: edu through the TSM's IOMMU and the software engine give the same outcome for every row (host device and vdevice; shared, private, delegated, TSM and unmapped targets; before bind, LOCKED, RUN, after unmap and remap, after unbind, destroyed)",
     },
+    Scenario {
+        name: "mmio-private",
+        id: id::MMIO_PRIVATE,
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        // The host's load of BAR0 while a TVM holds it is blocked on both arches and the host
+        // goes on (x86_64: the page is out of the host's nested table, the TSM injects #GP(0)).
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "the guest's access before validation faulted",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "drove edu through its private mapping",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "after unbind the host reaches edu's BAR0 again",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "while a TVM holds it",
+            },
+            MustLog {
+                arch: Some(Arch::X86_64),
+                program: Program::Tsm,
+                text: "host read of GPA 0xfea00000",
+            },
+            MustLog {
+                arch: Some(Arch::Aarch64),
+                program: Program::Tsm,
+                text: "host read of IPA 0x10000000",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "PASS",
+            },
+        ],
+        about: "the host maps edu's BAR0 pages (named by the TDI's report) into a TVM: a touch before validation faults, the guest validates them against the report and drives edu itself (id, liveness, factorial); the host reaches BAR0 again after unbind, and its load while bound is blocked, logged and survived",
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {

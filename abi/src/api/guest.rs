@@ -131,6 +131,22 @@ pub fn g_vdev_stop<T: Transport + ?Sized>(t: &mut T, vbdf: u16) -> Result<()> {
     invoke0(t, CallId::G_VDEV_STOP, &[u64::from(vbdf)])
 }
 
+/// G_VDEV_MMIO_VALIDATE: accepts the MMIO mapping at `gpa` as page `page_index` of range
+/// `range_index` of vdevice `vbdf`'s interface report (the ranges in report order).
+pub fn g_vdev_mmio_validate<T: Transport + ?Sized>(
+    t: &mut T,
+    vbdf: u16,
+    gpa: Gpa,
+    range_index: u64,
+    page_index: u64,
+) -> Result<()> {
+    invoke0(
+        t,
+        CallId::G_VDEV_MMIO_VALIDATE,
+        &[u64::from(vbdf), gpa.raw(), range_index, page_index],
+    )
+}
+
 /// G_S1_ATTACH: attaches the stage-1 table at `root` for (`vbdf`, `pasid`), walked for the
 /// input size in `config` (which also sets the level `root` is a table of, see [`S1Config`]).
 pub fn g_s1_attach<T: Transport + ?Sized>(

@@ -311,6 +311,18 @@ pub fn vdev_dma_table<T: Transport + ?Sized>(t: &mut T, vdev: Pa, table: Pa) -> 
     invoke0(t, CallId::VDEV_DMA_TABLE, &[vdev.raw(), table.raw()])
 }
 
+/// VDEV_MMIO_MAP: maps the vdevice's MMIO page at host PA `pa` at private `gpa` of its TVM,
+/// unvalidated; the host loses the page until VDEV_MMIO_UNMAP or the vdevice leaves LOCKED/RUN.
+pub fn vdev_mmio_map<T: Transport + ?Sized>(t: &mut T, vdev: Pa, gpa: Gpa, pa: Pa) -> Result<()> {
+    invoke0(t, CallId::VDEV_MMIO_MAP, &[vdev.raw(), gpa.raw(), pa.raw()])
+}
+
+/// VDEV_MMIO_UNMAP: removes the vdevice's MMIO page at `gpa` from its TVM; returns its PA,
+/// which is the host's again.
+pub fn vdev_mmio_unmap<T: Transport + ?Sized>(t: &mut T, vdev: Pa, gpa: Gpa) -> Result<Pa> {
+    invoke(t, CallId::VDEV_MMIO_UNMAP, &[vdev.raw(), gpa.raw()]).map(|o| Pa(o[0]))
+}
+
 /// COMMUNICATE: continues the operation pending on `object` (a PDEV or VDEV) with the
 /// device's response in `comm`.
 pub fn communicate<T: Transport + ?Sized>(t: &mut T, object: Pa, comm: Pa) -> Result<OpProgress> {

@@ -238,6 +238,14 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
         vdev_dma_table(m, Pa(A), Pa(B))
     })
     .unwrap();
+    check(c, CallId::VDEV_MMIO_MAP, &[A, C, B], [0; 4], |m| {
+        vdev_mmio_map(m, Pa(A), Gpa(C), Pa(B))
+    })
+    .unwrap();
+    let r = check(c, CallId::VDEV_MMIO_UNMAP, &[A, C], [B, 0, 0, 0], |m| {
+        vdev_mmio_unmap(m, Pa(A), Gpa(C))
+    });
+    assert_eq!(r, Ok(Pa(B)));
     check(c, CallId::COMMUNICATE, &[A, B], [0; 4], |m| {
         communicate(m, Pa(A), Pa(B))
     })
@@ -362,6 +370,14 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
     })
     .unwrap();
     check(c, CallId::G_VDEV_STOP, &[8], [0; 4], |m| g_vdev_stop(m, 8)).unwrap();
+    check(
+        c,
+        CallId::G_VDEV_MMIO_VALIDATE,
+        &[8, C, 1, 2],
+        [0; 4],
+        |m| g_vdev_mmio_validate(m, 8, Gpa(C), 1, 2),
+    )
+    .unwrap();
     check(c, CallId::G_S1_ATTACH, &[8, 3, C, 39], [0; 4], |m| {
         g_s1_attach(m, 8, PasidArg::Pasid(3), Gpa(C), S1Config { ia_bits: 39 })
     })

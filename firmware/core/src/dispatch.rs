@@ -14,7 +14,7 @@ use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
 
-use crate::calls::{comm, device, dma, guest, memory, system, vcpu};
+use crate::calls::{comm, device, dma, guest, memory, mmio, system, vcpu};
 use crate::objects::VcpuHandle;
 use crate::run;
 use crate::tsm::{Origin, Tsm};
@@ -202,6 +202,8 @@ impl Tsm<'_> {
             VdevGetState(a) => device::vdev_get_state(self, a),
             VdevDestroy(a) => device::vdev_destroy(self, a),
             VdevDmaTable(a) => dma::vdev_dma_table(self, a),
+            VdevMmioMap(a) => mmio::vdev_mmio_map(self, a),
+            VdevMmioUnmap(a) => mmio::vdev_mmio_unmap(self, a),
             Communicate(a) => comm::communicate(self, a),
             OpCancel(a) => comm::op_cancel(self, a),
             EventRead(a) => guest::event_read(self, a),
@@ -223,6 +225,7 @@ impl Tsm<'_> {
             GVdevMeasurements(a) => guest::vdev_measurements(self, g, a),
             GVdevAccept(a) => return guest::vdev_accept(self, g, a),
             GVdevStop(a) => return guest::vdev_stop(self, g, a),
+            GVdevMmioValidate(a) => guest::vdev_mmio_validate(self, g, a),
             GS1Attach(a) => guest::s1_attach(self, g, a),
             GS1Detach(a) => guest::s1_detach(self, g, a),
             GS1Invalidate(a) => guest::s1_invalidate(self, g, a),

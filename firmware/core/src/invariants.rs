@@ -86,6 +86,10 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
         Ok(())
     };
     let mut shared_refs: BTreeMap<u64, u16> = BTreeMap::new();
+    // Private MMIO: (TVM, GPA) → device page, as the maps hold them and as the vdevices'
+    // records name them; the two must be the same.
+    let mut mmio_leaves: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut mmio_recorded: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     let mut tags: BTreeSet<u16> = BTreeSet::new();
     let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
     let mut evidence_owner: BTreeMap<u64, u32> = BTreeMap::new();
@@ -151,6 +155,19 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                                         leaf.pa
                                     );
                                     *shared_refs.entry(leaf.pa.0).or_default() += 1;
+                                }
+                                crate::addrmap::MapKind::Mmio { .. } => {
+                                    ensure!(
+                                        gpa < shared_base,
+                                        "invariant 7: TVM {pa:x?} maps device page {:x?} at shared GPA {gpa:#x}",
+                                        leaf.pa
+                                    );
+                                    ensure!(
+                                        !sim.host_has_mmio(leaf.pa),
+                                        "device page {:x?} mapped in TVM {pa:x?} and the host's",
+                                        leaf.pa
+                                    );
+                                    mmio_leaves.insert((pa.0, gpa), leaf.pa.0);
                                 }
                             },
                             e => {
@@ -295,6 +312,28 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                     }
                     dma_tree(tsm, sim, pa, &dma)?;
                 }
+                let m = tsm
+                    .mmio_record(pa)
+                    .map_err(|_| format!("VDEV {pa:x?}: MMIO record unreadable"))?;
+                m.invariants().map_err(|e| format!("VDEV {pa:x?}: {e}"))?;
+                ensure!(m.root == t.root, "VDEV {pa:x?}: MMIO record of another map");
+                ensure!(
+                    m.count == 0
+                        || matches!(
+                            v.state,
+                            VdevState::Locked | VdevState::Starting | VdevState::Run
+                        ),
+                    "VDEV {pa:x?}: private MMIO mapped in {:?}",
+                    v.state
+                );
+                for page in m.mapped() {
+                    ensure!(
+                        mmio_recorded.insert((v.tvm, page.gpa), page.pa).is_none(),
+                        "GPA {:#x} of TVM {:#x} recorded by two vdevices",
+                        page.gpa,
+                        v.tvm
+                    );
+                }
                 *refs.entry(v.tvm).or_default() += 1;
             }
             GranuleState::Delegated | GranuleState::DmaTable => {
@@ -307,6 +346,15 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
             | GranuleState::Reserved => {}
         }
     }
+    ensure!(
+        mmio_leaves == mmio_recorded,
+        "private MMIO in the maps {mmio_leaves:x?} != the vdevices' records {mmio_recorded:x?}"
+    );
+    let pages: BTreeSet<u64> = mmio_leaves.values().copied().collect();
+    ensure!(
+        pages.len() == mmio_leaves.len(),
+        "a device page mapped twice: {mmio_leaves:x?}"
+    );
     for &(pa, s, rc) in &granules {
         match s {
             GranuleState::Tvm => {

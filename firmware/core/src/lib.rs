@@ -16,6 +16,7 @@
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
 //! | [`spdm`] | the SPDM requester (device authentication, measurements, secure session) |
 //! | [`dma_tables`] | the single-stage tables the platform IOMMU walks for vdevices, composed from the vIOMMU |
+//! | [`private_mmio`] | a vdevice's MMIO pages mapped into its TVM: the record, the report check, the release |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
 //! | `invariants` | the checker of ARCHITECTURE.md §2 invariants 3–6 (tests and `testing`) |
 //! | `viommu_reference` | a reference model of the vIOMMU's translation, from the architecture documents (tests and `testing`) |
@@ -41,6 +42,7 @@ pub mod dispatch;
 pub mod dma_tables;
 pub mod granule;
 pub mod objects;
+pub mod private_mmio;
 pub mod run;
 pub mod run_loop;
 pub mod spdm;

@@ -14,7 +14,16 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_platform::{
     AddressMapFormat, Console, DMA_MAX_TAG, DmaDomain, DmaFault, DmaStream, DmaTableFormat,
     Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, PhysMem, PowerOff,
+    MemRange, MmioRefused, PhysMem, PowerOff,
+};
+
+/// Where the simulated machine's device BARs live: the only MMIO the host may lose to a
+/// TVM's private mapping. Above every DRAM the tests simulate, and holding the ranges of the
+/// device model's large report (`tsm_device_model::fixtures`), so fuzzers reach a successful
+/// VDEV_MMIO_MAP with the device they already use.
+pub const BAR_WINDOW: MemRange = MemRange {
+    base: Pa(0x8000_0000),
+    size: 0x100_0000,
 };
 
 /// A TLB invalidation the core asked for.
@@ -32,6 +41,8 @@ pub struct SimPlatform {
     pub(crate) mem: Mutex<Vec<u8>>,
     /// Granules removed from the host's address space.
     unmapped: Mutex<BTreeSet<u64>>,
+    /// Pages of [`BAR_WINDOW`] taken from the host.
+    mmio_taken: Mutex<BTreeSet<u64>>,
     entropy: Mutex<u64>,
     entropy_fails: Mutex<bool>,
     console: Mutex<Vec<(u8, Vec<u8>)>>,
@@ -51,6 +62,7 @@ impl SimPlatform {
             dram: MemRange { base, size },
             mem: Mutex::new(vec![0; granules * GRANULE_SIZE as usize]),
             unmapped: Mutex::new(BTreeSet::new()),
+            mmio_taken: Mutex::new(BTreeSet::new()),
             entropy: Mutex::new(0x9E37_79B9_7F4A_7C15),
             entropy_fails: Mutex::new(false),
             console: Mutex::new(Vec::new()),
@@ -230,6 +242,34 @@ impl HostIsolation for SimPlatform {
         self.unmapped.lock().unwrap().remove(&pa.granule_base().0);
         Ok(())
     }
+
+    fn take_mmio_from_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        if !pa.is_granule_aligned() || !BAR_WINDOW.contains(pa, GRANULE_SIZE) {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        if !self.mmio_taken.lock().unwrap().insert(pa.0) {
+            return Err(MmioRefused::Taken);
+        }
+        Ok(())
+    }
+
+    fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        if !BAR_WINDOW.contains(pa, GRANULE_SIZE) {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        if !self.mmio_taken.lock().unwrap().remove(&pa.0) {
+            return Err(MmioRefused::NotTaken);
+        }
+        Ok(())
+    }
+}
+
+impl SimPlatform {
+    /// Whether the host can reach the device page at `pa` (a page of [`BAR_WINDOW`] no private
+    /// MMIO mapping holds).
+    pub fn host_has_mmio(&self, pa: Pa) -> bool {
+        BAR_WINDOW.contains(pa, GRANULE_SIZE) && !self.mmio_taken.lock().unwrap().contains(&pa.0)
+    }
 }
 
 impl Entropy for SimPlatform {
@@ -284,6 +324,7 @@ pub struct Snapshot {
     granules: Vec<(Pa, crate::granule::GranuleState, u16)>,
     mem: Vec<u8>,
     unmapped: Vec<Pa>,
+    mmio_taken: Vec<u64>,
     pdevs: Vec<crate::tsm::PdevRange>,
 }
 
@@ -370,6 +411,14 @@ impl Harness {
             granules: self.tsm.granules().snapshot().collect(),
             mem: self.sim.mem.lock().unwrap().clone(),
             unmapped: self.sim.unmapped_granules(),
+            mmio_taken: self
+                .sim
+                .mmio_taken
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect(),
             pdevs: self.tsm.pdev_ranges().into_iter().collect(),
         }
     }

@@ -61,9 +61,15 @@ impl Tsm<'_> {
         if o.gpa_bits >= 64 || gpa.0 >> o.gpa_bits != 0 {
             return Err(S2Miss::OutOfRange);
         }
-        self.map(Pa(o.root))
-            .lookup(gpa.granule_base())
-            .map_err(miss)
+        match self.map(Pa(o.root)).lookup(gpa.granule_base()) {
+            // No peer-to-peer DMA (docs/abi.md §15): a vdevice's MMIO page is no DMA target,
+            // for DMA it is as if nothing were mapped there.
+            Ok(Leaf {
+                kind: MapKind::Mmio { .. },
+                ..
+            }) => Err(S2Miss::NotMapped),
+            r => r.map_err(miss),
+        }
     }
 
     /// A page of `tvm` at `gpa` was unmapped: cached translations through it must go.

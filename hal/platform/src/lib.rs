@@ -110,6 +110,27 @@ pub trait HostIsolation {
     fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault>;
     /// Maps `pa`'s granule back into the host's address space (read/write, normal memory).
     fn map_to_host(&self, pa: Pa) -> Result<(), MemFault>;
+    /// Takes the 4 KiB page of device MMIO at `pa` (granule-aligned) out of the host's address
+    /// space, for a TVM's private MMIO mapping: only a page of a window where the host's
+    /// devices' BARs live (never DRAM, configuration space, or a device the TSM keeps), and
+    /// only one the host still has, so a page is never given to two mappings.
+    fn take_mmio_from_host(&self, pa: Pa) -> Result<(), MmioRefused>;
+    /// Gives a page [`HostIsolation::take_mmio_from_host`] took back to the host (device memory,
+    /// read/write).
+    fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused>;
+}
+
+/// Why a page of device MMIO did not change hands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MmioRefused {
+    /// The page is not in a window of the host's device BARs.
+    NotDeviceMemory,
+    /// Take: the host no longer has the page (another mapping holds it).
+    Taken,
+    /// Give: the host has the page already.
+    NotTaken,
+    /// The tables needed to take a single page out of a larger host mapping are used up.
+    NoTables,
 }
 
 /// The platform's entropy source failed or is not ready.

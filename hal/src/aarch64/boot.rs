@@ -155,7 +155,9 @@ extern "C" fn boot_primary() -> ! {
     };
     let stacks = SECONDARY_STACK * (MAX_CPUS as u64 - 1);
     let Some(tsm) = s2_tables
-        .checked_add(mmu::TABLES as u64 + device_tables + smmu_tables)
+        .checked_add(
+            mmu::TABLES as u64 + device_tables + stage2::MMIO_SPLIT_TABLES as u64 + smmu_tables,
+        )
         .and_then(|t| t.checked_mul(GRANULE_SIZE))
         .zip(layout::descriptor_bytes(granules))
         .and_then(|(tables, descs)| {
@@ -181,7 +183,13 @@ extern "C" fn boot_primary() -> ! {
     let Some(pool) = carve.tables(device_tables as usize, &tsm) else {
         fatal_text("no room for the host's device mappings")
     };
-    if stage2.map_devices(windows, pool).is_err() {
+    let Some(split) = carve.tables(stage2::MMIO_SPLIT_TABLES, &tsm) else {
+        fatal_text("no room for the tables that take BAR pages from the host")
+    };
+    if stage2
+        .map_devices(windows, devices.pcie.map(|p| p.mmio), pool, split)
+        .is_err()
+    {
         fatal_text("cannot map the PCIe windows for the host (inside DRAM's GiBs or overlapping)");
     }
     let smmu = devices.smmu.map(|frame| {
@@ -234,11 +242,12 @@ extern "C" fn boot_primary() -> ! {
         vttbr: read_sysreg!("vttbr_el2"),
         dram,
         smmu: devices.smmu,
+        bars: devices.pcie.map(|p| p.mmio),
         mpidr,
         stack_top,
         cpus,
     });
-    let host = HostContext::new(&dram, devices.smmu, 0);
+    let host = HostContext::new(&dram, devices.smmu, devices.pcie.map(|p| p.mmio), 0);
     __tsm_aarch64_main(Boot {
         dram,
         tsm,

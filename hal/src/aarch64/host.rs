@@ -292,25 +292,34 @@ pub struct HostContext {
     /// The registers of the device the TSM owns (the SMMU), which the host's stage 2 never
     /// maps: a host access there is blocked like one to secure memory.
     tsm_device: Option<MemRange>,
+    /// The window of the host's device BARs, all mapped for the host but the pages a TVM holds
+    /// as private MMIO (docs/abi.md §5.7): a translation fault there is one of those.
+    bars: Option<MemRange>,
     cpu: u64,
 }
 
 impl HostContext {
     /// The host's first entry: at [`HOST_ENTRY`] in EL1h with x0 = DRAM base, x1 = DRAM size,
     /// x2 = CPU index. Only boot makes one, once the host's stage-2 and traps are in place.
-    pub(crate) fn new(dram: &MemRange, tsm_device: Option<MemRange>, cpu: u64) -> Self {
+    pub(crate) fn new(
+        dram: &MemRange,
+        tsm_device: Option<MemRange>,
+        bars: Option<MemRange>,
+        cpu: u64,
+    ) -> Self {
         HostContext {
             frame: Frame::entry(HOST_ENTRY, [dram.base.0, dram.size, cpu]),
             dram: *dram,
             tsm_device,
+            bars,
             cpu,
         }
     }
 
     /// Turns the last exit into a blocked access if it was one: a data abort on a stage-2
     /// translation fault at an IPA inside DRAM (a granule the host's stage-2 does not map:
-    /// the TSM's memory or a secure granule) or inside the TSM's device (the SMMU's
-    /// registers). The load or store did not happen; the host
+    /// the TSM's memory or a secure granule), inside the TSM's device (the SMMU's
+    /// registers), or inside the BAR window (a page a TVM holds as private MMIO). The load or store did not happen; the host
     /// resumes after it with [`BLOCKED_FLAG_REG`] set to 1, which is how a host that probes on
     /// purpose learns it was blocked (docs/design.md, "aarch64 TVM contexts and SMP"). Returns
     /// the faulting IPA, or `None` (and changes nothing) for any other exit.
@@ -320,8 +329,9 @@ impl HostContext {
         let ipa = syndrome::fault_ipa(f.hpfar, f.far);
         let translation = (0x04..=0x07).contains(&iss.fsc);
         let at = tsm_abi::addr::Pa(ipa);
-        let secure =
-            self.dram.contains(at, 1) || self.tsm_device.is_some_and(|d| d.contains(at, 1));
+        let secure = self.dram.contains(at, 1)
+            || self.tsm_device.is_some_and(|d| d.contains(at, 1))
+            || self.bars.is_some_and(|b| b.contains(at, 1));
         if syndrome::ec(f.esr) != Ec::DABT_LOWER || !translation || iss.s1ptw || !secure {
             return None;
         }

@@ -10,7 +10,7 @@ use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    PhysMem, PowerOff,
+    MmioRefused, PhysMem, PowerOff,
 };
 
 /// The machine as the core sees it.
@@ -109,6 +109,15 @@ impl HostIsolation for QemuVirt {
     /// TLB, so the next DMA walks the tables again and finds the new one.
     fn map_to_host(&self, pa: Pa) -> Result<(), MemFault> {
         self.stage2.map_to_host(pa).map_err(|_| MemFault(pa))
+    }
+
+    /// The SMMU has nothing to forget: the host's DMA domain never maps MMIO.
+    fn take_mmio_from_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        self.stage2.take_mmio(pa)
+    }
+
+    fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        self.stage2.give_mmio(pa)
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub dram: MemRange,
     /// The SMMU's registers, which the host's accesses are checked against.
     pub smmu: Option<MemRange>,
+    /// The host's BAR window, where a translation fault is a page a TVM holds.
+    pub bars: Option<MemRange>,
     /// MPIDR affinity of each CPU index (index 0 = the boot CPU).
     pub mpidr: [u64; MAX_CPUS],
     /// Stack top of each CPU index (0 for the boot CPU, which has the boot stack).
@@ -177,5 +179,8 @@ extern "C" fn boot_secondary() -> ! {
     isb();
     super::boot::trap_host();
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    __tsm_aarch64_secondary(cpu as u64, HostContext::new(&s.dram, s.smmu, cpu as u64))
+    __tsm_aarch64_secondary(
+        cpu as u64,
+        HostContext::new(&s.dram, s.smmu, s.bars, cpu as u64),
+    )
 }

@@ -18,6 +18,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Gpa, Pa};
 
+use spin::Mutex;
+use tsm_platform::MmioRefused;
+
 use super::mmu::{Table, pa_size_field};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
 use super::vmid::Vmid;
@@ -81,6 +84,26 @@ pub struct HostStage2 {
     dma_l1: &'static Table,
     /// One level-3 table per 2 MiB of DRAM, in address order.
     l3: &'static [Table],
+    /// The host's device mappings (set by [`HostStage2::map_devices`]) and what taking single
+    /// BAR pages from the host needs; behind a lock so two takes never split one block twice.
+    devices: Mutex<DeviceMaps>,
+}
+
+/// Spare level-3 tables for splitting 2 MiB device blocks when a single BAR page is taken from
+/// the host (private MMIO): each split keeps its table for good (a page given back is put into
+/// it again), so this bounds how many 2 MiB blocks of the BAR window can ever hold a TVM's
+/// private MMIO.
+pub const MMIO_SPLIT_TABLES: usize = 8;
+
+/// The host's device mappings, as [`HostStage2::map_devices`] left them.
+struct DeviceMaps {
+    /// The window of the host's device BARs: the only MMIO a TVM may get.
+    bars: Option<MemRange>,
+    /// The tables `map_devices` placed (level 2 and 3), then the split tables, and how many of
+    /// the latter are used.
+    placed: &'static [Table],
+    split: &'static [Table],
+    split_used: usize,
 }
 
 /// Tables needed to map `dram`: the CPU's and the DMA domain's level-1 tables, one level-2
@@ -150,6 +173,12 @@ impl HostStage2 {
             l1,
             dma_l1,
             l3,
+            devices: Mutex::new(DeviceMaps {
+                bars: None,
+                placed: &[],
+                split: &[],
+                split_used: 0,
+            }),
         })
     }
 
@@ -163,17 +192,101 @@ impl HostStage2 {
     /// memory, identity, with 2 MiB blocks where they fit and pages elsewhere; level-2 and
     /// level-3 tables come from `tables` ([`device_table_count`] of them, zeroed). Boot only,
     /// before any host code runs; the DMA root never sees them.
+    /// `bars` (one of `windows`) is where the host's devices' BARs live, whose pages a TVM may
+    /// get as private MMIO; `split` ([`MMIO_SPLIT_TABLES`] zeroed tables) is for taking them.
     pub(crate) fn map_devices(
         &self,
         windows: &[MemRange],
+        bars: Option<MemRange>,
         tables: &'static [Table],
+        split: &'static [Table],
     ) -> Result<(), Stage2Error> {
         let mut pool = Pool { tables, used: 0 };
         for w in windows {
             self.map_device(*w, &mut pool)?;
         }
+        *self.devices.lock() = DeviceMaps {
+            bars,
+            placed: tables.get(..pool.used).unwrap_or(&[]),
+            split,
+            split_used: 0,
+        };
         // SAFETY: a barrier: the descriptors are visible to the walkers before the host runs.
         unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
+    /// The level-3 descriptor of the BAR page at `pa`, splitting its 2 MiB block first if it
+    /// is one. Every table on the way is one `map_devices` placed or a split table: a pointer
+    /// is looked up among them, never followed blindly.
+    fn bar_page(&self, d: &mut DeviceMaps, pa: Pa) -> Result<&'static AtomicU64, MmioRefused> {
+        let bars = d.bars.ok_or(MmioRefused::NotDeviceMemory)?;
+        if !pa.is_granule_aligned() || !bars.contains(pa, GRANULE_SIZE) {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        let find = |d: &DeviceMaps, entry: u64| {
+            d.placed
+                .iter()
+                .chain(d.split.get(..d.split_used).unwrap_or(&[]))
+                .find(|t| entry & 0b11 == VALID_TABLE && t.addr() == entry & TABLE_ADDR)
+        };
+        let l1e = self
+            .l1
+            .0
+            .get((pa.0 >> L1_SHIFT) as usize)
+            .ok_or(MmioRefused::NotDeviceMemory)?;
+        let l2 = find(d, l1e.load(Ordering::Relaxed)).ok_or(MmioRefused::NotDeviceMemory)?;
+        let l2e = &l2.0[((pa.0 >> L2_SHIFT) % ENTRIES) as usize];
+        let block = l2e.load(Ordering::Relaxed);
+        if block & 0b11 == BLOCK {
+            let t = d.split.get(d.split_used).ok_or(MmioRefused::NoTables)?;
+            let base = block & TABLE_ADDR & !((1 << L2_SHIFT) - 1);
+            for (i, e) in t.0.iter().enumerate() {
+                e.store(
+                    (base + ((i as u64) << GRANULE_SHIFT)) | HOST_DEVICE | PAGE,
+                    Ordering::Relaxed,
+                );
+            }
+            // Break before make (ARM ARM D8.16): the block goes, every TLB forgets it, then the
+            // table with the same translations comes. A host access in between takes a stage-2
+            // abort; the host loses nothing it could not lose to a TVM anyway.
+            l2e.store(0, Ordering::Relaxed);
+            flush_ipa(Pa(base));
+            l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
+            d.split_used += 1;
+        }
+        let l3 = find(d, l2e.load(Ordering::Relaxed)).ok_or(MmioRefused::NotDeviceMemory)?;
+        Ok(&l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize])
+    }
+
+    /// Takes the BAR page at `pa` from the host: when this returns, no CPU reaches it through
+    /// a host translation.
+    pub fn take_mmio(&self, pa: Pa) -> Result<(), MmioRefused> {
+        let mut d = self.devices.lock();
+        let e = self.bar_page(&mut d, pa)?;
+        e.compare_exchange(
+            pa.0 | HOST_DEVICE | PAGE,
+            0,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map_err(|_| MmioRefused::Taken)?;
+        flush_ipa(pa);
+        Ok(())
+    }
+
+    /// Gives a BAR page [`HostStage2::take_mmio`] took back to the host.
+    pub fn give_mmio(&self, pa: Pa) -> Result<(), MmioRefused> {
+        let mut d = self.devices.lock();
+        let e = self.bar_page(&mut d, pa)?;
+        e.compare_exchange(
+            0,
+            pa.0 | HOST_DEVICE | PAGE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .map_err(|_| MmioRefused::NotTaken)?;
+        flush_ipa(pa);
         Ok(())
     }
 

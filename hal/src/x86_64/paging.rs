@@ -18,6 +18,11 @@
 //! delegated granules) without a `stac`. A granule inside a 2 MiB page first gets that page
 //! split into a 4 KiB table with the same translations.
 //!
+//! Taking a page of a host memory BAR for a TVM's private MMIO ([`take_mmio`]) removes it from
+//! the nested table only (splitting a 2 MiB BAR page from the pool's reserve); the TSM's own
+//! tables never reach a host BAR from ring 0 anyway (U=1, SMAP). Giving it back maps it again
+//! uncached. Both do the same TLB work as taking a granule.
+//!
 //! Each table set comes from its half of a pool in the carve-out that boot sizes from DRAM
 //! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus
 //! the MMIO's. Boot takes what the initial map needs; the rest stays
@@ -33,10 +38,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_platform::MmioRefused;
 
 use super::cpu;
 use super::layout::Layout;
-use super::pci::{Access, Mmio};
+use super::pci::{Access, MAX_MMIO, Mmio};
 use super::smp;
 use crate::platform::MemRange;
 
@@ -55,6 +61,9 @@ const ENTRIES: u64 = 512;
 /// A host page: in the TSM's tables user-accessible (so SMAP keeps the TSM's stray pointers
 /// off it); in the nested table present, writable and executable (nested entries need U).
 const HOST_NESTED: u64 = PRESENT | WRITABLE | USER;
+/// A page of a host memory BAR in the nested table (as [`build`] maps it; a 2 MiB page's split
+/// hands the same flags down).
+const HOST_BAR: u64 = PRESENT | WRITABLE | USER | UNCACHED | NO_EXECUTE;
 /// Bytes one PD entry maps.
 const LARGE_SIZE: u64 = 1 << 21;
 
@@ -85,6 +94,9 @@ struct Tables {
     pool_end: u64,
     dram: MemRange,
     tsm: MemRange,
+    /// The host's memory BARs ([`Access::HostBar`]): the only MMIO a TVM may get.
+    bars: [MemRange; MAX_MMIO],
+    bar_count: usize,
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
@@ -276,6 +288,51 @@ impl Tables {
         Ok(())
     }
 
+    /// The 4 KiB entry of the host BAR page at `pa` in the nested table, its 2 MiB page split
+    /// first if it has one (from the pool's reserve: [`pool_pages`] counts a table for every
+    /// 2 MiB of every MMIO range). The TLB work is the caller's, as for [`Self::set_nested`].
+    fn bar_leaf(&mut self, pa: Pa) -> Result<*mut u64, MmioRefused> {
+        let in_bar = self
+            .bars
+            .get(..self.bar_count)
+            .unwrap_or(&[])
+            .iter()
+            .any(|b| b.contains(pa, GRANULE_SIZE));
+        if !self.nested || !pa.is_granule_aligned() || !in_bar {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        let pde = self
+            .pd_entry(pa.0)
+            .map_err(|_| MmioRefused::NotDeviceMemory)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        let mut table = unsafe { pde.read_volatile() };
+        if table & PRESENT == 0 {
+            return Err(MmioRefused::NotDeviceMemory);
+        }
+        if table & LARGE != 0 {
+            table = self.split(pde, table).map_err(|_| MmioRefused::NoTables)?;
+        }
+        Ok(entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1)))
+    }
+
+    /// Removes (`mapped` false) the host BAR page at `pa` from the nested table, or maps it
+    /// back with the attributes [`build`] gave it (uncached, read-write, never executable).
+    /// Every page of a host BAR is mapped at boot, so an absent one is one a TVM holds.
+    fn set_bar_nested(&mut self, pa: Pa, mapped: bool) -> Result<(), MmioRefused> {
+        let e = self.bar_leaf(pa)?;
+        // SAFETY: `e` is an entry of the PT the present, non-large PD entry points at (a pool
+        // page); we hold the lock.
+        let v = unsafe { e.read_volatile() };
+        match (v & PRESENT != 0, mapped) {
+            (false, false) => return Err(MmioRefused::Taken),
+            (true, true) => return Err(MmioRefused::NotTaken),
+            _ => {}
+        }
+        // SAFETY: as above; one aligned 8-byte store.
+        unsafe { e.write_volatile(if mapped { pa.0 | HOST_BAR } else { 0 }) };
+        Ok(())
+    }
+
     /// Maps `[start, end)` of DRAM with 4 KiB pages: the TSM's own with its rights, the rest
     /// for the host.
     fn map_small(&mut self, start: u64, end: u64, l: &Layout) -> Result<(), PagingError> {
@@ -393,7 +450,21 @@ fn build(
         pool_end: pool.base.0 + pool.size,
         dram,
         tsm,
+        bars: [MemRange {
+            base: Pa(0),
+            size: 0,
+        }; MAX_MMIO],
+        bar_count: 0,
     };
+    for m in mmio.iter().filter(|m| m.access == Access::HostBar) {
+        if let Some(slot) = t.bars.get_mut(t.bar_count) {
+            *slot = MemRange {
+                base: Pa(m.base),
+                size: m.size,
+            };
+            t.bar_count += 1;
+        }
+    }
     t.pml4 = t.alloc(true)?;
     let end = dram.base.0 + dram.size;
     let tsm_end = tsm.base.0 + tsm.size;
@@ -419,7 +490,7 @@ fn build(
         let (user, flags) = match m.access {
             Access::Tsm if nested => continue,
             Access::Tsm => (false, WRITABLE),
-            Access::HostReadWrite => (true, USER | WRITABLE),
+            Access::HostReadWrite | Access::HostBar => (true, USER | WRITABLE),
             Access::HostReadOnly => (true, USER),
         };
         let end = m.base + m.size;
@@ -497,6 +568,28 @@ fn set_host(pa: Pa, host: bool) -> Result<(), PagingError> {
     super::svm::nested_changed();
     // Every CPU may run the host: a stale translation elsewhere would keep a delegated granule
     // reachable (or fault on one just given back).
+    smp::shootdown(None);
+    Ok(())
+}
+
+/// Takes a page of a host BAR away from the host, for a TVM's private MMIO: out of the host's
+/// nested table. From the moment this returns no CPU reaches it from the host (the same TLB
+/// work as [`unmap_from_host`]); a host access to it is a nested page fault (`host`).
+pub fn take_mmio(pa: Pa) -> Result<(), MmioRefused> {
+    set_bar(pa, false)
+}
+
+/// Gives a BAR page [`take_mmio`] took back to the host.
+pub fn give_mmio(pa: Pa) -> Result<(), MmioRefused> {
+    set_bar(pa, true)
+}
+
+fn set_bar(pa: Pa, host: bool) -> Result<(), MmioRefused> {
+    let mut nested = NESTED.lock();
+    let n = nested.as_mut().ok_or(MmioRefused::NotDeviceMemory)?;
+    n.set_bar_nested(pa, host)?;
+    super::svm::nested_changed();
+    // As in `set_host`: every CPU may run the host.
     smp::shootdown(None);
     Ok(())
 }

@@ -46,6 +46,9 @@ pub enum Access {
     HostReadWrite,
     /// The host, read-only.
     HostReadOnly,
+    /// The host, read-write: a memory BAR, whose pages the TSM may take from the host for a
+    /// TVM's private MMIO (`paging::take_mmio`).
+    HostBar,
 }
 
 /// One page-aligned MMIO range and who gets it.
@@ -338,6 +341,6 @@ fn add_bar(map: &mut MmioMap, keep: &Keep<'_>, f: Function, bar: Bar) {
     map.push(Mmio {
         base,
         size: end - base,
-        access: Access::HostReadWrite,
+        access: Access::HostBar,
     });
 }

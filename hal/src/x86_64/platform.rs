@@ -13,7 +13,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    PhysMem, PowerOff,
+    MmioRefused, PhysMem, PowerOff,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -182,6 +182,15 @@ impl HostIsolation for X86Platform {
             return Err(MemFault(pa));
         }
         paging::map_to_host(pa).map_err(|_| MemFault(pa))
+    }
+
+    /// VT-d has nothing to forget: the host domain maps DRAM only.
+    fn take_mmio_from_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        paging::take_mmio(pa)
+    }
+
+    fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused> {
+        paging::give_mmio(pa)
     }
 }
 

@@ -23,7 +23,7 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::AbiVersion;
 use tsm_scenarios::driver::{Exit, World};
 use tsm_scenarios::layout::{
-    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, Script, VBDF_BASE, exit_code,
+    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, MMIO_GPA, Script, VBDF_BASE, exit_code,
 };
 use tsm_scenarios::pool::Pool;
 use tsm_scenarios::{Fail, HostEnv, Outcome};
@@ -38,6 +38,8 @@ const GRANULES: u32 = 64;
 const ROUNDS: u32 = 4;
 /// VDEV_CREATE/VDEV_BIND samples: each carries a full bind and unbind through the device.
 const VDEV_SAMPLES: u32 = 8;
+/// VDEV_MMIO_MAP/UNMAP samples (one page mapped and unmapped each).
+const MMIO_SAMPLES: u32 = 32;
 /// vCPUs of the VCPU_RUN figures, half of each kind (the scenarios' driver keeps at most this
 /// many per TVM).
 const VCPU_SAMPLES: usize = tsm_scenarios::driver::MAX_VCPUS;
@@ -79,6 +81,7 @@ fn measure(env: &mut Host) -> Outcome {
     gate_calls(env)?;
     granule_calls(env)?;
     vdev_calls(env)?;
+    mmio_calls(env)?;
     vcpu_calls(env)?;
     guest_calls(env)
 }
@@ -206,6 +209,37 @@ fn vdev_calls(env: &mut Host) -> Outcome {
         report("vdev_dma_table_root", VDEV_SAMPLES, root);
         report("vdev_dma_table", VDEV_SAMPLES, table);
     }
+    w.finish(env)
+}
+
+/// VDEV_MMIO_MAP and VDEV_MMIO_UNMAP of one page of `edu`'s BAR0, on a LOCKED vdevice whose
+/// report names BAR0 (the `mmio-private` scenario's device): each map takes the page from the
+/// host (TLB invalidation) and checks it against the report; each unmap gives it back.
+fn mmio_calls(env: &mut Host) -> Outcome {
+    let edu = tsm_scenarios::pci::Edu::probe(env)?;
+    let mut w = World::with_tdis(env, tsm_scenarios::scenarios::mmio::tdis(&edu)?)?;
+    let t = w.add_tvm(env, &[])?;
+    w.connect_pdev(env)?;
+    let viommu = w.add_viommu(env, t, tsm_abi::viommu::ViommuType::TsmNoViommu)?;
+    let v = w.add_vdev(env, t, viommu, 0)?;
+    let vdev = w.vdev(v)?.pa;
+    let bound = w.bind(env, v)?;
+    check(bound.is_ok(), "VDEV_BIND", vdev.0)?;
+    let (mut map, mut unmap) = (0u64, 0u64);
+    for _ in 0..MMIO_SAMPLES {
+        map += time(|| {
+            let r = host::vdev_mmio_map(env, vdev, MMIO_GPA, edu.bar0);
+            check(r.is_ok(), "VDEV_MMIO_MAP", edu.bar0.0)
+        })?;
+        unmap += time(|| {
+            let r = host::vdev_mmio_unmap(env, vdev, MMIO_GPA);
+            check(r == Ok(edu.bar0), "VDEV_MMIO_UNMAP", edu.bar0.0)
+        })?;
+    }
+    report("vdev_mmio_map", MMIO_SAMPLES, map);
+    report("vdev_mmio_unmap", MMIO_SAMPLES, unmap);
+    let unbound = w.unbind(env, v)?;
+    check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
     w.finish(env)
 }
 

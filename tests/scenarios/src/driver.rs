@@ -137,6 +137,14 @@ pub struct World {
 impl World {
     /// Negotiates ABI 1.0, reads FEATURES, sets up the host buffers and the device.
     pub fn new<E: HostEnv>(env: &mut E) -> Outcome<World> {
+        Self::with_tdis(env, &crate::layout::TDIS)
+    }
+
+    /// [`World::new`] with a device whose functions are `tdis` (PF0 first).
+    pub fn with_tdis<E: HostEnv>(
+        env: &mut E,
+        tdis: &'static [tsm_device_model::TdiConfig<'static>],
+    ) -> Outcome<World> {
         let want = AbiVersion { major: 1, minor: 0 };
         let v = must!(host::version(env, want), "VERSION");
         ensure!(v.chosen == Some(want), "VERSION 1.0 not granted");
@@ -148,7 +156,7 @@ impl World {
         Ok(World {
             pool,
             features,
-            link: Link::new(comm)?,
+            link: Link::with_tdis(comm, tdis)?,
             exit,
             event,
             tvms: Vec::new(),

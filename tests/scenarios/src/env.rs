@@ -99,4 +99,13 @@ pub trait GuestEnv: Transport {
     /// CNTVCT_EL0 or the TSC in a TVM, the same counter the host reads; a deterministic fake
     /// clock for the simulated vCPU. [`crate::layout::Script::Bench`] times calls with it.
     fn counter(&mut self) -> u64;
+    /// One 32-bit load from the device page mapped at `gpa` (4-byte aligned): a fault if the
+    /// mapping is not there or not validated. The simulated vCPU has no devices.
+    fn mmio_read32(&mut self, gpa: Gpa) -> Result<u32, GuestFault> {
+        Err(GuestFault { gpa, write: false })
+    }
+    /// One 32-bit store to the device page mapped at `gpa` (as `mmio_read32`).
+    fn mmio_write32(&mut self, gpa: Gpa, _value: u32) -> Result<(), GuestFault> {
+        Err(GuestFault { gpa, write: true })
+    }
 }

@@ -15,12 +15,13 @@ use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, VdevInfo};
 use tsm_abi::regs::CallRegs;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode};
+use tsm_abi::tdisp::InterfaceReport;
 use tsm_abi::version::AbiVersion;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::layout::{
-    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GPA_BITS, GuestArg, L3_GPA, OTHER_GPA, SAVED_EVIDENCE,
-    SCRATCH_GPA, SHARED_BASE, Script, exit_code,
+    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GPA_BITS, GuestArg, L3_GPA, MMIO_GPA, MMIO_PAGES,
+    OTHER_GPA, SAVED_EVIDENCE, SCRATCH_GPA, SHARED_BASE, Script, exit_code,
 };
 use crate::{GuestEnv, GuestFault};
 
@@ -82,6 +83,7 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::Bench => bench(g),
         Script::DmaDiff => dma_diff(g, arg.vbdf),
         Script::Authenticated => authenticated(g, arg.vbdf),
+        Script::Mmio => mmio(g, arg.vbdf),
     }
 }
 
@@ -246,6 +248,84 @@ fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     ));
     check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Run.raw()));
     say!("guest: stale and forged evidence refused, fresh evidence accepted");
+    Ok(0)
+}
+
+/// `edu`'s registers (QEMU `hw/misc/edu.c`'s specification): identification (0xRRrr00ed),
+/// liveness (reads back the inverse of what was written), factorial (computed when written;
+/// status bit 0 is set while it runs).
+const EDU_ID: u64 = 0x00;
+const EDU_LIVENESS: u64 = 0x04;
+const EDU_FACTORIAL: u64 = 0x08;
+const EDU_STATUS: u64 = 0x20;
+const EDU_STATUS_COMPUTING: u32 = 1;
+/// Status reads before a factorial counts as lost (QEMU computes it in a thread at once).
+const EDU_POLLS: u32 = 1_000_000;
+
+fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let before = must_info!(g, vbdf);
+    check!(before.state == VdevState::Locked.raw());
+    // The whole report in one chunk (one range, no device-specific bytes), checked against the
+    // digest the TSM took at bind before anything in it is believed.
+    check!(u64::from(before.report_len) <= CHUNK);
+    let Ok(r) = guest::g_vdev_report(g, vbdf, 0, CHUNK_GPA, CHUNK) else {
+        return Ok(u64::from(line!()));
+    };
+    let mut bytes = [0u8; CHUNK as usize];
+    let Some(report) = bytes.get_mut(..r.copied as usize) else {
+        return Ok(u64::from(line!()));
+    };
+    g.read(CHUNK_GPA, report)?;
+    check!(r.remaining == 0 && <[u8; 32]>::from(Sha256::digest(&*report)) == before.report_digest);
+    let Ok(parsed) = InterfaceReport::parse(report) else {
+        return Ok(u64::from(line!()));
+    };
+    let Some(range) = parsed.mmio_ranges().next() else {
+        return Ok(u64::from(line!()));
+    };
+    check!(u64::from(range.number_of_pages) >= MMIO_PAGES);
+    // Each page where the host says it put it, named by (range, page): a wrong name is refused.
+    let page = |i: u64| Gpa(MMIO_GPA.0 + i * 0x1000);
+    check!(is(
+        guest::g_vdev_mmio_validate(g, vbdf, page(0), 0, 1),
+        st(StatusCode::MmioMismatch, 4)
+    ));
+    for i in 0..MMIO_PAGES {
+        check!(is(
+            guest::g_vdev_mmio_validate(g, vbdf, page(i), 0, i),
+            None
+        ));
+    }
+    say!(
+        "guest: {=u64} pages at {=u64:#x} validated as range 0 of the report (first page {=u64:#x})",
+        MMIO_PAGES,
+        MMIO_GPA.0,
+        range.first_page
+    );
+    check!(is(
+        accept(g, vbdf, &AcceptEvidence::from_info(&before))?,
+        None
+    ));
+    check!(info(g, vbdf)?.is_ok_and(|i| i.state == VdevState::Run.raw()));
+    // The guest drives the device itself.
+    let reg = |r: u64| Gpa(MMIO_GPA.0 + r);
+    let id = g.mmio_read32(reg(EDU_ID))?;
+    check!(id & 0xFFFF == 0x00ed);
+    for x in [0x1234_5678u32, 0xA5A5_0F0F] {
+        g.mmio_write32(reg(EDU_LIVENESS), x)?;
+        check!(g.mmio_read32(reg(EDU_LIVENESS))? == !x);
+    }
+    g.mmio_write32(reg(EDU_FACTORIAL), 10)?;
+    let mut polls = 0;
+    while g.mmio_read32(reg(EDU_STATUS))? & EDU_STATUS_COMPUTING != 0 {
+        polls += 1;
+        check!(polls < EDU_POLLS);
+    }
+    check!(g.mmio_read32(reg(EDU_FACTORIAL))? == 3_628_800);
+    say!(
+        "guest: drove edu through its private mapping: id {=u32:#x}, liveness inverted, 10! = 3628800",
+        id
+    );
     Ok(0)
 }
 

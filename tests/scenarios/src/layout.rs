@@ -27,6 +27,10 @@ pub const SHARED_GPA: Gpa = Gpa(SHARED_BASE.0 + 0x31_0000);
 pub const OTHER_GPA: Gpa = Gpa(0x32_0000);
 /// The 2 MiB the level-3 table covers: everything above lies in it.
 pub const L3_GPA: Gpa = Gpa(0x20_0000);
+/// Where the private-MMIO scenario maps the device's pages (private, under the level-3 table).
+pub const MMIO_GPA: Gpa = Gpa(0x34_0000);
+/// Pages of the device's first range it maps there, and the guest validates.
+pub const MMIO_PAGES: u64 = 2;
 /// The TVMs' guest-physical width (within every platform's FEATURES `MEMORY` range).
 pub const GPA_BITS: u8 = 39;
 
@@ -119,10 +123,13 @@ pub enum Script {
     /// that the chain is the expected device's (else exit [`exit_code::UNTRUSTED_DEVICE`]
     /// without accepting); changed digests refused; accept; see RUN.
     Authenticated = 11,
+    /// Private MMIO: read the report, validate the device pages at [`MMIO_GPA`] against its
+    /// first range (a wrong page refused first), accept, then drive QEMU's `edu` through them.
+    Mmio = 12,
 }
 
 impl Script {
-    const ALL: [Script; 11] = [
+    const ALL: [Script; 12] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -134,6 +141,7 @@ impl Script {
         Script::Bench,
         Script::DmaDiff,
         Script::Authenticated,
+        Script::Mmio,
     ];
 }
 

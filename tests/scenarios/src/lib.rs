@@ -109,6 +109,9 @@ pub mod id {
         /// A host in the middle of the SPDM session: tampered, replayed, reordered records,
         /// another device, a bad chain, a bad signature.
         SPDM_MITM = 24;
+        /// Private MMIO: the guest validates edu's BAR0 pages against the report and drives
+        /// edu itself; the host loses BAR0 while the vdevice is bound (QEMU only).
+        MMIO_PRIVATE = 25;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -135,6 +138,7 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::DMA_DIFF => scenarios::dma_diff::run(env),
         id::SPDM => scenarios::spdm::run(env),
         id::SPDM_MITM => scenarios::spdm::run_mitm(env),
+        id::MMIO_PRIVATE => scenarios::mmio::run(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

@@ -60,7 +60,9 @@ pub struct Edu {
     /// Its requester ID on segment 0: the StreamID / source-id the IOMMU sees.
     pub rid: u16,
     /// Its registers (BAR0).
-    bar0: Pa,
+    pub bar0: Pa,
+    /// BAR0's size in bytes.
+    pub bar0_size: u64,
 }
 
 fn cfg_read<E: HostEnv>(env: &mut E, function: Pa, offset: u64) -> Outcome<u32> {
@@ -119,6 +121,18 @@ impl Edu {
             bar
         );
         let mut base = bar & BAR_ADDR;
+        // Sizing with decoding off, as the PCI specification asks; the address is put back.
+        let command = cfg_read(env, function, CFG_COMMAND)?;
+        cfg_write(
+            env,
+            function,
+            CFG_COMMAND,
+            command & 0xFFFF & !COMMAND_MEMORY,
+        )?;
+        cfg_write(env, function, CFG_BAR0, u32::MAX)?;
+        let size = (!(cfg_read(env, function, CFG_BAR0)? & BAR_ADDR)).wrapping_add(1);
+        cfg_write(env, function, CFG_BAR0, base)?;
+        ensure!(size.is_power_of_two(), "edu's BAR0 size", size);
         if base == 0 {
             // Unassigned (no firmware on `virt` does it): size it, place it at the start of the
             // window, aligned to its size.
@@ -126,9 +140,6 @@ impl Edu {
                 "edu's BAR0 is unassigned and the firmware left no window",
                 line!(),
             ))?;
-            cfg_write(env, function, CFG_BAR0, u32::MAX)?;
-            let size = (!(cfg_read(env, function, CFG_BAR0)? & BAR_ADDR)).wrapping_add(1);
-            ensure!(size.is_power_of_two(), "edu's BAR0 size", size);
             let at = window.0.next_multiple_of(u64::from(size));
             ensure!(
                 at + u64::from(size) <= window.0 + window_size && at <= u64::from(u32::MAX),
@@ -158,7 +169,14 @@ impl Edu {
         Ok(Edu {
             rid,
             bar0: Pa(u64::from(base)),
+            bar0_size: u64::from(size),
         })
+    }
+
+    /// The identification register (0xRRrr00ed), read through the host's own mapping of BAR0.
+    pub fn id<E: HostEnv>(&self, env: &mut E) -> Outcome<u32> {
+        env.mmio_read32(self.bar0)
+            .ok_or(Fail::new("edu register unreachable", line!()))
     }
 
     fn write<E: HostEnv>(&self, env: &mut E, reg: u64, value: u64) -> Outcome {

@@ -56,6 +56,10 @@ pub fn for_dma(f: DmaTableFormat) -> &'static dyn PteFormat {
 /// tables at levels 0..=2 and pages at level 3; S2AP (7:6) gives read/write, XN (54:53)
 /// execute-never, MemAttr (5:2) = 0b1111 normal write-back, SH (9:8) = inner shareable, AF
 /// (10) set so the TVM takes no access-flag faults. Bit 55 (software use) marks shared pages.
+/// A private MMIO page ([`MapKind::Mmio`]) has bit 56 (software use) set: validated, it is a
+/// valid page with MemAttr = 0b0001 (Device-nGnRE), read/write, XN; unvalidated, the same
+/// descriptor with bit 0 clear, which the hardware treats as invalid (ARM ARM D8.3: every other
+/// bit of an invalid descriptor is ignored), so the TSM keeps the record and the guest faults.
 pub struct ArmStage2;
 
 mod arm {
@@ -68,12 +72,23 @@ mod arm {
     pub const XN: u64 = 0b10 << 53;
     pub const XN_MASK: u64 = 0b11 << 53;
     pub const SW_SHARED: u64 = 1 << 55;
+    pub const SW_MMIO: u64 = 1 << 56;
     pub const PAGE_FIXED: u64 = VALID_TABLE_OR_PAGE | MEMATTR_NORMAL_WB | SH_INNER | AF;
+    pub const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
+    /// A validated private MMIO page.
+    pub const MMIO_PAGE: u64 =
+        VALID_TABLE_OR_PAGE | MEMATTR_DEVICE_NGNRE | S2AP_R | S2AP_W | AF | XN | SW_MMIO;
 }
 
 impl PteFormat for ArmStage2 {
     fn decode(&self, raw: u64, level: u8) -> Entry {
         use arm::*;
+        if level == 3 && raw & !ADDR_MASK == MMIO_PAGE & !1 {
+            return mmio(raw, false);
+        }
+        if level == 3 && raw & !ADDR_MASK == MMIO_PAGE {
+            return mmio(raw, true);
+        }
         if raw & 1 == 0 {
             return Entry::Invalid;
         }
@@ -112,6 +127,11 @@ impl PteFormat for ArmStage2 {
 
     fn page(&self, leaf: Leaf) -> u64 {
         use arm::*;
+        if let MapKind::Mmio { validated } = leaf.kind {
+            // Unvalidated: bit 0 clear, bit 1 kept so no such entry is ever all zero.
+            let bits = if validated { MMIO_PAGE } else { MMIO_PAGE & !1 };
+            return (leaf.pa.0 & ADDR_MASK) | bits;
+        }
         let mut e = (leaf.pa.0 & ADDR_MASK) | PAGE_FIXED | S2AP_R;
         if leaf.perms.write {
             e |= S2AP_W;
@@ -131,7 +151,11 @@ impl PteFormat for ArmStage2 {
 /// level has P (0), R/W (1), U/S (2) and A (5) set on tables (permissions are decided at the
 /// leaf; A is preset because the CPU sets it on every entry it walks, and an entry the CPU changed must still
 /// decode as ours), leaves add NX (63) unless executable and set A/D (5, 6) so the CPU never
-/// writes the table. Bit 9 (ignored by the CPU) marks shared pages.
+/// writes the table. Bit 9 (ignored by the CPU) marks shared pages. A private MMIO page
+/// ([`MapKind::Mmio`]) has bit 10 (ignored by the CPU) set: validated, it is a present,
+/// writable, non-executable page with PCD and PWT set (UC with the power-on PAT, which the TSM
+/// never changes); unvalidated, the same entry with P clear, which the CPU ignores (SDM vol. 3
+/// §4.5: a non-present entry's other bits are free), so the guest faults.
 pub struct X86_64;
 
 mod x86 {
@@ -142,14 +166,25 @@ mod x86 {
     pub const D: u64 = 1 << 6;
     pub const PS: u64 = 1 << 7;
     pub const SW_SHARED: u64 = 1 << 9;
+    pub const SW_MMIO: u64 = 1 << 10;
+    pub const PWT: u64 = 1 << 3;
+    pub const PCD: u64 = 1 << 4;
     pub const NX: u64 = 1 << 63;
     pub const TABLE: u64 = P | RW | US | A;
     pub const PAGE_FIXED: u64 = P | US | A | D;
+    /// A validated private MMIO page.
+    pub const MMIO_PAGE: u64 = PAGE_FIXED | RW | PWT | PCD | NX | SW_MMIO;
 }
 
 impl PteFormat for X86_64 {
     fn decode(&self, raw: u64, level: u8) -> Entry {
         use x86::*;
+        if level == 3 && raw & !ADDR_MASK == MMIO_PAGE & !P {
+            return mmio(raw, false);
+        }
+        if level == 3 && raw & !ADDR_MASK == MMIO_PAGE {
+            return mmio(raw, true);
+        }
         if raw & P == 0 {
             return Entry::Invalid;
         }
@@ -185,6 +220,10 @@ impl PteFormat for X86_64 {
 
     fn page(&self, leaf: Leaf) -> u64 {
         use x86::*;
+        if let MapKind::Mmio { validated } = leaf.kind {
+            let bits = if validated { MMIO_PAGE } else { MMIO_PAGE & !P };
+            return (leaf.pa.0 & ADDR_MASK) | bits;
+        }
         let mut e = (leaf.pa.0 & ADDR_MASK) | PAGE_FIXED;
         if leaf.perms.write {
             e |= RW;
@@ -197,6 +236,18 @@ impl PteFormat for X86_64 {
         }
         e
     }
+}
+
+/// A private MMIO page at `raw`'s address: read/write, never executable.
+fn mmio(raw: u64, validated: bool) -> Entry {
+    Entry::Page(Leaf {
+        pa: Pa(raw & ADDR_MASK),
+        perms: Perms {
+            write: true,
+            exec: false,
+        },
+        kind: MapKind::Mmio { validated },
+    })
 }
 
 /// Intel VT-d second-level paging, 4 levels (VT-d spec §9.8, "Second-Level Paging Entries"),
@@ -360,6 +411,53 @@ mod tests {
         // The Arm stage-2 DMA format is the address maps' own.
         let arm = for_dma(DmaTableFormat::ArmStage2);
         assert_eq!(arm.page(rw), ArmStage2.page(rw));
+    }
+
+    #[test]
+    fn private_mmio_pages_round_trip_and_fault_until_validated() {
+        for f in [
+            AddressMapFormat::ArmStage2,
+            AddressMapFormat::X86_64FourLevel,
+        ] {
+            let fmt = for_platform(f);
+            for validated in [false, true] {
+                let leaf = Leaf {
+                    pa: Pa(0x1000_5000),
+                    perms: Perms {
+                        write: true,
+                        exec: false,
+                    },
+                    kind: MapKind::Mmio { validated },
+                };
+                let raw = fmt.page(leaf);
+                assert_eq!(fmt.decode(raw, 3), Entry::Page(leaf), "{f:?}");
+                // Bit 0 is the valid / present bit of both formats: the hardware walks past
+                // an unvalidated page as if nothing were mapped.
+                assert_eq!(raw & 1 != 0, validated, "{f:?}");
+                assert_ne!(raw, 0);
+                // Only leaves: the same bits at a table level are not ours.
+                assert!(!matches!(fmt.decode(raw, 2), Entry::Page(_)), "{f:?}");
+            }
+        }
+        let leaf = |validated| Leaf {
+            pa: Pa(0x1000_5000),
+            perms: Perms {
+                write: true,
+                exec: false,
+            },
+            kind: MapKind::Mmio { validated },
+        };
+        // Arm: valid page, MemAttr=0001 (Device-nGnRE), S2AP=11, AF, XN=10, bit 56.
+        assert_eq!(
+            ArmStage2.page(leaf(true)),
+            0x1000_5000 | 0b11 | 0b0001 << 2 | 0b11 << 6 | 1 << 10 | 0b10 << 53 | 1 << 56
+        );
+        // x86: P, RW, US, PWT, PCD, A, D, bit 10, NX.
+        assert_eq!(
+            X86_64.page(leaf(true)),
+            0x1000_5000 | 0b111 | 0b11 << 3 | 0b11 << 5 | 1 << 10 | 1 << 63
+        );
+        assert_eq!(X86_64.page(leaf(false)), X86_64.page(leaf(true)) & !1);
     }
 
     #[test]

@@ -39,6 +39,14 @@ pub enum MapKind {
     Private,
     /// An NS granule the host shares with the TVM.
     Shared,
+    /// A page of a vdevice's MMIO, at a private GPA (VDEV_MMIO_MAP; docs/abi.md §5.7). Until
+    /// the guest validates it (G_VDEV_MMIO_VALIDATE) the entry is recorded but not valid for
+    /// the hardware, so the guest's accesses fault; once validated it is device memory
+    /// (Arm Device-nGnRE, x86 UC). Never a DMA target: the vIOMMU treats it as unmapped.
+    Mmio {
+        /// The guest validated it.
+        validated: bool,
+    },
 }
 
 /// A mapped page.

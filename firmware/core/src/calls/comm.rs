@@ -582,8 +582,15 @@ fn guest_op_done(v: &mut VdevObj, result: StatusCode) {
     }
 }
 
-/// Puts a vdevice in ERROR: T=1 off, cached translations gone, no operation.
-pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusCode) {
+/// Puts a vdevice in ERROR: T=1 off, cached translations gone, its private MMIO out of the TVM
+/// and back to the host, no operation.
+pub(crate) fn vdev_error(
+    t: &Tsm<'_>,
+    vdev: Pa,
+    v: &mut VdevObj,
+    result: StatusCode,
+) -> Result<(), Status> {
+    t.mmio_release_all(vdev)?;
     v.state = VdevState::Error;
     v.op = DeviceOp::None;
     v.step = 0;
@@ -605,13 +612,17 @@ pub(crate) fn vdev_error(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj, result: StatusC
         v.events.push(&event);
         v.host_events.push(&event);
     }
+    Ok(())
 }
 
-/// T=1 off before anything else happens to the TDI (unbind, stop).
-pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) {
+/// T=1 off and the private MMIO out of the TVM (back to the host) before anything else
+/// happens to the TDI (unbind, stop).
+pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<(), Status> {
+    t.mmio_release_all(vdev)?;
     v.state = VdevState::Stopping;
     v.accepted = 0;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
+    Ok(())
 }
 
 /// VDEV_BIND: UNLOCKED → LOCKING under a READY PDEV; LOCK_INTERFACE goes out first. The accept
@@ -732,7 +743,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
         &vdev_request(&v)?,
     )?;
     save_session(t, &p, session.as_ref())?;
-    vdev_t1_off(t, vdev, &mut v);
+    vdev_t1_off(t, vdev, &mut v)?;
     p.save()?;
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
@@ -855,7 +866,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     if v.step == step::NOT_SENT {
         if session.is_some() && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
             // The session failed (or is being ended) before the guest's request went out.
-            vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
+            vdev_error(t, vdev, &mut v, StatusCode::DeviceError)?;
             v.save()?;
             return Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()));
         }
@@ -928,7 +939,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
             session::fail(t, &mut p, r)?;
             p.save()?;
         }
-        vdev_error(t, vdev, &mut v, StatusCode::DeviceError);
+        vdev_error(t, vdev, &mut v, StatusCode::DeviceError)?;
         v.save()?;
         t.dma_view_changed(vdev, t1, &v);
         return Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()));
@@ -1016,7 +1027,7 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
                 session::fail(t, &mut p, &mut r)?;
                 p.save()?;
             }
-            vdev_error(t, obj, &mut v, StatusCode::Cancelled);
+            vdev_error(t, obj, &mut v, StatusCode::Cancelled)?;
             v.save()?;
             t.dma_view_changed(obj, t1, &v);
         }

@@ -24,6 +24,7 @@ use crate::objects::{
     PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle,
     VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
+use crate::private_mmio::MmioMaps;
 use crate::spdm::requester::Requester as SpdmRequester;
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, Requester};
@@ -302,6 +303,8 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
     let v = VdevObj::new(links, params, io.vtype, po.tdisp_version);
     objects::save_new(t, &gv, &v)?;
+    // A delegated granule holds what the host wrote into it: the record starts empty.
+    t.set_mmio_record(vdev, &MmioMaps::new(Pa(to.root)))?;
     po.save()?;
     io.save()?;
     to.save()?;

@@ -18,7 +18,8 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::log::{MAX_PAYLOAD, STREAM_GUEST};
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::addrmap::MapKind;
+use crate::addrmap::format::Entry;
+use crate::addrmap::{Leaf, MapKind};
 use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::calls::session;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
@@ -28,6 +29,7 @@ use crate::objects::{
     Child, GUEST_OP_PENDING, Guard, Room, TvmHandle, TvmObj, VcpuHandle, VdevHandle, VdevObj,
     internal,
 };
+use crate::private_mmio::locate;
 use crate::tsm::Tsm;
 #[cfg(feature = "dma-inject")]
 use crate::viommu;
@@ -135,6 +137,8 @@ fn guest_buffer_in(
     let expected = match leaf.kind {
         MapKind::Private => GranuleState::Private,
         MapKind::Shared => GranuleState::Ns,
+        // Device registers are no buffer: the TSM never reads or writes MMIO for a guest.
+        MapKind::Mmio { .. } => return Err(bad),
     };
     if t.granules.peek(leaf.pa).map_err(|_| bad)?.0 != expected {
         return Err(internal());
@@ -388,7 +392,7 @@ pub fn vdev_stop(
     }
     let pa = g.v.pa();
     let t1 = t1_view(&g.v);
-    vdev_t1_off(t, pa, &mut g.v);
+    vdev_t1_off(t, pa, &mut g.v)?;
     g.v.op = DeviceOp::Stop;
     g.v.step = 0;
     g.v.guest_ticket = t.guest_ticket();
@@ -400,6 +404,57 @@ pub fn vdev_stop(
         op: DeviceOp::Stop,
         ticket: g.v.guest_ticket,
     })
+}
+
+/// G_VDEV_MMIO_VALIDATE: the unvalidated MMIO mapping at `gpa` is the page the guest names
+/// (range `range_index` of the report, page `page_index` of the range): it becomes device
+/// memory the guest can reach. Nothing changes on a mismatch.
+pub fn vdev_mmio_validate(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevMmioValidate) -> Reply {
+    let mut rooms = GuestVdevRooms::default();
+    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    if !matches!(g.v.state, VdevState::Locked | VdevState::Run) {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    if !a.gpa.is_granule_aligned() {
+        return Err(Status::arg(StatusCode::Misaligned, 2));
+    }
+    let vdev = g.v.pa();
+    let m = t.mmio_record(vdev)?;
+    let page = Tsm::mmio_find(&m, a.gpa, 2)
+        .ok()
+        .and_then(|i| m.mapped().get(i).copied())
+        .ok_or(Status::arg(StatusCode::MmioMismatch, 2))?;
+    let root = Pa(m.root);
+    let (table, entry) = t
+        .map(root)
+        .entry(a.gpa, crate::addrmap::LEAF_LEVEL)
+        .map_err(|_| internal())?;
+    match entry {
+        Entry::Page(Leaf {
+            pa,
+            kind: MapKind::Mmio { validated },
+            ..
+        }) if pa.0 == page.pa => {
+            if validated {
+                return Err(Status::arg(StatusCode::AlreadyMapped, 2));
+            }
+        }
+        _ => return Err(internal()),
+    }
+    let offset = g.v.params.mmio_reporting_offset;
+    let (range, index) = t
+        .with_report(vdev, &g.v, |r| locate(r, offset, Pa(page.pa)))?
+        .ok_or_else(internal)?;
+    if a.range_index != range {
+        return Err(Status::arg(StatusCode::MmioMismatch, 3));
+    }
+    if a.page_index != index {
+        return Err(Status::arg(StatusCode::MmioMismatch, 4));
+    }
+    // From invalid to valid: no CPU can hold a translation of an invalid entry, so there is
+    // nothing to invalidate.
+    t.write_mmio_entry(root, table, page, true)?;
+    OK
 }
 
 /// The smallest stage-1 input size the vdevice's format walks (NotSupported for

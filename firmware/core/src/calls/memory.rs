@@ -156,7 +156,7 @@ fn check_gpa(o: &TvmObj, gpa: Gpa, align: u64, arg: u8) -> Result<(), Status> {
 /// owns (§5.2): a private page below the shared base, a shared one at or above it. This is
 /// what keeps a GPA the guest uses as private from ever resolving to host memory, whatever the
 /// host unmaps and maps (invariant 7).
-fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), Status> {
+pub(crate) fn check_page_gpa(o: &TvmObj, gpa: Gpa, kind: MapKind, arg: u8) -> Result<(), Status> {
     check_gpa(o, gpa, GRANULE_SIZE, arg)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     if gpa.is_shared(bits) != (kind == MapKind::Shared) {
@@ -278,7 +278,7 @@ pub fn table_destroy(t: &Tsm<'_>, a: args::TableDestroy) -> Reply {
 }
 
 /// The level-3 table and entry for a page mapping at `gpa`; the entry must be invalid.
-fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
+pub(crate) fn free_leaf_slot(t: &Tsm<'_>, o: &TvmObj, gpa: Gpa) -> Result<Pa, Status> {
     let (table, entry) = t
         .map(Pa(o.root))
         .entry(gpa, LEAF_LEVEL)
@@ -454,6 +454,12 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
         e => walk_status(e, not_mapped),
     })?;
     let leaf = match entry {
+        // A vdevice's MMIO page leaves with VDEV_MMIO_UNMAP or the vdevice's exit from
+        // LOCKED/RUN, which give the page back to the host and update the vdevice's record.
+        Entry::Page(Leaf {
+            kind: MapKind::Mmio { .. },
+            ..
+        }) => return Err(Status::arg(StatusCode::InUse, ObjectKind::Vdev as u8)),
         Entry::Page(leaf) => leaf,
         Entry::Invalid => return Err(not_mapped),
         Entry::Table(_) | Entry::Foreign => return Err(internal()),
@@ -465,6 +471,7 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
     let expected = match leaf.kind {
         MapKind::Private => GranuleState::Private,
         MapKind::Shared => GranuleState::Ns,
+        MapKind::Mmio { .. } => return Err(internal()),
     };
     let mut gpg = t
         .granules
@@ -475,6 +482,7 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
             o.private_pages = o.private_pages.checked_sub(1).ok_or_else(internal)?
         }
         MapKind::Shared => o.shared_pages = o.shared_pages.checked_sub(1).ok_or_else(internal)?,
+        MapKind::Mmio { .. } => return Err(internal()),
     }
     map.write_raw(table, addrmap::index(gpa, LEAF_LEVEL), 0)
         .map_err(|_| internal())?;
@@ -492,6 +500,7 @@ pub fn unmap(t: &Tsm<'_>, a: args::Unmap) -> Reply {
             .transition(GranuleState::Delegated)
             .map_err(|_| internal())?,
         MapKind::Shared => gpg.put().map_err(|_| internal())?,
+        MapKind::Mmio { .. } => return Err(internal()),
     }
     Ok(CallResult::ok([leaf.pa.0, 0, 0, 0]))
 }

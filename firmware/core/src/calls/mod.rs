@@ -13,6 +13,7 @@ pub mod device;
 pub mod dma;
 pub mod guest;
 pub mod memory;
+pub mod mmio;
 pub mod session;
 pub mod system;
 pub mod vcpu;

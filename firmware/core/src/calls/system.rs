@@ -60,6 +60,7 @@ pub fn feature(t: &Tsm<'_>, reg: FeatureReg) -> u64 {
         FeatureReg::QueueLimits => QueueLimits {
             pasids_per_vdev: viommu_glue::PASIDS_PER_VDEV,
             event_queue_depth: viommu_glue::EVENT_QUEUE_DEPTH,
+            mmio_pages_per_vdev: crate::private_mmio::MAX_MMIO_PAGES as u16,
         }
         .to_raw(),
         FeatureReg::ReportLimits => ReportLimits {

@@ -426,9 +426,10 @@ impl Child for ViommuObj {
 }
 
 /// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
-/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]), and its DMA tables end it
-/// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]): neither is copied when the
-/// VDEV is locked.
+/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]), then its private MMIO pages
+/// ([`crate::private_mmio::MmioMaps`] at [`MMIO_MAPS_OFFSET`]), and its DMA tables end it
+/// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]): none is copied when the VDEV is
+/// locked.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VdevObj {
@@ -583,8 +584,11 @@ pub const GUEST_OP_PENDING: u32 = u32::MAX;
 pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
 /// Where a vdevice's DMA tables are recorded in its granule: its last bytes.
 pub const DMA_TABLES_OFFSET: u64 = GRANULE_SIZE - size_of::<crate::dma_tables::DmaTables>() as u64;
+/// Where a vdevice's private MMIO pages are recorded in its granule: just before its DMA tables.
+pub const MMIO_MAPS_OFFSET: u64 =
+    DMA_TABLES_OFFSET - size_of::<crate::private_mmio::MmioMaps>() as u64;
 /// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
-pub const REPORT_CAPACITY: u64 = DMA_TABLES_OFFSET - REPORT_OFFSET;
+pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 // The links lead their objects (`Child`).

@@ -11,6 +11,7 @@ mod gpa_split;
 mod memory;
 mod overflow;
 mod platform_faults;
+mod private_mmio;
 #[cfg(feature = "dma-inject")]
 mod requesters;
 mod system;

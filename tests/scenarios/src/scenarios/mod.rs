@@ -10,6 +10,7 @@ pub mod dma_hw;
 pub mod hostile;
 pub mod isolation;
 pub mod lifecycle;
+pub mod mmio;
 pub mod smp;
 pub mod spdm;
 
