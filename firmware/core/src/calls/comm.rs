@@ -647,20 +647,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     t.platform
         .fill(&mut nonce)
         .map_err(|_| Status::new(StatusCode::NotSupported))?;
-    v.op = DeviceOp::Bind;
-    v.step = step::SENT;
-    v.seq = 1;
-    let mut session = load_session(t, &p)?;
-    send_via(
-        t,
-        &mut p,
-        session.as_mut(),
-        comm,
-        vdev,
-        v.seq,
-        &vdev_request(&v)?,
-    )?;
-    save_session(t, &p, session.as_ref())?;
+    send_first(t, &mut p, &mut v, DeviceOp::Bind, comm, vdev)?;
     v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
     v.accept_nonce = nonce;
@@ -674,6 +661,24 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     p.save()?;
     v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
+}
+
+/// Starts operation `op` of vdevice `vdev` of PDEV `p`: its first TDISP request goes out
+/// (sealed when the PDEV has a session, whose requester is then stored again).
+fn send_first(
+    t: &Tsm<'_>,
+    p: &mut Guard<'_, '_, PdevObj>,
+    v: &mut VdevObj,
+    op: DeviceOp,
+    comm: Pa,
+    vdev: Pa,
+) -> Result<(), Status> {
+    v.op = op;
+    v.step = step::SENT;
+    v.seq = 1;
+    let mut session = load_session(t, p)?;
+    send_via(t, p, session.as_mut(), comm, vdev, v.seq, &vdev_request(v)?)?;
+    save_session(t, p, session.as_ref())
 }
 
 /// The PDEV's requester when it talks through a session.
@@ -729,20 +734,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let t1 = t1_view(&v);
     // The guards' copies are written back only by `save`: if the request cannot be sent,
     // both objects stay as they were.
-    v.op = DeviceOp::Stop;
-    v.step = step::SENT;
-    v.seq = 1;
-    let mut session = load_session(t, &p)?;
-    send_via(
-        t,
-        &mut p,
-        session.as_mut(),
-        comm,
-        vdev,
-        v.seq,
-        &vdev_request(&v)?,
-    )?;
-    save_session(t, &p, session.as_ref())?;
+    send_first(t, &mut p, &mut v, DeviceOp::Stop, comm, vdev)?;
     vdev_t1_off(t, vdev, &mut v)?;
     p.save()?;
     v.save()?;
