@@ -345,3 +345,30 @@ fn narration(line: &decode::Line) -> Option<String> {
 
 /// How the scenarios mark a narrated step (tests/scenarios/src/scenarios/mmio.rs).
 const STORY_PREFIX: &str = "story: ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(program: Program, level: &'static str, message: &str) -> decode::Line {
+        decode::Line {
+            program: Some(program),
+            time: Some("1.000000".into()),
+            level,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn narration_shows_the_steps_of_host_and_guest_and_every_error() {
+        let step = line(Program::Host, "INFO", "story: host: bound the TDI");
+        assert_eq!(narration(&step).as_deref(), Some("  host: bound the TDI"));
+        let guest = line(Program::Guest, "INFO", "story: guest: accepted");
+        assert_eq!(narration(&guest).as_deref(), Some("  guest: accepted"));
+        // Only the host and guest narrate; the rest of an INFO log stays out.
+        assert_eq!(narration(&line(Program::Tsm, "INFO", "story: x")), None);
+        assert_eq!(narration(&line(Program::Host, "INFO", "teardown: 3")), None);
+        let error = line(Program::Host, "ERROR", "scenario 26 failed: VDEV_BIND");
+        assert!(narration(&error).is_some_and(|l| l.contains("scenario 26 failed")));
+    }
+}
