@@ -15,7 +15,7 @@
 //! | [`layout`] | the guest's address map, the device's functions, guest-script arguments |
 //! | [`pool`] | the host memory a scenario donates and gets back |
 //! | [`link`] | the device link: TDISP messages between the COMMUNICATE buffer and the device model |
-//! | [`pci`] | the host's driver of QEMU's `edu` device: PCI configuration, BAR0, DMA |
+//! | [`pci`] | the host's driver of QEMU's `edu` device: PCI configuration, BAR0, DMA (which a guest runs too) |
 //! | [`driver`] | the host driver: build a TVM with devices, run vCPUs, tear down, check |
 //! | [`guest`] | the guest scripts, selected by the vCPU's `arg0` |
 //! | [`scenarios`] | the scenarios |

@@ -1,7 +1,9 @@
 //! A host driver for QEMU's `edu` device: PCI configuration through ECAM, BAR0 placed (where
 //! no firmware did it) and enabled, and the device's DMA engine. The same code runs on both
 //! arches through the host's MMIO accessors ([`HostEnv::mmio_read32`] and friends); where the
-//! devices are is the environment's ([`HostEnv::devices`]).
+//! devices are is the environment's ([`HostEnv::devices`]). The DMA engine's driver ([`dma`])
+//! runs on any way to the registers ([`EduRegs`]): a guest drives edu with it through its
+//! private MMIO mapping.
 //!
 //! `edu` (QEMU `hw/misc/edu.c`): vendor 0x1234, device 0x11e8; BAR0 holds the DMA registers —
 //! 0x80 source, 0x88 destination, 0x90 count, 0x98 command (bit 0 start / busy, bit 1
