@@ -146,9 +146,18 @@ fn flow<E: HostEnv>(env: &mut E, authenticated: bool) -> Outcome {
     };
     let t = w.add_tvm(env, &[GuestArg::touch(MMIO_GPA), guest.encode()])?;
     let shared = w.map_shared(env, t, SHARED_GPA)?;
-    let viommu = w.add_viommu(env, t, ViommuType::TsmNoViommu)?;
+    // A vIOMMU the guest could give stage-1 tables; it gives none, so edu's addresses are
+    // GPAs, translated by the TVM's map alone.
+    let ty = super::viommu_types(&w)
+        .find(|&t| t != ViommuType::TsmNoViommu)
+        .ok_or(Fail::new(
+            "FEATURES reports no vIOMMU type with a stage 1",
+            line!(),
+        ))?;
+    let viommu = w.add_viommu(env, t, ty)?;
     say!(
-        "story: host: created a TVM, its private memory made of granules the host delegated to the TSM, and a secure vIOMMU for it"
+        "story: host: created a TVM, its private memory made of granules the host delegated to the TSM, and a secure vIOMMU ({=str}) for it",
+        ty.name()
     );
     if authenticated {
         w.link.use_spdm(DEVICE)?;
