@@ -213,7 +213,7 @@ fn flow<E: HostEnv>(env: &mut E, authenticated: bool) -> Outcome {
     w.run_expect(env, t, 0, Exit::Fault { gpa: MMIO_GPA.0 })?;
     say!("mmio: the guest's access before validation faulted");
     say!(
-        "story: host: mapped edu's registers into the TVM as private MMIO; the host lost them, and a guest access before the guest validated them faulted"
+        "story: host: mapped edu's first register pages into the TVM as private MMIO, unvalidated: a guest access before the guest validated them faulted"
     );
 
     // The guest validates, is refused T=0 DMA into its private page, accepts, copies its data
@@ -258,7 +258,7 @@ fn flow<E: HostEnv>(env: &mut E, authenticated: bool) -> Outcome {
     );
     say!("mmio: after unbind the host reaches edu's BAR0 again");
     say!(
-        "story: host: unbound the TDI: T=1 DMA and the private MMIO were taken away before VDEV_UNBIND returned, and edu's registers are the host's again"
+        "story: host: unbound the TDI: the TSM took the private MMIO back from the TVM and gave it to the host, which reads edu's registers again"
     );
     // A host that aims edu at the guest's private pages, by their GPAs, now that it drives it.
     edu.dma(env, Direction::ToRam, DMA_DST_GPA.0, 0, DMA_LEN)?;
@@ -278,7 +278,7 @@ fn flow<E: HostEnv>(env: &mut E, authenticated: bool) -> Outcome {
         shared.0
     );
     say!(
-        "story: host: aimed edu at the guest's private pages: the real IOMMU refused the T=0 write and read into secure memory; edu's buffer, pulled out through the TVM's shared page, holds none of the guest's data"
+        "story: host: aimed edu at the guest's private pages: with T=1 gone at unbind, the real IOMMU refused the T=0 write and read into secure memory; edu's buffer, pulled out through the TVM's shared page, holds none of the guest's data"
     );
     w.run_expect(env, t, 1, Exit::Exited(0))?;
 
