@@ -26,6 +26,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::arch::Arch;
+use crate::decode::Program;
 use crate::images::Images;
 use crate::outcome::Outcome;
 use crate::scenarios::{Scenario, Variant};
@@ -146,8 +147,9 @@ struct RunArgs {
     /// Which architecture to boot; `all` boots each in turn.
     #[arg(long, value_enum, default_value = "all")]
     arch: ArchChoice,
-    /// The scenario the host payload runs (see xtask/src/scenarios.rs).
-    #[arg(long, default_value = "boot", value_parser = PossibleValuesParser::new(scenarios::names()))]
+    /// The scenario the host payload runs (see xtask/src/scenarios.rs); by default `story`,
+    /// the whole of device assignment on the platform IOMMU, narrated.
+    #[arg(long, default_value = "story", value_parser = PossibleValuesParser::new(scenarios::names()))]
     scenario: String,
     /// Boot the release-profile images.
     #[arg(long)]
@@ -155,6 +157,9 @@ struct RunArgs {
     /// Kill the run after this many seconds (default: the scenario's timeout).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// Show the whole decoded log of a narrated scenario (`story`), not just its narration.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Args)]
@@ -302,7 +307,14 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
             own_process_group: false,
             label: scenario.name,
         };
-        let report = qemu::run(ws, &spec, None, &mut |line| println!("{line}"))?;
+        let narrate = scenario.narrated && !args.verbose;
+        let report = qemu::run(ws, &spec, None, &mut |line| {
+            if !narrate {
+                println!("{line}");
+            } else if let Some(step) = narration(line) {
+                println!("{step}");
+            }
+        })?;
         println!(
             "== {} {}: {} ({}) in {:.2} s; log: {}",
             arch.name(),
@@ -315,4 +327,48 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
         passed &= report.outcome == Outcome::Pass;
     }
     Ok(passed)
+}
+
+/// What a narrated run shows of `line`: a `story: ` step of the host or guest, without the
+/// prefix (the program's name says who, "host: " or "guest: ", and follows), and every error,
+/// so a failed run says where it stopped.
+fn narration(line: &decode::Line) -> Option<String> {
+    let step = matches!(line.program, Some(Program::Host | Program::Guest))
+        .then(|| line.message.strip_prefix(STORY_PREFIX))
+        .flatten();
+    match step {
+        Some(step) => Some(format!("  {step}")),
+        None if line.level == "ERROR" => Some(format!("  {line}")),
+        None => None,
+    }
+}
+
+/// How the scenarios mark a narrated step (tests/scenarios/src/scenarios/mmio.rs).
+const STORY_PREFIX: &str = "story: ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(program: Program, level: &'static str, message: &str) -> decode::Line {
+        decode::Line {
+            program: Some(program),
+            time: Some("1.000000".into()),
+            level,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn narration_shows_the_steps_of_host_and_guest_and_every_error() {
+        let step = line(Program::Host, "INFO", "story: host: bound the TDI");
+        assert_eq!(narration(&step).as_deref(), Some("  host: bound the TDI"));
+        let guest = line(Program::Guest, "INFO", "story: guest: accepted");
+        assert_eq!(narration(&guest).as_deref(), Some("  guest: accepted"));
+        // Only the host and guest narrate; the rest of an INFO log stays out.
+        assert_eq!(narration(&line(Program::Tsm, "INFO", "story: x")), None);
+        assert_eq!(narration(&line(Program::Host, "INFO", "teardown: 3")), None);
+        let error = line(Program::Host, "ERROR", "scenario 26 failed: VDEV_BIND");
+        assert!(narration(&error).is_some_and(|l| l.contains("scenario 26 failed")));
+    }
 }

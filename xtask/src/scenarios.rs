@@ -52,6 +52,9 @@ pub struct Scenario {
     pub variant: Variant,
     pub must_log: &'static [MustLog],
     pub about: &'static str,
+    /// Its host and guest log `story: ` lines, one per step after the step's check passed:
+    /// `cargo xtask run` shows only those unless `--verbose`.
+    pub narrated: bool,
 }
 
 /// Generous for a boot under TCG on a loaded 2-core machine; a run that needs longer is a bug.
@@ -121,6 +124,7 @@ pub const SCENARIOS: &[Scenario] = &[
             },
         ],
         about: "the host negotiates the ABI version through the call gate; on x86_64 its attempts to leave SVM guest mode are refused",
+        narrated: false,
     },
     Scenario {
         name: "selftest-fail",
@@ -134,6 +138,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "FAIL",
         }],
         about: "harness self-test: the host reports failure, the run must fail",
+        narrated: false,
     },
     Scenario {
         name: "selftest-hang",
@@ -144,6 +149,7 @@ pub const SCENARIOS: &[Scenario] = &[
         variant: Variant::Normal,
         must_log: &[],
         about: "harness self-test: the host spins, the run must be killed and reported as a hang",
+        narrated: false,
     },
     Scenario {
         name: "selftest-fault",
@@ -164,6 +170,7 @@ pub const SCENARIOS: &[Scenario] = &[
             },
         ],
         about: "harness self-test: the TSM takes an exception, the run must fail with its registers logged",
+        narrated: false,
     },
     Scenario {
         name: "vcpu-smoke",
@@ -177,6 +184,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "one TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit, G_EXIT, faults on memory the TVM does not map",
+        narrated: false,
     },
     Scenario {
         name: "lifecycle",
@@ -190,6 +198,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "delegate, TVM, a vIOMMU of each type, PDEV connect, vdevices bound, the guest checks each report and accepts, T=1 DMA, unbind, ordered teardown, every granule back to NS",
+        narrated: false,
     },
     Scenario {
         name: "isolation",
@@ -203,6 +212,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "a TVM cannot touch or name another TVM's or the host's memory; the host cannot map one TVM's page into another",
+        narrated: false,
     },
     Scenario {
         name: "isolation-delegated",
@@ -216,6 +226,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "host read of IPA 0x42003000"
         ),
         about: "the host loads from a delegated granule: the TSM blocks and logs it, the host goes on",
+        narrated: false,
     },
     Scenario {
         name: "isolation-private",
@@ -229,6 +240,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "host write of IPA 0x42003000"
         ),
         about: "the host stores to a TVM's private page: the TSM blocks and logs it, the host goes on",
+        narrated: false,
     },
     Scenario {
         name: "isolation-tsm",
@@ -242,6 +254,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "host read of IPA 0x40200000"
         ),
         about: "the host loads from the TSM's own memory: the TSM blocks and logs it, the host goes on",
+        narrated: false,
     },
     Scenario {
         name: "isolation-iommu",
@@ -256,6 +269,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "host read of IPA 0x9050000"
         ),
         about: "the host loads from the platform IOMMU's registers (SMMU, VT-d): the TSM blocks and logs it, the host goes on",
+        narrated: false,
     },
     Scenario {
         name: "spdm",
@@ -269,6 +283,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "an authenticated device: SPDM connect (chain, signed measurements, session) through the host relay, TDISP sealed in the session, the guest checks chain and measurements and accepts to RUN, key update, END_SESSION",
+        narrated: false,
     },
     Scenario {
         name: "spdm-mitm",
@@ -283,6 +298,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "a host in the middle: a flipped, replayed or out-of-order record, a chain that does not verify, a bad signature end in DEVICE_ERROR; another device is evidence the guest tells apart and does not accept",
+        narrated: false,
     },
     Scenario {
         name: "bad-input",
@@ -296,6 +312,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "every host call with stale/forged handles, wrong states, bad addresses and buffers, wrong vIOMMU types and BDFs gets its documented status",
+        narrated: false,
     },
     Scenario {
         name: "acceptance",
@@ -309,6 +326,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "forged and stale evidence refused, the host and another TVM cannot accept, fresh evidence from the guest reaches RUN",
+        narrated: false,
     },
     Scenario {
         name: "hostile-device",
@@ -322,6 +340,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "each device misbehaviour puts the vdevice in ERROR, never RUN, no T=1",
+        narrated: false,
     },
     Scenario {
         name: "dma-rules",
@@ -335,6 +354,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "TEST_DMA_INJECT: T=0 never reaches private memory, T=0 shared works, T=1 only in RUN",
+        narrated: false,
     },
     Scenario {
         name: "smp",
@@ -348,6 +368,7 @@ pub const SCENARIOS: &[Scenario] = &[
             text: "PASS",
         }],
         about: "two CPUs issue racing calls on the same objects; invariants hold afterwards",
+        narrated: false,
     },
     Scenario {
         name: "dma-hw",
@@ -368,6 +389,7 @@ pub const SCENARIOS: &[Scenario] = &[
             },
         ],
         about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue",
+        narrated: false,
     },
     Scenario {
         name: "dma-diff",
@@ -388,6 +410,7 @@ pub const SCENARIOS: &[Scenario] = &[
             },
         ],
         about: "the differential test: edu through the TSM's IOMMU and the software engine give the same outcome for every row (host device and vdevice; shared, private, delegated, TSM and unmapped targets; before bind, LOCKED, RUN, after unmap and remap, after unbind, destroyed)",
+        narrated: false,
     },
     Scenario {
         name: "mmio-private",
@@ -434,7 +457,60 @@ pub const SCENARIOS: &[Scenario] = &[
                 text: "PASS",
             },
         ],
-        about: "the host maps edu's BAR0 pages (named by the TDI's report) into a TVM: a touch before validation faults, the guest validates them against the report and drives edu itself (id, liveness, factorial); the host reaches BAR0 again after unbind, and its load while bound is blocked, logged and survived",
+        about: "edu is the vdevice: the host maps its BAR0 pages (named by the TDI's report) into a TVM: a touch before validation faults, the guest validates them against the report, its edu DMA into private memory is refused before accept, it drives edu itself (id, liveness, factorial) and its edu DMA lands in private memory in RUN; after unbind the host reaches BAR0 again and its edu DMA at the guest's pages is refused, and its load of BAR0 while bound is blocked, logged and survived",
+        narrated: false,
+    },
+    Scenario {
+        name: "story",
+        id: id::STORY,
+        expect: Outcome::Pass,
+        timeout: E2E_TIMEOUT,
+        variant: Variant::Normal,
+        // The story's steps in order (an SPDM-authenticated `mmio-private`).
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "story: host: connected edu",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "story: guest: the device's certificate chain",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "was refused by the real IOMMU",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "story: guest: accepted the device (RUN)",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "the real IOMMU refused the T=0 write and read",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Guest,
+                text: "its data is intact",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "story: host: teardown",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "PASS",
+            },
+        ],
+        about: "what `cargo xtask run` shows: a TVM, a secure vIOMMU and edu as its vPCI function, connected over SPDM and bound; the guest checks the evidence, validates its private MMIO, is refused T=0 DMA before accept, accepts, and edu's DMA lands in its private memory; the host cannot read it, its DMA at the guest's pages is refused after unbind; teardown returns every granule",
+        narrated: true,
     },
 ];
 

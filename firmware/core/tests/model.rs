@@ -18,6 +18,11 @@
 //! its behalf) may have written since its last refresh is only held to invariants 1 and 2: its
 //! table may lag the guest's until the guest invalidates, as an IOTLB may.
 //!
+//! Private MMIO (docs/abi.md §5.7): the host maps pages of a bound vdevice's report (and pages
+//! it may not map), the guest validates them, and every exit from LOCKED/RUN takes them away.
+//! After every step each vdevice's MMIO record equals the model's pages, and the host has lost
+//! exactly the device pages some vdevice maps.
+//!
 //! Knobs (environment variables):
 //! - `TSM_MODEL_SEQUENCES=N` sequences per address-map format (default 5000, so 10,000 in all);
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
@@ -57,9 +62,10 @@ use tsm_abi::tdisp::{
     InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields, Request, TdiState,
 };
 use tsm_abi::viommu::ViommuType;
-use tsm_core::objects::{PdevObj, TvmObj, VcpuObj, VdevObj};
+use tsm_core::objects::{MMIO_MAPS_OFFSET, PdevObj, TvmObj, VcpuObj, VdevObj};
+use tsm_core::private_mmio::MmioMaps;
 use tsm_core::run::{GuestExit, GuestStep, HostStep, Resume};
-use tsm_core::testing::{Harness, SIM_BASE};
+use tsm_core::testing::{BAR_WINDOW, Harness, SIM_BASE};
 use tsm_core::viommu::{self, Access, Requester, translate_uncached};
 use tsm_core::{Origin, invariants};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
@@ -112,9 +118,12 @@ const DEVICE_RIDS: u16 = 4;
 const SEGMENTS: [u16; 3] = [0, 1, 0x1FF];
 /// A RID no device has on any segment: a host device.
 const HOST_RID: u16 = 0x300;
+/// Range 0 lies in the simulated machine's BAR window (`testing::BAR_WINDOW`), so its pages can
+/// be mapped as private MMIO; range 1 does not, so VDEV_MMIO_MAP of a page the report names
+/// can still be refused as no device BAR of the host's.
 static SMALL_RANGES: [MmioRange; 2] = [
     MmioRange {
-        first_page: 0x9_0000,
+        first_page: 0x8_0800,
         number_of_pages: 4,
         attributes: RangeAttributes::empty(),
         range_id: 0,
@@ -163,6 +172,27 @@ fn function_id(p: &spec::Pdev, pbdf: u16) -> u32 {
 fn report_len(rid: u16) -> u32 {
     let t = tdi(rid, None);
     (16 + 16 * t.mmio_ranges.len() + 4 + t.device_specific_info.len()) as u32
+}
+
+/// The MMIO ranges of a TDI's report: (first page frame, pages, TEE).
+fn report_ranges(rid: u16) -> Vec<(u64, u64, bool)> {
+    tdi(rid, None)
+        .mmio_ranges
+        .iter()
+        .map(|r| {
+            let tee = !r.attributes.contains(RangeAttributes::IS_NON_TEE_MEM);
+            (r.first_page, u64::from(r.number_of_pages), tee)
+        })
+        .collect()
+}
+
+/// The device pages a TDI's report names (host PAs: the scenarios lock with a reporting
+/// offset of 0), inside the platform's BAR window or not.
+fn report_pages(rid: u16) -> Vec<u64> {
+    report_ranges(rid)
+        .iter()
+        .flat_map(|&(first, n, _)| (first..first + n).map(|f| f * G))
+        .collect()
 }
 
 /// Every device: (segment, PF0, device). Its TDIs answer to RID interface IDs, and to
@@ -342,8 +372,10 @@ impl<'h> World<'h> {
         for base in DEVICE_BASES {
             for i in 0..DEVICE_RIDS {
                 m.report_len.insert(base + i, report_len(base + i));
+                m.report_ranges.insert(base + i, report_ranges(base + i));
             }
         }
+        m.bar_window = (BAR_WINDOW.base.0, BAR_WINDOW.size);
         World {
             h,
             m,
@@ -922,9 +954,48 @@ impl<'h> World<'h> {
                 ));
             }
         }
+        self.check_mmio();
         // A refusal changed nothing, the DMA tables and the IOMMU's caches included.
         if !unchanged {
             self.check_dma_tables();
+        }
+    }
+
+    /// Every vdevice's private MMIO record (in its VDEV granule) holds exactly the pages the
+    /// model has it map, and the host has lost exactly the device pages some vdevice maps.
+    fn check_mmio(&mut self) {
+        let mut mapped = std::collections::BTreeSet::new();
+        for (&pa, v) in &self.m.vdevs {
+            let mut rec = MmioMaps::new_zeroed();
+            let at = Pa(pa + MMIO_MAPS_OFFSET);
+            self.h.sim.read(at, rec.as_mut_bytes()).unwrap();
+            let mut core: Vec<(u64, u64)> = rec.mapped().iter().map(|p| (p.gpa, p.pa)).collect();
+            core.sort_unstable();
+            let model: Vec<(u64, u64)> = self.m.tvms[&v.tvm]
+                .mmio
+                .iter()
+                .filter(|(_, m)| m.vdev == pa)
+                .map(|(&g, m)| (g, m.pa))
+                .collect();
+            if core != model {
+                self.fail(format!(
+                    "VDEV {pa:#x} private MMIO: core {core:x?}, model {model:x?}"
+                ));
+            }
+            mapped.extend(model.iter().map(|m| m.1));
+        }
+        let pages = DEVICE_BASES
+            .iter()
+            .flat_map(|&b| (0..DEVICE_RIDS).flat_map(move |i| report_pages(b + i)));
+        for page in pages.chain([BAR_WINDOW.base.0]) {
+            let inside = BAR_WINDOW.contains(Pa(page), G);
+            if inside && self.h.sim.host_has_mmio(Pa(page)) == mapped.contains(&page) {
+                self.fail(format!(
+                    "device page {page:#x}: mapped as private MMIO {}, the host reaches it {}",
+                    mapped.contains(&page),
+                    self.h.sim.host_has_mmio(Pa(page))
+                ));
+            }
         }
     }
 
@@ -1282,9 +1353,9 @@ impl<'h> World<'h> {
     fn gen_call(&mut self) -> Option<Call> {
         // Weights per action (index = the match arm below); the device flows and the guest's
         // accept get more weight while they have something to do.
-        let mut w: [u64; 34] = [
+        let mut w: [u64; 35] = [
             6, 2, 4, 2, 6, 2, 6, 3, 3, 3, 6, 1, 3, 3, 1, 1, 3, 1, 5, 5, 2, 1, 2, 0, 2, 1, 2, 4, 6,
-            2, 3, 2, 2, 3,
+            2, 3, 2, 2, 3, 1,
         ];
         let pending = self.m.pdevs.values().any(|p| p.connect_left != 0)
             || self.m.vdevs.values().any(|v| v.op != DeviceOp::None);
@@ -1298,6 +1369,7 @@ impl<'h> World<'h> {
             .any(|v| matches!(v.state, VdevState::Locked | VdevState::Run))
         {
             w[29] = 20;
+            w[34] = 8;
         }
         if self.m.vdevs.values().any(|v| v.state == VdevState::Run) {
             w[27] = 20;
@@ -1756,7 +1828,126 @@ impl<'h> World<'h> {
                 let table = self.delegated();
                 host(VDEV_DMA_TABLE, &[v, table])
             }
+            34 => self.mmio_call(),
             _ => None,
+        }
+    }
+
+    /// VDEV_MMIO_MAP or VDEV_MMIO_UNMAP, mostly of a bound vdevice: a free private GPA and a
+    /// page of its report, or now and then a page it has, another vdevice's, one outside the
+    /// report or the BAR window, a misaligned one, a shared or absent GPA.
+    fn mmio_call(&mut self) -> Option<Call> {
+        let vdev = self
+            .vdev_where(|v, _| matches!(v.state, VdevState::Locked | VdevState::Run))
+            .or_else(|| self.keys(&self.m.vdevs.clone()))?;
+        let v = self.m.vdevs[&vdev].clone();
+        let t = self.m.tvms[&v.tvm].clone();
+        let mine: Vec<(u64, u64)> = t
+            .mmio
+            .iter()
+            .filter(|(_, m)| m.vdev == vdev)
+            .map(|(&g, m)| (g, m.pa))
+            .collect();
+        let mut args = [0u64; 6];
+        args[0] = vdev;
+        let fid = if !mine.is_empty() && self.rng.chance(35) {
+            let (gpa, _) = self.rng.pick(&mine)?;
+            args[1] = match self.rng.below(10) {
+                0 => gpa + 8,
+                1 => self.gpa_in(v.tvm) & !(G - 1),
+                _ => gpa,
+            };
+            VDEV_MMIO_UNMAP
+        } else {
+            let shared = 1u64 << (t.gpa_bits - 1);
+            let free: Vec<u64> = page_gpas_in(&table_slots(t.gpa_bits))
+                .into_iter()
+                .filter(|g| *g < shared && !t.pages.contains_key(g) && !t.mmio.contains_key(g))
+                .collect();
+            let ready: Vec<u64> = free
+                .iter()
+                .copied()
+                .filter(|g| t.tables.contains_key(&(3, g & !(span(3) - 1))))
+                .collect();
+            args[1] = match self.rng.below(10) {
+                0 => self.gpa_in(v.tvm),
+                1 => self.rng.pick(&mine).map_or(0, |m| m.0),
+                2 => self.rng.pick(&free).unwrap_or(0x1000),
+                _ => self.rng.pick(&ready).unwrap_or(0x1000),
+            };
+            let taken: Vec<u64> = self
+                .m
+                .tvms
+                .values()
+                .flat_map(|t| t.mmio.values().map(|m| m.pa))
+                .collect();
+            let pages: Vec<u64> = report_pages(v.pbdf)
+                .into_iter()
+                .filter(|p| !taken.contains(p))
+                .collect();
+            args[2] = match self.rng.below(12) {
+                0 => self.rng.pick(&taken).unwrap_or(BAR_WINDOW.base.0),
+                1 => BAR_WINDOW.base.0 + BAR_WINDOW.size - G,
+                2 => self.rng.pick(&report_pages(0x102))? + 0x10,
+                3 => self.rng.pick(&report_pages(0x102))?,
+                4 => self.g(SCRATCH[0]),
+                _ => self
+                    .rng
+                    .pick(&pages)
+                    .or_else(|| self.rng.pick(&report_pages(v.pbdf)))?,
+            };
+            VDEV_MMIO_MAP
+        };
+        Some(Call {
+            guest: None,
+            fid: u64::from(fid.fid()),
+            args,
+            env: Env::None,
+        })
+    }
+
+    /// G_VDEV_MMIO_VALIDATE by `vcpu` of `vbdf` (the model's `vdev`): mostly of a page the
+    /// vdevice has mapped, named as the report says, now and then with the wrong range or page
+    /// or a misaligned GPA; else of any GPA.
+    fn validate_call(&mut self, vcpu: u64, vbdf: u64, vdev: u64) -> Call {
+        let tvm = self.m.vcpus[&vcpu].tvm;
+        let t = &self.m.tvms[&tvm];
+        let mine: Vec<(u64, u64)> = t
+            .mmio
+            .iter()
+            .filter(|(_, m)| m.vdev == vdev)
+            .map(|(&g, m)| (g, m.pa))
+            .collect();
+        let pbdf = self.m.vdevs.get(&vdev).map_or(0, |v| v.pbdf);
+        let (gpa, range, page) = match self.rng.pick(&mine) {
+            Some((gpa, pa)) if self.rng.chance(85) => {
+                // What the report says the page is, as the guest reads it there.
+                let frame = pa / G;
+                let (range, first) = report_ranges(pbdf)
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (f, n, _))| *f <= frame && frame - f < *n)
+                    .map_or((0, frame), |(i, (f, _, _))| (i as u64, *f));
+                match self.rng.below(8) {
+                    0 => (gpa, range + 1, frame - first),
+                    1 => (gpa, range, frame - first + 1),
+                    2 => (gpa + 4, range, frame - first),
+                    _ => (gpa, range, frame - first),
+                }
+            }
+            _ => (
+                self.gpa_in(tvm) & !(G - 1),
+                self.rng.below(3),
+                self.rng.below(3),
+            ),
+        };
+        let mut args = [0; 6];
+        args[..4].copy_from_slice(&[vbdf, gpa, range, page]);
+        Call {
+            guest: Some(vcpu),
+            fid: u64::from(G_VDEV_MMIO_VALIDATE.fid()),
+            args,
+            env: Env::None,
         }
     }
 
@@ -1922,6 +2113,7 @@ impl<'h> World<'h> {
             }
         };
         match which {
+            28 if self.rng.chance(20) => self.validate_call(vcpu, vbdf, vdev),
             28 => match self.rng.below(4) {
                 0 => {
                     let gpa = self.gpa_in(tvm);
@@ -2291,6 +2483,23 @@ impl<'h> World<'h> {
         let r = self.exec(c);
         self.after_call(&c, r);
         self.check();
+        // Often private MMIO: pages of the report mapped, and the guest validates some.
+        if self.rng.chance(50) {
+            for _ in 0..1 + self.rng.below(3) {
+                if let Some(c) = self.mmio_call() {
+                    let r = self.exec(c);
+                    self.after_call(&c, r);
+                    self.check();
+                }
+                if self.rng.chance(60) && self.m.vcpus.contains_key(&vcpu) {
+                    let vbdf = u64::from(self.m.vdevs[&vdev].vbdf);
+                    let c = self.validate_call(vcpu, vbdf, vdev);
+                    let r = self.exec(c);
+                    self.after_call(&c, r);
+                    self.check();
+                }
+            }
+        }
         // Most of the time the guest accepts at once, and the host carries START.
         let Some(&(uid, epoch, info)) = self.evidence.last() else {
             return;

@@ -17,7 +17,7 @@ mod smp;
 pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
     match id {
         id::SMP => report(id, smp::run(dram_base, dram_size)),
-        id::LIFECYCLE..=id::MMIO_PRIVATE => end_to_end(id, dram_base, dram_size),
+        id::LIFECYCLE..=id::STORY => end_to_end(id, dram_base, dram_size),
         id::BOOT => boot(),
         id::BENCH => bench::run(dram_base, dram_size),
         id::SELFTEST_FAIL => false,

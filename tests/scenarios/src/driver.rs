@@ -408,7 +408,19 @@ impl World {
         &mut self,
         env: &mut E,
     ) -> Outcome<api::Result<()>> {
-        let pdev = self.create_pdev(env, PdevFlags::SPDM, SEGMENT, RID_BASE, RID_COUNT)?;
+        self.connect_pdev_spdm_at(env, SEGMENT, RID_BASE, RID_COUNT)
+    }
+
+    /// [`World::connect_pdev_spdm_on_link`] for a PDEV of `rid_count` requester IDs from
+    /// `rid_base` on `segment`.
+    pub fn connect_pdev_spdm_at<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        segment: u16,
+        rid_base: u16,
+        rid_count: u16,
+    ) -> Outcome<api::Result<()>> {
+        let pdev = self.create_pdev(env, PdevFlags::SPDM, segment, rid_base, rid_count)?;
         let evidence = self.pool.secure(env)?;
         let first = host::pdev_connect(env, pdev, self.link.comm, evidence);
         self.link.drive(env, pdev, first)

@@ -108,4 +108,13 @@ pub trait GuestEnv: Transport {
     fn mmio_write32(&mut self, gpa: Gpa, _value: u32) -> Result<(), GuestFault> {
         Err(GuestFault { gpa, write: true })
     }
+    /// One 64-bit load from the device page mapped at `gpa` (8-byte aligned; as
+    /// `mmio_read32`).
+    fn mmio_read64(&mut self, gpa: Gpa) -> Result<u64, GuestFault> {
+        Err(GuestFault { gpa, write: false })
+    }
+    /// One 64-bit store to the device page mapped at `gpa` (as `mmio_read64`).
+    fn mmio_write64(&mut self, gpa: Gpa, _value: u64) -> Result<(), GuestFault> {
+        Err(GuestFault { gpa, write: true })
+    }
 }

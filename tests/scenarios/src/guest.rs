@@ -23,6 +23,8 @@ use crate::layout::{
     BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GPA_BITS, GuestArg, L3_GPA, MMIO_GPA, MMIO_PAGES,
     OTHER_GPA, SAVED_EVIDENCE, SCRATCH_GPA, SHARED_BASE, Script, exit_code,
 };
+use crate::pci::{Direction, EduRegs};
+use crate::scenarios::mmio::{DMA_DST_GPA, DMA_LEN, DMA_SRC_GPA, DMA_ZERO_GPA, guest_data};
 use crate::{GuestEnv, GuestFault};
 
 /// A guest script's result: the exit code, or the fault that stopped it.
@@ -83,7 +85,8 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::Bench => bench(g),
         Script::DmaDiff => dma_diff(g, arg.vbdf),
         Script::Authenticated => authenticated(g, arg.vbdf),
-        Script::Mmio => mmio(g, arg.vbdf),
+        Script::Mmio => mmio(g, arg.vbdf, false),
+        Script::Story => mmio(g, arg.vbdf, true),
     }
 }
 
@@ -262,9 +265,89 @@ const EDU_STATUS_COMPUTING: u32 = 1;
 /// Status reads before a factorial counts as lost (QEMU computes it in a thread at once).
 const EDU_POLLS: u32 = 1_000_000;
 
-fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+/// Status reads before a guest gives up on an `edu` transfer, which fires after 100 ms of
+/// QEMU's virtual clock (the guest has no clock of its own on x86_64): about half a minute of
+/// reads under TCG, the host's bound too (`crate::pci`).
+const EDU_DMA_POLLS: u64 = 1 << 27;
+
+/// `edu`'s registers through the guest's validated mapping at [`MMIO_GPA`]: the host's DMA
+/// driver ([`crate::pci::dma`]) runs on them, with the guest's IOVAs as bus addresses.
+struct GuestEdu<'a, G> {
+    g: &'a mut G,
+}
+
+impl<G: GuestEnv> EduRegs for GuestEdu<'_, G> {
+    fn load(&mut self, reg: u64) -> Option<u64> {
+        self.g.mmio_read64(Gpa(MMIO_GPA.0 + reg)).ok()
+    }
+
+    fn store(&mut self, reg: u64, value: u64) -> bool {
+        self.g.mmio_write64(Gpa(MMIO_GPA.0 + reg), value).is_ok()
+    }
+
+    fn given_up(&mut self, polls: u64) -> crate::Outcome<bool> {
+        Ok(polls >= EDU_DMA_POLLS)
+    }
+}
+
+/// One `edu` transfer between the guest's IOVA `iova` and offset 0 of edu's buffer; a failure
+/// as the exit code [`exit_code::EDU_DMA`] with the driver's line.
+fn edu_dma<G: GuestEnv>(g: &mut G, direction: Direction, iova: Gpa) -> Option<u64> {
+    let r = crate::pci::dma(&mut GuestEdu { g }, direction, iova.0, 0, DMA_LEN);
+    r.err()
+        .map(|f| exit_code::EDU_DMA | u64::from(f.line) << 32)
+}
+
+/// The next record of `vbdf`'s queue: `Ok(None)` when it is empty, `Err(())` when the call
+/// failed.
+fn next_event<G: GuestEnv>(
+    g: &mut G,
+    vbdf: u16,
+) -> Result<Result<Option<GuestEvent>, ()>, GuestFault> {
+    match guest::g_event_read(g, vbdf, CHUNK_GPA) {
+        Ok(Some(_)) => {
+            let mut ev = GuestEvent::new_zeroed();
+            g.read(CHUNK_GPA, ev.as_mut_bytes())?;
+            Ok(Ok(Some(ev)))
+        }
+        Ok(None) => Ok(Ok(None)),
+        Err(_) => Ok(Err(())),
+    }
+}
+
+/// Whether `ev` is the IOMMU's refusal of a T=0 request of `vbdf` into the private page of
+/// `iova` (VT-d records the page of the refused address, the SMMU the address itself).
+fn t0_refusal(ev: &GuestEvent, vbdf: u16, iova: Gpa, write: bool) -> bool {
+    let page = |a: u64| a & !0xFFF;
+    ev.vbdf == vbdf
+        && ev.reason == EventReason::T0ToSecure.raw()
+        && page(ev.iova) == page(iova.0)
+        && page(ev.gpa) == page(iova.0)
+        && ev.flags & EventFlags::GPA_VALID.bits() != 0
+        && (ev.flags & EventFlags::WRITE.bits() != 0) == write
+}
+
+/// Fails the script with `$code` if it is `Some`.
+macro_rules! or_exit {
+    ($code:expr) => {
+        if let Some(code) = $code {
+            return Ok(code);
+        }
+    };
+}
+
+fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16, authenticated: bool) -> Verdict {
     let before = must_info!(g, vbdf);
     check!(before.state == VdevState::Locked.raw());
+    if authenticated {
+        let code = trusted_device(g, vbdf, &before)?;
+        if code != 0 {
+            return Ok(code);
+        }
+        say!(
+            "story: guest: the device's certificate chain and signed measurements match the digests the TSM took, and the chain is the one this guest trusts"
+        );
+    }
     // The whole report in one chunk (one range, no device-specific bytes), checked against the
     // digest the TSM took at bind before anything in it is believed.
     check!(u64::from(before.report_len) <= CHUNK);
@@ -302,6 +385,26 @@ fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
         MMIO_GPA.0,
         range.first_page
     );
+    say!(
+        "story: guest: the interface report matches the TSM's digest; it validated each of edu's register pages against the report's range before touching it"
+    );
+
+    // Before accept, edu's stream has the T=0 view: its write into private memory is refused.
+    let zero = [0u8; DMA_LEN as usize];
+    g.write(DMA_DST_GPA, &zero)?;
+    or_exit!(edu_dma(g, Direction::ToRam, DMA_DST_GPA));
+    let mut got = [0u8; DMA_LEN as usize];
+    g.read(DMA_DST_GPA, &mut got)?;
+    check!(got == zero);
+    let Ok(Some(ev)) = next_event(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(t0_refusal(&ev, vbdf, DMA_DST_GPA, true));
+    check!(matches!(next_event(g, vbdf)?, Ok(None)));
+    say!(
+        "story: guest: before it accepted, edu's DMA write into its private page was refused by the real IOMMU (T=0 into secure memory); its event queue says so, with the address"
+    );
+
     check!(is(
         accept(g, vbdf, &AcceptEvidence::from_info(&before))?,
         None
@@ -325,6 +428,39 @@ fn mmio<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
     say!(
         "guest: drove edu through its private mapping: id {=u32:#x}, liveness inverted, 10! = 3628800",
         id
+    );
+
+    // In RUN (the T=1 view) edu copies the guest's data between its private pages; then the
+    // guest scrubs edu's buffer, which a real TDI would do itself on leaving RUN.
+    let data = guest_data();
+    g.write(DMA_SRC_GPA, &data)?;
+    g.write(DMA_ZERO_GPA, &zero)?;
+    or_exit!(edu_dma(g, Direction::ToDevice, DMA_SRC_GPA));
+    or_exit!(edu_dma(g, Direction::ToRam, DMA_DST_GPA));
+    g.read(DMA_DST_GPA, &mut got)?;
+    check!(got == data);
+    or_exit!(edu_dma(g, Direction::ToDevice, DMA_ZERO_GPA));
+    check!(matches!(next_event(g, vbdf)?, Ok(None)));
+    say!(
+        "story: guest: accepted the device (RUN); programmed edu's DMA through its private mapping: {=u64} bytes of its private memory went through edu into another private page, and it read them back",
+        DMA_LEN
+    );
+
+    // The host unbinds and aims edu at the guest's pages.
+    check!(yield_to_host(g));
+    let Ok(Some(ev)) = next_event(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(t0_refusal(&ev, vbdf, DMA_DST_GPA, true));
+    let Ok(Some(ev)) = next_event(g, vbdf)? else {
+        return Ok(u64::from(line!()));
+    };
+    check!(t0_refusal(&ev, vbdf, DMA_SRC_GPA, false));
+    check!(matches!(next_event(g, vbdf)?, Ok(None)));
+    g.read(DMA_DST_GPA, &mut got)?;
+    check!(got == data);
+    say!(
+        "story: guest: after unbind its queue shows the host's write and read through edu refused, and its data is intact"
     );
     Ok(0)
 }
@@ -629,9 +765,10 @@ fn evidence_digest<G: GuestEnv>(
     Ok(None)
 }
 
-fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
-    let i = must_info!(g, vbdf);
-    check!(i.state == VdevState::Locked.raw());
+/// Checks an authenticated device's evidence in `i` as the guest's policy wants: flags, the
+/// chain and measurements against their digests, the report against its digest, and the chain
+/// against the one device the guest trusts. 0 when all holds, else the exit code.
+fn trusted_device<G: GuestEnv>(g: &mut G, vbdf: u16, i: &VdevInfo) -> Verdict {
     check!(
         EvidenceFlags::from_bits_truncate(i.evidence_flags)
             .contains(EvidenceFlags::DEVICE_AUTHENTICATED)
@@ -651,6 +788,16 @@ fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
             vbdf
         );
         return Ok(exit_code::UNTRUSTED_DEVICE);
+    }
+    Ok(0)
+}
+
+fn authenticated<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {
+    let i = must_info!(g, vbdf);
+    check!(i.state == VdevState::Locked.raw());
+    let code = trusted_device(g, vbdf, &i)?;
+    if code != 0 {
+        return Ok(code);
     }
     say!(
         "guest: vBDF {=u16:#x} chain ({=u32} bytes) and measurements ({=u32} bytes) match their digests",

@@ -124,12 +124,20 @@ pub enum Script {
     /// without accepting); changed digests refused; accept; see RUN.
     Authenticated = 11,
     /// Private MMIO: read the report, validate the device pages at [`MMIO_GPA`] against its
-    /// first range (a wrong page refused first), accept, then drive QEMU's `edu` through them.
+    /// first range (a wrong page refused first); have `edu` write into a private page (refused
+    /// before accept); accept; drive `edu` through the pages and have it copy private memory
+    /// (lands in RUN); yield (the host unbinds and aims `edu` at the guest's pages); find the
+    /// host's attempts refused in the queue and the data intact
+    /// ([`crate::scenarios::mmio`]).
     Mmio = 12,
+    /// [`Script::Mmio`] for an authenticated device: first check its chain and measurements
+    /// against their digests and the chain against the one the guest trusts, as
+    /// [`Script::Authenticated`] does.
+    Story = 13,
 }
 
 impl Script {
-    const ALL: [Script; 12] = [
+    const ALL: [Script; 13] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -142,6 +150,7 @@ impl Script {
         Script::DmaDiff,
         Script::Authenticated,
         Script::Mmio,
+        Script::Story,
     ];
 }
 
@@ -242,6 +251,9 @@ pub mod exit_code {
     pub const BAD_ARG: u64 = 0xBAD0;
     /// A [`super::Script::Touch`] read returned data.
     pub const TOUCH_REACHED: u64 = 0xBAD1;
+    /// [`super::Script::Mmio`]: driving `edu`'s DMA failed (the line in `tests/scenarios/src/pci.rs`
+    /// of the failed check in bits 63:32).
+    pub const EDU_DMA: u64 = 0xBAD3;
     /// [`super::Script::Authenticated`]: the chain is not the one the guest's policy trusts.
     pub const UNTRUSTED_DEVICE: u64 = 0xBAD2;
 }

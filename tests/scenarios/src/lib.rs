@@ -6,8 +6,8 @@
 //! - on QEMU: the host payload runs a scenario with the architectural call gate, and the guest
 //!   payload runs the guest script inside a TVM.
 //!
-//! `dma-hw`, `dma-diff` and `isolation-iommu` need real devices (QEMU's `edu` and the platform IOMMU) and
-//! run on QEMU only.
+//! `dma-hw`, `dma-diff`, `isolation-iommu`, `mmio-private` and `story` need real devices (QEMU's
+//! `edu` and the platform IOMMU) and run on QEMU only.
 //!
 //! | module | holds |
 //! |---|---|
@@ -15,7 +15,7 @@
 //! | [`layout`] | the guest's address map, the device's functions, guest-script arguments |
 //! | [`pool`] | the host memory a scenario donates and gets back |
 //! | [`link`] | the device link: TDISP messages between the COMMUNICATE buffer and the device model |
-//! | [`pci`] | the host's driver of QEMU's `edu` device: PCI configuration, BAR0, DMA |
+//! | [`pci`] | the host's driver of QEMU's `edu` device: PCI configuration, BAR0, DMA (which a guest runs too) |
 //! | [`driver`] | the host driver: build a TVM with devices, run vCPUs, tear down, check |
 //! | [`guest`] | the guest scripts, selected by the vCPU's `arg0` |
 //! | [`scenarios`] | the scenarios |
@@ -112,6 +112,9 @@ pub mod id {
         /// Private MMIO: the guest validates edu's BAR0 pages against the report and drives
         /// edu itself; the host loses BAR0 while the vdevice is bound (QEMU only).
         MMIO_PRIVATE = 25;
+        /// The story `cargo xtask run` tells: `mmio-private` with an authenticated device
+        /// (SPDM), narrated step by step (QEMU only).
+        STORY = 26;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -139,6 +142,7 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::SPDM => scenarios::spdm::run(env),
         id::SPDM_MITM => scenarios::spdm::run_mitm(env),
         id::MMIO_PRIVATE => scenarios::mmio::run(env),
+        id::STORY => scenarios::mmio::story(env),
         other => Err(Fail {
             what: "unknown scenario id",
             line: line!(),

@@ -47,6 +47,8 @@ pub struct Link {
     pub dev: Device<'static>,
     /// The SPDM responder in front of its own device model, for a PDEV with SPDM.
     pub spdm: Option<SpdmDevice<'static>>,
+    /// The device's functions (PF0 first), for the device behind an SPDM responder.
+    tdis: &'static [TdiConfig<'static>],
     /// What the host does to the answers.
     pub mitm: Mitm,
     /// The last answer carried (for [`Mitm::Replay`]).
@@ -73,6 +75,7 @@ impl Link {
         Ok(Link {
             dev,
             spdm: None,
+            tdis,
             mitm: Mitm::Honest,
             last: [0; COMM_PAYLOAD_SIZE],
             last_len: 0,
@@ -81,9 +84,10 @@ impl Link {
         })
     }
 
-    /// Puts an SPDM responder with `identity` (and a fresh device behind it) on the link.
+    /// Puts an SPDM responder with `identity` (and a fresh device with the link's functions
+    /// behind it) on the link.
     pub fn use_spdm(&mut self, identity: DeviceIdentity) -> Outcome {
-        let mut config = DeviceConfig::new(&TDIS, [0x5C; 32]);
+        let mut config = DeviceConfig::new(self.tdis, [0x5C; 32]);
         config.max_report_portion = REPORT_PORTION;
         let dev = Device::new(config).map_err(|_| Fail::new("device model config", line!()))?;
         self.spdm = Some(SpdmDevice::new(dev, identity, [0xA7; 32]));

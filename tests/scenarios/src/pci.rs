@@ -1,7 +1,9 @@
 //! A host driver for QEMU's `edu` device: PCI configuration through ECAM, BAR0 placed (where
 //! no firmware did it) and enabled, and the device's DMA engine. The same code runs on both
 //! arches through the host's MMIO accessors ([`HostEnv::mmio_read32`] and friends); where the
-//! devices are is the environment's ([`HostEnv::devices`]).
+//! devices are is the environment's ([`HostEnv::devices`]). The DMA engine's driver ([`dma`])
+//! runs on any way to the registers ([`EduRegs`]): a guest drives edu with it through its
+//! private MMIO mapping.
 //!
 //! `edu` (QEMU `hw/misc/edu.c`): vendor 0x1234, device 0x11e8; BAR0 holds the DMA registers —
 //! 0x80 source, 0x88 destination, 0x90 count, 0x98 command (bit 0 start / busy, bit 1
@@ -179,20 +181,6 @@ impl Edu {
             .ok_or(Fail::new("edu register unreachable", line!()))
     }
 
-    fn write<E: HostEnv>(&self, env: &mut E, reg: u64, value: u64) -> Outcome {
-        ensure!(
-            env.mmio_write64(Pa(self.bar0.0 + reg), value),
-            "edu register unreachable",
-            reg
-        );
-        Ok(())
-    }
-
-    fn command<E: HostEnv>(&self, env: &mut E) -> Outcome<u64> {
-        env.mmio_read64(Pa(self.bar0.0 + EDU_DMA_CMD))
-            .ok_or(Fail::new("edu register unreachable", line!()))
-    }
-
     /// One transfer of `len` bytes between host memory at `ram` and the device's buffer at
     /// `offset`, waited for. Whether the IOMMU let it through is not visible here: the device
     /// finishes either way (a refused read leaves zeros, a refused write lands nowhere).
@@ -204,37 +192,97 @@ impl Edu {
         offset: u64,
         len: u64,
     ) -> Outcome {
-        ensure!(
-            offset + len <= EDU_BUFFER_SIZE && len > 0,
-            "transfer outside edu's buffer",
-            offset + len
-        );
-        ensure!(
-            self.command(env)? & EDU_CMD_START == 0,
-            "edu busy before a transfer"
-        );
-        let device = EDU_BUFFER + offset;
-        let (src, dst, dir) = match direction {
-            Direction::ToDevice => (ram, device, 0),
-            Direction::ToRam => (device, ram, EDU_CMD_TO_RAM),
+        let mut regs = HostBar {
+            env,
+            bar0: self.bar0,
+            start: None,
         };
-        self.write(env, EDU_DMA_SRC, src)?;
-        self.write(env, EDU_DMA_DST, dst)?;
-        self.write(env, EDU_DMA_COUNT, len)?;
-        self.write(env, EDU_DMA_CMD, EDU_CMD_START | dir)?;
-        let start = env
+        dma(&mut regs, direction, ram, offset, len)
+    }
+}
+
+/// What a driver of edu's DMA engine needs: its registers and a bound on how long it waits.
+/// The host reaches them through its own mapping of BAR0 ([`Edu::dma`]); a guest through the
+/// private mapping it validated (docs/abi.md §5.7), with addresses that are its IOVAs.
+pub trait EduRegs {
+    /// One 64-bit load of the register at `reg` (offset in BAR0); `None` if unreachable.
+    fn load(&mut self, reg: u64) -> Option<u64>;
+    /// One 64-bit store to the register at `reg`; `false` if unreachable.
+    fn store(&mut self, reg: u64, value: u64) -> bool;
+    /// Whether a wait for a transfer that has read the command register `polls` times (0 when
+    /// it starts) has gone on too long.
+    fn given_up(&mut self, polls: u64) -> Outcome<bool>;
+}
+
+/// The host's way to edu's registers: its own mapping of BAR0, waits bounded by its clock.
+struct HostBar<'a, E> {
+    env: &'a mut E,
+    bar0: Pa,
+    start: Option<u64>,
+}
+
+impl<E: HostEnv> EduRegs for HostBar<'_, E> {
+    fn load(&mut self, reg: u64) -> Option<u64> {
+        self.env.mmio_read64(Pa(self.bar0.0 + reg))
+    }
+
+    fn store(&mut self, reg: u64, value: u64) -> bool {
+        self.env.mmio_write64(Pa(self.bar0.0 + reg), value)
+    }
+
+    fn given_up(&mut self, _polls: u64) -> Outcome<bool> {
+        let now = self
+            .env
             .now_us()
             .ok_or(Fail::new("no clock to wait for the device", line!()))?;
-        loop {
-            if self.command(env)? & EDU_CMD_START == 0 {
-                return Ok(());
-            }
-            let now = env.now_us().unwrap_or(u64::MAX);
-            ensure!(
-                now.saturating_sub(start) < DMA_TIMEOUT_US,
-                "edu transfer did not finish",
-                ram
-            );
+        let start = *self.start.get_or_insert(now);
+        Ok(now.saturating_sub(start) >= DMA_TIMEOUT_US)
+    }
+}
+
+fn store<R: EduRegs>(regs: &mut R, reg: u64, value: u64) -> Outcome {
+    ensure!(regs.store(reg, value), "edu register unreachable", reg);
+    Ok(())
+}
+
+fn command<R: EduRegs>(regs: &mut R) -> Outcome<u64> {
+    regs.load(EDU_DMA_CMD)
+        .ok_or(Fail::new("edu register unreachable", line!()))
+}
+
+/// One transfer of `len` bytes between `ram` (a bus address: a host PA, or a guest's IOVA) and
+/// the device's buffer at `offset`, waited for (as [`Edu::dma`]).
+pub fn dma<R: EduRegs>(
+    regs: &mut R,
+    direction: Direction,
+    ram: u64,
+    offset: u64,
+    len: u64,
+) -> Outcome {
+    ensure!(
+        offset + len <= EDU_BUFFER_SIZE && len > 0,
+        "transfer outside edu's buffer",
+        offset + len
+    );
+    ensure!(
+        command(regs)? & EDU_CMD_START == 0,
+        "edu busy before a transfer"
+    );
+    let device = EDU_BUFFER + offset;
+    let (src, dst, dir) = match direction {
+        Direction::ToDevice => (ram, device, 0),
+        Direction::ToRam => (device, ram, EDU_CMD_TO_RAM),
+    };
+    store(regs, EDU_DMA_SRC, src)?;
+    store(regs, EDU_DMA_DST, dst)?;
+    store(regs, EDU_DMA_COUNT, len)?;
+    store(regs, EDU_DMA_CMD, EDU_CMD_START | dir)?;
+    let mut polls = 0u64;
+    loop {
+        if command(regs)? & EDU_CMD_START == 0 {
+            return Ok(());
         }
+        ensure!(!regs.given_up(polls)?, "edu transfer did not finish", ram);
+        polls += 1;
     }
 }

@@ -47,6 +47,8 @@ const MAX_VDEVS_PER_TVM: u64 = 32;
 const MAX_VIOMMUS_PER_TVM: u64 = 8;
 /// Granules of one vdevice's DMA table (FEATURES DMA).
 pub const MAX_DMA_TABLES: usize = 16;
+/// Private MMIO pages one vdevice may have mapped (FEATURES QUEUE_LIMITS).
+const MAX_MMIO_PAGES: usize = 16;
 
 fn st(code: StatusCode, index: u8) -> Status {
     Status::arg(code, index)
@@ -201,9 +203,22 @@ pub struct Tvm {
     pub tables: BTreeMap<(u8, u64), u64>,
     /// GPA → page.
     pub pages: BTreeMap<u64, Page>,
+    /// GPA → private MMIO page (§5.7).
+    pub mmio: BTreeMap<u64, Mmio>,
     pub vcpus: u64,
     pub viommus: u64,
     pub vdevs: u64,
+}
+
+/// A device page mapped as private MMIO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mmio {
+    /// The vdevice that mapped it.
+    pub vdev: u64,
+    /// The device page (host PA).
+    pub pa: u64,
+    /// The guest validated it (G_VDEV_MMIO_VALIDATE).
+    pub validated: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -350,6 +365,12 @@ pub struct Model {
     pub host_domain: Queue,
     /// TDI report lengths by pBDF (the device's configuration; the driver fills it).
     pub report_len: BTreeMap<u16, u32>,
+    /// The MMIO ranges of each TDI's report by pBDF, in report order: (first page frame,
+    /// pages, TEE) (the device's configuration; the driver fills it).
+    pub report_ranges: BTreeMap<u16, Vec<(u64, u64, bool)>>,
+    /// Where the platform's device BARs are (base, size): the only pages the host can lose to
+    /// private MMIO (the driver fills it).
+    pub bar_window: (u64, u64),
     next_uid: u64,
     next_ticket: u64,
 }
@@ -398,6 +419,8 @@ impl Model {
             vdevs: BTreeMap::new(),
             host_domain: Queue::default(),
             report_len: BTreeMap::new(),
+            report_ranges: BTreeMap::new(),
+            bar_window: (0, 0),
             next_uid: 1,
             next_ticket: 1,
         }
@@ -447,7 +470,12 @@ impl Model {
             };
             let within = |gpa: u64| gpa >= base && gpa - base < span(level);
             return if level == 3 {
-                t.pages.keys().filter(|&&g| within(g)).count() as u64
+                // Private MMIO entries count too (§5.7: its level-3 table counts it).
+                t.pages
+                    .keys()
+                    .chain(t.mmio.keys())
+                    .filter(|&&g| within(g))
+                    .count() as u64
             } else {
                 t.tables
                     .keys()
@@ -774,6 +802,9 @@ impl Model {
                 self.handle(a[0], Gs::Tvm, 1)?;
                 let t = &self.tvms[&a[0]];
                 Self::gpa(t, a[1], G, 2)?;
+                if t.mmio.contains_key(&a[1]) {
+                    return Err(st(InUse, ObjectKind::Vdev as u8).into());
+                }
                 let p = t.pages.get(&a[1]).ok_or(st(NotMapped, 2))?.clone();
                 self.tvms.get_mut(&a[0]).unwrap().pages.remove(&a[1]);
                 if p.private {
@@ -952,6 +983,22 @@ impl Model {
                 ok([0; 4])
             }
             VDEV_CREATE => self.vdev_create(a, env)?,
+            VDEV_MMIO_MAP => self.vdev_mmio_map(a)?,
+            VDEV_MMIO_UNMAP => {
+                f.fail(!a[1].is_multiple_of(G), st(Misaligned, 2));
+                f.of(self.handle(a[0], Gs::Vdev, 1));
+                f.gate()?;
+                let tvm = self.vdevs[&a[0]].tvm;
+                let t = self.tvms.get_mut(&tvm).unwrap();
+                match t.mmio.get(&a[1]) {
+                    Some(m) if m.vdev == a[0] => {
+                        let pa = m.pa;
+                        t.mmio.remove(&a[1]);
+                        ok([pa, 0, 0, 0])
+                    }
+                    _ => return Err(st(NotMapped, 2).into()),
+                }
+            }
             VDEV_BIND => {
                 self.handle(a[0], Gs::Vdev, 1)?;
                 let v = &self.vdevs[&a[0]];
@@ -981,6 +1028,7 @@ impl Model {
                 );
                 f.of(self.comm_out(a[1]));
                 f.gate()?;
+                self.drop_mmio(a[0]);
                 let v = self.vdevs.get_mut(&a[0]).unwrap();
                 v.state = VdevState::Stopping;
                 v.op = DeviceOp::Stop;
@@ -1115,6 +1163,7 @@ impl Model {
                 vcpus_created: 0,
                 tables: BTreeMap::new(),
                 pages: BTreeMap::new(),
+                mmio: BTreeMap::new(),
                 vcpus: 0,
                 viommus: 0,
                 vdevs: 0,
@@ -1130,7 +1179,7 @@ impl Model {
         if let Some(l) = Self::missing(t, gpa, 3) {
             return Err(st(TableMissing, l));
         }
-        if t.pages.contains_key(&gpa) {
+        if t.pages.contains_key(&gpa) || t.mmio.contains_key(&gpa) {
             return Err(st(AlreadyMapped, 2));
         }
         Ok(t.tables[&(3, gpa & !(span(3) - 1))])
@@ -1309,12 +1358,79 @@ impl Model {
 
     /// Puts a vdevice in ERROR (device error or cancel).
     fn vdev_error(&mut self, pa: u64, result: StatusCode) {
+        self.drop_mmio(pa);
         let v = self.vdevs.get_mut(&pa).unwrap();
         v.state = VdevState::Error;
         v.op = DeviceOp::None;
         v.accepted = false;
         v.sent = false;
         v.guest_op_done(result);
+    }
+
+    /// Every exit from LOCKED, STARTING and RUN takes the vdevice's private MMIO away (§5.7).
+    fn drop_mmio(&mut self, vdev: u64) {
+        let tvm = self.vdevs[&vdev].tvm;
+        self.tvms
+            .get_mut(&tvm)
+            .unwrap()
+            .mmio
+            .retain(|_, m| m.vdev != vdev);
+    }
+
+    /// Where host page `pa` lies in the TEE ranges of `pbdf`'s report (the TSM locks with a
+    /// reporting offset of 0 here): (range index in report order, page index in the range).
+    fn locate(&self, pbdf: u16, pa: u64) -> Option<(u64, u64)> {
+        let frame = pa / G;
+        let ranges = self.report_ranges.get(&pbdf)?;
+        ranges
+            .iter()
+            .enumerate()
+            .find(|&(_, &(first, n, tee))| tee && first <= frame && frame - first < n)
+            .map(|(i, &(first, _, _))| (i as u64, frame - first))
+    }
+
+    /// VDEV_MMIO_MAP (§5.7).
+    fn vdev_mmio_map(&mut self, a: &[u64; 6]) -> Result<Expect, Fails> {
+        let mut f = Fails::default();
+        self.handle(a[0], Gs::Vdev, 1)?;
+        let v = &self.vdevs[&a[0]];
+        let t = &self.tvms[&v.tvm];
+        let (gpa, pa) = (a[1], a[2]);
+        let bound = matches!(v.state, VdevState::Locked | VdevState::Run);
+        f.fail(!bound, st(ObjectState, 1));
+        let gpa_ok = f.of(Self::gpa(t, gpa, G, 2)).is_some();
+        f.fail(gpa_ok && Self::shared_half(t, gpa), st(OutOfRange, 2));
+        let mine: Vec<&Mmio> = t.mmio.values().filter(|m| m.vdev == a[0]).collect();
+        if !pa.is_multiple_of(G) {
+            f.0.push(st(Misaligned, 3));
+        } else {
+            let (base, size) = self.bar_window;
+            let taken = self
+                .tvms
+                .values()
+                .any(|t| t.mmio.values().any(|m| m.pa == pa));
+            f.fail(taken, st(AlreadyMapped, 3));
+            f.fail(
+                bound && self.locate(v.pbdf, pa).is_none(),
+                st(OutOfRange, 3),
+            );
+            f.fail(pa < base || pa - base >= size, st(OutOfRange, 3));
+        }
+        f.fail(mine.len() >= MAX_MMIO_PAGES, st(Capacity, 1));
+        if gpa_ok && !Self::shared_half(t, gpa) {
+            f.of(self.leaf_slot(t, gpa));
+        }
+        f.gate()?;
+        let tvm = v.tvm;
+        self.tvms.get_mut(&tvm).unwrap().mmio.insert(
+            gpa,
+            Mmio {
+                vdev: a[0],
+                pa,
+                validated: false,
+            },
+        );
+        Ok(ok([0; 4]))
     }
 
     fn communicate(&mut self, a: &[u64; 6], env: &Env) -> Result<Expect, Fails> {
@@ -1545,6 +1661,7 @@ impl Model {
                     return Err(st(ObjectState, 1).into());
                 }
                 self.next_ticket += 1;
+                self.drop_mmio(pa);
                 let v = self.vdevs.get_mut(&pa).unwrap();
                 v.state = VdevState::Stopping;
                 v.accepted = false;
@@ -1609,6 +1726,40 @@ impl Model {
                 }
                 q.pending -= 1;
                 ok([u64::from(q.pending), u64::from(q.overflow), 0, 0])
+            }
+            G_VDEV_MMIO_VALIDATE => {
+                let pa = self.own_vdev(tvm, a[0])?;
+                let v = &self.vdevs[&pa];
+                f.fail(
+                    !matches!(v.state, VdevState::Locked | VdevState::Run),
+                    st(ObjectState, 1),
+                );
+                if !a[1].is_multiple_of(G) {
+                    f.0.push(st(Misaligned, 2));
+                } else {
+                    match self.tvms[&tvm].mmio.get(&a[1]) {
+                        Some(m) if m.vdev == pa => {
+                            if m.validated {
+                                f.0.push(st(AlreadyMapped, 2));
+                            } else {
+                                let (range, index) = self.locate(v.pbdf, m.pa).unwrap();
+                                f.fail(a[2] != range, st(MmioMismatch, 3));
+                                f.fail(a[2] == range && a[3] != index, st(MmioMismatch, 4));
+                            }
+                        }
+                        _ => f.0.push(st(MmioMismatch, 2)),
+                    }
+                }
+                f.gate()?;
+                let m = self
+                    .tvms
+                    .get_mut(&tvm)
+                    .unwrap()
+                    .mmio
+                    .get_mut(&a[1])
+                    .unwrap();
+                m.validated = true;
+                ok([0; 4])
             }
             _ => unreachable!("host call {call:?} reached the guest table"),
         })
