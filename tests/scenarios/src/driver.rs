@@ -408,10 +408,17 @@ impl World {
         &mut self,
         env: &mut E,
     ) -> Outcome<api::Result<()>> {
-        let pdev = self.create_pdev(env, PdevFlags::SPDM, SEGMENT, RID_BASE, RID_COUNT)?;
-        let evidence = self.pool.secure(env)?;
+        let (pdev, evidence) = self.create_pdev_spdm(env)?;
         let first = host::pdev_connect(env, pdev, self.link.comm, evidence);
         self.link.drive(env, pdev, first)
+    }
+
+    /// Creates the PDEV with `PdevFlags::SPDM` (slot 0) and a granule for its evidence, not yet
+    /// connected (the bench drives the connect itself, to time each call): (PDEV, evidence).
+    pub fn create_pdev_spdm<E: HostEnv>(&mut self, env: &mut E) -> Outcome<(Pa, Pa)> {
+        let pdev = self.create_pdev(env, PdevFlags::SPDM, SEGMENT, RID_BASE, RID_COUNT)?;
+        let evidence = self.pool.secure(env)?;
+        Ok((pdev, evidence))
     }
 
     /// Destroys the PDEV (stopping it first), so another can be created over the same range.
