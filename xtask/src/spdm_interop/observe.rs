@@ -89,9 +89,15 @@ impl Observer {
     /// The summary lines of the connection.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        // The requester asks for CAPABILITIES at 1.2 only once VERSION offered it.
+        let negotiated = if self.capabilities.is_some() {
+            "; negotiated 1.2"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "  versions offered: {}; negotiated 1.2",
+            "  versions offered: {}{negotiated}",
             self.versions.join(", ")
         );
         if let Some(c) = &self.capabilities {

@@ -111,7 +111,7 @@ impl Relay {
         }
         for _ in 0..MAX_WAITS {
             match *answer.as_slice() {
-                [version, ERROR, BUSY, ..] if version >= 0x10 => {
+                [_, ERROR, BUSY, ..] => {
                     std::thread::sleep(BUSY_WAIT);
                     answer = self.round_trip(kind, request)?;
                 }
