@@ -12,8 +12,13 @@
 //! * a guest call from a vCPU granule (or any granule), with the same argument kinds;
 //! * a host store of a parameter block (TVM, PDEV, VDEV params), of raw bytes, or of the
 //!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote);
-//! * a device round trip: the host carries the request in a COMMUNICATE buffer to the TDISP
-//!   device model and calls COMMUNICATE with its answer (or with "no response").
+//! * a device round trip: the host carries the request in a COMMUNICATE buffer to the device
+//!   model — TDISP in the clear to the TDISP device, SPDM and secured SPDM (a PDEV with
+//!   `PdevFlags::SPDM`) to its SPDM responder — and calls COMMUNICATE with its answer (or with
+//!   "no response"). The second byte of the input seeds the device models; its bits 7:5 pick
+//!   one misbehaviour of the SPDM responder for the whole run ([`spdm_misbehaviour`]: 0 is
+//!   honest, so connects, key updates, disconnects and the failures of each all happen under
+//!   the same per-call checks).
 //!
 //! After every call: nothing panicked; the status is a defined status word; the core's
 //! invariant checker ([`tsm_core::invariants::check`]: invariants 3–6 over the granule table,
@@ -44,11 +49,13 @@ use core::sync::atomic::AtomicU16;
 use tsm_abi::CallId;
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::call::Caller;
+use tsm_abi::comm::CommProtocol;
 use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
 use tsm_abi::event::{ALL_PASIDS, DmaInjectFlags, NO_PASID};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::CallRegs;
+use tsm_abi::spdm::RequestCode as SpdmRequest;
 use tsm_abi::state::VdevState;
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
@@ -59,6 +66,8 @@ use tsm_core::objects::{PdevObj, VdevObj};
 use tsm_core::testing::SimPlatform;
 use tsm_core::viommu::{self, Access, Request, Requester, Stage1Root};
 use tsm_core::{Origin, Tsm};
+use tsm_device_model::identity::DEVICE;
+use tsm_device_model::spdm::{Reply, SpdmDevice, SpdmMisbehaviour};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use tsm_platform::{AddressMapFormat, DmaStream, DmaTableFormat, HostIsolation, MemRange, PhysMem};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
@@ -537,7 +546,7 @@ impl Machine<'_> {
     }
 
     /// Carries the request in the COMMUNICATE buffer to the device and continues the operation.
-    fn device_round_trip(&self, input: &mut Input<'_>, device: &mut Device<'_>) {
+    fn device_round_trip(&self, input: &mut Input<'_>, devices: &mut Devices<'_>) {
         let comm = Pa(granule(input.u8()));
         let answer = input.u8();
         let mut head = CommHeader::new_zeroed();
@@ -553,9 +562,20 @@ impl Machine<'_> {
             return;
         }
         let mut rsp = vec![0u8; COMM_PAYLOAD_SIZE];
-        let n = device.respond(&req, &mut rsp).unwrap_or(0);
+        let spdm = CommProtocol::from_raw(head.protocol.into())
+            .filter(|p| matches!(p, CommProtocol::Spdm | CommProtocol::SecuredSpdm));
+        let (n, silent) = match spdm {
+            Some(p) => match devices
+                .spdm
+                .respond(&req, p == CommProtocol::SecuredSpdm, &mut rsp)
+            {
+                Ok(Reply::Message { len, .. }) => (len, false),
+                _ => (0, true),
+            },
+            None => (devices.tdisp.respond(&req, &mut rsp).unwrap_or(0), false),
+        };
         head.response_len = u32::try_from(n).unwrap_or(u32::MAX);
-        head.host_status = if answer & 1 == 0 {
+        head.host_status = if answer & 1 == 0 && !silent {
             HostIoStatus::Response.raw()
         } else {
             HostIoStatus::NoResponse.raw()
@@ -606,6 +626,27 @@ fn tdis() -> [TdiConfig<'static>; 3] {
     [tdi(RIDS[0]), tdi(RIDS[1]), tdi(RIDS[2])]
 }
 
+/// The device models behind the COMMUNICATE buffer: TDISP in the clear, and an SPDM responder
+/// (with its own TDISP device behind it) for PDEVs with `PdevFlags::SPDM`.
+struct Devices<'c> {
+    tdisp: Device<'c>,
+    spdm: SpdmDevice<'c>,
+}
+
+/// The SPDM responder's misbehaviour for a run, from bits 7:5 of the device byte.
+fn spdm_misbehaviour(device_byte: u8) -> Option<SpdmMisbehaviour> {
+    match device_byte >> 5 {
+        1 => Some(SpdmMisbehaviour::BadMeasurementSignature),
+        2 => Some(SpdmMisbehaviour::BadKeyExchangeSignature),
+        3 => Some(SpdmMisbehaviour::TamperCiphertext),
+        4 => Some(SpdmMisbehaviour::ReplayRecord),
+        5 => Some(SpdmMisbehaviour::SkipSequenceNumber),
+        6 => Some(SpdmMisbehaviour::StopAt(SpdmRequest::KeyUpdate)),
+        7 => Some(SpdmMisbehaviour::StopAt(SpdmRequest::GetMeasurements)),
+        _ => None,
+    }
+}
+
 /// Runs the program in `data`.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
@@ -644,8 +685,16 @@ pub fn run(data: &[u8]) {
         image: RefCell::new(vec![0; (GRANULES * GRANULE_SIZE) as usize]),
     };
     let tdis = tdis();
-    let mut device =
-        Device::new(DeviceConfig::new(&tdis, [input.u8(); 32])).expect("valid device config");
+    let device_byte = input.u8();
+    let device = |seed| Device::new(DeviceConfig::new(&tdis, seed)).expect("valid device config");
+    let mut spdm = SpdmDevice::new(device([device_byte; 32]), DEVICE, [!device_byte; 32]);
+    if let Some(m) = spdm_misbehaviour(device_byte) {
+        spdm.enable(m);
+    }
+    let mut devices = Devices {
+        tdisp: device([device_byte; 32]),
+        spdm,
+    };
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
             break;
@@ -665,7 +714,7 @@ pub fn run(data: &[u8]) {
                 m.call(Origin::Guest { vcpu }, &regs);
             }
             step::STORE => m.store(&mut input),
-            _ => m.device_round_trip(&mut input, &mut device),
+            _ => m.device_round_trip(&mut input, &mut devices),
         }
     }
 }
@@ -763,7 +812,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         w.u8(step::STORE).u8(20).u8(0).u8(store::PDEV).u8(0).u8(0);
         host(&mut w, CallId::GRANULE_DELEGATE, &[&g(21)]);
         host(&mut w, CallId::PDEV_CREATE, &[&g(21), &g(20)]);
-        host(&mut w, CallId::PDEV_CONNECT, &[&g(21), &g(22)]);
+        host(
+            &mut w,
+            CallId::PDEV_CONNECT,
+            &[&g(21), &g(22), &[arg::ZERO]],
+        );
         for _ in 0..2 {
             w.u8(step::DEVICE).u8(22).u8(0);
         }
@@ -894,7 +947,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         w.u8(step::STORE).u8(20).u8(0).u8(store::PDEV).u8(0).u8(0);
         host(&mut w, CallId::GRANULE_DELEGATE, &[&g(21)]);
         host(&mut w, CallId::PDEV_CREATE, &[&g(21), &g(20)]);
-        host(&mut w, CallId::PDEV_CONNECT, &[&g(21), &g(22)]);
+        host(
+            &mut w,
+            CallId::PDEV_CONNECT,
+            &[&g(21), &g(22), &[arg::ZERO]],
+        );
         for _ in 0..2 {
             w.u8(step::DEVICE).u8(22).u8(0);
         }
@@ -952,6 +1009,42 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         host(&mut w, CallId::VDEV_MMIO_UNMAP, &[&g(25), &mmio_gpa]);
         host(&mut w, CallId::UNMAP, &[&g(11), &page]);
         out.push((format!("dma_tables_{name}"), w.bytes));
+    }
+    // An SPDM PDEV (params in 20, object in 21, comm buffer 22, evidence granule 19): connect
+    // (the SPDM connect, then TDISP version and capabilities in the session), key update,
+    // disconnect, connect again, stop and destroy; with an honest responder, one whose
+    // ciphertext is tampered with (the connect fails at FINISH), and one that stops answering
+    // at KEY_UPDATE (the session fails half-way: the PDEV goes to ERROR).
+    for (name, machine, device) in [
+        ("honest_arm", 0u8, 7u8),
+        ("honest_x86", 1, 7),
+        ("tampered", 0, 3 << 5 | 7),
+        ("stops_at_key_update", 1, 6 << 5 | 7),
+    ] {
+        let mut w = Writer::default();
+        w.u8(machine).u8(device);
+        w.u8(step::STORE).u8(20).u8(0).u8(store::PDEV).u8(1).u8(0);
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(21)]);
+        host(&mut w, CallId::GRANULE_DELEGATE, &[&g(19)]);
+        host(&mut w, CallId::PDEV_CREATE, &[&g(21), &g(20)]);
+        let connect = |w: &mut Writer| {
+            host(w, CallId::PDEV_CONNECT, &[&g(21), &g(22), &g(19)]);
+            // VERSION … FINISH (the chain in two portions), TDISP version and capabilities.
+            for _ in 0..11 {
+                w.u8(step::DEVICE).u8(22).u8(0);
+            }
+        };
+        connect(&mut w);
+        host(&mut w, CallId::PDEV_KEY_UPDATE, &[&g(21), &g(22)]);
+        for _ in 0..2 {
+            w.u8(step::DEVICE).u8(22).u8(0);
+        }
+        host(&mut w, CallId::PDEV_DISCONNECT, &[&g(21), &g(22)]);
+        w.u8(step::DEVICE).u8(22).u8(0);
+        connect(&mut w);
+        host(&mut w, CallId::PDEV_STOP, &[&g(21)]);
+        host(&mut w, CallId::PDEV_DESTROY, &[&g(21)]);
+        out.push((format!("spdm_session_{name}"), w.bytes));
     }
     out
 }

@@ -47,7 +47,7 @@ const DRAM2_MIB: u64 = 256;
 /// CPU spinning in its idle loop would be counted too.
 const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-smp", "1"];
 /// The host calls, in table order: (scenario name, figure key, label).
-const CALLS: [(&str, &str, &str); 11] = [
+const CALLS: [(&str, &str, &str); 13] = [
     (
         "floor_unknown_fid",
         "floor",
@@ -86,6 +86,16 @@ const CALLS: [(&str, &str, &str); 11] = [
         "vcpu_run_minimal_guest",
         "vcpu_run",
         "VCPU_RUN of a minimal guest (start-up, G_VERSION, G_EXIT)",
+    ),
+    (
+        "pdev_connect_spdm",
+        "pdev_connect_spdm",
+        "PDEV_CONNECT with SPDM: all its calls summed (device's work excluded)",
+    ),
+    (
+        "vdev_bind_spdm",
+        "vdev_bind_spdm",
+        "VDEV_BIND in an SPDM session: all its calls summed (device's work excluded)",
     ),
 ];
 
@@ -540,7 +550,8 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
     let kib = |b: u64| b as f64 / 1024.0;
     let mut sized = Command::new(images::llvm_tool(ws, "nm")?);
     sized.args(["-S", "-C"]).arg(elf);
-    let descriptors = static_descriptors(&output(sized)?);
+    let sized = output(sized)?;
+    let descriptors = static_descriptors(&sized);
     let fig = |key: &str, label: &str, value: Result<f64, String>| Figure {
         arch: Some(arch),
         key: key.into(),
@@ -567,7 +578,53 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
             "  of which a static granule-descriptor array",
             Ok(kib(descriptors)),
         ),
+        fig(
+            "spdm_text",
+            "  .text of SPDM and its crypto crates (llvm-nm sizes)",
+            Ok(kib(spdm_text(&sized))),
+        ),
     ])
+}
+
+/// The crates SPDM brought into the image: the requester and its codec, the RustCrypto
+/// crates (sha2 also hashes the TDISP report, a few hundred bytes of it).
+const SPDM_CRATES: [&str; 19] = [
+    "tsm_core::spdm::",
+    "tsm_abi::spdm::",
+    "p384::",
+    "primeorder::",
+    "elliptic_curve::",
+    "crypto_bigint::",
+    "ecdsa::",
+    "sha2::",
+    "aes::",
+    "aes_gcm::",
+    "ghash::",
+    "polyval::",
+    "hmac::",
+    "hkdf::",
+    "der::",
+    "spki::",
+    "digest::",
+    "cipher::",
+    "subtle::",
+];
+
+/// Bytes of code symbols (`llvm-nm -S -C` kinds t, T, W) of [`SPDM_CRATES`], by the demangled
+/// name's path (a generic instantiated for a crate's type counts as that crate's).
+fn spdm_text(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (_addr, size, kind) = (w.next()?, w.next()?, w.next()?);
+            let name: String = w.collect::<Vec<_>>().join(" ");
+            let code = matches!(kind, "t" | "T" | "W" | "w");
+            let spdm = SPDM_CRATES.iter().any(|c| name.contains(c));
+            (code && spdm)
+                .then(|| u64::from_str_radix(size, 16).ok())
+                .flatten()
+        })
+        .sum()
 }
 
 /// Bytes of static symbols named `GRANULE_DESCRIPTORS` (`llvm-nm -S -C` rows: address, size,
@@ -861,6 +918,18 @@ fn json(figures: &[Figure], verdicts: &[Verdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_the_code_of_the_spdm_crates_only() {
+        let nm = "\
+0000000000401000 0000000000000100 T tsm_core::spdm::requester::Requester::respond
+0000000000401100 0000000000000020 t <p384::arithmetic::field::FieldElement as core::ops::Mul>::mul
+0000000000401200 0000000000000040 T tsm_core::dispatch::dispatch
+0000000000501000 0000000000000800 r p384::TABLE
+0000000000601000 0000000000000008 t sha2::sha512::compress512
+";
+        assert_eq!(spdm_text(nm), 0x100 + 0x20 + 0x8);
+    }
 
     #[test]
     fn parses_the_bench_lines() {

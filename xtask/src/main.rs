@@ -16,6 +16,7 @@ mod qemu_install;
 mod records;
 mod release_check;
 mod scenarios;
+mod spdm_interop;
 mod test_cmd;
 mod workspace;
 
@@ -70,6 +71,63 @@ enum Cmd {
     Fuzz(FuzzArgs),
     /// Run the host-buildable crates' tests under Miri (nightly, installed when missing).
     Miri,
+    /// Run the core's SPDM requester on this machine against a responder speaking the socket
+    /// protocol of DMTF's SPDM emulator (PCI DOE): connection, certificate, signed measurements,
+    /// a session, TDISP in it, key update, END_SESSION, then the socket's stop command.
+    SpdmInterop(SpdmInteropArgs),
+    /// Serve the project's device model (SPDM responder + TDISP) on a socket, speaking the
+    /// protocol `spdm-interop` speaks, until a peer sends the stop command.
+    SpdmResponder(SpdmResponderArgs),
+}
+
+#[derive(Args)]
+struct SpdmInteropArgs {
+    /// The responder, HOST:PORT (spdm-emu's default port is 2323).
+    #[arg(long, value_name = "HOST:PORT")]
+    responder: String,
+    /// The certificate slot to connect with.
+    #[arg(long, default_value_t = 0)]
+    slot: u8,
+    /// The TDISP interface (`FUNCTION_ID`: requester ID, segment bits).
+    #[arg(long, value_name = "FUNCTION_ID", value_parser = parse_u32, default_value_t = spdm_interop::DEFAULT_FUNCTION_ID)]
+    function_id: u32,
+    /// How far TDISP goes in the session: GET_TDISP_VERSION, then GET_TDISP_CAPABILITIES, then
+    /// a whole bind (lock, report, start, state, stop).
+    #[arg(long, value_enum, default_value = "bind")]
+    tdisp: TdispDepth,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TdispDepth {
+    Version,
+    Capabilities,
+    Bind,
+}
+
+impl From<TdispDepth> for spdm_interop::Depth {
+    fn from(d: TdispDepth) -> Self {
+        match d {
+            TdispDepth::Version => Self::Version,
+            TdispDepth::Capabilities => Self::Capabilities,
+            TdispDepth::Bind => Self::Bind,
+        }
+    }
+}
+
+#[derive(Args)]
+struct SpdmResponderArgs {
+    /// Where to listen, HOST:PORT (port 0: any free port, printed).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2323")]
+    listen: String,
+}
+
+/// A number in decimal or with a 0x prefix.
+fn parse_u32(s: &str) -> Result<u32, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -256,6 +314,13 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
         ),
         Cmd::Fuzz(args) => fuzz::fuzz(&ws, args.target.as_deref(), args.time),
         Cmd::Miri => miri::miri(&ws),
+        Cmd::SpdmInterop(args) => spdm_interop::interop(&spdm_interop::Options {
+            responder: args.responder,
+            slot: args.slot,
+            function_id: args.function_id,
+            tdisp: args.tdisp.into(),
+        }),
+        Cmd::SpdmResponder(args) => spdm_interop::serve(&args.listen),
         Cmd::Gdb(args) => {
             let scenario = find_scenario(&args.scenario)?;
             let arch = Arch::from(args.arch);

@@ -11,7 +11,7 @@ use crate::images::{self, Images};
 use crate::outcome::{self, Outcome};
 use crate::scenarios::{Scenario, Variant};
 use crate::workspace::{Workspace, show};
-use crate::{fuzz, procs, qemu, release_check};
+use crate::{fuzz, procs, qemu, release_check, spdm_interop};
 
 /// The machine has 2 cores; each QEMU runs one TCG thread per busy vCPU.
 const PARALLEL_RUNS: usize = 2;
@@ -64,6 +64,22 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
             arch: "host",
             expected: "-".into(),
             result: if ok { "ok".into() } else { "FAILED".into() },
+            ok,
+            wall: t.elapsed(),
+        });
+        // The interop hook against the device model over a real TCP socket (docs/design.md,
+        // "SPDM interoperability").
+        let t = Instant::now();
+        let result = spdm_interop::self_test();
+        if let Err(e) = &result {
+            eprintln!("xtask: {e}");
+        }
+        let ok = matches!(result, Ok(true));
+        rows.push(Row {
+            what: "spdm-interop vs device model (TCP)".into(),
+            arch: "host",
+            expected: "PASS".into(),
+            result: if ok { "PASS".into() } else { "FAILED".into() },
             ok,
             wall: t.elapsed(),
         });

@@ -25,6 +25,7 @@ use tsm_scenarios::driver::{Exit, World};
 use tsm_scenarios::layout::{
     BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, MMIO_GPA, Script, VBDF_BASE, exit_code,
 };
+use tsm_scenarios::link::Link;
 use tsm_scenarios::pool::Pool;
 use tsm_scenarios::{Fail, HostEnv, Outcome};
 
@@ -46,6 +47,11 @@ const VCPU_SAMPLES: usize = tsm_scenarios::driver::MAX_VCPUS;
 /// Guest calls the TSM refuses in the isolation buffer script (`tsm_scenarios::guest`,
 /// `iso_buffers`).
 const REFUSED_GUEST_CALLS: u32 = 4;
+/// VDEV_BIND samples inside an SPDM session.
+const SPDM_BIND_SAMPLES: u32 = 4;
+/// Round trips one timed device operation may take (a connect asks for its chain in 1 KiB
+/// portions: about fifteen).
+const MAX_ROUND_TRIPS: u32 = 64;
 /// Iterations of the calibration loop (two instructions each).
 const CALIB_ITERS: u64 = 1_000_000;
 /// A function ID in the host range that names no call: the dispatcher refuses it before any
@@ -83,7 +89,8 @@ fn measure(env: &mut Host) -> Outcome {
     vdev_calls(env)?;
     mmio_calls(env)?;
     vcpu_calls(env)?;
-    guest_calls(env)
+    guest_calls(env)?;
+    spdm_calls(env)
 }
 
 /// The floor and VERSION: no state, so every sample is the same work. Both go through the
@@ -349,6 +356,82 @@ fn guest_calls(env: &mut Host) -> Outcome {
         sums.empty
     );
     w.finish(env)
+}
+
+/// PDEV_CONNECT with SPDM (version to FINISH: the requester's steps, the chain and signature
+/// checks, ECDHE, the key schedule), then VDEV_BIND inside its session (every TDISP message
+/// sealed and opened): every call of each operation timed and summed, the TSM's whole part.
+/// The device model answers between the calls in this payload, untimed, so its own work
+/// (signing, its half of ECDHE) is not counted.
+fn spdm_calls(env: &mut Host) -> Outcome {
+    let mut w = World::new(env)?;
+    let t = w.add_tvm(env, &[])?;
+    let ty = tsm_scenarios::scenarios::first_viommu_type(&w)?;
+    let viommu = w.add_viommu(env, t, ty)?;
+    w.link.use_spdm(tsm_device_model::identity::DEVICE)?;
+    let (pdev, evidence) = w.create_pdev_spdm(env)?;
+    let comm = w.link.comm;
+    let (connect, connect_calls) = drive_timed(env, &mut w.link, pdev, |env| {
+        host::pdev_connect(env, pdev, comm, evidence)
+    })?;
+    defmt::info!("bench spdm_connect_calls={=u32}", connect_calls);
+    report("pdev_connect_spdm", 1, connect);
+    let params = w.pool.ns(env)?;
+    check(
+        env.write(params, &vdev_params_bytes()),
+        "write VdevParams",
+        params.0,
+    )?;
+    let vdev = w.pool.secure(env)?;
+    let mut bind = 0u64;
+    for _ in 0..SPDM_BIND_SAMPLES {
+        let r = host::vdev_create(env, vdev, pdev, viommu, params);
+        check(r.is_ok(), "VDEV_CREATE", vdev.0)?;
+        let (ticks, _) = drive_timed(env, &mut w.link, vdev, |env| {
+            host::vdev_bind(env, vdev, comm)
+        })?;
+        bind += ticks;
+        let first = host::vdev_unbind(env, vdev, comm);
+        let unbound = w.link.drive(env, vdev, first)?;
+        check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
+        check(
+            host::vdev_destroy(env, vdev).is_ok(),
+            "VDEV_DESTROY",
+            vdev.0,
+        )?;
+    }
+    report("vdev_bind_spdm", SPDM_BIND_SAMPLES, bind);
+    w.finish(env)
+}
+
+/// Carries a device operation to its end, timing only the TSM's calls: `first` (the call that
+/// starts it) and each COMMUNICATE; the link's device answers in between, untimed. Returns the
+/// ticks and the number of calls; the operation must succeed.
+fn drive_timed(
+    env: &mut Host,
+    link: &mut Link,
+    object: Pa,
+    first: impl FnOnce(&mut Host) -> tsm_abi::api::Result<OpProgress>,
+) -> Outcome<(u64, u32)> {
+    let mut step = Ok(OpProgress::Done);
+    let mut ticks = time(|| {
+        step = first(env);
+        Ok(())
+    })?;
+    for calls in 1..=MAX_ROUND_TRIPS {
+        match step {
+            Ok(OpProgress::Done) => return Ok((ticks, calls)),
+            Err(_) => return Err(Fail::new("timed device operation failed", line!())),
+            Ok(OpProgress::NeedsDeviceIo(_)) => {
+                link.carry(env)?;
+                ticks += time(|| {
+                    step = host::communicate(env, object, link.comm);
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    Err(Fail::new("timed device operation did not finish", line!()))
 }
 
 fn report(name: &str, samples: u32, ticks: u64) {

@@ -420,10 +420,29 @@ impl World {
         rid_base: u16,
         rid_count: u16,
     ) -> Outcome<api::Result<()>> {
-        let pdev = self.create_pdev(env, PdevFlags::SPDM, segment, rid_base, rid_count)?;
-        let evidence = self.pool.secure(env)?;
+        let (pdev, evidence) = self.create_pdev_spdm_at(env, segment, rid_base, rid_count)?;
         let first = host::pdev_connect(env, pdev, self.link.comm, evidence);
         self.link.drive(env, pdev, first)
+    }
+
+    /// Creates the PDEV with `PdevFlags::SPDM` (slot 0) and a granule for its evidence, not yet
+    /// connected (the bench drives the connect itself, to time each call): (PDEV, evidence).
+    pub fn create_pdev_spdm<E: HostEnv>(&mut self, env: &mut E) -> Outcome<(Pa, Pa)> {
+        self.create_pdev_spdm_at(env, SEGMENT, RID_BASE, RID_COUNT)
+    }
+
+    /// [`World::create_pdev_spdm`] for a PDEV of `rid_count` requester IDs from `rid_base` on
+    /// `segment`.
+    fn create_pdev_spdm_at<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        segment: u16,
+        rid_base: u16,
+        rid_count: u16,
+    ) -> Outcome<(Pa, Pa)> {
+        let pdev = self.create_pdev(env, PdevFlags::SPDM, segment, rid_base, rid_count)?;
+        let evidence = self.pool.secure(env)?;
+        Ok((pdev, evidence))
     }
 
     /// Destroys the PDEV (stopping it first), so another can be created over the same range.
