@@ -1,5 +1,8 @@
 //! The host payload on aarch64: entered by the TSM at EL1 (MMU off, `HCR_EL2.DC` makes its
-//! accesses cacheable), reaches the TSM with `smc #0` (abi/src/regs.rs).
+//! accesses cacheable), reaches the TSM with `smc #0` (abi/src/regs.rs). CPU 0 enters at
+//! `_start` with x0..x2 = DRAM base, DRAM size, 0; it starts the others with PSCI CPU_ON
+//! (`cpu_start`) at `_start_secondary` with their index as the context ID, which joins
+//! `_start` with it in x2.
 
 use core::sync::atomic::AtomicU32;
 

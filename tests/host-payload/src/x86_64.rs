@@ -3,9 +3,11 @@
 //! where the devices are.
 //!
 //! The TSM runs the host as an SVM guest and enters `_start` (the first byte of the image,
-//! linked at 0x100_0000) like a PVH boot loader: 32-bit protected mode, paging off, flat
-//! segments, with edi = DRAM base, esi = DRAM size, edx = CPU index and ecx = TSC ticks per
-//! microsecond (the TSM calibrated the TSC; the host may read it with `rdtsc`). The payload is
+//! linked at 0x100_0000) on the boot CPU like a PVH boot loader: 32-bit protected mode, paging
+//! off, flat segments, with edi = DRAM base, esi = DRAM size, edx = CPU index (0) and ecx = TSC
+//! ticks per microsecond (the TSM calibrated the TSC; the host may read it with `rdtsc`). CPU 0
+//! starts the others with HOST_CPU_START (`cpu_start`) at `_start_secondary`, in the same state
+//! with edi = their index, which joins `_start` with it in edx. The payload is
 //! its own small kernel in ring 0: CPU 0 keeps the arguments, zeroes BSS (which holds its page
 //! tables, stacks and IDT), identity-maps the first 4 GiB with 2 MiB pages (uncached above
 //! DRAM: the device windows), and every CPU turns on PAE paging and long mode on those tables,
