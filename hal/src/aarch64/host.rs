@@ -374,7 +374,7 @@ impl HostCpu for HostContext {
     /// PSCI CPU_ON's entry state: EL1h at `entry`, D, A, I, F masked, x0 = `arg` (the context
     /// ID), every other register 0, and the EL1 system registers as after reset: SCTLR_EL1
     /// with the MMU and caches off, the timers off, no vector base. Nothing is left of the
-    /// host session that ran on this CPU before a CPU_OFF.
+    /// host session that ran on this CPU before a CPU_OFF, in its TLB either.
     fn start(&mut self, entry: u64, arg: u64) {
         self.frame = Frame::entry(entry, [arg, 0, 0]);
         let el1 = El1State {
@@ -382,8 +382,12 @@ impl HostCpu for HostContext {
             ..El1State::default()
         };
         // SAFETY: this CPU runs no EL1 code until `run` erets to this host context, whose
-        // state this is (a CPU that waits in the TSM runs no guest either).
-        unsafe { el1.load() };
+        // state this is (a CPU that waits in the TSM runs no guest either, so VTTBR_EL2 holds
+        // the host's VMID: the TLBI drops this CPU's stage-1 entries of the host only).
+        unsafe {
+            el1.load();
+            core::arch::asm!("tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags));
+        }
         isb();
     }
 
