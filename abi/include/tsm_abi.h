@@ -33,6 +33,8 @@
 #define TSM_CALL_FEATURES                                0xC6000101U /* host, 1 args, 1 results */
 #define TSM_CALL_CONSOLE_WRITE                           0xC6000102U /* host, 2 args, 0 results */
 #define TSM_CALL_SYSTEM_OFF                              0xC6000103U /* host, 1 args, 0 results */
+#define TSM_CALL_HOST_CPU_START                          0xC6000104U /* host, 3 args, 0 results */
+#define TSM_CALL_HOST_CPU_STOP                           0xC6000105U /* host, 0 args, 0 results */
 #define TSM_CALL_GRANULE_DELEGATE                        0xC6000110U /* host, 1 args, 0 results */
 #define TSM_CALL_GRANULE_UNDELEGATE                      0xC6000111U /* host, 1 args, 0 results */
 #define TSM_CALL_TVM_CREATE                              0xC6000120U /* host, 3 args, 0 results */

@@ -273,6 +273,12 @@ calls! {
     CONSOLE_WRITE = 0x0102, ConsoleWrite { buffer: Pa, len: u64 }, results 0;
     /// Power the platform off, reporting a result code (0 = success). args: code.
     SYSTEM_OFF = 0x0103, SystemOff { code: u64 }, results 0;
+    /// Start a CPU that waits in the TSM: it enters the host at `entry` (host memory) with
+    /// `arg`. args: CPU (x86_64: APIC ID; aarch64: MPIDR affinity), entry PA, argument.
+    HOST_CPU_START = 0x0104, HostCpuStart { cpu: u64, entry: Pa, arg: u64 }, results 0;
+    /// The calling CPU leaves the host and waits in the TSM until HOST_CPU_START (or PSCI
+    /// CPU_ON) names it again; no return on success.
+    HOST_CPU_STOP = 0x0105, HostCpuStop {}, results 0;
 
     // ---- host: memory ----
     /// Make an NS granule secure and free. args: PA.

@@ -9,6 +9,7 @@
 //! - [`features`]: the FEATURES registers;
 //! - [`viommu`]: secure vIOMMU types and stage-1 formats (and how they map to iommufd);
 //! - [`params`]: TVM / PDEV / VDEV creation parameters and mapping flags;
+//! - [`psci`]: the PSCI and SMCCC functions an aarch64 host reaches its CPUs with;
 //! - [`state`]: object states and device operations;
 //! - [`comm`]: the COMMUNICATE buffer of the resumable device operations;
 //! - [`exit`]: the VCPU_RUN exit record;
@@ -70,6 +71,7 @@ pub mod exit;
 pub mod features;
 pub mod guest;
 pub mod params;
+pub mod psci;
 pub mod regs;
 pub mod spdm;
 pub mod state;

@@ -41,7 +41,9 @@
 //! RID names different devices, or a vdevice and a host device.
 //!
 //! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
-//! panic by design.
+//! panic by design; nor are PSCI SYSTEM_OFF and SYSTEM_RESET, for the same reason. A raw ID
+//! outside the TSM's owner from the host of an Arm machine is answered as PSCI / SMCCC
+//! (docs/abi.md §2.1): its x0 is no TSM status word, and it must change no granule.
 
 use core::cell::RefCell;
 use core::sync::atomic::AtomicU16;
@@ -54,6 +56,7 @@ use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatu
 use tsm_abi::event::{ALL_PASIDS, DmaInjectFlags, NO_PASID};
 use tsm_abi::guest::{AcceptEvidence, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
+use tsm_abi::psci;
 use tsm_abi::regs::CallRegs;
 use tsm_abi::spdm::RequestCode as SpdmRequest;
 use tsm_abi::state::VdevState;
@@ -69,7 +72,9 @@ use tsm_core::{Origin, Tsm};
 use tsm_device_model::identity::DEVICE;
 use tsm_device_model::spdm::{Reply, SpdmDevice, SpdmMisbehaviour};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
-use tsm_platform::{AddressMapFormat, DmaStream, DmaTableFormat, HostIsolation, MemRange, PhysMem};
+use tsm_platform::{
+    AddressMapFormat, DmaStream, DmaTableFormat, HostCpus, HostIsolation, MemRange, PhysMem,
+};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::input::{Input, Writer};
@@ -209,7 +214,10 @@ fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
         .collect();
     let (fid, nargs) = match calls.get(usize::from(selector & 0x7F) % (calls.len() + 1)) {
         Some(c) => (u64::from(c.fid()), c.arg_count()),
-        None => (u64::from(input.u32()), 6),
+        None => match input.u32() {
+            psci::SYSTEM_OFF | psci::SYSTEM_RESET => (u64::from(psci::PSCI_VERSION), 6),
+            raw => (u64::from(raw), 6),
+        },
     };
     let mut regs = CallRegs { fid, args: [0; 6] };
     for (i, a) in regs.args.iter_mut().enumerate() {
@@ -284,6 +292,16 @@ impl Machine<'_> {
             eprintln!("{origin:x?} {name} {:x?}", regs.args);
         }
         let r = self.tsm.handle(origin, regs);
+        if origin == Origin::Host
+            && self.sim.psci().is_some()
+            && psci::owner(regs.fid & 0xFFFF_FFFF) != 6
+        {
+            assert!(
+                self.snapshot() == before && self.changed_granule(&self.image.borrow()).is_none(),
+                "PSCI / SMCCC call {regs:x?} changed granule state or memory"
+            );
+            return;
+        }
         let status = Status::from_raw(r.status)
             .unwrap_or_else(|| panic!("undefined status word {:#x} for {regs:x?}", r.status));
         if self.trace {

@@ -362,12 +362,26 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
-        must_log: &[MustLog {
-            arch: None,
-            program: Program::Host,
-            text: "PASS",
-        }],
-        about: "two CPUs issue racing calls on the same objects; invariants hold afterwards",
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "PASS",
+            },
+            // CPU 1 entered the host only when the host started it through the TSM, and came
+            // back to the TSM when the host stopped it.
+            MustLog {
+                arch: None,
+                program: Program::Tsm,
+                text: "CPU 1: the host starts it at",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Tsm,
+                text: "CPU 1: the host stopped it; waiting in the TSM",
+            },
+        ],
+        about: "the host starts CPU 1 through the TSM (bad starts and INIT/SIPI refused), two CPUs issue racing calls on the same objects, invariants hold afterwards, CPU 1 stops and restarts",
         narrated: false,
     },
     Scenario {

@@ -80,6 +80,23 @@ pub fn system_off<T: Transport + ?Sized>(t: &mut T, code: u64) -> Result<()> {
     invoke0(t, CallId::SYSTEM_OFF, &[code])
 }
 
+/// HOST_CPU_START: starts the CPU the host names `cpu` (x86_64: APIC ID; aarch64: MPIDR
+/// affinity), waiting in the TSM, at `entry` (host memory) with `arg`.
+pub fn host_cpu_start<T: Transport + ?Sized>(
+    t: &mut T,
+    cpu: u64,
+    entry: Pa,
+    arg: u64,
+) -> Result<()> {
+    invoke0(t, CallId::HOST_CPU_START, &[cpu, entry.raw(), arg])
+}
+
+/// HOST_CPU_STOP: the calling CPU leaves the host for the TSM. Returns only if the TSM
+/// refused.
+pub fn host_cpu_stop<T: Transport + ?Sized>(t: &mut T) -> Result<()> {
+    invoke0(t, CallId::HOST_CPU_STOP, &[])
+}
+
 /// GRANULE_DELEGATE: makes the NS granule at `pa` secure and free.
 pub fn granule_delegate<T: Transport + ?Sized>(t: &mut T, pa: Pa) -> Result<()> {
     invoke0(t, CallId::GRANULE_DELEGATE, &[pa.raw()])

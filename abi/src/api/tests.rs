@@ -113,6 +113,11 @@ fn every_host_and_guest_wrapper_fills_the_right_registers() {
     })
     .unwrap();
     check(c, CallId::SYSTEM_OFF, &[3], [0; 4], |m| system_off(m, 3)).unwrap();
+    check(c, CallId::HOST_CPU_START, &[1, A, 7], [0; 4], |m| {
+        host_cpu_start(m, 1, Pa(A), 7)
+    })
+    .unwrap();
+    check(c, CallId::HOST_CPU_STOP, &[], [0; 4], host_cpu_stop).unwrap();
     check(c, CallId::GRANULE_DELEGATE, &[A], [0; 4], |m| {
         granule_delegate(m, Pa(A))
     })

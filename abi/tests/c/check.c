@@ -118,6 +118,8 @@ _Static_assert(TSM_CALL_VERSION == 0xC6000100U, "call ID");
 _Static_assert(TSM_CALL_FEATURES == 0xC6000101U, "call ID");
 _Static_assert(TSM_CALL_CONSOLE_WRITE == 0xC6000102U, "call ID");
 _Static_assert(TSM_CALL_SYSTEM_OFF == 0xC6000103U, "call ID");
+_Static_assert(TSM_CALL_HOST_CPU_START == 0xC6000104U, "call ID");
+_Static_assert(TSM_CALL_HOST_CPU_STOP == 0xC6000105U, "call ID");
 _Static_assert(TSM_CALL_GRANULE_DELEGATE == 0xC6000110U, "call ID");
 _Static_assert(TSM_CALL_GRANULE_UNDELEGATE == 0xC6000111U, "call ID");
 _Static_assert(TSM_CALL_TVM_CREATE == 0xC6000120U, "call ID");

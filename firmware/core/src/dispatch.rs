@@ -5,7 +5,8 @@
 //! handler given another call's arguments, does not build.
 //!
 //! Handlers say what happens next: most reply ([`Reply`]); VCPU_RUN runs a guest
-//! ([`HostNext::Run`]); G_EXIT, G_VDEV_ACCEPT and G_VDEV_STOP end the guest's run
+//! ([`HostNext::Run`]); HOST_CPU_STOP and PSCI CPU_OFF take the CPU out of the host
+//! ([`HostNext::Off`]); G_EXIT, G_VDEV_ACCEPT and G_VDEV_STOP end the guest's run
 //! ([`GuestNext`]). The run loop ([`crate::run`]) acts on that and never looks at call IDs.
 
 use tsm_abi::addr::Pa;
@@ -15,6 +16,7 @@ use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
 
 use crate::calls::{comm, device, dma, guest, memory, mmio, system, vcpu};
+use crate::cpus;
 use crate::objects::VcpuHandle;
 use crate::run;
 use crate::tsm::{Origin, Tsm};
@@ -30,6 +32,9 @@ pub enum HostNext {
     Reply(CallResult),
     /// VCPU_RUN claimed a vCPU: run it; the call completes when the guest exits to the host.
     Run(run::Claim),
+    /// HOST_CPU_STOP / PSCI CPU_OFF: the calling CPU leaves the host and waits in the TSM
+    /// (`crate::cpus`); the call does not complete.
+    Off,
 }
 
 /// What happens after a guest call.
@@ -120,7 +125,12 @@ impl Tsm<'_> {
             Ok(Call::Guest(_)) | Err(Refused::OtherSide) => {
                 return HostNext::Reply(CallResult::status(denied()));
             }
-            Err(Refused::Status(s)) => return HostNext::Reply(CallResult::status(s)),
+            // A function ID outside the TSM's calls may be PSCI's (checked only here, off the
+            // path of the TSM's own calls).
+            Err(Refused::Status(s)) => {
+                return crate::psci::call(self, regs)
+                    .unwrap_or(HostNext::Reply(CallResult::status(s)));
+            }
         };
         match self.host(call) {
             Ok(HostNext::Reply(r)) => HostNext::Reply(keep_results(r, Call::Host(call).id())),
@@ -154,7 +164,7 @@ impl Tsm<'_> {
         match origin {
             Origin::Host => match self.host_dispatch(regs) {
                 HostNext::Reply(r) => r,
-                HostNext::Run(_) => CallResult::ok([0; 4]),
+                HostNext::Run(_) | HostNext::Off => CallResult::ok([0; 4]),
             },
             Origin::Guest { vcpu } => match self.guest_dispatch(vcpu, regs) {
                 GuestNext::Reply(r) => r,
@@ -175,6 +185,8 @@ impl Tsm<'_> {
             Features(a) => system::features(self, a),
             ConsoleWrite(a) => system::console_write(self, a),
             SystemOff(a) => system::system_off(self, a),
+            HostCpuStart(a) => cpus::host_cpu_start(self, a),
+            HostCpuStop(_) => return Ok(HostNext::Off),
             GranuleDelegate(a) => memory::granule_delegate(self, a),
             GranuleUndelegate(a) => memory::granule_undelegate(self, a),
             TvmCreate(a) => memory::tvm_create(self, a),

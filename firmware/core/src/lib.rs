@@ -11,6 +11,8 @@
 //! | [`run_loop`] | the run loop every CPU runs, over the HAL's `tsm_platform::run` traits |
 //! | [`addrmap`] | TVM address maps (Arm stage 2 / x86-64 4-level), and the entry formats of DMA tables |
 //! | [`calls`] | the call handlers |
+//! | [`cpus`] | the host's CPUs: which run the host, which wait in the TSM, start requests |
+//! | [`psci`] | PSCI and SMCCC for a host on a platform with PSCI |
 //! | [`spdm`] | SPDM: certificate chain verification (`spdm::cert`) |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
@@ -38,11 +40,13 @@
 
 pub mod addrmap;
 pub mod calls;
+pub mod cpus;
 pub mod dispatch;
 pub mod dma_tables;
 pub mod granule;
 pub mod objects;
 pub mod private_mmio;
+pub mod psci;
 pub mod run;
 pub mod run_loop;
 pub mod spdm;

@@ -237,6 +237,9 @@ pub enum HostStep {
     Reply(CallResult),
     /// The host's VCPU_RUN stays pending: run this guest.
     Enter(GuestEntry),
+    /// The calling CPU leaves the host (HOST_CPU_STOP, PSCI CPU_OFF): the run loop marks it
+    /// stopped ([`Tsm::cpu_stopped`]) and waits for a start request.
+    Off,
 }
 
 /// What to do after a guest trap.
@@ -323,6 +326,7 @@ impl Tsm<'_> {
     pub fn host_call(&self, regs: &CallRegs) -> HostStep {
         let claim = match self.host_dispatch(regs) {
             HostNext::Reply(r) => return HostStep::Reply(r),
+            HostNext::Off => return HostStep::Off,
             HostNext::Run(claim) => claim,
         };
         let Some(wait) = claim.wait else {

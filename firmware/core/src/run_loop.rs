@@ -8,6 +8,10 @@
 //!   survives is the HAL's decision (docs/design.md, "Traps from the host"). After
 //!   [`HostTrap::Survived`] the host runs again; after [`HostTrap::Fatal`] the run ends as a
 //!   failure (the platform's power-off);
+//! - a CPU other than the boot CPU starts waiting in the TSM ([`Start::Waiting`]), and a CPU
+//!   whose host called HOST_CPU_STOP or PSCI CPU_OFF goes back to it: it idles
+//!   ([`HostCpu::idle`]) until a start request names it ([`Tsm::take_cpu_start`]), then the
+//!   HAL starts the host afresh at the request's entry ([`HostCpu::start`]);
 //! - a vCPU the HAL cannot enter ([`GuestCpu::run_guest`] fails: a TSM bug) is logged and
 //!   becomes a FAULT exit without an address, so the host's VCPU_RUN ends and the host may tear
 //!   the vCPU down; on every arch.
@@ -33,14 +37,42 @@ macro_rules! log {
     }};
 }
 
-/// Runs the host on CPU `cpu` for good, handing each of its calls to the core.
-pub fn run<H: HostCpu, G: GuestCpu>(tsm: &Tsm<'_>, cpu: u64, host: &mut H, guest: &G) -> ! {
+/// How a CPU's run loop begins.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Start {
+    /// The boot CPU: the HAL made its host context at the host's boot entry.
+    Host,
+    /// Every other CPU: it waits in the TSM until the host starts it (`crate::cpus`).
+    Waiting,
+}
+
+/// Runs CPU `cpu` for good: the host, handing each of its calls to the core, or waiting for
+/// the host to start it.
+pub fn run<H: HostCpu, G: GuestCpu>(
+    tsm: &Tsm<'_>,
+    cpu: u64,
+    host: &mut H,
+    guest: &G,
+    start: Start,
+) -> ! {
+    if start == Start::Waiting {
+        wait_for_start(tsm, cpu, host);
+    }
     loop {
         match host.run() {
             // By reference, here and for the result: moving them out would copy the registers
             // and the result on every host call.
             HostExit::Call(ref regs) => {
-                host_call(tsm, cpu, guest, regs, |result| host.complete_call(result));
+                let next = host_call(tsm, cpu, guest, regs, |result| host.complete_call(result));
+                if next == AfterCall::Off {
+                    tsm.cpu_stopped(cpu);
+                    log!(
+                        info,
+                        "CPU {=u64}: the host stopped it; waiting in the TSM",
+                        cpu
+                    );
+                    wait_for_start(tsm, cpu, host);
+                }
             }
             HostExit::Trap(trap) => match host.handle_trap(trap) {
                 HostTrap::Survived => {}
@@ -48,6 +80,33 @@ pub fn run<H: HostCpu, G: GuestCpu>(tsm: &Tsm<'_>, cpu: u64, host: &mut H, guest
             },
         }
     }
+}
+
+/// Waits in the TSM until a start request names CPU `cpu`, then has the HAL start the host
+/// there.
+fn wait_for_start<H: HostCpu>(tsm: &Tsm<'_>, cpu: u64, host: &mut H) {
+    loop {
+        if let Some((entry, arg)) = tsm.take_cpu_start(cpu) {
+            log!(
+                info,
+                "CPU {=u64}: the host starts it at {=u64:#x}",
+                cpu,
+                entry
+            );
+            host.start(entry, arg);
+            return;
+        }
+        host.idle();
+    }
+}
+
+/// What the CPU does after a host call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AfterCall {
+    /// The call completed: run the host.
+    Host,
+    /// The host stopped this CPU (the call does not complete).
+    Off,
 }
 
 /// One host call, with the guest run a VCPU_RUN starts; `complete` gets what completes the
@@ -58,7 +117,7 @@ pub fn host_call<G: GuestCpu>(
     guest: &G,
     regs: &CallRegs,
     complete: impl FnOnce(&CallResult),
-) {
+) -> AfterCall {
     match tsm.host_call(regs) {
         HostStep::Reply(ref result) => {
             log_call(cpu, regs, result);
@@ -69,7 +128,9 @@ pub fn host_call<G: GuestCpu>(
             log_call(cpu, regs, &result);
             complete(&result);
         }
+        HostStep::Off => return AfterCall::Off,
     }
+    AfterCall::Host
 }
 
 // Inline: the loop is instantiated in the image, and an out-of-line call (compiled in tsm-core)

@@ -13,8 +13,8 @@ use std::vec::Vec;
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_platform::{
     AddressMapFormat, Console, DMA_MAX_TAG, DmaDomain, DmaFault, DmaStream, DmaTableFormat,
-    Entropy, EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff,
+    Entropy, EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError,
+    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
 };
 
 /// Where the simulated machine's device BARs live: the only MMIO the host may lose to a
@@ -51,7 +51,17 @@ pub struct SimPlatform {
     /// Faults a test says the IOMMU recorded, handed out by `drain_faults`.
     dma_faults: Mutex<Vec<DmaFault>>,
     iommu: Option<SimIommu>,
+    /// How often a start request woke the CPUs waiting in the TSM.
+    wakes: std::sync::atomic::AtomicU64,
 }
+
+/// CPUs of the simulated machine; the host names CPU n by hardware ID n.
+pub const SIM_CPUS: usize = 4;
+
+/// What the simulated PSCI firmware's SYSTEM_RESET panics with (as `power_off` panics with the
+/// `ExitCode`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SystemReset;
 
 impl SimPlatform {
     /// A machine with `granules` granules of DRAM from `base`, whose TVM address maps use
@@ -70,6 +80,7 @@ impl SimPlatform {
             format,
             dma_faults: Mutex::new(Vec::new()),
             iommu: None,
+            wakes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -227,6 +238,36 @@ impl Console for SimPlatform {
 impl PowerOff for SimPlatform {
     fn power_off(&self, code: ExitCode) -> ! {
         std::panic::panic_any(code)
+    }
+}
+
+/// The simulated machine has [`SIM_CPUS`] CPUs, and PSCI when its maps are Arm's (as on
+/// aarch64).
+impl HostCpus for SimPlatform {
+    fn cpu_index(&self, hw_id: u64) -> Option<usize> {
+        usize::try_from(hw_id).ok().filter(|&i| i < SIM_CPUS)
+    }
+
+    fn wake_cpus(&self) {
+        self.wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn psci(&self) -> Option<&dyn PsciFirmware> {
+        (self.format == AddressMapFormat::ArmStage2).then_some(self as &dyn PsciFirmware)
+    }
+}
+
+impl PsciFirmware for SimPlatform {
+    fn system_reset(&self) -> ! {
+        std::panic::panic_any(SystemReset)
+    }
+}
+
+impl SimPlatform {
+    /// How often a start request woke the CPUs waiting in the TSM.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

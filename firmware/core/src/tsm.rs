@@ -7,8 +7,8 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::{
-    AddressMapFormat, Console, DmaTableFormat, Entropy, GuestMmu, HostIsolation, Iommu, MemRange,
-    PhysMem, PowerOff,
+    AddressMapFormat, Console, DmaTableFormat, Entropy, GuestMmu, HostCpus, HostIsolation, Iommu,
+    MemRange, PhysMem, PowerOff,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -22,11 +22,11 @@ use crate::viommu::{HostDomainQueue, Iotlb, Requester};
 /// Everything the core needs from the platform (implemented by the arch HALs, and by
 /// [`crate::testing::SimPlatform`] in tests).
 pub trait Platform:
-    PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Iommu + Sync
+    PhysMem + Console + PowerOff + HostIsolation + HostCpus + Entropy + GuestMmu + Iommu + Sync
 {
 }
-impl<T: PhysMem + Console + PowerOff + HostIsolation + Entropy + GuestMmu + Iommu + Sync> Platform
-    for T
+impl<T: PhysMem + Console + PowerOff + HostIsolation + HostCpus + Entropy + GuestMmu + Iommu + Sync>
+    Platform for T
 {
 }
 
@@ -112,6 +112,8 @@ pub struct Tsm<'a> {
     pub(crate) host_domain_events: spin::Mutex<HostDomainQueue>,
     /// The last guest-operation ticket handed out ([`Tsm::guest_ticket`]).
     guest_tickets: AtomicU64,
+    /// Which CPUs run the host (`crate::cpus`).
+    pub(crate) cpus: crate::cpus::CpuStates,
 }
 
 impl<'a> Tsm<'a> {
@@ -149,6 +151,7 @@ impl<'a> Tsm<'a> {
             iotlb: spin::Mutex::new(Iotlb::new()),
             host_domain_events: spin::Mutex::new(HostDomainQueue::new()),
             guest_tickets: AtomicU64::new(0),
+            cpus: crate::cpus::CpuStates::new(),
         })
     }
 

@@ -332,6 +332,8 @@ impl Stats {
 // The driver
 
 struct World<'h> {
+    /// The platform answers PSCI (Arm).
+    psci: bool,
     h: &'h Harness,
     m: Model,
     rng: Rng,
@@ -378,6 +380,7 @@ impl<'h> World<'h> {
         m.bar_window = (BAR_WINDOW.base.0, BAR_WINDOW.size);
         World {
             h,
+            psci: format == AddressMapFormat::ArmStage2,
             m,
             rng: Rng(seed),
             devs: devices(),
@@ -608,6 +611,7 @@ impl<'h> World<'h> {
                 "VCPU_RUN refused: {:?}",
                 Status::from_raw(r.status)
             )),
+            HostStep::Off => self.fail("VCPU_RUN stopped the CPU".into()),
         };
         let root = self.m.tvms[&v.tvm].root;
         let resume = if !v.started {
@@ -2273,7 +2277,7 @@ impl<'h> World<'h> {
                 c.fid = self
                     .rng
                     .pick(&[
-                        0xC600_0104,
+                        0xC600_0106,
                         0xC600_01FF,
                         0xC600_0300,
                         0x8400_0000,
@@ -2281,6 +2285,12 @@ impl<'h> World<'h> {
                         r,
                     ])
                     .unwrap();
+                // With PSCI (Arm), IDs of other owners are PSCI's and SMCCC's, which the unit
+                // tests cover (src/tests/cpus.rs); the model keeps to the TSM's owner there.
+                if self.psci && c.guest.is_none() && tsm_abi::psci::owner(c.fid & 0xFFFF_FFFF) != 6
+                {
+                    c.fid = 0xC600_01FF;
+                }
             }
             16..=17 if c.guest.is_some() => {
                 // A vCPU of another TVM names this vdevice.
@@ -2300,6 +2310,9 @@ impl<'h> World<'h> {
         }
         if c.fid == u64::from(SYSTEM_OFF.fid()) && c.args[1..].iter().all(|&a| a == 0) {
             c.args[1] = 1; // refused by the dispatcher, never powers off
+        }
+        if c.fid == u64::from(HOST_CPU_STOP.fid()) {
+            c.args[0] = 1; // refused by the dispatcher, never leaves the host
         }
         if c.guest.is_some() && c.fid == u64::from(VCPU_RUN.fid()) {
             c.guest = None;

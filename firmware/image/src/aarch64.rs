@@ -1,8 +1,11 @@
 //! The TSM on aarch64: boot banner, the monitor, the other CPUs, then the run loop
-//! ([`tsm_core::run_loop`]) on every CPU over the HAL's host context and [`QemuVirt`].
+//! ([`tsm_core::run_loop`]) on every CPU over the HAL's host context and [`QemuVirt`]: the
+//! boot CPU enters the host, the others wait in the TSM until the host starts them with PSCI
+//! CPU_ON.
 
 use spin::Once;
 use tsm_core::Tsm;
+use tsm_core::run_loop::Start;
 use tsm_hal::aarch64::{Boot, GUEST_CONTEXT_BYTES, HostContext, QemuVirt, exit};
 use tsm_hal::platform::ExitCode;
 
@@ -42,23 +45,31 @@ fn main(boot: Boot) -> ! {
         }
     };
     let cpus = tsm_hal::aarch64::start_secondary_cpus();
-    defmt::info!("{=usize} CPUs up (PSCI CPU_ON)", cpus);
-    run_host(platform, monitor, boot.host, boot.cpu)
+    defmt::info!(
+        "{=usize} CPUs up in the TSM (PSCI CPU_ON); the host starts the others",
+        cpus
+    );
+    run(platform, monitor, boot.host, boot.cpu, Start::Host)
 }
 
-/// A secondary CPU (started by CPU 0 once the monitor is shared): runs the host on it.
+/// A secondary CPU (started by CPU 0 once the monitor is shared): waits until the host starts
+/// it.
 fn secondary(cpu: u64, host: HostContext) -> ! {
     let (Some(platform), Some(monitor)) = (PLATFORM.get(), MONITOR.get()) else {
         defmt::error!("CPU {=u64} started before the monitor", cpu);
         exit(ExitCode::Failure)
     };
-    run_host(platform, monitor, host, cpu)
+    run(platform, monitor, host, cpu, Start::Waiting)
 }
 
-/// Runs the host on this CPU for good.
-fn run_host(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: u64) -> ! {
-    defmt::debug!("CPU {=u64}: entering the host", cpu);
-    tsm_core::run_loop::run(monitor, cpu, &mut host, platform)
+/// Runs this CPU for good.
+fn run(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: u64, start: Start) -> ! {
+    defmt::debug!(
+        "CPU {=u64}: running ({=?})",
+        cpu,
+        defmt::Debug2Format(&start)
+    );
+    tsm_core::run_loop::run(monitor, cpu, &mut host, platform, start)
 }
 
 #[panic_handler]

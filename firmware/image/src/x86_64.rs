@@ -4,6 +4,7 @@
 
 use spin::Once;
 use tsm_core::Tsm;
+use tsm_core::run_loop::Start;
 use tsm_hal::platform::ExitCode;
 use tsm_hal::x86_64::{self as hal, BootInfo, X86Platform};
 
@@ -83,15 +84,15 @@ fn boot_cpu(boot: &'static BootInfo) {
     }
 }
 
-/// Runs the host on this CPU for good.
+/// Runs this CPU for good.
 ///
 /// On CPU 0, first starts the other CPUs: each comes back here through `main` with its index
-/// and runs its own instance of the host payload (which tells them apart by that index).
+/// and waits in the TSM until the host starts it with HOST_CPU_START; CPU 0 enters the host.
 fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
     if cpu == 0 {
         let cpus = hal::start_secondary_cpus(boot.madt_cpus);
         defmt::info!(
-            "{=usize} CPUs up (INIT-SIPI-SIPI; the MADT lists {=?})",
+            "{=usize} CPUs up in the TSM (INIT-SIPI-SIPI; the MADT lists {=?}); the host starts the others",
             cpus,
             boot.madt_cpus
         );
@@ -103,12 +104,18 @@ fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
         );
         hal::exit(ExitCode::Failure)
     };
-    defmt::info!(
-        "CPU {=usize}: entering the host at {=u64:#x}",
-        cpu,
-        hal::HOST_ENTRY
-    );
-    tsm_core::run_loop::run(tsm, cpu as u64, &mut host, PLATFORM.wait())
+    let start = if cpu == 0 {
+        defmt::info!(
+            "CPU {=usize}: entering the host at {=u64:#x}",
+            cpu,
+            hal::HOST_ENTRY
+        );
+        Start::Host
+    } else {
+        defmt::debug!("CPU {=usize}: waiting for the host to start it", cpu);
+        Start::Waiting
+    };
+    tsm_core::run_loop::run(tsm, cpu as u64, &mut host, PLATFORM.wait(), start)
 }
 
 #[panic_handler]

@@ -77,6 +77,26 @@ pub trait PowerOff {
     fn power_off(&self, code: ExitCode) -> !;
 }
 
+/// The CPUs the host may start (docs/design.md, "CPU bring-up"): every CPU runs the TSM from
+/// boot; CPUs other than the boot CPU wait in it until the host starts them.
+pub trait HostCpus {
+    /// The TSM's index (0 = the boot CPU) of the CPU the host names `hw_id` (aarch64: MPIDR
+    /// affinity bits; x86_64: APIC ID), `None` unless that CPU runs the TSM.
+    fn cpu_index(&self, hw_id: u64) -> Option<usize>;
+    /// Wakes the CPUs waiting in the TSM ([`run::HostCpu::idle`]) after a start request was
+    /// published.
+    fn wake_cpus(&self);
+    /// The firmware below the TSM whose PSCI the host's calls are answered with (aarch64), or
+    /// `None` where the host has no PSCI (x86_64: it uses HOST_CPU_START alone).
+    fn psci(&self) -> Option<&dyn PsciFirmware>;
+}
+
+/// What the TSM forwards to the PSCI firmware below it (EL3, or QEMU's built-in PSCI).
+pub trait PsciFirmware {
+    /// PSCI SYSTEM_RESET.
+    fn system_reset(&self) -> !;
+}
+
 /// A contiguous range of physical memory.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MemRange {

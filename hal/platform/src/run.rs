@@ -107,6 +107,14 @@ pub trait HostCpu {
     /// Logs a trap that is not a call, with what the HAL knows of it, and decides whether the
     /// host survives it (then the HAL has already moved the host past it).
     fn handle_trap(&mut self, trap: Self::Trap) -> HostTrap;
+
+    /// Makes the next [`HostCpu::run`] start the host afresh on this CPU, at `entry` with `arg`
+    /// in the arch's entry state for a started CPU (docs/abi.md, HOST_CPU_START; PSCI CPU_ON).
+    fn start(&mut self, entry: u64, arg: u64);
+
+    /// Waits a little while this CPU has no host to run: until an event (aarch64 `wfe`, which
+    /// [`crate::HostCpus::wake_cpus`] sends) or a short pause.
+    fn idle(&self);
 }
 
 /// Running TVM vCPUs on the calling CPU.

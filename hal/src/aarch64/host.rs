@@ -10,7 +10,9 @@ use core::mem::offset_of;
 
 use tsm_abi::regs::{CallRegs, CallResult};
 
+use super::el1::El1State;
 use super::syndrome::{self, AbortIss, Ec};
+use super::sysreg::isb;
 use crate::platform::MemRange;
 use crate::platform::run::{HostCpu, HostExit, HostTrap};
 
@@ -18,6 +20,9 @@ use crate::platform::run::{HostCpu, HostExit, HostTrap};
 pub const HOST_ENTRY: u64 = 0x4100_0000;
 /// SPSR_EL2 for the first entry: EL1 with SP_EL1 (EL1h), D, A, I, F masked.
 const SPSR_EL1H_MASKED: u64 = 0b0101 | (0xF << 6);
+/// SCTLR_EL1 with only its RES1 bits (11, 20, 22, 23, 28, 29 in Armv8.0): MMU, alignment
+/// checks, data and instruction caches off, as PSCI requires at a started CPU's entry.
+const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 
 /// The registers of a lower-EL context, as saved on its last exit.
 #[repr(C, align(16))]
@@ -364,6 +369,32 @@ impl HostCpu for HostContext {
 
     fn complete_call(&mut self, result: &CallResult) {
         self.frame.set_result(result);
+    }
+
+    /// PSCI CPU_ON's entry state: EL1h at `entry`, D, A, I, F masked, x0 = `arg` (the context
+    /// ID), every other register 0, and the EL1 system registers as after reset: SCTLR_EL1
+    /// with the MMU and caches off, the timers off, no vector base. Nothing is left of the
+    /// host session that ran on this CPU before a CPU_OFF, in its TLB either.
+    fn start(&mut self, entry: u64, arg: u64) {
+        self.frame = Frame::entry(entry, [arg, 0, 0]);
+        let el1 = El1State {
+            sctlr: SCTLR_EL1_RESET,
+            ..El1State::default()
+        };
+        // SAFETY: this CPU runs no EL1 code until `run` erets to this host context, whose
+        // state this is (a CPU that waits in the TSM runs no guest either, so VTTBR_EL2 holds
+        // the host's VMID: the TLBI drops this CPU's stage-1 entries of the host only).
+        unsafe {
+            el1.load();
+            core::arch::asm!("tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags));
+        }
+        isb();
+    }
+
+    fn idle(&self) {
+        // SAFETY: `wfe` waits for an event (a start request's `sev`, an interrupt) and changes
+        // no state; spurious wake-ups only make the caller look again.
+        unsafe { core::arch::asm!("wfe", options(nomem, nostack, preserves_flags)) };
     }
 
     /// A blocked host load or store is logged and skipped; anything else is reported with its

@@ -9,8 +9,8 @@ use super::sysreg::read_sysreg;
 use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
-    EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    MmioRefused, PhysMem, PowerOff,
+    EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
+    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
 };
 
 /// The machine as the core sees it.
@@ -90,6 +90,30 @@ impl Console for QemuVirt {
 impl PowerOff for QemuVirt {
     fn power_off(&self, code: ExitCode) -> ! {
         super::semihosting::exit(code)
+    }
+}
+
+/// The host names its CPUs by MPIDR affinity, as the device tree lists them; a CPU waiting in
+/// the TSM sleeps in `wfe` (`HostContext::idle`), which the start request's `sev` ends.
+impl HostCpus for QemuVirt {
+    fn cpu_index(&self, hw_id: u64) -> Option<usize> {
+        super::smp::cpu_index(hw_id)
+    }
+
+    fn wake_cpus(&self) {
+        // SAFETY: `sev` only sets the event register of every CPU; the start request it
+        // announces was published (release) before it, and `dsb` orders that store first.
+        unsafe { core::arch::asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+    }
+
+    fn psci(&self) -> Option<&dyn PsciFirmware> {
+        Some(self)
+    }
+}
+
+impl PsciFirmware for QemuVirt {
+    fn system_reset(&self) -> ! {
+        super::smp::psci_system_reset()
     }
 }
 

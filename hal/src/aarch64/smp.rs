@@ -1,9 +1,17 @@
-//! Secondary CPUs: started with PSCI CPU_ON (SMC conduit, from the device tree), each enters
-//! the TSM at EL2 on its own stack from the carve-out, turns on the boot CPU's stage-1 and the
-//! host's stage-2, installs the vectors and the host traps, and runs the image's secondary
-//! main, which enters the host payload on that CPU (x2 = CPU index).
+//! Secondary CPUs: the TSM starts each at boot with the firmware's PSCI CPU_ON (SMC conduit,
+//! from the device tree); each enters the TSM at EL2 on its own stack from the carve-out, turns
+//! on the boot CPU's stage-1 and the host's stage-2, installs the vectors and the host traps,
+//! and runs the image's secondary main, where it waits in the TSM until the host starts it with
+//! its own PSCI CPU_ON, which the TSM answers (`tsm_core::psci`). The host never reaches the
+//! firmware's PSCI: its SMCs and HVCs trap to EL2.
+//!
+//! *Why every CPU is brought into the TSM at boot* rather than the firmware's CPU_ON being
+//! forwarded when the host asks: the TSM's per-CPU state (stage-1, vectors, traps) is ready
+//! before the host runs, a CPU the host turns off comes back to the TSM rather than to the
+//! firmware (so CPU_OFF needs no firmware call and the TSM never loses a CPU it must shoot
+//! TLBs down on), and the host's CPU_ON is a store and an event, not a firmware round trip.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::exception;
 use super::host::HostContext;
@@ -16,7 +24,7 @@ pub const MAX_CPUS: usize = 4;
 pub const SECONDARY_STACK: u64 = 1 << 20;
 
 /// PSCI 0.2+ CPU_ON, SMC64.
-const PSCI_CPU_ON: u64 = 0xC400_0003;
+const PSCI_CPU_ON: u64 = tsm_abi::psci::CPU_ON_64 as u64;
 /// MPIDR affinity fields (Aff3 in 39:32, Aff2..Aff0 in 23:0).
 const MPIDR_AFF: u64 = 0xFF_00FF_FFFF;
 
@@ -48,6 +56,8 @@ pub(crate) struct Shared {
 static SHARED: spin::Once<Shared> = spin::Once::new();
 /// Secondary CPUs that reached the image's secondary main.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// Bit n: CPU index n runs the TSM (the boot CPU's is set when it publishes).
+static ONLINE_MASK: AtomicU32 = AtomicU32::new(0);
 
 core::arch::global_asm!(
     ".section .text.boot, \"ax\"",
@@ -74,6 +84,7 @@ unsafe extern "Rust" {
 /// writes it back to the point of coherency, with the stacks.
 pub(crate) fn publish(shared: Shared) {
     let s = SHARED.call_once(|| shared);
+    ONLINE_MASK.fetch_or(1, Ordering::AcqRel);
     // The whole `Once`: its state word and the data, both read with caches off.
     clean_to_poc(
         core::ptr::addr_of!(SHARED) as u64,
@@ -134,6 +145,14 @@ pub fn start_secondary_cpus() -> usize {
     1 + ONLINE.load(Ordering::Acquire)
 }
 
+/// The index of the CPU whose MPIDR affinity is `mpidr` (exactly: Aff3 in 39:32, Aff2..Aff0
+/// in 23:0, nothing else), if it runs the TSM.
+pub(crate) fn cpu_index(mpidr: u64) -> Option<usize> {
+    let s = SHARED.get()?;
+    let cpu = s.mpidr.iter().take(s.cpus).position(|&m| m == mpidr)?;
+    (ONLINE_MASK.load(Ordering::Acquire) & (1 << cpu) != 0).then_some(cpu)
+}
+
 fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> u64 {
     let r: u64;
     // SAFETY: with no EL3, QEMU implements PSCI for `smc` from EL2 (the DTB's /psci method);
@@ -150,6 +169,21 @@ fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> u64 {
         )
     };
     r
+}
+
+/// PSCI SYSTEM_RESET to the firmware below (QEMU's PSCI without EL3, over the same SMC
+/// conduit as CPU_ON): the machine resets, so it never returns.
+pub(crate) fn psci_system_reset() -> ! {
+    // SAFETY: SYSTEM_RESET takes no argument and resets the machine; should the firmware
+    // return, nothing of the TSM's state was touched and the run ends below.
+    unsafe {
+        core::arch::asm!(
+            "smc #0",
+            inout("x0") u64::from(tsm_abi::psci::SYSTEM_RESET) => _,
+            options(nostack)
+        )
+    };
+    crate::fatal::fatal_text("PSCI SYSTEM_RESET returned")
 }
 
 extern "C" fn boot_secondary() -> ! {
@@ -178,6 +212,7 @@ extern "C" fn boot_secondary() -> ! {
     }
     isb();
     super::boot::trap_host();
+    ONLINE_MASK.fetch_or(1 << cpu, Ordering::AcqRel);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     __tsm_aarch64_secondary(
         cpu as u64,

@@ -7,8 +7,10 @@
 //! `vmmcall`. The host's address-space tag is [`HOST_ASID`]; its nested table is `paging`'s.
 //!
 //! The host has no local APIC: its page is outside the nested table, and the x2APIC MSRs are
-//! refused. The TSM starts every CPU itself at boot and enters the host on each (`smp`);
-//! interrupts are not intercepted, and the host enables none. A triple fault ends the run.
+//! refused (#GP), so it can send no INIT, SIPI or any other IPI. The TSM starts every CPU
+//! itself at boot (`smp`) and enters the host on the boot CPU; the others wait in the TSM until
+//! the host starts them with HOST_CPU_START ([`HostContext::start`] gives the entry state).
+//! Interrupts are not intercepted, and the host enables none. A triple fault ends the run.
 //!
 //! **Blocked accesses.** A host access to anything its nested table does not map (delegated
 //! and TVM-private granules, the TSM's memory, the VT-d registers, the local APIC, unassigned
@@ -145,6 +147,29 @@ impl HostCpu for HostContext {
         g.rsi = result.out[1];
         g.rdx = result.out[2];
         g.r10 = result.out[3];
+    }
+
+    /// HOST_CPU_START's entry state (docs/abi.md): the boot CPU's (`intercept::enter_flat32`:
+    /// 32-bit protected mode, paging off, flat segments, CPL 0, interrupts off) at `entry`, with
+    /// rdi = `arg` (32-bit code sees edi, its low half) and every other register 0. The
+    /// state-save area is cleared first: nothing of the host session that ran on this CPU before
+    /// a HOST_CPU_STOP is left in the VMCB, and the first VMRUN flushes the TLB (a fresh handle
+    /// on the same page, as at boot), so none of that session's global pages survives either.
+    fn start(&mut self, entry: u64, arg: u64) {
+        if let Some(fresh) = Vmcb::host(self.cpu) {
+            self.vmcb = fresh;
+        }
+        self.vmcb.clear_state();
+        self.vmcb.write64(vmcb::EVENT_INJ, 0);
+        intercept::enter_flat32(&mut self.vmcb, entry);
+        self.gprs = Gprs {
+            rdi: arg,
+            ..Gprs::default()
+        };
+    }
+
+    fn idle(&self) {
+        core::hint::spin_loop();
     }
 
     /// A nested page fault on an address the host may not reach is logged and becomes a #GP(0)

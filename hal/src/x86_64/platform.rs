@@ -12,8 +12,8 @@ use super::cpu::{self, halt_forever, outb};
 use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
-    EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    MmioRefused, PhysMem, PowerOff,
+    EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
+    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -138,6 +138,22 @@ impl PhysMem for X86Platform {
 impl Console for X86Platform {
     fn relay(&self, stream: u8, frame: &[u8]) {
         crate::logger::emit_relayed(stream, frame);
+    }
+}
+
+/// The host names its CPUs by local APIC ID, as the ACPI MADT lists them. A CPU waiting in the
+/// TSM polls its start request with `pause` (`HostContext::idle`): nothing to wake, and no
+/// interrupt or IPI of its own the TSM would have to tell from a shootdown NMI. No PSCI: the
+/// host starts CPUs with HOST_CPU_START.
+impl HostCpus for X86Platform {
+    fn cpu_index(&self, hw_id: u64) -> Option<usize> {
+        smp::cpu_index(hw_id)
+    }
+
+    fn wake_cpus(&self) {}
+
+    fn psci(&self) -> Option<&dyn PsciFirmware> {
+        None
     }
 }
 

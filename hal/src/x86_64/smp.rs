@@ -1,5 +1,7 @@
 //! Secondary CPUs: started with INIT-SIPI-SIPI through the local APIC (xAPIC MMIO), each runs
-//! the common per-CPU setup and then the firmware's main with its index.
+//! the common per-CPU setup and then the firmware's main with its index, where it waits in the
+//! TSM until the host starts it with HOST_CPU_START (`tsm_core::cpus`). Only the TSM sends
+//! INIT and SIPI: the host has no local APIC (`host`).
 //!
 //! The startup IPI starts an AP in real mode at `vector × 4 KiB`: [`AP_PAGE`] (0x8000) holds a
 //! copy of `ap_realmode` (copied by the boot CPU under the boot tables, before the TSM's
@@ -75,6 +77,18 @@ pub(super) fn cpu_online(cpu: usize) {
         id.store(lapic_read(ID) >> 24, Ordering::Release);
         ONLINE_MASK.fetch_or(1 << cpu, Ordering::AcqRel);
     }
+}
+
+/// The index of the CPU whose local APIC ID is `apic_id`, if it runs the TSM.
+pub(super) fn cpu_index(apic_id: u64) -> Option<usize> {
+    let id = u32::try_from(apic_id).ok()?;
+    let online = ONLINE_MASK.load(Ordering::Acquire);
+    (0..MAX_CPUS).find(|&c| {
+        online & (1 << c) != 0
+            && APIC_IDS
+                .get(c)
+                .is_some_and(|a| a.load(Ordering::Acquire) == id)
+    })
 }
 
 /// Publishes the guest map this CPU is about to run (`Some(root)`) or has left (`None`).

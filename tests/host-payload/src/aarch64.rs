@@ -1,5 +1,8 @@
 //! The host payload on aarch64: entered by the TSM at EL1 (MMU off, `HCR_EL2.DC` makes its
-//! accesses cacheable), reaches the TSM with `smc #0` (abi/src/regs.rs).
+//! accesses cacheable), reaches the TSM with `smc #0` (abi/src/regs.rs). CPU 0 enters at
+//! `_start` with x0..x2 = DRAM base, DRAM size, 0; it starts the others with PSCI CPU_ON
+//! (`cpu_start`) at `_start_secondary` with their index as the context ID, which joins
+//! `_start` with it in x2.
 
 use core::sync::atomic::AtomicU32;
 
@@ -7,6 +10,10 @@ use tsm_abi::addr::Pa;
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_scenarios::HostDevices;
 
+use tsm_abi::psci::{self as p, PsciStatus};
+use tsm_scenarios::{Fail, Outcome};
+
+use crate::cpu_start::Answer;
 use crate::vcpu_smoke::FaultProbe;
 
 /// The host boot-parameters page: the scenario number is its first word (docs/design.md).
@@ -74,6 +81,11 @@ core::arch::global_asm!(
     "3:",
     "wfe",
     "b 3b",
+    // A CPU the payload started with PSCI CPU_ON (`cpu_start`): x0 = the context ID, its index.
+    ".global _start_secondary",
+    "_start_secondary:",
+    "mov x2, x0",
+    "b _start",
     main = sym entry,
     ready = sym HOST_READY,
     ready_value = const READY,
@@ -111,6 +123,166 @@ pub fn call(regs: &CallRegs) -> CallResult {
         status,
         out: [r1, r2, r3, r4],
     }
+}
+
+/// One PSCI or SMCCC call (docs/abi.md §3.4) through `smc #0`, or `hvc #0` with `hvc`: the
+/// TSM answers both. Returns x0; x1..x4 come back as passed, x5..x17 are preserved.
+fn psci(fid: u32, args: [u64; 3], hvc: bool) -> u64 {
+    let r;
+    if hvc {
+        // SAFETY: `hvc #0` traps to the TSM, which answers in x0 and touches no memory of ours.
+        unsafe {
+            core::arch::asm!(
+                "hvc #0",
+                inout("x0") u64::from(fid) => r,
+                inout("x1") args[0] => _,
+                inout("x2") args[1] => _,
+                inout("x3") args[2] => _,
+                out("x4") _,
+                options(nostack, nomem)
+            )
+        };
+    } else {
+        // SAFETY: as above, through `smc #0`.
+        unsafe {
+            core::arch::asm!(
+                "smc #0",
+                inout("x0") u64::from(fid) => r,
+                inout("x1") args[0] => _,
+                inout("x2") args[1] => _,
+                inout("x3") args[2] => _,
+                out("x4") _,
+                options(nostack, nomem)
+            )
+        };
+    }
+    r
+}
+
+/// PSCI CPU_ON of the CPU with MPIDR `cpu` (QEMU's `virt` numbers Aff0 by index), through
+/// `smc`.
+pub fn cpu_start(cpu: u64, entry: u64, arg: u64) -> Answer {
+    answer(psci(p::CPU_ON_64, [cpu, entry, arg], false))
+}
+
+fn answer(raw: u64) -> Answer {
+    match PsciStatus::from_raw(raw) {
+        Some(PsciStatus::Success) => Answer::Started,
+        Some(PsciStatus::InvalidParameters) => Answer::NoSuchCpu,
+        Some(PsciStatus::InvalidAddress) => Answer::BadEntry,
+        Some(PsciStatus::AlreadyOn | PsciStatus::OnPending) => Answer::OnOrPending,
+        _ => Answer::Other(raw),
+    }
+}
+
+/// AFFINITY_INFO of CPU `cpu`: whether it is off (`None` if the TSM refused the query).
+pub fn cpu_is_off(cpu: u64) -> Option<bool> {
+    match psci(p::AFFINITY_INFO_64, [cpu, 0, 0], false) {
+        0 | 2 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+/// PSCI CPU_OFF: this CPU leaves the host; returns only if the TSM refused.
+pub fn stop_self() {
+    let r = psci(p::CPU_OFF, [0; 3], false);
+    defmt::error!("CPU_OFF returned {=u64:#x}", r);
+}
+
+/// What a kernel asks first: PSCI and SMCCC versions and features, through both conduits.
+pub fn cpu_interface_checks() -> Outcome {
+    let calls: [(&'static str, u32, [u64; 3], bool, u64); 9] = [
+        (
+            "PSCI_VERSION (smc)",
+            p::PSCI_VERSION,
+            [0; 3],
+            false,
+            p::PSCI_VERSION_1_1,
+        ),
+        (
+            "PSCI_VERSION (hvc)",
+            p::PSCI_VERSION,
+            [0; 3],
+            true,
+            p::PSCI_VERSION_1_1,
+        ),
+        (
+            "PSCI_FEATURES(SMCCC_VERSION)",
+            p::PSCI_FEATURES,
+            [u64::from(p::SMCCC_VERSION), 0, 0],
+            false,
+            0,
+        ),
+        (
+            "SMCCC_VERSION",
+            p::SMCCC_VERSION,
+            [0; 3],
+            false,
+            p::SMCCC_VERSION_1_2,
+        ),
+        (
+            "PSCI_FEATURES(CPU_ON)",
+            p::PSCI_FEATURES,
+            [u64::from(p::CPU_ON_64), 0, 0],
+            false,
+            0,
+        ),
+        (
+            "PSCI_FEATURES(CPU_SUSPEND)",
+            p::PSCI_FEATURES,
+            [u64::from(p::CPU_SUSPEND_32), 0, 0],
+            false,
+            PsciStatus::NotSupported.to_raw(),
+        ),
+        (
+            "CPU_SUSPEND",
+            p::CPU_SUSPEND_32,
+            [0; 3],
+            false,
+            PsciStatus::NotSupported.to_raw(),
+        ),
+        (
+            "AFFINITY_INFO at level 1",
+            p::AFFINITY_INFO_64,
+            [0, 1, 0],
+            false,
+            PsciStatus::InvalidParameters.to_raw(),
+        ),
+        (
+            "MIGRATE_INFO_TYPE",
+            p::MIGRATE_INFO_TYPE,
+            [0; 3],
+            false,
+            p::MIGRATE_NOT_REQUIRED,
+        ),
+    ];
+    for (what, fid, args, hvc, want) in calls {
+        let got = psci(fid, args, hvc);
+        defmt::info!("cpu start: {=str} -> {=u64:#x}", what, got);
+        if got != want {
+            return Err(Fail {
+                what: "a PSCI/SMCCC discovery call answered wrongly",
+                line: line!(),
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The host's other way to the firmware's CPU_ON: the HVC conduit, which the TSM answers with
+/// the same checks (an entry in the TSM's memory refused).
+pub fn cpu_reset_attempts(cpu: u64) -> Outcome {
+    let got = answer(psci(p::CPU_ON_64, [cpu, 0x4020_0000, 0], true));
+    defmt::info!(
+        "cpu start: CPU_ON through hvc at the TSM's image -> {}",
+        got
+    );
+    if got != Answer::BadEntry {
+        return Err(Fail::new("CPU_ON through hvc was not checked", line!()));
+    }
+    Ok(())
 }
 
 /// Touches 8 bytes at `pa`, memory the host must not reach, in one instruction: a load, or

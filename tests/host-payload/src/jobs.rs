@@ -1,6 +1,7 @@
-//! Work CPU 0 hands the host payload's secondary CPUs (both arches enter every CPU at the same
-//! entry; CPUs ≥ 1 land in [`secondary`]), for the scenarios that need calls from two CPUs at
-//! once (smp, vcpu-smoke).
+//! Work CPU 0 hands the host payload's secondary CPUs, for the scenarios that need calls from
+//! two CPUs at once (smp, vcpu-smoke). CPU 0 starts a CPU through the TSM
+//! (`cpu_start::start`) the first time it posts it a job; the CPU enters the payload at
+//! `_start_secondary` and lands in [`secondary`].
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -15,6 +16,8 @@ struct Mailbox {
     job: AtomicUsize,
     arg: AtomicU64,
     done: AtomicU64,
+    /// Set by CPU 0 to have the CPU leave the host ([`stop`]).
+    stop: AtomicBool,
 }
 
 static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
@@ -22,6 +25,7 @@ static MAILBOXES: [Mailbox; MAX_CPUS as usize] = [const {
         job: AtomicUsize::new(0),
         arg: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
     }
 }; MAX_CPUS as usize];
 static ONLINE: [AtomicBool; MAX_CPUS as usize] =
@@ -41,6 +45,12 @@ pub fn secondary(cpu: u64) -> ! {
     };
     online.store(true, Ordering::Release);
     loop {
+        if mailbox.stop.swap(false, Ordering::AcqRel) {
+            online.store(false, Ordering::Release);
+            crate::arch::stop_self();
+            defmt::error!("CPU {=u64}: the TSM did not stop this CPU", cpu);
+            online.store(true, Ordering::Release);
+        }
         let job = mailbox.job.load(Ordering::Acquire);
         if job == 0 {
             core::hint::spin_loop();
@@ -69,9 +79,14 @@ fn wait_online(cpu: usize) -> bool {
     false
 }
 
-/// Starts `job(arg)` on CPU `cpu` (1..4) once it is up in the host and idle; false if it is
-/// not up or still busy. CPU 0 runs the scenario meanwhile; [`wait_job`] collects the result.
+/// Starts `job(arg)` on CPU `cpu` (1..4) once it is up in the host and idle, starting the CPU
+/// first if it is not up; false if it does not come up or is still busy. CPU 0 runs the
+/// scenario meanwhile; [`wait_job`] collects the result.
 pub fn post_job(cpu: usize, job: Job, arg: u64) -> bool {
+    let up = |c: usize| ONLINE.get(c).is_some_and(|o| o.load(Ordering::Acquire));
+    if cpu != 0 && !up(cpu) && !crate::cpu_start::start(cpu as u64) {
+        return false;
+    }
     let Some(mailbox) = MAILBOXES.get(cpu).filter(|_| cpu != 0 && wait_online(cpu)) else {
         return false;
     };
@@ -81,6 +96,19 @@ pub fn post_job(cpu: usize, job: Job, arg: u64) -> bool {
     mailbox.done.store(0, Ordering::Release);
     mailbox.arg.store(arg, Ordering::Release);
     mailbox.job.store(job as usize, Ordering::Release);
+    true
+}
+
+/// Has idle CPU `cpu` leave the host through the TSM (`arch::stop_self`); false if it is not
+/// up. It is off once the TSM says so (`cpu_start::stop_and_restart`).
+pub fn stop(cpu: usize) -> bool {
+    let (Some(mailbox), Some(online)) = (MAILBOXES.get(cpu), ONLINE.get(cpu)) else {
+        return false;
+    };
+    if cpu == 0 || !online.load(Ordering::Acquire) || mailbox.job.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    mailbox.stop.store(true, Ordering::Release);
     true
 }
 

@@ -14,6 +14,7 @@ mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as arch;
 
+mod cpu_start;
 mod env;
 mod jobs;
 mod logger;

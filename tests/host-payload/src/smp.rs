@@ -1,6 +1,8 @@
-//! Scenario 7 (SMP) on QEMU: CPU 0 builds the contested objects (`tsm_scenarios::scenarios::smp`),
+//! Scenario 7 (SMP) on QEMU: CPU 0 checks what starting a CPU through the TSM refuses and
+//! starts CPU 1 (`cpu_start`), builds the contested objects (`tsm_scenarios::scenarios::smp`),
 //! publishes them, posts the racing worker to CPU 1, runs its own worker with the device link at
-//! the same time, collects CPU 1's result, then tears down and checks every granule.
+//! the same time, collects CPU 1's result, tears down and checks every granule, then has CPU 1
+//! stop itself and starts it again.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -75,6 +77,7 @@ fn cpu1_worker(_arg: u64) -> bool {
 /// Runs the scenario from CPU 0.
 pub fn run(dram_base: u64, dram_size: u64) -> Outcome {
     let mut host = Host::new(dram_base, dram_size);
+    crate::cpu_start::refusals(&mut host, dram_base, dram_size)?;
     let (mut w, s) = smp::setup(&mut host)?;
     publish(dram_base, dram_size, &s);
     if !crate::jobs::post_job(1, cpu1_worker, 0) {
@@ -108,5 +111,6 @@ pub fn run(dram_base: u64, dram_size: u64) -> Outcome {
     if a.succeeded == 0 || b.succeeded == 0 {
         return Err(Fail::new("smp: a CPU got no call through", line!()));
     }
-    smp::finish(&mut host, w, &s)
+    smp::finish(&mut host, w, &s)?;
+    crate::cpu_start::stop_and_restart()
 }

@@ -188,7 +188,7 @@ fn rdmsr(msr: u64) -> (Option<u8>, u64) {
     attempt(|| unsafe { esc_rdmsr(msr) })
 }
 
-fn wrmsr(msr: u64, value: u64) -> (Option<u8>, u64) {
+pub(crate) fn wrmsr(msr: u64, value: u64) -> (Option<u8>, u64) {
     // SAFETY: see above.
     attempt(|| unsafe { esc_wrmsr(msr, value) })
 }

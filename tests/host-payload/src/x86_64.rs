@@ -3,9 +3,11 @@
 //! where the devices are.
 //!
 //! The TSM runs the host as an SVM guest and enters `_start` (the first byte of the image,
-//! linked at 0x100_0000) like a PVH boot loader: 32-bit protected mode, paging off, flat
-//! segments, with edi = DRAM base, esi = DRAM size, edx = CPU index and ecx = TSC ticks per
-//! microsecond (the TSM calibrated the TSC; the host may read it with `rdtsc`). The payload is
+//! linked at 0x100_0000) on the boot CPU like a PVH boot loader: 32-bit protected mode, paging
+//! off, flat segments, with edi = DRAM base, esi = DRAM size, edx = CPU index (0) and ecx = TSC
+//! ticks per microsecond (the TSM calibrated the TSC; the host may read it with `rdtsc`). CPU 0
+//! starts the others with HOST_CPU_START (`cpu_start`) at `_start_secondary`, in the same state
+//! with edi = their index, which joins `_start` with it in edx. The payload is
 //! its own small kernel in ring 0: CPU 0 keeps the arguments, zeroes BSS (which holds its page
 //! tables, stacks and IDT), identity-maps the first 4 GiB with 2 MiB pages (uncached above
 //! DRAM: the device windows), and every CPU turns on PAE paging and long mode on those tables,
@@ -25,6 +27,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use tsm_abi::api::Transport;
 use tsm_abi::regs::{CallRegs, CallResult};
 
+use tsm_abi::CallId;
+use tsm_abi::status::{Status, StatusCode};
+use tsm_scenarios::{Fail, Outcome};
+
+use crate::cpu_start::Answer;
 use crate::vcpu_smoke::FaultProbe;
 
 /// The host boot parameters page; its first word is the scenario number (docs/design.md).
@@ -131,6 +138,11 @@ core::arch::global_asm!(
     ".byte 0xEA",
     ".long __start64_abs",
     ".word 0x08",
+    // A CPU the payload started with HOST_CPU_START (`cpu_start`): edi = its index.
+    ".global _start_secondary",
+    "_start_secondary:",
+    "mov edx, edi",
+    "jmp _start",
     // CPUs other than 0: wait for CPU 0's tables, relocations and IDT.
     "20:",
     "pause",
@@ -409,6 +421,87 @@ pub fn probe(pa: u64, write: bool, marker: u64) -> (bool, u64) {
     // handler resumes from at `host_probe`'s end. `host_probe` follows the C ABI.
     let (fault, value) = attempt(|| unsafe { host_probe(pa, u64::from(write), marker) });
     (fault == Some(GP), value)
+}
+
+/// HOST_CPU_START of the CPU with APIC ID `cpu` (QEMU numbers them by index).
+pub fn cpu_start(cpu: u64, entry: u64, arg: u64) -> Answer {
+    let r = crate::tsm_call(CallId::HOST_CPU_START, &[cpu, entry, arg]);
+    match Status::from_raw(r.status) {
+        Some(s) if s.is_success() => Answer::Started,
+        Some(s) if s == Status::arg(StatusCode::InvalidArgument, 1) => Answer::NoSuchCpu,
+        Some(s) if s == Status::arg(StatusCode::InvalidArgument, 2) => Answer::BadEntry,
+        Some(s) if s == Status::arg(StatusCode::ObjectState, 1) => Answer::OnOrPending,
+        _ => Answer::Other(r.status),
+    }
+}
+
+/// The TSM has no call that says whether a CPU is off (the next HOST_CPU_START does).
+pub fn cpu_is_off(_cpu: u64) -> Option<bool> {
+    None
+}
+
+/// HOST_CPU_STOP: this CPU leaves the host; returns only if the TSM refused.
+pub fn stop_self() {
+    let r = crate::tsm_call(CallId::HOST_CPU_STOP, &[]);
+    defmt::error!("HOST_CPU_STOP returned {=u64:#x}", r.status);
+}
+
+/// x86_64 has no PSCI: the ID of PSCI_VERSION is an unknown call like any other.
+pub fn cpu_interface_checks() -> Outcome {
+    let r = call(&CallRegs {
+        fid: u64::from(tsm_abi::psci::PSCI_VERSION),
+        args: [0; 6],
+    });
+    defmt::info!("cpu start: PSCI_VERSION's ID -> {=u64:#x}", r.status);
+    if Status::from_raw(r.status) != Some(Status::new(StatusCode::NotSupported)) {
+        return Err(Fail {
+            what: "a PSCI ID was not refused on x86_64",
+            line: line!(),
+            got: r.status,
+        });
+    }
+    Ok(())
+}
+
+/// x2APIC ICR: INIT and STARTUP (vector 0x08) to APIC ID `cpu` (destination in 63:32).
+const MSR_X2APIC_ICR: u64 = 0x830;
+const ICR_INIT: u64 = (1 << 14) | (0b101 << 8);
+const ICR_STARTUP: u64 = (1 << 14) | (0b110 << 8) | 0x08;
+/// The xAPIC page's ICR halves.
+const XAPIC_ICR_LOW: u64 = 0xFEE0_0300;
+const XAPIC_ICR_HIGH: u64 = 0xFEE0_0310;
+
+/// What the host could start or reset CPU `cpu` with on its own: INIT and SIPI through the
+/// x2APIC ICR (#GP: the TSM refuses every x2APIC MSR) and through the xAPIC page (blocked: it is
+/// outside the host's nested table).
+pub fn cpu_reset_attempts(cpu: u64) -> Outcome {
+    const GP: u8 = 13;
+    for (what, icr) in [("INIT", ICR_INIT), ("SIPI", ICR_STARTUP)] {
+        let (vector, _) = crate::svm_escape::wrmsr(MSR_X2APIC_ICR, (cpu << 32) | icr);
+        defmt::info!(
+            "cpu start: {=str} through the x2APIC ICR -> vector {=?}",
+            what,
+            vector
+        );
+        if vector != Some(GP) {
+            return Err(Fail::new("an ICR write was not refused with #GP", line!()));
+        }
+    }
+    for (what, pa, value) in [
+        ("ICR high", XAPIC_ICR_HIGH, cpu << 24),
+        ("ICR low (INIT)", XAPIC_ICR_LOW, ICR_INIT),
+    ] {
+        let (blocked, _) = probe(pa, true, value);
+        defmt::info!(
+            "cpu start: xAPIC {=str} write blocked {=bool}",
+            what,
+            blocked
+        );
+        if !blocked {
+            return Err(Fail::new("an xAPIC ICR write reached the APIC", line!()));
+        }
+    }
+    Ok(())
 }
 
 /// Issues one call through `vmmcall` (abi/src/regs.rs): the ABI crate's transport.

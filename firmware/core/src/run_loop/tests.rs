@@ -41,7 +41,16 @@ struct Host {
     judged: Vec<HostTrap>,
     /// A call is outstanding until it is completed: the loop must not run the host meanwhile.
     pending: bool,
+    /// The (entry, argument) of each start, in order.
+    starts: Vec<(u64, u64)>,
+    /// Idle waits so far; the script ends (a panic) at [`IDLE_LIMIT`].
+    idles: std::cell::Cell<u32>,
 }
+
+/// Idle waits after which a test's CPU stops waiting (no other CPU will start it).
+const IDLE_LIMIT: u32 = 3;
+/// What the scripted host panics with when it has idled [`IDLE_LIMIT`] times.
+struct IdledOut;
 
 impl HostCpu for Host {
     type Trap = HostTrap;
@@ -66,6 +75,21 @@ impl HostCpu for Host {
         self.judged.push(trap);
         trap
     }
+
+    fn start(&mut self, entry: u64, arg: u64) {
+        assert!(
+            !self.pending,
+            "the host was started with a call outstanding"
+        );
+        self.starts.push((entry, arg));
+    }
+
+    fn idle(&self) {
+        self.idles.set(self.idles.get() + 1);
+        if self.idles.get() == IDLE_LIMIT {
+            std::panic::panic_any(IdledOut);
+        }
+    }
 }
 
 /// The vCPUs: each entry takes the next exit from the list and records how it was entered.
@@ -88,7 +112,7 @@ impl GuestCpu for Guest {
 /// Runs the loop until the run ends; returns how it ended.
 fn run(h: &Harness, host: &mut Host, guest: &Guest) -> ExitCode {
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        super::run(&h.tsm, CPU, host, guest)
+        super::run(&h.tsm, CPU, host, guest, super::Start::Host)
     }))
     .expect_err("the loop returns only by powering off");
     *ended
@@ -229,6 +253,54 @@ fn a_fatal_host_trap_ends_the_run_as_a_failure() {
     let version = h.host(CallId::VERSION, &[0x1_0000]).unwrap();
     assert_eq!(host.results, [ok(version)]);
     assert_eq!(host.judged, [HostTrap::Survived, HostTrap::Fatal]);
+}
+
+/// Runs the loop of a CPU that starts waiting until it has idled out; returns the host.
+fn run_waiting(h: &Harness, mut host: Host) -> Host {
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::run(
+            &h.tsm,
+            CPU,
+            &mut host,
+            &Guest::default(),
+            super::Start::Waiting,
+        )
+    }))
+    .expect_err("the loop returns only by powering off");
+    assert!(
+        ended.is::<IdledOut>(),
+        "the CPU was meant to end up waiting"
+    );
+    host
+}
+
+#[test]
+fn a_waiting_cpu_runs_no_host_until_it_is_started() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let host = run_waiting(&h, Host::default());
+    assert!(host.starts.is_empty() && host.results.is_empty());
+}
+
+#[test]
+fn a_started_cpu_runs_the_host_at_its_entry_until_the_host_stops_it() {
+    let h = harness(AddressMapFormat::X86_64FourLevel);
+    let entry = h.granule(20).0;
+    h.host(CallId::HOST_CPU_START, &[CPU, entry, 5]).unwrap();
+    let host = Host {
+        traps: VecDeque::from([
+            HostExit::Call(regs(CallId::VERSION, &[0x1_0000])),
+            HostExit::Call(regs(CallId::HOST_CPU_STOP, &[])),
+        ]),
+        ..Host::default()
+    };
+    let host = run_waiting(&h, host);
+    assert_eq!(host.starts, [(entry, 5)]);
+    // VERSION completed; HOST_CPU_STOP does not return.
+    let version = h.host(CallId::VERSION, &[0x1_0000]).unwrap();
+    assert_eq!(host.results, [ok(version)]);
+    // Stopped: it may be started again.
+    h.host(CallId::HOST_CPU_START, &[CPU, entry, 6]).unwrap();
+    assert_eq!(h.tsm.take_cpu_start(CPU), Some((entry, 6)));
 }
 
 fn read_record(h: &Harness, record: Pa) -> VcpuExit {

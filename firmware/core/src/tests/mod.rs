@@ -2,6 +2,7 @@
 
 extern crate std;
 
+mod cpus;
 mod devices;
 #[cfg(feature = "dma-inject")]
 mod dma;

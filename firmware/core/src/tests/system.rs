@@ -16,8 +16,18 @@ use super::*;
 
 #[test]
 fn unknown_ids_and_non_zero_unused_registers_are_refused() {
+    // Outside the TSM's own owner, Arm's PSCI/SMCCC answers instead (tests/cpus.rs).
+    let x86 = harness(AddressMapFormat::X86_64FourLevel);
     let h = harness(AddressMapFormat::ArmStage2);
-    for fid in [0u64, 0xC600_01FF, 0xC600_0300, u64::MAX, 0x1_C600_0100] {
+    let unknown = [
+        (&h, 0xC600_01FF),
+        (&h, 0xC600_0300),
+        (&h, 0x1_C600_0100),
+        (&x86, 0),
+        (&x86, u64::MAX),
+        (&x86, 0x8400_0000),
+    ];
+    for (h, fid) in unknown {
         let r = h.tsm.handle(
             crate::Origin::Host,
             &CallRegs {

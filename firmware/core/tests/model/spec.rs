@@ -363,6 +363,8 @@ pub struct Model {
     pub viommus: BTreeMap<u64, Viommu>,
     pub vdevs: BTreeMap<u64, Vdev>,
     pub host_domain: Queue,
+    /// CPUs HOST_CPU_START started (none takes its start here: no run loop runs them).
+    pub started_cpus: BTreeSet<u64>,
     /// TDI report lengths by pBDF (the device's configuration; the driver fills it).
     pub report_len: BTreeMap<u16, u32>,
     /// The MMIO ranges of each TDI's report by pBDF, in report order: (first page frame,
@@ -418,6 +420,7 @@ impl Model {
             viommus: BTreeMap::new(),
             vdevs: BTreeMap::new(),
             host_domain: Queue::default(),
+            started_cpus: BTreeSet::new(),
             report_len: BTreeMap::new(),
             report_ranges: BTreeMap::new(),
             bar_window: (0, 0),
@@ -660,6 +663,20 @@ impl Model {
                 ok([0; 4])
             }
             SYSTEM_OFF => unreachable!("the generator never powers off"),
+            HOST_CPU_STOP => unreachable!("the generator never stops the CPU"),
+            HOST_CPU_START => {
+                if a[0] >= tsm_core::testing::SIM_CPUS as u64 {
+                    return Err(st(InvalidArgument, 1).into());
+                }
+                if self.state(a[1] & !(G - 1)) != Some(Gs::Ns) {
+                    return Err(st(InvalidArgument, 2).into());
+                }
+                // CPU 0 runs the host from boot.
+                if a[0] == 0 || !self.started_cpus.insert(a[0]) {
+                    return Err(st(ObjectState, 1).into());
+                }
+                ok([0; 4])
+            }
             GRANULE_DELEGATE => {
                 let s = self.lockable(a[0], 1)?;
                 if s != Gs::Ns || self.refcount(a[0]) != 0 {
