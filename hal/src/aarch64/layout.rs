@@ -33,6 +33,16 @@ pub fn descriptor_bytes(n: u64) -> Option<u64> {
         .checked_next_multiple_of(GRANULE_SIZE)
 }
 
+/// The most the TSM's memory may span: from the image's start to the limit.
+pub fn tsm_most() -> MemRange {
+    let start = core::ptr::addr_of!(__tsm_start) as u64;
+    let limit = core::ptr::addr_of!(__tsm_limit) as u64;
+    MemRange {
+        base: Pa(start),
+        size: limit - start,
+    }
+}
+
 /// The TSM's memory once `bytes` (granule multiple) are carved out, if it fits below the
 /// limit and inside `dram`.
 pub fn tsm_range(bytes: u64, dram: &MemRange) -> Option<MemRange> {

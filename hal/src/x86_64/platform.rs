@@ -13,7 +13,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostIsolation, Iommu, IommuError, MemFault, MemRange,
-    MmioRefused, PhysMem, PowerOff,
+    MmioRefused, PhysMem, PowerOff, UnmapRefused,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -152,8 +152,11 @@ impl PowerOff for X86Platform {
 /// `unmap_from_host` returns. If VT-d fails, the CPU side is put back and the call fails, so
 /// the granule stays the host's in both views.
 impl HostIsolation for X86Platform {
-    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        paging::unmap_from_host(pa).map_err(|_| MemFault(pa))?;
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused> {
+        paging::unmap_from_host(pa).map_err(|e| match e {
+            paging::PagingError::PoolExhausted => UnmapRefused::NoSplitTable,
+            _ => UnmapRefused::NotHostMemory,
+        })?;
         if let Err(e) = vtd::host_unmap(pa) {
             defmt::error!(
                 "VT-d: taking {=u64:#x} out of the host domain failed: {}",
@@ -167,7 +170,7 @@ impl HostIsolation for X86Platform {
                     e
                 );
             }
-            return Err(MemFault(pa));
+            return Err(UnmapRefused::NotHostMemory);
         }
         Ok(())
     }
