@@ -18,7 +18,7 @@ use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu;
 use super::{layout, paging, pci, serial, smp, svm, tsc, vtd};
-use crate::platform::ExitCode;
+use crate::platform::{ExitCode, MemRange};
 
 core::arch::global_asm!(
     // The PVH entry note: namesz, descsz, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), "Xen", entry.
@@ -289,7 +289,11 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             mmio.dropped
         );
     }
-    let pages = paging::pool_pages(&info.dram, mmio.entries()).zip(match iommu {
+    let tsm_most = MemRange {
+        base: l.image.base,
+        size: l.limit.saturating_sub(l.image.base.0),
+    };
+    let pages = paging::pool_pages(&info.dram, &tsm_most, mmio.entries()).zip(match iommu {
         Some(_) => vtd::pool_pages(&info.dram),
         None => Some(0),
     });

@@ -83,6 +83,31 @@ pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
+/// While it lives, ring 0 may touch user pages (SMAP): for the direct accesses to a vCPU's
+/// context area, which lies in a delegated granule that the TSM's tables map as all host
+/// memory (U=1). Nothing in the bracket may follow a pointer the host chose.
+pub(super) struct UserAccess(());
+
+impl UserAccess {
+    pub(super) fn allow() -> Self {
+        if smap_enabled() {
+            // SAFETY: sets RFLAGS.AC only; `Drop` clears it. Not `nomem`, so the compiler keeps
+            // the bracketed accesses inside.
+            unsafe { asm!("stac", options(nostack)) };
+        }
+        UserAccess(())
+    }
+}
+
+impl Drop for UserAccess {
+    fn drop(&mut self) {
+        if smap_enabled() {
+            // SAFETY: clears RFLAGS.AC, which `allow` set.
+            unsafe { asm!("clac", options(nostack)) };
+        }
+    }
+}
+
 /// Zeroes with `rep stosq` (then `rep stosb` for a tail under 8 bytes), allowing ring-0 access
 /// to user pages (SMAP) for the stores only.
 ///
