@@ -127,7 +127,18 @@ const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
 const CNTHCTL_EL1_ACCESS: u64 = 0b11;
 
+/// Room left above the painted part of the boot stack for the frames painting it.
+const PAINT_MARGIN: u64 = 4096;
+
 extern "C" fn boot_primary() -> ! {
+    let sp: u64;
+    // SAFETY: reads SP, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: below SP less the margin nothing lives yet (this is the first frame on the boot
+    // stack, and nothing else runs on it).
+    crate::stack_use::paint(unsafe { layout::boot_stack_words(sp - PAINT_MARGIN) });
     exception::install();
     let dram = memmap::dram_from_dtb().unwrap_or_else(|e| fatal_text(e.describe()));
     let granules = dram.size >> GRANULE_SHIFT;

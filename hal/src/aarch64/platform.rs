@@ -89,6 +89,7 @@ impl Console for QemuVirt {
 
 impl PowerOff for QemuVirt {
     fn power_off(&self, code: ExitCode) -> ! {
+        super::smp::log_stack_use();
         super::semihosting::exit(code)
     }
 }

@@ -44,6 +44,36 @@ pub(crate) struct Shared {
     pub cpus: usize,
 }
 
+/// Logs each CPU's stack high-water mark (`crate::stack_use`): the boot CPU's and those of the
+/// secondaries boot carved stacks for.
+pub(crate) fn log_stack_use() {
+    // SAFETY: loads only.
+    let boot = unsafe { super::layout::boot_stack_words(u64::MAX) };
+    defmt::info!(
+        "stack high-water: CPU 0 used {=usize} of {=u64} bytes",
+        crate::stack_use::high_water(boot),
+        super::layout::boot_stack_size()
+    );
+    let Some(s) = SHARED.get() else { return };
+    for (cpu, &top) in s.stack_top.iter().enumerate().filter(|&(_, &t)| t != 0) {
+        let bottom = top - SECONDARY_STACK;
+        // SAFETY: [bottom, top) is a secondary stack boot carved (TSM memory, identity-mapped,
+        // 8 aligned); only loads are made through the slice, one word at a time.
+        let words = unsafe {
+            core::slice::from_raw_parts(
+                bottom as *const core::sync::atomic::AtomicU64,
+                (SECONDARY_STACK / 8) as usize,
+            )
+        };
+        defmt::info!(
+            "stack high-water: CPU {=usize} used {=usize} of {=u64} bytes",
+            cpu,
+            crate::stack_use::high_water(words),
+            SECONDARY_STACK
+        );
+    }
+}
+
 /// Set once by the boot CPU (`publish`), read by secondaries and `start_secondary_cpus`.
 static SHARED: spin::Once<Shared> = spin::Once::new();
 /// Secondary CPUs that reached the image's secondary main.

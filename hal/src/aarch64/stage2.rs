@@ -3,7 +3,7 @@
 //!
 //! DRAM is mapped with 2 MiB blocks, so the tables cost a few pages whatever the DRAM size.
 //! Taking a granule from the host needs a 4 KiB level-3 table under its block: the block is
-//! *split* into one from a pool of [`SPLIT_TABLES`] tables in the carve-out, which keeps its
+//! *split* into one from a pool of `SPLIT_TABLES` tables (`crate::split_pool`) in the carve-out, which keeps its
 //! table while any of its granules is taken. A block whose granules are all back stays split
 //! (giving a granule back is one descriptor store) until the pool runs dry: then a take folds
 //! such a block back into a 2 MiB block and reuses its table. When every pool table is under a
@@ -38,6 +38,7 @@ use super::mmu::{Table, pa_size_field};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
 use super::vmid::Vmid;
 use crate::platform::MemRange;
+use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 
 const ENTRIES: u64 = 512;
 const L1_SHIFT: u32 = 30;
@@ -92,28 +93,9 @@ pub enum Stage2Error {
     NoTables,
 }
 
-/// Level-3 tables for splitting 2 MiB blocks of host DRAM: at most this many blocks hold granules
-/// taken from the host at once (128 MiB of DRAM, however scattered). FEATURES does not report it:
-/// a host learns it from GRANULE_DELEGATE's `Capacity`.
-pub const SPLIT_TABLES: usize = 64;
-
-/// Which pool tables are in use and for what (behind [`SPLITS`]).
-struct Splits {
-    /// Bit `i`: pool table `i` is under a block.
-    in_use: u64,
-    /// The PA of the block pool table `i` splits.
-    block: [u64; SPLIT_TABLES],
-    /// Granules of that block taken from the host.
-    taken: [u16; SPLIT_TABLES],
-}
-
-/// The host-table lock: every change of a level-2 DRAM entry and of the pool's bookkeeping is
-/// made under it, and a host fault handler waits on it for a split in progress to end.
-static SPLITS: Mutex<Splits> = Mutex::new(Splits {
-    in_use: 0,
-    block: [0; SPLIT_TABLES],
-    taken: [0; SPLIT_TABLES],
-});
+/// The host-table lock and the split tables' bookkeeping: every change of a level-2 DRAM entry
+/// is made under it, and a host fault handler waits on it for a split in progress to end.
+static SPLITS: Mutex<SplitPool> = Mutex::new(SplitPool::new(0));
 
 /// What else caches the host's DRAM translations (the SMMU's host domain): told to forget
 /// inside each break-before-make and after each granule taken.
@@ -204,6 +186,7 @@ impl HostStage2 {
         if split.len() != SPLIT_TABLES {
             return None;
         }
+        *SPLITS.lock() = SplitPool::new(split.first()?.addr());
         let mut next_fixed = fixed.iter();
         let mut block = dram.base.0;
         while block < end {
@@ -417,30 +400,29 @@ impl HostStage2 {
             return Err(Stage2Error::OutOfRange);
         }
         let gib = (pa.0 >> L1_SHIFT) - (self.dram.base.0 >> L1_SHIFT);
-        let table = self
-            .l2
-            .get(gib as usize)
-            .ok_or(Stage2Error::OutOfRange)?;
+        let table = self.l2.get(gib as usize).ok_or(Stage2Error::OutOfRange)?;
         Ok(&table.0[((pa.0 >> L2_SHIFT) % ENTRIES) as usize])
     }
 
     /// The level-3 table a level-2 table entry points at, and its pool index if it is a split
     /// table (`None`: a fixed one). The address is looked up among ours, never followed blindly.
-    fn l3_of(&self, entry: u64) -> Result<(&'static Table, Option<usize>), Stage2Error> {
+    fn l3_of(
+        &self,
+        pool: &SplitPool,
+        entry: u64,
+    ) -> Result<(&'static Table, Option<usize>), Stage2Error> {
         let addr = entry & TABLE_ADDR;
-        let index = |tables: &[Table]| {
-            let first = tables.first()?.addr();
-            let i = usize::try_from(addr.checked_sub(first)? >> GRANULE_SHIFT).ok()?;
-            (tables.get(i)?.addr() == addr).then_some(i)
-        };
         if entry & 0b11 != VALID_TABLE {
             return Err(Stage2Error::NotMapped);
         }
-        if let Some(i) = index(self.fixed) {
-            return Ok((&self.fixed[i], None));
+        if let Some(i) = pool.index(addr) {
+            return Ok((self.split.get(i).ok_or(Stage2Error::NotMapped)?, Some(i)));
         }
-        let i = index(self.split).ok_or(Stage2Error::NotMapped)?;
-        Ok((&self.split[i], Some(i)))
+        self.fixed
+            .iter()
+            .find(|t| t.addr() == addr)
+            .map(|t| (t, None))
+            .ok_or(Stage2Error::NotMapped)
     }
 
     /// Takes the granule at `pa` out of the host's address space (splitting its block first if
@@ -457,12 +439,12 @@ impl HostStage2 {
         if current & 0b11 == BLOCK {
             return self.split_taking(&mut s, l2e, current, pa, walkers);
         }
-        let (l3, pool) = self.l3_of(current)?;
+        let (l3, pool) = self.l3_of(&s, current)?;
         l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
             .compare_exchange(pa.0 | HOST_PAGE, 0, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::NotMapped)?;
         if let Some(i) = pool {
-            s.taken[i] += 1;
+            s.count(i, true);
         }
         flush_ipa(pa);
         walkers.forget(pa);
@@ -475,14 +457,14 @@ impl HostStage2 {
     /// moment has both or reaches `pa` after the drop.
     fn split_taking(
         &self,
-        s: &mut Splits,
+        s: &mut SplitPool,
         l2e: &AtomicU64,
         block: u64,
         pa: Pa,
         walkers: &dyn HostWalkers,
     ) -> Result<(), Stage2Error> {
         let i = self.free_table(s, walkers)?;
-        let t = &self.split[i];
+        let t = self.split.get(i).ok_or(Stage2Error::NoTables)?;
         let base = block & BLOCK_ADDR;
         for (j, e) in t.0.iter().enumerate() {
             let at = base + ((j as u64) << GRANULE_SHIFT);
@@ -495,32 +477,29 @@ impl HostStage2 {
         flush_ipa(pa);
         walkers.forget(pa);
         l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
-        s.in_use |= 1 << i;
-        s.block[i] = base;
-        s.taken[i] = 1;
+        s.claim(i, base);
         Ok(())
     }
 
     /// A pool table no block uses: a free one, or one whose block holds no taken granule any
     /// more, which is folded back into a 2 MiB block first (break before make, as a split).
-    fn free_table(&self, s: &mut Splits, walkers: &dyn HostWalkers) -> Result<usize, Stage2Error> {
-        let free = !s.in_use;
-        if free != 0 {
-            return Ok(free.trailing_zeros() as usize);
+    fn free_table(
+        &self,
+        s: &mut SplitPool,
+        walkers: &dyn HostWalkers,
+    ) -> Result<usize, Stage2Error> {
+        match s.pick().ok_or(Stage2Error::NoTables)? {
+            Pick::Free(i) => Ok(i),
+            Pick::Fold { index, block } => {
+                let l2e = self.l2_entry(Pa(block))?;
+                l2e.store(0, Ordering::Relaxed);
+                flush_host_all();
+                walkers.forget_all();
+                l2e.store(block | HOST_BLOCK, Ordering::Release);
+                s.release(index);
+                Ok(index)
+            }
         }
-        let i = s
-            .taken
-            .iter()
-            .position(|&n| n == 0)
-            .ok_or(Stage2Error::NoTables)?;
-        let base = s.block[i];
-        let l2e = self.l2_entry(Pa(base))?;
-        l2e.store(0, Ordering::Relaxed);
-        flush_host_all();
-        walkers.forget_all();
-        l2e.store(base | HOST_BLOCK, Ordering::Release);
-        s.in_use &= !(1 << i);
-        Ok(i)
     }
 
     /// Gives the granule at `pa` back to the host. The TSM's own memory is refused.
@@ -534,12 +513,12 @@ impl HostStage2 {
         if current & 0b11 == BLOCK {
             return Err(Stage2Error::AlreadyMapped);
         }
-        let (l3, pool) = self.l3_of(current)?;
+        let (l3, pool) = self.l3_of(&s, current)?;
         l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
             .compare_exchange(0, pa.0 | HOST_PAGE, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::AlreadyMapped)?;
         if let Some(i) = pool {
-            s.taken[i] = s.taken[i].saturating_sub(1);
+            s.count(i, false);
         }
         flush_ipa(pa);
         Ok(())

@@ -227,12 +227,45 @@ pub(super) fn boot_map_uncached(pa: u64, len: u64) {
     cpu::flush_tlb();
 }
 
+/// Room left above the painted part of the boot stack for the frames painting it.
+const PAINT_MARGIN: u64 = 4096;
+
+/// Logs each CPU's stack high-water mark (`crate::stack_use`).
+pub(super) fn log_stack_use() {
+    let l = layout::layout();
+    for cpu in 0..percpu::MAX_CPUS {
+        // SAFETY: loads only.
+        let words = unsafe { l.stack_words(cpu, u64::MAX) };
+        defmt::info!(
+            "stack high-water: CPU {=usize} used {=usize} of {=u64} bytes",
+            cpu,
+            crate::stack_use::high_water(words),
+            l.stack_size(cpu)
+        );
+    }
+}
+
 extern "C" fn boot_main(start_info: u64) -> ! {
     serial::init();
     // SeaBIOS leaves the legacy PICs programmed; mask them so no IRQ reaches an absent vector.
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
+    let sp: u64;
+    // SAFETY: reads RSP, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    for cpu in 0..percpu::MAX_CPUS {
+        let below = if cpu == 0 {
+            sp - PAINT_MARGIN
+        } else {
+            u64::MAX
+        };
+        // SAFETY: this is the first frame on the boot stack, so nothing lives below SP less
+        // the margin, and no secondary CPU runs yet (their stacks are free).
+        crate::stack_use::paint(unsafe { l.stack_words(cpu, below) });
+    }
     if !percpu::blocks_reserved() {
         defmt::error!("boot: the link script's per-CPU blocks do not match percpu's");
         super::exit(ExitCode::Failure)
@@ -294,7 +327,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         size: l.limit.saturating_sub(l.image.base.0),
     };
     let pages = paging::pool_pages(&info.dram, &tsm_most, mmio.entries()).zip(match iommu {
-        Some(_) => vtd::pool_pages(&info.dram),
+        Some(_) => vtd::pool_pages(&info.dram, &tsm_most),
         None => Some(0),
     });
     let Some((pool_pages, iommu_pages)) = pages else {

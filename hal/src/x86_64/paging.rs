@@ -19,10 +19,10 @@
 //! vCPU-context accesses of `guest`, all inside a `stac`/`clac` bracket, so a stray TSM pointer
 //! into one faults as it does into any host page. In the nested table a granule inside a 2 MiB
 //! page first gets that page split into a 4 KiB table with the same translations, from a pool
-//! of [`SPLIT_TABLES`] tables: a table stays under its block while any granule of it is taken,
+//! of `SPLIT_TABLES` tables (`crate::split_pool`): a table stays under its block while any granule of it is taken,
 //! and one whose granules are all back is folded into a 2 MiB page again when the pool needs
 //! it. With every pool table under a block that still holds a taken granule the take is
-//! refused ([`PagingError::PoolExhausted`], GRANULE_DELEGATE's `Capacity`), nothing changed.
+//! refused ([`PagingError::NoSplitTable`], GRANULE_DELEGATE's `Capacity`), nothing changed.
 //!
 //! Taking a page of a host memory BAR for a TVM's private MMIO ([`take_mmio`]) removes it from
 //! the nested table (splitting a 2 MiB BAR page from the pool's reserve). Giving it back maps
@@ -49,6 +49,7 @@ use super::layout::Layout;
 use super::pci::{Access, MAX_MMIO, Mmio};
 use super::smp;
 use crate::platform::MemRange;
+use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -82,6 +83,8 @@ pub enum PagingError {
     TsmMemory,
     /// The carve-out's table pool is too small for this DRAM size.
     PoolExhausted,
+    /// Every split table is under a block that still holds a taken granule.
+    NoSplitTable,
     /// The tables are not built yet.
     NotReady,
     /// The address is not in a region this module maps that way.
@@ -102,35 +105,7 @@ struct Tables {
     bars: [MemRange; MAX_MMIO],
     bar_count: usize,
     /// The nested table's pool of DRAM split tables (none in the TSM's tables).
-    splits: Option<Splits>,
-}
-
-/// Page tables for splitting the nested table's 2 MiB pages of host DRAM: at most this many
-/// 2 MiB blocks (128 MiB of DRAM, however scattered) hold granules taken from the host at once.
-pub const SPLIT_TABLES: usize = 64;
-
-/// The nested table's split tables: [`SPLIT_TABLES`] pages from `base`, and what each is for.
-struct Splits {
-    base: u64,
-    /// Bit `i`: table `i` is under a block.
-    in_use: u64,
-    /// The PA of the block table `i` splits.
-    block: [u64; SPLIT_TABLES],
-    /// Granules of that block taken from the host.
-    taken: [u16; SPLIT_TABLES],
-}
-
-impl Splits {
-    /// The index of the split table at `table`, if it is one.
-    fn index(&self, table: u64) -> Option<usize> {
-        let off = table.checked_sub(self.base)?;
-        let i = usize::try_from(off / GRANULE_SIZE).ok()?;
-        (i < SPLIT_TABLES && off.is_multiple_of(GRANULE_SIZE)).then_some(i)
-    }
-
-    fn table(&self, i: usize) -> u64 {
-        self.base + i as u64 * GRANULE_SIZE
-    }
+    splits: Option<SplitPool>,
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
@@ -293,11 +268,7 @@ impl Tables {
             && let Some(i) = sp.index(table & ADDR_MASK)
             && was != mapped
         {
-            sp.taken[i] = if mapped {
-                sp.taken[i].saturating_sub(1)
-            } else {
-                sp.taken[i] + 1
-            };
+            sp.count(i, !mapped);
         }
         Ok(())
     }
@@ -307,21 +278,23 @@ impl Tables {
     /// the 2 MiB page or the table (the caller's TLB work then drops the 2 MiB page).
     fn split_taking(&mut self, pde: *mut u64, large: u64, pa: Pa) -> Result<(), PagingError> {
         let i = self.free_split_table()?;
-        let sp = self.splits.as_mut().ok_or(PagingError::PoolExhausted)?;
+        let sp = self.splits.as_mut().ok_or(PagingError::NoSplitTable)?;
         let pt = sp.table(i);
         let base = large & ADDR_MASK & !(LARGE_SIZE - 1);
         for j in 0..ENTRIES {
             let at = base + j * GRANULE_SIZE;
-            let value = if at == pa.0 { 0 } else { at | (large & SPLIT_FLAGS) };
+            let value = if at == pa.0 {
+                0
+            } else {
+                at | (large & SPLIT_FLAGS)
+            };
             // SAFETY: `pt` is a split table no PD entry points at (`free_split_table`), `j` <
             // 512.
             unsafe { entry(pt, j).write_volatile(value) };
         }
         // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
         unsafe { pde.write_volatile(pt | PRESENT | WRITABLE | USER) };
-        sp.in_use |= 1 << i;
-        sp.block[i] = base;
-        sp.taken[i] = 1;
+        sp.claim(i, base);
         Ok(())
     }
 
@@ -329,26 +302,21 @@ impl Tables {
     /// more, folded back into a 2 MiB page first. Every CPU forgets the table before it is
     /// reused (a cached PD entry would otherwise lead a walk of the old block into it).
     fn free_split_table(&mut self) -> Result<usize, PagingError> {
-        let sp = self.splits.as_ref().ok_or(PagingError::PoolExhausted)?;
-        if !sp.in_use != 0 {
-            return Ok((!sp.in_use).trailing_zeros() as usize);
-        }
-        let i = sp
-            .taken
-            .iter()
-            .position(|&n| n == 0)
-            .ok_or(PagingError::PoolExhausted)?;
-        let base = sp.block[i];
-        let pde = self.pd_entry(base)?;
+        let sp = self.splits.as_ref().ok_or(PagingError::NoSplitTable)?;
+        let (index, block) = match sp.pick().ok_or(PagingError::NoSplitTable)? {
+            Pick::Free(i) => return Ok(i),
+            Pick::Fold { index, block } => (index, block),
+        };
+        let pde = self.pd_entry(block)?;
         // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
         // The 2 MiB page translates every address of the block as the table did.
-        unsafe { pde.write_volatile(base | HOST_NESTED | LARGE) };
+        unsafe { pde.write_volatile(block | HOST_NESTED | LARGE) };
         super::svm::nested_changed();
         smp::shootdown(None);
         if let Some(sp) = self.splits.as_mut() {
-            sp.in_use &= !(1 << i);
+            sp.release(index);
         }
-        Ok(i)
+        Ok(index)
     }
 
     /// The 4 KiB entry of the host BAR page at `pa` in the nested table, its 2 MiB page split
@@ -433,7 +401,7 @@ fn tsm_flags(l: &Layout, pa: u64) -> u64 {
 
 /// How many naturally aligned `1 << shift`-byte blocks `[start, end)` touches (`end > start`):
 /// the tables of the level below a table whose entries map blocks of that size.
-fn spans(start: u64, end: u64, shift: u32) -> u64 {
+pub(super) fn spans(start: u64, end: u64, shift: u32) -> u64 {
     ((end - 1) >> shift) - (start >> shift) + 1
 }
 
@@ -445,7 +413,7 @@ pub(super) fn tables_for(start: u64, end: u64) -> u64 {
 /// The pool, in pages, for two table sets (the TSM's and the host's nested table), each mapping
 /// `dram` in 2 MiB pages but for the blocks `tsm` (the most the TSM's memory may span) and
 /// DRAM's ends touch, plus the PML4, the local APIC and `mmio` (a table shared by two of them is
-/// counted twice), and the nested table's [`SPLIT_TABLES`]; `None` if `dram` is empty or wraps.
+/// counted twice), and the nested table's `SPLIT_TABLES`; `None` if `dram` is empty or wraps.
 pub fn pool_pages(dram: &MemRange, tsm: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let tsm_end = tsm.base.0.checked_add(tsm.size)?;
@@ -479,7 +447,11 @@ pub fn init(
     mmio: &[Mmio],
 ) -> Result<(), PagingError> {
     let split_bytes = SPLIT_TABLES as u64 * GRANULE_SIZE;
-    let half = (pool.size.checked_sub(split_bytes).ok_or(PagingError::PoolExhausted)? / 2)
+    let half = (pool
+        .size
+        .checked_sub(split_bytes)
+        .ok_or(PagingError::PoolExhausted)?
+        / 2)
         & !(GRANULE_SIZE - 1);
     let nested_pool = MemRange {
         base: Pa(pool.base.0 + half),
@@ -488,12 +460,7 @@ pub fn init(
     let mut guard = TABLES.lock();
     let t = build(false, dram, tsm, MemRange { size: half, ..pool }, l, mmio)?;
     let mut n = build(true, dram, tsm, nested_pool, l, mmio)?;
-    n.splits = Some(Splits {
-        base: pool.base.0 + 2 * half,
-        in_use: 0,
-        block: [0; SPLIT_TABLES],
-        taken: [0; SPLIT_TABLES],
-    });
+    n.splits = Some(SplitPool::new(pool.base.0 + 2 * half));
     // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
     // carve-out at the same addresses, so the code, stack and data in use stay reachable.
     // CR0.WP makes ring 0 honour read-only pages.
@@ -665,9 +632,10 @@ fn set_bar(pa: Pa, host: bool) -> Result<(), MmioRefused> {
 /// banner).
 pub fn pool_usage() -> (u64, u64) {
     let usage = |t: &Tables| {
-        let (used, split) = t.splits.as_ref().map_or((0, 0), |sp| {
-            (u64::from(sp.in_use.count_ones()), SPLIT_TABLES as u64)
-        });
+        let (used, split) = t
+            .splits
+            .as_ref()
+            .map_or((0, 0), |sp| (sp.used(), SPLIT_TABLES as u64));
         (
             (t.pool_next - t.pool_start) / GRANULE_SIZE + used,
             (t.pool_end - t.pool_start) / GRANULE_SIZE + split,

@@ -168,6 +168,7 @@ impl Console for X86Platform {
 
 impl PowerOff for X86Platform {
     fn power_off(&self, code: ExitCode) -> ! {
+        super::boot::log_stack_use();
         exit(code)
     }
 }
@@ -179,15 +180,17 @@ impl PowerOff for X86Platform {
 impl HostIsolation for X86Platform {
     fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused> {
         paging::unmap_from_host(pa).map_err(|e| match e {
-            paging::PagingError::PoolExhausted => UnmapRefused::NoSplitTable,
+            paging::PagingError::NoSplitTable => UnmapRefused::NoSplitTable,
             _ => UnmapRefused::NotHostMemory,
         })?;
         if let Err(e) = vtd::host_unmap(pa) {
-            defmt::error!(
-                "VT-d: taking {=u64:#x} out of the host domain failed: {}",
-                pa.0,
-                e
-            );
+            if e != vtd::VtdError::NoSplitTable {
+                defmt::error!(
+                    "VT-d: taking {=u64:#x} out of the host domain failed: {}",
+                    pa.0,
+                    e
+                );
+            }
             if let Err(e) = paging::map_to_host(pa) {
                 defmt::error!(
                     "giving {=u64:#x} back to the host's tables failed too: {}",
@@ -195,7 +198,10 @@ impl HostIsolation for X86Platform {
                     e
                 );
             }
-            return Err(UnmapRefused::NotHostMemory);
+            return Err(match e {
+                vtd::VtdError::NoSplitTable => UnmapRefused::NoSplitTable,
+                _ => UnmapRefused::NotHostMemory,
+            });
         }
         Ok(())
     }
