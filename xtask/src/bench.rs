@@ -475,7 +475,30 @@ fn memory_figures(arch: Arch, lines: &[Line], lines2: &[Line]) -> Vec<Figure> {
             unit: "B/granule",
             ratio: None,
         },
+        Figure {
+            arch: Some(arch),
+            key: "stack_high_water".into(),
+            label: "deepest TSM stack use of the bench run (painted stacks, logged at power-off)"
+                .into(),
+            value: stack_high_water(lines)
+                .map(|b| b as f64 / 1024.0)
+                .ok_or_else(|| "no stack high-water line".into()),
+            unit: "KiB",
+            ratio: None,
+        },
     ]
+}
+
+/// The most bytes any CPU's stack used, from the TSM's `stack high-water: CPU n used X of Y
+/// bytes` lines.
+fn stack_high_water(lines: &[Line]) -> Option<u64> {
+    messages(lines, Program::Tsm)
+        .filter_map(|m| {
+            let rest = &m[m.find("stack high-water: ")?..];
+            let used = &rest[rest.find(" used ")? + 6..];
+            used.split(' ').next()?.parse::<u64>().ok()
+        })
+        .max()
 }
 
 fn output(mut cmd: Command) -> Result<String, String> {
@@ -923,6 +946,33 @@ mod tests {
             .find(|f| f.key == "reset_to_host")
             .map(|f| f.value.clone());
         assert_eq!(reset, Some(Ok(1_500_000.0)));
+    }
+
+    #[test]
+    fn takes_the_deepest_stack_of_any_cpu() {
+        let line = |program, m: &str| Line {
+            program: Some(program),
+            time: None,
+            level: "INFO",
+            message: m.into(),
+        };
+        let lines = [
+            line(
+                Program::Tsm,
+                "stack high-water: CPU 0 used 9216 of 65536 bytes",
+            ),
+            line(
+                Program::Tsm,
+                "stack high-water: CPU 1 used 12288 of 65536 bytes",
+            ),
+            line(
+                Program::Host,
+                "stack high-water: CPU 2 used 99999 of 65536 bytes",
+            ),
+            line(Program::Tsm, "stack high-water: CPU 3 used garbage"),
+        ];
+        assert_eq!(stack_high_water(&lines), Some(12288));
+        assert_eq!(stack_high_water(&lines[2..]), None);
     }
 
     #[test]

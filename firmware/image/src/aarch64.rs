@@ -43,6 +43,7 @@ fn main(boot: Boot) -> ! {
     };
     let cpus = tsm_hal::aarch64::start_secondary_cpus();
     defmt::info!("{=usize} CPUs up (PSCI CPU_ON)", cpus);
+    tsm_hal::aarch64::end_of_boot();
     run_host(platform, monitor, boot.host, boot.cpu)
 }
 

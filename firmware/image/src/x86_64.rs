@@ -19,6 +19,7 @@ static TSM: Once<Tsm<'static>> = Once::new();
 fn main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
         boot_cpu(boot);
+        hal::end_of_boot();
     }
     let tsm = TSM.wait();
     run_host(boot, tsm, cpu)

@@ -130,15 +130,36 @@ const CNTHCTL_EL1_ACCESS: u64 = 0b11;
 /// Room left above the painted part of the boot stack for the frames painting it.
 const PAINT_MARGIN: u64 = 4096;
 
-extern "C" fn boot_primary() -> ! {
+/// This CPU's SP.
+fn current_sp() -> u64 {
     let sp: u64;
     // SAFETY: reads SP, nothing else.
     unsafe {
         core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
+    sp
+}
+
+/// Called by the image on the boot CPU once boot is over (the monitor is up, the other CPUs
+/// started): logs how much of the boot stack boot used, then paints it again below the caller's
+/// frame, so the mark logged at power-off is what the run loop needs on this CPU.
+pub fn end_of_boot() {
+    // SAFETY: loads only.
+    let used = crate::stack_use::high_water(unsafe { layout::boot_stack_words(u64::MAX) });
+    defmt::info!(
+        "stack high-water: boot used {=usize} of {=u64} bytes",
+        used,
+        layout::boot_stack_size()
+    );
+    // SAFETY: below this frame's SP less the margin nothing lives on the boot stack (boot's
+    // frames returned), and only this CPU runs on it.
+    crate::stack_use::paint(unsafe { layout::boot_stack_words(current_sp() - PAINT_MARGIN) });
+}
+
+extern "C" fn boot_primary() -> ! {
     // SAFETY: below SP less the margin nothing lives yet (this is the first frame on the boot
     // stack, and nothing else runs on it).
-    crate::stack_use::paint(unsafe { layout::boot_stack_words(sp - PAINT_MARGIN) });
+    crate::stack_use::paint(unsafe { layout::boot_stack_words(current_sp() - PAINT_MARGIN) });
     exception::install();
     let dram = memmap::dram_from_dtb().unwrap_or_else(|e| fatal_text(e.describe()));
     let granules = dram.size >> GRANULE_SHIFT;

@@ -230,6 +230,33 @@ pub(super) fn boot_map_uncached(pa: u64, len: u64) {
 /// Room left above the painted part of the boot stack for the frames painting it.
 const PAINT_MARGIN: u64 = 4096;
 
+/// This CPU's RSP.
+fn current_sp() -> u64 {
+    let sp: u64;
+    // SAFETY: reads RSP, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+/// Called by the image on the boot CPU once boot is over (the monitor is up): logs how much of
+/// the boot stack boot used, then paints it again below the caller's frame, so the mark logged
+/// at power-off is what the run loop needs on this CPU.
+pub fn end_of_boot() {
+    let l = layout::layout();
+    // SAFETY: loads only.
+    let used = crate::stack_use::high_water(unsafe { l.stack_words(0, u64::MAX) });
+    defmt::info!(
+        "stack high-water: boot used {=usize} of {=u64} bytes",
+        used,
+        l.stack_size(0)
+    );
+    // SAFETY: below this frame's RSP less the margin nothing lives on the boot stack (boot's
+    // frames returned), and only this CPU runs on it.
+    crate::stack_use::paint(unsafe { l.stack_words(0, current_sp() - PAINT_MARGIN) });
+}
+
 /// Logs each CPU's stack high-water mark (`crate::stack_use`).
 pub(super) fn log_stack_use() {
     let l = layout::layout();
@@ -251,11 +278,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
-    let sp: u64;
-    // SAFETY: reads RSP, nothing else.
-    unsafe {
-        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
+    let sp = current_sp();
     for cpu in 0..percpu::MAX_CPUS {
         let below = if cpu == 0 {
             sp - PAINT_MARGIN
@@ -281,7 +304,8 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         super::exit(ExitCode::Failure)
     }
     svm::init_maps();
-    let ticks = tsc::calibrate();
+    let (ticks, source) = tsc::calibrate();
+    defmt::debug!("TSC rate from {}", source);
     smp::install_realmode_code();
     let mut info = match bootinfo::parse(start_info, l.image, ticks) {
         Ok(info) => info,
