@@ -12,8 +12,10 @@ use crate::platform::MemRange;
 
 /// CPUs the TSM runs on at most (stacks are carved out for all of them).
 pub const MAX_CPUS: usize = 4;
-/// Stack of each secondary CPU (the core keeps large structures in its frames, as on CPU 0).
-pub const SECONDARY_STACK: u64 = 1 << 20;
+/// Stack of each secondary CPU: the run loop's deepest measured use (painted stacks,
+/// docs/benchmarks.md) is about 91 KiB in debug builds (SPDM on CPU 0: 81 KiB over its idle
+/// run loop, plus a secondary's own 10 KiB), so 128 KiB leaves 40 % spare.
+pub const SECONDARY_STACK: u64 = 128 << 10;
 
 /// PSCI 0.2+ CPU_ON, SMC64.
 const PSCI_CPU_ON: u64 = 0xC400_0003;

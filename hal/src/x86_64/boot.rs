@@ -32,6 +32,13 @@ core::arch::global_asm!(
     ".long __pvh_entry_abs",
     ".popsection",
     "",
+    ".pushsection .data.entry_tsc, \"aw\"",
+    ".balign 8",
+    ".global __entry_tsc",
+    "__entry_tsc:",
+    ".quad 0",
+    ".popsection",
+    "",
     ".pushsection .rodata.boot_gdt, \"a\"",
     ".balign 8",
     ".global __boot_gdt",
@@ -47,6 +54,12 @@ core::arch::global_asm!(
     "_pvh_start:",
     "cli",
     "cld",
+    // The TSC at the TSM's first instruction, for the boot figures (before BSS is zeroed, so
+    // it lives in .data).
+    "rdtsc",
+    "mov edi, offset __entry_tsc_abs",
+    "mov [edi], eax",
+    "mov [edi + 4], edx",
     "mov esi, ebx", // hvm_start_info, kept in esi (cpuid clobbers ebx)
     "mov eax, 0x80000000",
     "cpuid",
@@ -229,6 +242,20 @@ pub(super) fn boot_map_uncached(pa: u64, len: u64) {
 
 /// Room left above the painted part of the boot stack for the frames painting it.
 const PAINT_MARGIN: u64 = 4096;
+
+unsafe extern "C" {
+    /// The TSC when the TSM's first instruction ran (written by `_pvh_start`).
+    static __entry_tsc: u64;
+}
+
+/// Microseconds since reset at the TSM's first instruction (what ran before it, SeaBIOS, is
+/// not the TSM's: the boot figures start here).
+pub fn entry_us() -> u64 {
+    // SAFETY: `__entry_tsc` is an 8-aligned `.data` word `_pvh_start` wrote once, before any
+    // Rust code ran; nothing writes it since.
+    let tsc = unsafe { core::ptr::addr_of!(__entry_tsc).read_volatile() };
+    tsc.checked_div(tsc::ticks_per_us()).unwrap_or(0)
+}
 
 /// This CPU's RSP.
 fn current_sp() -> u64 {

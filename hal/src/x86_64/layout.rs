@@ -52,7 +52,7 @@ macro_rules! addr {
 
 /// Bytes per secondary CPU stack slot, guard page included (`__ap_stack_stride` in
 /// `link/x86_64-tsm.ld` reserves the same).
-pub const AP_STACK_STRIDE: u64 = 0x41000;
+pub const AP_STACK_STRIDE: u64 = 0x21000;
 
 /// Reads the layout.
 pub fn layout() -> Layout {
@@ -125,8 +125,7 @@ impl Layout {
 pub struct CarveOut {
     /// The TSM's whole memory: image, static carve-out and what follows.
     pub tsm: MemRange,
-    /// The core's granule descriptors, one per DRAM granule. Not zeroed: the core's granule
-    /// table stores every entry before use, and any bit pattern is a valid `AtomicU16`.
+    /// The core's granule descriptors, one per DRAM granule, zeroed (what the core takes).
     pub descriptors: &'static [AtomicU16],
     /// The page-table pool (granule-aligned, not zeroed: `paging` zeroes each table it takes).
     pub pt_pool: MemRange,
@@ -175,7 +174,9 @@ pub unsafe fn carve(
     }
     // SAFETY: [start, start + desc_bytes) lies between the static carve-out and the limit,
     // inside DRAM (checked above), identity-mapped, and used by nothing else (the caller's
-    // contract); it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
+    // contract): zeroing it (the core takes its descriptors zeroed) touches nothing else.
+    unsafe { super::platform::zero(start as *mut u8, desc_bytes as usize) };
+    // SAFETY: as above; it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
     let descriptors = unsafe { core::slice::from_raw_parts(start as *const AtomicU16, n) };
     Ok(CarveOut {
         tsm: MemRange {

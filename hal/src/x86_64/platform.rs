@@ -113,7 +113,7 @@ impl Drop for UserAccess {
 ///
 /// # Safety
 /// `dst` must be valid for `len` bytes and identity-mapped.
-unsafe fn zero(dst: *mut u8, len: usize) {
+pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
     let (words, tail) = (len / 8, len % 8);
     if smap_enabled() {
         // SAFETY: the caller guarantees the range; `words * 8 + tail = len`; AC is set only
