@@ -534,14 +534,14 @@ pub(crate) fn host_maps(ipa: u64) -> bool {
     if ipa >> IPA_BITS != 0 {
         return false;
     }
-    for shift in [L1_SHIFT, L2_SHIFT, GRANULE_SHIFT as u32] {
+    for shift in [L1_SHIFT, L2_SHIFT, GRANULE_SHIFT] {
         let index = (ipa >> shift) % ENTRIES;
         // SAFETY: `table` is the host's level-1 table from VTTBR_EL2 or a table one of its
         // entries points at: all are carve-out tables this module built (TSM memory,
         // identity-mapped, aligned), only ever changed by aligned 8-byte stores, so the read
         // sees a whole descriptor.
         let e = unsafe { (*((table + index * 8) as *const AtomicU64)).load(Ordering::Acquire) };
-        let last = shift == GRANULE_SHIFT as u32;
+        let last = shift == GRANULE_SHIFT;
         match e & 0b11 {
             // A page, or a block above level 3.
             0b11 if last => return true,
