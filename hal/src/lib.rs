@@ -11,6 +11,10 @@ pub use tsm_platform as platform;
 
 pub mod log;
 #[cfg(any(test, target_os = "none"))]
+mod split_pool;
+#[cfg(any(test, target_os = "none"))]
+mod stack_use;
+#[cfg(any(test, target_os = "none"))]
 mod text;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -407,6 +407,20 @@ fn call_figures(arch: Arch, lines: &[Line]) -> Vec<Figure> {
         unit: "insns",
         ratio: None,
     });
+    // From the TSM's first instruction, where the TSM says when that was (x86_64, whose reset
+    // figure includes SeaBIOS; aarch64's starts at the TSM's first instruction).
+    if let Some(entered) = messages(lines, Program::Tsm).find_map(entered_us) {
+        out.push(Figure {
+            arch: Some(arch),
+            key: "tsm_entry_to_host".into(),
+            label: "the TSM's first instruction to the host's first call".into(),
+            value: first_host
+                .map(|h| (h - entered).max(0.0) * INSNS_PER_US)
+                .ok_or_else(|| "no timestamped host line".into()),
+            unit: "insns",
+            ratio: None,
+        });
+    }
     // Without what runs before the TSM (x86_64: SeaBIOS loads the PVH kernel) and the TSM's
     // work before its logger is up.
     out.push(Figure {
@@ -485,7 +499,36 @@ fn memory_figures(arch: Arch, lines: &[Line], lines2: &[Line]) -> Vec<Figure> {
             unit: "B/granule",
             ratio: None,
         },
+        Figure {
+            arch: Some(arch),
+            key: "stack_high_water".into(),
+            label: "deepest TSM stack use of the bench run (painted stacks, logged at power-off)"
+                .into(),
+            value: stack_high_water(lines)
+                .map(|b| b as f64 / 1024.0)
+                .ok_or_else(|| "no stack high-water line".into()),
+            unit: "KiB",
+            ratio: None,
+        },
     ]
+}
+
+/// The `entered at <µs> us` of the TSM's banner.
+fn entered_us(message: &str) -> Option<f64> {
+    let rest = &message[message.find("entered at ")? + 11..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// The most bytes any CPU's stack used, from the TSM's `stack high-water: CPU n used X of Y
+/// bytes` lines.
+fn stack_high_water(lines: &[Line]) -> Option<u64> {
+    messages(lines, Program::Tsm)
+        .filter_map(|m| {
+            let rest = &m[m.find("stack high-water: ")?..];
+            let used = &rest[rest.find(" used ")? + 6..];
+            used.split(' ').next()?.parse::<u64>().ok()
+        })
+        .max()
 }
 
 fn output(mut cmd: Command) -> Result<String, String> {
@@ -992,6 +1035,42 @@ mod tests {
             .find(|f| f.key == "reset_to_host")
             .map(|f| f.value.clone());
         assert_eq!(reset, Some(Ok(1_500_000.0)));
+    }
+
+    #[test]
+    fn reads_when_the_tsm_was_entered() {
+        assert_eq!(
+            entered_us("TSM 0.1.0 on x86_64 q35 (PVH), TSC 1000 ticks/us, entered at 17011 us"),
+            Some(17011.0)
+        );
+        assert_eq!(entered_us("TSM 0.1.0 on aarch64 EL2, CPU 0"), None);
+    }
+
+    #[test]
+    fn takes_the_deepest_stack_of_any_cpu() {
+        let line = |program, m: &str| Line {
+            program: Some(program),
+            time: None,
+            level: "INFO",
+            message: m.into(),
+        };
+        let lines = [
+            line(
+                Program::Tsm,
+                "stack high-water: CPU 0 used 9216 of 65536 bytes",
+            ),
+            line(
+                Program::Tsm,
+                "stack high-water: CPU 1 used 12288 of 65536 bytes",
+            ),
+            line(
+                Program::Host,
+                "stack high-water: CPU 2 used 99999 of 65536 bytes",
+            ),
+            line(Program::Tsm, "stack high-water: CPU 3 used garbage"),
+        ];
+        assert_eq!(stack_high_water(&lines), Some(12288));
+        assert_eq!(stack_high_water(&lines[2..]), None);
     }
 
     #[test]

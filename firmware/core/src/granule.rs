@@ -45,7 +45,7 @@
 
 use core::sync::atomic::{AtomicU16, Ordering};
 
-use tsm_abi::addr::{GRANULE_SHIFT, Pa};
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 use tsm_abi::status::{Status, StatusCode};
 
 const LOCK_BIT: u16 = 1 << 15;
@@ -208,6 +208,9 @@ pub struct GranuleTable<'a> {
 impl<'a> GranuleTable<'a> {
     /// A table covering `descs.len()` granules from `base`, every granule NS except those in
     /// `reserved` (the TSM's own memory, including `descs` itself), which become RESERVED.
+    /// `descs` must be all zero, which is NS with no references: the HALs carve them zeroed, so
+    /// only the reserved granules are stored here and boot does not pay a store per granule
+    /// of DRAM (checked in debug builds).
     /// `base` must be granule-aligned; a misaligned base is rounded down.
     /// Granules that would end past the top of the 64-bit physical space are left out, so
     /// [`Self::granule_pa`] and [`Self::covers`] never overflow.
@@ -217,17 +220,25 @@ impl<'a> GranuleTable<'a> {
         // so that the end of the table is representable.
         let fit = usize::try_from(!base.0 >> GRANULE_SHIFT).unwrap_or(usize::MAX);
         let descs = descs.get(..fit).unwrap_or(descs);
-        let t = GranuleTable { base, descs };
-        for (i, d) in descs.iter().enumerate() {
-            let pa = t.granule_pa(i).0;
-            let state = if pa >= reserved.start.granule_base().0 && pa < reserved.end.0 {
-                GranuleState::Reserved
-            } else {
-                GranuleState::Ns
-            };
-            d.store((state as u16) << STATE_SHIFT, Ordering::Relaxed);
+        debug_assert!(
+            descs.iter().all(|d| d.load(Ordering::Relaxed) == 0),
+            "granule descriptors handed over not zeroed"
+        );
+        let index = |pa: Pa| {
+            let off = pa.0.saturating_sub(base.0) >> GRANULE_SHIFT;
+            usize::try_from(off).map_or(descs.len(), |i| i.min(descs.len()))
+        };
+        let (first, end) = (
+            index(reserved.start.granule_base()),
+            index(Pa(reserved.end.0.saturating_add(GRANULE_SIZE - 1))),
+        );
+        for d in descs.get(first..end).unwrap_or(&[]) {
+            d.store(
+                (GranuleState::Reserved as u16) << STATE_SHIFT,
+                Ordering::Relaxed,
+            );
         }
-        t
+        GranuleTable { base, descs }
     }
 
     /// First byte covered.

@@ -14,8 +14,11 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_platform::{
     AddressMapFormat, Console, DMA_MAX_TAG, DmaDomain, DmaFault, DmaStream, DmaTableFormat,
     Entropy, EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError,
-    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
+    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
 };
+
+/// log2 of the block a HAL maps the host's memory with and splits to take a granule (2 MiB).
+const SPLIT_BLOCK_SHIFT: u32 = 21;
 
 /// Where the simulated machine's device BARs live: the only MMIO the host may lose to a
 /// TVM's private mapping. Above every DRAM the tests simulate, and holding the ranges of the
@@ -43,6 +46,9 @@ pub struct SimPlatform {
     unmapped: Mutex<BTreeSet<u64>>,
     /// Pages of [`BAR_WINDOW`] taken from the host.
     mmio_taken: Mutex<BTreeSet<u64>>,
+    /// The most 2 MiB blocks that may hold granules taken from the host at once (the HALs'
+    /// bound of split tables), or `None` for no bound.
+    split_blocks: Mutex<Option<usize>>,
     entropy: Mutex<u64>,
     entropy_fails: Mutex<bool>,
     console: Mutex<Vec<(u8, Vec<u8>)>>,
@@ -73,6 +79,7 @@ impl SimPlatform {
             mem: Mutex::new(vec![0; granules * GRANULE_SIZE as usize]),
             unmapped: Mutex::new(BTreeSet::new()),
             mmio_taken: Mutex::new(BTreeSet::new()),
+            split_blocks: Mutex::new(None),
             entropy: Mutex::new(0x9E37_79B9_7F4A_7C15),
             entropy_fails: Mutex::new(false),
             console: Mutex::new(Vec::new()),
@@ -95,6 +102,13 @@ impl SimPlatform {
             iommu: Some(SimIommu::new(dma)),
             ..Self::new(base, granules, format)
         }
+    }
+
+    /// Bounds the 2 MiB blocks that may hold granules taken from the host at once, as the
+    /// HALs' pools of split tables do: a take in a block without one beyond `blocks` is
+    /// refused with [`UnmapRefused::NoSplitTable`].
+    pub fn limit_split_blocks(&self, blocks: usize) {
+        *self.split_blocks.lock().unwrap() = Some(blocks);
     }
 
     /// The IOMMU, if the machine has one.
@@ -272,9 +286,19 @@ impl SimPlatform {
 }
 
 impl HostIsolation for SimPlatform {
-    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        self.offset(pa, GRANULE_SIZE as usize)?;
-        self.unmapped.lock().unwrap().insert(pa.granule_base().0);
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused> {
+        self.offset(pa, GRANULE_SIZE as usize)
+            .map_err(|_| UnmapRefused::NotHostMemory)?;
+        let mut unmapped = self.unmapped.lock().unwrap();
+        if let Some(limit) = *self.split_blocks.lock().unwrap() {
+            let block = |g: u64| g >> SPLIT_BLOCK_SHIFT;
+            let mut blocks: Vec<u64> = unmapped.iter().map(|&g| block(g)).collect();
+            blocks.dedup();
+            if !blocks.contains(&block(pa.0)) && blocks.len() >= limit {
+                return Err(UnmapRefused::NoSplitTable);
+            }
+        }
+        unmapped.insert(pa.granule_base().0);
         Ok(())
     }
 

@@ -119,7 +119,7 @@ pub struct Tsm<'a> {
 impl<'a> Tsm<'a> {
     /// A monitor over `dram`, of which `tsm` (image and carve-out, which must hold `descs`) is
     /// the TSM's own. `descs` needs one entry per DRAM granule (`dram.size / 4096`; 2 bytes
-    /// each: 256 KiB for 512 MiB); extra entries are unused.
+    /// each: 256 KiB for 512 MiB), zeroed ([`GranuleTable::new`]); extra entries are unused.
     pub fn new(
         platform: &'a dyn Platform,
         dram: MemRange,

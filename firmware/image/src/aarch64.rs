@@ -49,6 +49,7 @@ fn main(boot: Boot) -> ! {
         "{=usize} CPUs up in the TSM (PSCI CPU_ON); the host starts the others",
         cpus
     );
+    tsm_hal::aarch64::end_of_boot();
     run(platform, monitor, boot.host, boot.cpu, Start::Host)
 }
 

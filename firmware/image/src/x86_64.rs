@@ -20,6 +20,7 @@ static TSM: Once<Tsm<'static>> = Once::new();
 fn main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
         boot_cpu(boot);
+        hal::end_of_boot();
     }
     let tsm = TSM.wait();
     run_host(boot, tsm, cpu)
@@ -28,9 +29,10 @@ fn main(boot: &'static BootInfo, cpu: usize) -> ! {
 /// The boot CPU: the banner, then the monitor.
 fn boot_cpu(boot: &'static BootInfo) {
     defmt::info!(
-        "TSM {=str} on x86_64 q35 (PVH), TSC {=u64} ticks/us",
+        "TSM {=str} on x86_64 q35 (PVH), TSC {=u64} ticks/us, entered at {=u64} us",
         env!("CARGO_PKG_VERSION"),
-        boot.tsc_ticks_per_us
+        boot.tsc_ticks_per_us,
+        hal::entry_us()
     );
     for e in boot.memmap() {
         defmt::info!(

@@ -127,7 +127,8 @@ impl MemRange {
 /// the call that delegated it returns.
 pub trait HostIsolation {
     /// Removes `pa`'s granule from the host's address space. `pa` is granule-aligned DRAM.
-    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault>;
+    /// On an error nothing changed: the host still reaches the granule.
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused>;
     /// Maps `pa`'s granule back into the host's address space (read/write, normal memory).
     fn map_to_host(&self, pa: Pa) -> Result<(), MemFault>;
     /// Takes the 4 KiB page of device MMIO at `pa` (granule-aligned) out of the host's address
@@ -138,6 +139,16 @@ pub trait HostIsolation {
     /// Gives a page [`HostIsolation::take_mmio_from_host`] took back to the host (device memory,
     /// read/write).
     fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused>;
+}
+
+/// Why a granule stayed the host's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UnmapRefused {
+    /// Not a granule of host DRAM the host has (outside DRAM, the TSM's own, or taken).
+    NotHostMemory,
+    /// The granule lies in a block the host's tables map whole, and every table for splitting
+    /// one is in use by a block that still holds taken granules (the bound boot sized).
+    NoSplitTable,
 }
 
 /// Why a page of device MMIO did not change hands.

@@ -127,13 +127,42 @@ const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
 const CNTHCTL_EL1_ACCESS: u64 = 0b11;
 
+/// Room left above the painted part of the boot stack for the frames painting it.
+const PAINT_MARGIN: u64 = 4096;
+
+/// This CPU's SP.
+fn current_sp() -> u64 {
+    let sp: u64;
+    // SAFETY: reads SP, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+/// Called by the image on the boot CPU once boot is over (the monitor is up, the other CPUs
+/// started): logs how much of the boot stack boot used, then paints it again below the caller's
+/// frame, so the mark logged at power-off is what the run loop needs on this CPU.
+pub fn end_of_boot() {
+    // SAFETY: loads only.
+    let used = crate::stack_use::high_water(unsafe { layout::boot_stack_words(u64::MAX) });
+    defmt::info!(
+        "stack high-water: boot used {=usize} of {=u64} bytes",
+        used,
+        layout::boot_stack_size()
+    );
+    // SAFETY: below this frame's SP less the margin nothing lives on the boot stack (boot's
+    // frames returned), and only this CPU runs on it.
+    crate::stack_use::paint(unsafe { layout::boot_stack_words(current_sp() - PAINT_MARGIN) });
+}
+
 extern "C" fn boot_primary() -> ! {
+    // SAFETY: below SP less the margin nothing lives yet (this is the first frame on the boot
+    // stack, and nothing else runs on it).
+    crate::stack_use::paint(unsafe { layout::boot_stack_words(current_sp() - PAINT_MARGIN) });
     exception::install();
     let dram = memmap::dram_from_dtb().unwrap_or_else(|e| fatal_text(e.describe()));
     let granules = dram.size >> GRANULE_SHIFT;
-    let Some(s2_tables) = stage2::table_count(&dram) else {
-        fatal_text("DRAM too large for the host's stage-2")
-    };
     // The devices the TSM places: the SMMU it keeps, the PCIe windows the host gets (read
     // before the host can touch the tree).
     let devices = memmap::devices_from_dtb();
@@ -154,16 +183,29 @@ extern "C" fn boot_primary() -> ! {
         0
     };
     let stacks = SECONDARY_STACK * (MAX_CPUS as u64 - 1);
-    let Some(tsm) = s2_tables
-        .checked_add(
-            mmu::TABLES as u64 + device_tables + stage2::MMIO_SPLIT_TABLES as u64 + smmu_tables,
-        )
-        .and_then(|t| t.checked_mul(GRANULE_SIZE))
-        .zip(layout::descriptor_bytes(granules))
-        .and_then(|(tables, descs)| {
-            layout::tsm_range(tables.checked_add(descs)?.checked_add(stacks)?, &dram)
-        })
+    // The TSM's range given `s2_tables` host stage-2 tables.
+    let tsm_with = |s2_tables: u64| {
+        s2_tables
+            .checked_add(
+                mmu::TABLES as u64 + device_tables + stage2::MMIO_SPLIT_TABLES as u64 + smmu_tables,
+            )
+            .and_then(|t| t.checked_mul(GRANULE_SIZE))
+            .zip(layout::descriptor_bytes(granules))
+            .and_then(|(tables, descs)| {
+                layout::tsm_range(tables.checked_add(descs)?.checked_add(stacks)?, &dram)
+            })
+    };
+    // The stage 2 needs a level-3 table per 2 MiB block the TSM touches, which depends on the
+    // TSM's size. Sized first for the most the TSM may span (up to the limit), then for the
+    // range that gives: a smaller range from the same start touches no more blocks.
+    let Some((s2_tables, tsm)) = stage2::table_count(&dram, &layout::tsm_most())
+        .and_then(tsm_with)
+        .and_then(|first| stage2::table_count(&dram, &first))
+        .and_then(|n| Some((n, tsm_with(n)?)))
     else {
+        fatal_text("the TSM's memory does not fit in DRAM below the host parameters page")
+    };
+    let Some(s2_tables) = stage2::table_count(&dram, &tsm).filter(|&n| n <= s2_tables) else {
         fatal_text("the TSM's memory does not fit in DRAM below the host parameters page")
     };
     // SAFETY: boot_primary runs once, on the boot CPU (the entry parks the others).

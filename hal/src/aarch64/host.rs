@@ -346,6 +346,24 @@ impl HostContext {
     }
 }
 
+impl HostContext {
+    /// Whether `f` is a stage-2 translation fault in DRAM (a load, a store, an instruction
+    /// fetch or its stage-1 walk) that a split or fold of the host's stage 2 on another CPU
+    /// caused: the access came between break and make, and the tables map the IPA again. The
+    /// host then retries it (its PC is left alone).
+    fn raced_a_split(&self, f: &Fault) -> bool {
+        let ec = syndrome::ec(f.esr);
+        if f.kind != ExitKind::Sync || (ec != Ec::DABT_LOWER && ec != Ec::IABT_LOWER) {
+            return false;
+        }
+        let translation = (0x04..=0x07).contains(&AbortIss::decode(f.esr).fsc);
+        let ipa = syndrome::fault_ipa(f.hpfar, f.far);
+        translation
+            && self.dram.contains(tsm_abi::addr::Pa(ipa), 1)
+            && super::stage2::host_maps(ipa)
+    }
+}
+
 impl HostCpu for HostContext {
     type Trap = Fault;
 
@@ -400,6 +418,9 @@ impl HostCpu for HostContext {
     /// A blocked host load or store is logged and skipped; anything else is reported with its
     /// decoded syndrome and the host's registers, and ends the run.
     fn handle_trap(&mut self, fault: Fault) -> HostTrap {
+        if self.raced_a_split(&fault) {
+            return HostTrap::Survived;
+        }
         if let Some(ipa) = self.skip_blocked_access() {
             defmt::warn!(
                 "CPU {=u64}: host {=str} of IPA {=u64:#x} (not the host's) blocked and skipped, ELR {=u64:#x}",

@@ -4,7 +4,7 @@
 //! sizes from the DRAM size: the translation tables and the core's granule descriptors. The
 //! TSM's memory must end below `__tsm_limit`, the host boot-parameters page.
 
-use core::sync::atomic::AtomicU16;
+use core::sync::atomic::{AtomicU16, AtomicU64};
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
@@ -20,6 +20,8 @@ unsafe extern "C" {
     static __tsm_limit: u8;
     /// The unmapped page below the boot stack.
     static __boot_stack_guard: u8;
+    /// The boot stack's top.
+    static __boot_stack_top: u8;
 }
 
 /// The page below the boot stack, which stage-1 leaves unmapped.
@@ -27,10 +29,40 @@ pub fn boot_stack_guard() -> u64 {
     core::ptr::addr_of!(__boot_stack_guard) as u64
 }
 
+/// The boot CPU's stack, as words (lowest first), up to `below`, for [`crate::stack_use`].
+///
+/// # Safety
+/// The caller stores only to words nothing lives in (below the boot CPU's SP, on the boot CPU,
+/// with a margin for the frames of the store loop); loads are always sound (a word pushed
+/// meanwhile reads as used).
+pub unsafe fn boot_stack_words(below: u64) -> &'static [AtomicU64] {
+    let bottom = boot_stack_guard() + GRANULE_SIZE;
+    let top = (core::ptr::addr_of!(__boot_stack_top) as u64).min(below & !7);
+    let words = top.saturating_sub(bottom) / 8;
+    // SAFETY: [bottom, top) is the boot stack in the carve-out (identity-mapped read-write, 8
+    // aligned), the TSM's alone; the caller's stores keep off live data (contract above).
+    unsafe { core::slice::from_raw_parts(bottom as *const AtomicU64, words as usize) }
+}
+
+/// The boot stack's size in bytes.
+pub fn boot_stack_size() -> u64 {
+    core::ptr::addr_of!(__boot_stack_top) as u64 - (boot_stack_guard() + GRANULE_SIZE)
+}
+
 /// Bytes of `n` granule descriptors, rounded up to whole granules.
 pub fn descriptor_bytes(n: u64) -> Option<u64> {
     n.checked_mul(core::mem::size_of::<AtomicU16>() as u64)?
         .checked_next_multiple_of(GRANULE_SIZE)
+}
+
+/// The most the TSM's memory may span: from the image's start to the limit.
+pub fn tsm_most() -> MemRange {
+    let start = core::ptr::addr_of!(__tsm_start) as u64;
+    let limit = core::ptr::addr_of!(__tsm_limit) as u64;
+    MemRange {
+        base: Pa(start),
+        size: limit - start,
+    }
 }
 
 /// The TSM's memory once `bytes` (granule multiple) are carved out, if it fits below the
@@ -98,9 +130,19 @@ impl CarveOut {
         self.tables(n, tsm)
     }
 
-    /// A zeroed stack of `size` bytes (granule multiple); its top.
+    /// A stack of `size` bytes (granule multiple), painted for [`crate::stack_use`]; its top.
     pub fn stack(&mut self, size: u64, tsm: &MemRange) -> Option<u64> {
-        self.take_zeroed(size, tsm)?.checked_add(size)
+        if !tsm.contains(Pa(self.next), size) || !size.is_multiple_of(GRANULE_SIZE) {
+            return None;
+        }
+        let base = self.next;
+        self.next += size;
+        // SAFETY: [base, base + size) is carve-out memory inside the TSM's range (checked
+        // above), handed out once (the cursor moved past it), identity-mapped, 8 aligned.
+        let words =
+            unsafe { core::slice::from_raw_parts(base as *const AtomicU64, (size / 8) as usize) };
+        crate::stack_use::paint(words);
+        base.checked_add(size)
     }
 
     /// `n` zeroed granule descriptors for the core.

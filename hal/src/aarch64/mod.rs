@@ -36,7 +36,7 @@ pub mod platform;
 pub mod stage2;
 pub mod syndrome;
 
-pub use boot::Boot;
+pub use boot::{Boot, end_of_boot};
 pub use guest::GUEST_CONTEXT_BYTES;
 pub use host::{ExitKind, Fault, HostContext};
 pub use pl011::console_write;

@@ -4,13 +4,13 @@ use tsm_abi::addr::{Gpa, Pa};
 
 use super::copy;
 use super::smmu::Smmu;
-use super::stage2::{self, HostStage2};
+use super::stage2::{self, HostStage2, HostWalkers, Stage2Error};
 use super::sysreg::read_sysreg;
 use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
+    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
 };
 
 /// The machine as the core sees it.
@@ -89,6 +89,7 @@ impl Console for QemuVirt {
 
 impl PowerOff for QemuVirt {
     fn power_off(&self, code: ExitCode) -> ! {
+        super::smp::log_stack_use();
         super::semihosting::exit(code)
     }
 }
@@ -121,12 +122,13 @@ impl PsciFirmware for QemuVirt {
 /// (`stage2::HostStage2`), so one descriptor store changes both; the CPUs' TLBs are invalidated
 /// by the stage-2 code, the SMMU's here.
 impl HostIsolation for QemuVirt {
-    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        self.stage2.unmap_from_host(pa).map_err(|_| MemFault(pa))?;
-        if let Some(smmu) = &self.smmu {
-            smmu.invalidate_host(pa);
-        }
-        Ok(())
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused> {
+        self.stage2
+            .unmap_from_host(pa, &self.smmu)
+            .map_err(|e| match e {
+                Stage2Error::NoTables => UnmapRefused::NoSplitTable,
+                _ => UnmapRefused::NotHostMemory,
+            })
     }
 
     /// Nothing to invalidate in the SMMU: a walk that found no descriptor left nothing in its
@@ -142,6 +144,21 @@ impl HostIsolation for QemuVirt {
 
     fn give_mmio_to_host(&self, pa: Pa) -> Result<(), MmioRefused> {
         self.stage2.give_mmio(pa)
+    }
+}
+
+/// The SMMU's host-domain streams walk the host's stage-2 tables (through the DMA root).
+impl HostWalkers for Option<Smmu> {
+    fn forget(&self, pa: Pa) {
+        if let Some(smmu) = self {
+            smmu.invalidate_host(pa);
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Some(smmu) = self {
+            smmu.invalidate_host_all();
+        }
     }
 }
 

@@ -485,6 +485,12 @@ impl Smmu {
         ]);
     }
 
+    /// Drops every cached translation of the host domain (after a block of the host's stage 2
+    /// became a table or the reverse) and waits until the SMMU no longer uses them.
+    pub(crate) fn invalidate_host_all(&self) {
+        self.invalidate(HOST_VMID);
+    }
+
     /// Points `stream` at `domain`. A stream outside the stream table (segment ≠ 0, or a
     /// StreamID past [`STREAMS`]: bus 1 up) has no hardware behind it that the SMMU would let
     /// through: the SMMU aborts its requests as C_BAD_STREAMID whatever the domain, which

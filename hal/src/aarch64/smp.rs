@@ -20,8 +20,10 @@ use crate::platform::MemRange;
 
 /// CPUs the TSM runs on at most (stacks are carved out for all of them).
 pub const MAX_CPUS: usize = 4;
-/// Stack of each secondary CPU (the core keeps large structures in its frames, as on CPU 0).
-pub const SECONDARY_STACK: u64 = 1 << 20;
+/// Stack of each secondary CPU: the run loop's deepest measured use (painted stacks,
+/// docs/benchmarks.md) is about 91 KiB in debug builds (SPDM on CPU 0: 81 KiB over its idle
+/// run loop, plus a secondary's own 10 KiB), so 128 KiB leaves 40 % spare.
+pub const SECONDARY_STACK: u64 = 128 << 10;
 
 /// PSCI 0.2+ CPU_ON, SMC64.
 const PSCI_CPU_ON: u64 = tsm_abi::psci::CPU_ON_64 as u64;
@@ -50,6 +52,36 @@ pub(crate) struct Shared {
     pub stack_top: [u64; MAX_CPUS],
     /// CPUs in `mpidr`.
     pub cpus: usize,
+}
+
+/// Logs each CPU's stack high-water mark (`crate::stack_use`): the boot CPU's and those of the
+/// secondaries boot carved stacks for.
+pub(crate) fn log_stack_use() {
+    // SAFETY: loads only.
+    let boot = unsafe { super::layout::boot_stack_words(u64::MAX) };
+    defmt::info!(
+        "stack high-water: CPU 0 used {=usize} of {=u64} bytes",
+        crate::stack_use::high_water(boot),
+        super::layout::boot_stack_size()
+    );
+    let Some(s) = SHARED.get() else { return };
+    for (cpu, &top) in s.stack_top.iter().enumerate().filter(|&(_, &t)| t != 0) {
+        let bottom = top - SECONDARY_STACK;
+        // SAFETY: [bottom, top) is a secondary stack boot carved (TSM memory, identity-mapped,
+        // 8 aligned); only loads are made through the slice, one word at a time.
+        let words = unsafe {
+            core::slice::from_raw_parts(
+                bottom as *const core::sync::atomic::AtomicU64,
+                (SECONDARY_STACK / 8) as usize,
+            )
+        };
+        defmt::info!(
+            "stack high-water: CPU {=usize} used {=usize} of {=u64} bytes",
+            cpu,
+            crate::stack_use::high_water(words),
+            SECONDARY_STACK
+        );
+    }
 }
 
 /// Set once by the boot CPU (`publish`), read by secondaries and `start_secondary_cpus`.

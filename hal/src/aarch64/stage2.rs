@@ -1,12 +1,25 @@
-//! The host's stage-2 translation: an identity map of DRAM minus the TSM's memory, at 4 KiB
-//! granularity so that single granules can be taken from the host and given back, plus the
+//! The host's stage-2 translation: an identity map of DRAM minus the TSM's memory, plus the
 //! PCIe windows of the host's devices as device memory.
 //!
-//! Every DRAM granule has its own level-3 descriptor from boot on, so taking a granule away
-//! is one descriptor store plus TLB maintenance (no block splitting, no allocation). The tables
-//! live in the TSM's carve-out, sized from the DRAM size at boot. The only MMIO mapped is what
-//! [`HostStage2::map_devices`] adds at boot (PCIe configuration space and the BAR window); the
-//! TSM's own devices (the UART, the SMMU) never are.
+//! DRAM is mapped with 2 MiB blocks, so the tables cost a few pages whatever the DRAM size.
+//! Taking a granule from the host needs a 4 KiB level-3 table under its block: the block is
+//! *split* into one from a pool of `SPLIT_TABLES` tables (`crate::split_pool`) in the carve-out, which keeps its
+//! table while any of its granules is taken. A block whose granules are all back stays split
+//! (giving a granule back is one descriptor store) until the pool runs dry: then a take folds
+//! such a block back into a 2 MiB block and reuses its table. When every pool table is under a
+//! block that still holds a taken granule, the take is refused ([`Stage2Error::NoTables`],
+//! GRANULE_DELEGATE's `Capacity`) and nothing changed. The blocks that hold the TSM's own memory
+//! get level-3 tables at boot, for good.
+//!
+//! A split or fold changes a block into a table or back, which the architecture allows only as
+//! break-before-make (ARM ARM D8.16): the level-2 entry is cleared, every CPU's TLBs and the
+//! SMMU's forget the old translation, then the new entry goes in. A host CPU that touches the
+//! block in between takes a stage-2 translation fault; [`host_maps`] tells the fault handler
+//! that the access is to be retried (it waits for the split lock, then walks the tables). A
+//! device's DMA to the block in that window is aborted by the SMMU (an event, the transfer
+//! fails): a window of a few hundred instructions per split or fold, documented in design.md.
+//! The only MMIO mapped is what [`HostStage2::map_devices`] adds at boot (PCIe configuration
+//! space and the BAR window); the TSM's own devices (the UART, the SMMU) never are.
 //!
 //! **The host's DMA domain** (docs/design.md "The platform IOMMU") is a second level-1 root
 //! over the same level-2 and level-3 tables, with the DRAM entries only: the SMMU's host-domain
@@ -25,6 +38,7 @@ use super::mmu::{Table, pa_size_field};
 use super::sysreg::{isb, read_sysreg, write_sysreg};
 use super::vmid::Vmid;
 use crate::platform::MemRange;
+use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 
 const ENTRIES: u64 = 512;
 const L1_SHIFT: u32 = 30;
@@ -46,6 +60,10 @@ const VALID_TABLE: u64 = 0b11;
 /// own accesses are Normal WB too), S2AP = read/write, inner shareable, access flag set;
 /// executable.
 const HOST_PAGE: u64 = 0b11 | (0b1111 << 2) | (0b11 << 6) | (0b11 << 8) | (1 << 10);
+/// A level-2 block of host DRAM: [`HOST_PAGE`]'s attributes with the block type.
+const HOST_BLOCK: u64 = HOST_PAGE & !0b10;
+/// Address bits of a level-2 block descriptor.
+const BLOCK_ADDR: u64 = TABLE_ADDR & !((1 << L2_SHIFT) - 1);
 /// Device memory for the host: MemAttr = Device-nGnRE (stronger than any attribute the host's
 /// stage 1 gives, so its accesses stay uncached and unmerged), S2AP = read/write, access flag,
 /// XN (no instruction fetch from a device). Add `0b01` for a level-2 block, `0b11` for a page.
@@ -70,8 +88,23 @@ pub enum Stage2Error {
     /// A device window that is not page-aligned, lies above the IPA range, shares a GiB with
     /// DRAM (whose level-2 tables the DMA root shares) or overlaps a mapping already made.
     BadDeviceWindow,
-    /// More tables needed than [`device_table_count`] reserved.
+    /// More tables needed than [`device_table_count`] reserved, or (taking a granule) every
+    /// split table holds a block with a taken granule.
     NoTables,
+}
+
+/// The host-table lock and the split tables' bookkeeping: every change of a level-2 DRAM entry
+/// is made under it, and a host fault handler waits on it for a split in progress to end.
+static SPLITS: Mutex<SplitPool> = Mutex::new(SplitPool::new(0));
+
+/// What else caches the host's DRAM translations (the SMMU's host domain): told to forget
+/// inside each break-before-make and after each granule taken.
+pub(crate) trait HostWalkers {
+    /// Drops cached translations of the granule at `pa` (and of the block holding it) and
+    /// waits until none is used any more.
+    fn forget(&self, pa: Pa);
+    /// Drops every cached translation of the host domain, and waits likewise.
+    fn forget_all(&self);
 }
 
 /// The host's stage-2 tables.
@@ -82,8 +115,12 @@ pub struct HostStage2 {
     l1: &'static Table,
     /// The host DMA domain's level-1 table: the DRAM entries of `l1`, nothing else.
     dma_l1: &'static Table,
-    /// One level-3 table per 2 MiB of DRAM, in address order.
-    l3: &'static [Table],
+    /// One level-2 table per GiB DRAM touches, in address order.
+    l2: &'static [Table],
+    /// The level-3 tables of the blocks that hold TSM memory, then the pool of split tables
+    /// (one run of the carve-out, so a table's address says which it is).
+    fixed: &'static [Table],
+    split: &'static [Table],
     /// The host's device mappings (set by [`HostStage2::map_devices`]) and what taking single
     /// BAR pages from the host needs; behind a lock so two takes never split one block twice.
     devices: Mutex<DeviceMaps>,
@@ -106,14 +143,22 @@ struct DeviceMaps {
     split_used: usize,
 }
 
-/// Tables needed to map `dram`: the CPU's and the DMA domain's level-1 tables, one level-2
-/// table per GiB DRAM touches, one level-3 table per 2 MiB.
-pub fn table_count(dram: &MemRange) -> Option<u64> {
+/// Tables needed to map `dram` with the TSM in `tsm`: the CPU's and the DMA domain's level-1
+/// tables, one level-2 table per GiB DRAM touches, a level-3 table per 2 MiB block `tsm`
+/// touches, and the [`SPLIT_TABLES`] pool.
+pub fn table_count(dram: &MemRange, tsm: &MemRange) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let first_gib = dram.base.0 >> L1_SHIFT;
     let l2 = end.div_ceil(1 << L1_SHIFT).checked_sub(first_gib)?;
     2u64.checked_add(l2)?
-        .checked_add(dram.size.div_ceil(1 << L2_SHIFT))
+        .checked_add(tsm_blocks(tsm)?)?
+        .checked_add(SPLIT_TABLES as u64)
+}
+
+/// The 2 MiB blocks `tsm` touches.
+fn tsm_blocks(tsm: &MemRange) -> Option<u64> {
+    let last = tsm.base.0.checked_add(tsm.size)?.checked_sub(1)?;
+    Some((last >> L2_SHIFT) - (tsm.base.0 >> L2_SHIFT) + 1)
 }
 
 /// Tables [`HostStage2::map_devices`] may need for `windows`, at most: a level-2 table per GiB
@@ -127,29 +172,41 @@ pub fn device_table_count(windows: &[MemRange]) -> Option<u64> {
 }
 
 impl HostStage2 {
-    /// Builds the host's map of `dram` in `tables` (`table_count(dram)` zeroed tables of the
-    /// carve-out) and installs it (VTTBR_EL2/VTCR_EL2). `dram` is 2 MiB aligned and lies below
-    /// 2^39; `tsm` is inside it. Runs once, on the boot CPU, before any host code.
+    /// Builds the host's map of `dram` in `tables` (`table_count(dram, tsm)` zeroed tables of
+    /// the carve-out) and installs it (VTTBR_EL2/VTCR_EL2). `dram` is 2 MiB aligned and lies
+    /// below 2^39; `tsm` is inside it. Runs once, on the boot CPU, before any host code.
     pub(crate) fn build(dram: MemRange, tsm: MemRange, tables: &'static [Table]) -> Option<Self> {
-        let count = tables.len();
         let (l1, rest) = tables.split_first()?;
         let (dma_l1, rest) = rest.split_first()?;
-        let n_l2 = count.checked_sub(2 + (dram.size >> L2_SHIFT) as usize)?;
-        let (l2, l3) = rest.split_at(n_l2);
         let first_gib = dram.base.0 >> L1_SHIFT;
-        for (i, l3t) in l3.iter().enumerate() {
-            let block = dram.base.0 + ((i as u64) << L2_SHIFT);
+        let end = dram.base.0.checked_add(dram.size)?;
+        let n_l2 = usize::try_from(end.div_ceil(1 << L1_SHIFT).checked_sub(first_gib)?).ok()?;
+        let (l2, rest) = rest.split_at_checked(n_l2)?;
+        let (fixed, split) = rest.split_at_checked(usize::try_from(tsm_blocks(&tsm)?).ok()?)?;
+        if split.len() != SPLIT_TABLES {
+            return None;
+        }
+        *SPLITS.lock() = SplitPool::new(split.first()?.addr());
+        let mut next_fixed = fixed.iter();
+        let mut block = dram.base.0;
+        while block < end {
             let l2t = l2.get(((block >> L1_SHIFT) - first_gib) as usize)?;
-            for (j, e) in l3t.0.iter().enumerate() {
-                let pa = block + ((j as u64) << GRANULE_SHIFT);
-                let tsm_owned = tsm.contains(Pa(pa), GRANULE_SIZE);
-                e.store(
-                    if tsm_owned { 0 } else { pa | HOST_PAGE },
-                    Ordering::Relaxed,
-                );
+            let slot = &l2t.0[((block >> L2_SHIFT) % ENTRIES) as usize];
+            if tsm.base.0 < block + (1 << L2_SHIFT) && block < tsm.base.0 + tsm.size {
+                let l3t = next_fixed.next()?;
+                for (j, e) in l3t.0.iter().enumerate() {
+                    let pa = block + ((j as u64) << GRANULE_SHIFT);
+                    let tsm_owned = tsm.contains(Pa(pa), GRANULE_SIZE);
+                    e.store(
+                        if tsm_owned { 0 } else { pa | HOST_PAGE },
+                        Ordering::Relaxed,
+                    );
+                }
+                slot.store(l3t.addr() | VALID_TABLE, Ordering::Relaxed);
+            } else {
+                slot.store(block | HOST_BLOCK, Ordering::Relaxed);
             }
-            l2t.0[((block >> L2_SHIFT) % ENTRIES) as usize]
-                .store(l3t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
+            block += 1 << L2_SHIFT;
         }
         for (i, l2t) in l2.iter().enumerate() {
             for root in [l1, dma_l1] {
@@ -172,7 +229,9 @@ impl HostStage2 {
             tsm,
             l1,
             dma_l1,
-            l3,
+            l2,
+            fixed,
+            split,
             devices: Mutex::new(DeviceMaps {
                 bars: None,
                 placed: &[],
@@ -332,42 +391,166 @@ impl HostStage2 {
         Ok(())
     }
 
-    fn entry(&self, pa: Pa) -> Result<&AtomicU64, Stage2Error> {
+    /// The level-2 entry of the DRAM granule at `pa`.
+    fn l2_entry(&self, pa: Pa) -> Result<&AtomicU64, Stage2Error> {
         if !pa.is_granule_aligned() {
             return Err(Stage2Error::Misaligned);
         }
         if !self.dram.contains(pa, GRANULE_SIZE) {
             return Err(Stage2Error::OutOfRange);
         }
-        let off = pa.0 - self.dram.base.0;
-        let table = self
-            .l3
-            .get((off >> L2_SHIFT) as usize)
-            .ok_or(Stage2Error::OutOfRange)?;
-        Ok(&table.0[((off >> GRANULE_SHIFT) % ENTRIES) as usize])
+        let gib = (pa.0 >> L1_SHIFT) - (self.dram.base.0 >> L1_SHIFT);
+        let table = self.l2.get(gib as usize).ok_or(Stage2Error::OutOfRange)?;
+        Ok(&table.0[((pa.0 >> L2_SHIFT) % ENTRIES) as usize])
     }
 
-    /// Takes the granule at `pa` out of the host's address space. When this returns, no CPU
-    /// can reach it through a host translation any more.
-    pub fn unmap_from_host(&self, pa: Pa) -> Result<(), Stage2Error> {
-        let e = self.entry(pa)?;
-        e.compare_exchange(pa.0 | HOST_PAGE, 0, Ordering::AcqRel, Ordering::Acquire)
+    /// The level-3 table a level-2 table entry points at, and its pool index if it is a split
+    /// table (`None`: a fixed one). The address is looked up among ours, never followed blindly.
+    fn l3_of(
+        &self,
+        pool: &SplitPool,
+        entry: u64,
+    ) -> Result<(&'static Table, Option<usize>), Stage2Error> {
+        let addr = entry & TABLE_ADDR;
+        if entry & 0b11 != VALID_TABLE {
+            return Err(Stage2Error::NotMapped);
+        }
+        if let Some(i) = pool.index(addr) {
+            return Ok((self.split.get(i).ok_or(Stage2Error::NotMapped)?, Some(i)));
+        }
+        self.fixed
+            .iter()
+            .find(|t| t.addr() == addr)
+            .map(|t| (t, None))
+            .ok_or(Stage2Error::NotMapped)
+    }
+
+    /// Takes the granule at `pa` out of the host's address space (splitting its block first if
+    /// it is one). When this returns, no CPU can reach it through a host translation any more,
+    /// nor a device through `walkers`; on an error nothing changed.
+    pub(crate) fn unmap_from_host(
+        &self,
+        pa: Pa,
+        walkers: &dyn HostWalkers,
+    ) -> Result<(), Stage2Error> {
+        let l2e = self.l2_entry(pa)?;
+        let mut s = SPLITS.lock();
+        let current = l2e.load(Ordering::Relaxed);
+        if current & 0b11 == BLOCK {
+            return self.split_taking(&mut s, l2e, current, pa, walkers);
+        }
+        let (l3, pool) = self.l3_of(&s, current)?;
+        l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
+            .compare_exchange(pa.0 | HOST_PAGE, 0, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::NotMapped)?;
+        if let Some(i) = pool {
+            s.count(i, true);
+        }
         flush_ipa(pa);
+        walkers.forget(pa);
         Ok(())
+    }
+
+    /// Replaces the block `l2e` (value `block`) by a pool table with the same translations but
+    /// for `pa`'s, which it leaves out. Break before make: the entry is cleared, every cached
+    /// translation of the block dropped (CPUs and `walkers`), then the table goes in, so no
+    /// moment has both or reaches `pa` after the drop.
+    fn split_taking(
+        &self,
+        s: &mut SplitPool,
+        l2e: &AtomicU64,
+        block: u64,
+        pa: Pa,
+        walkers: &dyn HostWalkers,
+    ) -> Result<(), Stage2Error> {
+        let i = self.free_table(s, walkers)?;
+        let t = self.split.get(i).ok_or(Stage2Error::NoTables)?;
+        let base = block & BLOCK_ADDR;
+        for (j, e) in t.0.iter().enumerate() {
+            let at = base + ((j as u64) << GRANULE_SHIFT);
+            e.store(
+                if at == pa.0 { 0 } else { at | HOST_PAGE },
+                Ordering::Relaxed,
+            );
+        }
+        l2e.store(0, Ordering::Relaxed);
+        flush_ipa(pa);
+        walkers.forget(pa);
+        l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
+        s.claim(i, base);
+        Ok(())
+    }
+
+    /// A pool table no block uses: a free one, or one whose block holds no taken granule any
+    /// more, which is folded back into a 2 MiB block first (break before make, as a split).
+    fn free_table(
+        &self,
+        s: &mut SplitPool,
+        walkers: &dyn HostWalkers,
+    ) -> Result<usize, Stage2Error> {
+        match s.pick().ok_or(Stage2Error::NoTables)? {
+            Pick::Free(i) => Ok(i),
+            Pick::Fold { index, block } => {
+                let l2e = self.l2_entry(Pa(block))?;
+                l2e.store(0, Ordering::Relaxed);
+                flush_host_all();
+                walkers.forget_all();
+                l2e.store(block | HOST_BLOCK, Ordering::Release);
+                s.release(index);
+                Ok(index)
+            }
+        }
     }
 
     /// Gives the granule at `pa` back to the host. The TSM's own memory is refused.
     pub fn map_to_host(&self, pa: Pa) -> Result<(), Stage2Error> {
-        let e = self.entry(pa)?;
+        let l2e = self.l2_entry(pa)?;
         if self.tsm.contains(pa, GRANULE_SIZE) {
             return Err(Stage2Error::TsmMemory);
         }
-        e.compare_exchange(0, pa.0 | HOST_PAGE, Ordering::AcqRel, Ordering::Acquire)
+        let mut s = SPLITS.lock();
+        let current = l2e.load(Ordering::Relaxed);
+        if current & 0b11 == BLOCK {
+            return Err(Stage2Error::AlreadyMapped);
+        }
+        let (l3, pool) = self.l3_of(&s, current)?;
+        l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
+            .compare_exchange(0, pa.0 | HOST_PAGE, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::AlreadyMapped)?;
+        if let Some(i) = pool {
+            s.count(i, false);
+        }
         flush_ipa(pa);
         Ok(())
     }
+}
+
+/// Whether the host's stage 2 on this CPU (VTTBR_EL2, the host's while a host exit is handled)
+/// maps `ipa` now, once no split or fold is in progress: a host stage-2 fault there raced one
+/// and is retried.
+pub(crate) fn host_maps(ipa: u64) -> bool {
+    let _settled = SPLITS.lock();
+    let mut table = read_sysreg!("vttbr_el2") & TABLE_ADDR;
+    if ipa >> IPA_BITS != 0 {
+        return false;
+    }
+    for shift in [L1_SHIFT, L2_SHIFT, GRANULE_SHIFT] {
+        let index = (ipa >> shift) % ENTRIES;
+        // SAFETY: `table` is the host's level-1 table from VTTBR_EL2 or a table one of its
+        // entries points at: all are carve-out tables this module built (TSM memory,
+        // identity-mapped, aligned), only ever changed by aligned 8-byte stores, so the read
+        // sees a whole descriptor.
+        let e = unsafe { (*((table + index * 8) as *const AtomicU64)).load(Ordering::Acquire) };
+        let last = shift == GRANULE_SHIFT;
+        match e & 0b11 {
+            // A page, or a block above level 3.
+            0b11 if last => return true,
+            0b01 if !last => return true,
+            0b11 => table = e & TABLE_ADDR,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Drops every CPU's cached translations of `gpa` tagged with `vmid`.
@@ -483,6 +666,22 @@ impl Pool {
         slot.store(t.addr() | VALID_TABLE, Ordering::Relaxed);
         Ok(t)
     }
+}
+
+/// Drops every CPU's cached translations of the host's VMID (the one in VTTBR_EL2), stage 2
+/// and combined, and waits until that is done.
+fn flush_host_all() {
+    // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor store
+    // before it is made visible to the walkers first (dsb ishst).
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Drops every cached translation of `ipa` on every CPU of the inner-shareable domain: stage-2

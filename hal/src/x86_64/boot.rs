@@ -18,7 +18,7 @@ use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu;
 use super::{layout, paging, pci, serial, smp, svm, tsc, vtd};
-use crate::platform::ExitCode;
+use crate::platform::{ExitCode, MemRange};
 
 core::arch::global_asm!(
     // The PVH entry note: namesz, descsz, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), "Xen", entry.
@@ -30,6 +30,13 @@ core::arch::global_asm!(
     ".asciz \"Xen\"",
     ".balign 4",
     ".long __pvh_entry_abs",
+    ".popsection",
+    "",
+    ".pushsection .data.entry_tsc, \"aw\"",
+    ".balign 8",
+    ".global __entry_tsc",
+    "__entry_tsc:",
+    ".quad 0",
     ".popsection",
     "",
     ".pushsection .rodata.boot_gdt, \"a\"",
@@ -47,6 +54,12 @@ core::arch::global_asm!(
     "_pvh_start:",
     "cli",
     "cld",
+    // The TSC at the TSM's first instruction, for the boot figures (before BSS is zeroed, so
+    // it lives in .data).
+    "rdtsc",
+    "mov edi, offset __entry_tsc_abs",
+    "mov [edi], eax",
+    "mov [edi + 4], edx",
     "mov esi, ebx", // hvm_start_info, kept in esi (cpuid clobbers ebx)
     "mov eax, 0x80000000",
     "cpuid",
@@ -227,12 +240,82 @@ pub(super) fn boot_map_uncached(pa: u64, len: u64) {
     cpu::flush_tlb();
 }
 
+/// Room left above the painted part of the boot stack for the frames painting it.
+const PAINT_MARGIN: u64 = 4096;
+
+unsafe extern "C" {
+    /// The TSC when the TSM's first instruction ran (written by `_pvh_start`).
+    static __entry_tsc: u64;
+}
+
+/// Microseconds since reset at the TSM's first instruction (what ran before it, SeaBIOS, is
+/// not the TSM's: the boot figures start here).
+pub fn entry_us() -> u64 {
+    // SAFETY: `__entry_tsc` is an 8-aligned `.data` word `_pvh_start` wrote once, before any
+    // Rust code ran; nothing writes it since.
+    let tsc = unsafe { core::ptr::addr_of!(__entry_tsc).read_volatile() };
+    tsc.checked_div(tsc::ticks_per_us()).unwrap_or(0)
+}
+
+/// This CPU's RSP.
+fn current_sp() -> u64 {
+    let sp: u64;
+    // SAFETY: reads RSP, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+/// Called by the image on the boot CPU once boot is over (the monitor is up): logs how much of
+/// the boot stack boot used, then paints it again below the caller's frame, so the mark logged
+/// at power-off is what the run loop needs on this CPU.
+pub fn end_of_boot() {
+    let l = layout::layout();
+    // SAFETY: loads only.
+    let used = crate::stack_use::high_water(unsafe { l.stack_words(0, u64::MAX) });
+    defmt::info!(
+        "stack high-water: boot used {=usize} of {=u64} bytes",
+        used,
+        l.stack_size(0)
+    );
+    // SAFETY: below this frame's RSP less the margin nothing lives on the boot stack (boot's
+    // frames returned), and only this CPU runs on it.
+    crate::stack_use::paint(unsafe { l.stack_words(0, current_sp() - PAINT_MARGIN) });
+}
+
+/// Logs each CPU's stack high-water mark (`crate::stack_use`).
+pub(super) fn log_stack_use() {
+    let l = layout::layout();
+    for cpu in 0..percpu::MAX_CPUS {
+        // SAFETY: loads only.
+        let words = unsafe { l.stack_words(cpu, u64::MAX) };
+        defmt::info!(
+            "stack high-water: CPU {=usize} used {=usize} of {=u64} bytes",
+            cpu,
+            crate::stack_use::high_water(words),
+            l.stack_size(cpu)
+        );
+    }
+}
+
 extern "C" fn boot_main(start_info: u64) -> ! {
     serial::init();
     // SeaBIOS leaves the legacy PICs programmed; mask them so no IRQ reaches an absent vector.
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
+    let sp = current_sp();
+    for cpu in 0..percpu::MAX_CPUS {
+        let below = if cpu == 0 {
+            sp - PAINT_MARGIN
+        } else {
+            u64::MAX
+        };
+        // SAFETY: this is the first frame on the boot stack, so nothing lives below SP less
+        // the margin, and no secondary CPU runs yet (their stacks are free).
+        crate::stack_use::paint(unsafe { l.stack_words(cpu, below) });
+    }
     if !percpu::blocks_reserved() {
         defmt::error!("boot: the link script's per-CPU blocks do not match percpu's");
         super::exit(ExitCode::Failure)
@@ -248,7 +331,8 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         super::exit(ExitCode::Failure)
     }
     svm::init_maps();
-    let ticks = tsc::calibrate();
+    let (ticks, source) = tsc::calibrate();
+    defmt::debug!("TSC rate from {}", source);
     smp::install_realmode_code();
     let mut info = match bootinfo::parse(start_info, l.image, ticks) {
         Ok(info) => info,
@@ -289,8 +373,12 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             mmio.dropped
         );
     }
-    let pages = paging::pool_pages(&info.dram, mmio.entries()).zip(match iommu {
-        Some(_) => vtd::pool_pages(&info.dram),
+    let tsm_most = MemRange {
+        base: l.image.base,
+        size: l.limit.saturating_sub(l.image.base.0),
+    };
+    let pages = paging::pool_pages(&info.dram, &tsm_most, mmio.entries()).zip(match iommu {
+        Some(_) => vtd::pool_pages(&info.dram, &tsm_most),
         None => Some(0),
     });
     let Some((pool_pages, iommu_pages)) = pages else {

@@ -172,12 +172,6 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
-/// Drops the TLB entry of the page holding `va` on this CPU.
-pub fn invlpg(va: u64) {
-    // SAFETY: invalidating a TLB entry only makes the next access walk the tables again.
-    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
-}
-
 /// Drops every non-global TLB entry of this CPU (reloads CR3).
 pub fn flush_tlb() {
     // SAFETY: writing CR3 back with its own value keeps the same tables and only flushes.

@@ -33,7 +33,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use super::cpu;
 use super::intercept::{self, Stop};
 use super::percpu;
-use super::platform::X86Platform;
+use super::platform::{UserAccess, X86Platform};
 use super::smp;
 use super::svm::{self, FxState, Gprs, Vmcb, exit, vmcb};
 use crate::platform::run::{EntryError, GuestCpu, GuestExit, Resume};
@@ -125,9 +125,10 @@ impl GuestCpu for X86Platform {
                 }
             }
             Resume::Continue | Resume::Return(_) => {
+                let _user = UserAccess::allow();
                 // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped
-                // read-write for ring 0 (a VCPU granule is delegated: U clear, no SMAP bracket
-                // needed), 16-aligned and inside one granule; the core gives this CPU the
+                // read-write for ring 0 (U set, as all host memory: the bracket above lets the
+                // accesses through SMAP), 16-aligned and inside one granule; the core gives this CPU the
                 // vCPU's area exclusively between its claim (VCPU_RUN) and the exit to the
                 // host. It does not overlap the VMCB (TSM memory).
                 // The x87/SSE image is one FXSAVE wrote there on the last exit (the area is zero
@@ -151,6 +152,7 @@ impl GuestCpu for X86Platform {
         smp::set_running_root(Some(root.0));
         let stop = intercept::run(&mut v, &mut gprs, cpu);
         smp::set_running_root(None);
+        let user = UserAccess::allow();
         // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
         // layout keeps `fpu` at a multiple of 16).
         unsafe {
@@ -161,6 +163,7 @@ impl GuestCpu for X86Platform {
             cpu::fxsave(fpu);
             cpu::fxrstor(host_fpu);
         }
+        drop(user);
         Ok(match stop {
             Stop::Call(regs) => GuestExit::Call(regs),
             Stop::Exit(code) => fault(&v, code),

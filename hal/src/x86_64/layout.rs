@@ -6,7 +6,7 @@
 //! the rest right after it, up to `__tsm_limit` (the host boot-parameters page), so the TSM's
 //! memory stays one range that the core marks RESERVED and the host's nested table never maps.
 
-use core::sync::atomic::AtomicU16;
+use core::sync::atomic::{AtomicU16, AtomicU64};
 
 use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 
@@ -19,6 +19,7 @@ unsafe extern "C" {
     static __carveout_static_end: u8;
     static __tsm_limit: u8;
     static __stack_guard: u8;
+    static __stack_top: u8;
     static __ap_stacks_start: u8;
     static __ap_stacks_end: u8;
 }
@@ -35,6 +36,8 @@ pub struct Layout {
     pub rodata_end: u64,
     /// The unmapped page below the boot CPU's stack.
     pub stack_guard: u64,
+    /// The boot CPU's stack top.
+    pub stack_top: u64,
     /// The secondary CPUs' TSM stacks: each `ap_stack_stride` bytes, a guard page first.
     pub ap_stacks: MemRange,
     /// Bytes per secondary CPU stack, guard page included.
@@ -49,7 +52,7 @@ macro_rules! addr {
 
 /// Bytes per secondary CPU stack slot, guard page included (`__ap_stack_stride` in
 /// `link/x86_64-tsm.ld` reserves the same).
-pub const AP_STACK_STRIDE: u64 = 0x41000;
+pub const AP_STACK_STRIDE: u64 = 0x21000;
 
 /// Reads the layout.
 pub fn layout() -> Layout {
@@ -63,6 +66,7 @@ pub fn layout() -> Layout {
         text_end: addr!(__text_end),
         rodata_end: addr!(__rodata_end),
         stack_guard: addr!(__stack_guard),
+        stack_top: addr!(__stack_top),
         ap_stacks: MemRange {
             base: Pa(addr!(__ap_stacks_start)),
             size: addr!(__ap_stacks_end) - addr!(__ap_stacks_start),
@@ -72,6 +76,42 @@ pub fn layout() -> Layout {
 }
 
 impl Layout {
+    /// CPU `cpu`'s TSM stack, as words (lowest first) below `below`, for `crate::stack_use`;
+    /// empty for a CPU without one.
+    ///
+    /// # Safety
+    /// The caller stores only to words nothing lives in (below that CPU's SP, with a margin for
+    /// the frames of the store loop, or a stack no CPU runs on yet); loads are always sound (a
+    /// word pushed meanwhile reads as used).
+    pub unsafe fn stack_words(&self, cpu: usize, below: u64) -> &'static [AtomicU64] {
+        let (bottom, top) = match cpu {
+            0 => (self.stack_guard + GRANULE_SIZE, self.stack_top),
+            n => {
+                let top = self.ap_stacks.base.0 + n as u64 * self.ap_stack_stride;
+                if top > self.ap_stacks.base.0 + self.ap_stacks.size {
+                    return &[];
+                }
+                (top - self.ap_stack_stride + GRANULE_SIZE, top)
+            }
+        };
+        let top = top.min(below & !7);
+        // SAFETY: [bottom, top) is a TSM stack of the static carve-out (identity-mapped
+        // read-write for ring 0, 8 aligned), between its guard page and its top; the caller's
+        // stores keep off live data (contract above).
+        unsafe {
+            core::slice::from_raw_parts(
+                bottom as *const AtomicU64,
+                (top.saturating_sub(bottom) / 8) as usize,
+            )
+        }
+    }
+
+    /// CPU `cpu`'s TSM stack size in bytes (0 without one).
+    pub fn stack_size(&self, cpu: usize) -> u64 {
+        // SAFETY: no stores are made through the slice.
+        (unsafe { self.stack_words(cpu, u64::MAX) }).len() as u64 * 8
+    }
+
     /// Whether `pa` is a stack guard page (left unmapped).
     pub fn is_guard_page(&self, pa: u64) -> bool {
         pa == self.stack_guard
@@ -85,8 +125,7 @@ impl Layout {
 pub struct CarveOut {
     /// The TSM's whole memory: image, static carve-out and what follows.
     pub tsm: MemRange,
-    /// The core's granule descriptors, one per DRAM granule. Not zeroed: the core's granule
-    /// table stores every entry before use, and any bit pattern is a valid `AtomicU16`.
+    /// The core's granule descriptors, one per DRAM granule, zeroed (what the core takes).
     pub descriptors: &'static [AtomicU16],
     /// The page-table pool (granule-aligned, not zeroed: `paging` zeroes each table it takes).
     pub pt_pool: MemRange,
@@ -135,7 +174,9 @@ pub unsafe fn carve(
     }
     // SAFETY: [start, start + desc_bytes) lies between the static carve-out and the limit,
     // inside DRAM (checked above), identity-mapped, and used by nothing else (the caller's
-    // contract); it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
+    // contract): zeroing it (the core takes its descriptors zeroed) touches nothing else.
+    unsafe { super::platform::zero(start as *mut u8, desc_bytes as usize) };
+    // SAFETY: as above; it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
     let descriptors = unsafe { core::slice::from_raw_parts(start as *const AtomicU16, n) };
     Ok(CarveOut {
         tsm: MemRange {

@@ -13,21 +13,25 @@
 //! registers; of MMIO only what `pci` gives the host. A host access to anything else is
 //! a nested page fault (`host`).
 //!
-//! Taking a granule from the host removes it from the nested table and clears its U bit in the
-//! TSM's tables, so the TSM keeps using it through the same identity map (objects live in
-//! delegated granules) without a `stac`. A granule inside a 2 MiB page first gets that page
-//! split into a 4 KiB table with the same translations.
+//! Taking a granule from the host removes it from the nested table only. The TSM's own tables
+//! keep mapping it as they map all host memory (U=1, 2 MiB pages, never split after boot):
+//! the TSM reaches a delegated granule only through [`super::platform`]'s copies and the
+//! vCPU-context accesses of `guest`, all inside a `stac`/`clac` bracket, so a stray TSM pointer
+//! into one faults as it does into any host page. In the nested table a granule inside a 2 MiB
+//! page first gets that page split into a 4 KiB table with the same translations, from a pool
+//! of `SPLIT_TABLES` tables (`crate::split_pool`): a table stays under its block while any granule of it is taken,
+//! and one whose granules are all back is folded into a 2 MiB page again when the pool needs
+//! it. With every pool table under a block that still holds a taken granule the take is
+//! refused ([`PagingError::NoSplitTable`], GRANULE_DELEGATE's `Capacity`), nothing changed.
 //!
 //! Taking a page of a host memory BAR for a TVM's private MMIO ([`take_mmio`]) removes it from
-//! the nested table only (splitting a 2 MiB BAR page from the pool's reserve); the TSM's own
-//! tables never reach a host BAR from ring 0 anyway (U=1, SMAP). Giving it back maps it again
-//! uncached. Both do the same TLB work as taking a granule.
+//! the nested table (splitting a 2 MiB BAR page from the pool's reserve). Giving it back maps
+//! it again uncached. Both do the same TLB work as taking a granule.
 //!
-//! Each table set comes from its half of a pool in the carve-out that boot sizes from DRAM
-//! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB and 1 PT per 2 MiB of DRAM, plus
-//! the MMIO's. Boot takes what the initial map needs; the rest stays
-//! reserved for splits, so a split never runs out and later edits never fail for a DRAM
-//! granule. Each table is zeroed when taken.
+//! Each table set comes from its part of a pool in the carve-out that boot sizes
+//! ([`pool_pages`]): 1 PML4, 1 PDPT per 512 GiB, 1 PD per GiB of DRAM, a PT per 2 MiB block
+//! that is not all host memory (the TSM's, DRAM's ends), the MMIO's, and the nested table's
+//! split pool. Each table is zeroed when taken.
 //!
 //! Besides DRAM only MMIO is mapped, uncached and never executable: in the TSM's tables the
 //! local APIC's page (supervisor, for starting the secondary CPUs and the shootdown NMIs), the
@@ -45,6 +49,7 @@ use super::layout::Layout;
 use super::pci::{Access, MAX_MMIO, Mmio};
 use super::smp;
 use crate::platform::MemRange;
+use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -78,6 +83,8 @@ pub enum PagingError {
     TsmMemory,
     /// The carve-out's table pool is too small for this DRAM size.
     PoolExhausted,
+    /// Every split table is under a block that still holds a taken granule.
+    NoSplitTable,
     /// The tables are not built yet.
     NotReady,
     /// The address is not in a region this module maps that way.
@@ -97,11 +104,13 @@ struct Tables {
     /// The host's memory BARs ([`Access::HostBar`]): the only MMIO a TVM may get.
     bars: [MemRange; MAX_MMIO],
     bar_count: usize,
+    /// The nested table's pool of DRAM split tables (none in the TSM's tables).
+    splits: Option<SplitPool>,
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
 static TSM_PML4: AtomicU64 = AtomicU64::new(0);
-/// The host's nested table. Lock order: `NESTED`, then `TABLES`.
+/// The host's nested table (never locked together with `TABLES`).
 static NESTED: Mutex<Option<Tables>> = Mutex::new(None);
 static NESTED_PML4: AtomicU64 = AtomicU64::new(0);
 
@@ -231,39 +240,6 @@ impl Tables {
         Ok(table)
     }
 
-    /// Sets or clears U on the 4 KiB page of a host granule (splitting its 2 MiB page first if
-    /// it has one), then drops its TLB entries.
-    fn set_user(&mut self, pa: Pa, user: bool) -> Result<(), PagingError> {
-        self.check_host_granule(pa)?;
-        let pde = self.pd_entry(pa.0)?;
-        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
-        let mut table = unsafe { pde.read_volatile() };
-        if table & PRESENT == 0 {
-            return Err(PagingError::NotReady);
-        }
-        let split = table & LARGE != 0;
-        if split {
-            if (table & USER != 0) == user {
-                return Ok(());
-            }
-            table = self.split(pde, table)?;
-        }
-        let e = entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1));
-        // SAFETY: `e` is an entry of the PT that the present, non-large PD entry points at (a
-        // pool page); we hold the lock.
-        unsafe {
-            let v = e.read_volatile();
-            e.write_volatile(if user { v | USER } else { v & !USER });
-        }
-        if split {
-            // The 2 MiB entry may be cached as such: drop everything.
-            cpu::flush_tlb();
-        } else {
-            cpu::invlpg(pa.0);
-        }
-        Ok(())
-    }
-
     /// Maps or unmaps the 4 KiB page of a host granule in the nested table (splitting its
     /// 2 MiB page first if it has one). The TLB work is the caller's: the guest's translations
     /// go on the next VMRUN of each CPU (`svm::nested_changed`).
@@ -271,21 +247,76 @@ impl Tables {
         self.check_host_granule(pa)?;
         let pde = self.pd_entry(pa.0)?;
         // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
-        let mut table = unsafe { pde.read_volatile() };
+        let table = unsafe { pde.read_volatile() };
         if table & PRESENT == 0 {
             return Err(PagingError::NotReady);
         }
         if table & LARGE != 0 {
-            if mapped {
-                return Ok(());
-            }
-            table = self.split(pde, table)?;
+            return if mapped {
+                Ok(())
+            } else {
+                self.split_taking(pde, table, pa)
+            };
         }
         let e = entry(table & ADDR_MASK, (pa.0 >> 12) & (ENTRIES - 1));
         // SAFETY: `e` is an entry of the PT that the present, non-large PD entry points at (a
         // pool page); we hold the lock.
+        let was = unsafe { e.read_volatile() } & PRESENT != 0;
+        // SAFETY: as above.
         unsafe { e.write_volatile(if mapped { pa.0 | HOST_NESTED } else { 0 }) };
+        if let Some(sp) = self.splits.as_mut()
+            && let Some(i) = sp.index(table & ADDR_MASK)
+            && was != mapped
+        {
+            sp.count(i, !mapped);
+        }
         Ok(())
+    }
+
+    /// Replaces the 2 MiB page at PD entry `pde` (value `large`) by a split table with the same
+    /// translations but for `pa`'s, which it leaves out. One aligned 8-byte store: a walk sees
+    /// the 2 MiB page or the table (the caller's TLB work then drops the 2 MiB page).
+    fn split_taking(&mut self, pde: *mut u64, large: u64, pa: Pa) -> Result<(), PagingError> {
+        let i = self.free_split_table()?;
+        let sp = self.splits.as_mut().ok_or(PagingError::NoSplitTable)?;
+        let pt = sp.table(i);
+        let base = large & ADDR_MASK & !(LARGE_SIZE - 1);
+        for j in 0..ENTRIES {
+            let at = base + j * GRANULE_SIZE;
+            let value = if at == pa.0 {
+                0
+            } else {
+                at | (large & SPLIT_FLAGS)
+            };
+            // SAFETY: `pt` is a split table no PD entry points at (`free_split_table`), `j` <
+            // 512.
+            unsafe { entry(pt, j).write_volatile(value) };
+        }
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        unsafe { pde.write_volatile(pt | PRESENT | WRITABLE | USER) };
+        sp.claim(i, base);
+        Ok(())
+    }
+
+    /// A split table no block uses: a free one, or one whose block holds no taken granule any
+    /// more, folded back into a 2 MiB page first. Every CPU forgets the table before it is
+    /// reused (a cached PD entry would otherwise lead a walk of the old block into it).
+    fn free_split_table(&mut self) -> Result<usize, PagingError> {
+        let sp = self.splits.as_ref().ok_or(PagingError::NoSplitTable)?;
+        let (index, block) = match sp.pick().ok_or(PagingError::NoSplitTable)? {
+            Pick::Free(i) => return Ok(i),
+            Pick::Fold { index, block } => (index, block),
+        };
+        let pde = self.pd_entry(block)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        // The 2 MiB page translates every address of the block as the table did.
+        unsafe { pde.write_volatile(block | HOST_NESTED | LARGE) };
+        super::svm::nested_changed();
+        smp::shootdown(None);
+        if let Some(sp) = self.splits.as_mut() {
+            sp.release(index);
+        }
+        Ok(index)
     }
 
     /// The 4 KiB entry of the host BAR page at `pa` in the nested table, its 2 MiB page split
@@ -370,7 +401,7 @@ fn tsm_flags(l: &Layout, pa: u64) -> u64 {
 
 /// How many naturally aligned `1 << shift`-byte blocks `[start, end)` touches (`end > start`):
 /// the tables of the level below a table whose entries map blocks of that size.
-fn spans(start: u64, end: u64, shift: u32) -> u64 {
+pub(super) fn spans(start: u64, end: u64, shift: u32) -> u64 {
     ((end - 1) >> shift) - (start >> shift) + 1
 }
 
@@ -379,31 +410,35 @@ pub(super) fn tables_for(start: u64, end: u64) -> u64 {
     spans(start, end, 39) + spans(start, end, 30) + spans(start, end, 21)
 }
 
-/// The pool, in pages, for two table sets (the TSM's and the host's nested table), each able to
-/// map `dram` with 4 KiB pages everywhere (what boot and every later split can take), plus the
-/// PML4, the local APIC and `mmio` (a table shared by two of them is counted
-/// twice); `None` if `dram` is empty or wraps.
-pub fn pool_pages(dram: &MemRange, mmio: &[Mmio]) -> Option<u64> {
+/// The pool, in pages, for two table sets (the TSM's and the host's nested table), each mapping
+/// `dram` in 2 MiB pages but for the blocks `tsm` (the most the TSM's memory may span) and
+/// DRAM's ends touch, plus the PML4, the local APIC and `mmio` (a table shared by two of them is
+/// counted twice), and the nested table's `SPLIT_TABLES`; `None` if `dram` is empty or wraps.
+pub fn pool_pages(dram: &MemRange, tsm: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
-    if end <= dram.base.0 {
+    let tsm_end = tsm.base.0.checked_add(tsm.size)?;
+    if end <= dram.base.0 || tsm_end <= tsm.base.0 {
         return None;
     }
     let mmio_tables = mmio
         .iter()
         .map(|m| tables_for(m.base, m.base + m.size))
         .sum::<u64>();
+    let dram_tables = spans(dram.base.0, end, 39)
+        + spans(dram.base.0, end, 30)
+        + spans(tsm.base.0, tsm_end, 21)
+        + 2;
     Some(
-        2 * (1
-            + tables_for(dram.base.0, end)
-            + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE)
-            + mmio_tables),
+        2 * (1 + dram_tables + tables_for(LAPIC_BASE, LAPIC_BASE + GRANULE_SIZE) + mmio_tables)
+            + SPLIT_TABLES as u64,
     )
 }
 
 /// Builds the TSM's tables and the host's nested table for `dram`, each from its half of `pool`
-/// (pages: twice [`pool_pages`]), with the TSM's range `tsm` supervisor-only in the first and
-/// absent from the second, and `mmio` (uncached, never executable; in the nested table only
-/// what `pci` gives the host), and switches to the TSM's tables.
+/// ([`pool_pages`] pages) after the nested table's split tables at its end, with the TSM's
+/// range `tsm` supervisor-only in the first and absent from the second, and `mmio` (uncached,
+/// never executable; in the nested table only what `pci` gives the host), and switches to the
+/// TSM's tables.
 pub fn init(
     dram: MemRange,
     tsm: MemRange,
@@ -411,14 +446,21 @@ pub fn init(
     l: &Layout,
     mmio: &[Mmio],
 ) -> Result<(), PagingError> {
-    let half = (pool.size / 2) & !(GRANULE_SIZE - 1);
+    let split_bytes = SPLIT_TABLES as u64 * GRANULE_SIZE;
+    let half = (pool
+        .size
+        .checked_sub(split_bytes)
+        .ok_or(PagingError::PoolExhausted)?
+        / 2)
+        & !(GRANULE_SIZE - 1);
     let nested_pool = MemRange {
         base: Pa(pool.base.0 + half),
         size: half,
     };
     let mut guard = TABLES.lock();
     let t = build(false, dram, tsm, MemRange { size: half, ..pool }, l, mmio)?;
-    let n = build(true, dram, tsm, nested_pool, l, mmio)?;
+    let mut n = build(true, dram, tsm, nested_pool, l, mmio)?;
+    n.splits = Some(SplitPool::new(pool.base.0 + 2 * half));
     // SAFETY: the new tables identity-map the whole TSM image, stacks (bar guard pages) and
     // carve-out at the same addresses, so the code, stack and data in use stay reachable.
     // CR0.WP makes ring 0 honour read-only pages.
@@ -455,6 +497,7 @@ fn build(
             size: 0,
         }; MAX_MMIO],
         bar_count: 0,
+        splits: None,
     };
     for m in mmio.iter().filter(|m| m.access == Access::HostBar) {
         if let Some(slot) = t.bars.get_mut(t.bar_count) {
@@ -554,17 +597,8 @@ pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
 
 fn set_host(pa: Pa, host: bool) -> Result<(), PagingError> {
     let mut nested = NESTED.lock();
-    let mut tables = TABLES.lock();
-    let (Some(n), Some(t)) = (nested.as_mut(), tables.as_mut()) else {
-        return Err(PagingError::NotReady);
-    };
+    let n = nested.as_mut().ok_or(PagingError::NotReady)?;
     n.set_nested(pa, host)?;
-    if let Err(e) = t.set_user(pa, host) {
-        // Both edits check the same things and the pools are sized for every split, so this
-        // is not expected; if it happens the granule goes back to where it was.
-        let _ = n.set_nested(pa, !host);
-        return Err(e);
-    }
     super::svm::nested_changed();
     // Every CPU may run the host: a stale translation elsewhere would keep a delegated granule
     // reachable (or fault on one just given back).
@@ -598,9 +632,13 @@ fn set_bar(pa: Pa, host: bool) -> Result<(), MmioRefused> {
 /// banner).
 pub fn pool_usage() -> (u64, u64) {
     let usage = |t: &Tables| {
+        let (used, split) = t
+            .splits
+            .as_ref()
+            .map_or((0, 0), |sp| (sp.used(), SPLIT_TABLES as u64));
         (
-            (t.pool_next - t.pool_start) / GRANULE_SIZE,
-            (t.pool_end - t.pool_start) / GRANULE_SIZE,
+            (t.pool_next - t.pool_start) / GRANULE_SIZE + used,
+            (t.pool_end - t.pool_start) / GRANULE_SIZE + split,
         )
     };
     let (a, b) = TABLES.lock().as_ref().map_or((0, 0), usage);

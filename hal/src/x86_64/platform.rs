@@ -13,7 +13,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware,
+    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -83,12 +83,37 @@ pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
+/// While it lives, ring 0 may touch user pages (SMAP): for the direct accesses to a vCPU's
+/// context area, which lies in a delegated granule that the TSM's tables map as all host
+/// memory (U=1). Nothing in the bracket may follow a pointer the host chose.
+pub(super) struct UserAccess(());
+
+impl UserAccess {
+    pub(super) fn allow() -> Self {
+        if smap_enabled() {
+            // SAFETY: sets RFLAGS.AC only; `Drop` clears it. Not `nomem`, so the compiler keeps
+            // the bracketed accesses inside.
+            unsafe { asm!("stac", options(nostack)) };
+        }
+        UserAccess(())
+    }
+}
+
+impl Drop for UserAccess {
+    fn drop(&mut self) {
+        if smap_enabled() {
+            // SAFETY: clears RFLAGS.AC, which `allow` set.
+            unsafe { asm!("clac", options(nostack)) };
+        }
+    }
+}
+
 /// Zeroes with `rep stosq` (then `rep stosb` for a tail under 8 bytes), allowing ring-0 access
 /// to user pages (SMAP) for the stores only.
 ///
 /// # Safety
 /// `dst` must be valid for `len` bytes and identity-mapped.
-unsafe fn zero(dst: *mut u8, len: usize) {
+pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
     let (words, tail) = (len / 8, len % 8);
     if smap_enabled() {
         // SAFETY: the caller guarantees the range; `words * 8 + tail = len`; AC is set only
@@ -159,6 +184,7 @@ impl HostCpus for X86Platform {
 
 impl PowerOff for X86Platform {
     fn power_off(&self, code: ExitCode) -> ! {
+        super::boot::log_stack_use();
         exit(code)
     }
 }
@@ -168,14 +194,19 @@ impl PowerOff for X86Platform {
 /// `unmap_from_host` returns. If VT-d fails, the CPU side is put back and the call fails, so
 /// the granule stays the host's in both views.
 impl HostIsolation for X86Platform {
-    fn unmap_from_host(&self, pa: Pa) -> Result<(), MemFault> {
-        paging::unmap_from_host(pa).map_err(|_| MemFault(pa))?;
+    fn unmap_from_host(&self, pa: Pa) -> Result<(), UnmapRefused> {
+        paging::unmap_from_host(pa).map_err(|e| match e {
+            paging::PagingError::NoSplitTable => UnmapRefused::NoSplitTable,
+            _ => UnmapRefused::NotHostMemory,
+        })?;
         if let Err(e) = vtd::host_unmap(pa) {
-            defmt::error!(
-                "VT-d: taking {=u64:#x} out of the host domain failed: {}",
-                pa.0,
-                e
-            );
+            if e != vtd::VtdError::NoSplitTable {
+                defmt::error!(
+                    "VT-d: taking {=u64:#x} out of the host domain failed: {}",
+                    pa.0,
+                    e
+                );
+            }
             if let Err(e) = paging::map_to_host(pa) {
                 defmt::error!(
                     "giving {=u64:#x} back to the host's tables failed too: {}",
@@ -183,7 +214,10 @@ impl HostIsolation for X86Platform {
                     e
                 );
             }
-            return Err(MemFault(pa));
+            return Err(match e {
+                vtd::VtdError::NoSplitTable => UnmapRefused::NoSplitTable,
+                _ => UnmapRefused::NotHostMemory,
+            });
         }
         Ok(())
     }

@@ -9,12 +9,16 @@
 //! domain unless the core attached it elsewhere; requesters on other buses have no root entry,
 //! so their DMA faults.
 //!
-//! **The host domain** is an identity map, in 4 KiB leaves, of the host's DRAM minus the TSM's
-//! memory, with read and write; [`host_unmap`] clears a granule's leaf and invalidates the
-//! IOTLB for it before it returns, [`host_map`] puts it back. 4 KiB leaves throughout rather
-//! than 2 MiB pages split on demand: the carve-out would have to hold a table for every split
-//! anyway, so large pages would save no memory, only boot-time stores, and would add a split
-//! path to every delegate.
+//! **The host domain** is an identity map of the host's DRAM minus the TSM's memory, with read
+//! and write, in 2 MiB pages (CAP.SLLPS; a unit without them is refused) but for the blocks
+//! that hold TSM memory or DRAM's ends, which get 4 KiB leaves at boot. [`host_unmap`] clears
+//! a granule's leaf and invalidates the IOTLB for it before it returns, [`host_map`] puts it
+//! back. A granule inside a 2 MiB page first gets the page split into a 4 KiB table with the
+//! same translations but its own, from a pool of `SPLIT_TABLES` tables (`crate::split_pool`:
+//! held while any granule of the block is taken, folded back when the pool needs it), with a
+//! domain-selective invalidation that drops the 2 MiB page from the IOTLB and the unit's
+//! paging-structure caches; with every table held the take is refused
+//! ([`VtdError::NoSplitTable`], GRANULE_DELEGATE's `Capacity`) and nothing changed.
 //!
 //! **Domain IDs**: tag 0 (the host domain) and the core's tags 1..=[`DMA_MAX_TAG`] map to
 //! domain ID `tag`, or `tag + 1` when the unit reports caching mode (CAP.CM), which reserves
@@ -46,6 +50,7 @@ use super::paging;
 use crate::platform::{
     DMA_MAX_TAG, DmaDomain, DmaFault, DmaFaultKind, DmaStream, IommuError, MemRange,
 };
+use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 
 /// Register offsets (VT-d §11.4).
 const VER: u64 = 0x00;
@@ -68,6 +73,8 @@ const CAP_CM: u64 = 1 << 7;
 /// SAGAW bit 2: 48-bit, 4-level second-level tables.
 const CAP_SAGAW_48: u64 = 1 << 10;
 const CAP_PSI: u64 = 1 << 39;
+/// SLLPS bit 0: 2 MiB second-level pages.
+const CAP_SLLPS_2M: u64 = 1 << 34;
 const CAP_DWD: u64 = 1 << 54;
 const CAP_DRD: u64 = 1 << 55;
 /// ECAP.C: the unit snoops the CPU caches when it reads its tables.
@@ -156,6 +163,10 @@ pub enum VtdError {
     Refused(u64),
     /// The granule is not host DRAM.
     NotHostDram,
+    /// It has no 2 MiB second-level pages (CAP.SLLPS bit 0).
+    No2MiBPages(u64),
+    /// Every split table is under a block that still holds a taken granule.
+    NoSplitTable,
 }
 
 /// The unit as the TSM drives it.
@@ -175,9 +186,8 @@ struct Vtd {
     context: u64,
     /// The host domain's top-level table.
     host_root: u64,
-    /// Its level-1 tables, one page per 2 MiB from `leaves_base` (DRAM's base rounded down).
-    leaves: u64,
-    leaves_base: u64,
+    /// The host domain's split tables.
+    splits: SplitPool,
     /// Bytes `clflush` writes back (CPUID.1:EBX[15:8] × 8).
     line: u64,
     dram: MemRange,
@@ -248,11 +258,19 @@ pub fn registers(unit: &Drhd) -> MemRange {
     }
 }
 
-/// Pages the carve-out holds for VT-d over `dram`: the root table, bus 0's context table and
-/// the host domain's tables (a top-level table and every table below it for 4 KiB leaves).
-pub fn pool_pages(dram: &MemRange) -> Option<u64> {
+/// Pages the carve-out holds for VT-d over `dram`: the root table, bus 0's context table, the
+/// host domain's top-level table, its tables for 2 MiB pages with a level-1 table for each block
+/// `tsm` (the most the TSM's memory may span) and DRAM's ends touch, and its split tables.
+pub fn pool_pages(dram: &MemRange, tsm: &MemRange) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
-    (end > dram.base.0).then(|| 3 + paging::tables_for(dram.base.0, end))
+    let tsm_end = tsm.base.0.checked_add(tsm.size)?;
+    (end > dram.base.0 && tsm_end > tsm.base.0).then(|| {
+        3 + paging::spans(dram.base.0, end, 39)
+            + paging::spans(dram.base.0, end, 30)
+            + paging::spans(tsm.base.0, tsm_end, 21)
+            + 2
+            + SPLIT_TABLES as u64
+    })
 }
 
 /// What [`init`] reports for the banner.
@@ -290,6 +308,9 @@ pub fn init(
     if cap & CAP_SAGAW_48 == 0 {
         return Err(VtdError::No48BitTables(cap));
     }
+    if cap & CAP_SLLPS_2M == 0 {
+        return Err(VtdError::No2MiBPages(cap));
+    }
     let did_base = u16::from(cap & CAP_CM != 0);
     let domains = 1u64 << (4 + 2 * (cap & 0b111));
     if u64::from(DMA_MAX_TAG) + u64::from(did_base) >= domains {
@@ -312,8 +333,7 @@ pub fn init(
         root: 0,
         context: 0,
         host_root: 0,
-        leaves: 0,
-        leaves_base: 0,
+        splits: SplitPool::new(0),
         line: u64::from((cpu::cpuid(1, 0)[1] >> 8) & 0xFF).max(1) * 8,
         dram,
         tsm,
@@ -322,8 +342,8 @@ pub fn init(
     };
     v.build_tables()?;
     v.enable()?;
-    // The tables from the pool's start, and the level-1 block at its end.
-    let pages = (v.pool_next - pool.base.0 + (pool.base.0 + pool.size - v.leaves)) / PAGE;
+    // The tables from the pool's start, and the split tables at its end.
+    let pages = (v.pool_next - pool.base.0) / PAGE + SPLIT_TABLES as u64;
     *VTD.lock() = Some(v);
     PRESENT.store(true, Ordering::Release);
     Ok(Summary {
@@ -464,33 +484,42 @@ impl Vtd {
         Ok(page)
     }
 
-    /// The host domain's PD entry for `pa`, with the tables above it created (boot only).
-    fn host_pd_entry(&mut self, pa: u64) -> Result<u64, VtdError> {
+    /// The host domain's PD entry for `pa`, with the tables above it created if `create` (boot
+    /// only); `None` without them.
+    fn host_pd_entry(&mut self, pa: u64, create: bool) -> Result<u64, VtdError> {
         let mut table = self.host_root;
         for shift in [39u32, 30] {
             let e = table + ((pa >> shift) & (ENTRIES - 1)) * 8;
             // SAFETY: `table` is a zeroed page of the VT-d pool (TSM memory, identity-mapped
             // read-write for ring 0), `e` an entry in it; boot builds the tables before the
-            // state is published.
+            // state is published, later walks hold the VTD lock.
             let value = unsafe { (e as *const u64).read_volatile() };
             table = if value & (SL_R | SL_W) != 0 {
                 value & ADDR_MASK
-            } else {
+            } else if create {
                 let next = self.alloc()?;
                 // SAFETY: as above.
                 unsafe { (e as *mut u64).write_volatile(next | SL_R | SL_W) };
                 next
+            } else {
+                return Err(VtdError::NotHostDram);
             };
         }
         Ok(table + ((pa >> 21) & (ENTRIES - 1)) * 8)
     }
 
     /// The root table with bus 0's context table, every context entry in the host domain, and
-    /// the host domain's identity map of host DRAM; then the lines back to memory. The level-1
-    /// tables are one block at the end of the pool, one per 2 MiB from DRAM's first, so a
-    /// granule's leaf is found by arithmetic, without a walk, on every delegate.
+    /// the host domain's identity map of host DRAM; then the lines back to memory. The split
+    /// tables are the last pages of the pool.
     fn build_tables(&mut self) -> Result<(), VtdError> {
         let first = self.pool_next;
+        let splits = self
+            .pool_end
+            .checked_sub(SPLIT_TABLES as u64 * PAGE)
+            .filter(|&l| l >= self.pool_next)
+            .ok_or(VtdError::PoolExhausted)?;
+        self.pool_end = splits;
+        self.splits = SplitPool::new(splits);
         self.root = self.alloc()?;
         self.context = self.alloc()?;
         self.host_root = self.alloc()?;
@@ -507,45 +536,32 @@ impl Vtd {
         }
         let (start, end) = (self.dram.base.0, self.dram.base.0 + self.dram.size);
         let (tsm_start, tsm_end) = (self.tsm.base.0, self.tsm.base.0 + self.tsm.size);
-        self.leaves_base = start & !(LEAF_TABLE_SPAN - 1);
-        let leaf_tables = (end - 1 - self.leaves_base) / LEAF_TABLE_SPAN + 1;
-        self.leaves = self
-            .pool_end
-            .checked_sub(leaf_tables * PAGE)
-            .filter(|&l| l >= self.pool_next)
-            .ok_or(VtdError::PoolExhausted)?;
-        self.pool_end = self.leaves;
-        for k in 0..leaf_tables {
-            let region = self.leaves_base + k * LEAF_TABLE_SPAN;
-            let table = self.leaves + k * PAGE;
-            let pde = self.host_pd_entry(region)?;
-            // SAFETY: `pde` is an entry of a PD in the pool (see `host_pd_entry`).
-            unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
+        let mut region = start & !(LEAF_TABLE_SPAN - 1);
+        while region < end {
+            let pde = self.host_pd_entry(region, true)?;
             let region_end = region + LEAF_TABLE_SPAN;
             let all_host = region >= start
                 && region_end <= end
                 && (region_end <= tsm_start || region >= tsm_end);
             if all_host {
-                // The common case, kept to a store and two adds an entry (it runs for every
-                // 4 KiB of DRAM at boot).
-                let mut leaf = region | SL_R | SL_W;
-                for e in (table..table + PAGE).step_by(8) {
-                    // SAFETY: `table` is a level-1 table of the pool's last block and `e` one
-                    // of its entries; every entry is written, so the page needs no zeroing.
-                    unsafe { (e as *mut u64).write_volatile(leaf) };
-                    leaf += PAGE;
-                }
+                // SAFETY: `pde` is an entry of a PD in the pool (see `host_pd_entry`).
+                unsafe { (pde as *mut u64).write_volatile(region | SL_R | SL_W | SL_PS) };
+                region = region_end;
                 continue;
             }
+            let table = self.alloc()?;
             for i in 0..ENTRIES {
                 let pa = region + i * PAGE;
                 let host = pa >= start && pa < end && (pa < tsm_start || pa >= tsm_end);
                 let leaf = if host { pa | SL_R | SL_W } else { 0 };
-                // SAFETY: as above, `i` < 512.
+                // SAFETY: `table` is a zeroed pool page, `i` < 512.
                 unsafe { ((table + i * 8) as *mut u64).write_volatile(leaf) };
             }
+            // SAFETY: as above.
+            unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
+            region = region_end;
         }
-        self.flush(first, self.leaves + leaf_tables * PAGE - first);
+        self.flush(first, self.pool_next - first);
         Ok(())
     }
 
@@ -590,8 +606,8 @@ impl Vtd {
     }
 
     /// Clears (`present` false) or restores the host domain's leaf for the host granule at
-    /// `pa`, with the invalidation or flush the change needs, complete on return. On an
-    /// invalidation failure the leaf is put back as it was.
+    /// `pa` (splitting its 2 MiB page first), with the invalidation or flush the change needs,
+    /// complete on return. On an error the domain maps what it mapped before.
     fn set_host_leaf(&mut self, pa: Pa, present: bool) -> Result<(), VtdError> {
         if !pa.is_granule_aligned()
             || !self.dram.contains(pa, GRANULE_SIZE)
@@ -599,11 +615,21 @@ impl Vtd {
         {
             return Err(VtdError::NotHostDram);
         }
-        // `pa` is in DRAM, so at or above `leaves_base`, and its table is in the block.
-        let e = (self.leaves + ((pa.0 - self.leaves_base) >> 12) * 8) as *mut u64;
+        let pde = self.host_pd_entry(pa.0, false)?;
+        // SAFETY: `pde` is an entry of a PD of the host domain (VT-d pool, TSM memory); the
+        // VTD lock is held.
+        let table = unsafe { (pde as *const u64).read_volatile() };
+        if table & SL_PS != 0 {
+            return if present {
+                Ok(())
+            } else {
+                self.split_taking(pde, table, pa)
+            };
+        }
+        let e = ((table & ADDR_MASK) + ((pa.0 >> 12) & (ENTRIES - 1)) * 8) as *mut u64;
         let new = if present { pa.0 | SL_R | SL_W } else { 0 };
-        // SAFETY: `e` is an entry of a level-1 table of the host domain (VT-d pool, TSM
-        // memory); the VTD lock is held.
+        // SAFETY: `e` is an entry of the level-1 table the PD entry points at (a pool page, or
+        // a split table: TSM memory); the VTD lock is held.
         let old = unsafe { e.read_volatile() };
         if old == new {
             return Ok(());
@@ -618,12 +644,66 @@ impl Vtd {
         } else {
             self.invalidate_iotlb(Some(host))
         };
-        if done.is_err() {
-            // SAFETY: as above.
-            unsafe { e.write_volatile(old) };
-            self.flush(e as u64, 8);
+        match done {
+            Ok(()) => {
+                if let Some(i) = self.splits.index(table & ADDR_MASK) {
+                    self.splits.count(i, !present);
+                }
+            }
+            Err(_) => {
+                // SAFETY: as above.
+                unsafe { e.write_volatile(old) };
+                self.flush(e as u64, 8);
+            }
         }
         done
+    }
+
+    /// Replaces the 2 MiB page at PD entry `pde` (value `large`) by a split table with the same
+    /// translations but for `pa`'s, which it leaves out: one aligned store (the unit's walk sees
+    /// the page or the table), then a domain-selective invalidation that drops the page from the
+    /// IOTLB and the paging-structure caches.
+    fn split_taking(&mut self, pde: u64, large: u64, pa: Pa) -> Result<(), VtdError> {
+        let i = self.free_split_table()?;
+        let table = self.splits.table(i);
+        let base = large & ADDR_MASK & !(LEAF_TABLE_SPAN - 1);
+        for j in 0..ENTRIES {
+            let at = base + j * PAGE;
+            let leaf = if at == pa.0 { 0 } else { at | SL_R | SL_W };
+            // SAFETY: `table` is a split table no PD entry points at (`free_split_table`),
+            // `j` < 512.
+            unsafe { ((table + j * 8) as *mut u64).write_volatile(leaf) };
+        }
+        self.flush(table, PAGE);
+        // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held.
+        unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
+        self.flush(pde, 8);
+        if let Err(e) = self.invalidate_iotlb(Some((self.did_base, None))) {
+            // SAFETY: as above: the 2 MiB page back.
+            unsafe { (pde as *mut u64).write_volatile(large) };
+            self.flush(pde, 8);
+            return Err(e);
+        }
+        self.splits.claim(i, base);
+        Ok(())
+    }
+
+    /// A split table no block uses: a free one, or one whose block holds no taken granule any
+    /// more, folded back into a 2 MiB page first, with the invalidation that makes the unit
+    /// forget the table before it is reused.
+    fn free_split_table(&mut self) -> Result<usize, VtdError> {
+        let (index, block) = match self.splits.pick().ok_or(VtdError::NoSplitTable)? {
+            Pick::Free(i) => return Ok(i),
+            Pick::Fold { index, block } => (index, block),
+        };
+        let pde = self.host_pd_entry(block, false)?;
+        // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held. The 2 MiB
+        // page translates every address of the block as the table did.
+        unsafe { (pde as *mut u64).write_volatile(block | SL_R | SL_W | SL_PS) };
+        self.flush(pde, 8);
+        self.invalidate_iotlb(Some((self.did_base, None)))?;
+        self.splits.release(index);
+        Ok(index)
     }
 
     /// Points bus 0's `devfn` at `new` (second-level root, tag), or at nothing, following VT-d

@@ -10,6 +10,7 @@ use tsm_abi::params::{MapFlags, NO_SOURCE, TvmParams};
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::TvmState;
 use tsm_abi::status::{ObjectKind, Status, StatusCode};
+use tsm_platform::UnmapRefused;
 
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
@@ -35,9 +36,10 @@ pub fn granule_delegate(t: &Tsm<'_>, a: args::GranuleDelegate) -> Reply {
         // shared window.
         return Err(Status::arg(StatusCode::GranuleState, 1));
     }
-    t.platform
-        .unmap_from_host(pa)
-        .map_err(|_| Status::arg(StatusCode::OutOfRange, 1))?;
+    t.platform.unmap_from_host(pa).map_err(|e| match e {
+        UnmapRefused::NoSplitTable => Status::arg(StatusCode::Capacity, 1),
+        UnmapRefused::NotHostMemory => Status::arg(StatusCode::OutOfRange, 1),
+    })?;
     t.viommu_pa_changed(pa);
     g.transition(GranuleState::Delegated)
         .map_err(|e| e.status(1))?;

@@ -54,6 +54,28 @@ fn delegate_and_undelegate_refusals() {
     h.refused(GRANULE_UNDELEGATE, &[t.root.0], s(GranuleState, 1));
 }
 
+/// A HAL whose split tables are all in use refuses to take a granule of a block the host
+/// still has whole: DELEGATE fails with `Capacity(1)` and nothing changed (the granule is NS
+/// and the host's); once a granule of the split block is delegated, that block takes more.
+#[test]
+fn delegate_refused_for_capacity_leaves_the_granule_the_hosts() {
+    // 3 blocks of 2 MiB: the TSM's granules hold the first one split.
+    let h = Harness::new(3 * 512, AddressMapFormat::ArmStage2);
+    h.sim.limit_split_blocks(2);
+    let (first, second, third) = (h.granule(10), h.granule(512), h.granule(1024));
+    h.host(GRANULE_DELEGATE, &[first.0]).unwrap();
+    h.host(GRANULE_DELEGATE, &[second.0]).unwrap();
+    h.refused(GRANULE_DELEGATE, &[third.0], s(Capacity, 1));
+    assert_eq!(h.tsm.granules().peek(third).unwrap().0, GranuleState::Ns);
+    assert!(h.sim.host_can_reach(third));
+    h.host(GRANULE_DELEGATE, &[h.granule(513).0]).unwrap();
+    // The second block is whole again once its granules are back: the third can have it.
+    h.host(GRANULE_UNDELEGATE, &[second.0]).unwrap();
+    h.host(GRANULE_UNDELEGATE, &[h.granule(513).0]).unwrap();
+    h.host(GRANULE_DELEGATE, &[third.0]).unwrap();
+    assert!(!h.sim.host_can_reach(third));
+}
+
 /// Regression (found by the end-to-end bad-input scenario): DELEGATE accepted any granule with
 /// an edge to DELEGATED, so the host could "delegate" a mapped private page or a live object,
 /// undelegate it and read it while the TVM still used it.

@@ -678,6 +678,9 @@ impl Model {
                 ok([0; 4])
             }
             GRANULE_DELEGATE => {
+                // Never `Capacity(1)` (no split table left): the model's machines set no bound
+                // (`SimPlatform::limit_split_blocks` is for a unit test), and their 48 granules
+                // share one 2 MiB block, which the TSM's own granules keep split anyway.
                 let s = self.lockable(a[0], 1)?;
                 if s != Gs::Ns || self.refcount(a[0]) != 0 {
                     return Err(st(GranuleState, 1).into());
