@@ -83,9 +83,11 @@ pub struct Capabilities {
     pub lock_interface_flags_supported: LockFlags,
     /// Address bits the device supports (52 means bits 51:0); 1..=64.
     pub dev_addr_width: u8,
-    /// Outstanding requests allowed for this TDI; at least 1.
+    /// Outstanding requests allowed for this TDI; 0 states no bound (libspdm's TDISP sample
+    /// sends 0): the TSM keeps at most one request outstanding per DSM either way.
     pub num_req_this: u8,
-    /// Outstanding requests allowed for all TDIs of the DSM; at least `num_req_this`.
+    /// Outstanding requests allowed for all TDIs of the DSM; 0 states no bound, else at least
+    /// `num_req_this`.
     pub num_req_all: u8,
 }
 
@@ -104,7 +106,9 @@ impl Capabilities {
         if !(1..=64).contains(&w.dev_addr_width) {
             return Err(TdispError::InvalidField(Field::DevAddrWidth));
         }
-        if w.num_req_this == 0 || w.num_req_this > w.num_req_all {
+        // A bound for all TDIs below the bound for one is a device contradicting itself; a 0
+        // (no bound stated) restricts nothing the TSM does, which is one request at a time.
+        if w.num_req_all != 0 && w.num_req_this > w.num_req_all {
             return Err(TdispError::Inconsistent(Field::NumReq));
         }
         Ok(Self {

@@ -313,10 +313,16 @@ fn response_fields_out_of_range_are_refused() {
         );
     }
     assert_eq!(decode_rsp_with(&caps_rsp, |b| b[41] = 64), Ok(()));
+    // No bound stated (0), for this TDI or for all: what libspdm's TDISP sample sends.
+    assert_eq!(decode_rsp_with(&caps_rsp, |b| b[42] = 0), Ok(()));
     assert_eq!(
-        decode_rsp_with(&caps_rsp, |b| b[42] = 0),
-        Err(TdispError::Inconsistent(Field::NumReq))
+        decode_rsp_with(&caps_rsp, |b| {
+            b[42] = 0;
+            b[43] = 0;
+        }),
+        Ok(())
     );
+    assert_eq!(decode_rsp_with(&caps_rsp, |b| b[43] = 0), Ok(()));
     assert_eq!(
         decode_rsp_with(&caps_rsp, |b| b[42] = 5),
         Err(TdispError::Inconsistent(Field::NumReq))

@@ -534,7 +534,7 @@ fn configurations_are_checked() {
     portion.max_report_portion = 0;
     assert_eq!(Device::new(portion).err(), Some(ConfigError::PortionSize));
     let mut caps = DeviceConfig::new(&TDIS, SEED);
-    caps.capabilities.num_req_this = 0;
+    caps.capabilities.num_req_this = 2;
     assert_eq!(
         Device::new(caps).err(),
         Some(ConfigError::Capabilities(TdispError::Inconsistent(
