@@ -11,16 +11,20 @@
 //!     match tsm.host_call(&regs) {
 //!         HostStep::Reply(r)   => host.complete_call(r); run the host again
 //!         HostStep::Enter(e)   => resume = e.resume; loop {   // the host's VCPU_RUN is pending
-//!             exit = guest.run_guest(e.context, e.root, resume):
+//!             guest.run_guest(e.context, e.root, resume, on_exit):
 //!                  the HAL switches to the guest (stage-2 root e.root, tag for that root),
-//!                  loading/saving its registers in the context area at e.context; `resume`
-//!                  says how to (re)start it; it returns when the guest traps (a HAL entry
-//!                  error becomes a FAULT exit without an address)
-//!             match tsm.guest_exit(e.vcpu, exit) {
-//!                 GuestStep::Resume(r)  => resume = r; continue with the same guest
-//!                 GuestStep::ToHost(r)  => host.complete_call(r) (it completes VCPU_RUN);
-//!                                          run the host again
-//!             }
+//!                  loading its registers from the context area at e.context; `resume` says
+//!                  how to (re)start it; on every trap it calls
+//!                  on_exit(exit) = match tsm.guest_exit(e.vcpu, exit) {
+//!                      GuestStep::Resume(r) => Handled::Resume(r): the HAL completes the call
+//!                                              in the loaded guest and runs it on (no world
+//!                                              switch)
+//!                      GuestStep::ToHost(r) => Handled::Leave(r): the HAL saves the guest in
+//!                                              the context area and switches back
+//!                  }
+//!             Ok(r)  => host.complete_call(r) (it completes VCPU_RUN); run the host again
+//!             Err(_) (a HAL entry error) => tsm.guest_exit(e.vcpu, FAULT without an address);
+//!                                           its GuestStep as above, resume = r on Resume
 //!         }
 //!     }
 //! }
