@@ -101,7 +101,7 @@ fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult
     loop {
         let on_exit = |exit: GuestExit| {
             log_exit(e.vcpu, &exit);
-            match tsm.guest_exit(e.vcpu, exit) {
+            match tsm.guest_exit_entered(e, exit) {
                 GuestStep::Resume(r) => Handled::Resume(r),
                 GuestStep::ToHost(r) => Handled::Leave(r),
             }
@@ -123,7 +123,7 @@ fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult
             gpa: None,
             write: false,
         };
-        match tsm.guest_exit(e.vcpu, fault) {
+        match tsm.guest_exit_entered(e, fault) {
             GuestStep::Resume(r) => resume = r,
             GuestStep::ToHost(r) => return r,
         }
