@@ -485,7 +485,12 @@ mod tests {
             assert_eq!(info.id, c);
             assert_eq!(info.caller, c.caller(), "{}", c.name());
             assert_eq!(usize::from(info.arg_count), c.arg_count(), "{}", c.name());
-            assert_eq!(usize::from(info.result_count), c.result_count(), "{}", c.name());
+            assert_eq!(
+                usize::from(info.result_count),
+                c.result_count(),
+                "{}",
+                c.name()
+            );
         }
         // Every other number of the range, and a known number under another owner or with
         // high bits set, names nothing.

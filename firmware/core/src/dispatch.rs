@@ -74,8 +74,8 @@ pub struct GuestCaller {
 /// that names a call, a call of the caller's `side`, zero in every argument register past the
 /// call's arguments. Returns the call and its table entry.
 fn decode(regs: &CallRegs, side: Caller) -> Result<(Call, CallInfo), Refused> {
-    let info = CallInfo::of(regs.fid)
-        .ok_or(Refused::Status(Status::new(StatusCode::NotSupported)))?;
+    let info =
+        CallInfo::of(regs.fid).ok_or(Refused::Status(Status::new(StatusCode::NotSupported)))?;
     if info.caller != side {
         return Err(Refused::OtherSide);
     }

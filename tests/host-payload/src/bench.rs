@@ -159,7 +159,11 @@ fn granule_calls(env: &mut Host) -> Outcome {
 fn object_calls(env: &mut Host) -> Outcome {
     let mut w = World::new(env)?;
     let params = w.tvm_params(env, 1)?;
-    let (tvm, root, vcpu) = (w.pool.secure(env)?, w.pool.secure(env)?, w.pool.secure(env)?);
+    let (tvm, root, vcpu) = (
+        w.pool.secure(env)?,
+        w.pool.secure(env)?,
+        w.pool.secure(env)?,
+    );
     let (mut tvm_create, mut vcpu_create, mut vcpu_destroy, mut tvm_destroy) = (0, 0, 0, 0);
     for _ in 0..OBJECT_SAMPLES {
         tvm_create += time(|| {
@@ -249,7 +253,11 @@ fn vdev_calls(env: &mut Host) -> Outcome {
                 Ok(())
             })?;
         }
-        check(step == Ok(OpProgress::Done), "VDEV_BIND carried to its end", vdev.0)?;
+        check(
+            step == Ok(OpProgress::Done),
+            "VDEV_BIND carried to its end",
+            vdev.0,
+        )?;
         round_trips += trips as u64;
         let first = host::vdev_unbind(env, vdev, comm);
         let unbound = w.link.drive(env, vdev, first)?;
