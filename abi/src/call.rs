@@ -247,18 +247,68 @@ const fn call_index() -> [u8; CALL_NUMBERS] {
     index
 }
 
+/// What the dispatcher needs of a call before its handler runs, one table entry per call: one
+/// indexed load instead of a `match` over the call IDs per property (which compiles to a tree of
+/// compares on the sparse function IDs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CallInfo {
+    /// The call.
+    pub id: CallId,
+    /// [`CallId::caller`].
+    pub caller: Caller,
+    /// [`CallId::arg_count`].
+    pub arg_count: u8,
+    /// [`CallId::result_count`].
+    pub result_count: u8,
+}
+
+/// [`CallInfo`] of each call, in [`CallId::ALL`]'s order (indexed through `CALL_INDEX`).
+static CALL_INFO: [CallInfo; CallId::ALL.len()] = call_info();
+
+// Compile-time only, as `call_index`: the table is built from the same `match`es the `CallId`
+// methods are, and a count that does not fit a byte fails the build.
+#[allow(clippy::indexing_slicing)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "evaluated only in a static's initializer: `i < ALL.len()` bounds `i + 1`"
+)]
+const fn call_info() -> [CallInfo; CallId::ALL.len()] {
+    let mut info = [CallInfo {
+        id: CallId::VERSION,
+        caller: Caller::Host,
+        arg_count: 0,
+        result_count: 0,
+    }; CallId::ALL.len()];
+    let mut i = 0;
+    while i < CallId::ALL.len() {
+        let id = CallId::ALL[i];
+        assert!(id.arg_count() <= MAX_ARGS && id.result_count() <= MAX_RESULTS);
+        info[i] = CallInfo {
+            id,
+            caller: id.caller(),
+            arg_count: id.arg_count() as u8,
+            result_count: id.result_count() as u8,
+        };
+        i += 1;
+    }
+    info
+}
+
+impl CallInfo {
+    /// The call function ID `fid` names, or `None`.
+    pub fn of(fid: u64) -> Option<CallInfo> {
+        if fid & !0xFFFF != u64::from(FID_BASE) {
+            return None;
+        }
+        let i = usize::from(*CALL_INDEX.get((fid & 0xFFFF) as usize)?).checked_sub(1)?;
+        CALL_INFO.get(i).copied()
+    }
+}
+
 impl TryFrom<u64> for CallId {
     type Error = UnknownCall;
     fn try_from(raw: u64) -> Result<Self, UnknownCall> {
-        if raw & !0xFFFF != u64::from(FID_BASE) {
-            return Err(UnknownCall(raw));
-        }
-        CALL_INDEX
-            .get((raw & 0xFFFF) as usize)
-            .and_then(|&i| usize::from(i).checked_sub(1))
-            .and_then(|i| CallId::ALL.get(i))
-            .copied()
-            .ok_or(UnknownCall(raw))
+        CallInfo::of(raw).map(|i| i.id).ok_or(UnknownCall(raw))
     }
 }
 
@@ -431,6 +481,32 @@ mod tests {
                 Caller::Host => assert!((HOST_BASE..GUEST_BASE).contains(&num)),
                 Caller::Guest => assert!(num >= GUEST_BASE),
             }
+        }
+    }
+
+    #[test]
+    fn the_call_table_agrees_with_the_call_ids() {
+        for &c in CallId::ALL {
+            let info = CallInfo::of(c.fid() as u64).expect("every call is in the table");
+            assert_eq!(info.id, c);
+            assert_eq!(info.caller, c.caller(), "{}", c.name());
+            assert_eq!(usize::from(info.arg_count), c.arg_count(), "{}", c.name());
+            assert_eq!(
+                usize::from(info.result_count),
+                c.result_count(),
+                "{}",
+                c.name()
+            );
+        }
+        // Every other number of the range, and a known number under another owner or with
+        // high bits set, names nothing.
+        let known = |n: u64| CallId::ALL.iter().any(|c| u64::from(c.fid() & 0xFFFF) == n);
+        for n in (0..=0xFFFFu64).filter(|&n| !known(n)) {
+            assert_eq!(CallInfo::of(u64::from(FID_BASE) | n), None, "{n:#x}");
+        }
+        let version = u64::from(CallId::VERSION.fid());
+        for raw in [version ^ (1 << 24), version | (1 << 32), version & 0xFFFF] {
+            assert_eq!(CallInfo::of(raw), None, "{raw:#x}");
         }
     }
 

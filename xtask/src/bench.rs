@@ -47,7 +47,7 @@ const DRAM2_MIB: u64 = 256;
 /// CPU spinning in its idle loop would be counted too.
 const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-smp", "1"];
 /// The host calls, in table order: (scenario name, figure key, label).
-const CALLS: [(&str, &str, &str); 13] = [
+const CALLS: [(&str, &str, &str); 18] = [
     (
         "floor_unknown_fid",
         "floor",
@@ -56,11 +56,36 @@ const CALLS: [(&str, &str, &str); 13] = [
     ("version", "version", "VERSION"),
     ("granule_delegate", "delegate", "GRANULE_DELEGATE"),
     ("granule_undelegate", "undelegate", "GRANULE_UNDELEGATE"),
+    (
+        "tvm_create",
+        "tvm_create",
+        "TVM_CREATE (peer: TF-RMM REALM_CREATE 210686)",
+    ),
+    (
+        "vcpu_create",
+        "vcpu_create",
+        "VCPU_CREATE (peer: TF-RMM REC_CREATE 27978)",
+    ),
+    (
+        "vcpu_destroy",
+        "vcpu_destroy",
+        "VCPU_DESTROY (peer: TF-RMM REC_DESTROY 2555)",
+    ),
+    (
+        "tvm_destroy",
+        "tvm_destroy",
+        "TVM_DESTROY, root table only (peer: TF-RMM REALM_DESTROY 1872)",
+    ),
     ("vdev_create", "vdev_create", "VDEV_CREATE"),
     (
         "vdev_bind_tsm_part",
         "vdev_bind",
         "VDEV_BIND to its first NeedsDeviceIo (no device I/O)",
+    ),
+    (
+        "vdev_bind_whole",
+        "vdev_bind_whole",
+        "the whole bind: VDEV_BIND and each COMMUNICATE of it (the device's side excluded)",
     ),
     (
         "vdev_dma_table_root",
@@ -254,6 +279,8 @@ struct BenchLog {
     guest_calls: BTreeMap<String, (u64, u64, u64)>,
     /// Refused guest calls the second kind of VCPU_RUN sample makes on top of the first.
     refused_guest_calls: Option<u64>,
+    /// COMMUNICATE round trips of one whole bind.
+    bind_round_trips: Option<u64>,
 }
 
 fn parse_bench_log<'a>(host: impl Iterator<Item = &'a str>) -> BenchLog {
@@ -288,11 +315,12 @@ fn parse_bench_log<'a>(host: impl Iterator<Item = &'a str>) -> BenchLog {
             ) {
                 log.guest_calls.insert(name.to_string(), (n, ticks, empty));
             }
-        } else if let Some(n) = m
-            .strip_prefix("bench ")
-            .and_then(|rest| field(rest, "refused_guest_calls"))
-        {
-            log.refused_guest_calls = Some(n);
+        } else if let Some(rest) = m.strip_prefix("bench ") {
+            if let Some(n) = field(rest, "refused_guest_calls") {
+                log.refused_guest_calls = Some(n);
+            } else if let Some(n) = field(rest, "vdev_bind_round_trips") {
+                log.bind_round_trips = Some(n);
+            }
         }
     }
     log
@@ -378,6 +406,17 @@ fn call_figures(arch: Arch, lines: &[Line]) -> Vec<Figure> {
         value: guest,
         unit: "insns",
         ratio,
+    });
+    out.push(Figure {
+        arch: Some(arch),
+        key: "vdev_bind_round_trips".into(),
+        label: "COMMUNICATE round trips of the whole bind".into(),
+        value: log
+            .bind_round_trips
+            .map(|n| n as f64)
+            .ok_or_else(|| "no `bench vdev_bind_round_trips` line".to_string()),
+        unit: "round trips",
+        ratio: None,
     });
     out.push(Figure {
         arch: Some(arch),
@@ -983,10 +1022,12 @@ mod tests {
                 "bench overhead samples=4 ticks=8",
                 "bench call version samples=256 ticks=5120",
                 "bench refused_guest_calls=4",
+                "bench vdev_bind_round_trips=9",
                 "bench guest g_version samples=256 ticks=9000 overhead_ticks=512",
             ]
             .into_iter(),
         );
+        assert_eq!(log.bind_round_trips, Some(9));
         assert_eq!(log.insns_per_tick, Some(16.0));
         assert_eq!(log.overhead_ticks, Some(2.0));
         assert_eq!(log.calls.get("version"), Some(&(256, 5120)));

@@ -10,7 +10,7 @@
 //! ([`GuestNext`]). The run loop ([`crate::run`]) acts on that and never looks at call IDs.
 
 use tsm_abi::addr::Pa;
-use tsm_abi::call::{Call, CallId, Caller, GuestCall, HostCall, MAX_ARGS};
+use tsm_abi::call::{Call, CallInfo, Caller, GuestCall, HostCall, MAX_ARGS};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::DeviceOp;
 use tsm_abi::status::{Status, StatusCode};
@@ -77,24 +77,26 @@ pub struct GuestCaller {
 
 /// What the dispatcher checks before any handler, in this order (docs/abi.md §2): a call ID
 /// that names a call, a call of the caller's `side`, zero in every argument register past the
-/// call's arguments.
-fn decode(regs: &CallRegs, side: Caller) -> Result<Call, Refused> {
-    let id = CallId::try_from(regs.fid)
-        .map_err(|_| Refused::Status(Status::new(StatusCode::NotSupported)))?;
-    if id.caller() != side {
+/// call's arguments. Returns the call and its table entry.
+fn decode(regs: &CallRegs, side: Caller) -> Result<(Call, CallInfo), Refused> {
+    let info =
+        CallInfo::of(regs.fid).ok_or(Refused::Status(Status::new(StatusCode::NotSupported)))?;
+    if info.caller != side {
         return Err(Refused::OtherSide);
     }
     // Argument indices are 1-based, one per argument register.
     const NUMBERS: [u8; MAX_ARGS] = [1, 2, 3, 4, 5, 6];
-    for (&number, &a) in NUMBERS.iter().zip(regs.args.iter()).skip(id.arg_count()) {
-        if a != 0 {
+    // A fixed six-step loop with the count as a condition (not `skip`, whose iterator state
+    // compiled to forty instructions per call).
+    for (&number, &a) in NUMBERS.iter().zip(regs.args.iter()) {
+        if number > info.arg_count && a != 0 {
             return Err(Refused::Status(Status::arg(
                 StatusCode::InvalidArgument,
                 number,
             )));
         }
     }
-    Ok(Call::decode(id, &regs.args))
+    Ok((Call::decode(info.id, &regs.args), info))
 }
 
 /// Why [`decode`] refused a call.
@@ -105,11 +107,14 @@ enum Refused {
     Status(Status),
 }
 
-/// `r` with the result registers past `id`'s result count zeroed (docs/abi.md §2).
-fn keep_results(r: CallResult, id: CallId) -> CallResult {
-    let mut out = [0; 4];
-    for (o, v) in out.iter_mut().zip(r.out).take(id.result_count()) {
-        *o = v;
+/// `r` with the result registers past the call's result count zeroed (docs/abi.md §2).
+fn keep_results(r: CallResult, info: CallInfo) -> CallResult {
+    // Four selects rather than a counted loop or a copy of variable length.
+    let mut out = r.out;
+    for (number, o) in (1u8..).zip(out.iter_mut()) {
+        if number > info.result_count {
+            *o = 0;
+        }
     }
     CallResult {
         status: r.status,
@@ -120,9 +125,9 @@ fn keep_results(r: CallResult, id: CallId) -> CallResult {
 impl Tsm<'_> {
     /// One host call: what the HAL's run loop does next. No argument value can make it panic.
     pub fn host_dispatch(&self, regs: &CallRegs) -> HostNext {
-        let call = match decode(regs, Caller::Host) {
-            Ok(Call::Host(c)) => c,
-            Ok(Call::Guest(_)) | Err(Refused::OtherSide) => {
+        let (call, info) = match decode(regs, Caller::Host) {
+            Ok((Call::Host(c), info)) => (c, info),
+            Ok((Call::Guest(_), _)) | Err(Refused::OtherSide) => {
                 return HostNext::Reply(CallResult::status(denied()));
             }
             // A function ID outside the TSM's calls may be PSCI's (checked only here, off the
@@ -133,7 +138,7 @@ impl Tsm<'_> {
             }
         };
         match self.host(call) {
-            Ok(HostNext::Reply(r)) => HostNext::Reply(keep_results(r, Call::Host(call).id())),
+            Ok(HostNext::Reply(r)) => HostNext::Reply(keep_results(r, info)),
             Ok(run) => run,
             Err(s) => HostNext::Reply(CallResult::status(s)),
         }
@@ -141,16 +146,26 @@ impl Tsm<'_> {
 
     /// One guest call of the running vCPU `vcpu` (the HAL's, never a guest register).
     pub fn guest_dispatch(&self, vcpu: Pa, regs: &CallRegs) -> GuestNext {
-        let call = match decode(regs, Caller::Guest) {
-            Ok(Call::Guest(c)) => c,
-            Ok(Call::Host(_)) | Err(Refused::OtherSide) => {
+        self.guest_dispatch_as(self.guest_caller(vcpu), regs)
+    }
+
+    /// One guest call of `caller` (its vCPU the HAL's, its TVM the one the vCPU was entered
+    /// with, or the failure to find it).
+    pub(crate) fn guest_dispatch_as(
+        &self,
+        caller: Result<GuestCaller, Status>,
+        regs: &CallRegs,
+    ) -> GuestNext {
+        let (call, info) = match decode(regs, Caller::Guest) {
+            Ok((Call::Guest(c), info)) => (c, info),
+            Ok((Call::Host(_), _)) | Err(Refused::OtherSide) => {
                 return GuestNext::DeniedCall { fid: regs.fid };
             }
             Err(Refused::Status(s)) => return GuestNext::Reply(CallResult::status(s)),
         };
-        let outcome = self.guest_caller(vcpu).and_then(|g| self.guest(g, call));
+        let outcome = caller.and_then(|g| self.guest(g, call));
         match outcome {
-            Ok(GuestNext::Reply(r)) => GuestNext::Reply(keep_results(r, Call::Guest(call).id())),
+            Ok(GuestNext::Reply(r)) => GuestNext::Reply(keep_results(r, info)),
             Ok(next) => next,
             Err(s) => GuestNext::Reply(CallResult::status(s)),
         }
@@ -248,7 +263,7 @@ impl Tsm<'_> {
 
     /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
     /// failure here is a HAL bug; the call is refused rather than trusted.
-    fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
+    pub(crate) fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
         let links = self.links(VcpuHandle::new(vcpu), 1).map_err(|_| denied())?;
         Ok(GuestCaller {
             vcpu,

@@ -11,16 +11,20 @@
 //!     match tsm.host_call(&regs) {
 //!         HostStep::Reply(r)   => host.complete_call(r); run the host again
 //!         HostStep::Enter(e)   => resume = e.resume; loop {   // the host's VCPU_RUN is pending
-//!             exit = guest.run_guest(e.context, e.root, resume):
+//!             guest.run_guest(e.context, e.root, resume, on_exit):
 //!                  the HAL switches to the guest (stage-2 root e.root, tag for that root),
-//!                  loading/saving its registers in the context area at e.context; `resume`
-//!                  says how to (re)start it; it returns when the guest traps (a HAL entry
-//!                  error becomes a FAULT exit without an address)
-//!             match tsm.guest_exit(e.vcpu, exit) {
-//!                 GuestStep::Resume(r)  => resume = r; continue with the same guest
-//!                 GuestStep::ToHost(r)  => host.complete_call(r) (it completes VCPU_RUN);
-//!                                          run the host again
-//!             }
+//!                  loading its registers from the context area at e.context; `resume` says
+//!                  how to (re)start it; on every trap it calls
+//!                  on_exit(exit) = match tsm.guest_exit_entered(&e, exit) {
+//!                      GuestStep::Resume(r) => Handled::Resume(r): the HAL completes the call
+//!                                              in the loaded guest and runs it on (no world
+//!                                              switch)
+//!                      GuestStep::ToHost(r) => Handled::Leave(r): the HAL saves the guest in
+//!                                              the context area and switches back
+//!                  }
+//!             Ok(r)  => host.complete_call(r) (it completes VCPU_RUN); run the host again
+//!             Err(_) (a HAL entry error) => tsm.guest_exit_entered(&e, FAULT without an address);
+//!                                           its GuestStep as above, resume = r on Resume
 //!         }
 //!     }
 //! }
@@ -85,7 +89,7 @@ use tsm_abi::state::{DeviceOp, TvmState};
 use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
-use crate::dispatch::{GuestNext, HostNext};
+use crate::dispatch::{GuestCaller, GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{self, Room, Stored, TvmLink, VcpuHandle, internal};
 use crate::tsm::Tsm;
@@ -353,8 +357,21 @@ impl Tsm<'_> {
         }
     }
 
-    /// Handles one trap of the running vCPU `vcpu` (the HAL's, never a guest register).
+    /// Handles one trap of the running vCPU `vcpu` (the HAL's, never a guest register); a
+    /// call's TVM is found from the vCPU object.
     pub fn guest_exit(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
+        self.guest_trap(vcpu, None, exit)
+    }
+
+    /// [`Tsm::guest_exit`] for the vCPU the run loop entered with `e`: a call's TVM is the
+    /// entry's, found under the claim's locks. A vCPU's TVM never changes, and it outlives the
+    /// vCPU (TVM_DESTROY refuses a TVM with vCPUs, VCPU_DESTROY a running vCPU), so the vCPU
+    /// object need not be read again on every call.
+    pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> GuestStep {
+        self.guest_trap(e.vcpu, Some(e.tvm), exit)
+    }
+
+    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit) -> GuestStep {
         match self.running(vcpu) {
             Ok(true) => {}
             // The HAL runs only vCPUs it claimed: anything else is a HAL bug; the host's call
@@ -379,12 +396,16 @@ impl Tsm<'_> {
                 };
                 GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue))
             }
-            GuestExit::Call(regs) => self.guest_call(vcpu, &regs),
+            GuestExit::Call(regs) => self.guest_call(vcpu, tvm, &regs),
         }
     }
 
-    fn guest_call(&self, vcpu: Pa, regs: &CallRegs) -> GuestStep {
-        let (rec, after) = match self.guest_dispatch(vcpu, regs) {
+    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs) -> GuestStep {
+        let caller = match tvm {
+            Some(tvm) => Ok(GuestCaller { vcpu, tvm }),
+            None => self.guest_caller(vcpu),
+        };
+        let (rec, after) = match self.guest_dispatch_as(caller, regs) {
             GuestNext::Reply(r) => return GuestStep::Resume(Resume::Return(r)),
             GuestNext::DeniedCall { fid } => {
                 let rec = VcpuExit {

@@ -19,7 +19,7 @@
 use tsm_abi::addr::Pa;
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_platform::ExitCode;
-use tsm_platform::run::{GuestCpu, GuestExit, HostCpu, HostExit, HostTrap};
+use tsm_platform::run::{GuestCpu, GuestExit, Handled, HostCpu, HostExit, HostTrap};
 
 use crate::run::{GuestEntry, GuestStep, HostStep};
 use crate::tsm::Tsm;
@@ -154,34 +154,37 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 }
 
 /// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
+/// Every trap goes to the core while the vCPU stays loaded in the HAL: a guest call the core
+/// answers ([`GuestStep::Resume`]) is completed in place, without a world switch, after the
+/// same checks as any other trap (the claim, the dispatch).
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
     let mut resume = e.resume;
     loop {
-        // Each arm hands its exit to the core itself: a GuestExit merged from both would be
-        // copied once more on every guest exit.
-        let step = match guest.run_guest(e.context, e.root, resume) {
-            Ok(exit) => {
-                log_exit(e.vcpu, &exit);
-                tsm.guest_exit(e.vcpu, exit)
-            }
-            Err(err) => {
-                log!(
-                    error,
-                    "vCPU {=u64:#x} cannot be entered (context {=u64:#x}, root {=u64:#x}): {=str}",
-                    e.vcpu.0,
-                    e.context.0,
-                    e.root.0,
-                    err.name()
-                );
-                let fault = GuestExit::Fault {
-                    syndrome: 0,
-                    gpa: None,
-                    write: false,
-                };
-                tsm.guest_exit(e.vcpu, fault)
+        let on_exit = |exit: GuestExit| {
+            log_exit(e.vcpu, &exit);
+            match tsm.guest_exit_entered(e, exit) {
+                GuestStep::Resume(r) => Handled::Resume(r),
+                GuestStep::ToHost(r) => Handled::Leave(r),
             }
         };
-        match step {
+        let err = match guest.run_guest(e.context, e.root, resume, on_exit) {
+            Ok(result) => return result,
+            Err(err) => err,
+        };
+        log!(
+            error,
+            "vCPU {=u64:#x} cannot be entered (context {=u64:#x}, root {=u64:#x}): {=str}",
+            e.vcpu.0,
+            e.context.0,
+            e.root.0,
+            err.name()
+        );
+        let fault = GuestExit::Fault {
+            syndrome: 0,
+            gpa: None,
+            write: false,
+        };
+        match tsm.guest_exit_entered(e, fault) {
             GuestStep::Resume(r) => resume = r,
             GuestStep::ToHost(r) => return r,
         }

@@ -117,12 +117,35 @@ pub trait HostCpu {
     fn idle(&self);
 }
 
+/// What the core made of one trap of a running vCPU ([`GuestCpu::run_guest`]'s `on_exit`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Handled<T> {
+    /// Run the vCPU on after doing what `Resume` says (in practice the completion of the call
+    /// it trapped on). Its state stays loaded on the CPU: a guest call answered this way costs
+    /// no world switch.
+    Resume(Resume),
+    /// Stop running it: the HAL saves its state in the context area, puts the host's back and
+    /// returns `T`.
+    Leave(T),
+}
+
 /// Running TVM vCPUs on the calling CPU.
 pub trait GuestCpu {
     /// Runs the vCPU whose saved context is the area at `context` (`CONTEXT_SIZE` bytes of its
-    /// VCPU granule, zero when the vCPU was created) on the TVM map rooted at `root`, until it
-    /// traps. `resume` says what to do with the context first. The core gives the calling CPU
-    /// the context area for the whole run: it refuses a second VCPU_RUN and VCPU_DESTROY of a
-    /// running vCPU.
-    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError>;
+    /// VCPU granule, zero when the vCPU was created) on the TVM map rooted at `root` until the
+    /// core lets it go. `resume` says what to do with the context first. Every trap goes to
+    /// `on_exit` (the core's whole judgement of it: the claim check, the call's dispatch, the
+    /// exit record), with the vCPU's registers still loaded; the vCPU runs on after
+    /// [`Handled::Resume`] and the run ends with [`Handled::Leave`]'s value. `on_exit` must
+    /// not need the host's EL1 / guest state on the CPU: it runs with the vCPU's, and with the
+    /// TSM's own translation (the HAL keeps the host's stage-2 tag current where TLB
+    /// maintenance by address depends on it). The core gives the calling CPU the context area
+    /// for the whole run: it refuses a second VCPU_RUN and VCPU_DESTROY of a running vCPU.
+    fn run_guest<T>(
+        &self,
+        context: Pa,
+        root: Pa,
+        resume: Resume,
+        on_exit: impl FnMut(GuestExit) -> Handled<T>,
+    ) -> Result<T, EntryError>;
 }

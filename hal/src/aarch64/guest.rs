@@ -5,7 +5,10 @@
 //! gives to the CPU that claimed the vCPU for the whole run. [`QemuVirt`]'s
 //! [`GuestCpu::run_guest`] swaps the host's EL1 state and stage 2 for the vCPU's (its TVM's
 //! map, tagged with the TVM's VMID), runs it through the same switch as the host until it traps
-//! to EL2, swaps back and decodes the trap. The vCPU runs at EL1 under the host's HCR_EL2 (SMC
+//! to EL2 and hands the decoded trap to the core. A call the core answers is completed in the
+//! frame and the vCPU runs on: only the stage-2 registers go back to the host's while the core
+//! works (TLB maintenance of the host's stage 2 names its VMID through VTTBR_EL2); the EL1
+//! registers and the VMID stay the vCPU's until the core ends the run. The vCPU runs at EL1 under the host's HCR_EL2 (SMC
 //! trapped, interrupts to EL2, HCR_EL2.DC: its stage 1 is off and its accesses are Normal
 //! write-back), so GPA = IPA.
 
@@ -19,7 +22,7 @@ use super::platform::QemuVirt;
 use super::stage2;
 use super::syndrome::{self, AbortIss, Ec};
 use super::sysreg::{read_sysreg, write_sysreg};
-use crate::platform::run::{EntryError, GuestCpu, GuestExit, Resume};
+use crate::platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 
 /// SCTLR_EL1 a vCPU starts with: RES1 bits only (MMU, caches, alignment checks off).
 const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
@@ -45,7 +48,13 @@ pub const GUEST_CONTEXT_BYTES: usize = size_of::<GuestContext>();
 impl GuestCpu for QemuVirt {
     /// The core hands the context area to this CPU for the run, which is what makes the
     /// exclusive reference below sound; the address is still range-checked here.
-    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+    fn run_guest<T>(
+        &self,
+        context: Pa,
+        root: Pa,
+        resume: Resume,
+        mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
+    ) -> Result<T, EntryError> {
         let bytes = GUEST_CONTEXT_BYTES as u64;
         if !context.0.is_multiple_of(16)
             || context.granule_offset() + bytes > GRANULE_SIZE
@@ -61,44 +70,68 @@ impl GuestCpu for QemuVirt {
         // area, which nothing else reads or writes during the run (see the doc comment). Every
         // bit pattern is a valid `GuestContext` (plain integers).
         let ctx = unsafe { &mut *(context.0 as *mut GuestContext) };
-        match resume {
-            Resume::Start { entry, arg0 } => {
-                ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]);
-                ctx.el1 = El1State {
-                    sctlr: SCTLR_EL1_RESET,
-                    cpacr: CPACR_FP,
-                    ..El1State::default()
-                };
-            }
-            Resume::Continue => {}
-            Resume::Return(r) => ctx.frame.set_result(&r),
-        }
+        apply(ctx, resume);
         let vmid = self.vmids.lock().acquire(root, stage2::invalidate_tvm_all);
         let Some(vmid) = vmid else {
             return Err(EntryError::NoTag);
         };
         let host_el1 = El1State::save();
         let host_mdcr = read_sysreg!("mdcr_el2");
-        // SAFETY: from here to `leave_tvm` only the vCPU runs at EL1 on this CPU, under its
-        // own EL1 state and its TVM's stage 2 (root is that TVM's root table, alive while the
-        // core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
-        let host_s2 = unsafe {
+        // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
+        // CPU, under its own EL1 state and its TVM's stage 2 (root is that TVM's root table,
+        // alive while the core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
+        unsafe {
             ctx.el1.load();
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
-            stage2::enter_tvm(vmid, root)
+        }
+        let out = loop {
+            // SAFETY: as above.
+            let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
+            let kind = switch_to(&mut ctx.frame);
+            // The host's stage 2 is current while the core handles the trap: TLB maintenance of
+            // the host's stage 2 by address uses the VMID in VTTBR_EL2. The vCPU's EL1 state
+            // stays loaded (the TSM at EL2 does not use it), so a call answered in place costs
+            // no EL1 swap.
+            // SAFETY: the vCPU is out (it trapped) and nothing runs at EL1 until the next
+            // `enter_tvm` or the host's own EL1 state is back.
+            unsafe { stage2::leave_tvm(host_s2) };
+            match on_exit(decode(kind, &mut ctx.frame)) {
+                Handled::Resume(r) => {
+                    apply(ctx, r);
+                    if let Resume::Start { .. } = r {
+                        // SAFETY: as above: the vCPU's own (fresh) EL1 state.
+                        unsafe { ctx.el1.load() };
+                    }
+                }
+                Handled::Leave(t) => break t,
+            }
         };
-        let kind = switch_to(&mut ctx.frame);
         ctx.el1 = El1State::save();
-        // SAFETY: the vCPU is out (it trapped); the host's own state goes back before the
-        // host runs on this CPU again.
+        // SAFETY: the vCPU is out; the host's own state goes back before the host runs on this
+        // CPU again.
         unsafe {
-            stage2::leave_tvm(host_s2);
             write_sysreg!("mdcr_el2", host_mdcr);
             host_el1.load();
         }
         super::sysreg::isb();
         self.vmids.lock().release(vmid);
-        Ok(decode(kind, &mut ctx.frame))
+        Ok(out)
+    }
+}
+
+/// Prepares the context for the vCPU's next entry as `resume` says.
+fn apply(ctx: &mut GuestContext, resume: Resume) {
+    match resume {
+        Resume::Start { entry, arg0 } => {
+            ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]);
+            ctx.el1 = El1State {
+                sctlr: SCTLR_EL1_RESET,
+                cpacr: CPACR_FP,
+                ..El1State::default()
+            };
+        }
+        Resume::Continue => {}
+        Resume::Return(r) => ctx.frame.set_result(&r),
     }
 }
 

@@ -9,7 +9,9 @@
 //! change to a TVM's map reaches a CPU running it by the shootdown NMI, which the guest's NMI
 //! intercept turns into a #VMEXIT; the next VMRUN flushes.
 //!
-//! Between runs the vCPU's general-purpose registers, the VMCB's state-save area
+//! A guest call the core answers is completed in the VMCB and registers and the vCPU runs on:
+//! its state is saved and the host's put back only when the core ends the run (an exit to the
+//! host). Between runs the vCPU's general-purpose registers, the VMCB's state-save area
 //! (`vmcb::SAVED_STATE`: segments, control registers, EFER, RIP, RSP, RAX, the `vmload` MSRs,
 //! PAT) and its x87/SSE registers are kept in its context area, copied into this CPU's VMCB and
 //! registers before VMRUN and back after. VMRUN does not switch the x87/SSE registers, so the
@@ -36,7 +38,7 @@ use super::percpu;
 use super::platform::{UserAccess, X86Platform};
 use super::smp;
 use super::svm::{self, FxState, Gprs, Vmcb, exit, vmcb};
-use crate::platform::run::{EntryError, GuestCpu, GuestExit, Resume};
+use crate::platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 
 /// The address-space tag of every TVM vCPU (the host's is 1).
 const TVM_ASID: u32 = 2;
@@ -81,7 +83,13 @@ const NO_VECTOR: u64 = 0xFF;
 impl GuestCpu for X86Platform {
     /// Runs the vCPU on its TVM's map `root` as an SVM guest. The context area is TSM-owned
     /// memory (a delegated VCPU granule) that the core gives this CPU for the run.
-    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+    fn run_guest<T>(
+        &self,
+        context: Pa,
+        root: Pa,
+        resume: Resume,
+        mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
+    ) -> Result<T, EntryError> {
         let fits = context.0.is_multiple_of(16)
             && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
             && self.check(context, GUEST_FRAME_SIZE as usize).is_ok();
@@ -109,21 +117,7 @@ impl GuestCpu for X86Platform {
         unsafe { cpu::fxsave(host_fpu) };
         let host_debug = cpu::debug_addresses();
         let mut gprs = match resume {
-            Resume::Start { entry, arg0 } => {
-                v.clear_state();
-                intercept::enter_flat32(&mut v, entry.0);
-                // SAFETY: a valid, 16-aligned image; the CPU state as above. The TSM's DR7 is
-                // clear (VMRUN's exit restores it so), so no address loaded here breaks in it.
-                unsafe {
-                    cpu::fxrstor(INITIAL_FPU.0.as_ptr());
-                    cpu::set_debug_addresses([0; 4]);
-                }
-                Gprs {
-                    rdi: arg0 & 0xFFFF_FFFF,
-                    rsi: arg0 >> 32,
-                    ..Gprs::default()
-                }
-            }
+            Resume::Start { entry, arg0 } => start(&mut v, entry, arg0),
             Resume::Continue | Resume::Return(_) => {
                 let _user = UserAccess::allow();
                 // SAFETY: `context` is DRAM outside the TSM's image (checked), identity-mapped
@@ -142,15 +136,26 @@ impl GuestCpu for X86Platform {
                 }
             }
         };
-        if let Resume::Return(r) = resume {
-            v.write64(vmcb::RAX, r.status);
-            gprs.rdi = r.out[0];
-            gprs.rsi = r.out[1];
-            gprs.rdx = r.out[2];
-            gprs.r10 = r.out[3];
-        }
+        complete(&mut v, &mut gprs, resume);
         smp::set_running_root(Some(root.0));
-        let stop = intercept::run(&mut v, &mut gprs, cpu);
+        // The vCPU's state stays in the VMCB and the CPU's x87/SSE and debug registers while
+        // the core handles each exit (the TSM uses none of them: soft-float, DR7 clear), so a
+        // call the core answers costs one #VMEXIT and one VMRUN, as a host call does.
+        let out = loop {
+            let exit = match intercept::run(&mut v, &mut gprs, cpu) {
+                Stop::Call(regs) => GuestExit::Call(regs),
+                Stop::Exit(code) => fault(&v, code),
+            };
+            match on_exit(exit) {
+                Handled::Resume(r) => {
+                    if let Resume::Start { entry, arg0 } = r {
+                        gprs = start(&mut v, entry, arg0);
+                    }
+                    complete(&mut v, &mut gprs, r);
+                }
+                Handled::Leave(t) => break t,
+            }
+        };
         smp::set_running_root(None);
         let user = UserAccess::allow();
         // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
@@ -164,10 +169,37 @@ impl GuestCpu for X86Platform {
             cpu::fxrstor(host_fpu);
         }
         drop(user);
-        Ok(match stop {
-            Stop::Call(regs) => GuestExit::Call(regs),
-            Stop::Exit(code) => fault(&v, code),
-        })
+        Ok(out)
+    }
+}
+
+/// A fresh vCPU at `entry` (module doc): the VMCB's state, the x87/SSE and debug registers
+/// reset; returns its general registers.
+fn start(v: &mut Vmcb, entry: Gpa, arg0: u64) -> Gprs {
+    v.clear_state();
+    intercept::enter_flat32(v, entry.0);
+    // SAFETY: a valid, 16-aligned image; the TSM runs with CR0.EM/TS clear and CR4.OSFXSR set
+    // (`boot`). The TSM's DR7 is clear (VMRUN's exit restores it so), so no address loaded here
+    // breaks in it.
+    unsafe {
+        cpu::fxrstor(INITIAL_FPU.0.as_ptr());
+        cpu::set_debug_addresses([0; 4]);
+    }
+    Gprs {
+        rdi: arg0 & 0xFFFF_FFFF,
+        rsi: arg0 >> 32,
+        ..Gprs::default()
+    }
+}
+
+/// Completes the call the vCPU trapped on when `resume` carries its result.
+fn complete(v: &mut Vmcb, gprs: &mut Gprs, resume: Resume) {
+    if let Resume::Return(r) = resume {
+        v.write64(vmcb::RAX, r.status);
+        gprs.rdi = r.out[0];
+        gprs.rsi = r.out[1];
+        gprs.rdx = r.out[2];
+        gprs.r10 = r.out[3];
     }
 }
 

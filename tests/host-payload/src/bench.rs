@@ -23,7 +23,8 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::version::AbiVersion;
 use tsm_scenarios::driver::{Exit, World};
 use tsm_scenarios::layout::{
-    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, MMIO_GPA, Script, VBDF_BASE, exit_code,
+    BENCH_CALLS, BENCH_SUMS_GPA, BenchSums, GuestArg, IMAGE_GPA, MMIO_GPA, Script, VBDF_BASE,
+    exit_code,
 };
 use tsm_scenarios::link::Link;
 use tsm_scenarios::pool::Pool;
@@ -39,6 +40,11 @@ const GRANULES: u32 = 64;
 const ROUNDS: u32 = 4;
 /// VDEV_CREATE/VDEV_BIND samples: each carries a full bind and unbind through the device.
 const VDEV_SAMPLES: u32 = 8;
+/// TVM_CREATE / VCPU_CREATE / VCPU_DESTROY / TVM_DESTROY samples (one of each per round).
+const OBJECT_SAMPLES: u32 = 16;
+/// COMMUNICATE round trips a bind may take before the bench calls it hung (the scenarios'
+/// driver allows as many).
+const MAX_ROUND_TRIPS: usize = 64;
 /// VDEV_MMIO_MAP/UNMAP samples (one page mapped and unmapped each).
 const MMIO_SAMPLES: u32 = 32;
 /// vCPUs of the VCPU_RUN figures, half of each kind (the scenarios' driver keeps at most this
@@ -86,6 +92,7 @@ fn measure(env: &mut Host) -> Outcome {
     );
     gate_calls(env)?;
     granule_calls(env)?;
+    object_calls(env)?;
     vdev_calls(env)?;
     mmio_calls(env)?;
     vcpu_calls(env)?;
@@ -153,6 +160,43 @@ fn granule_calls(env: &mut Host) -> Outcome {
     Ok(())
 }
 
+/// TVM_CREATE, VCPU_CREATE, VCPU_DESTROY and TVM_DESTROY, each timed alone, in the order a
+/// VMM makes them (the TVM has its root table only: nothing to tear down before the destroys).
+/// Every round reuses the same delegated granules, which each destroy gives back DELEGATED.
+fn object_calls(env: &mut Host) -> Outcome {
+    let mut w = World::new(env)?;
+    let params = w.tvm_params(env, 1)?;
+    let (tvm, root, vcpu) = (
+        w.pool.secure(env)?,
+        w.pool.secure(env)?,
+        w.pool.secure(env)?,
+    );
+    let (mut tvm_create, mut vcpu_create, mut vcpu_destroy, mut tvm_destroy) = (0, 0, 0, 0);
+    for _ in 0..OBJECT_SAMPLES {
+        tvm_create += time(|| {
+            let r = host::tvm_create(env, tvm, params, root);
+            check(r.is_ok(), "TVM_CREATE", tvm.0)
+        })?;
+        vcpu_create += time(|| {
+            let r = host::vcpu_create(env, tvm, vcpu, IMAGE_GPA, 0);
+            check(r.is_ok(), "VCPU_CREATE", vcpu.0)
+        })?;
+        vcpu_destroy += time(|| {
+            let r = host::vcpu_destroy(env, vcpu);
+            check(r.is_ok(), "VCPU_DESTROY", vcpu.0)
+        })?;
+        tvm_destroy += time(|| {
+            let r = host::tvm_destroy(env, tvm);
+            check(r.is_ok(), "TVM_DESTROY", tvm.0)
+        })?;
+    }
+    report("tvm_create", OBJECT_SAMPLES, tvm_create);
+    report("vcpu_create", OBJECT_SAMPLES, vcpu_create);
+    report("vcpu_destroy", OBJECT_SAMPLES, vcpu_destroy);
+    report("tvm_destroy", OBJECT_SAMPLES, tvm_destroy);
+    w.finish(env)
+}
+
 /// VDEV_CREATE, and VDEV_BIND up to its first `NeedsDeviceIo` (the TSM's own work: checks,
 /// state change, the first TDISP request written): the device round trips that follow are
 /// the device's cost, not the TSM's, and are carried untimed. Each sample then unbinds and
@@ -175,6 +219,7 @@ fn vdev_calls(env: &mut Host) -> Outcome {
     let with_iommu = w.features.dma.tables_per_vdev != 0;
     let comm = w.link.comm;
     let (mut create, mut bind, mut root, mut table) = (0u64, 0u64, 0u64, 0u64);
+    let (mut whole, mut round_trips) = (0u64, 0u64);
     for _ in 0..VDEV_SAMPLES {
         create += time(|| {
             let r = host::vdev_create(env, vdev, pdev, viommu, params);
@@ -191,7 +236,7 @@ fn vdev_calls(env: &mut Host) -> Outcome {
             }
         }
         let mut first = Ok(OpProgress::Done);
-        bind += time(|| {
+        let bind_last = time(|| {
             first = host::vdev_bind(env, vdev, comm);
             check(
                 matches!(first, Ok(OpProgress::NeedsDeviceIo(_))),
@@ -199,8 +244,28 @@ fn vdev_calls(env: &mut Host) -> Outcome {
                 0,
             )
         })?;
-        let bound = w.link.drive(env, vdev, first)?;
-        check(bound.is_ok(), "VDEV_BIND carried to its end", vdev.0)?;
+        bind += bind_last;
+        // The rest of the bind: each COMMUNICATE timed alone, the device's side of every
+        // round trip (the link carrying the request to the device model and its response
+        // back) untimed.
+        whole += bind_last;
+        let mut step = first;
+        let mut trips = 0;
+        while let Ok(OpProgress::NeedsDeviceIo(_)) = step {
+            check(trips < MAX_ROUND_TRIPS, "VDEV_BIND did not finish", vdev.0)?;
+            trips += 1;
+            w.link.carry(env)?;
+            whole += time(|| {
+                step = host::communicate(env, vdev, comm);
+                Ok(())
+            })?;
+        }
+        check(
+            step == Ok(OpProgress::Done),
+            "VDEV_BIND carried to its end",
+            vdev.0,
+        )?;
+        round_trips += trips as u64;
         let first = host::vdev_unbind(env, vdev, comm);
         let unbound = w.link.drive(env, vdev, first)?;
         check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
@@ -212,6 +277,11 @@ fn vdev_calls(env: &mut Host) -> Outcome {
     }
     report("vdev_create", VDEV_SAMPLES, create);
     report("vdev_bind_tsm_part", VDEV_SAMPLES, bind);
+    report("vdev_bind_whole", VDEV_SAMPLES, whole);
+    defmt::info!(
+        "bench vdev_bind_round_trips={=u64}",
+        round_trips / u64::from(VDEV_SAMPLES)
+    );
     if with_iommu {
         report("vdev_dma_table_root", VDEV_SAMPLES, root);
         report("vdev_dma_table", VDEV_SAMPLES, table);

@@ -180,17 +180,24 @@ impl World {
             .ok_or(Fail::new("no such vdevice", line!()))
     }
 
-    /// A new TVM (still NEW) with its tables, the guest image, two private scratch pages, and
-    /// one vCPU per entry of `vcpu_args` (entered at [`IMAGE_GPA`]); returns its index.
-    pub fn add_tvm<E: HostEnv>(&mut self, env: &mut E, vcpu_args: &[u64]) -> Outcome<usize> {
+    /// A fresh NS page holding the TVM_CREATE parameters of every TVM here, with room for
+    /// `max_vcpus` vCPUs.
+    pub fn tvm_params<E: HostEnv>(&mut self, env: &mut E, max_vcpus: u32) -> Outcome<Pa> {
         let params = TvmParams {
             gpa_bits: GPA_BITS,
-            // One slot spare, for scenarios that add a vCPU later.
-            max_vcpus: vcpu_args.len() as u32 + 1,
+            max_vcpus,
             ..TvmParams::new_zeroed()
         };
         let p = self.pool.ns(env)?;
         ensure!(env.write(p, params.as_bytes()), "write TvmParams");
+        Ok(p)
+    }
+
+    /// A new TVM (still NEW) with its tables, the guest image, two private scratch pages, and
+    /// one vCPU per entry of `vcpu_args` (entered at [`IMAGE_GPA`]); returns its index.
+    pub fn add_tvm<E: HostEnv>(&mut self, env: &mut E, vcpu_args: &[u64]) -> Outcome<usize> {
+        // One slot spare, for scenarios that add a vCPU later.
+        let p = self.tvm_params(env, vcpu_args.len() as u32 + 1)?;
         let tvm = self.pool.secure(env)?;
         let root = self.pool.secure(env)?;
         must!(host::tvm_create(env, tvm, p, root), "TVM_CREATE");

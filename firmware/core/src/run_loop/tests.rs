@@ -11,7 +11,9 @@ use tsm_abi::CallId;
 use tsm_abi::addr::{Gpa, Pa};
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_platform::run::{EntryError, GuestCpu, GuestExit, HostCpu, HostExit, HostTrap, Resume};
+use tsm_platform::run::{
+    EntryError, GuestCpu, GuestExit, Handled, HostCpu, HostExit, HostTrap, Resume,
+};
 use tsm_platform::{AddressMapFormat, ExitCode};
 use zerocopy::FromBytes;
 
@@ -92,20 +94,35 @@ impl HostCpu for Host {
     }
 }
 
-/// The vCPUs: each entry takes the next exit from the list and records how it was entered.
+/// The vCPUs: each trap is the next exit from the list (an `Err` fails the entry); records how
+/// each run was entered and each call completed in place.
 #[derive(Default)]
 struct Guest {
     exits: RefCell<VecDeque<Result<GuestExit, EntryError>>>,
     entries: RefCell<Vec<(Pa, Pa, Resume)>>,
+    resumed: RefCell<Vec<Resume>>,
 }
 
 impl GuestCpu for Guest {
-    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
+    fn run_guest<T>(
+        &self,
+        context: Pa,
+        root: Pa,
+        resume: Resume,
+        mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
+    ) -> Result<T, EntryError> {
         self.entries.borrow_mut().push((context, root, resume));
-        self.exits
-            .borrow_mut()
-            .pop_front()
-            .expect("the guest's script ended")
+        loop {
+            let exit = self
+                .exits
+                .borrow_mut()
+                .pop_front()
+                .expect("the guest's script ended")?;
+            match on_exit(exit) {
+                Handled::Resume(r) => self.resumed.borrow_mut().push(r),
+                Handled::Leave(t) => return Ok(t),
+            }
+        }
     }
 }
 
@@ -202,11 +219,12 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
                     arg0: ARG0
                 }
             ),
-            (context, root, Resume::Return(ok(g_version))),
             (context, root, Resume::Continue),
             (context, root, Resume::Continue),
         ]
     );
+    // The answered guest call completed in the loaded guest: no second entry for it.
+    assert_eq!(*guest.resumed.borrow(), [Resume::Return(ok(g_version))]);
     // The last VCPU_RUN's record: GUEST_EXIT with the guest's code.
     let rec = read_record(&h, record);
     assert_eq!((rec.reason, rec.code), (ExitReason::GuestExit.raw(), 7));

@@ -16,7 +16,7 @@ use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_core::addrmap::{AddressMap, format};
 use tsm_core::granule::GranuleState;
 use tsm_core::testing::Harness;
-use tsm_platform::run::{EntryError, GuestCpu, GuestExit, Resume};
+use tsm_platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 use tsm_platform::{AddressMapFormat, PhysMem};
 use tsm_scenarios::{GuestEnv, GuestFault, HostEnv, Probe};
 
@@ -151,8 +151,20 @@ impl Transport for SimHost {
 }
 
 impl GuestCpu for SimHost {
-    fn run_guest(&self, context: Pa, root: Pa, resume: Resume) -> Result<GuestExit, EntryError> {
-        Ok(self.sim.run_vcpu(context, root, resume))
+    fn run_guest<T>(
+        &self,
+        context: Pa,
+        root: Pa,
+        resume: Resume,
+        mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
+    ) -> Result<T, EntryError> {
+        let mut resume = resume;
+        loop {
+            match on_exit(self.sim.run_vcpu(context, root, resume)) {
+                Handled::Resume(r) => resume = r,
+                Handled::Leave(t) => return Ok(t),
+            }
+        }
     }
 }
 
