@@ -42,9 +42,6 @@ const ROUNDS: u32 = 4;
 const VDEV_SAMPLES: u32 = 8;
 /// TVM_CREATE / VCPU_CREATE / VCPU_DESTROY / TVM_DESTROY samples (one of each per round).
 const OBJECT_SAMPLES: u32 = 16;
-/// COMMUNICATE round trips a bind may take before the bench calls it hung (the scenarios'
-/// driver allows as many).
-const MAX_ROUND_TRIPS: usize = 64;
 /// VDEV_MMIO_MAP/UNMAP samples (one page mapped and unmapped each).
 const MMIO_SAMPLES: u32 = 32;
 /// vCPUs of the VCPU_RUN figures, half of each kind (the scenarios' driver keeps at most this
@@ -55,8 +52,9 @@ const VCPU_SAMPLES: usize = tsm_scenarios::driver::MAX_VCPUS;
 const REFUSED_GUEST_CALLS: u32 = 4;
 /// VDEV_BIND samples inside an SPDM session.
 const SPDM_BIND_SAMPLES: u32 = 4;
-/// Round trips one timed device operation may take (a connect asks for its chain in 1 KiB
-/// portions: about fifteen).
+/// COMMUNICATE round trips one device operation may take before the bench calls it hung (a
+/// connect asks for its chain in 1 KiB portions: about fifteen; the scenarios' driver allows as
+/// many).
 const MAX_ROUND_TRIPS: u32 = 64;
 /// Iterations of the calibration loop (two instructions each).
 const CALIB_ITERS: u64 = 1_000_000;
