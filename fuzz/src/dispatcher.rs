@@ -41,7 +41,8 @@
 //! RID names different devices, or a vdevice and a host device.
 //!
 //! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
-//! panic by design; nor are PSCI SYSTEM_OFF and SYSTEM_RESET, for the same reason. A raw ID
+//! panic by design; nor is PSCI SYSTEM_OFF, for the same reason (PSCI SYSTEM_RESET is, and
+//! must be refused with nothing changed). A raw ID
 //! outside the TSM's owner from the host of an Arm machine is answered as PSCI / SMCCC
 //! (docs/abi.md §2.1): its x0 is no TSM status word, and it must change no granule.
 
@@ -215,7 +216,7 @@ fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
     let (fid, nargs) = match calls.get(usize::from(selector & 0x7F) % (calls.len() + 1)) {
         Some(c) => (u64::from(c.fid()), c.arg_count()),
         None => match input.u32() {
-            psci::SYSTEM_OFF | psci::SYSTEM_RESET => (u64::from(psci::PSCI_VERSION), 6),
+            psci::SYSTEM_OFF => (u64::from(psci::PSCI_VERSION), 6),
             raw => (u64::from(raw), 6),
         },
     };

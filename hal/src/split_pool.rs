@@ -87,6 +87,17 @@ impl SplitPool {
         }
     }
 
+    /// Table `i` is never used again: a walker may still hold a way through it that no
+    /// completed invalidation removed (an x86_64 split whose IOTLB invalidation failed), so
+    /// reusing it for another block could translate this block's addresses into that one.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn retire(&mut self, i: usize) {
+        if let Some(n) = self.taken.get_mut(i) {
+            self.in_use |= 1 << i;
+            *n = u16::MAX;
+        }
+    }
+
     /// A granule of table `i`'s block was taken (`true`) or given back.
     pub(crate) fn count(&mut self, i: usize, taken: bool) {
         if let Some(n) = self.taken.get_mut(i) {
@@ -119,6 +130,26 @@ mod tests {
         assert_eq!(p.index(p.table(64)), None);
         assert_eq!(p.index(BASE + 8), None);
         assert_eq!(p.index(BASE - GRANULE), None);
+    }
+
+    #[test]
+    fn a_retired_table_is_never_picked_again() {
+        let mut p = SplitPool::new(BASE);
+        p.retire(0);
+        assert_eq!(p.pick(), Some(Pick::Free(1)));
+        for i in 1..SPLIT_TABLES {
+            p.claim(i, 0x1_0000_0000 + (i as u64) * 0x20_0000);
+            p.count(i, false);
+        }
+        // Every other table's block has nothing taken: those fold; the retired one never does.
+        assert_eq!(
+            p.pick(),
+            Some(Pick::Fold {
+                index: 1,
+                block: 0x1_0020_0000
+            })
+        );
+        assert_eq!(p.used(), SPLIT_TABLES as u64);
     }
 
     #[test]

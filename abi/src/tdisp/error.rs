@@ -23,7 +23,7 @@ pub enum Field {
     CapabilitiesReserved,
     /// `DEV_ADDR_WIDTH` outside 1..=64.
     DevAddrWidth,
-    /// `NUM_REQ_THIS` is 0 or larger than `NUM_REQ_ALL`.
+    /// `NUM_REQ_THIS` larger than a non-zero `NUM_REQ_ALL` (0 states no bound).
     NumReq,
     /// `LOCK_INTERFACE_REQUEST` `FLAGS` bits 15:5.
     LockFlags,

@@ -85,9 +85,12 @@ impl Tsm<'_> {
 
     /// Publishes a start request for the CPU the host names `hw_id`: it enters the host at
     /// `entry` with `arg` once it takes the request. `entry` must lie in a host (NS) granule.
-    /// That is checked now only: a host that delegates the page afterwards makes its own CPU
-    /// fault on its first fetch, behind its stage 2 / nested table, which is no harm to anyone
-    /// else.
+    /// That is checked now only: a host that delegates the page afterwards makes its CPU's first
+    /// fetch fault behind its stage 2 / nested table. The fetch reads nothing (confidentiality
+    /// holds), but the TSM treats a host instruction abort on secure memory as fatal and powers
+    /// off — an availability cost the host could cause with SYSTEM_OFF anyway. On x86_64 the
+    /// entry state is 32-bit, so an entry at or above 4 GiB fails the CPU's first VMRUN the same
+    /// way (QEMU's `q35` DRAM the host gets here is below 4 GiB).
     pub(crate) fn cpu_start(&self, hw_id: u64, entry: u64, arg: u64) -> Result<(), StartError> {
         let slot = self.slot(hw_id).ok_or(StartError::NoSuchCpu)?;
         if !matches!(

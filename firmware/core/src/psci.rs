@@ -2,8 +2,10 @@
 //! host's SMCs and HVCs all trap to the TSM, so the calls a kernel makes to its firmware for its
 //! CPUs and its power land here, beside the TSM's own calls (owner 6, which keep their
 //! statuses). CPU_ON, CPU_OFF and AFFINITY_INFO are [`crate::cpus`]'s start requests and
-//! states; SYSTEM_OFF powers off as the TSM's SYSTEM_OFF(0) does; SYSTEM_RESET goes to the
-//! firmware below. Every other function of any other owner is NOT_SUPPORTED (-1).
+//! states; SYSTEM_OFF powers off as the TSM's SYSTEM_OFF(0) does. SYSTEM_RESET is
+//! NOT_SUPPORTED: a reset keeps DRAM, and the next boot would hand every delegated granule to
+//! the host unscrubbed (docs/abi.md §2.1). Every other function of any other owner is
+//! NOT_SUPPORTED (-1).
 //!
 //! Results: x0 only; x1..x4 come back as the caller passed them (SMCCC 1.2 preserves every
 //! register that carries no result, and the run loop writes x0..x4).
@@ -24,7 +26,9 @@ const FAST: u32 = 1 << 31;
 /// The PSCI or SMCCC call in `regs`, answered; `None` when the platform has no PSCI or the
 /// function ID is in the TSM's own range (then it is the TSM's call to refuse).
 pub(crate) fn call(t: &Tsm<'_>, regs: &CallRegs) -> Option<HostNext> {
-    let firmware = t.platform.psci()?;
+    if !t.platform.has_psci() {
+        return None;
+    }
     // SMCCC: the function ID is W0; the upper half of x0 is not part of it.
     let fid = regs.fid as u32;
     if p::owner(u64::from(fid)) == TSM_OWNER {
@@ -46,7 +50,6 @@ pub(crate) fn call(t: &Tsm<'_>, regs: &CallRegs) -> Option<HostNext> {
         p::CPU_OFF => return Some(HostNext::Off),
         p::MIGRATE_INFO_TYPE => p::MIGRATE_NOT_REQUIRED,
         p::SYSTEM_OFF => t.platform.power_off(ExitCode::Success),
-        p::SYSTEM_RESET => firmware.system_reset(),
         _ => PsciStatus::NotSupported.to_raw(),
     };
     Some(HostNext::Reply(CallResult {
@@ -56,7 +59,7 @@ pub(crate) fn call(t: &Tsm<'_>, regs: &CallRegs) -> Option<HostNext> {
 }
 
 /// The functions PSCI_FEATURES reports as implemented (CPU_SUSPEND is not: docs/abi.md §3.4).
-const PSCI_FUNCTIONS: [u32; 11] = [
+const PSCI_FUNCTIONS: [u32; 10] = [
     p::PSCI_VERSION,
     p::CPU_OFF,
     p::CPU_ON_32,
@@ -65,7 +68,6 @@ const PSCI_FUNCTIONS: [u32; 11] = [
     p::AFFINITY_INFO_64,
     p::MIGRATE_INFO_TYPE,
     p::SYSTEM_OFF,
-    p::SYSTEM_RESET,
     p::PSCI_FEATURES,
     // PSCI 1.0 reports SMCCC_VERSION here: it is how a caller learns SMCCC 1.1 or later.
     p::SMCCC_VERSION,

@@ -14,7 +14,7 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_platform::{
     AddressMapFormat, Console, DMA_MAX_TAG, DmaDomain, DmaFault, DmaStream, DmaTableFormat,
     Entropy, EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError,
-    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
+    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, UnmapRefused,
 };
 
 /// log2 of the block a HAL maps the host's memory with and splits to take a granule (2 MiB).
@@ -63,11 +63,6 @@ pub struct SimPlatform {
 
 /// CPUs of the simulated machine; the host names CPU n by hardware ID n.
 pub const SIM_CPUS: usize = 4;
-
-/// What the simulated PSCI firmware's SYSTEM_RESET panics with (as `power_off` panics with the
-/// `ExitCode`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct SystemReset;
 
 impl SimPlatform {
     /// A machine with `granules` granules of DRAM from `base`, whose TVM address maps use
@@ -267,14 +262,8 @@ impl HostCpus for SimPlatform {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn psci(&self) -> Option<&dyn PsciFirmware> {
-        (self.format == AddressMapFormat::ArmStage2).then_some(self as &dyn PsciFirmware)
-    }
-}
-
-impl PsciFirmware for SimPlatform {
-    fn system_reset(&self) -> ! {
-        std::panic::panic_any(SystemReset)
+    fn has_psci(&self) -> bool {
+        self.format == AddressMapFormat::ArmStage2
     }
 }
 

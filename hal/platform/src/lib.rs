@@ -86,15 +86,9 @@ pub trait HostCpus {
     /// Wakes the CPUs waiting in the TSM ([`run::HostCpu::idle`]) after a start request was
     /// published.
     fn wake_cpus(&self);
-    /// The firmware below the TSM whose PSCI the host's calls are answered with (aarch64), or
-    /// `None` where the host has no PSCI (x86_64: it uses HOST_CPU_START alone).
-    fn psci(&self) -> Option<&dyn PsciFirmware>;
-}
-
-/// What the TSM forwards to the PSCI firmware below it (EL3, or QEMU's built-in PSCI).
-pub trait PsciFirmware {
-    /// PSCI SYSTEM_RESET.
-    fn system_reset(&self) -> !;
+    /// Whether the host's PSCI and SMCCC calls are the TSM's to answer (aarch64), or unknown
+    /// calls (x86_64: the host uses HOST_CPU_START alone).
+    fn has_psci(&self) -> bool;
 }
 
 /// A contiguous range of physical memory.

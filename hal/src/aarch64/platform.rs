@@ -10,7 +10,7 @@ use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
+    MemRange, MmioRefused, PhysMem, PowerOff, UnmapRefused,
 };
 
 /// The machine as the core sees it.
@@ -107,14 +107,8 @@ impl HostCpus for QemuVirt {
         unsafe { core::arch::asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
     }
 
-    fn psci(&self) -> Option<&dyn PsciFirmware> {
-        Some(self)
-    }
-}
-
-impl PsciFirmware for QemuVirt {
-    fn system_reset(&self) -> ! {
-        super::smp::psci_system_reset()
+    fn has_psci(&self) -> bool {
+        true
     }
 }
 

@@ -203,21 +203,6 @@ fn psci_cpu_on(mpidr: u64, entry: u64, context: u64) -> u64 {
     r
 }
 
-/// PSCI SYSTEM_RESET to the firmware below (QEMU's PSCI without EL3, over the same SMC
-/// conduit as CPU_ON): the machine resets, so it never returns.
-pub(crate) fn psci_system_reset() -> ! {
-    // SAFETY: SYSTEM_RESET takes no argument and resets the machine; should the firmware
-    // return, nothing of the TSM's state was touched and the run ends below.
-    unsafe {
-        core::arch::asm!(
-            "smc #0",
-            inout("x0") u64::from(tsm_abi::psci::SYSTEM_RESET) => _,
-            options(nostack)
-        )
-    };
-    crate::fatal::fatal_text("PSCI SYSTEM_RESET returned")
-}
-
 extern "C" fn boot_secondary() -> ! {
     let Some(s) = SHARED.get() else {
         crate::fatal::fatal_text("secondary CPU started before the boot CPU published its state")

@@ -477,6 +477,9 @@ impl HostStage2 {
         flush_ipa(pa);
         walkers.forget(pa);
         l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
+        // The "make" visible to the walkers (CPUs and the SMMU) now rather than when the store
+        // drains: until then host accesses to the block fault and host DMA aborts.
+        make_visible();
         s.claim(i, base);
         Ok(())
     }
@@ -496,6 +499,7 @@ impl HostStage2 {
                 flush_host_all();
                 walkers.forget_all();
                 l2e.store(block | HOST_BLOCK, Ordering::Release);
+                make_visible();
                 s.release(index);
                 Ok(index)
             }
@@ -666,6 +670,13 @@ impl Pool {
         slot.store(t.addr() | VALID_TABLE, Ordering::Relaxed);
         Ok(t)
     }
+}
+
+/// Makes descriptor stores before it visible to every table walker (the CPUs' and the
+/// SMMU's: its table walks are inner-shareable observers) before the CPU goes on.
+fn make_visible() {
+    // SAFETY: a barrier only orders this CPU's memory accesses.
+    unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack, preserves_flags)) };
 }
 
 /// Drops every CPU's cached translations of the host's VMID (the one in VTTBR_EL2), stage 2

@@ -13,7 +13,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, PsciFirmware, UnmapRefused,
+    MemRange, MmioRefused, PhysMem, PowerOff, UnmapRefused,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -177,8 +177,8 @@ impl HostCpus for X86Platform {
 
     fn wake_cpus(&self) {}
 
-    fn psci(&self) -> Option<&dyn PsciFirmware> {
-        None
+    fn has_psci(&self) -> bool {
+        false
     }
 }
 

@@ -1,7 +1,8 @@
 //! Secondary CPUs: started with INIT-SIPI-SIPI through the local APIC (xAPIC MMIO), each runs
 //! the common per-CPU setup and then the firmware's main with its index, where it waits in the
-//! TSM until the host starts it with HOST_CPU_START (`tsm_core::cpus`). Only the TSM sends
-//! INIT and SIPI: the host has no local APIC (`host`).
+//! TSM until the host starts it with HOST_CPU_START (`tsm_core::cpus`). The host has no local
+//! APIC (`host`), so its CPUs send no INIT or SIPI; a device's MSI still can while interrupt
+//! remapping is off (docs/design.md "CPU bring-up", the open hole).
 //!
 //! The startup IPI starts an AP in real mode at `vector × 4 KiB`: [`AP_PAGE`] (0x8000) holds a
 //! copy of `ap_realmode` (copied by the boot CPU under the boot tables, before the TSM's

@@ -682,6 +682,8 @@ impl Vtd {
             // SAFETY: as above: the 2 MiB page back.
             unsafe { (pde as *mut u64).write_volatile(large) };
             self.flush(pde, 8);
+            // The unit may have cached the entry that pointed at the table.
+            self.splits.retire(i);
             return Err(e);
         }
         self.splits.claim(i, base);

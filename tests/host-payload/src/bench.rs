@@ -264,14 +264,7 @@ fn vdev_calls(env: &mut Host) -> Outcome {
             vdev.0,
         )?;
         round_trips += trips as u64;
-        let first = host::vdev_unbind(env, vdev, comm);
-        let unbound = w.link.drive(env, vdev, first)?;
-        check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
-        check(
-            host::vdev_destroy(env, vdev).is_ok(),
-            "VDEV_DESTROY",
-            vdev.0,
-        )?;
+        unbind_and_destroy(env, &mut w, vdev)?;
     }
     report("vdev_create", VDEV_SAMPLES, create);
     report("vdev_bind_tsm_part", VDEV_SAMPLES, bind);
@@ -459,14 +452,7 @@ fn spdm_calls(env: &mut Host) -> Outcome {
             host::vdev_bind(env, vdev, comm)
         })?;
         bind += ticks;
-        let first = host::vdev_unbind(env, vdev, comm);
-        let unbound = w.link.drive(env, vdev, first)?;
-        check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
-        check(
-            host::vdev_destroy(env, vdev).is_ok(),
-            "VDEV_DESTROY",
-            vdev.0,
-        )?;
+        unbind_and_destroy(env, &mut w, vdev)?;
     }
     report("vdev_bind_spdm", SPDM_BIND_SAMPLES, bind);
     w.finish(env)
@@ -474,6 +460,18 @@ fn spdm_calls(env: &mut Host) -> Outcome {
 
 /// Carries a device operation to its end, timing only the TSM's calls: `first` (the call that
 /// starts it) and each COMMUNICATE; the link's device answers in between, untimed. Returns the
+/// Untimed between samples: the vdevice unbound through the device and destroyed.
+fn unbind_and_destroy(env: &mut Host, w: &mut World, vdev: Pa) -> Outcome {
+    let first = host::vdev_unbind(env, vdev, w.link.comm);
+    let unbound = w.link.drive(env, vdev, first)?;
+    check(unbound.is_ok(), "VDEV_UNBIND", vdev.0)?;
+    check(
+        host::vdev_destroy(env, vdev).is_ok(),
+        "VDEV_DESTROY",
+        vdev.0,
+    )
+}
+
 /// ticks and the number of calls; the operation must succeed.
 fn drive_timed(
     env: &mut Host,

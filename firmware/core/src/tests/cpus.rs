@@ -13,7 +13,7 @@ use tsm_platform::{AddressMapFormat, ExitCode};
 
 use super::*;
 use crate::run::HostStep;
-use crate::testing::{SIM_CPUS, SystemReset};
+use crate::testing::SIM_CPUS;
 
 /// Host memory to start CPUs at (granule 10 is NS in every harness).
 const ENTRY: u64 = 0x4000_A000 + 0x40;
@@ -109,7 +109,6 @@ fn psci_and_smccc_discovery() {
         p::CPU_OFF,
         p::AFFINITY_INFO_64,
         p::SYSTEM_OFF,
-        p::SYSTEM_RESET,
         p::PSCI_FEATURES,
         p::SMCCC_VERSION,
     ] {
@@ -261,18 +260,24 @@ fn psci_cpu_on_and_affinity_info() {
 }
 
 #[test]
-fn psci_system_off_and_reset() {
+fn psci_system_off_powers_off_and_reset_is_refused() {
     let h = harness(AddressMapFormat::ArmStage2);
     let off = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         psci(&h, p::SYSTEM_OFF, &[])
     }))
     .unwrap_err();
     assert_eq!(off.downcast_ref::<ExitCode>(), Some(&ExitCode::Success));
-    let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        psci(&h, p::SYSTEM_RESET, &[])
-    }))
-    .unwrap_err();
-    assert_eq!(reset.downcast_ref::<SystemReset>(), Some(&SystemReset));
+    // A reset keeps DRAM: the next boot would give the host every delegated granule as it is.
+    let before = h.snapshot();
+    assert_eq!(
+        status(&h, p::SYSTEM_RESET, &[]),
+        Some(PsciStatus::NotSupported)
+    );
+    assert_eq!(
+        status(&h, p::PSCI_FEATURES, &[u64::from(p::SYSTEM_RESET)]),
+        Some(PsciStatus::NotSupported)
+    );
+    assert_eq!(h.snapshot(), before);
 }
 
 #[test]

@@ -31,7 +31,6 @@ use tsm_abi::addr::{GRANULE_SIZE, Gpa, Iova, Pa};
 use tsm_abi::api::Error;
 use tsm_abi::api::host::{self, EventQueue};
 use tsm_abi::event::{DmaInjectFlags, EventReason, HostEvent, PasidArg};
-use tsm_abi::params::{LockFlags, VdevParams};
 use tsm_abi::state::VdevState;
 use tsm_abi::status::StatusCode;
 use zerocopy::{FromZeros, IntoBytes};
@@ -346,13 +345,7 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     w.connect_pdev_at(env, 0, edu.rid, 1)?;
     let ty = super::first_viommu_type(&w)?;
     let viommu = w.add_viommu(env, t, ty)?;
-    let params = VdevParams {
-        pbdf: edu.rid,
-        vbdf: VBDF_BASE,
-        function_id: u32::from(edu.rid),
-        lock_flags: LockFlags::NO_FW_UPDATE.bits(),
-        ..VdevParams::new_zeroed()
-    };
+    let params = super::edu_vdev_params(edu.rid);
     let v = w.add_vdev_with(env, t, viommu, params)?;
     let vdev = w.vdev(v)?.pa;
     for _ in 0..TABLES {

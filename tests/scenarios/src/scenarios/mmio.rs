@@ -30,7 +30,6 @@
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::host::{self, EventQueue};
 use tsm_abi::event::{EventFlags, EventReason, HostEvent};
-use tsm_abi::params::{LockFlags, VdevParams};
 use tsm_abi::state::VdevState;
 use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
 use tsm_abi::viommu::ViommuType;
@@ -172,13 +171,7 @@ fn flow<E: HostEnv>(env: &mut E, authenticated: bool) -> Outcome {
     } else {
         w.connect_pdev_at(env, 0, edu.rid, 1)?;
     }
-    let params = VdevParams {
-        pbdf: edu.rid,
-        vbdf: VBDF_BASE,
-        function_id: u32::from(edu.rid),
-        lock_flags: LockFlags::NO_FW_UPDATE.bits(),
-        ..VdevParams::new_zeroed()
-    };
+    let params = super::edu_vdev_params(edu.rid);
     let v = w.add_vdev_with(env, t, viommu, params)?;
     let vdev = w.vdev(v)?.pa;
     for _ in 0..DMA_TABLES {

@@ -14,9 +14,12 @@ pub mod mmio;
 pub mod smp;
 pub mod spdm;
 
+use tsm_abi::params::{LockFlags, VdevParams};
 use tsm_abi::viommu::ViommuType;
+use zerocopy::FromZeros;
 
 use crate::driver::World;
+use crate::layout::VBDF_BASE;
 
 /// The vIOMMU types FEATURES reports (in ABI order).
 pub fn viommu_types(w: &World) -> impl Iterator<Item = ViommuType> + '_ {
@@ -32,4 +35,16 @@ pub fn first_viommu_type(w: &World) -> crate::Outcome<ViommuType> {
     viommu_types(w)
         .next()
         .ok_or(crate::Fail::new("FEATURES reports no vIOMMU type", line!()))
+}
+
+/// The vdevice `edu` becomes (`dma-diff`, `mmio-private`, `story`): its own requester ID as pBDF
+/// and TDI function, at the guest's first vBDF, locked against firmware updates.
+pub fn edu_vdev_params(rid: u16) -> VdevParams {
+    VdevParams {
+        pbdf: rid,
+        vbdf: VBDF_BASE,
+        function_id: u32::from(rid),
+        lock_flags: LockFlags::NO_FW_UPDATE.bits(),
+        ..VdevParams::new_zeroed()
+    }
 }
