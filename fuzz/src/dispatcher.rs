@@ -294,7 +294,7 @@ impl Machine<'_> {
         }
         let r = self.tsm.handle(origin, regs);
         if origin == Origin::Host
-            && self.sim.psci().is_some()
+            && self.sim.has_psci()
             && psci::owner(regs.fid & 0xFFFF_FFFF) != 6
         {
             assert!(
