@@ -68,15 +68,7 @@ pub fn g_vdev_report<T: Transport + ?Sized>(
     buf: Gpa,
     len: u64,
 ) -> Result<ReportChunk> {
-    invoke(
-        t,
-        CallId::G_VDEV_REPORT,
-        &[u64::from(vbdf), offset, buf.raw(), len],
-    )
-    .map(|o| ReportChunk {
-        copied: o[0],
-        remaining: o[1],
-    })
+    read_chunk(t, CallId::G_VDEV_REPORT, vbdf, offset, buf, len)
 }
 
 /// G_VDEV_CERT_CHAIN: copies up to `len` bytes of the device's SPDM certificate chain from
@@ -88,15 +80,7 @@ pub fn g_vdev_cert_chain<T: Transport + ?Sized>(
     buf: Gpa,
     len: u64,
 ) -> Result<ReportChunk> {
-    invoke(
-        t,
-        CallId::G_VDEV_CERT_CHAIN,
-        &[u64::from(vbdf), offset, buf.raw(), len],
-    )
-    .map(|o| ReportChunk {
-        copied: o[0],
-        remaining: o[1],
-    })
+    read_chunk(t, CallId::G_VDEV_CERT_CHAIN, vbdf, offset, buf, len)
 }
 
 /// G_VDEV_MEASUREMENTS: copies up to `len` bytes of the device's signed measurement record
@@ -108,12 +92,20 @@ pub fn g_vdev_measurements<T: Transport + ?Sized>(
     buf: Gpa,
     len: u64,
 ) -> Result<ReportChunk> {
-    invoke(
-        t,
-        CallId::G_VDEV_MEASUREMENTS,
-        &[u64::from(vbdf), offset, buf.raw(), len],
-    )
-    .map(|o| ReportChunk {
+    read_chunk(t, CallId::G_VDEV_MEASUREMENTS, vbdf, offset, buf, len)
+}
+
+/// One chunk of a vdevice's cached evidence (report, chain or measurements): the three calls
+/// share their arguments and results.
+fn read_chunk<T: Transport + ?Sized>(
+    t: &mut T,
+    call: CallId,
+    vbdf: u16,
+    offset: u64,
+    buf: Gpa,
+    len: u64,
+) -> Result<ReportChunk> {
+    invoke(t, call, &[u64::from(vbdf), offset, buf.raw(), len]).map(|o| ReportChunk {
         copied: o[0],
         remaining: o[1],
     })

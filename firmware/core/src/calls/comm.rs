@@ -48,7 +48,7 @@ use crate::objects::{
     GUEST_OP_PENDING, Guard, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
     VdevLinks, VdevObj, internal,
 };
-use crate::spdm::requester::{Evidence, MAX_RECORD, Outcome, Requester, Step};
+use crate::spdm::requester::{Evidence, MAX_RECORD, Outbound, Outcome, Requester, Step};
 use crate::tsm::Tsm;
 use crate::viommu;
 
@@ -507,14 +507,7 @@ pub fn pdev_key_update(t: &Tsm<'_>, a: args::PdevKeyUpdate) -> Reply {
     let sent = r
         .start_key_update(t.platform, &mut out)
         .map_err(|_| internal())?;
-    let message = out.get(..sent.len).ok_or_else(internal)?;
-    session::write_comm(t, a.comm, a.pdev, 1, session::protocol(sent), message)?;
-    session::store(t, &p, &r)?;
-    p.seq = 1;
-    p.op = DeviceOp::KeyUpdate;
-    p.session_owner = a.pdev.0;
-    p.save()?;
-    Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
+    send_session_first(t, a.comm, &mut p, &r, sent, &out, DeviceOp::KeyUpdate)
 }
 
 /// PDEV_DISCONNECT: END_SESSION, refused while a vdevice is bound; READY → NEW once the
@@ -526,12 +519,27 @@ pub fn pdev_disconnect(t: &Tsm<'_>, a: args::PdevDisconnect) -> Reply {
     let mut r = session::load(t, &p)?;
     let mut out = [0u8; MAX_RECORD];
     let sent = r.start_end_session(&mut out).map_err(|_| internal())?;
+    send_session_first(t, a.comm, &mut p, &r, sent, &out, DeviceOp::Disconnect)
+}
+
+/// The first request of session operation `op` (`sent`, its bytes at the start of `out`) into
+/// the COMMUNICATE buffer; the requester's state kept and the PDEV's session taken by `op`
+/// until the device answers.
+fn send_session_first(
+    t: &Tsm<'_>,
+    comm: Pa,
+    p: &mut Guard<'_, '_, PdevObj>,
+    r: &Requester,
+    sent: Outbound,
+    out: &[u8],
+    op: DeviceOp,
+) -> Reply {
     let message = out.get(..sent.len).ok_or_else(internal)?;
-    session::write_comm(t, a.comm, a.pdev, 1, session::protocol(sent), message)?;
-    session::store(t, &p, &r)?;
+    session::write_comm(t, comm, p.pa(), 1, session::protocol(sent), message)?;
+    session::store(t, p, r)?;
     p.seq = 1;
-    p.op = DeviceOp::Disconnect;
-    p.session_owner = a.pdev.0;
+    p.op = op;
+    p.session_owner = p.pa().0;
     p.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, p.op, p.state.raw()))
 }
