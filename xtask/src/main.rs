@@ -1,12 +1,14 @@
 //! `cargo xtask`: the project's one entry point. Every command first checks its prerequisites
 //! and installs what is missing, so a fresh machine needs nothing but rustup.
 
+mod apt;
 mod arch;
 mod bench;
 mod decode;
 mod fuzz;
 mod gdb;
 mod images;
+mod linux_packages;
 mod miri;
 mod outcome;
 mod prereq;
@@ -78,6 +80,20 @@ enum Cmd {
     /// Serve the project's device model (SPDM responder + TDISP) on a socket, speaking the
     /// protocol `spdm-interop` speaks, until a peer sends the stop command.
     SpdmResponder(SpdmResponderArgs),
+    /// Fetch Debian's kernel for the Linux host (issue 18, in progress: the TSM does not boot
+    /// it yet): the image, the headers a module builds against, a static busybox; the newest
+    /// build of the machine's release, unpacked into the cache folder, nothing installed.
+    LinuxPackages(LinuxPackagesArgs),
+}
+
+#[derive(Args)]
+struct LinuxPackagesArgs {
+    /// Which architectures' kernels.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Look the newest version up again and replace the unpacked one.
+    #[arg(long)]
+    refresh: bool,
 }
 
 #[derive(Args)]
@@ -321,6 +337,22 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
             tdisp: args.tdisp.into(),
         }),
         Cmd::SpdmResponder(args) => spdm_interop::serve(&args.listen),
+        Cmd::LinuxPackages(args) => {
+            for arch in args.arch.arches() {
+                let k = linux_packages::ensure(arch, args.refresh)?;
+                println!(
+                    "{}: Debian kernel {} ({})\n  image   {}\n  config  {}\n  headers {}\n  busybox {}",
+                    arch.name(),
+                    k.abi,
+                    k.version,
+                    k.image().display(),
+                    k.config().display(),
+                    k.headers().display(),
+                    k.busybox().display()
+                );
+            }
+            Ok(true)
+        }
         Cmd::Gdb(args) => {
             let scenario = find_scenario(&args.scenario)?;
             let arch = Arch::from(args.arch);

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::apt::{PrivateApt, SourceFile};
 use crate::arch::Arch;
 use crate::workspace::show;
 
@@ -37,9 +38,6 @@ const PACKAGES: &[&str] = &[
 ];
 /// The file that records a finished install: the version both binaries reported.
 const STAMP: &str = "version";
-/// The apt sources of the machine (deb822 `.sources` and one-line `.list` files).
-const APT_SOURCES_DIR: &str = "/etc/apt/sources.list.d";
-const APT_SOURCES_LIST: &str = "/etc/apt/sources.list";
 
 /// An unpacked QEMU in the cache folder.
 #[derive(Debug, Clone)]
@@ -52,17 +50,8 @@ impl Qemu {
     /// The pinned QEMU's folder: `$XDG_CACHE_HOME/tsm-xtask/qemu-<PIN>`, else
     /// `~/.cache/tsm-xtask/qemu-<PIN>`; outside `target/`, so `cargo clean` keeps it.
     pub fn locate() -> Result<Self, String> {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|h| !h.is_empty())
-                    .map(|h| PathBuf::from(h).join(".cache"))
-            })
-            .ok_or("neither XDG_CACHE_HOME nor HOME is set: no cache folder for QEMU")?;
         Ok(Qemu {
-            root: cache.join("tsm-xtask").join(format!("qemu-{PIN}")),
+            root: crate::apt::cache_folder(&format!("qemu-{PIN}"))?,
         })
     }
 
@@ -115,17 +104,15 @@ pub fn ensure() -> Result<(Qemu, String), String> {
     if let Some(v) = qemu.version() {
         return Ok((qemu, v));
     }
-    for tool in ["apt-get", "dpkg-deb"] {
-        if crate::prereq::find_in_path(tool).is_none() {
-            return Err(format!(
-                "QEMU {PIN} is needed (its SMMUv3 emulates stage 2) and xtask installs it from \
-                 Debian's {SUITE} suite with apt-get and dpkg-deb, but this machine has no \
-                 {tool}. Unpack qemu-system-arm and qemu-system-x86 {PIN}.x into {} (usr/bin, \
-                 usr/lib, usr/share as in the Debian packages) and write their version into {}",
-                qemu.root.display(),
-                qemu.root.join(STAMP).display()
-            ));
-        }
+    if let Some(tool) = crate::apt::missing_tool() {
+        return Err(format!(
+            "QEMU {PIN} is needed (its SMMUv3 emulates stage 2) and xtask installs it from \
+             Debian's {SUITE} suite with apt-get and dpkg-deb, but this machine has no {tool}. \
+             Unpack qemu-system-arm and qemu-system-x86 {PIN}.x into {} (usr/bin, usr/lib, \
+             usr/share as in the Debian packages) and write their version into {}",
+            qemu.root.display(),
+            qemu.root.join(STAMP).display()
+        ));
     }
     eprintln!(
         "installing QEMU {PIN} from Debian {SUITE} into {} (the system is left as it is)",
@@ -166,47 +153,12 @@ pub fn ensure() -> Result<(Qemu, String), String> {
 /// Fetches and unpacks QEMU into `work`; the version both binaries report.
 fn install_into(work: &Path) -> Result<String, String> {
     let apt_dir = work.join("apt");
-    let parts = apt_dir.join("sources");
-    let archives = apt_dir.join("cache/archives");
-    for dir in [
-        parts.clone(),
-        apt_dir.join("lists/partial"),
-        archives.join("partial"),
-    ] {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    write_sources(&parts)?;
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.arg("-q")
-            .arg("-o")
-            .arg("Dir::Etc::SourceList=/dev/null")
-            .arg("-o")
-            .arg(opt("Dir::Etc::SourceParts", &parts))
-            .arg("-o")
-            .arg(opt("Dir::State::Lists", &apt_dir.join("lists")))
-            .arg("-o")
-            .arg(opt("Dir::Cache", &apt_dir.join("cache")))
-            // Nothing here changes the system's package state: no dpkg lock is needed (and a
-            // user without root could not take it).
-            .arg("-o")
-            .arg("Debug::NoLocking=1")
-            .args(["-t", SUITE])
-            .args(args)
-            .current_dir(&archives)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        if is_root() {
-            // apt's download sandbox user cannot enter root's home; root downloads itself.
-            cmd.args(["-o", "APT::Sandbox::User=root"]);
-        }
-        cmd
-    };
-    run(&mut apt(&["update"]))?;
+    let apt = PrivateApt::new(&apt_dir, &[], Some(SUITE), backports_sources)?;
+    run(&mut apt.get(&["update"]))?;
     // The named packages, wherever a version of them is installed already ...
     let mut download = vec!["download"];
     download.extend_from_slice(PACKAGES);
-    run(&mut apt(&download))?;
+    run(&mut apt.get(&download))?;
     // ... and whatever libraries they need that this machine lacks (nothing on a machine with
     // Debian's own QEMU; a few on a fresh one).
     let mut closure = vec![
@@ -216,15 +168,10 @@ fn install_into(work: &Path) -> Result<String, String> {
         "-y",
     ];
     closure.extend_from_slice(PACKAGES);
-    run(&mut apt(&closure))?;
+    run(&mut apt.get(&closure))?;
 
     let root = work.to_path_buf();
-    let debs = std::fs::read_dir(&archives)
-        .map_err(|e| format!("cannot list {}: {e}", archives.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect::<Vec<_>>();
-    for deb in &debs {
+    for deb in &apt.debs()? {
         let mut cmd = Command::new("dpkg-deb");
         cmd.arg("-x").arg(deb).arg(&root);
         run(&mut cmd)?;
@@ -273,31 +220,11 @@ fn install_into(work: &Path) -> Result<String, String> {
     Ok(version)
 }
 
-/// `Name=<path>` for an apt `-o` option.
-fn opt(name: &str, path: &Path) -> String {
-    format!("{name}={}", path.display())
-}
-
-/// The private apt sources: the machine's own, plus [`SUITE`] beside every source of
-/// [`BASE_SUITE`] (the libraries QEMU needs come from the machine's own suites).
-fn write_sources(parts: &Path) -> Result<(), String> {
-    let mut copied = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(APT_SOURCES_LIST) {
-        copied.push(("system.list".to_string(), text));
-    }
-    if let Ok(dir) = std::fs::read_dir(APT_SOURCES_DIR) {
-        for entry in dir.filter_map(Result::ok) {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".sources") || name.ends_with(".list") {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                copied.push((name, text));
-            }
-        }
-    }
+/// [`SUITE`] beside every source of [`BASE_SUITE`] among the machine's (the libraries QEMU
+/// needs come from the machine's own suites).
+fn backports_sources(copied: &[SourceFile]) -> Result<Vec<SourceFile>, String> {
     let (mut stanzas, mut lines) = (String::new(), String::new());
-    for (name, text) in &copied {
+    for (name, text) in copied {
         if name.ends_with(".sources") {
             stanzas.push_str(&backports_stanzas(text));
         } else {
@@ -307,19 +234,13 @@ fn write_sources(parts: &Path) -> Result<(), String> {
     if stanzas.is_empty() && lines.is_empty() {
         return Err(format!(
             "QEMU {PIN} comes from Debian's {SUITE} suite, which xtask adds beside a source of \
-             {BASE_SUITE}; {APT_SOURCES_LIST} and {APT_SOURCES_DIR} have none (is this Debian \
-             12?)"
+             {BASE_SUITE}; the machine's apt sources have none (is this Debian 12?)"
         ));
     }
-    let added = [
+    Ok(vec![
         ("backports.sources".to_string(), stanzas),
         ("backports.list".to_string(), lines),
-    ];
-    for (name, text) in copied.iter().chain(&added) {
-        let path = parts.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
+    ])
 }
 
 /// Each deb822 stanza of binary packages from [`BASE_SUITE`] again, with [`SUITE`] as its only
@@ -404,10 +325,6 @@ fn is_pinned(version: &str) -> bool {
 
 fn run(cmd: &mut Command) -> Result<(), String> {
     crate::prereq::run_install(cmd)
-}
-
-fn is_root() -> bool {
-    crate::prereq::is_root()
 }
 
 #[cfg(test)]
