@@ -75,10 +75,8 @@ fn debian_arch(arch: Arch) -> &'static str {
 pub fn ensure(arch: Arch, refresh: bool) -> Result<Kernel, String> {
     let debian_arch = debian_arch(arch);
     let folder = crate::apt::cache_folder(&format!("linux-{debian_arch}"))?;
-    if !refresh {
-        if let Some(k) = installed(&folder, debian_arch) {
-            return Ok(k);
-        }
+    if !refresh && let Some(k) = installed(&folder, debian_arch) {
+        return Ok(k);
     }
     if let Some(tool) = crate::apt::missing_tool() {
         return Err(format!(
