@@ -22,6 +22,9 @@ import bisect, collections, re, subprocess, sys
 arch, log, elf = sys.argv[1], sys.argv[2], sys.argv[3]
 entry = int(sys.argv[4], 16)
 top = int(sys.argv[5]) if len(sys.argv) > 5 else 12
+# With a sixth argument N: also the executed PCs of the segments of exactly N instructions (for
+# `llvm-objdump -d` side by side: which lines of an inlined function cost what).
+pcs_of = int(sys.argv[6]) if len(sys.argv) > 6 else None
 
 syms = []
 for l in subprocess.run(["llvm-nm", "-C", "-n", elf], capture_output=True, text=True).stdout.splitlines():
@@ -52,6 +55,7 @@ tb, cur, per_tb = {}, None, {}
 groups = collections.defaultdict(collections.Counter)
 count = collections.Counter()
 seg, start = collections.Counter(), "b"
+seg_pcs, pcs = [], collections.Counter()
 for line in open(log, errors="replace"):
     if line.startswith("0x"):
         if cur is not None:
@@ -70,7 +74,10 @@ for line in open(log, errors="replace"):
             key = (start + "h", sum(seg.values()))
             count[key] += 1
             groups[key].update(seg)
+            if key[1] == pcs_of:
+                pcs.update(seg_pcs)
             seg, start = collections.Counter(), "h"
+            seg_pcs = []
         elif pc == entry:
             start = start if start == "g" else "h"
         if w != "t":
@@ -78,12 +85,16 @@ for line in open(log, errors="replace"):
                 key = (start + w, sum(seg.values()))
                 count[key] += 1
                 groups[key].update(seg)
+                if key[1] == pcs_of:
+                    pcs.update(seg_pcs)
             seg, start = collections.Counter(), w
+            seg_pcs = []
             continue
         c = per_tb.get((pc, flags))
         if c is None:
             c = per_tb[(pc, flags)] = collections.Counter(sym(p) for p in tb.get((pc, flags), [pc]))
         seg.update(c)
+        seg_pcs.extend(tb.get((pc, flags), [pc]))
 
 print("groups: from-to (h host, g guest), instructions per segment, segments")
 for key, n in sorted(count.items(), key=lambda kv: -kv[1])[:40]:
@@ -92,3 +103,8 @@ for key, n in sorted(count.items(), key=lambda kv: -kv[1])[:top]:
     print(f"== {key[0]} {key[1]} instructions, {n} segments")
     for s, k in groups[key].most_common(25):
         print(f"  {k // n:6d}  {s}")
+
+if pcs_of is not None:
+    print(f"== executed PCs of the {pcs_of}-instruction segments (count, pc, function)")
+    for pc in sorted(pcs):
+        print(f"  {pcs[pc]:7d}  {pc:#x}  {sym(pc)}")

@@ -78,6 +78,9 @@ pub struct GuestCaller {
 /// What the dispatcher checks before any handler, in this order (docs/abi.md §2): a call ID
 /// that names a call, a call of the caller's `side`, zero in every argument register past the
 /// call's arguments. Returns the call and its table entry.
+// Inline: out of line, its result went through memory and its frame cost a prologue on every
+// call.
+#[inline(always)]
 fn decode(regs: &CallRegs, side: Caller) -> Result<(Call, CallInfo), Refused> {
     let info =
         CallInfo::of(regs.fid).ok_or(Refused::Status(Status::new(StatusCode::NotSupported)))?;
