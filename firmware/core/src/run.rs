@@ -222,7 +222,14 @@ pub struct GuestEntry {
     pub context: Pa,
     /// How to (re)start it.
     pub resume: Resume,
+    /// Only this module makes entries, and only from a claim (`vcpu_run`, `host_call`).
+    claimed: Claimed,
 }
+
+/// Proof that a [`GuestEntry`] comes from a claim: private, so no other module or crate (the
+/// HAL, a test) can make an entry for a vCPU the core did not claim.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Claimed;
 
 /// A vCPU VCPU_RUN claimed, with its entry worked out under the locks the claim took.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -312,6 +319,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
             root: Pa(o.root),
             context,
             resume,
+            claimed: Claimed,
         },
         wait,
     }))
@@ -360,6 +368,11 @@ impl Tsm<'_> {
     /// Handles one trap of the running vCPU `vcpu` (the HAL's, never a guest register); a
     /// call's TVM is found from the vCPU object.
     pub fn guest_exit(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
+        // The HAL runs only vCPUs the core claimed: anything else is a HAL bug; the host's
+        // call fails rather than the TSM trusting the vCPU.
+        if !matches!(self.running(vcpu), Ok(true)) {
+            return GuestStep::ToHost(CallResult::status(internal()));
+        }
         self.guest_trap(vcpu, None, exit)
     }
 
@@ -367,17 +380,19 @@ impl Tsm<'_> {
     /// entry's, found under the claim's locks. A vCPU's TVM never changes, and it outlives the
     /// vCPU (TVM_DESTROY refuses a TVM with vCPUs, VCPU_DESTROY a running vCPU), so the vCPU
     /// object need not be read again on every call.
+    ///
+    /// Nor is the running flag: `e` is the claim itself (only this module makes a
+    /// [`GuestEntry`], from a successful claim), and the flag it set is cleared only by
+    /// [`Tsm::exit_to_host`] or [`Tsm::release`] of this run, after which the run loop drops
+    /// `e` (it returns from the run with the call's result). Between the claim and that
+    /// exit nothing else writes the flag: a second VCPU_RUN and VCPU_DESTROY refuse a running
+    /// vCPU, and TVM_DESTROY a TVM with vCPUs. Reading it on every trap (the VCPU granule
+    /// locked, the run state decoded: ~230 instructions per guest call) could not fail.
     pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> GuestStep {
         self.guest_trap(e.vcpu, Some(e.tvm), exit)
     }
 
     fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit) -> GuestStep {
-        match self.running(vcpu) {
-            Ok(true) => {}
-            // The HAL runs only vCPUs it claimed: anything else is a HAL bug; the host's call
-            // fails rather than the TSM trusting the vCPU.
-            Ok(false) | Err(_) => return GuestStep::ToHost(CallResult::status(internal())),
-        }
         match exit {
             GuestExit::Fault {
                 syndrome,
@@ -396,7 +411,8 @@ impl Tsm<'_> {
                 };
                 GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue))
             }
-            GuestExit::Call(regs) => self.guest_call(vcpu, tvm, &regs),
+            // By reference: moving the registers out copied them (a `memcpy`) on every call.
+            GuestExit::Call(ref regs) => self.guest_call(vcpu, tvm, regs),
         }
     }
 

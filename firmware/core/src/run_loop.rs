@@ -156,7 +156,8 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 /// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
 /// Every trap goes to the core while the vCPU stays loaded in the HAL: a guest call the core
 /// answers ([`GuestStep::Resume`]) is completed in place, without a world switch, after the
-/// same checks as any other trap (the claim, the dispatch).
+/// same dispatch as any other trap; `e` is the claim, so the vCPU's running flag is not read
+/// again per trap ([`Tsm::guest_exit_entered`]).
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
     let mut resume = e.resume;
     loop {

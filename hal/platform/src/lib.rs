@@ -38,7 +38,7 @@ pub trait PhysMem {
     /// Copies `data` to `pa`.
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault>;
     /// Zeroes `len` bytes at `pa` (a granule scrub). Platforms override it with their fastest
-    /// zeroing (`DC ZVA`, `rep stosq`); the default writes zeros in 512-byte chunks.
+    /// zeroing (64-byte `st1`s, 16-byte SSE stores); the default writes zeros in 512-byte chunks.
     fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         const ZERO: [u8; 512] = [0; 512];
         let (mut at, mut left) = (pa, len);

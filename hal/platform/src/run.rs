@@ -134,8 +134,8 @@ pub trait GuestCpu {
     /// Runs the vCPU whose saved context is the area at `context` (`CONTEXT_SIZE` bytes of its
     /// VCPU granule, zero when the vCPU was created) on the TVM map rooted at `root` until the
     /// core lets it go. `resume` says what to do with the context first. Every trap goes to
-    /// `on_exit` (the core's whole judgement of it: the claim check, the call's dispatch, the
-    /// exit record), with the vCPU's registers still loaded; the vCPU runs on after
+    /// `on_exit` (the core's whole judgement of it: the call's dispatch, the exit record),
+    /// with the vCPU's registers still loaded; the vCPU runs on after
     /// [`Handled::Resume`] and the run ends with [`Handled::Leave`]'s value. `on_exit` must
     /// not need the host's EL1 / guest state on the CPU: it runs with the vCPU's, and with the
     /// TSM's own translation (the HAL keeps the host's stage-2 tag current where TLB

@@ -264,11 +264,12 @@ impl Frame {
         if ec == Ec::SMC64 {
             self.pc = self.pc.wrapping_add(4);
         }
-        let mut args = [0; 6];
-        args.copy_from_slice(&self.x[1..7]);
+        // Element by element: a slice copy of the six registers compiled to a `memcpy` call
+        // (24 instructions on every call, against six loads and stores).
+        let x = &self.x;
         Some(CallRegs {
-            fid: self.x[0],
-            args,
+            fid: x[0],
+            args: [x[1], x[2], x[3], x[4], x[5], x[6]],
         })
     }
 

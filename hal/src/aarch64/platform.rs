@@ -74,8 +74,7 @@ impl PhysMem for QemuVirt {
 
     fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
         self.check(pa, len)?;
-        // SAFETY: as in `write`; DRAM is Normal write-back memory in the TSM's stage-1, which
-        // `DC ZVA` needs.
+        // SAFETY: as in `write`.
         unsafe { copy::zero(pa.0 as *mut u8, len) };
         Ok(())
     }
