@@ -684,17 +684,16 @@ fn send_first(
     v.op = op;
     v.step = step::SENT;
     v.seq = 1;
-    let mut session = load_session(t, p)?;
-    send_via(t, p, session.as_mut(), comm, vdev, v.seq, &vdev_request(v)?)?;
-    save_session(t, p, session.as_ref())
-}
-
-/// The PDEV's requester when it talks through a session.
-fn load_session(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Option<Requester>, Status> {
+    let req = vdev_request(v)?;
+    // The requester is read only with SPDM: an `Option<Requester>` returned by value is moved
+    // whole (2 KiB, at odd offsets) even when it is `None`, which was half of a VDEV_BIND
+    // without SPDM.
     if session::uses_spdm(p) {
-        Ok(Some(session::load(t, p)?))
+        let mut r = session::load(t, p)?;
+        send_via(t, p, Some(&mut r), comm, vdev, v.seq, &req)?;
+        session::store(t, p, &r)
     } else {
-        Ok(None)
+        send_via(t, p, None, comm, vdev, v.seq, &req)
     }
 }
 
@@ -861,7 +860,11 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let t1 = t1_view(&v);
-    let mut session = load_session(t, &p)?;
+    // Filled in place, not returned in an `Option` (see `send_first`).
+    let mut session = None;
+    if session::uses_spdm(&p) {
+        session = Some(session::load(t, &p)?);
+    }
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
         if session.is_some() && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
