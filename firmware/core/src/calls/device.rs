@@ -21,8 +21,8 @@ use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
-    PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle,
-    VdevHead, VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
+    PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle, VdevHead,
+    VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
 };
 use crate::private_mmio::MmioMaps;
 use crate::spdm::requester::Requester as SpdmRequester;
@@ -235,10 +235,7 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if io.vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    if po
-        .used_pbdfs()
-        .any(|s| s.pbdf == u32::from(params.pbdf))
-    {
+    if po.used_pbdfs().any(|s| s.pbdf == u32::from(params.pbdf)) {
         return Err(Status::arg(StatusCode::BdfInUse, 4));
     }
     if to.used_vbdfs().any(|s| s.vbdf == u32::from(params.vbdf)) {

@@ -184,10 +184,34 @@ pub struct VbdfSlot {
     pub used: u32,
 }
 
-/// A TVM.
+/// A TVM: its [`TvmHead`], then its vBDF table, which only the vdevice calls need: the calls
+/// that change counts alone (TVM_DESTROY, VCPU_CREATE, VCPU_DESTROY) lock the head.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TvmObj {
+    /// State, root and counts.
+    pub head: TvmHead,
+    /// vBDF table.
+    pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
+}
+
+impl core::ops::Deref for TvmObj {
+    type Target = TvmHead;
+    fn deref(&self) -> &TvmHead {
+        &self.head
+    }
+}
+
+impl core::ops::DerefMut for TvmObj {
+    fn deref_mut(&mut self) -> &mut TvmHead {
+        &mut self.head
+    }
+}
+
+/// The leading part of a [`TvmObj`].
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmHead {
     /// Its state.
     pub state: TvmState,
     /// Width of the GPA space.
@@ -210,8 +234,6 @@ pub struct TvmObj {
     pub shared_pages: u64,
     /// Non-root tables.
     pub tables: u64,
-    /// vBDF table.
-    pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
 }
 
 /// A free vBDF slot.
@@ -225,17 +247,19 @@ impl TvmObj {
     /// A NEW TVM with no children and nothing mapped.
     pub fn new(root: Pa, gpa_bits: u8, max_vcpus: u64) -> Self {
         TvmObj {
-            state: TvmState::New,
-            gpa_bits: u32::from(gpa_bits),
-            root: root.0,
-            max_vcpus,
-            vcpus_created: 0,
-            vcpus: 0,
-            viommus: 0,
-            vdevs: 0,
-            private_pages: 0,
-            shared_pages: 0,
-            tables: 0,
+            head: TvmHead {
+                state: TvmState::New,
+                gpa_bits: u32::from(gpa_bits),
+                root: root.0,
+                max_vcpus,
+                vcpus_created: 0,
+                vcpus: 0,
+                viommus: 0,
+                vdevs: 0,
+                private_pages: 0,
+                shared_pages: 0,
+                tables: 0,
+            },
             vbdfs: [FREE_VBDF; MAX_VDEVS_PER_TVM],
         }
     }
@@ -255,13 +279,26 @@ impl Stored for TvmObj {
     type Words = [u64; size_of::<TvmObj>() / 8];
 }
 
-impl Object for TvmObj {
+impl Stored for TvmHead {
+    type Words = [u64; size_of::<TvmHead>() / 8];
+}
+
+impl Object for TvmHead {
     const STATE: GranuleState = GranuleState::Tvm;
 
     fn invariants(&self) -> Result<(), &'static str> {
         if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
             return Err("vcpus <= vcpus_created <= max_vcpus");
         }
+        Ok(())
+    }
+}
+
+impl Object for TvmObj {
+    const STATE: GranuleState = GranuleState::Tvm;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        self.head.invariants()?;
         if self.vbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
             return Err("one vBDF slot per vdevice");
         }
@@ -677,6 +714,7 @@ pub const MMIO_MAPS_OFFSET: u64 =
 pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
 // The links lead their objects (`Child`).
 const _: () = assert!(offset_of!(VcpuObj, tvm) == offset_of!(TvmLink, tvm));
 const _: () = assert!(offset_of!(ViommuObj, tvm) == offset_of!(TvmLink, tvm));
@@ -797,7 +835,7 @@ mod tests {
         for format in FORMATS {
             let h = harness(format);
             let tvm = build_tvm(&h, 10).tvm;
-            let at = tvm.checked_add(offset_of!(TvmObj, state) as u64).unwrap();
+            let at = tvm.checked_add(offset_of!(TvmHead, state) as u64).unwrap();
             h.sim.write(at, &7u32.to_le_bytes()).unwrap();
             let before = h.snapshot();
             assert_eq!(h.host(CallId::TVM_ACTIVATE, &[tvm.0]), Err(internal()));

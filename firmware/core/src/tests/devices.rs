@@ -617,12 +617,8 @@ fn vdev_create_writes_the_whole_new_object() {
         crate::objects::Handle::new(w.pdev),
         crate::objects::Handle::new(w.viommu),
     );
-    let want = crate::objects::VdevObj::new(
-        links,
-        params,
-        ViommuType::TsmSmmuv3,
-        obj.tdisp_version,
-    );
+    let want =
+        crate::objects::VdevObj::new(links, params, ViommuType::TsmSmmuv3, obj.tdisp_version);
     assert_ne!(obj.tdisp_version, 0, "the PDEV's negotiated version");
     assert_eq!(got.as_slice(), want.as_bytes());
 }

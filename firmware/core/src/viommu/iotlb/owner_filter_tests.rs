@@ -54,7 +54,13 @@ fn distinct<const N: usize>() -> [u64; N] {
 fn every_owner_of_every_cache_is_in_the_filter() {
     let [tvm_a, vdev_a, tvm_b, vdev_b, tvm_c, other] = distinct();
     let mut tlb = Iotlb::new();
-    tlb.insert(VdevId(vdev_a), TvmId(tvm_a), None, Iova(0x1000), walked(0x8000_0000));
+    tlb.insert(
+        VdevId(vdev_a),
+        TvmId(tvm_a),
+        None,
+        Iova(0x1000),
+        walked(0x8000_0000),
+    );
     tlb.table_insert(TvmId(tvm_c), Gpa(0x20_0000), s2(0x8000_1000));
     tlb.walk_insert(VdevId(vdev_b), TvmId(tvm_b), None, Iova(0x1000), prefix());
     for o in [tvm_a, vdev_a, tvm_b, vdev_b, tvm_c] {
@@ -67,9 +73,21 @@ fn every_owner_of_every_cache_is_in_the_filter() {
 fn invalidate_tvm_drops_its_entries_and_keeps_the_others_findable() {
     let [tvm_a, vdev_a, tvm_b, vdev_b, unknown] = distinct();
     let mut tlb = Iotlb::new();
-    tlb.insert(VdevId(vdev_a), TvmId(tvm_a), None, Iova(0x1000), walked(0x8000_0000));
+    tlb.insert(
+        VdevId(vdev_a),
+        TvmId(tvm_a),
+        None,
+        Iova(0x1000),
+        walked(0x8000_0000),
+    );
     tlb.table_insert(TvmId(tvm_a), Gpa(0x20_0000), s2(0x8000_1000));
-    tlb.insert(VdevId(vdev_b), TvmId(tvm_b), None, Iova(0x1000), walked(0x8000_2000));
+    tlb.insert(
+        VdevId(vdev_b),
+        TvmId(tvm_b),
+        None,
+        Iova(0x1000),
+        walked(0x8000_2000),
+    );
     tlb.table_insert(TvmId(tvm_b), Gpa(0x20_0000), s2(0x8000_3000));
     tlb.walk_insert(VdevId(vdev_b), TvmId(tvm_b), None, Iova(0x1000), prefix());
     // A TVM no entry belongs to: nothing goes.
@@ -83,7 +101,10 @@ fn invalidate_tvm_drops_its_entries_and_keeps_the_others_findable() {
     tlb.invalidate_tvm(TvmId(tvm_b));
     assert!(tlb.is_empty());
     assert!(tlb.table_lookup(TvmId(tvm_b), Gpa(0x20_0000)).is_none());
-    assert!(tlb.walk_lookup(VdevId(vdev_b), None, Iova(0x1000)).is_none());
+    assert!(
+        tlb.walk_lookup(VdevId(vdev_b), None, Iova(0x1000))
+            .is_none()
+    );
     assert!(!tlb.owners.may_hold(Pa(tvm_b)));
 }
 
@@ -91,24 +112,48 @@ fn invalidate_tvm_drops_its_entries_and_keeps_the_others_findable() {
 fn invalidate_vdev_drops_its_entries_and_keeps_the_others_findable() {
     let [tvm, vdev_a, vdev_b] = distinct();
     let mut tlb = Iotlb::new();
-    tlb.insert(VdevId(vdev_a), TvmId(tvm), None, Iova(0x1000), walked(0x8000_0000));
+    tlb.insert(
+        VdevId(vdev_a),
+        TvmId(tvm),
+        None,
+        Iova(0x1000),
+        walked(0x8000_0000),
+    );
     tlb.walk_insert(VdevId(vdev_a), TvmId(tvm), None, Iova(0x1000), prefix());
-    tlb.insert(VdevId(vdev_b), TvmId(tvm), None, Iova(0x1000), walked(0x8000_2000));
+    tlb.insert(
+        VdevId(vdev_b),
+        TvmId(tvm),
+        None,
+        Iova(0x1000),
+        walked(0x8000_2000),
+    );
     tlb.walk_insert(VdevId(vdev_b), TvmId(tvm), None, Iova(0x1000), prefix());
     tlb.invalidate_vdev(VdevId(vdev_a));
     assert!(tlb.lookup(VdevId(vdev_a), None, Iova(0x1000)).is_none());
-    assert!(tlb.walk_lookup(VdevId(vdev_a), None, Iova(0x1000)).is_none());
+    assert!(
+        tlb.walk_lookup(VdevId(vdev_a), None, Iova(0x1000))
+            .is_none()
+    );
     assert!(tlb.owners.may_hold(Pa(tvm)));
     assert!(tlb.lookup(VdevId(vdev_b), None, Iova(0x1000)).is_some());
     tlb.invalidate_vdev(VdevId(vdev_b));
     assert!(tlb.is_empty());
-    assert!(tlb.walk_lookup(VdevId(vdev_b), None, Iova(0x1000)).is_none());
+    assert!(
+        tlb.walk_lookup(VdevId(vdev_b), None, Iova(0x1000))
+            .is_none()
+    );
 }
 
 #[test]
 fn flush_clears_the_owner_filter() {
     let mut tlb = Iotlb::new();
-    tlb.insert(VdevId(0x9000_1000), TvmId(0x9000_2000), None, Iova(0x1000), walked(0x8000_1000));
+    tlb.insert(
+        VdevId(0x9000_1000),
+        TvmId(0x9000_2000),
+        None,
+        Iova(0x1000),
+        walked(0x8000_1000),
+    );
     tlb.flush();
     assert!(!tlb.owners.may_hold(Pa(0x9000_2000)));
 }
