@@ -45,7 +45,7 @@ const _: () = assert!(size_of::<DmaTables>() == 136);
 use crate::addrmap::format::{self, Entry, PteFormat};
 use crate::addrmap::{self, AddressMap, ENTRIES, LEAF_LEVEL, Leaf, MapKind, table_span};
 use crate::granule::GranuleState;
-use crate::objects::{DMA_TABLES_OFFSET, Room, TvmObj, VdevObj, internal};
+use crate::objects::{DMA_TABLES_OFFSET, Room, TvmObj, VdevHead, VdevObj, internal};
 use crate::tsm::Tsm;
 use crate::viommu::{
     self, Access, Context, Devices, HostMapping, Request, Requester, S2Entry, SecureMemory,
@@ -146,7 +146,7 @@ impl DmaTags {
 
 /// Whether a vdevice's requests may carry the T bit (its TDI is RUN and accepted): the view
 /// its DMA table holds.
-pub(crate) fn t1_view(v: &VdevObj) -> bool {
+pub(crate) fn t1_view(v: &VdevHead) -> bool {
     v.state == VdevState::Run && v.accepted != 0
 }
 
@@ -254,7 +254,7 @@ impl Tsm<'_> {
 
     /// `v` (the VDEV at `vdev`, just saved) left or entered RUN-and-accepted: the view its table
     /// holds changes. `before`: [`t1_view`] of the object as the call found it.
-    pub(crate) fn dma_view_changed(&self, vdev: Pa, before: bool, v: &VdevObj) {
+    pub(crate) fn dma_view_changed(&self, vdev: Pa, before: bool, v: &VdevHead) {
         if before != t1_view(v) {
             self.dma_refresh(vdev);
         }

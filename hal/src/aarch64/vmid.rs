@@ -25,6 +25,11 @@ pub struct Vmids {
     slots: [Slot; SLOTS],
     /// Where the search for a slot to reassign starts (round robin).
     next: usize,
+    /// Slots ever assigned: the round robin hands them out from slot 0 up, so every slot from
+    /// here on still has no root and a root's lookup stops here. Before, every TVM_DESTROY and
+    /// every VCPU_RUN scanned all 255 slots (~1 000 instructions; docs/benchmarks.md,
+    /// "Handlers").
+    high: usize,
 }
 
 /// A VMID (1..=255).
@@ -40,26 +45,32 @@ impl Vmids {
                 running: 0,
             }; SLOTS],
             next: 0,
+            high: 0,
         }
+    }
+
+    /// The slot `root` has, if any.
+    fn slot_of(&self, root: Pa) -> Option<usize> {
+        debug_assert!(
+            self.slots.iter().skip(self.high).all(|s| s.root == 0),
+            "a slot above the assigned ones has a root"
+        );
+        self.slots
+            .get(..self.high)?
+            .iter()
+            .position(|s| s.root == root.0 && root.0 != 0)
     }
 
     /// The VMID `root` has now, if any (nothing is cached for a root without one).
     pub fn of(&self, root: Pa) -> Option<Vmid> {
-        self.slots
-            .iter()
-            .position(|s| s.root == root.0 && root.0 != 0)
-            .map(slot_vmid)
+        self.slot_of(root).map(slot_vmid)
     }
 
     /// The VMID for one run of a vCPU on `root`, assigning one if needed; `flush` drops every
     /// cached translation tagged with a VMID before it changes hands. `None` only if every VMID
     /// is in use by a running CPU (more CPUs than VMIDs).
     pub fn acquire(&mut self, root: Pa, flush: impl FnOnce(Vmid)) -> Option<Vmid> {
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.root == root.0 && root.0 != 0)
-        {
+        if let Some(i) = self.slot_of(root) {
             let s = self.slots.get_mut(i)?;
             s.running = s.running.checked_add(1)?;
             return Some(slot_vmid(i));
@@ -68,6 +79,7 @@ impl Vmids {
             .map(|k| (self.next + k) % SLOTS)
             .find(|&i| self.slots.get(i).is_some_and(|s| s.running == 0))?;
         self.next = (i + 1) % SLOTS;
+        self.high = self.high.max(i + 1);
         let s = self.slots.get_mut(i)?;
         if s.root != 0 {
             flush(slot_vmid(i));

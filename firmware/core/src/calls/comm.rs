@@ -45,8 +45,8 @@ use crate::dispatch::Reply;
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, Guard, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
-    VdevLinks, VdevObj, internal,
+    GUEST_OP_PENDING, Guard, Handle, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room,
+    VdevHandle, VdevHead, VdevLinks, VdevObj, internal,
 };
 use crate::spdm::requester::{Evidence, MAX_RECORD, Outbound, Outcome, Requester, Step};
 use crate::tsm::Tsm;
@@ -149,7 +149,7 @@ fn pdev_interface(p: &PdevObj) -> Result<InterfaceId, Status> {
 }
 
 /// The interface ID of a VDEV's TDI.
-fn vdev_interface(v: &VdevObj) -> Result<InterfaceId, Status> {
+fn vdev_interface(v: &VdevHead) -> Result<InterfaceId, Status> {
     InterfaceId::from_function_id(v.params.function_id).map_err(|_| internal())
 }
 
@@ -555,7 +555,7 @@ mod step {
 }
 
 /// The request a VDEV's pending operation step sends.
-fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
+fn vdev_request(v: &VdevHead) -> Result<Request<'static>, Status> {
     let interface_id = vdev_interface(v)?;
     Ok(match (v.op, v.step) {
         (DeviceOp::Bind, step::REPORT) => Request::GetDeviceInterfaceReport {
@@ -584,7 +584,7 @@ fn vdev_request(v: &VdevObj) -> Result<Request<'static>, Status> {
 }
 
 /// The operation ended with `result`: if it was a guest's, its waiting call gets `result`.
-fn guest_op_done(v: &mut VdevObj, result: StatusCode) {
+fn guest_op_done(v: &mut VdevHead, result: StatusCode) {
     if v.guest_result == GUEST_OP_PENDING {
         v.guest_result = result as u32;
     }
@@ -625,7 +625,7 @@ pub(crate) fn vdev_error(
 
 /// T=1 off and the private MMIO out of the TVM (back to the host) before anything else
 /// happens to the TDI (unbind, stop).
-pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevObj) -> Result<(), Status> {
+pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevHead) -> Result<(), Status> {
     t.mmio_release_all(vdev)?;
     v.state = VdevState::Stopping;
     v.accepted = 0;
@@ -639,7 +639,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
     let (mut p, mut v) = t.lock_with_parent(
-        VdevHandle::new(vdev),
+        Handle::<VdevHead>::new(vdev),
         1,
         VdevLinks::pdev,
         (&mut pdev_room, &mut vdev_room),
@@ -676,7 +676,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
 fn send_first(
     t: &Tsm<'_>,
     p: &mut Guard<'_, '_, PdevObj>,
-    v: &mut VdevObj,
+    v: &mut VdevHead,
     op: DeviceOp,
     comm: Pa,
     vdev: Pa,
@@ -684,17 +684,16 @@ fn send_first(
     v.op = op;
     v.step = step::SENT;
     v.seq = 1;
-    let mut session = load_session(t, p)?;
-    send_via(t, p, session.as_mut(), comm, vdev, v.seq, &vdev_request(v)?)?;
-    save_session(t, p, session.as_ref())
-}
-
-/// The PDEV's requester when it talks through a session.
-fn load_session(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Option<Requester>, Status> {
+    let req = vdev_request(v)?;
+    // The requester is read only with SPDM: an `Option<Requester>` returned by value is moved
+    // whole (2 KiB, at odd offsets) even when it is `None`, which was half of a VDEV_BIND
+    // without SPDM.
     if session::uses_spdm(p) {
-        Ok(Some(session::load(t, p)?))
+        let mut r = session::load(t, p)?;
+        send_via(t, p, Some(&mut r), comm, vdev, v.seq, &req)?;
+        session::store(t, p, &r)
     } else {
-        Ok(None)
+        send_via(t, p, None, comm, vdev, v.seq, &req)
     }
 }
 
@@ -710,7 +709,7 @@ fn save_session(
 }
 
 /// Forgets the device evidence a bind took from the PDEV.
-fn clear_device_evidence(v: &mut VdevObj) {
+fn clear_device_evidence(v: &mut VdevHead) {
     v.chain_len = 0;
     v.measurements_len = 0;
     v.evidence = 0;
@@ -723,7 +722,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
     let (mut p, mut v) = t.lock_with_parent(
-        VdevHandle::new(vdev),
+        Handle::<VdevHead>::new(vdev),
         1,
         VdevLinks::pdev,
         (&mut pdev_room, &mut vdev_room),
@@ -861,7 +860,11 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
         return Err(Status::arg(StatusCode::NoOperation, 1));
     }
     let t1 = t1_view(&v);
-    let mut session = load_session(t, &p)?;
+    // Filled in place, not returned in an `Option` (see `send_first`).
+    let mut session = None;
+    if session::uses_spdm(&p) {
+        session = Some(session::load(t, &p)?);
+    }
     let req = vdev_request(&v)?;
     if v.step == step::NOT_SENT {
         if session.is_some() && (p.state != PdevState::Ready || p.op != DeviceOp::None) {

@@ -16,7 +16,7 @@ use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms, WalkError, table_span};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{self, Room, TvmHandle, TvmObj, internal};
+use crate::objects::{self, Handle, Room, TvmHandle, TvmHead, TvmObj, internal};
 use crate::tsm::Tsm;
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
@@ -101,7 +101,7 @@ pub fn tvm_activate(t: &Tsm<'_>, a: args::TvmActivate) -> Reply {
 }
 
 /// Why a TVM cannot be destroyed yet: the first kind of child it still has.
-pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
+pub(crate) fn tvm_children(o: &TvmHead) -> Option<ObjectKind> {
     if o.vcpus != 0 {
         Some(ObjectKind::Vcpu)
     } else if o.vdevs != 0 {
@@ -120,7 +120,7 @@ pub(crate) fn tvm_children(o: &TvmObj) -> Option<ObjectKind> {
 /// TVM_DESTROY: only an empty TVM (no vCPU, vdevice, vIOMMU, page or table but the root).
 pub fn tvm_destroy(t: &Tsm<'_>, a: args::TvmDestroy) -> Reply {
     let mut tvm_room = Room::new();
-    let o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
+    let o = t.lock(Handle::<TvmHead>::new(a.tvm), 1, &mut tvm_room)?;
     if let Some(kind) = tvm_children(&o) {
         return Err(Status::arg(StatusCode::InUse, kind as u8));
     }

@@ -7,14 +7,14 @@ use tsm_abi::status::{Status, StatusCode};
 
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{self, Room, TvmHandle, TvmLink, VcpuHandle, VcpuObj, internal};
+use crate::objects::{self, Handle, Room, TvmHead, TvmLink, VcpuHandle, VcpuObj, internal};
 use crate::tsm::Tsm;
 
 /// VCPU_CREATE: a vCPU of a NEW TVM, in a delegated granule.
 pub fn vcpu_create(t: &Tsm<'_>, a: args::VcpuCreate) -> Reply {
     let (vcpu, entry) = (a.vcpu, a.entry);
     let mut tvm_room = Room::new();
-    let mut o = t.lock(TvmHandle::new(a.tvm), 1, &mut tvm_room)?;
+    let mut o = t.lock(Handle::<TvmHead>::new(a.tvm), 1, &mut tvm_room)?;
     if o.state != TvmState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -60,7 +60,7 @@ pub fn vcpu_destroy(t: &Tsm<'_>, a: args::VcpuDestroy) -> Reply {
     let (mut o, mut gv) = t.lock_with_parent(
         VcpuHandle::new(vcpu),
         1,
-        TvmLink::tvm,
+        |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
         (&mut tvm_room, &mut vcpu_room),
     )?;
     // A running vCPU's context area belongs to the CPU running it until its VCPU_RUN ends.

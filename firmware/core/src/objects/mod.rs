@@ -184,10 +184,34 @@ pub struct VbdfSlot {
     pub used: u32,
 }
 
-/// A TVM.
+/// A TVM: its [`TvmHead`], then its vBDF table, which only the vdevice calls need: the calls
+/// that change counts alone (TVM_DESTROY, VCPU_CREATE, VCPU_DESTROY) lock the head.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TvmObj {
+    /// State, root and counts.
+    pub head: TvmHead,
+    /// vBDF table.
+    pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
+}
+
+impl core::ops::Deref for TvmObj {
+    type Target = TvmHead;
+    fn deref(&self) -> &TvmHead {
+        &self.head
+    }
+}
+
+impl core::ops::DerefMut for TvmObj {
+    fn deref_mut(&mut self) -> &mut TvmHead {
+        &mut self.head
+    }
+}
+
+/// The leading part of a [`TvmObj`].
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmHead {
     /// Its state.
     pub state: TvmState,
     /// Width of the GPA space.
@@ -210,8 +234,6 @@ pub struct TvmObj {
     pub shared_pages: u64,
     /// Non-root tables.
     pub tables: u64,
-    /// vBDF table.
-    pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
 }
 
 /// A free vBDF slot.
@@ -225,19 +247,31 @@ impl TvmObj {
     /// A NEW TVM with no children and nothing mapped.
     pub fn new(root: Pa, gpa_bits: u8, max_vcpus: u64) -> Self {
         TvmObj {
-            state: TvmState::New,
-            gpa_bits: u32::from(gpa_bits),
-            root: root.0,
-            max_vcpus,
-            vcpus_created: 0,
-            vcpus: 0,
-            viommus: 0,
-            vdevs: 0,
-            private_pages: 0,
-            shared_pages: 0,
-            tables: 0,
+            head: TvmHead {
+                state: TvmState::New,
+                gpa_bits: u32::from(gpa_bits),
+                root: root.0,
+                max_vcpus,
+                vcpus_created: 0,
+                vcpus: 0,
+                viommus: 0,
+                vdevs: 0,
+                private_pages: 0,
+                shared_pages: 0,
+                tables: 0,
+            },
             vbdfs: [FREE_VBDF; MAX_VDEVS_PER_TVM],
         }
+    }
+}
+
+impl TvmObj {
+    /// The vBDF slots in use. [`TvmObj::invariants`] (checked at every save in debug builds)
+    /// says there are `vdevs` of them: the scan stops after the last, and costs nothing while
+    /// the TVM has no vdevice.
+    pub fn used_vbdfs(&mut self) -> impl Iterator<Item = &mut VbdfSlot> {
+        let n = usize::try_from(self.vdevs).unwrap_or(usize::MAX);
+        self.vbdfs.iter_mut().filter(|s| s.used != 0).take(n)
     }
 }
 
@@ -245,13 +279,26 @@ impl Stored for TvmObj {
     type Words = [u64; size_of::<TvmObj>() / 8];
 }
 
-impl Object for TvmObj {
+impl Stored for TvmHead {
+    type Words = [u64; size_of::<TvmHead>() / 8];
+}
+
+impl Object for TvmHead {
     const STATE: GranuleState = GranuleState::Tvm;
 
     fn invariants(&self) -> Result<(), &'static str> {
         if self.vcpus > self.vcpus_created || self.vcpus_created > self.max_vcpus {
             return Err("vcpus <= vcpus_created <= max_vcpus");
         }
+        Ok(())
+    }
+}
+
+impl Object for TvmObj {
+    const STATE: GranuleState = GranuleState::Tvm;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        self.head.invariants()?;
         if self.vbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
             return Err("one vBDF slot per vdevice");
         }
@@ -367,6 +414,15 @@ impl PdevObj {
     }
 }
 
+impl PdevObj {
+    /// The pBDF slots in use, `vdevs` of them by [`PdevObj::invariants`] (see
+    /// [`TvmObj::used_vbdfs`]).
+    pub fn used_pbdfs(&mut self) -> impl Iterator<Item = &mut PbdfSlot> {
+        let n = usize::try_from(self.vdevs).unwrap_or(usize::MAX);
+        self.pbdfs.iter_mut().filter(|s| s.used != 0).take(n)
+    }
+}
+
 impl Stored for PdevObj {
     type Words = [u64; size_of::<PdevObj>() / 8];
 }
@@ -430,9 +486,40 @@ impl Child for ViommuObj {
 /// ([`crate::private_mmio::MmioMaps`] at [`MMIO_MAPS_OFFSET`]), and its DMA tables end it
 /// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]): none is copied when the VDEV is
 /// locked.
+///
+/// Its [`VdevHead`] leads it, then the vIOMMU tables, which start all zero: VDEV_CREATE zeroes
+/// the object's bytes in the granule and writes only the head, instead of building the whole
+/// object (1.8 KiB) in its frame and copying it (docs/benchmarks.md, "Handlers").
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct VdevObj {
+    /// Everything but the vIOMMU tables.
+    pub head: VdevHead,
+    /// Stage-1 roots per PASID.
+    pub pasids: PasidTable,
+    /// Faults of this vdevice, full records for the guest.
+    pub events: EventQueue,
+    /// The same faults as the host may know them, popped by the host as sanitized records.
+    pub host_events: HostEventQueue,
+}
+
+impl core::ops::Deref for VdevObj {
+    type Target = VdevHead;
+    fn deref(&self) -> &VdevHead {
+        &self.head
+    }
+}
+
+impl core::ops::DerefMut for VdevObj {
+    fn deref_mut(&mut self) -> &mut VdevHead {
+        &mut self.head
+    }
+}
+
+/// The leading part of a [`VdevObj`]: its links, state, operation and bind results.
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VdevHead {
     /// Owning TVM.
     pub tvm: u64,
     /// Its PDEV.
@@ -487,24 +574,18 @@ pub struct VdevObj {
     /// Tickets are never reused ([`Tsm::guest_ticket`](crate::tsm::Tsm)), so the result reaches
     /// only the vCPU that started the operation on this incarnation of the vdevice.
     pub guest_ticket: u64,
-    /// Stage-1 roots per PASID.
-    pub pasids: PasidTable,
-    /// Faults of this vdevice, full records for the guest.
-    pub events: EventQueue,
-    /// The same faults as the host may know them, popped by the host as sanitized records.
-    pub host_events: HostEventQueue,
 }
 
-impl VdevObj {
-    /// An UNLOCKED vdevice under `links`, for validated `params`: no operation, no report, no
-    /// stage-1 root, no events.
+impl VdevHead {
+    /// The head of an UNLOCKED vdevice under `links`, for validated `params`: no operation, no
+    /// report. Its tables (no stage-1 root, no events) are all zero bytes.
     pub fn new(
         links: VdevLinks,
         params: VdevParams,
         viommu_type: ViommuType,
         tdisp_version: u32,
     ) -> Self {
-        VdevObj {
+        VdevHead {
             tvm: links.tvm,
             pdev: links.pdev,
             viommu: links.viommu,
@@ -530,6 +611,22 @@ impl VdevObj {
             report_asked: 0,
             guest_result: 0,
             guest_ticket: 0,
+        }
+    }
+}
+
+impl VdevObj {
+    /// The whole object `VdevHead::new` and zeroed tables make (VDEV_CREATE writes the same
+    /// bytes in place).
+    #[cfg(test)]
+    pub fn new(
+        links: VdevLinks,
+        params: VdevParams,
+        viommu_type: ViommuType,
+        tdisp_version: u32,
+    ) -> Self {
+        VdevObj {
+            head: VdevHead::new(links, params, viommu_type, tdisp_version),
             pasids: PasidTable::new(),
             events: EventQueue::new(),
             host_events: HostEventQueue::new(),
@@ -537,11 +634,24 @@ impl VdevObj {
     }
 }
 
+impl Stored for VdevHead {
+    type Words = [u64; size_of::<VdevHead>() / 8];
+}
+
 impl Stored for VdevObj {
     type Words = [u64; size_of::<VdevObj>() / 8];
 }
 
 impl Object for VdevObj {
+    const STATE: GranuleState = GranuleState::Vdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        self.head.invariants()
+    }
+}
+
+/// The head alone is what VDEV_CREATE writes into the zeroed object.
+impl Object for VdevHead {
     const STATE: GranuleState = GranuleState::Vdev;
 
     fn invariants(&self) -> Result<(), &'static str> {
@@ -577,6 +687,19 @@ impl Child for VdevObj {
     }
 }
 
+/// The calls that never touch the vIOMMU tables (VDEV_BIND, VDEV_UNBIND) lock the head alone:
+/// 1.8 KiB less to zero, read and write back.
+impl Child for VdevHead {
+    type Links = VdevLinks;
+    fn links(&self) -> VdevLinks {
+        VdevLinks {
+            tvm: self.tvm,
+            pdev: self.pdev,
+            viommu: self.viommu,
+        }
+    }
+}
+
 /// `VdevObj::guest_result` while the guest's operation runs.
 pub const GUEST_OP_PENDING: u32 = u32::MAX;
 
@@ -591,13 +714,15 @@ pub const MMIO_MAPS_OFFSET: u64 =
 pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
 // The links lead their objects (`Child`).
 const _: () = assert!(offset_of!(VcpuObj, tvm) == offset_of!(TvmLink, tvm));
 const _: () = assert!(offset_of!(ViommuObj, tvm) == offset_of!(TvmLink, tvm));
 const _: () = assert!(
-    offset_of!(VdevObj, tvm) == offset_of!(VdevLinks, tvm)
-        && offset_of!(VdevObj, pdev) == offset_of!(VdevLinks, pdev)
-        && offset_of!(VdevObj, viommu) == offset_of!(VdevLinks, viommu)
+    offset_of!(VdevObj, head) == 0
+        && offset_of!(VdevHead, tvm) == offset_of!(VdevLinks, tvm)
+        && offset_of!(VdevHead, pdev) == offset_of!(VdevLinks, pdev)
+        && offset_of!(VdevHead, viommu) == offset_of!(VdevLinks, viommu)
 );
 const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
@@ -618,6 +743,7 @@ const _: () = assert!(
         && size_of::<PdevObj>().is_multiple_of(8)
         && size_of::<ViommuObj>().is_multiple_of(8)
         && size_of::<VdevObj>().is_multiple_of(8)
+        && size_of::<VdevHead>().is_multiple_of(8)
 );
 
 #[cfg(test)]
@@ -634,6 +760,15 @@ mod tests {
         v.state = state;
         v.op = op;
         v
+    }
+
+    /// VDEV_CREATE writes only the head into a zeroed object: that is the whole new object only
+    /// while the new tables are zero bytes.
+    #[test]
+    fn a_new_vdevs_tables_are_zero_bytes() {
+        let v = vdev(VdevState::Unlocked, DeviceOp::None);
+        let tables = v.as_bytes().get(size_of::<VdevHead>()..).unwrap();
+        assert!(!tables.is_empty() && tables.iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -700,7 +835,7 @@ mod tests {
         for format in FORMATS {
             let h = harness(format);
             let tvm = build_tvm(&h, 10).tvm;
-            let at = tvm.checked_add(offset_of!(TvmObj, state) as u64).unwrap();
+            let at = tvm.checked_add(offset_of!(TvmHead, state) as u64).unwrap();
             h.sim.write(at, &7u32.to_le_bytes()).unwrap();
             let before = h.snapshot();
             assert_eq!(h.host(CallId::TVM_ACTIVATE, &[tvm.0]), Err(internal()));

@@ -15,7 +15,7 @@ use tsm_abi::tdisp::{ErrorCode, InterfaceId, InterfaceInfo, ReportFields, Reques
 use tsm_abi::viommu::{ViommuType, iommufd};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes, TryFromBytes};
 
 use super::*;
 use crate::Origin;
@@ -571,6 +571,56 @@ fn viommu_create_is_typed_and_destroy_waits_for_vdevices() {
     for i in 0..3 {
         h.host(VIOMMU_DESTROY, &[h.granule(40 + i).0]).unwrap();
     }
+}
+
+/// VDEV_BIND and VDEV_UNBIND lock and save the VDEV's head alone: the vIOMMU tables after it
+/// (here a count in the host event queue's ring) come through a bind and an unbind unchanged.
+#[test]
+fn bind_and_unbind_keep_the_vdevs_tables() {
+    let tdis = leak_tdis();
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let at = w
+        .vdev
+        .checked_add(core::mem::offset_of!(crate::objects::VdevObj, host_events) as u64 + 8)
+        .unwrap();
+    w.h.sim.write(at, &5u32.to_le_bytes()).unwrap();
+    w.bind(&mut dev).unwrap();
+    let r = w.h.host(VDEV_UNBIND, &[w.vdev.0, w.comm.0]);
+    drive(&w.h, &mut dev, w.comm, w.vdev, r).unwrap();
+    assert_eq!(w.state().0, u64::from(VdevState::Unlocked.raw()));
+    let mut got = [0u8; 4];
+    w.h.sim.read(at, &mut got).unwrap();
+    assert_eq!(u32::from_le_bytes(got), 5);
+    crate::invariants::check(&w.h.tsm, w.h.sim).unwrap();
+}
+
+/// VDEV_CREATE builds the object in place (zeroed, then its head): the granule holds exactly
+/// the new object, its tables empty, whatever the host left in it before delegating it.
+#[test]
+fn vdev_create_writes_the_whole_new_object() {
+    let tdis = leak_tdis();
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    h.host_put(50, &[0xA5; GRANULE_SIZE as usize]);
+    let nv = h.delegate(50);
+    let params = vdev_params(PBDF + 1, 9);
+    let p = h.host_put(24, params.as_bytes());
+    h.host(VDEV_CREATE, &[nv.0, w.pdev.0, w.viommu.0, p.0])
+        .unwrap();
+    let mut got = std::vec![0u8; size_of::<crate::objects::VdevObj>()];
+    h.sim.read(nv, &mut got).unwrap();
+    let obj = crate::objects::VdevObj::try_read_from_bytes(&got).unwrap();
+    let links = crate::objects::VdevLinks::new(
+        crate::objects::Handle::new(w.tvm),
+        crate::objects::Handle::new(w.pdev),
+        crate::objects::Handle::new(w.viommu),
+    );
+    let want =
+        crate::objects::VdevObj::new(links, params, ViommuType::TsmSmmuv3, obj.tdisp_version);
+    assert_ne!(obj.tdisp_version, 0, "the PDEV's negotiated version");
+    assert_eq!(got.as_slice(), want.as_bytes());
 }
 
 #[test]

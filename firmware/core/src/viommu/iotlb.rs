@@ -36,6 +36,8 @@ use super::stage1::Inherited;
 use super::{Perms, S2Entry, TvmId, VdevId};
 
 #[cfg(test)]
+mod owner_filter_tests;
+#[cfg(test)]
 mod pa_filter_tests;
 
 /// Sets of the IOTLB.
@@ -134,9 +136,10 @@ struct TableEntry {
     s2: S2Entry,
 }
 
-/// A may-hold summary of the granules cached translations depend on (final pages and stage-1
-/// table pages), so that [`Iotlb::invalidate_pa`] — on every delegate and undelegate — scans
-/// the caches only when an entry may name the granule. Every insert sets the bit of each PA
+/// A may-hold summary of granules: those cached translations depend on (final pages and stage-1
+/// table pages, `Iotlb::pa_filter`), or the TVMs and vdevices they belong to (`Iotlb::owners`),
+/// so that [`Iotlb::invalidate_pa`] (every delegate and undelegate), `invalidate_tvm` and
+/// `invalidate_vdev` scan the caches only when an entry may name the granule. Every insert sets the bit of each PA
 /// the new entry names, and bits are cleared only by recomputing them from the entries that
 /// remain, so a clear bit proves no entry names the PA; a set bit may be stale (a replaced or
 /// dropped entry, or another PA with the same bit) and only costs a scan.
@@ -190,6 +193,11 @@ pub struct Iotlb {
     walk_victim: usize,
     /// The granules the entries above may name (see [`PaFilter`]).
     pa_filter: PaFilter,
+    /// The TVMs and vdevices the entries above may belong to (their granules), by the same
+    /// rule: [`Iotlb::invalidate_tvm`] (every TVM_DESTROY) and [`Iotlb::invalidate_vdev`]
+    /// (every unbind, stop and VDEV_DESTROY) scan the 288 slots only when an entry may be
+    /// theirs.
+    owners: PaFilter,
     hits: u64,
     misses: u64,
 }
@@ -234,6 +242,7 @@ impl Iotlb {
             walks: [None; WALK_CACHE_CAPACITY],
             walk_victim: 0,
             pa_filter: PaFilter::new(),
+            owners: PaFilter::new(),
             hits: 0,
             misses: 0,
         }
@@ -307,6 +316,8 @@ impl Iotlb {
         for t in walked.tables() {
             self.pa_filter.add(t.pa);
         }
+        self.owners.add(Pa(vdev.0));
+        self.owners.add(Pa(tvm.0));
         if let Some(slot) = set.get_mut(way) {
             *slot = Some(Entry {
                 vdev,
@@ -332,6 +343,7 @@ impl Iotlb {
         // A round-robin cursor, meant to wrap.
         self.table_victim = i.wrapping_add(1) % TABLE_CACHE_CAPACITY;
         self.pa_filter.add(s2.pa.granule_base());
+        self.owners.add(Pa(tvm.0));
         if let Some(slot) = self.tables.get_mut(i) {
             *slot = Some(TableEntry {
                 tvm,
@@ -369,6 +381,8 @@ impl Iotlb {
         for t in prefix.tables() {
             self.pa_filter.add(t.pa);
         }
+        self.owners.add(Pa(vdev.0));
+        self.owners.add(Pa(tvm.0));
         if let Some(slot) = self.walks.get_mut(i) {
             *slot = Some(WalkEntry {
                 vdev,
@@ -457,10 +471,31 @@ impl Iotlb {
         self.pa_filter = f;
     }
 
+    /// Recomputes the owner filter from the entries left.
+    fn rebuild_owners(&mut self) {
+        let mut f = PaFilter::new();
+        for e in self.sets.iter().flatten().flatten() {
+            f.add(Pa(e.vdev.0));
+            f.add(Pa(e.tvm.0));
+        }
+        for t in self.tables.iter().flatten() {
+            f.add(Pa(t.tvm.0));
+        }
+        for w in self.walks.iter().flatten() {
+            f.add(Pa(w.vdev.0));
+            f.add(Pa(w.tvm.0));
+        }
+        self.owners = f;
+    }
+
     /// Drops every translation of `vdev` (unbind, stop, error, destroy).
     pub fn invalidate_vdev(&mut self, vdev: VdevId) {
+        if !self.owners.may_hold(Pa(vdev.0)) {
+            return;
+        }
         self.retain(|e| e.vdev != vdev);
         self.retain_walks(|w| w.vdev != vdev);
+        self.rebuild_owners();
     }
 
     /// Drops every translation of `vdev` for `pasid` (`None`: requests without PASID): the
@@ -496,9 +531,13 @@ impl Iotlb {
 
     /// Drops everything of `tvm` (TVM destroy).
     pub fn invalidate_tvm(&mut self, tvm: TvmId) {
+        if !self.owners.may_hold(Pa(tvm.0)) {
+            return;
+        }
         self.retain(|e| e.tvm != tvm);
         self.retain_tables(|t| t.tvm != tvm);
         self.retain_walks(|w| w.tvm != tvm);
+        self.rebuild_owners();
     }
 
     /// Drops everything.
@@ -507,5 +546,6 @@ impl Iotlb {
         self.retain_tables(|_| false);
         self.retain_walks(|_| false);
         self.pa_filter = PaFilter::new();
+        self.owners = PaFilter::new();
     }
 }
