@@ -259,6 +259,13 @@ impl Iotlb {
         self.len() == 0
     }
 
+    /// Whether no cache holds anything: no IOTLB entry, table translation or walk prefix.
+    pub fn is_clear(&self) -> bool {
+        self.is_empty()
+            && self.tables.iter().all(Option::is_none)
+            && self.walks.iter().all(Option::is_none)
+    }
+
     pub(super) fn lookup(
         &mut self,
         vdev: VdevId,
