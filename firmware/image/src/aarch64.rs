@@ -19,11 +19,10 @@ tsm_hal::aarch64_entry!(main, secondary);
 /// the others).
 static PLATFORM: Once<QemuVirt> = Once::new();
 static MONITOR: Once<Tsm<'static>> = Once::new();
-/// The monitor's IOTLB, most of its state: a static of its own, so that no boot frame holds it
-/// while the monitor is built (docs/design.md, "Memory layout on QEMU", Stacks). Filled in
-/// place at boot: a constant initialiser would put its 34 KiB in `.data` (an empty entry is
-/// not all-zero bytes).
-static IOTLB: Once<spin::Mutex<Iotlb>> = Once::new();
+/// The monitor's IOTLB, most of its state: a static of its own (zero bytes when empty, so in
+/// `.bss`), so that no boot frame holds it while the monitor is built (docs/design.md, "Memory
+/// layout on QEMU", Stacks).
+static IOTLB: spin::Mutex<Iotlb> = spin::Mutex::new(Iotlb::new());
 
 fn main(boot: Boot) -> ! {
     let (dram, tsm) = (boot.dram, boot.tsm);
@@ -43,8 +42,7 @@ fn main(boot: Boot) -> ! {
         tsm_hal::aarch64::selftest_fault();
     }
     let platform = PLATFORM.call_once(|| boot.platform);
-    let iotlb = IOTLB.call_once(|| spin::Mutex::new(Iotlb::new()));
-    let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors, iotlb) {
+    let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors, &IOTLB) {
         Ok(m) => MONITOR.call_once(|| m),
         Err(e) => {
             defmt::error!("the monitor cannot start: {}", defmt::Debug2Format(&e));

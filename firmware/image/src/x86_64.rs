@@ -17,11 +17,10 @@ tsm_hal::x86_64_entry!(main);
 /// The platform and the monitor, shared by every CPU (set up once by CPU 0).
 static PLATFORM: Once<X86Platform> = Once::new();
 static TSM: Once<Tsm<'static>> = Once::new();
-/// The monitor's IOTLB, most of its state: a static of its own, so that no boot frame holds it
-/// while the monitor is built (docs/design.md, "Memory layout on QEMU", Stacks). Filled in
-/// place at boot: a constant initialiser would put its 34 KiB in `.data` (an empty entry is
-/// not all-zero bytes).
-static IOTLB: Once<spin::Mutex<Iotlb>> = Once::new();
+/// The monitor's IOTLB, most of its state: a static of its own (zero bytes when empty, so in
+/// `.bss`), so that no boot frame holds it while the monitor is built (docs/design.md, "Memory
+/// layout on QEMU", Stacks).
+static IOTLB: spin::Mutex<Iotlb> = spin::Mutex::new(Iotlb::new());
 
 fn main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
@@ -81,13 +80,12 @@ fn boot_cpu(boot: &'static BootInfo) {
     }
 
     let platform = PLATFORM.call_once(|| X86Platform::new(boot));
-    let iotlb = IOTLB.call_once(|| spin::Mutex::new(Iotlb::new()));
     match Tsm::new(
         platform,
         boot.dram,
         boot.tsm,
         boot.granule_descriptors,
-        iotlb,
+        &IOTLB,
     ) {
         Ok(tsm) => {
             TSM.call_once(|| tsm);
