@@ -17,8 +17,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::cpu::{cpuid, inb, outb, rdtsc};
 
 const PIT_HZ: u64 = 1_193_182;
-/// The shortest window, in PIT ticks: about 250 µs.
-const CAL_TICKS: u16 = 298;
+/// The shortest window, in PIT ticks: about 100 µs.
+const CAL_TICKS: u16 = 119;
 /// The count the window starts from: the longest the 16-bit counter holds (55 ms).
 const FULL_COUNT: u16 = 0xFFFF;
 const PIT_CH2: u16 = 0x42;
