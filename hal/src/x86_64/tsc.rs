@@ -3,12 +3,13 @@
 //! The rate comes from CPUID where the CPU states it (leaf 0x15: the TSC's ratio to the core
 //! crystal and the crystal's frequency; else leaf 0x16: the base frequency, which an invariant
 //! TSC runs at), and otherwise from PIT channel 2 over a window of at least `CAL_TICKS` PIT
-//! ticks (1.193182 MHz, about 250 µs: long against the PIT's one-tick start-up and read
-//! uncertainty, under 0.7 %). Channel 2's gate is software-controlled through port 0x61 and its
-//! count can be latched and read, so no interrupt is needed. The window is opened
-//! ([`start`]) before boot's first long loop (painting the stacks) and closed ([`calibrate`])
-//! after it: boot's own work is the window, and boot waits only for what is left of the 250 µs
-//! (under QEMU's icount, where a wait is counted as instructions, nothing). Timestamps are TSC
+//! ticks (1.193182 MHz, about 100 µs: the PIT's one-tick start-up and read uncertainties are
+//! under 2 % of it, enough for log timestamps and boot's delays, the rate's only uses).
+//! Channel 2's gate is software-controlled through port 0x61 and its count can be latched and
+//! read, so no interrupt is needed. The window is opened ([`start`]) before boot's first long
+//! loop (painting the boot stack) and closed ([`calibrate`]) after the set-up that follows:
+//! boot's own work is the window, and boot waits only for what is left of the 100 µs (under
+//! QEMU's icount, where a wait is counted as instructions, little). Timestamps are TSC
 //! ticks since reset divided by ticks per microsecond; the host payload gets the same divisor at
 //! entry (rcx), so TSM and host timestamps share one time base.
 
