@@ -695,8 +695,9 @@ pub fn run(data: &[u8]) {
         sim.unmap_from_host(Pa(DRAM_BASE + g * GRANULE_SIZE))
             .expect("TSM granules are DRAM");
     }
-    let tsm =
-        Tsm::new(&sim, sim.dram(), tsm_mem, &descs).expect("the machine's sizes are consistent");
+    let iotlb = spin::Mutex::new(tsm_core::viommu::Iotlb::new());
+    let tsm = Tsm::new(&sim, sim.dram(), tsm_mem, &descs, &iotlb)
+        .expect("the machine's sizes are consistent");
     let m = Machine {
         sim: &sim,
         tsm,

@@ -414,8 +414,11 @@ impl Harness {
         for g in 0..4 {
             let _ = sim.unmap_from_host(Pa(SIM_BASE + g * GRANULE_SIZE));
         }
-        let tsm =
-            crate::Tsm::new(sim, sim.dram(), tsm_mem, descs).expect("harness sizes are consistent");
+        let iotlb = std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
+            crate::viommu::Iotlb::new(),
+        )));
+        let tsm = crate::Tsm::new(sim, sim.dram(), tsm_mem, descs, iotlb)
+            .expect("harness sizes are consistent");
         Harness {
             sim,
             tsm,

@@ -91,6 +91,8 @@ pub enum InitError {
     },
     /// DRAM base or size is not granule-aligned.
     Misaligned,
+    /// The IOTLB handed in holds translations (of another monitor, or left from before).
+    IotlbInUse,
 }
 
 /// The monitor.
@@ -106,8 +108,11 @@ pub struct Tsm<'a> {
     /// The IOMMU tags in use; held by every DMA-table refresh (`crate::dma_tables`), after
     /// every granule lock and before the IOTLB.
     pub(crate) dma: spin::Mutex<DmaTags>,
-    /// The secure vIOMMU's translation cache (taken after every granule lock).
-    pub(crate) iotlb: spin::Mutex<Iotlb>,
+    /// The secure vIOMMU's translation cache (taken after every granule lock). Borrowed, not
+    /// owned: at 34 KiB it is most of the monitor, and a monitor that held it would be built
+    /// on the boot stack and moved into its static through temporaries (docs/design.md,
+    /// "Memory layout on QEMU", Stacks).
+    pub(crate) iotlb: &'a spin::Mutex<Iotlb>,
     /// Faults of requesters that belong to no vdevice (EVENT_READ of `HOST_DOMAIN_EVENTS`).
     pub(crate) host_domain_events: spin::Mutex<HostDomainQueue>,
     /// The last guest-operation ticket handed out ([`Tsm::guest_ticket`]).
@@ -120,14 +125,20 @@ impl<'a> Tsm<'a> {
     /// A monitor over `dram`, of which `tsm` (image and carve-out, which must hold `descs`) is
     /// the TSM's own. `descs` needs one entry per DRAM granule (`dram.size / 4096`; 2 bytes
     /// each: 256 KiB for 512 MiB), zeroed ([`GranuleTable::new`]); extra entries are unused.
+    /// `iotlb` is the monitor's IOTLB, empty (an image keeps it in a static, `Iotlb::new` being
+    /// const); no other monitor may use it.
     pub fn new(
         platform: &'a dyn Platform,
         dram: MemRange,
         tsm: MemRange,
         descs: &'a [AtomicU16],
+        iotlb: &'a spin::Mutex<Iotlb>,
     ) -> Result<Self, InitError> {
         if !dram.base.is_granule_aligned() || !dram.size.is_multiple_of(GRANULE_SIZE) {
             return Err(InitError::Misaligned);
+        }
+        if !iotlb.lock().is_clear() {
+            return Err(InitError::IotlbInUse);
         }
         let needed = dram.size >> GRANULE_SHIFT;
         let descs = usize::try_from(needed)
@@ -148,7 +159,7 @@ impl<'a> Tsm<'a> {
                 None
             },
             dma: spin::Mutex::new(DmaTags::new()),
-            iotlb: spin::Mutex::new(Iotlb::new()),
+            iotlb,
             host_domain_events: spin::Mutex::new(HostDomainQueue::new()),
             guest_tickets: AtomicU64::new(0),
             cpus: crate::cpus::CpuStates::new(),

@@ -6,6 +6,7 @@
 use spin::Once;
 use tsm_core::Tsm;
 use tsm_core::run_loop::Start;
+use tsm_core::viommu::Iotlb;
 use tsm_hal::aarch64::{Boot, GUEST_CONTEXT_BYTES, HostContext, QemuVirt, exit};
 use tsm_hal::platform::ExitCode;
 
@@ -18,6 +19,10 @@ tsm_hal::aarch64_entry!(main, secondary);
 /// the others).
 static PLATFORM: Once<QemuVirt> = Once::new();
 static MONITOR: Once<Tsm<'static>> = Once::new();
+/// The monitor's IOTLB, most of its state: a static of its own (zero bytes when empty, so in
+/// `.bss`), so that no boot frame holds it while the monitor is built (docs/design.md, "Memory
+/// layout on QEMU", Stacks).
+static IOTLB: spin::Mutex<Iotlb> = spin::Mutex::new(Iotlb::new());
 
 fn main(boot: Boot) -> ! {
     let (dram, tsm) = (boot.dram, boot.tsm);
@@ -37,7 +42,7 @@ fn main(boot: Boot) -> ! {
         tsm_hal::aarch64::selftest_fault();
     }
     let platform = PLATFORM.call_once(|| boot.platform);
-    let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors) {
+    let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors, &IOTLB) {
         Ok(m) => MONITOR.call_once(|| m),
         Err(e) => {
             defmt::error!("the monitor cannot start: {}", defmt::Debug2Format(&e));

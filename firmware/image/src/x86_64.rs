@@ -5,6 +5,7 @@
 use spin::Once;
 use tsm_core::Tsm;
 use tsm_core::run_loop::Start;
+use tsm_core::viommu::Iotlb;
 use tsm_hal::platform::ExitCode;
 use tsm_hal::x86_64::{self as hal, BootInfo, X86Platform};
 
@@ -16,6 +17,10 @@ tsm_hal::x86_64_entry!(main);
 /// The platform and the monitor, shared by every CPU (set up once by CPU 0).
 static PLATFORM: Once<X86Platform> = Once::new();
 static TSM: Once<Tsm<'static>> = Once::new();
+/// The monitor's IOTLB, most of its state: a static of its own (zero bytes when empty, so in
+/// `.bss`), so that no boot frame holds it while the monitor is built (docs/design.md, "Memory
+/// layout on QEMU", Stacks).
+static IOTLB: spin::Mutex<Iotlb> = spin::Mutex::new(Iotlb::new());
 
 fn main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
@@ -75,7 +80,13 @@ fn boot_cpu(boot: &'static BootInfo) {
     }
 
     let platform = PLATFORM.call_once(|| X86Platform::new(boot));
-    match Tsm::new(platform, boot.dram, boot.tsm, boot.granule_descriptors) {
+    match Tsm::new(
+        platform,
+        boot.dram,
+        boot.tsm,
+        boot.granule_descriptors,
+        &IOTLB,
+    ) {
         Ok(tsm) => {
             TSM.call_once(|| tsm);
         }

@@ -182,7 +182,10 @@ extern "C" fn boot_primary() -> ! {
     } else {
         0
     };
-    let stacks = SECONDARY_STACK * (MAX_CPUS as u64 - 1);
+    // Secondary CPUs (PSCI from the device tree, read before the host can touch it): a stack
+    // each, reserved only for the CPUs the tree lists (up to MAX_CPUS).
+    let (mpidr, cpus) = memmap::cpus_from_dtb::<MAX_CPUS>().unwrap_or(([0; MAX_CPUS], 1));
+    let stacks = SECONDARY_STACK * (cpus.max(1) as u64 - 1);
     // The TSM's range given `s2_tables` host stage-2 tables.
     let tsm_with = |s2_tables: u64| {
         s2_tables
@@ -265,8 +268,6 @@ extern "C" fn boot_primary() -> ! {
     let Some(granule_descriptors) = carve.descriptors(granules as usize, &tsm) else {
         fatal_text("no room for the granule descriptors")
     };
-    // Secondary CPUs (PSCI from the device tree, read before the host can touch it).
-    let (mpidr, cpus) = memmap::cpus_from_dtb::<MAX_CPUS>().unwrap_or(([0; MAX_CPUS], 1));
     let mut stack_top = [0; MAX_CPUS];
     for top in stack_top.iter_mut().take(cpus).skip(1) {
         let Some(t) = carve.stack(SECONDARY_STACK, &tsm) else {

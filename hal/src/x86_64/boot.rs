@@ -3,12 +3,12 @@
 //!
 //! QEMU's PVH boot enters `_pvh_start` (the address in the ELF note of type 18, name "Xen") in
 //! 32-bit protected mode with paging off and `ebx` = the `hvm_start_info`. The trampoline
-//! checks the CPU has long mode and NX, zeroes BSS and the static carve-out, identity-maps the first
-//! 4 GiB with 2 MiB pages (boot tables in the carve-out), sets CR4.PAE, EFER.LME|NXE and
-//! CR0.PG, and far-returns into 64-bit code through a minimal GDT. The 64-bit start applies the
-//! image's R_X86_64_RELATIVE relocations (the target links static-PIE; QEMU loads it at its
-//! link address, so each one stores its addend; those aimed outside the image, at defmt's
-//! never-loaded `.defmt` section, are skipped) and calls [`boot_main`].
+//! checks the CPU has long mode and NX, zeroes BSS and the static carve-out but its stacks,
+//! identity-maps the first 4 GiB with 2 MiB pages (boot tables in the carve-out), sets CR4.PAE,
+//! EFER.LME|NXE and CR0.PG, and far-returns into 64-bit code through a minimal GDT. The 64-bit
+//! start applies the image's R_X86_64_RELATIVE relocations (the target links static-PIE; QEMU
+//! loads it at its link address, so each one stores its addend; those aimed outside the image,
+//! at defmt's never-loaded `.defmt` section, are skipped) and calls [`boot_main`].
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -71,8 +71,8 @@ core::arch::global_asm!(
     "jz 90f",
     "test edx, 0x00100000", // NX
     "jz 90f",
-    // Zero BSS and the static carve-out (boot tables, stacks), 4 bytes a store (both ends
-    // are page-aligned in the link script).
+    // Zero BSS and the static carve-out's boot tables and per-CPU blocks, 4 bytes a store
+    // (both ends are page-aligned in the link script); the stacks above are painted instead.
     "mov edi, offset __bss_start_abs",
     "mov ecx, offset __bss_end_abs",
     "sub ecx, edi",
@@ -284,10 +284,11 @@ pub fn end_of_boot() {
     crate::stack_use::paint(unsafe { l.stack_words(0, current_sp() - PAINT_MARGIN) });
 }
 
-/// Logs each CPU's stack high-water mark (`crate::stack_use`).
+/// Logs the stack high-water mark (`crate::stack_use`) of each CPU that came up (the others'
+/// stacks were never painted).
 pub(super) fn log_stack_use() {
     let l = layout::layout();
-    for cpu in 0..percpu::MAX_CPUS {
+    for cpu in (0..percpu::MAX_CPUS).filter(|&c| c == 0 || smp::is_online(c)) {
         // SAFETY: loads only.
         let words = unsafe { l.stack_words(cpu, u64::MAX) };
         defmt::info!(
@@ -305,17 +306,12 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     let l = layout::layout();
-    let sp = current_sp();
-    for cpu in 0..percpu::MAX_CPUS {
-        let below = if cpu == 0 {
-            sp - PAINT_MARGIN
-        } else {
-            u64::MAX
-        };
-        // SAFETY: this is the first frame on the boot stack, so nothing lives below SP less
-        // the margin, and no secondary CPU runs yet (their stacks are free).
-        crate::stack_use::paint(unsafe { l.stack_words(cpu, below) });
-    }
+    // Painting the boot stack is the first long loop: the TSC's calibration window runs over it
+    // and the set-up that follows.
+    let window = tsc::start();
+    // SAFETY: this is the first frame on the boot stack, so nothing lives below SP less the
+    // margin. (The secondary CPUs' stacks are painted when they are started: `smp`.)
+    crate::stack_use::paint(unsafe { l.stack_words(0, current_sp() - PAINT_MARGIN) });
     if !percpu::blocks_reserved() {
         defmt::error!("boot: the link script's per-CPU blocks do not match percpu's");
         super::exit(ExitCode::Failure)
@@ -331,7 +327,7 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         super::exit(ExitCode::Failure)
     }
     svm::init_maps();
-    let (ticks, source) = tsc::calibrate();
+    let (ticks, source) = tsc::calibrate(window);
     defmt::debug!("TSC rate from {}", source);
     smp::install_realmode_code();
     let mut info = match bootinfo::parse(start_info, l.image, ticks) {

@@ -365,8 +365,14 @@ impl Tables {
     }
 
     /// Maps `[start, end)` of DRAM with 4 KiB pages: the TSM's own with its rights, the rest
-    /// for the host.
+    /// for the host. The range lies in one 2 MiB block (the caller maps block by block), so its
+    /// entries are consecutive in one page table: one walk for the block, not one per page (a
+    /// walk per page was most of x86_64's boot: docs/benchmarks.md, "Boot, memory and image").
     fn map_small(&mut self, start: u64, end: u64, l: &Layout) -> Result<(), PagingError> {
+        if end <= start || spans(start, end, 21) != 1 || !start.is_multiple_of(GRANULE_SIZE) {
+            return Err(PagingError::Misaligned);
+        }
+        let first = self.leaf(start, true, true)?;
         let mut pa = start;
         while pa < end {
             let flags = if !self.tsm.contains(Pa(pa), GRANULE_SIZE) {
@@ -376,10 +382,15 @@ impl Tables {
             } else {
                 tsm_flags(l, pa)
             };
-            let e = self.leaf(pa, true, true)?;
-            // SAFETY: `e` is a leaf entry inside a pool page; the lock is held and the tables
-            // are not live yet.
-            unsafe { e.write_volatile(if flags == 0 { 0 } else { pa | flags }) };
+            let index = ((pa - start) / GRANULE_SIZE) as usize;
+            // SAFETY: `first` is `start`'s entry in a page table of the pool, and `pa` is in the
+            // same 2 MiB block (checked above), so `first + index` is `pa`'s entry in that same
+            // table; the lock is held and the tables are not live yet.
+            unsafe {
+                first
+                    .add(index)
+                    .write_volatile(if flags == 0 { 0 } else { pa | flags })
+            };
             pa += GRANULE_SIZE;
         }
         Ok(())

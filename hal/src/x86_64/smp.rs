@@ -80,6 +80,11 @@ pub(super) fn cpu_online(cpu: usize) {
     }
 }
 
+/// Whether CPU `cpu` came up and runs the TSM.
+pub(super) fn is_online(cpu: usize) -> bool {
+    cpu < MAX_CPUS && ONLINE_MASK.load(Ordering::Acquire) & (1 << cpu) != 0
+}
+
 /// The index of the CPU whose local APIC ID is `apic_id`, if it runs the TSM.
 pub(super) fn cpu_index(apic_id: u64) -> Option<usize> {
     let id = u32::try_from(apic_id).ok()?;
@@ -273,6 +278,11 @@ pub fn start_secondary_cpus(expected: Option<u32>) -> usize {
     if want == 0 {
         // The MADT lists this CPU alone: no INIT-SIPI-SIPI, and no 10 ms INIT wait.
         return 1;
+    }
+    let l = layout::layout();
+    for cpu in 1..MAX_CPUS {
+        // SAFETY: no secondary CPU runs yet (they start below), so their stacks are free.
+        crate::stack_use::paint(unsafe { l.stack_words(cpu, u64::MAX) });
     }
     lapic_write(SVR, lapic_read(SVR) | SVR_ENABLE);
     send_ipi(ICR_ALL_BUT_SELF | ICR_INIT);

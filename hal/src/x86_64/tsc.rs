@@ -2,23 +2,32 @@
 //!
 //! The rate comes from CPUID where the CPU states it (leaf 0x15: the TSC's ratio to the core
 //! crystal and the crystal's frequency; else leaf 0x16: the base frequency, which an invariant
-//! TSC runs at), and otherwise from PIT channel 2 over a short window. Channel 2's gate is
-//! software-controlled through port 0x61 and its output is readable there (bit 5), so no
-//! interrupt is needed: program a one-shot count of `CAL_TICKS` PIT ticks (1.193182 MHz, about
-//! 250 µs: long against the PIT's one-tick start-up uncertainty, 0.34 %, short against the
-//! boot it delays), read the TSC when it starts and when OUT2 rises, and scale. Timestamps are
-//! TSC ticks since reset divided by ticks per microsecond; the host payload gets the same
-//! divisor at entry (rcx), so TSM and host timestamps share one time base.
+//! TSC runs at), and otherwise from PIT channel 2 over a window of at least `CAL_TICKS` PIT
+//! ticks (1.193182 MHz, about 100 µs: the PIT's one-tick start-up and read uncertainties are
+//! under 2 % of it, enough for log timestamps and boot's delays, the rate's only uses).
+//! Channel 2's gate is software-controlled through port 0x61 and its count can be latched and
+//! read, so no interrupt is needed. The window is opened ([`start`]) before boot's first long
+//! loop (painting the boot stack) and closed ([`calibrate`]) after the set-up that follows:
+//! boot's own work is the window, and boot waits only for what is left of the 100 µs (under
+//! QEMU's icount, where a wait is counted as instructions, little). Timestamps are TSC
+//! ticks since reset divided by ticks per microsecond; the host payload gets the same divisor at
+//! entry (rcx), so TSM and host timestamps share one time base.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpu::{cpuid, inb, outb, rdtsc};
 
 const PIT_HZ: u64 = 1_193_182;
-/// About 250 µs of PIT ticks.
-const CAL_TICKS: u16 = 298;
+/// The shortest window, in PIT ticks: about 100 µs.
+const CAL_TICKS: u16 = 119;
+/// The count the window starts from: the longest the 16-bit counter holds (55 ms).
+const FULL_COUNT: u16 = 0xFFFF;
 const PIT_CH2: u16 = 0x42;
 const PIT_CMD: u16 = 0x43;
+/// PIT command: channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count).
+const CH2_MODE0: u8 = 0b1011_0000;
+/// PIT command: latch channel 2's count.
+const CH2_LATCH: u8 = 0b1000_0000;
 const SPEAKER: u16 = 0x61;
 /// Port 0x61: gate of channel 2 (bit 0), speaker data (bit 1), OUT2 (bit 5).
 const GATE2: u8 = 1 << 0;
@@ -40,11 +49,36 @@ pub enum Source {
     Pit,
 }
 
+/// An open calibration window: PIT channel 2 counting down from [`FULL_COUNT`] since the TSC
+/// read `start` (`None`: CPUID states the rate, no window is needed).
+pub struct Window {
+    start: Option<u64>,
+}
+
+/// Opens the calibration window (boot CPU, once, before [`calibrate`]).
+pub fn start() -> Window {
+    Window {
+        start: from_cpuid().is_none().then(open),
+    }
+}
+
+/// Starts PIT channel 2 counting down from [`FULL_COUNT`]; the TSC when it started.
+fn open() -> u64 {
+    let ctl = inb(SPEAKER) & !(GATE2 | SPEAKER_DATA);
+    outb(SPEAKER, ctl); // gate low: the counter holds
+    outb(PIT_CMD, CH2_MODE0);
+    outb(PIT_CH2, FULL_COUNT as u8);
+    outb(PIT_CH2, (FULL_COUNT >> 8) as u8);
+    outb(SPEAKER, ctl | GATE2); // gate high: counting starts, OUT2 is low until terminal count
+    rdtsc()
+}
+
 /// Takes the TSC rate: ticks per microsecond (0 when no source gave one) and its source.
-pub fn calibrate() -> (u64, Source) {
-    let (per_us, source) = match from_cpuid() {
-        Some(found) => found,
-        None => (from_pit(), Source::Pit),
+pub fn calibrate(window: Window) -> (u64, Source) {
+    let (per_us, source) = match (from_cpuid(), window.start) {
+        (Some(found), _) => found,
+        (None, Some(start)) => (from_pit(start), Source::Pit),
+        (None, None) => (0, Source::Pit),
     };
     TICKS_PER_US.store(per_us, Ordering::Relaxed);
     (per_us, source)
@@ -69,27 +103,42 @@ fn from_cpuid() -> Option<(u64, Source)> {
     None
 }
 
-/// The rate measured against PIT channel 2 (0 when the PIT never fired).
-fn from_pit() -> u64 {
-    let ctl = inb(SPEAKER) & !(GATE2 | SPEAKER_DATA);
-    outb(SPEAKER, ctl); // gate low: the counter holds
-    outb(PIT_CMD, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count)
-    outb(PIT_CH2, CAL_TICKS as u8);
-    outb(PIT_CH2, (CAL_TICKS >> 8) as u8);
-    outb(SPEAKER, ctl | GATE2); // gate high: counting starts, OUT2 is low until terminal count
-    let start = rdtsc();
-    let mut end = start;
-    while inb(SPEAKER) & OUT2 == 0 {
-        end = rdtsc();
-        if end.wrapping_sub(start) > MAX_POLL_TICKS {
-            return 0;
+/// PIT ticks since the window opened, with the TSC when they were read; `None` once the count
+/// passed zero (OUT2 high: the window is over 55 ms and the count no longer says how long).
+fn elapsed() -> Option<(u16, u64)> {
+    outb(PIT_CMD, CH2_LATCH);
+    let tsc = rdtsc();
+    let count = u16::from(inb(PIT_CH2)) | u16::from(inb(PIT_CH2)) << 8;
+    (inb(SPEAKER) & OUT2 == 0).then_some((FULL_COUNT - count, tsc))
+}
+
+/// The rate measured against PIT channel 2 from `start`; if boot overran the counter (a slow
+/// emulator), over a window of its own. 0 when the PIT never counted.
+fn from_pit(start: u64) -> u64 {
+    let measured = measure(start).or_else(|| measure(open()));
+    outb(SPEAKER, inb(SPEAKER) & !(GATE2 | SPEAKER_DATA));
+    let Some((pit, ticks)) = measured else {
+        return 0;
+    };
+    // ticks / µs = ticks / (pit / PIT_HZ s), rounded to the nearest.
+    let scaled = u128::from(ticks) * u128::from(PIT_HZ);
+    let window = u128::from(pit) * 1_000_000;
+    u64::try_from((scaled + window / 2) / window).unwrap_or(0)
+}
+
+/// PIT ticks and TSC ticks of the window opened at TSC `start`, once it is at least
+/// [`CAL_TICKS`] long; `None` if it overran the counter or the PIT does not count.
+fn measure(start: u64) -> Option<(u16, u64)> {
+    loop {
+        let (pit, tsc) = elapsed()?;
+        let ticks = tsc.wrapping_sub(start);
+        if pit >= CAL_TICKS {
+            return Some((pit, ticks));
+        }
+        if ticks > MAX_POLL_TICKS {
+            return None;
         }
     }
-    outb(SPEAKER, ctl);
-    // ticks / µs = elapsed / (CAL_TICKS / PIT_HZ s), rounded to the nearest.
-    let scaled = u128::from(end.wrapping_sub(start)) * u128::from(PIT_HZ);
-    let window = u128::from(CAL_TICKS) * 1_000_000;
-    u64::try_from((scaled + window / 2) / window).unwrap_or(0)
 }
 
 /// TSC ticks per microsecond, as calibrated (0 before calibration).

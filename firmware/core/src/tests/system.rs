@@ -175,3 +175,43 @@ fn vcpu_create_and_destroy_refusals() {
     h.host(VCPU_DESTROY, &[v.0]).unwrap();
     h.refused(VCPU_DESTROY, &[v.0], s(BadHandle, 1));
 }
+
+#[test]
+fn a_monitor_starts_only_over_an_empty_iotlb_and_consistent_sizes() {
+    use core::sync::atomic::AtomicU16;
+    use tsm_abi::addr::{GRANULE_SIZE, Pa};
+    use tsm_platform::MemRange;
+
+    use crate::testing::SimPlatform;
+    use crate::tsm::InitError;
+    use crate::viommu::Iotlb;
+
+    let base = Pa(0x8000_0000);
+    let sim = SimPlatform::new(base, 8, AddressMapFormat::ArmStage2);
+    let descs: std::vec::Vec<AtomicU16> = (0..8).map(|_| AtomicU16::new(0)).collect();
+    let tsm_mem = MemRange {
+        base,
+        size: GRANULE_SIZE,
+    };
+    let fresh = spin::Mutex::new(Iotlb::new());
+    assert!(crate::Tsm::new(&sim, sim.dram(), tsm_mem, &descs, &fresh).is_ok());
+    // Another monitor's cache (or one left over) would answer with translations this one never
+    // made.
+    let used = spin::Mutex::new(Iotlb::holding_one_translation());
+    assert_eq!(
+        crate::Tsm::new(&sim, sim.dram(), tsm_mem, &descs, &used).err(),
+        Some(InitError::IotlbInUse)
+    );
+    assert_eq!(
+        crate::Tsm::new(&sim, sim.dram(), tsm_mem, &descs[..7], &fresh).err(),
+        Some(InitError::TooFewDescriptors { needed: 8 })
+    );
+    let odd = MemRange {
+        base: Pa(base.0 + 8),
+        size: GRANULE_SIZE,
+    };
+    assert_eq!(
+        crate::Tsm::new(&sim, odd, tsm_mem, &descs, &fresh).err(),
+        Some(InitError::Misaligned)
+    );
+}

@@ -119,3 +119,35 @@ fn flush_clears_the_filter() {
     assert!(tlb.is_empty());
     assert!(!tlb.pa_filter.may_hold(Pa(0x8000_1000)));
 }
+
+impl Iotlb {
+    /// An IOTLB holding one translation (for the monitor's start-up check).
+    pub(crate) fn holding_one_translation() -> Iotlb {
+        let mut tlb = Iotlb::new();
+        tlb.insert(VDEV, TVM, None, Iova(0), walked(0x8000_1000, &[]));
+        tlb
+    }
+}
+
+#[test]
+fn an_iotlb_is_clear_only_with_every_cache_empty() {
+    assert!(Iotlb::new().is_clear());
+    assert!(!Iotlb::holding_one_translation().is_clear());
+    let mut tables = Iotlb::new();
+    tables.table_insert(TVM, Gpa(0x1000), s2(0x8000_1000));
+    assert!(tables.is_empty() && !tables.is_clear());
+    let mut walks = Iotlb::new();
+    walks.walk_insert(
+        VDEV,
+        TVM,
+        None,
+        Iova(0),
+        WalkPrefix {
+            table: 0x2000,
+            inh: Inherited::NONE,
+            tables: [TableRef::default(); 3],
+            ntables: 0,
+        },
+    );
+    assert!(walks.is_empty() && !walks.is_clear());
+}
