@@ -2,7 +2,7 @@
 # Instruction profile of the TSM's host calls from a QEMU `-d exec,nochain,in_asm` log
 # (docs/profile-aarch64.md, "Method"; docs/benchmarks.md, "Handlers").
 #
-# usage: profile.py TRACE ELF HOST_LO HOST_HI [TOP]   (hex; aarch64: 41000000 48000000,
+# usage: handlers.py TRACE ELF HOST_LO HOST_HI [TOP]   (hex; aarch64: 41000000 48000000,
 #                                                       x86_64: 1000000 2000000)
 #
 # A segment is a maximal run of translation blocks outside the host payload: one host call
