@@ -46,8 +46,9 @@
 //! outside the TSM's owner from the host of an Arm machine is answered as PSCI / SMCCC
 //! (docs/abi.md §2.1): its x0 is no TSM status word, and it must change no granule.
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::sync::atomic::AtomicU16;
+use std::sync::OnceLock;
 
 use tsm_abi::CallId;
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
@@ -70,7 +71,7 @@ use tsm_core::objects::{PdevObj, VdevObj};
 use tsm_core::testing::SimPlatform;
 use tsm_core::viommu::{self, Access, Request, Requester, Stage1Root};
 use tsm_core::{Origin, Tsm};
-use tsm_device_model::identity::DEVICE;
+use tsm_device_model::identity::{DEVICE, KeyedIdentity};
 use tsm_device_model::spdm::{Reply, SpdmDevice, SpdmMisbehaviour};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use tsm_platform::{
@@ -204,15 +205,27 @@ fn argument(input: &mut Input<'_>) -> u64 {
     }
 }
 
+/// The calls a step of `side` picks from (SYSTEM_OFF excepted, see the module's
+/// documentation), in [`CallId::ALL`]'s order; listed once per process.
+fn calls_of(side: Caller) -> &'static [CallId] {
+    static LISTS: OnceLock<[Vec<CallId>; 2]> = OnceLock::new();
+    let [host, guest] = LISTS.get_or_init(|| {
+        [Caller::Host, Caller::Guest].map(|side| {
+            CallId::ALL
+                .iter()
+                .copied()
+                .filter(|c| c.caller() == side && *c != CallId::SYSTEM_OFF)
+                .collect()
+        })
+    });
+    if side == Caller::Host { host } else { guest }
+}
+
 /// A call of `side`: an ID from the table (selector below 0xF0) or a raw function ID.
 fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
     let selector = input.u8();
     let dirty = selector & 0x80 != 0;
-    let calls: Vec<CallId> = CallId::ALL
-        .iter()
-        .copied()
-        .filter(|c| c.caller() == side && *c != CallId::SYSTEM_OFF)
-        .collect();
+    let calls = calls_of(side);
     let (fid, nargs) = match calls.get(usize::from(selector & 0x7F) % (calls.len() + 1)) {
         Some(c) => (u64::from(c.fid()), c.arg_count()),
         None => match input.u32() {
@@ -235,15 +248,21 @@ struct Machine<'m> {
     tsm: Tsm<'m>,
     /// `TSM_FUZZ_TRACE` is set: print every call and its result (for triaging a crash input).
     trace: bool,
-    /// DRAM as it was before the current call.
-    image: RefCell<Vec<u8>>,
+    /// The state as it is passed the isolation and invariant checks. They are a function of
+    /// the [`Snapshot`] and DRAM alone, so a call that changed neither needs no second walk;
+    /// every store outside a call clears it.
+    checked: Cell<bool>,
+    /// The [`Snapshot`] after the last call, the next call's "before": only calls change
+    /// what it holds (the harness's own stores write memory alone).
+    state: RefCell<Snapshot>,
 }
 
 /// Everything but memory contents a refused call must leave as it was.
-#[derive(PartialEq, Eq, Debug)]
+#[derive(PartialEq, Eq, Debug, Default)]
 struct Snapshot {
     granules: Vec<(Pa, GranuleState, u16)>,
     unmapped: Vec<Pa>,
+    mmio_taken: Vec<Pa>,
     pdevs: Vec<tsm_core::tsm::PdevRange>,
 }
 
@@ -252,26 +271,16 @@ impl Machine<'_> {
         Snapshot {
             granules: self.tsm.granules().snapshot().collect(),
             unmapped: self.sim.unmapped_granules(),
+            mmio_taken: self.sim.taken_mmio(),
             pdevs: self.tsm.pdev_ranges().into_iter().collect(),
         }
     }
 
-    /// Copies all of DRAM into `image` (allocated once per run: a fresh 256 KiB buffer per
-    /// call would cost a page fault per page).
-    fn save_memory(&self, image: &mut [u8]) {
-        self.sim
-            .read(Pa(DRAM_BASE), image)
-            .expect("the whole simulated DRAM reads");
-    }
-
-    /// The first granule whose contents differ from `image`.
-    fn changed_granule(&self, image: &[u8]) -> Option<Pa> {
-        let mut page = [0u8; GRANULE_SIZE as usize];
-        image.chunks(page.len()).enumerate().find_map(|(i, old)| {
-            let pa = Pa(DRAM_BASE + i as u64 * GRANULE_SIZE);
-            self.sim.read(pa, &mut page).expect("DRAM reads");
-            (page[..] != *old).then_some(pa)
-        })
+    /// The first granule whose contents differ from what it held when the current call was
+    /// issued: every byte of DRAM is compared, the simulated platform's write log says which
+    /// granules can differ ([`SimPlatform::changed_since_mark`]).
+    fn changed_granule(&self) -> Option<Pa> {
+        self.sim.changed_since_mark().first().copied()
     }
 
     fn granules_in(&self, state: GranuleState) -> Vec<Pa> {
@@ -283,24 +292,35 @@ impl Machine<'_> {
             .collect()
     }
 
+    /// The vCPU granules (from the state after the last call).
+    fn vcpus(&self) -> Vec<Pa> {
+        self.state
+            .borrow()
+            .granules
+            .iter()
+            .filter(|g| g.1 == GranuleState::Vcpu)
+            .map(|g| g.0)
+            .collect()
+    }
+
     /// Issues one call and checks everything that must hold after it.
     fn call(&self, origin: Origin, regs: &CallRegs) {
-        let before = self.snapshot();
-        self.save_memory(&mut self.image.borrow_mut());
+        let before = self.state.take();
+        self.sim.mark_memory();
         if self.trace {
             // Printed before the call, so a call that hangs is the last line.
             let name = CallId::try_from(regs.fid).map_or("(raw)", |c| c.name());
             eprintln!("{origin:x?} {name} {:x?}", regs.args);
         }
         let r = self.tsm.handle(origin, regs);
-        if origin == Origin::Host
-            && self.sim.has_psci()
-            && psci::owner(regs.fid & 0xFFFF_FFFF) != 6
+        if origin == Origin::Host && self.sim.has_psci() && psci::owner(regs.fid & 0xFFFF_FFFF) != 6
         {
+            let after = self.snapshot();
             assert!(
-                self.snapshot() == before && self.changed_granule(&self.image.borrow()).is_none(),
+                after == before && self.changed_granule().is_none(),
                 "PSCI / SMCCC call {regs:x?} changed granule state or memory"
             );
+            self.state.replace(after);
             return;
         }
         let status = Status::from_raw(r.status)
@@ -309,6 +329,8 @@ impl Machine<'_> {
             eprintln!("  -> {status:?} {:x?}", r.out);
         }
         let after = self.snapshot();
+        let changed = self.changed_granule();
+        let unchanged = after == before && changed.is_none();
         let reports_change = matches!(
             status.code,
             StatusCode::NeedsDeviceIo
@@ -321,15 +343,17 @@ impl Machine<'_> {
                 before == after,
                 "{regs:x?} from {origin:?} refused with {status:?} but changed state"
             );
-            let changed = self.changed_granule(&self.image.borrow());
             assert!(
                 changed.is_none(),
                 "{regs:x?} from {origin:?} refused with {status:?} but wrote {changed:x?}"
             );
         }
-        self.check_isolation(&after);
-        if let Err(violation) = invariants::check(&self.tsm, self.sim) {
-            panic!("after {regs:x?} from {origin:?} ({status:?}): {violation}");
+        if !(unchanged && self.checked.get()) {
+            self.check_isolation(&after);
+            if let Err(violation) = invariants::check(&self.tsm, self.sim) {
+                panic!("after {regs:x?} from {origin:?} ({status:?}): {violation}");
+            }
+            self.checked.set(true);
         }
         if status.is_success() && regs.fid == u64::from(CallId::TEST_DMA_INJECT.fid()) {
             self.check_dma(regs, Pa(r.out[0]));
@@ -337,6 +361,7 @@ impl Machine<'_> {
         if status.is_success() || reports_change {
             self.check_iommu();
         }
+        self.state.replace(after);
     }
 
     /// Each vdevice's stream through the platform IOMMU (see the module's documentation), at
@@ -408,6 +433,9 @@ impl Machine<'_> {
 
     /// Invariant 3 and the TSM's own memory.
     fn check_isolation(&self, s: &Snapshot) {
+        // Both lists are sorted by address: one merge pass pairs each granule with its
+        // record in the simulated MMU (`unmapped`).
+        let mut unmapped = s.unmapped.iter().peekable();
         for &(pa, state, _) in &s.granules {
             let own = pa.0 < DRAM_BASE + TSM_GRANULES * GRANULE_SIZE;
             assert_eq!(
@@ -416,11 +444,16 @@ impl Machine<'_> {
                 "granule {pa:?} is {state:?}"
             );
             assert_eq!(
-                self.sim.host_can_reach(pa),
+                unmapped.next_if_eq(&&pa).is_none(),
                 state == GranuleState::Ns,
                 "invariant 3: host reachability of {pa:?} disagrees with its state {state:?}"
             );
         }
+        let stray: Vec<_> = unmapped.collect();
+        assert!(
+            stray.is_empty(),
+            "unmapped for the host, not DRAM: {stray:x?}"
+        );
     }
 
     /// Invariants 1 and 2 from the granule table: where an injected DMA was let through to;
@@ -556,11 +589,13 @@ impl Machine<'_> {
                     report_counter: info.report_counter,
                     ..AcceptEvidence::new_zeroed()
                 };
+                self.checked.set(false);
                 let _ = self.sim.write(Pa(page.0 + 0x800), ev.as_bytes());
                 return;
             }
         };
         // A host store faults on a granule the host cannot reach; that is the MMU at work.
+        self.checked.set(false);
         let _ = self.sim.host_write(pa, &bytes);
     }
 
@@ -599,6 +634,7 @@ impl Machine<'_> {
         } else {
             HostIoStatus::NoResponse.raw()
         };
+        self.checked.set(false);
         if self.sim.host_write(comm, head.as_bytes()).is_err()
             || self
                 .sim
@@ -666,6 +702,10 @@ fn spdm_misbehaviour(device_byte: u8) -> Option<SpdmMisbehaviour> {
     }
 }
 
+/// The device's identity with its key: derived once per process, not per run (a P-384 scalar
+/// multiplication, a quarter of a run's time when every run derived it).
+static DEVICE_KEYED: OnceLock<KeyedIdentity> = OnceLock::new();
+
 /// Runs the program in `data`.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
@@ -685,7 +725,8 @@ pub fn run(data: &[u8]) {
             format,
             DmaTableFormat::VtdSecondLevel,
         ),
-    };
+    }
+    .with_write_log();
     let descs: Vec<AtomicU16> = (0..GRANULES).map(|_| AtomicU16::new(0)).collect();
     let tsm_mem = MemRange {
         base: Pa(DRAM_BASE),
@@ -702,12 +743,18 @@ pub fn run(data: &[u8]) {
         sim: &sim,
         tsm,
         trace: std::env::var_os("TSM_FUZZ_TRACE").is_some(),
-        image: RefCell::new(vec![0; (GRANULES * GRANULE_SIZE) as usize]),
+        checked: Cell::new(false),
+        state: RefCell::default(),
     };
+    m.state.replace(m.snapshot());
     let tdis = tdis();
     let device_byte = input.u8();
     let device = |seed| Device::new(DeviceConfig::new(&tdis, seed)).expect("valid device config");
-    let mut spdm = SpdmDevice::new(device([device_byte; 32]), DEVICE, [!device_byte; 32]);
+    let mut spdm = SpdmDevice::with_keyed(
+        device([device_byte; 32]),
+        DEVICE_KEYED.get_or_init(|| DEVICE.keyed()),
+        [!device_byte; 32],
+    );
     if let Some(m) = spdm_misbehaviour(device_byte) {
         spdm.enable(m);
     }
@@ -725,7 +772,7 @@ pub fn run(data: &[u8]) {
                 m.call(Origin::Host, &regs);
             }
             step::GUEST => {
-                let vcpus = m.granules_in(GranuleState::Vcpu);
+                let vcpus = m.vcpus();
                 let vcpu = match input.pick(&vcpus) {
                     Some(&v) if input.u8() != 0xFF => v,
                     _ => Pa(granule(input.u8())),
@@ -741,9 +788,8 @@ pub fn run(data: &[u8]) {
 
 /// Host-call step: `call` with `args` given as argument-kind encodings.
 fn host(w: &mut Writer, call: CallId, args: &[&[u8]]) {
-    let index = CallId::ALL
+    let index = calls_of(Caller::Host)
         .iter()
-        .filter(|c| c.caller() == Caller::Host && **c != CallId::SYSTEM_OFF)
         .position(|c| *c == call)
         .expect("a host call");
     w.u8(step::HOST).u8(index as u8);
@@ -753,9 +799,8 @@ fn host(w: &mut Writer, call: CallId, args: &[&[u8]]) {
 }
 
 fn guest(w: &mut Writer, call: CallId, args: &[&[u8]]) {
-    let index = CallId::ALL
+    let index = calls_of(Caller::Guest)
         .iter()
-        .filter(|c| c.caller() == Caller::Guest)
         .position(|c| *c == call)
         .expect("a guest call");
     // The first vCPU granule, then the call.

@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz [--target T] [--time SECONDS]` and the fuzz smoke run of `cargo xtask test`.
+//! `cargo xtask fuzz [--target T] [--time SECONDS | --execs N]`, the fuzz smoke run of
+//! `cargo xtask test`, and [`fuzz_for`], which long runs (a soak) call with a budget per target.
 //!
 //! The targets live in `fuzz/` (a cargo-fuzz crate in its own workspace, see
 //! docs/assurance.md). cargo-fuzz needs nightly, so every cargo command here names `+nightly`
@@ -39,6 +40,21 @@ const NIGHTLY: &str = "nightly";
 /// Host triple the fuzz binaries are built for (cargo-fuzz always passes `--target`).
 const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
+/// How long each target runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Budget {
+    /// This many seconds (libFuzzer's `-max_total_time`).
+    Seconds(u64),
+    /// This many executions (libFuzzer's `-runs`), however long they take.
+    Executions(u64),
+}
+
+/// glibc malloc settings for the fuzz processes: without them every execution that frees its
+/// simulated DRAM (a few hundred KiB) gives the pages back to the kernel and faults them in
+/// again on the next one, a large share of a dispatcher execution (docs/assurance.md).
+const MALLOC_TUNABLES: &str =
+    "glibc.malloc.trim_threshold=33554432:glibc.malloc.mmap_threshold=33554432";
+
 /// One target's run.
 #[derive(Debug)]
 pub struct TargetRun {
@@ -46,13 +62,15 @@ pub struct TargetRun {
     /// libFuzzer's `stat::number_of_executed_units` (seeds included).
     pub executions: u64,
     pub wall: Duration,
+    /// Inputs in the working corpus after the run.
+    pub corpus: usize,
     /// The input that crashed the target, if any.
     pub crash: Option<PathBuf>,
 }
 
-/// Fuzzes `target` (every target when `None`) for `seconds` each. `Ok(true)` when no target
+/// Fuzzes `target` (every target when `None`) within `budget` each. `Ok(true)` when no target
 /// crashed; `Err` when the fuzzers could not be installed, built or started.
-pub fn fuzz(ws: &Workspace, target: Option<&str>, seconds: u64) -> Result<bool, String> {
+pub fn fuzz(ws: &Workspace, target: Option<&str>, budget: Budget) -> Result<bool, String> {
     let targets: Vec<&'static str> = match target {
         None => TARGETS.to_vec(),
         Some(t) => vec![TARGETS.iter().copied().find(|&k| k == t).ok_or_else(|| {
@@ -62,29 +80,31 @@ pub fn fuzz(ws: &Workspace, target: Option<&str>, seconds: u64) -> Result<bool, 
             )
         })?],
     };
-    let runs = run_targets(ws, &targets, seconds)?;
+    let budgets: Vec<_> = targets.into_iter().map(|t| (t, budget)).collect();
+    let runs = fuzz_for(ws, &budgets)?;
     print_summary(&runs);
     Ok(runs.iter().all(|r| r.crash.is_none()))
 }
 
 /// The smoke run `cargo xtask test` calls: every target for [`SMOKE_SECONDS`].
 pub fn smoke(ws: &Workspace) -> Result<bool, String> {
-    fuzz(ws, None, SMOKE_SECONDS)
+    fuzz(ws, None, Budget::Seconds(SMOKE_SECONDS))
 }
 
-/// Installs what is missing, builds every target, runs each of `targets` for `seconds`.
-pub fn run_targets(
+/// Installs what is missing, builds every target, and runs each target of `budgets` within
+/// its budget, one after the other (the figures of docs/assurance.md's Results come from
+/// here; [`print_summary`] prints them).
+pub fn fuzz_for(
     ws: &Workspace,
-    targets: &[&'static str],
-    seconds: u64,
+    budgets: &[(&'static str, Budget)],
 ) -> Result<Vec<TargetRun>, String> {
     ensure_nightly()?;
     ensure_cargo_fuzz()?;
     let dirs = FuzzDirs::new(ws);
     build(ws, &dirs)?;
-    targets
+    budgets
         .iter()
-        .map(|&t| run_one(ws, &dirs, t, seconds))
+        .map(|&(t, budget)| run_one(ws, &dirs, t, budget))
         .collect()
 }
 
@@ -203,7 +223,7 @@ fn run_one(
     ws: &Workspace,
     dirs: &FuzzDirs,
     target: &'static str,
-    seconds: u64,
+    budget: Budget,
 ) -> Result<TargetRun, String> {
     let corpus = dirs.corpus(target);
     let artifacts = dirs.artifacts(target);
@@ -221,7 +241,11 @@ fn run_one(
     }
     let mut prefix = artifacts.clone().into_os_string();
     prefix.push("/");
-    cmd.arg(format!("-max_total_time={seconds}"))
+    let limit = match budget {
+        Budget::Seconds(s) => format!("-max_total_time={s}"),
+        Budget::Executions(n) => format!("-runs={n}"),
+    };
+    cmd.arg(limit)
         .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
         .arg(format!("-max_len={MAX_INPUT_LEN}"))
         .arg("-print_final_stats=1")
@@ -230,8 +254,12 @@ fn run_one(
             a.push(&prefix);
             a
         })
+        .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
         .stdin(Stdio::null());
-    eprintln!("fuzzing {target} for {seconds} s");
+    match budget {
+        Budget::Seconds(s) => eprintln!("fuzzing {target} for {s} s"),
+        Budget::Executions(n) => eprintln!("fuzzing {target} for {n} executions"),
+    }
     let start = Instant::now();
     let out = cmd
         .output()
@@ -256,6 +284,7 @@ fn run_one(
     let crash = crash_files(&artifacts)
         .into_iter()
         .find(|f| !before.contains(f));
+    let corpus_size = std::fs::read_dir(&corpus).map_or(0, |d| d.count());
     if !out.status.success() || crash.is_some() {
         let tail: Vec<&str> = log
             .lines()
@@ -282,6 +311,7 @@ fn run_one(
             target,
             executions: executions.unwrap_or(0),
             wall,
+            corpus: corpus_size,
             crash,
         });
     }
@@ -289,6 +319,7 @@ fn run_one(
         target,
         executions: executions?,
         wall,
+        corpus: corpus_size,
         crash: None,
     })
 }
@@ -319,10 +350,11 @@ fn crash_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn print_summary(runs: &[TargetRun]) {
+/// One line per run: executions, wall time, rate, working-corpus size, result.
+pub fn print_summary(runs: &[TargetRun]) {
     println!(
-        "{:<14} {:>14} {:>9} {:>12}  result",
-        "target", "executions", "seconds", "exec/s"
+        "{:<14} {:>14} {:>9} {:>12} {:>8}  result",
+        "target", "executions", "seconds", "exec/s", "corpus"
     );
     for r in runs {
         let secs = r.wall.as_secs_f64();
@@ -336,8 +368,8 @@ fn print_summary(runs: &[TargetRun]) {
             Some(p) => format!("CRASH {}", p.display()),
         };
         println!(
-            "{:<14} {:>14} {:>9.1} {:>12.0}  {result}",
-            r.target, r.executions, secs, rate
+            "{:<14} {:>14} {:>9.1} {:>12.0} {:>8}  {result}",
+            r.target, r.executions, secs, rate, r.corpus
         );
     }
 }

@@ -69,7 +69,7 @@ enum Cmd {
     /// table and writes target/xtask/bench.json (docs/benchmarks.md).
     Bench(BenchArgs),
     /// Run the libFuzzer targets (fuzz/, nightly + cargo-fuzz, installed when missing), each
-    /// bounded in time, one at a time (docs/assurance.md).
+    /// bounded in time or executions, one at a time (docs/assurance.md).
     Fuzz(FuzzArgs),
     /// Run the host-buildable crates' tests under Miri (nightly, installed when missing).
     Miri,
@@ -148,13 +148,18 @@ fn parse_u32(s: &str) -> Result<u32, String> {
 
 #[derive(Args)]
 struct FuzzArgs {
-    /// One target (dispatcher, tdisp_decode, walkers, device_model, spdm_decode, spdm_secured);
+    /// One target (dispatcher, tdisp_decode, walkers, device_model, cert_chain, spdm_decode,
+    /// spdm_secured);
     /// default: all.
     #[arg(long)]
     target: Option<String>,
     /// Seconds per target.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, conflicts_with = "execs")]
     time: u64,
+    /// Executions per target instead of a time (libFuzzer's `-runs`), for long runs whose
+    /// figures go to docs/assurance.md.
+    #[arg(long)]
+    execs: Option<u64>,
 }
 
 #[derive(Args)]
@@ -328,7 +333,13 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                 quick: args.quick,
             },
         ),
-        Cmd::Fuzz(args) => fuzz::fuzz(&ws, args.target.as_deref(), args.time),
+        Cmd::Fuzz(args) => {
+            let budget = match args.execs {
+                Some(n) => fuzz::Budget::Executions(n),
+                None => fuzz::Budget::Seconds(args.time),
+            };
+            fuzz::fuzz(&ws, args.target.as_deref(), budget)
+        }
         Cmd::Miri => miri::miri(&ws),
         Cmd::SpdmInterop(args) => spdm_interop::interop(&spdm_interop::Options {
             responder: args.responder,

@@ -51,9 +51,18 @@ macro_rules! ensure {
 /// shared page in its shared half); `Err` names the first violation.
 pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     let granules: Vec<(Pa, GranuleState, u16)> = tsm.granules().snapshot().collect();
-    let state_of: BTreeMap<u64, (GranuleState, u16)> =
-        granules.iter().map(|&(p, s, r)| (p.0, (s, r))).collect();
-    let state = |pa: u64| state_of.get(&pa).copied();
+    // The table lists granules by ascending address: a binary search finds one without a
+    // map rebuilt (and dropped) on every check, which the fuzzers run after every call.
+    ensure!(
+        granules.is_sorted_by_key(|g| g.0),
+        "the granule table's snapshot is out of order"
+    );
+    let state = |pa: u64| {
+        granules
+            .binary_search_by_key(&pa, |g| g.0.0)
+            .ok()
+            .map(|i| (granules[i].1, granules[i].2))
+    };
 
     // Invariant 3: secure granules are unreachable for the host; NS ones stay reachable.
     // (Every granule in the table lies in simulated DRAM, so reachable = not unmapped.)

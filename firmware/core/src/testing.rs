@@ -5,6 +5,8 @@
 
 extern crate std;
 
+mod write_log;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::vec;
@@ -59,6 +61,9 @@ pub struct SimPlatform {
     iommu: Option<SimIommu>,
     /// How often a start request woke the CPUs waiting in the TSM.
     wakes: std::sync::atomic::AtomicU64,
+    /// What was written since [`SimPlatform::mark_memory`]; `None` until a harness first
+    /// marks (the log keeps a copy of DRAM).
+    writes: Mutex<Option<write_log::WriteLog>>,
 }
 
 /// CPUs of the simulated machine; the host names CPU n by hardware ID n.
@@ -83,6 +88,7 @@ impl SimPlatform {
             dma_faults: Mutex::new(Vec::new()),
             iommu: None,
             wakes: std::sync::atomic::AtomicU64::new(0),
+            writes: Mutex::new(None),
         }
     }
 
@@ -216,6 +222,52 @@ impl SimPlatform {
         core::mem::take(&mut *self.tlb.lock().unwrap())
     }
 
+    /// This machine with its writes logged from now on and memory marked
+    /// ([`SimPlatform::mark_memory`]). On a machine nothing wrote to yet the mark is its zeroed
+    /// DRAM, and no copy of DRAM is made: a harness that builds a machine per run (the
+    /// dispatcher fuzzer) pays only for the granules it writes.
+    pub fn with_write_log(self) -> Self {
+        let mem = self.mem.lock().unwrap();
+        // Granule by granule: slice comparisons are memcmp, a byte loop would be instrumented
+        // per byte in fuzz builds.
+        const ZERO: [u8; GRANULE_SIZE as usize] = [0; GRANULE_SIZE as usize];
+        let log = if mem.chunks(ZERO.len()).all(|c| *c == ZERO[..c.len()]) {
+            write_log::WriteLog::zeroed(mem.len())
+        } else {
+            write_log::WriteLog::new(&mem)
+        };
+        drop(mem);
+        *self.writes.lock().unwrap() = Some(log);
+        self
+    }
+
+    /// Remembers DRAM as it is now, for [`SimPlatform::changed_since_mark`]. The first mark
+    /// copies DRAM; later ones copy only the granules written since the previous mark.
+    pub fn mark_memory(&self) {
+        let mem = self.mem.lock().unwrap();
+        let mut writes = self.writes.lock().unwrap();
+        match writes.as_mut() {
+            Some(log) => log.mark(&mem),
+            None => *writes = Some(write_log::WriteLog::new(&mem)),
+        }
+    }
+
+    /// The granules whose contents differ from the last [`SimPlatform::mark_memory`]
+    /// (ascending): exactly what comparing all of DRAM with a copy taken at the mark finds,
+    /// at the cost of the granules written since (every store goes through
+    /// [`PhysMem::write`]). Panics when memory was never marked.
+    pub fn changed_since_mark(&self) -> Vec<Pa> {
+        let mem = self.mem.lock().unwrap();
+        let writes = self.writes.lock().unwrap();
+        let log = writes
+            .as_ref()
+            .expect("mark_memory before changed_since_mark");
+        log.changed(&mem)
+            .into_iter()
+            .map(|off| Pa(self.dram.base.0 + off as u64))
+            .collect()
+    }
+
     /// Makes the entropy source fail (or work again).
     pub fn set_entropy_failing(&self, failing: bool) {
         *self.entropy_fails.lock().unwrap() = failing;
@@ -234,6 +286,9 @@ impl PhysMem for SimPlatform {
         let off = self.offset(pa, data.len())?;
         let mut mem = self.mem.lock().unwrap();
         mem[off..off + data.len()].copy_from_slice(data);
+        if let Some(log) = self.writes.lock().unwrap().as_mut() {
+            log.wrote(off, data.len());
+        }
         Ok(())
     }
 }
@@ -319,6 +374,16 @@ impl HostIsolation for SimPlatform {
 }
 
 impl SimPlatform {
+    /// The pages of [`BAR_WINDOW`] taken from the host (ascending).
+    pub fn taken_mmio(&self) -> Vec<Pa> {
+        self.mmio_taken
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|&p| Pa(p))
+            .collect()
+    }
+
     /// Whether the host can reach the device page at `pa` (a page of [`BAR_WINDOW`] no private
     /// MMIO mapping holds).
     pub fn host_has_mmio(&self, pa: Pa) -> bool {

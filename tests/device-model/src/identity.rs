@@ -36,6 +36,23 @@ impl DeviceIdentity {
     pub fn signing_key(&self) -> SigningKey {
         generate::key(self.leaf_key)
     }
+
+    /// This identity with its leaf key derived: the derivation is a P-384 scalar
+    /// multiplication, which a harness that builds a responder per run (the dispatcher
+    /// fuzzer) pays once instead of every run.
+    pub fn keyed(self) -> KeyedIdentity {
+        KeyedIdentity {
+            identity: self,
+            key: self.signing_key(),
+        }
+    }
+}
+
+/// A [`DeviceIdentity`] and its leaf key ([`DeviceIdentity::keyed`]).
+#[derive(Clone, Debug)]
+pub struct KeyedIdentity {
+    pub(crate) identity: DeviceIdentity,
+    pub(crate) key: SigningKey,
 }
 
 macro_rules! chain_file {

@@ -32,7 +32,7 @@ pub use knobs::SpdmMisbehaviour;
 use session::Session;
 
 use crate::Device;
-use crate::identity::DeviceIdentity;
+use crate::identity::{DeviceIdentity, KeyedIdentity};
 
 /// The largest message the responder sends (its `DataTransferSize`).
 pub const MAX_MESSAGE: usize = 4096;
@@ -111,10 +111,15 @@ impl<'c> SpdmDevice<'c> {
     /// A responder for `device` with `identity`'s chain in slot 0 and its leaf key; `seed` seeds
     /// its randomness (nonces, ECDHE keys, session IDs).
     pub fn new(device: Device<'c>, identity: DeviceIdentity, seed: [u8; 32]) -> Self {
+        Self::with_keyed(device, &identity.keyed(), seed)
+    }
+
+    /// [`SpdmDevice::new`] with the identity's key derived once by the caller.
+    pub fn with_keyed(device: Device<'c>, keyed: &KeyedIdentity, seed: [u8; 32]) -> Self {
         Self {
             device,
-            key: identity.signing_key(),
-            identity,
+            key: keyed.key.clone(),
+            identity: keyed.identity,
             rng: ChaCha20Rng::from_seed(seed),
             stage: Stage::Start,
             vca: [0; VCA_CAPACITY],
