@@ -53,18 +53,28 @@ pub struct TargetRun {
 /// Fuzzes `target` (every target when `None`) for `seconds` each. `Ok(true)` when no target
 /// crashed; `Err` when the fuzzers could not be installed, built or started.
 pub fn fuzz(ws: &Workspace, target: Option<&str>, seconds: u64) -> Result<bool, String> {
-    let targets: Vec<&'static str> = match target {
-        None => TARGETS.to_vec(),
-        Some(t) => vec![TARGETS.iter().copied().find(|&k| k == t).ok_or_else(|| {
-            format!(
-                "no fuzz target `{t}`; the targets are {}",
-                TARGETS.join(", ")
-            )
-        })?],
-    };
-    let runs = run_targets(ws, &targets, seconds)?;
+    let names: Vec<String> = target.into_iter().map(str::to_string).collect();
+    let runs = run_targets(ws, &targets(&names)?, seconds)?;
     print_summary(&runs);
     Ok(runs.iter().all(|r| r.crash.is_none()))
+}
+
+/// The targets `names` names, every target when it is empty.
+pub fn targets(names: &[String]) -> Result<Vec<&'static str>, String> {
+    if names.is_empty() {
+        return Ok(TARGETS.to_vec());
+    }
+    names
+        .iter()
+        .map(|t| {
+            TARGETS.iter().copied().find(|k| k == t).ok_or_else(|| {
+                format!(
+                    "no fuzz target `{t}`; the targets are {}",
+                    TARGETS.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// The smoke run `cargo xtask test` calls: every target for [`SMOKE_SECONDS`].
@@ -319,7 +329,7 @@ fn crash_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn print_summary(runs: &[TargetRun]) {
+pub fn print_summary(runs: &[TargetRun]) {
     println!(
         "{:<14} {:>14} {:>9} {:>12}  result",
         "target", "executions", "seconds", "exec/s"
