@@ -71,19 +71,29 @@ pub struct TargetRun {
 /// Fuzzes `target` (every target when `None`) within `budget` each. `Ok(true)` when no target
 /// crashed; `Err` when the fuzzers could not be installed, built or started.
 pub fn fuzz(ws: &Workspace, target: Option<&str>, budget: Budget) -> Result<bool, String> {
-    let targets: Vec<&'static str> = match target {
-        None => TARGETS.to_vec(),
-        Some(t) => vec![TARGETS.iter().copied().find(|&k| k == t).ok_or_else(|| {
-            format!(
-                "no fuzz target `{t}`; the targets are {}",
-                TARGETS.join(", ")
-            )
-        })?],
-    };
-    let budgets: Vec<_> = targets.into_iter().map(|t| (t, budget)).collect();
+    let names: Vec<String> = target.into_iter().map(str::to_string).collect();
+    let budgets: Vec<_> = targets(&names)?.into_iter().map(|t| (t, budget)).collect();
     let runs = fuzz_for(ws, &budgets)?;
     print_summary(&runs);
     Ok(runs.iter().all(|r| r.crash.is_none()))
+}
+
+/// The targets `names` names, every target when it is empty.
+pub fn targets(names: &[String]) -> Result<Vec<&'static str>, String> {
+    if names.is_empty() {
+        return Ok(TARGETS.to_vec());
+    }
+    names
+        .iter()
+        .map(|t| {
+            TARGETS.iter().copied().find(|k| k == t).ok_or_else(|| {
+                format!(
+                    "no fuzz target `{t}`; the targets are {}",
+                    TARGETS.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// The smoke run `cargo xtask test` calls: every target for [`SMOKE_SECONDS`].

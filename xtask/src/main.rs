@@ -18,6 +18,7 @@ mod qemu_install;
 mod records;
 mod release_check;
 mod scenarios;
+mod soak;
 mod spdm_interop;
 mod test_cmd;
 mod workspace;
@@ -73,6 +74,10 @@ enum Cmd {
     Fuzz(FuzzArgs),
     /// Run the host-buildable crates' tests under Miri (nightly, installed when missing).
     Miri,
+    /// The long runs, one part after the other with progress, then a table (part, size, time,
+    /// result): the model test at a million sequences, Miri, every fuzz target
+    /// (docs/assurance.md). Long: run it under `nice`.
+    Soak(SoakArgs),
     /// Run the core's SPDM requester on this machine against a responder speaking the socket
     /// protocol of DMTF's SPDM emulator (PCI DOE): connection, certificate, signed measurements,
     /// a session, TDISP in it, key update, END_SESSION, then the socket's stop command.
@@ -160,6 +165,31 @@ struct FuzzArgs {
     /// figures go to docs/assurance.md.
     #[arg(long)]
     execs: Option<u64>,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Only these parts, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<soak::Part>,
+    /// Model-test sequences in all (half on each address-map format).
+    #[arg(long, default_value_t = 1_000_000)]
+    model_sequences: u64,
+    /// Random steps per model sequence before its teardown.
+    #[arg(long, default_value_t = 12)]
+    model_steps: u64,
+    /// Threads per address-map format for the model test (default: the CPUs).
+    #[arg(long)]
+    model_threads: Option<u64>,
+    /// Seconds per fuzz target.
+    #[arg(long, default_value_t = 600)]
+    fuzz_time: u64,
+    /// Executions per fuzz target, however long they take (instead of `--fuzz-time`).
+    #[arg(long)]
+    fuzz_execs: Option<u64>,
+    /// Fuzz only these targets, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    fuzz_target: Vec<String>,
 }
 
 #[derive(Args)]
@@ -341,6 +371,20 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
             fuzz::fuzz(&ws, args.target.as_deref(), budget)
         }
         Cmd::Miri => miri::miri(&ws),
+        Cmd::Soak(args) => soak::soak(
+            &ws,
+            &soak::Options {
+                only: args.only,
+                model_sequences: args.model_sequences,
+                model_steps: args.model_steps,
+                model_threads: args.model_threads,
+                fuzz_budget: match args.fuzz_execs {
+                    Some(n) => fuzz::Budget::Executions(n),
+                    None => fuzz::Budget::Seconds(args.fuzz_time),
+                },
+                fuzz_targets: args.fuzz_target,
+            },
+        ),
         Cmd::SpdmInterop(args) => spdm_interop::interop(&spdm_interop::Options {
             responder: args.responder,
             slot: args.slot,

@@ -44,6 +44,10 @@ pub enum TlbOp {
 pub struct SimPlatform {
     dram: MemRange,
     pub(crate) mem: Mutex<Vec<u8>>,
+    /// While a [`Watch`] is open: each granule's bytes before the first write to it since the
+    /// watch began (by granule index), so "did anything change" costs the written granules, not
+    /// a copy of all of DRAM per call.
+    journal: Mutex<Option<BTreeMap<usize, Vec<u8>>>>,
     /// Granules removed from the host's address space.
     unmapped: Mutex<BTreeSet<u64>>,
     /// Pages of [`BAR_WINDOW`] taken from the host.
@@ -77,6 +81,7 @@ impl SimPlatform {
         SimPlatform {
             dram: MemRange { base, size },
             mem: Mutex::new(vec![0; granules * GRANULE_SIZE as usize]),
+            journal: Mutex::new(None),
             unmapped: Mutex::new(BTreeSet::new()),
             mmio_taken: Mutex::new(BTreeSet::new()),
             split_blocks: Mutex::new(None),
@@ -285,6 +290,16 @@ impl PhysMem for SimPlatform {
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
         let off = self.offset(pa, data.len())?;
         let mut mem = self.mem.lock().unwrap();
+        if let Some(journal) = self.journal.lock().unwrap().as_mut()
+            && !data.is_empty()
+        {
+            let g = GRANULE_SIZE as usize;
+            for i in off / g..=(off + data.len() - 1) / g {
+                journal
+                    .entry(i)
+                    .or_insert_with(|| mem[i * g..(i + 1) * g].to_vec());
+            }
+        }
         mem[off..off + data.len()].copy_from_slice(data);
         if let Some(log) = self.writes.lock().unwrap().as_mut() {
             log.wrote(off, data.len());
@@ -447,6 +462,15 @@ pub struct Snapshot {
     pdevs: Vec<crate::tsm::PdevRange>,
 }
 
+/// A [`Snapshot`] without the memory: the memory's old bytes are journaled as they are
+/// overwritten (see [`Harness::watch`]).
+pub struct Watch {
+    granules: Vec<(Pa, crate::granule::GranuleState, u16)>,
+    unmapped: Vec<Pa>,
+    mmio_taken: Vec<u64>,
+    pdevs: Vec<crate::tsm::PdevRange>,
+}
+
 /// Base of the simulated DRAM.
 pub const SIM_BASE: u64 = 0x4000_0000;
 
@@ -543,6 +567,50 @@ impl Harness {
                 .collect(),
             pdevs: self.tsm.pdev_ranges().into_iter().collect(),
         }
+    }
+
+    /// Starts watching for changes: [`Harness::changed_since`] then says whether anything a
+    /// [`Snapshot`] holds differs, as comparing two snapshots would, at the cost of the granules
+    /// written in between. One watch at a time per machine.
+    pub fn watch(&self) -> Watch {
+        *self.sim.journal.lock().unwrap() = Some(BTreeMap::new());
+        Watch {
+            granules: self.tsm.granules().snapshot().collect(),
+            unmapped: self.sim.unmapped_granules(),
+            mmio_taken: self
+                .sim
+                .mmio_taken
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect(),
+            pdevs: self.tsm.pdev_ranges().into_iter().collect(),
+        }
+    }
+
+    /// Whether anything a [`Snapshot`] holds changed since `w` began (a granule rewritten with
+    /// its old bytes is no change); ends the watch.
+    pub fn changed_since(&self, w: Watch) -> bool {
+        let journal = self.sim.journal.lock().unwrap().take().unwrap_or_default();
+        let g = GRANULE_SIZE as usize;
+        let mem_changed = {
+            let mem = self.sim.mem.lock().unwrap();
+            journal
+                .iter()
+                .any(|(&i, old)| mem[i * g..(i + 1) * g] != old[..])
+        };
+        mem_changed
+            || self.tsm.granules().snapshot().ne(w.granules)
+            || self.sim.unmapped_granules() != w.unmapped
+            || self
+                .sim
+                .mmio_taken
+                .lock()
+                .unwrap()
+                .iter()
+                .ne(w.mmio_taken.iter())
+            || self.tsm.pdev_ranges().iter().ne(w.pdevs.iter())
     }
 
     /// Issues a host call that must fail with `expected` and change nothing.

@@ -28,6 +28,9 @@
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
 //!   about 50 calls with its head start, the granules the steps delegate, and the teardown);
 //! - `TSM_MODEL_SEED=S` runs that one seed (as printed by a failure) on both formats;
+//! - `TSM_MODEL_THREADS=N` threads per format sharing out the sequences (default: the CPUs);
+//!   a sequence depends on its seed alone, so the threads change the speed, not the result;
+//! - `TSM_MODEL_PROGRESS=1` prints a line every 10,000 sequences (the long runs);
 //! - `TSM_MODEL_COVERAGE=1` prints, per call, how often it completed and was refused.
 
 // A test: a broken simulation or a disagreement panics, with the seed and the calls.
@@ -195,6 +198,18 @@ fn report_pages(rid: u16) -> Vec<u64> {
         .collect()
 }
 
+/// Every device page a report names, and the first page of the BAR window (no report's).
+fn device_pages() -> &'static [u64] {
+    static PAGES: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    PAGES.get_or_init(|| {
+        DEVICE_BASES
+            .iter()
+            .flat_map(|&b| (0..DEVICE_RIDS).flat_map(move |i| report_pages(b + i)))
+            .chain([BAR_WINDOW.base.0])
+            .collect()
+    })
+}
+
 /// Every device: (segment, PF0, device). Its TDIs answer to RID interface IDs, and to
 /// RID_SEGMENT ones where the segment fits.
 fn devices() -> Vec<(u16, u16, Device<'static>)> {
@@ -346,8 +361,12 @@ struct World<'h> {
     evidence: Vec<(u64, u64, VdevInfo)>,
     log: Vec<String>,
     stats: Stats,
-    /// The last call was refused and changed nothing (the invariants need no new check).
+    /// The last call changed nothing a snapshot holds (granules, memory, host mappings, PDEV
+    /// registry): the invariants, a function of exactly that, need no new check.
     unchanged: bool,
+    /// `s1_dirty` when the DMA tables were last probed: a call that changed nothing may still
+    /// have cleaned a vdevice (an invalidation), which holds its stream to the engine again.
+    s1_dirty_probed: std::collections::BTreeSet<u64>,
     /// The evidence the guest prepared for its next G_VDEV_ACCEPT.
     accept_buffer: Option<AcceptEvidence>,
     /// The guest call the next run makes first.
@@ -393,6 +412,7 @@ impl<'h> World<'h> {
             accept_buffer: None,
             forced_in_run: None,
             unchanged: false,
+            s1_dirty_probed: Default::default(),
             s1_dirty: Default::default(),
         }
     }
@@ -475,7 +495,7 @@ impl<'h> World<'h> {
             self.unchanged = false;
             return self.run(c);
         }
-        let before = self.h.snapshot();
+        let before = self.h.watch();
         let origin = c
             .guest
             .map_or(Origin::Host, |vcpu| Origin::Guest { vcpu: Pa(vcpu) });
@@ -486,11 +506,12 @@ impl<'h> World<'h> {
         // state is then byte for byte the one the invariants were last checked on.
         use StatusCode::*;
         let code = Status::from_raw(got.status).map(|s| s.code);
-        self.unchanged = !matches!(
+        let refused = !matches!(
             code,
             Some(Success | NeedsDeviceIo | DeviceError | DmaFault) | None
         );
-        if self.unchanged && self.h.snapshot() != before {
+        self.unchanged = !self.h.changed_since(before);
+        if refused && !self.unchanged {
             self.fail(format!("refused with {code:?} but changed state"));
         }
         got
@@ -959,9 +980,13 @@ impl<'h> World<'h> {
             }
         }
         self.check_mmio();
-        // A refusal changed nothing, the DMA tables and the IOMMU's caches included.
-        if !unchanged {
+        // The probes' answers depend on the memory (the tables), the IOMMU's streams and
+        // IOTLB, and which vdevices are held to the engine: with none of them changed they are
+        // the last probes' answers. (A probe fills the IOTLB only from the tables as they are.)
+        let iommu_ops = self.h.sim.iommu().is_some_and(|i| !i.take_ops().is_empty());
+        if !unchanged || iommu_ops || self.s1_dirty != self.s1_dirty_probed {
             self.check_dma_tables();
+            self.s1_dirty_probed = self.s1_dirty.clone();
         }
     }
 
@@ -988,10 +1013,7 @@ impl<'h> World<'h> {
             }
             mapped.extend(model.iter().map(|m| m.1));
         }
-        let pages = DEVICE_BASES
-            .iter()
-            .flat_map(|&b| (0..DEVICE_RIDS).flat_map(move |i| report_pages(b + i)));
-        for page in pages.chain([BAR_WINDOW.base.0]) {
+        for &page in device_pages() {
             let inside = BAR_WINDOW.contains(Pa(page), G);
             if inside && self.h.sim.host_has_mmio(Pa(page)) == mapped.contains(&page) {
                 self.fail(format!(
@@ -2714,34 +2736,80 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         AddressMapFormat::ArmStage2 => DmaTableFormat::ArmStage2,
         AddressMapFormat::X86_64FourLevel => DmaTableFormat::VtdSecondLevel,
     };
-    let machines = [
-        Harness::new(GRANULES, format),
-        Harness::with_iommu(GRANULES, format, dma),
-    ];
-    let start = Instant::now();
-    let mut total = Stats::default();
     let seeds: Vec<u64> = match one {
         Some(s) => vec![s],
         None => (0..count)
             .map(|i| (i << 8) ^ salt ^ 0x5EED_0000_0000)
             .collect(),
     };
-    for seed in seeds {
-        let h = &machines[((seed >> 8) & 1) as usize];
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sequence(h, format, seed, steps)
-        }));
-        match r {
-            Ok(s) => total.add(&s),
-            Err(e) => {
-                eprintln!(
-                    "model test failed on {format:?}, seed {seed:#x}: reproduce with \
-                     TSM_MODEL_SEED={seed:#x} cargo test -p tsm-core --test model"
-                );
-                std::panic::resume_unwind(e);
+    // Sequences are independent (each starts and ends with every granule NS and the fault
+    // queue empty), so a failure reproduces from its seed alone on a fresh machine, whichever
+    // thread ran it after whichever others: threads share out the seeds, each on its own
+    // machines.
+    let threads = env_u64(
+        "TSM_MODEL_THREADS",
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+    )
+    .clamp(1, seeds.len().max(1) as u64) as usize;
+    let progress = std::env::var("TSM_MODEL_PROGRESS").is_ok();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    // Set by the first failure: the other threads stop rather than run out their share.
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let total = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|k| {
+                let (seeds, done, failed) = (&seeds, &done, &failed);
+                scope.spawn(move || {
+                    let machines = [
+                        Harness::new(GRANULES, format),
+                        Harness::with_iommu(GRANULES, format, dma),
+                    ];
+                    let mut total = Stats::default();
+                    for &seed in seeds.iter().skip(k).step_by(threads) {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let h = &machines[((seed >> 8) & 1) as usize];
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            sequence(h, format, seed, steps)
+                        }));
+                        match r {
+                            Ok(s) => total.add(&s),
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                eprintln!(
+                                    "model test failed on {format:?}, seed {seed:#x}: reproduce \
+                                     with TSM_MODEL_SEED={seed:#x} cargo test -p tsm-core --test \
+                                     model"
+                                );
+                                std::panic::resume_unwind(e);
+                            }
+                        }
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if progress && n % 10_000 == 0 {
+                            let secs = start.elapsed().as_secs_f64();
+                            eprintln!(
+                                "model {format:?}: {n} of {} sequences in {secs:.0} s \
+                                 ({:.0}/s)",
+                                seeds.len(),
+                                n as f64 / secs
+                            );
+                        }
+                    }
+                    total
+                })
+            })
+            .collect();
+        let mut total = Stats::default();
+        for w in workers {
+            match w.join() {
+                Ok(s) => total.add(&s),
+                Err(e) => std::panic::resume_unwind(e),
             }
         }
-    }
+        total
+    });
     let secs = start.elapsed().as_secs_f64();
     if std::env::var("TSM_MODEL_COVERAGE").is_ok() {
         for (k, (ok, no)) in &total.per_call {

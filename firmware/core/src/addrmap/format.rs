@@ -324,6 +324,24 @@ mod tests {
             })
     }
 
+    /// The invariant checker skips zero entries without decoding them (a zeroed table is most
+    /// of what it reads after every step of the model test).
+    #[test]
+    fn a_zero_entry_is_invalid_at_every_level() {
+        for f in [
+            AddressMapFormat::ArmStage2,
+            AddressMapFormat::X86_64FourLevel,
+        ] {
+            for level in 0..=3 {
+                assert_eq!(
+                    for_platform(f).decode(0, level),
+                    Entry::Invalid,
+                    "{f:?} L{level}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn both_formats_round_trip_every_leaf_and_table() {
         for f in [

@@ -17,6 +17,7 @@ mod private_mmio;
 mod requesters;
 mod system;
 mod teardown;
+mod watch;
 
 use tsm_abi::CallId;
 use tsm_abi::addr::Pa;
