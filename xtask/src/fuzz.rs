@@ -192,7 +192,7 @@ pub fn ensure_nightly() -> Result<(), String> {
     )
 }
 
-/// Installs cargo-fuzz from crates.io (a few minutes, once) if `cargo fuzz` is missing.
+/// Installs cargo-fuzz from the Rust package registry (a few minutes, once) if `cargo fuzz` is missing.
 fn ensure_cargo_fuzz() -> Result<(), String> {
     let present = nightly_cargo()
         .args(["fuzz", "--version"])
@@ -203,7 +203,7 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
     if present {
         return Ok(());
     }
-    eprintln!("installing cargo-fuzz from crates.io (once; takes a few minutes)");
+    eprintln!("installing cargo-fuzz from the Rust package registry (once; takes a few minutes)");
     run_status(
         nightly_cargo().args(["install", "cargo-fuzz", "--locked"]),
         "cargo install cargo-fuzz",
