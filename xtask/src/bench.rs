@@ -231,6 +231,8 @@ fn boot(
         arch,
         images,
         scenario_id: scenario,
+        cpus: 2,
+        param: 0,
         timeout: Some(TIMEOUT),
         gdb_server: false,
         own_process_group: false,

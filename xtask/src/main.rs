@@ -16,6 +16,7 @@ mod qemu_install;
 mod records;
 mod release_check;
 mod scenarios;
+mod smp_soak;
 mod spdm_interop;
 mod test_cmd;
 mod workspace;
@@ -66,6 +67,9 @@ enum Cmd {
     /// translation, image size and static RAM, boot) against bench/budgets.toml; prints one
     /// table and writes target/xtask/bench.json (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// The long run of the four-CPU race (`smp4`): every CPU makes `--calls-per-cpu` calls on
+    /// shared objects; prints progress, then a table of each CPU's outcomes (docs/assurance.md).
+    SmpSoak(SmpSoakArgs),
     /// Run the libFuzzer targets (fuzz/, nightly + cargo-fuzz, installed when missing), each
     /// bounded in time, one at a time (docs/assurance.md).
     Fuzz(FuzzArgs),
@@ -128,6 +132,16 @@ fn parse_u32(s: &str) -> Result<u32, String> {
         None => s.parse(),
     }
     .map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+struct SmpSoakArgs {
+    /// Which architectures to run.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Calls each of the four CPUs makes.
+    #[arg(long, default_value_t = 100_000)]
+    calls_per_cpu: u32,
 }
 
 #[derive(Args)]
@@ -312,6 +326,15 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                 quick: args.quick,
             },
         ),
+        Cmd::SmpSoak(args) => {
+            let mut passed = true;
+            for arch in args.arch.arches() {
+                let summary = smp_soak::smp_soak(&ws, arch, args.calls_per_cpu)?;
+                print!("{}", summary.table());
+                passed &= summary.passed;
+            }
+            Ok(passed)
+        }
         Cmd::Fuzz(args) => fuzz::fuzz(&ws, args.target.as_deref(), args.time),
         Cmd::Miri => miri::miri(&ws),
         Cmd::SpdmInterop(args) => spdm_interop::interop(&spdm_interop::Options {
@@ -367,6 +390,8 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
             arch,
             images: &images,
             scenario_id: scenario.id,
+            cpus: scenario.cpus,
+            param: 0,
             timeout: Some(timeout),
             gdb_server: false,
             own_process_group: false,
