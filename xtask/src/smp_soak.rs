@@ -72,18 +72,27 @@ impl Summary {
     }
 }
 
-/// Seconds a run of `calls` calls per CPU may take under TCG on a loaded machine: the CI run
-/// (3,000 calls) takes well under a minute; the bound grows with the calls, generously.
+/// How long a run of `calls` calls per CPU may take under TCG before it counts as hung: 100
+/// calls a second per CPU when the machine is quiet, but a dozen when other QEMUs share its
+/// cores. A deadlock is caught sooner, inside the run (a CPU that does not finish within two
+/// minutes of CPU 0 fails it).
 fn timeout(calls: u32) -> Duration {
-    Duration::from_secs(120 + u64::from(calls) / 50)
+    Duration::from_secs(300 + u64::from(calls) / 10)
 }
 
 /// Builds the images and runs `smp4` on `arch` with `calls_per_cpu` calls per CPU, printing
-/// its progress lines as they come.
+/// its progress lines as they come. The images are the bench's (release, and without the
+/// TSM's per-call `debug` line unless DEFMT_LOG says otherwise: hundreds of thousands of calls
+/// would fill the kept log and cost most of the run), so call it while xtask runs no other
+/// thread: it sets DEFMT_LOG for the build, as `bench` does.
 pub fn smp_soak(ws: &Workspace, arch: Arch, calls_per_cpu: u32) -> Result<Summary, String> {
     let scenario = scenarios::find("smp4").ok_or("no smp4 scenario")?;
     debug_assert_eq!(scenario.variant, Variant::Normal);
-    // Release images: the optimised TSM and payload a deployment runs, and more calls a second.
+    if std::env::var_os("DEFMT_LOG").is_none() {
+        // SAFETY: the caller runs no other thread (the doc above; a QEMU run's threads are
+        // joined before it returns), so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("DEFMT_LOG", crate::bench::BENCH_DEFMT_LOG) };
+    }
     let images: Images = images::build(ws, arch, true, scenario.variant)?;
     let spec = RunSpec {
         arch,

@@ -210,6 +210,18 @@ fn run_vcpu(env: &mut Host, cpu: usize, ctx: &Ctx, i: usize, tally: &mut Tally) 
             "read the exit record",
             0,
         )?;
+        if reason != ExitReason::DeniedCall {
+            defmt::error!(
+                "smp4: CPU {=usize}: vCPU {=u64:#x}: exit reason {=u32}, code {=u64:#x}, syndrome {=u64:#x}, GPA {=u64:#x}, fid {=u64:#x}",
+                cpu,
+                vcpu.0,
+                rec.reason,
+                rec.code,
+                rec.syndrome,
+                rec.gpa,
+                rec.fid
+            );
+        }
         ensure(
             reason == ExitReason::DeniedCall && rec.reason == reason.raw(),
             "a racing vCPU did not stop at its host call (G_EXIT code 1: G_VERSION failed, 2: the host call's refusal was wrong)",

@@ -342,7 +342,7 @@ pub fn step<E: HostEnv>(
     );
     tally.add(Got::StateRead);
     match link {
-        Some(link) if i % 8 == 0 => {
+        Some(link) if i.is_multiple_of(8) => {
             let first = host::vdev_bind(env, s.vdev, link.comm);
             must!(link.drive(env, s.vdev, first)?, "racing VDEV_BIND");
             let first = host::vdev_unbind(env, s.vdev, link.comm);
