@@ -49,10 +49,19 @@ impl Arch {
         }
     }
 
-    /// QEMU's arguments for one run: the TSM as the kernel, the host payload loaded at its link
-    /// address, the scenario number written into the host-parameters page.
-    pub fn qemu_args(self, tsm: &Path, host: &Path, scenario_id: u32) -> Vec<OsString> {
-        let machine: &[&str] = match self {
+    /// QEMU's arguments for one run on `cpus` CPUs: the TSM as the kernel, the host payload
+    /// loaded at its link address, the scenario number written into the host-parameters page
+    /// and, unless 0, `param` into the word after it.
+    pub fn qemu_args(
+        self,
+        tsm: &Path,
+        host: &Path,
+        scenario_id: u32,
+        cpus: u32,
+        param: u32,
+    ) -> Vec<OsString> {
+        let cpus = cpus.to_string();
+        let machine: Vec<&str> = match self {
             // `-nographic` alone would multiplex the monitor onto stdio; stdout must carry only
             // UART bytes, so the serial port gets stdio to itself and the monitor is off.
             // The SMMUv3 (QEMU 10: stage 2 and nesting) in front of the PCIe root bus, ECAM
@@ -60,7 +69,7 @@ impl Arch {
             // device the scenarios drive, with a DMA mask that reaches DRAM at 1 GiB (docs/
             // design.md "The platform IOMMU"). `-nodefaults`: no default NIC on the bus (the
             // edu device is the only one), no display (whose module probe prints noise).
-            Arch::Aarch64 => &[
+            Arch::Aarch64 => vec![
                 "-M",
                 "virt,virtualization=on,iommu=smmuv3,highmem=off",
                 "-nodefaults",
@@ -71,7 +80,7 @@ impl Arch {
                 "-m",
                 "512M",
                 "-smp",
-                "2",
+                &cpus,
                 "-nographic",
                 "-serial",
                 "stdio",
@@ -81,7 +90,7 @@ impl Arch {
             ],
             // `-nodefaults` as on aarch64: no default NIC or VGA, so bus 0 holds the chipset and
             // `edu`, and the host gets no BARs it has no use for.
-            Arch::X86_64 => &[
+            Arch::X86_64 => vec![
                 "-M",
                 "q35",
                 "-nodefaults",
@@ -90,7 +99,7 @@ impl Arch {
                 "-m",
                 "512M",
                 "-smp",
-                "2",
+                &cpus,
                 "-display",
                 "none",
                 "-serial",
@@ -124,6 +133,17 @@ impl Arch {
             .replace("0X", "0x")
             .into(),
         );
+        if param != 0 {
+            args.push("-device".into());
+            args.push(
+                format!(
+                    "loader,addr={:#X},data={param},data-len=4",
+                    self.host_params_page() + 4
+                )
+                .replace("0X", "0x")
+                .into(),
+            );
+        }
         args
     }
 }
@@ -133,7 +153,7 @@ mod tests {
     use super::*;
 
     fn line(arch: Arch) -> String {
-        let args = arch.qemu_args(Path::new("tsm"), Path::new("tsm-host"), 2);
+        let args = arch.qemu_args(Path::new("tsm"), Path::new("tsm-host"), 2, 2, 0);
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -148,6 +168,21 @@ mod tests {
              -device edu,dma_mask=0xffffffffffffffff -cpu max -m 512M -smp 2 -nographic \
              -serial stdio -monitor none -semihosting -kernel tsm -device loader,file=tsm-host \
              -device loader,addr=0x40FFF000,data=2,data-len=4"
+        );
+    }
+
+    #[test]
+    fn cpus_and_param_reach_the_line() {
+        let args = Arch::X86_64.qemu_args(Path::new("tsm"), Path::new("tsm-host"), 27, 4, 100_000);
+        let line = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(line.contains(" -smp 4 "), "{line}");
+        assert!(
+            line.ends_with("-device loader,addr=0xFFF000,data=27,data-len=4 -device loader,addr=0xFFF004,data=100000,data-len=4"),
+            "{line}"
         );
     }
 

@@ -32,7 +32,7 @@ use crate::workspace::{Workspace, show};
 /// most of what each call costs, and without the guest's lines (its payload, `tsm_guest`, and
 /// the guest scripts, `tsm_scenarios::guest`), so the VCPU_RUN figures' guests make no
 /// G_CONSOLE_WRITE besides the refused ones they are timed for.
-const BENCH_DEFMT_LOG: &str = "info,tsm_guest=off,tsm_scenarios::guest=off";
+pub const BENCH_DEFMT_LOG: &str = "info,tsm_guest=off,tsm_scenarios::guest=off";
 /// Generous: the bench carries 8 full binds and unbinds under icount on a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Instructions per virtual µs at `-icount shift=0`.
@@ -231,6 +231,8 @@ fn boot(
         arch,
         images,
         scenario_id: scenario,
+        cpus: 2,
+        param: 0,
         timeout: Some(TIMEOUT),
         gdb_server: false,
         own_process_group: false,

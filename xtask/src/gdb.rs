@@ -45,6 +45,8 @@ pub fn gdb(
         arch,
         images,
         scenario_id: scenario.id,
+        cpus: scenario.cpus,
+        param: 0,
         timeout: None,
         gdb_server: true,
         own_process_group: attach,

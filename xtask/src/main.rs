@@ -18,6 +18,7 @@ mod qemu_install;
 mod records;
 mod release_check;
 mod scenarios;
+mod smp_soak;
 mod soak;
 mod spdm_interop;
 mod test_cmd;
@@ -69,6 +70,9 @@ enum Cmd {
     /// translation, image size and static RAM, boot) against bench/budgets.toml; prints one
     /// table and writes target/xtask/bench.json (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// The long run of the four-CPU race (`smp4`): every CPU makes `--calls-per-cpu` calls on
+    /// shared objects; prints progress, then a table of each CPU's outcomes (docs/assurance.md).
+    SmpSoak(SmpSoakArgs),
     /// Run the libFuzzer targets (fuzz/, nightly + cargo-fuzz, installed when missing), each
     /// bounded in time or executions, one at a time (docs/assurance.md).
     Fuzz(FuzzArgs),
@@ -152,6 +156,16 @@ fn parse_u32(s: &str) -> Result<u32, String> {
 }
 
 #[derive(Args)]
+struct SmpSoakArgs {
+    /// Which architectures to run.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
+    /// Calls each of the four CPUs makes.
+    #[arg(long, default_value_t = 100_000)]
+    calls_per_cpu: u32,
+}
+
+#[derive(Args)]
 struct FuzzArgs {
     /// One target (dispatcher, tdisp_decode, walkers, device_model, cert_chain, spdm_decode,
     /// spdm_secured);
@@ -184,6 +198,9 @@ struct SoakArgs {
     /// Seconds per fuzz target.
     #[arg(long, default_value_t = 600)]
     fuzz_time: u64,
+    /// Calls per CPU of the four-CPU race (both arches).
+    #[arg(long, default_value_t = 100_000)]
+    smp_calls: u32,
     /// Executions per fuzz target, however long they take (instead of `--fuzz-time`).
     #[arg(long)]
     fuzz_execs: Option<u64>,
@@ -363,6 +380,15 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                 quick: args.quick,
             },
         ),
+        Cmd::SmpSoak(args) => {
+            let mut passed = true;
+            for arch in args.arch.arches() {
+                let summary = smp_soak::smp_soak(&ws, arch, args.calls_per_cpu)?;
+                print!("{}", summary.table());
+                passed &= summary.passed;
+            }
+            Ok(passed)
+        }
         Cmd::Fuzz(args) => {
             let budget = match args.execs {
                 Some(n) => fuzz::Budget::Executions(n),
@@ -378,6 +404,7 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                 model_sequences: args.model_sequences,
                 model_steps: args.model_steps,
                 model_threads: args.model_threads,
+                smp_calls_per_cpu: args.smp_calls,
                 fuzz_budget: match args.fuzz_execs {
                     Some(n) => fuzz::Budget::Executions(n),
                     None => fuzz::Budget::Seconds(args.fuzz_time),
@@ -454,6 +481,8 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
             arch,
             images: &images,
             scenario_id: scenario.id,
+            cpus: scenario.cpus,
+            param: 0,
             timeout: Some(timeout),
             gdb_server: false,
             own_process_group: false,

@@ -27,6 +27,10 @@ pub struct RunSpec<'a> {
     pub arch: Arch,
     pub images: &'a Images,
     pub scenario_id: u32,
+    /// QEMU's `-smp`.
+    pub cpus: u32,
+    /// The parameters page's second word (0: none; `smp4`'s calls per CPU).
+    pub param: u32,
     /// `None`: no limit (a gdb session).
     pub timeout: Option<Duration>,
     /// Adds `-s -S`: gdb server on tcp::1234, CPUs stopped at the first instruction.
@@ -73,10 +77,13 @@ pub fn run_with(
         .version()
         .ok_or_else(|| format!("QEMU {PIN} is not installed: run `cargo xtask setup`"))?;
     let mut cmd = qemu.command(spec.arch);
-    cmd.args(
-        spec.arch
-            .qemu_args(&spec.images.tsm, &spec.images.host, spec.scenario_id),
-    );
+    cmd.args(spec.arch.qemu_args(
+        &spec.images.tsm,
+        &spec.images.host,
+        spec.scenario_id,
+        spec.cpus,
+        spec.param,
+    ));
     // `TSM_QEMU_MEM=2G cargo xtask run|test ...` boots with that much RAM (QEMU's `-m` syntax)
     // instead of the arch's default; QEMU takes the last `-m`, so `extra` still overrides it.
     if let Some(mem) = std::env::var_os("TSM_QEMU_MEM").filter(|m| !m.is_empty()) {

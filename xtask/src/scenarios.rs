@@ -50,6 +50,8 @@ pub struct Scenario {
     pub expect: Outcome,
     pub timeout: Duration,
     pub variant: Variant,
+    /// QEMU's `-smp`: the CPUs the machine has.
+    pub cpus: u32,
     pub must_log: &'static [MustLog],
     pub about: &'static str,
     /// Its host and guest log `story: ` lines, one per step after the step's check passed:
@@ -63,6 +65,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The end-to-end scenarios (tests/scenarios) make hundreds of calls and device round trips
 /// under TCG.
 const E2E_TIMEOUT: Duration = Duration::from_secs(90);
+/// `smp4` makes 1,000 calls on each of four CPUs, under TCG on a machine that may have two
+/// cores for them.
+const SMP4_TIMEOUT: Duration = Duration::from_secs(180);
 /// `spdm-mitm` connects seven times.
 const SPDM_MITM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -108,6 +113,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: RUN_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         // The host says PASS only after its VERSION calls came back through the gate (and, on
         // x86_64, every way out of SVM guest mode it tried was refused: the last is a read of
         // the local APIC, which the TSM must log as blocked).
@@ -132,6 +138,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Fail,
         timeout: RUN_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -147,6 +154,7 @@ pub const SCENARIOS: &[Scenario] = &[
         // Short: this one always runs to its timeout.
         timeout: Duration::from_secs(10),
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[],
         about: "harness self-test: the host spins, the run must be killed and reported as a hang",
         narrated: false,
@@ -157,6 +165,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Fail,
         timeout: RUN_TIMEOUT,
         variant: Variant::SelftestFault,
+        cpus: 2,
         must_log: &[
             MustLog {
                 arch: Some(Arch::Aarch64),
@@ -178,6 +187,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: RUN_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -192,6 +202,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::DmaInject,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -206,6 +217,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -220,6 +232,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &host_access_blocked!(
             "loads from a delegated granule at",
             "host read of GPA 0x2103000",
@@ -234,6 +247,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &host_access_blocked!(
             "stores to a TVM's private page at",
             "host write of GPA 0x2103000",
@@ -248,6 +262,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &host_access_blocked!(
             "loads from the TSM's memory at",
             "host read of GPA 0x200000",
@@ -262,6 +277,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         // x86_64: the VT-d registers are outside the host's nested table, as secure memory is.
         must_log: &host_access_blocked!(
             "loads from the IOMMU's registers at",
@@ -277,6 +293,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -292,6 +309,7 @@ pub const SCENARIOS: &[Scenario] = &[
         // Seven worlds, each with a P-384 connect under TCG.
         timeout: SPDM_MITM_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -306,6 +324,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -320,6 +339,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -334,6 +354,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::DmaInject,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -348,6 +369,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::DmaInject,
+        cpus: 2,
         must_log: &[MustLog {
             arch: None,
             program: Program::Host,
@@ -362,6 +384,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[
             MustLog {
                 arch: None,
@@ -385,11 +408,39 @@ pub const SCENARIOS: &[Scenario] = &[
         narrated: false,
     },
     Scenario {
+        name: "smp4",
+        id: id::SMP4,
+        expect: Outcome::Pass,
+        timeout: SMP4_TIMEOUT,
+        variant: Variant::Normal,
+        cpus: 4,
+        must_log: &[
+            MustLog {
+                arch: None,
+                program: Program::Tsm,
+                text: "CPU 3: the host starts it at",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "none saw the secret",
+            },
+            MustLog {
+                arch: None,
+                program: Program::Host,
+                text: "PASS",
+            },
+        ],
+        about: "four CPUs race delegate/map/unmap/undelegate of the same granules, bind/unbind against malformed COMMUNICATEs and VCPU_RUN of one TVM's vCPUs while edu reads the granules through the IOMMU; every status one its race allows, counted per CPU; every granule back in NS",
+        narrated: false,
+    },
+    Scenario {
         name: "dma-hw",
         id: id::DMA_HW,
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         must_log: &[
             MustLog {
                 arch: None,
@@ -411,6 +462,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::DmaInject,
+        cpus: 2,
         must_log: &[
             MustLog {
                 arch: None,
@@ -432,6 +484,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         // The host's load of BAR0 while a TVM holds it is blocked on both arches and the host
         // goes on (x86_64: the page is out of the host's nested table, the TSM injects #GP(0)).
         must_log: &[
@@ -480,6 +533,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Outcome::Pass,
         timeout: E2E_TIMEOUT,
         variant: Variant::Normal,
+        cpus: 2,
         // The story's steps in order (an SPDM-authenticated `mmio-private`).
         must_log: &[
             MustLog {

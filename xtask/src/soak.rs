@@ -9,8 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::arch::Arch;
 use crate::workspace::Workspace;
-use crate::{fuzz, miri};
+use crate::{fuzz, miri, smp_soak};
 
 /// The parts, in the order they run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -19,13 +20,15 @@ pub enum Part {
     Model,
     /// Every host-buildable crate's tests and the fuzz replay under Miri.
     Miri,
+    /// The four-CPU race (`smp4`) on both arches at `--smp-calls` calls per CPU.
+    Smp,
     /// Every libFuzzer target (or `--fuzz-target`) for `--fuzz-time` seconds or `--fuzz-execs`
     /// executions each.
     Fuzz,
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::Model, Part::Miri, Part::Fuzz];
+    pub const ALL: [Part; 4] = [Part::Model, Part::Miri, Part::Smp, Part::Fuzz];
 }
 
 pub struct Options {
@@ -35,6 +38,8 @@ pub struct Options {
     pub model_steps: u64,
     /// Threads per format (`None`: the model test's default, the CPUs).
     pub model_threads: Option<u64>,
+    /// Calls per CPU of the four-CPU race.
+    pub smp_calls_per_cpu: u32,
     /// Per fuzz target.
     pub fuzz_budget: fuzz::Budget,
     pub fuzz_targets: Vec<String>,
@@ -68,6 +73,7 @@ pub fn soak(ws: &Workspace, opts: &Options) -> Result<bool, String> {
                 opts.model_threads,
             ),
             Part::Miri => miri_part(ws),
+            Part::Smp => smp_part(ws, opts.smp_calls_per_cpu),
             Part::Fuzz => fuzz_part(ws, &opts.fuzz_targets, opts.fuzz_budget),
         };
         rows.push(run.unwrap_or_else(|e| PartRun {
@@ -86,6 +92,7 @@ fn name(part: Part) -> &'static str {
     match part {
         Part::Model => "model",
         Part::Miri => "miri",
+        Part::Smp => "smp",
         Part::Fuzz => "fuzz",
     }
 }
@@ -167,6 +174,39 @@ pub fn miri_part(ws: &Workspace) -> Result<PartRun, String> {
         ),
         wall: start.elapsed(),
         result: if ok { "ok".into() } else { "FAILED".into() },
+        ok,
+    })
+}
+
+/// `cargo xtask smp-soak` on both arches: one row for the two, each arch's table printed.
+pub fn smp_part(ws: &Workspace, calls_per_cpu: u32) -> Result<PartRun, String> {
+    let start = Instant::now();
+    let mut results = Vec::new();
+    for arch in Arch::ALL {
+        let summary = smp_soak::smp_soak(ws, arch, calls_per_cpu)?;
+        print!("{}", summary.table());
+        let total: u64 = summary.calls.iter().sum();
+        results.push((arch, summary.passed, total, summary.failure));
+    }
+    let ok = results.iter().all(|r| r.1);
+    Ok(PartRun {
+        part: "smp",
+        size: results
+            .iter()
+            .map(|(a, _, n, _)| format!("{}: {n} calls", a.name()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        wall: start.elapsed(),
+        result: if ok {
+            "ok".into()
+        } else {
+            results
+                .iter()
+                .filter(|r| !r.1)
+                .map(|(a, _, _, f)| format!("{} FAILED: {}", a.name(), f.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
         ok,
     })
 }

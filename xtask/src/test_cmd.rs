@@ -286,6 +286,8 @@ fn run_one(ws: &Workspace, job: &Job) -> Row {
         arch: job.arch,
         images: &job.images,
         scenario_id: s.id,
+        cpus: s.cpus,
+        param: 0,
         timeout: Some(s.timeout),
         gdb_server: false,
         own_process_group: false,

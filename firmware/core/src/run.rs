@@ -348,7 +348,7 @@ impl Tsm<'_> {
         // Checked without the vCPU's lock: the vdevice comes later in the lock order.
         let Some(result) = self.guest_op_result(wait.vdev, wait.ticket) else {
             let rec = device_request(wait.vdev.0, wait.op);
-            return HostStep::Reply(self.exit_to_host(vcpu, &rec, After::DeviceWait(wait)));
+            return HostStep::Reply(self.exit_to_host(vcpu, &rec, After::DeviceWait(wait), true));
         };
         match self.with_run(vcpu, |run| {
             run.set_next(After::Continue);
@@ -373,7 +373,7 @@ impl Tsm<'_> {
         if !matches!(self.running(vcpu), Ok(true)) {
             return GuestStep::ToHost(CallResult::status(internal()));
         }
-        self.guest_trap(vcpu, None, exit)
+        self.guest_trap(vcpu, None, exit, true)
     }
 
     /// [`Tsm::guest_exit`] for the vCPU the run loop entered with `e`: a call's TVM is the
@@ -383,16 +383,28 @@ impl Tsm<'_> {
     ///
     /// Nor is the running flag: `e` is the claim itself (only this module makes a
     /// [`GuestEntry`], from a successful claim), and the flag it set is cleared only by
-    /// [`Tsm::exit_to_host`] or [`Tsm::release`] of this run, after which the run loop drops
-    /// `e` (it returns from the run with the call's result). Between the claim and that
-    /// exit nothing else writes the flag: a second VCPU_RUN and VCPU_DESTROY refuse a running
-    /// vCPU, and TVM_DESTROY a TVM with vCPUs. Reading it on every trap (the VCPU granule
-    /// locked, the run state decoded: ~230 instructions per guest call) could not fail.
+    /// [`Tsm::end_run`] of this run, after which the run loop drops `e`. Between the claim and
+    /// that release nothing else writes the flag: a second VCPU_RUN and VCPU_DESTROY refuse a
+    /// running vCPU, and TVM_DESTROY a TVM with vCPUs. Reading it on every trap (the VCPU
+    /// granule locked, the run state decoded: ~230 instructions per guest call) could not fail.
+    ///
+    /// An exit to the host leaves the vCPU claimed: the HAL saves it into its context area
+    /// after this returns, so the run loop releases the claim with [`Tsm::end_run`] once
+    /// `run_guest` has returned. *Why:* released here, another CPU's VCPU_RUN could load the
+    /// context area before this CPU had saved it, and run the vCPU from stale registers (the
+    /// `smp4` scenario caught that on x86_64, whose HAL copies the VMCB state out on leaving).
     pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> GuestStep {
-        self.guest_trap(e.vcpu, Some(e.tvm), exit)
+        self.guest_trap(e.vcpu, Some(e.tvm), exit, false)
     }
 
-    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit) -> GuestStep {
+    /// Releases the claim of the vCPU the run loop entered once the HAL has left it (see
+    /// [`Tsm::guest_exit_entered`]).
+    pub fn end_run(&self, vcpu: Pa) {
+        self.release(vcpu);
+    }
+
+    /// `release`: end the claim with the exit (no HAL holds the vCPU's state).
+    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit, release: bool) -> GuestStep {
         match exit {
             GuestExit::Fault {
                 syndrome,
@@ -409,14 +421,14 @@ impl Tsm<'_> {
                     gpa: gpa.map_or(0, |g| g.granule_base().0),
                     ..VcpuExit::new_zeroed()
                 };
-                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue))
+                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue, release))
             }
             // By reference: moving the registers out copied them (a `memcpy`) on every call.
-            GuestExit::Call(ref regs) => self.guest_call(vcpu, tvm, regs),
+            GuestExit::Call(ref regs) => self.guest_call(vcpu, tvm, regs, release),
         }
     }
 
-    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs) -> GuestStep {
+    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs, release: bool) -> GuestStep {
         let caller = match tvm {
             Some(tvm) => Ok(GuestCaller { vcpu, tvm }),
             None => self.guest_caller(vcpu),
@@ -445,17 +457,20 @@ impl Tsm<'_> {
                 After::DeviceWait(DeviceWait { vdev, op, ticket }),
             ),
         };
-        GuestStep::ToHost(self.exit_to_host(vcpu, &rec, after))
+        GuestStep::ToHost(self.exit_to_host(vcpu, &rec, after, release))
     }
 
-    /// Ends the host's VCPU_RUN: leaves `after` for the next entry and releases the claim (one
-    /// update of the run state), then writes `rec` to the run's exit record. Returns the
-    /// VCPU_RUN result. The record is written after the release, without the vCPU's lock (NS
-    /// buffers come last in the lock order): it is the host's buffer, not the vCPU's state.
-    fn exit_to_host(&self, vcpu: Pa, rec: &VcpuExit, after: After) -> CallResult {
+    /// Ends the host's VCPU_RUN: leaves `after` for the next entry and, if `release`, releases
+    /// the claim (one update of the run state; otherwise [`Tsm::end_run`] does once the HAL has
+    /// saved the vCPU), then writes `rec` to the run's exit record. Returns the VCPU_RUN
+    /// result. The record is written without the vCPU's lock (NS buffers come last in the lock
+    /// order): it is the host's buffer, not the vCPU's state.
+    fn exit_to_host(&self, vcpu: Pa, rec: &VcpuExit, after: After, release: bool) -> CallResult {
         self.with_run(vcpu, |run| {
             run.set_next(after);
-            run.running = 0;
+            if release {
+                run.running = 0;
+            }
             Ok(Pa(run.exit_record))
         })
         .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))

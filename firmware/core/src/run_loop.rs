@@ -169,7 +169,11 @@ fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult
             }
         };
         let err = match guest.run_guest(e.context, e.root, resume, on_exit) {
-            Ok(result) => return result,
+            Ok(result) => {
+                // The HAL has saved the vCPU: another CPU may claim it now.
+                tsm.end_run(e.vcpu);
+                return result;
+            }
             Err(err) => err,
         };
         log!(
@@ -187,7 +191,10 @@ fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult
         };
         match tsm.guest_exit_entered(e, fault) {
             GuestStep::Resume(r) => resume = r,
-            GuestStep::ToHost(r) => return r,
+            GuestStep::ToHost(r) => {
+                tsm.end_run(e.vcpu);
+                return r;
+            }
         }
     }
 }

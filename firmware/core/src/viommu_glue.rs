@@ -170,14 +170,19 @@ impl Tsm<'_> {
     /// of the host's DRAM, so a request that found no translation aimed at memory the host does
     /// not own: a secure granule (T0_TO_SECURE, what the software engine says of a host
     /// device's DMA there) or no DRAM at all (S2_TRANSLATION through [`FaultReason::HostDomain`],
-    /// as is anything else the IOMMU refused).
+    /// as is anything else the IOMMU refused). *Why any granule of DRAM, not only one secure
+    /// now:* the fault is read after the request, and another CPU may have undelegated the
+    /// granule in between (the `smp4` scenario caught that); the host domain maps every granule
+    /// of DRAM read/write except while it is secure (or the TSM's), so a translation or
+    /// permission refusal there was T=0 to secure memory. Permission too, because VT-d reports
+    /// a missing entry as a refused read or write, and the HAL can tell the two apart only by
+    /// walking the tables as they are when the fault is read.
     fn host_domain_fault(&self, f: &DmaFault) -> Fault {
-        let secure = || match self.granules.peek(Pa(f.iova).granule_base()) {
-            Ok((state, _)) => state.is_secure(),
-            Err(_) => false,
-        };
+        let in_dram = || self.granules.peek(Pa(f.iova).granule_base()).is_ok();
         let reason = match f.kind {
-            DmaFaultKind::Translation if secure() => FaultReason::T0ToSecure,
+            DmaFaultKind::Translation | DmaFaultKind::Permission if in_dram() => {
+                FaultReason::T0ToSecure
+            }
             DmaFaultKind::Translation
             | DmaFaultKind::Permission
             | DmaFaultKind::AddressSize

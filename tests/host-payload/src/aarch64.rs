@@ -330,6 +330,14 @@ pub fn scenario_id() -> u32 {
     unsafe { core::ptr::read_volatile(PARAMS_PAGE as *const u32) }
 }
 
+/// The scenario's parameter, the parameters page's second word (0 when xtask sets none):
+/// `smp4` takes its calls per CPU from it.
+pub fn scenario_param() -> u32 {
+    // SAFETY: as for `scenario_id`: the word after it in the same page, written by QEMU's
+    // loader before boot (or left zero) and never by Rust code.
+    unsafe { core::ptr::read_volatile((PARAMS_PAGE + 4) as *const u32) }
+}
+
 /// Microseconds since the counter started, from the virtual counter (offset 0 under the TSM).
 pub fn now_us() -> u64 {
     let (count, freq): (u64, u64);
@@ -399,6 +407,61 @@ core::arch::global_asm!(
     "__smoke_touch:",
     "ldr x1, [x0]",
     "udf #1",
+    ".balign 4096",
+    ".popsection",
+);
+
+// The `smp4` guest program (crate::smp4), run by several vCPUs of one TVM at once (it keeps
+// nothing in memory), at EL1 (MMU off) at GPA 0x20_0000 with x0 = VCPU_CREATE's arg0, the
+// status word the TSM gives a refused host call: forever G_VERSION(1.0), then the host call
+// VERSION, which the TSM must refuse (a DENIED_CALL exit to the host, then that status in x0
+// when the host runs the vCPU again). G_EXIT(1) if G_VERSION failed or did not grant 1.0,
+// G_EXIT(2) if the refusal was not the status in arg0. The TSM preserves x19 across a call.
+core::arch::global_asm!(
+    ".pushsection .rodata.smp_guest, \"a\"",
+    ".balign 4096",
+    ".global __smp_guest",
+    "__smp_guest:",
+    "mov x19, x0",
+    "1:",
+    "movz x0, #0x0200", // G_VERSION
+    "movk x0, #0xC600, lsl #16",
+    "movz x1, #0x1, lsl #16",
+    "mov x2, xzr",
+    "mov x3, xzr",
+    "mov x4, xzr",
+    "mov x5, xzr",
+    "mov x6, xzr",
+    "hvc #0",
+    "eor x1, x1, #0x10000", // 0 if 1.0 was chosen
+    "orr x1, x1, x0",       // | the status (0 = success)
+    "cbnz x1, 2f",
+    "movz x0, #0x0100", // VERSION, a host call
+    "movk x0, #0xC600, lsl #16",
+    "movz x1, #0x1, lsl #16",
+    "mov x2, xzr",
+    "mov x3, xzr",
+    "mov x4, xzr",
+    "mov x5, xzr",
+    "mov x6, xzr",
+    "hvc #0",
+    "cmp x0, x19",
+    "b.eq 1b",
+    "mov x1, #2",
+    "b 3f",
+    "2:",
+    "mov x1, #1",
+    "3:",
+    "movz x0, #0x0202", // G_EXIT
+    "movk x0, #0xC600, lsl #16",
+    "mov x2, xzr",
+    "mov x3, xzr",
+    "mov x4, xzr",
+    "mov x5, xzr",
+    "mov x6, xzr",
+    "hvc #0",
+    // G_EXIT never returns; an undefined instruction would be a FAULT exit.
+    "udf #0",
     ".balign 4096",
     ".popsection",
 );

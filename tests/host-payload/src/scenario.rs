@@ -12,11 +12,14 @@ use crate::tsm_call;
 mod bench;
 #[path = "smp.rs"]
 mod smp;
+#[path = "smp4.rs"]
+mod smp4;
 
 /// Runs scenario `id`; true when it passed.
 pub fn run(id: u32, dram_base: u64, dram_size: u64) -> bool {
     match id {
         id::SMP => report(id, smp::run(dram_base, dram_size)),
+        id::SMP4 => report(id, smp4::run(dram_base, dram_size)),
         id::LIFECYCLE..=id::STORY => end_to_end(id, dram_base, dram_size),
         id::BOOT => boot(),
         id::BENCH => bench::run(dram_base, dram_size),

@@ -7,7 +7,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use tsm_abi::addr::Pa;
-use tsm_scenarios::scenarios::smp::{self, RACE_GRANULES, Shared, Tally};
+use tsm_scenarios::scenarios::smp::{self, Got, RACE_GRANULES, Shared, Tally};
 use tsm_scenarios::{Fail, Outcome};
 
 use crate::env::Host;
@@ -20,19 +20,26 @@ const ITERATIONS: u32 = 200;
 const CPU1_TIMEOUT_US: u64 = 30_000_000;
 
 /// The shared objects as CPU 1 reads them: DRAM base and size, TVM, vdevice, bad COMMUNICATE
-/// buffer, then the contested granules. Written by CPU 0 before it posts the job (the post's
+/// buffer, secret page, then the contested granules. Written by CPU 0 before it posts the job (the post's
 /// release store orders them).
-const WORDS: usize = 5 + RACE_GRANULES;
+const WORDS: usize = 6 + RACE_GRANULES;
 static SHARED: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
-/// CPU 1's tally: succeeded, lost races.
-static CPU1_TALLY: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// CPU 1's tally ([`Tally::counts`]).
+static CPU1_TALLY: [AtomicU64; Got::ALL.len()] = [const { AtomicU64::new(0) }; Got::ALL.len()];
 
 fn word(i: usize) -> u64 {
     SHARED.get(i).map_or(0, |w| w.load(Ordering::Relaxed))
 }
 
 fn publish(dram_base: u64, dram_size: u64, s: &Shared) {
-    let head = [dram_base, dram_size, s.tvm.0, s.vdev.0, s.bad_comm.0];
+    let head = [
+        dram_base,
+        dram_size,
+        s.tvm.0,
+        s.vdev.0,
+        s.bad_comm.0,
+        s.secret.0,
+    ];
     let words = head.iter().chain(s.granules.iter().map(|g| &g.0));
     for (slot, &v) in SHARED.iter().zip(words) {
         slot.store(v, Ordering::Relaxed);
@@ -42,12 +49,13 @@ fn publish(dram_base: u64, dram_size: u64, s: &Shared) {
 fn shared() -> Shared {
     let mut granules = [Pa(0); RACE_GRANULES];
     for (i, g) in granules.iter_mut().enumerate() {
-        *g = Pa(word(5 + i));
+        *g = Pa(word(6 + i));
     }
     Shared {
         tvm: Pa(word(2)),
         vdev: Pa(word(3)),
         bad_comm: Pa(word(4)),
+        secret: Pa(word(5)),
         granules,
     }
 }
@@ -57,9 +65,9 @@ fn cpu1_worker(_arg: u64) -> bool {
     let mut host = Host::new(word(0), word(1));
     match smp::worker(&mut host, 1, &shared(), None, ITERATIONS) {
         Ok(t) => {
-            let [succeeded, lost] = &CPU1_TALLY;
-            succeeded.store(t.succeeded, Ordering::Relaxed);
-            lost.store(t.lost_races, Ordering::Relaxed);
+            for (slot, &c) in CPU1_TALLY.iter().zip(&t.counts) {
+                slot.store(c, Ordering::Relaxed);
+            }
             true
         }
         Err(f) => {
@@ -95,20 +103,19 @@ pub fn run(dram_base: u64, dram_size: u64) -> Outcome {
         Some(false) => return Err(Fail::new("smp: CPU 1's share failed", line!())),
         None => return Err(Fail::new("smp: CPU 1 did not finish (deadlock?)", line!())),
     }
-    let [succeeded, lost] = &CPU1_TALLY;
-    let b = Tally {
-        succeeded: succeeded.load(Ordering::Relaxed),
-        lost_races: lost.load(Ordering::Relaxed),
-    };
+    let mut b = Tally::default();
+    for (c, slot) in b.counts.iter_mut().zip(&CPU1_TALLY) {
+        *c = slot.load(Ordering::Relaxed);
+    }
     defmt::info!(
         "smp: {=u32} rounds per CPU; CPU 0 {=u64} calls won, {=u64} races lost; CPU 1 {=u64} won, {=u64} lost",
         ITERATIONS,
-        a.succeeded,
-        a.lost_races,
-        b.succeeded,
-        b.lost_races
+        a.succeeded(),
+        a.lost_races(),
+        b.succeeded(),
+        b.lost_races()
     );
-    if a.succeeded == 0 || b.succeeded == 0 {
+    if a.succeeded() == 0 || b.succeeded() == 0 {
         return Err(Fail::new("smp: a CPU got no call through", line!()));
     }
     smp::finish(&mut host, w, &s)?;

@@ -516,6 +516,14 @@ pub fn scenario_id() -> u32 {
     unsafe { core::ptr::read_volatile(HOST_PARAMS as *const u32) }
 }
 
+/// The scenario's parameter, the parameters page's second word (0 when xtask sets none):
+/// `smp4` takes its calls per CPU from it.
+pub fn scenario_param() -> u32 {
+    // SAFETY: as for `scenario_id`: the word after it in the same page, written by QEMU's
+    // loader before boot (or left zero) and never by Rust code.
+    unsafe { core::ptr::read_volatile((HOST_PARAMS + 4) as *const u32) }
+}
+
 /// Microseconds since reset: the TSC divided by the rate the TSM passed at entry (0 if the TSM
 /// could not calibrate).
 pub fn now_us() -> u64 {
@@ -572,6 +580,52 @@ core::arch::global_asm!(
     ".global __smoke_touch",
     "__smoke_touch:",
     "mov eax, [edi]",
+    "ud2",
+    ".balign 4096",
+    ".code64",
+    ".popsection",
+);
+
+// The `smp4` guest program (crate::smp4), run by several vCPUs of one TVM at once (it keeps
+// nothing in memory), entered like every TVM vCPU (32-bit protected mode, paging off, at GPA
+// 0x20_0000) with edi = the low half of VCPU_CREATE's arg0, the status word the TSM gives a
+// refused host call: forever G_VERSION(1.0), then the host call VERSION, which the TSM must
+// refuse (a DENIED_CALL exit to the host, then that status in eax when the host runs the vCPU
+// again). G_EXIT(1) if G_VERSION failed or did not grant 1.0, G_EXIT(2) if the refusal was not
+// the status in arg0. The TSM preserves ebx across a call.
+core::arch::global_asm!(
+    ".pushsection .rodata.smp_guest, \"a\"",
+    ".balign 4096",
+    ".code32",
+    ".global __smp_guest",
+    "__smp_guest:",
+    "mov ebx, edi",
+    "1:",
+    "mov eax, 0xC6000200", // G_VERSION
+    "mov edi, 0x10000",
+    "xor esi, esi",
+    "xor edx, edx",
+    "vmmcall",
+    "xor edi, 0x10000", // 0 if 1.0 was chosen
+    "or edi, eax",      // | the status (0 = success)
+    "jnz 2f",
+    "mov eax, 0xC6000100", // VERSION, a host call
+    "mov edi, 0x10000",
+    "xor esi, esi",
+    "xor edx, edx",
+    "vmmcall",
+    "cmp eax, ebx",
+    "je 1b",
+    "mov edi, 2",
+    "jmp 3f",
+    "2:",
+    "mov edi, 1",
+    "3:",
+    "xor esi, esi",
+    "xor edx, edx",
+    "mov eax, 0xC6000202", // G_EXIT
+    "vmmcall",
+    // G_EXIT never returns; a #UD would be a FAULT exit.
     "ud2",
     ".balign 4096",
     ".code64",

@@ -197,7 +197,37 @@ impl World {
     /// one vCPU per entry of `vcpu_args` (entered at [`IMAGE_GPA`]); returns its index.
     pub fn add_tvm<E: HostEnv>(&mut self, env: &mut E, vcpu_args: &[u64]) -> Outcome<usize> {
         // One slot spare, for scenarios that add a vCPU later.
-        let p = self.tvm_params(env, vcpu_args.len() as u32 + 1)?;
+        let index = self.add_empty_tvm(env, vcpu_args.len() as u32 + 1)?;
+        self.load_image(env, index)?;
+        for i in 0..2 {
+            self.map_private(env, index, Gpa(SCRATCH_GPA.0 + i * GRANULE_SIZE), None)?;
+        }
+        for &arg in vcpu_args {
+            self.add_vcpu(env, index, arg)?;
+        }
+        Ok(index)
+    }
+
+    /// A new TVM (still NEW) whose only private page is `program` at [`IMAGE_GPA`], with one
+    /// vCPU per entry of `vcpu_args` entered there: for a guest program that runs on several
+    /// vCPUs at once (the guest payload has one stack) and needs no memory of its own.
+    pub fn add_program_tvm<E: HostEnv>(
+        &mut self,
+        env: &mut E,
+        program: &[u8; GRANULE_SIZE as usize],
+        vcpu_args: &[u64],
+    ) -> Outcome<usize> {
+        let index = self.add_empty_tvm(env, vcpu_args.len() as u32)?;
+        self.map_private(env, index, IMAGE_GPA, Some(program))?;
+        for &arg in vcpu_args {
+            self.add_vcpu(env, index, arg)?;
+        }
+        Ok(index)
+    }
+
+    /// A new TVM (still NEW) with its tables and nothing mapped; returns its index.
+    fn add_empty_tvm<E: HostEnv>(&mut self, env: &mut E, max_vcpus: u32) -> Outcome<usize> {
+        let p = self.tvm_params(env, max_vcpus)?;
         let tvm = self.pool.secure(env)?;
         let root = self.pool.secure(env)?;
         must!(host::tvm_create(env, tvm, p, root), "TVM_CREATE");
@@ -230,15 +260,7 @@ impl World {
         self.tvms
             .push(t)
             .map_err(|_| Fail::new("too many TVMs", line!()))?;
-        let index = self.tvms.len() - 1;
-        self.load_image(env, index)?;
-        for i in 0..2 {
-            self.map_private(env, index, Gpa(SCRATCH_GPA.0 + i * GRANULE_SIZE), None)?;
-        }
-        for &arg in vcpu_args {
-            self.add_vcpu(env, index, arg)?;
-        }
-        Ok(index)
+        Ok(self.tvms.len() - 1)
     }
 
     /// A vCPU of TVM `t` (still NEW) entered at [`IMAGE_GPA`] with `arg0`.

@@ -115,6 +115,9 @@ pub mod id {
         /// The story `cargo xtask run` tells: `mmio-private` with an authenticated device
         /// (SPDM), narrated step by step (QEMU only).
         STORY = 26;
+        /// SMP on four CPUs: the `smp` race plus vCPUs of one TVM run on every CPU and `edu`
+        /// DMA at the contested granules, for a number of calls per CPU xtask chooses.
+        SMP4 = 27;
         /// Benchmark, run by `cargo xtask bench` only (docs/benchmarks.md), not by `cargo xtask
         /// test`.
         BENCH = 30;
@@ -132,7 +135,7 @@ pub fn run<E: HostEnv>(env: &mut E, id: u32) -> Outcome {
         id::ACCEPTANCE => scenarios::acceptance::run(env),
         id::HOSTILE_DEVICE => scenarios::hostile::run(env),
         id::DMA_RULES => scenarios::dma::run(env),
-        id::SMP => scenarios::smp::run_single_cpu(env),
+        id::SMP | id::SMP4 => scenarios::smp::run_single_cpu(env),
         id::ISOLATION_DELEGATED => isolation::host_access(env, HostTarget::Delegated),
         id::ISOLATION_PRIVATE => isolation::host_access(env, HostTarget::Private),
         id::ISOLATION_TSM => isolation::host_access(env, HostTarget::Tsm),

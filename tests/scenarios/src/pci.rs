@@ -199,6 +199,63 @@ impl Edu {
         };
         dma(&mut regs, direction, ram, offset, len)
     }
+
+    /// Starts a transfer as [`Edu::dma`] does and returns at once, for a caller that keeps
+    /// working while the device moves the data ([`Edu::busy`] says when it is done). The `smp4`
+    /// scenario uses it to have the IOMMU translate while other CPUs change what it translates.
+    pub fn start_dma<E: HostEnv>(
+        &self,
+        env: &mut E,
+        direction: Direction,
+        ram: u64,
+        offset: u64,
+        len: u64,
+    ) -> Outcome {
+        let mut regs = HostBar {
+            env,
+            bar0: self.bar0,
+            start: None,
+        };
+        start(&mut regs, direction, ram, offset, len)
+    }
+
+    /// Whether the transfer [`Edu::start_dma`] started is still running.
+    pub fn busy<E: HostEnv>(&self, env: &mut E) -> Outcome<bool> {
+        let mut regs = HostBar {
+            env,
+            bar0: self.bar0,
+            start: None,
+        };
+        Ok(command(&mut regs)? & EDU_CMD_START != 0)
+    }
+}
+
+/// Starts a transfer as [`dma`] does, without waiting for it.
+fn start<R: EduRegs>(
+    regs: &mut R,
+    direction: Direction,
+    ram: u64,
+    offset: u64,
+    len: u64,
+) -> Outcome {
+    ensure!(
+        offset + len <= EDU_BUFFER_SIZE && len > 0,
+        "transfer outside edu's buffer",
+        offset + len
+    );
+    ensure!(
+        command(regs)? & EDU_CMD_START == 0,
+        "edu busy before a transfer"
+    );
+    let device = EDU_BUFFER + offset;
+    let (src, dst, dir) = match direction {
+        Direction::ToDevice => (ram, device, 0),
+        Direction::ToRam => (device, ram, EDU_CMD_TO_RAM),
+    };
+    store(regs, EDU_DMA_SRC, src)?;
+    store(regs, EDU_DMA_DST, dst)?;
+    store(regs, EDU_DMA_COUNT, len)?;
+    store(regs, EDU_DMA_CMD, EDU_CMD_START | dir)
 }
 
 /// What a driver of edu's DMA engine needs: its registers and a bound on how long it waits.
@@ -259,24 +316,7 @@ pub fn dma<R: EduRegs>(
     offset: u64,
     len: u64,
 ) -> Outcome {
-    ensure!(
-        offset + len <= EDU_BUFFER_SIZE && len > 0,
-        "transfer outside edu's buffer",
-        offset + len
-    );
-    ensure!(
-        command(regs)? & EDU_CMD_START == 0,
-        "edu busy before a transfer"
-    );
-    let device = EDU_BUFFER + offset;
-    let (src, dst, dir) = match direction {
-        Direction::ToDevice => (ram, device, 0),
-        Direction::ToRam => (device, ram, EDU_CMD_TO_RAM),
-    };
-    store(regs, EDU_DMA_SRC, src)?;
-    store(regs, EDU_DMA_DST, dst)?;
-    store(regs, EDU_DMA_COUNT, len)?;
-    store(regs, EDU_DMA_CMD, EDU_CMD_START | dir)?;
+    start(regs, direction, ram, offset, len)?;
     let mut polls = 0u64;
     loop {
         if command(regs)? & EDU_CMD_START == 0 {

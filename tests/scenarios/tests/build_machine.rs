@@ -86,41 +86,61 @@ fn s6_dma_rules() {
     scenario(id::DMA_RULES);
 }
 
-/// Two host CPUs (threads) on the same objects.
+/// Two and four host CPUs (threads) on the same objects; the invariant checker afterwards.
 #[test]
 fn s7_smp() {
     use tsm_scenarios::scenarios::smp;
     const ITERATIONS: u32 = 2000;
-    for format in FORMATS {
-        let sim = sim::Sim::new(format);
-        let mut h0 = sim.host();
-        let mut h1 = sim.host();
-        let t = Instant::now();
-        let (mut world, shared) = smp::setup(&mut h0).expect("setup");
-        let start = std::sync::Barrier::new(2);
-        let (a, b) = std::thread::scope(|s| {
-            let link = &mut world.link;
-            let (shared, start) = (&shared, &start);
-            let cpu0 = s.spawn(move || {
-                start.wait();
-                smp::worker(&mut h0, 0, shared, Some(link), ITERATIONS)
+    for cpus in [2, 4] {
+        for format in FORMATS {
+            let sim = sim::Sim::new(format);
+            let mut hosts: Vec<_> = (0..cpus).map(|_| sim.host()).collect();
+            let t = Instant::now();
+            let (mut world, shared) = smp::setup(&mut hosts[0]).expect("setup");
+            let start = std::sync::Barrier::new(cpus);
+            let tallies: Vec<smp::Tally> = std::thread::scope(|s| {
+                let mut link = Some(&mut world.link);
+                let (shared, start) = (&shared, &start);
+                let workers: Vec<_> = hosts
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(cpu, h)| {
+                        let link = link.take();
+                        s.spawn(move || {
+                            start.wait();
+                            smp::worker(h, cpu, shared, link, ITERATIONS)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(cpu, w)| {
+                        w.join()
+                            .unwrap()
+                            .unwrap_or_else(|f| panic!("CPU {cpu}: {f:?}"))
+                    })
+                    .collect()
             });
-            let cpu1 = s.spawn(move || {
-                start.wait();
-                smp::worker(&mut h1, 1, shared, None, ITERATIONS)
-            });
-            (cpu0.join().unwrap(), cpu1.join().unwrap())
-        });
-        let (a, b) = (a.expect("CPU 0"), b.expect("CPU 1"));
-        assert!(
-            a.succeeded > 0 && b.succeeded > 0,
-            "both CPUs got work done: {a:?} {b:?}"
-        );
-        sim.h.check();
-        let mut h = sim.host();
-        assert_eq!(smp::finish(&mut h, world, &shared), Ok(()));
-        sim.check_clean();
-        eprintln!("scenario 7 on {format:?}: {:?}, {a:?} {b:?}", t.elapsed());
+            for (cpu, tally) in tallies.iter().enumerate() {
+                assert!(
+                    tally.succeeded() > 0,
+                    "CPU {cpu} got no work done: {tally:?}"
+                );
+            }
+            assert!(
+                tallies.iter().map(smp::Tally::lost_races).sum::<u64>() > 0,
+                "{cpus} CPUs never lost a race: they did not race"
+            );
+            sim.h.check();
+            let mut h = sim.host();
+            assert_eq!(smp::finish(&mut h, world, &shared), Ok(()));
+            sim.check_clean();
+            eprintln!(
+                "scenario 7 on {cpus} CPUs, {format:?}: {:?}, {tallies:?}",
+                t.elapsed()
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 extern crate std;
 
+use std::boxed::Box;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::vec::Vec;
@@ -95,15 +96,18 @@ impl HostCpu for Host {
 }
 
 /// The vCPUs: each trap is the next exit from the list (an `Err` fails the entry); records how
-/// each run was entered and each call completed in place.
+/// each run was entered and each call completed in place, and what `on_leave` (run where a HAL
+/// saves the vCPU, after the core ended the host's VCPU_RUN) said each time.
 #[derive(Default)]
-struct Guest {
+struct Guest<'a> {
     exits: RefCell<VecDeque<Result<GuestExit, EntryError>>>,
     entries: RefCell<Vec<(Pa, Pa, Resume)>>,
     resumed: RefCell<Vec<Resume>>,
+    on_leave: Option<Box<dyn Fn() -> bool + 'a>>,
+    left: RefCell<Vec<bool>>,
 }
 
-impl GuestCpu for Guest {
+impl GuestCpu for Guest<'_> {
     fn run_guest<T>(
         &self,
         context: Pa,
@@ -120,14 +124,19 @@ impl GuestCpu for Guest {
                 .expect("the guest's script ended")?;
             match on_exit(exit) {
                 Handled::Resume(r) => self.resumed.borrow_mut().push(r),
-                Handled::Leave(t) => return Ok(t),
+                Handled::Leave(t) => {
+                    if let Some(probe) = &self.on_leave {
+                        self.left.borrow_mut().push(probe());
+                    }
+                    return Ok(t);
+                }
             }
         }
     }
 }
 
 /// Runs the loop until the run ends; returns how it ended.
-fn run(h: &Harness, host: &mut Host, guest: &Guest) -> ExitCode {
+fn run(h: &Harness, host: &mut Host, guest: &Guest<'_>) -> ExitCode {
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         super::run(&h.tsm, CPU, host, guest, super::Start::Host)
     }))
@@ -228,6 +237,47 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
     // The last VCPU_RUN's record: GUEST_EXIT with the guest's code.
     let rec = read_record(&h, record);
     assert_eq!((rec.reason, rec.code), (ExitReason::GuestExit.raw(), 7));
+}
+
+/// The HAL saves a vCPU only after the core ended the host's VCPU_RUN: until then the vCPU must
+/// stay claimed, or another CPU's VCPU_RUN would load its context before it is saved (found by
+/// the four-CPU race on x86_64). Afterwards it can be run again.
+#[test]
+fn a_vcpu_stays_claimed_until_the_hal_has_left_it() {
+    let h = harness(AddressMapFormat::X86_64FourLevel);
+    let (_, vcpu, record) = active_vcpu(&h);
+    let vcpu_run = HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0]));
+    let mut host = Host {
+        traps: VecDeque::from([
+            vcpu_run,
+            vcpu_run,
+            HostExit::Call(regs(CallId::SYSTEM_OFF, &[0])),
+        ]),
+        ..Host::default()
+    };
+    let other_record = h.granule(41);
+    let guest = Guest {
+        exits: RefCell::new(VecDeque::from([
+            // A host call: DENIED_CALL ends the host's VCPU_RUN.
+            Ok(GuestExit::Call(regs(CallId::VERSION, &[0x1_0000]))),
+            Ok(GuestExit::Call(regs(CallId::G_EXIT, &[3]))),
+        ])),
+        // Another CPU's VCPU_RUN of the same vCPU while this CPU's HAL still holds it.
+        on_leave: Some(Box::new(|| {
+            h.host(CallId::VCPU_RUN, &[vcpu.0, other_record.0])
+                == Err(tsm_abi::Status::arg(tsm_abi::StatusCode::ObjectState, 1))
+        })),
+        ..Guest::default()
+    };
+    assert_eq!(run(&h, &mut host, &guest), ExitCode::Success);
+    assert_eq!(*guest.left.borrow(), [true, true]);
+    assert_eq!(
+        host.results,
+        [
+            exited(ExitReason::DeniedCall),
+            exited(ExitReason::GuestExit)
+        ]
+    );
 }
 
 #[test]

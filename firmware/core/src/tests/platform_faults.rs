@@ -46,11 +46,18 @@ fn iommu_faults_reach_the_host_domain_queue_with_their_reason() {
             DmaFaultKind::Translation,
             EventReason::Stage2Translation,
         ),
-        // Anything else the IOMMU refused is the host domain's refusal too.
+        // A refused right outside DRAM, and anything else the IOMMU refused, is the host
+        // domain's refusal too.
+        (
+            0x2000,
+            false,
+            DmaFaultKind::Permission,
+            EventReason::Stage2Translation,
+        ),
         (
             buf.0,
             false,
-            DmaFaultKind::Permission,
+            DmaFaultKind::Other,
             EventReason::Stage2Translation,
         ),
     ];
@@ -75,5 +82,35 @@ fn iommu_faults_reach_the_host_domain_queue_with_their_reason() {
         assert_eq!(ev.flags & EventFlags::WRITE.bits() != 0, *write);
     }
     h.refused(EVENT_READ, &[HOST_DOMAIN_EVENTS, buf.0], Status::new(Empty));
+    h.check();
+}
+
+/// A fault is read after the request: a granule undelegated by then (another CPU's
+/// GRANULE_UNDELEGATE) was still secure when the IOMMU refused the request, and the record must
+/// say so, not call it memory the host domain does not have — whether the HAL reports the
+/// refusal as a missing translation or (VT-d, classified by a walk of the tables as they are
+/// when the fault is read) as a refused right.
+#[test]
+fn a_fault_on_a_granule_undelegated_before_it_is_read_is_still_t0_to_secure() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let buf = h.granule(BUF);
+    for kind in [DmaFaultKind::Translation, DmaFaultKind::Permission] {
+        let secure = h.delegate(DELEGATED);
+        h.sim.record_dma_fault(DmaFault {
+            stream: DmaStream {
+                segment: 0,
+                rid: 0x10,
+            },
+            iova: secure.0 + 0x80,
+            write: false,
+            kind,
+        });
+        h.host(GRANULE_UNDELEGATE, &[secure.0]).unwrap();
+        h.host(EVENT_READ, &[HOST_DOMAIN_EVENTS, buf.0]).unwrap();
+        let mut b = [0u8; 32];
+        h.sim.host_read(buf, &mut b).unwrap();
+        let ev = HostEvent::read_from_bytes(&b).unwrap();
+        assert_eq!(ev.reason, EventReason::T0ToSecure.raw(), "{kind:?}");
+    }
     h.check();
 }

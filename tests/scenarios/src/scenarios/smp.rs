@@ -1,10 +1,11 @@
-//! Scenario 7, SMP: two CPUs issue calls at the same time on the same objects for a bounded
-//! number of iterations. CPU 0 binds and unbinds a vdevice through the device while both race
-//! to delegate, map, unmap and undelegate the same granules in the same TVM and query the
-//! vdevice; CPU 1 also pokes the vdevice's pending operation with a malformed buffer. Every
-//! call must end in success or in one of the refusals its race allows; afterwards everything
-//! is torn down and every granule is back in NS (the build machine also runs the invariant
-//! checker).
+//! Scenario 7, SMP: two or four CPUs issue calls at the same time on the same objects. CPU 0
+//! binds and unbinds a vdevice through the device while all race to delegate, map, unmap and
+//! undelegate the same granules in the same TVM and query the vdevice; the other CPUs also poke
+//! the vdevice's pending operation with a malformed buffer. Every call must end in success or
+//! in one of the refusals its race allows ([`Got`] names each, and each CPU counts them in a
+//! [`Tally`]); afterwards everything is torn down and every granule is back in NS (the build
+//! machine also runs the invariant checker). The four-CPU scenario (`smp4`, the host payload's
+//! `smp4.rs`) adds vCPUs of one TVM run on every CPU and `edu` DMA at the contested granules.
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::{Error, host};
@@ -19,10 +20,13 @@ use crate::layout::L3_GPA;
 use crate::link::Link;
 use crate::{Fail, HostEnv, Outcome};
 
-/// Granules both CPUs fight over.
+/// Granules the CPUs fight over.
 pub const RACE_GRANULES: usize = 8;
 /// Where they are mapped (inside the level-3 table, clear of the other pages).
 const RACE_GPA: u64 = L3_GPA.0 + 0x14_0000;
+/// What a contested granule holds while it is a private page: MAP_PRIVATE copies it from an NS
+/// source page, so a device that could read secure memory would find it.
+pub const SECRET: u8 = 0x5E;
 
 /// What the CPUs share.
 #[derive(Clone, Copy, Debug)]
@@ -33,8 +37,10 @@ pub struct Shared {
     pub vdev: Pa,
     /// NS granules at the start.
     pub granules: [Pa; RACE_GRANULES],
-    /// CPU 1's COMMUNICATE buffer, with a reserved header field set.
+    /// The non-zero CPUs' COMMUNICATE buffer, with a reserved header field set.
     pub bad_comm: Pa,
+    /// An NS page full of [`SECRET`], the source of every racing MAP_PRIVATE.
+    pub secret: Pa,
 }
 
 /// Builds the TVM, the PDEV, a vdevice and the contested granules.
@@ -48,6 +54,11 @@ pub fn setup<E: HostEnv>(env: &mut E) -> Outcome<(World, Shared)> {
     let mut granules = [Pa(0); RACE_GRANULES];
     for g in &mut granules {
         *g = w.pool.ns(env)?;
+        // Whatever a granule held before is no secret, but must not look like one.
+        ensure!(
+            env.write(*g, &[0; GRANULE_SIZE as usize]),
+            "clear a contested granule"
+        );
     }
     let bad_comm = w.pool.ns(env)?;
     let head = CommHeader {
@@ -55,19 +66,200 @@ pub fn setup<E: HostEnv>(env: &mut E) -> Outcome<(World, Shared)> {
         ..CommHeader::new_zeroed()
     };
     ensure!(env.write(bad_comm, head.as_bytes()), "write bad header");
+    let secret = w.pool.ns(env)?;
+    ensure!(
+        env.write(secret, &[SECRET; GRANULE_SIZE as usize]),
+        "write the secret page"
+    );
     let shared = Shared {
         tvm: w.tvm(t)?.tvm,
         vdev: w.vdev(v)?.pa,
         granules,
         bad_comm,
+        secret,
     };
     Ok((w, shared))
 }
 
-fn allowed<T>(r: tsm_abi::api::Result<T>, ok: &[Status], what: &'static str) -> Outcome<bool> {
+/// What one racing call got: a success, or a refusal the ABI documents for that race.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Got {
+    Delegated,
+    /// GRANULE_DELEGATE: `GranuleState(1)` (another CPU delegated it first, or it is mapped).
+    DelegateLost,
+    Mapped,
+    /// MAP_PRIVATE: `GranuleState(3)` (the granule is NS or already mapped elsewhere).
+    MapLostState,
+    /// MAP_PRIVATE: `AlreadyMapped(2)` (another CPU mapped the GPA first).
+    MapLostMapped,
+    Unmapped,
+    /// UNMAP: `NotMapped(2)`.
+    UnmapLost,
+    Undelegated,
+    /// GRANULE_UNDELEGATE: `GranuleState(1)` (NS already, or mapped).
+    UndelegateLost,
+    /// VDEV_GET_STATE: never ERROR or RUN.
+    StateRead,
+    /// VDEV_BIND then VDEV_UNBIND driven to completion (CPU 0).
+    BoundAndUnbound,
+    /// COMMUNICATE with a malformed buffer: `NoOperation(1)` (no operation pending).
+    CommNoOperation,
+    /// COMMUNICATE with a malformed buffer: `InvalidBuffer(2)` (an operation was pending).
+    CommInvalidBuffer,
+    /// VCPU_RUN: the vCPU ran its guest calls and stopped at its host call (DENIED_CALL).
+    VcpuRan,
+    /// VCPU_RUN: `ObjectState(1)`, another CPU runs that vCPU.
+    VcpuBusy,
+    /// EVENT_READ of the host domain: an `edu` read of a secure granule, refused by the IOMMU.
+    DmaFault,
+    /// EVENT_READ of the host domain: empty.
+    NoDmaFault,
+}
+
+impl Got {
+    pub const ALL: [Got; 17] = [
+        Got::Delegated,
+        Got::DelegateLost,
+        Got::Mapped,
+        Got::MapLostState,
+        Got::MapLostMapped,
+        Got::Unmapped,
+        Got::UnmapLost,
+        Got::Undelegated,
+        Got::UndelegateLost,
+        Got::StateRead,
+        Got::BoundAndUnbound,
+        Got::CommNoOperation,
+        Got::CommInvalidBuffer,
+        Got::VcpuRan,
+        Got::VcpuBusy,
+        Got::DmaFault,
+        Got::NoDmaFault,
+    ];
+
+    /// How the summary lines name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Got::Delegated => "DELEGATE ok",
+            Got::DelegateLost => "DELEGATE GranuleState(1)",
+            Got::Mapped => "MAP_PRIVATE ok",
+            Got::MapLostState => "MAP_PRIVATE GranuleState(3)",
+            Got::MapLostMapped => "MAP_PRIVATE AlreadyMapped(2)",
+            Got::Unmapped => "UNMAP ok",
+            Got::UnmapLost => "UNMAP NotMapped(2)",
+            Got::Undelegated => "UNDELEGATE ok",
+            Got::UndelegateLost => "UNDELEGATE GranuleState(1)",
+            Got::StateRead => "VDEV_GET_STATE ok",
+            Got::BoundAndUnbound => "VDEV_BIND+UNBIND ok",
+            Got::CommNoOperation => "COMMUNICATE(bad) NoOperation(1)",
+            Got::CommInvalidBuffer => "COMMUNICATE(bad) InvalidBuffer(2)",
+            Got::VcpuRan => "VCPU_RUN DENIED_CALL exit",
+            Got::VcpuBusy => "VCPU_RUN ObjectState(1)",
+            Got::DmaFault => "EVENT_READ T0_TO_SECURE read fault",
+            Got::NoDmaFault => "EVENT_READ empty",
+        }
+    }
+
+    /// TSM calls behind one count (a bind and an unbind are two calls and their COMMUNICATEs).
+    fn calls(self) -> u64 {
+        match self {
+            Got::BoundAndUnbound => 2,
+            _ => 1,
+        }
+    }
+
+    fn won(self) -> bool {
+        matches!(
+            self,
+            Got::Delegated
+                | Got::Mapped
+                | Got::Unmapped
+                | Got::Undelegated
+                | Got::StateRead
+                | Got::BoundAndUnbound
+                | Got::VcpuRan
+        )
+    }
+}
+
+/// What one CPU got, per [`Got`].
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// Counts in [`Got::ALL`] order.
+    pub counts: [u64; Got::ALL.len()],
+}
+
+impl Tally {
+    pub fn add(&mut self, got: Got) {
+        if let Some(c) = Got::ALL
+            .iter()
+            .position(|&g| g == got)
+            .and_then(|i| self.counts.get_mut(i))
+        {
+            *c += 1;
+        }
+    }
+
+    /// How often `got` came back.
+    pub fn count(&self, got: Got) -> u64 {
+        Got::ALL
+            .iter()
+            .position(|&g| g == got)
+            .and_then(|i| self.counts.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// TSM calls issued (the device round trips of a bind and unbind not counted).
+    pub fn calls(&self) -> u64 {
+        Got::ALL.iter().map(|&g| self.count(g) * g.calls()).sum()
+    }
+
+    /// Calls that succeeded (the contested-granule calls that won their race among them).
+    pub fn succeeded(&self) -> u64 {
+        Got::ALL
+            .iter()
+            .filter(|g| g.won())
+            .map(|&g| self.count(g))
+            .sum()
+    }
+
+    /// Calls refused with a status their race allows.
+    pub fn lost_races(&self) -> u64 {
+        Got::ALL
+            .iter()
+            .filter(|g| !g.won())
+            .map(|&g| self.count(g))
+            .sum()
+    }
+}
+
+/// `won` if the call succeeded (a failure if success is not allowed: `None`), the [`Got`]
+/// paired with its status if that status is one of `lost`, otherwise a failure naming the
+/// status.
+pub fn judge<T>(
+    r: tsm_abi::api::Result<T>,
+    won: Option<Got>,
+    lost: &[(Status, Got)],
+    what: &'static str,
+) -> Outcome<(Got, Option<T>)> {
     match r {
-        Ok(_) => Ok(true),
-        Err(Error::Tsm(s)) if ok.contains(&s) => Ok(false),
+        Ok(v) => match won {
+            Some(won) => Ok((won, Some(v))),
+            None => Err(Fail {
+                what,
+                line: line!(),
+                got: 0,
+            }),
+        },
+        Err(Error::Tsm(s)) => match lost.iter().find(|(l, _)| *l == s) {
+            Some(&(_, got)) => Ok((got, None)),
+            None => Err(Fail {
+                what,
+                line: line!(),
+                got: crate::driver::raw_error(Error::Tsm(s)),
+            }),
+        },
         Err(e) => Err(Fail {
             what,
             line: line!(),
@@ -76,16 +268,105 @@ fn allowed<T>(r: tsm_abi::api::Result<T>, ok: &[Status], what: &'static str) -> 
     }
 }
 
-/// What one CPU got done.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct Tally {
-    /// Calls that succeeded.
-    pub succeeded: u64,
-    /// Calls refused with a status their race allows.
-    pub lost_races: u64,
+/// Round `i` of CPU `cpu`: one contested-granule call, a VDEV_GET_STATE, and (CPU 0, with the
+/// device link, every 8th round) a bind and unbind or (the others) a malformed COMMUNICATE.
+pub fn step<E: HostEnv>(
+    env: &mut E,
+    cpu: usize,
+    s: &Shared,
+    link: Option<&mut Link>,
+    i: usize,
+    tally: &mut Tally,
+) -> Outcome {
+    let st = Status::arg;
+    let k = (i * 3 + cpu) % RACE_GRANULES;
+    let g = s
+        .granules
+        .get(k)
+        .copied()
+        .ok_or(Fail::new("granule", line!()))?;
+    let gpa = Gpa(RACE_GPA + k as u64 * GRANULE_SIZE);
+    // Each granule goes through delegate, map, unmap, undelegate on successive visits, with
+    // the CPUs a step apart.
+    let got = match (i / RACE_GRANULES + cpu) % 4 {
+        0 => {
+            judge(
+                host::granule_delegate(env, g),
+                Some(Got::Delegated),
+                &[(st(GranuleState, 1), Got::DelegateLost)],
+                "racing DELEGATE",
+            )?
+            .0
+        }
+        1 => {
+            let rw = MapFlags::READ | MapFlags::WRITE;
+            judge(
+                host::map_private(env, s.tvm, gpa, g, Some(s.secret), rw),
+                Some(Got::Mapped),
+                &[
+                    (st(GranuleState, 3), Got::MapLostState),
+                    (st(AlreadyMapped, 2), Got::MapLostMapped),
+                ],
+                "racing MAP_PRIVATE",
+            )?
+            .0
+        }
+        2 => {
+            let (got, pa) = judge(
+                host::unmap(env, s.tvm, gpa),
+                Some(Got::Unmapped),
+                &[(st(NotMapped, 2), Got::UnmapLost)],
+                "racing UNMAP",
+            )?;
+            if let Some(pa) = pa {
+                ensure!(pa == g, "UNMAP returned another granule", pa.0);
+            }
+            got
+        }
+        _ => {
+            judge(
+                host::granule_undelegate(env, g),
+                Some(Got::Undelegated),
+                &[(st(GranuleState, 1), Got::UndelegateLost)],
+                "racing UNDELEGATE",
+            )?
+            .0
+        }
+    };
+    tally.add(got);
+    let (state, _) = must!(host::vdev_get_state(env, s.vdev), "racing VDEV_GET_STATE");
+    ensure!(
+        state != VdevState::Error && state != VdevState::Run,
+        "vdevice state under the race",
+        state.raw()
+    );
+    tally.add(Got::StateRead);
+    match link {
+        Some(link) if i.is_multiple_of(8) => {
+            let first = host::vdev_bind(env, s.vdev, link.comm);
+            must!(link.drive(env, s.vdev, first)?, "racing VDEV_BIND");
+            let first = host::vdev_unbind(env, s.vdev, link.comm);
+            must!(link.drive(env, s.vdev, first)?, "racing VDEV_UNBIND");
+            tally.add(Got::BoundAndUnbound);
+        }
+        Some(_) => {}
+        None => {
+            let (got, _) = judge(
+                host::communicate(env, s.vdev, s.bad_comm),
+                None,
+                &[
+                    (st(NoOperation, 1), Got::CommNoOperation),
+                    (st(InvalidBuffer, 2), Got::CommInvalidBuffer),
+                ],
+                "racing COMMUNICATE with a malformed buffer",
+            )?;
+            tally.add(got);
+        }
+    }
+    Ok(())
 }
 
-/// One CPU's share: `iterations` rounds of racing calls. CPU 0 passes the device link.
+/// One CPU's share: `iterations` rounds of [`step`]. CPU 0 passes the device link.
 pub fn worker<E: HostEnv>(
     env: &mut E,
     cpu: usize,
@@ -93,87 +374,28 @@ pub fn worker<E: HostEnv>(
     mut link: Option<&mut Link>,
     iterations: u32,
 ) -> Outcome<Tally> {
-    let st = Status::arg;
     let mut tally = Tally::default();
-    let mut count = |won: bool| {
-        if won {
-            tally.succeeded += 1;
-        } else {
-            tally.lost_races += 1;
-        }
-    };
     for i in 0..iterations as usize {
-        let k = (i * 3 + cpu) % RACE_GRANULES;
-        let g = s
-            .granules
-            .get(k)
-            .copied()
-            .ok_or(Fail::new("granule", line!()))?;
-        let gpa = Gpa(RACE_GPA + k as u64 * GRANULE_SIZE);
-        // Each granule goes through delegate, map, unmap, undelegate on successive visits, with
-        // the two CPUs a step apart.
-        let won = match (i / RACE_GRANULES + cpu) % 4 {
-            0 => allowed(
-                host::granule_delegate(env, g),
-                &[st(GranuleState, 1)],
-                "racing DELEGATE",
-            )?,
-            1 => allowed(
-                host::map_private(env, s.tvm, gpa, g, None, MapFlags::READ | MapFlags::WRITE),
-                &[st(GranuleState, 3), st(AlreadyMapped, 2)],
-                "racing MAP_PRIVATE",
-            )?,
-            2 => match host::unmap(env, s.tvm, gpa) {
-                Ok(pa) => {
-                    ensure!(pa == g, "UNMAP returned another granule", pa.0);
-                    true
-                }
-                Err(e) => allowed::<()>(Err(e), &[st(NotMapped, 2)], "racing UNMAP")?,
-            },
-            _ => allowed(
-                host::granule_undelegate(env, g),
-                &[st(GranuleState, 1)],
-                "racing UNDELEGATE",
-            )?,
-        };
-        count(won);
-        let (state, _) = must!(host::vdev_get_state(env, s.vdev), "racing VDEV_GET_STATE");
-        ensure!(
-            state != VdevState::Error && state != VdevState::Run,
-            "vdevice state under the race",
-            state.raw()
-        );
-        match link.as_deref_mut() {
-            Some(link) if i % 8 == 0 => {
-                let first = host::vdev_bind(env, s.vdev, link.comm);
-                must!(link.drive(env, s.vdev, first)?, "racing VDEV_BIND");
-                let first = host::vdev_unbind(env, s.vdev, link.comm);
-                must!(link.drive(env, s.vdev, first)?, "racing VDEV_UNBIND");
-                count(true);
-            }
-            Some(_) => {}
-            None => count(allowed(
-                host::communicate(env, s.vdev, s.bad_comm),
-                &[st(NoOperation, 1), st(InvalidBuffer, 2)],
-                "racing COMMUNICATE with a malformed buffer",
-            )?),
-        }
+        step(env, cpu, s, link.as_deref_mut(), i, &mut tally)?;
     }
     Ok(tally)
 }
 
 /// Puts the contested granules back in NS, then the usual teardown and checks.
 pub fn finish<E: HostEnv>(env: &mut E, w: World, s: &Shared) -> Outcome {
+    let st = Status::arg;
     for (k, &g) in s.granules.iter().enumerate() {
         let gpa = Gpa(RACE_GPA + k as u64 * GRANULE_SIZE);
-        allowed(
+        judge(
             host::unmap(env, s.tvm, gpa),
-            &[Status::arg(NotMapped, 2)],
+            Some(Got::Unmapped),
+            &[(st(NotMapped, 2), Got::UnmapLost)],
             "UNMAP after the race",
         )?;
-        allowed(
+        judge(
             host::granule_undelegate(env, g),
-            &[Status::arg(GranuleState, 1)],
+            Some(Got::Undelegated),
+            &[(st(GranuleState, 1), Got::UndelegateLost)],
             "UNDELEGATE after the race",
         )?;
     }
@@ -182,7 +404,7 @@ pub fn finish<E: HostEnv>(env: &mut E, w: World, s: &Shared) -> Outcome {
 
 /// On one CPU the scenario cannot run: it needs a second CPU issuing calls at the same time
 /// ([`setup`], then [`worker`] on each CPU, then [`finish`]: the host payload's `smp.rs` and
-/// the build machine's `s7_smp` do that).
+/// `smp4.rs` and the build machine's `s7_smp` do that).
 pub fn run_single_cpu<E: HostEnv>(_env: &mut E) -> Outcome {
     Err(Fail::new(
         "SMP needs a second CPU issuing calls at the same time: run setup, worker on each CPU, finish",
