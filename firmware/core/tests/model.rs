@@ -2267,7 +2267,17 @@ impl<'h> World<'h> {
     /// Turns a call hostile some of the time: a forged argument, a non-zero unused register,
     /// the wrong side, an unknown call, another TVM's vdevice.
     fn hostile(&mut self, c: Call) -> Call {
-        self.hostile_any(c)
+        let named = c.args[0];
+        let c = self.hostile_any(c);
+        // A COMMUNICATE's buffer holds the answer to its object's request; renamed to another
+        // object (a hostile address may be any live granule), it must carry what that object's
+        // device would answer, or the model would judge one device's answer as another's
+        // (seed 0x5eed02d53c0a: a LOCK answer for one vdevice, judged as a second vdevice's
+        // STOP; the core rightly refused it).
+        if c.fid == u64::from(COMMUNICATE.fid()) && c.guest.is_none() && c.args[0] != named {
+            return self.comm_step(c.args[0], true);
+        }
+        c
     }
 
     /// The hostile variants themselves.
@@ -2724,6 +2734,15 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Sequences run without and with a platform IOMMU, its DMA tables in the format QEMU pairs
+/// with the map's.
+fn dma_format(format: AddressMapFormat) -> DmaTableFormat {
+    match format {
+        AddressMapFormat::ArmStage2 => DmaTableFormat::ArmStage2,
+        AddressMapFormat::X86_64FourLevel => DmaTableFormat::VtdSecondLevel,
+    }
+}
+
 fn run_format(format: AddressMapFormat, salt: u64) {
     let count = env_u64("TSM_MODEL_SEQUENCES", 5000);
     let steps = env_u64("TSM_MODEL_STEPS", 12);
@@ -2731,11 +2750,7 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         let v = v.trim_start_matches("0x");
         u64::from_str_radix(v, 16).ok()
     });
-    // Without and with a platform IOMMU (its DMA tables in the format QEMU pairs with the map's).
-    let dma = match format {
-        AddressMapFormat::ArmStage2 => DmaTableFormat::ArmStage2,
-        AddressMapFormat::X86_64FourLevel => DmaTableFormat::VtdSecondLevel,
-    };
+    let dma = dma_format(format);
     let seeds: Vec<u64> = match one {
         Some(s) => vec![s],
         None => (0..count)
@@ -2843,6 +2858,28 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         total.sequences as f64 / secs,
         total.calls as f64 / secs,
     );
+}
+
+/// Seeds that once failed, each with the class of bug it found; run on every test run.
+const REGRESSIONS: &[(AddressMapFormat, u64, &str)] = &[(
+    AddressMapFormat::ArmStage2,
+    0x5eed_02d5_3c0a,
+    "harness: a hostile COMMUNICATE renamed to another vdevice carried the first one's answer",
+)];
+
+#[test]
+fn model_regressions() {
+    let steps = env_u64("TSM_MODEL_STEPS", 12);
+    for &(format, seed, class) in REGRESSIONS {
+        // The machine `run_format` gives this seed.
+        let h = if (seed >> 8) & 1 == 0 {
+            Harness::new(GRANULES, format)
+        } else {
+            Harness::with_iommu(GRANULES, format, dma_format(format))
+        };
+        eprintln!("regression {format:?} {seed:#x}: {class}");
+        sequence(&h, format, seed, steps);
+    }
 }
 
 #[test]
