@@ -184,6 +184,25 @@ pub struct VbdfSlot {
     pub used: u32,
 }
 
+/// An object whose calls mostly touch its leading part reaches that part's fields directly
+/// (`obj.state`), so the handlers read the same whether they locked the head or the whole.
+macro_rules! reaches_head {
+    ($obj:ty => $head:ty) => {
+        impl core::ops::Deref for $obj {
+            type Target = $head;
+            fn deref(&self) -> &$head {
+                &self.head
+            }
+        }
+
+        impl core::ops::DerefMut for $obj {
+            fn deref_mut(&mut self) -> &mut $head {
+                &mut self.head
+            }
+        }
+    };
+}
+
 /// A TVM: its [`TvmHead`], then its vBDF table, which only the vdevice calls need: the calls
 /// that change counts alone (TVM_DESTROY, VCPU_CREATE, VCPU_DESTROY) lock the head.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -195,18 +214,7 @@ pub struct TvmObj {
     pub vbdfs: [VbdfSlot; MAX_VDEVS_PER_TVM],
 }
 
-impl core::ops::Deref for TvmObj {
-    type Target = TvmHead;
-    fn deref(&self) -> &TvmHead {
-        &self.head
-    }
-}
-
-impl core::ops::DerefMut for TvmObj {
-    fn deref_mut(&mut self) -> &mut TvmHead {
-        &mut self.head
-    }
-}
+reaches_head!(TvmObj => TvmHead);
 
 /// The leading part of a [`TvmObj`].
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -503,18 +511,7 @@ pub struct VdevObj {
     pub host_events: HostEventQueue,
 }
 
-impl core::ops::Deref for VdevObj {
-    type Target = VdevHead;
-    fn deref(&self) -> &VdevHead {
-        &self.head
-    }
-}
-
-impl core::ops::DerefMut for VdevObj {
-    fn deref_mut(&mut self) -> &mut VdevHead {
-        &mut self.head
-    }
-}
+reaches_head!(VdevObj => VdevHead);
 
 /// The leading part of a [`VdevObj`]: its links, state, operation and bind results.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
