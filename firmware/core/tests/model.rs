@@ -53,11 +53,11 @@ use model::spec::{self, Call, CommEnv, Env, Evidence, Expect, G, Gs, Model, RunE
 use tsm_abi::CallId::{self, *};
 use tsm_abi::addr::Iova;
 use tsm_abi::addr::{Gpa, Pa};
-use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, HostIoStatus};
+use tsm_abi::comm::{COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommProtocol, HostIoStatus};
 use tsm_abi::event::{ALL_PASIDS, HOST_DOMAIN_EVENTS, NO_PASID};
 use tsm_abi::exit::{ExitReason, VcpuExit};
-use tsm_abi::guest::{AcceptEvidence, VdevInfo};
-use tsm_abi::params::{LockFlags, NO_SOURCE, PdevParams, TvmParams, VdevParams};
+use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, VdevInfo};
+use tsm_abi::params::{LockFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::state::{DeviceOp, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
@@ -72,6 +72,8 @@ use tsm_core::testing::{BAR_WINDOW, Harness, SIM_BASE};
 use tsm_core::viommu::{self, Access, Requester, translate_uncached};
 use tsm_core::{Origin, invariants};
 use tsm_device_model::fixtures::{LARGE_REPORT_INFO, LARGE_REPORT_RANGES};
+use tsm_device_model::identity::{DEVICE, KeyedIdentity};
+use tsm_device_model::spdm::{Reply, SpdmDevice, SpdmMisbehaviour};
 use tsm_device_model::{Device, DeviceConfig, Misbehaviour, TdiConfig};
 use tsm_platform::{AddressMapFormat, DmaStream, DmaTableFormat, PhysMem};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
@@ -216,28 +218,57 @@ fn devices() -> Vec<(u16, u16, Device<'static>)> {
     let mut out = Vec::new();
     for segment in SEGMENTS {
         for base in DEVICE_BASES {
-            let with_segment = u8::try_from(segment).ok();
-            let tdis: &'static [TdiConfig<'static>] = Box::leak(
-                (0..DEVICE_RIDS)
+            let seed = [base as u8 ^ segment as u8; 32];
+            out.push((segment, base, device_at(segment, base, seed)));
+        }
+    }
+    out
+}
+
+/// The device whose PF0 is `base` on `segment`.
+fn device_at(segment: u16, base: u16, seed: [u8; 32]) -> Device<'static> {
+    static TDIS: std::sync::OnceLock<BTreeMap<(u16, u16), Vec<TdiConfig<'static>>>> =
+        std::sync::OnceLock::new();
+    let all = TDIS.get_or_init(|| {
+        let mut m = BTreeMap::new();
+        for segment in SEGMENTS {
+            for base in DEVICE_BASES {
+                let with_segment = u8::try_from(segment).ok();
+                let tdis = (0..DEVICE_RIDS)
                     .map(|i| tdi(base + i, None))
                     .chain(
                         with_segment
                             .into_iter()
                             .flat_map(|s| (0..DEVICE_RIDS).map(move |i| tdi(base + i, Some(s)))),
                     )
-                    .collect::<Vec<_>>()
-                    .into_boxed_slice(),
-            );
-            let seed = [base as u8 ^ segment as u8; 32];
-            out.push((
-                segment,
-                base,
-                Device::new(DeviceConfig::new(tdis, seed)).unwrap(),
-            ));
+                    .collect();
+                m.insert((segment, base), tdis);
+            }
         }
-    }
-    out
+        m
+    });
+    Device::new(DeviceConfig::new(&all[&(segment, base)], seed)).unwrap()
 }
+
+/// The device's SPDM identity with its key: derived once per process (a P-384 scalar
+/// multiplication, which every SPDM connect would otherwise pay).
+fn keyed() -> &'static KeyedIdentity {
+    static KEYED: std::sync::OnceLock<KeyedIdentity> = std::sync::OnceLock::new();
+    KEYED.get_or_init(|| DEVICE.keyed())
+}
+
+/// In how many sequences of 100 PDEVs may have `PdevFlags::SPDM` (the tenants' often do):
+/// an SPDM connect costs about as much CPU as a whole sequence without one (P-384 signatures,
+/// verifications and key exchange on both sides).
+const SPDM_SEQUENCES: u64 = 12;
+
+/// In how many of 100 SPDM responses the host or the device breaks the answer (on top of the
+/// TDISP misbehaviours inside the session and the hostile COMMUNICATE headers).
+const SPDM_HOSTILE: u64 = 2;
+
+/// SPDM request codes whose answers a signature knob breaks.
+const GET_MEASUREMENTS: u8 = 0xE0;
+const KEY_EXCHANGE: u8 = 0xE4;
 
 /// Misbehaviours that break exactly the response they touch.
 const BREAKS: [Misbehaviour; 5] = [
@@ -315,6 +346,37 @@ struct Stats {
     /// Platform-IOMMU probes: made, let through by the IOMMU, made on a vdevice held to
     /// doing all the engine does.
     iommu: [u64; 3],
+    /// SPDM: connects completed, key updates completed, disconnects completed, sessions that
+    /// failed, binds completed in a session.
+    spdm: [u64; 5],
+    /// SPDM answers broken on purpose, by [`Relay`].
+    relays: [u64; Relay::COUNT],
+}
+
+/// How an SPDM answer is broken on its way to the TSM (each makes the model expect the
+/// session to fail at that very answer).
+#[derive(Clone, Copy, Debug)]
+enum Relay {
+    /// The host flips a byte of a secured record.
+    Corrupt,
+    /// The host cuts the answer short (a record before its tag, a plain message before its
+    /// header's end).
+    Truncate,
+    /// The host hands back the session's previous record again.
+    Replay,
+    /// The device seals with the sequence number after the expected one (a record dropped,
+    /// the next one out of order).
+    Reorder,
+    /// The device's AEAD output is tampered with.
+    Tamper,
+    /// The device answers a secured request in the clear (an SPDM ERROR).
+    Plaintext,
+    /// The device signs MEASUREMENTS or KEY_EXCHANGE_RSP wrongly.
+    BadSignature,
+}
+
+impl Relay {
+    const COUNT: usize = 7;
 }
 
 impl Stats {
@@ -340,6 +402,12 @@ impl Stats {
         for (a, b) in self.iommu.iter_mut().zip(o.iommu) {
             *a += b;
         }
+        for (a, b) in self.spdm.iter_mut().zip(o.spdm) {
+            *a += b;
+        }
+        for (a, b) in self.relays.iter_mut().zip(o.relays) {
+            *a += b;
+        }
     }
 }
 
@@ -353,8 +421,16 @@ struct World<'h> {
     m: Model,
     rng: Rng,
     devs: Vec<(u16, u16, Device<'static>)>,
-    /// The request the TSM last put out for an object (read by the host at once).
-    requests: BTreeMap<u64, Vec<u8>>,
+    /// SPDM PDEVs' devices, by PDEV: a responder in front of the device at the PDEV's RIDs,
+    /// fresh at every connect.
+    spdm: BTreeMap<u64, SpdmDevice<'static>>,
+    /// This sequence may create PDEVs with `PdevFlags::SPDM` ([`SPDM_SEQUENCES`]).
+    spdm_allowed: bool,
+    /// The last secured record delivered for each SPDM PDEV's session (what a replay sends).
+    records: BTreeMap<u64, Vec<u8>>,
+    /// The request the TSM last put out for an object (read by the host at once), with the
+    /// protocol its header names.
+    requests: BTreeMap<u64, (u32, Vec<u8>)>,
     /// The device's answer to an object's outstanding request, until the TSM takes it.
     answers: BTreeMap<u64, (bool, Vec<u8>)>,
     /// Evidence the guests read: (vdev uid, epoch, info).
@@ -397,12 +473,28 @@ impl<'h> World<'h> {
             }
         }
         m.bar_window = (BAR_WINDOW.base.0, BAR_WINDOW.size);
+        // §7.4: VERSION, CAPABILITIES, ALGORITHMS, DIGESTS, the chain in 1 KiB portions,
+        // MEASUREMENTS, KEY_EXCHANGE_RSP, FINISH_RSP.
+        let portions = DEVICE
+            .chain
+            .len()
+            .div_ceil(tsm_core::spdm::requester::CERT_PORTION);
+        m.spdm_connect = (7 + portions) as u8;
+        m.chain_len = DEVICE.chain.len() as u32;
+        let mut record = [0u8; tsm_device_model::spdm::MEASUREMENT_RECORD_CAPACITY];
+        m.measurements_len = tsm_device_model::spdm::measurement_record(&mut record) as u32;
+        // Drawn apart from the sequence's stream: a sequence without SPDM draws what it drew
+        // before SPDM was modelled, so the seeds in REGRESSIONS still replay their sequences.
+        let spdm_allowed = Rng(seed ^ 0x5bd1_e995).chance(SPDM_SEQUENCES);
         World {
             h,
             psci: format == AddressMapFormat::ArmStage2,
             m,
             rng: Rng(seed),
             devs: devices(),
+            spdm: BTreeMap::new(),
+            spdm_allowed,
+            records: BTreeMap::new(),
             requests: BTreeMap::new(),
             answers: BTreeMap::new(),
             evidence: Vec::new(),
@@ -863,7 +955,34 @@ impl<'h> World<'h> {
             self.answers.remove(&c.args[0]);
         }
         if r.status == Status::new(StatusCode::NeedsDeviceIo).to_raw()
-            && matches!(call, PDEV_CONNECT | VDEV_BIND | VDEV_UNBIND | COMMUNICATE)
+            && call == PDEV_CONNECT
+            && c.guest.is_none()
+            && self.m.pdevs.get(&c.args[0]).is_some_and(|p| p.spdm)
+        {
+            // A new connect talks to a device in its initial state.
+            let p = &self.m.pdevs[&c.args[0]];
+            let (segment, base) = (p.segment, p.rid_base);
+            if let Some(&b) = DEVICE_BASES
+                .iter()
+                .find(|&&b| base >= b && base < b + DEVICE_RIDS)
+            {
+                let seed = self.rng.next().to_le_bytes();
+                let dev = device_at(segment, b, [seed[0]; 32]);
+                let responder = SpdmDevice::with_keyed(dev, keyed(), [seed[1]; 32]);
+                self.spdm.insert(c.args[0], responder);
+            }
+            self.records.remove(&c.args[0]);
+        }
+        if r.status == Status::new(StatusCode::NeedsDeviceIo).to_raw()
+            && matches!(
+                call,
+                PDEV_CONNECT
+                    | PDEV_KEY_UPDATE
+                    | PDEV_DISCONNECT
+                    | VDEV_BIND
+                    | VDEV_UNBIND
+                    | COMMUNICATE
+            )
         {
             let mut head = CommHeader::new_zeroed();
             self.h
@@ -878,7 +997,30 @@ impl<'h> World<'h> {
                 .sim
                 .host_read(Pa(c.args[1] + COMM_HEADER_SIZE as u64), &mut req)
                 .unwrap();
-            self.requests.insert(c.args[0], req);
+            self.requests.insert(c.args[0], (head.protocol, req));
+        }
+
+        if matches!(call, G_VDEV_CERT_CHAIN | G_VDEV_MEASUREMENTS) && r.status == 0 && r.out[0] != 0
+        {
+            // The bytes the guest got are the device's own, from the offset it asked.
+            let tvm = self.m.vcpus[&c.guest.unwrap()].tvm;
+            let page = &self.m.tvms[&tvm].pages[&(c.args[2] & !(G - 1))];
+            let mut got = vec![0u8; r.out[0] as usize];
+            self.h
+                .sim
+                .read(Pa(page.pa + c.args[2] % G), &mut got)
+                .unwrap();
+            let mut record = [0u8; tsm_device_model::spdm::MEASUREMENT_RECORD_CAPACITY];
+            let n = tsm_device_model::spdm::measurement_record(&mut record);
+            let source: &[u8] = if call == G_VDEV_CERT_CHAIN {
+                DEVICE.chain
+            } else {
+                &record[..n]
+            };
+            let from = c.args[1] as usize;
+            if source.get(from..from + got.len()) != Some(&got[..]) {
+                self.fail(format!("{call:?} at {from}: not the device's bytes"));
+            }
         }
         if call == G_VDEV_INFO && r.status == 0 {
             let tvm = self.m.vcpus[&c.guest.unwrap()].tvm;
@@ -905,9 +1047,35 @@ impl<'h> World<'h> {
                 && info.viommu_type == vtype.raw()
                 && info.lock_flags == v.lock_flags
                 && info.report_len == if evidence { v.report_len } else { 0 }
-                // §7: nothing is authenticated without an SPDM session (ABI 1.0).
-                && info.evidence_flags == 0
                 && (info.nonce == [0; 32]) != evidence;
+            // §7, §7.4: the device's evidence only for a bind completed in a session, and then
+            // exactly the device's chain and measurement record.
+            let authenticated = evidence && v.authenticated;
+            let mut record = [0u8; tsm_device_model::spdm::MEASUREMENT_RECORD_CAPACITY];
+            let n = tsm_device_model::spdm::measurement_record(&mut record);
+            let hash = |b: &[u8]| -> [u8; 48] {
+                use sha2::Digest as _;
+                sha2::Sha384::digest(b).into()
+            };
+            let device = if authenticated {
+                (
+                    EvidenceFlags::DEVICE_AUTHENTICATED.bits(),
+                    self.m.chain_len,
+                    self.m.measurements_len,
+                    hash(DEVICE.chain),
+                    hash(&record[..n]),
+                )
+            } else {
+                (0, 0, 0, [0; 48], [0; 48])
+            };
+            let good = good
+                && (
+                    info.evidence_flags,
+                    info.chain_len,
+                    info.measurements_len,
+                    info.chain_digest,
+                    info.measurements_digest,
+                ) == device;
             if !good {
                 self.fail(format!("G_VDEV_INFO of {pa:#x}: {info:x?}, model {v:x?}"));
             }
@@ -949,24 +1117,28 @@ impl<'h> World<'h> {
         }
         for (&pa, p) in &self.m.pdevs {
             let o: PdevObj = self.obj(pa);
-            let op = if p.connect_left != 0 {
-                DeviceOp::Connect
-            } else {
-                DeviceOp::None
-            };
-            if o.state != p.state || o.op != op {
+            if o.state != p.state
+                || o.op != p.op
+                || o.evidence != p.evidence
+                || o.session_owner != p.owner
+            {
                 self.fail(format!(
-                    "PDEV {pa:#x} state {:?} op {:?}, model {p:?}",
-                    o.state, o.op
+                    "PDEV {pa:#x} state {:?} op {:?} evidence {:#x} session owner {:#x}, \
+                     model {p:?}",
+                    o.state, o.op, o.evidence, o.session_owner
                 ));
             }
         }
         for (&pa, v) in &self.m.vdevs {
             let o: VdevObj = self.obj(pa);
-            if o.state != v.state || o.op != v.op || (o.accepted != 0) != v.accepted {
+            if o.state != v.state
+                || o.op != v.op
+                || (o.accepted != 0) != v.accepted
+                || (o.evidence != 0) != v.authenticated
+            {
                 self.fail(format!(
-                    "VDEV {pa:#x} state {:?} op {:?} accepted {}, model {v:?}",
-                    o.state, o.op, o.accepted
+                    "VDEV {pa:#x} state {:?} op {:?} accepted {} evidence {:#x}, model {v:?}",
+                    o.state, o.op, o.accepted, o.evidence
                 ));
             }
         }
@@ -1383,7 +1555,7 @@ impl<'h> World<'h> {
             6, 2, 4, 2, 6, 2, 6, 3, 3, 3, 6, 1, 3, 3, 1, 1, 3, 1, 5, 5, 2, 1, 2, 0, 2, 1, 2, 4, 6,
             2, 3, 2, 2, 3, 1,
         ];
-        let pending = self.m.pdevs.values().any(|p| p.connect_left != 0)
+        let pending = self.m.pdevs.values().any(|p| p.op != DeviceOp::None)
             || self.m.vdevs.values().any(|v| v.op != DeviceOp::None);
         if pending {
             w[23] = 40;
@@ -1406,6 +1578,15 @@ impl<'h> World<'h> {
             w[10] = 15;
             w[22] = 6;
             w[25] = 6;
+        }
+        // A session is up: update its keys, end it.
+        if self
+            .m
+            .pdevs
+            .values()
+            .any(|p| p.spdm && p.state == tsm_abi::state::PdevState::Ready)
+        {
+            w[14] = 10;
         }
         let weights = w;
         let total: u64 = weights.iter().sum();
@@ -1584,10 +1765,13 @@ impl<'h> World<'h> {
                     interface_id_format: u32::from(self.rng.chance(25)),
                     ..PdevParams::new_zeroed()
                 };
+                if self.spdm_allowed && self.rng.chance(50) {
+                    // Slot 0: the one the device serves.
+                    p.flags = PdevFlags::SPDM.bits();
+                }
                 if self.rng.chance(10) {
                     match self.rng.below(5) {
-                        // SPDM PDEVs (flag 1) need a responder and an evidence granule,
-                        // which this model does not drive: only refused flags and slots.
+                        // IDE, undefined flags.
                         0 => p.flags = self.rng.pick(&[2, 4, 1 << 63]).unwrap(),
                         1 => p.rid_count = 0,
                         2 => p.rid_base = 0xFFFF,
@@ -1611,12 +1795,24 @@ impl<'h> World<'h> {
                     .collect();
                 let p = self.prefer(good, self.m.pdevs.keys().copied().collect())?;
                 let comm = self.comm_addr();
-                host(PDEV_CONNECT, &[p, comm])
+                if !self.m.pdevs[&p].spdm {
+                    return host(PDEV_CONNECT, &[p, comm]);
+                }
+                let evidence = if self.rng.chance(85) {
+                    self.delegated()
+                } else {
+                    let bad = self.bad_addr();
+                    self.rng.pick(&[0, p, comm, bad]).unwrap()
+                };
+                host(PDEV_CONNECT, &[p, comm, evidence])
             }
             14 => {
                 let p = self.keys(&self.m.pdevs.clone())?;
-                match self.rng.below(8) {
+                // A session's own calls, mostly where a session is up.
+                let session = self.m.pdevs[&p].spdm && self.rng.chance(80);
+                match self.rng.below(if session { 4 } else { 8 }) {
                     0 => host(PDEV_DISCONNECT, &[p, self.comm_addr()]),
+                    1 | 2 if session => host(PDEV_KEY_UPDATE, &[p, self.comm_addr()]),
                     1 => host(PDEV_KEY_UPDATE, &[p, self.comm_addr()]),
                     _ => host(PDEV_STOP, &[p]),
                 }
@@ -1744,7 +1940,7 @@ impl<'h> World<'h> {
                     .m
                     .pdevs
                     .iter()
-                    .filter(|(_, p)| p.connect_left != 0)
+                    .filter(|(_, p)| p.op != DeviceOp::None)
                     .map(|(&k, _)| k)
                     .chain(
                         self.m
@@ -1996,8 +2192,12 @@ impl<'h> World<'h> {
             let (valid, rsp) = match self.answers.get(&obj) {
                 Some(a) => a.clone(),
                 None => {
-                    let req = self.requests[&obj].clone();
-                    let a = self.device_answer(obj, &req);
+                    let (protocol, req) = self.requests[&obj].clone();
+                    let a = match CommProtocol::from_raw(protocol.into()) {
+                        Some(CommProtocol::Spdm) => self.spdm_answer(obj, false, &req),
+                        Some(CommProtocol::SecuredSpdm) => self.spdm_answer(obj, true, &req),
+                        _ => self.device_answer(obj, &req),
+                    };
                     self.answers.insert(obj, a.clone());
                     a
                 }
@@ -2081,6 +2281,119 @@ impl<'h> World<'h> {
         dev.clear_misbehaviour();
         out.truncate(n);
         (valid, out)
+    }
+
+    /// What the TDISP request inside the session that `obj` has out asks, judged as
+    /// [`World::device_answer`] judges one in the clear: `None` when `obj`'s request is an SPDM
+    /// one (the connect before its TDISP steps, a key update, a disconnect).
+    fn session_tdisp_valid(&self, obj: u64, dev: &Device<'_>) -> Option<bool> {
+        if let Some(p) = self.m.pdevs.get(&obj) {
+            // The connect's last two responses: TDISP GET_VERSION and GET_CAPABILITIES of PF0.
+            if p.op != DeviceOp::Connect || p.left > 2 {
+                return None;
+            }
+            let segment = p.id_segment.then_some(p.segment as u8);
+            return Some(dev.tdi_state(InterfaceId::new(p.rid_base, segment)).is_some());
+        }
+        let v = self.m.vdevs.get(&obj)?;
+        let p = &self.m.pdevs[&v.pdev];
+        let segment = p.id_segment.then_some(p.segment as u8);
+        let state = dev.tdi_state(InterfaceId::new(v.pbdf, segment));
+        Some(match v.op {
+            DeviceOp::Bind if !v.locked_rsp => state == Some(TdiState::ConfigUnlocked),
+            DeviceOp::Bind => matches!(state, Some(TdiState::ConfigLocked | TdiState::Run)),
+            DeviceOp::Start => state == Some(TdiState::ConfigLocked),
+            DeviceOp::Stop => state.is_some(),
+            _ => false,
+        })
+    }
+
+    /// The SPDM device's answer to `req` (a DSP0277 record if `secured`) for object `obj`, and
+    /// whether it answers it. Honest most of the time; else the host or the device breaks it
+    /// in one of the ways of [`Relay`], each of which the TSM must catch at this very answer
+    /// (a secured record that does not open, a plain one that does not parse or whose
+    /// signature does not verify), or the TDISP device inside the session misbehaves.
+    fn spdm_answer(&mut self, obj: u64, secured: bool, req: &[u8]) -> (bool, Vec<u8>) {
+        let pdev = self.m.vdevs.get(&obj).map_or(obj, |v| v.pdev);
+        let Some(mut dev) = self.spdm.remove(&pdev) else {
+            // Nobody answers at the PDEV's RIDs.
+            return (false, Vec::new());
+        };
+        let mut valid = self.session_tdisp_valid(obj, dev.device()).unwrap_or(true);
+        let tdisp = secured && self.session_tdisp_valid(obj, dev.device()).is_some();
+        dev.clear_misbehaviour();
+        dev.device_mut().clear_misbehaviour();
+        if tdisp && self.rng.chance(6) {
+            dev.device_mut().enable(self.rng.pick(&BREAKS).unwrap());
+            valid = false;
+        }
+        let code = req.get(1).copied().unwrap_or(0);
+        let relay = if !self.rng.chance(SPDM_HOSTILE) {
+            None
+        } else if !secured {
+            match code {
+                GET_MEASUREMENTS => Some(Relay::BadSignature),
+                KEY_EXCHANGE if self.rng.chance(50) => Some(Relay::BadSignature),
+                _ => Some(Relay::Truncate),
+            }
+        } else {
+            let all = [
+                Relay::Corrupt,
+                Relay::Truncate,
+                Relay::Replay,
+                Relay::Reorder,
+                Relay::Tamper,
+                Relay::Plaintext,
+            ];
+            self.rng.pick(&all)
+        };
+        match relay {
+            Some(Relay::BadSignature) if code == GET_MEASUREMENTS => {
+                dev.enable(SpdmMisbehaviour::BadMeasurementSignature)
+            }
+            Some(Relay::BadSignature) => dev.enable(SpdmMisbehaviour::BadKeyExchangeSignature),
+            Some(Relay::Reorder) => dev.enable(SpdmMisbehaviour::SkipSequenceNumber),
+            Some(Relay::Tamper) => dev.enable(SpdmMisbehaviour::TamperCiphertext),
+            _ => {}
+        }
+        let mut out = vec![0u8; COMM_PAYLOAD_SIZE];
+        let mut rsp = match dev.respond(req, secured, &mut out) {
+            Ok(Reply::Message { len, .. }) => out[..len].to_vec(),
+            _ => {
+                // The device said nothing: the host brings back an empty answer.
+                valid = false;
+                Vec::new()
+            }
+        };
+        dev.clear_misbehaviour();
+        dev.device_mut().clear_misbehaviour();
+        self.spdm.insert(pdev, dev);
+        if let Some(r) = relay {
+            valid = false;
+            self.stats.relays[r as usize] += 1;
+        }
+        match relay {
+            Some(Relay::Corrupt) if !rsp.is_empty() => {
+                let i = self.rng.below(rsp.len() as u64) as usize;
+                rsp[i] ^= 1 << self.rng.below(8);
+            }
+            Some(Relay::Truncate) if secured => {
+                let keep = self.rng.below(rsp.len() as u64) as usize;
+                rsp.truncate(keep);
+            }
+            // Shorter than an SPDM header.
+            Some(Relay::Truncate) => rsp.truncate(self.rng.below(4) as usize),
+            Some(Relay::Replay) => {
+                rsp = self.records.get(&pdev).cloned().unwrap_or_default();
+            }
+            // SPDM 1.2 ERROR(DecryptError), in the clear.
+            Some(Relay::Plaintext) => rsp = vec![0x12, 0x7F, 0x06, 0x00],
+            _ => {}
+        }
+        if secured {
+            self.records.insert(pdev, rsp.clone());
+        }
+        (valid, rsp)
     }
 
     fn guest_call(&mut self, which: usize) -> Option<Call> {
@@ -2196,11 +2509,15 @@ impl<'h> World<'h> {
                 };
                 let mut altered = None;
                 if self.rng.chance(15) {
-                    let f = 1 + self.rng.below(3) as u8;
+                    // The device evidence's digests too where SPDM may have bound a vdevice.
+                    let fields = if self.spdm_allowed { 5 } else { 3 };
+                    let f = 1 + self.rng.below(fields) as u8;
                     match f {
                         1 => ev.nonce[self.rng.below(32) as usize] ^= 1,
                         2 => ev.report_digest[self.rng.below(32) as usize] ^= 0x80,
-                        _ => ev.report_counter = ev.report_counter.wrapping_add(1),
+                        3 => ev.report_counter = ev.report_counter.wrapping_add(1),
+                        4 => ev.chain_digest[self.rng.below(48) as usize] ^= 2,
+                        _ => ev.measurements_digest[self.rng.below(48) as usize] ^= 4,
                     }
                     altered = Some(f);
                 }
@@ -2450,19 +2767,24 @@ impl<'h> World<'h> {
         let vcpu = self.delegated();
         self.host_step(VCPU_CREATE, &[tvm, vcpu, 0x1000, 0], Env::None);
         let pdev = self.delegated();
-        let pdev_params = PdevParams {
+        let mut pdev_params = PdevParams {
             segment,
             rid_base: base,
             rid_count: DEVICE_RIDS,
             interface_id_format: u32::from(segment <= 0xFF && self.rng.chance(25)),
             ..PdevParams::new_zeroed()
         };
+        let spdm = self.spdm_allowed && self.rng.chance(70);
+        if spdm {
+            pdev_params.flags = PdevFlags::SPDM.bits();
+        }
         let pp = self.scratch();
         self.host_step(PDEV_CREATE, &[pdev, pp], Env::PdevParams(pdev_params));
         let comm = self.scratch();
-        self.host_step(PDEV_CONNECT, &[pdev, comm], Env::None);
-        for _ in 0..2 {
-            if self.m.pdevs.get(&pdev).is_some_and(|p| p.connect_left != 0) {
+        let evidence = if spdm { self.delegated() } else { 0 };
+        self.host_step(PDEV_CONNECT, &[pdev, comm, evidence], Env::None);
+        for _ in 0..self.m.spdm_connect + 2 {
+            if self.m.pdevs.get(&pdev).is_some_and(|p| p.op != DeviceOp::None) {
                 let c = self.comm_step(pdev, true);
                 let r = self.exec(c);
                 self.after_call(&c, r);
@@ -2643,7 +2965,7 @@ impl<'h> World<'h> {
                 });
             }
             for (&pa, p) in &self.m.pdevs {
-                todo.push(if p.connect_left != 0 {
+                todo.push(if p.op != DeviceOp::None {
                     host(OP_CANCEL, &[pa])
                 } else {
                     host(PDEV_DESTROY, &[pa])
@@ -2724,6 +3046,7 @@ fn sequence(h: &Harness, format: AddressMapFormat, seed: u64, steps: u64) -> Sta
     }
     w.teardown();
     w.stats.sequences = 1;
+    w.stats.spdm = w.m.spdm_done;
     w.stats
 }
 
@@ -2836,8 +3159,10 @@ fn run_format(format: AddressMapFormat, salt: u64) {
          {} T=0 and {} T=1 went through, {} from a vdevice's RID on another segment ({} of \
          them a vdevice too), {} guest runs; guest device waits: {} started, {} re-run while \
          pending, {} results, {} cancelled; platform-IOMMU probes: {}, {} let through, {} \
-         on vdevices held to the engine's every translation) in {secs:.1} s: {:.0} \
-         sequences/s, {:.0} calls/s",
+         on vdevices held to the engine's every translation; SPDM: {} connects, {} key \
+         updates, {} disconnects, {} binds in a session, {} sessions failed, answers broken \
+         {:?} [corrupt, truncate, replay, reorder, tamper, plaintext, bad signature]) in \
+         {secs:.1} s: {:.0} sequences/s, {:.0} calls/s",
         total.sequences,
         total.calls,
         total.successes,
@@ -2855,17 +3180,36 @@ fn run_format(format: AddressMapFormat, salt: u64) {
         total.iommu[0],
         total.iommu[1],
         total.iommu[2],
+        total.spdm[0],
+        total.spdm[1],
+        total.spdm[2],
+        total.spdm[4],
+        total.spdm[3],
+        total.relays,
         total.sequences as f64 / secs,
         total.calls as f64 / secs,
     );
 }
 
 /// Seeds that once failed, each with the class of bug it found; run on every test run.
-const REGRESSIONS: &[(AddressMapFormat, u64, &str)] = &[(
-    AddressMapFormat::ArmStage2,
-    0x5eed_02d5_3c0a,
-    "harness: a hostile COMMUNICATE renamed to another vdevice carried the first one's answer",
-)];
+const REGRESSIONS: &[(AddressMapFormat, u64, &str)] = &[
+    (
+        AddressMapFormat::ArmStage2,
+        0x5eed_02d5_3c0a,
+        "harness: a hostile COMMUNICATE renamed to another vdevice carried the first one's answer",
+    ),
+    (
+        AddressMapFormat::ArmStage2,
+        0x5eed_0006_170a,
+        "TSM: a vdevice bound when its PDEV's SPDM session failed could be neither unbound nor \
+         destroyed, holding its TVM, vIOMMU and PDEV (the host could not reclaim them)",
+    ),
+    (
+        AddressMapFormat::X86_64FourLevel,
+        0x5eed_0007_4b0b,
+        "TSM: the same, a RUN vdevice of another TVM whose session a hostile relay ended",
+    ),
+];
 
 #[test]
 fn model_regressions() {

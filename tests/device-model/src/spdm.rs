@@ -61,6 +61,16 @@ pub(crate) const NEGOTIATED: Negotiated = Negotiated {
     handshake_in_clear: false,
 };
 
+/// Room for the device's whole measurement record.
+pub const MEASUREMENT_RECORD_CAPACITY: usize = measurements::RECORD_CAPACITY;
+
+/// The measurement record a `MEASUREMENTS` of all blocks carries (its length in `out`): what a
+/// verifier reads back as the device's measurements (the model test predicts the evidence a
+/// guest sees from it).
+pub fn measurement_record(out: &mut [u8; MEASUREMENT_RECORD_CAPACITY]) -> usize {
+    measurements::record(tsm_abi::spdm::MEASUREMENTS_ALL, out).map_or(0, |(_, len)| len)
+}
+
 /// What the responder did with a request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Reply {

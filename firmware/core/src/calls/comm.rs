@@ -734,8 +734,26 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    // A session that failed cannot carry STOP_INTERFACE: the vdevice can only be destroyed.
-    if session::uses_spdm(&p) && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
+    if session::uses_spdm(&p) && p.state != PdevState::Ready {
+        // The session failed: STOP_INTERFACE can never go out. The vdevice goes to ERROR at
+        // once (T=1 off, its private MMIO back to the host), which VDEV_DESTROY takes; else a
+        // vdevice bound when its session failed would hold its TVM, vIOMMU and PDEV for good
+        // (the model test's teardown, seed 0x5eed0006170a). An ERROR vdevice has nothing to
+        // stop: destroy it.
+        if v.state == VdevState::Error {
+            return Err(Status::arg(StatusCode::ObjectState, 1));
+        }
+        if !comm.is_granule_aligned() {
+            return Err(Status::arg(StatusCode::InvalidBuffer, 2));
+        }
+        drop(t.lock_ns_buffer(comm, GRANULE_SIZE, 2)?);
+        // The device-error path needs the whole object (its event queues).
+        drop(v);
+        drop(p);
+        return unbind_without_session(t, vdev);
+    }
+    // The session is busy (a key update, or another object's request, is out): retry.
+    if session::uses_spdm(&p) && p.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let t1 = t1_view(&v);
@@ -747,6 +765,30 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
+}
+
+/// VDEV_UNBIND of a LOCKED or RUN vdevice whose PDEV's session failed: ERROR at once.
+fn unbind_without_session(t: &Tsm<'_>, vdev: Pa) -> Reply {
+    let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
+    let (p, mut v) = t.lock_with_parent(
+        VdevHandle::new(vdev),
+        1,
+        VdevLinks::pdev,
+        (&mut pdev_room, &mut vdev_room),
+    )?;
+    // Checked again under this lock: another CPU may have moved either object meanwhile.
+    if !matches!(v.state, VdevState::Locked | VdevState::Run)
+        || v.op != DeviceOp::None
+        || !session::uses_spdm(&p)
+        || p.state == PdevState::Ready
+    {
+        return Err(Status::arg(StatusCode::ObjectState, 1));
+    }
+    let t1 = t1_view(&v);
+    vdev_error(t, vdev, &mut v, StatusCode::DeviceError)?;
+    v.save()?;
+    t.dma_view_changed(vdev, t1, &v);
+    Ok(progress(StatusCode::DeviceError, v.op, v.state.raw()))
 }
 
 /// Reads the cached report of a VDEV granule into `out` (at most its length).

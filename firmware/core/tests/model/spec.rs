@@ -165,6 +165,7 @@ pub enum Gs {
     Table,
     Reserved,
     DmaTable,
+    Evidence,
 }
 
 impl Gs {
@@ -181,6 +182,7 @@ impl Gs {
             Gs::Table => GranuleState::Table,
             Gs::Reserved => GranuleState::Reserved,
             Gs::DmaTable => GranuleState::DmaTable,
+            Gs::Evidence => GranuleState::Evidence,
         }
     }
 }
@@ -261,8 +263,16 @@ pub struct Pdev {
     pub id_segment: bool,
     pub rid_base: u16,
     pub rid_count: u16,
-    /// CONNECT: responses still to take (0: no operation).
-    pub connect_left: u8,
+    /// The pending operation: CONNECT, or with SPDM KEY_UPDATE / DISCONNECT.
+    pub op: DeviceOp,
+    /// Responses the pending operation still has to take.
+    pub left: u8,
+    /// `PdevFlags::SPDM`: every TDISP message travels in the PDEV's SPDM session (§7.4).
+    pub spdm: bool,
+    /// The EVIDENCE granule PDEV_CONNECT took (0: none).
+    pub evidence: u64,
+    /// The object whose request is out in the session (0: the session is free).
+    pub owner: u64,
     pub vdevs: u64,
 }
 
@@ -321,6 +331,9 @@ pub struct Vdev {
     pub host_events: Queue,
     /// The granules of its DMA table (VDEV_DMA_TABLE), the root first.
     pub dma_tables: Vec<u64>,
+    /// Its last bind completed in an SPDM session: the guest reads the device's chain and
+    /// measurements (cleared when a bind starts and when a stop completes, not by an error).
+    pub authenticated: bool,
 }
 
 impl Vdev {
@@ -373,6 +386,15 @@ pub struct Model {
     /// Where the platform's device BARs are (base, size): the only pages the host can lose to
     /// private MMIO (the driver fills it).
     pub bar_window: (u64, u64),
+    /// Responses an SPDM connect takes before its TDISP GET_VERSION (the driver fills it from
+    /// the device's chain: §7.4's messages, GET_CERTIFICATE in 1 KiB portions).
+    pub spdm_connect: u8,
+    /// The device's certificate chain and measurement record lengths (the driver fills them).
+    pub chain_len: u32,
+    pub measurements_len: u32,
+    /// What the SPDM sessions did: connects, key updates and disconnects completed, sessions
+    /// that failed, binds completed in a session.
+    pub spdm_done: [u64; 5],
     next_uid: u64,
     next_ticket: u64,
 }
@@ -424,6 +446,10 @@ impl Model {
             report_len: BTreeMap::new(),
             report_ranges: BTreeMap::new(),
             bar_window: (0, 0),
+            spdm_connect: 0,
+            chain_len: 0,
+            measurements_len: 0,
+            spdm_done: [0; 5],
             next_uid: 1,
             next_ticket: 1,
         }
@@ -907,7 +933,11 @@ impl Model {
                         id_segment: p.interface_id_format == 1,
                         rid_base: p.rid_base,
                         rid_count: p.rid_count,
-                        connect_left: 0,
+                        op: DeviceOp::None,
+                        left: 0,
+                        spdm: p.pdev_flags().contains(PdevFlags::SPDM),
+                        evidence: 0,
+                        owner: 0,
                         vdevs: 0,
                     },
                 );
@@ -916,29 +946,71 @@ impl Model {
             }
             PDEV_CONNECT => {
                 self.handle(a[0], Gs::Pdev, 1)?;
-                f.fail(
-                    self.pdevs[&a[0]].state != PdevState::New,
-                    st(ObjectState, 1),
-                );
-                // No model PDEV has SPDM: an evidence granule is refused.
-                f.fail(a[2] != 0, st(InvalidArgument, 3));
+                let spdm = self.pdevs[&a[0]].spdm;
+                // core: the state first, then the evidence granule, then the buffer.
+                if self.pdevs[&a[0]].state != PdevState::New {
+                    return Err(st(ObjectState, 1).into());
+                }
+                if spdm {
+                    // §7.4: a DELEGATED granule that is neither the PDEV nor the buffer.
+                    f.fail(a[2] == a[0] || a[2] == a[1], st(GranuleState, 3));
+                    f.of(self.delegated(a[2], 3));
+                } else {
+                    f.fail(a[2] != 0, st(InvalidArgument, 3));
+                }
                 f.of(self.comm_out(a[1]));
                 f.gate()?;
+                let left = if spdm { self.spdm_connect + 2 } else { 2 };
+                if spdm {
+                    self.set(a[2], Gs::Evidence);
+                }
                 let p = self.pdevs.get_mut(&a[0]).unwrap();
                 p.state = PdevState::Connecting;
-                p.connect_left = 2;
+                p.op = DeviceOp::Connect;
+                p.left = left;
+                if spdm {
+                    p.evidence = a[2];
+                    p.owner = a[0];
+                }
                 progress(NeedsDeviceIo, DeviceOp::Connect.raw(), p.state.raw())
             }
-            // The model's PDEVs never have PdevFlags::SPDM: the session calls are refused.
             PDEV_DISCONNECT | PDEV_KEY_UPDATE => {
                 self.handle(a[0], Gs::Pdev, 1)?;
-                return Err(st(NotSupported, 1).into());
+                let p = &self.pdevs[&a[0]];
+                if !p.spdm {
+                    return Err(st(NotSupported, 1).into());
+                }
+                // READY, no operation, the session free.
+                if p.state != PdevState::Ready || p.op != DeviceOp::None || p.owner != 0 {
+                    return Err(st(ObjectState, 1).into());
+                }
+                if call == PDEV_DISCONNECT {
+                    let bound = self.vdevs.values().any(|v| {
+                        v.pdev == a[0]
+                            && !matches!(v.state, VdevState::Unlocked | VdevState::Error)
+                    });
+                    if bound {
+                        return Err(st(InUse, ObjectKind::Vdev as u8).into());
+                    }
+                }
+                self.comm_out(a[1])?;
+                let (op, left) = if call == PDEV_DISCONNECT {
+                    (DeviceOp::Disconnect, 1)
+                } else {
+                    // KEY_UPDATE (UpdateAllKeys), then KEY_UPDATE (VerifyNewKey).
+                    (DeviceOp::KeyUpdate, 2)
+                };
+                let p = self.pdevs.get_mut(&a[0]).unwrap();
+                p.op = op;
+                p.left = left;
+                p.owner = a[0];
+                progress(NeedsDeviceIo, op.raw(), p.state.raw())
             }
             PDEV_STOP => {
                 self.handle(a[0], Gs::Pdev, 1)?;
                 let p = &self.pdevs[&a[0]];
                 f.fail(
-                    p.connect_left != 0 || p.state == PdevState::Stopped,
+                    p.op != DeviceOp::None || p.state == PdevState::Stopped,
                     st(ObjectState, 1),
                 );
                 let bound = self.vdevs.values().any(|v| {
@@ -953,10 +1025,14 @@ impl Model {
                 self.handle(a[0], Gs::Pdev, 1)?;
                 let p = &self.pdevs[&a[0]];
                 f.fail(p.vdevs != 0, st(InUse, ObjectKind::Vdev as u8));
-                f.fail(p.connect_left != 0, st(ObjectState, 1));
+                f.fail(p.op != DeviceOp::None, st(ObjectState, 1));
                 f.gate()?;
-                self.pdevs.remove(&a[0]);
+                let p = self.pdevs.remove(&a[0]).unwrap();
                 self.set(a[0], Gs::Delegated);
+                // The evidence granule goes back with it, scrubbed.
+                if p.evidence != 0 {
+                    self.set(p.evidence, Gs::Delegated);
+                }
                 ok([0; 4])
             }
             VIOMMU_CREATE => {
@@ -1022,18 +1098,24 @@ impl Model {
             VDEV_BIND => {
                 self.handle(a[0], Gs::Vdev, 1)?;
                 let v = &self.vdevs[&a[0]];
+                let p = &self.pdevs[&v.pdev];
                 f.fail(
-                    v.state != VdevState::Unlocked || self.pdevs[&v.pdev].state != PdevState::Ready,
+                    v.state != VdevState::Unlocked
+                        || p.state != PdevState::Ready
+                        || p.op != DeviceOp::None,
                     st(ObjectState, 1),
                 );
+                f.of(self.claim(v.pdev, a[0]));
                 f.of(self.comm_out(a[1]));
                 f.gate()?;
+                self.take_session(a[0]);
                 let v = self.vdevs.get_mut(&a[0]).unwrap();
                 v.state = VdevState::Locking;
                 v.op = DeviceOp::Bind;
                 v.sent = true;
                 v.locked_rsp = false;
                 v.accepted = false;
+                v.authenticated = false;
                 progress(NeedsDeviceIo, v.op.raw(), v.state.raw())
             }
             VDEV_UNBIND => {
@@ -1046,8 +1128,26 @@ impl Model {
                     ) || v.op != DeviceOp::None,
                     st(ObjectState, 1),
                 );
+                let p = &self.pdevs[&v.pdev];
+                if p.spdm && p.state != PdevState::Ready && v.state != VdevState::Error {
+                    f.gate()?;
+                    // A failed session cannot carry STOP_INTERFACE: ERROR at once.
+                    self.comm_out(a[1])?;
+                    self.vdev_error(a[0], DeviceError);
+                    let v = self.vdevs.get_mut(&a[0]).unwrap();
+                    v.events.push();
+                    v.host_events.push();
+                    return Ok(progress(DeviceError, 0, VdevState::Error.raw()));
+                }
+                // ERROR under a failed session (destroy it), or a busy session (retry).
+                f.fail(
+                    p.spdm && (p.state != PdevState::Ready || p.op != DeviceOp::None),
+                    st(ObjectState, 1),
+                );
+                f.of(self.claim(v.pdev, a[0]));
                 f.of(self.comm_out(a[1]));
                 f.gate()?;
+                self.take_session(a[0]);
                 self.drop_mmio(a[0]);
                 let v = self.vdevs.get_mut(&a[0]).unwrap();
                 v.state = VdevState::Stopping;
@@ -1101,15 +1201,31 @@ impl Model {
                 match self.lockable(a[0], 1)? {
                     Gs::Pdev => {
                         let p = self.pdevs.get_mut(&a[0]).unwrap();
-                        if p.connect_left == 0 {
-                            return Err(st(NoOperation, 1).into());
+                        match p.op {
+                            DeviceOp::None => return Err(st(NoOperation, 1).into()),
+                            // A connect goes back to NEW, its session and evidence gone.
+                            DeviceOp::Connect => {
+                                let evidence = std::mem::take(&mut p.evidence);
+                                p.op = DeviceOp::None;
+                                p.left = 0;
+                                p.owner = 0;
+                                p.state = PdevState::New;
+                                if evidence != 0 {
+                                    self.set(evidence, Gs::Delegated);
+                                }
+                            }
+                            // A key update or disconnect whose answer is lost ends the session.
+                            _ => self.session_fail(a[0]),
                         }
-                        p.connect_left = 0;
-                        p.state = PdevState::New;
                     }
                     Gs::Vdev => {
                         if self.vdevs[&a[0]].op == DeviceOp::None {
                             return Err(st(NoOperation, 1).into());
+                        }
+                        // Its request out in the session is lost: the session ends too.
+                        let pdev = self.vdevs[&a[0]].pdev;
+                        if self.pdevs[&pdev].owner == a[0] {
+                            self.session_fail(pdev);
                         }
                         self.vdev_error(a[0], Cancelled);
                     }
@@ -1362,6 +1478,7 @@ impl Model {
                 events: Queue::default(),
                 host_events: Queue::default(),
                 dma_tables: Vec::new(),
+                authenticated: false,
             },
         );
         self.set(vdev, Gs::Vdev);
@@ -1374,6 +1491,37 @@ impl Model {
             return Err(st(InvalidBuffer, 2));
         }
         self.host_buffer(pa, 64, 2)
+    }
+
+    /// §7.4: the session carries one request at a time; another object's is refused.
+    fn claim(&self, pdev: u64, object: u64) -> Result<(), Status> {
+        let p = &self.pdevs[&pdev];
+        if p.spdm && p.owner != 0 && p.owner != object {
+            return Err(st(ObjectState, 1));
+        }
+        Ok(())
+    }
+
+    /// Vdevice `vdev`'s request is out: in its PDEV's session if it has one.
+    fn take_session(&mut self, vdev: u64) {
+        let pdev = self.vdevs[&vdev].pdev;
+        let p = self.pdevs.get_mut(&pdev).unwrap();
+        if p.spdm {
+            p.owner = vdev;
+        }
+    }
+
+    /// The session is over for good (keys erased): the PDEV in ERROR with nothing out; its
+    /// evidence granule stays until the PDEV is destroyed.
+    fn session_fail(&mut self, pdev: u64) {
+        let p = self.pdevs.get_mut(&pdev).unwrap();
+        if p.spdm {
+            self.spdm_done[3] += 1;
+        }
+        p.state = PdevState::Error;
+        p.op = DeviceOp::None;
+        p.left = 0;
+        p.owner = 0;
     }
 
     /// Puts a vdevice in ERROR (device error or cancel).
@@ -1462,26 +1610,38 @@ impl Model {
         let kind = self.lockable(obj, 1)?;
         match kind {
             Gs::Pdev => {
-                f.fail(self.pdevs[&obj].connect_left == 0, st(NoOperation, 1));
-                f.of(self.comm_in(a[1], comm));
-                f.gate()?;
-                let p = self.pdevs.get_mut(&obj).unwrap();
+                // core: the operation before the buffer.
+                if self.pdevs[&obj].op == DeviceOp::None {
+                    return Err(st(NoOperation, 1).into());
+                }
+                self.comm_in(a[1], comm)?;
                 if comm != (CommEnv::Response { valid: true }) {
-                    p.state = PdevState::Error;
-                    p.connect_left = 0;
-                    return Ok(progress(DeviceError, 0, p.state.raw()));
+                    // Without SPDM the connect fails; with it the session ends with it.
+                    self.session_fail(obj);
+                    return Ok(progress(DeviceError, 0, PdevState::Error.raw()));
                 }
-                p.connect_left -= 1;
-                if p.connect_left == 0 {
-                    p.state = PdevState::Ready;
-                    Ok(progress(Success, 0, p.state.raw()))
-                } else {
-                    Ok(progress(
-                        NeedsDeviceIo,
-                        DeviceOp::Connect.raw(),
-                        p.state.raw(),
-                    ))
+                let p = self.pdevs.get_mut(&obj).unwrap();
+                p.left -= 1;
+                if p.left != 0 {
+                    return Ok(progress(NeedsDeviceIo, p.op.raw(), p.state.raw()));
                 }
+                match p.op {
+                    DeviceOp::Connect => {
+                        p.state = PdevState::Ready;
+                        self.spdm_done[0] += u64::from(p.spdm);
+                    }
+                    DeviceOp::Disconnect => {
+                        p.state = PdevState::New;
+                        let evidence = std::mem::take(&mut p.evidence);
+                        self.set(evidence, Gs::Delegated);
+                        self.spdm_done[2] += 1;
+                    }
+                    _ => self.spdm_done[1] += 1,
+                }
+                let p = self.pdevs.get_mut(&obj).unwrap();
+                p.op = DeviceOp::None;
+                p.owner = 0;
+                Ok(progress(Success, 0, p.state.raw()))
             }
             Gs::Vdev => {
                 let v = &self.vdevs[&obj];
@@ -1490,14 +1650,34 @@ impl Model {
                     f.of(self.comm_in(a[1], comm));
                     return Err(f);
                 }
+                let p = &self.pdevs[&v.pdev];
+                let (pdev, spdm) = (v.pdev, p.spdm);
                 if !v.sent {
-                    self.comm_out(a[1])?;
+                    // The session failed (or is being ended) before the guest's request went
+                    // out: the operation fails at once.
+                    if spdm && (p.state != PdevState::Ready || p.op != DeviceOp::None) {
+                        self.vdev_error(obj, DeviceError);
+                        let v = self.vdevs.get_mut(&obj).unwrap();
+                        v.events.push();
+                        v.host_events.push();
+                        return Ok(progress(DeviceError, 0, VdevState::Error.raw()));
+                    }
+                    f.of(self.claim(pdev, obj));
+                    f.of(self.comm_out(a[1]));
+                    f.gate()?;
+                    self.take_session(obj);
                     let v = self.vdevs.get_mut(&obj).unwrap();
                     v.sent = true;
                     return Ok(progress(NeedsDeviceIo, v.op.raw(), v.state.raw()));
                 }
                 self.comm_in(a[1], comm)?;
-                if comm != (CommEnv::Response { valid: true }) {
+                // In a session the answer opens only while this vdevice's request is the one
+                // out.
+                let owns = p.owner == obj;
+                if comm != (CommEnv::Response { valid: true }) || (spdm && !owns) {
+                    if spdm && owns {
+                        self.session_fail(pdev);
+                    }
                     self.vdev_error(obj, DeviceError);
                     // §8.3: a device error is queued on both event queues.
                     let v = self.vdevs.get_mut(&obj).unwrap();
@@ -1517,6 +1697,8 @@ impl Model {
                         if v.portions_left == 0 {
                             v.state = VdevState::Locked;
                             v.binds += 1;
+                            v.authenticated = spdm;
+                            self.spdm_done[4] += u64::from(spdm);
                             true
                         } else {
                             false
@@ -1529,6 +1711,7 @@ impl Model {
                     }
                     DeviceOp::Stop => {
                         v.state = VdevState::Unlocked;
+                        v.authenticated = false;
                         true
                     }
                     DeviceOp::None
@@ -1544,7 +1727,11 @@ impl Model {
                     }
                     v.op = DeviceOp::None;
                     v.sent = false;
-                    Ok(progress(Success, 0, v.state.raw()))
+                    let state = v.state;
+                    if spdm {
+                        self.pdevs.get_mut(&pdev).unwrap().owner = 0;
+                    }
+                    Ok(progress(Success, 0, state.raw()))
                 } else {
                     Ok(progress(NeedsDeviceIo, v.op.raw(), v.state.raw()))
                 }
@@ -1622,10 +1809,28 @@ impl Model {
                 let n = a[3].min(total - a[1]);
                 ok([n, total - a[1] - n, 0, 0])
             }
-            // No model vdevice is bound in an SPDM session: no device evidence to read.
+            // As G_VDEV_REPORT, over the evidence of a bind completed in a session.
             G_VDEV_CERT_CHAIN | G_VDEV_MEASUREMENTS => {
-                self.own_vdev(tvm, a[0])?;
-                return Err(st(ObjectState, 1).into());
+                let pa = self.own_vdev(tvm, a[0])?;
+                let v = &self.vdevs[&pa];
+                if !v.has_report() || !v.authenticated {
+                    return Err(st(ObjectState, 1).into());
+                }
+                let total = u64::from(if call == G_VDEV_CERT_CHAIN {
+                    self.chain_len
+                } else {
+                    self.measurements_len
+                });
+                // core: the offset, then the length, then the buffer.
+                if a[1] > total {
+                    return Err(st(InvalidArgument, 2).into());
+                }
+                if a[3] == 0 {
+                    return Err(st(InvalidArgument, 4).into());
+                }
+                page(self, a[2], a[3], true, true, 3)?;
+                let n = a[3].min(total - a[1]);
+                ok([n, total - a[1] - n, 0, 0])
             }
             G_VDEV_ACCEPT => {
                 let pa = self.own_vdev(tvm, a[0])?;
