@@ -3191,7 +3191,10 @@ fn run_format(format: AddressMapFormat, salt: u64) {
     );
 }
 
-/// Seeds that once failed, each with the class of bug it found; run on every test run.
+/// Seeds that once failed, each with the class of bug it found; run on every test run. A seed
+/// replays its sequence only while the generator draws what it drew when the seed was found
+/// (sequences without SPDM draw nothing new for it): after a change to the generator, re-find
+/// the class's seeds on the old code.
 const REGRESSIONS: &[(AddressMapFormat, u64, &str)] = &[
     (
         AddressMapFormat::ArmStage2,
@@ -3200,14 +3203,14 @@ const REGRESSIONS: &[(AddressMapFormat, u64, &str)] = &[
     ),
     (
         AddressMapFormat::ArmStage2,
-        0x5eed_0006_170a,
+        0x5eed_0006_850a,
         "TSM: a vdevice bound when its PDEV's SPDM session failed could be neither unbound nor \
          destroyed, holding its TVM, vIOMMU and PDEV (the host could not reclaim them)",
     ),
     (
         AddressMapFormat::X86_64FourLevel,
-        0x5eed_0007_4b0b,
-        "TSM: the same, a RUN vdevice of another TVM whose session a hostile relay ended",
+        0x5eed_0003_5d0b,
+        "TSM: the same class on the x86-64 maps",
     ),
 ];
 

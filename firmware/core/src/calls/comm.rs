@@ -738,7 +738,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
         // The session failed: STOP_INTERFACE can never go out. The vdevice goes to ERROR at
         // once (T=1 off, its private MMIO back to the host), which VDEV_DESTROY takes; else a
         // vdevice bound when its session failed would hold its TVM, vIOMMU and PDEV for good
-        // (the model test's teardown, seed 0x5eed0006170a). An ERROR vdevice has nothing to
+        // (found by the model test: REGRESSIONS). An ERROR vdevice has nothing to
         // stop: destroy it.
         if v.state == VdevState::Error {
             return Err(Status::arg(StatusCode::ObjectState, 1));
