@@ -59,7 +59,7 @@ use tsm_abi::exit::{ExitReason, VcpuExit};
 use tsm_abi::guest::{AcceptEvidence, EvidenceFlags, VdevInfo};
 use tsm_abi::params::{LockFlags, NO_SOURCE, PdevFlags, PdevParams, TvmParams, VdevParams};
 use tsm_abi::regs::{CallRegs, CallResult};
-use tsm_abi::state::{DeviceOp, TvmState, VdevState};
+use tsm_abi::state::{DeviceOp, PdevState, TvmState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{
     InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields, Request, TdiState,
@@ -2783,12 +2783,20 @@ impl<'h> World<'h> {
         let comm = self.scratch();
         let evidence = if spdm { self.delegated() } else { 0 };
         self.host_step(PDEV_CONNECT, &[pdev, comm, evidence], Env::None);
-        for _ in 0..self.m.spdm_connect + 2 {
-            if self.m.pdevs.get(&pdev).is_some_and(|p| p.op != DeviceOp::None) {
-                let c = self.comm_step(pdev, true);
-                let r = self.exec(c);
-                self.after_call(&c, r);
-                self.check();
+        self.carry(pdev);
+        // The session's own operations, before any vdevice is bound: new keys, or the session
+        // ended (the evidence granule back to DELEGATED) and a new one opened with another.
+        if spdm && self.m.pdevs.get(&pdev).is_some_and(|p| p.state == PdevState::Ready) {
+            if self.rng.chance(30) {
+                self.host_step(PDEV_KEY_UPDATE, &[pdev, comm], Env::None);
+                self.carry(pdev);
+            }
+            if self.rng.chance(10) {
+                self.host_step(PDEV_DISCONNECT, &[pdev, comm], Env::None);
+                self.carry(pdev);
+                let evidence = self.delegated();
+                self.host_step(PDEV_CONNECT, &[pdev, comm, evidence], Env::None);
+                self.carry(pdev);
             }
         }
         let viommu = self.delegated();
@@ -2926,6 +2934,23 @@ impl<'h> World<'h> {
                 &[u64::from(pbdf), NO_PASID, gpa, flags, u64::from(segment)],
                 Env::None,
             );
+        }
+    }
+
+    /// Carries `obj`'s pending operation honestly to its end (or until it fails).
+    fn carry(&mut self, obj: u64) {
+        for _ in 0..self.m.spdm_connect + 2 {
+            let pending = match self.m.pdevs.get(&obj) {
+                Some(p) => p.op != DeviceOp::None,
+                None => self.m.vdevs.get(&obj).is_some_and(|v| v.op != DeviceOp::None),
+            };
+            if !pending {
+                break;
+            }
+            let c = self.comm_step(obj, true);
+            let r = self.exec(c);
+            self.after_call(&c, r);
+            self.check();
         }
     }
 
