@@ -2858,6 +2858,39 @@ impl<'h> World<'h> {
         let r = self.exec(c);
         self.after_call(&c, r);
         self.check();
+        // A guest of an authenticated vdevice reads the device's evidence and the report into
+        // its private page (the bytes are checked against the device's in `after_call`).
+        if spdm && self.m.vdevs.get(&vdev).is_some_and(|v| v.authenticated) {
+            for _ in 0..3 {
+                let id = self
+                    .rng
+                    .pick(&[G_VDEV_CERT_CHAIN, G_VDEV_MEASUREMENTS, G_VDEV_REPORT])
+                    .unwrap();
+                let total = match id {
+                    G_VDEV_CERT_CHAIN => self.m.chain_len,
+                    G_VDEV_MEASUREMENTS => self.m.measurements_len,
+                    _ => self.m.vdevs[&vdev].report_len,
+                };
+                let total = u64::from(total);
+                let offset = self
+                    .rng
+                    .pick(&[0, 1, 1024, total.saturating_sub(10), total, total + 1])
+                    .unwrap();
+                let len = self.rng.pick(&[1, 64, 1024, 4096 - 64]).unwrap();
+                let c = Call {
+                    guest: Some(vcpu),
+                    fid: u64::from(id.fid()),
+                    args: [8, offset, G + 64 * self.rng.below(2), len, 0, 0],
+                    env: Env::None,
+                };
+                if !self.m.vcpus.contains_key(&vcpu) {
+                    break;
+                }
+                let r = self.exec(c);
+                self.after_call(&c, r);
+                self.check();
+            }
+        }
         // Often private MMIO: pages of the report mapped, and the guest validates some.
         if self.rng.chance(50) {
             for _ in 0..1 + self.rng.below(3) {
