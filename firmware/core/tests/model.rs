@@ -18,13 +18,22 @@
 //! its behalf) may have written since its last refresh is only held to invariants 1 and 2: its
 //! table may lag the guest's until the guest invalidates, as an IOTLB may.
 //!
+//! SPDM (docs/abi.md §7.4): in one sequence of eight ([`SPDM_SEQUENCES`]) PDEVs may have
+//! `PdevFlags::SPDM`; each connect talks to the device model's SPDM responder in front of the
+//! device at the PDEV's RIDs, and every TDISP message of the PDEV and its vdevices then travels
+//! sealed in the session. The model predicts every step: how many answers a connect, key update
+//! or disconnect takes, the EVIDENCE granule, which object's request the session carries, the
+//! session failing at exactly the answer the host or the device broke ([`Relay`]), and the
+//! device evidence the guest reads.
+//!
 //! Private MMIO (docs/abi.md §5.7): the host maps pages of a bound vdevice's report (and pages
 //! it may not map), the guest validates them, and every exit from LOCKED/RUN takes them away.
 //! After every step each vdevice's MMIO record equals the model's pages, and the host has lost
 //! exactly the device pages some vdevice maps.
 //!
 //! Knobs (environment variables):
-//! - `TSM_MODEL_SEQUENCES=N` sequences per address-map format (default 5000, so 10,000 in all);
+//! - `TSM_MODEL_SEQUENCES=N` sequences per address-map format (default 4000, so 8,000 in all:
+//!   with the SPDM connects, about the CPU time 10,000 sequences took without them);
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
 //!   about 50 calls with its head start, the granules the steps delegate, and the teardown);
 //! - `TSM_MODEL_SEED=S` runs that one seed (as printed by a failure) on both formats;
@@ -2293,7 +2302,10 @@ impl<'h> World<'h> {
                 return None;
             }
             let segment = p.id_segment.then_some(p.segment as u8);
-            return Some(dev.tdi_state(InterfaceId::new(p.rid_base, segment)).is_some());
+            return Some(
+                dev.tdi_state(InterfaceId::new(p.rid_base, segment))
+                    .is_some(),
+            );
         }
         let v = self.m.vdevs.get(&obj)?;
         let p = &self.m.pdevs[&v.pdev];
@@ -2786,7 +2798,13 @@ impl<'h> World<'h> {
         self.carry(pdev);
         // The session's own operations, before any vdevice is bound: new keys, or the session
         // ended (the evidence granule back to DELEGATED) and a new one opened with another.
-        if spdm && self.m.pdevs.get(&pdev).is_some_and(|p| p.state == PdevState::Ready) {
+        if spdm
+            && self
+                .m
+                .pdevs
+                .get(&pdev)
+                .is_some_and(|p| p.state == PdevState::Ready)
+        {
             if self.rng.chance(30) {
                 self.host_step(PDEV_KEY_UPDATE, &[pdev, comm], Env::None);
                 self.carry(pdev);
@@ -2975,7 +2993,11 @@ impl<'h> World<'h> {
         for _ in 0..self.m.spdm_connect + 2 {
             let pending = match self.m.pdevs.get(&obj) {
                 Some(p) => p.op != DeviceOp::None,
-                None => self.m.vdevs.get(&obj).is_some_and(|v| v.op != DeviceOp::None),
+                None => self
+                    .m
+                    .vdevs
+                    .get(&obj)
+                    .is_some_and(|v| v.op != DeviceOp::None),
             };
             if !pending {
                 break;
@@ -3125,7 +3147,7 @@ fn dma_format(format: AddressMapFormat) -> DmaTableFormat {
 }
 
 fn run_format(format: AddressMapFormat, salt: u64) {
-    let count = env_u64("TSM_MODEL_SEQUENCES", 5000);
+    let count = env_u64("TSM_MODEL_SEQUENCES", 4000);
     let steps = env_u64("TSM_MODEL_STEPS", 12);
     let one = std::env::var("TSM_MODEL_SEED").ok().and_then(|v| {
         let v = v.trim_start_matches("0x");

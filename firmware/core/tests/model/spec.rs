@@ -986,8 +986,7 @@ impl Model {
                 }
                 if call == PDEV_DISCONNECT {
                     let bound = self.vdevs.values().any(|v| {
-                        v.pdev == a[0]
-                            && !matches!(v.state, VdevState::Unlocked | VdevState::Error)
+                        v.pdev == a[0] && !matches!(v.state, VdevState::Unlocked | VdevState::Error)
                     });
                     if bound {
                         return Err(st(InUse, ObjectKind::Vdev as u8).into());
