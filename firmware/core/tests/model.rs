@@ -2988,6 +2988,50 @@ impl<'h> World<'h> {
         }
     }
 
+    /// The host's system calls (VERSION, FEATURES, CONSOLE_WRITE, and HOST_CPU_START, always
+    /// refused: a started CPU would stay started for the machine's next sequence, which its
+    /// fresh model could not know), drawn from their own stream so the sequence's own draws
+    /// stay what they were (the seeds in REGRESSIONS replay).
+    fn system_calls(&mut self, seed: u64) {
+        let main = std::mem::replace(&mut self.rng, Rng(seed ^ 0x5157_c411));
+        for _ in 0..self.rng.below(4) {
+            let buf = self.scratch() + 8 * self.rng.below(G / 8);
+            let (fid, args): (CallId, [u64; 2]) = match self.rng.below(4) {
+                0 => {
+                    let lo = u64::from(tsm_abi::version::LOWEST.to_raw());
+                    let v = self.rng.pick(&[lo, lo + 1, 0, 1 << 32, 0x2_0000]).unwrap();
+                    (VERSION, [v, 0])
+                }
+                1 => (FEATURES, [self.rng.below(11), 0]),
+                2 => {
+                    let len = self.rng.pick(&[0, 1, 16, 512, 513, G]).unwrap();
+                    let at = if self.rng.chance(15) {
+                        self.bad_addr()
+                    } else {
+                        buf
+                    };
+                    (CONSOLE_WRITE, [at, len])
+                }
+                _ => {
+                    let cpu = tsm_core::testing::SIM_CPUS as u64;
+                    match self.rng.below(3) {
+                        0 => (
+                            HOST_CPU_START,
+                            [self.rng.pick(&[cpu, 1 << 40]).unwrap(), buf],
+                        ),
+                        1 => (HOST_CPU_START, [0, buf]),
+                        _ => {
+                            let not_ns = self.rng.pick(&[self.g(0), self.dram_end()]).unwrap();
+                            (HOST_CPU_START, [1 + self.rng.below(cpu - 1), not_ns])
+                        }
+                    }
+                }
+            };
+            self.host_step(fid, &args, Env::None);
+        }
+        self.rng = main;
+    }
+
     /// Carries `obj`'s pending operation honestly to its end (or until it fails).
     fn carry(&mut self, obj: u64) {
         for _ in 0..self.m.spdm_connect + 2 {
@@ -3117,6 +3161,7 @@ fn sequence(h: &Harness, format: AddressMapFormat, seed: u64, steps: u64) -> Sta
     while h.host(EVENT_READ, &[HOST_DOMAIN_EVENTS, buf.0]).is_ok() {}
     let mut w = World::new(h, seed, format);
     w.check();
+    w.system_calls(seed);
     if w.rng.chance(75) {
         w.prelude();
     }
