@@ -330,7 +330,8 @@ impl Machine<'_> {
         }
         let after = self.snapshot();
         let changed = self.changed_granule();
-        let unchanged = after == before && changed.is_none();
+        let same_state = after == before;
+        let unchanged = same_state && changed.is_none();
         let reports_change = matches!(
             status.code,
             StatusCode::NeedsDeviceIo
@@ -340,7 +341,7 @@ impl Machine<'_> {
         );
         if !status.is_success() && !reports_change {
             assert!(
-                before == after,
+                same_state,
                 "{regs:x?} from {origin:?} refused with {status:?} but changed state"
             );
             assert!(
@@ -577,8 +578,20 @@ impl Machine<'_> {
                 input.bytes(len).to_vec()
             }
             _ => {
-                // The guest echoes what G_VDEV_INFO wrote into its own (private) page.
+                // The guest echoes what G_VDEV_INFO wrote into its own (private) page. Only
+                // into a PRIVATE granule: a guest writes nothing else in the clear here (its
+                // shared pages are the host's, stored above), and a store into a table or an
+                // object would be the harness corrupting the TSM's memory, not a guest.
                 let page = pa.granule_base();
+                let private = self
+                    .state
+                    .borrow()
+                    .granules
+                    .iter()
+                    .any(|g| g.0 == page && g.1 == GranuleState::Private);
+                if !private {
+                    return;
+                }
                 let mut info = VdevInfo::new_zeroed();
                 if self.sim.read(page, info.as_mut_bytes()).is_err() {
                     return;
