@@ -11,7 +11,8 @@
 //!   words); the unused argument registers are zero unless the step asks for dirt;
 //! * a guest call from a vCPU granule (or any granule), with the same argument kinds;
 //! * a host store of a parameter block (TVM, PDEV, VDEV params), of raw bytes, or of the
-//!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote);
+//!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote, into a
+//!   PRIVATE granule: a guest's own page);
 //! * a device round trip: the host carries the request in a COMMUNICATE buffer to the device
 //!   model — TDISP in the clear to the TDISP device, SPDM and secured SPDM (a PDEV with
 //!   `PdevFlags::SPDM`) to its SPDM responder — and calls COMMUNICATE with its answer (or with
