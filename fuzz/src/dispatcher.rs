@@ -11,7 +11,8 @@
 //!   words); the unused argument registers are zero unless the step asks for dirt;
 //! * a guest call from a vCPU granule (or any granule), with the same argument kinds;
 //! * a host store of a parameter block (TVM, PDEV, VDEV params), of raw bytes, or of the
-//!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote);
+//!   evidence a guest echoes to accept a device (copied from what G_VDEV_INFO wrote, into a
+//!   PRIVATE granule: a guest's own page);
 //! * a device round trip: the host carries the request in a COMMUNICATE buffer to the device
 //!   model — TDISP in the clear to the TDISP device, SPDM and secured SPDM (a PDEV with
 //!   `PdevFlags::SPDM`) to its SPDM responder — and calls COMMUNICATE with its answer (or with
@@ -330,7 +331,8 @@ impl Machine<'_> {
         }
         let after = self.snapshot();
         let changed = self.changed_granule();
-        let unchanged = after == before && changed.is_none();
+        let same_state = after == before;
+        let unchanged = same_state && changed.is_none();
         let reports_change = matches!(
             status.code,
             StatusCode::NeedsDeviceIo
@@ -340,7 +342,7 @@ impl Machine<'_> {
         );
         if !status.is_success() && !reports_change {
             assert!(
-                before == after,
+                same_state,
                 "{regs:x?} from {origin:?} refused with {status:?} but changed state"
             );
             assert!(
@@ -577,8 +579,20 @@ impl Machine<'_> {
                 input.bytes(len).to_vec()
             }
             _ => {
-                // The guest echoes what G_VDEV_INFO wrote into its own (private) page.
+                // The guest echoes what G_VDEV_INFO wrote into its own (private) page. Only
+                // into a PRIVATE granule: a guest writes nothing else in the clear here (its
+                // shared pages are the host's, stored above), and a store into a table or an
+                // object would be the harness corrupting the TSM's memory, not a guest.
                 let page = pa.granule_base();
+                let private = self
+                    .state
+                    .borrow()
+                    .granules
+                    .iter()
+                    .any(|g| g.0 == page && g.1 == GranuleState::Private);
+                if !private {
+                    return;
+                }
                 let mut info = VdevInfo::new_zeroed();
                 if self.sim.read(page, info.as_mut_bytes()).is_err() {
                     return;

@@ -10,11 +10,12 @@
 //!
 //! [`SpdmMisbehaviour`] knobs break it on purpose: signatures, records, or silence.
 
+mod ecc;
 mod knobs;
 mod measurements;
 mod session;
 
-use p384::ecdsa::{Signature, SigningKey, signature::Signer};
+use p384::ecdsa::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use sha2::{Digest as _, Sha384};
@@ -230,8 +231,7 @@ impl<'c> SpdmDevice<'c> {
     fn sign(&self, context: SigningContext, transcript_hash: &Digest) -> [u8; 96] {
         let mut message = [0u8; signing::SIGNING_PREFIX_SIZE + 48];
         let n = signing::signed_message(&mut message, context, transcript_hash).unwrap_or(0);
-        let sig: Signature = self.key.sign(message.get(..n).unwrap_or_default());
-        sig.to_bytes().into()
+        ecc::sign(&self.key, message.get(..n).unwrap_or_default())
     }
 
     fn random<const N: usize>(&mut self) -> [u8; N] {

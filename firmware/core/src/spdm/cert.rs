@@ -51,8 +51,7 @@
 
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Header, Reader, SliceReader, Tag, TagMode, TagNumber, Tagged};
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{DerSignature, VerifyingKey};
+use p384::ecdsa::{DerSignature, Signature, VerifyingKey};
 use sha2::{Digest, Sha384};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
@@ -350,9 +349,12 @@ pub fn verify_chain(chain: &[u8], trust: &TrustAnchor) -> Result<ChainInfo, Cert
         let signer = issuer_key.unwrap_or(key);
         let signature = DerSignature::try_from(cert.signature)
             .map_err(|_| CertError::Malformed { cert: index })?;
-        signer
-            .verify(cert.tbs, &signature)
-            .map_err(|_| CertError::BadSignature { cert: index })?;
+        // DER that holds no valid (r, s) (zero, or not below the order) verifies nothing.
+        let valid = Signature::try_from(signature)
+            .is_ok_and(|signature| super::ecc::verify(&signer, cert.tbs, &signature));
+        if !valid {
+            return Err(CertError::BadSignature { cert: index });
+        }
         issuer_key = Some(key);
         leaf_key = Some(key);
     }

@@ -36,9 +36,8 @@
 //! caller buffers ([`Evidence`]). The transcripts are kept as bytes (VCA, then the session's
 //! messages) and hashed when needed, so no hash state needs saving between calls.
 
-use p384::ecdsa::signature::Verifier;
+use super::ecc;
 use p384::ecdsa::{Signature, VerifyingKey};
-use p384::elliptic_curve::sec1::ToSec1Point;
 use p384::{PublicKey, SecretKey};
 use tsm_abi::spdm::crypto::{self, Digest, Direction, HandshakeSecrets, RecordError};
 use tsm_abi::spdm::secured::RECORD_OVERHEAD;
@@ -371,7 +370,7 @@ fn verify(key: &[u8], context: SigningContext, transcript_hash: &Digest, sig: &[
     ) else {
         return false;
     };
-    key.verify(message, &sig).is_ok()
+    ecc::verify(&key, message, &sig)
 }
 
 impl Requester {
@@ -864,9 +863,9 @@ impl Requester {
             }
         }
         let secret = secret.ok_or(Failure::Entropy)?;
-        let point = secret.public_key().to_sec1_point(false);
+        let point = ecc::public_point(&secret);
         // Uncompressed SEC1 is 04 ‖ X ‖ Y; ExchangeData is X ‖ Y.
-        let exchange = point.as_bytes().get(1..).ok_or(Failure::Entropy)?;
+        let exchange = point.get(1..).ok_or(Failure::Entropy)?;
         let mut req_session_id = 0u16;
         while req_session_id == 0 || req_session_id == u16::MAX {
             req_session_id = u16::from_le_bytes(random(rng)?);
@@ -944,9 +943,9 @@ impl Requester {
         let peer = PublicKey::from_sec1_bytes(&sec1).map_err(|_| Failure::InvalidExchangeData)?;
         // The TSM's own secret, stored by `send_key_exchange`: it always decodes.
         let secret = SecretKey::from_slice(&self.ephemeral).map_err(|_| Failure::Entropy)?;
-        let shared = secret.diffie_hellman(&peer);
+        let shared = ecc::shared_secret(&secret, &peer);
         let th1 = self.th_hash(prefix(rsp, len.saturating_sub(verify_data.len()))?)?;
-        let hs = HandshakeSecrets::derive(shared.raw_secret_bytes(), &th1);
+        let hs = HandshakeSecrets::derive(&shared, &th1);
         if !crypto::hmac_verify(&crypto::finished_key(&hs.response), &th1, verify_data) {
             return Err(Failure::ResponderVerifyData);
         }

@@ -1,7 +1,6 @@
 //! The responder's session: `KEY_EXCHANGE` (plain), then secured `FINISH`, TDISP,
 //! `KEY_UPDATE` and `END_SESSION` (DSP0274 1.2 §"Session", DSP0277).
 
-use p384::elliptic_curve::sec1::ToSec1Point;
 use p384::{PublicKey, SecretKey};
 use sha2::{Digest as _, Sha384};
 use tsm_abi::spdm::crypto::{self, Digest, Direction, HandshakeSecrets};
@@ -12,7 +11,9 @@ use tsm_abi::spdm::{
     Request, Response, VendorDefined, opaque,
 };
 
-use super::{MAX_MESSAGE, NEGOTIATED, Reply, SpdmDevice, SpdmModelError, encode, encode_error};
+use super::{
+    MAX_MESSAGE, NEGOTIATED, Reply, SpdmDevice, SpdmModelError, ecc, encode, encode_error,
+};
 
 /// Bytes of session transcript kept (`KEY_EXCHANGE` … `FINISH_RSP`).
 const TH_CAPACITY: usize = 1024;
@@ -87,7 +88,7 @@ pub(super) fn key_exchange(
             break s;
         }
     };
-    let point = secret.public_key().to_sec1_point(false);
+    let point = ecc::public_point(&secret);
     let mut rsp_session_id = 0u16;
     while rsp_session_id == 0 || rsp_session_id == u16::MAX {
         rsp_session_id = u16::from_le_bytes(dev.random());
@@ -104,7 +105,7 @@ pub(super) fn key_exchange(
             mut_auth_requested: 0,
             req_slot_id: 0,
             random: dev.random(),
-            exchange: point.as_bytes().get(1..).unwrap_or_default(),
+            exchange: point.get(1..).unwrap_or_default(),
             measurement_summary: None,
             opaque: opaque_data.get(..opaque_len).unwrap_or_default(),
             signature: &zeros,
@@ -136,8 +137,8 @@ pub(super) fn key_exchange(
         .ok_or(SpdmModelError::ResponseBufferTooSmall)?
         .copy_from_slice(&sig);
     let th1 = session.th_hash(dev.vca(), &ct, out.get(..len - 48).unwrap_or_default());
-    let shared = secret.diffie_hellman(&peer);
-    let hs = HandshakeSecrets::derive(shared.raw_secret_bytes(), &th1);
+    let shared = ecc::shared_secret(&secret, &peer);
+    let hs = HandshakeSecrets::derive(&shared, &th1);
     let verify_data = crypto::hmac(&crypto::finished_key(&hs.response), &th1);
     out.get_mut(len - 48..len)
         .ok_or(SpdmModelError::ResponseBufferTooSmall)?

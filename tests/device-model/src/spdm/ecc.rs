@@ -1,0 +1,164 @@
+//! The responder's P-384 operations: signing, its ephemeral public point, ECDH.
+//!
+//! In one place so that a build with feature `crypto-memo` (the dispatcher fuzzer's: it builds
+//! a fresh responder with the same identity key and a seeded generator every execution, so the
+//! same signatures, points and shared secrets come back again and again, at about a million
+//! instructions each) can remember each result for the rest of the process. Each is a
+//! deterministic function of what it is keyed by: ECDSA signing (RFC 6979 nonces, no added
+//! randomness; `Signer::sign` is `sign_prehash` of the message's SHA-384) of the key and the
+//! digest, the public point of the scalar, the shared secret of the scalar and the peer's
+//! point. So a remembered result is the computed one, and nothing that uses the model checks
+//! less.
+
+use p384::ecdsa::signature::hazmat::PrehashSigner;
+use p384::ecdsa::{Signature, SigningKey};
+use p384::elliptic_curve::sec1::ToSec1Point;
+use p384::{PublicKey, SecretKey};
+use sha2::{Digest as _, Sha384};
+
+/// `key`'s signature over `message`, as `r ‖ s` (all zero in the one case `sign_prehash`
+/// refuses, a digest shorter than half the field, which a SHA-384 digest never is).
+pub(super) fn sign(key: &SigningKey, message: &[u8]) -> [u8; 96] {
+    let digest = Sha384::digest(message);
+    let inputs = |put: &mut dyn FnMut(&[u8])| {
+        put(&key.to_bytes());
+        put(&digest);
+    };
+    memo::cached(Op::Sign, inputs, || {
+        let sig: Result<Signature, _> = key.sign_prehash(&digest);
+        sig.map_or([0; 96], |sig| sig.to_bytes().into())
+    })
+}
+
+/// `secret`'s public point, uncompressed SEC1 (`04 ‖ x ‖ y`; a secret key's point is never
+/// the identity, the one point with a shorter encoding).
+pub(super) fn public_point(secret: &SecretKey) -> [u8; 97] {
+    let inputs = |put: &mut dyn FnMut(&[u8])| put(&secret.to_bytes());
+    memo::cached(Op::PublicPoint, inputs, || {
+        let point = secret.public_key().to_sec1_point(false);
+        point.as_bytes().try_into().unwrap_or([0; 97])
+    })
+}
+
+/// The ECDH shared secret (x coordinate) of `secret` and `peer`.
+pub(super) fn shared_secret(secret: &SecretKey, peer: &PublicKey) -> [u8; 48] {
+    let inputs = |put: &mut dyn FnMut(&[u8])| {
+        put(&secret.to_bytes());
+        put(peer.to_sec1_point(false).as_bytes());
+    };
+    memo::cached(Op::SharedSecret, inputs, || {
+        (*secret.diffie_hellman(peer).raw_secret_bytes()).into()
+    })
+}
+
+/// Which operation a result is of (part of the memo's key: the same bytes mean different
+/// things to each).
+enum Op {
+    Sign,
+    PublicPoint,
+    SharedSecret,
+}
+
+/// Without `crypto-memo`: every result computed, the inputs never encoded.
+#[cfg(not(feature = "crypto-memo"))]
+mod memo {
+    use super::Op;
+
+    pub fn cached<const N: usize>(
+        _op: Op,
+        _inputs: impl FnOnce(&mut dyn FnMut(&[u8])),
+        compute: impl FnOnce() -> [u8; N],
+    ) -> [u8; N] {
+        compute()
+    }
+}
+
+/// With `crypto-memo`: results remembered per process, keyed by the operation and every input
+/// byte. Bounded: when full it starts again empty.
+#[cfg(feature = "crypto-memo")]
+mod memo {
+    extern crate std;
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    use std::vec::Vec;
+
+    use super::Op;
+
+    const MAX_ENTRIES: usize = 1 << 16;
+
+    static MEMO: LazyLock<Mutex<HashMap<Vec<u8>, Vec<u8>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+
+    pub fn cached<const N: usize>(
+        op: Op,
+        inputs: impl FnOnce(&mut dyn FnMut(&[u8])),
+        compute: impl FnOnce() -> [u8; N],
+    ) -> [u8; N] {
+        let mut key = Vec::with_capacity(256);
+        key.push(op as u8);
+        // Length-prefixed, so two splits of the same bytes are different keys.
+        inputs(&mut |input| {
+            key.extend_from_slice(&(input.len() as u64).to_le_bytes());
+            key.extend_from_slice(input);
+        });
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = memo
+            .get(&key)
+            .and_then(|v| <[u8; N]>::try_from(v.as_slice()).ok())
+        {
+            return hit;
+        }
+        let value = compute();
+        if memo.len() >= MAX_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key, value.to_vec());
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p384::ecdsa::signature::{Signer, Verifier};
+    use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+
+    use super::*;
+
+    #[test]
+    fn sign_is_the_signers_signature_for_each_key_and_message() {
+        let a = SigningKey::from_slice(&[3; 48]).unwrap();
+        let b = SigningKey::from_slice(&[4; 48]).unwrap();
+        for _ in 0..2 {
+            for key in [&a, &b] {
+                for message in [&b"one"[..], b"two"] {
+                    let expected: Signature = key.sign(message);
+                    let got = sign(key, message);
+                    assert_eq!(got, <[u8; 96]>::from(expected.to_bytes()));
+                    let sig = Signature::from_slice(&got).unwrap();
+                    assert!(VerifyingKey::from(key).verify(message, &sig).is_ok());
+                }
+            }
+        }
+        assert_ne!(sign(&a, b"one"), sign(&b, b"one"));
+        assert_ne!(sign(&a, b"one"), sign(&a, b"two"));
+    }
+
+    #[test]
+    fn points_and_shared_secrets_are_p384s() {
+        let a = SecretKey::from_slice(&[5; 48]).unwrap();
+        let b = SecretKey::from_slice(&[6; 48]).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                &public_point(&a)[..],
+                a.public_key().to_sec1_point(false).as_bytes()
+            );
+            let ab = shared_secret(&a, &b.public_key());
+            assert_eq!(
+                &ab[..],
+                &a.diffie_hellman(&b.public_key()).raw_secret_bytes()[..]
+            );
+            assert_eq!(ab, shared_secret(&b, &a.public_key()));
+            assert_ne!(ab, shared_secret(&a, &a.public_key()));
+        }
+    }
+}
