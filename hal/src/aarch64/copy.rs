@@ -244,7 +244,8 @@ unsafe fn copy_shifted(dst: *mut u8, src: *const u8, len: usize) {
 }
 
 /// Zeroes `len` bytes at `dst`: 64-byte aligned blocks with one `st1` of four zeroed vector
-/// registers each, stores elsewhere.
+/// registers each (saved and restored around the loop: they are the running context's),
+/// stores elsewhere.
 ///
 /// Not `DC ZVA`: QEMU's `max` CPU has 64-byte ZVA blocks, so a granule took 64 `DC ZVA`s and as
 /// many address updates and loop tests (321 instructions per scrub under icount, profiled),
@@ -289,9 +290,13 @@ unsafe fn zero_blocks(start: usize, len: usize) {
     // SAFETY: writes exactly `[start, start + len)`, which the caller owns: `n` counts the bytes
     // left, each `st1` writes the 64 at `p` and advances it, the 512-byte loop runs only while
     // 512 are left and the 64-byte loop while any are (a multiple of 64, so it ends at zero).
-    // v0..v3 are declared clobbered.
+    // v0..v3 hold the running context's values (the TSM is soft-float: `fp`), so the asm
+    // keeps them in 64 bytes below SP and puts them back before it ends.
     unsafe {
         asm!(
+            ".arch_extension simd",
+            "stp q0, q1, [sp, #-64]!",
+            "stp q2, q3, [sp, #32]",
             "movi v0.2d, #0",
             "movi v1.2d, #0",
             "movi v2.2d, #0",
@@ -317,13 +322,10 @@ unsafe fn zero_blocks(start: usize, len: usize) {
             "subs {n}, {n}, #64",
             "b.ne 4b",
             "5:",
+            "ldp q2, q3, [sp, #32]",
+            "ldp q0, q1, [sp], #64",
             p = inout(reg) start => _,
             n = inout(reg) len => _,
-            out("v0") _,
-            out("v1") _,
-            out("v2") _,
-            out("v3") _,
-            options(nostack),
         )
     };
 }
