@@ -361,6 +361,8 @@ pub struct Vmcb {
     pa: u64,
     /// The nested-table generation this VMCB last ran with; `None`: flush on every VMRUN.
     generation: Option<u64>,
+    /// The owning CPU's page for the TSM's `vmsave` state (found once here, not per VMRUN).
+    tsm_state: u64,
 }
 
 /// A segment register as the VMCB holds it.
@@ -380,6 +382,7 @@ impl Vmcb {
         Some(Vmcb {
             pa: pages + offset_of!(CpuPages, host_vmcb) as u64,
             generation: Some(u64::MAX),
+            tsm_state: pages + offset_of!(CpuPages, tsm_state) as u64,
         })
     }
 
@@ -391,6 +394,7 @@ impl Vmcb {
         Some(Vmcb {
             pa: pages + offset_of!(CpuPages, guest_vmcb) as u64,
             generation: None,
+            tsm_state: pages + offset_of!(CpuPages, tsm_state) as u64,
         })
     }
 
@@ -515,11 +519,7 @@ impl Vmcb {
     }
 
     /// Runs the guest until its next #VMEXIT; returns the exit code.
-    pub fn run(&mut self, gprs: &mut Gprs, cpu: usize) -> u64 {
-        let Some(pages) = cpu_pages(cpu) else {
-            return exit::INVALID;
-        };
-        let tsm_state = pages + offset_of!(CpuPages, tsm_state) as u64;
+    pub fn run(&mut self, gprs: &mut Gprs) -> u64 {
         // SAFETY: `clgi` holds off NMIs until VMRUN (the shootdown protocol, `prepare_tlb`).
         unsafe { core::arch::asm!("clgi", options(nomem, nostack, preserves_flags)) };
         self.prepare_tlb();
@@ -528,7 +528,7 @@ impl Vmcb {
         // which maps no TSM memory), `gprs` (ours, exclusively borrowed) and this CPU's
         // state-save page; it returns on the #VMEXIT with the TSM's registers, stack and
         // `vmsave` state restored and GIF set again.
-        unsafe { svm_run(self.pa, gprs, tsm_state) };
+        unsafe { svm_run(self.pa, gprs, self.tsm_state) };
         self.write64(vmcb::EVENT_INJ, 0);
         self.read64(vmcb::EXIT_CODE)
     }
