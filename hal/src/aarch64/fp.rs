@@ -18,7 +18,7 @@ compile_error!(
      values in the FP/SIMD registers, which hold the host's state while the TSM runs (fp.rs)"
 );
 
-use core::mem::offset_of;
+use core::mem::{MaybeUninit, offset_of};
 
 /// q0..q31, FPSR and FPCR.
 #[repr(C, align(16))]
@@ -100,6 +100,18 @@ unsafe extern "C" {
 }
 
 impl FpRegs {
+    /// The registers as they are now, saved into `slot` (the host's, around a vCPU's run: no
+    /// zeroing of 528 bytes first, and no move of them out of a constructor).
+    pub(crate) fn save_into(slot: &mut MaybeUninit<FpRegs>) -> &FpRegs {
+        // SAFETY: `__fp_save` writes all 528 bytes of the slot (exclusively borrowed, 16-byte
+        // aligned: every field, q0..q31, FPSR, FPCR), so it is initialised afterwards, and any
+        // bit pattern is a valid `FpRegs` (plain integers); as in `save` otherwise.
+        unsafe {
+            __fp_save(slot.as_mut_ptr());
+            slot.assume_init_ref()
+        }
+    }
+
     /// The registers as they are now.
     pub(crate) fn save(&mut self) {
         // SAFETY: stores 528 bytes into `self` (exclusively borrowed, 16-byte aligned, the

@@ -14,7 +14,7 @@
 //! trapped, interrupts to EL2, HCR_EL2.DC: its stage 1 is off and its accesses are Normal
 //! write-back), so GPA = IPA.
 
-use core::mem::size_of;
+use core::mem::{MaybeUninit, size_of};
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 
@@ -82,8 +82,8 @@ impl GuestCpu for QemuVirt {
         let host_el1 = El1State::save();
         let host_mdcr = read_sysreg!("mdcr_el2");
         // The host's FP/SIMD registers, live since its last exit (the TSM never touches them).
-        let mut host_fp = FpRegs::default();
-        host_fp.save();
+        let mut host_fp_slot = MaybeUninit::uninit();
+        let host_fp = FpRegs::save_into(&mut host_fp_slot);
         // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
         // CPU, under its own EL1 state, FP/SIMD registers (the host's are saved above) and its
         // TVM's stage 2 (root is that TVM's root table, alive while the core keeps the vCPU
