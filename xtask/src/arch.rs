@@ -26,6 +26,18 @@ impl Arch {
         }
     }
 
+    /// The target the TSM image itself is built for. aarch64's soft-float target: the TSM's
+    /// code then never touches the FP/SIMD registers, so they stay the host's while the TSM
+    /// runs and no call saves or restores them (hal/src/aarch64/fp.rs: only a vCPU's run swaps
+    /// them); the payloads keep the hard-float target. x86_64-unknown-none is soft-float
+    /// already.
+    pub fn tsm_triple(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64-unknown-none-softfloat",
+            Arch::X86_64 => "x86_64-unknown-none",
+        }
+    }
+
     pub fn qemu(self) -> &'static str {
         match self {
             Arch::Aarch64 => "qemu-system-aarch64",

@@ -25,26 +25,39 @@ pub fn build(
     release: bool,
     variant: Variant,
 ) -> Result<Images, String> {
+    // The TSM image and the host payload in one build where they share a target; on aarch64
+    // the image's target is the soft-float one (`Arch::tsm_triple`), so two.
     let mut cmd = ws.cargo();
     cmd.args(["build", "-p", "tsm-firmware"]);
-    // The host payload does not depend on the variant: built with the normal image only. It
-    // embeds the guest payload, built first (docs/design.md "Guests").
-    let mut guest_elf = None;
-    if variant == Variant::Normal {
-        cmd.args(["-p", "tsm-host-payload"]);
-        let (bin, elf) = build_guest(ws, arch)?;
-        cmd.env("TSM_GUEST_BIN", bin);
-        guest_elf = Some(elf);
-    }
     for feature in variant.features() {
         cmd.args(["--features", &format!("tsm-firmware/{feature}")]);
     }
-    cmd.args(["--target", arch.triple()]);
-    if release {
-        cmd.arg("--release");
+    cmd.args(["--target", arch.tsm_triple()]);
+    // The host payload does not depend on the variant: built with the normal image only. It
+    // embeds the guest payload, built first (docs/design.md "Guests").
+    let mut guest_elf = None;
+    let mut payload = None;
+    if variant == Variant::Normal {
+        let (bin, elf) = build_guest(ws, arch)?;
+        guest_elf = Some(elf);
+        if arch.tsm_triple() == arch.triple() {
+            cmd.args(["-p", "tsm-host-payload"]);
+            cmd.env("TSM_GUEST_BIN", bin);
+        } else {
+            let mut host = ws.cargo();
+            host.args(["build", "-p", "tsm-host-payload", "--target", arch.triple()]);
+            host.env("TSM_GUEST_BIN", bin);
+            payload = Some(host);
+        }
     }
-    run_shown(&mut cmd, &format!("building the {} images", arch.name()))?;
+    for c in core::iter::once(&mut cmd).chain(payload.as_mut()) {
+        if release {
+            c.arg("--release");
+        }
+        run_shown(c, &format!("building the {} images", arch.name()))?;
+    }
 
+    let tsm_out = ws.target_dir.join(arch.tsm_triple()).join(profile(release));
     let out = ws.target_dir.join(arch.triple()).join(profile(release));
     let keep = ws
         .xtask_dir()
@@ -52,7 +65,7 @@ pub fn build(
         .join(arch.triple())
         .join(profile(release));
     let tsm = keep.join(variant.dir_name()).join("tsm");
-    copy(&out.join("tsm"), &tsm)?;
+    copy(&tsm_out.join("tsm"), &tsm)?;
     let host = keep.join("tsm-host");
     if variant == Variant::Normal {
         copy(&out.join("tsm-host"), &host)?;

@@ -342,15 +342,17 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
         Cmd::Build(args) => {
             for arch in args.arch.arches() {
                 images::build(&ws, arch, args.release, Variant::Normal)?;
-                let out = ws
-                    .target_dir
-                    .join(arch.triple())
-                    .join(images::profile(args.release));
+                let path = |triple: &str, bin: &str| {
+                    ws.target_dir
+                        .join(triple)
+                        .join(images::profile(args.release))
+                        .join(bin)
+                };
                 println!(
                     "{}: {} and {}",
                     arch.name(),
-                    out.join("tsm").display(),
-                    out.join("tsm-host").display()
+                    path(arch.tsm_triple(), "tsm").display(),
+                    path(arch.triple(), "tsm-host").display()
                 );
             }
             Ok(true)

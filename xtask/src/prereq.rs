@@ -35,7 +35,12 @@ pub fn ensure(ws: &Workspace, needs: Needs, verbose: bool) -> Result<(), String>
     let targets = targets.map_err(|_| "the rustup query thread panicked")??;
     let components = components?;
 
-    let wanted_targets: Vec<&str> = Arch::ALL.iter().map(|a| a.triple()).collect();
+    let mut wanted_targets: Vec<&str> = Arch::ALL
+        .iter()
+        .flat_map(|a| [a.triple(), a.tsm_triple()])
+        .collect();
+    wanted_targets.sort_unstable();
+    wanted_targets.dedup();
     let missing = missing_targets(&wanted_targets, &targets);
     if !missing.is_empty() {
         rustup_add(&rustup, &ws.toolchain, "target", &missing)?;

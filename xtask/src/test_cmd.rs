@@ -198,23 +198,28 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
     clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
     list.push(("clippy", "host", clippy));
     for arch in Arch::ALL {
-        let mut clippy = ws.cargo();
         // tsm-hal too: its arch modules exist only on the bare-metal targets, so the host
-        // clippy run never sees them; the payloads are bare-metal only.
-        clippy.args([
-            "clippy",
-            "-p",
-            "tsm-hal",
-            "-p",
-            "tsm-firmware",
-            "-p",
-            "tsm-host-payload",
-            "-p",
-            "tsm-guest-payload",
-        ]);
-        clippy.arg("--target");
-        clippy.args([arch.triple(), "--", "-D", "warnings"]);
-        list.push(("clippy", arch.name(), clippy));
+        // clippy run never sees them; the payloads are bare-metal only. The image's crates on
+        // the image's target, the payloads on theirs (the same on x86_64).
+        let image = ["tsm-hal", "tsm-firmware"];
+        let payloads = ["tsm-host-payload", "tsm-guest-payload"];
+        let runs: Vec<(&str, Vec<&str>)> = if arch.tsm_triple() == arch.triple() {
+            vec![(arch.triple(), [image, payloads].concat())]
+        } else {
+            vec![
+                (arch.tsm_triple(), image.to_vec()),
+                (arch.triple(), payloads.to_vec()),
+            ]
+        };
+        for (triple, crates) in runs {
+            let mut clippy = ws.cargo();
+            clippy.arg("clippy");
+            for c in crates {
+                clippy.args(["-p", c]);
+            }
+            clippy.args(["--target", triple, "--", "-D", "warnings"]);
+            list.push(("clippy", arch.name(), clippy));
+        }
     }
     let mut fmt = ws.cargo();
     fmt.args(["fmt", "--all", "--check"]);

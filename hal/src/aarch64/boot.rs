@@ -34,7 +34,8 @@ core::arch::global_asm!(
     "mrs x9, CurrentEL",
     "cmp x9, #(2 << 2)",
     "b.ne 3f",
-    // FP/SIMD untrapped at EL2 and below (the compiler uses it; the world switch saves it);
+    // FP/SIMD untrapped at EL2 and below (the host's and vCPUs' registers, which the
+    // soft-float TSM leaves alone but for the swap around a vCPU's run and the scrub: `fp`);
     // SVE and SME stay trapped, their state is not switched.
     "mov x9, #0x33ff",
     "msr cptr_el2, x9",

@@ -1,6 +1,7 @@
 //! TVM vCPUs: their saved context and the world switch into them.
 //!
-//! A vCPU's context ([`GuestContext`]: the general/FP frame of `host` plus the EL1 state) lives
+//! A vCPU's context ([`GuestContext`]: the general frame of `host`, the FP/SIMD registers and
+//! the EL1 state) lives
 //! in the context area of its VCPU granule (`tsm_core::run::CONTEXT_OFFSET`), which the core
 //! gives to the CPU that claimed the vCPU for the whole run. [`QemuVirt`]'s
 //! [`GuestCpu::run_guest`] swaps the host's EL1 state and stage 2 for the vCPU's (its TVM's
@@ -8,15 +9,17 @@
 //! to EL2 and hands the decoded trap to the core. A call the core answers is completed in the
 //! frame and the vCPU runs on: only the stage-2 registers go back to the host's while the core
 //! works (TLB maintenance of the host's stage 2 names its VMID through VTTBR_EL2); the EL1
-//! registers and the VMID stay the vCPU's until the core ends the run. The vCPU runs at EL1 under the host's HCR_EL2 (SMC
+//! registers, the FP/SIMD registers (which the soft-float TSM never touches: `fp`) and the VMID
+//! stay the vCPU's until the core ends the run. The vCPU runs at EL1 under the host's HCR_EL2 (SMC
 //! trapped, interrupts to EL2, HCR_EL2.DC: its stage 1 is off and its accesses are Normal
 //! write-back), so GPA = IPA.
 
-use core::mem::size_of;
+use core::mem::{MaybeUninit, size_of};
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 
 use super::el1::El1State;
+use super::fp::FpRegs;
 use super::host::{ExitKind, Frame, switch_to};
 use super::platform::QemuVirt;
 use super::stage2;
@@ -38,6 +41,7 @@ const MDCR_GUEST_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 <<
 #[repr(C, align(16))]
 pub struct GuestContext {
     frame: Frame,
+    fp: FpRegs,
     el1: El1State,
 }
 
@@ -77,11 +81,16 @@ impl GuestCpu for QemuVirt {
         };
         let host_el1 = El1State::save();
         let host_mdcr = read_sysreg!("mdcr_el2");
+        // The host's FP/SIMD registers, live since its last exit (the TSM never touches them).
+        let mut host_fp_slot = MaybeUninit::uninit();
+        let host_fp = FpRegs::save_into(&mut host_fp_slot);
         // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
-        // CPU, under its own EL1 state and its TVM's stage 2 (root is that TVM's root table,
-        // alive while the core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
+        // CPU, under its own EL1 state, FP/SIMD registers (the host's are saved above) and its
+        // TVM's stage 2 (root is that TVM's root table, alive while the core keeps the vCPU
+        // claimed); the MDCR_EL2 traps only add exits.
         unsafe {
             ctx.el1.load();
+            ctx.fp.load();
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
         }
         let out = loop {
@@ -99,19 +108,24 @@ impl GuestCpu for QemuVirt {
                 Handled::Resume(r) => {
                     apply(ctx, r);
                     if let Resume::Start { .. } = r {
-                        // SAFETY: as above: the vCPU's own (fresh) EL1 state.
-                        unsafe { ctx.el1.load() };
+                        // SAFETY: as above: the vCPU's own (fresh) EL1 and FP state.
+                        unsafe {
+                            ctx.el1.load();
+                            ctx.fp.load();
+                        }
                     }
                 }
                 Handled::Leave(t) => break t,
             }
         };
         ctx.el1 = El1State::save();
-        // SAFETY: the vCPU is out; the host's own state goes back before the host runs on this
-        // CPU again.
+        ctx.fp.save();
+        // SAFETY: the vCPU is out and its registers saved; the host's own state goes back
+        // before the host runs on this CPU again.
         unsafe {
             write_sysreg!("mdcr_el2", host_mdcr);
             host_el1.load();
+            host_fp.load();
         }
         super::sysreg::isb();
         self.vmids.lock().release(vmid);
@@ -124,6 +138,7 @@ fn apply(ctx: &mut GuestContext, resume: Resume) {
     match resume {
         Resume::Start { entry, arg0 } => {
             ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]);
+            ctx.fp = FpRegs::default();
             ctx.el1 = El1State {
                 sctlr: SCTLR_EL1_RESET,
                 cpacr: CPACR_FP,

@@ -3,14 +3,17 @@
 //! [`HostContext`]'s [`HostCpu::run`] saves the TSM's callee-saved registers on its stack, loads
 //! the host's registers from the frame and `eret`s to EL1; the next exception from EL1 lands in
 //! the lower-EL vectors (`exception`), which store the host's registers back into the frame and
-//! return from `run` with the vector that was taken. The same frame and switch will carry TVM
-//! vCPUs; what differs per context (EL1 system registers, stage-2) is loaded around it.
+//! return from `run` with the vector that was taken. The same frame and switch carry TVM
+//! vCPUs; what differs per context (EL1 system registers, stage-2, FP/SIMD registers) is
+//! loaded around it. The FP/SIMD registers are not in the frame: the TSM never touches them
+//! (a soft-float image, `fp`), so the switch leaves them to the context that runs.
 
 use core::mem::offset_of;
 
 use tsm_abi::regs::{CallRegs, CallResult};
 
 use super::el1::El1State;
+use super::fp::FpRegs;
 use super::syndrome::{self, AbortIss, Ec};
 use super::sysreg::isb;
 use crate::platform::MemRange;
@@ -40,12 +43,6 @@ pub struct Frame {
     pub far: u64,
     /// HPFAR_EL2 of the last exit.
     pub hpfar: u64,
-    /// FP status.
-    pub fpsr: u64,
-    /// FP control.
-    pub fpcr: u64,
-    /// q0..q31.
-    pub v: [u128; 32],
 }
 
 // The switch code addresses the frame with immediate offsets; pin them here.
@@ -56,9 +53,6 @@ const _: () = {
     assert!(offset_of!(Frame, esr) == 264);
     assert!(offset_of!(Frame, far) == 272);
     assert!(offset_of!(Frame, hpfar) == 280);
-    assert!(offset_of!(Frame, fpsr) == 288);
-    assert!(offset_of!(Frame, fpcr) == 296);
-    assert!(offset_of!(Frame, v) == 304);
 };
 
 core::arch::global_asm!(
@@ -66,41 +60,19 @@ core::arch::global_asm!(
     // u64 __host_run(Frame *frame): runs the context until its next exception to EL2.
     ".global __host_run",
     "__host_run:",
+    // Only the general callee-saved registers: d8-d15 hold the context's own values, which
+    // its exit must keep, and the TSM's soft-float code keeps nothing in them (`fp`).
     "stp x29, x30, [sp, #-16]!",
     "stp x27, x28, [sp, #-16]!",
     "stp x25, x26, [sp, #-16]!",
     "stp x23, x24, [sp, #-16]!",
     "stp x21, x22, [sp, #-16]!",
     "stp x19, x20, [sp, #-16]!",
-    "stp d14, d15, [sp, #-16]!",
-    "stp d12, d13, [sp, #-16]!",
-    "stp d10, d11, [sp, #-16]!",
-    "stp d8, d9, [sp, #-16]!",
     // The exit path finds the frame here.
     "msr tpidr_el2, x0",
     "ldp x1, x2, [x0, #248]",
     "msr elr_el2, x1",
     "msr spsr_el2, x2",
-    "ldp x1, x2, [x0, #288]",
-    "msr fpsr, x1",
-    "msr fpcr, x2",
-    "add x1, x0, #304",
-    "ldp q0, q1, [x1], #32",
-    "ldp q2, q3, [x1], #32",
-    "ldp q4, q5, [x1], #32",
-    "ldp q6, q7, [x1], #32",
-    "ldp q8, q9, [x1], #32",
-    "ldp q10, q11, [x1], #32",
-    "ldp q12, q13, [x1], #32",
-    "ldp q14, q15, [x1], #32",
-    "ldp q16, q17, [x1], #32",
-    "ldp q18, q19, [x1], #32",
-    "ldp q20, q21, [x1], #32",
-    "ldp q22, q23, [x1], #32",
-    "ldp q24, q25, [x1], #32",
-    "ldp q26, q27, [x1], #32",
-    "ldp q28, q29, [x1], #32",
-    "ldp q30, q31, [x1], #32",
     "ldp x2, x3, [x0, #16]",
     "ldp x4, x5, [x0, #32]",
     "ldp x6, x7, [x0, #48]",
@@ -151,33 +123,7 @@ core::arch::global_asm!(
     "stp x2, x3, [x0, #264]",
     "mrs x2, hpfar_el2",
     "str x2, [x0, #280]",
-    "mrs x2, fpsr",
-    "mrs x3, fpcr",
-    "stp x2, x3, [x0, #288]",
-    "add x2, x0, #304",
-    "stp q0, q1, [x2], #32",
-    "stp q2, q3, [x2], #32",
-    "stp q4, q5, [x2], #32",
-    "stp q6, q7, [x2], #32",
-    "stp q8, q9, [x2], #32",
-    "stp q10, q11, [x2], #32",
-    "stp q12, q13, [x2], #32",
-    "stp q14, q15, [x2], #32",
-    "stp q16, q17, [x2], #32",
-    "stp q18, q19, [x2], #32",
-    "stp q20, q21, [x2], #32",
-    "stp q22, q23, [x2], #32",
-    "stp q24, q25, [x2], #32",
-    "stp q26, q27, [x2], #32",
-    "stp q28, q29, [x2], #32",
-    "stp q30, q31, [x2], #32",
-    // The TSM runs with the default FP control (round to nearest, no traps).
-    "msr fpcr, xzr",
     "mov x0, x1",
-    "ldp d8, d9, [sp], #16",
-    "ldp d10, d11, [sp], #16",
-    "ldp d12, d13, [sp], #16",
-    "ldp d14, d15, [sp], #16",
     "ldp x19, x20, [sp], #16",
     "ldp x21, x22, [sp], #16",
     "ldp x23, x24, [sp], #16",
@@ -247,9 +193,6 @@ impl Frame {
             esr: 0,
             far: 0,
             hpfar: 0,
-            fpsr: 0,
-            fpcr: 0,
-            v: [0; 32],
         }
     }
 
@@ -393,7 +336,8 @@ impl HostCpu for HostContext {
     /// PSCI CPU_ON's entry state: EL1h at `entry`, D, A, I, F masked, x0 = `arg` (the context
     /// ID), every other register 0, and the EL1 system registers as after reset: SCTLR_EL1
     /// with the MMU and caches off, the timers off, no vector base. Nothing is left of the
-    /// host session that ran on this CPU before a CPU_OFF, in its TLB either.
+    /// host session that ran on this CPU before a CPU_OFF, in its TLB or its FP/SIMD
+    /// registers either.
     fn start(&mut self, entry: u64, arg: u64) {
         self.frame = Frame::entry(entry, [arg, 0, 0]);
         let el1 = El1State {
@@ -405,6 +349,7 @@ impl HostCpu for HostContext {
         // the host's VMID: the TLBI drops this CPU's stage-1 entries of the host only).
         unsafe {
             el1.load();
+            FpRegs::default().load();
             core::arch::asm!("tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags));
         }
         isb();

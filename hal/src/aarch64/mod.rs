@@ -4,6 +4,8 @@
 //! - [`boot`]: the entry point, the boot sequence and the [`Boot`] hand-off to the image;
 //! - [`host`]: the host's saved-register frame and the world switch ([`HostContext`], the
 //!   [`crate::platform::run::HostCpu`] of each CPU);
+//! - `fp`: the FP/SIMD registers, which the soft-float TSM leaves to the running context and
+//!   only a vCPU's run swaps;
 //! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
 //!   ([`QemuVirt`] as the [`crate::platform::run::GuestCpu`]), under per-TVM VMIDs;
 //! - [`stage2`]: the host's stage-2 translation (its DMA domain's root too) and the granule
@@ -18,6 +20,7 @@
 mod copy;
 mod el1;
 mod exception;
+mod fp;
 mod layout;
 mod memmap;
 mod mmu;

@@ -385,15 +385,24 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         );
         super::exit(ExitCode::Failure)
     };
+    // SVM pages for the CPUs that will run the TSM: as many as the MADT lists (the secondary
+    // CPUs' start waits for no more), all `percpu::MAX_CPUS` without one.
+    let cpus = info.madt_cpus.map_or(percpu::MAX_CPUS, |n| {
+        (n as usize).clamp(1, percpu::MAX_CPUS)
+    });
+    let cpu_pages_bytes = svm::CPU_PAGES_BYTES * cpus as u64;
     // SAFETY: once, on the boot CPU, before anything uses the memory after the static
     // carve-out (the secondary CPUs are not started yet).
-    let carved = match unsafe { layout::carve(&l, &info.dram, pool_pages, iommu_pages) } {
+    let carved = match unsafe {
+        layout::carve(&l, &info.dram, pool_pages, iommu_pages, cpu_pages_bytes)
+    } {
         Ok(c) => c,
         Err(e) => {
             defmt::error!(
-                "boot: the carve-out cannot hold the granule descriptors, {=u64} page tables and {=u64} VT-d tables for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
+                "boot: the carve-out cannot hold the granule descriptors, {=u64} page tables, {=u64} VT-d tables and {=usize} CPUs' SVM pages for DRAM {=u64:#x}+{=u64:#x}: {=u64} bytes needed, {=u64} free below {=u64:#x}",
                 pool_pages,
                 iommu_pages,
+                cpus,
                 info.dram.base.0,
                 info.dram.size,
                 e.needed,
@@ -405,6 +414,10 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     };
     info.tsm = carved.tsm;
     info.granule_descriptors = carved.descriptors;
+    // SAFETY: the carve zeroed this TSM memory (identity-mapped once `paging::init` below
+    // loads the TSM's tables, which map the whole of `info.tsm`; nothing uses the pages
+    // before then: SVM is enabled in `cpu_setup`), and nothing else is given it.
+    unsafe { svm::set_cpu_pages(carved.cpu_pages.base.0, cpus) };
     if let Err(e) = paging::init(info.dram, info.tsm, carved.pt_pool, &l, mmio.entries()) {
         defmt::error!(
             "boot: page tables for DRAM {=u64:#x}+{=u64:#x} failed: {}",

@@ -142,7 +142,7 @@ pub enum Stop {
 /// Runs the guest of `v` on CPU `cpu` until it makes a call or an exit the caller handles.
 pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
     loop {
-        match v.run(g, cpu) {
+        match v.run(g) {
             exit::VMMCALL => {
                 v.skip(LEN_VMMCALL);
                 return Stop::Call(CallRegs {

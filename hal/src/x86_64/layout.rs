@@ -1,6 +1,6 @@
 //! The TSM image's layout, from the symbols `link/x86_64-tsm.ld` defines, and the part of the
-//! carve-out boot sizes from DRAM: the core's granule descriptors, the page-table pool and the
-//! VT-d tables.
+//! carve-out boot sizes from DRAM: the core's granule descriptors, the page-table pool, the
+//! VT-d tables and the SVM pages of the CPUs the MADT lists.
 //!
 //! The linker lays out the image and the static carve-out (boot tables, stacks); boot carves
 //! the rest right after it, up to `__tsm_limit` (the host boot-parameters page), so the TSM's
@@ -131,6 +131,8 @@ pub struct CarveOut {
     pub pt_pool: MemRange,
     /// The VT-d tables' pool (granule-aligned, not zeroed; empty without VT-d).
     pub iommu_pool: MemRange,
+    /// The CPUs' SVM pages (`svm::CPU_PAGES_BYTES` each, granule-aligned, zeroed).
+    pub cpu_pages: MemRange,
 }
 
 /// Why the carve-out cannot hold what `dram` needs.
@@ -142,8 +144,8 @@ pub struct CarveOutTooSmall {
     pub available: u64,
 }
 
-/// Carves one descriptor per granule of `dram`, `pool_pages` page tables and `iommu_pages` VT-d
-/// tables after the static carve-out.
+/// Carves one descriptor per granule of `dram`, `pool_pages` page tables, `iommu_pages` VT-d
+/// tables and `cpu_pages_bytes` of SVM pages after the static carve-out.
 ///
 /// # Safety
 /// Called once, on the boot CPU, before anything else uses the memory after the static
@@ -153,6 +155,7 @@ pub unsafe fn carve(
     dram: &MemRange,
     pool_pages: u64,
     iommu_pages: u64,
+    cpu_pages_bytes: u64,
 ) -> Result<CarveOut, CarveOutTooSmall> {
     let start = l.image.base.0 + l.image.size;
     let end = l.limit.min(dram.base.0.saturating_add(dram.size));
@@ -162,12 +165,14 @@ pub unsafe fn carve(
         .checked_mul(core::mem::size_of::<AtomicU16>() as u64)
         .and_then(|d| d.checked_next_multiple_of(GRANULE_SIZE))
         .zip(pool_pages.checked_mul(GRANULE_SIZE))
-        .zip(iommu_pages.checked_mul(GRANULE_SIZE));
+        .zip(iommu_pages.checked_mul(GRANULE_SIZE))
+        .zip(cpu_pages_bytes.checked_next_multiple_of(GRANULE_SIZE));
     let too_small = |needed| CarveOutTooSmall { needed, available };
-    let ((desc_bytes, pool_bytes), iommu_bytes) = sizes.ok_or(too_small(u64::MAX))?;
+    let (((desc_bytes, pool_bytes), iommu_bytes), cpu_bytes) = sizes.ok_or(too_small(u64::MAX))?;
     let needed = desc_bytes
         .saturating_add(pool_bytes)
-        .saturating_add(iommu_bytes);
+        .saturating_add(iommu_bytes)
+        .saturating_add(cpu_bytes);
     let n = usize::try_from(granules).map_err(|_| too_small(needed))?;
     if needed > available || !dram.contains(l.image.base, l.image.size) {
         return Err(too_small(needed));
@@ -178,6 +183,9 @@ pub unsafe fn carve(
     unsafe { super::platform::zero(start as *mut u8, desc_bytes as usize) };
     // SAFETY: as above; it is 4 KiB-aligned, and every bit pattern is a valid `AtomicU16`.
     let descriptors = unsafe { core::slice::from_raw_parts(start as *const AtomicU16, n) };
+    let cpu_pages = start + desc_bytes + pool_bytes + iommu_bytes;
+    // SAFETY: as for the descriptors: after them and the pools, below `start + needed`.
+    unsafe { super::platform::zero(cpu_pages as *mut u8, cpu_bytes as usize) };
     Ok(CarveOut {
         tsm: MemRange {
             base: l.image.base,
@@ -191,6 +199,10 @@ pub unsafe fn carve(
         iommu_pool: MemRange {
             base: Pa(start + desc_bytes + pool_bytes),
             size: iommu_bytes,
+        },
+        cpu_pages: MemRange {
+            base: Pa(cpu_pages),
+            size: cpu_bytes,
         },
     })
 }

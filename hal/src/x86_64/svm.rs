@@ -6,8 +6,10 @@
 //! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave` before the guest's
 //! `vmload`, `vmload` after its `vmsave`), the I/O permission map and the MSR permission map
 //! (shared by every CPU, set once by the boot CPU: every port and every MSR intercepted but the
-//! guest-owned MSRs VMRUN/`vmload` switch, see [`init_maps`]). All of it lives in the TSM's BSS,
-//! which no nested table maps.
+//! guest-owned MSRs VMRUN/`vmload` switch, see [`init_maps`]). The maps live in the TSM's BSS;
+//! the per-CPU pages are carved by boot after the static carve-out, for as many CPUs as the
+//! MADT lists ([`set_cpu_pages`]), so a one-CPU machine holds one CPU's 20 KiB, not four. No
+//! nested table maps either.
 //!
 //! [`run`] is the world switch: `clgi`, the TSM's `vmsave`, the guest's `vmload`, its
 //! general-purpose registers, `vmrun`; on the #VMEXIT the reverse, then `stgi`. The TSM runs
@@ -25,8 +27,9 @@ use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use spin::Once;
+
 use super::cpu;
-use super::percpu::MAX_CPUS;
 
 const PAGE: usize = 4096;
 
@@ -181,6 +184,8 @@ pub struct Gprs {
     pub r15: u64,
 }
 
+/// The layout of one CPU's pages in the memory boot carves for them (never built as a Rust
+/// value: its size and field offsets place the pages).
 #[repr(C, align(4096))]
 struct CpuPages {
     /// The host's VMCB on this CPU.
@@ -192,7 +197,7 @@ struct CpuPages {
     /// `VM_HSAVE_PA`.
     hsave: [u8; PAGE],
     /// The host's x87/SSE state while a TVM vCPU runs on this CPU (FXSAVE format).
-    pub host_fpu: FxState,
+    host_fpu: FxState,
 }
 
 /// An x87/SSE register image in the FXSAVE format.
@@ -208,33 +213,51 @@ struct Maps {
     msrpm: [u8; 2 * PAGE],
 }
 
-/// Memory only the CPU and this module touch: the pages are handed to the CPU by physical
-/// (identity) address, and Rust code reaches them only through [`Vmcb`] on the owning CPU or
-/// in [`init_maps`] before any CPU runs a guest.
+/// Memory only the CPU and this module touch: the maps are handed to the CPU by physical
+/// (identity) address, and Rust code writes them only in [`init_maps`] before any CPU runs a
+/// guest.
 struct Shared<T>(UnsafeCell<T>);
-// SAFETY: see the type's doc: each CPU's pages are touched by that CPU only, the maps are
-// written once before any reader exists.
+// SAFETY: see the type's doc: the maps are written once before any reader exists.
 unsafe impl<T> Sync for Shared<T> {}
 
-static CPU_PAGES: [Shared<CpuPages>; MAX_CPUS] = [const {
-    Shared(UnsafeCell::new(CpuPages {
-        host_vmcb: [0; PAGE],
-        guest_vmcb: [0; PAGE],
-        tsm_state: [0; PAGE],
-        hsave: [0; PAGE],
-        host_fpu: FxState([0; 512]),
-    }))
-}; MAX_CPUS];
+/// Bytes of one CPU's pages (four 4 KiB pages and the FXSAVE area, page-aligned).
+pub const CPU_PAGES_BYTES: u64 = size_of::<CpuPages>() as u64;
+
+/// Where boot carved the CPUs' pages: `cpus` blocks of [`CPU_PAGES_BYTES`] from `base`.
+struct CpuPagesArea {
+    base: u64,
+    cpus: usize,
+}
+
+static CPU_PAGES: Once<CpuPagesArea> = Once::new();
+
+/// Hands this module the zeroed memory boot carved for `cpus` CPUs' pages. Only the first call
+/// counts; before it no CPU has SVM pages ([`enable`], [`Vmcb::host`] and [`Vmcb::guest`] find
+/// none).
+///
+/// # Safety
+/// `[base, base + cpus * CPU_PAGES_BYTES)` must be zeroed, 4 KiB-aligned TSM memory,
+/// identity-mapped read-write for ring 0, that no nested table maps and nothing else uses for
+/// as long as the TSM runs.
+pub unsafe fn set_cpu_pages(base: u64, cpus: usize) {
+    CPU_PAGES.call_once(|| CpuPagesArea { base, cpus });
+}
+
+/// The identity address of CPU `cpu`'s pages, `None` for a CPU boot carved none for.
+fn cpu_pages(cpu: usize) -> Option<u64> {
+    let area = CPU_PAGES.get().filter(|a| cpu < a.cpus)?;
+    Some(area.base + cpu as u64 * CPU_PAGES_BYTES)
+}
 
 static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
     iopm: [0; 3 * PAGE],
     msrpm: [0; 2 * PAGE],
 }));
 
-/// CPU `cpu`'s save area for the host's x87/SSE state (`cpu < MAX_CPUS`).
+/// CPU `cpu`'s save area for the host's x87/SSE state (`None` for a CPU without pages).
 pub fn host_fpu(cpu: usize) -> Option<*mut FxState> {
-    let pages = CPU_PAGES.get(cpu)?;
-    Some((pages.0.get() as u64 + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState)
+    let pages = cpu_pages(cpu)?;
+    Some((pages + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState)
 }
 
 /// Bumped after every change to the host's nested table, before the shootdown that follows
@@ -274,12 +297,12 @@ pub fn check() -> Result<(), SvmError> {
 
 /// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area.
 pub fn enable(cpu: usize) {
-    let Some(pages) = CPU_PAGES.get(cpu) else {
+    let Some(pages) = cpu_pages(cpu) else {
         return;
     };
-    let hsave = pages.0.get() as u64 + offset_of!(CpuPages, hsave) as u64;
+    let hsave = pages + offset_of!(CpuPages, hsave) as u64;
     // SAFETY: `check` found SVM enabled; SVME changes nothing the TSM's code relies on, and
-    // the host-save area is this CPU's own 4 KiB-aligned page in the TSM's BSS, which no
+    // the host-save area is this CPU's own 4 KiB-aligned page of TSM memory, which no
     // nested table maps.
     unsafe {
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
@@ -338,6 +361,8 @@ pub struct Vmcb {
     pa: u64,
     /// The nested-table generation this VMCB last ran with; `None`: flush on every VMRUN.
     generation: Option<u64>,
+    /// The owning CPU's page for the TSM's `vmsave` state (found once here, not per VMRUN).
+    tsm_state: u64,
 }
 
 /// A segment register as the VMCB holds it.
@@ -351,22 +376,25 @@ pub struct Segment {
 }
 
 impl Vmcb {
-    /// CPU `cpu`'s host VMCB (`cpu < MAX_CPUS`), zeroed by boot with BSS.
+    /// CPU `cpu`'s host VMCB (`None` for a CPU without pages), zeroed by boot's carve.
     pub fn host(cpu: usize) -> Option<Vmcb> {
-        let pages = CPU_PAGES.get(cpu)?;
+        let pages = cpu_pages(cpu)?;
         Some(Vmcb {
-            pa: pages.0.get() as u64 + offset_of!(CpuPages, host_vmcb) as u64,
+            pa: pages + offset_of!(CpuPages, host_vmcb) as u64,
             generation: Some(u64::MAX),
+            tsm_state: pages + offset_of!(CpuPages, tsm_state) as u64,
         })
     }
 
-    /// CPU `cpu`'s VMCB for TVM vCPUs (`cpu < MAX_CPUS`). Every VMRUN with it flushes the TLB:
-    /// the vCPUs of every TVM share it, and TCG has no flush-by-ASID to be finer with.
+    /// CPU `cpu`'s VMCB for TVM vCPUs (`None` for a CPU without pages). Every VMRUN with it
+    /// flushes the TLB: the vCPUs of every TVM share it, and TCG has no flush-by-ASID to be
+    /// finer with.
     pub fn guest(cpu: usize) -> Option<Vmcb> {
-        let pages = CPU_PAGES.get(cpu)?;
+        let pages = cpu_pages(cpu)?;
         Some(Vmcb {
-            pa: pages.0.get() as u64 + offset_of!(CpuPages, guest_vmcb) as u64,
+            pa: pages + offset_of!(CpuPages, guest_vmcb) as u64,
             generation: None,
+            tsm_state: pages + offset_of!(CpuPages, tsm_state) as u64,
         })
     }
 
@@ -491,11 +519,7 @@ impl Vmcb {
     }
 
     /// Runs the guest until its next #VMEXIT; returns the exit code.
-    pub fn run(&mut self, gprs: &mut Gprs, cpu: usize) -> u64 {
-        let Some(pages) = CPU_PAGES.get(cpu) else {
-            return exit::INVALID;
-        };
-        let tsm_state = pages.0.get() as u64 + offset_of!(CpuPages, tsm_state) as u64;
+    pub fn run(&mut self, gprs: &mut Gprs) -> u64 {
         // SAFETY: `clgi` holds off NMIs until VMRUN (the shootdown protocol, `prepare_tlb`).
         unsafe { core::arch::asm!("clgi", options(nomem, nostack, preserves_flags)) };
         self.prepare_tlb();
@@ -504,7 +528,7 @@ impl Vmcb {
         // which maps no TSM memory), `gprs` (ours, exclusively borrowed) and this CPU's
         // state-save page; it returns on the #VMEXIT with the TSM's registers, stack and
         // `vmsave` state restored and GIF set again.
-        unsafe { svm_run(self.pa, gprs, tsm_state) };
+        unsafe { svm_run(self.pa, gprs, self.tsm_state) };
         self.write64(vmcb::EVENT_INJ, 0);
         self.read64(vmcb::EXIT_CODE)
     }

@@ -282,8 +282,13 @@ fn steps() -> Option<()> {
 }
 
 /// vCPU 0: a DENIED_CALL exit for its host call, then G_EXIT with the code that proves both of
-/// its calls went as they must; then it cannot run again.
+/// its calls went as they must; then it cannot run again. On aarch64 both runs are made with the
+/// host's own values in every FP/SIMD register, which must come back unchanged, while the
+/// guest program checks it saw none of them and kept its own (`crate::arch`'s program).
 fn guest_calls(vcpu: Pa) -> Option<()> {
+    #[cfg(target_arch = "aarch64")]
+    let t = &mut FpKeepingGate { all_kept: true };
+    #[cfg(not(target_arch = "aarch64"))]
     let t = &mut Gate;
     let record = exit_record(0);
     let reason = ok("VCPU_RUN 0", host::vcpu_run(t, vcpu, record))?;
@@ -313,7 +318,28 @@ fn guest_calls(vcpu: Pa) -> Option<()> {
         defmt::error!("vCPU 0 ran again after G_EXIT");
         return None;
     }
+    #[cfg(target_arch = "aarch64")]
+    if !t.all_kept {
+        defmt::error!("vCPU 0's runs changed the host's FP/SIMD registers");
+        return None;
+    }
     Some(())
+}
+
+/// The host's gate with the host's own values in every FP/SIMD register across each call
+/// (`crate::arch::call_keeping_fp`); `all_kept` turns false once a call changed them.
+#[cfg(target_arch = "aarch64")]
+struct FpKeepingGate {
+    all_kept: bool,
+}
+
+#[cfg(target_arch = "aarch64")]
+impl Transport for FpKeepingGate {
+    fn call(&mut self, regs: &CallRegs) -> CallResult {
+        let (result, kept) = crate::arch::call_keeping_fp(regs);
+        self.all_kept &= kept;
+        result
+    }
 }
 
 /// A delegated granule is out of the host's reach: its load and store must be blocked. Only
