@@ -172,6 +172,14 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
+/// Reads CR3 (the TSM's own tables while the TSM runs).
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effect.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// Drops every non-global TLB entry of this CPU (reloads CR3).
 pub fn flush_tlb() {
     // SAFETY: writing CR3 back with its own value keeps the same tables and only flushes.

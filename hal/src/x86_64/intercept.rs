@@ -28,7 +28,9 @@
 //!   among them; the host reaches its devices through MMIO (ECAM, BARs);
 //! - INVD (it would drop the TSM's dirty cache lines): done as a no-op, the caches kept;
 //! - NMIs (the TSM's shootdown, taken by its handler once the exit has set GIF again) and
-//!   INIT (which TCG never raises: PLATFORM-FACTS.md): the guest just goes on.
+//!   INIT (which TCG never raises: PLATFORM-FACTS.md): the guest just goes on, unless the
+//!   VMCB came back holding the TSM's own state ([`Vmcb::holds_tsm_state`]): then the exit is
+//!   the caller's, which ends the run rather than run the TSM's state as a guest.
 //!
 //! Every other exit (a nested page fault, a triple fault, an intercepted exception) is the
 //! caller's.
@@ -154,7 +156,12 @@ pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
             exit::MSR => msr(v, g, cpu),
             exit::IOIO => io(v),
             exit::INVD => v.skip(LEN_TWO_BYTE),
-            exit::NMI | exit::INIT => {}
+            code @ (exit::NMI | exit::INIT) => {
+                if v.holds_tsm_state() {
+                    v.report_tsm_state(cpu, code);
+                    return Stop::Exit(code);
+                }
+            }
             exit::VMRUN
             | exit::VMLOAD
             | exit::VMSAVE

@@ -521,7 +521,10 @@ impl Vmcb {
     /// Runs the guest until its next #VMEXIT; returns the exit code.
     pub fn run(&mut self, gprs: &mut Gprs) -> u64 {
         // SAFETY: `clgi` holds off NMIs until VMRUN (the shootdown protocol, `prepare_tlb`).
-        unsafe { core::arch::asm!("clgi", options(nomem, nostack, preserves_flags)) };
+        // Not `nomem`: the asm must also be a compiler barrier, or the generation load of
+        // `prepare_tlb` could be hoisted above it, and a shootdown acknowledged in between
+        // would leave this CPU's next VMRUN without the flush it asked for.
+        unsafe { core::arch::asm!("clgi", options(nostack, preserves_flags)) };
         self.prepare_tlb();
         // SAFETY: `svm_run` takes this VMCB (a page of this module, set up by the caller with
         // the intercepts that keep the guest off the TSM: nested paging on the host's table,
@@ -532,10 +535,38 @@ impl Vmcb {
         self.write64(vmcb::EVENT_INJ, 0);
         self.read64(vmcb::EXIT_CODE)
     }
+
+    /// Whether the state-save area holds the TSM's own state at the instruction after its
+    /// `vmrun` (the TSM's CR3 and that RIP) instead of the guest's: what QEMU's TCG left in
+    /// a host VMCB once in a four-CPU soak under shootdown NMIs (docs/assurance.md, "The
+    /// x86_64 long run"). Running it would run the TSM's state as a guest; the caller ends
+    /// the run instead. A guest can forge the two values, and then only ends its own run.
+    pub fn holds_tsm_state(&self) -> bool {
+        self.read64(vmcb::RIP) == core::ptr::addr_of!(svm_run_resume) as u64
+            && self.read64(vmcb::CR3) == cpu::cr3()
+    }
+
+    /// Logs what the next report of the anomaly [`Vmcb::holds_tsm_state`] detects needs:
+    /// the exit that carried it and whether this CPU's host-save area is where boot put it.
+    pub fn report_tsm_state(&self, cpu: usize, code: u64) {
+        defmt::error!(
+            "CPU {=usize}: VMCB {=u64:#x} holds the TSM's own state after exit {=u64:#x} (EXITINFO1 {=u64:#x}, EXITINTINFO {=u64:#x}); VM_HSAVE_PA {=u64:#x}, rsp {=u64:#x}, rax {=u64:#x}: the guest's state is lost, its run ends",
+            cpu,
+            self.pa,
+            code,
+            self.read64(vmcb::EXIT_INFO1),
+            self.read64(vmcb::EXIT_INT_INFO),
+            cpu::rdmsr(MSR_VM_HSAVE_PA),
+            self.read64(vmcb::RSP),
+            self.read64(vmcb::RAX)
+        );
+    }
 }
 
 unsafe extern "C" {
     fn svm_run(vmcb: u64, gprs: *mut Gprs, tsm_state: u64);
+    /// The instruction after `svm_run`'s `vmrun` (never called: its address is compared).
+    static svm_run_resume: u8;
 }
 
 core::arch::global_asm!(
@@ -571,6 +602,8 @@ core::arch::global_asm!(
     "mov r15, [rsi + {r15}]",
     "mov rsi, [rsi + {rsi}]",
     "vmrun rax",
+    ".global svm_run_resume",
+    "svm_run_resume:",
     // #VMEXIT: rax (the VMCB) and rsp are the TSM's again; [rsp] vmcb, +8 gprs, +16 state.
     "push rsi",
     "mov rsi, [rsp + 16]",
