@@ -8,6 +8,8 @@ mod decode;
 mod fuzz;
 mod gdb;
 mod images;
+mod initramfs;
+mod linux_boot;
 mod linux_packages;
 mod miri;
 mod outcome;
@@ -358,7 +360,7 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
         Cmd::Run(args) => run(&ws, &args),
         Cmd::Test(args) => {
             let scenarios: Vec<&'static Scenario> = if args.scenario.is_empty() {
-                scenarios::SCENARIOS.iter().collect()
+                scenarios::all().collect()
             } else {
                 args.scenario
                     .iter()
@@ -487,6 +489,7 @@ fn run(ws: &Workspace, args: &RunArgs) -> Result<bool, String> {
             gdb_server: false,
             own_process_group: false,
             label: scenario.name,
+            linux: scenario.linux,
         };
         let narrate = scenario.narrated && !args.verbose;
         let report = qemu::run(ws, &spec, None, &mut |line| {

@@ -141,6 +141,13 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
             });
         }
         for &scenario in &opts.scenarios {
+            if scenario.linux && arch == Arch::X86_64 {
+                eprintln!(
+                    "xtask: {} on x86_64: not yet supported (the TSM boots Debian's kernel on aarch64 only, issue 18); not run",
+                    scenario.name
+                );
+                continue;
+            }
             match built.iter().find(|(v, _)| *v == scenario.variant) {
                 Some((_, Ok(images))) => jobs.push(Job {
                     arch,
@@ -292,6 +299,7 @@ fn run_one(ws: &Workspace, job: &Job) -> Row {
         gdb_server: false,
         own_process_group: false,
         label: s.name,
+        linux: s.linux,
     };
     let (result, verdict, wall) = match qemu::run(ws, &spec, None, &mut |_| {}) {
         Ok(report) => {

@@ -77,12 +77,20 @@ impl GuestCpu for QemuVirt {
         };
         let host_el1 = El1State::save();
         let host_mdcr = read_sysreg!("mdcr_el2");
+        // Under a Linux host, which runs with its own HCR_EL2 and SVE untrapped, the vCPU gets
+        // the controls it was designed for (super::boot::HCR_HOST): its interrupts exit to
+        // EL2, DC on, SVE trapped (its state is not switched).
+        let linux = super::linux::is_linux();
         // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
         // CPU, under its own EL1 state and its TVM's stage 2 (root is that TVM's root table,
         // alive while the core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
         unsafe {
             ctx.el1.load();
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
+            if linux {
+                write_sysreg!("hcr_el2", super::boot::HCR_HOST);
+                write_sysreg!("cptr_el2", super::boot::CPTR_TSM);
+            }
         }
         let out = loop {
             // SAFETY: as above.
@@ -111,6 +119,10 @@ impl GuestCpu for QemuVirt {
         // CPU again.
         unsafe {
             write_sysreg!("mdcr_el2", host_mdcr);
+            if linux {
+                write_sysreg!("hcr_el2", super::boot::HCR_LINUX);
+                write_sysreg!("cptr_el2", super::boot::CPTR_LINUX);
+            }
             host_el1.load();
         }
         super::sysreg::isb();

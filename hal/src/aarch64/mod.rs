@@ -19,6 +19,7 @@ mod copy;
 mod el1;
 mod exception;
 mod layout;
+mod linux;
 mod memmap;
 mod mmu;
 mod pl011;
