@@ -18,6 +18,8 @@ const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 echo "UP_MARKER (kernel $(/bin/busybox uname -r))"
+# The kernel logs the fatal signals of processes without a handler (the probe's SIGBUS).
+echo 1 > /proc/sys/debug/exception-trace
 for node in /proc/device-tree/reserved-memory/tsm@*; do
     addr=0x${node##*@}
     echo "tsm-linux: reading TSM memory at $addr through /dev/mem"

@@ -21,7 +21,7 @@ const INITRD_ADDR: u64 = 0x4800_0000;
 /// turns a panic into a reboot, which the TSM refuses, so a panicking kernel ends the run
 /// quickly instead of waiting for the timeout.
 const CMDLINE: &str =
-    "console=ttyAMA1 earlycon=pl011,mmio32,0x9040000 rdinit=/init panic=-1 quiet loglevel=6";
+    "console=ttyAMA1 earlycon=pl011,mmio32,0x9040000 rdinit=/init panic=-1 loglevel=7";
 
 /// The files of one Linux boot.
 pub struct LinuxBoot {

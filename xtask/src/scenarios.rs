@@ -632,6 +632,12 @@ pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
             program: Program::Linux,
             text: crate::initramfs::PROBE_MARKER,
         },
+        // The kernel's own log of the probe's death: it took the abort as its own exception.
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: "unhandled exception: DABT (lower EL)",
+        },
         MustLog {
             arch: None,
             program: Program::Tsm,
