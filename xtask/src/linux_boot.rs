@@ -23,6 +23,10 @@ const INITRD_ADDR: u64 = 0x4800_0000;
 const CMDLINE: &str =
     "console=ttyAMA1 earlycon=pl011,mmio32,0x9040000 rdinit=/init panic=-1 loglevel=7";
 
+/// Why the `linux` scenario does not run on x86_64.
+pub const NOT_ON_X86_64: &str = "the linux scenario is not yet supported on x86_64: the TSM boots \
+     Debian's kernel as its host on aarch64 only (issue 18)";
+
 /// The files of one Linux boot.
 pub struct LinuxBoot {
     image: PathBuf,
@@ -34,11 +38,7 @@ pub struct LinuxBoot {
 /// Fetches Debian's kernel and busybox if needed and writes the initramfs.
 pub fn prepare(ws: &Workspace, arch: Arch) -> Result<LinuxBoot, String> {
     if arch == Arch::X86_64 {
-        return Err(
-            "the linux scenario is not yet supported on x86_64: the TSM boots Debian's kernel \
-             as its host on aarch64 only (issue 18)"
-                .into(),
-        );
+        return Err(NOT_ON_X86_64.into());
     }
     let kernel = crate::linux_packages::ensure(arch, false)?;
     let dir = ws.xtask_dir().join("linux").join(arch.name());

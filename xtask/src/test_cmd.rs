@@ -142,10 +142,7 @@ pub fn test(ws: &Workspace, opts: &Options) -> Result<bool, String> {
         }
         for &scenario in &opts.scenarios {
             if scenario.linux && arch == Arch::X86_64 {
-                eprintln!(
-                    "xtask: {} on x86_64: not yet supported (the TSM boots Debian's kernel on aarch64 only, issue 18); not run",
-                    scenario.name
-                );
+                eprintln!("xtask: {}; not run", crate::linux_boot::NOT_ON_X86_64);
                 continue;
             }
             match built.iter().find(|(v, _)| *v == scenario.variant) {

@@ -6,6 +6,7 @@
 //!   [`crate::platform::run::HostCpu`] of each CPU);
 //! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
 //!   ([`QemuVirt`] as the [`crate::platform::run::GuestCpu`]), under per-TVM VMIDs;
+//! - `linux`: a Linux Image as the host: detection, its device tree, its placement checks;
 //! - [`stage2`]: the host's stage-2 translation (its DMA domain's root too) and the granule
 //!   map/unmap the core builds on;
 //! - `smmu`: the SMMUv3 the TSM owns: the host domain, [`crate::platform::Iommu`]'s streams,
