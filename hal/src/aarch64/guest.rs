@@ -83,7 +83,9 @@ impl GuestCpu for QemuVirt {
         let linux = super::linux::is_linux();
         // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
         // CPU, under its own EL1 state and its TVM's stage 2 (root is that TVM's root table,
-        // alive while the core keeps the vCPU claimed); the MDCR_EL2 traps only add exits.
+        // alive while the core keeps the vCPU claimed); the MDCR_EL2 traps only add exits; under
+        // a Linux host, HCR_EL2 and CPTR_EL2 become the controls vCPUs run under with the
+        // payload (interrupts to EL2, DC, SVE trapped) and go back before the host runs.
         unsafe {
             ctx.el1.load();
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);

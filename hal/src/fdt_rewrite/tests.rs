@@ -26,7 +26,7 @@ impl Builder {
         self.word(BEGIN_NODE);
         self.st.extend_from_slice(name.as_bytes());
         self.st.push(0);
-        while self.st.len() % 4 != 0 {
+        while !self.st.len().is_multiple_of(4) {
             self.st.push(0);
         }
         self
@@ -40,7 +40,7 @@ impl Builder {
         self.strings.push(0);
         self.word(PROP).word(value.len() as u32).word(off);
         self.st.extend_from_slice(value);
-        while self.st.len() % 4 != 0 {
+        while !self.st.len().is_multiple_of(4) {
             self.st.push(0);
         }
         self
