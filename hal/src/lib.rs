@@ -9,6 +9,8 @@
 
 pub use tsm_platform as platform;
 
+#[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
+pub mod fdt_rewrite;
 pub mod log;
 #[cfg(any(test, target_os = "none"))]
 mod split_pool;

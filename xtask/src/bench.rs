@@ -237,6 +237,7 @@ fn boot(
         gdb_server: false,
         own_process_group: false,
         label,
+        linux: false,
     };
     eprintln!("== {} {label}: QEMU with {}", arch.name(), extra.join(" "));
     let report = qemu::run_with(ws, &spec, extra, None, &mut |_| {})?;

@@ -16,6 +16,8 @@ pub enum Program {
     Tsm,
     Host,
     Guest,
+    /// The Linux host's console (the second UART), in the `linux` scenario.
+    Linux,
 }
 
 impl Program {
@@ -24,6 +26,7 @@ impl Program {
             Program::Tsm => "tsm",
             Program::Host => "host",
             Program::Guest => "guest",
+            Program::Linux => "linux",
         }
     }
 }

@@ -51,6 +51,7 @@ pub fn gdb(
         gdb_server: true,
         own_process_group: attach,
         label: "gdb",
+        linux: false,
     };
     let mut gdb = gdb_command(arch, images);
     if !attach {

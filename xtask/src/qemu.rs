@@ -40,6 +40,8 @@ pub struct RunSpec<'a> {
     pub own_process_group: bool,
     /// Names the log files: `<arch>-<label>.log` (decoded) and `.bin` (raw UART bytes).
     pub label: &'a str,
+    /// Boot Debian's Linux kernel as the host instead of the host payload (`crate::linux_boot`).
+    pub linux: bool,
 }
 
 pub struct RunReport {
@@ -76,14 +78,23 @@ pub fn run_with(
     let version = qemu
         .version()
         .ok_or_else(|| format!("QEMU {PIN} is not installed: run `cargo xtask setup`"))?;
+    let linux = if spec.linux {
+        Some(crate::linux_boot::prepare(ws, spec.arch)?)
+    } else {
+        None
+    };
     let mut cmd = qemu.command(spec.arch);
-    cmd.args(spec.arch.qemu_args(
+    let mut args = spec.arch.qemu_args(
         &spec.images.tsm,
         &spec.images.host,
         spec.scenario_id,
         spec.cpus,
-        spec.param,
-    ));
+        linux.as_ref().map_or(spec.param, |l| l.param()),
+    );
+    if let Some(l) = &linux {
+        l.apply(&mut args);
+    }
+    cmd.args(args);
     // `TSM_QEMU_MEM=2G cargo xtask run|test ...` boots with that much RAM (QEMU's `-m` syntax)
     // instead of the arch's default; QEMU takes the last `-m`, so `extra` still overrides it.
     if let Some(mem) = std::env::var_os("TSM_QEMU_MEM").filter(|m| !m.is_empty()) {
@@ -185,6 +196,13 @@ pub fn run_with(
     if let Some(line) = decoder.finish() {
         on_line(&line);
         lines.push(line);
+    }
+    // The kernel's console went to its own UART's file: its lines follow the TSM's.
+    if let Some(l) = &linux {
+        for line in l.console_lines() {
+            on_line(&line);
+            lines.push(line);
+        }
     }
     if dropped > 0 {
         let cut = Line {

@@ -57,6 +57,9 @@ pub struct Scenario {
     /// Its host and guest log `story: ` lines, one per step after the step's check passed:
     /// `cargo xtask run` shows only those unless `--verbose`.
     pub narrated: bool,
+    /// The host is Debian's Linux kernel (`crate::linux_boot`), not the host payload; aarch64
+    /// only for now.
+    pub linux: bool,
 }
 
 /// Generous for a boot under TCG on a loaded 2-core machine; a run that needs longer is a bug.
@@ -131,6 +134,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "the host negotiates the ABI version through the call gate; on x86_64 its attempts to leave SVM guest mode are refused",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "selftest-fail",
@@ -146,6 +150,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "harness self-test: the host reports failure, the run must fail",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "selftest-hang",
@@ -158,6 +163,7 @@ pub const SCENARIOS: &[Scenario] = &[
         must_log: &[],
         about: "harness self-test: the host spins, the run must be killed and reported as a hang",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "selftest-fault",
@@ -180,6 +186,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "harness self-test: the TSM takes an exception, the run must fail with its registers logged",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "vcpu-smoke",
@@ -195,6 +202,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "one TVM vCPU end to end: a guest call, a host call refused as a DENIED_CALL exit, G_EXIT, faults on memory the TVM does not map",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "lifecycle",
@@ -210,6 +218,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "delegate, TVM, a vIOMMU of each type, PDEV connect, vdevices bound, the guest checks each report and accepts, T=1 DMA, unbind, ordered teardown, every granule back to NS",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "isolation",
@@ -225,6 +234,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "a TVM cannot touch or name another TVM's or the host's memory; the host cannot map one TVM's page into another",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "isolation-delegated",
@@ -240,6 +250,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ),
         about: "the host loads from a delegated granule: the TSM blocks and logs it, the host goes on",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "isolation-private",
@@ -255,6 +266,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ),
         about: "the host stores to a TVM's private page: the TSM blocks and logs it, the host goes on",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "isolation-tsm",
@@ -270,6 +282,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ),
         about: "the host loads from the TSM's own memory: the TSM blocks and logs it, the host goes on",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "isolation-iommu",
@@ -286,6 +299,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ),
         about: "the host loads from the platform IOMMU's registers (SMMU, VT-d): the TSM blocks and logs it, the host goes on",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "spdm",
@@ -301,6 +315,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "an authenticated device: SPDM connect (chain, signed measurements, session) through the host relay, TDISP sealed in the session, the guest checks chain and measurements and accepts to RUN, key update, END_SESSION",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "spdm-mitm",
@@ -317,6 +332,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "a host in the middle: a flipped, replayed or out-of-order record, a chain that does not verify, a bad signature end in DEVICE_ERROR; another device is evidence the guest tells apart and does not accept",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "bad-input",
@@ -332,6 +348,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "every host call with stale/forged handles, wrong states, bad addresses and buffers, wrong vIOMMU types and BDFs gets its documented status",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "acceptance",
@@ -347,6 +364,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "forged and stale evidence refused, the host and another TVM cannot accept, fresh evidence from the guest reaches RUN",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "hostile-device",
@@ -362,6 +380,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "each device misbehaviour puts the vdevice in ERROR, never RUN, no T=1",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "dma-rules",
@@ -377,6 +396,7 @@ pub const SCENARIOS: &[Scenario] = &[
         }],
         about: "TEST_DMA_INJECT: T=0 never reaches private memory, T=0 shared works, T=1 only in RUN",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "smp",
@@ -406,6 +426,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "the host starts CPU 1 through the TSM (bad starts and INIT/SIPI refused), two CPUs issue racing calls on the same objects, invariants hold afterwards, CPU 1 stops and restarts",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "smp4",
@@ -433,6 +454,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "four CPUs race delegate/map/unmap/undelegate of the same granules, bind/unbind against malformed COMMUNICATEs and VCPU_RUN of one TVM's vCPUs while edu reads the granules through the IOMMU; every status one its race allows, counted per CPU; every granule back in NS",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "dma-hw",
@@ -455,6 +477,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "QEMU's edu device, driven by the host, DMAs through the TSM's IOMMU: host pages pass, a just-delegated granule, a TVM's private page and the TSM's memory fault into the host-domain queue",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "dma-diff",
@@ -477,6 +500,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "the differential test: edu through the TSM's IOMMU and the software engine give the same outcome for every row (host device and vdevice; shared, private, delegated, TSM and unmapped targets; before bind, LOCKED, RUN, after unmap and remap, after unbind, destroyed)",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "mmio-private",
@@ -526,6 +550,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "edu is the vdevice: the host maps its BAR0 pages (named by the TDI's report) into a TVM: a touch before validation faults, the guest validates them against the report, its edu DMA into private memory is refused before accept, it drives edu itself (id, liveness, factorial) and its edu DMA lands in private memory in RUN; after unbind the host reaches BAR0 again and its edu DMA at the guest's pages is refused, and its load of BAR0 while bound is blocked, logged and survived",
         narrated: false,
+        linux: false,
     },
     Scenario {
         name: "story",
@@ -579,15 +604,62 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         about: "what `cargo xtask run` shows: a TVM, a secure vIOMMU and edu as its vPCI function, connected over SPDM and bound; the guest checks the evidence, validates its private MMIO, is refused T=0 DMA before accept, accepts, and edu's DMA lands in its private memory; the host cannot read it, its DMA at the guest's pages is refused after unbind; teardown returns every granule",
         narrated: true,
+        linux: false,
     },
 ];
 
+/// The `linux` scenario's number in the parameters page: the kernel never reads it.
+const LINUX_ID: u32 = u32::MAX;
+/// A Linux boot under TCG takes 11 to 35 s here on a loaded machine.
+const LINUX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The scenarios with Debian's Linux kernel as the host (issue 18).
+pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
+    name: "linux",
+    id: LINUX_ID,
+    expect: Outcome::Pass,
+    timeout: LINUX_TIMEOUT,
+    variant: Variant::Normal,
+    cpus: 2,
+    must_log: &[
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: crate::initramfs::UP_MARKER,
+        },
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: crate::initramfs::PROBE_MARKER,
+        },
+        // The kernel's own log of the probe's death: it took the abort as its own exception.
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: "unhandled exception: DABT (lower EL)",
+        },
+        MustLog {
+            arch: None,
+            program: Program::Tsm,
+            text: "synchronous external abort injected",
+        },
+    ],
+    about: "Debian's arm64 kernel boots as the host with an initramfs, its /init reads TSM memory through /dev/mem and is killed by the external abort the TSM injects, the kernel lives on and powers off through PSCI",
+    narrated: false,
+    linux: true,
+}];
+
 pub fn find(name: &str) -> Option<&'static Scenario> {
-    SCENARIOS.iter().find(|s| s.name == name)
+    all().find(|s| s.name == name)
+}
+
+/// Every scenario: the host payload's, then the Linux ones.
+pub fn all() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS.iter().chain(LINUX_SCENARIOS)
 }
 
 pub fn names() -> Vec<&'static str> {
-    SCENARIOS.iter().map(|s| s.name).collect()
+    all().map(|s| s.name).collect()
 }
 
 #[cfg(test)]
@@ -612,9 +684,9 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_findable() {
-        for s in SCENARIOS {
+        for s in all() {
             assert_eq!(find(s.name).map(|f| f.id), Some(s.id));
-            assert_eq!(SCENARIOS.iter().filter(|o| o.name == s.name).count(), 1);
+            assert_eq!(all().filter(|o| o.name == s.name).count(), 1);
         }
         assert!(find("no-such-scenario").is_none());
     }

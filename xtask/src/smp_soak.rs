@@ -104,6 +104,7 @@ pub fn smp_soak(ws: &Workspace, arch: Arch, calls_per_cpu: u32) -> Result<Summar
         gdb_server: false,
         own_process_group: false,
         label: "smp-soak",
+        linux: false,
     };
     println!(
         "== {} smp-soak: {calls_per_cpu} calls per CPU on 4 CPUs (log: target/xtask/logs)",

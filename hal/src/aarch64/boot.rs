@@ -6,13 +6,15 @@
 
 use core::sync::atomic::AtomicU16;
 
-use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE};
+use tsm_abi::addr::{GRANULE_SHIFT, GRANULE_SIZE, Pa};
 
 use super::exception;
 use super::host::HostContext;
 use super::layout::{self, CarveOut};
+use super::linux;
 use super::memmap;
 use super::mmu;
+use super::pl011;
 use super::platform::QemuVirt;
 use super::smmu::{self, Smmu};
 use super::smp::{self, MAX_CPUS, SECONDARY_STACK};
@@ -113,7 +115,7 @@ pub struct Boot {
 /// SErrors come to EL2), FB and BSU = inner shareable (the host's TLB and barrier operations
 /// reach every CPU), DC (the host runs with its MMU off; DC makes its accesses Normal WB),
 /// TSC (SMC traps to EL2: the call gate), RW (EL1 is AArch64).
-const HCR_HOST: u64 = (1 << 0)
+pub(crate) const HCR_HOST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
     | (1 << 4)
@@ -123,6 +125,17 @@ const HCR_HOST: u64 = (1 << 0)
     | (1 << 12)
     | (1 << 19)
     | (1 << 31);
+/// HCR_EL2 while a Linux host runs: [`HCR_HOST`] without FMO/IMO/AMO (the kernel owns the
+/// GIC and takes its interrupts and SErrors itself; the TSM uses none) and without DC (the
+/// kernel turns its own MMU on; with DC set it hangs), with APK and API (its pointer
+/// authentication keys and instructions do not trap).
+pub(crate) const HCR_LINUX: u64 =
+    (HCR_HOST & !((1 << 3) | (1 << 4) | (1 << 5) | (1 << 12))) | (1 << 40) | (1 << 41);
+/// CPTR_EL2 while a Linux host runs: as at entry (FP/SIMD untrapped, SME trapped) but SVE
+/// untrapped too (TZ clear), since the kernel uses it when the CPU has it.
+pub(crate) const CPTR_LINUX: u64 = 0x32FF;
+/// CPTR_EL2 the TSM boots with and TVM vCPUs run under: SVE and SME trapped.
+pub(crate) const CPTR_TSM: u64 = 0x33FF;
 /// SCTLR_EL1 the host starts with: RES1 bits only (MMU, caches and alignment checks off).
 const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
@@ -167,8 +180,28 @@ extern "C" fn boot_primary() -> ! {
     // The devices the TSM places: the SMMU it keeps, the PCIe windows the host gets (read
     // before the host can touch the tree).
     let devices = memmap::devices_from_dtb();
+    // A Linux host gets every device but the TSM's (it finds them in the device tree); the
+    // bare-metal payload only the PCIe windows it drives.
+    let linux = linux::detect();
+    let tsm_devices = [
+        devices.smmu,
+        Some(MemRange {
+            base: Pa(pl011::PL011_BASE as u64),
+            size: GRANULE_SIZE,
+        }),
+    ];
+    let all_mmio = mmio_but(&dram, &tsm_devices);
     let pcie = devices.pcie.map(|p| [p.ecam, p.mmio]);
-    let windows = pcie.as_ref().map_or(&[][..], |w| &w[..]);
+    let windows = if linux {
+        let Some(w) = all_mmio.as_ref() else {
+            fatal_text(
+                "the TSM's devices (SMMU, UART) are not where a Linux host's MMIO can go around them",
+            )
+        };
+        &w[..]
+    } else {
+        pcie.as_ref().map_or(&[][..], |w| &w[..])
+    };
     if let Some(smmu) = devices.smmu
         && windows.iter().any(|w| overlaps(w, &smmu))
     {
@@ -276,6 +309,18 @@ extern "C" fn boot_primary() -> ! {
         };
         *top = t;
     }
+    let host_args = if linux {
+        let dtb = memmap::dtb_blob().unwrap_or_else(|e| fatal_text(e.describe()));
+        let tsm_most = layout::tsm_most();
+        let params = tsm_most.base.0 + tsm_most.size;
+        let units = tsm_devices.map(|d| d.map_or(u64::MAX, |d| d.base.0));
+        match linux::prepare(dtb, &dram, &tsm, params, &units) {
+            Ok(dtb) => [dtb, 0, 0],
+            Err(e) => fatal_text(e),
+        }
+    } else {
+        [dram.base.0, dram.size, 0]
+    };
     trap_host();
     smp::publish(smp::Shared {
         mair: read_sysreg!("mair_el2"),
@@ -291,7 +336,13 @@ extern "C" fn boot_primary() -> ! {
         stack_top,
         cpus,
     });
-    let host = HostContext::new(&dram, devices.smmu, devices.pcie.map(|p| p.mmio), 0);
+    let host = HostContext::new(
+        &dram,
+        devices.smmu,
+        devices.pcie.map(|p| p.mmio),
+        0,
+        host_args,
+    );
     __tsm_aarch64_main(Boot {
         dram,
         tsm,
@@ -302,9 +353,37 @@ extern "C" fn boot_primary() -> ! {
     })
 }
 
+/// The MMIO below DRAM's first GiB (QEMU `virt` puts every device there with `highmem=off`)
+/// but `holes` (the TSM's devices, each inside it or `None`), as up to three windows.
+fn mmio_but(dram: &MemRange, holes: &[Option<MemRange>; 2]) -> Option<[MemRange; 3]> {
+    let top = dram.base.0 & !((1 << 30) - 1);
+    let mut h: [MemRange; 2] = [holes[0]?, holes[1]?];
+    h.sort_unstable_by_key(|r| r.base.0);
+    let [a, b] = h;
+    let a_end = a.base.0.checked_add(a.size)?;
+    let b_end = b.base.0.checked_add(b.size)?;
+    if a_end > b.base.0 || b_end > top {
+        return None;
+    }
+    let span = |from: u64, to: u64| MemRange {
+        base: Pa(from),
+        size: to - from,
+    };
+    Some([span(0, a.base.0), span(a_end, b.base.0), span(b_end, top)])
+}
+
 /// Whether two ranges share a byte.
 fn overlaps(a: &MemRange, b: &MemRange) -> bool {
     a.base.0 < b.base.0.saturating_add(b.size) && b.base.0 < a.base.0.saturating_add(a.size)
+}
+
+/// HCR_EL2 while the host runs: [`HCR_LINUX`] for a Linux Image, else [`HCR_HOST`].
+pub(crate) fn host_hcr() -> u64 {
+    if linux::is_linux() {
+        HCR_LINUX
+    } else {
+        HCR_HOST
+    }
 }
 
 /// Sets the EL2 controls the host runs under on this CPU (its stage-2 is already installed).
@@ -313,7 +392,9 @@ pub(crate) fn trap_host() {
     let mpidr = read_sysreg!("mpidr_el1");
     // SAFETY: these registers only govern EL1/EL0, where nothing runs until the first world
     // switch; the host sees its real CPU IDs, a zero virtual counter offset, no EL2 traps of
-    // coprocessor registers, and starts with its MMU off.
+    // coprocessor registers, and starts with its MMU off. CPTR_EL2 for a Linux host only
+    // lifts the SVE trap (FP/SIMD stays usable at EL2, SME trapped); ZCR_EL2 governs EL1's
+    // vector length only.
     unsafe {
         write_sysreg!("vpidr_el2", midr);
         write_sysreg!("vmpidr_el2", mpidr);
@@ -321,7 +402,14 @@ pub(crate) fn trap_host() {
         write_sysreg!("cntvoff_el2", 0u64);
         write_sysreg!("hstr_el2", 0u64);
         write_sysreg!("sctlr_el1", SCTLR_EL1_RESET);
-        write_sysreg!("hcr_el2", HCR_HOST);
+        write_sysreg!("hcr_el2", host_hcr());
+        if linux::is_linux() {
+            write_sysreg!("cptr_el2", CPTR_LINUX);
+            isb();
+            // ZCR_EL2.LEN at its maximum: the CPU clamps it to the longest vector it has, so
+            // EL1 may pick any length.
+            core::arch::asm!("msr S3_4_C1_C2_0, {}", in(reg) 0xFu64, options(nostack));
+        }
     }
     isb();
 }

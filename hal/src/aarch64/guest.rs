@@ -84,14 +84,24 @@ impl GuestCpu for QemuVirt {
         // The host's FP/SIMD registers, live since its last exit (the TSM never touches them).
         let mut host_fp_slot = MaybeUninit::uninit();
         let host_fp = FpRegs::save_into(&mut host_fp_slot);
+        // Under a Linux host, which runs with its own HCR_EL2 and SVE untrapped, the vCPU gets
+        // the controls it was designed for (super::boot::HCR_HOST): its interrupts exit to
+        // EL2, DC on, SVE trapped (its state is not switched).
+        let linux = super::linux::is_linux();
         // SAFETY: from here to the `leave_tvm` after the loop only the vCPU runs at EL1 on this
         // CPU, under its own EL1 state, FP/SIMD registers (the host's are saved above) and its
         // TVM's stage 2 (root is that TVM's root table, alive while the core keeps the vCPU
-        // claimed); the MDCR_EL2 traps only add exits.
+        // claimed); the MDCR_EL2 traps only add exits; under a Linux host, HCR_EL2 and
+        // CPTR_EL2 become the controls vCPUs run under with the payload (interrupts to EL2, DC,
+        // SVE trapped) and go back before the host runs.
         unsafe {
             ctx.el1.load();
             ctx.fp.load();
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
+            if linux {
+                write_sysreg!("hcr_el2", super::boot::HCR_HOST);
+                write_sysreg!("cptr_el2", super::boot::CPTR_TSM);
+            }
         }
         let out = loop {
             // SAFETY: as above.
@@ -124,6 +134,10 @@ impl GuestCpu for QemuVirt {
         // before the host runs on this CPU again.
         unsafe {
             write_sysreg!("mdcr_el2", host_mdcr);
+            if linux {
+                write_sysreg!("hcr_el2", super::boot::HCR_LINUX);
+                write_sysreg!("cptr_el2", super::boot::CPTR_LINUX);
+            }
             host_el1.load();
             host_fp.load();
         }

@@ -248,16 +248,18 @@ pub struct HostContext {
 }
 
 impl HostContext {
-    /// The host's first entry: at [`HOST_ENTRY`] in EL1h with x0 = DRAM base, x1 = DRAM size,
-    /// x2 = CPU index. Only boot makes one, once the host's stage-2 and traps are in place.
+    /// The host's first entry: at [`HOST_ENTRY`] in EL1h with x0..x2 = `args` (the bare-metal
+    /// payload: DRAM base and size, 0; a Linux Image: its device tree, 0, 0). Only boot makes
+    /// one, once the host's stage-2 and traps are in place.
     pub(crate) fn new(
         dram: &MemRange,
         tsm_device: Option<MemRange>,
         bars: Option<MemRange>,
         cpu: u64,
+        args: [u64; 3],
     ) -> Self {
         HostContext {
-            frame: Frame::entry(HOST_ENTRY, [dram.base.0, dram.size, cpu]),
+            frame: Frame::entry(HOST_ENTRY, args),
             dram: *dram,
             tsm_device,
             bars,
@@ -290,7 +292,83 @@ impl HostContext {
     }
 }
 
+/// ESR_ELx.EC of a data abort taken without a change of EL (from EL1 to EL1); the one from a
+/// lower EL (EL0 to EL1) is this minus one, as for instruction aborts (0x21 / 0x20).
+const EC_DABT_SAME: u64 = 0x25;
+const EC_IABT_SAME: u64 = 0x21;
+/// ESR_ELx: IL (a 32-bit instruction); ISS.FSC of a synchronous external abort not on a
+/// translation table walk; ISS.WnR.
+const ESR_IL: u64 = 1 << 25;
+const FSC_SEA: u64 = 0x10;
+const ISS_WNR: u64 = 1 << 6;
+/// PSTATE bits set on an exception entry to EL1h: D, A, I, F masked, EL1 with SP_EL1.
+const PSTATE_EL1H_MASKED: u64 = (0xF << 6) | 0b0101;
+/// PSTATE.PAN, SCTLR_EL1.SPAN (clear: PAN is set on exception entry), PSTATE.SSBS and
+/// SCTLR_EL1.DSSBS (its value on exception entry).
+const PSTATE_PAN: u64 = 1 << 22;
+const SCTLR_SPAN: u64 = 1 << 23;
+const PSTATE_SSBS: u64 = 1 << 12;
+const SCTLR_DSSBS: u64 = 1 << 44;
+/// PSTATE bits an exception entry clears besides the mode and masks: BTYPE, SS, IL, UAO.
+const PSTATE_CLEARED: u64 = (0b11 << 10) | (1 << 21) | (1 << 20) | (1 << 23);
+
 impl HostContext {
+    /// For a Linux host: turns a stage-2 abort (a data or instruction abort the host's stage 2
+    /// caused at an address it does not map: TSM memory, a delegated granule, a TSM device, a
+    /// hole) into a synchronous external abort taken to EL1, as real hardware reports an
+    /// access the bus refuses. The kernel's vector sees ESR_EL1, FAR_EL1, ELR_EL1 (the
+    /// faulting instruction, never skipped) and SPSR_EL1 as for its own exception; it kills a
+    /// user process with SIGBUS, or oopses in the kernel. Returns the IPA, or `None` (and
+    /// changes nothing) for any other exit.
+    fn inject_external_abort(&mut self) -> Option<u64> {
+        let f = &mut self.frame;
+        let ec = syndrome::ec(f.esr);
+        let data = ec == Ec::DABT_LOWER;
+        if !data && ec != Ec::IABT_LOWER {
+            return None;
+        }
+        let iss = AbortIss::decode(f.esr);
+        // Stage-2 faults only (translation, access flag, permission, address size): a stage-1
+        // fault never reaches EL2.
+        if iss.fsc > 0x0F {
+            return None;
+        }
+        let ipa = syndrome::fault_ipa(f.hpfar, f.far);
+        let from_el1 = f.pstate & 0b1100 == 0b0100;
+        let same = if data { EC_DABT_SAME } else { EC_IABT_SAME };
+        let ec1 = if from_el1 { same } else { same - 1 };
+        let wnr = if data && iss.write { ISS_WNR } else { 0 };
+        let esr = (ec1 << 26) | ESR_IL | wnr | FSC_SEA;
+        // The kernel's vectors: current EL with SP_ELx (0x200) or SP_EL0 (0x000), or a lower
+        // EL in AArch64 (0x400); synchronous is the first of each group.
+        let offset = match f.pstate & 0b1111 {
+            0b0101 => 0x200,
+            0b0100 => 0x000,
+            _ => 0x400,
+        };
+        let sctlr = super::sysreg::read_sysreg!("sctlr_el1");
+        let vbar = super::sysreg::read_sysreg!("vbar_el1");
+        let mut pstate = (f.pstate & !(PSTATE_CLEARED | PSTATE_SSBS | 0x3CF)) | PSTATE_EL1H_MASKED;
+        if sctlr & SCTLR_SPAN == 0 {
+            pstate |= PSTATE_PAN;
+        }
+        if sctlr & SCTLR_DSSBS != 0 {
+            pstate |= PSTATE_SSBS;
+        }
+        // SAFETY: the host's EL1 registers are live on this CPU (it just trapped; no vCPU ran
+        // since), and these four are what the architecture writes on an exception entry to
+        // EL1, which this emulates; the host resumes at its own vector.
+        unsafe {
+            super::sysreg::write_sysreg!("esr_el1", esr);
+            super::sysreg::write_sysreg!("far_el1", f.far);
+            super::sysreg::write_sysreg!("elr_el1", f.pc);
+            super::sysreg::write_sysreg!("spsr_el1", f.pstate);
+        }
+        f.pc = vbar.wrapping_add(offset);
+        f.pstate = pstate;
+        Some(ipa)
+    }
+
     /// Whether `f` is a stage-2 translation fault in DRAM (a load, a store, an instruction
     /// fetch or its stage-1 walk) that a split or fold of the host's stage 2 on another CPU
     /// caused: the access came between break and make, and the tables map the IPA again. The
@@ -365,6 +443,18 @@ impl HostCpu for HostContext {
     /// decoded syndrome and the host's registers, and ends the run.
     fn handle_trap(&mut self, fault: Fault) -> HostTrap {
         if self.raced_a_split(&fault) {
+            return HostTrap::Survived;
+        }
+        if super::linux::is_linux()
+            && let Some(ipa) = self.inject_external_abort()
+        {
+            defmt::warn!(
+                "CPU {=u64}: Linux host access to IPA {=u64:#x} (not the host's) blocked: synchronous external abort injected at ELR {=u64:#x}, VA {=u64:#x}",
+                self.cpu,
+                ipa,
+                fault.elr,
+                fault.far
+            );
             return HostTrap::Survived;
         }
         if let Some(ipa) = self.skip_blocked_access() {

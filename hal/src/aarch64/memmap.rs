@@ -44,9 +44,9 @@ fn read_be32(addr: usize) -> u32 {
     u32::from_be(unsafe { core::ptr::read_volatile(addr as *const u32) })
 }
 
-/// The device tree. Only the boot CPU calls this, before the host runs, and drops the result
-/// before it does (the host's stage-2 maps the DTB's memory).
-fn dtb() -> Result<fdt::Fdt<'static>, MemMapError> {
+/// The device tree's bytes. Only the boot CPU calls this, before the host runs, and drops the
+/// result before it does (the host's stage-2 maps the DTB's memory).
+pub fn dtb_blob() -> Result<&'static [u8], MemMapError> {
     if read_be32(DTB_ADDR) != FDT_MAGIC {
         return Err(MemMapError::NoDtb);
     }
@@ -57,8 +57,12 @@ fn dtb() -> Result<fdt::Fdt<'static>, MemMapError> {
     // SAFETY: [DTB_ADDR, DTB_ADDR + total) lies in the 2 MiB of RAM below the TSM image, which
     // nothing writes while the borrow lives (boot runs on one CPU, the host is not up; see the
     // function's doc).
-    let blob = unsafe { core::slice::from_raw_parts(DTB_ADDR as *const u8, total) };
-    fdt::Fdt::new(blob).map_err(|_| MemMapError::BadDtb)
+    Ok(unsafe { core::slice::from_raw_parts(DTB_ADDR as *const u8, total) })
+}
+
+/// The device tree, parsed; as [`dtb_blob`].
+fn dtb() -> Result<fdt::Fdt<'static>, MemMapError> {
+    fdt::Fdt::new(dtb_blob()?).map_err(|_| MemMapError::BadDtb)
 }
 
 /// The CPUs PSCI can start: their MPIDR affinity values (the boot CPU's included), up to

@@ -8,6 +8,7 @@
 //!   only a vCPU's run swaps;
 //! - [`guest`]: TVM vCPUs: their context in the VCPU granule, entry and trap decoding
 //!   ([`QemuVirt`] as the [`crate::platform::run::GuestCpu`]), under per-TVM VMIDs;
+//! - `linux`: a Linux Image as the host: detection, its device tree, its placement checks;
 //! - [`stage2`]: the host's stage-2 translation (its DMA domain's root too) and the granule
 //!   map/unmap the core builds on;
 //! - `smmu`: the SMMUv3 the TSM owns: the host domain, [`crate::platform::Iommu`]'s streams,
@@ -22,6 +23,7 @@ mod el1;
 mod exception;
 mod fp;
 mod layout;
+mod linux;
 mod memmap;
 mod mmu;
 mod pl011;

@@ -2,7 +2,7 @@
 //! through `CONSOLE_WRITE`; the UART is not in the host's stage-2).
 
 /// The UART's MMIO base on QEMU `virt`.
-const PL011_BASE: usize = 0x0900_0000;
+pub(crate) const PL011_BASE: usize = 0x0900_0000;
 /// Data register.
 const UARTDR: usize = 0x000;
 /// Flag register.

@@ -129,7 +129,7 @@ pub(crate) fn publish(shared: Shared) {
 
 /// Cleans and invalidates `[base, base + len)` to the point of coherency, so a CPU reading it
 /// with caches off sees what this one wrote, and no dirty line of it is written back later.
-fn clean_to_poc(base: u64, len: u64) {
+pub(crate) fn clean_to_poc(base: u64, len: u64) {
     let mut line = base & !63;
     while line < base + len {
         // SAFETY: cache maintenance by VA on memory the TSM's stage-1 maps changes no data.
@@ -233,6 +233,6 @@ extern "C" fn boot_secondary() -> ! {
     ONLINE.fetch_add(1, Ordering::AcqRel);
     __tsm_aarch64_secondary(
         cpu as u64,
-        HostContext::new(&s.dram, s.smmu, s.bars, cpu as u64),
+        HostContext::new(&s.dram, s.smmu, s.bars, cpu as u64, [0; 3]),
     )
 }

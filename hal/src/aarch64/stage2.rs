@@ -18,8 +18,9 @@
 //! that the access is to be retried (it waits for the split lock, then walks the tables). A
 //! device's DMA to the block in that window is aborted by the SMMU (an event, the transfer
 //! fails): a window of a few hundred instructions per split or fold, documented in design.md.
-//! The only MMIO mapped is what [`HostStage2::map_devices`] adds at boot (PCIe configuration
-//! space and the BAR window); the TSM's own devices (the UART, the SMMU) never are.
+//! The only MMIO mapped is what [`HostStage2::map_devices`] adds at boot (for the payload, PCIe
+//! configuration space and the BAR window; for a Linux host, all MMIO below DRAM but the TSM's
+//! own devices); the TSM's own devices (its UART, the SMMU) never are.
 //!
 //! **The host's DMA domain** (docs/design.md "The platform IOMMU") is a second level-1 root
 //! over the same level-2 and level-3 tables, with the DRAM entries only: the SMMU's host-domain
