@@ -8,6 +8,7 @@ mod decode;
 mod fuzz;
 mod gdb;
 mod images;
+mod linux_module;
 mod linux_packages;
 mod miri;
 mod outcome;
@@ -93,6 +94,17 @@ enum Cmd {
     /// it yet): the image, the headers a module builds against, a static busybox; the newest
     /// build of the machine's release, unpacked into the cache folder, nothing installed.
     LinuxPackages(LinuxPackagesArgs),
+    /// Build the Linux host's kernel module (linux/module: tsm_host.ko) for each arch against
+    /// Debian's headers (fetched first when missing; the arm64 cross compiler too, unpacked,
+    /// not installed) and check its vermagic names Debian's kernel.
+    LinuxModule(LinuxModuleArgs),
+}
+
+#[derive(Args)]
+struct LinuxModuleArgs {
+    /// Which architectures.
+    #[arg(long, value_enum, default_value = "all")]
+    arch: ArchChoice,
 }
 
 #[derive(Args)]
@@ -431,6 +443,19 @@ fn dispatch(cmd: Cmd) -> Result<bool, String> {
                     k.config().display(),
                     k.headers().display(),
                     k.busybox().display()
+                );
+            }
+            Ok(true)
+        }
+        Cmd::LinuxModule(args) => {
+            for arch in args.arch.arches() {
+                let k = linux_packages::ensure(arch, false)?;
+                let m = linux_module::build(&ws, arch, &k)?;
+                println!(
+                    "{}: {}\n  vermagic {}",
+                    arch.name(),
+                    m.ko.display(),
+                    m.vermagic
                 );
             }
             Ok(true)
