@@ -75,13 +75,15 @@ impl ArgWord for Pa {
 
 /// Bit `i` set when `flags[i]` is.
 const fn mask_of(flags: &[bool]) -> u8 {
-    let mut mask = 0;
-    let mut i = 0;
-    while i < flags.len() {
-        if flags[i] {
-            mask |= 1 << i;
+    let mut mask = 0u8;
+    let mut rest = flags;
+    let mut bit = 1u8;
+    while let [first, tail @ ..] = rest {
+        if *first {
+            mask |= bit;
         }
-        i += 1;
+        bit = bit.wrapping_shl(1);
+        rest = tail;
     }
     mask
 }
