@@ -196,6 +196,11 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
             "tsm-host-payload",
             "-p",
             "tsm-guest-payload",
+            // The Linux driver's binary and its system calls exist only there too.
+            "-p",
+            "tsm-linux-driver",
+            "--features",
+            "tsm-linux-driver/linux-bin",
         ]);
         clippy.arg("--target");
         clippy.args([arch.triple(), "--", "-D", "warnings"]);
