@@ -58,7 +58,7 @@ impl<'a, D: Device> LinuxHost<'a, D> {
         let mut req = uapi::PoolReq { granules, base: 0 };
         dev.ioctl(uapi::IOC_POOL_ALLOC, &mut req)
             .map_err(SetupError::Pool)?;
-        if !dev.map(Region::Pool, granules * GRANULE_SIZE) {
+        if !dev.map(Region::Pool, granules.saturating_mul(GRANULE_SIZE)) {
             return Err(SetupError::PoolMap);
         }
         let mut info = uapi::DevInfo::default();
@@ -89,7 +89,7 @@ impl<'a, D: Device> LinuxHost<'a, D> {
         let (base, granules) = self.pool;
         let off = pa.0.checked_sub(base.0)?;
         let end = off.checked_add(len)?;
-        (end <= granules * GRANULE_SIZE).then_some(off)
+        (end <= granules.saturating_mul(GRANULE_SIZE)).then_some(off)
     }
 
     /// The offset of an aligned access of `width` at `pa` in BAR0, if it lies inside.
