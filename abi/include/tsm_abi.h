@@ -84,6 +84,52 @@
 #define TSM_CALL_G_S1_INVALIDATE                         0xC6000222U /* guest, 4 args, 0 results */
 #define TSM_CALL_G_EVENT_READ                            0xC6000230U /* guest, 2 args, 2 results */
 
+/*
+ * Every host call as X(name, function ID, argument count, mask of the arguments that are
+ * physical addresses: bit i for argument i), for a host kernel that forwards calls
+ * from user space and checks what they name.
+ */
+#define TSM_HOST_CALLS(X) \
+	X(VERSION, 0xC6000100U, 1, 0x00) \
+	X(FEATURES, 0xC6000101U, 1, 0x00) \
+	X(CONSOLE_WRITE, 0xC6000102U, 2, 0x01) \
+	X(SYSTEM_OFF, 0xC6000103U, 1, 0x00) \
+	X(HOST_CPU_START, 0xC6000104U, 3, 0x02) \
+	X(HOST_CPU_STOP, 0xC6000105U, 0, 0x00) \
+	X(GRANULE_DELEGATE, 0xC6000110U, 1, 0x01) \
+	X(GRANULE_UNDELEGATE, 0xC6000111U, 1, 0x01) \
+	X(TVM_CREATE, 0xC6000120U, 3, 0x07) \
+	X(TVM_ACTIVATE, 0xC6000121U, 1, 0x01) \
+	X(TVM_DESTROY, 0xC6000122U, 1, 0x01) \
+	X(TABLE_CREATE, 0xC6000123U, 4, 0x09) \
+	X(TABLE_DESTROY, 0xC6000124U, 3, 0x01) \
+	X(MAP_PRIVATE, 0xC6000125U, 5, 0x05) \
+	X(MAP_SHARED, 0xC6000126U, 4, 0x05) \
+	X(UNMAP, 0xC6000127U, 2, 0x01) \
+	X(VCPU_CREATE, 0xC6000130U, 4, 0x03) \
+	X(VCPU_RUN, 0xC6000131U, 2, 0x03) \
+	X(VCPU_DESTROY, 0xC6000132U, 1, 0x01) \
+	X(PDEV_CREATE, 0xC6000140U, 2, 0x03) \
+	X(PDEV_CONNECT, 0xC6000141U, 3, 0x07) \
+	X(PDEV_STOP, 0xC6000142U, 1, 0x01) \
+	X(PDEV_DESTROY, 0xC6000143U, 1, 0x01) \
+	X(PDEV_DISCONNECT, 0xC6000144U, 2, 0x03) \
+	X(PDEV_KEY_UPDATE, 0xC6000145U, 2, 0x03) \
+	X(VIOMMU_CREATE, 0xC6000150U, 4, 0x03) \
+	X(VIOMMU_DESTROY, 0xC6000151U, 1, 0x01) \
+	X(VDEV_CREATE, 0xC6000160U, 4, 0x0F) \
+	X(VDEV_BIND, 0xC6000161U, 2, 0x03) \
+	X(VDEV_UNBIND, 0xC6000162U, 2, 0x03) \
+	X(VDEV_GET_STATE, 0xC6000163U, 1, 0x01) \
+	X(VDEV_DESTROY, 0xC6000164U, 1, 0x01) \
+	X(VDEV_DMA_TABLE, 0xC6000165U, 2, 0x03) \
+	X(VDEV_MMIO_MAP, 0xC6000166U, 3, 0x05) \
+	X(VDEV_MMIO_UNMAP, 0xC6000167U, 2, 0x01) \
+	X(COMMUNICATE, 0xC6000170U, 2, 0x03) \
+	X(OP_CANCEL, 0xC6000171U, 1, 0x01) \
+	X(EVENT_READ, 0xC6000180U, 2, 0x02) \
+	X(TEST_DMA_INJECT, 0xC60001F0U, 5, 0x00)
+
 /* ---- status word: code in bits 7:0, index in bits 15:8 ---- */
 
 #define TSM_STATUS_CODE(status)                          ((uint8_t)((status) & 0xFF))

@@ -34,6 +34,10 @@ pub trait ArgWord: Copy {
     fn from_word(raw: u64) -> Self;
     /// The register a value goes in.
     fn to_word(self) -> u64;
+    /// Whether the argument names host physical memory (a granule or an NS buffer): what a
+    /// host kernel forwarding calls for user space must check the caller may name
+    /// ([`CallId::pa_args`]).
+    const IS_PA: bool = false;
 }
 
 impl ArgWord for u64 {
@@ -57,7 +61,32 @@ macro_rules! arg_word_for_address {
         }
     )*};
 }
-arg_word_for_address!(Pa, Gpa, Iova);
+arg_word_for_address!(Gpa, Iova);
+
+impl ArgWord for Pa {
+    const IS_PA: bool = true;
+    fn from_word(raw: u64) -> Self {
+        Self(raw)
+    }
+    fn to_word(self) -> u64 {
+        self.0
+    }
+}
+
+/// Bit `i` set when `flags[i]` is.
+const fn mask_of(flags: &[bool]) -> u8 {
+    let mut mask = 0u8;
+    let mut rest = flags;
+    let mut bit = 1u8;
+    while let [first, tail @ ..] = rest {
+        if *first {
+            mask |= bit;
+        }
+        bit = bit.wrapping_shl(1);
+        rest = tail;
+    }
+    mask
+}
 
 /// 1 per argument, for counting them in a macro.
 macro_rules! one {
@@ -103,6 +132,15 @@ macro_rules! calls {
                 match self {
                     $( CallId::$hname => $hres, )*
                     $( CallId::$gname => $gres, )*
+                }
+            }
+            /// Bit `i` set when argument `i` is a physical address ([`ArgWord::IS_PA`]).
+            /// Arguments that may hold a PA or a sentinel (MAP_PRIVATE's `source`) are plain
+            /// words here.
+            pub const fn pa_args(self) -> u8 {
+                match self {
+                    $( CallId::$hname => mask_of(&[$( <$hargty as ArgWord>::IS_PA ),*]), )*
+                    $( CallId::$gname => mask_of(&[$( <$gargty as ArgWord>::IS_PA ),*]), )*
                 }
             }
             /// Which side may issue the call.
@@ -541,6 +579,22 @@ mod tests {
             for b in &CallId::ALL[i + 1..] {
                 assert_ne!(a.fid(), b.fid());
             }
+        }
+    }
+
+    #[test]
+    fn pa_args_name_the_typed_addresses() {
+        assert_eq!(CallId::VERSION.pa_args(), 0);
+        assert_eq!(CallId::GRANULE_DELEGATE.pa_args(), 0b1);
+        // TVM, params, root; the GPA and level of TABLE_CREATE are not PAs.
+        assert_eq!(CallId::TVM_CREATE.pa_args(), 0b111);
+        assert_eq!(CallId::TABLE_CREATE.pa_args(), 0b1001);
+        // `source` may be NO_SOURCE: a plain word.
+        assert_eq!(CallId::MAP_PRIVATE.pa_args(), 0b101);
+        assert_eq!(CallId::EVENT_READ.pa_args(), 0b10);
+        assert_eq!(CallId::G_VDEV_INFO.pa_args(), 0);
+        for c in CallId::ALL {
+            assert_eq!(c.pa_args() >> c.arg_count(), 0, "{}", c.name());
         }
     }
 

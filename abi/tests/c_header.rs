@@ -240,6 +240,27 @@ fn render_header() -> String {
         );
         define(&mut o, &format!("TSM_CALL_{}", c.name()), &note);
     }
+    o.push_str(
+        "\n/*\n * Every host call as X(name, function ID, argument count, mask of the arguments that are\n \
+         * physical addresses: bit i for argument i), for a host kernel that forwards calls\n \
+         * from user space and checks what they name.\n */\n#define TSM_HOST_CALLS(X) \\\n",
+    );
+    let host: Vec<_> = CallId::ALL
+        .iter()
+        .filter(|c| c.caller() == Caller::Host)
+        .collect();
+    for (i, c) in host.iter().enumerate() {
+        let more = if i + 1 < host.len() { " \\" } else { "" };
+        writeln!(
+            o,
+            "\tX({}, {}, {}, 0x{:02X}){more}",
+            c.name(),
+            hex(c.fid().into()),
+            c.arg_count(),
+            c.pa_args()
+        )
+        .unwrap();
+    }
 
     section(&mut o, "status word: code in bits 7:0, index in bits 15:8");
     define(

@@ -84,7 +84,7 @@ pub fn build(
 
 /// Builds the guest payload for `arch` (release: it must fit the pages the host maps for it)
 /// and turns it into the flat binary the host payload embeds; returns (binary, ELF).
-fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBuf), String> {
     let mut cmd = ws.cargo();
     cmd.args([
         "build",

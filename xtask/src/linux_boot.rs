@@ -4,10 +4,11 @@
 //! run's log once QEMU has ended.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::arch::Arch;
 use crate::decode::{Line, Program};
+use crate::initramfs::{self, Entry};
 use crate::workspace::Workspace;
 
 /// Where the Image goes: the host entry (`hal/src/aarch64/host.rs`, `HOST_ENTRY`), 2 MiB
@@ -27,6 +28,36 @@ const CMDLINE: &str =
 pub const NOT_ON_X86_64: &str = "the linux scenario is not yet supported on x86_64: the TSM boots \
      Debian's kernel as its host on aarch64 only (issue 18)";
 
+/// What `/init` prints when the probe of the TSM's memory ended as it must: the process that
+/// read it was killed by SIGBUS (the external abort the TSM injected) and the kernel lived on.
+pub const PROBE_MARKER: &str = "tsm-linux: probe of TSM memory killed by SIGBUS";
+/// What `/init` prints once user space runs, before the probe.
+pub const UP_MARKER: &str = "tsm-linux: user space is up";
+
+/// `/init`: mounts the kernel's file systems, says it is up, reads the first word of the TSM's
+/// memory (found in the device tree's `/reserved-memory`) through `/dev/mem` in a child
+/// process, reports how that process ended, and powers off (PSCI SYSTEM_OFF, through the TSM).
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+echo "UP_MARKER (kernel $(/bin/busybox uname -r))"
+# The kernel logs the fatal signals of processes without a handler (the probe's SIGBUS).
+echo 1 > /proc/sys/debug/exception-trace
+for node in /proc/device-tree/reserved-memory/tsm@*; do
+    addr=0x${node##*@}
+    echo "tsm-linux: reading TSM memory at $addr through /dev/mem"
+    /bin/busybox devmem "$addr" 32
+    status=$?
+    if [ "$status" -eq 135 ]; then
+        echo "PROBE_MARKER (status $status)"
+    else
+        echo "tsm-linux: probe of TSM memory ended with status $status, not SIGBUS"
+    fi
+done
+/bin/busybox poweroff -f
+"#;
+
 /// The files of one Linux boot.
 pub struct LinuxBoot {
     image: PathBuf,
@@ -43,7 +74,7 @@ pub fn prepare(ws: &Workspace, arch: Arch) -> Result<LinuxBoot, String> {
     let kernel = crate::linux_packages::ensure(arch, false)?;
     let dir = ws.xtask_dir().join("linux").join(arch.name());
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let cpio = crate::initramfs::build(&kernel.busybox())?;
+    let cpio = initramfs_for(&kernel.busybox())?;
     let initrd = dir.join("initramfs.cpio");
     std::fs::write(&initrd, &cpio)
         .map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
@@ -105,5 +136,50 @@ impl LinuxBoot {
                 message: l.trim_end_matches('\r').to_string(),
             })
             .collect()
+    }
+}
+
+/// The scenario's initramfs for `busybox` (a static busybox of the kernel's architecture): it,
+/// `/bin/sh` linking to it, and [`INIT`] as `/init`.
+fn initramfs_for(busybox: &Path) -> Result<Vec<u8>, String> {
+    let bb =
+        std::fs::read(busybox).map_err(|e| format!("cannot read {}: {e}", busybox.display()))?;
+    Ok(initramfs::archive(&entries(bb)))
+}
+
+fn entries(busybox: Vec<u8>) -> Vec<Entry> {
+    let init = INIT
+        .replace("UP_MARKER", UP_MARKER)
+        .replace("PROBE_MARKER", PROBE_MARKER);
+    vec![
+        Entry::Dir("bin".into()),
+        Entry::File("bin/busybox".into(), 0o755, busybox),
+        Entry::Symlink("bin/sh".into(), "busybox".into()),
+        Entry::Dir("dev".into()),
+        Entry::Dir("proc".into()),
+        Entry::Dir("sys".into()),
+        Entry::File("init".into(), 0o755, init.into_bytes()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_probes_the_tsm_memory_reports_and_powers_off() {
+        let e = entries(b"\x7fELF-busybox".to_vec());
+        let Some(Entry::File(_, mode, init)) = e
+            .iter()
+            .find(|x| matches!(x, Entry::File(n, _, _) if n == "init"))
+        else {
+            panic!("no /init");
+        };
+        assert_eq!(*mode, 0o755);
+        let text = String::from_utf8(init.clone()).unwrap();
+        assert!(text.starts_with("#!/bin/busybox sh\n"));
+        assert!(text.contains(PROBE_MARKER) && text.contains(UP_MARKER));
+        assert!(text.contains("reserved-memory/tsm@") && text.contains("devmem"));
+        assert!(text.contains("poweroff -f"));
     }
 }

@@ -625,12 +625,12 @@ pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
         MustLog {
             arch: None,
             program: Program::Linux,
-            text: crate::initramfs::UP_MARKER,
+            text: crate::linux_boot::UP_MARKER,
         },
         MustLog {
             arch: None,
             program: Program::Linux,
-            text: crate::initramfs::PROBE_MARKER,
+            text: crate::linux_boot::PROBE_MARKER,
         },
         // The kernel's own log of the probe's death: it took the abort as its own exception.
         MustLog {

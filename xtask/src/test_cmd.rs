@@ -206,9 +206,10 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
         // clippy run never sees them; the payloads are bare-metal only. The image's crates on
         // the image's target, the payloads on theirs (the same on x86_64).
         let image = ["tsm-hal", "tsm-firmware"];
-        let payloads = ["tsm-host-payload", "tsm-guest-payload"];
+        // The Linux driver's binary and its system calls exist only on the payloads' targets.
+        let payloads = ["tsm-host-payload", "tsm-guest-payload", "tsm-linux-driver"];
         let runs: Vec<(&str, Vec<&str>)> = if arch.tsm_triple() == arch.triple() {
-            vec![(arch.triple(), [image, payloads].concat())]
+            vec![(arch.triple(), [&image[..], &payloads[..]].concat())]
         } else {
             vec![
                 (arch.tsm_triple(), image.to_vec()),
@@ -218,8 +219,11 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
         for (triple, crates) in runs {
             let mut clippy = ws.cargo();
             clippy.arg("clippy");
-            for c in crates {
+            for c in &crates {
                 clippy.args(["-p", c]);
+            }
+            if crates.contains(&"tsm-linux-driver") {
+                clippy.args(["--features", "tsm-linux-driver/linux-bin"]);
             }
             clippy.args(["--target", triple, "--", "-D", "warnings"]);
             list.push(("clippy", arch.name(), clippy));

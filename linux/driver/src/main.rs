@@ -1,0 +1,133 @@
+//! `tsm-linux-driver <scenario> <guest image>`: runs one of the scenarios' host sides as a
+//! Linux process over /dev/tsm (linux/module), the same driver code the bare-metal host payload
+//! runs; exits 0 when it passed. Static and freestanding: `_start` below, system calls in
+//! `tsm_linux_driver::sys`.
+#![no_std]
+#![no_main]
+
+use core::fmt::Write;
+
+use tsm_abi::addr::{GRANULE_SIZE, Pa};
+use tsm_linux_driver::host::{LinuxHost, Platform};
+use tsm_linux_driver::sys::{self, Args, TsmFile};
+use tsm_scenarios::layout::IMAGE_PAGES;
+use tsm_scenarios::pool::MAX_GRANULES;
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "mov x0, sp",
+    "bl {entry}",
+    entry = sym entry,
+);
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {entry}",
+    "ud2",
+    entry = sym entry,
+);
+
+/// Where the host learns its platform from firmware tables on QEMU `virt` / `q35`, as the
+/// bare-metal host payload's `DEVICES` (the ECAM here is only the window the adapter presents
+/// configuration space in), and the TSM image's first granule (docs/design.md "Memory
+/// layout").
+#[cfg(target_arch = "aarch64")]
+const PLATFORM: (Pa, Pa, Pa) = (Pa(0x3f00_0000), Pa(0x0905_0000), Pa(0x4020_0000));
+#[cfg(target_arch = "x86_64")]
+const PLATFORM: (Pa, Pa, Pa) = (Pa(0xB000_0000), Pa(0xFED9_0000), Pa(0x0020_0000));
+
+struct Stdout;
+
+impl Write for Stdout {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        sys::write_all(1, s.as_bytes());
+        Ok(())
+    }
+}
+
+extern "C" fn entry(sp: usize) -> ! {
+    // SAFETY: `_start` passes the stack pointer Linux entered it with.
+    let args = unsafe { Args::from_initial_stack(sp) };
+    sys::exit(run(&args))
+}
+
+fn run(args: &Args) -> u8 {
+    let mut out = Stdout;
+    let (Some(name), Some(image_path)) = (args.get(1), args.get(2)) else {
+        let _ = writeln!(out, "usage: tsm-linux-driver <scenario> <guest image>");
+        return 2;
+    };
+    let name = name.to_str().unwrap_or("");
+    let Some(id) = scenario(name) else {
+        let _ = writeln!(out, "tsm-linux-driver: no scenario {name}");
+        return 2;
+    };
+    let mut image = [0u8; (IMAGE_PAGES * GRANULE_SIZE) as usize];
+    let Some(guest_image) = sys::read_file(image_path, &mut image) else {
+        let _ = writeln!(
+            out,
+            "tsm-linux-driver: cannot read the guest image {image_path:?}"
+        );
+        return 2;
+    };
+    let dev = match TsmFile::open() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(out, "tsm-linux-driver: cannot open /dev/tsm: errno {}", e.0);
+            return 1;
+        }
+    };
+    let (ecam, iommu, tsm_memory) = PLATFORM;
+    let platform = Platform {
+        ecam,
+        iommu,
+        tsm_memory,
+        guest_image,
+    };
+    let mut host = match LinuxHost::new(dev, MAX_GRANULES, platform) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = writeln!(out, "tsm-linux-driver: cannot set up the host: {e:?}");
+            return 1;
+        }
+    };
+    let _ = writeln!(out, "tsm-linux-driver: running {name}");
+    match tsm_scenarios::run(&mut host, id) {
+        Ok(()) => {
+            let _ = writeln!(out, "tsm-linux-driver: {name} passed");
+            0
+        }
+        Err(f) => {
+            let _ = writeln!(
+                out,
+                "tsm-linux-driver: {name} failed: {} (scenarios line {}, value {:#x})",
+                f.what, f.line, f.got
+            );
+            1
+        }
+    }
+}
+
+/// The number of the scenario named `name` (`mmio-private` or `MMIO_PRIVATE`).
+fn scenario(name: &str) -> Option<u32> {
+    tsm_scenarios::id::ALL.iter().find_map(|&(n, id)| {
+        let same = n.len() == name.len()
+            && n.bytes()
+                .zip(name.bytes())
+                .all(|(a, b)| a == b.to_ascii_uppercase() || (a == b'_' && b == b'-'));
+        same.then_some(id)
+    })
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let _ = writeln!(Stdout, "tsm-linux-driver: panic: {info}");
+    sys::exit(101)
+}
