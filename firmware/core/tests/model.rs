@@ -2998,7 +2998,7 @@ impl<'h> World<'h> {
             let buf = self.scratch() + 8 * self.rng.below(G / 8);
             let (fid, args): (CallId, [u64; 2]) = match self.rng.below(4) {
                 0 => {
-                    let lo = u64::from(tsm_abi::version::LOWEST.to_raw());
+                    let lo = tsm_abi::version::LOWEST.to_raw();
                     let v = self.rng.pick(&[lo, lo + 1, 0, 1 << 32, 0x2_0000]).unwrap();
                     (VERSION, [v, 0])
                 }
