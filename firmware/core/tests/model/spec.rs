@@ -271,6 +271,11 @@ pub struct Pdev {
     pub spdm: bool,
     /// The EVIDENCE granule PDEV_CONNECT took (0: none).
     pub evidence: u64,
+    /// SPDM on a certificate slot the device does not serve (it serves slot 0 only): its
+    /// connect fails at the DIGESTS answer, which lacks the slot.
+    pub unserved_slot: bool,
+    /// With [`Pdev::unserved_slot`], the `left` at which the pending connect's answer fails.
+    pub fails_at_left: u8,
     /// The object whose request is out in the session (0: the session is free).
     pub owner: u64,
     pub vdevs: u64,
@@ -937,6 +942,8 @@ impl Model {
                         left: 0,
                         spdm: p.pdev_flags().contains(PdevFlags::SPDM),
                         evidence: 0,
+                        unserved_slot: p.pdev_flags().contains(PdevFlags::SPDM) && p.spdm_slot != 0,
+                        fails_at_left: 0,
                         owner: 0,
                         vdevs: 0,
                     },
@@ -968,6 +975,8 @@ impl Model {
                 p.state = PdevState::Connecting;
                 p.op = DeviceOp::Connect;
                 p.left = left;
+                // The fourth answer: VERSION, CAPABILITIES, ALGORITHMS, then DIGESTS.
+                p.fails_at_left = if p.unserved_slot { left - 3 } else { 0 };
                 if spdm {
                     p.evidence = a[2];
                     p.owner = a[0];
@@ -1614,7 +1623,10 @@ impl Model {
                     return Err(st(NoOperation, 1).into());
                 }
                 self.comm_in(a[1], comm)?;
-                if comm != (CommEnv::Response { valid: true }) {
+                let p = &self.pdevs[&obj];
+                let unserved =
+                    p.op == DeviceOp::Connect && p.unserved_slot && p.left == p.fails_at_left;
+                if comm != (CommEnv::Response { valid: true }) || unserved {
                     // Without SPDM the connect fails; with it the session ends with it.
                     self.session_fail(obj);
                     return Ok(progress(DeviceError, 0, PdevState::Error.raw()));
