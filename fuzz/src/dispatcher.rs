@@ -41,8 +41,8 @@
 //! PDEVs are created on several segments with the same RID range ([`SEGMENTS`]), so the same
 //! RID names different devices, or a vdevice and a host device.
 //!
-//! SYSTEM_OFF is never issued: it powers the platform off, which [`SimPlatform`] models as a
-//! panic by design; nor is PSCI SYSTEM_OFF, for the same reason (PSCI SYSTEM_RESET is, and
+//! SYSTEM_OFF is never issued, from the call table or as a raw ID: it powers the platform off,
+//! which [`SimPlatform`] models as a panic by design; nor is PSCI SYSTEM_OFF, for the same reason (PSCI SYSTEM_RESET is, and
 //! must be refused with nothing changed). A raw ID
 //! outside the TSM's owner from the host of an Arm machine is answered as PSCI / SMCCC
 //! (docs/abi.md §2.1): its x0 is no TSM status word, and it must change no granule.
@@ -230,7 +230,12 @@ fn call_regs(input: &mut Input<'_>, side: Caller) -> CallRegs {
     let (fid, nargs) = match calls.get(usize::from(selector & 0x7F) % (calls.len() + 1)) {
         Some(c) => (u64::from(c.fid()), c.arg_count()),
         None => match input.u32() {
-            psci::SYSTEM_OFF => (u64::from(psci::PSCI_VERSION), 6),
+            // The raw ID of either SYSTEM_OFF (the module's documentation).
+            raw if raw == psci::SYSTEM_OFF
+                || CallId::try_from(u64::from(raw)).is_ok_and(|c| c == CallId::SYSTEM_OFF) =>
+            {
+                (u64::from(psci::PSCI_VERSION), 6)
+            }
             raw => (u64::from(raw), 6),
         },
     };
