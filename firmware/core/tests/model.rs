@@ -36,6 +36,8 @@
 //!   with the SPDM connects, about the CPU time 10,000 sequences took without them);
 //! - `TSM_MODEL_STEPS=N` random steps per sequence before teardown (default 12; a sequence is
 //!   about 50 calls with its head start, the granules the steps delegate, and the teardown);
+//! - `TSM_MODEL_FIRST=N` starts at the Nth sequence (default 0), so a long run that was
+//!   stopped can be carried on without re-running the seeds it already ran;
 //! - `TSM_MODEL_SEED=S` runs that one seed (as printed by a failure) on both formats;
 //! - `TSM_MODEL_THREADS=N` threads per format sharing out the sequences (default: the CPUs);
 //!   a sequence depends on its seed alone, so the threads change the speed, not the result;
@@ -3193,6 +3195,7 @@ fn dma_format(format: AddressMapFormat) -> DmaTableFormat {
 
 fn run_format(format: AddressMapFormat, salt: u64) {
     let count = env_u64("TSM_MODEL_SEQUENCES", 4000);
+    let first = env_u64("TSM_MODEL_FIRST", 0);
     let steps = env_u64("TSM_MODEL_STEPS", 12);
     let one = std::env::var("TSM_MODEL_SEED").ok().and_then(|v| {
         let v = v.trim_start_matches("0x");
@@ -3201,7 +3204,7 @@ fn run_format(format: AddressMapFormat, salt: u64) {
     let dma = dma_format(format);
     let seeds: Vec<u64> = match one {
         Some(s) => vec![s],
-        None => (0..count)
+        None => (first..first.saturating_add(count))
             .map(|i| (i << 8) ^ salt ^ 0x5EED_0000_0000)
             .collect(),
     };
