@@ -376,7 +376,7 @@ fn bar0_registers_through_the_mapping() {
 }
 
 #[test]
-fn probes_run_in_a_mapping_or_report_reached() {
+fn probes_run_in_a_mapping_or_report_unavailable() {
     let mut fake = Fake::with_edu();
     fake.probe_faults = true;
     let mut h = host(fake);
@@ -389,8 +389,9 @@ fn probes_run_in_a_mapping_or_report_reached() {
             (Region::Bar0, GRANULE_SIZE, true)
         ]
     );
-    // Not mappable from user space: never claimed blocked.
-    assert_eq!(h.probe(Pa(0x4020_0000), false), Probe::Reached);
+    // Not mappable from user space: neither blocked nor reached.
+    assert_eq!(h.probe(Pa(0x4020_0000), false), Probe::Unavailable);
+    assert_eq!(h.probe(Pa(BAR0 + BAR0_SIZE), false), Probe::Unavailable);
     assert_eq!(h.device().probes.len(), 2);
     h.device().probe_faults = false;
     assert_eq!(h.probe(Pa(POOL), false), Probe::Reached);
