@@ -34,9 +34,15 @@ pub const UP_MARKER: &str = "tsm-linux: user space is up";
 pub const MODULE_MARKER: &str = "tsm-linux: tsm_host.ko loaded";
 /// What the user-space driver prints when the whole device assignment passed.
 pub const DRIVER_MARKER: &str = "tsm-linux-driver: story passed";
-/// What `/init` prints when the kernel logged both of the driver's own probes of pages the TSM
-/// took from the host (the TVM's private page, edu's BAR0 while the TVM held it) as the
-/// external aborts that killed the probing child processes. (`devmem` cannot make these
+/// What `/init` prints when the driver's `isolation-tsm` failed as it must under Linux: its
+/// probe of the TSM's memory is one user space cannot make (`Probe::Unavailable`), reported as
+/// such rather than as blocked or reached.
+pub const UNAVAILABLE_MARKER: &str =
+    "tsm-linux: isolation-tsm failed as a probe this host cannot make";
+/// What `/init` prints when the kernel logged all three of the driver's own probes of pages the
+/// TSM took from the host (the TVM's private page and edu's BAR0 while the TVM held it in
+/// `story`, a delegated granule in `isolation-delegated`) as the external aborts that killed
+/// the probing child processes. (`devmem` cannot make these
 /// probes: Debian's kernel has STRICT_DEVMEM, so `/dev/mem` refuses RAM and a claimed BAR.)
 pub const DELEGATED_MARKER: &str =
     "tsm-linux: the driver's probes of pages the TSM holds ended in external aborts";
@@ -46,7 +52,8 @@ pub const PROBE_MARKER: &str = "tsm-linux: probe of TSM memory killed by SIGBUS"
 
 /// `/init`: mounts the kernel's file systems, says it is up, loads the module and runs the
 /// user-space driver's `story` (the whole device assignment, the bare-metal host's own driver
-/// routines over /dev/tsm), checks the kernel's log of the driver's probes, reads the first
+/// routines over /dev/tsm), `isolation-delegated` and `isolation-tsm` (which must fail: user
+/// space cannot map the TSM's memory), checks the kernel's log of the driver's probes, reads the first
 /// word of the TSM's memory (found in the device tree's `/reserved-memory`) through `/dev/mem`
 /// in a child process, reports how that process ended, and powers off (PSCI SYSTEM_OFF,
 /// through the TSM). Each marker is printed only once its check passed.
@@ -61,12 +68,23 @@ echo 1 > /proc/sys/debug/exception-trace
 if $B insmod /tsm/tsm_host.ko; then
     echo "MODULE_MARKER"
     /tsm/tsm-linux-driver story /tsm/guest.bin
-    echo "tsm-linux: the driver exited with status $?"
-    # The probing children are the driver's forks, which the kernel names after it: one for
-    # the TVM's private page (a granule the driver delegated), one for edu's BAR0 while the
-    # TVM held it.
+    echo "tsm-linux: the driver's story exited with status $?"
+    # A granule the driver delegated and no object holds yet, loaded through the pool mapping.
+    /tsm/tsm-linux-driver isolation-delegated /tsm/guest.bin
+    echo "tsm-linux: the driver's isolation-delegated exited with status $?"
+    # The TSM's memory is not the driver's to map: the probe must fail as one this host
+    # cannot make, neither blocked nor reached.
+    out=$(/tsm/tsm-linux-driver isolation-tsm /tsm/guest.bin)
+    rc=$?
+    echo "$out"
+    if [ "$rc" -eq 1 ] && echo "$out" | $B grep -q 'failed: this host cannot make the access the probe needs'; then
+        echo "UNAVAILABLE_MARKER"
+    fi
+    # The probing children are the driver's forks, which the kernel names after it: the
+    # story's of the TVM's private page and of edu's BAR0 while the TVM held it, and
+    # isolation-delegated's of its delegated granule.
     aborts=$($B dmesg | $B grep -c 'tsm-linux-drive.*unhandled exception: DABT (lower EL), ESR 0x0*92000010, synchronous external abort')
-    if [ "$aborts" -ge 2 ]; then
+    if [ "$aborts" -ge 3 ]; then
         echo "DELEGATED_MARKER ($aborts)"
     fi
 fi
@@ -198,6 +216,7 @@ fn entries(busybox: Vec<u8>, module: Vec<u8>, driver: Vec<u8>, guest: Vec<u8>) -
         .replace("UP_MARKER", UP_MARKER)
         .replace("MODULE_MARKER", MODULE_MARKER)
         .replace("DELEGATED_MARKER", DELEGATED_MARKER)
+        .replace("UNAVAILABLE_MARKER", UNAVAILABLE_MARKER)
         .replace("PROBE_MARKER", PROBE_MARKER);
     vec![
         Entry::Dir("bin".into()),
@@ -239,13 +258,21 @@ mod tests {
         assert_eq!(mode, 0o755);
         let text = String::from_utf8(init).unwrap();
         assert!(text.starts_with("#!/bin/busybox sh\n"));
-        for marker in [UP_MARKER, MODULE_MARKER, DELEGATED_MARKER, PROBE_MARKER] {
+        for marker in [
+            UP_MARKER,
+            MODULE_MARKER,
+            DELEGATED_MARKER,
+            UNAVAILABLE_MARKER,
+            PROBE_MARKER,
+        ] {
             assert!(text.contains(marker), "{marker}");
         }
         // Every placeholder was replaced.
         assert!(!text.contains("_MARKER"));
         assert!(text.contains("insmod /tsm/tsm_host.ko"));
-        assert!(text.contains("/tsm/tsm-linux-driver story /tsm/guest.bin"));
+        for run in ["story", "isolation-delegated", "isolation-tsm"] {
+            assert!(text.contains(&format!("/tsm/tsm-linux-driver {run} /tsm/guest.bin")));
+        }
         assert!(text.contains("reserved-memory/tsm@") && text.contains("devmem"));
         assert!(text.ends_with("poweroff -f\n"));
     }

@@ -700,6 +700,22 @@ pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
             program: Program::Linux,
             text: crate::linux_boot::DRIVER_MARKER,
         },
+        // A granule the driver delegated, probed from Linux: blocked, and the driver went on.
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: "isolation: the TSM blocked the host's access at",
+        },
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: "tsm-linux-driver: isolation-delegated passed",
+        },
+        MustLog {
+            arch: None,
+            program: Program::Linux,
+            text: crate::linux_boot::UNAVAILABLE_MARKER,
+        },
         // The kernel's log of the driver's probes of pages the TSM held: external aborts.
         MustLog {
             arch: None,
