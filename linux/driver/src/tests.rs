@@ -38,6 +38,8 @@ struct Fake {
     bar: HashMap<u64, u64>,
     probes: Vec<(Region, u64, bool)>,
     probe_faults: bool,
+    /// No child could be made for a probe (fork or wait failed).
+    probe_fails: bool,
     clock: u64,
 }
 
@@ -137,7 +139,7 @@ impl Device for Fake {
 
     fn probe(&mut self, region: Region, offset: u64, write: bool) -> Option<bool> {
         self.probes.push((region, offset, write));
-        Some(self.probe_faults)
+        (!self.probe_fails).then_some(self.probe_faults)
     }
 
     fn now_us(&mut self) -> u64 {
@@ -393,6 +395,10 @@ fn probes_run_in_a_mapping_or_report_unavailable() {
     assert_eq!(h.probe(Pa(0x4020_0000), false), Probe::Unavailable);
     assert_eq!(h.probe(Pa(BAR0 + BAR0_SIZE), false), Probe::Unavailable);
     assert_eq!(h.device().probes.len(), 2);
+    // A probe in a mapping that could not be made shows nothing either.
+    h.device().probe_fails = true;
+    assert_eq!(h.probe(Pa(POOL), false), Probe::Unavailable);
+    h.device().probe_fails = false;
     h.device().probe_faults = false;
     assert_eq!(h.probe(Pa(POOL), false), Probe::Reached);
 }
