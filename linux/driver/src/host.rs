@@ -152,8 +152,9 @@ impl<D: Device> HostEnv for LinuxHost<'_, D> {
     }
 
     /// A pool page or a BAR0 page, touched by a child process: its fault is the TSM's
-    /// block. Anything else (the TSM's memory, the IOMMU's registers) user space cannot map:
-    /// reported reached, so a scenario that needs that probe fails rather than passes
+    /// block. Anything else (the TSM's memory, the IOMMU's registers) user space cannot map,
+    /// and a probe the module or the kernel would not let it make shows nothing either: both
+    /// are `Unavailable`, so a scenario that needs that probe fails rather than passes
     /// unchecked.
     fn probe(&mut self, pa: Pa, write: bool) -> Probe {
         let at = match (self.in_pool(pa, 8), self.in_bar0(pa, Width::W64)) {
@@ -163,7 +164,8 @@ impl<D: Device> HostEnv for LinuxHost<'_, D> {
         };
         match at.and_then(|(region, off)| self.dev.probe(region, off, write)) {
             Some(true) => Probe::Blocked,
-            Some(false) | None => Probe::Reached,
+            Some(false) => Probe::Reached,
+            None => Probe::Unavailable,
         }
     }
 

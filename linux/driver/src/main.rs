@@ -98,6 +98,8 @@ fn run(args: &Args) -> u8 {
             return 1;
         }
     };
+    // The scenario's own log lines (`say!`), as the host payload logs them.
+    tsm_scenarios::narrate::set_sink(|s| sys::write_all(1, s.as_bytes()));
     let _ = writeln!(out, "tsm-linux-driver: running {name}");
     match tsm_scenarios::run(&mut host, id) {
         Ok(()) => {

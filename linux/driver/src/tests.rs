@@ -38,6 +38,8 @@ struct Fake {
     bar: HashMap<u64, u64>,
     probes: Vec<(Region, u64, bool)>,
     probe_faults: bool,
+    /// No child could be made for a probe (fork or wait failed).
+    probe_fails: bool,
     clock: u64,
 }
 
@@ -137,7 +139,7 @@ impl Device for Fake {
 
     fn probe(&mut self, region: Region, offset: u64, write: bool) -> Option<bool> {
         self.probes.push((region, offset, write));
-        Some(self.probe_faults)
+        (!self.probe_fails).then_some(self.probe_faults)
     }
 
     fn now_us(&mut self) -> u64 {
@@ -376,7 +378,7 @@ fn bar0_registers_through_the_mapping() {
 }
 
 #[test]
-fn probes_run_in_a_mapping_or_report_reached() {
+fn probes_run_in_a_mapping_or_report_unavailable() {
     let mut fake = Fake::with_edu();
     fake.probe_faults = true;
     let mut h = host(fake);
@@ -389,9 +391,14 @@ fn probes_run_in_a_mapping_or_report_reached() {
             (Region::Bar0, GRANULE_SIZE, true)
         ]
     );
-    // Not mappable from user space: never claimed blocked.
-    assert_eq!(h.probe(Pa(0x4020_0000), false), Probe::Reached);
+    // Not mappable from user space: neither blocked nor reached.
+    assert_eq!(h.probe(Pa(0x4020_0000), false), Probe::Unavailable);
+    assert_eq!(h.probe(Pa(BAR0 + BAR0_SIZE), false), Probe::Unavailable);
     assert_eq!(h.device().probes.len(), 2);
+    // A probe in a mapping that could not be made shows nothing either.
+    h.device().probe_fails = true;
+    assert_eq!(h.probe(Pa(POOL), false), Probe::Unavailable);
+    h.device().probe_fails = false;
     h.device().probe_faults = false;
     assert_eq!(h.probe(Pa(POOL), false), Probe::Reached);
 }

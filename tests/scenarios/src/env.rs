@@ -12,6 +12,10 @@ pub enum Probe {
     Blocked,
     /// The access reached the memory: an isolation failure.
     Reached,
+    /// The environment could not make the access at all (Linux user space cannot map the
+    /// TSM's memory or the IOMMU's registers): nothing was shown, so a scenario that needs
+    /// the probe fails rather than passes unchecked.
+    Unavailable,
 }
 
 /// Where the host's devices are, as a real host learns it from its device tree (aarch64) or

@@ -20,6 +20,7 @@
 //! | [`guest`] | the guest scripts, selected by the vCPU's `arg0` |
 //! | [`scenarios`] | the scenarios |
 //! | [`console_log`] | the payloads' defmt logger, which hands each frame to the TSM's debug console |
+//! | [`narrate`] | the same log lines as text, for the Linux driver (feature `narrate`) |
 #![no_std]
 
 #[macro_use]
@@ -31,6 +32,8 @@ pub mod env;
 pub mod guest;
 pub mod layout;
 pub mod link;
+#[cfg(any(feature = "narrate", test))]
+pub mod narrate;
 pub mod pci;
 pub mod pool;
 pub mod scenarios;

@@ -1,12 +1,15 @@
 //! Logging that goes to defmt in the payloads and nowhere on the build machine, and the check
 //! macros every scenario uses.
 
-/// Logs a line at info level (defmt syntax); compiled out without the `defmt` feature.
+/// Logs a line at info level (defmt syntax); as text with the `narrate` feature (the Linux
+/// driver, `crate::narrate`); compiled out without either.
 macro_rules! say {
     ($fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
         defmt::info!($fmt $(, $arg)*);
-        #[cfg(not(feature = "defmt"))]
+        #[cfg(all(feature = "narrate", not(feature = "defmt")))]
+        $crate::narrate::line($fmt, &[$(&$arg as &dyn $crate::narrate::Arg),*]);
+        #[cfg(not(any(feature = "defmt", feature = "narrate")))]
         {
             $( let _ = &$arg; )*
         }

@@ -145,5 +145,10 @@ fn blocked<E: HostEnv>(env: &mut E, pa: Pa, write: bool) -> Outcome {
             line: line!(),
             got: pa.0,
         }),
+        Probe::Unavailable => Err(Fail {
+            what: "this host cannot make the access the probe needs",
+            line: line!(),
+            got: pa.0,
+        }),
     }
 }
