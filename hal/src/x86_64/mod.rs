@@ -31,6 +31,7 @@ mod guest;
 mod host;
 mod intercept;
 mod layout;
+mod linux;
 mod paging;
 mod pci;
 mod percpu;
@@ -65,10 +66,16 @@ pub fn now_us() -> u64 {
 
 /// The host payload's initial context on CPU `cpu`: entry [`HOST_ENTRY`] in 32-bit protected
 /// mode, with edi = DRAM base, esi = DRAM size, edx = CPU index, ecx = TSC ticks per
-/// microsecond (`host`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
+/// microsecond (`host`); a Linux host on the boot CPU: its kernel's entry by the 32-bit boot
+/// protocol (`linux`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
 /// the CPU has no VMCB.
 pub fn host_context(boot: &BootInfo, cpu: usize) -> Option<HostContext> {
     let word = |v: u64| u32::try_from(v).ok();
+    if cpu == 0
+        && let Some((entry, zero_page)) = linux::boot_state()
+    {
+        return HostContext::new_linux(word(entry)?, word(zero_page)?);
+    }
     let end = boot.dram.base.0.checked_add(boot.dram.size)?;
     word(end)?;
     let args = [
