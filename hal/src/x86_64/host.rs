@@ -6,11 +6,13 @@
 //! below 4 GiB on q35), edx = CPU index, ecx = TSC ticks per microsecond; the call gate is
 //! `vmmcall`. The host's address-space tag is [`HOST_ASID`]; its nested table is `paging`'s.
 //!
-//! The host has no local APIC: its page is outside the nested table, and the x2APIC MSRs are
-//! refused (#GP), so it can send no INIT, SIPI or any other IPI. The TSM starts every CPU
+//! The host has no local APIC: its page is outside the nested table (a Linux host reads zeros
+//! there, read-only: `linux`), and the x2APIC MSRs are refused (#GP), so it can send no INIT,
+//! SIPI or any other IPI. The TSM starts every CPU
 //! itself at boot (`smp`) and enters the host on the boot CPU; the others wait in the TSM until
 //! the host starts them with HOST_CPU_START ([`HostContext::start`] gives the entry state).
-//! Interrupts are not intercepted, and the host enables none. A triple fault ends the run.
+//! Interrupts are not intercepted: the payload enables none; a Linux host takes its PIC's
+//! through its own IDT while it runs. A triple fault ends the run.
 //!
 //! **Blocked accesses.** A host access to anything its nested table does not map (delegated
 //! and TVM-private granules, the TSM's memory, the VT-d registers, the local APIC, unassigned

@@ -16,7 +16,8 @@
 //!   kept per guest (`guest` switches the FXSAVE image only), so no guest gets XSAVE or AVX;
 //! - CPUID: answered from the CPU's own, with SVM hidden (`8000_0001h ECX.SVM` clear, leaf
 //!   `8000_000Ah` zero) and so is XSAVE (leaf 1's XSAVE, OSXSAVE and AVX, leaf 7's AVX2 and
-//!   AVX-512 bits, leaf 0Dh zero);
+//!   AVX-512 bits, leaf 0Dh zero), and so are the local APIC, x2APIC, MTRRs and machine checks,
+//!   which no guest has;
 //! - MSRs: every one but those VMRUN/`vmload` switch (`svm::PASSTHROUGH_MSRS`). EFER is
 //!   emulated: reads hide SVME (which VMRUN requires set), writes may change SCE, LME (not with
 //!   paging on) and NXE, anything else is #GP. Every other intercepted MSR raises #GP(0), as an
@@ -25,7 +26,9 @@
 //!   TSC_AUX (which VMRUN does not switch);
 //! - port I/O: every port; IN reads all-ones, OUT is dropped, string forms raise #GP(0). The
 //!   TSM's own ports (COM1, the exit port, fw_cfg with its DMA interface, PCI's CF8/CFC) are
-//!   among them; the host reaches its devices through MMIO (ECAM, BARs);
+//!   among them; the host reaches its devices through MMIO (ECAM, BARs). A Linux host has its
+//!   own permission map with the legacy PC devices open, and two chipset ports it reaches
+//!   through `linux::io`;
 //! - INVD (it would drop the TSM's dirty cache lines): done as a no-op, the caches kept;
 //! - NMIs (the TSM's shootdown, taken by its handler once the exit has set GIF again) and
 //!   INIT (which TCG never raises: PLATFORM-FACTS.md): the guest just goes on, unless the

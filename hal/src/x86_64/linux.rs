@@ -194,9 +194,8 @@ pub fn open_ports(info: &BootInfo) {
     }
 }
 
-/// A Linux host's intercepted port access (module doc) at EXITINFO1 `info` with `value` (an
-/// OUT's): `Some(Some(v))` an IN's result, `Some(None)` done, an OUT; `None` not one of its
-/// ports. A power-off request comes back as [`Port::PowerOff`].
+/// A Linux host's intercepted access of `size` bytes to `port` (module doc), `out` the value
+/// of an OUT (`None`: an IN).
 pub fn io(port: u16, size: u8, out: Option<u32>) -> Port {
     let Some(pm) = PM.get().filter(|_| is_linux()) else {
         return Port::NotLinux;

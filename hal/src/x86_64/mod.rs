@@ -17,6 +17,8 @@
 //!   until its next call or an exit the TSM does not complete itself;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main.
 //!
+//! A Linux bzImage at the host entry is booted by its 32-bit protocol instead (`linux`).
+//!
 //! Boot also reads the ACPI tables (`acpi`: CPUs, the VT-d unit, PCI configuration space),
 //! maps the host's PCI devices (`pci`) and takes over VT-d (`vtd`); a granule leaves and
 //! re-enters the host's reach, CPU and DMA views together, only through [`X86Platform`]'s
