@@ -646,7 +646,7 @@ pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
         MustLog {
             arch: Some(Arch::X86_64),
             program: Program::Linux,
-            text: "general protection fault ip:",
+            text: "general protection fault",
         },
         MustLog {
             arch: Some(Arch::X86_64),
