@@ -1,6 +1,6 @@
 //! What a run of the `linux` scenario adds to QEMU (docs/design.md, "A Linux host"): Debian's
-//! kernel Image in place of the host payload, the initramfs (the module, the user-space driver
-//! and the guest payload, run by its `/init`), the kernel command line, and a second UART for the kernel's console (the first stays the TSM's), whose output joins the
+//! kernel Image in place of the host payload, the initramfs, the kernel command line, and a
+//! second UART for the kernel's console (the first stays the TSM's), whose output joins the
 //! run's log once QEMU has ended.
 
 use std::ffi::OsString;
@@ -11,22 +11,52 @@ use crate::decode::{Line, Program};
 use crate::initramfs::{self, Entry};
 use crate::workspace::Workspace;
 
-/// Where the Image goes: the host entry (`hal/src/aarch64/host.rs`, `HOST_ENTRY`), 2 MiB
-/// aligned as the arm64 boot protocol wants (the Image's text_offset is 0).
-const IMAGE_ADDR: u64 = 0x4100_0000;
-/// Where the initrd goes (`hal/src/aarch64/linux.rs`, `INITRD_BASE`); its size travels in the
-/// parameters page's second word (the run's `param`).
-const INITRD_ADDR: u64 = 0x4800_0000;
-/// The kernel command line (QEMU puts it in `/chosen/bootargs`, which the TSM keeps). The
-/// kernel's UART is the second PL011, `serial1` in the tree's aliases, so `ttyAMA1`; `panic=-1`
-/// turns a panic into a reboot, which the TSM refuses, so a panicking kernel ends the run
-/// quickly instead of waiting for the timeout.
-const CMDLINE: &str =
-    "console=ttyAMA1 earlycon=pl011,mmio32,0x9040000 rdinit=/init panic=-1 loglevel=7";
+/// Where the kernel goes: the host entry (aarch64: `hal/src/aarch64/host.rs`, `HOST_ENTRY`,
+/// 2 MiB aligned as the arm64 boot protocol wants, the Image's text_offset being 0; x86_64:
+/// `hal/src/x86_64/host.rs`, the whole bzImage, which decompresses itself above it).
+fn image_addr(arch: Arch) -> u64 {
+    match arch {
+        Arch::Aarch64 => 0x4100_0000,
+        Arch::X86_64 => 0x0100_0000,
+    }
+}
 
-/// Why the `linux` scenario does not run on x86_64.
-pub const NOT_ON_X86_64: &str = "the linux scenario is not yet supported on x86_64: the TSM boots \
-     Debian's kernel as its host on aarch64 only (issue 18)";
+/// Where the initrd goes (`hal/src/<arch>/linux.rs`, `INITRD_BASE`: DRAM base + 128 MiB); its
+/// size travels in the parameters page's second word (the run's `param`).
+fn initrd_addr(arch: Arch) -> u64 {
+    match arch {
+        Arch::Aarch64 => 0x4800_0000,
+        Arch::X86_64 => 0x0800_0000,
+    }
+}
+
+/// The first byte of the TSM's memory on x86_64 (its link address, docs/design.md "Memory
+/// layout on QEMU"): what `/init` probes there, handed to it on the command line (an unknown
+/// `name=value` parameter the kernel passes to init's environment).
+const X86_TSM_BASE: &str = "0x200000";
+
+/// The kernel command line (aarch64: QEMU puts it in `/chosen/bootargs`, which the TSM keeps;
+/// x86_64: QEMU's PVH start info, which the TSM copies into the kernel's zero page). The
+/// kernel's UART is the second one (the first is the TSM's): aarch64's second PL011 (`serial1`
+/// in the tree's aliases, so `ttyAMA1`), x86_64's COM2 (`ttyS1`). `panic=-1` turns a panic into
+/// a reboot, which the TSM refuses, so a panicking kernel ends the run quickly instead of
+/// waiting for the timeout. x86_64: `nokaslr` keeps the kernel where the TSM checked it fits;
+/// `lpj=` skips the delay-loop calibration against the timer tick, which takes seconds under
+/// TCG; `pci=off` because the chipset's functions are read-only in the host's ECAM and Linux
+/// writes their BARs while it enumerates them; `nolapic` because the MP table names a local
+/// APIC, which Linux would otherwise program at power-off (docs/design.md "A Linux host").
+fn cmdline(arch: Arch) -> String {
+    match arch {
+        Arch::Aarch64 => {
+            "console=ttyAMA1 earlycon=pl011,mmio32,0x9040000 rdinit=/init panic=-1 loglevel=7"
+                .into()
+        }
+        Arch::X86_64 => format!(
+            "console=ttyS1 earlyprintk=serial,ttyS1,115200 rdinit=/init panic=-1 loglevel=7 \
+             nokaslr lpj=1000000 pci=off nolapic tsm_probe={X86_TSM_BASE}"
+        ),
+    }
+}
 
 /// What `/init` prints once user space runs.
 pub const UP_MARKER: &str = "tsm-linux: user space is up";
@@ -47,25 +77,28 @@ pub const UNAVAILABLE_MARKER: &str =
 pub const DELEGATED_MARKER: &str =
     "tsm-linux: the driver's probes of pages the TSM holds ended in external aborts";
 /// What `/init` prints when the probe of the TSM's memory ended as it must: the process that
-/// read it was killed by SIGBUS (the external abort the TSM injected) and the kernel lived on.
-pub const PROBE_MARKER: &str = "tsm-linux: probe of TSM memory killed by SIGBUS";
+/// read it was killed by the signal the injected fault means (aarch64: SIGBUS, the external
+/// abort; x86_64: SIGSEGV, the #GP(0)) and the kernel lived on.
+pub const PROBE_MARKER: &str = "tsm-linux: probe of TSM memory killed by";
 
-/// `/init`: mounts the kernel's file systems, says it is up, loads the module and runs the
-/// user-space driver's `story` (the whole device assignment, the bare-metal host's own driver
-/// routines over /dev/tsm), `isolation-delegated` and `isolation-tsm` (which must fail: user
-/// space cannot map the TSM's memory), checks the kernel's log of the driver's probes, reads the first
-/// word of the TSM's memory (found in the device tree's `/reserved-memory`) through `/dev/mem`
-/// in a child process, reports how that process ended, and powers off (PSCI SYSTEM_OFF,
-/// through the TSM). Each marker is printed only once its check passed.
+/// `/init`: mounts the kernel's file systems and says it is up; where the initramfs carries the
+/// module (aarch64), loads it and runs the user-space driver's `story` (the whole device
+/// assignment, the bare-metal host's own driver routines over /dev/tsm), `isolation-delegated`
+/// and `isolation-tsm` (which must fail: user space cannot map the TSM's memory), and checks the
+/// kernel's log of the driver's probes; then reads the first word of the TSM's memory through
+/// `/dev/mem` in a child process (aarch64: its address from the device tree's
+/// `/reserved-memory`; x86_64: from `tsm_probe` on the command line), reports how that process
+/// ended, and powers off (aarch64: PSCI SYSTEM_OFF; x86_64: ACPI S5; both reach the TSM's
+/// power-off). Each marker is printed only once its check passed.
 const INIT: &str = r#"#!/bin/busybox sh
 B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
 $B mount -t devtmpfs devtmpfs /dev
 echo "UP_MARKER (kernel $($B uname -r))"
-# The kernel logs the fatal signals of processes without a handler (the probes' SIGBUS).
-echo 1 > /proc/sys/debug/exception-trace
-if $B insmod /tsm/tsm_host.ko; then
+# The kernel logs the fatal signals of processes without a handler (the probes').
+echo 1 > /proc/sys/debug/exception-trace 2>/dev/null
+if [ -e /tsm/tsm_host.ko ] && $B insmod /tsm/tsm_host.ko; then
     echo "MODULE_MARKER"
     /tsm/tsm-linux-driver story /tsm/guest.bin
     echo "tsm-linux: the driver's story exited with status $?"
@@ -88,22 +121,28 @@ if $B insmod /tsm/tsm_host.ko; then
         echo "DELEGATED_MARKER ($aborts)"
     fi
 fi
-for node in /proc/device-tree/reserved-memory/tsm@*; do
-    addr=0x${node##*@}
-    echo "tsm-linux: reading TSM memory at $addr through /dev/mem"
-    $B devmem "$addr" 32
+probe() {
+    echo "tsm-linux: reading TSM memory at $1 through /dev/mem"
+    $B devmem "$1" 32
     status=$?
-    if [ "$status" -eq 135 ]; then
-        echo "PROBE_MARKER (status $status)"
+    if [ "$status" -eq EXPECTED_STATUS ]; then
+        echo "PROBE_MARKER EXPECTED_SIGNAL (status $status)"
     else
-        echo "tsm-linux: probe of TSM memory ended with status $status, not SIGBUS"
+        echo "tsm-linux: probe of TSM memory ended with status $status, not EXPECTED_SIGNAL"
     fi
+}
+if [ -n "$tsm_probe" ]; then
+    probe "$tsm_probe"
+fi
+for node in /proc/device-tree/reserved-memory/tsm@*; do
+    [ -e "$node" ] && probe "0x${node##*@}"
 done
 $B poweroff -f
 "#;
 
 /// The files of one Linux boot.
 pub struct LinuxBoot {
+    arch: Arch,
     image: PathBuf,
     initrd: PathBuf,
     initrd_size: u32,
@@ -119,20 +158,22 @@ struct Payload {
 }
 
 /// Fetches Debian's kernel and busybox if needed, builds the module, the driver and the guest
-/// payload, and writes the initramfs.
+/// payload where Linux drives device assignment (aarch64: on x86_64 the host kernel runs with
+/// `pci=off`, so it has no `edu` to assign; docs/design.md "A Linux host"), and writes the
+/// initramfs.
 pub fn prepare(ws: &Workspace, arch: Arch) -> Result<LinuxBoot, String> {
-    if arch == Arch::X86_64 {
-        return Err(NOT_ON_X86_64.into());
-    }
     let kernel = crate::linux_packages::ensure(arch, false)?;
-    let payload = Payload {
-        module: crate::linux_module::build(ws, arch, &kernel)?.ko,
-        driver: crate::linux_check::build_driver(ws, arch)?,
-        guest: crate::images::build_guest(ws, arch)?.0,
+    let payload = match arch {
+        Arch::Aarch64 => Some(Payload {
+            module: crate::linux_module::build(ws, arch, &kernel)?.ko,
+            driver: crate::linux_check::build_driver(ws, arch)?,
+            guest: crate::images::build_guest(ws, arch)?.0,
+        }),
+        Arch::X86_64 => None,
     };
     let dir = ws.xtask_dir().join("linux").join(arch.name());
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let cpio = initramfs_for(&kernel.busybox(), &payload)?;
+    let cpio = initramfs_for(arch, &kernel.busybox(), payload.as_ref())?;
     let initrd = dir.join("initramfs.cpio");
     std::fs::write(&initrd, &cpio)
         .map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
@@ -143,6 +184,7 @@ pub fn prepare(ws: &Workspace, arch: Arch) -> Result<LinuxBoot, String> {
     // A stale console from an earlier run must not pass this one.
     let _ = std::fs::remove_file(&console);
     Ok(LinuxBoot {
+        arch,
         image: kernel.image(),
         initrd,
         initrd_size: u32::try_from(cpio.len()).map_err(|_| "initramfs over 4 GiB")?,
@@ -156,12 +198,14 @@ impl LinuxBoot {
         self.initrd_size
     }
 
-    /// Turns the arch's QEMU line into this boot's: the Image replaces the host payload's
-    /// loader, and the initrd, the command line and the kernel's UART are added.
+    /// Turns the arch's QEMU line into this boot's: the kernel replaces the host payload's
+    /// loader, and the initrd, the command line and the kernel's UART are added; on x86_64 the
+    /// machine has one CPU (Linux would start others with INIT and SIPI from its local APIC,
+    /// and the host has none: docs/design.md "A Linux host on x86_64").
     pub fn apply(&self, args: &mut Vec<OsString>) {
         let mut image = OsString::from("loader,file=");
         image.push(&self.image);
-        image.push(format!(",addr={IMAGE_ADDR:#x},force-raw=on"));
+        image.push(format!(",addr={:#x},force-raw=on", image_addr(self.arch)));
         for a in args.iter_mut() {
             if a.to_string_lossy().starts_with("loader,file=") {
                 *a = image.clone();
@@ -169,17 +213,20 @@ impl LinuxBoot {
         }
         let mut initrd = OsString::from("loader,file=");
         initrd.push(&self.initrd);
-        initrd.push(format!(",addr={INITRD_ADDR:#x},force-raw=on"));
+        initrd.push(format!(",addr={:#x},force-raw=on", initrd_addr(self.arch)));
         let mut serial = OsString::from("file:");
         serial.push(&self.console);
         args.extend([
             "-device".into(),
             initrd,
             "-append".into(),
-            CMDLINE.into(),
+            cmdline(self.arch).into(),
             "-serial".into(),
             serial,
         ]);
+        if self.arch == Arch::X86_64 {
+            args.extend(["-smp".into(), "1".into()]);
+        }
     }
 
     /// The kernel's console output, one line each.
@@ -198,63 +245,76 @@ impl LinuxBoot {
 }
 
 /// The scenario's initramfs for `busybox` (a static busybox of the kernel's architecture): it,
-/// `/bin/sh` linking to it, the payload in `/tsm`, and [`INIT`] as `/init`.
-fn initramfs_for(busybox: &Path, p: &Payload) -> Result<Vec<u8>, String> {
+/// `/bin/sh` linking to it, the payload (if any) in `/tsm`, and [`INIT`] as `/init`.
+fn initramfs_for(arch: Arch, busybox: &Path, p: Option<&Payload>) -> Result<Vec<u8>, String> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    Ok(initramfs::archive(&entries(
-        read(busybox)?,
-        read(&p.module)?,
-        read(&p.driver)?,
-        read(&p.guest)?,
-    )))
+    let payload = match p {
+        Some(p) => Some([read(&p.module)?, read(&p.driver)?, read(&p.guest)?]),
+        None => None,
+    };
+    Ok(initramfs::archive(&entries(arch, read(busybox)?, payload)))
 }
 
-fn entries(busybox: Vec<u8>, module: Vec<u8>, driver: Vec<u8>, guest: Vec<u8>) -> Vec<Entry> {
+/// The signal a probe of TSM memory must die of on `arch`, and the shell's status for it.
+fn probe_signal(arch: Arch) -> (&'static str, u32) {
+    match arch {
+        Arch::Aarch64 => ("SIGBUS", 128 + 7),
+        Arch::X86_64 => ("SIGSEGV", 128 + 11),
+    }
+}
+
+/// The initramfs's entries; `payload` is the module, the driver and the guest payload.
+fn entries(arch: Arch, busybox: Vec<u8>, payload: Option<[Vec<u8>; 3]>) -> Vec<Entry> {
+    let (signal, status) = probe_signal(arch);
     let init = INIT
         .replace("UP_MARKER", UP_MARKER)
         .replace("MODULE_MARKER", MODULE_MARKER)
         .replace("DELEGATED_MARKER", DELEGATED_MARKER)
         .replace("UNAVAILABLE_MARKER", UNAVAILABLE_MARKER)
-        .replace("PROBE_MARKER", PROBE_MARKER);
-    vec![
+        .replace("PROBE_MARKER", PROBE_MARKER)
+        .replace("EXPECTED_SIGNAL", signal)
+        .replace("EXPECTED_STATUS", &status.to_string());
+    let mut e = vec![
         Entry::Dir("bin".into()),
         Entry::File("bin/busybox".into(), 0o755, busybox),
         Entry::Symlink("bin/sh".into(), "busybox".into()),
         Entry::Dir("dev".into()),
         Entry::Dir("proc".into()),
         Entry::Dir("sys".into()),
-        Entry::Dir("tsm".into()),
-        Entry::File("tsm/tsm_host.ko".into(), 0o644, module),
-        Entry::File("tsm/tsm-linux-driver".into(), 0o755, driver),
-        Entry::File("tsm/guest.bin".into(), 0o644, guest),
-        Entry::File("init".into(), 0o755, init.into_bytes()),
-    ]
+    ];
+    if let Some([module, driver, guest]) = payload {
+        e.extend([
+            Entry::Dir("tsm".into()),
+            Entry::File("tsm/tsm_host.ko".into(), 0o644, module),
+            Entry::File("tsm/tsm-linux-driver".into(), 0o755, driver),
+            Entry::File("tsm/guest.bin".into(), 0o644, guest),
+        ]);
+    }
+    e.push(Entry::File("init".into(), 0o755, init.into_bytes()));
+    e
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn file(e: &[Entry], name: &str) -> Option<(u32, Vec<u8>)> {
+        e.iter().find_map(|x| match x {
+            Entry::File(n, mode, data) if n == name => Some((*mode, data.clone())),
+            _ => None,
+        })
+    }
+
     #[test]
     fn init_loads_the_module_runs_the_story_probes_and_powers_off() {
-        let e = entries(
-            b"\x7fELF-busybox".to_vec(),
-            b"ko".to_vec(),
-            b"drv".to_vec(),
-            b"guest".to_vec(),
-        );
-        let file = |name: &str| {
-            e.iter().find_map(|x| match x {
-                Entry::File(n, mode, data) if n == name => Some((*mode, data.clone())),
-                _ => None,
-            })
-        };
-        assert_eq!(file("tsm/tsm-linux-driver"), Some((0o755, b"drv".to_vec())));
-        assert_eq!(file("tsm/guest.bin"), Some((0o644, b"guest".to_vec())));
-        assert_eq!(file("tsm/tsm_host.ko"), Some((0o644, b"ko".to_vec())));
-        let (mode, init) = file("init").expect("no /init");
+        let payload = [b"ko".to_vec(), b"drv".to_vec(), b"guest".to_vec()];
+        let e = entries(Arch::Aarch64, b"\x7fELF-busybox".to_vec(), Some(payload));
+        assert_eq!(file(&e, "tsm/tsm-linux-driver"), Some((0o755, b"drv".to_vec())));
+        assert_eq!(file(&e, "tsm/guest.bin"), Some((0o644, b"guest".to_vec())));
+        assert_eq!(file(&e, "tsm/tsm_host.ko"), Some((0o644, b"ko".to_vec())));
+        let (mode, init) = file(&e, "init").expect("no /init");
         assert_eq!(mode, 0o755);
         let text = String::from_utf8(init).unwrap();
         assert!(text.starts_with("#!/bin/busybox sh\n"));
@@ -268,12 +328,36 @@ mod tests {
             assert!(text.contains(marker), "{marker}");
         }
         // Every placeholder was replaced.
-        assert!(!text.contains("_MARKER"));
+        assert!(!text.contains("_MARKER") && !text.contains("EXPECTED_"));
         assert!(text.contains("insmod /tsm/tsm_host.ko"));
         for run in ["story", "isolation-delegated", "isolation-tsm"] {
             assert!(text.contains(&format!("/tsm/tsm-linux-driver {run} /tsm/guest.bin")));
         }
-        assert!(text.contains("reserved-memory/tsm@") && text.contains("devmem"));
         assert!(text.ends_with("poweroff -f\n"));
+    }
+
+    #[test]
+    fn init_probes_the_tsm_memory_reports_and_powers_off() {
+        for (arch, signal, status) in [
+            (Arch::Aarch64, "SIGBUS", "135"),
+            (Arch::X86_64, "SIGSEGV", "139"),
+        ] {
+            let e = entries(arch, b"\x7fELF-busybox".to_vec(), None);
+            assert_eq!(file(&e, "tsm/tsm_host.ko"), None);
+            let (mode, init) = file(&e, "init").expect("no /init");
+            assert_eq!(mode, 0o755);
+            let text = String::from_utf8(init).unwrap();
+            assert!(text.contains(&format!("{PROBE_MARKER} {signal}")) && text.contains(UP_MARKER));
+            assert!(text.contains(&format!("-eq {status} ]")));
+            assert!(text.contains("reserved-memory/tsm@") && text.contains("devmem"));
+            assert!(text.contains("$tsm_probe") && text.contains("poweroff -f"));
+        }
+    }
+
+    #[test]
+    fn x86_64_cmdline_names_the_tsm_base_and_com2() {
+        let line = cmdline(Arch::X86_64);
+        assert!(line.contains("console=ttyS1") && line.contains("tsm_probe=0x200000"));
+        assert!(!line.contains("  "), "{line}");
     }
 }

@@ -325,3 +325,102 @@ pub struct Ecam {
     /// Last bus decoded.
     pub end_bus: u8,
 }
+
+/// The FADT's fixed-hardware I/O ports (§5.2.9, the 32-bit block addresses at offsets 48..92)
+/// a Linux host drives itself: the SMI command port and its ACPI_ENABLE value, the PM1a event
+/// and control blocks, the PM timer and GPE0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PmPorts {
+    pub smi_cmd: u16,
+    pub acpi_enable: u8,
+    pub pm1a_evt: u16,
+    pub pm1_evt_len: u8,
+    pub pm1a_cnt: u16,
+    pub pm1_cnt_len: u8,
+    pub pm_tmr: u16,
+    pub gpe0: u16,
+    pub gpe0_len: u8,
+}
+
+/// Room the host's copy of the root takes at most: the RSDP (padded to 64 bytes) and an XSDT
+/// with as many entries as the original.
+pub const HOST_ROOT_MAX: usize = 64 + SDT_HEADER as usize + 8 * 64;
+
+/// Sets byte `at` of `bytes` so that they sum to 0.
+fn fix_checksum(bytes: &mut [u8], at: usize) {
+    if let Some(b) = bytes.get_mut(at) {
+        *b = 0;
+    }
+    let sum = bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    if let Some(b) = bytes.get_mut(at) {
+        *b = 0u8.wrapping_sub(sum);
+    }
+}
+
+impl Acpi {
+    /// The FADT's ports, if it has one and every block it names lies in the 16-bit port space.
+    pub fn pm_ports(&self) -> Option<PmPorts> {
+        let t = self.table(b"FACP")?;
+        let port = |o: u64| u16::try_from(read_u32(t.field(o, 4)?)?).ok();
+        let byte = |o: u64| read_u8(t.field(o, 1)?);
+        Some(PmPorts {
+            smi_cmd: port(48)?,
+            acpi_enable: byte(52)?,
+            pm1a_evt: port(56)?,
+            pm1_evt_len: byte(88)?,
+            pm1a_cnt: port(64)?,
+            pm1_cnt_len: byte(89)?,
+            pm_tmr: port(76)?,
+            gpe0: port(80)?,
+            gpe0_len: byte(92)?,
+        })
+    }
+
+    /// Writes into `out`, which the caller places at physical address `out_pa`, an ACPI 2.0
+    /// RSDP and after it (at `out_pa + 64`) an XSDT that lists every table of the firmware's
+    /// root but those whose signature is in `hide`; the tables themselves stay where firmware
+    /// put them. Returns the bytes used, `None` if `out` is too small or a root entry is
+    /// unreadable. The RSDP is at `out_pa`.
+    pub fn write_host_root(&self, out: &mut [u8], out_pa: u64, hide: &[&[u8; 4]]) -> Option<usize> {
+        let header = SDT_HEADER as usize;
+        let entries = (self.root.len - SDT_HEADER) / self.entry_size;
+        let mut len = 64 + header;
+        for i in 0..entries {
+            let at = self.root.pa + SDT_HEADER + i * self.entry_size;
+            let pa = if self.entry_size == 8 {
+                read_u64(at)?
+            } else {
+                u64::from(read_u32(at)?)
+            };
+            let signature = read_le::<4>(pa)?;
+            if hide.iter().any(|h| **h == signature) {
+                continue;
+            }
+            out.get_mut(len..len + 8)?
+                .copy_from_slice(&pa.to_le_bytes());
+            len += 8;
+        }
+        // The XSDT's header: the firmware root's, renamed, with its new length and checksum.
+        let xsdt = out.get_mut(64..len)?;
+        for (i, b) in xsdt.iter_mut().take(header).enumerate() {
+            *b = read_u8(self.root.pa + i as u64)?;
+        }
+        xsdt.get_mut(0..4)?.copy_from_slice(b"XSDT");
+        xsdt.get_mut(4..8)?
+            .copy_from_slice(&u32::try_from(len - 64).ok()?.to_le_bytes());
+        *xsdt.get_mut(8)? = 1;
+        fix_checksum(xsdt, 9);
+        let rsdp = out.get_mut(0..RSDP_V2_LEN as usize)?;
+        rsdp.fill(0);
+        rsdp.get_mut(0..8)?.copy_from_slice(RSDP_SIGNATURE);
+        rsdp.get_mut(9..15)?.copy_from_slice(b"TSM   ");
+        *rsdp.get_mut(15)? = 2;
+        rsdp.get_mut(20..24)?
+            .copy_from_slice(&(RSDP_V2_LEN as u32).to_le_bytes());
+        rsdp.get_mut(24..32)?
+            .copy_from_slice(&(out_pa + 64).to_le_bytes());
+        fix_checksum(rsdp.get_mut(0..RSDP_V1_LEN as usize)?, 8);
+        fix_checksum(rsdp, 32);
+        Some(len)
+    }
+}

@@ -17,7 +17,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu;
-use super::{layout, paging, pci, serial, smp, svm, tsc, vtd};
+use super::{layout, linux, paging, pci, serial, smp, svm, tsc, vtd};
 use crate::platform::{ExitCode, MemRange};
 
 core::arch::global_asm!(
@@ -351,11 +351,15 @@ extern "C" fn boot_main(start_info: u64) -> ! {
             super::exit(ExitCode::Failure)
         }
     };
-    let mmio = pci::discover(
+    let mut mmio = pci::discover(
         &info,
         paging::LAPIC_BASE,
         iommu.as_ref().map(vtd::registers),
     );
+    if linux::detect() {
+        linux::firmware_memory(&info, &mut mmio);
+        linux::open_ports(&info);
+    }
     if let Some(Err(e)) = iommu.as_ref().map(|u| vtd::check_scope(u, &mmio.functions)) {
         defmt::error!(
             "boot: a PCI function is not behind VT-d ({}), so its DMA could not be gated",
@@ -414,6 +418,12 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     };
     info.tsm = carved.tsm;
     info.granule_descriptors = carved.descriptors;
+    if linux::is_linux()
+        && let Err(e) = linux::prepare(&info, l.limit)
+    {
+        defmt::error!("boot: cannot start the Linux host: {=str}", e);
+        super::exit(ExitCode::Failure)
+    }
     // SAFETY: the carve zeroed this TSM memory (identity-mapped once `paging::init` below
     // loads the TSM's tables, which map the whole of `info.tsm`; nothing uses the pages
     // before then: SVM is enabled in `cpu_setup`), and nothing else is given it.

@@ -20,6 +20,7 @@ const START_INFO_MAGIC: u32 = 0x336E_C578;
 /// Field offsets in `hvm_start_info`.
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 4;
+const OFF_CMDLINE_PADDR: u64 = 24;
 const OFF_RSDP_PADDR: u64 = 32;
 const OFF_MEMMAP_PADDR: u64 = 40;
 const OFF_MEMMAP_ENTRIES: u64 = 48;
@@ -89,6 +90,10 @@ pub struct BootInfo {
     pub dmar: Option<Dmar>,
     /// PCI segment 0's ECAM window from the ACPI MCFG (`None`: none usable).
     pub ecam: Option<Ecam>,
+    /// The ACPI root (`None`: no usable RSDP), for what a Linux host is given (`linux`).
+    pub acpi: Option<Acpi>,
+    /// The command line's physical address (QEMU's `-append`; 0 if none).
+    pub cmdline: u64,
 }
 
 impl BootInfo {
@@ -161,6 +166,8 @@ pub fn parse(
         madt_cpus: acpi.and_then(|a| a.cpu_count()),
         dmar: acpi.and_then(|a| a.dmar()),
         ecam: acpi.and_then(|a| a.ecam()),
+        acpi,
+        cmdline: read_u64(start_info + OFF_CMDLINE_PADDR),
     };
     let mut dram = None;
     for i in 0..count {

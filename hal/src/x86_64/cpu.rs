@@ -93,6 +93,50 @@ pub fn inb(port: u16) -> u8 {
     value
 }
 
+/// Writes `value` to `port` with an access of `size` bytes (1, 2 or 4; any other is 4), for the
+/// chipset registers a Linux host reaches through the TSM (`linux`).
+pub fn port_out(port: u16, size: u8, value: u32) {
+    // SAFETY: `linux` forwards only the ACPI PM1a control and SMI command registers, which
+    // touch no memory; ring 0 owns all port I/O.
+    unsafe {
+        match size {
+            1 => {
+                asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack, preserves_flags))
+            }
+            2 => {
+                asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack, preserves_flags))
+            }
+            _ => {
+                asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+            }
+        }
+    };
+}
+
+/// Reads `port` with an access of `size` bytes (1, 2 or 4; any other is 4), zero-extended.
+pub fn port_in(port: u16, size: u8) -> u32 {
+    let value: u32;
+    // SAFETY: as in `port_out`: reads of those registers have no memory side effects.
+    unsafe {
+        match size {
+            1 => {
+                let v: u8;
+                asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags));
+                value = u32::from(v);
+            }
+            2 => {
+                let v: u16;
+                asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags));
+                value = u32::from(v);
+            }
+            _ => {
+                asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+            }
+        }
+    };
+    value
+}
+
 /// Reads a model-specific register.
 pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);

@@ -142,7 +142,7 @@ impl GuestCpu for X86Platform {
         // the core handles each exit (the TSM uses none of them: soft-float, DR7 clear), so a
         // call the core answers costs one #VMEXIT and one VMRUN, as a host call does.
         let out = loop {
-            let exit = match intercept::run(&mut v, &mut gprs, cpu) {
+            let exit = match intercept::run(&mut v, &mut gprs, cpu, false) {
                 Stop::Call(regs) => GuestExit::Call(regs),
                 Stop::Exit(code) => fault(&v, code),
             };

@@ -6,11 +6,13 @@
 //! below 4 GiB on q35), edx = CPU index, ecx = TSC ticks per microsecond; the call gate is
 //! `vmmcall`. The host's address-space tag is [`HOST_ASID`]; its nested table is `paging`'s.
 //!
-//! The host has no local APIC: its page is outside the nested table, and the x2APIC MSRs are
-//! refused (#GP), so it can send no INIT, SIPI or any other IPI. The TSM starts every CPU
+//! The host has no local APIC: its page is outside the nested table (a Linux host reads zeros
+//! there, read-only: `linux`), and the x2APIC MSRs are refused (#GP), so it can send no INIT,
+//! SIPI or any other IPI. The TSM starts every CPU
 //! itself at boot (`smp`) and enters the host on the boot CPU; the others wait in the TSM until
 //! the host starts them with HOST_CPU_START ([`HostContext::start`] gives the entry state).
-//! Interrupts are not intercepted, and the host enables none. A triple fault ends the run.
+//! Interrupts are not intercepted: the payload enables none; a Linux host takes its PIC's
+//! through its own IDT while it runs. A triple fault ends the run.
 //!
 //! **Blocked accesses.** A host access to anything its nested table does not map (delegated
 //! and TVM-private granules, the TSM's memory, the VT-d registers, the local APIC, unassigned
@@ -44,6 +46,8 @@ const INT_INFO_VALID: u64 = 1 << 31;
 /// The host's context on one CPU: its VMCB and the registers VMRUN does not switch.
 pub struct HostContext {
     cpu: usize,
+    /// The host is a Linux kernel (`linux`): its own port map and chipset ports.
+    linux: bool,
     vmcb: Vmcb,
     gprs: Gprs,
 }
@@ -78,7 +82,23 @@ impl HostContext {
             rcx: u64::from(args[3]),
             ..Gprs::default()
         };
-        Some(HostContext { cpu, vmcb: v, gprs })
+        Some(HostContext {
+            cpu,
+            linux: false,
+            vmcb: v,
+            gprs,
+        })
+    }
+
+    /// The boot CPU's Linux host, about to start at `entry` by the 32-bit boot protocol
+    /// (`linux`): `enter_flat32`'s state with the protocol's selectors (`__BOOT_CS` 0x10,
+    /// `__BOOT_DS` 0x18), esi = `zero_page`, every other register 0.
+    pub fn new_linux(entry: u32, zero_page: u32) -> Option<Self> {
+        let mut h = Self::new(0, entry, [0, zero_page, 0, 0])?;
+        h.linux = true;
+        h.vmcb.use_linux_iopm();
+        intercept::boot_protocol_selectors(&mut h.vmcb);
+        Some(h)
     }
 
     fn fault(&self, code: u64) -> HostFault {
@@ -134,7 +154,7 @@ impl HostCpu for HostContext {
 
     /// Runs the host until it makes a call or an exit the TSM does not complete itself.
     fn run(&mut self) -> HostExit<HostFault> {
-        match intercept::run(&mut self.vmcb, &mut self.gprs, self.cpu) {
+        match intercept::run(&mut self.vmcb, &mut self.gprs, self.cpu, self.linux) {
             Stop::Call(regs) => HostExit::Call(regs),
             Stop::Exit(code) => HostExit::Trap(self.fault(code)),
         }

@@ -16,7 +16,8 @@
 //!   kept per guest (`guest` switches the FXSAVE image only), so no guest gets XSAVE or AVX;
 //! - CPUID: answered from the CPU's own, with SVM hidden (`8000_0001h ECX.SVM` clear, leaf
 //!   `8000_000Ah` zero) and so is XSAVE (leaf 1's XSAVE, OSXSAVE and AVX, leaf 7's AVX2 and
-//!   AVX-512 bits, leaf 0Dh zero);
+//!   AVX-512 bits, leaf 0Dh zero), and so are the local APIC, x2APIC, MTRRs and machine checks,
+//!   which no guest has;
 //! - MSRs: every one but those VMRUN/`vmload` switch (`svm::PASSTHROUGH_MSRS`). EFER is
 //!   emulated: reads hide SVME (which VMRUN requires set), writes may change SCE, LME (not with
 //!   paging on) and NXE, anything else is #GP. Every other intercepted MSR raises #GP(0), as an
@@ -25,7 +26,9 @@
 //!   TSC_AUX (which VMRUN does not switch);
 //! - port I/O: every port; IN reads all-ones, OUT is dropped, string forms raise #GP(0). The
 //!   TSM's own ports (COM1, the exit port, fw_cfg with its DMA interface, PCI's CF8/CFC) are
-//!   among them; the host reaches its devices through MMIO (ECAM, BARs);
+//!   among them; the host reaches its devices through MMIO (ECAM, BARs). A Linux host has its
+//!   own permission map with the legacy PC devices open, and two chipset ports it reaches
+//!   through `linux::io`;
 //! - INVD (it would drop the TSM's dirty cache lines): done as a no-op, the caches kept;
 //! - NMIs (the TSM's shootdown, taken by its handler once the exit has set GIF again) and
 //!   INIT (which TCG never raises: PLATFORM-FACTS.md): the guest just goes on, unless the
@@ -38,6 +41,7 @@
 use tsm_abi::regs::CallRegs;
 
 use super::cpu;
+use super::linux::{self, Port};
 use super::svm::{self, Gprs, Segment, Vmcb, exit, misc1, misc2, vmcb};
 
 /// The intercepts every guest gets (module doc).
@@ -133,6 +137,15 @@ pub fn enter_flat32(v: &mut Vmcb, entry: u64) {
     v.write64(vmcb::G_PAT, PAT_DEFAULT);
 }
 
+/// Gives `v`'s flat segments (as [`enter_flat32`] wrote them) the selectors of Linux's 32-bit
+/// boot protocol: code 0x10, data 0x18.
+pub fn boot_protocol_selectors(v: &mut Vmcb) {
+    v.set_segment(vmcb::CS, flat32(0x10, 0x9B));
+    for s in [vmcb::DS, vmcb::ES, vmcb::SS, vmcb::FS, vmcb::GS] {
+        v.set_segment(s, flat32(0x18, 0x93));
+    }
+}
+
 /// Why [`run`] stopped.
 pub enum Stop {
     /// A `vmmcall`, RIP already past it; registers copied once.
@@ -142,7 +155,8 @@ pub enum Stop {
 }
 
 /// Runs the guest of `v` on CPU `cpu` until it makes a call or an exit the caller handles.
-pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
+/// `linux_host`: the guest is a Linux host, whose intercepted chipset ports `linux::io` serves.
+pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize, linux_host: bool) -> Stop {
     loop {
         match v.run(g) {
             exit::VMMCALL => {
@@ -154,7 +168,11 @@ pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
             }
             exit::CPUID => cpuid(v, g),
             exit::MSR => msr(v, g, cpu),
-            exit::IOIO => io(v),
+            exit::IOIO => {
+                if let Some(stop) = io(v, linux_host) {
+                    return stop;
+                }
+            }
             exit::INVD => v.skip(LEN_TWO_BYTE),
             code @ (exit::NMI | exit::INIT) => {
                 if v.holds_tsm_state() {
@@ -179,6 +197,12 @@ pub fn run(v: &mut Vmcb, g: &mut Gprs, cpu: usize) -> Stop {
 const CPUID1_XSAVE: u32 = 1 << 26;
 const CPUID1_OSXSAVE: u32 = 1 << 27;
 const CPUID1_AVX: u32 = 1 << 28;
+/// `CPUID 1 ECX`: x2APIC.
+const CPUID1_X2APIC: u32 = 1 << 21;
+/// `CPUID 1 EDX` and `8000_0001h EDX`: what a guest does not have: the local APIC (outside its
+/// nested table), MTRRs and machine checks (their MSRs raise #GP). A kernel that saw them
+/// would touch them; Linux takes a #GP on a machine-check MSR for a hardware fault and panics.
+const CPUID_EDX_ABSENT: u32 = (1 << 7) | (1 << 9) | (1 << 12) | (1 << 14);
 /// `CPUID 7.0 EBX`: the features whose state only XSAVE manages (AVX2, AVX-512 F/DQ/IFMA/PF/
 /// ER/CD/BW/VL).
 const CPUID7_EXTENDED_STATE: u32 = (1 << 5)
@@ -196,10 +220,16 @@ fn cpuid(v: &mut Vmcb, g: &mut Gprs) {
     let leaf = v.read64(vmcb::RAX) as u32;
     let mut r = cpu::cpuid(leaf, g.rcx as u32);
     match leaf {
-        1 => r[2] &= !(CPUID1_XSAVE | CPUID1_OSXSAVE | CPUID1_AVX),
+        1 => {
+            r[2] &= !(CPUID1_XSAVE | CPUID1_OSXSAVE | CPUID1_AVX | CPUID1_X2APIC);
+            r[3] &= !CPUID_EDX_ABSENT;
+        }
+        0x8000_0001 => {
+            r[2] &= !svm::CPUID_SVM;
+            r[3] &= !CPUID_EDX_ABSENT;
+        }
         7 => r[1] &= !CPUID7_EXTENDED_STATE,
         0xD | 0x8000_000A => r = [0; 4],
-        0x8000_0001 => r[2] &= !svm::CPUID_SVM,
         _ => {}
     }
     v.write64(vmcb::RAX, u64::from(r[0]));
@@ -251,27 +281,57 @@ fn msr(v: &mut Vmcb, g: &mut Gprs, cpu: usize) {
     v.inject_exception(VECTOR_GP, Some(0));
 }
 
-/// Port I/O: IN reads all-ones, OUT is dropped, string forms #GP(0).
-fn io(v: &mut Vmcb) {
+/// Port I/O: IN reads all-ones, OUT is dropped, string forms #GP(0); a Linux host's chipset
+/// ports are `linux::io`'s, and its power-off request stops the run as SYSTEM_OFF(0).
+fn io(v: &mut Vmcb, linux_host: bool) -> Option<Stop> {
     let info = v.read64(vmcb::EXIT_INFO1);
     if info & IO_STRING != 0 {
         v.inject_exception(VECTOR_GP, Some(0));
-        return;
+        return None;
     }
-    if info & IO_IN != 0 {
-        let ones = if info & IO_SIZE_8 != 0 {
-            0xFF
-        } else if info & IO_SIZE_16 != 0 {
-            0xFFFF
-        } else {
-            0xFFFF_FFFF
-        };
-        let rax = v.read64(vmcb::RAX);
-        // A 32-bit IN zero-extends into rax; narrower ones keep the upper bits.
-        let kept = if ones == 0xFFFF_FFFF { 0 } else { rax & !ones };
-        v.write64(vmcb::RAX, kept | ones);
+    let size: u8 = if info & IO_SIZE_8 != 0 {
+        1
+    } else if info & IO_SIZE_16 != 0 {
+        2
+    } else {
+        4
+    };
+    let port = (info >> 16) as u16;
+    let rax = v.read64(vmcb::RAX);
+    let write = (info & IO_IN == 0).then_some(rax as u32);
+    let port_result = if linux_host {
+        linux::io(port, size, write)
+    } else {
+        Port::NotLinux
+    };
+    match port_result {
+        Port::PowerOff => return Some(Stop::Call(linux::power_off_call())),
+        Port::In(value) => {
+            let mask = if size == 4 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * size)) - 1
+            };
+            let kept = if size == 4 { 0 } else { rax & !mask };
+            v.write64(vmcb::RAX, kept | (u64::from(value) & mask));
+        }
+        Port::Done => {}
+        Port::NotLinux if info & IO_IN != 0 => {
+            let ones = if info & IO_SIZE_8 != 0 {
+                0xFF
+            } else if info & IO_SIZE_16 != 0 {
+                0xFFFF
+            } else {
+                0xFFFF_FFFF
+            };
+            // A 32-bit IN zero-extends into rax; narrower ones keep the upper bits.
+            let kept = if ones == 0xFFFF_FFFF { 0 } else { rax & !ones };
+            v.write64(vmcb::RAX, kept | ones);
+        }
+        Port::NotLinux => {}
     }
     // EXITINFO2 of an IOIO exit is the next instruction's RIP, even without next-RIP saving.
     let next = v.read64(vmcb::EXIT_INFO2);
     v.write64(vmcb::RIP, next);
+    None
 }

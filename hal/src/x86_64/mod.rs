@@ -17,6 +17,8 @@
 //!   until its next call or an exit the TSM does not complete itself;
 //! - [`start_secondary_cpus`]: INIT-SIPI-SIPI; each CPU then enters the firmware's main.
 //!
+//! A Linux bzImage at the host entry is booted by its 32-bit protocol instead (`linux`).
+//!
 //! Boot also reads the ACPI tables (`acpi`: CPUs, the VT-d unit, PCI configuration space),
 //! maps the host's PCI devices (`pci`) and takes over VT-d (`vtd`); a granule leaves and
 //! re-enters the host's reach, CPU and DMA views together, only through [`X86Platform`]'s
@@ -31,6 +33,7 @@ mod guest;
 mod host;
 mod intercept;
 mod layout;
+mod linux;
 mod paging;
 mod pci;
 mod percpu;
@@ -65,10 +68,16 @@ pub fn now_us() -> u64 {
 
 /// The host payload's initial context on CPU `cpu`: entry [`HOST_ENTRY`] in 32-bit protected
 /// mode, with edi = DRAM base, esi = DRAM size, edx = CPU index, ecx = TSC ticks per
-/// microsecond (`host`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
+/// microsecond (`host`); a Linux host on the boot CPU: its kernel's entry by the 32-bit boot
+/// protocol (`linux`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
 /// the CPU has no VMCB.
 pub fn host_context(boot: &BootInfo, cpu: usize) -> Option<HostContext> {
     let word = |v: u64| u32::try_from(v).ok();
+    if cpu == 0
+        && let Some((entry, zero_page)) = linux::boot_state()
+    {
+        return HostContext::new_linux(word(entry)?, word(zero_page)?);
+    }
     let end = boot.dram.base.0.checked_add(boot.dram.size)?;
     word(end)?;
     let args = [

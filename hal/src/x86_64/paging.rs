@@ -117,6 +117,15 @@ static NESTED_PML4: AtomicU64 = AtomicU64::new(0);
 /// The local APIC's MMIO page (xAPIC mode), mapped supervisor-only at its physical address.
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 
+/// What a Linux host reads at the local APIC's address: a page of zeros (APIC ID 0), read-only.
+/// The host has no local APIC, but Linux reads the boot CPU's APIC ID from the address the MP
+/// table names before it looks at anything that says there is none, and a #GP there is fatal
+/// to it; a write is still a nested page fault. The BIOS area and the HPET's page read as
+/// this page too (`linux::BIOS_AREA`, `linux::HPET_PAGE`).
+#[repr(C, align(4096))]
+struct ZeroPage([u8; 4096]);
+static ABSENT_APIC: ZeroPage = ZeroPage([0; 4096]);
+
 /// Pointer to entry `index` of the table at physical address `table`.
 fn entry(table: u64, index: u64) -> *mut u64 {
     (table + index * 8) as *mut u64
@@ -539,13 +548,30 @@ fn build(
         let lapic = t.leaf(LAPIC_BASE, true, false)?;
         // SAFETY: as above; the local APIC page is supervisor-only, uncached, never executed.
         unsafe { lapic.write_volatile(LAPIC_BASE | PRESENT | WRITABLE | UNCACHED | NO_EXECUTE) };
+    } else if super::linux::is_linux() {
+        let lapic = t.leaf(LAPIC_BASE, true, true)?;
+        let zeros = core::ptr::addr_of!(ABSENT_APIC) as u64;
+        // SAFETY: as above; the host reads a page of zeros of the TSM's read-only data at the
+        // local APIC's address (`ABSENT_APIC`) and cannot write it.
+        unsafe { lapic.write_volatile(zeros | PRESENT | USER | NO_EXECUTE) };
+        let bios = super::linux::BIOS_AREA.0..super::linux::BIOS_AREA.1;
+        for pa in bios
+            .step_by(GRANULE_SIZE as usize)
+            .chain([super::linux::HPET_PAGE])
+        {
+            let e = t.leaf(pa, true, true)?;
+            // SAFETY: as for the local APIC page: the same page of zeros, read-only.
+            unsafe { e.write_volatile(zeros | PRESENT | USER | NO_EXECUTE) };
+        }
     }
     for m in mmio {
+        const DEVICE: u64 = UNCACHED | NO_EXECUTE;
         let (user, flags) = match m.access {
-            Access::Tsm if nested => continue,
-            Access::Tsm => (false, WRITABLE),
-            Access::HostReadWrite | Access::HostBar => (true, USER | WRITABLE),
-            Access::HostReadOnly => (true, USER),
+            Access::Tsm | Access::HostMemory if nested == (m.access == Access::Tsm) => continue,
+            Access::Tsm => (false, WRITABLE | DEVICE),
+            Access::HostReadWrite | Access::HostBar => (true, USER | WRITABLE | DEVICE),
+            Access::HostReadOnly => (true, USER | DEVICE),
+            Access::HostMemory => (true, USER | WRITABLE),
         };
         let end = m.base + m.size;
         let mut pa = m.base;
@@ -558,8 +584,10 @@ fn build(
                 (t.leaf(pa, true, user)?, GRANULE_SIZE, 0)
             };
             // SAFETY: as above; `pci` keeps every range outside DRAM, the local APIC page and
-            // (for the host's) the VT-d registers, so no page the TSM keeps gets a user leaf.
-            unsafe { e.write_volatile(pa | PRESENT | UNCACHED | NO_EXECUTE | flags | page) };
+            // (for the host's) the VT-d registers, and `linux` gives the host only firmware
+            // memory outside DRAM and the TSM's start page, so no page the TSM keeps gets a
+            // user leaf.
+            unsafe { e.write_volatile(pa | PRESENT | flags | page) };
             pa += size;
         }
     }

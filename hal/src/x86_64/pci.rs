@@ -49,6 +49,9 @@ pub enum Access {
     /// The host, read-write: a memory BAR, whose pages the TSM may take from the host for a
     /// TVM's private MMIO (`paging::take_mmio`).
     HostBar,
+    /// The host, read-write, cached and executable: firmware's memory outside DRAM that a
+    /// Linux host reads as a PC kernel does (the first MiB, the ACPI tables: `linux`).
+    HostMemory,
 }
 
 /// One page-aligned MMIO range and who gets it.
@@ -79,7 +82,7 @@ impl MmioMap {
         self.entries.get(..self.len).unwrap_or(&[])
     }
 
-    fn push(&mut self, m: Mmio) {
+    pub(super) fn push(&mut self, m: Mmio) {
         match self.entries.get_mut(self.len) {
             Some(slot) => {
                 *slot = m;

@@ -41,7 +41,7 @@ use super::tsc;
 use crate::platform::ExitCode;
 
 /// The page APs start in (SIPI vector 0x08).
-const AP_PAGE: u64 = 0x8000;
+pub(super) const AP_PAGE: u64 = 0x8000;
 const SIPI_VECTOR: u32 = (AP_PAGE >> 12) as u32;
 /// How long the boot CPU waits for APs to check in.
 const CHECK_IN_US: u64 = 200_000;

@@ -209,6 +209,9 @@ struct Maps {
     /// The I/O permission map: 64 Ki ports, one bit each, plus the page the last port's
     /// multi-byte accesses reach.
     iopm: [u8; 3 * PAGE],
+    /// A Linux host's I/O permission map: the legacy devices it drives itself open
+    /// (`linux::host_ports`), every other port intercepted as in `iopm`.
+    linux_iopm: [u8; 3 * PAGE],
     /// The MSR permission map: three ranges of 8 Ki MSRs, two bits each (read, write).
     msrpm: [u8; 2 * PAGE],
 }
@@ -251,6 +254,7 @@ fn cpu_pages(cpu: usize) -> Option<u64> {
 
 static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
     iopm: [0; 3 * PAGE],
+    linux_iopm: [0; 3 * PAGE],
     msrpm: [0; 2 * PAGE],
 }));
 
@@ -346,12 +350,25 @@ pub fn init_maps() {
     // SAFETY: no CPU runs a guest yet (the module doc), so nothing else reads the maps.
     let maps = unsafe { &mut *MAPS.0.get() };
     maps.iopm.fill(0xFF);
+    maps.linux_iopm.fill(0xFF);
     maps.msrpm.fill(0xFF);
     for msr in PASSTHROUGH_MSRS {
         if let Some((byte, bit)) = msrpm_slot(msr)
             && let Some(b) = maps.msrpm.get_mut(byte)
         {
             *b &= !(0b11 << bit);
+        }
+    }
+}
+
+/// Opens `count` ports from `first` in a Linux host's I/O permission map. The boot CPU calls
+/// it, after [`init_maps`] and before any guest runs.
+pub fn open_linux_ports(first: u16, count: u16) {
+    // SAFETY: as in `init_maps`: no CPU runs a guest yet, so nothing else reads the maps.
+    let maps = unsafe { &mut *MAPS.0.get() };
+    for port in (usize::from(first)..).take(usize::from(count)) {
+        if let Some(b) = maps.linux_iopm.get_mut(port / 8) {
+            *b &= !(1 << (port % 8));
         }
     }
 }
@@ -482,6 +499,12 @@ impl Vmcb {
         self.write32(vmcb::ASID, asid);
         self.write64(vmcb::NP_ENABLE, 1);
         self.write64(vmcb::N_CR3, n_cr3);
+    }
+
+    /// Makes this VMCB's guest use a Linux host's I/O permission map ([`open_linux_ports`]).
+    pub fn use_linux_iopm(&mut self) {
+        let maps = MAPS.0.get() as u64;
+        self.write64(vmcb::IOPM_BASE, maps + offset_of!(Maps, linux_iopm) as u64);
     }
 
     /// Moves the guest's RIP past an intercepted instruction of `len` bytes (TCG saves no
