@@ -27,6 +27,11 @@
 //! (vector in bits 7:0 of the syndrome, error code in 63:32) and the vCPU retries the
 //! instruction when it next runs. A nested page fault is reported as vector 14 (#PF) with the
 //! nested fault's error code and the GPA.
+//!
+//! Physical interrupts never reach a vCPU: its VMCB sets V_INTR_MASKING, so they are masked by
+//! the TSM's RFLAGS.IF at VMRUN (clear) instead of the vCPU's, and stay pending until the host
+//! (whose VMCB does not set it) runs again and takes them. A vCPU is not preempted by them: a
+//! run lasts until the vCPU exits to the host.
 
 use core::mem::offset_of;
 
@@ -108,6 +113,9 @@ impl GuestCpu for X86Platform {
             TVM_ASID,
             root.0,
         );
+        // A Linux host's PIC is live: with its IF, a TVM would take the host's interrupts
+        // through its own IDT. Masked by the TSM's IF (always clear), they wait for the host.
+        v.write32(vmcb::V_INTR, svm::V_INTR_MASKING);
         let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
         let ctx = context.0 as *mut Context;
         let state = (context.0 + offset_of!(Context, state) as u64) as *mut u8;

@@ -73,6 +73,8 @@ pub mod vmcb {
     pub const MSRPM_BASE: F64 = F64(0x048);
     pub const ASID: F32 = F32(0x058);
     pub const TLB_CONTROL: F8 = F8(0x05C);
+    /// Virtual interrupt control: V_TPR, V_IRQ, ..., V_INTR_MASKING (bit 24).
+    pub const V_INTR: F32 = F32(0x060);
     pub const EXIT_CODE: F64 = F64(0x070);
     pub const EXIT_INFO1: F64 = F64(0x078);
     pub const EXIT_INFO2: F64 = F64(0x080);
@@ -133,6 +135,10 @@ pub mod misc2 {
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
 }
+
+/// `V_INTR.V_INTR_MASKING`: the guest's RFLAGS.IF masks only virtual interrupts; physical ones
+/// are masked by the RFLAGS.IF the TSM had at VMRUN.
+pub const V_INTR_MASKING: u32 = 1 << 24;
 
 /// #VMEXIT codes.
 pub mod exit {
