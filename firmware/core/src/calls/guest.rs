@@ -27,8 +27,7 @@ use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
     Child, GUEST_OP_PENDING, Guard, Handle, Object, Room, TvmHead, TvmObj, VcpuHandle, VdevHandle,
-    VdevObj,
-    internal,
+    VdevObj, internal,
 };
 use crate::private_mmio::locate;
 use crate::tsm::Tsm;
