@@ -197,6 +197,10 @@ macro_rules! calls {
         impl Call {
             /// The typed form of `id` with argument registers `a` (registers past the call's
             /// arguments are ignored here; the dispatcher refuses them when non-zero).
+            // Inline: out of line, the call came back through memory (a tag word and the
+            // arguments at odd offsets) and the dispatcher's `match` copied the arguments out
+            // again (two 38-byte `memcpy`s per guest call, docs/benchmarks.md "perf2").
+            #[inline(always)]
             pub fn decode(id: CallId, a: &[u64; MAX_ARGS]) -> Call {
                 #[allow(unused_variables, unused_mut, reason = "calls without arguments read none")]
                 let mut words = a.iter().copied();
