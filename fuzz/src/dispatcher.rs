@@ -22,8 +22,9 @@
 //!   the same per-call checks).
 //!
 //! After every call: nothing panicked; the status is a defined status word; the core's
-//! invariant checker ([`tsm_core::invariants::check`]: invariants 3–6 over the granule table,
-//! the objects, the address maps and the host's mappings) passes; the TSM's own memory stays
+//! invariant checker ([`crate::invariants::check`], `tsm_core::invariants` compiled into this
+//! crate: invariants 3–7 over the granule table, the objects, the address maps and the host's
+//! mappings) passes; the TSM's own memory stays
 //! RESERVED and unreachable for the host; a refused call changed nothing (granule states and
 //! refcounts, every byte of DRAM, the host's mappings, the PDEV registry) unless its status is
 //! one that reports a state change (`NeedsDeviceIo`, `DeviceError`, `Cancelled`, `DmaFault`);
