@@ -314,7 +314,12 @@ impl Machine<'_> {
             s.granules
                 .extend([pa.0, u64::from(state as u8) << 16 | u64::from(rc)]);
         }
-        s.unmapped = self.sim.unmapped_granules().into_iter().map(|p| p.0).collect();
+        s.unmapped = self
+            .sim
+            .unmapped_granules()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         s.mmio_taken = self.sim.taken_mmio().into_iter().map(|p| p.0).collect();
         s.pdevs = self.tsm.pdev_ranges().into_iter().collect();
         s

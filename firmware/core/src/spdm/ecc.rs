@@ -78,8 +78,7 @@ fn cached<const N: usize>(
     #[cfg(any(test, miri))]
     {
         let key = table::encode(op as u8, &inputs);
-        let value =
-            table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
+        let value = table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
         #[cfg(test)]
         table::record::push(&key, &value);
         value

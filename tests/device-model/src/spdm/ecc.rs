@@ -71,8 +71,7 @@ fn cached<const N: usize>(
     #[cfg(any(miri, feature = "p384-record"))]
     {
         let key = table::encode(op as u8, &inputs);
-        let value =
-            table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
+        let value = table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
         #[cfg(feature = "p384-record")]
         table::record::push(&key, &value);
         value

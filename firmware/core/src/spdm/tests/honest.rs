@@ -158,14 +158,26 @@ fn a_whole_session_runs_under_miri() {
     use crate::spdm::ecc::table as requester_table;
     use tsm_device_model::spdm::p384_table as responder_table;
     // Earlier tests on this thread recorded too.
-    let _ = (requester_table::record::take(), responder_table::record::take());
+    let _ = (
+        requester_table::record::take(),
+        responder_table::record::take(),
+    );
 
     let mut link = Link::device();
     assert_eq!(link.connect(), Ok(Done::Connected));
-    assert_eq!(link.req.chain_digest(), &<[u8; 48]>::from(Sha384::digest(DEVICE.chain)));
-    assert!(matches!(link.tdisp(&tdisp_get_version()), Ok(Done::Tdisp(_))));
+    assert_eq!(
+        link.req.chain_digest(),
+        &<[u8; 48]>::from(Sha384::digest(DEVICE.chain))
+    );
+    assert!(matches!(
+        link.tdisp(&tdisp_get_version()),
+        Ok(Done::Tdisp(_))
+    ));
     assert_eq!(link.key_update(), Ok(Done::KeysUpdated));
-    assert!(matches!(link.tdisp(&tdisp_get_version()), Ok(Done::Tdisp(_))));
+    assert!(matches!(
+        link.tdisp(&tdisp_get_version()),
+        Ok(Done::Tdisp(_))
+    ));
     assert_eq!(link.end_session(), Ok(Done::Ended));
     assert_eq!(link.req.phase(), Phase::Idle);
 
