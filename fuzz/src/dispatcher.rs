@@ -22,8 +22,9 @@
 //!   the same per-call checks).
 //!
 //! After every call: nothing panicked; the status is a defined status word; the core's
-//! invariant checker ([`tsm_core::invariants::check`]: invariants 3–6 over the granule table,
-//! the objects, the address maps and the host's mappings) passes; the TSM's own memory stays
+//! invariant checker ([`crate::invariants::check`], `tsm_core::invariants` compiled into this
+//! crate: invariants 3–7 over the granule table, the objects, the address maps and the host's
+//! mappings) passes; the TSM's own memory stays
 //! RESERVED and unreachable for the host; a refused call changed nothing (granule states and
 //! refcounts, every byte of DRAM, the host's mappings, the PDEV registry) unless its status is
 //! one that reports a state change (`NeedsDeviceIo`, `DeviceError`, `Cancelled`, `DmaFault`);
@@ -67,7 +68,6 @@ use tsm_abi::status::{Status, StatusCode};
 use tsm_abi::tdisp::{InterfaceId, InterfaceInfo, MmioRange, RangeAttributes, ReportFields};
 use tsm_abi::viommu::{Stage1Format, ViommuType};
 use tsm_core::granule::GranuleState;
-use tsm_core::invariants;
 use tsm_core::objects::{PdevObj, VdevObj};
 use tsm_core::testing::SimPlatform;
 use tsm_core::viommu::{self, Access, Request, Requester, Stage1Root};
@@ -81,6 +81,7 @@ use tsm_platform::{
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::input::{Input, Writer};
+use crate::invariants;
 
 /// Granules of simulated DRAM.
 pub const GRANULES: u64 = 64;
@@ -264,22 +265,64 @@ struct Machine<'m> {
 }
 
 /// Everything but memory contents a refused call must leave as it was.
+///
+/// Compared after every call, so kept in primitive words: `Vec<u64> == Vec<u64>` is one
+/// `memcmp`, where a vector of tuples or of `Pa`s compares element by element, each
+/// comparison a traced callback in the fuzz build (the largest part of a call's checks).
 #[derive(PartialEq, Eq, Debug, Default)]
 struct Snapshot {
-    granules: Vec<(Pa, GranuleState, u16)>,
-    unmapped: Vec<Pa>,
-    mmio_taken: Vec<Pa>,
+    /// Per granule of the table, in its order: its address, then its state (bits 23:16) and
+    /// refcount (bits 15:0).
+    granules: Vec<u64>,
+    unmapped: Vec<u64>,
+    mmio_taken: Vec<u64>,
     pdevs: Vec<tsm_core::tsm::PdevRange>,
 }
 
+impl Snapshot {
+    /// The granules: address, state, refcount.
+    fn granules(&self) -> impl Iterator<Item = (Pa, GranuleState, u16)> + '_ {
+        self.granules.chunks_exact(2).map(|g| {
+            (
+                Pa(g[0]),
+                GRANULE_STATES[usize::from((g[1] >> 16) as u8)],
+                g[1] as u16,
+            )
+        })
+    }
+}
+
+/// Every granule state, at its `repr(u8)` value (the snapshot's words hold the value).
+const GRANULE_STATES: [GranuleState; 12] = {
+    use GranuleState::*;
+    let all = [
+        Ns, Delegated, Private, Tvm, Vcpu, Pdev, Viommu, Vdev, Table, Reserved, DmaTable, Evidence,
+    ];
+    let mut i = 0;
+    while i < all.len() {
+        assert!(all[i] as usize == i, "states in repr order");
+        i += 1;
+    }
+    all
+};
+
 impl Machine<'_> {
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            granules: self.tsm.granules().snapshot().collect(),
-            unmapped: self.sim.unmapped_granules(),
-            mmio_taken: self.sim.taken_mmio(),
-            pdevs: self.tsm.pdev_ranges().into_iter().collect(),
+        let mut s = Snapshot::default();
+        s.granules.reserve(2 * GRANULES as usize);
+        for (pa, state, rc) in self.tsm.granules().snapshot() {
+            s.granules
+                .extend([pa.0, u64::from(state as u8) << 16 | u64::from(rc)]);
         }
+        s.unmapped = self
+            .sim
+            .unmapped_granules()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        s.mmio_taken = self.sim.taken_mmio().into_iter().map(|p| p.0).collect();
+        s.pdevs = self.tsm.pdev_ranges().into_iter().collect();
+        s
     }
 
     /// The first granule whose contents differ from what it held when the current call was
@@ -302,8 +345,7 @@ impl Machine<'_> {
     fn vcpus(&self) -> Vec<Pa> {
         self.state
             .borrow()
-            .granules
-            .iter()
+            .granules()
             .filter(|g| g.1 == GranuleState::Vcpu)
             .map(|g| g.0)
             .collect()
@@ -443,7 +485,7 @@ impl Machine<'_> {
         // Both lists are sorted by address: one merge pass pairs each granule with its
         // record in the simulated MMU (`unmapped`).
         let mut unmapped = s.unmapped.iter().peekable();
-        for &(pa, state, _) in &s.granules {
+        for (pa, state, _) in s.granules() {
             let own = pa.0 < DRAM_BASE + TSM_GRANULES * GRANULE_SIZE;
             assert_eq!(
                 own,
@@ -451,7 +493,7 @@ impl Machine<'_> {
                 "granule {pa:?} is {state:?}"
             );
             assert_eq!(
-                unmapped.next_if_eq(&&pa).is_none(),
+                unmapped.next_if_eq(&&pa.0).is_none(),
                 state == GranuleState::Ns,
                 "invariant 3: host reachability of {pa:?} disagrees with its state {state:?}"
             );
@@ -592,8 +634,7 @@ impl Machine<'_> {
                 let private = self
                     .state
                     .borrow()
-                    .granules
-                    .iter()
+                    .granules()
                     .any(|g| g.0 == page && g.1 == GranuleState::Private);
                 if !private {
                     return;

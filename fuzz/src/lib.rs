@@ -16,11 +16,21 @@ pub mod cert_chain;
 pub mod device_model;
 pub mod dispatcher;
 pub mod input;
+/// The core's invariant checker, `tsm_core::invariants` itself, compiled into this crate: the
+/// fuzz build leaves this crate's comparisons untraced (fuzz/Cargo.toml), and the checker runs
+/// after every state-changing call, so traced it was a quarter of a dispatcher execution. The
+/// same source, so the same checks; the core's own tests and the model test use the core's
+/// copy.
+#[path = "../../firmware/core/src/invariants.rs"]
+pub mod invariants;
 pub mod spdm;
 pub mod spdm_secured;
 pub mod spdm_session;
 pub mod tdisp;
 pub mod walkers;
+
+// The checker names the core's modules from its crate root (`crate::objects`, …).
+use tsm_core::{addrmap, dma_tables, granule, objects, testing, tsm};
 
 /// A target's entry: runs one input, panics on a failed check.
 pub type Entry = fn(&[u8]);

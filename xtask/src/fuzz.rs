@@ -213,13 +213,16 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
 /// Builds every target in one go: release with debug assertions and overflow checks (an
 /// overflow reachable from input is a crash), no sanitizer (the fuzzed crates have no unsafe
 /// code, so AddressSanitizer would only cost speed; Miri covers the unsafe outside `hal/`).
+/// Comparisons are traced in every crate but the harness's own (`--no-trace-compares`, given
+/// back to the others by fuzz/Cargo.toml's profile).
 fn build(ws: &Workspace, dirs: &FuzzDirs) -> Result<(), String> {
     let start = Instant::now();
     run_status(
         nightly_cargo()
             .current_dir(&ws.root)
             .env("CARGO_TARGET_DIR", &dirs.target_dir)
-            .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"]),
+            .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])
+            .arg("--no-trace-compares"),
         "cargo fuzz build",
     )?;
     eprintln!(

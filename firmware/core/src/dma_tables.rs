@@ -161,7 +161,7 @@ pub(crate) fn stream(r: Requester) -> DmaStream {
 impl Tsm<'_> {
     /// The DMA-table record of the VDEV granule at `vdev` (the caller holds it, or reads a
     /// snapshot for a refresh).
-    pub(crate) fn dma_record(&self, vdev: Pa) -> Result<DmaTables, Status> {
+    pub fn dma_record(&self, vdev: Pa) -> Result<DmaTables, Status> {
         let mut d = DmaTables::new(0);
         let at = vdev.checked_add(DMA_TABLES_OFFSET).ok_or_else(internal)?;
         self.platform

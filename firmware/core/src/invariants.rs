@@ -113,7 +113,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
     let mut tags: BTreeSet<u16> = BTreeSet::new();
     let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
     let mut evidence_owner: BTreeMap<u64, u32> = BTreeMap::new();
-    let fmt = tsm.fmt;
+    let fmt = tsm.address_map_format();
     for &(pa, s, rc) in &granules {
         match s {
             GranuleState::Tvm => {
@@ -313,7 +313,7 @@ pub fn check(tsm: &Tsm<'_>, sim: &SimPlatform) -> Result<(), String> {
                 );
                 // With a platform IOMMU: a tag per vdevice, never two alike; its DMA-table
                 // granules are its own. (Without one a VDEV granule has no DMA record.)
-                if tsm.iommu.is_some() {
+                if tsm.dma_table_format().is_some() {
                     let dma = tsm
                         .dma_record(pa)
                         .map_err(|_| format!("VDEV {pa:x?}: DMA record unreadable"))?;
@@ -451,7 +451,7 @@ fn dma_tree(
     vdev: Pa,
     d: &crate::dma_tables::DmaTables,
 ) -> Result<(), String> {
-    let Some(format) = tsm.iommu else {
+    let Some(format) = tsm.dma_table_format() else {
         return Ok(());
     };
     let fmt = crate::addrmap::format::for_dma(format);

@@ -131,7 +131,7 @@ pub fn locate(report: &InterfaceReport<'_>, offset: u64, pa: Pa) -> Option<(u64,
 
 impl Tsm<'_> {
     /// The MMIO record of the VDEV granule at `vdev`, which the caller holds.
-    pub(crate) fn mmio_record(&self, vdev: Pa) -> Result<MmioMaps, Status> {
+    pub fn mmio_record(&self, vdev: Pa) -> Result<MmioMaps, Status> {
         let mut m = MmioMaps::new(Pa(0));
         let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
         self.platform

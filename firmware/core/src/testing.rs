@@ -228,32 +228,23 @@ impl SimPlatform {
     }
 
     /// This machine with its writes logged from now on and memory marked
-    /// ([`SimPlatform::mark_memory`]). On a machine nothing wrote to yet the mark is its zeroed
-    /// DRAM, and no copy of DRAM is made: a harness that builds a machine per run (the
-    /// dispatcher fuzzer) pays only for the granules it writes.
+    /// ([`SimPlatform::mark_memory`]). No copy of DRAM is made, here or at any mark: the log
+    /// keeps a granule's bytes when it is first written after a mark, so a harness that
+    /// builds a machine per run (the dispatcher fuzzer) pays only for the granules it writes.
     pub fn with_write_log(self) -> Self {
-        let mem = self.mem.lock().unwrap();
-        // Granule by granule: slice comparisons are memcmp, a byte loop would be instrumented
-        // per byte in fuzz builds.
-        const ZERO: [u8; GRANULE_SIZE as usize] = [0; GRANULE_SIZE as usize];
-        let log = if mem.chunks(ZERO.len()).all(|c| *c == ZERO[..c.len()]) {
-            write_log::WriteLog::zeroed(mem.len())
-        } else {
-            write_log::WriteLog::new(&mem)
-        };
-        drop(mem);
-        *self.writes.lock().unwrap() = Some(log);
+        let len = self.mem.lock().unwrap().len();
+        *self.writes.lock().unwrap() = Some(write_log::WriteLog::new(len));
         self
     }
 
-    /// Remembers DRAM as it is now, for [`SimPlatform::changed_since_mark`]. The first mark
-    /// copies DRAM; later ones copy only the granules written since the previous mark.
+    /// Remembers DRAM as it is now, for [`SimPlatform::changed_since_mark`] (the log starts,
+    /// or forgets what was written before).
     pub fn mark_memory(&self) {
-        let mem = self.mem.lock().unwrap();
+        let len = self.mem.lock().unwrap().len();
         let mut writes = self.writes.lock().unwrap();
         match writes.as_mut() {
-            Some(log) => log.mark(&mem),
-            None => *writes = Some(write_log::WriteLog::new(&mem)),
+            Some(log) => log.mark(),
+            None => *writes = Some(write_log::WriteLog::new(len)),
         }
     }
 
@@ -300,10 +291,10 @@ impl PhysMem for SimPlatform {
                     .or_insert_with(|| mem[i * g..(i + 1) * g].to_vec());
             }
         }
-        mem[off..off + data.len()].copy_from_slice(data);
         if let Some(log) = self.writes.lock().unwrap().as_mut() {
-            log.wrote(off, data.len());
+            log.before_write(&mem, off, data.len());
         }
+        mem[off..off + data.len()].copy_from_slice(data);
         Ok(())
     }
 }

@@ -74,7 +74,8 @@ impl PdevRange {
         u32::from(self.rid_base).saturating_add(u32::from(self.rid_count))
     }
 
-    pub(crate) fn overlaps(&self, other: &PdevRange) -> bool {
+    /// Whether the two ranges share a requester (same segment, RIDs in common).
+    pub fn overlaps(&self, other: &PdevRange) -> bool {
         self.segment == other.segment
             && u32::from(self.rid_base) < other.end()
             && u32::from(other.rid_base) < self.end()
@@ -179,6 +180,16 @@ impl<'a> Tsm<'a> {
     /// The granule table (for invariant checks and the HAL's diagnostics).
     pub fn granules(&self) -> &GranuleTable<'a> {
         &self.granules
+    }
+
+    /// The format of the TVMs' address maps.
+    pub fn address_map_format(&self) -> &'static dyn PteFormat {
+        self.fmt
+    }
+
+    /// The format of vdevice DMA tables; `None` without a platform IOMMU.
+    pub fn dma_table_format(&self) -> Option<DmaTableFormat> {
+        self.iommu
     }
 
     /// The PDEV requester-ID ranges.

@@ -11,11 +11,12 @@
 //! [`SpdmMisbehaviour`] knobs break it on purpose: signatures, records, or silence.
 
 mod ecc;
+#[cfg(feature = "p384-record")]
+pub use ecc::table as p384_table;
 mod knobs;
 mod measurements;
 mod session;
 
-use p384::ecdsa::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use sha2::{Digest as _, Sha384};
@@ -109,7 +110,7 @@ enum Stage {
 pub struct SpdmDevice<'c> {
     device: Device<'c>,
     identity: DeviceIdentity,
-    key: SigningKey,
+    key: p384::SecretKey,
     rng: ChaCha20Rng,
     stage: Stage,
     vca: [u8; VCA_CAPACITY],

@@ -141,7 +141,7 @@ fn load_into<'r, O: Object>(
 /// ([`internal`]): it is TSM memory, so that is a TSM bug. Under the granule's lock for
 /// handlers ([`Tsm::lock`](crate::tsm::Tsm), the run state); without it for the translation
 /// engine's snapshots and the invariant checker.
-pub(crate) fn read_decoded<'r, T: Stored>(
+pub fn read_decoded<'r, T: Stored>(
     mem: &dyn PhysMem,
     pa: Pa,
     room: &'r mut Room<T>,

@@ -32,7 +32,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
         put(&digest);
         put(&sig.to_bytes());
     };
-    memo::cached(Op::Verify, inputs, || {
+    cached(Op::Verify, inputs, || {
         [u8::from(key.verify_prehash(&digest, sig).is_ok())]
     }) == [1]
 }
@@ -41,7 +41,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
 /// point is never the identity, the one point with a shorter encoding).
 pub fn public_point(secret: &SecretKey) -> [u8; POINT_LEN] {
     let inputs = |put: &mut dyn FnMut(&[u8])| put(&secret.to_bytes());
-    memo::cached(Op::PublicPoint, inputs, || {
+    cached(Op::PublicPoint, inputs, || {
         let point = secret.public_key().to_sec1_point(false);
         <[u8; POINT_LEN]>::try_from(point.as_bytes()).unwrap_or([0; POINT_LEN])
     })
@@ -53,7 +53,7 @@ pub fn shared_secret(secret: &SecretKey, peer: &PublicKey) -> [u8; SHARED_LEN] {
         put(&secret.to_bytes());
         put(peer.to_sec1_point(false).as_bytes());
     };
-    memo::cached(Op::SharedSecret, inputs, || {
+    cached(Op::SharedSecret, inputs, || {
         let shared = p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
         <[u8; SHARED_LEN]>::from(*shared.raw_secret_bytes())
     })
@@ -66,6 +66,25 @@ enum Op {
     Verify,
     PublicPoint,
     SharedSecret,
+}
+
+/// Every result: from Miri's precomputed table ([`table`], under Miri), else remembered
+/// (`crypto-memo`) or computed; test builds record each for the table's check.
+fn cached<const N: usize>(
+    op: Op,
+    inputs: impl Fn(&mut dyn FnMut(&[u8])),
+    compute: impl FnOnce() -> [u8; N],
+) -> [u8; N] {
+    #[cfg(any(test, miri))]
+    {
+        let key = table::encode(op as u8, &inputs);
+        let value = table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
+        #[cfg(test)]
+        table::record::push(&key, &value);
+        value
+    }
+    #[cfg(not(any(test, miri)))]
+    memo::cached(op, inputs, compute)
 }
 
 /// Without `crypto-memo`: every result computed, the inputs never encoded.
@@ -125,6 +144,9 @@ mod memo {
         value
     }
 }
+
+#[cfg(any(test, miri))]
+pub(crate) mod table;
 
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,12 @@
 //! A harness that checks "a refused call changed no byte of memory" used to copy all of DRAM
 //! before every call and compare all of it after: two full passes per call, most of a fuzzer
 //! execution's time. Every store to the simulated DRAM goes through [`PhysMem::write`]
-//! (`zero` included: SimPlatform keeps the default, which writes), so a granule no write
-//! touched since the mark holds what it held then, and comparing the written granules with
-//! their contents at the mark answers the same question exactly, at the cost of the granules
-//! a call actually wrote.
+//! (`zero` included: SimPlatform keeps the default, which writes), which tells the log before
+//! it stores; the log keeps a granule's bytes as they were at the mark when the granule is
+//! first written after it. A granule no write touched since the mark holds what it held then,
+//! so comparing the written granules with their kept bytes answers the same question exactly,
+//! at the cost of the granules a call actually writes, and no copy of DRAM is ever made (a
+//! fresh machine per fuzz execution used to pay for a zeroed copy of all of it).
 //!
 //! [`PhysMem::write`]: tsm_platform::PhysMem::write
 
@@ -17,39 +19,28 @@ use tsm_abi::addr::GRANULE_SIZE;
 
 const GRANULE: usize = GRANULE_SIZE as usize;
 
-/// DRAM as it was at the last mark, and the granules written since.
+/// The granules written since the last mark, each with its bytes at the mark.
 pub(super) struct WriteLog {
-    /// A copy of DRAM, exact at the mark for every granule (and still exact for every granule
-    /// not in `written`).
-    at_mark: Vec<u8>,
-    /// `dirty[i]`: granule `i` is in `written`.
+    /// `dirty[i]`: granule `i` is in `kept`.
     dirty: Vec<bool>,
-    /// Granules written since the mark, in the order of their first write.
-    written: Vec<usize>,
+    /// Granules written since the mark, in the order of their first write, with what they
+    /// held at the mark.
+    kept: Vec<(usize, Vec<u8>)>,
 }
 
 impl WriteLog {
-    /// A log whose mark is `mem` now.
-    pub(super) fn new(mem: &[u8]) -> Self {
+    /// A log of a DRAM of `len` bytes whose mark is now.
+    pub(super) fn new(len: usize) -> Self {
         WriteLog {
-            at_mark: mem.to_vec(),
-            dirty: vec![false; mem.len().div_ceil(GRANULE)],
-            written: Vec::new(),
-        }
-    }
-
-    /// A log whose mark is `len` bytes of zeros (a fresh machine's DRAM): no pass over DRAM.
-    pub(super) fn zeroed(len: usize) -> Self {
-        WriteLog {
-            at_mark: vec![0; len],
             dirty: vec![false; len.div_ceil(GRANULE)],
-            written: Vec::new(),
+            kept: Vec::new(),
         }
     }
 
-    /// Records a write of `len` bytes at byte offset `off` of DRAM (called before or after
-    /// the store itself, under the same lock).
-    pub(super) fn wrote(&mut self, off: usize, len: usize) {
+    /// Records that `len` bytes at byte offset `off` of `mem` are about to be written (called
+    /// before the store, under the same lock): keeps each granule's bytes on its first write
+    /// since the mark.
+    pub(super) fn before_write(&mut self, mem: &[u8], off: usize, len: usize) {
         if len == 0 {
             return;
         }
@@ -59,16 +50,15 @@ impl WriteLog {
                 && !*d
             {
                 *d = true;
-                self.written.push(g);
+                let range = g * GRANULE..((g + 1) * GRANULE).min(mem.len());
+                self.kept.push((g, mem[range].to_vec()));
             }
         }
     }
 
-    /// Moves the mark to `mem` now: only the written granules can differ from the copy.
-    pub(super) fn mark(&mut self, mem: &[u8]) {
-        for g in self.written.drain(..) {
-            let range = g * GRANULE..((g + 1) * GRANULE).min(mem.len());
-            self.at_mark[range.clone()].copy_from_slice(&mem[range]);
+    /// Moves the mark to now: nothing is written since.
+    pub(super) fn mark(&mut self) {
+        for (g, _) in self.kept.drain(..) {
             self.dirty[g] = false;
         }
     }
@@ -77,11 +67,10 @@ impl WriteLog {
     /// ascending order.
     pub(super) fn changed(&self, mem: &[u8]) -> Vec<usize> {
         let mut out: Vec<usize> = self
-            .written
+            .kept
             .iter()
-            .map(|&g| g * GRANULE..((g + 1) * GRANULE).min(mem.len()))
-            .filter(|r| mem[r.clone()] != self.at_mark[r.clone()])
-            .map(|r| r.start)
+            .filter(|(g, at_mark)| mem[g * GRANULE..g * GRANULE + at_mark.len()] != at_mark[..])
+            .map(|(g, _)| g * GRANULE)
             .collect();
         out.sort_unstable();
         out
@@ -119,14 +108,14 @@ mod tests {
     }
 
     fn write(log: &mut WriteLog, mem: &mut [u8], off: usize, data: &[u8]) {
+        log.before_write(mem, off, data.len());
         mem[off..off + data.len()].copy_from_slice(data);
-        log.wrote(off, data.len());
     }
 
     #[test]
     fn a_changed_byte_is_reported_by_its_granule() {
         let mut mem = vec![0u8; 4 * GRANULE];
-        let mut log = WriteLog::new(&mem);
+        let mut log = WriteLog::new(mem.len());
         write(&mut log, &mut mem, 2 * GRANULE + 17, &[1]);
         assert_eq!(log.changed(&mem), [2 * GRANULE]);
     }
@@ -134,7 +123,7 @@ mod tests {
     #[test]
     fn a_write_that_leaves_the_bytes_as_they_were_is_no_change() {
         let mut mem = vec![7u8; 4 * GRANULE];
-        let mut log = WriteLog::new(&mem);
+        let mut log = WriteLog::new(mem.len());
         write(&mut log, &mut mem, GRANULE, &[7; 64]);
         // Changed, then changed back.
         write(&mut log, &mut mem, 3 * GRANULE, &[9]);
@@ -145,7 +134,7 @@ mod tests {
     #[test]
     fn a_write_across_a_granule_boundary_dirties_both() {
         let mut mem = vec![0u8; 4 * GRANULE];
-        let mut log = WriteLog::new(&mem);
+        let mut log = WriteLog::new(mem.len());
         write(&mut log, &mut mem, 2 * GRANULE - 1, &[1, 1]);
         assert_eq!(log.changed(&mem), [GRANULE, 2 * GRANULE]);
     }
@@ -153,16 +142,16 @@ mod tests {
     #[test]
     fn a_mark_takes_in_what_was_written_before_it() {
         let mut mem = vec![0u8; 4 * GRANULE];
-        let mut log = WriteLog::new(&mem);
+        let mut log = WriteLog::new(mem.len());
         write(&mut log, &mut mem, 0, &[1]);
-        log.mark(&mem);
+        log.mark();
         assert!(log.changed(&mem).is_empty());
         // Back to the old contents: a change against the new mark.
         write(&mut log, &mut mem, 0, &[0]);
         assert_eq!(log.changed(&mem), [0]);
         // The copy of a granule written before the first mark and not since stays exact.
         write(&mut log, &mut mem, 3 * GRANULE, &[5]);
-        log.mark(&mem);
+        log.mark();
         write(&mut log, &mut mem, 3 * GRANULE + 1, &[5]);
         assert_eq!(log.changed(&mem), [3 * GRANULE]);
         write(&mut log, &mut mem, 3 * GRANULE + 1, &[0]);

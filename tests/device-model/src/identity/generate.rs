@@ -46,13 +46,19 @@ const KEY_DOMAIN: &[u8] = b"tsm-device-model identity v1\0";
 
 /// The P-384 key labelled `label` (module doc).
 pub fn key(label: &str) -> SigningKey {
+    SigningKey::from(secret(label).to_nonzero_scalar())
+}
+
+/// [`key`]'s secret scalar alone: no public point computed (a scalar multiplication, which a
+/// responder that only signs through `spdm::ecc` need not pay, and Miri cannot afford).
+pub fn secret(label: &str) -> p384::SecretKey {
     for counter in 0..=u8::MAX {
         let scalar = Sha384::new()
             .chain_update(KEY_DOMAIN)
             .chain_update(label.as_bytes())
             .chain_update([counter])
             .finalize();
-        if let Ok(key) = SigningKey::from_bytes(&scalar) {
+        if let Ok(key) = p384::SecretKey::from_bytes(&scalar) {
             return key;
         }
     }

@@ -18,13 +18,14 @@ use sha2::{Digest as _, Sha384};
 
 /// `key`'s signature over `message`, as `r ‖ s` (all zero in the one case `sign_prehash`
 /// refuses, a digest shorter than half the field, which a SHA-384 digest never is).
-pub(super) fn sign(key: &SigningKey, message: &[u8]) -> [u8; 96] {
+pub(super) fn sign(key: &SecretKey, message: &[u8]) -> [u8; 96] {
     let digest = Sha384::digest(message);
     let inputs = |put: &mut dyn FnMut(&[u8])| {
         put(&key.to_bytes());
         put(&digest);
     };
-    memo::cached(Op::Sign, inputs, || {
+    cached(Op::Sign, inputs, || {
+        let key = SigningKey::from(key.to_nonzero_scalar());
         let sig: Result<Signature, _> = key.sign_prehash(&digest);
         sig.map_or([0; 96], |sig| sig.to_bytes().into())
     })
@@ -34,7 +35,7 @@ pub(super) fn sign(key: &SigningKey, message: &[u8]) -> [u8; 96] {
 /// the identity, the one point with a shorter encoding).
 pub(super) fn public_point(secret: &SecretKey) -> [u8; 97] {
     let inputs = |put: &mut dyn FnMut(&[u8])| put(&secret.to_bytes());
-    memo::cached(Op::PublicPoint, inputs, || {
+    cached(Op::PublicPoint, inputs, || {
         let point = secret.public_key().to_sec1_point(false);
         point.as_bytes().try_into().unwrap_or([0; 97])
     })
@@ -46,18 +47,41 @@ pub(super) fn shared_secret(secret: &SecretKey, peer: &PublicKey) -> [u8; 48] {
         put(&secret.to_bytes());
         put(peer.to_sec1_point(false).as_bytes());
     };
-    memo::cached(Op::SharedSecret, inputs, || {
+    cached(Op::SharedSecret, inputs, || {
         (*secret.diffie_hellman(peer).raw_secret_bytes()).into()
     })
 }
 
 /// Which operation a result is of (part of the memo's key: the same bytes mean different
 /// things to each).
+#[derive(Clone, Copy)]
 enum Op {
     Sign,
     PublicPoint,
     SharedSecret,
 }
+
+/// Every result: from Miri's precomputed table ([`table`], under Miri), else remembered
+/// (`crypto-memo`) or computed; with `p384-record`, recorded for the table's check.
+fn cached<const N: usize>(
+    op: Op,
+    inputs: impl Fn(&mut dyn FnMut(&[u8])),
+    compute: impl FnOnce() -> [u8; N],
+) -> [u8; N] {
+    #[cfg(any(miri, feature = "p384-record"))]
+    {
+        let key = table::encode(op as u8, &inputs);
+        let value = table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
+        #[cfg(feature = "p384-record")]
+        table::record::push(&key, &value);
+        value
+    }
+    #[cfg(not(any(miri, feature = "p384-record")))]
+    memo::cached(op, inputs, compute)
+}
+
+#[cfg(any(miri, feature = "p384-record"))]
+pub mod table;
 
 /// Without `crypto-memo`: every result computed, the inputs never encoded.
 #[cfg(not(feature = "crypto-memo"))]
@@ -126,16 +150,17 @@ mod tests {
 
     #[test]
     fn sign_is_the_signers_signature_for_each_key_and_message() {
-        let a = SigningKey::from_slice(&[3; 48]).unwrap();
-        let b = SigningKey::from_slice(&[4; 48]).unwrap();
+        let a = SecretKey::from_slice(&[3; 48]).unwrap();
+        let b = SecretKey::from_slice(&[4; 48]).unwrap();
         for _ in 0..2 {
-            for key in [&a, &b] {
+            for secret in [&a, &b] {
+                let key = SigningKey::from(secret.to_nonzero_scalar());
                 for message in [&b"one"[..], b"two"] {
                     let expected: Signature = key.sign(message);
-                    let got = sign(key, message);
+                    let got = sign(secret, message);
                     assert_eq!(got, <[u8; 96]>::from(expected.to_bytes()));
                     let sig = Signature::from_slice(&got).unwrap();
-                    assert!(VerifyingKey::from(key).verify(message, &sig).is_ok());
+                    assert!(VerifyingKey::from(&key).verify(message, &sig).is_ok());
                 }
             }
         }

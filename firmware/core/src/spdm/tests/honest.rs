@@ -144,3 +144,65 @@ fn state_fits_beside_the_pdev() {
     // The requester's state lives in the PDEV granule after the PDEV object.
     assert!(size_of::<PdevObj>() + STATE_SIZE <= 4096, "{STATE_SIZE}");
 }
+
+/// One whole session — connect (chain, measurements, key exchange, FINISH), TDISP, a key
+/// update, TDISP under the new keys, END_SESSION — that also runs under Miri: there the P-384
+/// results come from the precomputed tables (`spdm::ecc::table` and the device model's), so
+/// Miri checks the requester's and the responder's own code, the codec, the transcripts, the
+/// key schedule and the records, with its overflow and UB checks. Natively the arithmetic
+/// runs, and the test fails unless each table holds exactly the results this session
+/// computed, so every entry Miri is answered from is checked against the real arithmetic on
+/// every `cargo test` (`TSM_BLESS=1` rewrites them after a change to the session).
+#[test]
+fn a_whole_session_runs_under_miri() {
+    use crate::spdm::ecc::table as requester_table;
+    use tsm_device_model::spdm::p384_table as responder_table;
+    // Earlier tests on this thread recorded too.
+    let _ = (
+        requester_table::record::take(),
+        responder_table::record::take(),
+    );
+
+    let mut link = Link::device();
+    assert_eq!(link.connect(), Ok(Done::Connected));
+    assert_eq!(
+        link.req.chain_digest(),
+        &<[u8; 48]>::from(Sha384::digest(DEVICE.chain))
+    );
+    assert!(matches!(
+        link.tdisp(&tdisp_get_version()),
+        Ok(Done::Tdisp(_))
+    ));
+    assert_eq!(link.key_update(), Ok(Done::KeysUpdated));
+    assert!(matches!(
+        link.tdisp(&tdisp_get_version()),
+        Ok(Done::Tdisp(_))
+    ));
+    assert_eq!(link.end_session(), Ok(Done::Ended));
+    assert_eq!(link.req.phase(), Phase::Idle);
+
+    for (file, table, computed) in [
+        (
+            "src/spdm/ecc/table.txt",
+            requester_table::TABLE,
+            requester_table::record::take(),
+        ),
+        (
+            "../../tests/device-model/src/spdm/ecc/table.txt",
+            responder_table::TABLE,
+            responder_table::record::take(),
+        ),
+    ] {
+        let text: std::string::String = computed.iter().map(|l| l.clone() + "\n").collect();
+        if !cfg!(miri) && std::env::var_os("TSM_BLESS").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        assert!(!computed.is_empty());
+        assert!(
+            table == text,
+            "{file} is not what this session computes: rerun with TSM_BLESS=1"
+        );
+    }
+}
