@@ -311,7 +311,10 @@ mod tests {
     fn init_loads_the_module_runs_the_story_probes_and_powers_off() {
         let payload = [b"ko".to_vec(), b"drv".to_vec(), b"guest".to_vec()];
         let e = entries(Arch::Aarch64, b"\x7fELF-busybox".to_vec(), Some(payload));
-        assert_eq!(file(&e, "tsm/tsm-linux-driver"), Some((0o755, b"drv".to_vec())));
+        assert_eq!(
+            file(&e, "tsm/tsm-linux-driver"),
+            Some((0o755, b"drv".to_vec()))
+        );
         assert_eq!(file(&e, "tsm/guest.bin"), Some((0o644, b"guest".to_vec())));
         assert_eq!(file(&e, "tsm/tsm_host.ko"), Some((0o644, b"ko".to_vec())));
         let (mode, init) = file(&e, "init").expect("no /init");
