@@ -12,7 +12,7 @@
 
 mod ecc;
 #[cfg(feature = "p384-record")]
-pub use ecc::table as p384_table;
+pub use ecc::{record as p384_record, table as p384_table};
 mod knobs;
 mod measurements;
 mod session;

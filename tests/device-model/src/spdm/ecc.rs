@@ -71,75 +71,33 @@ fn cached<const N: usize>(
     #[cfg(any(miri, feature = "p384-record"))]
     {
         let key = table::encode(op as u8, &inputs);
-        let value = table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op, &inputs, compute));
+        let value =
+            table::lookup::<N>(&key).unwrap_or_else(|| memo::cached(op as u8, &inputs, compute));
         #[cfg(feature = "p384-record")]
-        table::record::push(&key, &value);
+        record::push(&key, &value);
         value
     }
     #[cfg(not(any(miri, feature = "p384-record")))]
-    memo::cached(op, inputs, compute)
+    memo::cached(op as u8, inputs, compute)
 }
 
+// The memo, the key, Miri's table and the recorder are tsm-core's requester's, the same source
+// (this crate cannot depend on tsm-core, whose tests depend on it); the table's data is the
+// responder's own.
+#[cfg(any(miri, feature = "p384-record", feature = "crypto-memo"))]
+#[path = "../../../../firmware/core/src/spdm/ecc/key.rs"]
+mod key;
+#[path = "../../../../firmware/core/src/spdm/ecc/memo.rs"]
+mod memo;
+/// Miri's precomputed responder results, one `key value` line each, in hex ([`table`]).
 #[cfg(any(miri, feature = "p384-record"))]
+pub const TABLE: &str = include_str!("ecc/table.txt");
+#[cfg(feature = "p384-record")]
+#[path = "../../../../firmware/core/src/spdm/ecc/record.rs"]
+pub mod record;
+#[cfg(any(miri, feature = "p384-record"))]
+#[path = "../../../../firmware/core/src/spdm/ecc/table.rs"]
 pub mod table;
-
-/// Without `crypto-memo`: every result computed, the inputs never encoded.
-#[cfg(not(feature = "crypto-memo"))]
-mod memo {
-    use super::Op;
-
-    pub fn cached<const N: usize>(
-        _op: Op,
-        _inputs: impl FnOnce(&mut dyn FnMut(&[u8])),
-        compute: impl FnOnce() -> [u8; N],
-    ) -> [u8; N] {
-        compute()
-    }
-}
-
-/// With `crypto-memo`: results remembered per process, keyed by the operation and every input
-/// byte. Bounded: when full it starts again empty.
-#[cfg(feature = "crypto-memo")]
-mod memo {
-    extern crate std;
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
-    use std::vec::Vec;
-
-    use super::Op;
-
-    const MAX_ENTRIES: usize = 1 << 16;
-
-    static MEMO: LazyLock<Mutex<HashMap<Vec<u8>, Vec<u8>>>> =
-        LazyLock::new(|| Mutex::new(HashMap::new()));
-
-    pub fn cached<const N: usize>(
-        op: Op,
-        inputs: impl FnOnce(&mut dyn FnMut(&[u8])),
-        compute: impl FnOnce() -> [u8; N],
-    ) -> [u8; N] {
-        let mut key = Vec::with_capacity(256);
-        key.push(op as u8);
-        // Length-prefixed, so two splits of the same bytes are different keys.
-        inputs(&mut |input| {
-            key.extend_from_slice(&(input.len() as u64).to_le_bytes());
-            key.extend_from_slice(input);
-        });
-        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hit) = memo
-            .get(&key)
-            .and_then(|v| <[u8; N]>::try_from(v.as_slice()).ok())
-        {
-            return hit;
-        }
-        let value = compute();
-        if memo.len() >= MAX_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(key, value.to_vec());
-        value
-    }
-}
 
 #[cfg(test)]
 mod tests {

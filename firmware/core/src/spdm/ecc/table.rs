@@ -1,37 +1,22 @@
 //! P-384 results precomputed for Miri: one whole SPDM session (connect, TDISP, key update,
-//! end) interpreted in minutes instead of days.
+//! end) interpreted in minutes instead of days. The same source serves the requester (here,
+//! `spdm/ecc/table.txt`) and the device model's responder (its `spdm/ecc.rs` includes this file
+//! by path, with its own table): each crate's `ecc` module holds its [`TABLE`].
 //!
 //! Miri interprets every field operation of the curve arithmetic, so one verification takes
 //! minutes and a connect (seven operations here, four in the device model) did not finish.
-//! Under `cfg(miri)` [`lookup`] answers from `table.txt` the operations a session of the test
+//! Under `cfg(miri)` [`lookup`] answers from the table the operations a session of the test
 //! `spdm::tests::honest::a_whole_session_runs_under_miri` makes, keyed by every input byte
-//! as `crypto-memo` keys them (the operation, then each input length-prefixed); anything else
-//! is computed. The table is what a native run of that test computes: the test records every
-//! result the arithmetic gives (`record`, test builds only) and fails unless the table holds
-//! exactly those, so a table entry is the real result for its inputs, checked on every
-//! `cargo test`; `TSM_BLESS=1` rewrites it after a change to the session.
+//! as `crypto-memo` keys them ([`encode`]); anything else is computed. The table is what a
+//! native run of that test computes: the test records every result the arithmetic gives
+//! (`record`, test builds only) and fails unless the table holds exactly those, so a table
+//! entry is the real result for its inputs, checked on every `cargo test`; `TSM_BLESS=1`
+//! rewrites it after a change to the session.
 
 extern crate std;
 
-use std::vec::Vec;
-
-/// The table, one `key value` line per result, in hex.
-pub const TABLE: &str = include_str!("table.txt");
-
-/// An operation's inputs: hands each, in order, to the function it is given.
-type Inputs<'a> = dyn Fn(&mut dyn FnMut(&[u8])) + 'a;
-
-/// The memo key of an operation: its number, then each input length-prefixed (so two splits
-/// of the same bytes are different keys).
-pub(super) fn encode(op: u8, inputs: &Inputs<'_>) -> Vec<u8> {
-    let mut key = Vec::with_capacity(256);
-    key.push(op);
-    inputs(&mut |input| {
-        key.extend_from_slice(&(input.len() as u64).to_le_bytes());
-        key.extend_from_slice(input);
-    });
-    key
-}
+pub use super::TABLE;
+pub(super) use super::key::encode;
 
 /// The table's result for `key`, if it has one of `N` bytes; only under Miri (natively every
 /// result is computed, and recorded to check the table).
@@ -66,32 +51,4 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
         *o = u8::from_str_radix(core::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Results this thread's operations gave, in order (test builds: what the table is checked
-/// against).
-#[cfg(test)]
-pub(crate) mod record {
-    extern crate std;
-
-    use std::cell::RefCell;
-    use std::string::String;
-    use std::vec::Vec;
-
-    std::thread_local! {
-        static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(in crate::spdm::ecc) fn push(key: &[u8], value: &[u8]) {
-        let line = std::format!("{} {}", super::hex(key), super::hex(value));
-        LOG.with(|l| l.borrow_mut().push(line));
-    }
-
-    /// This thread's results since the last take, each once, as table lines.
-    pub fn take() -> Vec<String> {
-        let mut lines = LOG.with(|l| l.take());
-        let mut seen = std::collections::BTreeSet::new();
-        lines.retain(|l| seen.insert(l.clone()));
-        lines
-    }
 }

@@ -155,13 +155,10 @@ fn state_fits_beside_the_pdev() {
 /// every `cargo test` (`TSM_BLESS=1` rewrites them after a change to the session).
 #[test]
 fn a_whole_session_runs_under_miri() {
-    use crate::spdm::ecc::table as requester_table;
-    use tsm_device_model::spdm::p384_table as responder_table;
+    use crate::spdm::ecc::{record as requester_record, table as requester_table};
+    use tsm_device_model::spdm::{p384_record as responder_record, p384_table as responder_table};
     // Earlier tests on this thread recorded too.
-    let _ = (
-        requester_table::record::take(),
-        responder_table::record::take(),
-    );
+    let _ = (requester_record::take(), responder_record::take());
 
     let mut link = Link::device();
     assert_eq!(link.connect(), Ok(Done::Connected));
@@ -185,12 +182,12 @@ fn a_whole_session_runs_under_miri() {
         (
             "src/spdm/ecc/table.txt",
             requester_table::TABLE,
-            requester_table::record::take(),
+            requester_record::take(),
         ),
         (
             "../../tests/device-model/src/spdm/ecc/table.txt",
             responder_table::TABLE,
-            responder_table::record::take(),
+            responder_record::take(),
         ),
     ] {
         let text: std::string::String = computed.iter().map(|l| l.clone() + "\n").collect();
