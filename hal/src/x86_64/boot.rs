@@ -358,7 +358,6 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     );
     if linux::detect() {
         linux::firmware_memory(&info, &mut mmio);
-        linux::open_ports(&info);
     }
     if let Some(Err(e)) = iommu.as_ref().map(|u| vtd::check_scope(u, &mmio.functions)) {
         defmt::error!(
@@ -394,7 +393,13 @@ extern "C" fn boot_main(start_info: u64) -> ! {
     let cpus = info.madt_cpus.map_or(percpu::MAX_CPUS, |n| {
         (n as usize).clamp(1, percpu::MAX_CPUS)
     });
-    let cpu_pages_bytes = svm::CPU_PAGES_BYTES * cpus as u64;
+    // And a Linux host's I/O permission map after them.
+    let linux_iopm_bytes = if linux::is_linux() {
+        svm::LINUX_IOPM_BYTES
+    } else {
+        0
+    };
+    let cpu_pages_bytes = svm::CPU_PAGES_BYTES * cpus as u64 + linux_iopm_bytes;
     // SAFETY: once, on the boot CPU, before anything uses the memory after the static
     // carve-out (the secondary CPUs are not started yet).
     let carved = match unsafe {
@@ -424,10 +429,16 @@ extern "C" fn boot_main(start_info: u64) -> ! {
         defmt::error!("boot: cannot start the Linux host: {=str}", e);
         super::exit(ExitCode::Failure)
     }
-    // SAFETY: the carve zeroed this TSM memory (identity-mapped once `paging::init` below
-    // loads the TSM's tables, which map the whole of `info.tsm`; nothing uses the pages
-    // before then: SVM is enabled in `cpu_setup`), and nothing else is given it.
-    unsafe { svm::set_cpu_pages(carved.cpu_pages.base.0, cpus) };
+    // SAFETY: the carve zeroed this TSM memory (identity-mapped by the boot tables now and by
+    // the TSM's once `paging::init` below loads them, which map the whole of `info.tsm`; before
+    // SVM is enabled in `cpu_setup` only the Linux host's I/O map in it is written, by
+    // `open_ports` below), and nothing else is given it.
+    unsafe { svm::set_cpu_pages(carved.cpu_pages.base.0, cpus, linux::is_linux()) };
+    // Under the boot tables still: they map the firmware's ACPI tables, where the FADT's ports
+    // are read; the TSM's own tables do not.
+    if linux::is_linux() {
+        linux::open_ports(&info);
+    }
     if let Err(e) = paging::init(info.dram, info.tsm, carved.pt_pool, &l, mmio.entries()) {
         defmt::error!(
             "boot: page tables for DRAM {=u64:#x}+{=u64:#x} failed: {}",

@@ -169,6 +169,7 @@ pub fn firmware_memory(info: &BootInfo, mmio: &mut MmioMap) {
 /// Opens the ports of the module doc in the Linux host's I/O permission map and keeps the
 /// FADT's for [`io`]. Boot CPU only, before any guest runs.
 pub fn open_ports(info: &BootInfo) {
+    svm::init_linux_iopm();
     for (first, count) in [
         (0x20, 2),  // master PIC
         (0xA0, 2),  // slave PIC

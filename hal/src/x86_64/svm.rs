@@ -215,9 +215,6 @@ struct Maps {
     /// The I/O permission map: 64 Ki ports, one bit each, plus the page the last port's
     /// multi-byte accesses reach.
     iopm: [u8; 3 * PAGE],
-    /// A Linux host's I/O permission map: the legacy devices it drives itself open
-    /// (`linux::host_ports`), every other port intercepted as in `iopm`.
-    linux_iopm: [u8; 3 * PAGE],
     /// The MSR permission map: three ranges of 8 Ki MSRs, two bits each (read, write).
     msrpm: [u8; 2 * PAGE],
 }
@@ -236,20 +233,41 @@ pub const CPU_PAGES_BYTES: u64 = size_of::<CpuPages>() as u64;
 struct CpuPagesArea {
     base: u64,
     cpus: usize,
+    /// A Linux host's I/O permission map ([`LINUX_IOPM_BYTES`] after the CPUs' pages; carved
+    /// only for a Linux host, so the TSM's `.bss` does not carry it): the legacy devices it
+    /// drives itself open ([`open_linux_ports`]), every other port intercepted as in `iopm`.
+    linux_iopm: Option<u64>,
 }
+
+/// Bytes of a Linux host's I/O permission map (the size of every IOPM).
+pub const LINUX_IOPM_BYTES: u64 = 3 * PAGE as u64;
 
 static CPU_PAGES: Once<CpuPagesArea> = Once::new();
 
-/// Hands this module the zeroed memory boot carved for `cpus` CPUs' pages. Only the first call
-/// counts; before it no CPU has SVM pages ([`enable`], [`Vmcb::host`] and [`Vmcb::guest`] find
-/// none).
+/// Hands this module the zeroed memory boot carved for `cpus` CPUs' pages, followed (for a
+/// Linux host, `linux`) by the Linux host's I/O permission map. Only the first call counts;
+/// before it no CPU has SVM pages ([`enable`], [`Vmcb::host`] and [`Vmcb::guest`] find none).
 ///
 /// # Safety
-/// `[base, base + cpus * CPU_PAGES_BYTES)` must be zeroed, 4 KiB-aligned TSM memory,
-/// identity-mapped read-write for ring 0, that no nested table maps and nothing else uses for
-/// as long as the TSM runs.
-pub unsafe fn set_cpu_pages(base: u64, cpus: usize) {
-    CPU_PAGES.call_once(|| CpuPagesArea { base, cpus });
+/// `[base, base + cpus * CPU_PAGES_BYTES + (LINUX_IOPM_BYTES if linux))` must be zeroed,
+/// 4 KiB-aligned TSM memory, identity-mapped read-write for ring 0, that no nested table maps
+/// and nothing else uses for as long as the TSM runs.
+pub unsafe fn set_cpu_pages(base: u64, cpus: usize, linux: bool) {
+    let linux_iopm = linux.then(|| base + cpus as u64 * CPU_PAGES_BYTES);
+    CPU_PAGES.call_once(|| CpuPagesArea {
+        base,
+        cpus,
+        linux_iopm,
+    });
+}
+
+/// The Linux host's I/O permission map, if boot carved one.
+fn linux_iopm() -> Option<&'static mut [u8]> {
+    let pa = CPU_PAGES.get()?.linux_iopm?;
+    // SAFETY: `set_cpu_pages`'s contract: LINUX_IOPM_BYTES of TSM memory at `pa`, identity-
+    // mapped, used by nothing else; only the boot CPU writes it, before any guest runs
+    // (`init_linux_iopm`, `open_linux_ports`), and afterwards only the CPU reads it.
+    Some(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, LINUX_IOPM_BYTES as usize) })
 }
 
 /// The identity address of CPU `cpu`'s pages, `None` for a CPU boot carved none for.
@@ -260,7 +278,6 @@ fn cpu_pages(cpu: usize) -> Option<u64> {
 
 static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
     iopm: [0; 3 * PAGE],
-    linux_iopm: [0; 3 * PAGE],
     msrpm: [0; 2 * PAGE],
 }));
 
@@ -356,7 +373,6 @@ pub fn init_maps() {
     // SAFETY: no CPU runs a guest yet (the module doc), so nothing else reads the maps.
     let maps = unsafe { &mut *MAPS.0.get() };
     maps.iopm.fill(0xFF);
-    maps.linux_iopm.fill(0xFF);
     maps.msrpm.fill(0xFF);
     for msr in PASSTHROUGH_MSRS {
         if let Some((byte, bit)) = msrpm_slot(msr)
@@ -367,13 +383,20 @@ pub fn init_maps() {
     }
 }
 
+/// Intercepts every port in the Linux host's I/O permission map (as `iopm` does), before
+/// [`open_linux_ports`] opens its own. The boot CPU calls it once, before any guest runs.
+pub fn init_linux_iopm() {
+    if let Some(map) = linux_iopm() {
+        map.fill(0xFF);
+    }
+}
+
 /// Opens `count` ports from `first` in a Linux host's I/O permission map. The boot CPU calls
-/// it, after [`init_maps`] and before any guest runs.
+/// it, after [`init_linux_iopm`] and before any guest runs.
 pub fn open_linux_ports(first: u16, count: u16) {
-    // SAFETY: as in `init_maps`: no CPU runs a guest yet, so nothing else reads the maps.
-    let maps = unsafe { &mut *MAPS.0.get() };
+    let Some(map) = linux_iopm() else { return };
     for port in (usize::from(first)..).take(usize::from(count)) {
-        if let Some(b) = maps.linux_iopm.get_mut(port / 8) {
+        if let Some(b) = map.get_mut(port / 8) {
             *b &= !(1 << (port % 8));
         }
     }
@@ -507,10 +530,13 @@ impl Vmcb {
         self.write64(vmcb::N_CR3, n_cr3);
     }
 
-    /// Makes this VMCB's guest use a Linux host's I/O permission map ([`open_linux_ports`]).
+    /// Makes this VMCB's guest use a Linux host's I/O permission map ([`open_linux_ports`]);
+    /// without one (boot carved none: no Linux host) the guest keeps the map that intercepts
+    /// every port.
     pub fn use_linux_iopm(&mut self) {
-        let maps = MAPS.0.get() as u64;
-        self.write64(vmcb::IOPM_BASE, maps + offset_of!(Maps, linux_iopm) as u64);
+        if let Some(pa) = CPU_PAGES.get().and_then(|a| a.linux_iopm) {
+            self.write64(vmcb::IOPM_BASE, pa);
+        }
     }
 
     /// Moves the guest's RIP past an intercepted instruction of `len` bytes (TCG saves no
