@@ -183,3 +183,34 @@ fn machine_sources() -> Result<Vec<SourceFile>, String> {
     }
     Ok(copied)
 }
+
+/// Fills `folder` (a cache folder of [`cache_folder`]) with `fill`, which unpacks into a
+/// `.partial-<pid>` sibling renamed into place once complete, so an interrupted fetch is never
+/// taken for a finished one; `what` names the contents in errors.
+pub fn fill_in_place(
+    folder: &Path,
+    what: &str,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let parent = folder
+        .parent()
+        .ok_or_else(|| format!("the {what} folder has no parent"))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let name = folder
+        .file_name()
+        .ok_or_else(|| format!("the {what} folder has no name"))?;
+    let mut partial = name.to_os_string();
+    partial.push(format!(".partial-{}", std::process::id()));
+    let work = parent.join(partial);
+    if let Err(e) = fill(&work) {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(e);
+    }
+    if folder.exists() {
+        std::fs::remove_dir_all(folder)
+            .map_err(|e| format!("cannot remove the old {}: {e}", folder.display()))?;
+    }
+    std::fs::rename(&work, folder)
+        .map_err(|e| format!("cannot move the {what} to {}: {e}", folder.display()))
+}

@@ -195,19 +195,9 @@ fn cross_compiler(gcc: &str, target: &str) -> Result<PathBuf, String> {
              with apt-get, apt-cache and dpkg-deb, but this machine has no {tool}"
         ));
     }
-    let parent = folder.parent().ok_or("the compiler folder has no parent")?;
-    let work = parent.join(format!("{gcc}-{target}.partial-{}", std::process::id()));
-    let fetched = fetch_compiler(&work, gcc, target);
-    if let Err(e) = fetched {
-        let _ = std::fs::remove_dir_all(&work);
-        return Err(e);
-    }
-    if folder.exists() {
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("cannot remove the old {}: {e}", folder.display()))?;
-    }
-    std::fs::rename(&work, &folder)
-        .map_err(|e| format!("cannot move the compiler to {}: {e}", folder.display()))?;
+    crate::apt::fill_in_place(&folder, "compiler", |work| {
+        fetch_compiler(work, gcc, target)
+    })?;
     eprintln!("Debian's {gcc}-{target} ready in {}", folder.display());
     Ok(folder)
 }

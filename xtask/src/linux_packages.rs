@@ -84,25 +84,9 @@ pub fn ensure(arch: Arch, refresh: bool) -> Result<Kernel, String> {
              apt-get, apt-cache and dpkg-deb, but this machine has no {tool}"
         ));
     }
-    let parent = folder.parent().ok_or("the kernel folder has no parent")?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    // Unpacked beside the final folder and renamed into place once complete, so an
-    // interrupted fetch is never taken for a finished one.
-    let work = parent.join(format!(
-        "linux-{debian_arch}.partial-{}",
-        std::process::id()
-    ));
-    if let Err(e) = fetch_into(&work, debian_arch) {
-        let _ = std::fs::remove_dir_all(&work);
-        return Err(e);
-    }
-    if folder.exists() {
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("cannot remove the old {}: {e}", folder.display()))?;
-    }
-    std::fs::rename(&work, &folder)
-        .map_err(|e| format!("cannot move the kernel to {}: {e}", folder.display()))?;
+    crate::apt::fill_in_place(&folder, "kernel", |work| {
+        fetch_into(work, debian_arch).map(drop)
+    })?;
     installed(&folder, debian_arch)
         .ok_or_else(|| format!("{} is incomplete after the unpack", folder.display()))
         .inspect(|k| {
