@@ -207,8 +207,15 @@ impl LinuxBoot {
         image.push(&self.image);
         image.push(format!(",addr={:#x},force-raw=on", image_addr(self.arch)));
         for a in args.iter_mut() {
-            if a.to_string_lossy().starts_with("loader,file=") {
+            let text = a.to_string_lossy();
+            if text.starts_with("loader,file=") {
                 *a = image.clone();
+            } else if self.arch == Arch::Aarch64 && text.starts_with("virt,") {
+                // `highmem=on`: ECAM at 0x40_1000_0000 and the 64-bit BAR window at 512 GiB,
+                // which the kernel finds in the tree and the TSM's 40-bit host stage 2 maps
+                // (docs/design.md "A Linux host"). The payload keeps `highmem=off`: it knows
+                // the low ECAM from QEMU's layout.
+                *a = text.replace("highmem=off", "highmem=on").into();
             }
         }
         let mut initrd = OsString::from("loader,file=");
@@ -355,6 +362,32 @@ mod tests {
             assert!(text.contains("reserved-memory/tsm@") && text.contains("devmem"));
             assert!(text.contains("$tsm_probe") && text.contains("poweroff -f"));
         }
+    }
+
+    #[test]
+    fn aarch64_linux_runs_with_highmem_and_the_payload_without() {
+        let boot = |arch| LinuxBoot {
+            arch,
+            image: "Image".into(),
+            initrd: "initrd".into(),
+            initrd_size: 0,
+            console: "console".into(),
+        };
+        let line = |arch: Arch, linux: bool| {
+            let mut args = arch.qemu_args(Path::new("tsm"), Path::new("host"), 1, 2, 0);
+            if linux {
+                boot(arch).apply(&mut args);
+            }
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let linux = line(Arch::Aarch64, true);
+        assert!(linux.contains("iommu=smmuv3,highmem=on ") && !linux.contains("highmem=off"));
+        assert!(linux.contains("loader,file=Image,addr=0x41000000,force-raw=on"));
+        assert!(line(Arch::Aarch64, false).contains("highmem=off"));
+        assert!(!line(Arch::X86_64, true).contains("highmem"));
     }
 
     #[test]

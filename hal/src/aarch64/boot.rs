@@ -190,7 +190,7 @@ extern "C" fn boot_primary() -> ! {
             size: GRANULE_SIZE,
         }),
     ];
-    let all_mmio = mmio_but(&dram, &tsm_devices);
+    let all_mmio = mmio_but(&dram, &tsm_devices).map(|low| linux_windows(low, devices.pcie));
     let pcie = devices.pcie.map(|p| [p.ecam, p.mmio]);
     let windows = if linux {
         let Some(w) = all_mmio.as_ref() else {
@@ -198,7 +198,7 @@ extern "C" fn boot_primary() -> ! {
                 "the TSM's devices (SMMU, UART) are not where a Linux host's MMIO can go around them",
             )
         };
-        &w[..]
+        w.as_slice()
     } else {
         pcie.as_ref().map_or(&[][..], |w| &w[..])
     };
@@ -224,7 +224,12 @@ extern "C" fn boot_primary() -> ! {
     let tsm_with = |s2_tables: u64| {
         s2_tables
             .checked_add(
-                mmu::TABLES as u64 + device_tables + stage2::MMIO_SPLIT_TABLES as u64 + smmu_tables,
+                mmu::TABLES as u64
+                    + device_tables
+                    + stage2::MMIO_SPLIT_TABLES as u64
+                    + smmu_tables
+                    + (stage2::ROOT_ALIGN >> GRANULE_SHIFT)
+                    - 1,
             )
             .and_then(|t| t.checked_mul(GRANULE_SIZE))
             .zip(layout::descriptor_bytes(granules))
@@ -253,11 +258,15 @@ extern "C" fn boot_primary() -> ! {
     if mmu::enable(&dram, s1, layout::boot_stack_guard()).is_err() {
         fatal_text("DRAM outside what the TSM's stage-1 can map");
     }
-    let Some(stage2) = carve
-        .tables(s2_tables as usize, &tsm)
-        .and_then(|t| HostStage2::build(dram, tsm, t))
-    else {
-        fatal_text("cannot build the host's stage-2")
+    let Some(s2) = carve.aligned_tables(s2_tables as usize, stage2::ROOT_ALIGN, &tsm) else {
+        fatal_text("no room for the host's stage-2 tables")
+    };
+    let stage2 = match HostStage2::build(dram, tsm, s2) {
+        Ok(s) => s,
+        Err(stage2::Stage2Error::SmallPaSize) => {
+            fatal_text("the CPU's physical address size is below the host stage 2's 40 bits")
+        }
+        Err(_) => fatal_text("cannot build the host's stage-2"),
     };
     let Some(pool) = carve.tables(device_tables as usize, &tsm) else {
         fatal_text("no room for the host's device mappings")
@@ -353,8 +362,8 @@ extern "C" fn boot_primary() -> ! {
     })
 }
 
-/// The MMIO below DRAM's first GiB (QEMU `virt` puts every device there with `highmem=off`)
-/// but `holes` (the TSM's devices, each inside it or `None`), as up to three windows.
+/// The MMIO below DRAM's first GiB (QEMU `virt` puts every device there but, with
+/// `highmem=on`, PCIe's ECAM and 64-bit window, which [`linux_windows`] adds) but `holes` (the TSM's devices, each inside it or `None`), as up to three windows.
 fn mmio_but(dram: &MemRange, holes: &[Option<MemRange>; 2]) -> Option<[MemRange; 3]> {
     let top = dram.base.0 & !((1 << 30) - 1);
     let mut h: [MemRange; 2] = [holes[0]?, holes[1]?];
@@ -370,6 +379,39 @@ fn mmio_but(dram: &MemRange, holes: &[Option<MemRange>; 2]) -> Option<[MemRange;
         size: to - from,
     };
     Some([span(0, a.base.0), span(a_end, b.base.0), span(b_end, top)])
+}
+
+/// Up to the three windows of [`mmio_but`] and the PCIe windows above them (ECAM with
+/// `highmem=on`, the 64-bit BAR window), as a Linux host gets them.
+struct Windows {
+    list: [MemRange; 5],
+    len: usize,
+}
+
+impl Windows {
+    fn as_slice(&self) -> &[MemRange] {
+        self.list.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// `low` and the PCIe windows of `pcie` that lie above it.
+fn linux_windows(low: [MemRange; 3], pcie: Option<memmap::Pcie>) -> Windows {
+    let top = low[2].base.0 + low[2].size;
+    let mut w = Windows {
+        list: [low[0], low[1], low[2], low[2], low[2]],
+        len: 3,
+    };
+    if let Some(p) = pcie {
+        for high in [Some(p.ecam), p.mmio64].into_iter().flatten() {
+            if high.base.0 >= top
+                && let Some(slot) = w.list.get_mut(w.len)
+            {
+                *slot = high;
+                w.len += 1;
+            }
+        }
+    }
+    w
 }
 
 /// Whether two ranges share a byte.

@@ -125,10 +125,15 @@ pub struct Pcie {
     pub ecam: MemRange,
     /// The 32-bit memory window BARs are placed in, from `ranges`.
     pub mmio: MemRange,
+    /// The 64-bit memory window, from `ranges`, if the bridge has one (QEMU `virt` with
+    /// `highmem=on`: 512 GiB at 512 GiB); a Linux host may place BARs there.
+    pub mmio64: Option<MemRange>,
 }
 
-/// PCI address space code (bits 25:24 of a `ranges` entry's first cell) of 32-bit memory.
+/// PCI address space codes (bits 25:24 of a `ranges` entry's first cell) of 32-bit and 64-bit
+/// memory.
 const PCI_SPACE_MEM32: u32 = 0b10;
+const PCI_SPACE_MEM64: u32 = 0b11;
 
 /// The first `reg` region of `node` as a range.
 fn first_reg(node: fdt::node::FdtNode<'_, '_>) -> Option<MemRange> {
@@ -147,9 +152,14 @@ fn cells(bytes: &[u8], cells: usize) -> Option<u64> {
     })
 }
 
-/// The 32-bit memory window of a PCIe host bridge's `ranges` (child address: 3 cells, the
-/// first holding the space code; parent address and size as the tree's cells say).
-fn pcie_mmio(fdt: &fdt::Fdt<'_>, node: fdt::node::FdtNode<'_, '_>) -> Option<MemRange> {
+/// The first memory window of address space `code` in a PCIe host bridge's `ranges` (child
+/// address: 3 cells, the first holding the space code; parent address and size as the tree's
+/// cells say).
+fn pcie_window(
+    fdt: &fdt::Fdt<'_>,
+    node: fdt::node::FdtNode<'_, '_>,
+    code: u32,
+) -> Option<MemRange> {
     let child = node.cell_sizes().address_cells;
     let size = node.cell_sizes().size_cells;
     let parent = fdt.root().cell_sizes().address_cells;
@@ -159,7 +169,7 @@ fn pcie_mmio(fdt: &fdt::Fdt<'_>, node: fdt::node::FdtNode<'_, '_>) -> Option<Mem
         let space = (cells(e, 1)? >> 24) as u32 & 0b11;
         let base = cells(e.get(child * 4..)?, parent)?;
         let len = cells(e.get((child + parent) * 4..)?, size)?;
-        (space == PCI_SPACE_MEM32 && len > 0).then_some(MemRange {
+        (space == code && len > 0).then_some(MemRange {
             base: Pa(base),
             size: len,
         })
@@ -177,7 +187,8 @@ pub fn devices_from_dtb() -> Devices {
         .and_then(|n| {
             Some(Pcie {
                 ecam: first_reg(n)?,
-                mmio: pcie_mmio(&fdt, n)?,
+                mmio: pcie_window(&fdt, n, PCI_SPACE_MEM32)?,
+                mmio64: pcie_window(&fdt, n, PCI_SPACE_MEM64),
             })
         });
     Devices { smmu, pcie }

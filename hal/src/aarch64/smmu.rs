@@ -102,7 +102,8 @@ const STE1_SHCFG_INCOMING: u64 = 0b01 << 44;
 /// aborts on an STE without it), record faults (S2R: every stage-2 fault becomes an event).
 const STE2_S2: u64 = (0b01 << 40) | (0b01 << 42) | (0b11 << 44) | (1 << 51) | (1 << 58);
 const STE3_S2TTB: u64 = 0x000F_FFFF_FFFF_FFF0;
-/// The host domain: its own level-1 root for a 39-bit input (as the CPU's host stage 2).
+/// The host domain: its own level-1 root for a 39-bit input (DRAM only; the CPU's host stage
+/// 2 is 40 bits, for MMIO up to 1 TiB).
 const HOST_T0SZ: u64 = 64 - 39;
 const SL0_LEVEL1: u64 = 1;
 /// [`DmaDomain::Table`]: walked from level 0.

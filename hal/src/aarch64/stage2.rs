@@ -20,13 +20,20 @@
 //! fails): a window of a few hundred instructions per split or fold, documented in design.md.
 //! The only MMIO mapped is what [`HostStage2::map_devices`] adds at boot (for the payload, PCIe
 //! configuration space and the BAR window; for a Linux host, all MMIO below DRAM but the TSM's
-//! own devices); the TSM's own devices (its UART, the SMMU) never are.
+//! own devices, and the PCIe windows above 4 GiB); the TSM's own devices (its UART, the SMMU)
+//! never are.
+//!
+//! **The CPU's input is 40 bits** (QEMU `virt` with `highmem=on` puts its 64-bit PCIe window at
+//! 512 GiB, up to 1 TiB), walked from level 1 as with 39 bits: the level-1 table is two
+//! concatenated 4 KiB tables (VTCR_EL2.T0SZ = 24, SL0 = 1; ARM ARM D8.2.6), so a walk costs no
+//! extra level. Windows of whole GiBs are level-1 blocks (512 GiB of BARs cost no table).
 //!
 //! **The host's DMA domain** (docs/design.md "The platform IOMMU") is a second level-1 root
 //! over the same level-2 and level-3 tables, with the DRAM entries only: the SMMU's host-domain
 //! streams walk it, so the devices' view of memory is the CPU's view of DRAM by construction
 //! (a granule taken from the host is gone for both with one descriptor store), and can never
-//! include MMIO, which only the CPU root maps.
+//! include MMIO, which only the CPU root maps. Its input stays 39 bits, one table: DRAM lies
+//! below 2^39 ([`HostStage2::build`] refuses more), and nothing else is ever in it.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,8 +51,17 @@ use crate::split_pool::{Pick, SPLIT_TABLES, SplitPool};
 const ENTRIES: u64 = 512;
 const L1_SHIFT: u32 = 30;
 const L2_SHIFT: u32 = 21;
-/// Input (IPA) bits: 39, walk starting at level 1 (VTCR_EL2.SL0 = 1) with one table.
-const IPA_BITS: u64 = 39;
+/// The CPU's input (IPA) bits: 40, walk starting at level 1 (VTCR_EL2.SL0 = 1) with
+/// [`ROOT_TABLES`] concatenated tables.
+const IPA_BITS: u64 = 40;
+/// The tables of the CPU's level-1 root, contiguous and aligned to their size.
+pub const ROOT_TABLES: usize = 1 << (IPA_BITS - 39);
+/// The alignment of the CPU's root (the boot carve-out places [`table_count`]'s tables at it).
+pub const ROOT_ALIGN: u64 = (ROOT_TABLES as u64) << GRANULE_SHIFT;
+/// The DMA domain's input bits (its root is one table).
+const DMA_IPA_BITS: u64 = 39;
+/// The least VTCR_EL2.PS (ID_AA64MMFR0_EL1.PARange encoding) that holds [`IPA_BITS`]: 40 bits.
+pub const MIN_PA_SIZE_FIELD: u64 = 0b010;
 /// VTCR_EL2: T0SZ, SL0 = 1 (level 1), inner/outer WBWA walks, inner shareable, 4 KiB granule,
 /// RES1 bit 31. PS is added from the CPU's PA size.
 const VTCR_BASE: u64 =
@@ -86,6 +102,8 @@ pub enum Stage2Error {
     NotMapped,
     /// Map of a granule the host already has.
     AlreadyMapped,
+    /// The CPU's physical address size is below [`IPA_BITS`] (VTCR_EL2.PS could not hold it).
+    SmallPaSize,
     /// A device window that is not page-aligned, lies above the IPA range, shares a GiB with
     /// DRAM (whose level-2 tables the DMA root shares) or overlaps a mapping already made.
     BadDeviceWindow,
@@ -112,8 +130,9 @@ pub(crate) trait HostWalkers {
 pub struct HostStage2 {
     dram: MemRange,
     tsm: MemRange,
-    /// The CPU's level-1 table: DRAM and the devices [`HostStage2::map_devices`] added.
-    l1: &'static Table,
+    /// The CPU's level-1 root ([`ROOT_TABLES`] concatenated tables): DRAM and the devices
+    /// [`HostStage2::map_devices`] added.
+    l1: &'static [Table],
     /// The host DMA domain's level-1 table: the DRAM entries of `l1`, nothing else.
     dma_l1: &'static Table,
     /// One level-2 table per GiB DRAM touches, in address order.
@@ -144,14 +163,15 @@ struct DeviceMaps {
     split_used: usize,
 }
 
-/// Tables needed to map `dram` with the TSM in `tsm`: the CPU's and the DMA domain's level-1
-/// tables, one level-2 table per GiB DRAM touches, a level-3 table per 2 MiB block `tsm`
-/// touches, and the [`SPLIT_TABLES`] pool.
+/// Tables needed to map `dram` with the TSM in `tsm`: the CPU's level-1 root
+/// ([`ROOT_TABLES`]) and the DMA domain's, one level-2 table per GiB DRAM touches, a level-3
+/// table per 2 MiB block `tsm` touches, and the [`SPLIT_TABLES`] pool.
 pub fn table_count(dram: &MemRange, tsm: &MemRange) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let first_gib = dram.base.0 >> L1_SHIFT;
     let l2 = end.div_ceil(1 << L1_SHIFT).checked_sub(first_gib)?;
-    2u64.checked_add(l2)?
+    (ROOT_TABLES as u64 + 1)
+        .checked_add(l2)?
         .checked_add(tsm_blocks(tsm)?)?
         .checked_add(SPLIT_TABLES as u64)
 }
@@ -162,25 +182,45 @@ fn tsm_blocks(tsm: &MemRange) -> Option<u64> {
     Some((last >> L2_SHIFT) - (tsm.base.0 >> L2_SHIFT) + 1)
 }
 
-/// Tables [`HostStage2::map_devices`] may need for `windows`, at most: a level-2 table per GiB
-/// each touches, and a level-3 table for each end that is not 2 MiB aligned.
+/// Tables [`HostStage2::map_devices`] may need for `windows`, at most: a level-2 table for
+/// each end that is not GiB aligned (whole GiBs are level-1 blocks), and a level-3 table for
+/// each end that is not 2 MiB aligned.
 pub fn device_table_count(windows: &[MemRange]) -> Option<u64> {
     windows.iter().try_fold(0u64, |n, w| {
-        let last = w.base.0.checked_add(w.size)?.checked_sub(1)?;
-        let gibs = (last >> L1_SHIFT) - (w.base.0 >> L1_SHIFT) + 1;
-        n.checked_add(gibs)?.checked_add(2)
+        let end = w.base.0.checked_add(w.size)?;
+        let partial = |at: u64| u64::from(!at.is_multiple_of(1 << L1_SHIFT));
+        n.checked_add(partial(w.base.0) + partial(end))?
+            .checked_add(2)
     })
 }
 
 impl HostStage2 {
     /// Builds the host's map of `dram` in `tables` (`table_count(dram, tsm)` zeroed tables of
-    /// the carve-out) and installs it (VTTBR_EL2/VTCR_EL2). `dram` is 2 MiB aligned and lies
-    /// below 2^39; `tsm` is inside it. Runs once, on the boot CPU, before any host code.
-    pub(crate) fn build(dram: MemRange, tsm: MemRange, tables: &'static [Table]) -> Option<Self> {
-        let (l1, rest) = tables.split_first()?;
+    /// the carve-out, the first at a multiple of [`ROOT_ALIGN`]) and installs it
+    /// (VTTBR_EL2/VTCR_EL2). `dram` is 2 MiB aligned and lies below 2^39; `tsm` is inside it.
+    /// Runs once, on the boot CPU, before any host code.
+    pub(crate) fn build(
+        dram: MemRange,
+        tsm: MemRange,
+        tables: &'static [Table],
+    ) -> Result<Self, Stage2Error> {
+        if pa_size_field() < MIN_PA_SIZE_FIELD {
+            return Err(Stage2Error::SmallPaSize);
+        }
+        Self::build_tables(dram, tsm, tables).ok_or(Stage2Error::NoTables)
+    }
+
+    fn build_tables(dram: MemRange, tsm: MemRange, tables: &'static [Table]) -> Option<Self> {
+        let (l1, rest) = tables.split_at_checked(ROOT_TABLES)?;
         let (dma_l1, rest) = rest.split_first()?;
+        if !l1.first()?.addr().is_multiple_of(ROOT_ALIGN) {
+            return None;
+        }
         let first_gib = dram.base.0 >> L1_SHIFT;
         let end = dram.base.0.checked_add(dram.size)?;
+        if end > 1 << DMA_IPA_BITS {
+            return None;
+        }
         let n_l2 = usize::try_from(end.div_ceil(1 << L1_SHIFT).checked_sub(first_gib)?).ok()?;
         let (l2, rest) = rest.split_at_checked(n_l2)?;
         let (fixed, split) = rest.split_at_checked(usize::try_from(tsm_blocks(&tsm)?).ok()?)?;
@@ -210,10 +250,9 @@ impl HostStage2 {
             block += 1 << L2_SHIFT;
         }
         for (i, l2t) in l2.iter().enumerate() {
-            for root in [l1, dma_l1] {
-                root.0
-                    .get(first_gib as usize + i)?
-                    .store(l2t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
+            let gib = first_gib + i as u64;
+            for slot in [root_entry(l1, gib)?, dma_l1.0.get(gib as usize)?] {
+                slot.store(l2t.0.as_ptr() as u64 | VALID_TABLE, Ordering::Relaxed);
             }
         }
         let vtcr = VTCR_BASE | (pa_size_field() << 16);
@@ -222,7 +261,7 @@ impl HostStage2 {
         unsafe {
             core::arch::asm!("dsb ish", options(nostack, preserves_flags));
             write_sysreg!("vtcr_el2", vtcr);
-            write_sysreg!("vttbr_el2", (HOST_VMID << 48) | l1.0.as_ptr() as u64);
+            write_sysreg!("vttbr_el2", (HOST_VMID << 48) | l1.first()?.addr());
         }
         isb();
         Some(HostStage2 {
@@ -242,8 +281,8 @@ impl HostStage2 {
         })
     }
 
-    /// The host DMA domain's root: a level-1 table for a 39-bit input, walked from level 1
-    /// (the SMMU's host-domain STEs point at it).
+    /// The host DMA domain's root: a level-1 table for a 39-bit input ([`DMA_IPA_BITS`]), walked
+    /// from level 1 (the SMMU's host-domain STEs point at it).
     pub(crate) fn dma_root(&self) -> Pa {
         Pa(self.dma_l1.addr())
     }
@@ -290,11 +329,7 @@ impl HostStage2 {
                 .chain(d.split.get(..d.split_used).unwrap_or(&[]))
                 .find(|t| entry & 0b11 == VALID_TABLE && t.addr() == entry & TABLE_ADDR)
         };
-        let l1e = self
-            .l1
-            .0
-            .get((pa.0 >> L1_SHIFT) as usize)
-            .ok_or(MmioRefused::NotDeviceMemory)?;
+        let l1e = root_entry(self.l1, pa.0 >> L1_SHIFT).ok_or(MmioRefused::NotDeviceMemory)?;
         let l2 = find(d, l1e.load(Ordering::Relaxed)).ok_or(MmioRefused::NotDeviceMemory)?;
         let l2e = &l2.0[((pa.0 >> L2_SHIFT) % ENTRIES) as usize];
         let block = l2e.load(Ordering::Relaxed);
@@ -364,13 +399,15 @@ impl HostStage2 {
         {
             return Err(Stage2Error::BadDeviceWindow);
         }
+        const GIB: u64 = 1 << L1_SHIFT;
         let mut at = base;
         while at < end {
-            let gib = self
-                .l1
-                .0
-                .get((at >> L1_SHIFT) as usize)
-                .ok_or(Stage2Error::BadDeviceWindow)?;
+            let gib = root_entry(self.l1, at >> L1_SHIFT).ok_or(Stage2Error::BadDeviceWindow)?;
+            if at.is_multiple_of(GIB) && end - at >= GIB {
+                place(gib, at | HOST_DEVICE | BLOCK)?;
+                at += GIB;
+                continue;
+            }
             let l2 = pool.table_in(gib)?;
             let chunk = at - at % MIB2;
             let slot = &l2.0[((at >> L2_SHIFT) % ENTRIES) as usize];
@@ -540,9 +577,16 @@ pub(crate) fn host_maps(ipa: u64) -> bool {
         return false;
     }
     for shift in [L1_SHIFT, L2_SHIFT, GRANULE_SHIFT] {
-        let index = (ipa >> shift) % ENTRIES;
-        // SAFETY: `table` is the host's level-1 table from VTTBR_EL2 or a table one of its
-        // entries points at: all are carve-out tables this module built (TSM memory,
+        // The level-1 root is ROOT_TABLES concatenated tables, indexed by every bit above
+        // bit 30 (bounded by the IPA_BITS check above).
+        let index = if shift == L1_SHIFT {
+            ipa >> shift
+        } else {
+            (ipa >> shift) % ENTRIES
+        };
+        // SAFETY: `table` is the host's level-1 root from VTTBR_EL2 (ROOT_TABLES contiguous
+        // tables, which `index` stays inside as `ipa` is below 2^IPA_BITS) or a table one of
+        // its entries points at: all are carve-out tables this module built (TSM memory,
         // identity-mapped, aligned), only ever changed by aligned 8-byte stores, so the read
         // sees a whole descriptor.
         let e = unsafe { (*((table + index * 8) as *const AtomicU64)).load(Ordering::Acquire) };
@@ -635,6 +679,14 @@ pub unsafe fn leave_tvm(host: HostStage2Regs) {
         write_sysreg!("vttbr_el2", host.vttbr);
     }
     isb();
+}
+
+/// The level-1 entry of GiB `gib` in the CPU's concatenated root (`None` above [`IPA_BITS`]).
+fn root_entry(root: &[Table], gib: u64) -> Option<&AtomicU64> {
+    let gib = usize::try_from(gib).ok()?;
+    root.get(gib / ENTRIES as usize)?
+        .0
+        .get(gib % ENTRIES as usize)
 }
 
 /// Writes a device descriptor into an empty slot (a used one is an overlap).
