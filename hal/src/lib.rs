@@ -12,6 +12,8 @@ pub use tsm_platform as platform;
 #[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
 pub mod fdt_rewrite;
 pub mod log;
+#[cfg(any(test, all(target_arch = "x86_64", target_os = "none")))]
+mod pc_reset;
 #[cfg(any(test, target_os = "none"))]
 mod split_pool;
 #[cfg(any(test, target_os = "none"))]

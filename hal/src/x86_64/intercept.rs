@@ -293,7 +293,8 @@ fn msr(v: &mut Vmcb, g: &mut Gprs, cpu: usize) {
 }
 
 /// Port I/O: IN reads all-ones, OUT is dropped, string forms #GP(0); a Linux host's chipset
-/// ports are `linux::io`'s, and its power-off request stops the run as SYSTEM_OFF(0).
+/// ports are `linux::io`'s, and its power-off request stops the run as SYSTEM_OFF(0), its
+/// reset request as SYSTEM_OFF(1).
 fn io(v: &mut Vmcb, linux_host: bool) -> Option<Stop> {
     let info = v.read64(vmcb::EXIT_INFO1);
     if info & IO_STRING != 0 {
@@ -316,7 +317,8 @@ fn io(v: &mut Vmcb, linux_host: bool) -> Option<Stop> {
         Port::NotLinux
     };
     match port_result {
-        Port::PowerOff => return Some(Stop::Call(linux::power_off_call())),
+        Port::PowerOff => return Some(Stop::Call(linux::power_off_call(false))),
+        Port::Reset => return Some(Stop::Call(linux::power_off_call(true))),
         Port::In(value) => {
             let mask = if size == 4 {
                 u64::MAX

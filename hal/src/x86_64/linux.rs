@@ -27,7 +27,9 @@
 //!   intercepted ([`io`]): PM1a control, where a write with SLP_EN is the host's power-off
 //!   (the TSM's SYSTEM_OFF(0)) and any other write goes through, and the SMI command port,
 //!   which takes only the FADT's ACPI_ENABLE value (an SMI would run firmware's SMM code,
-//!   which the TSM does not trust the host to start).
+//!   which the TSM does not trust the host to start). A reset request (`crate::pc_reset`: the
+//!   chipset's 0xCF9, the keyboard controller's pulse) ends the run as SYSTEM_OFF(1): the TSM
+//!   does not reset the machine, and a kernel that restarts after a panic must not spin.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -198,7 +200,20 @@ pub fn open_ports(info: &BootInfo) {
 /// A Linux host's intercepted access of `size` bytes to `port` (module doc), `out` the value
 /// of an OUT (`None`: an IN).
 pub fn io(port: u16, size: u8, out: Option<u32>) -> Port {
-    let Some(pm) = PM.get().filter(|_| is_linux()) else {
+    if !is_linux() {
+        return Port::NotLinux;
+    }
+    if let Some(v) = out
+        && crate::pc_reset::is_reset_request(port, size, v)
+    {
+        defmt::warn!(
+            "Linux host asked for a reset (port {=u16:#x}, value {=u32:#x}): the TSM does not reset the machine; powering off as a failure",
+            port,
+            v & 0xFF
+        );
+        return Port::Reset;
+    }
+    let Some(pm) = PM.get() else {
         return Port::NotLinux;
     };
     let pm1a_cnt = pm.pm1a_cnt != 0
@@ -234,13 +249,15 @@ pub enum Port {
     In(u32),
     /// The host asked for S5: SYSTEM_OFF(0).
     PowerOff,
+    /// The host asked for a reset: SYSTEM_OFF(1).
+    Reset,
 }
 
-/// The call a power-off request stands for.
-pub fn power_off_call() -> CallRegs {
+/// The call a power-off (`failed` false) or reset request stands for.
+pub fn power_off_call(failed: bool) -> CallRegs {
     CallRegs {
         fid: u64::from(CallId::SYSTEM_OFF.fid()),
-        args: [0; 6],
+        args: [u64::from(failed), 0, 0, 0, 0, 0],
     }
 }
 
