@@ -6,7 +6,7 @@
 //! Pure, so host tests reach it (the x86_64 HAL builds only for the bare-metal target).
 
 /// The chipset's reset control register (Intel ICH/PCH `RST_CNT`; QEMU q35's FADT names it as
-/// the ACPI reset register too, with the value 0x06).
+/// the ACPI reset register too, with the value 0x0F, which Linux writes first).
 pub const RST_CNT: u16 = 0xCF9;
 /// `RST_CNT.RST_CPU`: its rising edge resets the machine (`SYS_RST`, bit 1, only chooses how
 /// hard, so a write of it alone does nothing yet).
@@ -37,7 +37,9 @@ mod tests {
 
     #[test]
     fn the_reset_paths_of_linux_are_requests() {
-        // The FADT reset register's value on q35, and Linux's CF9 sequence's second write.
+        // The FADT reset register's value on q35 (seen in a panic run), a warm reset, and
+        // Linux's CF9 sequence's second write.
+        assert!(is_reset_request(RST_CNT, 1, 0x0F));
         assert!(is_reset_request(RST_CNT, 1, 0x06));
         assert!(is_reset_request(RST_CNT, 1, 0x0E));
         assert!(is_reset_request(KBC_COMMAND, 1, 0xFE));

@@ -183,14 +183,19 @@ fn tsm_blocks(tsm: &MemRange) -> Option<u64> {
 }
 
 /// Tables [`HostStage2::map_devices`] may need for `windows`, at most: a level-2 table for
-/// each end that is not GiB aligned (whole GiBs are level-1 blocks), and a level-3 table for
-/// each end that is not 2 MiB aligned.
+/// each GiB an end that is not GiB aligned lies in (whole GiBs are level-1 blocks), and a
+/// level-3 table for each end that is not 2 MiB aligned.
 pub fn device_table_count(windows: &[MemRange]) -> Option<u64> {
     windows.iter().try_fold(0u64, |n, w| {
         let end = w.base.0.checked_add(w.size)?;
         let partial = |at: u64| u64::from(!at.is_multiple_of(1 << L1_SHIFT));
-        n.checked_add(partial(w.base.0) + partial(end))?
-            .checked_add(2)
+        let one_gib = w.base.0 >> L1_SHIFT == end.checked_sub(1)? >> L1_SHIFT;
+        let l2 = if one_gib {
+            1
+        } else {
+            partial(w.base.0) + partial(end)
+        };
+        n.checked_add(l2)?.checked_add(2)
     })
 }
 
