@@ -772,6 +772,24 @@ pub const LINUX_SCENARIOS: &[Scenario] = &[Scenario {
             program: Program::Linux,
             text: "general protection fault",
         },
+        // PCI: the kernel enumerates bus 0 and finds edu; its writes to the chipset's read-only
+        // configuration pages are emulated: the SATA function's BAR sizing goes through to the
+        // device (a dropped write would give another size), the MCH's BAR writes are dropped.
+        MustLog {
+            arch: Some(Arch::X86_64),
+            program: Program::Linux,
+            text: "pci 0000:00:01.0: [1234:11e8]",
+        },
+        MustLog {
+            arch: Some(Arch::X86_64),
+            program: Program::Linux,
+            text: "pci 0000:00:1f.2: BAR 5 [mem 0xfeb00000-0xfeb00fff]",
+        },
+        MustLog {
+            arch: Some(Arch::X86_64),
+            program: Program::Tsm,
+            text: "host config write to chipset 00:00.0 offset 0x10 (4 bytes) dropped",
+        },
         MustLog {
             arch: Some(Arch::X86_64),
             program: Program::Tsm,
