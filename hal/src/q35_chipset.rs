@@ -111,7 +111,14 @@ mod tests {
     #[test]
     fn windows_over_system_memory_are_dropped() {
         // MCH: PCIEXBAR (0x60), PAM0-6 (0x90-0x96), SMRAM (0x9D), ESMRAMC (0x9E).
-        for (off, w) in [(0x60, 4), (0x64, 4), (0x90, 1), (0x96, 1), (0x9D, 1), (0x9E, 1)] {
+        for (off, w) in [
+            (0x60, 4),
+            (0x64, 4),
+            (0x90, 1),
+            (0x96, 1),
+            (0x9D, 1),
+            (0x9E, 1),
+        ] {
             assert_eq!(config_write(MCH, 0, off, w), Drop);
         }
         // LPC: PMBASE (0x40), ACPI_CNTL (0x44), GPIO base (0x48), RCBA (0xF0); PIRQ routing

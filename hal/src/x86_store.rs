@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(ok(&[0x89, 0x07], Mode::Bits16).width, 2);
         assert_eq!(ok(&[0x66, 0x89, 0x07], Mode::Bits16).width, 4);
         // Outside 64-bit mode 0x40..0x4F are INC/DEC, not REX.
-        assert_eq!(decode(&[0x48, 0x89, 0x02], Mode::Bits32), Err(Refused::Opcode));
+        assert_eq!(
+            decode(&[0x48, 0x89, 0x02], Mode::Bits32),
+            Err(Refused::Opcode)
+        );
     }
 
     #[test]
@@ -341,9 +344,15 @@ mod tests {
     #[test]
     fn register_operands_and_other_opcodes_are_refused() {
         assert_eq!(decode(&[0x89, 0xC2], Mode::Bits64), Err(Refused::Operand));
-        assert_eq!(decode(&[0xC6, 0xF8, 0], Mode::Bits64), Err(Refused::Operand));
+        assert_eq!(
+            decode(&[0xC6, 0xF8, 0], Mode::Bits64),
+            Err(Refused::Operand)
+        );
         for op in [0x8B, 0x8A, 0xA3, 0xAB, 0x0F, 0x90, 0x01] {
-            assert_eq!(decode(&[op, 0x02, 0, 0, 0, 0], Mode::Bits64), Err(Refused::Opcode));
+            assert_eq!(
+                decode(&[op, 0x02, 0, 0, 0, 0], Mode::Bits64),
+                Err(Refused::Opcode)
+            );
         }
     }
 
@@ -353,9 +362,18 @@ mod tests {
             assert_eq!(decode(&[p, 0x89, 0x02], Mode::Bits64), Err(Refused::Prefix));
         }
         // REX then a legacy prefix, two REX, REX then a non-store.
-        assert_eq!(decode(&[0x48, 0x66, 0x89, 0x02], Mode::Bits64), Err(Refused::Prefix));
-        assert_eq!(decode(&[0x48, 0x41, 0x89, 0x02], Mode::Bits64), Err(Refused::Prefix));
-        assert_eq!(decode(&[0x48, 0x8B, 0x02], Mode::Bits64), Err(Refused::Opcode));
+        assert_eq!(
+            decode(&[0x48, 0x66, 0x89, 0x02], Mode::Bits64),
+            Err(Refused::Prefix)
+        );
+        assert_eq!(
+            decode(&[0x48, 0x41, 0x89, 0x02], Mode::Bits64),
+            Err(Refused::Prefix)
+        );
+        assert_eq!(
+            decode(&[0x48, 0x8B, 0x02], Mode::Bits64),
+            Err(Refused::Opcode)
+        );
     }
 
     #[test]
@@ -378,7 +396,11 @@ mod tests {
             };
             assert_eq!(decode(bytes, mode).unwrap().len as usize, bytes.len());
             for cut in 0..bytes.len() {
-                assert_eq!(decode(&bytes[..cut], mode), Err(Refused::Truncated), "{bytes:x?} cut at {cut}");
+                assert_eq!(
+                    decode(&bytes[..cut], mode),
+                    Err(Refused::Truncated),
+                    "{bytes:x?} cut at {cut}"
+                );
             }
         }
     }
@@ -394,6 +416,34 @@ mod tests {
         // 14 prefixes then the opcode at byte 15 (the 16th): too long, not truncated.
         let prefixes = [0x2E; 20];
         assert_eq!(decode(&prefixes, Mode::Bits64), Err(Refused::TooLong));
+    }
+
+    #[test]
+    fn random_instructions_decode_within_their_bytes() {
+        // A fixed xorshift sequence of 15-byte inputs biased towards the bytes that matter.
+        let interesting = [
+            0x66, 0x67, 0x2E, 0x41, 0x48, 0x4C, 0x88, 0x89, 0xC6, 0xC7, 0x04, 0x05,
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..200_000 {
+            let mut bytes = [0u8; 15];
+            for b in &mut bytes {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = if x & 1 == 0 {
+                    interesting[(x >> 8) as usize % interesting.len()]
+                } else {
+                    (x >> 16) as u8
+                };
+            }
+            let cut = (x >> 40) as usize % 16;
+            for mode in [Mode::Bits16, Mode::Bits32, Mode::Bits64] {
+                if let Ok(s) = decode(&bytes[..cut], mode) {
+                    assert!(usize::from(s.len) <= cut && [1, 2, 4, 8].contains(&s.width));
+                }
+            }
+        }
     }
 
     #[test]

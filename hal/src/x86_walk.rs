@@ -31,11 +31,7 @@ const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 /// The guest-physical address of linear address `la`, or `None` if a table entry on the way is
 /// not present or `read` refuses it.
-pub fn translate(
-    p: &Paging,
-    la: u64,
-    mut read: impl FnMut(u64, u8) -> Option<u64>,
-) -> Option<u64> {
+pub fn translate(p: &Paging, la: u64, mut read: impl FnMut(u64, u8) -> Option<u64>) -> Option<u64> {
     if p.cr0 & CR0_PG == 0 {
         return Some(la & 0xFFFF_FFFF);
     }

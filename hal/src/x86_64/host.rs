@@ -26,8 +26,8 @@
 use tsm_abi::regs::CallResult;
 
 use super::intercept::{self, Stop, VECTOR_GP};
-use super::{config_write, paging};
 use super::svm::{Gprs, Vmcb, exit, vmcb};
+use super::{config_write, paging};
 use crate::platform::run::{HostCpu, HostExit, HostTrap};
 
 /// The host payload's entry: the first byte of its image (docs/design.md).

@@ -224,7 +224,9 @@ pub fn discover(info: &BootInfo, lapic: u64, iommu: Option<MemRange>) -> MmioMap
 /// pages): `(device, function, offset)`.
 pub fn chipset_function(gpa: u64) -> Option<(u8, u8, u16)> {
     let bus0 = BUS0.load(Ordering::Acquire);
-    let at = gpa.checked_sub(bus0).filter(|&at| bus0 != 0 && at < BUS_SPAN)?;
+    let at = gpa
+        .checked_sub(bus0)
+        .filter(|&at| bus0 != 0 && at < BUS_SPAN)?;
     let device = (at / DEVICE_SPAN) as u8;
     CHIPSET_DEVICES.contains(&u64::from(device)).then_some((
         device,
