@@ -36,7 +36,8 @@
 //! Besides DRAM only MMIO is mapped, uncached and never executable: in the TSM's tables the
 //! local APIC's page (supervisor, for starting the secondary CPUs and the shootdown NMIs), the
 //! VT-d registers (supervisor), and in both the host's bus 0 PCI configuration space and the
-//! memory BARs firmware assigned there (`pci` decides which, and which are read-only).
+//! memory BARs firmware assigned there (`pci` decides which, and which are read-only for the
+//! host: those stay writable in the TSM's tables, which `config_write` writes through).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

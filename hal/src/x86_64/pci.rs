@@ -12,7 +12,9 @@
 //! MCH, whose PCIEXBAR, PAM and SMRAM registers move the ECAM window and the legacy areas in
 //! the *system* address space, and device 31 is the ICH9, whose RCBA does the same with the
 //! root-complex registers; QEMU gives those windows priority over RAM, so a host that could
-//! write them could lay MMIO over the TSM's own memory. Every other function's configuration
+//! write them could lay MMIO over the TSM's own memory. (A Linux host's writes there fault and
+//! are emulated through an allow-list: `config_write`, `crate::q35_chipset`; the TSM's own
+//! tables map these pages writable for that.) Every other function's configuration
 //! space is the host's: its BARs only move inside the PCI address space, which the CPU sees
 //! only through the PCI hole, and its DMA goes through VT-d.
 
