@@ -42,9 +42,7 @@ const X86_TSM_BASE: &str = "0x200000";
 /// a reboot, which the TSM refuses, so a panicking kernel ends the run quickly instead of
 /// waiting for the timeout. x86_64: `nokaslr` keeps the kernel where the TSM checked it fits;
 /// `lpj=` skips the delay-loop calibration against the timer tick, which takes seconds under
-/// TCG; `pci=lastbus=0` because the host's nested table maps bus 0's configuration space only
-/// (no bridge leads anywhere else) and Linux's peer-bus scan reads every bus up to the last the
-/// firmware names; `nolapic` because the MP table names a local
+/// TCG; `nolapic` because the MP table names a local
 /// APIC, which Linux would otherwise program at power-off (docs/design.md "A Linux host").
 fn cmdline(arch: Arch) -> String {
     match arch {
@@ -54,7 +52,7 @@ fn cmdline(arch: Arch) -> String {
         }
         Arch::X86_64 => format!(
             "console=ttyS1 earlyprintk=serial,ttyS1,115200 rdinit=/init panic=-1 loglevel=7 \
-             nokaslr lpj=1000000 pci=lastbus=0 nolapic tsm_probe={X86_TSM_BASE}"
+             nokaslr lpj=1000000 nolapic tsm_probe={X86_TSM_BASE}"
         ),
     }
 }
