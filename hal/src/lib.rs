@@ -14,12 +14,18 @@ pub mod fdt_rewrite;
 pub mod log;
 #[cfg(any(test, all(target_arch = "x86_64", target_os = "none")))]
 mod pc_reset;
+#[cfg(any(test, all(target_arch = "x86_64", target_os = "none")))]
+mod q35_chipset;
 #[cfg(any(test, target_os = "none"))]
 mod split_pool;
 #[cfg(any(test, target_os = "none"))]
 mod stack_use;
 #[cfg(any(test, target_os = "none"))]
 mod text;
+#[cfg(any(test, all(target_arch = "x86_64", target_os = "none")))]
+mod x86_store;
+#[cfg(any(test, all(target_arch = "x86_64", target_os = "none")))]
+mod x86_walk;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod aarch64;

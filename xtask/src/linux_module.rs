@@ -2,7 +2,8 @@
 //! headers of Debian's kernel (`crate::linux_packages`), with the compiler the headers name
 //! (`.kernelvariables`: `$(CROSS_COMPILE)gcc-12`). For arm64 that is Debian's cross compiler,
 //! amd64 packages fetched through the private apt and unpacked with `dpkg-deb` into the cache
-//! folder, never installed; for amd64 it is the build machine's own compiler.
+//! folder, never installed; for amd64 it is the build machine's own compiler, Debian's package of
+//! that name installed with `apt-get` when it is missing (as `make` is for both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,15 +48,23 @@ pub fn build(ws: &Workspace, arch: Arch, kernel: &Kernel) -> Result<Module, Stri
             )
         }
         Arch::X86_64 => {
+            // The build machine's own compiler (amd64 Debian, as the project's machines are):
+            // Debian's package of the name the headers give, installed if it is missing.
+            if crate::prereq::find_in_path(&gcc).is_none() {
+                crate::prereq::apt_install(&[&[gcc.as_str()]])?;
+            }
             if crate::prereq::find_in_path(&gcc).is_none() {
                 return Err(format!(
-                    "Debian's amd64 headers build modules with {gcc}, which this machine \
-                     lacks: install Debian's {gcc} package"
+                    "Debian's amd64 headers build modules with {gcc}, still not on PATH after \
+                     installing Debian's {gcc} package"
                 ));
             }
             ("x86", "", None, None)
         }
     };
+    if crate::prereq::find_in_path("make").is_none() {
+        crate::prereq::apt_install(&[&["make"]])?;
+    }
 
     // Kbuild writes its objects beside the sources: build a copy, keep the tree clean.
     let src = ws.root.join("linux/module");

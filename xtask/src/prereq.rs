@@ -121,9 +121,9 @@ fn rustup_add(rustup: &Path, toolchain: &str, what: &str, items: &[&str]) -> Res
     run_install(&mut cmd)
 }
 
-/// Debian packages (gdb-multiarch): `apt-get update` once, then each group in its own
-/// `apt-get install`.
-fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
+/// Debian packages (gdb-multiarch; the amd64 module's compiler and `make`: `linux_module`):
+/// `apt-get update` once, then each group in its own `apt-get install`.
+pub(crate) fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
     let install_line = |sudo: &str| {
         let mut line = format!("{sudo}apt-get update");
         for g in groups {
@@ -143,7 +143,7 @@ fn apt_install(groups: &[&[&str]]) -> Result<(), String> {
     if find_in_path("apt-get").is_none() {
         return Err(format!(
             "missing Debian packages {missing}, and this machine has no apt-get. On Debian/Ubuntu \
-             run: {}\nElsewhere install gdb-multiarch from your distribution.",
+             run: {}\nElsewhere install {missing} from your distribution.",
             install_line("sudo ")
         ));
     }

@@ -342,9 +342,13 @@ pub struct PmPorts {
     pub gpe0_len: u8,
 }
 
-/// Room the host's copy of the root takes at most: the RSDP (padded to 64 bytes) and an XSDT
-/// with as many entries as the original.
-pub const HOST_ROOT_MAX: usize = 64 + SDT_HEADER as usize + 8 * 64;
+/// Where the host's XSDT ends at most (the RSDP padded to 64 bytes, then up to 64 entries), and
+/// its own MCFG after it.
+const HOST_XSDT_END: usize = 64 + SDT_HEADER as usize + 8 * 64;
+/// The host's MCFG: the header, 8 reserved bytes and one allocation.
+const HOST_MCFG_LEN: usize = SDT_HEADER as usize + 8 + 16;
+/// Room the host's copy of the root takes at most: RSDP, XSDT and MCFG.
+pub const HOST_ROOT_MAX: usize = HOST_XSDT_END + HOST_MCFG_LEN;
 
 /// Sets byte `at` of `bytes` so that they sum to 0.
 fn fix_checksum(bytes: &mut [u8], at: usize) {
@@ -379,12 +383,15 @@ impl Acpi {
     /// Writes into `out`, which the caller places at physical address `out_pa`, an ACPI 2.0
     /// RSDP and after it (at `out_pa + 64`) an XSDT that lists every table of the firmware's
     /// root but those whose signature is in `hide`; the tables themselves stay where firmware
-    /// put them. Returns the bytes used, `None` if `out` is too small or a root entry is
-    /// unreadable. The RSDP is at `out_pa`.
+    /// put them, but for the MCFG, which is the host's own copy after the XSDT naming bus 0
+    /// only ([`Self::write_host_mcfg`]). Returns the bytes used, `None` if `out` is too small,
+    /// the root has more than 64 entries, or a root entry is unreadable. The RSDP is at
+    /// `out_pa`.
     pub fn write_host_root(&self, out: &mut [u8], out_pa: u64, hide: &[&[u8; 4]]) -> Option<usize> {
         let header = SDT_HEADER as usize;
         let entries = (self.root.len - SDT_HEADER) / self.entry_size;
         let mut len = 64 + header;
+        let mut mcfg = false;
         for i in 0..entries {
             let at = self.root.pa + SDT_HEADER + i * self.entry_size;
             let pa = if self.entry_size == 8 {
@@ -395,6 +402,17 @@ impl Acpi {
             let signature = read_le::<4>(pa)?;
             if hide.iter().any(|h| **h == signature) {
                 continue;
+            }
+            let pa = match self.ecam() {
+                Some(ecam) if signature == *b"MCFG" => {
+                    self.write_host_mcfg(out.get_mut(HOST_XSDT_END..HOST_ROOT_MAX)?, pa, ecam)?;
+                    mcfg = true;
+                    out_pa + HOST_XSDT_END as u64
+                }
+                _ => pa,
+            };
+            if len + 8 > HOST_XSDT_END {
+                return None;
             }
             out.get_mut(len..len + 8)?
                 .copy_from_slice(&pa.to_le_bytes());
@@ -421,6 +439,26 @@ impl Acpi {
             .copy_from_slice(&(out_pa + 64).to_le_bytes());
         fix_checksum(rsdp.get_mut(0..RSDP_V1_LEN as usize)?, 8);
         fix_checksum(rsdp, 32);
-        Some(len)
+        Some(if mcfg { HOST_ROOT_MAX } else { len })
+    }
+
+    /// The host's MCFG into `out` (`HOST_MCFG_LEN` bytes): the firmware's at `pa`, header kept
+    /// but for its length and checksum, with the one allocation of `ecam` cut to bus 0. Only bus
+    /// 0's configuration space is in the host's nested table (`pci`), so a host that believed
+    /// the firmware's buses 0–255 would read bus 1 and take a #GP (Linux's peer-bus scan does).
+    fn write_host_mcfg(&self, out: &mut [u8], pa: u64, ecam: Ecam) -> Option<()> {
+        let header = SDT_HEADER as usize;
+        for (i, b) in out.iter_mut().take(header).enumerate() {
+            *b = read_u8(pa + i as u64)?;
+        }
+        out.get_mut(4..8)?
+            .copy_from_slice(&u32::try_from(HOST_MCFG_LEN).ok()?.to_le_bytes());
+        let rest = out.get_mut(header..HOST_MCFG_LEN)?;
+        rest.fill(0);
+        rest.get_mut(8..16)?
+            .copy_from_slice(&ecam.base.to_le_bytes());
+        // Segment 0, start bus 0, end bus 0 (the rest stays zero).
+        fix_checksum(out.get_mut(..HOST_MCFG_LEN)?, 9);
+        Some(())
     }
 }

@@ -26,8 +26,8 @@
 use tsm_abi::regs::CallResult;
 
 use super::intercept::{self, Stop, VECTOR_GP};
-use super::paging;
 use super::svm::{Gprs, Vmcb, exit, vmcb};
+use super::{config_write, paging};
 use crate::platform::run::{HostCpu, HostExit, HostTrap};
 
 /// The host payload's entry: the first byte of its image (docs/design.md).
@@ -196,6 +196,14 @@ impl HostCpu for HostContext {
     /// at the faulting instruction (module doc); everything else is reported and ends the run.
     fn handle_trap(&mut self, f: HostFault) -> HostTrap {
         match f.code {
+            exit::NPF
+                if self.linux
+                    && f.info1 & (NPF_WRITE | NPF_WALK | NPF_FETCH) == NPF_WRITE
+                    && f.int_info & INT_INFO_VALID == 0
+                    && config_write::emulate(&mut self.vmcb, &self.gprs, f.info2) =>
+            {
+                HostTrap::Survived
+            }
             exit::NPF if f.info1 & NPF_WALK == 0 && f.int_info & INT_INFO_VALID == 0 => {
                 let access = if f.info1 & NPF_FETCH != 0 {
                     "fetch"

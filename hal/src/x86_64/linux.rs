@@ -16,7 +16,8 @@
 //!   the three boot pages reserved, and RAM the TSM does not track (above 4 GiB) reserved too;
 //! - an ACPI root (RSDP and XSDT) that lists every firmware table but the DMAR (VT-d is the
 //!   TSM's) and the HPET (its page is not the host's): Linux reads the registers of every unit
-//!   the DMAR lists at boot, and a blocked access there would be a #GP in its early code;
+//!   the DMAR lists at boot, and a blocked access there would be a #GP in its early code; its
+//!   MCFG is the TSM's copy naming bus 0 only, the only configuration space the host has;
 //! - firmware memory in its nested table ([`firmware_memory`]): the first MiB but the TSM's
 //!   start page and the BIOS area (BIOS data area, EBDA, option ROMs; [`BIOS_AREA`] reads as
 //!   zeros) and the reserved ranges between DRAM

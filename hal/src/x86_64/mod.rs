@@ -27,6 +27,7 @@
 mod acpi;
 mod boot;
 mod bootinfo;
+mod config_write;
 mod cpu;
 mod gdt;
 mod guest;

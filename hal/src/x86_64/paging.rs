@@ -36,7 +36,8 @@
 //! Besides DRAM only MMIO is mapped, uncached and never executable: in the TSM's tables the
 //! local APIC's page (supervisor, for starting the secondary CPUs and the shootdown NMIs), the
 //! VT-d registers (supervisor), and in both the host's bus 0 PCI configuration space and the
-//! memory BARs firmware assigned there (`pci` decides which, and which are read-only).
+//! memory BARs firmware assigned there (`pci` decides which, and which are read-only for the
+//! host: those stay writable in the TSM's tables, which `config_write` writes through).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -209,6 +210,23 @@ impl Tables {
             table = value & ADDR_MASK;
         }
         Ok(entry(table, (va >> 21) & (ENTRIES - 1)))
+    }
+
+    /// Whether the nested table maps the DRAM page of `pa` for the host now (a 2 MiB page or a
+    /// present 4 KiB entry under it).
+    fn host_maps(&self, pa: u64) -> bool {
+        let Ok(pde) = self.pd_entry(pa) else {
+            return false;
+        };
+        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); the caller holds the
+        // lock.
+        let table = unsafe { pde.read_volatile() };
+        if table & PRESENT == 0 || table & LARGE != 0 {
+            return table & PRESENT != 0;
+        }
+        // SAFETY: an entry of the PT the present, non-large PD entry points at (a pool page).
+        let leaf = unsafe { entry(table & ADDR_MASK, (pa >> 12) & (ENTRIES - 1)).read_volatile() };
+        leaf & PRESENT != 0
     }
 
     /// The 4 KiB leaf entry for `va` (see [`Self::entry_at`]).
@@ -570,7 +588,9 @@ fn build(
             Access::Tsm | Access::HostMemory if nested == (m.access == Access::Tsm) => continue,
             Access::Tsm => (false, WRITABLE | DEVICE),
             Access::HostReadWrite | Access::HostBar => (true, USER | WRITABLE | DEVICE),
-            Access::HostReadOnly => (true, USER | DEVICE),
+            // Read-only for the host; the TSM writes what it lets through (`config_write`).
+            Access::HostReadOnly if nested => (true, USER | DEVICE),
+            Access::HostReadOnly => (true, USER | WRITABLE | DEVICE),
             Access::HostMemory => (true, USER | WRITABLE),
         };
         let end = m.base + m.size;
@@ -665,6 +685,36 @@ fn set_bar(pa: Pa, host: bool) -> Result<(), MmioRefused> {
     // As in `set_host`: every CPU may run the host.
     smp::shootdown(None);
     Ok(())
+}
+
+/// Copies the host memory at `pa` into `out` if all of it lies in one page of DRAM outside the
+/// TSM that the host's nested table maps now, and says whether it did: how the TSM reads a
+/// host's page tables and instruction bytes (`config_write`). The nested table's lock is held
+/// across the check and the copy, so a granule being delegated on another CPU is either still
+/// the host's or not read at all.
+pub fn read_host(pa: u64, out: &mut [u8]) -> bool {
+    let nested = NESTED.lock();
+    let Some(n) = nested.as_ref() else {
+        return false;
+    };
+    let len = out.len() as u64;
+    let Some(last) = pa.checked_add(len).and_then(|end| end.checked_sub(1)) else {
+        return false;
+    };
+    let tsm_end = n.tsm.base.0 + n.tsm.size;
+    if len == 0
+        || pa >> 12 != last >> 12
+        || !n.dram.contains(Pa(pa), len)
+        || (pa < tsm_end && last >= n.tsm.base.0)
+        || !n.host_maps(pa)
+    {
+        return false;
+    }
+    // SAFETY: `[pa, pa + len)` is host DRAM outside the TSM (checked), which the TSM's tables
+    // identity-map (U=1: `copy` brackets it with stac/clac); `out` is the TSM's own buffer of
+    // `len` bytes, which does not overlap host memory.
+    unsafe { super::platform::copy(out.as_mut_ptr(), pa as *const u8, out.len()) };
+    true
 }
 
 /// Table pages in use and the pool's capacity, in pages, both table sets together (for the

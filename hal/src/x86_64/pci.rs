@@ -12,12 +12,17 @@
 //! MCH, whose PCIEXBAR, PAM and SMRAM registers move the ECAM window and the legacy areas in
 //! the *system* address space, and device 31 is the ICH9, whose RCBA does the same with the
 //! root-complex registers; QEMU gives those windows priority over RAM, so a host that could
-//! write them could lay MMIO over the TSM's own memory. Every other function's configuration
+//! write them could lay MMIO over the TSM's own memory. (A Linux host's writes there fault and
+//! are emulated through an allow-list: `config_write`, `crate::q35_chipset`; the TSM's own
+//! tables map these pages writable for that.) Every other function's configuration
 //! space is the host's: its BARs only move inside the PCI address space, which the CPU sees
 //! only through the PCI hole, and its DMA goes through VT-d.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::bootinfo::{BootInfo, E820_RAM};
 use crate::platform::MemRange;
+use crate::q35_chipset::{ICH9, MCH};
 
 /// Entries an [`MmioMap`] holds: the VT-d registers, bus 0's configuration space (three ranges)
 /// and the BARs (q35 with `edu` has six).
@@ -27,7 +32,9 @@ const PAGE: u64 = 4096;
 const BUS_SPAN: u64 = 1 << 20;
 const DEVICE_SPAN: u64 = 1 << 15;
 /// q35's chipset devices on bus 0: the MCH and the ICH9 (see the module doc).
-const CHIPSET_DEVICES: [u64; 2] = [0, 31];
+const CHIPSET_DEVICES: [u64; 2] = [MCH as u64, ICH9 as u64];
+/// Bus 0's configuration space, once [`discover`] mapped it (0: none).
+static BUS0: AtomicU64 = AtomicU64::new(0);
 
 /// Configuration header offsets.
 const VENDOR_ID: u64 = 0x00;
@@ -168,6 +175,7 @@ pub fn discover(info: &BootInfo, lapic: u64, iommu: Option<MemRange>) -> MmioMap
         return map;
     }
     super::boot::boot_map_uncached(ecam.base, BUS_SPAN);
+    BUS0.store(ecam.base, Ordering::Release);
     // Bus 0's configuration space: the chipset's devices read-only, the rest read-write.
     let [mch, ich] = CHIPSET_DEVICES;
     for (first, last, access) in [
@@ -212,6 +220,50 @@ pub fn discover(info: &BootInfo, lapic: u64, iommu: Option<MemRange>) -> MmioMap
         }
     }
     map
+}
+
+/// The chipset function whose configuration page holds `gpa` (one of the host's read-only
+/// pages): `(device, function, offset)`.
+pub fn chipset_function(gpa: u64) -> Option<(u8, u8, u16)> {
+    let bus0 = BUS0.load(Ordering::Acquire);
+    let at = gpa
+        .checked_sub(bus0)
+        .filter(|&at| bus0 != 0 && at < BUS_SPAN)?;
+    let device = (at / DEVICE_SPAN) as u8;
+    CHIPSET_DEVICES.contains(&u64::from(device)).then_some((
+        device,
+        ((at % DEVICE_SPAN) / PAGE) as u8,
+        (at % PAGE) as u16,
+    ))
+}
+
+/// Writes `value`'s low `width` bytes (1, 2 or 4, naturally aligned) at `offset` of chipset
+/// function `device`.`function` on bus 0, for a Linux host's write `q35_chipset` lets through.
+pub fn chipset_write(device: u8, function: u8, offset: u16, width: u8, value: u32) {
+    let bus0 = BUS0.load(Ordering::Acquire);
+    let device = u64::from(device);
+    if bus0 == 0
+        || !CHIPSET_DEVICES.contains(&device)
+        || function > 7
+        || offset >= PAGE as u16
+        || !matches!(width, 1 | 2 | 4)
+        || !offset.is_multiple_of(u16::from(width))
+    {
+        return;
+    }
+    let at = bus0 + device * DEVICE_SPAN + u64::from(function) * PAGE + u64::from(offset);
+    let _user = super::platform::UserAccess::allow();
+    // SAFETY: `at` is a naturally aligned `width`-byte register inside a chipset function's
+    // page of bus 0's ECAM window (checked above; `discover` checked the window lies below
+    // 4 GiB clear of RAM), which the TSM's tables map uncached and writable (user pages, hence
+    // the SMAP bracket); `q35_chipset` chose the register.
+    unsafe {
+        match width {
+            1 => core::ptr::write_volatile(at as *mut u8, value as u8),
+            2 => core::ptr::write_volatile(at as *mut u16, value as u16),
+            _ => core::ptr::write_volatile(at as *mut u32, value),
+        }
+    }
 }
 
 /// One sized memory BAR.

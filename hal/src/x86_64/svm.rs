@@ -507,6 +507,16 @@ impl Vmcb {
         self.write64(vmcb::F64(f.0 + 8), s.base);
     }
 
+    pub fn segment(&self, f: vmcb::Seg) -> Segment {
+        let packed = self.read64(vmcb::F64(f.0));
+        Segment {
+            selector: packed as u16,
+            attributes: (packed >> 16) as u16,
+            limit: (packed >> 32) as u32,
+            base: self.read64(vmcb::F64(f.0 + 8)),
+        }
+    }
+
     /// The intercepts (`exceptions`: one bit per vector), the permission maps, the ASID and
     /// nested paging on `n_cr3`.
     pub fn set_controls(
