@@ -433,7 +433,13 @@ impl Tsm<'_> {
             Some(tvm) => Ok(GuestCaller { vcpu, tvm }),
             None => self.guest_caller(vcpu),
         };
-        let (rec, after) = match self.guest_dispatch_as(caller, regs) {
+        let mut out = CallResult::ok([0; 4]);
+        let Some(next) = self.guest_dispatch_into(caller, regs, &mut out) else {
+            let mut r = CallResult::ok([0; 4]);
+            crate::dispatch::put(&mut r, &out);
+            return GuestStep::Resume(Resume::Return(r));
+        };
+        let (rec, after) = match next {
             GuestNext::Reply(r) => return GuestStep::Resume(Resume::Return(r)),
             GuestNext::DeniedCall { fid } => {
                 let rec = VcpuExit {

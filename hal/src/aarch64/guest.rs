@@ -7,10 +7,10 @@
 //! [`GuestCpu::run_guest`] swaps the host's EL1 state and stage 2 for the vCPU's (its TVM's
 //! map, tagged with the TVM's VMID), runs it through the same switch as the host until it traps
 //! to EL2 and hands the decoded trap to the core. A call the core answers is completed in the
-//! frame and the vCPU runs on: only the stage-2 registers go back to the host's while the core
-//! works (TLB maintenance of the host's stage 2 names its VMID through VTTBR_EL2); the EL1
-//! registers, the FP/SIMD registers (which the soft-float TSM never touches: `fp`) and the VMID
-//! stay the vCPU's until the core ends the run. The vCPU runs at EL1 under the host's HCR_EL2 (SMC
+//! frame and the vCPU runs on: its stage 2 (VTTBR_EL2, VTCR_EL2), EL1 registers and FP/SIMD
+//! registers (which the soft-float TSM never touches: `fp`) stay loaded until the core ends the
+//! run; TLB maintenance of the host's stage 2, which names its VMID through VTTBR_EL2, puts the
+//! host's there for itself (`stage2::as_host`). The vCPU runs at EL1 under the host's HCR_EL2 (SMC
 //! trapped, interrupts to EL2, HCR_EL2.DC: its stage 1 is off and its accesses are Normal
 //! write-back), so GPA = IPA.
 
@@ -103,17 +103,14 @@ impl GuestCpu for QemuVirt {
                 write_sysreg!("cptr_el2", super::boot::CPTR_TSM);
             }
         }
+        // SAFETY: as above.
+        let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
         let out = loop {
-            // SAFETY: as above.
-            let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
             let kind = switch_to(&mut ctx.frame);
-            // The host's stage 2 is current while the core handles the trap: TLB maintenance of
-            // the host's stage 2 by address uses the VMID in VTTBR_EL2. The vCPU's EL1 state
-            // stays loaded (the TSM at EL2 does not use it), so a call answered in place costs
-            // no EL1 swap.
-            // SAFETY: the vCPU is out (it trapped) and nothing runs at EL1 until the next
-            // `enter_tvm` or the host's own EL1 state is back.
-            unsafe { stage2::leave_tvm(host_s2) };
+            // The vCPU's EL1 state and stage 2 stay loaded while the core handles the trap (the
+            // TSM at EL2 uses neither), so a call answered in place costs no swap: the host's
+            // stage-2 maintenance puts the host's VMID in VTTBR_EL2 for itself
+            // (`stage2::as_host`); nothing else the core may do reads those registers.
             match on_exit(decode(kind, &mut ctx.frame)) {
                 Handled::Resume(r) => {
                     apply(ctx, r);
@@ -128,6 +125,9 @@ impl GuestCpu for QemuVirt {
                 Handled::Leave(t) => break t,
             }
         };
+        // SAFETY: the vCPU is out (it trapped) and nothing runs at EL1 until the host's own EL1
+        // state is back below.
+        unsafe { stage2::leave_tvm(host_s2) };
         ctx.el1 = El1State::save();
         ctx.fp.save();
         // SAFETY: the vCPU is out and its registers saved; the host's own state goes back

@@ -351,7 +351,7 @@ impl HostStage2 {
             // table with the same translations comes. A host access in between takes a stage-2
             // abort; the host loses nothing it could not lose to a TVM anyway.
             l2e.store(0, Ordering::Relaxed);
-            flush_ipa(Pa(base));
+            flush_host_ipa(Pa(base));
             l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
             d.split_used += 1;
         }
@@ -371,7 +371,7 @@ impl HostStage2 {
             Ordering::Acquire,
         )
         .map_err(|_| MmioRefused::Taken)?;
-        flush_ipa(pa);
+        flush_host_ipa(pa);
         Ok(())
     }
 
@@ -386,7 +386,7 @@ impl HostStage2 {
             Ordering::Acquire,
         )
         .map_err(|_| MmioRefused::NotTaken)?;
-        flush_ipa(pa);
+        flush_host_ipa(pa);
         Ok(())
     }
 
@@ -489,7 +489,7 @@ impl HostStage2 {
         if let Some(i) = pool {
             s.count(i, true);
         }
-        flush_ipa(pa);
+        flush_host_ipa(pa);
         walkers.forget(pa);
         Ok(())
     }
@@ -517,7 +517,7 @@ impl HostStage2 {
             );
         }
         l2e.store(0, Ordering::Relaxed);
-        flush_ipa(pa);
+        flush_host_ipa(pa);
         walkers.forget(pa);
         l2e.store(t.addr() | VALID_TABLE, Ordering::Release);
         // The "make" visible to the walkers (CPUs and the SMMU) now rather than when the store
@@ -567,7 +567,7 @@ impl HostStage2 {
         if let Some(i) = pool {
             s.count(i, false);
         }
-        flush_ipa(pa);
+        flush_host_ipa(pa);
         Ok(())
     }
 }
@@ -737,20 +737,39 @@ fn make_visible() {
     unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack, preserves_flags)) };
 }
 
-/// Drops every CPU's cached translations of the host's VMID (the one in VTTBR_EL2), stage 2
-/// and combined, and waits until that is done.
+/// Drops every CPU's cached translations of the host's VMID, stage 2 and combined, and waits
+/// until that is done.
 fn flush_host_all() {
-    // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor store
-    // before it is made visible to the walkers first (dsb ishst).
-    unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
+    as_host(|| {
+        // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor
+        // store before it is made visible to the walkers first (dsb ishst).
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    });
+}
+
+/// [`flush_ipa`] of a host IPA, under the host's VMID.
+fn flush_host_ipa(ipa: Pa) {
+    as_host(|| flush_ipa(ipa));
+}
+
+/// Runs `f`, TLB maintenance of the host's stage 2, with the host's VMID in VTTBR_EL2, which
+/// maintenance by IPA or VMID uses. It is there but while a guest call is answered in place:
+/// the vCPU's stage 2 then stays loaded (`guest`), and maintenance under its VMID would leave
+/// the host's stale translations of a granule it just lost. One `mrs` and a compare otherwise.
+fn as_host(f: impl FnOnce()) {
+    if read_sysreg!("vttbr_el2") >> 48 == HOST_VMID {
+        f();
+    } else {
+        with_vmid(Vmid(HOST_VMID as u16), f);
+    }
 }
 
 /// Drops every cached translation of `ipa` on every CPU of the inner-shareable domain: stage-2
