@@ -115,7 +115,7 @@ mod tests {
             self.word(1);
             self.structs.extend(name.as_bytes());
             self.structs.push(0);
-            while self.structs.len() % 4 != 0 {
+            while !self.structs.len().is_multiple_of(4) {
                 self.structs.push(0);
             }
         }
@@ -130,7 +130,7 @@ mod tests {
             self.word(value.len() as u32);
             self.word(off);
             self.structs.extend(value);
-            while self.structs.len() % 4 != 0 {
+            while !self.structs.len().is_multiple_of(4) {
                 self.structs.push(0);
             }
         }
