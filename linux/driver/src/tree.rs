@@ -7,6 +7,15 @@
 //!
 //! The IOMMU is not here: the TSM removes its node (the IOMMU is the TSM's, docs/design.md "A
 //! Linux host"), so no host can learn it from the tree.
+//!
+//! The kernel's tree holds `FDT_NOP` tokens where the kernel erased properties it consumed at
+//! boot (`/chosen`'s `rng-seed` and `kaslr-seed`), and the `fdt` crate (0.1.5) asserts on a NOP
+//! followed by a property (`skip_current_node`: "bad node"), a panic on a well-formed tree. So
+//! [`platform`] first removes every NOP in place ([`drop_nops`], the devicetree specification's
+//! token grammar, every read bounds-checked), then parses. The crate still panics on some
+//! corrupt trees (a property name offset without its NUL, for one): the kernel's tree is the
+//! driver's own kernel's word, and such a panic ends the driver with status 101, never the
+//! TSM's concern (its input from this host is checked by the TSM).
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
@@ -56,8 +65,11 @@ impl TreeError {
     }
 }
 
-/// The platform `blob` (a flattened device tree) describes.
-pub fn platform(blob: &[u8]) -> Result<TreePlatform, TreeError> {
+/// The platform `blob` (a flattened device tree) describes; `blob` is left with its NOP
+/// tokens removed.
+pub fn platform(blob: &mut [u8]) -> Result<TreePlatform, TreeError> {
+    let len = drop_nops(blob).ok_or(TreeError::Malformed)?;
+    let blob = blob.get(..len).ok_or(TreeError::Malformed)?;
     let fdt = fdt::Fdt::new(blob).map_err(|_| TreeError::Malformed)?;
     let (ecam, ecam_size) = fdt
         .find_compatible(&[PCIE_COMPATIBLE])
@@ -87,6 +99,96 @@ pub fn platform(blob: &[u8]) -> Result<TreePlatform, TreeError> {
         ecam: Pa(ecam),
         tsm_memory: Pa(tsm),
     })
+}
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+/// Header words (devicetree specification 5.2): totalsize, off_dt_struct, off_dt_strings,
+/// size_dt_strings, size_dt_struct, as byte offsets.
+const TOTALSIZE: usize = 4;
+const OFF_STRUCT: usize = 8;
+const OFF_STRINGS: usize = 12;
+const SIZE_STRINGS: usize = 32;
+const SIZE_STRUCT: usize = 36;
+const HEADER: usize = 40;
+
+fn word(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn set_word(b: &mut [u8], at: usize, w: u32) -> Option<()> {
+    b.get_mut(at..at.checked_add(4)?)?
+        .copy_from_slice(&w.to_be_bytes());
+    Some(())
+}
+
+/// Removes the NOP tokens of the tree in `blob` in place: the structure block is compacted,
+/// the strings block moved down behind it (the layout Linux and the TSM write: header,
+/// reservation map, structure block, strings block) and the header's sizes and offsets
+/// rewritten. The tree's new length, or `None` for a blob that is not such a tree (bad magic,
+/// sizes or offsets, a token outside the grammar, a name or value past the block's end).
+fn drop_nops(blob: &mut [u8]) -> Option<usize> {
+    if word(blob, 0)? != FDT_MAGIC {
+        return None;
+    }
+    let field = |at| usize::try_from(word(blob, at)?).ok();
+    let total = field(TOTALSIZE)?;
+    let off_struct = field(OFF_STRUCT)?;
+    let size_struct = field(SIZE_STRUCT)?;
+    let off_strings = field(OFF_STRINGS)?;
+    let size_strings = field(SIZE_STRINGS)?;
+    let struct_end = off_struct.checked_add(size_struct)?;
+    let strings_end = off_strings.checked_add(size_strings)?;
+    if off_struct < HEADER
+        || !off_struct.is_multiple_of(4)
+        || struct_end > off_strings
+        || strings_end > total
+        || total > blob.len()
+    {
+        return None;
+    }
+    let (mut read, mut write) = (off_struct, off_struct);
+    loop {
+        let token = word(blob, read)?;
+        let len = match token {
+            FDT_BEGIN_NODE => {
+                let name = blob.get(read + 4..struct_end)?;
+                let nul = name.iter().position(|&c| c == 0)?;
+                4 + (nul + 1).next_multiple_of(4)
+            }
+            FDT_PROP => {
+                let value = usize::try_from(word(blob, read.checked_add(4)?)?).ok()?;
+                12usize.checked_add(value.checked_next_multiple_of(4)?)?
+            }
+            FDT_END_NODE | FDT_END | FDT_NOP => 4,
+            _ => return None,
+        };
+        let next = read.checked_add(len)?;
+        if next > struct_end {
+            return None;
+        }
+        if token != FDT_NOP {
+            blob.copy_within(read..next, write);
+            write += len;
+        }
+        read = next;
+        if token == FDT_END {
+            break;
+        }
+    }
+    let new_strings = write;
+    blob.copy_within(off_strings..strings_end, new_strings);
+    let new_total = new_strings.checked_add(size_strings)?;
+    set_word(blob, SIZE_STRUCT, u32::try_from(write - off_struct).ok()?)?;
+    set_word(blob, OFF_STRINGS, u32::try_from(new_strings).ok()?)?;
+    set_word(blob, TOTALSIZE, u32::try_from(new_total).ok()?)?;
+    Some(new_total)
 }
 
 /// A node's first `reg` entry (address, size), as its parent's cell sizes say.
@@ -121,6 +223,9 @@ mod tests {
         }
         fn end(&mut self) {
             self.word(2);
+        }
+        fn nop(&mut self) {
+            self.word(4);
         }
         fn prop(&mut self, name: &str, value: &[u8]) {
             let off = self.strings.len() as u32;
@@ -201,13 +306,121 @@ mod tests {
         w.finish()
     }
 
+    /// The tree as the kernel exposes it: `/chosen` with the properties it consumed at boot
+    /// erased to NOP tokens between the others, NOPs between nodes and before the end.
+    fn tree_with_nops() -> Vec<u8> {
+        let mut w = Writer::default();
+        w.begin("");
+        w.cells("#address-cells", &[2]);
+        w.nop();
+        w.cells("#size-cells", &[2]);
+        w.begin("chosen");
+        w.nop();
+        w.nop();
+        w.nop();
+        w.prop("bootargs", b"console=ttyAMA1\0");
+        w.nop();
+        w.prop("stdout-path", b"serial1\0");
+        w.end();
+        w.nop();
+        w.begin("pcie@10000000");
+        w.prop("compatible", b"pci-host-ecam-generic\0");
+        w.nop();
+        w.cells("reg", &HIGH_ECAM);
+        w.end();
+        w.begin("reserved-memory");
+        w.cells("#address-cells", &[2]);
+        w.cells("#size-cells", &[2]);
+        w.begin("tsm@40200000");
+        w.cells("reg", &TSM);
+        w.nop();
+        w.prop("no-map", &[]);
+        w.end();
+        w.end();
+        w.nop();
+        w.end();
+        w.finish()
+    }
+
+    #[test]
+    fn nop_tokens_the_kernel_left_are_no_obstacle() {
+        let want = Ok(TreePlatform {
+            ecam: Pa(0x40_1000_0000),
+            tsm_memory: Pa(0x4020_0000),
+        });
+        let mut t = tree_with_nops();
+        let size = word(&t, SIZE_STRUCT).unwrap();
+        assert_eq!(platform(&mut t), want);
+        // Its nine NOPs are gone, and the compacted tree parses to the same platform again.
+        assert_eq!(word(&t, SIZE_STRUCT), Some(size - 9 * 4));
+        let len = word(&t, TOTALSIZE).unwrap() as usize;
+        assert_eq!(drop_nops(&mut t), Some(len));
+        assert_eq!(platform(&mut t[..len].to_vec()), want);
+    }
+
+    /// A tree whose root holds `body` as its only content.
+    fn root_with(body: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.begin("");
+        body(&mut w);
+        w.end();
+        w.finish()
+    }
+
+    #[test]
+    fn a_token_outside_the_grammar_or_past_the_block_is_malformed() {
+        let mut t = root_with(|w| w.word(7));
+        assert_eq!(drop_nops(&mut t), None);
+        let mut t = root_with(|w| {
+            w.word(FDT_PROP);
+            w.word(0xFFFF_FFF0);
+            w.word(0);
+        });
+        assert_eq!(drop_nops(&mut t), None);
+        // A node name without its NUL inside the block.
+        let mut t = root_with(|w| {
+            w.word(FDT_BEGIN_NODE);
+            w.structs.extend(b"abcd");
+        });
+        let size = word(&t, SIZE_STRUCT).unwrap();
+        set_word(&mut t, SIZE_STRUCT, size - 8).unwrap();
+        assert_eq!(drop_nops(&mut t), None);
+        // A structure block that ends before its END token.
+        let mut t = tree_with_nops();
+        let size = word(&t, SIZE_STRUCT).unwrap();
+        set_word(&mut t, SIZE_STRUCT, size - 4).unwrap();
+        assert_eq!(platform(&mut t), Err(TreeError::Malformed));
+        // A strings block past the tree's total size.
+        let mut t = tree_with_nops();
+        let total = word(&t, TOTALSIZE).unwrap();
+        set_word(&mut t, TOTALSIZE, total - 1).unwrap();
+        assert_eq!(platform(&mut t), Err(TreeError::Malformed));
+    }
+
+    #[test]
+    fn no_single_byte_change_of_the_header_or_structure_makes_drop_nops_panic() {
+        // drop_nops's own reads; the `fdt` crate, which parses what it leaves, trusts a
+        // well-formed tree (its panics on a corrupt one end the driver: module doc).
+        let clean = tree_with_nops();
+        let strings = word(&clean, OFF_STRINGS).unwrap() as usize;
+        for at in 0..strings {
+            for value in [0x00, 0x01, 0x04, 0x7F, 0xFF] {
+                let mut t = clean.clone();
+                t[at] = value;
+                if let Some(len) = drop_nops(&mut t) {
+                    assert!(len <= t.len());
+                }
+            }
+        }
+    }
+
     const HIGH_ECAM: [u32; 4] = [0x40, 0x1000_0000, 0, 0x1000_0000];
     const TSM: [u32; 4] = [0, 0x4020_0000, 0, 0x00DF_F000];
 
     #[test]
     fn the_rewritten_tree_gives_ecam_and_the_tsm() {
         assert_eq!(
-            platform(&tree(Some(HIGH_ECAM), Some(TSM), true)),
+            platform(&mut tree(Some(HIGH_ECAM), Some(TSM), true)),
             Ok(TreePlatform {
                 ecam: Pa(0x40_1000_0000),
                 tsm_memory: Pa(0x4020_0000),
@@ -216,7 +429,7 @@ mod tests {
         // highmem=off: the low ECAM.
         let low = [0, 0x3f00_0000, 0, 0x0100_0000];
         assert_eq!(
-            platform(&tree(Some(low), Some(TSM), true)).map(|p| p.ecam),
+            platform(&mut tree(Some(low), Some(TSM), true)).map(|p| p.ecam),
             Ok(Pa(0x3f00_0000))
         );
     }
@@ -224,16 +437,16 @@ mod tests {
     #[test]
     fn a_tree_without_what_the_driver_needs_is_refused() {
         assert_eq!(
-            platform(&tree(None, Some(TSM), true)),
+            platform(&mut tree(None, Some(TSM), true)),
             Err(TreeError::NoPcie)
         );
         assert_eq!(
-            platform(&tree(Some(HIGH_ECAM), None, true)),
+            platform(&mut tree(Some(HIGH_ECAM), None, true)),
             Err(TreeError::NoTsmMemory)
         );
         // A tsm@ child the kernel may map is not the TSM's reservation.
         assert_eq!(
-            platform(&tree(Some(HIGH_ECAM), Some(TSM), false)),
+            platform(&mut tree(Some(HIGH_ECAM), Some(TSM), false)),
             Err(TreeError::NoTsmMemory)
         );
     }
@@ -246,7 +459,7 @@ mod tests {
             [0xFFFF_FFFF, 0xFFF0_0000, 0, 0x20_0000], // wraps
         ] {
             assert_eq!(
-                platform(&tree(Some(ecam), Some(TSM), true)),
+                platform(&mut tree(Some(ecam), Some(TSM), true)),
                 Err(TreeError::BadEcam),
                 "{ecam:x?}"
             );
@@ -258,7 +471,7 @@ mod tests {
             [0xFFFF_FFFF, 0xFFFF_F000, 0, 0x2000], // wraps
         ] {
             assert_eq!(
-                platform(&tree(Some(HIGH_ECAM), Some(tsm), true)),
+                platform(&mut tree(Some(HIGH_ECAM), Some(tsm), true)),
                 Err(TreeError::BadTsmMemory),
                 "{tsm:x?}"
             );
@@ -267,17 +480,17 @@ mod tests {
 
     #[test]
     fn what_is_not_a_tree_is_refused() {
-        assert_eq!(platform(&[]), Err(TreeError::Malformed));
-        assert_eq!(platform(&[0u8; 64]), Err(TreeError::Malformed));
+        assert_eq!(platform(&mut []), Err(TreeError::Malformed));
+        assert_eq!(platform(&mut [0u8; 64]), Err(TreeError::Malformed));
         let mut t = tree(Some(HIGH_ECAM), Some(TSM), true);
         // A total size beyond the bytes there are.
         let beyond = t.len() as u32 + 4096;
         t[4..8].copy_from_slice(&beyond.to_be_bytes());
-        assert_eq!(platform(&t), Err(TreeError::Malformed));
+        assert_eq!(platform(&mut t), Err(TreeError::Malformed));
         // Every truncation is refused or parsed, never a panic.
         let t = tree(Some(HIGH_ECAM), Some(TSM), true);
         for n in 0..t.len() {
-            let _ = platform(&t[..n]);
+            let _ = platform(&mut t[..n].to_vec());
         }
     }
 }
