@@ -34,14 +34,40 @@ core::arch::global_asm!(
     entry = sym entry,
 );
 
-/// Where the host learns its platform from firmware tables on QEMU `virt` / `q35`, as the
-/// bare-metal host payload's `DEVICES` (the ECAM here is only the window the adapter presents
-/// configuration space in), and the TSM image's first granule (docs/design.md "Memory
-/// layout").
+/// The platform's ECAM window, IOMMU and TSM memory. aarch64: ECAM and the TSM's memory from
+/// the kernel's device tree (`tree`); the IOMMU, which the TSM hides from the tree, at QEMU
+/// `virt`'s address (only `isolation-iommu` names it, a probe user space cannot make anyway).
+/// x86_64: QEMU `q35`'s layout, as the bare-metal payload's `DEVICES` (the ACPI MCFG and the
+/// E820 map would be the firmware's word: not read yet).
 #[cfg(target_arch = "aarch64")]
-const PLATFORM: (Pa, Pa, Pa) = (Pa(0x3f00_0000), Pa(0x0905_0000), Pa(0x4020_0000));
+fn platform(out: &mut Stdout) -> Option<(Pa, Pa, Pa)> {
+    const IOMMU: Pa = Pa(0x0905_0000);
+    const FDT: &core::ffi::CStr = c"/sys/firmware/fdt";
+    // QEMU pads its tree to 1 MiB; the TSM's copy for the kernel is never larger.
+    let mut blob = [0u8; 1 << 20];
+    let Some(blob) = sys::read_file(FDT, &mut blob) else {
+        let _ = writeln!(
+            out,
+            "tsm-linux-driver: cannot read {FDT:?} (or it exceeds 1 MiB)"
+        );
+        return None;
+    };
+    match tsm_linux_driver::tree::platform(blob) {
+        Ok(t) => Some((t.ecam, IOMMU, t.tsm_memory)),
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "tsm-linux-driver: the device tree in {FDT:?} does not give the platform: {}",
+                e.describe()
+            );
+            None
+        }
+    }
+}
 #[cfg(target_arch = "x86_64")]
-const PLATFORM: (Pa, Pa, Pa) = (Pa(0xB000_0000), Pa(0xFED9_0000), Pa(0x0020_0000));
+fn platform(_: &mut Stdout) -> Option<(Pa, Pa, Pa)> {
+    Some((Pa(0xB000_0000), Pa(0xFED9_0000), Pa(0x0020_0000)))
+}
 
 struct Stdout;
 
@@ -84,7 +110,9 @@ fn run(args: &Args) -> u8 {
             return 1;
         }
     };
-    let (ecam, iommu, tsm_memory) = PLATFORM;
+    let Some((ecam, iommu, tsm_memory)) = platform(&mut out) else {
+        return 1;
+    };
     let platform = Platform {
         ecam,
         iommu,

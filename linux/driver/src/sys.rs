@@ -144,7 +144,7 @@ pub fn write_all(fd: usize, mut data: &[u8]) {
 
 /// Reads the file at `path` into `buf`; the bytes read, or `None` when it cannot be read or
 /// does not fit.
-pub fn read_file<'b>(path: &core::ffi::CStr, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+pub fn read_file<'b>(path: &core::ffi::CStr, buf: &'b mut [u8]) -> Option<&'b mut [u8]> {
     let fd = open(path, O_RDONLY).ok()?;
     let mut len = 0;
     let ok = loop {
@@ -168,7 +168,7 @@ pub fn read_file<'b>(path: &core::ffi::CStr, buf: &'b mut [u8]) -> Option<&'b [u
         }
     };
     close(fd);
-    if ok { buf.get(..len) } else { None }
+    if ok { buf.get_mut(..len) } else { None }
 }
 
 /// Ends the process with `code`.
