@@ -489,6 +489,12 @@
  * call when run again.
  */
 #define TSM_EXIT_DENIED_CALL                             4
+/*
+ * A physical interrupt for the host arrived while the vCPU ran: the TSM stopped it so the host can
+ * take the interrupt (it is delivered once the host runs with interrupts enabled). No other field
+ * is set; the vCPU's state is saved and it continues where it was when run again.
+ */
+#define TSM_EXIT_INTERRUPT                               5
 
 /* Event reasons. */
 /* A T=0 request whose final physical address is secure memory (invariant 1). */

@@ -27,6 +27,11 @@ abi_enum! {
         /// The guest issued a host call (`fid`); it got `Denied` in its status register and
         /// continues after the call when run again.
         DeniedCall = 4 => "DENIED_CALL",
+        /// A physical interrupt for the host arrived while the vCPU ran: the TSM stopped it so
+        /// the host can take the interrupt (it is delivered once the host runs with interrupts
+        /// enabled). No other field is set; the vCPU's state is saved and it continues where it
+        /// was when run again.
+        Interrupt = 5 => "INTERRUPT",
     }
 }
 

@@ -423,6 +423,13 @@ impl Tsm<'_> {
                 };
                 GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue, release))
             }
+            GuestExit::Interrupt => {
+                let rec = VcpuExit {
+                    reason: ExitReason::Interrupt.raw(),
+                    ..VcpuExit::new_zeroed()
+                };
+                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue, release))
+            }
             // By reference: moving the registers out copied them (a `memcpy`) on every call.
             GuestExit::Call(ref regs) => self.guest_call(vcpu, tvm, regs, release),
         }

@@ -224,6 +224,7 @@ fn log_exit(vcpu: Pa, exit: &GuestExit) {
             gpa.map_or(0, |g| g.0),
             write
         ),
+        GuestExit::Interrupt => log!(debug, "vCPU {=u64:#x} interrupted", vcpu.0),
     }
 }
 

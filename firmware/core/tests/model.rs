@@ -800,7 +800,7 @@ impl<'h> World<'h> {
             self.judge(&gc, expect, r);
             self.after_call(&gc, r);
         }
-        let (exit, kind, reason) = match self.rng.below(4) {
+        let (exit, kind, reason) = match self.rng.below(5) {
             0 => {
                 let code = self.rng.next();
                 (
@@ -822,6 +822,7 @@ impl<'h> World<'h> {
                 RunExit::DeniedCall,
                 4,
             ),
+            2 => (GuestExit::Interrupt, RunExit::Interrupt, 5),
             _ => {
                 let gpa = self
                     .rng
@@ -856,6 +857,13 @@ impl<'h> World<'h> {
                 GuestExit::Call(r) => rec.fid == r.fid,
                 GuestExit::Fault { syndrome, gpa, .. } => {
                     rec.syndrome == syndrome && rec.gpa == gpa.map_or(0, |g| g.0 & !(G - 1))
+                }
+                // Nothing but the reason.
+                GuestExit::Interrupt => {
+                    rec == VcpuExit {
+                        reason: rec.reason,
+                        ..VcpuExit::new_zeroed()
+                    }
                 }
             };
         if !good {

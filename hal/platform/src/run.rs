@@ -34,9 +34,13 @@ pub enum Resume {
 pub enum GuestExit {
     /// A call (aarch64: `hvc #0` or `smc #0`; x86_64: `vmmcall`), registers copied once.
     Call(CallRegs),
-    /// Anything else: a stage-2 / page fault, another exception, an interrupt.
+    /// A physical interrupt for the host stopped the guest (aarch64: an IRQ or FIQ taken to
+    /// EL2; x86_64: an INTR #VMEXIT). The interrupt itself stays pending for the host; the
+    /// guest continues at its saved PC when resumed.
+    Interrupt,
+    /// Anything else: a stage-2 / page fault, another exception (aarch64: an SError too).
     Fault {
-        /// aarch64: ESR_EL2 (0 for an interrupt); x86_64: vector in 7:0, error code in 63:32.
+        /// aarch64: ESR_EL2; x86_64: vector in 7:0, error code in 63:32.
         syndrome: u64,
         /// The faulting GPA when the fault is on a guest-physical address the TVM's map does
         /// not (or not so) map. Reported granule-aligned.

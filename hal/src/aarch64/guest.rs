@@ -164,16 +164,21 @@ fn apply(ctx: &mut GuestContext, resume: Resume) {
     }
 }
 
-/// What a trap of the vCPU was: a call, or a fault with the IPA of a stage-2 abort.
+/// What a trap of the vCPU was: a call, a host interrupt, or a fault with the IPA of a stage-2
+/// abort.
 fn decode(kind: ExitKind, f: &mut Frame) -> GuestExit {
-    if kind != ExitKind::Sync {
-        // IRQ/FIQ have no syndrome; an SError has ESR_EL2.
-        let syndrome = if kind == ExitKind::SError { f.esr } else { 0 };
-        return GuestExit::Fault {
-            syndrome,
-            gpa: None,
-            write: false,
-        };
+    match kind {
+        // The host's (under a Linux host, its timer's): still pending at the GIC, taken by the
+        // host once VCPU_RUN has returned to it (HCR_EL2 no longer routes it to EL2).
+        ExitKind::Irq | ExitKind::Fiq => return GuestExit::Interrupt,
+        ExitKind::SError => {
+            return GuestExit::Fault {
+                syndrome: f.esr,
+                gpa: None,
+                write: false,
+            };
+        }
+        ExitKind::Sync => {}
     }
     if let Some(regs) = f.take_call() {
         return GuestExit::Call(regs);

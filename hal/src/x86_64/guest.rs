@@ -28,10 +28,12 @@
 //! instruction when it next runs. A nested page fault is reported as vector 14 (#PF) with the
 //! nested fault's error code and the GPA.
 //!
-//! Physical interrupts never reach a vCPU: its VMCB sets V_INTR_MASKING, so they are masked by
-//! the TSM's RFLAGS.IF at VMRUN (clear) instead of the vCPU's, and stay pending until the host
-//! (whose VMCB does not set it) runs again and takes them. A vCPU is not preempted by them: a
-//! run lasts until the vCPU exits to the host.
+//! Physical interrupts never reach a vCPU, and they preempt it: its VMCB sets V_INTR_MASKING,
+//! so the vCPU's RFLAGS.IF masks only virtual interrupts and physical ones are governed by the
+//! IF the TSM had at VMRUN (set, `svm::Vmcb::run`), and it intercepts INTR: a physical
+//! interrupt (a Linux host's PIC) that arrives while the vCPU runs is a #VMEXIT, which the core
+//! reports as an INTERRUPT exit. The interrupt stays pending (the TSM clears IF before it sets
+//! GIF) until the host, whose VMCB sets neither, runs again with its IF and takes it.
 
 use core::mem::offset_of;
 
@@ -42,7 +44,7 @@ use super::intercept::{self, Stop};
 use super::percpu;
 use super::platform::{UserAccess, X86Platform};
 use super::smp;
-use super::svm::{self, FxState, Gprs, Vmcb, exit, vmcb};
+use super::svm::{self, FxState, Gprs, Vmcb, exit, misc1, vmcb};
 use crate::platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 
 /// The address-space tag of every TVM vCPU (the host's is 1).
@@ -107,14 +109,14 @@ impl GuestCpu for X86Platform {
         let cpu = percpu::this_cpu();
         let mut v = Vmcb::guest(cpu).ok_or(EntryError::BadContext)?;
         v.set_controls(
-            intercept::INTERCEPTS_MISC1,
+            intercept::INTERCEPTS_MISC1 | misc1::INTR,
             intercept::INTERCEPTS_MISC2,
             ALL_EXCEPTIONS,
             TVM_ASID,
             root.0,
         );
         // A Linux host's PIC is live: with its IF, a TVM would take the host's interrupts
-        // through its own IDT. Masked by the TSM's IF (always clear), they wait for the host.
+        // through its own IDT. Under the TSM's IF and intercepted, they end the run instead.
         v.write32(vmcb::V_INTR, svm::V_INTR_MASKING);
         let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
         let ctx = context.0 as *mut Context;
@@ -152,7 +154,7 @@ impl GuestCpu for X86Platform {
         let out = loop {
             let exit = match intercept::run(&mut v, &mut gprs, cpu, false) {
                 Stop::Call(regs) => GuestExit::Call(regs),
-                Stop::Exit(code) => fault(&v, code),
+                Stop::Exit(code) => exit_of(&v, code),
             };
             match on_exit(exit) {
                 Handled::Resume(r) => {
@@ -212,10 +214,11 @@ fn complete(v: &mut Vmcb, gprs: &mut Gprs, resume: Resume) {
 }
 
 /// A vCPU exit that is no call, as the core sees it (module doc).
-fn fault(v: &Vmcb, code: u64) -> GuestExit {
+fn exit_of(v: &Vmcb, code: u64) -> GuestExit {
     let info1 = v.read64(vmcb::EXIT_INFO1);
     let error = (info1 & 0xFFFF_FFFF) << 32;
     match code {
+        exit::INTR => GuestExit::Interrupt,
         exit::NPF => GuestExit::Fault {
             syndrome: PAGE_FAULT | error,
             gpa: Some(Gpa(v.read64(vmcb::EXIT_INFO2) & !(GRANULE_SIZE - 1))),

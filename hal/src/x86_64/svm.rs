@@ -15,7 +15,10 @@
 //! general-purpose registers, `vmrun`; on the #VMEXIT the reverse, then `stgi`. The TSM runs
 //! with the global interrupt flag set and `RFLAGS.IF` clear, so the NMIs of a TLB shootdown
 //! (`smp`) reach it: an NMI that arrives while a guest runs is intercepted (a #VMEXIT), stays
-//! pending through the exit, and is taken by the TSM's handler at the `stgi`.
+//! pending through the exit, and is taken by the TSM's handler at the `stgi`. `RFLAGS.IF` is
+//! set only between `clgi` and `vmrun` (and again by the #VMEXIT until a `cli` before the
+//! `stgi`), where GIF holds interrupts off: it is the host IF VMRUN records, under which a TVM
+//! vCPU's physical interrupts are intercepted (`guest`).
 //!
 //! QEMU's TCG (PLATFORM-FACTS.md) saves no next RIP, has no decode assists, no flush-by-ASID
 //! and does not tag its TLB with ASIDs; the code relies on none of them: intercepted
@@ -114,6 +117,7 @@ pub mod vmcb {
 
 /// Intercept bits of `INTERCEPT_MISC1`.
 pub mod misc1 {
+    pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
     pub const INIT: u32 = 1 << 3;
     pub const CPUID: u32 = 1 << 18;
@@ -142,6 +146,7 @@ pub const V_INTR_MASKING: u32 = 1 << 24;
 
 /// #VMEXIT codes.
 pub mod exit {
+    pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const INIT: u64 = 0x63;
     pub const CPUID: u64 = 0x72;
@@ -595,7 +600,8 @@ impl Vmcb {
         // the intercepts that keep the guest off the TSM: nested paging on the host's table,
         // which maps no TSM memory), `gprs` (ours, exclusively borrowed) and this CPU's
         // state-save page; it returns on the #VMEXIT with the TSM's registers, stack and
-        // `vmsave` state restored and GIF set again.
+        // `vmsave` state restored, IF clear and GIF set again (IF is set only while GIF is
+        // clear, so no interrupt reaches the TSM).
         unsafe { svm_run(self.pa, gprs, self.tsm_state) };
         self.write64(vmcb::EVENT_INJ, 0);
         self.read64(vmcb::EXIT_CODE)
@@ -666,6 +672,11 @@ core::arch::global_asm!(
     "mov r14, [rsi + {r14}]",
     "mov r15, [rsi + {r15}]",
     "mov rsi, [rsi + {rsi}]",
+    // IF set for VMRUN alone (GIF, clear, still holds every interrupt off in the TSM): it is
+    // the host IF a guest with V_INTR_MASKING is run under, so a physical interrupt reaches the
+    // guest's INTR intercept (a #VMEXIT) instead of waiting for the host. A guest without
+    // V_INTR_MASKING (the host) masks them with its own IF, which this does not touch.
+    "sti",
     "vmrun rax",
     ".global svm_run_resume",
     "svm_run_resume:",
@@ -690,6 +701,9 @@ core::arch::global_asm!(
     "vmsave rax",
     "mov rax, [rsp + 16]",
     "vmload rax",
+    // The #VMEXIT restored the IF set above: cleared before GIF lets an interrupt through, so
+    // the TSM never takes one (an intercepted interrupt stays pending for the host).
+    "cli",
     "stgi",
     "add rsp, 24",
     "pop r15",

@@ -187,6 +187,24 @@ fn bench_guest_times_its_calls() {
     }
 }
 
+/// A host whose interrupts preempt vCPUs (a Linux host's timer): the driver re-runs a vCPU on
+/// each INTERRUPT exit (whose record it checks holds nothing else) and the scenarios with
+/// guests pass as without them, the interrupted vCPUs continuing where they were.
+#[test]
+fn host_interrupts_preempt_vcpus_and_the_scenarios_still_pass() {
+    for n in [id::LIFECYCLE, id::ACCEPTANCE] {
+        for format in FORMATS {
+            let sim = sim::Sim::new(format);
+            sim.interrupt_every(2);
+            let r = tsm_scenarios::run(&mut sim.host(), n);
+            assert_eq!(r, Ok(()), "scenario {n} on {format:?} under interrupts");
+            sim.check_clean();
+            let interrupts = sim.interrupts.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(interrupts > 0, "scenario {n} on {format:?}: no vCPU ran");
+        }
+    }
+}
+
 /// The single-CPU entry (what the host payload runs) fails loudly instead of passing.
 #[test]
 fn smp_on_one_cpu_fails_with_a_reason() {

@@ -9,7 +9,7 @@ use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_abi::status::{Status, StatusCode};
 use tsm_platform::{AddressMapFormat, PhysMem};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, FromZeros};
 
 use super::{CONTEXT_OFFSET, GuestExit, GuestStep, HostStep, Resume};
 use crate::testing::Harness;
@@ -203,7 +203,7 @@ fn faults_report_the_page_not_the_offset() {
     assert_eq!(rec.reason, ExitReason::Fault.raw());
     assert_eq!(rec.flags, (ExitFlags::GPA_VALID | ExitFlags::WRITE).bits());
     assert_eq!((rec.gpa, rec.syndrome), (0x1234_5000, 0x9200_0047));
-    // An exception with no address (an undefined instruction, an interrupt).
+    // An exception with no address (an undefined instruction).
     assert_eq!(m.enter(), Resume::Continue);
     let step = m.trap(GuestExit::Fault {
         syndrome: 0x0200_0000,
@@ -213,6 +213,39 @@ fn faults_report_the_page_not_the_offset() {
     assert_eq!(step, exited(ExitReason::Fault));
     let rec = m.record();
     assert_eq!((rec.flags, rec.gpa, rec.syndrome), (0, 0, 0x0200_0000));
+}
+
+#[test]
+fn an_interrupt_exits_with_nothing_but_its_reason_and_the_vcpu_continues() {
+    for f in FORMATS {
+        let m = vm(f, true);
+        m.enter();
+        // A fault first, so the record holds fields the interrupt's must clear.
+        let fault = GuestExit::Fault {
+            syndrome: 0x9200_0047,
+            gpa: Some(Gpa(0x1234_5678)),
+            write: true,
+        };
+        assert_eq!(m.trap(fault), exited(ExitReason::Fault));
+        assert_eq!(m.enter(), Resume::Continue);
+        assert_eq!(m.trap(GuestExit::Interrupt), exited(ExitReason::Interrupt));
+        let rec = m.record();
+        assert_eq!(
+            rec,
+            VcpuExit {
+                reason: ExitReason::Interrupt.raw(),
+                ..VcpuExit::new_zeroed()
+            }
+        );
+        // The run ended (the vCPU can be run again, not destroyed while it runs) and the next
+        // one continues where the vCPU was, as often as the host is interrupted.
+        for _ in 0..3 {
+            assert_eq!(m.enter(), Resume::Continue);
+            assert_eq!(m.trap(GuestExit::Interrupt), exited(ExitReason::Interrupt));
+        }
+        assert_eq!(m.enter(), Resume::Continue);
+        assert_eq!(m.call(CallId::G_EXIT, &[0]), exited(ExitReason::GuestExit));
+    }
 }
 
 #[test]

@@ -280,6 +280,45 @@ fn a_vcpu_stays_claimed_until_the_hal_has_left_it() {
     );
 }
 
+/// A host interrupt ends the host's VCPU_RUN with INTERRUPT and nothing else in the record;
+/// the next VCPU_RUN continues the vCPU where it was.
+#[test]
+fn an_interrupt_ends_the_run_and_the_next_continues() {
+    let h = harness(AddressMapFormat::ArmStage2);
+    let (_, vcpu, record) = active_vcpu(&h);
+    let vcpu_run = HostExit::Call(regs(CallId::VCPU_RUN, &[vcpu.0, record.0]));
+    let mut host = Host {
+        traps: VecDeque::from([
+            vcpu_run,
+            vcpu_run,
+            HostExit::Call(regs(CallId::SYSTEM_OFF, &[0])),
+        ]),
+        ..Host::default()
+    };
+    let guest = Guest {
+        exits: RefCell::new(VecDeque::from([
+            Ok(GuestExit::Interrupt),
+            Ok(GuestExit::Call(regs(CallId::G_EXIT, &[5]))),
+        ])),
+        ..Guest::default()
+    };
+    assert_eq!(run(&h, &mut host, &guest), ExitCode::Success);
+    assert_eq!(
+        host.results,
+        [
+            exited(ExitReason::Interrupt),
+            exited(ExitReason::GuestExit)
+        ]
+    );
+    let resumes: Vec<Resume> = guest.entries.borrow().iter().map(|e| e.2).collect();
+    assert!(matches!(
+        resumes.as_slice(),
+        [Resume::Start { .. }, Resume::Continue]
+    ));
+    let rec = read_record(&h, record);
+    assert_eq!((rec.reason, rec.code), (ExitReason::GuestExit.raw(), 5));
+}
+
 #[test]
 fn an_entry_error_is_a_fault_exit_without_an_address() {
     let h = harness(AddressMapFormat::X86_64FourLevel);

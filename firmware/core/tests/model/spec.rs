@@ -2021,7 +2021,7 @@ impl Model {
         v.started = true;
         v.return_denied = false;
         match exit {
-            RunExit::Fault => {}
+            RunExit::Fault | RunExit::Interrupt => {}
             RunExit::GuestExit => v.exited = true,
             RunExit::DeniedCall => v.return_denied = true,
         }
@@ -2133,6 +2133,8 @@ impl Model {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum RunExit {
     Fault,
+    /// A host interrupt: the vCPU continues where it was on its next run.
+    Interrupt,
     GuestExit,
     DeniedCall,
 }

@@ -3,10 +3,12 @@
 //! images' loop takes for each host call), and this harness plays the HAL's part of it as the
 //! loop's `GuestCpu`: it runs a vCPU, which is a thread executing the guest script in-process,
 //! until the vCPU's next trap (a guest call, or an access the TVM's map does not allow, found by
-//! walking the core's own address map).
+//! walking the core's own address map). It can stand for a host whose interrupts preempt vCPUs
+//! too ([`Sim::interrupt_every`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +33,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 struct VcpuThread {
     resume: Sender<Resume>,
     traps: Receiver<GuestExit>,
+    /// The trap an interrupt came just before: the vCPU reaches it again when it continues.
+    held: Option<GuestExit>,
 }
 
 /// The simulated machine, shared by the host CPUs and the vCPU threads.
@@ -39,6 +43,11 @@ pub struct Sim {
     format: AddressMapFormat,
     vcpus: Mutex<HashMap<u64, VcpuThread>>,
     image: Vec<u8>,
+    /// Every this many guest traps, a host interrupt arrives just before the trap (0: never).
+    interrupt_every: AtomicU64,
+    /// Guest traps so far, and the interrupts reported.
+    traps: AtomicU64,
+    pub interrupts: AtomicU64,
 }
 
 impl Sim {
@@ -54,7 +63,15 @@ impl Sim {
             format,
             vcpus: Mutex::new(HashMap::new()),
             image,
+            interrupt_every: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            interrupts: AtomicU64::new(0),
         })
+    }
+
+    /// From now on a host interrupt preempts every `n`th guest trap (0: none).
+    pub fn interrupt_every(&self, n: u64) {
+        self.interrupt_every.store(n, Ordering::Relaxed);
     }
 
     /// A host CPU.
@@ -87,10 +104,24 @@ impl Sim {
             vcpus.insert(context.0, self.spawn(root, arg0));
         }
         let t = vcpus
-            .get(&context.0)
+            .get_mut(&context.0)
             .expect("the core resumes only started vCPUs");
+        if let Some(trap) = t.held.take() {
+            // As the HALs: an interrupted vCPU is continued, its next trap is the one it was
+            // about to take.
+            assert_eq!(resume, Resume::Continue, "an interrupted vCPU resumed");
+            return trap;
+        }
         t.resume.send(resume).expect("vCPU thread alive");
-        t.traps.recv_timeout(STEP_TIMEOUT).expect("the guest traps")
+        let trap = t.traps.recv_timeout(STEP_TIMEOUT).expect("the guest traps");
+        let every = self.interrupt_every.load(Ordering::Relaxed);
+        let n = self.traps.fetch_add(1, Ordering::Relaxed) + 1;
+        if every != 0 && n.is_multiple_of(every) {
+            t.held = Some(trap);
+            self.interrupts.fetch_add(1, Ordering::Relaxed);
+            return GuestExit::Interrupt;
+        }
+        trap
     }
 
     /// A vCPU: a thread that runs the guest script, one trap at a time.
@@ -129,7 +160,11 @@ impl Sim {
                 }
             }
         });
-        VcpuThread { resume, traps }
+        VcpuThread {
+            resume,
+            traps,
+            held: None,
+        }
     }
 }
 
