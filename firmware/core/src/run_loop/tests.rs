@@ -305,10 +305,7 @@ fn an_interrupt_ends_the_run_and_the_next_continues() {
     assert_eq!(run(&h, &mut host, &guest), ExitCode::Success);
     assert_eq!(
         host.results,
-        [
-            exited(ExitReason::Interrupt),
-            exited(ExitReason::GuestExit)
-        ]
+        [exited(ExitReason::Interrupt), exited(ExitReason::GuestExit)]
     );
     let resumes: Vec<Resume> = guest.entries.borrow().iter().map(|e| e.2).collect();
     assert!(matches!(
