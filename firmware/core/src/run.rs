@@ -74,12 +74,14 @@
 //! | G_EXIT(code) | `GUEST_EXIT(code)`; the vCPU never runs again |
 //! | a call returning `NeedsDeviceIo` (G_VDEV_ACCEPT, G_VDEV_STOP) | `DEVICE_REQUEST(vdev, op)`; the next VCPU_RUN exits again at once while the operation is pending, else resumes the guest with the operation's result |
 //! | a host call ID | `DENIED_CALL(fid)`; the guest gets `Denied` when it next runs |
-//! | stage-2 / page fault, other exception, interrupt | `FAULT(syndrome, gpa)`; the guest retries the instruction when it next runs |
+//! | stage-2 / page fault, other exception | `FAULT(syndrome, gpa)`; the guest retries the instruction when it next runs |
+//! | a physical interrupt for the host | `INTERRUPT`, no other field; the guest continues where it was when it next runs |
 //!
 //! VCPU_RUN itself returns `SUCCESS` with result 1 = the [`ExitReason`] once the record is
 //! written; if the host made the record's granule unusable meanwhile (delegated it), it returns
-//! `InvalidBuffer(2)` and the exit is lost (a fault or request simply recurs; GUEST_EXIT is
-//! visible as `ObjectState(1)` on the next VCPU_RUN).
+//! `InvalidBuffer(2)` and the exit is lost (a fault or request simply recurs, an interrupt is
+//! the host's to take anyway; GUEST_EXIT is visible as `ObjectState(1)` on the next
+//! VCPU_RUN).
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::call::args;
