@@ -614,18 +614,7 @@ pub fn invalidate_tvm_ipa(vmid: Vmid, gpa: Gpa) {
 
 /// Drops every CPU's cached translations tagged with `vmid`.
 pub fn invalidate_tvm_all(vmid: Vmid) {
-    with_vmid(vmid, || {
-        // SAFETY: TLB maintenance and barriers only drop cached translations.
-        unsafe {
-            core::arch::asm!(
-                "dsb ishst",
-                "tlbi vmalls12e1is",
-                "dsb ish",
-                "isb",
-                options(nostack, preserves_flags)
-            )
-        };
-    });
+    with_vmid(vmid, flush_loaded_vmid);
 }
 
 /// Runs `f` with VTTBR_EL2 naming `vmid` (TLB maintenance by IPA or VMID uses the VMID in
@@ -740,19 +729,23 @@ fn make_visible() {
 /// Drops every CPU's cached translations of the host's VMID, stage 2 and combined, and waits
 /// until that is done.
 fn flush_host_all() {
-    as_host(|| {
-        // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor
-        // store before it is made visible to the walkers first (dsb ishst).
-        unsafe {
-            core::arch::asm!(
-                "dsb ishst",
-                "tlbi vmalls12e1is",
-                "dsb ish",
-                "isb",
-                options(nostack, preserves_flags)
-            )
-        };
-    });
+    as_host(flush_loaded_vmid);
+}
+
+/// Drops every CPU's cached translations, stage 2 and combined, of the VMID in VTTBR_EL2, and
+/// waits until that is done.
+fn flush_loaded_vmid() {
+    // SAFETY: TLB maintenance and barriers only drop cached translations; the descriptor store
+    // before it is made visible to the walkers first (dsb ishst).
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// [`flush_ipa`] of a host IPA, under the host's VMID.
