@@ -19,11 +19,13 @@ pub struct Paging {
     pub efer: u64,
 }
 
-const CR0_PG: u64 = 1 << 31;
+/// CR0.PG: paging on (also read by the SVM intercepts).
+pub(crate) const CR0_PG: u64 = 1 << 31;
 const CR4_PSE: u64 = 1 << 4;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
+/// EFER.LMA: long mode active (also read by the SVM intercepts and the config-write emulation).
+pub(crate) const EFER_LMA: u64 = 1 << 10;
 const PRESENT: u64 = 1 << 0;
 const LARGE: u64 = 1 << 7;
 /// Bits 51:12 of an 8-byte entry.

@@ -21,9 +21,8 @@ use super::svm::{Gprs, Vmcb, vmcb};
 use super::{paging, pci};
 use crate::q35_chipset::{self, Verdict};
 use crate::x86_store::{self, Mode, Source};
-use crate::x86_walk::{self, Paging};
+use crate::x86_walk::{self, EFER_LMA, Paging};
 
-const EFER_LMA: u64 = 1 << 10;
 /// VMCB segment attributes: L (64-bit code) and D/B.
 const CS_L: u16 = 1 << 9;
 const CS_D: u16 = 1 << 10;

@@ -43,6 +43,7 @@ use tsm_abi::regs::CallRegs;
 use super::cpu;
 use super::linux::{self, Port};
 use super::svm::{self, Gprs, Segment, Vmcb, exit, misc1, misc2, vmcb};
+use crate::x86_walk::{CR0_PG, EFER_LMA};
 
 /// The intercepts every guest gets (module doc).
 pub const INTERCEPTS_MISC1: u32 = misc1::NMI
@@ -64,9 +65,7 @@ pub const INTERCEPTS_MISC2: u32 = misc2::XSETBV
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
-const CR0_PG: u64 = 1 << 31;
 const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 /// The EFER bits a guest may write.
 const EFER_GUEST_WRITABLE: u64 = cpu::EFER_SCE | EFER_LME | EFER_NXE;
