@@ -561,13 +561,22 @@ impl HostStage2 {
             return Err(Stage2Error::AlreadyMapped);
         }
         let (l3, pool) = self.l3_of(&s, current)?;
+        // Whatever the caller wrote into the granule (UNDELEGATE's scrub) is complete before
+        // any walker can see the granule mapped.
+        // SAFETY: a barrier only orders this CPU's memory accesses.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
         l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
             .compare_exchange(0, pa.0 | HOST_PAGE, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::AlreadyMapped)?;
         if let Some(i) = pool {
             s.count(i, false);
         }
-        flush_host_ipa(pa);
+        // Invalid to valid needs no TLB invalidation: no TLB holds a translation that faults
+        // (Arm ARM, "Translation table entries that generate a Translation fault ... are never
+        // cached in a TLB"), and `unmap_from_host` invalidated the old one when it cleared the
+        // entry. Only the descriptor must reach the walkers; a host access that faulted in
+        // between is retried (`host_maps`).
+        make_visible();
         Ok(())
     }
 }
