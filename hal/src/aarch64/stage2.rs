@@ -498,6 +498,9 @@ impl HostStage2 {
     /// for `pa`'s, which it leaves out. Break before make: the entry is cleared, every cached
     /// translation of the block dropped (CPUs and `walkers`), then the table goes in, so no
     /// moment has both or reaches `pa` after the drop.
+    // Out of line: once per 2 MiB block, and inlined its registers made every granule's
+    // (un)delegate save and restore more of them.
+    #[inline(never)]
     fn split_taking(
         &self,
         s: &mut SplitPool,

@@ -303,6 +303,9 @@ impl Tables {
     /// Replaces the 2 MiB page at PD entry `pde` (value `large`) by a split table with the same
     /// translations but for `pa`'s, which it leaves out. One aligned 8-byte store: a walk sees
     /// the 2 MiB page or the table (the caller's TLB work then drops the 2 MiB page).
+    // Out of line: once per 2 MiB block, and inlined its registers made every granule's
+    // (un)delegate save and restore more of them.
+    #[inline(never)]
     fn split_taking(&mut self, pde: *mut u64, large: u64, pa: Pa) -> Result<(), PagingError> {
         let i = self.free_split_table()?;
         let sp = self.splits.as_mut().ok_or(PagingError::NoSplitTable)?;
@@ -660,8 +663,8 @@ pub fn unmap_from_host(pa: Pa) -> Result<(), PagingError> {
 /// present to present (or the granule's 2 MiB page still maps it), and x86 TLBs never cache a
 /// translation whose entry is not present (Intel SDM, "Details of TLB Use"; AMD's nested
 /// paging likewise); the PD entry above it is unchanged, so no paging-structure cache
-/// holds anything stale either. The store is visible to every walker once the lock's release
-/// publishes it, and the scrub before it (UNDELEGATE) is ordered first by x86's store order.
+/// holds anything stale either. x86 makes ordinary stores visible in program order, so the
+/// scrub before it (UNDELEGATE's `movdqa` stores, not non-temporal ones) is visible first.
 pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
     let mut nested = NESTED.lock();
     let n = nested.as_mut().ok_or(PagingError::NotReady)?;
