@@ -574,10 +574,9 @@ impl HostStage2 {
         if let Some(i) = pool {
             s.count(i, false);
         }
-        // Invalid to valid needs no TLB invalidation: no TLB holds a translation that faults
-        // (Arm ARM, "Translation table entries that generate a Translation fault ... are never
-        // cached in a TLB"), and `unmap_from_host` invalidated the old one when it cleared the
-        // entry. Only the descriptor must reach the walkers; a host access that faulted in
+        // Invalid to valid needs no TLB invalidation: the Arm ARM lets no TLB hold an entry
+        // that gives a Translation fault, and `unmap_from_host` invalidated the old one when it
+        // cleared the entry. Only the descriptor must reach the walkers; a host access that faulted in
         // between is retried (`host_maps`).
         make_visible();
         Ok(())

@@ -22,7 +22,7 @@ use crate::viommu_glue;
 /// VERSION / G_VERSION: the caller names the version it wants; it gets it if it is in range,
 /// and always learns the range.
 /// Never refused: every outcome is a result, and none has anything past VERSION's three
-/// results (the dispatcher relies on that to skip the trim, `Tsm::host_dispatch`).
+/// results (the dispatcher relies on that to skip the trim, `Tsm::host`).
 pub fn version(requested: u64) -> CallResult {
     let range = [0, version::LOWEST.to_raw(), version::HIGHEST.to_raw(), 0];
     let Some(req) = AbiVersion::from_raw(requested) else {
