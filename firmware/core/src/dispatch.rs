@@ -145,14 +145,8 @@ impl Tsm<'_> {
                     .unwrap_or(HostNext::Reply(CallResult::status(s)));
             }
         };
-        match self.host(call) {
-            Ok(HostNext::Reply(mut r)) => {
-                keep_results(&mut r, info);
-                HostNext::Reply(r)
-            }
-            Ok(run) => run,
-            Err(s) => HostNext::Reply(CallResult::status(s)),
-        }
+        self.host(call, info)
+            .unwrap_or_else(|s| HostNext::Reply(CallResult::status(s)))
     }
 
     /// One guest call of the running vCPU `vcpu` (the HAL's, never a guest register).
@@ -238,10 +232,14 @@ impl Tsm<'_> {
         }
     }
 
-    fn host(&self, call: HostCall) -> Result<HostNext, Status> {
+    /// A host call's handler; a reply is trimmed to the call's result count (`info`).
+    fn host(&self, call: HostCall, info: CallInfo) -> Result<HostNext, Status> {
         use HostCall::*;
         let reply = match call {
-            Version(a) => system::version(a.requested),
+            // Straight to its result: through the common tail below, VERSION's result went to
+            // the stack and back to be trimmed to a result count it already keeps
+            // (`system::version`).
+            Version(a) => return Ok(HostNext::Reply(system::version(a.requested))),
             Features(a) => system::features(self, a),
             ConsoleWrite(a) => system::console_write(self, a),
             SystemOff(a) => system::system_off(self, a),
@@ -281,7 +279,9 @@ impl Tsm<'_> {
             EventRead(a) => guest::event_read(self, a),
             TestDmaInject(a) => guest::test_dma_inject(self, a),
         };
-        reply.map(HostNext::Reply)
+        let mut r = reply?;
+        keep_results(&mut r, info);
+        Ok(HostNext::Reply(r))
     }
 
     /// A guest call's handler; a reply goes into `out` (`Ok(None)`).
@@ -296,7 +296,7 @@ impl Tsm<'_> {
     ) -> Result<Option<GuestNext>, Status> {
         use GuestCall::*;
         let reply = match call {
-            GVersion(a) => system::version(a.requested),
+            GVersion(a) => Ok(system::version(a.requested)),
             GConsoleWrite(a) => guest::console_write(self, g, a),
             GExit(a) => return guest::exit(self, g, a).map(Some),
             GTvmInfo(_) => guest::tvm_info(self, g),

@@ -498,6 +498,9 @@ impl HostStage2 {
     /// for `pa`'s, which it leaves out. Break before make: the entry is cleared, every cached
     /// translation of the block dropped (CPUs and `walkers`), then the table goes in, so no
     /// moment has both or reaches `pa` after the drop.
+    // Out of line: once per 2 MiB block, and inlined its registers made every granule's
+    // (un)delegate save and restore more of them.
+    #[inline(never)]
     fn split_taking(
         &self,
         s: &mut SplitPool,
@@ -561,13 +564,21 @@ impl HostStage2 {
             return Err(Stage2Error::AlreadyMapped);
         }
         let (l3, pool) = self.l3_of(&s, current)?;
+        // Whatever the caller wrote into the granule (UNDELEGATE's scrub) is complete before
+        // any walker can see the granule mapped.
+        // SAFETY: a barrier only orders this CPU's memory accesses.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
         l3.0[((pa.0 >> GRANULE_SHIFT) % ENTRIES) as usize]
             .compare_exchange(0, pa.0 | HOST_PAGE, Ordering::AcqRel, Ordering::Acquire)
             .map_err(|_| Stage2Error::AlreadyMapped)?;
         if let Some(i) = pool {
             s.count(i, false);
         }
-        flush_host_ipa(pa);
+        // Invalid to valid needs no TLB invalidation: the Arm ARM lets no TLB hold an entry
+        // that gives a Translation fault, and `unmap_from_host` invalidated the old one when it
+        // cleared the entry. Only the descriptor must reach the walkers; a host access that faulted in
+        // between is retried (`host_maps`).
+        make_visible();
         Ok(())
     }
 }

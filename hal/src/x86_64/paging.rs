@@ -303,6 +303,9 @@ impl Tables {
     /// Replaces the 2 MiB page at PD entry `pde` (value `large`) by a split table with the same
     /// translations but for `pa`'s, which it leaves out. One aligned 8-byte store: a walk sees
     /// the 2 MiB page or the table (the caller's TLB work then drops the 2 MiB page).
+    // Out of line: once per 2 MiB block, and inlined its registers made every granule's
+    // (un)delegate save and restore more of them.
+    #[inline(never)]
     fn split_taking(&mut self, pde: *mut u64, large: u64, pa: Pa) -> Result<(), PagingError> {
         let i = self.free_split_table()?;
         let sp = self.splits.as_mut().ok_or(PagingError::NoSplitTable)?;
@@ -646,23 +649,26 @@ pub fn activate() -> Result<(), PagingError> {
 /// CPU reaches it from the host: each CPU flushes its TLB before its next VMRUN
 /// (`svm::nested_changed`), and one running the host now leaves it for the shootdown NMI.
 pub fn unmap_from_host(pa: Pa) -> Result<(), PagingError> {
-    set_host(pa, false)
-}
-
-/// Gives a granule back to the host.
-pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
-    set_host(pa, true)
-}
-
-fn set_host(pa: Pa, host: bool) -> Result<(), PagingError> {
     let mut nested = NESTED.lock();
     let n = nested.as_mut().ok_or(PagingError::NotReady)?;
-    n.set_nested(pa, host)?;
+    n.set_nested(pa, false)?;
     super::svm::nested_changed();
     // Every CPU may run the host: a stale translation elsewhere would keep a delegated granule
-    // reachable (or fault on one just given back).
+    // reachable.
     smp::shootdown(None);
     Ok(())
+}
+
+/// Gives a granule back to the host. No CPU's TLB needs flushing: the leaf goes from not
+/// present to present (or the granule's 2 MiB page still maps it), and x86 TLBs never cache a
+/// translation whose entry is not present (Intel SDM, "Details of TLB Use"; AMD's nested
+/// paging likewise); the PD entry above it is unchanged, so no paging-structure cache
+/// holds anything stale either. x86 makes ordinary stores visible in program order, so the
+/// scrub before it (UNDELEGATE's `movdqa` stores, not non-temporal ones) is visible first.
+pub fn map_to_host(pa: Pa) -> Result<(), PagingError> {
+    let mut nested = NESTED.lock();
+    let n = nested.as_mut().ok_or(PagingError::NotReady)?;
+    n.set_nested(pa, true)
 }
 
 /// Takes a page of a host BAR away from the host, for a TVM's private MMIO: out of the host's

@@ -663,6 +663,9 @@ impl Vtd {
     /// translations but for `pa`'s, which it leaves out: one aligned store (the unit's walk sees
     /// the page or the table), then a domain-selective invalidation that drops the page from the
     /// IOTLB and the paging-structure caches.
+    // Out of line: once per 2 MiB block, and inlined its registers made every granule's
+    // (un)delegate save and restore more of them.
+    #[inline(never)]
     fn split_taking(&mut self, pde: u64, large: u64, pa: Pa) -> Result<(), VtdError> {
         let i = self.free_split_table()?;
         let table = self.splits.table(i);
