@@ -77,11 +77,11 @@ pub fn rewrite(input: &[u8], edits: &Edits<'_>, out: &mut [u8]) -> Result<usize,
     let tree = Tree::parse(input)?;
     let names = Names::new(tree.strings, edits);
     // First pass: only the structure block's size, which places the strings block.
-    let mut count = Count(0);
+    let mut count = Sink { buf: None, at: 0 };
     Walk::new(&tree, edits, &names).run(&mut count)?;
     let rsv_off = HEADER;
     let struct_off = rsv_off + tree.rsvmap.len();
-    let strings_off = struct_off + count.0;
+    let strings_off = struct_off + count.at;
     let strings_len = names.total_len();
     let total = strings_off + strings_len;
     let buf = out.get_mut(..total).ok_or(FdtError::TooBig)?;
@@ -95,18 +95,18 @@ pub fn rewrite(input: &[u8], edits: &Edits<'_>, out: &mut [u8]) -> Result<usize,
         LAST_COMPATIBLE,
         tree.boot_cpu,
         strings_len as u32,
-        count.0 as u32,
+        count.at as u32,
     ];
     for (i, w) in header.iter().enumerate() {
         buf[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
     }
     buf[rsv_off..struct_off].copy_from_slice(tree.rsvmap);
-    let mut w = Write {
-        buf: &mut buf[struct_off..strings_off],
+    let mut w = Sink {
+        buf: Some(&mut buf[struct_off..strings_off]),
         at: 0,
     };
     Walk::new(&tree, edits, &names).run(&mut w)?;
-    if w.at != count.0 {
+    if w.at != count.at {
         return Err(FdtError::Malformed);
     }
     names.write(&mut buf[strings_off..])?;
@@ -228,7 +228,10 @@ impl<'a> Names<'a> {
     }
 
     fn write(&self, out: &mut [u8]) -> Result<(), FdtError> {
-        let mut w = Write { buf: out, at: 0 };
+        let mut w = Sink {
+            buf: Some(out),
+            at: 0,
+        };
         w.put(self.input)?;
         for a in &self.added[..self.n_added] {
             w.put(a.as_bytes())?;
@@ -238,49 +241,37 @@ impl<'a> Names<'a> {
     }
 }
 
-/// Where a pass puts its bytes.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), FdtError>;
-}
-
-/// The first pass: counts.
-struct Count(usize);
-
-impl Sink for Count {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), FdtError> {
-        self.0 = self.0.checked_add(bytes.len()).ok_or(FdtError::TooBig)?;
-        Ok(())
-    }
-}
-
-/// The second pass: writes.
-struct Write<'b> {
-    buf: &'b mut [u8],
+/// Where a pass puts its bytes: the first pass only counts them (`buf` is `None`), the second
+/// writes them. One type rather than a trait with a type per pass: LLVM specialised the walk
+/// for each pass's (constant) vtable, two copies of 5 and 8 KiB in the aarch64 image.
+struct Sink<'b> {
+    buf: Option<&'b mut [u8]>,
     at: usize,
 }
 
-impl Sink for Write<'_> {
+impl Sink<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), FdtError> {
         let end = self.at.checked_add(bytes.len()).ok_or(FdtError::TooBig)?;
-        self.buf
-            .get_mut(self.at..end)
-            .ok_or(FdtError::TooBig)?
-            .copy_from_slice(bytes);
+        if let Some(buf) = self.buf.as_deref_mut() {
+            buf.get_mut(self.at..end)
+                .ok_or(FdtError::TooBig)?
+                .copy_from_slice(bytes);
+        }
         self.at = end;
         Ok(())
     }
 }
 
-fn token(s: &mut dyn Sink, t: u32) -> Result<(), FdtError> {
+fn token(s: &mut Sink<'_>, t: u32) -> Result<(), FdtError> {
     s.put(&t.to_be_bytes())
 }
 
 /// Pads to the next 4-byte boundary after `len` bytes.
-fn pad(s: &mut dyn Sink, len: usize) -> Result<(), FdtError> {
+fn pad(s: &mut Sink<'_>, len: usize) -> Result<(), FdtError> {
     s.put(&[0; 3][..(4 - len % 4) % 4])
 }
 
-fn begin_node(s: &mut dyn Sink, name: &[u8]) -> Result<(), FdtError> {
+fn begin_node(s: &mut Sink<'_>, name: &[u8]) -> Result<(), FdtError> {
     token(s, BEGIN_NODE)?;
     s.put(name)?;
     s.put(&[0])?;
@@ -288,7 +279,7 @@ fn begin_node(s: &mut dyn Sink, name: &[u8]) -> Result<(), FdtError> {
 }
 
 /// A property whose value is the concatenation of `parts`.
-fn prop(s: &mut dyn Sink, name_off: u32, parts: &[&[u8]]) -> Result<(), FdtError> {
+fn prop(s: &mut Sink<'_>, name_off: u32, parts: &[&[u8]]) -> Result<(), FdtError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     token(s, PROP)?;
     s.put(&(len as u32).to_be_bytes())?;
@@ -359,7 +350,7 @@ impl<'t, 'a> Walk<'t, 'a> {
         unit_address(&path[..end]).is_some_and(|u| self.edits.drop_units.contains(&u))
     }
 
-    fn chosen_props(&self, s: &mut dyn Sink) -> Result<(), FdtError> {
+    fn chosen_props(&self, s: &mut Sink<'_>) -> Result<(), FdtError> {
         for (name, value) in self.edits.chosen {
             let off = self.off(name)?;
             match value {
@@ -370,7 +361,7 @@ impl<'t, 'a> Walk<'t, 'a> {
         Ok(())
     }
 
-    fn reserved_memory(&self, s: &mut dyn Sink) -> Result<(), FdtError> {
+    fn reserved_memory(&self, s: &mut Sink<'_>) -> Result<(), FdtError> {
         let (ac, sc) = self.root_cells;
         begin_node(s, b"reserved-memory")?;
         prop(s, self.off("#address-cells")?, &[&ac.to_be_bytes()])?;
@@ -395,7 +386,7 @@ impl<'t, 'a> Walk<'t, 'a> {
         token(s, END_NODE)
     }
 
-    fn run(mut self, s: &mut dyn Sink) -> Result<(), FdtError> {
+    fn run(mut self, s: &mut Sink<'_>) -> Result<(), FdtError> {
         let st = self.tree.structure;
         let mut at = 0usize;
         // Open nodes; the root is depth 1.
