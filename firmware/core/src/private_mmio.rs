@@ -8,8 +8,8 @@
 //! range and page it expects there (G_VDEV_MMIO_VALIDATE).
 //!
 //! **The record.** Which pages a vdevice has mapped is recorded at the end of its VDEV granule,
-//! before its DMA tables ([`MMIO_MAPS_OFFSET`]), not in [`VdevObj`](crate::objects::VdevObj), so calls that lock the
-//! VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
+//! before its DMA tables ([`MMIO_MAPS_OFFSET`]), not in
+//! [`VdevObj`](crate::objects::VdevObj), so calls that lock the VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
 //! RUN, which hold the VDEV but not the TVM, can find and clear the entries.
 //!
 //! **Locks.** The record and the entries it names change only under the VDEV's lock. Every

@@ -21,7 +21,7 @@ use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, Guard, Handle, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM,
-    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VDEV_TABLES_SIZE,
+    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VDEV_ZEROED,
     VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle, VdevHead, VdevLinks, ViommuHandle,
     ViommuObj, internal,
 };
@@ -288,16 +288,11 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         .checked_add(1)
         .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
-    // Built in place: the object's tables start as zero bytes (objects' tests), so its head
-    // and the tables zeroed after it are the whole new object, every byte of it written (a
-    // delegated granule holds what the host put there), without a 1.8 KiB copy through the
-    // frame. The head follows whole, so its bytes are not zeroed first.
-    let tables = gv
-        .pa()
-        .checked_add(size_of::<VdevHead>() as u64)
-        .ok_or_else(internal)?;
+    // Built in place: the object's tables start as zero bytes (objects' tests), so the zeroed
+    // object and its head are every byte of the new object (a delegated granule holds what the
+    // host put there), without a 1.8 KiB copy through the frame.
     t.platform
-        .zero(tables, VDEV_TABLES_SIZE)
+        .zero(gv.pa(), VDEV_ZEROED)
         .map_err(|_| internal())?;
     let head = VdevHead::new(links, params, io.vtype, po.tdisp_version);
     objects::save_new(t, &gv, &head)?;

@@ -761,13 +761,6 @@ impl Child for VdevHead {
     }
 }
 
-/// Bytes of a VDEV's vIOMMU tables, which follow its head to the end of the object.
-pub const VDEV_TABLES_SIZE: usize = size_of::<VdevObj>().saturating_sub(size_of::<VdevHead>());
-const _: () = assert!(
-    offset_of!(VdevObj, pasids) == size_of::<VdevHead>()
-        && size_of::<VdevObj>() > size_of::<VdevHead>()
-);
-
 /// `VdevObj::guest_result` while the guest's operation runs.
 pub const GUEST_OP_PENDING: u32 = u32::MAX;
 
@@ -780,6 +773,13 @@ pub const MMIO_MAPS_OFFSET: u64 =
     DMA_TABLES_OFFSET - size_of::<crate::private_mmio::MmioMaps>() as u64;
 /// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
 pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
+/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object rounded up to
+/// whole 256-byte blocks, which both HALs zero with block stores (x86_64's SSE path takes whole
+/// 256-byte steps only, aarch64's 64-byte blocks) instead of a string or byte loop for the
+/// object's odd size. The bytes past the object lie in the report area, which holds nothing a
+/// call reads until a bind writes it (`report_len` is 0).
+pub const VDEV_ZEROED: usize = size_of::<VdevObj>().next_multiple_of(256);
+const _: () = assert!(VDEV_ZEROED as u64 <= MMIO_MAPS_OFFSET);
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
@@ -867,6 +867,37 @@ mod tests {
         let mut v = vdev(S::Starting, Op::Start);
         v.guest_result = GUEST_OP_PENDING;
         assert_eq!(v.invariants(), Ok(()));
+    }
+
+    /// Destroying a vdevice keeps the slots in use the first `vdevs`, which VDEV_CREATE reads
+    /// alone (and takes the next one).
+    #[test]
+    fn a_released_slot_keeps_the_table_packed() {
+        let mut p = PdevObj::new(PdevParams::new_zeroed());
+        for (i, s) in p.pbdfs.iter_mut().take(3).enumerate() {
+            *s = PbdfSlot {
+                vdev: 0x1000 * (i as u64 + 1),
+                pbdf: i as u32,
+                used: 1,
+            };
+        }
+        p.vdevs = 3;
+        assert_eq!(p.invariants(), Ok(()));
+        p.release_pbdf(0x1000).unwrap();
+        assert_eq!(p.invariants(), Ok(()));
+        assert_eq!(
+            (p.vdevs, p.pbdfs[0].vdev, p.pbdfs[1].vdev),
+            (2, 0x3000, 0x2000)
+        );
+        assert_eq!(p.release_pbdf(0x1000), Err(internal()));
+        p.release_pbdf(0x2000).unwrap();
+        p.release_pbdf(0x3000).unwrap();
+        assert_eq!((p.vdevs, p.invariants()), (0, Ok(())));
+        assert_eq!(p.release_pbdf(0x3000), Err(internal()));
+        let mut t = TvmObj::new(Pa(0), 40, 1);
+        t.vbdfs[1].used = 1;
+        t.vdevs = 1;
+        assert!(t.invariants().is_err(), "a hole before a slot in use");
     }
 
     #[test]
