@@ -8,8 +8,8 @@
 //! range and page it expects there (G_VDEV_MMIO_VALIDATE).
 //!
 //! **The record.** Which pages a vdevice has mapped is recorded at the end of its VDEV granule,
-//! before its DMA tables ([`MMIO_MAPS_OFFSET`]), not in [`VdevObj`], so calls that lock the
-//! VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
+//! before its DMA tables ([`MMIO_MAPS_OFFSET`]), not in
+//! [`VdevObj`](crate::objects::VdevObj), so calls that lock the VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
 //! RUN, which hold the VDEV but not the TVM, can find and clear the entries.
 //!
 //! **Locks.** The record and the entries it names change only under the VDEV's lock. Every
@@ -28,7 +28,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::addrmap::format::Entry;
 use crate::addrmap::{self, LEAF_LEVEL, Leaf, MapKind, Perms};
 use crate::granule::GranuleState;
-use crate::objects::{MMIO_MAPS_OFFSET, REPORT_CAPACITY, VdevObj, internal};
+use crate::objects::{MMIO_MAPS_OFFSET, REPORT_CAPACITY, VdevHead, internal};
 use crate::tsm::Tsm;
 
 /// Pages of MMIO one vdevice may have mapped at a time (FEATURES `QUEUE_LIMITS`): 64 KiB, what
@@ -142,7 +142,11 @@ impl Tsm<'_> {
 
     /// Writes the MMIO record of the VDEV granule at `vdev`, which the caller holds.
     pub(crate) fn set_mmio_record(&self, vdev: Pa, m: &MmioMaps) -> Result<(), Status> {
-        m.invariants().map_err(|_| internal())?;
+        // As for objects (`objects::write`): a violation is a TSM bug, never the result of host
+        // or guest input (the calls check every page before they change the record), so debug
+        // builds stop on one at every write and release images skip the scans (~100
+        // instructions on VDEV_CREATE's empty record).
+        debug_assert!(m.invariants().is_ok(), "{:?}", m.invariants());
         let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
         self.platform
             .write(at, m.as_bytes())
@@ -154,7 +158,7 @@ impl Tsm<'_> {
     pub(crate) fn with_report<R>(
         &self,
         vdev: Pa,
-        v: &VdevObj,
+        v: &VdevHead,
         f: impl FnOnce(&InterfaceReport<'_>) -> R,
     ) -> Result<R, Status> {
         let mut buf = [0u8; REPORT_CAPACITY as usize];

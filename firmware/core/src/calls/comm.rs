@@ -45,8 +45,8 @@ use crate::dispatch::Reply;
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, Guard, Handle, PdevHandle, PdevObj, REPORT_CAPACITY, REPORT_OFFSET, Room,
-    VdevHandle, VdevHead, VdevLinks, VdevObj, internal,
+    GUEST_OP_PENDING, Guard, Handle, PdevHead, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
+    VdevHead, VdevLinks, VdevObj, internal,
 };
 use crate::spdm::requester::{Evidence, MAX_RECORD, Outbound, Outcome, Requester, Step};
 use crate::tsm::Tsm;
@@ -144,7 +144,7 @@ fn receive(t: &Tsm<'_>, comm: Pa, buf: &mut [u8]) -> Result<Answer, Status> {
 }
 
 /// The interface ID of a PDEV's DSM (its PF0).
-fn pdev_interface(p: &PdevObj) -> Result<InterfaceId, Status> {
+fn pdev_interface(p: &PdevHead) -> Result<InterfaceId, Status> {
     InterfaceId::from_function_id(p.params.function_id(p.params.rid_base)).map_err(|_| internal())
 }
 
@@ -164,7 +164,7 @@ mod pdev_step {
 }
 
 /// The request a PDEV's pending connect step sent.
-fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
+fn pdev_request(p: &PdevHead) -> Result<Request<'static>, Status> {
     let interface_id = pdev_interface(p)?;
     Ok(match p.step {
         pdev_step::VERSION => Request::GetVersion { interface_id },
@@ -180,7 +180,7 @@ fn pdev_request(p: &PdevObj) -> Result<Request<'static>, Status> {
 /// clear.
 fn send_via(
     t: &Tsm<'_>,
-    p: &mut PdevObj,
+    p: &mut PdevHead,
     session: Option<&mut Requester>,
     comm: Pa,
     object: Pa,
@@ -201,7 +201,7 @@ fn send_via(
 pub fn pdev_connect(t: &Tsm<'_>, a: args::PdevConnect) -> Reply {
     let (pdev, comm, evidence) = (a.pdev, a.comm, a.evidence);
     let mut pdev_room = Room::new();
-    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
+    let mut p = t.lock(Handle::<PdevHead>::new(pdev), 1, &mut pdev_room)?;
     if p.state != PdevState::New {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -286,7 +286,7 @@ fn tdisp_answer<'b>(
 
 fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
     let mut pdev_room = Room::new();
-    let mut p = t.lock(PdevHandle::new(pdev), 1, &mut pdev_room)?;
+    let mut p = t.lock(Handle::<PdevHead>::new(pdev), 1, &mut pdev_room)?;
     match p.op {
         DeviceOp::Connect => {}
         DeviceOp::KeyUpdate | DeviceOp::Disconnect => {
@@ -369,7 +369,7 @@ fn pdev_continue(t: &Tsm<'_>, pdev: Pa, comm: Pa) -> Reply {
 /// message goes out; once the session is up, TDISP GET_VERSION goes out inside it.
 fn spdm_connect_continue(
     t: &Tsm<'_>,
-    p: &mut Guard<'_, '_, PdevObj>,
+    p: &mut Guard<'_, '_, PdevHead>,
     comm: Pa,
     got: Answer,
     payload: &mut [u8; COMM_PAYLOAD_SIZE],
@@ -414,7 +414,7 @@ fn spdm_connect_continue(
 }
 
 /// The rest of a key update or disconnect.
-fn session_op_continue(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevObj>, comm: Pa) -> Reply {
+fn session_op_continue(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevHead>, comm: Pa) -> Reply {
     let pdev = p.pa();
     let mut payload = [0u8; COMM_PAYLOAD_SIZE];
     let got = receive(t, comm, &mut payload)?;
@@ -466,7 +466,7 @@ fn session_op_continue(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevObj>, comm: Pa) ->
 }
 
 /// Scrubs the PDEV's evidence granule and gives it back (DELEGATED).
-pub(crate) fn release_evidence(t: &Tsm<'_>, p: &mut PdevObj) -> Result<(), Status> {
+pub(crate) fn release_evidence(t: &Tsm<'_>, p: &mut PdevHead) -> Result<(), Status> {
     if p.evidence == 0 {
         return Ok(());
     }
@@ -485,9 +485,9 @@ pub(crate) fn release_evidence(t: &Tsm<'_>, p: &mut PdevObj) -> Result<(), Statu
 fn lock_session_pdev<'t, 'a>(
     t: &'t Tsm<'a>,
     pdev: Pa,
-    room: &'t mut Room<PdevObj>,
-) -> Result<Guard<'t, 'a, PdevObj>, Status> {
-    let p = t.lock(PdevHandle::new(pdev), 1, room)?;
+    room: &'t mut Room<PdevHead>,
+) -> Result<Guard<'t, 'a, PdevHead>, Status> {
+    let p = t.lock(Handle::<PdevHead>::new(pdev), 1, room)?;
     if !session::uses_spdm(&p) {
         return Err(Status::arg(StatusCode::NotSupported, 1));
     }
@@ -528,7 +528,7 @@ pub fn pdev_disconnect(t: &Tsm<'_>, a: args::PdevDisconnect) -> Reply {
 fn send_session_first(
     t: &Tsm<'_>,
     comm: Pa,
-    p: &mut Guard<'_, '_, PdevObj>,
+    p: &mut Guard<'_, '_, PdevHead>,
     r: &Requester,
     sent: Outbound,
     out: &[u8],
@@ -641,7 +641,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (mut p, mut v) = t.lock_with_parent(
         Handle::<VdevHead>::new(vdev),
         1,
-        VdevLinks::pdev,
+        VdevLinks::pdev_head,
         (&mut pdev_room, &mut vdev_room),
     )?;
     if v.state != VdevState::Unlocked || p.state != PdevState::Ready || p.op != DeviceOp::None {
@@ -666,7 +666,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     v.report_asked = 0;
     v.accepted = 0;
     clear_device_evidence(&mut v);
-    p.save()?;
+    save_claimed(&p)?;
     v.save()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
 }
@@ -675,7 +675,7 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
 /// (sealed when the PDEV has a session, whose requester is then stored again).
 fn send_first(
     t: &Tsm<'_>,
-    p: &mut Guard<'_, '_, PdevObj>,
+    p: &mut Guard<'_, '_, PdevHead>,
     v: &mut VdevHead,
     op: DeviceOp,
     comm: Pa,
@@ -697,9 +697,18 @@ fn send_first(
     }
 }
 
+/// Writes back the PDEV after [`send_first`], which changed it only by claiming its session.
+fn save_claimed(p: &Guard<'_, '_, PdevHead>) -> Result<(), Status> {
+    if session::uses_spdm(p) {
+        p.save()
+    } else {
+        Ok(())
+    }
+}
+
 fn save_session(
     t: &Tsm<'_>,
-    p: &Guard<'_, '_, PdevObj>,
+    p: &Guard<'_, '_, PdevHead>,
     r: Option<&Requester>,
 ) -> Result<(), Status> {
     match r {
@@ -724,7 +733,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (mut p, mut v) = t.lock_with_parent(
         Handle::<VdevHead>::new(vdev),
         1,
-        VdevLinks::pdev,
+        VdevLinks::pdev_head,
         (&mut pdev_room, &mut vdev_room),
     )?;
     if !matches!(
@@ -761,7 +770,7 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     // both objects stay as they were.
     send_first(t, &mut p, &mut v, DeviceOp::Stop, comm, vdev)?;
     vdev_t1_off(t, vdev, &mut v)?;
-    p.save()?;
+    save_claimed(&p)?;
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
@@ -773,7 +782,7 @@ fn unbind_without_session(t: &Tsm<'_>, vdev: Pa) -> Reply {
     let (p, mut v) = t.lock_with_parent(
         VdevHandle::new(vdev),
         1,
-        VdevLinks::pdev,
+        VdevLinks::pdev_head,
         (&mut pdev_room, &mut vdev_room),
     )?;
     // Checked again under this lock: another CPU may have moved either object meanwhile.
@@ -811,7 +820,7 @@ fn finish_bind(
     t: &Tsm<'_>,
     vdev: Pa,
     v: &mut VdevObj,
-    p: &PdevObj,
+    p: &PdevHead,
     session: Option<&Requester>,
 ) -> Result<bool, Status> {
     let mut report = [0u8; REPORT_CAPACITY as usize];
@@ -895,7 +904,7 @@ fn vdev_continue(t: &Tsm<'_>, vdev: Pa, comm: Pa) -> Reply {
     let (mut p, mut v) = t.lock_with_parent(
         VdevHandle::new(vdev),
         1,
-        VdevLinks::pdev,
+        VdevLinks::pdev_head,
         (&mut pdev_room, &mut vdev_room),
     )?;
     if v.op == DeviceOp::None {
@@ -1035,7 +1044,7 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
     match t.granules.peek(obj).map_err(|e| e.status(1))?.0 {
         GranuleState::Pdev => {
             let mut pdev_room = Room::new();
-            let mut p = t.lock(PdevHandle::new(obj), 1, &mut pdev_room)?;
+            let mut p = t.lock(Handle::<PdevHead>::new(obj), 1, &mut pdev_room)?;
             match p.op {
                 DeviceOp::None => return Err(Status::arg(StatusCode::NoOperation, 1)),
                 DeviceOp::Connect => {
@@ -1060,7 +1069,7 @@ pub fn op_cancel(t: &Tsm<'_>, a: args::OpCancel) -> Reply {
             let (mut p, mut v) = t.lock_with_parent(
                 VdevHandle::new(obj),
                 1,
-                VdevLinks::pdev,
+                VdevLinks::pdev_head,
                 (&mut pdev_room, &mut vdev_room),
             )?;
             if v.op == DeviceOp::None {

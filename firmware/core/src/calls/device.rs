@@ -20,9 +20,10 @@ use crate::dispatch::Reply;
 use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
-    self, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM, PbdfSlot, PdevHandle,
-    PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle, VdevHead,
-    VdevLinks, VdevObj, ViommuHandle, ViommuObj, internal,
+    self, Child, Guard, Handle, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM,
+    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VDEV_ZEROED,
+    VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle, VdevHead, VdevLinks, ViommuHandle,
+    ViommuObj, internal,
 };
 use crate::private_mmio::MmioMaps;
 use crate::spdm::requester::Requester as SpdmRequester;
@@ -72,8 +73,9 @@ pub(crate) fn is_bound(state: VdevState) -> bool {
 }
 
 /// Refuses (`InUse`, a VDEV) while a vdevice of the PDEV holds its TDI bound.
-pub(crate) fn refuse_bound(t: &Tsm<'_>, p: &PdevObj) -> Result<(), Status> {
-    for slot in p.pbdfs.iter().filter(|s| s.used != 0) {
+pub(crate) fn refuse_bound(t: &Tsm<'_>, p: &Guard<'_, '_, PdevHead>) -> Result<(), Status> {
+    for i in 0..usize::try_from(p.vdevs).map_err(|_| internal())? {
+        let slot = p.pbdf(i)?;
         let mut vdev_room = Room::new();
         let v = t
             .lock(VdevHandle::new(Pa(slot.vdev)), 1, &mut vdev_room)
@@ -90,7 +92,7 @@ pub(crate) fn refuse_bound(t: &Tsm<'_>, p: &PdevObj) -> Result<(), Status> {
 /// device first).
 pub fn pdev_stop(t: &Tsm<'_>, a: args::PdevStop) -> Reply {
     let mut pdev_room = Room::new();
-    let mut o = t.lock(PdevHandle::new(a.pdev), 1, &mut pdev_room)?;
+    let mut o = t.lock(Handle::<PdevHead>::new(a.pdev), 1, &mut pdev_room)?;
     if o.op != DeviceOp::None || o.state == PdevState::Stopped {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -211,14 +213,18 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         return Err(Status::arg(StatusCode::GranuleState, 1));
     }
     let gone = Status::arg(StatusCode::BadHandle, 3);
+    // The TVM and PDEV heads alone: of their slot tables only the slots in use (the first
+    // `vdevs`, none in a TVM or PDEV without vdevices) are read, and one slot is written.
     let (mut tvm_room, mut viommu_room) = (Room::new(), Room::new());
-    let mut to = t.lock(tvm, 3, &mut tvm_room).map_err(|_| gone)?;
+    let mut to = t
+        .lock(Handle::<TvmHead>::new(tvm.pa()), 3, &mut tvm_room)
+        .map_err(|_| gone)?;
     let mut io = t.lock(viommu, 3, &mut viommu_room)?;
     if io.links().tvm() != tvm {
         return Err(gone);
     }
     let mut pdev_room = Room::new();
-    let mut po = t.lock(PdevHandle::new(pdev), 2, &mut pdev_room)?;
+    let mut po = t.lock(Handle::<PdevHead>::new(pdev), 2, &mut pdev_room)?;
     if po.state != PdevState::Ready {
         return Err(Status::arg(StatusCode::ObjectState, 2));
     }
@@ -235,22 +241,25 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if io.vtype == ViommuType::TsmNoViommu && params.virt_id != 0 {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    if po.used_pbdfs().any(|s| s.pbdf == u32::from(params.pbdf)) {
-        return Err(Status::arg(StatusCode::BdfInUse, 4));
+    // The next free slot of each table is the one after those in use.
+    let pslot = usize::try_from(po.vdevs).map_err(|_| internal())?;
+    let tslot = usize::try_from(to.vdevs).map_err(|_| internal())?;
+    for i in 0..pslot {
+        if po.pbdf(i)?.pbdf == u32::from(params.pbdf) {
+            return Err(Status::arg(StatusCode::BdfInUse, 4));
+        }
     }
-    if to.used_vbdfs().any(|s| s.vbdf == u32::from(params.vbdf)) {
-        return Err(Status::arg(StatusCode::BdfInUse, 4));
+    for i in 0..tslot {
+        if to.vbdf(i)?.vbdf == u32::from(params.vbdf) {
+            return Err(Status::arg(StatusCode::BdfInUse, 4));
+        }
     }
-    let pslot = po
-        .pbdfs
-        .iter()
-        .position(|s| s.used == 0)
-        .ok_or(Status::arg(StatusCode::Capacity, 2))?;
-    let tslot = to
-        .vbdfs
-        .iter()
-        .position(|s| s.used == 0)
-        .ok_or(Status::arg(StatusCode::Capacity, 3))?;
+    if pslot >= MAX_VDEVS_PER_PDEV {
+        return Err(Status::arg(StatusCode::Capacity, 2));
+    }
+    if tslot >= MAX_VDEVS_PER_TVM {
+        return Err(Status::arg(StatusCode::Capacity, 3));
+    }
     let full = crate::granule::MAX_REFCOUNT;
     if to.refcount() >= full || io.refcount() >= full {
         return Err(Status::arg(StatusCode::Capacity, 3));
@@ -264,20 +273,6 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         rid: params.pbdf,
     };
     t.dma_stream_create(vdev, stream(requester))?;
-    if let Some(s) = po.pbdfs.get_mut(pslot) {
-        *s = PbdfSlot {
-            vdev: vdev.0,
-            pbdf: u32::from(params.pbdf),
-            used: 1,
-        };
-    }
-    if let Some(s) = to.vbdfs.get_mut(tslot) {
-        *s = VbdfSlot {
-            vdev: vdev.0,
-            vbdf: u32::from(params.vbdf),
-            used: 1,
-        };
-    }
     // Each count is bounded by its object's granule refcount (checked above); a full count is
     // refused like a full refcount.
     po.vdevs = po
@@ -294,14 +289,31 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
     // Built in place: the object's tables start as zero bytes (objects' tests), so the zeroed
-    // object and its head are the whole new object, without a 1.8 KiB copy through the frame.
+    // object and its head are every byte of the new object (a delegated granule holds what the
+    // host put there), without a 1.8 KiB copy through the frame.
     t.platform
-        .zero(gv.pa(), size_of::<VdevObj>())
+        .zero(gv.pa(), VDEV_ZEROED)
         .map_err(|_| internal())?;
     let head = VdevHead::new(links, params, io.vtype, po.tdisp_version);
     objects::save_new(t, &gv, &head)?;
     // A delegated granule holds what the host wrote into it: the record starts empty.
     t.set_mmio_record(vdev, &MmioMaps::new(Pa(to.root)))?;
+    po.set_pbdf(
+        pslot,
+        &PbdfSlot {
+            vdev: vdev.0,
+            pbdf: u32::from(params.pbdf),
+            used: 1,
+        },
+    )?;
+    to.set_vbdf(
+        tslot,
+        &VbdfSlot {
+            vdev: vdev.0,
+            vbdf: u32::from(params.vbdf),
+            used: 1,
+        },
+    )?;
     po.save()?;
     io.save()?;
     to.save()?;
@@ -337,22 +349,8 @@ pub fn vdev_destroy(t: &Tsm<'_>, a: args::VdevDestroy) -> Reply {
     if is_bound(v.state) || v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
-    for s in po.used_pbdfs().filter(|s| s.vdev == vdev.0) {
-        *s = PbdfSlot {
-            vdev: 0,
-            pbdf: 0,
-            used: 0,
-        };
-    }
-    for s in to.used_vbdfs().filter(|s| s.vdev == vdev.0) {
-        *s = VbdfSlot {
-            vdev: 0,
-            vbdf: 0,
-            used: 0,
-        };
-    }
-    po.vdevs = po.vdevs.checked_sub(1).ok_or_else(internal)?;
-    to.vdevs = to.vdevs.checked_sub(1).ok_or_else(internal)?;
+    po.release_pbdf(vdev.0)?;
+    to.release_vbdf(vdev.0)?;
     io.vdevs = io.vdevs.checked_sub(1).ok_or_else(internal)?;
     t.iotlb.lock().invalidate_vdev(viommu::VdevId(vdev.0));
     let requester = Requester {

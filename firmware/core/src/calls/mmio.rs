@@ -11,7 +11,7 @@ use crate::addrmap::MapKind;
 use crate::calls::memory::{check_page_gpa, free_leaf_slot};
 use crate::dispatch::Reply;
 use crate::granule::GranuleState;
-use crate::objects::{Room, VdevHandle, VdevLinks, internal};
+use crate::objects::{Handle, Room, VdevHead, VdevLinks, internal};
 use crate::private_mmio::{MAX_MMIO_PAGES, MmioPage, locate, refused};
 use crate::tsm::Tsm;
 
@@ -21,7 +21,7 @@ pub fn vdev_mmio_map(t: &Tsm<'_>, a: args::VdevMmioMap) -> Reply {
     let (vdev, gpa, pa) = (a.vdev, a.gpa, a.pa);
     let (mut tvm_room, mut vdev_room) = (Room::new(), Room::new());
     let (o, v) = t.lock_with_parent(
-        VdevHandle::new(vdev),
+        Handle::<VdevHead>::new(vdev),
         1,
         VdevLinks::tvm,
         (&mut tvm_room, &mut vdev_room),
@@ -77,7 +77,7 @@ pub fn vdev_mmio_unmap(t: &Tsm<'_>, a: args::VdevMmioUnmap) -> Reply {
         return Err(Status::arg(StatusCode::Misaligned, 2));
     }
     let mut vdev_room = Room::new();
-    let _v = t.lock(VdevHandle::new(vdev), 1, &mut vdev_room)?;
+    let _v = t.lock(Handle::<VdevHead>::new(vdev), 1, &mut vdev_room)?;
     let mut m = t.mmio_record(vdev)?;
     let i = Tsm::mmio_find(&m, gpa, 2)?;
     let pa = t.mmio_release(&mut m, i)?;

@@ -22,7 +22,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::granule::GranuleState;
 use crate::objects::{
-    CHAIN_CAPACITY, Guard, MEASUREMENTS_CAPACITY, PdevObj, SESSION_OFFSET, internal,
+    CHAIN_CAPACITY, Guard, MEASUREMENTS_CAPACITY, Object, PdevHead, SESSION_OFFSET, internal,
 };
 use crate::spdm::requester::{Evidence, MAX_RECORD, Outbound, Outcome, Requester, Step};
 use crate::tsm::Tsm;
@@ -31,14 +31,16 @@ use crate::tsm::Tsm;
 pub const MAX_TDISP_REQUEST: usize = 64;
 
 /// Whether the PDEV talks to its device through an SPDM session.
-pub fn uses_spdm(p: &PdevObj) -> bool {
+pub fn uses_spdm(p: &PdevHead) -> bool {
     p.params
         .pdev_flags()
         .contains(tsm_abi::params::PdevFlags::SPDM)
 }
 
-/// The PDEV's requester, read from its granule (the PDEV's lock is held by `p`).
-pub fn load(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Requester, Status> {
+/// The PDEV's requester, read from its granule (the PDEV's lock is held by `p`, which holds its
+/// head or the whole object).
+pub fn load<O: Object>(t: &Tsm<'_>, p: &Guard<'_, '_, O>) -> Result<Requester, Status> {
+    const { assert!(matches!(O::STATE, GranuleState::Pdev)) };
     let mut r = Requester::new_zeroed();
     let at = p.pa().checked_add(SESSION_OFFSET).ok_or_else(internal)?;
     t.platform
@@ -48,13 +50,14 @@ pub fn load(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>) -> Result<Requester, Status
 }
 
 /// Writes the requester back into the PDEV's granule.
-pub fn store(t: &Tsm<'_>, p: &Guard<'_, '_, PdevObj>, r: &Requester) -> Result<(), Status> {
+pub fn store<O: Object>(t: &Tsm<'_>, p: &Guard<'_, '_, O>, r: &Requester) -> Result<(), Status> {
+    const { assert!(matches!(O::STATE, GranuleState::Pdev)) };
     let at = p.pa().checked_add(SESSION_OFFSET).ok_or_else(internal)?;
     t.platform.write(at, r.as_bytes()).map_err(|_| internal())
 }
 
 /// The session is over: keys erased, the PDEV in ERROR with nothing out.
-pub fn fail(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevObj>, r: &mut Requester) -> Result<(), Status> {
+pub fn fail(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevHead>, r: &mut Requester) -> Result<(), Status> {
     r.abort();
     store(t, p, r)?;
     p.state = PdevState::Error;
@@ -66,7 +69,7 @@ pub fn fail(t: &Tsm<'_>, p: &mut Guard<'_, '_, PdevObj>, r: &mut Requester) -> R
 
 /// Claims the session for `owner`'s next request: `ObjectState` (argument 1) while another
 /// object's request is out.
-pub fn claim(p: &mut PdevObj, owner: Pa) -> Result<(), Status> {
+pub fn claim(p: &mut PdevHead, owner: Pa) -> Result<(), Status> {
     if p.session_owner != 0 && p.session_owner != owner.0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }

@@ -11,7 +11,8 @@ use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::{
-    Child, Object, PdevObj, Stored, TvmObj, VdevObj, ViommuObj, internal, load_into, write,
+    Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead, PdevObj, Stored,
+    TvmHead, TvmObj, VbdfSlot, VdevObj, ViommuObj, internal, load_into, write,
 };
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
@@ -136,6 +137,90 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
     /// builds.
     pub fn save(&self) -> Result<(), Status> {
         write(self.t.platform, self.g.pa(), self.obj)
+    }
+}
+
+impl<O: Object> Guard<'_, '_, O> {
+    /// Where entry `i` of a table of `cap` entries of `T` at byte `table` of the object lies
+    /// in its granule (`i < cap`, else a TSM bug: the internal status).
+    fn entry_pa<T>(&self, table: usize, i: usize, cap: usize) -> Result<Pa, Status> {
+        if i >= cap {
+            return Err(internal());
+        }
+        let off = i
+            .checked_mul(size_of::<T>())
+            .and_then(|o| o.checked_add(table))
+            .ok_or_else(internal)?;
+        self.g.pa().checked_add(off as u64).ok_or_else(internal)
+    }
+
+    /// Reads entry `i` of the object's table at byte `table` straight from its locked granule.
+    fn read_entry<T: FromZeros + IntoBytes + zerocopy::FromBytes>(
+        &self,
+        table: usize,
+        i: usize,
+        cap: usize,
+    ) -> Result<T, Status> {
+        let mut e = T::new_zeroed();
+        let at = self.entry_pa::<T>(table, i, cap)?;
+        self.t
+            .platform
+            .read(at, e.as_mut_bytes())
+            .map_err(|_| internal())?;
+        Ok(e)
+    }
+
+    /// Writes entry `i` of the object's table at byte `table` straight to its locked granule.
+    fn write_entry<T: IntoBytes + zerocopy::Immutable>(
+        &self,
+        table: usize,
+        i: usize,
+        cap: usize,
+        e: &T,
+    ) -> Result<(), Status> {
+        let at = self.entry_pa::<T>(table, i, cap)?;
+        self.t
+            .platform
+            .write(at, e.as_bytes())
+            .map_err(|_| internal())
+    }
+}
+
+/// A call that changes one slot of a PDEV's pBDF table locks the PDEV's head and reads or
+/// writes that slot in the granule: the table is 512 bytes, the slot 16. The slots in use are
+/// the first `vdevs` ([`PdevObj::invariants`]).
+impl Guard<'_, '_, PdevHead> {
+    /// pBDF slot `i`.
+    pub(crate) fn pbdf(&self, i: usize) -> Result<PbdfSlot, Status> {
+        self.read_entry(core::mem::offset_of!(PdevObj, pbdfs), i, MAX_VDEVS_PER_PDEV)
+    }
+
+    /// Writes pBDF slot `i`.
+    pub(crate) fn set_pbdf(&self, i: usize, s: &PbdfSlot) -> Result<(), Status> {
+        self.write_entry(
+            core::mem::offset_of!(PdevObj, pbdfs),
+            i,
+            MAX_VDEVS_PER_PDEV,
+            s,
+        )
+    }
+}
+
+/// The TVM's vBDF table, as [`Guard<PdevHead>`]'s pBDF table ([`TvmObj::invariants`]).
+impl Guard<'_, '_, TvmHead> {
+    /// vBDF slot `i`.
+    pub(crate) fn vbdf(&self, i: usize) -> Result<VbdfSlot, Status> {
+        self.read_entry(core::mem::offset_of!(TvmObj, vbdfs), i, MAX_VDEVS_PER_TVM)
+    }
+
+    /// Writes vBDF slot `i`.
+    pub(crate) fn set_vbdf(&self, i: usize, s: &VbdfSlot) -> Result<(), Status> {
+        self.write_entry(
+            core::mem::offset_of!(TvmObj, vbdfs),
+            i,
+            MAX_VDEVS_PER_TVM,
+            s,
+        )
     }
 }
 

@@ -120,6 +120,10 @@ impl VdevLinks {
     pub fn pdev(&self) -> PdevHandle {
         Handle::new(Pa(self.pdev))
     }
+    /// The PDEV, for a call that locks its head alone.
+    pub fn pdev_head(&self) -> Handle<PdevHead> {
+        Handle::new(Pa(self.pdev))
+    }
     /// The vIOMMU.
     pub fn viommu(&self) -> ViommuHandle {
         Handle::new(Pa(self.viommu))
@@ -274,13 +278,43 @@ impl TvmObj {
 }
 
 impl TvmObj {
-    /// The vBDF slots in use. [`TvmObj::invariants`] (checked at every save in debug builds)
-    /// says there are `vdevs` of them: the scan stops after the last, and costs nothing while
-    /// the TVM has no vdevice.
-    pub fn used_vbdfs(&mut self) -> impl Iterator<Item = &mut VbdfSlot> {
-        let n = usize::try_from(self.vdevs).unwrap_or(usize::MAX);
-        self.vbdfs.iter_mut().filter(|s| s.used != 0).take(n)
+    /// Frees the vBDF slot of `vdev`: the last slot in use moves into it, so the slots in use
+    /// stay the first `vdevs` ([`TvmObj::invariants`]), which VDEV_CREATE reads alone.
+    pub fn release_vbdf(&mut self, vdev: u64) -> Result<(), Status> {
+        release_slot(
+            &mut self.head.vdevs,
+            &mut self.vbdfs,
+            |s| s.vdev == vdev,
+            FREE_VBDF,
+        )
     }
+}
+
+/// Frees the slot `is_it` picks among the first `*used` of `slots`, moving the last in use into
+/// it, and counts it off `used`. No such slot is a TSM bug (the internal status).
+fn release_slot<S: Copy>(
+    used: &mut u64,
+    slots: &mut [S],
+    is_it: impl Fn(&S) -> bool,
+    free: S,
+) -> Result<(), Status> {
+    let n = usize::try_from(*used).map_err(|_| internal())?;
+    let last = n.checked_sub(1).ok_or_else(internal)?;
+    let in_use = slots.get_mut(..n).ok_or_else(internal)?;
+    let i = in_use.iter().position(is_it).ok_or_else(internal)?;
+    in_use.swap(i, last);
+    if let Some(s) = in_use.get_mut(last) {
+        *s = free;
+    }
+    *used = last as u64;
+    Ok(())
+}
+
+/// Whether exactly the first `used` of `slots` are in use.
+fn slots_packed<S>(used: u64, slots: &[S], in_use: impl Fn(&S) -> bool) -> bool {
+    usize::try_from(used).is_ok_and(|n| {
+        n <= slots.len() && slots.iter().enumerate().all(|(i, s)| in_use(s) == (i < n))
+    })
 }
 
 impl Stored for TvmObj {
@@ -307,8 +341,8 @@ impl Object for TvmObj {
 
     fn invariants(&self) -> Result<(), &'static str> {
         self.head.invariants()?;
-        if self.vbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
-            return Err("one vBDF slot per vdevice");
+        if !slots_packed(self.vdevs, &self.vbdfs, |s| s.used != 0) {
+            return Err("the first `vdevs` vBDF slots in use, one per vdevice");
         }
         Ok(())
     }
@@ -359,10 +393,24 @@ pub struct PbdfSlot {
     pub used: u32,
 }
 
-/// A PDEV: one device security manager and the requester IDs it manages.
+/// A PDEV: its [`PdevHead`], then its pBDF table, which only the vdevice lifecycle needs: the
+/// device-I/O calls (connect, bind, COMMUNICATE) lock the head.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct PdevObj {
+    /// Parameters, state, operation and session.
+    pub head: PdevHead,
+    /// pBDF table.
+    pub pbdfs: [PbdfSlot; MAX_VDEVS_PER_PDEV],
+}
+
+reaches_head!(PdevObj => PdevHead);
+
+/// The leading part of a [`PdevObj`]: one device security manager and the requester IDs it
+/// manages.
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PdevHead {
     /// The validated creation parameters.
     pub params: PdevParams,
     /// Its state.
@@ -390,8 +438,6 @@ pub struct PdevObj {
     /// The object (this PDEV or one of its VDEVs) whose request is out in the SPDM session,
     /// 0 while none is: the session carries one request at a time, so a second object waits.
     pub session_owner: u64,
-    /// pBDF table.
-    pub pbdfs: [PbdfSlot; MAX_VDEVS_PER_PDEV],
 }
 
 /// A free pBDF slot.
@@ -405,29 +451,34 @@ impl PdevObj {
     /// A NEW PDEV with no vdevices, for validated `params`.
     pub fn new(params: PdevParams) -> Self {
         PdevObj {
-            params,
-            state: PdevState::New,
-            op: DeviceOp::None,
-            seq: 0,
-            step: 0,
-            tdisp_version: 0,
-            dsm_caps: 0,
-            lock_flags_supported: 0,
-            req_msgs_supported: [0; 16],
-            vdevs: 0,
-            evidence: 0,
-            session_owner: 0,
+            head: PdevHead {
+                params,
+                state: PdevState::New,
+                op: DeviceOp::None,
+                seq: 0,
+                step: 0,
+                tdisp_version: 0,
+                dsm_caps: 0,
+                lock_flags_supported: 0,
+                req_msgs_supported: [0; 16],
+                vdevs: 0,
+                evidence: 0,
+                session_owner: 0,
+            },
             pbdfs: [FREE_PBDF; MAX_VDEVS_PER_PDEV],
         }
     }
 }
 
 impl PdevObj {
-    /// The pBDF slots in use, `vdevs` of them by [`PdevObj::invariants`] (see
-    /// [`TvmObj::used_vbdfs`]).
-    pub fn used_pbdfs(&mut self) -> impl Iterator<Item = &mut PbdfSlot> {
-        let n = usize::try_from(self.vdevs).unwrap_or(usize::MAX);
-        self.pbdfs.iter_mut().filter(|s| s.used != 0).take(n)
+    /// Frees the pBDF slot of `vdev` as [`TvmObj::release_vbdf`] does.
+    pub fn release_pbdf(&mut self, vdev: u64) -> Result<(), Status> {
+        release_slot(
+            &mut self.head.vdevs,
+            &mut self.pbdfs,
+            |s| s.vdev == vdev,
+            FREE_PBDF,
+        )
     }
 }
 
@@ -435,7 +486,11 @@ impl Stored for PdevObj {
     type Words = [u64; size_of::<PdevObj>() / 8];
 }
 
-impl Object for PdevObj {
+impl Stored for PdevHead {
+    type Words = [u64; size_of::<PdevHead>() / 8];
+}
+
+impl Object for PdevHead {
     const STATE: GranuleState = GranuleState::Pdev;
 
     fn invariants(&self) -> Result<(), &'static str> {
@@ -453,8 +508,17 @@ impl Object for PdevObj {
         if self.session_owner != 0 && self.params.pdev_flags().is_empty() {
             return Err("a session owner only with SPDM");
         }
-        if self.pbdfs.iter().filter(|s| s.used != 0).count() as u64 != self.vdevs {
-            return Err("one pBDF slot per vdevice");
+        Ok(())
+    }
+}
+
+impl Object for PdevObj {
+    const STATE: GranuleState = GranuleState::Pdev;
+
+    fn invariants(&self) -> Result<(), &'static str> {
+        self.head.invariants()?;
+        if !slots_packed(self.vdevs, &self.pbdfs, |s| s.used != 0) {
+            return Err("the first `vdevs` pBDF slots in use, one per vdevice");
         }
         Ok(())
     }
@@ -709,6 +773,13 @@ pub const MMIO_MAPS_OFFSET: u64 =
     DMA_TABLES_OFFSET - size_of::<crate::private_mmio::MmioMaps>() as u64;
 /// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
 pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
+/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object rounded up to
+/// whole 256-byte blocks, which both HALs zero with block stores (x86_64's SSE path takes whole
+/// 256-byte steps only, aarch64's 64-byte blocks) instead of a string or byte loop for the
+/// object's odd size. The bytes past the object lie in the report area, which holds nothing a
+/// call reads until a bind writes it (`report_len` is 0).
+pub const VDEV_ZEROED: usize = size_of::<VdevObj>().next_multiple_of(256);
+const _: () = assert!(VDEV_ZEROED as u64 <= MMIO_MAPS_OFFSET);
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
@@ -723,6 +794,7 @@ const _: () = assert!(
 );
 const _: () = assert!(size_of::<VcpuObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(size_of::<PdevObj>() as u64 <= GRANULE_SIZE);
+const _: () = assert!(offset_of!(PdevObj, head) == 0 && size_of::<PdevHead>().is_multiple_of(8));
 /// Where the PDEV's SPDM requester state lives in its granule, after the object.
 pub const SESSION_OFFSET: u64 = size_of::<PdevObj>().next_multiple_of(8) as u64;
 const _: () = assert!(SESSION_OFFSET + crate::spdm::requester::STATE_SIZE as u64 <= GRANULE_SIZE);
@@ -795,6 +867,37 @@ mod tests {
         let mut v = vdev(S::Starting, Op::Start);
         v.guest_result = GUEST_OP_PENDING;
         assert_eq!(v.invariants(), Ok(()));
+    }
+
+    /// Destroying a vdevice keeps the slots in use the first `vdevs`, which VDEV_CREATE reads
+    /// alone (and takes the next one).
+    #[test]
+    fn a_released_slot_keeps_the_table_packed() {
+        let mut p = PdevObj::new(PdevParams::new_zeroed());
+        for (i, s) in p.pbdfs.iter_mut().take(3).enumerate() {
+            *s = PbdfSlot {
+                vdev: 0x1000 * (i as u64 + 1),
+                pbdf: i as u32,
+                used: 1,
+            };
+        }
+        p.vdevs = 3;
+        assert_eq!(p.invariants(), Ok(()));
+        p.release_pbdf(0x1000).unwrap();
+        assert_eq!(p.invariants(), Ok(()));
+        assert_eq!(
+            (p.vdevs, p.pbdfs[0].vdev, p.pbdfs[1].vdev),
+            (2, 0x3000, 0x2000)
+        );
+        assert_eq!(p.release_pbdf(0x1000), Err(internal()));
+        p.release_pbdf(0x2000).unwrap();
+        p.release_pbdf(0x3000).unwrap();
+        assert_eq!((p.vdevs, p.invariants()), (0, Ok(())));
+        assert_eq!(p.release_pbdf(0x3000), Err(internal()));
+        let mut t = TvmObj::new(Pa(0), 40, 1);
+        t.vbdfs[1].used = 1;
+        t.vdevs = 1;
+        assert!(t.invariants().is_err(), "a hole before a slot in use");
     }
 
     #[test]
