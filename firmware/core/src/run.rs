@@ -93,7 +93,7 @@ use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::dispatch::{GuestCaller, GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, Room, Stored, TvmLink, VcpuHandle, internal};
+use crate::objects::{self, Handle, Room, Stored, TvmHead, TvmLink, VcpuHandle, internal};
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
@@ -276,10 +276,12 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     }
     drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
     let (mut tvm_room, mut vcpu_room, mut run_room) = (Room::new(), Room::new(), Room::new());
+    // The TVM's head is all the checks need (state, root): the whole object with its vBDF
+    // table cost a 600-byte zeroing and read on every VCPU_RUN.
     let (o, v) = t.lock_with_parent(
         VcpuHandle::new(vcpu),
         1,
-        TvmLink::tvm,
+        |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
         (&mut tvm_room, &mut vcpu_room),
     )?;
     let run = load_run(t, v.granule(), &mut run_room)?;

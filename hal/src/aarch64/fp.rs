@@ -92,11 +92,50 @@ core::arch::global_asm!(
     "msr fpsr, x1",
     "msr fpcr, x2",
     "ret",
+    // void __fp_zero(void): a fresh vCPU's registers, without an image of zeros to load.
+    ".global __fp_zero",
+    "__fp_zero:",
+    "movi v0.2d, #0",
+    "movi v1.2d, #0",
+    "movi v2.2d, #0",
+    "movi v3.2d, #0",
+    "movi v4.2d, #0",
+    "movi v5.2d, #0",
+    "movi v6.2d, #0",
+    "movi v7.2d, #0",
+    "movi v8.2d, #0",
+    "movi v9.2d, #0",
+    "movi v10.2d, #0",
+    "movi v11.2d, #0",
+    "movi v12.2d, #0",
+    "movi v13.2d, #0",
+    "movi v14.2d, #0",
+    "movi v15.2d, #0",
+    "movi v16.2d, #0",
+    "movi v17.2d, #0",
+    "movi v18.2d, #0",
+    "movi v19.2d, #0",
+    "movi v20.2d, #0",
+    "movi v21.2d, #0",
+    "movi v22.2d, #0",
+    "movi v23.2d, #0",
+    "movi v24.2d, #0",
+    "movi v25.2d, #0",
+    "movi v26.2d, #0",
+    "movi v27.2d, #0",
+    "movi v28.2d, #0",
+    "movi v29.2d, #0",
+    "movi v30.2d, #0",
+    "movi v31.2d, #0",
+    "msr fpsr, xzr",
+    "msr fpcr, xzr",
+    "ret",
 );
 
 unsafe extern "C" {
     fn __fp_save(regs: *mut FpRegs);
     fn __fp_load(regs: *const FpRegs);
+    fn __fp_zero();
 }
 
 impl FpRegs {
@@ -129,5 +168,17 @@ impl FpRegs {
         // SAFETY: reads 528 bytes of `self`; the register writes are the caller's contract;
         // clobbers only x0..x2, caller-saved.
         unsafe { __fp_load(self) }
+    }
+
+    /// Makes zeros (FPSR and FPCR too, as [`FpRegs::default`]) the registers of whatever runs
+    /// next at EL1: a fresh vCPU's, in 35 instructions instead of a 528-byte image written
+    /// and loaded.
+    ///
+    /// # Safety
+    /// As [`FpRegs::load`].
+    pub(crate) unsafe fn load_zero() {
+        // SAFETY: writes only the FP/SIMD registers, FPSR and FPCR (the caller's contract) and
+        // touches no memory.
+        unsafe { __fp_zero() }
     }
 }

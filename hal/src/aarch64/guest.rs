@@ -74,6 +74,7 @@ impl GuestCpu for QemuVirt {
         // area, which nothing else reads or writes during the run (see the doc comment). Every
         // bit pattern is a valid `GuestContext` (plain integers).
         let ctx = unsafe { &mut *(context.0 as *mut GuestContext) };
+        let fresh = matches!(resume, Resume::Start { .. });
         apply(ctx, resume);
         let vmid = self.vmids.lock().acquire(root, stage2::invalidate_tvm_all);
         let Some(vmid) = vmid else {
@@ -96,7 +97,7 @@ impl GuestCpu for QemuVirt {
         // SVE trapped) and go back before the host runs.
         unsafe {
             ctx.el1.load();
-            ctx.fp.load();
+            load_fp(ctx, fresh);
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
             if linux {
                 write_sysreg!("hcr_el2", super::boot::HCR_HOST);
@@ -118,7 +119,7 @@ impl GuestCpu for QemuVirt {
                         // SAFETY: as above: the vCPU's own (fresh) EL1 and FP state.
                         unsafe {
                             ctx.el1.load();
-                            ctx.fp.load();
+                            load_fp(ctx, true);
                         }
                     }
                 }
@@ -147,12 +148,30 @@ impl GuestCpu for QemuVirt {
     }
 }
 
-/// Prepares the context for the vCPU's next entry as `resume` says.
+/// Loads the vCPU's FP/SIMD registers: zeros for a `fresh` start (`apply` leaves its image
+/// alone then: the registers are saved into it when the run ends, before any entry could load
+/// it; until then it holds what VCPU_CREATE's scrub left, zeros, never another context's
+/// registers), else its saved image.
+///
+/// # Safety
+/// As [`FpRegs::load`].
+unsafe fn load_fp(ctx: &GuestContext, fresh: bool) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if fresh {
+            FpRegs::load_zero();
+        } else {
+            ctx.fp.load();
+        }
+    }
+}
+
+/// Prepares the context for the vCPU's next entry as `resume` says (a fresh vCPU's FP/SIMD
+/// registers: `load_fp`).
 fn apply(ctx: &mut GuestContext, resume: Resume) {
     match resume {
         Resume::Start { entry, arg0 } => {
             ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]);
-            ctx.fp = FpRegs::default();
             ctx.el1 = El1State {
                 sctlr: SCTLR_EL1_RESET,
                 cpacr: CPACR_FP,

@@ -72,7 +72,7 @@ fn lock_own<'t, 'a>(
     let tvm = caller_tvm(t, caller, &mut rooms.tvm)?;
     let pa = own_vdev(&tvm, raw)?;
     let v = t
-        .lock(VdevHandle::new(pa), 1, &mut rooms.v)
+        .lock(VdevHandle::new(pa), 1, rooms.v.insert(Room::new()))
         .map_err(|_| internal())?;
     if v.links().tvm() != tvm.handle() {
         return Err(internal());
@@ -80,11 +80,12 @@ fn lock_own<'t, 'a>(
     Ok(GuestVdev { tvm, v })
 }
 
-/// Room for the objects of [`GuestVdev`].
+/// Room for the objects of [`GuestVdev`]. The VDEV's (about 2 KiB to zero) is made only once
+/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's.
 #[derive(Default)]
 struct GuestVdevRooms {
     tvm: Room<TvmObj>,
-    v: Room<VdevObj>,
+    v: Option<Room<VdevObj>>,
 }
 
 struct GuestVdev<'t, 'a> {
@@ -117,11 +118,14 @@ fn guest_buffer_in(
     arg: u8,
 ) -> Result<Pa, Status> {
     let bad = Status::arg(StatusCode::InvalidBuffer, arg);
+    // The GPA width first: a GPA past it needs no walk of the map to be refused.
     if len == 0
         || gpa
             .granule_offset()
             .checked_add(len)
             .is_none_or(|e| e > GRANULE_SIZE)
+        || o.gpa_bits >= 64
+        || gpa.0 >> o.gpa_bits != 0
     {
         return Err(bad);
     }
@@ -129,11 +133,7 @@ fn guest_buffer_in(
         .map(Pa(o.root))
         .lookup(gpa.granule_base())
         .map_err(|_| bad)?;
-    if o.gpa_bits >= 64
-        || gpa.0 >> o.gpa_bits != 0
-        || (write && !leaf.perms.write)
-        || (private_only && leaf.kind != MapKind::Private)
-    {
+    if (write && !leaf.perms.write) || (private_only && leaf.kind != MapKind::Private) {
         return Err(bad);
     }
     let expected = match leaf.kind {
