@@ -299,7 +299,10 @@ fn unused_zero(a: &[u64; MAX_ARGS], used: usize) -> Result<(), u8> {
 /// then it returns 0).
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments, reason = "six registers, by value: see `unused_zero`")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "six registers, by value: see `unused_zero`"
+)]
 fn first_nonzero(a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, used: usize) -> u8 {
     (1u8..)
         .zip([a1, a2, a3, a4, a5, a6])
