@@ -195,23 +195,34 @@ macro_rules! calls {
         }
 
         impl Call {
-            /// The typed form of `id` with argument registers `a` (registers past the call's
-            /// arguments are ignored here; the dispatcher refuses them when non-zero).
+            /// The typed form of `id` with argument registers `a`, or the number (1-based) of
+            /// the first register past the call's arguments that is not zero (docs/abi.md
+            /// §2, "Reserved").
             // Inline: out of line, the call came back through memory (a tag word and the
             // arguments at odd offsets) and the dispatcher's `match` copied the arguments out
             // again (two 38-byte `memcpy`s per guest call, docs/benchmarks.md "perf2").
             #[inline(always)]
-            pub fn decode(id: CallId, a: &[u64; MAX_ARGS]) -> Call {
+            // The unused registers are checked in each call's arm, where their count is a
+            // constant: one OR of the unused words and a branch (VERSION: five words), against
+            // a compare and branch per register for a count read from the call table (17
+            // instructions on aarch64, 36 on x86_64, docs/benchmarks.md "gate2").
+            pub fn decode(id: CallId, a: &[u64; MAX_ARGS]) -> Result<Call, u8> {
                 #[allow(unused_variables, unused_mut, reason = "calls without arguments read none")]
                 let mut words = a.iter().copied();
-                match id {
-                    $( CallId::$hname => Call::Host(HostCall::$hty(args::$hty {
-                        $( $harg: ArgWord::from_word(words.next().unwrap_or(0)), )*
-                    })), )*
-                    $( CallId::$gname => Call::Guest(GuestCall::$gty(args::$gty {
-                        $( $garg: ArgWord::from_word(words.next().unwrap_or(0)), )*
-                    })), )*
-                }
+                Ok(match id {
+                    $( CallId::$hname => {
+                        unused_zero(a, const { CallId::$hname.arg_count() })?;
+                        Call::Host(HostCall::$hty(args::$hty {
+                            $( $harg: ArgWord::from_word(words.next().unwrap_or(0)), )*
+                        }))
+                    } )*
+                    $( CallId::$gname => {
+                        unused_zero(a, const { CallId::$gname.arg_count() })?;
+                        Call::Guest(GuestCall::$gty(args::$gty {
+                            $( $garg: ArgWord::from_word(words.next().unwrap_or(0)), )*
+                        }))
+                    } )*
+                })
             }
 
             /// Which call it is.
@@ -258,6 +269,47 @@ pub struct UnknownCall(pub u64);
 
 /// Maximum argument registers of any call.
 pub const MAX_ARGS: usize = 6;
+
+/// `Err` with the number (1-based) of the first of `a[used..]` that is not zero. `used` is a
+/// constant where it is inlined ([`Call::decode`]'s arms), so the test folds to one OR of the
+/// unused words. The words are taken by value, never through a slice or a reference to a
+/// function out of line: either made the run loop keep the call's registers in a stack slot
+/// and spill around every call (floor +37 on aarch64, measured).
+#[inline(always)]
+fn unused_zero(a: &[u64; MAX_ARGS], used: usize) -> Result<(), u8> {
+    let [a1, a2, a3, a4, a5, a6] = *a;
+    let rest = match used {
+        0 => a1 | a2 | a3 | a4 | a5 | a6,
+        1 => a2 | a3 | a4 | a5 | a6,
+        2 => a3 | a4 | a5 | a6,
+        3 => a4 | a5 | a6,
+        4 => a5 | a6,
+        5 => a6,
+        _ => 0,
+    };
+    if rest == 0 {
+        Ok(())
+    } else {
+        Err(first_nonzero(a1, a2, a3, a4, a5, a6, used))
+    }
+}
+
+/// The number (1-based) of the first of `a1`..`a6` past the first `used` that is not zero;
+/// [`unused_zero`]'s refusal, out of line and cold (never called with every one of them zero:
+/// then it returns 0).
+#[cold]
+#[inline(never)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "six registers, by value: see `unused_zero`"
+)]
+fn first_nonzero(a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, used: usize) -> u8 {
+    (1u8..)
+        .zip([a1, a2, a3, a4, a5, a6])
+        .skip(used)
+        .find(|&(_, w)| w != 0)
+        .map_or(0, |(n, _)| n)
+}
 /// Maximum result registers (after the status) of any call.
 pub const MAX_RESULTS: usize = 4;
 
@@ -559,21 +611,45 @@ mod tests {
             for (i, a) in args.iter_mut().enumerate().take(c.arg_count()) {
                 *a = 0x1111_0000_0000_0000 * (i as u64 + 1) + c.fid() as u64;
             }
-            let call = Call::decode(c, &args);
+            let Ok(call) = Call::decode(c, &args) else {
+                panic!("{}: refused its own arguments", c.name());
+            };
             assert_eq!(call.id(), c);
             let regs = call.encode();
             assert_eq!(regs.fid, c.fid() as u64, "{}", c.name());
             assert_eq!(regs.args, args, "{}: argument order", c.name());
         }
-        let t = Call::decode(CallId::TVM_CREATE, &[0x1000, 0x2000, 0x3000, 9, 9, 9]);
+        let t = Call::decode(CallId::TVM_CREATE, &[0x1000, 0x2000, 0x3000, 0, 0, 0]);
         assert_eq!(
             t,
-            Call::Host(HostCall::TvmCreate(args::TvmCreate {
+            Ok(Call::Host(HostCall::TvmCreate(args::TvmCreate {
                 tvm: Pa(0x1000),
                 params: Pa(0x2000),
                 root: Pa(0x3000)
-            }))
+            })))
         );
+    }
+
+    #[test]
+    fn decode_names_the_first_unused_register_that_is_not_zero() {
+        for &c in CallId::ALL {
+            for first in c.arg_count()..MAX_ARGS {
+                for also in [None, Some(MAX_ARGS - 1)] {
+                    let mut args = [7u64; MAX_ARGS];
+                    args[c.arg_count()..].fill(0);
+                    args[first] = 1 << first;
+                    if let Some(i) = also {
+                        args[i] = u64::MAX;
+                    }
+                    assert_eq!(
+                        Call::decode(c, &args),
+                        Err(first as u8 + 1),
+                        "{} {first}",
+                        c.name()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -203,10 +203,11 @@ impl Frame {
         if self.esr & 0xFFFF != 0 || (ec != Ec::SMC64 && ec != Ec::HVC64) {
             return None;
         }
-        // A trapped SMC returns to itself; HVC already points past.
-        if ec == Ec::SMC64 {
-            self.pc = self.pc.wrapping_add(4);
-        }
+        // A trapped SMC returns to itself; HVC already points past. The two classes differ only
+        // in bit 0 (SMC64's is 1), so the step is that bit times 4, without a branch (three
+        // instructions less on every SMC call).
+        const { assert!(Ec::SMC64.0 == Ec::HVC64.0 | 1) };
+        self.pc = self.pc.wrapping_add(u64::from(ec.0 & 1) * 4);
         // Element by element: a slice copy of the six registers compiled to a `memcpy` call
         // (24 instructions on every call, against six loads and stores).
         let x = &self.x;

@@ -173,7 +173,9 @@ pub struct Smmu {
     regs: u64,
     strtab: &'static [Table],
     evtq: &'static [Table],
-    cmdq: &'static [Table],
+    /// The command queue: one table, so a slot's words are found without a division and their
+    /// bounds checks fold away (the index is masked to the queue).
+    cmdq: &'static Table,
     /// The host domain's level-1 root.
     host_root: Pa,
     /// STE.S2PS: the SMMU's output size (IDR5.OAS, at most 48 bits).
@@ -239,7 +241,9 @@ impl Smmu {
         memory: &'static [Table],
         host_root: Pa,
     ) -> Result<Smmu, SmmuError> {
-        if frame.size < REGS_SIZE {
+        // The register offsets are below REGS_SIZE, so with `base + REGS_SIZE` in range no
+        // register address overflows (`read`, `write`).
+        if frame.size < REGS_SIZE || frame.base.0.checked_add(REGS_SIZE).is_none() {
             return Err(SmmuError::SmallFrame);
         }
         let (strtab, rest) = memory
@@ -248,9 +252,10 @@ impl Smmu {
         let (evtq, cmdq) = rest
             .split_at_checked(EVTQ_TABLES)
             .ok_or(SmmuError::TooSmall)?;
-        if cmdq.len() != CMDQ_TABLES {
+        const { assert!(CMDQ_TABLES == 1) };
+        let [cmdq] = cmdq else {
             return Err(SmmuError::TooSmall);
-        }
+        };
         let mut smmu = Smmu {
             regs: frame.base.0,
             strtab,
@@ -311,7 +316,10 @@ impl Smmu {
         smmu.write64(STRTAB_BASE, Q_ALLOC | base(strtab));
         // Linear format (FMT 0).
         smmu.write(STRTAB_BASE_CFG, STREAMS_LOG2);
-        smmu.write64(CMDQ_BASE, Q_ALLOC | base(cmdq) | u64::from(CMDQ_LOG2));
+        smmu.write64(
+            CMDQ_BASE,
+            Q_ALLOC | base(core::slice::from_ref(cmdq)) | u64::from(CMDQ_LOG2),
+        );
         smmu.write(CMDQ_PROD, 0);
         smmu.write(CMDQ_CONS, 0);
         smmu.write64(EVENTQ_BASE, Q_ALLOC | base(evtq) | u64::from(EVTQ_LOG2));
@@ -329,23 +337,25 @@ impl Smmu {
         Ok(smmu)
     }
 
+    // `wrapping_add`: `init` refused a frame whose `base + REGS_SIZE` overflows, so it equals
+    // the sum, without the overflow check on every register access (four per submission).
     fn read(&self, offset: u64) -> u32 {
         // SAFETY: `regs` is the SMMU's register frame from the device tree, at least
         // `REGS_SIZE` bytes (checked in `init`) inside the first GiB, which the TSM's stage 1
         // maps as device memory; every offset used is a 4-byte-aligned register below that
         // size. Reading these registers has no side effect.
-        unsafe { core::ptr::read_volatile((self.regs + offset) as *const u32) }
+        unsafe { core::ptr::read_volatile(self.regs.wrapping_add(offset) as *const u32) }
     }
 
     fn write(&self, offset: u64, value: u32) {
         // SAFETY: as in `read`; the TSM is the only writer of the SMMU's registers (the host's
         // stage 2 never maps them), and each value written is one the architecture defines.
-        unsafe { core::ptr::write_volatile((self.regs + offset) as *mut u32, value) }
+        unsafe { core::ptr::write_volatile(self.regs.wrapping_add(offset) as *mut u32, value) }
     }
 
     fn write64(&self, offset: u64, value: u64) {
         // SAFETY: as in `write`, for the 8-byte-aligned 64-bit base registers.
-        unsafe { core::ptr::write_volatile((self.regs + offset) as *mut u64, value) }
+        unsafe { core::ptr::write_volatile(self.regs.wrapping_add(offset) as *mut u64, value) }
     }
 
     /// Polls until `done` holds, for at most [`TIMEOUT_US`].
@@ -409,7 +419,7 @@ impl Smmu {
         for c in cmds {
             let at = slot(q.cmd_prod, CMDQ_LOG2) * CMD_WORDS;
             for (i, &w) in c.iter().enumerate() {
-                if let Some(slot) = word(self.cmdq, at + i) {
+                if let Some(slot) = self.cmdq.0.get(at + i) {
                     slot.store(w, Ordering::Relaxed);
                 }
             }
@@ -443,7 +453,8 @@ impl Smmu {
     /// Ends the run on a command the SMMU refused, naming the error and the command.
     fn command_error(&self, cons: u32) -> ! {
         let err = (cons >> 24) & 0x7F;
-        let opcode = word(self.cmdq, slot(cons, CMDQ_LOG2) * CMD_WORDS)
+        let opcode = (self.cmdq.0)
+            .get(slot(cons, CMDQ_LOG2) * CMD_WORDS)
             .map_or(0, |w| w.load(Ordering::Relaxed) & 0xFF);
         let what = match err {
             1 => "illegal command",

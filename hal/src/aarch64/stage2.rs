@@ -386,7 +386,12 @@ impl HostStage2 {
             Ordering::Acquire,
         )
         .map_err(|_| MmioRefused::NotTaken)?;
-        flush_host_ipa(pa);
+        // Invalid to valid needs no TLB invalidation, as in `map_to_host`: the Arm ARM lets no
+        // TLB hold an entry that gives a Translation fault, and `take_mmio` invalidated the
+        // page's old entry when it cleared it (the level-3 table above it stays). The TVM's
+        // entry was cleared and invalidated, to completion, before the core gives the page
+        // back (docs/design.md, private MMIO). Only the descriptor must reach the walkers.
+        make_visible();
         Ok(())
     }
 

@@ -186,6 +186,9 @@ struct Vtd {
     context: u64,
     /// The host domain's top-level table.
     host_root: u64,
+    /// The host domain's first PD: the PDs of DRAM are consecutive pool pages, one per GiB
+    /// from DRAM's first ([`Vtd::build_tables`]).
+    host_pds: u64,
     /// The host domain's split tables.
     splits: SplitPool,
     /// Bytes `clflush` writes back (CPUID.1:EBX[15:8] × 8).
@@ -333,6 +336,7 @@ pub fn init(
         root: 0,
         context: 0,
         host_root: 0,
+        host_pds: 0,
         splits: SplitPool::new(0),
         line: u64::from((cpu::cpuid(1, 0)[1] >> 8) & 0xFF).max(1) * 8,
         dram,
@@ -484,28 +488,39 @@ impl Vtd {
         Ok(page)
     }
 
-    /// The host domain's PD entry for `pa`, with the tables above it created if `create` (boot
-    /// only); `None` without them.
-    fn host_pd_entry(&mut self, pa: u64, create: bool) -> Result<u64, VtdError> {
+    /// The host domain's entry for `pa` in its PDPT (`shift` 30) or PD (`shift` 21), with the
+    /// tables above it created. Boot only ([`Vtd::build_tables`]).
+    fn host_entry_creating(&mut self, pa: u64, shift: u32) -> Result<u64, VtdError> {
         let mut table = self.host_root;
-        for shift in [39u32, 30] {
-            let e = table + ((pa >> shift) & (ENTRIES - 1)) * 8;
+        for above in [39u32, 30].into_iter().filter(|&above| above > shift) {
+            let e = table + ((pa >> above) & (ENTRIES - 1)) * 8;
             // SAFETY: `table` is a zeroed page of the VT-d pool (TSM memory, identity-mapped
             // read-write for ring 0), `e` an entry in it; boot builds the tables before the
-            // state is published, later walks hold the VTD lock.
+            // state is published.
             let value = unsafe { (e as *const u64).read_volatile() };
             table = if value & (SL_R | SL_W) != 0 {
                 value & ADDR_MASK
-            } else if create {
+            } else {
                 let next = self.alloc()?;
                 // SAFETY: as above.
                 unsafe { (e as *mut u64).write_volatile(next | SL_R | SL_W) };
                 next
-            } else {
-                return Err(VtdError::NotHostDram);
             };
         }
-        Ok(table + ((pa >> 21) & (ENTRIES - 1)) * 8)
+        Ok(table + ((pa >> shift) & (ENTRIES - 1)) * 8)
+    }
+
+    /// The host domain's PD entry for `pa`, which must be in DRAM. Found without a walk: the PDs
+    /// are consecutive from `host_pds` (a walk from the root read two more tables on every
+    /// (un)delegate).
+    fn host_pd_entry(&self, pa: u64) -> Result<u64, VtdError> {
+        if !self.dram.contains(Pa(pa), 1) {
+            return Err(VtdError::NotHostDram);
+        }
+        // The first 2 MiB index of DRAM's first GiB, which `host_pds` starts with; `pa` is in
+        // DRAM, so its own index is not below it.
+        let first = (self.dram.base.0 >> 21) & !(ENTRIES - 1);
+        Ok(self.host_pds + ((pa >> 21) - first) * 8)
     }
 
     /// The root table with bus 0's context table, every context entry in the host domain, and
@@ -536,9 +551,22 @@ impl Vtd {
         }
         let (start, end) = (self.dram.base.0, self.dram.base.0 + self.dram.size);
         let (tsm_start, tsm_end) = (self.tsm.base.0, self.tsm.base.0 + self.tsm.size);
+        // The PDPTs first, then the PDs in address order, so that the PDs are consecutive pool
+        // pages (`host_pd_entry`).
+        let mut at = start & !((1 << 39) - 1);
+        while at < end {
+            self.host_entry_creating(at, 30)?;
+            at += 1 << 39;
+        }
+        self.host_pds = self.pool_next;
+        let mut at = start & !((1 << 30) - 1);
+        while at < end {
+            self.host_entry_creating(at, 21)?;
+            at += 1 << 30;
+        }
         let mut region = start & !(LEAF_TABLE_SPAN - 1);
         while region < end {
-            let pde = self.host_pd_entry(region, true)?;
+            let pde = self.host_pd_entry(region.max(start))?;
             let region_end = region + LEAF_TABLE_SPAN;
             let all_host = region >= start
                 && region_end <= end
@@ -615,7 +643,7 @@ impl Vtd {
         {
             return Err(VtdError::NotHostDram);
         }
-        let pde = self.host_pd_entry(pa.0, false)?;
+        let pde = self.host_pd_entry(pa.0)?;
         // SAFETY: `pde` is an entry of a PD of the host domain (VT-d pool, TSM memory); the
         // VTD lock is held.
         let table = unsafe { (pde as *const u64).read_volatile() };
@@ -701,7 +729,7 @@ impl Vtd {
             Pick::Free(i) => return Ok(i),
             Pick::Fold { index, block } => (index, block),
         };
-        let pde = self.host_pd_entry(block, false)?;
+        let pde = self.host_pd_entry(block.max(self.dram.base.0))?;
         // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held. The 2 MiB
         // page translates every address of the block as the table did.
         unsafe { (pde as *mut u64).write_volatile(block | SL_R | SL_W | SL_PS) };
