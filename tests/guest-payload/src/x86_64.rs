@@ -55,9 +55,12 @@ core::arch::global_asm!(
     "mov cr4, eax",
     "mov eax, offset __guest_pml4_abs",
     "mov cr3, eax",
-    "mov ecx, 0xC0000080", // EFER
-    "rdmsr",
-    "or eax, 0x100", // LME
+    // EFER = LME. The TSM enters a vCPU with EFER 0 as the guest reads it (docs/design.md
+    // "x86_64: the host and TVMs as SVM guests", Entry), so it is written without the RDMSR
+    // that would read it first: every EFER access is an intercept the TSM answers in place.
+    "mov ecx, 0xC0000080",
+    "mov eax, 0x100",
+    "xor edx, edx",
     "wrmsr",
     "mov eax, cr0",
     "or eax, 0x80000000", // PG
