@@ -15,6 +15,9 @@ core::arch::global_asm!(
     "adrp x9, __stack_top",
     "add x9, x9, :lo12:__stack_top",
     "mov sp, x9",
+    // BSS is a few words (the console frame, written before it is read, is not in it:
+    // console_log.rs), 16-byte aligned at both ends (the linker script): zeroed in pairs. Not
+    // DC ZVA: with the MMU off, data accesses are Device memory, where it faults.
     "adrp x9, __bss_start",
     "add x9, x9, :lo12:__bss_start",
     "adrp x10, __bss_end",
@@ -22,7 +25,7 @@ core::arch::global_asm!(
     "1:",
     "cmp x9, x10",
     "b.hs 2f",
-    "str xzr, [x9], #8",
+    "stp xzr, xzr, [x9], #16",
     "b 1b",
     // x0 (arg0) is untouched so far.
     "2:",

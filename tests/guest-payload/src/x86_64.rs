@@ -1,11 +1,12 @@
 //! The guest on x86_64: entered like every TVM vCPU (docs/design.md "Guests") in 32-bit
 //! protected mode with paging off at its first byte, edi = the low half of `arg0` and esi = the
 //! high half; calls with `vmmcall`. The image is linked where it runs and its relocations are
-//! applied at link time (build.rs). `_start` zeroes BSS (which holds its page tables),
-//! identity-maps the first GiB with a 1 GiB page, turns on PAE paging and long mode, loads its
-//! GDT and jumps to 64-bit code, which sets the stack, maps the rest of the TVM's GPA space
-//! (512 GiB: one PML4 entry, 1 GiB pages) and calls `guest_main`. It has no IDT: the TSM intercepts every exception of a TVM vCPU and reports it
-//! to the host as a FAULT exit.
+//! applied at link time (build.rs). Its page tables are data of the image, built by the
+//! assembler: they identity-map the TVM's GPA space (512 GiB: one PML4 entry, 1 GiB pages), and
+//! the host loads the image at the address it is linked at. `_start` turns on PAE paging and
+//! long mode with them, loads its GDT and jumps to 64-bit code, which zeroes BSS, sets the stack
+//! and calls `guest_main`. It has no IDT: the TSM intercepts every exception of a TVM vCPU and
+//! reports it to the host as a FAULT exit.
 
 /// The guest's call gate.
 pub use tsm_abi::api::Vmmcall as Gate;
@@ -24,6 +25,23 @@ core::arch::global_asm!(
     ".long __guest_gdt_abs",
     ".popsection",
     "",
+    // Written by the CPU (accessed and dirty bits), so in .data, not .rodata.
+    ".pushsection .data.guest_page_tables, \"aw\"",
+    ".balign 4096",
+    ".global __guest_pml4",
+    "__guest_pml4:",
+    ".quad __guest_pdpt_abs + 3", // present, writable
+    ".fill 511, 8, 0",
+    ".global __guest_pdpt",
+    "__guest_pdpt:",
+    // PDPT[i] -> i GiB as a 1 GiB page (present, writable, PS).
+    ".set .Lguest_gib, 0",
+    ".rept 512",
+    ".quad (.Lguest_gib << 30) | 0x83",
+    ".set .Lguest_gib, .Lguest_gib + 1",
+    ".endr",
+    ".popsection",
+    "",
     ".pushsection .text.entry, \"ax\"",
     ".code32",
     ".global _start",
@@ -32,27 +50,17 @@ core::arch::global_asm!(
     "cld",
     "mov ebp, edi", // arg0, kept through the mode switch
     "mov ebx, esi",
-    "mov edi, offset __bss_start_abs",
-    "mov ecx, offset __bss_end_abs",
-    "sub ecx, edi",
-    "shr ecx, 2",
-    "xor eax, eax",
-    "rep stosd",
-    // PML4[0] -> PDPT; PDPT[0] -> the first GiB as a 1 GiB page (present, writable): where
-    // this code runs; 64-bit code maps the other 511.
-    "mov edi, offset __guest_pml4_abs",
-    "mov eax, offset __guest_pdpt_abs",
-    "or eax, 3",
-    "mov [edi], eax",
-    "mov dword ptr [__guest_pdpt_abs], 0x83",
     "mov eax, cr4",
     "or eax, 0x20", // PAE
     "mov cr4, eax",
     "mov eax, offset __guest_pml4_abs",
     "mov cr3, eax",
-    "mov ecx, 0xC0000080", // EFER
-    "rdmsr",
-    "or eax, 0x100", // LME
+    // EFER = LME. The TSM enters a vCPU with EFER 0 as the guest reads it (docs/design.md
+    // "x86_64: the host and TVMs as SVM guests", Entry), so it is written without the RDMSR
+    // that would read it first: every EFER access is an intercept the TSM answers in place.
+    "mov ecx, 0xC0000080",
+    "mov eax, 0x100",
+    "xor edx, edx",
     "wrmsr",
     "mov eax, cr0",
     "or eax, 0x80000000", // PG
@@ -70,16 +78,14 @@ core::arch::global_asm!(
     "mov es, eax",
     "mov ss, eax",
     "lea rsp, [rip + __stack_top]",
-    // PDPT[i] -> i GiB for i in 1..512 (the entries were not present: nothing to flush).
-    "lea rdi, [rip + __guest_pdpt]",
-    "mov rax, 0x40000083",
-    "mov ecx, 1",
-    "2:",
-    "mov [rdi + rcx * 8], rax",
-    "add rax, 0x40000000",
-    "inc ecx",
-    "cmp ecx, 512",
-    "jb 2b",
+    // BSS is a few words (the console frame, written before it is read, is not in it:
+    // console_log.rs), 16-byte aligned at both ends (the linker script).
+    "lea rdi, [rip + __bss_start]",
+    "lea rcx, [rip + __bss_end]",
+    "sub rcx, rdi",
+    "shr ecx, 3",
+    "xor eax, eax",
+    "rep stosq",
     "mov edi, ebp",
     "mov ebx, ebx",
     "shl rbx, 32",

@@ -5,37 +5,64 @@
 //! that sends a frame.
 
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Longest frame the TSM accepts per debug-console call; a longer one is cut.
 pub const MAX_FRAME: usize = 512;
 
-/// Page-aligned so a frame never crosses a granule (the TSM requires one granule per buffer).
-#[repr(C, align(4096))]
-struct Frame {
-    buf: [u8; MAX_FRAME],
-    len: usize,
+/// The bytes of the frame being collected. Aligned to its size, which divides the granule, so a
+/// frame never crosses a granule (the TSM requires one granule per buffer). Every byte is
+/// written before it is read (the frame's length counts the bytes written since `acquire`), so
+/// it needs no initial value: [`crate::console_logger!`] puts it in `.uninit`, which the
+/// payloads' linker scripts place in memory their start-up does not zero.
+#[repr(C, align(512))]
+pub struct FrameBuf(UnsafeCell<[MaybeUninit<u8>; MAX_FRAME]>);
+
+const _: () = assert!(
+    MAX_FRAME == core::mem::align_of::<FrameBuf>() && 4096 % MAX_FRAME == 0,
+    "a frame must not cross a granule"
+);
+
+// SAFETY: the buffer is only touched through the `ConsoleFrame` that holds it, between its
+// `acquire` and `release`, so at most one CPU uses it at a time.
+unsafe impl Sync for FrameBuf {}
+
+impl FrameBuf {
+    /// A buffer with no defined content.
+    pub const fn new() -> Self {
+        FrameBuf(UnsafeCell::new(
+            [const { MaybeUninit::uninit() }; MAX_FRAME],
+        ))
+    }
 }
 
-/// One frame being collected, behind a spin lock: defmt's `acquire` / `write` / `release`.
+impl Default for FrameBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One frame being collected in a [`FrameBuf`], behind a spin lock: defmt's `acquire` /
+/// `write` / `release`.
 pub struct ConsoleFrame {
     locked: AtomicBool,
-    frame: UnsafeCell<Frame>,
+    /// Bytes of `buf` written since `acquire`: exactly its initialised prefix.
+    len: UnsafeCell<usize>,
+    buf: &'static FrameBuf,
 }
 
-// SAFETY: `frame` is only touched between `acquire` (which takes `locked`) and `release` (which
-// frees it), so at most one CPU uses it at a time.
+// SAFETY: `len` and `buf` are only touched between `acquire` (which takes `locked`) and
+// `release` (which frees it), so at most one CPU uses them at a time.
 unsafe impl Sync for ConsoleFrame {}
 
 impl ConsoleFrame {
-    /// An empty, unlocked frame.
-    pub const fn new() -> Self {
+    /// An unlocked frame collected in `buf`, which only this frame may use.
+    pub const fn new(buf: &'static FrameBuf) -> Self {
         ConsoleFrame {
             locked: AtomicBool::new(false),
-            frame: UnsafeCell::new(Frame {
-                buf: [0; MAX_FRAME],
-                len: 0,
-            }),
+            len: UnsafeCell::new(0),
+            buf,
         }
     }
 
@@ -49,7 +76,7 @@ impl ConsoleFrame {
             core::hint::spin_loop();
         }
         // SAFETY: we hold the lock.
-        unsafe { (*self.frame.get()).len = 0 };
+        unsafe { *self.len.get() = 0 };
     }
 
     /// Appends `bytes`; what does not fit in [`MAX_FRAME`] is dropped.
@@ -58,12 +85,12 @@ impl ConsoleFrame {
     ///
     /// Only between [`ConsoleFrame::acquire`] and [`ConsoleFrame::release`] on the same CPU.
     pub unsafe fn write(&self, bytes: &[u8]) {
-        // SAFETY: the caller holds the lock.
-        let f = unsafe { &mut *self.frame.get() };
-        let n = bytes.len().min(MAX_FRAME.saturating_sub(f.len));
-        if let (Some(dst), Some(src)) = (f.buf.get_mut(f.len..f.len + n), bytes.get(..n)) {
-            dst.copy_from_slice(src);
-            f.len += n;
+        // SAFETY: the caller holds the lock, so nothing else uses `len` or the buffer.
+        let (len, buf) = unsafe { (&mut *self.len.get(), &mut *self.buf.0.get()) };
+        let n = bytes.len().min(MAX_FRAME.saturating_sub(*len));
+        if let (Some(dst), Some(src)) = (buf.get_mut(*len..*len + n), bytes.get(..n)) {
+            dst.write_copy_of_slice(src);
+            *len += n;
         }
     }
 
@@ -74,18 +101,13 @@ impl ConsoleFrame {
     ///
     /// Only after [`ConsoleFrame::acquire`] on the same CPU.
     pub unsafe fn release(&self, send: impl FnOnce(&[u8])) {
-        // SAFETY: the caller holds the lock.
-        let f = unsafe { &*self.frame.get() };
-        if let Some(frame) = f.buf.get(..f.len).filter(|b| !b.is_empty()) {
-            send(frame);
+        // SAFETY: the caller holds the lock, so nothing else uses `len` or the buffer.
+        let (len, buf) = unsafe { (*self.len.get(), &*self.buf.0.get()) };
+        if let Some(frame) = buf.get(..len).filter(|b| !b.is_empty()) {
+            // SAFETY: `write` initialised the first `len` bytes since `acquire` set it to 0.
+            send(unsafe { frame.assume_init_ref() });
         }
         self.locked.store(false, Ordering::Release);
-    }
-}
-
-impl Default for ConsoleFrame {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -96,8 +118,14 @@ macro_rules! console_logger {
     (now_us: $now:expr, send: $send:path $(,)?) => {
         defmt::timestamp!("{=u64:us}", $now);
 
+        // SAFETY: `.uninit` is writable memory of the image that its start-up does not zero
+        // (every payload's linker script places it after `__bss_end`); any content is a value
+        // of `FrameBuf`, which is `MaybeUninit`, and `ConsoleFrame` reads only bytes it wrote.
+        #[unsafe(link_section = ".uninit.console_frame")]
+        static CONSOLE_BUF: $crate::console_log::FrameBuf = $crate::console_log::FrameBuf::new();
+
         static CONSOLE_FRAME: $crate::console_log::ConsoleFrame =
-            $crate::console_log::ConsoleFrame::new();
+            $crate::console_log::ConsoleFrame::new(&CONSOLE_BUF);
 
         #[defmt::global_logger]
         struct ConsoleLogger;
@@ -132,6 +160,10 @@ mod tests {
 
     use super::*;
 
+    fn frame() -> ConsoleFrame {
+        ConsoleFrame::new(std::boxed::Box::leak(std::boxed::Box::new(FrameBuf::new())))
+    }
+
     fn sent(f: &ConsoleFrame) -> Option<Vec<u8>> {
         let mut out = None;
         // SAFETY: the test acquired `f` on this thread.
@@ -140,8 +172,8 @@ mod tests {
     }
 
     #[test]
-    fn one_frame_per_acquire_release_from_a_page_aligned_buffer() {
-        let f = ConsoleFrame::new();
+    fn one_frame_per_acquire_release_from_a_buffer_within_a_granule() {
+        let f = frame();
         f.acquire();
         // SAFETY: acquired above, on this thread.
         unsafe {
@@ -151,7 +183,7 @@ mod tests {
         let mut at = 0;
         // SAFETY: as above.
         unsafe { f.release(|b| at = b.as_ptr() as usize) };
-        assert_eq!(at % 4096, 0, "the frame starts a page");
+        assert_eq!(at % MAX_FRAME, 0, "the frame cannot cross a granule");
         f.acquire();
         // SAFETY: as above.
         unsafe { f.write(b"xyz") };
@@ -164,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_empty_frame_is_not_sent_and_a_long_one_is_cut() {
-        let f = ConsoleFrame::new();
+        let f = frame();
         f.acquire();
         assert_eq!(sent(&f), None);
         f.acquire();
