@@ -10,21 +10,19 @@
 //!     host.run() traps with a call `regs`
 //!     match tsm.host_call(&regs) {
 //!         HostStep::Reply(r)   => host.complete_call(r); run the host again
-//!         HostStep::Enter(e)   => resume = e.resume; loop {   // the host's VCPU_RUN is pending
-//!             guest.run_guest(e.context, e.root, resume, on_exit):
+//!         HostStep::Enter(e)   => {   // the host's VCPU_RUN is pending
+//!             guest.run_guest(e.context, e.root, e.resume, on_exit):
 //!                  the HAL switches to the guest (stage-2 root e.root, tag for that root),
 //!                  loading its registers from the context area at e.context; `resume` says
 //!                  how to (re)start it; on every trap it calls
-//!                  on_exit(exit) = match tsm.guest_exit_entered(&e, exit) {
-//!                      GuestStep::Resume(r) => Handled::Resume(r): the HAL completes the call
-//!                                              in the loaded guest and runs it on (no world
-//!                                              switch)
-//!                      GuestStep::ToHost(r) => Handled::Leave(r): the HAL saves the guest in
-//!                                              the context area and switches back
-//!                  }
-//!             Ok(r)  => host.complete_call(r) (it completes VCPU_RUN); run the host again
-//!             Err(_) (a HAL entry error) => tsm.guest_exit_entered(&e, FAULT without an address);
-//!                                           its GuestStep as above, resume = r on Resume
+//!                  on_exit(exit) = tsm.guest_exit_entered(&e, exit):
+//!                      Handled::Resume(r)       the HAL completes the call in the loaded
+//!                                               guest and runs it on (no world switch)
+//!                      Handled::Leave(leaving)  the HAL saves the guest in the context area
+//!                                               and switches back
+//!             Ok(leaving) => tsm.leave(&e, &leaving): the exit recorded, the claim released
+//!             Err(_) (a HAL entry error) => tsm.leave(&e, FAULT without an address)
+//!             host.complete_call(that result) (it completes VCPU_RUN); run the host again
 //!         }
 //!     }
 //! }
@@ -97,7 +95,7 @@ use crate::objects::{self, Handle, Room, Stored, TvmHead, TvmLink, VcpuHandle, i
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
-pub use tsm_platform::run::{GuestExit, Resume};
+pub use tsm_platform::run::{GuestExit, Handled, Resume};
 
 /// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
 pub const RUN_STATE_OFFSET: u64 = 1024;
@@ -162,6 +160,93 @@ pub struct DeviceWait {
     pub op: DeviceOp,
     /// The ticket the vdevice gave the operation.
     pub ticket: u64,
+}
+
+/// An exit to the host a trap decided ([`Tsm::guest_exit_entered`]): what [`Tsm::leave`]
+/// records once the HAL has saved the vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Leaving {
+    /// A stage-2 / page fault or another exception: `FAULT`; the guest retries.
+    Fault {
+        /// The HAL's syndrome.
+        syndrome: u64,
+        /// The faulting GPA, when the HAL knows it.
+        gpa: Option<Gpa>,
+        /// A write access.
+        write: bool,
+    },
+    /// A physical interrupt for the host: `INTERRUPT`; the guest continues.
+    Interrupt,
+    /// A host call ID from the guest: `DENIED_CALL(fid)`; the guest gets `Denied`.
+    DeniedCall {
+        /// The call ID.
+        fid: u64,
+    },
+    /// G_EXIT: `GUEST_EXIT(code)`; the vCPU never runs again.
+    Exit {
+        /// G_EXIT's argument.
+        code: u64,
+    },
+    /// A guest call waiting on a device operation: `DEVICE_REQUEST(vdev, op)`.
+    DeviceRequest(DeviceWait),
+}
+
+impl Leaving {
+    /// The exit record, and what the vCPU's next entry delivers.
+    fn record(&self) -> (VcpuExit, After) {
+        match *self {
+            Leaving::Fault {
+                syndrome,
+                gpa,
+                write,
+            } => {
+                let mut flags = ExitFlags::empty();
+                flags.set(ExitFlags::WRITE, write);
+                flags.set(ExitFlags::GPA_VALID, gpa.is_some());
+                let rec = VcpuExit {
+                    reason: ExitReason::Fault.raw(),
+                    flags: flags.bits(),
+                    syndrome,
+                    gpa: gpa.map_or(0, |g| g.granule_base().0),
+                    ..VcpuExit::new_zeroed()
+                };
+                (rec, After::Continue)
+            }
+            Leaving::Interrupt => {
+                let rec = VcpuExit {
+                    reason: ExitReason::Interrupt.raw(),
+                    ..VcpuExit::new_zeroed()
+                };
+                (rec, After::Continue)
+            }
+            Leaving::DeniedCall { fid } => {
+                let rec = VcpuExit {
+                    reason: ExitReason::DeniedCall.raw(),
+                    fid,
+                    ..VcpuExit::new_zeroed()
+                };
+                let denied = CallResult::status(Status::new(StatusCode::Denied));
+                (rec, After::Return(denied))
+            }
+            Leaving::Exit { code } => {
+                let rec = VcpuExit {
+                    reason: ExitReason::GuestExit.raw(),
+                    code,
+                    ..VcpuExit::new_zeroed()
+                };
+                (rec, After::Continue)
+            }
+            Leaving::DeviceRequest(w) => {
+                let rec = VcpuExit {
+                    reason: ExitReason::DeviceRequest.raw(),
+                    vdev: w.vdev.0,
+                    vdev_op: w.op.raw(),
+                    ..VcpuExit::new_zeroed()
+                };
+                (rec, After::DeviceWait(w))
+            }
+        }
+    }
 }
 
 /// What a vCPU's next entry delivers, as an exit to the host leaves it.
@@ -351,8 +436,7 @@ impl Tsm<'_> {
         let vcpu = claim.entry.vcpu;
         // Checked without the vCPU's lock: the vdevice comes later in the lock order.
         let Some(result) = self.guest_op_result(wait.vdev, wait.ticket) else {
-            let rec = device_request(wait.vdev.0, wait.op);
-            return HostStep::Reply(self.exit_to_host(vcpu, &rec, After::DeviceWait(wait), true));
+            return HostStep::Reply(self.exit_to_host(vcpu, &Leaving::DeviceRequest(wait)));
         };
         match self.with_run(vcpu, |run| {
             run.set_next(After::Continue);
@@ -377,7 +461,7 @@ impl Tsm<'_> {
         if !matches!(self.running(vcpu), Ok(true)) {
             return GuestStep::ToHost(CallResult::status(internal()));
         }
-        self.guest_trap(vcpu, None, exit, true)
+        self.guest_trap(vcpu, None, exit)
     }
 
     /// [`Tsm::guest_exit`] for the vCPU the run loop entered with `e`: a call's TVM is the
@@ -387,59 +471,68 @@ impl Tsm<'_> {
     ///
     /// Nor is the running flag: `e` is the claim itself (only this module makes a
     /// [`GuestEntry`], from a successful claim), and the flag it set is cleared only by
-    /// [`Tsm::end_run`] of this run, after which the run loop drops `e`. Between the claim and
+    /// [`Tsm::leave`] of this run, after which the run loop drops `e`. Between the claim and
     /// that release nothing else writes the flag: a second VCPU_RUN and VCPU_DESTROY refuse a
     /// running vCPU, and TVM_DESTROY a TVM with vCPUs. Reading it on every trap (the VCPU
     /// granule locked, the run state decoded: ~230 instructions per guest call) could not fail.
     ///
-    /// An exit to the host leaves the vCPU claimed: the HAL saves it into its context area
-    /// after this returns, so the run loop releases the claim with [`Tsm::end_run`] once
-    /// `run_guest` has returned. *Why:* released here, another CPU's VCPU_RUN could load the
+    /// An exit to the host is only decided here ([`Handled::Leave`] of a [`Leaving`]): the HAL
+    /// saves the vCPU into its context area after this returns, and the run loop then ends the
+    /// run with [`Tsm::leave`]. *Why:* released here, another CPU's VCPU_RUN could load the
     /// context area before this CPU had saved it, and run the vCPU from stale registers (the
     /// `smp4` scenario caught that on x86_64, whose HAL copies the VMCB state out on leaving).
-    pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> GuestStep {
-        self.guest_trap(e.vcpu, Some(e.tvm), exit, false)
-    }
-
-    /// Releases the claim of the vCPU the run loop entered once the HAL has left it (see
-    /// [`Tsm::guest_exit_entered`]).
-    pub fn end_run(&self, vcpu: Pa) {
-        self.release(vcpu);
-    }
-
-    /// `release`: end the claim with the exit (no HAL holds the vCPU's state).
-    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit, release: bool) -> GuestStep {
+    /// Deciding here and doing the work there also keeps the guest-call path (a call answered
+    /// in place) free of the exit's code and of what it keeps live.
+    pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> Handled<Leaving> {
         match exit {
+            // By reference: moving the registers out copied them (a `memcpy`) on every call.
+            GuestExit::Call(ref regs) => self.guest_call(e.vcpu, Some(e.tvm), regs),
             GuestExit::Fault {
                 syndrome,
                 gpa,
                 write,
-            } => {
-                let mut flags = ExitFlags::empty();
-                flags.set(ExitFlags::WRITE, write);
-                flags.set(ExitFlags::GPA_VALID, gpa.is_some());
-                let rec = VcpuExit {
-                    reason: ExitReason::Fault.raw(),
-                    flags: flags.bits(),
-                    syndrome,
-                    gpa: gpa.map_or(0, |g| g.granule_base().0),
-                    ..VcpuExit::new_zeroed()
-                };
-                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue, release))
-            }
-            GuestExit::Interrupt => {
-                let rec = VcpuExit {
-                    reason: ExitReason::Interrupt.raw(),
-                    ..VcpuExit::new_zeroed()
-                };
-                GuestStep::ToHost(self.exit_to_host(vcpu, &rec, After::Continue, release))
-            }
-            // By reference: moving the registers out copied them (a `memcpy`) on every call.
-            GuestExit::Call(ref regs) => self.guest_call(vcpu, tvm, regs, release),
+            } => Handled::Leave(Leaving::Fault {
+                syndrome,
+                gpa,
+                write,
+            }),
+            GuestExit::Interrupt => Handled::Leave(Leaving::Interrupt),
         }
     }
 
-    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs, release: bool) -> GuestStep {
+    /// Ends the run of the vCPU the run loop entered with `e`, once the HAL has left it and
+    /// saved it (see [`Tsm::guest_exit_entered`]): the exit `l` recorded and the claim released
+    /// in one update of the VCPU granule, then the exit record written. Returns the VCPU_RUN
+    /// result.
+    pub fn leave(&self, e: &GuestEntry, l: &Leaving) -> CallResult {
+        self.exit_to_host(e.vcpu, l)
+    }
+
+    /// `tvm`: the entered vCPU's TVM (`None`: found from the vCPU object).
+    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit) -> GuestStep {
+        let l = match exit {
+            GuestExit::Fault {
+                syndrome,
+                gpa,
+                write,
+            } => Leaving::Fault {
+                syndrome,
+                gpa,
+                write,
+            },
+            GuestExit::Interrupt => Leaving::Interrupt,
+            GuestExit::Call(ref regs) => match self.guest_call(vcpu, tvm, regs) {
+                Handled::Resume(r) => return GuestStep::Resume(r),
+                Handled::Leave(l) => l,
+            },
+        };
+        GuestStep::ToHost(self.exit_to_host(vcpu, &l))
+    }
+
+    // Inline: into the guest-call path of `guest_exit_entered`, where a call answered in place
+    // writes its result straight into the step.
+    #[inline(always)]
+    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs) -> Handled<Leaving> {
         let caller = match tvm {
             Some(tvm) => Ok(GuestCaller { vcpu, tvm }),
             None => self.guest_caller(vcpu),
@@ -448,52 +541,59 @@ impl Tsm<'_> {
         let Some(next) = self.guest_dispatch_into(caller, regs, &mut out) else {
             let mut r = CallResult::ok([0; 4]);
             crate::dispatch::put(&mut r, &out);
-            return GuestStep::Resume(Resume::Return(r));
+            return Handled::Resume(Resume::Return(r));
         };
-        let (rec, after) = match next {
-            GuestNext::Reply(r) => return GuestStep::Resume(Resume::Return(r)),
-            GuestNext::DeniedCall { fid } => {
-                let rec = VcpuExit {
-                    reason: ExitReason::DeniedCall.raw(),
-                    fid,
-                    ..VcpuExit::new_zeroed()
-                };
-                let denied = CallResult::status(Status::new(StatusCode::Denied));
-                (rec, After::Return(denied))
+        Handled::Leave(match next {
+            GuestNext::Reply(r) => return Handled::Resume(Resume::Return(r)),
+            GuestNext::DeniedCall { fid } => Leaving::DeniedCall { fid },
+            GuestNext::Exit { code } => Leaving::Exit { code },
+            GuestNext::DeviceRequest { vdev, op, ticket } => {
+                Leaving::DeviceRequest(DeviceWait { vdev, op, ticket })
             }
-            GuestNext::Exit { code } => {
-                let rec = VcpuExit {
-                    reason: ExitReason::GuestExit.raw(),
-                    code,
-                    ..VcpuExit::new_zeroed()
-                };
-                (rec, After::Continue)
-            }
-            GuestNext::DeviceRequest { vdev, op, ticket } => (
-                device_request(vdev.0, op),
-                After::DeviceWait(DeviceWait { vdev, op, ticket }),
-            ),
-        };
-        GuestStep::ToHost(self.exit_to_host(vcpu, &rec, after, release))
+        })
     }
 
-    /// Ends the host's VCPU_RUN: leaves `after` for the next entry and, if `release`, releases
-    /// the claim (one update of the run state; otherwise [`Tsm::end_run`] does once the HAL has
-    /// saved the vCPU), then writes `rec` to the run's exit record. Returns the VCPU_RUN
-    /// result. The record is written without the vCPU's lock (NS buffers come last in the lock
-    /// order): it is the host's buffer, not the vCPU's state.
-    fn exit_to_host(&self, vcpu: Pa, rec: &VcpuExit, after: After, release: bool) -> CallResult {
-        self.with_run(vcpu, |run| {
+    /// Ends the host's VCPU_RUN with the exit `l`, the claim released: one update of the VCPU
+    /// granule leaves what the next entry delivers, releases the claim and, for G_EXIT, marks
+    /// the vCPU exited; then the record is written to the run's exit record. Returns the
+    /// VCPU_RUN result. The record is written without the vCPU's lock (NS buffers come last in
+    /// the lock order): it is the host's buffer, not the vCPU's state; the host's VCPU_RUN
+    /// completes only after it. Out of line: only exits to the host come here.
+    #[inline(never)]
+    fn exit_to_host(&self, vcpu: Pa, l: &Leaving) -> CallResult {
+        let (rec, after) = l.record();
+        let end = |gv: &Locked<'_, '_>| {
+            let mut room = Room::new();
+            let run = load_run(self, gv, &mut room)?;
             run.set_next(after);
-            if release {
-                run.running = 0;
-            }
-            Ok(Pa(run.exit_record))
-        })
-        .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
-        .map_or_else(CallResult::status, |()| {
-            CallResult::ok([u64::from(rec.reason), 0, 0, 0])
-        })
+            run.running = 0;
+            let record = Pa(run.exit_record);
+            save_run(self, gv, run)?;
+            Ok(record)
+        };
+        let record = if let Leaving::Exit { code } = *l {
+            // G_EXIT is final: the vCPU object says so under the same lock as the release, so
+            // no VCPU_RUN can see the one without the other.
+            let mut room = Room::new();
+            self.lock(VcpuHandle::new(vcpu), 1, &mut room)
+                .map_err(|_| internal())
+                .and_then(|mut v| {
+                    v.exited = 1;
+                    v.exit_code = code;
+                    v.save()?;
+                    end(v.granule())
+                })
+        } else {
+            self.granules
+                .lock_in(vcpu, GranuleState::Vcpu)
+                .map_err(|_| internal())
+                .and_then(|gv| end(&gv))
+        };
+        record
+            .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
+            .map_or_else(CallResult::status, |()| {
+                CallResult::ok([u64::from(rec.reason), 0, 0, 0])
+            })
     }
 
     /// Ends the run (clears `running`); a no-op on a vCPU that is not running.
@@ -528,15 +628,6 @@ impl Tsm<'_> {
         let r = f(run)?;
         save_run(self, &gv, run)?;
         Ok(r)
-    }
-}
-
-fn device_request(vdev: u64, op: DeviceOp) -> VcpuExit {
-    VcpuExit {
-        reason: ExitReason::DeviceRequest.raw(),
-        vdev,
-        vdev_op: op.raw(),
-        ..VcpuExit::new_zeroed()
     }
 }
 

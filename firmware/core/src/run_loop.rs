@@ -19,9 +19,9 @@
 use tsm_abi::addr::Pa;
 use tsm_abi::regs::{CallRegs, CallResult};
 use tsm_platform::ExitCode;
-use tsm_platform::run::{GuestCpu, GuestExit, Handled, HostCpu, HostExit, HostTrap};
+use tsm_platform::run::{GuestCpu, GuestExit, HostCpu, HostExit, HostTrap};
 
-use crate::run::{GuestEntry, GuestStep, HostStep};
+use crate::run::{GuestEntry, HostStep, Leaving};
 use crate::tsm::Tsm;
 
 /// A defmt log line in the firmware image (feature `defmt`); nothing on the build machine,
@@ -155,48 +155,34 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 
 /// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
 /// Every trap goes to the core while the vCPU stays loaded in the HAL: a guest call the core
-/// answers ([`GuestStep::Resume`]) is completed in place, without a world switch, after the
+/// answers ([`Handled::Resume`](tsm_platform::run::Handled)) is completed in place, without a world switch, after the
 /// same dispatch as any other trap; `e` is the claim, so the vCPU's running flag is not read
 /// again per trap ([`Tsm::guest_exit_entered`]).
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
-    let mut resume = e.resume;
-    loop {
-        let on_exit = |exit: GuestExit| {
-            log_exit(e.vcpu, &exit);
-            match tsm.guest_exit_entered(e, exit) {
-                GuestStep::Resume(r) => Handled::Resume(r),
-                GuestStep::ToHost(r) => Handled::Leave(r),
-            }
-        };
-        let err = match guest.run_guest(e.context, e.root, resume, on_exit) {
-            Ok(result) => {
-                // The HAL has saved the vCPU: another CPU may claim it now.
-                tsm.end_run(e.vcpu);
-                return result;
-            }
-            Err(err) => err,
-        };
-        log!(
-            error,
-            "vCPU {=u64:#x} cannot be entered (context {=u64:#x}, root {=u64:#x}): {=str}",
-            e.vcpu.0,
-            e.context.0,
-            e.root.0,
-            err.name()
-        );
-        let fault = GuestExit::Fault {
-            syndrome: 0,
-            gpa: None,
-            write: false,
-        };
-        match tsm.guest_exit_entered(e, fault) {
-            GuestStep::Resume(r) => resume = r,
-            GuestStep::ToHost(r) => {
-                tsm.end_run(e.vcpu);
-                return r;
+    let on_exit = |exit: GuestExit| {
+        log_exit(e.vcpu, &exit);
+        tsm.guest_exit_entered(e, exit)
+    };
+    let leaving = match guest.run_guest(e.context, e.root, e.resume, on_exit) {
+        Ok(leaving) => leaving,
+        Err(err) => {
+            log!(
+                error,
+                "vCPU {=u64:#x} cannot be entered (context {=u64:#x}, root {=u64:#x}): {=str}",
+                e.vcpu.0,
+                e.context.0,
+                e.root.0,
+                err.name()
+            );
+            Leaving::Fault {
+                syndrome: 0,
+                gpa: None,
+                write: false,
             }
         }
-    }
+    };
+    // The HAL has saved the vCPU (or never loaded it): another CPU may claim it now.
+    tsm.leave(e, &leaving)
 }
 
 // Inline, as `log_call`.
