@@ -884,13 +884,20 @@ fn judge(f: &Figure, budgets: &BTreeMap<String, f64>) -> Verdict {
         parts.push(format!("≤ {b}×"));
     }
     let over = max.is_some_and(|b| f.value.as_ref().is_ok_and(|v| *v > b))
-        || max_ratio.is_some_and(|b| f.ratio.is_some_and(|r| r > b));
+        || max_ratio.is_some_and(|b| f.ratio.is_some_and(|r| exceeds(r, b)));
     Verdict {
         budget: (!parts.is_empty()).then(|| parts.join(", ")),
         max,
         max_ratio,
         over,
     }
+}
+
+/// `ratio > budget`, but a ratio equal to the budget in exact arithmetic is within it: two
+/// counts scaled by the same calibration factor (192 / 160 against 1.2) divide to a double one
+/// ulp off the budget's.
+fn exceeds(ratio: f64, budget: f64) -> bool {
+    ratio > budget * (1.0 + 1e-9)
 }
 
 fn num(v: f64) -> String {
@@ -1221,6 +1228,15 @@ mod tests {
         assert!(
             j.contains(r#""budget_max": null, "budget_max_ratio": 1.5, "over_budget": false}"#)
         );
+    }
+
+    #[test]
+    fn a_ratio_equal_to_its_budget_is_within_it() {
+        let scale = 0.999_996_5;
+        assert!(!exceeds((192.0 * scale) / (160.0 * scale), 1.2));
+        assert!(!exceeds(0.6 / 0.5, 1.2));
+        assert!(exceeds(193.0 / 160.0, 1.2));
+        assert!(exceeds(154.0 / 128.0, 1.2));
     }
 
     #[test]
