@@ -416,26 +416,30 @@ impl Smmu {
     /// [`Smmu::submit`] of commands already encoded.
     fn submit_words(&self, cmds: &[[u64; CMD_WORDS]]) {
         let mut q = self.queues.lock();
+        // The index and the queue in registers: through `q` and `self` the compiler reloaded
+        // both after every word stored (an atomic store may alias them).
+        let (queue, mut prod) = (&self.cmdq.0, q.cmd_prod);
         for c in cmds {
-            let at = slot(q.cmd_prod, CMDQ_LOG2) * CMD_WORDS;
+            let at = slot(prod, CMDQ_LOG2) * CMD_WORDS;
             for (i, &w) in c.iter().enumerate() {
-                if let Some(slot) = self.cmdq.0.get(at + i) {
+                if let Some(slot) = queue.get(at + i) {
                     slot.store(w, Ordering::Relaxed);
                 }
             }
-            q.cmd_prod = next_index(q.cmd_prod, CMDQ_LOG2);
+            prod = next_index(prod, CMDQ_LOG2);
         }
+        q.cmd_prod = prod;
         // SAFETY: a barrier: the commands (and any table or STE store before them) reach the
         // point the SMMU reads from before it learns of them.
         unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
-        self.write(CMDQ_PROD, q.cmd_prod);
+        self.write(CMDQ_PROD, prod);
         // The clock is read only once the queue is seen busy: an SMMU that has already consumed
         // the commands (QEMU's does so within the PROD write) costs no time conversion (a u128
         // division, ~40 instructions on every (un)delegate).
         let mut deadline = None;
         loop {
             let cons = self.read(CMDQ_CONS);
-            if cons & ((1 << (CMDQ_LOG2 + 1)) - 1) == q.cmd_prod {
+            if cons & ((1 << (CMDQ_LOG2 + 1)) - 1) == prod {
                 break;
             }
             if (self.read(GERROR) ^ self.read(GERRORN)) & GERROR_CMDQ != 0 {

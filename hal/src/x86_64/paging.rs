@@ -107,6 +107,10 @@ struct Tables {
     bar_count: usize,
     /// The nested table's pool of DRAM split tables (none in the TSM's tables).
     splits: Option<SplitPool>,
+    /// The nested table's PD of DRAM's first GiB, the others following it page by page
+    /// ([`build`] makes them so): a DRAM granule's PD entry is found without a walk
+    /// ([`Self::dram_pd_entry`]). 0 in the TSM's tables.
+    dram_pds: u64,
 }
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
@@ -212,6 +216,19 @@ impl Tables {
         Ok(entry(table, (va >> 21) & (ENTRIES - 1)))
     }
 
+    /// The PD entry for the DRAM address `pa` (checked by the caller) in the nested table,
+    /// found from [`Self::dram_pds`] by arithmetic: a walk from the root read two more tables
+    /// on every (un)delegate.
+    fn dram_pd_entry(&self, pa: u64) -> Result<*mut u64, PagingError> {
+        if self.dram_pds == 0 || !self.dram.contains(Pa(pa), 1) {
+            return Err(PagingError::NotReady);
+        }
+        // The first 2 MiB index of DRAM's first GiB, which `dram_pds` starts with; `pa` is in
+        // DRAM, so its own index is not below it.
+        let first = (self.dram.base.0 >> 21) & !(ENTRIES - 1);
+        Ok((self.dram_pds + ((pa >> 21) - first) * 8) as *mut u64)
+    }
+
     /// Whether the nested table maps the DRAM page of `pa` for the host now (a 2 MiB page or a
     /// present 4 KiB entry under it).
     fn host_maps(&self, pa: u64) -> bool {
@@ -272,8 +289,9 @@ impl Tables {
     /// go on the next VMRUN of each CPU (`svm::nested_changed`).
     fn set_nested(&mut self, pa: Pa, mapped: bool) -> Result<(), PagingError> {
         self.check_host_granule(pa)?;
-        let pde = self.pd_entry(pa.0)?;
-        // SAFETY: `pde` is a PD entry inside a pool page (see `pd_entry`); we hold the lock.
+        let pde = self.dram_pd_entry(pa.0)?;
+        // SAFETY: `pde` is a PD entry inside a pool page (see `dram_pd_entry`); we hold the
+        // lock.
         let table = unsafe { pde.read_volatile() };
         if table & PRESENT == 0 {
             return Err(PagingError::NotReady);
@@ -539,6 +557,7 @@ fn build(
         }; MAX_MMIO],
         bar_count: 0,
         splits: None,
+        dram_pds: 0,
     };
     for m in mmio.iter().filter(|m| m.access == Access::HostBar) {
         if let Some(slot) = t.bars.get_mut(t.bar_count) {
@@ -551,6 +570,9 @@ fn build(
     }
     t.pml4 = t.alloc(true)?;
     let end = dram.base.0 + dram.size;
+    if nested {
+        t.dram_pds = dram_pds(&mut t, dram.base.0, end)?;
+    }
     let tsm_end = tsm.base.0 + tsm.size;
     let mut pa = dram.base.0;
     while pa < end {
@@ -615,6 +637,28 @@ fn build(
         }
     }
     Ok(t)
+}
+
+/// Makes the PDs of every GiB of `[base, end)` (DRAM) in `t`, the PDPTs above them first, so
+/// that the PDs are consecutive pool pages in address order; returns the first one's address.
+fn dram_pds(t: &mut Tables, base: u64, end: u64) -> Result<u64, PagingError> {
+    const GIB: u64 = 1 << 30;
+    let (first, last) = (base >> 30, (end - 1) >> 30);
+    for gib in (first..=last).filter(|g| *g == first || g.is_multiple_of(ENTRIES)) {
+        t.entry_at(gib * GIB, 30, true, true)?;
+    }
+    let mut pds = 0;
+    for gib in first..=last {
+        // Entry 0 of the GiB's PD, which this allocates (its PDPT exists): the PD's address.
+        let pd = t.entry_at(gib * GIB, 21, true, true)? as u64;
+        if gib == first {
+            pds = pd;
+        } else if pd != pds + (gib - first) * GRANULE_SIZE {
+            // Not one after the other after all: `dram_pd_entry` would find wrong entries.
+            return Err(PagingError::Refused);
+        }
+    }
+    Ok(pds)
 }
 
 /// The host's nested table root (0 before [`init`]).

@@ -117,56 +117,64 @@ impl Drop for UserAccess {
 }
 
 /// Zeroes with 16-byte SSE stores when the range is whole 256-byte steps at a 16-byte aligned
-/// address (a granule scrub), else with `rep stosq` (then `rep stosb` for a tail under 8
-/// bytes), allowing ring-0 access to user pages (SMAP) for the stores only.
+/// address (a granule scrub, a VDEV object), else with `rep stosq` (then `rep stosb` for a tail
+/// under 8 bytes), allowing ring-0 access to user pages (SMAP) for the stores only.
 ///
 /// QEMU counts every `rep stosq` step as an instruction (512 per granule, most of
-/// GRANULE_UNDELEGATE under icount, profiled); sixteen `movdqa` with displacements and three
-/// loop instructions per 256 bytes make 304. The TSM is built without SSE, so `xmm0` holds
-/// the interrupted context's value (the host's or a vCPU's: they are not saved on a call): it is
-/// kept on the stack around the stores.
+/// GRANULE_UNDELEGATE under icount, profiled). SSE's `movdqa` is the widest store the TSM
+/// has (XSAVE and AVX stay off: `boot::cpu_setup`, `intercept`), so a granule is 256 stores;
+/// they go 64 to a loop step when the length is whole 1 KiB steps (a granule: 4 steps, 12
+/// loop instructions) and 16 to a step otherwise (a granule took 48 loop instructions that
+/// way). The TSM is built without SSE, so `xmm0` holds the interrupted context's value (the
+/// host's or a vCPU's: they are not saved on a call): it is kept on the stack around the
+/// stores.
 ///
 /// # Safety
 /// `dst` must be valid for `len` bytes and identity-mapped.
 pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
     const STEP: usize = 256;
+    const BIG_STEP: usize = 1024;
     // Boot zeroes memory before `boot::cpu_setup` enables SSE on this CPU (CR4.OSFXSR, with
     // CR0.EM and TS cleared at the same time): until then `movdqa` is #UD.
     let sse = cpu::cr4() & cpu::CR4_OSFXSR != 0;
     if sse && (dst as usize).is_multiple_of(16) && len.is_multiple_of(STEP) && len != 0 {
+        let big = usize::from(len.is_multiple_of(BIG_STEP));
         let _user = UserAccess::allow();
         // SAFETY: writes exactly `[dst, dst + len)` (the caller's range): each pass stores the
-        // 256 bytes at `rdi` (16-byte aligned, as `movdqa` needs: `dst` is and the step is a
-        // multiple of 16) and advances it; `rcx` counts the bytes left, a non-zero multiple of
-        // 256, so the loop ends at zero. `xmm0` is saved on the stack and
-        // restored; `_user` allows the stores to user pages.
+        // 1024 bytes (`big` non-zero: `len` is a multiple of 1024) or the 256 bytes at `rdi`
+        // (16-byte aligned, as `movdqa` needs: `dst` is and the steps are multiples of 16) and
+        // advances it; `rcx` counts the bytes left, a non-zero multiple of the step, so the
+        // loop ends at zero. `xmm0` is saved on the stack and restored; `_user` allows the
+        // stores to user pages.
         unsafe {
             asm!(
                 "sub rsp, 16",
                 "movdqu [rsp], xmm0",
                 "pxor xmm0, xmm0",
+                "test {big}, {big}",
+                "jz 3f",
                 "2:",
-                "movdqa [rdi], xmm0",
-                "movdqa [rdi + 16], xmm0",
-                "movdqa [rdi + 32], xmm0",
-                "movdqa [rdi + 48], xmm0",
-                "movdqa [rdi + 64], xmm0",
-                "movdqa [rdi + 80], xmm0",
-                "movdqa [rdi + 96], xmm0",
-                "movdqa [rdi + 112], xmm0",
-                "movdqa [rdi + 128], xmm0",
-                "movdqa [rdi + 144], xmm0",
-                "movdqa [rdi + 160], xmm0",
-                "movdqa [rdi + 176], xmm0",
-                "movdqa [rdi + 192], xmm0",
-                "movdqa [rdi + 208], xmm0",
-                "movdqa [rdi + 224], xmm0",
-                "movdqa [rdi + 240], xmm0",
+                ".irp off, 0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240",
+                "movdqa [rdi + \\off], xmm0",
+                "movdqa [rdi + \\off + 256], xmm0",
+                "movdqa [rdi + \\off + 512], xmm0",
+                "movdqa [rdi + \\off + 768], xmm0",
+                ".endr",
+                "add rdi, 1024",
+                "sub rcx, 1024",
+                "jnz 2b",
+                "jmp 4f",
+                "3:",
+                ".irp off, 0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240",
+                "movdqa [rdi + \\off], xmm0",
+                ".endr",
                 "add rdi, 256",
                 "sub rcx, 256",
-                "jnz 2b",
+                "jnz 3b",
+                "4:",
                 "movdqu xmm0, [rsp]",
                 "add rsp, 16",
+                big = in(reg) big,
                 inout("rdi") dst => _,
                 inout("rcx") len => _,
             )

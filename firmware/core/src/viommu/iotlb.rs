@@ -473,11 +473,20 @@ impl Iotlb {
 
     /// `pa`'s granule changed state (delegate, undelegate): drops every translation that
     /// reached it or read a stage-1 table in it.
+    // Inline, the filter test only: every (un)delegate comes here, almost always to return at
+    // once, and out of line the call's frame was half of its 22 instructions on aarch64
+    // (profiled).
+    #[inline(always)]
     pub fn invalidate_pa(&mut self, pa: Pa) {
         let p = pa.granule_base();
-        if !self.pa_filter.may_hold(p) {
-            return;
+        if self.pa_filter.may_hold(p) {
+            self.invalidate_pa_held(p);
         }
+    }
+
+    /// [`Iotlb::invalidate_pa`] of granule `p`, which the PA filter says an entry may name.
+    #[inline(never)]
+    fn invalidate_pa_held(&mut self, p: Pa) {
         self.retain(|e| {
             e.walked.s2.pa.granule_base() != p && e.walked.tables().iter().all(|t| t.pa != p)
         });
