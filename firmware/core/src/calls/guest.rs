@@ -26,8 +26,7 @@ use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    Child, GUEST_OP_PENDING, Guard, Handle, Object, Room, TvmHead, TvmObj, VdevHandle, VdevObj,
-    internal,
+    Child, GUEST_OP_PENDING, Guard, Handle, Room, TvmHead, VdevHandle, VdevObj, internal,
 };
 use crate::private_mmio::locate;
 use crate::tsm::Tsm;
@@ -40,26 +39,31 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its object copied into `room`: the whole [`TvmObj`] for the calls
-/// that look up a vBDF, its [`TvmHead`] for those that need only its map (a buffer's GPA):
-/// reading and zeroing the 600-byte whole cost G_CONSOLE_WRITE ~390 instructions on x86_64.
-fn caller_tvm<'t, 'a, O: Object>(
+/// The caller's TVM, locked, its [`TvmHead`] copied into `room`: every guest call needs only
+/// its map (a buffer's GPA) or its vBDF slots, which [`own_vdev`] reads one by one from the
+/// granule. Reading and zeroing the 600-byte whole cost G_CONSOLE_WRITE ~390 instructions on
+/// x86_64, and a refused G_VDEV_INFO about as much.
+fn caller_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     g: GuestCaller,
-    room: &'t mut Room<O>,
-) -> Result<Guard<'t, 'a, O>, Status> {
-    t.lock(Handle::<O>::new(g.tvm), 1, room)
+    room: &'t mut Room<TvmHead>,
+) -> Result<Guard<'t, 'a, TvmHead>, Status> {
+    t.lock(Handle::<TvmHead>::new(g.tvm), 1, room)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
-/// The caller's vdevice named by a vBDF argument (index 1).
-fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
+/// The caller's vdevice named by a vBDF argument (index 1): its slot among the TVM's first
+/// `vdevs` vBDF slots, the ones in use ([`crate::objects::TvmObj::invariants`]), each read alone.
+fn own_vdev(o: &Guard<'_, '_, TvmHead>, raw: u64) -> Result<Pa, Status> {
     let vbdf = vbdf_arg(raw).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
-    o.vbdfs
-        .iter()
-        .find(|s| s.used != 0 && s.vbdf == u32::from(vbdf))
-        .map(|s| Pa(s.vdev))
-        .ok_or(Status::arg(StatusCode::BadHandle, 1))
+    let n = usize::try_from(o.vdevs).map_err(|_| internal())?;
+    for i in 0..n {
+        let s = o.vbdf(i)?;
+        if s.used != 0 && s.vbdf == u32::from(vbdf) {
+            return Ok(Pa(s.vdev));
+        }
+    }
+    Err(Status::arg(StatusCode::BadHandle, 1))
 }
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
@@ -74,22 +78,23 @@ fn lock_own<'t, 'a>(
     let v = t
         .lock(VdevHandle::new(pa), 1, rooms.v.insert(Room::new()))
         .map_err(|_| internal())?;
-    if v.links().tvm() != tvm.handle() {
+    if v.links().tvm().pa() != tvm.pa() {
         return Err(internal());
     }
     Ok(GuestVdev { tvm, v })
 }
 
 /// Room for the objects of [`GuestVdev`]. The VDEV's (about 2 KiB to zero) is made only once
-/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's.
+/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's
+/// head.
 #[derive(Default)]
 struct GuestVdevRooms {
-    tvm: Room<TvmObj>,
+    tvm: Room<TvmHead>,
     v: Option<Room<VdevObj>>,
 }
 
 struct GuestVdev<'t, 'a> {
-    tvm: Guard<'t, 'a, TvmObj>,
+    tvm: Guard<'t, 'a, TvmHead>,
     v: Guard<'t, 'a, VdevObj>,
 }
 
