@@ -125,9 +125,7 @@ impl<'a> AddressMap<'a> {
 
     /// Reads the raw entry `idx` of `table`.
     pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
-        let mut b = [0u8; 8];
-        self.mem.read(entry_pa(table, idx)?, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        self.mem.read_u64(entry_pa(table, idx)?)
     }
 
     /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
