@@ -215,6 +215,23 @@ impl PhysMem for X86Platform {
         Ok(())
     }
 
+    fn read_u64(&self, pa: Pa) -> Result<u64, MemFault> {
+        self.check(pa, 8)?;
+        if !pa.0.is_multiple_of(8) {
+            let mut b = [0u8; 8];
+            // SAFETY: as in `read`: the 8 bytes at `pa` are DRAM (checked above).
+            unsafe { copy(b.as_mut_ptr(), pa.0 as *const u8, 8) };
+            return Ok(u64::from_le_bytes(b));
+        }
+        let _user = UserAccess::allow();
+        // SAFETY: [pa, pa + 8) is DRAM (checked above), which the TSM's tables identity-map
+        // for ring 0 (`_user` allows the access if they map it as a user page), and 8-aligned:
+        // one atomic load, so a concurrent entry store is seen whole or not at all.
+        Ok(u64::from_le(unsafe {
+            core::ptr::read_volatile(pa.0 as *const u64)
+        }))
+    }
+
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
         self.check(pa, data.len())?;
         // SAFETY: as in `read`; the destination is DRAM outside the TSM's own range.

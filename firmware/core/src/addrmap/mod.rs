@@ -123,11 +123,20 @@ impl<'a> AddressMap<'a> {
         self.fmt
     }
 
+    /// The entry `raw` at `level`. An all-zero entry, what every unmapped slot holds, is invalid
+    /// in every format (a test checks it): a walk that ends at one, as every refused lookup of
+    /// an unmapped GPA does, needs no call into the format.
+    fn decode(&self, raw: u64, level: u8) -> Entry {
+        if raw == 0 {
+            Entry::Invalid
+        } else {
+            self.fmt.decode(raw, level)
+        }
+    }
+
     /// Reads the raw entry `idx` of `table`.
     pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
-        let mut b = [0u8; 8];
-        self.mem.read(entry_pa(table, idx)?, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        self.mem.read_u64(entry_pa(table, idx)?)
     }
 
     /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
@@ -143,7 +152,7 @@ impl<'a> AddressMap<'a> {
             let raw = self
                 .read_raw(table, index(gpa, l))
                 .map_err(WalkError::Mem)?;
-            table = match self.fmt.decode(raw, l) {
+            table = match self.decode(raw, l) {
                 Entry::Table(next) => next,
                 // l < LEAF_LEVEL: the next level exists and the sum is exact.
                 Entry::Invalid => return Err(WalkError::TableMissing(l.saturating_add(1))),
@@ -159,7 +168,7 @@ impl<'a> AddressMap<'a> {
         let raw = self
             .read_raw(table, index(gpa, level))
             .map_err(WalkError::Mem)?;
-        Ok((table, self.fmt.decode(raw, level)))
+        Ok((table, self.decode(raw, level)))
     }
 
     /// The page mapped at `gpa`.

@@ -26,8 +26,7 @@ use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    Child, GUEST_OP_PENDING, Guard, Handle, Object, Room, TvmHead, TvmObj, VdevHandle, VdevObj,
-    internal,
+    Child, GUEST_OP_PENDING, Guard, Handle, Room, TvmView, VdevHandle, VdevObj, internal,
 };
 use crate::private_mmio::locate;
 use crate::tsm::Tsm;
@@ -40,26 +39,33 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its object copied into `room`: the whole [`TvmObj`] for the calls
-/// that look up a vBDF, its [`TvmHead`] for those that need only its map (a buffer's GPA):
-/// reading and zeroing the 600-byte whole cost G_CONSOLE_WRITE ~390 instructions on x86_64.
-fn caller_tvm<'t, 'a, O: Object>(
+/// The caller's TVM, locked, its [`TvmView`] copied into `room`: every guest call needs only
+/// its map (a buffer's GPA) or its vBDF slots, which [`own_vdev`] reads one by one from the
+/// granule. Reading and zeroing the 600-byte whole object cost G_CONSOLE_WRITE ~390
+/// instructions on x86_64, and a refused G_VDEV_INFO about as much on aarch64; the 88-byte
+/// head still cost a `memset` call.
+fn caller_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     g: GuestCaller,
-    room: &'t mut Room<O>,
-) -> Result<Guard<'t, 'a, O>, Status> {
-    t.lock(Handle::<O>::new(g.tvm), 1, room)
+    room: &'t mut Room<TvmView>,
+) -> Result<Guard<'t, 'a, TvmView>, Status> {
+    t.lock(Handle::<TvmView>::new(g.tvm), 1, room)
         .map_err(|_| Status::new(StatusCode::Denied))
 }
 
-/// The caller's vdevice named by a vBDF argument (index 1).
-fn own_vdev(o: &TvmObj, raw: u64) -> Result<Pa, Status> {
+/// The caller's vdevice named by a vBDF argument (index 1): its slot among the TVM's first
+/// `vdevs` vBDF slots, the ones in use ([`crate::objects::TvmObj::invariants`]), each read
+/// alone.
+fn own_vdev(o: &Guard<'_, '_, TvmView>, raw: u64) -> Result<Pa, Status> {
     let vbdf = vbdf_arg(raw).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
-    o.vbdfs
-        .iter()
-        .find(|s| s.used != 0 && s.vbdf == u32::from(vbdf))
-        .map(|s| Pa(s.vdev))
-        .ok_or(Status::arg(StatusCode::BadHandle, 1))
+    let n = usize::try_from(o.vdevs).map_err(|_| internal())?;
+    for i in 0..n {
+        let s = o.vbdf(i)?;
+        if s.used != 0 && s.vbdf == u32::from(vbdf) {
+            return Ok(Pa(s.vdev));
+        }
+    }
+    Err(Status::arg(StatusCode::BadHandle, 1))
 }
 
 /// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
@@ -74,22 +80,23 @@ fn lock_own<'t, 'a>(
     let v = t
         .lock(VdevHandle::new(pa), 1, rooms.v.insert(Room::new()))
         .map_err(|_| internal())?;
-    if v.links().tvm() != tvm.handle() {
+    if v.links().tvm().pa() != tvm.pa() {
         return Err(internal());
     }
     Ok(GuestVdev { tvm, v })
 }
 
 /// Room for the objects of [`GuestVdev`]. The VDEV's (about 2 KiB to zero) is made only once
-/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's.
+/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's
+/// head.
 #[derive(Default)]
 struct GuestVdevRooms {
-    tvm: Room<TvmObj>,
+    tvm: Room<TvmView>,
     v: Option<Room<VdevObj>>,
 }
 
 struct GuestVdev<'t, 'a> {
-    tvm: Guard<'t, 'a, TvmObj>,
+    tvm: Guard<'t, 'a, TvmView>,
     v: Guard<'t, 'a, VdevObj>,
 }
 
@@ -98,7 +105,7 @@ struct GuestVdev<'t, 'a> {
 /// the TSM uses it.
 fn guest_buffer(
     t: &Tsm<'_>,
-    o: &TvmHead,
+    o: &TvmView,
     gpa: Gpa,
     len: u64,
     write: bool,
@@ -110,7 +117,7 @@ fn guest_buffer(
 /// [`guest_buffer`], optionally refusing shared pages.
 fn guest_buffer_in(
     t: &Tsm<'_>,
-    o: &TvmHead,
+    o: &TvmView,
     gpa: Gpa,
     len: u64,
     write: bool,
@@ -156,7 +163,7 @@ pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let mut tvm_room = Room::<TvmHead>::new();
+    let mut tvm_room = Room::<TvmView>::new();
     let o = caller_tvm(t, caller, &mut tvm_room)?;
     let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
     let mut frame = [0u8; MAX_PAYLOAD];
@@ -179,7 +186,7 @@ pub fn exit(_: &Tsm<'_>, _: GuestCaller, a: args::GExit) -> Result<GuestNext, St
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
 pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let mut tvm_room = Room::<TvmHead>::new();
+    let mut tvm_room = Room::<TvmView>::new();
     let o = caller_tvm(t, caller, &mut tvm_room)?;
     let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;

@@ -12,7 +12,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use super::{
     Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead, PdevObj, Stored,
-    TvmHead, TvmObj, VbdfSlot, VdevObj, ViommuObj, internal, load_into, write,
+    TvmHead, TvmObj, TvmView, VbdfSlot, VdevObj, ViommuObj, internal, load_into, write,
 };
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
@@ -206,13 +206,23 @@ impl Guard<'_, '_, PdevHead> {
     }
 }
 
+/// A leading part of a [`TvmObj`] that a call may lock alone: its vBDF table lies after it in
+/// the granule.
+pub trait TvmPart: Object {}
+
+impl TvmPart for TvmHead {}
+
+impl TvmPart for TvmView {}
+
 /// The TVM's vBDF table, as [`Guard<PdevHead>`]'s pBDF table ([`TvmObj::invariants`]).
-impl Guard<'_, '_, TvmHead> {
+impl<O: TvmPart> Guard<'_, '_, O> {
     /// vBDF slot `i`.
     pub(crate) fn vbdf(&self, i: usize) -> Result<VbdfSlot, Status> {
         self.read_entry(core::mem::offset_of!(TvmObj, vbdfs), i, MAX_VDEVS_PER_TVM)
     }
+}
 
+impl Guard<'_, '_, TvmHead> {
     /// Writes vBDF slot `i`.
     pub(crate) fn set_vbdf(&self, i: usize, s: &VbdfSlot) -> Result<(), Status> {
         self.write_entry(

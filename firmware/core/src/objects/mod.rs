@@ -230,6 +230,8 @@ pub struct TvmHead {
     pub gpa_bits: u32,
     /// Root table granule.
     pub root: u64,
+    /// Live vdevices.
+    pub vdevs: u64,
     /// Most vCPUs.
     pub max_vcpus: u64,
     /// vCPUs created so far (indices are never reused).
@@ -238,14 +240,30 @@ pub struct TvmHead {
     pub vcpus: u64,
     /// Live vIOMMUs.
     pub viommus: u64,
-    /// Live vdevices.
-    pub vdevs: u64,
     /// Private pages mapped.
     pub private_pages: u64,
     /// Shared pages mapped.
     pub shared_pages: u64,
     /// Non-root tables.
     pub tables: u64,
+}
+
+/// The leading part of a [`TvmHead`], all a guest call reads of its TVM: the map a buffer's GPA
+/// is looked up in and the count of vBDF slots in use, which it then reads one by one
+/// ([`Guard::vbdf`]). A guest call is refused or answered after a copy of 24 bytes instead of
+/// the head's 88 and their zeroing (a `memset` call; profiled, docs/benchmarks.md). It never
+/// saves it: no guest call changes its TVM.
+#[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TvmView {
+    /// [`TvmHead::state`].
+    pub state: TvmState,
+    /// [`TvmHead::gpa_bits`].
+    pub gpa_bits: u32,
+    /// [`TvmHead::root`].
+    pub root: u64,
+    /// [`TvmHead::vdevs`].
+    pub vdevs: u64,
 }
 
 /// A free vBDF slot.
@@ -323,6 +341,14 @@ impl Stored for TvmObj {
 
 impl Stored for TvmHead {
     type Words = [u64; size_of::<TvmHead>() / 8];
+}
+
+impl Stored for TvmView {
+    type Words = [u64; size_of::<TvmView>() / 8];
+}
+
+impl Object for TvmView {
+    const STATE: GranuleState = GranuleState::Tvm;
 }
 
 impl Object for TvmHead {
@@ -783,6 +809,15 @@ const _: () = assert!(VDEV_ZEROED as u64 <= MMIO_MAPS_OFFSET);
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
+// The view leads the head.
+const _: () = assert!(
+    offset_of!(TvmView, state) == offset_of!(TvmHead, state)
+        && offset_of!(TvmView, gpa_bits) == offset_of!(TvmHead, gpa_bits)
+        && offset_of!(TvmView, root) == offset_of!(TvmHead, root)
+        && offset_of!(TvmView, vdevs) == offset_of!(TvmHead, vdevs)
+        && size_of::<TvmView>() <= size_of::<TvmHead>()
+        && size_of::<TvmView>().is_multiple_of(8)
+);
 // The links lead their objects (`Child`).
 const _: () = assert!(offset_of!(VcpuObj, tvm) == offset_of!(TvmLink, tvm));
 const _: () = assert!(offset_of!(ViommuObj, tvm) == offset_of!(TvmLink, tvm));

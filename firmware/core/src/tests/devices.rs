@@ -792,6 +792,38 @@ fn vdev_calls_refuse_wrong_states_and_handles() {
     g(G_VDEV_INFO, &[u64::from(VBDF), 0x1000], s(BadHandle, 1));
 }
 
+/// A guest's vdevice calls find a vBDF among the TVM's slots in use, read one by one
+/// (`own_vdev`): in any slot, and in its new slot after VDEV_DESTROY moved it into a freed one.
+#[test]
+fn guest_calls_find_a_vbdf_in_any_slot_in_use() {
+    let tdis = leak_tdis();
+    let mut dev = device(tdis);
+    let w = world(&mut dev);
+    let h = &w.h;
+    for (i, pbdf, vbdf) in [(50, PBDF + 1, 9), (52, PBDF + 2, 10)] {
+        let p = h.host_put(24, vdev_params(pbdf, vbdf).as_bytes());
+        let v = h.delegate(i);
+        h.host(VDEV_CREATE, &[v.0, w.pdev.0, w.viommu.0, p.0])
+            .unwrap();
+    }
+    let info_vbdf = |vbdf: u16| {
+        w.guest(G_VDEV_INFO, &[u64::from(vbdf), 0x1000])
+            .map_err(|(st, _)| st)?;
+        let mut b = [0u8; 256];
+        h.sim.read(w.page, &mut b).unwrap();
+        Ok::<u16, Status>(VdevInfo::read_from_bytes(&b).unwrap().vbdf)
+    };
+    for vbdf in [VBDF, 9, 10] {
+        assert_eq!(info_vbdf(vbdf), Ok(vbdf));
+    }
+    assert_eq!(info_vbdf(11), Err(s(BadHandle, 1)));
+    // The first slot's vdevice goes; the last slot's (vBDF 10) moves into its slot.
+    h.host(VDEV_DESTROY, &[w.vdev.0]).unwrap();
+    assert_eq!(info_vbdf(VBDF), Err(s(BadHandle, 1)));
+    assert_eq!(info_vbdf(9), Ok(9));
+    assert_eq!(info_vbdf(10), Ok(10));
+}
+
 /// Regression (found by the model-based test): a buffer inside the granule of the object the
 /// call holds locked made the TSM spin on its own lock forever, a host-triggerable hang.
 #[test]
