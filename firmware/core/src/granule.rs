@@ -327,6 +327,32 @@ impl<'a> GranuleTable<'a> {
         }
     }
 
+    /// Locks `pa`'s granule if no one holds it (`Ok(None)` if someone does): never waits, so a
+    /// caller may try it out of the lock order ([`crate::objects`]'s parent-after-child fast
+    /// path) without risking a deadlock.
+    pub fn try_lock(&self, pa: Pa) -> Result<Option<Locked<'_, 'a>>, GranuleError> {
+        let idx = self.index(pa)?;
+        let d = self.descs.get(idx).ok_or(GranuleError::OutOfRange)?;
+        loop {
+            let cur = d.load(Ordering::Relaxed);
+            if cur & LOCK_BIT != 0 {
+                return Ok(None);
+            }
+            // Weak: a spurious failure only goes round again, and the lock bit is looked at
+            // anew each time, so this never waits on a holder.
+            if d.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Some(Locked {
+                    table: self,
+                    idx,
+                    pa,
+                    desc: cur,
+                }));
+            }
+        }
+    }
+
     /// Locks `pa`'s granule and checks it is in `expected`.
     pub fn lock_in(&self, pa: Pa, expected: GranuleState) -> Result<Locked<'_, 'a>, GranuleError> {
         let g = self.lock(pa)?;
