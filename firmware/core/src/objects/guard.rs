@@ -294,10 +294,9 @@ impl<'a> Tsm<'a> {
     /// ([`GranuleTable::try_lock`](crate::granule::GranuleTable::try_lock)), which never
     /// waits while the child is held, so it cannot deadlock; while the child is locked its
     /// links cannot change, so the parent is the one it names. If another CPU holds the parent,
-    /// the child is dropped and the ordered path runs: the child locked alone to learn the
-    /// parent, dropped, and locked again after the parent, then checked to still name it (it
-    /// may have been destroyed and re-created in between). Either way both are held, and the
-    /// checks are the same, when this returns.
+    /// the child is dropped and the ordered path runs: the parent locked, then the child again,
+    /// checked to still name it (it may have been destroyed and re-created in between). Either
+    /// way both are held, and the checks are the same, when this returns.
     pub(crate) fn lock_with_parent<'t, P: Object, C: Child>(
         &'t self,
         child: Handle<C>,
@@ -310,23 +309,38 @@ impl<'a> Tsm<'a> {
             .granules
             .lock_in(child.pa(), C::STATE)
             .map_err(|e| e.status(arg))?;
-        // Read now, decoded again below for the guard: a borrow of the room that outlived the
-        // fallback would keep the ordered path from using it.
+        // Read now, decoded again below for the guard (a borrow of the room kept from here
+        // would outlive the slow path's re-read).
         self.platform
             .read(gc.pa(), rooms.1.bytes())
             .map_err(|_| internal())?;
         let p = parent(&decode(rooms.1)?.links());
-        let gp = match self.granules.try_lock(p.pa()) {
-            Ok(Some(gp)) if gp.state() == P::STATE => gp,
-            // Not the parent's state, or not a granule at all: the ordered path would find the
-            // same (a child's parent lives as long as the child), so the parent is gone.
-            Ok(Some(_)) | Err(_) => return Err(gone),
+        let (gp, gc) = match self.granules.try_lock(p.pa()) {
+            Ok(Some(gp)) => (gp, gc),
+            Err(_) => return Err(gone),
             Ok(None) => {
-                // Held elsewhere: wait for it in order, never while holding the child.
+                // Held elsewhere: wait for it in order, never while holding the child; then
+                // the child again, which may have been destroyed and re-created meanwhile.
                 drop(gc);
-                return self.lock_with_parent_ordered(child, arg, p, parent, rooms);
+                let gp = self.granules.lock(p.pa()).map_err(|_| gone)?;
+                let gc = self
+                    .granules
+                    .lock_in(child.pa(), C::STATE)
+                    .map_err(|e| e.status(arg))?;
+                self.platform
+                    .read(gc.pa(), rooms.1.bytes())
+                    .map_err(|_| internal())?;
+                if parent(&decode(rooms.1)?.links()) != p {
+                    return Err(gone);
+                }
+                (gp, gc)
             }
         };
+        // Not the parent's state: the child's parent is gone (a child's parent lives as long
+        // as the child, so it is not a TSM bug either: the handle was stale).
+        if gp.state() != P::STATE {
+            return Err(gone);
+        }
         let pobj = load_into(self.platform, &gp, rooms.0)?;
         let obj = decode(rooms.1)?;
         Ok((
@@ -341,26 +355,6 @@ impl<'a> Tsm<'a> {
                 obj,
             },
         ))
-    }
-
-    /// [`Tsm::lock_with_parent`]'s ordered path, for the parent `p` the child named when it
-    /// was last locked.
-    #[inline(never)]
-    fn lock_with_parent_ordered<'t, P: Object, C: Child>(
-        &'t self,
-        child: Handle<C>,
-        arg: u8,
-        p: Handle<P>,
-        parent: impl Fn(&C::Links) -> Handle<P>,
-        rooms: (&'t mut Room<P>, &'t mut Room<C>),
-    ) -> Result<(Guard<'t, 'a, P>, Guard<'t, 'a, C>), Status> {
-        let gone = Status::arg(StatusCode::BadHandle, arg);
-        let gp = self.lock(p, arg, rooms.0).map_err(|_| gone)?;
-        let gc = self.lock(child, arg, rooms.1)?;
-        if parent(&gc.links()) != p {
-            return Err(gone);
-        }
-        Ok((gp, gc))
     }
 
     /// Locks a VDEV and every object it hangs off, in lock order. A parent that is gone, or a
