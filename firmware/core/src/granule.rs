@@ -28,7 +28,11 @@
 //! ```
 //!
 //! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
-//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child.
+//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child. The one
+//! exception to the order is a lock only *tried* ([`GranuleTable::try_lock`], which never waits):
+//! `Tsm::lock_with_parent` tries the parent while it holds the child, and falls back to the
+//! order above when someone holds it. A CPU never waits while holding a later kind, so no cycle
+//! of waiting CPUs can form.
 //!
 //! Three spin locks outside the table come after every granule lock, in this order, and no
 //! granule lock is ever taken while holding them:
@@ -464,6 +468,24 @@ mod tests {
 
     fn descs(n: usize) -> Vec<AtomicU16> {
         (0..n).map(|_| AtomicU16::new(0)).collect()
+    }
+
+    #[test]
+    fn try_lock_never_waits_on_a_holder() {
+        let d = descs(8);
+        let t = table(&d);
+        let pa = Pa(BASE + GRANULE_SIZE);
+        let held = t.lock(pa).unwrap();
+        assert!(t.try_lock(pa).unwrap().is_none());
+        drop(held);
+        let g = t.try_lock(pa).unwrap().expect("free");
+        assert!(t.try_lock(pa).unwrap().is_none());
+        drop(g);
+        assert!(t.try_lock(pa).unwrap().is_some());
+        assert_eq!(
+            t.try_lock(Pa(BASE + 1)).err(),
+            Some(GranuleError::Misaligned)
+        );
     }
 
     #[test]
