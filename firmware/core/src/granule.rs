@@ -28,7 +28,11 @@
 //! ```
 //!
 //! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
-//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child.
+//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child. The one
+//! exception to the order is a lock only *tried* ([`GranuleTable::try_lock`], which never waits):
+//! `Tsm::lock_with_parent` tries the parent while it holds the child, and falls back to the
+//! order above when someone holds it. A CPU never waits while holding a later kind, so no cycle
+//! of waiting CPUs can form.
 //!
 //! Three spin locks outside the table come after every granule lock, in this order, and no
 //! granule lock is ever taken while holding them:
@@ -327,6 +331,32 @@ impl<'a> GranuleTable<'a> {
         }
     }
 
+    /// Locks `pa`'s granule if no one holds it (`Ok(None)` if someone does): never waits, so a
+    /// caller may try it out of the lock order ([`crate::objects`]'s parent-after-child fast
+    /// path) without risking a deadlock.
+    pub fn try_lock(&self, pa: Pa) -> Result<Option<Locked<'_, 'a>>, GranuleError> {
+        let idx = self.index(pa)?;
+        let d = self.descs.get(idx).ok_or(GranuleError::OutOfRange)?;
+        loop {
+            let cur = d.load(Ordering::Relaxed);
+            if cur & LOCK_BIT != 0 {
+                return Ok(None);
+            }
+            // Weak: a spurious failure only goes round again, and the lock bit is looked at
+            // anew each time, so this never waits on a holder.
+            if d.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Some(Locked {
+                    table: self,
+                    idx,
+                    pa,
+                    desc: cur,
+                }));
+            }
+        }
+    }
+
     /// Locks `pa`'s granule and checks it is in `expected`.
     pub fn lock_in(&self, pa: Pa, expected: GranuleState) -> Result<Locked<'_, 'a>, GranuleError> {
         let g = self.lock(pa)?;
@@ -438,6 +468,24 @@ mod tests {
 
     fn descs(n: usize) -> Vec<AtomicU16> {
         (0..n).map(|_| AtomicU16::new(0)).collect()
+    }
+
+    #[test]
+    fn try_lock_never_waits_on_a_holder() {
+        let d = descs(8);
+        let t = table(&d);
+        let pa = Pa(BASE + GRANULE_SIZE);
+        let held = t.lock(pa).unwrap();
+        assert!(t.try_lock(pa).unwrap().is_none());
+        drop(held);
+        let g = t.try_lock(pa).unwrap().expect("free");
+        assert!(t.try_lock(pa).unwrap().is_none());
+        drop(g);
+        assert!(t.try_lock(pa).unwrap().is_some());
+        assert_eq!(
+            t.try_lock(Pa(BASE + 1)).err(),
+            Some(GranuleError::Misaligned)
+        );
     }
 
     #[test]

@@ -91,20 +91,23 @@ use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::dispatch::{GuestCaller, GuestNext, HostNext};
 use crate::granule::{GranuleState, Locked};
-use crate::objects::{self, Handle, Room, Stored, TvmHead, TvmLink, VcpuHandle, internal};
+use crate::objects::{
+    self, Child, Handle, Object, Room, Stored, TvmHead, TvmLink, VcpuObj, internal,
+};
 use crate::tsm::Tsm;
 
 // The HAL takes and returns these as they are (`tsm_platform::run`), so they are defined there.
 pub use tsm_platform::run::{GuestExit, Handled, Resume};
 
-/// Where the core's run state starts in a VCPU granule (after `VcpuObj`).
-pub const RUN_STATE_OFFSET: u64 = 1024;
+/// Where the core's run state starts in a VCPU granule: right after `VcpuObj`, so that
+/// VCPU_RUN and the exit read and write the two in one copy each ([`VcpuRun`]).
+pub const RUN_STATE_OFFSET: u64 = size_of::<VcpuObj>() as u64;
 /// Where the HAL's saved guest context starts in a VCPU granule.
 pub const CONTEXT_OFFSET: u64 = 2048;
 /// Bytes of the HAL's saved guest context.
 pub const CONTEXT_SIZE: u64 = GRANULE_SIZE - CONTEXT_OFFSET;
 
-const _: () = assert!(size_of::<crate::objects::VcpuObj>() as u64 <= RUN_STATE_OFFSET);
+const _: () = assert!(core::mem::offset_of!(VcpuRun, run) as u64 == RUN_STATE_OFFSET);
 const _: () = assert!(RUN_STATE_OFFSET + size_of::<RunState>() as u64 <= CONTEXT_OFFSET);
 
 /// `RunState::next`: what the next entry delivers.
@@ -146,6 +149,30 @@ struct RunState {
 
 impl Stored for RunState {
     type Words = [u64; size_of::<RunState>() / 8];
+}
+
+/// A VCPU granule's object and run state, which lie next to each other: what VCPU_RUN checks
+/// and claims, and what the exit releases (and G_EXIT marks), in one locked read and one write.
+#[derive(TryFromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct VcpuRun {
+    obj: VcpuObj,
+    run: RunState,
+}
+
+impl Stored for VcpuRun {
+    type Words = [u64; size_of::<VcpuRun>() / 8];
+}
+
+impl Object for VcpuRun {
+    const STATE: GranuleState = GranuleState::Vcpu;
+}
+
+impl Child for VcpuRun {
+    type Links = TvmLink;
+    fn links(&self) -> TvmLink {
+        self.obj.links()
+    }
 }
 
 const _: () = assert!(size_of::<RunState>().is_multiple_of(8));
@@ -354,23 +381,24 @@ pub enum GuestStep {
 /// ([`HostStep::Enter`]).
 pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     let (vcpu, record) = (a.vcpu, a.exit_record);
-    // The record must be NS now (checked again when it is written). Checked before the other
-    // locks: a record naming the TVM's or vCPU's own granule must fail, not wait for itself.
+    // The record must be NS now: its published state is enough, as it is checked again under
+    // its lock when it is written (a delegation in between makes that write fail, as one after
+    // a locked check would). Checked before the other locks.
     if !record.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
-    drop(t.lock_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?);
-    let (mut tvm_room, mut vcpu_room, mut run_room) = (Room::new(), Room::new(), Room::new());
+    t.check_ns_buffer(record, size_of::<VcpuExit>() as u64, 2)?;
+    let (mut tvm_room, mut vcpu_room) = (Room::new(), Room::new());
     // The TVM's head is all the checks need (state, root): the whole object with its vBDF
     // table cost a 600-byte zeroing and read on every VCPU_RUN.
-    let (o, v) = t.lock_with_parent(
-        VcpuHandle::new(vcpu),
+    let (o, mut v) = t.lock_with_parent(
+        Handle::<VcpuRun>::new(vcpu),
         1,
         |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
         (&mut tvm_room, &mut vcpu_room),
     )?;
-    let run = load_run(t, v.granule(), &mut run_room)?;
-    if o.state != TvmState::Active || v.exited != 0 || run.running != 0 {
+    let VcpuRun { obj: v_obj, run } = &mut *v;
+    if o.state != TvmState::Active || v_obj.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
     let context = vcpu.checked_add(CONTEXT_OFFSET).ok_or_else(internal)?;
@@ -384,8 +412,8 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     let resume = if run.started == 0 {
         run.started = 1;
         Resume::Start {
-            entry: Gpa(v.entry),
-            arg0: v.arg0,
+            entry: Gpa(v_obj.entry),
+            arg0: v_obj.arg0,
         }
     } else if run.next == Next::Return {
         Resume::Return(CallResult {
@@ -400,7 +428,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     }
     run.running = 1;
     run.exit_record = record.0;
-    save_run(t, v.granule(), run)?;
+    v.save()?;
     Ok(HostNext::Run(Claim {
         entry: GuestEntry {
             vcpu,
@@ -562,33 +590,23 @@ impl Tsm<'_> {
     #[inline(never)]
     fn exit_to_host(&self, vcpu: Pa, l: &Leaving) -> CallResult {
         let (rec, after) = l.record();
-        let end = |gv: &Locked<'_, '_>| {
-            let mut room = Room::new();
-            let run = load_run(self, gv, &mut room)?;
-            run.set_next(after);
-            run.running = 0;
-            let record = Pa(run.exit_record);
-            save_run(self, gv, run)?;
-            Ok(record)
-        };
-        let record = if let Leaving::Exit { code } = *l {
-            // G_EXIT is final: the vCPU object says so under the same lock as the release, so
-            // no VCPU_RUN can see the one without the other.
-            let mut room = Room::new();
-            self.lock(VcpuHandle::new(vcpu), 1, &mut room)
-                .map_err(|_| internal())
-                .and_then(|mut v| {
-                    v.exited = 1;
-                    v.exit_code = code;
-                    v.save()?;
-                    end(v.granule())
-                })
-        } else {
-            self.granules
-                .lock_in(vcpu, GranuleState::Vcpu)
-                .map_err(|_| internal())
-                .and_then(|gv| end(&gv))
-        };
+        let mut room = Room::new();
+        let record = self
+            .lock(Handle::<VcpuRun>::new(vcpu), 1, &mut room)
+            .map_err(|_| internal())
+            .and_then(|mut v| {
+                // G_EXIT is final: the vCPU object says so in the same update as the release,
+                // so no VCPU_RUN can see the one without the other.
+                if let Leaving::Exit { code } = *l {
+                    v.obj.exited = 1;
+                    v.obj.exit_code = code;
+                }
+                v.run.set_next(after);
+                v.run.running = 0;
+                let record = Pa(v.run.exit_record);
+                v.save()?;
+                Ok(record)
+            });
         record
             .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
             .map_or_else(CallResult::status, |()| {

@@ -227,6 +227,16 @@ impl<'a> Tsm<'a> {
         len: u64,
         arg: u8,
     ) -> Result<Locked<'_, 'a>, Status> {
+        self.check_ns_buffer(pa, len, arg)?;
+        self.granules
+            .lock_in(pa.granule_base(), GranuleState::Ns)
+            .map_err(|_| Status::arg(StatusCode::InvalidBuffer, arg))
+    }
+
+    /// [`Tsm::lock_ns_buffer`]'s checks on the published state, without the lock: for a
+    /// buffer checked now and locked again when it is used (VCPU_RUN's exit record). A buffer
+    /// in an object's granule fails here, so a caller holding that object cannot wait on it.
+    pub(crate) fn check_ns_buffer(&self, pa: Pa, len: u64, arg: u8) -> Result<(), Status> {
         let bad = Status::arg(StatusCode::InvalidBuffer, arg);
         if len == 0
             || pa
@@ -239,16 +249,14 @@ impl<'a> Tsm<'a> {
         // The caller may already hold an object's granule lock (PDEV_CONNECT holds its PDEV) and
         // the host may name a buffer inside that same granule: locking it would spin on our own
         // lock forever. An object granule is never NS, so refuse on the published state before
-        // locking; `lock_in` repeats the check under the lock, race-free.
+        // locking; `lock_ns_buffer` repeats the check under the lock, race-free.
         if !matches!(
             self.granules.peek(pa.granule_base()),
             Ok((GranuleState::Ns, _))
         ) {
             return Err(bad);
         }
-        self.granules
-            .lock_in(pa.granule_base(), GranuleState::Ns)
-            .map_err(|_| bad)
+        Ok(())
     }
 
     /// Copies a host buffer in, once.

@@ -80,7 +80,8 @@ impl GuestCpu for QemuVirt {
         let Some(vmid) = vmid else {
             return Err(EntryError::NoTag);
         };
-        let host_el1 = El1State::save();
+        let mut host_el1_slot = MaybeUninit::uninit();
+        let host_el1 = El1State::save_into(&mut host_el1_slot);
         let host_mdcr = read_sysreg!("mdcr_el2");
         // The host's FP/SIMD registers, live since its last exit (the TSM never touches them).
         let mut host_fp_slot = MaybeUninit::uninit();
@@ -96,8 +97,7 @@ impl GuestCpu for QemuVirt {
         // CPTR_EL2 become the controls vCPUs run under with the payload (interrupts to EL2, DC,
         // SVE trapped) and go back before the host runs.
         unsafe {
-            ctx.el1.load();
-            load_fp(ctx, fresh);
+            load_el1_fp(ctx, fresh);
             write_sysreg!("mdcr_el2", host_mdcr | MDCR_GUEST_TRAPS);
             if linux {
                 write_sysreg!("hcr_el2", super::boot::HCR_HOST);
@@ -117,10 +117,7 @@ impl GuestCpu for QemuVirt {
                     apply(ctx, r);
                     if let Resume::Start { .. } = r {
                         // SAFETY: as above: the vCPU's own (fresh) EL1 and FP state.
-                        unsafe {
-                            ctx.el1.load();
-                            load_fp(ctx, true);
-                        }
+                        unsafe { load_el1_fp(ctx, true) };
                     }
                 }
                 Handled::Leave(t) => break t,
@@ -129,7 +126,7 @@ impl GuestCpu for QemuVirt {
         // SAFETY: the vCPU is out (it trapped) and nothing runs at EL1 until the host's own EL1
         // state is back below.
         unsafe { stage2::leave_tvm(host_s2) };
-        ctx.el1 = El1State::save();
+        ctx.el1.save();
         ctx.fp.save();
         // SAFETY: the vCPU is out and its registers saved; the host's own state goes back
         // before the host runs on this CPU again.
@@ -148,36 +145,32 @@ impl GuestCpu for QemuVirt {
     }
 }
 
-/// Loads the vCPU's FP/SIMD registers: zeros for a `fresh` start (`apply` leaves its image
-/// alone then: the registers are saved into it when the run ends, before any entry could load
-/// it; until then it holds what VCPU_CREATE's scrub left, zeros, never another context's
-/// registers), else its saved image.
+/// Loads the vCPU's EL1 and FP/SIMD registers: their reset values for a `fresh` start (SCTLR_EL1
+/// [`SCTLR_EL1_RESET`], CPACR_EL1 [`CPACR_FP`], all else zero), else its saved images. A fresh
+/// start leaves the images alone (`apply`): the registers are saved into them when the run
+/// ends, before any entry could load them; until then they hold what VCPU_CREATE's scrub left,
+/// zeros, never another context's registers.
 ///
 /// # Safety
-/// As [`FpRegs::load`].
-unsafe fn load_fp(ctx: &GuestContext, fresh: bool) {
+/// As [`El1State::load`] and [`FpRegs::load`].
+unsafe fn load_el1_fp(ctx: &GuestContext, fresh: bool) {
     // SAFETY: the caller's contract.
     unsafe {
         if fresh {
+            El1State::load_reset(SCTLR_EL1_RESET, CPACR_FP);
             FpRegs::load_zero();
         } else {
+            ctx.el1.load();
             ctx.fp.load();
         }
     }
 }
 
-/// Prepares the context for the vCPU's next entry as `resume` says (a fresh vCPU's FP/SIMD
-/// registers: `load_fp`).
+/// Prepares the context for the vCPU's next entry as `resume` says (a fresh vCPU's EL1 and
+/// FP/SIMD registers: `load_el1_fp`).
 fn apply(ctx: &mut GuestContext, resume: Resume) {
     match resume {
-        Resume::Start { entry, arg0 } => {
-            ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]);
-            ctx.el1 = El1State {
-                sctlr: SCTLR_EL1_RESET,
-                cpacr: CPACR_FP,
-                ..El1State::default()
-            };
-        }
+        Resume::Start { entry, arg0 } => ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]),
         Resume::Continue => {}
         Resume::Return(r) => ctx.frame.set_result(&r),
     }

@@ -419,16 +419,12 @@ impl HostCpu for HostContext {
     /// registers either.
     fn start(&mut self, entry: u64, arg: u64) {
         self.frame = Frame::entry(entry, [arg, 0, 0]);
-        let el1 = El1State {
-            sctlr: SCTLR_EL1_RESET,
-            ..El1State::default()
-        };
         // SAFETY: this CPU runs no EL1 code until `run` erets to this host context, whose
         // state this is (a CPU that waits in the TSM runs no guest either, so VTTBR_EL2 holds
         // the host's VMID: the TLBI drops this CPU's stage-1 entries of the host only).
         unsafe {
-            el1.load();
-            FpRegs::default().load();
+            El1State::load_reset(SCTLR_EL1_RESET, 0);
+            FpRegs::load_zero();
             core::arch::asm!("tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags));
         }
         isb();

@@ -186,7 +186,6 @@ impl GuestCpu for X86Platform {
 /// A fresh vCPU at `entry` (module doc): the VMCB's state, the x87/SSE and debug registers
 /// reset; returns its general registers.
 fn start(v: &mut Vmcb, entry: Gpa, arg0: u64) -> Gprs {
-    v.clear_state();
     intercept::enter_flat32(v, entry.0);
     // SAFETY: a valid, 16-aligned image; the TSM runs with CR0.EM/TS clear and CR4.OSFXSR set
     // (`boot`). The TSM's DR7 is clear (VMRUN's exit restores it so), so no address loaded here

@@ -171,15 +171,14 @@ impl HostCpu for HostContext {
 
     /// HOST_CPU_START's entry state (docs/abi.md): the boot CPU's (`intercept::enter_flat32`:
     /// 32-bit protected mode, paging off, flat segments, CPL 0, interrupts off) at `entry`, with
-    /// rdi = `arg` (32-bit code sees edi, its low half) and every other register 0. The
-    /// state-save area is cleared first: nothing of the host session that ran on this CPU before
+    /// rdi = `arg` (32-bit code sees edi, its low half) and every other register 0. The whole
+    /// state-save area is replaced: nothing of the host session that ran on this CPU before
     /// a HOST_CPU_STOP is left in the VMCB, and the first VMRUN flushes the TLB (a fresh handle
     /// on the same page, as at boot), so none of that session's global pages survives either.
     fn start(&mut self, entry: u64, arg: u64) {
         if let Some(fresh) = Vmcb::host(self.cpu) {
             self.vmcb = fresh;
         }
-        self.vmcb.clear_state();
         self.vmcb.write64(vmcb::EVENT_INJ, 0);
         intercept::enter_flat32(&mut self.vmcb, entry);
         self.gprs = Gprs {

@@ -42,7 +42,7 @@ use tsm_abi::regs::CallRegs;
 
 use super::cpu;
 use super::linux::{self, Port};
-use super::svm::{self, Gprs, Segment, Vmcb, exit, misc1, misc2, vmcb};
+use super::svm::{self, Gprs, Segment, StateImage, Vmcb, exit, misc1, misc2, vmcb};
 use crate::x86_walk::{CR0_PG, EFER_LMA};
 
 /// The intercepts every guest gets (module doc).
@@ -87,7 +87,7 @@ const IO_SIZE_8: u64 = 1 << 4;
 const IO_SIZE_16: u64 = 1 << 5;
 
 /// A 32-bit flat segment: base 0, limit 4 GiB, D/B and G set, `access` its access byte.
-fn flat32(selector: u16, access: u16) -> Segment {
+const fn flat32(selector: u16, access: u16) -> Segment {
     Segment {
         selector,
         attributes: access | (1 << 10) | (1 << 11),
@@ -96,44 +96,52 @@ fn flat32(selector: u16, access: u16) -> Segment {
     }
 }
 
-/// Writes the entry state of the module doc into `v`'s state-save area, RIP = `entry`.
+const EMPTY_SEGMENT: Segment = Segment {
+    selector: 0,
+    attributes: 0,
+    limit: 0,
+    base: 0,
+};
+
+/// The entry state of the module doc, RIP 0: the whole state-save area, every field not named
+/// here 0.
+static FLAT32: StateImage = {
+    let data = flat32(0x10, 0x93);
+    StateImage::zero()
+        .set_segment(vmcb::CS, flat32(0x08, 0x9B))
+        .set_segment(vmcb::DS, data)
+        .set_segment(vmcb::ES, data)
+        .set_segment(vmcb::SS, data)
+        .set_segment(vmcb::FS, data)
+        .set_segment(vmcb::GS, data)
+        .set_segment(vmcb::GDTR, EMPTY_SEGMENT)
+        .set_segment(vmcb::IDTR, EMPTY_SEGMENT)
+        .set_segment(vmcb::LDTR, EMPTY_SEGMENT)
+        // A present, busy 32-bit TSS: what a task register holds after boot firmware.
+        .set_segment(
+            vmcb::TR,
+            Segment {
+                selector: 0,
+                attributes: 0x8B,
+                limit: 0xFFFF,
+                base: 0,
+            },
+        )
+        .set8(vmcb::CPL, 0)
+        .set64(vmcb::EFER, svm::EFER_SVME)
+        .set64(vmcb::CR0, CR0_PE | CR0_ET)
+        .set64(vmcb::DR7, 0x400)
+        .set64(vmcb::DR6, 0xFFFF_0FF0)
+        .set64(vmcb::RFLAGS, 1 << 1)
+        .set64(vmcb::G_PAT, PAT_DEFAULT)
+};
+
+/// Replaces `v`'s whole state-save area with the entry state of the module doc, RIP = `entry`:
+/// one copy of a compile-time image ([`FLAT32`]), so nothing of a guest that ran before with
+/// `v` is left.
 pub fn enter_flat32(v: &mut Vmcb, entry: u64) {
-    v.set_segment(vmcb::CS, flat32(0x08, 0x9B));
-    for s in [vmcb::DS, vmcb::ES, vmcb::SS, vmcb::FS, vmcb::GS] {
-        v.set_segment(s, flat32(0x10, 0x93));
-    }
-    let empty = Segment {
-        selector: 0,
-        attributes: 0,
-        limit: 0,
-        base: 0,
-    };
-    for s in [vmcb::GDTR, vmcb::IDTR, vmcb::LDTR] {
-        v.set_segment(s, empty);
-    }
-    // A present, busy 32-bit TSS: what a task register holds after boot firmware.
-    v.set_segment(
-        vmcb::TR,
-        Segment {
-            selector: 0,
-            attributes: 0x8B,
-            limit: 0xFFFF,
-            base: 0,
-        },
-    );
-    v.write8(vmcb::CPL, 0);
-    v.write64(vmcb::EFER, svm::EFER_SVME);
-    v.write64(vmcb::CR0, CR0_PE | CR0_ET);
-    v.write64(vmcb::CR2, 0);
-    v.write64(vmcb::CR3, 0);
-    v.write64(vmcb::CR4, 0);
-    v.write64(vmcb::DR7, 0x400);
-    v.write64(vmcb::DR6, 0xFFFF_0FF0);
-    v.write64(vmcb::RFLAGS, 1 << 1);
+    v.load_image(&FLAT32);
     v.write64(vmcb::RIP, entry);
-    v.write64(vmcb::RSP, 0);
-    v.write64(vmcb::RAX, 0);
-    v.write64(vmcb::G_PAT, PAT_DEFAULT);
 }
 
 /// Gives `v`'s flat segments (as [`enter_flat32`] wrote them) the selectors of Linux's 32-bit

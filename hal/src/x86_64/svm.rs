@@ -106,7 +106,6 @@ pub mod vmcb {
     pub const RIP: F64 = F64(0x578);
     pub const RSP: F64 = F64(0x5D8);
     pub const RAX: F64 = F64(0x5F8);
-    pub const CR2: F64 = F64(0x640);
     pub const G_PAT: F64 = F64(0x668);
 
     /// The part of the state-save area a guest's context keeps between runs: ES through
@@ -426,6 +425,44 @@ pub struct Segment {
     pub base: u64,
 }
 
+/// A whole [`vmcb::SAVED_STATE`] area, built at compile time: what [`Vmcb::load_image`]
+/// installs in one copy instead of a zeroing and a store per field.
+pub struct StateImage(pub [u8; vmcb::SAVED_STATE.end - vmcb::SAVED_STATE.start]);
+
+impl StateImage {
+    /// Every field 0.
+    pub const fn zero() -> Self {
+        StateImage([0; vmcb::SAVED_STATE.end - vmcb::SAVED_STATE.start])
+    }
+
+    const fn put(mut self, offset: usize, bytes: &[u8]) -> Self {
+        let at = offset - vmcb::SAVED_STATE.start;
+        let mut i = 0;
+        while i < bytes.len() {
+            self.0[at + i] = bytes[i];
+            i += 1;
+        }
+        self
+    }
+
+    /// With field `f` = `value`.
+    pub const fn set64(self, f: vmcb::F64, value: u64) -> Self {
+        self.put(f.0, &value.to_le_bytes())
+    }
+
+    /// With field `f` = `value`.
+    pub const fn set8(self, f: vmcb::F8, value: u8) -> Self {
+        self.put(f.0, &[value])
+    }
+
+    /// With segment `f` = `s`, packed as [`Vmcb::set_segment`] packs it.
+    pub const fn set_segment(self, f: vmcb::Seg, s: Segment) -> Self {
+        let packed = s.selector as u64 | ((s.attributes as u64) << 16) | ((s.limit as u64) << 32);
+        self.put(f.0, &packed.to_le_bytes())
+            .put(f.0 + 8, &s.base.to_le_bytes())
+    }
+}
+
 impl Vmcb {
     /// CPU `cpu`'s host VMCB (`None` for a CPU without pages), zeroed by boot's carve.
     pub fn host(cpu: usize) -> Option<Vmcb> {
@@ -449,13 +486,12 @@ impl Vmcb {
         })
     }
 
-    /// Zeroes [`vmcb::SAVED_STATE`]: nothing of the last guest that ran with this VMCB is left
-    /// for the next.
-    pub fn clear_state(&mut self) {
-        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
-        // SAFETY: the range is inside this VMCB's page (identity-mapped, read-write for ring 0),
-        // which only this CPU touches.
-        unsafe { core::ptr::write_bytes(dst, 0, vmcb::SAVED_STATE.len()) };
+    /// Replaces all of [`vmcb::SAVED_STATE`] with `image`: nothing of the last guest that ran
+    /// with this VMCB is left for the next.
+    pub fn load_image(&mut self, image: &StateImage) {
+        // SAFETY: the image is `SAVED_STATE.len()` bytes of TSM memory (a static or the
+        // caller's), never this VMCB's page.
+        unsafe { self.load_state(image.0.as_ptr()) }
     }
 
     /// Copies [`vmcb::SAVED_STATE`] out to `dst`.

@@ -12,7 +12,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use super::{
     Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead, PdevObj, Stored,
-    TvmHead, TvmObj, TvmView, VbdfSlot, VdevObj, ViommuObj, internal, load_into, write,
+    TvmHead, TvmObj, TvmView, VbdfSlot, VdevObj, ViommuObj, decode, internal, load_into, write,
 };
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
@@ -296,10 +296,17 @@ impl<'a> Tsm<'a> {
         Ok(links)
     }
 
-    /// Locks a child and the parent `parent` picks from its links, parent first: the child is
-    /// locked alone to learn the parent, dropped, and locked again after the parent, then
-    /// checked to still name it (it may have been destroyed and re-created in between). A
-    /// parent that is gone, or a child that no longer names it, is `BadHandle` (`arg`).
+    /// Locks a child and the parent `parent` picks from its links. A parent that is gone, or a
+    /// child that no longer names it, is `BadHandle` (`arg`).
+    ///
+    /// The lock order is parent first (`crate::granule`), but the parent is known only from
+    /// the child. Fast path: the child is locked and read, and its parent only *tried*
+    /// ([`GranuleTable::try_lock`](crate::granule::GranuleTable::try_lock)), which never
+    /// waits while the child is held, so it cannot deadlock; while the child is locked its
+    /// links cannot change, so the parent is the one it names. If another CPU holds the parent,
+    /// the child is dropped and the ordered path runs: the parent locked, then the child again,
+    /// checked to still name it (it may have been destroyed and re-created in between). Either
+    /// way both are held, and the checks are the same, when this returns.
     pub(crate) fn lock_with_parent<'t, P: Object, C: Child>(
         &'t self,
         child: Handle<C>,
@@ -308,13 +315,56 @@ impl<'a> Tsm<'a> {
         rooms: (&'t mut Room<P>, &'t mut Room<C>),
     ) -> Result<(Guard<'t, 'a, P>, Guard<'t, 'a, C>), Status> {
         let gone = Status::arg(StatusCode::BadHandle, arg);
-        let p = parent(&self.links(child, arg)?);
-        let gp = self.lock(p, arg, rooms.0).map_err(|_| gone)?;
-        let gc = self.lock(child, arg, rooms.1)?;
-        if parent(&gc.links()) != p {
+        let gc = self
+            .granules
+            .lock_in(child.pa(), C::STATE)
+            .map_err(|e| e.status(arg))?;
+        // Read now, decoded again below for the guard (a borrow of the room kept from here
+        // would outlive the slow path's re-read).
+        self.platform
+            .read(gc.pa(), rooms.1.bytes())
+            .map_err(|_| internal())?;
+        let p = parent(&decode(rooms.1)?.links());
+        let (gp, gc) = match self.granules.try_lock(p.pa()) {
+            Ok(Some(gp)) => (gp, gc),
+            Err(_) => return Err(gone),
+            Ok(None) => {
+                // Held elsewhere: wait for it in order, never while holding the child; then
+                // the child again, which may have been destroyed and re-created meanwhile.
+                drop(gc);
+                let gp = self.granules.lock(p.pa()).map_err(|_| gone)?;
+                let gc = self
+                    .granules
+                    .lock_in(child.pa(), C::STATE)
+                    .map_err(|e| e.status(arg))?;
+                self.platform
+                    .read(gc.pa(), rooms.1.bytes())
+                    .map_err(|_| internal())?;
+                if parent(&decode(rooms.1)?.links()) != p {
+                    return Err(gone);
+                }
+                (gp, gc)
+            }
+        };
+        // Not the parent's state: the child's parent is gone (a child's parent lives as long
+        // as the child, so it is not a TSM bug either: the handle was stale).
+        if gp.state() != P::STATE {
             return Err(gone);
         }
-        Ok((gp, gc))
+        let pobj = load_into(self.platform, &gp, rooms.0)?;
+        let obj = decode(rooms.1)?;
+        Ok((
+            Guard {
+                t: self,
+                g: gp,
+                obj: pobj,
+            },
+            Guard {
+                t: self,
+                g: gc,
+                obj,
+            },
+        ))
     }
 
     /// Locks a VDEV and every object it hangs off, in lock order. A parent that is gone, or a

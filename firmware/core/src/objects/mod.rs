@@ -150,9 +150,13 @@ pub fn read_decoded<'r, T: Stored>(
     pa: Pa,
     room: &'r mut Room<T>,
 ) -> Result<&'r mut T, Status> {
-    let bytes = room.bytes();
-    mem.read(pa, bytes).map_err(|_| internal())?;
-    T::try_mut_from_bytes(bytes).map_err(|_| internal())
+    mem.read(pa, room.bytes()).map_err(|_| internal())?;
+    decode(room)
+}
+
+/// Decodes the `T` read into `room`, in place ([`read_decoded`]).
+fn decode<T: Stored>(room: &mut Room<T>) -> Result<&mut T, Status> {
+    T::try_mut_from_bytes(room.bytes()).map_err(|_| internal())
 }
 
 /// Writes an object to its granule at `pa`, if its invariants hold.

@@ -235,3 +235,39 @@ fn version_keeps_its_result_count_by_itself() {
         assert!(r.out[count..].iter().all(|&o| o == 0), "{req:#x}");
     }
 }
+
+/// `lock_with_parent` while another CPU holds the parent: the tried lock fails, the child is
+/// dropped, and the ordered path waits for the parent and returns both, the same objects.
+#[test]
+fn lock_with_parent_waits_in_order_while_another_cpu_holds_the_parent() {
+    use crate::objects::{Handle, Room, TvmHead, TvmLink, VcpuHandle};
+    for format in FORMATS {
+        let h = harness(format);
+        let t = build_tvm(&h, 20);
+        let vcpu = h.delegate(31);
+        h.host(VCPU_CREATE, &[t.tvm.0, vcpu.0, 0x1000, 0]).unwrap();
+        let held = h.tsm.granules.lock(t.tvm).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                go.wait();
+                // Long enough for the other thread to find the parent held.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(held);
+            });
+            go.wait();
+            let (mut tvm_room, mut vcpu_room) = (Room::new(), Room::new());
+            let (p, c) = h
+                .tsm
+                .lock_with_parent(
+                    VcpuHandle::new(vcpu),
+                    1,
+                    |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
+                    (&mut tvm_room, &mut vcpu_room),
+                )
+                .unwrap();
+            assert_eq!((p.pa(), c.pa()), (t.tvm, vcpu));
+            assert_eq!(c.tvm, t.tvm.0);
+        });
+    }
+}
