@@ -36,6 +36,12 @@ core::arch::global_asm!(
     "mrs x9, CurrentEL",
     "cmp x9, #(2 << 2)",
     "b.ne 3f",
+    // The image is built with FEAT_LSE atomics (.cargo/config.toml): on a CPU without them
+    // (ID_AA64ISAR0_EL1.Atomic < 0b0010) the first lock would be an undefined instruction.
+    "mrs x9, id_aa64isar0_el1",
+    "ubfx x9, x9, #20, #4",
+    "cmp x9, #2",
+    "b.lo 3f",
     // FP/SIMD untrapped at EL2 and below (the host's and vCPUs' registers, which the
     // soft-float TSM leaves alone but for the swap around a vCPU's run and the scrub: `fp`);
     // SVE and SME stay trapped, their state is not switched.
@@ -59,7 +65,7 @@ core::arch::global_asm!(
     "2:",
     "wfe",
     "b 2b",
-    // Not entered at EL2: nothing here can work; end the run as a failure.
+    // Not entered at EL2, or no FEAT_LSE: nothing here can work; end the run as a failure.
     "3:",
     "adr x1, 5f",
     "mov x0, #0x18",
