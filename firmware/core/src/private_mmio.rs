@@ -7,9 +7,9 @@
 //! *unvalidated* ([`MapKind::Mmio`]): the hardware sees nothing mapped until the guest names the
 //! range and page it expects there (G_VDEV_MMIO_VALIDATE).
 //!
-//! **The record.** Which pages a vdevice has mapped is recorded at the end of its VDEV granule,
-//! before its DMA tables ([`MMIO_MAPS_OFFSET`]), not in
-//! [`VdevObj`](crate::objects::VdevObj), so calls that lock the VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
+//! **The record.** Which pages a vdevice has mapped is recorded in its VDEV granule right after
+//! the object ([`MMIO_MAPS_OFFSET`]), not in [`VdevObj`](crate::objects::VdevObj), so calls
+//! that lock the VDEV do not copy it. It holds the root of the TVM's map as well, so the exits from LOCKED and
 //! RUN, which hold the VDEV but not the TVM, can find and clear the entries.
 //!
 //! **Locks.** The record and the entries it names change only under the VDEV's lock. Every
@@ -150,6 +150,21 @@ impl Tsm<'_> {
         let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
         self.platform
             .write(at, m.as_bytes())
+            .map_err(|_| internal())
+    }
+
+    /// The empty record of a new vdevice of the TVM whose map's root is `root`, in the VDEV
+    /// granule at `vdev`, which the caller holds and whose record bytes it zeroed
+    /// ([`crate::objects::VDEV_ZEROED`] covers them): zero bytes are an empty record, so only the
+    /// root is written, not 272 bytes built in the frame.
+    pub(crate) fn init_mmio_record(&self, vdev: Pa, root: Pa) -> Result<(), Status> {
+        const _: () = assert!(
+            core::mem::offset_of!(MmioMaps, root) == 0
+                && MMIO_MAPS_OFFSET as usize + size_of::<MmioMaps>() <= crate::objects::VDEV_ZEROED
+        );
+        let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
+        self.platform
+            .write(at, root.0.as_bytes())
             .map_err(|_| internal())
     }
 

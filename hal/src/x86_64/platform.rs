@@ -339,15 +339,23 @@ impl Entropy for X86Platform {
     fn fill(&self, out: &mut [u8]) -> Result<(), EntropyError> {
         let has_rdseed = cpu::cpuid(0, 0)[0] >= 7 && cpu::cpuid(7, 0)[1] & (1 << 18) != 0;
         let has_rdrand = cpu::cpuid(1, 0)[2] & (1 << 30) != 0;
-        for chunk in out.chunks_mut(8) {
-            let word = (0..RNG_RETRIES)
+        let word = || {
+            (0..RNG_RETRIES)
                 .find_map(|_| if has_rdseed { cpu::rdseed() } else { None })
                 .or_else(|| {
                     (0..RNG_RETRIES).find_map(|_| if has_rdrand { cpu::rdrand() } else { None })
                 })
-                .ok_or(EntropyError)?;
-            let bytes = word.to_le_bytes();
-            chunk.copy_from_slice(bytes.get(..chunk.len()).ok_or(EntropyError)?);
+                .ok_or(EntropyError)
+        };
+        // Whole words apart from the short end: a copy of a length known only at run time is a
+        // `memcpy` call per word.
+        let mut words = out.chunks_exact_mut(8);
+        for chunk in &mut words {
+            chunk.copy_from_slice(&word()?.to_le_bytes());
+        }
+        let end = words.into_remainder();
+        if !end.is_empty() {
+            end.copy_from_slice(word()?.to_le_bytes().get(..end.len()).ok_or(EntropyError)?);
         }
         Ok(())
     }

@@ -21,11 +21,10 @@ use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, Guard, Handle, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM,
-    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VDEV_ZEROED,
-    VbdfSlot, VdevFamily, VdevFamilyRooms, VdevHandle, VdevHead, VdevLinks, ViommuHandle,
-    ViommuObj, internal,
+    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VbdfSlot,
+    VdevFamily, VdevFamilyRooms, VdevHandle, VdevHeadStart, VdevLinks, ViommuHandle, ViommuObj,
+    internal,
 };
-use crate::private_mmio::MmioMaps;
 use crate::spdm::requester::Requester as SpdmRequester;
 use crate::tsm::{PdevRange, Tsm};
 use crate::viommu::{self, Requester};
@@ -288,16 +287,11 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         .checked_add(1)
         .ok_or(Status::arg(StatusCode::Capacity, 3))?;
     let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
-    // Built in place: the object's tables start as zero bytes (objects' tests), so the zeroed
-    // object and its head are every byte of the new object (a delegated granule holds what the
-    // host put there), without a 1.8 KiB copy through the frame.
-    t.platform
-        .zero(gv.pa(), VDEV_ZEROED)
-        .map_err(|_| internal())?;
-    let head = VdevHead::new(links, params, io.vtype, po.tdisp_version);
-    objects::save_new(t, &gv, &head)?;
-    // A delegated granule holds what the host wrote into it: the record starts empty.
-    t.set_mmio_record(vdev, &MmioMaps::new(Pa(to.root)))?;
+    // Built in place: a delegated granule holds what the host put there, so the object and its
+    // MMIO record are zeroed, then the head's non-zero start and the record's root written.
+    let start = VdevHeadStart::new(links, params, io.vtype, po.tdisp_version);
+    objects::save_new_vdev(t, &gv, &start)?;
+    t.init_mmio_record(vdev, Pa(to.root))?;
     po.set_pbdf(
         pslot,
         &PbdfSlot {

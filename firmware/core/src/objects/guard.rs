@@ -12,7 +12,8 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use super::{
     Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead, PdevObj, Stored,
-    TvmHead, TvmObj, TvmView, VbdfSlot, VdevObj, ViommuObj, decode, internal, load_into, write,
+    TvmHead, TvmObj, TvmView, VDEV_ZEROED, VbdfSlot, VdevHeadStart, VdevObj, ViommuObj, decode,
+    internal, load_into, write,
 };
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
@@ -403,4 +404,28 @@ impl<'a> Tsm<'a> {
 /// after checking its invariants ([`Object::invariants`]).
 pub(crate) fn save_new<O: Object>(t: &Tsm<'_>, g: &Locked<'_, '_>, obj: &O) -> Result<(), Status> {
     write(t.platform, g.pa(), obj)
+}
+
+/// Writes a new VDEV into the granule `g`, which the caller holds and is about to move to
+/// VDEV: the object's bytes ([`VDEV_ZEROED`]) zeroed, then `start` over them, which makes every
+/// byte of the new object ([`VdevHeadStart`]). Debug builds read the head back and check its
+/// invariants, as every other save does.
+pub(crate) fn save_new_vdev(
+    t: &Tsm<'_>,
+    g: &Locked<'_, '_>,
+    start: &VdevHeadStart,
+) -> Result<(), Status> {
+    t.platform
+        .zero(g.pa(), VDEV_ZEROED)
+        .map_err(|_| internal())?;
+    t.platform
+        .write(g.pa(), start.as_bytes())
+        .map_err(|_| internal())?;
+    #[cfg(debug_assertions)]
+    {
+        let mut room = Room::<super::VdevHead>::new();
+        let head = super::read_decoded(t.platform, g.pa(), &mut room)?;
+        debug_assert!(head.invariants().is_ok(), "{:?}", head.invariants());
+    }
+    Ok(())
 }

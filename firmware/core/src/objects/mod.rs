@@ -36,7 +36,7 @@ pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
 mod guard;
 
 pub use guard::{Guard, Handle, Room};
-pub(crate) use guard::{VdevFamily, VdevFamilyRooms, save_new};
+pub(crate) use guard::{VdevFamily, VdevFamilyRooms, save_new, save_new_vdev};
 
 /// A TVM handle.
 pub type TvmHandle = Handle<TvmObj>;
@@ -629,6 +629,10 @@ pub struct VdevHead {
     pub step: u32,
     /// The type of its vIOMMU (copied at create: the vIOMMU outlives the vdevice).
     pub viommu_type: ViommuType,
+    /// TDISP version negotiated by the PDEV.
+    pub tdisp_version: u32,
+    /// Non-zero: the TVM accepted the current bind.
+    pub accepted: u32,
     /// The PDEV's evidence granule when the bind took its digests; non-zero exactly when the
     /// current bind ran in the PDEV's SPDM session (`DEVICE_AUTHENTICATED`).
     pub evidence: u64,
@@ -640,10 +644,6 @@ pub struct VdevHead {
     pub chain_digest: [u8; SPDM_DIGEST_SIZE],
     /// SHA-384 of the measurement record, taken at bind.
     pub measurements_digest: [u8; SPDM_DIGEST_SIZE],
-    /// TDISP version negotiated by the PDEV.
-    pub tdisp_version: u32,
-    /// Non-zero: the TVM accepted the current bind.
-    pub accepted: u32,
     /// The device's START_INTERFACE nonce (from LOCK_INTERFACE_RESPONSE).
     pub start_nonce: [u8; 32],
     /// The TSM's accept nonce for the guest (fresh at every LOCKED).
@@ -667,16 +667,52 @@ pub struct VdevHead {
     pub guest_ticket: u64,
 }
 
-impl VdevHead {
+/// The leading fields of a [`VdevHead`], up to the last one a new vdevice has non-zero: the rest
+/// of a new head is zero bytes, so VDEV_CREATE writes this into the zeroed object
+/// ([`VDEV_ZEROED`]) instead of a whole head (360 bytes) built in its frame and copied.
+#[derive(IntoBytes, Immutable)]
+#[repr(C)]
+pub struct VdevHeadStart {
+    tvm: u64,
+    pdev: u64,
+    viommu: u64,
+    params: VdevParams,
+    state: VdevState,
+    op: DeviceOp,
+    seq: u64,
+    step: u32,
+    viommu_type: ViommuType,
+    tdisp_version: u32,
+    accepted: u32,
+}
+
+// Field for field the start of `VdevHead`.
+const _: () = assert!(
+    offset_of!(VdevHeadStart, tvm) == offset_of!(VdevHead, tvm)
+        && offset_of!(VdevHeadStart, pdev) == offset_of!(VdevHead, pdev)
+        && offset_of!(VdevHeadStart, viommu) == offset_of!(VdevHead, viommu)
+        && offset_of!(VdevHeadStart, params) == offset_of!(VdevHead, params)
+        && offset_of!(VdevHeadStart, state) == offset_of!(VdevHead, state)
+        && offset_of!(VdevHeadStart, op) == offset_of!(VdevHead, op)
+        && offset_of!(VdevHeadStart, seq) == offset_of!(VdevHead, seq)
+        && offset_of!(VdevHeadStart, step) == offset_of!(VdevHead, step)
+        && offset_of!(VdevHeadStart, viommu_type) == offset_of!(VdevHead, viommu_type)
+        && offset_of!(VdevHeadStart, tdisp_version) == offset_of!(VdevHead, tdisp_version)
+        && offset_of!(VdevHeadStart, accepted) == offset_of!(VdevHead, accepted)
+        && size_of::<VdevHeadStart>() == offset_of!(VdevHead, evidence)
+);
+
+impl VdevHeadStart {
     /// The head of an UNLOCKED vdevice under `links`, for validated `params`: no operation, no
-    /// report. Its tables (no stage-1 root, no events) are all zero bytes.
+    /// report, no evidence (the zero bytes after this). Its tables (no stage-1 root, no events)
+    /// are all zero bytes too.
     pub fn new(
         links: VdevLinks,
         params: VdevParams,
         viommu_type: ViommuType,
         tdisp_version: u32,
     ) -> Self {
-        VdevHead {
+        VdevHeadStart {
             tvm: links.tvm,
             pdev: links.pdev,
             viommu: links.viommu,
@@ -686,29 +722,15 @@ impl VdevHead {
             seq: 0,
             step: 0,
             viommu_type,
-            chain_len: 0,
-            measurements_len: 0,
-            evidence: 0,
-            chain_digest: [0; SPDM_DIGEST_SIZE],
-            measurements_digest: [0; SPDM_DIGEST_SIZE],
             tdisp_version,
             accepted: 0,
-            start_nonce: [0; 32],
-            accept_nonce: [0; NONCE_SIZE],
-            report_digest: [0; DIGEST_SIZE],
-            report_counter: 0,
-            report_len: 0,
-            report_total: 0,
-            report_asked: 0,
-            guest_result: 0,
-            guest_ticket: 0,
         }
     }
 }
 
 impl VdevObj {
-    /// The whole object `VdevHead::new` and zeroed tables make (VDEV_CREATE writes the same
-    /// bytes in place).
+    /// The whole new object, field by field (VDEV_CREATE writes the same bytes in place: a
+    /// [`VdevHeadStart`] over zero bytes).
     #[cfg(test)]
     pub fn new(
         links: VdevLinks,
@@ -717,7 +739,33 @@ impl VdevObj {
         tdisp_version: u32,
     ) -> Self {
         VdevObj {
-            head: VdevHead::new(links, params, viommu_type, tdisp_version),
+            head: VdevHead {
+                tvm: links.tvm,
+                pdev: links.pdev,
+                viommu: links.viommu,
+                params,
+                state: VdevState::Unlocked,
+                op: DeviceOp::None,
+                seq: 0,
+                step: 0,
+                viommu_type,
+                tdisp_version,
+                accepted: 0,
+                chain_len: 0,
+                measurements_len: 0,
+                evidence: 0,
+                chain_digest: [0; SPDM_DIGEST_SIZE],
+                measurements_digest: [0; SPDM_DIGEST_SIZE],
+                start_nonce: [0; 32],
+                accept_nonce: [0; NONCE_SIZE],
+                report_digest: [0; DIGEST_SIZE],
+                report_counter: 0,
+                report_len: 0,
+                report_total: 0,
+                report_asked: 0,
+                guest_result: 0,
+                guest_ticket: 0,
+            },
             pasids: PasidTable::new(),
             events: EventQueue::new(),
             host_events: HostEventQueue::new(),
@@ -741,7 +789,7 @@ impl Object for VdevObj {
     }
 }
 
-/// The head alone is what VDEV_CREATE writes into the zeroed object.
+/// The calls that never touch the vIOMMU tables lock the head alone.
 impl Object for VdevHead {
     const STATE: GranuleState = GranuleState::Vdev;
 
@@ -794,22 +842,23 @@ impl Child for VdevHead {
 /// `VdevObj::guest_result` while the guest's operation runs.
 pub const GUEST_OP_PENDING: u32 = u32::MAX;
 
-/// Where the cached interface report starts in a VDEV granule.
-pub const REPORT_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
+/// Where a vdevice's private MMIO pages are recorded in its granule
+/// ([`crate::private_mmio::MmioMaps`]): right after the object, so VDEV_CREATE's zeroing of
+/// the object ([`VDEV_ZEROED`]) empties the record too and only its root is written.
+pub const MMIO_MAPS_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
+/// Where the cached interface report starts in a VDEV granule: after the MMIO record.
+pub const REPORT_OFFSET: u64 = MMIO_MAPS_OFFSET + size_of::<crate::private_mmio::MmioMaps>() as u64;
 /// Where a vdevice's DMA tables are recorded in its granule: its last bytes.
 pub const DMA_TABLES_OFFSET: u64 = GRANULE_SIZE - size_of::<crate::dma_tables::DmaTables>() as u64;
-/// Where a vdevice's private MMIO pages are recorded in its granule: just before its DMA tables.
-pub const MMIO_MAPS_OFFSET: u64 =
-    DMA_TABLES_OFFSET - size_of::<crate::private_mmio::MmioMaps>() as u64;
 /// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
-pub const REPORT_CAPACITY: u64 = MMIO_MAPS_OFFSET - REPORT_OFFSET;
-/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object rounded up to
-/// whole 256-byte blocks, which both HALs zero with block stores (x86_64's SSE path takes whole
-/// 256-byte steps only, aarch64's 64-byte blocks) instead of a string or byte loop for the
-/// object's odd size. The bytes past the object lie in the report area, which holds nothing a
-/// call reads until a bind writes it (`report_len` is 0).
-pub const VDEV_ZEROED: usize = size_of::<VdevObj>().next_multiple_of(256);
-const _: () = assert!(VDEV_ZEROED as u64 <= MMIO_MAPS_OFFSET);
+pub const REPORT_CAPACITY: u64 = DMA_TABLES_OFFSET - REPORT_OFFSET;
+/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object and its MMIO
+/// record rounded up to whole 256-byte blocks, which both HALs zero with block stores (x86_64's
+/// SSE path takes whole 256-byte steps only, aarch64's 64-byte blocks) instead of a string or
+/// byte loop for the odd size. The bytes past the record lie in the report area, which holds
+/// nothing a call reads until a bind writes it (`report_len` is 0).
+pub const VDEV_ZEROED: usize = (REPORT_OFFSET as usize).next_multiple_of(256);
+const _: () = assert!(VDEV_ZEROED as u64 <= DMA_TABLES_OFFSET);
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));

@@ -621,6 +621,21 @@ fn vdev_create_writes_the_whole_new_object() {
         crate::objects::VdevObj::new(links, params, ViommuType::TsmSmmuv3, obj.tdisp_version);
     assert_ne!(obj.tdisp_version, 0, "the PDEV's negotiated version");
     assert_eq!(got.as_slice(), want.as_bytes());
+    // The MMIO record is zeroed with the object and only its root written: an empty record.
+    let mut rec = std::vec![0u8; size_of::<crate::private_mmio::MmioMaps>()];
+    h.sim
+        .read(Pa(nv.0 + crate::objects::MMIO_MAPS_OFFSET), &mut rec)
+        .unwrap();
+    let mut tvm = std::vec![0u8; size_of::<crate::objects::TvmHead>()];
+    h.sim.read(w.tvm, &mut tvm).unwrap();
+    let root = crate::objects::TvmHead::try_read_from_bytes(&tvm)
+        .unwrap()
+        .root;
+    assert_ne!(root, 0);
+    assert_eq!(
+        rec.as_slice(),
+        crate::private_mmio::MmioMaps::new(Pa(root)).as_bytes()
+    );
 }
 
 #[test]
