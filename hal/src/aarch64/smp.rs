@@ -96,6 +96,13 @@ core::arch::global_asm!(
     ".global __secondary_entry",
     // PSCI enters here at EL2, MMU off, with x0 = the context ID: this CPU's stack top.
     "__secondary_entry:",
+    // The image's atomics are FEAT_LSE instructions (the boot CPU checked its own): a CPU
+    // without them would take an undefined-instruction fault at its first lock, so it parks
+    // here instead, never counted online; the boot CPU's bounded wait then reports it.
+    "mrs x9, id_aa64isar0_el1",
+    "ubfx x9, x9, #20, #4",
+    "cmp x9, #2",
+    "b.lo 1f",
     "mov x9, #0x33ff",
     "msr cptr_el2, x9",
     "isb",
