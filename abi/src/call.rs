@@ -395,7 +395,17 @@ impl CallInfo {
             return None;
         }
         let i = usize::from(*CALL_INDEX.get((fid & 0xFFFF) as usize)?).checked_sub(1)?;
-        CALL_INFO.get(i).copied()
+        let e = CALL_INFO.get(i)?;
+        // Field by field: each field's load then carries its type's range, so a caller's test
+        // for `None` (an `id` outside the calls' range) folds away where the lookup succeeded;
+        // with `copied()` the entry was loaded as plain bytes and the test kept (four
+        // instructions on every call).
+        Some(CallInfo {
+            id: e.id,
+            caller: e.caller,
+            arg_count: e.arg_count,
+            result_count: e.result_count,
+        })
     }
 }
 

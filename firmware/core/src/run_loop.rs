@@ -118,13 +118,15 @@ pub fn host_call<G: GuestCpu>(
     regs: &CallRegs,
     complete: impl FnOnce(&CallResult),
 ) -> AfterCall {
+    // By value: matched by reference, the step lives in one stack slot whose address
+    // `run_vcpu` takes, so every reply went there and back (ten loads and stores per call).
     match tsm.host_call(regs) {
-        HostStep::Reply(ref result) => {
-            log_call(cpu, regs, result);
-            complete(result);
+        HostStep::Reply(result) => {
+            log_call(cpu, regs, &result);
+            complete(&result);
         }
-        HostStep::Enter(ref e) => {
-            let result = run_vcpu(tsm, guest, e);
+        HostStep::Enter(e) => {
+            let result = run_vcpu(tsm, guest, &e);
             log_call(cpu, regs, &result);
             complete(&result);
         }
