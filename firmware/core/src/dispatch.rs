@@ -17,7 +17,7 @@ use tsm_abi::status::{Status, StatusCode};
 
 use crate::calls::{comm, device, dma, guest, memory, mmio, system, vcpu};
 use crate::cpus;
-use crate::objects::VcpuHandle;
+use crate::objects::{Handle, Room, TvmView, VcpuHandle, internal};
 use crate::run;
 use crate::tsm::{Origin, Tsm};
 
@@ -73,6 +73,12 @@ pub struct GuestCaller {
     pub vcpu: Pa,
     /// Its TVM.
     pub tvm: Pa,
+    /// The TVM's map root and GPA width: fixed at TVM_CREATE and the TVM outlives its running
+    /// vCPU (TVM_DESTROY refuses a TVM with vCPUs), so a call reads them from here, without the
+    /// TVM's lock. The map they name changes only under that lock.
+    pub root: Pa,
+    /// See `root`.
+    pub gpa_bits: u8,
 }
 
 /// What the dispatcher checks before any handler, in this order (docs/abi.md §2): a call ID
@@ -308,13 +314,24 @@ impl Tsm<'_> {
         Ok(None)
     }
 
-    /// The TVM of the vCPU that trapped. The HAL passes a vCPU the TSM was running, so a
-    /// failure here is a HAL bug; the call is refused rather than trusted.
+    /// The TVM of the vCPU that trapped, its root and width read from its head. The HAL passes
+    /// a vCPU the TSM was running, so a failure here is a HAL bug; the call is refused rather
+    /// than trusted. (The run loop's calls take all of it from their claim instead.)
     pub(crate) fn guest_caller(&self, vcpu: Pa) -> Result<GuestCaller, Status> {
-        let links = self.links(VcpuHandle::new(vcpu), 1).map_err(|_| denied())?;
+        let tvm = self
+            .links(VcpuHandle::new(vcpu), 1)
+            .map_err(|_| denied())?
+            .tvm()
+            .pa();
+        let mut room = Room::new();
+        let o = self
+            .lock(Handle::<TvmView>::new(tvm), 1, &mut room)
+            .map_err(|_| denied())?;
         Ok(GuestCaller {
             vcpu,
-            tvm: links.tvm().pa(),
+            tvm,
+            root: Pa(o.root),
+            gpa_bits: u8::try_from(o.gpa_bits).map_err(|_| internal())?,
         })
     }
 }

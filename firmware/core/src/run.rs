@@ -332,6 +332,9 @@ pub struct GuestEntry {
     pub tvm: Pa,
     /// The TVM's address-map root (aarch64: VTTBR_EL2.BADDR; x86_64: CR3).
     pub root: Pa,
+    /// The TVM's GPA width. Like `root`, fixed at TVM_CREATE: guest calls take both from here
+    /// ([`GuestCaller`]), so a buffer past the width is refused before any lock.
+    pub gpa_bits: u8,
     /// The HAL's saved-context area: [`CONTEXT_SIZE`] bytes of the VCPU granule.
     pub context: Pa,
     /// How to (re)start it.
@@ -434,6 +437,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
             vcpu,
             tvm: o.pa(),
             root: Pa(o.root),
+            gpa_bits: u8::try_from(o.gpa_bits).map_err(|_| internal())?,
             context,
             resume,
             claimed: Claimed,
@@ -489,11 +493,12 @@ impl Tsm<'_> {
         if !matches!(self.running(vcpu), Ok(true)) {
             return GuestStep::ToHost(CallResult::status(internal()));
         }
-        self.guest_trap(vcpu, None, exit)
+        self.guest_trap(vcpu, exit)
     }
 
     /// [`Tsm::guest_exit`] for the vCPU the run loop entered with `e`: a call's TVM is the
-    /// entry's, found under the claim's locks. A vCPU's TVM never changes, and it outlives the
+    /// entry's, found under the claim's locks, with its map's root and GPA width (both fixed at
+    /// TVM_CREATE). A vCPU's TVM never changes, and it outlives the
     /// vCPU (TVM_DESTROY refuses a TVM with vCPUs, VCPU_DESTROY a running vCPU), so the vCPU
     /// object need not be read again on every call.
     ///
@@ -514,7 +519,15 @@ impl Tsm<'_> {
     pub fn guest_exit_entered(&self, e: &GuestEntry, exit: GuestExit) -> Handled<Leaving> {
         match exit {
             // By reference: moving the registers out copied them (a `memcpy`) on every call.
-            GuestExit::Call(ref regs) => self.guest_call(e.vcpu, Some(e.tvm), regs),
+            GuestExit::Call(ref regs) => self.guest_call(
+                Ok(GuestCaller {
+                    vcpu: e.vcpu,
+                    tvm: e.tvm,
+                    root: e.root,
+                    gpa_bits: e.gpa_bits,
+                }),
+                regs,
+            ),
             GuestExit::Fault {
                 syndrome,
                 gpa,
@@ -536,8 +549,9 @@ impl Tsm<'_> {
         self.exit_to_host(e.vcpu, l)
     }
 
-    /// `tvm`: the entered vCPU's TVM (`None`: found from the vCPU object).
-    fn guest_trap(&self, vcpu: Pa, tvm: Option<Pa>, exit: GuestExit) -> GuestStep {
+    /// A trap of `vcpu`, outside a run the run loop entered: a call's TVM is found from the
+    /// vCPU object.
+    fn guest_trap(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
         let l = match exit {
             GuestExit::Fault {
                 syndrome,
@@ -549,7 +563,7 @@ impl Tsm<'_> {
                 write,
             },
             GuestExit::Interrupt => Leaving::Interrupt,
-            GuestExit::Call(ref regs) => match self.guest_call(vcpu, tvm, regs) {
+            GuestExit::Call(ref regs) => match self.guest_call(self.guest_caller(vcpu), regs) {
                 Handled::Resume(r) => return GuestStep::Resume(r),
                 Handled::Leave(l) => l,
             },
@@ -560,11 +574,7 @@ impl Tsm<'_> {
     // Inline: into the guest-call path of `guest_exit_entered`, where a call answered in place
     // writes its result straight into the step.
     #[inline(always)]
-    fn guest_call(&self, vcpu: Pa, tvm: Option<Pa>, regs: &CallRegs) -> Handled<Leaving> {
-        let caller = match tvm {
-            Some(tvm) => Ok(GuestCaller { vcpu, tvm }),
-            None => self.guest_caller(vcpu),
-        };
+    fn guest_call(&self, caller: Result<GuestCaller, Status>, regs: &CallRegs) -> Handled<Leaving> {
         let mut out = CallResult::ok([0; 4]);
         let Some(next) = self.guest_dispatch_into(caller, regs, &mut out) else {
             let mut r = CallResult::ok([0; 4]);

@@ -24,7 +24,7 @@ use crate::calls::comm::{read_report, vdev_t1_off};
 use crate::calls::session;
 use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
-use crate::granule::GranuleState;
+use crate::granule::{GranuleState, Locked};
 use crate::objects::{
     Child, GUEST_OP_PENDING, Guard, Handle, Room, TvmView, VdevHandle, VdevObj, internal,
 };
@@ -39,11 +39,11 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its [`TvmView`] copied into `room`: every guest call needs only
-/// its map (a buffer's GPA) or its vBDF slots, which [`own_vdev`] reads one by one from the
-/// granule. Reading and zeroing the 600-byte whole object cost G_CONSOLE_WRITE ~390
-/// instructions on x86_64, and a refused G_VDEV_INFO about as much on aarch64; the 88-byte
-/// head still cost a `memset` call.
+/// The caller's TVM, locked, its [`TvmView`] copied into `room`, for the vdevice calls: they
+/// need its count of vBDF slots in use, which [`own_vdev`] then reads one by one from the
+/// granule (the map's root and width are the caller's, [`GuestCaller`]). Reading and zeroing
+/// the 600-byte whole object cost a refused G_VDEV_INFO ~390 instructions on aarch64; the
+/// 88-byte head still cost a `memset` call.
 fn caller_tvm<'t, 'a>(
     t: &'t Tsm<'a>,
     g: GuestCaller,
@@ -100,45 +100,52 @@ struct GuestVdev<'t, 'a> {
     v: Guard<'t, 'a, VdevObj>,
 }
 
-/// The PA behind `[gpa, gpa + len)` of the TVM: inside one mapped page, writable if `write`.
-/// The TVM's lock is held, so the page cannot be unmapped (or a shared page delegated) while
-/// the TSM uses it.
-fn guest_buffer(
-    t: &Tsm<'_>,
-    o: &TvmView,
+/// A buffer `[gpa, gpa + len)` a guest named, checked against its TVM's GPA width and the
+/// granule it starts in ([`in_range`]): all a buffer's checks that need no lock. Only
+/// [`guest_buffer`] turns it into a PA, under the TVM's lock.
+#[derive(Clone, Copy)]
+struct GuestBuf {
     gpa: Gpa,
-    len: u64,
-    write: bool,
+    /// The argument the refusal names.
     arg: u8,
-) -> Result<Pa, Status> {
-    guest_buffer_in(t, o, gpa, len, write, false, arg)
 }
 
-/// [`guest_buffer`], optionally refusing shared pages.
-fn guest_buffer_in(
-    t: &Tsm<'_>,
-    o: &TvmView,
-    gpa: Gpa,
-    len: u64,
-    write: bool,
-    private_only: bool,
-    arg: u8,
-) -> Result<Pa, Status> {
-    let bad = Status::arg(StatusCode::InvalidBuffer, arg);
-    // The GPA width first: a GPA past it needs no walk of the map to be refused.
+/// Checks `[gpa, gpa + len)` lies inside one granule and under the caller's GPA width. The
+/// width comes from the caller ([`GuestCaller::gpa_bits`], fixed at TVM_CREATE), so a GPA past
+/// it is refused before any lock and without a walk of the map.
+fn in_range(caller: GuestCaller, gpa: Gpa, len: u64, arg: u8) -> Result<GuestBuf, Status> {
     if len == 0
         || gpa
             .granule_offset()
             .checked_add(len)
             .is_none_or(|e| e > GRANULE_SIZE)
-        || o.gpa_bits >= 64
-        || gpa.0 >> o.gpa_bits != 0
+        || caller.gpa_bits >= 64
+        || gpa.0 >> caller.gpa_bits != 0
     {
-        return Err(bad);
+        return Err(Status::arg(StatusCode::InvalidBuffer, arg));
+    }
+    Ok(GuestBuf { gpa, arg })
+}
+
+/// The PA behind buffer `b` of the caller's TVM: inside one mapped page, writable if `write`,
+/// private if `private_only`. `tvm` is the caller's TVM granule, locked, so the page cannot be
+/// unmapped (or a shared page delegated) while the TSM uses it: every change of the map takes
+/// that lock.
+fn guest_buffer(
+    t: &Tsm<'_>,
+    tvm: &Locked<'_, '_>,
+    caller: GuestCaller,
+    b: GuestBuf,
+    write: bool,
+    private_only: bool,
+) -> Result<Pa, Status> {
+    let bad = Status::arg(StatusCode::InvalidBuffer, b.arg);
+    if tvm.pa() != caller.tvm {
+        return Err(internal());
     }
     let leaf = t
-        .map(Pa(o.root))
-        .lookup(gpa.granule_base())
+        .map(caller.root)
+        .lookup(b.gpa.granule_base())
         .map_err(|_| bad)?;
     if (write && !leaf.perms.write) || (private_only && leaf.kind != MapKind::Private) {
         return Err(bad);
@@ -153,19 +160,25 @@ fn guest_buffer_in(
         return Err(internal());
     }
     leaf.pa
-        .checked_add(gpa.granule_offset())
+        .checked_add(b.gpa.granule_offset())
         .ok_or_else(internal)
 }
 
-/// G_CONSOLE_WRITE: one framed record from guest memory.
+/// G_CONSOLE_WRITE: one framed record from guest memory. The TVM's granule is locked for the
+/// walk and the read, and nothing of the TVM object is read: the map's root is the caller's.
+/// A concurrent TVM_DESTROY cannot free the TVM or its root under the call (it refuses a TVM
+/// with vCPUs, and the caller's is running), and a concurrent UNMAP waits for the lock.
 pub fn console_write(t: &Tsm<'_>, caller: GuestCaller, a: args::GConsoleWrite) -> Reply {
     let len = a.len;
     if len == 0 || len > MAX_PAYLOAD as u64 {
         return Err(Status::arg(StatusCode::InvalidArgument, 2));
     }
-    let mut tvm_room = Room::<TvmView>::new();
-    let o = caller_tvm(t, caller, &mut tvm_room)?;
-    let pa = guest_buffer(t, &o, a.buffer, len, false, 1)?;
+    let b = in_range(caller, a.buffer, len, 1)?;
+    let tvm = t
+        .granules
+        .lock_in(caller.tvm, GranuleState::Tvm)
+        .map_err(|_| Status::new(StatusCode::Denied))?;
+    let pa = guest_buffer(t, &tvm, caller, b, false, false)?;
     let mut frame = [0u8; MAX_PAYLOAD];
     let frame = frame
         .get_mut(..len as usize)
@@ -185,10 +198,9 @@ pub fn exit(_: &Tsm<'_>, _: GuestCaller, a: args::GExit) -> Result<GuestNext, St
 
 /// G_TVM_INFO: the caller's GPA width and where its shared half starts (§5.2). From the TSM,
 /// not the host: a guest told a wrong split would keep private data where the host can map it.
-pub fn tvm_info(t: &Tsm<'_>, caller: GuestCaller) -> Reply {
-    let mut tvm_room = Room::<TvmView>::new();
-    let o = caller_tvm(t, caller, &mut tvm_room)?;
-    let bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
+/// The width is the caller's ([`GuestCaller::gpa_bits`]): no lock.
+pub fn tvm_info(_: &Tsm<'_>, caller: GuestCaller) -> Reply {
+    let bits = caller.gpa_bits;
     let shared = Gpa::shared_base(bits).ok_or_else(internal)?;
     Ok(CallResult::ok([u64::from(bits), shared.0, 0, 0]))
 }
@@ -209,7 +221,8 @@ pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply 
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
-    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<VdevInfo>() as u64, true, 2)?;
+    let b = in_range(caller, gpa, size_of::<VdevInfo>() as u64, 2)?;
+    let pa = guest_buffer(t, g.tvm.granule(), caller, b, true, false)?;
     let v = &g.v;
     let evidence = has_report(v);
     let info = VdevInfo {
@@ -311,13 +324,14 @@ fn read_portion(
     // The whole buffer the guest named, not only the bytes this call copies (§11), and to
     // private memory only: the host must not see or rewrite the evidence on its way to the
     // guest's check.
-    let pa = guest_buffer_in(t, &g.tvm, gpa, len, true, true, 3)?;
+    let b = in_range(caller, gpa, len, 3)?;
+    let pa = guest_buffer(t, g.tvm.granule(), caller, b, true, true)?;
     let n = len.min(left);
     if n == 0 {
         return Ok(CallResult::ok([0, 0, 0, 0]));
     }
     let mut chunk = [0u8; 256];
-    // n <= left <= the source's capacity and guest_buffer_in checked [pa, pa + n) lies in one
+    // n <= left <= the source's capacity and in_range checked [pa, pa + n) lies in one
     // granule, so none of these can fail; they are checked rather than trusted.
     let mut done = 0u64;
     while let Some(rest) = n.checked_sub(done).filter(|&r| r != 0) {
@@ -354,7 +368,8 @@ pub fn vdev_accept(
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
-    let pa = guest_buffer(t, &g.tvm, gpa, size_of::<AcceptEvidence>() as u64, false, 2)?;
+    let b = in_range(caller, gpa, size_of::<AcceptEvidence>() as u64, 2)?;
+    let pa = guest_buffer(t, g.tvm.granule(), caller, b, false, false)?;
     let mut echo = AcceptEvidence::new_zeroed();
     t.platform
         .read(pa, echo.as_mut_bytes())
@@ -492,7 +507,7 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
     if !root.is_granule_aligned() {
         return Err(Status::arg(StatusCode::Misaligned, 3));
     }
-    if g.tvm.gpa_bits >= 64 || root.0 >> g.tvm.gpa_bits != 0 {
+    if caller.gpa_bits >= 64 || root.0 >> caller.gpa_bits != 0 {
         return Err(Status::arg(StatusCode::OutOfRange, 3));
     }
     g.v.pasids
@@ -564,14 +579,13 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
-    let pa = guest_buffer(
-        t,
-        &g.tvm,
+    let b = in_range(
+        caller,
         gpa,
         size_of::<tsm_abi::event::GuestEvent>() as u64,
-        true,
         2,
     )?;
+    let pa = guest_buffer(t, g.tvm.granule(), caller, b, true, false)?;
     let sequence = u64::from(g.v.events.host_summary().total)
         .saturating_sub(u64::from(g.v.events.pending()))
         .saturating_add(1);

@@ -135,6 +135,66 @@ fn first_run_starts_at_the_entry_and_g_exit_ends_the_vcpu() {
     }
 }
 
+/// Guest calls of an entered vCPU (the run loop's path, [`crate::tsm::Tsm::guest_exit_entered`])
+/// take the TVM's root and GPA width from the claim: a buffer past the width is refused before
+/// any lock, one in range but unmapped (under the level-3 table, or where no table is) by the
+/// walk, a vBDF that is none or that the TVM does not have by its slots; each with its
+/// documented status and nothing changed. A mapped buffer still works.
+#[test]
+fn entered_guest_calls_refuse_bad_buffers_and_vbdfs() {
+    use tsm_platform::run::Handled;
+    let invalid_buffer = s(StatusCode::InvalidBuffer, 1).to_raw();
+    for f in FORMATS {
+        let m = vm(f, true);
+        let page = m.h.delegate(21);
+        m.h.host(CallId::MAP_PRIVATE, &[m.tvm.0, 0x1000, page.0, u64::MAX, 3])
+            .unwrap();
+        let e = match m.run() {
+            HostStep::Enter(e) => e,
+            other => panic!("VCPU_RUN did not enter the guest: {other:?}"),
+        };
+        assert_eq!(e.gpa_bits, 40);
+        let call = |c: CallId, args: &[u64]| {
+            let before = m.h.snapshot();
+            let r = match m
+                .h
+                .tsm
+                .guest_exit_entered(&e, GuestExit::Call(regs(c, args)))
+            {
+                Handled::Resume(Resume::Return(r)) => r,
+                other => panic!("{} {args:x?}: {other:?}", c.name()),
+            };
+            if r.status != 0 {
+                assert!(
+                    m.h.snapshot() == before,
+                    "{} {args:x?} changed state",
+                    c.name()
+                );
+            }
+            m.h.check();
+            r
+        };
+        for gpa in [1 << 40, u64::MAX - 7, 0x2000, 1 << 38, (1 << 39) + 0x1000] {
+            assert_eq!(
+                call(CallId::G_CONSOLE_WRITE, &[gpa, 8]).status,
+                invalid_buffer,
+                "{gpa:#x}"
+            );
+        }
+        assert_eq!(call(CallId::G_CONSOLE_WRITE, &[0x1000, 8]).status, 0);
+        assert_eq!(
+            call(CallId::G_VDEV_INFO, &[1 << 16, 0x1000]).status,
+            s(StatusCode::InvalidArgument, 1).to_raw()
+        );
+        assert_eq!(
+            call(CallId::G_VDEV_INFO, &[1, 0x1000]).status,
+            s(StatusCode::BadHandle, 1).to_raw()
+        );
+        let info = call(CallId::G_TVM_INFO, &[]);
+        assert_eq!((info.status, info.out[0], info.out[1]), (0, 40, 1 << 39));
+    }
+}
+
 #[test]
 fn run_is_refused_for_new_tvms_destroyed_vcpus_and_bad_records() {
     let m = vm(AddressMapFormat::ArmStage2, false);
