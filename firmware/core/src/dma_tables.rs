@@ -41,6 +41,11 @@ use tsm_platform::{DMA_MAX_TAG, DmaDomain, DmaStream, IommuError, PhysMem};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 const _: () = assert!(size_of::<DmaTables>() == 136);
+// VDEV_CREATE's zeroing empties the record, whose tag leads it (`Tsm::dma_stream_create`).
+const RECORD_END: u64 = DMA_TABLES_OFFSET + size_of::<DmaTables>() as u64;
+const _: () = assert!(
+    core::mem::offset_of!(DmaTables, tag) == 0 && RECORD_END <= crate::objects::VDEV_ZEROED as u64
+);
 
 use crate::addrmap::format::{self, Entry, PteFormat};
 use crate::addrmap::{self, AddressMap, ENTRIES, LEAF_LEVEL, Leaf, MapKind, table_span};
@@ -62,7 +67,7 @@ pub const DMA_MAX_PAGES: u32 = 4096;
 /// share subtrees, so what they reach is not bounded by their size).
 pub const DMA_MAX_ENTRIES: u32 = 16384;
 
-/// A vdevice's DMA table, recorded at the end of its VDEV granule
+/// A vdevice's DMA table, recorded in its VDEV granule after the MMIO record
 /// ([`DMA_TABLES_OFFSET`](crate::objects::DMA_TABLES_OFFSET)) rather than in [`VdevObj`], so the
 /// calls that lock the VDEV do not copy it. Written only under the VDEV's lock (VDEV_CREATE sets
 /// the tag, VDEV_DMA_TABLE appends granules, VDEV_DESTROY returns them); refreshes read it.
@@ -180,14 +185,23 @@ impl Tsm<'_> {
     }
 
     /// VDEV_CREATE (the caller holds the new VDEV's granule `vdev`): a tag for the vdevice,
-    /// its record, and its stream out of the host domain (blocked until a table is donated),
-    /// as the engine treats the requester as the vdevice's from now on. Nothing without a
-    /// platform IOMMU: no record either, so the calls that create and destroy vdevices pay
-    /// nothing. `Capacity(1)`: no tag left; `NotSupported(4)`: the IOMMU does not cover the
-    /// pBDF's stream.
-    pub(crate) fn dma_stream_create(&self, vdev: Pa, s: DmaStream) -> Result<(), Status> {
+    /// its stream out of the host domain (blocked until a table is donated), as the engine
+    /// treats the requester as the vdevice's from now on, and its record. `init` writes the new
+    /// object between the attach, which may still fail and must leave the granule as it was,
+    /// and the record's tag: `init` zeroes the record's bytes
+    /// ([`crate::objects::VDEV_ZEROED`] covers them), which are an empty record, so only the
+    /// tag is written, not 136 bytes built in the frame. Without a platform IOMMU only `init`
+    /// runs: the record stays empty (tag 0), and the calls that create and destroy vdevices pay
+    /// nothing more. `Capacity(1)`: no tag left; `NotSupported(4)`: the IOMMU does not cover
+    /// the pBDF's stream.
+    pub(crate) fn dma_stream_create(
+        &self,
+        vdev: Pa,
+        s: DmaStream,
+        init: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<(), Status> {
         if self.iommu.is_none() {
-            return Ok(());
+            return init();
         }
         let mut tags = self.dma.lock();
         let tag = tags.free().ok_or(Status::arg(StatusCode::Capacity, 1))?;
@@ -199,7 +213,14 @@ impl Tsm<'_> {
             })?;
         // Written after the attach, so a refused attach leaves the granule as it was; a write
         // that fails (a broken platform) gives the stream back.
-        if let Err(e) = self.set_dma_record(vdev, &DmaTables::new(tag)) {
+        let written = init()
+            .and_then(|()| vdev.checked_add(DMA_TABLES_OFFSET).ok_or_else(internal))
+            .and_then(|at| {
+                self.platform
+                    .write(at, tag.as_bytes())
+                    .map_err(|_| internal())
+            });
+        if let Err(e) = written {
             let _ = self.platform.attach(s, DmaDomain::Host);
             return Err(e);
         }

@@ -31,6 +31,12 @@ use crate::granule::GranuleState;
 use crate::objects::{MMIO_MAPS_OFFSET, REPORT_CAPACITY, VdevHead, internal};
 use crate::tsm::Tsm;
 
+// VDEV_CREATE's zeroing empties the record, whose root leads it (`Tsm::init_mmio_record`).
+const RECORD_END: u64 = MMIO_MAPS_OFFSET + size_of::<MmioMaps>() as u64;
+const _: () = assert!(
+    core::mem::offset_of!(MmioMaps, root) == 0 && RECORD_END <= crate::objects::VDEV_ZEROED as u64
+);
+
 /// Pages of MMIO one vdevice may have mapped at a time (FEATURES `QUEUE_LIMITS`): 64 KiB, what
 /// the record at the end of the VDEV granule holds; a larger BAR is mapped in part.
 pub const MAX_MMIO_PAGES: usize = 16;
@@ -158,13 +164,6 @@ impl Tsm<'_> {
     /// ([`crate::objects::VDEV_ZEROED`] covers them): zero bytes are an empty record, so only the
     /// root is written, not 272 bytes built in the frame.
     pub(crate) fn init_mmio_record(&self, vdev: Pa, root: Pa) -> Result<(), Status> {
-        const _: () = assert!(
-            core::mem::offset_of!(MmioMaps, root) == 0
-                && matches!(
-                    (MMIO_MAPS_OFFSET as usize).checked_add(size_of::<MmioMaps>()),
-                    Some(end) if end <= crate::objects::VDEV_ZEROED
-                )
-        );
         let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
         self.platform
             .write(at, root.0.as_bytes())

@@ -651,14 +651,14 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     if !supported.contains(LockFlags::from_bits_truncate(v.params.lock_flags)) {
         return Err(Status::arg(StatusCode::NotSupported, 1));
     }
-    let mut nonce = [0u8; 32];
+    // Drawn straight into the copy (which only `save` below writes back), not into a frame
+    // array that is zeroed and copied.
     t.platform
-        .fill(&mut nonce)
+        .fill(&mut v.accept_nonce)
         .map_err(|_| Status::new(StatusCode::NotSupported))?;
     send_first(t, &mut p, &mut v, DeviceOp::Bind, comm, vdev)?;
     v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
-    v.accept_nonce = nonce;
     v.start_nonce = [0; 32];
     v.report_digest = [0; 32];
     v.report_len = 0;

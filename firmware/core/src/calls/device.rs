@@ -21,9 +21,8 @@ use crate::dma_tables::stream;
 use crate::granule::GranuleState;
 use crate::objects::{
     self, Child, Guard, Handle, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, MAX_VIOMMUS_PER_TVM,
-    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmHead, TvmLink, VbdfSlot,
-    VdevFamily, VdevFamilyRooms, VdevHandle, VdevHeadStart, VdevLinks, ViommuHandle, ViommuObj,
-    internal,
+    PbdfSlot, PdevHandle, PdevHead, PdevObj, Room, TvmHandle, TvmLink, VbdfSlot, VdevFamily,
+    VdevFamilyRooms, VdevHandle, VdevHeadStart, VdevLinks, ViommuHandle, ViommuObj, internal,
 };
 use crate::spdm::requester::Requester as SpdmRequester;
 use crate::tsm::{PdevRange, Tsm};
@@ -200,27 +199,26 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
     if !ACCEPTED_LOCK_FEATURES.lock_flags().contains(params.lock()) {
         return Err(Status::arg(StatusCode::InvalidArgument, 4));
     }
-    // The vIOMMU names the TVM, which comes first in the lock order: learn it, then lock both.
-    let viommu = ViommuHandle::new(viommu);
-    let tvm = t.links(viommu, 3)?.tvm();
+    // The vIOMMU names the TVM, which comes first in the lock order: the vIOMMU locked and
+    // read once, its TVM tried under it (`lock_with_parent`), rather than its links read under
+    // one lock and the vIOMMU locked and read again after the TVM. Only the TVM's head: of its
+    // slot table only the slots in use (the first `vdevs`, none in a TVM without vdevices) are
+    // read below, and one slot is written; the same for the PDEV's.
+    let (mut tvm_room, mut viommu_room) = (Room::new(), Room::new());
+    let (mut to, mut io) = t.lock_with_parent(
+        ViommuHandle::new(viommu),
+        3,
+        TvmLink::tvm_head,
+        (&mut tvm_room, &mut viommu_room),
+    )?;
+    let tvm = io.links().tvm();
     // Before locking the PDEV and VDEV: one naming a granule this call holds would wait for
     // itself.
-    if pdev == tvm.pa() || pdev == viommu.pa() {
+    if pdev == tvm.pa() || pdev == io.pa() {
         return Err(Status::arg(StatusCode::BadHandle, 2));
     }
-    if vdev == tvm.pa() || vdev == viommu.pa() || vdev == pdev {
+    if vdev == tvm.pa() || vdev == io.pa() || vdev == pdev {
         return Err(Status::arg(StatusCode::GranuleState, 1));
-    }
-    let gone = Status::arg(StatusCode::BadHandle, 3);
-    // The TVM and PDEV heads alone: of their slot tables only the slots in use (the first
-    // `vdevs`, none in a TVM or PDEV without vdevices) are read, and one slot is written.
-    let (mut tvm_room, mut viommu_room) = (Room::new(), Room::new());
-    let mut to = t
-        .lock(Handle::<TvmHead>::new(tvm.pa()), 3, &mut tvm_room)
-        .map_err(|_| gone)?;
-    let mut io = t.lock(viommu, 3, &mut viommu_room)?;
-    if io.links().tvm() != tvm {
-        return Err(gone);
     }
     let mut pdev_room = Room::new();
     let mut po = t.lock(Handle::<PdevHead>::new(pdev), 2, &mut pdev_room)?;
@@ -271,7 +269,6 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         segment: po.params.segment,
         rid: params.pbdf,
     };
-    t.dma_stream_create(vdev, stream(requester))?;
     // Each count is bounded by its object's granule refcount (checked above); a full count is
     // refused like a full refcount.
     po.vdevs = po
@@ -286,12 +283,15 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         .vdevs
         .checked_add(1)
         .ok_or(Status::arg(StatusCode::Capacity, 3))?;
-    let links = VdevLinks::new(tvm, PdevHandle::new(pdev), viommu);
+    let links = VdevLinks::new(tvm, PdevHandle::new(pdev), io.handle());
     // Built in place: a delegated granule holds what the host put there, so the object and its
-    // MMIO record are zeroed, then the head's non-zero start and the record's root written.
+    // MMIO and DMA records are zeroed, then the head's non-zero start, the MMIO record's root
+    // and (`dma_stream_create`) the DMA record's tag written.
     let start = VdevHeadStart::new(links, params, io.vtype, po.tdisp_version);
-    objects::save_new_vdev(t, &gv, &start)?;
-    t.init_mmio_record(vdev, Pa(to.root))?;
+    t.dma_stream_create(vdev, stream(requester), || {
+        objects::save_new_vdev(t, &gv, &start)?;
+        t.init_mmio_record(vdev, Pa(to.root))
+    })?;
     po.set_pbdf(
         pslot,
         &PbdfSlot {

@@ -92,6 +92,11 @@ impl TvmLink {
     pub fn tvm(&self) -> TvmHandle {
         Handle::new(Pa(self.tvm))
     }
+
+    /// The TVM, for a call that locks its head alone.
+    pub fn tvm_head(&self) -> Handle<TvmHead> {
+        Handle::new(Pa(self.tvm))
+    }
 }
 
 /// The links leading a VDEV.
@@ -583,11 +588,11 @@ impl Child for ViommuObj {
     }
 }
 
-/// A vdevice (vPCI function). The cached TDISP interface report follows it in the same granule
-/// ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]), then its private MMIO pages
-/// ([`crate::private_mmio::MmioMaps`] at [`MMIO_MAPS_OFFSET`]), and its DMA tables end it
-/// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]): none is copied when the VDEV is
-/// locked.
+/// A vdevice (vPCI function). Its private MMIO pages follow it in the same granule
+/// ([`crate::private_mmio::MmioMaps`] at [`MMIO_MAPS_OFFSET`]), then its DMA tables
+/// ([`crate::dma_tables::DmaTables`] at [`DMA_TABLES_OFFSET`]), and the cached TDISP interface
+/// report ends it ([`REPORT_CAPACITY`] bytes at [`REPORT_OFFSET`]): none is copied when the
+/// VDEV is locked.
 ///
 /// Its [`VdevHead`] leads it, then the vIOMMU tables, which start all zero: VDEV_CREATE zeroes
 /// the object's bytes in the granule and writes only the head, instead of building the whole
@@ -846,19 +851,22 @@ pub const GUEST_OP_PENDING: u32 = u32::MAX;
 /// ([`crate::private_mmio::MmioMaps`]): right after the object, so VDEV_CREATE's zeroing of
 /// the object ([`VDEV_ZEROED`]) empties the record too and only its root is written.
 pub const MMIO_MAPS_OFFSET: u64 = size_of::<VdevObj>().next_multiple_of(8) as u64;
-/// Where the cached interface report starts in a VDEV granule: after the MMIO record.
-pub const REPORT_OFFSET: u64 = MMIO_MAPS_OFFSET + size_of::<crate::private_mmio::MmioMaps>() as u64;
-/// Where a vdevice's DMA tables are recorded in its granule: its last bytes.
-pub const DMA_TABLES_OFFSET: u64 = GRANULE_SIZE - size_of::<crate::dma_tables::DmaTables>() as u64;
-/// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`).
-pub const REPORT_CAPACITY: u64 = DMA_TABLES_OFFSET - REPORT_OFFSET;
-/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object and its MMIO
-/// record rounded up to whole 256-byte blocks, which both HALs zero with block stores (x86_64's
-/// SSE path takes whole 256-byte steps only, aarch64's 64-byte blocks) instead of a string or
-/// byte loop for the odd size. The bytes past the record lie in the report area, which holds
-/// nothing a call reads until a bind writes it (`report_len` is 0).
+/// Where a vdevice's DMA tables are recorded in its granule: after the MMIO record, so the
+/// same zeroing empties it too and VDEV_CREATE writes only its tag.
+pub const DMA_TABLES_OFFSET: u64 =
+    MMIO_MAPS_OFFSET + size_of::<crate::private_mmio::MmioMaps>() as u64;
+/// Where the cached interface report starts in a VDEV granule: after the DMA record.
+pub const REPORT_OFFSET: u64 = DMA_TABLES_OFFSET + size_of::<crate::dma_tables::DmaTables>() as u64;
+/// The longest interface report the TSM caches (FEATURES `REPORT_LIMITS`): the rest of the
+/// granule.
+pub const REPORT_CAPACITY: u64 = GRANULE_SIZE - REPORT_OFFSET;
+/// The bytes VDEV_CREATE zeroes at the start of a new VDEV granule: the object, its MMIO record
+/// and its DMA record rounded up to whole 256-byte blocks, which both HALs zero with block
+/// stores (x86_64's SSE path takes whole 256-byte steps only, aarch64's 64-byte blocks) instead
+/// of a string or byte loop for the odd size. The bytes past the records lie in the report
+/// area, which holds nothing a call reads until a bind writes it (`report_len` is 0).
 pub const VDEV_ZEROED: usize = (REPORT_OFFSET as usize).next_multiple_of(256);
-const _: () = assert!(VDEV_ZEROED as u64 <= DMA_TABLES_OFFSET);
+const _: () = assert!(VDEV_ZEROED as u64 <= GRANULE_SIZE);
 
 const _: () = assert!(size_of::<TvmObj>() as u64 <= GRANULE_SIZE);
 const _: () = assert!(offset_of!(TvmObj, head) == 0 && size_of::<TvmHead>().is_multiple_of(8));
