@@ -236,6 +236,38 @@ fn version_keeps_its_result_count_by_itself() {
     }
 }
 
+/// VERSION's raw-range fast path decides as the typed comparison does (docs/abi.md, VERSION):
+/// chosen = the request when it is a supported version, else 0 with VERSION_MISMATCH, or
+/// INVALID_ARGUMENT(1) when it is not a version at all; the range always.
+#[test]
+fn version_decides_as_the_typed_comparison() {
+    use tsm_abi::version::{self, AbiVersion};
+    let (lo, hi) = (version::LOWEST, version::HIGHEST);
+    let mut reqs = std::vec![
+        0,
+        1,
+        u64::from(u32::MAX),
+        1 << 32,
+        u64::MAX,
+        (1 << 32) | lo.to_raw()
+    ];
+    for base in [lo.to_raw(), hi.to_raw()] {
+        for d in 0..3u64 {
+            reqs.extend([base.wrapping_sub(d), base.wrapping_add(d), base ^ (1 << 16)]);
+        }
+    }
+    for req in reqs {
+        let r = crate::calls::system::version(req);
+        let want = match AbiVersion::from_raw(req) {
+            None => (s(InvalidArgument, 1).to_raw(), 0),
+            Some(v) if v < lo || v > hi => (Status::new(VersionMismatch).to_raw(), 0),
+            Some(v) => (0, v.to_raw()),
+        };
+        assert_eq!((r.status, r.out[0]), want, "{req:#x}");
+        assert_eq!(r.out[1..], [lo.to_raw(), hi.to_raw(), 0], "{req:#x}");
+    }
+}
+
 /// `lock_with_parent` while another CPU holds the parent: the tried lock fails, the child is
 /// dropped, and the ordered path waits for the parent and returns both, the same objects.
 #[test]
