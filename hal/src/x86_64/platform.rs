@@ -3,6 +3,7 @@
 //! host domain, entropy from RDSEED/RDRAND, TLB maintenance for TVM address maps, and VT-d.
 
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 use tsm_abi::addr::{Gpa, Pa};
 
@@ -213,6 +214,23 @@ impl PhysMem for X86Platform {
         // source concurrently: the copy is a plain byte copy done once, callers validate it.
         unsafe { copy(out.as_mut_ptr(), pa.0 as *const u8, out.len()) };
         Ok(())
+    }
+
+    fn read_uninit<'b>(
+        &self,
+        pa: Pa,
+        out: &'b mut [MaybeUninit<u8>],
+    ) -> Result<&'b mut [u8], MemFault> {
+        self.check(pa, out.len())?;
+        let len = out.len();
+        let dst = core::ptr::from_mut(out) as *mut [u8];
+        // SAFETY: as in `read`; `out` is our own buffer, which the copy writes whole (every one
+        // of its `len` bytes) before the slice below is formed over it as initialised bytes
+        // (`MaybeUninit<u8>` has the layout of `u8`).
+        unsafe {
+            copy(dst.cast::<u8>(), pa.0 as *const u8, len);
+            Ok(&mut *dst)
+        }
     }
 
     fn read_u64(&self, pa: Pa) -> Result<u64, MemFault> {

@@ -15,6 +15,8 @@ use super::{
     TvmHead, TvmObj, TvmView, VDEV_ZEROED, VbdfSlot, VdevHeadStart, VdevObj, ViommuObj, decode,
     internal, load_into, write,
 };
+use tsm_platform::{PhysMem, ReadBuf};
+
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
 
@@ -55,18 +57,23 @@ impl<O> core::fmt::Debug for Handle<O> {
 
 /// Room in a handler's frame for the copy of one object (or run state): its bytes, read from
 /// TSM memory and decoded in place ([`Tsm::lock`]), which the [`Guard`] then borrows as the
-/// object. Made zeroed: safe Rust has no uninitialised bytes to read into.
-pub struct Room<T: Stored>(T::Words);
+/// object. Uninitialised until read ([`ReadBuf`]): no zeroing precedes the copy.
+pub struct Room<T: Stored>(ReadBuf<T::Words>);
 
 impl<T: Stored> Room<T> {
-    /// Zeroed room.
+    /// Room not yet read into.
     pub fn new() -> Self {
-        Room(T::Words::new_zeroed())
+        Room(ReadBuf::new())
     }
 
-    /// The bytes the object is read into.
-    pub(super) fn bytes(&mut self) -> &mut [u8] {
-        self.0.as_mut_bytes()
+    /// Reads the `T` at `pa` into the room and returns its bytes.
+    pub(super) fn read(&mut self, mem: &dyn PhysMem, pa: Pa) -> Result<&mut [u8], Status> {
+        Ok(self.0.read(mem, pa).map_err(|_| internal())?.as_mut_bytes())
+    }
+
+    /// The bytes the last [`Room::read`] filled (a TSM bug if none did: the internal status).
+    fn filled(&mut self) -> Result<&mut [u8], Status> {
+        Ok(self.0.filled().ok_or_else(internal)?.as_mut_bytes())
     }
 }
 
@@ -320,12 +327,9 @@ impl<'a> Tsm<'a> {
             .granules
             .lock_in(child.pa(), C::STATE)
             .map_err(|e| e.status(arg))?;
-        // Read now, decoded again below for the guard (a borrow of the room kept from here
-        // would outlive the slow path's re-read).
-        self.platform
-            .read(gc.pa(), rooms.1.bytes())
-            .map_err(|_| internal())?;
-        let p = parent(&decode(rooms.1)?.links());
+        // Decoded here for the links and again below for the guard, from the room: a borrow of
+        // the object kept from here would outlive the slow path's re-read.
+        let p = parent(&decode::<C>(rooms.1.read(self.platform, gc.pa())?)?.links());
         let (gp, gc) = match self.granules.try_lock(p.pa()) {
             Ok(Some(gp)) => (gp, gc),
             Err(_) => return Err(gone),
@@ -338,10 +342,8 @@ impl<'a> Tsm<'a> {
                     .granules
                     .lock_in(child.pa(), C::STATE)
                     .map_err(|e| e.status(arg))?;
-                self.platform
-                    .read(gc.pa(), rooms.1.bytes())
-                    .map_err(|_| internal())?;
-                if parent(&decode(rooms.1)?.links()) != p {
+                let bytes = rooms.1.read(self.platform, gc.pa())?;
+                if parent(&decode::<C>(bytes)?.links()) != p {
                     return Err(gone);
                 }
                 (gp, gc)
@@ -353,7 +355,7 @@ impl<'a> Tsm<'a> {
             return Err(gone);
         }
         let pobj = load_into(self.platform, &gp, rooms.0)?;
-        let obj = decode(rooms.1)?;
+        let obj = decode::<C>(rooms.1.filled()?)?;
         Ok((
             Guard {
                 t: self,

@@ -155,13 +155,12 @@ pub fn read_decoded<'r, T: Stored>(
     pa: Pa,
     room: &'r mut Room<T>,
 ) -> Result<&'r mut T, Status> {
-    mem.read(pa, room.bytes()).map_err(|_| internal())?;
-    decode(room)
+    decode(room.read(mem, pa)?)
 }
 
-/// Decodes the `T` read into `room`, in place ([`read_decoded`]).
-fn decode<T: Stored>(room: &mut Room<T>) -> Result<&mut T, Status> {
-    T::try_mut_from_bytes(room.bytes()).map_err(|_| internal())
+/// Decodes the `T` read into a room ([`Room::read`]), in place.
+fn decode<T: Stored>(bytes: &mut [u8]) -> Result<&mut T, Status> {
+    T::try_mut_from_bytes(bytes).map_err(|_| internal())
 }
 
 /// Writes an object to its granule at `pa`, if its invariants hold.
