@@ -160,7 +160,10 @@ impl Tsm<'_> {
     pub(crate) fn init_mmio_record(&self, vdev: Pa, root: Pa) -> Result<(), Status> {
         const _: () = assert!(
             core::mem::offset_of!(MmioMaps, root) == 0
-                && MMIO_MAPS_OFFSET as usize + size_of::<MmioMaps>() <= crate::objects::VDEV_ZEROED
+                && matches!(
+                    (MMIO_MAPS_OFFSET as usize).checked_add(size_of::<MmioMaps>()),
+                    Some(end) if end <= crate::objects::VDEV_ZEROED
+                )
         );
         let at = vdev.checked_add(MMIO_MAPS_OFFSET).ok_or_else(internal)?;
         self.platform
