@@ -674,7 +674,7 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
 /// The crates SPDM brought into the image: the requester and its codec, the RustCrypto
 /// crates (sha2 also hashes the TDISP report, a few hundred bytes of it).
 const SPDM_CRATES: [&str; 19] = [
-    "tsm_core::spdm::",
+    "tsm_spdm::",
     "tsm_abi::spdm::",
     "p384::",
     "primeorder::",
@@ -1014,7 +1014,7 @@ mod tests {
     #[test]
     fn counts_the_code_of_the_spdm_crates_only() {
         let nm = "\
-0000000000401000 0000000000000100 T tsm_core::spdm::requester::Requester::respond
+0000000000401000 0000000000000100 T tsm_spdm::requester::Requester::respond
 0000000000401100 0000000000000020 t <p384::arithmetic::field::FieldElement as core::ops::Mul>::mul
 0000000000401200 0000000000000040 T tsm_core::dispatch::dispatch
 0000000000501000 0000000000000800 r p384::TABLE

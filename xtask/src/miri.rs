@@ -12,11 +12,12 @@ use crate::fuzz::ensure_nightly;
 use crate::workspace::Workspace;
 
 /// The crates Miri runs: everything that builds for the host.
-pub const PACKAGES: [&str; 5] = [
+pub const PACKAGES: [&str; 6] = [
     "tsm-abi",
     "tsm-platform",
     "tsm-hal",
     "tsm-core",
+    "tsm-spdm",
     "tsm-device-model",
 ];
 /// Cases per proptest property under Miri (proptest's default is 256).

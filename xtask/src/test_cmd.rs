@@ -180,18 +180,18 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
     unit.args(["test", "--no-fail-fast"]);
     list.push(("unit tests", "host", unit));
     // The SPDM tests again through the P-384 memo only the fuzzers build (`crypto-memo`): the
-    // handshakes, honest and misbehaving, end as they do without it.
+    // handshakes, honest and misbehaving, end as they do without it (tsm-spdm's tests, and the
+    // device model's, whose responder has the memo too).
     let mut memo = ws.cargo();
     memo.args([
         "test",
         "-p",
-        "tsm-core",
+        "tsm-spdm",
         "-p",
         "tsm-device-model",
         "--features",
-        "tsm-core/crypto-memo,tsm-device-model/crypto-memo",
+        "tsm-spdm/crypto-memo,tsm-device-model/crypto-memo",
         "--lib",
-        "spdm::",
     ]);
     list.push(("unit tests (crypto-memo)", "host", memo));
     let mut clippy = ws.cargo();

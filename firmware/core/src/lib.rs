@@ -13,10 +13,9 @@
 //! | [`calls`] | the call handlers |
 //! | [`cpus`] | the host's CPUs: which run the host, which wait in the TSM, start requests |
 //! | [`psci`] | PSCI and SMCCC for a host on a platform with PSCI |
-//! | [`spdm`] | SPDM: certificate chain verification (`spdm::cert`) |
 //! | [`viommu`] | the secure vIOMMU's translation engine, IOTLB, PASID tables, event queues |
 //! | [`viommu_glue`] | the core's side of the vIOMMU: stage-2 lookup, invalidation, events |
-//! | [`spdm`] | the SPDM requester (device authentication, measurements, secure session) |
+//! | [`spdm`] | the SPDM requester (device authentication, measurements, secure session): crate `tsm-spdm` |
 //! | [`dma_tables`] | the single-stage tables the platform IOMMU walks for vdevices, composed from the vIOMMU |
 //! | [`private_mmio`] | a vdevice's MMIO pages mapped into its TVM: the record, the report check, the release |
 //! | `testing` | the simulated platform and test harness (tests and feature `testing`) |
@@ -49,7 +48,7 @@ pub mod private_mmio;
 pub mod psci;
 pub mod run;
 pub mod run_loop;
-pub mod spdm;
+pub use tsm_spdm as spdm;
 pub mod tsm;
 pub mod viommu;
 pub mod viommu_glue;

@@ -85,18 +85,18 @@ fn cached<const N: usize>(
 // (this crate cannot depend on tsm-core, whose tests depend on it); the table's data is the
 // responder's own.
 #[cfg(any(miri, feature = "p384-record", feature = "crypto-memo"))]
-#[path = "../../../../firmware/core/src/spdm/ecc/key.rs"]
+#[path = "../../../../firmware/spdm/src/ecc/key.rs"]
 mod key;
-#[path = "../../../../firmware/core/src/spdm/ecc/memo.rs"]
+#[path = "../../../../firmware/spdm/src/ecc/memo.rs"]
 mod memo;
 /// Miri's precomputed responder results, one `key value` line each, in hex ([`table`]).
 #[cfg(any(miri, feature = "p384-record"))]
 pub const TABLE: &str = include_str!("ecc/table.txt");
 #[cfg(feature = "p384-record")]
-#[path = "../../../../firmware/core/src/spdm/ecc/record.rs"]
+#[path = "../../../../firmware/spdm/src/ecc/record.rs"]
 pub mod record;
 #[cfg(any(miri, feature = "p384-record"))]
-#[path = "../../../../firmware/core/src/spdm/ecc/table.rs"]
+#[path = "../../../../firmware/spdm/src/ecc/table.rs"]
 pub mod table;
 
 #[cfg(test)]

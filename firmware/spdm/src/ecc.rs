@@ -12,17 +12,15 @@
 //! the peer's point. A fuzzer's connects repeat the same chain, keys and (with the simulated
 //! platform's deterministic entropy) the same ephemeral scalars over and over, and each of
 //! these costs about a million instructions.
+//!
+//! The arithmetic itself is crate tsm-spdm-ecc's, compiled for speed while this crate is
+//! compiled for size.
 
-use p384::ecdsa::signature::hazmat::PrehashVerifier;
 use p384::ecdsa::{Signature, VerifyingKey};
 use p384::elliptic_curve::sec1::ToSec1Point;
 use p384::{PublicKey, SecretKey};
 use sha2::{Digest, Sha384};
-
-/// Size of an uncompressed SEC1 point (`04 ‖ x ‖ y`).
-pub const POINT_LEN: usize = 97;
-/// Size of the shared secret (the x coordinate).
-pub const SHARED_LEN: usize = 48;
+pub use tsm_spdm_ecc::{POINT_LEN, SHARED_LEN};
 
 /// Whether `sig` is `key`'s ECDSA-P384-SHA384 signature over `message`.
 pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
@@ -33,7 +31,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
         put(&sig.to_bytes());
     };
     cached(Op::Verify, inputs, || {
-        [u8::from(key.verify_prehash(&digest, sig).is_ok())]
+        [u8::from(tsm_spdm_ecc::verify_prehash(key, &digest, sig))]
     }) == [1]
 }
 
@@ -42,8 +40,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
 pub fn public_point(secret: &SecretKey) -> [u8; POINT_LEN] {
     let inputs = |put: &mut dyn FnMut(&[u8])| put(&secret.to_bytes());
     cached(Op::PublicPoint, inputs, || {
-        let point = secret.public_key().to_sec1_point(false);
-        <[u8; POINT_LEN]>::try_from(point.as_bytes()).unwrap_or([0; POINT_LEN])
+        tsm_spdm_ecc::public_point(secret)
     })
 }
 
@@ -54,8 +51,7 @@ pub fn shared_secret(secret: &SecretKey, peer: &PublicKey) -> [u8; SHARED_LEN] {
         put(peer.to_sec1_point(false).as_bytes());
     };
     cached(Op::SharedSecret, inputs, || {
-        let shared = p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-        <[u8; SHARED_LEN]>::from(*shared.raw_secret_bytes())
+        tsm_spdm_ecc::shared_secret(secret, peer)
     })
 }
 

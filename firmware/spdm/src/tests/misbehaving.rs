@@ -9,8 +9,8 @@ use tsm_device_model::identity::malformed;
 use tsm_device_model::spdm::SpdmMisbehaviour as M;
 
 use super::harness::*;
-use crate::spdm::cert::CertError;
-use crate::spdm::requester::{Failure, Phase};
+use crate::cert::CertError;
+use crate::requester::{Failure, Phase};
 
 fn failed(link: &Link, result: Result<Done, RelayError>, expected: RelayError) {
     assert_eq!(result, Err(expected));
@@ -214,14 +214,14 @@ fn host_replaying_a_record_of_an_earlier_session() {
     link.end_session().unwrap();
     link.connect().unwrap();
     // The host answers the new session's TDISP request with the old session's record.
-    let mut out = [0u8; crate::spdm::requester::MAX_RECORD];
+    let mut out = [0u8; crate::requester::MAX_RECORD];
     link.req
         .start_tdisp(&tdisp_get_version(), &mut out)
         .unwrap();
     let mut replay = old.clone();
     let mut chain = [0u8; 16];
     let mut meas = [0u8; 16];
-    let mut evidence = crate::spdm::requester::Evidence {
+    let mut evidence = crate::requester::Evidence {
         chain: &mut chain,
         measurements: &mut meas,
     };

@@ -8,8 +8,7 @@ use tsm_abi::tdisp;
 use tsm_device_model::identity::{DEVICE, OTHER_DEVICE};
 
 use super::harness::*;
-use crate::objects::PdevObj;
-use crate::spdm::requester::{Failure, Phase, STATE_SIZE};
+use crate::requester::{Failure, Phase};
 
 #[test]
 #[cfg_attr(miri, ignore = "P-384 work takes minutes per operation under Miri")]
@@ -139,12 +138,6 @@ fn messages_follow_dsp0274_and_dsp0277() {
     assert_eq!(digests[3], 0b1);
 }
 
-#[test]
-fn state_fits_beside_the_pdev() {
-    // The requester's state lives in the PDEV granule after the PDEV object.
-    assert!(size_of::<PdevObj>() + STATE_SIZE <= 4096, "{STATE_SIZE}");
-}
-
 /// One whole session — connect (chain, measurements, key exchange, FINISH), TDISP, a key
 /// update, TDISP under the new keys, END_SESSION — that also runs under Miri: there the P-384
 /// results come from the precomputed tables (`spdm::ecc::table` and the device model's), so
@@ -155,7 +148,7 @@ fn state_fits_beside_the_pdev() {
 /// every `cargo test` (`TSM_BLESS=1` rewrites them after a change to the session).
 #[test]
 fn a_whole_session_runs_under_miri() {
-    use crate::spdm::ecc::{record as requester_record, table as requester_table};
+    use crate::ecc::{record as requester_record, table as requester_table};
     use tsm_device_model::spdm::{p384_record as responder_record, p384_table as responder_table};
     // Earlier tests on this thread recorded too.
     let _ = (requester_record::take(), responder_record::take());

@@ -11,7 +11,7 @@ use tsm_device_model::spdm::{Reply, SpdmDevice};
 use tsm_device_model::{Device, DeviceConfig, TdiConfig};
 use tsm_platform::{Entropy, EntropyError};
 
-use crate::spdm::requester::{Evidence, Failure, MAX_RECORD, Outbound, Outcome, Requester, Step};
+use crate::requester::{Evidence, Failure, MAX_RECORD, Outbound, Outcome, Requester, Step};
 
 /// xorshift64*: deterministic randomness for the requester.
 pub struct TestRng(Cell<u64>);
