@@ -65,6 +65,17 @@ pub trait PhysMem {
         self.read(pa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+    /// Entry `idx` (taken modulo 512) of the translation table in the granule at `table`: the
+    /// little-endian 8 bytes at `table + 8 * idx`, what a walk reads at each level. A table is
+    /// one whole granule, so a platform checks the granule (the same check as `read_u64`'s over
+    /// all of it) and loads the entry, always 8-aligned, with no further test; a `table` that
+    /// is not granule-aligned is a fault. The default goes through `read_u64`.
+    fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
+        if !table.is_granule_aligned() {
+            return Err(MemFault(table));
+        }
+        self.read_u64(Pa(table.0 | (((idx % 512) as u64) << 3)))
+    }
     /// Zeroes `len` bytes at `pa` (a granule scrub). Platforms override it with their fastest
     /// zeroing (64-byte `st1`s, 16-byte SSE stores); the default writes zeros in 512-byte chunks.
     fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {

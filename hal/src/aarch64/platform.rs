@@ -2,7 +2,7 @@
 
 use core::mem::MaybeUninit;
 
-use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 
 use super::copy;
 use super::smmu::Smmu;
@@ -95,6 +95,20 @@ impl PhysMem for QemuVirt {
         // entry store is seen whole or not at all.
         Ok(u64::from_le(unsafe {
             core::ptr::read_volatile(pa.0 as *const u64)
+        }))
+    }
+
+    fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
+        if !table.is_granule_aligned() {
+            return Err(MemFault(table));
+        }
+        self.check(table, GRANULE_SIZE as usize)?;
+        let pa = table.0 | (((idx % 512) as u64) << 3);
+        // SAFETY: the granule at `table` is DRAM (checked above), identity-mapped as Normal
+        // memory in the TSM's stage-1, and `pa` is an 8-aligned word inside it: one
+        // single-copy-atomic load, so a concurrent entry store is seen whole or not at all.
+        Ok(u64::from_le(unsafe {
+            core::ptr::read_volatile(pa as *const u64)
         }))
     }
 

@@ -5,7 +5,7 @@
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
-use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 
 use super::boot::smap_enabled;
 use super::bootinfo::BootInfo;
@@ -247,6 +247,22 @@ impl PhysMem for X86Platform {
         // one atomic load, so a concurrent entry store is seen whole or not at all.
         Ok(u64::from_le(unsafe {
             core::ptr::read_volatile(pa.0 as *const u64)
+        }))
+    }
+
+    fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
+        if !table.is_granule_aligned() {
+            return Err(MemFault(table));
+        }
+        self.check(table, GRANULE_SIZE as usize)?;
+        let pa = table.0 | (((idx % 512) as u64) << 3);
+        let _user = UserAccess::allow();
+        // SAFETY: the granule at `table` is DRAM (checked above), which the TSM's tables
+        // identity-map for ring 0 (`_user` allows the access if they map it as a user page),
+        // and `pa` is an 8-aligned word inside it: one atomic load, so a concurrent entry store
+        // is seen whole or not at all.
+        Ok(u64::from_le(unsafe {
+            core::ptr::read_volatile(pa as *const u64)
         }))
     }
 

@@ -3,10 +3,10 @@
 //! written in the format of the platform IOMMU: Arm stage 2 again
 //! (an SMMUv3 stream with stage 2 only), or Intel VT-d second-level paging.
 
-use tsm_abi::addr::Pa;
-use tsm_platform::{AddressMapFormat, DmaTableFormat};
+use tsm_abi::addr::{Gpa, Pa};
+use tsm_platform::{AddressMapFormat, DmaTableFormat, PhysMem};
 
-use super::{Leaf, MapKind, Perms};
+use super::{Leaf, MapKind, Perms, WalkError};
 
 /// Bits 47:12 of an entry: the output address (both formats; x86-64 allows up to bit 51, but
 /// no supported platform has more than 48 physical address bits).
@@ -34,6 +34,19 @@ pub trait PteFormat: Sync {
     fn table(&self, next: Pa) -> u64;
     /// A level-3 page entry.
     fn page(&self, leaf: Leaf) -> u64;
+    /// The entry for `gpa` at `level` of the map rooted at `root`, with the table holding it
+    /// ([`super::AddressMap::entry`]). A provided method so each format's copy of the walk
+    /// calls its own `decode` directly, inlined: a walk makes one call into the format, not
+    /// one per level.
+    fn walk(
+        &self,
+        mem: &dyn PhysMem,
+        root: Pa,
+        gpa: Gpa,
+        level: u8,
+    ) -> Result<(Pa, Entry), WalkError> {
+        super::walk(self, mem, root, gpa, level)
+    }
 }
 
 /// The format a platform runs TVMs on.

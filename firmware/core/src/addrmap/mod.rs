@@ -99,10 +99,47 @@ pub const fn table_span(level: u8) -> u64 {
     (ENTRIES as u64) << level_shift(level)
 }
 
-/// Where entry `idx` (taken modulo [`ENTRIES`]) of `table` lies.
-fn entry_pa(table: Pa, idx: usize) -> Result<Pa, MemFault> {
-    let offset = ((idx % ENTRIES) as u64) << 3;
-    table.checked_add(offset).ok_or(MemFault(table))
+/// The entry `raw` at `level`. An all-zero entry, what every unmapped slot holds, is invalid in
+/// every format (a test checks it): a walk that ends at one, as every refused lookup of an
+/// unmapped GPA does, needs no decoding.
+#[inline(always)]
+fn decode<F: PteFormat + ?Sized>(fmt: &F, raw: u64, level: u8) -> Entry {
+    if raw == 0 {
+        Entry::Invalid
+    } else {
+        fmt.decode(raw, level)
+    }
+}
+
+/// [`PteFormat::walk`]: from `root` down to the table at `level` (at most [`LEAF_LEVEL`]),
+/// then that table's entry for `gpa`. Every table is read through
+/// [`PhysMem::read_entry`], which refuses a table outside the memory the TSM may read.
+fn walk<F: PteFormat + ?Sized>(
+    fmt: &F,
+    mem: &dyn PhysMem,
+    root: Pa,
+    gpa: Gpa,
+    level: u8,
+) -> Result<(Pa, Entry), WalkError> {
+    let level = level.min(LEAF_LEVEL);
+    let mut table = root;
+    let mut l = 0;
+    loop {
+        let raw = mem
+            .read_entry(table, index(gpa, l))
+            .map_err(WalkError::Mem)?;
+        let entry = decode(fmt, raw, l);
+        if l == level {
+            return Ok((table, entry));
+        }
+        table = match entry {
+            Entry::Table(next) => next,
+            // l < level <= LEAF_LEVEL: the next level exists and the sum is exact.
+            Entry::Invalid => return Err(WalkError::TableMissing(l.saturating_add(1))),
+            Entry::Page(_) | Entry::Foreign => return Err(WalkError::Foreign(l)),
+        };
+        l = l.saturating_add(1);
+    }
 }
 
 /// One TVM's map, seen through the platform's memory.
@@ -123,52 +160,23 @@ impl<'a> AddressMap<'a> {
         self.fmt
     }
 
-    /// The entry `raw` at `level`. An all-zero entry, what every unmapped slot holds, is invalid
-    /// in every format (a test checks it): a walk that ends at one, as every refused lookup of
-    /// an unmapped GPA does, needs no call into the format.
-    fn decode(&self, raw: u64, level: u8) -> Entry {
-        if raw == 0 {
-            Entry::Invalid
-        } else {
-            self.fmt.decode(raw, level)
-        }
-    }
-
-    /// Reads the raw entry `idx` of `table`.
+    /// Reads the raw entry `idx` (taken modulo [`ENTRIES`]) of `table`.
     pub fn read_raw(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
-        self.mem.read_u64(entry_pa(table, idx)?)
+        self.mem.read_entry(table, idx)
     }
 
-    /// Writes the raw entry `idx` of `table` (one 8-byte store, so a concurrent walker sees
-    /// the old entry or the new one).
+    /// Writes the raw entry `idx` (taken modulo [`ENTRIES`]) of `table` (one 8-byte store, so
+    /// a concurrent walker sees the old entry or the new one).
     pub fn write_raw(&self, table: Pa, idx: usize, raw: u64) -> Result<(), MemFault> {
-        self.mem.write(entry_pa(table, idx)?, &raw.to_le_bytes())
+        let offset = ((idx % ENTRIES) as u64) << 3;
+        let pa = table.checked_add(offset).ok_or(MemFault(table))?;
+        self.mem.write(pa, &raw.to_le_bytes())
     }
 
-    /// The table at `level` that covers `gpa` (level 0 is the root).
-    pub fn table_at(&self, gpa: Gpa, level: u8) -> Result<Pa, WalkError> {
-        let mut table = self.root;
-        for l in 0..level.min(LEAF_LEVEL) {
-            let raw = self
-                .read_raw(table, index(gpa, l))
-                .map_err(WalkError::Mem)?;
-            table = match self.decode(raw, l) {
-                Entry::Table(next) => next,
-                // l < LEAF_LEVEL: the next level exists and the sum is exact.
-                Entry::Invalid => return Err(WalkError::TableMissing(l.saturating_add(1))),
-                Entry::Page(_) | Entry::Foreign => return Err(WalkError::Foreign(l)),
-            };
-        }
-        Ok(table)
-    }
-
-    /// The decoded entry for `gpa` at `level`, with the table holding it.
+    /// The decoded entry for `gpa` at `level` (at most [`LEAF_LEVEL`]), with the table
+    /// holding it.
     pub fn entry(&self, gpa: Gpa, level: u8) -> Result<(Pa, Entry), WalkError> {
-        let table = self.table_at(gpa, level)?;
-        let raw = self
-            .read_raw(table, index(gpa, level))
-            .map_err(WalkError::Mem)?;
-        Ok((table, self.decode(raw, level)))
+        self.fmt.walk(self.mem, self.root, gpa, level)
     }
 
     /// The page mapped at `gpa`.

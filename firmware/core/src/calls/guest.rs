@@ -26,7 +26,7 @@ use crate::dispatch::{GuestCaller, GuestNext, Reply};
 use crate::dma_tables::t1_view;
 use crate::granule::{GranuleState, Locked};
 use crate::objects::{
-    Child, GUEST_OP_PENDING, Guard, Handle, Room, TvmView, VdevHandle, VdevObj, internal,
+    Child, GUEST_OP_PENDING, Guard, Room, TvmSlots, VdevHandle, VdevObj, internal,
 };
 use crate::private_mmio::locate;
 use crate::tsm::Tsm;
@@ -39,26 +39,12 @@ use crate::viommu_glue::{guest_event, host_event, stage1_format};
 
 const OK: Reply = Ok(CallResult::ok([0; 4]));
 
-/// The caller's TVM, locked, its [`TvmView`] copied into `room`, for the vdevice calls: they
-/// need its count of vBDF slots in use, which [`own_vdev`] then reads one by one from the
-/// granule (the map's root and width are the caller's, [`GuestCaller`]). Reading and zeroing
-/// the 600-byte whole object cost a refused G_VDEV_INFO ~390 instructions on aarch64; the
-/// 88-byte head still cost a `memset` call.
-fn caller_tvm<'t, 'a>(
-    t: &'t Tsm<'a>,
-    g: GuestCaller,
-    room: &'t mut Room<TvmView>,
-) -> Result<Guard<'t, 'a, TvmView>, Status> {
-    t.lock(Handle::<TvmView>::new(g.tvm), 1, room)
-        .map_err(|_| Status::new(StatusCode::Denied))
-}
-
 /// The caller's vdevice named by a vBDF argument (index 1): its slot among the TVM's first
 /// `vdevs` vBDF slots, the ones in use ([`crate::objects::TvmObj::invariants`]), each read
 /// alone.
-fn own_vdev(o: &Guard<'_, '_, TvmView>, raw: u64) -> Result<Pa, Status> {
+fn own_vdev(o: &TvmSlots<'_, '_>, raw: u64) -> Result<Pa, Status> {
     let vbdf = vbdf_arg(raw).ok_or(Status::arg(StatusCode::InvalidArgument, 1))?;
-    let n = usize::try_from(o.vdevs).map_err(|_| internal())?;
+    let n = usize::try_from(o.vdevs()).map_err(|_| internal())?;
     for i in 0..n {
         let s = o.vbdf(i)?;
         if s.used != 0 && s.vbdf == u32::from(vbdf) {
@@ -68,35 +54,37 @@ fn own_vdev(o: &Guard<'_, '_, TvmView>, raw: u64) -> Result<Pa, Status> {
     Err(Status::arg(StatusCode::BadHandle, 1))
 }
 
-/// Locks the caller's TVM and its vdevice named by argument 1 (TVM before VDEV).
+/// Locks the caller's TVM (its count of vBDF slots only, [`TvmSlots`]: the map's root and
+/// width are the caller's, [`GuestCaller`]) and its vdevice named by argument 1 (TVM before
+/// VDEV). A TVM granule that is not one is `Denied`, as before.
 fn lock_own<'t, 'a>(
     t: &'t Tsm<'a>,
     caller: GuestCaller,
     raw: u64,
     rooms: &'t mut GuestVdevRooms,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
-    let tvm = caller_tvm(t, caller, &mut rooms.tvm)?;
+    let tvm = t
+        .lock_tvm_slots(caller.tvm, 1)
+        .map_err(|_| Status::new(StatusCode::Denied))?;
     let pa = own_vdev(&tvm, raw)?;
     let v = t
         .lock(VdevHandle::new(pa), 1, rooms.v.insert(Room::new()))
         .map_err(|_| internal())?;
-    if v.links().tvm().pa() != tvm.pa() {
+    if v.links().tvm().pa() != tvm.granule().pa() {
         return Err(internal());
     }
     Ok(GuestVdev { tvm, v })
 }
 
-/// Room for the objects of [`GuestVdev`]. The VDEV's (about 2 KiB to zero) is made only once
-/// the vBDF names one of the caller's vdevices: a refused lookup costs no more than the TVM's
-/// head.
+/// Room for the VDEV of [`GuestVdev`] (about 2 KiB to zero), made only once the vBDF names one
+/// of the caller's vdevices: a refused lookup costs the TVM's lock and count only.
 #[derive(Default)]
 struct GuestVdevRooms {
-    tvm: Room<TvmView>,
     v: Option<Room<VdevObj>>,
 }
 
 struct GuestVdev<'t, 'a> {
-    tvm: Guard<'t, 'a, TvmView>,
+    tvm: TvmSlots<'t, 'a>,
     v: Guard<'t, 'a, VdevObj>,
 }
 

@@ -36,7 +36,7 @@ pub const MAX_VIOMMUS_PER_TVM: u64 = 8;
 mod guard;
 
 pub use guard::{Guard, Handle, Room};
-pub(crate) use guard::{VdevFamily, VdevFamilyRooms, save_new, save_new_vdev};
+pub(crate) use guard::{TvmSlots, VdevFamily, VdevFamilyRooms, save_new, save_new_vdev};
 
 /// A TVM handle.
 pub type TvmHandle = Handle<TvmObj>;
@@ -256,11 +256,10 @@ pub struct TvmHead {
     pub tables: u64,
 }
 
-/// The leading part of a [`TvmHead`], all a guest call reads of its TVM: the map a buffer's GPA
-/// is looked up in and the count of vBDF slots in use, which it then reads one by one
-/// ([`Guard::vbdf`]). A guest call is refused or answered after a copy of 24 bytes instead of
-/// the head's 88 and their zeroing (a `memset` call; profiled, docs/benchmarks.md). It never
-/// saves it: no guest call changes its TVM.
+/// The leading part of a [`TvmHead`], all a guest call made outside the run loop reads of its
+/// TVM ([`crate::Tsm::guest_caller`]): the map a buffer's GPA is looked up in and its width.
+/// A copy of 16 bytes instead of the head's 88 and their zeroing (a `memset` call; profiled,
+/// docs/benchmarks.md). It is never saved: no guest call changes its TVM.
 #[derive(Clone, Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TvmView {
@@ -270,8 +269,6 @@ pub struct TvmView {
     pub gpa_bits: u32,
     /// [`TvmHead::root`].
     pub root: u64,
-    /// [`TvmHead::vdevs`].
-    pub vdevs: u64,
 }
 
 /// A free vBDF slot.
@@ -874,7 +871,6 @@ const _: () = assert!(
     offset_of!(TvmView, state) == offset_of!(TvmHead, state)
         && offset_of!(TvmView, gpa_bits) == offset_of!(TvmHead, gpa_bits)
         && offset_of!(TvmView, root) == offset_of!(TvmHead, root)
-        && offset_of!(TvmView, vdevs) == offset_of!(TvmHead, vdevs)
         && size_of::<TvmView>() <= size_of::<TvmHead>()
         && size_of::<TvmView>().is_multiple_of(8)
 );
