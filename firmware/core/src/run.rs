@@ -429,6 +429,9 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     if wait.is_none() {
         run.set_next(After::Continue);
     }
+    // Before the save that marks the vCPU running: a failure after it would leave it running
+    // with no claim to end the run.
+    let gpa_bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     run.running = 1;
     run.exit_record = record.0;
     v.save()?;
@@ -437,7 +440,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
             vcpu,
             tvm: o.pa(),
             root: Pa(o.root),
-            gpa_bits: u8::try_from(o.gpa_bits).map_err(|_| internal())?,
+            gpa_bits,
             context,
             resume,
             claimed: Claimed,

@@ -150,8 +150,10 @@ impl<T: FromBytes> ReadBuf<T> {
             return None;
         }
         // SAFETY: `filled` is set only after a read initialised every byte of `buf`, and
-        // cleared before every other write to it (`read` is the only one): it is still
-        // initialised, and `T: FromBytes` makes those bytes a valid `T`.
+        // cleared before every later platform write into it (`read`'s); the only other writes
+        // are through the `&mut T` this type hands out, which can only store valid `T`s or valid
+        // field values. So `buf` still holds a valid `T` (`T: FromBytes`: any initialised bytes
+        // were one, and safe writes keep it one).
         Some(unsafe { self.buf.assume_init_mut() })
     }
 }

@@ -393,8 +393,11 @@ impl<'a> Tsm<'a> {
             Ok(None) => {
                 // Held elsewhere: wait for it in order, never while holding the child; then
                 // the child again, which may have been destroyed and re-created meanwhile.
+                // The parent's kind is checked as it is locked: a granule the host destroyed
+                // and reused meanwhile may now be of a later kind than the child's, and waiting
+                // for the child while holding it would break the lock order (deadlock).
                 drop(gc);
-                let gp = self.granules.lock(p.pa()).map_err(|_| gone)?;
+                let gp = self.granules.lock_in(p.pa(), P::STATE).map_err(|_| gone)?;
                 let gc = self
                     .granules
                     .lock_in(child.pa(), C::STATE)

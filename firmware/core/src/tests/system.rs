@@ -268,6 +268,60 @@ fn version_decides_as_the_typed_comparison() {
     }
 }
 
+/// `lock_with_parent`'s ordered path when the parent changes kind while it waits (the host
+/// destroyed the object and reused the granule): it must refuse the parent as it locks it, not
+/// hold it while waiting for the child. Here another CPU holds the child and then waits for the
+/// parent, which is in order for the parent's new kind; holding the parent and waiting for the
+/// child was a deadlock (review of 2026-12-07), which the other CPU's bounded wait reports.
+#[test]
+fn lock_with_parent_refuses_a_parent_that_changed_kind_while_it_waited() {
+    use crate::granule::GranuleState;
+    use crate::objects::{Handle, Room, TvmHead, TvmLink, VcpuHandle};
+    let h = harness(AddressMapFormat::ArmStage2);
+    let t = build_tvm(&h, 20);
+    let vcpu = h.delegate(31);
+    h.host(VCPU_CREATE, &[t.tvm.0, vcpu.0, 0x1000, 0]).unwrap();
+    let mut held = h.tsm.granules.lock(t.tvm).unwrap();
+    let go = std::sync::Barrier::new(2);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            go.wait();
+            // The other thread finds the parent held and waits for it, the child dropped.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let child = h.tsm.granules.lock(vcpu).unwrap();
+            while held.refcount() != 0 {
+                held.put().unwrap();
+            }
+            held.transition(GranuleState::Delegated).unwrap();
+            drop(held);
+            // Time for the other thread to take the parent, then wait (bounded) for it while
+            // holding the child.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let parent = loop {
+                if let Some(g) = h.tsm.granules.try_lock(t.tvm).unwrap() {
+                    break g;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "lock_with_parent holds the reused parent and waits for the child"
+                );
+                std::thread::yield_now();
+            };
+            drop((parent, child));
+        });
+        go.wait();
+        let (mut tvm_room, mut vcpu_room) = (Room::new(), Room::new());
+        let r = h.tsm.lock_with_parent(
+            VcpuHandle::new(vcpu),
+            1,
+            |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
+            (&mut tvm_room, &mut vcpu_room),
+        );
+        assert_eq!(r.err(), Some(s(BadHandle, 1)));
+    });
+}
+
 /// `lock_with_parent` while another CPU holds the parent: the tried lock fails, the child is
 /// dropped, and the ordered path waits for the parent and returns both, the same objects.
 #[test]
