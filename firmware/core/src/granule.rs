@@ -28,7 +28,9 @@
 //! ```
 //!
 //! A call that needs a parent it cannot lock in order (e.g. VDEV_DESTROY, which starts from the
-//! VDEV) drops the child, locks the parent, then re-locks and re-checks the child. The one
+//! VDEV) drops the child, locks the parent in the parent's kind (a granule the host destroyed and
+//! reused meanwhile is refused as it is locked, never held: it may be of a later kind than the
+//! child's), then re-locks and re-checks the child. The one
 //! exception to the order is a lock only *tried* ([`GranuleTable::try_lock`], which never waits):
 //! `Tsm::lock_with_parent` tries the parent while it holds the child, and falls back to the
 //! order above when someone holds it. A CPU never waits while holding a later kind, so no cycle
