@@ -2,7 +2,7 @@
 
 use core::mem::MaybeUninit;
 
-use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::addr::{Gpa, Pa};
 
 use super::copy;
 use super::smmu::Smmu;
@@ -12,13 +12,15 @@ use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, UnmapRefused,
+    MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused,
 };
 
 /// The machine as the core sees it.
 pub struct QemuVirt {
     dram: MemRange,
     tsm: MemRange,
+    /// What `read_entry` reads tables from: `dram` outside `tsm`.
+    tables: TableGranules,
     stage2: HostStage2,
     /// The SMMU, if the machine has one (`iommu=smmuv3`): device DMA is gated only then.
     smmu: Option<Smmu>,
@@ -36,6 +38,7 @@ impl QemuVirt {
         QemuVirt {
             dram,
             tsm,
+            tables: TableGranules::new(dram, tsm),
             stage2,
             smmu,
             vmids: spin::Mutex::new(Vmids::new()),
@@ -99,12 +102,12 @@ impl PhysMem for QemuVirt {
     }
 
     fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
-        if !table.is_granule_aligned() {
+        if !table.is_granule_aligned() || !self.tables.admits(table) {
             return Err(MemFault(table));
         }
-        self.check(table, GRANULE_SIZE as usize)?;
         let pa = table.0 | (((idx % 512) as u64) << 3);
-        // SAFETY: the granule at `table` is DRAM (checked above), identity-mapped as Normal
+        // SAFETY: the granule at `table` is DRAM outside the TSM (checked above: `tables` is
+        // `check`'s rule for a whole granule), identity-mapped as Normal
         // memory in the TSM's stage-1, and `pa` is an 8-aligned word inside it: one
         // single-copy-atomic load, so a concurrent entry store is seen whole or not at all.
         Ok(u64::from_le(unsafe {

@@ -5,7 +5,7 @@
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
-use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::addr::{Gpa, Pa};
 
 use super::boot::smap_enabled;
 use super::bootinfo::BootInfo;
@@ -14,7 +14,7 @@ use super::{paging, smp, vtd};
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, UnmapRefused,
+    MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused,
 };
 
 /// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -38,6 +38,8 @@ pub fn exit(code: ExitCode) -> ! {
 pub struct X86Platform {
     dram: MemRange,
     tsm: MemRange,
+    /// What `read_entry` reads tables from: `dram` outside `tsm`.
+    tables: TableGranules,
 }
 
 impl X86Platform {
@@ -46,6 +48,7 @@ impl X86Platform {
         X86Platform {
             dram: boot.dram,
             tsm: boot.tsm,
+            tables: TableGranules::new(boot.dram, boot.tsm),
         }
     }
 
@@ -251,13 +254,13 @@ impl PhysMem for X86Platform {
     }
 
     fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
-        if !table.is_granule_aligned() {
+        if !table.is_granule_aligned() || !self.tables.admits(table) {
             return Err(MemFault(table));
         }
-        self.check(table, GRANULE_SIZE as usize)?;
         let pa = table.0 | (((idx % 512) as u64) << 3);
         let _user = UserAccess::allow();
-        // SAFETY: the granule at `table` is DRAM (checked above), which the TSM's tables
+        // SAFETY: the granule at `table` is DRAM outside the TSM (checked above: `tables` is
+        // `check`'s rule for a whole granule), which the TSM's tables
         // identity-map for ring 0 (`_user` allows the access if they map it as a user page),
         // and `pa` is an 8-aligned word inside it: one atomic load, so a concurrent entry store
         // is seen whole or not at all.
