@@ -673,9 +673,10 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
 
 /// The crates SPDM brought into the image: the requester and its codec, the RustCrypto
 /// crates (sha2 also hashes the TDISP report, a few hundred bytes of it).
-const SPDM_CRATES: [&str; 19] = [
+const SPDM_CRATES: [&str; 20] = [
     "tsm_spdm::",
     "tsm_abi::spdm::",
+    "tsm_spdm_aead::",
     "p384::",
     "primeorder::",
     "elliptic_curve::",

@@ -16,10 +16,8 @@
 //! here would be symmetric: the byte strings it feeds HKDF are built by [`super::signing`]
 //! and checked against DSP0274's layout by the tests.
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest as _, Sha384};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -227,8 +225,7 @@ impl Direction {
             .ok_or(RecordError::BufferTooSmall)?;
         let seq = self.take_sequence()?;
         let nonce = secured::nonce(&self.iv, seq);
-        let tag = Aes256Gcm::new(&self.key.into())
-            .encrypt_inout_detached(&Nonce::from(nonce), header, body.into())
+        let tag = tsm_spdm_aead::seal(&self.key, &nonce, header, body)
             .map_err(|_| RecordError::BufferTooSmall)?;
         mac.copy_from_slice(&tag);
         RECORD_HEADER_SIZE
@@ -252,14 +249,14 @@ impl Direction {
         let (header, ciphertext, mac) = layout
             .split_mut(record)
             .ok_or(RecordError::Framing(SpdmError::Truncated))?;
-        let tag = Tag::try_from(mac).map_err(|_| RecordError::Framing(SpdmError::Truncated))?;
+        let tag = <&[u8; MAC_SIZE]>::try_from(mac)
+            .map_err(|_| RecordError::Framing(SpdmError::Truncated))?;
         let next = self
             .sequence
             .checked_add(1)
             .ok_or(RecordError::SequenceExhausted)?;
         let nonce = secured::nonce(&self.iv, self.sequence);
-        Aes256Gcm::new(&self.key.into())
-            .decrypt_inout_detached(&Nonce::from(nonce), header, ciphertext.into(), &tag)
+        tsm_spdm_aead::open(&self.key, &nonce, header, ciphertext, tag)
             .map_err(|_| RecordError::Authentication)?;
         self.sequence = next;
         let ciphertext: &'b [u8] = ciphertext;
