@@ -711,10 +711,26 @@ impl Tsm<'_> {
                     .map_err(|_| internal())
             });
         written
-            .and_then(|()| self.write_ns(record, rec.as_bytes(), 2))
+            .and_then(|()| self.write_record(record, &rec))
             .map_or_else(CallResult::status, |()| {
                 CallResult::ok([u64::from(rec.reason), 0, 0, 0])
             })
+    }
+
+    /// Writes the exit record `rec` to the run's record `record`, under the record granule's
+    /// lock, its NS state checked there (`InvalidBuffer(2)` otherwise: the host delegated it
+    /// meanwhile). *Why not `write_ns`:* its unlocked peek first (`check_ns_buffer`) is for
+    /// callers that may hold the buffer's granule themselves and must not wait on their own
+    /// lock. No granule is held here (`exit_to_host` dropped the vCPU's; the run loop,
+    /// `host_call` and `guest_trap` call in holding none), and `vcpu_run` checked the record's
+    /// alignment and that it lies inside one granule when it took the PA this is.
+    fn write_record(&self, record: Pa, rec: &VcpuExit) -> Result<(), Status> {
+        let bad = Status::arg(StatusCode::InvalidBuffer, 2);
+        let _g = self
+            .granules
+            .lock_in(record.granule_base(), GranuleState::Ns)
+            .map_err(|_| bad)?;
+        self.platform.write(record, rec.as_bytes()).map_err(|_| bad)
     }
 
     /// Ends the run (clears `running`); a no-op on a vCPU that is not running.
