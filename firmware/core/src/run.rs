@@ -128,8 +128,8 @@ enum Next {
 
 /// The core's per-vCPU run state (at [`RUN_STATE_OFFSET`] of the VCPU granule; zero at create),
 /// decoded like an object whenever it is read. Laid out so that what an exit to the host
-/// changes (`running` .. `op`) follows `VcpuObj::exited` and `exit_code` in one run of bytes
-/// with `started` ([`Released`]); `exit_record` comes last.
+/// changes (`running` .. `out`, with `started`) follows `VcpuObj::exited` and `exit_code` in one
+/// run of bytes ([`Released`]); `exit_record` comes last.
 #[derive(Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 struct RunState {
@@ -137,6 +137,12 @@ struct RunState {
     running: u32,
     /// What the next entry delivers.
     next: Next,
+    /// `Next::DeviceWait`: the operation.
+    op: DeviceOp,
+    /// Non-zero once the HAL built the first frame. Between `op` and `vdev`: `set_next`'s
+    /// stores then form two short runs, which LLVM keeps as stores; one 64-byte run of them
+    /// became a `memset` call (61 instructions on aarch64's VCPU_RUN).
+    started: u32,
     /// `Next::DeviceWait`: the VDEV handle.
     vdev: u64,
     /// `Next::DeviceWait`: the ticket the vdevice gave this vCPU's operation.
@@ -145,10 +151,6 @@ struct RunState {
     status: u64,
     /// `Next::Return`: result registers.
     out: [u64; 4],
-    /// `Next::DeviceWait`: the operation.
-    op: DeviceOp,
-    /// Non-zero once the HAL built the first frame.
-    started: u32,
     /// The host PA the current VCPU_RUN's exit record goes to.
     exit_record: u64,
 }
@@ -318,7 +320,7 @@ impl RunState {
 }
 
 /// What an exit to the host writes of the claimed vCPU's granule ([`Tsm::exit_to_host`]): the
-/// bytes of [`VcpuRun`] from `obj.exited` to `run.started`, the fields it changes and the two
+/// bytes of [`VcpuRun`] from `obj.exited` to `run.out`, the fields it changes and the two
 /// it knows without reading them (see there).
 #[derive(IntoBytes, Immutable)]
 #[repr(C)]
@@ -327,12 +329,12 @@ struct Released {
     exit_code: u64,
     running: u32,
     next: Next,
+    op: DeviceOp,
+    started: u32,
     vdev: u64,
     ticket: u64,
     status: u64,
     out: [u64; 4],
-    op: DeviceOp,
-    started: u32,
 }
 
 /// Where [`Released`] lies in a VCPU granule.
