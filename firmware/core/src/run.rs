@@ -20,6 +20,8 @@
 //!                                               guest and runs it on (no world switch)
 //!                      Handled::Leave(leaving)  the HAL saves the guest in the context area
 //!                                               and switches back
+//!                      Handled::Finish(leaving) (G_EXIT) as Leave, but the guest is not saved:
+//!                                               it never runs again
 //!             Ok(leaving) => tsm.leave(&e, &leaving): the exit recorded, the claim released
 //!             Err(_) (a HAL entry error) => tsm.leave(&e, FAULT without an address)
 //!             host.complete_call(that result) (it completes VCPU_RUN); run the host again
@@ -81,6 +83,8 @@
 //! the host's to take anyway; GUEST_EXIT is visible as `ObjectState(1)` on the next
 //! VCPU_RUN).
 
+use core::mem::offset_of;
+
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::call::args;
 use tsm_abi::exit::{ExitFlags, ExitReason, VcpuExit};
@@ -107,7 +111,7 @@ pub const CONTEXT_OFFSET: u64 = 2048;
 /// Bytes of the HAL's saved guest context.
 pub const CONTEXT_SIZE: u64 = GRANULE_SIZE - CONTEXT_OFFSET;
 
-const _: () = assert!(core::mem::offset_of!(VcpuRun, run) as u64 == RUN_STATE_OFFSET);
+const _: () = assert!(offset_of!(VcpuRun, run) as u64 == RUN_STATE_OFFSET);
 const _: () = assert!(RUN_STATE_OFFSET + size_of::<RunState>() as u64 <= CONTEXT_OFFSET);
 
 /// `RunState::next`: what the next entry delivers.
@@ -123,20 +127,22 @@ enum Next {
 }
 
 /// The core's per-vCPU run state (at [`RUN_STATE_OFFSET`] of the VCPU granule; zero at create),
-/// decoded like an object whenever it is read.
+/// decoded like an object whenever it is read. Laid out so that what an exit to the host
+/// changes (`running` .. `out`, with `started`) follows `VcpuObj::exited` and `exit_code` in one
+/// run of bytes ([`Released`]); `exit_record` comes last.
 #[derive(Debug, TryFromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 struct RunState {
     /// Non-zero between a VCPU_RUN's claim and its exit to the host.
     running: u32,
-    /// Non-zero once the HAL built the first frame.
-    started: u32,
-    /// The host PA the current VCPU_RUN's exit record goes to.
-    exit_record: u64,
     /// What the next entry delivers.
     next: Next,
     /// `Next::DeviceWait`: the operation.
     op: DeviceOp,
+    /// Non-zero once the HAL built the first frame. Between `op` and `vdev`: `set_next`'s
+    /// stores then form two short runs, which LLVM keeps as stores; one 64-byte run of them
+    /// became a `memset` call (61 instructions on aarch64's VCPU_RUN).
+    started: u32,
     /// `Next::DeviceWait`: the VDEV handle.
     vdev: u64,
     /// `Next::DeviceWait`: the ticket the vdevice gave this vCPU's operation.
@@ -145,6 +151,8 @@ struct RunState {
     status: u64,
     /// `Next::Return`: result registers.
     out: [u64; 4],
+    /// The host PA the current VCPU_RUN's exit record goes to.
+    exit_record: u64,
 }
 
 impl Stored for RunState {
@@ -286,20 +294,91 @@ enum After {
     DeviceWait(DeviceWait),
 }
 
-impl RunState {
-    /// Leaves `after` for the next entry.
-    fn set_next(&mut self, after: After) {
-        let (next, r, wait) = match after {
+impl After {
+    /// The run state's fields that say what the next entry delivers: `next`, the result
+    /// (`status`, `out`) and the operation waited on (`op`, `vdev`, `ticket`).
+    fn delivery(self) -> (Next, CallResult, Option<DeviceWait>) {
+        match self {
             After::Continue => (Next::Continue, CallResult::ok([0; 4]), None),
             After::Return(r) => (Next::Return, r, None),
             After::DeviceWait(w) => (Next::DeviceWait, CallResult::ok([0; 4]), Some(w)),
-        };
+        }
+    }
+}
+
+impl RunState {
+    /// Leaves `after` for the next entry.
+    fn set_next(&mut self, after: After) {
+        let (next, r, wait) = after.delivery();
         self.next = next;
         self.status = r.status;
         self.out = r.out;
         self.op = wait.map_or(DeviceOp::None, |w| w.op);
         self.vdev = wait.map_or(0, |w| w.vdev.0);
         self.ticket = wait.map_or(0, |w| w.ticket);
+    }
+}
+
+/// What an exit to the host writes of the claimed vCPU's granule ([`Tsm::exit_to_host`]): the
+/// bytes of [`VcpuRun`] from `obj.exited` to `run.out`, the fields it changes and the two
+/// it knows without reading them (see there).
+#[derive(IntoBytes, Immutable)]
+#[repr(C)]
+struct Released {
+    exited: u64,
+    exit_code: u64,
+    running: u32,
+    next: Next,
+    op: DeviceOp,
+    started: u32,
+    vdev: u64,
+    ticket: u64,
+    status: u64,
+    out: [u64; 4],
+}
+
+/// Where [`Released`] lies in a VCPU granule.
+const RELEASED_OFFSET: usize = offset_of!(VcpuRun, obj.exited);
+
+// `Released` is the run of `VcpuRun`'s bytes it says it is, field by field (offsets from
+// `RELEASED_OFFSET`; wrapping, so a field before it could not pass).
+const fn released_at(offset_in_vcpu_run: usize) -> usize {
+    offset_in_vcpu_run.wrapping_sub(RELEASED_OFFSET)
+}
+const _: () = {
+    assert!(released_at(offset_of!(VcpuRun, obj.exited)) == offset_of!(Released, exited));
+    assert!(released_at(offset_of!(VcpuRun, obj.exit_code)) == offset_of!(Released, exit_code));
+    assert!(released_at(offset_of!(VcpuRun, run.running)) == offset_of!(Released, running));
+    assert!(released_at(offset_of!(VcpuRun, run.next)) == offset_of!(Released, next));
+    assert!(released_at(offset_of!(VcpuRun, run.vdev)) == offset_of!(Released, vdev));
+    assert!(released_at(offset_of!(VcpuRun, run.ticket)) == offset_of!(Released, ticket));
+    assert!(released_at(offset_of!(VcpuRun, run.status)) == offset_of!(Released, status));
+    assert!(released_at(offset_of!(VcpuRun, run.out)) == offset_of!(Released, out));
+    assert!(released_at(offset_of!(VcpuRun, run.op)) == offset_of!(Released, op));
+    assert!(released_at(offset_of!(VcpuRun, run.started)) == offset_of!(Released, started));
+    assert!(released_at(offset_of!(VcpuRun, run.exit_record)) == size_of::<Released>());
+};
+
+impl Released {
+    /// The claimed vCPU's fields after the exit `l`, which leaves `after` for the next entry.
+    fn new(l: &Leaving, after: After) -> Self {
+        let (exited, exit_code) = match *l {
+            Leaving::Exit { code } => (1, code),
+            _ => (0, 0),
+        };
+        let (next, r, wait) = after.delivery();
+        Released {
+            exited,
+            exit_code,
+            running: 0,
+            next,
+            vdev: wait.map_or(0, |w| w.vdev.0),
+            ticket: wait.map_or(0, |w| w.ticket),
+            status: r.status,
+            out: r.out,
+            op: wait.map_or(DeviceOp::None, |w| w.op),
+            started: 1,
+        }
     }
 }
 
@@ -337,6 +416,9 @@ pub struct GuestEntry {
     pub gpa_bits: u8,
     /// The HAL's saved-context area: [`CONTEXT_SIZE`] bytes of the VCPU granule.
     pub context: Pa,
+    /// The host PA this VCPU_RUN's exit record goes to (checked NS at the claim, and again
+    /// under its lock when written).
+    pub exit_record: Pa,
     /// How to (re)start it.
     pub resume: Resume,
     /// Only this module makes entries, and only from a claim (`vcpu_run`, `host_call`).
@@ -442,6 +524,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
             root: Pa(o.root),
             gpa_bits,
             context,
+            exit_record: record,
             resume,
             claimed: Claimed,
         },
@@ -471,7 +554,8 @@ impl Tsm<'_> {
         let vcpu = claim.entry.vcpu;
         // Checked without the vCPU's lock: the vdevice comes later in the lock order.
         let Some(result) = self.guest_op_result(wait.vdev, wait.ticket) else {
-            return HostStep::Reply(self.exit_to_host(vcpu, &Leaving::DeviceRequest(wait)));
+            let l = Leaving::DeviceRequest(wait);
+            return HostStep::Reply(self.exit_to_host(vcpu, claim.entry.exit_record, &l));
         };
         match self.with_run(vcpu, |run| {
             run.set_next(After::Continue);
@@ -493,10 +577,10 @@ impl Tsm<'_> {
     pub fn guest_exit(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
         // The HAL runs only vCPUs the core claimed: anything else is a HAL bug; the host's
         // call fails rather than the TSM trusting the vCPU.
-        if !matches!(self.running(vcpu), Ok(true)) {
+        let Ok(Some(record)) = self.running(vcpu) else {
             return GuestStep::ToHost(CallResult::status(internal()));
-        }
-        self.guest_trap(vcpu, exit)
+        };
+        self.guest_trap(vcpu, record, exit)
     }
 
     /// [`Tsm::guest_exit`] for the vCPU the run loop entered with `e`: a call's TVM is the
@@ -549,12 +633,12 @@ impl Tsm<'_> {
     /// in one update of the VCPU granule, then the exit record written. Returns the VCPU_RUN
     /// result.
     pub fn leave(&self, e: &GuestEntry, l: &Leaving) -> CallResult {
-        self.exit_to_host(e.vcpu, l)
+        self.exit_to_host(e.vcpu, e.exit_record, l)
     }
 
-    /// A trap of `vcpu`, outside a run the run loop entered: a call's TVM is found from the
-    /// vCPU object.
-    fn guest_trap(&self, vcpu: Pa, exit: GuestExit) -> GuestStep {
+    /// A trap of `vcpu`, outside a run the run loop entered (running, its run's exit record
+    /// `record`): a call's TVM is found from the vCPU object.
+    fn guest_trap(&self, vcpu: Pa, record: Pa, exit: GuestExit) -> GuestStep {
         let l = match exit {
             GuestExit::Fault {
                 syndrome,
@@ -568,10 +652,10 @@ impl Tsm<'_> {
             GuestExit::Interrupt => Leaving::Interrupt,
             GuestExit::Call(ref regs) => match self.guest_call(self.guest_caller(vcpu), regs) {
                 Handled::Resume(r) => return GuestStep::Resume(r),
-                Handled::Leave(l) => l,
+                Handled::Leave(l) | Handled::Finish(l) => l,
             },
         };
-        GuestStep::ToHost(self.exit_to_host(vcpu, &l))
+        GuestStep::ToHost(self.exit_to_host(vcpu, record, &l))
     }
 
     // Inline: into the guest-call path of `guest_exit_entered`, where a call answered in place
@@ -587,44 +671,68 @@ impl Tsm<'_> {
         Handled::Leave(match next {
             GuestNext::Reply(r) => return Handled::Resume(Resume::Return(r)),
             GuestNext::DeniedCall { fid } => Leaving::DeniedCall { fid },
-            GuestNext::Exit { code } => Leaving::Exit { code },
+            // Final: `leave` marks the vCPU exited, so the HAL need not save it.
+            GuestNext::Exit { code } => return Handled::Finish(Leaving::Exit { code }),
             GuestNext::DeviceRequest { vdev, op, ticket } => {
                 Leaving::DeviceRequest(DeviceWait { vdev, op, ticket })
             }
         })
     }
 
-    /// Ends the host's VCPU_RUN with the exit `l`, the claim released: one update of the VCPU
+    /// Ends the host's VCPU_RUN with the exit `l`, the claim released: one write to the VCPU
     /// granule leaves what the next entry delivers, releases the claim and, for G_EXIT, marks
-    /// the vCPU exited; then the record is written to the run's exit record. Returns the
-    /// VCPU_RUN result. The record is written without the vCPU's lock (NS buffers come last in
-    /// the lock order): it is the host's buffer, not the vCPU's state; the host's VCPU_RUN
+    /// the vCPU exited; then the record is written to the run's exit record `record`. Returns
+    /// the VCPU_RUN result. The record is written without the vCPU's lock (NS buffers come last
+    /// in the lock order): it is the host's buffer, not the vCPU's state; the host's VCPU_RUN
     /// completes only after it. Out of line: only exits to the host come here.
+    ///
+    /// *Why the granule is written without being read:* the caller holds this run's claim
+    /// (`running` set by its VCPU_RUN), and until this write clears it nothing but the claiming
+    /// CPU writes the object or the run state: a second VCPU_RUN and VCPU_DESTROY refuse a
+    /// running vCPU (under this lock), TVM_DESTROY a TVM with vCPUs, and no guest call writes
+    /// either. So every field [`Released`] covers is known: `started` is 1 (the claim set it),
+    /// `exited` and `exit_code` are 0 unless this is G_EXIT (the claim checked `exited`, and
+    /// only this write sets the two, together), the rest is what this exit leaves; the record's
+    /// PA is the claim's. The lock is still taken: another CPU's VCPU_RUN reads the object and
+    /// run state under it, and must see the release and what the next entry delivers together.
     #[inline(never)]
-    fn exit_to_host(&self, vcpu: Pa, l: &Leaving) -> CallResult {
+    fn exit_to_host(&self, vcpu: Pa, record: Pa, l: &Leaving) -> CallResult {
         let (rec, after) = l.record();
-        let mut room = Room::new();
-        let record = self
-            .lock(Handle::<VcpuRun>::new(vcpu), 1, &mut room)
+        let released = Released::new(l, after);
+        let written = self
+            .granules
+            .lock_in(vcpu, GranuleState::Vcpu)
             .map_err(|_| internal())
-            .and_then(|mut v| {
-                // G_EXIT is final: the vCPU object says so in the same update as the release,
-                // so no VCPU_RUN can see the one without the other.
-                if let Leaving::Exit { code } = *l {
-                    v.obj.exited = 1;
-                    v.obj.exit_code = code;
-                }
-                v.run.set_next(after);
-                v.run.running = 0;
-                let record = Pa(v.run.exit_record);
-                v.save()?;
-                Ok(record)
+            .and_then(|g| {
+                let pa = g
+                    .pa()
+                    .checked_add(RELEASED_OFFSET as u64)
+                    .ok_or_else(internal)?;
+                self.platform
+                    .write(pa, released.as_bytes())
+                    .map_err(|_| internal())
             });
-        record
-            .and_then(|record| self.write_ns(record, rec.as_bytes(), 2))
+        written
+            .and_then(|()| self.write_record(record, &rec))
             .map_or_else(CallResult::status, |()| {
                 CallResult::ok([u64::from(rec.reason), 0, 0, 0])
             })
+    }
+
+    /// Writes the exit record `rec` to the run's record `record`, under the record granule's
+    /// lock, its NS state checked there (`InvalidBuffer(2)` otherwise: the host delegated it
+    /// meanwhile). *Why not `write_ns`:* its unlocked peek first (`check_ns_buffer`) is for
+    /// callers that may hold the buffer's granule themselves and must not wait on their own
+    /// lock. No granule is held here (`exit_to_host` dropped the vCPU's; the run loop,
+    /// `host_call` and `guest_trap` call in holding none), and `vcpu_run` checked the record's
+    /// alignment and that it lies inside one granule when it took the PA this is.
+    fn write_record(&self, record: Pa, rec: &VcpuExit) -> Result<(), Status> {
+        let bad = Status::arg(StatusCode::InvalidBuffer, 2);
+        let _g = self
+            .granules
+            .lock_in(record.granule_base(), GranuleState::Ns)
+            .map_err(|_| bad)?;
+        self.platform.write(record, rec.as_bytes()).map_err(|_| bad)
     }
 
     /// Ends the run (clears `running`); a no-op on a vCPU that is not running.
@@ -635,13 +743,16 @@ impl Tsm<'_> {
         });
     }
 
-    /// Whether the vCPU is running: its run state read under its lock, and not written back.
-    fn running(&self, vcpu: Pa) -> Result<bool, Status> {
+    /// The exit record of the vCPU's current run if it is running (`None` if not): its run
+    /// state read under its lock, and not written back.
+    fn running(&self, vcpu: Pa) -> Result<Option<Pa>, Status> {
         let gv = self
             .granules
             .lock_in(vcpu, GranuleState::Vcpu)
             .map_err(|_| internal())?;
-        Ok(load_run(self, &gv, &mut Room::new())?.running != 0)
+        let mut room = Room::new();
+        let run = load_run(self, &gv, &mut room)?;
+        Ok((run.running != 0).then_some(Pa(run.exit_record)))
     }
 
     /// Runs `f` on the vCPU's run state under its lock and saves it back.

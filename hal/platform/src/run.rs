@@ -131,6 +131,10 @@ pub enum Handled<T> {
     /// Stop running it: the HAL saves its state in the context area, puts the host's back and
     /// returns `T`.
     Leave(T),
+    /// Stop running it for good (G_EXIT: the core marks it exited, and no VCPU_RUN enters it
+    /// again): as [`Handled::Leave`], but the HAL need not save its state, which nothing will
+    /// load. The host's state still replaces every register the vCPU had, as after `Leave`.
+    Finish(T),
 }
 
 /// Running TVM vCPUs on the calling CPU.
@@ -140,7 +144,8 @@ pub trait GuestCpu {
     /// core lets it go. `resume` says what to do with the context first. Every trap goes to
     /// `on_exit` (the core's whole judgement of it: the call's dispatch, the exit record),
     /// with the vCPU's registers still loaded; the vCPU runs on after
-    /// [`Handled::Resume`] and the run ends with [`Handled::Leave`]'s value. `on_exit` must
+    /// [`Handled::Resume`] and the run ends with [`Handled::Leave`]'s or [`Handled::Finish`]'s
+    /// value. `on_exit` must
     /// not need the host's EL1 / guest state on the CPU: it runs with the vCPU's, and with the
     /// TSM's own translation (the HAL keeps the host's stage-2 tag current where TLB
     /// maintenance by address depends on it). The core gives the calling CPU the context area

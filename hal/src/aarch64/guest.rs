@@ -106,7 +106,7 @@ impl GuestCpu for QemuVirt {
         }
         // SAFETY: as above.
         let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
-        let out = loop {
+        let (out, keep) = loop {
             let kind = switch_to(&mut ctx.frame);
             // The vCPU's EL1 state and stage 2 stay loaded while the core handles the trap (the
             // TSM at EL2 uses neither), so a call answered in place costs no swap: the host's
@@ -120,14 +120,19 @@ impl GuestCpu for QemuVirt {
                         unsafe { load_el1_fp(ctx, true) };
                     }
                 }
-                Handled::Leave(t) => break t,
+                Handled::Leave(t) => break (t, true),
+                Handled::Finish(t) => break (t, false),
             }
         };
         // SAFETY: the vCPU is out (it trapped) and nothing runs at EL1 until the host's own EL1
         // state is back below.
         unsafe { stage2::leave_tvm(host_s2) };
-        ctx.el1.save();
-        ctx.fp.save();
+        // A finished vCPU is never entered again: its EL1 and FP/SIMD images would never be
+        // loaded. The host's loads below replace every one of those registers either way.
+        if keep {
+            ctx.el1.save();
+            ctx.fp.save();
+        }
         // SAFETY: the vCPU is out and its registers saved; the host's own state goes back
         // before the host runs on this CPU again.
         unsafe {

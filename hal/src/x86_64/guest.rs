@@ -151,7 +151,7 @@ impl GuestCpu for X86Platform {
         // The vCPU's state stays in the VMCB and the CPU's x87/SSE and debug registers while
         // the core handles each exit (the TSM uses none of them: soft-float, DR7 clear), so a
         // call the core answers costs one #VMEXIT and one VMRUN, as a host call does.
-        let out = loop {
+        let (out, keep) = loop {
             let exit = match intercept::run(&mut v, &mut gprs, cpu, false) {
                 Stop::Call(regs) => GuestExit::Call(regs),
                 Stop::Exit(code) => exit_of(&v, code),
@@ -163,19 +163,25 @@ impl GuestCpu for X86Platform {
                     }
                     complete(&mut v, &mut gprs, r);
                 }
-                Handled::Leave(t) => break t,
+                Handled::Leave(t) => break (t, true),
+                Handled::Finish(t) => break (t, false),
             }
         };
         smp::set_running_root(None);
         let user = UserAccess::allow();
+        // A finished vCPU is never entered again: its state would never be loaded. The host's
+        // debug addresses and x87/SSE image below replace the vCPU's either way (its general
+        // registers and VMCB state never reach the host).
         // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
         // layout keeps `fpu` at a multiple of 16).
         unsafe {
-            v.save_state(state);
-            (*ctx).gprs = gprs;
-            (*ctx).debug = cpu::debug_addresses();
+            if keep {
+                v.save_state(state);
+                (*ctx).gprs = gprs;
+                (*ctx).debug = cpu::debug_addresses();
+                cpu::fxsave(fpu);
+            }
             cpu::set_debug_addresses(host_debug);
-            cpu::fxsave(fpu);
             cpu::fxrstor(host_fpu);
         }
         drop(user);

@@ -124,7 +124,7 @@ impl GuestCpu for Guest<'_> {
                 .expect("the guest's script ended")?;
             match on_exit(exit) {
                 Handled::Resume(r) => self.resumed.borrow_mut().push(r),
-                Handled::Leave(t) => {
+                Handled::Leave(t) | Handled::Finish(t) => {
                     if let Some(probe) = &self.on_leave {
                         self.left.borrow_mut().push(probe());
                     }

@@ -197,7 +197,7 @@ impl GuestCpu for SimHost {
         loop {
             match on_exit(self.sim.run_vcpu(context, root, resume)) {
                 Handled::Resume(r) => resume = r,
-                Handled::Leave(t) => return Ok(t),
+                Handled::Leave(t) | Handled::Finish(t) => return Ok(t),
             }
         }
     }
