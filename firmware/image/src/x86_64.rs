@@ -12,6 +12,9 @@ use tsm_hal::x86_64::{self as hal, BootInfo, X86Platform};
 // The HAL's vCPU context fits the area the core reserves for it in the VCPU granule.
 const _: () = assert!(hal::GUEST_FRAME_SIZE <= tsm_core::run::CONTEXT_SIZE);
 
+// The boot CPU's bring-up, which the HAL's PVH entry calls: only linked if named.
+use tsm_hal_boot as _;
+
 tsm_hal::x86_64_entry!(main);
 
 /// The platform and the monitor, shared by every CPU (set up once by CPU 0).

@@ -8,6 +8,9 @@
 //! which covers the first 4 GiB ([`BOOT_MAPPED_END`]): a table outside it is not used. The
 //! tables are firmware's, still read defensively: every read is bounded by a checksummed
 //! length, and all arithmetic on their fields is checked.
+//!
+//! Boot only: every function is `#[inline]`, so tsm-hal-boot compiles them, for size
+//! (`boot`'s module doc says why).
 
 /// The boot identity map covers the first 4 GiB: every table must lie there.
 pub const BOOT_MAPPED_END: u64 = 1 << 32;
@@ -25,6 +28,7 @@ const EBDA_SEGMENT_PTR: u64 = 0x40E;
 const BIOS_AREA: (u64, u64) = (0xE_0000, 0x10_0000);
 
 /// Reads one byte of physical memory under the boot identity map.
+#[inline]
 fn read_u8(pa: u64) -> Option<u8> {
     if pa >= BOOT_MAPPED_END {
         return None;
@@ -36,6 +40,7 @@ fn read_u8(pa: u64) -> Option<u8> {
 }
 
 /// Little-endian values at any alignment (ACPI fields often are not aligned).
+#[inline]
 fn read_le<const N: usize>(pa: u64) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     for (i, b) in (0u64..).zip(out.iter_mut()) {
@@ -44,19 +49,23 @@ fn read_le<const N: usize>(pa: u64) -> Option<[u8; N]> {
     Some(out)
 }
 
+#[inline]
 fn read_u16(pa: u64) -> Option<u16> {
     read_le(pa).map(u16::from_le_bytes)
 }
 
+#[inline]
 fn read_u32(pa: u64) -> Option<u32> {
     read_le(pa).map(u32::from_le_bytes)
 }
 
+#[inline]
 fn read_u64(pa: u64) -> Option<u64> {
     read_le(pa).map(u64::from_le_bytes)
 }
 
 /// Whether `[pa, pa + len)` lies in the boot map and its bytes sum to 0 (ACPI checksums).
+#[inline]
 fn checksum_ok(pa: u64, len: u64) -> bool {
     len <= MAX_TABLE
         && pa
@@ -74,6 +83,7 @@ struct Table {
 
 impl Table {
     /// The table at `pa` if it carries `signature` and its checksum holds.
+    #[inline]
     fn at(pa: u64, signature: &[u8; 4]) -> Option<Table> {
         if pa == 0 {
             return None;
@@ -85,6 +95,7 @@ impl Table {
     }
 
     /// The address of byte `offset` if `[offset, offset + size)` lies inside the table.
+    #[inline]
     fn field(&self, offset: u64, size: u64) -> Option<u64> {
         (offset.checked_add(size)? <= self.len).then(|| self.pa + offset)
     }
@@ -99,11 +110,13 @@ pub struct Acpi {
 }
 
 /// The RSDP at `pa`, if its signature and checksums hold.
+#[inline]
 fn rsdp_at(pa: u64) -> Option<u64> {
     (read_le::<8>(pa)? == *RSDP_SIGNATURE && checksum_ok(pa, RSDP_V1_LEN)).then_some(pa)
 }
 
 /// Searches the BIOS areas of ACPI §5.2.5.1 for the RSDP.
+#[inline]
 fn scan_for_rsdp() -> Option<u64> {
     let ebda = u64::from(read_u16(EBDA_SEGMENT_PTR)?) << 4;
     // A real EBDA lies in conventional memory below the video area; anything else is not one.
@@ -120,6 +133,7 @@ fn scan_for_rsdp() -> Option<u64> {
 impl Acpi {
     /// The tables the RSDP leads to: the one at `pvh_rsdp` (the PVH start info's, 0 if none),
     /// else the one the BIOS area search finds.
+    #[inline]
     pub fn find(pvh_rsdp: u64) -> Option<Acpi> {
         let rsdp = if pvh_rsdp != 0 {
             rsdp_at(pvh_rsdp)?
@@ -139,6 +153,7 @@ impl Acpi {
     }
 
     /// The first table with `signature` the root lists.
+    #[inline]
     fn table(&self, signature: &[u8; 4]) -> Option<Table> {
         let entries = (self.root.len - SDT_HEADER) / self.entry_size;
         (0..entries).find_map(|i| {
@@ -155,6 +170,7 @@ impl Acpi {
     /// The variable-length structures after `first` in `t`, each `(type, address, length)`
     /// with `type` read as `type_size` bytes and the length as the `len_size` bytes after it
     /// (MADT: 1 + 1; DMAR: 2 + 2). Stops at the first one that does not fit.
+    #[inline]
     fn structures(
         t: Table,
         first: u64,
@@ -183,6 +199,7 @@ impl Acpi {
     }
 
     /// The enabled processors the MADT lists (local APIC and x2APIC entries, §5.2.12).
+    #[inline]
     pub fn cpu_count(&self) -> Option<u32> {
         let madt = self.table(b"APIC")?;
         // After the header: local APIC address (4), flags (4), then the entries.
@@ -201,6 +218,7 @@ impl Acpi {
     }
 
     /// The DMA remapping units the DMAR reports (VT-d §8.1, §8.3).
+    #[inline]
     pub fn dmar(&self) -> Option<Dmar> {
         let t = self.table(b"DMAR")?;
         let mut dmar = Dmar {
@@ -234,6 +252,7 @@ impl Acpi {
     }
 
     /// The ECAM window of PCI segment 0 that starts at bus 0, from the MCFG.
+    #[inline]
     pub fn ecam(&self) -> Option<Ecam> {
         let t = self.table(b"MCFG")?;
         // After the header: 8 reserved bytes, then 16-byte entries: base (8), segment (2),
@@ -257,6 +276,7 @@ impl Acpi {
 /// §8.3.1: from byte 16, each: type, length, 2 reserved, enumeration ID, start bus, then
 /// (device, function) pairs), as a bitmap of device << 3 | function. Endpoints (type 1) and
 /// bridges (type 2, the bridge function itself) whose path is one pair from bus 0.
+#[inline]
 fn bus0_scope(pa: u64, len: u64) -> Option<[u64; 4]> {
     let mut scope = [0u64; 4];
     let mut at = 16;
@@ -351,6 +371,7 @@ const HOST_MCFG_LEN: usize = SDT_HEADER as usize + 8 + 16;
 pub const HOST_ROOT_MAX: usize = HOST_XSDT_END + HOST_MCFG_LEN;
 
 /// Sets byte `at` of `bytes` so that they sum to 0.
+#[inline]
 fn fix_checksum(bytes: &mut [u8], at: usize) {
     if let Some(b) = bytes.get_mut(at) {
         *b = 0;
@@ -363,6 +384,7 @@ fn fix_checksum(bytes: &mut [u8], at: usize) {
 
 impl Acpi {
     /// The FADT's ports, if it has one and every block it names lies in the 16-bit port space.
+    #[inline]
     pub fn pm_ports(&self) -> Option<PmPorts> {
         let t = self.table(b"FACP")?;
         let port = |o: u64| u16::try_from(read_u32(t.field(o, 4)?)?).ok();
@@ -387,6 +409,7 @@ impl Acpi {
     /// only ([`Self::write_host_mcfg`]). Returns the bytes used, `None` if `out` is too small,
     /// the root has more than 64 entries, or a root entry is unreadable. The RSDP is at
     /// `out_pa`.
+    #[inline]
     pub fn write_host_root(&self, out: &mut [u8], out_pa: u64, hide: &[&[u8; 4]]) -> Option<usize> {
         let header = SDT_HEADER as usize;
         let entries = (self.root.len - SDT_HEADER) / self.entry_size;
@@ -446,6 +469,7 @@ impl Acpi {
     /// but for its length and checksum, with the one allocation of `ecam` cut to bus 0. Only bus
     /// 0's configuration space is in the host's nested table (`pci`), so a host that believed
     /// the firmware's buses 0–255 would read bus 1 and take a #GP (Linux's peer-bus scan does).
+    #[inline]
     fn write_host_mcfg(&self, out: &mut [u8], pa: u64, ecam: Ecam) -> Option<()> {
         let header = SDT_HEADER as usize;
         for (i, b) in out.iter_mut().take(header).enumerate() {

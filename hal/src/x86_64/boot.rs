@@ -8,7 +8,15 @@
 //! EFER.LME|NXE and CR0.PG, and far-returns into 64-bit code through a minimal GDT. The 64-bit
 //! start applies the image's R_X86_64_RELATIVE relocations (the target links static-PIE; QEMU
 //! loads it at its link address, so each one stores its addend; those aimed outside the image,
-//! at defmt's never-loaded `.defmt` section, are skipped) and calls [`boot_main`].
+//! at defmt's never-loaded `.defmt` section, are skipped) and calls `tsm_x86_64_boot`, crate
+//! tsm-hal-boot's call of [`boot_main`].
+//!
+//! The bring-up ([`boot_main`] and the boot-only functions of the other modules it calls:
+//! ACPI, VT-d's and the page tables' set-up, the Linux loader, ...) is `#[inline]` and runs
+//! only from tsm-hal-boot: an `#[inline]` function is compiled in the crate that calls it, and
+//! under fat LTO with that crate's opt-level (for size, against tsm-hal's 2), so code run once
+//! at boot is built for size and the run-time paths are not (docs/benchmarks.md, "Image
+//! `.text`: x86_64's boot code for size").
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -164,7 +172,7 @@ core::arch::global_asm!(
     "jmp 4b",
     "6:",
     "mov edi, esi",
-    "call {main}",
+    "call tsm_x86_64_boot",
     "92:",
     "mov al, 0x11",
     "out 0xf4, al",
@@ -172,7 +180,6 @@ core::arch::global_asm!(
     "hlt",
     "jmp 93b",
     ".popsection",
-    main = sym boot_main,
 );
 
 unsafe extern "Rust" {
@@ -300,7 +307,11 @@ pub(super) fn log_stack_use() {
     }
 }
 
-extern "C" fn boot_main(start_info: u64) -> ! {
+/// The boot CPU's bring-up from the PVH start info at `start_info` to the firmware's main.
+/// Only crate tsm-hal-boot's `tsm_x86_64_boot` (the symbol `_start64` calls) calls it, which
+/// compiles it and the boot-only code it calls for size (the module's doc says why).
+#[inline]
+pub fn boot_main(start_info: u64) -> ! {
     serial::init();
     // SeaBIOS leaves the legacy PICs programmed; mask them so no IRQ reaches an absent vector.
     outb(0x21, 0xFF);

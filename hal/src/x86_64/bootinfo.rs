@@ -125,6 +125,8 @@ fn read_u64(pa: u64) -> u64 {
 }
 
 /// Parses the start info at `start_info` and picks DRAM: the RAM entry that holds `tsm`.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn parse(
     start_info: u64,
     tsm: MemRange,

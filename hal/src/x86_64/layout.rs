@@ -150,6 +150,8 @@ pub struct CarveOutTooSmall {
 /// # Safety
 /// Called once, on the boot CPU, before anything else uses the memory after the static
 /// carve-out: the descriptors are handed out as `'static` shared memory for good.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub unsafe fn carve(
     l: &Layout,
     dram: &MemRange,

@@ -117,6 +117,8 @@ fn read_le(pa: u64, len: u64) -> u64 {
 
 /// Looks at what the loader put at the host entry and records whether it is a bzImage of a
 /// boot protocol this module speaks. Boot CPU only, before the host's tables are built.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn detect() -> bool {
     let linux = read_le(HOST_ENTRY + zp::HEADER as u64, 4) == u64::from(HEADER_MAGIC);
     LINUX.store(linux, Ordering::Release);
@@ -136,6 +138,8 @@ fn range(base: u64, size: u64) -> MemRange {
 }
 
 /// The firmware memory a Linux host gets in its nested table (module doc), added to `mmio`.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn firmware_memory(info: &BootInfo, mmio: &mut MmioMap) {
     let low = [
         (0, smp::AP_PAGE),
@@ -171,6 +175,8 @@ pub fn firmware_memory(info: &BootInfo, mmio: &mut MmioMap) {
 
 /// Opens the ports of the module doc in the Linux host's I/O permission map and keeps the
 /// FADT's for [`io`]. Boot CPU only, before any guest runs.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn open_ports(info: &BootInfo) {
     svm::init_linux_iopm();
     for (first, count) in [
@@ -281,6 +287,8 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), &'static str> {
 
 /// The host's E820 map (module doc) into `out`, with `holes` (sorted, disjoint) cut out of RAM
 /// as reserved; the entries written.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn e820(
     info: &BootInfo,
     holes: &[MemRange],
@@ -320,6 +328,8 @@ fn e820(
 /// Checks the bzImage and the initrd against the memory map, writes the zero page, the command
 /// line and the host's ACPI root after the initrd, and returns `(entry, zero page)`: the
 /// protected-mode kernel's first byte and esi. `params` is the host parameters page.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn prepare(info: &BootInfo, params: u64) -> Result<(u64, u64), &'static str> {
     let hdr = |off: usize, len: u64| read_le(HOST_ENTRY + off as u64, len);
     if hdr(zp::VERSION, 2) < u64::from(MIN_PROTOCOL) {

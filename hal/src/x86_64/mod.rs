@@ -46,7 +46,7 @@ mod trap;
 mod tsc;
 mod vtd;
 
-pub use boot::{end_of_boot, entry_us};
+pub use boot::{boot_main, end_of_boot, entry_us};
 pub use bootinfo::{BootInfo, E820_RAM, MemMapEntry};
 pub use guest::GUEST_FRAME_SIZE;
 pub use host::{HOST_ENTRY, HostContext, HostFault};

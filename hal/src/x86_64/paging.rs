@@ -473,6 +473,8 @@ pub(super) fn tables_for(start: u64, end: u64) -> u64 {
 /// `dram` in 2 MiB pages but for the blocks `tsm` (the most the TSM's memory may span) and
 /// DRAM's ends touch, plus the PML4, the local APIC and `mmio` (a table shared by two of them is
 /// counted twice), and the nested table's `SPLIT_TABLES`; `None` if `dram` is empty or wraps.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn pool_pages(dram: &MemRange, tsm: &MemRange, mmio: &[Mmio]) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let tsm_end = tsm.base.0.checked_add(tsm.size)?;
@@ -498,6 +500,8 @@ pub fn pool_pages(dram: &MemRange, tsm: &MemRange, mmio: &[Mmio]) -> Option<u64>
 /// range `tsm` supervisor-only in the first and absent from the second, and `mmio` (uncached,
 /// never executable; in the nested table only what `pci` gives the host), and switches to the
 /// TSM's tables.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn init(
     dram: MemRange,
     tsm: MemRange,
@@ -535,6 +539,8 @@ pub fn init(
 }
 
 /// One table set (see [`init`]): the TSM's (`nested` false) or the host's nested table.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn build(
     nested: bool,
     dram: MemRange,

@@ -135,6 +135,8 @@ impl Keep<'_> {
 /// The MMIO of `info`'s machine: the VT-d registers `iommu` (TSM), then bus 0's configuration
 /// space and the memory BARs assigned on it (host). `lapic` is the local APIC page the TSM maps
 /// itself.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn discover(info: &BootInfo, lapic: u64, iommu: Option<MemRange>) -> MmioMap {
     let mut map = MmioMap {
         entries: [Mmio {
@@ -292,6 +294,8 @@ fn cfg_write(cfg: u64, offset: u64, value: u32) {
 /// Sizes the memory BARs of the function at `cfg` (6 for a type-0 header, 2 for a bridge's
 /// type 1; none for others): all-ones written, the mask read, the original put back, with
 /// decoding off meanwhile so the device never answers at the all-ones address.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn bars(cfg: u64, header: u8) -> impl Iterator<Item = Bar> {
     let count = match header & 0x7F {
         0 => 6,
@@ -354,6 +358,8 @@ struct Function {
 
 /// Adds `bar` of `f` for the host if it is assigned, naturally aligned and clear of what the
 /// TSM keeps.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn add_bar(map: &mut MmioMap, keep: &Keep<'_>, f: Function, bar: Bar) {
     let (vendor, device_id) = (f.id & 0xFFFF, f.id >> 16);
     // BARs smaller than a page share it with their neighbours (all the host's): map the page.

@@ -59,6 +59,8 @@ pub const BLOCKS_BYTES: u64 = (MAX_CPUS * BLOCK_PAGES * PAGE) as u64;
 
 /// Whether the link script reserved [`BLOCKS_BYTES`] for the blocks (boot refuses to go on
 /// otherwise).
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn blocks_reserved() -> bool {
     let start = core::ptr::addr_of!(__percpu_blocks) as u64;
     let end = core::ptr::addr_of!(__percpu_blocks_end) as u64;

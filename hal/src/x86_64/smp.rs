@@ -236,6 +236,8 @@ unsafe extern "C" {
 
 /// Copies the real-mode start code to [`AP_PAGE`]. Boot calls it while the boot tables (which
 /// map the first 4 GiB) are live.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub(super) fn install_realmode_code() {
     let start = core::ptr::addr_of!(ap_realmode);
     let len = core::ptr::addr_of!(ap_realmode_end) as usize - start as usize;

@@ -312,6 +312,8 @@ pub enum SvmError {
 }
 
 /// Whether this CPU can run the host: SVM with nested paging, not disabled.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn check() -> Result<(), SvmError> {
     if cpu::cpuid(0x8000_0000, 0)[0] < 0x8000_000A || cpu::cpuid(0x8000_0001, 0)[2] & CPUID_SVM == 0
     {
@@ -373,6 +375,8 @@ const PASSTHROUGH_MSRS: [u32; 10] = [
 
 /// Fills the I/O and MSR permission maps: every port and every MSR but
 /// [`PASSTHROUGH_MSRS`] intercepted. The boot CPU calls it once, before any guest runs.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn init_maps() {
     // SAFETY: no CPU runs a guest yet (the module doc), so nothing else reads the maps.
     let maps = unsafe { &mut *MAPS.0.get() };

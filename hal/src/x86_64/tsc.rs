@@ -56,6 +56,8 @@ pub struct Window {
 }
 
 /// Opens the calibration window (boot CPU, once, before [`calibrate`]).
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn start() -> Window {
     Window {
         start: from_cpuid().is_none().then(open),
@@ -74,6 +76,8 @@ fn open() -> u64 {
 }
 
 /// Takes the TSC rate: ticks per microsecond (0 when no source gave one) and its source.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn calibrate(window: Window) -> (u64, Source) {
     let (per_us, source) = match (from_cpuid(), window.start) {
         (Some(found), _) => found,
@@ -85,6 +89,8 @@ pub fn calibrate(window: Window) -> (u64, Source) {
 }
 
 /// The rate CPUID states, if it states one.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn from_cpuid() -> Option<(u64, Source)> {
     let max = cpuid(0, 0)[0];
     if max >= 0x15 {
@@ -114,6 +120,8 @@ fn elapsed() -> Option<(u16, u64)> {
 
 /// The rate measured against PIT channel 2 from `start`; if boot overran the counter (a slow
 /// emulator), over a window of its own. 0 when the PIT never counted.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 fn from_pit(start: u64) -> u64 {
     let measured = measure(start).or_else(|| measure(open()));
     outb(SPEAKER, inb(SPEAKER) & !(GATE2 | SPEAKER_DATA));

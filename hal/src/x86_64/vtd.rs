@@ -205,6 +205,8 @@ static PRESENT: AtomicBool = AtomicBool::new(false);
 
 /// The remapping unit of `info`'s DMAR the TSM can own, `None` without a DMAR; an error for a
 /// DMAR the TSM cannot make gate every device (boot then stops: DMA would go around it).
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn unit(info: &BootInfo) -> Result<Option<Drhd>, VtdError> {
     let Some(dmar) = info.dmar else {
         return Ok(None);
@@ -239,6 +241,8 @@ pub fn unit(info: &BootInfo) -> Result<Option<Drhd>, VtdError> {
 
 /// Checks that `unit` serves every function boot found on bus 0 (`functions`, bit device << 3
 /// | function): the unit lists all of its segment, or each of them in its device scope.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn check_scope(unit: &Drhd, functions: &[u64; 4]) -> Result<(), VtdError> {
     if unit.include_pci_all {
         return Ok(());
@@ -264,6 +268,8 @@ pub fn registers(unit: &Drhd) -> MemRange {
 /// Pages the carve-out holds for VT-d over `dram`: the root table, bus 0's context table, the
 /// host domain's top-level table, its tables for 2 MiB pages with a level-1 table for each block
 /// `tsm` (the most the TSM's memory may span) and DRAM's ends touch, and its split tables.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn pool_pages(dram: &MemRange, tsm: &MemRange) -> Option<u64> {
     let end = dram.base.0.checked_add(dram.size)?;
     let tsm_end = tsm.base.0.checked_add(tsm.size)?;
@@ -291,6 +297,8 @@ pub struct Summary {
 
 /// Builds the tables in `pool` (TSM memory, [`pool_pages`] pages, not zeroed), the host domain
 /// over `dram` minus `tsm`, and turns on translation on `unit`, whose registers `paging` maps.
+// Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+#[inline]
 pub fn init(
     unit: &Drhd,
     pool: MemRange,
@@ -490,6 +498,8 @@ impl Vtd {
 
     /// The host domain's entry for `pa` in its PDPT (`shift` 30) or PD (`shift` 21), with the
     /// tables above it created. Boot only ([`Vtd::build_tables`]).
+    // Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+    #[inline]
     fn host_entry_creating(&mut self, pa: u64, shift: u32) -> Result<u64, VtdError> {
         let mut table = self.host_root;
         for above in [39u32, 30].into_iter().filter(|&above| above > shift) {
@@ -526,6 +536,8 @@ impl Vtd {
     /// The root table with bus 0's context table, every context entry in the host domain, and
     /// the host domain's identity map of host DRAM; then the lines back to memory. The split
     /// tables are the last pages of the pool.
+    // Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+    #[inline]
     fn build_tables(&mut self) -> Result<(), VtdError> {
         let first = self.pool_next;
         let splits = self
@@ -601,6 +613,8 @@ impl Vtd {
 
     /// Points the unit at the root table, drops whatever it cached before, and turns
     /// translation on; fault interrupts stay masked (the TSM polls), stale records are logged.
+    // Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
+    #[inline]
     fn enable(&self) -> Result<(), VtdError> {
         if self.read32(GSTS) & TE != 0 {
             defmt::warn!("VT-d: firmware left translation on; the TSM's tables replace its own");
