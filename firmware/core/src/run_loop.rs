@@ -160,10 +160,6 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 /// answers ([`Handled::Reply`](tsm_platform::run::Handled)) is completed in place, without a world switch, after the
 /// same dispatch as any other trap; `e` is the claim, so the vCPU's running flag is not read
 /// again per trap ([`Tsm::guest_exit_entered`]).
-// Out of line: inlined into `run`, the guest loop shared the frame and registers of every host
-// handler, and each guest call spilled and reloaded the call's registers around its dispatch.
-// One call per VCPU_RUN buys a loop whose registers are the guest call's alone.
-#[inline(never)]
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
     let on_exit = |exit: GuestExit| {
         log_exit(e.vcpu, &exit);
