@@ -16,7 +16,7 @@
 //!                  loading its registers from the context area at e.context; `resume` says
 //!                  how to (re)start it; on every trap it calls
 //!                  on_exit(exit) = tsm.guest_exit_entered(&e, exit):
-//!                      Handled::Resume(r)       the HAL completes the call in the loaded
+//!                      Handled::Reply(r)        the HAL completes the call in the loaded
 //!                                               guest and runs it on (no world switch)
 //!                      Handled::Leave(leaving)  the HAL saves the guest in the context area
 //!                                               and switches back
@@ -651,7 +651,7 @@ impl Tsm<'_> {
             },
             GuestExit::Interrupt => Leaving::Interrupt,
             GuestExit::Call(ref regs) => match self.guest_call(self.guest_caller(vcpu), regs) {
-                Handled::Resume(r) => return GuestStep::Resume(r),
+                Handled::Reply(r) => return GuestStep::Resume(Resume::Return(r)),
                 Handled::Leave(l) | Handled::Finish(l) => l,
             },
         };
@@ -666,10 +666,10 @@ impl Tsm<'_> {
         let Some(next) = self.guest_dispatch_into(caller, regs, &mut out) else {
             let mut r = CallResult::ok([0; 4]);
             crate::dispatch::put(&mut r, &out);
-            return Handled::Resume(Resume::Return(r));
+            return Handled::Reply(r);
         };
         Handled::Leave(match next {
-            GuestNext::Reply(r) => return Handled::Resume(Resume::Return(r)),
+            GuestNext::Reply(r) => return Handled::Reply(r),
             GuestNext::DeniedCall { fid } => Leaving::DeniedCall { fid },
             // Final: `leave` marks the vCPU exited, so the HAL need not save it.
             GuestNext::Exit { code } => return Handled::Finish(Leaving::Exit { code }),

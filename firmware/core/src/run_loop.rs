@@ -157,7 +157,7 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 
 /// Runs a claimed vCPU until the core ends the host's VCPU_RUN; returns the call's result.
 /// Every trap goes to the core while the vCPU stays loaded in the HAL: a guest call the core
-/// answers ([`Handled::Resume`](tsm_platform::run::Handled)) is completed in place, without a world switch, after the
+/// answers ([`Handled::Reply`](tsm_platform::run::Handled)) is completed in place, without a world switch, after the
 /// same dispatch as any other trap; `e` is the claim, so the vCPU's running flag is not read
 /// again per trap ([`Tsm::guest_exit_entered`]).
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {

@@ -124,10 +124,12 @@ pub trait HostCpu {
 /// What the core made of one trap of a running vCPU ([`GuestCpu::run_guest`]'s `on_exit`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Handled<T> {
-    /// Run the vCPU on after doing what `Resume` says (in practice the completion of the call
-    /// it trapped on). Its state stays loaded on the CPU: a guest call answered this way costs
-    /// no world switch.
-    Resume(Resume),
+    /// Complete the call the vCPU trapped on with this result (as [`Resume::Return`]) and run
+    /// it on. Its state stays loaded on the CPU: a guest call answered this way costs no world
+    /// switch. *Why only a result:* nothing else resumes a trapped vCPU in place, and a
+    /// [`Resume`] here made every HAL's loop carry a fresh start's set-up on the guest-call
+    /// path, in the registers and frame of every guest call.
+    Reply(CallResult),
     /// Stop running it: the HAL saves its state in the context area, puts the host's back and
     /// returns `T`.
     Leave(T),
@@ -144,7 +146,7 @@ pub trait GuestCpu {
     /// core lets it go. `resume` says what to do with the context first. Every trap goes to
     /// `on_exit` (the core's whole judgement of it: the call's dispatch, the exit record),
     /// with the vCPU's registers still loaded; the vCPU runs on after
-    /// [`Handled::Resume`] and the run ends with [`Handled::Leave`]'s or [`Handled::Finish`]'s
+    /// [`Handled::Reply`] and the run ends with [`Handled::Leave`]'s or [`Handled::Finish`]'s
     /// value. `on_exit` must
     /// not need the host's EL1 / guest state on the CPU: it runs with the vCPU's, and with the
     /// TSM's own translation (the HAL keeps the host's stage-2 tag current where TLB

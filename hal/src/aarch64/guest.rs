@@ -113,13 +113,7 @@ impl GuestCpu for QemuVirt {
             // stage-2 maintenance puts the host's VMID in VTTBR_EL2 for itself
             // (`stage2::as_host`); nothing else the core may do reads those registers.
             match on_exit(decode(kind, &mut ctx.frame)) {
-                Handled::Resume(r) => {
-                    apply(ctx, r);
-                    if let Resume::Start { .. } = r {
-                        // SAFETY: as above: the vCPU's own (fresh) EL1 and FP state.
-                        unsafe { load_el1_fp(ctx, true) };
-                    }
-                }
+                Handled::Reply(r) => ctx.frame.set_result(&r),
                 Handled::Leave(t) => break (t, true),
                 Handled::Finish(t) => break (t, false),
             }

@@ -38,6 +38,7 @@
 use core::mem::offset_of;
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::regs::CallResult;
 
 use super::cpu;
 use super::intercept::{self, Stop};
@@ -146,7 +147,9 @@ impl GuestCpu for X86Platform {
                 }
             }
         };
-        complete(&mut v, &mut gprs, resume);
+        if let Resume::Return(r) = resume {
+            complete(&mut v, &mut gprs, &r);
+        }
         smp::set_running_root(Some(root.0));
         // The vCPU's state stays in the VMCB and the CPU's x87/SSE and debug registers while
         // the core handles each exit (the TSM uses none of them: soft-float, DR7 clear), so a
@@ -157,12 +160,7 @@ impl GuestCpu for X86Platform {
                 Stop::Exit(code) => exit_of(&v, code),
             };
             match on_exit(exit) {
-                Handled::Resume(r) => {
-                    if let Resume::Start { entry, arg0 } = r {
-                        gprs = start(&mut v, entry, arg0);
-                    }
-                    complete(&mut v, &mut gprs, r);
-                }
+                Handled::Reply(r) => complete(&mut v, &mut gprs, &r),
                 Handled::Leave(t) => break (t, true),
                 Handled::Finish(t) => break (t, false),
             }
@@ -207,15 +205,13 @@ fn start(v: &mut Vmcb, entry: Gpa, arg0: u64) -> Gprs {
     }
 }
 
-/// Completes the call the vCPU trapped on when `resume` carries its result.
-fn complete(v: &mut Vmcb, gprs: &mut Gprs, resume: Resume) {
-    if let Resume::Return(r) = resume {
-        v.write64(vmcb::RAX, r.status);
-        gprs.rdi = r.out[0];
-        gprs.rsi = r.out[1];
-        gprs.rdx = r.out[2];
-        gprs.r10 = r.out[3];
-    }
+/// Completes the call the vCPU trapped on with result `r`.
+fn complete(v: &mut Vmcb, gprs: &mut Gprs, r: &CallResult) {
+    v.write64(vmcb::RAX, r.status);
+    gprs.rdi = r.out[0];
+    gprs.rsi = r.out[1];
+    gprs.rdx = r.out[2];
+    gprs.r10 = r.out[3];
 }
 
 /// A vCPU exit that is no call, as the core sees it (module doc).

@@ -161,7 +161,7 @@ fn entered_guest_calls_refuse_bad_buffers_and_vbdfs() {
                 .tsm
                 .guest_exit_entered(&e, GuestExit::Call(regs(c, args)))
             {
-                Handled::Resume(Resume::Return(r)) => r,
+                Handled::Reply(r) => r,
                 other => panic!("{} {args:x?}: {other:?}", c.name()),
             };
             if r.status != 0 {

@@ -102,7 +102,7 @@ impl HostCpu for Host {
 struct Guest<'a> {
     exits: RefCell<VecDeque<Result<GuestExit, EntryError>>>,
     entries: RefCell<Vec<(Pa, Pa, Resume)>>,
-    resumed: RefCell<Vec<Resume>>,
+    resumed: RefCell<Vec<CallResult>>,
     on_leave: Option<Box<dyn Fn() -> bool + 'a>>,
     left: RefCell<Vec<bool>>,
 }
@@ -123,7 +123,7 @@ impl GuestCpu for Guest<'_> {
                 .pop_front()
                 .expect("the guest's script ended")?;
             match on_exit(exit) {
-                Handled::Resume(r) => self.resumed.borrow_mut().push(r),
+                Handled::Reply(r) => self.resumed.borrow_mut().push(r),
                 Handled::Leave(t) | Handled::Finish(t) => {
                     if let Some(probe) = &self.on_leave {
                         self.left.borrow_mut().push(probe());
@@ -233,7 +233,7 @@ fn calls_guest_runs_and_entry_errors_go_through_the_core() {
         ]
     );
     // The answered guest call completed in the loaded guest: no second entry for it.
-    assert_eq!(*guest.resumed.borrow(), [Resume::Return(ok(g_version))]);
+    assert_eq!(*guest.resumed.borrow(), [ok(g_version)]);
     // The last VCPU_RUN's record: GUEST_EXIT with the guest's code.
     let rec = read_record(&h, record);
     assert_eq!((rec.reason, rec.code), (ExitReason::GuestExit.raw(), 7));

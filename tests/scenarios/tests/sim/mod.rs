@@ -196,7 +196,7 @@ impl GuestCpu for SimHost {
         let mut resume = resume;
         loop {
             match on_exit(self.sim.run_vcpu(context, root, resume)) {
-                Handled::Resume(r) => resume = r,
+                Handled::Reply(r) => resume = Resume::Return(r),
                 Handled::Leave(t) | Handled::Finish(t) => return Ok(t),
             }
         }
