@@ -482,6 +482,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         |l: &TvmLink| Handle::<TvmHead>::new(l.tvm().pa()),
         (&mut tvm_room, &mut vcpu_room),
     )?;
+    let run_pa = v.pa().checked_add(RUN_STATE_OFFSET).ok_or_else(internal)?;
     let VcpuRun { obj: v_obj, run } = &mut *v;
     if o.state != TvmState::Active || v_obj.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -516,7 +517,10 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     let gpa_bits = u8::try_from(o.gpa_bits).map_err(|_| internal())?;
     run.running = 1;
     run.exit_record = record.0;
-    v.save()?;
+    // Only the run state changes: the object's 48 bytes go back as they were read.
+    t.platform
+        .write(run_pa, run.as_bytes())
+        .map_err(|_| internal())?;
     Ok(HostNext::Run(Claim {
         entry: GuestEntry {
             vcpu,
