@@ -169,7 +169,7 @@ unsafe fn load_el1_fp(ctx: &GuestContext, fresh: bool) {
 /// FP/SIMD registers: `load_el1_fp`).
 fn apply(ctx: &mut GuestContext, resume: Resume) {
     match resume {
-        Resume::Start { entry, arg0 } => ctx.frame = Frame::entry(entry.0, [arg0, 0, 0]),
+        Resume::Start { entry, arg0 } => ctx.frame.reset(entry.0, [arg0, 0, 0]),
         Resume::Continue => {}
         Resume::Return(r) => ctx.frame.set_result(&r),
     }
