@@ -396,10 +396,9 @@ fn run_state_pa(g: &Locked<'_, '_>) -> Result<Pa, Status> {
     g.pa().checked_add(RUN_STATE_OFFSET).ok_or_else(internal)
 }
 
-fn save_run(t: &Tsm<'_>, g: &Locked<'_, '_>, r: &RunState) -> Result<(), Status> {
-    t.platform
-        .write(run_state_pa(g)?, r.as_bytes())
-        .map_err(|_| internal())
+/// Writes `r` back as the run state at `at` (a locked VCPU granule's [`run_state_pa`]).
+fn save_run(t: &Tsm<'_>, at: Pa, r: &RunState) -> Result<(), Status> {
+    t.platform.write(at, r.as_bytes()).map_err(|_| internal())
 }
 
 /// Switch from the host to a guest.
@@ -483,7 +482,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
         |l: &TvmLink| Handle::<TvmView>::new(l.tvm().pa()),
         (&mut tvm_room, &mut vcpu_room),
     )?;
-    let run_pa = v.pa().checked_add(RUN_STATE_OFFSET).ok_or_else(internal)?;
+    let run_pa = run_state_pa(v.granule())?;
     let VcpuRun { obj: v_obj, run } = &mut *v;
     if o.state != TvmState::Active || v_obj.exited != 0 || run.running != 0 {
         return Err(Status::arg(StatusCode::ObjectState, 1));
@@ -519,9 +518,7 @@ pub fn vcpu_run(t: &Tsm<'_>, a: args::VcpuRun) -> Result<HostNext, Status> {
     run.running = 1;
     run.exit_record = record.0;
     // Only the run state changes: the object's 48 bytes go back as they were read.
-    t.platform
-        .write(run_pa, run.as_bytes())
-        .map_err(|_| internal())?;
+    save_run(t, run_pa, run)?;
     Ok(HostNext::Run(Claim {
         entry: GuestEntry {
             vcpu,
@@ -773,7 +770,7 @@ impl Tsm<'_> {
         let mut room = Room::new();
         let run = load_run(self, &gv, &mut room)?;
         let r = f(run)?;
-        save_run(self, &gv, run)?;
+        save_run(self, run_state_pa(&gv)?, run)?;
         Ok(r)
     }
 }
