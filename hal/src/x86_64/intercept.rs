@@ -136,9 +136,9 @@ static FLAT32: StateImage = {
         .set64(vmcb::G_PAT, PAT_DEFAULT)
 };
 
-/// Replaces `v`'s whole state-save area with the entry state of the module doc, RIP = `entry`:
-/// one copy of a compile-time image ([`FLAT32`]), so nothing of a guest that ran before with
-/// `v` is left.
+/// Replaces `v`'s state-save area (all of it that holds state: `Vmcb::load_image`) with the
+/// entry state of the module doc, RIP = `entry`: one copy of a compile-time image ([`FLAT32`]),
+/// so nothing of a guest that ran before with `v` is left.
 pub fn enter_flat32(v: &mut Vmcb, entry: u64) {
     v.load_image(&FLAT32);
     v.write64(vmcb::RIP, entry);
