@@ -454,9 +454,10 @@ pub enum GuestStep {
 }
 
 /// Locks and reads the vCPU `vcpu`, and reads its TVM's view without the TVM's lock (for
-/// [`vcpu_run`]). Out of line, as the `lock_with_parent` it replaces was: inlined into
-/// `run_loop::run`, it cost aarch64's guest-call path +6 instructions of codegen.
-#[inline(never)]
+/// [`vcpu_run`]). Out of line on aarch64, as the `lock_with_parent` it replaces was: inlined
+/// into `run_loop::run`, it cost aarch64's guest-call path +6 instructions of codegen and
+/// VCPU_RUN +8; out of line on x86_64 it cost VCPU_RUN +39 (docs/benchmarks.md, `vrun5`).
+#[cfg_attr(target_arch = "aarch64", inline(never))]
 fn lock_vcpu_run<'t, 'a>(
     t: &'t Tsm<'a>,
     vcpu: Pa,
