@@ -11,9 +11,9 @@ use tsm_abi::status::{Status, StatusCode};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::{
-    Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead, PdevObj, Stored,
-    TvmHead, TvmObj, VDEV_ZEROED, VbdfSlot, VdevHeadStart, VdevObj, ViommuObj, decode, internal,
-    load_into, write,
+    BIND_CLEARED, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead,
+    PdevObj, Stored, TvmHead, TvmObj, VDEV_ZEROED, VbdfSlot, VdevBindHead, VdevHeadStart, VdevObj,
+    ViommuObj, decode, internal, load_into, write,
 };
 use tsm_platform::{PhysMem, ReadBuf};
 
@@ -278,6 +278,18 @@ impl Guard<'_, '_, TvmHead> {
             MAX_VDEVS_PER_TVM,
             s,
         )
+    }
+}
+
+impl Guard<'_, '_, VdevBindHead> {
+    /// Writes the bind head back ([`Guard::save`]) and zeroes the results of an earlier bind
+    /// after it ([`BIND_CLEARED`]) in the locked granule: a new bind starts with no evidence,
+    /// start nonce or report, and none of those bytes is copied out or in.
+    pub(crate) fn save_bind(&self) -> Result<(), Status> {
+        self.save()?;
+        let (at, len) = BIND_CLEARED;
+        let pa = self.g.pa().checked_add(at as u64).ok_or_else(internal)?;
+        self.t.platform.zero(pa, len).map_err(|_| internal())
     }
 }
 
