@@ -447,7 +447,9 @@ impl HostStage2 {
         if !self.dram.contains(pa, GRANULE_SIZE) {
             return Err(Stage2Error::OutOfRange);
         }
-        let gib = (pa.0 >> L1_SHIFT) - (self.dram.base.0 >> L1_SHIFT);
+        // `pa` is in DRAM, so not below its base: the difference cannot wrap (unchecked, one
+        // branch fewer per (un)delegate), and `get` bounds it.
+        let gib = (pa.0 >> L1_SHIFT).wrapping_sub(self.dram.base.0 >> L1_SHIFT);
         let table = self.l2.get(gib as usize).ok_or(Stage2Error::OutOfRange)?;
         Ok(&table.0[((pa.0 >> L2_SHIFT) % ENTRIES) as usize])
     }

@@ -224,9 +224,13 @@ impl Tables {
             return Err(PagingError::NotReady);
         }
         // The first 2 MiB index of DRAM's first GiB, which `dram_pds` starts with; `pa` is in
-        // DRAM, so its own index is not below it.
+        // DRAM, so its own index is not below it, and `build` made a PD entry for every 2 MiB
+        // of DRAM from there: neither the difference nor the sum wraps (unchecked, two
+        // branches fewer per (un)delegate).
         let first = (self.dram.base.0 >> 21) & !(ENTRIES - 1);
-        Ok((self.dram_pds + ((pa >> 21) - first) * 8) as *mut u64)
+        Ok(self
+            .dram_pds
+            .wrapping_add((pa >> 21).wrapping_sub(first).wrapping_mul(8)) as *mut u64)
     }
 
     /// Whether the nested table maps the DRAM page of `pa` for the host now (a 2 MiB page or a

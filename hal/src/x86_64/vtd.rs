@@ -177,6 +177,9 @@ struct Vtd {
     ecap: u64,
     /// Offsets of the IOTLB registers and of the fault recording registers; their count.
     iotlb: u64,
+    /// IVT and the drain bits the unit has (CAP.DRD, CAP.DWD): the constant part of every
+    /// IOTLB command, made once rather than from CAP on every invalidation.
+    iotlb_command: u64,
     fault_records: u64,
     fault_count: u64,
     /// Added to a tag to make its domain ID (1 with caching mode).
@@ -330,14 +333,21 @@ pub fn init(
     let iotlb = ((ecap >> 8) & 0x3FF) * 16;
     let fault_records = ((cap >> 24) & 0x3FF) * 16;
     let fault_count = ((cap >> 40) & 0xFF) + 1;
-    if iotlb + 16 > size || fault_records + 16 * fault_count > size {
+    if iotlb + 16 > size
+        || fault_records + 16 * fault_count > size
+        || regs.checked_add(size).is_none()
+    {
         return Err(VtdError::RegistersOutsideSet);
     }
+    let iotlb_command = IOTLB_IVT
+        | (if cap & CAP_DRD != 0 { IOTLB_DR } else { 0 })
+        | (if cap & CAP_DWD != 0 { IOTLB_DW } else { 0 });
     let mut v = Vtd {
         regs,
         cap,
         ecap,
         iotlb,
+        iotlb_command,
         fault_records,
         fault_count,
         did_base,
@@ -367,27 +377,30 @@ pub fn init(
 }
 
 impl Vtd {
+    // `regs + off` wraps never: `off` is inside the register set, and `init` refused a set
+    // whose end overflows. Without the overflow check each access is one instruction shorter
+    // (every (un)delegate makes three).
     fn read32(&self, off: u64) -> u32 {
         // SAFETY: `off` is one of the register offsets above, or inside the IOTLB / fault
         // recording sets `init` checked lie in the register set, which `paging` maps
         // supervisor-only and uncached at its own address; the TSM is its only user (under
         // the VTD lock, or before it is published).
-        unsafe { ((self.regs + off) as *const u32).read_volatile() }
+        unsafe { (self.regs.wrapping_add(off) as *const u32).read_volatile() }
     }
 
     fn read64(&self, off: u64) -> u64 {
         // SAFETY: as in `read32`; the 64-bit registers are 8-byte aligned.
-        unsafe { ((self.regs + off) as *const u64).read_volatile() }
+        unsafe { (self.regs.wrapping_add(off) as *const u64).read_volatile() }
     }
 
     fn write32(&self, off: u64, value: u32) {
         // SAFETY: as in `read32`.
-        unsafe { ((self.regs + off) as *mut u32).write_volatile(value) };
+        unsafe { (self.regs.wrapping_add(off) as *mut u32).write_volatile(value) };
     }
 
     fn write64(&self, off: u64, value: u64) {
         // SAFETY: as in `read64`.
-        unsafe { ((self.regs + off) as *mut u64).write_volatile(value) };
+        unsafe { (self.regs.wrapping_add(off) as *mut u64).write_volatile(value) };
     }
 
     /// Polls `done` until it holds; `Timeout(register)` if it never does.
@@ -424,6 +437,16 @@ impl Vtd {
             at += self.line;
         }
         cpu::mfence();
+    }
+
+    /// [`Self::flush`] of one table entry: 8 aligned bytes never straddle a cache line (a
+    /// line is at least 8 bytes), so one CLFLUSH does, without the line loop and its bounds
+    /// (every (un)delegate flushes one entry).
+    fn flush_entry(&self, pa: u64) {
+        if self.ecap & ECAP_C == 0 {
+            cpu::clflush(pa);
+            cpu::mfence();
+        }
     }
 
     /// Before the unit reads tables the core wrote (through ordinary cached stores, lines
@@ -463,19 +486,18 @@ impl Vtd {
     /// (domain-wide when the unit has no page-selective invalidation); in-flight DMA drained
     /// where the unit can. Returns once the unit has done it.
     fn invalidate_iotlb(&self, scope: Option<(u16, Option<u64>)>) -> Result<(), VtdError> {
-        let drain = (if self.cap & CAP_DRD != 0 { IOTLB_DR } else { 0 })
-            | (if self.cap & CAP_DWD != 0 { IOTLB_DW } else { 0 });
         let cmd = match scope {
             None => IOTLB_GLOBAL,
             Some((did, Some(page))) if self.cap & CAP_PSI != 0 => {
                 // Address mask 0 (one page), no invalidation hint.
-                self.write64(self.iotlb + IVA, page & !(PAGE - 1));
+                self.write64(self.iotlb.wrapping_add(IVA), page & !(PAGE - 1));
                 IOTLB_PAGE | (u64::from(did) << 32)
             }
             Some((did, _)) => IOTLB_DOMAIN | (u64::from(did) << 32),
         };
-        let reg = self.iotlb + IOTLB;
-        self.write64(reg, IOTLB_IVT | drain | cmd);
+        // `init` checked the IOTLB registers' 16 bytes lie in the register set.
+        let reg = self.iotlb.wrapping_add(IOTLB);
+        self.write64(reg, self.iotlb_command | cmd);
         self.poll(reg, |v| v.read64(reg) & IOTLB_IVT == 0)?;
         if (self.read64(reg) >> 57) & 0b11 == 0 {
             return Err(VtdError::Refused(reg));
@@ -528,9 +550,13 @@ impl Vtd {
             return Err(VtdError::NotHostDram);
         }
         // The first 2 MiB index of DRAM's first GiB, which `host_pds` starts with; `pa` is in
-        // DRAM, so its own index is not below it.
+        // DRAM, so its own index is not below it, and boot made a PD entry for every 2 MiB of
+        // DRAM from there: neither the difference nor the sum wraps (unchecked, two branches
+        // fewer per (un)delegate).
         let first = (self.dram.base.0 >> 21) & !(ENTRIES - 1);
-        Ok(self.host_pds + ((pa >> 21) - first) * 8)
+        Ok(self
+            .host_pds
+            .wrapping_add((pa >> 21).wrapping_sub(first).wrapping_mul(8)))
     }
 
     /// The root table with bus 0's context table, every context entry in the host domain, and
@@ -679,7 +705,7 @@ impl Vtd {
         // SAFETY: as above; one aligned 8-byte store, so the unit's walk sees the old or the
         // new leaf.
         unsafe { e.write_volatile(new) };
-        self.flush(e as u64, 8);
+        self.flush_entry(e as u64);
         let host = (self.did_base, Some(pa.0));
         let done = if present && self.cap & CAP_CM == 0 {
             self.flush_write_buffer()
@@ -695,7 +721,7 @@ impl Vtd {
             Err(_) => {
                 // SAFETY: as above.
                 unsafe { e.write_volatile(old) };
-                self.flush(e as u64, 8);
+                self.flush_entry(e as u64);
             }
         }
         done
@@ -722,11 +748,11 @@ impl Vtd {
         self.flush(table, PAGE);
         // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held.
         unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
-        self.flush(pde, 8);
+        self.flush_entry(pde);
         if let Err(e) = self.invalidate_iotlb(Some((self.did_base, None))) {
             // SAFETY: as above: the 2 MiB page back.
             unsafe { (pde as *mut u64).write_volatile(large) };
-            self.flush(pde, 8);
+            self.flush_entry(pde);
             // The unit may have cached the entry that pointed at the table.
             self.splits.retire(i);
             return Err(e);
@@ -747,7 +773,7 @@ impl Vtd {
         // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held. The 2 MiB
         // page translates every address of the block as the table did.
         unsafe { (pde as *mut u64).write_volatile(block | SL_R | SL_W | SL_PS) };
-        self.flush(pde, 8);
+        self.flush_entry(pde);
         self.invalidate_iotlb(Some((self.did_base, None)))?;
         self.splits.release(index);
         Ok(index)
