@@ -163,7 +163,7 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 ///
 /// Out of line on aarch64 only: in its own frame the guest loop no longer spills around
 /// `run_loop::run`'s (every host handler is inlined there), which saves aarch64's guest call
-/// 13, its refused guest call 11 and VCPU_RUN 30 (and 1 to 6 on every host call). On x86_64
+/// 13, its refused guest call 11 and VCPU_RUN 30 (and 1 to 17 on the host calls). On x86_64
 /// the HAL's entry set-up then leaves `run`'s frame and costs more than the loop saves:
 /// VCPU_RUN +39, the refused guest call +27, also with that set-up as one out-of-line HAL
 /// function (docs/benchmarks.md, `gcall6`, `gcall7`).
