@@ -160,6 +160,14 @@ fn log_call(cpu: u64, regs: &CallRegs, result: &CallResult) {
 /// answers ([`Handled::Reply`](tsm_platform::run::Handled)) is completed in place, without a world switch, after the
 /// same dispatch as any other trap; `e` is the claim, so the vCPU's running flag is not read
 /// again per trap ([`Tsm::guest_exit_entered`]).
+///
+/// Out of line on aarch64 only: in its own frame the guest loop no longer spills around
+/// `run_loop::run`'s (every host handler is inlined there), which saves aarch64's guest call
+/// 13, its refused guest call 11 and VCPU_RUN 30 (and 1 to 17 on the host calls). On x86_64
+/// the HAL's entry set-up then leaves `run`'s frame and costs more than the loop saves:
+/// VCPU_RUN +39, the refused guest call +27, also with that set-up as one out-of-line HAL
+/// function (docs/benchmarks.md, `gcall6`, `gcall7`).
+#[cfg_attr(target_arch = "aarch64", inline(never))]
 fn run_vcpu<G: GuestCpu>(tsm: &Tsm<'_>, guest: &G, e: &GuestEntry) -> CallResult {
     let on_exit = |exit: GuestExit| {
         log_exit(e.vcpu, &exit);
