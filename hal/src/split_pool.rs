@@ -49,10 +49,16 @@ impl SplitPool {
     }
 
     /// The index of the pool table at `table`, if it is one.
+    // One test: an offset from `base` that is a whole number of tables below `SPLIT_TABLES`
+    // has no bit outside `POOL_OFFSET`, and an address below `base` wraps to one with high bits
+    // set. The index is masked as well as tested, so the caller's use of it needs no bounds
+    // check (every (un)delegate looks its table up here).
+    #[inline]
     pub(crate) fn index(&self, table: u64) -> Option<usize> {
-        let off = table.checked_sub(self.base)?;
-        let i = usize::try_from(off / GRANULE).ok()?;
-        (i < SPLIT_TABLES && off.is_multiple_of(GRANULE)).then_some(i)
+        const { assert!(SPLIT_TABLES.is_power_of_two()) };
+        const POOL_OFFSET: u64 = (SPLIT_TABLES as u64 - 1) * GRANULE;
+        let off = table.wrapping_sub(self.base);
+        (off & !POOL_OFFSET == 0).then_some((off / GRANULE) as usize & (SPLIT_TABLES - 1))
     }
 
     /// The address of table `i` (x86_64's HAL holds its tables by address; aarch64's by slice).

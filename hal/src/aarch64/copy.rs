@@ -379,7 +379,7 @@ const PAGE: usize = 4096;
 ///
 /// # Safety
 /// As [`zero`], with `start` a multiple of 64 and the range [`PAGE`] bytes long.
-unsafe fn zero_page(start: usize) {
+pub(super) unsafe fn zero_page(start: usize) {
     // The `.rept` count below.
     const { assert!(PAGE == 64 * 64) };
     // SAFETY: writes exactly `[start, start + PAGE)`, which the caller owns: 64 `st1` of 64

@@ -2,7 +2,7 @@
 
 use core::mem::MaybeUninit;
 
-use tsm_abi::addr::{Gpa, Pa};
+use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 
 use super::copy;
 use super::smmu::Smmu;
@@ -125,6 +125,16 @@ impl PhysMem for QemuVirt {
     }
 
     fn zero(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
+        // A whole granule (every scrub): `tables`' four compares instead of `check`'s general
+        // range test with its overflow checks, and no length dispatch (~15 of the ~100
+        // instructions of UNDELEGATE's scrub, profiled).
+        if len == GRANULE_SIZE as usize && pa.is_granule_aligned() && self.tables.admits(pa) {
+            // SAFETY: the granule at `pa` is DRAM outside the TSM's own memory (`admits` is
+            // `check`'s rule for a whole granule), identity-mapped as Normal memory in the
+            // TSM's stage-1: 4 KiB from a granule-aligned, so 64-byte aligned, address.
+            unsafe { copy::zero_page(pa.0 as usize) };
+            return Ok(());
+        }
         self.check(pa, len)?;
         // SAFETY: as in `write`.
         unsafe { copy::zero(pa.0 as *mut u8, len) };

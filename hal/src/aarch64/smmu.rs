@@ -187,7 +187,8 @@ pub struct Smmu {
     queues: spin::Mutex<Queues>,
 }
 
-/// A command, encoded when it is queued.
+/// A command, encoded when it is queued; every submission ends with its own CMD_SYNC
+/// ([`Smmu::submit`]).
 #[derive(Clone, Copy)]
 enum Cmd {
     CfgiSte(u32),
@@ -195,7 +196,6 @@ enum Cmd {
     TlbiS2Ipa { vmid: u16, ipa: u64 },
     TlbiS12Vmall(u16),
     TlbiNsnhAll,
-    Sync,
 }
 
 impl Cmd {
@@ -210,8 +210,6 @@ impl Cmd {
             ],
             Cmd::TlbiS12Vmall(vmid) => [CMD_TLBI_S12_VMALL | (u64::from(vmid) << 32), 0],
             Cmd::TlbiNsnhAll => [CMD_TLBI_NSNH_ALL, 0],
-            // No interrupt, no MSI: completion is seen in CMDQ_CONS.
-            Cmd::Sync => [CMD_SYNC, 0],
         }
     }
 }
@@ -330,7 +328,8 @@ impl Smmu {
         smmu.write(CR0, CR0_CMDQEN | CR0_EVENTQEN);
         smmu.wait_for(CR0ACK, CR0_CMDQEN | CR0_EVENTQEN)?;
         // Nothing the SMMU may have cached before the TSM came survives.
-        smmu.submit([Cmd::CfgiAll, Cmd::TlbiNsnhAll, Cmd::Sync]);
+        smmu.submit(Cmd::CfgiAll);
+        smmu.submit(Cmd::TlbiNsnhAll);
         smmu.write(CR0, CR0_CMDQEN | CR0_EVENTQEN | CR0_SMMUEN);
         smmu.wait_for(CR0ACK, CR0_CMDQEN | CR0_EVENTQEN | CR0_SMMUEN)?;
         smmu.check_errors();
@@ -403,55 +402,75 @@ impl Smmu {
         }
     }
 
-    /// Queues `cmds` (the last a CMD_SYNC) and waits until the SMMU consumed them. A command
-    /// the SMMU refuses, a global error or a queue that stops moving ends the run.
+    /// Queues `cmd` and a CMD_SYNC and waits until the SMMU consumed both. A command the SMMU
+    /// refuses, a global error or a queue that stops moving ends the run.
     // Inline: the commands are constants where they are made, so each encodes to two words at
-    // compile time; a slice of `Cmd` cost a `match` per command in the queue's loop (about 25
-    // of the ~120 instructions every (un)delegate spent here, profiled).
+    // compile time, which reach `submit_synced` in registers (a slice of commands on the stack
+    // cost ~15 instructions of every (un)delegate's ~70 here, profiled).
     #[inline(always)]
-    fn submit<const N: usize>(&self, cmds: [Cmd; N]) {
-        self.submit_words(&cmds.map(Cmd::encode));
+    fn submit(&self, cmd: Cmd) {
+        let [w0, w1] = cmd.encode();
+        self.submit_synced(w0, w1);
     }
 
-    /// [`Smmu::submit`] of commands already encoded.
-    fn submit_words(&self, cmds: &[[u64; CMD_WORDS]]) {
+    /// [`Smmu::submit`] of a command already encoded as `w0`, `w1`.
+    fn submit_synced(&self, w0: u64, w1: u64) {
         let mut q = self.queues.lock();
         // The index and the queue in registers: through `q` and `self` the compiler reloaded
         // both after every word stored (an atomic store may alias them).
-        let (queue, mut prod) = (&self.cmdq.0, q.cmd_prod);
-        for c in cmds {
-            let at = slot(prod, CMDQ_LOG2) * CMD_WORDS;
-            for (i, &w) in c.iter().enumerate() {
+        let (queue, prod) = (&self.cmdq.0, q.cmd_prod);
+        let sync = next_index(prod, CMDQ_LOG2);
+        // No interrupt, no MSI: the sync's completion is seen in CMDQ_CONS.
+        for (at, w) in [
+            (slot(prod, CMDQ_LOG2) * CMD_WORDS, [w0, w1]),
+            (slot(sync, CMDQ_LOG2) * CMD_WORDS, [CMD_SYNC, 0]),
+        ] {
+            for (i, w) in w.into_iter().enumerate() {
                 if let Some(slot) = queue.get(at + i) {
                     slot.store(w, Ordering::Relaxed);
                 }
             }
-            prod = next_index(prod, CMDQ_LOG2);
         }
+        let prod = next_index(sync, CMDQ_LOG2);
         q.cmd_prod = prod;
         // SAFETY: a barrier: the commands (and any table or STE store before them) reach the
         // point the SMMU reads from before it learns of them.
         unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
         self.write(CMDQ_PROD, prod);
+        if !self.consumed(prod) {
+            self.wait_consumed(prod);
+        }
+        self.check_errors();
+    }
+
+    /// Whether the SMMU consumed the command queue up to `prod` (index and wrap bit).
+    #[inline(always)]
+    fn consumed(&self, prod: u32) -> bool {
+        self.read(CMDQ_CONS) & ((1 << (CMDQ_LOG2 + 1)) - 1) == prod
+    }
+
+    /// Waits until [`Smmu::consumed`]`(prod)`; a command the SMMU refuses or a queue that stops
+    /// moving ends the run.
+    // Cold, out of line: QEMU's SMMU consumes the queue within the PROD write, and inline this
+    // loop's registers made every submission save and restore three more (profiled).
+    #[cold]
+    #[inline(never)]
+    fn wait_consumed(&self, prod: u32) {
         // The clock is read only once the queue is seen busy: an SMMU that has already consumed
-        // the commands (QEMU's does so within the PROD write) costs no time conversion (a u128
-        // division, ~40 instructions on every (un)delegate).
-        let mut deadline = None;
+        // the commands costs no time conversion (a u128 division, ~40 instructions).
+        let deadline = now_us().saturating_add(TIMEOUT_US);
         loop {
-            let cons = self.read(CMDQ_CONS);
-            if cons & ((1 << (CMDQ_LOG2 + 1)) - 1) == prod {
-                break;
+            if self.consumed(prod) {
+                return;
             }
             if (self.read(GERROR) ^ self.read(GERRORN)) & GERROR_CMDQ != 0 {
-                self.command_error(cons);
+                self.command_error(self.read(CMDQ_CONS));
             }
-            let now = now_us();
-            if now > *deadline.get_or_insert(now.saturating_add(TIMEOUT_US)) {
+            if now_us() > deadline {
                 fatal_text("SMMU: the command queue stopped moving (no CMD_SYNC completion)");
             }
             core::hint::spin_loop();
         }
-        self.check_errors();
     }
 
     /// Ends the run on a command the SMMU refused, naming the error and the command.
@@ -514,13 +533,10 @@ impl Smmu {
     /// Drops the host domain's cached translations of the granule at `pa` (after the host's
     /// stage 2 lost it) and waits until the SMMU no longer uses them.
     pub(crate) fn invalidate_host(&self, pa: Pa) {
-        self.submit([
-            Cmd::TlbiS2Ipa {
-                vmid: HOST_VMID,
-                ipa: pa.0,
-            },
-            Cmd::Sync,
-        ]);
+        self.submit(Cmd::TlbiS2Ipa {
+            vmid: HOST_VMID,
+            ipa: pa.0,
+        });
     }
 
     /// Drops every cached translation of the host domain (after a block of the host's stage 2
@@ -558,15 +574,15 @@ impl Smmu {
         let mut abort = [0; STE_WORDS];
         abort[0] = STE0_V | STE0_CFG_ABORT;
         self.write_ste(sid, &abort);
-        self.submit([cfgi, Cmd::Sync]);
+        self.submit(cfgi);
         self.write_ste(sid, &ste);
-        self.submit([cfgi, Cmd::Sync]);
+        self.submit(cfgi);
         Ok(())
     }
 
     /// Drops every cached translation tagged `tag` (VMID).
     pub(crate) fn invalidate(&self, tag: u16) {
-        self.submit([Cmd::TlbiS12Vmall(tag), Cmd::Sync]);
+        self.submit(Cmd::TlbiS12Vmall(tag));
     }
 
     /// Hands every recorded fault to `sink`, oldest first; runs of records of one stream, page,
