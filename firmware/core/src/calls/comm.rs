@@ -31,6 +31,7 @@ use tsm_abi::comm::{
     COMM_HEADER_SIZE, COMM_PAYLOAD_SIZE, CommHeader, CommOp, CommProtocol, HostIoStatus,
 };
 use tsm_abi::guest::SPDM_DIGEST_SIZE;
+use tsm_abi::params::VdevParams;
 use tsm_abi::regs::CallResult;
 use tsm_abi::state::{DeviceOp, PdevState, VdevState};
 use tsm_abi::status::{Status, StatusCode};
@@ -38,15 +39,15 @@ use tsm_abi::tdisp::{
     InterfaceId, InterfaceReport, LockFlags, LockInterfaceParams, Request, RequestCode, Response,
     TDISP_VERSION_1_0,
 };
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::{FromZeros, Immutable, IntoBytes};
 
 use crate::calls::session;
 use crate::dispatch::Reply;
 use crate::dma_tables::t1_view;
 use crate::granule::GranuleState;
 use crate::objects::{
-    GUEST_OP_PENDING, Guard, Handle, PdevHead, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevHandle,
-    VdevHead, VdevLinks, VdevObj, internal,
+    GUEST_OP_PENDING, Guard, Handle, PdevHead, REPORT_CAPACITY, REPORT_OFFSET, Room, VdevBindHead,
+    VdevHandle, VdevHead, VdevLinks, VdevObj, internal,
 };
 use crate::spdm::requester::{Evidence, MAX_RECORD, Outbound, Outcome, Requester, Step};
 use crate::tsm::Tsm;
@@ -58,6 +59,8 @@ pub const REPORT_PORTION: usize = 1024;
 const MAX_RESPONSE: usize = REPORT_PORTION + 32;
 /// The largest request the TSM sends (START_INTERFACE: header + nonce).
 const MAX_REQUEST: usize = 64;
+// `send` builds a request in whole words.
+const _: () = assert!(MAX_REQUEST.is_multiple_of(8) && size_of::<CommHeader>() == COMM_HEADER_SIZE);
 
 /// Requests every device must implement for the flows above.
 const REQUIRED: [RequestCode; 4] = [
@@ -76,29 +79,44 @@ fn progress(status: StatusCode, op: DeviceOp, state: u32) -> CallResult {
     }
 }
 
+/// A request as [`send`] builds it: the header, then the encoded message. In whole words, so
+/// the body's zeroing is a few inline stores where a byte array of unknown alignment was a
+/// `memset` call (86 instructions on aarch64, profiled), and the header is built in place, not
+/// built aside and copied in.
+#[derive(IntoBytes, Immutable)]
+#[repr(C)]
+struct Outgoing {
+    header: CommHeader,
+    body: [u64; MAX_REQUEST / 8],
+}
+
 /// Writes `req` into the COMMUNICATE buffer at `comm` (granule-aligned, NS).
 fn send(t: &Tsm<'_>, comm: Pa, object: Pa, sequence: u64, req: &Request<'_>) -> Result<(), Status> {
     if !comm.is_granule_aligned() {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
     }
-    let mut buf = [0u8; COMM_HEADER_SIZE + MAX_REQUEST];
-    let (head, body) = buf.split_at_mut(COMM_HEADER_SIZE);
-    let len = req.encode(body).map_err(|_| internal())?;
-    let header = CommHeader {
-        op: CommOp::Exchange.raw(),
-        protocol: CommProtocol::Tdisp.raw(),
-        request_len: len as u32,
-        response_len: 0,
-        host_status: HostIoStatus::Response.raw(),
-        reserved0: 0,
-        object: object.0,
-        sequence,
-        reserved1: [0; 3],
+    let mut out = Outgoing {
+        header: CommHeader {
+            op: CommOp::Exchange.raw(),
+            protocol: CommProtocol::Tdisp.raw(),
+            request_len: 0,
+            response_len: 0,
+            host_status: HostIoStatus::Response.raw(),
+            reserved0: 0,
+            object: object.0,
+            sequence,
+            reserved1: [0; 3],
+        },
+        body: [0; MAX_REQUEST / 8],
     };
-    head.copy_from_slice(header.as_bytes());
+    let len = req
+        .encode(out.body.as_mut_bytes())
+        .map_err(|_| internal())?;
+    out.header.request_len = len as u32;
+    // Only the header and the `len` bytes the encoder wrote go out.
     let total = COMM_HEADER_SIZE
         .checked_add(len)
-        .and_then(|n| buf.get(..n))
+        .and_then(|n| out.as_bytes().get(..n))
         .ok_or_else(internal)?;
     t.write_ns(comm, total, 2)
 }
@@ -563,15 +581,7 @@ fn vdev_request(v: &VdevHead) -> Result<Request<'static>, Status> {
             offset: u16::try_from(v.report_len).map_err(|_| internal())?,
             length: u16::try_from(v.report_asked).map_err(|_| internal())?,
         },
-        (DeviceOp::Bind, _) => Request::LockInterface {
-            interface_id,
-            params: LockInterfaceParams {
-                flags: LockFlags::from_bits_truncate(v.params.lock_flags),
-                default_stream_id: v.params.default_stream_id,
-                mmio_reporting_offset: v.params.mmio_reporting_offset,
-                bind_p2p_address_mask: v.params.bind_p2p_address_mask,
-            },
-        },
+        (DeviceOp::Bind, _) => lock_request(&v.params)?,
         (DeviceOp::Start, _) => Request::StartInterface {
             interface_id,
             nonce: v.start_nonce,
@@ -580,6 +590,19 @@ fn vdev_request(v: &VdevHead) -> Result<Request<'static>, Status> {
         (DeviceOp::None | DeviceOp::Connect | DeviceOp::KeyUpdate | DeviceOp::Disconnect, _) => {
             return Err(internal());
         }
+    })
+}
+
+/// The LOCK_INTERFACE of a vdevice created with `params`, the first request of its bind.
+fn lock_request(params: &VdevParams) -> Result<Request<'static>, Status> {
+    Ok(Request::LockInterface {
+        interface_id: InterfaceId::from_function_id(params.function_id).map_err(|_| internal())?,
+        params: LockInterfaceParams {
+            flags: LockFlags::from_bits_truncate(params.lock_flags),
+            default_stream_id: params.default_stream_id,
+            mmio_reporting_offset: params.mmio_reporting_offset,
+            bind_p2p_address_mask: params.bind_p2p_address_mask,
+        },
     })
 }
 
@@ -634,12 +657,13 @@ pub(crate) fn vdev_t1_off(t: &Tsm<'_>, vdev: Pa, v: &mut VdevHead) -> Result<(),
 }
 
 /// VDEV_BIND: UNLOCKED → LOCKING under a READY PDEV; LOCK_INTERFACE goes out first. The accept
-/// nonce for this bind is drawn now, before anything changes.
+/// nonce for this bind is drawn now, before anything changes. Only the VDEV's bind head is
+/// locked and copied: the earlier bind's results after it are zeroed in place at the save.
 pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
     let (mut p, mut v) = t.lock_with_parent(
-        Handle::<VdevHead>::new(vdev),
+        Handle::<VdevBindHead>::new(vdev),
         1,
         VdevLinks::pdev_head,
         (&mut pdev_room, &mut vdev_room),
@@ -651,49 +675,42 @@ pub fn vdev_bind(t: &Tsm<'_>, a: args::VdevBind) -> Reply {
     if !supported.contains(LockFlags::from_bits_truncate(v.params.lock_flags)) {
         return Err(Status::arg(StatusCode::NotSupported, 1));
     }
-    // Drawn straight into the copy (which only `save` below writes back), not into a frame
+    // Drawn straight into the copy (which only `save_bind` below writes back), not into a frame
     // array that is zeroed and copied.
     t.platform
         .fill(&mut v.accept_nonce)
         .map_err(|_| Status::new(StatusCode::NotSupported))?;
-    send_first(t, &mut p, &mut v, DeviceOp::Bind, comm, vdev)?;
+    send_first(t, &mut p, &lock_request(&v.params)?, comm, vdev)?;
+    v.op = DeviceOp::Bind;
+    v.step = step::SENT;
+    v.seq = 1;
     v.state = VdevState::Locking;
     v.tdisp_version = p.tdisp_version;
-    v.start_nonce = [0; 32];
-    v.report_digest = [0; 32];
-    v.report_len = 0;
-    v.report_total = 0;
     v.report_asked = 0;
     v.accepted = 0;
-    clear_device_evidence(&mut v);
     save_claimed(&p)?;
-    v.save()?;
+    v.save_bind()?;
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
 }
 
-/// Starts operation `op` of vdevice `vdev` of PDEV `p`: its first TDISP request goes out
-/// (sealed when the PDEV has a session, whose requester is then stored again).
+/// Sends `req`, the first request (sequence 1) of an operation of vdevice `vdev` of PDEV `p`:
+/// sealed when the PDEV has a session, whose requester is then stored again.
 fn send_first(
     t: &Tsm<'_>,
     p: &mut Guard<'_, '_, PdevHead>,
-    v: &mut VdevHead,
-    op: DeviceOp,
+    req: &Request<'_>,
     comm: Pa,
     vdev: Pa,
 ) -> Result<(), Status> {
-    v.op = op;
-    v.step = step::SENT;
-    v.seq = 1;
-    let req = vdev_request(v)?;
     // The requester is read only with SPDM: an `Option<Requester>` returned by value is moved
     // whole (2 KiB, at odd offsets) even when it is `None`, which was half of a VDEV_BIND
     // without SPDM.
     if session::uses_spdm(p) {
         let mut r = session::load(t, p)?;
-        send_via(t, p, Some(&mut r), comm, vdev, v.seq, &req)?;
+        send_via(t, p, Some(&mut r), comm, vdev, 1, req)?;
         session::store(t, p, &r)
     } else {
-        send_via(t, p, None, comm, vdev, v.seq, &req)
+        send_via(t, p, None, comm, vdev, 1, req)
     }
 }
 
@@ -730,12 +747,7 @@ fn clear_device_evidence(v: &mut VdevHead) {
 pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let (vdev, comm) = (a.vdev, a.comm);
     let (mut pdev_room, mut vdev_room) = (Room::new(), Room::new());
-    let (mut p, mut v) = t.lock_with_parent(
-        Handle::<VdevHead>::new(vdev),
-        1,
-        VdevLinks::pdev_head,
-        (&mut pdev_room, &mut vdev_room),
-    )?;
+    let (mut p, mut v) = lock_unbind(t, vdev, (&mut pdev_room, &mut vdev_room))?;
     if !matches!(
         v.state,
         VdevState::Locked | VdevState::Run | VdevState::Error
@@ -768,12 +780,33 @@ pub fn vdev_unbind(t: &Tsm<'_>, a: args::VdevUnbind) -> Reply {
     let t1 = t1_view(&v);
     // The guards' copies are written back only by `save`: if the request cannot be sent,
     // both objects stay as they were.
-    send_first(t, &mut p, &mut v, DeviceOp::Stop, comm, vdev)?;
+    v.op = DeviceOp::Stop;
+    v.step = step::SENT;
+    v.seq = 1;
+    send_first(t, &mut p, &vdev_request(&v)?, comm, vdev)?;
     vdev_t1_off(t, vdev, &mut v)?;
     save_claimed(&p)?;
     v.save()?;
     t.dma_view_changed(vdev, t1, &v);
     Ok(progress(StatusCode::NeedsDeviceIo, v.op, v.state.raw()))
+}
+
+/// VDEV_UNBIND's lock: vdevice `vdev`'s head and its PDEV ([`Tsm::lock_with_parent`]).
+// Out of line, as this instance was while VDEV_BIND shared it: with one caller it was inlined
+// into `run_loop::run` and changed the code every host call runs there (x86_64's floor and
+// VERSION; docs/benchmarks.md, `vbind6`).
+#[inline(never)]
+fn lock_unbind<'t, 'a>(
+    t: &'t Tsm<'a>,
+    vdev: Pa,
+    rooms: (&'t mut Room<PdevHead>, &'t mut Room<VdevHead>),
+) -> Result<(Guard<'t, 'a, PdevHead>, Guard<'t, 'a, VdevHead>), Status> {
+    t.lock_with_parent(
+        Handle::<VdevHead>::new(vdev),
+        1,
+        VdevLinks::pdev_head,
+        rooms,
+    )
 }
 
 /// VDEV_UNBIND of a LOCKED or RUN vdevice whose PDEV's session failed: ERROR at once.
