@@ -1,5 +1,7 @@
 //! A fixed-size text buffer for the plain-text records of the fatal paths (no allocation, no
-//! lock, truncates instead of failing).
+//! lock, truncates instead of failing). Numbers are written by hand, not through `core::fmt`:
+//! these paths are the image's only text formatting, and `core::fmt`'s machinery (with the
+//! `Debug`/`Display` code it keeps reachable) would be ~12 KiB of `.text` for them alone.
 
 use crate::log::MAX_PAYLOAD;
 
@@ -29,37 +31,90 @@ impl TextBuf {
             }
         }
     }
-}
 
-impl core::fmt::Write for TextBuf {
-    /// Never fails: what does not fit is dropped, so a report is cut, never lost.
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+    /// Appends `s`. What does not fit is dropped, so a report is cut, never lost.
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.push_bytes(s.as_bytes())
+    }
+
+    /// Appends `v` in decimal.
+    // Out of line, like `hex` and `push_bytes`: these paths are cold, and inlined at each of
+    // their few dozen uses they cost more `.text` than `core::fmt` did.
+    #[inline(never)]
+    pub fn dec(&mut self, mut v: u64) -> &mut Self {
+        // u64::MAX has 20 digits.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            if let Some(d) = digits.get_mut(start) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || start == 0 {
+                break;
+            }
+        }
+        self.push_bytes(digits.get(start..).unwrap_or(&[]))
+    }
+
+    /// Appends `v` in hexadecimal with a `0x` prefix, as `{:#x}` would.
+    #[inline(never)]
+    pub fn hex(&mut self, v: u64) -> &mut Self {
+        let mut digits = *b"0x0000000000000000";
+        for (i, d) in digits.iter_mut().skip(2).enumerate() {
+            let nibble = (v >> (60 - 4 * i)) & 0xF;
+            *d = b"0123456789abcdef"
+                .get(nibble as usize)
+                .copied()
+                .unwrap_or(b'?');
+        }
+        // Leading zeros dropped, one digit kept for 0.
+        let skip = (v.leading_zeros() / 4).min(15) as usize;
+        self.push_bytes(b"0x");
+        self.push_bytes(digits.get(2 + skip..).unwrap_or(&[]))
+    }
+
+    #[inline(never)]
+    fn push_bytes(&mut self, s: &[u8]) -> &mut Self {
         let room = self.buf.len().saturating_sub(self.len);
         let n = s.len().min(room);
-        if let (Some(dst), Some(src)) = (
-            self.buf.get_mut(self.len..self.len + n),
-            s.as_bytes().get(..n),
-        ) {
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + n), s.get(..n)) {
             dst.copy_from_slice(src);
             self.len += n;
         }
-        Ok(())
+        self
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use core::fmt::Write;
-
     use super::*;
+
+    #[test]
+    fn numbers_read_as_core_fmt_writes_them() {
+        for (v, text) in [
+            (0, "0 0x0"),
+            (9, "9 0x9"),
+            (10, "10 0xa"),
+            (0xAB, "171 0xab"),
+            (0x10, "16 0x10"),
+            (1 << 63, "9223372036854775808 0x8000000000000000"),
+            (u64::MAX, "18446744073709551615 0xffffffffffffffff"),
+        ] {
+            let mut t = TextBuf::new();
+            t.dec(v).push(" ").hex(v);
+            assert_eq!(t.as_str(), text);
+        }
+    }
 
     #[test]
     fn keeps_what_fits_and_drops_the_rest() {
         let mut t = TextBuf::new();
-        write!(t, "x{}={:#x} ", 3, 0xAB).unwrap();
+        t.push("x").dec(3).push("=").hex(0xAB).push(" ");
         assert_eq!(t.as_str(), "x3=0xab ");
         for _ in 0..MAX_PAYLOAD {
-            write!(t, "0123456789").unwrap();
+            t.push("0123456789");
         }
         assert_eq!(t.as_str().len(), MAX_PAYLOAD);
         assert!(t.as_str().starts_with("x3=0xab 0123456789"));
@@ -67,13 +122,24 @@ mod tests {
     }
 
     #[test]
+    fn a_number_cut_at_the_end_keeps_its_leading_digits() {
+        let mut t = TextBuf::new();
+        for _ in 0..MAX_PAYLOAD - 4 {
+            t.push("a");
+        }
+        t.hex(0x12345).dec(7);
+        assert!(t.as_str().ends_with("0x12"));
+        assert_eq!(t.as_str().len(), MAX_PAYLOAD);
+    }
+
+    #[test]
     fn a_character_cut_at_the_end_is_left_out() {
         let mut t = TextBuf::new();
         for _ in 0..MAX_PAYLOAD - 1 {
-            t.write_str("a").unwrap();
+            t.push("a");
         }
         // 'é' is two bytes: only the first fits.
-        t.write_str("é").unwrap();
+        t.push("é");
         assert_eq!(t.as_str().len(), MAX_PAYLOAD - 1);
         assert!(t.as_str().bytes().all(|b| b == b'a'));
     }

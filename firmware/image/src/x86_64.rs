@@ -94,7 +94,7 @@ fn boot_cpu(boot: &'static BootInfo) {
             TSM.call_once(|| tsm);
         }
         Err(e) => {
-            defmt::error!("core: cannot start: {}", defmt::Debug2Format(&e));
+            defmt::error!("core: cannot start: {}", e);
             hal::exit(ExitCode::Failure)
         }
     }

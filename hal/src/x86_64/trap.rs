@@ -5,7 +5,6 @@
 //! the IDT, so a stray interrupt raises #GP and is reported the same way.
 
 use core::arch::asm;
-use core::fmt::Write;
 
 use super::cpu::cr2;
 use super::gdt::{IST_CRITICAL, KERNEL_CS};
@@ -190,42 +189,42 @@ extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
     begin_dying();
     let cr2 = if f.vector == PAGE_FAULT { cr2() } else { 0 };
     let mut t = TextBuf::new();
-    // A TextBuf write only truncates, it never fails.
-    let _ = write!(
-        t,
-        "tsm: fatal exception {} {}: error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
-        f.vector,
-        vector_name(f.vector),
-        f.error_code,
-        f.rip,
-        f.cs,
-        f.rflags,
-        f.rsp,
-        f.ss,
-        cr2
-    );
+    t.push("tsm: fatal exception ")
+        .dec(f.vector)
+        .push(" ")
+        .push(vector_name(f.vector));
+    for (name, v) in [
+        (": error ", f.error_code),
+        (" rip ", f.rip),
+        (" cs ", f.cs),
+        (" rflags ", f.rflags),
+        (" rsp ", f.rsp),
+        (" ss ", f.ss),
+        (" cr2 ", cr2),
+    ] {
+        t.push(name).hex(v);
+    }
     emit(&t);
     let mut t = TextBuf::new();
-    let _ = write!(
-        t,
-        "rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x} r8 {:#x} r9 {:#x} \
-         r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
-        f.rax,
-        f.rbx,
-        f.rcx,
-        f.rdx,
-        f.rsi,
-        f.rdi,
-        f.rbp,
-        f.r8,
-        f.r9,
-        f.r10,
-        f.r11,
-        f.r12,
-        f.r13,
-        f.r14,
-        f.r15
-    );
+    for (name, v) in [
+        ("rax ", f.rax),
+        (" rbx ", f.rbx),
+        (" rcx ", f.rcx),
+        (" rdx ", f.rdx),
+        (" rsi ", f.rsi),
+        (" rdi ", f.rdi),
+        (" rbp ", f.rbp),
+        (" r8 ", f.r8),
+        (" r9 ", f.r9),
+        (" r10 ", f.r10),
+        (" r11 ", f.r11),
+        (" r12 ", f.r12),
+        (" r13 ", f.r13),
+        (" r14 ", f.r14),
+        (" r15 ", f.r15),
+    ] {
+        t.push(name).hex(v);
+    }
     emit(&t);
     super::exit(ExitCode::Failure)
 }
