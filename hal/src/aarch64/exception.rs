@@ -122,16 +122,11 @@ extern "C" fn el2_exception(kind: u64, regs: &[u64; 31], sp: u64) -> ! {
         .hex(ec.0.into())
         .push(" (")
         .push(ec.name())
-        .push(")");
-    for (name, v) in [
-        (" ESR ", esr),
-        (" FAR ", far),
-        (" ELR ", elr),
-        (" SPSR ", spsr),
-        (" SP ", sp),
-    ] {
-        line.push(name).hex(v);
-    }
+        .push(")")
+        .fields(
+            &["ESR", "FAR", "ELR", "SPSR", "SP"],
+            &[esr, far, elr, spsr, sp],
+        );
     if ec.is_abort() {
         let iss = AbortIss::decode(esr);
         line.push("; ")

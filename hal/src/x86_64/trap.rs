@@ -21,21 +21,8 @@ const PAGE_FAULT: u64 = 14;
 /// Registers of a ring-0 trap, as `kernel_trap_entry` pushes them under the CPU's frame.
 #[repr(C)]
 struct KernelFrame {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
+    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, r8..r15 ([`GPR_NAMES`]).
+    gprs: [u64; 15],
     vector: u64,
     error_code: u64,
     rip: u64,
@@ -44,6 +31,12 @@ struct KernelFrame {
     rsp: u64,
     ss: u64,
 }
+
+/// The names of [`KernelFrame::gprs`], in order.
+const GPR_NAMES: [&str; 15] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+    "r15",
+];
 
 core::arch::global_asm!(
     ".pushsection .text.kernel_trap, \"ax\"",
@@ -192,39 +185,15 @@ extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
     t.push("tsm: fatal exception ")
         .dec(f.vector)
         .push(" ")
-        .push(vector_name(f.vector));
-    for (name, v) in [
-        (": error ", f.error_code),
-        (" rip ", f.rip),
-        (" cs ", f.cs),
-        (" rflags ", f.rflags),
-        (" rsp ", f.rsp),
-        (" ss ", f.ss),
-        (" cr2 ", cr2),
-    ] {
-        t.push(name).hex(v);
-    }
+        .push(vector_name(f.vector))
+        .push(":")
+        .fields(
+            &["error", "rip", "cs", "rflags", "rsp", "ss", "cr2"],
+            &[f.error_code, f.rip, f.cs, f.rflags, f.rsp, f.ss, cr2],
+        );
     emit(&t);
     let mut t = TextBuf::new();
-    for (name, v) in [
-        ("rax ", f.rax),
-        (" rbx ", f.rbx),
-        (" rcx ", f.rcx),
-        (" rdx ", f.rdx),
-        (" rsi ", f.rsi),
-        (" rdi ", f.rdi),
-        (" rbp ", f.rbp),
-        (" r8 ", f.r8),
-        (" r9 ", f.r9),
-        (" r10 ", f.r10),
-        (" r11 ", f.r11),
-        (" r12 ", f.r12),
-        (" r13 ", f.r13),
-        (" r14 ", f.r14),
-        (" r15 ", f.r15),
-    ] {
-        t.push(name).hex(v);
-    }
+    t.push("registers:").fields(&GPR_NAMES, &f.gprs);
     emit(&t);
     super::exit(ExitCode::Failure)
 }
