@@ -46,6 +46,7 @@ pub fn encode_point(point: &AffinePoint) -> [u8; POINT_LEN] {
 /// `03 ‖ x`, y even or odd), its coordinates field elements, on the curve. The checks of
 /// `PublicKey::from_sec1_bytes`, whose other forms (the identity, sec1's "compact" `05 ‖ x`)
 /// are no public key, or no SEC1 encoding, anyway.
+#[inline]
 pub fn decode_point(bytes: &[u8]) -> Option<PublicKey> {
     let (&tag, coords) = bytes.split_first()?;
     let (x, y) = coords.split_at_checked(COORD_LEN)?;
