@@ -472,7 +472,7 @@ impl Smmu {
             .push(" (")
             .push(what)
             .push(") at command ")
-            .hex(opcode.into());
+            .hex(opcode);
         fatal_text(t.as_str())
     }
 
