@@ -1,7 +1,6 @@
 //! The last-resort paths, the same on both arches: plain-text records, which need neither the
 //! defmt logger nor its lock (a fault or panic may strike inside a log call, lock held).
 
-use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::arch::{exit, halt};
@@ -31,26 +30,33 @@ pub(crate) fn emit(text: &TextBuf) {
 pub(crate) fn fatal_text(msg: &str) -> ! {
     begin_dying();
     let mut t = TextBuf::new();
-    let _ = write!(t, "tsm: fatal: {msg}");
+    t.push("tsm: fatal: ").push(msg);
     emit(&t);
     exit(ExitCode::Failure)
 }
 
-/// The image's panic handler: reports the panic (location and message) in plain text and ends
-/// the run as a failure.
+/// The image's panic handler: reports the panic in plain text and ends the run as a failure.
+///
+/// It says where (file:line:col) and, when the message is a plain string, what; a message with
+/// arguments (core's index and overflow checks, `expect` on an error) is not formatted: this
+/// handler is what would link `core::fmt` into the image, and the location finds the check.
 pub fn report_panic(info: &core::panic::PanicInfo) -> ! {
     begin_dying();
     let mut t = TextBuf::new();
-    let _ = match info.location() {
-        Some(loc) => write!(
-            t,
-            "tsm: panic at {}:{}: {}",
-            loc.file(),
-            loc.line(),
-            info.message()
-        ),
-        None => write!(t, "tsm: panic: {}", info.message()),
-    };
+    t.push("tsm: panic");
+    if let Some(loc) = info.location() {
+        t.push(" at ")
+            .push(loc.file())
+            .push(":")
+            .dec(loc.line().into())
+            .push(":")
+            .dec(loc.column().into());
+    }
+    t.push(": ").push(
+        info.message()
+            .as_str()
+            .unwrap_or("(message with arguments, not formatted)"),
+    );
     emit(&t);
     exit(ExitCode::Failure)
 }

@@ -39,6 +39,7 @@ macro_rules! log {
 
 /// How a CPU's run loop begins.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Start {
     /// The boot CPU: the HAL made its host context at the host's boot entry.
     Host,

@@ -84,6 +84,7 @@ impl PdevRange {
 
 /// Why the monitor could not start.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum InitError {
     /// Fewer descriptors than DRAM granules.
     TooFewDescriptors {

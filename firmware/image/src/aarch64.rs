@@ -45,7 +45,7 @@ fn main(boot: Boot) -> ! {
     let monitor = match Tsm::new(platform, dram, tsm, boot.granule_descriptors, &IOTLB) {
         Ok(m) => MONITOR.call_once(|| m),
         Err(e) => {
-            defmt::error!("the monitor cannot start: {}", defmt::Debug2Format(&e));
+            defmt::error!("the monitor cannot start: {}", e);
             exit(ExitCode::Failure)
         }
     };
@@ -70,11 +70,7 @@ fn secondary(cpu: u64, host: HostContext) -> ! {
 
 /// Runs this CPU for good.
 fn run(platform: &QemuVirt, monitor: &Tsm<'_>, mut host: HostContext, cpu: u64, start: Start) -> ! {
-    defmt::debug!(
-        "CPU {=u64}: running ({=?})",
-        cpu,
-        defmt::Debug2Format(&start)
-    );
+    defmt::debug!("CPU {=u64}: running ({=?})", cpu, start);
     tsm_core::run_loop::run(monitor, cpu, &mut host, platform, start)
 }
 

@@ -12,9 +12,6 @@ use tsm_hal::x86_64::{self as hal, BootInfo, X86Platform};
 // The HAL's vCPU context fits the area the core reserves for it in the VCPU granule.
 const _: () = assert!(hal::GUEST_FRAME_SIZE <= tsm_core::run::CONTEXT_SIZE);
 
-// The boot CPU's bring-up, which the HAL's PVH entry calls: only linked if named.
-use tsm_hal_boot as _;
-
 tsm_hal::x86_64_entry!(main);
 
 /// The platform and the monitor, shared by every CPU (set up once by CPU 0).
@@ -28,7 +25,7 @@ static IOTLB: spin::Mutex<Iotlb> = spin::Mutex::new(Iotlb::new());
 fn main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
         boot_cpu(boot);
-        hal::end_of_boot();
+        tsm_hal_boot::end_of_boot();
     }
     let tsm = TSM.wait();
     run_host(boot, tsm, cpu)
@@ -94,7 +91,7 @@ fn boot_cpu(boot: &'static BootInfo) {
             TSM.call_once(|| tsm);
         }
         Err(e) => {
-            defmt::error!("core: cannot start: {}", defmt::Debug2Format(&e));
+            defmt::error!("core: cannot start: {}", e);
             hal::exit(ExitCode::Failure)
         }
     }
@@ -106,14 +103,14 @@ fn boot_cpu(boot: &'static BootInfo) {
 /// and waits in the TSM until the host starts it with HOST_CPU_START; CPU 0 enters the host.
 fn run_host(boot: &'static BootInfo, tsm: &Tsm<'_>, cpu: usize) -> ! {
     if cpu == 0 {
-        let cpus = hal::start_secondary_cpus(boot.madt_cpus);
+        let cpus = tsm_hal_boot::start_secondary_cpus(boot.madt_cpus);
         defmt::info!(
             "{=usize} CPUs up in the TSM (INIT-SIPI-SIPI; the MADT lists {=?}); the host starts the others",
             cpus,
             boot.madt_cpus
         );
     }
-    let Some(mut host) = hal::host_context(boot, cpu) else {
+    let Some(mut host) = tsm_hal_boot::host_context(boot, cpu) else {
         defmt::error!(
             "CPU {=usize}: the host cannot be entered (DRAM above 4 GiB, or no VMCB for this CPU)",
             cpu

@@ -97,12 +97,7 @@ pub struct ChainInfo {
 impl ChainInfo {
     /// The leaf key as an uncompressed SEC1 point (`04 ‖ x ‖ y`), for storing in an object.
     pub fn leaf_key_sec1(&self) -> [u8; SEC1_LEN] {
-        let point = self.leaf_key.to_sec1_point(false);
-        let mut out = [0u8; SEC1_LEN];
-        if let Ok(bytes) = <[u8; SEC1_LEN]>::try_from(point.as_bytes()) {
-            out = bytes;
-        }
-        out
+        super::ecc::encode_point(self.leaf_key.as_affine())
     }
 }
 
@@ -344,8 +339,9 @@ pub fn verify_chain(chain: &[u8], trust: &TrustAnchor) -> Result<ChainInfo, Cert
     let mut leaf_key = None;
     for item in Certificates::new(certs)? {
         let (index, cert) = item?;
-        let key = VerifyingKey::from_sec1_bytes(cert.key)
-            .map_err(|_| CertError::InvalidKey { cert: index })?;
+        let key = super::ecc::decode_point(cert.key)
+            .map(VerifyingKey::from)
+            .ok_or(CertError::InvalidKey { cert: index })?;
         let signer = issuer_key.unwrap_or(key);
         let signature = DerSignature::try_from(cert.signature)
             .map_err(|_| CertError::Malformed { cert: index })?;

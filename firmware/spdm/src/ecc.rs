@@ -17,16 +17,15 @@
 //! compiled for size.
 
 use p384::ecdsa::{Signature, VerifyingKey};
-use p384::elliptic_curve::sec1::ToSec1Point;
 use p384::{PublicKey, SecretKey};
 use sha2::{Digest, Sha384};
-pub use tsm_spdm_ecc::{POINT_LEN, SHARED_LEN};
+pub use tsm_spdm_ecc::{POINT_LEN, SHARED_LEN, decode_point, encode_point};
 
 /// Whether `sig` is `key`'s ECDSA-P384-SHA384 signature over `message`.
 pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
     let digest = Sha384::digest(message);
     let inputs = |put: &mut dyn FnMut(&[u8])| {
-        put(key.to_sec1_point(false).as_bytes());
+        put(&encode_point(key.as_affine()));
         put(&digest);
         put(&sig.to_bytes());
     };
@@ -48,7 +47,7 @@ pub fn public_point(secret: &SecretKey) -> [u8; POINT_LEN] {
 pub fn shared_secret(secret: &SecretKey, peer: &PublicKey) -> [u8; SHARED_LEN] {
     let inputs = |put: &mut dyn FnMut(&[u8])| {
         put(&secret.to_bytes());
-        put(peer.to_sec1_point(false).as_bytes());
+        put(&encode_point(peer.as_affine()));
     };
     cached(Op::SharedSecret, inputs, || {
         tsm_spdm_ecc::shared_secret(secret, peer)

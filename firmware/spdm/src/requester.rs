@@ -37,8 +37,8 @@
 //! messages) and hashed when needed, so no hash state needs saving between calls.
 
 use super::ecc;
+use p384::SecretKey;
 use p384::ecdsa::{Signature, VerifyingKey};
-use p384::{PublicKey, SecretKey};
 use tsm_abi::spdm::crypto::{self, Digest, Direction, HandshakeSecrets, RecordError};
 use tsm_abi::spdm::secured::RECORD_OVERHEAD;
 use tsm_abi::spdm::signing::{self, SigningContext};
@@ -364,7 +364,7 @@ fn verify(key: &[u8], context: SigningContext, transcript_hash: &Digest, sig: &[
         return false;
     };
     let (Ok(key), Ok(sig), Some(message)) = (
-        VerifyingKey::from_sec1_bytes(key),
+        ecc::decode_point(key).map(VerifyingKey::from).ok_or(()),
         Signature::from_slice(sig),
         message.get(..n),
     ) else {
@@ -940,7 +940,7 @@ impl Requester {
                 .ok_or(Failure::InvalidExchangeData)?
                 .copy_from_slice(k.exchange);
         }
-        let peer = PublicKey::from_sec1_bytes(&sec1).map_err(|_| Failure::InvalidExchangeData)?;
+        let peer = ecc::decode_point(&sec1).ok_or(Failure::InvalidExchangeData)?;
         // The TSM's own secret, stored by `send_key_exchange`: it always decodes.
         let secret = SecretKey::from_slice(&self.ephemeral).map_err(|_| Failure::Entropy)?;
         let shared = ecc::shared_secret(&secret, &peer);

@@ -18,3 +18,31 @@
 extern "C" fn tsm_x86_64_boot(start_info: u64) -> ! {
     tsm_hal::x86_64::boot_main(start_info)
 }
+
+// The image's once-per-boot or once-per-CPU calls into tsm-hal, compiled here for size: each
+// wraps an `#[inline]` tsm-hal function, and is itself out of line, or the image's opt-level
+// would compile it again.
+
+/// [`tsm_hal::x86_64::end_of_boot`].
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[inline(never)]
+pub fn end_of_boot() {
+    tsm_hal::x86_64::end_of_boot()
+}
+
+/// [`tsm_hal::x86_64::start_secondary_cpus`].
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[inline(never)]
+pub fn start_secondary_cpus(expected: Option<u32>) -> usize {
+    tsm_hal::x86_64::start_secondary_cpus(expected)
+}
+
+/// [`tsm_hal::x86_64::host_context`].
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[inline(never)]
+pub fn host_context(
+    boot: &tsm_hal::x86_64::BootInfo,
+    cpu: usize,
+) -> Option<tsm_hal::x86_64::HostContext> {
+    tsm_hal::x86_64::host_context(boot, cpu)
+}

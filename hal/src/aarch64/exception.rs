@@ -2,8 +2,6 @@
 //! world switch (`host`); any exception taken at EL2 is a TSM bug: it is reported with its
 //! syndrome and ends the run as a failure.
 
-use core::fmt::Write;
-
 use super::semihosting::exit;
 use super::syndrome::{self, AbortIss};
 use super::sysreg::read_sysreg;
@@ -116,35 +114,38 @@ extern "C" fn el2_exception(kind: u64, regs: &[u64; 31], sp: u64) -> ! {
     let spsr = read_sysreg!("spsr_el2");
     let ec = syndrome::ec(esr);
     let mut line = TextBuf::new();
-    let _ = write!(
-        line,
-        "tsm: fatal {} exception at {}: EC {:#04x} ({}) ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x} SP {:#x}",
-        vector_name(kind),
-        origin(kind),
-        ec.0,
-        ec.name(),
-        esr,
-        far,
-        elr,
-        spsr,
-        sp
-    );
+    line.push("tsm: fatal ")
+        .push(vector_name(kind))
+        .push(" exception at ")
+        .push(origin(kind))
+        .push(": EC ")
+        .hex(ec.0.into())
+        .push(" (")
+        .push(ec.name())
+        .push(")")
+        .fields(
+            &["ESR", "FAR", "ELR", "SPSR", "SP"],
+            &[esr, far, elr, spsr, sp],
+        );
     if ec.is_abort() {
         let iss = AbortIss::decode(esr);
-        let _ = write!(
-            line,
-            "; {} level {}, write {}",
-            iss.fsc_name(),
-            iss.level(),
-            iss.write
-        );
+        line.push("; ")
+            .push(iss.fsc_name())
+            .push(" level ")
+            .dec(iss.level().into())
+            .push(", write ")
+            .push(if iss.write { "true" } else { "false" });
     }
     emit(&line);
     // Two lines: 31 registers at their widest do not fit one record.
     for (half, regs) in regs.chunks(16).enumerate() {
         let mut line = TextBuf::new();
         for (i, r) in regs.iter().enumerate() {
-            let _ = write!(line, "x{}={r:#x} ", half * 16 + i);
+            line.push("x")
+                .dec((half * 16 + i) as u64)
+                .push("=")
+                .hex(*r)
+                .push(" ");
         }
         emit(&line);
     }

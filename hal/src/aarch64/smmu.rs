@@ -486,10 +486,12 @@ impl Smmu {
             _ => "unknown error",
         };
         let mut t = TextBuf::new();
-        let _ = core::fmt::Write::write_fmt(
-            &mut t,
-            format_args!("SMMU command queue error {err} ({what}) at command {opcode:#x}"),
-        );
+        t.push("SMMU command queue error ")
+            .dec(err.into())
+            .push(" (")
+            .push(what)
+            .push(") at command ")
+            .hex(opcode);
         fatal_text(t.as_str())
     }
 
@@ -511,14 +513,11 @@ impl Smmu {
     fn global_error(&self, active: u32) {
         if active & !GERROR_EVTQ_ABT != 0 {
             let mut t = TextBuf::new();
-            let _ = core::fmt::Write::write_fmt(
-                &mut t,
-                format_args!(
-                    "SMMU global error: GERROR {:#x}, GERRORN {:#x} (bit 0: command queue, 2: event queue abort, 8: service failure mode)",
-                    self.read(GERROR),
-                    self.read(GERRORN)
-                ),
-            );
+            t.push("SMMU global error: GERROR ")
+                .hex(self.read(GERROR).into())
+                .push(", GERRORN ")
+                .hex(self.read(GERRORN).into())
+                .push(" (bit 0: command queue, 2: event queue abort, 8: service failure mode)");
             fatal_text(t.as_str());
         }
         defmt::warn!("SMMU: the event queue was full or could not be written: DMA faults lost");

@@ -277,6 +277,9 @@ fn current_sp() -> u64 {
 /// Called by the image on the boot CPU once boot is over (the monitor is up): logs how much of
 /// the boot stack boot used, then paints it again below the caller's frame, so the mark logged
 /// at power-off is what the run loop needs on this CPU.
+///
+/// `#[inline]`: compiled in tsm-hal-boot, for size (the image calls it through that crate).
+#[inline]
 pub fn end_of_boot() {
     let l = layout::layout();
     // SAFETY: loads only.

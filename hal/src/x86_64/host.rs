@@ -65,6 +65,7 @@ pub struct HostFault {
 impl HostContext {
     /// CPU `cpu`'s host, about to start at `entry` with `args` in edi, esi, edx, ecx (module
     /// doc); `None` if the CPU has no VMCB (`cpu` ≥ `percpu::MAX_CPUS`).
+    #[inline]
     pub fn new(cpu: usize, entry: u32, args: [u32; 4]) -> Option<Self> {
         let mut v = Vmcb::host(cpu)?;
         v.set_controls(
@@ -93,6 +94,7 @@ impl HostContext {
     /// The boot CPU's Linux host, about to start at `entry` by the 32-bit boot protocol
     /// (`linux`): `enter_flat32`'s state with the protocol's selectors (`__BOOT_CS` 0x10,
     /// `__BOOT_DS` 0x18), esi = `zero_page`, every other register 0.
+    #[inline]
     pub fn new_linux(entry: u32, zero_page: u32) -> Option<Self> {
         let mut h = Self::new(0, entry, [0, zero_page, 0, 0])?;
         h.linux = true;

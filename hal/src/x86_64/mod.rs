@@ -72,6 +72,10 @@ pub fn now_us() -> u64 {
 /// microsecond (`host`); a Linux host on the boot CPU: its kernel's entry by the 32-bit boot
 /// protocol (`linux`); `None` if one of them does not fit in 32 bits (DRAM above 4 GiB) or
 /// the CPU has no VMCB.
+///
+/// `#[inline]`, like `HostContext::new` and `new_linux`: compiled in tsm-hal-boot, for size
+/// (the image calls it through that crate, once per CPU).
+#[inline]
 pub fn host_context(boot: &BootInfo, cpu: usize) -> Option<HostContext> {
     let word = |v: u64| u32::try_from(v).ok();
     if cpu == 0

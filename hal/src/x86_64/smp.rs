@@ -280,6 +280,9 @@ fn send_ipi(icr: u32) {
 /// Starts every other CPU (INIT, then two SIPIs, per the MP specification's timing) and waits
 /// for them to check in (as many as `expected` counts, this one included, or until the
 /// timeout). Returns how many CPUs run the TSM, this one included.
+///
+/// `#[inline]`: compiled in tsm-hal-boot, for size (the image calls it through that crate).
+#[inline]
 pub fn start_secondary_cpus(expected: Option<u32>) -> usize {
     let want = expected.map_or(MAX_CPUS, |n| (n as usize).clamp(1, MAX_CPUS)) - 1;
     if want == 0 {

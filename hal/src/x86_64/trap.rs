@@ -5,7 +5,6 @@
 //! the IDT, so a stray interrupt raises #GP and is reported the same way.
 
 use core::arch::asm;
-use core::fmt::Write;
 
 use super::cpu::cr2;
 use super::gdt::{IST_CRITICAL, KERNEL_CS};
@@ -22,21 +21,8 @@ const PAGE_FAULT: u64 = 14;
 /// Registers of a ring-0 trap, as `kernel_trap_entry` pushes them under the CPU's frame.
 #[repr(C)]
 struct KernelFrame {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
+    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, r8..r15 ([`GPR_NAMES`]).
+    gprs: [u64; 15],
     vector: u64,
     error_code: u64,
     rip: u64,
@@ -45,6 +31,12 @@ struct KernelFrame {
     rsp: u64,
     ss: u64,
 }
+
+/// The names of [`KernelFrame::gprs`], in order.
+const GPR_NAMES: [&str; 15] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+    "r15",
+];
 
 core::arch::global_asm!(
     ".pushsection .text.kernel_trap, \"ax\"",
@@ -190,42 +182,18 @@ extern "C" fn kernel_trap(f: &KernelFrame) -> ! {
     begin_dying();
     let cr2 = if f.vector == PAGE_FAULT { cr2() } else { 0 };
     let mut t = TextBuf::new();
-    // A TextBuf write only truncates, it never fails.
-    let _ = write!(
-        t,
-        "tsm: fatal exception {} {}: error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x} cr2 {:#x}",
-        f.vector,
-        vector_name(f.vector),
-        f.error_code,
-        f.rip,
-        f.cs,
-        f.rflags,
-        f.rsp,
-        f.ss,
-        cr2
-    );
+    t.push("tsm: fatal exception ")
+        .dec(f.vector)
+        .push(" ")
+        .push(vector_name(f.vector))
+        .push(":")
+        .fields(
+            &["error", "rip", "cs", "rflags", "rsp", "ss", "cr2"],
+            &[f.error_code, f.rip, f.cs, f.rflags, f.rsp, f.ss, cr2],
+        );
     emit(&t);
     let mut t = TextBuf::new();
-    let _ = write!(
-        t,
-        "rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x} r8 {:#x} r9 {:#x} \
-         r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
-        f.rax,
-        f.rbx,
-        f.rcx,
-        f.rdx,
-        f.rsi,
-        f.rdi,
-        f.rbp,
-        f.r8,
-        f.r9,
-        f.r10,
-        f.r11,
-        f.r12,
-        f.r13,
-        f.r14,
-        f.r15
-    );
+    t.push("registers:").fields(&GPR_NAMES, &f.gprs);
     emit(&t);
     super::exit(ExitCode::Failure)
 }
