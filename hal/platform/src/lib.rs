@@ -225,17 +225,21 @@ impl MemRange {
 /// The granules a platform's [`PhysMem::read_entry`] reads tables from: inside `dram`, not
 /// touching `tsm` (the TSM's own image and carve-out). The same rule as the platforms' range
 /// check of a whole granule, with the bounds worked out once at boot, so the test of a
-/// granule-aligned address is four compares; a walk makes it at every level (the general check
-/// recomputed both ends and their overflow each time: ~10 of its ~26 instructions per level on
-/// aarch64, profiled).
+/// granule-aligned address is two subtractions and two compares; a walk makes it at every level
+/// (the general check recomputed both ends and their overflow each time: ~10 of its ~26
+/// instructions per level on aarch64, profiled). Each range is kept as its start and length,
+/// so a granule is inside it iff its wrapping distance from the start is under the length: one
+/// compare a range where two bounds took two (aarch64 also loads both words of a range in one
+/// `ldp`).
 #[derive(Clone, Copy, Debug)]
 pub struct TableGranules {
-    /// Aligned granules from `lo` (inclusive) to `hi` (exclusive) lie inside DRAM.
+    /// Aligned granules from `lo` (inclusive) to `lo + len` (exclusive) lie inside DRAM.
     lo: u64,
-    hi: u64,
-    /// Aligned granules from `tsm_lo` (inclusive) to `tsm_hi` (exclusive) touch the TSM.
+    len: u64,
+    /// Aligned granules from `tsm_lo` (inclusive) to `tsm_lo + tsm_len` (exclusive) touch the
+    /// TSM.
     tsm_lo: u64,
-    tsm_hi: u64,
+    tsm_len: u64,
 }
 
 impl TableGranules {
@@ -252,20 +256,26 @@ impl TableGranules {
             .and_then(|end| end.checked_sub(LAST))
             .unwrap_or(0);
         // `[g, g + GRANULE_SIZE)` touches `[base, end)` iff `g < end` and `g + LAST >= base`;
-        // the saturations only widen the TSM's range to the ends of the address space.
+        // the saturations only widen the TSM's range to the ends of the address space, and
+        // keep its start at or under its end (both are on either side of `tsm.base`).
+        let tsm_lo = tsm.base.0.saturating_sub(LAST);
+        let tsm_hi = tsm.base.0.saturating_add(tsm.size);
         TableGranules {
             lo: dram.base.0,
-            hi,
-            tsm_lo: tsm.base.0.saturating_sub(LAST),
-            tsm_hi: tsm.base.0.saturating_add(tsm.size),
+            // An empty DRAM range (`hi` under `lo`) admits none.
+            len: hi.saturating_sub(dram.base.0),
+            tsm_lo,
+            tsm_len: tsm_hi.saturating_sub(tsm_lo),
         }
     }
 
     /// Whether the granule at `g` (granule-aligned: the caller checks it) is DRAM outside the
-    /// TSM.
+    /// TSM: `lo <= g < lo + len` and not `tsm_lo <= g < tsm_lo + tsm_len`, each as one compare
+    /// of the wrapping distance from the start (an address under the start wraps to more than
+    /// any length).
     #[inline(always)]
     pub fn admits(&self, g: Pa) -> bool {
-        g.0 >= self.lo && g.0 < self.hi && !(g.0 >= self.tsm_lo && g.0 < self.tsm_hi)
+        g.0.wrapping_sub(self.lo) < self.len && g.0.wrapping_sub(self.tsm_lo) >= self.tsm_len
     }
 }
 
