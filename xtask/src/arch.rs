@@ -29,13 +29,22 @@ impl Arch {
     /// The target the TSM image itself is built for. aarch64's soft-float target: the TSM's
     /// code then never touches the FP/SIMD registers, so they stay the host's while the TSM
     /// runs and no call saves or restores them (hal/src/aarch64/fp.rs: only a vCPU's run swaps
-    /// them); the payloads keep the hard-float target. x86_64-unknown-none is soft-float
-    /// already.
+    /// them); the host payload keeps the hard-float target (the guest payload: `guest_triple`).
+    /// x86_64-unknown-none is soft-float already.
     pub fn tsm_triple(self) -> &'static str {
         match self {
             Arch::Aarch64 => "aarch64-unknown-none-softfloat",
             Arch::X86_64 => "x86_64-unknown-none",
         }
+    }
+
+    /// The target the guest payload is built for: the soft-float one, as a guest kernel is
+    /// (Linux builds its kernel with `-mgeneral-regs-only`; x86_64-unknown-none has no SSE
+    /// either). Its calls then leave the FP/SIMD registers alone, so a run switches them only
+    /// for a guest that uses them (hal/src/aarch64/guest.rs `LazyFp`); the `vcpu-smoke`
+    /// scenario's hand-written guest does, and checks both sides kept their own.
+    pub fn guest_triple(self) -> &'static str {
+        self.tsm_triple()
     }
 
     pub fn qemu(self) -> &'static str {

@@ -92,7 +92,7 @@ pub(crate) fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBu
         "tsm-guest-payload",
         "--release",
         "--target",
-        arch.triple(),
+        arch.guest_triple(),
     ]);
     run_shown(
         &mut cmd,
@@ -100,7 +100,7 @@ pub(crate) fn build_guest(ws: &Workspace, arch: Arch) -> Result<(PathBuf, PathBu
     )?;
     let elf = ws
         .target_dir
-        .join(arch.triple())
+        .join(arch.guest_triple())
         .join("release")
         .join("tsm-guest");
     let bin = ws

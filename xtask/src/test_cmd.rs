@@ -199,12 +199,17 @@ fn checks(ws: &Workspace) -> Vec<(&'static str, &'static str, Command)> {
     list.push(("clippy", "host", clippy));
     for arch in Arch::ALL {
         // tsm-hal too: its arch modules exist only on the bare-metal targets, so the host
-        // clippy run never sees them; the payloads are bare-metal only. The image's crates on
-        // the image's target, the payloads on theirs (the same on x86_64). tsm-hal-boot is
-        // x86_64's boot code (empty elsewhere).
-        let image = ["tsm-hal", "tsm-hal-boot", "tsm-firmware"];
+        // clippy run never sees them; the payloads are bare-metal only. The image's crates and
+        // the guest payload on the image's target (`Arch::guest_triple`), the other payloads
+        // on theirs (the same on x86_64). tsm-hal-boot is x86_64's boot code (empty elsewhere).
+        let image = [
+            "tsm-hal",
+            "tsm-hal-boot",
+            "tsm-firmware",
+            "tsm-guest-payload",
+        ];
         // The Linux driver's binary and its system calls exist only on the payloads' targets.
-        let payloads = ["tsm-host-payload", "tsm-guest-payload", "tsm-linux-driver"];
+        let payloads = ["tsm-host-payload", "tsm-linux-driver"];
         let runs: Vec<(&str, Vec<&str>)> = if arch.tsm_triple() == arch.triple() {
             vec![(arch.triple(), [&image[..], &payloads[..]].concat())]
         } else {

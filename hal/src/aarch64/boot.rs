@@ -140,8 +140,12 @@ pub(crate) const HCR_LINUX: u64 =
 /// CPTR_EL2 while a Linux host runs: as at entry (FP/SIMD untrapped, SME trapped) but SVE
 /// untrapped too (TZ clear), since the kernel uses it when the CPU has it.
 pub(crate) const CPTR_LINUX: u64 = 0x32FF;
-/// CPTR_EL2 the TSM boots with and TVM vCPUs run under: SVE and SME trapped.
+/// CPTR_EL2 the TSM boots with and TVM vCPUs run under once their FP/SIMD registers are
+/// loaded: SVE and SME trapped.
 pub(crate) const CPTR_TSM: u64 = 0x33FF;
+/// CPTR_EL2.TFP: FP/SIMD accesses (FPCR and FPSR too) at EL0..EL2 trap to EL2. Set while a vCPU
+/// runs with the host's FP/SIMD registers still loaded (`guest`'s lazy switch).
+pub(crate) const CPTR_TFP: u64 = 1 << 10;
 /// SCTLR_EL1 the host starts with: RES1 bits only (MMU, caches and alignment checks off).
 const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.

@@ -333,7 +333,10 @@ unsafe fn copy_shifted(dst: *mut u8, src: *const u8, len: usize) {
 
 /// Zeroes `len` bytes at `dst`: 64-byte aligned blocks with one `st1` of four zeroed vector
 /// registers each (saved and restored around the loop: they are the running context's),
-/// stores elsewhere.
+/// stores elsewhere. While a vCPU runs with the host's FP/SIMD registers still loaded,
+/// CPTR_EL2.TFP traps EL2's own FP/SIMD accesses too (`guest::LazyFp`): the block stores clear
+/// it around themselves and put the caller's CPTR_EL2 back (the next ERET into the vCPU
+/// synchronises that; the TSM runs no FP/SIMD instruction outside these).
 ///
 /// Not `DC ZVA`: QEMU's `max` CPU has 64-byte ZVA blocks, so a granule took 64 `DC ZVA`s and as
 /// many address updates and loop tests (321 instructions per scrub under icount, profiled),
@@ -383,10 +386,17 @@ pub(super) unsafe fn zero_page(start: usize) {
     // The `.rept` count below.
     const { assert!(PAGE == 64 * 64) };
     // SAFETY: writes exactly `[start, start + PAGE)`, which the caller owns: 64 `st1` of 64
-    // bytes each, each advancing `p`. v0..v3 are kept and put back as in `zero_blocks`.
+    // bytes each, each advancing `p`. v0..v3 are kept and put back, and CPTR_EL2 lifted, as in
+    // `zero_blocks`.
     unsafe {
         asm!(
             ".arch_extension simd",
+            "mrs {c}, cptr_el2",
+            "tbz {c}, #10, 7f",
+            "bic {t}, {c}, #(1 << 10)",
+            "msr cptr_el2, {t}",
+            "isb",
+            "7:",
             "stp q0, q1, [sp, #-64]!",
             "stp q2, q3, [sp, #32]",
             "movi v0.2d, #0",
@@ -398,7 +408,10 @@ pub(super) unsafe fn zero_page(start: usize) {
             ".endr",
             "ldp q2, q3, [sp, #32]",
             "ldp q0, q1, [sp], #64",
+            "msr cptr_el2, {c}",
             p = inout(reg) start => _,
+            c = out(reg) _,
+            t = out(reg) _,
         )
     };
 }
@@ -416,10 +429,18 @@ unsafe fn zero_blocks(start: usize, len: usize) {
     // left, each `st1` writes the 64 at `p` and advances it, the 512-byte loop runs only while
     // 512 are left and the 64-byte loop while any are (a multiple of 64, so it ends at zero).
     // v0..v3 hold the running context's values (the TSM is soft-float: `fp`), so the asm
-    // keeps them in 64 bytes below SP and puts them back before it ends.
+    // keeps them in 64 bytes below SP and puts them back before it ends. CPTR_EL2.TFP, if set
+    // (`zero`), is cleared first, synchronised, and set again at the end with the caller's
+    // whole CPTR_EL2 value.
     unsafe {
         asm!(
             ".arch_extension simd",
+            "mrs {c}, cptr_el2",
+            "tbz {c}, #10, 7f",
+            "bic {t}, {c}, #(1 << 10)",
+            "msr cptr_el2, {t}",
+            "isb",
+            "7:",
             "stp q0, q1, [sp, #-64]!",
             "stp q2, q3, [sp, #32]",
             "movi v0.2d, #0",
@@ -449,8 +470,11 @@ unsafe fn zero_blocks(start: usize, len: usize) {
             "5:",
             "ldp q2, q3, [sp, #32]",
             "ldp q0, q1, [sp], #64",
+            "msr cptr_el2, {c}",
             p = inout(reg) start => _,
             n = inout(reg) len => _,
+            c = out(reg) _,
+            t = out(reg) _,
         )
     };
 }

@@ -5,12 +5,13 @@
 //! (`copy::zero`'s `st1`) saves and restores the four it uses itself. So while the TSM runs,
 //! q0–q31, FPSR and FPCR hold the host's values, and a host call needs no FP save or restore at
 //! all: the host's FP state is preserved by construction. A vCPU's run is the one place they
-//! change hands: `guest` saves the host's into an [`FpRegs`] on the TSM's stack and loads the
-//! vCPU's before its first entry, and the reverse when the run ends. A vCPU therefore starts
-//! with its own registers (zero on its first entry), never the host's, and the host gets its
-//! own back unchanged. Calls a vCPU makes that the TSM answers in place keep the vCPU's
-//! registers loaded. SVE and SME stay trapped to EL2 (`boot`), so there are no wider
-//! registers to switch.
+//! change hands, lazily (`guest::LazyFp`): the vCPU runs with CPTR_EL2.TFP set until its first
+//! FP/SIMD access, which `guest` takes as the moment to save the host's into an [`FpRegs`] on
+//! the TSM's stack and load the vCPU's, and the reverse when the run ends if that happened. A
+//! vCPU therefore only ever sees its own registers (zero on its first run), never the host's,
+//! and the host gets its own back unchanged. Calls a vCPU makes that the TSM answers in place
+//! keep whichever registers are loaded. SVE and SME stay trapped to EL2 (`boot`), so there are
+//! no wider registers to switch.
 
 #[cfg(target_feature = "neon")]
 compile_error!(
@@ -155,7 +156,8 @@ impl FpRegs {
     pub(crate) fn save(&mut self) {
         // SAFETY: stores 528 bytes into `self` (exclusively borrowed, 16-byte aligned, the
         // offsets pinned above) and reads the FP registers, which EL2 may access (CPTR_EL2.TFP
-        // is clear: `boot`); clobbers only x0..x2, caller-saved.
+        // is clear: `boot`, and while a vCPU runs `guest` saves only once it has cleared it);
+        // clobbers only x0..x2, caller-saved.
         unsafe { __fp_save(self) }
     }
 

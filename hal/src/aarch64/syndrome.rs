@@ -5,6 +5,8 @@
 pub struct Ec(pub u8);
 
 impl Ec {
+    /// FP/SIMD access trapped (here: by CPTR_EL2.TFP).
+    pub const FP_ACCESS: Ec = Ec(0x07);
     /// HVC from AArch64.
     pub const HVC64: Ec = Ec(0x16);
     /// SMC from AArch64 (trapped by HCR_EL2.TSC).
