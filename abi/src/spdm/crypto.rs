@@ -15,6 +15,13 @@
 //! Both the TSM's requester and the device model's responder use this module, so a mistake
 //! here would be symmetric: the byte strings it feeds HKDF are built by [`super::signing`]
 //! and checked against DSP0274's layout by the tests.
+//!
+//! The session set-up's functions (transcript hash, HMAC, the key schedule) are `#[inline]`:
+//! in the TSM only its SPDM requester (tsm-spdm) calls them, so the image compiles them, and the
+//! SHA-384 / HMAC / HKDF code they instantiate, at tsm-spdm's opt-level "z" (Cargo.toml) instead
+//! of tsm-abi's 2 (x86_64 `.text` −816 B; docs/benchmarks.md, branch `text8`). The record
+//! functions (`Direction::seal` / `open`) stay at 2: every request of a bound vdevice's session
+//! runs them.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
@@ -49,6 +56,7 @@ pub enum RecordError {
 }
 
 /// SHA-384 over the concatenation of `parts` (a transcript kept in pieces).
+#[inline]
 pub fn hash(parts: &[&[u8]]) -> Digest {
     let mut h = Sha384::new();
     for p in parts {
@@ -73,11 +81,13 @@ fn hmac_of(key: &Digest, data: &Digest) -> Hmac<Sha384> {
 }
 
 /// HMAC-SHA-384 of `data` under `key` (verify data).
+#[inline]
 pub fn hmac(key: &Digest, data: &Digest) -> Digest {
     hmac_of(key, data).finalize().into_bytes().into()
 }
 
 /// Whether `tag` is HMAC-SHA-384 of `data` under `key`, compared in constant time.
+#[inline]
 pub fn hmac_verify(key: &Digest, data: &Digest, tag: &[u8]) -> bool {
     hmac_of(key, data).verify_slice(tag).is_ok()
 }
@@ -117,6 +127,7 @@ pub struct HandshakeSecrets {
 impl HandshakeSecrets {
     /// From the DHE shared secret (for ECDHE, the X coordinate) and TH1 (the transcript hash
     /// through `KEY_EXCHANGE_RSP`'s signature).
+    #[inline]
     pub fn derive(dhe_secret: &[u8], th1: &Digest) -> Self {
         let (prk, _) = Hkdf::<Sha384>::extract(Some(&[0u8; HASH_SIZE]), dhe_secret);
         let handshake: Digest = prk.into();
@@ -130,6 +141,7 @@ impl HandshakeSecrets {
 
 /// The requester's and the responder's data secrets, from `handshake_secret` and TH2 (the
 /// transcript through `FINISH_RSP`).
+#[inline]
 pub fn data_secrets(handshake_secret: &Digest, th2: &Digest) -> (Digest, Digest) {
     let salt = expand_digest(handshake_secret, Label::Derived, &[]);
     let (prk, _) = Hkdf::<Sha384>::extract(Some(&salt), &[0u8; HASH_SIZE]);
@@ -141,6 +153,7 @@ pub fn data_secrets(handshake_secret: &Digest, th2: &Digest) -> (Digest, Digest)
 }
 
 /// The finished key of a handshake secret (for verify data).
+#[inline]
 pub fn finished_key(handshake_secret: &Digest) -> Digest {
     expand_digest(handshake_secret, Label::Finished, &[])
 }

@@ -210,6 +210,10 @@ impl<'a> Request<'a> {
 
     /// Encodes the request into `out`; returns its length. Refuses variable fields whose
     /// length is not the negotiated one (`BadLength`) and whatever decoding would refuse.
+    ///
+    /// `#[inline]`: only the TSM's SPDM requester encodes requests, so the image compiles this in
+    /// tsm-spdm at its opt-level "z" (Cargo.toml) rather than in tsm-abi at 2.
+    #[inline]
     pub fn encode(&self, out: &mut [u8], n: &Negotiated) -> Result<usize, SpdmError> {
         let code = self.code();
         let (p1, p2) = match *self {
