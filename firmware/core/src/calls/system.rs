@@ -32,6 +32,9 @@ pub fn version(requested: u64) -> CallResult {
     if (lowest..=highest).contains(&requested) {
         return CallResult::ok([requested, lowest, highest, 0]);
     }
+    // A branch, not selects: without it the compiler computed this status on every VERSION
+    // and G_VERSION and selected it away.
+    core::hint::cold_path();
     let status = match AbiVersion::from_raw(requested) {
         None => Status::arg(StatusCode::InvalidArgument, 1),
         Some(_) => Status::new(StatusCode::VersionMismatch),
