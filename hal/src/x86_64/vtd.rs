@@ -482,24 +482,50 @@ impl Vtd {
         Ok(())
     }
 
-    /// IOTLB invalidation: global (`None`), of domain `did`, or of one 4 KiB page of it
-    /// (domain-wide when the unit has no page-selective invalidation); in-flight DMA drained
-    /// where the unit can. Returns once the unit has done it.
-    fn invalidate_iotlb(&self, scope: Option<(u16, Option<u64>)>) -> Result<(), VtdError> {
-        let cmd = match scope {
+    /// IOTLB invalidation: global (`None`) or of domain `did`, in-flight DMA drained where the
+    /// unit can. Returns once the unit has done it.
+    fn invalidate_iotlb(&self, did: Option<u16>) -> Result<(), VtdError> {
+        let cmd = match did {
             None => IOTLB_GLOBAL,
-            Some((did, Some(page))) if self.cap & CAP_PSI != 0 => {
-                // Address mask 0 (one page), no invalidation hint.
-                self.write64(self.iotlb.wrapping_add(IVA), page & !(PAGE - 1));
-                IOTLB_PAGE | (u64::from(did) << 32)
-            }
-            Some((did, _)) => IOTLB_DOMAIN | (u64::from(did) << 32),
+            Some(did) => IOTLB_DOMAIN | (u64::from(did) << 32),
         };
         // `init` checked the IOTLB registers' 16 bytes lie in the register set.
         let reg = self.iotlb.wrapping_add(IOTLB);
         self.write64(reg, self.iotlb_command | cmd);
         self.poll(reg, |v| v.read64(reg) & IOTLB_IVT == 0)?;
         if (self.read64(reg) >> 57) & 0b11 == 0 {
+            return Err(VtdError::Refused(reg));
+        }
+        Ok(())
+    }
+
+    /// IOTLB invalidation of the 4 KiB page at `page` of domain `did` (domain-wide when the unit
+    /// has no page-selective invalidation), in-flight DMA drained where the unit can; returns
+    /// once the unit has done it. Every (un)delegate's, so apart from [`Self::invalidate_iotlb`]:
+    /// the scope in registers (as that one's `Option` of a pair it went through memory), and
+    /// the wait with no call (`poll`'s bound, the status kept), so that `set_host_leaf` keeps
+    /// no more registers than its leaf change needs. The register is read once when the unit
+    /// is done at the first look (QEMU's is, within the write): that read carries the actual
+    /// granularity too. (The other invalidations kept `poll`: through this wait VDEV_CREATE's
+    /// context change took 6 instructions more.)
+    fn invalidate_iotlb_page(&self, did: u16, page: u64) -> Result<(), VtdError> {
+        let scope = if self.cap & CAP_PSI != 0 {
+            // Address mask 0 (one page), no invalidation hint.
+            self.write64(self.iotlb.wrapping_add(IVA), page & !(PAGE - 1));
+            IOTLB_PAGE
+        } else {
+            IOTLB_DOMAIN
+        };
+        let reg = self.iotlb.wrapping_add(IOTLB);
+        self.write64(reg, self.iotlb_command | scope | (u64::from(did) << 32));
+        let mut status = self.read64(reg);
+        let mut polls = POLL_LIMIT;
+        while status & IOTLB_IVT != 0 {
+            polls = polls.checked_sub(1).ok_or(VtdError::Timeout(reg))?;
+            core::hint::spin_loop();
+            status = self.read64(reg);
+        }
+        if (status >> 57) & 0b11 == 0 {
             return Err(VtdError::Refused(reg));
         }
         Ok(())
@@ -542,11 +568,15 @@ impl Vtd {
         Ok(table + ((pa >> shift) & (ENTRIES - 1)) * 8)
     }
 
-    /// The host domain's PD entry for `pa`, which must be in DRAM. Found without a walk: the PDs
-    /// are consecutive from `host_pds` (a walk from the root read two more tables on every
-    /// (un)delegate).
+    /// The host domain's PD entry for `pa`, `NotHostDram` outside DRAM. Found without a walk:
+    /// the PDs are consecutive from `host_pds` (a walk from the root read two more tables on
+    /// every (un)delegate).
     fn host_pd_entry(&self, pa: u64) -> Result<u64, VtdError> {
-        if !self.dram.contains(Pa(pa), 1) {
+        // The one range check of an (un)delegate here: the entry's address is computed, so the
+        // HAL's own memory safety needs `pa` in DRAM whatever the caller checked. `pa - base`
+        // below `size` is that (below `base` the difference wraps to above `size`; `base +
+        // size` does not overflow: boot refuses such a DRAM in `pool_pages`).
+        if pa.wrapping_sub(self.dram.base.0) >= self.dram.size {
             return Err(VtdError::NotHostDram);
         }
         // The first 2 MiB index of DRAM's first GiB, which `host_pds` starts with; `pa` is in
@@ -676,13 +706,19 @@ impl Vtd {
     /// Clears (`present` false) or restores the host domain's leaf for the host granule at
     /// `pa` (splitting its 2 MiB page first), with the invalidation or flush the change needs,
     /// complete on return. On an error the domain maps what it mapped before.
+    ///
+    /// The core calls with a granule it has locked in its granule table in the state the call
+    /// needs (aligned DRAM, never the TSM's: those are RESERVED), so alignment, DRAM and TSM
+    /// memory are not checked again in full: `pa`'s granule is used (nothing else reaches a
+    /// leaf), [`Self::host_pd_entry`] keeps `pa` in DRAM for its own arithmetic, and TSM memory
+    /// is refused where the domain could hold it (the three checks were ~20 of this function's
+    /// ~100 instructions on every (un)delegate, read off the disassembly).
+    // Inline into `host_unmap` and `host_map`, each called once: out of line its result went
+    // through the caller's stack and the call kept more registers, ~20 instructions of every
+    // (un)delegate (measured; `.text` +320 bytes).
+    #[inline(always)]
     fn set_host_leaf(&mut self, pa: Pa, present: bool) -> Result<(), VtdError> {
-        if !pa.is_granule_aligned()
-            || !self.dram.contains(pa, GRANULE_SIZE)
-            || self.tsm.contains(pa, GRANULE_SIZE)
-        {
-            return Err(VtdError::NotHostDram);
-        }
+        let pa = pa.granule_base();
         let pde = self.host_pd_entry(pa.0)?;
         // SAFETY: `pde` is an entry of a PD of the host domain (VT-d pool, TSM memory); the
         // VTD lock is held.
@@ -694,8 +730,19 @@ impl Vtd {
                 self.split_taking(pde, table, pa)
             };
         }
+        let split = self.splits.index(table & ADDR_MASK);
         let e = ((table & ADDR_MASK) + ((pa.0 >> 12) & (ENTRIES - 1)) * 8) as *mut u64;
-        let new = if present { pa.0 | SL_R | SL_W } else { 0 };
+        let new = if present {
+            // Only a boot-made level-1 table can hold TSM memory (its leaves there are 0): a
+            // split table's block was a 2 MiB host page, all host DRAM. Clearing a TSM leaf
+            // changes nothing, so only a map needs the test.
+            if split.is_none() && self.tsm.contains(pa, GRANULE_SIZE) {
+                return Err(VtdError::NotHostDram);
+            }
+            pa.0 | SL_R | SL_W
+        } else {
+            0
+        };
         // SAFETY: `e` is an entry of the level-1 table the PD entry points at (a pool page, or
         // a split table: TSM memory); the VTD lock is held.
         let old = unsafe { e.read_volatile() };
@@ -706,15 +753,14 @@ impl Vtd {
         // new leaf.
         unsafe { e.write_volatile(new) };
         self.flush_entry(e as u64);
-        let host = (self.did_base, Some(pa.0));
         let done = if present && self.cap & CAP_CM == 0 {
             self.flush_write_buffer()
         } else {
-            self.invalidate_iotlb(Some(host))
+            self.invalidate_iotlb_page(self.did_base, pa.0)
         };
         match done {
             Ok(()) => {
-                if let Some(i) = self.splits.index(table & ADDR_MASK) {
+                if let Some(i) = split {
                     self.splits.count(i, !present);
                 }
             }
@@ -749,7 +795,7 @@ impl Vtd {
         // SAFETY: `pde` is an entry of a PD of the host domain; the VTD lock is held.
         unsafe { (pde as *mut u64).write_volatile(table | SL_R | SL_W) };
         self.flush_entry(pde);
-        if let Err(e) = self.invalidate_iotlb(Some((self.did_base, None))) {
+        if let Err(e) = self.invalidate_iotlb(Some(self.did_base)) {
             // SAFETY: as above: the 2 MiB page back.
             unsafe { (pde as *mut u64).write_volatile(large) };
             self.flush_entry(pde);
@@ -774,7 +820,7 @@ impl Vtd {
         // page translates every address of the block as the table did.
         unsafe { (pde as *mut u64).write_volatile(block | SL_R | SL_W | SL_PS) };
         self.flush_entry(pde);
-        self.invalidate_iotlb(Some((self.did_base, None)))?;
+        self.invalidate_iotlb(Some(self.did_base))?;
         self.splits.release(index);
         Ok(index)
     }
@@ -803,7 +849,7 @@ impl Vtd {
             unsafe { (e as *mut u64).write_volatile(0) };
             self.flush(e, 16);
             self.invalidate_context(Some((sid, old_did)))?;
-            self.invalidate_iotlb(Some((old_did, None)))?;
+            self.invalidate_iotlb(Some(old_did))?;
         }
         let Some((lo, hi)) = wanted else {
             return Ok(());
@@ -818,7 +864,7 @@ impl Vtd {
         if self.cap & CAP_CM != 0 {
             // Caching mode caches not-present entries under domain 0.
             self.invalidate_context(Some((sid, 0)))?;
-            self.invalidate_iotlb(Some((((hi >> 8) & 0xFFFF) as u16, None)))
+            self.invalidate_iotlb(Some(((hi >> 8) & 0xFFFF) as u16))
         } else {
             self.flush_write_buffer()
         }
@@ -1022,7 +1068,7 @@ pub fn invalidate(tag: u16) {
         return;
     }
     v.flush_core_tables();
-    if let Err(e) = v.invalidate_iotlb(Some((tag + v.did_base, None))) {
+    if let Err(e) = v.invalidate_iotlb(Some(tag + v.did_base)) {
         defmt::error!("VT-d: IOTLB invalidation of tag {=u16} failed: {}", tag, e);
     }
 }
