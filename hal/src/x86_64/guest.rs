@@ -45,7 +45,7 @@ use super::intercept::{self, Stop};
 use super::percpu;
 use super::platform::{UserAccess, X86Platform};
 use super::smp;
-use super::svm::{self, FxState, Gprs, Vmcb, exit, misc1, vmcb};
+use super::svm::{self, FxState, Gprs, MsrMap, Vmcb, exit, misc1, vmcb};
 use crate::platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 
 /// The address-space tag of every TVM vCPU (the host's is 1).
@@ -113,6 +113,7 @@ impl GuestCpu for X86Platform {
             intercept::INTERCEPTS_MISC1 | misc1::INTR,
             intercept::INTERCEPTS_MISC2,
             ALL_EXCEPTIONS,
+            MsrMap::Tvm,
             TVM_ASID,
             root.0,
         );
