@@ -167,23 +167,26 @@ impl GuestCpu for X86Platform {
             }
         };
         smp::set_running_root(None);
-        let user = UserAccess::allow();
         // A finished vCPU is never entered again: its state would never be loaded. The host's
         // debug addresses and x87/SSE image below replace the vCPU's either way (its general
         // registers and VMCB state never reach the host).
-        // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
-        // layout keeps `fpu` at a multiple of 16).
-        unsafe {
-            if keep {
+        if keep {
+            let _user = UserAccess::allow();
+            // SAFETY: as above; the context's image is 16-aligned (the area is, and
+            // `Context`'s layout keeps `fpu` at a multiple of 16).
+            unsafe {
                 v.save_state(state);
                 (*ctx).gprs = gprs;
                 (*ctx).debug = cpu::debug_addresses();
                 cpu::fxsave(fpu);
             }
+        }
+        // SAFETY: the host's own values, saved above into this CPU's area (TSM memory, no
+        // user access); the TSM's DR7 is clear.
+        unsafe {
             cpu::set_debug_addresses(host_debug);
             cpu::fxrstor(host_fpu);
         }
-        drop(user);
         Ok(out)
     }
 }
