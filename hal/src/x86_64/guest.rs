@@ -109,16 +109,11 @@ impl GuestCpu for X86Platform {
         }
         let cpu = percpu::this_cpu();
         let mut v = Vmcb::guest(cpu).ok_or(EntryError::BadContext)?;
-        v.set_controls(
-            intercept::INTERCEPTS_MISC1 | misc1::INTR,
-            intercept::INTERCEPTS_MISC2,
-            ALL_EXCEPTIONS,
-            MsrMap::Tvm,
-            TVM_ASID,
-            root.0,
-        );
+        // The other controls are [`init_cpu`]'s, which no run or #VMEXIT changes.
+        v.set_nested_root(root.0);
         // A Linux host's PIC is live: with its IF, a TVM would take the host's interrupts
         // through its own IDT. Under the TSM's IF and intercepted, they end the run instead.
+        // Written every run: the #VMEXIT leaves the last vCPU's V_TPR (its CR8) here.
         v.write32(vmcb::V_INTR, svm::V_INTR_MASKING);
         let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
         let ctx = context.0 as *mut Context;
@@ -188,6 +183,23 @@ impl GuestCpu for X86Platform {
             cpu::fxrstor(host_fpu);
         }
         Ok(out)
+    }
+}
+
+/// Writes CPU `cpu`'s TVM VMCB's controls ([`GuestCpu::run_guest`] adds each run's nested
+/// root): every exception and the module doc's exits intercepted, a TVM's MSR map, ASID
+/// [`TVM_ASID`]. Once per CPU at boot, after `svm::enable`: no run and no #VMEXIT changes
+/// them (a VMRUN reads them, the exit writes only its exit fields, V_INTR and the state).
+pub fn init_cpu(cpu: usize) {
+    if let Some(mut v) = Vmcb::guest(cpu) {
+        v.set_controls(
+            intercept::INTERCEPTS_MISC1 | misc1::INTR,
+            intercept::INTERCEPTS_MISC2,
+            ALL_EXCEPTIONS,
+            MsrMap::Tvm,
+            TVM_ASID,
+            0,
+        );
     }
 }
 

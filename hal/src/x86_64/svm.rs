@@ -677,7 +677,7 @@ impl Vmcb {
     }
 
     /// The intercepts (`exceptions`: one bit per vector), the permission maps (`msrs` the MSR
-    /// map), the ASID and nested paging on `n_cr3`.
+    /// map), the ASID and nested paging on `n_cr3`. No #VMEXIT writes any of them.
     pub fn set_controls(
         &mut self,
         misc1_bits: u32,
@@ -701,6 +701,11 @@ impl Vmcb {
         self.write64(vmcb::MSRPM_BASE, msrpm);
         self.write32(vmcb::ASID, asid);
         self.write64(vmcb::NP_ENABLE, 1);
+        self.set_nested_root(n_cr3);
+    }
+
+    /// Nested paging on `n_cr3` (with the controls [`Vmcb::set_controls`] wrote).
+    pub fn set_nested_root(&mut self, n_cr3: u64) {
         self.write64(vmcb::N_CR3, n_cr3);
     }
 
