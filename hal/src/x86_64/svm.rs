@@ -3,16 +3,17 @@
 //!
 //! What the CPU needs besides each VMCB: a host-save area per CPU (`VM_HSAVE_PA`, where VMRUN
 //! keeps the TSM's state the exit restores), a second area per CPU for the state VMRUN does not
-//! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave` before the guest's
-//! `vmload`, `vmload` after its `vmsave`), the I/O permission map and the MSR permission map
+//! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave`d once at boot,
+//! [`enable`], and `vmload`ed after each guest's `vmsave`), the I/O permission map and the MSR permission map
 //! (shared by every CPU, set once by the boot CPU: every port and every MSR intercepted but the
 //! guest-owned MSRs VMRUN/`vmload` switch, see [`init_maps`]). The maps live in the TSM's BSS;
 //! the per-CPU pages are carved by boot after the static carve-out, for as many CPUs as the
 //! MADT lists ([`set_cpu_pages`]), so a one-CPU machine holds one CPU's 20 KiB, not four. No
 //! nested table maps either.
 //!
-//! [`run`] is the world switch: `clgi`, the TSM's `vmsave`, the guest's `vmload`, its
-//! general-purpose registers, `vmrun`; on the #VMEXIT the reverse, then `stgi`. The TSM runs
+//! [`run`] is the world switch: `clgi`, the guest's `vmload`, its
+//! general-purpose registers, `vmrun`; on the #VMEXIT the guest's registers and `vmsave`, the
+//! TSM's `vmload` (of [`enable`]'s `vmsave`), then `stgi`. The TSM runs
 //! with the global interrupt flag set and `RFLAGS.IF` clear, so the NMIs of a TLB shootdown
 //! (`smp`) reach it: an NMI that arrives while a guest runs is intercepted (a #VMEXIT), stays
 //! pending through the exit, and is taken by the TSM's handler at the `stgi`. `RFLAGS.IF` is
@@ -347,18 +348,23 @@ pub fn check() -> Result<(), SvmError> {
     Ok(())
 }
 
-/// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area.
+/// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area, and
+/// its `vmsave` state for [`run`]'s exits to reload. Called once the CPU's descriptor tables
+/// and `GS_BASE` are loaded (`boot::cpu_setup`): nothing changes the TSM's FS, GS, TR, LDTR or
+/// `syscall`/`sysenter` MSRs afterwards, so one `vmsave` here serves every exit.
 pub fn enable(cpu: usize) {
     let Some(pages) = cpu_pages(cpu) else {
         return;
     };
     let hsave = pages + offset_of!(CpuPages, hsave) as u64;
+    let tsm_state = pages + offset_of!(CpuPages, tsm_state) as u64;
     // SAFETY: `check` found SVM enabled; SVME changes nothing the TSM's code relies on, and
-    // the host-save area is this CPU's own 4 KiB-aligned page of TSM memory, which no
-    // nested table maps.
+    // the host-save area and `vmsave` page are this CPU's own 4 KiB-aligned pages of TSM
+    // memory, which no nested table maps; `vmsave` writes only that page.
     unsafe {
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
+        core::arch::asm!("vmsave rax", in("rax") tsm_state, options(nostack, preserves_flags));
     }
 }
 
@@ -818,8 +824,7 @@ core::arch::global_asm!(
     "push rdx",
     "push rsi",
     "push rdi",
-    "mov rax, rdx",
-    "vmsave rax",
+    // The TSM's `vmsave` state is `enable`'s, which nothing changes.
     "mov rax, rdi",
     "vmload rax",
     "mov rbx, [rsi + {rbx}]",
