@@ -39,9 +39,10 @@
 //!   entries, and every TVM VMRUN flushes the whole TLB, `guest`), MCOMMIT, INTWB (its
 //!   WBINVD, allowed anyway), UAIE (its linear addresses), AIBRSE (branch-prediction
 //!   protection of its own CPL 0; the TSM's rests on the TSM's EFER and the exit).
-//! - SVME: clearing it takes the vCPU's SVM instructions with it: its next `vmmcall` raises #UD,
-//!   which the vCPU intercepts like every exception (a FAULT exit, vector 6), and every later
-//!   VMRUN of its state fails its consistency check with VMEXIT_INVALID (-1): a FAULT exit with
+//! - SVME: clearing it takes the vCPU's SVM instructions with it: its next `vmmcall` raises #UD
+//!   where the CPU checks SVME first (QEMU does), which the vCPU intercepts like every exception
+//!   (a FAULT exit, vector 6); and whatever exit comes next, every later VMRUN of its state
+//!   fails its consistency check with VMEXIT_INVALID (-1): a FAULT exit with
 //!   vector 0xFF and exit code FFFF_FFFFh (docs/abi.md), before a guest instruction runs, the
 //!   TSM's state restored as after any exit. The vCPU has only stopped itself; the host
 //!   destroys it. Seeing SVME set tells the guest nothing it does not know (it calls the TSM

@@ -210,7 +210,7 @@ fn touch<G: GuestEnv>(g: &mut G, gpa: Gpa) -> Verdict {
 
 fn break_entry<G: GuestEnv>(g: &mut G) -> Verdict {
     match g.break_entry_state() {
-        None => return Ok(exit_code::NO_ENTRY_STATE),
+        None => return Ok(0),
         Some(reserved_dropped) => check!(reserved_dropped),
     }
     // The call cannot reach the TSM: the vCPU faults here, and on every later run.

@@ -137,7 +137,7 @@ pub enum Script {
     /// Put the vCPU in a state the CPU will not enter it in ([`crate::GuestEnv::break_entry_state`]:
     /// x86_64's EFER.SVME clear, after a reserved EFER bit that must not stick), then call:
     /// must fault, and so must every later run (never returns on QEMU's x86_64). Where no such
-    /// state exists, exits [`exit_code::NO_ENTRY_STATE`].
+    /// state exists, it has nothing to check and exits 0.
     BreakEntry = 14,
 }
 
@@ -262,8 +262,6 @@ pub mod exit_code {
     pub const EDU_DMA: u64 = 0xBAD3;
     /// [`super::Script::Authenticated`]: the chain is not the one the guest's policy trusts.
     pub const UNTRUSTED_DEVICE: u64 = 0xBAD2;
-    /// [`super::Script::BreakEntry`]: this vCPU has no state the CPU refuses to enter.
-    pub const NO_ENTRY_STATE: u64 = 0xBAD4;
     /// [`super::Script::BreakEntry`]: the call after the break returned.
-    pub const ENTRY_STATE_KEPT: u64 = 0xBAD5;
+    pub const ENTRY_STATE_KEPT: u64 = 0xBAD4;
 }
