@@ -25,7 +25,7 @@ use spin::Once;
 use super::bootinfo::{self, BootInfo};
 use super::cpu::{self, outb};
 use super::percpu;
-use super::{layout, linux, paging, pci, serial, smp, svm, tsc, vtd};
+use super::{guest, layout, linux, paging, pci, serial, smp, svm, tsc, vtd};
 use crate::platform::{ExitCode, MemRange};
 
 core::arch::global_asm!(
@@ -502,6 +502,7 @@ pub(super) fn cpu_setup(cpu: usize) {
         cpu::set_cr4((cpu::cr4() | cpu::CR4_OSFXSR | cpu::CR4_OSXMMEXCPT) & !cpu::CR4_OSXSAVE);
     }
     svm::enable(cpu);
+    guest::init_cpu(cpu);
     smp::cpu_online(cpu);
 }
 

@@ -45,7 +45,7 @@ use super::intercept::{self, Stop};
 use super::percpu;
 use super::platform::{UserAccess, X86Platform};
 use super::smp;
-use super::svm::{self, FxState, Gprs, Vmcb, exit, misc1, vmcb};
+use super::svm::{self, FxState, Gprs, MsrMap, Vmcb, exit, misc1, vmcb};
 use crate::platform::run::{EntryError, GuestCpu, GuestExit, Handled, Resume};
 
 /// The address-space tag of every TVM vCPU (the host's is 1).
@@ -109,15 +109,11 @@ impl GuestCpu for X86Platform {
         }
         let cpu = percpu::this_cpu();
         let mut v = Vmcb::guest(cpu).ok_or(EntryError::BadContext)?;
-        v.set_controls(
-            intercept::INTERCEPTS_MISC1 | misc1::INTR,
-            intercept::INTERCEPTS_MISC2,
-            ALL_EXCEPTIONS,
-            TVM_ASID,
-            root.0,
-        );
+        // The other controls are [`init_cpu`]'s, which no run or #VMEXIT changes.
+        v.set_nested_root(root.0);
         // A Linux host's PIC is live: with its IF, a TVM would take the host's interrupts
         // through its own IDT. Under the TSM's IF and intercepted, they end the run instead.
+        // Written every run: the #VMEXIT leaves the last vCPU's V_TPR (its CR8) here.
         v.write32(vmcb::V_INTR, svm::V_INTR_MASKING);
         let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
         let ctx = context.0 as *mut Context;
@@ -166,24 +162,44 @@ impl GuestCpu for X86Platform {
             }
         };
         smp::set_running_root(None);
-        let user = UserAccess::allow();
         // A finished vCPU is never entered again: its state would never be loaded. The host's
         // debug addresses and x87/SSE image below replace the vCPU's either way (its general
         // registers and VMCB state never reach the host).
-        // SAFETY: as above; the context's image is 16-aligned (the area is, and `Context`'s
-        // layout keeps `fpu` at a multiple of 16).
-        unsafe {
-            if keep {
+        if keep {
+            let _user = UserAccess::allow();
+            // SAFETY: as above; the context's image is 16-aligned (the area is, and
+            // `Context`'s layout keeps `fpu` at a multiple of 16).
+            unsafe {
                 v.save_state(state);
                 (*ctx).gprs = gprs;
                 (*ctx).debug = cpu::debug_addresses();
                 cpu::fxsave(fpu);
             }
+        }
+        // SAFETY: the host's own values, saved above into this CPU's area (TSM memory, no
+        // user access); the TSM's DR7 is clear.
+        unsafe {
             cpu::set_debug_addresses(host_debug);
             cpu::fxrstor(host_fpu);
         }
-        drop(user);
         Ok(out)
+    }
+}
+
+/// Writes CPU `cpu`'s TVM VMCB's controls ([`GuestCpu::run_guest`] adds each run's nested
+/// root): every exception and the module doc's exits intercepted, a TVM's MSR map, ASID
+/// [`TVM_ASID`]. Once per CPU at boot, after `svm::enable`: no run and no #VMEXIT changes
+/// them (a VMRUN reads them, the exit writes only its exit fields, V_INTR and the state).
+pub fn init_cpu(cpu: usize) {
+    if let Some(mut v) = Vmcb::guest(cpu) {
+        v.set_controls(
+            intercept::INTERCEPTS_MISC1 | misc1::INTR,
+            intercept::INTERCEPTS_MISC2,
+            ALL_EXCEPTIONS,
+            MsrMap::Tvm,
+            TVM_ASID,
+            0,
+        );
     }
 }
 

@@ -26,7 +26,7 @@
 use tsm_abi::regs::CallResult;
 
 use super::intercept::{self, Stop, VECTOR_GP};
-use super::svm::{Gprs, Vmcb, exit, vmcb};
+use super::svm::{Gprs, MsrMap, Vmcb, exit, vmcb};
 use super::{config_write, paging};
 use crate::platform::run::{HostCpu, HostExit, HostTrap};
 
@@ -72,6 +72,7 @@ impl HostContext {
             intercept::INTERCEPTS_MISC1,
             intercept::INTERCEPTS_MISC2,
             0,
+            MsrMap::Host,
             HOST_ASID,
             paging::nested_root(),
         );

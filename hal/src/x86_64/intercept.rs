@@ -18,12 +18,42 @@
 //!   `8000_000Ah` zero) and so is XSAVE (leaf 1's XSAVE, OSXSAVE and AVX, leaf 7's AVX2 and
 //!   AVX-512 bits, leaf 0Dh zero), and so are the local APIC, x2APIC, MTRRs and machine checks,
 //!   which no guest has;
-//! - MSRs: every one but those VMRUN/`vmload` switch (`svm::PASSTHROUGH_MSRS`). EFER is
-//!   emulated: reads hide SVME (which VMRUN requires set), writes may change SCE, LME (not with
-//!   paging on) and NXE, anything else is #GP. Every other intercepted MSR raises #GP(0), as an
-//!   absent MSR does: among them VM_CR and VM_HSAVE_PA, the APIC base and the x2APIC registers
-//!   (so no ICR write, hence no INIT or SIPI, leaves a guest), MTRRs, the SMM ranges and
-//!   TSC_AUX (which VMRUN does not switch);
+//! - MSRs: every one but those VMRUN/`vmload` switch (`svm::PASSTHROUGH_MSRS`), and for a TVM
+//!   vCPU EFER (below). The host's EFER is emulated: reads hide SVME (which VMRUN requires
+//!   set), writes may change SCE, LME (not with paging on) and NXE, anything else is #GP. Every
+//!   other intercepted MSR raises #GP(0), as an absent MSR does: among them VM_CR and
+//!   VM_HSAVE_PA, the APIC base and the x2APIC registers (so no ICR write, hence no INIT or
+//!   SIPI, leaves a guest), MTRRs, the SMM ranges and TSC_AUX (which VMRUN does not switch);
+//!
+//! **A TVM vCPU's EFER is its own** (`svm::MsrMap::Tvm`): it reads and writes it without an
+//! exit, as an SEV-ES guest does (whose EFER writes a hypervisor can only watch after the fact,
+//! never refuse). Every guest that leaves 32-bit entry for long mode writes EFER.LME once, and
+//! the emulation cost each run a #VMEXIT and VMRUN (132 instructions, docs/benchmarks.md
+//! "vrun7"). Why nothing the TSM or another guest relies on is in it:
+//! - VMRUN loads the vCPU's EFER from its VMCB and the #VMEXIT saves it there and loads the
+//!   TSM's own from the host-save area, so the TSM never runs on a guest's EFER. The nested
+//!   walk's format is the host's paging mode at VMRUN, not the guest's EFER (its NXE included).
+//! - The bits that change only how the vCPU's own instructions behave: SCE, NXE, LME/LMA,
+//!   LMSLE (segment limits), FFXSR (its FXSAVE/FXRSTOR: the TSM's, which save and restore the
+//!   vCPU's image, run under the TSM's EFER), TCE (how far its INVLPG flushes: its own TLB
+//!   entries, and every TVM VMRUN flushes the whole TLB, `guest`), MCOMMIT, INTWB (its
+//!   WBINVD, allowed anyway), UAIE (its linear addresses), AIBRSE (branch-prediction
+//!   protection of its own CPL 0; the TSM's rests on the TSM's EFER and the exit).
+//! - SVME: clearing it takes the vCPU's SVM instructions with it: its next `vmmcall` raises #UD
+//!   where the CPU checks SVME first (QEMU does), which the vCPU intercepts like every exception
+//!   (a FAULT exit, vector 6); and whatever exit comes next, every later VMRUN of its state
+//!   fails its consistency check with VMEXIT_INVALID (-1): a FAULT exit with
+//!   vector 0xFF and exit code FFFF_FFFFh (docs/abi.md), before a guest instruction runs, the
+//!   TSM's state restored as after any exit. The vCPU has only stopped itself; the host
+//!   destroys it. Seeing SVME set tells the guest nothing it does not know (it calls the TSM
+//!   with `vmmcall`); CPUID still hides SVM, and the SVM instructions stay intercepted.
+//! - A reserved bit: WRMSR raises #GP (a FAULT exit); QEMU's TCG drops it silently. Were one
+//!   set, or LME changed under paging (#GP on hardware, taken by TCG), VMRUN's consistency
+//!   checks would refuse the state as above.
+//!
+//! The `isolation` scenario's `BreakEntry` vCPU writes a reserved bit and then clears SVME: its
+//! two FAULT exits above, and the TVM's other vCPUs and the host carry on. The host keeps the
+//! emulation: it would gain one exit per boot.
 //! - port I/O: every port; IN reads all-ones, OUT is dropped, string forms raise #GP(0). The
 //!   TSM's own ports (COM1, the exit port, fw_cfg with its DMA interface, PCI's CF8/CFC) are
 //!   among them; the host reaches its devices through MMIO (ECAM, BARs). A Linux host has its
@@ -259,7 +289,8 @@ fn cpuid(v: &mut Vmcb, g: &mut Gprs) {
 
 const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8FF;
 
-/// RDMSR/WRMSR: EFER emulated, everything else #GP(0) (module doc).
+/// RDMSR/WRMSR: EFER emulated (a TVM vCPU's is not intercepted), everything else #GP(0)
+/// (module doc).
 fn msr(v: &mut Vmcb, g: &mut Gprs, cpu: usize) {
     let msr = g.rcx as u32;
     let write = v.read64(vmcb::EXIT_INFO1) & 1 != 0;

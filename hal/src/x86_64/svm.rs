@@ -3,16 +3,17 @@
 //!
 //! What the CPU needs besides each VMCB: a host-save area per CPU (`VM_HSAVE_PA`, where VMRUN
 //! keeps the TSM's state the exit restores), a second area per CPU for the state VMRUN does not
-//! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave` before the guest's
-//! `vmload`, `vmload` after its `vmsave`), the I/O permission map and the MSR permission map
+//! switch (FS, GS, TR, LDTR and the `syscall`/`sysenter` MSRs: `vmsave`d once at boot,
+//! [`enable`], and `vmload`ed after each guest's `vmsave`), the I/O permission map and the MSR permission map
 //! (shared by every CPU, set once by the boot CPU: every port and every MSR intercepted but the
 //! guest-owned MSRs VMRUN/`vmload` switch, see [`init_maps`]). The maps live in the TSM's BSS;
 //! the per-CPU pages are carved by boot after the static carve-out, for as many CPUs as the
 //! MADT lists ([`set_cpu_pages`]), so a one-CPU machine holds one CPU's 20 KiB, not four. No
 //! nested table maps either.
 //!
-//! [`run`] is the world switch: `clgi`, the TSM's `vmsave`, the guest's `vmload`, its
-//! general-purpose registers, `vmrun`; on the #VMEXIT the reverse, then `stgi`. The TSM runs
+//! [`run`] is the world switch: `clgi`, the guest's `vmload`, its
+//! general-purpose registers, `vmrun`; on the #VMEXIT the guest's registers and `vmsave`, the
+//! TSM's `vmload` (of [`enable`]'s `vmsave`), then `stgi`. The TSM runs
 //! with the global interrupt flag set and `RFLAGS.IF` clear, so the NMIs of a TLB shootdown
 //! (`smp`) reach it: an NMI that arrives while a guest runs is intercepted (a #VMEXIT), stays
 //! pending through the exit, and is taken by the TSM's handler at the `stgi`. `RFLAGS.IF` is
@@ -214,14 +215,31 @@ struct CpuPages {
 #[repr(C, align(16))]
 pub struct FxState(pub [u8; 512]);
 
+/// The I/O permission map and the two MSR permission maps ([`MsrMap`]) in five pages, not
+/// seven: every port and nearly every MSR is intercepted, so most of their pages are all ones
+/// and are shared. An MSR map is two pages: its first ([`Maps::host_msrpm`],
+/// [`Maps::tvm_msrpm`]) holds the ranges from 0 and from C000_0000h, its second the range
+/// from C001_0000h (which the TSM opens nowhere, [`msrpm_page0`]) and reserved bytes: all ones.
+/// The I/O map is 12 KiB, of which the CPU reads only the first 8 KiB and three bits past them
+/// (a multi-byte access at port FFFFh): [`Maps::ones`], then `tvm_msrpm`'s first byte, whose
+/// bits are MSRs 0..3's intercepts: set, as no map opens them.
 #[repr(C, align(4096))]
 struct Maps {
-    /// The I/O permission map: 64 Ki ports, one bit each, plus the page the last port's
-    /// multi-byte accesses reach.
-    iopm: [u8; 3 * PAGE],
-    /// The MSR permission map: three ranges of 8 Ki MSRs, two bits each (read, write).
-    msrpm: [u8; 2 * PAGE],
+    /// The host's MSR map's first page; its second is the first of `ones`.
+    host_msrpm: [u8; PAGE],
+    /// All ones: the host's second MSR page and the I/O map's first 8 KiB.
+    ones: [u8; 2 * PAGE],
+    /// A TVM vCPU's MSR map's first page; its first byte ends the I/O map.
+    tvm_msrpm: [u8; PAGE],
+    /// All ones: the TVM's second MSR page.
+    ones_tail: [u8; PAGE],
 }
+
+const _: () = {
+    assert!(offset_of!(Maps, ones) == offset_of!(Maps, host_msrpm) + PAGE);
+    assert!(offset_of!(Maps, tvm_msrpm) == offset_of!(Maps, ones) + 2 * PAGE);
+    assert!(offset_of!(Maps, ones_tail) == offset_of!(Maps, tvm_msrpm) + PAGE);
+};
 
 /// Memory only the CPU and this module touch: the maps are handed to the CPU by physical
 /// (identity) address, and Rust code writes them only in [`init_maps`] before any CPU runs a
@@ -239,7 +257,7 @@ struct CpuPagesArea {
     cpus: usize,
     /// A Linux host's I/O permission map ([`LINUX_IOPM_BYTES`] after the CPUs' pages; carved
     /// only for a Linux host, so the TSM's `.bss` does not carry it): the legacy devices it
-    /// drives itself open ([`open_linux_ports`]), every other port intercepted as in `iopm`.
+    /// drives itself open ([`open_linux_ports`]), every other port intercepted as in [`Maps`]'s.
     linux_iopm: Option<u64>,
 }
 
@@ -281,8 +299,10 @@ fn cpu_pages(cpu: usize) -> Option<u64> {
 }
 
 static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
-    iopm: [0; 3 * PAGE],
-    msrpm: [0; 2 * PAGE],
+    host_msrpm: [0; PAGE],
+    ones: [0; 2 * PAGE],
+    tvm_msrpm: [0; PAGE],
+    ones_tail: [0; PAGE],
 }));
 
 /// CPU `cpu`'s save area for the host's x87/SSE state (`None` for a CPU without pages).
@@ -328,24 +348,29 @@ pub fn check() -> Result<(), SvmError> {
     Ok(())
 }
 
-/// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area.
+/// Turns SVM on for CPU `cpu` (`check` passed on it): `EFER.SVME`, its host-save area, and
+/// its `vmsave` state for [`run`]'s exits to reload. Called once the CPU's descriptor tables
+/// and `GS_BASE` are loaded (`boot::cpu_setup`): nothing changes the TSM's FS, GS, TR, LDTR or
+/// `syscall`/`sysenter` MSRs afterwards, so one `vmsave` here serves every exit.
 pub fn enable(cpu: usize) {
     let Some(pages) = cpu_pages(cpu) else {
         return;
     };
     let hsave = pages + offset_of!(CpuPages, hsave) as u64;
+    let tsm_state = pages + offset_of!(CpuPages, tsm_state) as u64;
     // SAFETY: `check` found SVM enabled; SVME changes nothing the TSM's code relies on, and
-    // the host-save area is this CPU's own 4 KiB-aligned page of TSM memory, which no
-    // nested table maps.
+    // the host-save area and `vmsave` page are this CPU's own 4 KiB-aligned pages of TSM
+    // memory, which no nested table maps; `vmsave` writes only that page.
     unsafe {
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
+        core::arch::asm!("vmsave rax", in("rax") tsm_state, options(nostack, preserves_flags));
     }
 }
 
 /// An MSR's bit pair in the permission map: (byte, bit of the read intercept), `None` for an
 /// MSR outside the three ranges the map covers (always intercepted).
-fn msrpm_slot(msr: u32) -> Option<(usize, u32)> {
+const fn msrpm_slot(msr: u32) -> Option<(usize, u32)> {
     let (base, offset) = match msr {
         0..=0x1FFF => (0, 0),
         0xC000_0000..=0xC000_1FFF => (0xC000_0000, 0x800),
@@ -354,6 +379,15 @@ fn msrpm_slot(msr: u32) -> Option<(usize, u32)> {
     };
     let bit = (msr - base) as usize * 2;
     Some((offset + bit / 8, (bit % 8) as u32))
+}
+
+/// [`msrpm_slot`] of an MSR a map opens: in the map's first page, and not MSRs 0..3 (their
+/// byte ends the I/O map: [`Maps`]). A compile-time error for any other.
+const fn msrpm_page0(msr: u32) -> (usize, u32) {
+    match msrpm_slot(msr) {
+        Some((byte, bit)) if byte > 0 && byte < PAGE => (byte, bit),
+        _ => panic!("an opened MSR must be in its map's first page, past byte 0"),
+    }
 }
 
 /// The MSRs a guest reads and writes without a #VMEXIT: those VMRUN or `vmload`/`vmsave`
@@ -373,21 +407,51 @@ const PASSTHROUGH_MSRS: [u32; 10] = [
     0xC000_0102, // KERNEL_GS_BASE
 ];
 
+/// Which MSR permission map a VMCB's guest gets ([`Vmcb::set_controls`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MsrMap {
+    /// Every MSR but [`PASSTHROUGH_MSRS`] intercepted: EFER emulated (`intercept`).
+    Host,
+    /// As `Host`, and EFER read and written directly: a TVM vCPU's EFER is its own
+    /// (`intercept`'s module doc says why that is sound).
+    Tvm,
+}
+
+/// The opened MSRs' slots in the first page of an MSR map: the host's, then a TVM's (which
+/// adds EFER: [`MsrMap::Tvm`]).
+const HOST_OPEN: [(usize, u32); PASSTHROUGH_MSRS.len()] = {
+    let mut slots = [(0, 0); PASSTHROUGH_MSRS.len()];
+    let mut i = 0;
+    while i < slots.len() {
+        slots[i] = msrpm_page0(PASSTHROUGH_MSRS[i]);
+        i += 1;
+    }
+    slots
+};
+const TVM_ONLY_OPEN: (usize, u32) = msrpm_page0(cpu::MSR_EFER);
+
 /// Fills the I/O and MSR permission maps: every port and every MSR but
-/// [`PASSTHROUGH_MSRS`] intercepted. The boot CPU calls it once, before any guest runs.
+/// [`PASSTHROUGH_MSRS`] (and EFER in a TVM's) intercepted. The boot CPU calls it once, before
+/// any guest runs.
 // Boot only: compiled in tsm-hal-boot, for size (boot.rs says why).
 #[inline]
 pub fn init_maps() {
     // SAFETY: no CPU runs a guest yet (the module doc), so nothing else reads the maps.
     let maps = unsafe { &mut *MAPS.0.get() };
-    maps.iopm.fill(0xFF);
-    maps.msrpm.fill(0xFF);
-    for msr in PASSTHROUGH_MSRS {
-        if let Some((byte, bit)) = msrpm_slot(msr)
-            && let Some(b) = maps.msrpm.get_mut(byte)
-        {
-            *b &= !(0b11 << bit);
+    maps.host_msrpm.fill(0xFF);
+    maps.ones.fill(0xFF);
+    maps.tvm_msrpm.fill(0xFF);
+    maps.ones_tail.fill(0xFF);
+    for (byte, bit) in HOST_OPEN {
+        for page in [&mut maps.host_msrpm, &mut maps.tvm_msrpm] {
+            if let Some(b) = page.get_mut(byte) {
+                *b &= !(0b11 << bit);
+            }
         }
+    }
+    let (byte, bit) = TVM_ONLY_OPEN;
+    if let Some(b) = maps.tvm_msrpm.get_mut(byte) {
+        *b &= !(0b11 << bit);
     }
 }
 
@@ -618,19 +682,24 @@ impl Vmcb {
         }
     }
 
-    /// The intercepts (`exceptions`: one bit per vector), the permission maps, the ASID and
-    /// nested paging on `n_cr3`.
+    /// The intercepts (`exceptions`: one bit per vector), the permission maps (`msrs` the MSR
+    /// map), the ASID and nested paging on `n_cr3`. No #VMEXIT writes any of them.
     pub fn set_controls(
         &mut self,
         misc1_bits: u32,
         misc2_bits: u32,
         exceptions: u32,
+        msrs: MsrMap,
         asid: u32,
         n_cr3: u64,
     ) {
         let maps = MAPS.0.get() as u64;
-        let iopm = maps + offset_of!(Maps, iopm) as u64;
-        let msrpm = maps + offset_of!(Maps, msrpm) as u64;
+        let iopm = maps + offset_of!(Maps, ones) as u64;
+        let msrpm = maps
+            + match msrs {
+                MsrMap::Host => offset_of!(Maps, host_msrpm),
+                MsrMap::Tvm => offset_of!(Maps, tvm_msrpm),
+            } as u64;
         self.write32(vmcb::INTERCEPT_EXCEPTIONS, exceptions);
         self.write32(vmcb::INTERCEPT_MISC1, misc1_bits);
         self.write32(vmcb::INTERCEPT_MISC2, misc2_bits);
@@ -638,6 +707,11 @@ impl Vmcb {
         self.write64(vmcb::MSRPM_BASE, msrpm);
         self.write32(vmcb::ASID, asid);
         self.write64(vmcb::NP_ENABLE, 1);
+        self.set_nested_root(n_cr3);
+    }
+
+    /// Nested paging on `n_cr3` (with the controls [`Vmcb::set_controls`] wrote).
+    pub fn set_nested_root(&mut self, n_cr3: u64) {
         self.write64(vmcb::N_CR3, n_cr3);
     }
 
@@ -750,8 +824,7 @@ core::arch::global_asm!(
     "push rdx",
     "push rsi",
     "push rdi",
-    "mov rax, rdx",
-    "vmsave rax",
+    // The TSM's `vmsave` state is `enable`'s, which nothing changes.
     "mov rax, rdi",
     "vmload rax",
     "mov rbx, [rsi + {rbx}]",

@@ -63,3 +63,9 @@ pub fn counter() -> u64 {
     }
     count
 }
+
+/// `GuestEnv::break_entry_state` (tests/scenarios/src/env.rs): none here, the TSM sets every
+/// register its ERET needs (x86_64's EFER.SVME has no counterpart).
+pub fn break_entry_state() -> Option<bool> {
+    None
+}

@@ -41,6 +41,10 @@ impl GuestEnv for Guest {
         crate::arch::counter()
     }
 
+    fn break_entry_state(&mut self) -> Option<bool> {
+        crate::arch::break_entry_state()
+    }
+
     fn mmio_read32(&mut self, gpa: Gpa) -> Result<u32, GuestFault> {
         // SAFETY: one aligned 4-byte load from a GPA the script names as a device page of this
         // TVM; if it is not mapped (or not validated yet) the access traps to the TSM and the

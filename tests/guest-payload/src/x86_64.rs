@@ -55,12 +55,11 @@ core::arch::global_asm!(
     "mov cr4, eax",
     "mov eax, offset __guest_pml4_abs",
     "mov cr3, eax",
-    // EFER = LME. The TSM enters a vCPU with EFER 0 as the guest reads it (docs/design.md
-    // "x86_64: the host and TVMs as SVM guests", Entry), so it is written without the RDMSR
-    // that would read it first: every EFER access is an intercept the TSM answers in place.
+    // EFER |= LME. A vCPU reads and writes its EFER without an exit, SVME set (docs/design.md
+    // "x86_64: the host and TVMs as SVM guests", Entry): cleared, the next call would #UD.
     "mov ecx, 0xC0000080",
-    "mov eax, 0x100",
-    "xor edx, edx",
+    "rdmsr",
+    "or eax, 0x100",
     "wrmsr",
     "mov eax, cr0",
     "or eax, 0x80000000", // PG
@@ -117,4 +116,41 @@ pub fn counter() -> u64 {
         core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
     }
     u64::from(hi) << 32 | u64::from(lo)
+}
+
+const MSR_EFER: u32 = 0xC000_0080;
+const EFER_SVME: u64 = 1 << 12;
+/// An EFER bit no CPU defines.
+const EFER_RESERVED_63: u64 = 1 << 63;
+
+fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDMSR of an MSR this vCPU reads without an exit (EFER) writes only edx:eax.
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
+    }
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// # Safety
+/// `value` must be an EFER this program still runs under: every bit it relies on (LME, LMA,
+/// NXE) unchanged.
+unsafe fn wrmsr_efer(value: u64) {
+    // SAFETY: the caller's contract; WRMSR touches no memory.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") MSR_EFER, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// `GuestEnv::break_entry_state` (tests/scenarios/src/env.rs): a reserved EFER bit, then
+/// EFER.SVME cleared.
+pub fn break_entry_state() -> Option<bool> {
+    let efer = rdmsr(MSR_EFER);
+    // SAFETY: only a reserved bit and SVME change: long mode and NX stay as they are, and the
+    // program uses no SVM instruction but the call gate, whose #UD is what the script wants.
+    unsafe { wrmsr_efer(efer | EFER_RESERVED_63) };
+    let dropped = rdmsr(MSR_EFER) & EFER_RESERVED_63 == 0;
+    // SAFETY: as above.
+    unsafe { wrmsr_efer(efer & !EFER_SVME) };
+    Some(dropped)
 }

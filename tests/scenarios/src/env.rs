@@ -79,6 +79,11 @@ pub trait HostEnv: Transport {
     fn now_us(&mut self) -> Option<u64> {
         None
     }
+    /// Whether TVM vCPUs are AMD SVM guests, whose guest payload can clear its own EFER.SVME
+    /// ([`GuestEnv::break_entry_state`]): on x86_64, but for the simulated vCPU.
+    fn svm_guests(&self) -> bool {
+        cfg!(target_arch = "x86_64")
+    }
 }
 
 /// A guest access to a GPA its TVM does not map (or maps without the needed permission). On
@@ -103,6 +108,14 @@ pub trait GuestEnv: Transport {
     /// CNTVCT_EL0 or the TSC in a TVM, the same counter the host reads; a deterministic fake
     /// clock for the simulated vCPU. [`crate::layout::Script::Bench`] times calls with it.
     fn counter(&mut self) -> u64;
+    /// Puts the vCPU in a state the CPU refuses to enter, as a hostile guest can: on x86_64
+    /// it writes EFER with reserved bit 63 set (#GP on hardware, dropped by QEMU's TCG), then
+    /// clears EFER.SVME, which its next `vmmcall` and VMRUN need (docs/design.md "x86_64: the
+    /// host and TVMs as SVM guests"). `Some(dropped)`: done, and whether the reserved bit read
+    /// back clear; `None` where no such state exists (aarch64, the simulated vCPU).
+    fn break_entry_state(&mut self) -> Option<bool> {
+        None
+    }
     /// One 32-bit load from the device page mapped at `gpa` (4-byte aligned): a fault if the
     /// mapping is not there or not validated. The simulated vCPU has no devices.
     fn mmio_read32(&mut self, gpa: Gpa) -> Result<u32, GuestFault> {

@@ -87,6 +87,7 @@ pub fn main<G: GuestEnv>(g: &mut G, arg0: u64) -> Verdict {
         Script::Authenticated => authenticated(g, arg.vbdf),
         Script::Mmio => mmio(g, arg.vbdf, false),
         Script::Story => mmio(g, arg.vbdf, true),
+        Script::BreakEntry => break_entry(g),
     }
 }
 
@@ -205,6 +206,16 @@ fn touch<G: GuestEnv>(g: &mut G, gpa: Gpa) -> Verdict {
     let mut b = [0u8; 8];
     g.read(gpa, &mut b)?;
     Ok(exit_code::TOUCH_REACHED)
+}
+
+fn break_entry<G: GuestEnv>(g: &mut G) -> Verdict {
+    match g.break_entry_state() {
+        None => return Ok(0),
+        Some(reserved_dropped) => check!(reserved_dropped),
+    }
+    // The call cannot reach the TSM: the vCPU faults here, and on every later run.
+    let _ = guest::g_version(g, AbiVersion { major: 1, minor: 0 });
+    Ok(exit_code::ENTRY_STATE_KEPT)
 }
 
 fn accept_probe<G: GuestEnv>(g: &mut G, vbdf: u16) -> Verdict {

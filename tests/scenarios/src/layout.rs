@@ -134,10 +134,15 @@ pub enum Script {
     /// against their digests and the chain against the one the guest trusts, as
     /// [`Script::Authenticated`] does.
     Story = 13,
+    /// Put the vCPU in a state the CPU will not enter it in ([`crate::GuestEnv::break_entry_state`]:
+    /// x86_64's EFER.SVME clear, after a reserved EFER bit that must not stick), then call:
+    /// must fault, and so must every later run (never returns on QEMU's x86_64). Where no such
+    /// state exists, it has nothing to check and exits 0.
+    BreakEntry = 14,
 }
 
 impl Script {
-    const ALL: [Script; 13] = [
+    const ALL: [Script; 14] = [
         Script::Lifecycle,
         Script::IsoBuffers,
         Script::Touch,
@@ -151,6 +156,7 @@ impl Script {
         Script::Authenticated,
         Script::Mmio,
         Script::Story,
+        Script::BreakEntry,
     ];
 }
 
@@ -256,4 +262,6 @@ pub mod exit_code {
     pub const EDU_DMA: u64 = 0xBAD3;
     /// [`super::Script::Authenticated`]: the chain is not the one the guest's policy trusts.
     pub const UNTRUSTED_DEVICE: u64 = 0xBAD2;
+    /// [`super::Script::BreakEntry`]: the call after the break returned.
+    pub const ENTRY_STATE_KEPT: u64 = 0xBAD4;
 }

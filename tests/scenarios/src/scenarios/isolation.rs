@@ -2,7 +2,9 @@
 //!
 //! - [`run`]: a TVM cannot touch another TVM's memory or the host's unshared memory (each access
 //!   faults and exits to the host, which carries on), nor name them in a call; the host cannot
-//!   map one TVM's private page into another.
+//!   map one TVM's private page into another. A vCPU that makes its own state one the CPU will
+//!   not enter (x86_64: EFER.SVME cleared, its own to write) stops only itself: FAULT exits, on
+//!   that run and the next, and the TVM's other vCPUs and the host go on.
 //! - [`host_access`]: the host loads from a delegated granule, stores to a TVM's private page,
 //!   loads from the TSM's own memory or from the platform IOMMU's registers, one access per run,
 //!   so that each run's log shows the TSM blocking that access (docs/design.md "Traps from the
@@ -12,8 +14,10 @@
 
 use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
 use tsm_abi::api::host;
+use tsm_abi::exit::VcpuExit;
 use tsm_abi::params::MapFlags;
 use tsm_abi::status::{Status, StatusCode};
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::driver::{Exit, World};
 use crate::layout::{GuestArg, OTHER_GPA, SHARED_GPA, Script, VBDF_BASE};
@@ -39,6 +43,12 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
             .encode(),
             GuestArg::touch(OTHER_GPA),
             GuestArg::touch(host_gpa),
+            GuestArg {
+                script: Script::BreakEntry,
+                vbdf: 0,
+                count: 0,
+            }
+            .encode(),
         ],
     )?;
     // TVM B holds a secret page at the GPA A will touch.
@@ -65,11 +75,36 @@ pub fn run<E: HostEnv>(env: &mut E) -> Outcome {
     );
     w.activate(env, a)?;
 
+    // First, so the runs below show the TVM's other vCPUs unaffected.
+    broken_entry(&mut w, env, a, 3)?;
     w.run_expect(env, a, 0, Exit::Exited(0))?;
     w.run_expect(env, a, 1, Exit::Fault { gpa: OTHER_GPA.0 })?;
     w.run_expect(env, a, 2, Exit::Fault { gpa: host_gpa.0 })?;
     say!("guest accesses to another TVM's page and to host memory faulted");
     w.finish(env)
+}
+
+/// vCPU `i` of TVM `t` runs [`Script::BreakEntry`]. On SVM (docs/design.md "x86_64: the host
+/// and TVMs as SVM guests"): its call after clearing EFER.SVME is a #UD, a FAULT exit with
+/// vector 6, and its next run VMRUN's refusal, vector 0xFF with VMEXIT_INVALID's code.
+fn broken_entry<E: HostEnv>(w: &mut World, env: &mut E, t: usize, i: usize) -> Outcome {
+    if !env.svm_guests() {
+        return w.run_expect(env, t, i, Exit::Exited(0));
+    }
+    const UD: u64 = 6;
+    const VMEXIT_INVALID: u64 = 0xFF | (0xFFFF_FFFF << 32);
+    for want in [UD, VMEXIT_INVALID] {
+        w.run_expect(env, t, i, Exit::Fault { gpa: 0 })?;
+        let mut rec = VcpuExit::new_zeroed();
+        ensure!(env.read(w.exit, rec.as_mut_bytes()), "read exit record");
+        ensure!(
+            rec.syndrome == want,
+            "syndrome of a vCPU that cleared EFER.SVME",
+            rec.syndrome
+        );
+    }
+    say!("a vCPU that cleared its EFER.SVME faulted, and faults again at its next run");
+    Ok(())
 }
 
 /// Secure memory the host touches in [`host_access`].

@@ -204,6 +204,10 @@ impl GuestCpu for SimHost {
 }
 
 impl HostEnv for SimHost {
+    fn svm_guests(&self) -> bool {
+        false
+    }
+
     fn read(&mut self, pa: Pa, out: &mut [u8]) -> bool {
         self.sim.h.sim.host_read(pa, out).is_ok()
     }
