@@ -377,6 +377,42 @@ pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
 /// Bytes [`zero_page`] zeroes: a granule, what every scrub zeroes.
 const PAGE: usize = 4096;
 
+/// The start of [`zero_page`]'s and [`zero_blocks`]'s assembly: CPTR_EL2.TFP cleared if set
+/// (a vCPU's run with the host's FP/SIMD registers still loaded, `guest::LazyFp`) and
+/// synchronised, keeping the caller's CPTR_EL2 in `{c}` (`{t}` a scratch register); v0..v3, the
+/// running context's, kept in 64 bytes below SP; then zeroed.
+macro_rules! zero_regs_enter {
+    () => {
+        concat!(
+            ".arch_extension simd\n",
+            "mrs {c}, cptr_el2\n",
+            "tbz {c}, #10, 7f\n",
+            "bic {t}, {c}, #(1 << 10)\n",
+            "msr cptr_el2, {t}\n",
+            "isb\n",
+            "7:\n",
+            "stp q0, q1, [sp, #-64]!\n",
+            "stp q2, q3, [sp, #32]\n",
+            "movi v0.2d, #0\n",
+            "movi v1.2d, #0\n",
+            "movi v2.2d, #0\n",
+            "movi v3.2d, #0",
+        )
+    };
+}
+
+/// The end of [`zero_page`]'s and [`zero_blocks`]'s assembly: v0..v3 and the caller's CPTR_EL2
+/// (`{c}`, from [`zero_regs_enter`]) put back.
+macro_rules! zero_regs_leave {
+    () => {
+        concat!(
+            "ldp q2, q3, [sp, #32]\n",
+            "ldp q0, q1, [sp], #64\n",
+            "msr cptr_el2, {c}",
+        )
+    };
+}
+
 /// Zeroes the 4 KiB at `start` with 64 `st1` in a row: the loop of [`zero_blocks`] added 20
 /// instructions to every granule scrub (UNDELEGATE's, profiled), for 256 bytes of code here.
 ///
@@ -390,25 +426,11 @@ pub(super) unsafe fn zero_page(start: usize) {
     // `zero_blocks`.
     unsafe {
         asm!(
-            ".arch_extension simd",
-            "mrs {c}, cptr_el2",
-            "tbz {c}, #10, 7f",
-            "bic {t}, {c}, #(1 << 10)",
-            "msr cptr_el2, {t}",
-            "isb",
-            "7:",
-            "stp q0, q1, [sp, #-64]!",
-            "stp q2, q3, [sp, #32]",
-            "movi v0.2d, #0",
-            "movi v1.2d, #0",
-            "movi v2.2d, #0",
-            "movi v3.2d, #0",
+            zero_regs_enter!(),
             ".rept 64",
             "st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{p}], #64",
             ".endr",
-            "ldp q2, q3, [sp, #32]",
-            "ldp q0, q1, [sp], #64",
-            "msr cptr_el2, {c}",
+            zero_regs_leave!(),
             p = inout(reg) start => _,
             c = out(reg) _,
             t = out(reg) _,
@@ -434,19 +456,7 @@ unsafe fn zero_blocks(start: usize, len: usize) {
     // whole CPTR_EL2 value.
     unsafe {
         asm!(
-            ".arch_extension simd",
-            "mrs {c}, cptr_el2",
-            "tbz {c}, #10, 7f",
-            "bic {t}, {c}, #(1 << 10)",
-            "msr cptr_el2, {t}",
-            "isb",
-            "7:",
-            "stp q0, q1, [sp, #-64]!",
-            "stp q2, q3, [sp, #32]",
-            "movi v0.2d, #0",
-            "movi v1.2d, #0",
-            "movi v2.2d, #0",
-            "movi v3.2d, #0",
+            zero_regs_enter!(),
             "subs {n}, {n}, #512",
             "b.lo 3f",
             "2:",
@@ -468,9 +478,7 @@ unsafe fn zero_blocks(start: usize, len: usize) {
             "subs {n}, {n}, #64",
             "b.ne 4b",
             "5:",
-            "ldp q2, q3, [sp, #32]",
-            "ldp q0, q1, [sp], #64",
-            "msr cptr_el2, {c}",
+            zero_regs_leave!(),
             p = inout(reg) start => _,
             n = inout(reg) len => _,
             c = out(reg) _,
