@@ -98,15 +98,7 @@ impl GuestCpu for X86Platform {
         resume: Resume,
         mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
     ) -> Result<T, EntryError> {
-        let fits = context.0.is_multiple_of(16)
-            && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
-            && self.check(context, GUEST_FRAME_SIZE as usize).is_ok();
-        if !fits {
-            return Err(EntryError::BadContext);
-        }
-        if !root.is_granule_aligned() || self.check(root, GRANULE_SIZE as usize).is_err() {
-            return Err(EntryError::BadRoot);
-        }
+        check_entry(self, context, root)?;
         let cpu = percpu::this_cpu();
         let mut v = Vmcb::guest(cpu).ok_or(EntryError::BadContext)?;
         // The other controls are [`init_cpu`]'s, which no run or #VMEXIT changes.
@@ -115,10 +107,11 @@ impl GuestCpu for X86Platform {
         // through its own IDT. Under the TSM's IF and intercepted, they end the run instead.
         // Written every run: the #VMEXIT leaves the last vCPU's V_TPR (its CR8) here.
         v.write32(vmcb::V_INTR, svm::V_INTR_MASKING);
-        let host_fpu = svm::host_fpu(cpu).ok_or(EntryError::BadContext)? as *mut u8;
+        let host_fpu = v.host_fpu() as *mut u8;
         let ctx = context.0 as *mut Context;
-        let state = (context.0 + offset_of!(Context, state) as u64) as *mut u8;
-        let fpu = (context.0 + offset_of!(Context, fpu) as u64) as *mut u8;
+        // Inside the context's granule (checked above): no add can wrap.
+        let state = ctx.cast::<u8>().wrapping_add(offset_of!(Context, state));
+        let fpu = ctx.cast::<u8>().wrapping_add(offset_of!(Context, fpu));
         // SAFETY: this CPU's host area is 16-aligned and 512 bytes (`svm`), the TSM runs with
         // CR0.EM/TS clear and CR4.OSFXSR set (`boot`).
         unsafe { cpu::fxsave(host_fpu) };
@@ -184,6 +177,26 @@ impl GuestCpu for X86Platform {
         }
         Ok(out)
     }
+}
+
+/// Whether `context` and `root` may be a vCPU's context area and map root: each inside one
+/// granule of DRAM outside the TSM, tested as whole granules against the bounds boot made
+/// (`check`'s rule for a granule, `zero_granule`'s test; a context inside one granule lies in
+/// DRAM outside the TSM if its granule does). Out of line: inlined, the bounds were hoisted out
+/// of the run loop into its frame and the guest calls paid +3 for the spills, and two `check`s
+/// there cost the entry ~20 instructions more (`vrun8`).
+#[inline(never)]
+fn check_entry(p: &X86Platform, context: Pa, root: Pa) -> Result<(), EntryError> {
+    let fits = context.0.is_multiple_of(16)
+        && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
+        && p.tables.admits(context.granule_base());
+    if !fits {
+        return Err(EntryError::BadContext);
+    }
+    if !(root.is_granule_aligned() && p.tables.admits(root)) {
+        return Err(EntryError::BadRoot);
+    }
+    Ok(())
 }
 
 /// Writes CPU `cpu`'s TVM VMCB's controls ([`GuestCpu::run_guest`] adds each run's nested

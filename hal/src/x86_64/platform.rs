@@ -38,8 +38,9 @@ pub fn exit(code: ExitCode) -> ! {
 pub struct X86Platform {
     dram: MemRange,
     tsm: MemRange,
-    /// What `read_entry` reads tables from: `dram` outside `tsm`.
-    tables: TableGranules,
+    /// What `read_entry` reads tables from, and where a vCPU's context and root may lie
+    /// (`guest`): `dram` outside `tsm`.
+    pub(super) tables: TableGranules,
 }
 
 impl X86Platform {

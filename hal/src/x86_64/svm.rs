@@ -305,12 +305,6 @@ static MAPS: Shared<Maps> = Shared(UnsafeCell::new(Maps {
     ones_tail: [0; PAGE],
 }));
 
-/// CPU `cpu`'s save area for the host's x87/SSE state (`None` for a CPU without pages).
-pub fn host_fpu(cpu: usize) -> Option<*mut FxState> {
-    let pages = cpu_pages(cpu)?;
-    Some((pages + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState)
-}
-
 /// Bumped after every change to the host's nested table, before the shootdown that follows
 /// it: a CPU whose host VMCB last ran an older generation flushes its TLB on the next VMRUN.
 static NESTED_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -622,7 +616,7 @@ impl Vmcb {
     /// # Safety
     /// `dst` must be valid for writes of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
     pub unsafe fn save_state(&self, dst: *mut u8) {
-        let src = (self.pa + vmcb::SAVED_STATE.start as u64) as *const u8;
+        let src = self.at::<u8>(vmcb::SAVED_STATE.start).cast_const();
         // SAFETY: the source is inside this VMCB's page (identity-mapped, read-write for ring
         // 0); the caller guarantees the destination.
         unsafe { copy_state(dst, src) };
@@ -634,13 +628,24 @@ impl Vmcb {
     /// # Safety
     /// `src` must be valid for reads of `SAVED_STATE.len()` bytes, not overlapping the VMCB.
     pub unsafe fn load_state(&mut self, src: *const u8) {
-        let dst = (self.pa + vmcb::SAVED_STATE.start as u64) as *mut u8;
+        let dst = self.at::<u8>(vmcb::SAVED_STATE.start);
         // SAFETY: as in `save_state`, the other way round.
         unsafe { copy_state(dst, src) };
     }
 
+    /// The save area for the host's x87/SSE state of the CPU whose VMCB this is, found from
+    /// this VMCB's CPU pages: a second look-up of them cost the entry of a vCPU its bounds
+    /// checks again (~8 instructions, `vrun8`).
+    pub fn host_fpu(&self) -> *mut FxState {
+        (self.tsm_state - offset_of!(CpuPages, tsm_state) as u64
+            + offset_of!(CpuPages, host_fpu) as u64) as *mut FxState
+    }
+
+    // Wrapping: `pa` is a page of boot's carve and every offset of `vmcb` lies inside the
+    // page, so the add never wraps; its overflow test cost two instructions per VMCB access
+    // that LLVM could not fold (every host and guest call has some, `vrun8`).
     fn at<T>(&self, offset: usize) -> *mut T {
-        (self.pa + offset as u64) as *mut T
+        self.pa.wrapping_add(offset as u64) as *mut T
     }
 
     pub fn read64(&self, f: vmcb::F64) -> u64 {
