@@ -573,7 +573,7 @@ mod step {
 }
 
 /// The request a VDEV's pending operation step sends.
-// Out of line on x86_64, where its three callers' copies in the run loop cost `.text` ~600
+// Out of line on x86_64, where its three callers' copies in the run loop cost `.text` ~850
 // bytes once the HAL's VMCB accesses shrank (`vrun8`); x86_64's `.text` is at its budget.
 #[cfg_attr(target_arch = "x86_64", inline(never))]
 fn vdev_request(v: &VdevHead) -> Result<Request<'static>, Status> {
