@@ -176,11 +176,15 @@ impl PaFilter {
         PaFilter([0; PA_FILTER_BITS / 64])
     }
 
-    /// Word index and mask of `pa`'s granule.
+    /// Word index and mask of `pa`'s granule: the low bits of its granule number, so granules
+    /// less than `PA_FILTER_BITS` granules apart never share a bit. A multiplicative hash cost
+    /// every (un)delegate 6 more instructions on aarch64 and 2 on x86_64 (its 64-bit constant
+    /// and the multiply; branch `deleg9`) and spread no better: the names are granules, which a
+    /// guest or host can place to collide under any public hash, and a collision only costs a
+    /// scan, never a missed invalidation.
     fn bit(pa: Pa) -> (usize, u64) {
-        const DROP: u32 = 64 - PA_FILTER_BITS.trailing_zeros();
-        let h = ((pa.0 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> DROP) as usize;
-        (h / 64, 1 << (h % 64))
+        let g = pa.0 >> GRANULE_SIZE.trailing_zeros();
+        ((g / 64) as usize % (PA_FILTER_BITS / 64), 1 << (g % 64))
     }
 
     fn add(&mut self, pa: Pa) {

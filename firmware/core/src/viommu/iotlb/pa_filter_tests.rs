@@ -55,6 +55,23 @@ fn distinct_granules<const N: usize>() -> [u64; N] {
 }
 
 #[test]
+fn nearby_granules_have_their_own_bits_and_offsets_do_not_matter() {
+    let base = 0x4000_0000u64;
+    let mut seen = [0u64; super::PA_FILTER_BITS / 64];
+    for i in 0..super::PA_FILTER_BITS as u64 {
+        let (w, m) = PaFilter::bit(Pa(base + i * 0x1000));
+        assert_eq!(m.count_ones(), 1);
+        assert_eq!(seen[w] & m, 0, "granule {i} shares a bit");
+        seen[w] |= m;
+        // Any address inside the granule, and any address at all, stays in range.
+        assert_eq!(PaFilter::bit(Pa(base + i * 0x1000 + 0xfff)), (w, m));
+    }
+    assert!(seen.iter().all(|&w| w == u64::MAX));
+    let (w, _) = PaFilter::bit(Pa(u64::MAX));
+    assert!(w < super::PA_FILTER_BITS / 64);
+}
+
+#[test]
 fn an_empty_iotlb_holds_no_pa() {
     let tlb = Iotlb::new();
     for g in (0..64u64).map(|i| 0x4000_0000 + i * 0x1000) {
