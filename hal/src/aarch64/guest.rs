@@ -288,6 +288,7 @@ fn next_exit(f: &mut Frame, image: &FpRegs, fp: &mut LazyFp<'_>) -> GuestExit {
         if let Some(regs) = f.take_call() {
             return GuestExit::Call(regs);
         }
+        f.read_fault_addresses();
         let ec = syndrome::ec(f.esr);
         if ec == Ec::FP_ACCESS && !LazyFp::loaded() {
             // SAFETY: the vCPU is out, and TFP set means the host's registers are loaded
