@@ -228,7 +228,7 @@ impl MemRange {
 /// `dram`, not touching `tsm` (the TSM's own image and carve-out), with both ranges' ends
 /// worked out once at boot. Every host and guest call that copies an object or a record
 /// checks each copy, and adding the sizes to the bases with their overflow checks was about a
-/// third of the check (~7 of ~20 instructions per copy on aarch64, five copies per VCPU_RUN:
+/// third of the check (~9 of ~20 instructions per copy on aarch64, five copies per VCPU_RUN:
 /// docs/benchmarks.md, `vrun9`).
 #[derive(Clone, Copy, Debug)]
 pub struct MemBounds {
