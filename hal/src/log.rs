@@ -22,9 +22,16 @@ pub fn encode_record(stream: u8, payload: &[u8], out: &mut [u8; MAX_RECORD]) -> 
     // also stands for the zero after its block. `code_at` is the open block's code byte, `n`
     // the next free byte. At most 1 + MAX_PAYLOAD input bytes take at most one code byte per
     // 254 of them plus one, so every index stays below MAX_RECORD with the delimiter.
-    let mut code_at = 0;
-    let mut n = 1;
-    for &b in core::iter::once(&stream).chain(payload) {
+    // The stream byte starts the first block (or, the TSM's stream 0, closes an empty one):
+    // taken before the loop so that the loop walks a plain slice.
+    let (mut code_at, mut n) = if stream == 0 {
+        out[0] = 1;
+        (1, 2)
+    } else {
+        out[1] = stream;
+        (0, 2)
+    };
+    for &b in payload {
         // A full block is closed only when a byte follows it: input that ends with one needs
         // no empty block after it.
         if n - code_at == 0xFF {
@@ -63,13 +70,16 @@ mod tests {
             |_| 0,
             |i| (i % 255 + 1) as u8,
         ];
-        for pattern in patterns {
+        for (pattern, stream) in patterns
+            .iter()
+            .flat_map(|p| [(p, STREAM_TSM), (p, STREAM_GUEST)])
+        {
             let payload: [u8; MAX_PAYLOAD] = core::array::from_fn(pattern);
             for len in (0..=MAX_PAYLOAD).filter(|l| l % 251 < 8 || l % 254 < 4 || *l > 505) {
                 let mut out = [0u8; MAX_RECORD];
-                let n = encode_record(STREAM_GUEST, &payload[..len], &mut out);
+                let n = encode_record(stream, &payload[..len], &mut out);
                 let mut raw = [0u8; MAX_PAYLOAD + 1];
-                raw[0] = STREAM_GUEST;
+                raw[0] = stream;
                 raw[1..=len].copy_from_slice(&payload[..len]);
                 let mut want = [0u8; MAX_RECORD];
                 let m = cobs::encode(&raw[..=len], &mut want);
