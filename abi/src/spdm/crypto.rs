@@ -22,8 +22,14 @@
 //! of tsm-abi's 2 (x86_64 `.text` −816 B; docs/benchmarks.md, branch `text8`). The record
 //! functions (`Direction::seal` / `open`) stay at 2: every request of a bound vdevice's session
 //! runs them.
+//!
+//! HKDF (RFC 5869) is written here over [`hmac_of`]'s HMAC, not taken from the `hkdf` crate: every
+//! key it is given is an H-byte secret and every output at most H bytes, so Extract is one HMAC
+//! and Expand one HMAC block, and the crate's general code (a 2.4 KiB expand at tsm-abi's
+//! opt-level, a slice-keyed HMAC constructor and the `expect` behind it, which kept
+//! `core::fmt`'s `Result::expect` path in the image) is not needed (docs/benchmarks.md, branch
+//! `text9`). The tests check both against the `hkdf` crate.
 
-use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest as _, Sha384};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -68,7 +74,7 @@ pub fn hash(parts: &[&[u8]]) -> Digest {
 /// HMAC-SHA-384's block size: a shorter key is zero-padded to it (RFC 2104 §2).
 const HMAC_BLOCK: usize = 128;
 
-fn hmac_of(key: &Digest, data: &Digest) -> Hmac<Sha384> {
+fn hmac_of(key: &Digest, data: &[u8]) -> Hmac<Sha384> {
     // Padding the 48-byte key to the block size ourselves is what HMAC does with it anyway,
     // and makes the fixed-size (infallible) constructor usable.
     let mut block = [0u8; HMAC_BLOCK];
@@ -92,20 +98,37 @@ pub fn hmac_verify(key: &Digest, data: &Digest, tag: &[u8]) -> bool {
     hmac_of(key, data).verify_slice(tag).is_ok()
 }
 
-/// HKDF-Expand(`prk`, bin_str(`label`, `context`), `out.len()`).
+/// HKDF-Extract(`salt`, `ikm`) = HMAC(`salt`, `ikm`) (RFC 5869 §2.2).
+#[inline]
+fn extract(salt: &Digest, ikm: &[u8]) -> Digest {
+    hmac_of(salt, ikm).finalize().into_bytes().into()
+}
+
+/// HKDF-Expand(`prk`, bin_str(`label`, `context`), `out.len()`) for `out` of at most H bytes:
+/// T(1) = HMAC(`prk`, info ‖ 0x01), truncated (RFC 5869 §2.3).
+#[inline]
 fn expand(prk: &Digest, label: Label, context: &[u8], out: &mut [u8]) {
     let mut info = [0u8; signing::MAX_BIN_STR];
     let length = u16::try_from(out.len()).unwrap_or(u16::MAX);
-    let expanded = signing::bin_str(&mut info, length, label, context)
+    let info = signing::bin_str(&mut info, length, label, context)
         .ok()
-        .and_then(|n| info.get(..n))
-        .zip(Hkdf::<Sha384>::from_prk(prk).ok())
-        .is_some_and(|(info, hk)| hk.expand(info, out).is_ok());
-    // Every caller asks at most H bytes with a context of at most H bytes from an H-byte PRK:
-    // the info string fits and HKDF-SHA-384 can expand that much.
-    debug_assert!(expanded, "HKDF-Expand of {label:?}");
+        .and_then(|n| info.get(..n));
+    // Every caller asks at most H bytes (one block) with a context of at most H bytes: the
+    // info string fits.
+    debug_assert!(
+        info.is_some() && out.len() <= HASH_SIZE,
+        "HKDF-Expand of {label:?}"
+    );
+    if let Some(info) = info {
+        let mut mac = hmac_of(prk, info);
+        mac.update(&[1]);
+        for (o, t) in out.iter_mut().zip(mac.finalize().into_bytes()) {
+            *o = t;
+        }
+    }
 }
 
+#[inline]
 fn expand_digest(prk: &Digest, label: Label, context: &[u8]) -> Digest {
     let mut out = [0u8; HASH_SIZE];
     expand(prk, label, context, &mut out);
@@ -129,8 +152,7 @@ impl HandshakeSecrets {
     /// through `KEY_EXCHANGE_RSP`'s signature).
     #[inline]
     pub fn derive(dhe_secret: &[u8], th1: &Digest) -> Self {
-        let (prk, _) = Hkdf::<Sha384>::extract(Some(&[0u8; HASH_SIZE]), dhe_secret);
-        let handshake: Digest = prk.into();
+        let handshake = extract(&[0u8; HASH_SIZE], dhe_secret);
         Self {
             request: expand_digest(&handshake, Label::ReqHandshake, th1),
             response: expand_digest(&handshake, Label::RspHandshake, th1),
@@ -144,8 +166,7 @@ impl HandshakeSecrets {
 #[inline]
 pub fn data_secrets(handshake_secret: &Digest, th2: &Digest) -> (Digest, Digest) {
     let salt = expand_digest(handshake_secret, Label::Derived, &[]);
-    let (prk, _) = Hkdf::<Sha384>::extract(Some(&salt), &[0u8; HASH_SIZE]);
-    let master: Digest = prk.into();
+    let master = extract(&salt, &[0u8; HASH_SIZE]);
     (
         expand_digest(&master, Label::ReqData, th2),
         expand_digest(&master, Label::RspData, th2),
@@ -181,6 +202,7 @@ impl core::fmt::Debug for Direction {
 
 impl Direction {
     /// Keys of `secret` (a handshake or data secret), sequence number 0.
+    #[inline]
     pub fn new(secret: &Digest) -> Self {
         let mut d = Self {
             secret: *secret,
@@ -205,6 +227,7 @@ impl Direction {
     }
 
     /// `KEY_UPDATE`: the next secret (`bin_str9`), its keys, sequence number 0.
+    #[inline]
     pub fn update(&mut self) {
         *self = Self::new(&expand_digest(&self.secret, Label::TrafficUpdate, &[]));
     }

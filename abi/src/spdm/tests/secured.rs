@@ -221,3 +221,59 @@ fn sequence_numbers_run_out_instead_of_wrapping() {
         Err(RecordError::SequenceExhausted)
     );
 }
+
+#[test]
+fn key_schedule_is_rfc_5869_hkdf() {
+    // The module's own one-block HKDF against the `hkdf` crate, for every secret, key and IV
+    // the schedule derives.
+    use hkdf::Hkdf;
+    use sha2::Sha384;
+    use zerocopy::IntoBytes;
+    let expand = |prk: &[u8; 48], label: Label, context: &[u8], out: &mut [u8]| {
+        let mut info = [0u8; signing::MAX_BIN_STR];
+        let n = signing::bin_str(&mut info, out.len() as u16, label, context).unwrap();
+        Hkdf::<Sha384>::from_prk(prk)
+            .unwrap()
+            .expand(&info[..n], out)
+            .unwrap();
+    };
+    let digest = |prk: &[u8; 48], label: Label, context: &[u8]| {
+        let mut out = [0u8; 48];
+        expand(prk, label, context, &mut out);
+        out
+    };
+    let extract = |salt: &[u8; 48], ikm: &[u8]| -> [u8; 48] {
+        Hkdf::<Sha384>::extract(Some(salt), ikm).0.into()
+    };
+    let (th1, th2) = (crypto::hash(&[b"TH1"]), crypto::hash(&[b"TH2"]));
+    for dhe in [[0u8; 48], [7; 48], crypto::hash(&[b"DHE"])] {
+        let hs = HandshakeSecrets::derive(&dhe, &th1);
+        let handshake = extract(&[0; 48], &dhe);
+        assert_eq!(hs.handshake, handshake);
+        assert_eq!(hs.request, digest(&handshake, Label::ReqHandshake, &th1));
+        assert_eq!(hs.response, digest(&handshake, Label::RspHandshake, &th1));
+        let salt = digest(&handshake, Label::Derived, &[]);
+        let master = extract(&salt, &[0; 48]);
+        let (req, rsp) = crypto::data_secrets(&hs.handshake, &th2);
+        assert_eq!(req, digest(&master, Label::ReqData, &th2));
+        assert_eq!(rsp, digest(&master, Label::RspData, &th2));
+        assert_eq!(
+            crypto::finished_key(&hs.request),
+            digest(&hs.request, Label::Finished, &[])
+        );
+        for secret in [hs.request, rsp] {
+            let mut d = Direction::new(&secret);
+            let (mut key, mut iv) = ([0u8; 32], [0u8; 12]);
+            expand(&secret, Label::Key, &[], &mut key);
+            expand(&secret, Label::Iv, &[], &mut iv);
+            assert_eq!(&d.as_bytes()[..48], &secret);
+            assert_eq!(&d.as_bytes()[48..80], &key);
+            assert_eq!(&d.as_bytes()[80..92], &iv);
+            d.update();
+            let next = digest(&secret, Label::TrafficUpdate, &[]);
+            assert_eq!(d.secret(), &next);
+            expand(&next, Label::Key, &[], &mut key);
+            assert_eq!(&d.as_bytes()[48..80], &key);
+        }
+    }
+}
