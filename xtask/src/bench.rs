@@ -673,7 +673,7 @@ fn size_figures(ws: &Workspace, arch: Arch, elf: &Path) -> Result<Vec<Figure>, S
 
 /// The crates SPDM brought into the image: the requester and its codec, the RustCrypto
 /// crates (sha2 also hashes the TDISP report, a few hundred bytes of it).
-const SPDM_CRATES: [&str; 20] = [
+const SPDM_CRATES: [&str; 19] = [
     "tsm_spdm::",
     "tsm_abi::spdm::",
     "tsm_spdm_aead::",
@@ -688,7 +688,6 @@ const SPDM_CRATES: [&str; 20] = [
     "ghash::",
     "polyval::",
     "hmac::",
-    "hkdf::",
     "der::",
     "spki::",
     "digest::",
