@@ -115,23 +115,28 @@ pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 
 /// While it lives, ring 0 may touch user pages (SMAP): for the direct accesses to a vCPU's
 /// context area, which lies in a delegated granule that the TSM's tables map as all host
-/// memory (U=1). Nothing in the bracket may follow a pointer the host chose.
-pub(super) struct UserAccess(());
+/// memory (U=1), and to table entries. Nothing in the bracket may follow a pointer the host
+/// chose.
+// The guard keeps whether it set AC, so `Drop` clears it exactly when `allow` set it, without
+// loading `SMAP_ON` again (the bracketed accesses are not `nomem`: the compiler could not
+// reuse the first load).
+pub(super) struct UserAccess(bool);
 
 impl UserAccess {
     pub(super) fn allow() -> Self {
-        if smap_enabled() {
+        let smap = smap_enabled();
+        if smap {
             // SAFETY: sets RFLAGS.AC only; `Drop` clears it. Not `nomem`, so the compiler keeps
             // the bracketed accesses inside.
             unsafe { asm!("stac", options(nostack)) };
         }
-        UserAccess(())
+        UserAccess(smap)
     }
 }
 
 impl Drop for UserAccess {
     fn drop(&mut self) {
-        if smap_enabled() {
+        if self.0 {
             // SAFETY: clears RFLAGS.AC, which `allow` set.
             unsafe { asm!("clac", options(nostack)) };
         }
@@ -164,13 +169,18 @@ pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
     let sse = cpu::cr4() & cpu::CR4_OSFXSR != 0;
     if sse && (dst as usize).is_multiple_of(16) && len.is_multiple_of(STEP) && len != 0 {
         let big = usize::from(len.is_multiple_of(BIG_STEP));
-        let _user = UserAccess::allow();
+        // The SMAP bracket without `UserAccess`: the guard's kept flag let the compiler thread
+        // its two tests and emit the store loops twice, once per branch (+653 bytes).
+        if smap_enabled() {
+            // SAFETY: sets RFLAGS.AC only, for the stores below; cleared after them.
+            unsafe { asm!("stac", options(nostack)) };
+        }
         // SAFETY: writes exactly `[dst, dst + len)` (the caller's range): each pass stores the
         // 1024 bytes (`big` non-zero: `len` is a multiple of 1024) or the 256 bytes at `rdi`
         // (16-byte aligned, as `movdqa` needs: `dst` is and the steps are multiples of 16) and
         // advances it; `rcx` counts the bytes left, a non-zero multiple of the step, so the
-        // loop ends at zero. `xmm0` is saved on the stack and restored; `_user` allows the
-        // stores to user pages.
+        // loop ends at zero. `xmm0` is saved on the stack and restored; AC (set above under
+        // SMAP) allows the stores to user pages.
         unsafe {
             asm!(
                 "sub rsp, 16",
@@ -204,6 +214,11 @@ pub(super) unsafe fn zero(dst: *mut u8, len: usize) {
                 inout("rcx") len => _,
             )
         };
+        if smap_enabled() {
+            // SAFETY: clears RFLAGS.AC, which the test above set under the same flag (each CPU's
+            // set-up stores the same value, before SSE is on).
+            unsafe { asm!("clac", options(nostack)) };
+        }
         return;
     }
     let (words, tail) = (len / 8, len % 8);
@@ -276,32 +291,13 @@ impl PhysMem for X86Platform {
             return Err(MemFault(table));
         }
         let pa = table.0 | (((idx % 512) as u64) << 3);
-        // SMAP is tested once, for both ends of the bracket: `UserAccess` tests it at `stac`
-        // and again at `clac` (the asm between may write memory, so the flag is loaded twice),
-        // 3 instructions more per table level of every walk (profiled).
-        let word = if smap_enabled() {
-            let w: u64;
-            // SAFETY: the granule at `table` is DRAM outside the TSM (checked above: `tables`
-            // is `check`'s rule for a whole granule), which the TSM's tables identity-map for
-            // ring 0, maybe as a user page: `stac` allows that access and `clac` ends the
-            // allowance after the one load, which follows no pointer the host chose. `pa` is an
-            // 8-aligned word inside the granule: one atomic load, so a concurrent entry store is
-            // seen whole or not at all. RFLAGS.AC is clear again on exit, as it was on entry.
-            unsafe {
-                asm!(
-                    "stac",
-                    "mov {w}, qword ptr [{pa}]",
-                    "clac",
-                    pa = in(reg) pa,
-                    w = out(reg) w,
-                    options(nostack, readonly),
-                )
-            };
-            w
-        } else {
-            // SAFETY: as above, without SMAP: no bracket is needed for a user page.
-            unsafe { core::ptr::read_volatile(pa as *const u64) }
-        };
+        let _user = UserAccess::allow();
+        // SAFETY: the granule at `table` is DRAM outside the TSM (checked above: `tables` is
+        // `check`'s rule for a whole granule), which the TSM's tables identity-map for ring 0,
+        // maybe as a user page (`_user` allows that access; the load follows no pointer the
+        // host chose). `pa` is an 8-aligned word inside the granule: one atomic load, so a
+        // concurrent entry store is seen whole or not at all.
+        let word = unsafe { core::ptr::read_volatile(pa as *const u64) };
         Ok(u64::from_le(word))
     }
 

@@ -54,17 +54,17 @@ fn own_vdev(o: &TvmSlots<'_, '_>, raw: u64) -> Result<Pa, Status> {
     Err(Status::arg(StatusCode::BadHandle, 1))
 }
 
-/// Locks the caller's TVM (its count of vBDF slots only, [`TvmSlots`]: the map's root and
-/// width are the caller's, [`GuestCaller`]) and its vdevice named by argument 1 (TVM before
+/// Locks the caller's TVM `tvm` (its count of vBDF slots only, [`TvmSlots`]: the map's root
+/// and width are the caller's, [`GuestCaller`]) and its vdevice named by argument 1 (TVM before
 /// VDEV). A TVM granule that is not one is `Denied`, as before.
 fn lock_own<'t, 'a>(
     t: &'t Tsm<'a>,
-    caller: GuestCaller,
+    tvm: Pa,
     raw: u64,
     rooms: &'t mut GuestVdevRooms,
 ) -> Result<GuestVdev<'t, 'a>, Status> {
     let tvm = t
-        .lock_tvm_slots(caller.tvm, 1)
+        .lock_tvm_slots(tvm, 1)
         .map_err(|_| Status::new(StatusCode::Denied))?;
     let pa = own_vdev(&tvm, raw)?;
     let v = t
@@ -220,7 +220,7 @@ fn has_report(v: &VdevObj) -> bool {
 /// G_VDEV_INFO: state, evidence and report length of one of the caller's vdevices.
 pub fn vdev_info(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevInfo) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
@@ -309,7 +309,7 @@ fn read_portion(
     source: Source,
 ) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let g = lock_own(t, caller, vbdf, &mut rooms)?;
+    let g = lock_own(t, caller.tvm, vbdf, &mut rooms)?;
     if !has_report(&g.v) {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -364,7 +364,7 @@ pub fn vdev_accept(
     a: args::GVdevAccept,
 ) -> Result<GuestNext, Status> {
     let mut rooms = GuestVdevRooms::default();
-    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let mut g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     if g.v.state != VdevState::Locked || g.v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -410,7 +410,7 @@ pub fn vdev_stop(
     a: args::GVdevStop,
 ) -> Result<GuestNext, Status> {
     let mut rooms = GuestVdevRooms::default();
-    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let mut g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     if !matches!(g.v.state, VdevState::Run | VdevState::Locked) || g.v.op != DeviceOp::None {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -435,7 +435,7 @@ pub fn vdev_stop(
 /// memory the guest can reach. Nothing changes on a mismatch.
 pub fn vdev_mmio_validate(t: &Tsm<'_>, caller: GuestCaller, a: args::GVdevMmioValidate) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     if !matches!(g.v.state, VdevState::Locked | VdevState::Run) {
         return Err(Status::arg(StatusCode::ObjectState, 1));
     }
@@ -502,7 +502,7 @@ fn one_pasid(raw: u64, arg: u8) -> Result<Option<u32>, Status> {
 /// G_S1_ATTACH: the stage-1 root of (vdevice, PASID); cached translations of that PASID go.
 pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let mut g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     let pasid = one_pasid(a.pasid, 2)?;
     let root = a.root;
     let min = stage1_min_bits(&g.v)?;
@@ -537,7 +537,7 @@ pub fn s1_attach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Attach) -> Reply 
 /// G_S1_DETACH: removes the stage-1 root of (vdevice, PASID).
 pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let mut g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     let pasid = one_pasid(a.pasid, 2)?;
     stage1_min_bits(&g.v)?;
     g.v.pasids
@@ -555,7 +555,7 @@ pub fn s1_detach(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Detach) -> Reply 
 /// G_S1_INVALIDATE: the guest changed its stage-1 tables; cached translations of the range go.
 pub fn s1_invalidate(t: &Tsm<'_>, caller: GuestCaller, a: args::GS1Invalidate) -> Reply {
     let mut rooms = GuestVdevRooms::default();
-    let g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     let scope = match PasidArg::from_raw(a.pasid) {
         Some(PasidArg::All) => PasidScope::All,
         Some(PasidArg::NoPasid) => PasidScope::One(None),
@@ -578,7 +578,7 @@ pub fn event_read_guest(t: &Tsm<'_>, caller: GuestCaller, a: args::GEventRead) -
     // The hardware's faults join the queues before any is read (and before any lock).
     t.drain_platform_faults();
     let mut rooms = GuestVdevRooms::default();
-    let mut g = lock_own(t, caller, a.vbdf, &mut rooms)?;
+    let mut g = lock_own(t, caller.tvm, a.vbdf, &mut rooms)?;
     let gpa = a.buffer;
     if !gpa.0.is_multiple_of(8) {
         return Err(Status::arg(StatusCode::InvalidBuffer, 2));
