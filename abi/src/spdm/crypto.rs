@@ -104,21 +104,21 @@ fn extract(salt: &Digest, ikm: &[u8]) -> Digest {
     hmac_of(salt, ikm).finalize().into_bytes().into()
 }
 
-/// HKDF-Expand(`prk`, bin_str(`label`, `context`), `out.len()`) for `out` of at most H bytes:
-/// T(1) = HMAC(`prk`, info ‖ 0x01), truncated (RFC 5869 §2.3).
+/// HKDF-Expand(`prk`, bin_str(`label`, `context`), N) for N of at most H bytes (one block):
+/// T(1) = HMAC(`prk`, info ‖ 0x01), truncated (RFC 5869 §2.3). One block is all SPDM's key
+/// schedule asks for (secrets of H bytes, the AEAD's key and IV); the bound and the context's
+/// type are checked when this is compiled, so a longer output cannot come out short.
 #[inline]
-fn expand(prk: &Digest, label: Label, context: &[u8], out: &mut [u8]) {
+fn expand<const N: usize>(prk: &Digest, label: Label, context: Option<&Digest>, out: &mut [u8; N]) {
+    const { assert!(N <= HASH_SIZE, "HKDF-Expand of more than one block") };
     let mut info = [0u8; signing::MAX_BIN_STR];
-    let length = u16::try_from(out.len()).unwrap_or(u16::MAX);
-    let info = signing::bin_str(&mut info, length, label, context)
+    let context: &[u8] = context.map_or(&[], |c| c.as_slice());
+    // N <= H, so the length is exact.
+    let info = signing::bin_str(&mut info, N as u16, label, context)
         .ok()
         .and_then(|n| info.get(..n));
-    // Every caller asks at most H bytes (one block) with a context of at most H bytes: the
-    // info string fits.
-    debug_assert!(
-        info.is_some() && out.len() <= HASH_SIZE,
-        "HKDF-Expand of {label:?}"
-    );
+    // A context of at most H bytes and every label fit `MAX_BIN_STR`.
+    debug_assert!(info.is_some(), "HKDF-Expand of {label:?}");
     if let Some(info) = info {
         let mut mac = hmac_of(prk, info);
         mac.update(&[1]);
@@ -129,7 +129,7 @@ fn expand(prk: &Digest, label: Label, context: &[u8], out: &mut [u8]) {
 }
 
 #[inline]
-fn expand_digest(prk: &Digest, label: Label, context: &[u8]) -> Digest {
+fn expand_digest(prk: &Digest, label: Label, context: Option<&Digest>) -> Digest {
     let mut out = [0u8; HASH_SIZE];
     expand(prk, label, context, &mut out);
     out
@@ -154,8 +154,8 @@ impl HandshakeSecrets {
     pub fn derive(dhe_secret: &[u8], th1: &Digest) -> Self {
         let handshake = extract(&[0u8; HASH_SIZE], dhe_secret);
         Self {
-            request: expand_digest(&handshake, Label::ReqHandshake, th1),
-            response: expand_digest(&handshake, Label::RspHandshake, th1),
+            request: expand_digest(&handshake, Label::ReqHandshake, Some(th1)),
+            response: expand_digest(&handshake, Label::RspHandshake, Some(th1)),
             handshake,
         }
     }
@@ -165,18 +165,18 @@ impl HandshakeSecrets {
 /// transcript through `FINISH_RSP`).
 #[inline]
 pub fn data_secrets(handshake_secret: &Digest, th2: &Digest) -> (Digest, Digest) {
-    let salt = expand_digest(handshake_secret, Label::Derived, &[]);
+    let salt = expand_digest(handshake_secret, Label::Derived, None);
     let master = extract(&salt, &[0u8; HASH_SIZE]);
     (
-        expand_digest(&master, Label::ReqData, th2),
-        expand_digest(&master, Label::RspData, th2),
+        expand_digest(&master, Label::ReqData, Some(th2)),
+        expand_digest(&master, Label::RspData, Some(th2)),
     )
 }
 
 /// The finished key of a handshake secret (for verify data).
 #[inline]
 pub fn finished_key(handshake_secret: &Digest) -> Digest {
-    expand_digest(handshake_secret, Label::Finished, &[])
+    expand_digest(handshake_secret, Label::Finished, None)
 }
 
 /// One direction of a session: its secret, the AEAD key and IV derived from it, and the next
@@ -211,8 +211,8 @@ impl Direction {
             reserved: [0; 4],
             sequence: 0,
         };
-        expand(secret, Label::Key, &[], &mut d.key);
-        expand(secret, Label::Iv, &[], &mut d.iv);
+        expand(secret, Label::Key, None, &mut d.key);
+        expand(secret, Label::Iv, None, &mut d.iv);
         d
     }
 
@@ -229,7 +229,7 @@ impl Direction {
     /// `KEY_UPDATE`: the next secret (`bin_str9`), its keys, sequence number 0.
     #[inline]
     pub fn update(&mut self) {
-        *self = Self::new(&expand_digest(&self.secret, Label::TrafficUpdate, &[]));
+        *self = Self::new(&expand_digest(&self.secret, Label::TrafficUpdate, None));
     }
 
     /// Takes the sequence number of the next record and advances it.
