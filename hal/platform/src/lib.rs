@@ -61,24 +61,37 @@ pub trait PhysMem {
     }
     /// Copies `data` to `pa`.
     fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault>;
-    /// The little-endian 8 bytes at `pa`: a translation-table entry, one per level of a walk.
-    /// Platforms override it with one aligned load (the generic copy with its set-up cost a
-    /// four-level walk ~190 instructions on aarch64, profiled); the default reads the bytes.
-    fn read_u64(&self, pa: Pa) -> Result<u64, MemFault> {
-        let mut b = [0u8; 8];
-        self.read(pa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
     /// Entry `idx` (taken modulo 512) of the translation table in the granule at `table`: the
     /// little-endian 8 bytes at `table + 8 * idx`, what a walk reads at each level. A table is
-    /// one whole granule, so a platform checks the granule (the same check as `read_u64`'s over
-    /// all of it) and loads the entry, always 8-aligned, with no further test; a `table` that
-    /// is not granule-aligned is a fault. The default goes through `read_u64`.
+    /// one whole granule, so a platform checks the granule (the same check as `read`'s over all
+    /// of it) and loads the entry, always 8-aligned, with no further test; a `table` that is
+    /// not granule-aligned is a fault. Platforms override it with one aligned load (the
+    /// generic copy with its set-up cost a four-level walk ~190 instructions on aarch64,
+    /// profiled); the default reads the bytes.
     fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
         if !table.is_granule_aligned() {
             return Err(MemFault(table));
         }
-        self.read_u64(Pa(table.0 | (((idx % 512) as u64) << 3)))
+        let mut b = [0u8; 8];
+        self.read(Pa(table.0 | (((idx % 512) as u64) << 3)), &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// Stores each [`WordStore`] of `words`, in order, into the granule at `granule`: an
+    /// object's fields updated in place in its locked granule, without a copy of the object
+    /// written back whole. The granule is checked once, before any store (a `granule` that is
+    /// not granule-aligned or not the platform's is a fault and nothing is stored); each
+    /// [`WordOff`] is an aligned word inside it by construction, so a store needs no test of
+    /// its own. Words are in the TSM's byte order. Platforms override it with one aligned store
+    /// per word (a [`PhysMem::write`] costs ~44 instructions on aarch64 for 8-16 bytes,
+    /// docs/benchmarks.md, `vdev4`); the default writes each word's bytes.
+    fn write_words(&self, granule: Pa, words: &[WordStore]) -> Result<(), MemFault> {
+        if !granule.is_granule_aligned() {
+            return Err(MemFault(granule));
+        }
+        for &WordStore(off, w) in words {
+            self.write(Pa(granule.0 | off.get() as u64), &w.to_ne_bytes())?;
+        }
+        Ok(())
     }
     /// Zeroes `len` bytes at `pa` (a granule scrub). Platforms override it with their fastest
     /// zeroing (64-byte `st1`s, 16-byte SSE stores); the default writes zeros in 512-byte chunks.
@@ -96,6 +109,48 @@ pub trait PhysMem {
             }
         }
         Ok(())
+    }
+}
+
+/// The byte offset of an aligned 8-byte word inside a granule: what [`PhysMem::write_words`]
+/// stores at. Only [`WordOff::at`] makes one, so every value is 8-aligned and at most
+/// `GRANULE_SIZE - 8`; the core builds its fixed offsets in `const` items, checked at compile
+/// time, and a table entry's at run time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub struct WordOff(u16);
+
+/// One store of [`PhysMem::write_words`]: the word and where it goes. `repr(C)` (the offset at
+/// byte 0, the word at byte 8) so that a platform may walk the stores in assembly.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C)]
+pub struct WordStore(pub WordOff, pub u64);
+
+impl WordOff {
+    /// `off` if it is an aligned word inside a granule.
+    pub const fn at(off: usize) -> Option<Self> {
+        if off.is_multiple_of(8) && off < GRANULE_SIZE as usize {
+            // In range of `u16`: a granule is 4 KiB.
+            Some(WordOff(off as u16))
+        } else {
+            None
+        }
+    }
+
+    /// `OFF`, checked at compile time: the offset of a fixed field.
+    pub const fn of<const OFF: usize>() -> Self {
+        const {
+            assert!(
+                OFF.is_multiple_of(8) && OFF < GRANULE_SIZE as usize,
+                "an aligned word inside a granule"
+            );
+        };
+        WordOff(OFF as u16)
+    }
+
+    /// The offset in bytes.
+    pub const fn get(self) -> usize {
+        self.0 as usize
     }
 }
 

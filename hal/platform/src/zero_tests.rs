@@ -1,5 +1,6 @@
-//! `PhysMem::zero`'s default (the zeroing of platforms without a faster one, and of the core's
-//! simulated memory): exactly the range, in chunks, and a fault stops it.
+//! `PhysMem::zero`'s and `PhysMem::write_words`' defaults (those of platforms without faster
+//! ones, and of the core's simulated memory): exactly the range, in chunks, and a fault stops
+//! it; each word where its offset says.
 
 use core::cell::RefCell;
 
@@ -102,4 +103,50 @@ fn a_range_ending_at_the_top_of_the_address_space() {
         m.0.borrow()[..2],
         [(u64::MAX - 1023, 512), (u64::MAX - 511, 512)]
     );
+}
+
+/// `PhysMem::write_words`' default and `WordOff`: only aligned words inside a granule, each
+/// stored at its offset in the granule named, nothing outside a granule that is not one.
+mod words {
+    use super::*;
+    use crate::{WordOff, WordStore};
+
+    #[test]
+    fn word_offsets_are_aligned_words_of_a_granule() {
+        assert_eq!(WordOff::at(0).map(WordOff::get), Some(0));
+        assert_eq!(WordOff::at(4088).map(WordOff::get), Some(4088));
+        assert_eq!(WordOff::of::<16>().get(), 16);
+        for bad in [4, 7, 4092, 4096, 4104, usize::MAX, usize::MAX - 7] {
+            assert_eq!(WordOff::at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stores_each_word_in_the_granule_named() {
+        let m = Mem::new();
+        let words = [
+            WordStore(WordOff::of::<0>(), 0x0807_0605_0403_0201u64),
+            WordStore(WordOff::of::<4088>(), u64::MAX),
+        ];
+        m.write_words(Pa(BASE + 4096), &words).unwrap();
+        let mem = m.0.borrow();
+        assert_eq!(mem[4096..4104], 0x0807_0605_0403_0201u64.to_ne_bytes());
+        assert!(mem[4104..8184].iter().all(|&b| b == 0xAA));
+        assert_eq!(mem[8184..8192], [0xFF; 8]);
+        assert!(mem[..4096].iter().all(|&b| b == 0xAA));
+        assert!(mem[8192..].iter().all(|&b| b == 0xAA));
+    }
+
+    #[test]
+    fn a_granule_that_is_not_one_changes_nothing() {
+        let m = Mem::new();
+        let words = [WordStore(WordOff::of::<0>(), 0u64)];
+        assert_eq!(
+            m.write_words(Pa(BASE + 8), &words),
+            Err(MemFault(Pa(BASE + 8)))
+        );
+        // Outside the memory: the first store faults.
+        assert!(m.write_words(Pa(BASE + 3 * 4096), &words).is_err());
+        assert!(m.0.borrow().iter().all(|&b| b == 0xAA));
+    }
 }

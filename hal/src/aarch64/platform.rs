@@ -12,7 +12,7 @@ use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
     EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemBounds,
-    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused,
+    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused, WordStore,
 };
 
 /// The machine as the core sees it.
@@ -81,22 +81,6 @@ impl PhysMem for QemuVirt {
         }
     }
 
-    fn read_u64(&self, pa: Pa) -> Result<u64, MemFault> {
-        self.check(pa, 8)?;
-        if !pa.0.is_multiple_of(8) {
-            let mut b = [0u8; 8];
-            // SAFETY: as in `read`: the 8 bytes at `pa` are DRAM (checked above).
-            unsafe { copy::copy(b.as_mut_ptr(), pa.0 as *const u8, 8) };
-            return Ok(u64::from_le_bytes(b));
-        }
-        // SAFETY: [pa, pa + 8) is DRAM (checked above), identity-mapped as Normal memory in
-        // the TSM's stage-1, and 8-aligned: one single-copy-atomic load, so a concurrent
-        // entry store is seen whole or not at all.
-        Ok(u64::from_le(unsafe {
-            core::ptr::read_volatile(pa.0 as *const u64)
-        }))
-    }
-
     fn read_entry(&self, table: Pa, idx: usize) -> Result<u64, MemFault> {
         if !table.is_granule_aligned() || !self.tables.admits(table) {
             return Err(MemFault(table));
@@ -117,6 +101,20 @@ impl PhysMem for QemuVirt {
         // above), identity-mapped as Normal memory in the TSM's stage-1; the core decides whose
         // it may write.
         unsafe { copy::copy(pa.0 as *mut u8, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    fn write_words(&self, granule: Pa, words: &[WordStore]) -> Result<(), MemFault> {
+        if !granule.is_granule_aligned() || !self.tables.admits(granule) {
+            return Err(MemFault(granule));
+        }
+        for &WordStore(off, w) in words {
+            // SAFETY: the granule at `granule` is DRAM outside the TSM's own memory (checked
+            // above: `tables` is `check`'s rule for a whole granule), identity-mapped as Normal
+            // memory in the TSM's stage-1; a `WordOff` is 8-aligned and under `GRANULE_SIZE`,
+            // so the store is one aligned word inside that granule.
+            unsafe { core::ptr::write_volatile((granule.0 as usize | off.get()) as *mut u64, w) };
+        }
         Ok(())
     }
 

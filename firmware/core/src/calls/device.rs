@@ -292,25 +292,19 @@ pub fn vdev_create(t: &Tsm<'_>, a: args::VdevCreate) -> Reply {
         objects::save_new_vdev(t, &gv, &start)?;
         t.init_mmio_record(vdev, Pa(to.root))
     })?;
-    po.set_pbdf(
-        pslot,
-        &PbdfSlot {
-            vdev: vdev.0,
-            pbdf: u32::from(params.pbdf),
-            used: 1,
-        },
-    )?;
-    to.set_vbdf(
-        tslot,
-        &VbdfSlot {
-            vdev: vdev.0,
-            vbdf: u32::from(params.vbdf),
-            used: 1,
-        },
-    )?;
-    po.save()?;
+    // The PDEV and the TVM changed only their count and the new slot: those words are stored
+    // in place, not the heads written back whole. The vIOMMU is 24 bytes, one write either way.
+    po.save_added_pbdf(&PbdfSlot {
+        vdev: vdev.0,
+        pbdf: u32::from(params.pbdf),
+        used: 1,
+    })?;
     io.save()?;
-    to.save()?;
+    to.save_added_vbdf(&VbdfSlot {
+        vdev: vdev.0,
+        vbdf: u32::from(params.vbdf),
+        used: 1,
+    })?;
     to.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
     io.get().map_err(|_| Status::arg(StatusCode::Capacity, 3))?;
     po.get().map_err(|_| Status::arg(StatusCode::Capacity, 2))?;

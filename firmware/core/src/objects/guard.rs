@@ -15,7 +15,7 @@ use super::{
     PdevObj, Stored, TvmHead, TvmObj, VDEV_ZEROED, VbdfSlot, VdevBindHead, VdevHeadStart, VdevObj,
     ViommuObj, decode, internal, load_into, write,
 };
-use tsm_platform::{PhysMem, ReadBuf};
+use tsm_platform::{PhysMem, ReadBuf, WordOff, WordStore};
 
 use crate::granule::{GranuleError, GranuleState, Locked};
 use crate::tsm::Tsm;
@@ -146,6 +146,64 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
     pub fn save(&self) -> Result<(), Status> {
         write(self.t.platform, self.g.pa(), self.obj)
     }
+
+    /// The copy's invariants, checked in debug builds before it is stored, as `write` does.
+    fn check_invariants(&self) {
+        debug_assert!(
+            self.obj.invariants().is_ok(),
+            "{}: {:?}",
+            core::any::type_name::<O>(),
+            self.obj.invariants()
+        );
+    }
+
+    /// Saves a slot added to a packed table ([`PdevObj::invariants`]) and the copy's count of
+    /// slots in use, `vdevs` (already raised), in place: `slot` as entry `vdevs - 1` of the
+    /// table of `cap` 16-byte entries at byte `table`, and the count at `count`.
+    fn save_added_slot(
+        &self,
+        table: usize,
+        cap: usize,
+        count: WordOff,
+        vdevs: u64,
+        slot: [u64; 2],
+    ) -> Result<(), Status> {
+        self.check_invariants();
+        save_added_slot(self.t.platform, self.g.pa(), table, cap, count, vdevs, slot)
+    }
+}
+
+/// [`Guard::save_added_slot`]: one [`PhysMem::write_words`] call into the locked granule,
+/// shared by the PDEV's and the TVM's tables (one copy in the image: x86_64's `.text` has no
+/// room for two).
+#[inline(never)]
+fn save_added_slot(
+    mem: &dyn PhysMem,
+    granule: Pa,
+    table: usize,
+    cap: usize,
+    count: WordOff,
+    vdevs: u64,
+    [w0, w1]: [u64; 2],
+) -> Result<(), Status> {
+    let i = usize::try_from(vdevs)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .filter(|&i| i < cap)
+        .ok_or_else(internal)?;
+    let at = |w: usize| {
+        i.checked_mul(16)
+            .and_then(|o| o.checked_add(table))
+            .and_then(|o| o.checked_add(w))
+            .and_then(WordOff::at)
+            .ok_or_else(internal)
+    };
+    let words = [
+        WordStore(at(0)?, w0),
+        WordStore(at(8)?, w1),
+        WordStore(count, vdevs),
+    ];
+    mem.write_words(granule, &words).map_err(|_| internal())
 }
 
 impl<O: Object> Guard<'_, '_, O> {
@@ -177,21 +235,6 @@ impl<O: Object> Guard<'_, '_, O> {
             .map_err(|_| internal())?;
         Ok(e)
     }
-
-    /// Writes entry `i` of the object's table at byte `table` straight to its locked granule.
-    fn write_entry<T: IntoBytes + zerocopy::Immutable>(
-        &self,
-        table: usize,
-        i: usize,
-        cap: usize,
-        e: &T,
-    ) -> Result<(), Status> {
-        let at = self.entry_pa::<T>(table, i, cap)?;
-        self.t
-            .platform
-            .write(at, e.as_bytes())
-            .map_err(|_| internal())
-    }
 }
 
 /// A call that changes one slot of a PDEV's pBDF table locks the PDEV's head and reads or
@@ -203,13 +246,16 @@ impl Guard<'_, '_, PdevHead> {
         self.read_entry(core::mem::offset_of!(PdevObj, pbdfs), i, MAX_VDEVS_PER_PDEV)
     }
 
-    /// Writes pBDF slot `i`.
-    pub(crate) fn set_pbdf(&self, i: usize, s: &PbdfSlot) -> Result<(), Status> {
-        self.write_entry(
+    /// Saves a vdevice added to the copy's count (`vdevs`, already raised) as pBDF slot
+    /// `vdevs - 1`, in place: the slot's and the count's words alone, not the head.
+    #[inline(always)]
+    pub(crate) fn save_added_pbdf(&self, s: &PbdfSlot) -> Result<(), Status> {
+        self.save_added_slot(
             core::mem::offset_of!(PdevObj, pbdfs),
-            i,
             MAX_VDEVS_PER_PDEV,
-            s,
+            WordOff::of::<{ core::mem::offset_of!(PdevHead, vdevs) }>(),
+            self.vdevs,
+            zerocopy::transmute!(*s),
         )
     }
 }
@@ -270,13 +316,16 @@ impl<O: TvmPart> Guard<'_, '_, O> {
 }
 
 impl Guard<'_, '_, TvmHead> {
-    /// Writes vBDF slot `i`.
-    pub(crate) fn set_vbdf(&self, i: usize, s: &VbdfSlot) -> Result<(), Status> {
-        self.write_entry(
+    /// Saves a vdevice added to the copy's count as vBDF slot `vdevs - 1`, in place, as
+    /// [`Guard::<PdevHead>::save_added_pbdf`].
+    #[inline(always)]
+    pub(crate) fn save_added_vbdf(&self, s: &VbdfSlot) -> Result<(), Status> {
+        self.save_added_slot(
             core::mem::offset_of!(TvmObj, vbdfs),
-            i,
             MAX_VDEVS_PER_TVM,
-            s,
+            WordOff::of::<{ core::mem::offset_of!(TvmHead, vdevs) }>(),
+            self.vdevs,
+            zerocopy::transmute!(*s),
         )
     }
 }
@@ -364,8 +413,9 @@ impl<'a> Tsm<'a> {
             .lock_in(pa, GranuleState::Tvm)
             .map_err(|e| e.status(arg))?;
         // The count is an aligned word of the locked granule: `read_entry` checks the whole
-        // granule once and loads word `VDEVS_WORD`, where `read_u64`'s general range check of 8
-        // bytes at any address cost x86_64 12 more instructions (profiled).
+        // granule once and loads word `VDEVS_WORD`, where a general range check of 8 bytes at
+        // any address (the former `PhysMem::read_u64`) cost x86_64 12 more instructions
+        // (profiled).
         const VDEVS_WORD: usize = core::mem::offset_of!(TvmHead, vdevs) / 8;
         const _: () = assert!(core::mem::offset_of!(TvmHead, vdevs).is_multiple_of(8));
         let vdevs = self
