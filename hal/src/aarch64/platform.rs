@@ -11,15 +11,15 @@ use super::sysreg::read_sysreg;
 use super::vmid::Vmids;
 use crate::platform::{
     AddressMapFormat, Console, DmaDomain, DmaFault, DmaStream, DmaTableFormat, Entropy,
-    EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemFault,
-    MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused,
+    EntropyError, ExitCode, GuestMmu, HostCpus, HostIsolation, Iommu, IommuError, MemBounds,
+    MemFault, MemRange, MmioRefused, PhysMem, PowerOff, TableGranules, UnmapRefused,
 };
 
 /// The machine as the core sees it.
 pub struct QemuVirt {
-    dram: MemRange,
-    tsm: MemRange,
-    /// What `read_entry` reads tables from: `dram` outside `tsm`.
+    /// What `check` admits: DRAM outside the TSM's own range.
+    bounds: MemBounds,
+    /// What `read_entry` reads tables from: DRAM outside the TSM's own range.
     tables: TableGranules,
     stage2: HostStage2,
     /// The SMMU, if the machine has one (`iommu=smmuv3`): device DMA is gated only then.
@@ -36,8 +36,7 @@ impl QemuVirt {
         smmu: Option<Smmu>,
     ) -> Self {
         QemuVirt {
-            dram,
-            tsm,
+            bounds: MemBounds::new(dram, tsm),
             tables: TableGranules::new(dram, tsm),
             stage2,
             smmu,
@@ -48,10 +47,7 @@ impl QemuVirt {
     /// `[pa, pa + len)` is DRAM outside the TSM's own image and carve-out (never a target of
     /// the core's copies: its objects live in delegated granules, which lie outside it).
     pub(super) fn check(&self, pa: Pa, len: usize) -> Result<(), MemFault> {
-        let len = len as u64;
-        let end = pa.0.checked_add(len).ok_or(MemFault(pa))?;
-        let tsm_end = self.tsm.base.0 + self.tsm.size;
-        if !self.dram.contains(pa, len) || (pa.0 < tsm_end && end > self.tsm.base.0) {
+        if !self.bounds.admits(pa, len as u64) {
             return Err(MemFault(pa));
         }
         Ok(())
