@@ -279,47 +279,6 @@ impl MemRange {
     }
 }
 
-/// What a platform's range check for [`PhysMem`]'s copies admits: `[pa, pa + len)` inside
-/// `dram`, not touching `tsm` (the TSM's own image and carve-out), with both ranges' ends
-/// worked out once at boot. Every host and guest call that copies an object or a record
-/// checks each copy, and adding the sizes to the bases with their overflow checks was about a
-/// third of the check (~9 of ~20 instructions per copy on aarch64, five copies per VCPU_RUN:
-/// docs/benchmarks.md, `vrun9`).
-#[derive(Clone, Copy, Debug)]
-pub struct MemBounds {
-    dram_lo: u64,
-    dram_hi: u64,
-    tsm_lo: u64,
-    tsm_hi: u64,
-}
-
-impl MemBounds {
-    /// The bytes of `dram` outside `tsm`. A DRAM range whose end overflows admits nothing (as
-    /// [`MemRange::contains`] refuses it); a TSM range whose end overflows reaches the top of
-    /// the address space, which only refuses more.
-    pub fn new(dram: MemRange, tsm: MemRange) -> Self {
-        let (dram_lo, dram_hi) = match dram.base.0.checked_add(dram.size) {
-            Some(hi) => (dram.base.0, hi),
-            None => (u64::MAX, 0),
-        };
-        MemBounds {
-            dram_lo,
-            dram_hi,
-            tsm_lo: tsm.base.0,
-            tsm_hi: tsm.base.0.saturating_add(tsm.size),
-        }
-    }
-
-    /// Whether `[pa, pa + len)` lies inside DRAM and outside the TSM (false on overflow).
-    #[inline(always)]
-    pub fn admits(&self, pa: Pa, len: u64) -> bool {
-        let Some(end) = pa.0.checked_add(len) else {
-            return false;
-        };
-        pa.0 >= self.dram_lo && end <= self.dram_hi && (pa.0 >= self.tsm_hi || end <= self.tsm_lo)
-    }
-}
-
 /// The granules a platform's [`PhysMem::read_entry`] reads tables from: inside `dram`, not
 /// touching `tsm` (the TSM's own image and carve-out). The same rule as the platforms' range
 /// check of a whole granule, with the bounds worked out once at boot, so the test of a
@@ -374,6 +333,60 @@ impl TableGranules {
     #[inline(always)]
     pub fn admits(&self, g: Pa) -> bool {
         g.0.wrapping_sub(self.lo) < self.len && g.0.wrapping_sub(self.tsm_lo) >= self.tsm_len
+    }
+}
+
+/// The platforms' range check for [`PhysMem`]: `[pa, pa + len)` inside `dram` and not
+/// touching `tsm` (the TSM's own image and carve-out), with both ends worked out once at boot.
+/// The check recomputed DRAM's and the TSM's ends, with their overflow tests, on every call
+/// (VDEV_CREATE makes ~14). DRAM is kept as its start and length, so the offset of `pa` from
+/// the start bounds both `pa` and `len` with one compare each, and `pa + len` cannot wrap.
+#[derive(Clone, Copy, Debug)]
+pub struct MemBounds {
+    /// DRAM is `[lo, lo + span]` as the check sees it: `lo + span` does not wrap.
+    lo: u64,
+    span: u64,
+    /// The TSM is `[tsm_lo, tsm_end)`.
+    tsm_lo: u64,
+    tsm_end: u64,
+}
+
+impl MemBounds {
+    /// The bounds of `dram` outside `tsm`.
+    pub fn new(dram: MemRange, tsm: MemRange) -> Self {
+        // A DRAM range whose end wraps admits nothing (`MemRange::contains`): DRAM `[1, 1]`
+        // admits only `(1, 0)`, which the whole-address-space TSM refuses. Boot never builds
+        // one (both HALs find the TSM inside DRAM with `MemRange::contains`, which is false
+        // when DRAM's end wraps).
+        if dram.base.0.checked_add(dram.size).is_none() {
+            return MemBounds {
+                lo: 1,
+                span: 0,
+                tsm_lo: 0,
+                tsm_end: u64::MAX,
+            };
+        }
+        MemBounds {
+            lo: dram.base.0,
+            span: dram.size,
+            tsm_lo: tsm.base.0,
+            // Boot found the TSM inside DRAM, whose end does not wrap (above), so neither does
+            // the TSM's; the check panicked if it had, and saturating only leaves `pa` =
+            // `u64::MAX` outside the TSM.
+            tsm_end: tsm.base.0.saturating_add(tsm.size),
+        }
+    }
+
+    /// Whether `[pa, pa + len)` is DRAM outside the TSM: `pa - lo <= span` (an address under
+    /// `lo` wraps to more than any span), `len <= span - (pa - lo)`, and then `pa + len`, at
+    /// most `lo + span`, does not wrap for the TSM's test.
+    #[inline(always)]
+    pub fn admits(&self, pa: Pa, len: u64) -> bool {
+        let off = pa.0.wrapping_sub(self.lo);
+        off <= self.span
+            // `off <= span` just above, so this does not wrap.
+            && len <= self.span.wrapping_sub(off)
+            && !(pa.0 < self.tsm_end && pa.0.wrapping_add(len) > self.tsm_lo)
     }
 }
 

@@ -1,19 +1,20 @@
-//! `MemBounds` against the platforms' general range check (`MemRange::contains` with the TSM
-//! range test beside it), at every length near the ends of DRAM and of the TSM, and at the
-//! ends of the address space.
+//! `MemBounds` against the platforms' former range check, at every address near the ends of
+//! DRAM and of the TSM and at the ends of the address space, for lengths from none to all.
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
 use super::{MemBounds, MemRange};
 
-/// The platforms' check before `MemBounds`: `[pa, pa + len)` inside DRAM and not touching the
-/// TSM, both ends recomputed with their overflow checks.
-fn reference(dram: MemRange, tsm: MemRange, pa: u64, len: u64) -> bool {
+/// The former check: `None` where it panicked (the TSM's end wrapping).
+fn reference(dram: MemRange, tsm: MemRange, pa: u64, len: u64) -> Option<bool> {
+    let tsm_end = tsm.base.0.checked_add(tsm.size);
     let Some(end) = pa.checked_add(len) else {
-        return false;
+        return Some(false);
     };
-    let tsm_end = tsm.base.0.saturating_add(tsm.size);
-    dram.contains(Pa(pa), len) && !(pa < tsm_end && end > tsm.base.0)
+    if !dram.contains(Pa(pa), len) {
+        return Some(false);
+    }
+    Some(!(pa < tsm_end? && end > tsm.base.0))
 }
 
 fn range(base: u64, size: u64) -> MemRange {
@@ -24,7 +25,7 @@ fn range(base: u64, size: u64) -> MemRange {
 }
 
 #[test]
-fn admits_what_the_range_check_admits_at_every_edge() {
+fn admits_what_the_former_check_admitted_at_every_edge() {
     const G: u64 = GRANULE_SIZE;
     let layouts = [
         // QEMU virt: 512 MiB at 1 GiB, the TSM at its start.
@@ -41,10 +42,12 @@ fn admits_what_the_range_check_admits_at_every_edge() {
             range(u64::MAX - 16 * G + 1, 16 * G),
             range(u64::MAX - 2 * G + 1, 2 * G),
         ),
-        // DRAM past the top (overflow), a TSM past the top, tiny and empty ranges.
+        // DRAM the whole address space but its last byte, the TSM empty.
+        (range(0, u64::MAX), range(0x1000, 0)),
+        // DRAM past the top (overflow), one byte, empty.
         (range(u64::MAX - G + 1, 2 * G), range(0, G)),
-        (range(0, 0x10_0000), range(u64::MAX - G, 2 * G)),
-        (range(0x10_0000, 7), range(0, 0)),
+        (range(1, 0), range(0, 0)),
+        (range(0x10_0000, 1), range(0x10_0000, 0)),
         (range(0x10_0000, 0), range(0, 0)),
     ];
     let lens = [
@@ -52,13 +55,12 @@ fn admits_what_the_range_check_admits_at_every_edge() {
         1,
         7,
         8,
-        48,
-        128,
         G - 1,
         G,
         G + 1,
-        3 * G,
-        u64::MAX / 2,
+        2 * G,
+        0x2000_0000,
+        u64::MAX - 1,
         u64::MAX,
     ];
     for (dram, tsm) in layouts {
@@ -72,19 +74,34 @@ fn admits_what_the_range_check_admits_at_every_edge() {
             u64::MAX,
         ];
         for e in edges {
-            for k in [-130i64, -9, -8, -1, 0, 1, 8, 9, 130] {
-                let pa = e.wrapping_add_signed(k);
-                for len in lens {
-                    // Ranges that end at an edge, not only those that start there.
-                    for start in [pa, pa.wrapping_sub(len)] {
+            for k in -3i64..=3 {
+                for d in [0, 1, G - 1] {
+                    let pa = e.wrapping_add_signed(k * G as i64).wrapping_add(d);
+                    for len in lens.iter().chain(&[e.wrapping_sub(pa), pa.wrapping_sub(e)]) {
+                        let Some(want) = reference(dram, tsm, pa, *len) else {
+                            continue;
+                        };
                         assert_eq!(
-                            b.admits(Pa(start), len),
-                            reference(dram, tsm, start, len),
-                            "DRAM {dram:?}, TSM {tsm:?}, [{start:#x}, +{len:#x})"
+                            b.admits(Pa(pa), *len),
+                            want,
+                            "DRAM {dram:?}, TSM {tsm:?}, [{pa:#x} + {len:#x})"
                         );
                     }
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn refuses_everything_when_drams_end_wraps() {
+    let b = MemBounds::new(
+        range(u64::MAX - 0xFFF, 0x2000),
+        range(u64::MAX - 0xFFF, 0x1000),
+    );
+    for pa in [0, 1, u64::MAX - 0xFFF, u64::MAX] {
+        for len in [0, 1, 0x1000] {
+            assert!(!b.admits(Pa(pa), len), "[{pa:#x} + {len:#x})");
         }
     }
 }
