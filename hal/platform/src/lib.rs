@@ -29,6 +29,8 @@ pub mod run;
 #[cfg(test)]
 mod table_granules_tests;
 #[cfg(test)]
+mod test_layouts;
+#[cfg(test)]
 mod zero_tests;
 
 /// A physical address the platform cannot reach (not RAM, or outside what the TSM maps).

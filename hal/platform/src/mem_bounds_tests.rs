@@ -3,6 +3,7 @@
 
 use tsm_abi::addr::{GRANULE_SIZE, Pa};
 
+use super::test_layouts::{edges, layouts, range};
 use super::{MemBounds, MemRange};
 
 /// The former check: `None` where it panicked (the TSM's end wrapping).
@@ -17,39 +18,9 @@ fn reference(dram: MemRange, tsm: MemRange, pa: u64, len: u64) -> Option<bool> {
     Some(!(pa < tsm_end? && end > tsm.base.0))
 }
 
-fn range(base: u64, size: u64) -> MemRange {
-    MemRange {
-        base: Pa(base),
-        size,
-    }
-}
-
 #[test]
 fn admits_what_the_former_check_admitted_at_every_edge() {
     const G: u64 = GRANULE_SIZE;
-    let layouts = [
-        // QEMU virt: 512 MiB at 1 GiB, the TSM at its start.
-        (
-            range(0x4000_0000, 0x2000_0000),
-            range(0x4020_0000, 0x12_0000),
-        ),
-        // x86_64: DRAM from 0, the TSM inside it.
-        (range(0, 0x2000_0000), range(0x20_0000, 0x22_0000)),
-        // Ends not granule-aligned, the TSM straddling DRAM's start.
-        (range(0x1_0800, 0x10_0100), range(0x0_F000, 0x2_0010)),
-        // DRAM up to the top of the address space, the TSM at its end.
-        (
-            range(u64::MAX - 16 * G + 1, 16 * G),
-            range(u64::MAX - 2 * G + 1, 2 * G),
-        ),
-        // DRAM the whole address space but its last byte, the TSM empty.
-        (range(0, u64::MAX), range(0x1000, 0)),
-        // DRAM past the top (overflow), one byte, empty.
-        (range(u64::MAX - G + 1, 2 * G), range(0, G)),
-        (range(1, 0), range(0, 0)),
-        (range(0x10_0000, 1), range(0x10_0000, 0)),
-        (range(0x10_0000, 0), range(0, 0)),
-    ];
     let lens = [
         0,
         1,
@@ -63,17 +34,9 @@ fn admits_what_the_former_check_admitted_at_every_edge() {
         u64::MAX - 1,
         u64::MAX,
     ];
-    for (dram, tsm) in layouts {
+    for (dram, tsm) in layouts() {
         let b = MemBounds::new(dram, tsm);
-        let edges = [
-            dram.base.0,
-            dram.base.0.wrapping_add(dram.size),
-            tsm.base.0,
-            tsm.base.0.wrapping_add(tsm.size),
-            0,
-            u64::MAX,
-        ];
-        for e in edges {
+        for e in edges(dram, tsm) {
             for k in -3i64..=3 {
                 for d in [0, 1, G - 1] {
                     let pa = e.wrapping_add_signed(k * G as i64).wrapping_add(d);
