@@ -17,7 +17,7 @@
 
 use core::mem::{MaybeUninit, size_of};
 
-use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::addr::{Gpa, Pa};
 
 use super::el1::El1State;
 use super::fp::FpRegs;
@@ -61,18 +61,8 @@ impl GuestCpu for QemuVirt {
         resume: Resume,
         mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
     ) -> Result<T, EntryError> {
-        // Both inside one granule, so `tables.admits` of that granule is `check`'s rule for
-        // them (DRAM outside the TSM) in two compares, without `check`'s end arithmetic.
-        let bytes = GUEST_CONTEXT_BYTES as u64;
-        if !context.0.is_multiple_of(16)
-            || context.granule_offset() + bytes > GRANULE_SIZE
-            || !self.tables.admits(context.granule_base())
-        {
-            return Err(EntryError::BadContext);
-        }
-        if !root.is_granule_aligned() || !self.tables.admits(root) {
-            return Err(EntryError::BadRoot);
-        }
+        self.tables
+            .check_entry(context, GUEST_CONTEXT_BYTES as u64, root)?;
         // SAFETY: [context, context + size) is 16-byte aligned DRAM outside the TSM's memory,
         // identity-mapped, inside one granule (checked above): the claimed vCPU's context
         // area, which nothing else reads or writes during the run (see the doc comment). Every
