@@ -106,7 +106,7 @@ impl GuestCpu for QemuVirt {
             write_sysreg!("cptr_el2", super::boot::CPTR_TSM | super::boot::CPTR_TFP);
         }
         // SAFETY: as above.
-        let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
+        let host_s2 = unsafe { self.stage2.enter_tvm(vmid, root) };
         let (out, keep) = loop {
             // The vCPU's EL1 state and stage 2 stay loaded while the core handles the trap (the
             // TSM at EL2 uses neither), so a call answered in place costs no swap: the host's
