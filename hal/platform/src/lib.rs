@@ -336,6 +336,25 @@ impl TableGranules {
     pub fn admits(&self, g: Pa) -> bool {
         g.0.wrapping_sub(self.lo) < self.len && g.0.wrapping_sub(self.tsm_lo) >= self.tsm_len
     }
+
+    /// Whether `context` and `root` may be a vCPU's context area (`bytes` long, 16-aligned) and
+    /// map root at its entry, on either arch: each inside one granule this admits. A context
+    /// inside one granule lies in DRAM outside the TSM if its granule does, so two compares
+    /// per address stand for the general range check and its end arithmetic. The offset is
+    /// under a granule, so the room after it never wraps, whatever `bytes` is.
+    #[inline(always)]
+    pub fn check_entry(&self, context: Pa, bytes: u64, root: Pa) -> Result<(), run::EntryError> {
+        let fits = context.0.is_multiple_of(16)
+            && bytes <= GRANULE_SIZE.wrapping_sub(context.granule_offset())
+            && self.admits(context.granule_base());
+        if !fits {
+            return Err(run::EntryError::BadContext);
+        }
+        if !(root.is_granule_aligned() && self.admits(root)) {
+            return Err(run::EntryError::BadRoot);
+        }
+        Ok(())
+    }
 }
 
 /// The platforms' range check for [`PhysMem`]: `[pa, pa + len)` inside `dram` and not

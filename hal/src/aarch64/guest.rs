@@ -17,7 +17,7 @@
 
 use core::mem::{MaybeUninit, size_of};
 
-use tsm_abi::addr::{GRANULE_SIZE, Gpa, Pa};
+use tsm_abi::addr::{Gpa, Pa};
 
 use super::el1::El1State;
 use super::fp::FpRegs;
@@ -61,18 +61,8 @@ impl GuestCpu for QemuVirt {
         resume: Resume,
         mut on_exit: impl FnMut(GuestExit) -> Handled<T>,
     ) -> Result<T, EntryError> {
-        // Both inside one granule, so `tables.admits` of that granule is `check`'s rule for
-        // them (DRAM outside the TSM) in two compares, without `check`'s end arithmetic.
-        let bytes = GUEST_CONTEXT_BYTES as u64;
-        if !context.0.is_multiple_of(16)
-            || context.granule_offset() + bytes > GRANULE_SIZE
-            || !self.tables.admits(context.granule_base())
-        {
-            return Err(EntryError::BadContext);
-        }
-        if !root.is_granule_aligned() || !self.tables.admits(root) {
-            return Err(EntryError::BadRoot);
-        }
+        self.tables
+            .check_entry(context, GUEST_CONTEXT_BYTES as u64, root)?;
         // SAFETY: [context, context + size) is 16-byte aligned DRAM outside the TSM's memory,
         // identity-mapped, inside one granule (checked above): the claimed vCPU's context
         // area, which nothing else reads or writes during the run (see the doc comment). Every
@@ -116,7 +106,7 @@ impl GuestCpu for QemuVirt {
             write_sysreg!("cptr_el2", super::boot::CPTR_TSM | super::boot::CPTR_TFP);
         }
         // SAFETY: as above.
-        let host_s2 = unsafe { stage2::enter_tvm(vmid, root) };
+        let host_s2 = unsafe { self.stage2.enter_tvm(vmid, root) };
         let (out, keep) = loop {
             // The vCPU's EL1 state and stage 2 stay loaded while the core handles the trap (the
             // TSM at EL2 uses neither), so a call answered in place costs no swap: the host's

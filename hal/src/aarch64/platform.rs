@@ -21,7 +21,7 @@ pub struct QemuVirt {
     bounds: MemBounds,
     /// What `read_entry` reads tables from: `dram` outside `tsm`.
     pub(super) tables: TableGranules,
-    stage2: HostStage2,
+    pub(super) stage2: HostStage2,
     /// The SMMU, if the machine has one (`iommu=smmuv3`): device DMA is gated only then.
     smmu: Option<Smmu>,
     /// TVM roots → VMIDs (taken around TLB maintenance and vCPU entry/exit only).

@@ -139,6 +139,10 @@ pub struct HostStage2 {
     /// (one run of the carve-out, so a table's address says which it is).
     fixed: &'static [Table],
     split: &'static [Table; SPLIT_TABLES],
+    /// VTCR_EL2 of a TVM's stage 2 ([`HostStage2::enter_tvm`]): from ID_AA64MMFR0_EL1 once
+    /// here, not at every vCPU entry (~4 instructions); secondaries run with the boot CPU's
+    /// VTCR_EL2 too (`smp::Shared`).
+    tvm_vtcr: u64,
     /// The host's device mappings (set by [`HostStage2::map_devices`]) and what taking single
     /// BAR pages from the host needs; behind a lock so two takes never split one block twice.
     devices: Mutex<DeviceMaps>,
@@ -273,6 +277,7 @@ impl HostStage2 {
             l2,
             fixed,
             split,
+            tvm_vtcr: VTCR_TVM_BASE | (pa_size_field() << 16),
             devices: Mutex::new(DeviceMaps {
                 bars: None,
                 placed: &[],
@@ -656,34 +661,35 @@ pub struct HostStage2Regs {
     vtcr: u64,
 }
 
-/// Installs the TVM address map rooted at `root` (tagged `vmid`) as this CPU's stage 2.
-///
-/// # Safety
-/// Until [`leave_tvm`], only the vCPU of that TVM runs at EL1/EL0 on this CPU; `root` is the
-/// TVM's root table (a TABLE granule the core keeps alive while the vCPU runs).
-pub unsafe fn enter_tvm(vmid: Vmid, root: Pa) -> HostStage2Regs {
-    let host = HostStage2Regs {
-        vttbr: read_sysreg!("vttbr_el2"),
-        vtcr: read_sysreg!("vtcr_el2"),
-    };
-    let vtcr = VTCR_TVM_BASE | (pa_size_field() << 16);
-    // SAFETY: per the contract, only the TVM's vCPU runs under these values; its VMID keeps
-    // its cached translations apart from the host's and other TVMs'.
-    unsafe {
-        write_sysreg!("vtcr_el2", vtcr);
-        write_sysreg!(
-            "vttbr_el2",
-            (u64::from(vmid.0) << 48) | (root.0 & 0x0000_FFFF_FFFF_F000)
-        );
+impl HostStage2 {
+    /// Installs the TVM address map rooted at `root` (tagged `vmid`) as this CPU's stage 2.
+    ///
+    /// # Safety
+    /// Until [`leave_tvm`], only the vCPU of that TVM runs at EL1/EL0 on this CPU; `root` is
+    /// the TVM's root table (a TABLE granule the core keeps alive while the vCPU runs).
+    pub unsafe fn enter_tvm(&self, vmid: Vmid, root: Pa) -> HostStage2Regs {
+        let host = HostStage2Regs {
+            vttbr: read_sysreg!("vttbr_el2"),
+            vtcr: read_sysreg!("vtcr_el2"),
+        };
+        // SAFETY: per the contract, only the TVM's vCPU runs under these values; its VMID
+        // keeps its cached translations apart from the host's and other TVMs'.
+        unsafe {
+            write_sysreg!("vtcr_el2", self.tvm_vtcr);
+            write_sysreg!(
+                "vttbr_el2",
+                (u64::from(vmid.0) << 48) | (root.0 & 0x0000_FFFF_FFFF_F000)
+            );
+        }
+        isb();
+        host
     }
-    isb();
-    host
 }
 
 /// Puts the host's stage 2 back.
 ///
 /// # Safety
-/// The vCPU entered with [`enter_tvm`] no longer runs; the host runs next on this CPU.
+/// The vCPU entered with [`HostStage2::enter_tvm`] no longer runs; the host runs next on this CPU.
 pub unsafe fn leave_tvm(host: HostStage2Regs) {
     // SAFETY: the host's own values, read by `enter_tvm`.
     unsafe {

@@ -179,24 +179,12 @@ impl GuestCpu for X86Platform {
     }
 }
 
-/// Whether `context` and `root` may be a vCPU's context area and map root: each inside one
-/// granule of DRAM outside the TSM, tested as whole granules against the bounds boot made
-/// (`check`'s rule for a granule, `zero_granule`'s test; a context inside one granule lies in
-/// DRAM outside the TSM if its granule does): ~36 instructions where two `check`s were ~45.
-/// Out of line: inlined, LLVM hoisted the bounds out of the run loop into its frame and the
-/// guest call paid +3 for the spills (`vrun8`).
+/// `TableGranules::check_entry` for this vCPU's frame: ~36 instructions where two `check`s
+/// were ~45. Out of line: inlined, LLVM hoisted the bounds out of the run loop into its frame
+/// and the guest call paid +3 for the spills (`vrun8`).
 #[inline(never)]
 fn check_entry(p: &X86Platform, context: Pa, root: Pa) -> Result<(), EntryError> {
-    let fits = context.0.is_multiple_of(16)
-        && context.granule_offset() + GUEST_FRAME_SIZE <= GRANULE_SIZE
-        && p.tables.admits(context.granule_base());
-    if !fits {
-        return Err(EntryError::BadContext);
-    }
-    if !(root.is_granule_aligned() && p.tables.admits(root)) {
-        return Err(EntryError::BadRoot);
-    }
-    Ok(())
+    p.tables.check_entry(context, GUEST_FRAME_SIZE, root)
 }
 
 /// Writes CPU `cpu`'s TVM VMCB's controls ([`GuestCpu::run_guest`] adds each run's nested
