@@ -111,10 +111,16 @@ fn extract(salt: &Digest, ikm: &[u8]) -> Digest {
 #[inline]
 fn expand<const N: usize>(prk: &Digest, label: Label, context: Option<&Digest>, out: &mut [u8; N]) {
     const { assert!(N <= HASH_SIZE, "HKDF-Expand of more than one block") };
+    expand_block(prk, label, context.map_or(&[], |c| c.as_slice()), out);
+}
+
+/// [`expand`]'s body, one copy for every output size.
+#[inline]
+fn expand_block(prk: &Digest, label: Label, context: &[u8], out: &mut [u8]) {
     let mut info = [0u8; signing::MAX_BIN_STR];
-    let context: &[u8] = context.map_or(&[], |c| c.as_slice());
-    // N <= H, so the length is exact.
-    let info = signing::bin_str(&mut info, N as u16, label, context)
+    // `out` is at most H bytes (`expand`), so the length is exact.
+    let length = u16::try_from(out.len()).unwrap_or(u16::MAX);
+    let info = signing::bin_str(&mut info, length, label, context)
         .ok()
         .and_then(|n| info.get(..n));
     // A context of at most H bytes and every label fit `MAX_BIN_STR`.
