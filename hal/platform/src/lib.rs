@@ -90,6 +90,12 @@ pub trait PhysMem {
         if !granule.is_granule_aligned() {
             return Err(MemFault(granule));
         }
+        // Every word is tried with a read first, so that a granule this memory holds only in
+        // part faults before any store, as the platforms' one granule check does.
+        let mut b = [0u8; 8];
+        for &WordStore(off, _) in words {
+            self.read(Pa(granule.0 | off.get() as u64), &mut b)?;
+        }
         for &WordStore(off, w) in words {
             self.write(Pa(granule.0 | off.get() as u64), &w.to_ne_bytes())?;
         }

@@ -149,4 +149,42 @@ mod words {
         assert!(m.write_words(Pa(BASE + 3 * 4096), &words).is_err());
         assert!(m.0.borrow().iter().all(|&b| b == 0xAA));
     }
+
+    /// `Mem` with its first granule's last word missing.
+    struct Partial(Mem);
+
+    impl Partial {
+        fn held(pa: Pa, len: usize) -> Result<(), MemFault> {
+            match pa.0.checked_add(len as u64) {
+                Some(end) if pa.0 >= BASE + 4096 || end <= BASE + 4088 => Ok(()),
+                _ => Err(MemFault(pa)),
+            }
+        }
+    }
+
+    impl PhysMem for Partial {
+        fn read(&self, pa: Pa, out: &mut [u8]) -> Result<(), MemFault> {
+            Self::held(pa, out.len())?;
+            self.0.read(pa, out)
+        }
+
+        fn write(&self, pa: Pa, data: &[u8]) -> Result<(), MemFault> {
+            Self::held(pa, data.len())?;
+            self.0.write(pa, data)
+        }
+    }
+
+    #[test]
+    fn a_granule_held_in_part_faults_before_any_store() {
+        let m = Partial(Mem::new());
+        let words = [
+            WordStore(WordOff::of::<0>(), 0u64),
+            WordStore(WordOff::of::<4088>(), 0u64),
+        ];
+        assert_eq!(
+            m.write_words(Pa(BASE), &words),
+            Err(MemFault(Pa(BASE + 4088)))
+        );
+        assert!(m.0.0.borrow().iter().all(|&b| b == 0xAA));
+    }
 }
