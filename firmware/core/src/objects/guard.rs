@@ -13,7 +13,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use super::{
     BIND_CLEARED, Child, MAX_VDEVS_PER_PDEV, MAX_VDEVS_PER_TVM, Object, PbdfSlot, PdevHead,
     PdevObj, Stored, TvmHead, TvmObj, VDEV_ZEROED, VbdfSlot, VdevBindHead, VdevHeadStart, VdevObj,
-    ViommuObj, decode, internal, load_into, write,
+    ViommuObj, debug_check_invariants, decode, internal, load_into, write,
 };
 use tsm_platform::{PhysMem, ReadBuf, WordOff, WordStore};
 
@@ -147,16 +147,6 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
         write(self.t.platform, self.g.pa(), self.obj)
     }
 
-    /// The copy's invariants, checked in debug builds before it is stored, as `write` does.
-    fn check_invariants(&self) {
-        debug_assert!(
-            self.obj.invariants().is_ok(),
-            "{}: {:?}",
-            core::any::type_name::<O>(),
-            self.obj.invariants()
-        );
-    }
-
     /// Saves a slot added to a packed table ([`PdevObj::invariants`]) and the copy's count of
     /// slots in use, `vdevs` (already raised), in place: `slot` as entry `vdevs - 1` of the
     /// table of `cap` 16-byte entries at byte `table`, and the count at `count`.
@@ -168,7 +158,7 @@ impl<'t, 'a, O: Object> Guard<'t, 'a, O> {
         vdevs: u64,
         slot: [u64; 2],
     ) -> Result<(), Status> {
-        self.check_invariants();
+        debug_check_invariants(self.obj);
         save_added_slot(self.t.platform, self.g.pa(), table, cap, count, vdevs, slot)
     }
 }

@@ -165,17 +165,23 @@ fn decode<T: Stored>(bytes: &mut [u8]) -> Result<&mut T, Status> {
 
 /// Writes an object to its granule at `pa`, if its invariants hold.
 fn write<O: Object>(mem: &dyn PhysMem, pa: Pa, obj: &O) -> Result<(), Status> {
-    // A violation is a TSM bug, never the result of host or guest input: every debug build
-    // (unit, model and fuzz tests, the QEMU scenarios) checks at every save and stops on one,
-    // as TF-RMM asserts its granule invariants at unlock in debug builds. Release images skip
-    // the check: its slot scans cost ~900 instructions on VDEV_CREATE's four saves.
+    debug_check_invariants(obj);
+    mem.write(pa, obj.as_bytes()).map_err(|_| internal())
+}
+
+/// Stops a debug build on an object about to be stored whose invariants do not hold.
+///
+/// A violation is a TSM bug, never the result of host or guest input: every debug build (unit,
+/// model and fuzz tests, the QEMU scenarios) checks at every save and stops on one, as TF-RMM
+/// asserts its granule invariants at unlock in debug builds. Release images skip the check:
+/// its slot scans cost ~900 instructions on VDEV_CREATE's four saves.
+fn debug_check_invariants<O: Object>(obj: &O) {
     debug_assert!(
         obj.invariants().is_ok(),
         "{}: {:?}",
         core::any::type_name::<O>(),
         obj.invariants()
     );
-    mem.write(pa, obj.as_bytes()).map_err(|_| internal())
 }
 
 /// A platform memory fault on TSM-owned memory. The granule table covers only DRAM the
